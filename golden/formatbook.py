@@ -1,0 +1,92 @@
+"""The DialectFP4 formatbook and every table derived from it (SPEC 2, SPEC 4).
+
+This module is the single copy of the formatbook. The golden model, the hardware generators and the
+tests all import it; nothing else types the numbers again.
+
+Source note (SPEC 2): the table is the formatbook of Figure 4 of Jang & Tambe, "BlockDialect"
+(ICML 2025, arXiv 2501.01144), as transcribed by third-party implementations; it has not been checked
+against the figure itself.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+# SPEC 2: 16 dialects x 8 unsigned magnitudes in half-units (real value h / 2), ascending by index.
+FORMATBOOK_ROWS: tuple[tuple[int, ...], ...] = (
+    (0, 1, 2, 3, 4, 6, 11, 15),  # 0  P0 A
+    (0, 1, 2, 3, 4, 6, 9, 15),   # 1  P0 B
+    (0, 1, 2, 3, 4, 6, 11, 14),  # 2  P1 A
+    (0, 1, 2, 3, 4, 6, 9, 14),   # 3  P1 B
+    (0, 1, 2, 3, 4, 6, 10, 13),  # 4  P2 A
+    (0, 1, 2, 3, 4, 6, 8, 13),   # 5  P2 B
+    (0, 1, 2, 3, 4, 6, 10, 12),  # 6  P3 A
+    (0, 1, 2, 3, 4, 6, 8, 12),   # 7  P3 B (= FP4 E2M1)
+    (0, 1, 2, 3, 4, 6, 9, 11),   # 8  P4 A
+    (0, 1, 2, 3, 4, 6, 7, 11),   # 9  P4 B
+    (0, 1, 2, 3, 4, 6, 9, 10),   # 10 P5 A
+    (0, 1, 2, 3, 4, 6, 7, 10),   # 11 P5 B
+    (0, 1, 2, 3, 4, 6, 8, 9),    # 12 P6 A
+    (0, 1, 2, 3, 4, 6, 7, 9),    # 13 P6 B
+    (0, 1, 2, 3, 4, 6, 7, 8),    # 14 P7 A
+    (0, 1, 2, 3, 4, 5, 6, 8),    # 15 P7 B
+)
+
+NUM_DIALECTS = 16          # SPEC 2
+NUM_PAIRS = 8              # SPEC 2: pair p holds dialects 2p (A) and 2p + 1 (B)
+LEVELS = 8                 # SPEC 2: 3-bit magnitude index
+CODE_BITS = 4              # SPEC 2: code = sign << 3 | idx
+MAX_HALF_UNITS = 15        # largest formatbook entry; 4-bit unsigned magnitude (SPEC 6)
+BLOCK_SIZES = (16, 32, 64)  # SPEC 3
+EXP_BITS = 5               # SPEC 3: shared exponent field
+DIALECT_BITS = 4           # SPEC 3
+
+FORMATBOOK = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64)
+FORMATBOOK.requires_grad_(False)
+
+
+def pair_of(dialect: int) -> int:
+    """SPEC 2: dialects 2p and 2p + 1 form pair p."""
+    return dialect // 2
+
+
+def pair_max(pair: int) -> int:
+    """SPEC 2: both dialects of pair p have the largest value 15 - p half-units."""
+    return MAX_HALF_UNITS - pair
+
+
+def midpoints(dialect: int) -> tuple[int, ...]:
+    """SPEC 4.4: the 7 decision thresholds v_i + v_(i+1), in quarter-units (ties go up)."""
+    v = FORMATBOOK_ROWS[dialect]
+    return tuple(v[i] + v[i + 1] for i in range(LEVELS - 1))
+
+
+class Stage2Range(NamedTuple):
+    """Half-open interval [lo, hi) of quarter-units (SPEC 4.3)."""
+
+    lo: int
+    hi: int
+
+
+def beneficial_range(dialect: int) -> Stage2Range:
+    """SPEC 4.3: the quarter-units in which this dialect's own value (the one its partner lacks)
+    is the nearest value of the pair's union, ties going to the larger magnitude."""
+    partner = dialect ^ 1
+    own = sorted(set(FORMATBOOK_ROWS[dialect]) - set(FORMATBOOK_ROWS[partner]))
+    if len(own) != 1:
+        raise AssertionError(f"dialect {dialect} must have exactly one value its partner lacks")
+    union = sorted(set(FORMATBOOK_ROWS[dialect]) | set(FORMATBOOK_ROWS[partner]))
+    j = union.index(own[0])
+    # A half-unit value h is 2h quarter-units, so the midpoint of h1 and h2 is h1 + h2 quarter-units.
+    return Stage2Range(union[j - 1] + union[j], union[j] + union[j + 1])
+
+
+def _tables() -> tuple[torch.Tensor, torch.Tensor]:
+    mids = torch.tensor([midpoints(d) for d in range(NUM_DIALECTS)], dtype=torch.int64)
+    ranges = torch.tensor([beneficial_range(d) for d in range(NUM_DIALECTS)], dtype=torch.int64)
+    return mids, ranges
+
+
+# (16, 7) midpoints in quarter-units and (16, 2) stage-2 ranges [lo, hi) in quarter-units.
+MIDPOINTS, STAGE2_RANGES = _tables()
