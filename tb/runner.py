@@ -1,0 +1,225 @@
+"""Builds every unit with Verilator and runs its cocotb testbench against the golden model.
+
+    python -m tb.runner [--quick] [--out DIR] [--units decoder,quantizer,dot] [--blocks 16,32,64]
+
+``--quick`` is the reduced run of the test suite; without it B = 32 runs at full depth and the other
+block sizes at a lighter one. ``WAVES=1`` in the environment builds with ``--trace-fst`` and writes
+``dump.fst`` next to each run. Writes ``summary.json``, the merged JUnit file ``results.xml`` (plus
+one per unit and block size under ``junit/``) and the simulation logs under ``logs/`` in the out
+folder; prints a summary table; exits non-zero on any mismatch or failed test.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .build import BLOCKS, REPO, RTL_DIR, SIM_BUILD, UNITS, build, rtl_file
+
+FULL_BLOCK = 32          # the block size run at full depth; the others run lighter
+
+
+@dataclass
+class UnitRun:
+    unit: str
+    block: int
+    depth: str
+    tests: int = 0
+    failed: int = 0
+    vectors: int = 0
+    mismatches: int = 0
+    cycles: int = 0
+    blocks_per_cycle: float | None = None
+    build_seconds: float = 0.0
+    sim_seconds: float = 0.0
+    error: str | None = None
+    details: list = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and self.failed == 0 and self.tests > 0 and self.mismatches == 0
+
+
+def depth_for(block: int, quick: bool) -> str:
+    if quick:
+        return "quick"
+    return "full" if block == FULL_BLOCK else "light"
+
+
+def _csv(kind, allowed):
+    def parse(text: str):
+        values = [kind(v) for v in text.split(",") if v.strip()]
+        bad = [v for v in values if v not in allowed]
+        if bad or not values:
+            raise argparse.ArgumentTypeError(f"choose from {','.join(map(str, allowed))}, got {text!r}")
+        return values
+    return parse
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(prog="python -m tb.runner", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter,
+                                     epilog="WAVES=1 in the environment dumps an FST trace per run.")
+    parser.add_argument("--quick", action="store_true", help="reduced stimulus (the test-suite run)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="report folder (default reports/sim, or reports/sim-quick with --quick)")
+    parser.add_argument("--units", type=_csv(str, UNITS), default=list(UNITS),
+                        help="comma-separated units (default: all)")
+    parser.add_argument("--blocks", type=_csv(int, BLOCKS), default=list(BLOCKS),
+                        help="comma-separated block sizes (default: 16,32,64)")
+    parser.add_argument("--seed", type=int, default=1, help="base seed of the random stimulus")
+    parser.add_argument("--rtl", type=Path, default=RTL_DIR, help="folder of the emitted Verilog")
+    parser.add_argument("--no-real", action="store_true",
+                        help="skip real SmolLM2 blocks (no model file needed)")
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = REPO / ("reports/sim-quick" if args.quick else "reports/sim")
+    return args
+
+
+def _collect_stats(stats_dir: Path, run: UnitRun):
+    for path in sorted(stats_dir.glob("*.json")):
+        record = json.loads(path.read_text())
+        run.details.append(record)
+        run.vectors += int(record.get("vectors", 0))
+        run.mismatches += int(record.get("mismatches", 0))
+        run.cycles += int(record.get("cycles", 0))
+        if record.get("blocks_per_cycle") is not None:
+            run.blocks_per_cycle = record["blocks_per_cycle"]
+
+
+def _junit_counts(xml_path: Path) -> tuple[int, int]:
+    root = ET.parse(xml_path).getroot()
+    cases = root.iter("testcase")
+    tests = failed = 0
+    for case in cases:
+        tests += 1
+        if case.find("failure") is not None or case.find("error") is not None:
+            failed += 1
+    return tests, failed
+
+
+def _build_log_excerpt(log: Path, lines: int = 6) -> str:
+    """The first Verilator diagnostics of a failed build, so the summary says why."""
+    if not log.exists():
+        return ""
+    found = [l for l in log.read_text(errors="replace").splitlines() if l.startswith(("%Warning", "%Error"))]
+    return "".join(f"\n    {l}" for l in found[:lines])
+
+
+def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
+    run = UnitRun(unit, block, depth_for(block, args.quick))
+    source = Path(args.rtl) / rtl_file(unit, block).name
+    tag = f"{unit}_b{block}"
+    try:
+        b = build(unit, block, waves=waves, source=source)
+    except Exception as exc:   # a missing or broken file is a failed row, not a crash of the run
+        run.error = f"build failed: {exc}" + _build_log_excerpt(SIM_BUILD / tag / "build.log")
+        return run
+    run.build_seconds = b.seconds
+
+    test_dir = b.build_dir / f"run_{run.depth}"
+    stats_dir = test_dir / "stats"
+    shutil.rmtree(stats_dir, ignore_errors=True)
+    junit = (args.out / "junit" / f"{tag}.xml").resolve()
+    junit.parent.mkdir(parents=True, exist_ok=True)
+    log_file = (args.out / "logs" / f"{tag}.log").resolve()
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    env = {"TB_BLOCK": str(block), "TB_DEPTH": run.depth, "TB_SEED": str(args.seed),
+           "TB_STATS_DIR": str(stats_dir), "TB_REAL": "0" if args.no_real else "1",
+           "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "INFO")}
+    start = time.perf_counter()
+    try:
+        b.runner.test(test_module=f"tb.test_{unit}", hdl_toplevel=b.toplevel, build_dir=b.build_dir,
+                      test_dir=test_dir, extra_env=env, results_xml=str(junit), waves=waves,
+                      log_file=log_file)
+    except Exception as exc:
+        run.error = f"simulation failed: {exc}"
+    run.sim_seconds = time.perf_counter() - start
+    if junit.exists():
+        run.tests, run.failed = _junit_counts(junit)
+    elif run.error is None:
+        run.error = "no results file"
+    _collect_stats(stats_dir, run)
+    if waves and (test_dir / "dump.fst").exists():
+        print(f"waves: {test_dir / 'dump.fst'}")
+    return run
+
+
+def merge_junit(paths: list[Path], out: Path):
+    merged = ET.Element("testsuites", name="tb.runner")
+    for path in paths:
+        root = ET.parse(path).getroot()
+        suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+        for suite in suites:
+            suite.set("name", f"{path.stem}.{suite.get('name', 'all')}")
+            merged.append(suite)
+    ET.ElementTree(merged).write(out, encoding="unicode", xml_declaration=True)
+
+
+COLUMNS = ("unit", "B", "depth", "tests", "failed", "vectors", "mismatches", "cycles",
+           "blocks/cycle", "build s", "sim s")
+
+
+def table(runs: list[UnitRun]) -> str:
+    rows = [COLUMNS]
+    for r in runs:
+        bpc = "-" if r.blocks_per_cycle is None else f"{r.blocks_per_cycle:.3f}"
+        rows.append((r.unit, str(r.block), r.depth, str(r.tests), str(r.failed), str(r.vectors),
+                     str(r.mismatches), str(r.cycles), bpc, f"{r.build_seconds:.1f}",
+                     f"{r.sim_seconds:.1f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    for r in runs:
+        if r.error:
+            lines.append(f"{r.unit} B={r.block}: {r.error}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    args.out = args.out.resolve()
+    args.out.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(args.out / "junit", ignore_errors=True)
+    waves = os.environ.get("WAVES", "0") not in ("", "0")
+    SIM_BUILD.mkdir(exist_ok=True)
+
+    start = time.perf_counter()
+    runs = []
+    for unit in args.units:
+        for block in args.blocks:
+            print(f"== {unit} B={block} ({depth_for(block, args.quick)})", flush=True)
+            run = run_unit(unit, block, args, waves)
+            runs.append(run)
+            status = "ok" if run.passed else "FAILED"
+            print(f"== {unit} B={block}: {status}, {run.vectors} vectors, {run.mismatches} mismatches, "
+                  f"build {run.build_seconds:.1f} s, sim {run.sim_seconds:.1f} s", flush=True)
+    wall = time.perf_counter() - start
+
+    junit_files = sorted((args.out / "junit").glob("*.xml"))
+    if junit_files:
+        merge_junit(junit_files, args.out / "results.xml")
+    summary = {
+        "depth": "quick" if args.quick else "full",
+        "seed": args.seed,
+        "wall_seconds": round(wall, 1),
+        "passed": all(r.passed for r in runs),
+        "runs": [{**asdict(r), "passed": r.passed} for r in runs],
+    }
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    text = table(runs)
+    (args.out / "summary.txt").write_text(text + f"\n\nwall time {wall:.1f} s\n")
+    print(text)
+    print(f"wall time {wall:.1f} s; reports in {args.out}")
+    return 0 if summary["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
