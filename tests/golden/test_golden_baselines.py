@@ -5,10 +5,12 @@ import math
 
 import pytest
 import torch
-from hypothesis import assume, given
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from golden import baselines, bd, vectors
+
+GOLDEN = settings(settings.get_profile("golden"))  # registered in conftest.py
 
 E2M1 = torch.tensor(baselines.E2M1_VALUES, dtype=torch.float64)
 
@@ -73,6 +75,7 @@ def test_mxfp4_matches_torchao(block, mx_tensor, bits_equal):
 finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
 
 
+@GOLDEN
 @given(data=st.data())
 def test_mxfp4_matches_torchao_on_arbitrary_floats(data, mx_tensor, bits_equal):
     block = data.draw(st.sampled_from(baselines.MXFP4_BLOCK_SIZES))
@@ -195,6 +198,7 @@ def test_int4_hand_examples():
     assert torch.equal(baselines.int4(torch.zeros(1, 64), 64), torch.zeros(1, 64))
 
 
+@GOLDEN
 @given(data=st.data())
 def test_int4_levels_and_error(data):
     block = data.draw(st.sampled_from(baselines.INT4_BLOCK_SIZES))

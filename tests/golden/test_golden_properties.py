@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from golden import bd, vectors
 from golden.formatbook import FORMATBOOK_ROWS
 
+GOLDEN = settings(settings.get_profile("golden"))  # registered in conftest.py
+
 BLOCK_SIZES = (16, 32, 64)
 
 
@@ -46,6 +48,7 @@ any_rows = st.one_of(fp16_rows(), seeded_rows())
 methods = st.sampled_from(["two_stage", "mse"])
 
 
+@GOLDEN
 @given(x16=any_rows, method=methods)
 def test_dequantize_is_within_half_a_step(x16, method):
     """For an element whose value lies inside the chosen dialect's range, the error is at most half
@@ -77,6 +80,7 @@ def test_dequantize_is_within_half_a_step(x16, method):
             assert err <= step / 2, (row, k, hv, dialect)
 
 
+@GOLDEN
 @given(x16=any_rows)
 def test_two_stage_never_beats_mse_on_the_spec_cost(x16, spec):
     block = x16.shape[-1]
@@ -92,6 +96,7 @@ def test_two_stage_never_beats_mse_on_the_spec_cost(x16, spec):
         assert costs[d_two] >= costs[d_mse]
 
 
+@GOLDEN
 @given(x16=any_rows, method=methods)
 def test_pack_unpack_round_trip(x16, method):
     block = x16.shape[-1]
@@ -110,6 +115,7 @@ def test_pack_unpack_round_trip(x16, method):
     assert torch.equal(torch.stack([low, high], -1).reshape(-1, block), q.codes[:, 0].to(torch.int64))
 
 
+@GOLDEN
 @given(data=st.data())
 def test_unpack_pack_round_trip_on_arbitrary_bytes(data):
     block = data.draw(st.sampled_from(BLOCK_SIZES))
@@ -125,6 +131,7 @@ def test_unpack_pack_round_trip_on_arbitrary_bytes(data):
     assert torch.equal(bd.pack(q), raw)
 
 
+@GOLDEN
 @given(x16=fp16_rows(), method=methods, data=st.data())
 def test_power_of_two_scaling_shifts_only_the_exponent(x16, method, data):
     """Multiplying by 2^k moves every exponent field by k, so E moves by k and nothing else changes
@@ -146,6 +153,7 @@ def test_power_of_two_scaling_shifts_only_the_exponent(x16, method, data):
     assert torch.equal(a.codes[nonzero], b.codes[nonzero])
 
 
+@GOLDEN
 @given(x16=any_rows, method=methods)
 def test_negation_flips_only_the_sign_bits(x16, method):
     block = x16.shape[-1]
@@ -195,6 +203,7 @@ def blocks_pair(draw):
     return side(m), side(n)
 
 
+@GOLDEN
 @given(pair=blocks_pair())
 def test_linear_equals_exact_rational_reference(pair, spec, bits_equal):
     q_act, q_weight = pair
@@ -203,6 +212,7 @@ def test_linear_equals_exact_rational_reference(pair, spec, bits_equal):
     assert bits_equal(got, spec.linear_reference(q_act, q_weight))
 
 
+@GOLDEN
 @given(x16=seeded_rows(), w_seed=st.integers(0, 2**31), method=methods)
 def test_linear_on_quantized_data(x16, w_seed, method, spec, bits_equal):
     block = x16.shape[-1]
@@ -257,7 +267,7 @@ def test_linear_leading_dimensions():
 
 
 @pytest.mark.parametrize("block", BLOCK_SIZES)
-@settings(max_examples=10)
+@settings(GOLDEN, max_examples=10)
 @given(data=st.data())
 def test_linear_block_order_does_not_matter(block, data, bits_equal):
     """SPEC 6: one rounding of the exact sum makes the result independent of block order."""
