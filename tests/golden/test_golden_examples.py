@@ -143,8 +143,6 @@ def test_float32_input_rounds_to_nearest_even_fp16():
     assert only_block(q)[:3] == (15, 14, [7, 6, 5] + [0] * 29)
 
 
-@pytest.mark.xfail(strict=True, reason="SPEC 1 says round-to-nearest-even but also names tensor.to(float16), "
-                   "which rounds float64 through float32 (double rounding); reported, awaiting a SPEC decision")
 def test_float64_input_rounds_once_to_fp16():
     # (1663.5 - 2^-20) * 2^-11 lies just below the tie: one rounding gives M 1663 (q 12, idx 5);
     # rounding to float32 first lands on the tie and then on M 1664 (q 13, idx 6).
