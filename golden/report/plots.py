@@ -1,0 +1,111 @@
+"""Figures of the report (matplotlib, Agg backend, PNG)."""
+from __future__ import annotations
+
+import math
+import pathlib
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+
+from golden.formatbook import NUM_DIALECTS  # noqa: E402
+
+SQNR_PNG = "sqnr_per_layer.png"
+DIALECT_PNG = "dialect_histogram.png"
+PERPLEXITY_PNG = "perplexity_vs_bits.png"
+BLOCK_SIZE_PNG = "sqnr_vs_block_size.png"
+
+
+def _finite(values):
+    return [v if v is not None and math.isfinite(v) else float("nan") for v in values]
+
+
+def sqnr_per_layer(result: dict, specs, out: pathlib.Path) -> str:
+    layers = list(result["tensor_metrics"]["layers"])
+    fig, axes = plt.subplots(2, 1, figsize=(12, 8), sharex=True)
+    for ax, kind in zip(axes, ("weight", "activation")):
+        for s in specs:
+            values = [result["tensor_metrics"]["layers"][name][kind][s.key]["sqnr_db"] for name in layers]
+            ax.plot(range(len(layers)), _finite(values), marker=".", linewidth=0.8, label=s.label)
+        ax.set_ylabel(f"{kind} SQNR (dB)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, ncol=3)
+    axes[1].set_xlabel("linear layer (model order)")
+    step = max(1, len(layers) // 30)
+    axes[1].set_xticks(range(0, len(layers), step))
+    axes[1].set_xticklabels([layers[i].replace("model.layers.", "L") for i in range(0, len(layers), step)],
+                            rotation=90, fontsize=6)
+    fig.suptitle("SQNR per linear layer and format (higher is better)")
+    fig.tight_layout()
+    fig.savefig(out / SQNR_PNG, dpi=110)
+    plt.close(fig)
+    return SQNR_PNG
+
+
+def dialect_histogram(result: dict, out: pathlib.Path) -> str:
+    hist = result["dialects"]
+    fig, ax = plt.subplots(figsize=(9, 4))
+    width = 0.4
+    for offset, key, label in ((-width / 2, "weight_mse", "weights, MSE selection"),
+                               (width / 2, "activation_two_stage", "activations, two-stage selection")):
+        counts = hist[key]["counts"]
+        total = max(1, sum(counts))
+        ax.bar([d + offset for d in range(NUM_DIALECTS)], [c / total for c in counts], width, label=label)
+    ax.set_xticks(range(NUM_DIALECTS))
+    ax.set_xlabel("dialect id (pair = id // 2)")
+    ax.set_ylabel("fraction of non-zero blocks")
+    ax.set_title(f"Dialect usage, B={hist['block']}")
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / DIALECT_PNG, dpi=110)
+    plt.close(fig)
+    return DIALECT_PNG
+
+
+def perplexity_vs_bits(result: dict, out: pathlib.Path) -> str:
+    runs = result["perplexity"]["runs"]
+    fig, ax = plt.subplots(figsize=(9, 5))
+    markers = {"linear": "o", "full": "s"}
+    for scope, marker in markers.items():
+        chosen = [r for r in runs.values() if r["scope"] == scope and r["bits_per_element"] < 16]
+        ax.scatter([r["bits_per_element"] for r in chosen], [r["perplexity"] for r in chosen],
+                   marker=marker, label=f"{scope} path")
+        for r in chosen:
+            ax.annotate(r["label"], (r["bits_per_element"], r["perplexity"]), fontsize=7,
+                        xytext=(4, 2), textcoords="offset points")
+    baseline = runs.get("baseline_fp32")
+    if baseline is not None:
+        ax.axhline(baseline["perplexity"], color="grey", linestyle="--", label="FP32 baseline")
+    ax.set_xlabel("bits per element (OCP convention for MXFP4)")
+    ax.set_ylabel("perplexity (lower is better)")
+    ax.set_title("Perplexity vs bits per element")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / PERPLEXITY_PNG, dpi=110)
+    plt.close(fig)
+    return PERPLEXITY_PNG
+
+
+def sqnr_vs_block_size(result: dict, out: pathlib.Path) -> str:
+    sweep = result["block_sizes"]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for kind in ("weight", "activation"):
+        points = sweep[kind]["mean_sqnr_db"]
+        blocks = sorted(int(b) for b in points)
+        ax.plot(blocks, _finite([points[str(b)] for b in blocks]), marker="o",
+                label=f"{kind}s, {sweep[kind]['method']} selection")
+    ax.set_xscale("log", base=2)
+    ax.set_xticks([16, 32, 64])
+    ax.set_xticklabels(["16", "32", "64"])
+    ax.set_xlabel("block size B")
+    ax.set_ylabel("mean SQNR over layers (dB)")
+    ax.set_title("BlockDialect SQNR vs block size")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / BLOCK_SIZE_PNG, dpi=110)
+    plt.close(fig)
+    return BLOCK_SIZE_PNG

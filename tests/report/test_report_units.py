@@ -1,0 +1,178 @@
+"""Pieces of golden.report on small inputs: metrics, the fake-quantized model, the attention wrapper,
+the hardware-equivalence check. No model file is loaded here."""
+import math
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from golden import bd
+from golden.report import hardware, metrics, perplexity
+import golden.report as report
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    model = LlamaForCausalLM(config).eval()
+    model.requires_grad_(False)
+    return model
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    model = _tiny_llama()
+    ids = torch.randint(0, 96, (1, 80), generator=torch.Generator().manual_seed(1))
+    return model, ids
+
+
+def _heavy_tailed(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=g) * torch.exp(2 * torch.randn(shape, generator=g))
+
+
+def test_mse_selection_never_loses_to_two_stage():
+    # SPEC 5 picks the dialect of least squared error per block, against the FP16 input.
+    for seed in range(4):
+        x = _heavy_tailed((64, 256), seed)
+        result = metrics.tensor_result(x, (metrics.spec("bd_two_stage", 32), metrics.spec("bd_mse", 32)))
+        assert result.stats["bd_mse_b32"].noise <= result.stats["bd_two_stage_b32"].noise * (1 + 1e-12)
+        assert result.dialects["mse"].shape == result.dialects["two_stage"].shape == (64 * 8,)
+
+
+def test_error_stats_and_sqnr():
+    ref = torch.tensor([3.0, 4.0])
+    st = metrics.error_stats(ref, torch.tensor([3.0, 3.0]))
+    assert (st.signal, st.noise, st.count) == (25.0, 1.0, 2)
+    assert metrics.sqnr_db(st.signal, st.noise) == pytest.approx(10 * math.log10(25))
+    assert metrics.sqnr_db(1.0, 0.0) == math.inf
+
+
+def test_fake_quantize_pads_only_the_last_block():
+    x = _heavy_tailed((3, 70), 5)
+    for fmt, block in (("bd_two_stage", 32), ("mxfp4", 32), ("nvfp4", 16), ("int4", 32)):
+        padded = torch.nn.functional.pad(x, (0, -70 % block))
+        expected = metrics.fake_quantize(padded, fmt, block)[..., :70]
+        assert torch.equal(metrics.fake_quantize(x, fmt, block), expected), fmt
+
+
+def test_fp16_overflow_is_reported():
+    with pytest.raises(ValueError, match="FP16"):
+        metrics.to_fp16_reference(torch.tensor([1e5, 1.0]), "layer")
+
+
+def test_bits_per_element_follow_the_spec():
+    assert metrics.bits("bd_mse", 32) == pytest.approx(4 + 9 / 32)
+    assert metrics.bits("mxfp4", 32) == pytest.approx(4 + 8 / 32)
+    assert metrics.bits("mxfp4", 32, "paper") == pytest.approx(4 + 5 / 32)
+    assert metrics.bits("nvfp4", 16) == pytest.approx(4.5)
+
+
+def test_hardware_check_agrees_to_one_fp32_rounding():
+    a, w = _heavy_tailed((16, 128), 7), _heavy_tailed((24, 128), 8)
+    result = hardware.check(a, w)
+    assert result.max_rel_diff <= hardware.FP32_ROUNDING_BOUND
+    assert result.zero_mismatches == 0 and result.outputs == 16 * 24
+    assert result.exact_fraction == 1.0
+
+
+def test_windows_are_consecutive_and_drop_a_lone_token():
+    ids = torch.arange(11).unsqueeze(0)
+    chunks = perplexity.windows(ids, 5)
+    assert [c.tolist()[0] for c in chunks] == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9]]
+    with pytest.raises(ValueError, match="window"):
+        perplexity.windows(ids, 1)
+
+
+def test_attention_wrapper_matches_eager_attention():
+    from transformers.models.llama.modeling_llama import eager_attention_forward
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 2
+        training = False
+
+    g = torch.Generator().manual_seed(2)
+    q, k, v = (torch.randn(1, h, 40, 16, generator=g) for h in (4, 2, 2))
+    causal = torch.full((40, 40), float("-inf")).triu(1)[None, None]
+    expected, _ = eager_attention_forward(Module(), q, k, v, causal, scaling=0.25)
+    # FP16 rounding of the operands is the only change, so the outputs agree to FP16 precision;
+    # a wrong mask or a wrong head grouping would not.
+    got, probs = perplexity.make_attention("fp16", None)(Module(), q, k, v, None, scaling=0.25)
+    torch.testing.assert_close(got, expected, rtol=5e-3, atol=5e-3)
+    assert torch.equal(probs.triu(1), torch.zeros_like(probs))
+
+
+def test_installed_scheme_quantizes_and_then_restores(tiny):
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    model, ids = tiny
+    with torch.no_grad():
+        before = model(ids).logits
+    modules = perplexity.quantized_linears(model)
+    assert model.lm_head not in modules.values() and len(modules) == 2 * 7
+    originals = {name: m.weight for name, m in modules.items()}
+    s = perplexity.scheme("full", "bd_mse", "bd_two_stage", 32, "BD")
+    weights = perplexity.quantized_weights(modules, s.weight_fmt, s.block)
+
+    seen_inputs = []
+    probe = modules["model.layers.1.mlp.down_proj"].register_forward_pre_hook(
+        lambda m, args: seen_inputs.append(args[0]))
+    calls = []
+    real_fq = perplexity._fq
+
+    def counting_fq(x, fmt, block):
+        calls.append(x.dim())
+        return real_fq(x, fmt, block)
+
+    perplexity._fq = counting_fq
+    try:
+        with perplexity.installed(model, s, weights):
+            # The probe hook was registered first, so it sees the raw input; the layer sees a quantized one.
+            assert torch.equal(modules["model.layers.0.self_attn.q_proj"].weight, weights["model.layers.0.self_attn.q_proj"])
+            assert model.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
+            with torch.no_grad():
+                during = model(ids).logits
+    finally:
+        perplexity._fq = real_fq
+        probe.remove()
+    # Weights were quantized before the forward pass; every call during it was on activations or
+    # attention operands, all with batch and head dimensions.
+    assert calls and min(calls) >= 3
+    assert seen_inputs and not torch.equal(during, before)
+    # Everything is back as it was.
+    assert all(m.weight is originals[name] for name, m in modules.items())
+    assert all(not m._forward_pre_hooks for m in modules.values())
+    assert model.config._attn_implementation not in (None, "fake_quant_" + s.key)
+    assert "fake_quant_" + s.key not in ALL_ATTENTION_FUNCTIONS._local_mapping
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, before)
+
+
+def test_fp16_full_path_keeps_perplexity(tiny):
+    model, ids = tiny
+    base = perplexity.evaluate(model, ids, 40)
+    s = perplexity.scheme("full", "fp16", "fp16", None, "FP16")
+    modules = perplexity.quantized_linears(model)
+    with perplexity.installed(model, s, perplexity.quantized_weights(modules, "fp16", None)):
+        fp16 = perplexity.evaluate(model, ids, 40)
+    assert fp16.predicted_tokens == base.predicted_tokens == 78 and fp16.windows == 2
+    assert fp16.perplexity == pytest.approx(base.perplexity, rel=1e-3)
+    # A 4-bit path changes the result measurably, so the comparison above is not vacuous.
+    s4 = perplexity.scheme("full", "bd_mse", "bd_two_stage", 32, "BD")
+    with perplexity.installed(model, s4, perplexity.quantized_weights(modules, "bd_mse", 32)):
+        bd4 = perplexity.evaluate(model, ids, 40)
+    assert abs(bd4.nll_sum - base.nll_sum) > abs(fp16.nll_sum - base.nll_sum)
+
+
+def test_options_and_cli_help():
+    with pytest.raises(ValueError, match="max_tokens"):
+        report.options(max_tokens=1)
+    opts = report.options(quick=True, max_tokens=64)
+    assert opts.ppl_tokens == 64 and opts.window <= 64 and str(opts.out) == "reports/golden-quick"
+    done = subprocess.run([sys.executable, "-m", "golden.report", "--help"], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and "--quick" in done.stdout and "--max-tokens" in done.stdout
