@@ -1,0 +1,82 @@
+"""``bd_decoder``: DialectFP4 code -> sign-magnitude half-units, all lanes in parallel (SPEC 6, SPEC 9).
+
+Combinational. Ports (Verilog names equal the Python names):
+
+- ``dialect`` in, 4 bits: the block's dialect.
+- ``codes``   in, ``4B`` bits: lane k at ``[4k +: 4]``, ``code = sign << 3 | idx`` (SPEC 2).
+- ``values``  out, ``5B`` bits: lane k at ``[5k +: 5]`` = ``{sign, h[3:0]}`` with
+  ``h = FORMATBOOK[dialect][idx]`` (sign at bit 4 of the lane).
+
+The table comes from :data:`golden.formatbook.FORMATBOOK_ROWS`; nothing here retypes it. The
+dialect selects one formatbook row once (shared by all lanes; index positions whose value is the
+same in every dialect become constants), then each lane picks its entry with a 3-bit 8:1 mux.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.formatbook import CODE_BITS, DIALECT_BITS, FORMATBOOK_ROWS, LEVELS, MAX_HALF_UNITS
+
+from .layouts import DECODED_BITS, check_block_size
+
+__all__ = ["FormatbookRow", "BDDecoder", "pack_row"]
+
+H_BITS = MAX_HALF_UNITS.bit_length()   # 4: unsigned magnitude in half-units
+IDX_BITS = (LEVELS - 1).bit_length()   # 3
+
+
+def pack_row(values, width: int) -> Const:
+    """A constant holding ``values`` as ``width``-bit lanes, element j at ``[width*j +: width]``."""
+    return Const(sum(v << (width * j) for j, v in enumerate(values)), width * len(values))
+
+
+class FormatbookRow(wiring.Component):
+    """The 8 magnitudes (half-units) of one dialect: ``row[j] = FORMATBOOK[dialect][j]``.
+
+    Ports: ``dialect`` in 4, ``row`` out, an array of 8 x 4 bits (entry j at ``[4j +: 4]``).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "dialect": In(DIALECT_BITS),
+            "row": Out(data.ArrayLayout(H_BITS, LEVELS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        # One case per dialect assigning the whole row (constant columns fold away in synthesis).
+        with m.Switch(self.dialect):
+            for d, values in enumerate(FORMATBOOK_ROWS):
+                with m.Case(d):
+                    m.d.comb += self.row.eq(pack_row(values, H_BITS))
+        return m
+
+
+class BDDecoder(wiring.Component):
+    """``bd_decoder`` for block size ``B`` (16, 32 or 64): see the module docstring for the ports.
+
+    Raises ``ValueError`` naming ``B`` for an unsupported block size.
+    """
+
+    def __init__(self, B: int = 32):
+        self.B = check_block_size(B, owner=self)
+        super().__init__({
+            "dialect": In(DIALECT_BITS),
+            "codes": In(data.ArrayLayout(CODE_BITS, self.B)),
+            "values": Out(data.ArrayLayout(DECODED_BITS, self.B)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.formatbook = row = FormatbookRow()
+        m.d.comb += row.dialect.eq(self.dialect)
+        entries = Array(Signal(H_BITS, name=f"row{j}") for j in range(LEVELS))
+        for j in range(LEVELS):
+            m.d.comb += entries[j].eq(row.row[j])
+        for k in range(self.B):
+            code = self.codes[k]
+            idx, sign = code[:IDX_BITS], code[IDX_BITS]
+            m.d.comb += self.values[k].eq(Cat(entries[idx], sign))
+        return m
