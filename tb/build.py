@@ -33,7 +33,7 @@ BUILD_ARGS = (
 # option for it is -include.
 MAKE_VARIABLES = {
     "OPT_FAST": "-O1",
-    "OPT_SLOW": "-O1",
+    "OPT_SLOW": "-O0",          # run-once constructors, above all the large VPI symbol table
     "OPT_GLOBAL": "-O1",
     "CFG_CXXFLAGS_PCH_I": "-include",
 }

@@ -36,9 +36,11 @@ class UnitRun:
     mismatches: int = 0
     cycles: int = 0
     blocks_per_cycle: float | None = None
+    latency: list | None = None    # cycles from taking a beat to offering its result
     build_seconds: float = 0.0
     sim_seconds: float = 0.0
     error: str | None = None
+    failures: list = field(default_factory=list)   # failure messages of the JUnit file
     details: list = field(default_factory=list)
 
     @property
@@ -75,6 +77,8 @@ def parse_args(argv=None):
                         help="comma-separated block sizes (default: 16,32,64)")
     parser.add_argument("--seed", type=int, default=1, help="base seed of the random stimulus")
     parser.add_argument("--rtl", type=Path, default=RTL_DIR, help="folder of the emitted Verilog")
+    parser.add_argument("--build-root", type=Path, default=SIM_BUILD,
+                        help="folder of the Verilator builds, one per unit and block size (default sim_build)")
     parser.add_argument("--no-real", action="store_true",
                         help="skip real SmolLM2 blocks (no model file needed)")
     args = parser.parse_args(argv)
@@ -92,17 +96,19 @@ def _collect_stats(stats_dir: Path, run: UnitRun):
         run.cycles += int(record.get("cycles", 0))
         if record.get("blocks_per_cycle") is not None:
             run.blocks_per_cycle = record["blocks_per_cycle"]
+        if record.get("latency") is not None:
+            run.latency = record["latency"]
 
 
-def _junit_counts(xml_path: Path) -> tuple[int, int]:
+def _junit_results(xml_path: Path) -> tuple[int, list[str]]:
+    """Number of test cases and the failure messages, from a cocotb results file."""
     root = ET.parse(xml_path).getroot()
-    cases = root.iter("testcase")
-    tests = failed = 0
-    for case in cases:
+    tests, failures = 0, []
+    for case in root.iter("testcase"):
         tests += 1
-        if case.find("failure") is not None or case.find("error") is not None:
-            failed += 1
-    return tests, failed
+        for problem in list(case.findall("failure")) + list(case.findall("error")):
+            failures.append(f"{case.get('name')}: {problem.get('message') or problem.text or ''}".strip())
+    return tests, failures
 
 
 def _build_log_excerpt(log: Path, lines: int = 6) -> str:
@@ -118,9 +124,9 @@ def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
     source = Path(args.rtl) / rtl_file(unit, block).name
     tag = f"{unit}_b{block}"
     try:
-        b = build(unit, block, waves=waves, source=source)
-    except Exception as exc:   # a missing or broken file is a failed row, not a crash of the run
-        run.error = f"build failed: {exc}" + _build_log_excerpt(SIM_BUILD / tag / "build.log")
+        b = build(unit, block, waves=waves, source=source, build_root=Path(args.build_root).resolve())
+    except (Exception, SystemExit) as exc:   # a missing or broken file is a failed row, not a crash
+        run.error = f"build failed: {exc}" + _build_log_excerpt(Path(args.build_root) / tag / "build.log")
         return run
     run.build_seconds = b.seconds
 
@@ -138,18 +144,26 @@ def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
     try:
         b.runner.test(test_module=f"tb.test_{unit}", hdl_toplevel=b.toplevel, build_dir=b.build_dir,
                       test_dir=test_dir, extra_env=env, results_xml=str(junit), waves=waves,
-                      log_file=log_file)
-    except Exception as exc:
-        run.error = f"simulation failed: {exc}"
+                      log_file=log_file, seed=args.seed)
+    except (Exception, SystemExit) as exc:   # cocotb's runner exits when the simulator fails
+        run.error = f"simulation failed: {exc!r}"
     run.sim_seconds = time.perf_counter() - start
     if junit.exists():
-        run.tests, run.failed = _junit_counts(junit)
+        run.tests, run.failures = _junit_results(junit)
+        run.failed = len({f.split(":", 1)[0] for f in run.failures})
     elif run.error is None:
         run.error = "no results file"
     _collect_stats(stats_dir, run)
     if waves and (test_dir / "dump.fst").exists():
         print(f"waves: {test_dir / 'dump.fst'}")
     return run
+
+
+def strip_repo_paths(path: Path):
+    """Reports are committed: make the paths in them relative to the repository."""
+    if path.exists():
+        text = path.read_text(errors="replace")
+        path.write_text(text.replace(str(REPO) + os.sep, ""))
 
 
 def merge_junit(paths: list[Path], out: Path):
@@ -164,7 +178,7 @@ def merge_junit(paths: list[Path], out: Path):
 
 
 COLUMNS = ("unit", "B", "depth", "tests", "failed", "vectors", "mismatches", "cycles",
-           "blocks/cycle", "build s", "sim s")
+           "blocks/cycle", "latency", "build s", "sim s")
 
 
 def table(runs: list[UnitRun]) -> str:
@@ -172,7 +186,8 @@ def table(runs: list[UnitRun]) -> str:
     for r in runs:
         bpc = "-" if r.blocks_per_cycle is None else f"{r.blocks_per_cycle:.3f}"
         rows.append((r.unit, str(r.block), r.depth, str(r.tests), str(r.failed), str(r.vectors),
-                     str(r.mismatches), str(r.cycles), bpc, f"{r.build_seconds:.1f}",
+                     str(r.mismatches), str(r.cycles), bpc,
+                "-" if not r.latency else ",".join(map(str, r.latency)), f"{r.build_seconds:.1f}",
                      f"{r.sim_seconds:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = ["  ".join(cell.rjust(w) for cell, w in zip(row, widths)) for row in rows]
@@ -180,6 +195,8 @@ def table(runs: list[UnitRun]) -> str:
     for r in runs:
         if r.error:
             lines.append(f"{r.unit} B={r.block}: {r.error}")
+        for failure in r.failures:
+            lines.append(f"{r.unit} B={r.block}: {failure[:2000]}")
     return "\n".join(lines)
 
 
@@ -189,7 +206,7 @@ def main(argv=None) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(args.out / "junit", ignore_errors=True)
     waves = os.environ.get("WAVES", "0") not in ("", "0")
-    SIM_BUILD.mkdir(exist_ok=True)
+    Path(args.build_root).mkdir(parents=True, exist_ok=True)
 
     start = time.perf_counter()
     runs = []
@@ -204,6 +221,8 @@ def main(argv=None) -> int:
     wall = time.perf_counter() - start
 
     junit_files = sorted((args.out / "junit").glob("*.xml"))
+    for path in junit_files + sorted((args.out / "logs").glob("*.log")):
+        strip_repo_paths(path)
     if junit_files:
         merge_junit(junit_files, args.out / "results.xml")
     summary = {

@@ -134,10 +134,11 @@ def quantizer_expectations(x16: torch.Tensor, tag: str = "") -> tuple[list[int],
 
 
 def _blocks_literal(codes, dialect, exp) -> str:
+    shape = tuple(torch.tensor(exp).shape)
     return (f"bd.Blocks(exp=torch.tensor({exp}, dtype=torch.uint8), "
             f"dialect=torch.tensor({dialect}, dtype=torch.uint8), "
             f"codes=torch.tensor({codes}, dtype=torch.uint8), "
-            f"invalid=torch.zeros({len(exp)}, dtype=torch.bool))")
+            f"invalid=torch.zeros({shape}, dtype=torch.bool))")
 
 
 def dot_repro(a_codes, a_dialect, a_exp, w_codes, w_dialect, w_exp) -> str:

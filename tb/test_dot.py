@@ -57,18 +57,18 @@ async def dot_golden_sets(dut):
     max_blocks, latency = hardware_defaults()
     bench = new_bench(dut)
     await bench.reset()
-    pairs = p.count(quick=20, full=600, light=120)
+    pairs = p.count(quick=20, full=4000, light=800)
     sets = random_fp16_pairs(pairs, 1, p.block, seed=p.seed * 100)
     sets.append(("random/fields", *random_field_blocks(pairs * 3, 1, p.block, seed=p.seed * 100 + 50)))
-    long = p.count(quick=4, full=60, light=15)
+    long = p.count(quick=4, full=150, light=30)
     for nblocks in (2, 7, 33):
         sets += [(f"{tag}/x{nblocks}", qa, qw)
                  for tag, qa, qw in random_fp16_pairs(long, nblocks, p.block, seed=p.seed * 100 + nblocks)]
     sets.append((f"random/fields/x{max_blocks}", *random_field_blocks(
-        p.count(quick=2, full=8, light=3), max_blocks, p.block, seed=p.seed * 100 + 77)))
+        p.count(quick=2, full=16, light=4), max_blocks, p.block, seed=p.seed * 100 + 77)))
     sets += extreme_pairs(p.block, max_blocks)
     if p.real:
-        sets += real_dot_rows(p, p.count(quick=6, full=150, light=30), seed=p.seed * 100 + 99)
+        sets += real_dot_rows(p, p.count(quick=6, full=400, light=80), seed=p.seed * 100 + 99)
     inputs, expected, beats = expectations(sets)
     run = await run_stream(bench, inputs, expected)
     check_counts(run, beats, len(expected), bench.scoreboard)
@@ -95,7 +95,7 @@ async def dot_backpressure(dut):
     p = params()
     bench = new_bench(dut)
     await bench.reset()
-    n = p.count(quick=40, full=500, light=120)
+    n = p.count(quick=40, full=3000, light=600)
     patterns = [
         ("random", random_pauses(0.3, p.seed + 11), random_pauses(0.5, p.seed + 12)),
         ("periodic", itertools.cycle([False, True]), itertools.cycle([True, True, False])),

@@ -47,8 +47,8 @@ async def quantizer_golden_sets(dut):
     p = params()
     bench = new_bench(dut, p.block)
     await bench.reset()
-    sets = quantizer_sets(p, random_per_family=p.count(quick=24, full=1000, light=150),
-                          real_per_kind=p.count(quick=100, full=2000, light=300))
+    sets = quantizer_sets(p, random_per_family=p.count(quick=24, full=5000, light=1000),
+                          real_per_kind=p.count(quick=100, full=10000, light=2000))
     inputs, expected = [], []
     for tag, x in sets:
         i, e = quantizer_expectations(x, tag)
@@ -81,7 +81,7 @@ async def quantizer_backpressure(dut):
     p = params()
     bench = new_bench(dut, p.block)
     await bench.reset()
-    n = p.count(quick=150, full=3000, light=600)
+    n = p.count(quick=150, full=15000, light=3000)
     patterns = [
         ("random", random_pauses(0.3, p.seed + 1), random_pauses(0.5, p.seed + 2)),
         ("periodic", itertools.cycle([True, False]), itertools.cycle([False, False, True])),
