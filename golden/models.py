@@ -157,9 +157,9 @@ def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT
 
     def make_hook(name):
         def hook(module, args):
-            x = args[0].detach()
+            x = args[0]
             if id(x) not in copies:
-                copies[id(x)] = (x, x.reshape(-1, x.shape[-1]).to(torch.float32, copy=True))
+                copies[id(x)] = (x, x.detach().reshape(-1, x.shape[-1]).to(torch.float32, copy=True))
             seen[name].append(copies[id(x)][1])
         return hook
 

@@ -30,14 +30,22 @@ class Options(NamedTuple):
     hw_layers: int                  # layers in the hardware-equivalence check
     hw_rows: int                    # activation rows and weight rows used there
     seed: int
+    threads: int                    # torch threads
 
 
 # Budgets measured on 2 shared cores: see the timing section of the full report.
-FULL = dict(ppl_tokens=1024, window=256, capture_tokens=128, weight_rows=128, hw_layers=7, hw_rows=128)
+FULL = dict(ppl_tokens=2048, window=512, capture_tokens=512, weight_rows=256, hw_layers=8, hw_rows=128)
 QUICK = dict(ppl_tokens=128, window=128, capture_tokens=64, weight_rows=64, hw_layers=2, hw_rows=32)
 
 
-def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=0) -> Options:
+# One thread by default: the quantizers are elementwise integer code that a second thread barely
+# speeds up, and on a machine shared with other jobs the threads' spin-waiting made the
+# quantizers 10-100 times slower than a single thread (measured).
+DEFAULT_THREADS = 1
+
+
+def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=0,
+            threads=DEFAULT_THREADS) -> Options:
     preset = dict(QUICK if quick else FULL)
     if max_tokens is not None:
         if max_tokens < 2:
@@ -45,9 +53,11 @@ def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=
         preset["ppl_tokens"] = max_tokens
         preset["window"] = min(preset["window"], max_tokens)
         preset["capture_tokens"] = min(preset["capture_tokens"], max_tokens)
+    if not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
     out = pathlib.Path(out) if out is not None else pathlib.Path("reports/golden-quick" if quick else "reports/golden")
     return Options(quick, None if model is None else pathlib.Path(model),
-                   None if text is None else pathlib.Path(text), out, seed=seed, **preset)
+                   None if text is None else pathlib.Path(text), out, seed=seed, threads=threads, **preset)
 
 
 def quick_layers(model) -> list[str]:
@@ -117,9 +127,15 @@ def tensor_section(captures: dict[str, models.LinearCapture], opts: Options, pro
 
 
 def hardware_layers(names: list[str], count: int) -> list[str]:
-    """`count` layers spread evenly over the model, first and last included."""
-    picks = {round(i * (len(names) - 1) / max(1, count - 1)) for i in range(count)}
-    return [names[i] for i in sorted(picks)]
+    """At most `count` layers: one of each kind (q_proj, ..., down_proj, lm_head), taken at depths
+    spread over the model, so that every shape of product is checked."""
+    kinds: dict[str, list[str]] = {}
+    for name in names:
+        kinds.setdefault(name.rsplit(".", 1)[-1], []).append(name)
+    groups = list(kinds.values())
+    one_per_kind = [group[round(j * (len(group) - 1) / max(1, len(groups) - 1))] for j, group in enumerate(groups)]
+    keep = sorted({round(i * (len(one_per_kind) - 1) / max(1, count - 1)) for i in range(count)})
+    return [one_per_kind[i] for i in keep]
 
 
 def hardware_section(captures, opts: Options, progress) -> dict:
@@ -144,13 +160,16 @@ def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
     order = sorted(schemes, key=lambda s: (s.scope != "baseline", str(s.weight_fmt), str(s.block)))
     modules = perplexity.quantized_linears(model, layers)
     runs, weights, weights_key = {}, None, None
+    weight_seconds = {}
     for s in order:
-        start = time.perf_counter()
         if s.scope != "baseline" and (s.weight_fmt, s.block) != weights_key:
             progress.set_description(f"weights {s.weight_fmt} B={s.block}")
+            start = time.perf_counter()
             weights, weights_key = None, None  # free the previous set first
             weights = perplexity.quantized_weights(modules, s.weight_fmt, s.block)
             weights_key = (s.weight_fmt, s.block)
+            weight_seconds[f"{s.weight_fmt}" + ("" if s.block is None else f"_b{s.block}")] = time.perf_counter() - start
+        start = time.perf_counter()
         progress.set_description(f"perplexity {s.scope} {s.label}")
         with perplexity.installed(model, s, weights, layers):
             result = perplexity.evaluate(model, ids, opts.window, on_window=progress.update)
@@ -161,12 +180,14 @@ def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
                        "predicted_tokens": result.predicted_tokens, "windows": result.windows,
                        "seconds": time.perf_counter() - start}
     return {"tokens": int(ids.shape[1]), "window": opts.window, "quantized_layers": len(modules),
+            "weight_quantization_s": weight_seconds,
             "runs": {s.key: runs[s.key] for s in schemes}}
 
 
 def run(opts: Options) -> dict:
     """Computes every figure of the report; returns the JSON-ready dictionary."""
     torch.manual_seed(opts.seed)
+    torch.set_num_threads(opts.threads)
     started, cpu_started = time.perf_counter(), time.process_time()
     timing = {}
     model_path = models.default_model_path() if opts.model is None else opts.model

@@ -29,6 +29,9 @@ def parse(argv):
                         help=f"tokens used for perplexity (default {report.FULL['ppl_tokens']}, "
                              f"{report.QUICK['ppl_tokens']} with --quick); also caps the captured tokens")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weight-row sampling")
+    parser.add_argument("--threads", type=int, default=report.DEFAULT_THREADS,
+                        help=f"torch threads (default {report.DEFAULT_THREADS}; more threads help little here "
+                             "and hurt on a loaded machine)")
     return parser.parse_args(argv)
 
 
@@ -36,7 +39,9 @@ def main(argv=None) -> int:
     args = parse(argv)
     if args.max_tokens is not None and args.max_tokens < 2:
         raise SystemExit("--max-tokens must be at least 2")
-    opts = report.options(args.quick, args.model, args.text, args.out, args.max_tokens, args.seed)
+    if args.threads < 1:
+        raise SystemExit("--threads must be at least 1")
+    opts = report.options(args.quick, args.model, args.text, args.out, args.max_tokens, args.seed, args.threads)
     started = time.perf_counter()
     result = report.run(opts)
     written = writer.write(result, opts.out)

@@ -135,7 +135,6 @@ def installed(model, s: Scheme, weights: dict[str, torch.Tensor] | None, layers=
     if s.scope == "baseline":
         yield
         return
-    from transformers import AttentionInterface
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     modules = quantized_linears(model, layers)
@@ -157,8 +156,8 @@ def installed(model, s: Scheme, weights: dict[str, torch.Tensor] | None, layers=
             m.weight = torch.nn.Parameter(weights[name], requires_grad=False)
             handles.append(m.register_forward_pre_hook(pre_hook))
         if s.scope == "full":
-            if not isinstance(ALL_ATTENTION_FUNCTIONS, AttentionInterface):
-                raise RuntimeError("transformers' attention registry has changed shape")
+            # Item assignment on the registry instance adds a local entry, deleted below; the class-wide
+            # mapping (AttentionInterface.register) is never touched.
             ALL_ATTENTION_FUNCTIONS[attention_name] = make_attention(s.act_fmt, s.block)
             model.config._attn_implementation = attention_name
         yield

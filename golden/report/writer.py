@@ -73,7 +73,7 @@ def markdown(result: dict, figures: dict[str, str]) -> str:
                f"Tensor metrics use the linear-layer inputs of the first {meta['capture_tokens']} tokens and, "
                f"per weight, {meta['weight_rows_per_layer'] or 'all'} output rows sampled with a fixed seed; "
                f"{meta['layers_measured']} linear layers. Perplexity uses the first {meta['perplexity_tokens']} "
-               f"tokens. torch {meta['torch']}, transformers {meta['transformers']}, {meta['threads']} threads.\n")
+               f"tokens. torch {meta['torch']}, transformers {meta['transformers']}, torch threads: {meta['threads']}.\n")
     if meta["default_model"]:
         out.append("> **Caveat on weights.** The default model's weights were stored as **Q4_1** in the GGUF file "
                    "(blocks of 32 on a 16-level affine grid) and are dequantized on loading. Weight comparisons are "
@@ -83,7 +83,7 @@ def markdown(result: dict, figures: dict[str, str]) -> str:
     out.append("Every format receives the FP16-rounded tensor (SPEC 1) and is measured against it. "
                "SQNR = 10 log10(sum x^2 / sum (x - x_hat)^2) per layer; \"mean\" is over layers. "
                "Bits per element count element codes and per-block metadata; MXFP4's are given for its 8-bit "
-               "E8M0 scale (OCP) and, in parentheses columns, the paper's 5-bit count; NVFP4 excludes its one "
+               "E8M0 scale (OCP) and, in the \"paper\" column, for the paper's 5-bit exponent; NVFP4 excludes its one "
                "FP32 tensor scale.\n")
 
     out.append("## Headline\n")
@@ -141,6 +141,9 @@ def markdown(result: dict, figures: dict[str, str]) -> str:
     rows = [[r["label"], r["scope"], str(r["weight_fmt"]), str(r["act_fmt"]), _f(r["bits_per_element"]),
              _f(r["perplexity"], 3), _f(r["seconds"], 0)] for r in runs.values()]
     out.append(_table(["run", "scope", "weights", "activations", "bits/elem", "perplexity", "seconds"], rows) + "\n")
+    quantization = result["perplexity"]["weight_quantization_s"]
+    out.append("Seconds are for the forward passes; fake-quantizing all weights once per format took "
+               + ", ".join(f"{k} {v:.0f} s" for k, v in quantization.items()) + ".\n")
     out.append(f"![Perplexity vs bits]({figures['perplexity']})\n")
 
     out.append("## Hardware equivalence\n")

@@ -100,6 +100,9 @@ def test_capture_records_real_operands(tiny_checkpoint):
     # q, k and v projections read the same normalised hidden states.
     layer0 = "model.layers.0.self_attn."
     assert torch.equal(captures[layer0 + "q_proj"].activation, captures[layer0 + "v_proj"].activation)
+    # ...and share one copy of it, while different inputs do not.
+    assert captures[layer0 + "q_proj"].activation.data_ptr() == captures[layer0 + "k_proj"].activation.data_ptr()
+    assert captures[layer0 + "q_proj"].activation.data_ptr() != captures[layer0 + "o_proj"].activation.data_ptr()
 
 
 def test_capture_layer_selection(tiny_checkpoint):
