@@ -114,13 +114,15 @@ def test_capture_layer_selection(tiny_checkpoint):
         models.capture_linear_inputs(model, tokenizer, TEXT, 16, layers="no_such_layer")
 
 
-def test_real_blocks_from_a_user_checkpoint(tiny_checkpoint):
+def test_real_blocks_from_a_user_checkpoint(tiny_checkpoint, tmp_path, monkeypatch):
     folder, _ = tiny_checkpoint
+    monkeypatch.setattr(models, "CACHE_DIR", tmp_path / "cache")  # keep the repository cache clean
     blocks = models.real_blocks(64, block=32, kind="activation", seed=3, path=folder)
     assert blocks.shape == (64, 32) and blocks.dtype == torch.float16
     assert torch.equal(blocks, models.real_blocks(64, 32, "activation", 3, path=folder))
     assert not torch.equal(blocks, models.real_blocks(64, 32, "activation", 4, path=folder))
     # Every block is a run of 32 aligned elements of some layer's activation.
+    assert len(list((tmp_path / "cache").glob("*.pt"))) == 1  # later calls read the cache
     captures = models.cached_linear_inputs(folder)
     pool = torch.cat([c.activation.reshape(-1, 32) for c in captures.values()]).to(torch.float16)
     assert ((pool[None] == blocks[:, None]).all(-1)).any(-1).all()
