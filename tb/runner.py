@@ -4,7 +4,8 @@
 
 ``--quick`` is the reduced run of the test suite; without it B = 32 runs at full depth and the other
 block sizes at a lighter one. ``WAVES=1`` in the environment builds with ``--trace-fst`` and writes
-``dump.fst`` next to each run. Writes ``summary.json``, the merged JUnit file ``results.xml`` (plus
+``dump.fst`` next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``); Verilator's FST writer
+needs the host's liblz4-dev, and without it the trace is a VCD file, ``dump.vcd``. Writes ``summary.json``, the merged JUnit file ``results.xml`` (plus
 one per unit and block size under ``junit/``) and the simulation logs under ``logs/`` in the out
 folder; prints a summary table; exits non-zero on any mismatch or failed test.
 """
@@ -154,8 +155,9 @@ def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
     elif run.error is None:
         run.error = "no results file"
     _collect_stats(stats_dir, run)
-    if waves and (test_dir / "dump.fst").exists():
-        print(f"waves: {test_dir / 'dump.fst'}")
+    for trace in ("dump.fst", "dump.vcd"):
+        if waves and (test_dir / trace).exists():
+            print(f"waves: {test_dir / trace}")
     return run
 
 
@@ -186,7 +188,7 @@ def table(runs: list[UnitRun]) -> str:
     for r in runs:
         bpc = "-" if r.blocks_per_cycle is None else f"{r.blocks_per_cycle:.3f}"
         rows.append((r.unit, str(r.block), r.depth, str(r.tests), str(r.failed), str(r.vectors),
-                     str(r.mismatches), str(r.cycles), bpc,
+                     str(r.mismatches), str(r.cycles) if r.cycles else "-", bpc,
                 "-" if not r.latency else ",".join(map(str, r.latency)), f"{r.build_seconds:.1f}",
                      f"{r.sim_seconds:.1f}"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]

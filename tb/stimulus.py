@@ -117,7 +117,7 @@ def extreme_pairs(block: int, max_blocks: int) -> list[tuple[str, bd.Blocks, bd.
 
 
 def _cat(blocks: list[bd.Blocks]) -> bd.Blocks:
-    """Concatenates dot products of equal length (pads nothing: lengths must agree per call site)."""
+    """Stacks dot products; shorter ones get zero blocks (E = 0) in front, which add nothing."""
     width = max(b.codes.shape[1] for b in blocks)
     padded = []
     for b in blocks:

@@ -138,8 +138,6 @@ class StreamSink(_StreamPort):
 
     ``received`` lists ``(cycle, payload)``; ``callback`` (if given) sees each payload as it
     arrives. Beats offered while reset is high are not counted: the unit is being cleared.
-    ``offered_in_reset`` counts cycles where ``valid`` was seen high during reset after the first
-    reset edge (a unit with a synchronous reset must clear its output by then).
     """
 
     def __init__(self, dut, name: str, clock, reset=None, counter: ClockCounter | None = None,

@@ -34,7 +34,7 @@ def random_vectors(block: int, n: int, seed: int) -> list[tuple[int, list[int]]]
             for _ in range(n)]
 
 
-def golden_values(vectors, block: int) -> list[list[tuple[int, int]]]:
+def golden_values(vectors) -> list[list[tuple[int, int]]]:
     """(sign, h) per lane from bd.decode, for a batch of (dialect, codes) vectors."""
     n = len(vectors)
     q = bd.Blocks(exp=torch.ones(n, 1, dtype=torch.uint8),
@@ -46,7 +46,7 @@ def golden_values(vectors, block: int) -> list[list[tuple[int, int]]]:
 
 
 async def check_vectors(dut, vectors, block: int, log) -> tuple[int, int]:
-    expected = golden_values(vectors, block)
+    expected = golden_values(vectors)
     mismatches = 0
     for (dialect, codes), want in zip(vectors, expected):
         dut.dialect.value = dialect

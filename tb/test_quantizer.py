@@ -13,12 +13,12 @@ import cocotb
 import torch
 
 from bd_hw import layouts
+from golden import vectors
 
 from .harness import StreamBench, check_counts, params, run_stream, write_stats
 from .scoreboard import Scoreboard, quantizer_expectations
 from .stimulus import quantizer_sets, raw_bit_blocks
 from .stream import random_pauses
-from golden import vectors
 
 
 def documented_latency(block: int) -> int:
