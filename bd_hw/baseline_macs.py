@@ -97,6 +97,12 @@ def minifloat_value_units(code: int, ebits: int, mbits: int) -> int:
     return (-1) ** sign * int(units)
 
 
+def _check_lanes(lanes) -> int:
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
+    return lanes
+
+
 @dataclass(frozen=True)
 class MacFormat:
     """One element format of the comparison."""
@@ -115,9 +121,7 @@ class BlockMac(wiring.Component):
     FORMAT: MacFormat
 
     def __init__(self, lanes: int = 32):
-        if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
-            raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
-        self.lanes = lanes
+        self.lanes = _check_lanes(lanes)
         self.sum_shape = signed((self.max_abs_product() * lanes).bit_length() + 1)
         bits = self.FORMAT.bits
         super().__init__({
@@ -260,6 +264,7 @@ def make_mac(fmt: str, lanes: int = 32) -> BlockMac:
     """The MAC of format ``fmt`` (a key of ``FORMATS``)."""
     if fmt not in FORMATS:
         raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
+    _check_lanes(lanes)   # before construction, so a bad call leaves no unused component behind
     return FORMATS[fmt](lanes)
 
 

@@ -41,6 +41,7 @@ from .quantizer import (EX_NONFINITE, MAN_BITS, PAIR_BITS, Q_BITS, ExponentMax, 
                         RangeCounter, SignificandShifter)
 
 __all__ = ["MseDialectSelector", "TwoStageSelector", "RegisteredSelector", "BDMseQuantizer",
+           "SELECTORS", "check_method",
            "X_BITS", "HALF_UNIT", "MIDPOINT_UNIT"]
 
 # SPEC 5: X = M * 2^(ex - E + 1) with the 11-bit significand M and ex - E + 1 in {0, 1}.
@@ -179,14 +180,19 @@ class TwoStageSelector(wiring.Component):
 SELECTORS = {"mse": MseDialectSelector, "two_stage": TwoStageSelector}
 
 
+def check_method(method: str) -> str:
+    """Return ``method`` if it names a selector of :data:`SELECTORS`, else raise ``ValueError``."""
+    if method not in SELECTORS:
+        raise ValueError(f"method must be one of {sorted(SELECTORS)}, not {method!r}")
+    return method
+
+
 class RegisteredSelector(wiring.Component):
     """``method`` ("mse" or "two_stage") selector with registered ``data``/``exp`` inputs and a
     registered ``dialect`` output (latency 2), the frame used for synthesis."""
 
     def __init__(self, method: str = "mse", B: int = 32):
-        if method not in SELECTORS:
-            raise ValueError(f"method must be one of {sorted(SELECTORS)}, not {method!r}")
-        self.method = method
+        self.method = check_method(method)
         self.B = check_block_size(B)
         super().__init__({
             "data": In(data.ArrayLayout(FP16_BITS, self.B)),

@@ -16,20 +16,22 @@ For every unit at B = 32 (and at B = 16 for units that do not fit the FPGA at B 
    more ports than the part has pins, so each one is wrapped in :class:`PnrHarness`: a registered
    shift register with feedback (fed by one input pin) drives every input bit, every output bit is
    registered and XOR-reduced into one output pin by a pipelined tree of 4-input XORs. The harness
-   adds about one flip-flop per input bit and 1.33 per output bit and one LUT per 4 output bits; the LUT figure of step 3 is the unit alone, the logic-cell
-   figure of this step includes the harness. A unit whose harness needs more logic cells than the
-   part has is reported as not fitting, without running the placer.
+   adds about one flip-flop per input bit, 1.33 per output bit and one LUT per 4 output bits; the
+   LUT figure of step 3 is the unit alone, the logic-cell figure of this step includes the harness.
+   A unit that needs more logic cells than the part has (alone, or in its harness) is reported as
+   not fitting, without running the placer.
+5. Every tool run has a timeout (``--timeout``); a step that fails or runs out of time is recorded
+   in the report and the other steps still run.
 
 Units: the three SPEC 9 units (``bd_decoder``, ``bd_quantizer``, ``bd_dot``); the block MACs of
 :mod:`bd_hw.baseline_macs` (BlockDialect, INT4, FP4 E2M1, FP6 E2M3, INT8); the two dialect selectors
-of :mod:`bd_hw.mse_selector` (two-stage and exhaustive MSE, inputs and output registered) and the
-whole MSE quantizer next to ``bd_quantizer``.
+of :mod:`bd_hw.mse_selector` (two-stage and exhaustive MSE, inputs and output registered); and, on
+request (``--unit bd_mse_quantizer``), the whole MSE quantizer next to ``bd_quantizer``.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
 import shutil
 import subprocess

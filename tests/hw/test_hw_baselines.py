@@ -77,8 +77,6 @@ def test_minifloat_reference_values():
     assert minifloat_value_units(0b000001, 2, 3) == 1
 
 
-@pytest.mark.filterwarnings("ignore::UserWarning")
-@pytest.mark.filterwarnings("ignore::amaranth._unused.UnusedElaboratable")
 def test_bad_arguments():
     with pytest.raises(ValueError, match="fmt"):
         make_mac("fp5")
