@@ -157,8 +157,22 @@ async def run_stream(bench: StreamBench, inputs: list[int], expected: list, idle
             "first_in": first_in, "first_out": first_out}
 
 
-def check_counts(run: dict, inputs: int, outputs: int, scoreboard: Scoreboard):
-    """Nothing lost, nothing duplicated: every input taken once, every result delivered once."""
-    assert run["accepted"] == inputs, f"the unit took {run['accepted']} of {inputs} input beats"
-    assert run["received"] == outputs, f"{run['received']} output beats for {outputs} expected"
-    assert scoreboard.pending == 0, f"{scoreboard.pending} expected beats never arrived"
+def count_problems(run: dict, inputs: int, outputs: int, scoreboard: Scoreboard) -> list[str]:
+    """Nothing lost, nothing duplicated: every input taken once, every result delivered once.
+
+    Returns the problems found, so a test can record its figures before it fails.
+    """
+    problems = []
+    if run["accepted"] != inputs:
+        problems.append(f"the unit took {run['accepted']} of {inputs} input beats")
+    if run["received"] != outputs:
+        problems.append(f"{run['received']} output beats for {outputs} expected")
+    if scoreboard.pending:
+        problems.append(f"{scoreboard.pending} expected beats never arrived")
+    return problems
+
+
+def check_stable(bench: StreamBench):
+    """The unit kept every offered-but-not-taken output beat valid and unchanged."""
+    assert bench.sink.unstable_beats == 0, \
+        f"o.valid dropped or o.payload changed {bench.sink.unstable_beats} times before a transfer"

@@ -5,13 +5,16 @@
 ``--quick`` is the reduced run of the test suite; without it B = 32 runs at full depth and the other
 block sizes at a lighter one. ``WAVES=1`` in the environment builds with ``--trace-fst`` and writes
 ``dump.fst`` next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``); Verilator's FST writer
-needs the host's liblz4-dev, and without it the trace is a VCD file, ``dump.vcd``. Writes ``summary.json``, the merged JUnit file ``results.xml`` (plus
+needs the host's liblz4-dev, and without it the trace is a VCD file, ``dump.vcd``.
+
+Writes ``summary.json``, the merged JUnit file ``results.xml`` (plus
 one per unit and block size under ``junit/``) and the simulation logs under ``logs/`` in the out
 folder; prints a summary table; exits non-zero on any mismatch or failed test.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import shutil
@@ -79,7 +82,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=1, help="base seed of the random stimulus")
     parser.add_argument("--rtl", type=Path, default=RTL_DIR, help="folder of the emitted Verilog")
     parser.add_argument("--build-root", type=Path, default=SIM_BUILD,
-                        help="folder of the Verilator builds, one per unit and block size (default sim_build)")
+                        help="folder of the Verilator builds, one per unit and block size "
+                             "(default sim_build)")
     parser.add_argument("--no-real", action="store_true",
                         help="skip real SmolLM2 blocks (no model file needed)")
     args = parser.parse_args(argv)
@@ -168,6 +172,16 @@ def strip_repo_paths(path: Path):
         path.write_text(text.replace(str(REPO) + os.sep, ""))
 
 
+def rtl_digests(rtl: Path, runs: list[UnitRun]) -> dict[str, str]:
+    """Which Verilog the figures belong to."""
+    out = {}
+    for r in runs:
+        path = rtl / rtl_file(r.unit, r.block).name
+        if path.exists():
+            out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
 def merge_junit(paths: list[Path], out: Path):
     merged = ET.Element("testsuites", name="tb.runner")
     for path in paths:
@@ -229,6 +243,7 @@ def main(argv=None) -> int:
         merge_junit(junit_files, args.out / "results.xml")
     summary = {
         "depth": "quick" if args.quick else "full",
+        "rtl_sha256": rtl_digests(Path(args.rtl), runs),
         "seed": args.seed,
         "wall_seconds": round(wall, 1),
         "passed": all(r.passed for r in runs),

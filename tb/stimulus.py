@@ -142,7 +142,8 @@ def cancelling_pairs(block: int, seed: int) -> tuple[bd.Blocks, bd.Blocks]:
     a_exp = torch.randint(20, FP16_EXP_MAX + 1, (n, 1), generator=gen)
     w_exp = torch.randint(20, FP16_EXP_MAX + 1, (n, 1), generator=gen)
     # Block 2 negates the activation signs of block 1, so its block value is exactly -S1.
-    a = blocks_from_fields(torch.cat([a_codes, a_codes ^ SIGN], 1), a_dialect.repeat(1, 2), a_exp.repeat(1, 2))
+    a = blocks_from_fields(torch.cat([a_codes, a_codes ^ SIGN], 1), a_dialect.repeat(1, 2),
+                           a_exp.repeat(1, 2))
     w = blocks_from_fields(w_codes.repeat(1, 2, 1), w_dialect.repeat(1, 2), w_exp.repeat(1, 2))
     small_a = _uniform(n, 1, block, 1, 0, 1)     # h = 1 on every lane at E = 1
     small_w = _uniform(n, 1, block, 1, 0, 1)

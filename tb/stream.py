@@ -138,6 +138,9 @@ class StreamSink(_StreamPort):
 
     ``received`` lists ``(cycle, payload)``; ``callback`` (if given) sees each payload as it
     arrives. Beats offered while reset is high are not counted: the unit is being cleared.
+
+    It also checks the stream rule on the unit's side: a beat offered and not taken must still be
+    offered, unchanged, in the next cycle. ``unstable_beats`` counts the cycles that broke it.
     """
 
     def __init__(self, dut, name: str, clock, reset=None, counter: ClockCounter | None = None,
@@ -147,6 +150,8 @@ class StreamSink(_StreamPort):
         self.callback = callback
         self.received: list[tuple[int, int]] = []
         self.enabled = True
+        self.unstable_beats = 0
+        self._held: int | None = None      # payload offered but not taken in the previous cycle
         self.ready.value = 0
         self._task = cocotb.start_soon(self._run())
 
@@ -156,9 +161,17 @@ class StreamSink(_StreamPort):
             pause = next(self.pause_generator)
             self.ready.value = int(self.enabled and not pause)
             await ReadOnly()
-            if self.enabled and not pause and not self._in_reset() and self.valid.value:
+            if self._in_reset():
+                self._held = None
+                continue
+            valid = bool(self.valid.value)
+            payload = self.payload.value.to_unsigned() if valid else None
+            if self._held is not None and payload != self._held:
+                self.unstable_beats += 1
+            taken = valid and self.enabled and not pause
+            self._held = payload if valid and not taken else None
+            if taken:
                 cycle = self.counter.cycles if self.counter is not None else 0
-                payload = int(self.payload.value)
                 self.received.append((cycle, payload))
                 if self.callback is not None:
                     self.callback(payload)

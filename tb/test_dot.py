@@ -17,7 +17,7 @@ import torch
 
 from bd_hw import layouts
 
-from .harness import StreamBench, check_counts, params, run_stream, write_stats
+from .harness import StreamBench, check_stable, count_problems, params, run_stream, write_stats
 from .scoreboard import Scoreboard, dot_expectations
 from .stimulus import (extreme_pairs, random_field_blocks, random_fp16_pairs, real_dot_rows)
 from .stream import random_pauses
@@ -71,7 +71,7 @@ async def dot_golden_sets(dut):
         sets += real_dot_rows(p, p.count(quick=6, full=400, light=80), seed=p.seed * 100 + 99)
     inputs, expected, beats = expectations(sets)
     run = await run_stream(bench, inputs, expected)
-    check_counts(run, beats, len(expected), bench.scoreboard)
+    problems = count_problems(run, beats, len(expected), bench.scoreboard)
 
     rate = bench.throughput(run["first_in"])
     lasts = last_beat_cycles(bench.source.accepted[run["first_in"]:], p.block)
@@ -80,11 +80,14 @@ async def dot_golden_sets(dut):
     latencies = {out[0] - taken for taken, out in zip(lasts, received)}
     board = bench.scoreboard.summary()
     write_stats("dot_golden_sets", vectors=beats, results=len(expected), mismatches=board["mismatches"],
+                unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=run["cycles"], blocks_per_cycle=rate["blocks_per_cycle"],
                 latency=sorted(latencies), tags=board["tags"])
     dut._log.info(f"{beats} blocks, {len(expected)} results, {rate['blocks_per_cycle']:.4f} blocks/cycle, "
                   f"latency {sorted(latencies)}, families {board['tags']}")
+    assert not problems, "; ".join(problems)
     assert board["mismatches"] == 0, board["first_failure"]
+    check_stable(bench)
     assert rate["blocks_per_cycle"] == 1.0, f"unstalled throughput {rate['blocks_per_cycle']} < 1 block/clock"
     assert latencies == {latency}, f"latency {sorted(latencies)} differs from the documented {latency}"
 
@@ -102,6 +105,7 @@ async def dot_backpressure(dut):
         ("bursty", itertools.cycle([False] * 9 + [True] * 4), itertools.cycle([True] * 6 + [False] * 5)),
     ]
     total = cycles = results = 0
+    problems = []
     for k, (name, idle, backpressure) in enumerate(patterns):
         sets = [(f"backpressure/{name}/{tag}", qa, qw)
                 for tag, qa, qw in random_fp16_pairs(n // 10, 1 + 2 * k, p.block, seed=p.seed * 500 + k)]
@@ -109,14 +113,17 @@ async def dot_backpressure(dut):
                      *random_field_blocks(n // 2, 3, p.block, seed=p.seed * 600 + k)))
         inputs, expected, beats = expectations(sets)
         run = await run_stream(bench, inputs, expected, idle, backpressure)
-        check_counts(run, beats, len(expected), bench.scoreboard)
+        problems += count_problems(run, beats, len(expected), bench.scoreboard)
         total += beats
         results += len(expected)
         cycles += run["cycles"]
     board = bench.scoreboard.summary()
     write_stats("dot_backpressure", vectors=total, results=results, mismatches=board["mismatches"],
+                unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=cycles)
+    assert not problems, "; ".join(problems)
     assert board["mismatches"] == 0, board["first_failure"]
+    check_stable(bench)
 
 
 @cocotb.test()
@@ -127,6 +134,7 @@ async def dot_reset_mid_sum(dut):
     await bench.reset()
     rounds = p.count(quick=3, full=10, light=5)
     lingering = spurious = dropped = after = 0
+    problems = []
     start = bench.counter.cycles
     for r in range(rounds):
         # Long sums, back-pressured, so the reset finds partial sums and full pipeline stages.
@@ -143,13 +151,16 @@ async def dot_reset_mid_sum(dut):
         inputs, expected, beats = expectations([("reset/after", qa, qw)])
         run = await run_stream(bench, inputs, expected, random_pauses(0.2, r + 200),
                                random_pauses(0.3, r + 300))
-        check_counts(run, beats, len(expected), bench.scoreboard)
+        problems += count_problems(run, beats, len(expected), bench.scoreboard)
         after += beats
     board = bench.scoreboard.summary()
     write_stats("dot_reset_mid_sum", vectors=after, results=board["matches"], mismatches=board["mismatches"],
+                unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=bench.counter.cycles - start, dropped_by_reset=dropped,
                 spurious_after_reset=spurious, valid_during_reset=lingering)
+    assert not problems, "; ".join(problems)
     assert board["mismatches"] == 0, board["first_failure"]
+    check_stable(bench)
     assert dropped > 0, "no result was pending at the reset: the test did not reset mid-stream"
     assert lingering == 0, f"o.valid stayed high {lingering} times after a reset edge"
     assert spurious == 0, f"o.valid rose {spurious} times after reset with nothing sent"

@@ -15,7 +15,7 @@ import torch
 from bd_hw import layouts
 from golden import vectors
 
-from .harness import StreamBench, check_counts, params, run_stream, write_stats
+from .harness import StreamBench, check_stable, count_problems, params, run_stream, write_stats
 from .scoreboard import Scoreboard, quantizer_expectations
 from .stimulus import quantizer_sets, raw_bit_blocks
 from .stream import random_pauses
@@ -55,7 +55,7 @@ async def quantizer_golden_sets(dut):
         inputs += i
         expected += e
     run = await run_stream(bench, inputs, expected)
-    check_counts(run, len(inputs), len(expected), bench.scoreboard)
+    problems = count_problems(run, len(inputs), len(expected), bench.scoreboard)
 
     rate = bench.throughput(run["first_in"])
     accepted = bench.source.accepted[run["first_in"]:]
@@ -65,11 +65,14 @@ async def quantizer_golden_sets(dut):
     latencies = {out[0] - acc[0] for acc, out in zip(accepted, received)}
     board = bench.scoreboard.summary()
     write_stats("quantizer_golden_sets", vectors=len(inputs), mismatches=board["mismatches"],
+                unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=run["cycles"], blocks_per_cycle=rate["blocks_per_cycle"],
                 latency=sorted(latencies), tags=board["tags"])
     dut._log.info(f"{len(inputs)} blocks, {rate['blocks_per_cycle']:.4f} blocks/cycle, "
                   f"latency {sorted(latencies)} cycles, families {board['tags']}")
+    assert not problems, "; ".join(problems)
     assert board["mismatches"] == 0, board["first_failure"]
+    check_stable(bench)
     assert rate["blocks_per_cycle"] == 1.0, f"unstalled throughput {rate['blocks_per_cycle']} < 1 block/clock"
     assert latencies == {documented_latency(p.block)}, \
         f"latency {sorted(latencies)} differs from the documented {documented_latency(p.block)}"
@@ -88,16 +91,20 @@ async def quantizer_backpressure(dut):
         ("bursty", itertools.cycle([False] * 7 + [True] * 3), itertools.cycle([True] * 5 + [False] * 6)),
     ]
     total = cycles = 0
+    problems = []
     for k, (name, idle, backpressure) in enumerate(patterns):
         x = mixed_blocks(p, n // len(patterns), seed=p.seed * 1000 + 10 * k)
         inputs, expected = quantizer_expectations(x, f"backpressure/{name}")
         run = await run_stream(bench, inputs, expected, idle, backpressure)
-        check_counts(run, len(inputs), len(expected), bench.scoreboard)
+        problems += count_problems(run, len(inputs), len(expected), bench.scoreboard)
         total += len(inputs)
         cycles += run["cycles"]
     board = bench.scoreboard.summary()
-    write_stats("quantizer_backpressure", vectors=total, mismatches=board["mismatches"], cycles=cycles)
+    write_stats("quantizer_backpressure", vectors=total, mismatches=board["mismatches"], cycles=cycles,
+                unstable_beats=bench.sink.unstable_beats, count_problems=problems)
+    assert not problems, "; ".join(problems)
     assert board["mismatches"] == 0, board["first_failure"]
+    check_stable(bench)
 
 
 @cocotb.test()
@@ -108,6 +115,7 @@ async def quantizer_reset_mid_stream(dut):
     await bench.reset()
     rounds = p.count(quick=3, full=10, light=5)
     total = cycles = lingering = spurious = dropped = 0
+    problems = []
     start = bench.counter.cycles
     for r in range(rounds):
         x = mixed_blocks(p, 40, seed=p.seed * 2000 + r)
@@ -124,14 +132,17 @@ async def quantizer_reset_mid_stream(dut):
         inputs, expected = quantizer_expectations(x, "reset/after")
         run = await run_stream(bench, inputs, expected, random_pauses(0.2, r + 200),
                                random_pauses(0.3, r + 300))
-        check_counts(run, len(inputs), len(expected), bench.scoreboard)
+        problems += count_problems(run, len(inputs), len(expected), bench.scoreboard)
         total += len(inputs)
     cycles = bench.counter.cycles - start
     board = bench.scoreboard.summary()
     write_stats("quantizer_reset_mid_stream", vectors=board["matches"], mismatches=board["mismatches"],
+                unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=cycles, dropped_by_reset=dropped, spurious_after_reset=spurious,
                 valid_during_reset=lingering)
+    assert not problems, "; ".join(problems)
     assert board["mismatches"] == 0, board["first_failure"]
+    check_stable(bench)
     assert dropped > 0, "no beat was in flight at the reset: the test did not reset mid-stream"
     assert lingering == 0, f"o.valid stayed high {lingering} times after a reset edge"
     assert spurious == 0, f"o.valid rose {spurious} times after reset with nothing sent"
