@@ -131,7 +131,8 @@ class ExactAccumulator(wiring.Component):
     ``i`` payload: ``sum`` (signed :func:`block_sum_bits`), ``exp`` (6 bits, ``E_a + E_w``),
     ``last`` (1). ``o`` payload: ``total``, signed :func:`accumulator_bits`, the exact sum
     ``sum(S_j * 2^exp_j)`` of the beats since the previous ``last``, one beat per ``last``.
-    Latency 2 (``o.valid`` rises after edge ``t + 2`` for a ``last`` beat accepted at edge ``t``).
+    Latency 2: for a ``last`` beat accepted at edge ``t``, ``o.valid`` rises after edge ``t + 1`` and,
+    with ``o.ready`` high, the total is transferred at edge ``t + 2`` (the convention of :class:`BDDot`).
     """
 
     LATENCY = 2
