@@ -39,7 +39,7 @@ import shutil
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -47,6 +47,8 @@ from typing import Callable
 from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
+
+from golden.formatbook import NUM_DIALECTS
 
 __all__ = ["UNITS", "PnrHarness", "synthesise_unit", "main"]
 
@@ -486,6 +488,21 @@ def discussion(results: list[dict], summary: dict) -> list[str]:
                       f"{_fmt(r['gates2'])}x the two-stage selector in two-input gates "
                       f"({_fmt(r['cells'])}x in cells, {_fmt(r['ice40_luts'])}x in iCE40 LUTs); the "
                       f"paper reports about {PAPER_SELECTOR_RATIO:.0f}x."]
+        mse, two = at.get(("sel_mse", 32)), at.get(("sel_two_stage", 32))
+        if mse and two and mse.get("gates2") and two.get("gates2"):
+            per_lane = (mse["gates2"] - two["gates2"]) / (NUM_DIALECTS * 32)
+            lines += ["", f"Where the gap comes from: the MSE datapath has 16 x 32 = 512 "
+                          f"squared-error lanes, each an 11-bit |X - 256 v| and its square, about "
+                          f"{per_lane:.0f} gates per lane beyond the whole two-stage selector "
+                          f"({two['gates2']} gates: 32 five-bit shifters, one max tree, 64 range "
+                          "compares and two popcounts). This is SPEC 5 taken literally, every "
+                          "dialect's squared error computed in full. A designer would share work "
+                          "the literal form repeats: the nearest value of an element lies among 12 "
+                          "distinct magnitudes (4 to 15 half-units) rather than 16, and sum X^2 is "
+                          "common to every dialect, so cost(d) - sum X^2 = sum 256 v (256 v - 2 X) "
+                          "needs a 4-bit by 12-bit product per lane instead of an 11-bit square. "
+                          "The paper's figure may reflect such a design, or a whole quantizer in "
+                          "which the shared parts weigh more; ours is an upper end."]
         if "quantizer" in sel:
             q = sel["quantizer"]
             lines.append(f"As whole quantizers (shared exponent, element indices and pipeline "
@@ -524,6 +541,9 @@ def main(argv=None) -> int:
     parser.add_argument("--no-pnr", action="store_true", help="skip place and route")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                         help="units synthesised at once (default 2, or 1 on a one-core machine)")
+    parser.add_argument("--from-json", action="store_true",
+                        help="only rewrite report.md from the report.json already in --out "
+                             "(no synthesis)")
     parser.add_argument("--timeout", type=float, default=1800,
                         help="seconds per tool run (default 1800); a step that runs longer is "
                              "reported as timed out")
@@ -531,6 +551,11 @@ def main(argv=None) -> int:
 
     from tqdm import tqdm
 
+    if args.from_json:
+        saved = json.loads((args.out / "report.json").read_text())
+        write_report(args.out, saved["results"], summarise(saved["results"]), saved["meta"])
+        print(f"rewrote {args.out / 'report.md'} from {args.out / 'report.json'}")
+        return 0
     work = args.work
     if work.is_absolute():
         try:
@@ -548,7 +573,7 @@ def main(argv=None) -> int:
             ordered = sorted(jobs, key=lambda job: not job[0].heavy)
             futures = {pool.submit(synthesise_unit, u, B, work, not args.no_pnr, args.timeout): (u, B)
                        for u, B in ordered}
-            for fut in futures:
+            for fut in as_completed(futures):
                 u, B = futures[fut]
                 bar.set_postfix_str(f"{u.name} B={B}")
                 r = fut.result()
