@@ -47,8 +47,10 @@ SYNTH := $(VENV)/.stamp-synth
 REPORT := $(VENV)/.stamp-report $(VENV)/.stamp-model-file
 ALL := $(VENV)/.stamp-all $(VENV)/.stamp-model-file
 
+# pytest exits 5 when it collects nothing; for this suite that means a broken checkout, so it fails.
 test: $(ALL)
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-golden: $(VENV)/.stamp-test
 	$(PY) -m pytest -q tests/golden $(PYTEST_ARGS)
