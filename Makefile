@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
-# Extra arguments passed through to pytest, e.g. `make test PYTEST_ARGS="-k quantizer"`.
+# Extra arguments passed through to pytest, e.g. `make test PYTEST_ARGS="-k quantizer"`, and to the
+# report, sim, synth and bench commands, e.g. `make report ARGS="--model my.gguf --text book.txt"`.
 PYTEST_ARGS ?=
+ARGS ?=
 
 .DEFAULT_GOAL := help
 .PHONY: help test test-golden verilog lint sim sim-quick report report-quick synth bench bench-golden clean
@@ -24,6 +26,7 @@ help:
 	@echo "  make synth         yosys + nextpnr-ice40 figures -> reports/synth/"
 	@echo "  make bench         golden and Verilator throughput -> reports/bench/"
 	@echo "  make bench-golden  golden-model quantization rate vs MXFP4"
+	@echo "ARGS=\"...\" passes options to report/sim/synth/bench (see python -m golden.report --help etc.)"
 
 # One stamp per extra, so a target installs only what it needs; pyproject.toml changes reinstall.
 $(VENV)/.created:
@@ -62,25 +65,25 @@ lint: $(HW)
 	$(PY) -m bd_hw lint rtl
 
 sim: $(SIM) $(VENV)/.stamp-model-file
-	$(PY) -m tb.runner --out reports/sim
+	$(PY) -m tb.runner --out reports/sim $(ARGS)
 
 sim-quick: $(SIM) $(VENV)/.stamp-model-file
-	$(PY) -m tb.runner --quick --out reports/sim-quick
+	$(PY) -m tb.runner --quick --out reports/sim-quick $(ARGS)
 
 report: $(REPORT)
-	$(PY) -m golden.report --out reports/golden
+	$(PY) -m golden.report --out reports/golden $(ARGS)
 
 report-quick: $(REPORT)
-	$(PY) -m golden.report --quick --out reports/golden-quick
+	$(PY) -m golden.report --quick --out reports/golden-quick $(ARGS)
 
 synth: $(SYNTH)
-	$(PY) -m bench.synth --out reports/synth
+	$(PY) -m bench.synth --out reports/synth $(ARGS)
 
 bench: $(ALL)
-	$(PY) -m bench.bench --out reports/bench
+	$(PY) -m bench.bench --out reports/bench $(ARGS)
 
 bench-golden: $(VENV)/.stamp-test
-	$(PY) -m bench.golden_throughput
+	$(PY) -m bench.golden_throughput $(ARGS)
 
 clean:
 	rm -rf reports/sim-quick reports/golden-quick sim_build .pytest_cache
