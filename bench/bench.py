@@ -22,7 +22,8 @@ from pathlib import Path
 
 import torch
 
-from bench.golden_throughput import Rate, golden_rates, time_call
+from bench.golden_throughput import (Rate, add_tensor_arguments, golden_rates, parse_tensor_arguments,
+                                     time_call)
 
 __all__ = ["torchao_mx_rate", "run", "main"]
 
@@ -122,22 +123,13 @@ def main(argv=None) -> int:
         description="Golden-model and Verilator throughput with ratios; writes report.md and "
                     "report.json.")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
-    parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--cols", type=int, default=4096, help="multiple of 32")
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0)
+    add_tensor_arguments(parser)
     parser.add_argument("--unit", choices=[u.name for u in UNITS], action="append",
                         help=f"Verilator unit (repeatable; default {', '.join(DEFAULT_UNITS)})")
     parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64))
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each Verilator run")
     parser.add_argument("--work", type=Path, default=Path("build/verilator"))
-    args = parser.parse_args(argv)
-    if args.rows < 1:
-        parser.error("--rows must be at least 1")
-    if args.cols < 32 or args.cols % 32:
-        parser.error("--cols must be a positive multiple of 32")
-    if args.repeats < 1:
-        parser.error("--repeats must be at least 1")
+    args = parse_tensor_arguments(parser, argv)
     t0 = time.perf_counter()
     result = run(args.rows, args.cols, args.repeats, args.seed, tuple(args.unit or DEFAULT_UNITS),
                  args.block, args.seconds, args.work)

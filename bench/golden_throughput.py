@@ -50,13 +50,16 @@ def golden_rates(x: torch.Tensor, repeats: int = 3) -> list[Rate]:
     return rates
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_tensor_arguments(parser: argparse.ArgumentParser) -> None:
+    """The benchmark tensor's options, shared with bench.bench."""
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--cols", type=int, default=4096, help="multiple of 32")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", help="also write the figures to this JSON file")
+
+
+def parse_tensor_arguments(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parses and checks the options of add_tensor_arguments."""
     args = parser.parse_args(argv)
     if args.rows < 1:
         parser.error("--rows must be at least 1")
@@ -64,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--cols must be a positive multiple of 32")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_tensor_arguments(parser)
+    parser.add_argument("--json", help="also write the figures to this JSON file")
+    args = parse_tensor_arguments(parser, argv)
 
     generator = torch.Generator().manual_seed(args.seed)
     x = torch.randn(args.rows, args.cols, generator=generator).to(torch.float16)
