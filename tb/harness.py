@@ -173,7 +173,11 @@ def count_problems(run: dict, inputs: int, outputs: int, scoreboard: Scoreboard)
     return problems
 
 
-def check_stable(bench: StreamBench):
-    """The unit kept every offered-but-not-taken output beat valid and unchanged."""
+def check_run(bench: StreamBench, board: dict, problems: list[str]):
+    """The checks every stream run ends with: nothing lost or duplicated (`problems` from
+    :func:`count_problems`), every beat equal to the golden model, and every offered-but-not-taken
+    output beat kept valid and unchanged."""
+    assert not problems, "; ".join(problems)
+    assert board["mismatches"] == 0, board["first_failure"]
     assert bench.sink.unstable_beats == 0, \
         f"o.valid dropped or o.payload changed {bench.sink.unstable_beats} times before a transfer"

@@ -17,7 +17,7 @@ import torch
 
 from bd_hw import layouts
 
-from .harness import StreamBench, check_stable, count_problems, params, run_stream, write_stats
+from .harness import StreamBench, check_run, count_problems, params, run_stream, write_stats
 from .scoreboard import Scoreboard, dot_expectations
 from .stimulus import (extreme_pairs, random_field_blocks, random_fp16_pairs, real_dot_rows)
 from .stream import random_pauses
@@ -85,9 +85,7 @@ async def dot_golden_sets(dut):
                 latency=sorted(latencies), tags=board["tags"])
     dut._log.info(f"{beats} blocks, {len(expected)} results, {rate['blocks_per_cycle']:.4f} blocks/cycle, "
                   f"latency {sorted(latencies)}, families {board['tags']}")
-    assert not problems, "; ".join(problems)
-    assert board["mismatches"] == 0, board["first_failure"]
-    check_stable(bench)
+    check_run(bench, board, problems)
     assert rate["blocks_per_cycle"] == 1.0, f"unstalled throughput {rate['blocks_per_cycle']} < 1 block/clock"
     assert latencies == {latency}, f"latency {sorted(latencies)} differs from the documented {latency}"
 
@@ -121,9 +119,7 @@ async def dot_backpressure(dut):
     write_stats("dot_backpressure", vectors=total, results=results, mismatches=board["mismatches"],
                 unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=cycles)
-    assert not problems, "; ".join(problems)
-    assert board["mismatches"] == 0, board["first_failure"]
-    check_stable(bench)
+    check_run(bench, board, problems)
 
 
 @cocotb.test()
@@ -158,9 +154,7 @@ async def dot_reset_mid_sum(dut):
                 unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=bench.counter.cycles - start, dropped_by_reset=dropped,
                 spurious_after_reset=spurious, valid_during_reset=lingering)
-    assert not problems, "; ".join(problems)
-    assert board["mismatches"] == 0, board["first_failure"]
-    check_stable(bench)
+    check_run(bench, board, problems)
     assert dropped > 0, "no result was pending at the reset: the test did not reset mid-stream"
     assert lingering == 0, f"o.valid stayed high {lingering} times after a reset edge"
     assert spurious == 0, f"o.valid rose {spurious} times after reset with nothing sent"

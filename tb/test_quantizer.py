@@ -15,7 +15,7 @@ import torch
 from bd_hw import layouts
 from golden import vectors
 
-from .harness import StreamBench, check_stable, count_problems, params, run_stream, write_stats
+from .harness import StreamBench, check_run, count_problems, params, run_stream, write_stats
 from .scoreboard import Scoreboard, quantizer_expectations
 from .stimulus import quantizer_sets, raw_bit_blocks
 from .stream import random_pauses
@@ -70,9 +70,7 @@ async def quantizer_golden_sets(dut):
                 latency=sorted(latencies), tags=board["tags"])
     dut._log.info(f"{len(inputs)} blocks, {rate['blocks_per_cycle']:.4f} blocks/cycle, "
                   f"latency {sorted(latencies)} cycles, families {board['tags']}")
-    assert not problems, "; ".join(problems)
-    assert board["mismatches"] == 0, board["first_failure"]
-    check_stable(bench)
+    check_run(bench, board, problems)
     assert rate["blocks_per_cycle"] == 1.0, f"unstalled throughput {rate['blocks_per_cycle']} < 1 block/clock"
     assert latencies == {documented_latency(p.block)}, \
         f"latency {sorted(latencies)} differs from the documented {documented_latency(p.block)}"
@@ -102,9 +100,7 @@ async def quantizer_backpressure(dut):
     board = bench.scoreboard.summary()
     write_stats("quantizer_backpressure", vectors=total, mismatches=board["mismatches"], cycles=cycles,
                 unstable_beats=bench.sink.unstable_beats, count_problems=problems)
-    assert not problems, "; ".join(problems)
-    assert board["mismatches"] == 0, board["first_failure"]
-    check_stable(bench)
+    check_run(bench, board, problems)
 
 
 @cocotb.test()
@@ -140,9 +136,7 @@ async def quantizer_reset_mid_stream(dut):
                 unstable_beats=bench.sink.unstable_beats, count_problems=problems,
                 cycles=cycles, dropped_by_reset=dropped, spurious_after_reset=spurious,
                 valid_during_reset=lingering)
-    assert not problems, "; ".join(problems)
-    assert board["mismatches"] == 0, board["first_failure"]
-    check_stable(bench)
+    check_run(bench, board, problems)
     assert dropped > 0, "no beat was in flight at the reset: the test did not reset mid-stream"
     assert lingering == 0, f"o.valid stayed high {lingering} times after a reset edge"
     assert spurious == 0, f"o.valid rose {spurious} times after reset with nothing sent"
