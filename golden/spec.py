@@ -1,0 +1,67 @@
+"""Every scalar constant of ../shared/SPEC.md, once, with the section it comes from.
+
+The golden model, the hardware generators, the testbenches and the benchmarks import these names;
+none of them types the numbers again. The formatbook and the tables derived from it live in
+:mod:`golden.formatbook`.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# SPEC 1: FP16 input fields.
+FP16_EXP_BITS = 5
+FP16_MAN_BITS = 10
+FP16_BITS = 16
+EXP_FIELD_NONFINITE = 31          # ex == 31 is Inf or NaN
+SIGNIFICAND_HIDDEN = 1024         # M = 1024 + man for a normal element
+SIGNIFICAND_BITS = 11
+
+# SPEC 2: the formatbook's shape and codes.
+NUM_DIALECTS = 16
+NUM_PAIRS = 8                     # pair p holds dialects 2p (A) and 2p + 1 (B)
+LEVELS = 8
+IDX_BITS = 3                      # magnitude index, 0..7
+CODE_BITS = 4                     # code = sign << 3 | idx
+MAX_HALF_UNITS = 15               # largest formatbook entry; 4-bit unsigned magnitude (SPEC 6)
+H_BITS = 4
+
+# SPEC 3: blocks and the shared exponent.
+BLOCK_SIZES = (16, 32, 64)
+DEFAULT_BLOCK = 32
+EXP_BITS = 5                      # shared exponent field, 1..30; 0 marks an all-zero block
+EXP_MAX = 30                      # largest shared exponent of finite input
+DIALECT_BITS = 4
+SCALE_EXP_OFFSET = 17             # block scale 2^(E - 17)
+DECODE_EXP_OFFSET = 18            # decoded value h * 2^(E - 18)
+
+# SPEC 4.1: the 5-bit intermediate q (quarter-units, 3 integer + 2 fraction bits).
+Q_BITS = 5
+Q_MAX = (1 << Q_BITS) - 1         # 31
+Q_SHIFT_BASE = 6                  # q = M >> (6 + E - ex)
+
+# SPEC 5: the MSE cost compares M * 2^(ex - E + 1) with 256 * v.
+MSE_UNIT = 256
+
+# SPEC 6: block dot product and exact accumulation.
+PRODUCT_EXP_OFFSET = 36           # block value S * 2^(E_a + E_w - 36); A in units of 2^-36
+MAX_EXP_SUM = 2 * EXP_MAX         # E_a + E_w <= 60
+MAX_PRODUCT = MAX_HALF_UNITS * MAX_HALF_UNITS   # 225
+DEFAULT_MAX_BLOCKS = 256
+
+# SPEC 7: packed storage.
+HEADER_BYTES = 2                  # little-endian 16-bit word E << 4 | dialect
+
+
+def block_bytes(block: int) -> int:
+    """SPEC 7: one packed block is 2 + B/2 bytes."""
+    return HEADER_BYTES + block // 2
+
+
+def check_block_size(value, name: str = "block") -> int:
+    """The one block-size check (SPEC 3): `value` must be an integer in BLOCK_SIZES.
+
+    Raises ValueError naming the argument; returns the value as an int.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in BLOCK_SIZES:
+        raise ValueError(f"{name} must be one of {BLOCK_SIZES}, got {value!r}")
+    return int(value)
