@@ -391,13 +391,13 @@ def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "rou
 
 
 def dequantize_native(exp, dialect, codes, invalid=None) -> torch.Tensor:
-    """SPEC 3 decode to float32 (..., K/B, B) on the CPU; blocks flagged in `invalid` give NaN when
+    """SPEC 3 decode to float32 (..., K) on the CPU; blocks flagged in `invalid` give NaN when
     `invalid` is given."""
     lib = _library()
     block = codes.shape[-1]
     exp, dialect, codes = exp.contiguous(), dialect.contiguous(), codes.contiguous()
     flags = exp if invalid is None else invalid.contiguous().to(torch.uint8)
-    out = torch.empty(codes.shape, dtype=torch.float32)
+    out = torch.empty(codes.shape[:-2] + (codes.shape[-2] * block,), dtype=torch.float32)
     ptrs = [t.data_ptr() for t in (exp, dialect, codes, flags, out)]
     nan_invalid = int(invalid is not None)
 
@@ -434,10 +434,11 @@ def _windows(spread_a: int, spread_w: int, budget: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Tensor) -> torch.Tensor:
+def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Tensor,
+                   native: bool) -> torch.Tensor:
     """(rows, nb, B) float64: (-1)^s h 2^(lo + width - 1 - (top - E)) inside the window, else 0."""
     rows, nblocks, block = codes.shape
-    if exp.device.type == "cpu" and _library() is not None and _path == "native":
+    if native:
         out = torch.empty(codes.shape, dtype=torch.float64)
         top = top.contiguous()
         _library().bd_decode_window(exp.data_ptr(), dialect.data_ptr(), codes.data_ptr(), top.data_ptr(),
@@ -445,8 +446,8 @@ def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Te
         return out
     down = top.unsqueeze(-1) - exp.to(torch.int64)                          # (rows, nb)
     inside = (down >= lo) & (down < lo + width)
-    scale = torch.where(inside, torch.ldexp(torch.ones((), dtype=torch.float64, device=exp.device),
-                                            (lo + width - 1 - down).clamp(min=0)), 0.0)
+    ones = torch.ones(down.shape, dtype=torch.float64, device=exp.device)
+    scale = torch.where(inside, torch.ldexp(ones, (lo + width - 1 - down).clamp(min=0)), 0.0)
     c = codes.to(torch.int64)
     h = book[dialect.to(torch.int64).unsqueeze(-1), c & 7].to(torch.float64)
     signed = torch.where(c >= 8, -h, h)
@@ -454,18 +455,22 @@ def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Te
 
 
 def linear_exact(a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes, round_sum, *,
-                 sync_free: bool | None = None) -> torch.Tensor:
+                 sync_free: bool | None = None, native: bool | None = None) -> torch.Tensor:
     """SPEC 6 exact product of activations (rows, nb, B) and weights (N, nb, B), float32 (rows, N).
 
     round_sum(low, high, unit_exp) rounds the exact integer (high * 2^32 + low) * 2^unit_exp once to
     FP32 (golden.bd._exact_sum_to_f32). sync_free: plan the exponent windows for the worst case
     instead of reading the operands' exponent spread back to the host (default: on non-CPU devices).
+    native: decode with the C function (default: when native_for(a_codes)); False runs the torch
+    decode every other device runs.
     """
     device = a_codes.device
     rows, nblocks, block = a_codes.shape
     columns = w_codes.shape[0]
     if sync_free is None:
         sync_free = device.type != "cpu"
+    if native is None:
+        native = native_for(a_codes)
     book = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64, device=device)
     # K is cut into chunks of at most _CHUNK_ELEMENTS, which leave a budget of 28 exponent steps.
     chunk = max(1, _CHUNK_ELEMENTS // block)
@@ -476,7 +481,7 @@ def linear_exact(a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes, round_sum
     for start in range(0, nblocks, chunk):
         stop = min(nblocks, start + chunk)
         parts = [t[:, start:stop].contiguous() for t in (a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes)]
-        _accumulate(parts, a_top, w_top, low, high, book, sync_free)
+        _accumulate(parts, a_top, w_top, low, high, book, sync_free, native)
     # _accumulate counts every term in units of 2^(a_top + w_top - 36 - 2 _SPAN).
     unit = a_top.unsqueeze(-1) + w_top.unsqueeze(0) - 2 * _SPAN - PRODUCT_EXP_OFFSET
     return round_sum(low, high, unit)
@@ -486,7 +491,7 @@ def linear_exact(a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes, round_sum
 _SPAN = 30
 
 
-def _accumulate(parts, a_top, w_top, low, high, book, sync_free: bool) -> None:
+def _accumulate(parts, a_top, w_top, low, high, book, sync_free: bool, native: bool) -> None:
     a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes = parts
     nblocks, block = a_codes.shape[1], a_codes.shape[2]
     budget = _budget(nblocks, block)
@@ -498,8 +503,8 @@ def _accumulate(parts, a_top, w_top, low, high, book, sync_free: bool) -> None:
     width_a, width_w = _windows(spread_a, spread_w, budget)
     a_windows = [(lo, min(width_a, _SPAN - lo)) for lo in range(0, spread_a + 1, width_a)]
     w_windows = [(lo, min(width_w, _SPAN - lo)) for lo in range(0, spread_w + 1, width_w)]
-    a_dec = [_decode_window(a_exp, a_dialect, a_codes, a_top, lo, n, book).flatten(1) for lo, n in a_windows]
-    w_dec = [_decode_window(w_exp, w_dialect, w_codes, w_top, lo, n, book).flatten(1).t() for lo, n in w_windows]
+    a_dec = [_decode_window(a_exp, a_dialect, a_codes, a_top, lo, n, book, native).flatten(1) for lo, n in a_windows]
+    w_dec = [_decode_window(w_exp, w_dialect, w_codes, w_top, lo, n, book, native).flatten(1).t() for lo, n in w_windows]
     for (lo_a, n_a), a in zip(a_windows, a_dec):
         for (lo_w, n_w), w in zip(w_windows, w_dec):
             exact = (a @ w).to(torch.int64)           # an integer below 2^53: exact in float64
