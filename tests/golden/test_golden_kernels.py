@@ -267,3 +267,16 @@ def test_cuda_linear_keeps_the_device_and_the_bits(bits_equal):
     expected = bd.linear(q_act, q_weight)
     got = bd.linear(bd.Blocks(*(t.cuda() for t in q_act)), bd.Blocks(*(t.cuda() for t in q_weight)))
     assert got.device.type == "cuda" and bits_equal(got.cpu(), expected)
+
+
+def test_invalid_blocks_give_nan_in_both_paths(bits_equal):
+    x = vectors.random_blocks(8, 32, family="gaussian", seed=12).reshape(2, 128)
+    x[1, 40] = float("inf")
+    q = bd.quantize(x, nonfinite="flag")
+    assert q.invalid.tolist() == [[False] * 4, [False, True, False, False]]
+    assert bits_equal(bd.dequantize(q), reference(bd.dequantize, q))
+    assert bd.dequantize(q)[1, 32:64].isnan().all()
+    q_weight = bd.quantize(vectors.random_blocks(12, 32, family="uniform", seed=13).reshape(3, 128))
+    got = bd.linear(q, q_weight)
+    assert bits_equal(got, reference(bd.linear, q, q_weight))
+    assert got[1].isnan().all() and not got[0].isnan().any()
