@@ -464,6 +464,16 @@ def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Te
     return signed * scale.unsqueeze(-1)
 
 
+_books: dict[torch.device, torch.Tensor] = {}
+
+
+def _book(device: torch.device) -> torch.Tensor:
+    """The formatbook (SPEC 2) as an int64 tensor on `device`, copied there once."""
+    if device not in _books:
+        _books[device] = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64, device=device)
+    return _books[device]
+
+
 def linear_exact(a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes, round_sum, *,
                  sync_free: bool | None = None, native: bool | None = None) -> torch.Tensor:
     """SPEC 6 exact product of activations (rows, nb, B) and weights (N, nb, B), float32 (rows, N).
@@ -481,7 +491,7 @@ def linear_exact(a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes, round_sum
         sync_free = device.type != "cpu"
     if native is None:
         native = native_for(a_codes)
-    book = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64, device=device)
+    book = _book(device)
     a_top = a_exp.to(torch.int64).amax(-1)
     w_top = w_exp.to(torch.int64).amax(-1)
     # K is cut into chunks of at most _CHUNK_ELEMENTS, which leave a budget of 28 exponent steps.

@@ -33,7 +33,7 @@ def same_blocks(a: bd.Blocks, b: bd.Blocks) -> bool:
 def families(block: int) -> dict[str, torch.Tensor]:
     rows = dict(vectors.corner_blocks(block))
     for family in vectors.RANDOM_FAMILIES:
-        rows[family] = vectors.random_blocks(1500, block, family=family, seed=7)
+        rows[family] = vectors.random_blocks(500, block, family=family, seed=7)
     return rows
 
 
@@ -62,7 +62,7 @@ def test_real_shaped_tensors_with_padding_threads_and_lead_dims(method, bits_equ
     """Outlier channels and a heavy-tailed body, (batch, tokens, K) with K not a multiple of 32
     (pad=True), big enough to be split across two threads."""
     gen = torch.Generator().manual_seed(3)
-    x = torch.randn(2, 300, 4000, generator=gen) * torch.exp(torch.randn(4000, generator=gen) * 2)
+    x = torch.randn(2, 140, 4000, generator=gen) * torch.exp(torch.randn(4000, generator=gen) * 2)
     x[..., 17] *= 500.0
     x = x.clamp(-6e4, 6e4)
     threads = torch.get_num_threads()
@@ -72,7 +72,8 @@ def test_real_shaped_tensors_with_padding_threads_and_lead_dims(method, bits_equ
     finally:
         torch.set_num_threads(threads)
     slow = reference(bd.quantize, x, 32, method, pad=True)
-    assert fast.codes.shape == (2, 300, 125, 32)
+    assert fast.codes.shape == (2, 140, 125, 32)
+    assert fast.exp.numel() >= 2 * kernels._MIN_BLOCKS_PER_THREAD      # two threads take part
     assert same_blocks(fast, slow)
     assert bits_equal(bd.dequantize(fast), reference(bd.dequantize, slow))
 
@@ -89,7 +90,7 @@ def _real_captures():
 @pytest.mark.parametrize("method", METHODS)
 def test_real_smollm2_tensors(method, bits_equal):
     for activation, weight in _real_captures():
-        for x in (activation[:128], weight[:256]):
+        for x in (activation[:64], weight[:128]):
             block = 32 if x.shape[-1] % 32 == 0 else 16
             fast = bd.quantize(x, block, method, nonfinite="flag")
             slow = reference(bd.quantize, x, block, method, nonfinite="flag")
