@@ -67,8 +67,9 @@ from pathlib import Path
 
 import torch
 
-from .formatbook import FORMATBOOK_ROWS, MIDPOINTS, NUM_DIALECTS, STAGE2_RANGES
-from .spec import (DECODE_EXP_OFFSET, PRODUCT_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_PRODUCT, MSE_UNIT, Q_BITS, Q_SHIFT_BASE,
+from .formatbook import FORMATBOOK_ROWS, MIDPOINTS, STAGE2_RANGES
+from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_HALF_UNITS, MAX_PRODUCT,
+                   MSE_UNIT, NUM_DIALECTS, NUM_PAIRS, PRODUCT_EXP_OFFSET, Q_BITS, Q_SHIFT_BASE,
                    SIGNIFICAND_HIDDEN)
 
 __all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
@@ -154,14 +155,14 @@ static inline void write_codes(const int *sign, const int *q, int d, int block, 
 void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int rounding,
                            uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid)
 {
-    int sign[64], ex[64], sig[64], q[64];
+    int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
     for (int64_t b = 0; b < nblocks; b++) {
         const uint16_t *xb = x + b * block;
         int E = block_fields(xb, block, sign, ex, sig, q, invalid + b);
         int qmax = 0;
         for (int k = 0; k < block; k++) qmax = q[k] > qmax ? q[k] : qmax;
-        int p = rounding ? 15 - ((qmax + 1) >> 1) : 15 - (qmax >> 1);
-        p = p < 0 ? 0 : (p > 7 ? 7 : p);
+        int p = rounding ? @MAX_HALF@ - ((qmax + 1) >> 1) : @MAX_HALF@ - (qmax >> 1);
+        p = p < 0 ? 0 : (p > @NUM_PAIRS@ - 1 ? @NUM_PAIRS@ - 1 : p);
         int a = 2 * p;
         int loa = RANGES[a][0], hia = RANGES[a][1], lob = RANGES[a + 1][0], hib = RANGES[a + 1][1];
         int ca = 0, cb = 0;
@@ -181,22 +182,22 @@ void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int ro
 void bd_quantize_mse(const uint16_t *x, int64_t nblocks, int block,
                      uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid)
 {
-    int sign[64], ex[64], sig[64], q[64];
+    int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
     for (int64_t b = 0; b < nblocks; b++) {
         const uint16_t *xb = x + b * block;
         int E = block_fields(xb, block, sign, ex, sig, q, invalid + b);
-        int32_t cost[16] = {0};
+        int32_t cost[@NUM_DIALECTS@] = {0};
         for (int k = 0; k < block; k++) {
             if (ex[k] < E - 1) continue;
             int32_t scaled = ex[k] >= E ? sig[k] << 1 : sig[k];
             const int32_t *v = VALUE_LUT[q[k]];
-            for (int d = 0; d < 16; d++) {
+            for (int d = 0; d < @NUM_DIALECTS@; d++) {
                 int32_t e = scaled - @MSE_UNIT@ * v[d];
                 cost[d] += e * e;
             }
         }
         int d = 0;
-        for (int j = 1; j < 16; j++) if (cost[j] < cost[d]) d = j;
+        for (int j = 1; j < @NUM_DIALECTS@; j++) if (cost[j] < cost[d]) d = j;
         if (E == 0) d = 0;
         exp[b] = (uint8_t)E;
         dialect[b] = (uint8_t)d;
@@ -274,7 +275,8 @@ def _source() -> str:
     ])
     constants = {"@TABLES@": tables, "@EXP_NONFINITE@": EXP_FIELD_NONFINITE,
                  "@HIDDEN@": SIGNIFICAND_HIDDEN, "@QSHIFT@": Q_SHIFT_BASE, "@MSE_UNIT@": MSE_UNIT,
-                 "@DECODE_OFFSET@": DECODE_EXP_OFFSET}
+                 "@DECODE_OFFSET@": DECODE_EXP_OFFSET, "@MAX_HALF@": MAX_HALF_UNITS,
+                 "@NUM_PAIRS@": NUM_PAIRS, "@NUM_DIALECTS@": NUM_DIALECTS, "@MAX_BLOCK@": max(BLOCK_SIZES)}
     text = _C_SOURCE
     for key, value in constants.items():
         text = text.replace(key, str(value))
