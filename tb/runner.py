@@ -164,10 +164,12 @@ def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
 
 
 def strip_repo_paths(path: Path):
-    """Reports are committed: make the paths in them relative to the repository."""
+    """Reports are committed: make the paths in them relative to the repository, and name the
+    virtual environment (which may be a link to another checkout's) ``.venv``."""
     if path.exists():
         text = path.read_text(errors="replace")
-        path.write_text(text.replace(str(REPO) + os.sep, ""))
+        venv = str(Path(sys.prefix).resolve())
+        path.write_text(text.replace(venv + os.sep, ".venv" + os.sep).replace(str(REPO) + os.sep, ""))
 
 
 def rtl_digests(rtl: Path, runs: list[UnitRun]) -> dict[str, str]:
