@@ -22,7 +22,8 @@ from golden import bd
 from golden.spec import FP16_BITS, block_bytes
 
 __all__ = ["USER_INVALID", "USER_MISMATCH", "WBeat", "YBeat", "Job", "make_job", "reference",
-           "fp32_words", "unpack_y"]
+           "fp32_words", "unpack_y", "check_sizes", "real_jobs", "random_vector", "random_weights",
+           "nonfinite_vector", "flag_every_group", "LinearScoreboard", "REAL_LAYERS"]
 
 USER_INVALID = 1 << 0        # SPEC 11: m_axis_y tuser bit 0
 USER_MISMATCH = 1 << 1       # SPEC 11: m_axis_y tuser bit 1
@@ -143,3 +144,143 @@ def check_sizes(job: Job) -> None:
     x_bytes, w_bytes = job.block * FP16_BITS // 8, job.lanes * block_bytes(job.block)
     assert all(len(b) == x_bytes for b in job.x_beats)
     assert all(len(b.data) == w_bytes for b in job.w_beats)
+
+
+# --- stimulus -------------------------------------------------------------------------------------
+
+REAL_LAYERS = ("model.layers.3.self_attn.q_proj", "model.layers.7.mlp.down_proj")
+
+
+def real_jobs(block: int, lanes: int, rows: int, vectors: int, seed: int,
+              layers=REAL_LAYERS) -> list[Job]:
+    """Real SmolLM2 matrix-vector products: for each layer, ``rows`` weight rows (MSE-quantized, a
+    seeded random choice, so not a multiple of ``lanes`` unless asked) against ``vectors`` of the
+    layer's captured input tokens (FP16), one job per vector. Uses the cached captures of
+    :func:`golden.models.cached_linear_inputs`."""
+    from golden import models
+
+    captures = models.cached_linear_inputs()
+    gen = torch.Generator().manual_seed(seed)
+    jobs = []
+    for name in layers:
+        cap = captures[name]
+        if cap.weight.shape[1] % block:
+            continue
+        picked = torch.randperm(cap.weight.shape[0], generator=gen)[:rows].sort().values
+        q_weight = bd.quantize(cap.weight[picked].to(torch.float16), block=block, method="mse")
+        tokens = torch.randperm(cap.activation.shape[0], generator=gen)[:vectors].tolist()
+        short = name.split(".", 1)[-1]
+        for t in tokens:
+            jobs.append(make_job(f"real/{short}/token{t}", cap.activation[t], q_weight, lanes))
+    return jobs
+
+
+def random_vector(nblocks: int, block: int, family: str, seed: int) -> torch.Tensor:
+    from golden import vectors
+    return vectors.random_blocks(nblocks, block, family, seed=seed).reshape(-1)
+
+
+def random_weights(rows: int, nblocks: int, block: int, seed: int, family: str = "gaussian") -> bd.Blocks:
+    return bd.quantize(random_vector(rows * nblocks, block, family, seed).reshape(rows, -1),
+                       block=block, method="mse")
+
+
+def nonfinite_vector(nblocks: int, block: int, seed: int, count: int) -> torch.Tensor:
+    """A random vector with ``count`` elements replaced by +Inf, -Inf or NaN at random places."""
+    gen = torch.Generator().manual_seed(seed)
+    x = random_vector(nblocks, block, "gaussian", seed)
+    places = torch.randperm(x.numel(), generator=gen)[:count]
+    specials = torch.tensor([float("inf"), float("-inf"), float("nan")], dtype=x.dtype)
+    x[places] = specials[torch.randint(0, 3, (len(places),), generator=gen)]
+    return x
+
+
+def flag_every_group(job: Job) -> Job:
+    """The job of a vector longer than ``max_blocks``: every group flagged, results undefined."""
+    job.expected = [YBeat(e.results, e.user | USER_MISMATCH, e.last, checked=False)
+                    for e in job.expected]
+    return job
+
+
+# --- scoreboard -----------------------------------------------------------------------------------
+
+@dataclass
+class LinearScoreboard:
+    """Checks ``m_axis_y`` frames (one per matrix: beats up to ``tlast``) against the jobs' golden
+    beats, in order. Counts beats, bit-exact results, lanes, undefined (flag-only) beats and
+    mismatches per job tag family; logs the first mismatches with the job, group and lane."""
+
+    lanes: int
+    log: object = None
+    max_reports: int = 5
+    pending: list = field(default_factory=list)      # jobs not yet answered, oldest first
+    frames: int = 0
+    beats: int = 0
+    exact: int = 0                # beats whose results were compared bit for bit (and matched)
+    flag_only: int = 0            # beats of altered groups: tuser/tlast checked, results undefined
+    mismatches: int = 0
+    unexpected: int = 0
+    dropped_by_reset: int = 0
+    failures: list = field(default_factory=list)
+    tags: dict = field(default_factory=dict)
+
+    def expect(self, job: Job):
+        self.pending.append(job)
+
+    def flush(self) -> int:
+        """Forget unanswered jobs (the engine was reset); returns how many result beats they held."""
+        n = sum(len(j.expected) for j in self.pending)
+        self.dropped_by_reset += n
+        self.pending.clear()
+        return n
+
+    def check_frame(self, data: bytes, tuser) -> None:
+        width = 4 * self.lanes
+        if len(data) % width:
+            self._fail(f"frame of {len(data)} bytes is not a whole number of {width}-byte beats")
+            return
+        count = len(data) // width
+        users = [tuser] * len(data) if isinstance(tuser, int) else list(tuser)
+        beats = [(unpack_y(data[k * width:(k + 1) * width], self.lanes), users[k * width],
+                  int(k == count - 1)) for k in range(count)]
+        self.frames += 1
+        if not self.pending:
+            self.unexpected += count
+            self.mismatches += count
+            self._fail(f"frame {self.frames} of {count} beats was not expected")
+            return
+        job = self.pending.pop(0)
+        family = "/".join(job.tag.split("/")[:2])
+        if count != len(job.expected):
+            self.mismatches += max(count, len(job.expected))
+            self._fail(f"{job.tag}: {count} result beats for {len(job.expected)} row groups")
+            return
+        for g, ((results, user, last), want) in enumerate(zip(beats, job.expected)):
+            self.beats += 1
+            if want.matches(results, user, last):
+                if want.checked:
+                    self.exact += 1
+                else:
+                    self.flag_only += 1
+                self.tags[family] = self.tags.get(family, 0) + 1
+                continue
+            self.mismatches += 1
+            bad = [n for n in range(self.lanes) if want.checked and results[n] != want.results[n]]
+            self._fail(f"{job.tag}: row group {g} (rows {g * self.lanes}..{g * self.lanes + self.lanes - 1}): "
+                       f"tuser {user} (golden {want.user}), tlast {last} (golden {want.last}); "
+                       f"lanes {bad} differ: rtl {[f'{results[n]:#010x}' for n in bad]} golden "
+                       f"{[f'{want.results[n]:#010x}' for n in bad]}; reproduce with "
+                       f"tb.axis_linear.reference(x16, q_weight) for this job")
+
+    def _fail(self, text: str):
+        self.failures.append(text)
+        if self.log is not None and len(self.failures) <= self.max_reports:
+            self.log.error(text)
+
+    def summary(self) -> dict:
+        return {"frames": self.frames, "beats": self.beats, "exact": self.exact,
+                "exact_lanes": self.exact * self.lanes, "flag_only": self.flag_only,
+                "mismatches": self.mismatches, "unexpected": self.unexpected,
+                "missing_beats": sum(len(j.expected) for j in self.pending),
+                "dropped_by_reset": self.dropped_by_reset, "tags": dict(self.tags),
+                "first_failure": self.failures[0] if self.failures else None}
