@@ -526,3 +526,27 @@ def test_linear_rtl_names_and_axi_ports(unit, B):
         direction = "output" if port in outputs else "input"
         vector = f"\\[{width - 1}:0\\] " if width > 1 else ""
         assert re.search(rf"^\s*{direction} {vector}{port};", text, re.MULTILINE), port
+
+
+def test_verilator_throughput_driver_for_the_engine():
+    """bench/verilator_driver.cpp.in rendered for the engine: aclk/aresetn instead of clk/rst,
+    valid and ready held high, tlast/tuser framed by beat counters (not random), tdata from the
+    random pools, and N weight blocks counted per weight beat taken."""
+    from bench.verilator_throughput import ENGINE_BLOCKS, ENGINE_GROUPS, _cpp_driver, top_ports
+
+    unit, B = LINEAR_UNITS[-1]
+    top = unit.module(B)
+    driver = _cpp_driver(top, top_ports((ROOT / "rtl" / unit.file_name(B)).read_text(), top))
+    assert "${" not in driver and f'#include "V{top}.h"' in driver
+    assert "top->clk" not in driver and "top->rst" not in driver
+    assert "top->aclk = 0; top->eval();" in driver and "top->aclk = 1; top->eval();" in driver
+    assert "top->aresetn = 0;" in driver and "top->aresetn = 1;" in driver
+    assert "top->s_axis_x_tvalid = 1; top->s_axis_w_tvalid = 1; top->m_axis_y_tready = 1;" in driver
+    for port in ("s_axis_x_tdata", "s_axis_w_tdata"):
+        assert f"top->{port}[j] = pool_{port}[p][j];" in driver
+    for port in ("s_axis_x_tlast", "s_axis_w_tlast", "s_axis_w_tuser", "s_axis_x_tvalid", "aclk"):
+        assert f"pool_{port}" not in driver
+    assert f"top->s_axis_w_tlast = wn % {ENGINE_BLOCKS} == {ENGINE_BLOCKS - 1};" in driver
+    beats = ENGINE_BLOCKS * ENGINE_GROUPS
+    assert f"top->s_axis_w_tuser = wn % {beats} == {beats - 1};" in driver
+    assert f"accepted += {unit.params['N']} * (top->s_axis_w_tvalid & top->s_axis_w_tready);" in driver
