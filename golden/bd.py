@@ -464,7 +464,5 @@ def pack_rows(q_weight: Blocks, lanes: int) -> torch.Tensor:
                         for t in q_weight))
         q_weight = Blocks(*(torch.cat([t, z]) for t, z in zip(q_weight, zero)))
     stride = HEADER_BYTES + block // 2
-    if groups == 0:   # pack() cannot infer the row length of zero rows
-        return torch.zeros((0, nblocks, lanes * stride), dtype=torch.uint8, device=q_weight.codes.device)
     raw = pack(q_weight).reshape(groups, lanes, nblocks, stride)
     return raw.permute(0, 2, 1, 3).reshape(groups, nblocks, lanes * stride).contiguous()
