@@ -15,6 +15,9 @@ together with a C++ driver rendered from ``bench/verilator_driver.cpp.in``:
   calibration run first); the rate is accepted blocks per second of wall time.
 
 Combinational units (``bd_decoder``) have no clock: a cycle is one input change and one evaluation.
+The SPEC 11 engine (``bd_linear_n4``) is clocked by ``aclk`` with its three streams held open,
+vectors and matrices framed by beat counters (:data:`ENGINE_BLOCKS`, :data:`ENGINE_GROUPS`); its
+blocks are weight blocks, ``N`` per weight beat taken.
 """
 from __future__ import annotations
 
@@ -39,7 +42,13 @@ DRIVER_TEMPLATE = Path(__file__).with_name("verilator_driver.cpp.in")
 MAKE_VARIABLES = {"OPT_FAST": "-O2", "OPT_SLOW": "-O1", "OPT_GLOBAL": "-O2"}
 
 UNITS = ALL_UNITS              # every unit this benchmark can time, by name
-DEFAULT_UNITS = ("bd_decoder", "bd_quantizer", "bd_dot")
+# SPEC 11 engine: valid and ready held high, tlast/tuser from counters of the beats taken: vectors
+# of 48 blocks (K = 1536 at B = 32, a SmolLM2 down_proj), matrices of 144 row groups (576 rows at
+# N = 4). Its rate counts weight blocks, N per weight beat.
+ENGINE_BLOCKS, ENGINE_GROUPS = 48, 144
+ENGINE_HELD = {"aclk", "aresetn", "s_axis_x_tvalid", "s_axis_x_tlast", "s_axis_w_tvalid",
+               "s_axis_w_tlast", "s_axis_w_tuser", "m_axis_y_tready"}
+DEFAULT_UNITS = ("bd_decoder", "bd_quantizer", "bd_dot", "bd_linear_n4")
 
 
 _PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s+)?(\\?[\w$]+)\s*;",
@@ -64,9 +73,11 @@ def _cpp_driver(top: str, ports: list[tuple[str, str, int]]) -> str:
     """The C++ driver of module ``top`` with ``ports`` (from :func:`top_ports`), rendered from
     :data:`DRIVER_TEMPLATE`; only the per-port lines are generated here."""
     names = {n for _, n, _ in ports}
-    clocked = "clk" in names
+    engine = "aclk" in names                           # SPEC 11 engine: AXI4-Stream ports
+    clock = "aclk" if engine else "clk"
+    clocked = clock in names
     stream_in = "i__valid" in names and "i__ready" in names
-    held = {"clk", "rst", "i__valid", "o__ready"}      # driven once, not from the random pools
+    held = {"clk", "rst", "i__valid", "o__ready"} | ENGINE_HELD   # not from the random pools
     inputs = [(n, w) for d, n, w in ports if d == "input" and n not in held]
     outputs = [(n, w) for d, n, w in ports if d == "output" and n != "i__ready"]
 
@@ -85,20 +96,34 @@ def _cpp_driver(top: str, ports: list[tuple[str, str, int]]) -> str:
         else:
             assign.append(f"    top->{_cpp_name(n)} = pool_{n}[p][0];")
     before = []
-    if clocked:
+    if clocked and not engine:
         before += ["  top->rst = 1; top->clk = 0; top->eval(); top->clk = 1; top->eval();",
                    "  top->clk = 0; top->rst = 0; top->eval();"]
     before += [f"  top->{_cpp_name(n)} = 1;" for n in ("i__valid", "o__ready") if n in names]
     fold = [f"    checksum = checksum * 31 + top->{_cpp_name(n)}{'[0]' if w > 64 else ''};"
             for n, w in outputs]
+    accepted = f"(top->{_cpp_name('i__valid')} & top->{_cpp_name('i__ready')})" if stream_in else "1"
+    if engine:     # vectors and matrices framed by beat counters; N weight blocks per weight beat
+        lanes, blocks, beats = dict((n, w) for _, n, w in ports)["m_axis_y_tdata"] // 32, ENGINE_BLOCKS, \
+            ENGINE_BLOCKS * ENGINE_GROUPS
+        before += ["  top->aresetn = 0; top->aclk = 0; top->eval(); top->aclk = 1; top->eval();",
+                   "  top->aclk = 0; top->aresetn = 1; top->eval();",
+                   "  top->s_axis_x_tvalid = 1; top->s_axis_w_tvalid = 1; top->m_axis_y_tready = 1;",
+                   "  uint64_t xn = 0, wn = 0;   // activation and weight beats taken"]
+        assign += [f"    top->s_axis_x_tlast = xn % {blocks} == {blocks - 1};",
+                   f"    top->s_axis_w_tlast = wn % {blocks} == {blocks - 1};",
+                   f"    top->s_axis_w_tuser = wn % {beats} == {beats - 1};"]
+        fold += ["    xn += top->s_axis_x_tvalid & top->s_axis_x_tready;",
+                 "    wn += top->s_axis_w_tvalid & top->s_axis_w_tready;"]
+        accepted = f"{lanes} * (top->s_axis_w_tvalid & top->s_axis_w_tready)"
     template = string.Template(DRIVER_TEMPLATE.read_text())
     return template.substitute(
         top=top, pool=POOL, pool_declarations="\n".join(declarations), pool_fill="\n".join(fill),
         before_loop="\n".join(before), set_inputs="\n".join(assign),
-        evaluate="    top->clk = 0; top->eval();" if clocked else "    top->eval();",
-        accepted=f"(top->{_cpp_name('i__valid')} & top->{_cpp_name('i__ready')})" if stream_in else "1",
+        evaluate=f"    top->{clock} = 0; top->eval();" if clocked else "    top->eval();",
+        accepted=accepted,
         fold_outputs="\n".join(fold),
-        rising_edge="    top->clk = 1; top->eval();" if clocked else "")
+        rising_edge=f"    top->{clock} = 1; top->eval();" if clocked else "")
 
 
 def build_unit(unit: Unit, B: int, work: Path, timeout: float = 1800) -> Path:

@@ -42,7 +42,7 @@ from .spec import (
 
 __all__ = [
     "Blocks", "FORMATBOOK", "BLOCK_SIZES", "METHODS", "quantize", "dequantize", "decode", "linear",
-    "pack", "unpack", "check_blocks", "block_size",
+    "pack", "unpack", "check_blocks", "block_size", "pack_rows",
 ]
 
 # SPEC 4 and 5: "two_stage" rounds the block maximum to pick the pair (SPEC 4.2, the default and the
@@ -448,3 +448,33 @@ def _raw_tensor(raw) -> torch.Tensor:
     if raw.dim() == 0:
         raise ValueError("raw must have at least one dimension")
     return raw
+
+
+def pack_rows(q_weight: Blocks, lanes: int) -> torch.Tensor:
+    """The weight stream of the ``bd_linear`` engine (SPEC 11): ``q_weight`` (R rows of K/B blocks)
+    as uint8 ``(ceil(R / lanes), K / B, lanes * (2 + B/2))``.
+
+    Entry ``[g, j]`` is one ``s_axis_w`` beat: block ``j`` of rows ``g * lanes ... g * lanes + lanes - 1``,
+    each packed as by :func:`pack` (SPEC 7), lane ``n`` first at byte ``n * (2 + B/2)``. Rows beyond R
+    in the last group are zero blocks (header word 0, codes 0), which add +0.0. ``lanes`` is one of
+    SPEC 11's lane counts (1, 2, 4, 8). Like :func:`pack`, refuses blocks flagged invalid.
+    """
+    from .spec import LINEAR_LANES   # SPEC 11
+
+    block = check_blocks(q_weight, "q_weight")
+    if q_weight.codes.dim() != 3:
+        raise ValueError(f"q_weight must be quantized from an (R, K) matrix, got codes of shape "
+                         f"{tuple(q_weight.codes.shape)}")
+    if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or int(lanes) not in LINEAR_LANES:
+        raise ValueError(f"lanes must be one of {LINEAR_LANES}, got {lanes!r}")
+    lanes = int(lanes)
+    rows, nblocks = q_weight.exp.shape
+    groups = -(-rows // lanes)
+    extra = groups * lanes - rows
+    if extra:
+        zero = Blocks(*(torch.zeros((extra,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+                        for t in q_weight))
+        q_weight = Blocks(*(torch.cat([t, z]) for t, z in zip(q_weight, zero)))
+    stride = HEADER_BYTES + block // 2
+    raw = pack(q_weight).reshape(groups, lanes, nblocks, stride)
+    return raw.permute(0, 2, 1, 3).reshape(groups, nblocks, lanes * stride).contiguous()
