@@ -1,0 +1,184 @@
+"""Plain, unpipelined models of SPEC 3, 4 and 6, written for the proofs.
+
+Each model is a combinational Amaranth function of one block, written straight from the SPEC text
+and on purpose *not* the way :mod:`bd_hw` builds the same thing:
+
+- maxima are linear chains, not balanced trees;
+- the 5-bit intermediate is a variable right shift of the whole 11-bit significand
+  (``M >> (6 + E - ex)``), not the 5-bit window ``bd_hw`` shifts;
+- stage 2 counts every one of the 16 dialects' beneficial ranges and then picks the pair, instead of
+  selecting the pair's bounds first;
+- the element index is the nearest formatbook value by distance (ties to the larger magnitude), not
+  a count of midpoints;
+- the decoder is one flat case over ``(dialect, idx)``;
+- one block's dot product is turned into FP32 bits by a priority encoder on ``|S|`` (the value is
+  exact in FP32, ``|S| < 2^24``), not by the wide normaliser.
+
+Constants come from :mod:`golden.spec` and :mod:`golden.formatbook`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+
+from golden.formatbook import FORMATBOOK_ROWS, LEVELS, NUM_PAIRS
+from golden.formatbook import beneficial_range
+from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, MAX_HALF_UNITS, PRODUCT_EXP_OFFSET,
+                         Q_BITS, Q_SHIFT_BASE, SIGNIFICAND_BITS)
+
+__all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "decode_model", "DotModel",
+           "dot_block_model"]
+
+#: SPEC 4.2 [revised]: ``round`` (default) and ``trunc`` (variant ``two_stage_trunc``).
+STAGE1_RULES = ("round", "trunc")
+FP32_BIAS = 127
+FP32_MAN_BITS = 23
+
+
+def _max_chain(m: Module, values, width: int, name: str) -> Signal:
+    """max(values), a linear chain of compare-and-select."""
+    cur = Const(0, width)
+    for j, v in enumerate(values):
+        nxt = Signal(width, name=f"{name}_{j}")
+        m.d.comb += nxt.eq(Mux(v > cur, v, cur))
+        cur = nxt
+    return cur
+
+
+class QuantizerModel(NamedTuple):
+    exp: Signal          # SPEC 3: E
+    invalid: Signal      # SPEC 1
+    q: list              # SPEC 4.1: q_k
+    qmax: Signal
+    pair: Signal         # SPEC 4.2
+    count_a: Signal      # SPEC 4.3: counts of the chosen pair
+    count_b: Signal
+    dialect: Signal
+    codes: list          # SPEC 4.4: code_k = s_k << 3 | idx_k
+
+
+def quantizer_model(m: Module, elements, rule: str = "round") -> QuantizerModel:
+    """SPEC 3 and 4 for one block of FP16 bit patterns ``elements`` (a list of 16-bit values)."""
+    if rule not in STAGE1_RULES:
+        raise ValueError(f"rule must be one of {STAGE1_RULES}, not {rule!r}")
+    B = len(elements)
+    sign = [x[15] for x in elements]
+    ex = [x[FP16_MAN_BITS:15] for x in elements]
+    man = [x[:FP16_MAN_BITS] for x in elements]
+    # SPEC 1: subnormal (ex == 0) and non-finite (ex == 31) elements count as ex = 0.
+    normal = [(e != 0) & (e != EXP_FIELD_NONFINITE) for e in ex]
+    ex_eff = [Mux(n, e, 0) for n, e in zip(normal, ex)]
+    E = _max_chain(m, ex_eff, 5, "m_E")
+    invalid = Signal(name="m_invalid")
+    m.d.comb += invalid.eq(Cat(*[e == EXP_FIELD_NONFINITE for e in ex]).any())
+
+    # SPEC 4.1: q_k = M_k >> (6 + E - ex_k), 0 when the shift is 11 or more or the element is not
+    # normal.
+    q = []
+    for k in range(B):
+        M = Signal(SIGNIFICAND_BITS, name=f"m_M{k}")
+        shift = Signal(7, name=f"m_shift{k}")
+        qk = Signal(Q_BITS, name=f"m_q{k}")
+        m.d.comb += [
+            M.eq(Cat(man[k], Const(1, 1))),
+            shift.eq(Q_SHIFT_BASE + E - ex[k]),
+            qk.eq(Mux(normal[k] & (shift < SIGNIFICAND_BITS), M >> shift, 0)),
+        ]
+        q.append(qk)
+    qmax = _max_chain(m, q, Q_BITS, "m_qmax")
+
+    # SPEC 4.2: the pair.
+    t = Signal(signed(8), name="m_pair_t")
+    if rule == "round":
+        m.d.comb += t.eq(MAX_HALF_UNITS - ((qmax + 1) >> 1))
+    else:
+        m.d.comb += t.eq(MAX_HALF_UNITS - (qmax >> 1))
+    pair = Signal(3, name="m_pair")
+    m.d.comb += pair.eq(Mux(t < 0, 0, t))
+
+    # SPEC 4.3: count every dialect's beneficial range, then take the chosen pair's two counts.
+    cbits = B.bit_length()
+    counts = []
+    for d in range(2 * NUM_PAIRS):
+        lo, hi = beneficial_range(d)
+        c = Signal(cbits, name=f"m_count{d}")
+        m.d.comb += c.eq(sum(((qk >= lo) & (qk < hi)) for qk in q))
+        counts.append(c)
+    count_a = Signal(cbits, name="m_count_a")
+    count_b = Signal(cbits, name="m_count_b")
+    for p in range(NUM_PAIRS):
+        with m.If(pair == p):
+            m.d.comb += [count_a.eq(counts[2 * p]), count_b.eq(counts[2 * p + 1])]
+    dialect = Signal(4, name="m_dialect")
+    # Ties go to A; the zero block (E == 0) is dialect 0 (SPEC 3).
+    m.d.comb += dialect.eq(Mux(E == 0, 0, Mux(count_a >= count_b, 2 * pair, 2 * pair + 1)))
+
+    # SPEC 4.4: nearest value of the chosen dialect, ties to the larger magnitude; in quarter-units
+    # value j of dialect d is 2 * FORMATBOOK[d][j].
+    vals = [Signal(5, name=f"m_v{j}") for j in range(LEVELS)]
+    for d, row in enumerate(FORMATBOOK_ROWS):
+        with m.If(dialect == d):
+            m.d.comb += [vals[j].eq(2 * row[j]) for j in range(LEVELS)]
+    codes = []
+    for k in range(B):
+        best = Const(0, 3)
+        best_dist = Const(31, 6)
+        for j in range(LEVELS):
+            dist = Signal(6, name=f"m_dist{k}_{j}")
+            m.d.comb += dist.eq(Mux(q[k] >= vals[j], q[k] - vals[j], vals[j] - q[k]))
+            take = dist <= best_dist          # "<=": a later (larger) value wins a tie
+            nb = Signal(3, name=f"m_idx{k}_{j}")
+            nd = Signal(6, name=f"m_bd{k}_{j}")
+            m.d.comb += [nb.eq(Mux(take, j, best)), nd.eq(Mux(take, dist, best_dist))]
+            best, best_dist = nb, nd
+        code = Signal(4, name=f"m_code{k}")
+        m.d.comb += code.eq(Cat(best, sign[k]))
+        codes.append(code)
+    return QuantizerModel(E, invalid, q, qmax, pair, count_a, count_b, dialect, codes)
+
+
+def decode_model(m: Module, dialect, code, name: str = "m_dec"):
+    """SPEC 6 decode of one code: ``(sign, h)`` with ``h = FORMATBOOK[dialect][idx]``."""
+    h = Signal(4, name=f"{name}_h")
+    with m.Switch(Cat(code[:3], dialect)):
+        for d, row in enumerate(FORMATBOOK_ROWS):
+            for j, v in enumerate(row):
+                with m.Case(j | d << 3):
+                    m.d.comb += h.eq(v)
+    return code[3], h
+
+
+class DotModel(NamedTuple):
+    sum: Signal          # SPEC 6: S
+    result: Signal       # FP32 bits of S * 2^(E_a + E_w - 36)
+
+
+def dot_block_model(m: Module, a_codes, a_dialect, a_exp, w_codes, w_dialect, w_exp) -> DotModel:
+    """SPEC 6 for a dot product of one block: exact sum ``S``, then FP32 bits (exact, no rounding
+    happens because ``|S| <= 225 B < 2^24``; a zero sum is +0.0)."""
+    B = len(a_codes)
+    terms = []
+    for k in range(B):
+        sa, ha = decode_model(m, a_dialect, a_codes[k], f"m_a{k}")
+        sw, hw = decode_model(m, w_dialect, w_codes[k], f"m_w{k}")
+        p = Signal(signed(10), name=f"m_p{k}")
+        m.d.comb += p.eq(Mux(sa ^ sw, -(ha * hw), ha * hw))
+        terms.append(p)
+    S = Signal(signed(24), name="m_S")
+    m.d.comb += S.eq(sum(terms))
+    mag = Signal(24, name="m_mag")
+    m.d.comb += mag.eq(Mux(S < 0, -S, S))
+    msb = Const(0, 5)
+    for b in range(24):                   # position of the leading one (last match wins)
+        nxt = Signal(5, name=f"m_msb{b}")
+        m.d.comb += nxt.eq(Mux(mag[b], b, msb))
+        msb = nxt
+    exp_field = Signal(9, name="m_fexp")
+    m.d.comb += exp_field.eq(msb + a_exp + w_exp + FP32_BIAS - PRODUCT_EXP_OFFSET)
+    lshift = Signal(5, name="m_lshift")
+    frac = Signal(FP32_MAN_BITS, name="m_frac")
+    m.d.comb += [lshift.eq(FP32_MAN_BITS - msb), frac.eq((mag << lshift)[:FP32_MAN_BITS])]
+    result = Signal(32, name="m_result")
+    m.d.comb += result.eq(Mux(mag == 0, 0, Cat(frac, exp_field[:8], S < 0)))
+    return DotModel(S, result)
