@@ -196,7 +196,8 @@ class FirstBeatHarness(_StreamHarnessBase):
     compares a field of ``o.payload`` with the model's value computed from the captured beat. All
     other inputs (valid, ready, reset, later payloads) stay free. Callbacks:
 
-    - ``model(m, captured)`` builds the plain model and returns any object;
+    - ``model(m, captured, out)`` builds the plain model and returns any object (``out`` is the
+      unit's output payload, for a model checked given one of the unit's own outputs);
     - ``checks``: ``{name: lambda out, model: (dut_value, model_value)}``;
     - ``covers``: ``{name: lambda out, model, captured: condition}``, evaluated at the first output;
     - ``assume_first(payload)``: a condition the first beat satisfies (for example ``last``);
@@ -229,7 +230,7 @@ class FirstBeatHarness(_StreamHarnessBase):
             props.assume("first_beat", ~(dut.i.valid & ~seen_in) |
                          self.assume_first(dut.i.payload))
 
-        model = self.model_fn(m, captured)
+        model = self.model_fn(m, captured, dut.o.payload)
         first_out = dut.o.valid & seen_in & ~seen_out
         out = dut.o.payload
         for name, fn in self.checks.items():
@@ -244,9 +245,10 @@ class CombinationalHarness(wiring.Component):
     """Equivalence of a combinational unit to a plain model: the unit's inputs are the harness's
     free inputs, every check compares an output with the model."""
 
-    def __init__(self, dut, inputs: dict, *, model, checks, covers=None):
+    def __init__(self, dut, inputs: dict, *, model, checks, covers=None, assumes=None):
         self.dut = dut
         self.model_fn, self.checks, self.covers = model, checks, covers or {}
+        self.assumes = assumes or {}
         self._inputs = list(inputs)
         super().__init__({name: In(shape) for name, shape in inputs.items()})
 
@@ -257,6 +259,8 @@ class CombinationalHarness(wiring.Component):
         for name in self._inputs:
             m.d.comb += getattr(self.dut, name).eq(getattr(self, name))
         model = self.model_fn(m, self)
+        for name, fn in self.assumes.items():
+            props.assume(name, fn(self.dut, model))
         for name, fn in self.checks.items():
             got, want = fn(self.dut, model)
             props.check(name, got == want)

@@ -27,7 +27,8 @@ from golden.formatbook import beneficial_range
 from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, MAX_HALF_UNITS, PRODUCT_EXP_OFFSET,
                          Q_BITS, Q_SHIFT_BASE, SIGNIFICAND_BITS)
 
-__all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "decode_model", "DotModel",
+__all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "model_exponent", "model_q",
+           "model_pair", "model_stage2", "model_index", "max_chain", "decode_model", "DotModel",
            "dot_block_model"]
 
 #: SPEC 4.2 [revised]: ``round`` (default) and ``trunc`` (variant ``two_stage_trunc``).
@@ -36,7 +37,7 @@ FP32_BIAS = 127
 FP32_MAN_BITS = 23
 
 
-def _max_chain(m: Module, values, width: int, name: str) -> Signal:
+def max_chain(m: Module, values, width: int, name: str) -> Signal:
     """max(values), a linear chain of compare-and-select."""
     cur = Const(0, width)
     for j, v in enumerate(values):
@@ -58,37 +59,41 @@ class QuantizerModel(NamedTuple):
     codes: list          # SPEC 4.4: code_k = s_k << 3 | idx_k
 
 
-def quantizer_model(m: Module, elements, rule: str = "round") -> QuantizerModel:
-    """SPEC 3 and 4 for one block of FP16 bit patterns ``elements`` (a list of 16-bit values)."""
-    if rule not in STAGE1_RULES:
-        raise ValueError(f"rule must be one of {STAGE1_RULES}, not {rule!r}")
-    B = len(elements)
-    sign = [x[15] for x in elements]
+def model_exponent(m: Module, elements):
+    """SPEC 1, 3: ``E = max(ex_k)`` over normal elements (subnormal and non-finite count as 0),
+    ``invalid`` = some ``ex_k == 31``."""
     ex = [x[FP16_MAN_BITS:15] for x in elements]
-    man = [x[:FP16_MAN_BITS] for x in elements]
-    # SPEC 1: subnormal (ex == 0) and non-finite (ex == 31) elements count as ex = 0.
     normal = [(e != 0) & (e != EXP_FIELD_NONFINITE) for e in ex]
-    ex_eff = [Mux(n, e, 0) for n, e in zip(normal, ex)]
-    E = _max_chain(m, ex_eff, 5, "m_E")
+    E = max_chain(m, [Mux(n, e, 0) for n, e in zip(normal, ex)], 5, "m_E")
     invalid = Signal(name="m_invalid")
     m.d.comb += invalid.eq(Cat(*[e == EXP_FIELD_NONFINITE for e in ex]).any())
+    return E, invalid
 
-    # SPEC 4.1: q_k = M_k >> (6 + E - ex_k), 0 when the shift is 11 or more or the element is not
-    # normal.
+
+def model_q(m: Module, elements, E):
+    """SPEC 4.1: ``q_k = M_k >> (6 + E - ex_k)``, 0 for a shift of 11 or more and for elements
+    that are not normal."""
     q = []
-    for k in range(B):
+    for k, x in enumerate(elements):
+        ex, man = x[FP16_MAN_BITS:15], x[:FP16_MAN_BITS]
+        normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
         M = Signal(SIGNIFICAND_BITS, name=f"m_M{k}")
         shift = Signal(7, name=f"m_shift{k}")
         qk = Signal(Q_BITS, name=f"m_q{k}")
         m.d.comb += [
-            M.eq(Cat(man[k], Const(1, 1))),
-            shift.eq(Q_SHIFT_BASE + E - ex[k]),
-            qk.eq(Mux(normal[k] & (shift < SIGNIFICAND_BITS), M >> shift, 0)),
+            M.eq(Cat(man, Const(1, 1))),
+            shift.eq(Q_SHIFT_BASE + E - ex),
+            qk.eq(Mux(normal & (shift < SIGNIFICAND_BITS), M >> shift, 0)),
         ]
         q.append(qk)
-    qmax = _max_chain(m, q, Q_BITS, "m_qmax")
+    return q
 
-    # SPEC 4.2: the pair.
+
+def model_pair(m: Module, qmax, rule: str):
+    """SPEC 4.2 [revised]: ``p = max(0, 15 - ((qmax + 1) >> 1))`` (``round``) or
+    ``15 - (qmax >> 1)`` (``trunc``)."""
+    if rule not in STAGE1_RULES:
+        raise ValueError(f"rule must be one of {STAGE1_RULES}, not {rule!r}")
     t = Signal(signed(8), name="m_pair_t")
     if rule == "round":
         m.d.comb += t.eq(MAX_HALF_UNITS - ((qmax + 1) >> 1))
@@ -96,9 +101,13 @@ def quantizer_model(m: Module, elements, rule: str = "round") -> QuantizerModel:
         m.d.comb += t.eq(MAX_HALF_UNITS - (qmax >> 1))
     pair = Signal(3, name="m_pair")
     m.d.comb += pair.eq(Mux(t < 0, 0, t))
+    return pair
 
-    # SPEC 4.3: count every dialect's beneficial range, then take the chosen pair's two counts.
-    cbits = B.bit_length()
+
+def model_stage2(m: Module, q, pair):
+    """SPEC 4.3: count every dialect's beneficial range, take the pair's two counts, ties to A.
+    Returns ``(count_a, count_b, dialect)``."""
+    cbits = len(q).bit_length()
     counts = []
     for d in range(2 * NUM_PAIRS):
         lo, hi = beneficial_range(d)
@@ -110,30 +119,54 @@ def quantizer_model(m: Module, elements, rule: str = "round") -> QuantizerModel:
     for p in range(NUM_PAIRS):
         with m.If(pair == p):
             m.d.comb += [count_a.eq(counts[2 * p]), count_b.eq(counts[2 * p + 1])]
-    dialect = Signal(4, name="m_dialect")
-    # Ties go to A; the zero block (E == 0) is dialect 0 (SPEC 3).
-    m.d.comb += dialect.eq(Mux(E == 0, 0, Mux(count_a >= count_b, 2 * pair, 2 * pair + 1)))
+    dialect = Signal(4, name="m_pair_dialect")
+    m.d.comb += dialect.eq(Mux(count_a >= count_b, 2 * pair, 2 * pair + 1))
+    return count_a, count_b, dialect
 
-    # SPEC 4.4: nearest value of the chosen dialect, ties to the larger magnitude; in quarter-units
-    # value j of dialect d is 2 * FORMATBOOK[d][j].
+
+def model_index(m: Module, q, dialect):
+    """SPEC 4.4: the nearest value of ``dialect`` to each ``q_k``, ties to the larger magnitude
+    (value j is ``2 * FORMATBOOK[d][j]`` quarter-units)."""
     vals = [Signal(5, name=f"m_v{j}") for j in range(LEVELS)]
     for d, row in enumerate(FORMATBOOK_ROWS):
         with m.If(dialect == d):
             m.d.comb += [vals[j].eq(2 * row[j]) for j in range(LEVELS)]
-    codes = []
-    for k in range(B):
+    idx = []
+    for k, qk in enumerate(q):
         best = Const(0, 3)
         best_dist = Const(31, 6)
         for j in range(LEVELS):
             dist = Signal(6, name=f"m_dist{k}_{j}")
-            m.d.comb += dist.eq(Mux(q[k] >= vals[j], q[k] - vals[j], vals[j] - q[k]))
+            m.d.comb += dist.eq(Mux(qk >= vals[j], qk - vals[j], vals[j] - qk))
             take = dist <= best_dist          # "<=": a later (larger) value wins a tie
             nb = Signal(3, name=f"m_idx{k}_{j}")
             nd = Signal(6, name=f"m_bd{k}_{j}")
             m.d.comb += [nb.eq(Mux(take, j, best)), nd.eq(Mux(take, dist, best_dist))]
             best, best_dist = nb, nd
+        idx.append(best)
+    return idx
+
+
+def quantizer_model(m: Module, elements, rule: str = "round", index_dialect=None) -> QuantizerModel:
+    """SPEC 3 and 4 for one block of FP16 bit patterns ``elements`` (a list of 16-bit values).
+
+    ``index_dialect``, if given, is the dialect the element indices are computed in (instead of
+    the model's own choice): an equivalence proof can then check the codes given the unit's
+    dialect and the dialect separately, which together mean the same as checking both against
+    the model, in two smaller problems.
+    """
+    E, invalid = model_exponent(m, elements)
+    q = model_q(m, elements, E)
+    qmax = max_chain(m, q, Q_BITS, "m_qmax")
+    pair = model_pair(m, qmax, rule)
+    count_a, count_b, pair_dialect = model_stage2(m, q, pair)
+    dialect = Signal(4, name="m_dialect")
+    m.d.comb += dialect.eq(Mux(E == 0, 0, pair_dialect))     # SPEC 3: the zero block
+    idx = model_index(m, q, dialect if index_dialect is None else index_dialect)
+    codes = []
+    for k, x in enumerate(elements):
         code = Signal(4, name=f"m_code{k}")
-        m.d.comb += code.eq(Cat(best, sign[k]))
+        m.d.comb += code.eq(Cat(idx[k], x[15]))
         codes.append(code)
     return QuantizerModel(E, invalid, q, qmax, pair, count_a, count_b, dialect, codes)
 

@@ -9,6 +9,7 @@ solver's counterexample step), ``reached``/``unreached`` for cover statements, `
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -41,6 +42,7 @@ class Job:
     timeout: float = 600.0
     quick: bool = False          # part of the fast set run by `make test`
     complete: bool = False       # a passing bmc run is a full proof (the harness has no state)
+    patch: Callable | None = None    # context manager active while the harness is elaborated
     note: str = ""
 
 
@@ -82,6 +84,32 @@ _REACHED = re.compile(r"Reached cover statement (?:at|in) .*?property:([\w.\-]+)
 _UNREACHED = re.compile(r"Unreached cover statement (?:at|in) .*?property:([\w.\-]+):0")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (the solver engines run in process groups of their own)."""
+    children = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def _kill_tree(pid: int) -> None:
+    for p in [pid, *_descendants(pid)]:
+        try:
+            os.kill(p, 9)
+        except ProcessLookupError:
+            pass
+
+
 def _run(cmd, cwd: Path, timeout: float) -> tuple[int | None, str, float]:
     t0 = time.monotonic()
     proc = subprocess.Popen(["nice", "-n", "10", *cmd], cwd=cwd, env=tool_env(),
@@ -91,7 +119,7 @@ def _run(cmd, cwd: Path, timeout: float) -> tuple[int | None, str, float]:
         out, _ = proc.communicate(timeout=timeout)
         rc = proc.returncode
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, 9)
+        _kill_tree(proc.pid)
         out, _ = proc.communicate()
         rc = None
     return rc, out, time.monotonic() - t0
@@ -103,8 +131,9 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    top = job.build()
-    (work / "design.il").write_text(rtlil.convert(top, name="top"))
+    with (job.patch() if job.patch else contextlib.nullcontext()):
+        top = job.build()
+        (work / "design.il").write_text(rtlil.convert(top, name="top"))
     if job.kind == "structural":
         return _run_structural(job, top, work)
     (work / "job.sby").write_text(_sby_text(job.mode, job.depth))

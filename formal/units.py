@@ -1,53 +1,38 @@
 """The proof jobs: which harness, around which unit, at which block size, how deep.
 
-The units come from :mod:`bd_hw` through their public constructors; the quantizer is proved once
-per stage-1 rule (SPEC 4.2) the generator offers. A generator without a rule parameter implements
-the truncating rule ``p = 15 - (qmax >> 1)`` and is proved as ``trunc``.
+The units come from the registry :data:`bd_hw.units.UNITS` (name, kind, builder and parameters):
+every unit is built with its registered parameters, so the quantizer is proved once per stage-1
+rule (SPEC 4.2 [revised]: ``bd_quantizer`` rounds, ``bd_quantizer_trunc`` truncates) and the plain
+model is told the same rule.
 """
 from __future__ import annotations
 
-import inspect
 from functools import partial
 
 from amaranth.hdl import Cat
 
-from bd_hw.decoder import BDDecoder
-from bd_hw.dot import BDDot
-from bd_hw.quantizer import BDQuantizer
-from golden.formatbook import CODE_BITS, DIALECT_BITS
-from golden.spec import EXP_MAX
+from amaranth.hdl import Module
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from bd_hw import quantizer as hwq
+from bd_hw.units import UNITS, Unit
+from golden.spec import DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, Q_BITS
 
 from .harness import CombinationalHarness, FirstBeatHarness, StreamProtocolHarness
-from .models import decode_model, dot_block_model, quantizer_model
+from .models import (decode_model, dot_block_model, max_chain, model_exponent, model_index,
+                     model_pair, model_q, model_stage2, quantizer_model)
 from .runner import Job
 
-__all__ = ["quantizer_rules", "make_quantizer", "jobs", "QUICK_B"]
+__all__ = ["jobs", "bug_jobs", "QUICK_B", "BLOCK_SIZES", "stage1_rule"]
 
 QUICK_B = 16
-_RULE_PARAMS = ("rule", "stage1", "stage1_rule", "pair_rule")
+BLOCK_SIZES = (16, 32)
 
 
-def _rule_param() -> str | None:
-    params = inspect.signature(BDQuantizer.__init__).parameters
-    return next((p for p in _RULE_PARAMS if p in params), None)
-
-
-def quantizer_rules() -> tuple[str, ...]:
-    """Stage-1 rules the quantizer generator builds (SPEC 4.2)."""
-    return ("round", "trunc") if _rule_param() else ("trunc",)
-
-
-def make_quantizer(B: int, rule: str):
-    param = _rule_param()
-    if param is None:
-        if rule != "trunc":
-            raise ValueError(f"this quantizer generator has no stage-1 rule {rule!r}")
-        return BDQuantizer(B)
-    return BDQuantizer(B, **{param: rule})
-
-
-def quantizer_unit_name(rule: str) -> str:
-    return "bd_quantizer" if rule == "round" else f"bd_quantizer_{rule}"
+def stage1_rule(unit: Unit) -> str:
+    """The SPEC 4.2 rule a quantizer unit is built with (the generator's default is ``round``)."""
+    return unit.params.get("stage1", "round")
 
 
 # --- induction lemmas: the unit's pending results, from its own valid registers -------------------
@@ -67,22 +52,23 @@ def dot_pending(find):
 
 # --- harness builders ---------------------------------------------------------------------------
 
-def quantizer_protocol(B, rule):
-    dut = make_quantizer(B, rule)
+def quantizer_protocol(unit, B):
+    dut = unit.build(B)
     return StreamProtocolHarness(dut, capacity=dut.latency,
                                  lemma=partial(quantizer_pending, stages=dut.latency))
 
 
-def dot_protocol(B, max_blocks=256):
-    dut = BDDot(B, max_blocks)
+def dot_protocol(unit, B):
+    dut = unit.build(B)
     return StreamProtocolHarness(dut, capacity=dut.latency, lemma=dot_pending,
                                  produces=lambda p: p.last)
 
 
-def _quantizer_model(rule):
-    def build(m, captured):
+def _quantizer_model(rule, given_dialect=False):
+    def build(m, captured, out):
         B = len(captured.data)
-        return quantizer_model(m, [captured.data[k] for k in range(B)], rule)
+        return quantizer_model(m, [captured.data[k] for k in range(B)], rule,
+                               index_dialect=out.dialect if given_dialect else None)
     return build
 
 
@@ -109,21 +95,33 @@ def quantizer_covers(B):
     }
 
 
-def quantizer_equivalence(B, rule, lanes=None, covers=False):
-    dut = make_quantizer(B, rule)
-    return FirstBeatHarness(dut, model=_quantizer_model(rule),
-                            checks={} if covers else quantizer_checks(B, lanes),
+#: The quantizer's equivalence, split into three proofs: the metadata, the dialect, and the codes
+#: given the unit's own dialect (together: every output field equals the model's).
+QUANTIZER_PARTS = {"meta": ("exp", "invalid"), "dialect": ("dialect",), "codes": None}
+
+
+def quantizer_equivalence(unit, B, lanes=None, covers=False, only=None, part=None):
+    dut = unit.build(B)
+    checks = {} if covers else quantizer_checks(B, lanes)
+    if part is not None:
+        keep = QUANTIZER_PARTS[part]
+        checks = {k: v for k, v in checks.items()
+                  if (k.startswith("code") if keep is None else k in keep)}
+    if only is not None:
+        checks = {k: v for k, v in checks.items() if k in only}
+    return FirstBeatHarness(dut, model=_quantizer_model(stage1_rule(unit), part == "codes"),
+                            checks=checks,
                             covers=quantizer_covers(B) if covers else None)
 
 
-def _dot_model(m, c):
+def _dot_model(m, c, out):
     B = len(c.a_codes)
     return dot_block_model(m, [c.a_codes[k] for k in range(B)], c.a_dialect, c.a_exp,
                            [c.w_codes[k] for k in range(B)], c.w_dialect, c.w_exp)
 
 
-def dot_equivalence(B, covers=False):
-    dut = BDDot(B)
+def dot_equivalence(unit, B, covers=False):
+    dut = unit.build(B)
 
     def contract(p):          # SPEC 3: shared exponents are at most 30
         return (p.a_exp <= EXP_MAX) & (p.w_exp <= EXP_MAX)
@@ -142,8 +140,8 @@ def dot_equivalence(B, covers=False):
                             assume_first=lambda p: p.last, assume_always=contract)
 
 
-def decoder_equivalence(B):
-    dut = BDDecoder(B)
+def decoder_equivalence(unit, B):
+    dut = unit.build(B)
 
     def model(m, h):
         return [decode_model(m, h.dialect, h.codes[k], f"m_dec{k}") for k in range(B)]
@@ -155,39 +153,156 @@ def decoder_equivalence(B):
                                 model=model, checks=checks)
 
 
+# --- the quantizer stage by stage (combinational: one solver step covers every input) ----------
+
+class QuantizerFront(wiring.Component):
+    """The quantizer's first two stages without their registers: :class:`ExponentMax` feeding
+    :class:`SignificandShifter`, as ``BDQuantizer`` wires them."""
+
+    def __init__(self, B):
+        self.B = B
+        super().__init__({"data": In(data.ArrayLayout(FP16_BITS, B)), "exp": Out(EXP_BITS),
+                          "invalid": Out(1), "q": Out(data.ArrayLayout(Q_BITS, B))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.exp_max = em = hwq.ExponentMax(self.B)
+        m.submodules.shifter = sh = hwq.SignificandShifter(self.B)
+        m.d.comb += [em.data.eq(self.data), sh.data.eq(self.data), sh.exp.eq(em.exp),
+                     self.exp.eq(em.exp), self.invalid.eq(em.invalid), self.q.eq(sh.q)]
+        return m
+
+
+def _lanes(v, B):
+    return [v[k] for k in range(B)]
+
+
+def stage_front(unit, B):
+    """SPEC 3, 4.1: E, invalid and every q_k; and the premise stage 1 relies on (a block with
+    E >= 1 has qmax in [16, 31], a zero block has every q = 0), asserted on the model."""
+    dut = QuantizerFront(B)
+
+    def model(m, h):
+        elements = _lanes(h.data, B)
+        E, invalid = model_exponent(m, elements)
+        q = model_q(m, elements, E)
+        return E, invalid, q, max_chain(m, q, Q_BITS, "m_qmax")
+
+    checks = {"exp": lambda d, md: (d.exp, md[0]), "invalid": lambda d, md: (d.invalid, md[1]),
+              "premise_qmax_range": lambda d, md: ((md[3] >= 16) | (md[3] == 0), 1),
+              "premise_zero_block": lambda d, md: (md[3] == 0, md[0] == 0)}
+    checks.update({f"q{k}": (lambda d, md, k=k: (d.q[k], md[2][k])) for k in range(B)})
+    return CombinationalHarness(dut, {"data": data.ArrayLayout(FP16_BITS, B)}, model=model,
+                                checks=checks)
+
+
+def stage_pair(unit, B):
+    """SPEC 4.2 with the unit's stage-1 rule, for every q vector the front can produce."""
+    rule = stage1_rule(unit)
+    dut = hwq.PairSelector(B, rule)
+
+    def model(m, h):
+        qmax = max_chain(m, _lanes(h.q, B), Q_BITS, "m_qmax")
+        return qmax, model_pair(m, qmax, rule)
+
+    return CombinationalHarness(
+        dut, {"q": data.ArrayLayout(Q_BITS, B)}, model=model,
+        assumes={"front_premise": lambda d, md: (md[0] >= 16) | (md[0] == 0)},
+        checks={"qmax": lambda d, md: (d.qmax, md[0]), "pair": lambda d, md: (d.pair, md[1])})
+
+
+def stage_ranges(unit, B):
+    """SPEC 4.3: both counts and the dialect of the pair, for every q vector and pair."""
+    dut = hwq.RangeCounter(B)
+
+    def model(m, h):
+        return model_stage2(m, _lanes(h.q, B), h.pair)
+
+    return CombinationalHarness(
+        dut, {"q": data.ArrayLayout(Q_BITS, B), "pair": 3}, model=model,
+        checks={"count_a": lambda d, md: (d.count_a, md[0]),
+                "count_b": lambda d, md: (d.count_b, md[1]),
+                "dialect": lambda d, md: (d.dialect, md[2])})
+
+
+def stage_index(unit, B):
+    """SPEC 4.4: every element index, for every q vector and dialect."""
+    dut = hwq.IndexMapper(B)
+
+    def model(m, h):
+        return model_index(m, _lanes(h.q, B), h.dialect)
+
+    checks = {f"idx{k}": (lambda d, md, k=k: (d.idx[k], md[k])) for k in range(B)}
+    return CombinationalHarness(dut, {"q": data.ArrayLayout(Q_BITS, B), "dialect": DIALECT_BITS},
+                                model=model, checks=checks)
+
+
+QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ranges,
+                    "index": stage_index}
+
+
 # --- the job list -------------------------------------------------------------------------------
 
-def jobs(block_sizes=(16, 32)) -> list[Job]:
+def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
+                  parts=(None,)) -> list[Job]:
+    quick = B == QUICK_B
+    name = f"{unit.name}_b{B}"
+    eq = [Job(f"{name}_equivalence" + (f"_{p}" if p else ""), unit.name, B, "equivalence",
+              partial(equivalence, unit, B, **({"part": p} if p else {})), "bmc",
+              depth=latency + 1, timeout=1800) for p in parts]
+    return eq + [
+        Job(f"{name}_protocol", unit.name, B, "protocol", partial(protocol, unit, B), "prove",
+            depth=latency + 3, timeout=900, quick=quick and unit.name == "bd_quantizer"),
+        Job(f"{name}_structural", unit.name, B, "structural", partial(unit.build, B),
+            "structural", timeout=300, quick=quick),
+        Job(f"{name}_cover", unit.name, B, "cover", partial(equivalence, unit, B, covers=True),
+            "cover", depth=latency + 2, timeout=900),
+    ]
+
+
+def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
+    """Every proof job of the registered units at ``block_sizes``, cheapest kinds first."""
     out: list[Job] = []
-    for B in block_sizes:
-        quick = B == QUICK_B
-        for rule in quantizer_rules():
-            unit = quantizer_unit_name(rule)
-            lat = BDQuantizer.LATENCY
-            out.append(Job(f"{unit}_b{B}_protocol", unit, B, "protocol",
-                           partial(quantizer_protocol, B, rule), "prove", depth=lat + 3,
-                           timeout=600, quick=quick and rule == quantizer_rules()[0]))
-            out.append(Job(f"{unit}_b{B}_structural", unit, B, "structural",
-                           partial(make_quantizer, B, rule), "structural", timeout=300,
-                           quick=quick))
-            out.append(Job(f"{unit}_b{B}_equivalence", unit, B, "equivalence",
-                           partial(quantizer_equivalence, B, rule), "bmc", depth=lat + 2,
-                           timeout=1500, quick=False))
-            out.append(Job(f"{unit}_b{B}_cover", unit, B, "cover",
-                           partial(quantizer_equivalence, B, rule, covers=True), "cover",
-                           depth=lat + 2, timeout=900, quick=False))
-        dlat = 6
-        out.append(Job(f"bd_dot_b{B}_protocol", "bd_dot", B, "protocol",
-                       partial(dot_protocol, B), "prove", depth=dlat + 3, timeout=900,
-                       quick=False))
-        out.append(Job(f"bd_dot_b{B}_structural", "bd_dot", B, "structural",
-                       partial(BDDot, B), "structural", timeout=300, quick=quick))
-        out.append(Job(f"bd_dot_b{B}_equivalence", "bd_dot", B, "equivalence",
-                       partial(dot_equivalence, B), "bmc", depth=dlat + 2, timeout=1500))
-        out.append(Job(f"bd_dot_b{B}_cover", "bd_dot", B, "cover",
-                       partial(dot_equivalence, B, covers=True), "cover", depth=dlat + 2,
-                       timeout=900))
-        out.append(Job(f"bd_decoder_b{B}_equivalence", "bd_decoder", B, "equivalence",
-                       partial(decoder_equivalence, B), "bmc", depth=1, timeout=300,
-                       quick=quick, complete=True))
+    for unit in UNITS.values():
+        if units is not None and unit.name not in units:
+            continue
+        for B in block_sizes:
+            if unit.kind == "decoder":
+                out.append(Job(f"{unit.name}_b{B}_equivalence", unit.name, B, "equivalence",
+                               partial(decoder_equivalence, unit, B), "bmc", depth=1,
+                               timeout=600, quick=B == QUICK_B, complete=True))
+            elif unit.kind == "quantizer":
+                for stage, build in QUANTIZER_STAGES.items():
+                    if stage != "pair" and stage1_rule(unit) != "round":
+                        continue          # only stage 1 depends on the rule
+                    out.append(Job(f"{unit.name}_b{B}_stage_{stage}", unit.name, B, "stage",
+                                   partial(build, unit, B), "bmc", depth=1, timeout=900,
+                                   complete=True))
+                out += _clocked_jobs(unit, B, quantizer_protocol, quantizer_equivalence,
+                                     unit.latency(B), parts=tuple(QUANTIZER_PARTS))
+            elif unit.kind == "dot":
+                out += _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
+            else:
+                raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
+    order = {"structural": 0, "protocol": 1, "cover": 2, "stage": 3, "equivalence": 4}
+    return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
+
+
+def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
+    """One job per planted bug (:mod:`formal.bugs`), of the kind that must catch it. ``cheap``
+    keeps only the equivalence checks the bug touches (a counterexample is found sooner)."""
+    from .bugs import BUGS
+    out = []
+    for bug in BUGS.values():
+        unit = UNITS[bug.unit]
+        name = f"bug_{bug.name}_{unit.name}_b{B}"
+        if bug.caught_by == "protocol":
+            build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
+        elif bug.caught_by == "structural":
+            build, mode, depth = partial(unit.build, B), "structural", 1
+        else:
+            build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
+            mode, depth = "bmc", unit.latency(B) + 1
+        out.append(Job(name, unit.name, B, bug.caught_by, build, mode, depth=depth,
+                       timeout=900, patch=bug.plant, note=bug.description))
     return out
