@@ -270,3 +270,52 @@ class CombinationalHarness(wiring.Component):
         tick = Signal(name="tick")
         m.d.sync += tick.eq(~tick)
         return m
+
+
+class AccumulatorHarness(_StreamHarnessBase):
+    """SPEC 6 width argument as an assertion: the accumulator's total equals the exact sum.
+
+    Inputs are free within the contract of a block sum (``|S| <= max_sum``, ``exp <= max_exp``) and
+    at most ``max_blocks`` beats per result. The harness adds the beats of the first group after
+    reset, exactly, in ``width + extra`` bits; when that group's total appears, it must equal the
+    exact sum, so the ``width``-bit accumulator has not wrapped. After a ``last`` beat the running
+    sum restarts from 0, the state reset gives, so the first group stands for every group.
+    """
+
+    def __init__(self, dut, *, max_sum: int, max_exp: int, max_blocks: int, extra: int = 8):
+        self.max_sum, self.max_exp, self.max_blocks, self.extra = max_sum, max_exp, max_blocks, extra
+        super().__init__(dut)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import signed
+        m = Module()
+        self._connect(m, platform)
+        props = self.props = Properties(m)
+        dut = self.dut
+        self._upstream_protocol(m, props)
+        p = dut.i.payload
+        width = dut.o.payload.total.shape().width
+        i_fire = dut.i.valid & dut.i.ready
+        props.assume("block_sum_contract", ~dut.i.valid | ((p.sum <= self.max_sum) &
+                                                           (p.sum >= -self.max_sum) &
+                                                           (p.exp <= self.max_exp)))
+        beats = Signal(range(self.max_blocks + 1), name="beats")
+        done_in = Signal(name="group_in")
+        seen_out = Signal(name="seen_out")
+        exact = Signal(signed(width + self.extra), name="exact")
+        props.assume("at_most_max_blocks",
+                     ~(dut.i.valid & ~done_in & (beats == self.max_blocks - 1)) | p.last)
+        term = Signal(signed(width + self.extra), name="term")
+        m.d.comb += term.eq(p.sum.as_signed() << p.exp)
+        with m.If(i_fire & ~done_in):
+            m.d.sync += [exact.eq(exact + term), beats.eq(beats + 1)]
+            with m.If(p.last):
+                m.d.sync += done_in.eq(1)
+        with m.If(dut.o.valid & dut.o.ready & done_in):
+            m.d.sync += seen_out.eq(1)
+        first_out = dut.o.valid & done_in & ~seen_out
+        props.check("no_overflow", ~first_out | (dut.o.payload.total.as_value() == exact))
+        props.cover("full_group_of_max_blocks", first_out & (beats == self.max_blocks))
+        big = (1 << (width - 2))
+        props.cover("total_beyond_quarter_range", first_out & ((exact >= big) | (exact < -big)))
+        return m

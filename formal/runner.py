@@ -80,8 +80,7 @@ def _sby_text(mode: str, depth: int) -> str:
 _FAILED = re.compile(r"engine_\d+(?:\.basecase)?: .*Assert failed in top: property:([\w.\-]+):0")
 _FAILED_ANY = re.compile(r"engine_\d+(?:\.basecase)?: .*Assert failed in top: (\S+)")
 _STEP = re.compile(r"Checking assertions in step (\d+)")
-_REACHED = re.compile(r"Reached cover statement (?:at|in) .*?property:([\w.\-]+):0 in step (\d+)")
-_UNREACHED = re.compile(r"Unreached cover statement (?:at|in) .*?property:([\w.\-]+):0")
+_REACHED = re.compile(r"Reached cover statement in step (\d+) at .*?property:([\w.\-]+):0")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -145,7 +144,9 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
     steps = [int(s) for s in _STEP.findall(out)]
     reached_depth = max(steps) + 1 if steps else 0
     if job.mode == "cover":
-        reached = {name: int(step) for name, step in _REACHED.findall(out)}
+        reached = {}
+        for step, name in _REACHED.findall(out):
+            reached.setdefault(name, int(step))
         rows = []
         for name in props.covers:
             if name in reached:

@@ -17,9 +17,11 @@ from amaranth.lib.wiring import In, Out
 
 from bd_hw import quantizer as hwq
 from bd_hw.units import UNITS, Unit
-from golden.spec import DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, Q_BITS
+from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM, MAX_PRODUCT,
+                         Q_BITS)
 
-from .harness import CombinationalHarness, FirstBeatHarness, StreamProtocolHarness
+from .harness import (AccumulatorHarness, CombinationalHarness, FirstBeatHarness,
+                      StreamProtocolHarness)
 from .models import (decode_model, dot_block_model, max_chain, model_exponent, model_index,
                      model_pair, model_q, model_stage2, quantizer_model)
 from .runner import Job
@@ -241,6 +243,20 @@ QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ra
                     "index": stage_index}
 
 
+# --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
+
+#: max_blocks values at which the accumulator's width argument is checked (the bounded run must
+#: cover one whole group, so its depth grows with max_blocks).
+ACC_MAX_BLOCKS = (4,)
+
+
+def accumulator_width(unit, B, max_blocks):
+    from bd_hw.dot import ExactAccumulator
+    dut = ExactAccumulator(B, max_blocks)
+    return AccumulatorHarness(dut, max_sum=MAX_PRODUCT * B, max_exp=MAX_EXP_SUM,
+                              max_blocks=max_blocks)
+
+
 # --- the job list -------------------------------------------------------------------------------
 
 def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
@@ -282,9 +298,16 @@ def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
                                      unit.latency(B), parts=tuple(QUANTIZER_PARTS))
             elif unit.kind == "dot":
                 out += _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
+                for mb in ACC_MAX_BLOCKS:
+                    for mode in ("bmc", "cover"):
+                        out.append(Job(f"{unit.name}_b{B}_accumulator_mb{mb}" +
+                                       ("_cover" if mode == "cover" else ""), unit.name, B,
+                                       "cover" if mode == "cover" else "width", partial(
+                                           accumulator_width, unit, B, mb), mode,
+                                       depth=mb + 5, timeout=900))
             else:
                 raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
-    order = {"structural": 0, "protocol": 1, "cover": 2, "stage": 3, "equivalence": 4}
+    order = {"structural": 0, "protocol": 1, "cover": 2, "width": 3, "stage": 4, "equivalence": 5}
     return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
 
 
