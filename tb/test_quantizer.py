@@ -30,12 +30,9 @@ def golden_method() -> str:
     """The golden.bd method the unit under test reproduces (``BDQuantizer.method``)."""
     from bd_hw import units
     from bd_hw.layouts import reject
-    from golden import bd
 
     dut = units.get(params().unit).build(params().block)
     reject(dut)
-    if dut.method == "two_stage_trunc" and dut.method not in bd.METHODS:
-        return "two_stage"      # golden/bd.py before SPEC 4.2 [revised]: two_stage truncated
     return dut.method
 
 
