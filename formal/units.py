@@ -20,8 +20,8 @@ from bd_hw.units import UNITS, Unit
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM, MAX_PRODUCT,
                          Q_BITS)
 
-from .harness import (AccumulatorHarness, CombinationalHarness, FirstBeatHarness,
-                      StreamProtocolHarness)
+from .harness import (AccumulatorHarness, AxisProtocolHarness, CombinationalHarness,
+                      FirstBeatHarness, StreamProtocolHarness)
 from .models import (decode_model, dot_block_model, max_chain, model_exponent, model_index,
                      model_pair, model_q, model_stage2, quantizer_model)
 from .runner import Job
@@ -102,6 +102,23 @@ def quantizer_covers(B):
 QUANTIZER_PARTS = {"meta": ("exp", "invalid"), "dialect": ("dialect",), "codes": None}
 
 
+def quantizer_lemmas(find, q, captured):
+    """Stage-register lemmas for the first beat (see :class:`FirstBeatHarness`): what each stage of
+    ``BDQuantizer`` holds for it, by SPEC 3-4."""
+    B = len(q.q)
+    s1_q, s2_q = find("s1_q"), find("s2_q")
+    return {
+        "s0_exp": (0, find("s0_exp") == q.exp),
+        "s0_invalid": (0, find("s0_invalid") == q.invalid),
+        "s0_data": (0, find("s0_data") == captured.data.as_value()),
+        "s1_q": (1, Cat(*[s1_q[k * Q_BITS:(k + 1) * Q_BITS] == q.q[k] for k in range(B)]).all()),
+        "s1_pair": (1, (q.exp == 0) | (find("s1_select") == q.pair)),
+        "s1_exp": (1, find("s1_exp") == q.exp),
+        "s2_q": (2, Cat(*[s2_q[k * Q_BITS:(k + 1) * Q_BITS] == q.q[k] for k in range(B)]).all()),
+        "s2_dialect": (2, find("s2_dialect") == q.dialect),
+    }
+
+
 def quantizer_equivalence(unit, B, lanes=None, covers=False, only=None, part=None):
     dut = unit.build(B)
     checks = {} if covers else quantizer_checks(B, lanes)
@@ -111,8 +128,9 @@ def quantizer_equivalence(unit, B, lanes=None, covers=False, only=None, part=Non
                   if (k.startswith("code") if keep is None else k in keep)}
     if only is not None:
         checks = {k: v for k, v in checks.items() if k in only}
+    lemmas = quantizer_lemmas if part in ("dialect", "all") else None
     return FirstBeatHarness(dut, model=_quantizer_model(stage1_rule(unit), part == "codes"),
-                            checks=checks,
+                            checks=checks, stages=dut.latency, lemmas=lemmas,
                             covers=quantizer_covers(B) if covers else None)
 
 
@@ -257,6 +275,57 @@ def accumulator_width(unit, B, max_blocks):
                               max_blocks=max_blocks)
 
 
+# --- bd_linear (SPEC 11): AXI4-Stream protocol on a small instance ----------------------------
+
+#: The engine is proved at its smallest shape (one lane, two blocks per vector): the protocol
+#: logic does not depend on B, N or max_blocks beyond counter widths.
+LINEAR_PARAMS = {"N": 1, "max_blocks": 2}
+
+
+def linear_available() -> bool:
+    try:
+        import bd_hw.linear  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _linear(B):
+    from bd_hw.linear import BDLinear
+    return BDLinear(B, **LINEAR_PARAMS)
+
+
+def linear_protocol(B):
+    dut = _linear(B)
+    # Owed results: row groups between the weight input and the output, plus the collector's
+    # output register.
+    return AxisProtocolHarness(dut, capacity=dut.groups_in_flight + 1)
+
+
+_AXIS_IN = ("w:s_axis_x_tvalid w:s_axis_x_tdata %u w:s_axis_x_tlast %u w:s_axis_w_tvalid %u "
+            "w:s_axis_w_tdata %u w:s_axis_w_tlast %u w:s_axis_w_tuser %u w:m_axis_y_tready %u")
+LINEAR_STRUCTURAL = {
+    # SPEC 11 / bd_hw.linear: no combinational path from any input to any output (the tready
+    # outputs may follow aresetn only).
+    "ready_not_from_inputs": (f"w:s_axis_x_tready w:s_axis_w_tready %u %cie* {_AXIS_IN} %i",
+                              ("s_axis_x_tready", "s_axis_w_tready", "s_axis_x_tvalid",
+                               "s_axis_w_tvalid", "m_axis_y_tready")),
+    "outputs_registered": ("w:m_axis_y_tvalid w:m_axis_y_tdata %u w:m_axis_y_tlast %u "
+                           f"w:m_axis_y_tuser %u %cie* {_AXIS_IN} %i",
+                           ("m_axis_y_tvalid", "m_axis_y_tdata", "m_axis_y_tready")),
+}
+
+
+def linear_jobs(B: int) -> list[Job]:
+    name = f"bd_linear_b{B}_n{LINEAR_PARAMS['N']}_mb{LINEAR_PARAMS['max_blocks']}"
+    return [
+        Job(f"{name}_structural", "bd_linear", B, "structural", partial(_linear, B), "structural",
+            timeout=300, structural=LINEAR_STRUCTURAL),
+        Job(f"{name}_protocol", "bd_linear", B, "protocol", partial(linear_protocol, B), "prove",
+            depth=12, timeout=900),
+    ]
+
+
 # --- the job list -------------------------------------------------------------------------------
 
 def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
@@ -307,6 +376,8 @@ def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
                                        depth=mb + 5, timeout=900))
             else:
                 raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
+    if linear_available() and (units is None or "bd_linear" in units):
+        out += linear_jobs(min(block_sizes))
     order = {"structural": 0, "protocol": 1, "cover": 2, "width": 3, "stage": 4, "equivalence": 5}
     return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
 
