@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import sys
 import time
 from pathlib import Path
@@ -66,6 +67,15 @@ def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> 
     (out / "summary.md").write_text("\n".join(lines))
 
 
+_SELECTED: list = []
+_WORK = Path("build/formal")
+
+
+def _run_index(n: int):
+    job = _SELECTED[n]
+    return job.name, [r.as_dict() for r in run_job(job, _WORK)]
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m formal", description=__doc__.splitlines()[0])
     ap.add_argument("--out", type=Path, default=Path("reports/formal"),
@@ -80,6 +90,8 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[],
                     help="run jobs whose name contains this text (repeatable)")
     ap.add_argument("--list", action="store_true", help="list the jobs and exit")
+    ap.add_argument("--jobs", type=int, default=1,
+                    help="solver runs at once (default 1; each is niced and has a timeout)")
     args = ap.parse_args(argv)
 
     selected = [j for j in jobs(tuple(args.blocks), args.units)
@@ -96,11 +108,19 @@ def main(argv=None) -> int:
     args_text = "python -m formal " + " ".join(argv if argv is not None else sys.argv[1:])
     rows: list[dict] = []
     t0 = time.monotonic()
-    bar = tqdm(selected, unit="job")
-    for job in bar:
-        bar.set_description(job.name)
-        rows += [r.as_dict() for r in run_job(job, args.work)]
-        write_summary(rows, args.out, time.monotonic() - t0, args_text.strip())
+    if args.jobs < 1:
+        ap.error("--jobs must be at least 1")
+    global _SELECTED, _WORK
+    _SELECTED, _WORK = selected, args.work
+    order = {job.name: n for n, job in enumerate(selected)}
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool, \
+            tqdm(total=len(selected), unit="job") as bar:
+        for name, done in pool.imap_unordered(_run_index, range(len(selected))):
+            bar.set_postfix_str(name)
+            bar.update()
+            rows += done
+            rows.sort(key=lambda r: order[r["job"]])
+            write_summary(rows, args.out, time.monotonic() - t0, args_text.strip())
     total = time.monotonic() - t0
     write_summary(rows, args.out, total, args_text.strip())
     bad = [r for r in rows if r["status"] in ("failed", "error", "unreached")]

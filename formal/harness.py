@@ -374,16 +374,20 @@ class AxisProtocolHarness(wiring.Component):
         return getattr(self.dut, f"{stream}_{field}")
 
     def elaborate(self, platform):
-        from amaranth.hdl import ClockSignal, Cat as _Cat
+        from amaranth.hdl import Cat as _Cat
+        from amaranth.hdl import ClockDomain, ClockSignal
         m = Module()
         m.submodules.dut = dut = self.dut
         props = self.props = Properties(m)
-        rst = ResetSignal()
-        m.d.comb += [dut.aclk.eq(ClockSignal()), dut.aresetn.eq(~rst)]
+        # The unit defines its own local `sync` domain on aclk; the harness clocks it from a domain
+        # of its own, whose clock and reset are the proof's free inputs.
+        m.domains.axis = ClockDomain("axis")
+        rst = ResetSignal("axis")
+        m.d.comb += [dut.aclk.eq(ClockSignal("axis")), dut.aresetn.eq(~rst)]
         for name in self._free:
             m.d.comb += getattr(dut, name).eq(getattr(self, name))
         p_rst = Signal(reset_less=True, name="p_rst")
-        m.d.sync += p_rst.eq(rst)
+        m.d.axis += p_rst.eq(rst)
 
         def fields(stream):
             return [getattr(dut, n) for n in (f"{stream}_tdata", f"{stream}_tlast", f"{stream}_tuser")
@@ -394,7 +398,7 @@ class AxisProtocolHarness(wiring.Component):
             payload = _Cat(*fields(stream))
             p_wait = Signal(reset_less=True, name=f"p_{stream}_wait")
             p_payload = Signal(len(payload), reset_less=True, name=f"p_{stream}_payload")
-            m.d.sync += [p_wait.eq(valid & ~ready), p_payload.eq(payload)]
+            m.d.axis += [p_wait.eq(valid & ~ready), p_payload.eq(payload)]
             props.assume(f"{stream}_holds", ~(p_wait & ~p_rst) | (valid & (payload == p_payload)))
 
         out = self.output
@@ -402,14 +406,14 @@ class AxisProtocolHarness(wiring.Component):
         o_payload = _Cat(*fields(out))
         p_o_wait = Signal(reset_less=True, name="p_o_wait")
         p_o_payload = Signal(len(o_payload), reset_less=True, name="p_o_payload")
-        m.d.sync += [p_o_wait.eq(o_valid & ~o_ready), p_o_payload.eq(o_payload)]
+        m.d.axis += [p_o_wait.eq(o_valid & ~o_ready), p_o_payload.eq(o_payload)]
 
         src = self.owed_by
         owed_in = (self._port(src, "tvalid") & self._port(src, "tready") & self._port(src, "tlast"))
         o_fire = o_valid & o_ready
         cap = self.capacity
         owed = Signal(range(-2, cap + 3), name="owed")
-        m.d.sync += owed.eq(owed + owed_in - o_fire)
+        m.d.axis += owed.eq(owed + owed_in - o_fire)
 
         props.check("output_stable", ~(p_o_wait & ~p_rst) | (o_valid & (o_payload == p_o_payload)))
         props.check("no_duplicate", ~o_valid | (owed >= 1))
@@ -417,6 +421,9 @@ class AxisProtocolHarness(wiring.Component):
         props.check("reset_clears", ~p_rst | ~o_valid)
         props.check("no_take_in_reset",
                     ~rst | ~_Cat(*[self._port(s, "tready") for s in self.inputs]).any())
+        for stream in self.inputs:
+            props.cover(f"{stream}_beat_taken", self._port(stream, "tvalid") &
+                        self._port(stream, "tready") & ~rst)
         props.cover("result_delivered", o_fire)
         props.cover("held_under_backpressure", p_o_wait & ~p_rst & o_valid)
         return m

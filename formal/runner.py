@@ -131,9 +131,15 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
     if work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    with (job.patch() if job.patch else contextlib.nullcontext()):
-        top = job.build()
-        (work / "design.il").write_text(rtlil.convert(top, name="top"))
+    t0 = time.monotonic()
+    try:
+        with (job.patch() if job.patch else contextlib.nullcontext()):
+            top = job.build()
+            (work / "design.il").write_text(rtlil.convert(top, name="top"))
+    except Exception as exc:          # a generator that does not build is a result, not a crash
+        return [Result(job.name, job.unit, job.B, job.kind, "build", "error", None,
+                       round(time.monotonic() - t0, 1),
+                       f"{type(exc).__name__}: {exc}"[:300])]
     if job.kind == "structural":
         return _run_structural(job, top, work)
     (work / "job.sby").write_text(_sby_text(job.mode, job.depth))

@@ -323,6 +323,8 @@ def linear_jobs(B: int) -> list[Job]:
             timeout=300, structural=LINEAR_STRUCTURAL),
         Job(f"{name}_protocol", "bd_linear", B, "protocol", partial(linear_protocol, B), "prove",
             depth=12, timeout=900),
+        Job(f"{name}_cover", "bd_linear", B, "cover", partial(linear_protocol, B), "cover",
+            depth=20, timeout=900),
     ]
 
 
