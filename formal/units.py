@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from amaranth.hdl import Cat
+from amaranth.hdl import Cat, Signal, signed
 
 from amaranth.hdl import Module
 from amaranth.lib import data, wiring
@@ -22,7 +22,7 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM
 
 from .harness import (AccumulatorHarness, AxisProtocolHarness, CombinationalHarness,
                       FirstBeatHarness, StreamProtocolHarness)
-from .models import (decode_model, dot_block_model, max_chain, model_exponent, model_index,
+from .models import (decode_model, dot_block_model, fp32_model, max_chain, model_exponent, model_index,
                      model_pair, model_q, model_stage2, quantizer_model)
 from .runner import Job
 
@@ -30,6 +30,9 @@ __all__ = ["jobs", "bug_jobs", "QUICK_B", "BLOCK_SIZES", "stage1_rule"]
 
 QUICK_B = 16
 BLOCK_SIZES = (16, 32)
+#: Seconds allowed to one end-to-end equivalence run (the stage proofs are the complete ones);
+#: a run that times out is reported with the depth it reached.
+EQUIVALENCE_TIMEOUT = {16: 600, 32: 300, 64: 300}
 
 
 def stage1_rule(unit: Unit) -> str:
@@ -261,6 +264,75 @@ QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ra
                     "index": stage_index}
 
 
+# --- the dot unit stage by stage ---------------------------------------------------------------
+
+class DotProducts(wiring.Component):
+    """``BDDot``'s first stage without its register: two decoders and the multiplier array, wired
+    as ``BDDot`` wires them; ``products`` are the signed products P_k."""
+
+    def __init__(self, B):
+        from bd_hw.dot import PRODUCT_BITS
+        from bd_hw.layouts import dot_input_layout
+        self.B = B
+        super().__init__({"i": In(dot_input_layout(B)),
+                          "products": Out(data.ArrayLayout(signed(PRODUCT_BITS), B))})
+
+    def elaborate(self, platform):
+        from bd_hw.decoder import BDDecoder
+        from bd_hw.dot import MultiplierArray
+        m = Module()
+        p = self.i
+        m.submodules.dec_a = dec_a = BDDecoder(self.B)
+        m.submodules.dec_w = dec_w = BDDecoder(self.B)
+        m.submodules.mul = mul = MultiplierArray(self.B)
+        m.d.comb += [
+            dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
+            dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),
+            mul.a.eq(dec_a.values), mul.w.eq(dec_w.values), self.products.eq(mul.products),
+        ]
+        return m
+
+
+def stage_products(unit, B):
+    """SPEC 6: every product P_k of one block pair (decode, sign, 4x4 multiply), every input."""
+    from bd_hw.layouts import dot_input_layout
+    dut = DotProducts(B)
+
+    def model(m, h):
+        return _dot_model(m, h.i, None)
+
+    checks = {f"product{k}": (lambda d, md, k=k: (d.products[k], md.products[k]))
+              for k in range(B)}
+    return CombinationalHarness(dut, {"i": dot_input_layout(B)}, model=model, checks=checks)
+
+
+def stage_adder_tree(unit, B):
+    """SPEC 6: the adder tree's sum equals the plain sum of its B products, for every input."""
+    from bd_hw.dot import PRODUCT_BITS, AdderTree
+    dut = AdderTree(B)
+
+    def model(m, h):
+        total = Signal(signed(24), name="m_sum")
+        m.d.comb += total.eq(sum(h.products[k] for k in range(B)))
+        return total
+
+    return CombinationalHarness(dut, {"products": data.ArrayLayout(signed(PRODUCT_BITS), B)},
+                                model=model, checks={"block_sum": lambda d, md: (d.sum, md)})
+
+
+def stage_normaliser(unit, B):
+    """SPEC 6: the FP32 normaliser of ``bd_dot`` (its accumulator width) rounds every value of
+    its input to nearest even, against :func:`formal.models.fp32_model`."""
+    from bd_hw.dot import FP32Normaliser
+    dut = FP32Normaliser(unit.build(B).acc_bits)
+
+    def model(m, c, out):
+        return fp32_model(m, c.value)
+
+    return FirstBeatHarness(dut, model=model,
+                            checks={"fp32_rne": lambda o, md: (o.result, md)})
+
+
 # --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
 
 #: max_blocks values at which the accumulator's width argument is checked (the bounded run must
@@ -336,7 +408,7 @@ def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
     name = f"{unit.name}_b{B}"
     eq = [Job(f"{name}_equivalence" + (f"_{p}" if p else ""), unit.name, B, "equivalence",
               partial(equivalence, unit, B, **({"part": p} if p else {})), "bmc",
-              depth=latency + 1, timeout=1800) for p in parts]
+              depth=latency + 1, timeout=EQUIVALENCE_TIMEOUT[B]) for p in parts]
     return eq + [
         Job(f"{name}_protocol", unit.name, B, "protocol", partial(protocol, unit, B), "prove",
             depth=latency + 3, timeout=900, quick=quick and unit.name == "bd_quantizer"),
@@ -368,6 +440,14 @@ def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
                 out += _clocked_jobs(unit, B, quantizer_protocol, quantizer_equivalence,
                                      unit.latency(B), parts=tuple(QUANTIZER_PARTS))
             elif unit.kind == "dot":
+                for stage, build in (("products", stage_products),
+                                     ("adder_tree", stage_adder_tree)):
+                    out.append(Job(f"{unit.name}_b{B}_stage_{stage}", unit.name, B, "stage",
+                                   partial(build, unit, B), "bmc", depth=1, timeout=900,
+                                   complete=True))
+                out.append(Job(f"{unit.name}_b{B}_stage_normaliser", unit.name, B, "stage",
+                               partial(stage_normaliser, unit, B), "bmc", depth=3,
+                               timeout=EQUIVALENCE_TIMEOUT[B]))
                 out += _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
                 for mb in ACC_MAX_BLOCKS:
                     for mode in ("bmc", "cover"):
