@@ -21,7 +21,8 @@ from tqdm import tqdm
 from bd_hw.units import parse_blocks, parse_units
 
 from .runner import run_job
-from .units import BLOCK_SIZES, jobs
+from .bugs import BUGS
+from .units import BLOCK_SIZES, bug_jobs, jobs
 
 STATUS_TEXT = {
     "proved": "proved",
@@ -31,6 +32,8 @@ STATUS_TEXT = {
     "unreached": "UNREACHED (depth {depth})",
     "undetermined": "undetermined",
     "error": "ERROR",
+    "caught": "caught (the proof fails)",
+    "missed": "MISSED (the proof still passes)",
 }
 
 
@@ -49,10 +52,16 @@ def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> 
         f"`{args_text}`: {len(rows)} properties in {total / 60:.1f} min "
         "(wall clock, 2 shared cores; SymbiYosys `smtbmc yices`).",
         "",
-        "Kinds: `protocol` = SPEC 9 stream rules by k-induction under an upstream that keeps the "
-        "protocol; `structural` = no combinational path on the flattened netlist; `equivalence` "
-        "= the unit against a plain model of the SPEC for every value of one block (the first "
-        "beat after reset, every later input free); `cover` = the case is reachable.",
+        "Kinds: `planted bug` = a generated copy of a generator with one mistake, on which the "
+        "named proof must fail; `structural` = no combinational path on the flattened netlist; "
+        "`protocol` = SPEC 9 (SPEC 11 for bd_linear) stream rules by k-induction, the upstream "
+        "assumed to keep the protocol; `cover` = the case is reachable (the proofs are not "
+        "vacuous); `width` = the exact accumulator equals the exact sum of a whole group of "
+        "max_blocks beats (SPEC 6); `stage` = one pipeline stage's logic against the plain model, "
+        "every input (combinational: one solver step is a complete proof); `equivalence` = the "
+        "whole unit against the plain model for every value of the first beat after reset, every "
+        "other input free (bounded: the depth is the latency, so a pass covers every value of "
+        "the beat; a timeout gives the depth fully checked).",
         "",
         "| unit | B | kind | property | status | seconds | detail |",
         "|---|---|---|---|---|---|---|",
@@ -73,7 +82,14 @@ _WORK = Path("build/formal")
 
 def _run_index(n: int):
     job = _SELECTED[n]
-    return job.name, [r.as_dict() for r in run_job(job, _WORK)]
+    rows = [r.as_dict() for r in run_job(job, _WORK)]
+    if job.patch is not None:                # a planted bug: one row, caught or missed
+        bug = next(b for b in BUGS.values() if b.plant is job.patch)
+        failed = [r["property"] for r in rows if r["status"] == "failed"]
+        rows = [dict(rows[0], kind="planted bug", property=bug.name,
+                     status="caught" if failed else "missed", depth=None,
+                     detail=f"{bug.description}; fails: {', '.join(failed) or 'nothing'}")]
+    return job.name, rows
 
 
 def main(argv=None) -> int:
@@ -90,6 +106,10 @@ def main(argv=None) -> int:
     ap.add_argument("--only", action="append", default=[],
                     help="run jobs whose name contains this text (repeatable)")
     ap.add_argument("--list", action="store_true", help="list the jobs and exit")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the rows of OUT/summary.json and replace those of the jobs run")
+    ap.add_argument("--no-bugs", action="store_true",
+                    help="skip the planted-bug runs (formal.bugs) that follow the proofs")
     ap.add_argument("--jobs", type=int, default=1,
                     help="solver runs at once (default 1; each is niced and has a timeout)")
     args = ap.parse_args(argv)
@@ -97,6 +117,8 @@ def main(argv=None) -> int:
     selected = [j for j in jobs(tuple(args.blocks), args.units)
                 if (not args.quick or j.quick)
                 and (not args.only or any(s in j.name for s in args.only))]
+    if not args.no_bugs and not args.only and not args.quick:
+        selected = bug_jobs() + selected
     if args.list:
         for j in selected:
             print(f"{j.name:45s} {j.kind:12s} {j.mode:10s} depth {j.depth:3d}  "
@@ -108,6 +130,13 @@ def main(argv=None) -> int:
     args_text = "python -m formal " + " ".join(argv if argv is not None else sys.argv[1:])
     rows: list[dict] = []
     t0 = time.monotonic()
+    kept: list[dict] = []
+    previous = args.out / "summary.json"
+    if args.update and previous.exists():
+        names = {j.name for j in selected}
+        old = json.loads(previous.read_text())
+        kept = [r for r in old["properties"] if r["job"] not in names]
+        t0 -= old.get("total_seconds", 0)
     if args.jobs < 1:
         ap.error("--jobs must be at least 1")
     global _SELECTED, _WORK
@@ -120,10 +149,11 @@ def main(argv=None) -> int:
             bar.update()
             rows += done
             rows.sort(key=lambda r: order[r["job"]])
-            write_summary(rows, args.out, time.monotonic() - t0, args_text.strip())
+            write_summary(kept + rows, args.out, time.monotonic() - t0, args_text.strip())
     total = time.monotonic() - t0
+    rows = kept + rows
     write_summary(rows, args.out, total, args_text.strip())
-    bad = [r for r in rows if r["status"] in ("failed", "error", "unreached")]
+    bad = [r for r in rows if r["status"] in ("failed", "error", "unreached", "missed")]
     print(f"{len(rows)} properties in {total:.0f} s; {len(bad)} failed, errors or unreached; "
           f"summary in {args.out}/summary.md")
     return 1 if bad else 0

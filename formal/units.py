@@ -349,26 +349,22 @@ def accumulator_width(unit, B, max_blocks):
 
 # --- bd_linear (SPEC 11): AXI4-Stream protocol on a small instance ----------------------------
 
-#: The engine is proved at its smallest shape (one lane, two blocks per vector): the protocol
-#: logic does not depend on B, N or max_blocks beyond counter widths.
-LINEAR_PARAMS = {"N": 1, "max_blocks": 2}
+#: The engine is proved with vectors of at most two blocks (its registered lane count and block
+#: size): the protocol logic does not depend on max_blocks beyond counter and buffer sizes.
+LINEAR_PARAMS = {"max_blocks": 2}
 
 
-def linear_available() -> bool:
-    try:
-        import bd_hw.linear  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def linear_units() -> list[Unit]:
+    """The registry's ``bd_linear`` units (kind ``linear``), if the engine is registered."""
+    return [u for u in UNITS.values() if u.kind == "linear"]
 
 
-def _linear(B):
-    from bd_hw.linear import BDLinear
-    return BDLinear(B, **LINEAR_PARAMS)
+def _linear(unit: Unit, B: int):
+    return unit.builder(B, **{**unit.params, **LINEAR_PARAMS})
 
 
-def linear_protocol(B):
-    dut = _linear(B)
+def linear_protocol(unit: Unit, B: int):
+    dut = _linear(unit, B)
     # Owed results: row groups between the weight input and the output, plus the collector's
     # output register.
     return AxisProtocolHarness(dut, capacity=dut.groups_in_flight + 1)
@@ -388,15 +384,16 @@ LINEAR_STRUCTURAL = {
 }
 
 
-def linear_jobs(B: int) -> list[Job]:
-    name = f"bd_linear_b{B}_n{LINEAR_PARAMS['N']}_mb{LINEAR_PARAMS['max_blocks']}"
+def linear_jobs(unit: Unit, B: int) -> list[Job]:
+    name = f"{unit.module(B)}_mb{LINEAR_PARAMS['max_blocks']}"
+    build = partial(_linear, unit, B)
     return [
-        Job(f"{name}_structural", "bd_linear", B, "structural", partial(_linear, B), "structural",
+        Job(f"{name}_structural", unit.name, B, "structural", build, "structural",
             timeout=300, structural=LINEAR_STRUCTURAL),
-        Job(f"{name}_protocol", "bd_linear", B, "protocol", partial(linear_protocol, B), "prove",
-            depth=12, timeout=900),
-        Job(f"{name}_cover", "bd_linear", B, "cover", partial(linear_protocol, B), "cover",
-            depth=20, timeout=900),
+        Job(f"{name}_protocol", unit.name, B, "protocol", partial(linear_protocol, unit, B),
+            "prove", depth=12, timeout=900),
+        Job(f"{name}_cover", unit.name, B, "cover", partial(linear_protocol, unit, B), "cover",
+            depth=24, timeout=900),
     ]
 
 
@@ -456,10 +453,11 @@ def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
                                        "cover" if mode == "cover" else "width", partial(
                                            accumulator_width, unit, B, mb), mode,
                                        depth=mb + 5, timeout=900))
+            elif unit.kind == "linear":
+                if B == block_sizes[0]:          # at the unit's own block sizes, once
+                    out += [j for b in unit.blocks for j in linear_jobs(unit, b)]
             else:
                 raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
-    if linear_available() and (units is None or "bd_linear" in units):
-        out += linear_jobs(min(block_sizes))
     order = {"structural": 0, "protocol": 1, "cover": 2, "width": 3, "stage": 4, "equivalence": 5}
     return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
 
