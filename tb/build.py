@@ -34,9 +34,11 @@ MAKE_VARIABLES = {"OPT_FAST": "-O0", "OPT_SLOW": "-O0", "OPT_GLOBAL": "-O0"}
 
 
 def test_module(unit: str) -> str:
-    """The cocotb test module of a registered unit: one per kind (``tb.test_quantizer`` serves
-    ``bd_quantizer`` and ``bd_quantizer_trunc``)."""
-    return f"tb.test_{units.get(unit).kind}"
+    """The cocotb test module of a registered unit: ``tb.test_decoder`` for the combinational
+    decoder, ``tb.test_linear`` for the AXI4-Stream engine (SPEC 11), the stream-protocol suite
+    ``tb.test_stream`` for every other clocked unit."""
+    return {"decoder": "tb.test_decoder", "linear": "tb.test_linear"}.get(units.get(unit).kind,
+                                                                        "tb.test_stream")
 
 
 def fst_supported() -> bool:

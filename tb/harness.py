@@ -1,4 +1,4 @@
-"""What the three testbenches share: run parameters, statistics files, and a stream-unit bench.
+"""What the testbenches share: run parameters, statistics files, and a stream-unit bench.
 
 Parameters reach the cocotb test modules through the environment (set by ``tb/runner.py``):
 

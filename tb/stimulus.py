@@ -11,12 +11,12 @@ from __future__ import annotations
 import torch
 
 from golden import bd, vectors
-from golden.formatbook import FORMATBOOK_ROWS, LEVELS, MAX_HALF_UNITS, NUM_DIALECTS
+from golden.formatbook import FORMATBOOK_ROWS
+from golden.spec import EXP_MAX, IDX_BITS, LEVELS, MAX_HALF_UNITS, NUM_DIALECTS
 
 from .harness import Params
 
-FP16_EXP_MAX = 30          # SPEC 3: E is 1..30 for a block with a nonzero element
-SIGN = 1 << 3              # SPEC 2: code = sign << 3 | idx
+SIGN = 1 << IDX_BITS       # SPEC 2: code = sign << 3 | idx
 MAX_IDX = LEVELS - 1
 
 
@@ -68,7 +68,7 @@ def random_field_blocks(n: int, nblocks: int, block: int, seed: int) -> tuple[bd
         return blocks_from_fields(
             torch.randint(0, 16, (n, nblocks, block), generator=gen),
             torch.randint(0, NUM_DIALECTS, (n, nblocks), generator=gen),
-            torch.randint(1, FP16_EXP_MAX + 1, (n, nblocks), generator=gen))
+            torch.randint(1, EXP_MAX + 1, (n, nblocks), generator=gen))
     return one(), one()
 
 
@@ -93,7 +93,7 @@ def extreme_pairs(block: int, max_blocks: int) -> list[tuple[str, bd.Blocks, bd.
     out = []
     # Zero: all-zero blocks (E = 0), zero codes with large exponents, and -0 codes.
     zeros = [_uniform(1, nb, block, 0, 0, 0) for nb in (1, 2)]
-    zeros.append(_uniform(1, 1, block, 0, 5, FP16_EXP_MAX))
+    zeros.append(_uniform(1, 1, block, 0, 5, EXP_MAX))
     zeros.append(_uniform(1, 3, block, SIGN, 9, 17))
     out.append(("extreme/zero", _cat(zeros), _cat([_uniform(1, z.codes.shape[1], block, MAX_IDX, 0, 30)
                                                    for z in zeros])))
@@ -101,8 +101,8 @@ def extreme_pairs(block: int, max_blocks: int) -> list[tuple[str, bd.Blocks, bd.
     for nb in (1, 2, max_blocks):
         big_a, big_w = [], []
         for sa, sw in ((0, 0), (SIGN, 0), (SIGN, SIGN)):
-            big_a.append(_uniform(1, nb, block, sa | MAX_IDX, top_dialect, FP16_EXP_MAX))
-            big_w.append(_uniform(1, nb, block, sw | MAX_IDX, top_dialect, FP16_EXP_MAX))
+            big_a.append(_uniform(1, nb, block, sa | MAX_IDX, top_dialect, EXP_MAX))
+            big_w.append(_uniform(1, nb, block, sw | MAX_IDX, top_dialect, EXP_MAX))
         out.append((f"extreme/max_magnitude/x{nb}", _cat(big_a), _cat(big_w)))
     # Smallest nonzero magnitude: h = 1 on one lane at E = 1 (value 2^-34).
     tiny_codes = torch.zeros(2, 1, block, dtype=torch.int64)
@@ -139,8 +139,8 @@ def cancelling_pairs(block: int, seed: int) -> tuple[bd.Blocks, bd.Blocks]:
     w_codes = torch.randint(0, 16, (n, 1, block), generator=gen)
     a_dialect = torch.randint(0, NUM_DIALECTS, (n, 1), generator=gen)
     w_dialect = torch.randint(0, NUM_DIALECTS, (n, 1), generator=gen)
-    a_exp = torch.randint(20, FP16_EXP_MAX + 1, (n, 1), generator=gen)
-    w_exp = torch.randint(20, FP16_EXP_MAX + 1, (n, 1), generator=gen)
+    a_exp = torch.randint(20, EXP_MAX + 1, (n, 1), generator=gen)
+    w_exp = torch.randint(20, EXP_MAX + 1, (n, 1), generator=gen)
     # Block 2 negates the activation signs of block 1, so its block value is exactly -S1.
     a = blocks_from_fields(torch.cat([a_codes, a_codes ^ SIGN], 1), a_dialect.repeat(1, 2),
                            a_exp.repeat(1, 2))

@@ -11,22 +11,27 @@ per clock.
 from __future__ import annotations
 
 import random
+import re
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 import torch
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
+from bd_hw import units
 from bd_hw.layouts import pack, reject, unpack
 from bd_hw.linear import BDLinear
 from bd_hw.linear_parts import (ActivationBuffer, GroupCounter, LaneCollector, PackedBlockUnpacker,
                                 VectorCounter, block_layout, meta_layout, result_layout)
-from bd_hw.testing import CLOCK_PERIOD, as_int, run_comb
+from tests.hw.testing import CLOCK_PERIOD, as_int, run_comb
 from golden import bd, vectors
 from golden.spec import LINEAR_LANES
 from tb.axis_linear import USER_MISMATCH, Job, make_job, unpack_y
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def clocked(dut, bench):
@@ -489,3 +494,59 @@ def test_linear_reset_mid_traffic():
         for (_, results, user, last), want in zip(run.received, expected):
             assert want.matches(results, user, last)
     check_results(third, runs[2])
+
+
+# --- the emitted Verilog --------------------------------------------------------------------------
+
+LINEAR_UNITS = [(u, B) for u, B in units.emitted() if u.kind == "linear"]
+
+
+@pytest.mark.parametrize("unit,B", LINEAR_UNITS, ids=[u.file_name(B) for u, B in LINEAR_UNITS])
+def test_linear_rtl_names_and_axi_ports(unit, B):
+    """rtl/bd_linear_bB_nN.v: top module named after the file, submodules prefixed by it, and the
+    SPEC 11 ports with their widths (aclk/aresetn, no clk/rst)."""
+    N = unit.params["N"]
+    text = (ROOT / "rtl" / unit.file_name(B)).read_text()
+    top = f"bd_linear_b{B}_n{N}"
+    assert unit.module(B) == top and unit.file_name(B) == f"{top}.v"
+    modules = [m.lstrip("\\") for m in re.findall(r"^module\s+(\\\S+|\w+)", text, re.MULTILINE)]
+    assert modules[0] == top and all(m.startswith(top + ".") for m in modules[1:])
+    header = re.search(rf"^module {top}\((.*?)\);", text, re.MULTILINE | re.DOTALL).group(1)
+    ports = {p.strip() for p in header.split(",")}
+    widths = {"aclk": 1, "aresetn": 1,
+              "s_axis_x_tdata": 16 * B, "s_axis_x_tvalid": 1, "s_axis_x_tready": 1, "s_axis_x_tlast": 1,
+              "s_axis_w_tdata": 8 * N * (2 + B // 2), "s_axis_w_tvalid": 1, "s_axis_w_tready": 1,
+              "s_axis_w_tlast": 1, "s_axis_w_tuser": 1,
+              "m_axis_y_tdata": 32 * N, "m_axis_y_tvalid": 1, "m_axis_y_tready": 1, "m_axis_y_tlast": 1,
+              "m_axis_y_tuser": 2}
+    assert ports == set(widths)
+    outputs = {"s_axis_x_tready", "s_axis_w_tready", "m_axis_y_tdata", "m_axis_y_tvalid",
+               "m_axis_y_tlast", "m_axis_y_tuser"}
+    for port, width in widths.items():
+        direction = "output" if port in outputs else "input"
+        vector = f"\\[{width - 1}:0\\] " if width > 1 else ""
+        assert re.search(rf"^\s*{direction} {vector}{port};", text, re.MULTILINE), port
+
+
+def test_verilator_throughput_driver_for_the_engine():
+    """bench/verilator_driver.cpp.in rendered for the engine: aclk/aresetn instead of clk/rst,
+    valid and ready held high, tlast/tuser framed by beat counters (not random), tdata from the
+    random pools, and N weight blocks counted per weight beat taken."""
+    from bench.verilator_throughput import ENGINE_BLOCKS, ENGINE_GROUPS, _cpp_driver, top_ports
+
+    unit, B = LINEAR_UNITS[-1]
+    top = unit.module(B)
+    driver = _cpp_driver(top, top_ports((ROOT / "rtl" / unit.file_name(B)).read_text(), top))
+    assert "${" not in driver and f'#include "V{top}.h"' in driver
+    assert "top->clk" not in driver and "top->rst" not in driver
+    assert "top->aclk = 0; top->eval();" in driver and "top->aclk = 1; top->eval();" in driver
+    assert "top->aresetn = 0;" in driver and "top->aresetn = 1;" in driver
+    assert "top->s_axis_x_tvalid = 1; top->s_axis_w_tvalid = 1; top->m_axis_y_tready = 1;" in driver
+    for port in ("s_axis_x_tdata", "s_axis_w_tdata"):
+        assert f"top->{port}[j] = pool_{port}[p][j];" in driver
+    for port in ("s_axis_x_tlast", "s_axis_w_tlast", "s_axis_w_tuser", "s_axis_x_tvalid", "aclk"):
+        assert f"pool_{port}" not in driver
+    assert f"top->s_axis_w_tlast = wn % {ENGINE_BLOCKS} == {ENGINE_BLOCKS - 1};" in driver
+    beats = ENGINE_BLOCKS * ENGINE_GROUPS
+    assert f"top->s_axis_w_tuser = wn % {beats} == {beats - 1};" in driver
+    assert f"accepted += {unit.params['N']} * (top->s_axis_w_tvalid & top->s_axis_w_tready);" in driver

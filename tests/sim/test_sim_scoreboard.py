@@ -108,3 +108,41 @@ def test_sim_random_pauses_is_seeded():
     assert 5 < sum(a) < 45
     with pytest.raises(ValueError, match="probability"):
         next(random_pauses(1.5, 0))
+
+
+def _params(unit, block=32):
+    from pathlib import Path
+
+    from tb.harness import Params
+    return Params(unit=unit, block=block, depth="quick", seed=1, stats_dir=Path("."), real=False)
+
+
+def test_sim_models_follow_the_registry():
+    """Each clocked unit gets the model of its kind, and a quantizer variant its own golden method:
+    the odd-maximum corners, where the stage-1 rules split, give different expected beats."""
+    from tb.stream_units import DotModel, QuantizerModel, model_for
+
+    rounding, truncating = model_for(_params("bd_quantizer")), model_for(_params("bd_quantizer_trunc"))
+    assert isinstance(rounding, QuantizerModel) and isinstance(model_for(_params("bd_dot")), DotModel)
+    assert (rounding.method, truncating.method) == ("two_stage", "two_stage_trunc")
+    assert rounding.latency == truncating.latency == 4 and model_for(_params("bd_dot")).latency == 6
+    x = vectors.corner_blocks(32)["odd_qmax"]
+    r = rounding._batch(x, "odd")
+    t = truncating._batch(x, "odd")
+    assert r.inputs == t.inputs
+    split = sum(a.payload != b.payload for a, b in zip(r.expected, t.expected))
+    assert split >= len(x) - 4          # every odd maximum but q = 31 (4 rows) moves one pair
+    assert 'method="two_stage_trunc"' in t.expected[0].repro
+    with pytest.raises(ValueError, match="not a clocked stream unit"):
+        model_for(_params("bd_decoder"))
+
+
+def test_sim_dot_model_batches():
+    from tb.stream_units import model_for
+
+    model = model_for(_params("bd_dot", 16))
+    single = model.single_results(5, seed=3, tag="s")
+    assert len(single.inputs) == len(single.expected) == 5
+    assert model.result_cycles([(c, v) for c, v in enumerate(single.inputs)]) == list(range(5))
+    traffic = model.traffic(60, seed=2, tag="t")
+    assert len(traffic.inputs) > len(traffic.expected) > 0
