@@ -108,6 +108,8 @@ def main(argv=None) -> int:
     ap.add_argument("--list", action="store_true", help="list the jobs and exit")
     ap.add_argument("--update", action="store_true",
                     help="keep the rows of OUT/summary.json and replace those of the jobs run")
+    ap.add_argument("--resume", action="store_true",
+                    help="like --update, but skip the jobs OUT/summary.json already has")
     ap.add_argument("--no-bugs", action="store_true",
                     help="skip the planted-bug runs (formal.bugs) that follow the proofs")
     ap.add_argument("--jobs", type=int, default=1,
@@ -119,6 +121,13 @@ def main(argv=None) -> int:
                 and (not args.only or any(s in j.name for s in args.only))]
     if not args.no_bugs and not args.only and not args.quick:
         selected = bug_jobs() + selected
+    if args.resume:
+        args.update = True
+        previous = args.out / "summary.json"
+        if previous.exists():
+            done = {r["job"] for r in json.loads(previous.read_text())["properties"]
+                    if r["status"] != "error"}
+            selected = [j for j in selected if j.name not in done]
     if args.list:
         for j in selected:
             print(f"{j.name:45s} {j.kind:12s} {j.mode:10s} depth {j.depth:3d}  "
@@ -134,8 +143,11 @@ def main(argv=None) -> int:
     previous = args.out / "summary.json"
     if args.update and previous.exists():
         names = {j.name for j in selected}
+        current = {j.name for j in jobs(tuple(args.blocks), args.units)} | \
+            {j.name for j in bug_jobs()}
         old = json.loads(previous.read_text())
-        kept = [r for r in old["properties"] if r["job"] not in names]
+        # rows of jobs that are run again, or that no longer exist, are dropped
+        kept = [r for r in old["properties"] if r["job"] not in names and r["job"] in current]
         t0 -= old.get("total_seconds", 0)
     if args.jobs < 1:
         ap.error("--jobs must be at least 1")
