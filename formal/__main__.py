@@ -76,6 +76,30 @@ def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> 
     (out / "summary.md").write_text("\n".join(lines))
 
 
+def merge_summaries(out: Path, sources: list[Path]) -> int:
+    """Rows of ``sources`` replace the rows of the same jobs in ``out/summary.json``."""
+    target = out / "summary.json"
+    base = json.loads(target.read_text()) if target.exists() else {"properties": [],
+                                                                   "total_seconds": 0}
+    rows, total, commands = base["properties"], base["total_seconds"], [base.get("command", "")]
+    known = [j.name for j in jobs()] + [j.name for j in bug_jobs()]
+    for src in sources:
+        try:
+            other = json.loads(src.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"python -m formal: cannot read {src}: {exc}", file=sys.stderr)
+            return 2
+        names = {r["job"] for r in other["properties"]}
+        rows = [r for r in rows if r["job"] not in names] + other["properties"]
+        total += other.get("total_seconds", 0)
+        commands.append(other.get("command", ""))
+    order = {name: n for n, name in enumerate(known)}
+    rows.sort(key=lambda r: order.get(r["job"], len(order)))
+    write_summary(rows, out, total, " ; ".join(c for c in commands if c))
+    print(f"{len(rows)} properties in {out}/summary.md")
+    return 0
+
+
 _SELECTED: list = []
 _WORK = Path("build/formal")
 
@@ -114,7 +138,12 @@ def main(argv=None) -> int:
                     help="skip the planted-bug runs (formal.bugs) that follow the proofs")
     ap.add_argument("--jobs", type=int, default=1,
                     help="solver runs at once (default 1; each is niced and has a timeout)")
+    ap.add_argument("--merge-from", type=Path, action="append", default=[],
+                    help="add the rows of another run's summary.json to OUT's (for runs split "
+                         "over several invocations) and exit")
     args = ap.parse_args(argv)
+    if args.merge_from:
+        return merge_summaries(args.out, args.merge_from)
 
     selected = [j for j in jobs(tuple(args.blocks), args.units)
                 if (not args.quick or j.quick)
