@@ -149,7 +149,8 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
     row = lambda prop, status, depth, detail="": Result(job.name, job.unit, job.B, job.kind, prop,
                                                         status, depth, round(secs, 1), detail)
     steps = [int(s) for s in _STEP.findall(out)]
-    reached_depth = max(steps) + 1 if steps else 0
+    # steps 0 .. max - 1 are checked; the last one printed was in progress when the run stopped
+    reached_depth = max(steps) if steps else 0
     if job.mode == "cover":
         reached = {}
         for step, name in _REACHED.findall(out):
@@ -177,7 +178,8 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
         return [row(p, "failed" if p in failed or (other_fail and not failed) else "undetermined",
                     reached_depth, detail) for p in props.asserts]
     if rc is None:
-        return [row(p, "bounded", reached_depth, f"timeout after {job.timeout:.0f} s")
+        return [row(p, "bounded", reached_depth,
+                    f"timeout after {job.timeout:.0f} s in step {reached_depth}")
                 for p in props.asserts]
     if "DONE (UNKNOWN" in out:
         # Base case passed to the full depth, induction did not close.
