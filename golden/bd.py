@@ -15,7 +15,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-from . import fp16
+from . import fp16, kernels
 from .formatbook import FORMATBOOK, MIDPOINTS, STAGE2_RANGES
 from .spec import (
     BLOCK_SIZES,
@@ -100,6 +100,11 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
         if not pad:
             raise ValueError(f"x: last dimension {length} is not a multiple of block={block} (use pad=True)")
         x16 = torch.nn.functional.pad(x16, (0, block - length % block))  # pads with +0
+    if kernels.native_for(x16):                                     # golden.kernels: same bits
+        rule = "trunc" if method == "two_stage_trunc" else "round"
+        exp, dialect, codes, bad = kernels.quantize_native(x16, block, method.removesuffix("_trunc"), rule)
+        if nonfinite == "flag" or not bool(bad.any()):
+            return Blocks(exp, dialect, codes, bad)
     fields = fp16.split(x16)
     if nonfinite == "raise" and bool(fields.nonfinite.any()):
         index = _first_index(fields.nonfinite)
@@ -118,7 +123,8 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
         dialect = _select_mse(q, ex, sig, shared)
     dialect = torch.where(shared == 0, torch.zeros_like(dialect), dialect)  # SPEC 3: zero block
 
-    idx = INDEX_LUT.view(-1)[dialect.unsqueeze(-1) * (1 << Q_BITS) + q.to(torch.int64)]   # SPEC 4.4
+    lut = INDEX_LUT.to(q.device).view(-1)
+    idx = lut[dialect.unsqueeze(-1) * (1 << Q_BITS) + q.to(torch.int64)]   # SPEC 4.4
     codes = (sign << 3) | idx
     return Blocks(shared.to(torch.uint8), dialect.to(torch.uint8), codes.to(torch.uint8), bad.any(-1))
 
@@ -139,8 +145,9 @@ def _select_two_stage(q: torch.Tensor, rounding: bool = True) -> torch.Tensor:
     qmax = q.amax(-1)
     pair = _stage1_pair(qmax, rounding)
     dialect_a = 2 * pair
-    lo_a, hi_a = STAGE2_RANGES[dialect_a].unbind(-1)
-    lo_b, hi_b = STAGE2_RANGES[dialect_a + 1].unbind(-1)
+    ranges = STAGE2_RANGES.to(q.device)
+    lo_a, hi_a = ranges[dialect_a].unbind(-1)
+    lo_b, hi_b = ranges[dialect_a + 1].unbind(-1)
     count_a = ((q >= lo_a.unsqueeze(-1)) & (q < hi_a.unsqueeze(-1))).sum(-1)
     count_b = ((q >= lo_b.unsqueeze(-1)) & (q < hi_b.unsqueeze(-1))).sum(-1)
     return (dialect_a + (count_b > count_a).to(dialect_a.dtype)).to(torch.int64)   # ties go to A
@@ -157,7 +164,7 @@ def _select_mse(q: torch.Tensor, ex: torch.Tensor, sig: torch.Tensor, shared: to
     scaled = torch.where(counted, sig << (ex - shared + 1).clamp(min=0), torch.zeros_like(sig))
     costs = []
     for dialect in range(NUM_DIALECTS):                             # 16 whole-tensor passes
-        value = VALUE_LUT[dialect].to(torch.int32)[q.to(torch.int64)]
+        value = VALUE_LUT[dialect].to(device=q.device, dtype=torch.int32)[q.to(torch.int64)]
         error = torch.where(counted, scaled - MSE_UNIT * value, torch.zeros_like(scaled))
         costs.append((error * error).sum(-1, dtype=torch.int64))   # each term < 2^24
     return torch.stack(costs, -1).argmin(-1)                       # first minimum = lowest id
@@ -173,12 +180,16 @@ def decode(q: Blocks) -> tuple[torch.Tensor, torch.Tensor]:
     block_size(q)
     codes = q.codes.to(torch.int64)
     idx = codes & 7
-    h = FORMATBOOK[q.dialect.to(torch.int64).unsqueeze(-1), idx]
+    h = FORMATBOOK.to(codes.device)[q.dialect.to(torch.int64).unsqueeze(-1), idx]
     return codes >> 3, h
 
 
 def dequantize(q: Blocks) -> torch.Tensor:
     """SPEC 3: (-1)^s * FORMATBOOK[d][idx] * 2^(E - 18), float32, shape (..., K)."""
+    if kernels.native_for(q.codes):                                  # golden.kernels: same bits
+        block_size(q)
+        values = kernels.dequantize_native(q.exp, q.dialect, q.codes)
+        return values.reshape(values.shape[:-2] + (-1,))
     sign, h = decode(q)
     scale = _pow2_f32(q.exp.to(torch.int64) - DECODE_EXP_OFFSET).unsqueeze(-1)
     magnitude = h.to(torch.float32) * scale
@@ -254,13 +265,17 @@ def linear(q_act: Blocks, q_weight: Blocks) -> torch.Tensor:
                          "(the K dimensions differ)")
 
     lead = q_act.codes.shape[:-2]
+    if kernels.path() == "native":                                   # golden.kernels: same bits
+        a = [t.reshape((-1,) + t.shape[len(lead):]) for t in (q_act.exp, q_act.dialect, q_act.codes)]
+        out = kernels.linear_exact(*a, q_weight.exp, q_weight.dialect, q_weight.codes, _exact_sum_to_f32)
+        return out.reshape(lead + (out.shape[-1],))
     a_values = _signed_values(q_act).reshape(-1, nblocks, block)
     a_exp = q_act.exp.to(torch.int64).reshape(-1, nblocks)
     w_values = _signed_values(q_weight).to(torch.float64).permute(1, 2, 0)   # (nb, B, N)
     w_exp = q_weight.exp.to(torch.int64).t()                                 # (nb, N)
     rows, columns = a_values.shape[0], w_values.shape[-1]
 
-    out = torch.empty(rows, columns, dtype=torch.float32)
+    out = torch.empty(rows, columns, dtype=torch.float32, device=q_act.codes.device)
     chunk = max(1, (1 << 22) // max(1, columns * nblocks))   # bounds the (nb, rows, N) temporaries
     for start in range(0, rows, chunk):
         a = a_values[start:start + chunk].to(torch.float64).transpose(0, 1)   # (nb, r, B)
