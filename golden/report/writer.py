@@ -22,14 +22,14 @@ HEADLINE = (
 REPRODUCIBILITY_MD = "reproducibility.md"
 
 
-def _json_safe(value):
+def json_safe(value):
     """Infinities and NaN are not JSON: write them as strings so strict readers still load the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -262,7 +262,7 @@ def write(result: dict, out: pathlib.Path) -> dict[str, pathlib.Path]:
         "block_size": plots.sqnr_vs_block_size(result, out),
     }
     result = dict(result, figures=figures)
-    (out / "report.json").write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
+    (out / "report.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(result, figures, out))
     return {"json": out / "report.json", "markdown": out / "report.md",
             **{k: out / v for k, v in figures.items()}}

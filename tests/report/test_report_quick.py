@@ -94,8 +94,8 @@ def test_stage1_rows(quick_report):
     summary = result["tensor_metrics"]["summary"]["activation"]
     for r in rows:
         assert r["pooled_sqnr_db"] == summary[f"{r['format']}_b{r['block']}"]["pooled_sqnr_db"]
-        assert 0.0 <= r["agreement_with_mse"] <= 1.0
-        assert (r["agreement_with_mse"] == 1.0) == (r["selector"] == "mse") or r["agreement_with_mse"] < 1.0
+        # MSE agrees with itself; an online selector misses the MSE dialect on some real blocks.
+        assert (r["agreement_with_mse"] == 1.0) if r["selector"] == "mse" else (0.0 < r["agreement_with_mse"] < 1.0)
     # Quick mode runs perplexity at B=32 only, every selector in the linear scope.
     assert all((r["ppl_linear"] is not None) == (r["block"] == 32) for r in rows)
 

@@ -311,3 +311,26 @@ def test_cli_errors_are_one_line(case, tmp_path, capsys):
     assert err.startswith("python -m golden.report: error: ")
     for word in expected:
         assert word in err, (word, err)
+
+
+def test_reproducibility_compares_every_figure_but_timings():
+    from golden.report import reproducibility as rep
+
+    a = {"perplexity": {"runs": {"x": {"label": "X", "scope": "linear", "perplexity": 40.0, "seconds": 3.0}},
+                        "tokens": 2048},
+         "stage1": [{"pooled_sqnr_db": 22.47, "selector": "two_stage"}]}
+    b = {"perplexity": {"runs": {"x": {"label": "X", "scope": "linear", "perplexity": 40.03, "seconds": 9.0}},
+                        "tokens": 2048},
+         "stage1": [{"pooled_sqnr_db": 22.47, "selector": "two_stage"}]}
+    ppl = rep.compare(a, b, "perplexity")
+    assert ppl.figures == 2 and ppl.identical == 1 and ppl.beyond == 1   # seconds are not figures
+    assert ppl.worst == "runs/x/perplexity" and ppl.worst_values == (40.0, 40.03)
+    assert ppl.max_rel_diff == pytest.approx(0.03 / 40.03)
+    same = rep.compare(a, b, "stage1")
+    assert (same.figures, same.identical, same.beyond, same.max_rel_diff) == (1, 1, 0, 0.0)
+    b["stage1"][0]["pooled_sqnr_db"] = 22.4701                               # 4.5e-6: agrees to 4 digits
+    assert rep.compare(a, b, "stage1").beyond == 0
+    b["stage1"].append({"pooled_sqnr_db": 1.0})
+    with pytest.raises(ValueError, match="different figures"):
+        rep.compare(a, b, "stage1")
+    assert rep.relative_difference(float("inf"), 1.0) == math.inf
