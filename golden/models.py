@@ -64,7 +64,7 @@ def default_model_path() -> pathlib.Path:
     return path
 
 
-def _model_kind(path: pathlib.Path) -> str:
+def model_kind(path: pathlib.Path) -> str:
     """'gguf' for a .gguf file, 'hf' for a folder with config.json and safetensors, else ValueError."""
     if path.is_file() and path.suffix.lower() == ".gguf":
         return "gguf"
@@ -151,7 +151,7 @@ def load_model(path=None, dtype: torch.dtype = torch.float32, device=None, devic
     see `check_device`. Returns (model, tokenizer).
     """
     path = default_model_path() if path is None else pathlib.Path(path)
-    kind = _model_kind(path)
+    kind = model_kind(path)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     device, device_map = check_device(device, device_map)
@@ -284,7 +284,7 @@ def cached_linear_inputs(path=None, text=None, max_tokens: int = DEFAULT_CAPTURE
     layers, so the ~20 s model load happens once per combination.
     """
     model_path = default_model_path() if path is None else pathlib.Path(path)
-    _model_kind(model_path)
+    model_kind(model_path)
     text_content = read_text(text)
     layers_key = layers if layers is None or isinstance(layers, str) else tuple(layers)
     cache_file = CACHE_DIR / f"{_cache_key(model_path, text_content, max_tokens, layers_key)}.pt"
