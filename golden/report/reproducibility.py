@@ -39,6 +39,11 @@ SECTIONS = ("tensor_metrics", "selection", "dialects", "block_sizes", "stage1", 
             "float64_check")
 IGNORED_KEYS = {"seconds", "cpu_seconds", "weight_quantization_s", "exact_seconds", "fake_seconds"}
 DIGITS = 4
+# The perplexity runs measured by default: the unquantized model, each activation selector, the full
+# path, the hardware-exact mode and two baselines (all runs would take four times the report's time).
+DEFAULT_RUNS = ("^(baseline|linear_bd_mse_bd_two_stage_b32|linear_bd_mse_bd_two_stage_trunc_b32|linear_bd_mse_bd_mse_b32|"
+                "full_bd_mse_bd_two_stage_b32|full_nvfp4_nvfp4_b16|linear_mxfp4_mxfp4_b32|"
+                "exact_linear_bd_mse_bd_two_stage_b32)$")
 
 
 def leaves(value, path=()):
@@ -151,7 +156,9 @@ def main(argv=None) -> int:
                         help="folder for reproducibility.md and .json (default reports/golden)")
     parser.add_argument("--quick", action="store_true", help="the quick report configuration")
     parser.add_argument("--max-tokens", type=int, default=512, help="perplexity tokens of each report (default 512)")
-    parser.add_argument("--runs", default=None, metavar="REGEX", help="perplexity runs of each report (default all)")
+    parser.add_argument("--runs", default=DEFAULT_RUNS, metavar="REGEX",
+                        help="perplexity runs of each report (default: the unquantized model, the three activation "
+                             "selectors at B=32, the full path, the hardware-exact mode, NVFP4 and MXFP4)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated: float64,float32 (default both)")
     args = parser.parse_args(argv)
     dtypes = [d for d in args.dtypes.split(",") if d]
@@ -161,8 +168,7 @@ def main(argv=None) -> int:
     if args.out.exists() and not args.out.is_dir():
         print(f"{PROG}: error: --out {args.out}: exists and is not a folder", file=sys.stderr)
         return 2
-    extra = ["--max-tokens", str(args.max_tokens)] + (["--quick"] if args.quick else []) + \
-            (["--runs", args.runs] if args.runs else [])
+    extra = ["--max-tokens", str(args.max_tokens), "--runs", args.runs] + (["--quick"] if args.quick else [])
     started = time.perf_counter()
     comparisons = {}
     with tempfile.TemporaryDirectory() as tmp:
