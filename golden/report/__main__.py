@@ -46,6 +46,9 @@ def parse(argv):
     parser.add_argument("--batch", type=int, default=4,
                         help="perplexity windows per forward pass (default 4; lower it if memory is short)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the weight-row sampling")
+    parser.add_argument("--from-json", type=pathlib.Path, default=None, metavar="REPORT_JSON",
+                        help="rewrite report.md and the figures from an existing report.json (into --out, by "
+                             "default the JSON's folder) without computing anything")
     parser.add_argument("--threads", type=int, default=report.DEFAULT_THREADS,
                         help=f"torch threads (default {report.DEFAULT_THREADS}: every core of this process)")
     return parser.parse_args(argv)
@@ -100,8 +103,32 @@ def _check_out(path: pathlib.Path) -> str | None:
     return None
 
 
+def _rewrite(source: pathlib.Path, out: pathlib.Path | None) -> int:
+    import json
+
+    out = source.parent if out is None else out
+    try:
+        result = writer.json_restore(json.loads(source.read_text()))
+    except FileNotFoundError:
+        print(f"{PROG}: error: --from-json {source}: no such file", file=sys.stderr)
+        return 2
+    except (OSError, ValueError) as err:
+        print(f"{PROG}: error: --from-json {source}: not a readable report.json ({err})", file=sys.stderr)
+        return 2
+    problem = _check_out(out)
+    if problem:
+        print(f"{PROG}: error: {problem}", file=sys.stderr)
+        return 2
+    result.pop("figures", None)
+    written = writer.write(result, out)
+    print(f"wrote {written['markdown']} and {written['json']}")
+    return 0
+
+
 def main(argv=None) -> int:
     args = parse(argv)
+    if args.from_json is not None:
+        return _rewrite(args.from_json, args.out)
     try:
         opts = report.options(args.quick, args.model, args.text, args.out, args.max_tokens, args.seed, args.threads,
                               args.dtype, args.device, args.device_map, args.runs, args.batch)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
 from golden.report.writer import json_safe
@@ -160,6 +161,8 @@ def main(argv=None) -> int:
                         help="perplexity runs of each report (default: the unquantized model, the three activation "
                              "selectors at B=32, the full path, the hardware-exact mode, NVFP4 and MXFP4)")
     parser.add_argument("--dtypes", default=",".join(DTYPES), help="comma-separated: float64,float32 (default both)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="reports run at the same time (default 1; their figures do not depend on it)")
     args = parser.parse_args(argv)
     dtypes = [d for d in args.dtypes.split(",") if d]
     if not dtypes or any(d not in DTYPES for d in dtypes):
@@ -169,20 +172,24 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: --out {args.out}: exists and is not a folder", file=sys.stderr)
         return 2
     extra = ["--max-tokens", str(args.max_tokens), "--runs", args.runs] + (["--quick"] if args.quick else [])
+    if args.jobs < 1:
+        print(f"{PROG}: error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     comparisons = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        for dtype in dtypes:
-            try:
-                reports = {setup: run_report(setup, dtype, pathlib.Path(tmp) / f"{dtype}-{setup}", extra)
-                           for setup in SETUPS}
-            except RuntimeError as err:
-                print(f"{PROG}: error: {err}", file=sys.stderr)
-                return 1
-            a, b = reports.values()
-            comparisons[dtype] = {"sections": {s: compare(a, b, s)._asdict() for s in SECTIONS if s in a},
-                                  "perplexity": perplexity_table(a, b),
-                                  "cpu_capability": {k: r["meta"]["cpu_capability"] for k, r in reports.items()}}
+    with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(args.jobs) as pool:
+        jobs = {(dtype, setup): pool.submit(run_report, setup, dtype, pathlib.Path(tmp) / f"{dtype}-{setup}", extra)
+                for dtype in dtypes for setup in SETUPS}
+        try:
+            reports = {key: job.result() for key, job in jobs.items()}
+        except RuntimeError as err:
+            print(f"{PROG}: error: {err}", file=sys.stderr)
+            return 1
+    for dtype in dtypes:
+        a, b = (reports[dtype, setup] for setup in SETUPS)
+        comparisons[dtype] = {"sections": {s: compare(a, b, s)._asdict() for s in SECTIONS if s in a},
+                              "perplexity": perplexity_table(a, b),
+                              "cpu_capability": {k: reports[dtype, k]["meta"]["cpu_capability"] for k in SETUPS}}
     result = {"arguments": [a for a in (argv if argv is not None else sys.argv[1:])],
               "seconds": time.perf_counter() - started, "digits": DIGITS, "comparisons": comparisons}
     if "float64" in comparisons:

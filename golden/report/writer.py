@@ -33,6 +33,17 @@ def json_safe(value):
     return value
 
 
+def json_restore(value):
+    """Inverse of json_safe: the strings "inf", "-inf" and "nan" back to floats."""
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: json_restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_restore(v) for v in value]
+    return value
+
+
 def _f(value, digits=2) -> str:
     if value is None:
         return "n/a"

@@ -123,3 +123,12 @@ def test_perplexity_runs(quick_report):
         assert 1.0 < run["perplexity"] < 49152  # better than a uniform guess over the vocabulary
         assert run["perplexity"] == pytest.approx(math.exp(run["nll_sum"] / run["predicted_tokens"]))
         assert run["predicted_tokens"] == result["meta"]["perplexity_tokens"] - run["windows"]
+
+
+def test_rewrite_from_json_gives_the_same_report(quick_report, tmp_path):
+    from golden.report.__main__ import main
+
+    out, result = quick_report
+    assert main(["--from-json", str(out / "report.json"), "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "report.md").read_text() == (out / "report.md").read_text()
+    assert json.loads((tmp_path / "report.json").read_text()) == result
