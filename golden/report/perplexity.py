@@ -181,6 +181,23 @@ def _exact_forward(module: torch.nn.Linear, q_weight: bd.Blocks, quantize: Calla
     return forward
 
 
+def _replace_forward(module: torch.nn.Module, forward: Callable) -> Callable[[], None]:
+    """Makes `forward` the module's computation and returns the function that undoes it. Under
+    accelerate (a device map), the module's `forward` is accelerate's wrapper, which moves tensors
+    between devices and then calls `_old_forward`: that one is replaced instead, so the wrapper stays."""
+    attribute = "_old_forward" if "_old_forward" in module.__dict__ else "forward"
+    previous = module.__dict__.get(attribute)
+    object.__setattr__(module, attribute, forward)
+
+    def restore():
+        if previous is None:
+            del module.__dict__[attribute]     # back to the class's forward
+        else:
+            object.__setattr__(module, attribute, previous)
+
+    return restore
+
+
 @contextlib.contextmanager
 def installed(model, s: Scheme, weights: Weights | None, layers=None):
     """Installs scheme `s` on the model for the duration of the block and restores it after.
@@ -194,7 +211,7 @@ def installed(model, s: Scheme, weights: Weights | None, layers=None):
 
     modules = quantized_linears(model, layers)
     originals = {name: m.weight for name, m in modules.items()}
-    handles = []
+    handles, restores = [], []
     # q/k/v (and gate/up) read the same tensor: quantize it once per call, not three times.
     last = {"source": None, "result": None}
 
@@ -217,7 +234,7 @@ def installed(model, s: Scheme, weights: Weights | None, layers=None):
     try:
         for name, m in modules.items():
             if s.exact:
-                m.forward = _exact_forward(m, weights.blocks[name], lambda x: shared(x, blocks))
+                restores.append(_replace_forward(m, _exact_forward(m, weights.blocks[name], lambda x: shared(x, blocks))))
             else:
                 m.weight = torch.nn.Parameter(weights.fake[name], requires_grad=False)
                 handles.append(m.register_forward_pre_hook(pre_hook))
@@ -230,9 +247,10 @@ def installed(model, s: Scheme, weights: Weights | None, layers=None):
     finally:
         for handle in handles:
             handle.remove()
+        for restore in restores:
+            restore()
         for name, m in modules.items():
             m.weight = originals[name]
-            m.__dict__.pop("forward", None)   # back to the class's forward
         if s.scope == "full":
             model.config._attn_implementation = previous_attention
             if attention_name in ALL_ATTENTION_FUNCTIONS._local_mapping:

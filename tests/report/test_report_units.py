@@ -334,3 +334,29 @@ def test_reproducibility_compares_every_figure_but_timings():
     with pytest.raises(ValueError, match="different figures"):
         rep.compare(a, b, "stage1")
     assert rep.relative_difference(float("inf"), 1.0) == math.inf
+
+
+def test_hardware_exact_keeps_accelerate_device_hooks(tiny64):
+    # With --device-map auto, accelerate wraps each module's forward to move tensors between devices;
+    # the hardware-exact mode replaces the computation inside the wrapper and leaves the wrapper.
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_from_module
+
+    model, ids = tiny64
+    modules = perplexity.quantized_linears(model)
+    name = "model.layers.0.mlp.up_proj"
+    module = modules[name]
+    add_hook_to_module(module, AlignDevicesHook(execution_device="cpu", io_same_device=True))
+    wrapper = module.__dict__["forward"]
+    try:
+        weights = perplexity.quantized_weights(modules, "bd_mse", 32)
+        s = perplexity.bd_scheme("linear", "bd_two_stage", 32, exact=True)
+        x = torch.randn(3, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        with perplexity.installed(model, s, weights):
+            assert module.__dict__["forward"] is wrapper
+            with torch.no_grad():
+                y = module(x)
+        assert torch.equal(y, bd.linear(bd.quantize(x, 32, "two_stage"), weights.blocks[name]).to(torch.float64))
+        assert module.__dict__["forward"] is wrapper and module._old_forward.__func__ is torch.nn.Linear.forward
+    finally:
+        remove_hook_from_module(module)
+    assert module.forward.__func__ is torch.nn.Linear.forward
