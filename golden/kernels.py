@@ -8,32 +8,46 @@ holds the fast paths it dispatches to:
   ctypes (the GIL is released during the call, so large tensors are split across
   ``torch.get_num_threads()`` threads).
 - **Exact linear on every device** (SPEC 6): block values ``S * 2^(E_a + E_w - 36)`` summed exactly
-  by float64 matrix products. Each operand is decoded to ``h * 2^(e_top - e - lo)`` per exponent
-  window (``e_top`` the largest block exponent of its row), so that every partial sum of one product
-  is an integer below 2^53 and BLAS (any order, FMA or not) returns it exactly; the window products
-  are then added as two-limb integers and rounded once to FP32 by ``golden.bd._exact_sum_to_f32``.
-  Real rows need one window per side (one float64 GEMM); a row whose block exponents spread wider
-  than the budget adds windows.
+  by float64 matrix products. A row's blocks are cut into exponent windows counted down from the
+  row's largest block exponent ``top``; inside window ``[lo, lo + n)`` an element is decoded to
+  ``h * 2^(lo + n - 1 - (top - E))``, an integer, so that every partial sum of one product of
+  windows is an integer below 2^53 and BLAS (any order, FMA or not) returns it exactly. One product
+  is rounded to FP32 by its float32 conversion (the one rounding); several are added as two-limb
+  integers and rounded once by ``golden.bd._exact_sum_to_f32``. The window widths come from the
+  exponent spread the operands actually have (on the CPU, where reading it costs nothing) or from
+  the worst case, which needs four products (``sync_free``, the default off the CPU, so no value
+  travels back to the host). Captured SmolLM2 layers spread 5 to 8 exponent steps in activation
+  rows and 2 to 5 in weight rows against a budget of 34 to 36: one float64 GEMM.
 
-Why this route (measured on this project's 2-core x86-64 build machine, one thread, 4096 x 4096 FP16;
-torchao MXFP4 ``to_mx`` + ``dequantize`` took 3.3 s under load):
+Why this route. Measured on this project's 2-core x86-64 (AVX-512) build machine, one thread,
+4096 x 4096 FP16, in one process per line (the machine was shared, so compare within a line):
 
-- ``torch.compile`` (inductor, C++ on CPU) of a restructured two-stage kernel: 82 s to compile
-  cold (14 s more for a second shape under ``dynamic=True``), then 0.77 s per call, about 4x torchao:
-  the table lookups defeat its vectoriser and the compile time would be paid by every fresh test run
-  and user process. Not used.
-- ``torch.utils.cpp_extension``: the same C++ code, but every build compiles the torch headers
-  (tens of seconds) and needs ninja. A plain C file without torch headers builds in about a second
-  and is called through ctypes with the tensors' data pointers, so that is what is used.
-- Restructured eager torch (small integer types, table lookups) was 1.7x faster than the eager
-  reference, far short of the targets; the eager reference stays as it is, readable next to the
-  spec.
+- ``torch.compile`` (inductor, C++ on CPU) of a restructured two-stage kernel (the code of the
+  C function below, as torch operations): 82 s to compile cold, 14 s more for a second shape even
+  with ``dynamic=True``, then 0.77 s per call against torchao's 3.3 s (4x; the target is 10x): the
+  per-element table lookups defeat its vectoriser, and every fresh test run or user process would
+  pay the compile (the on-disk cache only trims it). Not used.
+- ``torch.utils.cpp_extension``: builds against the torch headers and needs ninja; a one-line
+  ``load_inline`` extension took 283 s to build cold where the C file below took 2.5 s (same load,
+  a heavily shared machine). The C file has no torch headers and is called through ctypes with the
+  tensors' data pointers, so that is what is used; a fresh process loads the cached library in
+  milliseconds.
+- Restructured eager torch (int32 fields, table gathers, one count per range): 3.7 s against the
+  reference's 6.6 s; far short of the targets, so the eager reference stays as it is, readable next
+  to the spec.
+- The C kernels: two-stage 0.13 s, MSE 0.33 s, dequantize 0.02 s against torchao's 2.5 s (20x,
+  7.6x, 120x); the figures of record are in reports/bench/ (``make bench``).
+
+For the exact linear product a float64 GEMM is the fastest exact sum available on every device: it
+runs at 0.7x the rate of the float32 one here, and the rest (decode, one rounding) is a few passes
+over the operands.
 
 Where the native path is unavailable (a tensor not on the CPU, no C compiler, or
-``BD_GOLDEN_KERNELS=reference`` in the environment) ``golden.bd`` runs its eager reference, which is
-device-generic torch code: on CUDA every golden function runs there with no host round trip in the
-hot path. The linear product above is device-generic torch code on every device; on CPU its decode
-step is a C function.
+``BD_GOLDEN_KERNELS=reference`` in the environment) ``golden.bd`` runs its eager reference for
+quantize and dequantize, which is device-generic torch code: on CUDA those run there, with host
+synchronisation only in the input checks SPEC 10 asks for. The linear product above is
+device-generic torch code on every device; on the CPU its decode step is a C function, elsewhere
+the same decode written in torch (the tests run that one on the CPU too).
 
 Selection: :func:`use` (``"native"`` or ``"reference"``) sets the path for the process and works as a
 context manager; :func:`native_available` says whether the library built.
@@ -53,8 +67,9 @@ from pathlib import Path
 
 import torch
 
-from .formatbook import FORMATBOOK_ROWS, MIDPOINTS, NUM_DIALECTS, STAGE2_RANGES
-from .spec import (DECODE_EXP_OFFSET, PRODUCT_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_PRODUCT, MSE_UNIT, Q_BITS, Q_SHIFT_BASE,
+from .formatbook import FORMATBOOK_ROWS, MIDPOINTS, STAGE2_RANGES
+from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_HALF_UNITS, MAX_PRODUCT,
+                   MSE_UNIT, NUM_DIALECTS, NUM_PAIRS, PRODUCT_EXP_OFFSET, Q_BITS, Q_SHIFT_BASE,
                    SIGNIFICAND_HIDDEN)
 
 __all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
@@ -140,14 +155,14 @@ static inline void write_codes(const int *sign, const int *q, int d, int block, 
 void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int rounding,
                            uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid)
 {
-    int sign[64], ex[64], sig[64], q[64];
+    int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
     for (int64_t b = 0; b < nblocks; b++) {
         const uint16_t *xb = x + b * block;
         int E = block_fields(xb, block, sign, ex, sig, q, invalid + b);
         int qmax = 0;
         for (int k = 0; k < block; k++) qmax = q[k] > qmax ? q[k] : qmax;
-        int p = rounding ? 15 - ((qmax + 1) >> 1) : 15 - (qmax >> 1);
-        p = p < 0 ? 0 : (p > 7 ? 7 : p);
+        int p = rounding ? @MAX_HALF@ - ((qmax + 1) >> 1) : @MAX_HALF@ - (qmax >> 1);
+        p = p < 0 ? 0 : (p > @NUM_PAIRS@ - 1 ? @NUM_PAIRS@ - 1 : p);
         int a = 2 * p;
         int loa = RANGES[a][0], hia = RANGES[a][1], lob = RANGES[a + 1][0], hib = RANGES[a + 1][1];
         int ca = 0, cb = 0;
@@ -167,22 +182,22 @@ void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int ro
 void bd_quantize_mse(const uint16_t *x, int64_t nblocks, int block,
                      uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid)
 {
-    int sign[64], ex[64], sig[64], q[64];
+    int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
     for (int64_t b = 0; b < nblocks; b++) {
         const uint16_t *xb = x + b * block;
         int E = block_fields(xb, block, sign, ex, sig, q, invalid + b);
-        int32_t cost[16] = {0};
+        int32_t cost[@NUM_DIALECTS@] = {0};
         for (int k = 0; k < block; k++) {
             if (ex[k] < E - 1) continue;
             int32_t scaled = ex[k] >= E ? sig[k] << 1 : sig[k];
             const int32_t *v = VALUE_LUT[q[k]];
-            for (int d = 0; d < 16; d++) {
+            for (int d = 0; d < @NUM_DIALECTS@; d++) {
                 int32_t e = scaled - @MSE_UNIT@ * v[d];
                 cost[d] += e * e;
             }
         }
         int d = 0;
-        for (int j = 1; j < 16; j++) if (cost[j] < cost[d]) d = j;
+        for (int j = 1; j < @NUM_DIALECTS@; j++) if (cost[j] < cost[d]) d = j;
         if (E == 0) d = 0;
         exp[b] = (uint8_t)E;
         dialect[b] = (uint8_t)d;
@@ -260,7 +275,8 @@ def _source() -> str:
     ])
     constants = {"@TABLES@": tables, "@EXP_NONFINITE@": EXP_FIELD_NONFINITE,
                  "@HIDDEN@": SIGNIFICAND_HIDDEN, "@QSHIFT@": Q_SHIFT_BASE, "@MSE_UNIT@": MSE_UNIT,
-                 "@DECODE_OFFSET@": DECODE_EXP_OFFSET}
+                 "@DECODE_OFFSET@": DECODE_EXP_OFFSET, "@MAX_HALF@": MAX_HALF_UNITS,
+                 "@NUM_PAIRS@": NUM_PAIRS, "@NUM_DIALECTS@": NUM_DIALECTS, "@MAX_BLOCK@": max(BLOCK_SIZES)}
     text = _C_SOURCE
     for key, value in constants.items():
         text = text.replace(key, str(value))
