@@ -155,10 +155,12 @@ def _block_size(result: dict, figures: dict) -> list[str]:
 
 def _selection(result: dict, figures: dict) -> list[str]:
     sel = result["selection"]
-    labels = {s.key: s.label for s in metrics.TENSOR_SPECS}
-    rows = [[kind, labels[key], _f(r["agreement_rate"], 4), str(r["blocks"]), _f(r["mean_sqnr_loss_db"], 3),
+    specs = {s.key: s for s in metrics.TENSOR_SPECS}
+    order = {fmt: i for i, fmt in enumerate(metrics.SELECTORS)}
+    rows = [[kind, specs[key].label, _f(r["agreement_rate"], 4), str(r["blocks"]), _f(r["mean_sqnr_loss_db"], 3),
              _f(r["max_sqnr_loss_db"], 3)]
-            for kind in ("weight", "activation") for key, r in sel[kind].items()]
+            for kind in ("weight", "activation")
+            for key, r in sorted(sel[kind].items(), key=lambda item: (specs[item[0]].block, order[specs[item[0]].fmt]))]
     hist = result["dialects"]
     keys = [k for k in ("weight_mse", "weight_two_stage", "weight_two_stage_trunc", "activation_two_stage",
                         "activation_two_stage_trunc", "activation_mse") if k in hist]
