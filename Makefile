@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 ARGS ?=
 
 .DEFAULT_GOAL := help
-.PHONY: help test test-golden verilog lint sim sim-quick report report-quick synth bench bench-golden formal clean
+.PHONY: help test test-golden verilog lint sim sim-quick report report-quick report-reproducibility synth bench bench-golden formal clean
 
 help:
 	@echo "BlockDialect hardware: targets"
@@ -24,6 +24,7 @@ help:
 	@echo "  make sim-quick     the reduced simulation run by the test suite"
 	@echo "  make report        format comparison on real LLaMA tensors -> reports/golden/"
 	@echo "  make report-quick  a few layers on a short text"
+	@echo "  make report-reproducibility  the report's figures under other kernels, float64 vs float32"
 	@echo "  make synth         yosys + nextpnr-ice40 figures -> reports/synth/"
 	@echo "  make bench         golden and Verilator throughput -> reports/bench/"
 	@echo "  make bench-golden  golden-model quantization rate vs MXFP4"
@@ -77,6 +78,9 @@ report: $(REPORT)
 
 report-quick: $(REPORT)
 	$(PY) -m golden.report --quick --out reports/golden-quick $(ARGS)
+
+report-reproducibility: $(REPORT)
+	$(PY) -m golden.report.reproducibility --out reports/golden $(ARGS)
 
 synth: $(SYNTH)
 	$(PY) -m bench.synth --out reports/synth $(ARGS)

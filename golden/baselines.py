@@ -68,15 +68,14 @@ def _check_block(block, allowed: tuple[int, ...], fmt: str) -> int:
 def _round_e2m1(scaled: torch.Tensor) -> torch.Tensor:
     """Nearest E2M1 value, ties to even (even = last mantissa bit 0), clamped at +-6.
 
-    `scaled` is float64 and holds the exact quotient, so equality with a midpoint is exact.
+    `scaled` is float64 and holds the exact quotient, so every tie is seen. E2M1's values are evenly
+    spaced within each range, 0.5 apart below 2, 1 apart in [2, 4) and 2 apart from 4 on, and in
+    each range the even codes are the even multiples of the spacing: rounding half to even at that
+    spacing is the nearest value with E2M1's ties. The spacings are powers of two, so it is exact.
     """
-    values = torch.tensor(E2M1_VALUES, dtype=torch.float64, device=scaled.device)
-    mids = (values[:-1] + values[1:]) / 2
-    # Midpoint i lies between codes i and i + 1; a tie goes up when code i + 1 is even.
-    tie_goes_up = torch.arange(1, len(E2M1_VALUES), device=scaled.device) % 2 == 0
-    mag = scaled.abs().unsqueeze(-1)
-    index = ((mag > mids) | ((mag == mids) & tie_goes_up)).sum(-1)
-    return torch.copysign(values[index], scaled)
+    mag = scaled.abs()
+    step = torch.where(mag < 2, 0.5, torch.where(mag < 4, 1.0, 2.0)).to(mag.dtype)
+    return torch.copysign((torch.round(mag / step) * step).clamp(max=E2M1_MAX), scaled)
 
 
 def _float32_exponent(x: torch.Tensor) -> torch.Tensor:

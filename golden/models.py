@@ -15,6 +15,7 @@ import importlib.util
 import os
 import pathlib
 import re
+import shutil
 from collections.abc import Iterable
 from typing import NamedTuple
 
@@ -30,12 +31,17 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 CACHE_DIR = REPO_ROOT / ".cache" / "linear_inputs"
 # Bump when the layout of the cache files changes, so stale files are ignored.
 CACHE_VERSION = 2
+# Converted GGUF models (see _converted_gguf); bump when their layout changes.
+CONVERTED_DIR = REPO_ROOT / ".cache" / "converted_models"
+CONVERTED_VERSION = 1
+DEVICE_MAPS = ("auto",)
 DEFAULT_CAPTURE_TOKENS = 512
 KINDS = ("activation", "weight")
 
 
 class LinearCapture(NamedTuple):
-    """The operands of one nn.Linear on real text, both float32.
+    """The operands of one nn.Linear on real text, both of one floating-point dtype (float32 unless
+    asked otherwise).
 
     activation: (T, K), the layer's input over T tokens; weight: (N, K).
     """
@@ -58,7 +64,7 @@ def default_model_path() -> pathlib.Path:
     return path
 
 
-def _model_kind(path: pathlib.Path) -> str:
+def model_kind(path: pathlib.Path) -> str:
     """'gguf' for a .gguf file, 'hf' for a folder with config.json and safetensors, else ValueError."""
     if path.is_file() and path.suffix.lower() == ".gguf":
         return "gguf"
@@ -70,26 +76,101 @@ def _model_kind(path: pathlib.Path) -> str:
     )
 
 
-def load_model(path=None, dtype: torch.dtype = torch.float32):
+def check_device(device=None, device_map=None) -> tuple[torch.device | None, str | None]:
+    """Validates where a model should run: `device` ("cpu", "cuda", "cuda:N", a torch.device or None
+    for the CPU) or `device_map="auto"` (layers spread over every GPU, then the CPU, by `accelerate`),
+    not both. Raises ValueError naming the argument, also when CUDA is asked for and absent."""
+    if device is not None and device_map is not None:
+        raise ValueError("device and device_map exclude each other: give one of them")
+    if device_map is not None:
+        if device_map not in DEVICE_MAPS:
+            raise ValueError(f"device_map must be one of {DEVICE_MAPS}, got {device_map!r}")
+        if importlib.util.find_spec("accelerate") is None:
+            raise ValueError("device_map='auto' needs the accelerate package (pip install accelerate)")
+        return None, device_map
+    if device is None:
+        return None, None
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as err:
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {device!r}") from err
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {str(device)!r}")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: CUDA is not available to this torch "
+                             f"({torch.__version__})")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return device, None
+
+
+def model_device(model) -> torch.device:
+    """The device that takes the model's input ids (its embedding's device; with a device map the
+    layers may sit elsewhere, and accelerate moves activations between them)."""
+    return model.get_input_embeddings().weight.device
+
+
+def _converted_gguf(path: pathlib.Path) -> pathlib.Path:
+    """A Hugging Face folder (float32 safetensors, tokenizer.json) holding the GGUF file's model,
+    converted once and kept under <repo>/.cache/: GGUF dequantization and the tokenizer conversion
+    take about 20 CPU seconds, loading the folder about one. The weights are bit-identical."""
+    key = hashlib.sha256(repr([CONVERTED_VERSION, _file_fingerprint(path)]).encode()).hexdigest()[:24]
+    folder = CONVERTED_DIR / key
+    if (folder / "config.json").is_file():
+        return folder
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True)
+    model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, local_files_only=True,
+                                                 dtype=torch.float32)
+    # The loaded weights are plain float32 tensors; the GGUF quantizer object left on the model only
+    # records where they came from and would refuse to save them.
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    CONVERTED_DIR.mkdir(parents=True, exist_ok=True)
+    # Write a private folder, then rename it, so a concurrent reader never sees half of it.
+    partial = CONVERTED_DIR / f"{key}.{os.getpid()}.partial"
+    model.save_pretrained(partial)
+    tokenizer.save_pretrained(partial)
+    try:
+        os.replace(partial, folder)
+    except OSError:  # another process renamed its copy first
+        shutil.rmtree(partial, ignore_errors=True)
+    return folder
+
+
+def load_model(path=None, dtype: torch.dtype = torch.float32, device=None, device_map=None,
+               convert_cache: bool = True):
     """Loads a causal LM and its tokenizer offline, in eval mode without gradients.
 
-    path: a .gguf file (weights are dequantized by transformers) or a Hugging Face folder with
-    safetensors; None loads the default model. Returns (model, tokenizer).
+    path: a .gguf file (weights are dequantized by transformers; with `convert_cache` the converted
+    model is kept under .cache/ and later loads read it) or a Hugging Face folder with safetensors;
+    None loads the default model. dtype: the floating-point type of the weights. device / device_map:
+    see `check_device`. Returns (model, tokenizer).
     """
     path = default_model_path() if path is None else pathlib.Path(path)
-    kind = _model_kind(path)
+    kind = model_kind(path)
     if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+    device, device_map = check_device(device, device_map)
     # Set before transformers (and huggingface_hub) read it, so nothing tries the network.
     os.environ["HF_HUB_OFFLINE"] = "1"
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if kind == "gguf":
+    if kind == "gguf" and convert_cache:
+        folder, extra = _converted_gguf(path), {}
+    elif kind == "gguf":
         folder, extra = path.parent, {"gguf_file": path.name}
     else:
         folder, extra = path, {}
     tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, **extra)
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, **extra)
+    placement = {"device_map": device_map} if device_map is not None else {}
+    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True, dtype=dtype, **placement,
+                                                 **extra)
+    if device is not None:
+        model.to(device)
     model.eval()
     model.requires_grad_(False)
     return model, tokenizer
@@ -141,15 +222,17 @@ def linear_layers(model, layers=None) -> dict[str, torch.nn.Linear]:
 
 
 def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT_CAPTURE_TOKENS,
-                          layers=None) -> dict[str, LinearCapture]:
+                          layers=None, dtype: torch.dtype = torch.float32) -> dict[str, LinearCapture]:
     """Runs the model once on `text` and records the input of every nn.Linear (or those matching
-    `layers`) together with its weight, as float32 (T, K) and (N, K) tensors.
+    `layers`) together with its weight, as (T, K) and (N, K) tensors of `dtype` on the layer's device.
 
-    The weight is a float32 view of the model's own parameter when the model is float32: treat it as
-    read-only.
+    The weight is a view of the model's own parameter when the model already has `dtype`: treat it
+    as read-only.
     """
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     modules = linear_layers(model, layers)
-    ids = tokenize(tokenizer, text, max_tokens)
+    ids = tokenize(tokenizer, text, max_tokens).to(model_device(model))
     seen: dict[str, list[torch.Tensor]] = {name: [] for name in modules}
     # Layers that read the same tensor (q/k/v, gate/up) share one copy, which halves the memory and
     # lets consumers see that the inputs are identical. Keyed by id, with the source kept alive.
@@ -159,7 +242,7 @@ def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT
         def hook(module, args):
             x = args[0]
             if id(x) not in copies:
-                copies[id(x)] = (x, x.detach().reshape(-1, x.shape[-1]).to(torch.float32, copy=True))
+                copies[id(x)] = (x, x.detach().reshape(-1, x.shape[-1]).to(dtype, copy=True))
             seen[name].append(copies[id(x)][1])
         return hook
 
@@ -173,7 +256,7 @@ def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT
     copies.clear()
     return {
         name: LinearCapture(seen[name][0] if len(seen[name]) == 1 else torch.cat(seen[name]),
-                            module.weight.detach().to(torch.float32))
+                            module.weight.detach().to(dtype))
         for name, module in modules.items()
         if seen[name]  # a layer the forward pass never reached has no activation to report
     }
@@ -201,7 +284,7 @@ def cached_linear_inputs(path=None, text=None, max_tokens: int = DEFAULT_CAPTURE
     layers, so the ~20 s model load happens once per combination.
     """
     model_path = default_model_path() if path is None else pathlib.Path(path)
-    _model_kind(model_path)
+    model_kind(model_path)
     text_content = read_text(text)
     layers_key = layers if layers is None or isinstance(layers, str) else tuple(layers)
     cache_file = CACHE_DIR / f"{_cache_key(model_path, text_content, max_tokens, layers_key)}.pt"

@@ -1,13 +1,16 @@
 """Format comparison on real LLaMA tensors: BlockDialect against MXFP4, NVFP4 and INT4.
 
-`python -m golden.report [--quick] [--model PATH] [--text PATH] [--out DIR] [--max-tokens N]`
-writes report.md, report.json and PNG figures. Everything in them is computed by `run`.
+`python -m golden.report [--quick] [--model PATH] [--text PATH] [--out DIR] [--device cpu|cuda |
+--device-map auto] ...` writes report.md, report.json and PNG figures. Everything in them is
+computed by `run`.
 """
 from __future__ import annotations
 
 import math
+import os
 import pathlib
 import platform
+import re
 import time
 from typing import NamedTuple
 
@@ -15,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from golden import models
-from golden.report import hardware, metrics, perplexity
+from golden.report import float64_check, metrics, perplexity
 
 
 class Options(NamedTuple):
@@ -27,37 +30,53 @@ class Options(NamedTuple):
     window: int                     # perplexity window (tokens)
     capture_tokens: int             # tokens whose linear inputs are measured
     weight_rows: int | None         # output rows sampled per weight for tensor metrics (None: all)
-    hw_layers: int                  # layers in the hardware-equivalence check
-    hw_rows: int                    # activation rows and weight rows used there
+    check_layers: int               # layers in the float64 cross-check of bd.linear
+    check_rows: int                 # activation rows and weight rows used there
     seed: int
     threads: int                    # torch threads
+    dtype: torch.dtype = torch.float64   # the model's compute type (float64: machine-independent)
+    device: str | None = None       # "cpu", "cuda", "cuda:N" (None: CPU)
+    device_map: str | None = None   # "auto": spread over the GPUs by accelerate
+    runs: str | None = None         # regular expression selecting perplexity runs by key (None: all)
+    batch: int = 4                  # perplexity windows per forward pass
 
 
 # Budgets measured on 2 shared cores: see the timing section of the full report.
-FULL = dict(ppl_tokens=2048, window=512, capture_tokens=512, weight_rows=256, hw_layers=8, hw_rows=128)
-QUICK = dict(ppl_tokens=128, window=128, capture_tokens=64, weight_rows=64, hw_layers=2, hw_rows=32)
+FULL = dict(ppl_tokens=2048, window=512, capture_tokens=512, weight_rows=256, check_layers=8, check_rows=128)
+QUICK = dict(ppl_tokens=128, window=128, capture_tokens=64, weight_rows=64, check_layers=2, check_rows=32)
 
-
-# One thread by default: the quantizers are elementwise integer code that a second thread barely
-# speeds up, and on a machine shared with other jobs the threads' spin-waiting made the
-# quantizers 10-100 times slower than a single thread (measured).
-DEFAULT_THREADS = 1
+# Every core this process may run on. The quantizers split their work over torch's thread count
+# without spin-waiting, and float64 matrix products scale with the cores.
+DEFAULT_THREADS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 
 def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=0,
-            threads=DEFAULT_THREADS) -> Options:
+            threads=DEFAULT_THREADS, dtype="float64", device=None, device_map=None, runs=None,
+            batch=4) -> Options:
     preset = dict(QUICK if quick else FULL)
     if max_tokens is not None:
-        if max_tokens < 2:
-            raise ValueError(f"max_tokens must be at least 2, got {max_tokens}")
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
+            raise ValueError(f"max_tokens must be an integer of at least 2, got {max_tokens!r}")
         preset["ppl_tokens"] = max_tokens
         preset["window"] = min(preset["window"], max_tokens)
         preset["capture_tokens"] = min(preset["capture_tokens"], max_tokens)
-    if not isinstance(threads, int) or threads < 1:
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
         raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ValueError(f"batch must be a positive integer, got {batch!r}")
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {tuple(DTYPES)}, got {dtype!r}")
+    models.check_device(device, device_map)
+    if runs is not None:
+        try:
+            re.compile(runs)
+        except re.error as err:
+            raise ValueError(f"runs must be a regular expression, got {runs!r}: {err}") from err
     out = pathlib.Path(out) if out is not None else pathlib.Path("reports/golden-quick" if quick else "reports/golden")
     return Options(quick, None if model is None else pathlib.Path(model),
-                   None if text is None else pathlib.Path(text), out, seed=seed, threads=threads, **preset)
+                   None if text is None else pathlib.Path(text), out, seed=seed, threads=threads,
+                   dtype=DTYPES[dtype], device=device, device_map=device_map, runs=runs, batch=batch, **preset)
 
 
 def quick_layers(model) -> list[str]:
@@ -73,7 +92,7 @@ def _finite_mean(values) -> float:
 
 def tensor_section(captures: dict[str, models.LinearCapture], opts: Options, progress) -> dict:
     """Per-layer SQNR and MSE of every format, dialect histograms and selector agreement."""
-    layers, histograms, agreement = {}, {}, {}
+    layers = {}
     memo: dict[tuple, tuple] = {}  # q/k/v and gate/up share their input tensor
     unique_results = {"weight": [], "activation": []}
     for index, (name, capture) in enumerate(captures.items()):
@@ -93,40 +112,71 @@ def tensor_section(captures: dict[str, models.LinearCapture], opts: Options, pro
                           "weight_rows_measured": min(capture.weight.shape[0], opts.weight_rows or capture.weight.shape[0])}
         layers[name] = entry
         progress.update()
+    return {"tensor_metrics": {"layers": layers, "summary": _summary(layers, unique_results)},
+            "dialects": _histograms(unique_results), "selection": _selection(layers, unique_results),
+            "block_sizes": _sweep(layers)}
 
+
+def _summary(layers: dict, results: dict) -> dict:
+    """Per kind and format: SQNR mean and minimum over layers, pooled over all tensors, and MSE."""
     summary = {}
     for kind in ("weight", "activation"):
         summary[kind] = {}
         for s in metrics.SPECS_BY_KIND[kind]:
             per_layer = [layers[n][kind][s.key]["sqnr_db"] for n in layers]
-            signal = sum(r.stats[s.key].signal for r in unique_results[kind])
-            noise = sum(r.stats[s.key].noise for r in unique_results[kind])
-            count = sum(r.stats[s.key].count for r in unique_results[kind])
-            summary[kind][s.key] = {"mean_sqnr_db": _finite_mean(per_layer),
-                                    "min_sqnr_db": min(per_layer),
-                                    "pooled_sqnr_db": metrics.sqnr_db(signal, noise),
-                                    "mse": noise / count}
-        for method in ("two_stage", "mse"):
-            chosen = [r.dialects[method] for r in unique_results[kind]]
+            signal = sum(r.stats[s.key].signal for r in results[kind])
+            noise = sum(r.stats[s.key].noise for r in results[kind])
+            count = sum(r.stats[s.key].count for r in results[kind])
+            summary[kind][s.key] = {"mean_sqnr_db": _finite_mean(per_layer), "min_sqnr_db": min(per_layer),
+                                    "pooled_sqnr_db": metrics.sqnr_db(signal, noise), "mse": noise / count}
+    return summary
+
+
+def _histograms(results: dict) -> dict:
+    """Dialect usage of every selector at the default block size."""
+    histograms = {"block": metrics.DIALECT_BLOCK}
+    for kind in ("weight", "activation"):
+        for fmt in metrics.SELECTORS:
+            chosen = [r.dialects[metrics.selection_key(fmt, metrics.DIALECT_BLOCK)] for r in results[kind]]
             counts = [sum(c) for c in zip(*(metrics.dialect_histogram(d) for d in chosen))]
-            histograms[f"{kind}_{method}"] = {"counts": counts, "blocks": sum(counts)}
-        same = sum(int((r.dialects["two_stage"] == r.dialects["mse"]).sum()) for r in unique_results[kind])
-        total = sum(r.dialects["mse"].numel() for r in unique_results[kind])
-        loss = [layers[n][kind][f"bd_mse_b{metrics.DIALECT_BLOCK}"]["sqnr_db"]
-                - layers[n][kind][f"bd_two_stage_b{metrics.DIALECT_BLOCK}"]["sqnr_db"] for n in layers]
-        agreement[kind] = {"agreement_rate": same / total if total else math.nan, "blocks": total,
-                           "mean_sqnr_loss_db": _finite_mean(loss), "max_sqnr_loss_db": max(loss)}
-
-    sweep = {kind: {"method": metrics.SWEEP_METHOD[kind],
-                    "mean_sqnr_db": {str(b): summary[kind][f"bd_{metrics.SWEEP_METHOD[kind]}_b{b}"]["mean_sqnr_db"]
-                                     for b in (16, 32, 64)}}
-             for kind in ("weight", "activation")}
-    histograms["block"] = metrics.DIALECT_BLOCK
-    return {"tensor_metrics": {"layers": layers, "summary": summary}, "dialects": histograms,
-            "selection": agreement, "block_sizes": sweep}
+            histograms[f"{kind}_{metrics.BD_METHOD[fmt]}"] = {"counts": counts, "blocks": sum(counts)}
+    return histograms
 
 
-def hardware_layers(names: list[str], count: int) -> list[str]:
+def _selection(layers: dict, results: dict) -> dict:
+    """Per kind, online selector and block size: the fraction of non-zero blocks where it picks the
+    MSE dialect, and the per-layer SQNR it loses against MSE."""
+    selection = {}
+    for kind in ("weight", "activation"):
+        selection[kind] = {}
+        for s in metrics.SPECS_BY_KIND[kind]:
+            if s.fmt not in metrics.ONLINE_SELECTORS:
+                continue
+            mse_key = metrics.selection_key("bd_mse", s.block)
+            if f"bd_mse_b{s.block}" not in layers[next(iter(layers))][kind]:
+                continue
+            own = metrics.selection_key(s.fmt, s.block)
+            same = sum(int((r.dialects[own] == r.dialects[mse_key]).sum()) for r in results[kind])
+            total = sum(r.dialects[mse_key].numel() for r in results[kind])
+            loss = [layers[n][kind][f"bd_mse_b{s.block}"]["sqnr_db"] - layers[n][kind][s.key]["sqnr_db"]
+                    for n in layers]
+            selection[kind][s.key] = {"agreement_rate": same / total if total else math.nan, "blocks": total,
+                                      "mean_sqnr_loss_db": _finite_mean(loss), "max_sqnr_loss_db": max(loss)}
+    return selection
+
+
+def _sweep(layers: dict) -> dict:
+    """BlockDialect's mean SQNR over layers at every block size, each kind with its own selector."""
+    sweep = {}
+    for kind, method in metrics.SWEEP_METHOD.items():
+        fmt = next(f for f, m in metrics.BD_METHOD.items() if m == method)
+        sweep[kind] = {"method": method, "mean_sqnr_db": {
+            str(b): _finite_mean([layers[n][kind][f"{fmt}_b{b}"]["sqnr_db"] for n in layers])
+            for b in sorted(perplexity.BD_BLOCKS)}}
+    return sweep
+
+
+def check_layers(names: list[str], count: int) -> list[str]:
     """At most `count` layers: one of each kind (q_proj, ..., down_proj, lm_head), taken at depths
     spread over the model, so that every shape of product is checked."""
     kinds: dict[str, list[str]] = {}
@@ -138,25 +188,36 @@ def hardware_layers(names: list[str], count: int) -> list[str]:
     return [one_per_kind[i] for i in keep]
 
 
-def hardware_section(captures, opts: Options, progress) -> dict:
+def float64_section(captures, opts: Options, progress) -> dict:
     """bd.linear against float64 dequantize-matmul on a spread of layers."""
     per_layer = {}
-    for name in hardware_layers(list(captures), opts.hw_layers):
-        progress.set_description(f"hardware {name}")
+    for name in check_layers(list(captures), opts.check_layers):
+        progress.set_description(f"float64 check {name}")
         c = captures[name]
-        result = hardware.check(c.activation[:opts.hw_rows], c.weight[:opts.hw_rows], name=name)
+        result = float64_check.check(c.activation[:opts.check_rows], c.weight[:opts.check_rows], name=name)
         per_layer[name] = result._asdict()
         progress.update()
-    return {"layers": per_layer, "bound": hardware.FP32_ROUNDING_BOUND,
+    return {"layers": per_layer, "bound": float64_check.FP32_ROUNDING_BOUND,
             "max_rel_diff": max(r["max_rel_diff"] for r in per_layer.values()),
             "min_exact_fraction": min(r["exact_fraction"] for r in per_layer.values()),
             "zero_mismatches": sum(r["zero_mismatches"] for r in per_layer.values()),
-            "activation_rows": opts.hw_rows, "weight_rows": opts.hw_rows}
+            "activation_rows": opts.check_rows, "weight_rows": opts.check_rows}
+
+
+def selected_schemes(opts: Options) -> list[perplexity.Scheme]:
+    """The perplexity runs of this report: all of the preset, or those whose key matches opts.runs."""
+    schemes = perplexity.perplexity_schemes(opts.quick)
+    if opts.runs is None:
+        return schemes
+    chosen = [s for s in schemes if re.search(opts.runs, s.key)]
+    if not chosen:
+        raise ValueError(f"runs {opts.runs!r} matches none of the runs: {', '.join(s.key for s in schemes)}")
+    return chosen
 
 
 def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
-    schemes = perplexity.perplexity_schemes(opts.quick)
-    # Group runs by weight format so each set of fake-quantized weights is computed once.
+    schemes = selected_schemes(opts)
+    # Group runs by weight format so each set of quantized weights is computed once.
     order = sorted(schemes, key=lambda s: (s.scope != "baseline", str(s.weight_fmt), str(s.block)))
     modules = perplexity.quantized_linears(model, layers)
     runs, weights, weights_key = {}, None, None
@@ -169,19 +230,52 @@ def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
             weights = perplexity.quantized_weights(modules, s.weight_fmt, s.block)
             weights_key = (s.weight_fmt, s.block)
             weight_seconds[f"{s.weight_fmt}" + ("" if s.block is None else f"_b{s.block}")] = time.perf_counter() - start
-        start = time.perf_counter()
-        progress.set_description(f"perplexity {s.scope} {s.label}")
+        start, cpu_start = time.perf_counter(), time.process_time()
+        progress.set_description(f"perplexity {s.key}")
         with perplexity.installed(model, s, weights, layers):
-            result = perplexity.evaluate(model, ids, opts.window, on_window=progress.update)
+            result = perplexity.evaluate(model, ids, opts.window, on_window=progress.update, batch=opts.batch)
         runs[s.key] = {"label": s.label, "scope": s.scope, "weight_fmt": s.weight_fmt, "act_fmt": s.act_fmt,
-                       "block": s.block, "bits_per_element": perplexity.scheme_bits(s),
+                       "block": s.block, "exact": s.exact, "bits_per_element": perplexity.scheme_bits(s),
                        "bits_per_element_paper": perplexity.scheme_bits(s, "paper"),
                        "perplexity": result.perplexity, "nll_sum": result.nll_sum,
                        "predicted_tokens": result.predicted_tokens, "windows": result.windows,
-                       "seconds": time.perf_counter() - start}
+                       "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
     return {"tokens": int(ids.shape[1]), "window": opts.window, "quantized_layers": len(modules),
-            "weight_quantization_s": weight_seconds,
+            "dtype": str(opts.dtype).removeprefix("torch."), "weight_quantization_s": weight_seconds,
             "runs": {s.key: runs[s.key] for s in schemes}}
+
+
+def stage1_rows(result: dict) -> list[dict]:
+    """SPEC 4.2 [revised] in figures: each activation selector at each block size, with MSE weights."""
+    summary = result["tensor_metrics"]["summary"]["activation"]
+    selection = result["selection"]["activation"]
+    runs = result["perplexity"]["runs"]
+    rows = []
+    for block in sorted(perplexity.BD_BLOCKS):
+        for fmt in metrics.SELECTORS:
+            key = f"{fmt}_b{block}"
+            ppl = {scope: runs.get(perplexity.bd_scheme(scope, fmt, block).key) for scope in ("linear", "full")}
+            rows.append({"block": block, "selector": metrics.BD_METHOD[fmt], "format": fmt,
+                         "pooled_sqnr_db": summary[key]["pooled_sqnr_db"], "mean_sqnr_db": summary[key]["mean_sqnr_db"],
+                         "agreement_with_mse": 1.0 if fmt == "bd_mse" else selection[key]["agreement_rate"],
+                         "ppl_linear": ppl["linear"]["perplexity"] if ppl["linear"] else None,
+                         "ppl_full": ppl["full"]["perplexity"] if ppl["full"] else None})
+    return rows
+
+
+def hardware_exact_rows(result: dict) -> list[dict]:
+    """Each hardware-exact run beside the fake-quantized run of the same scheme."""
+    runs = result["perplexity"]["runs"]
+    rows = []
+    for key, run in runs.items():
+        if not run["exact"]:
+            continue
+        fake = runs.get(key.removeprefix("exact_"))
+        rows.append({"key": key, "label": run["label"], "block": run["block"], "exact": run["perplexity"],
+                     "fake": fake["perplexity"] if fake else None,
+                     "rel_diff": (run["perplexity"] - fake["perplexity"]) / fake["perplexity"] if fake else None,
+                     "exact_seconds": run["seconds"], "fake_seconds": fake["seconds"] if fake else None})
+    return rows
 
 
 def run(opts: Options) -> dict:
@@ -194,19 +288,20 @@ def run(opts: Options) -> dict:
     text = models.read_text(opts.text)
 
     tqdm.write(f"loading {model_path}")
-    model, tokenizer = models.load_model(model_path)
+    model, tokenizer = models.load_model(model_path, dtype=opts.dtype, device=opts.device,
+                                         device_map=opts.device_map)
     timing["load_model_s"] = time.perf_counter() - started
     all_ids = models.tokenize(tokenizer, text)
     ppl_ids = all_ids[:, :opts.ppl_tokens]
     layers = quick_layers(model) if opts.quick else None
     n_windows = len(perplexity.windows(ppl_ids, opts.window))
-    schemes = perplexity.perplexity_schemes(opts.quick)
+    schemes = selected_schemes(opts)
 
     mark = time.perf_counter()
-    captures = models.capture_linear_inputs(model, tokenizer, text, opts.capture_tokens, layers)
+    captures = models.capture_linear_inputs(model, tokenizer, text, opts.capture_tokens, layers, dtype=opts.dtype)
     timing["capture_s"] = time.perf_counter() - mark
 
-    total_steps = (len(captures) + len(hardware_layers(list(captures), opts.hw_layers))
+    total_steps = (len(captures) + len(check_layers(list(captures), opts.check_layers))
                    + n_windows * len(schemes))
     result = {}
     with tqdm(total=total_steps, unit="step", dynamic_ncols=True) as progress:
@@ -214,11 +309,14 @@ def run(opts: Options) -> dict:
         result.update(tensor_section(captures, opts, progress))
         timing["tensor_metrics_s"] = time.perf_counter() - mark
         mark = time.perf_counter()
-        result["hardware_equivalence"] = hardware_section(captures, opts, progress)
-        timing["hardware_equivalence_s"] = time.perf_counter() - mark
+        result["float64_check"] = float64_section(captures, opts, progress)
+        timing["float64_check_s"] = time.perf_counter() - mark
+        del captures
         mark = time.perf_counter()
         result["perplexity"] = perplexity_section(model, ppl_ids, opts, layers, progress)
         timing["perplexity_s"] = time.perf_counter() - mark
+    result["stage1"] = stage1_rows(result)
+    result["hardware_exact"] = hardware_exact_rows(result)
 
     import transformers
 
@@ -237,13 +335,17 @@ def run(opts: Options) -> dict:
         "perplexity_tokens": int(ppl_ids.shape[1]),
         "window": opts.window,
         "weight_rows_per_layer": opts.weight_rows,
-        "layers_measured": len(captures),
+        "layers_measured": len(result["tensor_metrics"]["layers"]),
         "layer_filter": layers,
+        "runs_filter": opts.runs,
         "seed": opts.seed,
+        "dtype": str(opts.dtype).removeprefix("torch."),
+        "device": str(models.model_device(model)) if opts.device_map is None else f"device_map={opts.device_map}",
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
     }
     timing["total_s"] = time.perf_counter() - started
     # CPU seconds of this process (all threads): on a shared machine the wall time above depends on

@@ -12,8 +12,9 @@ from typing import NamedTuple
 
 import torch
 
-from golden import baselines, bd
+from golden import baselines, bd, fp16
 from golden.formatbook import NUM_DIALECTS
+from golden.spec import BLOCK_SIZES
 
 
 class FormatSpec(NamedTuple):
@@ -25,30 +26,42 @@ class FormatSpec(NamedTuple):
     label: str
 
 
+LABELS = {"bd_two_stage": "BD two-stage", "bd_two_stage_trunc": "BD two-stage-trunc", "bd_mse": "BD-MSE",
+          "mxfp4": "MXFP4", "nvfp4": "NVFP4", "int4": "INT4", "fp16": "FP16"}
+
+
 def spec(fmt: str, block: int | None) -> FormatSpec:
-    names = {"bd_two_stage": "BD two-stage", "bd_mse": "BD-MSE", "mxfp4": "MXFP4", "nvfp4": "NVFP4",
-             "int4": "INT4", "fp16": "FP16"}
     key = fmt if block is None else f"{fmt}_b{block}"
-    label = names[fmt] if block is None else f"{names[fmt]} B={block}"
+    label = LABELS[fmt] if block is None else f"{LABELS[fmt]} B={block}"
     return FormatSpec(key, fmt, block, label)
 
 
-# The formats compared on every layer: BlockDialect's two selectors, the baselines at their block
-# sizes (NVFP4 is defined for 16 only), and BlockDialect's block-size sweep.
+# golden.baselines format name -> golden.bd.quantize method. "bd_two_stage" is the rounding stage 1
+# of SPEC 4.2 [revised], "bd_two_stage_trunc" the first, truncating reading.
+BD_METHOD = baselines.BD_METHODS
+SELECTORS = tuple(BD_METHOD)                    # the three BlockDialect selectors, MSE last
+ONLINE_SELECTORS = ("bd_two_stage", "bd_two_stage_trunc")
+
+# The formats compared on every layer: BlockDialect's selectors, the baselines at their block sizes
+# (NVFP4 is defined for 16 only). Activations are measured with every selector at every block size
+# (the online quantizer is what activations use); weights with MSE at every block size (what they
+# use) and the online selectors at B=32 only, for the selection comparison.
 MAIN_SPECS = (spec("bd_two_stage", 32), spec("bd_mse", 32), spec("mxfp4", 16), spec("mxfp4", 32),
               spec("nvfp4", 16), spec("int4", 32))
-# The block-size sweep uses each tensor kind's own selector (MSE for weights, two-stage for
-# activations, as the paper does); the other selector is measured at B=32 only, which keeps the
-# run time of the full report within budget.
 SPECS_BY_KIND = {
-    "weight": MAIN_SPECS + (spec("bd_mse", 16), spec("bd_mse", 64)),
-    "activation": MAIN_SPECS + (spec("bd_two_stage", 16), spec("bd_two_stage", 64)),
+    "weight": tuple(dict.fromkeys(MAIN_SPECS + (spec("bd_two_stage_trunc", 32), spec("bd_mse", 16),
+                                                spec("bd_mse", 64)))),
+    "activation": tuple(dict.fromkeys(MAIN_SPECS + tuple(spec(fmt, b) for b in BLOCK_SIZES for fmt in SELECTORS))),
 }
 TENSOR_SPECS = tuple(dict.fromkeys(SPECS_BY_KIND["weight"] + SPECS_BY_KIND["activation"]))
 SWEEP_METHOD = {"weight": "mse", "activation": "two_stage"}
-BD_METHOD = {"bd_two_stage": "two_stage", "bd_mse": "mse"}
-# Histograms and selector agreement are reported at the default block size.
+# Histograms are reported at the default block size.
 DIALECT_BLOCK = 32
+
+
+def selection_key(fmt: str, block: int) -> str:
+    """Key of a BlockDialect selector's dialect choices in TensorResult.dialects."""
+    return f"{BD_METHOD[fmt]}_b{block}"
 
 
 def bits(fmt: str, block: int | None, convention: str = "ocp") -> float:
@@ -90,15 +103,17 @@ def error_stats(reference: torch.Tensor, approx: torch.Tensor) -> ErrorStats:
 
 
 class TensorResult(NamedTuple):
-    """Errors of every spec on one tensor, plus BlockDialect's dialect choices at DIALECT_BLOCK."""
+    """Errors of every spec on one tensor, plus BlockDialect's dialect choices for every selector and
+    block size measured (keyed by `selection_key`)."""
 
     stats: dict[str, ErrorStats]
-    dialects: dict[str, torch.Tensor]   # method -> int64 dialect id of every non-zero block
+    dialects: dict[str, torch.Tensor]   # int64 dialect id of every non-zero block
 
 
 def to_fp16_reference(x: torch.Tensor, name: str) -> torch.Tensor:
-    """SPEC 1's FP16 input as float32; an overflow of the FP16 range is reported, not hidden."""
-    x16 = x.to(torch.float16)
+    """SPEC 1's FP16 input (one rounding, also from float64) as float32; an overflow of the FP16
+    range is reported, not hidden."""
+    x16 = fp16.to_fp16(x)
     if not bool(torch.isfinite(x16).all()):
         raise ValueError(f"{name}: values beyond the FP16 range; SPEC 1 inputs must be FP16")
     return x16.to(torch.float32)
@@ -112,8 +127,7 @@ def tensor_result(x: torch.Tensor, specs=TENSOR_SPECS, name: str = "x") -> Tenso
         if s.fmt in BD_METHOD:
             q = bd.quantize(reference, block=s.block, method=BD_METHOD[s.fmt])
             approx = bd.dequantize(q)
-            if s.block == DIALECT_BLOCK:
-                dialects[BD_METHOD[s.fmt]] = q.dialect[q.exp > 0].to(torch.int64)
+            dialects[selection_key(s.fmt, s.block)] = q.dialect[q.exp > 0].to(torch.int64)
         else:
             approx = fake_quantize(reference, s.fmt, s.block)
         stats[s.key] = error_stats(reference, approx)

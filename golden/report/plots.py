@@ -69,15 +69,16 @@ def perplexity_vs_bits(result: dict, out: pathlib.Path) -> str:
     fig, ax = plt.subplots(figsize=(9, 5))
     markers = {"linear": "o", "full": "s"}
     for scope, marker in markers.items():
-        chosen = [r for r in runs.values() if r["scope"] == scope and r["bits_per_element"] < 16]
+        chosen = [r for r in runs.values()
+                  if r["scope"] == scope and r["bits_per_element"] < 16 and not r.get("exact")]
         ax.scatter([r["bits_per_element"] for r in chosen], [r["perplexity"] for r in chosen],
                    marker=marker, label=f"{scope} path")
         for r in chosen:
             ax.annotate(r["label"], (r["bits_per_element"], r["perplexity"]), fontsize=7,
                         xytext=(4, 2), textcoords="offset points")
-    baseline = runs.get("baseline_fp32")
+    baseline = runs.get("baseline")
     if baseline is not None:
-        ax.axhline(baseline["perplexity"], color="grey", linestyle="--", label="FP32 baseline")
+        ax.axhline(baseline["perplexity"], color="grey", linestyle="--", label="unquantized")
     ax.set_xlabel("bits per element (OCP convention for MXFP4)")
     ax.set_ylabel("perplexity (lower is better)")
     ax.set_title("Perplexity vs bits per element")

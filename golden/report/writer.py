@@ -8,25 +8,39 @@ import pathlib
 from golden.report import metrics, plots
 
 # Headline rows: (label, weight spec key, activation spec key, perplexity suffix). BlockDialect
-# stores weights chosen by MSE and activations by the two-stage selector, as in the paper.
+# stores weights chosen by MSE and activations by the two-stage selector with the rounding stage 1
+# (SPEC 4.2 [revised]), as the hardware does.
 HEADLINE = (
     ("BlockDialect B=32", "bd_mse_b32", "bd_two_stage_b32", "bd_mse_bd_two_stage_b32"),
     ("BlockDialect B=16", "bd_mse_b16", "bd_two_stage_b16", "bd_mse_bd_two_stage_b16"),
+    ("BlockDialect B=64", "bd_mse_b64", "bd_two_stage_b64", "bd_mse_bd_two_stage_b64"),
     ("MXFP4 B=32", "mxfp4_b32", "mxfp4_b32", "mxfp4_mxfp4_b32"),
     ("MXFP4 B=16", "mxfp4_b16", "mxfp4_b16", "mxfp4_mxfp4_b16"),
     ("NVFP4 (B=16)", "nvfp4_b16", "nvfp4_b16", "nvfp4_nvfp4_b16"),
     ("INT4 B=32", "int4_b32", "int4_b32", "int4_int4_b32"),
 )
+REPRODUCIBILITY_MD = "reproducibility.md"
 
 
-def _json_safe(value):
+def json_safe(value):
     """Infinities and NaN are not JSON: write them as strings so strict readers still load the file."""
     if isinstance(value, float) and not math.isfinite(value):
         return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
     if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
+        return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
+    return value
+
+
+def json_restore(value):
+    """Inverse of json_safe: the strings "inf", "-inf" and "nan" back to floats."""
+    if value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, dict):
+        return {k: json_restore(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_restore(v) for v in value]
     return value
 
 
@@ -44,130 +58,212 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _ppl(run) -> str:
+    return _f(run["perplexity"], 3) if run else "n/a"
+
+
 def headline_rows(result: dict) -> list[list[str]]:
     summary = result["tensor_metrics"]["summary"]
     runs = result["perplexity"]["runs"]
     rows = []
     for label, w_key, a_key, ppl_suffix in HEADLINE:
         fmt = result["formats"][a_key]
-        linear = runs.get(f"linear_{ppl_suffix}")
-        full = runs.get(f"full_{ppl_suffix}")
         rows.append([label, _f(fmt["bits_per_element"]), _f(fmt["bits_per_element_paper"]),
                      _f(summary["weight"][w_key]["mean_sqnr_db"]), _f(summary["activation"][a_key]["mean_sqnr_db"]),
-                     _f(linear["perplexity"], 3) if linear else "n/a", _f(full["perplexity"], 3) if full else "n/a"])
+                     _ppl(runs.get(f"linear_{ppl_suffix}")), _ppl(runs.get(f"full_{ppl_suffix}"))])
     return rows
 
 
-def markdown(result: dict, figures: dict[str, str]) -> str:
-    meta, timing = result["meta"], result["timing"]
-    summary = result["tensor_metrics"]["summary"]
-    runs = result["perplexity"]["runs"]
-    hw = result["hardware_equivalence"]
-    sel = result["selection"]
-    out = []
-    out.append("# BlockDialect format comparison on real LLaMA tensors\n")
+def _intro(result: dict) -> list[str]:
+    meta = result["meta"]
+    out = ["# BlockDialect format comparison on real LLaMA tensors\n"]
     if meta["quick"]:
-        out.append("**Quick mode**: only the first and last decoder layers are measured and fake-quantized, "
+        out.append("**Quick mode**: only the first and last decoder layers are measured and quantized, "
                    "on a short text. The figures check that the pipeline works; they do not describe the model.\n")
     out.append(f"Model: `{meta['model_file']}`; text: `{meta['text']}` ({meta['text_tokens']} tokens). "
                f"Tensor metrics use the linear-layer inputs of the first {meta['capture_tokens']} tokens and, "
                f"per weight, {meta['weight_rows_per_layer'] or 'all'} output rows sampled with a fixed seed; "
                f"{meta['layers_measured']} linear layers. Perplexity uses the first {meta['perplexity_tokens']} "
-               f"tokens. torch {meta['torch']}, transformers {meta['transformers']}, torch threads: {meta['threads']}.\n")
+               f"tokens. The model runs in **{meta['dtype']}** on {meta['device']} (see Reproducibility). "
+               f"torch {meta['torch']} ({meta['cpu_capability']} kernels), transformers {meta['transformers']}, "
+               f"torch threads: {meta['threads']}.\n")
     if meta["default_model"]:
         out.append("> **Caveat on weights.** The default model's weights were stored as **Q4_1** in the GGUF file "
                    "(blocks of 32 on a 16-level affine grid) and are dequantized on loading. Weight comparisons are "
                    "therefore biased toward grids like Q4_1's (uniform levels in blocks of 32, which favours INT4-like "
                    "formats) and perplexity starts from an already 4-bit model. The activations are genuine: "
-                   "they are computed by the model in FP32 on real text.\n")
-    out.append("Every format receives the FP16-rounded tensor (SPEC 1) and is measured against it. "
-               "SQNR = 10 log10(sum x^2 / sum (x - x_hat)^2) per layer; \"mean\" is over layers. "
-               "Bits per element count element codes and per-block metadata; MXFP4's are given for its 8-bit "
-               "E8M0 scale (OCP) and, in the \"paper\" column, for the paper's 5-bit exponent; NVFP4 excludes its one "
-               "FP32 tensor scale.\n")
+                   "they are computed by the model on real text.\n")
+    out.append("Every format receives the FP16-rounded tensor (SPEC 1, one rounding) and is measured against it. "
+               "SQNR = 10 log10(sum x^2 / sum (x - x_hat)^2) per layer; \"mean\" is over layers, \"pooled\" sums "
+               "signal and noise over all layers first. Bits per element count element codes and per-block metadata; "
+               "MXFP4's are given for its 8-bit E8M0 scale (OCP) and, in the \"paper\" column, for the paper's 5-bit "
+               "exponent; NVFP4 excludes its one FP32 tensor scale.\n")
+    return out
 
-    out.append("## Headline\n")
-    out.append("BlockDialect: weights by MSE selection, activations by the two-stage selector. Perplexity: "
-               f"FP32 baseline {_f(runs['baseline_fp32']['perplexity'], 3)}"
-               + (f", FP16 {_f(runs['linear_fp16_fp16']['perplexity'], 3)}" if "linear_fp16_fp16" in runs else "")
-               + ".\n")
-    out.append(_table(["format", "bits/elem (OCP)", "bits/elem (paper)", "weight SQNR dB", "activation SQNR dB",
-                       "PPL linear", "PPL full path"], headline_rows(result)) + "\n")
 
-    out.append("## Tensor-level error, all formats\n")
+def _headline(result: dict) -> list[str]:
+    runs = result["perplexity"]["runs"]
+    baseline = runs.get("baseline")
+    fp16 = runs.get("linear_fp16_fp16")
+    return ["## Headline\n",
+            "BlockDialect: weights by MSE selection, activations by the online two-stage selector with the "
+            "**rounding stage 1** of SPEC 4.2 [revised] (`method=\"two_stage\"`, what `rtl/bd_quantizer_b*.v` "
+            "implements); the truncating rule is compared in the next section. Perplexity: unquantized "
+            f"{_ppl(baseline)}" + (f", FP16 {_ppl(fp16)}" if fp16 else "") + ".\n",
+            _table(["format", "bits/elem (OCP)", "bits/elem (paper)", "weight SQNR dB", "activation SQNR dB",
+                    "PPL linear", "PPL full path"], headline_rows(result)) + "\n"]
+
+
+def _stage1(result: dict) -> list[str]:
+    rows = [[str(r["block"]), r["selector"], _f(r["pooled_sqnr_db"]), _f(r["mean_sqnr_db"]),
+             _f(r["agreement_with_mse"], 4), _f(r["ppl_linear"], 3), _f(r["ppl_full"], 3)]
+            for r in result["stage1"]]
+    return ["## Activation selectors: rounding vs truncating stage 1 vs MSE\n",
+            "SPEC 4.2 [revised]: `two_stage` picks the pair whose largest value is nearest the block maximum "
+            "(`p = 15 - ((qmax + 1) >> 1)`), `two_stage_trunc` the first reading (`p = 15 - (qmax >> 1)`), `mse` "
+            "the dialect of least squared error (SPEC 5). Activation SQNR over all layers (pooled) and its mean "
+            "per layer; agreement is the fraction of non-zero activation blocks where the selector picks the "
+            "MSE dialect; perplexity with MSE-selected weights at the same block size.\n",
+            _table(["B", "activation selector", "A pooled SQNR dB", "A mean SQNR dB", "agreement with MSE",
+                    "PPL linear", "PPL full path"], rows) + "\n"]
+
+
+def _tensor_table(result: dict, figures: dict) -> list[str]:
+    summary = result["tensor_metrics"]["summary"]
     rows = []
     for s in metrics.TENSOR_SPECS:
         row = [s.label, _f(result["formats"][s.key]["bits_per_element"])]
         for kind in ("weight", "activation"):
             m = summary[kind].get(s.key)
-            row += ([_f(m["mean_sqnr_db"]), _f(m["min_sqnr_db"]), _f(m["pooled_sqnr_db"]), f"{m['mse']:.3e}"]
+            row += ([_f(m["mean_sqnr_db"]), _f(m["min_sqnr_db"]), _f(m["pooled_sqnr_db"]), f"{m['mse']:.4e}"]
                     if m else ["n/a"] * 4)
         rows.append(row)
-    out.append(_table(["format", "bits/elem", "W mean SQNR", "W min", "W pooled", "W MSE",
-                       "A mean SQNR", "A min", "A pooled", "A MSE"], rows) + "\n")
-    out.append(f"![SQNR per layer]({figures['sqnr']})\n")
+    return ["## Tensor-level error, all formats\n",
+            _table(["format", "bits/elem", "W mean SQNR", "W min", "W pooled", "W MSE",
+                    "A mean SQNR", "A min", "A pooled", "A MSE"], rows) + "\n",
+            f"![SQNR per layer]({figures['sqnr']})\n"]
 
-    out.append("## BlockDialect block size\n")
+
+def _block_size(result: dict, figures: dict) -> list[str]:
     sweep = result["block_sizes"]
     rows = [[f"{kind}s, {sweep[kind]['method']}"] + [_f(sweep[kind]["mean_sqnr_db"][b]) for b in ("16", "32", "64")]
             for kind in ("weight", "activation")]
-    out.append(_table(["tensor, selection", "B=16", "B=32", "B=64"], rows) + "\n")
-    out.append(f"![SQNR vs block size]({figures['block_size']})\n")
+    return ["## BlockDialect block size\n",
+            _table(["tensor, selection", "B=16", "B=32", "B=64"], rows) + "\n",
+            f"![SQNR vs block size]({figures['block_size']})\n"]
 
-    out.append("## Dialect selection: two-stage vs MSE\n")
-    out.append("Agreement is the fraction of non-zero blocks (B=32) where both selectors choose the same dialect; "
-               "the SQNR loss is BD-MSE minus BD two-stage, per layer.\n")
-    rows = [[kind, _f(sel[kind]["agreement_rate"], 4), str(sel[kind]["blocks"]),
-             _f(sel[kind]["mean_sqnr_loss_db"], 3), _f(sel[kind]["max_sqnr_loss_db"], 3)]
-            for kind in ("weight", "activation")]
-    out.append(_table(["tensor", "agreement", "blocks", "mean SQNR loss dB", "max SQNR loss dB"], rows) + "\n")
+
+def _selection(result: dict, figures: dict) -> list[str]:
+    sel = result["selection"]
+    specs = {s.key: s for s in metrics.TENSOR_SPECS}
+    order = {fmt: i for i, fmt in enumerate(metrics.SELECTORS)}
+    rows = [[kind, specs[key].label, _f(r["agreement_rate"], 4), str(r["blocks"]), _f(r["mean_sqnr_loss_db"], 3),
+             _f(r["max_sqnr_loss_db"], 3)]
+            for kind in ("weight", "activation")
+            for key, r in sorted(sel[kind].items(), key=lambda item: (specs[item[0]].block, order[specs[item[0]].fmt]))]
     hist = result["dialects"]
-    rows = []
-    for d in range(len(hist["weight_mse"]["counts"])):
-        rows.append([str(d)] + [_f(100 * hist[k]["counts"][d] / max(1, hist[k]["blocks"]), 1)
-                                for k in ("weight_mse", "weight_two_stage", "activation_two_stage", "activation_mse")])
-    out.append(_table(["dialect", "W MSE %", "W two-stage %", "A two-stage %", "A MSE %"], rows) + "\n")
-    out.append(f"![Dialect usage]({figures['dialects']})\n")
+    keys = [k for k in ("weight_mse", "weight_two_stage", "weight_two_stage_trunc", "activation_two_stage",
+                        "activation_two_stage_trunc", "activation_mse") if k in hist]
+    histogram = [[str(d)] + [_f(100 * hist[k]["counts"][d] / max(1, hist[k]["blocks"]), 1) for k in keys]
+                 for d in range(len(hist["weight_mse"]["counts"]))]
+    return ["## Dialect selection: online selectors vs MSE\n",
+            "Agreement is the fraction of non-zero blocks where the online selector chooses the MSE dialect; "
+            "the SQNR loss is BD-MSE minus the selector, per layer.\n",
+            _table(["tensor", "selector", "agreement", "blocks", "mean SQNR loss dB", "max SQNR loss dB"], rows) + "\n",
+            f"Dialect usage at B={hist['block']} (% of non-zero blocks):\n",
+            _table(["dialect"] + [k.replace("_", " ") + " %" for k in keys], histogram) + "\n",
+            f"![Dialect usage]({figures['dialects']})\n"]
 
-    out.append("## Perplexity\n")
-    out.append(f"{result['perplexity']['tokens']} tokens cut into consecutive, non-overlapping windows of "
-               f"{result['perplexity']['window']} tokens, each evaluated from scratch; perplexity = exp(total NLL / "
-               "predicted tokens). *linear*: every decoder nn.Linear has its weight fake-quantized once and its "
-               "input on every call (the output head, tied to the embedding, stays FP32). *full path*: also Q and "
-               "K (blocks along head_dim) for QK^T, and the probabilities (blocks along the key dimension, zero-"
-               "padded) and V (blocks along its sequence dimension) for scores x V, through an eager attention "
-               f"function registered only while the run lasts. {result['perplexity']['quantized_layers']} layers "
-               "quantized.\n")
-    rows = [[r["label"], r["scope"], str(r["weight_fmt"]), str(r["act_fmt"]), _f(r["bits_per_element"]),
-             _f(r["perplexity"], 3), _f(r["seconds"], 0)] for r in runs.values()]
-    out.append(_table(["run", "scope", "weights", "activations", "bits/elem", "perplexity", "seconds"], rows) + "\n")
-    quantization = result["perplexity"]["weight_quantization_s"]
-    out.append("Seconds are for the forward passes; fake-quantizing all weights once per format took "
-               + ", ".join(f"{k} {v:.0f} s" for k, v in quantization.items()) + ".\n")
-    out.append(f"![Perplexity vs bits]({figures['perplexity']})\n")
 
-    out.append("## Hardware equivalence\n")
-    out.append("`golden.bd.linear` (exact integer block sums, one FP32 rounding, SPEC 6) against "
-               "`dequantize(a) @ dequantize(w).T` in float64, activations two-stage and weights MSE, "
-               f"{hw['activation_rows']} activation rows x {hw['weight_rows']} weight rows per layer. They should "
-               f"agree to one FP32 rounding (relative difference <= 2^-24 = {hw['bound']:.3e}).\n")
+def _perplexity(result: dict, figures: dict) -> list[str]:
+    ppl = result["perplexity"]
+    rows = [[r["label"], r["scope"] + (", exact" if r.get("exact") else ""), str(r["weight_fmt"]), str(r["act_fmt"]),
+             _f(r["bits_per_element"]), _f(r["perplexity"], 4), _f(r["seconds"], 1)] for r in ppl["runs"].values()]
+    quantization = ppl["weight_quantization_s"]
+    return ["## Perplexity\n",
+            f"{ppl['tokens']} tokens cut into consecutive, non-overlapping windows of {ppl['window']} tokens, each "
+            "evaluated from scratch; perplexity = exp(total NLL / predicted tokens). The model runs in "
+            f"{ppl['dtype']}; the unquantized output head in float32. *linear*: every decoder nn.Linear has its "
+            "weight quantized once and its input on every call (the output head, tied to the embedding, stays "
+            "unquantized). *full path*: also Q and K (blocks along head_dim) for QK^T, and the probabilities "
+            "(blocks along the key dimension, zero-padded) and V (blocks along its sequence dimension) for "
+            "scores x V, through an eager attention function registered only while the run lasts. "
+            f"{ppl['quantized_layers']} layers quantized. *exact*: see Hardware-exact perplexity.\n",
+            _table(["run", "scope", "weights", "activations", "bits/elem", "perplexity", "seconds"], rows) + "\n",
+            "Seconds are for the forward passes; quantizing all weights once per format took "
+            + ", ".join(f"{k} {v:.1f} s" for k, v in quantization.items()) + ".\n",
+            f"![Perplexity vs bits]({figures['perplexity']})\n"]
+
+
+def _hardware_exact(result: dict) -> list[str]:
+    rows = result["hardware_exact"]
+    if not rows:
+        return []
+    table = [[r["label"], _f(r["fake"], 6), _f(r["exact"], 6),
+              "n/a" if r["rel_diff"] is None else f"{r['rel_diff']:+.2e}", _f(r["fake_seconds"], 1),
+              _f(r["exact_seconds"], 1)] for r in rows]
+    largest = max((abs(r["rel_diff"]) for r in rows if r["rel_diff"] is not None), default=None)
+    return ["## Hardware-exact perplexity\n",
+            "In the *exact* runs every quantized linear layer is computed by `golden.bd.linear` on the quantized "
+            "operands: exact integer block sums, one FP32 rounding per output (SPEC 6), the bits a chain of "
+            "`bd_dot` units returns. The fake-quantized runs multiply the dequantized operands in "
+            f"{result['perplexity']['dtype']} instead. Same activations, weights and windows; the only difference "
+            "is that each linear output is rounded once to FP32, which can move later FP16 roundings and codes.\n",
+            _table(["scheme", "fake-quantized PPL", "hardware-exact PPL", "relative difference", "fake s",
+                    "exact s"], table) + "\n",
+            f"Largest relative difference: **{'n/a' if largest is None else f'{largest:.2e}'}**.\n"]
+
+
+def _float64_check(result: dict) -> list[str]:
+    check = result["float64_check"]
     rows = [[name, f"{r['max_rel_diff']:.3e}", _f(r["exact_fraction"], 4), str(r["zero_mismatches"]), str(r["outputs"])]
-            for name, r in hw["layers"].items()]
-    out.append(_table(["layer", "max rel diff", "bit-identical fraction", "zero mismatches", "outputs"], rows) + "\n")
-    out.append(f"Largest relative difference: **{hw['max_rel_diff']:.3e}**.\n")
+            for name, r in check["layers"].items()]
+    return ["## Float64 cross-check of the exact dot product\n",
+            "`golden.bd.linear` (exact integer block sums, one FP32 rounding, SPEC 6) against "
+            "`dequantize(a) @ dequantize(w).T` in float64, activations two-stage and weights MSE, "
+            f"{check['activation_rows']} activation rows x {check['weight_rows']} weight rows per layer. They should "
+            f"agree to one FP32 rounding (relative difference <= 2^-24 = {check['bound']:.3e}).\n",
+            _table(["layer", "max rel diff", "bit-identical fraction", "zero mismatches", "outputs"], rows) + "\n",
+            f"Largest relative difference: **{check['max_rel_diff']:.3e}**.\n"]
 
-    out.append("## Timing\n")
-    out.append(_table(["phase", "seconds"], [[k.removesuffix("_s"), _f(v, 1)] for k, v in timing.items()]) + "\n")
 
-    out.append("## Per-layer SQNR (dB)\n")
+def _reproducibility(out: pathlib.Path | None) -> list[str]:
+    text = ["## Reproducibility\n",
+            "Quantized runs are only as reproducible as the FP16 rounding in front of every quantizer: in float32, "
+            "BLAS and vector kernels that differ by CPU move an input by an ulp, a code changes, and the "
+            "perplexity moves by up to a few percent. This report runs the model in float64, where the same "
+            "change is 2^29 times smaller and no code moves. "]
+    if out is not None and (out / REPRODUCIBILITY_MD).is_file():
+        text[-1] += (f"[{REPRODUCIBILITY_MD}]({REPRODUCIBILITY_MD}) measures it: the same configuration under "
+                     "different kernels and thread counts, in float64 and in float32.")
+    else:
+        text[-1] += "`python -m golden.report.reproducibility` measures it."
+    text[-1] += "\n"
+    return text
+
+
+def _timing(result: dict) -> list[str]:
+    return ["## Timing\n",
+            _table(["phase", "seconds"], [[k.removesuffix("_s"), _f(v, 1)] for k, v in result["timing"].items()]) + "\n"]
+
+
+def _per_layer(result: dict) -> list[str]:
     keys = [s.key for s in metrics.MAIN_SPECS]
-    rows = []
-    for name, entry in result["tensor_metrics"]["layers"].items():
-        rows.append([name] + [_f(entry["weight"][k]["sqnr_db"]) for k in keys]
-                    + [_f(entry["activation"][k]["sqnr_db"]) for k in keys])
+    rows = [[name] + [_f(entry["weight"][k]["sqnr_db"]) for k in keys] + [_f(entry["activation"][k]["sqnr_db"]) for k in keys]
+            for name, entry in result["tensor_metrics"]["layers"].items()]
     labels = [s.label for s in metrics.MAIN_SPECS]
-    out.append(_table(["layer"] + [f"W {l}" for l in labels] + [f"A {l}" for l in labels], rows) + "\n")
-    return "\n".join(out)
+    return ["## Per-layer SQNR (dB)\n",
+            _table(["layer"] + [f"W {l}" for l in labels] + [f"A {l}" for l in labels], rows) + "\n"]
+
+
+def markdown(result: dict, figures: dict[str, str], out: pathlib.Path | None = None) -> str:
+    """report.md: the sections in reading order. `out` is the report's folder (for the link to a
+    reproducibility measurement written there)."""
+    sections = (_intro(result), _headline(result), _stage1(result), _tensor_table(result, figures),
+                _block_size(result, figures), _selection(result, figures), _perplexity(result, figures),
+                _hardware_exact(result), _float64_check(result), _reproducibility(out), _timing(result),
+                _per_layer(result))
+    return "\n".join(line for section in sections for line in section)
 
 
 def write(result: dict, out: pathlib.Path) -> dict[str, pathlib.Path]:
@@ -179,7 +275,7 @@ def write(result: dict, out: pathlib.Path) -> dict[str, pathlib.Path]:
         "block_size": plots.sqnr_vs_block_size(result, out),
     }
     result = dict(result, figures=figures)
-    (out / "report.json").write_text(json.dumps(_json_safe(result), indent=1, allow_nan=False) + "\n")
-    (out / "report.md").write_text(markdown(result, figures))
+    (out / "report.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
+    (out / "report.md").write_text(markdown(result, figures, out))
     return {"json": out / "report.json", "markdown": out / "report.md",
             **{k: out / v for k, v in figures.items()}}

@@ -174,3 +174,61 @@ def test_real_blocks_of_the_default_model_are_cached_and_finite():
         assert blocks.shape == (256, 32) and blocks.dtype == torch.float16
         assert torch.isfinite(blocks).all()
         assert (blocks != 0).any(-1).float().mean() > 0.9
+
+
+def test_check_device_rejects_what_cannot_run():
+    assert models.check_device() == (None, None)
+    assert models.check_device("cpu") == (torch.device("cpu"), None)
+    assert models.check_device(device_map="auto") == (None, "auto")
+    with pytest.raises(ValueError, match="exclude"):
+        models.check_device("cpu", "auto")
+    with pytest.raises(ValueError, match="device_map"):
+        models.check_device(device_map="balanced_low_0")
+    with pytest.raises(ValueError, match="device"):
+        models.check_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="CUDA is not available"):
+            models.check_device("cuda")
+
+
+def test_device_and_device_map_place_the_same_model(tiny_checkpoint):
+    folder, original = tiny_checkpoint
+    ids = torch.arange(40).unsqueeze(0) % original.config.vocab_size
+    with torch.no_grad():
+        expected = original(ids).logits
+    for placement in (dict(device="cpu"), dict(device_map="auto")):
+        model, _ = models.load_model(folder, **placement)
+        assert models.model_device(model) == torch.device("cpu")
+        with torch.no_grad():
+            torch.testing.assert_close(model(ids).logits, expected, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="device"):
+        models.load_model(folder, device="tpu")
+
+
+def test_capture_in_float64(tiny_checkpoint):
+    folder, _ = tiny_checkpoint
+    model, tokenizer = models.load_model(folder, dtype=torch.float64)
+    captures = models.capture_linear_inputs(model, tokenizer, TEXT, 24, layers=r"layers\.0\.mlp", dtype=torch.float64)
+    assert captures and all(c.activation.dtype == c.weight.dtype == torch.float64 for c in captures.values())
+    # The float64 model's weights are the float32 ones, widened exactly.
+    model32, _ = models.load_model(folder)
+    name = "model.layers.0.mlp.up_proj"
+    assert torch.equal(captures[name].weight, model32.get_submodule(name).weight.double())
+    with pytest.raises(ValueError, match="dtype"):
+        models.capture_linear_inputs(model, tokenizer, TEXT, 24, dtype=torch.int32)
+
+
+@pytest.mark.model
+def test_converted_gguf_cache_is_bit_identical(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "CONVERTED_DIR", tmp_path / "converted")
+    direct, direct_tokenizer = models.load_model(convert_cache=False)
+    cached, cached_tokenizer = models.load_model()            # converts and writes the folder
+    assert len(list((tmp_path / "converted").iterdir())) == 1
+    again, _ = models.load_model()                             # reads it
+    for model in (cached, again):
+        state, reference = model.state_dict(), direct.state_dict()
+        assert set(state) == set(reference) and all(torch.equal(state[k], reference[k]) for k in state)
+    assert torch.equal(models.tokenize(cached_tokenizer, TEXT), models.tokenize(direct_tokenizer, TEXT))
+    ids = models.tokenize(direct_tokenizer, TEXT, 64)
+    with torch.no_grad():
+        assert torch.equal(again(ids).logits, direct(ids).logits)

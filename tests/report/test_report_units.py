@@ -1,5 +1,6 @@
-"""Pieces of golden.report on small inputs: metrics, the fake-quantized model, the attention wrapper,
-the hardware-equivalence check. No model file is loaded here."""
+"""Pieces of golden.report on small inputs: metrics, the fake-quantized and hardware-exact model, the
+attention wrapper, batched windows, the float64 cross-check, the CLI's errors. No model file is loaded
+here."""
 import math
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 
 from golden import bd
-from golden.report import hardware, metrics, perplexity
+from golden.report import float64_check, metrics, perplexity
 import golden.report as report
 
 
@@ -39,9 +40,13 @@ def test_mse_selection_never_loses_to_two_stage():
     # SPEC 5 picks the dialect of least squared error per block, against the FP16 input.
     for seed in range(4):
         x = _heavy_tailed((64, 256), seed)
-        result = metrics.tensor_result(x, (metrics.spec("bd_two_stage", 32), metrics.spec("bd_mse", 32)))
-        assert result.stats["bd_mse_b32"].noise <= result.stats["bd_two_stage_b32"].noise * (1 + 1e-12)
-        assert result.dialects["mse"].shape == result.dialects["two_stage"].shape == (64 * 8,)
+        specs = tuple(metrics.spec(fmt, 32) for fmt in metrics.SELECTORS)
+        result = metrics.tensor_result(x, specs)
+        for online in metrics.ONLINE_SELECTORS:
+            assert result.stats["bd_mse_b32"].noise <= result.stats[f"{online}_b32"].noise * (1 + 1e-12)
+        assert all(result.dialects[k].shape == (64 * 8,) for k in ("mse_b32", "two_stage_b32", "two_stage_trunc_b32"))
+        # The two stage-1 rules pick different pairs on some blocks of a heavy-tailed tensor.
+        assert not torch.equal(result.dialects["two_stage_b32"], result.dialects["two_stage_trunc_b32"])
 
 
 def test_error_stats_and_sqnr():
@@ -72,10 +77,10 @@ def test_bits_per_element_follow_the_spec():
     assert metrics.bits("nvfp4", 16) == pytest.approx(4.5)
 
 
-def test_hardware_check_agrees_to_one_fp32_rounding():
+def test_float64_check_agrees_to_one_fp32_rounding():
     a, w = _heavy_tailed((16, 128), 7), _heavy_tailed((24, 128), 8)
-    result = hardware.check(a, w)
-    assert result.max_rel_diff <= hardware.FP32_ROUNDING_BOUND
+    result = float64_check.check(a, w)
+    assert result.max_rel_diff <= float64_check.FP32_ROUNDING_BOUND
     assert result.zero_mismatches == 0 and result.outputs == 16 * 24
     assert result.exact_fraction == 1.0
 
@@ -132,7 +137,8 @@ def test_installed_scheme_quantizes_and_then_restores(tiny):
     try:
         with perplexity.installed(model, s, weights):
             # The probe hook was registered first, so it sees the raw input; the layer sees a quantized one.
-            assert torch.equal(modules["model.layers.0.self_attn.q_proj"].weight, weights["model.layers.0.self_attn.q_proj"])
+            assert torch.equal(modules["model.layers.0.self_attn.q_proj"].weight,
+                               weights.fake["model.layers.0.self_attn.q_proj"])
             assert model.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
             with torch.no_grad():
                 during = model(ids).logits
@@ -171,8 +177,186 @@ def test_fp16_full_path_keeps_perplexity(tiny):
 def test_options_and_cli_help():
     with pytest.raises(ValueError, match="max_tokens"):
         report.options(max_tokens=1)
+    for bad in (dict(threads=0), dict(batch=0), dict(dtype="float16"), dict(runs="(")):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            report.options(**bad)
     opts = report.options(quick=True, max_tokens=64)
     assert opts.ppl_tokens == 64 and opts.window <= 64 and str(opts.out) == "reports/golden-quick"
+    assert opts.dtype == torch.float64
     done = subprocess.run([sys.executable, "-m", "golden.report", "--help"], capture_output=True, text=True,
                           timeout=120)
-    assert done.returncode == 0 and "--quick" in done.stdout and "--max-tokens" in done.stdout
+    for flag in ("--quick", "--max-tokens", "--device", "--device-map", "--dtype", "--runs"):
+        assert flag in done.stdout
+    assert done.returncode == 0
+
+
+def test_run_selection_by_key():
+    every = report.selected_schemes(report.options())
+    keys = [s.key for s in every]
+    assert len(keys) == len(set(keys))
+    # SPEC 4.2 [revised]: every activation selector at every block size, in both scopes.
+    for scope in ("linear", "full"):
+        for block in (16, 32, 64):
+            for act in ("bd_two_stage", "bd_two_stage_trunc", "bd_mse"):
+                assert f"{scope}_bd_mse_{act}_b{block}" in keys
+    assert "exact_linear_bd_mse_bd_two_stage_b32" in keys
+    chosen = report.selected_schemes(report.options(runs="^exact_"))
+    assert chosen and all(s.exact for s in chosen)
+    with pytest.raises(ValueError, match="runs"):
+        report.selected_schemes(report.options(runs="no_such_run"))
+    with pytest.raises(ValueError, match="exact"):
+        perplexity.scheme("full", "bd_mse", "bd_two_stage", 32, "BD", exact=True)
+    with pytest.raises(ValueError, match="exact"):
+        perplexity.scheme("linear", "mxfp4", "mxfp4", 32, "MX", exact=True)
+
+
+@pytest.fixture(scope="module")
+def tiny64():
+    model = _tiny_llama().to(torch.float64)
+    ids = torch.randint(0, 96, (1, 130), generator=torch.Generator().manual_seed(3))
+    return model, ids
+
+
+def test_hardware_exact_layers_are_bd_linear_of_the_quantized_operands(tiny64):
+    model, ids = tiny64
+    modules = perplexity.quantized_linears(model)
+    weights = perplexity.quantized_weights(modules, "bd_mse", 32)
+    s = perplexity.bd_scheme("linear", "bd_two_stage", 32, exact=True)
+    name = "model.layers.1.mlp.down_proj"
+    seen = {}
+    probe = modules[name].register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
+    calls = []
+    real_linear = perplexity.bd.linear
+
+    def counting_linear(a, w):
+        calls.append(a.codes.shape)
+        return real_linear(a, w)
+
+    perplexity.bd.linear = counting_linear
+    try:
+        with perplexity.installed(model, s, weights), torch.no_grad():
+            model(ids[:, :40])
+    finally:
+        perplexity.bd.linear = real_linear
+        probe.remove()
+    assert len(calls) == len(modules)          # every quantized layer, once per forward pass
+    expected = bd.linear(bd.quantize(seen["x"], 32, "two_stage"), weights.blocks[name])
+    assert seen["y"].dtype == torch.float64 and torch.equal(seen["y"], expected.to(torch.float64))
+    assert weights.blocks[name].codes.shape[-1] == 32
+    assert torch.equal(weights.fake[name], bd.dequantize(weights.blocks[name]).to(torch.float64))
+    # The class's forward is back.
+    assert all("forward" not in m.__dict__ for m in modules.values())
+
+
+def test_hardware_exact_and_fake_quantized_agree_to_float_noise(tiny64):
+    model, ids = tiny64
+    modules = perplexity.quantized_linears(model)
+    weights = perplexity.quantized_weights(modules, "bd_mse", 32)
+    results = {}
+    for exact in (False, True):
+        with perplexity.installed(model, perplexity.bd_scheme("linear", "bd_two_stage", 32, exact), weights):
+            results[exact] = perplexity.evaluate(model, ids, 64)
+    base = perplexity.evaluate(model, ids, 64)
+    # Only the FP32 rounding of each linear output differs: far below the quantization's own effect.
+    assert abs(results[True].nll_sum - results[False].nll_sum) < 1e-3 * abs(results[False].nll_sum - base.nll_sum)
+
+
+def test_batched_windows_give_the_per_window_result(tiny64):
+    model, ids = tiny64
+    modules = perplexity.quantized_linears(model)
+    s = perplexity.bd_scheme("full", "bd_two_stage", 32)
+    with perplexity.installed(model, s, perplexity.quantized_weights(modules, "bd_mse", 32)):
+        together = perplexity.evaluate(model, ids, 32, batch=4)
+        alone = perplexity.evaluate(model, ids, 32, batch=1)
+    # 130 tokens: four windows of 32 in one batch, then a last window of 2 tokens on its own.
+    assert together.windows == alone.windows == 5 and together.predicted_tokens == 4 * 31 + 1
+    # In float64 different batch shapes change no code: the sums agree to float64 rounding.
+    assert together.nll_sum == pytest.approx(alone.nll_sum, rel=1e-12)
+    with torch.no_grad():
+        logits = model(ids[:, :32]).logits[0, :-1]
+    single = torch.nn.functional.cross_entropy(logits.float(), ids[0, 1:32], reduction="sum")
+    assert perplexity.evaluate(model, ids[:, :32], 32).nll_sum == pytest.approx(float(single), rel=1e-6)
+
+
+def _cli(argv, capsys):
+    from golden.report.__main__ import main
+
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("case", ["missing model", "not a model", "missing text", "text is a folder", "empty text",
+                                  "out is a file", "out under a file", "cuda", "runs"])
+def test_cli_errors_are_one_line(case, tmp_path, capsys):
+    file = tmp_path / "plain.txt"
+    file.write_text("some text\n")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("  \n")
+    argv, expected = {
+        "missing model": (["--model", str(tmp_path / "nope.gguf")], ["--model", "nope.gguf", "no such"]),
+        "not a model": (["--model", str(file)], ["--model", "plain.txt", ".gguf"]),
+        "missing text": (["--text", str(tmp_path / "gone.txt")], ["--text", "gone.txt", "no such file"]),
+        "text is a folder": (["--text", str(tmp_path)], ["--text", str(tmp_path), "not a file"]),
+        "empty text": (["--text", str(empty)], ["--text", "empty.txt", "no text"]),
+        "out is a file": (["--out", str(file)], ["--out", "plain.txt", "not a folder"]),
+        "out under a file": (["--out", str(file / "sub")], ["--out", str(file), "is a file"]),
+        "cuda": (["--device", "cuda:7"], ["device", "cuda"]),
+        "runs": (["--runs", "no_such_run"], ["runs", "no_such_run"]),
+    }[case]
+    code, err = _cli(["--quick", "--out", str(tmp_path / "out")] + argv if case not in ("out is a file", "out under a file")
+                     else ["--quick"] + argv, capsys)
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith("python -m golden.report: error: ")
+    for word in expected:
+        assert word in err, (word, err)
+
+
+def test_reproducibility_compares_every_figure_but_timings():
+    from golden.report import reproducibility as rep
+
+    a = {"perplexity": {"runs": {"x": {"label": "X", "scope": "linear", "perplexity": 40.0, "seconds": 3.0}},
+                        "tokens": 2048},
+         "stage1": [{"pooled_sqnr_db": 22.47, "selector": "two_stage"}]}
+    b = {"perplexity": {"runs": {"x": {"label": "X", "scope": "linear", "perplexity": 40.03, "seconds": 9.0}},
+                        "tokens": 2048},
+         "stage1": [{"pooled_sqnr_db": 22.47, "selector": "two_stage"}]}
+    ppl = rep.compare(a, b, "perplexity")
+    assert ppl.figures == 2 and ppl.identical == 1 and ppl.beyond == 1   # seconds are not figures
+    assert ppl.worst == "runs/x/perplexity" and ppl.worst_values == (40.0, 40.03)
+    assert ppl.max_rel_diff == pytest.approx(0.03 / 40.03)
+    same = rep.compare(a, b, "stage1")
+    assert (same.figures, same.identical, same.beyond, same.max_rel_diff) == (1, 1, 0, 0.0)
+    b["stage1"][0]["pooled_sqnr_db"] = 22.4701                               # 4.5e-6: agrees to 4 digits
+    assert rep.compare(a, b, "stage1").beyond == 0
+    b["stage1"].append({"pooled_sqnr_db": 1.0})
+    with pytest.raises(ValueError, match="different figures"):
+        rep.compare(a, b, "stage1")
+    assert rep.relative_difference(float("inf"), 1.0) == math.inf
+
+
+def test_hardware_exact_keeps_accelerate_device_hooks(tiny64):
+    # With --device-map auto, accelerate wraps each module's forward to move tensors between devices;
+    # the hardware-exact mode replaces the computation inside the wrapper and leaves the wrapper.
+    from accelerate.hooks import AlignDevicesHook, add_hook_to_module, remove_hook_from_module
+
+    model, ids = tiny64
+    modules = perplexity.quantized_linears(model)
+    name = "model.layers.0.mlp.up_proj"
+    module = modules[name]
+    add_hook_to_module(module, AlignDevicesHook(execution_device="cpu", io_same_device=True))
+    wrapper = module.__dict__["forward"]
+    try:
+        weights = perplexity.quantized_weights(modules, "bd_mse", 32)
+        s = perplexity.bd_scheme("linear", "bd_two_stage", 32, exact=True)
+        x = torch.randn(3, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+        with perplexity.installed(model, s, weights):
+            assert module.__dict__["forward"] is wrapper
+            with torch.no_grad():
+                y = module(x)
+        assert torch.equal(y, bd.linear(bd.quantize(x, 32, "two_stage"), weights.blocks[name]).to(torch.float64))
+        assert module.__dict__["forward"] is wrapper and module._old_forward.__func__ is torch.nn.Linear.forward
+    finally:
+        remove_hook_from_module(module)
+    assert module.forward.__func__ is torch.nn.Linear.forward

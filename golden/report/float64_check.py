@@ -1,4 +1,5 @@
-"""Hardware-equivalence check: the exact integer dot product (SPEC 6) against dequantize-then-matmul.
+"""Float64 cross-check of the exact dot product: `golden.bd.linear` (SPEC 6) against dequantize-then-
+matmul in float64, on real operands.
 
 `golden.bd.linear` sums exact block integers and rounds once to FP32. Every decoded value and every
 product is exact in float64, so `dequantize(a) @ dequantize(w).T` in float64 is the exact sum
@@ -17,14 +18,14 @@ from golden.report.metrics import to_fp16_reference
 FP32_ROUNDING_BOUND = 2.0 ** -24
 
 
-class Equivalence(NamedTuple):
+class Agreement(NamedTuple):
     max_rel_diff: float          # over outputs whose exact value is non-zero
     exact_fraction: float        # outputs bit-identical to the float64 result rounded to FP32
     zero_mismatches: int         # outputs whose float64 value is 0 but the integer path's is not
     outputs: int
 
 
-def check(activation: torch.Tensor, weight: torch.Tensor, block: int = 32, name: str = "layer") -> Equivalence:
+def check(activation: torch.Tensor, weight: torch.Tensor, block: int = 32, name: str = "layer") -> Agreement:
     """activation (T, K) quantized two-stage, weight (N, K) quantized MSE, as in the hardware."""
     q_act = bd.quantize(to_fp16_reference(activation, f"{name} activation"), block=block, method="two_stage")
     q_weight = bd.quantize(to_fp16_reference(weight, f"{name} weight"), block=block, method="mse")
@@ -32,7 +33,7 @@ def check(activation: torch.Tensor, weight: torch.Tensor, block: int = 32, name:
     reference = bd.dequantize(q_act).to(torch.float64) @ bd.dequantize(q_weight).to(torch.float64).T
     nonzero = reference != 0
     rel = (integer_path - reference).abs()[nonzero] / reference.abs()[nonzero]
-    return Equivalence(
+    return Agreement(
         max_rel_diff=float(rel.max()) if rel.numel() else 0.0,
         exact_fraction=float((integer_path == reference.to(torch.float32).to(torch.float64)).double().mean()),
         zero_mismatches=int((integer_path[~nonzero] != 0).sum()),
