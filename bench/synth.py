@@ -91,27 +91,27 @@ class Unit:
 
 def _spec_unit(unit: str):
     def build(B: int):
-        from bd_hw.__main__ import build as build_unit
+        from bd_hw.units import build as build_unit
         return build_unit(unit, B)
     return build
 
 
 def _mac(fmt: str):
     def build(B: int):
-        from bd_hw.baseline_macs import make_mac
+        from bench.hw.baseline_macs import make_mac
         return make_mac(fmt, B)
     return build
 
 
 def _selector(method: str):
     def build(B: int):
-        from bd_hw.mse_selector import RegisteredSelector
+        from bench.hw.selectors import RegisteredSelector
         return RegisteredSelector(method, B)
     return build
 
 
 def _mse_quantizer(B: int):
-    from bd_hw.mse_selector import BDMseQuantizer
+    from bench.hw.mse_selector import BDMseQuantizer
     return BDMseQuantizer(B)
 
 

@@ -7,7 +7,7 @@ import json
 import pytest
 from amaranth.back import verilog
 
-from bd_hw.baseline_macs import make_mac
+from bench.hw.baseline_macs import make_mac
 from bench.synth import PnrHarness, _stat_cells, summarise
 from bench.verilator_throughput import _cpp_driver, _cpp_name, top_ports
 
