@@ -9,19 +9,22 @@ Streams (``amaranth.lib.stream``, payload layouts from :mod:`bd_hw.layouts`):
   ``dialect`` (4), ``exp`` (5, the shared exponent E; 0 marks an all-zero block), ``invalid``
   (1: some element was Inf or NaN).
 
-**Latency: 4 clock cycles** (:attr:`BDQuantizer.latency`): a beat transferred on ``i`` at rising
-edge ``n`` (``i.valid`` and ``i.ready`` high there) raises ``o.valid`` after edge ``n + 3`` and, with
-``o.ready`` high, is transferred on ``o`` at edge ``n + 4``. Throughput is one block per clock.
-Under back-pressure every stage holds its registers; a stage may load while the one after it is
-empty, so bubbles collapse (see :mod:`bd_hw.pipeline`). ``o.valid`` comes from a register;
-``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low during reset).
+**Latency: 4 + pipeline clock cycles** (:attr:`BDQuantizer.latency`; ``pipeline`` is 0 by default,
+see :class:`BDQuantizer` for its cut points): a beat transferred on ``i`` at rising edge ``n``
+(``i.valid`` and ``i.ready`` high there) raises ``o.valid`` after edge ``n + latency - 1`` and, with
+``o.ready`` high, is transferred on ``o`` at edge ``n + latency``. Throughput is one block per clock
+at every setting. Under back-pressure every stage holds its registers; a stage may load while the
+one after it is empty, so bubbles collapse (see :mod:`bd_hw.pipeline`). ``o.valid`` comes from a
+register; ``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low during
+reset).
 
-The frame (each line ends in a register stage):
+The frame (each line ends in a register stage; optional cuts in brackets):
 
 0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)``, ``invalid``.
-1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)``; the first half of the dialect
-   selection.
-2. the second half of the dialect selection; the zero block (``E == 0``) forces dialect 0.
+1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)`` [``"shift"``]; the first half of
+   the dialect selection.
+2. the second half of the dialect selection [``"select"``, inside it]; the zero block (``E == 0``)
+   forces dialect 0.
 3. :class:`IndexMapper`: ``idx_k`` = number of the dialect's midpoints ``<= q_k`` (ties up);
    ``code_k = s_k << 3 | idx_k``.
 
@@ -43,7 +46,7 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS,
 
 from .arith import MaxTree, pack_row, tree_sum
 from .layouts import quantizer_input_layout, quantizer_output_layout, reject, unit_block_size
-from .pipeline import pipeline_control, take
+from .pipeline import Stages, check_pipeline
 
 __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", "IndexMapper",
            "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
@@ -216,9 +219,15 @@ class RangeCounter(wiring.Component):
         m.d.comb += [
             self.count_a.eq(tree_sum(in_a[k] for k in range(self.B))),
             self.count_b.eq(tree_sum(in_b[k] for k in range(self.B))),
-            self.dialect.eq(Cat(self.count_b > self.count_a, self.pair)),
+            self.dialect.eq(self.decide(self.count_a, self.count_b, self.pair)),
         ]
         return m
+
+    @staticmethod
+    def decide(count_a, count_b, pair):
+        """The dialect from the two counts: ``2p`` if ``count_a >= count_b`` (ties to A), else
+        ``2p + 1``."""
+        return Cat(count_b > count_a, pair)
 
 
 class IndexMapper(wiring.Component):
@@ -261,6 +270,10 @@ class Selection:
     registers; its result, of shape :meth:`state_shape`, is registered there beside ``q``.
     :meth:`second` turns that state (and the registered ``q``) into the dialect, registered in
     stage 2 (the frame forces dialect 0 for a zero block). Both add their submodules to ``m``.
+    When the frame's ``"select"`` cut is taken, :meth:`second` is also given ``cut``: a function
+    that takes keyword values, registers them in an extra pipeline stage and returns a dict of the
+    registers; the selection calls it once where its logic is best split (a selection without
+    such a point may leave it uncalled, and the frame registers its dialect instead).
     ``method`` names the ``golden.bd.quantize`` method whose dialects it reproduces.
     """
 
@@ -292,10 +305,14 @@ class TwoStageSelection(Selection):
         m.d.comb += pair.q.eq(q)
         return pair.pair
 
-    def second(self, m, B, state, q):
+    def second(self, m, B, state, q, cut=None):
         m.submodules.ranges = ranges = RangeCounter(B)
         m.d.comb += [ranges.q.eq(q), ranges.pair.eq(state)]
-        return ranges.dialect
+        if cut is None:
+            return ranges.dialect
+        # The "select" cut: between the two range counts and their comparison.
+        v = cut(count_a=ranges.count_a, count_b=ranges.count_b, pair=state)
+        return RangeCounter.decide(v["count_a"], v["count_b"], v["pair"])
 
 
 class BDQuantizer(wiring.Component):
@@ -305,13 +322,26 @@ class BDQuantizer(wiring.Component):
     ``"trunc"``); ``selection`` replaces the two-stage selection altogether (a :class:`Selection`,
     for example the benchmark's MSE selection), in which case ``stage1`` must be left alone.
     :attr:`method` is the ``golden.bd.quantize`` method the unit reproduces bit for bit.
-    Raises ``ValueError`` naming ``B``, ``stage1`` or ``selection``.
+
+    ``pipeline`` (0 to ``len(CUT_POINTS)``, default 0) adds that many register stages at the first
+    cut points of :data:`CUT_POINTS`, ordered by where the time goes (the longest path after place
+    and route with the cuts before it taken; ``reports/synth/timing.md``):
+
+    - ``"select"``: inside the second half of the dialect selection (two-stage: between the range
+      counts and their comparison; see :class:`Selection`);
+    - ``"shift"``: between the significand shifter and the first half of the selection (``q``
+      registered before ``qmax`` and the pair).
+
+    :attr:`latency` is ``4 + pipeline``; throughput stays one block per clock.
+    Raises ``ValueError`` naming ``B``, ``stage1``, ``selection`` or ``pipeline``.
     """
 
-    #: Cycles from acceptance on ``i`` to presentation on ``o`` with ``o.ready`` high.
+    #: Register stages without optional cuts.
     LATENCY = 4
+    CUT_POINTS = ("select", "shift")
 
-    def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None):
+    def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None,
+                 pipeline: int = 0):
         self.B = unit_block_size(B, self)
         if selection is None:
             try:
@@ -323,6 +353,8 @@ class BDQuantizer(wiring.Component):
             reject(self)
             raise ValueError("selection must be a Selection, given without stage1")
         self.selection = selection
+        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
+        self.cuts = frozenset(self.CUT_POINTS[:self.pipeline])
         super().__init__({
             "i": In(stream.Signature(quantizer_input_layout(self.B))),
             "o": Out(stream.Signature(quantizer_output_layout(self.B))),
@@ -330,8 +362,8 @@ class BDQuantizer(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Pipeline latency in clock cycles (4)."""
-        return self.LATENCY
+        """Pipeline latency in clock cycles (``4 + pipeline``)."""
+        return self.LATENCY + self.pipeline
 
     @property
     def method(self) -> str:
@@ -341,67 +373,55 @@ class BDQuantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         B, sel = self.B, self.selection
-        valid, load = pipeline_control(m, self.LATENCY, self.i.valid, self.i.ready, self.o.ready)
-        m.d.comb += self.o.valid.eq(valid[-1])
-
-        def stage(n):
-            return take(valid, load, self.i.valid, n)
-
-        def reg(shape, name):
-            return Signal(shape, name=name, reset_less=True)
+        st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready)
+        m.d.comb += self.o.valid.eq(st.valid)
+        elements = self.i.payload.data
 
         # Stage 0: shared exponent and invalid flag.
         m.submodules.exp_max = exp_max = ExponentMax(B)
-        m.d.comb += exp_max.data.eq(self.i.payload.data)
-        s0_data = reg(data.ArrayLayout(FP16_BITS, B), "s0_data")
-        s0_exp = reg(EXP_BITS, "s0_exp")
-        s0_invalid = reg(1, "s0_invalid")
-        with m.If(stage(0)):
-            m.d.sync += [s0_data.eq(self.i.payload.data), s0_exp.eq(exp_max.exp),
-                         s0_invalid.eq(exp_max.invalid)]
+        m.d.comb += exp_max.data.eq(elements)
+        v = st.register("s0", data=elements, exp=exp_max.exp, invalid=exp_max.invalid)
 
-        # Stage 1: 5-bit intermediates and the first half of the selection.
+        # Stage 1: 5-bit intermediates; optional cut; the first half of the selection.
         m.submodules.shifter = shifter = SignificandShifter(B)
-        m.d.comb += [shifter.data.eq(s0_data), shifter.exp.eq(s0_exp)]
-        first = sel.first(m, B, s0_data, s0_exp, shifter.q)
-        s1_q = reg(data.ArrayLayout(Q_BITS, B), "s1_q")
-        s1_sign = reg(B, "s1_sign")
-        s1_exp = reg(EXP_BITS, "s1_exp")
-        s1_invalid = reg(1, "s1_invalid")
-        s1_state = reg(sel.state_shape(B), "s1_select")
-        with m.If(stage(1)):
-            m.d.sync += [
-                s1_q.eq(shifter.q),
-                s1_sign.eq(Cat(s0_data[k][FP16_BITS - 1] for k in range(B))),
-                s1_exp.eq(s0_exp),
-                s1_invalid.eq(s0_invalid),
-                s1_state.eq(first),
-            ]
+        m.d.comb += [shifter.data.eq(v["data"]), shifter.exp.eq(v["exp"])]
+        v = st.cut("shift", "shift" in self.cuts, **v, q=shifter.q)
+        first = sel.first(m, B, v["data"], v["exp"], v["q"])
+        sign = Cat(v["data"][k][FP16_BITS - 1] for k in range(B))
+        v = st.register("s1", q=v["q"], sign=sign, exp=v["exp"], invalid=v["invalid"],
+                        select=first)
 
-        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0).
-        dialect = sel.second(m, B, s1_state, s1_q)
-        s2_q = reg(data.ArrayLayout(Q_BITS, B), "s2_q")
-        s2_sign = reg(B, "s2_sign")
-        s2_exp = reg(EXP_BITS, "s2_exp")
-        s2_invalid = reg(1, "s2_invalid")
-        s2_dialect = reg(DIALECT_BITS, "s2_dialect")
-        with m.If(stage(2)):
-            m.d.sync += [
-                s2_q.eq(s1_q), s2_sign.eq(s1_sign), s2_exp.eq(s1_exp), s2_invalid.eq(s1_invalid),
-                s2_dialect.eq(Mux(s1_exp.any(), dialect, 0)),
-            ]
+        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0), with the optional "select"
+        # cut inside the selection; the frame's values move with it.
+        if "select" in self.cuts:
+            called = []
+
+            def cut(**values):
+                nonlocal v
+                called.append(True)
+                regs = st.register("select", **v, **values)
+                v = {k: regs[k] for k in v}
+                return {k: regs[k] for k in values}
+
+            dialect = sel.second(m, B, v["select"], v["q"], cut=cut)
+            if not called:
+                dialect = cut(dialect=dialect)["dialect"]
+        else:
+            dialect = sel.second(m, B, v["select"], v["q"])
+        v = st.register("s2", q=v["q"], sign=v["sign"], exp=v["exp"], invalid=v["invalid"],
+                        dialect=Mux(v["exp"].any(), dialect, 0))
 
         # Stage 3: element indices -> output register. In a zero block every q is 0 and every
         # midpoint is at least 1, so every idx is 0 without a special case. The MSE choice of
         # SPEC 5 rounds each element to nearest, ties up, which the midpoint compare on q gives
         # exactly too (SPEC 4.4).
         m.submodules.index = index = IndexMapper(B)
-        m.d.comb += [index.q.eq(s2_q), index.dialect.eq(s2_dialect)]
-        out = reg(quantizer_output_layout(B), "s3_out")
-        with m.If(stage(3)):
-            for k in range(B):
-                m.d.sync += out.codes[k].eq(Cat(index.idx[k], s2_sign[k]))
-            m.d.sync += [out.dialect.eq(s2_dialect), out.exp.eq(s2_exp),
-                         out.invalid.eq(s2_invalid)]
-        m.d.comb += self.o.payload.eq(out)
+        m.d.comb += [index.q.eq(v["q"]), index.dialect.eq(v["dialect"])]
+        out = Signal(quantizer_output_layout(B), name="out")
+        for k in range(B):
+            m.d.comb += out.codes[k].eq(Cat(index.idx[k], v["sign"][k]))
+        m.d.comb += [out.dialect.eq(v["dialect"]), out.exp.eq(v["exp"]),
+                     out.invalid.eq(v["invalid"])]
+        s3 = st.register("s3", out=out)
+        m.d.comb += self.o.payload.eq(s3["out"])
         return m
