@@ -97,7 +97,10 @@ class MultiplierArray(wiring.Component):
             a, w = self.a[k], self.w[k]
             mag = Signal(2 * H_BITS, name=f"mag{k}")
             m.d.comb += [
-                mag.eq(a[:H_BITS] * w[:H_BITS]),
+                # Four shifted partial products added, not a `*`: synthesis would put each 4x4
+                # product into an (unregistered) DSP block where the FPGA has them, whose
+                # routing and delay made the multiplier stage the critical path on ECP5.
+                mag.eq(tree_sum(Mux(w[j], a[:H_BITS] << j, 0) for j in range(H_BITS))),
                 self.products[k].eq(Mux(a[H_BITS] ^ w[H_BITS], -mag, mag)),
             ]
         return m
@@ -278,9 +281,15 @@ class FP32Normaliser(wiring.Component):
         m.d.comb += wide.eq(v.pop("mag") << (P - W))
         zero, lz = leading_zeros(wide)
         v = st.cut("lzc", "lzc" in self.cuts, **v, zero=zero, lz=lz, wide=wide)
-        norm = Signal(P, name="norm")
-        m.d.comb += norm.eq(v["wide"] << v["lz"])
-        s1 = st.register("s1", sign=v["sign"], zero=v["zero"], lz=v["lz"], norm=norm)
+        # Barrel shift by the count, one constant-shift step per bit of it, each truncated to P.
+        shifted = v["wide"]
+        for j in range(len(v["lz"])):
+            step = Signal(P, name=f"normalise{j}")
+            m.d.comb += step.eq(Mux(v["lz"][j], (shifted << (1 << j))[:P], shifted))
+            shifted = step
+        lz = Signal(_clog2(P) + 1, name="lz")      # one spare bit: exp_field = bias - lz below
+        m.d.comb += lz.eq(v["lz"])
+        s1 = st.register("s1", sign=v["sign"], zero=v["zero"], lz=lz, norm=shifted)
 
         # Stage 2: value = norm * 2^(W - 1 - lz - frac_bits - (P - 1)); biased exponent below.
         bias = 127 + W - 1 - self.frac_bits

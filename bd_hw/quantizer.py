@@ -44,7 +44,7 @@ from golden.formatbook import MIDPOINTS, STAGE2_RANGES
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, FP16_MAN_BITS,
                          IDX_BITS, LEVELS, NUM_DIALECTS, NUM_PAIRS, Q_BITS)
 
-from .arith import MaxTree, pack_row, tree_sum
+from .arith import pack_row, tree_max, tree_sum
 from .layouts import quantizer_input_layout, quantizer_output_layout, reject, unit_block_size
 from .pipeline import Stages, check_pipeline
 
@@ -52,6 +52,7 @@ __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", 
            "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
 
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
+GROUPS = 4          # lane groups whose maxima are registered by the "exp" and "qmax" cuts
 MAN_BITS = FP16_MAN_BITS
 # SPEC 4.2 [revised]: the stage-1 rules, and the golden.bd method each one implements (SPEC 10).
 STAGE1_RULES = {"round": "two_stage", "trunc": "two_stage_trunc"}
@@ -75,29 +76,33 @@ class ExponentMax(wiring.Component):
     """Shared exponent of a block (SPEC 1, SPEC 3).
 
     Ports: ``data`` in, B FP16 elements; ``exp`` out 5, ``E = max(ex_k)`` with subnormal and
-    non-finite elements counted as ``ex = 0``; ``invalid`` out 1, some ``ex_k == 31``.
+    non-finite elements counted as ``ex = 0``; ``invalid`` out 1, some ``ex_k == 31``;
+    ``partial`` out, ``groups`` x 5 bits: the maxima of ``groups`` equal runs of lanes (``exp`` is
+    their maximum), for a pipeline register inside the maximum tree.
     """
 
-    def __init__(self, B: int = 32):
-        self.B = B
+    def __init__(self, B: int = 32, groups: int = 1):
+        self.B, self.groups = B, groups
         super().__init__({
             "data": In(data.ArrayLayout(FP16_BITS, self.B)),
             "exp": Out(EXP_BITS),
             "invalid": Out(1),
+            "partial": Out(data.ArrayLayout(EXP_BITS, groups)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tree = tree = MaxTree(EXP_BITS, self.B)
         nonfinite = Signal(self.B)
+        ex = []
         for k in range(self.B):
-            _, ex, _ = _fields(self.data[k])
-            m.d.comb += [
-                nonfinite[k].eq(ex == EXP_FIELD_NONFINITE),
-                tree.values[k].eq(Mux(nonfinite[k], 0, ex)),
-            ]
+            _, e, _ = _fields(self.data[k])
+            m.d.comb += nonfinite[k].eq(e == EXP_FIELD_NONFINITE)
+            ex.append(Mux(nonfinite[k], 0, e))
+        size = self.B // self.groups
+        for g in range(self.groups):
+            m.d.comb += self.partial[g].eq(tree_max(ex[g * size:(g + 1) * size]))
         m.d.comb += [
-            self.exp.eq(tree.max),
+            self.exp.eq(tree_max(self.partial[g] for g in range(self.groups))),
             self.invalid.eq(nonfinite.any()),
         ]
         return m
@@ -147,8 +152,8 @@ class PairSelector(wiring.Component):
     ``r = (qmax + 1) >> 1`` in [8, 16], then ``p = 0`` if ``r == 16`` else ``~r[2:0]``.
     """
 
-    def __init__(self, B: int = 32, stage1: str = "round"):
-        self.B = B
+    def __init__(self, B: int = 32, stage1: str = "round", groups: int = 1):
+        self.B, self.groups = B, groups
         try:
             self.stage1 = check_stage1(stage1)
         except ValueError:
@@ -158,22 +163,29 @@ class PairSelector(wiring.Component):
             "q": In(data.ArrayLayout(Q_BITS, self.B)),
             "qmax": Out(Q_BITS),
             "pair": Out(PAIR_BITS),
+            # maxima of `groups` equal runs of lanes, for a pipeline register inside the tree
+            "partial": Out(data.ArrayLayout(Q_BITS, groups)),
         })
+
+    @staticmethod
+    def pair_of(qmax, stage1: str):
+        """The pair selected by ``qmax`` under the ``stage1`` rule (see the class docstring)."""
+        if stage1 == "trunc":
+            # p = 15 - (qmax >> 1) = ~qmax[3:1] for qmax in [16, 31]
+            return ~qmax[1:1 + PAIR_BITS]
+        # r = (qmax + 1) >> 1 in [8, 16]; p = max(0, 15 - r): 0 when r = 16, else 7 - r[2:0]
+        r = (qmax + 1)[1:1 + Q_BITS]
+        return Mux(r[PAIR_BITS + 1], 0, ~r[:PAIR_BITS])
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tree = tree = MaxTree(Q_BITS, self.B)
-        m.d.comb += [tree.values.eq(self.q), self.qmax.eq(tree.max)]
-        if self.stage1 == "trunc":
-            # p = 15 - (qmax >> 1) = ~qmax[3:1] for qmax in [16, 31]
-            m.d.comb += self.pair.eq(~self.qmax[1:1 + PAIR_BITS])
-        else:
-            # r = (qmax + 1) >> 1 in [8, 16]; p = max(0, 15 - r): 0 when r = 16, else 7 - r[2:0]
-            r = Signal(Q_BITS, name="rounded")
-            m.d.comb += [
-                r.eq((self.qmax + 1)[1:]),
-                self.pair.eq(Mux(r[PAIR_BITS + 1], 0, ~r[:PAIR_BITS])),
-            ]
+        size = self.B // self.groups
+        for g in range(self.groups):
+            m.d.comb += self.partial[g].eq(tree_max(self.q[k] for k in range(g * size, (g + 1) * size)))
+        m.d.comb += [
+            self.qmax.eq(tree_max(self.partial[g] for g in range(self.groups))),
+            self.pair.eq(self.pair_of(self.qmax, self.stage1)),
+        ]
         return m
 
 
@@ -270,7 +282,8 @@ class Selection:
     registers; its result, of shape :meth:`state_shape`, is registered there beside ``q``.
     :meth:`second` turns that state (and the registered ``q``) into the dialect, registered in
     stage 2 (the frame forces dialect 0 for a zero block). Both add their submodules to ``m``.
-    When the frame's ``"select"`` cut is taken, :meth:`second` is also given ``cut``: a function
+    When the frame's ``"qmax"`` (``"select"``) cut is taken, :meth:`first` (:meth:`second`) is
+    also given ``cut``: a function
     that takes keyword values, registers them in an extra pipeline stage and returns a dict of the
     registers; the selection calls it once where its logic is best split (a selection without
     such a point may leave it uncalled, and the frame registers its dialect instead).
@@ -300,10 +313,14 @@ class TwoStageSelection(Selection):
     def state_shape(self, B: int):
         return PAIR_BITS
 
-    def first(self, m, B, elements, exp, q):
-        m.submodules.pair = pair = PairSelector(B, self.stage1)
+    def first(self, m, B, elements, exp, q, cut=None):
+        m.submodules.pair = pair = PairSelector(B, self.stage1, groups=1 if cut is None else GROUPS)
         m.d.comb += pair.q.eq(q)
-        return pair.pair
+        if cut is None:
+            return pair.pair
+        # The "qmax" cut: inside the maximum tree, after the maxima of GROUPS runs of lanes.
+        v = cut(partial=pair.partial)
+        return PairSelector.pair_of(tree_max(v["partial"][g] for g in range(GROUPS)), self.stage1)
 
     def second(self, m, B, state, q, cut=None):
         m.submodules.ranges = ranges = RangeCounter(B)
@@ -330,7 +347,10 @@ class BDQuantizer(wiring.Component):
     - ``"select"``: inside the second half of the dialect selection (two-stage: between the range
       counts and their comparison; see :class:`Selection`);
     - ``"shift"``: between the significand shifter and the first half of the selection (``q``
-      registered before ``qmax`` and the pair).
+      registered before ``qmax`` and the pair);
+    - ``"qmax"``: inside the first half of the selection (two-stage: in the maximum tree of ``q``,
+      after the maxima of four runs of lanes);
+    - ``"exp"``: inside the shared exponent's maximum tree, after the maxima of four runs of lanes.
 
     :attr:`latency` is ``4 + pipeline``; throughput stays one block per clock.
     Raises ``ValueError`` naming ``B``, ``stage1``, ``selection`` or ``pipeline``.
@@ -338,7 +358,7 @@ class BDQuantizer(wiring.Component):
 
     #: Register stages without optional cuts.
     LATENCY = 4
-    CUT_POINTS = ("select", "shift")
+    CUT_POINTS = ("select", "shift", "qmax", "exp")
 
     def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None,
                  pipeline: int = 0):
@@ -375,41 +395,52 @@ class BDQuantizer(wiring.Component):
         B, sel = self.B, self.selection
         st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready)
         m.d.comb += self.o.valid.eq(st.valid)
-        elements = self.i.payload.data
+        v = {"data": self.i.payload.data}
 
-        # Stage 0: shared exponent and invalid flag.
-        m.submodules.exp_max = exp_max = ExponentMax(B)
-        m.d.comb += exp_max.data.eq(elements)
-        v = st.register("s0", data=elements, exp=exp_max.exp, invalid=exp_max.invalid)
-
-        # Stage 1: 5-bit intermediates; optional cut; the first half of the selection.
-        m.submodules.shifter = shifter = SignificandShifter(B)
-        m.d.comb += [shifter.data.eq(v["data"]), shifter.exp.eq(v["exp"])]
-        v = st.cut("shift", "shift" in self.cuts, **v, q=shifter.q)
-        first = sel.first(m, B, v["data"], v["exp"], v["q"])
-        sign = Cat(v["data"][k][FP16_BITS - 1] for k in range(B))
-        v = st.register("s1", q=v["q"], sign=sign, exp=v["exp"], invalid=v["invalid"],
-                        select=first)
-
-        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0), with the optional "select"
-        # cut inside the selection; the frame's values move with it.
-        if "select" in self.cuts:
+        def inside(name, method, *args):
+            """Call a selection method, with a ``cut`` that registers its values and the frame's
+            (``v``) when cut point ``name`` is taken; registers its result if it leaves ``cut``
+            uncalled."""
+            nonlocal v
+            if name not in self.cuts:
+                return method(m, B, *args)
             called = []
 
             def cut(**values):
                 nonlocal v
                 called.append(True)
-                regs = st.register("select", **v, **values)
+                regs = st.register(name, **v, **values)
                 v = {k: regs[k] for k in v}
                 return {k: regs[k] for k in values}
 
-            dialect = sel.second(m, B, v["select"], v["q"], cut=cut)
-            if not called:
-                dialect = cut(dialect=dialect)["dialect"]
-        else:
-            dialect = sel.second(m, B, v["select"], v["q"])
-        v = st.register("s2", q=v["q"], sign=v["sign"], exp=v["exp"], invalid=v["invalid"],
-                        dialect=Mux(v["exp"].any(), dialect, 0))
+            result = method(m, B, *args, cut=cut)
+            return result if called else cut(result=result)["result"]
+
+        # Stage 0: shared exponent and invalid flag; optional cut inside the maximum tree.
+        groups = GROUPS if "exp" in self.cuts else 1
+        m.submodules.exp_max = exp_max = ExponentMax(B, groups)
+        m.d.comb += exp_max.data.eq(v["data"])
+        v = st.cut("exp", "exp" in self.cuts, **v, invalid=exp_max.invalid,
+                   partial=exp_max.partial)
+        partial = v.pop("partial")
+        exp = tree_max(partial[g] for g in range(groups))
+        v = st.register("s0", **v, exp=exp)
+
+        # Stage 1: 5-bit intermediates; optional cut; the first half of the selection (with the
+        # optional "qmax" cut inside).
+        m.submodules.shifter = shifter = SignificandShifter(B)
+        m.d.comb += [shifter.data.eq(v["data"]), shifter.exp.eq(v["exp"])]
+        v = st.cut("shift", "shift" in self.cuts, **v, q=shifter.q)
+        first = inside("qmax", sel.first, v["data"], v["exp"], v["q"])
+        sign = Cat(v["data"][k][FP16_BITS - 1] for k in range(B))
+        v = st.register("s1", q=v["q"], sign=sign, exp=v["exp"], invalid=v["invalid"],
+                        select=first)
+
+        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0), with the optional "select"
+        # cut inside the selection.
+        state = v.pop("select")
+        dialect = inside("select", sel.second, state, v["q"])
+        v = st.register("s2", **v, dialect=Mux(v["exp"].any(), dialect, 0))
 
         # Stage 3: element indices -> output register. In a zero block every q is 0 and every
         # midpoint is at least 1, so every idx is 0 without a special case. The MSE choice of

@@ -15,7 +15,7 @@ import itertools
 import cocotb
 import torch
 
-from bd_hw import layouts
+from bd_hw import layouts, units
 
 from .harness import StreamBench, check_run, count_problems, params, run_stream, write_stats
 from .scoreboard import Scoreboard, dot_expectations
@@ -24,10 +24,12 @@ from .stream import random_pauses
 
 
 def hardware_defaults() -> tuple[int, int]:
-    """(max_blocks, latency) of the emitted unit, which uses the generator's default parameters."""
+    """(max_blocks, latency) of the emitted unit: the generator's default max_blocks, and the
+    latency of the registered unit (its pipeline setting)."""
     from bd_hw.dot import BDDot
     max_blocks = inspect.signature(BDDot.__init__).parameters["max_blocks"].default
-    return max_blocks, BDDot().latency
+    p = params()
+    return max_blocks, units.get(p.unit).latency(p.block)
 
 
 def new_bench(dut) -> StreamBench:
