@@ -97,10 +97,7 @@ class MultiplierArray(wiring.Component):
             a, w = self.a[k], self.w[k]
             mag = Signal(2 * H_BITS, name=f"mag{k}")
             m.d.comb += [
-                # Four shifted partial products added, not a `*`: synthesis would put each 4x4
-                # product into an (unregistered) DSP block where the FPGA has them, whose
-                # routing and delay made the multiplier stage the critical path on ECP5.
-                mag.eq(tree_sum(Mux(w[j], a[:H_BITS] << j, 0) for j in range(H_BITS))),
+                mag.eq(a[:H_BITS] * w[:H_BITS]),
                 self.products[k].eq(Mux(a[H_BITS] ^ w[H_BITS], -mag, mag)),
             ]
         return m
