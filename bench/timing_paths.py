@@ -173,8 +173,10 @@ WHERE_THE_TIME_GOES = [
     "moves the critical path to stage 1 without raising Fmax.",
     "- **bd_quantizer cut points**: `select`, `shift` (q registered before its maximum), `qmax` "
     "(the maximum tree of q after four groups of 8 lanes) and `exp` (the shared exponent's "
-    "maximum tree, likewise). With all four the path is the first half of the range counter "
-    "(bounds, compares, popcount into the registered counts).",
+    "maximum tree, likewise). With `select` and `shift` the path is the maximum of q and the "
+    "pair rule; with the first three it is the shared exponent's maximum tree (stage 0); with all "
+    "four it is the first half of the range counter (bounds, compares, popcount into the "
+    "registered counts).",
 ]
 
 
