@@ -16,20 +16,21 @@ produce no output.
 for up to ``max_blocks`` beats per result and exponents ``E <= 30`` (SPEC 3); longer sums wrap, and
 exponent fields of 31 (never produced by ``bd_quantizer``) are outside the contract.
 
-**Latency: 6 clock cycles** (:attr:`BDDot.latency`): for a beat with ``last = 1`` transferred on
-``i`` at rising edge ``n``, ``o.valid`` rises after edge ``n + 5`` and, with ``o.ready`` high, the
-result is transferred on ``o`` at edge ``n + 6``.
-One beat per clock; back-pressure holds every stage; ``o.valid`` is a register.
+**Latency: 6 + pipeline clock cycles** (:attr:`BDDot.latency`; ``pipeline`` is 0 by default, see
+:class:`BDDot` for its cut points): for a beat with ``last = 1`` transferred on ``i`` at rising edge
+``n``, ``o.valid`` rises after edge ``n + latency - 1`` and, with ``o.ready`` high, the result is
+transferred on ``o`` at edge ``n + latency``.
+One beat per clock at every setting; back-pressure holds every stage; ``o.valid`` is a register.
 
-Pipeline (each line ends in a register stage):
+Pipeline (each line ends in a register stage; optional cuts in brackets):
 
-1. two :class:`~bd_hw.decoder.BDDecoder` + :class:`MultiplierArray`: signed products ``P_k``;
-   ``E_a + E_w``.
-2. :class:`AdderTree`: exact block sum ``S``.
+1. two :class:`~bd_hw.decoder.BDDecoder` [``"decode"``] + :class:`MultiplierArray`: signed
+   products ``P_k``; ``E_a + E_w``.
+2. exact block sum ``S`` by an adder tree [``"tree"``, after sums of 8 products].
 3. :class:`ExactAccumulator` (2 stages): ``S << (E_a + E_w)``, then ``A += term``; on ``last`` the
    total moves on and ``A`` restarts at 0.
-4. :class:`FP32Normaliser` (2 stages): absolute value and leading-zero normalisation, then
-   round-to-nearest-even and packing.
+4. :class:`FP32Normaliser` (2 stages): absolute value [``"abs"``], leading-zero count [``"lzc"``]
+   and normalising shift, then round-to-nearest-even and packing.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in unit
 from .arith import tree_sum
 from .decoder import BDDecoder
 from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout, reject, unit_block_size
-from .pipeline import pipeline_control, take
+from .pipeline import Stages, check_pipeline
 
 __all__ = ["MultiplierArray", "AdderTree", "ExactAccumulator", "FP32Normaliser", "BDDot",
            "FRAC_BITS", "MAX_EXP_SUM", "PRODUCT_BITS", "block_sum_bits", "accumulator_bits"]
@@ -202,20 +203,42 @@ class ExactAccumulator(wiring.Component):
         return m
 
 
+def leading_zeros(x):
+    """``(zero, count)`` of a value of power-of-two width ``n >= 2``: ``zero`` is 1 when ``x == 0``;
+    otherwise ``count`` (``log2 n`` bits) is the number of zeros above the top one. A balanced tree:
+    each level picks the upper half's count, or the lower half's with a 1 on top when the upper
+    half is zero."""
+    n = len(x)
+    if n < 2 or n & (n - 1):
+        raise ValueError(f"width must be a power of two >= 2, not {n}")
+    if n == 2:
+        return ~(x[1] | x[0]), ~x[1]
+    zh, ch = leading_zeros(x[n // 2:])
+    zl, cl = leading_zeros(x[:n // 2])
+    return zh & zl, Cat(Mux(zh, cl, ch), zh)
+
+
 class FP32Normaliser(wiring.Component):
     """Signed integer in units of ``2^-frac_bits`` -> IEEE binary32, nearest even (SPEC 6).
 
     A stream component. ``i`` payload: ``value``, signed ``width`` bits; ``o`` payload:
-    ``result``, 32 bits. Zero gives +0.0. Latency 2: stage 1 takes the absolute value and
-    normalises it (leading-zero count by a log-depth shifter), stage 2 rounds and packs.
+    ``result``, 32 bits. Zero gives +0.0. Two register stages, and one more per optional cut point
+    in ``cuts`` (a subset of :data:`CUT_POINTS`, in any order); :attr:`latency` is their number.
+
+    1. absolute value (a ``width``-bit negation); *cut* ``"abs"``; leading-zero count of the
+       magnitude by a tree (``log2 P`` levels of a 2:1 choice, ``P`` = the next power of two
+       ``>= width``, at least 32); *cut* ``"lzc"``; barrel shift left by the count, which puts the
+       leading one at bit ``P - 1``; register.
+    2. round-to-nearest-even and packing; register.
 
     Raises ``ValueError`` if some ``width``-bit value would be subnormal or overflow in FP32
-    (it never is for the accumulator widths of SPEC 6).
+    (it never is for the accumulator widths of SPEC 6), or for an unknown cut point.
     """
 
-    LATENCY = 2
+    CUT_POINTS = ("abs", "lzc")
+    LATENCY = 2               # without cuts
 
-    def __init__(self, width: int, frac_bits: int = FRAC_BITS):
+    def __init__(self, width: int, frac_bits: int = FRAC_BITS, cuts=()):
         if width < 2:
             reject(self)
             raise ValueError(f"width must be at least 2, not {width!r}")
@@ -224,6 +247,10 @@ class FP32Normaliser(wiring.Component):
         if 127 - frac_bits < 1 or width - 1 - frac_bits + 127 > 254:
             reject(self)
             raise ValueError(f"width={width}, frac_bits={frac_bits} leave the FP32 normal range")
+        self.cuts = frozenset(cuts)
+        if not self.cuts <= set(self.CUT_POINTS):
+            reject(self)
+            raise ValueError(f"cuts must be taken from {self.CUT_POINTS}, not {sorted(self.cuts)}")
         self.width, self.frac_bits = width, frac_bits
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({"value": signed(width)}))),
@@ -232,71 +259,77 @@ class FP32Normaliser(wiring.Component):
 
     @property
     def latency(self) -> int:
-        return self.LATENCY
+        return self.LATENCY + len(self.cuts)
 
     def elaborate(self, platform):
         m = Module()
         W = self.width
         # Normalise into P = max(32, next power of two >= W) bits with the value's top bit at P - 1.
         P = max(32, 1 << _clog2(W))
-        steps = [1 << j for j in reversed(range(_clog2(P)))]     # P/2, ..., 2, 1
-        lz_bits = _clog2(P) + 1
 
-        valid, load = pipeline_control(m, 2, self.i.valid, self.i.ready, self.o.ready)
-        m.d.comb += self.o.valid.eq(valid[-1])
+        st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready)
+        m.d.comb += self.o.valid.eq(st.valid)
 
         x = self.i.payload.value
-        neg = x[W - 1]
         mag = Signal(W, name="mag")
-        m.d.comb += mag.eq(Mux(neg, -x, x))
-        cur = Signal(P, name="norm0")
-        m.d.comb += cur.eq(mag << (P - W))
-        lz = []
-        for j, s in enumerate(steps):
-            shift = Signal(name=f"lz{s}")
-            nxt = Signal(P, name=f"norm{j + 1}")
-            m.d.comb += [shift.eq(~cur[P - s:].any()), nxt.eq(Mux(shift, cur << s, cur))]
-            lz.append(shift)
-            cur = nxt
-        # lz bits from the smallest step upwards form the leading-zero count.
-        s1_sign = Signal(reset_less=True)
-        s1_zero = Signal(reset_less=True)
-        s1_norm = Signal(P, reset_less=True)
-        s1_lz = Signal(lz_bits, reset_less=True)
-        with m.If(take(valid, load, self.i.valid, 0)):
-            m.d.sync += [
-                s1_sign.eq(neg), s1_zero.eq(~mag.any()), s1_norm.eq(cur),
-                s1_lz.eq(Cat(*reversed(lz))),
-            ]
+        m.d.comb += mag.eq(Mux(x[W - 1], -x, x))
+        v = st.cut("abs", "abs" in self.cuts, sign=x[W - 1], mag=mag)
+        wide = Signal(P, name="wide")
+        m.d.comb += wide.eq(v.pop("mag") << (P - W))
+        zero, lz = leading_zeros(wide)
+        v = st.cut("lzc", "lzc" in self.cuts, **v, zero=zero, lz=lz, wide=wide)
+        # Barrel shift by the count, one constant-shift step per bit of it, each truncated to P.
+        shifted = v["wide"]
+        for j in range(len(v["lz"])):
+            step = Signal(P, name=f"normalise{j}")
+            m.d.comb += step.eq(Mux(v["lz"][j], (shifted << (1 << j))[:P], shifted))
+            shifted = step
+        lz = Signal(_clog2(P) + 1, name="lz")      # one spare bit: exp_field = bias - lz below
+        m.d.comb += lz.eq(v["lz"])
+        s1 = st.register("s1", sign=v["sign"], zero=v["zero"], lz=lz, norm=shifted)
 
         # Stage 2: value = norm * 2^(W - 1 - lz - frac_bits - (P - 1)); biased exponent below.
         bias = 127 + W - 1 - self.frac_bits
-        mant = s1_norm[P - 24:P - 1]
-        guard = s1_norm[P - 25]
-        sticky = s1_norm[:P - 25].any()
+        norm = s1["norm"]
+        mant = norm[P - 24:P - 1]
+        guard = norm[P - 25]
+        sticky = norm[:P - 25].any()
         exp_field = Signal(8, name="exp_field")
-        m.d.comb += exp_field.eq(bias - s1_lz)
+        m.d.comb += exp_field.eq(bias - s1["lz"])
         rounded = Signal(31, name="rounded")
         round_up = guard & (sticky | mant[0])
         m.d.comb += rounded.eq(Cat(mant, exp_field) + round_up)
-        result = Signal(32, reset_less=True)
-        with m.If(take(valid, load, self.i.valid, 1)):
-            m.d.sync += result.eq(Mux(s1_zero, 0, Cat(rounded, s1_sign)))
-        m.d.comb += self.o.payload.result.eq(result)
+        s2 = st.register("s2", result=Mux(s1["zero"], 0, Cat(rounded, s1["sign"])))
+        m.d.comb += self.o.payload.result.eq(s2["result"])
         return m
 
 
 class BDDot(wiring.Component):
-    """``bd_dot`` for block size ``B`` (16, 32 or 64) and ``max_blocks`` >= 1 beats per result.
+    """``bd_dot`` for block size ``B`` (16, 32 or 64), ``max_blocks`` >= 1 beats per result and
+    ``pipeline`` extra register stages (0 to ``len(CUT_POINTS)``).
 
-    See the module docstring. Raises ``ValueError`` naming ``B`` or ``max_blocks``.
+    ``pipeline = n`` inserts registers at the first ``n`` of :data:`CUT_POINTS`, which are ordered
+    by where the time goes on an FPGA (the longest path of the unit with the cuts before it taken,
+    measured after place and route; ``reports/synth/timing.md``):
+
+    - ``"abs"``: in the FP32 normaliser, between the 82-bit absolute value and the leading-zero
+      normalisation;
+    - ``"lzc"``: in the FP32 normaliser, between the leading-zero count and the normalising shift;
+    - ``"tree"``: in the middle of the adder tree (after sums of 8 products);
+    - ``"decode"``: between the two decoders and the multipliers.
+
+    :attr:`latency` is ``6 + pipeline``; throughput stays one beat per clock. See the module
+    docstring. Raises ``ValueError`` naming ``B``, ``max_blocks`` or ``pipeline``.
     """
 
-    FRONT_STAGES = 2
+    CUT_POINTS = ("abs", "lzc", "tree", "decode")
+    TREE_GROUP = 8            # products summed before the "tree" cut
 
-    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
+    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS, pipeline: int = 0):
         self.B = unit_block_size(B, self)
         self.max_blocks = _check_max_blocks(max_blocks, owner=self)
+        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
+        self.cuts = frozenset(self.CUT_POINTS[:self.pipeline])
         self.acc_bits = accumulator_bits(self.B, self.max_blocks)
         if self.acc_bits - 1 - FRAC_BITS + 127 > 254:
             reject(self)
@@ -307,49 +340,56 @@ class BDDot(wiring.Component):
         })
 
     @property
+    def front_stages(self) -> int:
+        """Register stages before the accumulator: products, block sum, and the front cuts."""
+        return 2 + len(self.cuts & {"decode", "tree"})
+
+    @property
+    def norm_cuts(self) -> frozenset:
+        return self.cuts & set(FP32Normaliser.CUT_POINTS)
+
+    @property
     def latency(self) -> int:
-        """Cycles from accepting a ``last`` beat to presenting its result (6)."""
-        return self.FRONT_STAGES + ExactAccumulator.LATENCY + FP32Normaliser.LATENCY
+        """Cycles from accepting a ``last`` beat to presenting its result (``6 + pipeline``)."""
+        return (self.front_stages + ExactAccumulator.LATENCY
+                + FP32Normaliser.LATENCY + len(self.norm_cuts))
 
     def elaborate(self, platform):
         m = Module()
         B = self.B
         p = self.i.payload
         m.submodules.accumulator = acc = ExactAccumulator(B, self.max_blocks)
-        m.submodules.norm = norm = FP32Normaliser(self.acc_bits)
-        valid, load = pipeline_control(m, self.FRONT_STAGES, self.i.valid, self.i.ready,
-                                       acc.i.ready)
+        m.submodules.norm = norm = FP32Normaliser(self.acc_bits, cuts=self.norm_cuts)
+        st = Stages(m, self.front_stages, self.i.valid, self.i.ready, acc.i.ready)
 
-        # Stage 1: decode both blocks, multiply.
+        # Decode both blocks; optional cut; multiply; register.
         m.submodules.dec_a = dec_a = BDDecoder(B)
         m.submodules.dec_w = dec_w = BDDecoder(B)
         m.submodules.mul = mul = MultiplierArray(B)
         m.d.comb += [
             dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
             dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),
-            mul.a.eq(dec_a.values), mul.w.eq(dec_w.values),
         ]
-        s1_products = Signal(data.ArrayLayout(signed(PRODUCT_BITS), B), reset_less=True,
-                             name="s1_products")
-        s1_exp = Signal(EXP_SUM_BITS, reset_less=True)
-        s1_last = Signal(reset_less=True)
-        with m.If(take(valid, load, self.i.valid, 0)):
-            m.d.sync += [s1_products.eq(mul.products), s1_exp.eq(p.a_exp + p.w_exp),
-                         s1_last.eq(p.last)]
+        v = st.cut("s0", "decode" in self.cuts, a=dec_a.values, w=dec_w.values,
+                   exp=(p.a_exp + p.w_exp)[:EXP_SUM_BITS], last=p.last)
+        m.d.comb += [mul.a.eq(v.pop("a")), mul.w.eq(v.pop("w"))]
+        v = st.register("s1", **v, products=mul.products)
 
-        # Stage 2: exact block sum.
-        m.submodules.tree = tree = AdderTree(B)
-        m.d.comb += tree.products.eq(s1_products)
-        s2_sum = Signal(signed(block_sum_bits(B)), reset_less=True)
-        s2_exp = Signal(EXP_SUM_BITS, reset_less=True)
-        s2_last = Signal(reset_less=True)
-        with m.If(take(valid, load, self.i.valid, 1)):
-            m.d.sync += [s2_sum.eq(tree.sum), s2_exp.eq(s1_exp), s2_last.eq(s1_last)]
+        # Exact block sum: sums of TREE_GROUP products; optional cut; their sum; register.
+        group = min(self.TREE_GROUP, B) if "tree" in self.cuts else B
+        products = v.pop("products")
+        partial = [tree_sum(products[k] for k in range(g, g + group)) for g in range(0, B, group)]
+        width = block_sum_bits(group) if group < B else block_sum_bits(B)
+        v = st.cut("s2", "tree" in self.cuts, **v,
+                   partial=Cat(*(x.as_signed()[:width] for x in partial)))
+        parts = v.pop("partial")
+        total = tree_sum(parts[n * width:(n + 1) * width].as_signed() for n in range(len(partial)))
+        v = st.register("s3", **v, sum=total[:block_sum_bits(B)].as_signed())
 
         m.d.comb += [
-            acc.i.valid.eq(valid[-1]),
-            acc.i.payload.sum.eq(s2_sum), acc.i.payload.exp.eq(s2_exp),
-            acc.i.payload.last.eq(s2_last),
+            acc.i.valid.eq(st.valid),
+            acc.i.payload.sum.eq(v["sum"]), acc.i.payload.exp.eq(v["exp"]),
+            acc.i.payload.last.eq(v["last"]),
         ]
         # acc.o and norm.i have different field names, so they are joined by hand.
         m.d.comb += [

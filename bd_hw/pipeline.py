@@ -15,7 +15,9 @@ from __future__ import annotations
 
 from amaranth.hdl import Module, ResetSignal, Signal
 
-__all__ = ["pipeline_control"]
+from .layouts import reject
+
+__all__ = ["pipeline_control", "take", "check_pipeline", "Stages"]
 
 
 def pipeline_control(m: Module, stages: int, in_valid, in_ready, out_ready, *, prefix="s"):
@@ -47,3 +49,50 @@ def take(valid, load, in_valid, n):
     """Condition under which stage ``n`` captures a new beat: it loads and its input is valid."""
     prev = in_valid if n == 0 else valid[n - 1]
     return load[n] & prev
+
+
+def check_pipeline(pipeline, cut_points, owner=None) -> int:
+    """The ``pipeline`` parameter of a unit: an int from 0 to ``len(cut_points)``."""
+    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or \
+            not 0 <= pipeline <= len(cut_points):
+        reject(owner)
+        raise ValueError(f"pipeline must be an integer from 0 to {len(cut_points)}, not {pipeline!r}")
+    return pipeline
+
+
+class Stages:
+    """Data registers of a linear pipeline built by :func:`pipeline_control`, stage by stage.
+
+    ``Stages(m, count, i_valid, i_ready, o_ready)`` creates the control of ``count`` stages;
+    ``register(name, **values)`` then closes the next stage: each value gets a reset-less register
+    (named ``<name>_<key>``) loaded with it when the stage takes a beat, and a dict of the registers
+    is returned. ``cut(name, enabled, **values)`` does the same only if ``enabled`` (an optional
+    stage) and otherwise returns the values as they are, so that one description of the datapath
+    serves every choice of cut points. After the last stage, :attr:`valid` drives the
+    output's valid.
+    """
+
+    def __init__(self, m: Module, count: int, in_valid, in_ready, out_ready, *, prefix="s"):
+        self.m, self.count, self.in_valid = m, count, in_valid
+        self.valids, self.loads = pipeline_control(m, count, in_valid, in_ready, out_ready,
+                                                   prefix=prefix)
+        self.closed = 0
+
+    @property
+    def valid(self):
+        return self.valids[-1]
+
+    def register(self, name: str, **values) -> dict:
+        if self.closed >= self.count:
+            raise AssertionError(f"stage {name} is beyond the {self.count} stages built")
+        regs = {}
+        with self.m.If(take(self.valids, self.loads, self.in_valid, self.closed)):
+            for key, value in values.items():
+                reg = Signal(value.shape(), name=f"{name}_{key}", reset_less=True)
+                self.m.d.sync += reg.eq(value)
+                regs[key] = reg
+        self.closed += 1
+        return regs
+
+    def cut(self, name: str, enabled: bool, **values) -> dict:
+        return self.register(name, **values) if enabled else values

@@ -9,19 +9,22 @@ Streams (``amaranth.lib.stream``, payload layouts from :mod:`bd_hw.layouts`):
   ``dialect`` (4), ``exp`` (5, the shared exponent E; 0 marks an all-zero block), ``invalid``
   (1: some element was Inf or NaN).
 
-**Latency: 4 clock cycles** (:attr:`BDQuantizer.latency`): a beat transferred on ``i`` at rising
-edge ``n`` (``i.valid`` and ``i.ready`` high there) raises ``o.valid`` after edge ``n + 3`` and, with
-``o.ready`` high, is transferred on ``o`` at edge ``n + 4``. Throughput is one block per clock.
-Under back-pressure every stage holds its registers; a stage may load while the one after it is
-empty, so bubbles collapse (see :mod:`bd_hw.pipeline`). ``o.valid`` comes from a register;
-``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low during reset).
+**Latency: 4 + pipeline clock cycles** (:attr:`BDQuantizer.latency`; ``pipeline`` is 0 by default,
+see :class:`BDQuantizer` for its cut points): a beat transferred on ``i`` at rising edge ``n``
+(``i.valid`` and ``i.ready`` high there) raises ``o.valid`` after edge ``n + latency - 1`` and, with
+``o.ready`` high, is transferred on ``o`` at edge ``n + latency``. Throughput is one block per clock
+at every setting. Under back-pressure every stage holds its registers; a stage may load while the
+one after it is empty, so bubbles collapse (see :mod:`bd_hw.pipeline`). ``o.valid`` comes from a
+register; ``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low during
+reset).
 
-The frame (each line ends in a register stage):
+The frame (each line ends in a register stage; optional cuts in brackets):
 
 0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)``, ``invalid``.
-1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)``; the first half of the dialect
-   selection.
-2. the second half of the dialect selection; the zero block (``E == 0``) forces dialect 0.
+1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)`` [``"shift"``]; the first half of
+   the dialect selection.
+2. the second half of the dialect selection [``"select"``, inside it]; the zero block (``E == 0``)
+   forces dialect 0.
 3. :class:`IndexMapper`: ``idx_k`` = number of the dialect's midpoints ``<= q_k`` (ties up);
    ``code_k = s_k << 3 | idx_k``.
 
@@ -41,14 +44,15 @@ from golden.formatbook import MIDPOINTS, STAGE2_RANGES
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, FP16_MAN_BITS,
                          IDX_BITS, LEVELS, NUM_DIALECTS, NUM_PAIRS, Q_BITS)
 
-from .arith import MaxTree, pack_row, tree_sum
+from .arith import pack_row, tree_max, tree_sum
 from .layouts import quantizer_input_layout, quantizer_output_layout, reject, unit_block_size
-from .pipeline import pipeline_control, take
+from .pipeline import Stages, check_pipeline
 
 __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", "IndexMapper",
            "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
 
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
+GROUPS = 4          # lane groups whose maxima are registered by the "exp" and "qmax" cuts
 MAN_BITS = FP16_MAN_BITS
 # SPEC 4.2 [revised]: the stage-1 rules, and the golden.bd method each one implements (SPEC 10).
 STAGE1_RULES = {"round": "two_stage", "trunc": "two_stage_trunc"}
@@ -72,29 +76,33 @@ class ExponentMax(wiring.Component):
     """Shared exponent of a block (SPEC 1, SPEC 3).
 
     Ports: ``data`` in, B FP16 elements; ``exp`` out 5, ``E = max(ex_k)`` with subnormal and
-    non-finite elements counted as ``ex = 0``; ``invalid`` out 1, some ``ex_k == 31``.
+    non-finite elements counted as ``ex = 0``; ``invalid`` out 1, some ``ex_k == 31``;
+    ``partial`` out, ``groups`` x 5 bits: the maxima of ``groups`` equal runs of lanes (``exp`` is
+    their maximum), for a pipeline register inside the maximum tree.
     """
 
-    def __init__(self, B: int = 32):
-        self.B = B
+    def __init__(self, B: int = 32, groups: int = 1):
+        self.B, self.groups = B, groups
         super().__init__({
             "data": In(data.ArrayLayout(FP16_BITS, self.B)),
             "exp": Out(EXP_BITS),
             "invalid": Out(1),
+            "partial": Out(data.ArrayLayout(EXP_BITS, groups)),
         })
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tree = tree = MaxTree(EXP_BITS, self.B)
         nonfinite = Signal(self.B)
+        ex = []
         for k in range(self.B):
-            _, ex, _ = _fields(self.data[k])
-            m.d.comb += [
-                nonfinite[k].eq(ex == EXP_FIELD_NONFINITE),
-                tree.values[k].eq(Mux(nonfinite[k], 0, ex)),
-            ]
+            _, e, _ = _fields(self.data[k])
+            m.d.comb += nonfinite[k].eq(e == EXP_FIELD_NONFINITE)
+            ex.append(Mux(nonfinite[k], 0, e))
+        size = self.B // self.groups
+        for g in range(self.groups):
+            m.d.comb += self.partial[g].eq(tree_max(ex[g * size:(g + 1) * size]))
         m.d.comb += [
-            self.exp.eq(tree.max),
+            self.exp.eq(tree_max(self.partial[g] for g in range(self.groups))),
             self.invalid.eq(nonfinite.any()),
         ]
         return m
@@ -144,8 +152,8 @@ class PairSelector(wiring.Component):
     ``r = (qmax + 1) >> 1`` in [8, 16], then ``p = 0`` if ``r == 16`` else ``~r[2:0]``.
     """
 
-    def __init__(self, B: int = 32, stage1: str = "round"):
-        self.B = B
+    def __init__(self, B: int = 32, stage1: str = "round", groups: int = 1):
+        self.B, self.groups = B, groups
         try:
             self.stage1 = check_stage1(stage1)
         except ValueError:
@@ -155,22 +163,29 @@ class PairSelector(wiring.Component):
             "q": In(data.ArrayLayout(Q_BITS, self.B)),
             "qmax": Out(Q_BITS),
             "pair": Out(PAIR_BITS),
+            # maxima of `groups` equal runs of lanes, for a pipeline register inside the tree
+            "partial": Out(data.ArrayLayout(Q_BITS, groups)),
         })
+
+    @staticmethod
+    def pair_of(qmax, stage1: str):
+        """The pair selected by ``qmax`` under the ``stage1`` rule (see the class docstring)."""
+        if stage1 == "trunc":
+            # p = 15 - (qmax >> 1) = ~qmax[3:1] for qmax in [16, 31]
+            return ~qmax[1:1 + PAIR_BITS]
+        # r = (qmax + 1) >> 1 in [8, 16]; p = max(0, 15 - r): 0 when r = 16, else 7 - r[2:0]
+        r = (qmax + 1)[1:1 + Q_BITS]
+        return Mux(r[PAIR_BITS + 1], 0, ~r[:PAIR_BITS])
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.tree = tree = MaxTree(Q_BITS, self.B)
-        m.d.comb += [tree.values.eq(self.q), self.qmax.eq(tree.max)]
-        if self.stage1 == "trunc":
-            # p = 15 - (qmax >> 1) = ~qmax[3:1] for qmax in [16, 31]
-            m.d.comb += self.pair.eq(~self.qmax[1:1 + PAIR_BITS])
-        else:
-            # r = (qmax + 1) >> 1 in [8, 16]; p = max(0, 15 - r): 0 when r = 16, else 7 - r[2:0]
-            r = Signal(Q_BITS, name="rounded")
-            m.d.comb += [
-                r.eq((self.qmax + 1)[1:]),
-                self.pair.eq(Mux(r[PAIR_BITS + 1], 0, ~r[:PAIR_BITS])),
-            ]
+        size = self.B // self.groups
+        for g in range(self.groups):
+            m.d.comb += self.partial[g].eq(tree_max(self.q[k] for k in range(g * size, (g + 1) * size)))
+        m.d.comb += [
+            self.qmax.eq(tree_max(self.partial[g] for g in range(self.groups))),
+            self.pair.eq(self.pair_of(self.qmax, self.stage1)),
+        ]
         return m
 
 
@@ -216,9 +231,15 @@ class RangeCounter(wiring.Component):
         m.d.comb += [
             self.count_a.eq(tree_sum(in_a[k] for k in range(self.B))),
             self.count_b.eq(tree_sum(in_b[k] for k in range(self.B))),
-            self.dialect.eq(Cat(self.count_b > self.count_a, self.pair)),
+            self.dialect.eq(self.decide(self.count_a, self.count_b, self.pair)),
         ]
         return m
+
+    @staticmethod
+    def decide(count_a, count_b, pair):
+        """The dialect from the two counts: ``2p`` if ``count_a >= count_b`` (ties to A), else
+        ``2p + 1``."""
+        return Cat(count_b > count_a, pair)
 
 
 class IndexMapper(wiring.Component):
@@ -261,6 +282,11 @@ class Selection:
     registers; its result, of shape :meth:`state_shape`, is registered there beside ``q``.
     :meth:`second` turns that state (and the registered ``q``) into the dialect, registered in
     stage 2 (the frame forces dialect 0 for a zero block). Both add their submodules to ``m``.
+    When the frame's ``"qmax"`` (``"select"``) cut is taken, :meth:`first` (:meth:`second`) is
+    also given ``cut``: a function
+    that takes keyword values, registers them in an extra pipeline stage and returns a dict of the
+    registers; the selection calls it once where its logic is best split (a selection without
+    such a point may leave it uncalled, and the frame registers its dialect instead).
     ``method`` names the ``golden.bd.quantize`` method whose dialects it reproduces.
     """
 
@@ -287,15 +313,23 @@ class TwoStageSelection(Selection):
     def state_shape(self, B: int):
         return PAIR_BITS
 
-    def first(self, m, B, elements, exp, q):
-        m.submodules.pair = pair = PairSelector(B, self.stage1)
+    def first(self, m, B, elements, exp, q, cut=None):
+        m.submodules.pair = pair = PairSelector(B, self.stage1, groups=1 if cut is None else GROUPS)
         m.d.comb += pair.q.eq(q)
-        return pair.pair
+        if cut is None:
+            return pair.pair
+        # The "qmax" cut: inside the maximum tree, after the maxima of GROUPS runs of lanes.
+        v = cut(partial=pair.partial)
+        return PairSelector.pair_of(tree_max(v["partial"][g] for g in range(GROUPS)), self.stage1)
 
-    def second(self, m, B, state, q):
+    def second(self, m, B, state, q, cut=None):
         m.submodules.ranges = ranges = RangeCounter(B)
         m.d.comb += [ranges.q.eq(q), ranges.pair.eq(state)]
-        return ranges.dialect
+        if cut is None:
+            return ranges.dialect
+        # The "select" cut: between the two range counts and their comparison.
+        v = cut(count_a=ranges.count_a, count_b=ranges.count_b, pair=state)
+        return RangeCounter.decide(v["count_a"], v["count_b"], v["pair"])
 
 
 class BDQuantizer(wiring.Component):
@@ -305,13 +339,29 @@ class BDQuantizer(wiring.Component):
     ``"trunc"``); ``selection`` replaces the two-stage selection altogether (a :class:`Selection`,
     for example the benchmark's MSE selection), in which case ``stage1`` must be left alone.
     :attr:`method` is the ``golden.bd.quantize`` method the unit reproduces bit for bit.
-    Raises ``ValueError`` naming ``B``, ``stage1`` or ``selection``.
+
+    ``pipeline`` (0 to ``len(CUT_POINTS)``, default 0) adds that many register stages at the first
+    cut points of :data:`CUT_POINTS`, ordered by where the time goes (the longest path after place
+    and route with the cuts before it taken; ``reports/synth/timing.md``):
+
+    - ``"select"``: inside the second half of the dialect selection (two-stage: between the range
+      counts and their comparison; see :class:`Selection`);
+    - ``"shift"``: between the significand shifter and the first half of the selection (``q``
+      registered before ``qmax`` and the pair);
+    - ``"qmax"``: inside the first half of the selection (two-stage: in the maximum tree of ``q``,
+      after the maxima of four runs of lanes);
+    - ``"exp"``: inside the shared exponent's maximum tree, after the maxima of four runs of lanes.
+
+    :attr:`latency` is ``4 + pipeline``; throughput stays one block per clock.
+    Raises ``ValueError`` naming ``B``, ``stage1``, ``selection`` or ``pipeline``.
     """
 
-    #: Cycles from acceptance on ``i`` to presentation on ``o`` with ``o.ready`` high.
+    #: Register stages without optional cuts.
     LATENCY = 4
+    CUT_POINTS = ("select", "shift", "qmax", "exp")
 
-    def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None):
+    def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None,
+                 pipeline: int = 0):
         self.B = unit_block_size(B, self)
         if selection is None:
             try:
@@ -323,6 +373,8 @@ class BDQuantizer(wiring.Component):
             reject(self)
             raise ValueError("selection must be a Selection, given without stage1")
         self.selection = selection
+        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
+        self.cuts = frozenset(self.CUT_POINTS[:self.pipeline])
         super().__init__({
             "i": In(stream.Signature(quantizer_input_layout(self.B))),
             "o": Out(stream.Signature(quantizer_output_layout(self.B))),
@@ -330,8 +382,8 @@ class BDQuantizer(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Pipeline latency in clock cycles (4)."""
-        return self.LATENCY
+        """Pipeline latency in clock cycles (``4 + pipeline``)."""
+        return self.LATENCY + self.pipeline
 
     @property
     def method(self) -> str:
@@ -341,67 +393,66 @@ class BDQuantizer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         B, sel = self.B, self.selection
-        valid, load = pipeline_control(m, self.LATENCY, self.i.valid, self.i.ready, self.o.ready)
-        m.d.comb += self.o.valid.eq(valid[-1])
+        st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready)
+        m.d.comb += self.o.valid.eq(st.valid)
+        v = {"data": self.i.payload.data}
 
-        def stage(n):
-            return take(valid, load, self.i.valid, n)
+        def inside(name, method, *args):
+            """Call a selection method, with a ``cut`` that registers its values and the frame's
+            (``v``) when cut point ``name`` is taken; registers its result if it leaves ``cut``
+            uncalled."""
+            nonlocal v
+            if name not in self.cuts:
+                return method(m, B, *args)
+            called = []
 
-        def reg(shape, name):
-            return Signal(shape, name=name, reset_less=True)
+            def cut(**values):
+                nonlocal v
+                called.append(True)
+                regs = st.register(name, **v, **values)
+                v = {k: regs[k] for k in v}
+                return {k: regs[k] for k in values}
 
-        # Stage 0: shared exponent and invalid flag.
-        m.submodules.exp_max = exp_max = ExponentMax(B)
-        m.d.comb += exp_max.data.eq(self.i.payload.data)
-        s0_data = reg(data.ArrayLayout(FP16_BITS, B), "s0_data")
-        s0_exp = reg(EXP_BITS, "s0_exp")
-        s0_invalid = reg(1, "s0_invalid")
-        with m.If(stage(0)):
-            m.d.sync += [s0_data.eq(self.i.payload.data), s0_exp.eq(exp_max.exp),
-                         s0_invalid.eq(exp_max.invalid)]
+            result = method(m, B, *args, cut=cut)
+            return result if called else cut(result=result)["result"]
 
-        # Stage 1: 5-bit intermediates and the first half of the selection.
+        # Stage 0: shared exponent and invalid flag; optional cut inside the maximum tree.
+        groups = GROUPS if "exp" in self.cuts else 1
+        m.submodules.exp_max = exp_max = ExponentMax(B, groups)
+        m.d.comb += exp_max.data.eq(v["data"])
+        v = st.cut("exp", "exp" in self.cuts, **v, invalid=exp_max.invalid,
+                   partial=exp_max.partial)
+        partial = v.pop("partial")
+        exp = tree_max(partial[g] for g in range(groups))
+        v = st.register("s0", **v, exp=exp)
+
+        # Stage 1: 5-bit intermediates; optional cut; the first half of the selection (with the
+        # optional "qmax" cut inside).
         m.submodules.shifter = shifter = SignificandShifter(B)
-        m.d.comb += [shifter.data.eq(s0_data), shifter.exp.eq(s0_exp)]
-        first = sel.first(m, B, s0_data, s0_exp, shifter.q)
-        s1_q = reg(data.ArrayLayout(Q_BITS, B), "s1_q")
-        s1_sign = reg(B, "s1_sign")
-        s1_exp = reg(EXP_BITS, "s1_exp")
-        s1_invalid = reg(1, "s1_invalid")
-        s1_state = reg(sel.state_shape(B), "s1_select")
-        with m.If(stage(1)):
-            m.d.sync += [
-                s1_q.eq(shifter.q),
-                s1_sign.eq(Cat(s0_data[k][FP16_BITS - 1] for k in range(B))),
-                s1_exp.eq(s0_exp),
-                s1_invalid.eq(s0_invalid),
-                s1_state.eq(first),
-            ]
+        m.d.comb += [shifter.data.eq(v["data"]), shifter.exp.eq(v["exp"])]
+        v = st.cut("shift", "shift" in self.cuts, **v, q=shifter.q)
+        first = inside("qmax", sel.first, v["data"], v["exp"], v["q"])
+        sign = Cat(v["data"][k][FP16_BITS - 1] for k in range(B))
+        v = st.register("s1", q=v["q"], sign=sign, exp=v["exp"], invalid=v["invalid"],
+                        select=first)
 
-        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0).
-        dialect = sel.second(m, B, s1_state, s1_q)
-        s2_q = reg(data.ArrayLayout(Q_BITS, B), "s2_q")
-        s2_sign = reg(B, "s2_sign")
-        s2_exp = reg(EXP_BITS, "s2_exp")
-        s2_invalid = reg(1, "s2_invalid")
-        s2_dialect = reg(DIALECT_BITS, "s2_dialect")
-        with m.If(stage(2)):
-            m.d.sync += [
-                s2_q.eq(s1_q), s2_sign.eq(s1_sign), s2_exp.eq(s1_exp), s2_invalid.eq(s1_invalid),
-                s2_dialect.eq(Mux(s1_exp.any(), dialect, 0)),
-            ]
+        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0), with the optional "select"
+        # cut inside the selection.
+        state = v.pop("select")
+        dialect = inside("select", sel.second, state, v["q"])
+        v = st.register("s2", **v, dialect=Mux(v["exp"].any(), dialect, 0))
 
         # Stage 3: element indices -> output register. In a zero block every q is 0 and every
         # midpoint is at least 1, so every idx is 0 without a special case. The MSE choice of
         # SPEC 5 rounds each element to nearest, ties up, which the midpoint compare on q gives
         # exactly too (SPEC 4.4).
         m.submodules.index = index = IndexMapper(B)
-        m.d.comb += [index.q.eq(s2_q), index.dialect.eq(s2_dialect)]
-        out = reg(quantizer_output_layout(B), "s3_out")
-        with m.If(stage(3)):
-            for k in range(B):
-                m.d.sync += out.codes[k].eq(Cat(index.idx[k], s2_sign[k]))
-            m.d.sync += [out.dialect.eq(s2_dialect), out.exp.eq(s2_exp),
-                         out.invalid.eq(s2_invalid)]
-        m.d.comb += self.o.payload.eq(out)
+        m.d.comb += [index.q.eq(v["q"]), index.dialect.eq(v["dialect"])]
+        out = Signal(quantizer_output_layout(B), name="out")
+        for k in range(B):
+            m.d.comb += out.codes[k].eq(Cat(index.idx[k], v["sign"][k]))
+        m.d.comb += [out.dialect.eq(v["dialect"]), out.exp.eq(v["exp"]),
+                     out.invalid.eq(v["invalid"])]
+        s3 = st.register("s3", out=out)
+        m.d.comb += self.o.payload.eq(s3["out"])
         return m

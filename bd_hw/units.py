@@ -12,6 +12,8 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer``     16, 32, 64      ``BDQuantizer(B, stage1="round")``        4
 ``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
+``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=4)``            8
+``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
 ==================== =============== ========================================= ===============
@@ -19,6 +21,9 @@ name                 block sizes     builder and parameters                    l
 The matrix-vector engine ``bd_linear`` (SPEC 11) is named by its lane count too: the registry keys
 ``bd_linear_n<N>`` emit ``rtl/bd_linear_b<B>_n<N>.v`` with top module ``bd_linear_b<B>_n<N>``
 (:class:`LinearUnit`); its latency counts from a row group's final weight beat to its result beat.
+
+The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
+the highest clock rate; ``reports/synth/timing.md``); the others use the default, 0.
 
 Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
 in ``bench/hw/units.py``; :func:`parse_units` and :func:`parse_blocks` are the argument types of
@@ -123,6 +128,10 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="online two-stage quantizer, truncating stage 1 (SPEC 4.2, method two_stage_trunc)"),
     Unit("bd_dot", "dot", _dot,
          summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
+    Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 4},
+         blocks=(32,), summary="bd_quantizer with every pipeline cut point taken (latency 8)"),
+    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,),
+         summary="bd_dot with every pipeline cut point taken (latency 10)"),
     LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,),
                summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,),

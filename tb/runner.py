@@ -58,10 +58,13 @@ class UnitRun:
         return self.error is None and self.failed == 0 and self.tests > 0 and self.mismatches == 0
 
 
-def depth_for(block: int, quick: bool) -> str:
+def depth_for(block: int, quick: bool, unit: str = "") -> str:
+    """quick with --quick; else full at FULL_BLOCK for units at the default pipeline setting, and
+    light for the other block sizes and the deeper pipeline settings (the ``_fast`` units)."""
     if quick:
         return "quick"
-    return "full" if block == FULL_BLOCK else "light"
+    pipelined = bool(unit) and bool(units.get(unit).params.get("pipeline"))
+    return "full" if block == FULL_BLOCK and not pipelined else "light"
 
 
 def parse_args(argv=None):
@@ -123,7 +126,7 @@ def _build_log_excerpt(log: Path, lines: int = 6) -> str:
 
 
 def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
-    run = UnitRun(unit, block, depth_for(block, args.quick))
+    run = UnitRun(unit, block, depth_for(block, args.quick, unit))
     source = rtl_file(unit, block, args.rtl)
     tag = f"{unit}_b{block}"
     try:
@@ -227,7 +230,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     runs = []
     for u, block in units.emitted(args.units, args.blocks):
-        print(f"== {u.name} B={block} ({depth_for(block, args.quick)})", flush=True)
+        print(f"== {u.name} B={block} ({depth_for(block, args.quick, u.name)})", flush=True)
         run = run_unit(u.name, block, args, waves)
         runs.append(run)
         status = "ok" if run.passed else "FAILED"

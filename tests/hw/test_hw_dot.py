@@ -17,6 +17,7 @@ from golden import bd
 from golden.formatbook import BLOCK_SIZES, FORMATBOOK
 
 FB = FORMATBOOK.tolist()
+PIPELINES = range(len(BDDot.CUT_POINTS) + 1)     # every setting of BDDot's pipeline parameter
 
 
 def to_signed(v, w):
@@ -134,9 +135,11 @@ def test_exact_accumulator(max_blocks, ready_prob):
     assert [to_signed(unpack(dut.o.payload.shape(), o)["total"], W) for o in run.outputs] == sums
 
 
-def test_fp32_normaliser():
+@pytest.mark.parametrize("cuts", [(), ("abs",), ("lzc",), FP32Normaliser.CUT_POINTS])
+def test_fp32_normaliser(cuts):
     W = 82
-    dut = FP32Normaliser(W)
+    dut = FP32Normaliser(W, cuts=cuts)
+    assert dut.latency == FP32Normaliser.LATENCY + len(cuts)
     lim = 1 << (W - 1)
     values = [0, 1, -1, lim - 1, -lim + 1, -lim, 1 << 36, -(1 << 36), 3 << 40,
               (1 << 24) + 1, (1 << 25) + 2, (1 << 25) + 6, (1 << 24) - 1, (1 << 25) - 1,   # ties
@@ -166,6 +169,8 @@ def test_fp32_normaliser_bad_parameters():
         FP32Normaliser(1)
     with pytest.raises(ValueError, match="width"):
         FP32Normaliser(200)
+    with pytest.raises(ValueError, match="cuts"):
+        FP32Normaliser(82, cuts=("tree",))
 
 
 # --- the whole unit -----------------------------------------------------------------------------
@@ -179,16 +184,28 @@ def test_fp32_normaliser_bad_parameters():
     (64, 40, 3, 0.7, 0.6, 6),
 ])
 def test_dot_random(B, count, max_len, valid_prob, ready_prob, seed):
+    _check_random(BDDot(B), count, max_len, valid_prob, ready_prob, seed)
+
+
+# Every pipeline setting beyond the default: fewer dots at B = 32, stalls on both sides.
+@pytest.mark.parametrize("pipeline", PIPELINES[1:])
+def test_dot_random_pipelined(pipeline):
+    _check_random(BDDot(32, pipeline=pipeline), 80, 4, 0.8, 0.6, 10 + pipeline)
+    _check_random(BDDot(16, max_blocks=4, pipeline=pipeline), 40, 4, 0.95, 0.3, 20 + pipeline)
+
+
+def _check_random(dut, count, max_len, valid_prob, ready_prob, seed):
+    B = dut.B
     rng = random.Random(seed)
     dots = [[(random_blk(rng, B), random_blk(rng, B)) for _ in range(rng.randint(1, max_len))]
             for _ in range(count)]
-    run = run_stream(BDDot(B), beats_of(dots), expected=len(dots), valid_prob=valid_prob,
-                     ready_prob=ready_prob, seed=seed, tail=10)
+    run = run_stream(dut, beats_of(dots), expected=len(dots), valid_prob=valid_prob,
+                     ready_prob=ready_prob, seed=seed, tail=10 + dut.pipeline)
     check_dots(dots, run.outputs)
 
 
-@pytest.mark.parametrize("B", [16, 32])
-def test_dot_special_sums(B):
+@pytest.mark.parametrize("B,pipeline", [(16, 0), (32, 0), (32, PIPELINES[-1])])
+def test_dot_special_sums(B, pipeline):
     rng = random.Random(B)
     zero = {"codes": [0] * B, "dialect": 0, "exp": 0}
     neg_zero = {"codes": [8] * B, "dialect": 5, "exp": 0}
@@ -209,7 +226,7 @@ def test_dot_special_sums(B):
         "huge minus tiny": [(big, big), (small, dict(small, codes=[9] + [0] * (B - 1)))],
         "single small": [(small, small)],
     }
-    run = run_stream(BDDot(B), beats_of(dots.values()), expected=len(dots))
+    run = run_stream(BDDot(B, pipeline=pipeline), beats_of(dots.values()), expected=len(dots))
     check_dots(list(dots.values()), run.outputs)
     out = {k: unpack_dot_output(o)["result"] for k, o in zip(dots, run.outputs)}
     assert out["all zero"] == out["zero codes, negative signs"] == 0x00000000   # +0.0
@@ -232,10 +249,10 @@ def test_dot_full_length_sum():
     check_dots(long, run.outputs)
 
 
-@pytest.mark.parametrize("B", BLOCK_SIZES)
-def test_dot_latency_and_throughput(B):
-    dut = BDDot(B)
-    assert dut.latency == 6
+@pytest.mark.parametrize("B,pipeline", [(B, 0) for B in BLOCK_SIZES] + [(32, p) for p in PIPELINES[1:]])
+def test_dot_latency_and_throughput(B, pipeline):
+    dut = BDDot(B, pipeline=pipeline)
+    assert dut.latency == 6 + pipeline
     rng = random.Random(B)
     dots = [[(random_blk(rng, B), random_blk(rng, B))] for _ in range(10)]
     run = run_stream(dut, beats_of(dots), expected=len(dots))
@@ -248,6 +265,12 @@ def test_dot_latency_and_throughput(B):
 def test_dot_bad_max_blocks(max_blocks):
     with pytest.raises(ValueError, match="max_blocks"):
         BDDot(32, max_blocks)
+
+
+@pytest.mark.parametrize("pipeline", [-1, len(BDDot.CUT_POINTS) + 1, 1.0, True, "1", None])
+def test_dot_bad_pipeline(pipeline):
+    with pytest.raises(ValueError, match="pipeline"):
+        BDDot(32, pipeline=pipeline)
 
 
 @pytest.mark.parametrize("B", [0, 8, 33, 128, "16", True])

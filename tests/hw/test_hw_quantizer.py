@@ -25,6 +25,7 @@ from golden.spec import BLOCK_SIZES
 from tests.hw.testing import run_comb, run_stream, stream_get, stream_put
 
 RULES = ("round", "trunc")
+PIPELINES = range(len(BDQuantizer.CUT_POINTS) + 1)     # every setting of the pipeline parameter
 ONE = 0x3C00
 
 
@@ -251,12 +252,12 @@ def test_reference_matches_golden(stage1):
     assert [ref_quantize(b, stage1) for b in blocks] == golden_quantize(blocks, 32, stage1)
 
 
-@pytest.mark.parametrize("stage1", RULES)
-@pytest.mark.parametrize("B", BLOCK_SIZES)
-def test_quantizer_corners(B, stage1):
+@pytest.mark.parametrize("B,stage1,pipeline", [(B, s, 0) for B in BLOCK_SIZES for s in RULES]
+                         + [(32, s, p) for s in RULES for p in PIPELINES[1:]])
+def test_quantizer_corners(B, stage1, pipeline):
     rows = corner_rows(B)
     blocks = [row for family in rows.values() for row in family]
-    dut = BDQuantizer(B, stage1)
+    dut = BDQuantizer(B, stage1, pipeline=pipeline)
     assert dut.method == {"round": "two_stage", "trunc": "two_stage_trunc"}[stage1]
     run = run_stream(dut, [pack_quantizer_input(b) for b in blocks])
     got = iter(check_outputs(blocks, run.outputs, B, stage1))
@@ -316,11 +317,24 @@ def test_quantizer_random_backpressure(B, count, valid_prob, ready_prob, seed, s
         assert seen == set(range(16)), f"dialects not covered: {set(range(16)) - seen}"
 
 
+# Every pipeline setting beyond the default: fewer blocks, stalls on both sides, both rules.
 @pytest.mark.parametrize("stage1", RULES)
-@pytest.mark.parametrize("B", BLOCK_SIZES)
-def test_quantizer_latency_and_throughput(B, stage1):
-    dut = BDQuantizer(B, stage1)
-    assert dut.latency == 4
+@pytest.mark.parametrize("pipeline", PIPELINES[1:])
+def test_quantizer_random_pipelined(pipeline, stage1):
+    for B, count, valid_prob, ready_prob, seed in [(32, 200, 0.8, 0.6, 30 + pipeline),
+                                                   (16, 200, 0.95, 0.3, 40 + pipeline)]:
+        blocks = random_rows(count, B, seed=seed)
+        dut = BDQuantizer(B, stage1, pipeline=pipeline)
+        run = run_stream(dut, [pack_quantizer_input(b) for b in blocks], valid_prob=valid_prob,
+                         ready_prob=ready_prob, seed=seed, tail=8 + pipeline)
+        check_outputs(blocks, run.outputs, B, stage1)
+
+
+@pytest.mark.parametrize("B,stage1,pipeline", [(B, s, 0) for B in BLOCK_SIZES for s in RULES]
+                         + [(32, "round", p) for p in PIPELINES[1:]])
+def test_quantizer_latency_and_throughput(B, stage1, pipeline):
+    dut = BDQuantizer(B, stage1, pipeline=pipeline)
+    assert dut.latency == 4 + pipeline
     blocks = random_rows(12, B, seed=7)
     run = run_stream(dut, [pack_quantizer_input(b) for b in blocks])
     assert run.accepted == list(range(12))                  # one block per clock
@@ -391,6 +405,12 @@ def test_quantizer_refuses_input_during_reset():
     # 1.0 everywhere: E = 15, q = 16, pair 7, no element in either range -> tie -> dialect 14, idx 7.
     assert check_outputs([block], seen[3:], B, "round") == [
         {"codes": [7] * B, "dialect": 14, "exp": 15, "invalid": 0}]
+
+
+@pytest.mark.parametrize("pipeline", [-1, len(BDQuantizer.CUT_POINTS) + 1, 1.0, True, "1", None])
+def test_quantizer_bad_pipeline(pipeline):
+    with pytest.raises(ValueError, match="pipeline"):
+        BDQuantizer(32, pipeline=pipeline)
 
 
 @pytest.mark.parametrize("B", [0, 8, 48, 128, "32", None, True])
