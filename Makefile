@@ -23,7 +23,7 @@ help:
 	@echo "  make sim-quick     the reduced simulation run by the test suite"
 	@echo "  make report        format comparison on real LLaMA tensors -> reports/golden/"
 	@echo "  make report-quick  a few layers on a short text"
-	@echo "  make synth         yosys + nextpnr-ice40 figures -> reports/synth/"
+	@echo "  make synth         yosys + nextpnr iCE40 HX8K and ECP5 figures -> reports/synth/ (slow units: ARGS=\"--units sel_mse\")"
 	@echo "  make bench         golden and Verilator throughput -> reports/bench/"
 	@echo "  make bench-golden  golden-model quantization rate vs MXFP4"
 	@echo "ARGS=\"...\" passes options to report/sim/synth/bench (see python -m golden.report --help etc.)"
