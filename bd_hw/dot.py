@@ -37,22 +37,19 @@ from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import EXP_BITS, MAX_HALF_UNITS
+from golden.spec import DEFAULT_MAX_BLOCKS, EXP_BITS, H_BITS, MAX_EXP_SUM, MAX_PRODUCT
+from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
 
 from .arith import tree_sum
-from .decoder import H_BITS, BDDecoder
-from .layouts import (DECODED_BITS, check_block_size, dot_input_layout, dot_output_layout,
-                      reject)
+from .decoder import BDDecoder
+from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout, reject, unit_block_size
 from .pipeline import pipeline_control, take
 
 __all__ = ["MultiplierArray", "AdderTree", "ExactAccumulator", "FP32Normaliser", "BDDot",
            "FRAC_BITS", "MAX_EXP_SUM", "PRODUCT_BITS", "block_sum_bits", "accumulator_bits"]
 
-FRAC_BITS = 36                       # SPEC 6: A is in units of 2^-36
-MAX_EXP_SUM = 60                     # SPEC 6: E_a + E_w <= 60 (E <= 30, SPEC 3)
-EXP_SUM_BITS = EXP_BITS + 1          # 6
-MAX_PRODUCT = MAX_HALF_UNITS * MAX_HALF_UNITS       # 225
-PRODUCT_BITS = MAX_PRODUCT.bit_length() + 1         # 9, signed
+EXP_SUM_BITS = EXP_BITS + 1                    # 6: E_a + E_w <= 60 (SPEC 6)
+PRODUCT_BITS = MAX_PRODUCT.bit_length() + 1    # 9, signed: |P_k| <= 225
 
 
 def _clog2(n: int) -> int:
@@ -86,7 +83,7 @@ class MultiplierArray(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = B
         super().__init__({
             "a": In(data.ArrayLayout(DECODED_BITS, self.B)),
             "w": In(data.ArrayLayout(DECODED_BITS, self.B)),
@@ -113,7 +110,7 @@ class AdderTree(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = B
         super().__init__({
             "products": In(data.ArrayLayout(signed(PRODUCT_BITS), self.B)),
             "sum": Out(signed(block_sum_bits(self.B))),
@@ -137,8 +134,8 @@ class ExactAccumulator(wiring.Component):
 
     LATENCY = 2
 
-    def __init__(self, B: int = 32, max_blocks: int = 256):
-        self.B = check_block_size(B, owner=self)
+    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.B = B
         self.max_blocks = _check_max_blocks(max_blocks, owner=self)
         self.width = accumulator_bits(self.B, self.max_blocks)
         super().__init__({
@@ -297,8 +294,8 @@ class BDDot(wiring.Component):
 
     FRONT_STAGES = 2
 
-    def __init__(self, B: int = 32, max_blocks: int = 256):
-        self.B = check_block_size(B, owner=self)
+    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.B = unit_block_size(B, self)
         self.max_blocks = _check_max_blocks(max_blocks, owner=self)
         self.acc_bits = accumulator_bits(self.B, self.max_blocks)
         if self.acc_bits - 1 - FRAC_BITS + 127 > 254:

@@ -36,11 +36,11 @@ from collections.abc import Mapping, Sequence
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-from golden.formatbook import BLOCK_SIZES, CODE_BITS, DIALECT_BITS, EXP_BITS
+from golden.spec import CODE_BITS, DIALECT_BITS, EXP_BITS, FP16_BITS, H_BITS, check_block_size
 
 __all__ = [
     "FP16_BITS", "FP32_BITS", "DECODED_BITS",
-    "check_block_size", "reject",
+    "unit_block_size", "reject",
     "quantizer_input_layout", "quantizer_output_layout", "dot_input_layout", "dot_output_layout",
     "pack", "unpack",
     "pack_quantizer_input", "unpack_quantizer_input",
@@ -49,38 +49,38 @@ __all__ = [
     "pack_lanes", "unpack_lanes", "pack_decoder_codes", "unpack_decoder_values",
 ]
 
-FP16_BITS = 16
-FP32_BITS = 32
-DECODED_BITS = 1 + 4      # decoder lane: {sign, h[3:0]} (SPEC 9)
+FP32_BITS = 32            # IEEE binary32 result of bd_dot (SPEC 6)
+DECODED_BITS = 1 + H_BITS  # decoder lane: {sign, h[3:0]} (SPEC 9)
 
 
-def check_block_size(block: int, name: str = "B", owner=None) -> int:
-    """Return ``block`` if it is one of SPEC 3's block sizes, else raise ``ValueError`` naming it.
+def unit_block_size(B, owner) -> int:
+    """The block-size check of a unit's constructor (``golden.spec.check_block_size``, naming ``B``).
 
-    ``owner`` is the component being constructed, if any: it is marked so that Amaranth does not
-    warn about an elaboratable "created but never used" when its constructor rejects a parameter.
+    Done once, by the unit being built (``BDDecoder``, ``BDQuantizer``, ``BDDot``); the stage
+    components inside take the lane count as given. ``owner`` is marked so that Amaranth does not
+    warn about an elaboratable "created but never used" when the constructor rejects ``B``.
     """
-    if isinstance(block, bool) or not isinstance(block, int) or block not in BLOCK_SIZES:
+    try:
+        return check_block_size(B, "B")
+    except ValueError:
         reject(owner)
-        raise ValueError(f"{name} must be one of {BLOCK_SIZES}, not {block!r}")
-    return block
+        raise
 
 
 def reject(owner) -> None:
-    """Silence Amaranth's unused-elaboratable warning for a component whose constructor fails."""
+    """Silence Amaranth's unused-elaboratable warning for a component that will not be elaborated
+    (its constructor failed, or it was built only to read a property)."""
     if owner is not None:
         owner._MustUse__silence = True
 
 
 def quantizer_input_layout(B: int) -> data.StructLayout:
     """``bd_quantizer`` input payload: ``data``, B FP16 elements, element k at ``[16k +: 16]``."""
-    check_block_size(B)
     return data.StructLayout({"data": data.ArrayLayout(FP16_BITS, B)})
 
 
 def quantizer_output_layout(B: int) -> data.StructLayout:
     """``bd_quantizer`` output payload: ``codes`` 4B, ``dialect`` 4, ``exp`` 5, ``invalid`` 1."""
-    check_block_size(B)
     return data.StructLayout({
         "codes":   data.ArrayLayout(CODE_BITS, B),
         "dialect": DIALECT_BITS,
@@ -91,7 +91,6 @@ def quantizer_output_layout(B: int) -> data.StructLayout:
 
 def dot_input_layout(B: int) -> data.StructLayout:
     """``bd_dot`` input payload: one activation block, one weight block and ``last``."""
-    check_block_size(B)
     return data.StructLayout({
         "a_codes":   data.ArrayLayout(CODE_BITS, B),
         "a_dialect": DIALECT_BITS,
@@ -162,6 +161,7 @@ def unpack(layout: data.Layout, value: int):
 
 
 def _block_of(seq: Sequence) -> int:
+    """Block size of a packed vector: the boundary check of the plain-int helpers (SPEC 3)."""
     return check_block_size(len(seq), "block size (number of elements)")
 
 

@@ -11,22 +11,25 @@ Streams (``amaranth.lib.stream``, payload layouts from :mod:`bd_hw.layouts`):
 
 **Latency: 4 clock cycles** (:attr:`BDQuantizer.latency`): a beat transferred on ``i`` at rising
 edge ``n`` (``i.valid`` and ``i.ready`` high there) raises ``o.valid`` after edge ``n + 3`` and, with
-``o.ready`` high, is transferred on ``o`` at edge ``n + 4``. Throughput is one block per clock. Under back-pressure every stage holds its registers;
-a stage may load while the one after it is empty, so bubbles collapse (see :mod:`bd_hw.pipeline`).
-``o.valid`` comes from a register; ``i.ready`` depends combinationally on ``o.ready`` and ``rst``
-only (it is low during reset).
+``o.ready`` high, is transferred on ``o`` at edge ``n + 4``. Throughput is one block per clock.
+Under back-pressure every stage holds its registers; a stage may load while the one after it is
+empty, so bubbles collapse (see :mod:`bd_hw.pipeline`). ``o.valid`` comes from a register;
+``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low during reset).
 
-Pipeline (each line ends in a register stage):
+The frame (each line ends in a register stage):
 
-1. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)``, ``invalid``.
-2. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)``; :class:`~bd_hw.arith.MaxTree`
-   gives ``qmax``, and the pair ``p = 15 - (qmax >> 1)``.
-3. :class:`RangeCounter`: stage-2 counts over the pair's two beneficial ranges, ties to A; the
-   zero block (``E == 0``) forces dialect 0.
-4. :class:`IndexMapper`: ``idx_k`` = number of the dialect's midpoints ``<= q_k`` (ties up);
+0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)``, ``invalid``.
+1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)``; the first half of the dialect
+   selection.
+2. the second half of the dialect selection; the zero block (``E == 0``) forces dialect 0.
+3. :class:`IndexMapper`: ``idx_k`` = number of the dialect's midpoints ``<= q_k`` (ties up);
    ``code_k = s_k << 3 | idx_k``.
 
-Every table (stage-2 ranges, midpoints) is read from :mod:`golden.formatbook`.
+The dialect selection is a parameter (:class:`Selection`). The product's is
+:class:`TwoStageSelection`: stage 1 :class:`PairSelector` (``qmax`` and the pair, SPEC 4.2, with the
+``stage1`` rule ``"round"``, the default, or ``"trunc"``), stage 2 :class:`RangeCounter` (SPEC 4.3).
+The benchmark's exhaustive MSE selection (SPEC 5, ``bench/hw/mse_selector.py``) plugs into the same
+frame. Every table (stage-2 ranges, midpoints) is read from :mod:`golden.formatbook`.
 """
 from __future__ import annotations
 
@@ -34,31 +37,35 @@ from amaranth.hdl import Cat, Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import (DIALECT_BITS, EXP_BITS, LEVELS, MIDPOINTS, NUM_DIALECTS, NUM_PAIRS,
-                               STAGE2_RANGES)
+from golden.formatbook import MIDPOINTS, STAGE2_RANGES
+from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, FP16_MAN_BITS,
+                         IDX_BITS, LEVELS, NUM_DIALECTS, NUM_PAIRS, Q_BITS)
 
-from .arith import MaxTree, tree_sum
-from .decoder import pack_row
-from .layouts import (FP16_BITS, check_block_size, quantizer_input_layout,
-                      quantizer_output_layout)
+from .arith import MaxTree, pack_row, tree_sum
+from .layouts import quantizer_input_layout, quantizer_output_layout, reject, unit_block_size
 from .pipeline import pipeline_control, take
 
-__all__ = ["ExponentMax", "SignificandShifter", "RangeCounter", "IndexMapper", "BDQuantizer",
-           "Q_BITS", "PAIR_BITS", "IDX_BITS"]
+__all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", "IndexMapper",
+           "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
 
-Q_BITS = 5                                   # SPEC 4.1: quarter-units, 3 integer + 2 fraction bits
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
-IDX_BITS = (LEVELS - 1).bit_length()         # 3
+MAN_BITS = FP16_MAN_BITS
+# SPEC 4.2 [revised]: the stage-1 rules, and the golden.bd method each one implements (SPEC 10).
+STAGE1_RULES = {"round": "two_stage", "trunc": "two_stage_trunc"}
 # The zero block needs no special case in the index mapper only because q = 0 is below every
 # dialect's first midpoint (SPEC 3: every idx of a zero block is 0).
 assert min(MIDPOINTS[:, 0].tolist()) >= 1
-MAN_BITS = 10                                # FP16 mantissa field
-EX_NONFINITE = (1 << EXP_BITS) - 1           # 31: Inf / NaN
 
 
 def _fields(x):
     """FP16 bits -> (sign, exponent field, mantissa field)."""
     return x[FP16_BITS - 1], x[MAN_BITS:MAN_BITS + EXP_BITS], x[:MAN_BITS]
+
+
+def check_stage1(stage1) -> str:
+    if stage1 not in STAGE1_RULES:
+        raise ValueError(f"stage1 must be one of {tuple(STAGE1_RULES)}, got {stage1!r}")
+    return stage1
 
 
 class ExponentMax(wiring.Component):
@@ -69,7 +76,7 @@ class ExponentMax(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = B
         super().__init__({
             "data": In(data.ArrayLayout(FP16_BITS, self.B)),
             "exp": Out(EXP_BITS),
@@ -83,7 +90,7 @@ class ExponentMax(wiring.Component):
         for k in range(self.B):
             _, ex, _ = _fields(self.data[k])
             m.d.comb += [
-                nonfinite[k].eq(ex == EX_NONFINITE),
+                nonfinite[k].eq(ex == EXP_FIELD_NONFINITE),
                 tree.values[k].eq(Mux(nonfinite[k], 0, ex)),
             ]
         m.d.comb += [
@@ -104,7 +111,7 @@ class SignificandShifter(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = B
         super().__init__({
             "data": In(data.ArrayLayout(FP16_BITS, self.B)),
             "exp": In(EXP_BITS),
@@ -117,11 +124,52 @@ class SignificandShifter(wiring.Component):
             _, ex, man = _fields(self.data[k])
             d = Signal(EXP_BITS + 1, name=f"d{k}")        # E - ex, modulo 64
             top = Cat(man[MAN_BITS - (Q_BITS - 1):], 1)    # M[10:6], 5 bits
-            normal = (ex != 0) & (ex != EX_NONFINITE)
+            normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
             m.d.comb += [
                 d.eq(self.exp - ex),
                 # d < 5, written on the low 3 bits so that no width-mismatched compare is emitted
                 self.q[k].eq(Mux(normal & ~d[3:].any() & (d[:3] < Q_BITS), top >> d[:3], 0)),
+            ]
+        return m
+
+
+class PairSelector(wiring.Component):
+    """Stage 1 of SPEC 4 [revised]: ``qmax = max(q_k)`` and the pair it selects.
+
+    Ports: ``q`` in, B x 5 bits; ``qmax`` out 5; ``pair`` out 3. ``stage1`` is the rule of
+    SPEC 4.2: ``"round"`` (the default) picks the pair whose largest value is nearest the block
+    maximum, ties up, ``p = max(0, 15 - ((qmax + 1) >> 1))``; ``"trunc"`` is the first reading of the
+    paper, ``p = 15 - (qmax >> 1)``. For ``qmax`` in [16, 31] (every block with ``E >= 1``) both are
+    a few gates: truncation is ``~qmax[3:1]``; rounding adds one 5-bit incrementer,
+    ``r = (qmax + 1) >> 1`` in [8, 16], then ``p = 0`` if ``r == 16`` else ``~r[2:0]``.
+    """
+
+    def __init__(self, B: int = 32, stage1: str = "round"):
+        self.B = B
+        try:
+            self.stage1 = check_stage1(stage1)
+        except ValueError:
+            reject(self)
+            raise
+        super().__init__({
+            "q": In(data.ArrayLayout(Q_BITS, self.B)),
+            "qmax": Out(Q_BITS),
+            "pair": Out(PAIR_BITS),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tree = tree = MaxTree(Q_BITS, self.B)
+        m.d.comb += [tree.values.eq(self.q), self.qmax.eq(tree.max)]
+        if self.stage1 == "trunc":
+            # p = 15 - (qmax >> 1) = ~qmax[3:1] for qmax in [16, 31]
+            m.d.comb += self.pair.eq(~self.qmax[1:1 + PAIR_BITS])
+        else:
+            # r = (qmax + 1) >> 1 in [8, 16]; p = max(0, 15 - r): 0 when r = 16, else 7 - r[2:0]
+            r = Signal(Q_BITS, name="rounded")
+            m.d.comb += [
+                r.eq((self.qmax + 1)[1:]),
+                self.pair.eq(Mux(r[PAIR_BITS + 1], 0, ~r[:PAIR_BITS])),
             ]
         return m
 
@@ -135,7 +183,7 @@ class RangeCounter(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = B
         cbits = self.B.bit_length()
         super().__init__({
             "q": In(data.ArrayLayout(Q_BITS, self.B)),
@@ -182,7 +230,7 @@ class IndexMapper(wiring.Component):
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+        self.B = B
         super().__init__({
             "q": In(data.ArrayLayout(Q_BITS, self.B)),
             "dialect": In(DIALECT_BITS),
@@ -206,17 +254,75 @@ class IndexMapper(wiring.Component):
         return m
 
 
+class Selection:
+    """How the quantizer frame picks a block's dialect, in two pipeline stages.
+
+    :meth:`first` is the logic between the stage-0 registers (``elements``, the FP16 data, and ``exp``) and the stage-1
+    registers; its result, of shape :meth:`state_shape`, is registered there beside ``q``.
+    :meth:`second` turns that state (and the registered ``q``) into the dialect, registered in
+    stage 2 (the frame forces dialect 0 for a zero block). Both add their submodules to ``m``.
+    ``method`` names the ``golden.bd.quantize`` method whose dialects it reproduces.
+    """
+
+    method: str = ""
+
+    def state_shape(self, B: int):
+        raise NotImplementedError
+
+    def first(self, m: Module, B: int, elements, exp, q):
+        raise NotImplementedError
+
+    def second(self, m: Module, B: int, state, q):
+        raise NotImplementedError
+
+
+class TwoStageSelection(Selection):
+    """SPEC 4 stages 1 and 2: :class:`PairSelector` (with the ``stage1`` rule), then
+    :class:`RangeCounter`."""
+
+    def __init__(self, stage1: str = "round"):
+        self.stage1 = check_stage1(stage1)
+        self.method = STAGE1_RULES[self.stage1]
+
+    def state_shape(self, B: int):
+        return PAIR_BITS
+
+    def first(self, m, B, elements, exp, q):
+        m.submodules.pair = pair = PairSelector(B, self.stage1)
+        m.d.comb += pair.q.eq(q)
+        return pair.pair
+
+    def second(self, m, B, state, q):
+        m.submodules.ranges = ranges = RangeCounter(B)
+        m.d.comb += [ranges.q.eq(q), ranges.pair.eq(state)]
+        return ranges.dialect
+
+
 class BDQuantizer(wiring.Component):
     """``bd_quantizer`` for block size ``B`` (16, 32 or 64); see the module docstring.
 
-    Raises ``ValueError`` naming ``B`` for an unsupported block size.
+    ``stage1`` is the SPEC 4.2 rule of the two-stage selection (``"round"``, the default, or
+    ``"trunc"``); ``selection`` replaces the two-stage selection altogether (a :class:`Selection`,
+    for example the benchmark's MSE selection), in which case ``stage1`` must be left alone.
+    :attr:`method` is the ``golden.bd.quantize`` method the unit reproduces bit for bit.
+    Raises ``ValueError`` naming ``B``, ``stage1`` or ``selection``.
     """
 
     #: Cycles from acceptance on ``i`` to presentation on ``o`` with ``o.ready`` high.
     LATENCY = 4
 
-    def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
+    def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None):
+        self.B = unit_block_size(B, self)
+        if selection is None:
+            try:
+                selection = TwoStageSelection(stage1)
+            except ValueError:
+                reject(self)
+                raise
+        elif stage1 != "round" or not isinstance(selection, Selection):
+            reject(self)
+            raise ValueError("selection must be a Selection, given without stage1")
+        self.selection = selection
         super().__init__({
             "i": In(stream.Signature(quantizer_input_layout(self.B))),
             "o": Out(stream.Signature(quantizer_output_layout(self.B))),
@@ -227,9 +333,14 @@ class BDQuantizer(wiring.Component):
         """Pipeline latency in clock cycles (4)."""
         return self.LATENCY
 
+    @property
+    def method(self) -> str:
+        """The ``golden.bd.quantize`` method of this unit (``two_stage``, ``two_stage_trunc``, ...)."""
+        return self.selection.method
+
     def elaborate(self, platform):
         m = Module()
-        B = self.B
+        B, sel = self.B, self.selection
         valid, load = pipeline_control(m, self.LATENCY, self.i.valid, self.i.ready, self.o.ready)
         m.d.comb += self.o.valid.eq(valid[-1])
 
@@ -249,28 +360,26 @@ class BDQuantizer(wiring.Component):
             m.d.sync += [s0_data.eq(self.i.payload.data), s0_exp.eq(exp_max.exp),
                          s0_invalid.eq(exp_max.invalid)]
 
-        # Stage 1: 5-bit intermediates, qmax and the pair.
+        # Stage 1: 5-bit intermediates and the first half of the selection.
         m.submodules.shifter = shifter = SignificandShifter(B)
-        m.submodules.qmax = qmax = MaxTree(Q_BITS, B)
-        m.d.comb += [shifter.data.eq(s0_data), shifter.exp.eq(s0_exp), qmax.values.eq(shifter.q)]
+        m.d.comb += [shifter.data.eq(s0_data), shifter.exp.eq(s0_exp)]
+        first = sel.first(m, B, s0_data, s0_exp, shifter.q)
         s1_q = reg(data.ArrayLayout(Q_BITS, B), "s1_q")
         s1_sign = reg(B, "s1_sign")
         s1_exp = reg(EXP_BITS, "s1_exp")
         s1_invalid = reg(1, "s1_invalid")
-        s1_pair = reg(PAIR_BITS, "s1_pair")
+        s1_state = reg(sel.state_shape(B), "s1_select")
         with m.If(stage(1)):
             m.d.sync += [
                 s1_q.eq(shifter.q),
                 s1_sign.eq(Cat(s0_data[k][FP16_BITS - 1] for k in range(B))),
                 s1_exp.eq(s0_exp),
                 s1_invalid.eq(s0_invalid),
-                # p = 15 - (qmax >> 1) = ~qmax[3:1] for qmax in [16, 31]
-                s1_pair.eq(~qmax.max[1:1 + PAIR_BITS]),
+                s1_state.eq(first),
             ]
 
-        # Stage 2: dialect (zero block -> dialect 0).
-        m.submodules.ranges = ranges = RangeCounter(B)
-        m.d.comb += [ranges.q.eq(s1_q), ranges.pair.eq(s1_pair)]
+        # Stage 2: the dialect (SPEC 3: a zero block is dialect 0).
+        dialect = sel.second(m, B, s1_state, s1_q)
         s2_q = reg(data.ArrayLayout(Q_BITS, B), "s2_q")
         s2_sign = reg(B, "s2_sign")
         s2_exp = reg(EXP_BITS, "s2_exp")
@@ -279,11 +388,13 @@ class BDQuantizer(wiring.Component):
         with m.If(stage(2)):
             m.d.sync += [
                 s2_q.eq(s1_q), s2_sign.eq(s1_sign), s2_exp.eq(s1_exp), s2_invalid.eq(s1_invalid),
-                s2_dialect.eq(Mux(s1_exp.any(), ranges.dialect, 0)),
+                s2_dialect.eq(Mux(s1_exp.any(), dialect, 0)),
             ]
 
         # Stage 3: element indices -> output register. In a zero block every q is 0 and every
-        # midpoint is at least 1, so every idx is 0 without a special case.
+        # midpoint is at least 1, so every idx is 0 without a special case. The MSE choice of
+        # SPEC 5 rounds each element to nearest, ties up, which the midpoint compare on q gives
+        # exactly too (SPEC 4.4).
         m.submodules.index = index = IndexMapper(B)
         m.d.comb += [index.q.eq(s2_q), index.dialect.eq(s2_dialect)]
         out = reg(quantizer_output_layout(B), "s3_out")

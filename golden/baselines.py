@@ -11,7 +11,10 @@ import torch
 
 from golden import formatbook
 
-FORMATS = ("fp16", "bd_two_stage", "bd_mse", "mxfp4", "nvfp4", "int4")
+FORMATS = ("fp16", "bd_two_stage", "bd_two_stage_trunc", "bd_mse", "mxfp4", "nvfp4", "int4")
+# The BlockDialect formats and their golden.bd.quantize method: "bd_two_stage" is the default
+# two-stage selector (SPEC 4.2, rounding stage 1), "bd_two_stage_trunc" the truncating variant.
+BD_METHODS = {"bd_two_stage": "two_stage", "bd_two_stage_trunc": "two_stage_trunc", "bd_mse": "mse"}
 
 # SPEC 8: E2M1 element magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
@@ -154,12 +157,11 @@ def fake_quantize(x, fmt: str, block: int | None = None) -> torch.Tensor:
         if not bool(torch.isfinite(out).all()):
             raise ValueError("x: value overflows FP16")
         return out.to(torch.float32)
-    if fmt in ("bd_two_stage", "bd_mse"):
+    if fmt in BD_METHODS:
         from golden import bd  # imported here so the baselines work while bd is unavailable
 
         block = 32 if block is None else _check_block(block, formatbook.BLOCK_SIZES, fmt)
-        method = "two_stage" if fmt == "bd_two_stage" else "mse"
-        return bd.dequantize(bd.quantize(x, block=block, method=method))
+        return bd.dequantize(bd.quantize(x, block=block, method=BD_METHODS[fmt]))
     if fmt == "mxfp4":
         return mxfp4(x, block=32 if block is None else block)
     if fmt == "nvfp4":
@@ -185,7 +187,7 @@ def bits_per_element(fmt: str, block: int | None = None, convention: str = "ocp"
             raise ValueError(f"block: fp16 has no blocks, got block={block!r}")
         return float(FP16_BITS)
     element_bits = formatbook.CODE_BITS  # every block format here stores 4-bit elements
-    if fmt in ("bd_two_stage", "bd_mse"):
+    if fmt in BD_METHODS:
         block = 32 if block is None else _check_block(block, formatbook.BLOCK_SIZES, fmt)
         return element_bits + (formatbook.DIALECT_BITS + formatbook.EXP_BITS) / block
     if fmt == "mxfp4":

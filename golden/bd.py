@@ -1,6 +1,7 @@
 """BlockDialect golden model: the public API of SPEC 10, bit-exact to ../shared/SPEC.md.
 
     q = quantize(x, block=32, method="two_stage")   # SPEC 3, 4 (activations) or 5 ("mse", weights)
+                                                    # "two_stage_trunc": SPEC 4 with the truncating stage 1
     x_hat = dequantize(q)                           # SPEC 3
     y = linear(q_act, q_weight)                     # SPEC 6: exact block sums, one FP32 rounding
     raw = pack(q); q2 = unpack(raw, block=32)       # SPEC 7
@@ -15,13 +16,20 @@ import numpy as np
 import torch
 
 from . import fp16
-from .formatbook import (
+from .formatbook import FORMATBOOK, MIDPOINTS, STAGE2_RANGES
+from .spec import (
     BLOCK_SIZES,
-    FORMATBOOK,
+    DECODE_EXP_OFFSET,
+    EXP_FIELD_NONFINITE,
+    HEADER_BYTES,
     MAX_HALF_UNITS,
-    MIDPOINTS,
+    MSE_UNIT,
     NUM_DIALECTS,
-    STAGE2_RANGES,
+    NUM_PAIRS,
+    PRODUCT_EXP_OFFSET,
+    Q_BITS,
+    Q_SHIFT_BASE,
+    check_block_size,
 )
 
 __all__ = [
@@ -29,14 +37,11 @@ __all__ = [
     "pack", "unpack", "block_size",
 ]
 
-METHODS = ("two_stage", "mse")
+# SPEC 4 and 5: "two_stage" rounds the block maximum to pick the pair (SPEC 4.2, the default and the
+# hardware's rule), "two_stage_trunc" truncates it (the first reading of the paper, kept for
+# comparison), "mse" searches every dialect (SPEC 5).
+METHODS = ("two_stage", "two_stage_trunc", "mse")
 NONFINITE_MODES = ("raise", "flag")
-
-Q_BITS = 5                 # SPEC 4.1: q has 3 integer + 2 fraction bits, 0..31
-Q_SHIFT_BASE = 6           # SPEC 4.1: q = M >> (6 + E - ex)
-DECODE_EXP_OFFSET = 18     # SPEC 3: value = h * 2^(E - 18)
-PRODUCT_EXP_OFFSET = 36    # SPEC 6: block value = S * 2^(E_a + E_w - 36)
-MSE_UNIT = 256             # SPEC 5: cost compares M * 2^(ex - E + 1) with 256 * v
 
 # SPEC 4.4 / 5: index of the nearest value (ties up) for every q in 0..31 and every dialect. Both
 # methods round by the same midpoint comparison, because every midpoint is a whole quarter-unit.
@@ -52,12 +57,6 @@ class Blocks(NamedTuple):
     dialect: torch.Tensor   # uint8 (..., K/B)
     codes: torch.Tensor     # uint8 (..., K/B, B): sign << 3 | idx
     invalid: torch.Tensor   # bool (..., K/B): the block held Inf or NaN (nonfinite="flag")
-
-
-def _check_block(block, name: str = "block") -> int:
-    if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or int(block) not in BLOCK_SIZES:
-        raise ValueError(f"{name} must be one of {BLOCK_SIZES}, got {block!r}")
-    return int(block)
 
 
 def block_size(q: Blocks, name: str = "q") -> int:
@@ -84,12 +83,13 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
              pad: bool = False) -> Blocks:
     """Quantizes `x` to BlockDialect along its last dimension (SPEC 3, 4 and 5).
 
-    method: "two_stage" is the online selector of SPEC 4 (activations); "mse" the exhaustive
-    dialect search of SPEC 5 (weights). nonfinite: "raise" rejects Inf/NaN (and FP16 overflow)
+    method: "two_stage" is the online selector of SPEC 4 (activations), whose stage 1 rounds the
+    block maximum to the nearest pair; "two_stage_trunc" the same selector with the truncating
+    stage 1; "mse" the exhaustive dialect search of SPEC 5 (weights). nonfinite: "raise" rejects Inf/NaN (and FP16 overflow)
     naming the first index; "flag" quantizes them as zero and sets the block's `invalid` flag, as
     the hardware does. pad: pad the last dimension with +0 up to a multiple of `block`.
     """
-    block = _check_block(block)
+    block = check_block_size(block)
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
     if nonfinite not in NONFINITE_MODES:
@@ -112,8 +112,8 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
     shift = (Q_SHIFT_BASE + shared.unsqueeze(-1) - ex).clamp(max=2 * Q_BITS + 1)
     q = sig >> shift                                                # SPEC 4.1, truncation
 
-    if method == "two_stage":
-        dialect = _select_two_stage(q)
+    if method in ("two_stage", "two_stage_trunc"):
+        dialect = _select_two_stage(q, rounding=method == "two_stage")
     else:
         dialect = _select_mse(q, ex, sig, shared)
     dialect = torch.where(shared == 0, torch.zeros_like(dialect), dialect)  # SPEC 3: zero block
@@ -123,10 +123,21 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
     return Blocks(shared.to(torch.uint8), dialect.to(torch.uint8), codes.to(torch.uint8), bad.any(-1))
 
 
-def _select_two_stage(q: torch.Tensor) -> torch.Tensor:
+def _stage1_pair(qmax: torch.Tensor, rounding: bool) -> torch.Tensor:
+    """SPEC 4.2: the pair whose largest value (15 - p half-units) is nearest the block maximum.
+
+    rounding: p = max(0, 15 - ((qmax + 1) >> 1)), the nearest half-unit with ties up;
+    otherwise the truncating rule p = 15 - (qmax >> 1). qmax lies in [16, 31] when E >= 1; the
+    clamp to [0, 7] only matters for qmax = 31 (rounding) and for E == 0 blocks, fixed later.
+    """
+    half_units = (qmax + 1) >> 1 if rounding else qmax >> 1
+    return (MAX_HALF_UNITS - half_units).clamp(0, NUM_PAIRS - 1)
+
+
+def _select_two_stage(q: torch.Tensor, rounding: bool = True) -> torch.Tensor:
     """SPEC 4.2 and 4.3: pair from the block maximum, then the dialect whose range holds more q."""
     qmax = q.amax(-1)
-    pair = (MAX_HALF_UNITS - (qmax >> 1)).clamp(0, NUM_DIALECTS // 2 - 1)  # E == 0 blocks fixed later
+    pair = _stage1_pair(qmax, rounding)
     dialect_a = 2 * pair
     lo_a, hi_a = STAGE2_RANGES[dialect_a].unbind(-1)
     lo_b, hi_b = STAGE2_RANGES[dialect_a + 1].unbind(-1)
@@ -264,9 +275,6 @@ def linear(q_act: Blocks, q_weight: Blocks) -> torch.Tensor:
     return out.reshape(lead + (columns,))
 
 
-HEADER_BYTES = 2   # SPEC 7: little-endian 16-bit word E << 4 | dialect
-
-
 def pack(q: Blocks) -> torch.Tensor:
     """SPEC 7 storage: per block the word E << 4 | dialect (little-endian), then two codes per byte,
     element 2i in the low nibble of byte i. Returns uint8 (..., K/B * (2 + B/2)).
@@ -288,7 +296,7 @@ def pack(q: Blocks) -> torch.Tensor:
 def unpack(raw, block: int = 32) -> Blocks:
     """Inverse of `pack` (SPEC 7). `raw` is a uint8 tensor or array shaped (..., K/B * (2 + B/2)),
     or bytes."""
-    block = _check_block(block)
+    block = check_block_size(block)
     if isinstance(raw, (bytes, bytearray, memoryview)):
         raw = torch.frombuffer(bytearray(raw), dtype=torch.uint8)
     elif isinstance(raw, np.ndarray):
@@ -307,6 +315,6 @@ def unpack(raw, block: int = 32) -> Blocks:
     body = blocks[..., HEADER_BYTES:]
     codes = torch.stack([body & 0xF, body >> 4], -1).reshape(body.shape[:-1] + (block,))
     exp = (word >> 4).to(torch.uint8)
-    if bool((exp == fp16.EXP_FIELD_MAX).any()):
+    if bool((exp == EXP_FIELD_NONFINITE).any()):
         raise ValueError("raw holds a block with shared exponent 31, which SPEC 3 does not produce")
     return Blocks(exp, (word & 0xF).to(torch.uint8), codes.to(torch.uint8), torch.zeros_like(exp, dtype=torch.bool))

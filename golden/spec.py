@@ -12,6 +12,9 @@ import numpy as np
 FP16_EXP_BITS = 5
 FP16_MAN_BITS = 10
 FP16_BITS = 16
+FP16_EXP_BIAS = 15
+FP16_MAX = 65504.0                # largest finite FP16 value; a wider input that rounds beyond it is Inf
+FP32_BITS = 32                    # outputs of the dot product are IEEE binary32
 EXP_FIELD_NONFINITE = 31          # ex == 31 is Inf or NaN
 SIGNIFICAND_HIDDEN = 1024         # M = 1024 + man for a normal element
 SIGNIFICAND_BITS = 11
@@ -38,6 +41,8 @@ DECODE_EXP_OFFSET = 18            # decoded value h * 2^(E - 18)
 Q_BITS = 5
 Q_MAX = (1 << Q_BITS) - 1         # 31
 Q_SHIFT_BASE = 6                  # q = M >> (6 + E - ex)
+Q_FRAC_BITS = 2                   # q counts quarter-units of the scale 2^(E - 17) ...
+QUARTER_UNIT_EXP_OFFSET = SCALE_EXP_OFFSET + Q_FRAC_BITS   # ... so a quarter-unit is 2^(E - 19)
 
 # SPEC 5: the MSE cost compares M * 2^(ex - E + 1) with 256 * v.
 MSE_UNIT = 256

@@ -19,25 +19,28 @@ import struct
 import torch
 
 from golden import formatbook as fb
+from golden.spec import (
+    EXP_FIELD_NONFINITE,
+    EXP_MAX,
+    FP16_BITS,
+    FP16_MAN_BITS,
+    FP16_MAX,
+    NUM_PAIRS,
+    Q_MAX,
+    QUARTER_UNIT_EXP_OFFSET,
+    check_block_size,
+)
 
 CORNER_FAMILIES = (
-    "zero", "neg_zero", "pow2", "subnormal", "nonfinite", "saturate_q31", "stage2_count_ties",
+    "zero", "neg_zero", "pow2", "subnormal", "nonfinite", "saturate_q31", "odd_qmax", "stage2_count_ties",
     "midpoint_ties", "exp_spread", "all_codes",
 )
 RANDOM_FAMILIES = ("uniform", "gaussian", "heavy_tailed", "exponent_spread", "lognormal")
 
-# SPEC 1: FP16 fields.
-FP16_EXP_BIAS = 15
-FP16_MAN_BITS = 10
-FP16_EXP_MAX = 30           # largest exponent field of a normal number
-FP16_EXP_NONFINITE = 31
-FP16_MAX = 65504.0
-SIGN_BIT = 0x8000
+# FP16 bit patterns of the special values (SPEC 1).
+SIGN_BIT = 1 << (FP16_BITS - 1)
 POS_INF, NEG_INF = 0x7C00, 0xFC00
 QUIET_NAN, NEG_QUIET_NAN, SIGNALING_NAN = 0x7E00, 0xFE00, 0x7C01
-# SPEC 4.1: a quarter-unit of a block with shared exponent E is 2^(E - 19) (the scale 2^(E - 17) / 4).
-QUARTER_UNIT_EXP_OFFSET = 19
-Q_MAX = 31                  # SPEC 4.1: q is 5 bits
 STEERING_COPIES = 4         # own-value elements that outvote the at most 3 probes in a midpoint row
 # Shared exponents the corners cycle through: low, middle, top of the normal range. 6 is the
 # lowest at which one quarter-unit minus one FP16 ulp is still a normal number.
@@ -86,8 +89,19 @@ def _own_value(dialect: int) -> int:
 
 
 def _pair_max_q(pair: int) -> int:
-    """q of an element exactly at the pair's largest value: it selects that pair (SPEC 4.2)."""
+    """q of an element exactly at the pair's largest value: it selects that pair under both stage-1
+    rules (SPEC 4.2)."""
     return 2 * fb.pair_max(pair)
+
+
+def _rounding_pair(qmax: int) -> int:
+    """SPEC 4.2, rounding stage 1 (method "two_stage"): the pair whose largest value is nearest."""
+    return max(0, fb.pair_max(0) - ((qmax + 1) >> 1))
+
+
+def _truncating_pair(qmax: int) -> int:
+    """SPEC 4.2, truncating stage 1 (method "two_stage_trunc")."""
+    return fb.pair_max(0) - (qmax >> 1)
 
 
 # Each builder returns (rows of FP16 bit patterns, {quantity: per-row intended value}).
@@ -137,7 +151,40 @@ def _saturate_q31() -> tuple[list[list[int]], dict]:
         rows += [[top], [top | SIGN_BIT, top, _quarter(30, shared) if shared > 5 else top],
                  [top] + ([_quarter(t, shared, t % 2) for t in (30, 29, 25, 20, 19, 15)] if shared > 5 else [])]
         exps += [shared] * 3
-    return rows, {"exp": exps, "qmax": [Q_MAX] * len(rows)}
+    # SPEC 4.2: q = 31 is the one maximum the rounding rule clamps (15 - 16 -> pair 0); truncation
+    # gives pair 0 without a clamp.
+    return rows, {"exp": exps, "qmax": [Q_MAX] * len(rows), "pair": [0] * len(rows),
+                  "pair_trunc": [0] * len(rows)}
+
+
+def _odd_qmax() -> tuple[list[list[int]], dict]:
+    """Every odd block maximum q = 2m + 1 (17..31), the cases where the two stage-1 rules split:
+    the exact maximum lies in [m + 1/2, m + 1) half-units, so rounding picks the pair of largest
+    value m + 1 and truncation the pair of m (SPEC 4.2); at q = 31 both give pair 0. The maximum
+    sits at q + f quarter-units with f in {0, 1/4, 1/2, 3/4}: f = 0 is the exact tie m + 1/2, which
+    rounds up. The maximum's q lies in neither stage-2 range of either pair, and the companions
+    (q <= 8) lie below every range, so both counts are 0 and stage 2 picks dialect A."""
+    rows: list[list[int]] = []
+    intent = {"exp": [], "qmax": [], "pair": [], "pair_trunc": [], "dialect": [], "dialect_trunc": []}
+    shared_exps = (1,) + CORNER_EXPONENTS
+    for qmax in range(17, Q_MAX + 1, 2):
+        for j, frac in enumerate((0.0, 0.25, 0.5, 0.75)):
+            shared = shared_exps[(qmax // 2 + j) % len(shared_exps)]
+            sign = (qmax // 2 + j) % 2
+            row = [_quarter(qmax + frac, shared, sign)]
+            if j % 2:                       # the maximum twice, both signs
+                row.append(_quarter(qmax + frac, shared, 1 - sign))
+            if shared > 5:                  # companions below every stage-2 range
+                row += [_quarter(t, shared, t % 2) for t in (1, 4, 6, 8)]
+            rows.append(row)
+            pair, pair_trunc = _rounding_pair(qmax), _truncating_pair(qmax)
+            intent["exp"].append(shared)
+            intent["qmax"].append(qmax)
+            intent["pair"].append(pair)
+            intent["pair_trunc"].append(pair_trunc)
+            intent["dialect"].append(2 * pair)
+            intent["dialect_trunc"].append(2 * pair_trunc)
+    return rows, intent
 
 
 def _range_q_values(dialect: int) -> list[int]:
@@ -158,14 +205,16 @@ def _stage2_count_ties() -> tuple[list[list[int]], dict]:
         distract = sorted(t for t in edges if 0 < t < _pair_max_q(pair) and t not in in_a and t not in in_b)
         for k, (count_a, count_b) in enumerate(variants):
             shared = CORNER_EXPONENTS[(pair + k) % len(CORNER_EXPONENTS)]
-            qmax = _pair_max_q(pair) + k % 2           # both q = 2(15-p) and 2(15-p)+1 select pair p
+            # q = 2(15 - p) selects pair p under both stage-1 rules; the odd q = 2(15 - p) - 1 selects
+            # it under the rounding rule only (q >= 16, so not for pair 7).
+            qmax = _pair_max_q(pair) - (k % 2 if pair < NUM_PAIRS - 1 else 0)
             row = [_quarter(qmax, shared)]
             # Alternate between the two ends of each range so both boundaries are exercised.
             row += [_quarter(in_a[-1 if i % 2 else 0] + fractions[i % 3], shared, i % 2)
                     for i in range(count_a)]
             row += [_quarter(in_b[-1 if i % 2 else 0] + fractions[(i + 1) % 3], shared, (i + 1) % 2)
                     for i in range(count_b)]
-            row += [_quarter(t, shared) for t in distract]
+            row += [_quarter(t, shared) for t in distract if t <= qmax]
             rows.append(row)
             intent["exp"].append(shared)
             intent["pair"].append(pair)
@@ -199,7 +248,7 @@ def _midpoint_ties() -> tuple[list[list[int]], dict]:
 def _exp_spread() -> tuple[list[list[int]], dict]:
     rows, exps = [], []
     spread = 12                                    # shift 6 + j reaches 18: q = 0 from j = 5 on
-    for shared in (13, 20, FP16_EXP_MAX):
+    for shared in (13, 20, EXP_MAX):
         for man in (0x3FF, 0, 0x2AB):
             rows.append([_fields(j % 2, shared - j, man) for j in range(spread + 1)])
             exps.append(shared)
@@ -223,20 +272,15 @@ def _all_codes() -> tuple[list[list[int]], dict]:
 
 _BUILDERS = {
     "zero": _zero, "neg_zero": _neg_zero, "pow2": _pow2, "subnormal": _subnormal,
-    "nonfinite": _nonfinite, "saturate_q31": _saturate_q31, "stage2_count_ties": _stage2_count_ties,
+    "nonfinite": _nonfinite, "saturate_q31": _saturate_q31, "odd_qmax": _odd_qmax,
+    "stage2_count_ties": _stage2_count_ties,
     "midpoint_ties": _midpoint_ties, "exp_spread": _exp_spread, "all_codes": _all_codes,
 }
 
 
-def _check_block(block) -> int:
-    if isinstance(block, bool) or not isinstance(block, int) or block not in fb.BLOCK_SIZES:
-        raise ValueError(f"block must be one of {fb.BLOCK_SIZES}, got {block!r}")
-    return block
-
-
 def corner_blocks(block: int = 32) -> dict[str, torch.Tensor]:
     """Named families of corner blocks, each an FP16 tensor (n, block), padded with +0."""
-    _check_block(block)
+    block = check_block_size(block)
     out = {}
     for family in CORNER_FAMILIES:
         rows, _ = _BUILDERS[family]()
@@ -250,10 +294,11 @@ def corner_expectations(block: int = 32) -> dict[str, dict[str, torch.Tensor]]:
     """What each corner row is built to produce, row-aligned with corner_blocks(block).
 
     Quantities (int64 tensors (n,), present where the family fixes them): "exp" (shared exponent
-    E), "qmax", "pair", "count_a", "count_b", "dialect" (under method="two_stage"), "midpoint"
+    E), "qmax", "pair", "count_a", "count_b", "dialect" (under method="two_stage", the rounding
+    stage 1), "pair_trunc" and "dialect_trunc" (under method="two_stage_trunc"), "midpoint"
     (quarter-units), and "invalid" (bool) for every family.
     """
-    _check_block(block)
+    block = check_block_size(block)
     blocks = corner_blocks(block)
     out = {}
     for family in CORNER_FAMILIES:
@@ -268,7 +313,7 @@ def expected_invalid(x: torch.Tensor) -> torch.Tensor:
     if not isinstance(x, torch.Tensor) or x.dtype != torch.float16 or x.dim() != 2:
         raise ValueError(f"x must be an FP16 tensor of shape (n, block), got {getattr(x, 'dtype', type(x))}")
     ex = (x.view(torch.int16).to(torch.int32) >> FP16_MAN_BITS) & 0x1F
-    return (ex == FP16_EXP_NONFINITE).any(-1)
+    return (ex == EXP_FIELD_NONFINITE).any(-1)
 
 
 def random_blocks(n: int, block: int = 32, family: str = "gaussian", seed: int = 0) -> torch.Tensor:
@@ -280,7 +325,7 @@ def random_blocks(n: int, block: int = 32, family: str = "gaussian", seed: int =
     """
     if isinstance(n, bool) or not isinstance(n, int) or n < 0:
         raise ValueError(f"n must be a non-negative int, got {n!r}")
-    _check_block(block)
+    block = check_block_size(block)
     if family not in RANDOM_FAMILIES:
         raise ValueError(f"family must be one of {RANDOM_FAMILIES}, got {family!r}")
     if isinstance(seed, bool) or not isinstance(seed, int):
@@ -289,7 +334,7 @@ def random_blocks(n: int, block: int = 32, family: str = "gaussian", seed: int =
     shape = (n, block)
     if family == "exponent_spread":
         sign = torch.randint(0, 2, shape, generator=gen)
-        ex = torch.randint(1, FP16_EXP_MAX + 1, shape, generator=gen)
+        ex = torch.randint(1, EXP_MAX + 1, shape, generator=gen)
         man = torch.randint(0, 1 << FP16_MAN_BITS, shape, generator=gen)
         return _fp16_from_bits((sign << 15) | (ex << FP16_MAN_BITS) | man)
     row_scale = torch.exp2(torch.randint(-12, 5, (n, 1), generator=gen).to(torch.float32))

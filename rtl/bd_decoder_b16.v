@@ -2,7 +2,7 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module bd_decoder(codes, values, dialect);
+module bd_decoder_b16(codes, values, dialect);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   reg [3:0] \$1 ;
   reg [3:0] \$10 ;
@@ -76,7 +76,7 @@ module bd_decoder(codes, values, dialect);
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  \bd_decoder.formatbook  formatbook (
+  \bd_decoder_b16.formatbook  formatbook (
     .dialect(dialect),
     .row(row)
   );
@@ -500,7 +500,7 @@ module bd_decoder(codes, values, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_decoder.formatbook (row, dialect);
+module \bd_decoder_b16.formatbook (row, dialect);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;

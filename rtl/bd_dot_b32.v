@@ -2,7 +2,7 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module bd_dot(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
+module bd_dot_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   reg [5:0] \$10 ;
@@ -460,7 +460,7 @@ module bd_dot(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__p
     s2_exp <= \$13 ;
   always @(posedge clk)
     s2_last <= \$14 ;
-  \bd_dot.accumulator  accumulator (
+  \bd_dot_b32.accumulator  accumulator (
     .clk(clk),
     .i__payload(\i__payload$24 ),
     .i__valid(s1_valid),
@@ -470,20 +470,20 @@ module bd_dot(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__p
     .rst(rst),
     .t_load(\i__ready$10 )
   );
-  \bd_dot.dec_a  dec_a (
+  \bd_dot_b32.dec_a  dec_a (
     .\port$0$2 (i__payload[131:0]),
     .values(a)
   );
-  \bd_dot.dec_w  dec_w (
+  \bd_dot_b32.dec_w  dec_w (
     .\port$0$139 (i__payload[268:137]),
     .values(w)
   );
-  \bd_dot.mul  mul (
+  \bd_dot_b32.mul  mul (
     .a(a),
     .products(\products$37 ),
     .w(w)
   );
-  \bd_dot.norm  norm (
+  \bd_dot_b32.norm  norm (
     .clk(clk),
     .i__payload(\i__payload$30 ),
     .i__ready(\o__ready$32 ),
@@ -493,7 +493,7 @@ module bd_dot(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__p
     .rst(rst),
     .s1_valid(o__valid)
   );
-  \bd_dot.tree  tree (
+  \bd_dot_b32.tree  tree (
     .products(products),
     .sum(sum)
   );
@@ -945,7 +945,7 @@ module bd_dot(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, clk);
+module \bd_dot_b32.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -1123,7 +1123,7 @@ module \bd_dot.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.dec_a (values, \port$0$2 );
+module \bd_dot_b32.dec_a (values, \port$0$2 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   reg [3:0] \$1 ;
   reg [3:0] \$10 ;
@@ -1245,7 +1245,7 @@ module \bd_dot.dec_a (values, \port$0$2 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  \bd_dot.dec_a.formatbook  formatbook (
+  \bd_dot_b32.dec_a.formatbook  formatbook (
     .dialect(\port$0$2 [131:128]),
     .row(row)
   );
@@ -2071,7 +2071,7 @@ module \bd_dot.dec_a (values, \port$0$2 );
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.dec_a.formatbook (row, dialect);
+module \bd_dot_b32.dec_a.formatbook (row, dialect);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
@@ -2134,7 +2134,7 @@ module \bd_dot.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.dec_w (values, \port$0$139 );
+module \bd_dot_b32.dec_w (values, \port$0$139 );
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   reg [3:0] \$1 ;
   reg [3:0] \$10 ;
@@ -2256,7 +2256,7 @@ module \bd_dot.dec_w (values, \port$0$139 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  \bd_dot.dec_w.formatbook  formatbook (
+  \bd_dot_b32.dec_w.formatbook  formatbook (
     .dialect(\port$0$139 [131:128]),
     .row(row)
   );
@@ -3082,7 +3082,7 @@ module \bd_dot.dec_w (values, \port$0$139 );
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.dec_w.formatbook (row, dialect);
+module \bd_dot_b32.dec_w.formatbook (row, dialect);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
@@ -3145,7 +3145,7 @@ module \bd_dot.dec_w.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.mul (w, products, a);
+module \bd_dot_b32.mul (w, products, a);
   wire \$1 ;
   wire \$10 ;
   wire [8:0] \$11 ;
@@ -3635,7 +3635,7 @@ module \bd_dot.mul (w, products, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.norm (clk, rst, i__ready, i__valid, i__payload, s1_valid, o__payload, o__ready);
+module \bd_dot_b32.norm (clk, rst, i__ready, i__valid, i__payload, s1_valid, o__payload, o__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3862,7 +3862,7 @@ module \bd_dot.norm (clk, rst, i__ready, i__valid, i__payload, s1_valid, o__payl
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot.tree (products, sum);
+module \bd_dot_b32.tree (products, sum);
   wire [9:0] \$1 ;
   wire [10:0] \$10 ;
   wire [9:0] \$11 ;

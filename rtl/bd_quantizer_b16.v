@@ -2,38 +2,37 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
+module bd_quantizer_b16(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire \$12 ;
+  wire [3:0] \$10 ;
+  wire \$11 ;
+  reg \$12 ;
   reg \$13 ;
   reg \$14 ;
   reg \$15 ;
-  reg \$16 ;
-  reg [255:0] \$17 ;
-  reg [4:0] \$18 ;
-  reg \$19 ;
+  reg [255:0] \$16 ;
+  reg [4:0] \$17 ;
+  reg \$18 ;
+  reg [79:0] \$19 ;
   wire \$2 ;
-  reg [79:0] \$20 ;
-  reg [15:0] \$21 ;
-  reg [4:0] \$22 ;
-  reg \$23 ;
-  reg [2:0] \$24 ;
-  reg [79:0] \$25 ;
-  reg [15:0] \$26 ;
-  reg [4:0] \$27 ;
-  reg \$28 ;
-  reg [3:0] \$29 ;
+  reg [15:0] \$20 ;
+  reg [4:0] \$21 ;
+  reg \$22 ;
+  reg [2:0] \$23 ;
+  reg [79:0] \$24 ;
+  reg [15:0] \$25 ;
+  reg [4:0] \$26 ;
+  reg \$27 ;
+  reg [3:0] \$28 ;
+  reg [73:0] \$29 ;
   wire \$3 ;
-  reg [73:0] \$30 ;
-  wire \$31 ;
+  wire \$30 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
-  wire [2:0] \$8 ;
+  wire \$8 ;
   wire \$9 ;
   input clk;
   wire clk;
@@ -116,7 +115,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
   wire invalid;
-  wire [4:0] max;
   output [73:0] o__payload;
   reg [73:0] o__payload = 74'h0000000000000000000;
   wire [63:0] \o__payload.codes ;
@@ -144,7 +142,25 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   output o__valid;
   reg o__valid = 1'h0;
   reg [2:0] pair = 3'h0;
+  wire [2:0] \pair$38 ;
   wire [79:0] q;
+  wire [79:0] \q$22 ;
+  wire [4:0] \q$22[0] ;
+  wire [4:0] \q$22[10] ;
+  wire [4:0] \q$22[11] ;
+  wire [4:0] \q$22[12] ;
+  wire [4:0] \q$22[13] ;
+  wire [4:0] \q$22[14] ;
+  wire [4:0] \q$22[15] ;
+  wire [4:0] \q$22[1] ;
+  wire [4:0] \q$22[2] ;
+  wire [4:0] \q$22[3] ;
+  wire [4:0] \q$22[4] ;
+  wire [4:0] \q$22[5] ;
+  wire [4:0] \q$22[6] ;
+  wire [4:0] \q$22[7] ;
+  wire [4:0] \q$22[8] ;
+  wire [4:0] \q$22[9] ;
   reg [79:0] \q$23  = 80'h00000000000000000000;
   wire [4:0] \q$23[0] ;
   wire [4:0] \q$23[10] ;
@@ -223,8 +239,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
-  (* init = 3'h0 *)
-  wire [2:0] s1_pair;
   (* init = 80'h00000000000000000000 *)
   wire [79:0] s1_q;
   wire [4:0] \s1_q[0] ;
@@ -243,6 +257,8 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire [4:0] \s1_q[7] ;
   wire [4:0] \s1_q[8] ;
   wire [4:0] \s1_q[9] ;
+  (* init = 3'h0 *)
+  wire [2:0] s1_select;
   reg [15:0] s1_sign = 16'h0000;
   reg s1_valid = 1'h0;
   (* init = 4'h0 *)
@@ -295,23 +311,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire \s3_out.invalid ;
   (* init = 1'h0 *)
   wire s3_valid;
-  wire [79:0] values;
-  wire [4:0] \values[0] ;
-  wire [4:0] \values[10] ;
-  wire [4:0] \values[11] ;
-  wire [4:0] \values[12] ;
-  wire [4:0] \values[13] ;
-  wire [4:0] \values[14] ;
-  wire [4:0] \values[15] ;
-  wire [4:0] \values[1] ;
-  wire [4:0] \values[2] ;
-  wire [4:0] \values[3] ;
-  wire [4:0] \values[4] ;
-  wire [4:0] \values[5] ;
-  wire [4:0] \values[6] ;
-  wire [4:0] \values[7] ;
-  wire [4:0] \values[8] ;
-  wire [4:0] \values[9] ;
   assign \$1  = ~ o__valid;
   assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
@@ -324,76 +323,85 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   assign i__ready = s0_load & \$5 ;
   assign \$6  = s0_load & i__valid;
   assign \$7  = s1_load & s0_valid;
-  assign \$8  = ~ max[3:1];
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = | s1_exp;
-  assign \$11  = \$10  ? { pair, \$31  } : 4'h0;
-  assign \$12  = s3_load & s2_valid;
+  assign \$8  = s2_load & s1_valid;
+  assign \$9  = | s1_exp;
+  assign \$10  = \$9  ? { pair, \$30  } : 4'h0;
+  assign \$11  = s3_load & s2_valid;
   always @(posedge clk)
-    s0_valid <= \$13 ;
+    s0_valid <= \$12 ;
   always @(posedge clk)
-    s1_valid <= \$14 ;
+    s1_valid <= \$13 ;
   always @(posedge clk)
-    s2_valid <= \$15 ;
+    s2_valid <= \$14 ;
   always @(posedge clk)
-    o__valid <= \$16 ;
+    o__valid <= \$15 ;
   always @(posedge clk)
-    \data$17  <= \$17 ;
+    \data$17  <= \$16 ;
   always @(posedge clk)
-    exp <= \$18 ;
+    exp <= \$17 ;
   always @(posedge clk)
-    s0_invalid <= \$19 ;
+    s0_invalid <= \$18 ;
   always @(posedge clk)
-    \q$23  <= \$20 ;
+    \q$23  <= \$19 ;
   always @(posedge clk)
-    s1_sign <= \$21 ;
+    s1_sign <= \$20 ;
   always @(posedge clk)
-    s1_exp <= \$22 ;
+    s1_exp <= \$21 ;
   always @(posedge clk)
-    s1_invalid <= \$23 ;
+    s1_invalid <= \$22 ;
   always @(posedge clk)
-    pair <= \$24 ;
+    pair <= \$23 ;
   always @(posedge clk)
-    \q$27  <= \$25 ;
+    \q$27  <= \$24 ;
   always @(posedge clk)
-    s2_sign <= \$26 ;
+    s2_sign <= \$25 ;
   always @(posedge clk)
-    s2_exp <= \$27 ;
+    s2_exp <= \$26 ;
   always @(posedge clk)
-    s2_invalid <= \$28 ;
+    s2_invalid <= \$27 ;
   always @(posedge clk)
-    dialect <= \$29 ;
+    dialect <= \$28 ;
   always @(posedge clk)
-    o__payload <= \$30 ;
-  \bd_quantizer.exp_max  exp_max (
+    o__payload <= \$29 ;
+  \bd_quantizer_b16.exp_max  exp_max (
     .data(i__payload),
     .exp(\exp$32 ),
     .invalid(invalid)
   );
-  \bd_quantizer.index  index (
+  \bd_quantizer_b16.index  index (
     .dialect(dialect),
     .idx(idx),
     .q(\q$27 )
   );
-  \bd_quantizer.qmax  qmax (
-    .max(max),
-    .values(values)
+  \bd_quantizer_b16.pair$46  \pair$46  (
+    .pair(\pair$38 ),
+    .values(q)
   );
-  \bd_quantizer.ranges  ranges (
+  \bd_quantizer_b16.ranges  ranges (
     .pair(pair),
-    .\port$718$0 (\$31 ),
+    .\port$720$0 (\$30 ),
     .q(\q$23 )
   );
-  \bd_quantizer.shifter  shifter (
+  \bd_quantizer_b16.shifter  shifter (
     .data(\data$17 ),
     .exp(exp),
-    .q(values)
+    .q(q)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$13  = s0_valid;
+    \$12  = s0_valid;
     if (s0_load) begin
-      \$13  = i__valid;
+      \$12  = i__valid;
+    end
+    if (rst) begin
+      \$12  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$13  = s1_valid;
+    if (s1_load) begin
+      \$13  = s0_valid;
     end
     if (rst) begin
       \$13  = 1'h0;
@@ -401,9 +409,9 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$14  = s1_valid;
-    if (s1_load) begin
-      \$14  = s0_valid;
+    \$14  = s2_valid;
+    if (s2_load) begin
+      \$14  = s1_valid;
     end
     if (rst) begin
       \$14  = 1'h0;
@@ -411,9 +419,9 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = s2_valid;
-    if (s2_load) begin
-      \$15  = s1_valid;
+    \$15  = o__valid;
+    if (s3_load) begin
+      \$15  = s2_valid;
     end
     if (rst) begin
       \$15  = 1'h0;
@@ -421,141 +429,131 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = o__valid;
-    if (s3_load) begin
-      \$16  = s2_valid;
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = \data$17 ;
+    \$16  = \data$17 ;
     if (\$6 ) begin
-      \$17  = i__payload;
+      \$16  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = exp;
+    \$17  = exp;
     if (\$6 ) begin
-      \$18  = \exp$32 ;
+      \$17  = \exp$32 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = s0_invalid;
+    \$18  = s0_invalid;
     if (\$6 ) begin
-      \$19  = invalid;
+      \$18  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = \q$23 ;
+    \$19  = \q$23 ;
     if (\$7 ) begin
-      \$20  = values;
+      \$19  = q;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = s1_sign;
+    \$20  = s1_sign;
     if (\$7 ) begin
-      \$21  = { \data$17 [255], \data$17 [239], \data$17 [223], \data$17 [207], \data$17 [191], \data$17 [175], \data$17 [159], \data$17 [143], \data$17 [127], \data$17 [111], \data$17 [95], \data$17 [79], \data$17 [63], \data$17 [47], \data$17 [31], \data$17 [15] };
+      \$20  = { \data$17 [255], \data$17 [239], \data$17 [223], \data$17 [207], \data$17 [191], \data$17 [175], \data$17 [159], \data$17 [143], \data$17 [127], \data$17 [111], \data$17 [95], \data$17 [79], \data$17 [63], \data$17 [47], \data$17 [31], \data$17 [15] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = s1_exp;
+    \$21  = s1_exp;
     if (\$7 ) begin
-      \$22  = exp;
+      \$21  = exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = s1_invalid;
+    \$22  = s1_invalid;
     if (\$7 ) begin
-      \$23  = s0_invalid;
+      \$22  = s0_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = pair;
+    \$23  = pair;
     if (\$7 ) begin
-      \$24  = \$8 ;
+      \$23  = \pair$38 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = \q$27 ;
-    if (\$9 ) begin
-      \$25  = \q$23 ;
+    \$24  = \q$27 ;
+    if (\$8 ) begin
+      \$24  = \q$23 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = s2_sign;
-    if (\$9 ) begin
-      \$26  = s1_sign;
+    \$25  = s2_sign;
+    if (\$8 ) begin
+      \$25  = s1_sign;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = s2_exp;
-    if (\$9 ) begin
-      \$27  = s1_exp;
+    \$26  = s2_exp;
+    if (\$8 ) begin
+      \$26  = s1_exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = s2_invalid;
-    if (\$9 ) begin
-      \$28  = s1_invalid;
+    \$27  = s2_invalid;
+    if (\$8 ) begin
+      \$27  = s1_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = dialect;
-    if (\$9 ) begin
-      \$29  = \$11 ;
+    \$28  = dialect;
+    if (\$8 ) begin
+      \$28  = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = o__payload;
-    if (\$12 ) begin
-      \$30 [3:0] = { s2_sign[0], idx[2:0] };
-      \$30 [7:4] = { s2_sign[1], idx[5:3] };
-      \$30 [11:8] = { s2_sign[2], idx[8:6] };
-      \$30 [15:12] = { s2_sign[3], idx[11:9] };
-      \$30 [19:16] = { s2_sign[4], idx[14:12] };
-      \$30 [23:20] = { s2_sign[5], idx[17:15] };
-      \$30 [27:24] = { s2_sign[6], idx[20:18] };
-      \$30 [31:28] = { s2_sign[7], idx[23:21] };
-      \$30 [35:32] = { s2_sign[8], idx[26:24] };
-      \$30 [39:36] = { s2_sign[9], idx[29:27] };
-      \$30 [43:40] = { s2_sign[10], idx[32:30] };
-      \$30 [47:44] = { s2_sign[11], idx[35:33] };
-      \$30 [51:48] = { s2_sign[12], idx[38:36] };
-      \$30 [55:52] = { s2_sign[13], idx[41:39] };
-      \$30 [59:56] = { s2_sign[14], idx[44:42] };
-      \$30 [63:60] = { s2_sign[15], idx[47:45] };
-      \$30 [67:64] = dialect;
-      \$30 [72:68] = s2_exp;
-      \$30 [73] = s2_invalid;
+    \$29  = o__payload;
+    if (\$11 ) begin
+      \$29 [3:0] = { s2_sign[0], idx[2:0] };
+      \$29 [7:4] = { s2_sign[1], idx[5:3] };
+      \$29 [11:8] = { s2_sign[2], idx[8:6] };
+      \$29 [15:12] = { s2_sign[3], idx[11:9] };
+      \$29 [19:16] = { s2_sign[4], idx[14:12] };
+      \$29 [23:20] = { s2_sign[5], idx[17:15] };
+      \$29 [27:24] = { s2_sign[6], idx[20:18] };
+      \$29 [31:28] = { s2_sign[7], idx[23:21] };
+      \$29 [35:32] = { s2_sign[8], idx[26:24] };
+      \$29 [39:36] = { s2_sign[9], idx[29:27] };
+      \$29 [43:40] = { s2_sign[10], idx[32:30] };
+      \$29 [47:44] = { s2_sign[11], idx[35:33] };
+      \$29 [51:48] = { s2_sign[12], idx[38:36] };
+      \$29 [55:52] = { s2_sign[13], idx[41:39] };
+      \$29 [59:56] = { s2_sign[14], idx[44:42] };
+      \$29 [63:60] = { s2_sign[15], idx[47:45] };
+      \$29 [67:64] = dialect;
+      \$29 [72:68] = s2_exp;
+      \$29 [73] = s2_invalid;
     end
   end
   assign s3_valid = o__valid;
   assign data = i__payload;
   assign s0_data = \data$17 ;
   assign s0_exp = exp;
-  assign q = values;
+  assign \q$22  = q;
   assign s1_q = \q$23 ;
-  assign s1_pair = pair;
+  assign s1_select = pair;
   assign s2_q = \q$27 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
-  assign \dialect$42  = { pair, \$31  };
+  assign \dialect$42  = { pair, \$30  };
   assign \i__payload.data  = i__payload;
   assign \i__payload.data[0]  = i__payload[15:0];
   assign \i__payload.data[1]  = i__payload[31:16];
@@ -641,38 +639,38 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   assign \s0_data[13]  = \data$17 [223:208];
   assign \s0_data[14]  = \data$17 [239:224];
   assign \s0_data[15]  = \data$17 [255:240];
-  assign \values[0]  = values[4:0];
-  assign \values[1]  = values[9:5];
-  assign \values[2]  = values[14:10];
-  assign \values[3]  = values[19:15];
-  assign \values[4]  = values[24:20];
-  assign \values[5]  = values[29:25];
-  assign \values[6]  = values[34:30];
-  assign \values[7]  = values[39:35];
-  assign \values[8]  = values[44:40];
-  assign \values[9]  = values[49:45];
-  assign \values[10]  = values[54:50];
-  assign \values[11]  = values[59:55];
-  assign \values[12]  = values[64:60];
-  assign \values[13]  = values[69:65];
-  assign \values[14]  = values[74:70];
-  assign \values[15]  = values[79:75];
-  assign \q[0]  = values[4:0];
-  assign \q[1]  = values[9:5];
-  assign \q[2]  = values[14:10];
-  assign \q[3]  = values[19:15];
-  assign \q[4]  = values[24:20];
-  assign \q[5]  = values[29:25];
-  assign \q[6]  = values[34:30];
-  assign \q[7]  = values[39:35];
-  assign \q[8]  = values[44:40];
-  assign \q[9]  = values[49:45];
-  assign \q[10]  = values[54:50];
-  assign \q[11]  = values[59:55];
-  assign \q[12]  = values[64:60];
-  assign \q[13]  = values[69:65];
-  assign \q[14]  = values[74:70];
-  assign \q[15]  = values[79:75];
+  assign \q[0]  = q[4:0];
+  assign \q[1]  = q[9:5];
+  assign \q[2]  = q[14:10];
+  assign \q[3]  = q[19:15];
+  assign \q[4]  = q[24:20];
+  assign \q[5]  = q[29:25];
+  assign \q[6]  = q[34:30];
+  assign \q[7]  = q[39:35];
+  assign \q[8]  = q[44:40];
+  assign \q[9]  = q[49:45];
+  assign \q[10]  = q[54:50];
+  assign \q[11]  = q[59:55];
+  assign \q[12]  = q[64:60];
+  assign \q[13]  = q[69:65];
+  assign \q[14]  = q[74:70];
+  assign \q[15]  = q[79:75];
+  assign \q$22[0]  = q[4:0];
+  assign \q$22[1]  = q[9:5];
+  assign \q$22[2]  = q[14:10];
+  assign \q$22[3]  = q[19:15];
+  assign \q$22[4]  = q[24:20];
+  assign \q$22[5]  = q[29:25];
+  assign \q$22[6]  = q[34:30];
+  assign \q$22[7]  = q[39:35];
+  assign \q$22[8]  = q[44:40];
+  assign \q$22[9]  = q[49:45];
+  assign \q$22[10]  = q[54:50];
+  assign \q$22[11]  = q[59:55];
+  assign \q$22[12]  = q[64:60];
+  assign \q$22[13]  = q[69:65];
+  assign \q$22[14]  = q[74:70];
+  assign \q$22[15]  = q[79:75];
   assign \q$23[0]  = \q$23 [4:0];
   assign \q$23[1]  = \q$23 [9:5];
   assign \q$23[2]  = \q$23 [14:10];
@@ -776,7 +774,7 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.exp_max (invalid, exp, data);
+module \bd_quantizer_b16.exp_max (invalid, exp, data);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$11 ;
@@ -883,7 +881,7 @@ module \bd_quantizer.exp_max (invalid, exp, data);
   assign \$31  = data[254:250] == 5'h1f;
   assign \$32  = nonfinite[15] ? 5'h00 : data[254:250];
   assign invalid = | nonfinite;
-  \bd_quantizer.exp_max.tree  tree (
+  \bd_quantizer_b16.exp_max.tree  tree (
     .max(exp),
     .values(values)
   );
@@ -955,7 +953,7 @@ module \bd_quantizer.exp_max (invalid, exp, data);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.exp_max.tree (values, max);
+module \bd_quantizer_b16.exp_max.tree (values, max);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -1334,7 +1332,7 @@ module \bd_quantizer.exp_max.tree (values, max);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.index (dialect, idx, q);
+module \bd_quantizer_b16.index (dialect, idx, q);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [1:0] \$10 ;
@@ -1894,7 +1892,95 @@ module \bd_quantizer.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.qmax (values, max);
+module \bd_quantizer_b16.pair$46 (values, pair);
+  wire [5:0] \$1 ;
+  wire [2:0] \$2 ;
+  wire [4:0] max;
+  output [2:0] pair;
+  wire [2:0] pair;
+  wire [79:0] q;
+  wire [4:0] \q[0] ;
+  wire [4:0] \q[10] ;
+  wire [4:0] \q[11] ;
+  wire [4:0] \q[12] ;
+  wire [4:0] \q[13] ;
+  wire [4:0] \q[14] ;
+  wire [4:0] \q[15] ;
+  wire [4:0] \q[1] ;
+  wire [4:0] \q[2] ;
+  wire [4:0] \q[3] ;
+  wire [4:0] \q[4] ;
+  wire [4:0] \q[5] ;
+  wire [4:0] \q[6] ;
+  wire [4:0] \q[7] ;
+  wire [4:0] \q[8] ;
+  wire [4:0] \q[9] ;
+  wire [4:0] qmax;
+  wire [4:0] rounded;
+  input [79:0] values;
+  wire [79:0] values;
+  wire [4:0] \values[0] ;
+  wire [4:0] \values[10] ;
+  wire [4:0] \values[11] ;
+  wire [4:0] \values[12] ;
+  wire [4:0] \values[13] ;
+  wire [4:0] \values[14] ;
+  wire [4:0] \values[15] ;
+  wire [4:0] \values[1] ;
+  wire [4:0] \values[2] ;
+  wire [4:0] \values[3] ;
+  wire [4:0] \values[4] ;
+  wire [4:0] \values[5] ;
+  wire [4:0] \values[6] ;
+  wire [4:0] \values[7] ;
+  wire [4:0] \values[8] ;
+  wire [4:0] \values[9] ;
+  assign \$1  = qmax + 1'h1;
+  assign \$2  = ~ \$1 [3:1];
+  assign pair = \$1 [5] ? 3'h0 : \$2 ;
+  \bd_quantizer_b16.pair$46.tree  tree (
+    .max(qmax),
+    .values(values)
+  );
+  assign q = values;
+  assign max = qmax;
+  assign rounded = \$1 [5:1];
+  assign \values[0]  = values[4:0];
+  assign \values[1]  = values[9:5];
+  assign \values[2]  = values[14:10];
+  assign \values[3]  = values[19:15];
+  assign \values[4]  = values[24:20];
+  assign \values[5]  = values[29:25];
+  assign \values[6]  = values[34:30];
+  assign \values[7]  = values[39:35];
+  assign \values[8]  = values[44:40];
+  assign \values[9]  = values[49:45];
+  assign \values[10]  = values[54:50];
+  assign \values[11]  = values[59:55];
+  assign \values[12]  = values[64:60];
+  assign \values[13]  = values[69:65];
+  assign \values[14]  = values[74:70];
+  assign \values[15]  = values[79:75];
+  assign \q[0]  = values[4:0];
+  assign \q[1]  = values[9:5];
+  assign \q[2]  = values[14:10];
+  assign \q[3]  = values[19:15];
+  assign \q[4]  = values[24:20];
+  assign \q[5]  = values[29:25];
+  assign \q[6]  = values[34:30];
+  assign \q[7]  = values[39:35];
+  assign \q[8]  = values[44:40];
+  assign \q[9]  = values[49:45];
+  assign \q[10]  = values[54:50];
+  assign \q[11]  = values[59:55];
+  assign \q[12]  = values[64:60];
+  assign \q[13]  = values[69:65];
+  assign \q[14]  = values[74:70];
+  assign \q[15]  = values[79:75];
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_quantizer_b16.pair$46.tree (values, max);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -2273,7 +2359,7 @@ module \bd_quantizer.qmax (values, max);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.ranges (q, pair, \port$718$0 );
+module \bd_quantizer_b16.ranges (q, pair, \port$720$0 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2411,8 +2497,8 @@ module \bd_quantizer.ranges (q, pair, \port$718$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$718$0 ;
-  wire \port$718$0 ;
+  output \port$720$0 ;
+  wire \port$720$0 ;
   input [79:0] q;
   wire [79:0] q;
   wire [4:0] \q[0] ;
@@ -2647,7 +2733,7 @@ module \bd_quantizer.ranges (q, pair, \port$718$0 );
     endcase
   end
   assign dialect = { pair, \$125  };
-  assign \port$718$0  = \$125 ;
+  assign \port$720$0  = \$125 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -2699,7 +2785,7 @@ module \bd_quantizer.ranges (q, pair, \port$718$0 );
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.shifter (exp, q, data);
+module \bd_quantizer_b16.shifter (exp, q, data);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire [4:0] \$100 ;

@@ -2,38 +2,37 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
+module bd_quantizer_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire \$12 ;
+  wire [3:0] \$10 ;
+  wire \$11 ;
+  reg \$12 ;
   reg \$13 ;
   reg \$14 ;
   reg \$15 ;
-  reg \$16 ;
-  reg [511:0] \$17 ;
-  reg [4:0] \$18 ;
-  reg \$19 ;
+  reg [511:0] \$16 ;
+  reg [4:0] \$17 ;
+  reg \$18 ;
+  reg [159:0] \$19 ;
   wire \$2 ;
-  reg [159:0] \$20 ;
-  reg [31:0] \$21 ;
-  reg [4:0] \$22 ;
-  reg \$23 ;
-  reg [2:0] \$24 ;
-  reg [159:0] \$25 ;
-  reg [31:0] \$26 ;
-  reg [4:0] \$27 ;
-  reg \$28 ;
-  reg [3:0] \$29 ;
+  reg [31:0] \$20 ;
+  reg [4:0] \$21 ;
+  reg \$22 ;
+  reg [2:0] \$23 ;
+  reg [159:0] \$24 ;
+  reg [31:0] \$25 ;
+  reg [4:0] \$26 ;
+  reg \$27 ;
+  reg [3:0] \$28 ;
+  reg [137:0] \$29 ;
   wire \$3 ;
-  reg [137:0] \$30 ;
-  wire \$31 ;
+  wire \$30 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
-  wire [2:0] \$8 ;
+  wire \$8 ;
   wire \$9 ;
   input clk;
   wire clk;
@@ -180,7 +179,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
   wire invalid;
-  wire [4:0] max;
   output [137:0] o__payload;
   reg [137:0] o__payload = 138'h00000000000000000000000000000000000;
   wire [127:0] \o__payload.codes ;
@@ -224,7 +222,41 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   output o__valid;
   reg o__valid = 1'h0;
   reg [2:0] pair = 3'h0;
+  wire [2:0] \pair$38 ;
   wire [159:0] q;
+  wire [159:0] \q$22 ;
+  wire [4:0] \q$22[0] ;
+  wire [4:0] \q$22[10] ;
+  wire [4:0] \q$22[11] ;
+  wire [4:0] \q$22[12] ;
+  wire [4:0] \q$22[13] ;
+  wire [4:0] \q$22[14] ;
+  wire [4:0] \q$22[15] ;
+  wire [4:0] \q$22[16] ;
+  wire [4:0] \q$22[17] ;
+  wire [4:0] \q$22[18] ;
+  wire [4:0] \q$22[19] ;
+  wire [4:0] \q$22[1] ;
+  wire [4:0] \q$22[20] ;
+  wire [4:0] \q$22[21] ;
+  wire [4:0] \q$22[22] ;
+  wire [4:0] \q$22[23] ;
+  wire [4:0] \q$22[24] ;
+  wire [4:0] \q$22[25] ;
+  wire [4:0] \q$22[26] ;
+  wire [4:0] \q$22[27] ;
+  wire [4:0] \q$22[28] ;
+  wire [4:0] \q$22[29] ;
+  wire [4:0] \q$22[2] ;
+  wire [4:0] \q$22[30] ;
+  wire [4:0] \q$22[31] ;
+  wire [4:0] \q$22[3] ;
+  wire [4:0] \q$22[4] ;
+  wire [4:0] \q$22[5] ;
+  wire [4:0] \q$22[6] ;
+  wire [4:0] \q$22[7] ;
+  wire [4:0] \q$22[8] ;
+  wire [4:0] \q$22[9] ;
   reg [159:0] \q$23  = 160'h0000000000000000000000000000000000000000;
   wire [4:0] \q$23[0] ;
   wire [4:0] \q$23[10] ;
@@ -367,8 +399,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
-  (* init = 3'h0 *)
-  wire [2:0] s1_pair;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] s1_q;
   wire [4:0] \s1_q[0] ;
@@ -403,6 +433,8 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire [4:0] \s1_q[7] ;
   wire [4:0] \s1_q[8] ;
   wire [4:0] \s1_q[9] ;
+  (* init = 3'h0 *)
+  wire [2:0] s1_select;
   reg [31:0] s1_sign = 32'd0;
   reg s1_valid = 1'h0;
   (* init = 4'h0 *)
@@ -487,39 +519,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire \s3_out.invalid ;
   (* init = 1'h0 *)
   wire s3_valid;
-  wire [159:0] values;
-  wire [4:0] \values[0] ;
-  wire [4:0] \values[10] ;
-  wire [4:0] \values[11] ;
-  wire [4:0] \values[12] ;
-  wire [4:0] \values[13] ;
-  wire [4:0] \values[14] ;
-  wire [4:0] \values[15] ;
-  wire [4:0] \values[16] ;
-  wire [4:0] \values[17] ;
-  wire [4:0] \values[18] ;
-  wire [4:0] \values[19] ;
-  wire [4:0] \values[1] ;
-  wire [4:0] \values[20] ;
-  wire [4:0] \values[21] ;
-  wire [4:0] \values[22] ;
-  wire [4:0] \values[23] ;
-  wire [4:0] \values[24] ;
-  wire [4:0] \values[25] ;
-  wire [4:0] \values[26] ;
-  wire [4:0] \values[27] ;
-  wire [4:0] \values[28] ;
-  wire [4:0] \values[29] ;
-  wire [4:0] \values[2] ;
-  wire [4:0] \values[30] ;
-  wire [4:0] \values[31] ;
-  wire [4:0] \values[3] ;
-  wire [4:0] \values[4] ;
-  wire [4:0] \values[5] ;
-  wire [4:0] \values[6] ;
-  wire [4:0] \values[7] ;
-  wire [4:0] \values[8] ;
-  wire [4:0] \values[9] ;
   assign \$1  = ~ o__valid;
   assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
@@ -532,76 +531,85 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   assign i__ready = s0_load & \$5 ;
   assign \$6  = s0_load & i__valid;
   assign \$7  = s1_load & s0_valid;
-  assign \$8  = ~ max[3:1];
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = | s1_exp;
-  assign \$11  = \$10  ? { pair, \$31  } : 4'h0;
-  assign \$12  = s3_load & s2_valid;
+  assign \$8  = s2_load & s1_valid;
+  assign \$9  = | s1_exp;
+  assign \$10  = \$9  ? { pair, \$30  } : 4'h0;
+  assign \$11  = s3_load & s2_valid;
   always @(posedge clk)
-    s0_valid <= \$13 ;
+    s0_valid <= \$12 ;
   always @(posedge clk)
-    s1_valid <= \$14 ;
+    s1_valid <= \$13 ;
   always @(posedge clk)
-    s2_valid <= \$15 ;
+    s2_valid <= \$14 ;
   always @(posedge clk)
-    o__valid <= \$16 ;
+    o__valid <= \$15 ;
   always @(posedge clk)
-    \data$17  <= \$17 ;
+    \data$17  <= \$16 ;
   always @(posedge clk)
-    exp <= \$18 ;
+    exp <= \$17 ;
   always @(posedge clk)
-    s0_invalid <= \$19 ;
+    s0_invalid <= \$18 ;
   always @(posedge clk)
-    \q$23  <= \$20 ;
+    \q$23  <= \$19 ;
   always @(posedge clk)
-    s1_sign <= \$21 ;
+    s1_sign <= \$20 ;
   always @(posedge clk)
-    s1_exp <= \$22 ;
+    s1_exp <= \$21 ;
   always @(posedge clk)
-    s1_invalid <= \$23 ;
+    s1_invalid <= \$22 ;
   always @(posedge clk)
-    pair <= \$24 ;
+    pair <= \$23 ;
   always @(posedge clk)
-    \q$27  <= \$25 ;
+    \q$27  <= \$24 ;
   always @(posedge clk)
-    s2_sign <= \$26 ;
+    s2_sign <= \$25 ;
   always @(posedge clk)
-    s2_exp <= \$27 ;
+    s2_exp <= \$26 ;
   always @(posedge clk)
-    s2_invalid <= \$28 ;
+    s2_invalid <= \$27 ;
   always @(posedge clk)
-    dialect <= \$29 ;
+    dialect <= \$28 ;
   always @(posedge clk)
-    o__payload <= \$30 ;
-  \bd_quantizer.exp_max  exp_max (
+    o__payload <= \$29 ;
+  \bd_quantizer_b32.exp_max  exp_max (
     .data(i__payload),
     .exp(\exp$32 ),
     .invalid(invalid)
   );
-  \bd_quantizer.index  index (
+  \bd_quantizer_b32.index  index (
     .dialect(dialect),
     .idx(idx),
     .q(\q$27 )
   );
-  \bd_quantizer.qmax  qmax (
-    .max(max),
-    .values(values)
+  \bd_quantizer_b32.pair$46  \pair$46  (
+    .pair(\pair$38 ),
+    .values(q)
   );
-  \bd_quantizer.ranges  ranges (
+  \bd_quantizer_b32.ranges  ranges (
     .pair(pair),
-    .\port$2078$0 (\$31 ),
+    .\port$2080$0 (\$30 ),
     .q(\q$23 )
   );
-  \bd_quantizer.shifter  shifter (
+  \bd_quantizer_b32.shifter  shifter (
     .data(\data$17 ),
     .exp(exp),
-    .q(values)
+    .q(q)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$13  = s0_valid;
+    \$12  = s0_valid;
     if (s0_load) begin
-      \$13  = i__valid;
+      \$12  = i__valid;
+    end
+    if (rst) begin
+      \$12  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$13  = s1_valid;
+    if (s1_load) begin
+      \$13  = s0_valid;
     end
     if (rst) begin
       \$13  = 1'h0;
@@ -609,9 +617,9 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$14  = s1_valid;
-    if (s1_load) begin
-      \$14  = s0_valid;
+    \$14  = s2_valid;
+    if (s2_load) begin
+      \$14  = s1_valid;
     end
     if (rst) begin
       \$14  = 1'h0;
@@ -619,9 +627,9 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = s2_valid;
-    if (s2_load) begin
-      \$15  = s1_valid;
+    \$15  = o__valid;
+    if (s3_load) begin
+      \$15  = s2_valid;
     end
     if (rst) begin
       \$15  = 1'h0;
@@ -629,157 +637,147 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = o__valid;
-    if (s3_load) begin
-      \$16  = s2_valid;
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = \data$17 ;
+    \$16  = \data$17 ;
     if (\$6 ) begin
-      \$17  = i__payload;
+      \$16  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = exp;
+    \$17  = exp;
     if (\$6 ) begin
-      \$18  = \exp$32 ;
+      \$17  = \exp$32 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = s0_invalid;
+    \$18  = s0_invalid;
     if (\$6 ) begin
-      \$19  = invalid;
+      \$18  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = \q$23 ;
+    \$19  = \q$23 ;
     if (\$7 ) begin
-      \$20  = values;
+      \$19  = q;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = s1_sign;
+    \$20  = s1_sign;
     if (\$7 ) begin
-      \$21  = { \data$17 [511], \data$17 [495], \data$17 [479], \data$17 [463], \data$17 [447], \data$17 [431], \data$17 [415], \data$17 [399], \data$17 [383], \data$17 [367], \data$17 [351], \data$17 [335], \data$17 [319], \data$17 [303], \data$17 [287], \data$17 [271], \data$17 [255], \data$17 [239], \data$17 [223], \data$17 [207], \data$17 [191], \data$17 [175], \data$17 [159], \data$17 [143], \data$17 [127], \data$17 [111], \data$17 [95], \data$17 [79], \data$17 [63], \data$17 [47], \data$17 [31], \data$17 [15] };
+      \$20  = { \data$17 [511], \data$17 [495], \data$17 [479], \data$17 [463], \data$17 [447], \data$17 [431], \data$17 [415], \data$17 [399], \data$17 [383], \data$17 [367], \data$17 [351], \data$17 [335], \data$17 [319], \data$17 [303], \data$17 [287], \data$17 [271], \data$17 [255], \data$17 [239], \data$17 [223], \data$17 [207], \data$17 [191], \data$17 [175], \data$17 [159], \data$17 [143], \data$17 [127], \data$17 [111], \data$17 [95], \data$17 [79], \data$17 [63], \data$17 [47], \data$17 [31], \data$17 [15] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = s1_exp;
+    \$21  = s1_exp;
     if (\$7 ) begin
-      \$22  = exp;
+      \$21  = exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = s1_invalid;
+    \$22  = s1_invalid;
     if (\$7 ) begin
-      \$23  = s0_invalid;
+      \$22  = s0_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = pair;
+    \$23  = pair;
     if (\$7 ) begin
-      \$24  = \$8 ;
+      \$23  = \pair$38 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = \q$27 ;
-    if (\$9 ) begin
-      \$25  = \q$23 ;
+    \$24  = \q$27 ;
+    if (\$8 ) begin
+      \$24  = \q$23 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = s2_sign;
-    if (\$9 ) begin
-      \$26  = s1_sign;
+    \$25  = s2_sign;
+    if (\$8 ) begin
+      \$25  = s1_sign;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = s2_exp;
-    if (\$9 ) begin
-      \$27  = s1_exp;
+    \$26  = s2_exp;
+    if (\$8 ) begin
+      \$26  = s1_exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = s2_invalid;
-    if (\$9 ) begin
-      \$28  = s1_invalid;
+    \$27  = s2_invalid;
+    if (\$8 ) begin
+      \$27  = s1_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = dialect;
-    if (\$9 ) begin
-      \$29  = \$11 ;
+    \$28  = dialect;
+    if (\$8 ) begin
+      \$28  = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = o__payload;
-    if (\$12 ) begin
-      \$30 [3:0] = { s2_sign[0], idx[2:0] };
-      \$30 [7:4] = { s2_sign[1], idx[5:3] };
-      \$30 [11:8] = { s2_sign[2], idx[8:6] };
-      \$30 [15:12] = { s2_sign[3], idx[11:9] };
-      \$30 [19:16] = { s2_sign[4], idx[14:12] };
-      \$30 [23:20] = { s2_sign[5], idx[17:15] };
-      \$30 [27:24] = { s2_sign[6], idx[20:18] };
-      \$30 [31:28] = { s2_sign[7], idx[23:21] };
-      \$30 [35:32] = { s2_sign[8], idx[26:24] };
-      \$30 [39:36] = { s2_sign[9], idx[29:27] };
-      \$30 [43:40] = { s2_sign[10], idx[32:30] };
-      \$30 [47:44] = { s2_sign[11], idx[35:33] };
-      \$30 [51:48] = { s2_sign[12], idx[38:36] };
-      \$30 [55:52] = { s2_sign[13], idx[41:39] };
-      \$30 [59:56] = { s2_sign[14], idx[44:42] };
-      \$30 [63:60] = { s2_sign[15], idx[47:45] };
-      \$30 [67:64] = { s2_sign[16], idx[50:48] };
-      \$30 [71:68] = { s2_sign[17], idx[53:51] };
-      \$30 [75:72] = { s2_sign[18], idx[56:54] };
-      \$30 [79:76] = { s2_sign[19], idx[59:57] };
-      \$30 [83:80] = { s2_sign[20], idx[62:60] };
-      \$30 [87:84] = { s2_sign[21], idx[65:63] };
-      \$30 [91:88] = { s2_sign[22], idx[68:66] };
-      \$30 [95:92] = { s2_sign[23], idx[71:69] };
-      \$30 [99:96] = { s2_sign[24], idx[74:72] };
-      \$30 [103:100] = { s2_sign[25], idx[77:75] };
-      \$30 [107:104] = { s2_sign[26], idx[80:78] };
-      \$30 [111:108] = { s2_sign[27], idx[83:81] };
-      \$30 [115:112] = { s2_sign[28], idx[86:84] };
-      \$30 [119:116] = { s2_sign[29], idx[89:87] };
-      \$30 [123:120] = { s2_sign[30], idx[92:90] };
-      \$30 [127:124] = { s2_sign[31], idx[95:93] };
-      \$30 [131:128] = dialect;
-      \$30 [136:132] = s2_exp;
-      \$30 [137] = s2_invalid;
+    \$29  = o__payload;
+    if (\$11 ) begin
+      \$29 [3:0] = { s2_sign[0], idx[2:0] };
+      \$29 [7:4] = { s2_sign[1], idx[5:3] };
+      \$29 [11:8] = { s2_sign[2], idx[8:6] };
+      \$29 [15:12] = { s2_sign[3], idx[11:9] };
+      \$29 [19:16] = { s2_sign[4], idx[14:12] };
+      \$29 [23:20] = { s2_sign[5], idx[17:15] };
+      \$29 [27:24] = { s2_sign[6], idx[20:18] };
+      \$29 [31:28] = { s2_sign[7], idx[23:21] };
+      \$29 [35:32] = { s2_sign[8], idx[26:24] };
+      \$29 [39:36] = { s2_sign[9], idx[29:27] };
+      \$29 [43:40] = { s2_sign[10], idx[32:30] };
+      \$29 [47:44] = { s2_sign[11], idx[35:33] };
+      \$29 [51:48] = { s2_sign[12], idx[38:36] };
+      \$29 [55:52] = { s2_sign[13], idx[41:39] };
+      \$29 [59:56] = { s2_sign[14], idx[44:42] };
+      \$29 [63:60] = { s2_sign[15], idx[47:45] };
+      \$29 [67:64] = { s2_sign[16], idx[50:48] };
+      \$29 [71:68] = { s2_sign[17], idx[53:51] };
+      \$29 [75:72] = { s2_sign[18], idx[56:54] };
+      \$29 [79:76] = { s2_sign[19], idx[59:57] };
+      \$29 [83:80] = { s2_sign[20], idx[62:60] };
+      \$29 [87:84] = { s2_sign[21], idx[65:63] };
+      \$29 [91:88] = { s2_sign[22], idx[68:66] };
+      \$29 [95:92] = { s2_sign[23], idx[71:69] };
+      \$29 [99:96] = { s2_sign[24], idx[74:72] };
+      \$29 [103:100] = { s2_sign[25], idx[77:75] };
+      \$29 [107:104] = { s2_sign[26], idx[80:78] };
+      \$29 [111:108] = { s2_sign[27], idx[83:81] };
+      \$29 [115:112] = { s2_sign[28], idx[86:84] };
+      \$29 [119:116] = { s2_sign[29], idx[89:87] };
+      \$29 [123:120] = { s2_sign[30], idx[92:90] };
+      \$29 [127:124] = { s2_sign[31], idx[95:93] };
+      \$29 [131:128] = dialect;
+      \$29 [136:132] = s2_exp;
+      \$29 [137] = s2_invalid;
     end
   end
   assign s3_valid = o__valid;
   assign data = i__payload;
   assign s0_data = \data$17 ;
   assign s0_exp = exp;
-  assign q = values;
+  assign \q$22  = q;
   assign s1_q = \q$23 ;
-  assign s1_pair = pair;
+  assign s1_select = pair;
   assign s2_q = \q$27 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
-  assign \dialect$42  = { pair, \$31  };
+  assign \dialect$42  = { pair, \$30  };
   assign \i__payload.data  = i__payload;
   assign \i__payload.data[0]  = i__payload[15:0];
   assign \i__payload.data[1]  = i__payload[31:16];
@@ -945,70 +943,70 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   assign \s0_data[29]  = \data$17 [479:464];
   assign \s0_data[30]  = \data$17 [495:480];
   assign \s0_data[31]  = \data$17 [511:496];
-  assign \values[0]  = values[4:0];
-  assign \values[1]  = values[9:5];
-  assign \values[2]  = values[14:10];
-  assign \values[3]  = values[19:15];
-  assign \values[4]  = values[24:20];
-  assign \values[5]  = values[29:25];
-  assign \values[6]  = values[34:30];
-  assign \values[7]  = values[39:35];
-  assign \values[8]  = values[44:40];
-  assign \values[9]  = values[49:45];
-  assign \values[10]  = values[54:50];
-  assign \values[11]  = values[59:55];
-  assign \values[12]  = values[64:60];
-  assign \values[13]  = values[69:65];
-  assign \values[14]  = values[74:70];
-  assign \values[15]  = values[79:75];
-  assign \values[16]  = values[84:80];
-  assign \values[17]  = values[89:85];
-  assign \values[18]  = values[94:90];
-  assign \values[19]  = values[99:95];
-  assign \values[20]  = values[104:100];
-  assign \values[21]  = values[109:105];
-  assign \values[22]  = values[114:110];
-  assign \values[23]  = values[119:115];
-  assign \values[24]  = values[124:120];
-  assign \values[25]  = values[129:125];
-  assign \values[26]  = values[134:130];
-  assign \values[27]  = values[139:135];
-  assign \values[28]  = values[144:140];
-  assign \values[29]  = values[149:145];
-  assign \values[30]  = values[154:150];
-  assign \values[31]  = values[159:155];
-  assign \q[0]  = values[4:0];
-  assign \q[1]  = values[9:5];
-  assign \q[2]  = values[14:10];
-  assign \q[3]  = values[19:15];
-  assign \q[4]  = values[24:20];
-  assign \q[5]  = values[29:25];
-  assign \q[6]  = values[34:30];
-  assign \q[7]  = values[39:35];
-  assign \q[8]  = values[44:40];
-  assign \q[9]  = values[49:45];
-  assign \q[10]  = values[54:50];
-  assign \q[11]  = values[59:55];
-  assign \q[12]  = values[64:60];
-  assign \q[13]  = values[69:65];
-  assign \q[14]  = values[74:70];
-  assign \q[15]  = values[79:75];
-  assign \q[16]  = values[84:80];
-  assign \q[17]  = values[89:85];
-  assign \q[18]  = values[94:90];
-  assign \q[19]  = values[99:95];
-  assign \q[20]  = values[104:100];
-  assign \q[21]  = values[109:105];
-  assign \q[22]  = values[114:110];
-  assign \q[23]  = values[119:115];
-  assign \q[24]  = values[124:120];
-  assign \q[25]  = values[129:125];
-  assign \q[26]  = values[134:130];
-  assign \q[27]  = values[139:135];
-  assign \q[28]  = values[144:140];
-  assign \q[29]  = values[149:145];
-  assign \q[30]  = values[154:150];
-  assign \q[31]  = values[159:155];
+  assign \q[0]  = q[4:0];
+  assign \q[1]  = q[9:5];
+  assign \q[2]  = q[14:10];
+  assign \q[3]  = q[19:15];
+  assign \q[4]  = q[24:20];
+  assign \q[5]  = q[29:25];
+  assign \q[6]  = q[34:30];
+  assign \q[7]  = q[39:35];
+  assign \q[8]  = q[44:40];
+  assign \q[9]  = q[49:45];
+  assign \q[10]  = q[54:50];
+  assign \q[11]  = q[59:55];
+  assign \q[12]  = q[64:60];
+  assign \q[13]  = q[69:65];
+  assign \q[14]  = q[74:70];
+  assign \q[15]  = q[79:75];
+  assign \q[16]  = q[84:80];
+  assign \q[17]  = q[89:85];
+  assign \q[18]  = q[94:90];
+  assign \q[19]  = q[99:95];
+  assign \q[20]  = q[104:100];
+  assign \q[21]  = q[109:105];
+  assign \q[22]  = q[114:110];
+  assign \q[23]  = q[119:115];
+  assign \q[24]  = q[124:120];
+  assign \q[25]  = q[129:125];
+  assign \q[26]  = q[134:130];
+  assign \q[27]  = q[139:135];
+  assign \q[28]  = q[144:140];
+  assign \q[29]  = q[149:145];
+  assign \q[30]  = q[154:150];
+  assign \q[31]  = q[159:155];
+  assign \q$22[0]  = q[4:0];
+  assign \q$22[1]  = q[9:5];
+  assign \q$22[2]  = q[14:10];
+  assign \q$22[3]  = q[19:15];
+  assign \q$22[4]  = q[24:20];
+  assign \q$22[5]  = q[29:25];
+  assign \q$22[6]  = q[34:30];
+  assign \q$22[7]  = q[39:35];
+  assign \q$22[8]  = q[44:40];
+  assign \q$22[9]  = q[49:45];
+  assign \q$22[10]  = q[54:50];
+  assign \q$22[11]  = q[59:55];
+  assign \q$22[12]  = q[64:60];
+  assign \q$22[13]  = q[69:65];
+  assign \q$22[14]  = q[74:70];
+  assign \q$22[15]  = q[79:75];
+  assign \q$22[16]  = q[84:80];
+  assign \q$22[17]  = q[89:85];
+  assign \q$22[18]  = q[94:90];
+  assign \q$22[19]  = q[99:95];
+  assign \q$22[20]  = q[104:100];
+  assign \q$22[21]  = q[109:105];
+  assign \q$22[22]  = q[114:110];
+  assign \q$22[23]  = q[119:115];
+  assign \q$22[24]  = q[124:120];
+  assign \q$22[25]  = q[129:125];
+  assign \q$22[26]  = q[134:130];
+  assign \q$22[27]  = q[139:135];
+  assign \q$22[28]  = q[144:140];
+  assign \q$22[29]  = q[149:145];
+  assign \q$22[30]  = q[154:150];
+  assign \q$22[31]  = q[159:155];
   assign \q$23[0]  = \q$23 [4:0];
   assign \q$23[1]  = \q$23 [9:5];
   assign \q$23[2]  = \q$23 [14:10];
@@ -1208,7 +1206,7 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.exp_max (invalid, exp, data);
+module \bd_quantizer_b32.exp_max (invalid, exp, data);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$11 ;
@@ -1411,7 +1409,7 @@ module \bd_quantizer.exp_max (invalid, exp, data);
   assign \$33  = data[270:266] == 5'h1f;
   assign \$34  = nonfinite[16] ? 5'h00 : data[270:266];
   assign \$35  = data[286:282] == 5'h1f;
-  \bd_quantizer.exp_max.tree  tree (
+  \bd_quantizer_b32.exp_max.tree  tree (
     .max(exp),
     .values(values)
   );
@@ -1547,7 +1545,7 @@ module \bd_quantizer.exp_max (invalid, exp, data);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.exp_max.tree (values, max);
+module \bd_quantizer_b32.exp_max.tree (values, max);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -2982,7 +2980,7 @@ module \bd_quantizer.exp_max.tree (values, max);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.index (dialect, idx, q);
+module \bd_quantizer_b32.index (dialect, idx, q);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [1:0] \$10 ;
@@ -4038,7 +4036,159 @@ module \bd_quantizer.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.qmax (values, max);
+module \bd_quantizer_b32.pair$46 (values, pair);
+  wire [5:0] \$1 ;
+  wire [2:0] \$2 ;
+  wire [4:0] max;
+  output [2:0] pair;
+  wire [2:0] pair;
+  wire [159:0] q;
+  wire [4:0] \q[0] ;
+  wire [4:0] \q[10] ;
+  wire [4:0] \q[11] ;
+  wire [4:0] \q[12] ;
+  wire [4:0] \q[13] ;
+  wire [4:0] \q[14] ;
+  wire [4:0] \q[15] ;
+  wire [4:0] \q[16] ;
+  wire [4:0] \q[17] ;
+  wire [4:0] \q[18] ;
+  wire [4:0] \q[19] ;
+  wire [4:0] \q[1] ;
+  wire [4:0] \q[20] ;
+  wire [4:0] \q[21] ;
+  wire [4:0] \q[22] ;
+  wire [4:0] \q[23] ;
+  wire [4:0] \q[24] ;
+  wire [4:0] \q[25] ;
+  wire [4:0] \q[26] ;
+  wire [4:0] \q[27] ;
+  wire [4:0] \q[28] ;
+  wire [4:0] \q[29] ;
+  wire [4:0] \q[2] ;
+  wire [4:0] \q[30] ;
+  wire [4:0] \q[31] ;
+  wire [4:0] \q[3] ;
+  wire [4:0] \q[4] ;
+  wire [4:0] \q[5] ;
+  wire [4:0] \q[6] ;
+  wire [4:0] \q[7] ;
+  wire [4:0] \q[8] ;
+  wire [4:0] \q[9] ;
+  wire [4:0] qmax;
+  wire [4:0] rounded;
+  input [159:0] values;
+  wire [159:0] values;
+  wire [4:0] \values[0] ;
+  wire [4:0] \values[10] ;
+  wire [4:0] \values[11] ;
+  wire [4:0] \values[12] ;
+  wire [4:0] \values[13] ;
+  wire [4:0] \values[14] ;
+  wire [4:0] \values[15] ;
+  wire [4:0] \values[16] ;
+  wire [4:0] \values[17] ;
+  wire [4:0] \values[18] ;
+  wire [4:0] \values[19] ;
+  wire [4:0] \values[1] ;
+  wire [4:0] \values[20] ;
+  wire [4:0] \values[21] ;
+  wire [4:0] \values[22] ;
+  wire [4:0] \values[23] ;
+  wire [4:0] \values[24] ;
+  wire [4:0] \values[25] ;
+  wire [4:0] \values[26] ;
+  wire [4:0] \values[27] ;
+  wire [4:0] \values[28] ;
+  wire [4:0] \values[29] ;
+  wire [4:0] \values[2] ;
+  wire [4:0] \values[30] ;
+  wire [4:0] \values[31] ;
+  wire [4:0] \values[3] ;
+  wire [4:0] \values[4] ;
+  wire [4:0] \values[5] ;
+  wire [4:0] \values[6] ;
+  wire [4:0] \values[7] ;
+  wire [4:0] \values[8] ;
+  wire [4:0] \values[9] ;
+  assign \$1  = qmax + 1'h1;
+  assign \$2  = ~ \$1 [3:1];
+  assign pair = \$1 [5] ? 3'h0 : \$2 ;
+  \bd_quantizer_b32.pair$46.tree  tree (
+    .max(qmax),
+    .values(values)
+  );
+  assign q = values;
+  assign max = qmax;
+  assign rounded = \$1 [5:1];
+  assign \values[0]  = values[4:0];
+  assign \values[1]  = values[9:5];
+  assign \values[2]  = values[14:10];
+  assign \values[3]  = values[19:15];
+  assign \values[4]  = values[24:20];
+  assign \values[5]  = values[29:25];
+  assign \values[6]  = values[34:30];
+  assign \values[7]  = values[39:35];
+  assign \values[8]  = values[44:40];
+  assign \values[9]  = values[49:45];
+  assign \values[10]  = values[54:50];
+  assign \values[11]  = values[59:55];
+  assign \values[12]  = values[64:60];
+  assign \values[13]  = values[69:65];
+  assign \values[14]  = values[74:70];
+  assign \values[15]  = values[79:75];
+  assign \values[16]  = values[84:80];
+  assign \values[17]  = values[89:85];
+  assign \values[18]  = values[94:90];
+  assign \values[19]  = values[99:95];
+  assign \values[20]  = values[104:100];
+  assign \values[21]  = values[109:105];
+  assign \values[22]  = values[114:110];
+  assign \values[23]  = values[119:115];
+  assign \values[24]  = values[124:120];
+  assign \values[25]  = values[129:125];
+  assign \values[26]  = values[134:130];
+  assign \values[27]  = values[139:135];
+  assign \values[28]  = values[144:140];
+  assign \values[29]  = values[149:145];
+  assign \values[30]  = values[154:150];
+  assign \values[31]  = values[159:155];
+  assign \q[0]  = values[4:0];
+  assign \q[1]  = values[9:5];
+  assign \q[2]  = values[14:10];
+  assign \q[3]  = values[19:15];
+  assign \q[4]  = values[24:20];
+  assign \q[5]  = values[29:25];
+  assign \q[6]  = values[34:30];
+  assign \q[7]  = values[39:35];
+  assign \q[8]  = values[44:40];
+  assign \q[9]  = values[49:45];
+  assign \q[10]  = values[54:50];
+  assign \q[11]  = values[59:55];
+  assign \q[12]  = values[64:60];
+  assign \q[13]  = values[69:65];
+  assign \q[14]  = values[74:70];
+  assign \q[15]  = values[79:75];
+  assign \q[16]  = values[84:80];
+  assign \q[17]  = values[89:85];
+  assign \q[18]  = values[94:90];
+  assign \q[19]  = values[99:95];
+  assign \q[20]  = values[104:100];
+  assign \q[21]  = values[109:105];
+  assign \q[22]  = values[114:110];
+  assign \q[23]  = values[119:115];
+  assign \q[24]  = values[124:120];
+  assign \q[25]  = values[129:125];
+  assign \q[26]  = values[134:130];
+  assign \q[27]  = values[139:135];
+  assign \q[28]  = values[144:140];
+  assign \q[29]  = values[149:145];
+  assign \q[30]  = values[154:150];
+  assign \q[31]  = values[159:155];
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_quantizer_b32.pair$46.tree (values, max);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -5473,7 +5623,7 @@ module \bd_quantizer.qmax (values, max);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.ranges (q, pair, \port$2078$0 );
+module \bd_quantizer_b32.ranges (q, pair, \port$2080$0 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5739,8 +5889,8 @@ module \bd_quantizer.ranges (q, pair, \port$2078$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$2078$0 ;
-  wire \port$2078$0 ;
+  output \port$2080$0 ;
+  wire \port$2080$0 ;
   input [159:0] q;
   wire [159:0] q;
   wire [4:0] \q[0] ;
@@ -6119,7 +6269,7 @@ module \bd_quantizer.ranges (q, pair, \port$2078$0 );
     endcase
   end
   assign dialect = { pair, \$253  };
-  assign \port$2078$0  = \$253 ;
+  assign \port$2080$0  = \$253 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -6219,7 +6369,7 @@ module \bd_quantizer.ranges (q, pair, \port$2078$0 );
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.shifter (exp, q, data);
+module \bd_quantizer_b32.shifter (exp, q, data);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire [4:0] \$100 ;

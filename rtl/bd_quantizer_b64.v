@@ -2,38 +2,37 @@
 
 (* top =  1  *)
 (* generator = "Amaranth" *)
-module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
+module bd_quantizer_b64(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire [3:0] \$11 ;
-  wire \$12 ;
+  wire [3:0] \$10 ;
+  wire \$11 ;
+  reg \$12 ;
   reg \$13 ;
   reg \$14 ;
   reg \$15 ;
-  reg \$16 ;
-  reg [1023:0] \$17 ;
-  reg [4:0] \$18 ;
-  reg \$19 ;
+  reg [1023:0] \$16 ;
+  reg [4:0] \$17 ;
+  reg \$18 ;
+  reg [319:0] \$19 ;
   wire \$2 ;
-  reg [319:0] \$20 ;
-  reg [63:0] \$21 ;
-  reg [4:0] \$22 ;
-  reg \$23 ;
-  reg [2:0] \$24 ;
-  reg [319:0] \$25 ;
-  reg [63:0] \$26 ;
-  reg [4:0] \$27 ;
-  reg \$28 ;
-  reg [3:0] \$29 ;
+  reg [63:0] \$20 ;
+  reg [4:0] \$21 ;
+  reg \$22 ;
+  reg [2:0] \$23 ;
+  reg [319:0] \$24 ;
+  reg [63:0] \$25 ;
+  reg [4:0] \$26 ;
+  reg \$27 ;
+  reg [3:0] \$28 ;
+  reg [265:0] \$29 ;
   wire \$3 ;
-  reg [265:0] \$30 ;
-  wire \$31 ;
+  wire \$30 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
   wire \$7 ;
-  wire [2:0] \$8 ;
+  wire \$8 ;
   wire \$9 ;
   input clk;
   wire clk;
@@ -308,7 +307,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
   wire invalid;
-  wire [4:0] max;
   output [265:0] o__payload;
   reg [265:0] o__payload = 266'h0000000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] \o__payload.codes ;
@@ -384,7 +382,73 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   output o__valid;
   reg o__valid = 1'h0;
   reg [2:0] pair = 3'h0;
+  wire [2:0] \pair$38 ;
   wire [319:0] q;
+  wire [319:0] \q$22 ;
+  wire [4:0] \q$22[0] ;
+  wire [4:0] \q$22[10] ;
+  wire [4:0] \q$22[11] ;
+  wire [4:0] \q$22[12] ;
+  wire [4:0] \q$22[13] ;
+  wire [4:0] \q$22[14] ;
+  wire [4:0] \q$22[15] ;
+  wire [4:0] \q$22[16] ;
+  wire [4:0] \q$22[17] ;
+  wire [4:0] \q$22[18] ;
+  wire [4:0] \q$22[19] ;
+  wire [4:0] \q$22[1] ;
+  wire [4:0] \q$22[20] ;
+  wire [4:0] \q$22[21] ;
+  wire [4:0] \q$22[22] ;
+  wire [4:0] \q$22[23] ;
+  wire [4:0] \q$22[24] ;
+  wire [4:0] \q$22[25] ;
+  wire [4:0] \q$22[26] ;
+  wire [4:0] \q$22[27] ;
+  wire [4:0] \q$22[28] ;
+  wire [4:0] \q$22[29] ;
+  wire [4:0] \q$22[2] ;
+  wire [4:0] \q$22[30] ;
+  wire [4:0] \q$22[31] ;
+  wire [4:0] \q$22[32] ;
+  wire [4:0] \q$22[33] ;
+  wire [4:0] \q$22[34] ;
+  wire [4:0] \q$22[35] ;
+  wire [4:0] \q$22[36] ;
+  wire [4:0] \q$22[37] ;
+  wire [4:0] \q$22[38] ;
+  wire [4:0] \q$22[39] ;
+  wire [4:0] \q$22[3] ;
+  wire [4:0] \q$22[40] ;
+  wire [4:0] \q$22[41] ;
+  wire [4:0] \q$22[42] ;
+  wire [4:0] \q$22[43] ;
+  wire [4:0] \q$22[44] ;
+  wire [4:0] \q$22[45] ;
+  wire [4:0] \q$22[46] ;
+  wire [4:0] \q$22[47] ;
+  wire [4:0] \q$22[48] ;
+  wire [4:0] \q$22[49] ;
+  wire [4:0] \q$22[4] ;
+  wire [4:0] \q$22[50] ;
+  wire [4:0] \q$22[51] ;
+  wire [4:0] \q$22[52] ;
+  wire [4:0] \q$22[53] ;
+  wire [4:0] \q$22[54] ;
+  wire [4:0] \q$22[55] ;
+  wire [4:0] \q$22[56] ;
+  wire [4:0] \q$22[57] ;
+  wire [4:0] \q$22[58] ;
+  wire [4:0] \q$22[59] ;
+  wire [4:0] \q$22[5] ;
+  wire [4:0] \q$22[60] ;
+  wire [4:0] \q$22[61] ;
+  wire [4:0] \q$22[62] ;
+  wire [4:0] \q$22[63] ;
+  wire [4:0] \q$22[6] ;
+  wire [4:0] \q$22[7] ;
+  wire [4:0] \q$22[8] ;
+  wire [4:0] \q$22[9] ;
   reg [319:0] \q$23  = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [4:0] \q$23[0] ;
   wire [4:0] \q$23[10] ;
@@ -655,8 +719,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
-  (* init = 3'h0 *)
-  wire [2:0] s1_pair;
   (* init = 320'h00000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
   wire [319:0] s1_q;
   wire [4:0] \s1_q[0] ;
@@ -723,6 +785,8 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire [4:0] \s1_q[7] ;
   wire [4:0] \s1_q[8] ;
   wire [4:0] \s1_q[9] ;
+  (* init = 3'h0 *)
+  wire [2:0] s1_select;
   reg [63:0] s1_sign = 64'h0000000000000000;
   reg s1_valid = 1'h0;
   (* init = 4'h0 *)
@@ -871,71 +935,6 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   wire \s3_out.invalid ;
   (* init = 1'h0 *)
   wire s3_valid;
-  wire [319:0] values;
-  wire [4:0] \values[0] ;
-  wire [4:0] \values[10] ;
-  wire [4:0] \values[11] ;
-  wire [4:0] \values[12] ;
-  wire [4:0] \values[13] ;
-  wire [4:0] \values[14] ;
-  wire [4:0] \values[15] ;
-  wire [4:0] \values[16] ;
-  wire [4:0] \values[17] ;
-  wire [4:0] \values[18] ;
-  wire [4:0] \values[19] ;
-  wire [4:0] \values[1] ;
-  wire [4:0] \values[20] ;
-  wire [4:0] \values[21] ;
-  wire [4:0] \values[22] ;
-  wire [4:0] \values[23] ;
-  wire [4:0] \values[24] ;
-  wire [4:0] \values[25] ;
-  wire [4:0] \values[26] ;
-  wire [4:0] \values[27] ;
-  wire [4:0] \values[28] ;
-  wire [4:0] \values[29] ;
-  wire [4:0] \values[2] ;
-  wire [4:0] \values[30] ;
-  wire [4:0] \values[31] ;
-  wire [4:0] \values[32] ;
-  wire [4:0] \values[33] ;
-  wire [4:0] \values[34] ;
-  wire [4:0] \values[35] ;
-  wire [4:0] \values[36] ;
-  wire [4:0] \values[37] ;
-  wire [4:0] \values[38] ;
-  wire [4:0] \values[39] ;
-  wire [4:0] \values[3] ;
-  wire [4:0] \values[40] ;
-  wire [4:0] \values[41] ;
-  wire [4:0] \values[42] ;
-  wire [4:0] \values[43] ;
-  wire [4:0] \values[44] ;
-  wire [4:0] \values[45] ;
-  wire [4:0] \values[46] ;
-  wire [4:0] \values[47] ;
-  wire [4:0] \values[48] ;
-  wire [4:0] \values[49] ;
-  wire [4:0] \values[4] ;
-  wire [4:0] \values[50] ;
-  wire [4:0] \values[51] ;
-  wire [4:0] \values[52] ;
-  wire [4:0] \values[53] ;
-  wire [4:0] \values[54] ;
-  wire [4:0] \values[55] ;
-  wire [4:0] \values[56] ;
-  wire [4:0] \values[57] ;
-  wire [4:0] \values[58] ;
-  wire [4:0] \values[59] ;
-  wire [4:0] \values[5] ;
-  wire [4:0] \values[60] ;
-  wire [4:0] \values[61] ;
-  wire [4:0] \values[62] ;
-  wire [4:0] \values[63] ;
-  wire [4:0] \values[6] ;
-  wire [4:0] \values[7] ;
-  wire [4:0] \values[8] ;
-  wire [4:0] \values[9] ;
   assign \$1  = ~ o__valid;
   assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
@@ -948,76 +947,85 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   assign i__ready = s0_load & \$5 ;
   assign \$6  = s0_load & i__valid;
   assign \$7  = s1_load & s0_valid;
-  assign \$8  = ~ max[3:1];
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = | s1_exp;
-  assign \$11  = \$10  ? { pair, \$31  } : 4'h0;
-  assign \$12  = s3_load & s2_valid;
+  assign \$8  = s2_load & s1_valid;
+  assign \$9  = | s1_exp;
+  assign \$10  = \$9  ? { pair, \$30  } : 4'h0;
+  assign \$11  = s3_load & s2_valid;
   always @(posedge clk)
-    s0_valid <= \$13 ;
+    s0_valid <= \$12 ;
   always @(posedge clk)
-    s1_valid <= \$14 ;
+    s1_valid <= \$13 ;
   always @(posedge clk)
-    s2_valid <= \$15 ;
+    s2_valid <= \$14 ;
   always @(posedge clk)
-    o__valid <= \$16 ;
+    o__valid <= \$15 ;
   always @(posedge clk)
-    \data$17  <= \$17 ;
+    \data$17  <= \$16 ;
   always @(posedge clk)
-    exp <= \$18 ;
+    exp <= \$17 ;
   always @(posedge clk)
-    s0_invalid <= \$19 ;
+    s0_invalid <= \$18 ;
   always @(posedge clk)
-    \q$23  <= \$20 ;
+    \q$23  <= \$19 ;
   always @(posedge clk)
-    s1_sign <= \$21 ;
+    s1_sign <= \$20 ;
   always @(posedge clk)
-    s1_exp <= \$22 ;
+    s1_exp <= \$21 ;
   always @(posedge clk)
-    s1_invalid <= \$23 ;
+    s1_invalid <= \$22 ;
   always @(posedge clk)
-    pair <= \$24 ;
+    pair <= \$23 ;
   always @(posedge clk)
-    \q$27  <= \$25 ;
+    \q$27  <= \$24 ;
   always @(posedge clk)
-    s2_sign <= \$26 ;
+    s2_sign <= \$25 ;
   always @(posedge clk)
-    s2_exp <= \$27 ;
+    s2_exp <= \$26 ;
   always @(posedge clk)
-    s2_invalid <= \$28 ;
+    s2_invalid <= \$27 ;
   always @(posedge clk)
-    dialect <= \$29 ;
+    dialect <= \$28 ;
   always @(posedge clk)
-    o__payload <= \$30 ;
-  \bd_quantizer.exp_max  exp_max (
+    o__payload <= \$29 ;
+  \bd_quantizer_b64.exp_max  exp_max (
     .data(i__payload),
     .exp(\exp$32 ),
     .invalid(invalid)
   );
-  \bd_quantizer.index  index (
+  \bd_quantizer_b64.index  index (
     .dialect(dialect),
     .idx(idx),
     .q(\q$27 )
   );
-  \bd_quantizer.qmax  qmax (
-    .max(max),
-    .values(values)
+  \bd_quantizer_b64.pair$46  \pair$46  (
+    .pair(\pair$38 ),
+    .values(q)
   );
-  \bd_quantizer.ranges  ranges (
+  \bd_quantizer_b64.ranges  ranges (
     .pair(pair),
-    .\port$6846$0 (\$31 ),
+    .\port$6848$0 (\$30 ),
     .q(\q$23 )
   );
-  \bd_quantizer.shifter  shifter (
+  \bd_quantizer_b64.shifter  shifter (
     .data(\data$17 ),
     .exp(exp),
-    .q(values)
+    .q(q)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$13  = s0_valid;
+    \$12  = s0_valid;
     if (s0_load) begin
-      \$13  = i__valid;
+      \$12  = i__valid;
+    end
+    if (rst) begin
+      \$12  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$13  = s1_valid;
+    if (s1_load) begin
+      \$13  = s0_valid;
     end
     if (rst) begin
       \$13  = 1'h0;
@@ -1025,9 +1033,9 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$14  = s1_valid;
-    if (s1_load) begin
-      \$14  = s0_valid;
+    \$14  = s2_valid;
+    if (s2_load) begin
+      \$14  = s1_valid;
     end
     if (rst) begin
       \$14  = 1'h0;
@@ -1035,9 +1043,9 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = s2_valid;
-    if (s2_load) begin
-      \$15  = s1_valid;
+    \$15  = o__valid;
+    if (s3_load) begin
+      \$15  = s2_valid;
     end
     if (rst) begin
       \$15  = 1'h0;
@@ -1045,189 +1053,179 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = o__valid;
-    if (s3_load) begin
-      \$16  = s2_valid;
-    end
-    if (rst) begin
-      \$16  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = \data$17 ;
+    \$16  = \data$17 ;
     if (\$6 ) begin
-      \$17  = i__payload;
+      \$16  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = exp;
+    \$17  = exp;
     if (\$6 ) begin
-      \$18  = \exp$32 ;
+      \$17  = \exp$32 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = s0_invalid;
+    \$18  = s0_invalid;
     if (\$6 ) begin
-      \$19  = invalid;
+      \$18  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = \q$23 ;
+    \$19  = \q$23 ;
     if (\$7 ) begin
-      \$20  = values;
+      \$19  = q;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = s1_sign;
+    \$20  = s1_sign;
     if (\$7 ) begin
-      \$21  = { \data$17 [1023], \data$17 [1007], \data$17 [991], \data$17 [975], \data$17 [959], \data$17 [943], \data$17 [927], \data$17 [911], \data$17 [895], \data$17 [879], \data$17 [863], \data$17 [847], \data$17 [831], \data$17 [815], \data$17 [799], \data$17 [783], \data$17 [767], \data$17 [751], \data$17 [735], \data$17 [719], \data$17 [703], \data$17 [687], \data$17 [671], \data$17 [655], \data$17 [639], \data$17 [623], \data$17 [607], \data$17 [591], \data$17 [575], \data$17 [559], \data$17 [543], \data$17 [527], \data$17 [511], \data$17 [495], \data$17 [479], \data$17 [463], \data$17 [447], \data$17 [431], \data$17 [415], \data$17 [399], \data$17 [383], \data$17 [367], \data$17 [351], \data$17 [335], \data$17 [319], \data$17 [303], \data$17 [287], \data$17 [271], \data$17 [255], \data$17 [239], \data$17 [223], \data$17 [207], \data$17 [191], \data$17 [175], \data$17 [159], \data$17 [143], \data$17 [127], \data$17 [111], \data$17 [95], \data$17 [79], \data$17 [63], \data$17 [47], \data$17 [31], \data$17 [15] };
+      \$20  = { \data$17 [1023], \data$17 [1007], \data$17 [991], \data$17 [975], \data$17 [959], \data$17 [943], \data$17 [927], \data$17 [911], \data$17 [895], \data$17 [879], \data$17 [863], \data$17 [847], \data$17 [831], \data$17 [815], \data$17 [799], \data$17 [783], \data$17 [767], \data$17 [751], \data$17 [735], \data$17 [719], \data$17 [703], \data$17 [687], \data$17 [671], \data$17 [655], \data$17 [639], \data$17 [623], \data$17 [607], \data$17 [591], \data$17 [575], \data$17 [559], \data$17 [543], \data$17 [527], \data$17 [511], \data$17 [495], \data$17 [479], \data$17 [463], \data$17 [447], \data$17 [431], \data$17 [415], \data$17 [399], \data$17 [383], \data$17 [367], \data$17 [351], \data$17 [335], \data$17 [319], \data$17 [303], \data$17 [287], \data$17 [271], \data$17 [255], \data$17 [239], \data$17 [223], \data$17 [207], \data$17 [191], \data$17 [175], \data$17 [159], \data$17 [143], \data$17 [127], \data$17 [111], \data$17 [95], \data$17 [79], \data$17 [63], \data$17 [47], \data$17 [31], \data$17 [15] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = s1_exp;
+    \$21  = s1_exp;
     if (\$7 ) begin
-      \$22  = exp;
+      \$21  = exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = s1_invalid;
+    \$22  = s1_invalid;
     if (\$7 ) begin
-      \$23  = s0_invalid;
+      \$22  = s0_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = pair;
+    \$23  = pair;
     if (\$7 ) begin
-      \$24  = \$8 ;
+      \$23  = \pair$38 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = \q$27 ;
-    if (\$9 ) begin
-      \$25  = \q$23 ;
+    \$24  = \q$27 ;
+    if (\$8 ) begin
+      \$24  = \q$23 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = s2_sign;
-    if (\$9 ) begin
-      \$26  = s1_sign;
+    \$25  = s2_sign;
+    if (\$8 ) begin
+      \$25  = s1_sign;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = s2_exp;
-    if (\$9 ) begin
-      \$27  = s1_exp;
+    \$26  = s2_exp;
+    if (\$8 ) begin
+      \$26  = s1_exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = s2_invalid;
-    if (\$9 ) begin
-      \$28  = s1_invalid;
+    \$27  = s2_invalid;
+    if (\$8 ) begin
+      \$27  = s1_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = dialect;
-    if (\$9 ) begin
-      \$29  = \$11 ;
+    \$28  = dialect;
+    if (\$8 ) begin
+      \$28  = \$10 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$30  = o__payload;
-    if (\$12 ) begin
-      \$30 [3:0] = { s2_sign[0], idx[2:0] };
-      \$30 [7:4] = { s2_sign[1], idx[5:3] };
-      \$30 [11:8] = { s2_sign[2], idx[8:6] };
-      \$30 [15:12] = { s2_sign[3], idx[11:9] };
-      \$30 [19:16] = { s2_sign[4], idx[14:12] };
-      \$30 [23:20] = { s2_sign[5], idx[17:15] };
-      \$30 [27:24] = { s2_sign[6], idx[20:18] };
-      \$30 [31:28] = { s2_sign[7], idx[23:21] };
-      \$30 [35:32] = { s2_sign[8], idx[26:24] };
-      \$30 [39:36] = { s2_sign[9], idx[29:27] };
-      \$30 [43:40] = { s2_sign[10], idx[32:30] };
-      \$30 [47:44] = { s2_sign[11], idx[35:33] };
-      \$30 [51:48] = { s2_sign[12], idx[38:36] };
-      \$30 [55:52] = { s2_sign[13], idx[41:39] };
-      \$30 [59:56] = { s2_sign[14], idx[44:42] };
-      \$30 [63:60] = { s2_sign[15], idx[47:45] };
-      \$30 [67:64] = { s2_sign[16], idx[50:48] };
-      \$30 [71:68] = { s2_sign[17], idx[53:51] };
-      \$30 [75:72] = { s2_sign[18], idx[56:54] };
-      \$30 [79:76] = { s2_sign[19], idx[59:57] };
-      \$30 [83:80] = { s2_sign[20], idx[62:60] };
-      \$30 [87:84] = { s2_sign[21], idx[65:63] };
-      \$30 [91:88] = { s2_sign[22], idx[68:66] };
-      \$30 [95:92] = { s2_sign[23], idx[71:69] };
-      \$30 [99:96] = { s2_sign[24], idx[74:72] };
-      \$30 [103:100] = { s2_sign[25], idx[77:75] };
-      \$30 [107:104] = { s2_sign[26], idx[80:78] };
-      \$30 [111:108] = { s2_sign[27], idx[83:81] };
-      \$30 [115:112] = { s2_sign[28], idx[86:84] };
-      \$30 [119:116] = { s2_sign[29], idx[89:87] };
-      \$30 [123:120] = { s2_sign[30], idx[92:90] };
-      \$30 [127:124] = { s2_sign[31], idx[95:93] };
-      \$30 [131:128] = { s2_sign[32], idx[98:96] };
-      \$30 [135:132] = { s2_sign[33], idx[101:99] };
-      \$30 [139:136] = { s2_sign[34], idx[104:102] };
-      \$30 [143:140] = { s2_sign[35], idx[107:105] };
-      \$30 [147:144] = { s2_sign[36], idx[110:108] };
-      \$30 [151:148] = { s2_sign[37], idx[113:111] };
-      \$30 [155:152] = { s2_sign[38], idx[116:114] };
-      \$30 [159:156] = { s2_sign[39], idx[119:117] };
-      \$30 [163:160] = { s2_sign[40], idx[122:120] };
-      \$30 [167:164] = { s2_sign[41], idx[125:123] };
-      \$30 [171:168] = { s2_sign[42], idx[128:126] };
-      \$30 [175:172] = { s2_sign[43], idx[131:129] };
-      \$30 [179:176] = { s2_sign[44], idx[134:132] };
-      \$30 [183:180] = { s2_sign[45], idx[137:135] };
-      \$30 [187:184] = { s2_sign[46], idx[140:138] };
-      \$30 [191:188] = { s2_sign[47], idx[143:141] };
-      \$30 [195:192] = { s2_sign[48], idx[146:144] };
-      \$30 [199:196] = { s2_sign[49], idx[149:147] };
-      \$30 [203:200] = { s2_sign[50], idx[152:150] };
-      \$30 [207:204] = { s2_sign[51], idx[155:153] };
-      \$30 [211:208] = { s2_sign[52], idx[158:156] };
-      \$30 [215:212] = { s2_sign[53], idx[161:159] };
-      \$30 [219:216] = { s2_sign[54], idx[164:162] };
-      \$30 [223:220] = { s2_sign[55], idx[167:165] };
-      \$30 [227:224] = { s2_sign[56], idx[170:168] };
-      \$30 [231:228] = { s2_sign[57], idx[173:171] };
-      \$30 [235:232] = { s2_sign[58], idx[176:174] };
-      \$30 [239:236] = { s2_sign[59], idx[179:177] };
-      \$30 [243:240] = { s2_sign[60], idx[182:180] };
-      \$30 [247:244] = { s2_sign[61], idx[185:183] };
-      \$30 [251:248] = { s2_sign[62], idx[188:186] };
-      \$30 [255:252] = { s2_sign[63], idx[191:189] };
-      \$30 [259:256] = dialect;
-      \$30 [264:260] = s2_exp;
-      \$30 [265] = s2_invalid;
+    \$29  = o__payload;
+    if (\$11 ) begin
+      \$29 [3:0] = { s2_sign[0], idx[2:0] };
+      \$29 [7:4] = { s2_sign[1], idx[5:3] };
+      \$29 [11:8] = { s2_sign[2], idx[8:6] };
+      \$29 [15:12] = { s2_sign[3], idx[11:9] };
+      \$29 [19:16] = { s2_sign[4], idx[14:12] };
+      \$29 [23:20] = { s2_sign[5], idx[17:15] };
+      \$29 [27:24] = { s2_sign[6], idx[20:18] };
+      \$29 [31:28] = { s2_sign[7], idx[23:21] };
+      \$29 [35:32] = { s2_sign[8], idx[26:24] };
+      \$29 [39:36] = { s2_sign[9], idx[29:27] };
+      \$29 [43:40] = { s2_sign[10], idx[32:30] };
+      \$29 [47:44] = { s2_sign[11], idx[35:33] };
+      \$29 [51:48] = { s2_sign[12], idx[38:36] };
+      \$29 [55:52] = { s2_sign[13], idx[41:39] };
+      \$29 [59:56] = { s2_sign[14], idx[44:42] };
+      \$29 [63:60] = { s2_sign[15], idx[47:45] };
+      \$29 [67:64] = { s2_sign[16], idx[50:48] };
+      \$29 [71:68] = { s2_sign[17], idx[53:51] };
+      \$29 [75:72] = { s2_sign[18], idx[56:54] };
+      \$29 [79:76] = { s2_sign[19], idx[59:57] };
+      \$29 [83:80] = { s2_sign[20], idx[62:60] };
+      \$29 [87:84] = { s2_sign[21], idx[65:63] };
+      \$29 [91:88] = { s2_sign[22], idx[68:66] };
+      \$29 [95:92] = { s2_sign[23], idx[71:69] };
+      \$29 [99:96] = { s2_sign[24], idx[74:72] };
+      \$29 [103:100] = { s2_sign[25], idx[77:75] };
+      \$29 [107:104] = { s2_sign[26], idx[80:78] };
+      \$29 [111:108] = { s2_sign[27], idx[83:81] };
+      \$29 [115:112] = { s2_sign[28], idx[86:84] };
+      \$29 [119:116] = { s2_sign[29], idx[89:87] };
+      \$29 [123:120] = { s2_sign[30], idx[92:90] };
+      \$29 [127:124] = { s2_sign[31], idx[95:93] };
+      \$29 [131:128] = { s2_sign[32], idx[98:96] };
+      \$29 [135:132] = { s2_sign[33], idx[101:99] };
+      \$29 [139:136] = { s2_sign[34], idx[104:102] };
+      \$29 [143:140] = { s2_sign[35], idx[107:105] };
+      \$29 [147:144] = { s2_sign[36], idx[110:108] };
+      \$29 [151:148] = { s2_sign[37], idx[113:111] };
+      \$29 [155:152] = { s2_sign[38], idx[116:114] };
+      \$29 [159:156] = { s2_sign[39], idx[119:117] };
+      \$29 [163:160] = { s2_sign[40], idx[122:120] };
+      \$29 [167:164] = { s2_sign[41], idx[125:123] };
+      \$29 [171:168] = { s2_sign[42], idx[128:126] };
+      \$29 [175:172] = { s2_sign[43], idx[131:129] };
+      \$29 [179:176] = { s2_sign[44], idx[134:132] };
+      \$29 [183:180] = { s2_sign[45], idx[137:135] };
+      \$29 [187:184] = { s2_sign[46], idx[140:138] };
+      \$29 [191:188] = { s2_sign[47], idx[143:141] };
+      \$29 [195:192] = { s2_sign[48], idx[146:144] };
+      \$29 [199:196] = { s2_sign[49], idx[149:147] };
+      \$29 [203:200] = { s2_sign[50], idx[152:150] };
+      \$29 [207:204] = { s2_sign[51], idx[155:153] };
+      \$29 [211:208] = { s2_sign[52], idx[158:156] };
+      \$29 [215:212] = { s2_sign[53], idx[161:159] };
+      \$29 [219:216] = { s2_sign[54], idx[164:162] };
+      \$29 [223:220] = { s2_sign[55], idx[167:165] };
+      \$29 [227:224] = { s2_sign[56], idx[170:168] };
+      \$29 [231:228] = { s2_sign[57], idx[173:171] };
+      \$29 [235:232] = { s2_sign[58], idx[176:174] };
+      \$29 [239:236] = { s2_sign[59], idx[179:177] };
+      \$29 [243:240] = { s2_sign[60], idx[182:180] };
+      \$29 [247:244] = { s2_sign[61], idx[185:183] };
+      \$29 [251:248] = { s2_sign[62], idx[188:186] };
+      \$29 [255:252] = { s2_sign[63], idx[191:189] };
+      \$29 [259:256] = dialect;
+      \$29 [264:260] = s2_exp;
+      \$29 [265] = s2_invalid;
     end
   end
   assign s3_valid = o__valid;
   assign data = i__payload;
   assign s0_data = \data$17 ;
   assign s0_exp = exp;
-  assign q = values;
+  assign \q$22  = q;
   assign s1_q = \q$23 ;
-  assign s1_pair = pair;
+  assign s1_select = pair;
   assign s2_q = \q$27 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
-  assign \dialect$42  = { pair, \$31  };
+  assign \dialect$42  = { pair, \$30  };
   assign \i__payload.data  = i__payload;
   assign \i__payload.data[0]  = i__payload[15:0];
   assign \i__payload.data[1]  = i__payload[31:16];
@@ -1553,134 +1551,134 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
   assign \s0_data[61]  = \data$17 [991:976];
   assign \s0_data[62]  = \data$17 [1007:992];
   assign \s0_data[63]  = \data$17 [1023:1008];
-  assign \values[0]  = values[4:0];
-  assign \values[1]  = values[9:5];
-  assign \values[2]  = values[14:10];
-  assign \values[3]  = values[19:15];
-  assign \values[4]  = values[24:20];
-  assign \values[5]  = values[29:25];
-  assign \values[6]  = values[34:30];
-  assign \values[7]  = values[39:35];
-  assign \values[8]  = values[44:40];
-  assign \values[9]  = values[49:45];
-  assign \values[10]  = values[54:50];
-  assign \values[11]  = values[59:55];
-  assign \values[12]  = values[64:60];
-  assign \values[13]  = values[69:65];
-  assign \values[14]  = values[74:70];
-  assign \values[15]  = values[79:75];
-  assign \values[16]  = values[84:80];
-  assign \values[17]  = values[89:85];
-  assign \values[18]  = values[94:90];
-  assign \values[19]  = values[99:95];
-  assign \values[20]  = values[104:100];
-  assign \values[21]  = values[109:105];
-  assign \values[22]  = values[114:110];
-  assign \values[23]  = values[119:115];
-  assign \values[24]  = values[124:120];
-  assign \values[25]  = values[129:125];
-  assign \values[26]  = values[134:130];
-  assign \values[27]  = values[139:135];
-  assign \values[28]  = values[144:140];
-  assign \values[29]  = values[149:145];
-  assign \values[30]  = values[154:150];
-  assign \values[31]  = values[159:155];
-  assign \values[32]  = values[164:160];
-  assign \values[33]  = values[169:165];
-  assign \values[34]  = values[174:170];
-  assign \values[35]  = values[179:175];
-  assign \values[36]  = values[184:180];
-  assign \values[37]  = values[189:185];
-  assign \values[38]  = values[194:190];
-  assign \values[39]  = values[199:195];
-  assign \values[40]  = values[204:200];
-  assign \values[41]  = values[209:205];
-  assign \values[42]  = values[214:210];
-  assign \values[43]  = values[219:215];
-  assign \values[44]  = values[224:220];
-  assign \values[45]  = values[229:225];
-  assign \values[46]  = values[234:230];
-  assign \values[47]  = values[239:235];
-  assign \values[48]  = values[244:240];
-  assign \values[49]  = values[249:245];
-  assign \values[50]  = values[254:250];
-  assign \values[51]  = values[259:255];
-  assign \values[52]  = values[264:260];
-  assign \values[53]  = values[269:265];
-  assign \values[54]  = values[274:270];
-  assign \values[55]  = values[279:275];
-  assign \values[56]  = values[284:280];
-  assign \values[57]  = values[289:285];
-  assign \values[58]  = values[294:290];
-  assign \values[59]  = values[299:295];
-  assign \values[60]  = values[304:300];
-  assign \values[61]  = values[309:305];
-  assign \values[62]  = values[314:310];
-  assign \values[63]  = values[319:315];
-  assign \q[0]  = values[4:0];
-  assign \q[1]  = values[9:5];
-  assign \q[2]  = values[14:10];
-  assign \q[3]  = values[19:15];
-  assign \q[4]  = values[24:20];
-  assign \q[5]  = values[29:25];
-  assign \q[6]  = values[34:30];
-  assign \q[7]  = values[39:35];
-  assign \q[8]  = values[44:40];
-  assign \q[9]  = values[49:45];
-  assign \q[10]  = values[54:50];
-  assign \q[11]  = values[59:55];
-  assign \q[12]  = values[64:60];
-  assign \q[13]  = values[69:65];
-  assign \q[14]  = values[74:70];
-  assign \q[15]  = values[79:75];
-  assign \q[16]  = values[84:80];
-  assign \q[17]  = values[89:85];
-  assign \q[18]  = values[94:90];
-  assign \q[19]  = values[99:95];
-  assign \q[20]  = values[104:100];
-  assign \q[21]  = values[109:105];
-  assign \q[22]  = values[114:110];
-  assign \q[23]  = values[119:115];
-  assign \q[24]  = values[124:120];
-  assign \q[25]  = values[129:125];
-  assign \q[26]  = values[134:130];
-  assign \q[27]  = values[139:135];
-  assign \q[28]  = values[144:140];
-  assign \q[29]  = values[149:145];
-  assign \q[30]  = values[154:150];
-  assign \q[31]  = values[159:155];
-  assign \q[32]  = values[164:160];
-  assign \q[33]  = values[169:165];
-  assign \q[34]  = values[174:170];
-  assign \q[35]  = values[179:175];
-  assign \q[36]  = values[184:180];
-  assign \q[37]  = values[189:185];
-  assign \q[38]  = values[194:190];
-  assign \q[39]  = values[199:195];
-  assign \q[40]  = values[204:200];
-  assign \q[41]  = values[209:205];
-  assign \q[42]  = values[214:210];
-  assign \q[43]  = values[219:215];
-  assign \q[44]  = values[224:220];
-  assign \q[45]  = values[229:225];
-  assign \q[46]  = values[234:230];
-  assign \q[47]  = values[239:235];
-  assign \q[48]  = values[244:240];
-  assign \q[49]  = values[249:245];
-  assign \q[50]  = values[254:250];
-  assign \q[51]  = values[259:255];
-  assign \q[52]  = values[264:260];
-  assign \q[53]  = values[269:265];
-  assign \q[54]  = values[274:270];
-  assign \q[55]  = values[279:275];
-  assign \q[56]  = values[284:280];
-  assign \q[57]  = values[289:285];
-  assign \q[58]  = values[294:290];
-  assign \q[59]  = values[299:295];
-  assign \q[60]  = values[304:300];
-  assign \q[61]  = values[309:305];
-  assign \q[62]  = values[314:310];
-  assign \q[63]  = values[319:315];
+  assign \q[0]  = q[4:0];
+  assign \q[1]  = q[9:5];
+  assign \q[2]  = q[14:10];
+  assign \q[3]  = q[19:15];
+  assign \q[4]  = q[24:20];
+  assign \q[5]  = q[29:25];
+  assign \q[6]  = q[34:30];
+  assign \q[7]  = q[39:35];
+  assign \q[8]  = q[44:40];
+  assign \q[9]  = q[49:45];
+  assign \q[10]  = q[54:50];
+  assign \q[11]  = q[59:55];
+  assign \q[12]  = q[64:60];
+  assign \q[13]  = q[69:65];
+  assign \q[14]  = q[74:70];
+  assign \q[15]  = q[79:75];
+  assign \q[16]  = q[84:80];
+  assign \q[17]  = q[89:85];
+  assign \q[18]  = q[94:90];
+  assign \q[19]  = q[99:95];
+  assign \q[20]  = q[104:100];
+  assign \q[21]  = q[109:105];
+  assign \q[22]  = q[114:110];
+  assign \q[23]  = q[119:115];
+  assign \q[24]  = q[124:120];
+  assign \q[25]  = q[129:125];
+  assign \q[26]  = q[134:130];
+  assign \q[27]  = q[139:135];
+  assign \q[28]  = q[144:140];
+  assign \q[29]  = q[149:145];
+  assign \q[30]  = q[154:150];
+  assign \q[31]  = q[159:155];
+  assign \q[32]  = q[164:160];
+  assign \q[33]  = q[169:165];
+  assign \q[34]  = q[174:170];
+  assign \q[35]  = q[179:175];
+  assign \q[36]  = q[184:180];
+  assign \q[37]  = q[189:185];
+  assign \q[38]  = q[194:190];
+  assign \q[39]  = q[199:195];
+  assign \q[40]  = q[204:200];
+  assign \q[41]  = q[209:205];
+  assign \q[42]  = q[214:210];
+  assign \q[43]  = q[219:215];
+  assign \q[44]  = q[224:220];
+  assign \q[45]  = q[229:225];
+  assign \q[46]  = q[234:230];
+  assign \q[47]  = q[239:235];
+  assign \q[48]  = q[244:240];
+  assign \q[49]  = q[249:245];
+  assign \q[50]  = q[254:250];
+  assign \q[51]  = q[259:255];
+  assign \q[52]  = q[264:260];
+  assign \q[53]  = q[269:265];
+  assign \q[54]  = q[274:270];
+  assign \q[55]  = q[279:275];
+  assign \q[56]  = q[284:280];
+  assign \q[57]  = q[289:285];
+  assign \q[58]  = q[294:290];
+  assign \q[59]  = q[299:295];
+  assign \q[60]  = q[304:300];
+  assign \q[61]  = q[309:305];
+  assign \q[62]  = q[314:310];
+  assign \q[63]  = q[319:315];
+  assign \q$22[0]  = q[4:0];
+  assign \q$22[1]  = q[9:5];
+  assign \q$22[2]  = q[14:10];
+  assign \q$22[3]  = q[19:15];
+  assign \q$22[4]  = q[24:20];
+  assign \q$22[5]  = q[29:25];
+  assign \q$22[6]  = q[34:30];
+  assign \q$22[7]  = q[39:35];
+  assign \q$22[8]  = q[44:40];
+  assign \q$22[9]  = q[49:45];
+  assign \q$22[10]  = q[54:50];
+  assign \q$22[11]  = q[59:55];
+  assign \q$22[12]  = q[64:60];
+  assign \q$22[13]  = q[69:65];
+  assign \q$22[14]  = q[74:70];
+  assign \q$22[15]  = q[79:75];
+  assign \q$22[16]  = q[84:80];
+  assign \q$22[17]  = q[89:85];
+  assign \q$22[18]  = q[94:90];
+  assign \q$22[19]  = q[99:95];
+  assign \q$22[20]  = q[104:100];
+  assign \q$22[21]  = q[109:105];
+  assign \q$22[22]  = q[114:110];
+  assign \q$22[23]  = q[119:115];
+  assign \q$22[24]  = q[124:120];
+  assign \q$22[25]  = q[129:125];
+  assign \q$22[26]  = q[134:130];
+  assign \q$22[27]  = q[139:135];
+  assign \q$22[28]  = q[144:140];
+  assign \q$22[29]  = q[149:145];
+  assign \q$22[30]  = q[154:150];
+  assign \q$22[31]  = q[159:155];
+  assign \q$22[32]  = q[164:160];
+  assign \q$22[33]  = q[169:165];
+  assign \q$22[34]  = q[174:170];
+  assign \q$22[35]  = q[179:175];
+  assign \q$22[36]  = q[184:180];
+  assign \q$22[37]  = q[189:185];
+  assign \q$22[38]  = q[194:190];
+  assign \q$22[39]  = q[199:195];
+  assign \q$22[40]  = q[204:200];
+  assign \q$22[41]  = q[209:205];
+  assign \q$22[42]  = q[214:210];
+  assign \q$22[43]  = q[219:215];
+  assign \q$22[44]  = q[224:220];
+  assign \q$22[45]  = q[229:225];
+  assign \q$22[46]  = q[234:230];
+  assign \q$22[47]  = q[239:235];
+  assign \q$22[48]  = q[244:240];
+  assign \q$22[49]  = q[249:245];
+  assign \q$22[50]  = q[254:250];
+  assign \q$22[51]  = q[259:255];
+  assign \q$22[52]  = q[264:260];
+  assign \q$22[53]  = q[269:265];
+  assign \q$22[54]  = q[274:270];
+  assign \q$22[55]  = q[279:275];
+  assign \q$22[56]  = q[284:280];
+  assign \q$22[57]  = q[289:285];
+  assign \q$22[58]  = q[294:290];
+  assign \q$22[59]  = q[299:295];
+  assign \q$22[60]  = q[304:300];
+  assign \q$22[61]  = q[309:305];
+  assign \q$22[62]  = q[314:310];
+  assign \q$22[63]  = q[319:315];
   assign \q$23[0]  = \q$23 [4:0];
   assign \q$23[1]  = \q$23 [9:5];
   assign \q$23[2]  = \q$23 [14:10];
@@ -2072,7 +2070,7 @@ module bd_quantizer(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.exp_max (invalid, exp, data);
+module \bd_quantizer_b64.exp_max (invalid, exp, data);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire [4:0] \$100 ;
@@ -2467,7 +2465,7 @@ module \bd_quantizer.exp_max (invalid, exp, data);
   assign \$127  = data[1022:1018] == 5'h1f;
   assign \$128  = nonfinite[63] ? 5'h00 : data[1022:1018];
   assign invalid = | nonfinite;
-  \bd_quantizer.exp_max.tree  tree (
+  \bd_quantizer_b64.exp_max.tree  tree (
     .max(exp),
     .values(values)
   );
@@ -2731,7 +2729,7 @@ module \bd_quantizer.exp_max (invalid, exp, data);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.exp_max.tree (values, max);
+module \bd_quantizer_b64.exp_max.tree (values, max);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -8326,7 +8324,7 @@ module \bd_quantizer.exp_max.tree (values, max);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.index (dialect, idx, q);
+module \bd_quantizer_b64.index (dialect, idx, q);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire [1:0] \$10 ;
@@ -10374,7 +10372,287 @@ module \bd_quantizer.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.qmax (values, max);
+module \bd_quantizer_b64.pair$46 (values, pair);
+  wire [5:0] \$1 ;
+  wire [2:0] \$2 ;
+  wire [4:0] max;
+  output [2:0] pair;
+  wire [2:0] pair;
+  wire [319:0] q;
+  wire [4:0] \q[0] ;
+  wire [4:0] \q[10] ;
+  wire [4:0] \q[11] ;
+  wire [4:0] \q[12] ;
+  wire [4:0] \q[13] ;
+  wire [4:0] \q[14] ;
+  wire [4:0] \q[15] ;
+  wire [4:0] \q[16] ;
+  wire [4:0] \q[17] ;
+  wire [4:0] \q[18] ;
+  wire [4:0] \q[19] ;
+  wire [4:0] \q[1] ;
+  wire [4:0] \q[20] ;
+  wire [4:0] \q[21] ;
+  wire [4:0] \q[22] ;
+  wire [4:0] \q[23] ;
+  wire [4:0] \q[24] ;
+  wire [4:0] \q[25] ;
+  wire [4:0] \q[26] ;
+  wire [4:0] \q[27] ;
+  wire [4:0] \q[28] ;
+  wire [4:0] \q[29] ;
+  wire [4:0] \q[2] ;
+  wire [4:0] \q[30] ;
+  wire [4:0] \q[31] ;
+  wire [4:0] \q[32] ;
+  wire [4:0] \q[33] ;
+  wire [4:0] \q[34] ;
+  wire [4:0] \q[35] ;
+  wire [4:0] \q[36] ;
+  wire [4:0] \q[37] ;
+  wire [4:0] \q[38] ;
+  wire [4:0] \q[39] ;
+  wire [4:0] \q[3] ;
+  wire [4:0] \q[40] ;
+  wire [4:0] \q[41] ;
+  wire [4:0] \q[42] ;
+  wire [4:0] \q[43] ;
+  wire [4:0] \q[44] ;
+  wire [4:0] \q[45] ;
+  wire [4:0] \q[46] ;
+  wire [4:0] \q[47] ;
+  wire [4:0] \q[48] ;
+  wire [4:0] \q[49] ;
+  wire [4:0] \q[4] ;
+  wire [4:0] \q[50] ;
+  wire [4:0] \q[51] ;
+  wire [4:0] \q[52] ;
+  wire [4:0] \q[53] ;
+  wire [4:0] \q[54] ;
+  wire [4:0] \q[55] ;
+  wire [4:0] \q[56] ;
+  wire [4:0] \q[57] ;
+  wire [4:0] \q[58] ;
+  wire [4:0] \q[59] ;
+  wire [4:0] \q[5] ;
+  wire [4:0] \q[60] ;
+  wire [4:0] \q[61] ;
+  wire [4:0] \q[62] ;
+  wire [4:0] \q[63] ;
+  wire [4:0] \q[6] ;
+  wire [4:0] \q[7] ;
+  wire [4:0] \q[8] ;
+  wire [4:0] \q[9] ;
+  wire [4:0] qmax;
+  wire [4:0] rounded;
+  input [319:0] values;
+  wire [319:0] values;
+  wire [4:0] \values[0] ;
+  wire [4:0] \values[10] ;
+  wire [4:0] \values[11] ;
+  wire [4:0] \values[12] ;
+  wire [4:0] \values[13] ;
+  wire [4:0] \values[14] ;
+  wire [4:0] \values[15] ;
+  wire [4:0] \values[16] ;
+  wire [4:0] \values[17] ;
+  wire [4:0] \values[18] ;
+  wire [4:0] \values[19] ;
+  wire [4:0] \values[1] ;
+  wire [4:0] \values[20] ;
+  wire [4:0] \values[21] ;
+  wire [4:0] \values[22] ;
+  wire [4:0] \values[23] ;
+  wire [4:0] \values[24] ;
+  wire [4:0] \values[25] ;
+  wire [4:0] \values[26] ;
+  wire [4:0] \values[27] ;
+  wire [4:0] \values[28] ;
+  wire [4:0] \values[29] ;
+  wire [4:0] \values[2] ;
+  wire [4:0] \values[30] ;
+  wire [4:0] \values[31] ;
+  wire [4:0] \values[32] ;
+  wire [4:0] \values[33] ;
+  wire [4:0] \values[34] ;
+  wire [4:0] \values[35] ;
+  wire [4:0] \values[36] ;
+  wire [4:0] \values[37] ;
+  wire [4:0] \values[38] ;
+  wire [4:0] \values[39] ;
+  wire [4:0] \values[3] ;
+  wire [4:0] \values[40] ;
+  wire [4:0] \values[41] ;
+  wire [4:0] \values[42] ;
+  wire [4:0] \values[43] ;
+  wire [4:0] \values[44] ;
+  wire [4:0] \values[45] ;
+  wire [4:0] \values[46] ;
+  wire [4:0] \values[47] ;
+  wire [4:0] \values[48] ;
+  wire [4:0] \values[49] ;
+  wire [4:0] \values[4] ;
+  wire [4:0] \values[50] ;
+  wire [4:0] \values[51] ;
+  wire [4:0] \values[52] ;
+  wire [4:0] \values[53] ;
+  wire [4:0] \values[54] ;
+  wire [4:0] \values[55] ;
+  wire [4:0] \values[56] ;
+  wire [4:0] \values[57] ;
+  wire [4:0] \values[58] ;
+  wire [4:0] \values[59] ;
+  wire [4:0] \values[5] ;
+  wire [4:0] \values[60] ;
+  wire [4:0] \values[61] ;
+  wire [4:0] \values[62] ;
+  wire [4:0] \values[63] ;
+  wire [4:0] \values[6] ;
+  wire [4:0] \values[7] ;
+  wire [4:0] \values[8] ;
+  wire [4:0] \values[9] ;
+  assign \$1  = qmax + 1'h1;
+  assign \$2  = ~ \$1 [3:1];
+  assign pair = \$1 [5] ? 3'h0 : \$2 ;
+  \bd_quantizer_b64.pair$46.tree  tree (
+    .max(qmax),
+    .values(values)
+  );
+  assign q = values;
+  assign max = qmax;
+  assign rounded = \$1 [5:1];
+  assign \values[0]  = values[4:0];
+  assign \values[1]  = values[9:5];
+  assign \values[2]  = values[14:10];
+  assign \values[3]  = values[19:15];
+  assign \values[4]  = values[24:20];
+  assign \values[5]  = values[29:25];
+  assign \values[6]  = values[34:30];
+  assign \values[7]  = values[39:35];
+  assign \values[8]  = values[44:40];
+  assign \values[9]  = values[49:45];
+  assign \values[10]  = values[54:50];
+  assign \values[11]  = values[59:55];
+  assign \values[12]  = values[64:60];
+  assign \values[13]  = values[69:65];
+  assign \values[14]  = values[74:70];
+  assign \values[15]  = values[79:75];
+  assign \values[16]  = values[84:80];
+  assign \values[17]  = values[89:85];
+  assign \values[18]  = values[94:90];
+  assign \values[19]  = values[99:95];
+  assign \values[20]  = values[104:100];
+  assign \values[21]  = values[109:105];
+  assign \values[22]  = values[114:110];
+  assign \values[23]  = values[119:115];
+  assign \values[24]  = values[124:120];
+  assign \values[25]  = values[129:125];
+  assign \values[26]  = values[134:130];
+  assign \values[27]  = values[139:135];
+  assign \values[28]  = values[144:140];
+  assign \values[29]  = values[149:145];
+  assign \values[30]  = values[154:150];
+  assign \values[31]  = values[159:155];
+  assign \values[32]  = values[164:160];
+  assign \values[33]  = values[169:165];
+  assign \values[34]  = values[174:170];
+  assign \values[35]  = values[179:175];
+  assign \values[36]  = values[184:180];
+  assign \values[37]  = values[189:185];
+  assign \values[38]  = values[194:190];
+  assign \values[39]  = values[199:195];
+  assign \values[40]  = values[204:200];
+  assign \values[41]  = values[209:205];
+  assign \values[42]  = values[214:210];
+  assign \values[43]  = values[219:215];
+  assign \values[44]  = values[224:220];
+  assign \values[45]  = values[229:225];
+  assign \values[46]  = values[234:230];
+  assign \values[47]  = values[239:235];
+  assign \values[48]  = values[244:240];
+  assign \values[49]  = values[249:245];
+  assign \values[50]  = values[254:250];
+  assign \values[51]  = values[259:255];
+  assign \values[52]  = values[264:260];
+  assign \values[53]  = values[269:265];
+  assign \values[54]  = values[274:270];
+  assign \values[55]  = values[279:275];
+  assign \values[56]  = values[284:280];
+  assign \values[57]  = values[289:285];
+  assign \values[58]  = values[294:290];
+  assign \values[59]  = values[299:295];
+  assign \values[60]  = values[304:300];
+  assign \values[61]  = values[309:305];
+  assign \values[62]  = values[314:310];
+  assign \values[63]  = values[319:315];
+  assign \q[0]  = values[4:0];
+  assign \q[1]  = values[9:5];
+  assign \q[2]  = values[14:10];
+  assign \q[3]  = values[19:15];
+  assign \q[4]  = values[24:20];
+  assign \q[5]  = values[29:25];
+  assign \q[6]  = values[34:30];
+  assign \q[7]  = values[39:35];
+  assign \q[8]  = values[44:40];
+  assign \q[9]  = values[49:45];
+  assign \q[10]  = values[54:50];
+  assign \q[11]  = values[59:55];
+  assign \q[12]  = values[64:60];
+  assign \q[13]  = values[69:65];
+  assign \q[14]  = values[74:70];
+  assign \q[15]  = values[79:75];
+  assign \q[16]  = values[84:80];
+  assign \q[17]  = values[89:85];
+  assign \q[18]  = values[94:90];
+  assign \q[19]  = values[99:95];
+  assign \q[20]  = values[104:100];
+  assign \q[21]  = values[109:105];
+  assign \q[22]  = values[114:110];
+  assign \q[23]  = values[119:115];
+  assign \q[24]  = values[124:120];
+  assign \q[25]  = values[129:125];
+  assign \q[26]  = values[134:130];
+  assign \q[27]  = values[139:135];
+  assign \q[28]  = values[144:140];
+  assign \q[29]  = values[149:145];
+  assign \q[30]  = values[154:150];
+  assign \q[31]  = values[159:155];
+  assign \q[32]  = values[164:160];
+  assign \q[33]  = values[169:165];
+  assign \q[34]  = values[174:170];
+  assign \q[35]  = values[179:175];
+  assign \q[36]  = values[184:180];
+  assign \q[37]  = values[189:185];
+  assign \q[38]  = values[194:190];
+  assign \q[39]  = values[199:195];
+  assign \q[40]  = values[204:200];
+  assign \q[41]  = values[209:205];
+  assign \q[42]  = values[214:210];
+  assign \q[43]  = values[219:215];
+  assign \q[44]  = values[224:220];
+  assign \q[45]  = values[229:225];
+  assign \q[46]  = values[234:230];
+  assign \q[47]  = values[239:235];
+  assign \q[48]  = values[244:240];
+  assign \q[49]  = values[249:245];
+  assign \q[50]  = values[254:250];
+  assign \q[51]  = values[259:255];
+  assign \q[52]  = values[264:260];
+  assign \q[53]  = values[269:265];
+  assign \q[54]  = values[274:270];
+  assign \q[55]  = values[279:275];
+  assign \q[56]  = values[284:280];
+  assign \q[57]  = values[289:285];
+  assign \q[58]  = values[294:290];
+  assign \q[59]  = values[299:295];
+  assign \q[60]  = values[304:300];
+  assign \q[61]  = values[309:305];
+  assign \q[62]  = values[314:310];
+  assign \q[63]  = values[319:315];
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_quantizer_b64.pair$46.tree (values, max);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire \$100 ;
@@ -15969,7 +16247,7 @@ module \bd_quantizer.qmax (values, max);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.ranges (q, pair, \port$6846$0 );
+module \bd_quantizer_b64.ranges (q, pair, \port$6848$0 );
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16491,8 +16769,8 @@ module \bd_quantizer.ranges (q, pair, \port$6846$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$6846$0 ;
-  wire \port$6846$0 ;
+  output \port$6848$0 ;
+  wire \port$6848$0 ;
   input [319:0] q;
   wire [319:0] q;
   wire [4:0] \q[0] ;
@@ -17159,7 +17437,7 @@ module \bd_quantizer.ranges (q, pair, \port$6846$0 );
     endcase
   end
   assign dialect = { pair, \$509  };
-  assign \port$6846$0  = \$509 ;
+  assign \port$6848$0  = \$509 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -17355,7 +17633,7 @@ module \bd_quantizer.ranges (q, pair, \port$6846$0 );
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer.shifter (exp, q, data);
+module \bd_quantizer_b64.shifter (exp, q, data);
   wire \$1 ;
   wire [4:0] \$10 ;
   wire [4:0] \$100 ;

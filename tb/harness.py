@@ -2,6 +2,7 @@
 
 Parameters reach the cocotb test modules through the environment (set by ``tb/runner.py``):
 
+- ``TB_UNIT``: the registered unit under test (``bd_hw.units``); default ``bd_quantizer``.
 - ``TB_BLOCK``: block size B (16, 32 or 64); default 32.
 - ``TB_DEPTH``: ``quick`` (the reduced run of the test suite), ``light`` (B = 16 and 64 in a full
   run) or ``full``; default ``quick``.
@@ -29,6 +30,7 @@ DEPTHS = ("quick", "light", "full")
 
 @dataclass(frozen=True)
 class Params:
+    unit: str
     block: int
     depth: str
     seed: int
@@ -54,7 +56,7 @@ def params() -> Params:
     depth = os.environ.get("TB_DEPTH", "quick")
     if depth not in DEPTHS:
         raise ValueError(f"TB_DEPTH must be one of {DEPTHS}, got {depth!r}")
-    return Params(block=block, depth=depth, seed=int(os.environ.get("TB_SEED", "1")),
+    return Params(unit=os.environ.get("TB_UNIT", "bd_quantizer"), block=block, depth=depth, seed=int(os.environ.get("TB_SEED", "1")),
                   stats_dir=Path(os.environ.get("TB_STATS_DIR", ".")),
                   real=os.environ.get("TB_REAL", "1") != "0")
 
@@ -63,7 +65,7 @@ def write_stats(test: str, **figures):
     """One JSON file per test; the runner adds them up per unit and block size."""
     p = params()
     p.stats_dir.mkdir(parents=True, exist_ok=True)
-    record = {"test": test, "block": p.block, "depth": p.depth, "seed": p.seed, **figures}
+    record = {"test": test, "unit": p.unit, "block": p.block, "depth": p.depth, "seed": p.seed, **figures}
     (p.stats_dir / f"{test}.json").write_text(json.dumps(record, indent=1, sort_keys=True) + "\n")
 
 

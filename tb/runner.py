@@ -1,11 +1,13 @@
 """Builds every unit with Verilator and runs its cocotb testbench against the golden model.
 
-    python -m tb.runner [--quick] [--out DIR] [--units decoder,quantizer,dot] [--blocks 16,32,64]
+    python -m tb.runner [--quick] [--out DIR] [--units bd_decoder,bd_quantizer,...] [--blocks 16,32,64]
 
+Units are the registry's (:mod:`bd_hw.units`: ``bd_decoder``, ``bd_quantizer``,
+``bd_quantizer_trunc``, ``bd_dot``), each at those of ``--blocks`` it is emitted for.
 ``--quick`` is the reduced run of the test suite; without it B = 32 runs at full depth and the other
-block sizes at a lighter one. ``WAVES=1`` in the environment builds with ``--trace-fst`` and writes
-``dump.fst`` next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``); Verilator's FST writer
-needs the host's liblz4-dev, and without it the trace is a VCD file, ``dump.vcd``.
+block sizes at a lighter one (a quarter to a fifth of the stimulus). ``WAVES=1`` in the environment
+writes a trace next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``): ``dump.fst`` when the
+host has liblz4-dev for Verilator's FST writer, ``dump.vcd`` otherwise.
 
 Writes ``summary.json``, the merged JUnit file ``results.xml`` (plus
 one per unit and block size under ``junit/``) and the simulation logs under ``logs/`` in the out
@@ -24,7 +26,11 @@ import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .build import BLOCKS, REPO, RTL_DIR, SIM_BUILD, UNITS, build, rtl_file
+from bd_hw import units
+from bd_hw.units import parse_blocks, parse_units
+from golden.spec import BLOCK_SIZES
+
+from .build import REPO, RTL_DIR, SIM_BUILD, build, rtl_file, test_module
 
 FULL_BLOCK = 32          # the block size run at full depth; the others run lighter
 
@@ -58,27 +64,19 @@ def depth_for(block: int, quick: bool) -> str:
     return "full" if block == FULL_BLOCK else "light"
 
 
-def _csv(kind, allowed):
-    def parse(text: str):
-        values = [kind(v) for v in text.split(",") if v.strip()]
-        bad = [v for v in values if v not in allowed]
-        if bad or not values:
-            raise argparse.ArgumentTypeError(f"choose from {','.join(map(str, allowed))}, got {text!r}")
-        return values
-    return parse
-
-
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(prog="python -m tb.runner", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
-                                     epilog="WAVES=1 in the environment dumps an FST trace per run.")
+                                     epilog="WAVES=1 in the environment writes a trace per run "
+                                            "(FST with the host's liblz4-dev, VCD otherwise).")
     parser.add_argument("--quick", action="store_true", help="reduced stimulus (the test-suite run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder (default reports/sim, or reports/sim-quick with --quick)")
-    parser.add_argument("--units", type=_csv(str, UNITS), default=list(UNITS),
-                        help="comma-separated units (default: all)")
-    parser.add_argument("--blocks", type=_csv(int, BLOCKS), default=list(BLOCKS),
-                        help="comma-separated block sizes (default: 16,32,64)")
+    parser.add_argument("--units", type=parse_units(), default=list(units.UNITS),
+                        help=f"comma-separated units (default all: {','.join(units.UNITS)})")
+    parser.add_argument("--blocks", type=parse_blocks, default=list(BLOCK_SIZES),
+                        help="comma-separated block sizes (default 16,32,64; each unit runs at "
+                             "those it is emitted for)")
     parser.add_argument("--seed", type=int, default=1, help="base seed of the random stimulus")
     parser.add_argument("--rtl", type=Path, default=RTL_DIR, help="folder of the emitted Verilog")
     parser.add_argument("--build-root", type=Path, default=SIM_BUILD,
@@ -126,7 +124,7 @@ def _build_log_excerpt(log: Path, lines: int = 6) -> str:
 
 def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
     run = UnitRun(unit, block, depth_for(block, args.quick))
-    source = Path(args.rtl) / rtl_file(unit, block).name
+    source = rtl_file(unit, block, args.rtl)
     tag = f"{unit}_b{block}"
     try:
         b = build(unit, block, waves=waves, source=source, build_root=Path(args.build_root).resolve())
@@ -142,12 +140,12 @@ def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
     junit.parent.mkdir(parents=True, exist_ok=True)
     log_file = (args.out / "logs" / f"{tag}.log").resolve()
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    env = {"TB_BLOCK": str(block), "TB_DEPTH": run.depth, "TB_SEED": str(args.seed),
+    env = {"TB_UNIT": unit, "TB_BLOCK": str(block), "TB_DEPTH": run.depth, "TB_SEED": str(args.seed),
            "TB_STATS_DIR": str(stats_dir), "TB_REAL": "0" if args.no_real else "1",
            "COCOTB_LOG_LEVEL": os.environ.get("COCOTB_LOG_LEVEL", "INFO")}
     start = time.perf_counter()
     try:
-        b.runner.test(test_module=f"tb.test_{unit}", hdl_toplevel=b.toplevel, build_dir=b.build_dir,
+        b.runner.test(test_module=test_module(unit), hdl_toplevel=b.toplevel, build_dir=b.build_dir,
                       test_dir=test_dir, extra_env=env, results_xml=str(junit), waves=waves,
                       log_file=log_file, seed=args.seed)
     except (Exception, SystemExit) as exc:   # cocotb's runner exits when the simulator fails
@@ -176,7 +174,7 @@ def rtl_digests(rtl: Path, runs: list[UnitRun]) -> dict[str, str]:
     """Which Verilog the figures belong to."""
     out = {}
     for r in runs:
-        path = rtl / rtl_file(r.unit, r.block).name
+        path = rtl_file(r.unit, r.block, rtl)
         if path.exists():
             out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
     return out
@@ -226,14 +224,13 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     runs = []
-    for unit in args.units:
-        for block in args.blocks:
-            print(f"== {unit} B={block} ({depth_for(block, args.quick)})", flush=True)
-            run = run_unit(unit, block, args, waves)
-            runs.append(run)
-            status = "ok" if run.passed else "FAILED"
-            print(f"== {unit} B={block}: {status}, {run.vectors} vectors, {run.mismatches} mismatches, "
-                  f"build {run.build_seconds:.1f} s, sim {run.sim_seconds:.1f} s", flush=True)
+    for u, block in units.emitted(args.units, args.blocks):
+        print(f"== {u.name} B={block} ({depth_for(block, args.quick)})", flush=True)
+        run = run_unit(u.name, block, args, waves)
+        runs.append(run)
+        status = "ok" if run.passed else "FAILED"
+        print(f"== {u.name} B={block}: {status}, {run.vectors} vectors, {run.mismatches} mismatches, "
+              f"build {run.build_seconds:.1f} s, sim {run.sim_seconds:.1f} s", flush=True)
     wall = time.perf_counter() - start
 
     junit_files = sorted((args.out / "junit").glob("*.xml"))

@@ -102,25 +102,27 @@ class Scoreboard:
 
 # --- golden expectations ------------------------------------------------------------------------
 
-def fp16_repro(bits, block: int) -> str:
+def fp16_repro(bits, block: int, method: str = "two_stage") -> str:
     """Python that quantizes this block with the golden model exactly as the hardware does."""
     listed = ", ".join(f"0x{int(b):04x}" for b in bits)
     return (f"    x = torch.tensor([{listed}], dtype=torch.uint16).view(torch.float16)\n"
-            f"    bd.quantize(x, block={block}, method=\"two_stage\", nonfinite=\"flag\")")
+            f"    bd.quantize(x, block={block}, method=\"{method}\", nonfinite=\"flag\")")
 
 
 def fp32_bits(values: torch.Tensor) -> list[int]:
     return [int(v) & 0xFFFFFFFF for v in values.to(torch.float32).contiguous().view(torch.int32).tolist()]
 
 
-def quantizer_expectations(x16: torch.Tensor, tag: str = "") -> tuple[list[int], list[Expected]]:
-    """Input payloads and expected outputs for blocks ``x16`` (FP16, shape (n, B))."""
+def quantizer_expectations(x16: torch.Tensor, tag: str = "",
+                           method: str = "two_stage") -> tuple[list[int], list[Expected]]:
+    """Input payloads and expected outputs for blocks ``x16`` (FP16, shape (n, B)) under the
+    ``golden.bd.quantize`` method the unit reproduces (``BDQuantizer.method``)."""
     from golden import bd
 
     if x16.dtype != torch.float16 or x16.dim() != 2:
         raise ValueError(f"x16 must be an FP16 (n, B) tensor, got {x16.dtype} {tuple(x16.shape)}")
     block = x16.shape[1]
-    q = bd.quantize(x16, block=block, method="two_stage", nonfinite="flag")
+    q = bd.quantize(x16, block=block, method=method, nonfinite="flag")
     bits = (x16.view(torch.int16).to(torch.int32) & 0xFFFF).tolist()
     codes = q.codes[:, 0, :].tolist()
     dialect, exp, invalid = q.dialect[:, 0].tolist(), q.exp[:, 0].tolist(), q.invalid[:, 0].tolist()
@@ -129,7 +131,7 @@ def quantizer_expectations(x16: torch.Tensor, tag: str = "") -> tuple[list[int],
         inputs.append(layouts.pack_quantizer_input(row))
         fields = {"codes": c, "dialect": d, "exp": e, "invalid": int(bad)}
         expected.append(Expected(layouts.pack_quantizer_output(c, d, e, int(bad)), fields,
-                                 fp16_repro(row, block), tag))
+                                 fp16_repro(row, block, method), tag))
     return inputs, expected
 
 

@@ -22,8 +22,18 @@ from .stream import random_pauses
 
 
 def documented_latency(block: int) -> int:
-    from bd_hw.quantizer import BDQuantizer
-    return BDQuantizer(block).latency
+    from bd_hw import units
+    return units.get(params().unit).latency(block)
+
+
+def golden_method() -> str:
+    """The golden.bd method the unit under test reproduces (``BDQuantizer.method``)."""
+    from bd_hw import units
+    from bd_hw.layouts import reject
+
+    dut = units.get(params().unit).build(params().block)
+    reject(dut)
+    return dut.method
 
 
 def new_bench(dut, block: int) -> StreamBench:
@@ -51,7 +61,7 @@ async def quantizer_golden_sets(dut):
                           real_per_kind=p.count(quick=100, full=10000, light=2000))
     inputs, expected = [], []
     for tag, x in sets:
-        i, e = quantizer_expectations(x, tag)
+        i, e = quantizer_expectations(x, tag, golden_method())
         inputs += i
         expected += e
     run = await run_stream(bench, inputs, expected)
@@ -92,7 +102,7 @@ async def quantizer_backpressure(dut):
     problems = []
     for k, (name, idle, backpressure) in enumerate(patterns):
         x = mixed_blocks(p, n // len(patterns), seed=p.seed * 1000 + 10 * k)
-        inputs, expected = quantizer_expectations(x, f"backpressure/{name}")
+        inputs, expected = quantizer_expectations(x, f"backpressure/{name}", golden_method())
         run = await run_stream(bench, inputs, expected, idle, backpressure)
         problems += count_problems(run, len(inputs), len(expected), bench.scoreboard)
         total += len(inputs)
@@ -115,7 +125,7 @@ async def quantizer_reset_mid_stream(dut):
     start = bench.counter.cycles
     for r in range(rounds):
         x = mixed_blocks(p, 40, seed=p.seed * 2000 + r)
-        inputs, expected = quantizer_expectations(x, "reset/before")
+        inputs, expected = quantizer_expectations(x, "reset/before", golden_method())
         bench.set_traffic(random_pauses(0.2, r), random_pauses(0.6, r + 100))
         bench.scoreboard.expect_all(expected)
         bench.source.send_all(inputs)
@@ -125,7 +135,7 @@ async def quantizer_reset_mid_stream(dut):
         spurious += await bench.output_stays_quiet(10)
         # After the reset the next stream must come out complete and right.
         x = mixed_blocks(p, 30, seed=p.seed * 3000 + r)
-        inputs, expected = quantizer_expectations(x, "reset/after")
+        inputs, expected = quantizer_expectations(x, "reset/after", golden_method())
         run = await run_stream(bench, inputs, expected, random_pauses(0.2, r + 200),
                                random_pauses(0.3, r + 300))
         problems += count_problems(run, len(inputs), len(expected), bench.scoreboard)

@@ -1,5 +1,5 @@
 """The SPEC 5 MSE dialect selector built the way a designer would: the same choice as the literal
-selector of :mod:`bd_hw.mse_selector`, bit for bit, without computing 16 x B squared errors.
+selector of :mod:`bench.hw.mse_selector`, bit for bit, without computing 16 x B squared errors.
 
 Two observations share the work the literal form repeats:
 
@@ -25,8 +25,11 @@ constant multiplies; per dialect: the sum of its (at most three) step terms; the
 ties to the lowest id (SPEC 5) and the zero block (SPEC 3). ``c(d) = (cost(d) - sum X^2) / 256 -
 constant`` exactly, so the argmin, ties included, is SPEC 5's.
 
-:class:`SharedMseSelector` has the literal selector's ports (``data``, ``exp`` in; ``dialect`` out;
-``costs`` out, here the signed ``c(d)``), so either can be dropped into the same frame.
+:class:`SharedMseCosts` computes the ``c(d)``; :class:`SharedMseSelection` is the quantizer
+frame's selection built from it (the argmin with ties to the lowest id), the counterpart of the
+literal :class:`~bench.hw.mse_selector.MseSelection`, so the stand-alone selector frame of
+:mod:`bench.hw.selectors` (``method="mse_shared"``) and the whole quantizer
+(:class:`BDSharedMseQuantizer`) take either.
 """
 from __future__ import annotations
 
@@ -34,13 +37,15 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from bd_hw.arith import tree_sum
-from bd_hw.layouts import FP16_BITS, check_block_size
-from bd_hw.mse_selector import HALF_UNIT, MIDPOINT_UNIT, X_BITS, X_MIN
-from bd_hw.quantizer import EX_NONFINITE, MAN_BITS
-from golden.formatbook import DIALECT_BITS, EXP_BITS, FORMATBOOK_ROWS, LEVELS, NUM_DIALECTS
+from bd_hw.arith import tree_argmin, tree_sum
+from bd_hw.quantizer import BDQuantizer, Selection
+from golden.formatbook import FORMATBOOK_ROWS
+from golden.spec import EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, LEVELS, NUM_DIALECTS
 
-__all__ = ["SharedMseSelector", "RegisteredSharedMseSelector", "THRESHOLDS", "STEPS", "DIALECT_STEPS", "BASE_VALUE"]
+from .mse_selector import HALF_UNIT, MAN_BITS, MIDPOINT_UNIT, X_BITS, X_MIN
+
+__all__ = ["SharedMseCosts", "SharedMseSelection", "BDSharedMseQuantizer", "cost_bits",
+           "MAGNITUDES", "THRESHOLDS", "STEPS", "DIALECT_STEPS", "BASE_VALUE"]
 
 Q_FROM_X = MIDPOINT_UNIT.bit_length() - 1     # 7: q = X >> 7, X's top 5 bits (quarter-units)
 Q_MIN = X_MIN // MIDPOINT_UNIT                 # 8: smallest q of an element in the cost
@@ -67,6 +72,7 @@ BASE_VALUE = BASE_VALUE.pop()                                          # 4 half-
 DIALECT_STEPS = [steps for _, steps in _STAIRS]                        # per dialect
 STEPS = sorted({s for steps in DIALECT_STEPS for s in steps})          # distinct (t, v, v')
 THRESHOLDS = sorted({t for t, _, _ in STEPS})                          # distinct midpoints > 8
+MAGNITUDES = sorted({BASE_VALUE} | {w for _, _, w in STEPS})           # nearest values: 4..15
 
 
 def _step_bound(step, B: int) -> int:
@@ -76,22 +82,25 @@ def _step_bound(step, B: int) -> int:
     return max(HALF_UNIT * (w * w - v * v) * B, 2 * (w - v) * B * x_max)
 
 
-class SharedMseSelector(wiring.Component):
-    """SPEC 5 dialect choice of one block from shared terms (combinational; module docstring).
+def cost_bits(B: int) -> int:
+    """Width of one signed ``c(d)`` of a block of ``B`` elements."""
+    return max(sum(_step_bound(s, B) for s in steps) for steps in DIALECT_STEPS).bit_length() + 1
+
+
+class SharedMseCosts(wiring.Component):
+    """The 16 relative costs ``c(d)`` of one block (combinational; see the module docstring).
 
     Ports: ``data`` in, B FP16 elements (element k at ``[16k +: 16]``); ``exp`` in 5, the block's E
-    (``ExponentMax`` of the same data); ``dialect`` out 4; ``costs`` out, 16 signed ``c(d)``
-    (dialect d at ``[w*d +: w]``), ``c(d) - c(e) = (cost(d) - cost(e)) / 256``.
+    (``ExponentMax`` of the same data); ``costs`` out, 16 signed ``c(d)`` of :func:`cost_bits` bits
+    (dialect d at ``[w*d +: w]``), ``c(d) - c(e) = (cost(d) - cost(e)) / 256`` with SPEC 5's costs.
     """
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
-        bound = max(sum(_step_bound(s, self.B) for s in steps) for steps in DIALECT_STEPS)
-        self.cost_bits = bound.bit_length() + 1
+        self.B = B
+        self.cost_bits = cost_bits(B)
         super().__init__({
             "data": In(data.ArrayLayout(FP16_BITS, self.B)),
             "exp": In(EXP_BITS),
-            "dialect": Out(DIALECT_BITS),
             "costs": Out(data.ArrayLayout(signed(self.cost_bits), NUM_DIALECTS)),
         })
 
@@ -107,7 +116,7 @@ class SharedMseSelector(wiring.Component):
             gap = Signal(EXP_BITS + 1, name=f"gap{k}")          # E - ex, modulo 64
             included = Signal(name=f"in{k}")
             xk = Signal(X_BITS, name=f"x{k}")
-            normal = (ex != 0) & (ex != EX_NONFINITE)
+            normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
             m.d.comb += [
                 gap.eq(self.exp - ex),
                 included.eq(normal & ((gap == 0) | (gap == 1))),
@@ -137,40 +146,32 @@ class SharedMseSelector(wiring.Component):
             terms[step] = term
         for d in range(NUM_DIALECTS):
             m.d.comb += self.costs[d].eq(tree_sum(terms[s] for s in DIALECT_STEPS[d]))
-
-        # Argmin over dialects, ties to the lowest id: keep the left (lower-id) candidate unless
-        # the right one is strictly smaller.
-        level = [(self.costs[d], d) for d in range(NUM_DIALECTS)]
-        depth = 0
-        while len(level) > 1:
-            nxt = []
-            for j in range(0, len(level), 2):
-                (cl, il), (cr, ir) = level[j], level[j + 1]
-                c = Signal(signed(self.cost_bits), name=f"min{depth}_{j // 2}_cost")
-                i = Signal(DIALECT_BITS, name=f"min{depth}_{j // 2}_id")
-                take_right = cr < cl
-                m.d.comb += [c.eq(Mux(take_right, cr, cl)), i.eq(Mux(take_right, ir, il))]
-                nxt.append((c, i))
-            level, depth = nxt, depth + 1
-        m.d.comb += self.dialect.eq(Mux(self.exp == 0, 0, level[0][1]))   # SPEC 3: zero block
         return m
 
 
-class RegisteredSharedMseSelector(wiring.Component):
-    """:class:`SharedMseSelector` with registered ``data``/``exp`` inputs and a registered
-    ``dialect`` output (latency 2): the frame in which the literal and two-stage selectors are
-    synthesised (``bd_hw.mse_selector.RegisteredSelector``)."""
+class SharedMseSelection(Selection):
+    """SPEC 5 from shared terms as the quantizer frame's selection (:class:`bd_hw.quantizer.Selection`):
+    the 16 relative costs (stage 1), their argmin with ties to the lowest id (stage 2). It gives
+    ``golden.bd.quantize(x, method="mse")``'s dialects, as the literal
+    :class:`~bench.hw.mse_selector.MseSelection` does."""
+
+    method = "mse"
+
+    def state_shape(self, B: int):
+        return data.ArrayLayout(signed(cost_bits(B)), NUM_DIALECTS)
+
+    def first(self, m, B, elements, exp, q):
+        m.submodules.costs = costs = SharedMseCosts(B)
+        m.d.comb += [costs.data.eq(elements), costs.exp.eq(exp)]
+        return costs.costs
+
+    def second(self, m, B, state, q):
+        return tree_argmin(state[d] for d in range(NUM_DIALECTS))
+
+
+class BDSharedMseQuantizer(BDQuantizer):
+    """A ``bd_quantizer`` whose dialect is the SPEC 5 MSE choice from :class:`SharedMseSelection`;
+    same streams, payloads and latency (4) as ``bd_quantizer``."""
 
     def __init__(self, B: int = 32):
-        self.B = check_block_size(B, owner=self)
-        super().__init__({
-            "data": In(data.ArrayLayout(FP16_BITS, self.B)),
-            "exp": In(EXP_BITS),
-            "dialect": Out(DIALECT_BITS),
-        })
-
-    def elaborate(self, platform):
-        m = Module()
-        m.submodules.selector = sel = SharedMseSelector(self.B)
-        m.d.sync += [sel.data.eq(self.data), sel.exp.eq(self.exp), self.dialect.eq(sel.dialect)]
-        return m
+        super().__init__(B, selection=SharedMseSelection())

@@ -8,7 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 
-from golden.spec import BLOCK_SIZES, DEFAULT_BLOCK
+from bd_hw.units import parse_blocks, parse_units
+from bench.hw.units import ALL_UNITS
+from golden.spec import DEFAULT_BLOCK
 
 from .flows import FAMILY, synthesise_unit
 from .report import carried_results, figure, load_report, summarise, write_report
@@ -25,26 +27,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _names(text: str) -> list[str]:
-    names = [n.strip() for n in text.split(",") if n.strip()]
-    bad = [n for n in names if n not in UNIT_NAMES]
-    if bad or not names:
-        raise argparse.ArgumentTypeError(
-            f"unknown unit {', '.join(bad) or repr(text)}; units: {', '.join(UNIT_NAMES)}")
-    return names
-
-
-def _blocks(text: str) -> list[int]:
-    try:
-        sizes = [int(n) for n in text.split(",") if n.strip()]
-    except ValueError:
-        sizes = []
-    if not sizes or any(b not in BLOCK_SIZES for b in sizes):
-        raise argparse.ArgumentTypeError(
-            f"{text!r}: a comma list of block sizes from {', '.join(map(str, BLOCK_SIZES))}")
-    return sorted(set(sizes))
 
 
 def _families(text: str) -> list[str]:
@@ -67,13 +49,13 @@ def parser() -> argparse.ArgumentParser:
                    help="report folder (default reports/synth)")
     p.add_argument("--work", type=Path, default=Path("build/synth"),
                    help="work folder, under the current directory (default build/synth)")
-    p.add_argument("--units", type=_names,
+    p.add_argument("--units", type=parse_units(ALL_UNITS),
                    help="comma list of units to synthesise (default: every unit but "
                         f"{', '.join(on_request)}); the other units' figures are kept from the "
                         "previous report")
-    p.add_argument("--blocks", type=_blocks, default=[DEFAULT_BLOCK],
-                   help=f"comma list of block sizes (default {DEFAULT_BLOCK}); units with fixed "
-                        "sizes run at theirs")
+    p.add_argument("--blocks", type=parse_blocks, default=[DEFAULT_BLOCK],
+                   help=f"comma list of block sizes (default {DEFAULT_BLOCK}); a unit runs only "
+                        "at the sizes its registry entry lists")
     p.add_argument("--families", type=_families, default=list(FAMILY),
                    help=f"comma list of FPGA families (default {','.join(FAMILY)})")
     p.add_argument("--no-pnr", action="store_true", help="map only, skip place and route")
@@ -144,8 +126,15 @@ def main(argv=None) -> int:
         except ValueError:
             return _fail(f"--work {args.work} must lie under the current directory "
                          "(the YoWASP tools see no other files)")
-    units = [unit_by_name(n) for n in args.units] if args.units else [u for u in UNITS if u.default]
-    jobs = [(u, B) for u in units for B in (u.blocks or args.blocks)]
+    units = ([unit_by_name(n) for n in dict.fromkeys(args.units)] if args.units
+             else [u for u in UNITS if u.default])
+    jobs = [(u, B) for u in units for B in args.blocks if B in u.blocks]
+    for u in units:
+        if args.units and not any(B in u.blocks for B in args.blocks):
+            print(f"{u.name} is built only at B = {', '.join(map(str, u.blocks))}; skipped",
+                  file=sys.stderr)
+    if not jobs:
+        return _fail("nothing to synthesise at --blocks " + ",".join(map(str, args.blocks)))
     t0 = time.perf_counter()
     results = _run_all(jobs, work, args)
     meta = {"date": time.strftime("%Y-%m-%d", time.gmtime()),

@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.hw.mse_shared import MAGNITUDES, STEPS, THRESHOLDS
 from golden.spec import HEADER_BYTES, NUM_DIALECTS
 
 from .flows import ABC9_SCRIPT, ABC_SCRIPT, FAMILY, PNR_SEED, PNR_TARGET_MHZ, TWO_INPUT_GATES
@@ -153,6 +154,7 @@ def _upgrade(r: dict, date: str) -> dict:
     r = dict(r)
     r.setdefault("measured", date)
     r["title"] = unit_by_name(r["unit"]).title
+    r.pop("group", None)
     if "ice40" not in r and any(k.startswith("ice40_") or k == "pnr_note" for k in r):
         ice = {"device": FAMILY["ice40"].device}
         for old, new in (("ice40_luts", "luts"), ("ice40_carries", "carries"),
@@ -252,12 +254,14 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
               "logic cells (iCE40) or LUT slots (ECP5 `TRELLIS_COMB`) of unit and harness together. "
               "An ECP5 carry cell (CCU2C) holds two LUT4s.", ""]
 
+    titles = {r["unit"]: r["title"] for r in results}
+    lines += ["## Units", "", *[f"- `{name}`: {title}" for name, title in titles.items()], ""]
     header = "| unit | B | in/out bits | cells | FF | gates2 | NOT | measured | note |"
     lines += ["## Generic cells and two-input gates", "", header,
               "|" + "---|" * (header.count("|") - 1)]
     for r in results:
         lines.append("| " + " | ".join(_fmt(v) for v in [
-            r["title"], r["B"], f"{r['port_bits_in']}/{r['port_bits_out']}", r.get("cells"),
+            r["unit"], r["B"], f"{r['port_bits_in']}/{r['port_bits_out']}", r.get("cells"),
             r.get("cells_flops"), r.get("gates2"), r.get("gates_not"), r.get("measured"),
             _note(r, None)]) + " |")
     lines += ["", f"## iCE40 HX8K ({FAMILY['ice40'].device})", "",
@@ -268,7 +272,7 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
             continue
         f = r.get("ice40", {})
         lines.append("| " + " | ".join(_fmt(v) for v in [
-            r["title"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"),
+            r["unit"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"),
             f.get("logic_cells"), f.get("fmax_mhz"), _note(r, "ice40")]) + " |")
     lines += ["", f"## ECP5 ({FAMILY['ecp5'].device})", "",
               "| unit | B | LUT4 | CCU2C | FF | DSP | BRAM | LC (harness) | Fmax MHz | note |",
@@ -278,7 +282,7 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
             continue
         f = r.get("ecp5", {})
         lines.append("| " + " | ".join(_fmt(v) for v in [
-            r["title"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"), f.get("dsp"),
+            r["unit"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"), f.get("dsp"),
             f.get("bram"), f.get("logic_cells"), f.get("fmax_mhz"), _note(r, "ecp5")]) + " |")
     lines.append("")
 
@@ -403,14 +407,17 @@ def discussion(results: list[dict], summary: dict) -> list[str]:
                       "drops what every dialect shares: sum X^2 (the same for all dialects, so "
                       "cost(d) - sum X^2 = 256 sum v (256 v - 2 X) orders the dialects alike) and "
                       "the per-dialect nearest-value search: an element's nearest value in any "
-                      "dialect is fixed by which of the 17 distinct midpoints of the 12 magnitudes "
-                      "4..15 half-units its q reaches, and each dialect's cost is a sum of "
-                      "per-midpoint terms 256 (v'^2 - v^2) N_t - 2 (v' - v) S_t over the count N_t "
-                      "and the sum S_t of X of the elements at or above midpoint t. So per element "
-                      "17 five-bit compares and per midpoint one masked adder tree, instead of 512 "
-                      "squares; the dialects then differ only in which three midpoint terms they "
-                      "add. This is the honest hardware cost of exact MSE selection; the literal "
-                      "figure is an upper end."]
+                      f"dialect is fixed by which of the {len(THRESHOLDS)} distinct midpoints of the "
+                      f"{len(MAGNITUDES)} magnitudes {min(MAGNITUDES)}..{max(MAGNITUDES)} half-units "
+                      "its q reaches, and each dialect's cost is a sum of per-midpoint terms "
+                      "256 (v'^2 - v^2) N_t - 2 (v' - v) S_t over the count N_t and the sum S_t of X "
+                      f"of the elements at or above midpoint t ({len(STEPS)} distinct terms). So per "
+                      f"element {len(THRESHOLDS)} five-bit compares and per midpoint one masked adder "
+                      f"tree, instead of {NUM_DIALECTS} nearest-value searches and squares per element; "
+                      "the dialects differ only in which "
+                      "midpoint terms they add. It is tested bit-exact against the golden model "
+                      "(`tests/hw/test_hw_mse_shared.py`). This is a fair hardware cost of exact "
+                      "MSE selection; the literal figure is an upper end."]
     if "quantizer_literal" in sel:
         q = sel["quantizer_literal"]
         lines.append(f"As whole quantizers (shared exponent, element indices and pipeline "

@@ -72,8 +72,21 @@ def in_beneficial_range(dialect: int, q: int) -> bool:
 
 # ---- SPEC 3, 4, 5: one block ---------------------------------------------------------------
 
+def stage1_pair(qmax: int, rule: str) -> int:
+    """SPEC 4.2 as printed: "two_stage" rounds, p = max(0, 15 - ((qmax + 1) >> 1)); "two_stage_trunc"
+    truncates, p = 15 - (qmax >> 1). (qmax is in 16..31 for a block with E >= 1.)"""
+    if rule == "two_stage_trunc":
+        return 15 - (qmax >> 1)
+    return max(0, 15 - ((qmax + 1) >> 1))
+
+
 def quantize_block(bits: list[int], method: str = "two_stage") -> dict:
-    """Quantizes one block given as FP16 bit patterns, exactly as the SPEC text describes."""
+    """Quantizes one block given as FP16 bit patterns, exactly as the SPEC text describes.
+
+    method: "two_stage" (stage 1 rounds), "two_stage_trunc" (stage 1 truncates) or "mse". For "mse"
+    the reported pair and counts are those of the rounding stage 1 (informative only)."""
+    if method not in ("two_stage", "two_stage_trunc", "mse"):
+        raise ValueError(f"reference: unknown method {method!r}")
     fields = [element_fields(b) for b in bits]
     signs = [f[0] for f in fields]
     invalid = any(f[3] for f in fields)
@@ -86,11 +99,11 @@ def quantize_block(bits: list[int], method: str = "two_stage") -> dict:
         # SPEC 4.1: truncating shift; an 11-bit M shifted by 11 or more is 0 anyway.
         q = [m >> (6 + shared - ex) if m else 0 for _, ex, m, _ in fields]
         qmax = max(q)
-        pair = 15 - (qmax >> 1)                                          # SPEC 4.2
+        pair = stage1_pair(qmax, method)                                 # SPEC 4.2
         count_a = sum(in_beneficial_range(2 * pair, v) for v in q)       # SPEC 4.3
         count_b = sum(in_beneficial_range(2 * pair + 1, v) for v in q)
         costs = None
-        if method == "two_stage":
+        if method != "mse":
             dialect = 2 * pair if count_a >= count_b else 2 * pair + 1   # ties to A
             values = [2 * v for v in FORMATBOOK_ROWS[dialect]]           # quarter-units
             idx = [nearest_index(values, v) for v in q]                  # SPEC 4.4
@@ -215,7 +228,7 @@ def linear_reference(q_act, q_weight) -> torch.Tensor:
 
 REFERENCE = SimpleNamespace(
     fp16_bits=fp16_bits, element_fields=element_fields, nearest_index=nearest_index,
-    in_beneficial_range=in_beneficial_range, quantize_block=quantize_block, quantize_rows=quantize_rows,
+    in_beneficial_range=in_beneficial_range, stage1_pair=stage1_pair, quantize_block=quantize_block, quantize_rows=quantize_rows,
     spec_mse_cost=spec_mse_cost, mse_cost_full=mse_cost_full, decode_value=decode_value,
     fraction_to_float32=fraction_to_float32, block_value=block_value, linear_reference=linear_reference,
 )

@@ -221,7 +221,9 @@ def test_fake_quantize_dispatch(bits_equal):
         out = baselines.fake_quantize(x, fmt)
         assert out.dtype == torch.float32 and out.shape == x.shape, fmt
     assert bits_equal(baselines.fake_quantize(x, "fp16"), x.to(torch.float16).to(torch.float32))
-    for fmt, method in (("bd_two_stage", "two_stage"), ("bd_mse", "mse")):
+    assert baselines.BD_METHODS == {"bd_two_stage": "two_stage", "bd_two_stage_trunc": "two_stage_trunc",
+                                    "bd_mse": "mse"}
+    for fmt, method in baselines.BD_METHODS.items():
         for block in (16, 32, 64):
             assert bits_equal(baselines.fake_quantize(x, fmt, block),
                               bd.dequantize(bd.quantize(x, block=block, method=method)))
@@ -232,7 +234,8 @@ def test_fake_quantize_dispatch(bits_equal):
 
 
 @pytest.mark.parametrize("fmt, block, convention, expected", [
-    ("bd_two_stage", None, "ocp", 4 + 9 / 32), ("bd_mse", 16, "ocp", 4 + 9 / 16), ("bd_two_stage", 64, "ocp", 4 + 9 / 64),
+    ("bd_two_stage", None, "ocp", 4 + 9 / 32), ("bd_two_stage_trunc", 32, "paper", 4 + 9 / 32),
+    ("bd_mse", 16, "ocp", 4 + 9 / 16), ("bd_two_stage", 64, "ocp", 4 + 9 / 64),
     ("mxfp4", None, "ocp", 4.25), ("mxfp4", 32, "paper", 4 + 5 / 32), ("mxfp4", 16, "ocp", 4.5),
     ("mxfp4", 16, "paper", 4 + 5 / 16), ("nvfp4", None, "ocp", 4.5), ("int4", None, "ocp", 4.5),
     ("int4", 16, "ocp", 5.0), ("int4", 64, "ocp", 4.25), ("fp16", None, "ocp", 16.0),

@@ -7,9 +7,14 @@ import torch
 
 from golden import bd, vectors
 
-METHODS = ("two_stage", "mse")
-# Blocks compared per random family; MSE's reference tries 16 dialects per block, so fewer.
-RANDOM_ROWS = {"two_stage": 3200, "mse": 1600}
+METHODS = ("two_stage", "two_stage_trunc", "mse")
+# Blocks compared per random family; MSE's reference tries 16 dialects per block, so fewer. The
+# truncating stage 1 differs from the default only in the pair of odd maxima: fewer rows suffice.
+RANDOM_ROWS = {"two_stage": 3200, "two_stage_trunc": 1600, "mse": 1600}
+
+
+def test_methods_are_the_spec_methods():
+    assert bd.METHODS == METHODS
 
 
 def _describe_first_mismatch(x16, got, ref, spec) -> str:
@@ -65,12 +70,15 @@ def test_dequantize_matches_reference_values(method, spec, bits_equal):
     assert bits_equal(got, expected)
 
 
-def test_two_stage_differs_from_mse_somewhere(spec):
-    """Guards the comparison above against a reference that ignored `method`."""
+def test_methods_differ_from_each_other_somewhere(spec):
+    """Guards the comparisons above against a reference (or a model) that ignored `method`."""
     x16 = vectors.random_blocks(200, 32, "gaussian", seed=3)
-    two = spec.quantize_rows(x16, "two_stage")["dialect"]
-    mse = spec.quantize_rows(x16, "mse")["dialect"]
-    assert (two != mse).any()
+    dialects = {m: spec.quantize_rows(x16, m)["dialect"] for m in METHODS}
+    assert (dialects["two_stage"] != dialects["mse"]).any()
+    assert (dialects["two_stage"] != dialects["two_stage_trunc"]).any()
+    assert (dialects["two_stage_trunc"] != dialects["mse"]).any()
+    for m in METHODS:
+        assert torch.equal(bd.quantize(x16, method=m).dialect[:, 0], dialects[m]), m
 
 
 def test_spec_cost_and_full_cost_pick_the_same_dialect(spec):

@@ -3,6 +3,7 @@ with the independent scalar reference, and the random generators are determinist
 from __future__ import annotations
 
 import math
+from fractions import Fraction
 
 import pytest
 import torch
@@ -43,15 +44,17 @@ def test_corners_are_deterministic():
 
 
 def test_intended_quantities_hold(corners, spec):
-    """Every quantity a family promises (E, qmax, pair, counts, two-stage dialect) is what the
-    SPEC reference computes for that row."""
+    """Every quantity a family promises (E, qmax, pair, counts, two-stage dialect under either
+    stage-1 rule) is what the SPEC reference computes for that row."""
     _, blocks, expect = corners
     for family, x in blocks.items():
-        got = _reference(x, spec)
+        by_rule = {"": _reference(x, spec), "_trunc": _reference(x, spec, "two_stage_trunc")}
         for name, values in expect[family].items():
             if name == "midpoint":
                 continue
-            assert [r[name] for r in got] == [int(v) for v in values], (family, name)
+            suffix = "_trunc" if name.endswith("_trunc") else ""
+            got = [r[name.removesuffix(suffix)] for r in by_rule[suffix]]
+            assert got == [int(v) for v in values], (family, name)
 
 
 def test_zero_families(corners, spec):
@@ -97,25 +100,61 @@ def test_nonfinite_rows_and_invalid_flag(corners, spec):
 
 def test_saturate_rows_reach_q31(corners, spec):
     _, blocks, _ = corners
-    for r in _reference(blocks["saturate_q31"], spec):
-        assert r["qmax"] == 31 and r["pair"] == 0
+    for method in ("two_stage", "two_stage_trunc"):
+        for r in _reference(blocks["saturate_q31"], spec, method):
+            assert r["qmax"] == 31 and r["pair"] == 0, method
     assert 0x7BFF in spec.fp16_bits(blocks["saturate_q31"]), "65504, the largest FP16 value"
+
+
+def _exact_max_half_units(row: torch.Tensor, shared: int) -> Fraction:
+    """The block maximum in half-units of the scale, exact (SPEC 3: a half-unit is 2^(E - 18))."""
+    return Fraction(float(row.to(torch.float64).abs().max())) / Fraction(2) ** (shared - 18)
+
+
+def test_odd_qmax_rows_split_the_two_stage1_rules(corners, spec):
+    """The odd_qmax family: every odd q 17..31 with the maximum on the exact half-unit tie and off
+    it; the rounding pair is the one whose largest value 15 - p is nearest the exact maximum (ties
+    up), computed here from the value itself, and differs from the truncating pair except at 31."""
+    _, blocks, _ = corners
+    seen_q, ties = set(), set()
+    for row in blocks["odd_qmax"]:
+        fields = _fields(row, spec)
+        shared = max(f[1] for f in fields)
+        q = [m >> (6 + shared - ex) if m else 0 for _, ex, m, _ in fields]
+        qmax = max(q)
+        assert qmax % 2 == 1
+        hv = _exact_max_half_units(row, shared)
+        nearest = math.floor(hv + Fraction(1, 2))             # nearest half-unit, ties up
+        if hv - math.floor(hv) == Fraction(1, 2):
+            ties.add(qmax)
+        rounding = spec.quantize_block(spec.fp16_bits(row), "two_stage")
+        truncating = spec.quantize_block(spec.fp16_bits(row), "two_stage_trunc")
+        assert rounding["pair"] == max(0, 15 - nearest)
+        assert truncating["pair"] == 15 - math.floor(hv)
+        assert (rounding["pair"] != truncating["pair"]) == (qmax != 31), qmax
+        seen_q.add(qmax)
+    assert seen_q == set(range(17, 32, 2))
+    assert ties == seen_q, "every odd q also sits exactly on the half-unit tie"
 
 
 def test_stage2_counts_tie_and_win_by_one_for_every_pair(corners, spec):
     """Counts computed here from the range definition, not from the family's promises."""
     _, blocks, _ = corners
-    seen = {}
+    seen, odd = {}, set()
     for row in blocks["stage2_count_ties"]:
         fields = _fields(row, spec)
         shared = max(f[1] for f in fields)
         q = [m >> (6 + shared - ex) if m else 0 for _, ex, m, _ in fields]
-        pair = 15 - (max(q) >> 1)
+        pair = max(0, 15 - ((max(q) + 1) >> 1))              # SPEC 4.2, rounding stage 1
         count_a = sum(spec.in_beneficial_range(2 * pair, v) for v in q)
         count_b = sum(spec.in_beneficial_range(2 * pair + 1, v) for v in q)
         seen.setdefault(pair, set()).add(count_a - count_b)
+        if max(q) % 2:
+            odd.add(pair)
     for pair in range(8):
         assert {0, 1, -1} <= seen[pair], (pair, seen.get(pair))
+    # pairs 0..6 are also reached by an odd maximum that rounds up into them (q >= 16 rules out 7)
+    assert odd == set(range(7))
     # a tie with non-zero counts in every pair, so the tie is a real comparison
     ties_nonzero = set()
     for r in _reference(blocks["stage2_count_ties"], spec):

@@ -1,4 +1,4 @@
-"""Baseline block MACs (bd_hw.baseline_macs) against a Python reference on random vectors."""
+"""Baseline block MACs (bench.hw.baseline_macs) against a Python reference on random vectors."""
 from __future__ import annotations
 
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from bd_hw.baseline_macs import FORMATS, make_mac, minifloat_value_units, reference_block_sum
+from bench.hw.baseline_macs import FORMATS, make_mac, minifloat_value_units, reference_block_sum
 from golden.formatbook import FORMATBOOK_ROWS
 
 LANES = 32

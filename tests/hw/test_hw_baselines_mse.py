@@ -1,4 +1,6 @@
-"""MSE dialect selector (bd_hw.mse_selector) against golden.bd.quantize(x, method="mse") (SPEC 5)."""
+"""The benchmark's MSE selection (bench/hw/mse_selector.py) against golden.bd.quantize(x,
+method="mse") (SPEC 5), and the stand-alone selectors of bench/hw/selectors.py against the golden
+model's dialects. Stimuli come from golden.vectors (corners and random families)."""
 from __future__ import annotations
 
 import pytest
@@ -6,42 +8,21 @@ import torch
 from amaranth.sim import Simulator
 
 from bd_hw.layouts import pack_quantizer_input, unpack_quantizer_output
-from bd_hw.mse_selector import BDMseQuantizer, MseDialectSelector, check_method
-from golden import bd
+from bench.hw.mse_selector import BDMseQuantizer
+from bench.hw.selectors import SELECTIONS, DialectSelector, RegisteredSelector, check_method
+from golden import bd, vectors
+from tests.hw.testing import run_stream
 
 B = 32
 
 
-def _corner_blocks() -> torch.Tensor:
-    """Blocks that reach the rules' edges: zero, flushed subnormals, cost ties, exact midpoints,
-    the clamp above the largest value, non-finite elements, a single non-zero element."""
-    rows = []
-    rows.append(torch.zeros(B))
-    rows.append(torch.full((B,), 1e-7))                       # subnormal in FP16: flushed
-    rows.append(torch.ones(B))                                # value 8 half-units: dialects 5, 7, 12, 14, 15 tie
-    rows.append(torch.full((B,), -1.0))
-    one_hot = torch.zeros(B)
-    one_hot[5] = 3.0
-    rows.append(one_hot)
-    # every q from 16 to 31 quarter-units (the top binade), and the binade below, at scale 1
-    rows.append(torch.cat([torch.arange(16, 32) / 16, torch.arange(16, 32) / 32]))
-    # exact midpoints of dialect 0 and 15 values (ties go to the larger magnitude)
-    rows.append(torch.tensor([1.875, 1.75, 1.625, 1.5, 1.25, 1.125, 1.0, 0.875] * 4))
-    rows.append(torch.tensor([1.9990234375, 1.0] * (B // 2)))   # largest significand: clamp
-    inf_row = torch.randn(B)
-    inf_row[3] = float("inf")
-    inf_row[9] = float("nan")
-    rows.append(inf_row)
-    return torch.stack(rows).to(torch.float16)
-
-
-def _random_blocks(n: int, seed: int) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, B, generator=g)
-    # spread of scales and heavy tails so every pair and many dialects are met
-    x = x * torch.exp2(torch.randint(-12, 8, (n, 1), generator=g).float())
-    x = x * torch.where(torch.rand(n, B, generator=g) < 0.1, 8.0, 1.0)
-    return x.to(torch.float16)
+def _blocks(random_per_family: int, seed: int) -> torch.Tensor:
+    """Every golden.vectors corner (zero, flushed subnormals, cost ties, exact midpoints, q = 31,
+    non-finite elements) and seeded blocks of every random family."""
+    parts = list(vectors.corner_blocks(B).values())
+    parts += [vectors.random_blocks(random_per_family, B, f, seed=seed + i)
+              for i, f in enumerate(vectors.RANDOM_FAMILIES)]
+    return torch.cat(parts)
 
 
 def _bits(row: torch.Tensor) -> list[int]:
@@ -50,14 +31,16 @@ def _bits(row: torch.Tensor) -> list[int]:
 
 def _shared_exp(bits: list[int]) -> int:
     # SPEC 3: max FP16 exponent field, non-finite counted as 0
-    exps = [(b >> 10) & 0x1F for b in bits]
-    return max(0 if e == 31 else e for e in exps)
+    return max(0 if e == 31 else e for e in ((b >> 10) & 0x1F for b in bits))
 
 
-def test_selector_matches_golden_mse():
-    x = torch.cat([_corner_blocks(), _random_blocks(120, 1)])
-    golden_q = bd.quantize(x, block=B, method="mse", nonfinite="flag")
-    dut = MseDialectSelector(B)
+@pytest.mark.parametrize("method", list(SELECTIONS))
+def test_selector_matches_golden(method):
+    """Each selection reproduces the dialects of the golden.bd method it names (its ``method``)."""
+    x = _blocks(30, seed=1)
+    golden_method = SELECTIONS[method]().method
+    want = bd.quantize(x, block=B, method=golden_method, nonfinite="flag").dialect.reshape(-1).tolist()
+    dut = DialectSelector(method, B)
     got = []
 
     async def bench(ctx):
@@ -71,49 +54,32 @@ def test_selector_matches_golden_mse():
     sim = Simulator(dut)
     sim.add_testbench(bench)
     sim.run()
-    want = golden_q.dialect.reshape(-1).tolist()
     assert got == want
-    # the random blocks must reach more than a couple of dialects for the check to mean much
+    # the blocks must reach more than a couple of dialects for the check to mean much
     assert len(set(want)) >= 8
 
 
 def test_mse_quantizer_stream_matches_golden():
-    x = torch.cat([_corner_blocks(), _random_blocks(24, 2)])
+    x = _blocks(6, seed=2)
     golden_q = bd.quantize(x, block=B, method="mse", nonfinite="flag")
     dut = BDMseQuantizer(B)
-    outputs = []
-
-    async def bench(ctx):
-        ctx.set(dut.o.ready, 1)
-        sent = 0
-        for cycle in range(len(x) * 2 + 10):
-            # stall the output every third cycle to exercise back-pressure
-            ctx.set(dut.o.ready, cycle % 3 != 2)
-            if sent < len(x):
-                ctx.set(dut.i.valid, 1)
-                ctx.set(dut.i.payload.as_value(), pack_quantizer_input(_bits(x[sent])))
-            else:
-                ctx.set(dut.i.valid, 0)
-            _, _, i_ready, o_valid, o_ready, payload = await ctx.tick().sample(
-                dut.i.ready, dut.o.valid, dut.o.ready, dut.o.payload)
-            if o_valid and o_ready:
-                outputs.append(unpack_quantizer_output(payload.as_value().value, B))
-            if sent < len(x) and i_ready:
-                sent += 1
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(bench)
-    sim.run()
+    assert dut.method == "mse" and dut.latency == 4
+    run = run_stream(dut, [pack_quantizer_input(_bits(row)) for row in x], valid_prob=0.8,
+                     ready_prob=0.6, seed=3, tail=8)
+    outputs = [unpack_quantizer_output(o, B) for o in run.outputs]
     assert len(outputs) == len(x)
     for n, out in enumerate(outputs):
-        assert out["dialect"] == int(golden_q.dialect.reshape(-1)[n]), n
-        assert out["exp"] == int(golden_q.exp.reshape(-1)[n]), n
-        assert out["invalid"] == int(golden_q.invalid.reshape(-1)[n]), n
-        assert out["codes"] == golden_q.codes.reshape(-1, B)[n].tolist(), n
+        assert out == {"codes": golden_q.codes.reshape(-1, B)[n].tolist(),
+                       "dialect": int(golden_q.dialect.reshape(-1)[n]),
+                       "exp": int(golden_q.exp.reshape(-1)[n]),
+                       "invalid": int(golden_q.invalid.reshape(-1)[n])}, n
 
 
 def test_bad_method():
     assert check_method("mse") == "mse"
     with pytest.raises(ValueError, match="method"):
         check_method("exhaustive")
+    with pytest.raises(ValueError, match="method"):
+        RegisteredSelector("exhaustive", B)
+    with pytest.raises(ValueError, match="B must be one of"):
+        DialectSelector("mse", 24)

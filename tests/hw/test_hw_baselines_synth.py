@@ -8,7 +8,7 @@ import json
 import pytest
 from amaranth.back import verilog
 
-from bd_hw.baseline_macs import make_mac
+from bench.hw.baseline_macs import make_mac
 from bench.synth import PnrHarness, stat_cells, summarise
 from bench.synth.cli import main
 from bench.synth.report import carried_results, fmax_table, load_report, weight_bandwidth

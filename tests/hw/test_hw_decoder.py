@@ -4,7 +4,7 @@ import torch
 
 from bd_hw.decoder import BDDecoder, FormatbookRow
 from bd_hw.layouts import pack_decoder_codes, unpack_decoder_values, unpack_lanes
-from bd_hw.testing import run_comb
+from tests.hw.testing import run_comb
 from golden import bd
 from golden.formatbook import BLOCK_SIZES, FORMATBOOK, FORMATBOOK_ROWS
 

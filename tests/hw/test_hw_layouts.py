@@ -50,5 +50,5 @@ def test_pack_errors():
         L.pack_quantizer_output([16] + [0] * 15, 0, 0, 0)
     with pytest.raises(ValueError, match="same length"):
         L.pack_dot_input([0] * 16, 0, 0, [0] * 32, 0, 0, 0)
-    with pytest.raises(ValueError, match="B"):
-        L.quantizer_output_layout(24)
+    with pytest.raises(ValueError, match="block size"):
+        L.pack_dot_input([0] * 24, 0, 0, [0] * 24, 0, 0, 0)

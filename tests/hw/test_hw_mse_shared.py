@@ -1,16 +1,21 @@
-"""Shared-term MSE selector (bench.hw.mse_shared) against golden.bd.quantize(x, method="mse")
-(SPEC 5): the dialect of every block and, through an independent exact cost of every dialect, every
-cost difference. Every X an element can bring into the cost is swept; corner and seeded random
-blocks come from golden.vectors."""
+"""Shared-term MSE selection (bench.hw.mse_shared) against golden.bd.quantize(x, method="mse")
+(SPEC 5): the stand-alone selector's dialect of every block and, through an independent exact cost of
+every dialect, every cost difference of :class:`SharedMseCosts`; the whole quantizer built on it as a
+stream. Every X an element can bring into the cost is swept; corner and seeded random blocks come
+from golden.vectors."""
 from __future__ import annotations
 
 import pytest
 import torch
+from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from bench.hw.mse_shared import DIALECT_STEPS, THRESHOLDS, SharedMseSelector
+from bd_hw.layouts import pack_quantizer_input, unpack_quantizer_output
+from bench.hw.mse_shared import DIALECT_STEPS, THRESHOLDS, BDSharedMseQuantizer, SharedMseCosts
+from bench.hw.selectors import DialectSelector
 from golden import bd, vectors
 from golden.formatbook import FORMATBOOK_ROWS, MIDPOINTS, NUM_DIALECTS
+from tests.hw.testing import run_stream
 
 FP16_EXP_NONFINITE = 31
 
@@ -36,19 +41,25 @@ def _reference_costs(bits: list[int]) -> tuple[int, list[int]]:
 
 
 def _simulate(B: int, blocks: list[list[int]]) -> list[tuple[int, list[int]]]:
-    dut = SharedMseSelector(B)
+    """(dialect of the stand-alone selector, costs of SharedMseCosts) of every block."""
+    costs_dut, selector = SharedMseCosts(B), DialectSelector("mse_shared", B)
+    top = Module()
+    top.submodules.costs = costs_dut
+    top.submodules.selector = selector
     got = []
 
     async def bench(ctx):
         for bits in blocks:
             exps = [(b >> 10) & 0x1F for b in bits]
-            ctx.set(dut.data, bits)
-            ctx.set(dut.exp, max(0 if e == FP16_EXP_NONFINITE else e for e in exps))
+            E = max(0 if e == FP16_EXP_NONFINITE else e for e in exps)
+            for dut in (costs_dut, selector):
+                ctx.set(dut.data, bits)
+                ctx.set(dut.exp, E)
             await ctx.delay(1e-9)
-            costs = ctx.get(dut.costs)
-            got.append((ctx.get(dut.dialect), [int(costs[d]) for d in range(NUM_DIALECTS)]))
+            costs = ctx.get(costs_dut.costs)
+            got.append((ctx.get(selector.dialect), [int(costs[d]) for d in range(NUM_DIALECTS)]))
 
-    sim = Simulator(dut)
+    sim = Simulator(top)
     sim.add_testbench(bench)
     sim.run()
     return got
@@ -147,6 +158,27 @@ def test_steps_are_the_formatbook_staircase():
             assert value == int(FORMATBOOK_ROWS[d][idx]), (d, q)
 
 
+def test_whole_quantizer_stream():
+    """bd_quantizer's frame with the shared-term selection: every field of every block as
+    golden.bd.quantize(method="mse"), under random valid and ready."""
+    B = 32
+    x = torch.cat([*vectors.corner_blocks(B).values(), vectors.random_blocks(12, B, "lognormal", 5)])
+    want = bd.quantize(x, block=B, method="mse", nonfinite="flag")
+    dut = BDSharedMseQuantizer(B)
+    assert dut.method == "mse" and dut.latency == 4
+    run = run_stream(dut, [pack_quantizer_input(_bits(row)) for row in x], valid_prob=0.8,
+                     ready_prob=0.6, seed=7, tail=8)
+    outputs = [unpack_quantizer_output(o, B) for o in run.outputs]
+    assert len(outputs) == len(x)
+    for n, out in enumerate(outputs):
+        assert out == {"codes": want.codes.reshape(-1, B)[n].tolist(),
+                       "dialect": int(want.dialect.reshape(-1)[n]),
+                       "exp": int(want.exp.reshape(-1)[n]),
+                       "invalid": int(want.invalid.reshape(-1)[n])}, n
+
+
 def test_bad_block_size():
-    with pytest.raises(ValueError, match="B"):
-        SharedMseSelector(24)
+    with pytest.raises(ValueError, match="B must be one of"):
+        BDSharedMseQuantizer(24)
+    with pytest.raises(ValueError, match="B must be one of"):
+        DialectSelector("mse_shared", 24)

@@ -1,7 +1,11 @@
-"""bd_quantizer and its small modules in the Amaranth simulator (SPEC 1, 3, 4, 9).
+"""bd_quantizer and its small modules in the Amaranth simulator (SPEC 1, 3, 4, 9), for both stage-1
+rules of SPEC 4.2 [revised] (``stage1="round"``, the default, and ``"trunc"``).
 
-Every output bit of the whole unit is compared with ``golden.bd.quantize(..., nonfinite="flag")``;
-the small modules are compared with the SPEC formulas applied to ``golden.formatbook`` tables.
+Every output bit of the whole unit is compared with an independent scalar reference of SPEC 3-4
+written here with Python integers (:func:`ref_quantize`) and with ``golden.bd.quantize`` under the
+method the unit reproduces; the small modules are compared with the SPEC formulas applied to
+``golden.formatbook`` tables. Stimuli come from ``golden.vectors`` (every corner family and the
+seeded random families).
 """
 import random
 
@@ -13,28 +17,22 @@ from amaranth.sim import Simulator
 from bd_hw.arith import MaxTree
 from bd_hw.layouts import (pack_lanes, pack_quantizer_input, unpack_lanes,
                            unpack_quantizer_output)
-from bd_hw.quantizer import (BDQuantizer, ExponentMax, IndexMapper, RangeCounter,
+from bd_hw.quantizer import (BDQuantizer, ExponentMax, IndexMapper, PairSelector, RangeCounter,
                              SignificandShifter)
-from bd_hw.testing import run_comb, run_stream, stream_get, stream_put
-from golden import bd
-from golden.formatbook import BLOCK_SIZES, MIDPOINTS, STAGE2_RANGES
+from golden import bd, vectors
+from golden.formatbook import MIDPOINTS, STAGE2_RANGES
+from golden.spec import BLOCK_SIZES
+from tests.hw.testing import run_comb, run_stream, stream_get, stream_put
 
-POS_ZERO, NEG_ZERO = 0x0000, 0x8000
-POS_INF, NEG_INF, QNAN, SNAN = 0x7C00, 0xFC00, 0x7E00, 0x7C01
+RULES = ("round", "trunc")
 ONE = 0x3C00
-MAX_NORMAL = 0x7BFF          # 65504: ex = 30, man all ones
-MIN_NORMAL = 0x0400
-
-
-def fp16(sign, ex, man):
-    return sign << 15 | ex << 10 | man
 
 
 def fields(x):
     return x >> 15, (x >> 10) & 31, x & 0x3FF
 
 
-# --- SPEC formulas for the small modules --------------------------------------------------------
+# --- SPEC formulas, on plain integers -----------------------------------------------------------
 
 def ref_exp(block):
     exps = [ex if 0 < ex < 31 else 0 for _, ex, _ in map(fields, block)]
@@ -49,6 +47,13 @@ def ref_q(x, E):
     return (1024 + man) >> shift if shift < 11 else 0
 
 
+def ref_pair(qmax, stage1):
+    """SPEC 4.2 [revised]: rounding (nearest pair maximum, ties up) or the truncating reading."""
+    if stage1 == "round":
+        return max(0, 15 - ((qmax + 1) >> 1))
+    return 15 - (qmax >> 1)
+
+
 def ref_counts(qs, pair):
     (lo_a, hi_a), (lo_b, hi_b) = STAGE2_RANGES[2 * pair].tolist(), STAGE2_RANGES[2 * pair + 1].tolist()
     ca = sum(lo_a <= q < hi_a for q in qs)
@@ -60,75 +65,49 @@ def ref_idx(q, dialect):
     return sum(q >= m for m in MIDPOINTS[dialect].tolist())
 
 
-# --- golden model of the whole unit -------------------------------------------------------------
+def ref_quantize(block, stage1):
+    """The whole of SPEC 3-4 for one block of FP16 bit patterns, nonfinite flagged."""
+    E, invalid = ref_exp(block)
+    qs = [ref_q(x, E) for x in block]
+    dialect = ref_counts(qs, ref_pair(max(qs), stage1))[2] if E else 0
+    codes = [x >> 15 << 3 | ref_idx(q, dialect) for x, q in zip(block, qs)]
+    return {"codes": codes, "dialect": dialect, "exp": E, "invalid": invalid}
 
-def golden_quantize(blocks, B):
-    signed = [[v - 65536 if v >= 32768 else v for v in blk] for blk in blocks]
-    x = torch.tensor(signed, dtype=torch.int16).view(torch.float16)
-    q = bd.quantize(x, block=B, nonfinite="flag")
+
+# --- the golden model ---------------------------------------------------------------------------
+
+GOLDEN_METHOD = {"round": "two_stage", "trunc": "two_stage_trunc"}   # SPEC 10
+
+
+def golden_quantize(blocks, B, stage1):
+    x = torch.tensor([[v - 65536 if v >= 32768 else v for v in blk] for blk in blocks],
+                     dtype=torch.int16).view(torch.float16)
+    q = bd.quantize(x, block=B, method=GOLDEN_METHOD[stage1], nonfinite="flag")
     return [{"codes": q.codes[n, 0].tolist(), "dialect": int(q.dialect[n, 0]),
              "exp": int(q.exp[n, 0]), "invalid": int(q.invalid[n, 0])} for n in range(len(blocks))]
 
 
-def random_block(rng, B, special=0.02):
-    """FP16 elements spread over the few exponents below a random E, with occasional zeros,
-    subnormals and (with probability ``special`` each) Inf/NaN."""
-    E = rng.randint(1, 30)
-    spread = rng.choice([0, 1, 2, 3, 6, 12])
-    out = []
-    for _ in range(B):
-        r = rng.random()
-        s = rng.getrandbits(1)
-        if r < special:
-            out.append(fp16(s, 31, rng.choice([0, rng.getrandbits(10)])))
-        elif r < 0.06:
-            out.append(fp16(s, 0, 0))
-        elif r < 0.10:
-            out.append(fp16(s, 0, rng.getrandbits(10)))
-        else:
-            ex = max(1, E - rng.randint(0, spread))
-            out.append(fp16(s, ex, rng.getrandbits(10)))
-    return out
+# --- stimulus from golden.vectors ---------------------------------------------------------------
+
+def bits(x: torch.Tensor) -> list[list[int]]:
+    return (x.view(torch.int16).to(torch.int32) & 0xFFFF).tolist()
 
 
-def directed_blocks(B):
-    rng = random.Random(B)
-    blocks = {
-        "all +0": [POS_ZERO] * B,
-        "all -0": [NEG_ZERO] * B,
-        "mixed zeros": [NEG_ZERO if k % 3 else POS_ZERO for k in range(B)],
-        "subnormals only": [fp16(k & 1, 0, (37 * k + 1) & 0x3FF) for k in range(B)],
-        "all ones (power of two)": [ONE] * B,
-        "powers of two": [fp16(k & 1, 15 - (k % 7), 0) for k in range(B)],
-        "q = 31 (man all ones at E)": [fp16(0, 20, 0x3FF)] + [fp16(1, 19, 0x155)] * (B - 1),
-        "max normal": [MAX_NORMAL] * B,
-        "min normal": [MIN_NORMAL] + [fp16(0, 0, 5)] * (B - 1),
-        "+inf only": [POS_INF] * B,
-        "nan only": [QNAN] * B,
-        "inf among normals": [NEG_INF] + [fp16(0, 14, 100 * k % 1024) for k in range(B - 1)],
-        "nan among normals": [fp16(1, 9, 3)] * (B - 2) + [SNAN, QNAN],
-        "inf with -0": [POS_INF, NEG_ZERO] * (B // 2),
-        "single element": [POS_ZERO] * (B - 1) + [fp16(1, 7, 0x200)],
-        "-0 with normals": [NEG_ZERO] * (B // 2) + [fp16(0, 3, 0x3FF)] * (B // 2),
-        "shift of 11 and more": [fp16(0, 25, 0)] + [fp16(0, 20, 0x3FF), fp16(1, 19, 0x3FF)] * (B // 2 - 1)
-                                + [fp16(0, 1, 1)],
-        "E = 1 with subnormals": [fp16(0, 1, 0x3FF), fp16(1, 0, 0x3FF)] * (B // 2),
-    }
-    # Stage-2 ties: as many elements in pair P0's A range [20, 26) as in its B range [15, 20).
-    # E = 15: q = M >> 6 for ex = 15, so q = 20 is man = 256 and q = 15 is ex = 14, man = 896.
-    tie = [fp16(0, 15, 0x3FF)] + [fp16(0, 15, 256), fp16(1, 14, 896)] * (B // 2 - 1) + [POS_ZERO]
-    blocks["stage-2 tie goes to A"] = tie
-    # Every q from 0 to 31 (midpoint ties go up): E = 16, q = M >> 6 at ex = 16, M >> 7 at 15...
-    qs = [fp16(0, 16, 0x3FF)]
-    for q in range(16, 31):
-        qs.append(fp16(rng.getrandbits(1), 16, (q - 16) << 6 | rng.getrandbits(6)))
-    for q in range(8, 16):
-        qs.append(fp16(0, 15, (q - 8) << 7))
-    for q in range(4, 8):
-        qs.append(fp16(1, 14, (q - 4) << 8))
-    qs += [fp16(0, 13, 0x300), fp16(0, 13, 0), fp16(0, 12, 0), fp16(0, 11, 0x3FF)]
-    blocks["every q"] = (qs * 2)[:B]
-    return blocks
+def corner_rows(B):
+    """{family: rows of FP16 bit patterns} of every golden.vectors corner family."""
+    return {name: bits(x) for name, x in vectors.corner_blocks(B).items()}
+
+
+def random_rows(n, B, seed):
+    """n blocks drawn in turn from every golden.vectors random family."""
+    per = -(-n // len(vectors.RANDOM_FAMILIES))
+    parts = [vectors.random_blocks(per, B, f, seed=seed + i)
+             for i, f in enumerate(vectors.RANDOM_FAMILIES)]
+    return bits(torch.stack(parts, 1).reshape(-1, B)[:n])
+
+
+def all_corners(B):
+    return [row for rows in corner_rows(B).values() for row in rows]
 
 
 # --- small modules ------------------------------------------------------------------------------
@@ -136,11 +115,11 @@ def directed_blocks(B):
 def test_max_tree():
     rng = random.Random(1)
     for width, count in [(5, 16), (5, 33), (3, 1), (7, 64)]:
-        vectors = [[rng.getrandbits(width) >> rng.randint(0, width) for _ in range(count)]
-                   for _ in range(40)]
+        vecs = [[rng.getrandbits(width) >> rng.randint(0, width) for _ in range(count)]
+                for _ in range(40)]
         results = run_comb(MaxTree(width, count),
-                           [{"values": pack_lanes(v, width)} for v in vectors], ["max"])
-        assert [r["max"] for r in results] == [max(v) for v in vectors]
+                           [{"values": pack_lanes(v, width)} for v in vecs], ["max"])
+        assert [r["max"] for r in results] == [max(v) for v in vecs]
 
 
 def test_max_tree_bad_parameters():
@@ -152,47 +131,84 @@ def test_max_tree_bad_parameters():
 
 @pytest.mark.parametrize("B", [16, 64])
 def test_exponent_max(B):
-    rng = random.Random(B)
-    blocks = [random_block(rng, B, special=0.03) for _ in range(60)] + list(directed_blocks(B).values())
+    blocks = all_corners(B) + random_rows(60, B, seed=B)
     results = run_comb(ExponentMax(B), [{"data": pack_quantizer_input(b)} for b in blocks],
                        ["exp", "invalid"])
     for b, r in zip(blocks, results):
         assert (r["exp"], r["invalid"]) == ref_exp(b)
+    # The corners say what they are built to hit, independently of any formula here.
+    want = vectors.corner_expectations(B)
+    got = iter(results)
+    for family, rows in corner_rows(B).items():
+        exps = [next(got) for _ in rows]
+        assert [r["exp"] for r in exps] == want[family]["exp"].tolist(), family
+        assert [r["invalid"] for r in exps] == want[family]["invalid"].int().tolist(), family
 
 
 @pytest.mark.parametrize("B", [16, 32])
 def test_significand_shifter(B):
-    rng = random.Random(B + 1)
-    vectors, expected = [], []
-    for block in [random_block(rng, B) for _ in range(60)] + list(directed_blocks(B).values()):
+    vecs, expected = [], []
+    for block in all_corners(B) + random_rows(60, B, seed=B + 1):
         E, _ = ref_exp(block)
-        vectors.append({"data": pack_quantizer_input(block), "exp": E})
+        vecs.append({"data": pack_quantizer_input(block), "exp": E})
         expected.append([ref_q(x, E) for x in block])
     # Precondition violated on purpose: lanes above the given exponent give 0.
-    block = [fp16(0, 20, 0x3FF)] * B
-    vectors.append({"data": pack_quantizer_input(block), "exp": 10})
+    vecs.append({"data": pack_quantizer_input([0x53FF] * B), "exp": 10})
     expected.append([0] * B)
-    results = run_comb(SignificandShifter(B), vectors, ["q"])
+    results = run_comb(SignificandShifter(B), vecs, ["q"])
     for e, r in zip(expected, results):
         assert unpack_lanes(r["q"], 5, B) == e
     assert any(31 in e for e in expected) and any(16 in e for e in expected)
 
 
+@pytest.mark.parametrize("stage1", RULES)
+def test_pair_selector_exhaustive(stage1):
+    """Every qmax (0..31) in every lane position, with random smaller lanes: qmax and the pair."""
+    B = 16
+    rng = random.Random(len(stage1))
+    vecs, want = [], []
+    for qmax in range(32):
+        for lane in range(B):
+            qs = [rng.randint(0, qmax) for _ in range(B)]
+            qs[lane] = qmax
+            vecs.append({"q": pack_lanes(qs, 5)})
+            want.append((qmax, ref_pair(qmax, stage1) & 7))
+    results = run_comb(PairSelector(B, stage1), vecs, ["qmax", "pair"])
+    assert [(r["qmax"], r["pair"]) for r in results] == want
+
+
+def test_pair_selector_rules_differ_only_on_odd_qmax():
+    """SPEC 4.2: the rules agree on even qmax; rounding moves odd qmax below 31 one pair up (a
+    larger pair maximum), and 31 stays in pair 0."""
+    table = {}
+    for stage1 in RULES:
+        vecs = [{"q": pack_lanes([qmax] * 16, 5)} for qmax in range(16, 32)]
+        table[stage1] = [r["pair"] for r in run_comb(PairSelector(16, stage1), vecs, ["pair"])]
+    for qmax, p_round, p_trunc in zip(range(16, 32), table["round"], table["trunc"]):
+        if qmax % 2 == 0 or qmax == 31:
+            assert p_round == p_trunc, qmax
+        else:
+            assert p_round == p_trunc - 1, qmax
+        # Rounding: the pair whose largest value (15 - p half-units = 2(15 - p) quarter-units) is
+        # nearest the exact maximum, which lies in [qmax, qmax + 1); ties go up.
+        assert 2 * (15 - p_round) >= qmax or p_round == 0
+
+
 @pytest.mark.parametrize("B", [16, 32])
 def test_range_counter(B):
     rng = random.Random(B + 2)
-    vectors = []
+    vecs = []
     for n in range(160):
         pair = n % 8
         qs = [rng.randint(8, 27) if rng.random() < 0.8 else rng.randint(0, 31) for _ in range(B)]
-        vectors.append((qs, pair))
+        vecs.append((qs, pair))
     # Equal counts -> A.
     lo_a, lo_b = STAGE2_RANGES[0, 0].item(), STAGE2_RANGES[1, 0].item()
-    vectors.append(([lo_a, lo_b] * (B // 2), 0))
-    results = run_comb(RangeCounter(B), [{"q": pack_lanes(q, 5), "pair": p} for q, p in vectors],
+    vecs.append(([lo_a, lo_b] * (B // 2), 0))
+    results = run_comb(RangeCounter(B), [{"q": pack_lanes(q, 5), "pair": p} for q, p in vecs],
                        ["count_a", "count_b", "dialect"])
     dialects = set()
-    for (qs, pair), r in zip(vectors, results):
+    for (qs, pair), r in zip(vecs, results):
         assert (r["count_a"], r["count_b"], r["dialect"]) == ref_counts(qs, pair)
         dialects.add(r["dialect"])
     assert results[-1]["dialect"] == 0 and results[-1]["count_a"] == results[-1]["count_b"] == B // 2
@@ -202,14 +218,14 @@ def test_range_counter(B):
 @pytest.mark.parametrize("B", [16, 32])
 def test_index_mapper_exhaustive(B):
     """Every q (0..31) in every lane for every dialect."""
-    vectors, expected = [], []
+    vecs, expected = [], []
     for d in range(16):
         for j in range(32 // B or 1):
             for shift in range(0, 32, B):
                 qs = [(k + shift + j) % 32 for k in range(B)]
-                vectors.append({"q": pack_lanes(qs, 5), "dialect": d})
+                vecs.append({"q": pack_lanes(qs, 5), "dialect": d})
                 expected.append([ref_idx(q, d) for q in qs])
-    results = run_comb(IndexMapper(B), vectors, ["idx"])
+    results = run_comb(IndexMapper(B), vecs, ["idx"])
     for e, r in zip(expected, results):
         assert unpack_lanes(r["idx"], 3, B) == e
     # The golden model's lookup table agrees with the midpoint rule.
@@ -218,36 +234,70 @@ def test_index_mapper_exhaustive(B):
 
 # --- the whole unit -----------------------------------------------------------------------------
 
-def check_outputs(blocks, outputs, B):
-    expected = golden_quantize(blocks, B)
+def check_outputs(blocks, outputs, B, stage1):
+    """Every output against the golden model and the scalar reference."""
     assert len(outputs) == len(blocks)
-    for n, (o, e) in enumerate(zip(outputs, expected)):
-        assert unpack_quantizer_output(o, B) == e, f"block {n}: {[hex(v) for v in blocks[n]]}"
+    got = [unpack_quantizer_output(o, B) for o in outputs]
+    for n, (g, block) in enumerate(zip(got, blocks)):
+        assert g == ref_quantize(block, stage1), f"block {n}: {[hex(v) for v in block]}"
+    assert got == golden_quantize(blocks, B, stage1)
+    return got
 
 
+@pytest.mark.parametrize("stage1", RULES)
+def test_reference_matches_golden(stage1):
+    """The scalar reference above is the golden model's rule (two independent readings of SPEC 4)."""
+    blocks = all_corners(32) + random_rows(300, 32, seed=11)
+    assert [ref_quantize(b, stage1) for b in blocks] == golden_quantize(blocks, 32, stage1)
+
+
+@pytest.mark.parametrize("stage1", RULES)
 @pytest.mark.parametrize("B", BLOCK_SIZES)
-def test_quantizer_directed(B):
-    blocks = directed_blocks(B)
-    run = run_stream(BDQuantizer(B), [pack_quantizer_input(b) for b in blocks.values()])
-    check_outputs(list(blocks.values()), run.outputs, B)
-    out = dict(zip(blocks, (unpack_quantizer_output(o, B) for o in run.outputs)))
-    # Hand-computed expectations straight from SPEC 1, 3 and 4.
-    assert out["all -0"] == {"codes": [8] * B, "dialect": 0, "exp": 0, "invalid": 0}
-    assert out["subnormals only"]["exp"] == 0 and out["subnormals only"]["dialect"] == 0
-    assert out["subnormals only"]["codes"] == [8 * (k & 1) for k in range(B)]
-    # 1.0: E = 15, q = 16, pair 7, no element in either range -> tie -> dialect 14, idx 7.
-    assert out["all ones (power of two)"] == {"codes": [7] * B, "dialect": 14, "exp": 15, "invalid": 0}
-    assert out["+inf only"] == {"codes": [0] * B, "dialect": 0, "exp": 0, "invalid": 1}
-    assert out["inf with -0"]["codes"] == [0, 8] * (B // 2) and out["inf with -0"]["invalid"] == 1
-    assert out["nan among normals"]["invalid"] == 1 and out["nan among normals"]["exp"] == 9
-    assert out["max normal"]["exp"] == 30
-    assert out["stage-2 tie goes to A"]["dialect"] == 0
-    # E = 20; q = 2047 >> 6 = 31 -> pair 0, idx 7; the rest q = 1365 >> 7 = 10, in neither range
-    # (tie 0 : 0 -> A = dialect 0), and 10 is dialect 0's fifth midpoint -> idx 5 (ties up).
-    assert out["q = 31 (man all ones at E)"] == {"codes": [7] + [8 | 5] * (B - 1), "dialect": 0,
-                                                  "exp": 20, "invalid": 0}
+def test_quantizer_corners(B, stage1):
+    rows = corner_rows(B)
+    blocks = [row for family in rows.values() for row in family]
+    dut = BDQuantizer(B, stage1)
+    assert dut.method == {"round": "two_stage", "trunc": "two_stage_trunc"}[stage1]
+    run = run_stream(dut, [pack_quantizer_input(b) for b in blocks])
+    got = iter(check_outputs(blocks, run.outputs, B, stage1))
+    want = vectors.corner_expectations(B)
+    out = {family: [next(got) for _ in family_rows] for family, family_rows in rows.items()}
+    # What the corners are built to hit (golden/vectors.py), independent of the reference above.
+    for family, results in out.items():
+        assert [r["exp"] for r in results] == want[family]["exp"].tolist(), family
+        assert [r["invalid"] for r in results] == want[family]["invalid"].int().tolist(), family
+    # SPEC 3: zero blocks are dialect 0 with every idx 0, signs kept.
+    for r, row in zip(out["neg_zero"], rows["neg_zero"]):
+        assert r["dialect"] == 0 and r["codes"] == [(x >> 15) << 3 for x in row]
+    # The dialect each corner is built to select under this rule: "dialect" is the rounding rule's,
+    # "dialect_trunc" the truncating rule's; midpoint_ties and all_codes have even maxima, where
+    # the two rules agree (SPEC 4.2).
+    key = "dialect" if stage1 == "round" else "dialect_trunc"
+    checked = 0
+    for family, results in out.items():
+        dialects = want[family].get(key)
+        if dialects is None and family in ("midpoint_ties", "all_codes"):
+            dialects = want[family]["dialect"]
+        if dialects is not None:
+            assert [r["dialect"] for r in results] == dialects.tolist(), family
+            checked += len(results)
+    assert checked >= 16 * 7 + 32 + 32
 
 
+def test_quantizer_rules_split_on_odd_maxima():
+    """A block with an odd truncated maximum below 31 lands one pair higher with rounding."""
+    B = 32
+    # E = 15: q = M >> 6 at ex = 15; M = 1024 + 23 * 64 + 5 gives q = 23 (exact maximum 23.08).
+    block = [15 << 10 | (23 - 16) << 6 | 5] + [ONE] * (B - 1)
+    outs = {s: ref_quantize(block, s) for s in RULES}
+    assert outs["trunc"]["dialect"] // 2 == 15 - 23 // 2 == 4
+    assert outs["round"]["dialect"] // 2 == 15 - 12 == 3
+    for stage1 in RULES:
+        run = run_stream(BDQuantizer(B, stage1), [pack_quantizer_input(block)])
+        assert check_outputs([block], run.outputs, B, stage1) == [outs[stage1]]
+
+
+@pytest.mark.parametrize("stage1", RULES)
 @pytest.mark.parametrize("B,count,valid_prob,ready_prob,seed", [
     (16, 1000, 1.0, 1.0, 1),
     (16, 600, 0.6, 0.5, 2),
@@ -256,36 +306,34 @@ def test_quantizer_directed(B):
     (32, 200, 0.9, 0.15, 5),
     (64, 120, 0.7, 0.6, 6),
 ])
-def test_quantizer_random_backpressure(B, count, valid_prob, ready_prob, seed):
-    rng = random.Random(seed)
-    blocks = [random_block(rng, B) for _ in range(count)]
-    run = run_stream(BDQuantizer(B), [pack_quantizer_input(b) for b in blocks],
+def test_quantizer_random_backpressure(B, count, valid_prob, ready_prob, seed, stage1):
+    blocks = random_rows(count, B, seed=100 * seed)
+    run = run_stream(BDQuantizer(B, stage1), [pack_quantizer_input(b) for b in blocks],
                      valid_prob=valid_prob, ready_prob=ready_prob, seed=seed, tail=8)
-    check_outputs(blocks, run.outputs, B)
-    if B == 16 and count >= 300:
-        seen = {unpack_quantizer_output(o, B)["dialect"] for o in run.outputs}
+    got = check_outputs(blocks, run.outputs, B, stage1)
+    if B == 16 and count >= 1000:
+        seen = {g["dialect"] for g in got}
         assert seen == set(range(16)), f"dialects not covered: {set(range(16)) - seen}"
 
 
+@pytest.mark.parametrize("stage1", RULES)
 @pytest.mark.parametrize("B", BLOCK_SIZES)
-def test_quantizer_latency_and_throughput(B):
-    dut = BDQuantizer(B)
+def test_quantizer_latency_and_throughput(B, stage1):
+    dut = BDQuantizer(B, stage1)
     assert dut.latency == 4
-    rng = random.Random(7)
-    blocks = [random_block(rng, B) for _ in range(12)]
+    blocks = random_rows(12, B, seed=7)
     run = run_stream(dut, [pack_quantizer_input(b) for b in blocks])
     assert run.accepted == list(range(12))                  # one block per clock
     assert run.first_valid == [c + dut.latency for c in run.accepted]
     assert run.delivered == run.first_valid
-    check_outputs(blocks, run.outputs, B)
+    check_outputs(blocks, run.outputs, B, stage1)
 
 
 def test_quantizer_stall_holds_everything():
     """o.ready low for a long time: the pipeline fills, i.ready drops, nothing is lost."""
     B = 16
     dut = BDQuantizer(B)
-    rng = random.Random(8)
-    blocks = [random_block(rng, B) for _ in range(10)]
+    blocks = random_rows(10, B, seed=8)
     results, accepted_while_stalled = [], []
 
     async def producer(ctx):
@@ -307,7 +355,7 @@ def test_quantizer_stall_holds_everything():
     sim.run()
     # Four register stages hold four blocks; then input is refused.
     assert sum(accepted_while_stalled) == dut.latency
-    check_outputs(blocks, results, B)
+    check_outputs(blocks, results, B, "round")
 
 
 def test_quantizer_refuses_input_during_reset():
@@ -340,11 +388,19 @@ def test_quantizer_refuses_input_during_reset():
     sim.add_testbench(bench)
     sim.run()
     assert seen[:3] == [0, 0, 0]
-    check_outputs([block], seen[3:], B)
+    # 1.0 everywhere: E = 15, q = 16, pair 7, no element in either range -> tie -> dialect 14, idx 7.
+    assert check_outputs([block], seen[3:], B, "round") == [
+        {"codes": [7] * B, "dialect": 14, "exp": 15, "invalid": 0}]
 
 
-@pytest.mark.parametrize("B", [0, 8, 48, 128, "32", None])
+@pytest.mark.parametrize("B", [0, 8, 48, 128, "32", None, True])
 def test_quantizer_bad_block_size(B):
-    for cls in (BDQuantizer, ExponentMax, SignificandShifter, RangeCounter, IndexMapper):
-        with pytest.raises(ValueError, match="B"):
-            cls(B)
+    with pytest.raises(ValueError, match="B must be one of"):
+        BDQuantizer(B)
+
+
+def test_quantizer_bad_stage1():
+    with pytest.raises(ValueError, match="stage1"):
+        BDQuantizer(32, "nearest")
+    with pytest.raises(ValueError, match="stage1"):
+        PairSelector(16, "floor")

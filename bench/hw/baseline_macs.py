@@ -36,9 +36,9 @@ from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import CODE_BITS, DIALECT_BITS, MAX_HALF_UNITS
+from golden.spec import CODE_BITS, DIALECT_BITS, MAX_HALF_UNITS
 
-from .decoder import BDDecoder
+from bd_hw.decoder import BDDecoder
 
 __all__ = ["adder_tree", "minifloat_magnitude", "BlockMac", "Int4Mac", "Int8Mac", "Fp4Mac", "Fp6Mac",
            "BlockDialectMac", "FORMATS", "MacFormat", "make_mac", "reference_block_sum",

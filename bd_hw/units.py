@@ -1,0 +1,156 @@
+"""The registry of hardware units: every place that lists, builds, emits or simulates units reads it.
+
+A :class:`Unit` is a name, a builder with its generator parameters, the block sizes emitted to
+``rtl/``, and what follows from them: the Verilog module and file name (SPEC 9 [revised]: the top
+module of ``rtl/<name>_b<B>.v`` is ``<name>_b<B>``, its submodules ``<name>_b<B>.<path>``), the
+component and its latency. :data:`UNITS` holds the units that ``make verilog`` emits:
+
+==================== =============== ========================================= ===============
+name                 block sizes     builder and parameters                    latency (edges)
+==================== =============== ========================================= ===============
+``bd_decoder``       16, 32, 64      ``BDDecoder(B)``                          combinational
+``bd_quantizer``     16, 32, 64      ``BDQuantizer(B, stage1="round")``        4
+``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
+``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
+==================== =============== ========================================= ===============
+
+Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
+in ``bench/hw/units.py``; :func:`parse_units` and :func:`parse_blocks` are the argument types of
+every command line that takes ``--units a,b`` and ``--blocks 16,32``.
+"""
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from amaranth.lib import wiring
+
+from golden.spec import BLOCK_SIZES, check_block_size
+
+from .layouts import reject
+
+__all__ = ["Unit", "UNITS", "get", "build", "emitted", "parse_units", "parse_blocks"]
+
+
+@dataclass(frozen=True, eq=False)
+class Unit:
+    """One hardware unit of the registry.
+
+    ``kind`` says which SPEC 9 ports it has and so which testbench drives it (``decoder``,
+    ``quantizer`` or ``dot``; benchmark units also use ``selector`` and ``mac``). ``builder`` is
+    called as ``builder(B, **params)`` and validates ``B`` itself.
+    """
+
+    name: str
+    kind: str
+    builder: Callable[..., wiring.Component]
+    params: Mapping[str, object] = field(default_factory=dict)
+    blocks: tuple[int, ...] = BLOCK_SIZES
+    summary: str = ""
+
+    def __post_init__(self):
+        object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
+
+    def module(self, B: int) -> str:
+        """Verilog top module at block size ``B``, e.g. ``bd_quantizer_trunc_b32``."""
+        return f"{self.name}_b{B}"
+
+    def file_name(self, B: int) -> str:
+        return f"{self.module(B)}.v"
+
+    def build(self, B: int) -> wiring.Component:
+        """A fresh component (Amaranth elaborates a component once)."""
+        return self.builder(B, **self.params)
+
+    def latency(self, B: int) -> int | None:
+        """Clock edges from accepting a beat to transferring its result; None if combinational."""
+        component = self.build(B)
+        reject(component)          # built only to be asked, never elaborated
+        return getattr(component, "latency", None)
+
+    @property
+    def clocked(self) -> bool:
+        return self.kind != "decoder"
+
+    def verilog(self, B: int) -> str:
+        """Verilog text: top module :meth:`module`, submodules prefixed by it, no source paths."""
+        from amaranth.back import verilog
+        return verilog.convert(self.build(B), name=self.module(B), emit_src=False)
+
+
+def _decoder(B):
+    from .decoder import BDDecoder
+    return BDDecoder(B)
+
+
+def _quantizer(B, **params):
+    from .quantizer import BDQuantizer
+    return BDQuantizer(B, **params)
+
+
+def _dot(B, **params):
+    from .dot import BDDot
+    return BDDot(B, **params)
+
+
+UNITS: dict[str, Unit] = {u.name: u for u in (
+    Unit("bd_decoder", "decoder", _decoder,
+         summary="SPEC 6 decode of all lanes (combinational)"),
+    Unit("bd_quantizer", "quantizer", _quantizer, {"stage1": "round"},
+         summary="online two-stage quantizer, rounding stage 1 (SPEC 4, method two_stage)"),
+    Unit("bd_quantizer_trunc", "quantizer", _quantizer, {"stage1": "trunc"}, blocks=(32,),
+         summary="online two-stage quantizer, truncating stage 1 (SPEC 4.2, method two_stage_trunc)"),
+    Unit("bd_dot", "dot", _dot,
+         summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
+)}
+
+
+def get(name: str, registry: Mapping[str, Unit] = UNITS) -> Unit:
+    """The unit called ``name``; ``ValueError`` naming the argument otherwise."""
+    try:
+        return registry[name]
+    except KeyError:
+        raise ValueError(f"unit must be one of {', '.join(registry)}, got {name!r}") from None
+
+
+def build(name: str, B: int) -> wiring.Component:
+    """``get(name).build(B)``: the component of a registered unit at block size ``B``."""
+    return get(name).build(B)
+
+
+def emitted(units: Iterable[str] | None = None, blocks: Iterable[int] | None = None,
+            registry: Mapping[str, Unit] = UNITS) -> list[tuple[Unit, int]]:
+    """(unit, B) of every file to emit, in registry order, restricted to ``units`` and ``blocks``."""
+    names = list(registry) if units is None else [get(n, registry).name for n in units]
+    sizes = BLOCK_SIZES if blocks is None else tuple(check_block_size(b, "blocks") for b in blocks)
+    return [(registry[n], B) for n in names for B in registry[n].blocks if B in sizes]
+
+
+def _csv(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected a comma-separated list")
+    return items
+
+
+def parse_units(registry: Mapping[str, Unit] = UNITS) -> Callable[[str], list[str]]:
+    """argparse type of ``--units a,b``: names from ``registry``, in the order given."""
+    def parse(text: str) -> list[str]:
+        names = _csv(text)
+        bad = [n for n in names if n not in registry]
+        if bad:
+            raise argparse.ArgumentTypeError(
+                f"unknown unit {', '.join(bad)}; choose from {','.join(registry)}")
+        return names
+    return parse
+
+
+def parse_blocks(text: str) -> list[int]:
+    """argparse type of ``--blocks 16,32``: block sizes of SPEC 3."""
+    try:
+        return [check_block_size(int(t), "blocks") for t in _csv(text)]
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"choose block sizes from {','.join(map(str, BLOCK_SIZES))}, got {text!r}") from exc
