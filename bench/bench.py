@@ -116,6 +116,7 @@ def write_report(out: Path, result: dict) -> str:
 
 
 def main(argv=None) -> int:
+    from bd_hw.units import parse_units
     from bench.verilator_throughput import DEFAULT_UNITS, UNITS
 
     parser = argparse.ArgumentParser(
@@ -124,14 +125,14 @@ def main(argv=None) -> int:
                     "report.json.")
     parser.add_argument("--out", type=Path, default=Path("reports/bench"))
     add_tensor_arguments(parser)
-    parser.add_argument("--unit", choices=[u.name for u in UNITS], action="append",
-                        help=f"Verilator unit (repeatable; default {', '.join(DEFAULT_UNITS)})")
+    parser.add_argument("--units", type=parse_units(UNITS), default=list(DEFAULT_UNITS),
+                        help=f"comma-separated Verilator units (default {','.join(DEFAULT_UNITS)})")
     parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64))
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each Verilator run")
     parser.add_argument("--work", type=Path, default=Path("build/verilator"))
     args = parse_tensor_arguments(parser, argv)
     t0 = time.perf_counter()
-    result = run(args.rows, args.cols, args.repeats, args.seed, tuple(args.unit or DEFAULT_UNITS),
+    result = run(args.rows, args.cols, args.repeats, args.seed, tuple(args.units),
                  args.block, args.seconds, args.work)
     result["meta"]["wall_seconds"] = time.perf_counter() - t0
     print(write_report(args.out, result))

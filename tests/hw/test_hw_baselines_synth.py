@@ -147,3 +147,19 @@ def test_bad_arguments_are_one_line(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["--blocks", "16,48"])
     assert "block sizes" in capsys.readouterr().err
+
+
+def test_driver_template_is_filled_for_a_stream_unit():
+    """bench/verilator_driver.cpp.in rendered for a registered stream unit: every placeholder
+    filled, the stream held open, accepted beats counted, the payload drawn from its pool."""
+    from bd_hw import units
+
+    unit = units.get("bd_quantizer")
+    text = unit.verilog(16)
+    driver = _cpp_driver(unit.module(16), top_ports(text, unit.module(16)))
+    assert "${" not in driver and '#include "Vbd_quantizer_b16.h"' in driver
+    assert "top->i___05Fvalid = 1;" in driver and "top->o___05Fready = 1;" in driver
+    assert "accepted += (top->i___05Fvalid & top->i___05Fready);" in driver
+    assert "top->i___05Fpayload[j] = pool_i__payload[p][j];" in driver
+    assert "checksum = checksum * 31 + top->o___05Fpayload[0];" in driver
+    assert "top->o___05Fvalid" in driver and "pool_clk" not in driver
