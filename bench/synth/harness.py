@@ -1,13 +1,16 @@
 """The place-and-route frame that gives a unit with hundreds of port bits four pins."""
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Signal, Value
+from amaranth.hdl import Cat, ClockSignal, Module, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PnrHarness", "XOR_FANIN"]
+__all__ = ["PnrHarness", "XOR_FANIN", "CLOCK_PORTS"]
 
 XOR_FANIN = 4                 # output reduction: one LUT4 per registered XOR
+# A unit with its own clock and reset ports (the AXI4-Stream engine of SPEC 11: ``aclk``, and
+# ``aresetn`` active low) runs on the harness's clock and reset: port name -> driver.
+CLOCK_PORTS = {"aclk": lambda: ClockSignal(), "aresetn": lambda: ~ResetSignal()}
 
 
 class PnrHarness(wiring.Component):
@@ -18,14 +21,18 @@ class PnrHarness(wiring.Component):
     then XOR-reduced into ``dout`` (1 bit) by a tree of 4-input XORs with a register after each
     level. Nothing can be optimised away (every input bit is a distinct register and every output
     bit reaches the pin), and every harness path is at most one LUT deep, so the critical path runs
-    through the unit. The unit is the submodule ``dut`` (Verilog module ``harness.dut``).
+    through the unit. The unit is the submodule ``dut`` (Verilog module ``harness.dut``); its
+    clock and reset ports, if it has them (:data:`CLOCK_PORTS`), take the harness's.
     """
 
     def __init__(self, dut: wiring.Component):
         self.dut = dut
-        self.inputs, self.outputs = [], []
-        for _path, member, value in dut.signature.flatten(dut):
-            (self.inputs if member.flow == In else self.outputs).append(Value.cast(value))
+        self.inputs, self.outputs, self.clocks = [], [], []
+        for path, member, value in dut.signature.flatten(dut):
+            if member.flow == In and path in {(name,) for name in CLOCK_PORTS}:
+                self.clocks.append((Value.cast(value), CLOCK_PORTS[path[0]]))
+            else:
+                (self.inputs if member.flow == In else self.outputs).append(Value.cast(value))
         self.in_bits = sum(len(v) for v in self.inputs)
         self.out_bits = sum(len(v) for v in self.outputs)
         super().__init__({"din": In(1), "dout": Out(1)})
@@ -33,6 +40,7 @@ class PnrHarness(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         m.submodules.dut = self.dut
+        m.d.comb += [port.eq(driver()) for port, driver in self.clocks]
         chain = Signal(max(self.in_bits, 4), name="stimulus")
         feedback = self.din ^ chain[-1] ^ chain[-2] ^ chain[-3]
         m.d.sync += chain.eq(Cat(feedback, chain[:-1]))
