@@ -12,7 +12,13 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer``     16, 32, 64      ``BDQuantizer(B, stage1="round")``        4
 ``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
+``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
+``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
 ==================== =============== ========================================= ===============
+
+The matrix-vector engine ``bd_linear`` (SPEC 11) is named by its lane count too: the registry keys
+``bd_linear_n<N>`` emit ``rtl/bd_linear_b<B>_n<N>.v`` with top module ``bd_linear_b<B>_n<N>``
+(:class:`LinearUnit`); its latency counts from a row group's final weight beat to its result beat.
 
 Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
 in ``bench/hw/units.py``; :func:`parse_units` and :func:`parse_blocks` are the argument types of
@@ -31,7 +37,7 @@ from golden.spec import BLOCK_SIZES, check_block_size
 
 from .layouts import reject
 
-__all__ = ["Unit", "UNITS", "get", "build", "emitted", "parse_units", "parse_blocks"]
+__all__ = ["Unit", "LinearUnit", "UNITS", "get", "build", "emitted", "parse_units", "parse_blocks"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -80,6 +86,14 @@ class Unit:
         return verilog.convert(self.build(B), name=self.module(B), emit_src=False)
 
 
+@dataclass(frozen=True, eq=False)
+class LinearUnit(Unit):
+    """``bd_linear`` at ``params["N"]`` lanes: file and top module ``bd_linear_b<B>_n<N>`` (SPEC 11)."""
+
+    def module(self, B: int) -> str:
+        return f"bd_linear_b{B}_n{self.params['N']}"
+
+
 def _decoder(B):
     from .decoder import BDDecoder
     return BDDecoder(B)
@@ -95,6 +109,11 @@ def _dot(B, **params):
     return BDDot(B, **params)
 
 
+def _linear(B, **params):
+    from .linear import BDLinear
+    return BDLinear(B, **params)
+
+
 UNITS: dict[str, Unit] = {u.name: u for u in (
     Unit("bd_decoder", "decoder", _decoder,
          summary="SPEC 6 decode of all lanes (combinational)"),
@@ -104,6 +123,10 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="online two-stage quantizer, truncating stage 1 (SPEC 4.2, method two_stage_trunc)"),
     Unit("bd_dot", "dot", _dot,
          summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
+    LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,),
+               summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
+    LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,),
+               summary="matrix-vector engine, 2 rows side by side, AXI4-Stream ports (SPEC 11)"),
 )}
 
 

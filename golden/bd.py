@@ -34,7 +34,7 @@ from .spec import (
 
 __all__ = [
     "Blocks", "FORMATBOOK", "BLOCK_SIZES", "METHODS", "quantize", "dequantize", "decode", "linear",
-    "pack", "unpack", "block_size",
+    "pack", "unpack", "block_size", "pack_rows",
 ]
 
 # SPEC 4 and 5: "two_stage" rounds the block maximum to pick the pair (SPEC 4.2, the default and the
@@ -318,3 +318,35 @@ def unpack(raw, block: int = 32) -> Blocks:
     if bool((exp == EXP_FIELD_NONFINITE).any()):
         raise ValueError("raw holds a block with shared exponent 31, which SPEC 3 does not produce")
     return Blocks(exp, (word & 0xF).to(torch.uint8), codes.to(torch.uint8), torch.zeros_like(exp, dtype=torch.bool))
+
+
+def pack_rows(q_weight: Blocks, lanes: int) -> torch.Tensor:
+    """The weight stream of the ``bd_linear`` engine (SPEC 11): ``q_weight`` (R rows of K/B blocks)
+    as uint8 ``(ceil(R / lanes), K / B, lanes * (2 + B/2))``.
+
+    Entry ``[g, j]`` is one ``s_axis_w`` beat: block ``j`` of rows ``g * lanes ... g * lanes + lanes - 1``,
+    each packed as by :func:`pack` (SPEC 7), lane ``n`` first at byte ``n * (2 + B/2)``. Rows beyond R
+    in the last group are zero blocks (header word 0, codes 0), which add +0.0. ``lanes`` is one of
+    SPEC 11's lane counts (1, 2, 4, 8). Like :func:`pack`, refuses blocks flagged invalid.
+    """
+    from .spec import LINEAR_LANES   # SPEC 11
+
+    block = block_size(q_weight, "q_weight")
+    if q_weight.codes.dim() != 3:
+        raise ValueError(f"q_weight must be quantized from an (R, K) matrix, got codes of shape "
+                         f"{tuple(q_weight.codes.shape)}")
+    if isinstance(lanes, bool) or not isinstance(lanes, (int, np.integer)) or int(lanes) not in LINEAR_LANES:
+        raise ValueError(f"lanes must be one of {LINEAR_LANES}, got {lanes!r}")
+    lanes = int(lanes)
+    rows, nblocks = q_weight.exp.shape
+    groups = -(-rows // lanes)
+    extra = groups * lanes - rows
+    if extra:
+        zero = Blocks(*(torch.zeros((extra,) + tuple(t.shape[1:]), dtype=t.dtype, device=t.device)
+                        for t in q_weight))
+        q_weight = Blocks(*(torch.cat([t, z]) for t, z in zip(q_weight, zero)))
+    stride = HEADER_BYTES + block // 2
+    if groups == 0:   # pack() cannot infer the row length of zero rows
+        return torch.zeros((0, nblocks, lanes * stride), dtype=torch.uint8, device=q_weight.codes.device)
+    raw = pack(q_weight).reshape(groups, lanes, nblocks, stride)
+    return raw.permute(0, 2, 1, 3).reshape(groups, nblocks, lanes * stride).contiguous()

@@ -53,6 +53,9 @@ MAX_EXP_SUM = 2 * EXP_MAX         # E_a + E_w <= 60
 MAX_PRODUCT = MAX_HALF_UNITS * MAX_HALF_UNITS   # 225
 DEFAULT_MAX_BLOCKS = 256
 
+# SPEC 11: bd_linear, the matrix-vector engine.
+LINEAR_LANES = (1, 2, 4, 8)       # N, output lanes (rows computed side by side)
+
 # SPEC 7: packed storage.
 HEADER_BYTES = 2                  # little-endian 16-bit word E << 4 | dialect
 

@@ -25,10 +25,11 @@ def run_cli(*args, env=None, cwd=ROOT):
 def test_registry_emits_the_spec_files():
     """SPEC 9: every unit at 16, 32 and 64, plus the truncating quantizer at 32."""
     assert EXPECTED == sorted([f"bd_{u}_b{B}.v" for u in ("decoder", "quantizer", "dot")
-                               for B in BLOCK_SIZES] + ["bd_quantizer_trunc_b32.v"])
+                               for B in BLOCK_SIZES] + ["bd_quantizer_trunc_b32.v"]
+                              + ["bd_linear_b32_n4.v", "bd_linear_b16_n2.v"])   # SPEC 11
     assert units.get("bd_quantizer").params == {"stage1": "round"}
     assert units.get("bd_quantizer_trunc").params == {"stage1": "trunc"}
-    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6]
+    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 8]
     with pytest.raises(ValueError, match="unit must be one of"):
         units.get("dot")
     with pytest.raises(ValueError, match="B must be one of"):
@@ -74,7 +75,8 @@ def test_rtl_has_no_paths_dates_or_hosts():
 _MODULE = re.compile(r"^module (\\\S+|\w+)\s*\(", re.M)
 
 
-@pytest.mark.parametrize("unit,B", [(u.name, B) for u, B in units.emitted()])
+# bd_linear (SPEC 11 names and AXI4-Stream ports): tests/hw/test_hw_linear.py
+@pytest.mark.parametrize("unit,B", [(u.name, B) for u, B in units.emitted() if u.kind != "linear"])
 def test_module_names_and_ports(unit, B):
     """The top module is named after its file; every submodule is prefixed by it (SPEC 9)."""
     u = units.get(unit)

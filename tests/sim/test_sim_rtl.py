@@ -15,7 +15,8 @@ pytestmark = pytest.mark.sim
 
 # Every unit at every block size: about 2.5 minutes from a clean sim_build/ on an idle 2-core
 # machine, builds included (quantizer B = 64 is the largest compile).
-CASES = [(u.name, block) for u, block in units.emitted()]
+# bd_linear has its own reduced run and figures: tests/sim/test_sim_linear.py.
+CASES = [(u.name, block) for u, block in units.emitted() if u.kind != "linear"]
 
 # cocotb tests per testbench, and the fewest input vectors a quick run must check.
 EXPECTED_TESTS = {"decoder": 2, "quantizer": 3, "dot": 3}

@@ -1,0 +1,233 @@
+"""``bd_linear``: BlockDialect matrix-vector engine with AXI4-Stream ports (SPEC 11).
+
+Computes ``y = W x`` for one FP16 activation vector ``x`` (``K`` elements, quantized online by
+:class:`~bd_hw.quantizer.BDQuantizer`) and a packed weight matrix ``W`` (``R x K``, SPEC 7),
+``N`` rows side by side on ``N`` :class:`~bd_hw.dot.BDDot` units: for every row the exact dot
+product rounded once to FP32, the bits of ``bd.linear(bd.quantize(x, B), q_weight)``.
+
+Ports (Verilog names; ``tdata`` bytes are the bytes of the data in memory, byte ``i`` at
+``tdata[8i +: 8]``):
+
+=================  ====  =====================================================================
+port               bits  meaning
+=================  ====  =====================================================================
+``aclk``           1     clock, rising edge
+``aresetn``        1     synchronous reset, active low
+``s_axis_x_tdata`` 16B   one block of B FP16 elements, element k at ``[16k +: 16]``
+``s_axis_x_tlast`` 1     final block of the vector
+``s_axis_w_tdata`` 8NS   N packed blocks (S = 2 + B/2 bytes each), lane n from byte n S
+``s_axis_w_tlast`` 1     final block of a row group
+``s_axis_w_tuser`` 1     on the ``tlast`` beat of the matrix's final row group
+``m_axis_y_tdata`` 32N   N FP32 results, lane n at ``[32n +: 32]``
+``m_axis_y_tlast`` 1     the matrix's final row group
+``m_axis_y_tuser`` 2     bit 0: the vector held Inf/NaN (results with those elements as 0);
+                         bit 1: the group's block count differed from the vector's (undefined)
+=================  ====  =====================================================================
+
+plus ``tvalid``/``tready`` on each stream. Operation: (1) take activation beats up to ``tlast``
+(at most ``max_blocks``; blocks beyond are dropped and every group of that vector is flagged with
+``tuser`` bit 1) and quantize them into the activation buffer; (2) take weight beats, beat ``j`` of
+a group being block ``j`` of its ``N`` rows, and after each group's ``tlast`` emit one result beat;
+(3) after the group whose ``tlast`` beat has ``tuser = 1``, return to (1). The weight stream is not
+taken while a vector loads, nor the activation stream while a matrix streams (one buffer). The
+upper 7 bits of a packed header word are ignored.
+
+Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high):
+
+- **Latency 8** (:attr:`BDLinear.latency`): the ``tlast`` beat of a row group accepted at edge ``t``
+  gives its result beat, transferred at edge ``t + 8``: one stage that reads the activation block
+  (the buffer's synchronous read) + :attr:`BDDot.latency` (6) + the output skid buffer (1).
+- **Vector turnaround 5** (:attr:`BDLinear.vector_latency`): the final activation beat accepted at
+  edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4) edges; the first weight beat can
+  be accepted at edge ``t + 5``. The first activation beat of the next vector can be accepted at
+  the edge after the final weight beat of a matrix.
+- Sustained: one weight beat (``N`` blocks) per clock while ``m_axis_y_tready`` is high, one
+  activation block per clock. A matrix of ``G`` row groups over a vector of ``K/B`` blocks takes
+  ``K/B + 5 + G K/B`` cycles from its first activation beat to its final weight beat.
+
+No combinational path runs from an input to an output: the ``tready`` outputs depend on registers
+(``s_axis_w_tready`` on the dot units' pipeline state and the output skid buffer, not on
+``m_axis_y_tready``), and ``m_axis_y`` comes from registers. Every ``tready`` is low in reset.
+
+Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.VectorCounter`,
+:class:`~bd_hw.linear_parts.ActivationBuffer` (:class:`amaranth.lib.memory.Memory` of
+``max_blocks`` blocks), :class:`~bd_hw.linear_parts.PackedBlockUnpacker`,
+:class:`~bd_hw.linear_parts.GroupCounter`, ``N`` :class:`~bd_hw.dot.BDDot` and
+:class:`~bd_hw.linear_parts.LaneCollector`.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, ClockDomain, Module, ResetSignal, Signal
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.spec import DEFAULT_MAX_BLOCKS, FP16_BITS, block_bytes
+
+from .dot import BDDot
+from .layouts import FP32_BITS, reject, unit_block_size
+from .linear_parts import (Y_USER_BITS, ActivationBuffer, GroupCounter, LaneCollector,
+                           PackedBlockUnpacker, VectorCounter, check_lanes, check_max_blocks)
+from .quantizer import BDQuantizer
+
+__all__ = ["BDLinear"]
+
+
+def _latency_of(unit) -> int:
+    """The latency of a part, from an instance made only to ask (and never elaborated)."""
+    reject(unit)            # no "created but never used" warning for it
+    return unit.latency
+
+
+class BDLinear(wiring.Component):
+    """``bd_linear`` for block size ``B`` (16, 32, 64), ``N`` lanes (1, 2, 4, 8) and vectors of up to
+    ``max_blocks`` blocks. See the module docstring. Raises ``ValueError`` naming a bad parameter.
+
+    The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
+    ``aresetn`` is low, so the emitted Verilog has exactly the SPEC 11 ports; the Amaranth simulator
+    clocks it with ``add_clock(period, domain="sync")``.
+    """
+
+    def __init__(self, B: int = 32, N: int = 4, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.B = unit_block_size(B, self)
+        self.N = check_lanes(N, owner=self)
+        self.max_blocks = check_max_blocks(max_blocks, owner=self)
+        self.x_bits = FP16_BITS * self.B
+        self.w_bits = 8 * block_bytes(self.B) * self.N
+        self.y_bits = FP32_BITS * self.N
+        super().__init__({
+            "aclk": In(1),
+            "aresetn": In(1),
+            "s_axis_x_tdata": In(self.x_bits),
+            "s_axis_x_tvalid": In(1),
+            "s_axis_x_tready": Out(1),
+            "s_axis_x_tlast": In(1),
+            "s_axis_w_tdata": In(self.w_bits),
+            "s_axis_w_tvalid": In(1),
+            "s_axis_w_tready": Out(1),
+            "s_axis_w_tlast": In(1),
+            "s_axis_w_tuser": In(1),
+            "m_axis_y_tdata": Out(self.y_bits),
+            "m_axis_y_tvalid": Out(1),
+            "m_axis_y_tready": In(1),
+            "m_axis_y_tlast": Out(1),
+            "m_axis_y_tuser": Out(Y_USER_BITS),
+        })
+
+    #: Stage between the weight input and the dot units: the activation buffer's synchronous read.
+    READ_STAGES = 1
+
+    @property
+    def latency(self) -> int:
+        """Edges from accepting a row group's ``tlast`` weight beat to transferring its result (8)."""
+        return self.READ_STAGES + _latency_of(BDDot(self.B, self.max_blocks)) + LaneCollector.LATENCY
+
+    @property
+    def vector_latency(self) -> int:
+        """Edges from accepting a vector's final activation beat to the first weight beat it can
+        take (5): the quantizer's latency, then one edge to write the buffer."""
+        return _latency_of(BDQuantizer(self.B)) + 1
+
+    @property
+    def groups_in_flight(self) -> int:
+        """Most row groups between the weight input and the collector: one per register stage."""
+        return self.latency - LaneCollector.LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        B, N = self.B, self.N
+        sync = ClockDomain("sync", local=True)
+        sync.clk = self.aclk
+        m.domains.sync = sync
+        m.d.comb += sync.rst.eq(~self.aresetn)
+
+        m.submodules.quantizer = quantizer = BDQuantizer(B)
+        m.submodules.vector = vector = VectorCounter(self.max_blocks, quantizer.latency)
+        m.submodules.buffer = buffer = ActivationBuffer(B, self.max_blocks)
+        m.submodules.unpacker = unpacker = PackedBlockUnpacker(B, N)
+        m.submodules.group = group = GroupCounter(self.max_blocks)
+        m.submodules.collector = collector = LaneCollector(N, depth=self.groups_in_flight)
+        dots = []
+        for n in range(N):
+            dot = BDDot(B, self.max_blocks)
+            m.submodules[f"dot{n}"] = dot
+            dots.append(dot)
+
+        # --- activation side: s_axis_x -> quantizer -> buffer ------------------------------------
+        x_take = Signal()
+        m.d.comb += [
+            quantizer.i.valid.eq(self.s_axis_x_tvalid & ~vector.closed),
+            quantizer.i.payload.data.eq(self.s_axis_x_tdata),
+            self.s_axis_x_tready.eq(quantizer.i.ready & ~vector.closed),
+            x_take.eq(self.s_axis_x_tvalid & self.s_axis_x_tready),
+            quantizer.o.ready.eq(1),            # the buffer takes a block every clock
+            vector.take.eq(x_take),
+            vector.last.eq(self.s_axis_x_tlast),
+            vector.written.eq(quantizer.o.valid),
+            vector.invalid.eq(quantizer.o.payload.invalid),
+            buffer.w_addr.eq(vector.w_addr),
+            buffer.w_en.eq(vector.w_en),
+            buffer.w_data.codes.eq(quantizer.o.payload.codes),
+            buffer.w_data.dialect.eq(quantizer.o.payload.dialect),
+            buffer.w_data.exp.eq(quantizer.o.payload.exp),
+        ]
+
+        # --- weight side: s_axis_w -> read stage -> N dot units ----------------------------------
+        # The read stage holds the beat's weight blocks while the buffer reads the activation block.
+        a_valid = Signal()
+        a_blocks = Signal(unpacker.blocks.shape(), reset_less=True)
+        a_last = Signal(reset_less=True)
+        dots_take = Signal()
+        a_load = Signal()
+        w_take = Signal()
+        m.d.comb += [
+            unpacker.tdata.eq(self.s_axis_w_tdata),
+            # Every dot unit sees the same beats and the same output ready, so their readies are
+            # equal; each one's valid still waits for the others (a join), so none can run ahead.
+            dots_take.eq(a_valid & Cat(d.i.ready for d in dots).all()),
+            a_load.eq(~a_valid | dots_take),
+            self.s_axis_w_tready.eq(vector.loaded & a_load & collector.meta.ready & ~ResetSignal()),
+            w_take.eq(self.s_axis_w_tvalid & self.s_axis_w_tready),
+            group.take.eq(w_take),
+            group.last.eq(self.s_axis_w_tlast),
+            group.blocks.eq(vector.count),
+            group.overflow.eq(vector.overflow),
+            buffer.r_addr.eq(group.addr),
+            buffer.r_en.eq(w_take),
+            # The group's flags go into the collector's FIFO when its tlast beat is taken.
+            collector.meta.valid.eq(self.s_axis_w_tvalid & self.s_axis_w_tlast & vector.loaded
+                                    & a_load & ~ResetSignal()),
+            collector.meta.payload.invalid.eq(vector.any_invalid),
+            collector.meta.payload.mismatch.eq(group.mismatch),
+            collector.meta.payload.final.eq(self.s_axis_w_tuser),
+            # The matrix's final beat frees the buffer for the next vector.
+            vector.clear.eq(w_take & self.s_axis_w_tlast & self.s_axis_w_tuser),
+        ]
+        with m.If(a_load):
+            m.d.sync += a_valid.eq(w_take)
+            with m.If(w_take):
+                m.d.sync += [a_blocks.eq(unpacker.blocks), a_last.eq(self.s_axis_w_tlast)]
+
+        activation = buffer.r_data
+        for n, dot in enumerate(dots):
+            others = Cat(d.i.ready for k, d in enumerate(dots) if k != n)
+            m.d.comb += [
+                dot.i.valid.eq(a_valid & (others.all() if N > 1 else 1)),
+                dot.i.payload.a_codes.eq(activation.codes),
+                dot.i.payload.a_dialect.eq(activation.dialect),
+                dot.i.payload.a_exp.eq(activation.exp),
+                dot.i.payload.w_codes.eq(a_blocks[n].codes),
+                dot.i.payload.w_dialect.eq(a_blocks[n].dialect),
+                dot.i.payload.w_exp.eq(a_blocks[n].exp),
+                dot.i.payload.last.eq(a_last),
+            ]
+            wiring.connect(m, dot.o, collector.results[n])
+
+        # --- output: collector -> m_axis_y --------------------------------------------------------
+        m.d.comb += [
+            self.m_axis_y_tvalid.eq(collector.o.valid),
+            self.m_axis_y_tdata.eq(collector.o.payload.data),
+            self.m_axis_y_tuser.eq(collector.o.payload.user),
+            self.m_axis_y_tlast.eq(collector.o.payload.last),
+            collector.o.ready.eq(self.m_axis_y_tready),
+        ]
+        return m

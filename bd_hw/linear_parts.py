@@ -1,0 +1,324 @@
+"""The small parts of ``bd_linear`` (SPEC 11) around the quantizer and the dot units.
+
+- :class:`PackedBlockUnpacker`: one ``s_axis_w`` beat (``N`` packed blocks, SPEC 7) -> ``N`` blocks
+  of fields (combinational wiring).
+- :class:`ActivationBuffer`: the quantized activation vector, ``max_blocks`` blocks in an
+  :class:`amaranth.lib.memory.Memory` with one write port and one synchronous read port.
+- :class:`VectorCounter`: bookkeeping of the activation stream: block count, write address, blocks
+  still inside the quantizer, the Inf/NaN flag of the vector.
+- :class:`GroupCounter`: block index inside a row group and the block-count check at its ``tlast``.
+- :class:`LaneCollector`: joins the ``N`` result streams and the group's flags into one output beat,
+  through a skid buffer so that no combinational path runs from the output's ``ready`` back to the
+  inputs.
+
+Layouts are :class:`~amaranth.lib.data.StructLayout`\\ s listed from the least significant bit.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.lib import data, fifo, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from golden.spec import (CODE_BITS, DEFAULT_MAX_BLOCKS, DIALECT_BITS, EXP_BITS, HEADER_BYTES,
+                         LINEAR_LANES, block_bytes, check_block_size)
+
+from .dot import _check_max_blocks as check_max_blocks   # the SPEC 6 parameter's one check
+from .layouts import FP32_BITS, dot_output_layout, reject, unit_block_size
+
+__all__ = ["block_layout", "meta_layout", "result_layout", "check_lanes", "check_max_blocks",
+           "clog2", "PackedBlockUnpacker", "ActivationBuffer", "VectorCounter", "GroupCounter",
+           "LaneCollector", "HEADER_BITS", "Y_USER_BITS"]
+
+HEADER_BITS = 8 * HEADER_BYTES      # SPEC 7: little-endian word E << 4 | dialect
+Y_USER_BITS = 2                     # SPEC 11: m_axis_y tuser
+
+
+def clog2(n: int) -> int:
+    """ceil(log2(n)) for n >= 1."""
+    return (n - 1).bit_length()
+
+
+def check_lanes(lanes, name: str = "N", owner=None) -> int:
+    """SPEC 11: the number of output lanes is one of 1, 2, 4, 8."""
+    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in LINEAR_LANES:
+        reject(owner)
+        raise ValueError(f"{name} must be one of {LINEAR_LANES}, not {lanes!r}")
+    return lanes
+
+
+def block_layout(B: int) -> data.StructLayout:
+    """One quantized block: ``codes`` 4B (element k at ``[4k +: 4]``), ``dialect`` 4, ``exp`` 5.
+
+    The field order of the quantizer's output without ``invalid``, and the bit order of a packed
+    block's codes (SPEC 7: element 2i in the low nibble of byte i is element k at bit 4k).
+    """
+    check_block_size(B)
+    return data.StructLayout({
+        "codes":   data.ArrayLayout(CODE_BITS, B),
+        "dialect": DIALECT_BITS,
+        "exp":     EXP_BITS,
+    })
+
+
+def meta_layout() -> data.StructLayout:
+    """What a row group's output beat carries besides its results (SPEC 11 ``tuser``, ``tlast``):
+    ``invalid`` (tuser bit 0), ``mismatch`` (tuser bit 1), ``final`` (tlast)."""
+    return data.StructLayout({"invalid": 1, "mismatch": 1, "final": 1})
+
+
+def result_layout(N: int) -> data.StructLayout:
+    """One ``m_axis_y`` beat: ``data`` N x FP32 (lane n at ``[32n +: 32]``), ``user`` 2, ``last`` 1."""
+    check_lanes(N)
+    return data.StructLayout({
+        "data": data.ArrayLayout(FP32_BITS, N),
+        "user": Y_USER_BITS,
+        "last": 1,
+    })
+
+
+class PackedBlockUnpacker(wiring.Component):
+    """``N`` packed blocks (SPEC 7) side by side -> ``N`` blocks of fields. Combinational.
+
+    Ports: ``tdata`` in, ``8 N (2 + B/2)`` bits, lane ``n`` from byte ``n (2 + B/2)``; ``blocks`` out,
+    ``N`` x :func:`block_layout`. Per lane: the little-endian header word gives ``dialect`` (bits
+    3:0) and ``exp`` (bits 8:4); its upper 7 bits are ignored (SPEC 7 keeps them 0). The code bytes
+    are already in the order of the ``codes`` field (element k at bit 4k), so they are wires.
+    """
+
+    def __init__(self, B: int = 32, N: int = 4):
+        self.B = unit_block_size(B, self)
+        self.N = check_lanes(N, owner=self)
+        self.lane_bits = 8 * block_bytes(self.B)
+        super().__init__({
+            "tdata": In(self.N * self.lane_bits),
+            "blocks": Out(data.ArrayLayout(block_layout(self.B), self.N)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        codes_bits = CODE_BITS * self.B
+        for n in range(self.N):
+            lane = self.tdata[n * self.lane_bits:(n + 1) * self.lane_bits]
+            m.d.comb += [
+                self.blocks[n].dialect.eq(lane[:DIALECT_BITS]),
+                self.blocks[n].exp.eq(lane[DIALECT_BITS:DIALECT_BITS + EXP_BITS]),
+                self.blocks[n].codes.eq(lane[HEADER_BITS:HEADER_BITS + codes_bits]),
+            ]
+        return m
+
+
+class ActivationBuffer(wiring.Component):
+    """``max_blocks`` quantized blocks (:func:`block_layout`) in one memory.
+
+    Ports: ``w_addr``, ``w_en``, ``w_data`` in: written at the clock edge while ``w_en`` is high;
+    ``r_addr``, ``r_en`` in, ``r_data`` out: a synchronous read, ``r_data`` shows the block at the
+    address given in a cycle with ``r_en`` high from the next cycle on, and holds while ``r_en`` is
+    low. A read and a write of the same address at one edge return the old block (not transparent).
+    """
+
+    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.B = unit_block_size(B, self)
+        self.max_blocks = check_max_blocks(max_blocks, owner=self)
+        self.addr_bits = max(1, clog2(self.max_blocks))
+        layout = block_layout(self.B)
+        super().__init__({
+            "w_addr": In(self.addr_bits),
+            "w_en": In(1),
+            "w_data": In(layout),
+            "r_addr": In(self.addr_bits),
+            "r_en": In(1),
+            "r_data": Out(layout),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.memory = memory = Memory(shape=block_layout(self.B), depth=self.max_blocks, init=[])
+        wr = memory.write_port()
+        rd = memory.read_port()
+        m.d.comb += [
+            wr.addr.eq(self.w_addr), wr.en.eq(self.w_en), wr.data.eq(self.w_data),
+            rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), self.r_data.eq(rd.data),
+        ]
+        return m
+
+
+class VectorCounter(wiring.Component):
+    """Bookkeeping of one activation vector on its way through the quantizer into the buffer.
+
+    Ports (all in the ``sync`` domain):
+
+    - ``take`` in: an activation beat is accepted at this edge; ``last`` in: it carries ``tlast``.
+    - ``written`` in: a quantized block leaves the quantizer at this edge; ``invalid`` in: its flag.
+    - ``clear`` in: forget the vector (the matrix that used it has been read).
+    - ``w_addr``, ``w_en`` out: where the leaving block goes; blocks beyond ``max_blocks`` are not
+      written.
+    - ``closed`` out: ``tlast`` has been taken (no more activation beats until ``clear``).
+    - ``loaded`` out: closed and no block is left inside the quantizer: the weights may stream.
+    - ``count`` out: blocks taken, saturating at ``max_blocks + 1``; ``overflow`` out: more than
+      ``max_blocks`` blocks were sent.
+    - ``any_invalid`` out: some written block held Inf or NaN.
+
+    ``max_in_flight`` bounds the blocks inside the quantizer (its latency).
+    """
+
+    def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS, max_in_flight: int = 4):
+        self.max_blocks = check_max_blocks(max_blocks, owner=self)
+        self.max_in_flight = max_in_flight
+        self.addr_bits = max(1, clog2(self.max_blocks))
+        self.count_bits = (self.max_blocks + 1).bit_length()
+        super().__init__({
+            "take": In(1), "last": In(1), "written": In(1), "invalid": In(1), "clear": In(1),
+            "w_addr": Out(self.addr_bits), "w_en": Out(1),
+            "closed": Out(1), "loaded": Out(1),
+            "count": Out(self.count_bits), "overflow": Out(1), "any_invalid": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        limit = self.max_blocks
+        write_index = Signal(range(limit + 1))       # saturates at max_blocks: no more writes
+        in_flight = Signal(range(self.max_in_flight + 1))
+        m.d.comb += [
+            self.w_addr.eq(write_index),
+            self.w_en.eq(self.written & (write_index < limit)),
+            self.loaded.eq(self.closed & ~in_flight.any()),
+            self.overflow.eq(self.count > limit),
+        ]
+        with m.If(self.clear):
+            m.d.sync += [self.count.eq(0), write_index.eq(0), self.closed.eq(0),
+                         self.any_invalid.eq(0), in_flight.eq(0)]
+        with m.Else():
+            with m.If(self.take):
+                with m.If(self.count <= limit):
+                    m.d.sync += self.count.eq(self.count + 1)
+                with m.If(self.last):
+                    m.d.sync += self.closed.eq(1)
+            with m.If(self.written):
+                with m.If(write_index < limit):
+                    m.d.sync += write_index.eq(write_index + 1)
+                with m.If(self.invalid):
+                    m.d.sync += self.any_invalid.eq(1)
+            with m.If(self.take & ~self.written):
+                m.d.sync += in_flight.eq(in_flight + 1)
+            with m.Elif(~self.take & self.written):
+                m.d.sync += in_flight.eq(in_flight - 1)
+        return m
+
+
+class GroupCounter(wiring.Component):
+    """Block index inside a row group of the weight stream, and its block-count check (SPEC 11).
+
+    Ports: ``take`` in (a weight beat is accepted at this edge), ``last`` in (it is the group's
+    ``tlast``); ``blocks`` in, the vector's block count, and ``overflow`` in, the vector was too long
+    (both from :class:`VectorCounter`); ``addr`` out, the index of the current beat in its group (the
+    activation block to read); ``mismatch`` out, valid on a ``last`` beat: the group's block count
+    differs from ``blocks``, or the vector was too long. The index saturates at ``max_blocks``, so a
+    group of any length is flagged.
+    """
+
+    def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS):
+        self.max_blocks = check_max_blocks(max_blocks, owner=self)
+        self.addr_bits = max(1, clog2(self.max_blocks))
+        self.count_bits = (self.max_blocks + 1).bit_length()
+        super().__init__({
+            "take": In(1), "last": In(1),
+            "blocks": In(self.count_bits), "overflow": In(1),
+            "addr": Out(self.addr_bits), "mismatch": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        index = Signal(range(self.max_blocks + 1))
+        length = Signal(self.count_bits)           # blocks of the group so far, this beat included
+        m.d.comb += [
+            self.addr.eq(index),
+            length.eq(index + 1),
+            self.mismatch.eq(self.overflow | (length != self.blocks)),
+        ]
+        with m.If(self.take):
+            with m.If(self.last):
+                m.d.sync += index.eq(0)
+            with m.Elif(index < self.max_blocks):
+                m.d.sync += index.eq(index + 1)
+        return m
+
+
+class LaneCollector(wiring.Component):
+    """``N`` result streams + the group's flags -> one output beat (SPEC 11 ``m_axis_y``).
+
+    Ports: ``results`` in, ``N`` streams of FP32 results (the dot units' outputs, which deliver in
+    lockstep); ``meta`` in, a stream of :func:`meta_layout`, one entry per row group, queued in a FIFO
+    of ``depth`` entries (the groups between the weight input and the dot units' outputs); ``o`` out,
+    a stream of :func:`result_layout`.
+
+    A beat is taken from every result stream and the FIFO together once all of them are valid. The
+    output is a two-entry skid buffer: ``o.valid`` and ``o.payload`` are registers, and the inputs'
+    ``ready`` is a register too (the skid entry is empty), so ``o.ready`` reaches nothing
+    combinationally. Latency 1 (a beat taken at edge t is offered after it and transferred at t + 1
+    with ``o.ready`` high); one beat per clock.
+    """
+
+    LATENCY = 1
+
+    def __init__(self, N: int = 4, depth: int = 8):
+        self.N = check_lanes(N, owner=self)
+        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+            reject(self)
+            raise ValueError(f"depth must be an integer >= 1, not {depth!r}")
+        self.depth = depth
+        super().__init__({
+            "results": In(stream.Signature(dot_output_layout())).array(self.N),
+            "meta": In(stream.Signature(meta_layout())),
+            "o": Out(stream.Signature(result_layout(self.N))),
+        })
+
+    @property
+    def latency(self) -> int:
+        return self.LATENCY
+
+    def elaborate(self, platform):
+        m = Module()
+        N = self.N
+        m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=meta_layout().size, depth=self.depth)
+        m.d.comb += [
+            flags.w_data.eq(self.meta.payload.as_value()),
+            flags.w_en.eq(self.meta.valid),
+            self.meta.ready.eq(flags.w_rdy),
+        ]
+        meta = data.View(meta_layout(), flags.r_data)
+
+        main_valid = Signal()
+        main = Signal(result_layout(N), reset_less=True)
+        skid_valid = Signal()
+        skid = Signal(result_layout(N), reset_less=True)
+
+        in_ready = ~skid_valid
+        all_valid = Signal()
+        m.d.comb += all_valid.eq(Cat(flags.r_rdy, *(r.valid for r in self.results)).all())
+        take = Signal()
+        m.d.comb += take.eq(all_valid & in_ready)
+        incoming = Signal(result_layout(N))
+        for n in range(N):
+            m.d.comb += [
+                incoming.data[n].eq(self.results[n].payload.result),
+                self.results[n].ready.eq(take),
+            ]
+        m.d.comb += [
+            incoming.user.eq(Cat(meta.invalid, meta.mismatch)),
+            incoming.last.eq(meta.final),
+            flags.r_en.eq(take),
+            self.o.valid.eq(main_valid),
+            self.o.payload.eq(main),
+        ]
+
+        with m.If(self.o.ready | ~main_valid):        # the main entry is free at this edge
+            with m.If(skid_valid):
+                m.d.sync += [main.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
+            with m.Elif(take):
+                m.d.sync += [main.eq(incoming), main_valid.eq(1)]
+            with m.Else():
+                m.d.sync += main_valid.eq(0)
+        with m.Elif(take):                              # main holds: park the beat
+            m.d.sync += [skid.eq(incoming), skid_valid.eq(1)]
+        return m

@@ -1,0 +1,528 @@
+"""bd_linear (SPEC 11) and its small parts in the Amaranth simulator.
+
+Each part is checked against a Python model of its ports with random stimulus and back-pressure;
+the whole engine is checked bit for bit against ``golden.bd.linear`` through its AXI4-Stream ports
+(the golden answers come from :mod:`tb.axis_linear`, shared with the cocotb testbench), with random
+pauses on all three streams, back-to-back matrices, Inf/NaN vectors, rows not a multiple of N,
+groups with a wrong block count, over-long vectors and a reset in mid-traffic. Unstalled runs
+measure the documented latency and the sustained rate of one weight beat and one activation block
+per clock.
+"""
+from __future__ import annotations
+
+import random
+import re
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+import torch
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+from bd_hw import units
+from bd_hw.layouts import pack, reject, unpack
+from bd_hw.linear import BDLinear
+from bd_hw.linear_parts import (ActivationBuffer, GroupCounter, LaneCollector, PackedBlockUnpacker,
+                                VectorCounter, block_layout, meta_layout, result_layout)
+from tests.hw.testing import CLOCK_PERIOD, as_int, run_comb
+from golden import bd, vectors
+from golden.spec import LINEAR_LANES
+from tb.axis_linear import USER_MISMATCH, Job, make_job, unpack_y
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def clocked(dut, bench):
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def weights(rows: int, nblocks: int, block: int, seed: int, family: str = "gaussian") -> bd.Blocks:
+    x = vectors.random_blocks(rows * nblocks, block, family, seed=seed).reshape(rows, -1)
+    return bd.quantize(x, block=block, method="mse")
+
+
+# --- PackedBlockUnpacker --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("B,N", [(16, 1), (16, 8), (32, 4), (64, 2)])
+def test_unpacker_matches_pack_rows(B, N):
+    """Beats from bd.pack_rows unpack to the rows' fields; set upper header bits are ignored."""
+    q = weights(2 * N + 1, 3, B, seed=B + N)
+    beats = bd.pack_rows(q, lanes=N)
+    dut = PackedBlockUnpacker(B, N)
+    layout = data.ArrayLayout(block_layout(B), N)
+    stride = 2 + B // 2
+    vecs, wanted = [], []
+    rng = random.Random(N)
+    for g in range(beats.shape[0]):
+        for j in range(beats.shape[1]):
+            raw = bytearray(beats[g, j].tolist())
+            for n in range(N):
+                raw[n * stride + 1] |= rng.getrandbits(7) << 1     # header bits 15:9
+            vecs.append({"tdata": int.from_bytes(raw, "little")})
+            lanes = []
+            for n in range(N):
+                r = g * N + n
+                if r < q.exp.shape[0]:
+                    lanes.append({"codes": q.codes[r, j].tolist(), "dialect": int(q.dialect[r, j]),
+                                  "exp": int(q.exp[r, j])})
+                else:
+                    lanes.append({"codes": [0] * B, "dialect": 0, "exp": 0})
+            wanted.append(lanes)
+    got = run_comb(dut, vecs, ["blocks"])
+    for k, (out, lanes) in enumerate(zip(got, wanted)):
+        assert unpack(layout, out["blocks"]) == lanes, f"beat {k}"
+
+
+# --- ActivationBuffer -----------------------------------------------------------------------------
+
+def test_activation_buffer_against_model():
+    """Random writes and synchronous reads: data the cycle after r_en, held while r_en is low,
+    the old word when reading the address being written."""
+    B, depth = 16, 12
+    dut = ActivationBuffer(B, depth)
+    layout = block_layout(B)
+    rng = random.Random(3)
+
+    def word():
+        return pack(layout, {"codes": [rng.getrandbits(4) for _ in range(B)],
+                             "dialect": rng.getrandbits(4), "exp": rng.getrandbits(5)})
+
+    async def bench(ctx):
+        mem = [0] * depth
+        r_data = 0
+        collisions = 0
+        for cycle in range(600):
+            w_en, w_addr, w_data = rng.random() < 0.5, rng.randrange(depth), word()
+            r_en, r_addr = rng.random() < 0.6, rng.randrange(depth)
+            if rng.random() < 0.15:
+                r_addr = w_addr
+            ctx.set(dut.w_en, w_en)
+            ctx.set(dut.w_addr, w_addr)
+            ctx.set(as_int(dut.w_data), w_data)
+            ctx.set(dut.r_en, r_en)
+            ctx.set(dut.r_addr, r_addr)
+            await ctx.tick()
+            if r_en:
+                r_data = mem[r_addr]
+                collisions += w_en and r_addr == w_addr
+            if w_en:
+                mem[w_addr] = w_data
+            assert ctx.get(as_int(dut.r_data)) == r_data, f"cycle {cycle}"
+        assert collisions > 10
+
+    clocked(dut, bench)
+
+
+# --- VectorCounter --------------------------------------------------------------------------------
+
+def test_vector_counter_against_model():
+    """Random activation traffic: counts, write addresses, in-flight blocks, the closing tlast, the
+    over-long vector and the Inf/NaN flag; clear starts over."""
+    limit, flight = 5, 4
+    dut = VectorCounter(limit, flight)
+    rng = random.Random(5)
+
+    async def bench(ctx):
+        count = write = inflight = 0
+        closed = invalid = False
+        seen = {"overflow": 0, "loaded": 0, "dropped": 0, "invalid": 0}
+        for cycle in range(3000):
+            take = not closed and inflight < flight and rng.random() < 0.7
+            last = take and rng.random() < 0.2
+            written = inflight > 0 and rng.random() < 0.6
+            bad = written and rng.random() < 0.1
+            loaded = closed and inflight == 0
+            clear = loaded and rng.random() < 0.5
+            for name, value in (("take", take), ("last", last), ("written", written),
+                                ("invalid", bad), ("clear", clear)):
+                ctx.set(getattr(dut, name), value)
+            _, _, w_addr, w_en, got_loaded, got_count, overflow = await ctx.tick().sample(
+                dut.w_addr, dut.w_en, dut.loaded, dut.count, dut.overflow)
+            # outputs of this cycle, before the edge
+            assert got_count == count and overflow == (count > limit), f"cycle {cycle}"
+            assert got_loaded == loaded, f"cycle {cycle}"
+            assert w_en == (written and write < limit), f"cycle {cycle}"
+            if w_en:
+                assert w_addr == write, f"cycle {cycle}"
+            seen["overflow"] += overflow
+            seen["loaded"] += loaded
+            seen["dropped"] += written and write >= limit
+            # the edge
+            if clear:
+                count = write = inflight = 0
+                closed = invalid = False
+            else:
+                count += take and count <= limit
+                closed |= last
+                write += written and write < limit
+                invalid |= bad
+                inflight += int(take) - int(written)
+            assert ctx.get(dut.closed) == closed and ctx.get(dut.any_invalid) == invalid, f"cycle {cycle}"
+            seen["invalid"] += invalid
+        assert all(seen.values()), seen
+
+    clocked(dut, bench)
+
+
+# --- GroupCounter ---------------------------------------------------------------------------------
+
+def test_group_counter_against_model():
+    """Block index within a group and the block-count check at its tlast, with groups shorter,
+    equal to and longer than the vector (beyond max_blocks too), and over-long vectors."""
+    limit = 6
+    dut = GroupCounter(limit)
+    rng = random.Random(9)
+
+    async def bench(ctx):
+        index = 0
+        blocks = rng.randint(1, limit)
+        outcomes = {True: 0, False: 0}
+        for cycle in range(4000):
+            take = rng.random() < 0.8
+            stop = blocks + rng.choice((-1, 0, 0, 0, 1, limit))      # planned group length
+            last = take and (index + 1 >= stop or rng.random() < 0.03)
+            overflow = blocks == limit + 1
+            ctx.set(dut.take, take)
+            ctx.set(dut.last, last)
+            ctx.set(dut.blocks, blocks)
+            ctx.set(dut.overflow, overflow)
+            _, _, addr, mismatch = await ctx.tick().sample(dut.addr, dut.mismatch)
+            assert addr == index % (1 << dut.addr_bits), f"cycle {cycle}"
+            if last:
+                assert mismatch == (overflow or index + 1 != blocks), f"cycle {cycle}"
+                outcomes[bool(mismatch)] += 1
+                index = 0
+                if rng.random() < 0.3:
+                    blocks = rng.randint(1, limit + 1)
+            elif take:
+                index = min(index + 1, limit)
+        assert min(outcomes.values()) > 50, outcomes
+
+    clocked(dut, bench)
+
+
+# --- LaneCollector --------------------------------------------------------------------------------
+
+def test_lane_collector_joins_in_order_under_backpressure():
+    """Independent gaps on every result stream and on the flags, random o.ready: every output beat
+    holds lane n's n-th result and the n-th flags, in order, and stays still until taken."""
+    N, count = 4, 300
+    dut = LaneCollector(N, depth=8)
+    rng = random.Random(11)
+    results = [[rng.getrandbits(32) for _ in range(count)] for _ in range(N)]
+    metas = [{"invalid": rng.getrandbits(1), "mismatch": rng.getrandbits(1), "final": rng.getrandbits(1)}
+             for _ in range(count)]
+    layout = result_layout(N)
+
+    async def bench(ctx):
+        queues = [deque(r) for r in results] + [deque(pack(meta_layout(), m) for m in metas)]
+        ports = [dut.results[n] for n in range(N)] + [dut.meta]
+        current = [None] * (N + 1)
+        out, held = [], None
+        for cycle in range(20 * count):
+            for k, port in enumerate(ports):
+                if current[k] is None and queues[k] and rng.random() < 0.7:
+                    current[k] = queues[k].popleft()
+                ctx.set(port.valid, current[k] is not None)
+                if current[k] is not None:
+                    ctx.set(as_int(port.payload), current[k])
+            ready = rng.random() < 0.6
+            ctx.set(dut.o.ready, ready)
+            samples = await ctx.tick().sample(*(p.ready for p in ports), dut.o.valid, as_int(dut.o.payload))
+            readies, valid, payload = samples[2:2 + N + 1], samples[-2], samples[-1]
+            if held is not None:
+                assert valid and payload == held, f"cycle {cycle}: output changed before it was taken"
+            held = payload if valid and not ready else None
+            if valid and ready:
+                out.append(unpack(layout, payload))
+            for k in range(N + 1):
+                if current[k] is not None and readies[k]:
+                    current[k] = None
+            if len(out) == count:
+                break
+        assert len(out) == count
+        for i, beat in enumerate(out):
+            assert beat["data"] == [results[n][i] for n in range(N)], f"beat {i}"
+            m = metas[i]
+            assert beat["user"] == m["invalid"] | m["mismatch"] << 1 and beat["last"] == m["final"]
+
+    clocked(dut, bench)
+
+
+def test_lane_collector_full_rate_and_no_path_from_output_ready():
+    """All inputs valid and o.ready high: one beat per clock, latency 1. And the inputs' ready does
+    not follow o.ready within a cycle (the skid buffer registers it)."""
+    N = 2
+    dut = LaneCollector(N, depth=4)
+
+    async def bench(ctx):
+        for n in range(N):
+            ctx.set(dut.results[n].valid, 1)
+        ctx.set(dut.meta.valid, 1)
+        ctx.set(dut.o.ready, 1)
+        transfers = []
+        for cycle in range(40):
+            if cycle == 20:
+                ctx.set(dut.o.ready, 0)
+            if cycle in (20, 21, 22, 23):
+                before = ctx.get(dut.results[0].ready)
+                ctx.set(dut.o.ready, 1)
+                after = ctx.get(dut.results[0].ready)
+                ctx.set(dut.o.ready, 0)
+                assert before == ctx.get(dut.results[0].ready) == after, f"cycle {cycle}"
+            if cycle == 24:
+                ctx.set(dut.o.ready, 1)
+            _, _, valid, ready = await ctx.tick().sample(dut.o.valid, dut.o.ready)
+            transfers.append(bool(valid and ready))
+        # The FIFO needs a few cycles to show its first entry; from then on, one beat per clock
+        # except while o.ready was low.
+        steady = [t for c, t in enumerate(transfers) if 6 <= c < 20 or c >= 27]
+        assert all(steady), transfers
+        assert not any(transfers[20:24])
+
+    clocked(dut, bench)
+
+
+# --- the whole engine -----------------------------------------------------------------------------
+
+@dataclass
+class EngineRun:
+    received: list = field(default_factory=list)        # (cycle, results, user, last)
+    x_taken: list = field(default_factory=list)         # cycles
+    w_taken: list = field(default_factory=list)         # (cycle, last)
+    cycles: int = 0
+
+
+def run_engine(dut: BDLinear, segments, *, x_pause=0.0, w_pause=0.0, y_pause=0.0, seed=0,
+               max_cycles=60000) -> list[EngineRun]:
+    """Drive the AXI ports of ``dut`` cycle by cycle. ``segments`` is a list of ``(jobs, cut)``:
+    the jobs' beats are sent back to back; with ``cut`` set, aresetn goes low after ``cut`` cycles
+    (3 cycles of reset, queues dropped) and the next segment starts; otherwise the segment runs until
+    every expected beat has arrived. Checks the AXI rules on m_axis_y (valid and data held until
+    taken; no valid in reset) and that no beat arrives beyond the expected ones."""
+    rng = random.Random(seed)
+    runs = []
+
+    def setall(ctx, signals):
+        for sig, value in signals:
+            ctx.set(sig, value)
+
+    async def bench(ctx):
+        ctx.set(dut.aresetn, 1)
+        cycle = 0
+        for jobs, cut in segments:
+            run = EngineRun()
+            runs.append(run)
+            x_q = deque((int.from_bytes(b, "little"), int(k == len(j.x_beats) - 1))
+                        for j in jobs for k, b in enumerate(j.x_beats))
+            w_q = deque((int.from_bytes(b.data, "little"), b.last, b.user) for j in jobs for b in j.w_beats)
+            expected = sum(len(j.expected) for j in jobs)
+            x_cur = w_cur = None
+            held = None
+            start = cycle
+            while cut is None or cycle - start < cut:
+                if x_cur is None and x_q and rng.random() >= x_pause:
+                    x_cur = x_q.popleft()
+                if w_cur is None and w_q and rng.random() >= w_pause:
+                    w_cur = w_q.popleft()
+                ready = rng.random() >= y_pause
+                setall(ctx, [(dut.s_axis_x_tvalid, x_cur is not None), (dut.s_axis_w_tvalid, w_cur is not None),
+                             (dut.m_axis_y_tready, ready)])
+                if x_cur is not None:
+                    setall(ctx, [(dut.s_axis_x_tdata, x_cur[0]), (dut.s_axis_x_tlast, x_cur[1])])
+                if w_cur is not None:
+                    setall(ctx, [(dut.s_axis_w_tdata, w_cur[0]), (dut.s_axis_w_tlast, w_cur[1]),
+                                 (dut.s_axis_w_tuser, w_cur[2])])
+                _, _, x_rdy, w_rdy, y_valid, y_data, y_user, y_last = await ctx.tick().sample(
+                    dut.s_axis_x_tready, dut.s_axis_w_tready, dut.m_axis_y_tvalid, dut.m_axis_y_tdata,
+                    dut.m_axis_y_tuser, dut.m_axis_y_tlast)
+                beat = (y_data, y_user, y_last)
+                if held is not None:
+                    assert y_valid and beat == held, f"cycle {cycle}: m_axis_y changed before it was taken"
+                held = beat if y_valid and not ready else None
+                if y_valid and ready:
+                    run.received.append((cycle, unpack_y(y_data, dut.N), y_user, y_last))
+                    assert len(run.received) <= expected, f"cycle {cycle}: unexpected result beat"
+                if x_cur is not None and x_rdy:
+                    run.x_taken.append(cycle)
+                    x_cur = None
+                if w_cur is not None and w_rdy:
+                    run.w_taken.append((cycle, w_cur[1]))
+                    w_cur = None
+                cycle += 1
+                assert cycle - start < max_cycles, f"timeout: {len(run.received)} of {expected} results"
+                if cut is None and len(run.received) == expected:
+                    assert not x_q and not w_q and x_cur is None and w_cur is None, "beats left unsent"
+                    # a few more cycles: nothing else may arrive
+                    for _ in range(dut.latency + 4):
+                        setall(ctx, [(dut.s_axis_x_tvalid, 0), (dut.s_axis_w_tvalid, 0),
+                                     (dut.m_axis_y_tready, 1)])
+                        _, _, y_valid = await ctx.tick().sample(dut.m_axis_y_tvalid)
+                        assert not y_valid, "result beat beyond the expected ones"
+                        cycle += 1
+                    break
+            run.cycles = cycle - start
+            if cut is not None:
+                setall(ctx, [(dut.aresetn, 0), (dut.s_axis_x_tvalid, 0), (dut.s_axis_w_tvalid, 0),
+                             (dut.m_axis_y_tready, 1)])
+                for _ in range(3):
+                    await ctx.tick()
+                    cycle += 1
+                    assert not ctx.get(dut.m_axis_y_tvalid), "m_axis_y_tvalid high in reset"
+                    assert not ctx.get(dut.s_axis_x_tready) and not ctx.get(dut.s_axis_w_tready)
+                ctx.set(dut.aresetn, 1)
+
+    sim = Simulator(dut)
+    sim.add_clock(CLOCK_PERIOD, domain="sync")
+    sim.add_testbench(bench)
+    sim.run()
+    return runs
+
+
+def check_results(jobs: list[Job], run: EngineRun):
+    expected = [e for j in jobs for e in j.expected]
+    assert len(run.received) == len(expected)
+    for k, ((_, results, user, last), want) in enumerate(zip(run.received, expected)):
+        assert want.matches(results, user, last), (
+            f"result beat {k}: got {[hex(r) for r in results]} user {user} last {last}, "
+            f"expected {[hex(r) for r in want.results]} user {want.user} last {want.last}")
+
+
+def mixed_jobs(B, N, seed, count, max_blocks):
+    """Random vectors of several families and lengths, Inf/NaN in some, rows not a multiple of N,
+    and groups with a wrong block count."""
+    gen = torch.Generator().manual_seed(seed)
+    jobs = []
+    for i in range(count):
+        nblocks = 1 + i % min(4, max_blocks)
+        family = vectors.RANDOM_FAMILIES[i % len(vectors.RANDOM_FAMILIES)]
+        x = vectors.random_blocks(nblocks, B, family, seed=seed * 50 + i).reshape(-1)
+        if i % 3 == 1:
+            x[int(torch.randint(0, x.numel(), (1,), generator=gen))] = float(["inf", "-inf", "nan"][i % 3])
+        rows = 1 + (3 * i + 2) % (2 * N + 3)
+        q = weights(rows, nblocks, B, seed=seed * 70 + i, family=family)
+        alter = {}
+        if i % 4 == 2:
+            alter = {0: 1} if nblocks == 1 else {0: -1}
+        jobs.append(make_job(f"mixed{i}", x, q, N, alter=alter, user_noise=gen))
+    return jobs
+
+
+def test_linear_rejects_bad_parameters():
+    for kwargs, name in (({"B": 24}, "B"), ({"N": 3}, "N"), ({"N": 16}, "N"), ({"max_blocks": 0}, "max_blocks"),
+                         ({"max_blocks": 2.0}, "max_blocks")):
+        with pytest.raises(ValueError, match=name):
+            BDLinear(**kwargs)
+    dut = BDLinear(32, 4)
+    reject(dut)                  # only asked for its figures, never elaborated
+    assert (dut.latency, dut.vector_latency) == (8, 5)
+
+
+def test_linear_unstalled_latency_and_rate():
+    """No pauses: results equal golden, latency == .latency for every group, one weight beat and
+    one activation block per clock, and a vector turnaround of .vector_latency."""
+    B, N = 16, 2
+    dut = BDLinear(B, N, max_blocks=8)
+    jobs = []
+    for i, (rows, nblocks) in enumerate(((5, 3), (4, 1), (7, 8), (2, 2))):
+        x = vectors.random_blocks(nblocks, B, "gaussian", seed=i).reshape(-1)
+        jobs.append(make_job(f"plain{i}", x, weights(rows, nblocks, B, seed=10 + i), N))
+    run, = run_engine(dut, [(jobs, None)])
+    check_results(jobs, run)
+    lasts = [c for c, last in run.w_taken if last]
+    assert [c - t for (c, *_), t in zip(run.received, lasts)] == [dut.latency] * len(lasts)
+    w, x = 0, 0
+    for job in jobs:
+        xs = run.x_taken[x:x + len(job.x_beats)]
+        ws = [c for c, _ in run.w_taken[w:w + len(job.w_beats)]]
+        assert xs[-1] - xs[0] == len(xs) - 1, "activation blocks not one per clock"
+        assert ws[-1] - ws[0] == len(ws) - 1, "weight beats not one per clock"
+        assert ws[0] - xs[-1] == dut.vector_latency
+        if w:
+            assert xs[0] == run.w_taken[w - 1][0] + 1, "next vector not taken right after the matrix"
+        x += len(job.x_beats)
+        w += len(job.w_beats)
+
+
+@pytest.mark.parametrize("N", [1, 4])
+def test_linear_random_backpressure(N):
+    """Random pauses on s_axis_x, s_axis_w and m_axis_y, back-to-back matrices of every kind."""
+    B = 16
+    dut = BDLinear(B, N, max_blocks=8)
+    jobs = mixed_jobs(B, N, seed=N, count=10, max_blocks=8)
+    assert any(j.invalid for j in jobs) and any(j.altered_groups for j in jobs)
+    assert any(len(j.expected) * N != j.x16.numel() for j in jobs)
+    run, = run_engine(dut, [(jobs, None)], x_pause=0.3, w_pause=0.3, y_pause=0.5, seed=N)
+    check_results(jobs, run)
+    assert any(user & USER_MISMATCH for _, _, user, _ in run.received)
+
+
+def test_linear_vector_limits():
+    """A vector of exactly max_blocks blocks works; one block more flags every group (tuser bit 1)."""
+    B, N, limit = 16, 2, 4
+    dut = BDLinear(B, N, max_blocks=limit)
+    full = make_job("full", vectors.random_blocks(limit, B, "uniform", seed=1).reshape(-1),
+                    weights(3, limit, B, seed=2), N)
+    long_x = vectors.random_blocks(limit + 1, B, "uniform", seed=3).reshape(-1)
+    too_long = make_job("too_long", long_x, weights(3, limit + 1, B, seed=4), N)
+    too_long.expected = [e.__class__(e.results, e.user | USER_MISMATCH, e.last, checked=False)
+                         for e in too_long.expected]
+    after = make_job("after", vectors.random_blocks(2, B, "gaussian", seed=5).reshape(-1),
+                     weights(4, 2, B, seed=6), N)
+    jobs = [full, too_long, after]
+    run, = run_engine(dut, [(jobs, None)], x_pause=0.2, y_pause=0.2, seed=4)
+    check_results(jobs, run)
+
+
+def test_linear_reset_mid_traffic():
+    """aresetn low while vectors load, matrices stream and results wait: afterwards the engine
+    starts from a clean state (a new vector first) and gives golden results."""
+    B, N = 16, 2
+    dut = BDLinear(B, N, max_blocks=8)
+    first = mixed_jobs(B, N, seed=21, count=4, max_blocks=8)
+    second = mixed_jobs(B, N, seed=22, count=3, max_blocks=8)
+    third = mixed_jobs(B, N, seed=23, count=3, max_blocks=8)
+    runs = run_engine(dut, [(first, 23), (second, 9), (third, None)], w_pause=0.1, y_pause=0.6, seed=7)
+    assert runs[0].w_taken and runs[1].x_taken, "a cut came before any traffic"
+    for jobs, run in zip((first, second), runs):       # whatever arrived before a reset is right
+        expected = [e for j in jobs for e in j.expected]
+        for (_, results, user, last), want in zip(run.received, expected):
+            assert want.matches(results, user, last)
+    check_results(third, runs[2])
+
+
+# --- the emitted Verilog --------------------------------------------------------------------------
+
+LINEAR_UNITS = [(u, B) for u, B in units.emitted() if u.kind == "linear"]
+
+
+@pytest.mark.parametrize("unit,B", LINEAR_UNITS, ids=[u.file_name(B) for u, B in LINEAR_UNITS])
+def test_linear_rtl_names_and_axi_ports(unit, B):
+    """rtl/bd_linear_bB_nN.v: top module named after the file, submodules prefixed by it, and the
+    SPEC 11 ports with their widths (aclk/aresetn, no clk/rst)."""
+    N = unit.params["N"]
+    text = (ROOT / "rtl" / unit.file_name(B)).read_text()
+    top = f"bd_linear_b{B}_n{N}"
+    assert unit.module(B) == top and unit.file_name(B) == f"{top}.v"
+    modules = [m.lstrip("\\") for m in re.findall(r"^module\s+(\\\S+|\w+)", text, re.MULTILINE)]
+    assert modules[0] == top and all(m.startswith(top + ".") for m in modules[1:])
+    header = re.search(rf"^module {top}\((.*?)\);", text, re.MULTILINE | re.DOTALL).group(1)
+    ports = {p.strip() for p in header.split(",")}
+    widths = {"aclk": 1, "aresetn": 1,
+              "s_axis_x_tdata": 16 * B, "s_axis_x_tvalid": 1, "s_axis_x_tready": 1, "s_axis_x_tlast": 1,
+              "s_axis_w_tdata": 8 * N * (2 + B // 2), "s_axis_w_tvalid": 1, "s_axis_w_tready": 1,
+              "s_axis_w_tlast": 1, "s_axis_w_tuser": 1,
+              "m_axis_y_tdata": 32 * N, "m_axis_y_tvalid": 1, "m_axis_y_tready": 1, "m_axis_y_tlast": 1,
+              "m_axis_y_tuser": 2}
+    assert ports == set(widths)
+    outputs = {"s_axis_x_tready", "s_axis_w_tready", "m_axis_y_tdata", "m_axis_y_tvalid",
+               "m_axis_y_tlast", "m_axis_y_tuser"}
+    for port, width in widths.items():
+        direction = "output" if port in outputs else "input"
+        vector = f"\\[{width - 1}:0\\] " if width > 1 else ""
+        assert re.search(rf"^\s*{direction} {vector}{port};", text, re.MULTILINE), port
