@@ -82,7 +82,7 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
     top = unit.top(B)
     workdir = work / top
     workdir.mkdir(parents=True, exist_ok=True)
-    result: dict = {"unit": unit.name, "title": unit.title, "B": B,
+    result: dict = {"unit": unit.name, "top": top, "title": unit.title, "B": B,
                     "measured": time.strftime("%Y-%m-%d", time.gmtime()), **unit.info}
     t0 = time.perf_counter()
     (workdir / "unit.v").write_text(verilog.convert(unit.build(B), name=top, emit_src=False))

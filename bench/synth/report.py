@@ -97,19 +97,25 @@ def summarise(results: list[dict]) -> dict:
         lanes = r.get("lanes")
         fmax = figure(r, "ecp5.fmax_mhz")
         if lanes and fmax:
-            summary["weight_bandwidth"][f"ecp5/{r['unit']}_b{r['B']}"] = weight_bandwidth(
+            summary["weight_bandwidth"][f"ecp5/{_top(r)}"] = weight_bandwidth(
                 fmax, lanes, r["B"])
     return summary
 
 
+def _top(r: dict) -> str:
+    """Verilog top module of a result: ``<unit>_b<B>``, or as the registry names it."""
+    return r.get("top") or f"{r['unit']}_b{r['B']}"
+
+
 def fmax_table(results: list[dict]) -> dict[str, float]:
-    """``"<family>/<unit>_b<B>"`` -> Fmax in MHz after place and route."""
+    """``"<family>/<top module>"`` (``ice40/bd_quantizer_b32``) -> Fmax in MHz after place and
+    route."""
     out = {}
     for r in results:
         for fam in FAMILY:
             fmax = figure(r, f"{fam}.fmax_mhz")
             if fmax:
-                out[f"{fam}/{r['unit']}_b{r['B']}"] = fmax
+                out[f"{fam}/{_top(r)}"] = fmax
     return out
 
 

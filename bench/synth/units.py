@@ -5,8 +5,8 @@ needs to know about each.
 A unit is built at block size ``B`` with its registry parameters (``Unit.build(B)``) and only at
 the block sizes its registry entry lists. Units in :data:`ON_REQUEST` run only when named
 (``--units``): they take most of a run's time, and their last figures are carried over from the
-previous report with the date they were measured. Units in :data:`FAMILIES` are placed only on the
-families given there.
+previous report with the date they were measured. Units of a kind in :data:`FAMILIES` are placed
+only on the families given there.
 """
 from __future__ import annotations
 
@@ -24,9 +24,9 @@ ALL_FAMILIES = ("ice40", "ecp5")
 # quantizer with the shared-term selection adds nothing the selector comparison does not show.
 ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "bd_mse_shared_quantizer"})
 HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})      # started first when units run in parallel
-# Units that cannot fit every part: the matrix-vector engine at B = 32, N = 4 holds four bd_dot
-# units and a bd_quantizer, several times the iCE40 HX8K's 7680 logic cells.
-FAMILIES = {"bd_linear": ("ecp5",)}
+# Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4
+# holds four bd_dot units and a bd_quantizer, several times the iCE40 HX8K's 7680 logic cells.
+FAMILIES = {"linear": ("ecp5",)}
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class SynthUnit:
 
     @property
     def families(self) -> tuple[str, ...]:
-        return FAMILIES.get(self.name, ALL_FAMILIES)
+        return FAMILIES.get(self.unit.kind, ALL_FAMILIES)
 
     @property
     def blocks(self) -> tuple[int, ...]:

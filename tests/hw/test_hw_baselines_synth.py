@@ -140,10 +140,24 @@ def test_engine_weight_bandwidth():
     bw = weight_bandwidth(100.0, lanes=4, B=32)
     assert bw["packed_bytes_per_s"] == pytest.approx(100e6 * 4 * 18)     # SPEC 7: 18 bytes per block
     assert bw["fp16_bytes_per_s"] == pytest.approx(100e6 * 4 * 32 * 2)
-    rows = [_row("bd_linear", lanes=4, ecp5={"luts": 9000, "fmax_mhz": 50.0})]
-    assert summarise(rows)["weight_bandwidth"]["ecp5/bd_linear_b32"]["packed_bytes_per_s"] == \
+    rows = [_row("bd_linear_n4", top="bd_linear_b32_n4", lanes=4,
+                 ecp5={"luts": 9000, "fmax_mhz": 50.0}),
+            _row("bd_dot", ice40={"fmax_mhz": 25.0})]
+    assert summarise(rows)["weight_bandwidth"]["ecp5/bd_linear_b32_n4"]["packed_bytes_per_s"] == \
         pytest.approx(50e6 * 72)
-    assert fmax_table(rows) == {"ecp5/bd_linear_b32": 50.0}
+    assert fmax_table(rows) == {"ecp5/bd_linear_b32_n4": 50.0, "ice40/bd_dot_b32": 25.0}
+
+
+def test_the_engine_is_placed_on_ecp5_only_with_its_lane_count():
+    from bench.synth.units import UNIT_NAMES, unit_by_name
+
+    engines = [unit_by_name(n) for n in UNIT_NAMES if unit_by_name(n).unit.kind == "linear"]
+    assert engines, "the registry holds the matrix-vector engine"
+    for engine in engines:
+        assert engine.families == ("ecp5",)
+        assert engine.info["lanes"] == engine.unit.params["N"]
+        assert engine.top(engine.blocks[0]) == engine.unit.module(engine.blocks[0])
+    assert unit_by_name("bd_dot").families == ("ice40", "ecp5")
 
 
 def test_earlier_report_rows_are_upgraded_and_carried(tmp_path):
