@@ -118,6 +118,8 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
             step(f"{key} pnr", lambda: _place_and_route(fam, workdir, timeout, fig))
     result["errors"] = errors
     result["seconds"] = round(time.perf_counter() - t0, 1)
+    # Each unit's figures are also kept in its work folder, so a run stopped part way loses nothing.
+    (workdir / "result.json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 

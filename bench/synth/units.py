@@ -23,7 +23,8 @@ ALL_FAMILIES = ("ice40", "ecp5")
 # 16 lanes, half an hour of the WebAssembly yosys each, so they run only on request. The whole
 # quantizer with the shared-term selection adds nothing the selector comparison does not show.
 ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "bd_mse_shared_quantizer"})
-HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})      # started first when units run in parallel
+# Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
+HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
 # Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4
 # holds four bd_dot units and a bd_quantizer, several times the iCE40 HX8K's 7680 logic cells.
 FAMILIES = {"linear": ("ecp5",)}
@@ -47,7 +48,7 @@ class SynthUnit:
 
     @property
     def heavy(self) -> bool:
-        return self.name in HEAVY
+        return self.name in HEAVY or self.unit.kind in FAMILIES
 
     @property
     def families(self) -> tuple[str, ...]:
