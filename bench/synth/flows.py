@@ -75,19 +75,37 @@ _ERRORS = (ToolError, subprocess.TimeoutExpired, OSError, ValueError, KeyError)
 
 
 def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "ecp5"),
-                    pnr: bool = True, timeout: float = 1800) -> dict:
-    """All figures of one unit at block size ``B``; files in ``work/<unit>_b<B>/``."""
+                    pnr: bool = True, timeout: float = 1800, reuse: bool = False) -> dict:
+    """All figures of one unit at block size ``B``; files in ``work/<top module>/``.
+
+    With ``reuse``, the figures saved in the work folder by an earlier run are returned instead
+    when that run generated the same Verilog with the same flow settings and met no error."""
     from amaranth.back import verilog
 
     top = unit.top(B)
     workdir = work / top
     workdir.mkdir(parents=True, exist_ok=True)
+    flow = {"families": [f for f in families if f in unit.families], "pnr": pnr,
+            "abc": ABC_SCRIPT, "abc9": ABC9_SCRIPT, "seed": PNR_SEED, "target_mhz": PNR_TARGET_MHZ}
     result: dict = {"unit": unit.name, "top": top, "title": unit.title, "B": B,
-                    "measured": time.strftime("%Y-%m-%d", time.gmtime()), **unit.info}
+                    "measured": time.strftime("%Y-%m-%d", time.gmtime()), **unit.info,
+                    "flow": flow}
     t0 = time.perf_counter()
-    (workdir / "unit.v").write_text(verilog.convert(unit.build(B), name=top, emit_src=False))
-    harness = PnrHarness(unit.build(B))
-    (workdir / "harness.v").write_text(verilog.convert(harness, name="harness", emit_src=False))
+    try:
+        text = verilog.convert(unit.build(B), name=top, emit_src=False)
+        harness = PnrHarness(unit.build(B))
+        harness_text = verilog.convert(harness, name="harness", emit_src=False)
+    except Exception as err:            # a generator that cannot be built is a row of the report
+        return result | {"errors": [f"build: {type(err).__name__}: {str(err)[:200]}"],
+                         "seconds": round(time.perf_counter() - t0, 1)}
+    saved = workdir / "result.json"
+    if reuse and saved.exists() and (workdir / "unit.v").exists() \
+            and (workdir / "unit.v").read_text() == text:
+        previous = json.loads(saved.read_text())
+        if previous.get("flow") == flow and not previous.get("errors"):
+            return previous | {"reused": True}
+    (workdir / "unit.v").write_text(text)
+    (workdir / "harness.v").write_text(harness_text)
     result["port_bits_in"], result["port_bits_out"] = harness.in_bits, harness.out_bits
     errors: list[str] = []
 
