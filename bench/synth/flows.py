@@ -78,8 +78,8 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
                     pnr: bool = True, timeout: float = 1800, reuse: bool = False) -> dict:
     """All figures of one unit at block size ``B``; files in ``work/<top module>/``.
 
-    With ``reuse``, the figures saved in the work folder by an earlier run are returned instead
-    when that run generated the same Verilog with the same flow settings and met no error."""
+    With ``reuse``, the figures (and errors) saved in the work folder by an earlier run are returned
+    instead when that run generated the same Verilog with the same flow settings."""
     from amaranth.back import verilog
 
     top = unit.top(B)
@@ -102,7 +102,7 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
     if reuse and saved.exists() and (workdir / "unit.v").exists() \
             and (workdir / "unit.v").read_text() == text:
         previous = json.loads(saved.read_text())
-        if previous.get("flow") == flow and not previous.get("errors"):
+        if previous.get("flow") == flow:
             return previous | {"reused": True}
     (workdir / "unit.v").write_text(text)
     (workdir / "harness.v").write_text(harness_text)

@@ -226,3 +226,32 @@ def test_driver_template_is_filled_for_a_stream_unit():
     assert "top->i___05Fpayload[j] = pool_i__payload[p][j];" in driver
     assert "checksum = checksum * 31 + top->o___05Fpayload[0];" in driver
     assert "top->o___05Fvalid" in driver and "pool_clk" not in driver
+
+
+def test_reuse_takes_saved_figures_only_for_the_same_verilog_and_flow(tmp_path, monkeypatch):
+    from bench.synth import flows
+    from bench.synth.units import unit_by_name
+
+    unit = unit_by_name("bd_decoder")
+    calls = []
+
+    def no_tools(*args, **kwargs):
+        calls.append(args)
+        raise flows.ToolError("tools not run in this test")
+
+    monkeypatch.setattr(flows, "yosys", no_tools)
+    first = flows.synthesise_unit(unit, 16, tmp_path, families=("ice40",), reuse=True)
+    assert calls and first["errors"] and "reused" not in first        # nothing saved yet: ran
+    workdir = tmp_path / unit.top(16)
+    saved = json.loads((workdir / "result.json").read_text())
+    saved["cells"] = 123                                             # as if measured
+    (workdir / "result.json").write_text(json.dumps(saved))
+    calls.clear()
+    again = flows.synthesise_unit(unit, 16, tmp_path, families=("ice40",), reuse=True)
+    assert not calls and again["reused"] and again["cells"] == 123
+    other_flow = flows.synthesise_unit(unit, 16, tmp_path, families=("ecp5",), reuse=True)
+    assert calls and "reused" not in other_flow                      # another family: ran
+    (workdir / "unit.v").write_text("// changed\n")
+    calls.clear()
+    flows.synthesise_unit(unit, 16, tmp_path, families=("ecp5",), reuse=True)
+    assert calls                                                     # other Verilog: ran
