@@ -148,10 +148,12 @@ def main(argv=None) -> int:
             "nextpnr": [tool_version(FAMILY[f].pnr[0], "--version") for f in args.families]}
     # Figures not measured now are kept: the on-request units always, every unit after a run
     # restricted with --units.
+    # A unit measured now replaces all its earlier rows (at every block size).
     requested = bool(args.units)
+    measured = {r["unit"] for r in results}
     for source in ([previous] if previous else []) + merged:
-        results += carried_results(source, results,
-                                   lambda name: requested or not unit_by_name(name).default)
+        results += carried_results(source, results, lambda name: name not in measured and (
+            requested or not unit_by_name(name).default))
     write_report(args.out, results, summarise(results), meta)
     print(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'} "
           f"in {meta['wall_seconds']:.0f} s")
