@@ -25,7 +25,7 @@ help:
 	@echo "  make report        format comparison on real LLaMA tensors -> reports/golden/"
 	@echo "  make report-quick  a few layers on a short text"
 	@echo "  make report-reproducibility  the report's figures under other kernels, float64 vs float32"
-	@echo "  make synth         yosys + nextpnr-ice40 figures -> reports/synth/"
+	@echo "  make synth         yosys + nextpnr iCE40 HX8K and ECP5 figures -> reports/synth/ (slow units: ARGS=\"--units sel_mse\")"
 	@echo "  make bench         golden and Verilator throughput -> reports/bench/"
 	@echo "  make bench-golden  golden-model quantization rate vs MXFP4"
 	@echo "  make formal        formal proofs (SymbiYosys + yices) -> reports/formal/"

@@ -17,6 +17,7 @@ from bd_hw.quantizer import SignificandShifter, TwoStageSelection
 from golden.spec import DIALECT_BITS, EXP_BITS, FP16_BITS
 
 from .mse_selector import MseSelection
+from .mse_shared import SharedMseSelection
 
 __all__ = ["SELECTIONS", "check_method", "DialectSelector", "RegisteredSelector"]
 
@@ -24,6 +25,7 @@ SELECTIONS = {
     "two_stage": lambda: TwoStageSelection("round"),        # SPEC 4.2 [revised], the default
     "two_stage_trunc": lambda: TwoStageSelection("trunc"),
     "mse": MseSelection,                                    # SPEC 5, literal: 16 dialects in parallel
+    "mse_shared": SharedMseSelection,                       # SPEC 5 from shared terms (mse_shared.py)
 }
 
 

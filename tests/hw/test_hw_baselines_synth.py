@@ -1,5 +1,6 @@
 """Helpers of the synthesis and Verilator benchmarks (bench.synth, bench.verilator_throughput) that
-need no external tool: port parsing, C++ names, the place-and-route harness and the ratios."""
+need no external tool: port parsing, C++ names, the place-and-route harness, the ratios, the
+engine's weight bandwidth, reading earlier reports and the command line's errors."""
 from __future__ import annotations
 
 import json
@@ -8,7 +9,9 @@ import pytest
 from amaranth.back import verilog
 
 from bench.hw.baseline_macs import make_mac
-from bench.synth import PnrHarness, _stat_cells, summarise
+from bench.synth import PnrHarness, stat_cells, summarise
+from bench.synth.cli import main
+from bench.synth.report import carried_results, fmax_table, load_report, weight_bandwidth
 from bench.verilator_throughput import _cpp_driver, _cpp_name, top_ports
 
 
@@ -47,27 +50,166 @@ def test_harness_has_two_pins_and_counts_the_unit_bits():
     text = verilog.convert(harness, name="harness", emit_src=False)
     names = {name for _, name, _ in top_ports(text, "harness")}
     assert names == {"clk", "rst", "din", "dout"}
+    # the flows count the unit's cells apart by this module name
+    assert "module \\harness.dut " in text   # escaped identifier, ended by a space
+
+
+def test_harness_clocks_a_unit_with_its_own_clock_ports():
+    """The SPEC 11 engine has aclk / aresetn ports: they take the harness's clock and reset
+    (not stimulus bits), and the unit's logic in that domain is clocked by the harness."""
+    from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetSignal
+    from amaranth.lib import wiring
+    from amaranth.lib.wiring import In, Out
+    from amaranth.sim import Simulator
+
+    class Engine(wiring.Component):
+        def __init__(self):
+            super().__init__({"aclk": In(1), "aresetn": In(1), "x": In(3), "y": Out(3)})
+
+        def elaborate(self, platform):
+            m = Module()
+            # its own sync domain, as bd_linear has (SPEC 11)
+            sync = ClockDomain("sync", local=True)
+            sync.clk = self.aclk
+            m.domains.sync = sync
+            m.d.comb += sync.rst.eq(~self.aresetn)
+            m.d.sync += self.y.eq(self.x + 1)
+            return m
+
+    harness = PnrHarness(Engine())
+    assert harness.in_bits == 3 and len(harness.clocks) == 2
+    text = verilog.convert(harness, name="harness", emit_src=False)
+    assert {name for _, name, _ in top_ports(text, "harness")} == {"pnr_clk", "pnr_rst", "din", "dout"}
+
+    sim = Simulator(harness)
+    seen = []
+
+    async def bench(ctx):
+        # the harness clock port pnr_clk drives the frame's registers and the engine's aclk
+        ctx.set(harness.din, 1)
+        for _ in range(8):
+            ctx.set(harness.pnr_clk, 1)
+            await ctx.delay(5e-7)
+            seen.append((ctx.get(harness.dut.x), ctx.get(harness.dut.y)))
+            ctx.set(harness.pnr_clk, 0)
+            await ctx.delay(5e-7)
+
+    sim.add_testbench(bench)
+    sim.run()
+    # y = x + 1 is registered in the engine's own domain: it moves only if that domain is clocked
+    # by the harness (its clock is derived from the harness clock, so the simulator may update it a
+    # delta cycle after x: y matches x + 1 of the same or the previous sample).
+    assert len({y for _, y in seen}) >= 3
+    assert all(y in ((x1 + 1) % 8, (x0 + 1) % 8) for (x0, _), (x1, y) in zip(seen, seen[1:]))
 
 
 def test_stat_json_is_read(tmp_path):
-    stat = {"modules": {"\\x": {"num_cells": 7, "num_cells_by_type": {"$_AND_": 5, "$_DFF_P_": 2}}}}
+    stat = {"modules": {"\\x": {"num_cells": 7, "num_cells_by_type": {"$_AND_": 5, "$_DFF_P_": 2}},
+                        "\\y": {"num_cells": 3, "num_cells_by_type": {"LUT4": 3}}}}
     path = tmp_path / "s.json"
     path.write_text("noise before\n" + json.dumps(stat))
-    assert _stat_cells(path) == (7, {"$_AND_": 5, "$_DFF_P_": 2})
+    assert stat_cells(path) == (7, {"$_AND_": 5, "$_DFF_P_": 2})
+    assert stat_cells(path, "\\y") == (3, {"LUT4": 3})
 
 
-def test_ratios_are_blockdialect_over_baseline():
+def _row(unit, B=32, **figs):
+    return {"unit": unit, "B": B, "measured": "2026-01-01", **figs}
+
+
+def test_ratios_are_blockdialect_over_baseline_and_mse_over_two_stage():
     rows = [
-        {"unit": "mac_bd", "B": 32, "cells": 100, "gates2": 90, "ice40_luts": 50},
-        {"unit": "mac_fp6", "B": 32, "cells": 200, "gates2": 180, "ice40_luts": 40},
-        {"unit": "sel_mse", "B": 32, "cells": 1000, "gates2": 900, "ice40_luts": 500},
-        {"unit": "sel_two_stage", "B": 32, "cells": 100, "gates2": 90, "ice40_luts": 100},
+        _row("mac_bd", cells=100, gates2=90, ice40={"luts": 50}, ecp5={"luts": 60}),
+        _row("mac_fp6", cells=200, gates2=180, ice40={"luts": 40}, ecp5={"luts": 30}),
+        _row("sel_mse", cells=1000, gates2=900, ice40={"luts": 500}),
+        _row("sel_mse_shared", cells=300, gates2=270, ice40={"luts": 150}, ecp5={"luts": 120}),
+        _row("sel_two_stage", cells=100, gates2=90, ice40={"luts": 100}, ecp5={"luts": 40}),
     ]
     summary = summarise(rows)
     fp6 = summary["mac_ratios"]["32"]["fp6"]
-    assert (fp6["cells"], fp6["gates2"], fp6["ice40_luts"]) == (0.5, 0.5, 1.25)
-    sel = summary["selector_ratios"]["32"]["selector"]
-    assert (sel["cells"], sel["gates2"], sel["ice40_luts"]) == (10.0, 10.0, 5.0)
+    assert (fp6["cells"], fp6["gates2"], fp6["ice40.luts"], fp6["ecp5.luts"]) == (0.5, 0.5, 1.25, 2.0)
+    literal = summary["selector_ratios"]["32"]["literal"]
+    assert (literal["cells"], literal["gates2"], literal["ice40.luts"]) == (10.0, 10.0, 5.0)
+    assert literal["ecp5.luts"] is None          # no ECP5 figure of the literal selector
+    designer = summary["selector_ratios"]["32"]["designer"]
+    assert (designer["gates2"], designer["ecp5.luts"]) == (3.0, 3.0)
+
+
+def test_rounding_cost_pairs_each_variant_with_its_truncating_twin():
+    rows = [_row("bd_quantizer", cells=110, gates2=105, ice40={"luts": 21, "fmax_mhz": 40.0}),
+            _row("bd_quantizer_trunc", cells=100, gates2=100, ice40={"luts": 20, "fmax_mhz": 50.0})]
+    cost = summarise(rows)["rounding_cost"]["32"]["quantizer"]
+    assert cost["cells"] == {"rounding": 110, "truncating": 100, "ratio": 1.1}
+    assert cost["ice40.fmax_mhz"]["ratio"] == 0.8
+
+
+def test_engine_weight_bandwidth():
+    bw = weight_bandwidth(100.0, lanes=4, B=32)
+    assert bw["packed_bytes_per_s"] == pytest.approx(100e6 * 4 * 18)     # SPEC 7: 18 bytes per block
+    assert bw["fp16_bytes_per_s"] == pytest.approx(100e6 * 4 * 32 * 2)
+    rows = [_row("bd_linear_n4", top="bd_linear_b32_n4", lanes=4,
+                 ecp5={"luts": 9000, "fmax_mhz": 50.0}),
+            _row("bd_dot", ice40={"fmax_mhz": 25.0})]
+    assert summarise(rows)["weight_bandwidth"]["ecp5/bd_linear_b32_n4"]["packed_bytes_per_s"] == \
+        pytest.approx(50e6 * 72)
+    assert fmax_table(rows) == {"ecp5/bd_linear_b32_n4": 50.0, "ice40/bd_dot_b32": 25.0}
+
+
+def test_the_engine_is_placed_on_ecp5_only_with_its_lane_count():
+    from bench.synth.units import UNIT_NAMES, unit_by_name
+
+    engines = [unit_by_name(n) for n in UNIT_NAMES if unit_by_name(n).unit.kind == "linear"]
+    assert engines, "the registry holds the matrix-vector engine"
+    for engine in engines:
+        assert engine.families == ("ecp5",)
+        assert engine.info["lanes"] == engine.unit.params["N"]
+        assert engine.top(engine.blocks[0]) == engine.unit.module(engine.blocks[0])
+    assert unit_by_name("bd_dot").families == ("ice40", "ecp5")
+
+
+def test_earlier_report_rows_are_upgraded_and_carried(tmp_path):
+    old = {"meta": {"block": 32, "wall_seconds": 1.0},
+           "results": [{"unit": "sel_mse", "B": 32, "title": "old title", "cells": 9, "gates2": 8,
+                        "ice40_luts": 7, "fits": True, "fmax_mhz": 12.5, "pnr_note": ""},
+                       {"unit": "sel_two_stage", "B": 32, "cells": 1, "gates2": 1},
+                       {"unit": "no_longer_a_unit", "B": 32}]}
+    path = tmp_path / "report.json"
+    path.write_text(json.dumps(old))
+    saved = load_report(path)
+    assert [r["unit"] for r in saved["results"]] == ["sel_mse", "sel_two_stage"]
+    mse = saved["results"][0]
+    assert mse["ice40"]["luts"] == 7 and mse["ice40"]["fmax_mhz"] == 12.5
+    assert "ice40_luts" not in mse and mse["measured"]          # dated from the file
+    assert mse["title"] != "old title"
+    new = [_row("sel_two_stage", gates2=2)]
+    kept = carried_results(saved, new, lambda name: name == "sel_mse")
+    assert [r["unit"] for r in kept] == ["sel_mse"]
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "no report at"),
+    ("{not json", "is not JSON"),
+    ('{"results": []}', "not a report.json"),
+])
+def test_from_json_errors_are_one_line(tmp_path, capsys, content, message):
+    if content is not None:
+        (tmp_path / "report.json").write_text(content)
+    assert main(["--from-json", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_bad_arguments_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["--out", str(tmp_path / "file" / "sub")]) == 2
+    assert "is not a folder" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        main(["--units", "bd_decoder,nope"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown unit nope" in err and err.count("\n") == 1
+    with pytest.raises(SystemExit):
+        main(["--blocks", "16,48"])
+    assert "block sizes" in capsys.readouterr().err
 
 
 def test_driver_template_is_filled_for_a_stream_unit():
@@ -84,3 +226,32 @@ def test_driver_template_is_filled_for_a_stream_unit():
     assert "top->i___05Fpayload[j] = pool_i__payload[p][j];" in driver
     assert "checksum = checksum * 31 + top->o___05Fpayload[0];" in driver
     assert "top->o___05Fvalid" in driver and "pool_clk" not in driver
+
+
+def test_reuse_takes_saved_figures_only_for_the_same_verilog_and_flow(tmp_path, monkeypatch):
+    from bench.synth import flows
+    from bench.synth.units import unit_by_name
+
+    unit = unit_by_name("bd_decoder")
+    calls = []
+
+    def no_tools(*args, **kwargs):
+        calls.append(args)
+        raise flows.ToolError("tools not run in this test")
+
+    monkeypatch.setattr(flows, "yosys", no_tools)
+    first = flows.synthesise_unit(unit, 16, tmp_path, families=("ice40",), reuse=True)
+    assert calls and first["errors"] and "reused" not in first        # nothing saved yet: ran
+    workdir = tmp_path / unit.top(16)
+    saved = json.loads((workdir / "result.json").read_text())
+    saved["cells"] = 123                                             # as if measured
+    (workdir / "result.json").write_text(json.dumps(saved))
+    calls.clear()
+    again = flows.synthesise_unit(unit, 16, tmp_path, families=("ice40",), reuse=True)
+    assert not calls and again["reused"] and again["cells"] == 123
+    other_flow = flows.synthesise_unit(unit, 16, tmp_path, families=("ecp5",), reuse=True)
+    assert calls and "reused" not in other_flow                      # another family: ran
+    (workdir / "unit.v").write_text("// changed\n")
+    calls.clear()
+    flows.synthesise_unit(unit, 16, tmp_path, families=("ecp5",), reuse=True)
+    assert calls                                                     # other Verilog: ran

@@ -1,0 +1,444 @@
+"""Ratios and the written report (``report.md``, ``report.json``) of a synthesis run."""
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+from bench.hw.mse_shared import MAGNITUDES, STEPS, THRESHOLDS
+from golden.spec import HEADER_BYTES, NUM_DIALECTS
+
+from .flows import ABC9_SCRIPT, ABC_SCRIPT, FAMILY, PNR_SEED, PNR_TARGET_MHZ, TWO_INPUT_GATES
+from .units import UNIT_NAMES, unit_by_name
+
+__all__ = ["METRICS", "summarise", "write_report", "load_report", "carried_results",
+           "PAPER_MAC_AREA_RATIO", "PAPER_SELECTOR_RATIO"]
+
+# Approximate ratios quoted from the paper's Table 5 (45 nm MAC area, BlockDialect / baseline) and
+# its selector comparison; they are the paper's numbers, kept only to print beside ours.
+PAPER_MAC_AREA_RATIO = {"fp4": 1.0, "fp6": 0.65, "int8": 0.45}
+PAPER_SELECTOR_RATIO = 10.0
+FP16_BYTES = 2
+
+# Area measures compared in every ratio: generic cells, two-input gates, LUT4s per family.
+METRICS = ("cells", "gates2", "ice40.luts", "ecp5.luts")
+
+# (numerator, denominator) of the dialect-selection comparisons.
+SELECTOR_PAIRS = {
+    "literal": ("sel_mse", "sel_two_stage"),
+    "designer": ("sel_mse_shared", "sel_two_stage"),
+    "quantizer_literal": ("bd_mse_quantizer", "bd_quantizer"),
+}
+SELECTOR_PAIR_TEXT = {
+    "literal": "literal MSE selector / two-stage selector",
+    "designer": "shared-term MSE selector / two-stage selector",
+    "quantizer_literal": "whole quantizer: literal MSE / two-stage",
+}
+# Cost of the rounding stage 1 (SPEC 4.2): rounding variant / truncating variant.
+ROUNDING_PAIRS = {"selector": ("sel_two_stage", "sel_two_stage_trunc"),
+                  "quantizer": ("bd_quantizer", "bd_quantizer_trunc")}
+
+
+def figure(result: dict, metric: str):
+    """``result[metric]``; ``"ice40.luts"`` reads ``result["ice40"]["luts"]``."""
+    value = result
+    for part in metric.split("."):
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
+
+
+def _ratio(a, b):
+    return round(a / b, 3) if a and b else None
+
+
+def _pair_ratios(big: dict, small: dict) -> dict:
+    return {m: _ratio(figure(big, m), figure(small, m)) for m in METRICS}
+
+
+def weight_bandwidth(fmax_mhz: float, lanes: int, B: int) -> dict:
+    """Weight stream of the matrix-vector engine at ``fmax_mhz``: one beat of ``lanes`` packed blocks
+    (SPEC 7: ``2 + B/2`` bytes each) per clock, and the FP16 bytes per second those blocks stand for."""
+    hz = fmax_mhz * 1e6
+    return {"fmax_mhz": fmax_mhz, "lanes": lanes,
+            "packed_bytes_per_s": hz * lanes * (HEADER_BYTES + B // 2),
+            "fp16_bytes_per_s": hz * lanes * B * FP16_BYTES}
+
+
+def summarise(results: list[dict]) -> dict:
+    """Every ratio of the report, the engine's weight bandwidth and the Fmax table."""
+    at = {(r["unit"], r["B"]): r for r in results}
+    summary: dict = {"mac_ratios": {}, "selector_ratios": {}, "rounding_cost": {},
+                     "weight_bandwidth": {}}
+    for B in sorted({r["B"] for r in results}):
+        bd_mac = at.get(("mac_bd", B))
+        for fmt in ("int4", "fp4", "fp6", "int8"):
+            base = at.get((f"mac_{fmt}", B))
+            if bd_mac and base:
+                summary["mac_ratios"].setdefault(str(B), {})[fmt] = (
+                    _pair_ratios(bd_mac, base) | {"paper_45nm": PAPER_MAC_AREA_RATIO.get(fmt)})
+        for key, (big, small) in SELECTOR_PAIRS.items():
+            if (big, B) in at and (small, B) in at:
+                summary["selector_ratios"].setdefault(str(B), {})[key] = (
+                    _pair_ratios(at[(big, B)], at[(small, B)])
+                    | {"paper": PAPER_SELECTOR_RATIO if key != "quantizer_literal" else None,
+                       "measured": sorted({at[(big, B)].get("measured"),
+                                           at[(small, B)].get("measured")} - {None})})
+        for key, (rnd, trunc) in ROUNDING_PAIRS.items():
+            if (rnd, B) in at and (trunc, B) in at:
+                a, b = at[(rnd, B)], at[(trunc, B)]
+                summary["rounding_cost"].setdefault(str(B), {})[key] = {
+                    m: {"rounding": figure(a, m), "truncating": figure(b, m),
+                        "ratio": _ratio(figure(a, m), figure(b, m))}
+                    for m in (*METRICS, "ice40.fmax_mhz", "ecp5.fmax_mhz")}
+    for r in results:
+        lanes = r.get("lanes")
+        fmax = figure(r, "ecp5.fmax_mhz")
+        if lanes and fmax:
+            summary["weight_bandwidth"][f"ecp5/{_top(r)}"] = weight_bandwidth(
+                fmax, lanes, r["B"])
+    return summary
+
+
+def _top(r: dict) -> str:
+    """Verilog top module of a result: ``<unit>_b<B>``, or as the registry names it."""
+    return r.get("top") or f"{r['unit']}_b{r['B']}"
+
+
+def fmax_table(results: list[dict]) -> dict[str, float]:
+    """``"<family>/<top module>"`` (``ice40/bd_quantizer_b32``) -> Fmax in MHz after place and
+    route."""
+    out = {}
+    for r in results:
+        for fam in FAMILY:
+            fmax = figure(r, f"{fam}.fmax_mhz")
+            if fmax:
+                out[f"{fam}/{_top(r)}"] = fmax
+    return out
+
+
+# --- reading earlier reports ----------------------------------------------------------------------
+
+def load_report(path: Path) -> dict:
+    """A ``report.json`` of this flow; ``ValueError`` (one line) if it is missing or unreadable."""
+    try:
+        saved = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise ValueError(f"no report at {path}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot read {path}: {err.strerror if isinstance(err, OSError) else err}") \
+            from None
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(saved, dict) or not isinstance(saved.get("results"), list) \
+            or not isinstance(saved.get("meta"), dict):
+        raise ValueError(f"{path} is not a report.json of python -m bench.synth "
+                         "(no 'meta' and 'results')")
+    date = saved["meta"].get("date") or _commit_date(Path(path))
+    saved["results"] = [_upgrade(r, date) for r in saved["results"] if r.get("unit") in UNIT_NAMES]
+    return saved
+
+
+def _commit_date(path: Path) -> str:
+    """Date of the last commit of ``path`` (reports written before results carried their date),
+    else the file's modification date."""
+    try:
+        proc = subprocess.run(["git", "log", "-1", "--format=%cs", "--", path.name], cwd=path.parent,
+                              capture_output=True, text=True, timeout=60)
+        if proc.returncode == 0 and proc.stdout.strip():
+            return proc.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return time.strftime("%Y-%m-%d", time.gmtime(path.stat().st_mtime))
+
+
+def _upgrade(r: dict, date: str) -> dict:
+    """A result in the current shape: per-family figures nested, a measurement date, the current
+    title. Results written before the ECP5 flow kept the iCE40 figures at the top level."""
+    r = dict(r)
+    r.setdefault("measured", date)
+    r["title"] = unit_by_name(r["unit"]).title
+    r.pop("group", None)
+    if "ice40" not in r and any(k.startswith("ice40_") or k == "pnr_note" for k in r):
+        ice = {"device": FAMILY["ice40"].device}
+        for old, new in (("ice40_luts", "luts"), ("ice40_carries", "carries"),
+                         ("ice40_flops", "flops"), ("harness_luts", "harness_luts"),
+                         ("harness_flops", "harness_flops"), ("fits", "fits"),
+                         ("fmax_mhz", "fmax_mhz"), ("logic_cells", "logic_cells"),
+                         ("device_logic_cells", "device_logic_cells"), ("pnr_note", "note"),
+                         ("critical_path", "critical_path")):
+            if old in r:
+                ice[new] = r.pop(old)
+        r.pop("device", None)
+        r.pop("gates_other", None)
+        r["ice40"] = ice
+        # Steps that failed before the gate bound existed ("ice40: ... timed out") stay as errors.
+    return r
+
+
+def carried_results(previous: dict, results: list[dict], keep) -> list[dict]:
+    """Results of ``previous`` for (unit, B) not in ``results`` whose unit ``keep(name)`` accepts."""
+    have = {(r["unit"], r["B"]) for r in results}
+    return [r for r in previous["results"] if (r["unit"], r["B"]) not in have and keep(r["unit"])]
+
+
+# --- the written report ---------------------------------------------------------------------------
+
+def _fmt(v):
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
+
+
+def _note(r: dict, fam: str | None) -> str:
+    parts = []
+    if fam:
+        fig = r.get(fam, {})
+        if fig.get("fits") is False:
+            parts.append("does not fit" + (f": {fig['note']}" if fig.get("note") else ""))
+        parts += [e for e in r.get("errors", []) if e.startswith(fam)]
+    else:
+        parts += [e for e in r.get("errors", []) if not e.startswith(tuple(FAMILY))]
+    return "; ".join(parts)
+
+
+def _has(r: dict, fam: str) -> bool:
+    """The result has figures of the family, or a step of it failed."""
+    return fam in r or any(e.startswith(fam) for e in r.get("errors", []))
+
+
+def order(results: list[dict], block: int) -> list[dict]:
+    """Rows in registry order, the run's main block size first."""
+    return sorted(results, key=lambda r: (r["B"] != block, r["B"], UNIT_NAMES.index(r["unit"])))
+
+
+def write_report(out: Path, results: list[dict], summary: dict, meta: dict) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    results = order(results, meta["block"])
+    (out / "report.json").write_text(json.dumps(
+        {"meta": meta, "fmax_mhz": fmax_table(results), "results": results, "summary": summary},
+        indent=2) + "\n")
+    (out / "report.md").write_text("\n".join(markdown(results, summary, meta)) + "\n")
+
+
+def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
+    carried = sorted({r["measured"] for r in results if r.get("measured") != meta["date"]})
+    lines = ["# Synthesis figures", "",
+             f"Generated by `python -m bench.synth` on {meta['date']} ({meta['wall_seconds']:.0f} s "
+             f"wall time for the units measured that day). Tools: {meta['yosys']}; "
+             f"{'; '.join(meta['nextpnr'])}."]
+    if meta.get("reused"):
+        lines.append(f"Figures of {', '.join(meta['reused'])} were taken from the work folder of an "
+                     "earlier run that day (same Verilog, same flow; `--reuse`); the wall time "
+                     "counts only the units synthesised in this run, each row's own time is in "
+                     "report.json (`seconds`).")
+    if carried:
+        lines.append("Rows whose *measured* date is earlier were not synthesised in this run (units "
+                     "synthesised only on request, `--units NAME`); their figures are kept from the "
+                     f"report of that date ({', '.join(carried)}).")
+    lines += ["",
+              "- **cells**: yosys `synth -flatten -top X -noabc; abc -script S; stat` (generic "
+              "gate-level cells, flip-flops included).",
+              "- **gates2**: two-input gates after `abc -g " + ",".join(TWO_INPUT_GATES) +
+              " -script S; opt_clean` (an ASIC-like count; inverters and flip-flops are listed apart).",
+              f"- `S` = `{ABC_SCRIPT}`; for the FPGA mappings `scratchpad -set abc9.script "
+              f"{ABC9_SCRIPT}`. Yosys's default ABC scripts add SAT sweeping and choice "
+              "computation, which in the WebAssembly build take tens of minutes on these multiplier "
+              "arrays (over 10 minutes on the INT4 MAC alone); measured against the defaults, the "
+              "scripts used here give 3 % more cells on an 8-lane INT4 MAC and 5 % more LUTs on "
+              "the 32-lane BlockDialect MAC. Every unit uses the same scripts.",
+              "- **FPGA figures**: `synth_ice40` / `synth_ecp5` of the unit inside a place-and-route "
+              "harness, the unit kept as its own module (`keep_hierarchy`, everything inside it "
+              "flattened), so LUT4, carry, flip-flop, DSP and block-RAM counts are the unit's alone. "
+              "The harness: a registered feedback shift register driven by one pin feeds every "
+              "input bit, every output bit is registered and XOR-reduced into one pin by a tree of "
+              "registered 4-input XORs (harness paths are one LUT deep), so Fmax is register to "
+              "register through the unit.",
+              f"- **Place and route** (seed {PNR_SEED}, target {PNR_TARGET_MHZ} MHz): "
+              f"`{' '.join(FAMILY['ice40'].pnr)}` ({FAMILY['ice40'].luts} logic cells, no DSP) and "
+              f"`{' '.join(FAMILY['ecp5'].pnr)}` ({FAMILY['ecp5'].luts} LUT4s, "
+              f"{FAMILY['ecp5'].dsps} MULT18X18D, {FAMILY['ecp5'].brams} DP16KD). LC counts the "
+              "logic cells (iCE40) or LUT slots (ECP5 `TRELLIS_COMB`) of unit and harness together. "
+              "An ECP5 carry cell (CCU2C) holds two LUT4s.", ""]
+
+    titles = {r["unit"]: r["title"] for r in results}
+    lines += ["## Units", "", *[f"- `{name}`: {title}" for name, title in titles.items()], ""]
+    header = "| unit | B | in/out bits | cells | FF | gates2 | NOT | measured | note |"
+    lines += ["## Generic cells and two-input gates", "", header,
+              "|" + "---|" * (header.count("|") - 1)]
+    for r in results:
+        lines.append("| " + " | ".join(_fmt(v) for v in [
+            r["unit"], r["B"], f"{r['port_bits_in']}/{r['port_bits_out']}", r.get("cells"),
+            r.get("cells_flops"), r.get("gates2"), r.get("gates_not"), r.get("measured"),
+            _note(r, None)]) + " |")
+    lines += ["", f"## iCE40 HX8K ({FAMILY['ice40'].device})", "",
+              "| unit | B | LUT4 | carry | FF | LC (harness) | Fmax MHz | note |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if not _has(r, "ice40"):
+            continue
+        f = r.get("ice40", {})
+        lines.append("| " + " | ".join(_fmt(v) for v in [
+            r["unit"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"),
+            f.get("logic_cells"), f.get("fmax_mhz"), _note(r, "ice40")]) + " |")
+    lines += ["", f"## ECP5 ({FAMILY['ecp5'].device})", "",
+              "| unit | B | LUT4 | CCU2C | FF | DSP | BRAM | LC (harness) | Fmax MHz | note |",
+              "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        if not _has(r, "ecp5"):
+            continue
+        f = r.get("ecp5", {})
+        lines.append("| " + " | ".join(_fmt(v) for v in [
+            r["unit"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"), f.get("dsp"),
+            f.get("bram"), f.get("logic_cells"), f.get("fmax_mhz"), _note(r, "ecp5")]) + " |")
+    lines.append("")
+
+    if summary["weight_bandwidth"]:
+        lines += ["## Matrix-vector engine: weight bandwidth at Fmax (ECP5)", "",
+                  "One weight beat of N packed blocks (SPEC 7: 2 + B/2 bytes each) per clock; the "
+                  "FP16 figure is the bandwidth the same weights would need as FP16 (N x B x 2 bytes "
+                  "per clock).", "",
+                  "| unit | N | Fmax MHz | packed weights GB/s | FP16 equivalent GB/s |",
+                  "|---|---|---|---|---|"]
+        for key, bw in summary["weight_bandwidth"].items():
+            lines.append(f"| {key.split('/', 1)[1]} | {bw['lanes']} | {bw['fmax_mhz']:.2f} | "
+                         f"{bw['packed_bytes_per_s'] / 1e9:.3f} | {bw['fp16_bytes_per_s'] / 1e9:.3f} |")
+        lines.append("")
+
+    lines += ["## Block MACs: BlockDialect / baseline", "",
+              "Each MAC is a block dot product of B lanes (element decode, multipliers, one shared "
+              "adder-tree builder), inputs and sum registered (`bench/hw/baseline_macs.py`). A ratio "
+              "below 1 means the BlockDialect MAC is smaller. ECP5 LUTs leave out the multipliers "
+              "yosys places in DSP blocks.", "",
+              "| B | baseline | cells | gates2 | iCE40 LUT4 | ECP5 LUT4 | paper (45 nm) |",
+              "|---|---|---|---|---|---|---|"]
+    for B, fmts in summary["mac_ratios"].items():
+        for fmt, r in fmts.items():
+            lines.append(f"| {B} | {fmt} | " + " | ".join(_fmt(r[m]) for m in METRICS)
+                         + f" | {_fmt(r['paper_45nm'])} |")
+    lines += ["", *rounding_section(summary), *selector_section(results, summary),
+              *discussion(results, summary)]
+    return lines
+
+
+def rounding_section(summary: dict) -> list[str]:
+    if not summary["rounding_cost"]:
+        return []
+    lines = ["## Stage 1: rounding vs truncating (SPEC 4.2)", "",
+             "The rounding stage 1 picks the pair from `(qmax + 1) >> 1` instead of `qmax >> 1`: one "
+             "5-bit incrementer and a clamp. Figures of each variant and rounding / truncating.", "",
+             "| B | unit | cells | gates2 | iCE40 LUT4 | ECP5 LUT4 | iCE40 Fmax | ECP5 Fmax |",
+             "|---|---|---|---|---|---|---|---|"]
+    for B, kinds in summary["rounding_cost"].items():
+        for kind, figs in kinds.items():
+            cols = [f"{_fmt(f['rounding'])} / {_fmt(f['truncating'])} ({_fmt(f['ratio'])})"
+                    for f in figs.values()]
+            lines.append(f"| {B} | {ROUNDING_PAIRS[kind][0]} vs {ROUNDING_PAIRS[kind][1]} | "
+                         + " | ".join(cols) + " |")
+    return lines + [""]
+
+
+def selector_section(results: list[dict], summary: dict) -> list[str]:
+    if not summary["selector_ratios"]:
+        return []
+    lines = ["## Dialect selection: MSE / two-stage", "",
+             "Both selectors take the block's FP16 elements and its shared exponent and give the "
+             "dialect, inputs and output registered. The literal MSE selector computes SPEC 5 as "
+             "written (every dialect's squared error of every element); the shared-term one "
+             "(`bench/hw/mse_shared.py`) is built the way a designer would, bit-exact to the same "
+             "choice. Each ratio is given both ways (MSE / two-stage, and two-stage as a share of "
+             "MSE).", "",
+             "| B | compared | cells | gates2 | iCE40 LUT4 | ECP5 LUT4 | two-stage share (gates2) "
+             "| paper | measured |", "|---|---|---|---|---|---|---|---|---|"]
+    for B, kinds in summary["selector_ratios"].items():
+        for kind, r in kinds.items():
+            share = f"{100 / r['gates2']:.1f} %" if r["gates2"] else "-"
+            lines.append(f"| {B} | {SELECTOR_PAIR_TEXT[kind]} | "
+                         + " | ".join(_fmt(r[m]) for m in METRICS)
+                         + f" | {share} | {_fmt(r['paper'])} | {', '.join(r['measured'])} |")
+    return lines + [""]
+
+
+def discussion(results: list[dict], summary: dict) -> list[str]:
+    """The comparison with the paper, worded from the measured figures."""
+    lines = ["## Comparison with the paper", ""]
+    at = {(r["unit"], r["B"]): r for r in results}
+    ratios = summary["mac_ratios"].get("32", {})
+    for fmt in ("fp4", "fp6", "int8"):
+        r = ratios.get(fmt)
+        if not r or r["gates2"] is None:
+            continue
+        paper = PAPER_MAC_AREA_RATIO[fmt]
+        side = "smaller" if r["gates2"] < paper else "larger"
+        lines.append(f"- BlockDialect MAC / {fmt.upper()} MAC: {r['gates2']:.2f} in two-input gates, "
+                     f"{_fmt(r['ice40.luts'])} in iCE40 LUTs; the paper has about {paper:.2f}, so "
+                     f"relative to {fmt.upper()} our BlockDialect MAC comes out {side}.")
+    bd, fp4, dec = at.get(("mac_bd", 32)), at.get(("mac_fp4", 32)), at.get(("bd_decoder", 32))
+    if bd and fp4 and dec and all(x.get("gates2") for x in (bd, fp4, dec)):
+        rest = bd["gates2"] - 2 * dec["gates2"]
+        lines += ["", f"The BlockDialect MAC holds two `bd_decoder`s (2 x {dec['gates2']} gates as a "
+                      f"stand-alone unit); without them it has about {rest} gates, "
+                      f"{rest / fp4['gates2']:.2f} of the whole FP4 MAC ({fp4['gates2']}, its own "
+                      "decode included)."]
+    if ratios:
+        lines += ["", "Why the figures differ from the paper's:", "",
+                  "- FP4's eight magnitudes {0, 1, 2, 3, 4, 6, 8, 12} half-units have at most two "
+                  "set bits (1.m x 2^e), so after the decode synthesis shrinks each 4x4 multiplier "
+                  "to about a 2x2 mantissa product and a shift. The formatbook also holds 5, 7, 9, "
+                  "10, 11, 13, 14 and 15, which need the full 4x4 array.",
+                  "- The dialect decode is a formatbook row selected by the 4-bit dialect (shared by "
+                  "the lanes) and an 8:1 multiplexer of 4 bits per lane and operand.",
+                  "- Our MACs stop at the exact integer block sum; the paper's 45 nm MAC units also "
+                  "hold the accumulation and scaling, which are alike for every format and pull "
+                  "its ratios towards 1. Here the multiplier array and the adder tree are the whole "
+                  "unit, so their differences show in full: FP6 E2M3 multiplies 6-bit magnitudes "
+                  "(2.25x the partial products of 4x4) and INT8 8x8 (4x), and their wider products "
+                  "widen every adder of the tree.",
+                  "- Gate counts are not 45 nm area: an XOR costs more than a NAND, and the LUT "
+                  "counts weigh logic differently again; all are given."]
+    sel = summary["selector_ratios"].get("32", {})
+    mse, two = at.get(("sel_mse", 32)), at.get(("sel_two_stage", 32))
+    if "literal" in sel and mse and two and mse.get("gates2") and two.get("gates2"):
+        per_lane = (mse["gates2"] - two["gates2"]) / (NUM_DIALECTS * 32)
+        lines += ["", f"The literal MSE selector is {_fmt(sel['literal']['gates2'])}x the two-stage "
+                      f"selector in two-input gates (measured {mse['measured']}); the paper reports "
+                      f"about {PAPER_SELECTOR_RATIO:.0f}x. It is SPEC 5 taken literally: 16 x 32 = "
+                      "512 squared-error lanes, each an 11-bit |X - 256 v| and its square, about "
+                      f"{per_lane:.0f} gates per lane beyond the whole two-stage selector "
+                      f"({two['gates2']} gates: 32 five-bit shifters, one max tree, 64 range "
+                      "compares and two popcounts)."]
+    if "designer" in sel:
+        lines += ["", f"The shared-term MSE selector is {_fmt(sel['designer']['gates2'])}x the "
+                      f"two-stage selector in two-input gates ({_fmt(sel['designer']['ice40.luts'])}x "
+                      f"in iCE40 LUTs, {_fmt(sel['designer']['ecp5.luts'])}x in ECP5 LUTs). It "
+                      "drops what every dialect shares: sum X^2 (the same for all dialects, so "
+                      "cost(d) - sum X^2 = 256 sum v (256 v - 2 X) orders the dialects alike) and "
+                      "the per-dialect nearest-value search: an element's nearest value in any "
+                      f"dialect is fixed by which of the {len(THRESHOLDS)} distinct midpoints of the "
+                      f"{len(MAGNITUDES)} magnitudes {min(MAGNITUDES)}..{max(MAGNITUDES)} half-units "
+                      "its q reaches, and each dialect's cost is a sum of per-midpoint terms "
+                      "256 (v'^2 - v^2) N_t - 2 (v' - v) S_t over the count N_t and the sum S_t of X "
+                      f"of the elements at or above midpoint t ({len(STEPS)} distinct terms). So per "
+                      f"element {len(THRESHOLDS)} five-bit compares and per midpoint one masked adder "
+                      f"tree, instead of {NUM_DIALECTS} nearest-value searches and squares per element; "
+                      "the dialects differ only in which "
+                      "midpoint terms they add. It is tested bit-exact against the golden model "
+                      "(`tests/hw/test_hw_mse_shared.py`). This is a fair hardware cost of exact "
+                      "MSE selection; the literal figure is an upper end."]
+    if "quantizer_literal" in sel:
+        q = sel["quantizer_literal"]
+        lines.append(f"As whole quantizers (shared exponent, element indices and pipeline "
+                     f"registers included) the literal ratio is {_fmt(q['gates2'])}x in gates and "
+                     f"{_fmt(q['ice40.luts'])}x in iCE40 LUTs.")
+    for fam in FAMILY:
+        unfit = [r for r in results if r.get(fam, {}).get("fits") is False]
+        if unfit:
+            lines += ["", f"Units that do not fit the {FAMILY[fam].device} (figures without place "
+                          "and route are still given): " + "; ".join(
+                              f"{r['unit']} at B={r['B']} ({r[fam].get('note', '')})"
+                              for r in unfit) + "."]
+    return lines + [""]

@@ -1,0 +1,82 @@
+"""What is synthesised: every unit of the registries, the product's (:data:`bd_hw.units.UNITS`)
+followed by the benchmark hardware (:data:`bench.hw.units.BENCH_UNITS`), with what only synthesis
+needs to know about each.
+
+A unit is built at block size ``B`` with its registry parameters (``Unit.build(B)``) and only at
+the block sizes its registry entry lists. Units in :data:`ON_REQUEST` run only when named
+(``--units``): they take most of a run's time, and their last figures are carried over from the
+previous report with the date they were measured. Units of a kind in :data:`FAMILIES` are placed
+only on the families given there.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bd_hw.units import Unit
+from bench.hw.units import ALL_UNITS
+
+__all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "ON_REQUEST", "unit_by_name"]
+
+ALL_FAMILIES = ("ice40", "ecp5")
+
+# The literal MSE selector and the whole quantizer built on it: about 180 000 two-input gates per
+# 16 lanes, half an hour of the WebAssembly yosys each, so they run only on request. The whole
+# quantizer with the shared-term selection adds nothing the selector comparison does not show.
+ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "bd_mse_shared_quantizer"})
+# Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
+HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
+# Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4
+# holds four bd_dot units and a bd_quantizer, several times the iCE40 HX8K's 7680 logic cells.
+FAMILIES = {"linear": ("ecp5",)}
+
+
+@dataclass(frozen=True)
+class SynthUnit:
+    unit: Unit                                  # the registry entry
+
+    @property
+    def name(self) -> str:
+        return self.unit.name
+
+    @property
+    def title(self) -> str:
+        return self.unit.summary or self.unit.name
+
+    @property
+    def default(self) -> bool:
+        return self.name not in ON_REQUEST
+
+    @property
+    def heavy(self) -> bool:
+        return self.name in HEAVY or self.unit.kind in FAMILIES
+
+    @property
+    def families(self) -> tuple[str, ...]:
+        return FAMILIES.get(self.unit.kind, ALL_FAMILIES)
+
+    @property
+    def blocks(self) -> tuple[int, ...]:
+        return self.unit.blocks
+
+    @property
+    def info(self) -> dict:
+        """Registry parameters quoted in the report: the engine's lane count for its bandwidth."""
+        lanes = self.unit.params.get("N", self.unit.params.get("lanes"))
+        return {"lanes": lanes} if lanes else {}
+
+    def build(self, B: int):
+        return self.unit.build(B)
+
+    def top(self, B: int) -> str:
+        return self.unit.module(B)
+
+
+UNITS: tuple[SynthUnit, ...] = tuple(SynthUnit(u) for u in ALL_UNITS.values())
+UNIT_NAMES = tuple(u.name for u in UNITS)
+
+
+def unit_by_name(name: str) -> SynthUnit:
+    for unit in UNITS:
+        if unit.name == name:
+            return unit
+    raise ValueError(f"unit must be one of {', '.join(UNIT_NAMES)}, not {name!r}")
