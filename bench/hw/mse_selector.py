@@ -69,6 +69,22 @@ def cost_bits(B: int) -> int:
     return (B * max_abs_error() ** 2).bit_length()
 
 
+
+def cost_lane(m: Module, x, exp, k: int):
+    """SPEC 5 for lane ``k``: ``(X, included)``, X = M * 2^(ex - E + 1) (M or 2M, units of 1/256
+    half-unit) and whether the element enters the cost (normal and ex >= E - 1)."""
+    ex, man = x[MAN_BITS:MAN_BITS + EXP_BITS], x[:MAN_BITS]
+    gap = Signal(EXP_BITS + 1, name=f"gap{k}")          # E - ex, modulo 64
+    included = Signal(name=f"in{k}")
+    xk = Signal(X_BITS, name=f"x{k}")
+    normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
+    m.d.comb += [
+        gap.eq(exp - ex),
+        included.eq(normal & ((gap == 0) | (gap == 1))),
+        xk.eq(Mux(gap == 0, Cat(0, man, 1), Cat(man, 1))),   # M or 2M, M = 1024 + man
+    ]
+    return xk, included
+
 class MseCosts(wiring.Component):
     """The 16 exact SPEC 5 costs of one block (combinational; see the module docstring).
 
@@ -90,22 +106,7 @@ class MseCosts(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         B = self.B
-        # Per element: X and whether it enters the cost (normal and ex >= E - 1).
-        xs = []
-        for k in range(B):
-            x = self.data[k]
-            ex, man = x[MAN_BITS:MAN_BITS + EXP_BITS], x[:MAN_BITS]
-            gap = Signal(EXP_BITS + 1, name=f"gap{k}")          # E - ex, modulo 64
-            included = Signal(name=f"in{k}")
-            xk = Signal(X_BITS, name=f"x{k}")
-            normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
-            m.d.comb += [
-                gap.eq(self.exp - ex),
-                included.eq(normal & ((gap == 0) | (gap == 1))),
-                # M = 1024 + man; doubled when ex == E.
-                xk.eq(Mux(gap == 0, Cat(0, man, 1), Cat(man, 1))),
-            ]
-            xs.append((xk, included))
+        xs = [cost_lane(m, self.data[k], self.exp, k) for k in range(B)]
 
         for d in range(NUM_DIALECTS):
             base, thresholds = _nearest_index_thresholds(d)

@@ -40,9 +40,9 @@ from amaranth.lib.wiring import In, Out
 from bd_hw.arith import tree_argmin, tree_sum
 from bd_hw.quantizer import BDQuantizer, Selection
 from golden.formatbook import FORMATBOOK_ROWS
-from golden.spec import EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, LEVELS, NUM_DIALECTS
+from golden.spec import EXP_BITS, FP16_BITS, LEVELS, NUM_DIALECTS
 
-from .mse_selector import HALF_UNIT, MAN_BITS, MIDPOINT_UNIT, X_BITS, X_MIN
+from .mse_selector import HALF_UNIT, MIDPOINT_UNIT, X_BITS, X_MIN, cost_lane
 
 __all__ = ["SharedMseCosts", "SharedMseSelection", "BDSharedMseQuantizer", "cost_bits",
            "MAGNITUDES", "THRESHOLDS", "STEPS", "DIALECT_STEPS", "BASE_VALUE"]
@@ -111,17 +111,7 @@ class SharedMseCosts(wiring.Component):
         # (normal and ex >= E - 1); q = X >> 7 in quarter-units.
         lanes = []
         for k in range(B):
-            x = self.data[k]
-            ex, man = x[MAN_BITS:MAN_BITS + EXP_BITS], x[:MAN_BITS]
-            gap = Signal(EXP_BITS + 1, name=f"gap{k}")          # E - ex, modulo 64
-            included = Signal(name=f"in{k}")
-            xk = Signal(X_BITS, name=f"x{k}")
-            normal = (ex != 0) & (ex != EXP_FIELD_NONFINITE)
-            m.d.comb += [
-                gap.eq(self.exp - ex),
-                included.eq(normal & ((gap == 0) | (gap == 1))),
-                xk.eq(Mux(gap == 0, Cat(0, man, 1), Cat(man, 1))),   # M or 2M, M = 1024 + man
-            ]
+            xk, included = cost_lane(m, self.data[k], self.exp, k)
             lanes.append((xk, xk[Q_FROM_X:], included))
 
         # Per midpoint t: N_t (elements in the cost at or above t) and S_t (the sum of their X),

@@ -64,22 +64,12 @@ class DialectSelector(wiring.Component):
         return m
 
 
-class RegisteredSelector(wiring.Component):
+class RegisteredSelector(DialectSelector):
     """A :class:`DialectSelector` with registered ``data``/``exp`` inputs and a registered
     ``dialect`` output (latency 2), the frame used for synthesis."""
 
     def __init__(self, method: str = "mse", B: int = 32):
-        try:
-            self.method = check_method(method)
-        except ValueError:
-            reject(self)
-            raise
-        self.B = unit_block_size(B, self)
-        super().__init__({
-            "data": In(data.ArrayLayout(FP16_BITS, self.B)),
-            "exp": In(EXP_BITS),
-            "dialect": Out(DIALECT_BITS),
-        })
+        super().__init__(method, B)
 
     def elaborate(self, platform):
         m = Module()

@@ -7,11 +7,11 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from bd_hw.layouts import pack_quantizer_input, unpack_quantizer_output
+from bd_hw.layouts import pack_quantizer_input
 from bench.hw.mse_selector import BDMseQuantizer
 from bench.hw.selectors import SELECTIONS, DialectSelector, RegisteredSelector, check_method
 from golden import bd, vectors
-from tests.hw.testing import run_stream
+from tests.hw.testing import check_quantizer_stream, fp16_bits
 
 B = 32
 
@@ -24,9 +24,6 @@ def _blocks(random_per_family: int, seed: int) -> torch.Tensor:
               for i, f in enumerate(vectors.RANDOM_FAMILIES)]
     return torch.cat(parts)
 
-
-def _bits(row: torch.Tensor) -> list[int]:
-    return [int(v) & 0xFFFF for v in row.view(torch.int16).tolist()]
 
 
 def _shared_exp(bits: list[int]) -> int:
@@ -45,7 +42,7 @@ def test_selector_matches_golden(method):
 
     async def bench(ctx):
         for row in x:
-            bits = _bits(row)
+            bits = fp16_bits(row)
             ctx.set(dut.data.as_value(), pack_quantizer_input(bits))
             ctx.set(dut.exp, _shared_exp(bits))
             await ctx.delay(1e-9)
@@ -61,18 +58,9 @@ def test_selector_matches_golden(method):
 
 def test_mse_quantizer_stream_matches_golden():
     x = _blocks(6, seed=2)
-    golden_q = bd.quantize(x, block=B, method="mse", nonfinite="flag")
     dut = BDMseQuantizer(B)
     assert dut.method == "mse" and dut.latency == 4
-    run = run_stream(dut, [pack_quantizer_input(_bits(row)) for row in x], valid_prob=0.8,
-                     ready_prob=0.6, seed=3, tail=8)
-    outputs = [unpack_quantizer_output(o, B) for o in run.outputs]
-    assert len(outputs) == len(x)
-    for n, out in enumerate(outputs):
-        assert out == {"codes": golden_q.codes.reshape(-1, B)[n].tolist(),
-                       "dialect": int(golden_q.dialect.reshape(-1)[n]),
-                       "exp": int(golden_q.exp.reshape(-1)[n]),
-                       "invalid": int(golden_q.invalid.reshape(-1)[n])}, n
+    assert check_quantizer_stream(dut, x, "mse", seed=3) == len(x)
 
 
 def test_bad_method():

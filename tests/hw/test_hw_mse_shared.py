@@ -10,18 +10,14 @@ import torch
 from amaranth.hdl import Module
 from amaranth.sim import Simulator
 
-from bd_hw.layouts import pack_quantizer_input, unpack_quantizer_output
 from bench.hw.mse_shared import DIALECT_STEPS, THRESHOLDS, BDSharedMseQuantizer, SharedMseCosts
 from bench.hw.selectors import DialectSelector
 from golden import bd, vectors
 from golden.formatbook import FORMATBOOK_ROWS, MIDPOINTS, NUM_DIALECTS
-from tests.hw.testing import run_stream
+from tests.hw.testing import check_quantizer_stream, fp16_bits
 
 FP16_EXP_NONFINITE = 31
 
-
-def _bits(row: torch.Tensor) -> list[int]:
-    return [int(v) & 0xFFFF for v in row.view(torch.int16).tolist()]
 
 
 def _reference_costs(bits: list[int]) -> tuple[int, list[int]]:
@@ -67,7 +63,7 @@ def _simulate(B: int, blocks: list[list[int]]) -> list[tuple[int, list[int]]]:
 
 def _check(B: int, x: torch.Tensor) -> list[int]:
     """Simulate the FP16 blocks x (n, B); every dialect and cost difference must match."""
-    blocks = [_bits(row) for row in x]
+    blocks = [fp16_bits(row) for row in x]
     golden_dialect = bd.quantize(x, block=B, method="mse", nonfinite="flag").dialect.reshape(-1).tolist()
     got = _simulate(B, blocks)
     for n, (bits, (dialect, costs)) in enumerate(zip(blocks, got)):
@@ -163,18 +159,9 @@ def test_whole_quantizer_stream():
     golden.bd.quantize(method="mse"), under random valid and ready."""
     B = 32
     x = torch.cat([*vectors.corner_blocks(B).values(), vectors.random_blocks(12, B, "lognormal", 5)])
-    want = bd.quantize(x, block=B, method="mse", nonfinite="flag")
     dut = BDSharedMseQuantizer(B)
     assert dut.method == "mse" and dut.latency == 4
-    run = run_stream(dut, [pack_quantizer_input(_bits(row)) for row in x], valid_prob=0.8,
-                     ready_prob=0.6, seed=7, tail=8)
-    outputs = [unpack_quantizer_output(o, B) for o in run.outputs]
-    assert len(outputs) == len(x)
-    for n, out in enumerate(outputs):
-        assert out == {"codes": want.codes.reshape(-1, B)[n].tolist(),
-                       "dialect": int(want.dialect.reshape(-1)[n]),
-                       "exp": int(want.exp.reshape(-1)[n]),
-                       "invalid": int(want.invalid.reshape(-1)[n])}, n
+    assert check_quantizer_stream(dut, x, "mse", seed=7) == len(x)
 
 
 def test_bad_block_size():

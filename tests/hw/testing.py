@@ -155,3 +155,30 @@ def int_to_fp32_bits(value: int, frac_bits: int = 36) -> int:
     if not 1 <= biased <= 254:
         raise ValueError("outside the FP32 normal range")
     return sign << 31 | biased << 23 | (kept - (1 << 23))
+
+
+def fp16_bits(row) -> list[int]:
+    """The FP16 bit patterns of a 1-D float16 tensor, as unsigned ints (one quantizer lane each)."""
+    import torch
+    return [int(v) & 0xFFFF for v in row.to(torch.float16).view(torch.int16).tolist()]
+
+
+def check_quantizer_stream(dut, x, method: str, seed: int) -> int:
+    """Runs the rows of ``x`` (FP16, (n, B)) through a quantizer under random valid and ready and
+    asserts every output field equals ``golden.bd.quantize(x, method=method, nonfinite="flag")``.
+    Returns the number of blocks checked."""
+    from bd_hw.layouts import pack_quantizer_input, unpack_quantizer_output
+    from golden import bd
+
+    B = x.shape[-1]
+    want = bd.quantize(x, block=B, method=method, nonfinite="flag")
+    run = run_stream(dut, [pack_quantizer_input(fp16_bits(row)) for row in x], valid_prob=0.8,
+                     ready_prob=0.6, seed=seed, tail=8)
+    outputs = [unpack_quantizer_output(o, B) for o in run.outputs]
+    assert len(outputs) == len(x)
+    for n, out in enumerate(outputs):
+        assert out == {"codes": want.codes.reshape(-1, B)[n].tolist(),
+                       "dialect": int(want.dialect.reshape(-1)[n]),
+                       "exp": int(want.exp.reshape(-1)[n]),
+                       "invalid": int(want.invalid.reshape(-1)[n])}, n
+    return len(outputs)
