@@ -34,7 +34,8 @@ def recompiled(func, old: str, new: str):
 
 @contextlib.contextmanager
 def _patch(obj, attr, value):
-    old = getattr(obj, attr)
+    # the raw attribute, so that a staticmethod goes back as a staticmethod
+    old = vars(obj)[attr] if attr in vars(obj) else getattr(obj, attr)
     setattr(obj, attr, value)
     try:
         yield
@@ -59,21 +60,21 @@ def _stage1_ties_down():
     # SPEC 4.2 [revised]: r = (qmax + 1) >> 1 rounds the maximum to a half-unit, ties up; the bug
     # drops the "+ 1" (a tie goes down).
     sel = bd_hw.quantizer.PairSelector
-    return _patch(sel, "elaborate",
-                  recompiled(sel.elaborate, "r.eq((self.qmax + 1)[1:])", "r.eq(self.qmax[1:])"))
+    return _patch(sel, "pair_of", staticmethod(
+        recompiled(sel.pair_of, "r = (qmax + 1)[1:1 + Q_BITS]", "r = (qmax + 0)[1:1 + Q_BITS]")))
 
 
 def _dropped_ready_term():
     # SPEC 9: a stage may load when it is empty *or its content moves on*; the bug drops the
     # downstream-ready term, so a full stage never hands its beat on.
-    return _patch(bd_hw.quantizer, "pipeline_control",
+    return _patch(bd_hw.pipeline, "pipeline_control",
                   recompiled(bd_hw.pipeline.pipeline_control,
                              "load[n].eq(~valid[n] | nxt)", "load[n].eq(~valid[n])"))
 
 
 def _ready_from_valid():
     # SPEC 9: i.ready must not depend on i.valid; the bug gates it with i.valid.
-    return _patch(bd_hw.quantizer, "pipeline_control",
+    return _patch(bd_hw.pipeline, "pipeline_control",
                   recompiled(bd_hw.pipeline.pipeline_control,
                              "in_ready.eq(load[0] & ~ResetSignal())",
                              "in_ready.eq(load[0] & ~ResetSignal() & in_valid)"))
