@@ -112,6 +112,12 @@ class _StreamHarnessBase(wiring.Component):
         ]
         return frag
 
+    def _start(self, m, platform):
+        """Connects the unit and opens the property list: (fragment, properties, unit)."""
+        frag = self._connect(m, platform)
+        self.props = Properties(m)
+        return frag, self.props, self.dut
+
     def _upstream_protocol(self, m, props):
         """Assume the upstream side keeps a beat valid and stable until it is taken (SPEC 9)."""
         dut = self.dut
@@ -147,9 +153,7 @@ class StreamProtocolHarness(_StreamHarnessBase):
 
     def elaborate(self, platform):
         m = Module()
-        frag = self._connect(m, platform)
-        props = self.props = Properties(m)
-        dut = self.dut
+        frag, props, dut = self._start(m, platform)
         rst = ResetSignal()
         p_rst = self._upstream_protocol(m, props)
 
@@ -219,9 +223,7 @@ class FirstBeatHarness(_StreamHarnessBase):
 
     def elaborate(self, platform):
         m = Module()
-        frag = self._connect(m, platform)
-        props = self.props = Properties(m)
-        dut = self.dut
+        frag, props, dut = self._start(m, platform)
         self._upstream_protocol(m, props)
         i_fire = dut.i.valid & dut.i.ready
 

@@ -135,12 +135,13 @@ class MseSelection(Selection):
     """SPEC 5 as the quantizer frame's selection: the 16 costs (stage 1), their argmin (stage 2)."""
 
     method = "mse"
+    costs_unit = MseCosts      # the component computing the 16 costs
 
     def state_shape(self, B: int):
         return data.ArrayLayout(cost_bits(B), NUM_DIALECTS)
 
     def first(self, m, B, elements, exp, q):
-        m.submodules.costs = costs = MseCosts(B)
+        m.submodules.costs = costs = self.costs_unit(B)
         m.d.comb += [costs.data.eq(elements), costs.exp.eq(exp)]
         return costs.costs
 

@@ -37,12 +37,12 @@ from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from bd_hw.arith import tree_argmin, tree_sum
+from bd_hw.arith import tree_sum
 from bd_hw.quantizer import BDQuantizer, Selection
 from golden.formatbook import FORMATBOOK_ROWS
 from golden.spec import EXP_BITS, FP16_BITS, LEVELS, NUM_DIALECTS
 
-from .mse_selector import HALF_UNIT, MIDPOINT_UNIT, X_BITS, X_MIN, cost_lane
+from .mse_selector import HALF_UNIT, MIDPOINT_UNIT, X_BITS, X_MIN, MseSelection, cost_lane
 
 __all__ = ["SharedMseCosts", "SharedMseSelection", "BDSharedMseQuantizer", "cost_bits",
            "MAGNITUDES", "THRESHOLDS", "STEPS", "DIALECT_STEPS", "BASE_VALUE"]
@@ -139,25 +139,16 @@ class SharedMseCosts(wiring.Component):
         return m
 
 
-class SharedMseSelection(Selection):
+class SharedMseSelection(MseSelection):
     """SPEC 5 from shared terms as the quantizer frame's selection (:class:`bd_hw.quantizer.Selection`):
     the 16 relative costs (stage 1), their argmin with ties to the lowest id (stage 2). It gives
     ``golden.bd.quantize(x, method="mse")``'s dialects, as the literal
     :class:`~bench.hw.mse_selector.MseSelection` does."""
 
-    method = "mse"
+    costs_unit = SharedMseCosts
 
     def state_shape(self, B: int):
         return data.ArrayLayout(signed(cost_bits(B)), NUM_DIALECTS)
-
-    def first(self, m, B, elements, exp, q):
-        m.submodules.costs = costs = SharedMseCosts(B)
-        m.d.comb += [costs.data.eq(elements), costs.exp.eq(exp)]
-        return costs.costs
-
-    def second(self, m, B, state, q):
-        return tree_argmin(state[d] for d in range(NUM_DIALECTS))
-
 
 class BDSharedMseQuantizer(BDQuantizer):
     """A ``bd_quantizer`` whose dialect is the SPEC 5 MSE choice from :class:`SharedMseSelection`;
