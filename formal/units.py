@@ -15,6 +15,7 @@ from amaranth.hdl import Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
+from bd_hw.dot import ExactAccumulator
 from bd_hw import quantizer as hwq
 from bd_hw.units import UNITS, Unit
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM, MAX_PRODUCT,
@@ -46,13 +47,18 @@ def quantizer_pending(find, stages: int):
     return sum(find(f"s{n}_valid") for n in range(stages))
 
 
-def dot_pending(find):
-    """Results owed inside ``bd_dot``: ``last`` beats in the front stages and the accumulator's
-    term stage, the finished total, and the normaliser's two stages."""
-    return ((find("s0_valid") & find("s1_last")) + (find("s1_valid") & find("s2_last"))
-            + (find("t_valid", "accumulator") & find("t_last", "accumulator"))
-            + find("o_valid", "accumulator")
-            + find("s0_valid", "norm") + find("s1_valid", "norm"))
+def dot_pending(find, dut):
+    """Results owed inside ``bd_dot``: ``last`` beats in the front stages (named as
+    :meth:`bd_hw.dot.BDDot.elaborate` registers them: ``s1`` and ``s3``, plus ``s0`` and ``s2`` when
+    the ``decode`` and ``tree`` cuts are taken), the accumulator's term stage, the finished total,
+    and the normaliser's stages."""
+    names = [name for name, taken in (("s0", "decode" in dut.cuts), ("s1", True),
+                                      ("s2", "tree" in dut.cuts), ("s3", True)) if taken]
+    pending = sum(find(f"s{n}_valid") & find(f"{name}_last") for n, name in enumerate(names))
+    pending = (pending + (find("t_valid", "accumulator") & find("t_last", "accumulator"))
+               + find("o_valid", "accumulator"))
+    norm_stages = dut.latency - dut.front_stages - ExactAccumulator.LATENCY
+    return pending + sum(find(f"s{n}_valid", "norm") for n in range(norm_stages))
 
 
 # --- harness builders ---------------------------------------------------------------------------
@@ -65,7 +71,7 @@ def quantizer_protocol(unit, B):
 
 def dot_protocol(unit, B):
     dut = unit.build(B)
-    return StreamProtocolHarness(dut, capacity=dut.latency, lemma=dot_pending,
+    return StreamProtocolHarness(dut, capacity=dut.latency, lemma=partial(dot_pending, dut=dut),
                                  produces=lambda p: p.last)
 
 
