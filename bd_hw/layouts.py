@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from amaranth.hdl import Shape
 from amaranth.lib import data
 
-from golden.spec import CODE_BITS, DIALECT_BITS, EXP_BITS, FP16_BITS, H_BITS, check_block_size
+from golden.spec import CODE_BITS, DIALECT_BITS, EXP_BITS, FP16_BITS, FP32_BITS, H_BITS, check_block_size
 
 __all__ = [
     "FP16_BITS", "FP32_BITS", "DECODED_BITS",
@@ -49,7 +49,6 @@ __all__ = [
     "pack_lanes", "unpack_lanes", "pack_decoder_codes", "unpack_decoder_values",
 ]
 
-FP32_BITS = 32            # IEEE binary32 result of bd_dot (SPEC 6)
 DECODED_BITS = 1 + H_BITS  # decoder lane: {sign, h[3:0]} (SPEC 9)
 
 
