@@ -40,6 +40,14 @@ ROUNDING_PAIRS = {"selector": ("sel_two_stage", "sel_two_stage_trunc"),
                   "quantizer": ("bd_quantizer", "bd_quantizer_trunc")}
 
 
+# Columns of the per-family place-and-route tables: (heading, key in a result's family dict).
+FAMILY_COLUMNS = {
+    "ice40": (("LUT4", "luts"), ("carry", "carries"), ("FF", "flops"), ("LC (harness)", "logic_cells"),
+              ("Fmax MHz", "fmax_mhz")),
+    "ecp5": (("LUT4", "luts"), ("CCU2C", "carries"), ("FF", "flops"), ("DSP", "dsp"), ("BRAM", "bram"),
+             ("LC (harness)", "logic_cells"), ("Fmax MHz", "fmax_mhz")),
+}
+
 def figure(result: dict, metric: str):
     """``result[metric]``; ``"ice40.luts"`` reads ``result["ice40"]["luts"]``."""
     value = result
@@ -275,26 +283,17 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
             r["unit"], r["B"], f"{r['port_bits_in']}/{r['port_bits_out']}", r.get("cells"),
             r.get("cells_flops"), r.get("gates2"), r.get("gates_not"), r.get("measured"),
             _note(r, None)]) + " |")
-    lines += ["", f"## iCE40 HX8K ({FAMILY['ice40'].device})", "",
-              "| unit | B | LUT4 | carry | FF | LC (harness) | Fmax MHz | note |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        if not _has(r, "ice40"):
-            continue
-        f = r.get("ice40", {})
-        lines.append("| " + " | ".join(_fmt(v) for v in [
-            r["unit"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"),
-            f.get("logic_cells"), f.get("fmax_mhz"), _note(r, "ice40")]) + " |")
-    lines += ["", f"## ECP5 ({FAMILY['ecp5'].device})", "",
-              "| unit | B | LUT4 | CCU2C | FF | DSP | BRAM | LC (harness) | Fmax MHz | note |",
-              "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in results:
-        if not _has(r, "ecp5"):
-            continue
-        f = r.get("ecp5", {})
-        lines.append("| " + " | ".join(_fmt(v) for v in [
-            r["unit"], r["B"], f.get("luts"), f.get("carries"), f.get("flops"), f.get("dsp"),
-            f.get("bram"), f.get("logic_cells"), f.get("fmax_mhz"), _note(r, "ecp5")]) + " |")
+    for family, heading in (("ice40", "iCE40 HX8K"), ("ecp5", "ECP5")):
+        columns = FAMILY_COLUMNS[family]
+        lines += ["", f"## {heading} ({FAMILY[family].device})", "",
+                  "| unit | B | " + " | ".join(c for c, _ in columns) + " | note |",
+                  "|---|---|" + "---|" * len(columns) + "---|"]
+        for r in results:
+            if not _has(r, family):
+                continue
+            f = r.get(family, {})
+            lines.append("| " + " | ".join(_fmt(v) for v in [
+                r["unit"], r["B"], *(f.get(key) for _, key in columns), _note(r, family)]) + " |")
     lines.append("")
 
     if summary["weight_bandwidth"]:
