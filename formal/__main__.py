@@ -172,8 +172,9 @@ def main(argv=None) -> int:
     previous = args.out / "summary.json"
     if args.update and previous.exists():
         names = {j.name for j in selected}
-        current = {j.name for j in jobs(tuple(args.blocks), args.units)} | \
-            {j.name for j in bug_jobs()}
+        # every job that exists, whatever --units/--blocks selected, so a partial rerun keeps
+        # the other units' rows
+        current = {j.name for j in jobs()} | {j.name for j in bug_jobs()}
         old = json.loads(previous.read_text())
         # rows of jobs that are run again, or that no longer exist, are dropped
         kept = [r for r in old["properties"] if r["job"] not in names and r["job"] in current]
