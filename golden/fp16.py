@@ -79,12 +79,30 @@ def to_fp16(x, name: str = "x") -> torch.Tensor:
     """
     x = as_real_tensor(x, name)
     if x.dtype == torch.float64:
-        # torch narrows float64 through float32, which can round twice; numpy rounds once (SPEC 1).
-        with np.errstate(over="ignore"):
-            return torch.from_numpy(x.cpu().numpy().astype(np.float16)).to(x.device)
+        from . import kernels     # imported here: golden.kernels builds its C source from SPEC tables
+
+        return kernels.float64_to_fp16_native(x) if kernels.native_for(x) else float64_to_fp16_reference(x)
     # Every other dtype reaches FP16 with one rounding: float32 and narrower floats directly, and
     # an integer is exact in float32 up to 2^24, far beyond the FP16 range.
     return x.to(torch.float16)
+
+
+def float64_to_fp16_reference(x: torch.Tensor) -> torch.Tensor:
+    """float64 -> FP16 with one round-to-nearest-even, in torch operations on x's device (the path
+    off the CPU; on the CPU golden.kernels does the same in C).
+
+    torch narrows float64 through float32, which can round twice (a value just below an FP16 tie
+    lands on the tie). Rounding to float32 *to odd* instead (truncate, then set the last bit when
+    inexact) keeps the sticky information: float32 has 13 more significand bits than FP16, so the
+    second rounding then gives the correctly rounded FP16 value, subnormals and overflow included.
+    """
+    nearest = x.to(torch.float32)
+    widened = nearest.to(torch.float64)
+    inexact = (widened != x) & ~torch.isnan(x)
+    # The float32 neighbour toward zero (an overflow to Inf comes back to the largest float32).
+    truncated = torch.where(widened.abs() > x.abs(), torch.nextafter(nearest, torch.zeros_like(nearest)), nearest)
+    odd = (truncated.view(torch.int32) | 1).view(torch.float32)
+    return torch.where(inexact, odd, nearest).to(torch.float16)
 
 
 def to_fp32(x, name: str = "x") -> torch.Tensor:

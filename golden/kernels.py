@@ -73,7 +73,7 @@ from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_HALF
                    SIGNIFICAND_HIDDEN)
 
 __all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
-           "build_seconds", "quantize_native", "dequantize_native", "linear_exact"]
+           "build_seconds", "quantize_native", "dequantize_native", "float64_to_fp16_native", "linear_exact"]
 
 PATHS = ("native", "reference")
 STAGE1_RULES = ("round", "trunc")     # SPEC 4.2 [revised]: two_stage rounds, two_stage_trunc truncates
@@ -254,6 +254,31 @@ void bd_decode_window(const uint8_t *exp, const uint8_t *dialect, const uint8_t 
         }
     }
 }
+/* SPEC 1: float64 -> IEEE binary16 bits with one round-to-nearest-even (overflow to Inf,
+   subnormals kept; a NaN stays a quiet NaN with its sign and top payload bits). */
+void bd_float64_to_fp16(const double *x, int64_t n, uint16_t *out)
+{
+    for (int64_t i = 0; i < n; i++) {
+        uint64_t b;
+        memcpy(&b, x + i, 8);
+        uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
+        uint64_t mag = b & 0x7FFFFFFFFFFFFFFFULL;
+        if (mag >= 0x7FF0000000000000ULL) {
+            out[i] = sign | 0x7C00 | (mag > 0x7FF0000000000000ULL ? 0x200 | (uint16_t)((mag >> 42) & 0x3FF) : 0);
+            continue;
+        }
+        int e = (int)(mag >> 52) - 1023;               /* unbiased exponent; doubles' subnormals: -1023 */
+        if (e >= 16) { out[i] = sign | 0x7C00; continue; }
+        uint64_t m = (mag & 0xFFFFFFFFFFFFFULL) | (1ULL << 52);
+        int shift = e >= -14 ? 42 : 42 - 14 - e;      /* to 10 fraction bits, or to units of 2^-24 */
+        if (shift >= 54) { out[i] = sign; continue; }  /* below half the least subnormal */
+        uint64_t q = m >> shift, rem = m & ((1ULL << shift) - 1), half = 1ULL << (shift - 1);
+        q += (rem > half) | ((rem == half) & (q & 1));
+        /* Normal: a carry out of the significand moves into the exponent field, up to Inf. */
+        uint32_t bits = e >= -14 ? ((uint32_t)(e + 15) << 10) + (uint32_t)(q - 1024) : (uint32_t)q;
+        out[i] = sign | (uint16_t)(bits > 0x7C00 ? 0x7C00 : bits);
+    }
+}
 """
 
 
@@ -318,7 +343,9 @@ def _build(directory: Path | None = None) -> ctypes.CDLL:
     lib.bd_quantize_mse.argtypes = [p, i64, i32, p, p, p, p]
     lib.bd_dequantize.argtypes = [p, p, p, p, i32, i64, i32, p]
     lib.bd_decode_window.argtypes = [p, p, p, p, i64, i64, i32, i32, i32, p]
-    for fn in (lib.bd_quantize_two_stage, lib.bd_quantize_mse, lib.bd_dequantize, lib.bd_decode_window):
+    lib.bd_float64_to_fp16.argtypes = [p, i64, p]
+    for fn in (lib.bd_quantize_two_stage, lib.bd_quantize_mse, lib.bd_dequantize, lib.bd_decode_window,
+               lib.bd_float64_to_fp16):
         fn.restype = None
     return lib
 
@@ -414,6 +441,20 @@ def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "rou
     if nblocks:
         _parallel(nblocks, run)
     return exp, dialect, codes, invalid.bool()
+
+
+def float64_to_fp16_native(x: torch.Tensor) -> torch.Tensor:
+    """SPEC 1's single rounding of a float64 CPU tensor to FP16, same shape."""
+    lib = _library()
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=torch.float16)
+    src, dst = x.data_ptr(), out.data_ptr()
+
+    def run(start, stop):
+        lib.bd_float64_to_fp16(src + 8 * start, stop - start, dst + 2 * start)
+    if x.numel():
+        _parallel(x.numel(), run)
+    return out
 
 
 def dequantize_native(exp, dialect, codes, invalid=None) -> torch.Tensor:

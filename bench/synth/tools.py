@@ -41,7 +41,10 @@ def yosys(workdir: Path, script: str, name: str, timeout: float) -> None:
                timeout, f"{name}.out")
     if proc.returncode != 0:
         lines = (proc.stdout + proc.stderr).strip().splitlines()
-        reason = next((ln for ln in lines if "ERROR" in ln), lines[-1] if lines else "no output")
+        log = workdir / f"{name}.log"
+        # With -q the error goes to the log only.
+        logged = log.read_text(errors="replace").splitlines() if log.exists() else []
+        reason = next((ln for ln in lines + logged if "ERROR" in ln), lines[-1] if lines else "no output")
         raise ToolError(f"yosys {name} failed in {workdir}: {reason.strip()[:200]}")
 
 
