@@ -14,6 +14,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
+import bd_hw.linear
 import bd_hw.pipeline
 import bd_hw.quantizer
 
@@ -80,6 +81,15 @@ def _ready_from_valid():
                              "in_ready.eq(load[0] & ~ResetSignal() & in_valid)"))
 
 
+def _engine_read_stage_overwrites():
+    # SPEC 11 / bd_hw.linear: the read stage loads a new weight beat when it is empty or the dot
+    # units take its beat; the bug drops both terms, so a stalled beat is overwritten (a row group
+    # is lost).
+    engine = bd_hw.linear.BDLinear
+    return _patch(engine, "elaborate", recompiled(engine.elaborate, "a_load.eq(~a_valid | dots_take)",
+                                                  "a_load.eq(1)"))
+
+
 @dataclass(frozen=True)
 class Bug:
     name: str
@@ -101,6 +111,8 @@ BUGS = {b.name: b for b in (
         _dropped_ready_term, "bd_quantizer", "protocol", None),
     Bug("ready_from_valid", "i.ready gated by i.valid",
         _ready_from_valid, "bd_quantizer", "structural", None),
+    Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
+        _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None),
 )}
 
 

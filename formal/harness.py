@@ -351,6 +351,7 @@ AXIS_PROPERTIES = {
     "within_capacity": "owed result beats stay in [0, capacity]",
     "reset_clears": "after a cycle in reset, m_axis_y_tvalid is low",
     "no_take_in_reset": "both tready outputs are low in reset",
+    "occupancy_lemma": "owed result beats equal the row groups pending in the engine (induction lemma)",
 }
 
 
@@ -361,15 +362,19 @@ class AxisProtocolHarness(wiring.Component):
     ``m_axis`` beat is owed per ``tlast`` beat of ``owed_by``."""
 
     def __init__(self, dut, *, inputs=("s_axis_x", "s_axis_w"), output="m_axis_y",
-                 owed_by="s_axis_w", capacity: int):
+                 owed_by="s_axis_w", capacity: int, lemma: Callable | None = None,
+                 invariants: Callable | None = None):
         self.dut, self.inputs, self.output = dut, inputs, output
         self.owed_by, self.capacity = owed_by, capacity
+        self.lemma, self.invariants = lemma, invariants
         members = {}
         for path, member, value in dut.signature.flatten(dut):
             name = path[0]
             if member.flow == In and name not in ("aclk", "aresetn"):
                 members[name] = In(member.shape)
         self._free = list(members)
+        # The proof's clock and reset, as ports: the solver drives the reset freely.
+        members["clk"], members["rst"] = In(1), In(1)
         super().__init__(members)
 
     def _port(self, stream, field):
@@ -377,15 +382,21 @@ class AxisProtocolHarness(wiring.Component):
 
     def elaborate(self, platform):
         from amaranth.hdl import Cat as _Cat
-        from amaranth.hdl import ClockDomain, ClockSignal
+        from amaranth.hdl import ClockDomain
         m = Module()
-        m.submodules.dut = dut = self.dut
+        dut = self.dut
+        m.submodules.dut = frag = Fragment.get(dut, platform)
         props = self.props = Properties(m)
-        # The unit defines its own local `sync` domain on aclk; the harness clocks it from a domain
-        # of its own, whose clock and reset are the proof's free inputs.
-        m.domains.axis = ClockDomain("axis")
-        rst = ResetSignal("axis")
-        m.d.comb += [dut.aclk.eq(ClockSignal("axis")), dut.aresetn.eq(~rst)]
+        # The unit defines its own local `sync` domain on aclk. The harness's `axis` domain takes its
+        # clock and reset from the harness's own ports, and so does the unit: a domain whose clock
+        # is not a port of the design is tied to 0 in the netlist (nothing would ever change and
+        # every assertion would hold vacuously), and the top's implicit `sync` clashes with the
+        # unit's local domain of that name when Amaranth propagates domains.
+        axis = ClockDomain("axis", local=True)
+        axis.clk = self.clk
+        m.domains.axis = axis
+        rst = self.rst
+        m.d.comb += [axis.rst.eq(rst), dut.aclk.eq(self.clk), dut.aresetn.eq(~rst)]
         for name in self._free:
             m.d.comb += getattr(dut, name).eq(getattr(self, name))
         p_rst = Signal(reset_less=True, name="p_rst")
@@ -423,9 +434,17 @@ class AxisProtocolHarness(wiring.Component):
         props.check("reset_clears", ~p_rst | ~o_valid)
         props.check("no_take_in_reset",
                     ~rst | ~_Cat(*[self._port(s, "tready") for s in self.inputs]).any())
+        # Induction lemmas, as for StreamProtocolHarness: the owed count equals the unit's pending
+        # results, and the unit's own invariants (read from its registers) hold.
+        if self.lemma is not None:
+            find = SignalFinder(frag)
+            props.check("occupancy_lemma", owed == self.lemma(find))
+            for name, cond in (self.invariants(find) if self.invariants else {}).items():
+                props.check(name, cond)
         for stream in self.inputs:
             props.cover(f"{stream}_beat_taken", self._port(stream, "tvalid") &
                         self._port(stream, "tready") & ~rst)
         props.cover("result_delivered", o_fire)
         props.cover("held_under_backpressure", p_o_wait & ~p_rst & o_valid)
+        props.cover("full", owed == cap)
         return m

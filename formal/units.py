@@ -369,11 +369,49 @@ def _linear(unit: Unit, B: int):
     return unit.builder(B, **{**unit.params, **LINEAR_PARAMS})
 
 
+def _lane(find, n: int):
+    """``find`` inside dot unit ``n`` of the engine (paths relative to it, as dot_pending uses)."""
+    return lambda name, path="": find(name, f"dot{n}" + (f".{path}" if path else ""))
+
+
+def _dot_of(engine):
+    """A dot unit configured as the engine's (asked for its cut points and latency only)."""
+    from bd_hw.dot import BDDot
+    from bd_hw.layouts import reject
+    dot = BDDot(engine.B, engine.max_blocks, **({"pipeline": engine.pipeline} if hasattr(engine, "pipeline") else {}))
+    reject(dot)
+    return dot
+
+
+def linear_pending(find, dut):
+    """Row groups owed inside ``bd_linear``: a ``tlast`` beat in the read stage, in lane 0's dot
+    unit (the lanes run in lockstep, see :func:`linear_invariants`), and the collector's two output
+    registers (``main`` and ``skid``)."""
+    read = find("a_valid") & find("a_last")
+    dots = dot_pending(_lane(find, 0), _dot_of(dut))
+    return read + dots + find("main_valid", "collector") + find("skid_valid", "collector")
+
+
+def linear_invariants(find, dut):
+    """What induction needs besides the occupancy: every lane's dot unit holds the same pending
+    results as lane 0's (they take the same beats with the same ready), and the collector's flag
+    FIFO holds one entry per group still before the collector."""
+    dot = _dot_of(dut)
+    lane0 = dot_pending(_lane(find, 0), dot)
+    out = {f"lane{n}_in_lockstep": dot_pending(_lane(find, n), dot) == lane0 for n in range(1, dut.N)}
+    out["flags_match_groups"] = (find("level", "collector.flags")
+                                 == (find("a_valid") & find("a_last")) + lane0)
+    return out
+
+
 def linear_protocol(unit: Unit, B: int):
     dut = _linear(unit, B)
-    # Owed results: row groups between the weight input and the output, plus the collector's
-    # output register.
-    return AxisProtocolHarness(dut, capacity=dut.groups_in_flight + 1)
+    # Owed results: row groups between the weight input and the collector (at most one per
+    # register stage, the size of the collector's flag FIFO), plus the collector's two output
+    # registers (main and skid).
+    return AxisProtocolHarness(dut, capacity=dut.groups_in_flight + 2,
+                               lemma=partial(linear_pending, dut=dut),
+                               invariants=partial(linear_invariants, dut=dut))
 
 
 _AXIS_IN = ("w:s_axis_x_tvalid w:s_axis_x_tdata %u w:s_axis_x_tlast %u w:s_axis_w_tvalid %u "
@@ -460,10 +498,8 @@ def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
                                            accumulator_width, unit, B, mb), mode,
                                        depth=mb + 5, timeout=900))
             elif unit.kind == "linear":
-                # The smallest registered engine, at its own block size: the protocol logic is
-                # the same for every lane count and block size.
-                if B == block_sizes[0] and unit is min(
-                        linear_units(), key=lambda u: min(u.blocks) * u.params.get("N", 1)):
+                # Every registered engine once, at its own block size (the proofs take seconds).
+                if B == block_sizes[0]:
                     out += linear_jobs(unit, min(unit.blocks))
             else:
                 raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
@@ -478,14 +514,17 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
     out = []
     for bug in BUGS.values():
         unit = UNITS[bug.unit]
-        name = f"bug_{bug.name}_{unit.name}_b{B}"
-        if bug.caught_by == "protocol":
+        at = min(unit.blocks) if unit.kind == "linear" else B    # an engine at its own block size
+        name = f"bug_{bug.name}_{unit.name}_b{at}"
+        if unit.kind == "linear":
+            build, mode, depth = partial(linear_protocol, unit, at), "prove", 24
+        elif bug.caught_by == "protocol":
             build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
         elif bug.caught_by == "structural":
             build, mode, depth = partial(unit.build, B), "structural", 1
         else:
             build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
             mode, depth = "bmc", unit.latency(B) + 1
-        out.append(Job(name, unit.name, B, bug.caught_by, build, mode, depth=depth,
+        out.append(Job(name, unit.name, at, bug.caught_by, build, mode, depth=depth,
                        timeout=900, patch=bug.plant, note=bug.description))
     return out
