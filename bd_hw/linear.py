@@ -32,18 +32,26 @@ a group being block ``j`` of its ``N`` rows, and after each group's ``tlast`` em
 taken while a vector loads, nor the activation stream while a matrix streams (one buffer). The
 upper 7 bits of a packed header word are ignored.
 
-Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high):
+Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high), for the
+``pipeline`` setting ``p`` (0 to 4, default 0; see :class:`BDLinear`):
 
-- **Latency 8** (:attr:`BDLinear.latency`): the ``tlast`` beat of a row group accepted at edge ``t``
-  gives its result beat, transferred at edge ``t + 8``: one stage that reads the activation block
-  (the buffer's synchronous read) + :attr:`BDDot.latency` (6) + the output skid buffer (1).
-- **Vector turnaround 5** (:attr:`BDLinear.vector_latency`): the final activation beat accepted at
-  edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4) edges; the first weight beat can
-  be accepted at edge ``t + 5``. The first activation beat of the next vector can be accepted at
-  the edge after the final weight beat of a matrix.
-- Sustained: one weight beat (``N`` blocks) per clock while ``m_axis_y_tready`` is high, one
-  activation block per clock. A matrix of ``G`` row groups over a vector of ``K/B`` blocks takes
-  ``K/B + 5 + G K/B`` cycles from its first activation beat to its final weight beat.
+- **Latency 8 + p** (:attr:`BDLinear.latency`): the ``tlast`` beat of a row group accepted at edge
+  ``t`` gives its result beat, transferred at edge ``t + latency``: one stage that reads the
+  activation block (the buffer's synchronous read) + :attr:`BDDot.latency` (6 + p) + the output
+  skid buffer (1).
+- **Vector turnaround 5 + p** (:attr:`BDLinear.vector_latency`): the final activation beat accepted
+  at edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4 + p) edges; the first weight
+  beat can be accepted at edge ``t + vector_latency``. The first activation beat of the next vector
+  can be accepted at the edge after the final weight beat of a matrix.
+- Sustained, at every setting: one weight beat (``N`` blocks) per clock while ``m_axis_y_tready``
+  is high, one activation block per clock. A matrix of ``G`` row groups over a vector of ``K/B``
+  blocks takes ``K/B + vector_latency + G K/B`` cycles from its first activation beat to its final
+  weight beat.
+
+``pipeline = p`` takes the first ``p`` cut points of the quantizer and of every dot unit
+(:attr:`BDLinear.CUT_POINTS` pairs them: ``select``/``abs``, ``shift``/``lzc``, ``qmax``/``tree``,
+``exp``/``decode``), so ``p = 0`` is the small low-latency build and ``p = 4`` the fast one (every
+cut point of both parts taken, the parts of ``bd_quantizer_fast`` and ``bd_dot_fast``).
 
 No combinational path runs from an input to an output: the ``tready`` outputs depend on registers
 (``s_axis_w_tready`` on the dot units' pipeline state and the output skid buffer, not on
@@ -57,6 +65,8 @@ Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.Vector
 """
 from __future__ import annotations
 
+from itertools import zip_longest
+
 from amaranth.hdl import Cat, ClockDomain, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
@@ -67,6 +77,7 @@ from .dot import BDDot
 from .layouts import FP32_BITS, reject, unit_block_size
 from .linear_parts import (Y_USER_BITS, ActivationBuffer, GroupCounter, LaneCollector,
                            PackedBlockUnpacker, VectorCounter, check_lanes, check_max_blocks)
+from .pipeline import check_pipeline
 from .quantizer import BDQuantizer
 
 __all__ = ["BDLinear"]
@@ -79,18 +90,32 @@ def _latency_of(unit) -> int:
 
 
 class BDLinear(wiring.Component):
-    """``bd_linear`` for block size ``B`` (16, 32, 64), ``N`` lanes (1, 2, 4, 8) and vectors of up to
-    ``max_blocks`` blocks. See the module docstring. Raises ``ValueError`` naming a bad parameter.
+    """``bd_linear`` for block size ``B`` (16, 32, 64), ``N`` lanes (1, 2, 4, 8), vectors of up to
+    ``max_blocks`` blocks and ``pipeline`` extra register stages in each of its clocked parts (0 to
+    ``len(CUT_POINTS)``, default 0). See the module docstring.
+
+    ``pipeline = p`` is passed on as one integer: the quantizer and every dot unit take the first
+    ``p`` of their own cut points (:data:`BDQuantizer.CUT_POINTS`, :data:`BDDot.CUT_POINTS`), a part
+    with fewer cut points than ``p`` all of its own (today both have four). :data:`CUT_POINTS` lists
+    the pairs so taken, step by step; :attr:`latency` is ``8 + p`` and :attr:`vector_latency`
+    ``5 + p``, from the parts' own latencies. Raises ``ValueError`` naming ``B``, ``N``,
+    ``max_blocks`` or ``pipeline``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
     ``aresetn`` is low, so the emitted Verilog has exactly the SPEC 11 ports; the Amaranth simulator
     clocks it with ``add_clock(period, domain="sync")``.
     """
 
-    def __init__(self, B: int = 32, N: int = 4, max_blocks: int = DEFAULT_MAX_BLOCKS):
+    #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
+    #: no more.
+    CUT_POINTS = tuple(zip_longest(BDQuantizer.CUT_POINTS, BDDot.CUT_POINTS))
+
+    def __init__(self, B: int = 32, N: int = 4, max_blocks: int = DEFAULT_MAX_BLOCKS,
+                 pipeline: int = 0):
         self.B = unit_block_size(B, self)
         self.N = check_lanes(N, owner=self)
         self.max_blocks = check_max_blocks(max_blocks, owner=self)
+        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
         self.x_bits = FP16_BITS * self.B
         self.w_bits = 8 * block_bytes(self.B) * self.N
         self.y_bits = FP32_BITS * self.N
@@ -116,16 +141,25 @@ class BDLinear(wiring.Component):
     #: Stage between the weight input and the dot units: the activation buffer's synchronous read.
     READ_STAGES = 1
 
+    def _quantizer(self) -> BDQuantizer:
+        """A fresh quantizer at this engine's block size and pipeline setting."""
+        return BDQuantizer(self.B, pipeline=min(self.pipeline, len(BDQuantizer.CUT_POINTS)))
+
+    def _dot(self) -> BDDot:
+        """A fresh dot unit at this engine's block size, ``max_blocks`` and pipeline setting."""
+        return BDDot(self.B, self.max_blocks, pipeline=min(self.pipeline, len(BDDot.CUT_POINTS)))
+
     @property
     def latency(self) -> int:
-        """Edges from accepting a row group's ``tlast`` weight beat to transferring its result (8)."""
-        return self.READ_STAGES + _latency_of(BDDot(self.B, self.max_blocks)) + LaneCollector.LATENCY
+        """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
+        (``8 + pipeline``)."""
+        return self.READ_STAGES + _latency_of(self._dot()) + LaneCollector.LATENCY
 
     @property
     def vector_latency(self) -> int:
         """Edges from accepting a vector's final activation beat to the first weight beat it can
-        take (5): the quantizer's latency, then one edge to write the buffer."""
-        return _latency_of(BDQuantizer(self.B)) + 1
+        take (``5 + pipeline``): the quantizer's latency, then one edge to write the buffer."""
+        return _latency_of(self._quantizer()) + 1
 
     @property
     def groups_in_flight(self) -> int:
@@ -140,7 +174,7 @@ class BDLinear(wiring.Component):
         m.domains.sync = sync
         m.d.comb += sync.rst.eq(~self.aresetn)
 
-        m.submodules.quantizer = quantizer = BDQuantizer(B)
+        m.submodules.quantizer = quantizer = self._quantizer()
         m.submodules.vector = vector = VectorCounter(self.max_blocks, quantizer.latency)
         m.submodules.buffer = buffer = ActivationBuffer(B, self.max_blocks)
         m.submodules.unpacker = unpacker = PackedBlockUnpacker(B, N)
@@ -148,7 +182,7 @@ class BDLinear(wiring.Component):
         m.submodules.collector = collector = LaneCollector(N, depth=self.groups_in_flight)
         dots = []
         for n in range(N):
-            dot = BDDot(B, self.max_blocks)
+            dot = self._dot()
             m.submodules[f"dot{n}"] = dot
             dots.append(dot)
 

@@ -16,11 +16,13 @@ name                 block sizes     builder and parameters                    l
 ``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
+``bd_linear_fast_n4`` 32             ``BDLinear(B, N=4, pipeline=4)``          12
 ==================== =============== ========================================= ===============
 
 The matrix-vector engine ``bd_linear`` (SPEC 11) is named by its lane count too: the registry keys
-``bd_linear_n<N>`` emit ``rtl/bd_linear_b<B>_n<N>.v`` with top module ``bd_linear_b<B>_n<N>``
-(:class:`LinearUnit`); its latency counts from a row group's final weight beat to its result beat.
+``<base>_n<N>`` (``bd_linear_n4``, ``bd_linear_fast_n4``) emit ``rtl/<base>_b<B>_n<N>.v`` with top
+module ``<base>_b<B>_n<N>`` (:class:`LinearUnit`); its latency counts from a row group's final
+weight beat to its result beat (its vector turnaround, 5 and 9, is ``BDLinear.vector_latency``).
 
 The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
 the highest clock rate; ``reports/synth/timing.md``); the others use the default, 0.
@@ -93,10 +95,20 @@ class Unit:
 
 @dataclass(frozen=True, eq=False)
 class LinearUnit(Unit):
-    """``bd_linear`` at ``params["N"]`` lanes: file and top module ``bd_linear_b<B>_n<N>`` (SPEC 11)."""
+    """``bd_linear`` at ``params["N"]`` lanes, registered as ``<base>_n<N>``: file and top module
+    ``<base>_b<B>_n<N>`` (SPEC 11; ``bd_linear_b32_n4``, ``bd_linear_fast_b32_n4``)."""
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.name.endswith(self._lanes):
+            raise ValueError(f"name must end in {self._lanes} (the lane count), not {self.name!r}")
+
+    @property
+    def _lanes(self) -> str:
+        return f"_n{self.params['N']}"
 
     def module(self, B: int) -> str:
-        return f"bd_linear_b{B}_n{self.params['N']}"
+        return f"{self.name.removesuffix(self._lanes)}_b{B}{self._lanes}"
 
 
 def _decoder(B):
@@ -136,6 +148,9 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
                summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,),
                summary="matrix-vector engine, 2 rows side by side, AXI4-Stream ports (SPEC 11)"),
+    LinearUnit("bd_linear_fast_n4", "linear", _linear, {"N": 4, "pipeline": 4}, blocks=(32,),
+               summary="bd_linear_n4 with every pipeline cut point taken in its quantizer and dot "
+                       "units (latency 12)"),
 )}
 
 

@@ -3,9 +3,11 @@
     python -m tb.runner [--quick] [--out DIR] [--units bd_decoder,bd_quantizer,...] [--blocks 16,32,64]
 
 Units are the registry's (:mod:`bd_hw.units`: ``bd_decoder``, ``bd_quantizer``,
-``bd_quantizer_trunc``, ``bd_dot``), each at those of ``--blocks`` it is emitted for.
-``--quick`` is the reduced run of the test suite; without it B = 32 runs at full depth and the other
-block sizes at a lighter one (a quarter to a fifth of the stimulus). ``WAVES=1`` in the environment
+``bd_quantizer_trunc``, ``bd_dot``, the ``_fast`` pipeline settings, the ``bd_linear`` engines),
+each at those of ``--blocks`` it is emitted for. ``--quick`` is the reduced run of the test suite;
+without it B = 32 runs at full depth and the other block sizes and the deeper pipeline settings
+(``bd_quantizer_fast``, ``bd_dot_fast``, ``bd_linear_fast_n4``) at a lighter one (a quarter to a
+fifth of the stimulus). ``WAVES=1`` in the environment
 writes a trace next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``): ``dump.fst`` when the
 host has liblz4-dev for Verilator's FST writer, ``dump.vcd`` otherwise.
 

@@ -6,7 +6,8 @@ the whole engine is checked bit for bit against ``golden.bd.linear`` through its
 pauses on all three streams, back-to-back matrices, Inf/NaN vectors, rows not a multiple of N,
 groups with a wrong block count, over-long vectors and a reset in mid-traffic. Unstalled runs
 measure the documented latency and the sustained rate of one weight beat and one activation block
-per clock.
+per clock. The engine runs at the default ``pipeline`` setting (0) and at the deepest one
+(:data:`DEEP`), the unstalled run at a middle setting too.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from golden.spec import LINEAR_LANES
 from tb.axis_linear import USER_MISMATCH, Job, make_job, unpack_y
 
 ROOT = Path(__file__).resolve().parents[2]
+DEEP = len(BDLinear.CUT_POINTS)         # every cut point of the quantizer and the dot units taken
 
 
 def clocked(dut, bench):
@@ -415,19 +417,25 @@ def mixed_jobs(B, N, seed, count, max_blocks):
 
 def test_linear_rejects_bad_parameters():
     for kwargs, name in (({"B": 24}, "B"), ({"N": 3}, "N"), ({"N": 16}, "N"), ({"max_blocks": 0}, "max_blocks"),
-                         ({"max_blocks": 2.0}, "max_blocks")):
+                         ({"max_blocks": 2.0}, "max_blocks"), ({"pipeline": -1}, "pipeline"),
+                         ({"pipeline": DEEP + 1}, "pipeline"), ({"pipeline": True}, "pipeline"),
+                         ({"pipeline": 1.0}, "pipeline")):
         with pytest.raises(ValueError, match=name):
             BDLinear(**kwargs)
-    dut = BDLinear(32, 4)
-    reject(dut)                  # only asked for its figures, never elaborated
-    assert (dut.latency, dut.vector_latency) == (8, 5)
+    assert DEEP == 4 and BDLinear.CUT_POINTS[0] == ("select", "abs")
+    for p in range(DEEP + 1):
+        dut = BDLinear(32, 4, pipeline=p)
+        reject(dut)              # only asked for its figures, never elaborated
+        assert (dut.latency, dut.vector_latency, dut.groups_in_flight) == (8 + p, 5 + p, 7 + p)
 
 
-def test_linear_unstalled_latency_and_rate():
+@pytest.mark.parametrize("pipeline", [0, 2, DEEP])
+def test_linear_unstalled_latency_and_rate(pipeline):
     """No pauses: results equal golden, latency == .latency for every group, one weight beat and
     one activation block per clock, and a vector turnaround of .vector_latency."""
     B, N = 16, 2
-    dut = BDLinear(B, N, max_blocks=8)
+    dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline)
+    assert (dut.latency, dut.vector_latency) == (8 + pipeline, 5 + pipeline)
     jobs = []
     for i, (rows, nblocks) in enumerate(((5, 3), (4, 1), (7, 8), (2, 2))):
         x = vectors.random_blocks(nblocks, B, "gaussian", seed=i).reshape(-1)
@@ -449,12 +457,12 @@ def test_linear_unstalled_latency_and_rate():
         w += len(job.w_beats)
 
 
-@pytest.mark.parametrize("N", [1, 4])
-def test_linear_random_backpressure(N):
+@pytest.mark.parametrize("N,pipeline", [(1, 0), (4, 0), (4, DEEP)])
+def test_linear_random_backpressure(N, pipeline):
     """Random pauses on s_axis_x, s_axis_w and m_axis_y, back-to-back matrices of every kind."""
     B = 16
-    dut = BDLinear(B, N, max_blocks=8)
-    jobs = mixed_jobs(B, N, seed=N, count=10, max_blocks=8)
+    dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline)
+    jobs = mixed_jobs(B, N, seed=N + pipeline, count=10, max_blocks=8)
     assert any(j.invalid for j in jobs) and any(j.altered_groups for j in jobs)
     assert any(len(j.expected) * N != j.x16.numel() for j in jobs)
     run, = run_engine(dut, [(jobs, None)], x_pause=0.3, w_pause=0.3, y_pause=0.5, seed=N)
@@ -462,10 +470,11 @@ def test_linear_random_backpressure(N):
     assert any(user & USER_MISMATCH for _, _, user, _ in run.received)
 
 
-def test_linear_vector_limits():
+@pytest.mark.parametrize("pipeline", [0, DEEP])
+def test_linear_vector_limits(pipeline):
     """A vector of exactly max_blocks blocks works; one block more flags every group (tuser bit 1)."""
     B, N, limit = 16, 2, 4
-    dut = BDLinear(B, N, max_blocks=limit)
+    dut = BDLinear(B, N, max_blocks=limit, pipeline=pipeline)
     full = make_job("full", vectors.random_blocks(limit, B, "uniform", seed=1).reshape(-1),
                     weights(3, limit, B, seed=2), N)
     long_x = vectors.random_blocks(limit + 1, B, "uniform", seed=3).reshape(-1)
@@ -479,11 +488,12 @@ def test_linear_vector_limits():
     check_results(jobs, run)
 
 
-def test_linear_reset_mid_traffic():
+@pytest.mark.parametrize("pipeline", [0, DEEP])
+def test_linear_reset_mid_traffic(pipeline):
     """aresetn low while vectors load, matrices stream and results wait: afterwards the engine
     starts from a clean state (a new vector first) and gives golden results."""
     B, N = 16, 2
-    dut = BDLinear(B, N, max_blocks=8)
+    dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline)
     first = mixed_jobs(B, N, seed=21, count=4, max_blocks=8)
     second = mixed_jobs(B, N, seed=22, count=3, max_blocks=8)
     third = mixed_jobs(B, N, seed=23, count=3, max_blocks=8)
@@ -503,11 +513,14 @@ LINEAR_UNITS = [(u, B) for u, B in units.emitted() if u.kind == "linear"]
 
 @pytest.mark.parametrize("unit,B", LINEAR_UNITS, ids=[u.file_name(B) for u, B in LINEAR_UNITS])
 def test_linear_rtl_names_and_axi_ports(unit, B):
-    """rtl/bd_linear_bB_nN.v: top module named after the file, submodules prefixed by it, and the
-    SPEC 11 ports with their widths (aclk/aresetn, no clk/rst)."""
+    """rtl/bd_linear[_fast]_bB_nN.v: top module named after the file, submodules prefixed by it,
+    and the SPEC 11 ports with their widths (aclk/aresetn, no clk/rst)."""
     N = unit.params["N"]
     text = (ROOT / "rtl" / unit.file_name(B)).read_text()
-    top = f"bd_linear_b{B}_n{N}"
+    base = unit.name.removesuffix(f"_n{N}")
+    top = f"{base}_b{B}_n{N}"
+    assert base in ("bd_linear", "bd_linear_fast") and unit.params.get("pipeline", 0) == \
+        (DEEP if base.endswith("_fast") else 0)
     assert unit.module(B) == top and unit.file_name(B) == f"{top}.v"
     modules = [m.lstrip("\\") for m in re.findall(r"^module\s+(\\\S+|\w+)", text, re.MULTILINE)]
     assert modules[0] == top and all(m.startswith(top + ".") for m in modules[1:])

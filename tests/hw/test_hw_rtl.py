@@ -24,14 +24,15 @@ def run_cli(*args, env=None, cwd=ROOT):
 
 def test_registry_emits_the_spec_files():
     """SPEC 9: every unit at 16, 32 and 64, plus the truncating quantizer and the deepest pipeline
-    settings at 32."""
+    settings at 32 (the engine's too)."""
     assert EXPECTED == sorted([f"bd_{u}_b{B}.v" for u in ("decoder", "quantizer", "dot")
                                for B in BLOCK_SIZES] + ["bd_quantizer_trunc_b32.v",
                                                          "bd_quantizer_fast_b32.v", "bd_dot_fast_b32.v"]
-                              + ["bd_linear_b32_n4.v", "bd_linear_b16_n2.v"])   # SPEC 11
+                              + ["bd_linear_b32_n4.v", "bd_linear_b16_n2.v",    # SPEC 11
+                                 "bd_linear_fast_b32_n4.v"])
     assert units.get("bd_quantizer").params == {"stage1": "round"}
     assert units.get("bd_quantizer_trunc").params == {"stage1": "trunc"}
-    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 10, 8, 8]
+    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 10, 8, 8, 12]
     with pytest.raises(ValueError, match="unit must be one of"):
         units.get("dot")
     with pytest.raises(ValueError, match="B must be one of"):

@@ -107,6 +107,21 @@ def test_scoreboard_flush_counts_dropped_beats():
     assert board.flush() == 3 and not board.pending
 
 
+def test_runner_drives_every_engine_with_the_linear_testbench():
+    """Every registered engine, the deepest pipeline setting too, runs tb.test_linear; a full run
+    takes the deeper setting at light depth (as the _fast quantizer and dot unit), the suite quick."""
+    from bd_hw import units
+    from tb.build import test_module
+    from tb.runner import depth_for
+
+    engines = [u.name for u in units.UNITS.values() if u.kind == "linear"]
+    assert {"bd_linear_n4", "bd_linear_n2", "bd_linear_fast_n4"} <= set(engines)
+    assert all(test_module(name) == "tb.test_linear" for name in engines)
+    assert [depth_for(32, False, n) for n in ("bd_linear_n4", "bd_linear_fast_n4", "bd_dot_fast")] == \
+        ["full", "light", "light"]
+    assert depth_for(32, True, "bd_linear_fast_n4") == "quick"
+
+
 # --- Verilator runs (slow) ------------------------------------------------------------------------
 
 QUICK_UNIT = ("bd_linear_n2", 16)      # the smaller engine keeps the suite's build short
