@@ -376,9 +376,8 @@ def _lane(find, n: int):
 
 def _dot_of(engine):
     """A dot unit configured as the engine's (asked for its cut points and latency only)."""
-    from bd_hw.dot import BDDot
     from bd_hw.layouts import reject
-    dot = BDDot(engine.B, engine.max_blocks, **({"pipeline": engine.pipeline} if hasattr(engine, "pipeline") else {}))
+    dot = engine._dot()
     reject(dot)
     return dot
 

@@ -14,7 +14,7 @@ import pytest
 from amaranth.hdl import Module, Signal
 
 from formal import bugs
-from formal.harness import PROTOCOL_PROPERTIES, SignalFinder
+from formal.harness import AXIS_PROPERTIES, PROTOCOL_PROPERTIES, SignalFinder
 from formal.runner import run_job
 from formal.units import bug_jobs, jobs
 
@@ -42,6 +42,18 @@ def test_quantizer_protocol_proved_by_induction(work):
     rows = run_job(_job("bd_quantizer_b16_protocol"), work)
     assert {r.property for r in rows} == set(PROTOCOL_PROPERTIES)
     assert {r.status for r in rows} == {"proved"}, [(r.property, r.status, r.detail) for r in rows]
+
+
+def test_engine_protocol_proved_and_not_vacuous(work):
+    """bd_linear's AXI4-Stream rules close by k-induction, and every cover is reached: a harness
+    whose clock never ticks would prove everything and reach nothing past step 0."""
+    proof = run_job(_job("bd_linear_b16_n2_mb2_protocol"), work)
+    assert {r.property for r in proof} >= set(AXIS_PROPERTIES)
+    assert {r.status for r in proof} == {"proved"}, [(r.property, r.status, r.detail) for r in proof]
+    covers = run_job(_job("bd_linear_b16_n2_mb2_cover"), work)
+    assert {r.property for r in covers} >= {"result_delivered", "held_under_backpressure", "full"}
+    assert {r.status for r in covers} == {"reached"}, [(r.property, r.status) for r in covers]
+    assert max(r.depth for r in covers) > 10
 
 
 @pytest.mark.parametrize("unit", ["bd_quantizer", "bd_dot"])
