@@ -125,6 +125,27 @@ def _rewrite(source: pathlib.Path, out: pathlib.Path | None) -> int:
     return 0
 
 
+def _keep_freed_memory() -> None:
+    """Lets glibc's malloc serve the report's large tensors from its heap and keep freed memory,
+    instead of mapping fresh pages for every tensor above 32 MiB (and faulting them in again): the
+    forward passes allocate and free hundreds of such tensors each. Measured on 2 idle cores: the
+    full report's system time fell from 114 s to 4 s and its wall time from 386 s to 308 s. A
+    process-wide setting, so it is made here in the command and never by the library; without
+    glibc it does nothing."""
+    import ctypes
+    import ctypes.util
+
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3      # glibc <malloc.h>
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+        if libc is not None and hasattr(libc, "mallopt"):
+            libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
+            libc.mallopt(M_TRIM_THRESHOLD, (1 << 31) - 1)
+    except OSError:
+        pass
+
+
 def main(argv=None) -> int:
     args = parse(argv)
     if args.from_json is not None:
@@ -141,6 +162,7 @@ def main(argv=None) -> int:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    _keep_freed_memory()
     result = report.run(opts)
     try:
         written = writer.write(result, opts.out)
