@@ -89,6 +89,9 @@ def parse_args(argv=None):
                              "(default sim_build)")
     parser.add_argument("--no-real", action="store_true",
                         help="skip real SmolLM2 blocks (no model file needed)")
+    parser.add_argument("--update", action="store_true",
+                        help="keep the previous summary's rows of the units and block sizes not run "
+                             "now, when their Verilog is unchanged (rows of changed files are dropped)")
     args = parser.parse_args(argv)
     if args.out is None:
         args.out = REPO / ("reports/sim-quick" if args.quick else "reports/sim")
@@ -187,6 +190,25 @@ def rtl_digests(rtl: Path, runs: list[UnitRun]) -> dict[str, str]:
     return out
 
 
+def kept_runs(args) -> list[UnitRun]:
+    """--update: the previous summary's runs of units and block sizes not selected now, whose
+    Verilog file still has the digest recorded with them."""
+    previous = args.out / "summary.json"
+    if not previous.exists():
+        return []
+    old = json.loads(previous.read_text())
+    now = {(u.name, b) for u, b in units.emitted(args.units, args.blocks)}
+    kept = []
+    for row in old.get("runs", []):
+        if (row["unit"], row["block"]) in now:
+            continue
+        path = rtl_file(row["unit"], row["block"], Path(args.rtl))
+        recorded = old.get("rtl_sha256", {}).get(path.name)
+        if path.exists() and recorded == hashlib.sha256(path.read_bytes()).hexdigest():
+            kept.append(UnitRun(**{k: v for k, v in row.items() if k != "passed"}))
+    return kept
+
+
 def merge_junit(paths: list[Path], out: Path):
     merged = ET.Element("testsuites", name="tb.runner")
     for path in paths:
@@ -225,7 +247,9 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     args.out = args.out.resolve()
     args.out.mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(args.out / "junit", ignore_errors=True)
+    kept = kept_runs(args) if args.update else []
+    if not args.update:
+        shutil.rmtree(args.out / "junit", ignore_errors=True)
     waves = os.environ.get("WAVES", "0") not in ("", "0")
     Path(args.build_root).mkdir(parents=True, exist_ok=True)
 
@@ -239,6 +263,8 @@ def main(argv=None) -> int:
         print(f"== {u.name} B={block}: {status}, {run.vectors} vectors, {run.mismatches} mismatches, "
               f"build {run.build_seconds:.1f} s, sim {run.sim_seconds:.1f} s", flush=True)
     wall = time.perf_counter() - start
+    order = {(u.name, b): i for i, (u, b) in enumerate(units.emitted(list(units.UNITS), list(BLOCK_SIZES)))}
+    runs = sorted(kept + runs, key=lambda r: order.get((r.unit, r.block), len(order)))
 
     junit_files = sorted((args.out / "junit").glob("*.xml"))
     for path in junit_files + sorted((args.out / "logs").glob("*.log")):
