@@ -19,10 +19,15 @@ __all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "ON_REQUEST", "unit_b
 
 ALL_FAMILIES = ("ice40", "ecp5")
 
-# The literal MSE selector and the whole quantizer built on it: about 180 000 two-input gates per
-# 16 lanes, half an hour of the WebAssembly yosys each, so they run only on request. The whole
-# quantizer with the shared-term selection adds nothing the selector comparison does not show.
-ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "bd_mse_shared_quantizer"})
+# Run only on request, so that a default run stays near a quarter of an hour on 2 cores:
+# - the literal MSE selector and the whole quantizer built on it: about 180 000 two-input gates per
+#   16 lanes, half an hour of the WebAssembly yosys each;
+# - the shared-term MSE selector (over 10 minutes of iCE40 mapping) and its whole quantizer, which
+#   adds nothing the selector comparison does not show;
+# - the engine's other builds (about 10 minutes of ECP5 mapping and placement each): the default
+#   run places bd_linear_n4, the engine of SPEC 11's figures.
+ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse_shared_quantizer",
+                        "bd_linear_n2", "bd_linear_fast_n4"})
 # Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
 HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
 # Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4

@@ -11,7 +11,7 @@ from amaranth.back import verilog
 from bench.hw.baseline_macs import make_mac
 from bench.synth import PnrHarness, stat_cells, summarise
 from bench.synth.cli import main
-from bench.synth.report import carried_results, fmax_table, load_report, weight_bandwidth
+from bench.synth.report import carried_results, fmax_by_top, fmax_table, load_report, weight_bandwidth
 from bench.verilator_throughput import _cpp_driver, _cpp_name, top_ports
 
 
@@ -152,6 +152,16 @@ def test_engine_weight_bandwidth():
     assert summarise(rows)["weight_bandwidth"]["ecp5/bd_linear_b32_n4"]["packed_bytes_per_s"] == \
         pytest.approx(50e6 * 72)
     assert fmax_table(rows) == {"ecp5/bd_linear_b32_n4": 50.0, "ice40/bd_dot_b32": 25.0}
+
+
+def test_fmax_table_gives_each_unit_its_fastest_shipped_setting():
+    rows = [_row("bd_dot", ice40={"fmax_mhz": 25.0}, ecp5={"fmax_mhz": 40.0}),
+            _row("bd_dot_fast", top="bd_dot_fast_b32", ice40={"fmax_mhz": 60.0}, ecp5={"fmax_mhz": 35.0}),
+            _row("bd_linear_fast_n4", top="bd_linear_fast_b32_n4", ecp5={"fmax_mhz": 45.0})]
+    assert fmax_table(rows) == {"ice40/bd_dot_b32": 60.0, "ecp5/bd_dot_b32": 40.0,
+                                "ecp5/bd_linear_b32_n4": 45.0}
+    assert fmax_by_top(rows)["ice40/bd_dot_fast_b32"] == 60.0
+    assert fmax_by_top(rows)["ice40/bd_dot_b32"] == 25.0
 
 
 def test_the_engine_is_placed_on_ecp5_only_with_its_lane_count():
