@@ -112,7 +112,7 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
             and (workdir / "unit.v").read_text() == text:
         previous = json.loads(saved.read_text())
         if previous.get("flow") == flow:
-            return previous | {"reused": True}
+            return previous | {"reused": True, "latency": unit.unit.latency(B)}
     (workdir / "unit.v").write_text(text)
     (workdir / "harness.v").write_text(harness_text)
     result["port_bits_in"], result["port_bits_out"] = harness.in_bits, harness.out_bits
