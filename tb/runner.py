@@ -279,9 +279,14 @@ def main(argv=None) -> int:
         "passed": all(r.passed for r in runs),
         "runs": [{**asdict(r), "passed": r.passed} for r in runs],
     }
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     text = table(runs)
-    (args.out / "summary.txt").write_text(text + f"\n\nwall time {wall:.1f} s\n")
+    if kept:
+        summary["kept_from_previous_run"] = [f"{r.unit} B={r.block}" for r in kept]
+    kept_ids = {id(r) for r in kept}
+    ran = ", ".join(f"{r.unit} B={r.block}" for r in runs if id(r) not in kept_ids)
+    scope = f" (this run: {ran}; the other rows are kept from the previous run)" if kept else ""
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (args.out / "summary.txt").write_text(text + f"\n\nwall time {wall:.1f} s{scope}\n")
     print(text)
     print(f"wall time {wall:.1f} s; reports in {args.out}")
     return 0 if summary["passed"] else 1

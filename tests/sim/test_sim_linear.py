@@ -178,3 +178,29 @@ def test_sim_fusesoc_vectors_are_reproducible(tmp_path):
     assert linear_vectors.main(["--out", str(out)]) == 0
     assert out.read_bytes() == linear_vectors.DEFAULT_OUT.read_bytes(), \
         "fusesoc/bd_linear_b32_n4_vectors.vh is stale: run `python -m tb.linear_vectors`"
+
+
+def test_runner_update_keeps_only_rows_whose_verilog_is_unchanged(tmp_path):
+    """--update: rows of units not run now are kept when their file's digest still matches, and
+    dropped when the Verilog changed since (their figures would describe other hardware)."""
+    import hashlib
+    import json
+    from types import SimpleNamespace
+
+    from tb import runner
+
+    rtl = tmp_path / "rtl"
+    rtl.mkdir()
+    (rtl / "bd_dot_b32.v").write_text("module bd_dot_b32; endmodule\n")
+    (rtl / "bd_quantizer_b32.v").write_text("module bd_quantizer_b32; endmodule\n")
+    digest = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in rtl.iterdir()}
+    (rtl / "bd_quantizer_b32.v").write_text("module bd_quantizer_b32; wire changed; endmodule\n")
+    rows = [{**runner.asdict(runner.UnitRun(unit, 32, "full", tests=3, vectors=10)), "passed": True}
+            for unit in ("bd_dot", "bd_quantizer", "bd_decoder")]
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "summary.json").write_text(json.dumps({"rtl_sha256": digest, "runs": rows}))
+    args = SimpleNamespace(out=out, rtl=rtl, units=["bd_decoder"], blocks=[32])
+    kept = runner.kept_runs(args)
+    # bd_decoder is run now, bd_quantizer's file changed, bd_dot's did not.
+    assert [(r.unit, r.block, r.vectors) for r in kept] == [("bd_dot", 32, 10)]
