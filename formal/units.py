@@ -358,6 +358,10 @@ def accumulator_width(unit, B, max_blocks):
 #: The engine is proved with vectors of at most two blocks (its registered lane count and block
 #: size): the protocol logic does not depend on max_blocks beyond counter and buffer sizes.
 LINEAR_PARAMS = {"max_blocks": 2}
+#: Induction depth of the engine's protocol proof, and the bounded depth of its covers (a vector
+#: loaded, then the engine filled to capacity) and of its planted bug's counterexample search.
+LINEAR_PROVE_DEPTH = 12
+LINEAR_COVER_DEPTH = 24
 
 
 def linear_units() -> list[Unit]:
@@ -382,24 +386,28 @@ def _dot_of(engine):
     return dot
 
 
+def _before_collector(find, dut):
+    """Row groups between the weight input and the collector: a ``tlast`` beat in the read stage
+    and lane 0's dot unit's pending results."""
+    return find("a_valid") & find("a_last"), dot_pending(_lane(find, 0), _dot_of(dut))
+
+
 def linear_pending(find, dut):
-    """Row groups owed inside ``bd_linear``: a ``tlast`` beat in the read stage, in lane 0's dot
-    unit (the lanes run in lockstep, see :func:`linear_invariants`), and the collector's two output
+    """Row groups owed inside ``bd_linear``: those before the collector (lane 0 stands for every
+    lane, which run in lockstep, see :func:`linear_invariants`) and the collector's two output
     registers (``main`` and ``skid``)."""
-    read = find("a_valid") & find("a_last")
-    dots = dot_pending(_lane(find, 0), _dot_of(dut))
-    return read + dots + find("main_valid", "collector") + find("skid_valid", "collector")
+    read, lane0 = _before_collector(find, dut)
+    return read + lane0 + find("main_valid", "collector") + find("skid_valid", "collector")
 
 
 def linear_invariants(find, dut):
     """What induction needs besides the occupancy: every lane's dot unit holds the same pending
     results as lane 0's (they take the same beats with the same ready), and the collector's flag
     FIFO holds one entry per group still before the collector."""
+    read, lane0 = _before_collector(find, dut)
     dot = _dot_of(dut)
-    lane0 = dot_pending(_lane(find, 0), dot)
     out = {f"lane{n}_in_lockstep": dot_pending(_lane(find, n), dot) == lane0 for n in range(1, dut.N)}
-    out["flags_match_groups"] = (find("level", "collector.flags")
-                                 == (find("a_valid") & find("a_last")) + lane0)
+    out["flags_match_groups"] = find("level", "collector.flags") == read + lane0
     return out
 
 
@@ -434,9 +442,9 @@ def linear_jobs(unit: Unit, B: int) -> list[Job]:
         Job(f"{name}_structural", unit.name, B, "structural", build, "structural",
             timeout=300, structural=LINEAR_STRUCTURAL),
         Job(f"{name}_protocol", unit.name, B, "protocol", partial(linear_protocol, unit, B),
-            "prove", depth=12, timeout=900),
+            "prove", depth=LINEAR_PROVE_DEPTH, timeout=900),
         Job(f"{name}_cover", unit.name, B, "cover", partial(linear_protocol, unit, B), "cover",
-            depth=24, timeout=900),
+            depth=LINEAR_COVER_DEPTH, timeout=900),
     ]
 
 
@@ -516,7 +524,7 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
         at = min(unit.blocks) if unit.kind == "linear" else B    # an engine at its own block size
         name = f"bug_{bug.name}_{unit.name}_b{at}"
         if unit.kind == "linear":
-            build, mode, depth = partial(linear_protocol, unit, at), "prove", 24
+            build, mode, depth = partial(linear_protocol, unit, at), "prove", LINEAR_COVER_DEPTH
         elif bug.caught_by == "protocol":
             build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
         elif bug.caught_by == "structural":

@@ -180,13 +180,17 @@ def strip_repo_paths(path: Path):
         path.write_text(text.replace(venv + os.sep, ".venv" + os.sep).replace(str(REPO) + os.sep, ""))
 
 
+def _digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
 def rtl_digests(rtl: Path, runs: list[UnitRun]) -> dict[str, str]:
     """Which Verilog the figures belong to."""
     out = {}
     for r in runs:
         path = rtl_file(r.unit, r.block, rtl)
         if path.exists():
-            out[path.name] = hashlib.sha256(path.read_bytes()).hexdigest()
+            out[path.name] = _digest(path)
     return out
 
 
@@ -204,7 +208,7 @@ def kept_runs(args) -> list[UnitRun]:
             continue
         path = rtl_file(row["unit"], row["block"], Path(args.rtl))
         recorded = old.get("rtl_sha256", {}).get(path.name)
-        if path.exists() and recorded == hashlib.sha256(path.read_bytes()).hexdigest():
+        if path.exists() and recorded == _digest(path):
             kept.append(UnitRun(**{k: v for k, v in row.items() if k != "passed"}))
     return kept
 

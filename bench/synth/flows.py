@@ -195,7 +195,6 @@ def _map(fam: Family, workdir: Path, timeout: float, fig: dict) -> None:
         yosys(workdir, "\n".join([*head, f"scratchpad -set abc9.script {ABC9_SCRIPT}",
                                   f"{fam.synth} -top harness -json {fam.key}.json", *tail]) + "\n",
               fam.key, timeout)
-        fig.pop("lut_mapper", None)
     except ToolError as err:
         if fam.abc_fallback is None or "Assert" not in str(err):
             raise
