@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from golden import fp16
+from golden import fp16, kernels
 from golden.spec import (BLOCK_SIZES, CODE_BITS, DEFAULT_BLOCK, DIALECT_BITS, EXP_BITS, FP16_BITS, FP16_MAX,
                          check_block_size)
 
@@ -139,30 +139,61 @@ def int4(x, block: int = 32) -> torch.Tensor:
     return (levels * scale).to(torch.float32).reshape(x.shape)
 
 
-def fake_quantize(x, fmt: str, block: int | None = None) -> torch.Tensor:
-    """Quantizes and dequantizes x in one of FORMATS; returns float32 of x's shape."""
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt: unknown format {fmt!r}; expected one of {FORMATS}")
+def _fake_block(fmt: str, block: int | None) -> int | None:
+    """The block size fake_quantize uses for `fmt` (None for fp16), validated."""
     if fmt == "fp16":
         if block is not None:
             raise ValueError(f"block: fp16 has no blocks, got block={block!r}")
+        return None
+    if fmt == "nvfp4":
+        if block is not None:
+            _check_block(block, (NVFP4_BLOCK,), fmt)
+        return NVFP4_BLOCK
+    block = DEFAULT_BLOCK if block is None else check_block_size(block)
+    return _check_block(block, MXFP4_BLOCK_SIZES, fmt) if fmt == "mxfp4" else block
+
+
+def _fake_native(x, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """golden.kernels' fused pass where it serves x (a float32 or float64 CPU tensor whose last
+    dimension holds whole blocks); None where the reference must run."""
+    if (not isinstance(x, torch.Tensor) or x.dtype not in kernels.FAKE_QUANTIZE_DTYPES or x.dim() == 0
+            or x.numel() == 0 or x.shape[-1] % (block or 1) or not kernels.native_for(x)):
+        return None
+    return kernels.fake_quantize_native(x.detach(), fmt, block, dtype)
+
+
+def fake_quantize(x, fmt: str, block: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Quantizes and dequantizes x in one of FORMATS; returns x's shape in `dtype`, float32 (the
+    default) or float64: every value of these formats is an FP32 number, so both hold it exactly.
+
+    On the CPU a fused C kernel (golden.kernels) computes float32 and float64 input in one pass; the
+    functions above are the reference it equals bit for bit, and run everywhere else.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"fmt: unknown format {fmt!r}; expected one of {FORMATS}")
+    if dtype not in kernels.FAKE_QUANTIZE_DTYPES:
+        raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
+    block = _fake_block(fmt, block)
+    fast = _fake_native(x, fmt, block, dtype)
+    if fast is not None:
+        return fast
+    if fmt == "fp16":
         x16 = fp16.to_fp16(x)                  # the same single rounding as golden.bd (SPEC 1)
         bad = ~torch.isfinite(x16)
         if bool(bad.any()):
             raise ValueError(fp16.nonfinite_message(bad, "x", "FP16"))
-        return x16.to(torch.float32)
-    if fmt in BD_METHODS:
+        out = x16.to(torch.float32)
+    elif fmt in BD_METHODS:
         from golden import bd  # imported here so the baselines work while bd is unavailable
 
-        block = DEFAULT_BLOCK if block is None else check_block_size(block)
-        return bd.dequantize(bd.quantize(x, block=block, method=BD_METHODS[fmt]))
-    if fmt == "mxfp4":
-        return mxfp4(x, block=DEFAULT_BLOCK if block is None else block)
-    if fmt == "nvfp4":
-        if block is not None:
-            _check_block(block, (NVFP4_BLOCK,), fmt)
-        return nvfp4(x)
-    return int4(x, block=DEFAULT_BLOCK if block is None else block)
+        out = bd.dequantize(bd.quantize(x, block=block, method=BD_METHODS[fmt]))
+    elif fmt == "mxfp4":
+        out = mxfp4(x, block=block)
+    elif fmt == "nvfp4":
+        out = nvfp4(x)
+    else:
+        out = int4(x, block=block)
+    return out.to(dtype)
 
 
 def bits_per_element(fmt: str, block: int | None = None, convention: str = "ocp") -> float:

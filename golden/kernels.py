@@ -5,8 +5,12 @@ holds the fast paths it dispatches to:
 
 - **Quantize and dequantize on CPU**: one C function per operation (SPEC 3, 4 with either stage-1
   rule, 5), a single pass over the FP16 bits, block by block, compiled once with gcc and loaded with
-  ctypes (the GIL is released during the call, so large tensors are split across
-  ``torch.get_num_threads()`` threads).
+  ctypes; large tensors are split across ``torch.get_num_threads()`` threads (OpenMP, sharing
+  torch's runtime, where torch uses it).
+- **Fake quantization on CPU** (``golden.baselines.fake_quantize``, every format): float32 or
+  float64 in, the dequantized values out in float32 or float64, in one pass per block (SPEC 1's
+  rounding, the selection and the decode together), so a float64 model quantizes its operands
+  without intermediate tensors.
 - **Exact linear on every device** (SPEC 6): block values ``S * 2^(E_a + E_w - 36)`` summed exactly
   by float64 matrix products. A row's blocks are cut into exponent windows counted down from the
   row's largest block exponent ``top``; inside window ``[lo, lo + n)`` an element is decoded to
@@ -68,12 +72,13 @@ from pathlib import Path
 import torch
 
 from .formatbook import FORMATBOOK_ROWS, MIDPOINTS, STAGE2_RANGES
-from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, MAX_HALF_UNITS, MAX_PRODUCT,
+from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, FP16_MAX, MAX_HALF_UNITS, MAX_PRODUCT,
                    MSE_UNIT, NUM_DIALECTS, NUM_PAIRS, PRODUCT_EXP_OFFSET, Q_BITS, Q_SHIFT_BASE,
                    SIGNIFICAND_HIDDEN)
 
 __all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
-           "build_seconds", "quantize_native", "dequantize_native", "float64_to_fp16_native", "linear_exact"]
+           "build_seconds", "quantize_native", "dequantize_native", "float64_to_fp16_native", "fake_quantize_native",
+           "FAKE_QUANTIZE_FORMATS", "FAKE_QUANTIZE_DTYPES", "linear_exact"]
 
 PATHS = ("native", "reference")
 STAGE1_RULES = ("round", "trunc")     # SPEC 4.2 [revised]: two_stage rounds, two_stage_trunc truncates
@@ -151,54 +156,64 @@ static inline void write_codes(const int *sign, const int *q, int d, int block, 
 }
 
 /* SPEC 4: online two-stage selection. rounding = 1: p = max(0, 15 - ((qmax + 1) >> 1));
-   rounding = 0: p = 15 - (qmax >> 1), clamped to 0..7. */
-void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int rounding,
-                           uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid)
+   rounding = 0: p = 15 - (qmax >> 1), clamped to 0..7. A zero block (E = 0) takes dialect 0. */
+static inline int select_two_stage(const int *q, int block, int E, int rounding)
 {
-    int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
-    for (int64_t b = 0; b < nblocks; b++) {
-        const uint16_t *xb = x + b * block;
-        int E = block_fields(xb, block, sign, ex, sig, q, invalid + b);
-        int qmax = 0;
-        for (int k = 0; k < block; k++) qmax = q[k] > qmax ? q[k] : qmax;
-        int p = rounding ? @MAX_HALF@ - ((qmax + 1) >> 1) : @MAX_HALF@ - (qmax >> 1);
-        p = p < 0 ? 0 : (p > @NUM_PAIRS@ - 1 ? @NUM_PAIRS@ - 1 : p);
-        int a = 2 * p;
-        int loa = RANGES[a][0], hia = RANGES[a][1], lob = RANGES[a + 1][0], hib = RANGES[a + 1][1];
-        int ca = 0, cb = 0;
-        for (int k = 0; k < block; k++) {
-            ca += (q[k] >= loa) & (q[k] < hia);
-            cb += (q[k] >= lob) & (q[k] < hib);
+    int qmax = 0;
+    for (int k = 0; k < block; k++) qmax = q[k] > qmax ? q[k] : qmax;
+    int p = rounding ? @MAX_HALF@ - ((qmax + 1) >> 1) : @MAX_HALF@ - (qmax >> 1);
+    p = p < 0 ? 0 : (p > @NUM_PAIRS@ - 1 ? @NUM_PAIRS@ - 1 : p);
+    int a = 2 * p;
+    int loa = RANGES[a][0], hia = RANGES[a][1], lob = RANGES[a + 1][0], hib = RANGES[a + 1][1];
+    int ca = 0, cb = 0;
+    for (int k = 0; k < block; k++) {
+        ca += (q[k] >= loa) & (q[k] < hia);
+        cb += (q[k] >= lob) & (q[k] < hib);
+    }
+    return E == 0 ? 0 : a + (cb > ca);
+}
+
+/* SPEC 5: exact squared error of all 16 dialects over the elements with ex >= E - 1; the first
+   minimum wins. Each term is below 2^24 and a block has at most 64, so int32 costs are exact. */
+static inline int select_mse(const int *ex, const int *sig, const int *q, int block, int E)
+{
+    int32_t cost[@NUM_DIALECTS@] = {0};
+    for (int k = 0; k < block; k++) {
+        if (ex[k] < E - 1) continue;
+        int32_t scaled = ex[k] >= E ? sig[k] << 1 : sig[k];
+        const int32_t *v = VALUE_LUT[q[k]];
+        for (int d = 0; d < @NUM_DIALECTS@; d++) {
+            int32_t e = scaled - @MSE_UNIT@ * v[d];
+            cost[d] += e * e;
         }
-        int d = E == 0 ? 0 : a + (cb > ca);
+    }
+    int d = 0;
+    for (int j = 1; j < @NUM_DIALECTS@; j++) if (cost[j] < cost[d]) d = j;
+    return E == 0 ? 0 : d;
+}
+
+void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int rounding,
+                           uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid, int threads)
+{
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t b = 0; b < nblocks; b++) {
+        int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
+        int E = block_fields(x + b * block, block, sign, ex, sig, q, invalid + b);
+        int d = select_two_stage(q, block, E, rounding);
         exp[b] = (uint8_t)E;
         dialect[b] = (uint8_t)d;
         write_codes(sign, q, d, block, codes + b * block);
     }
 }
 
-/* SPEC 5: exact squared error of all 16 dialects over the elements with ex >= E - 1; the first
-   minimum wins. Each term is below 2^24 and a block has at most 64, so int32 costs are exact. */
 void bd_quantize_mse(const uint16_t *x, int64_t nblocks, int block,
-                     uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid)
+                     uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid, int threads)
 {
-    int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t b = 0; b < nblocks; b++) {
-        const uint16_t *xb = x + b * block;
-        int E = block_fields(xb, block, sign, ex, sig, q, invalid + b);
-        int32_t cost[@NUM_DIALECTS@] = {0};
-        for (int k = 0; k < block; k++) {
-            if (ex[k] < E - 1) continue;
-            int32_t scaled = ex[k] >= E ? sig[k] << 1 : sig[k];
-            const int32_t *v = VALUE_LUT[q[k]];
-            for (int d = 0; d < @NUM_DIALECTS@; d++) {
-                int32_t e = scaled - @MSE_UNIT@ * v[d];
-                cost[d] += e * e;
-            }
-        }
-        int d = 0;
-        for (int j = 1; j < @NUM_DIALECTS@; j++) if (cost[j] < cost[d]) d = j;
-        if (E == 0) d = 0;
+        int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
+        int E = block_fields(x + b * block, block, sign, ex, sig, q, invalid + b);
+        int d = select_mse(ex, sig, q, block, E);
         exp[b] = (uint8_t)E;
         dialect[b] = (uint8_t)d;
         write_codes(sign, q, d, block, codes + b * block);
@@ -208,10 +223,12 @@ void bd_quantize_mse(const uint16_t *x, int64_t nblocks, int block,
 /* SPEC 3: (-1)^s * FORMATBOOK[d][idx] * 2^(E - 18) in FP32; a block flagged invalid gives NaN
    when nan_invalid is set. */
 void bd_dequantize(const uint8_t *exp, const uint8_t *dialect, const uint8_t *codes,
-                   const uint8_t *invalid, int nan_invalid, int64_t nblocks, int block, float *out)
+                   const uint8_t *invalid, int nan_invalid, int64_t nblocks, int block, float *out,
+                   int threads)
 {
-    float table[16];
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t b = 0; b < nblocks; b++) {
+        float table[16];
         float scale = ldexpf(1.0f, (int)exp[b] - @DECODE_OFFSET@);
         const int32_t *book = BOOK[dialect[b] & 15];
         for (int i = 0; i < 8; i++) {
@@ -256,28 +273,294 @@ void bd_decode_window(const uint8_t *exp, const uint8_t *dialect, const uint8_t 
 }
 /* SPEC 1: float64 -> IEEE binary16 bits with one round-to-nearest-even (overflow to Inf,
    subnormals kept; a NaN stays a quiet NaN with its sign and top payload bits). */
-void bd_float64_to_fp16(const double *x, int64_t n, uint16_t *out)
+static inline uint16_t fp16_bits(double x)
 {
+    uint64_t b;
+    memcpy(&b, &x, 8);
+    uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
+    uint64_t mag = b & 0x7FFFFFFFFFFFFFFFULL;
+    if (mag >= 0x7FF0000000000000ULL)
+        return sign | 0x7C00 | (mag > 0x7FF0000000000000ULL ? 0x200 | (uint16_t)((mag >> 42) & 0x3FF) : 0);
+    int e = (int)(mag >> 52) - 1023;               /* unbiased exponent; doubles' subnormals: -1023 */
+    if (e >= 16) return sign | 0x7C00;
+    uint64_t m = (mag & 0xFFFFFFFFFFFFFULL) | (1ULL << 52);
+    int shift = e >= -14 ? 42 : 42 - 14 - e;      /* to 10 fraction bits, or to units of 2^-24 */
+    shift = shift > 63 ? 63 : shift;              /* from 54 on, below half the least subnormal: 0 */
+    uint64_t q = m >> shift, rem = m & ((1ULL << shift) - 1), half = 1ULL << (shift - 1);
+    q += (rem > half) | ((rem == half) & (q & 1));
+    /* Normal: a carry out of the significand moves into the exponent field, up to Inf. */
+    uint32_t bits = e >= -14 ? ((uint32_t)(e + 15) << 10) + (uint32_t)(q - 1024) : (uint32_t)q;
+    return sign | (uint16_t)(bits > 0x7C00 ? 0x7C00 : bits);
+}
+
+void bd_float64_to_fp16(const double *x, int64_t n, uint16_t *out, int threads)
+{
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t i = 0; i < n; i++) out[i] = fp16_bits(x[i]);
+}
+
+/* 2^k for k in the double's normal range, from its fields. */
+static inline double pow2(int k)
+{
+    uint64_t bits = (uint64_t)(k + 1023) << 52;
+    double v;
+    memcpy(&v, &bits, 8);
+    return v;
+}
+
+/* The value of finite FP16 bits, exactly: a normal's fields placed in a double's, a subnormal
+   scaled by 2^-24; the sign is or-ed in (a branch on it would be mispredicted half the time). */
+static inline double fp16_value(uint16_t h)
+{
+    int e = (h >> 10) & 31;
+    uint64_t m = h & 1023, bits;
+    if (e) {
+        bits = ((uint64_t)(e - 15 + 1023) << 52) | (m << 42);
+    } else {
+        double v = (double)m * 0x1p-24;
+        memcpy(&bits, &v, 8);
+    }
+    bits |= (uint64_t)(h >> 15) << 63;
+    double v;
+    memcpy(&v, &bits, 8);
+    return v;
+}
+
+/* Round half to even of |y| < 2^52 in the default rounding mode, without a libm call: adding and
+   subtracting 2^52 leaves no fraction bits. The sign is kept (-0.0 included). */
+static inline double round_half_even(double y)
+{
+    double a = fabs(y);
+    return copysign((a + 0x1p52) - 0x1p52, y);
+}
+
+/* ---- Fused fake quantization: float32 or float64 in, dequantized values out in float32 or
+   float64, in one pass. Every output is an FP32 number, so both output types hold it exactly.
+   Each returns the number of non-finite inputs (after the format's input conversion); the caller
+   then takes the reference path, which raises the error. */
+
+static inline double load(const void *x, int x_double, int64_t i)
+{
+    return x_double ? ((const double *)x)[i] : (double)((const float *)x)[i];
+}
+
+static inline void store(void *out, int out_double, int64_t i, double v)
+{
+    if (out_double) ((double *)out)[i] = v;
+    else ((float *)out)[i] = (float)v;
+}
+
+/* Whether every element of the block at x[base:base + block] is +0.0 or -0.0 (the masked half of
+   causal attention probabilities is): each format keeps those zeros as they are (NVFP4 gives +0.0),
+   so the block needs no further work. */
+static inline int block_is_zero(const void *x, int x_double, int64_t base, int block)
+{
+    uint64_t any = 0;
+    if (x_double) {
+        const uint64_t *b = (const uint64_t *)x + base;
+        for (int k = 0; k < block; k++) any |= b[k] << 1;
+    } else {
+        const uint32_t *b = (const uint32_t *)x + base;
+        for (int k = 0; k < block; k++) any |= (uint64_t)(b[k] << 1);
+    }
+    return any == 0;
+}
+
+static inline void copy_zero_block(const void *x, int x_double, int64_t base, int block, void *out, int out_double)
+{
+    for (int k = 0; k < block; k++) store(out, out_double, base + k, load(x, x_double, base + k));
+}
+
+/* Whether the kernels below split their loop over OpenMP threads themselves. */
+int bd_openmp(void)
+{
+#ifdef _OPENMP
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* SPEC 1: one rounding to FP16 and back. */
+int64_t bd_fake_fp16(const void *x, int x_double, int64_t n, void *out, int out_double, int threads)
+{
+    int64_t bad = 0;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
     for (int64_t i = 0; i < n; i++) {
-        uint64_t b;
-        memcpy(&b, x + i, 8);
-        uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
-        uint64_t mag = b & 0x7FFFFFFFFFFFFFFFULL;
-        if (mag >= 0x7FF0000000000000ULL) {
-            out[i] = sign | 0x7C00 | (mag > 0x7FF0000000000000ULL ? 0x200 | (uint16_t)((mag >> 42) & 0x3FF) : 0);
+        uint16_t h = fp16_bits(load(x, x_double, i));
+        bad += ((h >> 10) & 31) == 31;
+        store(out, out_double, i, fp16_value(h));
+    }
+    return bad;
+}
+
+/* SPEC 1, 3-5: FP16 rounding, selection (method 0: two-stage rounding stage 1, 1: truncating,
+   2: MSE) and the decode of bd_dequantize, block by block. */
+int64_t bd_fake_blockdialect(const void *x, int x_double, int64_t nblocks, int block, int method,
+                             void *out, int out_double, int threads)
+{
+    int64_t bad = 0;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
+    for (int64_t b = 0; b < nblocks; b++) {
+        uint16_t h[@MAX_BLOCK@];
+        int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
+        int64_t base = b * block;
+        if (block_is_zero(x, x_double, base, block)) {
+            copy_zero_block(x, x_double, base, block, out, out_double);
             continue;
         }
-        int e = (int)(mag >> 52) - 1023;               /* unbiased exponent; doubles' subnormals: -1023 */
-        if (e >= 16) { out[i] = sign | 0x7C00; continue; }
-        uint64_t m = (mag & 0xFFFFFFFFFFFFFULL) | (1ULL << 52);
-        int shift = e >= -14 ? 42 : 42 - 14 - e;      /* to 10 fraction bits, or to units of 2^-24 */
-        if (shift >= 54) { out[i] = sign; continue; }  /* below half the least subnormal */
-        uint64_t q = m >> shift, rem = m & ((1ULL << shift) - 1), half = 1ULL << (shift - 1);
-        q += (rem > half) | ((rem == half) & (q & 1));
-        /* Normal: a carry out of the significand moves into the exponent field, up to Inf. */
-        uint32_t bits = e >= -14 ? ((uint32_t)(e + 15) << 10) + (uint32_t)(q - 1024) : (uint32_t)q;
-        out[i] = sign | (uint16_t)(bits > 0x7C00 ? 0x7C00 : bits);
+        for (int k = 0; k < block; k++) h[k] = fp16_bits(load(x, x_double, base + k));
+        uint8_t nonfinite;
+        int E = block_fields(h, block, sign, ex, sig, q, &nonfinite);
+        bad += nonfinite;
+        int d = method == 2 ? select_mse(ex, sig, q, block, E) : select_two_stage(q, block, E, method == 0);
+        /* bd_dequantize's table: code (sign << 3 | index) -> value. */
+        double scale = pow2(E - @DECODE_OFFSET@), table[16];
+        const int32_t *book = BOOK[d];
+        for (int i = 0; i < 8; i++) {
+            table[i] = (double)book[i] * scale;
+            table[i + 8] = -table[i];
+        }
+        const uint8_t *lut = INDEX_LUT[d];
+        for (int k = 0; k < block; k++)
+            store(out, out_double, base + k, table[(sign[k] << 3) | lut[q[k]]]);
     }
+    return bad;
+}
+
+/* SPEC 8: nearest E2M1 value of an exact quotient, ties to even, clamped at +-6 (the spacing is
+   0.5 below 2, 1 below 4 and 2 above, so rounding half to even at that spacing keeps E2M1's ties). */
+static inline double round_e2m1(double s)
+{
+    static const double STEP[3] = {0.5, 1.0, 2.0}, INV_STEP[3] = {2.0, 1.0, 0.5};
+    double mag = fabs(s);
+    mag = mag > 8.0 ? 8.0 : mag;                   /* beyond 7 every value clamps to 6 */
+    int range = (mag >= 2.0) + (mag >= 4.0);
+    double r = round_half_even(mag * INV_STEP[range]) * STEP[range];   /* powers of two: exact */
+    return copysign(r > @E2M1_MAX@ ? @E2M1_MAX@ : r, s);
+}
+
+/* SPEC 8: MXFP4. Input rounded to FP32; scale 2^(floor(log2 amax) - 2) from amax's FP32 exponent
+   field, clamped to the E8M0 range. */
+int64_t bd_fake_mxfp4(const void *x, int x_double, int64_t nblocks, int block, void *out, int out_double,
+                      int threads)
+{
+    int64_t bad = 0;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
+    for (int64_t b = 0; b < nblocks; b++) {
+        float v[@MAX_BLOCK@];
+        int64_t base = b * block;
+        if (block_is_zero(x, x_double, base, block)) {
+            copy_zero_block(x, x_double, base, block, out, out_double);
+            continue;
+        }
+        float amax = 0.0f;
+        for (int k = 0; k < block; k++) {
+            v[k] = (float)load(x, x_double, base + k);
+            float a = fabsf(v[k]);
+            bad += !isfinite(a);
+            amax = a > amax ? a : amax;
+        }
+        uint32_t bits;
+        memcpy(&bits, &amax, 4);
+        int s = (int)((bits >> 23) & 0xFF) - 127 - @E2M1_EMAX@;
+        s = s < @E8M0_MIN@ ? @E8M0_MIN@ : (s > @E8M0_MAX@ ? @E8M0_MAX@ : s);
+        for (int k = 0; k < block; k++)
+            store(out, out_double, base + k, (double)(float)(round_e2m1((double)v[k] * pow2(-s)) * pow2(s)));
+    }
+    return bad;
+}
+
+/* SPEC 8: NVFP4, pass 1: the largest |x| in FP32 (the tensor scale's amax) and the non-finite count. */
+int64_t bd_abs_max_fp32(const void *x, int x_double, int64_t n, float *amax_out, int threads)
+{
+    float amax = 0.0f;
+    int64_t bad = 0;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad) reduction(max:amax)
+    for (int64_t i = 0; i < n; i++) {
+        float a = fabsf((float)load(x, x_double, i));
+        bad += !isfinite(a);
+        amax = a > amax ? a : amax;
+    }
+    *amax_out = amax;
+    return bad;
+}
+
+/* E4M3 (fn) value of a float in [0, 448], round to nearest even, subnormals (step 2^-9) kept. */
+static inline double round_e4m3(float v)
+{
+    if (v < 0x1p-6f) return round_half_even((double)v * 512.0) / 512.0;
+    int e;
+    frexpf(v, &e);                                 /* v = f * 2^e, f in [0.5, 1) */
+    double step = pow2(e - 4);                     /* 3 fraction bits below the leading one */
+    return round_half_even((double)v / step) * step;
+}
+
+/* SPEC 8: NVFP4, pass 2, with the tensor's amax from pass 1 (non-zero). Returns 1, writing
+   nothing, when the FP32 tensor scale underflows to 0: the reference decides that case (its
+   all-zero blocks then come out NaN). */
+int64_t bd_fake_nvfp4(const void *x, int x_double, int64_t nblocks, float tensor_amax, void *out, int out_double,
+                      int threads)
+{
+    const int block = @NVFP4_BLOCK@;
+    float tensor_scale = tensor_amax / (float)(@E4M3_MAX@ * @E2M1_MAX@);
+    if (tensor_scale == 0.0f) return 1;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
+    for (int64_t b = 0; b < nblocks; b++) {
+        int64_t base = b * block;
+        if (block_is_zero(x, x_double, base, block)) {
+            for (int k = 0; k < block; k++) store(out, out_double, base + k, 0.0);
+            continue;
+        }
+        float v[@NVFP4_BLOCK@], amax = 0.0f;
+        for (int k = 0; k < block; k++) {
+            v[k] = (float)load(x, x_double, base + k);
+            float a = fabsf(v[k]);
+            amax = a > amax ? a : amax;
+        }
+        float scale32 = (amax / (float)@E2M1_MAX@) / tensor_scale;
+        scale32 = scale32 > (float)@E4M3_MAX@ ? (float)@E4M3_MAX@ : scale32;
+        double full = round_e4m3(scale32) * (double)tensor_scale;   /* exact: 4 x 24 bits */
+        for (int k = 0; k < block; k++)
+            store(out, out_double, base + k, full > 0.0 ? (double)(float)(round_e2m1((double)v[k] / full) * full) : 0.0);
+    }
+    return 0;
+}
+
+/* SPEC 8: INT4. Scale amax / 7 in FP32, clamped to 65504 and rounded to FP16, at least 2^-24;
+   levels round half to even on the exact quotient, clamped to +-7. */
+int64_t bd_fake_int4(const void *x, int x_double, int64_t nblocks, int block, void *out, int out_double,
+                     int threads)
+{
+    int64_t bad = 0;
+    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
+    for (int64_t b = 0; b < nblocks; b++) {
+        float v[@MAX_BLOCK@];
+        int64_t base = b * block;
+        if (block_is_zero(x, x_double, base, block)) {
+            copy_zero_block(x, x_double, base, block, out, out_double);
+            continue;
+        }
+        float amax = 0.0f;
+        for (int k = 0; k < block; k++) {
+            v[k] = (float)load(x, x_double, base + k);
+            float a = fabsf(v[k]);
+            bad += !isfinite(a);
+            amax = a > amax ? a : amax;
+        }
+        float scale32 = amax / (float)@INT4_LEVELS@;
+        scale32 = scale32 > (float)@FP16_MAX@ ? (float)@FP16_MAX@ : scale32;
+        double scale = fp16_value(fp16_bits((double)scale32));
+        scale = amax > 0.0f ? (scale < @INT4_SCALE_MIN@ ? @INT4_SCALE_MIN@ : scale) : 1.0;
+        for (int k = 0; k < block; k++) {
+            double y = (double)v[k] / scale;
+            y = y > 8.0 ? 8.0 : (y < -8.0 ? -8.0 : y);  /* beyond 7.5 every level clamps to 7 */
+            double level = round_half_even(y);
+            level = level > @INT4_LEVELS@ ? @INT4_LEVELS@ : (level < -@INT4_LEVELS@ ? -@INT4_LEVELS@ : level);
+            store(out, out_double, base + k, (double)(float)(level * scale));
+        }
+    }
+    return bad;
 }
 """
 
@@ -298,17 +581,27 @@ def _source() -> str:
         _c_table("RANGES", "int32_t", STAGE2_RANGES.tolist()),
         _c_table("BOOK", "int32_t", book.tolist()),
     ])
+    from . import baselines     # SPEC 8 constants (baselines imports this module: no cycle at load)
+
     constants = {"@TABLES@": tables, "@EXP_NONFINITE@": EXP_FIELD_NONFINITE,
                  "@HIDDEN@": SIGNIFICAND_HIDDEN, "@QSHIFT@": Q_SHIFT_BASE, "@MSE_UNIT@": MSE_UNIT,
                  "@DECODE_OFFSET@": DECODE_EXP_OFFSET, "@MAX_HALF@": MAX_HALF_UNITS,
-                 "@NUM_PAIRS@": NUM_PAIRS, "@NUM_DIALECTS@": NUM_DIALECTS, "@MAX_BLOCK@": max(BLOCK_SIZES)}
+                 "@NUM_PAIRS@": NUM_PAIRS, "@NUM_DIALECTS@": NUM_DIALECTS, "@MAX_BLOCK@": max(BLOCK_SIZES),
+                 "@E2M1_MAX@": repr(float(baselines.E2M1_MAX)), "@E2M1_EMAX@": baselines.E2M1_EMAX,
+                 "@E8M0_MIN@": baselines.E8M0_MIN_EXP, "@E8M0_MAX@": baselines.E8M0_MAX_EXP,
+                 "@NVFP4_BLOCK@": baselines.NVFP4_BLOCK, "@E4M3_MAX@": repr(float(baselines.E4M3_MAX)),
+                 "@INT4_LEVELS@": baselines.INT4_LEVELS, "@FP16_MAX@": repr(float(FP16_MAX)),
+                 "@INT4_SCALE_MIN@": repr(float(baselines.INT4_SCALE_MIN))}
     text = _C_SOURCE
     for key, value in constants.items():
         text = text.replace(key, str(value))
+    if "@" in text:
+        raise RuntimeError(f"unfilled placeholder in the C source near {text[text.index('@') - 40:][:80]!r}")
     return text
 
 
-_CFLAGS = ["-O3", "-std=c99", "-shared", "-fPIC", "-fno-strict-aliasing"]
+# ISO C and no target flags: no contraction into FMA, so every float operation rounds as written.
+_CFLAGS = ["-O3", "-std=c99", "-ffp-contract=off", "-shared", "-fPIC", "-fno-strict-aliasing"]
 
 
 def _cache_dir() -> Path:
@@ -321,32 +614,60 @@ _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
+def _flag_sets() -> list[list[str]]:
+    """Compiler flags to try in order. With torch on OpenMP the fused fake-quantize kernels run on
+    OpenMP too, linked to the libgomp torch has loaded: one pool of threads, so torch's threads,
+    spinning after an operation, do not compete with the kernels' own for the same cores."""
+    return ([_CFLAGS + ["-fopenmp"]] if torch.backends.openmp.is_available() else []) + [_CFLAGS]
+
+
 def _build(directory: Path | None = None) -> ctypes.CDLL:
-    """Compiles the C source into `directory` (default: the cache) unless it is there, and loads it."""
+    """Compiles the C source into `directory` (default: the cache) unless it is there, and loads it;
+    without OpenMP if the compiler refuses it."""
     source = _source()
     compiler = os.environ.get("CC", "gcc")
-    key = hashlib.sha256("\0".join([source, compiler, *_CFLAGS, sys.platform]).encode()).hexdigest()[:16]
     directory = _cache_dir() if directory is None else Path(directory)
-    target = directory / f"bd_kernels_{key}.so"
-    if not target.exists():
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(dir=directory) as tmp:
-            c_file = Path(tmp) / "bd_kernels.c"
-            c_file.write_text(source)
-            built = Path(tmp) / "bd_kernels.so"
-            subprocess.run([compiler, *_CFLAGS, "-o", str(built), str(c_file), "-lm"], check=True,
-                           capture_output=True, text=True)
-            os.replace(built, target)          # atomic: concurrent builders agree on the result
+    failure = None
+    for flags in _flag_sets():
+        key = hashlib.sha256("\0".join([source, compiler, *flags, sys.platform]).encode()).hexdigest()[:16]
+        target = directory / f"bd_kernels_{key}.so"
+        if not target.exists():
+            directory.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=directory) as tmp:
+                c_file = Path(tmp) / "bd_kernels.c"
+                c_file.write_text(source)
+                built = Path(tmp) / "bd_kernels.so"
+                try:
+                    subprocess.run([compiler, *flags, "-o", str(built), str(c_file), "-lm"], check=True,
+                                   capture_output=True, text=True)
+                except subprocess.CalledProcessError as err:
+                    failure = err
+                    continue
+                os.replace(built, target)          # atomic: concurrent builders agree on the result
+        break
+    else:
+        raise failure
     lib = ctypes.CDLL(str(target))
     p, i64, i32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-    lib.bd_quantize_two_stage.argtypes = [p, i64, i32, i32, p, p, p, p]
-    lib.bd_quantize_mse.argtypes = [p, i64, i32, p, p, p, p]
-    lib.bd_dequantize.argtypes = [p, p, p, p, i32, i64, i32, p]
+    lib.bd_quantize_two_stage.argtypes = [p, i64, i32, i32, p, p, p, p, i32]
+    lib.bd_quantize_mse.argtypes = [p, i64, i32, p, p, p, p, i32]
+    lib.bd_dequantize.argtypes = [p, p, p, p, i32, i64, i32, p, i32]
     lib.bd_decode_window.argtypes = [p, p, p, p, i64, i64, i32, i32, i32, p]
-    lib.bd_float64_to_fp16.argtypes = [p, i64, p]
+    lib.bd_float64_to_fp16.argtypes = [p, i64, p, i32]
     for fn in (lib.bd_quantize_two_stage, lib.bd_quantize_mse, lib.bd_dequantize, lib.bd_decode_window,
                lib.bd_float64_to_fp16):
         fn.restype = None
+    lib.bd_fake_fp16.argtypes = [p, i32, i64, p, i32, i32]
+    lib.bd_fake_blockdialect.argtypes = [p, i32, i64, i32, i32, p, i32, i32]
+    lib.bd_fake_mxfp4.argtypes = [p, i32, i64, i32, p, i32, i32]
+    lib.bd_fake_int4.argtypes = [p, i32, i64, i32, p, i32, i32]
+    lib.bd_abs_max_fp32.argtypes = [p, i32, i64, p, i32]
+    lib.bd_fake_nvfp4.argtypes = [p, i32, i64, ctypes.c_float, p, i32, i32]
+    for fn in (lib.bd_fake_fp16, lib.bd_fake_blockdialect, lib.bd_fake_mxfp4, lib.bd_fake_int4,
+               lib.bd_abs_max_fp32, lib.bd_fake_nvfp4):
+        fn.restype = ctypes.c_int64
+    lib.bd_openmp.argtypes = []
+    lib.bd_openmp.restype = i32
     return lib
 
 
@@ -391,23 +712,37 @@ def native_for(*tensors: torch.Tensor) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Threading: ctypes releases the GIL, so block ranges run side by side on torch's thread count.
+# Threading, on torch's thread count. With OpenMP (torch's own runtime, see _flag_sets) a kernel
+# splits its loop itself, on the threads torch's operations use. Without it, ctypes releases the
+# GIL and block ranges run side by side on a Python pool. Measured in the report's float64 forward
+# passes on 2 cores: with the pool, torch's OpenMP threads, still spinning after each operation,
+# took the cores from the kernels, which ran at half speed (0.86 s against 0.43 s for a run's 200 M
+# activations rounded to FP16).
 
 _MIN_BLOCKS_PER_THREAD = 1 << 14
 _pool: ThreadPoolExecutor | None = None
 
 
-def _parallel(nblocks: int, run) -> None:
-    """Calls run(start, stop) over [0, nblocks) split among torch.get_num_threads() threads."""
+def _parallel(nblocks: int, run) -> list:
+    """Calls run(start, stop) over [0, nblocks) split among torch.get_num_threads() threads;
+    returns the calls' results in order."""
     global _pool
     threads = max(1, min(torch.get_num_threads(), nblocks // _MIN_BLOCKS_PER_THREAD))
     if threads == 1:
-        run(0, nblocks)
-        return
+        return [run(0, nblocks)]
     if _pool is None or _pool._max_workers < threads:
         _pool = ThreadPoolExecutor(max_workers=threads)
     bounds = [nblocks * i // threads for i in range(threads + 1)]
-    list(_pool.map(lambda i: run(bounds[i], bounds[i + 1]), range(threads)))
+    return list(_pool.map(lambda i: run(bounds[i], bounds[i + 1]), range(threads)))
+
+
+def _split(count: int, run) -> list:
+    """Calls run(start, stop, threads) over [0, count): once with every thread when the library
+    runs OpenMP, else in ranges on the Python pool (one thread each). Returns the results."""
+    threads = max(1, min(torch.get_num_threads(), count // _MIN_BLOCKS_PER_THREAD))
+    if _library().bd_openmp():
+        return [run(0, count, threads)]
+    return _parallel(count, lambda start, stop: run(start, stop, 1))
 
 
 def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "round"):
@@ -426,20 +761,20 @@ def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "rou
     nblocks = exp.numel()
     ptrs = [t.data_ptr() for t in (x16, exp, dialect, codes, invalid)]
     if method == "mse":
-        def run(start, stop):
+        def run(start, stop, threads):
             lib.bd_quantize_mse(ptrs[0] + 2 * block * start, stop - start, block, ptrs[1] + start,
-                                ptrs[2] + start, ptrs[3] + block * start, ptrs[4] + start)
+                                ptrs[2] + start, ptrs[3] + block * start, ptrs[4] + start, threads)
     else:
         if rule not in STAGE1_RULES:
             raise ValueError(f"rule must be one of {STAGE1_RULES}, got {rule!r}")
         rounding = int(rule == "round")
 
-        def run(start, stop):
+        def run(start, stop, threads):
             lib.bd_quantize_two_stage(ptrs[0] + 2 * block * start, stop - start, block, rounding,
                                       ptrs[1] + start, ptrs[2] + start, ptrs[3] + block * start,
-                                      ptrs[4] + start)
+                                      ptrs[4] + start, threads)
     if nblocks:
-        _parallel(nblocks, run)
+        _split(nblocks, run)
     return exp, dialect, codes, invalid.bool()
 
 
@@ -450,10 +785,70 @@ def float64_to_fp16_native(x: torch.Tensor) -> torch.Tensor:
     out = torch.empty(x.shape, dtype=torch.float16)
     src, dst = x.data_ptr(), out.data_ptr()
 
-    def run(start, stop):
-        lib.bd_float64_to_fp16(src + 8 * start, stop - start, dst + 2 * start)
+    def run(start, stop, threads):
+        lib.bd_float64_to_fp16(src + 8 * start, stop - start, dst + 2 * start, threads)
     if x.numel():
-        _parallel(x.numel(), run)
+        _split(x.numel(), run)
+    return out
+
+
+# golden.baselines formats with a fused kernel; BlockDialect's by the `method` code of bd_fake_blockdialect.
+_BD_FAKE_METHODS = {"bd_two_stage": 0, "bd_two_stage_trunc": 1, "bd_mse": 2}
+FAKE_QUANTIZE_FORMATS = ("fp16", *_BD_FAKE_METHODS, "mxfp4", "nvfp4", "int4")
+FAKE_QUANTIZE_DTYPES = (torch.float32, torch.float64)
+
+
+def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Tensor | None:
+    """golden.baselines.fake_quantize in one pass over a float32 or float64 CPU tensor (..., K),
+    K a multiple of `block` (None for fp16; 16 for nvfp4): the same bits as the reference, written
+    in `dtype` (float32 or float64, both exact for these formats' values). The caller has checked
+    the arguments. Returns None when the reference must decide: an input that is not finite after
+    the format's input conversion (the reference raises the error), or an NVFP4 tensor whose FP32
+    tensor scale underflows to zero.
+    """
+    lib = _library()
+    x = x.contiguous()
+    out = torch.empty(x.shape, dtype=dtype)
+    src, dst = x.data_ptr(), out.data_ptr()
+    x_double, out_double = int(x.dtype == torch.float64), int(dtype == torch.float64)
+    # Byte strides of one block (one element for fp16) in and out.
+    width = 1 if block is None else block
+    step_in, step_out = x.element_size() * width, out.element_size() * width
+    nblocks = x.numel() // width
+    if fmt == "nvfp4":
+        def amax(start, stop, threads):
+            found = ctypes.c_float()
+            bad = lib.bd_abs_max_fp32(src + x.element_size() * start, x_double, stop - start,
+                                      ctypes.byref(found), threads)
+            return bad, found.value
+        partial = _split(x.numel(), amax)
+        if sum(bad for bad, _ in partial):
+            return None
+        tensor_amax = max(value for _, value in partial)
+        if tensor_amax == 0.0:
+            return out.zero_()
+
+        def run(start, stop, threads):
+            return lib.bd_fake_nvfp4(src + step_in * start, x_double, stop - start, tensor_amax,
+                                     dst + step_out * start, out_double, threads)
+    elif fmt == "fp16":
+        def run(start, stop, threads):
+            return lib.bd_fake_fp16(src + step_in * start, x_double, stop - start, dst + step_out * start,
+                                    out_double, threads)
+    elif fmt in _BD_FAKE_METHODS:
+        method = _BD_FAKE_METHODS[fmt]
+
+        def run(start, stop, threads):
+            return lib.bd_fake_blockdialect(src + step_in * start, x_double, stop - start, width, method,
+                                            dst + step_out * start, out_double, threads)
+    else:
+        kernel = {"mxfp4": lib.bd_fake_mxfp4, "int4": lib.bd_fake_int4}[fmt]
+
+        def run(start, stop, threads):
+            return kernel(src + step_in * start, x_double, stop - start, width, dst + step_out * start,
+                          out_double, threads)
+    if nblocks and sum(_split(nblocks, run)):
+        return None
     return out
 
 
@@ -468,11 +863,11 @@ def dequantize_native(exp, dialect, codes, invalid=None) -> torch.Tensor:
     ptrs = [t.data_ptr() for t in (exp, dialect, codes, flags, out)]
     nan_invalid = int(invalid is not None)
 
-    def run(start, stop):
+    def run(start, stop, threads):
         lib.bd_dequantize(ptrs[0] + start, ptrs[1] + start, ptrs[2] + block * start, ptrs[3] + start,
-                          nan_invalid, stop - start, block, ptrs[4] + 4 * block * start)
+                          nan_invalid, stop - start, block, ptrs[4] + 4 * block * start, threads)
     if exp.numel():
-        _parallel(exp.numel(), run)
+        _split(exp.numel(), run)
     return out
 
 

@@ -69,15 +69,16 @@ def bits(fmt: str, block: int | None, convention: str = "ocp") -> float:
     return baselines.bits_per_element(fmt, None if fmt == "nvfp4" else block, convention)
 
 
-def fake_quantize(x: torch.Tensor, fmt: str, block: int | None) -> torch.Tensor:
-    """golden.baselines.fake_quantize along the last dimension, padding it with zeros to a whole
-    number of blocks when needed (zeros change no other block, nor NVFP4's tensor scale)."""
+def fake_quantize(x: torch.Tensor, fmt: str, block: int | None,
+                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """golden.baselines.fake_quantize along the last dimension, in `dtype`, padding it with zeros to
+    a whole number of blocks when needed (zeros change no other block, nor NVFP4's tensor scale)."""
     length = x.shape[-1]
     if block is None or fmt == "fp16":
-        return baselines.fake_quantize(x, fmt)
+        return baselines.fake_quantize(x, fmt, dtype=dtype)
     pad = -length % block
     padded = torch.nn.functional.pad(x, (0, pad)) if pad else x
-    out = baselines.fake_quantize(padded, fmt, None if fmt == "nvfp4" else block)
+    out = baselines.fake_quantize(padded, fmt, None if fmt == "nvfp4" else block, dtype=dtype)
     return out[..., :length] if pad else out
 
 

@@ -116,6 +116,8 @@ def quantized_linears(model, layers=None) -> dict[str, torch.nn.Linear]:
 def _fq(x: torch.Tensor, fmt: str, block: int | None) -> torch.Tensor:
     """Fake-quantizes along the last dimension, returning x's dtype. The input goes to the format
     as it is (a float64 input reaches BlockDialect's FP16 conversion with a single rounding)."""
+    if x.dtype in (torch.float32, torch.float64):
+        return metrics.fake_quantize(x, fmt, block, dtype=x.dtype)     # one fused pass on the CPU
     return metrics.fake_quantize(x, fmt, block).to(x.dtype)
 
 
