@@ -17,6 +17,9 @@ FORMATS = ("fp16", "bd_two_stage", "bd_two_stage_trunc", "bd_mse", "mxfp4", "nvf
 # The BlockDialect formats and their golden.bd.quantize method: "bd_two_stage" is the default
 # two-stage selector (SPEC 4.2, rounding stage 1), "bd_two_stage_trunc" the truncating variant.
 BD_METHODS = {"bd_two_stage": "two_stage", "bd_two_stage_trunc": "two_stage_trunc", "bd_mse": "mse"}
+# Formats whose quantization of an element depends on the whole tensor (SPEC 8: NVFP4's FP32 tensor
+# scale from the tensor's amax), not on its block alone.
+TENSOR_SCALED_FORMATS = ("nvfp4",)
 
 # SPEC 8: E2M1 element magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)

@@ -719,30 +719,37 @@ def native_for(*tensors: torch.Tensor) -> bool:
 # took the cores from the kernels, which ran at half speed (0.86 s against 0.43 s for a run's 200 M
 # activations rounded to FP16).
 
-_MIN_BLOCKS_PER_THREAD = 1 << 14
+# A thread takes at least this many elements (a fraction of a millisecond of work), counted in
+# elements rather than blocks so that every block size splits alike.
+_MIN_ELEMENTS_PER_THREAD = 1 << 15
 _pool: ThreadPoolExecutor | None = None
 
 
-def _parallel(nblocks: int, run) -> list:
-    """Calls run(start, stop) over [0, nblocks) split among torch.get_num_threads() threads;
+def _threads(count: int, unit: int) -> int:
+    """Threads for `count` units of `unit` elements each: torch's count, fewer for small work."""
+    return max(1, min(torch.get_num_threads(), count * unit // _MIN_ELEMENTS_PER_THREAD))
+
+
+def _parallel(count: int, run, unit: int = 1) -> list:
+    """Calls run(start, stop) over [0, count) split among _threads(count, unit) Python threads;
     returns the calls' results in order."""
     global _pool
-    threads = max(1, min(torch.get_num_threads(), nblocks // _MIN_BLOCKS_PER_THREAD))
+    threads = _threads(count, unit)
     if threads == 1:
-        return [run(0, nblocks)]
+        return [run(0, count)]
     if _pool is None or _pool._max_workers < threads:
         _pool = ThreadPoolExecutor(max_workers=threads)
-    bounds = [nblocks * i // threads for i in range(threads + 1)]
+    bounds = [count * i // threads for i in range(threads + 1)]
     return list(_pool.map(lambda i: run(bounds[i], bounds[i + 1]), range(threads)))
 
 
-def _split(count: int, run) -> list:
-    """Calls run(start, stop, threads) over [0, count): once with every thread when the library
-    runs OpenMP, else in ranges on the Python pool (one thread each). Returns the results."""
-    threads = max(1, min(torch.get_num_threads(), count // _MIN_BLOCKS_PER_THREAD))
+def _split(count: int, run, unit: int = 1) -> list:
+    """Calls run(start, stop, threads) over [0, count) units of `unit` elements: once with every
+    thread when the library runs OpenMP, else in ranges on the Python pool (one thread each).
+    Returns the results."""
     if _library().bd_openmp():
-        return [run(0, count, threads)]
-    return _parallel(count, lambda start, stop: run(start, stop, 1))
+        return [run(0, count, _threads(count, unit))]
+    return _parallel(count, lambda start, stop: run(start, stop, 1), unit)
 
 
 def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "round"):
@@ -774,7 +781,7 @@ def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "rou
                                       ptrs[1] + start, ptrs[2] + start, ptrs[3] + block * start,
                                       ptrs[4] + start, threads)
     if nblocks:
-        _split(nblocks, run)
+        _split(nblocks, run, block)
     return exp, dialect, codes, invalid.bool()
 
 
@@ -847,7 +854,7 @@ def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: to
         def run(start, stop, threads):
             return kernel(src + step_in * start, x_double, stop - start, width, dst + step_out * start,
                           out_double, threads)
-    if nblocks and sum(_split(nblocks, run)):
+    if nblocks and sum(_split(nblocks, run, width)):
         return None
     return out
 
@@ -867,7 +874,7 @@ def dequantize_native(exp, dialect, codes, invalid=None) -> torch.Tensor:
         lib.bd_dequantize(ptrs[0] + start, ptrs[1] + start, ptrs[2] + block * start, ptrs[3] + start,
                           nan_invalid, stop - start, block, ptrs[4] + 4 * block * start, threads)
     if exp.numel():
-        _split(exp.numel(), run)
+        _split(exp.numel(), run, block)
     return out
 
 
