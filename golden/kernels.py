@@ -120,6 +120,14 @@ _C_SOURCE = r"""
 #include <string.h>
 #include <math.h>
 
+/* The per-element kernels are also compiled for AVX2 and the CPU picks at load time (GCC's function
+   multi-versioning): the same operations, integer or exact in binary64, so the same bits. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) && !defined(BD_SCALAR_ONLY)
+#define MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define MULTIVERSION
+#endif
+
 /* SPEC 4.4: INDEX_LUT[d][q] nearest index, ties up; VALUE_LUT[q][d] its value in half-units;
    RANGES[d] = {lo, hi} stage-2 beneficial range (SPEC 4.3); BOOK[d][i] the formatbook (SPEC 2). */
 @TABLES@
@@ -192,6 +200,7 @@ static inline int select_mse(const int *ex, const int *sig, const int *q, int bl
     return E == 0 ? 0 : d;
 }
 
+MULTIVERSION
 void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int rounding,
                            uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid, int threads)
 {
@@ -206,6 +215,7 @@ void bd_quantize_two_stage(const uint16_t *x, int64_t nblocks, int block, int ro
     }
 }
 
+MULTIVERSION
 void bd_quantize_mse(const uint16_t *x, int64_t nblocks, int block,
                      uint8_t *exp, uint8_t *dialect, uint8_t *codes, uint8_t *invalid, int threads)
 {
@@ -275,24 +285,24 @@ void bd_decode_window(const uint8_t *exp, const uint8_t *dialect, const uint8_t 
    subnormals kept; a NaN stays a quiet NaN with its sign and top payload bits). */
 static inline uint16_t fp16_bits(double x)
 {
-    uint64_t b;
+    uint64_t b, mag;
     memcpy(&b, &x, 8);
-    uint16_t sign = (uint16_t)((b >> 48) & 0x8000);
-    uint64_t mag = b & 0x7FFFFFFFFFFFFFFFULL;
-    if (mag >= 0x7FF0000000000000ULL)
-        return sign | 0x7C00 | (mag > 0x7FF0000000000000ULL ? 0x200 | (uint16_t)((mag >> 42) & 0x3FF) : 0);
-    int e = (int)(mag >> 52) - 1023;               /* unbiased exponent; doubles' subnormals: -1023 */
-    if (e >= 16) return sign | 0x7C00;
-    uint64_t m = (mag & 0xFFFFFFFFFFFFFULL) | (1ULL << 52);
-    int shift = e >= -14 ? 42 : 42 - 14 - e;      /* to 10 fraction bits, or to units of 2^-24 */
-    shift = shift > 63 ? 63 : shift;              /* from 54 on, below half the least subnormal: 0 */
-    uint64_t q = m >> shift, rem = m & ((1ULL << shift) - 1), half = 1ULL << (shift - 1);
-    q += (rem > half) | ((rem == half) & (q & 1));
-    /* Normal: a carry out of the significand moves into the exponent field, up to Inf. */
-    uint32_t bits = e >= -14 ? ((uint32_t)(e + 15) << 10) + (uint32_t)(q - 1024) : (uint32_t)q;
-    return sign | (uint16_t)(bits > 0x7C00 ? 0x7C00 : bits);
+    mag = b & 0x7FFFFFFFFFFFFFFFULL;
+    double a;
+    memcpy(&a, &mag, 8);
+    /* Normal results: round to nearest even at bit 42 (a carry moves into the exponent), rebias. */
+    uint64_t rounded = mag + 0x1FFFFFFFFFFULL + ((mag >> 42) & 1);
+    uint32_t normal = (uint32_t)(rounded >> 42) - ((1023u - 15u) << 10);
+    /* Subnormal results: units of 2^-24 (exact scaling), rounded to nearest even by adding and
+       subtracting 2^52; 1024 units become the least normal, 0x0400, as they should. */
+    uint32_t sub = (uint32_t)((a * 0x1p24 + 0x1p52) - 0x1p52);
+    uint32_t h = a < 0x1p-14 ? sub : normal;
+    h = a >= 65520.0 ? 0x7C00u : h;                             /* overflow and Inf */
+    h = a != a ? 0x7E00u | (uint32_t)((mag >> 42) & 0x3FF) : h;  /* NaN: quiet, top payload bits */
+    return (uint16_t)(((b >> 48) & 0x8000) | h);
 }
 
+MULTIVERSION
 void bd_float64_to_fp16(const double *x, int64_t n, uint16_t *out, int threads)
 {
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
@@ -382,6 +392,7 @@ int bd_openmp(void)
 }
 
 /* SPEC 1: one rounding to FP16 and back. */
+MULTIVERSION
 int64_t bd_fake_fp16(const void *x, int x_double, int64_t n, void *out, int out_double, int threads)
 {
     int64_t bad = 0;
@@ -396,6 +407,7 @@ int64_t bd_fake_fp16(const void *x, int x_double, int64_t n, void *out, int out_
 
 /* SPEC 1, 3-5: FP16 rounding, selection (method 0: two-stage rounding stage 1, 1: truncating,
    2: MSE) and the decode of bd_dequantize, block by block. */
+MULTIVERSION
 int64_t bd_fake_blockdialect(const void *x, int x_double, int64_t nblocks, int block, int method,
                              void *out, int out_double, int threads)
 {
@@ -621,14 +633,16 @@ def _flag_sets() -> list[list[str]]:
     return ([_CFLAGS + ["-fopenmp"]] if torch.backends.openmp.is_available() else []) + [_CFLAGS]
 
 
-def _build(directory: Path | None = None) -> ctypes.CDLL:
+def _build(directory: Path | None = None, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
     """Compiles the C source into `directory` (default: the cache) unless it is there, and loads it;
-    without OpenMP if the compiler refuses it."""
+    without OpenMP if the compiler refuses it. `defines`: preprocessor names to set (the tests build
+    with BD_SCALAR_ONLY to check the kernels without their AVX2 versions)."""
     source = _source()
     compiler = os.environ.get("CC", "gcc")
     directory = _cache_dir() if directory is None else Path(directory)
     failure = None
     for flags in _flag_sets():
+        flags = flags + [f"-D{name}" for name in defines]
         key = hashlib.sha256("\0".join([source, compiler, *flags, sys.platform]).encode()).hexdigest()[:16]
         target = directory / f"bd_kernels_{key}.so"
         if not target.exists():

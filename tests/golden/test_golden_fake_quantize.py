@@ -200,3 +200,28 @@ def test_numpy_agrees_for_fp16():
     x = x[: x.size - x.size % 8].reshape(-1, 8)
     got = baselines.fake_quantize(torch.from_numpy(x), "fp16", dtype=torch.float64).numpy()
     assert np.array_equal(got.view(np.uint64), x.astype(np.float16).astype(np.float64).view(np.uint64))
+
+
+@pytest.fixture
+def scalar_only_library(tmp_path, monkeypatch):
+    """The kernels built without their AVX2 versions (what a CPU without AVX2 runs)."""
+    monkeypatch.setattr(kernels, "_lib", kernels._build(tmp_path, defines=("BD_SCALAR_ONLY",)))
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c[1] in (None, 32)], ids=case_id)
+def test_scalar_build_gives_the_same_bits(case, scalar_only_library):
+    from golden import bd
+
+    block = case[1] or 32
+    families = dict(vectors.corner_blocks(block))
+    families.pop("nonfinite")
+    families["gaussian"] = vectors.random_blocks(4000, block, family="gaussian", seed=12)
+    for family, x16 in families.items():
+        x = x16.to(torch.float64)
+        assert_same(x, *case, torch.float64)
+        if case[0] in baselines.BD_METHODS:
+            method = baselines.BD_METHODS[case[0]]
+            fast = bd.quantize(x, block, method)
+            with kernels.use("reference"):
+                slow = bd.quantize(x, block, method)
+            assert all(torch.equal(a, b) for a, b in zip(fast, slow)), family
