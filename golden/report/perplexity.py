@@ -15,9 +15,13 @@ Scopes of quantization:
 - "full": "linear" plus both matrix products of attention: Q and K in blocks along head_dim for
   Q K^T, and the probabilities (blocks along the key dimension) and V (blocks along its sequence
   dimension) for scores x V. This uses an eager attention function registered under its own name in
-  transformers' attention registry while the scheme is installed, and removed afterwards.
+  transformers' attention registry while the scheme is installed, and removed afterwards. Causal
+  attention is computed in chunks of queries against the keys up to each chunk's end: the skipped
+  probabilities are exact zeros in whole blocks, so every value is the same as without chunks.
 The output head (tied to the token embedding in SmolLM2) stays unquantized, as is usual, and is
 computed in float32: nothing downstream of it is quantized, so its rounding cannot change a code.
+Fake quantization runs in the model's own type: golden.baselines.fake_quantize writes float64 for a
+float64 model, in one pass per block on the CPU (golden.kernels).
 
 Machine independence: run the model in float64 (`golden.models.load_model(dtype=torch.float64)`).
 The quantized operands are then products of 4-bit magnitudes and powers of two whose float64 sums are

@@ -106,9 +106,44 @@ def test_attention_wrapper_matches_eager_attention():
     expected, _ = eager_attention_forward(Module(), q, k, v, causal, scaling=0.25)
     # FP16 rounding of the operands is the only change, so the outputs agree to FP16 precision;
     # a wrong mask or a wrong head grouping would not.
-    got, probs = perplexity.make_attention("fp16", None)(Module(), q, k, v, None, scaling=0.25)
+    got, _ = perplexity.make_attention("fp16", None)(Module(), q, k, v, None, scaling=0.25)
     torch.testing.assert_close(got, expected, rtol=5e-3, atol=5e-3)
+
+
+@pytest.mark.parametrize("fmt, block", [("bd_two_stage", 32), ("bd_mse", 64), ("bd_two_stage_trunc", 16),
+                                        ("mxfp4", 16), ("int4", 32), ("fp16", None)])
+def test_chunked_causal_attention_changes_no_value(fmt, block):
+    """Queries in chunks against the keys up to each chunk's end give the bits of the whole
+    computation, with a last chunk shorter than the others (300 = 2 x 128 + 44)."""
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 3
+        training = False
+
+    g = torch.Generator().manual_seed(8)
+    q = torch.randn(2, 6, 300, 64, generator=g, dtype=torch.float64)
+    k, v = (torch.randn(2, 2, 300, 64, generator=g, dtype=torch.float64) for _ in range(2))
+    attention = perplexity.make_attention(fmt, block)
+    assert perplexity.CAUSAL_CHUNK < 300
+    chunked, _ = attention(Module(), q, k, v, None, scaling=0.125)
+    # The same causality as an explicit mask takes the unchunked path.
+    causal = torch.ones(300, 300, dtype=torch.bool).tril()[None, None]
+    whole, probs = attention(Module(), q, k, v, causal, scaling=0.125)
+    assert torch.equal(chunked, whole)
     assert torch.equal(probs.triu(1), torch.zeros_like(probs))
+
+
+def test_nvfp4_attention_is_not_chunked():
+    """NVFP4's tensor scale needs every probability at once: its probabilities come back whole."""
+
+    class Module(torch.nn.Module):
+        num_key_value_groups = 1
+        training = False
+
+    g = torch.Generator().manual_seed(9)
+    q, k, v = (torch.randn(1, 2, 300, 64, generator=g, dtype=torch.float64) for _ in range(3))
+    _, probs = perplexity.make_attention("nvfp4", 16)(Module(), q, k, v, None, scaling=0.125)
+    assert probs is not None and probs.shape == (1, 2, 300, 300)
 
 
 def test_installed_scheme_quantizes_and_then_restores(tiny):
