@@ -157,9 +157,9 @@ def _fake_block(fmt: str, block: int | None) -> int | None:
 
 
 def _fake_native(x, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """golden.kernels' fused pass where it serves x (a float32 or float64 CPU tensor whose last
-    dimension holds whole blocks); None where the reference must run."""
-    if (not isinstance(x, torch.Tensor) or x.dtype not in kernels.FAKE_QUANTIZE_DTYPES or x.dim() == 0
+    """golden.kernels' fused pass where it serves x (an FP16, float32 or float64 CPU tensor whose
+    last dimension holds whole blocks); None where the reference must run."""
+    if (not isinstance(x, torch.Tensor) or x.dtype not in kernels.FAKE_QUANTIZE_INPUTS or x.dim() == 0
             or x.numel() == 0 or x.shape[-1] % (block or 1) or not kernels.native_for(x)):
         return None
     return kernels.fake_quantize_native(x.detach(), fmt, block, dtype)
@@ -169,8 +169,8 @@ def fake_quantize(x, fmt: str, block: int | None = None, dtype: torch.dtype = to
     """Quantizes and dequantizes x in one of FORMATS; returns x's shape in `dtype`, float32 (the
     default) or float64: every value of these formats is an FP32 number, so both hold it exactly.
 
-    On the CPU a fused C kernel (golden.kernels) computes float32 and float64 input in one pass; the
-    functions above are the reference it equals bit for bit, and run everywhere else.
+    On the CPU a fused C kernel (golden.kernels) computes FP16, float32 and float64 input in one
+    pass; the functions above are the reference it equals bit for bit, and run everywhere else.
     """
     if fmt not in FORMATS:
         raise ValueError(f"fmt: unknown format {fmt!r}; expected one of {FORMATS}")

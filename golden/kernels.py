@@ -78,7 +78,7 @@ from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, FP16_MAX
 
 __all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
            "build_seconds", "quantize_native", "dequantize_native", "float64_to_fp16_native", "fake_quantize_native",
-           "FAKE_QUANTIZE_FORMATS", "FAKE_QUANTIZE_DTYPES", "linear_exact"]
+           "FAKE_QUANTIZE_FORMATS", "FAKE_QUANTIZE_DTYPES", "FAKE_QUANTIZE_INPUTS", "linear_exact"]
 
 PATHS = ("native", "reference")
 STAGE1_RULES = ("round", "trunc")     # SPEC 4.2 [revised]: two_stage rounds, two_stage_trunc truncates
@@ -318,14 +318,15 @@ static inline double pow2(int k)
     return v;
 }
 
-/* The value of finite FP16 bits, exactly: a normal's fields placed in a double's, a subnormal
-   scaled by 2^-24; the sign is or-ed in (a branch on it would be mispredicted half the time). */
+/* The value of FP16 bits, exactly: a normal's fields placed in a double's (Inf and NaN too), a
+   subnormal scaled by 2^-24; the sign is or-ed in (a branch on it would be mispredicted half the
+   time). */
 static inline double fp16_value(uint16_t h)
 {
     int e = (h >> 10) & 31;
     uint64_t m = h & 1023, bits;
     if (e) {
-        bits = ((uint64_t)(e - 15 + 1023) << 52) | (m << 42);
+        bits = ((uint64_t)(e == 31 ? 2047 : e - 15 + 1023) << 52) | (m << 42);
     } else {
         double v = (double)m * 0x1p-24;
         memcpy(&bits, &v, 8);
@@ -344,14 +345,16 @@ static inline double round_half_even(double y)
     return copysign((a + 0x1p52) - 0x1p52, y);
 }
 
-/* ---- Fused fake quantization: float32 or float64 in, dequantized values out in float32 or
-   float64, in one pass. Every output is an FP32 number, so both output types hold it exactly.
-   Each returns the number of non-finite inputs (after the format's input conversion); the caller
-   then takes the reference path, which raises the error. */
+/* ---- Fused fake quantization: FP16, float32 or float64 in (x_kind 2, 0, 1: every value exact in
+   a double), dequantized values out in float32 or float64, in one pass. Every output is an FP32
+   number, so both output types hold it exactly. Each returns the number of non-finite inputs
+   (after the format's input conversion); the caller then takes the reference path, which raises
+   the error. */
 
-static inline double load(const void *x, int x_double, int64_t i)
+static inline double load(const void *x, int x_kind, int64_t i)
 {
-    return x_double ? ((const double *)x)[i] : (double)((const float *)x)[i];
+    return x_kind == 1 ? ((const double *)x)[i]
+         : x_kind == 0 ? (double)((const float *)x)[i] : fp16_value(((const uint16_t *)x)[i]);
 }
 
 static inline void store(void *out, int out_double, int64_t i, double v)
@@ -363,22 +366,25 @@ static inline void store(void *out, int out_double, int64_t i, double v)
 /* Whether every element of the block at x[base:base + block] is +0.0 or -0.0 (the masked half of
    causal attention probabilities is): each format keeps those zeros as they are (NVFP4 gives +0.0),
    so the block needs no further work. */
-static inline int block_is_zero(const void *x, int x_double, int64_t base, int block)
+static inline int block_is_zero(const void *x, int x_kind, int64_t base, int block)
 {
     uint64_t any = 0;
-    if (x_double) {
+    if (x_kind == 1) {
         const uint64_t *b = (const uint64_t *)x + base;
         for (int k = 0; k < block; k++) any |= b[k] << 1;
-    } else {
+    } else if (x_kind == 0) {
         const uint32_t *b = (const uint32_t *)x + base;
-        for (int k = 0; k < block; k++) any |= (uint64_t)(b[k] << 1);
+        for (int k = 0; k < block; k++) any |= (uint32_t)(b[k] << 1);
+    } else {
+        const uint16_t *b = (const uint16_t *)x + base;
+        for (int k = 0; k < block; k++) any |= (uint16_t)(b[k] << 1);
     }
     return any == 0;
 }
 
-static inline void copy_zero_block(const void *x, int x_double, int64_t base, int block, void *out, int out_double)
+static inline void copy_zero_block(const void *x, int x_kind, int64_t base, int block, void *out, int out_double)
 {
-    for (int k = 0; k < block; k++) store(out, out_double, base + k, load(x, x_double, base + k));
+    for (int k = 0; k < block; k++) store(out, out_double, base + k, load(x, x_kind, base + k));
 }
 
 /* Whether the kernels below split their loop over OpenMP threads themselves. */
@@ -393,12 +399,12 @@ int bd_openmp(void)
 
 /* SPEC 1: one rounding to FP16 and back. */
 MULTIVERSION
-int64_t bd_fake_fp16(const void *x, int x_double, int64_t n, void *out, int out_double, int threads)
+int64_t bd_fake_fp16(const void *x, int x_kind, int64_t n, void *out, int out_double, int threads)
 {
     int64_t bad = 0;
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
     for (int64_t i = 0; i < n; i++) {
-        uint16_t h = fp16_bits(load(x, x_double, i));
+        uint16_t h = fp16_bits(load(x, x_kind, i));
         bad += ((h >> 10) & 31) == 31;
         store(out, out_double, i, fp16_value(h));
     }
@@ -408,7 +414,7 @@ int64_t bd_fake_fp16(const void *x, int x_double, int64_t n, void *out, int out_
 /* SPEC 1, 3-5: FP16 rounding, selection (method 0: two-stage rounding stage 1, 1: truncating,
    2: MSE) and the decode of bd_dequantize, block by block. */
 MULTIVERSION
-int64_t bd_fake_blockdialect(const void *x, int x_double, int64_t nblocks, int block, int method,
+int64_t bd_fake_blockdialect(const void *x, int x_kind, int64_t nblocks, int block, int method,
                              void *out, int out_double, int threads)
 {
     int64_t bad = 0;
@@ -417,11 +423,11 @@ int64_t bd_fake_blockdialect(const void *x, int x_double, int64_t nblocks, int b
         uint16_t h[@MAX_BLOCK@];
         int sign[@MAX_BLOCK@], ex[@MAX_BLOCK@], sig[@MAX_BLOCK@], q[@MAX_BLOCK@];
         int64_t base = b * block;
-        if (block_is_zero(x, x_double, base, block)) {
-            copy_zero_block(x, x_double, base, block, out, out_double);
+        if (block_is_zero(x, x_kind, base, block)) {
+            copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
-        for (int k = 0; k < block; k++) h[k] = fp16_bits(load(x, x_double, base + k));
+        for (int k = 0; k < block; k++) h[k] = fp16_bits(load(x, x_kind, base + k));
         uint8_t nonfinite;
         int E = block_fields(h, block, sign, ex, sig, q, &nonfinite);
         bad += nonfinite;
@@ -454,7 +460,7 @@ static inline double round_e2m1(double s)
 
 /* SPEC 8: MXFP4. Input rounded to FP32; scale 2^(floor(log2 amax) - 2) from amax's FP32 exponent
    field, clamped to the E8M0 range. */
-int64_t bd_fake_mxfp4(const void *x, int x_double, int64_t nblocks, int block, void *out, int out_double,
+int64_t bd_fake_mxfp4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
                       int threads)
 {
     int64_t bad = 0;
@@ -462,13 +468,13 @@ int64_t bd_fake_mxfp4(const void *x, int x_double, int64_t nblocks, int block, v
     for (int64_t b = 0; b < nblocks; b++) {
         float v[@MAX_BLOCK@];
         int64_t base = b * block;
-        if (block_is_zero(x, x_double, base, block)) {
-            copy_zero_block(x, x_double, base, block, out, out_double);
+        if (block_is_zero(x, x_kind, base, block)) {
+            copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
         float amax = 0.0f;
         for (int k = 0; k < block; k++) {
-            v[k] = (float)load(x, x_double, base + k);
+            v[k] = (float)load(x, x_kind, base + k);
             float a = fabsf(v[k]);
             bad += !isfinite(a);
             amax = a > amax ? a : amax;
@@ -484,13 +490,13 @@ int64_t bd_fake_mxfp4(const void *x, int x_double, int64_t nblocks, int block, v
 }
 
 /* SPEC 8: NVFP4, pass 1: the largest |x| in FP32 (the tensor scale's amax) and the non-finite count. */
-int64_t bd_abs_max_fp32(const void *x, int x_double, int64_t n, float *amax_out, int threads)
+int64_t bd_abs_max_fp32(const void *x, int x_kind, int64_t n, float *amax_out, int threads)
 {
     float amax = 0.0f;
     int64_t bad = 0;
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad) reduction(max:amax)
     for (int64_t i = 0; i < n; i++) {
-        float a = fabsf((float)load(x, x_double, i));
+        float a = fabsf((float)load(x, x_kind, i));
         bad += !isfinite(a);
         amax = a > amax ? a : amax;
     }
@@ -511,7 +517,7 @@ static inline double round_e4m3(float v)
 /* SPEC 8: NVFP4, pass 2, with the tensor's amax from pass 1 (non-zero). Returns 1, writing
    nothing, when the FP32 tensor scale underflows to 0: the reference decides that case (its
    all-zero blocks then come out NaN). */
-int64_t bd_fake_nvfp4(const void *x, int x_double, int64_t nblocks, float tensor_amax, void *out, int out_double,
+int64_t bd_fake_nvfp4(const void *x, int x_kind, int64_t nblocks, float tensor_amax, void *out, int out_double,
                       int threads)
 {
     const int block = @NVFP4_BLOCK@;
@@ -520,13 +526,13 @@ int64_t bd_fake_nvfp4(const void *x, int x_double, int64_t nblocks, float tensor
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1)
     for (int64_t b = 0; b < nblocks; b++) {
         int64_t base = b * block;
-        if (block_is_zero(x, x_double, base, block)) {
+        if (block_is_zero(x, x_kind, base, block)) {
             for (int k = 0; k < block; k++) store(out, out_double, base + k, 0.0);
             continue;
         }
         float v[@NVFP4_BLOCK@], amax = 0.0f;
         for (int k = 0; k < block; k++) {
-            v[k] = (float)load(x, x_double, base + k);
+            v[k] = (float)load(x, x_kind, base + k);
             float a = fabsf(v[k]);
             amax = a > amax ? a : amax;
         }
@@ -541,7 +547,7 @@ int64_t bd_fake_nvfp4(const void *x, int x_double, int64_t nblocks, float tensor
 
 /* SPEC 8: INT4. Scale amax / 7 in FP32, clamped to 65504 and rounded to FP16, at least 2^-24;
    levels round half to even on the exact quotient, clamped to +-7. */
-int64_t bd_fake_int4(const void *x, int x_double, int64_t nblocks, int block, void *out, int out_double,
+int64_t bd_fake_int4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
                      int threads)
 {
     int64_t bad = 0;
@@ -549,13 +555,13 @@ int64_t bd_fake_int4(const void *x, int x_double, int64_t nblocks, int block, vo
     for (int64_t b = 0; b < nblocks; b++) {
         float v[@MAX_BLOCK@];
         int64_t base = b * block;
-        if (block_is_zero(x, x_double, base, block)) {
-            copy_zero_block(x, x_double, base, block, out, out_double);
+        if (block_is_zero(x, x_kind, base, block)) {
+            copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
         float amax = 0.0f;
         for (int k = 0; k < block; k++) {
-            v[k] = (float)load(x, x_double, base + k);
+            v[k] = (float)load(x, x_kind, base + k);
             float a = fabsf(v[k]);
             bad += !isfinite(a);
             amax = a > amax ? a : amax;
@@ -816,11 +822,12 @@ def float64_to_fp16_native(x: torch.Tensor) -> torch.Tensor:
 # golden.baselines formats with a fused kernel; BlockDialect's by the `method` code of bd_fake_blockdialect.
 _BD_FAKE_METHODS = {"bd_two_stage": 0, "bd_two_stage_trunc": 1, "bd_mse": 2}
 FAKE_QUANTIZE_FORMATS = ("fp16", *_BD_FAKE_METHODS, "mxfp4", "nvfp4", "int4")
-FAKE_QUANTIZE_DTYPES = (torch.float32, torch.float64)
+FAKE_QUANTIZE_DTYPES = (torch.float32, torch.float64)                     # output types
+FAKE_QUANTIZE_INPUTS = {torch.float32: 0, torch.float64: 1, torch.float16: 2}   # input types: x_kind
 
 
 def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """golden.baselines.fake_quantize in one pass over a float32 or float64 CPU tensor (..., K),
+    """golden.baselines.fake_quantize in one pass over an FP16, float32 or float64 CPU tensor (..., K),
     K a multiple of `block` (None for fp16; 16 for nvfp4): the same bits as the reference, written
     in `dtype` (float32 or float64, both exact for these formats' values). The caller has checked
     the arguments. Returns None when the reference must decide: an input that is not finite after
@@ -831,7 +838,7 @@ def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: to
     x = x.contiguous()
     out = torch.empty(x.shape, dtype=dtype)
     src, dst = x.data_ptr(), out.data_ptr()
-    x_double, out_double = int(x.dtype == torch.float64), int(dtype == torch.float64)
+    x_kind, out_double = FAKE_QUANTIZE_INPUTS[x.dtype], int(dtype == torch.float64)
     # Byte strides of one block (one element for fp16) in and out.
     width = 1 if block is None else block
     step_in, step_out = x.element_size() * width, out.element_size() * width
@@ -839,7 +846,7 @@ def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: to
     if fmt == "nvfp4":
         def amax(start, stop, threads):
             found = ctypes.c_float()
-            bad = lib.bd_abs_max_fp32(src + x.element_size() * start, x_double, stop - start,
+            bad = lib.bd_abs_max_fp32(src + x.element_size() * start, x_kind, stop - start,
                                       ctypes.byref(found), threads)
             return bad, found.value
         partial = _split(x.numel(), amax)
@@ -850,23 +857,23 @@ def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: to
             return out.zero_()
 
         def run(start, stop, threads):
-            return lib.bd_fake_nvfp4(src + step_in * start, x_double, stop - start, tensor_amax,
+            return lib.bd_fake_nvfp4(src + step_in * start, x_kind, stop - start, tensor_amax,
                                      dst + step_out * start, out_double, threads)
     elif fmt == "fp16":
         def run(start, stop, threads):
-            return lib.bd_fake_fp16(src + step_in * start, x_double, stop - start, dst + step_out * start,
+            return lib.bd_fake_fp16(src + step_in * start, x_kind, stop - start, dst + step_out * start,
                                     out_double, threads)
     elif fmt in _BD_FAKE_METHODS:
         method = _BD_FAKE_METHODS[fmt]
 
         def run(start, stop, threads):
-            return lib.bd_fake_blockdialect(src + step_in * start, x_double, stop - start, width, method,
+            return lib.bd_fake_blockdialect(src + step_in * start, x_kind, stop - start, width, method,
                                             dst + step_out * start, out_double, threads)
     else:
         kernel = {"mxfp4": lib.bd_fake_mxfp4, "int4": lib.bd_fake_int4}[fmt]
 
         def run(start, stop, threads):
-            return kernel(src + step_in * start, x_double, stop - start, width, dst + step_out * start,
+            return kernel(src + step_in * start, x_kind, stop - start, width, dst + step_out * start,
                           out_double, threads)
     if nblocks and sum(_split(nblocks, run, width)):
         return None

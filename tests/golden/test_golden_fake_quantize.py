@@ -1,6 +1,6 @@
 """golden.baselines.fake_quantize: the fused C pass (golden.kernels) gives the reference's bits.
 
-Every format and block size, float32 and float64 input, float32 and float64 output, on: every
+Every format and block size, FP16, float32 and float64 input, float32 and float64 output, on: every
 finite FP16 value; float64 values around every FP16 tie (where rounding through float32 first goes
 wrong); the corner and random families of golden/vectors.py; seeded tensors from 2^-150 to 2^127
 with zero and negative-zero blocks; exact ties of the E2M1 and INT4 grids; tensors large enough to
@@ -21,6 +21,7 @@ pytestmark = pytest.mark.skipif(not kernels.native_available(),
 CASES = [("fp16", None), *((fmt, b) for fmt in baselines.BD_METHODS for b in (16, 32, 64)),
          ("mxfp4", 16), ("mxfp4", 32), ("nvfp4", None), ("int4", 16), ("int4", 32), ("int4", 64)]
 DTYPES = (torch.float32, torch.float64)
+INPUT_DTYPES = (torch.float16, torch.float32, torch.float64)
 
 
 def case_id(case):
@@ -65,7 +66,7 @@ def every_fp16_value() -> torch.Tensor:
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
-@pytest.mark.parametrize("in_dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("in_dtype", INPUT_DTYPES, ids=str)
 @pytest.mark.parametrize("out_dtype", DTYPES, ids=str)
 def test_every_fp16_value(case, in_dtype, out_dtype):
     """Each finite FP16 value in a block with random neighbours, twice (two shuffles)."""
@@ -96,7 +97,7 @@ def test_corner_and_random_families(case):
     for family in vectors.RANDOM_FAMILIES:
         families[family] = vectors.random_blocks(400, block, family=family, seed=11)
     for family, x16 in families.items():
-        for in_dtype in DTYPES:
+        for in_dtype in INPUT_DTYPES:
             assert_same(x16.to(in_dtype), *case, torch.float64)
 
 
@@ -163,6 +164,10 @@ def test_non_finite_input_raises_the_reference_error(case, bad):
         assert isinstance(fast, torch.Tensor) and torch.equal(fast, slow)   # finite in FP32
     else:
         assert isinstance(fast, str) and fast == slow and "(2, 40)" in fast
+    if bad != 1e39:                                                        # the same in an FP16 tensor
+        x16 = x.to(torch.float16)
+        fast = outcome(lambda: baselines.fake_quantize(x16, *case))
+        assert isinstance(fast, str) and fast == outcome(lambda: reference(x16, *case, torch.float32))
 
 
 def test_nvfp4_underflowing_tensor_scale_is_left_to_the_reference():
@@ -180,9 +185,9 @@ def test_all_zero_nvfp4_tensor_and_other_paths():
     x[1, 5] = -0.0
     for case in CASES:
         assert_same(x, *case, torch.float64)
-    # Not served natively: FP16 input, a last dimension that is not a whole number of blocks, and
-    # empty tensors; they take the reference path with its results and errors.
-    assert baselines._fake_native(x.to(torch.float16), "bd_mse", 32, torch.float32) is None
+    # Not served natively: bfloat16 input, a last dimension that is not a whole number of blocks,
+    # and empty tensors; they take the reference path with its results and errors.
+    assert baselines._fake_native(x.to(torch.bfloat16), "bd_mse", 32, torch.float32) is None
     assert baselines._fake_native(torch.zeros(2, 40), "int4", 32, torch.float32) is None
     assert baselines._fake_native(torch.zeros(0, 32), "mxfp4", 32, torch.float32) is None
     assert "not a multiple" in outcome(lambda: baselines.fake_quantize(torch.zeros(2, 40), "int4", 32))
