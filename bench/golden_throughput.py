@@ -84,8 +84,10 @@ def golden_rates(x: torch.Tensor, repeats: int = 3, reference: bool = False) -> 
         "bd two-stage-trunc quantize": lambda: bd.quantize(x, method="two_stage_trunc"),
         "bd MSE quantize": lambda: bd.quantize(x, method="mse"),
         "bd dequantize": lambda: bd.dequantize(q),
-        "bd two-stage fake-quantize": lambda: bd.dequantize(bd.quantize(x, method="two_stage")),
-        GOLDEN_MXFP4_NAME: lambda: baselines.mxfp4(x, block=32),
+        "bd two-stage quantize + dequantize": lambda: bd.dequantize(bd.quantize(x, method="two_stage")),
+        "bd two-stage fake-quantize": lambda: baselines.fake_quantize(x, "bd_two_stage", 32),
+        GOLDEN_MXFP4_NAME: lambda: baselines.fake_quantize(x, "mxfp4", 32),
+        "golden MXFP4 reference (B=32)": lambda: baselines.mxfp4(x, block=32),
     }
     torchao = torchao_mx_call(x)
     if torchao is not None:

@@ -404,7 +404,7 @@ int64_t bd_fake_fp16(const void *x, int x_kind, int64_t n, void *out, int out_do
     int64_t bad = 0;
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
     for (int64_t i = 0; i < n; i++) {
-        uint16_t h = fp16_bits(load(x, x_kind, i));
+        uint16_t h = x_kind == 2 ? ((const uint16_t *)x)[i] : fp16_bits(load(x, x_kind, i));
         bad += ((h >> 10) & 31) == 31;
         store(out, out_double, i, fp16_value(h));
     }
@@ -427,7 +427,10 @@ int64_t bd_fake_blockdialect(const void *x, int x_kind, int64_t nblocks, int blo
             copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
-        for (int k = 0; k < block; k++) h[k] = fp16_bits(load(x, x_kind, base + k));
+        if (x_kind == 2)                                   /* FP16 already: its bits */
+            memcpy(h, (const uint16_t *)x + base, sizeof(uint16_t) * block);
+        else
+            for (int k = 0; k < block; k++) h[k] = fp16_bits(load(x, x_kind, base + k));
         uint8_t nonfinite;
         int E = block_fields(h, block, sign, ex, sig, q, &nonfinite);
         bad += nonfinite;
