@@ -461,6 +461,20 @@ static inline double round_e2m1(double s)
     return copysign(r > @E2M1_MAX@ ? @E2M1_MAX@ : r, s);
 }
 
+/* SPEC 8's input: a block rounded to FP32 into v; returns its largest |v| and adds the non-finite
+   elements to *bad. */
+static inline float load_fp32_block(const void *x, int x_kind, int64_t base, int block, float *v, int64_t *bad)
+{
+    float amax = 0.0f;
+    for (int k = 0; k < block; k++) {
+        v[k] = (float)load(x, x_kind, base + k);
+        float a = fabsf(v[k]);
+        *bad += !isfinite(a);
+        amax = a > amax ? a : amax;
+    }
+    return amax;
+}
+
 /* SPEC 8: MXFP4. Input rounded to FP32; scale 2^(floor(log2 amax) - 2) from amax's FP32 exponent
    field, clamped to the E8M0 range. */
 int64_t bd_fake_mxfp4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
@@ -475,13 +489,7 @@ int64_t bd_fake_mxfp4(const void *x, int x_kind, int64_t nblocks, int block, voi
             copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
-        float amax = 0.0f;
-        for (int k = 0; k < block; k++) {
-            v[k] = (float)load(x, x_kind, base + k);
-            float a = fabsf(v[k]);
-            bad += !isfinite(a);
-            amax = a > amax ? a : amax;
-        }
+        float amax = load_fp32_block(x, x_kind, base, block, v, &bad);
         uint32_t bits;
         memcpy(&bits, &amax, 4);
         int s = (int)((bits >> 23) & 0xFF) - 127 - @E2M1_EMAX@;
@@ -533,12 +541,9 @@ int64_t bd_fake_nvfp4(const void *x, int x_kind, int64_t nblocks, float tensor_a
             for (int k = 0; k < block; k++) store(out, out_double, base + k, 0.0);
             continue;
         }
-        float v[@NVFP4_BLOCK@], amax = 0.0f;
-        for (int k = 0; k < block; k++) {
-            v[k] = (float)load(x, x_kind, base + k);
-            float a = fabsf(v[k]);
-            amax = a > amax ? a : amax;
-        }
+        float v[@NVFP4_BLOCK@];
+        int64_t nonfinite = 0;                     /* pass 1 has counted them */
+        float amax = load_fp32_block(x, x_kind, base, block, v, &nonfinite);
         float scale32 = (amax / (float)@E2M1_MAX@) / tensor_scale;
         scale32 = scale32 > (float)@E4M3_MAX@ ? (float)@E4M3_MAX@ : scale32;
         double full = round_e4m3(scale32) * (double)tensor_scale;   /* exact: 4 x 24 bits */
@@ -562,13 +567,7 @@ int64_t bd_fake_int4(const void *x, int x_kind, int64_t nblocks, int block, void
             copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
-        float amax = 0.0f;
-        for (int k = 0; k < block; k++) {
-            v[k] = (float)load(x, x_kind, base + k);
-            float a = fabsf(v[k]);
-            bad += !isfinite(a);
-            amax = a > amax ? a : amax;
-        }
+        float amax = load_fp32_block(x, x_kind, base, block, v, &bad);
         float scale32 = amax / (float)@INT4_LEVELS@;
         scale32 = scale32 > (float)@FP16_MAX@ ? (float)@FP16_MAX@ : scale32;
         double scale = fp16_value(fp16_bits((double)scale32));
