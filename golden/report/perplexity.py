@@ -17,7 +17,8 @@ Scopes of quantization:
   dimension) for scores x V. This uses an eager attention function registered under its own name in
   transformers' attention registry while the scheme is installed, and removed afterwards. Causal
   attention is computed in chunks of queries against the keys up to each chunk's end: the skipped
-  probabilities are exact zeros in whole blocks, so every value is the same as without chunks.
+  probabilities are exact zeros in whole blocks, so every value is the same as without chunks (not
+  for NVFP4, whose tensor scale needs every probability at once).
 The output head (tied to the token embedding in SmolLM2) stays unquantized, as is usual, and is
 computed in float32: nothing downstream of it is quantized, so its rounding cannot change a code.
 Fake quantization runs in the model's own type: golden.baselines.fake_quantize writes float64 for a
