@@ -7,8 +7,8 @@ holds the fast paths it dispatches to:
   rule, 5), a single pass over the FP16 bits, block by block, compiled once with gcc and loaded with
   ctypes; large tensors are split across ``torch.get_num_threads()`` threads (OpenMP, sharing
   torch's runtime, where torch uses it).
-- **Fake quantization on CPU** (``golden.baselines.fake_quantize``, every format): float32 or
-  float64 in, the dequantized values out in float32 or float64, in one pass per block (SPEC 1's
+- **Fake quantization on CPU** (``golden.baselines.fake_quantize``, every format): FP16, float32
+  or float64 in, the dequantized values out in float32 or float64, in one pass per block (SPEC 1's
   rounding, the selection and the decode together), so a float64 model quantizes its operands
   without intermediate tensors.
 - **Exact linear on every device** (SPEC 6): block values ``S * 2^(E_a + E_w - 36)`` summed exactly
@@ -78,7 +78,7 @@ from .spec import (BLOCK_SIZES, DECODE_EXP_OFFSET, EXP_FIELD_NONFINITE, FP16_MAX
 
 __all__ = ["PATHS", "STAGE1_RULES", "use", "path", "native_available", "native_error", "native_for",
            "build_seconds", "quantize_native", "dequantize_native", "float64_to_fp16_native", "fake_quantize_native",
-           "FAKE_QUANTIZE_FORMATS", "FAKE_QUANTIZE_DTYPES", "FAKE_QUANTIZE_INPUTS", "linear_exact"]
+           "FAKE_QUANTIZE_DTYPES", "FAKE_QUANTIZE_INPUTS", "linear_exact"]
 
 PATHS = ("native", "reference")
 STAGE1_RULES = ("round", "trunc")     # SPEC 4.2 [revised]: two_stage rounds, two_stage_trunc truncates
@@ -357,6 +357,12 @@ static inline double load(const void *x, int x_kind, int64_t i)
          : x_kind == 0 ? (double)((const float *)x)[i] : fp16_value(((const uint16_t *)x)[i]);
 }
 
+/* SPEC 1: element i as FP16 bits, rounded once (FP16 input: its own bits). */
+static inline uint16_t load_fp16_bits(const void *x, int x_kind, int64_t i)
+{
+    return x_kind == 2 ? ((const uint16_t *)x)[i] : fp16_bits(load(x, x_kind, i));
+}
+
 static inline void store(void *out, int out_double, int64_t i, double v)
 {
     if (out_double) ((double *)out)[i] = v;
@@ -404,7 +410,7 @@ int64_t bd_fake_fp16(const void *x, int x_kind, int64_t n, void *out, int out_do
     int64_t bad = 0;
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
     for (int64_t i = 0; i < n; i++) {
-        uint16_t h = x_kind == 2 ? ((const uint16_t *)x)[i] : fp16_bits(load(x, x_kind, i));
+        uint16_t h = load_fp16_bits(x, x_kind, i);
         bad += ((h >> 10) & 31) == 31;
         store(out, out_double, i, fp16_value(h));
     }
@@ -427,10 +433,7 @@ int64_t bd_fake_blockdialect(const void *x, int x_kind, int64_t nblocks, int blo
             copy_zero_block(x, x_kind, base, block, out, out_double);
             continue;
         }
-        if (x_kind == 2)                                   /* FP16 already: its bits */
-            memcpy(h, (const uint16_t *)x + base, sizeof(uint16_t) * block);
-        else
-            for (int k = 0; k < block; k++) h[k] = fp16_bits(load(x, x_kind, base + k));
+        for (int k = 0; k < block; k++) h[k] = load_fp16_bits(x, x_kind, base + k);
         uint8_t nonfinite;
         int E = block_fields(h, block, sign, ex, sig, q, &nonfinite);
         bad += nonfinite;
@@ -821,9 +824,8 @@ def float64_to_fp16_native(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# golden.baselines formats with a fused kernel; BlockDialect's by the `method` code of bd_fake_blockdialect.
+# BlockDialect formats of golden.baselines by the `method` code of bd_fake_blockdialect.
 _BD_FAKE_METHODS = {"bd_two_stage": 0, "bd_two_stage_trunc": 1, "bd_mse": 2}
-FAKE_QUANTIZE_FORMATS = ("fp16", *_BD_FAKE_METHODS, "mxfp4", "nvfp4", "int4")
 FAKE_QUANTIZE_DTYPES = (torch.float32, torch.float64)                     # output types
 FAKE_QUANTIZE_INPUTS = {torch.float32: 0, torch.float64: 1, torch.float16: 2}   # input types: x_kind
 
