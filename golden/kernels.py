@@ -478,31 +478,6 @@ static inline float load_fp32_block(const void *x, int x_kind, int64_t base, int
     return amax;
 }
 
-/* SPEC 8: MXFP4. Input rounded to FP32; scale 2^(floor(log2 amax) - 2) from amax's FP32 exponent
-   field, clamped to the E8M0 range. */
-int64_t bd_fake_mxfp4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
-                      int threads)
-{
-    int64_t bad = 0;
-    #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
-    for (int64_t b = 0; b < nblocks; b++) {
-        float v[@MAX_BLOCK@];
-        int64_t base = b * block;
-        if (block_is_zero(x, x_kind, base, block)) {
-            copy_zero_block(x, x_kind, base, block, out, out_double);
-            continue;
-        }
-        float amax = load_fp32_block(x, x_kind, base, block, v, &bad);
-        uint32_t bits;
-        memcpy(&bits, &amax, 4);
-        int s = (int)((bits >> 23) & 0xFF) - 127 - @E2M1_EMAX@;
-        s = s < @E8M0_MIN@ ? @E8M0_MIN@ : (s > @E8M0_MAX@ ? @E8M0_MAX@ : s);
-        for (int k = 0; k < block; k++)
-            store(out, out_double, base + k, (double)(float)(round_e2m1((double)v[k] * pow2(-s)) * pow2(s)));
-    }
-    return bad;
-}
-
 /* SPEC 8: NVFP4, pass 1: the largest |x| in FP32 (the tensor scale's amax) and the non-finite count. */
 int64_t bd_abs_max_fp32(const void *x, int x_kind, int64_t n, float *amax_out, int threads)
 {
@@ -556,10 +531,40 @@ int64_t bd_fake_nvfp4(const void *x, int x_kind, int64_t nblocks, float tensor_a
     return 0;
 }
 
-/* SPEC 8: INT4. Scale amax / 7 in FP32, clamped to 65504 and rounded to FP16, at least 2^-24;
-   levels round half to even on the exact quotient, clamped to +-7. */
-int64_t bd_fake_int4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
-                     int threads)
+/* SPEC 8: MXFP4 of one block, read as FP32 with its amax. Scale 2^(floor(log2 amax) - 2) from
+   amax's FP32 exponent field, clamped to the E8M0 range. */
+static inline void mxfp4_block(const float *v, float amax, int block, void *out, int out_double, int64_t base)
+{
+    uint32_t bits;
+    memcpy(&bits, &amax, 4);
+    int s = (int)((bits >> 23) & 0xFF) - 127 - @E2M1_EMAX@;
+    s = s < @E8M0_MIN@ ? @E8M0_MIN@ : (s > @E8M0_MAX@ ? @E8M0_MAX@ : s);
+    for (int k = 0; k < block; k++)
+        store(out, out_double, base + k, (double)(float)(round_e2m1((double)v[k] * pow2(-s)) * pow2(s)));
+}
+
+/* SPEC 8: INT4 of one block, read as FP32 with its amax. Scale amax / 7 in FP32, clamped to 65504
+   and rounded to FP16, at least 2^-24; levels round half to even on the exact quotient, clamped to
+   +-7. */
+static inline void int4_block(const float *v, float amax, int block, void *out, int out_double, int64_t base)
+{
+    float scale32 = amax / (float)@INT4_LEVELS@;
+    scale32 = scale32 > (float)@FP16_MAX@ ? (float)@FP16_MAX@ : scale32;
+    double scale = fp16_value(fp16_bits((double)scale32));
+    scale = amax > 0.0f ? (scale < @INT4_SCALE_MIN@ ? @INT4_SCALE_MIN@ : scale) : 1.0;
+    for (int k = 0; k < block; k++) {
+        double y = (double)v[k] / scale;
+        y = y > 8.0 ? 8.0 : (y < -8.0 ? -8.0 : y);  /* beyond 7.5 every level clamps to 7 */
+        double level = round_half_even(y);
+        level = level > @INT4_LEVELS@ ? @INT4_LEVELS@ : (level < -@INT4_LEVELS@ ? -@INT4_LEVELS@ : level);
+        store(out, out_double, base + k, (double)(float)(level * scale));
+    }
+}
+
+/* The block formats with one scale from the block's FP32 amax (int4 = 0: MXFP4, 1: INT4): input
+   rounded to FP32 block by block, all-zero blocks passed through. */
+static int64_t fake_fp32_scaled(const void *x, int x_kind, int64_t nblocks, int block, int int4, void *out,
+                                int out_double, int threads)
 {
     int64_t bad = 0;
     #pragma omp parallel for num_threads(threads) schedule(static) if (threads > 1) reduction(+:bad)
@@ -571,20 +576,24 @@ int64_t bd_fake_int4(const void *x, int x_kind, int64_t nblocks, int block, void
             continue;
         }
         float amax = load_fp32_block(x, x_kind, base, block, v, &bad);
-        float scale32 = amax / (float)@INT4_LEVELS@;
-        scale32 = scale32 > (float)@FP16_MAX@ ? (float)@FP16_MAX@ : scale32;
-        double scale = fp16_value(fp16_bits((double)scale32));
-        scale = amax > 0.0f ? (scale < @INT4_SCALE_MIN@ ? @INT4_SCALE_MIN@ : scale) : 1.0;
-        for (int k = 0; k < block; k++) {
-            double y = (double)v[k] / scale;
-            y = y > 8.0 ? 8.0 : (y < -8.0 ? -8.0 : y);  /* beyond 7.5 every level clamps to 7 */
-            double level = round_half_even(y);
-            level = level > @INT4_LEVELS@ ? @INT4_LEVELS@ : (level < -@INT4_LEVELS@ ? -@INT4_LEVELS@ : level);
-            store(out, out_double, base + k, (double)(float)(level * scale));
-        }
+        if (int4) int4_block(v, amax, block, out, out_double, base);
+        else mxfp4_block(v, amax, block, out, out_double, base);
     }
     return bad;
 }
+
+int64_t bd_fake_mxfp4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
+                      int threads)
+{
+    return fake_fp32_scaled(x, x_kind, nblocks, block, 0, out, out_double, threads);
+}
+
+int64_t bd_fake_int4(const void *x, int x_kind, int64_t nblocks, int block, void *out, int out_double,
+                     int threads)
+{
+    return fake_fp32_scaled(x, x_kind, nblocks, block, 1, out, out_double, threads);
+}
+
 """
 
 
