@@ -14,11 +14,16 @@ Scopes of quantization:
   chain of `bd_dot` units returns (SPEC 6).
 - "full": "linear" plus both matrix products of attention: Q and K in blocks along head_dim for
   Q K^T, and the probabilities (blocks along the key dimension) and V (blocks along its sequence
-  dimension) for scores x V. This uses an eager attention function registered under its own name in
-  transformers' attention registry while the scheme is installed, and removed afterwards. Causal
-  attention is computed in chunks of queries against the keys up to each chunk's end: the skipped
-  probabilities are exact zeros in whole blocks, so every value is the same as without chunks (not
-  for NVFP4, whose tensor scale needs every probability at once).
+  dimension) for scores x V.
+Attention, in every scope and the unquantized baseline alike, is the report's own function
+(`make_attention`), registered under its own name in transformers' attention registry while the
+scheme is installed and removed afterwards. On float64 CPU tensors it is golden.kernels'
+attention_native: each query's scores, softmax, probability quantization and product with V in one
+pass, only against the keys up to the query (the later ones have probability 0, whole blocks of
+zeros that quantize to zeros), with bits that depend on neither the thread count nor the batch nor the
+CPU. Elsewhere torch computes it: scaled_dot_product_attention unquantized; quantized, eager products
+in chunks of queries against the keys up to each chunk's end (the same values as without chunks),
+and whole for NVFP4, whose tensor scale needs every probability at once.
 The output head (tied to the token embedding in SmolLM2) stays unquantized, as is usual, and is
 computed in float32: nothing downstream of it is quantized, so its rounding cannot change a code.
 Fake quantization runs in the model's own type: golden.baselines.fake_quantize writes float64 for a
@@ -39,7 +44,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from golden import baselines, bd
+from golden import baselines, bd, kernels
 from golden.report import metrics
 from golden.spec import BLOCK_SIZES
 
@@ -164,18 +169,36 @@ def _probabilities(scores: torch.Tensor, dtype: torch.dtype, act_fmt: str, block
     return _fq(probs, act_fmt, block)
 
 
-def make_attention(act_fmt: str, block: int | None) -> Callable:
-    """Eager attention with both matrix products' operands fake-quantized (blocks along each
-    product's reduction dimension). Signature of transformers' attention interface."""
+def make_attention(act_fmt: str | None, block: int | None) -> Callable:
+    """Causal attention for the report's forward passes, signature of transformers' attention
+    interface. With `act_fmt`, both matrix products' operands are fake-quantized (blocks along each
+    product's reduction dimension); with None, nothing is.
+
+    Float64 CPU tensors go to golden.kernels.attention_native, one fused pass whose bits do not
+    depend on the thread count, the batch or the CPU. Elsewhere (float32, CUDA, no AVX2, NVFP4's
+    tensor-wide scale) torch computes it: scaled_dot_product_attention unquantized, eager matrix
+    products and softmax quantized."""
 
     def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
         groups = getattr(module, "num_key_value_groups", 1)
-        # Quantizing before the grouped heads are repeated gives the same blocks, with less work.
-        query = _fq(query, act_fmt, block)
-        key = _fq(key, act_fmt, block).repeat_interleave(groups, dim=1)
-        value = _fq(value.transpose(2, 3), act_fmt, block).transpose(2, 3).repeat_interleave(groups, dim=1)
+        if act_fmt is not None:
+            # Quantizing before the grouped heads are repeated gives the same blocks, with less work.
+            query = _fq(query, act_fmt, block)
+            key = _fq(key, act_fmt, block)
+            value = _fq(value.transpose(2, 3), act_fmt, block).transpose(2, 3)
         q_len, k_len = query.shape[-2], key.shape[-2]
-        if attention_mask is None and q_len == k_len and act_fmt not in baselines.TENSOR_SCALED_FORMATS:
+        causal = attention_mask is None and q_len == k_len
+        if causal:
+            fused = kernels.attention_native(query, key, value, scaling, act_fmt, block)
+            if fused is not None:
+                return fused.output, None
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+        if act_fmt is None:
+            mask = None if attention_mask is None else attention_mask[..., :k_len]
+            out = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, is_causal=mask is None and q_len > 1, scale=scaling)
+            return out.transpose(1, 2).contiguous(), None
+        if causal and act_fmt not in baselines.TENSOR_SCALED_FORMATS:
             # A name unknown to transformers' mask registry gets no mask: causality, chunk by chunk.
             outputs = []
             for start in range(0, q_len, CAUSAL_CHUNK):
@@ -230,16 +253,16 @@ def _replace_forward(module: torch.nn.Module, forward: Callable) -> Callable[[],
 
 @contextlib.contextmanager
 def installed(model, s: Scheme, weights: Weights | None, layers=None):
-    """Installs scheme `s` on the model for the duration of the block and restores it after.
+    """Installs scheme `s` on the model for the duration of the block and restores it after: its
+    quantized linear layers and, for every scope (the baseline too), the report's attention
+    (`make_attention`, quantized in the full scope only).
 
-    weights: `quantized_weights(quantized_linears(model, layers), s.weight_fmt, s.block)`.
+    weights: `quantized_weights(quantized_linears(model, layers), s.weight_fmt, s.block)`; None for
+    the baseline.
     """
-    if s.scope == "baseline":
-        yield
-        return
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
-    modules = quantized_linears(model, layers)
+    modules = {} if s.scope == "baseline" else quantized_linears(model, layers)
     originals = {name: m.weight for name, m in modules.items()}
     handles, restores = [], []
     # q/k/v (and gate/up) read the same tensor: quantize it once per call, not three times.
@@ -259,7 +282,7 @@ def installed(model, s: Scheme, weights: Weights | None, layers=None):
     def pre_hook(module, args):
         return (shared(args[0], fake),) + tuple(args[1:])
 
-    attention_name = f"fake_quant_{s.key}"
+    attention_name = f"report_{s.key}"
     previous_attention = model.config._attn_implementation
     try:
         for name, m in modules.items():
@@ -268,11 +291,11 @@ def installed(model, s: Scheme, weights: Weights | None, layers=None):
             else:
                 m.weight = torch.nn.Parameter(weights.fake[name], requires_grad=False)
                 handles.append(m.register_forward_pre_hook(pre_hook))
-        if s.scope == "full":
-            # Item assignment on the registry instance adds a local entry, deleted below; the class-wide
-            # mapping (AttentionInterface.register) is never touched.
-            ALL_ATTENTION_FUNCTIONS[attention_name] = make_attention(s.act_fmt, s.block)
-            model.config._attn_implementation = attention_name
+        # Item assignment on the registry instance adds a local entry, deleted below; the class-wide
+        # mapping (AttentionInterface.register) is never touched.
+        ALL_ATTENTION_FUNCTIONS[attention_name] = (make_attention(s.act_fmt, s.block) if s.scope == "full"
+                                                   else make_attention(None, None))
+        model.config._attn_implementation = attention_name
         yield
     finally:
         for handle in handles:
@@ -281,10 +304,9 @@ def installed(model, s: Scheme, weights: Weights | None, layers=None):
             restore()
         for name, m in modules.items():
             m.weight = originals[name]
-        if s.scope == "full":
-            model.config._attn_implementation = previous_attention
-            if attention_name in ALL_ATTENTION_FUNCTIONS._local_mapping:
-                del ALL_ATTENTION_FUNCTIONS[attention_name]
+        model.config._attn_implementation = previous_attention
+        if attention_name in ALL_ATTENTION_FUNCTIONS._local_mapping:
+            del ALL_ATTENTION_FUNCTIONS[attention_name]
         last.clear()
 
 

@@ -112,9 +112,11 @@ def test_attention_wrapper_matches_eager_attention():
 
 @pytest.mark.parametrize("fmt, block", [("bd_two_stage", 32), ("bd_mse", 64), ("bd_two_stage_trunc", 16),
                                         ("mxfp4", 16), ("int4", 32), ("fp16", None)])
-def test_chunked_causal_attention_changes_no_value(fmt, block):
-    """Queries in chunks against the keys up to each chunk's end give the bits of the whole
-    computation, with a last chunk shorter than the others (300 = 2 x 128 + 44)."""
+def test_chunked_causal_attention_changes_no_value(fmt, block, monkeypatch):
+    """Torch's path (where the float64 kernel does not serve): queries in chunks against the keys up
+    to each chunk's end give the bits of the whole computation, with a last chunk shorter than the
+    others (300 = 2 x 128 + 44)."""
+    monkeypatch.setattr(perplexity.kernels, "attention_native", lambda *args, **kwargs: None)
 
     class Module(torch.nn.Module):
         num_key_value_groups = 3
@@ -187,8 +189,8 @@ def test_installed_scheme_quantizes_and_then_restores(tiny):
     # Everything is back as it was.
     assert all(m.weight is originals[name] for name, m in modules.items())
     assert all(not m._forward_pre_hooks for m in modules.values())
-    assert model.config._attn_implementation not in (None, "fake_quant_" + s.key)
-    assert "fake_quant_" + s.key not in ALL_ATTENTION_FUNCTIONS._local_mapping
+    assert model.config._attn_implementation not in (None, "report_" + s.key)
+    assert "report_" + s.key not in ALL_ATTENTION_FUNCTIONS._local_mapping
     with torch.no_grad():
         assert torch.equal(model(ids).logits, before)
 
@@ -395,3 +397,37 @@ def test_hardware_exact_keeps_accelerate_device_hooks(tiny64):
     finally:
         remove_hook_from_module(module)
     assert module.forward.__func__ is torch.nn.Linear.forward
+
+
+def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
+    """The baseline too runs the report's attention, and it gives the model's own (torch's
+    scaled_dot_product_attention) perplexity to float64 precision; the full path gives the torch
+    path's within float noise, far below what 4-bit quantization moves."""
+    model, ids = tiny64
+    modules = perplexity.quantized_linears(model)
+    served = []
+    real = perplexity.kernels.attention_native
+
+    def counting(*args, **kwargs):
+        result = real(*args, **kwargs)
+        served.append(result is not None)
+        return result
+
+    model_own = perplexity.evaluate(model, ids, 64)
+    results = {}
+    for name, s, weights in (("baseline", perplexity.BASELINE, None),
+                             ("full", perplexity.bd_scheme("full", "bd_two_stage", 32),
+                              perplexity.quantized_weights(modules, "bd_mse", 32))):
+        for kernel in (True, False):
+            monkeypatch.setattr(perplexity.kernels, "attention_native",
+                                counting if kernel else (lambda *args, **kwargs: None))
+            served.clear()
+            with perplexity.installed(model, s, weights):
+                results[name, kernel] = perplexity.evaluate(model, ids, 64).nll_sum
+            # 2 layers x 2 batches: two windows of 64, then one of 2 tokens, which is no multiple of
+            # the block: the full path's torch reference takes that one.
+            assert served == ([True, True] + [name == "baseline"] * 2 if kernel else [])
+    assert results["baseline", True] == pytest.approx(model_own.nll_sum, rel=1e-12)
+    assert results["baseline", False] == pytest.approx(model_own.nll_sum, rel=1e-12)
+    quantization = abs(results["full", True] - results["baseline", True])
+    assert abs(results["full", True] - results["full", False]) < 1e-3 * quantization
