@@ -658,6 +658,22 @@ static int64_t quantize_probabilities(double *row, int64_t nblocks, int block, i
     }
 }
 
+/* The register tile of both products: acc[r][0..7] = sum over t < count of a[r * a_stride + t] times
+   b[t * b_stride + 0..7], for r < ATT_ROWS, each element one FMA chain in t order; b 32-byte aligned. */
+AVX2_FMA static inline void tile_product(const double *a, int64_t a_stride, const double *b, int64_t b_stride,
+                                         int64_t count, __m256d acc[ATT_ROWS][2])
+{
+    for (int r = 0; r < ATT_ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_pd();
+    for (int64_t t = 0; t < count; t++) {
+        __m256d b0 = _mm256_load_pd(b + t * b_stride), b1 = _mm256_load_pd(b + t * b_stride + 4);
+        for (int r = 0; r < ATT_ROWS; r++) {
+            __m256d x = _mm256_broadcast_sd(a + r * a_stride + t);
+            acc[r][0] = _mm256_fmadd_pd(x, b0, acc[r][0]);
+            acc[r][1] = _mm256_fmadd_pd(x, b1, acc[r][1]);
+        }
+    }
+}
+
 /* One query head: rows [0, length) of q (row stride qs) against k and v packed as kt (dim x lp,
    keys contiguous) and vp (lp x dim). s: ATT_TILE x lp scores, qp: ATT_TILE x dim. Writes out rows
    (row stride os) and, if probs is not NULL, the probabilities (row stride length). Returns the
@@ -679,15 +695,7 @@ AVX2_FMA static int64_t attention_head(const double *q, int64_t qs, const double
             int64_t keys = i0 + r0 + ATT_ROWS < length ? i0 + r0 + ATT_ROWS : length;
             for (int64_t j = 0; j < keys; j += 8) {
                 __m256d acc[ATT_ROWS][2];
-                for (int r = 0; r < ATT_ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_pd();
-                for (int d = 0; d < dim; d++) {
-                    __m256d k0 = _mm256_load_pd(kt + d * lp + j), k1 = _mm256_load_pd(kt + d * lp + j + 4);
-                    for (int r = 0; r < ATT_ROWS; r++) {
-                        __m256d a = _mm256_broadcast_sd(qp + (r0 + r) * dim + d);
-                        acc[r][0] = _mm256_fmadd_pd(a, k0, acc[r][0]);
-                        acc[r][1] = _mm256_fmadd_pd(a, k1, acc[r][1]);
-                    }
-                }
+                tile_product(qp + r0 * dim, dim, kt + j, lp, dim, acc);
                 for (int r = 0; r < ATT_ROWS; r++) {
                     _mm256_store_pd(s + (r0 + r) * lp + j, _mm256_mul_pd(acc[r][0], scale));
                     _mm256_store_pd(s + (r0 + r) * lp + j + 4, _mm256_mul_pd(acc[r][1], scale));
@@ -740,15 +748,7 @@ AVX2_FMA static int64_t attention_head(const double *q, int64_t qs, const double
             int live = rows - r0 < ATT_ROWS ? rows - r0 : ATT_ROWS;
             for (int c = 0; c < dim; c += 8) {
                 __m256d acc[ATT_ROWS][2];
-                for (int r = 0; r < ATT_ROWS; r++) acc[r][0] = acc[r][1] = _mm256_setzero_pd();
-                for (int64_t j = 0; j < keys; j++) {
-                    __m256d v0 = _mm256_load_pd(vp + j * dim + c), v1 = _mm256_load_pd(vp + j * dim + c + 4);
-                    for (int r = 0; r < ATT_ROWS; r++) {
-                        __m256d a = _mm256_broadcast_sd(s + (r0 + r) * lp + j);
-                        acc[r][0] = _mm256_fmadd_pd(a, v0, acc[r][0]);
-                        acc[r][1] = _mm256_fmadd_pd(a, v1, acc[r][1]);
-                    }
-                }
+                tile_product(s + r0 * lp, lp, vp + c, dim, keys, acc);
                 for (int r = 0; r < live; r++) {
                     _mm256_storeu_pd(out + (i0 + r0 + r) * os + c, acc[r][0]);
                     _mm256_storeu_pd(out + (i0 + r0 + r) * os + c + 4, acc[r][1]);
