@@ -703,7 +703,7 @@ AVX2_FMA static int64_t attention_head(const double *q, int64_t qs, const double
             }
         }
         /* Softmax of row i over keys [0, i]: the maximum, exp(s - max) summed in 4 lanes, then
-           divided by the sum; zeros up to the next multiple of 8 (and of the block). */
+           divided by the sum; quantized in the blocks that hold keys [0, i]; zeros after them. */
         for (int r = 0; r < rows; r++) {
             double *row = s + r * lp;
             int64_t valid = i0 + r + 1, valid4 = (valid + 3) / 4 * 4;
@@ -729,7 +729,8 @@ AVX2_FMA static int64_t attention_head(const double *q, int64_t qs, const double
             }
             _mm256_storeu_pd(lanes, sum);
             __m256d total = _mm256_set1_pd((lanes[0] + lanes[1]) + (lanes[2] + lanes[3]));
-            for (int64_t j = 0; j < valid4; j += 4) _mm256_store_pd(row + j, _mm256_div_pd(_mm256_load_pd(row + j), total));
+            for (int64_t j = 0; j < valid4; j += 4)
+                _mm256_store_pd(row + j, _mm256_div_pd(_mm256_load_pd(row + j), total));
             int64_t written = valid4;
             if (prob_fmt >= 0) {
                 int64_t nblocks = (valid + block - 1) / block;

@@ -34,8 +34,9 @@ The quantized operands are then products of 4-bit magnitudes and powers of two w
 exact (or nearly so), and every other operation rounds 2^29 times finer than FP32 (but transformers'
 LlamaRMSNorm, which normalises in float32 whatever the model's type: elementwise roundings and one
 float32 mean per row), so the FP16 rounding in front of every quantizer, and with it every code,
-comes out the same whatever the BLAS kernels, the thread count or the CPU. In float32 the same figures move by up to a few percent between
-machines (see the reproducibility section of the report).
+comes out the same whatever the BLAS kernels, the thread count or the CPU. In float32 the same
+figures move by up to a few percent between machines (see the reproducibility section of the
+report).
 """
 from __future__ import annotations
 
