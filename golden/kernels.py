@@ -865,22 +865,23 @@ _lib_error: str | None = None
 _lib_lock = threading.Lock()
 
 
-def _flag_sets() -> list[list[str]]:
+def _flag_sets(openmp: bool = True) -> list[list[str]]:
     """Compiler flags to try in order. With torch on OpenMP the fused fake-quantize kernels run on
     OpenMP too, linked to the libgomp torch has loaded: one pool of threads, so torch's threads,
     spinning after an operation, do not compete with the kernels' own for the same cores."""
-    return ([_CFLAGS + ["-fopenmp"]] if torch.backends.openmp.is_available() else []) + [_CFLAGS]
+    return ([_CFLAGS + ["-fopenmp"]] if openmp and torch.backends.openmp.is_available() else []) + [_CFLAGS]
 
 
-def _build(directory: Path | None = None, defines: tuple[str, ...] = ()) -> ctypes.CDLL:
+def _build(directory: Path | None = None, defines: tuple[str, ...] = (), openmp: bool = True) -> ctypes.CDLL:
     """Compiles the C source into `directory` (default: the cache) unless it is there, and loads it;
-    without OpenMP if the compiler refuses it. `defines`: preprocessor names to set (the tests build
-    with BD_SCALAR_ONLY to check the kernels without their AVX2 versions)."""
+    without OpenMP if the compiler refuses it or `openmp` is False (the tests build that way to run
+    the Python thread pool). `defines`: preprocessor names to set (the tests build with
+    BD_SCALAR_ONLY to check the kernels without their AVX2 versions)."""
     source = _source()
     compiler = os.environ.get("CC", "gcc")
     directory = _cache_dir() if directory is None else Path(directory)
     failure = None
-    for flags in _flag_sets():
+    for flags in _flag_sets(openmp):
         flags = flags + [f"-D{name}" for name in defines]
         key = hashlib.sha256("\0".join([source, compiler, *flags, sys.platform]).encode()).hexdigest()[:16]
         target = directory / f"bd_kernels_{key}.so"

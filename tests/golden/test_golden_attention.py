@@ -128,3 +128,27 @@ def test_declines_what_it_does_not_serve():
     huge = k.abs()
     huge[0, 0, 3] = 1e308                      # finite operands, an infinite score
     assert kernels.attention_native(q.abs(), huge, v, 0.125) is None
+
+
+def test_softmax_of_scores_beyond_the_exponent_range():
+    """Scores from 1000 down to 240: exp of a score above about 709 overflows, so the softmax must
+    subtract the row's maximum first. The probabilities equal mpmath's to a few ulps."""
+    scores = [1000.0] + [1000.0 - i * 760.0 / 510 for i in range(1, 511)] + [999.5]
+    length = len(scores)
+    q = torch.zeros(1, 1, length, 8, dtype=torch.float64)
+    q[..., 0] = 1.0
+    k = torch.zeros(1, 1, length, 8, dtype=torch.float64)
+    k[0, 0, :, 0] = torch.tensor(scores, dtype=torch.float64)
+    got = kernels.attention_native(q, k, k, 1.0, with_probabilities=True)
+    assert got is not None and bool(torch.isfinite(got.output).all())
+    probs = got.probabilities[0, 0]
+    mpmath.mp.prec = 200
+    for row in (0, 1, 300, length - 1):
+        exps = [mpmath.exp(s) for s in scores[:row + 1]]
+        total = mpmath.fsum(exps)
+        for s, e, p in zip(scores, exps, probs[row, :row + 1].tolist()):
+            exact = float(e / total)
+            if s - max(scores[:row + 1]) >= -708:
+                assert abs(p - exact) <= 4 * math.ulp(exact), (row, s, p, exact)
+            else:
+                assert p == 0.0 and exact < 2.3e-308, (row, s, p, exact)

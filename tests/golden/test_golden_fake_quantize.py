@@ -230,3 +230,50 @@ def test_scalar_build_gives_the_same_bits(case, scalar_only_library):
             with kernels.use("reference"):
                 slow = bd.quantize(x, block, method)
             assert all(torch.equal(a, b) for a, b in zip(fast, slow)), family
+
+
+def test_nvfp4_e4m3_block_scale_ties_round_to_even():
+    """A tensor maximum of 2688 makes the FP32 tensor scale exactly 1, so a block's E4M3 scale is its
+    maximum / 6: 51 / 6 = 8.5 lies exactly between the E4M3 values 8 and 9 and rounds to the even 8,
+    57 / 6 = 9.5 between 9 and 10 rounds to the even 10. Both paths agree and the ties are real."""
+    x = torch.zeros(3, 16, dtype=torch.float64)
+    x[0, 0], x[1, 0], x[1, 1], x[2, 0], x[2, 1] = 2688.0, 51.0, 17.0, -57.0, 30.0
+    for dtype in DTYPES:
+        assert_same(x, "nvfp4", None, dtype)
+    out = reference(x, "nvfp4", None, torch.float64)
+    # Scale 8: 51 / 8 = 6.375 -> 6, 17 / 8 = 2.125 -> 2; scale 10: 57 / 10 = 5.7 -> 6, 30 / 10 = 3 -> 3.
+    assert out[1, :2].tolist() == [48.0, 16.0] and out[2, :2].tolist() == [-60.0, 30.0]
+
+
+@pytest.fixture
+def library_without_openmp(tmp_path, monkeypatch):
+    """The kernels built without OpenMP: large tensors are split across the Python thread pool."""
+    lib = kernels._build(tmp_path, openmp=False)
+    assert lib.bd_openmp() == 0
+    monkeypatch.setattr(kernels, "_lib", lib)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(3)
+    yield lib
+    torch.set_num_threads(threads)
+
+
+def test_thread_pool_without_openmp_covers_every_range(library_without_openmp):
+    """Without OpenMP every kernel runs on ranges of the Python pool; every range, the last one
+    included, is computed: the same bits as the reference, for every operation that splits."""
+    from golden import bd, fp16
+
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(96, 2048, generator=gen, dtype=torch.float64) * torch.exp(torch.randn(2048, generator=gen))
+    assert kernels._threads(x.numel() // 64, 64) == 3
+    for case in (("bd_two_stage", 32), ("bd_mse", 64), ("mxfp4", 32), ("nvfp4", None), ("int4", 16), ("fp16", None)):
+        assert_same(x, *case, torch.float64)
+    x16 = fp16.to_fp16(x)
+    with kernels.use("reference"):
+        assert torch.equal(fp16.to_fp16(x).view(torch.int16), x16.view(torch.int16))
+    for method in ("two_stage", "mse"):
+        fast = bd.quantize(x16, 32, method)
+        with kernels.use("reference"):
+            slow = bd.quantize(x16, 32, method)
+            assert torch.equal(bd.dequantize(fast).view(torch.int32), bd.dequantize(slow).view(torch.int32))
+        assert all(torch.equal(a, b) for a, b in zip(fast, slow)), method
+        assert torch.equal(bd.dequantize(fast).view(torch.int32), bd.dequantize(slow).view(torch.int32))

@@ -281,3 +281,37 @@ def test_invalid_blocks_give_nan_in_both_paths(bits_equal):
     got = bd.linear(q, q_weight)
     assert bits_equal(got, reference(bd.linear, q, q_weight))
     assert got[1].isnan().all() and not got[0].isnan().any()
+
+
+def test_linear_window_sums_past_2_to_53_stay_exact(spec, bits_equal):
+    """The window plan's budget is tight: one exponent step more and a float64 product of windows
+    must hold partial sums past 2^53, which it cannot. Built so that exactly one step more would put
+    everything in one product: 220 worst-case same-sign products at the top of both windows (their
+    sum 3 * 2^52 in the window's units), one product at 2^29 that makes the FP32 rounding a tie, and
+    one product of 1 at the bottom of both windows that breaks the tie upwards. The float64 sum of
+    the one product would drop the 1 (its ulp is 2 there), land on the tie and round to even, down.
+    """
+    block, nblocks = 32, 9                          # K = 288: 225 K has 16 bits, budget 53 - 16 = 37
+    a_exp = torch.tensor([[30] * 7 + [21, 1]])      # activation offsets 0 and 9, then 29 (spread 29)
+    w_exp = torch.tensor([[30] * 7 + [30, 21]])     # weight offsets 0, then 9 (spread 9): 29 + 9 = 38
+    q_act = _blocks_with_exponents(a_exp, block, 0)
+    q_weight = _blocks_with_exponents(w_exp, block, 0)
+    # Dialect 0 holds 15 (index 7) and 6 (5), 4 (4), 1 (1); dialect 1 holds 15 (7), 3 (3), 1 (1).
+    q_act.dialect[:], q_weight.dialect[:] = 0, 1
+    a_codes = torch.zeros(nblocks * block, dtype=torch.uint8)
+    w_codes = torch.zeros(nblocks * block, dtype=torch.uint8)
+    a_codes[:218], w_codes[:218] = 7, 7             # 218 x 225
+    a_codes[218], w_codes[218] = 5, 7               # 6 x 15
+    a_codes[219], w_codes[219] = 4, 3               # 4 x 3: 49152 = 3 * 2^14 in all
+    a_codes[7 * block], w_codes[7 * block] = 1, 1   # 1 x 1 nine steps down: the tie bit
+    a_codes[8 * block], w_codes[8 * block] = 1, 1   # 1 x 1 at the bottom of both windows
+    q_act.codes[:] = a_codes.reshape(1, nblocks, block)
+    q_weight.codes[:] = w_codes.reshape(1, nblocks, block)
+    expected = spec.linear_reference(q_act, q_weight)
+    tie = spec.linear_reference(q_act, bd.Blocks(q_weight.exp, q_weight.dialect,
+                                                 torch.where(torch.arange(nblocks * block).reshape(1, nblocks, block)
+                                                             == 8 * block, 0, q_weight.codes).to(torch.uint8),
+                                                 q_weight.invalid))
+    assert not bits_equal(expected, tie)            # the last product of 1 decides the rounding
+    for name, got in _linear_paths(q_act, q_weight).items():
+        assert bits_equal(got, expected), name
