@@ -171,10 +171,11 @@ def _probabilities(scores: torch.Tensor, dtype: torch.dtype, act_fmt: str, block
     return _fq(probs, act_fmt, block)
 
 
-def make_attention(act_fmt: str | None, block: int | None) -> Callable:
+def make_attention(act_fmt: str | None, block: int | None, scores_block: int | None = None) -> Callable:
     """Causal attention for the report's forward passes, signature of transformers' attention
     interface. With `act_fmt`, both matrix products' operands are fake-quantized (blocks along each
-    product's reduction dimension); with None, nothing is.
+    product's reduction dimension): Q and K in blocks of `scores_block` (`block` when None), the
+    probabilities and V in blocks of `block`; with None, nothing is.
 
     Float64 CPU tensors go to golden.kernels.attention_native, one fused pass whose bits do not
     depend on the thread count, the batch or the CPU. Elsewhere (float32, CUDA, no AVX2, NVFP4's
@@ -185,8 +186,8 @@ def make_attention(act_fmt: str | None, block: int | None) -> Callable:
         groups = getattr(module, "num_key_value_groups", 1)
         if act_fmt is not None:
             # Quantizing before the grouped heads are repeated gives the same blocks, with less work.
-            query = _fq(query, act_fmt, block)
-            key = _fq(key, act_fmt, block)
+            query = _fq(query, act_fmt, scores_block or block)
+            key = _fq(key, act_fmt, scores_block or block)
             value = _fq(value.transpose(2, 3), act_fmt, block).transpose(2, 3)
         q_len, k_len = query.shape[-2], key.shape[-2]
         causal = attention_mask is None and q_len == k_len
