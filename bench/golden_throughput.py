@@ -12,7 +12,8 @@ timed call each, no warm-up: the MSE reference alone takes tens of seconds).
 
 Targets (issue 12, one thread): two-stage quantize >= 10x the rate of torchao's MXFP4 ``to_mx`` +
 ``dequantize``, MSE quantize >= 1x, dequantize >= 5x; ``bd.linear`` <= 2x the time of
-``bd.dequantize`` of both operands + float32 matmul.
+``bd.dequantize`` of both operands + float32 matmul. Issue 25: ``bd.linear`` with ``accumulate="fp32"``
+or ``"fp16"`` (SPEC 6.1) <= 2x the time of the exact one.
 """
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ TORCHAO_NAME = "torchao MXFP4 to_mx + dequantize (B=32)"
 GOLDEN_MXFP4_NAME = "golden MXFP4 fake-quantize (B=32)"
 TWO_STAGE_NAME = "bd two-stage quantize"
 LINEAR_NAME = "bd.linear (exact)"
+ACCUMULATE_NAMES = {mode: f"bd.linear (accumulate={mode})" for mode in ("fp32", "fp16")}   # SPEC 6.1
 LINEAR_BASE_NAME = "bd.dequantize x2 + float32 matmul"
 
 # name of the measured operation -> (name of the operation it is compared with, how, target).
@@ -43,6 +45,7 @@ TARGETS = {
     "bd MSE quantize": (TORCHAO_NAME, "rate", 1.0),
     "bd dequantize": (TORCHAO_NAME, "rate", 5.0),
     LINEAR_NAME: (LINEAR_BASE_NAME, "time", 2.0),
+    **{name: (LINEAR_NAME, "time", 2.0) for name in ACCUMULATE_NAMES.values()},   # issue 25
 }
 
 
@@ -111,6 +114,8 @@ def linear_times(rows: int, cols: int, out: int, repeats: int, seed: int,
     macs = rows * cols * out
     calls = {
         LINEAR_NAME: lambda: bd.linear(q_act, q_weight),
+        **{name: (lambda mode=mode: bd.linear(q_act, q_weight, accumulate=mode))
+           for mode, name in ACCUMULATE_NAMES.items()},
         LINEAR_BASE_NAME: lambda: bd.dequantize(q_act) @ bd.dequantize(q_weight).t(),
         "bd.linear, sync-free window plan (the CUDA plan)": lambda: kernels.linear_exact(
             q_act.exp, q_act.dialect, q_act.codes, q_weight.exp, q_weight.dialect, q_weight.codes,

@@ -4,6 +4,7 @@
                                                     # "two_stage_trunc": SPEC 4 with the truncating stage 1
     x_hat = dequantize(q)                           # SPEC 3
     y = linear(q_act, q_weight)                     # SPEC 6: exact block sums, one FP32 rounding
+    y = linear(q_act, q_weight, accumulate="fp16")  # SPEC 6.1: "fp32" / "fp16", rounded in block order
     raw = pack(q); q2 = unpack(raw, block=32)       # SPEC 7
 
 Everything is vectorised over whole tensors; integer arithmetic is used wherever the spec is integer.
@@ -19,12 +20,14 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from . import accumulate as accumulation
 from . import fp16, kernels
 from .formatbook import FORMATBOOK, MIDPOINTS, STAGE2_RANGES
 from .spec import (
     BLOCK_SIZES,
     CODE_BITS,
     DECODE_EXP_OFFSET,
+    DEFAULT_ACCUMULATE,
     DIALECT_BITS,
     EXP_BITS,
     EXP_MAX,
@@ -37,6 +40,7 @@ from .spec import (
     PRODUCT_EXP_OFFSET,
     Q_BITS,
     Q_SHIFT_BASE,
+    check_accumulate,
     check_block_size,
 )
 
@@ -266,6 +270,10 @@ def dequantize(q: Blocks) -> torch.Tensor:
     Every element of a block flagged `invalid` is NaN (SPEC 10).
     """
     check_blocks(q)
+    return _dequantize(q)
+
+
+def _dequantize(q: Blocks) -> torch.Tensor:
     if kernels.native_for(q.codes):                                  # golden.kernels: same bits
         return kernels.dequantize_native(q.exp, q.dialect, q.codes, q.invalid)
     sign, h = _decode(q)
@@ -331,20 +339,27 @@ def _exact_sum_to_f32(low: torch.Tensor, high: torch.Tensor, unit_exp: int) -> t
     return torch.where(negative, -value, value)
 
 
-def linear(q_act: Blocks, q_weight: Blocks) -> torch.Tensor:
-    """Exact BlockDialect matrix product, like torch.nn.functional.linear (SPEC 6).
+def linear(q_act: Blocks, q_weight: Blocks, accumulate: str = DEFAULT_ACCUMULATE) -> torch.Tensor:
+    """BlockDialect matrix product, like torch.nn.functional.linear (SPEC 6, 6.1).
 
-    (..., K) x (N, K) -> (..., N). Each block sum is an exact integer; a row's block values are added
-    exactly in units of 2^-36 and rounded once to FP32, ties to even; a zero sum is +0.0, and so is
-    every output when K = 0. An output that uses a block flagged `invalid` (in either operand) is NaN.
+    (..., K) x (N, K) -> (..., N). Each block sum is an exact integer. accumulate="exact" (default):
+    a row's block values are added exactly in units of 2^-36 and rounded once to FP32, ties to even;
+    a zero sum is +0.0. "fp32" / "fp16": added in block order with one FP32 / FP16 rounding per step
+    (golden.accumulate). Every output is +0.0 when K = 0. An output that uses a block flagged
+    `invalid` (in either operand) is NaN.
     """
     block = _check_linear_args(q_act, q_weight)
+    accumulate = check_accumulate(accumulate)
     nblocks = q_act.codes.shape[-2]
     lead = q_act.codes.shape[:-2]
     columns = q_weight.codes.shape[0]
     if nblocks == 0:                                          # K = 0: empty sums are +0.0 (SPEC 10)
         return torch.zeros(lead + (columns,), dtype=torch.float32, device=q_act.codes.device)
     invalid = q_act.invalid.any(-1).unsqueeze(-1) | q_weight.invalid.any(-1)
+    if accumulate != "exact":                                        # SPEC 6.1: rounded in block order
+        out = accumulation.linear(_dequantize(q_act).reshape(-1, nblocks * block), _dequantize(q_weight),
+                                  block, accumulate)
+        return _nan_where_invalid(out.reshape(lead + (columns,)), invalid)
     if kernels.path() == "native":                                   # golden.kernels: same bits
         a = [t.reshape((-1,) + t.shape[len(lead):]) for t in (q_act.exp, q_act.dialect, q_act.codes)]
         out = kernels.linear_exact(*a, q_weight.exp, q_weight.dialect, q_weight.codes, _exact_sum_to_f32)

@@ -53,6 +53,10 @@ MAX_EXP_SUM = 2 * EXP_MAX         # E_a + E_w <= 60
 MAX_PRODUCT = MAX_HALF_UNITS * MAX_HALF_UNITS   # 225
 DEFAULT_MAX_BLOCKS = 256
 
+# SPEC 6.1: how block values are summed; "exact" (SPEC 6) is the default everywhere.
+ACCUMULATE_MODES = ("exact", "fp32", "fp16")
+DEFAULT_ACCUMULATE = "exact"
+
 # SPEC 11: bd_linear, the matrix-vector engine.
 LINEAR_LANES = (1, 2, 4, 8)       # N, output lanes (rows computed side by side)
 
@@ -73,3 +77,13 @@ def check_block_size(value, name: str = "block") -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) not in BLOCK_SIZES:
         raise ValueError(f"{name} must be one of {BLOCK_SIZES}, got {value!r}")
     return int(value)
+
+
+def check_accumulate(value, name: str = "accumulate") -> str:
+    """The one accumulation-mode check (SPEC 6.1): `value` must be one of ACCUMULATE_MODES.
+
+    Raises ValueError naming the argument; returns the mode.
+    """
+    if not isinstance(value, str) or value not in ACCUMULATE_MODES:
+        raise ValueError(f"{name} must be one of {ACCUMULATE_MODES}, got {value!r}")
+    return value

@@ -8,11 +8,13 @@ through the `spec` fixture.
 from __future__ import annotations
 
 import math
+import struct
 import sys
 from fractions import Fraction
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from hypothesis import HealthCheck, settings
@@ -226,11 +228,60 @@ def linear_reference(q_act, q_weight) -> torch.Tensor:
     return torch.tensor(out, dtype=torch.float32)
 
 
+# ---- SPEC 6.1: rounded accumulation, with Python floats and numpy scalars ------------------------
+
+QUIET_NAN_BITS = 0x7FC00000          # SPEC 6.1: the NaN of every result
+
+
+def accumulate_values(values: list[float], mode: str) -> int:
+    """SPEC 6.1 on exact block values (Python floats, in block order): FP32 bits of the result.
+
+    "fp32": numpy float32 scalar additions, one IEEE rounding each. "fp16": each value rounded once
+    from the Python float by numpy (float64 -> float16, ties to even, overflow to Inf); the sum of two
+    FP16 values is exact as a Python float (both are multiples of 2^-24 below 2^16), so numpy rounds
+    it once. Python floats give Inf + (-Inf) = NaN.
+    """
+    if mode == "fp32":
+        acc = np.float32(0.0)
+        for v in values:
+            acc = acc + np.float32(v)
+    elif mode == "fp16":
+        acc = np.float16(0.0)
+        with np.errstate(over="ignore", invalid="ignore"):
+            for v in values:
+                acc = np.float16(float(acc) + float(np.float16(v)))
+    else:
+        raise ValueError(f"reference: unknown mode {mode!r}")
+    if math.isnan(float(acc)):
+        return QUIET_NAN_BITS
+    return struct.unpack("<I", struct.pack("<f", float(np.float32(acc))))[0]
+
+
+def linear_accumulate_reference(q_act, q_weight, mode: str) -> torch.Tensor:
+    """SPEC 6.1 for Blocks (M, K/B) x (N, K/B): block values V_j (exact, from block_value) added in
+    order by accumulate_values; NaN where a block is flagged invalid (SPEC 10)."""
+    exp_a, dia_a, cod_a = q_act.exp.tolist(), q_act.dialect.tolist(), q_act.codes.tolist()
+    exp_w, dia_w, cod_w = q_weight.exp.tolist(), q_weight.dialect.tolist(), q_weight.codes.tolist()
+    bad_a, bad_w = q_act.invalid.tolist(), q_weight.invalid.tolist()
+    out = []
+    for m in range(len(exp_a)):
+        for n in range(len(exp_w)):
+            if any(bad_a[m]) or any(bad_w[n]):
+                out.append(QUIET_NAN_BITS)
+                continue
+            values = [float(block_value(exp_a[m][j], dia_a[m][j], cod_a[m][j], exp_w[n][j], dia_w[n][j], cod_w[n][j]))
+                      for j in range(len(exp_a[m]))]
+            out.append(accumulate_values(values, mode))
+    signed = [b - (1 << 32) if b >> 31 else b for b in out]       # the int32 view of the same bits
+    return torch.tensor(signed, dtype=torch.int32).view(torch.float32).reshape(len(exp_a), len(exp_w))
+
+
 REFERENCE = SimpleNamespace(
     fp16_bits=fp16_bits, element_fields=element_fields, nearest_index=nearest_index,
     in_beneficial_range=in_beneficial_range, stage1_pair=stage1_pair, quantize_block=quantize_block, quantize_rows=quantize_rows,
     spec_mse_cost=spec_mse_cost, mse_cost_full=mse_cost_full, decode_value=decode_value,
     fraction_to_float32=fraction_to_float32, block_value=block_value, linear_reference=linear_reference,
+    accumulate_values=accumulate_values, linear_accumulate_reference=linear_accumulate_reference,
 )
 
 
