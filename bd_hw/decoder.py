@@ -13,7 +13,7 @@ same in every dialect become constants), then each lane picks its entry with a 3
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Module, Signal
+from amaranth.hdl import C, Cat, Module, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -66,11 +66,15 @@ class BDDecoder(wiring.Component):
         m = Module()
         m.submodules.formatbook = row = FormatbookRow()
         m.d.comb += row.dialect.eq(self.dialect)
-        entries = Array(Signal(H_BITS, name=f"row{j}") for j in range(LEVELS))
-        for j in range(LEVELS):
-            m.d.comb += entries[j].eq(row.row[j])
+        # One 8:1 selection per lane from the shared row: the row shifted right by 4 idx bits, of
+        # which the lane keeps the low 4 (a full-width shift, so that no assignment narrows it;
+        # synthesis drops the unused upper bits).
+        entries = Signal(H_BITS * LEVELS, name="entries")
+        m.d.comb += entries.eq(row.row)
         for k in range(self.B):
             code = self.codes[k]
             idx, sign = code[:IDX_BITS], code[IDX_BITS]
-            m.d.comb += self.values[k].eq(Cat(entries[idx], sign))
+            selected = Signal(H_BITS * LEVELS, name=f"selected{k}")
+            m.d.comb += [selected.eq(entries >> Cat(C(0, 2), idx)),
+                         self.values[k].eq(Cat(selected[:H_BITS], sign))]
         return m

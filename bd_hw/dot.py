@@ -41,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 from golden.spec import DEFAULT_MAX_BLOCKS, EXP_BITS, H_BITS, MAX_EXP_SUM, MAX_PRODUCT
 from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
 
-from .arith import tree_sum
+from .arith import leading_zeros, tree_sum
 from .decoder import BDDecoder
 from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout, reject, unit_block_size
 from .pipeline import Stages, check_pipeline
@@ -119,7 +119,7 @@ class AdderTree(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.sum.eq(tree_sum(self.products[k] for k in range(self.B)))
+        m.d.comb += self.sum.eq(tree_sum((self.products[k] for k in range(self.B)), m=m))
         return m
 
 
@@ -203,21 +203,6 @@ class ExactAccumulator(wiring.Component):
         return m
 
 
-def leading_zeros(x):
-    """``(zero, count)`` of a value of power-of-two width ``n >= 2``: ``zero`` is 1 when ``x == 0``;
-    otherwise ``count`` (``log2 n`` bits) is the number of zeros above the top one. A balanced tree:
-    each level picks the upper half's count, or the lower half's with a 1 on top when the upper
-    half is zero."""
-    n = len(x)
-    if n < 2 or n & (n - 1):
-        raise ValueError(f"width must be a power of two >= 2, not {n}")
-    if n == 2:
-        return ~(x[1] | x[0]), ~x[1]
-    zh, ch = leading_zeros(x[n // 2:])
-    zl, cl = leading_zeros(x[:n // 2])
-    return zh & zl, Cat(Mux(zh, cl, ch), zh)
-
-
 class FP32Normaliser(wiring.Component):
     """Signed integer in units of ``2^-frac_bits`` -> IEEE binary32, nearest even (SPEC 6).
 
@@ -276,7 +261,7 @@ class FP32Normaliser(wiring.Component):
         v = st.cut("abs", "abs" in self.cuts, sign=x[W - 1], mag=mag)
         wide = Signal(P, name="wide")
         m.d.comb += wide.eq(v.pop("mag") << (P - W))
-        zero, lz = leading_zeros(wide)
+        zero, lz = leading_zeros(wide, m=m)
         v = st.cut("lzc", "lzc" in self.cuts, **v, zero=zero, lz=lz, wide=wide)
         # Barrel shift by the count, one constant-shift step per bit of it, each truncated to P.
         shifted = v["wide"]
@@ -378,12 +363,14 @@ class BDDot(wiring.Component):
         # Exact block sum: sums of TREE_GROUP products; optional cut; their sum; register.
         group = min(self.TREE_GROUP, B) if "tree" in self.cuts else B
         products = v.pop("products")
-        partial = [tree_sum(products[k] for k in range(g, g + group)) for g in range(0, B, group)]
+        partial = [tree_sum((products[k] for k in range(g, g + group)), m=m, name=f"sum{g // group}")
+                   for g in range(0, B, group)]
         width = block_sum_bits(group) if group < B else block_sum_bits(B)
         v = st.cut("s2", "tree" in self.cuts, **v,
                    partial=Cat(*(x.as_signed()[:width] for x in partial)))
         parts = v.pop("partial")
-        total = tree_sum(parts[n * width:(n + 1) * width].as_signed() for n in range(len(partial)))
+        total = tree_sum((parts[n * width:(n + 1) * width].as_signed() for n in range(len(partial))),
+                         m=m, name="total")
         v = st.register("s3", **v, sum=total[:block_sum_bits(B)].as_signed())
 
         m.d.comb += [

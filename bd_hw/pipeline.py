@@ -14,6 +14,7 @@ high): it depends combinationally on ``o.ready`` and ``rst`` (allowed by the str
 from __future__ import annotations
 
 from amaranth.hdl import Module, ResetSignal, Signal
+from amaranth.lib import data
 
 from .layouts import reject
 
@@ -88,9 +89,17 @@ class Stages:
         regs = {}
         with self.m.If(take(self.valids, self.loads, self.in_valid, self.closed)):
             for key, value in values.items():
-                reg = Signal(value.shape(), name=f"{name}_{key}", reset_less=True)
-                self.m.d.sync += reg.eq(value)
-                regs[key] = reg
+                shape = value.shape()
+                if isinstance(shape, data.Layout):
+                    # A plain register seen through the layout: the same bits, without a Verilog
+                    # wire for every field and array element of every stage.
+                    raw = Signal(shape.size, name=f"{name}_{key}", reset_less=True)
+                    self.m.d.sync += raw.eq(value)
+                    regs[key] = shape(raw)
+                else:
+                    reg = Signal(shape, name=f"{name}_{key}", reset_less=True)
+                    self.m.d.sync += reg.eq(value)
+                    regs[key] = reg
         self.closed += 1
         return regs
 

@@ -96,13 +96,15 @@ class ExponentMax(wiring.Component):
         ex = []
         for k in range(self.B):
             _, e, _ = _fields(self.data[k])
-            m.d.comb += nonfinite[k].eq(e == EXP_FIELD_NONFINITE)
-            ex.append(Mux(nonfinite[k], 0, e))
+            lane_exp = Signal(EXP_BITS, name=f"ex{k}")     # a tree leaf, used twice
+            m.d.comb += [nonfinite[k].eq(e == EXP_FIELD_NONFINITE),
+                         lane_exp.eq(Mux(nonfinite[k], 0, e))]
+            ex.append(lane_exp)
         size = self.B // self.groups
         for g in range(self.groups):
-            m.d.comb += self.partial[g].eq(tree_max(ex[g * size:(g + 1) * size]))
+            m.d.comb += self.partial[g].eq(tree_max(ex[g * size:(g + 1) * size], m=m, name=f"max{g}"))
         m.d.comb += [
-            self.exp.eq(tree_max(self.partial[g] for g in range(self.groups))),
+            self.exp.eq(tree_max((self.partial[g] for g in range(self.groups)), m=m)),
             self.invalid.eq(nonfinite.any()),
         ]
         return m
@@ -181,9 +183,10 @@ class PairSelector(wiring.Component):
         m = Module()
         size = self.B // self.groups
         for g in range(self.groups):
-            m.d.comb += self.partial[g].eq(tree_max(self.q[k] for k in range(g * size, (g + 1) * size)))
+            m.d.comb += self.partial[g].eq(tree_max((self.q[k] for k in range(g * size, (g + 1) * size)),
+                                                     m=m, name=f"max{g}"))
         m.d.comb += [
-            self.qmax.eq(tree_max(self.partial[g] for g in range(self.groups))),
+            self.qmax.eq(tree_max((self.partial[g] for g in range(self.groups)), m=m)),
             self.pair.eq(self.pair_of(self.qmax, self.stage1)),
         ]
         return m
@@ -229,8 +232,8 @@ class RangeCounter(wiring.Component):
                 in_b[k].eq((q >= bounds["lo_b"]) & (q < bounds["hi_b"])),
             ]
         m.d.comb += [
-            self.count_a.eq(tree_sum(in_a[k] for k in range(self.B))),
-            self.count_b.eq(tree_sum(in_b[k] for k in range(self.B))),
+            self.count_a.eq(tree_sum((in_a[k] for k in range(self.B)), m=m, name="count_a")),
+            self.count_b.eq(tree_sum((in_b[k] for k in range(self.B)), m=m, name="count_b")),
             self.dialect.eq(self.decide(self.count_a, self.count_b, self.pair)),
         ]
         return m
@@ -271,7 +274,7 @@ class IndexMapper(wiring.Component):
                     m.d.comb += mids.eq(pack_row(table[d], Q_BITS))
         for k in range(self.B):
             q = self.q[k]
-            m.d.comb += self.idx[k].eq(tree_sum(q >= mids[i] for i in range(nmid)))
+            m.d.comb += self.idx[k].eq(tree_sum((q >= mids[i] for i in range(nmid)), m=m, name=f"idx{k}"))
         return m
 
 
@@ -320,7 +323,8 @@ class TwoStageSelection(Selection):
             return pair.pair
         # The "qmax" cut: inside the maximum tree, after the maxima of GROUPS runs of lanes.
         v = cut(partial=pair.partial)
-        return PairSelector.pair_of(tree_max(v["partial"][g] for g in range(GROUPS)), self.stage1)
+        qmax = tree_max((v["partial"][g] for g in range(GROUPS)), m=m, name="qmax")
+        return PairSelector.pair_of(qmax, self.stage1)
 
     def second(self, m, B, state, q, cut=None):
         m.submodules.ranges = ranges = RangeCounter(B)
@@ -423,7 +427,7 @@ class BDQuantizer(wiring.Component):
         v = st.cut("exp", "exp" in self.cuts, **v, invalid=exp_max.invalid,
                    partial=exp_max.partial)
         partial = v.pop("partial")
-        exp = tree_max(partial[g] for g in range(groups))
+        exp = tree_max((partial[g] for g in range(groups)), m=m, name="exp")
         v = st.register("s0", **v, exp=exp)
 
         # Stage 1: 5-bit intermediates; optional cut; the first half of the selection (with the

@@ -3,23 +3,6 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module bd_decoder_b16(codes, values, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  reg [3:0] \$1 ;
-  reg [3:0] \$10 ;
-  reg [3:0] \$11 ;
-  reg [3:0] \$12 ;
-  reg [3:0] \$13 ;
-  reg [3:0] \$14 ;
-  reg [3:0] \$15 ;
-  reg [3:0] \$16 ;
-  reg [3:0] \$2 ;
-  reg [3:0] \$3 ;
-  reg [3:0] \$4 ;
-  reg [3:0] \$5 ;
-  reg [3:0] \$6 ;
-  reg [3:0] \$7 ;
-  reg [3:0] \$8 ;
-  reg [3:0] \$9 ;
   input [63:0] codes;
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
@@ -41,15 +24,8 @@ module bd_decoder_b16(codes, values, dialect);
   input [3:0] dialect;
   wire [3:0] dialect;
   wire [3:0] \dialect$3 ;
+  wire [31:0] entries;
   wire [31:0] row;
-  wire [3:0] row0;
-  wire [3:0] row1;
-  wire [3:0] row2;
-  wire [3:0] row3;
-  wire [3:0] row4;
-  wire [3:0] row5;
-  wire [3:0] row6;
-  wire [3:0] row7;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
   wire [3:0] \row[2] ;
@@ -58,6 +34,22 @@ module bd_decoder_b16(codes, values, dialect);
   wire [3:0] \row[5] ;
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
+  wire [31:0] selected0;
+  wire [31:0] selected1;
+  wire [31:0] selected10;
+  wire [31:0] selected11;
+  wire [31:0] selected12;
+  wire [31:0] selected13;
+  wire [31:0] selected14;
+  wire [31:0] selected15;
+  wire [31:0] selected2;
+  wire [31:0] selected3;
+  wire [31:0] selected4;
+  wire [31:0] selected5;
+  wire [31:0] selected6;
+  wire [31:0] selected7;
+  wire [31:0] selected8;
+  wire [31:0] selected9;
   output [79:0] values;
   wire [79:0] values;
   wire [4:0] \values[0] ;
@@ -76,371 +68,28 @@ module bd_decoder_b16(codes, values, dialect);
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
+  assign selected0 = entries >> { codes[2:0], 2'h0 };
+  assign selected9 = entries >> { codes[38:36], 2'h0 };
+  assign selected10 = entries >> { codes[42:40], 2'h0 };
+  assign selected11 = entries >> { codes[46:44], 2'h0 };
+  assign selected12 = entries >> { codes[50:48], 2'h0 };
+  assign selected13 = entries >> { codes[54:52], 2'h0 };
+  assign selected14 = entries >> { codes[58:56], 2'h0 };
+  assign selected15 = entries >> { codes[62:60], 2'h0 };
+  assign selected1 = entries >> { codes[6:4], 2'h0 };
+  assign selected2 = entries >> { codes[10:8], 2'h0 };
+  assign selected3 = entries >> { codes[14:12], 2'h0 };
+  assign selected4 = entries >> { codes[18:16], 2'h0 };
+  assign selected5 = entries >> { codes[22:20], 2'h0 };
+  assign selected6 = entries >> { codes[26:24], 2'h0 };
+  assign selected7 = entries >> { codes[30:28], 2'h0 };
+  assign selected8 = entries >> { codes[34:32], 2'h0 };
   \bd_decoder_b16.formatbook  formatbook (
     .dialect(dialect),
-    .row(row)
+    .row(entries)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[2:0])
-      3'h0:
-          \$1  = row[3:0];
-      3'h1:
-          \$1  = row[7:4];
-      3'h2:
-          \$1  = row[11:8];
-      3'h3:
-          \$1  = row[15:12];
-      3'h4:
-          \$1  = row[19:16];
-      3'h5:
-          \$1  = row[23:20];
-      3'h6:
-          \$1  = row[27:24];
-      3'h7:
-          \$1  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[6:4])
-      3'h0:
-          \$2  = row[3:0];
-      3'h1:
-          \$2  = row[7:4];
-      3'h2:
-          \$2  = row[11:8];
-      3'h3:
-          \$2  = row[15:12];
-      3'h4:
-          \$2  = row[19:16];
-      3'h5:
-          \$2  = row[23:20];
-      3'h6:
-          \$2  = row[27:24];
-      3'h7:
-          \$2  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[10:8])
-      3'h0:
-          \$3  = row[3:0];
-      3'h1:
-          \$3  = row[7:4];
-      3'h2:
-          \$3  = row[11:8];
-      3'h3:
-          \$3  = row[15:12];
-      3'h4:
-          \$3  = row[19:16];
-      3'h5:
-          \$3  = row[23:20];
-      3'h6:
-          \$3  = row[27:24];
-      3'h7:
-          \$3  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[14:12])
-      3'h0:
-          \$4  = row[3:0];
-      3'h1:
-          \$4  = row[7:4];
-      3'h2:
-          \$4  = row[11:8];
-      3'h3:
-          \$4  = row[15:12];
-      3'h4:
-          \$4  = row[19:16];
-      3'h5:
-          \$4  = row[23:20];
-      3'h6:
-          \$4  = row[27:24];
-      3'h7:
-          \$4  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[18:16])
-      3'h0:
-          \$5  = row[3:0];
-      3'h1:
-          \$5  = row[7:4];
-      3'h2:
-          \$5  = row[11:8];
-      3'h3:
-          \$5  = row[15:12];
-      3'h4:
-          \$5  = row[19:16];
-      3'h5:
-          \$5  = row[23:20];
-      3'h6:
-          \$5  = row[27:24];
-      3'h7:
-          \$5  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[22:20])
-      3'h0:
-          \$6  = row[3:0];
-      3'h1:
-          \$6  = row[7:4];
-      3'h2:
-          \$6  = row[11:8];
-      3'h3:
-          \$6  = row[15:12];
-      3'h4:
-          \$6  = row[19:16];
-      3'h5:
-          \$6  = row[23:20];
-      3'h6:
-          \$6  = row[27:24];
-      3'h7:
-          \$6  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[26:24])
-      3'h0:
-          \$7  = row[3:0];
-      3'h1:
-          \$7  = row[7:4];
-      3'h2:
-          \$7  = row[11:8];
-      3'h3:
-          \$7  = row[15:12];
-      3'h4:
-          \$7  = row[19:16];
-      3'h5:
-          \$7  = row[23:20];
-      3'h6:
-          \$7  = row[27:24];
-      3'h7:
-          \$7  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[30:28])
-      3'h0:
-          \$8  = row[3:0];
-      3'h1:
-          \$8  = row[7:4];
-      3'h2:
-          \$8  = row[11:8];
-      3'h3:
-          \$8  = row[15:12];
-      3'h4:
-          \$8  = row[19:16];
-      3'h5:
-          \$8  = row[23:20];
-      3'h6:
-          \$8  = row[27:24];
-      3'h7:
-          \$8  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[34:32])
-      3'h0:
-          \$9  = row[3:0];
-      3'h1:
-          \$9  = row[7:4];
-      3'h2:
-          \$9  = row[11:8];
-      3'h3:
-          \$9  = row[15:12];
-      3'h4:
-          \$9  = row[19:16];
-      3'h5:
-          \$9  = row[23:20];
-      3'h6:
-          \$9  = row[27:24];
-      3'h7:
-          \$9  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[38:36])
-      3'h0:
-          \$10  = row[3:0];
-      3'h1:
-          \$10  = row[7:4];
-      3'h2:
-          \$10  = row[11:8];
-      3'h3:
-          \$10  = row[15:12];
-      3'h4:
-          \$10  = row[19:16];
-      3'h5:
-          \$10  = row[23:20];
-      3'h6:
-          \$10  = row[27:24];
-      3'h7:
-          \$10  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[42:40])
-      3'h0:
-          \$11  = row[3:0];
-      3'h1:
-          \$11  = row[7:4];
-      3'h2:
-          \$11  = row[11:8];
-      3'h3:
-          \$11  = row[15:12];
-      3'h4:
-          \$11  = row[19:16];
-      3'h5:
-          \$11  = row[23:20];
-      3'h6:
-          \$11  = row[27:24];
-      3'h7:
-          \$11  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[46:44])
-      3'h0:
-          \$12  = row[3:0];
-      3'h1:
-          \$12  = row[7:4];
-      3'h2:
-          \$12  = row[11:8];
-      3'h3:
-          \$12  = row[15:12];
-      3'h4:
-          \$12  = row[19:16];
-      3'h5:
-          \$12  = row[23:20];
-      3'h6:
-          \$12  = row[27:24];
-      3'h7:
-          \$12  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[50:48])
-      3'h0:
-          \$13  = row[3:0];
-      3'h1:
-          \$13  = row[7:4];
-      3'h2:
-          \$13  = row[11:8];
-      3'h3:
-          \$13  = row[15:12];
-      3'h4:
-          \$13  = row[19:16];
-      3'h5:
-          \$13  = row[23:20];
-      3'h6:
-          \$13  = row[27:24];
-      3'h7:
-          \$13  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[54:52])
-      3'h0:
-          \$14  = row[3:0];
-      3'h1:
-          \$14  = row[7:4];
-      3'h2:
-          \$14  = row[11:8];
-      3'h3:
-          \$14  = row[15:12];
-      3'h4:
-          \$14  = row[19:16];
-      3'h5:
-          \$14  = row[23:20];
-      3'h6:
-          \$14  = row[27:24];
-      3'h7:
-          \$14  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[58:56])
-      3'h0:
-          \$15  = row[3:0];
-      3'h1:
-          \$15  = row[7:4];
-      3'h2:
-          \$15  = row[11:8];
-      3'h3:
-          \$15  = row[15:12];
-      3'h4:
-          \$15  = row[19:16];
-      3'h5:
-          \$15  = row[23:20];
-      3'h6:
-          \$15  = row[27:24];
-      3'h7:
-          \$15  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[62:60])
-      3'h0:
-          \$16  = row[3:0];
-      3'h1:
-          \$16  = row[7:4];
-      3'h2:
-          \$16  = row[11:8];
-      3'h3:
-          \$16  = row[15:12];
-      3'h4:
-          \$16  = row[19:16];
-      3'h5:
-          \$16  = row[23:20];
-      3'h6:
-          \$16  = row[27:24];
-      3'h7:
-          \$16  = row[31:28];
-    endcase
-  end
   assign \dialect$3  = dialect;
-  assign row0 = row[3:0];
-  assign row1 = row[7:4];
-  assign row2 = row[11:8];
-  assign row3 = row[15:12];
-  assign row4 = row[19:16];
-  assign row5 = row[23:20];
-  assign row6 = row[27:24];
-  assign row7 = row[31:28];
+  assign row = entries;
   assign \codes[0]  = codes[3:0];
   assign \codes[1]  = codes[7:4];
   assign \codes[2]  = codes[11:8];
@@ -473,35 +122,35 @@ module bd_decoder_b16(codes, values, dialect);
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign \row[0]  = row[3:0];
-  assign \row[1]  = row[7:4];
-  assign \row[2]  = row[11:8];
-  assign \row[3]  = row[15:12];
-  assign \row[4]  = row[19:16];
-  assign \row[5]  = row[23:20];
-  assign \row[6]  = row[27:24];
-  assign \row[7]  = row[31:28];
-  assign values[79:75] = { codes[63], \$16  };
-  assign values[74:70] = { codes[59], \$15  };
-  assign values[69:65] = { codes[55], \$14  };
-  assign values[64:60] = { codes[51], \$13  };
-  assign values[59:55] = { codes[47], \$12  };
-  assign values[54:50] = { codes[43], \$11  };
-  assign values[49:45] = { codes[39], \$10  };
-  assign values[44:40] = { codes[35], \$9  };
-  assign values[39:35] = { codes[31], \$8  };
-  assign values[34:30] = { codes[27], \$7  };
-  assign values[29:25] = { codes[23], \$6  };
-  assign values[24:20] = { codes[19], \$5  };
-  assign values[19:15] = { codes[15], \$4  };
-  assign values[14:10] = { codes[11], \$3  };
-  assign values[9:5] = { codes[7], \$2  };
-  assign values[4:0] = { codes[3], \$1  };
+  assign \row[0]  = entries[3:0];
+  assign \row[1]  = entries[7:4];
+  assign \row[2]  = entries[11:8];
+  assign \row[3]  = entries[15:12];
+  assign \row[4]  = entries[19:16];
+  assign \row[5]  = entries[23:20];
+  assign \row[6]  = entries[27:24];
+  assign \row[7]  = entries[31:28];
+  assign values[79:75] = { codes[63], selected15[3:0] };
+  assign values[74:70] = { codes[59], selected14[3:0] };
+  assign values[69:65] = { codes[55], selected13[3:0] };
+  assign values[64:60] = { codes[51], selected12[3:0] };
+  assign values[59:55] = { codes[47], selected11[3:0] };
+  assign values[54:50] = { codes[43], selected10[3:0] };
+  assign values[49:45] = { codes[39], selected9[3:0] };
+  assign values[44:40] = { codes[35], selected8[3:0] };
+  assign values[39:35] = { codes[31], selected7[3:0] };
+  assign values[34:30] = { codes[27], selected6[3:0] };
+  assign values[29:25] = { codes[23], selected5[3:0] };
+  assign values[24:20] = { codes[19], selected4[3:0] };
+  assign values[19:15] = { codes[15], selected3[3:0] };
+  assign values[14:10] = { codes[11], selected2[3:0] };
+  assign values[9:5] = { codes[7], selected1[3:0] };
+  assign values[4:0] = { codes[3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_decoder_b16.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -515,7 +164,7 @@ module \bd_decoder_b16.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:

@@ -3,39 +3,6 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module bd_decoder_b32(codes, values, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  reg [3:0] \$1 ;
-  reg [3:0] \$10 ;
-  reg [3:0] \$11 ;
-  reg [3:0] \$12 ;
-  reg [3:0] \$13 ;
-  reg [3:0] \$14 ;
-  reg [3:0] \$15 ;
-  reg [3:0] \$16 ;
-  reg [3:0] \$17 ;
-  reg [3:0] \$18 ;
-  reg [3:0] \$19 ;
-  reg [3:0] \$2 ;
-  reg [3:0] \$20 ;
-  reg [3:0] \$21 ;
-  reg [3:0] \$22 ;
-  reg [3:0] \$23 ;
-  reg [3:0] \$24 ;
-  reg [3:0] \$25 ;
-  reg [3:0] \$26 ;
-  reg [3:0] \$27 ;
-  reg [3:0] \$28 ;
-  reg [3:0] \$29 ;
-  reg [3:0] \$3 ;
-  reg [3:0] \$30 ;
-  reg [3:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg [3:0] \$4 ;
-  reg [3:0] \$5 ;
-  reg [3:0] \$6 ;
-  reg [3:0] \$7 ;
-  reg [3:0] \$8 ;
-  reg [3:0] \$9 ;
   input [127:0] codes;
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
@@ -73,15 +40,8 @@ module bd_decoder_b32(codes, values, dialect);
   input [3:0] dialect;
   wire [3:0] dialect;
   wire [3:0] \dialect$3 ;
+  wire [31:0] entries;
   wire [31:0] row;
-  wire [3:0] row0;
-  wire [3:0] row1;
-  wire [3:0] row2;
-  wire [3:0] row3;
-  wire [3:0] row4;
-  wire [3:0] row5;
-  wire [3:0] row6;
-  wire [3:0] row7;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
   wire [3:0] \row[2] ;
@@ -90,6 +50,38 @@ module bd_decoder_b32(codes, values, dialect);
   wire [3:0] \row[5] ;
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
+  wire [31:0] selected0;
+  wire [31:0] selected1;
+  wire [31:0] selected10;
+  wire [31:0] selected11;
+  wire [31:0] selected12;
+  wire [31:0] selected13;
+  wire [31:0] selected14;
+  wire [31:0] selected15;
+  wire [31:0] selected16;
+  wire [31:0] selected17;
+  wire [31:0] selected18;
+  wire [31:0] selected19;
+  wire [31:0] selected2;
+  wire [31:0] selected20;
+  wire [31:0] selected21;
+  wire [31:0] selected22;
+  wire [31:0] selected23;
+  wire [31:0] selected24;
+  wire [31:0] selected25;
+  wire [31:0] selected26;
+  wire [31:0] selected27;
+  wire [31:0] selected28;
+  wire [31:0] selected29;
+  wire [31:0] selected3;
+  wire [31:0] selected30;
+  wire [31:0] selected31;
+  wire [31:0] selected4;
+  wire [31:0] selected5;
+  wire [31:0] selected6;
+  wire [31:0] selected7;
+  wire [31:0] selected8;
+  wire [31:0] selected9;
   output [159:0] values;
   wire [159:0] values;
   wire [4:0] \values[0] ;
@@ -124,723 +116,44 @@ module bd_decoder_b32(codes, values, dialect);
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
+  assign selected0 = entries >> { codes[2:0], 2'h0 };
+  assign selected9 = entries >> { codes[38:36], 2'h0 };
+  assign selected10 = entries >> { codes[42:40], 2'h0 };
+  assign selected11 = entries >> { codes[46:44], 2'h0 };
+  assign selected12 = entries >> { codes[50:48], 2'h0 };
+  assign selected13 = entries >> { codes[54:52], 2'h0 };
+  assign selected14 = entries >> { codes[58:56], 2'h0 };
+  assign selected15 = entries >> { codes[62:60], 2'h0 };
+  assign selected16 = entries >> { codes[66:64], 2'h0 };
+  assign selected17 = entries >> { codes[70:68], 2'h0 };
+  assign selected18 = entries >> { codes[74:72], 2'h0 };
+  assign selected1 = entries >> { codes[6:4], 2'h0 };
+  assign selected19 = entries >> { codes[78:76], 2'h0 };
+  assign selected20 = entries >> { codes[82:80], 2'h0 };
+  assign selected21 = entries >> { codes[86:84], 2'h0 };
+  assign selected22 = entries >> { codes[90:88], 2'h0 };
+  assign selected23 = entries >> { codes[94:92], 2'h0 };
+  assign selected24 = entries >> { codes[98:96], 2'h0 };
+  assign selected25 = entries >> { codes[102:100], 2'h0 };
+  assign selected26 = entries >> { codes[106:104], 2'h0 };
+  assign selected27 = entries >> { codes[110:108], 2'h0 };
+  assign selected28 = entries >> { codes[114:112], 2'h0 };
+  assign selected2 = entries >> { codes[10:8], 2'h0 };
+  assign selected29 = entries >> { codes[118:116], 2'h0 };
+  assign selected30 = entries >> { codes[122:120], 2'h0 };
+  assign selected31 = entries >> { codes[126:124], 2'h0 };
+  assign selected3 = entries >> { codes[14:12], 2'h0 };
+  assign selected4 = entries >> { codes[18:16], 2'h0 };
+  assign selected5 = entries >> { codes[22:20], 2'h0 };
+  assign selected6 = entries >> { codes[26:24], 2'h0 };
+  assign selected7 = entries >> { codes[30:28], 2'h0 };
+  assign selected8 = entries >> { codes[34:32], 2'h0 };
   \bd_decoder_b32.formatbook  formatbook (
     .dialect(dialect),
-    .row(row)
+    .row(entries)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[2:0])
-      3'h0:
-          \$1  = row[3:0];
-      3'h1:
-          \$1  = row[7:4];
-      3'h2:
-          \$1  = row[11:8];
-      3'h3:
-          \$1  = row[15:12];
-      3'h4:
-          \$1  = row[19:16];
-      3'h5:
-          \$1  = row[23:20];
-      3'h6:
-          \$1  = row[27:24];
-      3'h7:
-          \$1  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[6:4])
-      3'h0:
-          \$2  = row[3:0];
-      3'h1:
-          \$2  = row[7:4];
-      3'h2:
-          \$2  = row[11:8];
-      3'h3:
-          \$2  = row[15:12];
-      3'h4:
-          \$2  = row[19:16];
-      3'h5:
-          \$2  = row[23:20];
-      3'h6:
-          \$2  = row[27:24];
-      3'h7:
-          \$2  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[10:8])
-      3'h0:
-          \$3  = row[3:0];
-      3'h1:
-          \$3  = row[7:4];
-      3'h2:
-          \$3  = row[11:8];
-      3'h3:
-          \$3  = row[15:12];
-      3'h4:
-          \$3  = row[19:16];
-      3'h5:
-          \$3  = row[23:20];
-      3'h6:
-          \$3  = row[27:24];
-      3'h7:
-          \$3  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[14:12])
-      3'h0:
-          \$4  = row[3:0];
-      3'h1:
-          \$4  = row[7:4];
-      3'h2:
-          \$4  = row[11:8];
-      3'h3:
-          \$4  = row[15:12];
-      3'h4:
-          \$4  = row[19:16];
-      3'h5:
-          \$4  = row[23:20];
-      3'h6:
-          \$4  = row[27:24];
-      3'h7:
-          \$4  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[18:16])
-      3'h0:
-          \$5  = row[3:0];
-      3'h1:
-          \$5  = row[7:4];
-      3'h2:
-          \$5  = row[11:8];
-      3'h3:
-          \$5  = row[15:12];
-      3'h4:
-          \$5  = row[19:16];
-      3'h5:
-          \$5  = row[23:20];
-      3'h6:
-          \$5  = row[27:24];
-      3'h7:
-          \$5  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[22:20])
-      3'h0:
-          \$6  = row[3:0];
-      3'h1:
-          \$6  = row[7:4];
-      3'h2:
-          \$6  = row[11:8];
-      3'h3:
-          \$6  = row[15:12];
-      3'h4:
-          \$6  = row[19:16];
-      3'h5:
-          \$6  = row[23:20];
-      3'h6:
-          \$6  = row[27:24];
-      3'h7:
-          \$6  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[26:24])
-      3'h0:
-          \$7  = row[3:0];
-      3'h1:
-          \$7  = row[7:4];
-      3'h2:
-          \$7  = row[11:8];
-      3'h3:
-          \$7  = row[15:12];
-      3'h4:
-          \$7  = row[19:16];
-      3'h5:
-          \$7  = row[23:20];
-      3'h6:
-          \$7  = row[27:24];
-      3'h7:
-          \$7  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[30:28])
-      3'h0:
-          \$8  = row[3:0];
-      3'h1:
-          \$8  = row[7:4];
-      3'h2:
-          \$8  = row[11:8];
-      3'h3:
-          \$8  = row[15:12];
-      3'h4:
-          \$8  = row[19:16];
-      3'h5:
-          \$8  = row[23:20];
-      3'h6:
-          \$8  = row[27:24];
-      3'h7:
-          \$8  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[34:32])
-      3'h0:
-          \$9  = row[3:0];
-      3'h1:
-          \$9  = row[7:4];
-      3'h2:
-          \$9  = row[11:8];
-      3'h3:
-          \$9  = row[15:12];
-      3'h4:
-          \$9  = row[19:16];
-      3'h5:
-          \$9  = row[23:20];
-      3'h6:
-          \$9  = row[27:24];
-      3'h7:
-          \$9  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[38:36])
-      3'h0:
-          \$10  = row[3:0];
-      3'h1:
-          \$10  = row[7:4];
-      3'h2:
-          \$10  = row[11:8];
-      3'h3:
-          \$10  = row[15:12];
-      3'h4:
-          \$10  = row[19:16];
-      3'h5:
-          \$10  = row[23:20];
-      3'h6:
-          \$10  = row[27:24];
-      3'h7:
-          \$10  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[42:40])
-      3'h0:
-          \$11  = row[3:0];
-      3'h1:
-          \$11  = row[7:4];
-      3'h2:
-          \$11  = row[11:8];
-      3'h3:
-          \$11  = row[15:12];
-      3'h4:
-          \$11  = row[19:16];
-      3'h5:
-          \$11  = row[23:20];
-      3'h6:
-          \$11  = row[27:24];
-      3'h7:
-          \$11  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[46:44])
-      3'h0:
-          \$12  = row[3:0];
-      3'h1:
-          \$12  = row[7:4];
-      3'h2:
-          \$12  = row[11:8];
-      3'h3:
-          \$12  = row[15:12];
-      3'h4:
-          \$12  = row[19:16];
-      3'h5:
-          \$12  = row[23:20];
-      3'h6:
-          \$12  = row[27:24];
-      3'h7:
-          \$12  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[50:48])
-      3'h0:
-          \$13  = row[3:0];
-      3'h1:
-          \$13  = row[7:4];
-      3'h2:
-          \$13  = row[11:8];
-      3'h3:
-          \$13  = row[15:12];
-      3'h4:
-          \$13  = row[19:16];
-      3'h5:
-          \$13  = row[23:20];
-      3'h6:
-          \$13  = row[27:24];
-      3'h7:
-          \$13  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[54:52])
-      3'h0:
-          \$14  = row[3:0];
-      3'h1:
-          \$14  = row[7:4];
-      3'h2:
-          \$14  = row[11:8];
-      3'h3:
-          \$14  = row[15:12];
-      3'h4:
-          \$14  = row[19:16];
-      3'h5:
-          \$14  = row[23:20];
-      3'h6:
-          \$14  = row[27:24];
-      3'h7:
-          \$14  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[58:56])
-      3'h0:
-          \$15  = row[3:0];
-      3'h1:
-          \$15  = row[7:4];
-      3'h2:
-          \$15  = row[11:8];
-      3'h3:
-          \$15  = row[15:12];
-      3'h4:
-          \$15  = row[19:16];
-      3'h5:
-          \$15  = row[23:20];
-      3'h6:
-          \$15  = row[27:24];
-      3'h7:
-          \$15  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[62:60])
-      3'h0:
-          \$16  = row[3:0];
-      3'h1:
-          \$16  = row[7:4];
-      3'h2:
-          \$16  = row[11:8];
-      3'h3:
-          \$16  = row[15:12];
-      3'h4:
-          \$16  = row[19:16];
-      3'h5:
-          \$16  = row[23:20];
-      3'h6:
-          \$16  = row[27:24];
-      3'h7:
-          \$16  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[66:64])
-      3'h0:
-          \$17  = row[3:0];
-      3'h1:
-          \$17  = row[7:4];
-      3'h2:
-          \$17  = row[11:8];
-      3'h3:
-          \$17  = row[15:12];
-      3'h4:
-          \$17  = row[19:16];
-      3'h5:
-          \$17  = row[23:20];
-      3'h6:
-          \$17  = row[27:24];
-      3'h7:
-          \$17  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[70:68])
-      3'h0:
-          \$18  = row[3:0];
-      3'h1:
-          \$18  = row[7:4];
-      3'h2:
-          \$18  = row[11:8];
-      3'h3:
-          \$18  = row[15:12];
-      3'h4:
-          \$18  = row[19:16];
-      3'h5:
-          \$18  = row[23:20];
-      3'h6:
-          \$18  = row[27:24];
-      3'h7:
-          \$18  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[74:72])
-      3'h0:
-          \$19  = row[3:0];
-      3'h1:
-          \$19  = row[7:4];
-      3'h2:
-          \$19  = row[11:8];
-      3'h3:
-          \$19  = row[15:12];
-      3'h4:
-          \$19  = row[19:16];
-      3'h5:
-          \$19  = row[23:20];
-      3'h6:
-          \$19  = row[27:24];
-      3'h7:
-          \$19  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[78:76])
-      3'h0:
-          \$20  = row[3:0];
-      3'h1:
-          \$20  = row[7:4];
-      3'h2:
-          \$20  = row[11:8];
-      3'h3:
-          \$20  = row[15:12];
-      3'h4:
-          \$20  = row[19:16];
-      3'h5:
-          \$20  = row[23:20];
-      3'h6:
-          \$20  = row[27:24];
-      3'h7:
-          \$20  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[82:80])
-      3'h0:
-          \$21  = row[3:0];
-      3'h1:
-          \$21  = row[7:4];
-      3'h2:
-          \$21  = row[11:8];
-      3'h3:
-          \$21  = row[15:12];
-      3'h4:
-          \$21  = row[19:16];
-      3'h5:
-          \$21  = row[23:20];
-      3'h6:
-          \$21  = row[27:24];
-      3'h7:
-          \$21  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[86:84])
-      3'h0:
-          \$22  = row[3:0];
-      3'h1:
-          \$22  = row[7:4];
-      3'h2:
-          \$22  = row[11:8];
-      3'h3:
-          \$22  = row[15:12];
-      3'h4:
-          \$22  = row[19:16];
-      3'h5:
-          \$22  = row[23:20];
-      3'h6:
-          \$22  = row[27:24];
-      3'h7:
-          \$22  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[90:88])
-      3'h0:
-          \$23  = row[3:0];
-      3'h1:
-          \$23  = row[7:4];
-      3'h2:
-          \$23  = row[11:8];
-      3'h3:
-          \$23  = row[15:12];
-      3'h4:
-          \$23  = row[19:16];
-      3'h5:
-          \$23  = row[23:20];
-      3'h6:
-          \$23  = row[27:24];
-      3'h7:
-          \$23  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[94:92])
-      3'h0:
-          \$24  = row[3:0];
-      3'h1:
-          \$24  = row[7:4];
-      3'h2:
-          \$24  = row[11:8];
-      3'h3:
-          \$24  = row[15:12];
-      3'h4:
-          \$24  = row[19:16];
-      3'h5:
-          \$24  = row[23:20];
-      3'h6:
-          \$24  = row[27:24];
-      3'h7:
-          \$24  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[98:96])
-      3'h0:
-          \$25  = row[3:0];
-      3'h1:
-          \$25  = row[7:4];
-      3'h2:
-          \$25  = row[11:8];
-      3'h3:
-          \$25  = row[15:12];
-      3'h4:
-          \$25  = row[19:16];
-      3'h5:
-          \$25  = row[23:20];
-      3'h6:
-          \$25  = row[27:24];
-      3'h7:
-          \$25  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[102:100])
-      3'h0:
-          \$26  = row[3:0];
-      3'h1:
-          \$26  = row[7:4];
-      3'h2:
-          \$26  = row[11:8];
-      3'h3:
-          \$26  = row[15:12];
-      3'h4:
-          \$26  = row[19:16];
-      3'h5:
-          \$26  = row[23:20];
-      3'h6:
-          \$26  = row[27:24];
-      3'h7:
-          \$26  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[106:104])
-      3'h0:
-          \$27  = row[3:0];
-      3'h1:
-          \$27  = row[7:4];
-      3'h2:
-          \$27  = row[11:8];
-      3'h3:
-          \$27  = row[15:12];
-      3'h4:
-          \$27  = row[19:16];
-      3'h5:
-          \$27  = row[23:20];
-      3'h6:
-          \$27  = row[27:24];
-      3'h7:
-          \$27  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[110:108])
-      3'h0:
-          \$28  = row[3:0];
-      3'h1:
-          \$28  = row[7:4];
-      3'h2:
-          \$28  = row[11:8];
-      3'h3:
-          \$28  = row[15:12];
-      3'h4:
-          \$28  = row[19:16];
-      3'h5:
-          \$28  = row[23:20];
-      3'h6:
-          \$28  = row[27:24];
-      3'h7:
-          \$28  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[114:112])
-      3'h0:
-          \$29  = row[3:0];
-      3'h1:
-          \$29  = row[7:4];
-      3'h2:
-          \$29  = row[11:8];
-      3'h3:
-          \$29  = row[15:12];
-      3'h4:
-          \$29  = row[19:16];
-      3'h5:
-          \$29  = row[23:20];
-      3'h6:
-          \$29  = row[27:24];
-      3'h7:
-          \$29  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[118:116])
-      3'h0:
-          \$30  = row[3:0];
-      3'h1:
-          \$30  = row[7:4];
-      3'h2:
-          \$30  = row[11:8];
-      3'h3:
-          \$30  = row[15:12];
-      3'h4:
-          \$30  = row[19:16];
-      3'h5:
-          \$30  = row[23:20];
-      3'h6:
-          \$30  = row[27:24];
-      3'h7:
-          \$30  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[122:120])
-      3'h0:
-          \$31  = row[3:0];
-      3'h1:
-          \$31  = row[7:4];
-      3'h2:
-          \$31  = row[11:8];
-      3'h3:
-          \$31  = row[15:12];
-      3'h4:
-          \$31  = row[19:16];
-      3'h5:
-          \$31  = row[23:20];
-      3'h6:
-          \$31  = row[27:24];
-      3'h7:
-          \$31  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[126:124])
-      3'h0:
-          \$32  = row[3:0];
-      3'h1:
-          \$32  = row[7:4];
-      3'h2:
-          \$32  = row[11:8];
-      3'h3:
-          \$32  = row[15:12];
-      3'h4:
-          \$32  = row[19:16];
-      3'h5:
-          \$32  = row[23:20];
-      3'h6:
-          \$32  = row[27:24];
-      3'h7:
-          \$32  = row[31:28];
-    endcase
-  end
   assign \dialect$3  = dialect;
-  assign row0 = row[3:0];
-  assign row1 = row[7:4];
-  assign row2 = row[11:8];
-  assign row3 = row[15:12];
-  assign row4 = row[19:16];
-  assign row5 = row[23:20];
-  assign row6 = row[27:24];
-  assign row7 = row[31:28];
+  assign row = entries;
   assign \codes[0]  = codes[3:0];
   assign \codes[1]  = codes[7:4];
   assign \codes[2]  = codes[11:8];
@@ -905,51 +218,51 @@ module bd_decoder_b32(codes, values, dialect);
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \row[0]  = row[3:0];
-  assign \row[1]  = row[7:4];
-  assign \row[2]  = row[11:8];
-  assign \row[3]  = row[15:12];
-  assign \row[4]  = row[19:16];
-  assign \row[5]  = row[23:20];
-  assign \row[6]  = row[27:24];
-  assign \row[7]  = row[31:28];
-  assign values[159:155] = { codes[127], \$32  };
-  assign values[154:150] = { codes[123], \$31  };
-  assign values[149:145] = { codes[119], \$30  };
-  assign values[144:140] = { codes[115], \$29  };
-  assign values[139:135] = { codes[111], \$28  };
-  assign values[134:130] = { codes[107], \$27  };
-  assign values[129:125] = { codes[103], \$26  };
-  assign values[124:120] = { codes[99], \$25  };
-  assign values[119:115] = { codes[95], \$24  };
-  assign values[114:110] = { codes[91], \$23  };
-  assign values[109:105] = { codes[87], \$22  };
-  assign values[104:100] = { codes[83], \$21  };
-  assign values[99:95] = { codes[79], \$20  };
-  assign values[94:90] = { codes[75], \$19  };
-  assign values[89:85] = { codes[71], \$18  };
-  assign values[84:80] = { codes[67], \$17  };
-  assign values[79:75] = { codes[63], \$16  };
-  assign values[74:70] = { codes[59], \$15  };
-  assign values[69:65] = { codes[55], \$14  };
-  assign values[64:60] = { codes[51], \$13  };
-  assign values[59:55] = { codes[47], \$12  };
-  assign values[54:50] = { codes[43], \$11  };
-  assign values[49:45] = { codes[39], \$10  };
-  assign values[44:40] = { codes[35], \$9  };
-  assign values[39:35] = { codes[31], \$8  };
-  assign values[34:30] = { codes[27], \$7  };
-  assign values[29:25] = { codes[23], \$6  };
-  assign values[24:20] = { codes[19], \$5  };
-  assign values[19:15] = { codes[15], \$4  };
-  assign values[14:10] = { codes[11], \$3  };
-  assign values[9:5] = { codes[7], \$2  };
-  assign values[4:0] = { codes[3], \$1  };
+  assign \row[0]  = entries[3:0];
+  assign \row[1]  = entries[7:4];
+  assign \row[2]  = entries[11:8];
+  assign \row[3]  = entries[15:12];
+  assign \row[4]  = entries[19:16];
+  assign \row[5]  = entries[23:20];
+  assign \row[6]  = entries[27:24];
+  assign \row[7]  = entries[31:28];
+  assign values[159:155] = { codes[127], selected31[3:0] };
+  assign values[154:150] = { codes[123], selected30[3:0] };
+  assign values[149:145] = { codes[119], selected29[3:0] };
+  assign values[144:140] = { codes[115], selected28[3:0] };
+  assign values[139:135] = { codes[111], selected27[3:0] };
+  assign values[134:130] = { codes[107], selected26[3:0] };
+  assign values[129:125] = { codes[103], selected25[3:0] };
+  assign values[124:120] = { codes[99], selected24[3:0] };
+  assign values[119:115] = { codes[95], selected23[3:0] };
+  assign values[114:110] = { codes[91], selected22[3:0] };
+  assign values[109:105] = { codes[87], selected21[3:0] };
+  assign values[104:100] = { codes[83], selected20[3:0] };
+  assign values[99:95] = { codes[79], selected19[3:0] };
+  assign values[94:90] = { codes[75], selected18[3:0] };
+  assign values[89:85] = { codes[71], selected17[3:0] };
+  assign values[84:80] = { codes[67], selected16[3:0] };
+  assign values[79:75] = { codes[63], selected15[3:0] };
+  assign values[74:70] = { codes[59], selected14[3:0] };
+  assign values[69:65] = { codes[55], selected13[3:0] };
+  assign values[64:60] = { codes[51], selected12[3:0] };
+  assign values[59:55] = { codes[47], selected11[3:0] };
+  assign values[54:50] = { codes[43], selected10[3:0] };
+  assign values[49:45] = { codes[39], selected9[3:0] };
+  assign values[44:40] = { codes[35], selected8[3:0] };
+  assign values[39:35] = { codes[31], selected7[3:0] };
+  assign values[34:30] = { codes[27], selected6[3:0] };
+  assign values[29:25] = { codes[23], selected5[3:0] };
+  assign values[24:20] = { codes[19], selected4[3:0] };
+  assign values[19:15] = { codes[15], selected3[3:0] };
+  assign values[14:10] = { codes[11], selected2[3:0] };
+  assign values[9:5] = { codes[7], selected1[3:0] };
+  assign values[4:0] = { codes[3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_decoder_b32.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -963,7 +276,7 @@ module \bd_decoder_b32.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:

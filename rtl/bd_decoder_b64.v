@@ -3,71 +3,6 @@
 (* top =  1  *)
 (* generator = "Amaranth" *)
 module bd_decoder_b64(codes, values, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
-  reg [3:0] \$1 ;
-  reg [3:0] \$10 ;
-  reg [3:0] \$11 ;
-  reg [3:0] \$12 ;
-  reg [3:0] \$13 ;
-  reg [3:0] \$14 ;
-  reg [3:0] \$15 ;
-  reg [3:0] \$16 ;
-  reg [3:0] \$17 ;
-  reg [3:0] \$18 ;
-  reg [3:0] \$19 ;
-  reg [3:0] \$2 ;
-  reg [3:0] \$20 ;
-  reg [3:0] \$21 ;
-  reg [3:0] \$22 ;
-  reg [3:0] \$23 ;
-  reg [3:0] \$24 ;
-  reg [3:0] \$25 ;
-  reg [3:0] \$26 ;
-  reg [3:0] \$27 ;
-  reg [3:0] \$28 ;
-  reg [3:0] \$29 ;
-  reg [3:0] \$3 ;
-  reg [3:0] \$30 ;
-  reg [3:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg [3:0] \$33 ;
-  reg [3:0] \$34 ;
-  reg [3:0] \$35 ;
-  reg [3:0] \$36 ;
-  reg [3:0] \$37 ;
-  reg [3:0] \$38 ;
-  reg [3:0] \$39 ;
-  reg [3:0] \$4 ;
-  reg [3:0] \$40 ;
-  reg [3:0] \$41 ;
-  reg [3:0] \$42 ;
-  reg [3:0] \$43 ;
-  reg [3:0] \$44 ;
-  reg [3:0] \$45 ;
-  reg [3:0] \$46 ;
-  reg [3:0] \$47 ;
-  reg [3:0] \$48 ;
-  reg [3:0] \$49 ;
-  reg [3:0] \$5 ;
-  reg [3:0] \$50 ;
-  reg [3:0] \$51 ;
-  reg [3:0] \$52 ;
-  reg [3:0] \$53 ;
-  reg [3:0] \$54 ;
-  reg [3:0] \$55 ;
-  reg [3:0] \$56 ;
-  reg [3:0] \$57 ;
-  reg [3:0] \$58 ;
-  reg [3:0] \$59 ;
-  reg [3:0] \$6 ;
-  reg [3:0] \$60 ;
-  reg [3:0] \$61 ;
-  reg [3:0] \$62 ;
-  reg [3:0] \$63 ;
-  reg [3:0] \$64 ;
-  reg [3:0] \$7 ;
-  reg [3:0] \$8 ;
-  reg [3:0] \$9 ;
   input [255:0] codes;
   wire [255:0] codes;
   wire [3:0] \codes[0] ;
@@ -137,15 +72,8 @@ module bd_decoder_b64(codes, values, dialect);
   input [3:0] dialect;
   wire [3:0] dialect;
   wire [3:0] \dialect$3 ;
+  wire [31:0] entries;
   wire [31:0] row;
-  wire [3:0] row0;
-  wire [3:0] row1;
-  wire [3:0] row2;
-  wire [3:0] row3;
-  wire [3:0] row4;
-  wire [3:0] row5;
-  wire [3:0] row6;
-  wire [3:0] row7;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
   wire [3:0] \row[2] ;
@@ -154,6 +82,70 @@ module bd_decoder_b64(codes, values, dialect);
   wire [3:0] \row[5] ;
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
+  wire [31:0] selected0;
+  wire [31:0] selected1;
+  wire [31:0] selected10;
+  wire [31:0] selected11;
+  wire [31:0] selected12;
+  wire [31:0] selected13;
+  wire [31:0] selected14;
+  wire [31:0] selected15;
+  wire [31:0] selected16;
+  wire [31:0] selected17;
+  wire [31:0] selected18;
+  wire [31:0] selected19;
+  wire [31:0] selected2;
+  wire [31:0] selected20;
+  wire [31:0] selected21;
+  wire [31:0] selected22;
+  wire [31:0] selected23;
+  wire [31:0] selected24;
+  wire [31:0] selected25;
+  wire [31:0] selected26;
+  wire [31:0] selected27;
+  wire [31:0] selected28;
+  wire [31:0] selected29;
+  wire [31:0] selected3;
+  wire [31:0] selected30;
+  wire [31:0] selected31;
+  wire [31:0] selected32;
+  wire [31:0] selected33;
+  wire [31:0] selected34;
+  wire [31:0] selected35;
+  wire [31:0] selected36;
+  wire [31:0] selected37;
+  wire [31:0] selected38;
+  wire [31:0] selected39;
+  wire [31:0] selected4;
+  wire [31:0] selected40;
+  wire [31:0] selected41;
+  wire [31:0] selected42;
+  wire [31:0] selected43;
+  wire [31:0] selected44;
+  wire [31:0] selected45;
+  wire [31:0] selected46;
+  wire [31:0] selected47;
+  wire [31:0] selected48;
+  wire [31:0] selected49;
+  wire [31:0] selected5;
+  wire [31:0] selected50;
+  wire [31:0] selected51;
+  wire [31:0] selected52;
+  wire [31:0] selected53;
+  wire [31:0] selected54;
+  wire [31:0] selected55;
+  wire [31:0] selected56;
+  wire [31:0] selected57;
+  wire [31:0] selected58;
+  wire [31:0] selected59;
+  wire [31:0] selected6;
+  wire [31:0] selected60;
+  wire [31:0] selected61;
+  wire [31:0] selected62;
+  wire [31:0] selected63;
+  wire [31:0] selected7;
+  wire [31:0] selected8;
+  wire [31:0] selected9;
   output [319:0] values;
   wire [319:0] values;
   wire [4:0] \values[0] ;
@@ -220,1427 +212,76 @@ module bd_decoder_b64(codes, values, dialect);
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
+  assign selected0 = entries >> { codes[2:0], 2'h0 };
+  assign selected9 = entries >> { codes[38:36], 2'h0 };
+  assign selected10 = entries >> { codes[42:40], 2'h0 };
+  assign selected11 = entries >> { codes[46:44], 2'h0 };
+  assign selected12 = entries >> { codes[50:48], 2'h0 };
+  assign selected13 = entries >> { codes[54:52], 2'h0 };
+  assign selected14 = entries >> { codes[58:56], 2'h0 };
+  assign selected15 = entries >> { codes[62:60], 2'h0 };
+  assign selected16 = entries >> { codes[66:64], 2'h0 };
+  assign selected17 = entries >> { codes[70:68], 2'h0 };
+  assign selected18 = entries >> { codes[74:72], 2'h0 };
+  assign selected1 = entries >> { codes[6:4], 2'h0 };
+  assign selected19 = entries >> { codes[78:76], 2'h0 };
+  assign selected20 = entries >> { codes[82:80], 2'h0 };
+  assign selected21 = entries >> { codes[86:84], 2'h0 };
+  assign selected22 = entries >> { codes[90:88], 2'h0 };
+  assign selected23 = entries >> { codes[94:92], 2'h0 };
+  assign selected24 = entries >> { codes[98:96], 2'h0 };
+  assign selected25 = entries >> { codes[102:100], 2'h0 };
+  assign selected26 = entries >> { codes[106:104], 2'h0 };
+  assign selected27 = entries >> { codes[110:108], 2'h0 };
+  assign selected28 = entries >> { codes[114:112], 2'h0 };
+  assign selected2 = entries >> { codes[10:8], 2'h0 };
+  assign selected29 = entries >> { codes[118:116], 2'h0 };
+  assign selected30 = entries >> { codes[122:120], 2'h0 };
+  assign selected31 = entries >> { codes[126:124], 2'h0 };
+  assign selected32 = entries >> { codes[130:128], 2'h0 };
+  assign selected33 = entries >> { codes[134:132], 2'h0 };
+  assign selected34 = entries >> { codes[138:136], 2'h0 };
+  assign selected35 = entries >> { codes[142:140], 2'h0 };
+  assign selected36 = entries >> { codes[146:144], 2'h0 };
+  assign selected37 = entries >> { codes[150:148], 2'h0 };
+  assign selected38 = entries >> { codes[154:152], 2'h0 };
+  assign selected3 = entries >> { codes[14:12], 2'h0 };
+  assign selected39 = entries >> { codes[158:156], 2'h0 };
+  assign selected40 = entries >> { codes[162:160], 2'h0 };
+  assign selected41 = entries >> { codes[166:164], 2'h0 };
+  assign selected42 = entries >> { codes[170:168], 2'h0 };
+  assign selected43 = entries >> { codes[174:172], 2'h0 };
+  assign selected44 = entries >> { codes[178:176], 2'h0 };
+  assign selected45 = entries >> { codes[182:180], 2'h0 };
+  assign selected46 = entries >> { codes[186:184], 2'h0 };
+  assign selected47 = entries >> { codes[190:188], 2'h0 };
+  assign selected48 = entries >> { codes[194:192], 2'h0 };
+  assign selected4 = entries >> { codes[18:16], 2'h0 };
+  assign selected49 = entries >> { codes[198:196], 2'h0 };
+  assign selected50 = entries >> { codes[202:200], 2'h0 };
+  assign selected51 = entries >> { codes[206:204], 2'h0 };
+  assign selected52 = entries >> { codes[210:208], 2'h0 };
+  assign selected53 = entries >> { codes[214:212], 2'h0 };
+  assign selected54 = entries >> { codes[218:216], 2'h0 };
+  assign selected55 = entries >> { codes[222:220], 2'h0 };
+  assign selected56 = entries >> { codes[226:224], 2'h0 };
+  assign selected57 = entries >> { codes[230:228], 2'h0 };
+  assign selected58 = entries >> { codes[234:232], 2'h0 };
+  assign selected5 = entries >> { codes[22:20], 2'h0 };
+  assign selected59 = entries >> { codes[238:236], 2'h0 };
+  assign selected60 = entries >> { codes[242:240], 2'h0 };
+  assign selected61 = entries >> { codes[246:244], 2'h0 };
+  assign selected62 = entries >> { codes[250:248], 2'h0 };
+  assign selected63 = entries >> { codes[254:252], 2'h0 };
+  assign selected6 = entries >> { codes[26:24], 2'h0 };
+  assign selected7 = entries >> { codes[30:28], 2'h0 };
+  assign selected8 = entries >> { codes[34:32], 2'h0 };
   \bd_decoder_b64.formatbook  formatbook (
     .dialect(dialect),
-    .row(row)
+    .row(entries)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[142:140])
-      3'h0:
-          \$36  = row[3:0];
-      3'h1:
-          \$36  = row[7:4];
-      3'h2:
-          \$36  = row[11:8];
-      3'h3:
-          \$36  = row[15:12];
-      3'h4:
-          \$36  = row[19:16];
-      3'h5:
-          \$36  = row[23:20];
-      3'h6:
-          \$36  = row[27:24];
-      3'h7:
-          \$36  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[146:144])
-      3'h0:
-          \$37  = row[3:0];
-      3'h1:
-          \$37  = row[7:4];
-      3'h2:
-          \$37  = row[11:8];
-      3'h3:
-          \$37  = row[15:12];
-      3'h4:
-          \$37  = row[19:16];
-      3'h5:
-          \$37  = row[23:20];
-      3'h6:
-          \$37  = row[27:24];
-      3'h7:
-          \$37  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[150:148])
-      3'h0:
-          \$38  = row[3:0];
-      3'h1:
-          \$38  = row[7:4];
-      3'h2:
-          \$38  = row[11:8];
-      3'h3:
-          \$38  = row[15:12];
-      3'h4:
-          \$38  = row[19:16];
-      3'h5:
-          \$38  = row[23:20];
-      3'h6:
-          \$38  = row[27:24];
-      3'h7:
-          \$38  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[154:152])
-      3'h0:
-          \$39  = row[3:0];
-      3'h1:
-          \$39  = row[7:4];
-      3'h2:
-          \$39  = row[11:8];
-      3'h3:
-          \$39  = row[15:12];
-      3'h4:
-          \$39  = row[19:16];
-      3'h5:
-          \$39  = row[23:20];
-      3'h6:
-          \$39  = row[27:24];
-      3'h7:
-          \$39  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[158:156])
-      3'h0:
-          \$40  = row[3:0];
-      3'h1:
-          \$40  = row[7:4];
-      3'h2:
-          \$40  = row[11:8];
-      3'h3:
-          \$40  = row[15:12];
-      3'h4:
-          \$40  = row[19:16];
-      3'h5:
-          \$40  = row[23:20];
-      3'h6:
-          \$40  = row[27:24];
-      3'h7:
-          \$40  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[162:160])
-      3'h0:
-          \$41  = row[3:0];
-      3'h1:
-          \$41  = row[7:4];
-      3'h2:
-          \$41  = row[11:8];
-      3'h3:
-          \$41  = row[15:12];
-      3'h4:
-          \$41  = row[19:16];
-      3'h5:
-          \$41  = row[23:20];
-      3'h6:
-          \$41  = row[27:24];
-      3'h7:
-          \$41  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[166:164])
-      3'h0:
-          \$42  = row[3:0];
-      3'h1:
-          \$42  = row[7:4];
-      3'h2:
-          \$42  = row[11:8];
-      3'h3:
-          \$42  = row[15:12];
-      3'h4:
-          \$42  = row[19:16];
-      3'h5:
-          \$42  = row[23:20];
-      3'h6:
-          \$42  = row[27:24];
-      3'h7:
-          \$42  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[170:168])
-      3'h0:
-          \$43  = row[3:0];
-      3'h1:
-          \$43  = row[7:4];
-      3'h2:
-          \$43  = row[11:8];
-      3'h3:
-          \$43  = row[15:12];
-      3'h4:
-          \$43  = row[19:16];
-      3'h5:
-          \$43  = row[23:20];
-      3'h6:
-          \$43  = row[27:24];
-      3'h7:
-          \$43  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[174:172])
-      3'h0:
-          \$44  = row[3:0];
-      3'h1:
-          \$44  = row[7:4];
-      3'h2:
-          \$44  = row[11:8];
-      3'h3:
-          \$44  = row[15:12];
-      3'h4:
-          \$44  = row[19:16];
-      3'h5:
-          \$44  = row[23:20];
-      3'h6:
-          \$44  = row[27:24];
-      3'h7:
-          \$44  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[178:176])
-      3'h0:
-          \$45  = row[3:0];
-      3'h1:
-          \$45  = row[7:4];
-      3'h2:
-          \$45  = row[11:8];
-      3'h3:
-          \$45  = row[15:12];
-      3'h4:
-          \$45  = row[19:16];
-      3'h5:
-          \$45  = row[23:20];
-      3'h6:
-          \$45  = row[27:24];
-      3'h7:
-          \$45  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[182:180])
-      3'h0:
-          \$46  = row[3:0];
-      3'h1:
-          \$46  = row[7:4];
-      3'h2:
-          \$46  = row[11:8];
-      3'h3:
-          \$46  = row[15:12];
-      3'h4:
-          \$46  = row[19:16];
-      3'h5:
-          \$46  = row[23:20];
-      3'h6:
-          \$46  = row[27:24];
-      3'h7:
-          \$46  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[186:184])
-      3'h0:
-          \$47  = row[3:0];
-      3'h1:
-          \$47  = row[7:4];
-      3'h2:
-          \$47  = row[11:8];
-      3'h3:
-          \$47  = row[15:12];
-      3'h4:
-          \$47  = row[19:16];
-      3'h5:
-          \$47  = row[23:20];
-      3'h6:
-          \$47  = row[27:24];
-      3'h7:
-          \$47  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[190:188])
-      3'h0:
-          \$48  = row[3:0];
-      3'h1:
-          \$48  = row[7:4];
-      3'h2:
-          \$48  = row[11:8];
-      3'h3:
-          \$48  = row[15:12];
-      3'h4:
-          \$48  = row[19:16];
-      3'h5:
-          \$48  = row[23:20];
-      3'h6:
-          \$48  = row[27:24];
-      3'h7:
-          \$48  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[194:192])
-      3'h0:
-          \$49  = row[3:0];
-      3'h1:
-          \$49  = row[7:4];
-      3'h2:
-          \$49  = row[11:8];
-      3'h3:
-          \$49  = row[15:12];
-      3'h4:
-          \$49  = row[19:16];
-      3'h5:
-          \$49  = row[23:20];
-      3'h6:
-          \$49  = row[27:24];
-      3'h7:
-          \$49  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[198:196])
-      3'h0:
-          \$50  = row[3:0];
-      3'h1:
-          \$50  = row[7:4];
-      3'h2:
-          \$50  = row[11:8];
-      3'h3:
-          \$50  = row[15:12];
-      3'h4:
-          \$50  = row[19:16];
-      3'h5:
-          \$50  = row[23:20];
-      3'h6:
-          \$50  = row[27:24];
-      3'h7:
-          \$50  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[202:200])
-      3'h0:
-          \$51  = row[3:0];
-      3'h1:
-          \$51  = row[7:4];
-      3'h2:
-          \$51  = row[11:8];
-      3'h3:
-          \$51  = row[15:12];
-      3'h4:
-          \$51  = row[19:16];
-      3'h5:
-          \$51  = row[23:20];
-      3'h6:
-          \$51  = row[27:24];
-      3'h7:
-          \$51  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[206:204])
-      3'h0:
-          \$52  = row[3:0];
-      3'h1:
-          \$52  = row[7:4];
-      3'h2:
-          \$52  = row[11:8];
-      3'h3:
-          \$52  = row[15:12];
-      3'h4:
-          \$52  = row[19:16];
-      3'h5:
-          \$52  = row[23:20];
-      3'h6:
-          \$52  = row[27:24];
-      3'h7:
-          \$52  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[210:208])
-      3'h0:
-          \$53  = row[3:0];
-      3'h1:
-          \$53  = row[7:4];
-      3'h2:
-          \$53  = row[11:8];
-      3'h3:
-          \$53  = row[15:12];
-      3'h4:
-          \$53  = row[19:16];
-      3'h5:
-          \$53  = row[23:20];
-      3'h6:
-          \$53  = row[27:24];
-      3'h7:
-          \$53  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[214:212])
-      3'h0:
-          \$54  = row[3:0];
-      3'h1:
-          \$54  = row[7:4];
-      3'h2:
-          \$54  = row[11:8];
-      3'h3:
-          \$54  = row[15:12];
-      3'h4:
-          \$54  = row[19:16];
-      3'h5:
-          \$54  = row[23:20];
-      3'h6:
-          \$54  = row[27:24];
-      3'h7:
-          \$54  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[218:216])
-      3'h0:
-          \$55  = row[3:0];
-      3'h1:
-          \$55  = row[7:4];
-      3'h2:
-          \$55  = row[11:8];
-      3'h3:
-          \$55  = row[15:12];
-      3'h4:
-          \$55  = row[19:16];
-      3'h5:
-          \$55  = row[23:20];
-      3'h6:
-          \$55  = row[27:24];
-      3'h7:
-          \$55  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[222:220])
-      3'h0:
-          \$56  = row[3:0];
-      3'h1:
-          \$56  = row[7:4];
-      3'h2:
-          \$56  = row[11:8];
-      3'h3:
-          \$56  = row[15:12];
-      3'h4:
-          \$56  = row[19:16];
-      3'h5:
-          \$56  = row[23:20];
-      3'h6:
-          \$56  = row[27:24];
-      3'h7:
-          \$56  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[226:224])
-      3'h0:
-          \$57  = row[3:0];
-      3'h1:
-          \$57  = row[7:4];
-      3'h2:
-          \$57  = row[11:8];
-      3'h3:
-          \$57  = row[15:12];
-      3'h4:
-          \$57  = row[19:16];
-      3'h5:
-          \$57  = row[23:20];
-      3'h6:
-          \$57  = row[27:24];
-      3'h7:
-          \$57  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[230:228])
-      3'h0:
-          \$58  = row[3:0];
-      3'h1:
-          \$58  = row[7:4];
-      3'h2:
-          \$58  = row[11:8];
-      3'h3:
-          \$58  = row[15:12];
-      3'h4:
-          \$58  = row[19:16];
-      3'h5:
-          \$58  = row[23:20];
-      3'h6:
-          \$58  = row[27:24];
-      3'h7:
-          \$58  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[234:232])
-      3'h0:
-          \$59  = row[3:0];
-      3'h1:
-          \$59  = row[7:4];
-      3'h2:
-          \$59  = row[11:8];
-      3'h3:
-          \$59  = row[15:12];
-      3'h4:
-          \$59  = row[19:16];
-      3'h5:
-          \$59  = row[23:20];
-      3'h6:
-          \$59  = row[27:24];
-      3'h7:
-          \$59  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[238:236])
-      3'h0:
-          \$60  = row[3:0];
-      3'h1:
-          \$60  = row[7:4];
-      3'h2:
-          \$60  = row[11:8];
-      3'h3:
-          \$60  = row[15:12];
-      3'h4:
-          \$60  = row[19:16];
-      3'h5:
-          \$60  = row[23:20];
-      3'h6:
-          \$60  = row[27:24];
-      3'h7:
-          \$60  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[242:240])
-      3'h0:
-          \$61  = row[3:0];
-      3'h1:
-          \$61  = row[7:4];
-      3'h2:
-          \$61  = row[11:8];
-      3'h3:
-          \$61  = row[15:12];
-      3'h4:
-          \$61  = row[19:16];
-      3'h5:
-          \$61  = row[23:20];
-      3'h6:
-          \$61  = row[27:24];
-      3'h7:
-          \$61  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[246:244])
-      3'h0:
-          \$62  = row[3:0];
-      3'h1:
-          \$62  = row[7:4];
-      3'h2:
-          \$62  = row[11:8];
-      3'h3:
-          \$62  = row[15:12];
-      3'h4:
-          \$62  = row[19:16];
-      3'h5:
-          \$62  = row[23:20];
-      3'h6:
-          \$62  = row[27:24];
-      3'h7:
-          \$62  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[250:248])
-      3'h0:
-          \$63  = row[3:0];
-      3'h1:
-          \$63  = row[7:4];
-      3'h2:
-          \$63  = row[11:8];
-      3'h3:
-          \$63  = row[15:12];
-      3'h4:
-          \$63  = row[19:16];
-      3'h5:
-          \$63  = row[23:20];
-      3'h6:
-          \$63  = row[27:24];
-      3'h7:
-          \$63  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[254:252])
-      3'h0:
-          \$64  = row[3:0];
-      3'h1:
-          \$64  = row[7:4];
-      3'h2:
-          \$64  = row[11:8];
-      3'h3:
-          \$64  = row[15:12];
-      3'h4:
-          \$64  = row[19:16];
-      3'h5:
-          \$64  = row[23:20];
-      3'h6:
-          \$64  = row[27:24];
-      3'h7:
-          \$64  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[2:0])
-      3'h0:
-          \$1  = row[3:0];
-      3'h1:
-          \$1  = row[7:4];
-      3'h2:
-          \$1  = row[11:8];
-      3'h3:
-          \$1  = row[15:12];
-      3'h4:
-          \$1  = row[19:16];
-      3'h5:
-          \$1  = row[23:20];
-      3'h6:
-          \$1  = row[27:24];
-      3'h7:
-          \$1  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[6:4])
-      3'h0:
-          \$2  = row[3:0];
-      3'h1:
-          \$2  = row[7:4];
-      3'h2:
-          \$2  = row[11:8];
-      3'h3:
-          \$2  = row[15:12];
-      3'h4:
-          \$2  = row[19:16];
-      3'h5:
-          \$2  = row[23:20];
-      3'h6:
-          \$2  = row[27:24];
-      3'h7:
-          \$2  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[10:8])
-      3'h0:
-          \$3  = row[3:0];
-      3'h1:
-          \$3  = row[7:4];
-      3'h2:
-          \$3  = row[11:8];
-      3'h3:
-          \$3  = row[15:12];
-      3'h4:
-          \$3  = row[19:16];
-      3'h5:
-          \$3  = row[23:20];
-      3'h6:
-          \$3  = row[27:24];
-      3'h7:
-          \$3  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[14:12])
-      3'h0:
-          \$4  = row[3:0];
-      3'h1:
-          \$4  = row[7:4];
-      3'h2:
-          \$4  = row[11:8];
-      3'h3:
-          \$4  = row[15:12];
-      3'h4:
-          \$4  = row[19:16];
-      3'h5:
-          \$4  = row[23:20];
-      3'h6:
-          \$4  = row[27:24];
-      3'h7:
-          \$4  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[18:16])
-      3'h0:
-          \$5  = row[3:0];
-      3'h1:
-          \$5  = row[7:4];
-      3'h2:
-          \$5  = row[11:8];
-      3'h3:
-          \$5  = row[15:12];
-      3'h4:
-          \$5  = row[19:16];
-      3'h5:
-          \$5  = row[23:20];
-      3'h6:
-          \$5  = row[27:24];
-      3'h7:
-          \$5  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[22:20])
-      3'h0:
-          \$6  = row[3:0];
-      3'h1:
-          \$6  = row[7:4];
-      3'h2:
-          \$6  = row[11:8];
-      3'h3:
-          \$6  = row[15:12];
-      3'h4:
-          \$6  = row[19:16];
-      3'h5:
-          \$6  = row[23:20];
-      3'h6:
-          \$6  = row[27:24];
-      3'h7:
-          \$6  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[26:24])
-      3'h0:
-          \$7  = row[3:0];
-      3'h1:
-          \$7  = row[7:4];
-      3'h2:
-          \$7  = row[11:8];
-      3'h3:
-          \$7  = row[15:12];
-      3'h4:
-          \$7  = row[19:16];
-      3'h5:
-          \$7  = row[23:20];
-      3'h6:
-          \$7  = row[27:24];
-      3'h7:
-          \$7  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[30:28])
-      3'h0:
-          \$8  = row[3:0];
-      3'h1:
-          \$8  = row[7:4];
-      3'h2:
-          \$8  = row[11:8];
-      3'h3:
-          \$8  = row[15:12];
-      3'h4:
-          \$8  = row[19:16];
-      3'h5:
-          \$8  = row[23:20];
-      3'h6:
-          \$8  = row[27:24];
-      3'h7:
-          \$8  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[34:32])
-      3'h0:
-          \$9  = row[3:0];
-      3'h1:
-          \$9  = row[7:4];
-      3'h2:
-          \$9  = row[11:8];
-      3'h3:
-          \$9  = row[15:12];
-      3'h4:
-          \$9  = row[19:16];
-      3'h5:
-          \$9  = row[23:20];
-      3'h6:
-          \$9  = row[27:24];
-      3'h7:
-          \$9  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[38:36])
-      3'h0:
-          \$10  = row[3:0];
-      3'h1:
-          \$10  = row[7:4];
-      3'h2:
-          \$10  = row[11:8];
-      3'h3:
-          \$10  = row[15:12];
-      3'h4:
-          \$10  = row[19:16];
-      3'h5:
-          \$10  = row[23:20];
-      3'h6:
-          \$10  = row[27:24];
-      3'h7:
-          \$10  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[42:40])
-      3'h0:
-          \$11  = row[3:0];
-      3'h1:
-          \$11  = row[7:4];
-      3'h2:
-          \$11  = row[11:8];
-      3'h3:
-          \$11  = row[15:12];
-      3'h4:
-          \$11  = row[19:16];
-      3'h5:
-          \$11  = row[23:20];
-      3'h6:
-          \$11  = row[27:24];
-      3'h7:
-          \$11  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[46:44])
-      3'h0:
-          \$12  = row[3:0];
-      3'h1:
-          \$12  = row[7:4];
-      3'h2:
-          \$12  = row[11:8];
-      3'h3:
-          \$12  = row[15:12];
-      3'h4:
-          \$12  = row[19:16];
-      3'h5:
-          \$12  = row[23:20];
-      3'h6:
-          \$12  = row[27:24];
-      3'h7:
-          \$12  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[50:48])
-      3'h0:
-          \$13  = row[3:0];
-      3'h1:
-          \$13  = row[7:4];
-      3'h2:
-          \$13  = row[11:8];
-      3'h3:
-          \$13  = row[15:12];
-      3'h4:
-          \$13  = row[19:16];
-      3'h5:
-          \$13  = row[23:20];
-      3'h6:
-          \$13  = row[27:24];
-      3'h7:
-          \$13  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[54:52])
-      3'h0:
-          \$14  = row[3:0];
-      3'h1:
-          \$14  = row[7:4];
-      3'h2:
-          \$14  = row[11:8];
-      3'h3:
-          \$14  = row[15:12];
-      3'h4:
-          \$14  = row[19:16];
-      3'h5:
-          \$14  = row[23:20];
-      3'h6:
-          \$14  = row[27:24];
-      3'h7:
-          \$14  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[58:56])
-      3'h0:
-          \$15  = row[3:0];
-      3'h1:
-          \$15  = row[7:4];
-      3'h2:
-          \$15  = row[11:8];
-      3'h3:
-          \$15  = row[15:12];
-      3'h4:
-          \$15  = row[19:16];
-      3'h5:
-          \$15  = row[23:20];
-      3'h6:
-          \$15  = row[27:24];
-      3'h7:
-          \$15  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[62:60])
-      3'h0:
-          \$16  = row[3:0];
-      3'h1:
-          \$16  = row[7:4];
-      3'h2:
-          \$16  = row[11:8];
-      3'h3:
-          \$16  = row[15:12];
-      3'h4:
-          \$16  = row[19:16];
-      3'h5:
-          \$16  = row[23:20];
-      3'h6:
-          \$16  = row[27:24];
-      3'h7:
-          \$16  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[66:64])
-      3'h0:
-          \$17  = row[3:0];
-      3'h1:
-          \$17  = row[7:4];
-      3'h2:
-          \$17  = row[11:8];
-      3'h3:
-          \$17  = row[15:12];
-      3'h4:
-          \$17  = row[19:16];
-      3'h5:
-          \$17  = row[23:20];
-      3'h6:
-          \$17  = row[27:24];
-      3'h7:
-          \$17  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[70:68])
-      3'h0:
-          \$18  = row[3:0];
-      3'h1:
-          \$18  = row[7:4];
-      3'h2:
-          \$18  = row[11:8];
-      3'h3:
-          \$18  = row[15:12];
-      3'h4:
-          \$18  = row[19:16];
-      3'h5:
-          \$18  = row[23:20];
-      3'h6:
-          \$18  = row[27:24];
-      3'h7:
-          \$18  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[74:72])
-      3'h0:
-          \$19  = row[3:0];
-      3'h1:
-          \$19  = row[7:4];
-      3'h2:
-          \$19  = row[11:8];
-      3'h3:
-          \$19  = row[15:12];
-      3'h4:
-          \$19  = row[19:16];
-      3'h5:
-          \$19  = row[23:20];
-      3'h6:
-          \$19  = row[27:24];
-      3'h7:
-          \$19  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[78:76])
-      3'h0:
-          \$20  = row[3:0];
-      3'h1:
-          \$20  = row[7:4];
-      3'h2:
-          \$20  = row[11:8];
-      3'h3:
-          \$20  = row[15:12];
-      3'h4:
-          \$20  = row[19:16];
-      3'h5:
-          \$20  = row[23:20];
-      3'h6:
-          \$20  = row[27:24];
-      3'h7:
-          \$20  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[82:80])
-      3'h0:
-          \$21  = row[3:0];
-      3'h1:
-          \$21  = row[7:4];
-      3'h2:
-          \$21  = row[11:8];
-      3'h3:
-          \$21  = row[15:12];
-      3'h4:
-          \$21  = row[19:16];
-      3'h5:
-          \$21  = row[23:20];
-      3'h6:
-          \$21  = row[27:24];
-      3'h7:
-          \$21  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[86:84])
-      3'h0:
-          \$22  = row[3:0];
-      3'h1:
-          \$22  = row[7:4];
-      3'h2:
-          \$22  = row[11:8];
-      3'h3:
-          \$22  = row[15:12];
-      3'h4:
-          \$22  = row[19:16];
-      3'h5:
-          \$22  = row[23:20];
-      3'h6:
-          \$22  = row[27:24];
-      3'h7:
-          \$22  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[90:88])
-      3'h0:
-          \$23  = row[3:0];
-      3'h1:
-          \$23  = row[7:4];
-      3'h2:
-          \$23  = row[11:8];
-      3'h3:
-          \$23  = row[15:12];
-      3'h4:
-          \$23  = row[19:16];
-      3'h5:
-          \$23  = row[23:20];
-      3'h6:
-          \$23  = row[27:24];
-      3'h7:
-          \$23  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[94:92])
-      3'h0:
-          \$24  = row[3:0];
-      3'h1:
-          \$24  = row[7:4];
-      3'h2:
-          \$24  = row[11:8];
-      3'h3:
-          \$24  = row[15:12];
-      3'h4:
-          \$24  = row[19:16];
-      3'h5:
-          \$24  = row[23:20];
-      3'h6:
-          \$24  = row[27:24];
-      3'h7:
-          \$24  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[98:96])
-      3'h0:
-          \$25  = row[3:0];
-      3'h1:
-          \$25  = row[7:4];
-      3'h2:
-          \$25  = row[11:8];
-      3'h3:
-          \$25  = row[15:12];
-      3'h4:
-          \$25  = row[19:16];
-      3'h5:
-          \$25  = row[23:20];
-      3'h6:
-          \$25  = row[27:24];
-      3'h7:
-          \$25  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[102:100])
-      3'h0:
-          \$26  = row[3:0];
-      3'h1:
-          \$26  = row[7:4];
-      3'h2:
-          \$26  = row[11:8];
-      3'h3:
-          \$26  = row[15:12];
-      3'h4:
-          \$26  = row[19:16];
-      3'h5:
-          \$26  = row[23:20];
-      3'h6:
-          \$26  = row[27:24];
-      3'h7:
-          \$26  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[106:104])
-      3'h0:
-          \$27  = row[3:0];
-      3'h1:
-          \$27  = row[7:4];
-      3'h2:
-          \$27  = row[11:8];
-      3'h3:
-          \$27  = row[15:12];
-      3'h4:
-          \$27  = row[19:16];
-      3'h5:
-          \$27  = row[23:20];
-      3'h6:
-          \$27  = row[27:24];
-      3'h7:
-          \$27  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[110:108])
-      3'h0:
-          \$28  = row[3:0];
-      3'h1:
-          \$28  = row[7:4];
-      3'h2:
-          \$28  = row[11:8];
-      3'h3:
-          \$28  = row[15:12];
-      3'h4:
-          \$28  = row[19:16];
-      3'h5:
-          \$28  = row[23:20];
-      3'h6:
-          \$28  = row[27:24];
-      3'h7:
-          \$28  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[114:112])
-      3'h0:
-          \$29  = row[3:0];
-      3'h1:
-          \$29  = row[7:4];
-      3'h2:
-          \$29  = row[11:8];
-      3'h3:
-          \$29  = row[15:12];
-      3'h4:
-          \$29  = row[19:16];
-      3'h5:
-          \$29  = row[23:20];
-      3'h6:
-          \$29  = row[27:24];
-      3'h7:
-          \$29  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[118:116])
-      3'h0:
-          \$30  = row[3:0];
-      3'h1:
-          \$30  = row[7:4];
-      3'h2:
-          \$30  = row[11:8];
-      3'h3:
-          \$30  = row[15:12];
-      3'h4:
-          \$30  = row[19:16];
-      3'h5:
-          \$30  = row[23:20];
-      3'h6:
-          \$30  = row[27:24];
-      3'h7:
-          \$30  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[122:120])
-      3'h0:
-          \$31  = row[3:0];
-      3'h1:
-          \$31  = row[7:4];
-      3'h2:
-          \$31  = row[11:8];
-      3'h3:
-          \$31  = row[15:12];
-      3'h4:
-          \$31  = row[19:16];
-      3'h5:
-          \$31  = row[23:20];
-      3'h6:
-          \$31  = row[27:24];
-      3'h7:
-          \$31  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[126:124])
-      3'h0:
-          \$32  = row[3:0];
-      3'h1:
-          \$32  = row[7:4];
-      3'h2:
-          \$32  = row[11:8];
-      3'h3:
-          \$32  = row[15:12];
-      3'h4:
-          \$32  = row[19:16];
-      3'h5:
-          \$32  = row[23:20];
-      3'h6:
-          \$32  = row[27:24];
-      3'h7:
-          \$32  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[130:128])
-      3'h0:
-          \$33  = row[3:0];
-      3'h1:
-          \$33  = row[7:4];
-      3'h2:
-          \$33  = row[11:8];
-      3'h3:
-          \$33  = row[15:12];
-      3'h4:
-          \$33  = row[19:16];
-      3'h5:
-          \$33  = row[23:20];
-      3'h6:
-          \$33  = row[27:24];
-      3'h7:
-          \$33  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[134:132])
-      3'h0:
-          \$34  = row[3:0];
-      3'h1:
-          \$34  = row[7:4];
-      3'h2:
-          \$34  = row[11:8];
-      3'h3:
-          \$34  = row[15:12];
-      3'h4:
-          \$34  = row[19:16];
-      3'h5:
-          \$34  = row[23:20];
-      3'h6:
-          \$34  = row[27:24];
-      3'h7:
-          \$34  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    (* full_case = 32'd1 *)
-    casez (codes[138:136])
-      3'h0:
-          \$35  = row[3:0];
-      3'h1:
-          \$35  = row[7:4];
-      3'h2:
-          \$35  = row[11:8];
-      3'h3:
-          \$35  = row[15:12];
-      3'h4:
-          \$35  = row[19:16];
-      3'h5:
-          \$35  = row[23:20];
-      3'h6:
-          \$35  = row[27:24];
-      3'h7:
-          \$35  = row[31:28];
-    endcase
-  end
   assign \dialect$3  = dialect;
-  assign row0 = row[3:0];
-  assign row1 = row[7:4];
-  assign row2 = row[11:8];
-  assign row3 = row[15:12];
-  assign row4 = row[19:16];
-  assign row5 = row[23:20];
-  assign row6 = row[27:24];
-  assign row7 = row[31:28];
+  assign row = entries;
   assign \codes[0]  = codes[3:0];
   assign \codes[1]  = codes[7:4];
   assign \codes[2]  = codes[11:8];
@@ -1769,83 +410,83 @@ module bd_decoder_b64(codes, values, dialect);
   assign \values[61]  = values[309:305];
   assign \values[62]  = values[314:310];
   assign \values[63]  = values[319:315];
-  assign \row[0]  = row[3:0];
-  assign \row[1]  = row[7:4];
-  assign \row[2]  = row[11:8];
-  assign \row[3]  = row[15:12];
-  assign \row[4]  = row[19:16];
-  assign \row[5]  = row[23:20];
-  assign \row[6]  = row[27:24];
-  assign \row[7]  = row[31:28];
-  assign values[319:315] = { codes[255], \$64  };
-  assign values[314:310] = { codes[251], \$63  };
-  assign values[309:305] = { codes[247], \$62  };
-  assign values[304:300] = { codes[243], \$61  };
-  assign values[299:295] = { codes[239], \$60  };
-  assign values[294:290] = { codes[235], \$59  };
-  assign values[289:285] = { codes[231], \$58  };
-  assign values[284:280] = { codes[227], \$57  };
-  assign values[279:275] = { codes[223], \$56  };
-  assign values[274:270] = { codes[219], \$55  };
-  assign values[269:265] = { codes[215], \$54  };
-  assign values[264:260] = { codes[211], \$53  };
-  assign values[259:255] = { codes[207], \$52  };
-  assign values[254:250] = { codes[203], \$51  };
-  assign values[249:245] = { codes[199], \$50  };
-  assign values[244:240] = { codes[195], \$49  };
-  assign values[239:235] = { codes[191], \$48  };
-  assign values[234:230] = { codes[187], \$47  };
-  assign values[229:225] = { codes[183], \$46  };
-  assign values[224:220] = { codes[179], \$45  };
-  assign values[219:215] = { codes[175], \$44  };
-  assign values[214:210] = { codes[171], \$43  };
-  assign values[209:205] = { codes[167], \$42  };
-  assign values[204:200] = { codes[163], \$41  };
-  assign values[199:195] = { codes[159], \$40  };
-  assign values[194:190] = { codes[155], \$39  };
-  assign values[189:185] = { codes[151], \$38  };
-  assign values[184:180] = { codes[147], \$37  };
-  assign values[179:175] = { codes[143], \$36  };
-  assign values[174:170] = { codes[139], \$35  };
-  assign values[169:165] = { codes[135], \$34  };
-  assign values[164:160] = { codes[131], \$33  };
-  assign values[159:155] = { codes[127], \$32  };
-  assign values[154:150] = { codes[123], \$31  };
-  assign values[149:145] = { codes[119], \$30  };
-  assign values[144:140] = { codes[115], \$29  };
-  assign values[139:135] = { codes[111], \$28  };
-  assign values[134:130] = { codes[107], \$27  };
-  assign values[129:125] = { codes[103], \$26  };
-  assign values[124:120] = { codes[99], \$25  };
-  assign values[119:115] = { codes[95], \$24  };
-  assign values[114:110] = { codes[91], \$23  };
-  assign values[109:105] = { codes[87], \$22  };
-  assign values[104:100] = { codes[83], \$21  };
-  assign values[99:95] = { codes[79], \$20  };
-  assign values[94:90] = { codes[75], \$19  };
-  assign values[89:85] = { codes[71], \$18  };
-  assign values[84:80] = { codes[67], \$17  };
-  assign values[79:75] = { codes[63], \$16  };
-  assign values[74:70] = { codes[59], \$15  };
-  assign values[69:65] = { codes[55], \$14  };
-  assign values[64:60] = { codes[51], \$13  };
-  assign values[59:55] = { codes[47], \$12  };
-  assign values[54:50] = { codes[43], \$11  };
-  assign values[49:45] = { codes[39], \$10  };
-  assign values[44:40] = { codes[35], \$9  };
-  assign values[39:35] = { codes[31], \$8  };
-  assign values[34:30] = { codes[27], \$7  };
-  assign values[29:25] = { codes[23], \$6  };
-  assign values[24:20] = { codes[19], \$5  };
-  assign values[19:15] = { codes[15], \$4  };
-  assign values[14:10] = { codes[11], \$3  };
-  assign values[9:5] = { codes[7], \$2  };
-  assign values[4:0] = { codes[3], \$1  };
+  assign \row[0]  = entries[3:0];
+  assign \row[1]  = entries[7:4];
+  assign \row[2]  = entries[11:8];
+  assign \row[3]  = entries[15:12];
+  assign \row[4]  = entries[19:16];
+  assign \row[5]  = entries[23:20];
+  assign \row[6]  = entries[27:24];
+  assign \row[7]  = entries[31:28];
+  assign values[319:315] = { codes[255], selected63[3:0] };
+  assign values[314:310] = { codes[251], selected62[3:0] };
+  assign values[309:305] = { codes[247], selected61[3:0] };
+  assign values[304:300] = { codes[243], selected60[3:0] };
+  assign values[299:295] = { codes[239], selected59[3:0] };
+  assign values[294:290] = { codes[235], selected58[3:0] };
+  assign values[289:285] = { codes[231], selected57[3:0] };
+  assign values[284:280] = { codes[227], selected56[3:0] };
+  assign values[279:275] = { codes[223], selected55[3:0] };
+  assign values[274:270] = { codes[219], selected54[3:0] };
+  assign values[269:265] = { codes[215], selected53[3:0] };
+  assign values[264:260] = { codes[211], selected52[3:0] };
+  assign values[259:255] = { codes[207], selected51[3:0] };
+  assign values[254:250] = { codes[203], selected50[3:0] };
+  assign values[249:245] = { codes[199], selected49[3:0] };
+  assign values[244:240] = { codes[195], selected48[3:0] };
+  assign values[239:235] = { codes[191], selected47[3:0] };
+  assign values[234:230] = { codes[187], selected46[3:0] };
+  assign values[229:225] = { codes[183], selected45[3:0] };
+  assign values[224:220] = { codes[179], selected44[3:0] };
+  assign values[219:215] = { codes[175], selected43[3:0] };
+  assign values[214:210] = { codes[171], selected42[3:0] };
+  assign values[209:205] = { codes[167], selected41[3:0] };
+  assign values[204:200] = { codes[163], selected40[3:0] };
+  assign values[199:195] = { codes[159], selected39[3:0] };
+  assign values[194:190] = { codes[155], selected38[3:0] };
+  assign values[189:185] = { codes[151], selected37[3:0] };
+  assign values[184:180] = { codes[147], selected36[3:0] };
+  assign values[179:175] = { codes[143], selected35[3:0] };
+  assign values[174:170] = { codes[139], selected34[3:0] };
+  assign values[169:165] = { codes[135], selected33[3:0] };
+  assign values[164:160] = { codes[131], selected32[3:0] };
+  assign values[159:155] = { codes[127], selected31[3:0] };
+  assign values[154:150] = { codes[123], selected30[3:0] };
+  assign values[149:145] = { codes[119], selected29[3:0] };
+  assign values[144:140] = { codes[115], selected28[3:0] };
+  assign values[139:135] = { codes[111], selected27[3:0] };
+  assign values[134:130] = { codes[107], selected26[3:0] };
+  assign values[129:125] = { codes[103], selected25[3:0] };
+  assign values[124:120] = { codes[99], selected24[3:0] };
+  assign values[119:115] = { codes[95], selected23[3:0] };
+  assign values[114:110] = { codes[91], selected22[3:0] };
+  assign values[109:105] = { codes[87], selected21[3:0] };
+  assign values[104:100] = { codes[83], selected20[3:0] };
+  assign values[99:95] = { codes[79], selected19[3:0] };
+  assign values[94:90] = { codes[75], selected18[3:0] };
+  assign values[89:85] = { codes[71], selected17[3:0] };
+  assign values[84:80] = { codes[67], selected16[3:0] };
+  assign values[79:75] = { codes[63], selected15[3:0] };
+  assign values[74:70] = { codes[59], selected14[3:0] };
+  assign values[69:65] = { codes[55], selected13[3:0] };
+  assign values[64:60] = { codes[51], selected12[3:0] };
+  assign values[59:55] = { codes[47], selected11[3:0] };
+  assign values[54:50] = { codes[43], selected10[3:0] };
+  assign values[49:45] = { codes[39], selected9[3:0] };
+  assign values[44:40] = { codes[35], selected8[3:0] };
+  assign values[39:35] = { codes[31], selected7[3:0] };
+  assign values[34:30] = { codes[27], selected6[3:0] };
+  assign values[29:25] = { codes[23], selected5[3:0] };
+  assign values[24:20] = { codes[19], selected4[3:0] };
+  assign values[19:15] = { codes[15], selected3[3:0] };
+  assign values[14:10] = { codes[11], selected2[3:0] };
+  assign values[9:5] = { codes[7], selected1[3:0] };
+  assign values[4:0] = { codes[3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_decoder_b64.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -1859,7 +500,7 @@ module \bd_decoder_b64.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:

@@ -5,59 +5,28 @@
 module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__valid, i__payload);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [9:0] \$10 ;
-  wire [9:0] \$11 ;
-  wire [10:0] \$12 ;
-  wire [9:0] \$13 ;
-  wire [9:0] \$14 ;
-  wire [10:0] \$15 ;
-  wire [11:0] \$16 ;
-  wire [9:0] \$17 ;
-  wire [9:0] \$18 ;
-  wire [10:0] \$19 ;
+  wire \$10 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg \$13 ;
+  reg \$14 ;
+  reg [159:0] \$15 ;
+  reg [159:0] \$16 ;
+  reg [5:0] \$17 ;
+  reg \$18 ;
+  reg [5:0] \$19 ;
   wire \$2 ;
-  wire [9:0] \$20 ;
-  wire [9:0] \$21 ;
-  wire [10:0] \$22 ;
-  wire [11:0] \$23 ;
-  wire [9:0] \$24 ;
-  wire [9:0] \$25 ;
-  wire [10:0] \$26 ;
-  wire [9:0] \$27 ;
-  wire [9:0] \$28 ;
-  wire [10:0] \$29 ;
+  reg \$20 ;
+  reg [287:0] \$21 ;
+  reg [5:0] \$22 ;
+  reg \$23 ;
+  reg [47:0] \$24 ;
+  reg [5:0] \$25 ;
+  reg \$26 ;
+  reg [13:0] \$27 ;
   wire \$3 ;
-  wire [11:0] \$30 ;
-  wire [9:0] \$31 ;
-  wire [9:0] \$32 ;
-  wire [10:0] \$33 ;
-  wire [9:0] \$34 ;
-  wire [9:0] \$35 ;
-  wire [10:0] \$36 ;
-  wire [11:0] \$37 ;
-  wire \$38 ;
-  wire [12:0] \$39 ;
   wire \$4 ;
-  wire [12:0] \$40 ;
-  wire [13:0] \$41 ;
-  reg \$42 ;
-  reg \$43 ;
-  reg \$44 ;
-  reg \$45 ;
-  reg [159:0] \$46 ;
-  reg [159:0] \$47 ;
-  reg [5:0] \$48 ;
-  reg \$49 ;
   wire \$5 ;
-  reg [5:0] \$50 ;
-  reg \$51 ;
-  reg [287:0] \$52 ;
-  reg [5:0] \$53 ;
-  reg \$54 ;
-  reg [47:0] \$55 ;
-  reg [5:0] \$56 ;
-  reg \$57 ;
-  reg [13:0] \$58 ;
   wire \$6 ;
   wire [5:0] \$7 ;
   wire \$8 ;
@@ -167,12 +136,12 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [3:0] \dialect$19 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$26 ;
-  wire [5:0] \i__payload$26.exp ;
-  wire \i__payload$26.last ;
-  wire [13:0] \i__payload$26.sum ;
-  wire [81:0] \i__payload$32 ;
-  wire [81:0] \i__payload$32.value ;
+  wire [20:0] \i__payload$59 ;
+  wire [5:0] \i__payload$59.exp ;
+  wire \i__payload$59.last ;
+  wire [13:0] \i__payload$59.sum ;
+  wire [81:0] \i__payload$65 ;
+  wire [81:0] \i__payload$65.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -247,27 +216,27 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   output i__ready;
   wire i__ready;
   wire \i__ready$10 ;
-  wire \i__ready$35 ;
+  wire \i__ready$68 ;
   input i__valid;
   wire i__valid;
   (* init = 1'h0 *)
-  wire \i__valid$25 ;
-  wire \i__valid$30 ;
+  wire \i__valid$58 ;
+  wire \i__valid$63 ;
   output [31:0] o__payload;
   wire [31:0] o__payload;
-  wire [81:0] \o__payload$33 ;
-  wire [81:0] \o__payload$33.total ;
-  wire [31:0] \o__payload$36 ;
-  wire [31:0] \o__payload$36.result ;
+  wire [81:0] \o__payload$66 ;
+  wire [81:0] \o__payload$66.total ;
+  wire [31:0] \o__payload$69 ;
+  wire [31:0] \o__payload$69.result ;
   wire [31:0] \o__payload.result ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$34 ;
-  wire \o__ready$37 ;
+  wire \o__ready$67 ;
+  wire \o__ready$70 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$31 ;
-  wire \o__valid$38 ;
+  wire \o__valid$64 ;
+  wire \o__valid$71 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -305,112 +274,16 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire rst;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] s0_a;
-  wire [4:0] \s0_a[0] ;
-  wire [4:0] \s0_a[10] ;
-  wire [4:0] \s0_a[11] ;
-  wire [4:0] \s0_a[12] ;
-  wire [4:0] \s0_a[13] ;
-  wire [4:0] \s0_a[14] ;
-  wire [4:0] \s0_a[15] ;
-  wire [4:0] \s0_a[16] ;
-  wire [4:0] \s0_a[17] ;
-  wire [4:0] \s0_a[18] ;
-  wire [4:0] \s0_a[19] ;
-  wire [4:0] \s0_a[1] ;
-  wire [4:0] \s0_a[20] ;
-  wire [4:0] \s0_a[21] ;
-  wire [4:0] \s0_a[22] ;
-  wire [4:0] \s0_a[23] ;
-  wire [4:0] \s0_a[24] ;
-  wire [4:0] \s0_a[25] ;
-  wire [4:0] \s0_a[26] ;
-  wire [4:0] \s0_a[27] ;
-  wire [4:0] \s0_a[28] ;
-  wire [4:0] \s0_a[29] ;
-  wire [4:0] \s0_a[2] ;
-  wire [4:0] \s0_a[30] ;
-  wire [4:0] \s0_a[31] ;
-  wire [4:0] \s0_a[3] ;
-  wire [4:0] \s0_a[4] ;
-  wire [4:0] \s0_a[5] ;
-  wire [4:0] \s0_a[6] ;
-  wire [4:0] \s0_a[7] ;
-  wire [4:0] \s0_a[8] ;
-  wire [4:0] \s0_a[9] ;
   reg [5:0] s0_exp = 6'h00;
   reg s0_last = 1'h0;
   wire s0_load;
   reg s0_valid = 1'h0;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] s0_w;
-  wire [4:0] \s0_w[0] ;
-  wire [4:0] \s0_w[10] ;
-  wire [4:0] \s0_w[11] ;
-  wire [4:0] \s0_w[12] ;
-  wire [4:0] \s0_w[13] ;
-  wire [4:0] \s0_w[14] ;
-  wire [4:0] \s0_w[15] ;
-  wire [4:0] \s0_w[16] ;
-  wire [4:0] \s0_w[17] ;
-  wire [4:0] \s0_w[18] ;
-  wire [4:0] \s0_w[19] ;
-  wire [4:0] \s0_w[1] ;
-  wire [4:0] \s0_w[20] ;
-  wire [4:0] \s0_w[21] ;
-  wire [4:0] \s0_w[22] ;
-  wire [4:0] \s0_w[23] ;
-  wire [4:0] \s0_w[24] ;
-  wire [4:0] \s0_w[25] ;
-  wire [4:0] \s0_w[26] ;
-  wire [4:0] \s0_w[27] ;
-  wire [4:0] \s0_w[28] ;
-  wire [4:0] \s0_w[29] ;
-  wire [4:0] \s0_w[2] ;
-  wire [4:0] \s0_w[30] ;
-  wire [4:0] \s0_w[31] ;
-  wire [4:0] \s0_w[3] ;
-  wire [4:0] \s0_w[4] ;
-  wire [4:0] \s0_w[5] ;
-  wire [4:0] \s0_w[6] ;
-  wire [4:0] \s0_w[7] ;
-  wire [4:0] \s0_w[8] ;
-  wire [4:0] \s0_w[9] ;
   reg [5:0] s1_exp = 6'h00;
   reg s1_last = 1'h0;
   wire s1_load;
   reg [287:0] s1_products = 288'h000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [8:0] \s1_products[0] ;
-  wire [8:0] \s1_products[10] ;
-  wire [8:0] \s1_products[11] ;
-  wire [8:0] \s1_products[12] ;
-  wire [8:0] \s1_products[13] ;
-  wire [8:0] \s1_products[14] ;
-  wire [8:0] \s1_products[15] ;
-  wire [8:0] \s1_products[16] ;
-  wire [8:0] \s1_products[17] ;
-  wire [8:0] \s1_products[18] ;
-  wire [8:0] \s1_products[19] ;
-  wire [8:0] \s1_products[1] ;
-  wire [8:0] \s1_products[20] ;
-  wire [8:0] \s1_products[21] ;
-  wire [8:0] \s1_products[22] ;
-  wire [8:0] \s1_products[23] ;
-  wire [8:0] \s1_products[24] ;
-  wire [8:0] \s1_products[25] ;
-  wire [8:0] \s1_products[26] ;
-  wire [8:0] \s1_products[27] ;
-  wire [8:0] \s1_products[28] ;
-  wire [8:0] \s1_products[29] ;
-  wire [8:0] \s1_products[2] ;
-  wire [8:0] \s1_products[30] ;
-  wire [8:0] \s1_products[31] ;
-  wire [8:0] \s1_products[3] ;
-  wire [8:0] \s1_products[4] ;
-  wire [8:0] \s1_products[5] ;
-  wire [8:0] \s1_products[6] ;
-  wire [8:0] \s1_products[7] ;
-  wire [8:0] \s1_products[8] ;
-  wire [8:0] \s1_products[9] ;
   reg s1_valid = 1'h0;
   reg [5:0] s2_exp = 6'h00;
   reg s2_last = 1'h0;
@@ -422,40 +295,71 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire s3_load;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
+  wire [9:0] sum0_l1_0;
+  wire [9:0] sum0_l1_1;
+  wire [9:0] sum0_l1_2;
+  wire [9:0] sum0_l1_3;
+  wire [10:0] sum0_l2_0;
+  wire [10:0] sum0_l2_1;
+  wire [11:0] sum0_l3_0;
+  wire [9:0] sum1_l1_0;
+  wire [9:0] sum1_l1_1;
+  wire [9:0] sum1_l1_2;
+  wire [9:0] sum1_l1_3;
+  wire [10:0] sum1_l2_0;
+  wire [10:0] sum1_l2_1;
+  wire [11:0] sum1_l3_0;
+  wire [9:0] sum2_l1_0;
+  wire [9:0] sum2_l1_1;
+  wire [9:0] sum2_l1_2;
+  wire [9:0] sum2_l1_3;
+  wire [10:0] sum2_l2_0;
+  wire [10:0] sum2_l2_1;
+  wire [11:0] sum2_l3_0;
+  wire [9:0] sum3_l1_0;
+  wire [9:0] sum3_l1_1;
+  wire [9:0] sum3_l1_2;
+  wire [9:0] sum3_l1_3;
+  wire [10:0] sum3_l2_0;
+  wire [10:0] sum3_l2_1;
+  wire [11:0] sum3_l3_0;
+  wire [12:0] total_l1_0;
+  wire [12:0] total_l1_1;
+  wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$40 ;
-  wire [4:0] \values$40[0] ;
-  wire [4:0] \values$40[10] ;
-  wire [4:0] \values$40[11] ;
-  wire [4:0] \values$40[12] ;
-  wire [4:0] \values$40[13] ;
-  wire [4:0] \values$40[14] ;
-  wire [4:0] \values$40[15] ;
-  wire [4:0] \values$40[16] ;
-  wire [4:0] \values$40[17] ;
-  wire [4:0] \values$40[18] ;
-  wire [4:0] \values$40[19] ;
-  wire [4:0] \values$40[1] ;
-  wire [4:0] \values$40[20] ;
-  wire [4:0] \values$40[21] ;
-  wire [4:0] \values$40[22] ;
-  wire [4:0] \values$40[23] ;
-  wire [4:0] \values$40[24] ;
-  wire [4:0] \values$40[25] ;
-  wire [4:0] \values$40[26] ;
-  wire [4:0] \values$40[27] ;
-  wire [4:0] \values$40[28] ;
-  wire [4:0] \values$40[29] ;
-  wire [4:0] \values$40[2] ;
-  wire [4:0] \values$40[30] ;
-  wire [4:0] \values$40[31] ;
-  wire [4:0] \values$40[3] ;
-  wire [4:0] \values$40[4] ;
-  wire [4:0] \values$40[5] ;
-  wire [4:0] \values$40[6] ;
-  wire [4:0] \values$40[7] ;
-  wire [4:0] \values$40[8] ;
-  wire [4:0] \values$40[9] ;
+  wire [159:0] \values$73 ;
+  wire [4:0] \values$73[0] ;
+  wire [4:0] \values$73[10] ;
+  wire [4:0] \values$73[11] ;
+  wire [4:0] \values$73[12] ;
+  wire [4:0] \values$73[13] ;
+  wire [4:0] \values$73[14] ;
+  wire [4:0] \values$73[15] ;
+  wire [4:0] \values$73[16] ;
+  wire [4:0] \values$73[17] ;
+  wire [4:0] \values$73[18] ;
+  wire [4:0] \values$73[19] ;
+  wire [4:0] \values$73[1] ;
+  wire [4:0] \values$73[20] ;
+  wire [4:0] \values$73[21] ;
+  wire [4:0] \values$73[22] ;
+  wire [4:0] \values$73[23] ;
+  wire [4:0] \values$73[24] ;
+  wire [4:0] \values$73[25] ;
+  wire [4:0] \values$73[26] ;
+  wire [4:0] \values$73[27] ;
+  wire [4:0] \values$73[28] ;
+  wire [4:0] \values$73[29] ;
+  wire [4:0] \values$73[2] ;
+  wire [4:0] \values$73[30] ;
+  wire [4:0] \values$73[31] ;
+  wire [4:0] \values$73[3] ;
+  wire [4:0] \values$73[4] ;
+  wire [4:0] \values$73[5] ;
+  wire [4:0] \values$73[6] ;
+  wire [4:0] \values$73[7] ;
+  wire [4:0] \values$73[8] ;
+  wire [4:0] \values$73[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -521,45 +425,16 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
-  assign \$37  = $signed(\$33 ) + $signed(\$36 );
-  assign \$38  = s3_load & s2_valid;
-  assign \$39  = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
-  assign \$40  = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
-  assign \$41  = $signed(\$39 ) + $signed(\$40 );
   always @(posedge clk)
-    s0_valid <= \$42 ;
+    s2_last <= \$23 ;
   always @(posedge clk)
-    s1_valid <= \$43 ;
+    s2_partial <= \$24 ;
   always @(posedge clk)
-    s2_valid <= \$44 ;
+    s3_exp <= \$25 ;
   always @(posedge clk)
-    s3_valid <= \$45 ;
+    s3_last <= \$26 ;
   always @(posedge clk)
-    a <= \$46 ;
-  always @(posedge clk)
-    w <= \$47 ;
-  always @(posedge clk)
-    s0_exp <= \$48 ;
-  always @(posedge clk)
-    s0_last <= \$49 ;
-  always @(posedge clk)
-    s1_exp <= \$50 ;
-  always @(posedge clk)
-    s1_last <= \$51 ;
-  always @(posedge clk)
-    s1_products <= \$52 ;
-  always @(posedge clk)
-    s2_exp <= \$53 ;
-  always @(posedge clk)
-    s2_last <= \$54 ;
-  always @(posedge clk)
-    s2_partial <= \$55 ;
-  always @(posedge clk)
-    s3_exp <= \$56 ;
-  always @(posedge clk)
-    s3_last <= \$57 ;
-  always @(posedge clk)
-    s3_sum <= \$58 ;
+    s3_sum <= \$27 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | \i__ready$10 ;
   assign \$2  = ~ s2_valid;
@@ -570,44 +445,73 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
   assign i__ready = s0_load & \$5 ;
+  assign sum0_l1_0 = $signed(s1_products[8:0]) + $signed(s1_products[17:9]);
+  assign sum0_l1_1 = $signed(s1_products[26:18]) + $signed(s1_products[35:27]);
+  assign sum0_l1_2 = $signed(s1_products[44:36]) + $signed(s1_products[53:45]);
+  assign sum0_l1_3 = $signed(s1_products[62:54]) + $signed(s1_products[71:63]);
+  assign sum0_l2_0 = $signed(sum0_l1_0) + $signed(sum0_l1_1);
+  assign sum0_l2_1 = $signed(sum0_l1_2) + $signed(sum0_l1_3);
+  assign sum0_l3_0 = $signed(sum0_l2_0) + $signed(sum0_l2_1);
+  assign sum1_l1_0 = $signed(s1_products[80:72]) + $signed(s1_products[89:81]);
+  assign sum1_l1_1 = $signed(s1_products[98:90]) + $signed(s1_products[107:99]);
+  assign sum1_l1_2 = $signed(s1_products[116:108]) + $signed(s1_products[125:117]);
+  assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
+  assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
+  assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
+  assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
+  assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign \$6  = s0_load & i__valid;
   assign \$7  = i__payload[136:132] + i__payload[273:269];
   assign \$8  = s1_load & s0_valid;
   assign \$9  = s2_load & s1_valid;
-  assign \$10  = $signed(s1_products[8:0]) + $signed(s1_products[17:9]);
-  assign \$11  = $signed(s1_products[26:18]) + $signed(s1_products[35:27]);
-  assign \$12  = $signed(\$10 ) + $signed(\$11 );
-  assign \$13  = $signed(s1_products[44:36]) + $signed(s1_products[53:45]);
-  assign \$14  = $signed(s1_products[62:54]) + $signed(s1_products[71:63]);
-  assign \$15  = $signed(\$13 ) + $signed(\$14 );
-  assign \$16  = $signed(\$12 ) + $signed(\$15 );
-  assign \$17  = $signed(s1_products[80:72]) + $signed(s1_products[89:81]);
-  assign \$18  = $signed(s1_products[98:90]) + $signed(s1_products[107:99]);
-  assign \$19  = $signed(\$17 ) + $signed(\$18 );
-  assign \$20  = $signed(s1_products[116:108]) + $signed(s1_products[125:117]);
-  assign \$21  = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
-  assign \$22  = $signed(\$20 ) + $signed(\$21 );
-  assign \$23  = $signed(\$19 ) + $signed(\$22 );
-  assign \$24  = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign \$25  = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign \$26  = $signed(\$24 ) + $signed(\$25 );
-  assign \$27  = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign \$28  = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign \$29  = $signed(\$27 ) + $signed(\$28 );
-  assign \$30  = $signed(\$26 ) + $signed(\$29 );
-  assign \$31  = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign \$32  = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign \$33  = $signed(\$31 ) + $signed(\$32 );
-  assign \$34  = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign \$35  = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign \$36  = $signed(\$34 ) + $signed(\$35 );
+  assign \$10  = s3_load & s2_valid;
+  always @(posedge clk)
+    s0_valid <= \$11 ;
+  always @(posedge clk)
+    s1_valid <= \$12 ;
+  always @(posedge clk)
+    s2_valid <= \$13 ;
+  always @(posedge clk)
+    s3_valid <= \$14 ;
+  always @(posedge clk)
+    a <= \$15 ;
+  always @(posedge clk)
+    w <= \$16 ;
+  always @(posedge clk)
+    s0_exp <= \$17 ;
+  always @(posedge clk)
+    s0_last <= \$18 ;
+  always @(posedge clk)
+    s1_exp <= \$19 ;
+  always @(posedge clk)
+    s1_last <= \$20 ;
+  always @(posedge clk)
+    s1_products <= \$21 ;
+  always @(posedge clk)
+    s2_exp <= \$22 ;
   \bd_dot_fast_b32.accumulator  accumulator (
     .clk(clk),
-    .i__payload(\i__payload$26 ),
+    .i__payload(\i__payload$59 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$32 ),
-    .o__ready(\o__ready$34 ),
-    .o_valid(\i__valid$30 ),
+    .o__payload(\i__payload$65 ),
+    .o__ready(\o__ready$67 ),
+    .o_valid(\i__valid$63 ),
     .rst(rst),
     .t_load(\i__ready$10 )
   );
@@ -617,7 +521,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   \bd_dot_fast_b32.dec_w  dec_w (
     .\port$0$139 (i__payload[268:137]),
-    .values(\values$40 )
+    .values(\values$73 )
   );
   \bd_dot_fast_b32.mul  mul (
     .a(a),
@@ -626,9 +530,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   \bd_dot_fast_b32.norm  norm (
     .clk(clk),
-    .i__payload(\i__payload$32 ),
-    .i__ready(\o__ready$34 ),
-    .i__valid(\i__valid$30 ),
+    .i__payload(\i__payload$65 ),
+    .i__ready(\o__ready$67 ),
+    .i__valid(\i__valid$63 ),
     .o__payload(o__payload),
     .o__ready(o__ready),
     .rst(rst),
@@ -636,133 +540,133 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = s0_valid;
+    \$24  = s2_partial;
+    if (\$9 ) begin
+      \$24  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$25  = s3_exp;
+    if (\$10 ) begin
+      \$25  = s2_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$26  = s3_last;
+    if (\$10 ) begin
+      \$26  = s2_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$27  = s3_sum;
+    if (\$10 ) begin
+      \$27  = total_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$11  = s0_valid;
     if (s0_load) begin
-      \$42  = i__valid;
+      \$11  = i__valid;
     end
     if (rst) begin
-      \$42  = 1'h0;
+      \$11  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = s1_valid;
+    \$12  = s1_valid;
     if (s1_load) begin
-      \$43  = s0_valid;
+      \$12  = s0_valid;
     end
     if (rst) begin
-      \$43  = 1'h0;
+      \$12  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = s2_valid;
+    \$13  = s2_valid;
     if (s2_load) begin
-      \$44  = s1_valid;
+      \$13  = s1_valid;
     end
     if (rst) begin
-      \$44  = 1'h0;
+      \$13  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = s3_valid;
+    \$14  = s3_valid;
     if (s3_load) begin
-      \$45  = s2_valid;
+      \$14  = s2_valid;
     end
     if (rst) begin
-      \$45  = 1'h0;
+      \$14  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = a;
+    \$15  = a;
     if (\$6 ) begin
-      \$46  = values;
+      \$15  = values;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = w;
+    \$16  = w;
     if (\$6 ) begin
-      \$47  = \values$40 ;
+      \$16  = \values$73 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = s0_exp;
+    \$17  = s0_exp;
     if (\$6 ) begin
-      \$48  = \$7 ;
+      \$17  = \$7 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = s0_last;
+    \$18  = s0_last;
     if (\$6 ) begin
-      \$49  = i__payload[274];
+      \$18  = i__payload[274];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = s1_exp;
+    \$19  = s1_exp;
     if (\$8 ) begin
-      \$50  = s0_exp;
+      \$19  = s0_exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = s1_last;
+    \$20  = s1_last;
     if (\$8 ) begin
-      \$51  = s0_last;
+      \$20  = s0_last;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = s1_products;
+    \$21  = s1_products;
     if (\$8 ) begin
-      \$52  = products;
+      \$21  = products;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = s2_exp;
+    \$22  = s2_exp;
     if (\$9 ) begin
-      \$53  = s1_exp;
+      \$22  = s1_exp;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$54  = s2_last;
+    \$23  = s2_last;
     if (\$9 ) begin
-      \$54  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$55  = s2_partial;
-    if (\$9 ) begin
-      \$55  = { \$37 , \$30 , \$23 , \$16  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$56  = s3_exp;
-    if (\$38 ) begin
-      \$56  = s2_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$57  = s3_last;
-    if (\$38 ) begin
-      \$57  = s2_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$58  = s3_sum;
-    if (\$38 ) begin
-      \$58  = \$41 ;
+      \$23  = s1_last;
     end
   end
   assign dialect = i__payload[131:128];
@@ -771,13 +675,13 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \codes$20  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
-  assign \i__valid$25  = s3_valid;
-  assign \o__valid$31  = \i__valid$30 ;
-  assign \o__payload$33  = \i__payload$32 ;
-  assign \i__ready$35  = \o__ready$34 ;
-  assign \o__payload$36  = o__payload;
-  assign \o__ready$37  = o__ready;
-  assign \o__valid$38  = o__valid;
+  assign \i__valid$58  = s3_valid;
+  assign \o__valid$64  = \i__valid$63 ;
+  assign \o__payload$66  = \i__payload$65 ;
+  assign \i__ready$68  = \o__ready$67 ;
+  assign \o__payload$69  = o__payload;
+  assign \o__ready$70  = o__ready;
+  assign \o__valid$71  = o__valid;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -946,38 +850,6 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \a[29]  = a[149:145];
   assign \a[30]  = a[154:150];
   assign \a[31]  = a[159:155];
-  assign \s0_a[0]  = a[4:0];
-  assign \s0_a[1]  = a[9:5];
-  assign \s0_a[2]  = a[14:10];
-  assign \s0_a[3]  = a[19:15];
-  assign \s0_a[4]  = a[24:20];
-  assign \s0_a[5]  = a[29:25];
-  assign \s0_a[6]  = a[34:30];
-  assign \s0_a[7]  = a[39:35];
-  assign \s0_a[8]  = a[44:40];
-  assign \s0_a[9]  = a[49:45];
-  assign \s0_a[10]  = a[54:50];
-  assign \s0_a[11]  = a[59:55];
-  assign \s0_a[12]  = a[64:60];
-  assign \s0_a[13]  = a[69:65];
-  assign \s0_a[14]  = a[74:70];
-  assign \s0_a[15]  = a[79:75];
-  assign \s0_a[16]  = a[84:80];
-  assign \s0_a[17]  = a[89:85];
-  assign \s0_a[18]  = a[94:90];
-  assign \s0_a[19]  = a[99:95];
-  assign \s0_a[20]  = a[104:100];
-  assign \s0_a[21]  = a[109:105];
-  assign \s0_a[22]  = a[114:110];
-  assign \s0_a[23]  = a[119:115];
-  assign \s0_a[24]  = a[124:120];
-  assign \s0_a[25]  = a[129:125];
-  assign \s0_a[26]  = a[134:130];
-  assign \s0_a[27]  = a[139:135];
-  assign \s0_a[28]  = a[144:140];
-  assign \s0_a[29]  = a[149:145];
-  assign \s0_a[30]  = a[154:150];
-  assign \s0_a[31]  = a[159:155];
   assign \w[0]  = w[4:0];
   assign \w[1]  = w[9:5];
   assign \w[2]  = w[14:10];
@@ -1010,44 +882,12 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \s0_w[0]  = w[4:0];
-  assign \s0_w[1]  = w[9:5];
-  assign \s0_w[2]  = w[14:10];
-  assign \s0_w[3]  = w[19:15];
-  assign \s0_w[4]  = w[24:20];
-  assign \s0_w[5]  = w[29:25];
-  assign \s0_w[6]  = w[34:30];
-  assign \s0_w[7]  = w[39:35];
-  assign \s0_w[8]  = w[44:40];
-  assign \s0_w[9]  = w[49:45];
-  assign \s0_w[10]  = w[54:50];
-  assign \s0_w[11]  = w[59:55];
-  assign \s0_w[12]  = w[64:60];
-  assign \s0_w[13]  = w[69:65];
-  assign \s0_w[14]  = w[74:70];
-  assign \s0_w[15]  = w[79:75];
-  assign \s0_w[16]  = w[84:80];
-  assign \s0_w[17]  = w[89:85];
-  assign \s0_w[18]  = w[94:90];
-  assign \s0_w[19]  = w[99:95];
-  assign \s0_w[20]  = w[104:100];
-  assign \s0_w[21]  = w[109:105];
-  assign \s0_w[22]  = w[114:110];
-  assign \s0_w[23]  = w[119:115];
-  assign \s0_w[24]  = w[124:120];
-  assign \s0_w[25]  = w[129:125];
-  assign \s0_w[26]  = w[134:130];
-  assign \s0_w[27]  = w[139:135];
-  assign \s0_w[28]  = w[144:140];
-  assign \s0_w[29]  = w[149:145];
-  assign \s0_w[30]  = w[154:150];
-  assign \s0_w[31]  = w[159:155];
-  assign \i__payload$26.sum  = \i__payload$26 [13:0];
-  assign \i__payload$26.exp  = \i__payload$26 [19:14];
-  assign \i__payload$26.last  = \i__payload$26 [20];
-  assign \i__payload$32.value  = \i__payload$32 ;
-  assign \o__payload$33.total  = \i__payload$32 ;
-  assign \o__payload$36.result  = o__payload;
+  assign \i__payload$59.sum  = \i__payload$59 [13:0];
+  assign \i__payload$59.exp  = \i__payload$59 [19:14];
+  assign \i__payload$59.last  = \i__payload$59 [20];
+  assign \i__payload$65.value  = \i__payload$65 ;
+  assign \o__payload$66.total  = \i__payload$65 ;
+  assign \o__payload$69.result  = o__payload;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -1080,70 +920,38 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$40[0]  = \values$40 [4:0];
-  assign \values$40[1]  = \values$40 [9:5];
-  assign \values$40[2]  = \values$40 [14:10];
-  assign \values$40[3]  = \values$40 [19:15];
-  assign \values$40[4]  = \values$40 [24:20];
-  assign \values$40[5]  = \values$40 [29:25];
-  assign \values$40[6]  = \values$40 [34:30];
-  assign \values$40[7]  = \values$40 [39:35];
-  assign \values$40[8]  = \values$40 [44:40];
-  assign \values$40[9]  = \values$40 [49:45];
-  assign \values$40[10]  = \values$40 [54:50];
-  assign \values$40[11]  = \values$40 [59:55];
-  assign \values$40[12]  = \values$40 [64:60];
-  assign \values$40[13]  = \values$40 [69:65];
-  assign \values$40[14]  = \values$40 [74:70];
-  assign \values$40[15]  = \values$40 [79:75];
-  assign \values$40[16]  = \values$40 [84:80];
-  assign \values$40[17]  = \values$40 [89:85];
-  assign \values$40[18]  = \values$40 [94:90];
-  assign \values$40[19]  = \values$40 [99:95];
-  assign \values$40[20]  = \values$40 [104:100];
-  assign \values$40[21]  = \values$40 [109:105];
-  assign \values$40[22]  = \values$40 [114:110];
-  assign \values$40[23]  = \values$40 [119:115];
-  assign \values$40[24]  = \values$40 [124:120];
-  assign \values$40[25]  = \values$40 [129:125];
-  assign \values$40[26]  = \values$40 [134:130];
-  assign \values$40[27]  = \values$40 [139:135];
-  assign \values$40[28]  = \values$40 [144:140];
-  assign \values$40[29]  = \values$40 [149:145];
-  assign \values$40[30]  = \values$40 [154:150];
-  assign \values$40[31]  = \values$40 [159:155];
-  assign \s1_products[0]  = s1_products[8:0];
-  assign \s1_products[1]  = s1_products[17:9];
-  assign \s1_products[2]  = s1_products[26:18];
-  assign \s1_products[3]  = s1_products[35:27];
-  assign \s1_products[4]  = s1_products[44:36];
-  assign \s1_products[5]  = s1_products[53:45];
-  assign \s1_products[6]  = s1_products[62:54];
-  assign \s1_products[7]  = s1_products[71:63];
-  assign \s1_products[8]  = s1_products[80:72];
-  assign \s1_products[9]  = s1_products[89:81];
-  assign \s1_products[10]  = s1_products[98:90];
-  assign \s1_products[11]  = s1_products[107:99];
-  assign \s1_products[12]  = s1_products[116:108];
-  assign \s1_products[13]  = s1_products[125:117];
-  assign \s1_products[14]  = s1_products[134:126];
-  assign \s1_products[15]  = s1_products[143:135];
-  assign \s1_products[16]  = s1_products[152:144];
-  assign \s1_products[17]  = s1_products[161:153];
-  assign \s1_products[18]  = s1_products[170:162];
-  assign \s1_products[19]  = s1_products[179:171];
-  assign \s1_products[20]  = s1_products[188:180];
-  assign \s1_products[21]  = s1_products[197:189];
-  assign \s1_products[22]  = s1_products[206:198];
-  assign \s1_products[23]  = s1_products[215:207];
-  assign \s1_products[24]  = s1_products[224:216];
-  assign \s1_products[25]  = s1_products[233:225];
-  assign \s1_products[26]  = s1_products[242:234];
-  assign \s1_products[27]  = s1_products[251:243];
-  assign \s1_products[28]  = s1_products[260:252];
-  assign \s1_products[29]  = s1_products[269:261];
-  assign \s1_products[30]  = s1_products[278:270];
-  assign \s1_products[31]  = s1_products[287:279];
+  assign \values$73[0]  = \values$73 [4:0];
+  assign \values$73[1]  = \values$73 [9:5];
+  assign \values$73[2]  = \values$73 [14:10];
+  assign \values$73[3]  = \values$73 [19:15];
+  assign \values$73[4]  = \values$73 [24:20];
+  assign \values$73[5]  = \values$73 [29:25];
+  assign \values$73[6]  = \values$73 [34:30];
+  assign \values$73[7]  = \values$73 [39:35];
+  assign \values$73[8]  = \values$73 [44:40];
+  assign \values$73[9]  = \values$73 [49:45];
+  assign \values$73[10]  = \values$73 [54:50];
+  assign \values$73[11]  = \values$73 [59:55];
+  assign \values$73[12]  = \values$73 [64:60];
+  assign \values$73[13]  = \values$73 [69:65];
+  assign \values$73[14]  = \values$73 [74:70];
+  assign \values$73[15]  = \values$73 [79:75];
+  assign \values$73[16]  = \values$73 [84:80];
+  assign \values$73[17]  = \values$73 [89:85];
+  assign \values$73[18]  = \values$73 [94:90];
+  assign \values$73[19]  = \values$73 [99:95];
+  assign \values$73[20]  = \values$73 [104:100];
+  assign \values$73[21]  = \values$73 [109:105];
+  assign \values$73[22]  = \values$73 [114:110];
+  assign \values$73[23]  = \values$73 [119:115];
+  assign \values$73[24]  = \values$73 [124:120];
+  assign \values$73[25]  = \values$73 [129:125];
+  assign \values$73[26]  = \values$73 [134:130];
+  assign \values$73[27]  = \values$73 [139:135];
+  assign \values$73[28]  = \values$73 [144:140];
+  assign \values$73[29]  = \values$73 [149:145];
+  assign \values$73[30]  = \values$73 [154:150];
+  assign \values$73[31]  = \values$73 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -1176,9 +984,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$26 [20] = s3_last;
-  assign \i__payload$26 [19:14] = s3_exp;
-  assign \i__payload$26 [13:0] = s3_sum;
+  assign \i__payload$59 [20] = s3_last;
+  assign \i__payload$59 [19:14] = s3_exp;
+  assign \i__payload$59 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -1361,39 +1169,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_dot_fast_b32.dec_a (values, \port$0$2 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
-  reg [3:0] \$1 ;
-  reg [3:0] \$10 ;
-  reg [3:0] \$11 ;
-  reg [3:0] \$12 ;
-  reg [3:0] \$13 ;
-  reg [3:0] \$14 ;
-  reg [3:0] \$15 ;
-  reg [3:0] \$16 ;
-  reg [3:0] \$17 ;
-  reg [3:0] \$18 ;
-  reg [3:0] \$19 ;
-  reg [3:0] \$2 ;
-  reg [3:0] \$20 ;
-  reg [3:0] \$21 ;
-  reg [3:0] \$22 ;
-  reg [3:0] \$23 ;
-  reg [3:0] \$24 ;
-  reg [3:0] \$25 ;
-  reg [3:0] \$26 ;
-  reg [3:0] \$27 ;
-  reg [3:0] \$28 ;
-  reg [3:0] \$29 ;
-  reg [3:0] \$3 ;
-  reg [3:0] \$30 ;
-  reg [3:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg [3:0] \$4 ;
-  reg [3:0] \$5 ;
-  reg [3:0] \$6 ;
-  reg [3:0] \$7 ;
-  reg [3:0] \$8 ;
-  reg [3:0] \$9 ;
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -1429,17 +1204,10 @@ module \bd_dot_fast_b32.dec_a (values, \port$0$2 );
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
+  wire [31:0] entries;
   input [131:0] \port$0$2 ;
   wire [131:0] \port$0$2 ;
   wire [31:0] row;
-  wire [3:0] row0;
-  wire [3:0] row1;
-  wire [3:0] row2;
-  wire [3:0] row3;
-  wire [3:0] row4;
-  wire [3:0] row5;
-  wire [3:0] row6;
-  wire [3:0] row7;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
   wire [3:0] \row[2] ;
@@ -1448,6 +1216,38 @@ module \bd_dot_fast_b32.dec_a (values, \port$0$2 );
   wire [3:0] \row[5] ;
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
+  wire [31:0] selected0;
+  wire [31:0] selected1;
+  wire [31:0] selected10;
+  wire [31:0] selected11;
+  wire [31:0] selected12;
+  wire [31:0] selected13;
+  wire [31:0] selected14;
+  wire [31:0] selected15;
+  wire [31:0] selected16;
+  wire [31:0] selected17;
+  wire [31:0] selected18;
+  wire [31:0] selected19;
+  wire [31:0] selected2;
+  wire [31:0] selected20;
+  wire [31:0] selected21;
+  wire [31:0] selected22;
+  wire [31:0] selected23;
+  wire [31:0] selected24;
+  wire [31:0] selected25;
+  wire [31:0] selected26;
+  wire [31:0] selected27;
+  wire [31:0] selected28;
+  wire [31:0] selected29;
+  wire [31:0] selected3;
+  wire [31:0] selected30;
+  wire [31:0] selected31;
+  wire [31:0] selected4;
+  wire [31:0] selected5;
+  wire [31:0] selected6;
+  wire [31:0] selected7;
+  wire [31:0] selected8;
+  wire [31:0] selected9;
   output [159:0] values;
   wire [159:0] values;
   wire [4:0] \values[0] ;
@@ -1482,765 +1282,54 @@ module \bd_dot_fast_b32.dec_a (values, \port$0$2 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
+  assign selected0 = entries >> { \port$0$2 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$0$2 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$0$2 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$0$2 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$0$2 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$0$2 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$0$2 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$0$2 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$0$2 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$0$2 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$0$2 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$0$2 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$0$2 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$0$2 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$0$2 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$0$2 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$0$2 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$0$2 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$0$2 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$0$2 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$0$2 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$0$2 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$0$2 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$0$2 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$0$2 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$0$2 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$0$2 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$0$2 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$0$2 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$0$2 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$0$2 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$0$2 [34:32], 2'h0 };
   \bd_dot_fast_b32.dec_a.formatbook  formatbook (
     .dialect(\port$0$2 [131:128]),
-    .row(row)
+    .row(entries)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [2:0])
-      3'h0:
-          \$1  = row[3:0];
-      3'h1:
-          \$1  = row[7:4];
-      3'h2:
-          \$1  = row[11:8];
-      3'h3:
-          \$1  = row[15:12];
-      3'h4:
-          \$1  = row[19:16];
-      3'h5:
-          \$1  = row[23:20];
-      3'h6:
-          \$1  = row[27:24];
-      3'h7:
-          \$1  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [6:4])
-      3'h0:
-          \$2  = row[3:0];
-      3'h1:
-          \$2  = row[7:4];
-      3'h2:
-          \$2  = row[11:8];
-      3'h3:
-          \$2  = row[15:12];
-      3'h4:
-          \$2  = row[19:16];
-      3'h5:
-          \$2  = row[23:20];
-      3'h6:
-          \$2  = row[27:24];
-      3'h7:
-          \$2  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [10:8])
-      3'h0:
-          \$3  = row[3:0];
-      3'h1:
-          \$3  = row[7:4];
-      3'h2:
-          \$3  = row[11:8];
-      3'h3:
-          \$3  = row[15:12];
-      3'h4:
-          \$3  = row[19:16];
-      3'h5:
-          \$3  = row[23:20];
-      3'h6:
-          \$3  = row[27:24];
-      3'h7:
-          \$3  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [14:12])
-      3'h0:
-          \$4  = row[3:0];
-      3'h1:
-          \$4  = row[7:4];
-      3'h2:
-          \$4  = row[11:8];
-      3'h3:
-          \$4  = row[15:12];
-      3'h4:
-          \$4  = row[19:16];
-      3'h5:
-          \$4  = row[23:20];
-      3'h6:
-          \$4  = row[27:24];
-      3'h7:
-          \$4  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [18:16])
-      3'h0:
-          \$5  = row[3:0];
-      3'h1:
-          \$5  = row[7:4];
-      3'h2:
-          \$5  = row[11:8];
-      3'h3:
-          \$5  = row[15:12];
-      3'h4:
-          \$5  = row[19:16];
-      3'h5:
-          \$5  = row[23:20];
-      3'h6:
-          \$5  = row[27:24];
-      3'h7:
-          \$5  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [22:20])
-      3'h0:
-          \$6  = row[3:0];
-      3'h1:
-          \$6  = row[7:4];
-      3'h2:
-          \$6  = row[11:8];
-      3'h3:
-          \$6  = row[15:12];
-      3'h4:
-          \$6  = row[19:16];
-      3'h5:
-          \$6  = row[23:20];
-      3'h6:
-          \$6  = row[27:24];
-      3'h7:
-          \$6  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [26:24])
-      3'h0:
-          \$7  = row[3:0];
-      3'h1:
-          \$7  = row[7:4];
-      3'h2:
-          \$7  = row[11:8];
-      3'h3:
-          \$7  = row[15:12];
-      3'h4:
-          \$7  = row[19:16];
-      3'h5:
-          \$7  = row[23:20];
-      3'h6:
-          \$7  = row[27:24];
-      3'h7:
-          \$7  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [30:28])
-      3'h0:
-          \$8  = row[3:0];
-      3'h1:
-          \$8  = row[7:4];
-      3'h2:
-          \$8  = row[11:8];
-      3'h3:
-          \$8  = row[15:12];
-      3'h4:
-          \$8  = row[19:16];
-      3'h5:
-          \$8  = row[23:20];
-      3'h6:
-          \$8  = row[27:24];
-      3'h7:
-          \$8  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [34:32])
-      3'h0:
-          \$9  = row[3:0];
-      3'h1:
-          \$9  = row[7:4];
-      3'h2:
-          \$9  = row[11:8];
-      3'h3:
-          \$9  = row[15:12];
-      3'h4:
-          \$9  = row[19:16];
-      3'h5:
-          \$9  = row[23:20];
-      3'h6:
-          \$9  = row[27:24];
-      3'h7:
-          \$9  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [38:36])
-      3'h0:
-          \$10  = row[3:0];
-      3'h1:
-          \$10  = row[7:4];
-      3'h2:
-          \$10  = row[11:8];
-      3'h3:
-          \$10  = row[15:12];
-      3'h4:
-          \$10  = row[19:16];
-      3'h5:
-          \$10  = row[23:20];
-      3'h6:
-          \$10  = row[27:24];
-      3'h7:
-          \$10  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [42:40])
-      3'h0:
-          \$11  = row[3:0];
-      3'h1:
-          \$11  = row[7:4];
-      3'h2:
-          \$11  = row[11:8];
-      3'h3:
-          \$11  = row[15:12];
-      3'h4:
-          \$11  = row[19:16];
-      3'h5:
-          \$11  = row[23:20];
-      3'h6:
-          \$11  = row[27:24];
-      3'h7:
-          \$11  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [46:44])
-      3'h0:
-          \$12  = row[3:0];
-      3'h1:
-          \$12  = row[7:4];
-      3'h2:
-          \$12  = row[11:8];
-      3'h3:
-          \$12  = row[15:12];
-      3'h4:
-          \$12  = row[19:16];
-      3'h5:
-          \$12  = row[23:20];
-      3'h6:
-          \$12  = row[27:24];
-      3'h7:
-          \$12  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [50:48])
-      3'h0:
-          \$13  = row[3:0];
-      3'h1:
-          \$13  = row[7:4];
-      3'h2:
-          \$13  = row[11:8];
-      3'h3:
-          \$13  = row[15:12];
-      3'h4:
-          \$13  = row[19:16];
-      3'h5:
-          \$13  = row[23:20];
-      3'h6:
-          \$13  = row[27:24];
-      3'h7:
-          \$13  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [54:52])
-      3'h0:
-          \$14  = row[3:0];
-      3'h1:
-          \$14  = row[7:4];
-      3'h2:
-          \$14  = row[11:8];
-      3'h3:
-          \$14  = row[15:12];
-      3'h4:
-          \$14  = row[19:16];
-      3'h5:
-          \$14  = row[23:20];
-      3'h6:
-          \$14  = row[27:24];
-      3'h7:
-          \$14  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [58:56])
-      3'h0:
-          \$15  = row[3:0];
-      3'h1:
-          \$15  = row[7:4];
-      3'h2:
-          \$15  = row[11:8];
-      3'h3:
-          \$15  = row[15:12];
-      3'h4:
-          \$15  = row[19:16];
-      3'h5:
-          \$15  = row[23:20];
-      3'h6:
-          \$15  = row[27:24];
-      3'h7:
-          \$15  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [62:60])
-      3'h0:
-          \$16  = row[3:0];
-      3'h1:
-          \$16  = row[7:4];
-      3'h2:
-          \$16  = row[11:8];
-      3'h3:
-          \$16  = row[15:12];
-      3'h4:
-          \$16  = row[19:16];
-      3'h5:
-          \$16  = row[23:20];
-      3'h6:
-          \$16  = row[27:24];
-      3'h7:
-          \$16  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [66:64])
-      3'h0:
-          \$17  = row[3:0];
-      3'h1:
-          \$17  = row[7:4];
-      3'h2:
-          \$17  = row[11:8];
-      3'h3:
-          \$17  = row[15:12];
-      3'h4:
-          \$17  = row[19:16];
-      3'h5:
-          \$17  = row[23:20];
-      3'h6:
-          \$17  = row[27:24];
-      3'h7:
-          \$17  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [70:68])
-      3'h0:
-          \$18  = row[3:0];
-      3'h1:
-          \$18  = row[7:4];
-      3'h2:
-          \$18  = row[11:8];
-      3'h3:
-          \$18  = row[15:12];
-      3'h4:
-          \$18  = row[19:16];
-      3'h5:
-          \$18  = row[23:20];
-      3'h6:
-          \$18  = row[27:24];
-      3'h7:
-          \$18  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [74:72])
-      3'h0:
-          \$19  = row[3:0];
-      3'h1:
-          \$19  = row[7:4];
-      3'h2:
-          \$19  = row[11:8];
-      3'h3:
-          \$19  = row[15:12];
-      3'h4:
-          \$19  = row[19:16];
-      3'h5:
-          \$19  = row[23:20];
-      3'h6:
-          \$19  = row[27:24];
-      3'h7:
-          \$19  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [78:76])
-      3'h0:
-          \$20  = row[3:0];
-      3'h1:
-          \$20  = row[7:4];
-      3'h2:
-          \$20  = row[11:8];
-      3'h3:
-          \$20  = row[15:12];
-      3'h4:
-          \$20  = row[19:16];
-      3'h5:
-          \$20  = row[23:20];
-      3'h6:
-          \$20  = row[27:24];
-      3'h7:
-          \$20  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [82:80])
-      3'h0:
-          \$21  = row[3:0];
-      3'h1:
-          \$21  = row[7:4];
-      3'h2:
-          \$21  = row[11:8];
-      3'h3:
-          \$21  = row[15:12];
-      3'h4:
-          \$21  = row[19:16];
-      3'h5:
-          \$21  = row[23:20];
-      3'h6:
-          \$21  = row[27:24];
-      3'h7:
-          \$21  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [86:84])
-      3'h0:
-          \$22  = row[3:0];
-      3'h1:
-          \$22  = row[7:4];
-      3'h2:
-          \$22  = row[11:8];
-      3'h3:
-          \$22  = row[15:12];
-      3'h4:
-          \$22  = row[19:16];
-      3'h5:
-          \$22  = row[23:20];
-      3'h6:
-          \$22  = row[27:24];
-      3'h7:
-          \$22  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [90:88])
-      3'h0:
-          \$23  = row[3:0];
-      3'h1:
-          \$23  = row[7:4];
-      3'h2:
-          \$23  = row[11:8];
-      3'h3:
-          \$23  = row[15:12];
-      3'h4:
-          \$23  = row[19:16];
-      3'h5:
-          \$23  = row[23:20];
-      3'h6:
-          \$23  = row[27:24];
-      3'h7:
-          \$23  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [94:92])
-      3'h0:
-          \$24  = row[3:0];
-      3'h1:
-          \$24  = row[7:4];
-      3'h2:
-          \$24  = row[11:8];
-      3'h3:
-          \$24  = row[15:12];
-      3'h4:
-          \$24  = row[19:16];
-      3'h5:
-          \$24  = row[23:20];
-      3'h6:
-          \$24  = row[27:24];
-      3'h7:
-          \$24  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [98:96])
-      3'h0:
-          \$25  = row[3:0];
-      3'h1:
-          \$25  = row[7:4];
-      3'h2:
-          \$25  = row[11:8];
-      3'h3:
-          \$25  = row[15:12];
-      3'h4:
-          \$25  = row[19:16];
-      3'h5:
-          \$25  = row[23:20];
-      3'h6:
-          \$25  = row[27:24];
-      3'h7:
-          \$25  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [102:100])
-      3'h0:
-          \$26  = row[3:0];
-      3'h1:
-          \$26  = row[7:4];
-      3'h2:
-          \$26  = row[11:8];
-      3'h3:
-          \$26  = row[15:12];
-      3'h4:
-          \$26  = row[19:16];
-      3'h5:
-          \$26  = row[23:20];
-      3'h6:
-          \$26  = row[27:24];
-      3'h7:
-          \$26  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [106:104])
-      3'h0:
-          \$27  = row[3:0];
-      3'h1:
-          \$27  = row[7:4];
-      3'h2:
-          \$27  = row[11:8];
-      3'h3:
-          \$27  = row[15:12];
-      3'h4:
-          \$27  = row[19:16];
-      3'h5:
-          \$27  = row[23:20];
-      3'h6:
-          \$27  = row[27:24];
-      3'h7:
-          \$27  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [110:108])
-      3'h0:
-          \$28  = row[3:0];
-      3'h1:
-          \$28  = row[7:4];
-      3'h2:
-          \$28  = row[11:8];
-      3'h3:
-          \$28  = row[15:12];
-      3'h4:
-          \$28  = row[19:16];
-      3'h5:
-          \$28  = row[23:20];
-      3'h6:
-          \$28  = row[27:24];
-      3'h7:
-          \$28  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [114:112])
-      3'h0:
-          \$29  = row[3:0];
-      3'h1:
-          \$29  = row[7:4];
-      3'h2:
-          \$29  = row[11:8];
-      3'h3:
-          \$29  = row[15:12];
-      3'h4:
-          \$29  = row[19:16];
-      3'h5:
-          \$29  = row[23:20];
-      3'h6:
-          \$29  = row[27:24];
-      3'h7:
-          \$29  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [118:116])
-      3'h0:
-          \$30  = row[3:0];
-      3'h1:
-          \$30  = row[7:4];
-      3'h2:
-          \$30  = row[11:8];
-      3'h3:
-          \$30  = row[15:12];
-      3'h4:
-          \$30  = row[19:16];
-      3'h5:
-          \$30  = row[23:20];
-      3'h6:
-          \$30  = row[27:24];
-      3'h7:
-          \$30  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [122:120])
-      3'h0:
-          \$31  = row[3:0];
-      3'h1:
-          \$31  = row[7:4];
-      3'h2:
-          \$31  = row[11:8];
-      3'h3:
-          \$31  = row[15:12];
-      3'h4:
-          \$31  = row[19:16];
-      3'h5:
-          \$31  = row[23:20];
-      3'h6:
-          \$31  = row[27:24];
-      3'h7:
-          \$31  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$2 [126:124])
-      3'h0:
-          \$32  = row[3:0];
-      3'h1:
-          \$32  = row[7:4];
-      3'h2:
-          \$32  = row[11:8];
-      3'h3:
-          \$32  = row[15:12];
-      3'h4:
-          \$32  = row[19:16];
-      3'h5:
-          \$32  = row[23:20];
-      3'h6:
-          \$32  = row[27:24];
-      3'h7:
-          \$32  = row[31:28];
-    endcase
-  end
   assign dialect = \port$0$2 [131:128];
   assign \dialect$1  = \port$0$2 [131:128];
-  assign row0 = row[3:0];
-  assign row1 = row[7:4];
-  assign row2 = row[11:8];
-  assign row3 = row[15:12];
-  assign row4 = row[19:16];
-  assign row5 = row[23:20];
-  assign row6 = row[27:24];
-  assign row7 = row[31:28];
+  assign row = entries;
   assign codes = \port$0$2 [127:0];
-  assign \row[0]  = row[3:0];
-  assign \row[1]  = row[7:4];
-  assign \row[2]  = row[11:8];
-  assign \row[3]  = row[15:12];
-  assign \row[4]  = row[19:16];
-  assign \row[5]  = row[23:20];
-  assign \row[6]  = row[27:24];
-  assign \row[7]  = row[31:28];
-  assign \values[0]  = values[4:0];
-  assign \values[1]  = values[9:5];
-  assign \values[2]  = values[14:10];
-  assign \values[3]  = values[19:15];
-  assign \values[4]  = values[24:20];
-  assign \values[5]  = values[29:25];
-  assign \values[6]  = values[34:30];
-  assign \values[7]  = values[39:35];
-  assign \values[8]  = values[44:40];
-  assign \values[9]  = values[49:45];
-  assign \values[10]  = values[54:50];
-  assign \values[11]  = values[59:55];
-  assign \values[12]  = values[64:60];
-  assign \values[13]  = values[69:65];
-  assign \values[14]  = values[74:70];
-  assign \values[15]  = values[79:75];
-  assign \values[16]  = values[84:80];
-  assign \values[17]  = values[89:85];
-  assign \values[18]  = values[94:90];
-  assign \values[19]  = values[99:95];
-  assign \values[20]  = values[104:100];
-  assign \values[21]  = values[109:105];
-  assign \values[22]  = values[114:110];
-  assign \values[23]  = values[119:115];
-  assign \values[24]  = values[124:120];
-  assign \values[25]  = values[129:125];
-  assign \values[26]  = values[134:130];
-  assign \values[27]  = values[139:135];
-  assign \values[28]  = values[144:140];
-  assign \values[29]  = values[149:145];
-  assign \values[30]  = values[154:150];
-  assign \values[31]  = values[159:155];
+  assign \row[0]  = entries[3:0];
+  assign \row[1]  = entries[7:4];
+  assign \row[2]  = entries[11:8];
+  assign \row[3]  = entries[15:12];
+  assign \row[4]  = entries[19:16];
+  assign \row[5]  = entries[23:20];
+  assign \row[6]  = entries[27:24];
+  assign \row[7]  = entries[31:28];
   assign \codes[0]  = \port$0$2 [3:0];
   assign \codes[1]  = \port$0$2 [7:4];
   assign \codes[2]  = \port$0$2 [11:8];
@@ -2273,43 +1362,75 @@ module \bd_dot_fast_b32.dec_a (values, \port$0$2 );
   assign \codes[29]  = \port$0$2 [119:116];
   assign \codes[30]  = \port$0$2 [123:120];
   assign \codes[31]  = \port$0$2 [127:124];
-  assign values[159:155] = { \port$0$2 [127], \$32  };
-  assign values[154:150] = { \port$0$2 [123], \$31  };
-  assign values[149:145] = { \port$0$2 [119], \$30  };
-  assign values[144:140] = { \port$0$2 [115], \$29  };
-  assign values[139:135] = { \port$0$2 [111], \$28  };
-  assign values[134:130] = { \port$0$2 [107], \$27  };
-  assign values[129:125] = { \port$0$2 [103], \$26  };
-  assign values[124:120] = { \port$0$2 [99], \$25  };
-  assign values[119:115] = { \port$0$2 [95], \$24  };
-  assign values[114:110] = { \port$0$2 [91], \$23  };
-  assign values[109:105] = { \port$0$2 [87], \$22  };
-  assign values[104:100] = { \port$0$2 [83], \$21  };
-  assign values[99:95] = { \port$0$2 [79], \$20  };
-  assign values[94:90] = { \port$0$2 [75], \$19  };
-  assign values[89:85] = { \port$0$2 [71], \$18  };
-  assign values[84:80] = { \port$0$2 [67], \$17  };
-  assign values[79:75] = { \port$0$2 [63], \$16  };
-  assign values[74:70] = { \port$0$2 [59], \$15  };
-  assign values[69:65] = { \port$0$2 [55], \$14  };
-  assign values[64:60] = { \port$0$2 [51], \$13  };
-  assign values[59:55] = { \port$0$2 [47], \$12  };
-  assign values[54:50] = { \port$0$2 [43], \$11  };
-  assign values[49:45] = { \port$0$2 [39], \$10  };
-  assign values[44:40] = { \port$0$2 [35], \$9  };
-  assign values[39:35] = { \port$0$2 [31], \$8  };
-  assign values[34:30] = { \port$0$2 [27], \$7  };
-  assign values[29:25] = { \port$0$2 [23], \$6  };
-  assign values[24:20] = { \port$0$2 [19], \$5  };
-  assign values[19:15] = { \port$0$2 [15], \$4  };
-  assign values[14:10] = { \port$0$2 [11], \$3  };
-  assign values[9:5] = { \port$0$2 [7], \$2  };
-  assign values[4:0] = { \port$0$2 [3], \$1  };
+  assign \values[0]  = values[4:0];
+  assign \values[1]  = values[9:5];
+  assign \values[2]  = values[14:10];
+  assign \values[3]  = values[19:15];
+  assign \values[4]  = values[24:20];
+  assign \values[5]  = values[29:25];
+  assign \values[6]  = values[34:30];
+  assign \values[7]  = values[39:35];
+  assign \values[8]  = values[44:40];
+  assign \values[9]  = values[49:45];
+  assign \values[10]  = values[54:50];
+  assign \values[11]  = values[59:55];
+  assign \values[12]  = values[64:60];
+  assign \values[13]  = values[69:65];
+  assign \values[14]  = values[74:70];
+  assign \values[15]  = values[79:75];
+  assign \values[16]  = values[84:80];
+  assign \values[17]  = values[89:85];
+  assign \values[18]  = values[94:90];
+  assign \values[19]  = values[99:95];
+  assign \values[20]  = values[104:100];
+  assign \values[21]  = values[109:105];
+  assign \values[22]  = values[114:110];
+  assign \values[23]  = values[119:115];
+  assign \values[24]  = values[124:120];
+  assign \values[25]  = values[129:125];
+  assign \values[26]  = values[134:130];
+  assign \values[27]  = values[139:135];
+  assign \values[28]  = values[144:140];
+  assign \values[29]  = values[149:145];
+  assign \values[30]  = values[154:150];
+  assign \values[31]  = values[159:155];
+  assign values[159:155] = { \port$0$2 [127], selected31[3:0] };
+  assign values[154:150] = { \port$0$2 [123], selected30[3:0] };
+  assign values[149:145] = { \port$0$2 [119], selected29[3:0] };
+  assign values[144:140] = { \port$0$2 [115], selected28[3:0] };
+  assign values[139:135] = { \port$0$2 [111], selected27[3:0] };
+  assign values[134:130] = { \port$0$2 [107], selected26[3:0] };
+  assign values[129:125] = { \port$0$2 [103], selected25[3:0] };
+  assign values[124:120] = { \port$0$2 [99], selected24[3:0] };
+  assign values[119:115] = { \port$0$2 [95], selected23[3:0] };
+  assign values[114:110] = { \port$0$2 [91], selected22[3:0] };
+  assign values[109:105] = { \port$0$2 [87], selected21[3:0] };
+  assign values[104:100] = { \port$0$2 [83], selected20[3:0] };
+  assign values[99:95] = { \port$0$2 [79], selected19[3:0] };
+  assign values[94:90] = { \port$0$2 [75], selected18[3:0] };
+  assign values[89:85] = { \port$0$2 [71], selected17[3:0] };
+  assign values[84:80] = { \port$0$2 [67], selected16[3:0] };
+  assign values[79:75] = { \port$0$2 [63], selected15[3:0] };
+  assign values[74:70] = { \port$0$2 [59], selected14[3:0] };
+  assign values[69:65] = { \port$0$2 [55], selected13[3:0] };
+  assign values[64:60] = { \port$0$2 [51], selected12[3:0] };
+  assign values[59:55] = { \port$0$2 [47], selected11[3:0] };
+  assign values[54:50] = { \port$0$2 [43], selected10[3:0] };
+  assign values[49:45] = { \port$0$2 [39], selected9[3:0] };
+  assign values[44:40] = { \port$0$2 [35], selected8[3:0] };
+  assign values[39:35] = { \port$0$2 [31], selected7[3:0] };
+  assign values[34:30] = { \port$0$2 [27], selected6[3:0] };
+  assign values[29:25] = { \port$0$2 [23], selected5[3:0] };
+  assign values[24:20] = { \port$0$2 [19], selected4[3:0] };
+  assign values[19:15] = { \port$0$2 [15], selected3[3:0] };
+  assign values[14:10] = { \port$0$2 [11], selected2[3:0] };
+  assign values[9:5] = { \port$0$2 [7], selected1[3:0] };
+  assign values[4:0] = { \port$0$2 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_dot_fast_b32.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -2323,7 +1444,7 @@ module \bd_dot_fast_b32.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -2372,39 +1493,6 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_dot_fast_b32.dec_w (values, \port$0$139 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
-  reg [3:0] \$1 ;
-  reg [3:0] \$10 ;
-  reg [3:0] \$11 ;
-  reg [3:0] \$12 ;
-  reg [3:0] \$13 ;
-  reg [3:0] \$14 ;
-  reg [3:0] \$15 ;
-  reg [3:0] \$16 ;
-  reg [3:0] \$17 ;
-  reg [3:0] \$18 ;
-  reg [3:0] \$19 ;
-  reg [3:0] \$2 ;
-  reg [3:0] \$20 ;
-  reg [3:0] \$21 ;
-  reg [3:0] \$22 ;
-  reg [3:0] \$23 ;
-  reg [3:0] \$24 ;
-  reg [3:0] \$25 ;
-  reg [3:0] \$26 ;
-  reg [3:0] \$27 ;
-  reg [3:0] \$28 ;
-  reg [3:0] \$29 ;
-  reg [3:0] \$3 ;
-  reg [3:0] \$30 ;
-  reg [3:0] \$31 ;
-  reg [3:0] \$32 ;
-  reg [3:0] \$4 ;
-  reg [3:0] \$5 ;
-  reg [3:0] \$6 ;
-  reg [3:0] \$7 ;
-  reg [3:0] \$8 ;
-  reg [3:0] \$9 ;
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -2440,17 +1528,10 @@ module \bd_dot_fast_b32.dec_w (values, \port$0$139 );
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
+  wire [31:0] entries;
   input [131:0] \port$0$139 ;
   wire [131:0] \port$0$139 ;
   wire [31:0] row;
-  wire [3:0] row0;
-  wire [3:0] row1;
-  wire [3:0] row2;
-  wire [3:0] row3;
-  wire [3:0] row4;
-  wire [3:0] row5;
-  wire [3:0] row6;
-  wire [3:0] row7;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
   wire [3:0] \row[2] ;
@@ -2459,6 +1540,38 @@ module \bd_dot_fast_b32.dec_w (values, \port$0$139 );
   wire [3:0] \row[5] ;
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
+  wire [31:0] selected0;
+  wire [31:0] selected1;
+  wire [31:0] selected10;
+  wire [31:0] selected11;
+  wire [31:0] selected12;
+  wire [31:0] selected13;
+  wire [31:0] selected14;
+  wire [31:0] selected15;
+  wire [31:0] selected16;
+  wire [31:0] selected17;
+  wire [31:0] selected18;
+  wire [31:0] selected19;
+  wire [31:0] selected2;
+  wire [31:0] selected20;
+  wire [31:0] selected21;
+  wire [31:0] selected22;
+  wire [31:0] selected23;
+  wire [31:0] selected24;
+  wire [31:0] selected25;
+  wire [31:0] selected26;
+  wire [31:0] selected27;
+  wire [31:0] selected28;
+  wire [31:0] selected29;
+  wire [31:0] selected3;
+  wire [31:0] selected30;
+  wire [31:0] selected31;
+  wire [31:0] selected4;
+  wire [31:0] selected5;
+  wire [31:0] selected6;
+  wire [31:0] selected7;
+  wire [31:0] selected8;
+  wire [31:0] selected9;
   output [159:0] values;
   wire [159:0] values;
   wire [4:0] \values[0] ;
@@ -2493,765 +1606,54 @@ module \bd_dot_fast_b32.dec_w (values, \port$0$139 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
+  assign selected0 = entries >> { \port$0$139 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$0$139 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$0$139 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$0$139 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$0$139 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$0$139 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$0$139 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$0$139 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$0$139 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$0$139 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$0$139 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$0$139 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$0$139 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$0$139 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$0$139 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$0$139 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$0$139 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$0$139 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$0$139 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$0$139 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$0$139 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$0$139 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$0$139 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$0$139 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$0$139 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$0$139 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$0$139 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$0$139 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$0$139 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$0$139 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$0$139 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$0$139 [34:32], 2'h0 };
   \bd_dot_fast_b32.dec_w.formatbook  formatbook (
     .dialect(\port$0$139 [131:128]),
-    .row(row)
+    .row(entries)
   );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [2:0])
-      3'h0:
-          \$1  = row[3:0];
-      3'h1:
-          \$1  = row[7:4];
-      3'h2:
-          \$1  = row[11:8];
-      3'h3:
-          \$1  = row[15:12];
-      3'h4:
-          \$1  = row[19:16];
-      3'h5:
-          \$1  = row[23:20];
-      3'h6:
-          \$1  = row[27:24];
-      3'h7:
-          \$1  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [6:4])
-      3'h0:
-          \$2  = row[3:0];
-      3'h1:
-          \$2  = row[7:4];
-      3'h2:
-          \$2  = row[11:8];
-      3'h3:
-          \$2  = row[15:12];
-      3'h4:
-          \$2  = row[19:16];
-      3'h5:
-          \$2  = row[23:20];
-      3'h6:
-          \$2  = row[27:24];
-      3'h7:
-          \$2  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [10:8])
-      3'h0:
-          \$3  = row[3:0];
-      3'h1:
-          \$3  = row[7:4];
-      3'h2:
-          \$3  = row[11:8];
-      3'h3:
-          \$3  = row[15:12];
-      3'h4:
-          \$3  = row[19:16];
-      3'h5:
-          \$3  = row[23:20];
-      3'h6:
-          \$3  = row[27:24];
-      3'h7:
-          \$3  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [14:12])
-      3'h0:
-          \$4  = row[3:0];
-      3'h1:
-          \$4  = row[7:4];
-      3'h2:
-          \$4  = row[11:8];
-      3'h3:
-          \$4  = row[15:12];
-      3'h4:
-          \$4  = row[19:16];
-      3'h5:
-          \$4  = row[23:20];
-      3'h6:
-          \$4  = row[27:24];
-      3'h7:
-          \$4  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [18:16])
-      3'h0:
-          \$5  = row[3:0];
-      3'h1:
-          \$5  = row[7:4];
-      3'h2:
-          \$5  = row[11:8];
-      3'h3:
-          \$5  = row[15:12];
-      3'h4:
-          \$5  = row[19:16];
-      3'h5:
-          \$5  = row[23:20];
-      3'h6:
-          \$5  = row[27:24];
-      3'h7:
-          \$5  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [22:20])
-      3'h0:
-          \$6  = row[3:0];
-      3'h1:
-          \$6  = row[7:4];
-      3'h2:
-          \$6  = row[11:8];
-      3'h3:
-          \$6  = row[15:12];
-      3'h4:
-          \$6  = row[19:16];
-      3'h5:
-          \$6  = row[23:20];
-      3'h6:
-          \$6  = row[27:24];
-      3'h7:
-          \$6  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [26:24])
-      3'h0:
-          \$7  = row[3:0];
-      3'h1:
-          \$7  = row[7:4];
-      3'h2:
-          \$7  = row[11:8];
-      3'h3:
-          \$7  = row[15:12];
-      3'h4:
-          \$7  = row[19:16];
-      3'h5:
-          \$7  = row[23:20];
-      3'h6:
-          \$7  = row[27:24];
-      3'h7:
-          \$7  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [30:28])
-      3'h0:
-          \$8  = row[3:0];
-      3'h1:
-          \$8  = row[7:4];
-      3'h2:
-          \$8  = row[11:8];
-      3'h3:
-          \$8  = row[15:12];
-      3'h4:
-          \$8  = row[19:16];
-      3'h5:
-          \$8  = row[23:20];
-      3'h6:
-          \$8  = row[27:24];
-      3'h7:
-          \$8  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [34:32])
-      3'h0:
-          \$9  = row[3:0];
-      3'h1:
-          \$9  = row[7:4];
-      3'h2:
-          \$9  = row[11:8];
-      3'h3:
-          \$9  = row[15:12];
-      3'h4:
-          \$9  = row[19:16];
-      3'h5:
-          \$9  = row[23:20];
-      3'h6:
-          \$9  = row[27:24];
-      3'h7:
-          \$9  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [38:36])
-      3'h0:
-          \$10  = row[3:0];
-      3'h1:
-          \$10  = row[7:4];
-      3'h2:
-          \$10  = row[11:8];
-      3'h3:
-          \$10  = row[15:12];
-      3'h4:
-          \$10  = row[19:16];
-      3'h5:
-          \$10  = row[23:20];
-      3'h6:
-          \$10  = row[27:24];
-      3'h7:
-          \$10  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [42:40])
-      3'h0:
-          \$11  = row[3:0];
-      3'h1:
-          \$11  = row[7:4];
-      3'h2:
-          \$11  = row[11:8];
-      3'h3:
-          \$11  = row[15:12];
-      3'h4:
-          \$11  = row[19:16];
-      3'h5:
-          \$11  = row[23:20];
-      3'h6:
-          \$11  = row[27:24];
-      3'h7:
-          \$11  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [46:44])
-      3'h0:
-          \$12  = row[3:0];
-      3'h1:
-          \$12  = row[7:4];
-      3'h2:
-          \$12  = row[11:8];
-      3'h3:
-          \$12  = row[15:12];
-      3'h4:
-          \$12  = row[19:16];
-      3'h5:
-          \$12  = row[23:20];
-      3'h6:
-          \$12  = row[27:24];
-      3'h7:
-          \$12  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [50:48])
-      3'h0:
-          \$13  = row[3:0];
-      3'h1:
-          \$13  = row[7:4];
-      3'h2:
-          \$13  = row[11:8];
-      3'h3:
-          \$13  = row[15:12];
-      3'h4:
-          \$13  = row[19:16];
-      3'h5:
-          \$13  = row[23:20];
-      3'h6:
-          \$13  = row[27:24];
-      3'h7:
-          \$13  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [54:52])
-      3'h0:
-          \$14  = row[3:0];
-      3'h1:
-          \$14  = row[7:4];
-      3'h2:
-          \$14  = row[11:8];
-      3'h3:
-          \$14  = row[15:12];
-      3'h4:
-          \$14  = row[19:16];
-      3'h5:
-          \$14  = row[23:20];
-      3'h6:
-          \$14  = row[27:24];
-      3'h7:
-          \$14  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [58:56])
-      3'h0:
-          \$15  = row[3:0];
-      3'h1:
-          \$15  = row[7:4];
-      3'h2:
-          \$15  = row[11:8];
-      3'h3:
-          \$15  = row[15:12];
-      3'h4:
-          \$15  = row[19:16];
-      3'h5:
-          \$15  = row[23:20];
-      3'h6:
-          \$15  = row[27:24];
-      3'h7:
-          \$15  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [62:60])
-      3'h0:
-          \$16  = row[3:0];
-      3'h1:
-          \$16  = row[7:4];
-      3'h2:
-          \$16  = row[11:8];
-      3'h3:
-          \$16  = row[15:12];
-      3'h4:
-          \$16  = row[19:16];
-      3'h5:
-          \$16  = row[23:20];
-      3'h6:
-          \$16  = row[27:24];
-      3'h7:
-          \$16  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [66:64])
-      3'h0:
-          \$17  = row[3:0];
-      3'h1:
-          \$17  = row[7:4];
-      3'h2:
-          \$17  = row[11:8];
-      3'h3:
-          \$17  = row[15:12];
-      3'h4:
-          \$17  = row[19:16];
-      3'h5:
-          \$17  = row[23:20];
-      3'h6:
-          \$17  = row[27:24];
-      3'h7:
-          \$17  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [70:68])
-      3'h0:
-          \$18  = row[3:0];
-      3'h1:
-          \$18  = row[7:4];
-      3'h2:
-          \$18  = row[11:8];
-      3'h3:
-          \$18  = row[15:12];
-      3'h4:
-          \$18  = row[19:16];
-      3'h5:
-          \$18  = row[23:20];
-      3'h6:
-          \$18  = row[27:24];
-      3'h7:
-          \$18  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [74:72])
-      3'h0:
-          \$19  = row[3:0];
-      3'h1:
-          \$19  = row[7:4];
-      3'h2:
-          \$19  = row[11:8];
-      3'h3:
-          \$19  = row[15:12];
-      3'h4:
-          \$19  = row[19:16];
-      3'h5:
-          \$19  = row[23:20];
-      3'h6:
-          \$19  = row[27:24];
-      3'h7:
-          \$19  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [78:76])
-      3'h0:
-          \$20  = row[3:0];
-      3'h1:
-          \$20  = row[7:4];
-      3'h2:
-          \$20  = row[11:8];
-      3'h3:
-          \$20  = row[15:12];
-      3'h4:
-          \$20  = row[19:16];
-      3'h5:
-          \$20  = row[23:20];
-      3'h6:
-          \$20  = row[27:24];
-      3'h7:
-          \$20  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [82:80])
-      3'h0:
-          \$21  = row[3:0];
-      3'h1:
-          \$21  = row[7:4];
-      3'h2:
-          \$21  = row[11:8];
-      3'h3:
-          \$21  = row[15:12];
-      3'h4:
-          \$21  = row[19:16];
-      3'h5:
-          \$21  = row[23:20];
-      3'h6:
-          \$21  = row[27:24];
-      3'h7:
-          \$21  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [86:84])
-      3'h0:
-          \$22  = row[3:0];
-      3'h1:
-          \$22  = row[7:4];
-      3'h2:
-          \$22  = row[11:8];
-      3'h3:
-          \$22  = row[15:12];
-      3'h4:
-          \$22  = row[19:16];
-      3'h5:
-          \$22  = row[23:20];
-      3'h6:
-          \$22  = row[27:24];
-      3'h7:
-          \$22  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [90:88])
-      3'h0:
-          \$23  = row[3:0];
-      3'h1:
-          \$23  = row[7:4];
-      3'h2:
-          \$23  = row[11:8];
-      3'h3:
-          \$23  = row[15:12];
-      3'h4:
-          \$23  = row[19:16];
-      3'h5:
-          \$23  = row[23:20];
-      3'h6:
-          \$23  = row[27:24];
-      3'h7:
-          \$23  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [94:92])
-      3'h0:
-          \$24  = row[3:0];
-      3'h1:
-          \$24  = row[7:4];
-      3'h2:
-          \$24  = row[11:8];
-      3'h3:
-          \$24  = row[15:12];
-      3'h4:
-          \$24  = row[19:16];
-      3'h5:
-          \$24  = row[23:20];
-      3'h6:
-          \$24  = row[27:24];
-      3'h7:
-          \$24  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [98:96])
-      3'h0:
-          \$25  = row[3:0];
-      3'h1:
-          \$25  = row[7:4];
-      3'h2:
-          \$25  = row[11:8];
-      3'h3:
-          \$25  = row[15:12];
-      3'h4:
-          \$25  = row[19:16];
-      3'h5:
-          \$25  = row[23:20];
-      3'h6:
-          \$25  = row[27:24];
-      3'h7:
-          \$25  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [102:100])
-      3'h0:
-          \$26  = row[3:0];
-      3'h1:
-          \$26  = row[7:4];
-      3'h2:
-          \$26  = row[11:8];
-      3'h3:
-          \$26  = row[15:12];
-      3'h4:
-          \$26  = row[19:16];
-      3'h5:
-          \$26  = row[23:20];
-      3'h6:
-          \$26  = row[27:24];
-      3'h7:
-          \$26  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [106:104])
-      3'h0:
-          \$27  = row[3:0];
-      3'h1:
-          \$27  = row[7:4];
-      3'h2:
-          \$27  = row[11:8];
-      3'h3:
-          \$27  = row[15:12];
-      3'h4:
-          \$27  = row[19:16];
-      3'h5:
-          \$27  = row[23:20];
-      3'h6:
-          \$27  = row[27:24];
-      3'h7:
-          \$27  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [110:108])
-      3'h0:
-          \$28  = row[3:0];
-      3'h1:
-          \$28  = row[7:4];
-      3'h2:
-          \$28  = row[11:8];
-      3'h3:
-          \$28  = row[15:12];
-      3'h4:
-          \$28  = row[19:16];
-      3'h5:
-          \$28  = row[23:20];
-      3'h6:
-          \$28  = row[27:24];
-      3'h7:
-          \$28  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [114:112])
-      3'h0:
-          \$29  = row[3:0];
-      3'h1:
-          \$29  = row[7:4];
-      3'h2:
-          \$29  = row[11:8];
-      3'h3:
-          \$29  = row[15:12];
-      3'h4:
-          \$29  = row[19:16];
-      3'h5:
-          \$29  = row[23:20];
-      3'h6:
-          \$29  = row[27:24];
-      3'h7:
-          \$29  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [118:116])
-      3'h0:
-          \$30  = row[3:0];
-      3'h1:
-          \$30  = row[7:4];
-      3'h2:
-          \$30  = row[11:8];
-      3'h3:
-          \$30  = row[15:12];
-      3'h4:
-          \$30  = row[19:16];
-      3'h5:
-          \$30  = row[23:20];
-      3'h6:
-          \$30  = row[27:24];
-      3'h7:
-          \$30  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [122:120])
-      3'h0:
-          \$31  = row[3:0];
-      3'h1:
-          \$31  = row[7:4];
-      3'h2:
-          \$31  = row[11:8];
-      3'h3:
-          \$31  = row[15:12];
-      3'h4:
-          \$31  = row[19:16];
-      3'h5:
-          \$31  = row[23:20];
-      3'h6:
-          \$31  = row[27:24];
-      3'h7:
-          \$31  = row[31:28];
-    endcase
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
-    (* full_case = 32'd1 *)
-    casez (\port$0$139 [126:124])
-      3'h0:
-          \$32  = row[3:0];
-      3'h1:
-          \$32  = row[7:4];
-      3'h2:
-          \$32  = row[11:8];
-      3'h3:
-          \$32  = row[15:12];
-      3'h4:
-          \$32  = row[19:16];
-      3'h5:
-          \$32  = row[23:20];
-      3'h6:
-          \$32  = row[27:24];
-      3'h7:
-          \$32  = row[31:28];
-    endcase
-  end
   assign dialect = \port$0$139 [131:128];
   assign \dialect$1  = \port$0$139 [131:128];
-  assign row0 = row[3:0];
-  assign row1 = row[7:4];
-  assign row2 = row[11:8];
-  assign row3 = row[15:12];
-  assign row4 = row[19:16];
-  assign row5 = row[23:20];
-  assign row6 = row[27:24];
-  assign row7 = row[31:28];
+  assign row = entries;
   assign codes = \port$0$139 [127:0];
-  assign \row[0]  = row[3:0];
-  assign \row[1]  = row[7:4];
-  assign \row[2]  = row[11:8];
-  assign \row[3]  = row[15:12];
-  assign \row[4]  = row[19:16];
-  assign \row[5]  = row[23:20];
-  assign \row[6]  = row[27:24];
-  assign \row[7]  = row[31:28];
-  assign \values[0]  = values[4:0];
-  assign \values[1]  = values[9:5];
-  assign \values[2]  = values[14:10];
-  assign \values[3]  = values[19:15];
-  assign \values[4]  = values[24:20];
-  assign \values[5]  = values[29:25];
-  assign \values[6]  = values[34:30];
-  assign \values[7]  = values[39:35];
-  assign \values[8]  = values[44:40];
-  assign \values[9]  = values[49:45];
-  assign \values[10]  = values[54:50];
-  assign \values[11]  = values[59:55];
-  assign \values[12]  = values[64:60];
-  assign \values[13]  = values[69:65];
-  assign \values[14]  = values[74:70];
-  assign \values[15]  = values[79:75];
-  assign \values[16]  = values[84:80];
-  assign \values[17]  = values[89:85];
-  assign \values[18]  = values[94:90];
-  assign \values[19]  = values[99:95];
-  assign \values[20]  = values[104:100];
-  assign \values[21]  = values[109:105];
-  assign \values[22]  = values[114:110];
-  assign \values[23]  = values[119:115];
-  assign \values[24]  = values[124:120];
-  assign \values[25]  = values[129:125];
-  assign \values[26]  = values[134:130];
-  assign \values[27]  = values[139:135];
-  assign \values[28]  = values[144:140];
-  assign \values[29]  = values[149:145];
-  assign \values[30]  = values[154:150];
-  assign \values[31]  = values[159:155];
+  assign \row[0]  = entries[3:0];
+  assign \row[1]  = entries[7:4];
+  assign \row[2]  = entries[11:8];
+  assign \row[3]  = entries[15:12];
+  assign \row[4]  = entries[19:16];
+  assign \row[5]  = entries[23:20];
+  assign \row[6]  = entries[27:24];
+  assign \row[7]  = entries[31:28];
   assign \codes[0]  = \port$0$139 [3:0];
   assign \codes[1]  = \port$0$139 [7:4];
   assign \codes[2]  = \port$0$139 [11:8];
@@ -3284,43 +1686,75 @@ module \bd_dot_fast_b32.dec_w (values, \port$0$139 );
   assign \codes[29]  = \port$0$139 [119:116];
   assign \codes[30]  = \port$0$139 [123:120];
   assign \codes[31]  = \port$0$139 [127:124];
-  assign values[159:155] = { \port$0$139 [127], \$32  };
-  assign values[154:150] = { \port$0$139 [123], \$31  };
-  assign values[149:145] = { \port$0$139 [119], \$30  };
-  assign values[144:140] = { \port$0$139 [115], \$29  };
-  assign values[139:135] = { \port$0$139 [111], \$28  };
-  assign values[134:130] = { \port$0$139 [107], \$27  };
-  assign values[129:125] = { \port$0$139 [103], \$26  };
-  assign values[124:120] = { \port$0$139 [99], \$25  };
-  assign values[119:115] = { \port$0$139 [95], \$24  };
-  assign values[114:110] = { \port$0$139 [91], \$23  };
-  assign values[109:105] = { \port$0$139 [87], \$22  };
-  assign values[104:100] = { \port$0$139 [83], \$21  };
-  assign values[99:95] = { \port$0$139 [79], \$20  };
-  assign values[94:90] = { \port$0$139 [75], \$19  };
-  assign values[89:85] = { \port$0$139 [71], \$18  };
-  assign values[84:80] = { \port$0$139 [67], \$17  };
-  assign values[79:75] = { \port$0$139 [63], \$16  };
-  assign values[74:70] = { \port$0$139 [59], \$15  };
-  assign values[69:65] = { \port$0$139 [55], \$14  };
-  assign values[64:60] = { \port$0$139 [51], \$13  };
-  assign values[59:55] = { \port$0$139 [47], \$12  };
-  assign values[54:50] = { \port$0$139 [43], \$11  };
-  assign values[49:45] = { \port$0$139 [39], \$10  };
-  assign values[44:40] = { \port$0$139 [35], \$9  };
-  assign values[39:35] = { \port$0$139 [31], \$8  };
-  assign values[34:30] = { \port$0$139 [27], \$7  };
-  assign values[29:25] = { \port$0$139 [23], \$6  };
-  assign values[24:20] = { \port$0$139 [19], \$5  };
-  assign values[19:15] = { \port$0$139 [15], \$4  };
-  assign values[14:10] = { \port$0$139 [11], \$3  };
-  assign values[9:5] = { \port$0$139 [7], \$2  };
-  assign values[4:0] = { \port$0$139 [3], \$1  };
+  assign \values[0]  = values[4:0];
+  assign \values[1]  = values[9:5];
+  assign \values[2]  = values[14:10];
+  assign \values[3]  = values[19:15];
+  assign \values[4]  = values[24:20];
+  assign \values[5]  = values[29:25];
+  assign \values[6]  = values[34:30];
+  assign \values[7]  = values[39:35];
+  assign \values[8]  = values[44:40];
+  assign \values[9]  = values[49:45];
+  assign \values[10]  = values[54:50];
+  assign \values[11]  = values[59:55];
+  assign \values[12]  = values[64:60];
+  assign \values[13]  = values[69:65];
+  assign \values[14]  = values[74:70];
+  assign \values[15]  = values[79:75];
+  assign \values[16]  = values[84:80];
+  assign \values[17]  = values[89:85];
+  assign \values[18]  = values[94:90];
+  assign \values[19]  = values[99:95];
+  assign \values[20]  = values[104:100];
+  assign \values[21]  = values[109:105];
+  assign \values[22]  = values[114:110];
+  assign \values[23]  = values[119:115];
+  assign \values[24]  = values[124:120];
+  assign \values[25]  = values[129:125];
+  assign \values[26]  = values[134:130];
+  assign \values[27]  = values[139:135];
+  assign \values[28]  = values[144:140];
+  assign \values[29]  = values[149:145];
+  assign \values[30]  = values[154:150];
+  assign \values[31]  = values[159:155];
+  assign values[159:155] = { \port$0$139 [127], selected31[3:0] };
+  assign values[154:150] = { \port$0$139 [123], selected30[3:0] };
+  assign values[149:145] = { \port$0$139 [119], selected29[3:0] };
+  assign values[144:140] = { \port$0$139 [115], selected28[3:0] };
+  assign values[139:135] = { \port$0$139 [111], selected27[3:0] };
+  assign values[134:130] = { \port$0$139 [107], selected26[3:0] };
+  assign values[129:125] = { \port$0$139 [103], selected25[3:0] };
+  assign values[124:120] = { \port$0$139 [99], selected24[3:0] };
+  assign values[119:115] = { \port$0$139 [95], selected23[3:0] };
+  assign values[114:110] = { \port$0$139 [91], selected22[3:0] };
+  assign values[109:105] = { \port$0$139 [87], selected21[3:0] };
+  assign values[104:100] = { \port$0$139 [83], selected20[3:0] };
+  assign values[99:95] = { \port$0$139 [79], selected19[3:0] };
+  assign values[94:90] = { \port$0$139 [75], selected18[3:0] };
+  assign values[89:85] = { \port$0$139 [71], selected17[3:0] };
+  assign values[84:80] = { \port$0$139 [67], selected16[3:0] };
+  assign values[79:75] = { \port$0$139 [63], selected15[3:0] };
+  assign values[74:70] = { \port$0$139 [59], selected14[3:0] };
+  assign values[69:65] = { \port$0$139 [55], selected13[3:0] };
+  assign values[64:60] = { \port$0$139 [51], selected12[3:0] };
+  assign values[59:55] = { \port$0$139 [47], selected11[3:0] };
+  assign values[54:50] = { \port$0$139 [43], selected10[3:0] };
+  assign values[49:45] = { \port$0$139 [39], selected9[3:0] };
+  assign values[44:40] = { \port$0$139 [35], selected8[3:0] };
+  assign values[39:35] = { \port$0$139 [31], selected7[3:0] };
+  assign values[34:30] = { \port$0$139 [27], selected6[3:0] };
+  assign values[29:25] = { \port$0$139 [23], selected5[3:0] };
+  assign values[24:20] = { \port$0$139 [19], selected4[3:0] };
+  assign values[19:15] = { \port$0$139 [15], selected3[3:0] };
+  assign values[14:10] = { \port$0$139 [11], selected2[3:0] };
+  assign values[9:5] = { \port$0$139 [7], selected1[3:0] };
+  assign values[4:0] = { \port$0$139 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_dot_fast_b32.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -3334,7 +1768,7 @@ module \bd_dot_fast_b32.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -3873,1391 +2307,174 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_dot_fast_b32.norm (clk, rst, i__ready, i__valid, i__payload, s3_valid, o__payload, o__ready);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
-  wire [130:0] \$10 ;
-  wire \$100 ;
-  wire \$1000 ;
-  wire \$1001 ;
-  wire \$1002 ;
-  wire \$1003 ;
-  wire \$1004 ;
-  wire \$1005 ;
-  wire [3:0] \$1006 ;
-  wire \$1007 ;
-  wire \$1008 ;
-  wire \$1009 ;
-  wire \$101 ;
-  wire \$1010 ;
-  wire \$1011 ;
-  wire \$1012 ;
-  wire \$1013 ;
-  wire \$1014 ;
-  wire \$1015 ;
-  wire \$1016 ;
-  wire \$1017 ;
-  wire \$1018 ;
-  wire \$1019 ;
-  wire \$102 ;
-  wire \$1020 ;
-  wire \$1021 ;
-  wire \$1022 ;
-  wire \$1023 ;
-  wire \$1024 ;
-  wire \$1025 ;
-  wire \$1026 ;
-  wire \$1027 ;
-  wire \$1028 ;
-  wire \$1029 ;
+  wire \$10 ;
+  wire [1:0] \$100 ;
+  wire [2:0] \$101 ;
+  wire [3:0] \$102 ;
   wire \$103 ;
-  wire \$1030 ;
-  wire \$1031 ;
-  wire \$1032 ;
-  wire \$1033 ;
-  wire \$1034 ;
-  wire \$1035 ;
-  wire \$1036 ;
-  wire \$1037 ;
-  wire \$1038 ;
-  wire \$1039 ;
   wire \$104 ;
-  wire \$1040 ;
-  wire \$1041 ;
-  wire \$1042 ;
-  wire \$1043 ;
-  wire \$1044 ;
-  wire \$1045 ;
-  wire \$1046 ;
-  wire \$1047 ;
-  wire \$1048 ;
-  wire \$1049 ;
   wire \$105 ;
-  wire \$1050 ;
-  wire \$1051 ;
-  wire \$1052 ;
-  wire \$1053 ;
-  wire \$1054 ;
-  wire \$1055 ;
-  wire \$1056 ;
-  wire \$1057 ;
-  wire \$1058 ;
-  wire \$1059 ;
   wire \$106 ;
-  wire \$1060 ;
-  wire \$1061 ;
-  wire \$1062 ;
-  wire \$1063 ;
-  wire \$1064 ;
-  wire \$1065 ;
-  wire \$1066 ;
-  wire \$1067 ;
-  wire \$1068 ;
-  wire \$1069 ;
   wire \$107 ;
-  wire \$1070 ;
-  wire \$1071 ;
-  wire \$1072 ;
-  wire \$1073 ;
-  wire \$1074 ;
-  wire \$1075 ;
-  wire \$1076 ;
-  wire \$1077 ;
-  wire \$1078 ;
-  wire \$1079 ;
   wire \$108 ;
-  wire \$1080 ;
-  wire \$1081 ;
-  wire \$1082 ;
-  wire [1:0] \$1083 ;
-  wire \$1084 ;
-  wire \$1085 ;
-  wire \$1086 ;
-  wire \$1087 ;
-  wire \$1088 ;
-  wire \$1089 ;
-  wire \$109 ;
-  wire \$1090 ;
-  wire \$1091 ;
-  wire \$1092 ;
-  wire \$1093 ;
-  wire \$1094 ;
-  wire \$1095 ;
-  wire \$1096 ;
-  wire \$1097 ;
-  wire \$1098 ;
-  wire \$1099 ;
-  wire [134:0] \$11 ;
+  wire [1:0] \$109 ;
+  wire \$11 ;
   wire \$110 ;
-  wire \$1100 ;
-  wire \$1101 ;
-  wire \$1102 ;
-  wire \$1103 ;
-  wire \$1104 ;
-  wire \$1105 ;
-  wire \$1106 ;
-  wire \$1107 ;
-  wire [1:0] \$1108 ;
-  wire \$1109 ;
   wire \$111 ;
-  wire \$1110 ;
-  wire \$1111 ;
-  wire \$1112 ;
-  wire \$1113 ;
-  wire [2:0] \$1114 ;
-  wire \$1115 ;
-  wire \$1116 ;
-  wire \$1117 ;
-  wire \$1118 ;
-  wire \$1119 ;
   wire \$112 ;
-  wire \$1120 ;
-  wire \$1121 ;
-  wire \$1122 ;
-  wire \$1123 ;
-  wire \$1124 ;
-  wire \$1125 ;
-  wire \$1126 ;
-  wire \$1127 ;
-  wire \$1128 ;
-  wire \$1129 ;
   wire \$113 ;
-  wire \$1130 ;
-  wire \$1131 ;
-  wire \$1132 ;
-  wire \$1133 ;
-  wire \$1134 ;
-  wire \$1135 ;
-  wire \$1136 ;
-  wire \$1137 ;
-  wire \$1138 ;
-  wire \$1139 ;
   wire \$114 ;
-  wire \$1140 ;
-  wire \$1141 ;
-  wire \$1142 ;
-  wire \$1143 ;
-  wire \$1144 ;
-  wire \$1145 ;
-  wire \$1146 ;
-  wire \$1147 ;
-  wire \$1148 ;
-  wire \$1149 ;
   wire \$115 ;
-  wire \$1150 ;
-  wire \$1151 ;
-  wire \$1152 ;
-  wire \$1153 ;
-  wire \$1154 ;
-  wire \$1155 ;
-  wire [1:0] \$1156 ;
-  wire \$1157 ;
-  wire \$1158 ;
-  wire \$1159 ;
-  wire \$116 ;
-  wire \$1160 ;
-  wire \$1161 ;
-  wire \$1162 ;
-  wire \$1163 ;
-  wire \$1164 ;
-  wire \$1165 ;
-  wire \$1166 ;
-  wire \$1167 ;
-  wire \$1168 ;
-  wire \$1169 ;
-  wire \$117 ;
-  wire \$1170 ;
-  wire \$1171 ;
-  wire \$1172 ;
-  wire \$1173 ;
-  wire \$1174 ;
-  wire \$1175 ;
-  wire \$1176 ;
-  wire \$1177 ;
-  wire \$1178 ;
-  wire \$1179 ;
+  wire [1:0] \$116 ;
+  wire [2:0] \$117 ;
   wire \$118 ;
-  wire \$1180 ;
-  wire [1:0] \$1181 ;
-  wire \$1182 ;
-  wire \$1183 ;
-  wire \$1184 ;
-  wire \$1185 ;
-  wire \$1186 ;
-  wire [2:0] \$1187 ;
-  wire \$1188 ;
-  wire \$1189 ;
   wire \$119 ;
-  wire \$1190 ;
-  wire \$1191 ;
-  wire \$1192 ;
-  wire \$1193 ;
-  wire \$1194 ;
-  wire \$1195 ;
-  wire \$1196 ;
-  wire \$1197 ;
-  wire \$1198 ;
-  wire [3:0] \$1199 ;
-  wire [142:0] \$12 ;
+  wire \$12 ;
   wire \$120 ;
-  wire \$1200 ;
-  wire \$1201 ;
-  wire \$1202 ;
-  wire \$1203 ;
-  wire \$1204 ;
-  wire \$1205 ;
-  wire \$1206 ;
-  wire \$1207 ;
-  wire \$1208 ;
-  wire \$1209 ;
   wire \$121 ;
-  wire \$1210 ;
-  wire \$1211 ;
-  wire \$1212 ;
-  wire \$1213 ;
-  wire \$1214 ;
-  wire \$1215 ;
-  wire \$1216 ;
-  wire \$1217 ;
-  wire \$1218 ;
-  wire \$1219 ;
   wire \$122 ;
-  wire \$1220 ;
-  wire \$1221 ;
-  wire \$1222 ;
-  wire [4:0] \$1223 ;
-  wire \$1224 ;
-  wire \$1225 ;
-  wire \$1226 ;
-  wire \$1227 ;
-  wire \$1228 ;
-  wire \$1229 ;
   wire \$123 ;
-  wire \$1230 ;
-  wire \$1231 ;
-  wire \$1232 ;
-  wire \$1233 ;
-  wire \$1234 ;
-  wire \$1235 ;
-  wire \$1236 ;
-  wire \$1237 ;
-  wire \$1238 ;
-  wire \$1239 ;
-  wire \$124 ;
-  wire \$1240 ;
-  wire \$1241 ;
-  wire \$1242 ;
-  wire \$1243 ;
-  wire \$1244 ;
-  wire \$1245 ;
-  wire \$1246 ;
-  wire \$1247 ;
-  wire \$1248 ;
-  wire \$1249 ;
+  wire [1:0] \$124 ;
   wire \$125 ;
-  wire \$1250 ;
-  wire \$1251 ;
-  wire \$1252 ;
-  wire \$1253 ;
-  wire \$1254 ;
-  wire \$1255 ;
-  wire \$1256 ;
-  wire \$1257 ;
-  wire \$1258 ;
-  wire \$1259 ;
   wire \$126 ;
-  wire \$1260 ;
-  wire \$1261 ;
-  wire \$1262 ;
-  wire \$1263 ;
-  wire \$1264 ;
-  wire \$1265 ;
-  wire \$1266 ;
-  wire \$1267 ;
-  wire \$1268 ;
-  wire \$1269 ;
   wire \$127 ;
-  wire \$1270 ;
-  wire [5:0] \$1271 ;
-  wire \$1272 ;
-  wire \$1273 ;
-  wire \$1274 ;
-  wire \$1275 ;
-  wire \$1276 ;
-  wire \$1277 ;
-  wire \$1278 ;
-  wire \$1279 ;
   wire \$128 ;
-  wire \$1280 ;
-  wire \$1281 ;
-  wire \$1282 ;
-  wire \$1283 ;
-  wire \$1284 ;
-  wire \$1285 ;
-  wire \$1286 ;
-  wire \$1287 ;
-  wire \$1288 ;
-  wire \$1289 ;
   wire \$129 ;
-  wire \$1290 ;
-  wire \$1291 ;
-  wire \$1292 ;
-  wire \$1293 ;
-  wire \$1294 ;
-  wire \$1295 ;
-  wire \$1296 ;
-  wire \$1297 ;
-  wire \$1298 ;
-  wire \$1299 ;
-  wire [158:0] \$13 ;
+  wire \$13 ;
   wire \$130 ;
-  wire \$1300 ;
-  wire \$1301 ;
-  wire \$1302 ;
-  wire \$1303 ;
-  wire \$1304 ;
-  wire \$1305 ;
-  wire \$1306 ;
-  wire \$1307 ;
-  wire \$1308 ;
-  wire \$1309 ;
-  wire \$131 ;
-  wire \$1310 ;
-  wire \$1311 ;
-  wire \$1312 ;
-  wire \$1313 ;
-  wire \$1314 ;
-  wire \$1315 ;
-  wire \$1316 ;
-  wire \$1317 ;
-  wire \$1318 ;
-  wire \$1319 ;
-  wire \$132 ;
-  wire \$1320 ;
-  wire \$1321 ;
-  wire \$1322 ;
-  wire \$1323 ;
-  wire \$1324 ;
-  wire \$1325 ;
-  wire \$1326 ;
-  wire \$1327 ;
-  wire \$1328 ;
-  wire \$1329 ;
-  wire \$133 ;
-  wire \$1330 ;
-  wire \$1331 ;
-  wire \$1332 ;
-  wire \$1333 ;
-  wire \$1334 ;
-  wire \$1335 ;
-  wire \$1336 ;
-  wire \$1337 ;
-  wire \$1338 ;
-  wire \$1339 ;
-  wire \$134 ;
-  wire \$1340 ;
-  wire \$1341 ;
-  wire \$1342 ;
-  wire \$1343 ;
-  wire \$1344 ;
-  wire \$1345 ;
-  wire \$1346 ;
-  wire \$1347 ;
-  wire \$1348 ;
-  wire \$1349 ;
-  wire \$135 ;
-  wire \$1350 ;
-  wire \$1351 ;
-  wire \$1352 ;
-  wire \$1353 ;
-  wire \$1354 ;
-  wire \$1355 ;
-  wire \$1356 ;
-  wire \$1357 ;
-  wire \$1358 ;
-  wire \$1359 ;
-  wire \$136 ;
-  wire \$1360 ;
-  wire \$1361 ;
-  wire \$1362 ;
-  wire \$1363 ;
-  wire \$1364 ;
-  wire \$1365 ;
-  wire \$1366 ;
-  wire \$1367 ;
-  wire \$1368 ;
-  wire [31:0] \$1369 ;
-  wire \$137 ;
-  reg \$1370 ;
-  reg \$1371 ;
-  reg \$1372 ;
-  reg \$1373 ;
-  reg \$1374 ;
-  reg [81:0] \$1375 ;
-  reg \$1376 ;
-  reg \$1377 ;
-  reg [6:0] \$1378 ;
-  reg [127:0] \$1379 ;
-  wire \$138 ;
-  reg \$1380 ;
-  reg \$1381 ;
-  reg [7:0] \$1382 ;
-  reg [127:0] \$1383 ;
-  reg [31:0] \$1384 ;
-  wire \$139 ;
-  wire [190:0] \$14 ;
-  wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  wire [1:0] \$131 ;
+  wire [2:0] \$132 ;
+  wire [3:0] \$133 ;
+  wire [4:0] \$134 ;
+  wire [5:0] \$135 ;
+  wire [128:0] \$136 ;
+  wire [130:0] \$137 ;
+  wire [134:0] \$138 ;
+  wire [142:0] \$139 ;
+  wire \$14 ;
+  wire [158:0] \$140 ;
+  wire [190:0] \$141 ;
+  wire [254:0] \$142 ;
+  wire [8:0] \$143 ;
   wire \$144 ;
   wire \$145 ;
   wire \$146 ;
-  wire \$147 ;
+  wire [31:0] \$147 ;
   wire \$148 ;
   wire \$149 ;
-  wire [254:0] \$15 ;
+  wire [1:0] \$15 ;
   wire \$150 ;
   wire \$151 ;
-  wire \$152 ;
-  wire \$153 ;
-  wire \$154 ;
-  wire \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
-  wire [8:0] \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
-  wire \$164 ;
-  wire \$165 ;
-  wire \$166 ;
-  wire \$167 ;
-  wire \$168 ;
-  wire \$169 ;
+  wire [31:0] \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg \$155 ;
+  reg \$156 ;
+  reg \$157 ;
+  reg [81:0] \$158 ;
+  reg \$159 ;
+  wire \$16 ;
+  reg \$160 ;
+  reg [6:0] \$161 ;
+  reg [127:0] \$162 ;
+  reg \$163 ;
+  reg \$164 ;
+  reg [7:0] \$165 ;
+  reg [127:0] \$166 ;
+  reg [31:0] \$167 ;
   wire \$17 ;
-  wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire \$174 ;
-  wire \$175 ;
-  wire \$176 ;
-  wire \$177 ;
-  wire \$178 ;
-  wire \$179 ;
   wire \$18 ;
-  wire \$180 ;
-  wire \$181 ;
-  wire \$182 ;
-  wire \$183 ;
-  wire \$184 ;
-  wire \$185 ;
-  wire \$186 ;
-  wire \$187 ;
-  wire \$188 ;
-  wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
-  wire \$193 ;
-  wire \$194 ;
-  wire \$195 ;
-  wire \$196 ;
-  wire \$197 ;
-  wire \$198 ;
-  wire \$199 ;
   wire \$2 ;
-  wire [31:0] \$20 ;
-  wire \$200 ;
-  wire \$201 ;
-  wire \$202 ;
-  wire \$203 ;
-  wire \$204 ;
-  wire \$205 ;
-  wire \$206 ;
-  wire \$207 ;
-  wire \$208 ;
-  wire \$209 ;
+  wire \$20 ;
   wire \$21 ;
-  wire \$210 ;
-  wire \$211 ;
-  wire \$212 ;
-  wire \$213 ;
-  wire \$214 ;
-  wire \$215 ;
-  wire \$216 ;
-  wire \$217 ;
-  wire \$218 ;
-  wire \$219 ;
-  wire \$22 ;
-  wire \$220 ;
-  wire \$221 ;
-  wire \$222 ;
-  wire \$223 ;
-  wire \$224 ;
-  wire \$225 ;
-  wire \$226 ;
-  wire \$227 ;
-  wire \$228 ;
-  wire \$229 ;
-  wire \$23 ;
-  wire \$230 ;
-  wire \$231 ;
-  wire \$232 ;
-  wire \$233 ;
-  wire \$234 ;
-  wire \$235 ;
-  wire \$236 ;
-  wire \$237 ;
-  wire \$238 ;
-  wire \$239 ;
+  wire [1:0] \$22 ;
+  wire [2:0] \$23 ;
   wire \$24 ;
-  wire \$240 ;
-  wire \$241 ;
-  wire \$242 ;
-  wire \$243 ;
-  wire \$244 ;
-  wire \$245 ;
-  wire \$246 ;
-  wire \$247 ;
-  wire \$248 ;
-  wire \$249 ;
   wire \$25 ;
-  wire \$250 ;
-  wire \$251 ;
-  wire \$252 ;
-  wire \$253 ;
-  wire \$254 ;
-  wire \$255 ;
-  wire \$256 ;
-  wire \$257 ;
-  wire \$258 ;
-  wire \$259 ;
   wire \$26 ;
-  wire \$260 ;
-  wire \$261 ;
-  wire \$262 ;
-  wire \$263 ;
-  wire \$264 ;
-  wire \$265 ;
-  wire \$266 ;
-  wire \$267 ;
-  wire \$268 ;
-  wire \$269 ;
   wire \$27 ;
-  wire \$270 ;
-  wire \$271 ;
-  wire \$272 ;
-  wire \$273 ;
-  wire \$274 ;
-  wire \$275 ;
-  wire \$276 ;
-  wire \$277 ;
-  wire \$278 ;
-  wire \$279 ;
   wire \$28 ;
-  wire \$280 ;
-  wire \$281 ;
-  wire \$282 ;
-  wire \$283 ;
-  wire \$284 ;
-  wire \$285 ;
-  wire \$286 ;
-  wire \$287 ;
-  wire \$288 ;
-  wire \$289 ;
   wire \$29 ;
-  wire \$290 ;
-  wire \$291 ;
-  wire \$292 ;
-  wire \$293 ;
-  wire \$294 ;
-  wire \$295 ;
-  wire \$296 ;
-  wire \$297 ;
-  wire \$298 ;
-  wire \$299 ;
   wire \$3 ;
-  wire \$30 ;
-  wire \$300 ;
-  wire \$301 ;
-  wire \$302 ;
-  wire \$303 ;
-  wire \$304 ;
-  wire \$305 ;
-  wire \$306 ;
-  wire \$307 ;
-  wire \$308 ;
-  wire \$309 ;
+  wire [1:0] \$30 ;
   wire \$31 ;
-  wire \$310 ;
-  wire \$311 ;
-  wire \$312 ;
-  wire \$313 ;
-  wire \$314 ;
-  wire \$315 ;
-  wire \$316 ;
-  wire \$317 ;
-  wire \$318 ;
-  wire \$319 ;
   wire \$32 ;
-  wire \$320 ;
-  wire \$321 ;
-  wire \$322 ;
-  wire \$323 ;
-  wire \$324 ;
-  wire \$325 ;
-  wire \$326 ;
-  wire \$327 ;
-  wire \$328 ;
-  wire \$329 ;
   wire \$33 ;
-  wire \$330 ;
-  wire \$331 ;
-  wire \$332 ;
-  wire \$333 ;
-  wire \$334 ;
-  wire \$335 ;
-  wire \$336 ;
-  wire \$337 ;
-  wire \$338 ;
-  wire \$339 ;
   wire \$34 ;
-  wire \$340 ;
-  wire \$341 ;
-  wire \$342 ;
-  wire \$343 ;
-  wire \$344 ;
-  wire \$345 ;
-  wire \$346 ;
-  wire \$347 ;
-  wire \$348 ;
-  wire \$349 ;
   wire \$35 ;
-  wire \$350 ;
-  wire \$351 ;
-  wire \$352 ;
-  wire \$353 ;
-  wire \$354 ;
-  wire \$355 ;
-  wire \$356 ;
-  wire \$357 ;
-  wire \$358 ;
-  wire \$359 ;
   wire \$36 ;
-  wire \$360 ;
-  wire \$361 ;
-  wire \$362 ;
-  wire \$363 ;
-  wire \$364 ;
-  wire \$365 ;
-  wire \$366 ;
-  wire \$367 ;
-  wire \$368 ;
-  wire \$369 ;
-  wire \$37 ;
-  wire \$370 ;
-  wire \$371 ;
-  wire \$372 ;
-  wire \$373 ;
-  wire \$374 ;
-  wire \$375 ;
-  wire \$376 ;
-  wire \$377 ;
-  wire \$378 ;
-  wire \$379 ;
-  wire \$38 ;
-  wire \$380 ;
-  wire \$381 ;
-  wire \$382 ;
-  wire \$383 ;
-  wire \$384 ;
-  wire \$385 ;
-  wire \$386 ;
-  wire \$387 ;
-  wire \$388 ;
-  wire \$389 ;
-  wire \$39 ;
-  wire \$390 ;
-  wire \$391 ;
-  wire \$392 ;
-  wire \$393 ;
-  wire \$394 ;
-  wire \$395 ;
-  wire \$396 ;
-  wire \$397 ;
-  wire \$398 ;
-  wire \$399 ;
+  wire [1:0] \$37 ;
+  wire [2:0] \$38 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire \$400 ;
-  wire \$401 ;
-  wire \$402 ;
-  wire \$403 ;
-  wire \$404 ;
-  wire \$405 ;
-  wire \$406 ;
-  wire \$407 ;
-  wire \$408 ;
-  wire [1:0] \$409 ;
   wire \$41 ;
-  wire \$410 ;
-  wire \$411 ;
-  wire \$412 ;
-  wire \$413 ;
-  wire \$414 ;
-  wire \$415 ;
-  wire \$416 ;
-  wire \$417 ;
-  wire \$418 ;
-  wire \$419 ;
   wire \$42 ;
-  wire \$420 ;
-  wire \$421 ;
-  wire \$422 ;
-  wire \$423 ;
-  wire \$424 ;
-  wire \$425 ;
-  wire \$426 ;
-  wire \$427 ;
-  wire \$428 ;
-  wire \$429 ;
   wire \$43 ;
-  wire \$430 ;
-  wire \$431 ;
-  wire \$432 ;
-  wire \$433 ;
-  wire [1:0] \$434 ;
-  wire \$435 ;
-  wire \$436 ;
-  wire \$437 ;
-  wire \$438 ;
-  wire \$439 ;
   wire \$44 ;
-  wire [2:0] \$440 ;
-  wire \$441 ;
-  wire \$442 ;
-  wire \$443 ;
-  wire \$444 ;
-  wire \$445 ;
-  wire \$446 ;
-  wire \$447 ;
-  wire \$448 ;
-  wire \$449 ;
   wire \$45 ;
-  wire \$450 ;
-  wire \$451 ;
-  wire \$452 ;
-  wire \$453 ;
-  wire \$454 ;
-  wire \$455 ;
-  wire \$456 ;
-  wire \$457 ;
-  wire \$458 ;
-  wire \$459 ;
-  wire \$46 ;
-  wire \$460 ;
-  wire \$461 ;
-  wire \$462 ;
-  wire \$463 ;
-  wire \$464 ;
-  wire \$465 ;
-  wire \$466 ;
-  wire \$467 ;
-  wire \$468 ;
-  wire \$469 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
-  wire \$470 ;
-  wire \$471 ;
-  wire \$472 ;
-  wire \$473 ;
-  wire \$474 ;
-  wire \$475 ;
-  wire \$476 ;
-  wire \$477 ;
-  wire \$478 ;
-  wire \$479 ;
   wire \$48 ;
-  wire \$480 ;
-  wire \$481 ;
-  wire [1:0] \$482 ;
-  wire \$483 ;
-  wire \$484 ;
-  wire \$485 ;
-  wire \$486 ;
-  wire \$487 ;
-  wire \$488 ;
-  wire \$489 ;
   wire \$49 ;
-  wire \$490 ;
-  wire \$491 ;
-  wire \$492 ;
-  wire \$493 ;
-  wire \$494 ;
-  wire \$495 ;
-  wire \$496 ;
-  wire \$497 ;
-  wire \$498 ;
-  wire \$499 ;
   wire \$5 ;
   wire \$50 ;
-  wire \$500 ;
-  wire \$501 ;
-  wire \$502 ;
-  wire \$503 ;
-  wire \$504 ;
-  wire \$505 ;
-  wire \$506 ;
-  wire [1:0] \$507 ;
-  wire \$508 ;
-  wire \$509 ;
   wire \$51 ;
-  wire \$510 ;
-  wire \$511 ;
-  wire \$512 ;
-  wire [2:0] \$513 ;
-  wire \$514 ;
-  wire \$515 ;
-  wire \$516 ;
-  wire \$517 ;
-  wire \$518 ;
-  wire \$519 ;
   wire \$52 ;
-  wire \$520 ;
-  wire \$521 ;
-  wire \$522 ;
-  wire \$523 ;
-  wire \$524 ;
-  wire [3:0] \$525 ;
-  wire \$526 ;
-  wire \$527 ;
-  wire \$528 ;
-  wire \$529 ;
-  wire \$53 ;
-  wire \$530 ;
-  wire \$531 ;
-  wire \$532 ;
-  wire \$533 ;
-  wire \$534 ;
-  wire \$535 ;
-  wire \$536 ;
-  wire \$537 ;
-  wire \$538 ;
-  wire \$539 ;
-  wire \$54 ;
-  wire \$540 ;
-  wire \$541 ;
-  wire \$542 ;
-  wire \$543 ;
-  wire \$544 ;
-  wire \$545 ;
-  wire \$546 ;
-  wire \$547 ;
-  wire \$548 ;
-  wire \$549 ;
+  wire [1:0] \$53 ;
+  wire [2:0] \$54 ;
   wire \$55 ;
-  wire \$550 ;
-  wire \$551 ;
-  wire \$552 ;
-  wire \$553 ;
-  wire \$554 ;
-  wire \$555 ;
-  wire \$556 ;
-  wire \$557 ;
-  wire \$558 ;
-  wire \$559 ;
   wire \$56 ;
-  wire \$560 ;
-  wire \$561 ;
-  wire \$562 ;
-  wire \$563 ;
-  wire \$564 ;
-  wire \$565 ;
-  wire \$566 ;
-  wire \$567 ;
-  wire \$568 ;
-  wire \$569 ;
   wire \$57 ;
-  wire \$570 ;
-  wire \$571 ;
-  wire \$572 ;
-  wire \$573 ;
-  wire \$574 ;
-  wire \$575 ;
-  wire \$576 ;
-  wire \$577 ;
-  wire \$578 ;
-  wire \$579 ;
   wire \$58 ;
-  wire \$580 ;
-  wire \$581 ;
-  wire \$582 ;
-  wire \$583 ;
-  wire \$584 ;
-  wire \$585 ;
-  wire \$586 ;
-  wire \$587 ;
-  wire \$588 ;
-  wire \$589 ;
   wire \$59 ;
-  wire \$590 ;
-  wire \$591 ;
-  wire \$592 ;
-  wire \$593 ;
-  wire \$594 ;
-  wire \$595 ;
-  wire \$596 ;
-  wire \$597 ;
-  wire \$598 ;
-  wire \$599 ;
   wire [82:0] \$6 ;
   wire \$60 ;
-  wire \$600 ;
-  wire \$601 ;
-  wire [1:0] \$602 ;
-  wire \$603 ;
-  wire \$604 ;
-  wire \$605 ;
-  wire \$606 ;
-  wire \$607 ;
-  wire \$608 ;
-  wire \$609 ;
-  wire \$61 ;
-  wire \$610 ;
-  wire \$611 ;
-  wire \$612 ;
-  wire \$613 ;
-  wire \$614 ;
-  wire \$615 ;
-  wire \$616 ;
-  wire \$617 ;
-  wire \$618 ;
-  wire \$619 ;
+  wire [1:0] \$61 ;
   wire \$62 ;
-  wire \$620 ;
-  wire \$621 ;
-  wire \$622 ;
-  wire \$623 ;
-  wire \$624 ;
-  wire \$625 ;
-  wire \$626 ;
-  wire [1:0] \$627 ;
-  wire \$628 ;
-  wire \$629 ;
   wire \$63 ;
-  wire \$630 ;
-  wire \$631 ;
-  wire \$632 ;
-  wire [2:0] \$633 ;
-  wire \$634 ;
-  wire \$635 ;
-  wire \$636 ;
-  wire \$637 ;
-  wire \$638 ;
-  wire \$639 ;
   wire \$64 ;
-  wire \$640 ;
-  wire \$641 ;
-  wire \$642 ;
-  wire \$643 ;
-  wire \$644 ;
-  wire \$645 ;
-  wire \$646 ;
-  wire \$647 ;
-  wire \$648 ;
-  wire \$649 ;
   wire \$65 ;
-  wire \$650 ;
-  wire \$651 ;
-  wire \$652 ;
-  wire \$653 ;
-  wire \$654 ;
-  wire \$655 ;
-  wire \$656 ;
-  wire \$657 ;
-  wire \$658 ;
-  wire \$659 ;
   wire \$66 ;
-  wire \$660 ;
-  wire \$661 ;
-  wire \$662 ;
-  wire \$663 ;
-  wire \$664 ;
-  wire \$665 ;
-  wire \$666 ;
-  wire \$667 ;
-  wire \$668 ;
-  wire \$669 ;
   wire \$67 ;
-  wire \$670 ;
-  wire \$671 ;
-  wire \$672 ;
-  wire \$673 ;
-  wire \$674 ;
-  wire [1:0] \$675 ;
-  wire \$676 ;
-  wire \$677 ;
-  wire \$678 ;
-  wire \$679 ;
-  wire \$68 ;
-  wire \$680 ;
-  wire \$681 ;
-  wire \$682 ;
-  wire \$683 ;
-  wire \$684 ;
-  wire \$685 ;
-  wire \$686 ;
-  wire \$687 ;
-  wire \$688 ;
-  wire \$689 ;
-  wire \$69 ;
-  wire \$690 ;
-  wire \$691 ;
-  wire \$692 ;
-  wire \$693 ;
-  wire \$694 ;
-  wire \$695 ;
-  wire \$696 ;
-  wire \$697 ;
-  wire \$698 ;
-  wire \$699 ;
+  wire [1:0] \$68 ;
+  wire [2:0] \$69 ;
   wire [82:0] \$7 ;
-  wire \$70 ;
-  wire [1:0] \$700 ;
-  wire \$701 ;
-  wire \$702 ;
-  wire \$703 ;
-  wire \$704 ;
-  wire \$705 ;
-  wire [2:0] \$706 ;
-  wire \$707 ;
-  wire \$708 ;
-  wire \$709 ;
-  wire \$71 ;
-  wire \$710 ;
-  wire \$711 ;
-  wire \$712 ;
-  wire \$713 ;
-  wire \$714 ;
-  wire \$715 ;
-  wire \$716 ;
-  wire \$717 ;
-  wire [3:0] \$718 ;
-  wire \$719 ;
+  wire [3:0] \$70 ;
+  wire [4:0] \$71 ;
   wire \$72 ;
-  wire \$720 ;
-  wire \$721 ;
-  wire \$722 ;
-  wire \$723 ;
-  wire \$724 ;
-  wire \$725 ;
-  wire \$726 ;
-  wire \$727 ;
-  wire \$728 ;
-  wire \$729 ;
   wire \$73 ;
-  wire \$730 ;
-  wire \$731 ;
-  wire \$732 ;
-  wire \$733 ;
-  wire \$734 ;
-  wire \$735 ;
-  wire \$736 ;
-  wire \$737 ;
-  wire \$738 ;
-  wire \$739 ;
   wire \$74 ;
-  wire \$740 ;
-  wire \$741 ;
-  wire [4:0] \$742 ;
-  wire \$743 ;
-  wire \$744 ;
-  wire \$745 ;
-  wire \$746 ;
-  wire \$747 ;
-  wire \$748 ;
-  wire \$749 ;
   wire \$75 ;
-  wire \$750 ;
-  wire \$751 ;
-  wire \$752 ;
-  wire \$753 ;
-  wire \$754 ;
-  wire \$755 ;
-  wire \$756 ;
-  wire \$757 ;
-  wire \$758 ;
-  wire \$759 ;
   wire \$76 ;
-  wire \$760 ;
-  wire \$761 ;
-  wire \$762 ;
-  wire \$763 ;
-  wire \$764 ;
-  wire \$765 ;
-  wire \$766 ;
-  wire \$767 ;
-  wire \$768 ;
-  wire \$769 ;
   wire \$77 ;
-  wire \$770 ;
-  wire \$771 ;
-  wire \$772 ;
-  wire \$773 ;
-  wire \$774 ;
-  wire \$775 ;
-  wire \$776 ;
-  wire \$777 ;
-  wire \$778 ;
-  wire \$779 ;
-  wire \$78 ;
-  wire \$780 ;
-  wire \$781 ;
-  wire \$782 ;
-  wire \$783 ;
-  wire \$784 ;
-  wire \$785 ;
-  wire \$786 ;
-  wire \$787 ;
-  wire \$788 ;
-  wire \$789 ;
+  wire [1:0] \$78 ;
   wire \$79 ;
-  wire \$790 ;
-  wire \$791 ;
-  wire \$792 ;
-  wire \$793 ;
-  wire \$794 ;
-  wire \$795 ;
-  wire \$796 ;
-  wire \$797 ;
-  wire \$798 ;
-  wire \$799 ;
   wire [144:0] \$8 ;
   wire \$80 ;
-  wire \$800 ;
-  wire \$801 ;
-  wire \$802 ;
-  wire \$803 ;
-  wire \$804 ;
-  wire \$805 ;
-  wire \$806 ;
-  wire \$807 ;
-  wire \$808 ;
-  wire \$809 ;
   wire \$81 ;
-  wire \$810 ;
-  wire \$811 ;
-  wire \$812 ;
-  wire \$813 ;
-  wire \$814 ;
-  wire \$815 ;
-  wire \$816 ;
-  wire \$817 ;
-  wire \$818 ;
-  wire \$819 ;
   wire \$82 ;
-  wire \$820 ;
-  wire \$821 ;
-  wire \$822 ;
-  wire \$823 ;
-  wire \$824 ;
-  wire \$825 ;
-  wire \$826 ;
-  wire \$827 ;
-  wire \$828 ;
-  wire \$829 ;
   wire \$83 ;
-  wire \$830 ;
-  wire \$831 ;
-  wire \$832 ;
-  wire \$833 ;
-  wire \$834 ;
-  wire \$835 ;
-  wire \$836 ;
-  wire \$837 ;
-  wire \$838 ;
-  wire \$839 ;
   wire \$84 ;
-  wire \$840 ;
-  wire \$841 ;
-  wire \$842 ;
-  wire \$843 ;
-  wire \$844 ;
-  wire \$845 ;
-  wire \$846 ;
-  wire \$847 ;
-  wire \$848 ;
-  wire \$849 ;
-  wire \$85 ;
-  wire \$850 ;
-  wire \$851 ;
-  wire \$852 ;
-  wire \$853 ;
-  wire \$854 ;
-  wire \$855 ;
-  wire \$856 ;
-  wire \$857 ;
-  wire \$858 ;
-  wire \$859 ;
-  wire \$86 ;
-  wire \$860 ;
-  wire \$861 ;
-  wire \$862 ;
-  wire \$863 ;
-  wire \$864 ;
-  wire \$865 ;
-  wire \$866 ;
-  wire \$867 ;
-  wire \$868 ;
-  wire \$869 ;
+  wire [1:0] \$85 ;
+  wire [2:0] \$86 ;
   wire \$87 ;
-  wire \$870 ;
-  wire \$871 ;
-  wire \$872 ;
-  wire \$873 ;
-  wire \$874 ;
-  wire \$875 ;
-  wire \$876 ;
-  wire \$877 ;
-  wire \$878 ;
-  wire \$879 ;
   wire \$88 ;
-  wire \$880 ;
-  wire \$881 ;
-  wire \$882 ;
-  wire \$883 ;
-  wire \$884 ;
-  wire \$885 ;
-  wire \$886 ;
-  wire \$887 ;
-  wire \$888 ;
-  wire \$889 ;
   wire \$89 ;
-  wire [1:0] \$890 ;
-  wire \$891 ;
-  wire \$892 ;
-  wire \$893 ;
-  wire \$894 ;
-  wire \$895 ;
-  wire \$896 ;
-  wire \$897 ;
-  wire \$898 ;
-  wire \$899 ;
-  wire [128:0] \$9 ;
+  wire \$9 ;
   wire \$90 ;
-  wire \$900 ;
-  wire \$901 ;
-  wire \$902 ;
-  wire \$903 ;
-  wire \$904 ;
-  wire \$905 ;
-  wire \$906 ;
-  wire \$907 ;
-  wire \$908 ;
-  wire \$909 ;
   wire \$91 ;
-  wire \$910 ;
-  wire \$911 ;
-  wire \$912 ;
-  wire \$913 ;
-  wire \$914 ;
-  wire [1:0] \$915 ;
-  wire \$916 ;
-  wire \$917 ;
-  wire \$918 ;
-  wire \$919 ;
   wire \$92 ;
-  wire \$920 ;
-  wire [2:0] \$921 ;
-  wire \$922 ;
-  wire \$923 ;
-  wire \$924 ;
-  wire \$925 ;
-  wire \$926 ;
-  wire \$927 ;
-  wire \$928 ;
-  wire \$929 ;
-  wire \$93 ;
-  wire \$930 ;
-  wire \$931 ;
-  wire \$932 ;
-  wire \$933 ;
-  wire \$934 ;
-  wire \$935 ;
-  wire \$936 ;
-  wire \$937 ;
-  wire \$938 ;
-  wire \$939 ;
+  wire [1:0] \$93 ;
   wire \$94 ;
-  wire \$940 ;
-  wire \$941 ;
-  wire \$942 ;
-  wire \$943 ;
-  wire \$944 ;
-  wire \$945 ;
-  wire \$946 ;
-  wire \$947 ;
-  wire \$948 ;
-  wire \$949 ;
   wire \$95 ;
-  wire \$950 ;
-  wire \$951 ;
-  wire \$952 ;
-  wire \$953 ;
-  wire \$954 ;
-  wire \$955 ;
-  wire \$956 ;
-  wire \$957 ;
-  wire \$958 ;
-  wire \$959 ;
   wire \$96 ;
-  wire \$960 ;
-  wire \$961 ;
-  wire \$962 ;
-  wire [1:0] \$963 ;
-  wire \$964 ;
-  wire \$965 ;
-  wire \$966 ;
-  wire \$967 ;
-  wire \$968 ;
-  wire \$969 ;
   wire \$97 ;
-  wire \$970 ;
-  wire \$971 ;
-  wire \$972 ;
-  wire \$973 ;
-  wire \$974 ;
-  wire \$975 ;
-  wire \$976 ;
-  wire \$977 ;
-  wire \$978 ;
-  wire \$979 ;
   wire \$98 ;
-  wire \$980 ;
-  wire \$981 ;
-  wire \$982 ;
-  wire \$983 ;
-  wire \$984 ;
-  wire \$985 ;
-  wire \$986 ;
-  wire \$987 ;
-  wire [1:0] \$988 ;
-  wire \$989 ;
   wire \$99 ;
-  wire \$990 ;
-  wire \$991 ;
-  wire \$992 ;
-  wire \$993 ;
-  wire [2:0] \$994 ;
-  wire \$995 ;
-  wire \$996 ;
-  wire \$997 ;
-  wire \$998 ;
-  wire \$999 ;
   reg [81:0] abs_mag = 82'h000000000000000000000;
   reg abs_sign = 1'h0;
   input clk;
@@ -5271,6 +2488,260 @@ module \bd_dot_fast_b32.norm (clk, rst, i__ready, i__valid, i__payload, s3_valid
   input i__valid;
   wire i__valid;
   wire [7:0] lz;
+  wire [6:0] lzc_0_128_count;
+  wire lzc_0_128_zero;
+  wire [3:0] lzc_0_16_count;
+  wire lzc_0_16_zero;
+  wire lzc_0_2_count;
+  wire lzc_0_2_zero;
+  wire [4:0] lzc_0_32_count;
+  wire lzc_0_32_zero;
+  wire [1:0] lzc_0_4_count;
+  wire lzc_0_4_zero;
+  wire [5:0] lzc_0_64_count;
+  wire lzc_0_64_zero;
+  wire [2:0] lzc_0_8_count;
+  wire lzc_0_8_zero;
+  wire lzc_100_2_count;
+  wire lzc_100_2_zero;
+  wire [1:0] lzc_100_4_count;
+  wire lzc_100_4_zero;
+  wire lzc_102_2_count;
+  wire lzc_102_2_zero;
+  wire lzc_104_2_count;
+  wire lzc_104_2_zero;
+  wire [1:0] lzc_104_4_count;
+  wire lzc_104_4_zero;
+  wire [2:0] lzc_104_8_count;
+  wire lzc_104_8_zero;
+  wire lzc_106_2_count;
+  wire lzc_106_2_zero;
+  wire lzc_108_2_count;
+  wire lzc_108_2_zero;
+  wire [1:0] lzc_108_4_count;
+  wire lzc_108_4_zero;
+  wire lzc_10_2_count;
+  wire lzc_10_2_zero;
+  wire lzc_110_2_count;
+  wire lzc_110_2_zero;
+  wire [3:0] lzc_112_16_count;
+  wire lzc_112_16_zero;
+  wire lzc_112_2_count;
+  wire lzc_112_2_zero;
+  wire [1:0] lzc_112_4_count;
+  wire lzc_112_4_zero;
+  wire [2:0] lzc_112_8_count;
+  wire lzc_112_8_zero;
+  wire lzc_114_2_count;
+  wire lzc_114_2_zero;
+  wire lzc_116_2_count;
+  wire lzc_116_2_zero;
+  wire [1:0] lzc_116_4_count;
+  wire lzc_116_4_zero;
+  wire lzc_118_2_count;
+  wire lzc_118_2_zero;
+  wire lzc_120_2_count;
+  wire lzc_120_2_zero;
+  wire [1:0] lzc_120_4_count;
+  wire lzc_120_4_zero;
+  wire [2:0] lzc_120_8_count;
+  wire lzc_120_8_zero;
+  wire lzc_122_2_count;
+  wire lzc_122_2_zero;
+  wire lzc_124_2_count;
+  wire lzc_124_2_zero;
+  wire [1:0] lzc_124_4_count;
+  wire lzc_124_4_zero;
+  wire lzc_126_2_count;
+  wire lzc_126_2_zero;
+  wire lzc_12_2_count;
+  wire lzc_12_2_zero;
+  wire [1:0] lzc_12_4_count;
+  wire lzc_12_4_zero;
+  wire lzc_14_2_count;
+  wire lzc_14_2_zero;
+  wire [3:0] lzc_16_16_count;
+  wire lzc_16_16_zero;
+  wire lzc_16_2_count;
+  wire lzc_16_2_zero;
+  wire [1:0] lzc_16_4_count;
+  wire lzc_16_4_zero;
+  wire [2:0] lzc_16_8_count;
+  wire lzc_16_8_zero;
+  wire lzc_18_2_count;
+  wire lzc_18_2_zero;
+  wire lzc_20_2_count;
+  wire lzc_20_2_zero;
+  wire [1:0] lzc_20_4_count;
+  wire lzc_20_4_zero;
+  wire lzc_22_2_count;
+  wire lzc_22_2_zero;
+  wire lzc_24_2_count;
+  wire lzc_24_2_zero;
+  wire [1:0] lzc_24_4_count;
+  wire lzc_24_4_zero;
+  wire [2:0] lzc_24_8_count;
+  wire lzc_24_8_zero;
+  wire lzc_26_2_count;
+  wire lzc_26_2_zero;
+  wire lzc_28_2_count;
+  wire lzc_28_2_zero;
+  wire [1:0] lzc_28_4_count;
+  wire lzc_28_4_zero;
+  wire lzc_2_2_count;
+  wire lzc_2_2_zero;
+  wire lzc_30_2_count;
+  wire lzc_30_2_zero;
+  wire [3:0] lzc_32_16_count;
+  wire lzc_32_16_zero;
+  wire lzc_32_2_count;
+  wire lzc_32_2_zero;
+  wire [4:0] lzc_32_32_count;
+  wire lzc_32_32_zero;
+  wire [1:0] lzc_32_4_count;
+  wire lzc_32_4_zero;
+  wire [2:0] lzc_32_8_count;
+  wire lzc_32_8_zero;
+  wire lzc_34_2_count;
+  wire lzc_34_2_zero;
+  wire lzc_36_2_count;
+  wire lzc_36_2_zero;
+  wire [1:0] lzc_36_4_count;
+  wire lzc_36_4_zero;
+  wire lzc_38_2_count;
+  wire lzc_38_2_zero;
+  wire lzc_40_2_count;
+  wire lzc_40_2_zero;
+  wire [1:0] lzc_40_4_count;
+  wire lzc_40_4_zero;
+  wire [2:0] lzc_40_8_count;
+  wire lzc_40_8_zero;
+  wire lzc_42_2_count;
+  wire lzc_42_2_zero;
+  wire lzc_44_2_count;
+  wire lzc_44_2_zero;
+  wire [1:0] lzc_44_4_count;
+  wire lzc_44_4_zero;
+  wire lzc_46_2_count;
+  wire lzc_46_2_zero;
+  wire [3:0] lzc_48_16_count;
+  wire lzc_48_16_zero;
+  wire lzc_48_2_count;
+  wire lzc_48_2_zero;
+  wire [1:0] lzc_48_4_count;
+  wire lzc_48_4_zero;
+  wire [2:0] lzc_48_8_count;
+  wire lzc_48_8_zero;
+  wire lzc_4_2_count;
+  wire lzc_4_2_zero;
+  wire [1:0] lzc_4_4_count;
+  wire lzc_4_4_zero;
+  wire lzc_50_2_count;
+  wire lzc_50_2_zero;
+  wire lzc_52_2_count;
+  wire lzc_52_2_zero;
+  wire [1:0] lzc_52_4_count;
+  wire lzc_52_4_zero;
+  wire lzc_54_2_count;
+  wire lzc_54_2_zero;
+  wire lzc_56_2_count;
+  wire lzc_56_2_zero;
+  wire [1:0] lzc_56_4_count;
+  wire lzc_56_4_zero;
+  wire [2:0] lzc_56_8_count;
+  wire lzc_56_8_zero;
+  wire lzc_58_2_count;
+  wire lzc_58_2_zero;
+  wire lzc_60_2_count;
+  wire lzc_60_2_zero;
+  wire [1:0] lzc_60_4_count;
+  wire lzc_60_4_zero;
+  wire lzc_62_2_count;
+  wire lzc_62_2_zero;
+  wire [3:0] lzc_64_16_count;
+  wire lzc_64_16_zero;
+  wire lzc_64_2_count;
+  wire lzc_64_2_zero;
+  wire [4:0] lzc_64_32_count;
+  wire lzc_64_32_zero;
+  wire [1:0] lzc_64_4_count;
+  wire lzc_64_4_zero;
+  wire [5:0] lzc_64_64_count;
+  wire lzc_64_64_zero;
+  wire [2:0] lzc_64_8_count;
+  wire lzc_64_8_zero;
+  wire lzc_66_2_count;
+  wire lzc_66_2_zero;
+  wire lzc_68_2_count;
+  wire lzc_68_2_zero;
+  wire [1:0] lzc_68_4_count;
+  wire lzc_68_4_zero;
+  wire lzc_6_2_count;
+  wire lzc_6_2_zero;
+  wire lzc_70_2_count;
+  wire lzc_70_2_zero;
+  wire lzc_72_2_count;
+  wire lzc_72_2_zero;
+  wire [1:0] lzc_72_4_count;
+  wire lzc_72_4_zero;
+  wire [2:0] lzc_72_8_count;
+  wire lzc_72_8_zero;
+  wire lzc_74_2_count;
+  wire lzc_74_2_zero;
+  wire lzc_76_2_count;
+  wire lzc_76_2_zero;
+  wire [1:0] lzc_76_4_count;
+  wire lzc_76_4_zero;
+  wire lzc_78_2_count;
+  wire lzc_78_2_zero;
+  wire [3:0] lzc_80_16_count;
+  wire lzc_80_16_zero;
+  wire lzc_80_2_count;
+  wire lzc_80_2_zero;
+  wire [1:0] lzc_80_4_count;
+  wire lzc_80_4_zero;
+  wire [2:0] lzc_80_8_count;
+  wire lzc_80_8_zero;
+  wire lzc_82_2_count;
+  wire lzc_82_2_zero;
+  wire lzc_84_2_count;
+  wire lzc_84_2_zero;
+  wire [1:0] lzc_84_4_count;
+  wire lzc_84_4_zero;
+  wire lzc_86_2_count;
+  wire lzc_86_2_zero;
+  wire lzc_88_2_count;
+  wire lzc_88_2_zero;
+  wire [1:0] lzc_88_4_count;
+  wire lzc_88_4_zero;
+  wire [2:0] lzc_88_8_count;
+  wire lzc_88_8_zero;
+  wire lzc_8_2_count;
+  wire lzc_8_2_zero;
+  wire [1:0] lzc_8_4_count;
+  wire lzc_8_4_zero;
+  wire [2:0] lzc_8_8_count;
+  wire lzc_8_8_zero;
+  wire lzc_90_2_count;
+  wire lzc_90_2_zero;
+  wire lzc_92_2_count;
+  wire lzc_92_2_zero;
+  wire [1:0] lzc_92_4_count;
+  wire lzc_92_4_zero;
+  wire lzc_94_2_count;
+  wire lzc_94_2_zero;
+  wire [3:0] lzc_96_16_count;
+  wire lzc_96_16_zero;
+  wire lzc_96_2_count;
+  wire lzc_96_2_zero;
+  wire [4:0] lzc_96_32_count;
+  wire lzc_96_32_zero;
+  wire [1:0] lzc_96_4_count;
+  wire lzc_96_4_zero;
+  wire [2:0] lzc_96_8_count;
+  wire lzc_96_8_zero;
+  wire lzc_98_2_count;
+  wire lzc_98_2_zero;
   reg [6:0] lzc_lz = 7'h00;
   reg lzc_sign = 1'h0;
   reg [127:0] lzc_wide = 128'h00000000000000000000000000000000;
@@ -5321,1529 +2792,566 @@ module \bd_dot_fast_b32.norm (clk, rst, i__ready, i__valid, i__payload, s3_valid
   assign i__ready = s0_load & \$5 ;
   assign \$6  = - $signed(i__payload);
   assign \$7  = i__payload[81] ? \$6  : { i__payload[81], i__payload };
-  assign normalise0 = lzc_lz[0] ? \$9 [127:0] : lzc_wide;
-  assign normalise1 = lzc_lz[1] ? \$10 [127:0] : normalise0;
-  assign normalise2 = lzc_lz[2] ? \$11 [127:0] : normalise1;
-  assign normalise3 = lzc_lz[3] ? \$12 [127:0] : normalise2;
-  assign normalise4 = lzc_lz[4] ? \$13 [127:0] : normalise3;
-  assign normalise5 = lzc_lz[5] ? \$14 [127:0] : normalise4;
-  assign normalise6 = lzc_lz[6] ? \$15 [127:0] : normalise5;
-  assign \$16  = 8'hac - s1_lz;
-  assign \$17  = | s1_norm[102:0];
-  assign \$18  = \$17  | s1_norm[104];
-  assign \$19  = s1_norm[103] & \$18 ;
-  assign \$20  = { \$16 [7:0], s1_norm[126:104] } + \$19 ;
-  assign \$21  = s0_load & i__valid;
-  assign \$22  = s1_load & s0_valid;
-  assign \$23  = \$8 [127] | \$8 [126];
-  assign \$24  = ~ \$23 ;
-  assign \$25  = \$8 [125] | \$8 [124];
-  assign \$26  = ~ \$25 ;
-  assign \$27  = \$24  & \$26 ;
-  assign \$28  = \$8 [123] | \$8 [122];
-  assign \$29  = ~ \$28 ;
-  assign \$30  = \$8 [121] | \$8 [120];
-  assign \$31  = ~ \$30 ;
-  assign \$32  = \$29  & \$31 ;
-  assign \$33  = \$27  & \$32 ;
-  assign \$34  = \$8 [119] | \$8 [118];
-  assign \$35  = ~ \$34 ;
-  assign \$36  = \$8 [117] | \$8 [116];
-  assign \$37  = ~ \$36 ;
-  assign \$38  = \$35  & \$37 ;
-  assign \$39  = \$8 [115] | \$8 [114];
-  assign \$40  = ~ \$39 ;
-  assign \$41  = \$8 [113] | \$8 [112];
-  assign \$42  = ~ \$41 ;
-  assign \$43  = \$40  & \$42 ;
-  assign \$44  = \$38  & \$43 ;
-  assign \$45  = \$33  & \$44 ;
-  assign \$46  = \$8 [111] | \$8 [110];
-  assign \$47  = ~ \$46 ;
-  assign \$48  = \$8 [109] | \$8 [108];
-  assign \$49  = ~ \$48 ;
-  assign \$50  = \$47  & \$49 ;
-  assign \$51  = \$8 [107] | \$8 [106];
-  assign \$52  = ~ \$51 ;
-  assign \$53  = \$8 [105] | \$8 [104];
-  assign \$54  = ~ \$53 ;
-  assign \$55  = \$52  & \$54 ;
-  assign \$56  = \$50  & \$55 ;
-  assign \$57  = \$8 [103] | \$8 [102];
-  assign \$58  = ~ \$57 ;
-  assign \$59  = \$8 [101] | \$8 [100];
-  assign \$60  = ~ \$59 ;
-  assign \$61  = \$58  & \$60 ;
-  assign \$62  = \$8 [99] | \$8 [98];
-  assign \$63  = ~ \$62 ;
-  assign \$64  = \$8 [97] | \$8 [96];
-  assign \$65  = ~ \$64 ;
-  assign \$66  = \$63  & \$65 ;
-  assign \$67  = \$61  & \$66 ;
-  assign \$68  = \$56  & \$67 ;
-  assign \$69  = \$45  & \$68 ;
-  assign \$70  = \$8 [95] | \$8 [94];
-  assign \$71  = ~ \$70 ;
-  assign \$72  = \$8 [93] | \$8 [92];
-  assign \$73  = ~ \$72 ;
-  assign \$74  = \$71  & \$73 ;
-  assign \$75  = \$8 [91] | \$8 [90];
-  assign \$76  = ~ \$75 ;
-  assign \$77  = \$8 [89] | \$8 [88];
-  assign \$78  = ~ \$77 ;
-  assign \$79  = \$76  & \$78 ;
-  assign \$80  = \$74  & \$79 ;
-  assign \$81  = \$8 [87] | \$8 [86];
-  assign \$82  = ~ \$81 ;
-  assign \$83  = \$8 [85] | \$8 [84];
-  assign \$84  = ~ \$83 ;
-  assign \$85  = \$82  & \$84 ;
-  assign \$86  = \$8 [83] | \$8 [82];
-  assign \$87  = ~ \$86 ;
-  assign \$88  = \$8 [81] | \$8 [80];
-  assign \$89  = ~ \$88 ;
-  assign \$90  = \$87  & \$89 ;
-  assign \$91  = \$85  & \$90 ;
-  assign \$92  = \$80  & \$91 ;
-  assign \$93  = \$8 [79] | \$8 [78];
-  assign \$94  = ~ \$93 ;
-  assign \$95  = \$8 [77] | \$8 [76];
-  assign \$96  = ~ \$95 ;
-  assign \$97  = \$94  & \$96 ;
-  assign \$98  = \$8 [75] | \$8 [74];
-  assign \$99  = ~ \$98 ;
-  assign \$100  = \$8 [73] | \$8 [72];
-  assign \$101  = ~ \$100 ;
-  assign \$102  = \$99  & \$101 ;
-  assign \$103  = \$97  & \$102 ;
-  assign \$104  = \$8 [71] | \$8 [70];
-  assign \$105  = ~ \$104 ;
-  assign \$106  = \$8 [69] | \$8 [68];
-  assign \$107  = ~ \$106 ;
-  assign \$108  = \$105  & \$107 ;
-  assign \$109  = \$8 [67] | \$8 [66];
-  assign \$110  = ~ \$109 ;
-  assign \$111  = \$8 [65] | \$8 [64];
-  assign \$112  = ~ \$111 ;
-  assign \$113  = \$110  & \$112 ;
-  assign \$114  = \$108  & \$113 ;
-  assign \$115  = \$103  & \$114 ;
-  assign \$116  = \$92  & \$115 ;
-  assign \$117  = \$69  & \$116 ;
-  assign \$118  = \$8 [63] | \$8 [62];
-  assign \$119  = ~ \$118 ;
-  assign \$120  = \$8 [61] | \$8 [60];
-  assign \$121  = ~ \$120 ;
-  assign \$122  = \$119  & \$121 ;
-  assign \$123  = \$8 [59] | \$8 [58];
-  assign \$124  = ~ \$123 ;
-  assign \$125  = \$8 [57] | \$8 [56];
-  assign \$126  = ~ \$125 ;
-  assign \$127  = \$124  & \$126 ;
-  assign \$128  = \$122  & \$127 ;
-  assign \$129  = \$8 [55] | \$8 [54];
-  assign \$130  = ~ \$129 ;
-  assign \$131  = \$8 [53] | \$8 [52];
-  assign \$132  = ~ \$131 ;
-  assign \$133  = \$130  & \$132 ;
-  assign \$134  = \$8 [51] | \$8 [50];
-  assign \$135  = ~ \$134 ;
-  assign \$136  = \$8 [49] | \$8 [48];
-  assign \$137  = ~ \$136 ;
-  assign \$138  = \$135  & \$137 ;
-  assign \$139  = \$133  & \$138 ;
-  assign \$140  = \$128  & \$139 ;
-  assign \$141  = \$8 [47] | \$8 [46];
-  assign \$142  = ~ \$141 ;
-  assign \$164  = \$140  & \$163 ;
-  assign \$213  = \$117  & \$212 ;
-  assign \$214  = \$8 [127] | \$8 [126];
-  assign \$215  = ~ \$214 ;
-  assign \$216  = \$8 [125] | \$8 [124];
-  assign \$217  = ~ \$216 ;
-  assign \$218  = \$215  & \$217 ;
-  assign \$219  = \$8 [123] | \$8 [122];
-  assign \$220  = ~ \$219 ;
-  assign \$221  = \$8 [121] | \$8 [120];
-  assign \$222  = ~ \$221 ;
-  assign \$223  = \$220  & \$222 ;
-  assign \$224  = \$218  & \$223 ;
-  assign \$225  = \$8 [119] | \$8 [118];
-  assign \$226  = ~ \$225 ;
-  assign \$227  = \$8 [117] | \$8 [116];
-  assign \$228  = ~ \$227 ;
-  assign \$229  = \$226  & \$228 ;
-  assign \$230  = \$8 [115] | \$8 [114];
-  assign \$231  = ~ \$230 ;
-  assign \$232  = \$8 [113] | \$8 [112];
-  assign \$233  = ~ \$232 ;
-  assign \$234  = \$231  & \$233 ;
-  assign \$235  = \$229  & \$234 ;
-  assign \$236  = \$224  & \$235 ;
-  assign \$237  = \$8 [111] | \$8 [110];
-  assign \$238  = ~ \$237 ;
-  assign \$239  = \$8 [109] | \$8 [108];
-  assign \$240  = ~ \$239 ;
-  assign \$241  = \$238  & \$240 ;
-  assign \$242  = \$8 [107] | \$8 [106];
-  assign \$243  = ~ \$242 ;
-  assign \$244  = \$8 [105] | \$8 [104];
-  assign \$245  = ~ \$244 ;
-  assign \$246  = \$243  & \$245 ;
-  assign \$247  = \$241  & \$246 ;
-  assign \$248  = \$8 [103] | \$8 [102];
-  assign \$249  = ~ \$248 ;
-  assign \$250  = \$8 [101] | \$8 [100];
-  assign \$251  = ~ \$250 ;
-  assign \$252  = \$249  & \$251 ;
-  assign \$253  = \$8 [99] | \$8 [98];
-  assign \$254  = ~ \$253 ;
-  assign \$255  = \$8 [97] | \$8 [96];
-  assign \$256  = ~ \$255 ;
-  assign \$257  = \$254  & \$256 ;
-  assign \$258  = \$252  & \$257 ;
-  assign \$259  = \$247  & \$258 ;
-  assign \$260  = \$236  & \$259 ;
-  assign \$261  = \$8 [95] | \$8 [94];
-  assign \$262  = ~ \$261 ;
-  assign \$263  = \$8 [93] | \$8 [92];
-  assign \$264  = ~ \$263 ;
-  assign \$265  = \$262  & \$264 ;
-  assign \$266  = \$8 [91] | \$8 [90];
-  assign \$267  = ~ \$266 ;
-  assign \$268  = \$8 [89] | \$8 [88];
-  assign \$269  = ~ \$268 ;
-  assign \$270  = \$267  & \$269 ;
-  assign \$271  = \$265  & \$270 ;
-  assign \$272  = \$8 [87] | \$8 [86];
-  assign \$273  = ~ \$272 ;
-  assign \$274  = \$8 [85] | \$8 [84];
-  assign \$275  = ~ \$274 ;
-  assign \$276  = \$273  & \$275 ;
-  assign \$277  = \$8 [83] | \$8 [82];
-  assign \$278  = ~ \$277 ;
-  assign \$279  = \$8 [81] | \$8 [80];
-  assign \$280  = ~ \$279 ;
-  assign \$281  = \$278  & \$280 ;
-  assign \$282  = \$276  & \$281 ;
-  assign \$283  = \$271  & \$282 ;
-  assign \$284  = \$8 [79] | \$8 [78];
-  assign \$285  = ~ \$284 ;
-  assign \$286  = \$8 [77] | \$8 [76];
-  assign \$287  = ~ \$286 ;
-  assign \$288  = \$285  & \$287 ;
-  assign \$289  = \$8 [75] | \$8 [74];
-  assign \$290  = ~ \$289 ;
-  assign \$291  = \$8 [73] | \$8 [72];
-  assign \$292  = ~ \$291 ;
-  assign \$293  = \$290  & \$292 ;
-  assign \$294  = \$288  & \$293 ;
-  assign \$295  = \$8 [71] | \$8 [70];
-  assign \$296  = ~ \$295 ;
-  assign \$297  = \$8 [69] | \$8 [68];
-  assign \$298  = ~ \$297 ;
-  assign \$299  = \$296  & \$298 ;
-  assign \$300  = \$8 [67] | \$8 [66];
-  assign \$301  = ~ \$300 ;
-  assign \$302  = \$8 [65] | \$8 [64];
-  assign \$303  = ~ \$302 ;
-  assign \$304  = \$301  & \$303 ;
-  assign \$305  = \$299  & \$304 ;
-  assign \$306  = \$294  & \$305 ;
-  assign \$307  = \$283  & \$306 ;
-  assign \$308  = \$260  & \$307 ;
-  assign \$309  = \$8 [63] | \$8 [62];
-  assign \$310  = ~ \$309 ;
-  assign \$311  = \$8 [61] | \$8 [60];
-  assign \$312  = ~ \$311 ;
-  assign \$313  = \$310  & \$312 ;
-  assign \$314  = \$8 [59] | \$8 [58];
-  assign \$315  = ~ \$314 ;
-  assign \$316  = \$8 [57] | \$8 [56];
-  assign \$317  = ~ \$316 ;
-  assign \$318  = \$315  & \$317 ;
-  assign \$319  = \$313  & \$318 ;
-  assign \$320  = \$8 [55] | \$8 [54];
-  assign \$321  = ~ \$320 ;
-  assign \$322  = \$8 [53] | \$8 [52];
-  assign \$323  = ~ \$322 ;
-  assign \$324  = \$321  & \$323 ;
-  assign \$325  = \$8 [51] | \$8 [50];
-  assign \$326  = ~ \$325 ;
-  assign \$327  = \$8 [49] | \$8 [48];
-  assign \$328  = ~ \$327 ;
-  assign \$329  = \$326  & \$328 ;
-  assign \$330  = \$324  & \$329 ;
-  assign \$331  = \$319  & \$330 ;
-  assign \$332  = \$8 [47] | \$8 [46];
-  assign \$333  = ~ \$332 ;
-  assign \$355  = \$331  & \$354 ;
-  assign \$549  = \$8 [63] | \$8 [62];
-  assign \$550  = ~ \$549 ;
-  assign \$551  = \$8 [61] | \$8 [60];
-  assign \$552  = ~ \$551 ;
-  assign \$553  = \$550  & \$552 ;
-  assign \$554  = \$8 [59] | \$8 [58];
-  assign \$555  = ~ \$554 ;
-  assign \$556  = \$8 [57] | \$8 [56];
-  assign \$557  = ~ \$556 ;
-  assign \$558  = \$555  & \$557 ;
-  assign \$559  = \$553  & \$558 ;
-  assign \$560  = \$8 [55] | \$8 [54];
-  assign \$561  = ~ \$560 ;
-  assign \$562  = \$8 [53] | \$8 [52];
-  assign \$563  = ~ \$562 ;
-  assign \$564  = \$561  & \$563 ;
-  assign \$565  = \$8 [51] | \$8 [50];
-  assign \$566  = ~ \$565 ;
-  assign \$567  = \$8 [49] | \$8 [48];
-  assign \$568  = ~ \$567 ;
-  assign \$569  = \$566  & \$568 ;
-  assign \$570  = \$564  & \$569 ;
-  assign \$571  = \$559  & \$570 ;
-  assign \$572  = \$8 [47] | \$8 [46];
-  assign \$573  = ~ \$572 ;
-  assign \$608  = \$8 [47] | \$8 [46];
-  assign \$609  = ~ \$608 ;
-  assign \$620  = \$8 [47] | \$8 [46];
-  assign \$621  = ~ \$620 ;
-  assign \$623  = ~ \$8 [47];
-  assign \$624  = \$620  ? \$623  : 1'h1;
-  assign \$625  = \$8 [47] | \$8 [46];
-  assign \$626  = ~ \$625 ;
-  assign \$627  = \$608  ? { \$626 , \$624  } : 2'h3;
-  assign \$628  = \$8 [47] | \$8 [46];
-  assign \$629  = ~ \$628 ;
-  assign \$633  = \$572  ? { \$632 , \$627  } : 3'h7;
-  assign \$634  = \$8 [47] | \$8 [46];
-  assign \$635  = ~ \$634 ;
-  assign \$645  = \$8 [63] | \$8 [62];
-  assign \$646  = ~ \$645 ;
-  assign \$647  = \$8 [61] | \$8 [60];
-  assign \$648  = ~ \$647 ;
-  assign \$649  = \$646  & \$648 ;
-  assign \$650  = \$8 [59] | \$8 [58];
-  assign \$651  = ~ \$650 ;
-  assign \$652  = \$8 [57] | \$8 [56];
-  assign \$653  = ~ \$652 ;
-  assign \$654  = \$651  & \$653 ;
-  assign \$655  = \$649  & \$654 ;
-  assign \$656  = \$8 [55] | \$8 [54];
-  assign \$657  = ~ \$656 ;
-  assign \$658  = \$8 [53] | \$8 [52];
-  assign \$659  = ~ \$658 ;
-  assign \$660  = \$657  & \$659 ;
-  assign \$661  = \$8 [51] | \$8 [50];
-  assign \$662  = ~ \$661 ;
-  assign \$663  = ~ \$8 [49];
-  assign \$664  = ~ \$8 [51];
-  assign \$665  = \$661  ? \$664  : \$663 ;
-  assign \$666  = \$8 [51] | \$8 [50];
-  assign \$667  = ~ \$666 ;
-  assign \$668  = \$8 [55] | \$8 [54];
-  assign \$669  = ~ \$668 ;
-  assign \$670  = ~ \$8 [53];
-  assign \$671  = ~ \$8 [55];
-  assign \$672  = \$668  ? \$671  : \$670 ;
-  assign \$673  = \$8 [55] | \$8 [54];
-  assign \$674  = ~ \$673 ;
-  assign \$675  = \$660  ? { \$667 , \$665  } : { \$674 , \$672  };
-  assign \$676  = \$8 [55] | \$8 [54];
-  assign \$677  = ~ \$676 ;
-  assign \$678  = \$8 [53] | \$8 [52];
-  assign \$679  = ~ \$678 ;
-  assign \$680  = \$677  & \$679 ;
-  assign \$681  = \$8 [63] | \$8 [62];
-  assign \$682  = ~ \$681 ;
-  assign \$683  = \$8 [61] | \$8 [60];
-  assign \$684  = ~ \$683 ;
-  assign \$685  = \$682  & \$684 ;
-  assign \$686  = \$8 [59] | \$8 [58];
-  assign \$687  = ~ \$686 ;
-  assign \$688  = ~ \$8 [57];
-  assign \$689  = ~ \$8 [59];
-  assign \$690  = \$686  ? \$689  : \$688 ;
-  assign \$691  = \$8 [59] | \$8 [58];
-  assign \$692  = ~ \$691 ;
-  assign \$693  = \$8 [63] | \$8 [62];
-  assign \$694  = ~ \$693 ;
-  assign \$695  = ~ \$8 [61];
-  assign \$696  = ~ \$8 [63];
-  assign \$697  = \$693  ? \$696  : \$695 ;
-  assign \$698  = \$8 [63] | \$8 [62];
-  assign \$699  = ~ \$698 ;
-  assign \$700  = \$685  ? { \$692 , \$690  } : { \$699 , \$697  };
-  assign \$701  = \$8 [63] | \$8 [62];
-  assign \$702  = ~ \$701 ;
-  assign \$703  = \$8 [61] | \$8 [60];
-  assign \$704  = ~ \$703 ;
-  assign \$705  = \$702  & \$704 ;
-  assign \$706  = \$655  ? { \$680 , \$675  } : { \$705 , \$700  };
-  assign \$707  = \$8 [63] | \$8 [62];
-  assign \$708  = ~ \$707 ;
-  assign \$709  = \$8 [61] | \$8 [60];
-  assign \$710  = ~ \$709 ;
-  assign \$711  = \$708  & \$710 ;
-  assign \$712  = \$8 [59] | \$8 [58];
-  assign \$713  = ~ \$712 ;
-  assign \$714  = \$8 [57] | \$8 [56];
-  assign \$715  = ~ \$714 ;
-  assign \$716  = \$713  & \$715 ;
-  assign \$717  = \$711  & \$716 ;
-  assign \$718  = \$571  ? { \$644 , \$633  } : { \$717 , \$706  };
-  assign \$719  = \$8 [63] | \$8 [62];
-  assign \$720  = ~ \$719 ;
-  assign \$721  = \$8 [61] | \$8 [60];
-  assign \$722  = ~ \$721 ;
-  assign \$723  = \$720  & \$722 ;
-  assign \$724  = \$8 [59] | \$8 [58];
-  assign \$725  = ~ \$724 ;
-  assign \$726  = \$8 [57] | \$8 [56];
-  assign \$727  = ~ \$726 ;
-  assign \$728  = \$725  & \$727 ;
-  assign \$729  = \$723  & \$728 ;
-  assign \$730  = \$8 [55] | \$8 [54];
-  assign \$731  = ~ \$730 ;
-  assign \$732  = \$8 [53] | \$8 [52];
-  assign \$733  = ~ \$732 ;
-  assign \$734  = \$731  & \$733 ;
-  assign \$735  = \$8 [51] | \$8 [50];
-  assign \$736  = ~ \$735 ;
-  assign \$737  = \$8 [49] | \$8 [48];
-  assign \$738  = ~ \$737 ;
-  assign \$739  = \$736  & \$738 ;
-  assign \$740  = \$734  & \$739 ;
-  assign \$741  = \$729  & \$740 ;
-  assign \$742  = \$355  ? 5'h1f : { \$741 , \$718  };
-  assign \$743  = \$8 [63] | \$8 [62];
-  assign \$744  = ~ \$743 ;
-  assign \$745  = \$8 [61] | \$8 [60];
-  assign \$746  = ~ \$745 ;
-  assign \$747  = \$744  & \$746 ;
-  assign \$748  = \$8 [59] | \$8 [58];
-  assign \$749  = ~ \$748 ;
-  assign \$750  = \$8 [57] | \$8 [56];
-  assign \$751  = ~ \$750 ;
-  assign \$752  = \$749  & \$751 ;
-  assign \$753  = \$747  & \$752 ;
-  assign \$754  = \$8 [55] | \$8 [54];
-  assign \$755  = ~ \$754 ;
-  assign \$756  = \$8 [53] | \$8 [52];
-  assign \$757  = ~ \$756 ;
-  assign \$758  = \$755  & \$757 ;
-  assign \$759  = \$8 [51] | \$8 [50];
-  assign \$760  = ~ \$759 ;
-  assign \$761  = \$8 [49] | \$8 [48];
-  assign \$762  = ~ \$761 ;
-  assign \$763  = \$760  & \$762 ;
-  assign \$764  = \$758  & \$763 ;
-  assign \$765  = \$753  & \$764 ;
-  assign \$766  = \$8 [47] | \$8 [46];
-  assign \$767  = ~ \$766 ;
-  assign \$789  = \$765  & \$788 ;
-  assign \$790  = \$8 [127] | \$8 [126];
-  assign \$791  = ~ \$790 ;
-  assign \$792  = \$8 [125] | \$8 [124];
-  assign \$793  = ~ \$792 ;
-  assign \$794  = \$791  & \$793 ;
-  assign \$795  = \$8 [123] | \$8 [122];
-  assign \$796  = ~ \$795 ;
-  assign \$797  = \$8 [121] | \$8 [120];
-  assign \$798  = ~ \$797 ;
-  assign \$799  = \$796  & \$798 ;
-  assign \$800  = \$794  & \$799 ;
-  assign \$801  = \$8 [119] | \$8 [118];
-  assign \$802  = ~ \$801 ;
-  assign \$803  = \$8 [117] | \$8 [116];
-  assign \$804  = ~ \$803 ;
-  assign \$805  = \$802  & \$804 ;
-  assign \$806  = \$8 [115] | \$8 [114];
-  assign \$807  = ~ \$806 ;
-  assign \$808  = \$8 [113] | \$8 [112];
-  assign \$809  = ~ \$808 ;
-  assign \$810  = \$807  & \$809 ;
-  assign \$811  = \$805  & \$810 ;
-  assign \$812  = \$800  & \$811 ;
-  assign \$813  = \$8 [111] | \$8 [110];
-  assign \$814  = ~ \$813 ;
-  assign \$815  = \$8 [109] | \$8 [108];
-  assign \$816  = ~ \$815 ;
-  assign \$817  = \$814  & \$816 ;
-  assign \$818  = \$8 [107] | \$8 [106];
-  assign \$819  = ~ \$818 ;
-  assign \$820  = \$8 [105] | \$8 [104];
-  assign \$821  = ~ \$820 ;
-  assign \$822  = \$819  & \$821 ;
-  assign \$823  = \$817  & \$822 ;
-  assign \$824  = \$8 [103] | \$8 [102];
-  assign \$825  = ~ \$824 ;
-  assign \$826  = \$8 [101] | \$8 [100];
-  assign \$827  = ~ \$826 ;
-  assign \$828  = \$825  & \$827 ;
-  assign \$829  = \$8 [99] | \$8 [98];
-  assign \$830  = ~ \$829 ;
-  assign \$831  = \$8 [97] | \$8 [96];
-  assign \$832  = ~ \$831 ;
-  assign \$833  = \$830  & \$832 ;
-  assign \$834  = \$828  & \$833 ;
-  assign \$835  = \$823  & \$834 ;
-  assign \$836  = \$812  & \$835 ;
-  assign \$837  = \$8 [95] | \$8 [94];
-  assign \$838  = ~ \$837 ;
-  assign \$839  = \$8 [93] | \$8 [92];
-  assign \$840  = ~ \$839 ;
-  assign \$841  = \$838  & \$840 ;
-  assign \$842  = \$8 [91] | \$8 [90];
-  assign \$843  = ~ \$842 ;
-  assign \$844  = \$8 [89] | \$8 [88];
-  assign \$845  = ~ \$844 ;
-  assign \$846  = \$843  & \$845 ;
-  assign \$847  = \$841  & \$846 ;
-  assign \$848  = \$8 [87] | \$8 [86];
-  assign \$849  = ~ \$848 ;
-  assign \$850  = \$8 [85] | \$8 [84];
-  assign \$851  = ~ \$850 ;
-  assign \$852  = \$849  & \$851 ;
-  assign \$853  = \$8 [83] | \$8 [82];
-  assign \$854  = ~ \$853 ;
-  assign \$855  = \$8 [81] | \$8 [80];
-  assign \$856  = ~ \$855 ;
-  assign \$857  = \$854  & \$856 ;
-  assign \$858  = \$852  & \$857 ;
-  assign \$859  = \$847  & \$858 ;
-  assign \$860  = \$8 [79] | \$8 [78];
-  assign \$861  = ~ \$860 ;
-  assign \$862  = \$8 [77] | \$8 [76];
-  assign \$863  = ~ \$862 ;
-  assign \$864  = \$861  & \$863 ;
-  assign \$865  = \$8 [75] | \$8 [74];
-  assign \$866  = ~ \$865 ;
-  assign \$867  = \$8 [73] | \$8 [72];
-  assign \$868  = ~ \$867 ;
-  assign \$869  = \$866  & \$868 ;
-  assign \$870  = \$864  & \$869 ;
-  assign \$871  = \$8 [71] | \$8 [70];
-  assign \$872  = ~ \$871 ;
-  assign \$873  = \$8 [69] | \$8 [68];
-  assign \$874  = ~ \$873 ;
-  assign \$875  = \$872  & \$874 ;
-  assign \$876  = \$8 [67] | \$8 [66];
-  assign \$877  = ~ \$876 ;
-  assign \$878  = ~ \$8 [65];
-  assign \$879  = ~ \$8 [67];
-  assign \$880  = \$876  ? \$879  : \$878 ;
-  assign \$881  = \$8 [67] | \$8 [66];
-  assign \$882  = ~ \$881 ;
-  assign \$883  = \$8 [71] | \$8 [70];
-  assign \$884  = ~ \$883 ;
-  assign \$885  = ~ \$8 [69];
-  assign \$886  = ~ \$8 [71];
-  assign \$887  = \$883  ? \$886  : \$885 ;
-  assign \$888  = \$8 [71] | \$8 [70];
-  assign \$889  = ~ \$888 ;
-  assign \$890  = \$875  ? { \$882 , \$880  } : { \$889 , \$887  };
-  assign \$891  = \$8 [71] | \$8 [70];
-  assign \$892  = ~ \$891 ;
-  assign \$893  = \$8 [69] | \$8 [68];
-  assign \$894  = ~ \$893 ;
-  assign \$895  = \$892  & \$894 ;
-  assign \$896  = \$8 [79] | \$8 [78];
-  assign \$897  = ~ \$896 ;
-  assign \$898  = \$8 [77] | \$8 [76];
-  assign \$899  = ~ \$898 ;
-  assign \$900  = \$897  & \$899 ;
-  assign \$901  = \$8 [75] | \$8 [74];
-  assign \$902  = ~ \$901 ;
-  assign \$903  = ~ \$8 [73];
-  assign \$904  = ~ \$8 [75];
-  assign \$905  = \$901  ? \$904  : \$903 ;
-  assign \$906  = \$8 [75] | \$8 [74];
-  assign \$907  = ~ \$906 ;
-  assign \$908  = \$8 [79] | \$8 [78];
-  assign \$909  = ~ \$908 ;
-  assign \$910  = ~ \$8 [77];
-  assign \$911  = ~ \$8 [79];
-  assign \$912  = \$908  ? \$911  : \$910 ;
-  assign \$913  = \$8 [79] | \$8 [78];
-  assign \$914  = ~ \$913 ;
-  assign \$915  = \$900  ? { \$907 , \$905  } : { \$914 , \$912  };
-  assign \$916  = \$8 [79] | \$8 [78];
-  assign \$917  = ~ \$916 ;
-  assign \$918  = \$8 [77] | \$8 [76];
-  assign \$919  = ~ \$918 ;
-  assign \$920  = \$917  & \$919 ;
-  assign \$921  = \$870  ? { \$895 , \$890  } : { \$920 , \$915  };
-  assign \$922  = \$8 [79] | \$8 [78];
-  assign \$923  = ~ \$922 ;
-  assign \$924  = \$8 [77] | \$8 [76];
-  assign \$925  = ~ \$924 ;
-  assign \$926  = \$923  & \$925 ;
-  assign \$927  = \$8 [75] | \$8 [74];
-  assign \$928  = ~ \$927 ;
-  assign \$929  = \$8 [73] | \$8 [72];
-  assign \$930  = ~ \$929 ;
-  assign \$931  = \$928  & \$930 ;
-  assign \$932  = \$926  & \$931 ;
-  assign \$933  = \$8 [95] | \$8 [94];
-  assign \$934  = ~ \$933 ;
-  assign \$935  = \$8 [93] | \$8 [92];
-  assign \$936  = ~ \$935 ;
-  assign \$937  = \$934  & \$936 ;
-  assign \$938  = \$8 [91] | \$8 [90];
-  assign \$939  = ~ \$938 ;
-  assign \$940  = \$8 [89] | \$8 [88];
-  assign \$941  = ~ \$940 ;
-  assign \$942  = \$939  & \$941 ;
-  assign \$943  = \$937  & \$942 ;
-  assign \$944  = \$8 [87] | \$8 [86];
-  assign \$945  = ~ \$944 ;
-  assign \$946  = \$8 [85] | \$8 [84];
-  assign \$947  = ~ \$946 ;
-  assign \$948  = \$945  & \$947 ;
-  assign \$949  = \$8 [83] | \$8 [82];
-  assign \$950  = ~ \$949 ;
-  assign \$951  = ~ \$8 [81];
-  assign \$952  = ~ \$8 [83];
-  assign \$953  = \$949  ? \$952  : \$951 ;
-  assign \$954  = \$8 [83] | \$8 [82];
-  assign \$955  = ~ \$954 ;
-  assign \$956  = \$8 [87] | \$8 [86];
-  assign \$957  = ~ \$956 ;
-  assign \$958  = ~ \$8 [85];
-  assign \$959  = ~ \$8 [87];
-  assign \$960  = \$956  ? \$959  : \$958 ;
-  assign \$961  = \$8 [87] | \$8 [86];
-  assign \$962  = ~ \$961 ;
-  assign \$963  = \$948  ? { \$955 , \$953  } : { \$962 , \$960  };
-  assign \$964  = \$8 [87] | \$8 [86];
-  assign \$965  = ~ \$964 ;
-  assign \$966  = \$8 [85] | \$8 [84];
-  assign \$967  = ~ \$966 ;
-  assign \$968  = \$965  & \$967 ;
-  assign \$969  = \$8 [95] | \$8 [94];
-  assign \$970  = ~ \$969 ;
-  assign \$971  = \$8 [93] | \$8 [92];
-  assign \$972  = ~ \$971 ;
-  assign \$973  = \$970  & \$972 ;
-  assign \$974  = \$8 [91] | \$8 [90];
-  assign \$975  = ~ \$974 ;
-  assign \$976  = ~ \$8 [89];
-  assign \$977  = ~ \$8 [91];
-  assign \$978  = \$974  ? \$977  : \$976 ;
-  assign \$979  = \$8 [91] | \$8 [90];
-  assign \$980  = ~ \$979 ;
-  assign \$981  = \$8 [95] | \$8 [94];
-  assign \$982  = ~ \$981 ;
-  assign \$983  = ~ \$8 [93];
-  assign \$984  = ~ \$8 [95];
-  assign \$985  = \$981  ? \$984  : \$983 ;
-  assign \$986  = \$8 [95] | \$8 [94];
-  assign \$987  = ~ \$986 ;
-  assign \$988  = \$973  ? { \$980 , \$978  } : { \$987 , \$985  };
-  assign \$989  = \$8 [95] | \$8 [94];
-  assign \$990  = ~ \$989 ;
-  assign \$991  = \$8 [93] | \$8 [92];
-  assign \$992  = ~ \$991 ;
-  assign \$993  = \$990  & \$992 ;
-  assign \$994  = \$943  ? { \$968 , \$963  } : { \$993 , \$988  };
-  assign \$995  = \$8 [95] | \$8 [94];
-  assign \$996  = ~ \$995 ;
-  assign \$997  = \$8 [93] | \$8 [92];
-  assign \$998  = ~ \$997 ;
-  assign \$999  = \$996  & \$998 ;
-  assign \$1000  = \$8 [91] | \$8 [90];
-  assign \$1001  = ~ \$1000 ;
-  assign \$1002  = \$8 [89] | \$8 [88];
-  assign \$1003  = ~ \$1002 ;
-  assign \$1004  = \$1001  & \$1003 ;
-  assign \$1005  = \$999  & \$1004 ;
-  assign \$1006  = \$859  ? { \$932 , \$921  } : { \$1005 , \$994  };
-  assign \$1007  = \$8 [95] | \$8 [94];
-  assign \$1008  = ~ \$1007 ;
-  assign \$1009  = \$8 [93] | \$8 [92];
-  assign \$1010  = ~ \$1009 ;
-  assign \$1011  = \$1008  & \$1010 ;
-  assign \$1012  = \$8 [91] | \$8 [90];
-  assign \$1013  = ~ \$1012 ;
-  assign \$1014  = \$8 [89] | \$8 [88];
-  assign \$1015  = ~ \$1014 ;
-  assign \$1016  = \$1013  & \$1015 ;
-  assign \$1017  = \$1011  & \$1016 ;
-  assign \$1018  = \$8 [87] | \$8 [86];
-  assign \$1019  = ~ \$1018 ;
-  assign \$1020  = \$8 [85] | \$8 [84];
-  assign \$1021  = ~ \$1020 ;
-  assign \$1022  = \$1019  & \$1021 ;
-  assign \$1023  = \$8 [83] | \$8 [82];
-  assign \$1024  = ~ \$1023 ;
-  assign \$1025  = \$8 [81] | \$8 [80];
-  assign \$1026  = ~ \$1025 ;
-  assign \$1027  = \$1024  & \$1026 ;
-  assign \$1028  = \$1022  & \$1027 ;
-  assign \$1029  = \$1017  & \$1028 ;
-  assign \$1030  = \$8 [127] | \$8 [126];
-  assign \$1031  = ~ \$1030 ;
-  assign \$1032  = \$8 [125] | \$8 [124];
-  assign \$1033  = ~ \$1032 ;
-  assign \$1034  = \$1031  & \$1033 ;
-  assign \$1035  = \$8 [123] | \$8 [122];
-  assign \$1036  = ~ \$1035 ;
-  assign \$1037  = \$8 [121] | \$8 [120];
-  assign \$1038  = ~ \$1037 ;
-  assign \$1039  = \$1036  & \$1038 ;
-  assign \$1040  = \$1034  & \$1039 ;
-  assign \$1041  = \$8 [119] | \$8 [118];
-  assign \$1042  = ~ \$1041 ;
-  assign \$1043  = \$8 [117] | \$8 [116];
-  assign \$1044  = ~ \$1043 ;
-  assign \$1045  = \$1042  & \$1044 ;
-  assign \$1046  = \$8 [115] | \$8 [114];
-  assign \$1047  = ~ \$1046 ;
-  assign \$1048  = \$8 [113] | \$8 [112];
-  assign \$1049  = ~ \$1048 ;
-  assign \$1050  = \$1047  & \$1049 ;
-  assign \$1051  = \$1045  & \$1050 ;
-  assign \$1052  = \$1040  & \$1051 ;
-  assign \$1053  = \$8 [111] | \$8 [110];
-  assign \$1054  = ~ \$1053 ;
-  assign \$1055  = \$8 [109] | \$8 [108];
-  assign \$1056  = ~ \$1055 ;
-  assign \$1057  = \$1054  & \$1056 ;
-  assign \$1058  = \$8 [107] | \$8 [106];
-  assign \$1059  = ~ \$1058 ;
-  assign \$1060  = \$8 [105] | \$8 [104];
-  assign \$1061  = ~ \$1060 ;
-  assign \$1062  = \$1059  & \$1061 ;
-  assign \$1063  = \$1057  & \$1062 ;
-  assign \$1064  = \$8 [103] | \$8 [102];
-  assign \$1065  = ~ \$1064 ;
-  assign \$1066  = \$8 [101] | \$8 [100];
-  assign \$1067  = ~ \$1066 ;
-  assign \$1068  = \$1065  & \$1067 ;
-  assign \$1069  = \$8 [99] | \$8 [98];
-  assign \$1070  = ~ \$1069 ;
-  assign \$1071  = ~ \$8 [97];
-  assign \$1072  = ~ \$8 [99];
-  assign \$1073  = \$1069  ? \$1072  : \$1071 ;
-  assign \$1074  = \$8 [99] | \$8 [98];
-  assign \$1075  = ~ \$1074 ;
-  assign \$1076  = \$8 [103] | \$8 [102];
-  assign \$1077  = ~ \$1076 ;
-  assign \$1078  = ~ \$8 [101];
-  assign \$1079  = ~ \$8 [103];
-  assign \$1080  = \$1076  ? \$1079  : \$1078 ;
-  assign \$1081  = \$8 [103] | \$8 [102];
-  assign \$1082  = ~ \$1081 ;
-  assign \$1083  = \$1068  ? { \$1075 , \$1073  } : { \$1082 , \$1080  };
-  assign \$1084  = \$8 [103] | \$8 [102];
-  assign \$1085  = ~ \$1084 ;
-  assign \$1086  = \$8 [101] | \$8 [100];
-  assign \$1087  = ~ \$1086 ;
-  assign \$1088  = \$1085  & \$1087 ;
-  assign \$1089  = \$8 [111] | \$8 [110];
-  assign \$1090  = ~ \$1089 ;
-  assign \$1091  = \$8 [109] | \$8 [108];
-  assign \$1092  = ~ \$1091 ;
-  assign \$1093  = \$1090  & \$1092 ;
-  assign \$1094  = \$8 [107] | \$8 [106];
-  assign \$1095  = ~ \$1094 ;
-  assign \$1096  = ~ \$8 [105];
-  assign \$1097  = ~ \$8 [107];
-  assign \$1098  = \$1094  ? \$1097  : \$1096 ;
-  assign \$1099  = \$8 [107] | \$8 [106];
-  assign \$1100  = ~ \$1099 ;
-  assign \$1101  = \$8 [111] | \$8 [110];
-  assign \$1102  = ~ \$1101 ;
-  assign \$1103  = ~ \$8 [109];
-  assign \$1104  = ~ \$8 [111];
-  assign \$1105  = \$1101  ? \$1104  : \$1103 ;
-  assign \$1106  = \$8 [111] | \$8 [110];
-  assign \$1107  = ~ \$1106 ;
-  assign \$1108  = \$1093  ? { \$1100 , \$1098  } : { \$1107 , \$1105  };
-  assign \$1109  = \$8 [111] | \$8 [110];
-  assign \$1110  = ~ \$1109 ;
-  assign \$1111  = \$8 [109] | \$8 [108];
-  assign \$1112  = ~ \$1111 ;
-  assign \$1113  = \$1110  & \$1112 ;
-  assign \$1114  = \$1063  ? { \$1088 , \$1083  } : { \$1113 , \$1108  };
-  assign \$1115  = \$8 [111] | \$8 [110];
-  assign \$1116  = ~ \$1115 ;
-  assign \$1117  = \$8 [109] | \$8 [108];
-  assign \$1118  = ~ \$1117 ;
-  assign \$1119  = \$1116  & \$1118 ;
-  assign \$1120  = \$8 [107] | \$8 [106];
-  assign \$1121  = ~ \$1120 ;
-  assign \$1122  = \$8 [105] | \$8 [104];
-  assign \$1123  = ~ \$1122 ;
-  assign \$1124  = \$1121  & \$1123 ;
-  assign \$1125  = \$1119  & \$1124 ;
-  assign \$1126  = \$8 [127] | \$8 [126];
-  assign \$1127  = ~ \$1126 ;
-  assign \$1128  = \$8 [125] | \$8 [124];
-  assign \$1129  = ~ \$1128 ;
-  assign \$1130  = \$1127  & \$1129 ;
-  assign \$1131  = \$8 [123] | \$8 [122];
-  assign \$1132  = ~ \$1131 ;
-  assign \$1133  = \$8 [121] | \$8 [120];
-  assign \$1134  = ~ \$1133 ;
-  assign \$1135  = \$1132  & \$1134 ;
-  assign \$1136  = \$1130  & \$1135 ;
-  assign \$1137  = \$8 [119] | \$8 [118];
-  assign \$1138  = ~ \$1137 ;
-  assign \$1139  = \$8 [117] | \$8 [116];
-  assign \$1140  = ~ \$1139 ;
-  assign \$1141  = \$1138  & \$1140 ;
-  assign \$1142  = \$8 [115] | \$8 [114];
-  assign \$1143  = ~ \$1142 ;
-  assign \$1144  = ~ \$8 [113];
-  assign \$1145  = ~ \$8 [115];
-  assign \$1146  = \$1142  ? \$1145  : \$1144 ;
-  assign \$1147  = \$8 [115] | \$8 [114];
-  assign \$1148  = ~ \$1147 ;
-  assign \$1149  = \$8 [119] | \$8 [118];
-  assign \$1150  = ~ \$1149 ;
-  assign \$1151  = ~ \$8 [117];
-  assign \$1152  = ~ \$8 [119];
-  assign \$1153  = \$1149  ? \$1152  : \$1151 ;
-  assign \$1154  = \$8 [119] | \$8 [118];
-  assign \$1155  = ~ \$1154 ;
-  assign \$1156  = \$1141  ? { \$1148 , \$1146  } : { \$1155 , \$1153  };
-  assign \$1157  = \$8 [119] | \$8 [118];
-  assign \$1158  = ~ \$1157 ;
-  assign \$1159  = \$8 [117] | \$8 [116];
-  assign \$1160  = ~ \$1159 ;
-  assign \$1161  = \$1158  & \$1160 ;
-  assign \$1162  = \$8 [127] | \$8 [126];
-  assign \$1163  = ~ \$1162 ;
-  assign \$1164  = \$8 [125] | \$8 [124];
-  assign \$1165  = ~ \$1164 ;
-  assign \$1166  = \$1163  & \$1165 ;
-  assign \$1167  = \$8 [123] | \$8 [122];
-  assign \$1168  = ~ \$1167 ;
-  assign \$1169  = ~ \$8 [121];
-  assign \$1170  = ~ \$8 [123];
-  assign \$1171  = \$1167  ? \$1170  : \$1169 ;
-  assign \$1172  = \$8 [123] | \$8 [122];
-  assign \$1173  = ~ \$1172 ;
-  assign \$1174  = \$8 [127] | \$8 [126];
-  assign \$1175  = ~ \$1174 ;
-  assign \$1176  = ~ \$8 [125];
-  assign \$1177  = ~ \$8 [127];
-  assign \$1178  = \$1174  ? \$1177  : \$1176 ;
-  assign \$1179  = \$8 [127] | \$8 [126];
-  assign \$1180  = ~ \$1179 ;
-  assign \$1181  = \$1166  ? { \$1173 , \$1171  } : { \$1180 , \$1178  };
-  assign \$1182  = \$8 [127] | \$8 [126];
-  assign \$1183  = ~ \$1182 ;
-  assign \$1184  = \$8 [125] | \$8 [124];
-  assign \$1185  = ~ \$1184 ;
-  assign \$1186  = \$1183  & \$1185 ;
-  assign \$1187  = \$1136  ? { \$1161 , \$1156  } : { \$1186 , \$1181  };
-  assign \$1188  = \$8 [127] | \$8 [126];
-  assign \$1189  = ~ \$1188 ;
-  assign \$1190  = \$8 [125] | \$8 [124];
-  assign \$1191  = ~ \$1190 ;
-  assign \$1192  = \$1189  & \$1191 ;
-  assign \$1193  = \$8 [123] | \$8 [122];
-  assign \$1194  = ~ \$1193 ;
-  assign \$1195  = \$8 [121] | \$8 [120];
-  assign \$1196  = ~ \$1195 ;
-  assign \$1197  = \$1194  & \$1196 ;
-  assign \$1198  = \$1192  & \$1197 ;
-  assign \$1199  = \$1052  ? { \$1125 , \$1114  } : { \$1198 , \$1187  };
-  assign \$1200  = \$8 [127] | \$8 [126];
-  assign \$1201  = ~ \$1200 ;
-  assign \$1202  = \$8 [125] | \$8 [124];
-  assign \$1203  = ~ \$1202 ;
-  assign \$1204  = \$1201  & \$1203 ;
-  assign \$1205  = \$8 [123] | \$8 [122];
-  assign \$1206  = ~ \$1205 ;
-  assign \$1207  = \$8 [121] | \$8 [120];
-  assign \$1208  = ~ \$1207 ;
-  assign \$1209  = \$1206  & \$1208 ;
-  assign \$1210  = \$1204  & \$1209 ;
-  assign \$1211  = \$8 [119] | \$8 [118];
-  assign \$1212  = ~ \$1211 ;
-  assign \$1213  = \$8 [117] | \$8 [116];
-  assign \$1214  = ~ \$1213 ;
-  assign \$1215  = \$1212  & \$1214 ;
-  assign \$1216  = \$8 [115] | \$8 [114];
-  assign \$1217  = ~ \$1216 ;
-  assign \$1218  = \$8 [113] | \$8 [112];
-  assign \$1219  = ~ \$1218 ;
-  assign \$1220  = \$1217  & \$1219 ;
-  assign \$1221  = \$1215  & \$1220 ;
-  assign \$1222  = \$1210  & \$1221 ;
-  assign \$1223  = \$836  ? { \$1029 , \$1006  } : { \$1222 , \$1199  };
-  assign \$1224  = \$8 [127] | \$8 [126];
-  assign \$1225  = ~ \$1224 ;
-  assign \$1226  = \$8 [125] | \$8 [124];
-  assign \$1227  = ~ \$1226 ;
-  assign \$1228  = \$1225  & \$1227 ;
-  assign \$1229  = \$8 [123] | \$8 [122];
-  assign \$1230  = ~ \$1229 ;
-  assign \$1231  = \$8 [121] | \$8 [120];
-  assign \$1232  = ~ \$1231 ;
-  assign \$1233  = \$1230  & \$1232 ;
-  assign \$1234  = \$1228  & \$1233 ;
-  assign \$1235  = \$8 [119] | \$8 [118];
-  assign \$1236  = ~ \$1235 ;
-  assign \$1237  = \$8 [117] | \$8 [116];
-  assign \$1238  = ~ \$1237 ;
-  assign \$1239  = \$1236  & \$1238 ;
-  assign \$1240  = \$8 [115] | \$8 [114];
-  assign \$1241  = ~ \$1240 ;
-  assign \$1242  = \$8 [113] | \$8 [112];
-  assign \$1243  = ~ \$1242 ;
-  assign \$1244  = \$1241  & \$1243 ;
-  assign \$1245  = \$1239  & \$1244 ;
-  assign \$1246  = \$1234  & \$1245 ;
-  assign \$1247  = \$8 [111] | \$8 [110];
-  assign \$1248  = ~ \$1247 ;
-  assign \$1249  = \$8 [109] | \$8 [108];
-  assign \$1250  = ~ \$1249 ;
-  assign \$1251  = \$1248  & \$1250 ;
-  assign \$1252  = \$8 [107] | \$8 [106];
-  assign \$1253  = ~ \$1252 ;
-  assign \$1254  = \$8 [105] | \$8 [104];
-  assign \$1255  = ~ \$1254 ;
-  assign \$1256  = \$1253  & \$1255 ;
-  assign \$1257  = \$1251  & \$1256 ;
-  assign \$1258  = \$8 [103] | \$8 [102];
-  assign \$1259  = ~ \$1258 ;
-  assign \$1260  = \$8 [101] | \$8 [100];
-  assign \$1261  = ~ \$1260 ;
-  assign \$1262  = \$1259  & \$1261 ;
-  assign \$1263  = \$8 [99] | \$8 [98];
-  assign \$1264  = ~ \$1263 ;
-  assign \$1265  = \$8 [97] | \$8 [96];
-  assign \$1266  = ~ \$1265 ;
-  assign \$1267  = \$1264  & \$1266 ;
-  assign \$1268  = \$1262  & \$1267 ;
-  assign \$1269  = \$1257  & \$1268 ;
-  assign \$1270  = \$1246  & \$1269 ;
-  assign \$1271  = \$308  ? { \$789 , \$742  } : { \$1270 , \$1223  };
-  assign \$1272  = \$8 [127] | \$8 [126];
-  assign \$1273  = ~ \$1272 ;
-  assign \$1274  = \$8 [125] | \$8 [124];
-  assign \$1275  = ~ \$1274 ;
-  assign \$1276  = \$1273  & \$1275 ;
-  assign \$1277  = \$8 [123] | \$8 [122];
-  assign \$1278  = ~ \$1277 ;
-  assign \$1279  = \$8 [121] | \$8 [120];
-  assign \$1280  = ~ \$1279 ;
-  assign \$1281  = \$1278  & \$1280 ;
-  assign \$1282  = \$1276  & \$1281 ;
-  assign \$1283  = \$8 [119] | \$8 [118];
-  assign \$1284  = ~ \$1283 ;
-  assign \$1285  = \$8 [117] | \$8 [116];
-  assign \$1286  = ~ \$1285 ;
-  assign \$1287  = \$1284  & \$1286 ;
-  assign \$1288  = \$8 [115] | \$8 [114];
-  assign \$1289  = ~ \$1288 ;
-  assign \$1290  = \$8 [113] | \$8 [112];
-  assign \$1291  = ~ \$1290 ;
-  assign \$1292  = \$1289  & \$1291 ;
-  assign \$1293  = \$1287  & \$1292 ;
-  assign \$1294  = \$1282  & \$1293 ;
-  assign \$1295  = \$8 [111] | \$8 [110];
-  assign \$1296  = ~ \$1295 ;
-  assign \$1297  = \$8 [109] | \$8 [108];
-  assign \$1298  = ~ \$1297 ;
-  assign \$1299  = \$1296  & \$1298 ;
-  assign \$1300  = \$8 [107] | \$8 [106];
-  assign \$1301  = ~ \$1300 ;
-  assign \$1302  = \$8 [105] | \$8 [104];
-  assign \$1303  = ~ \$1302 ;
-  assign \$1304  = \$1301  & \$1303 ;
-  assign \$1305  = \$1299  & \$1304 ;
-  assign \$1306  = \$8 [103] | \$8 [102];
-  assign \$1307  = ~ \$1306 ;
-  assign \$1308  = \$8 [101] | \$8 [100];
-  assign \$1309  = ~ \$1308 ;
-  assign \$1310  = \$1307  & \$1309 ;
-  assign \$1311  = \$8 [99] | \$8 [98];
-  assign \$1312  = ~ \$1311 ;
-  assign \$1313  = \$8 [97] | \$8 [96];
-  assign \$1314  = ~ \$1313 ;
-  assign \$1315  = \$1312  & \$1314 ;
-  assign \$1316  = \$1310  & \$1315 ;
-  assign \$1317  = \$1305  & \$1316 ;
-  assign \$1318  = \$1294  & \$1317 ;
-  assign \$1319  = \$8 [95] | \$8 [94];
-  assign \$1320  = ~ \$1319 ;
-  assign \$1321  = \$8 [93] | \$8 [92];
-  assign \$1322  = ~ \$1321 ;
-  assign \$1323  = \$1320  & \$1322 ;
-  assign \$1324  = \$8 [91] | \$8 [90];
-  assign \$1325  = ~ \$1324 ;
-  assign \$1326  = \$8 [89] | \$8 [88];
-  assign \$1327  = ~ \$1326 ;
-  assign \$1328  = \$1325  & \$1327 ;
-  assign \$1329  = \$1323  & \$1328 ;
-  assign \$1330  = \$8 [87] | \$8 [86];
-  assign \$1331  = ~ \$1330 ;
-  assign \$1332  = \$8 [85] | \$8 [84];
-  assign \$1333  = ~ \$1332 ;
-  assign \$1334  = \$1331  & \$1333 ;
-  assign \$1335  = \$8 [83] | \$8 [82];
-  assign \$1336  = ~ \$1335 ;
-  assign \$1337  = \$8 [81] | \$8 [80];
-  assign \$1338  = ~ \$1337 ;
-  assign \$1339  = \$1336  & \$1338 ;
-  assign \$1340  = \$1334  & \$1339 ;
-  assign \$1341  = \$1329  & \$1340 ;
-  assign \$1342  = \$8 [79] | \$8 [78];
-  assign \$1343  = ~ \$1342 ;
-  assign \$1344  = \$8 [77] | \$8 [76];
-  assign \$1345  = ~ \$1344 ;
-  assign \$1346  = \$1343  & \$1345 ;
-  assign \$1347  = \$8 [75] | \$8 [74];
-  assign \$1348  = ~ \$1347 ;
-  assign \$1349  = \$8 [73] | \$8 [72];
-  assign \$1350  = ~ \$1349 ;
-  assign \$1351  = \$1348  & \$1350 ;
-  assign \$1352  = \$1346  & \$1351 ;
-  assign \$1353  = \$8 [71] | \$8 [70];
-  assign \$1354  = ~ \$1353 ;
-  assign \$1355  = \$8 [69] | \$8 [68];
-  assign \$1356  = ~ \$1355 ;
-  assign \$1357  = \$1354  & \$1356 ;
-  assign \$1358  = \$8 [67] | \$8 [66];
-  assign \$1359  = ~ \$1358 ;
-  assign \$1360  = \$8 [65] | \$8 [64];
-  assign \$1361  = ~ \$1360 ;
-  assign \$1362  = \$1359  & \$1361 ;
-  assign \$1363  = \$1357  & \$1362 ;
-  assign \$1364  = \$1352  & \$1363 ;
-  assign \$1365  = \$1341  & \$1364 ;
-  assign \$1366  = \$1318  & \$1365 ;
-  assign \$1367  = s2_load & s1_valid;
-  assign \$1368  = s3_load & s2_valid;
-  assign \$1369  = s1_zero ? 32'd0 : { s1_sign, \$20 [30:0] };
+  assign \$9  = \$8 [127] | \$8 [126];
+  assign lzc_126_2_zero = ~ \$9 ;
+  assign lzc_126_2_count = ~ \$8 [127];
+  assign \$10  = \$8 [125] | \$8 [124];
+  assign lzc_124_2_zero = ~ \$10 ;
+  assign lzc_124_2_count = ~ \$8 [125];
+  assign lzc_124_4_zero = lzc_126_2_zero & lzc_124_2_zero;
+  assign \$11  = \$9  ? lzc_126_2_count : lzc_124_2_count;
+  assign \$12  = \$8 [123] | \$8 [122];
+  assign lzc_122_2_zero = ~ \$12 ;
+  assign lzc_122_2_count = ~ \$8 [123];
+  assign \$13  = \$8 [121] | \$8 [120];
+  assign lzc_120_2_zero = ~ \$13 ;
+  assign lzc_120_2_count = ~ \$8 [121];
+  assign lzc_120_4_zero = lzc_122_2_zero & lzc_120_2_zero;
+  assign \$14  = \$12  ? lzc_122_2_count : lzc_120_2_count;
+  assign lzc_120_8_zero = lzc_124_4_zero & lzc_120_4_zero;
+  assign \$15  = lzc_124_4_zero ? { lzc_122_2_zero, \$14  } : { lzc_126_2_zero, \$11  };
+  assign \$16  = \$8 [119] | \$8 [118];
+  assign lzc_118_2_zero = ~ \$16 ;
+  assign lzc_118_2_count = ~ \$8 [119];
+  assign \$17  = \$8 [117] | \$8 [116];
+  assign lzc_116_2_zero = ~ \$17 ;
+  assign lzc_116_2_count = ~ \$8 [117];
+  assign lzc_116_4_zero = lzc_118_2_zero & lzc_116_2_zero;
+  assign \$18  = \$16  ? lzc_118_2_count : lzc_116_2_count;
+  assign \$19  = \$8 [115] | \$8 [114];
+  assign lzc_114_2_zero = ~ \$19 ;
+  assign lzc_114_2_count = ~ \$8 [115];
+  assign \$20  = \$8 [113] | \$8 [112];
+  assign lzc_112_2_zero = ~ \$20 ;
+  assign lzc_112_2_count = ~ \$8 [113];
+  assign lzc_112_4_zero = lzc_114_2_zero & lzc_112_2_zero;
+  assign \$21  = \$19  ? lzc_114_2_count : lzc_112_2_count;
+  assign lzc_112_8_zero = lzc_116_4_zero & lzc_112_4_zero;
+  assign \$22  = lzc_116_4_zero ? { lzc_114_2_zero, \$21  } : { lzc_118_2_zero, \$18  };
+  assign lzc_112_16_zero = lzc_120_8_zero & lzc_112_8_zero;
+  assign \$23  = lzc_120_8_zero ? { lzc_116_4_zero, \$22  } : { lzc_124_4_zero, \$15  };
+  assign \$24  = \$8 [111] | \$8 [110];
+  assign lzc_110_2_zero = ~ \$24 ;
+  assign lzc_110_2_count = ~ \$8 [111];
+  assign \$25  = \$8 [109] | \$8 [108];
+  assign lzc_108_2_zero = ~ \$25 ;
+  assign lzc_108_2_count = ~ \$8 [109];
+  assign lzc_108_4_zero = lzc_110_2_zero & lzc_108_2_zero;
+  assign \$26  = \$24  ? lzc_110_2_count : lzc_108_2_count;
+  assign \$27  = \$8 [107] | \$8 [106];
+  assign lzc_106_2_zero = ~ \$27 ;
+  assign lzc_106_2_count = ~ \$8 [107];
+  assign \$28  = \$8 [105] | \$8 [104];
+  assign lzc_104_2_zero = ~ \$28 ;
+  assign lzc_104_2_count = ~ \$8 [105];
+  assign lzc_104_4_zero = lzc_106_2_zero & lzc_104_2_zero;
+  assign \$29  = \$27  ? lzc_106_2_count : lzc_104_2_count;
+  assign lzc_104_8_zero = lzc_108_4_zero & lzc_104_4_zero;
+  assign \$30  = lzc_108_4_zero ? { lzc_106_2_zero, \$29  } : { lzc_110_2_zero, \$26  };
+  assign \$31  = \$8 [103] | \$8 [102];
+  assign lzc_102_2_zero = ~ \$31 ;
+  assign lzc_102_2_count = ~ \$8 [103];
+  assign \$32  = \$8 [101] | \$8 [100];
+  assign lzc_100_2_zero = ~ \$32 ;
+  assign lzc_100_2_count = ~ \$8 [101];
+  assign lzc_100_4_zero = lzc_102_2_zero & lzc_100_2_zero;
+  assign \$33  = \$31  ? lzc_102_2_count : lzc_100_2_count;
+  assign \$34  = \$8 [99] | \$8 [98];
+  assign lzc_98_2_zero = ~ \$34 ;
+  assign lzc_98_2_count = ~ \$8 [99];
+  assign \$35  = \$8 [97] | \$8 [96];
+  assign lzc_96_2_zero = ~ \$35 ;
+  assign lzc_96_2_count = ~ \$8 [97];
+  assign lzc_96_4_zero = lzc_98_2_zero & lzc_96_2_zero;
+  assign \$36  = \$34  ? lzc_98_2_count : lzc_96_2_count;
+  assign lzc_96_8_zero = lzc_100_4_zero & lzc_96_4_zero;
+  assign \$37  = lzc_100_4_zero ? { lzc_98_2_zero, \$36  } : { lzc_102_2_zero, \$33  };
+  assign lzc_96_16_zero = lzc_104_8_zero & lzc_96_8_zero;
+  assign \$38  = lzc_104_8_zero ? { lzc_100_4_zero, \$37  } : { lzc_108_4_zero, \$30  };
+  assign lzc_96_32_zero = lzc_112_16_zero & lzc_96_16_zero;
+  assign \$39  = lzc_112_16_zero ? { lzc_104_8_zero, \$38  } : { lzc_120_8_zero, \$23  };
+  assign \$40  = \$8 [95] | \$8 [94];
+  assign lzc_94_2_zero = ~ \$40 ;
+  assign lzc_94_2_count = ~ \$8 [95];
+  assign \$41  = \$8 [93] | \$8 [92];
+  assign lzc_92_2_zero = ~ \$41 ;
+  assign lzc_92_2_count = ~ \$8 [93];
+  assign lzc_92_4_zero = lzc_94_2_zero & lzc_92_2_zero;
+  assign \$42  = \$40  ? lzc_94_2_count : lzc_92_2_count;
+  assign \$43  = \$8 [91] | \$8 [90];
+  assign lzc_90_2_zero = ~ \$43 ;
+  assign lzc_90_2_count = ~ \$8 [91];
+  assign \$44  = \$8 [89] | \$8 [88];
+  assign lzc_88_2_zero = ~ \$44 ;
+  assign lzc_88_2_count = ~ \$8 [89];
+  assign lzc_88_4_zero = lzc_90_2_zero & lzc_88_2_zero;
+  assign \$45  = \$43  ? lzc_90_2_count : lzc_88_2_count;
+  assign lzc_88_8_zero = lzc_92_4_zero & lzc_88_4_zero;
+  assign \$46  = lzc_92_4_zero ? { lzc_90_2_zero, \$45  } : { lzc_94_2_zero, \$42  };
+  assign \$47  = \$8 [87] | \$8 [86];
+  assign lzc_86_2_zero = ~ \$47 ;
+  assign lzc_86_2_count = ~ \$8 [87];
+  assign \$48  = \$8 [85] | \$8 [84];
+  assign lzc_84_2_zero = ~ \$48 ;
+  assign lzc_84_2_count = ~ \$8 [85];
+  assign lzc_84_4_zero = lzc_86_2_zero & lzc_84_2_zero;
+  assign \$49  = \$47  ? lzc_86_2_count : lzc_84_2_count;
+  assign \$50  = \$8 [83] | \$8 [82];
+  assign lzc_82_2_zero = ~ \$50 ;
+  assign lzc_82_2_count = ~ \$8 [83];
+  assign \$51  = \$8 [81] | \$8 [80];
+  assign lzc_80_2_zero = ~ \$51 ;
+  assign lzc_80_2_count = ~ \$8 [81];
+  assign lzc_80_4_zero = lzc_82_2_zero & lzc_80_2_zero;
+  assign \$52  = \$50  ? lzc_82_2_count : lzc_80_2_count;
+  assign lzc_80_8_zero = lzc_84_4_zero & lzc_80_4_zero;
+  assign \$53  = lzc_84_4_zero ? { lzc_82_2_zero, \$52  } : { lzc_86_2_zero, \$49  };
+  assign lzc_80_16_zero = lzc_88_8_zero & lzc_80_8_zero;
+  assign \$54  = lzc_88_8_zero ? { lzc_84_4_zero, \$53  } : { lzc_92_4_zero, \$46  };
+  assign \$55  = \$8 [79] | \$8 [78];
+  assign lzc_78_2_zero = ~ \$55 ;
+  assign lzc_78_2_count = ~ \$8 [79];
+  assign \$56  = \$8 [77] | \$8 [76];
+  assign lzc_76_2_zero = ~ \$56 ;
+  assign lzc_76_2_count = ~ \$8 [77];
+  assign lzc_76_4_zero = lzc_78_2_zero & lzc_76_2_zero;
+  assign \$57  = \$55  ? lzc_78_2_count : lzc_76_2_count;
+  assign \$58  = \$8 [75] | \$8 [74];
+  assign lzc_74_2_zero = ~ \$58 ;
+  assign lzc_74_2_count = ~ \$8 [75];
+  assign \$59  = \$8 [73] | \$8 [72];
+  assign lzc_72_2_zero = ~ \$59 ;
+  assign lzc_72_2_count = ~ \$8 [73];
+  assign lzc_72_4_zero = lzc_74_2_zero & lzc_72_2_zero;
+  assign \$60  = \$58  ? lzc_74_2_count : lzc_72_2_count;
+  assign lzc_72_8_zero = lzc_76_4_zero & lzc_72_4_zero;
+  assign \$61  = lzc_76_4_zero ? { lzc_74_2_zero, \$60  } : { lzc_78_2_zero, \$57  };
+  assign \$62  = \$8 [71] | \$8 [70];
+  assign lzc_70_2_zero = ~ \$62 ;
+  assign lzc_70_2_count = ~ \$8 [71];
+  assign \$63  = \$8 [69] | \$8 [68];
+  assign lzc_68_2_zero = ~ \$63 ;
+  assign lzc_68_2_count = ~ \$8 [69];
+  assign lzc_68_4_zero = lzc_70_2_zero & lzc_68_2_zero;
+  assign \$64  = \$62  ? lzc_70_2_count : lzc_68_2_count;
+  assign \$65  = \$8 [67] | \$8 [66];
+  assign lzc_66_2_zero = ~ \$65 ;
+  assign lzc_66_2_count = ~ \$8 [67];
+  assign \$66  = \$8 [65] | \$8 [64];
+  assign lzc_64_2_zero = ~ \$66 ;
+  assign lzc_64_2_count = ~ \$8 [65];
+  assign lzc_64_4_zero = lzc_66_2_zero & lzc_64_2_zero;
+  assign \$67  = \$65  ? lzc_66_2_count : lzc_64_2_count;
+  assign lzc_64_8_zero = lzc_68_4_zero & lzc_64_4_zero;
+  assign \$68  = lzc_68_4_zero ? { lzc_66_2_zero, \$67  } : { lzc_70_2_zero, \$64  };
+  assign lzc_64_16_zero = lzc_72_8_zero & lzc_64_8_zero;
+  assign \$69  = lzc_72_8_zero ? { lzc_68_4_zero, \$68  } : { lzc_76_4_zero, \$61  };
+  assign lzc_64_32_zero = lzc_80_16_zero & lzc_64_16_zero;
+  assign \$70  = lzc_80_16_zero ? { lzc_72_8_zero, \$69  } : { lzc_88_8_zero, \$54  };
+  assign lzc_64_64_zero = lzc_96_32_zero & lzc_64_32_zero;
+  assign \$71  = lzc_96_32_zero ? { lzc_80_16_zero, \$70  } : { lzc_112_16_zero, \$39  };
+  assign \$72  = \$8 [63] | \$8 [62];
+  assign lzc_62_2_zero = ~ \$72 ;
+  assign lzc_62_2_count = ~ \$8 [63];
+  assign \$73  = \$8 [61] | \$8 [60];
+  assign lzc_60_2_zero = ~ \$73 ;
+  assign lzc_60_2_count = ~ \$8 [61];
+  assign lzc_60_4_zero = lzc_62_2_zero & lzc_60_2_zero;
+  assign \$74  = \$72  ? lzc_62_2_count : lzc_60_2_count;
+  assign \$75  = \$8 [59] | \$8 [58];
+  assign lzc_58_2_zero = ~ \$75 ;
+  assign lzc_58_2_count = ~ \$8 [59];
+  assign \$76  = \$8 [57] | \$8 [56];
+  assign lzc_56_2_zero = ~ \$76 ;
+  assign lzc_56_2_count = ~ \$8 [57];
+  assign lzc_56_4_zero = lzc_58_2_zero & lzc_56_2_zero;
+  assign \$77  = \$75  ? lzc_58_2_count : lzc_56_2_count;
+  assign lzc_56_8_zero = lzc_60_4_zero & lzc_56_4_zero;
+  assign \$78  = lzc_60_4_zero ? { lzc_58_2_zero, \$77  } : { lzc_62_2_zero, \$74  };
+  assign \$79  = \$8 [55] | \$8 [54];
+  assign lzc_54_2_zero = ~ \$79 ;
+  assign lzc_54_2_count = ~ \$8 [55];
+  assign \$80  = \$8 [53] | \$8 [52];
+  assign lzc_52_2_zero = ~ \$80 ;
+  assign lzc_52_2_count = ~ \$8 [53];
+  assign lzc_52_4_zero = lzc_54_2_zero & lzc_52_2_zero;
+  assign \$81  = \$79  ? lzc_54_2_count : lzc_52_2_count;
+  assign \$82  = \$8 [51] | \$8 [50];
+  assign lzc_50_2_zero = ~ \$82 ;
+  assign lzc_50_2_count = ~ \$8 [51];
+  assign \$83  = \$8 [49] | \$8 [48];
+  assign lzc_48_2_zero = ~ \$83 ;
+  assign lzc_48_2_count = ~ \$8 [49];
+  assign lzc_48_4_zero = lzc_50_2_zero & lzc_48_2_zero;
+  assign \$84  = \$82  ? lzc_50_2_count : lzc_48_2_count;
+  assign lzc_48_8_zero = lzc_52_4_zero & lzc_48_4_zero;
+  assign \$85  = lzc_52_4_zero ? { lzc_50_2_zero, \$84  } : { lzc_54_2_zero, \$81  };
+  assign lzc_48_16_zero = lzc_56_8_zero & lzc_48_8_zero;
+  assign \$86  = lzc_56_8_zero ? { lzc_52_4_zero, \$85  } : { lzc_60_4_zero, \$78  };
+  assign \$87  = \$8 [47] | \$8 [46];
+  assign lzc_46_2_zero = ~ \$87 ;
+  assign lzc_46_2_count = ~ \$8 [47];
+  assign \$89  = \$87  ? lzc_46_2_count : 1'h1;
+  assign \$93  = \$87  ? { lzc_46_2_zero, \$89  } : 2'h3;
+  assign \$101  = \$87  ? { lzc_44_4_zero, \$93  } : 3'h7;
+  assign lzc_32_32_zero = lzc_48_16_zero & lzc_32_16_zero;
+  assign \$102  = lzc_48_16_zero ? { lzc_40_8_zero, \$101  } : { lzc_56_8_zero, \$86  };
+  assign \$134  = lzc_32_32_zero ? 5'h1f : { lzc_48_16_zero, \$102  };
+  assign lzc_0_128_zero = lzc_64_64_zero & lzc_0_64_zero;
+  assign \$135  = lzc_64_64_zero ? { lzc_32_32_zero, \$134  } : { lzc_96_32_zero, \$71  };
+  assign normalise0 = lzc_lz[0] ? \$136 [127:0] : lzc_wide;
+  assign normalise1 = lzc_lz[1] ? \$137 [127:0] : normalise0;
+  assign normalise2 = lzc_lz[2] ? \$138 [127:0] : normalise1;
+  assign normalise3 = lzc_lz[3] ? \$139 [127:0] : normalise2;
+  assign normalise4 = lzc_lz[4] ? \$140 [127:0] : normalise3;
+  assign normalise5 = lzc_lz[5] ? \$141 [127:0] : normalise4;
+  assign normalise6 = lzc_lz[6] ? \$142 [127:0] : normalise5;
+  assign \$143  = 8'hac - s1_lz;
+  assign \$144  = | s1_norm[102:0];
+  assign \$145  = \$144  | s1_norm[104];
+  assign \$146  = s1_norm[103] & \$145 ;
+  assign \$147  = { \$143 [7:0], s1_norm[126:104] } + \$146 ;
+  assign \$148  = s0_load & i__valid;
+  assign \$149  = s1_load & s0_valid;
+  assign \$150  = s2_load & s1_valid;
+  assign \$151  = s3_load & s2_valid;
+  assign \$152  = s1_zero ? 32'd0 : { s1_sign, \$147 [30:0] };
   always @(posedge clk)
-    s0_valid <= \$1370 ;
+    s0_valid <= \$153 ;
   always @(posedge clk)
-    s1_valid <= \$1371 ;
+    s1_valid <= \$154 ;
   always @(posedge clk)
-    s2_valid <= \$1372 ;
+    s2_valid <= \$155 ;
   always @(posedge clk)
-    s3_valid <= \$1373 ;
+    s3_valid <= \$156 ;
   always @(posedge clk)
-    abs_sign <= \$1374 ;
+    abs_sign <= \$157 ;
   always @(posedge clk)
-    abs_mag <= \$1375 ;
+    abs_mag <= \$158 ;
   always @(posedge clk)
-    lzc_sign <= \$1376 ;
+    lzc_sign <= \$159 ;
   always @(posedge clk)
-    lzc_zero <= \$1377 ;
+    lzc_zero <= \$160 ;
   always @(posedge clk)
-    lzc_lz <= \$1378 ;
+    lzc_lz <= \$161 ;
   always @(posedge clk)
-    lzc_wide <= \$1379 ;
+    lzc_wide <= \$162 ;
   always @(posedge clk)
-    s1_sign <= \$1380 ;
+    s1_sign <= \$163 ;
   always @(posedge clk)
-    s1_zero <= \$1381 ;
+    s1_zero <= \$164 ;
   always @(posedge clk)
-    s1_lz <= \$1382 ;
+    s1_lz <= \$165 ;
   always @(posedge clk)
-    s1_norm <= \$1383 ;
+    s1_norm <= \$166 ;
   always @(posedge clk)
-    o__payload <= \$1384 ;
+    o__payload <= \$167 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1370  = s0_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$153  = s0_valid;
     if (s0_load) begin
-      \$1370  = i__valid;
+      \$153  = i__valid;
     end
     if (rst) begin
-      \$1370  = 1'h0;
+      \$153  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1371  = s1_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$154  = s1_valid;
     if (s1_load) begin
-      \$1371  = s0_valid;
+      \$154  = s0_valid;
     end
     if (rst) begin
-      \$1371  = 1'h0;
+      \$154  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1372  = s2_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$155  = s2_valid;
     if (s2_load) begin
-      \$1372  = s1_valid;
+      \$155  = s1_valid;
     end
     if (rst) begin
-      \$1372  = 1'h0;
+      \$155  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1373  = s3_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$156  = s3_valid;
     if (s3_load) begin
-      \$1373  = s2_valid;
+      \$156  = s2_valid;
     end
     if (rst) begin
-      \$1373  = 1'h0;
+      \$156  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1374  = abs_sign;
-    if (\$21 ) begin
-      \$1374  = i__payload[81];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$157  = abs_sign;
+    if (\$148 ) begin
+      \$157  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1375  = abs_mag;
-    if (\$21 ) begin
-      \$1375  = \$7 [81:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$158  = abs_mag;
+    if (\$148 ) begin
+      \$158  = \$7 [81:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1376  = lzc_sign;
-    if (\$22 ) begin
-      \$1376  = abs_sign;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$159  = lzc_sign;
+    if (\$149 ) begin
+      \$159  = abs_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1377  = lzc_zero;
-    if (\$22 ) begin
-      \$1377  = \$213 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$160  = lzc_zero;
+    if (\$149 ) begin
+      \$160  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1378  = lzc_lz;
-    if (\$22 ) begin
-      \$1378  = { \$1366 , \$1271  };
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$161  = lzc_lz;
+    if (\$149 ) begin
+      \$161  = { lzc_64_64_zero, \$135  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1379  = lzc_wide;
-    if (\$22 ) begin
-      \$1379  = \$8 [127:0];
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$162  = lzc_wide;
+    if (\$149 ) begin
+      \$162  = \$8 [127:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1380  = s1_sign;
-    if (\$1367 ) begin
-      \$1380  = lzc_sign;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$163  = s1_sign;
+    if (\$150 ) begin
+      \$163  = lzc_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1381  = s1_zero;
-    if (\$1367 ) begin
-      \$1381  = lzc_zero;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$164  = s1_zero;
+    if (\$150 ) begin
+      \$164  = lzc_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1382  = s1_lz;
-    if (\$1367 ) begin
-      \$1382  = { 1'h0, lzc_lz };
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$165  = s1_lz;
+    if (\$150 ) begin
+      \$165  = { 1'h0, lzc_lz };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1383  = s1_norm;
-    if (\$1367 ) begin
-      \$1383  = normalise6;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$166  = s1_norm;
+    if (\$150 ) begin
+      \$166  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
-    \$1384  = o__payload;
-    if (\$1368 ) begin
-      \$1384  = \$1369 ;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$167  = o__payload;
+    if (\$151 ) begin
+      \$167  = \$152 ;
     end
   end
   assign o__valid = s3_valid;
   assign mag = \$7 [81:0];
   assign wide = \$8 [127:0];
+  assign lzc_124_4_count = { lzc_126_2_zero, \$11  };
+  assign lzc_120_4_count = { lzc_122_2_zero, \$14  };
+  assign lzc_120_8_count = { lzc_124_4_zero, \$15  };
+  assign lzc_116_4_count = { lzc_118_2_zero, \$18  };
+  assign lzc_112_4_count = { lzc_114_2_zero, \$21  };
+  assign lzc_112_8_count = { lzc_116_4_zero, \$22  };
+  assign lzc_112_16_count = { lzc_120_8_zero, \$23  };
+  assign lzc_108_4_count = { lzc_110_2_zero, \$26  };
+  assign lzc_104_4_count = { lzc_106_2_zero, \$29  };
+  assign lzc_104_8_count = { lzc_108_4_zero, \$30  };
+  assign lzc_100_4_count = { lzc_102_2_zero, \$33  };
+  assign lzc_96_4_count = { lzc_98_2_zero, \$36  };
+  assign lzc_96_8_count = { lzc_100_4_zero, \$37  };
+  assign lzc_96_16_count = { lzc_104_8_zero, \$38  };
+  assign lzc_96_32_count = { lzc_112_16_zero, \$39  };
+  assign lzc_92_4_count = { lzc_94_2_zero, \$42  };
+  assign lzc_88_4_count = { lzc_90_2_zero, \$45  };
+  assign lzc_88_8_count = { lzc_92_4_zero, \$46  };
+  assign lzc_84_4_count = { lzc_86_2_zero, \$49  };
+  assign lzc_80_4_count = { lzc_82_2_zero, \$52  };
+  assign lzc_80_8_count = { lzc_84_4_zero, \$53  };
+  assign lzc_80_16_count = { lzc_88_8_zero, \$54  };
+  assign lzc_76_4_count = { lzc_78_2_zero, \$57  };
+  assign lzc_72_4_count = { lzc_74_2_zero, \$60  };
+  assign lzc_72_8_count = { lzc_76_4_zero, \$61  };
+  assign lzc_68_4_count = { lzc_70_2_zero, \$64  };
+  assign lzc_64_4_count = { lzc_66_2_zero, \$67  };
+  assign lzc_64_8_count = { lzc_68_4_zero, \$68  };
+  assign lzc_64_16_count = { lzc_72_8_zero, \$69  };
+  assign lzc_64_32_count = { lzc_80_16_zero, \$70  };
+  assign lzc_64_64_count = { lzc_96_32_zero, \$71  };
+  assign lzc_60_4_count = { lzc_62_2_zero, \$74  };
+  assign lzc_56_4_count = { lzc_58_2_zero, \$77  };
+  assign lzc_56_8_count = { lzc_60_4_zero, \$78  };
+  assign lzc_52_4_count = { lzc_54_2_zero, \$81  };
+  assign lzc_48_4_count = { lzc_50_2_zero, \$84  };
+  assign lzc_48_8_count = { lzc_52_4_zero, \$85  };
+  assign lzc_48_16_count = { lzc_56_8_zero, \$86  };
+  assign lzc_44_4_count = { lzc_46_2_zero, \$89  };
+  assign lzc_40_4_count = { lzc_42_2_zero, \$92  };
+  assign lzc_40_8_count = { lzc_44_4_zero, \$93  };
+  assign lzc_36_4_count = { lzc_38_2_zero, \$96  };
+  assign lzc_32_4_count = { lzc_34_2_zero, \$99  };
+  assign lzc_32_8_count = { lzc_36_4_zero, \$100  };
+  assign lzc_32_16_count = { lzc_40_8_zero, \$101  };
+  assign lzc_32_32_count = { lzc_48_16_zero, \$102  };
+  assign lzc_28_4_count = { lzc_30_2_zero, \$105  };
+  assign lzc_24_4_count = { lzc_26_2_zero, \$108  };
+  assign lzc_24_8_count = { lzc_28_4_zero, \$109  };
+  assign lzc_20_4_count = { lzc_22_2_zero, \$112  };
+  assign lzc_16_4_count = { lzc_18_2_zero, \$115  };
+  assign lzc_16_8_count = { lzc_20_4_zero, \$116  };
+  assign lzc_16_16_count = { lzc_24_8_zero, \$117  };
+  assign lzc_12_4_count = { lzc_14_2_zero, \$120  };
+  assign lzc_8_4_count = { lzc_10_2_zero, \$123  };
+  assign lzc_8_8_count = { lzc_12_4_zero, \$124  };
+  assign lzc_4_4_count = { lzc_6_2_zero, \$127  };
+  assign lzc_0_4_count = { lzc_2_2_zero, \$130  };
+  assign lzc_0_8_count = { lzc_4_4_zero, \$131  };
+  assign lzc_0_16_count = { lzc_8_8_zero, \$132  };
+  assign lzc_0_32_count = { lzc_16_16_zero, \$133  };
+  assign lzc_0_64_count = { lzc_32_32_zero, \$134  };
+  assign lzc_0_128_count = { lzc_64_64_zero, \$135  };
   assign lz = { 1'h0, lzc_lz };
-  assign exp_field = \$16 [7:0];
-  assign rounded = \$20 [30:0];
+  assign exp_field = \$143 [7:0];
+  assign rounded = \$147 [30:0];
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
   assign \$8  = { 17'h00000, abs_mag, 46'h000000000000 };
-  assign \$9  = { lzc_wide, 1'h0 };
-  assign \$10  = { 1'h0, normalise0, 2'h0 };
-  assign \$11  = { 3'h0, normalise1, 4'h0 };
-  assign \$12  = { 7'h00, normalise2, 8'h00 };
-  assign \$13  = { 15'h0000, normalise3, 16'h0000 };
-  assign \$14  = { 31'h00000000, normalise4, 32'h00000000 };
-  assign \$15  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
-  assign \$143  = 1'h0;
-  assign \$144  = 1'h1;
-  assign \$145  = \$142 ;
-  assign \$146  = 1'h0;
-  assign \$147  = 1'h1;
-  assign \$148  = 1'h0;
-  assign \$149  = 1'h1;
-  assign \$150  = 1'h1;
-  assign \$151  = \$142 ;
-  assign \$152  = 1'h0;
-  assign \$153  = 1'h1;
-  assign \$154  = 1'h0;
-  assign \$155  = 1'h1;
-  assign \$156  = 1'h1;
-  assign \$157  = 1'h0;
-  assign \$158  = 1'h1;
-  assign \$159  = 1'h0;
-  assign \$160  = 1'h1;
-  assign \$161  = 1'h1;
-  assign \$162  = 1'h1;
-  assign \$163  = \$142 ;
-  assign \$165  = 1'h0;
-  assign \$166  = 1'h1;
-  assign \$167  = 1'h0;
-  assign \$168  = 1'h1;
-  assign \$169  = 1'h1;
-  assign \$170  = 1'h0;
-  assign \$171  = 1'h1;
-  assign \$172  = 1'h0;
-  assign \$173  = 1'h1;
-  assign \$174  = 1'h1;
-  assign \$175  = 1'h1;
-  assign \$176  = 1'h0;
-  assign \$177  = 1'h1;
-  assign \$178  = 1'h0;
-  assign \$179  = 1'h1;
-  assign \$180  = 1'h1;
-  assign \$181  = 1'h0;
-  assign \$182  = 1'h1;
-  assign \$183  = 1'h0;
-  assign \$184  = 1'h1;
-  assign \$185  = 1'h1;
-  assign \$186  = 1'h1;
-  assign \$187  = 1'h1;
-  assign \$188  = 1'h0;
-  assign \$189  = 1'h1;
-  assign \$190  = 1'h0;
-  assign \$191  = 1'h1;
-  assign \$192  = 1'h1;
-  assign \$193  = 1'h0;
-  assign \$194  = 1'h1;
-  assign \$195  = 1'h0;
-  assign \$196  = 1'h1;
-  assign \$197  = 1'h1;
-  assign \$198  = 1'h1;
-  assign \$199  = 1'h0;
-  assign \$200  = 1'h1;
-  assign \$201  = 1'h0;
-  assign \$202  = 1'h1;
-  assign \$203  = 1'h1;
-  assign \$204  = 1'h0;
-  assign \$205  = 1'h1;
-  assign \$206  = 1'h0;
-  assign \$207  = 1'h1;
-  assign \$208  = 1'h1;
-  assign \$209  = 1'h1;
-  assign \$210  = 1'h1;
-  assign \$211  = 1'h1;
-  assign \$212  = \$164 ;
-  assign \$334  = 1'h0;
-  assign \$335  = 1'h1;
-  assign \$336  = \$333 ;
-  assign \$337  = 1'h0;
-  assign \$338  = 1'h1;
-  assign \$339  = 1'h0;
-  assign \$340  = 1'h1;
-  assign \$341  = 1'h1;
-  assign \$342  = \$333 ;
-  assign \$343  = 1'h0;
-  assign \$344  = 1'h1;
-  assign \$345  = 1'h0;
-  assign \$346  = 1'h1;
-  assign \$347  = 1'h1;
-  assign \$348  = 1'h0;
-  assign \$349  = 1'h1;
-  assign \$350  = 1'h0;
-  assign \$351  = 1'h1;
-  assign \$352  = 1'h1;
-  assign \$353  = 1'h1;
-  assign \$354  = \$333 ;
-  assign \$356  = 1'h0;
-  assign \$357  = 1'h1;
-  assign \$358  = 1'h0;
-  assign \$359  = 1'h1;
-  assign \$360  = 1'h1;
-  assign \$361  = 1'h0;
-  assign \$362  = 1'h1;
-  assign \$363  = 1'h0;
-  assign \$364  = 1'h1;
-  assign \$365  = 1'h1;
-  assign \$366  = 1'h1;
-  assign \$367  = 1'h0;
-  assign \$368  = 1'h1;
-  assign \$369  = 1'h0;
-  assign \$370  = 1'h1;
-  assign \$371  = 1'h1;
-  assign \$372  = 1'h0;
-  assign \$373  = 1'h1;
-  assign \$374  = 1'h0;
-  assign \$375  = 1'h1;
-  assign \$376  = 1'h1;
-  assign \$377  = 1'h1;
-  assign \$378  = 1'h1;
-  assign \$379  = 1'h0;
-  assign \$380  = 1'h1;
-  assign \$381  = 1'h0;
-  assign \$382  = 1'h1;
-  assign \$383  = 1'h1;
-  assign \$384  = 1'h0;
-  assign \$385  = 1'h1;
-  assign \$386  = 1'h0;
-  assign \$387  = 1'h1;
-  assign \$388  = 1'h1;
-  assign \$389  = 1'h1;
-  assign \$390  = 1'h0;
-  assign \$391  = 1'h1;
-  assign \$392  = 1'h0;
-  assign \$393  = 1'h1;
-  assign \$394  = 1'h1;
-  assign \$395  = 1'h0;
-  assign \$396  = 1'h1;
-  assign \$397  = 1'h1;
-  assign \$398  = 1'h1;
-  assign \$399  = 1'h1;
-  assign \$400  = 1'h0;
-  assign \$401  = 1'h1;
-  assign \$402  = 1'h0;
-  assign \$403  = 1'h1;
-  assign \$404  = 1'h1;
-  assign \$405  = 1'h1;
-  assign \$406  = 1'h1;
-  assign \$407  = 1'h0;
-  assign \$408  = 1'h1;
-  assign \$409  = 2'h3;
-  assign \$410  = 1'h0;
-  assign \$411  = 1'h1;
-  assign \$412  = 1'h0;
-  assign \$413  = 1'h1;
-  assign \$414  = 1'h1;
-  assign \$415  = 1'h0;
-  assign \$416  = 1'h1;
-  assign \$417  = 1'h0;
-  assign \$418  = 1'h1;
-  assign \$419  = 1'h1;
-  assign \$420  = 1'h0;
-  assign \$421  = 1'h1;
-  assign \$422  = 1'h1;
-  assign \$423  = 1'h1;
-  assign \$424  = 1'h1;
-  assign \$425  = 1'h0;
-  assign \$426  = 1'h1;
-  assign \$427  = 1'h0;
-  assign \$428  = 1'h1;
-  assign \$429  = 1'h1;
-  assign \$430  = 1'h1;
-  assign \$431  = 1'h1;
-  assign \$432  = 1'h0;
-  assign \$433  = 1'h1;
-  assign \$434  = 2'h3;
-  assign \$435  = 1'h0;
-  assign \$436  = 1'h1;
-  assign \$437  = 1'h0;
-  assign \$438  = 1'h1;
-  assign \$439  = 1'h1;
-  assign \$440  = 3'h7;
-  assign \$441  = 1'h0;
-  assign \$442  = 1'h1;
-  assign \$443  = 1'h0;
-  assign \$444  = 1'h1;
-  assign \$445  = 1'h1;
-  assign \$446  = 1'h0;
-  assign \$447  = 1'h1;
-  assign \$448  = 1'h0;
-  assign \$449  = 1'h1;
-  assign \$450  = 1'h1;
-  assign \$451  = 1'h1;
-  assign \$452  = 1'h0;
-  assign \$453  = 1'h1;
-  assign \$454  = 1'h0;
-  assign \$455  = 1'h1;
-  assign \$456  = 1'h1;
-  assign \$457  = 1'h0;
-  assign \$458  = 1'h1;
-  assign \$459  = 1'h0;
-  assign \$460  = 1'h1;
-  assign \$461  = 1'h1;
-  assign \$462  = 1'h1;
-  assign \$463  = 1'h0;
-  assign \$464  = 1'h1;
-  assign \$465  = 1'h0;
-  assign \$466  = 1'h1;
-  assign \$467  = 1'h1;
-  assign \$468  = 1'h0;
-  assign \$469  = 1'h1;
-  assign \$470  = 1'h1;
-  assign \$471  = 1'h1;
-  assign \$472  = 1'h1;
-  assign \$473  = 1'h0;
-  assign \$474  = 1'h1;
-  assign \$475  = 1'h0;
-  assign \$476  = 1'h1;
-  assign \$477  = 1'h1;
-  assign \$478  = 1'h1;
-  assign \$479  = 1'h1;
-  assign \$480  = 1'h0;
-  assign \$481  = 1'h1;
-  assign \$482  = 2'h3;
-  assign \$483  = 1'h0;
-  assign \$484  = 1'h1;
-  assign \$485  = 1'h0;
-  assign \$486  = 1'h1;
-  assign \$487  = 1'h1;
-  assign \$488  = 1'h0;
-  assign \$489  = 1'h1;
-  assign \$490  = 1'h0;
-  assign \$491  = 1'h1;
-  assign \$492  = 1'h1;
-  assign \$493  = 1'h0;
-  assign \$494  = 1'h1;
-  assign \$495  = 1'h1;
-  assign \$496  = 1'h1;
-  assign \$497  = 1'h1;
-  assign \$498  = 1'h0;
-  assign \$499  = 1'h1;
-  assign \$500  = 1'h0;
-  assign \$501  = 1'h1;
-  assign \$502  = 1'h1;
-  assign \$503  = 1'h1;
-  assign \$504  = 1'h1;
-  assign \$505  = 1'h0;
-  assign \$506  = 1'h1;
-  assign \$507  = 2'h3;
-  assign \$508  = 1'h0;
-  assign \$509  = 1'h1;
-  assign \$510  = 1'h0;
-  assign \$511  = 1'h1;
-  assign \$512  = 1'h1;
-  assign \$513  = 3'h7;
-  assign \$514  = 1'h0;
-  assign \$515  = 1'h1;
-  assign \$516  = 1'h0;
-  assign \$517  = 1'h1;
-  assign \$518  = 1'h1;
-  assign \$519  = 1'h0;
-  assign \$520  = 1'h1;
-  assign \$521  = 1'h0;
-  assign \$522  = 1'h1;
-  assign \$523  = 1'h1;
-  assign \$524  = 1'h1;
-  assign \$525  = 4'hf;
-  assign \$526  = 1'h0;
-  assign \$527  = 1'h1;
-  assign \$528  = 1'h0;
-  assign \$529  = 1'h1;
-  assign \$530  = 1'h1;
-  assign \$531  = 1'h0;
-  assign \$532  = 1'h1;
-  assign \$533  = 1'h0;
-  assign \$534  = 1'h1;
-  assign \$535  = 1'h1;
-  assign \$536  = 1'h1;
-  assign \$537  = 1'h0;
-  assign \$538  = 1'h1;
-  assign \$539  = 1'h0;
-  assign \$540  = 1'h1;
-  assign \$541  = 1'h1;
-  assign \$542  = 1'h0;
-  assign \$543  = 1'h1;
-  assign \$544  = 1'h0;
-  assign \$545  = 1'h1;
-  assign \$546  = 1'h1;
-  assign \$547  = 1'h1;
-  assign \$548  = 1'h1;
-  assign \$574  = 1'h0;
-  assign \$575  = 1'h1;
-  assign \$576  = \$573 ;
-  assign \$577  = 1'h0;
-  assign \$578  = 1'h1;
-  assign \$579  = 1'h0;
-  assign \$580  = 1'h1;
-  assign \$581  = 1'h1;
-  assign \$582  = \$573 ;
-  assign \$583  = 1'h0;
-  assign \$584  = 1'h1;
-  assign \$585  = 1'h0;
-  assign \$586  = 1'h1;
-  assign \$587  = 1'h1;
-  assign \$588  = 1'h0;
-  assign \$589  = 1'h1;
-  assign \$590  = 1'h1;
-  assign \$591  = 1'h1;
-  assign \$592  = 1'h1;
-  assign \$593  = 1'h0;
-  assign \$594  = 1'h1;
-  assign \$595  = 1'h0;
-  assign \$596  = 1'h1;
-  assign \$597  = 1'h1;
-  assign \$598  = 1'h1;
-  assign \$599  = 1'h1;
-  assign \$600  = 1'h0;
-  assign \$601  = 1'h1;
-  assign \$602  = 2'h3;
-  assign \$603  = 1'h0;
-  assign \$604  = 1'h1;
-  assign \$605  = 1'h0;
-  assign \$606  = 1'h1;
-  assign \$607  = 1'h1;
-  assign \$610  = 1'h0;
-  assign \$611  = 1'h1;
-  assign \$612  = \$609 ;
-  assign \$613  = 1'h0;
-  assign \$614  = 1'h1;
-  assign \$615  = 1'h1;
-  assign \$616  = 1'h1;
-  assign \$617  = 1'h1;
-  assign \$618  = 1'h0;
-  assign \$619  = 1'h1;
-  assign \$622  = 1'h1;
-  assign \$630  = 1'h0;
-  assign \$631  = 1'h1;
-  assign \$632  = \$629 ;
-  assign \$636  = 1'h0;
-  assign \$637  = 1'h1;
-  assign \$638  = \$635 ;
-  assign \$639  = 1'h0;
-  assign \$640  = 1'h1;
-  assign \$641  = 1'h0;
-  assign \$642  = 1'h1;
-  assign \$643  = 1'h1;
-  assign \$644  = \$635 ;
-  assign \$768  = 1'h0;
-  assign \$769  = 1'h1;
-  assign \$770  = \$767 ;
-  assign \$771  = 1'h0;
-  assign \$772  = 1'h1;
-  assign \$773  = 1'h0;
-  assign \$774  = 1'h1;
-  assign \$775  = 1'h1;
-  assign \$776  = \$767 ;
-  assign \$777  = 1'h0;
-  assign \$778  = 1'h1;
-  assign \$779  = 1'h0;
-  assign \$780  = 1'h1;
-  assign \$781  = 1'h1;
-  assign \$782  = 1'h0;
-  assign \$783  = 1'h1;
-  assign \$784  = 1'h0;
-  assign \$785  = 1'h1;
-  assign \$786  = 1'h1;
-  assign \$787  = 1'h1;
-  assign \$788  = \$767 ;
+  assign \$136  = { lzc_wide, 1'h0 };
+  assign \$137  = { 1'h0, normalise0, 2'h0 };
+  assign \$138  = { 3'h0, normalise1, 4'h0 };
+  assign \$139  = { 7'h00, normalise2, 8'h00 };
+  assign \$140  = { 15'h0000, normalise3, 16'h0000 };
+  assign \$141  = { 31'h00000000, normalise4, 32'h00000000 };
+  assign \$142  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$88  = 1'h0;
+  assign lzc_44_2_zero = 1'h1;
+  assign lzc_44_2_count = 1'h1;
+  assign lzc_44_4_zero = lzc_46_2_zero;
+  assign \$90  = 1'h0;
+  assign lzc_42_2_zero = 1'h1;
+  assign lzc_42_2_count = 1'h1;
+  assign \$91  = 1'h0;
+  assign lzc_40_2_zero = 1'h1;
+  assign lzc_40_2_count = 1'h1;
+  assign lzc_40_4_zero = 1'h1;
+  assign \$92  = 1'h1;
+  assign lzc_40_8_zero = lzc_46_2_zero;
+  assign \$94  = 1'h0;
+  assign lzc_38_2_zero = 1'h1;
+  assign lzc_38_2_count = 1'h1;
+  assign \$95  = 1'h0;
+  assign lzc_36_2_zero = 1'h1;
+  assign lzc_36_2_count = 1'h1;
+  assign lzc_36_4_zero = 1'h1;
+  assign \$96  = 1'h1;
+  assign \$97  = 1'h0;
+  assign lzc_34_2_zero = 1'h1;
+  assign lzc_34_2_count = 1'h1;
+  assign \$98  = 1'h0;
+  assign lzc_32_2_zero = 1'h1;
+  assign lzc_32_2_count = 1'h1;
+  assign lzc_32_4_zero = 1'h1;
+  assign \$99  = 1'h1;
+  assign lzc_32_8_zero = 1'h1;
+  assign \$100  = 2'h3;
+  assign lzc_32_16_zero = lzc_46_2_zero;
+  assign \$103  = 1'h0;
+  assign lzc_30_2_zero = 1'h1;
+  assign lzc_30_2_count = 1'h1;
+  assign \$104  = 1'h0;
+  assign lzc_28_2_zero = 1'h1;
+  assign lzc_28_2_count = 1'h1;
+  assign lzc_28_4_zero = 1'h1;
+  assign \$105  = 1'h1;
+  assign \$106  = 1'h0;
+  assign lzc_26_2_zero = 1'h1;
+  assign lzc_26_2_count = 1'h1;
+  assign \$107  = 1'h0;
+  assign lzc_24_2_zero = 1'h1;
+  assign lzc_24_2_count = 1'h1;
+  assign lzc_24_4_zero = 1'h1;
+  assign \$108  = 1'h1;
+  assign lzc_24_8_zero = 1'h1;
+  assign \$109  = 2'h3;
+  assign \$110  = 1'h0;
+  assign lzc_22_2_zero = 1'h1;
+  assign lzc_22_2_count = 1'h1;
+  assign \$111  = 1'h0;
+  assign lzc_20_2_zero = 1'h1;
+  assign lzc_20_2_count = 1'h1;
+  assign lzc_20_4_zero = 1'h1;
+  assign \$112  = 1'h1;
+  assign \$113  = 1'h0;
+  assign lzc_18_2_zero = 1'h1;
+  assign lzc_18_2_count = 1'h1;
+  assign \$114  = 1'h0;
+  assign lzc_16_2_zero = 1'h1;
+  assign lzc_16_2_count = 1'h1;
+  assign lzc_16_4_zero = 1'h1;
+  assign \$115  = 1'h1;
+  assign lzc_16_8_zero = 1'h1;
+  assign \$116  = 2'h3;
+  assign lzc_16_16_zero = 1'h1;
+  assign \$117  = 3'h7;
+  assign \$118  = 1'h0;
+  assign lzc_14_2_zero = 1'h1;
+  assign lzc_14_2_count = 1'h1;
+  assign \$119  = 1'h0;
+  assign lzc_12_2_zero = 1'h1;
+  assign lzc_12_2_count = 1'h1;
+  assign lzc_12_4_zero = 1'h1;
+  assign \$120  = 1'h1;
+  assign \$121  = 1'h0;
+  assign lzc_10_2_zero = 1'h1;
+  assign lzc_10_2_count = 1'h1;
+  assign \$122  = 1'h0;
+  assign lzc_8_2_zero = 1'h1;
+  assign lzc_8_2_count = 1'h1;
+  assign lzc_8_4_zero = 1'h1;
+  assign \$123  = 1'h1;
+  assign lzc_8_8_zero = 1'h1;
+  assign \$124  = 2'h3;
+  assign \$125  = 1'h0;
+  assign lzc_6_2_zero = 1'h1;
+  assign lzc_6_2_count = 1'h1;
+  assign \$126  = 1'h0;
+  assign lzc_4_2_zero = 1'h1;
+  assign lzc_4_2_count = 1'h1;
+  assign lzc_4_4_zero = 1'h1;
+  assign \$127  = 1'h1;
+  assign \$128  = 1'h0;
+  assign lzc_2_2_zero = 1'h1;
+  assign lzc_2_2_count = 1'h1;
+  assign \$129  = 1'h0;
+  assign lzc_0_2_zero = 1'h1;
+  assign lzc_0_2_count = 1'h1;
+  assign lzc_0_4_zero = 1'h1;
+  assign \$130  = 1'h1;
+  assign lzc_0_8_zero = 1'h1;
+  assign \$131  = 2'h3;
+  assign lzc_0_16_zero = 1'h1;
+  assign \$132  = 3'h7;
+  assign lzc_0_32_zero = 1'h1;
+  assign \$133  = 4'hf;
+  assign lzc_0_64_zero = lzc_32_32_zero;
 endmodule
