@@ -1,48 +1,49 @@
-"""Block dot-product MACs for the area comparison of the report (SPEC 6, SPEC 8; paper Table 5).
+"""MACs for the area comparison of the report (SPEC 6, SPEC 8; paper Table 5), in two framings.
 
-Each unit computes one exact integer block sum ``S = sum_k a_k * w_k`` over ``lanes`` element pairs
-per clock. The shared block scales (E8M0, FP16 or the 5-bit BlockDialect exponent) only add a few
-exponent bits after the sum and are left out of every design alike, so the comparison is of the part
+**Block MAC** (:class:`BlockMac`): one exact integer block sum ``S = sum_k a_k * w_k`` over
+``lanes`` element pairs per clock. The shared block scales are left out of every design alike
+(their cost is measured apart, in ``bench/hw/scale_paths.py``), so the comparison is of the part
 that grows with the lane count: element decode, multipliers and adder tree.
 
-Every unit has the same frame so that they are measured the same way:
+**Single MAC** (:class:`SingleMac`, the paper's framing): one lane and its accumulator,
+``acc <= (clear ? 0 : acc) + a * w`` every clock, the accumulator as wide as the exact sum of one
+block of :data:`SINGLE_MAC_BLOCK` products (the paper's MAC sums a block exactly before its scale is
+applied). A BlockDialect single MAC decodes its own dialects: nothing is shared with other lanes.
 
-- inputs ``a`` and ``w`` (lane k of ``bits`` bits at ``[bits*k +: bits]``), plus ``a_dialect`` and
-  ``w_dialect`` for BlockDialect, are registered on the way in;
-- each lane's product is a signed integer (:meth:`BlockMac.lane_product`);
-- the products go through one balanced adder tree (:func:`adder_tree`, shared by all formats);
-- the sum is registered on the way out (``sum``; latency 2 clocks).
+Both frames register their inputs (``a``, ``w``, plus ``a_dialect``/``w_dialect`` for BlockDialect,
+and ``clear`` for the single MAC) and their output (``sum``); the lane products come from
+:class:`bench.hw.lane_products.ProductArray`, which builds each format in several constructions
+(:data:`bench.hw.lane_products.CONSTRUCTIONS`); the report keeps the smallest of each format as its
+baseline. The block MAC sums the products with one balanced adder tree (:func:`adder_tree`) and adds
+the deferred +1 bits of ones'-complement constructions with a second tree (a popcount).
 
-Formats (the ``FORMATS`` table):
-
-``int4``  signed 4-bit two's complement, 4x4 signed multiply.
-``fp4``   FP4 E2M1 (the MXFP4 element): decoded to sign + 4-bit magnitude in units of 0.5
-          ({0, 1, 2, 3, 4, 6, 8, 12}), 4x4 unsigned multiply, sign applied to the product.
-``fp6``   FP6 E2M3 (the MXFP6 element with 3 mantissa bits): decoded to sign + 6-bit magnitude in
-          units of 1/8 (up to 60), 6x6 unsigned multiply. E2M3 rather than E3M2 because inside a
-          block-scaled format the range of E3M2 buys nothing the shared scale does not already give,
-          E2M3 is the more accurate of the two, and its fixed-point magnitude is 6 bits instead of
-          E3M2's 9, so it is also the smaller (conservative) baseline.
-``int8``  signed 8-bit two's complement, 8x8 signed multiply.
-``bd``    BlockDialect (SPEC 6): both operands decoded with :class:`bd_hw.decoder.BDDecoder` from
-          their block's dialect to sign + 4-bit magnitude in half-units, 4x4 unsigned multiply,
-          sign = XOR of the two signs.
+Formats: ``int4``/``int8`` two's complement; ``fp4`` E2M1 (the MXFP4/NVFP4 element) in half-units;
+``fp6`` E2M3 (the MXFP6 element with 3 mantissa bits) in units of 1/8: inside a block-scaled format
+the range of E3M2 buys nothing the shared scale does not already give, E2M3 is the more accurate of
+the two and its fixed-point magnitude is 6 bits instead of E3M2's 9, so it is also the smaller
+(conservative) baseline; ``bd`` BlockDialect codes (SPEC 6) in half-units.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from amaranth.hdl import Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Module, Mux, Signal, Value, signed, unsigned
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.spec import CODE_BITS, DIALECT_BITS, MAX_HALF_UNITS
+from bd_hw.layouts import reject
 
-from bd_hw.decoder import BDDecoder
+from .lane_products import (CONSTRUCTIONS, ProductArray, check_construction, element_value,
+                            max_abs_product, minifloat_value_units, product_inputs)
 
-__all__ = ["adder_tree", "minifloat_magnitude", "BlockMac", "Int4Mac", "Int8Mac", "Fp4Mac", "Fp6Mac",
-           "BlockDialectMac", "FORMATS", "MacFormat", "make_mac", "reference_block_sum",
-           "minifloat_value_units"]
+__all__ = ["adder_tree", "BlockMac", "SingleMac", "FORMATS", "SMALLEST", "make_mac",
+           "reference_block_sum", "minifloat_value_units", "SINGLE_MAC_BLOCK", "sum_bits"]
+
+FORMATS = tuple(CONSTRUCTIONS)
+SINGLE_MAC_BLOCK = 32     # the paper's block size: the single MAC's accumulator sums 32 products
+# The smallest block-MAC construction of each format in two-input gates at B = 16, 32 and 64
+# (reports/synth/report.md, "MACs: every construction"; the report finds them from the figures,
+# this copy chooses what a default synthesis run and the scale-path units build).
+SMALLEST = {"bd": "shared_defer", "int4": "baugh_wooley", "fp4": "shift", "fp6": "shift",
+            "int8": "booth"}
 
 
 def adder_tree(m: Module, terms, name: str = "tree"):
@@ -73,216 +74,99 @@ def adder_tree(m: Module, terms, name: str = "tree"):
     return level[0]
 
 
-def minifloat_magnitude(bits, ebits: int, mbits: int):
-    """Fixed-point magnitude of an unsigned minifloat ``{e[ebits], m[mbits]}`` with bias 1 (OCP MX
-    element formats), in units of its smallest subnormal ``2^-mbits``: ``m`` when ``e == 0``, else
-    ``(2^mbits + m) << (e - 1)``."""
-    man = bits[:mbits]
-    exp = bits[mbits:mbits + ebits]
-    # (1.m) << (e - 1), written as a left shift by e then a fixed right shift (shift amounts are unsigned)
-    normal = ((man | (1 << mbits)) << exp) >> 1
-    return Mux(exp == 0, man, normal)
-
-
-def minifloat_value_units(code: int, ebits: int, mbits: int) -> int:
-    """Python reference of one signed minifloat code (sign at the top bit), in units of
-    ``2^-mbits``, computed from the float value so it is independent of :func:`minifloat_magnitude`."""
-    sign = (code >> (ebits + mbits)) & 1
-    exp = (code >> mbits) & ((1 << ebits) - 1)
-    man = code & ((1 << mbits) - 1)
-    value = man / 2 ** mbits if exp == 0 else (1 + man / 2 ** mbits) * 2.0 ** (exp - 1)
-    units = value * 2 ** mbits
-    if units != int(units):
-        raise AssertionError("minifloat value is not a whole number of units")
-    return (-1) ** sign * int(units)
-
-
-def _check_lanes(lanes) -> int:
+def _check_lanes(lanes, owner=None) -> int:
     if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes < 1:
+        reject(owner)
         raise ValueError(f"lanes must be a positive integer, not {lanes!r}")
     return lanes
 
 
-@dataclass(frozen=True)
-class MacFormat:
-    """One element format of the comparison."""
-
-    name: str       # short key
-    title: str      # for reports
-    bits: int       # bits per element code
+def sum_bits(fmt: str, count: int) -> int:
+    """Signed width of an exact sum of ``count`` products of ``fmt``."""
+    return (max_abs_product(fmt) * count).bit_length() + 1
 
 
-class BlockMac(wiring.Component):
-    """``lanes``-lane block dot product with registered inputs and output (see module docstring).
+class _MacFrame(wiring.Component):
+    """Ports and input registers shared by both frames."""
 
-    Subclasses set ``FORMAT`` and implement :meth:`lane_product`; :meth:`extra_inputs` adds ports.
-    """
+    def __init__(self, fmt: str, construction: str, lanes: int, count: int, extra: dict,
+                 block_values_in: bool = False):
+        check_construction(fmt, construction, self)
+        self.lanes = _check_lanes(lanes, self)
+        if block_values_in and not (fmt == "bd" and construction.startswith("shared")):
+            reject(self)
+            raise ValueError("block_values_in needs a bd shared construction, not "
+                             f"{fmt} {construction!r}")
+        self.fmt, self.construction, self.block_values_in = fmt, construction, block_values_in
+        self.sum_shape = signed(sum_bits(fmt, count))     # exact for ``count`` products
+        super().__init__(product_inputs(fmt, lanes, block_values_in) | extra
+                         | {"sum": Out(self.sum_shape)})
 
-    FORMAT: MacFormat
+    def _registered_products(self, m: Module) -> ProductArray:
+        """The product array, its inputs the frame's, registered."""
+        m.submodules.products = arr = ProductArray(self.fmt, self.construction, self.lanes,
+                                                   self.block_values_in)
+        for name in product_inputs(self.fmt, self.lanes, self.block_values_in):
+            port = Value.cast(getattr(self, name))
+            reg = Signal(len(port), name=f"{name}_reg")
+            m.d.sync += reg.eq(port)
+            m.d.comb += Value.cast(getattr(arr, name)).eq(reg)
+        return arr
 
-    def __init__(self, lanes: int = 32):
-        self.lanes = _check_lanes(lanes)
-        self.sum_shape = signed((self.max_abs_product() * lanes).bit_length() + 1)
-        bits = self.FORMAT.bits
-        super().__init__({
-            "a": In(bits * lanes),
-            "w": In(bits * lanes),
-            **self.extra_inputs(),
-            "sum": Out(self.sum_shape),
-        })
 
-    # --- per-format parts -------------------------------------------------------------------
-    def extra_inputs(self) -> dict:
-        return {}
+class BlockMac(_MacFrame):
+    """``lanes``-lane block dot product of ``fmt`` built as ``construction``; latency 2."""
 
-    def max_abs_product(self) -> int:
-        raise NotImplementedError
-
-    def lane_product(self, m: Module, a_regs, w_regs, k: int):
-        """Signed product of lane ``k`` from the registered inputs (``a_regs``/``w_regs`` are dicts
-        of the registered ports)."""
-        raise NotImplementedError
-
-    # --- shared frame -------------------------------------------------------------------------
-    def lane(self, vector, k: int):
-        bits = self.FORMAT.bits
-        return vector[bits * k: bits * (k + 1)]
+    def __init__(self, fmt: str, construction: str, lanes: int = 32):
+        super().__init__(fmt, construction, lanes, lanes, {})
 
     def elaborate(self, platform):
         m = Module()
-        regs = {}
-        for name in ["a", "w", *self.extra_inputs()]:
-            port = getattr(self, name)
-            reg = Signal(len(port), name=f"{name}_reg")
-            m.d.sync += reg.eq(port)
-            regs[name] = reg
-        products = [self.lane_product(m, regs, k) for k in range(self.lanes)]
-        total = adder_tree(m, products)
+        arr = self._registered_products(m)
+        total = adder_tree(m, [arr.products[k] for k in range(self.lanes)])
+        if arr.defers:
+            total = total + adder_tree(m, list(arr.carries), name="carries")
         m.d.sync += self.sum.eq(total)
         return m
 
 
-class _IntMac(BlockMac):
-    def max_abs_product(self) -> int:
-        low = -(1 << (self.FORMAT.bits - 1))
-        return low * low
+class SingleMac(_MacFrame):
+    """One lane of ``fmt`` built as ``construction`` and its accumulator (the paper's framing).
 
-    def lane_product(self, m, regs, k):
-        p = Signal(signed(2 * self.FORMAT.bits), name=f"prod{k}")
-        m.d.comb += p.eq(self.lane(regs["a"], k).as_signed() * self.lane(regs["w"], k).as_signed())
-        return p
+    Ports: ``a``, ``w`` (and dialects), ``clear`` in; ``sum`` out, signed :func:`sum_bits`
+    (``fmt``, :data:`SINGLE_MAC_BLOCK`). Each clock ``acc <= (clear ? 0 : acc) + product`` of the
+    inputs registered the clock before; ``sum`` is ``acc``.
+    """
 
-
-class Int4Mac(_IntMac):
-    FORMAT = MacFormat("int4", "INT4 (signed 4x4)", 4)
-
-
-class Int8Mac(_IntMac):
-    FORMAT = MacFormat("int8", "INT8 (signed 8x8)", 8)
-
-
-def _sign_magnitude_product(m: Module, k: int, sign, mag_a, mag_w, mag_bits: int):
-    """Unsigned ``mag_bits`` x ``mag_bits`` multiply, then the sign applied: one signed product."""
-    mag = Signal(2 * mag_bits, name=f"mag{k}")
-    m.d.comb += mag.eq(mag_a * mag_w)
-    p = Signal(signed(2 * mag_bits + 1), name=f"prod{k}")
-    m.d.comb += p.eq(Mux(sign, -mag, mag))
-    return p
-
-
-class _MinifloatMac(BlockMac):
-    EBITS: int
-    MBITS: int
-
-    def mag_bits(self) -> int:
-        return self.max_magnitude().bit_length()
-
-    def max_magnitude(self) -> int:
-        return ((1 << (self.MBITS + 1)) - 1) << ((1 << self.EBITS) - 2)
-
-    def max_abs_product(self) -> int:
-        return self.max_magnitude() ** 2
-
-    def lane_product(self, m, regs, k):
-        a, w = self.lane(regs["a"], k), self.lane(regs["w"], k)
-        n = self.EBITS + self.MBITS
-        mb = self.mag_bits()
-        mag_a = Signal(mb, name=f"a_mag{k}")
-        mag_w = Signal(mb, name=f"w_mag{k}")
-        m.d.comb += [mag_a.eq(minifloat_magnitude(a, self.EBITS, self.MBITS)),
-                     mag_w.eq(minifloat_magnitude(w, self.EBITS, self.MBITS))]
-        return _sign_magnitude_product(m, k, a[n] ^ w[n], mag_a, mag_w, mb)
-
-
-class Fp4Mac(_MinifloatMac):
-    FORMAT = MacFormat("fp4", "FP4 E2M1 (MXFP4 element)", 4)
-    EBITS, MBITS = 2, 1
-
-
-class Fp6Mac(_MinifloatMac):
-    FORMAT = MacFormat("fp6", "FP6 E2M3 (MXFP6 element)", 6)
-    EBITS, MBITS = 2, 3
-
-
-class BlockDialectMac(BlockMac):
-    """SPEC 6 block sum: ``a``/``w`` are 4-bit codes, ``a_dialect``/``w_dialect`` their dialects."""
-
-    FORMAT = MacFormat("bd", "BlockDialect (DialectFP4)", CODE_BITS)
-
-    def extra_inputs(self) -> dict:
-        return {"a_dialect": In(DIALECT_BITS), "w_dialect": In(DIALECT_BITS)}
-
-    def max_abs_product(self) -> int:
-        return MAX_HALF_UNITS * MAX_HALF_UNITS   # SPEC 6: at most 225
+    def __init__(self, fmt: str, construction: str, block_values_in: bool = False):
+        super().__init__(fmt, construction, 1, SINGLE_MAC_BLOCK, {"clear": In(1)}, block_values_in)
 
     def elaborate(self, platform):
-        self._decoded = {}
-        return super().elaborate(platform)
-
-    def _decode(self, m: Module, regs, side: str):
-        if side not in self._decoded:
-            dec = BDDecoder(self.lanes)
-            m.submodules[f"{side}_decoder"] = dec
-            m.d.comb += [dec.dialect.eq(regs[f"{side}_dialect"]), dec.codes.eq(regs[side])]
-            self._decoded[side] = dec
-        return self._decoded[side]
-
-    def lane_product(self, m, regs, k):
-        mag_bits = MAX_HALF_UNITS.bit_length()
-        va = self._decode(m, regs, "a").values[k]
-        vw = self._decode(m, regs, "w").values[k]
-        return _sign_magnitude_product(m, k, va[mag_bits] ^ vw[mag_bits],
-                                       va[:mag_bits], vw[:mag_bits], mag_bits)
+        m = Module()
+        arr = self._registered_products(m)
+        clear = Signal(name="clear_reg")
+        m.d.sync += clear.eq(self.clear)
+        base = Signal(self.sum_shape, name="base")
+        m.d.comb += base.eq(Mux(clear, 0, self.sum))
+        m.d.sync += self.sum.eq(base + arr.products[0] + arr.carries[0])
+        return m
 
 
-FORMATS: dict[str, type[BlockMac]] = {
-    cls.FORMAT.name: cls for cls in (BlockDialectMac, Int4Mac, Fp4Mac, Fp6Mac, Int8Mac)
-}
-
-
-def make_mac(fmt: str, lanes: int = 32) -> BlockMac:
-    """The MAC of format ``fmt`` (a key of ``FORMATS``)."""
-    if fmt not in FORMATS:
-        raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
+def make_mac(fmt: str, lanes: int = 32, construction: str | None = None) -> BlockMac:
+    """The block MAC of format ``fmt`` (one of :data:`FORMATS`), built as ``construction`` (default:
+    the format's first construction)."""
+    if fmt not in CONSTRUCTIONS:
+        raise ValueError(f"fmt must be one of {sorted(CONSTRUCTIONS)}, not {fmt!r}")
+    construction = construction or next(iter(CONSTRUCTIONS[fmt]))
+    check_construction(fmt, construction)
     _check_lanes(lanes)   # before construction, so a bad call leaves no unused component behind
-    return FORMATS[fmt](lanes)
+    return BlockMac(fmt, construction, lanes)
 
 
 def reference_block_sum(fmt: str, a_codes, w_codes, a_dialect: int = 0, w_dialect: int = 0) -> int:
     """Python reference of the block sum of ``fmt`` for lists of element codes (ints), in the
     units of the hardware (half-units squared for ``bd`` and ``fp4``, 1/64 for ``fp6``)."""
-    from golden.formatbook import FORMATBOOK_ROWS
-
-    def value(code, dialect):
-        if fmt in ("int4", "int8"):
-            bits = FORMATS[fmt].FORMAT.bits
-            return code - (1 << bits) if code >> (bits - 1) else code
-        if fmt == "fp4":
-            return minifloat_value_units(code, 2, 1)
-        if fmt == "fp6":
-            return minifloat_value_units(code, 2, 3)
-        if fmt == "bd":
-            return (-1) ** (code >> 3) * FORMATBOOK_ROWS[dialect][code & 7]
-        raise ValueError(f"fmt must be one of {sorted(FORMATS)}, not {fmt!r}")
-
-    return sum(value(a, a_dialect) * value(w, w_dialect) for a, w in zip(a_codes, w_codes))
+    if fmt not in CONSTRUCTIONS:
+        raise ValueError(f"fmt must be one of {sorted(CONSTRUCTIONS)}, not {fmt!r}")
+    return sum(element_value(fmt, a, a_dialect) * element_value(fmt, w, w_dialect)
+               for a, w in zip(a_codes, w_codes))

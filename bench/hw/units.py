@@ -13,12 +13,21 @@ name                        kind     builder
 ``sel_mse``                 selector ``RegisteredSelector("mse", B)`` (16 dialects in parallel)
 ``sel_mse_shared``          selector ``RegisteredSelector("mse_shared", B)`` (shared terms)
 ``bd_mse_shared_quantizer`` quantizer ``BDSharedMseQuantizer(B)``: the frame, shared-term MSE
-``mac_bd`` ... ``mac_int8`` mac      ``make_mac(fmt, B)``: block MACs of BlockDialect and baselines
+``mac_<fmt>_<construction>`` mac     ``BlockMac(fmt, construction, B)``: block MACs of BlockDialect
+                            and the baselines, every construction of ``bench.hw.lane_products``
+``mac1_<fmt>_<construction>`` mac    ``SingleMac(fmt, construction)``: one lane and its accumulator
+                            (the paper's framing), built at B = 32 only
+``mac1_bd_shared*_lane``    mac      the same with the block's decoded magnitudes as inputs
+``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
+``scale_nvfp4``                      (``bench/hw/scale_paths.py``)
 =========================== ======== ======================================================
 """
 from __future__ import annotations
 
 from bd_hw.units import UNITS, Unit
+
+from .baseline_macs import SINGLE_MAC_BLOCK
+from .lane_products import CONSTRUCTIONS
 
 __all__ = ["BENCH_UNITS", "ALL_UNITS"]
 
@@ -38,9 +47,19 @@ def _selector(B, method):
     return RegisteredSelector(method, B)
 
 
-def _mac(B, fmt):
-    from .baseline_macs import make_mac
-    return make_mac(fmt, B)
+def _scale_dot(B, fmt):
+    from .scale_paths import ScaleDot
+    return ScaleDot(fmt, B)
+
+
+def _mac(B, fmt, construction):
+    from .baseline_macs import BlockMac
+    return BlockMac(fmt, construction, B)
+
+
+def _single_mac(B, fmt, construction, block_values_in=False):
+    from .baseline_macs import SingleMac
+    return SingleMac(fmt, construction, block_values_in)
 
 
 BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
@@ -57,8 +76,24 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
                  "and out"),
     Unit("bd_mse_shared_quantizer", "quantizer", _mse_shared_quantizer,
          summary="bd_quantizer's frame with the shared-term MSE selection (SPEC 5, method mse)"),
-    *(Unit(f"mac_{fmt}", "mac", _mac, {"fmt": fmt}, summary=f"{fmt} block MAC")
-      for fmt in ("bd", "int4", "fp4", "fp6", "int8")),
+    *(Unit(f"mac_{fmt}_{c}", "mac", _mac, {"fmt": fmt, "construction": c},
+           summary=f"{fmt} block MAC: {title}")
+      for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
+    *(Unit(f"mac1_{fmt}_{c}", "mac", _single_mac, {"fmt": fmt, "construction": c},
+           blocks=(SINGLE_MAC_BLOCK,), summary=f"{fmt} single MAC (one lane, accumulator): {title}")
+      for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
+    *(Unit(f"mac1_bd_{c}_lane", "mac", _single_mac,
+           {"fmt": "bd", "construction": c, "block_values_in": True}, blocks=(SINGLE_MAC_BLOCK,),
+           summary=f"bd single MAC, the block's index 5-7 magnitudes as inputs (decoded once per "
+                   f"block outside): {title}")
+      for c, title in CONSTRUCTIONS["bd"].items() if c.startswith("shared")),
+    Unit("scale_bd", "scale", _scale_dot, {"fmt": "bd"},
+         summary="BlockDialect block dot product with its 5-bit exponent add"),
+    Unit("scale_mxfp4", "scale", _scale_dot, {"fmt": "mxfp4"}, blocks=(16, 32),
+         summary="MXFP4 block dot product with its E8M0 scale add"),
+    Unit("scale_nvfp4", "scale", _scale_dot, {"fmt": "nvfp4"}, blocks=(16,),
+         summary="NVFP4 block dot product with its E4M3 x E4M3 scale product and the FP32 "
+                 "tensor-scale product"),
 )}
 
 ALL_UNITS: dict[str, Unit] = {**UNITS, **BENCH_UNITS}

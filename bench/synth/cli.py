@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--families", type=_families, default=list(FAMILY),
                    help=f"comma list of FPGA families (default {','.join(FAMILY)})")
     p.add_argument("--no-pnr", action="store_true", help="map only, skip place and route")
+    p.add_argument("--gates-only", action="store_true",
+                   help="generic cells and two-input gates only: no FPGA mapping (the fastest run; "
+                        "the units' earlier FPGA rows are dropped)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="units synthesised at once (default 2, or 1 on a one-core machine)")
     p.add_argument("--reuse", action="store_true",
@@ -113,7 +116,8 @@ def main(argv=None) -> int:
         return _fail(str(err))
 
     if args.from_json:
-        results, meta = previous["results"], dict(previous["meta"])
+        results = [r for r in previous["results"] if r["unit"] in UNIT_NAMES]
+        meta = dict(previous["meta"])
         meta.setdefault("date", results[0]["measured"] if results else "unknown")
         for other in merged:
             results = results + carried_results(other, results, lambda name: True)
@@ -129,6 +133,8 @@ def main(argv=None) -> int:
         except ValueError:
             return _fail(f"--work {args.work} must lie under the current directory "
                          "(the YoWASP tools see no other files)")
+    if args.gates_only:
+        args.families = []
     units = ([unit_by_name(n) for n in dict.fromkeys(args.units)] if args.units
              else [u for u in UNITS if u.default])
     jobs = [(u, B) for u in units for B in args.blocks if B in u.blocks]
@@ -148,11 +154,11 @@ def main(argv=None) -> int:
             "nextpnr": [tool_version(FAMILY[f].pnr[0], "--version") for f in args.families]}
     # Figures not measured now are kept: the on-request units always, every unit after a run
     # restricted with --units.
-    # A unit measured now replaces all its earlier rows (at every block size).
+    # A unit measured now replaces its rows at the block sizes measured; its rows at other sizes
+    # are kept with the date they were measured (so a unit can be measured a block size at a time).
     requested = bool(args.units)
-    measured = {r["unit"] for r in results}
     for source in ([previous] if previous else []) + merged:
-        results += carried_results(source, results, lambda name: name not in measured and (
+        results += carried_results(source, results, lambda name: (
             requested or not unit_by_name(name).default))
     write_report(args.out, results, summarise(results), meta)
     print(f"wrote {args.out / 'report.md'} and {args.out / 'report.json'} "

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bd_hw.units import Unit
+from bench.hw.baseline_macs import SMALLEST
 from bench.hw.units import ALL_UNITS
 
 __all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "ON_REQUEST", "unit_by_name"]
@@ -26,8 +27,13 @@ ALL_FAMILIES = ("ice40", "ecp5")
 #   adds nothing the selector comparison does not show;
 # - the engine's other builds (about 10 minutes of ECP5 mapping and placement each): the default
 #   run places bd_linear_n4, the engine of SPEC 11's figures.
+# - every MAC construction but each format's smallest block MAC (bench.hw.baseline_macs.SMALLEST):
+#   40 more units, whose figures change only with the constructions.
 ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse_shared_quantizer",
-                        "bd_linear_n2", "bd_linear_fast_n4"})
+                        "bd_linear_n2", "bd_linear_fast_n4"}
+                       | {u.name for u in ALL_UNITS.values() if u.kind == "mac" and (
+                           u.name.startswith("mac1_")
+                           or SMALLEST[u.params["fmt"]] != u.params["construction"])})
 # Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
 HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
 # Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4

@@ -1,4 +1,7 @@
-"""Baseline block MACs (bench.hw.baseline_macs) against a Python reference on random vectors."""
+"""The MACs of the comparison (bench.hw.baseline_macs): every construction's block MAC and single
+MAC against a Python reference on extreme and random vectors (each lane product is checked
+exhaustively in test_hw_mac_constructions.py; here the frames: registers, adder tree, popcount of
+the deferred +1 bits, accumulator and its clear)."""
 from __future__ import annotations
 
 import random
@@ -6,11 +9,14 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from bench.hw.baseline_macs import FORMATS, make_mac, minifloat_value_units, reference_block_sum
+from bench.hw.baseline_macs import (SINGLE_MAC_BLOCK, BlockMac, SingleMac, make_mac,
+                                    minifloat_value_units, reference_block_sum)
+from bench.hw.lane_products import CONSTRUCTIONS, FORMAT_BITS
 from golden.formatbook import FORMATBOOK_ROWS
 
 LANES = 32
-VECTORS = 40
+VECTORS = 12
+CASES = [(fmt, c) for fmt, names in CONSTRUCTIONS.items() for c in names]
 
 
 def _lanes_int(codes, bits):
@@ -31,11 +37,11 @@ def _extreme_vectors(fmt, bits, lanes):
     return vectors
 
 
-@pytest.mark.parametrize("fmt", sorted(FORMATS))
-def test_mac_matches_reference(fmt):
-    rng = random.Random(hash(fmt) & 0xFFFF)
-    dut = make_mac(fmt, LANES)
-    bits = dut.FORMAT.bits
+@pytest.mark.parametrize("fmt,construction", CASES)
+def test_mac_matches_reference(fmt, construction):
+    rng = random.Random(f"{fmt} {construction}")
+    dut = BlockMac(fmt, construction, LANES)
+    bits = FORMAT_BITS[fmt]
     vectors = _extreme_vectors(fmt, bits, LANES)
     for _ in range(VECTORS):
         vectors.append(([rng.randrange(1 << bits) for _ in range(LANES)],
@@ -67,6 +73,42 @@ def test_mac_matches_reference(fmt):
         assert got == reference_block_sum(fmt, a, w, da, dw), (fmt, a, w, da, dw)
 
 
+@pytest.mark.parametrize("fmt,construction", CASES)
+def test_single_mac_accumulates_a_block(fmt, construction):
+    """Blocks of SINGLE_MAC_BLOCK element pairs, one pair per clock and ``clear`` with each block's
+    first pair: one clock after a block's last pair, ``sum`` holds its exact block sum (the first
+    block of extreme products, the widest sum; then random blocks)."""
+    rng = random.Random(f"single {fmt} {construction}")
+    dut = SingleMac(fmt, construction)
+    bits = FORMAT_BITS[fmt]
+    blocks = [(a, w, 15 if fmt == "bd" else 0, 1 if fmt == "bd" else 0)
+              for a, w, _, _ in _extreme_vectors(fmt, bits, SINGLE_MAC_BLOCK)[:2]]
+    blocks += [([rng.randrange(1 << bits) for _ in range(SINGLE_MAC_BLOCK)],
+                [rng.randrange(1 << bits) for _ in range(SINGLE_MAC_BLOCK)],
+                rng.randrange(16), rng.randrange(16)) for _ in range(2)]
+    beats = [(a[k], w[k], da, dw, k == 0) for a, w, da, dw in blocks for k in range(SINGLE_MAC_BLOCK)]
+    beats.append((0, 0, 0, 0, True))        # starts the next block, so the last one completes
+    sums = []
+
+    async def bench(ctx):
+        for n, (a, w, da, dw, clear) in enumerate(beats):
+            ctx.set(dut.a, a)
+            ctx.set(dut.w, w)
+            ctx.set(dut.clear, clear)
+            if fmt == "bd":
+                ctx.set(dut.a_dialect, da)
+                ctx.set(dut.w_dialect, dw)
+            await ctx.tick()
+            if n and n % SINGLE_MAC_BLOCK == 0:   # the previous block's last product is in
+                sums.append(ctx.get(dut.sum))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert sums == [reference_block_sum(fmt, a, w, da, dw) for a, w, da, dw in blocks]
+
+
 def test_minifloat_reference_values():
     # E2M1 magnitudes in units of 0.5 are the OCP MX E2M1 values {0, .5, 1, 1.5, 2, 3, 4, 6} doubled,
     # which is also dialect 7 of the formatbook (SPEC 2).
@@ -80,5 +122,7 @@ def test_minifloat_reference_values():
 def test_bad_arguments():
     with pytest.raises(ValueError, match="fmt"):
         make_mac("fp5")
+    with pytest.raises(ValueError, match="construction"):
+        make_mac("fp4", 4, "booth")
     with pytest.raises(ValueError, match="lanes"):
         make_mac("int4", 0)

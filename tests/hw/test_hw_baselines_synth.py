@@ -118,15 +118,30 @@ def _row(unit, B=32, **figs):
 
 def test_ratios_are_blockdialect_over_baseline_and_mse_over_two_stage():
     rows = [
-        _row("mac_bd", cells=100, gates2=90, ice40={"luts": 50}, ecp5={"luts": 60}),
-        _row("mac_fp6", cells=200, gates2=180, ice40={"luts": 40}, ecp5={"luts": 30}),
+        _row("mac_bd_shared_defer", cells=100, gates2=90, ice40={"luts": 50}, ecp5={"luts": 60}),
+        _row("mac_bd_decoder", cells=90, gates2=95),
+        _row("mac_fp6_shift", cells=200, gates2=180, ice40={"luts": 40}, ecp5={"luts": 30}),
+        _row("mac_fp6_magnitude", cells=150, gates2=200),
+        _row("mac_fp4_shift", cells=60, gates2=60),
+        _row("mac1_bd_shared", cells=30, gates2=40),
+        _row("mac1_bd_shared_lane", cells=20, gates2=8),     # lane-only: never the baseline
+        _row("mac1_fp4_shift", cells=30, gates2=20),
         _row("sel_mse", cells=1000, gates2=900, ice40={"luts": 500}),
         _row("sel_mse_shared", cells=300, gates2=270, ice40={"luts": 150}, ecp5={"luts": 120}),
         _row("sel_two_stage", cells=100, gates2=90, ice40={"luts": 100}, ecp5={"luts": 40}),
     ]
     summary = summarise(rows)
-    fp6 = summary["mac_ratios"]["32"]["fp6"]
+    macs = summary["macs"]
+    # the smallest construction by two-input gates is each format's baseline
+    assert macs["smallest"]["block"]["32"] == {"bd": "shared_defer", "fp6": "shift", "fp4": "shift"}
+    fp6 = macs["ratios"]["block"]["32"]["fp6"]
     assert (fp6["cells"], fp6["gates2"], fp6["ice40.luts"], fp6["ecp5.luts"]) == (0.5, 0.5, 1.25, 2.0)
+    assert fp6["paper_45nm"] == round(248 / 382, 3)
+    assert macs["to_fp4"]["block"]["32"]["fp6"]["gates2"] == 3.0
+    assert macs["smallest"]["single"]["32"] == {"bd": "shared", "fp4": "shift"}
+    assert macs["ratios"]["single"]["32"]["fp4"]["gates2"] == 2.0
+    # the lane (8) plus the decode's share of a 32-lane block: (40 - 8) / 32
+    assert macs["single_bd_amortised"] == {"shared": 9.0}
     literal = summary["selector_ratios"]["32"]["literal"]
     assert (literal["cells"], literal["gates2"], literal["ice40.luts"]) == (10.0, 10.0, 5.0)
     assert literal["ecp5.luts"] is None          # no ECP5 figure of the literal selector

@@ -1,0 +1,425 @@
+"""Lane products of the MAC comparison: several constructions of each element format's product.
+
+A MAC's cost is mostly its lane products, so each format is built in the ways a designer would
+consider, and the report keeps the smallest as the format's baseline (``bench/hw/baseline_macs.py``).
+:class:`ProductArray` is the combinational array of one construction; its lane k gives
+``products[k] + carries[k]``, the exact signed product of lane k's two elements. Constructions that
+apply the sign as a ones' complement leave the ``+1`` of each negative product in ``carries``; the
+MAC adds those bits with one popcount instead of a negation per lane.
+
+Constructions (:data:`CONSTRUCTIONS`, ``format -> name -> title``):
+
+``int4``, ``int8`` (two's complement):
+  ``mul``          Amaranth's signed ``*`` (yosys's signed multiplier);
+  ``baugh_wooley`` unsigned partial-product array with complemented sign rows and two constants;
+  ``booth``        radix-4 Booth: ``n / 2`` partial products from {0, +-a, +-2a};
+  ``table``        (int4 only) the 256-entry product table, left to logic minimisation.
+``fp4`` (E2M1) and ``fp6`` (E2M3), bias 1, sign on top:
+  ``magnitude``    each element decoded to its fixed-point magnitude (4 bits for E2M1, 6 for E2M3),
+                   unsigned multiply, negated product;
+  ``shift``        the published minifloat dot-product way: significands ``{e != 0, m}`` multiplied
+                   (2x2 or 4x4 bits), the sign applied to that short product, which is then shifted
+                   left by the exponent sum ``max(e_a, 1) + max(e_w, 1) - 2``;
+  ``shift_operand`` (fp6) as ``shift``, but one significand is negated before a signed multiply;
+  ``table``        (fp4) the product of the two 3-bit magnitude codes from a 64-entry table.
+``bd`` (SPEC 6; ``a_dialect``/``w_dialect`` select each operand's formatbook row):
+  ``decoder``      two :class:`bd_hw.decoder.BDDecoder` (today's ``bd_dot``), 4x4 multiply;
+  ``shared``       the dialect-dependent columns of the formatbook (indices 5, 6, 7) decoded once
+                   per block; per lane ``h = idx`` for ``idx < 5`` (every dialect), else the block's
+                   value for ``idx``: one 3:1 choice of 4 bits; then the 4x4 multiply;
+  ``shared_operand`` as ``shared``, the sign applied to one operand before a signed multiply.
+
+Sign handling suffix ``_defer`` (``magnitude``, ``table``, ``decoder`` and ``shared`` constructions):
+the product is complemented instead of negated and its ``+1`` is left in ``carries``.
+"""
+from __future__ import annotations
+
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.formatbook import FORMATBOOK_ROWS
+from golden.spec import BLOCK_SIZES, CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS, MAX_HALF_UNITS
+
+from bd_hw.decoder import BDDecoder
+from bd_hw.layouts import reject
+
+__all__ = ["CONSTRUCTIONS", "FORMAT_BITS", "ProductArray", "product_inputs", "product_bits",
+           "max_abs_product",
+           "varying_columns",
+           "element_value", "minifloat_magnitude", "minifloat_value_units", "check_construction"]
+
+# Bits per element code of each format.
+FORMAT_BITS = {"int4": 4, "int8": 8, "fp4": 4, "fp6": 6, "bd": CODE_BITS}
+# (exponent bits, mantissa bits) of the minifloat formats (OCP MX element formats, bias 1).
+MINIFLOAT = {"fp4": (2, 1), "fp6": (2, 3)}
+
+_SIGN_MAGNITUDE = {"magnitude", "table", "decoder", "shared"}
+CONSTRUCTIONS: dict[str, dict[str, str]] = {
+    "int4": {"mul": "signed multiply (yosys)", "baugh_wooley": "Baugh-Wooley array",
+             "booth": "radix-4 Booth", "table": "256-entry product table"},
+    "int8": {"mul": "signed multiply (yosys)", "baugh_wooley": "Baugh-Wooley array",
+             "booth": "radix-4 Booth"},
+    "fp4": {"magnitude": "decoded 4-bit magnitudes, 4x4 multiply, negate",
+            "magnitude_defer": "decoded 4-bit magnitudes, 4x4 multiply, ones' complement + popcount",
+            "shift": "2x2 significand product, signed, shifted by the exponent sum",
+            "table": "64-entry magnitude product table, negate",
+            "table_defer": "64-entry magnitude product table, ones' complement + popcount"},
+    "fp6": {"magnitude": "decoded 6-bit magnitudes, 6x6 multiply, negate",
+            "shift": "4x4 significand product, signed, shifted by the exponent sum",
+            "shift_operand": "signed 5x4 significand product, shifted by the exponent sum"},
+    "bd": {"decoder": "two bd_decoders, 4x4 multiply, negate",
+           "decoder_defer": "two bd_decoders, 4x4 multiply, ones' complement + popcount",
+           "shared": "indices 5-7 decoded once per block, 3:1 choice per lane, 4x4 multiply, negate",
+           "shared_defer": "indices 5-7 decoded once per block, 4x4 multiply, ones' complement + "
+                           "popcount",
+           "shared_operand": "indices 5-7 decoded once per block, signed 5x4 multiply"},
+}
+
+
+def check_construction(fmt: str, construction: str, owner=None) -> None:
+    """ValueError naming ``fmt`` or ``construction`` (``owner``: a component left unbuilt)."""
+    if fmt not in CONSTRUCTIONS:
+        reject(owner)
+        raise ValueError(f"fmt must be one of {sorted(CONSTRUCTIONS)}, not {fmt!r}")
+    if construction not in CONSTRUCTIONS[fmt]:
+        reject(owner)
+        raise ValueError(f"construction must be one of {sorted(CONSTRUCTIONS[fmt])} for {fmt}, "
+                         f"not {construction!r}")
+
+
+# --- Python references (independent of the hardware constructions) ----------------------------
+
+def minifloat_value_units(code: int, ebits: int, mbits: int) -> int:
+    """One signed minifloat code (sign at the top bit, bias 1), in units of ``2^-mbits``, computed
+    from the float value so it is independent of every construction here."""
+    sign = (code >> (ebits + mbits)) & 1
+    exp = (code >> mbits) & ((1 << ebits) - 1)
+    man = code & ((1 << mbits) - 1)
+    value = man / 2 ** mbits if exp == 0 else (1 + man / 2 ** mbits) * 2.0 ** (exp - 1)
+    units = value * 2 ** mbits
+    if units != int(units):
+        raise AssertionError("minifloat value is not a whole number of units")
+    return (-1) ** sign * int(units)
+
+
+def element_value(fmt: str, code: int, dialect: int = 0) -> int:
+    """Signed value of one element code in the hardware's units (half-units for ``bd``/``fp4``,
+    1/8 for ``fp6``, integers for ``int4``/``int8``)."""
+    bits = FORMAT_BITS[fmt]
+    if fmt in ("int4", "int8"):
+        return code - (1 << bits) if code >> (bits - 1) else code
+    if fmt in MINIFLOAT:
+        return minifloat_value_units(code, *MINIFLOAT[fmt])
+    return (-1) ** (code >> IDX_BITS) * FORMATBOOK_ROWS[dialect][code & (LEVELS - 1)]
+
+
+def max_abs_product(fmt: str) -> int:
+    if fmt in ("int4", "int8"):
+        return (1 << (FORMAT_BITS[fmt] - 1)) ** 2
+    if fmt == "bd":
+        return MAX_HALF_UNITS * MAX_HALF_UNITS            # SPEC 6: 225
+    return max(abs(element_value(fmt, c)) for c in range(1 << FORMAT_BITS[fmt])) ** 2
+
+
+def product_bits(fmt: str) -> int:
+    """Signed width of one lane's product (and of its ones' complement)."""
+    return (max_abs_product(fmt) + 1).bit_length() + 1
+
+
+# --- hardware pieces -----------------------------------------------------------------------------
+
+def minifloat_magnitude(bits, ebits: int, mbits: int):
+    """Fixed-point magnitude of an unsigned minifloat ``{e[ebits], m[mbits]}`` with bias 1, in units
+    of ``2^-mbits``: ``m`` when ``e == 0``, else ``(2^mbits + m) << (e - 1)``."""
+    man = bits[:mbits]
+    exp = bits[mbits:mbits + ebits]
+    # (1.m) << (e - 1), written as a left shift by e then a fixed right shift (shift amounts are unsigned)
+    normal = ((man | (1 << mbits)) << exp) >> 1
+    return Mux(exp == 0, man, normal)
+
+
+def _signed_magnitude(m: Module, name: str, sign, mag, defer: bool):
+    """``(value, carry)`` with ``value + carry = (-1)^sign * mag``: a negation, or (``defer``) the
+    ones' complement whose +1 is the carry."""
+    value = Signal(signed(len(mag) + 1), name=name)
+    if defer:
+        m.d.comb += value.eq(Cat(mag ^ sign.replicate(len(mag)), sign).as_signed())
+        return value, sign
+    m.d.comb += value.eq(Mux(sign, -mag, mag))
+    return value, None
+
+
+def _baugh_wooley(a, b):
+    """Signed ``n x n`` product of two's complement ``a``, ``b`` (Baugh-Wooley): the unsigned array
+    of the magnitude bits, the sign rows complemented, plus ``2^n + 2^(2n-1)``, modulo ``2^(2n)``."""
+    n = len(a)
+    rows = []
+    for i in range(n):
+        bits = []
+        for j in range(n):
+            bit = a[i] & b[j]
+            bits.append(~bit if (i == n - 1) != (j == n - 1) else bit)
+        rows.append(Cat(*bits) << i)
+    total = Const((1 << n) + (1 << (2 * n - 1)), 2 * n + 1)
+    for row in rows:
+        total = total + row
+    return total[:2 * n].as_signed()
+
+
+def _booth(m: Module, name: str, a, b):
+    """Signed ``n x n`` product, radix-4 Booth on ``b`` (``n`` even): digit ``k`` is
+    ``-2 b[2k+1] + b[2k] + b[2k-1]``; each partial product is ``{0, a, 2a}`` complemented when the
+    digit is negative, with the +1 added as a carry bit."""
+    n = len(a)
+    a = a.as_signed()
+    terms = []
+    for k in range(n // 2):
+        lo = b[2 * k - 1] if k else Const(0, 1)
+        mid, hi = b[2 * k], b[2 * k + 1]
+        one = mid ^ lo
+        two = (hi & ~mid & ~lo) | (~hi & mid & lo)
+        mag = Signal(signed(n + 2), name=f"{name}_pp{k}")
+        m.d.comb += mag.eq(Mux(one, a, Mux(two, a << 1, 0)))
+        pp = Signal(signed(n + 2), name=f"{name}_ppn{k}")
+        m.d.comb += pp.eq(mag ^ hi.replicate(n + 2).as_signed())
+        terms.append(pp << (2 * k))
+        terms.append(hi << (2 * k))
+    total = terms[0]
+    for t in terms[1:]:
+        total = total + t
+    return total[:2 * n].as_signed()
+
+
+def _table(m: Module, name: str, key, width: int, fn):
+    """A ``width``-bit table of ``fn(key)`` over every value of ``key``, as one case statement."""
+    out = Signal(width, name=name)
+    with m.Switch(key):
+        for v in range(1 << len(key)):
+            with m.Case(v):
+                m.d.comb += out.eq(fn(v) & ((1 << width) - 1))
+    return out
+
+
+def varying_columns() -> list[int]:
+    """Formatbook indices whose magnitude depends on the dialect (5, 6, 7)."""
+    return [j for j in range(LEVELS) if len({row[j] for row in FORMATBOOK_ROWS}) > 1]
+
+
+def _column_values(m: Module, dialect, name: str, given=None):
+    """Per-block decode of the formatbook: entry ``j`` of the dialect's row, as a constant for a
+    column equal in every dialect, else a signal chosen by ``dialect`` (once per block), or taken
+    from ``given`` (the varying columns' values, decoded outside)."""
+    entries = []
+    for j in range(LEVELS):
+        column = [row[j] for row in FORMATBOOK_ROWS]
+        if len(set(column)) == 1:
+            entries.append(Const(column[0], H_BITS))
+            continue
+        if given is not None:
+            entries.append(given[varying_columns().index(j)])
+            continue
+        v = Signal(H_BITS, name=f"{name}_v{j}")
+        with m.Switch(dialect):
+            for d, value in enumerate(column):
+                with m.Case(d):
+                    m.d.comb += v.eq(value)
+        entries.append(v)
+    return entries
+
+
+def _identity_prefix() -> int:
+    """Number of leading indices whose magnitude is the index itself in every dialect (5)."""
+    n = 0
+    while n < LEVELS and all(row[n] == n for row in FORMATBOOK_ROWS):
+        n += 1
+    return n
+
+
+def product_inputs(fmt: str, lanes: int, block_values_in: bool = False) -> dict:
+    """The input ports of a :class:`ProductArray` (and of the MACs built on one)."""
+    bits = FORMAT_BITS[fmt]
+    ports = {"a": In(bits * lanes), "w": In(bits * lanes)}
+    if block_values_in:
+        layout = data.ArrayLayout(H_BITS, len(varying_columns()))
+        ports |= {"a_values": In(layout), "w_values": In(layout)}
+    elif fmt == "bd":
+        ports |= {"a_dialect": In(DIALECT_BITS), "w_dialect": In(DIALECT_BITS)}
+    return ports
+
+
+class ProductArray(wiring.Component):
+    """``lanes`` lane products of one format and construction (combinational).
+
+    Ports: ``a``, ``w`` in (lane k of ``bits`` bits at ``[bits*k +: bits]``), ``a_dialect`` and
+    ``w_dialect`` in for ``bd`` (with ``block_values_in``, a ``shared`` construction takes instead
+    ``a_values``/``w_values``: the block's magnitudes at :func:`varying_columns`, decoded once per
+    block outside); ``products`` out (signed :func:`product_bits`) and ``carries`` out
+    (one bit per lane); ``products[k] + carries[k]`` is lane k's exact product. :attr:`defers` says
+    whether the carries can be non-zero.
+    """
+
+    def __init__(self, fmt: str, construction: str, lanes: int, block_values_in: bool = False):
+        check_construction(fmt, construction, self)
+        if block_values_in and not construction.startswith("shared"):
+            reject(self)
+            raise ValueError("block_values_in needs a bd shared construction, not "
+                             f"{fmt} {construction!r}")
+        self.fmt, self.construction, self.lanes = fmt, construction, lanes
+        self.block_values_in = block_values_in
+        self.bits = FORMAT_BITS[fmt]
+        self.defers = construction.endswith("_defer")
+        ports = product_inputs(fmt, lanes, block_values_in)
+        ports |= {"products": Out(data.ArrayLayout(signed(product_bits(fmt)), lanes)),
+                  "carries": Out(lanes)}
+        super().__init__(ports)
+
+    def elaborate(self, platform):
+        m = Module()
+        base = self.construction.removesuffix("_defer")
+        lane_fn = getattr(self, f"_{self.fmt if self.fmt != 'int8' else 'int4'}_{base}")
+        block = self._per_block(m, base)
+        for k in range(self.lanes):
+            a = self.a[self.bits * k: self.bits * (k + 1)]
+            w = self.w[self.bits * k: self.bits * (k + 1)]
+            value, carry = lane_fn(m, k, a, w, block)
+            m.d.comb += self.products[k].eq(value)
+            if carry is not None:
+                m.d.comb += self.carries[k].eq(carry)
+        return m
+
+    def _per_block(self, m: Module, base: str):
+        if self.fmt != "bd":
+            return None
+        if base == "decoder":
+            decoders = {}
+            for side in ("a", "w"):
+                # The smallest decoder that holds the lanes (a single MAC uses lane 0 of 16;
+                # synthesis removes the lanes nothing reads).
+                dec = decoders[side] = BDDecoder(min(B for B in BLOCK_SIZES if B >= self.lanes))
+                m.submodules[f"{side}_decoder"] = dec
+                m.d.comb += [dec.dialect.eq(getattr(self, f"{side}_dialect")),
+                             dec.codes.as_value()[:len(self.a)].eq(getattr(self, side))]
+            return decoders
+        if self.block_values_in:
+            return {side: _column_values(m, None, side, getattr(self, f"{side}_values"))
+                    for side in ("a", "w")}
+        return {side: _column_values(m, getattr(self, f"{side}_dialect"), side)
+                for side in ("a", "w")}
+
+    # --- integers ---------------------------------------------------------------------------
+    def _int4_mul(self, m, k, a, w, block):
+        return a.as_signed() * w.as_signed(), None
+
+    def _int4_baugh_wooley(self, m, k, a, w, block):
+        return _baugh_wooley(a, w), None
+
+    def _int4_booth(self, m, k, a, w, block):
+        return _booth(m, f"booth{k}", a, w), None
+
+    def _int4_table(self, m, k, a, w, block):
+        n = self.bits
+        key = Cat(a, w)
+        out = _table(m, f"table{k}", key, 2 * n, lambda v: element_value("int4", v & 15)
+                     * element_value("int4", v >> 4))
+        return out.as_signed(), None
+
+    # --- minifloats ---------------------------------------------------------------------------
+    def _split(self, code):
+        ebits, mbits = MINIFLOAT[self.fmt]
+        n = ebits + mbits
+        return code[n], code[mbits:n], code[:mbits], code[:n]
+
+    def _magnitude_lane(self, m, k, a, w):
+        ebits, mbits = MINIFLOAT[self.fmt]
+        sa, _, _, ma = self._split(a)
+        sw, _, _, mw = self._split(w)
+        width = (max(abs(element_value(self.fmt, c)) for c in range(1 << self.bits))).bit_length()
+        mag_a, mag_w = Signal(width, name=f"a_mag{k}"), Signal(width, name=f"w_mag{k}")
+        m.d.comb += [mag_a.eq(minifloat_magnitude(ma, ebits, mbits)),
+                     mag_w.eq(minifloat_magnitude(mw, ebits, mbits))]
+        mag = Signal(2 * width, name=f"mag{k}")
+        m.d.comb += mag.eq(mag_a * mag_w)
+        return _signed_magnitude(m, f"prod{k}", sa ^ sw, mag, self.defers)
+
+    def _fp4_magnitude(self, m, k, a, w, block):
+        return self._magnitude_lane(m, k, a, w)
+
+    def _fp6_magnitude(self, m, k, a, w, block):
+        return self._magnitude_lane(m, k, a, w)
+
+    def _significand(self, m, name, code):
+        """``(significand, shift)``: ``{e != 0, m}`` and ``max(e, 1) - 1``."""
+        _, e, man, _ = self._split(code)
+        normal = e.any()
+        sig = Signal(len(man) + 1, name=f"{name}_sig")
+        shift = Signal(len(e), name=f"{name}_sh")
+        m.d.comb += [sig.eq(Cat(man, normal)), shift.eq(Mux(normal, e - 1, 0))]
+        return sig, shift
+
+    def _shift_lane(self, m, k, a, w, operand_sign: bool):
+        sa, sw = a[self.bits - 1], w[self.bits - 1]
+        sig_a, sh_a = self._significand(m, f"a{k}", a)
+        sig_w, sh_w = self._significand(m, f"w{k}", w)
+        width = 2 * len(sig_a)
+        short = Signal(signed(width + 1), name=f"short{k}")
+        if operand_sign:
+            neg_w = Signal(signed(len(sig_w) + 1), name=f"w{k}_signed")
+            m.d.comb += [neg_w.eq(Mux(sa ^ sw, -sig_w, sig_w)), short.eq(sig_a * neg_w)]
+        else:
+            mag = Signal(width, name=f"sigprod{k}")
+            m.d.comb += [mag.eq(sig_a * sig_w), short.eq(Mux(sa ^ sw, -mag, mag))]
+        shift = Signal(len(sh_a) + 1, name=f"shift{k}")
+        m.d.comb += shift.eq(sh_a + sh_w)
+        value = Signal(signed(product_bits(self.fmt)), name=f"prod{k}")
+        m.d.comb += value.eq(short << shift)
+        return value, None
+
+    def _fp4_shift(self, m, k, a, w, block):
+        return self._shift_lane(m, k, a, w, False)
+
+    def _fp6_shift(self, m, k, a, w, block):
+        return self._shift_lane(m, k, a, w, False)
+
+    def _fp6_shift_operand(self, m, k, a, w, block):
+        return self._shift_lane(m, k, a, w, True)
+
+    def _fp4_table(self, m, k, a, w, block):
+        n = self.bits - 1
+        key = Cat(a[:n], w[:n])
+        mag = _table(m, f"table{k}", key, 8,
+                     lambda v: abs(element_value("fp4", v & 7) * element_value("fp4", v >> n)))
+        return _signed_magnitude(m, f"prod{k}", a[n] ^ w[n], mag, self.defers)
+
+    # --- BlockDialect -------------------------------------------------------------------------
+    def _bd_decoder(self, m, k, a, w, block):
+        va, vw = block["a"].values[k], block["w"].values[k]
+        mag = Signal(2 * H_BITS, name=f"mag{k}")
+        m.d.comb += mag.eq(va[:H_BITS] * vw[:H_BITS])
+        return _signed_magnitude(m, f"prod{k}", va[H_BITS] ^ vw[H_BITS], mag, self.defers)
+
+    def _bd_value(self, m, name, code, entries):
+        """``h`` of one lane from its index and the block's per-column values."""
+        idx = code[:IDX_BITS]
+        low = _identity_prefix()
+        rest = Array(entries[low:])
+        h = Signal(H_BITS, name=name)
+        m.d.comb += h.eq(Mux(idx < low, idx, rest[(idx - low)[:max(1, (LEVELS - low - 1).bit_length())]]))
+        return h
+
+    def _bd_shared(self, m, k, a, w, block):
+        ha = self._bd_value(m, f"a_h{k}", a, block["a"])
+        hw = self._bd_value(m, f"w_h{k}", w, block["w"])
+        mag = Signal(2 * H_BITS, name=f"mag{k}")
+        m.d.comb += mag.eq(ha * hw)
+        return _signed_magnitude(m, f"prod{k}", a[IDX_BITS] ^ w[IDX_BITS], mag, self.defers)
+
+    def _bd_shared_operand(self, m, k, a, w, block):
+        ha = self._bd_value(m, f"a_h{k}", a, block["a"])
+        hw = self._bd_value(m, f"w_h{k}", w, block["w"])
+        signed_w = Signal(signed(H_BITS + 1), name=f"w_signed{k}")
+        m.d.comb += signed_w.eq(Mux(a[IDX_BITS] ^ w[IDX_BITS], -hw, hw))
+        value = Signal(signed(product_bits("bd")), name=f"prod{k}")
+        m.d.comb += value.eq(ha * signed_w)
+        return value, None
+
