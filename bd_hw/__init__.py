@@ -8,7 +8,8 @@ latency; ``rtl/<unit>_b<B>.v`` has the top module ``<unit>_b<B>``:
 - ``bd_quantizer_trunc``  :class:`~bd_hw.quantizer.BDQuantizer` with ``stage1="trunc"`` (B = 32)
 - ``bd_dot``              :class:`~bd_hw.dot.BDDot`
 
-Payload layouts and plain-int pack/unpack helpers for testbenches: :mod:`bd_hw.layouts`; shared
+Generator parameters as frozen, validated values (latency without building hardware):
+:mod:`bd_hw.params`. Payload layouts and plain-int pack/unpack helpers for testbenches: :mod:`bd_hw.layouts`; shared
 trees: :mod:`bd_hw.arith`; valid/ready pipeline control: :mod:`bd_hw.pipeline`; the Verilator
 environment of every tool run: :mod:`bd_hw.verilator_env`. ``python -m bd_hw verilog`` writes
 ``rtl/``, ``python -m bd_hw lint`` lints it, ``python -m bd_hw list`` prints the registry.

@@ -9,13 +9,15 @@ subtree, which otherwise doubles at every level. Without ``m`` the trees are pla
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, Const, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from .layouts import reject
+from .params import Params, ParametrisedComponent, check_count
 
-__all__ = ["tree_sum", "tree_max", "tree_argmin", "leading_zeros", "pack_row", "MaxTree"]
+__all__ = ["tree_sum", "tree_max", "tree_argmin", "leading_zeros", "pack_row", "MaxTree", "MaxTreeParams"]
 
 
 def _node(m, name, value):
@@ -93,21 +95,30 @@ def pack_row(values, width: int) -> Const:
     return Const(sum(v << (width * j) for j, v in enumerate(values)), width * len(values))
 
 
-class MaxTree(wiring.Component):
+@dataclass(frozen=True)
+class MaxTreeParams(Params):
+    """:class:`MaxTree`: ``count`` values of ``width`` bits, both at least 1."""
+
+    width: int
+    count: int
+
+    def __post_init__(self):
+        check_count(self.width, "width")
+        check_count(self.count, "count")
+
+
+class MaxTree(ParametrisedComponent):
     """Maximum of ``count`` unsigned ``width``-bit values, a balanced comparator tree.
 
     Ports: ``values`` in, ``count`` x ``width`` bits (element k at ``[width*k +: width]``);
     ``max`` out, ``width`` bits.
     """
 
-    def __init__(self, width: int, count: int):
-        if width < 1:
-            reject(self)
-            raise ValueError(f"width must be at least 1, not {width!r}")
-        if count < 1:
-            reject(self)
-            raise ValueError(f"count must be at least 1, not {count!r}")
-        self.width, self.count = width, count
+    Params = MaxTreeParams
+
+    def __init__(self, *args, **kwargs):
+        p = self.settle(*args, **kwargs)
+        width, count = self.width, self.count = p.width, p.count
         super().__init__({
             "values": In(data.ArrayLayout(width, count)),
             "max": Out(width),

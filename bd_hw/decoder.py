@@ -21,7 +21,8 @@ from golden.formatbook import FORMATBOOK_ROWS
 from golden.spec import CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS
 
 from .arith import pack_row
-from .layouts import DECODED_BITS, unit_block_size
+from .layouts import DECODED_BITS
+from .params import DecoderParams, ParametrisedComponent
 
 __all__ = ["FormatbookRow", "BDDecoder"]
 
@@ -48,14 +49,17 @@ class FormatbookRow(wiring.Component):
         return m
 
 
-class BDDecoder(wiring.Component):
+class BDDecoder(ParametrisedComponent):
     """``bd_decoder`` for block size ``B`` (16, 32 or 64): see the module docstring for the ports.
+    Takes the arguments of :class:`~bd_hw.params.DecoderParams` (or one).
 
     Raises ``ValueError`` naming ``B`` for an unsupported block size.
     """
 
-    def __init__(self, B: int = 32):
-        self.B = unit_block_size(B, self)
+    Params = DecoderParams
+
+    def __init__(self, *args, **kwargs):
+        self.B = self.settle(*args, **kwargs).B
         super().__init__({
             "dialect": In(DIALECT_BITS),
             "codes": In(data.ArrayLayout(CODE_BITS, self.B)),

@@ -34,7 +34,10 @@ Pipeline (each line ends in a register stage; optional cuts in brackets):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -43,36 +46,15 @@ from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in unit
 
 from .arith import leading_zeros, tree_sum
 from .decoder import BDDecoder
-from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout, reject, unit_block_size
-from .pipeline import Stages, check_pipeline
+from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout
+from .params import (DotParams, Params, ParametrisedComponent, accumulator_bits, block_sum_bits)
+from .pipeline import Stages
 
 __all__ = ["MultiplierArray", "AdderTree", "ExactAccumulator", "FP32Normaliser", "BDDot",
            "FRAC_BITS", "MAX_EXP_SUM", "PRODUCT_BITS", "block_sum_bits", "accumulator_bits"]
 
 EXP_SUM_BITS = EXP_BITS + 1                    # 6: E_a + E_w <= 60 (SPEC 6)
 PRODUCT_BITS = MAX_PRODUCT.bit_length() + 1    # 9, signed: |P_k| <= 225
-
-
-def _clog2(n: int) -> int:
-    """ceil(log2(n)) for n >= 1."""
-    return (n - 1).bit_length()
-
-
-def block_sum_bits(B: int) -> int:
-    """Signed width of an exact block sum: ``ceil(log2(225 B)) + 1`` (14 at B = 32)."""
-    return _clog2(MAX_PRODUCT * B) + 1
-
-
-def accumulator_bits(B: int, max_blocks: int) -> int:
-    """SPEC 6: ``ceil(log2(225 B)) + 1 + 60 + ceil(log2(max_blocks))`` (82 at B = 32, 256)."""
-    return block_sum_bits(B) + MAX_EXP_SUM + _clog2(max_blocks)
-
-
-def _check_max_blocks(max_blocks, owner=None) -> int:
-    if isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1:
-        reject(owner)
-        raise ValueError(f"max_blocks must be an integer >= 1, not {max_blocks!r}")
-    return max_blocks
 
 
 class MultiplierArray(wiring.Component):
@@ -133,11 +115,10 @@ class ExactAccumulator(wiring.Component):
     with ``o.ready`` high, the total is transferred at edge ``t + 2`` (the convention of :class:`BDDot`).
     """
 
-    LATENCY = 2
+    LATENCY = DotParams.ACCUMULATOR_LATENCY
 
     def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
-        self.B = B
-        self.max_blocks = _check_max_blocks(max_blocks, owner=self)
+        self.B, self.max_blocks = B, max_blocks      # checked by the unit
         self.width = accumulator_bits(self.B, self.max_blocks)
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
@@ -203,7 +184,35 @@ class ExactAccumulator(wiring.Component):
         return m
 
 
-class FP32Normaliser(wiring.Component):
+@dataclass(frozen=True)
+class NormaliserParams(Params):
+    """:class:`FP32Normaliser`: input ``width``, ``frac_bits`` and optional ``cuts``."""
+
+    width: int
+    frac_bits: int = FRAC_BITS
+    cuts: frozenset = frozenset()
+
+    CUT_POINTS = DotParams.NORMALISER_CUT_POINTS
+    LATENCY = DotParams.NORMALISER_LATENCY          # without cuts
+
+    def __post_init__(self):
+        object.__setattr__(self, "cuts", frozenset(self.cuts))
+        if self.width < 2:
+            raise ValueError(f"width must be at least 2, not {self.width!r}")
+        # Smallest non-zero magnitude 2^-frac_bits must be normal; the largest, rounded up to a
+        # power of two, 2^(width - 1 - frac_bits), must stay below 2^128.
+        if 127 - self.frac_bits < 1 or self.width - 1 - self.frac_bits + 127 > 254:
+            raise ValueError(f"width={self.width}, frac_bits={self.frac_bits} leave the FP32 "
+                             "normal range")
+        if not self.cuts <= set(self.CUT_POINTS):
+            raise ValueError(f"cuts must be taken from {self.CUT_POINTS}, not {sorted(self.cuts)}")
+
+    @property
+    def latency(self) -> int:
+        return self.LATENCY + len(self.cuts)
+
+
+class FP32Normaliser(ParametrisedComponent):
     """Signed integer in units of ``2^-frac_bits`` -> IEEE binary32, nearest even (SPEC 6).
 
     A stream component. ``i`` payload: ``value``, signed ``width`` bits; ``o`` payload:
@@ -220,37 +229,23 @@ class FP32Normaliser(wiring.Component):
     (it never is for the accumulator widths of SPEC 6), or for an unknown cut point.
     """
 
-    CUT_POINTS = ("abs", "lzc")
-    LATENCY = 2               # without cuts
+    Params = NormaliserParams
+    CUT_POINTS = NormaliserParams.CUT_POINTS
+    LATENCY = NormaliserParams.LATENCY
 
-    def __init__(self, width: int, frac_bits: int = FRAC_BITS, cuts=()):
-        if width < 2:
-            reject(self)
-            raise ValueError(f"width must be at least 2, not {width!r}")
-        # Smallest non-zero magnitude 2^-frac_bits must be normal; the largest, rounded up to a
-        # power of two, 2^(width - 1 - frac_bits), must stay below 2^128.
-        if 127 - frac_bits < 1 or width - 1 - frac_bits + 127 > 254:
-            reject(self)
-            raise ValueError(f"width={width}, frac_bits={frac_bits} leave the FP32 normal range")
-        self.cuts = frozenset(cuts)
-        if not self.cuts <= set(self.CUT_POINTS):
-            reject(self)
-            raise ValueError(f"cuts must be taken from {self.CUT_POINTS}, not {sorted(self.cuts)}")
-        self.width, self.frac_bits = width, frac_bits
+    def __init__(self, *args, **kwargs):
+        p = self.settle(*args, **kwargs)
+        self.width, self.frac_bits, self.cuts = p.width, p.frac_bits, p.cuts
         super().__init__({
-            "i": In(stream.Signature(data.StructLayout({"value": signed(width)}))),
+            "i": In(stream.Signature(data.StructLayout({"value": signed(self.width)}))),
             "o": Out(stream.Signature(data.StructLayout({"result": 32}))),
         })
-
-    @property
-    def latency(self) -> int:
-        return self.LATENCY + len(self.cuts)
 
     def elaborate(self, platform):
         m = Module()
         W = self.width
         # Normalise into P = max(32, next power of two >= W) bits with the value's top bit at P - 1.
-        P = max(32, 1 << _clog2(W))
+        P = max(32, 1 << ceil_log2(W))
 
         st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready)
         m.d.comb += self.o.valid.eq(st.valid)
@@ -269,7 +264,7 @@ class FP32Normaliser(wiring.Component):
             step = Signal(P, name=f"normalise{j}")
             m.d.comb += step.eq(Mux(v["lz"][j], (shifted << (1 << j))[:P], shifted))
             shifted = step
-        lz = Signal(_clog2(P) + 1, name="lz")      # one spare bit: exp_field = bias - lz below
+        lz = Signal(ceil_log2(P) + 1, name="lz")      # one spare bit: exp_field = bias - lz below
         m.d.comb += lz.eq(v["lz"])
         s1 = st.register("s1", sign=v["sign"], zero=v["zero"], lz=lz, norm=shifted)
 
@@ -289,9 +284,10 @@ class FP32Normaliser(wiring.Component):
         return m
 
 
-class BDDot(wiring.Component):
-    """``bd_dot`` for block size ``B`` (16, 32 or 64), ``max_blocks`` >= 1 beats per result and
-    ``pipeline`` extra register stages (0 to ``len(CUT_POINTS)``).
+class BDDot(ParametrisedComponent):
+    """``bd_dot`` for block size ``B`` (16, 32 or 64), ``max_blocks`` >= 1 beats per result,
+    ``pipeline`` extra register stages (0 to ``len(CUT_POINTS)``) and the SPEC 6.1 ``accumulate``
+    mode: the arguments of :class:`~bd_hw.params.DotParams` (or one).
 
     ``pipeline = n`` inserts registers at the first ``n`` of :data:`CUT_POINTS`, which are ordered
     by where the time goes on an FPGA (the longest path of the unit with the cuts before it taken,
@@ -307,37 +303,20 @@ class BDDot(wiring.Component):
     docstring. Raises ``ValueError`` naming ``B``, ``max_blocks`` or ``pipeline``.
     """
 
-    CUT_POINTS = ("abs", "lzc", "tree", "decode")
-    TREE_GROUP = 8            # products summed before the "tree" cut
+    Params = DotParams
+    CUT_POINTS = DotParams.CUT_POINTS
+    TREE_GROUP = DotParams.TREE_GROUP
 
-    def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS, pipeline: int = 0):
-        self.B = unit_block_size(B, self)
-        self.max_blocks = _check_max_blocks(max_blocks, owner=self)
-        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
-        self.cuts = frozenset(self.CUT_POINTS[:self.pipeline])
-        self.acc_bits = accumulator_bits(self.B, self.max_blocks)
-        if self.acc_bits - 1 - FRAC_BITS + 127 > 254:
-            reject(self)
-            raise ValueError(f"max_blocks={max_blocks} is too large: sums could overflow FP32")
+    def __init__(self, *args, **kwargs):
+        p = self.settle(*args, **kwargs)
+        self.B, self.max_blocks, self.pipeline, self.accumulate = \
+            p.B, p.max_blocks, p.pipeline, p.accumulate
+        self.cuts, self.norm_cuts, self.front_stages = p.cuts, p.norm_cuts, p.front_stages
+        self.acc_bits = p.acc_bits
         super().__init__({
             "i": In(stream.Signature(dot_input_layout(self.B))),
             "o": Out(stream.Signature(dot_output_layout())),
         })
-
-    @property
-    def front_stages(self) -> int:
-        """Register stages before the accumulator: products, block sum, and the front cuts."""
-        return 2 + len(self.cuts & {"decode", "tree"})
-
-    @property
-    def norm_cuts(self) -> frozenset:
-        return self.cuts & set(FP32Normaliser.CUT_POINTS)
-
-    @property
-    def latency(self) -> int:
-        """Cycles from accepting a ``last`` beat to presenting its result (``6 + pipeline``)."""
-        return (self.front_stages + ExactAccumulator.LATENCY
-                + FP32Normaliser.LATENCY + len(self.norm_cuts))
 
     def elaborate(self, platform):
         m = Module()

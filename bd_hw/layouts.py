@@ -28,12 +28,18 @@ Bit positions (``B`` = block size = lane count; ``[lo +: w]``):
 ``bd_decoder`` (plain ports, no stream)
     ``codes`` ``4B`` bits, lane k at ``[4k +: 4]``; ``dialect`` 4 bits;
     ``values`` ``5B`` bits, lane k at ``[5k +: 5]`` = ``{sign, h[3:0]}`` (sign at bit 4 of the lane)
+
+Inside ``bd_linear`` (SPEC 11): :func:`block_layout` (one quantized block: the activation buffer's
+word and an unpacked weight block), :func:`meta_layout` (a row group's flags) and
+:func:`result_layout` (one ``m_axis_y`` beat).
 """
 from __future__ import annotations
 
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 
-from amaranth.hdl import Shape
+from amaranth.hdl import Shape, UnusedElaboratable
 from amaranth.lib import data
 
 from golden.spec import CODE_BITS, DIALECT_BITS, EXP_BITS, FP16_BITS, FP32_BITS, H_BITS, check_block_size
@@ -42,6 +48,7 @@ __all__ = [
     "FP16_BITS", "FP32_BITS", "DECODED_BITS",
     "unit_block_size", "reject",
     "quantizer_input_layout", "quantizer_output_layout", "dot_input_layout", "dot_output_layout",
+    "block_layout", "meta_layout", "result_layout", "Y_USER_BITS",
     "pack", "unpack",
     "pack_quantizer_input", "unpack_quantizer_input",
     "pack_quantizer_output", "unpack_quantizer_output",
@@ -50,15 +57,13 @@ __all__ = [
 ]
 
 DECODED_BITS = 1 + H_BITS  # decoder lane: {sign, h[3:0]} (SPEC 9)
+Y_USER_BITS = 2            # SPEC 11: m_axis_y tuser
 
 
-def unit_block_size(B, owner) -> int:
-    """The block-size check of a unit's constructor (``golden.spec.check_block_size``, naming ``B``).
-
-    Done once, by the unit being built (``BDDecoder``, ``BDQuantizer``, ``BDDot``); the stage
-    components inside take the lane count as given. ``owner`` is marked so that Amaranth does not
-    warn about an elaboratable "created but never used" when the constructor rejects ``B``.
-    """
+def unit_block_size(B, owner=None) -> int:
+    """The block-size check (``golden.spec.check_block_size``, naming ``B``) of a component that
+    checks its arguments in ``__init__``; ``owner``, the component, is then :func:`reject`\\ ed.
+    The units of ``bd_hw`` check theirs before they exist (:mod:`bd_hw.params`)."""
     try:
         return check_block_size(B, "B")
     except ValueError:
@@ -67,10 +72,12 @@ def unit_block_size(B, owner) -> int:
 
 
 def reject(owner) -> None:
-    """Silence Amaranth's unused-elaboratable warning for a component that will not be elaborated
-    (its constructor failed, or it was built only to read a property)."""
+    """No "created but never used" warning for ``owner``, a component whose ``__init__`` rejected
+    its arguments (it will never be elaborated): a filter on that warning for that object only.
+    Components built on :class:`bd_hw.params.ParametrisedComponent` need none."""
     if owner is not None:
-        owner._MustUse__silence = True
+        warnings.filterwarnings("ignore", category=UnusedElaboratable,
+                                message=re.escape(f"{owner!r} created but never used"))
 
 
 def quantizer_input_layout(B: int) -> data.StructLayout:
@@ -104,6 +111,34 @@ def dot_input_layout(B: int) -> data.StructLayout:
 def dot_output_layout() -> data.StructLayout:
     """``bd_dot`` output payload: ``result``, FP32 bits."""
     return data.StructLayout({"result": FP32_BITS})
+
+
+def block_layout(B: int) -> data.StructLayout:
+    """One quantized block: ``codes`` 4B (element k at ``[4k +: 4]``), ``dialect`` 4, ``exp`` 5.
+
+    The field order of the quantizer's output without ``invalid``, and the bit order of a packed
+    block's codes (SPEC 7: element 2i in the low nibble of byte i is element k at bit 4k).
+    """
+    return data.StructLayout({
+        "codes":   data.ArrayLayout(CODE_BITS, B),
+        "dialect": DIALECT_BITS,
+        "exp":     EXP_BITS,
+    })
+
+
+def meta_layout() -> data.StructLayout:
+    """What a row group's output beat carries besides its results (SPEC 11 ``tuser``, ``tlast``):
+    ``invalid`` (tuser bit 0), ``mismatch`` (tuser bit 1), ``final`` (tlast)."""
+    return data.StructLayout({"invalid": 1, "mismatch": 1, "final": 1})
+
+
+def result_layout(N: int) -> data.StructLayout:
+    """One ``m_axis_y`` beat: ``data`` N x FP32 (lane n at ``[32n +: 32]``), ``user`` 2, ``last`` 1."""
+    return data.StructLayout({
+        "data": data.ArrayLayout(FP32_BITS, N),
+        "user": Y_USER_BITS,
+        "last": 1,
+    })
 
 
 # --- plain-int packing, usable from cocotb ------------------------------------------------------

@@ -65,60 +65,51 @@ Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.Vector
 """
 from __future__ import annotations
 
-from itertools import zip_longest
-
 from amaranth.hdl import Cat, ClockDomain, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.spec import DEFAULT_MAX_BLOCKS, FP16_BITS, block_bytes
-
 from .dot import BDDot
-from .layouts import FP32_BITS, reject, unit_block_size
-from .linear_parts import (Y_USER_BITS, ActivationBuffer, GroupCounter, LaneCollector,
-                           PackedBlockUnpacker, VectorCounter, check_lanes, check_max_blocks)
-from .pipeline import check_pipeline
+from .layouts import Y_USER_BITS
+from .linear_parts import (ActivationBuffer, GroupCounter, LaneCollector, PackedBlockUnpacker,
+                           VectorCounter)
+from .params import LinearParams, ParametrisedComponent
 from .quantizer import BDQuantizer
 
 __all__ = ["BDLinear"]
 
 
-def _latency_of(unit) -> int:
-    """The latency of a part, from an instance made only to ask (and never elaborated)."""
-    reject(unit)            # no "created but never used" warning for it
-    return unit.latency
-
-
-class BDLinear(wiring.Component):
-    """``bd_linear`` for block size ``B`` (16, 32, 64), ``N`` lanes (1, 2, 4, 8), vectors of up to
-    ``max_blocks`` blocks and ``pipeline`` extra register stages in each of its clocked parts (0 to
-    ``len(CUT_POINTS)``, default 0). See the module docstring.
+class BDLinear(ParametrisedComponent):
+    """``bd_linear`` for block size ``B`` (16, 32, 64), ``N`` lanes (1, 2, 4, 8, 16), vectors of up
+    to ``max_blocks`` blocks, ``pipeline`` extra register stages in each of its clocked parts (0 to
+    ``len(CUT_POINTS)``, default 0) and the dot units' ``accumulate`` mode: the arguments of
+    :class:`~bd_hw.params.LinearParams` (or one). See the module docstring.
 
     ``pipeline = p`` is passed on as one integer: the quantizer and every dot unit take the first
     ``p`` of their own cut points (:data:`BDQuantizer.CUT_POINTS`, :data:`BDDot.CUT_POINTS`), a part
     with fewer cut points than ``p`` all of its own (today both have four). :data:`CUT_POINTS` lists
     the pairs so taken, step by step; :attr:`latency` is ``8 + p`` and :attr:`vector_latency`
-    ``5 + p``, from the parts' own latencies. Raises ``ValueError`` naming ``B``, ``N``,
-    ``max_blocks`` or ``pipeline``.
+    ``5 + p``, from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
+    ``max_blocks``, ``pipeline`` or ``accumulate``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
     ``aresetn`` is low, so the emitted Verilog has exactly the SPEC 11 ports; the Amaranth simulator
     clocks it with ``add_clock(period, domain="sync")``.
     """
 
+    Params = LinearParams
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more.
-    CUT_POINTS = tuple(zip_longest(BDQuantizer.CUT_POINTS, BDDot.CUT_POINTS))
+    CUT_POINTS = LinearParams.CUT_POINTS
+    #: Stage between the weight input and the dot units: the activation buffer's synchronous read.
+    READ_STAGES = LinearParams.READ_STAGES
 
-    def __init__(self, B: int = 32, N: int = 4, max_blocks: int = DEFAULT_MAX_BLOCKS,
-                 pipeline: int = 0):
-        self.B = unit_block_size(B, self)
-        self.N = check_lanes(N, owner=self)
-        self.max_blocks = check_max_blocks(max_blocks, owner=self)
-        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
-        self.x_bits = FP16_BITS * self.B
-        self.w_bits = 8 * block_bytes(self.B) * self.N
-        self.y_bits = FP32_BITS * self.N
+    def __init__(self, *args, **kwargs):
+        p = self.settle(*args, **kwargs)
+        self.B, self.N, self.max_blocks, self.pipeline, self.accumulate = \
+            p.B, p.N, p.max_blocks, p.pipeline, p.accumulate
+        self.x_bits, self.w_bits, self.y_bits = p.x_bits, p.w_bits, p.y_bits
+        self.vector_latency, self.groups_in_flight = p.vector_latency, p.groups_in_flight
         super().__init__({
             "aclk": In(1),
             "aresetn": In(1),
@@ -138,34 +129,6 @@ class BDLinear(wiring.Component):
             "m_axis_y_tuser": Out(Y_USER_BITS),
         })
 
-    #: Stage between the weight input and the dot units: the activation buffer's synchronous read.
-    READ_STAGES = 1
-
-    def _quantizer(self) -> BDQuantizer:
-        """A fresh quantizer at this engine's block size and pipeline setting."""
-        return BDQuantizer(self.B, pipeline=min(self.pipeline, len(BDQuantizer.CUT_POINTS)))
-
-    def _dot(self) -> BDDot:
-        """A fresh dot unit at this engine's block size, ``max_blocks`` and pipeline setting."""
-        return BDDot(self.B, self.max_blocks, pipeline=min(self.pipeline, len(BDDot.CUT_POINTS)))
-
-    @property
-    def latency(self) -> int:
-        """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
-        (``8 + pipeline``)."""
-        return self.READ_STAGES + _latency_of(self._dot()) + LaneCollector.LATENCY
-
-    @property
-    def vector_latency(self) -> int:
-        """Edges from accepting a vector's final activation beat to the first weight beat it can
-        take (``5 + pipeline``): the quantizer's latency, then one edge to write the buffer."""
-        return _latency_of(self._quantizer()) + 1
-
-    @property
-    def groups_in_flight(self) -> int:
-        """Most row groups between the weight input and the collector: one per register stage."""
-        return self.latency - LaneCollector.LATENCY
-
     def elaborate(self, platform):
         m = Module()
         B, N = self.B, self.N
@@ -174,7 +137,7 @@ class BDLinear(wiring.Component):
         m.domains.sync = sync
         m.d.comb += sync.rst.eq(~self.aresetn)
 
-        m.submodules.quantizer = quantizer = self._quantizer()
+        m.submodules.quantizer = quantizer = BDQuantizer(self.params.quantizer)
         m.submodules.vector = vector = VectorCounter(self.max_blocks, quantizer.latency)
         m.submodules.buffer = buffer = ActivationBuffer(B, self.max_blocks)
         m.submodules.unpacker = unpacker = PackedBlockUnpacker(B, N)
@@ -182,7 +145,7 @@ class BDLinear(wiring.Component):
         m.submodules.collector = collector = LaneCollector(N, depth=self.groups_in_flight)
         dots = []
         for n in range(N):
-            dot = self._dot()
+            dot = BDDot(self.params.dot)
             m.submodules[f"dot{n}"] = dot
             dots.append(dot)
 

@@ -11,70 +11,26 @@
   through a skid buffer so that no combinational path runs from the output's ``ready`` back to the
   inputs.
 
-Layouts are :class:`~amaranth.lib.data.StructLayout`\\ s listed from the least significant bit.
+The parts trust their arguments: :class:`~bd_hw.linear.BDLinear` checks its parameters once
+(:class:`~bd_hw.params.LinearParams`). Their layouts are in :mod:`bd_hw.layouts`.
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, Module, Mux, Signal
+from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import data, fifo, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
 
-from golden.spec import (CODE_BITS, DEFAULT_MAX_BLOCKS, DIALECT_BITS, EXP_BITS, HEADER_BYTES,
-                         LINEAR_LANES, block_bytes, check_block_size)
+from golden.spec import CODE_BITS, DEFAULT_MAX_BLOCKS, DIALECT_BITS, EXP_BITS, HEADER_BYTES, block_bytes
 
-from .dot import _check_max_blocks as check_max_blocks   # the SPEC 6 parameter's one check
-from .layouts import FP32_BITS, dot_output_layout, reject, unit_block_size
+from .layouts import block_layout, dot_output_layout, meta_layout, result_layout
+from .params import LinearParams
 
-__all__ = ["block_layout", "meta_layout", "result_layout", "check_lanes", "check_max_blocks",
-           "clog2", "PackedBlockUnpacker", "ActivationBuffer", "VectorCounter", "GroupCounter",
-           "LaneCollector", "HEADER_BITS", "Y_USER_BITS"]
+__all__ = ["PackedBlockUnpacker", "ActivationBuffer", "VectorCounter", "GroupCounter",
+           "LaneCollector", "HEADER_BITS"]
 
 HEADER_BITS = 8 * HEADER_BYTES      # SPEC 7: little-endian word E << 4 | dialect
-Y_USER_BITS = 2                     # SPEC 11: m_axis_y tuser
-
-
-def clog2(n: int) -> int:
-    """ceil(log2(n)) for n >= 1."""
-    return (n - 1).bit_length()
-
-
-def check_lanes(lanes, name: str = "N", owner=None) -> int:
-    """SPEC 11: the number of output lanes is one of 1, 2, 4, 8."""
-    if isinstance(lanes, bool) or not isinstance(lanes, int) or lanes not in LINEAR_LANES:
-        reject(owner)
-        raise ValueError(f"{name} must be one of {LINEAR_LANES}, not {lanes!r}")
-    return lanes
-
-
-def block_layout(B: int) -> data.StructLayout:
-    """One quantized block: ``codes`` 4B (element k at ``[4k +: 4]``), ``dialect`` 4, ``exp`` 5.
-
-    The field order of the quantizer's output without ``invalid``, and the bit order of a packed
-    block's codes (SPEC 7: element 2i in the low nibble of byte i is element k at bit 4k).
-    """
-    check_block_size(B)
-    return data.StructLayout({
-        "codes":   data.ArrayLayout(CODE_BITS, B),
-        "dialect": DIALECT_BITS,
-        "exp":     EXP_BITS,
-    })
-
-
-def meta_layout() -> data.StructLayout:
-    """What a row group's output beat carries besides its results (SPEC 11 ``tuser``, ``tlast``):
-    ``invalid`` (tuser bit 0), ``mismatch`` (tuser bit 1), ``final`` (tlast)."""
-    return data.StructLayout({"invalid": 1, "mismatch": 1, "final": 1})
-
-
-def result_layout(N: int) -> data.StructLayout:
-    """One ``m_axis_y`` beat: ``data`` N x FP32 (lane n at ``[32n +: 32]``), ``user`` 2, ``last`` 1."""
-    check_lanes(N)
-    return data.StructLayout({
-        "data": data.ArrayLayout(FP32_BITS, N),
-        "user": Y_USER_BITS,
-        "last": 1,
-    })
 
 
 class PackedBlockUnpacker(wiring.Component):
@@ -87,8 +43,7 @@ class PackedBlockUnpacker(wiring.Component):
     """
 
     def __init__(self, B: int = 32, N: int = 4):
-        self.B = unit_block_size(B, self)
-        self.N = check_lanes(N, owner=self)
+        self.B, self.N = B, N
         self.lane_bits = 8 * block_bytes(self.B)
         super().__init__({
             "tdata": In(self.N * self.lane_bits),
@@ -118,9 +73,8 @@ class ActivationBuffer(wiring.Component):
     """
 
     def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
-        self.B = unit_block_size(B, self)
-        self.max_blocks = check_max_blocks(max_blocks, owner=self)
-        self.addr_bits = max(1, clog2(self.max_blocks))
+        self.B, self.max_blocks = B, max_blocks
+        self.addr_bits = max(1, ceil_log2(self.max_blocks))
         layout = block_layout(self.B)
         super().__init__({
             "w_addr": In(self.addr_bits),
@@ -163,9 +117,8 @@ class VectorCounter(wiring.Component):
     """
 
     def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS, max_in_flight: int = 4):
-        self.max_blocks = check_max_blocks(max_blocks, owner=self)
-        self.max_in_flight = max_in_flight
-        self.addr_bits = max(1, clog2(self.max_blocks))
+        self.max_blocks, self.max_in_flight = max_blocks, max_in_flight
+        self.addr_bits = max(1, ceil_log2(self.max_blocks))
         self.count_bits = (self.max_blocks + 1).bit_length()
         super().__init__({
             "take": In(1), "last": In(1), "written": In(1), "invalid": In(1), "clear": In(1),
@@ -218,8 +171,8 @@ class GroupCounter(wiring.Component):
     """
 
     def __init__(self, max_blocks: int = DEFAULT_MAX_BLOCKS):
-        self.max_blocks = check_max_blocks(max_blocks, owner=self)
-        self.addr_bits = max(1, clog2(self.max_blocks))
+        self.max_blocks = max_blocks
+        self.addr_bits = max(1, ceil_log2(self.max_blocks))
         self.count_bits = (self.max_blocks + 1).bit_length()
         super().__init__({
             "take": In(1), "last": In(1),
@@ -259,14 +212,10 @@ class LaneCollector(wiring.Component):
     with ``o.ready`` high); one beat per clock.
     """
 
-    LATENCY = 1
+    LATENCY = LinearParams.COLLECTOR_LATENCY
 
     def __init__(self, N: int = 4, depth: int = 8):
-        self.N = check_lanes(N, owner=self)
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-            reject(self)
-            raise ValueError(f"depth must be an integer >= 1, not {depth!r}")
-        self.depth = depth
+        self.N, self.depth = N, depth
         super().__init__({
             "results": In(stream.Signature(dot_output_layout())).array(self.N),
             "meta": In(stream.Signature(meta_layout())),

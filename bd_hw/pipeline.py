@@ -16,9 +16,7 @@ from __future__ import annotations
 from amaranth.hdl import Module, ResetSignal, Signal
 from amaranth.lib import data
 
-from .layouts import reject
-
-__all__ = ["pipeline_control", "take", "check_pipeline", "Stages"]
+__all__ = ["pipeline_control", "take", "Stages"]
 
 
 def pipeline_control(m: Module, stages: int, in_valid, in_ready, out_ready, *, prefix="s"):
@@ -50,15 +48,6 @@ def take(valid, load, in_valid, n):
     """Condition under which stage ``n`` captures a new beat: it loads and its input is valid."""
     prev = in_valid if n == 0 else valid[n - 1]
     return load[n] & prev
-
-
-def check_pipeline(pipeline, cut_points, owner=None) -> int:
-    """The ``pipeline`` parameter of a unit: an int from 0 to ``len(cut_points)``."""
-    if isinstance(pipeline, bool) or not isinstance(pipeline, int) or \
-            not 0 <= pipeline <= len(cut_points):
-        reject(owner)
-        raise ValueError(f"pipeline must be an integer from 0 to {len(cut_points)}, not {pipeline!r}")
-    return pipeline
 
 
 class Stages:

@@ -45,8 +45,9 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS,
                          IDX_BITS, LEVELS, NUM_DIALECTS, NUM_PAIRS, Q_BITS)
 
 from .arith import pack_row, tree_max, tree_sum
-from .layouts import quantizer_input_layout, quantizer_output_layout, reject, unit_block_size
-from .pipeline import Stages, check_pipeline
+from .layouts import quantizer_input_layout, quantizer_output_layout
+from .params import ParametrisedComponent, QuantizerParams
+from .pipeline import Stages
 
 __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", "IndexMapper",
            "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
@@ -155,12 +156,7 @@ class PairSelector(wiring.Component):
     """
 
     def __init__(self, B: int = 32, stage1: str = "round", groups: int = 1):
-        self.B, self.groups = B, groups
-        try:
-            self.stage1 = check_stage1(stage1)
-        except ValueError:
-            reject(self)
-            raise
+        self.B, self.stage1, self.groups = B, stage1, groups     # checked by the unit
         super().__init__({
             "q": In(data.ArrayLayout(Q_BITS, self.B)),
             "qmax": Out(Q_BITS),
@@ -336,8 +332,9 @@ class TwoStageSelection(Selection):
         return RangeCounter.decide(v["count_a"], v["count_b"], v["pair"])
 
 
-class BDQuantizer(wiring.Component):
-    """``bd_quantizer`` for block size ``B`` (16, 32 or 64); see the module docstring.
+class BDQuantizer(ParametrisedComponent):
+    """``bd_quantizer`` for block size ``B`` (16, 32 or 64); see the module docstring. Takes the
+    arguments of :class:`~bd_hw.params.QuantizerParams` (or one).
 
     ``stage1`` is the SPEC 4.2 rule of the two-stage selection (``"round"``, the default, or
     ``"trunc"``); ``selection`` replaces the two-stage selection altogether (a :class:`Selection`,
@@ -360,39 +357,24 @@ class BDQuantizer(wiring.Component):
     Raises ``ValueError`` naming ``B``, ``stage1``, ``selection`` or ``pipeline``.
     """
 
+    Params = QuantizerParams
     #: Register stages without optional cuts.
-    LATENCY = 4
-    CUT_POINTS = ("select", "shift", "qmax", "exp")
+    LATENCY = QuantizerParams.BASE_LATENCY
+    CUT_POINTS = QuantizerParams.CUT_POINTS
 
-    def __init__(self, B: int = 32, stage1: str = "round", selection: Selection | None = None,
-                 pipeline: int = 0):
-        self.B = unit_block_size(B, self)
-        if selection is None:
-            try:
-                selection = TwoStageSelection(stage1)
-            except ValueError:
-                reject(self)
-                raise
-        elif stage1 != "round" or not isinstance(selection, Selection):
-            reject(self)
-            raise ValueError("selection must be a Selection, given without stage1")
-        self.selection = selection
-        self.pipeline = check_pipeline(pipeline, self.CUT_POINTS, owner=self)
-        self.cuts = frozenset(self.CUT_POINTS[:self.pipeline])
+    def __init__(self, *args, **kwargs):
+        p = self.settle(*args, **kwargs)
+        self.B, self.pipeline, self.cuts = p.B, p.pipeline, p.cuts
+        self.selection = p.selection or TwoStageSelection(p.stage1)
         super().__init__({
             "i": In(stream.Signature(quantizer_input_layout(self.B))),
             "o": Out(stream.Signature(quantizer_output_layout(self.B))),
         })
 
     @property
-    def latency(self) -> int:
-        """Pipeline latency in clock cycles (``4 + pipeline``)."""
-        return self.LATENCY + self.pipeline
-
-    @property
     def method(self) -> str:
         """The ``golden.bd.quantize`` method of this unit (``two_stage``, ``two_stage_trunc``, ...)."""
-        return self.selection.method
+        return self.params.method
 
     def elaborate(self, platform):
         m = Module()

@@ -34,15 +34,18 @@ every command line that takes ``--units a,b`` and ``--blocks 16,32``.
 from __future__ import annotations
 
 import argparse
+import gc
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import wiring
 
 from golden.spec import BLOCK_SIZES, check_block_size
 
-from .layouts import reject
+from .params import DecoderParams, DotParams, LinearParams, Params, QuantizerParams
 
 __all__ = ["Unit", "LinearUnit", "UNITS", "get", "build", "emitted", "parse_units", "parse_blocks"]
 
@@ -53,7 +56,9 @@ class Unit:
 
     ``kind`` says which SPEC 9 ports it has and so which testbench drives it (``decoder``,
     ``quantizer`` or ``dot``; benchmark units also use ``selector`` and ``mac``). ``builder`` is
-    called as ``builder(B, **params)`` and validates ``B`` itself.
+    called as ``builder(B, **params)`` and validates ``B`` itself. ``parameters``, if given, is the
+    unit's parameter class (:mod:`bd_hw.params`), called the same way: what follows from the
+    parameters (the latency) is then read from it without building hardware.
     """
 
     name: str
@@ -62,6 +67,7 @@ class Unit:
     params: Mapping[str, object] = field(default_factory=dict)
     blocks: tuple[int, ...] = BLOCK_SIZES
     summary: str = ""
+    parameters: Callable[..., Params] | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -77,11 +83,22 @@ class Unit:
         """A fresh component (Amaranth elaborates a component once)."""
         return self.builder(B, **self.params)
 
+    def parameters_at(self, B: int) -> Params | None:
+        """The unit's parameter value at block size ``B`` (None for a unit without a class)."""
+        return None if self.parameters is None else self.parameters(B, **self.params)
+
     def latency(self, B: int) -> int | None:
         """Clock edges from accepting a beat to transferring its result; None if combinational."""
-        component = self.build(B)
-        reject(component)          # built only to be asked, never elaborated
-        return getattr(component, "latency", None)
+        if self.parameters is not None:
+            return self.parameters_at(B).latency
+        # A unit without a parameter class is built to be asked, and dropped unelaborated at once.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UnusedElaboratable)
+            component = self.build(B)
+            latency = getattr(component, "latency", None)
+            del component
+            gc.collect()
+        return latency
 
     @property
     def clocked(self) -> bool:
@@ -132,23 +149,25 @@ def _linear(B, **params):
 
 
 UNITS: dict[str, Unit] = {u.name: u for u in (
-    Unit("bd_decoder", "decoder", _decoder,
+    Unit("bd_decoder", "decoder", _decoder, parameters=DecoderParams,
          summary="SPEC 6 decode of all lanes (combinational)"),
-    Unit("bd_quantizer", "quantizer", _quantizer, {"stage1": "round"},
+    Unit("bd_quantizer", "quantizer", _quantizer, {"stage1": "round"}, parameters=QuantizerParams,
          summary="online two-stage quantizer, rounding stage 1 (SPEC 4, method two_stage)"),
     Unit("bd_quantizer_trunc", "quantizer", _quantizer, {"stage1": "trunc"}, blocks=(32,),
+         parameters=QuantizerParams,
          summary="online two-stage quantizer, truncating stage 1 (SPEC 4.2, method two_stage_trunc)"),
-    Unit("bd_dot", "dot", _dot,
+    Unit("bd_dot", "dot", _dot, parameters=DotParams,
          summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
     Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 4},
-         blocks=(32,), summary="bd_quantizer with every pipeline cut point taken (latency 8)"),
-    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,),
+         blocks=(32,), parameters=QuantizerParams, summary="bd_quantizer with every pipeline cut point taken (latency 8)"),
+    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,), parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
-    LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,),
+    LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,), parameters=LinearParams,
                summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
-    LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,),
+    LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,), parameters=LinearParams,
                summary="matrix-vector engine, 2 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_fast_n4", "linear", _linear, {"N": 4, "pipeline": 4}, blocks=(32,),
+               parameters=LinearParams,
                summary="bd_linear_n4 with every pipeline cut point taken in its quantizer and dot "
                        "units (latency 12)"),
 )}

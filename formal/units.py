@@ -379,11 +379,8 @@ def _lane(find, n: int):
 
 
 def _dot_of(engine):
-    """A dot unit configured as the engine's (asked for its cut points and latency only)."""
-    from bd_hw.layouts import reject
-    dot = engine._dot()
-    reject(dot)
-    return dot
+    """The parameters of the engine's dot units (their cut points and latency)."""
+    return engine.params.dot
 
 
 def _before_collector(find, dut):

@@ -40,10 +40,9 @@ class QuantizerModel:
 
     def __init__(self, p: Params):
         self.p = p
-        dut = units.get(p.unit).build(p.block)
-        layouts.reject(dut)                 # built to read its parameters, never elaborated
-        self.method = dut.method
-        self.latency = dut.latency
+        params = units.get(p.unit).parameters_at(p.block)
+        self.method = params.method
+        self.latency = params.latency
 
     def scoreboard(self, log) -> Scoreboard:
         B = self.p.block
@@ -88,10 +87,9 @@ class DotModel:
 
     def __init__(self, p: Params):
         self.p = p
-        dut = units.get(p.unit).build(p.block)
-        layouts.reject(dut)
-        self.latency = dut.latency
-        self.max_blocks = dut.max_blocks
+        params = units.get(p.unit).parameters_at(p.block)
+        self.latency = params.latency
+        self.max_blocks = params.max_blocks
 
     def scoreboard(self, log) -> Scoreboard:
         return Scoreboard(self.p.unit, layouts.unpack_dot_output, log)

@@ -11,22 +11,27 @@ per clock. The engine runs at the default ``pipeline`` setting (0) and at the de
 """
 from __future__ import annotations
 
+import dataclasses
+import gc
 import random
 import re
+import warnings
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 import torch
+from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import data
 from amaranth.sim import Simulator
 
 from bd_hw import units
-from bd_hw.layouts import pack, reject, unpack
+from bd_hw.layouts import block_layout, meta_layout, pack, result_layout, unpack
 from bd_hw.linear import BDLinear
 from bd_hw.linear_parts import (ActivationBuffer, GroupCounter, LaneCollector, PackedBlockUnpacker,
-                                VectorCounter, block_layout, meta_layout, result_layout)
+                                VectorCounter)
+from bd_hw.params import LinearParams
 from tests.hw.testing import CLOCK_PERIOD, as_int, run_comb
 from golden import bd, vectors
 from golden.spec import LINEAR_LANES
@@ -416,16 +421,29 @@ def mixed_jobs(B, N, seed, count, max_blocks):
 
 
 def test_linear_rejects_bad_parameters():
-    for kwargs, name in (({"B": 24}, "B"), ({"N": 3}, "N"), ({"N": 16}, "N"), ({"max_blocks": 0}, "max_blocks"),
-                         ({"max_blocks": 2.0}, "max_blocks"), ({"pipeline": -1}, "pipeline"),
-                         ({"pipeline": DEEP + 1}, "pipeline"), ({"pipeline": True}, "pipeline"),
-                         ({"pipeline": 1.0}, "pipeline")):
-        with pytest.raises(ValueError, match=name):
-            BDLinear(**kwargs)
+    """Each bad argument is named, by the parameter value and by the engine, and a rejected
+    engine leaves no component behind (no "created but never used" warning)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for kwargs, name in (({"B": 24}, "B"), ({"N": 3}, "N"), ({"N": 32}, "N"),
+                             ({"max_blocks": 0}, "max_blocks"), ({"max_blocks": 2.0}, "max_blocks"),
+                             ({"max_blocks": 2 ** 100}, "max_blocks"), ({"pipeline": -1}, "pipeline"),
+                             ({"pipeline": DEEP + 1}, "pipeline"), ({"pipeline": True}, "pipeline"),
+                             ({"pipeline": 1.0}, "pipeline"), ({"accumulate": "fp8"}, "accumulate")):
+            for make in (BDLinear, LinearParams):
+                with pytest.raises(ValueError, match=name):
+                    make(**kwargs)
+        gc.collect()
+    assert not [w for w in caught if issubclass(w.category, UnusedElaboratable)]
+    params = LinearParams(32, 8, pipeline=2)
+    engine = BDLinear(params)
+    assert engine.params is params and BDLinear(32, N=8, pipeline=2).params == params
+    assert params.accumulate == "exact" and params.dot.accumulate == "exact"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        params.N = 4
     assert DEEP == 4 and BDLinear.CUT_POINTS[0] == ("select", "abs")
     for p in range(DEEP + 1):
-        dut = BDLinear(32, 4, pipeline=p)
-        reject(dut)              # only asked for its figures, never elaborated
+        dut = LinearParams(32, 4, pipeline=p)       # the figures, without building hardware
         assert (dut.latency, dut.vector_latency, dut.groups_in_flight) == (8 + p, 5 + p, 7 + p)
 
 

@@ -18,7 +18,7 @@ from bd_hw.arith import MaxTree
 from bd_hw.layouts import (pack_lanes, pack_quantizer_input, unpack_lanes,
                            unpack_quantizer_output)
 from bd_hw.quantizer import (BDQuantizer, ExponentMax, IndexMapper, PairSelector, RangeCounter,
-                             SignificandShifter)
+                             SignificandShifter, TwoStageSelection)
 from golden import bd, vectors
 from golden.formatbook import MIDPOINTS, STAGE2_RANGES
 from golden.spec import BLOCK_SIZES
@@ -423,4 +423,4 @@ def test_quantizer_bad_stage1():
     with pytest.raises(ValueError, match="stage1"):
         BDQuantizer(32, "nearest")
     with pytest.raises(ValueError, match="stage1"):
-        PairSelector(16, "floor")
+        TwoStageSelection("floor")

@@ -1,0 +1,294 @@
+"""Generator parameters as values: one frozen, validated object per unit (SPEC 9, SPEC 11).
+
+Each parameter class is a frozen dataclass checked once, in its constructor (a ``ValueError``
+naming the argument), and everything that follows from it is a property computed without building
+hardware: the cut points taken, register stages, accumulator width, latency. A unit takes the
+same arguments as its parameter class, or one instance of it::
+
+    BDDot(32, pipeline=2)            BDDot(DotParams(32, pipeline=2))
+    DotParams(32, pipeline=2).latency == 8
+
+:class:`ParametrisedComponent` checks the arguments in ``__new__``, before the component exists,
+so a rejected construction leaves no half-built elaboratable behind (and Amaranth has nothing to
+warn about); the component's ``params`` attribute is the checked value.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from itertools import zip_longest
+from typing import Any, ClassVar
+
+from amaranth.lib import wiring
+from amaranth.utils import ceil_log2
+
+from golden.spec import (ACCUMULATE_MODES, DEFAULT_ACCUMULATE, DEFAULT_MAX_BLOCKS, FP16_BITS,
+                         FP32_BITS, LINEAR_LANES, MAX_EXP_SUM, MAX_PRODUCT, block_bytes,
+                         check_block_size)
+from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
+
+__all__ = ["Params", "ParametrisedComponent", "DecoderParams", "QuantizerParams", "DotParams",
+           "LinearParams", "BUILT_ACCUMULATE_MODES", "block_sum_bits",
+           "accumulator_bits", "check_count", "check_max_blocks", "check_lanes"]
+
+# SPEC 6.1 [new]: the accumulation modes (ACCUMULATE_MODES) the dot units are built for so far.
+BUILT_ACCUMULATE_MODES = ("exact",)
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_count(value, name: str, minimum: int = 1) -> int:
+    """An integer parameter of at least ``minimum`` (``ValueError`` naming it otherwise)."""
+    if not _is_int(value) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, not {value!r}")
+    return value
+
+
+def check_max_blocks(max_blocks) -> int:
+    """SPEC 6: ``max_blocks``, the most blocks summed into one result, an integer >= 1."""
+    return check_count(max_blocks, "max_blocks")
+
+
+def check_lanes(lanes, name: str = "N") -> int:
+    """SPEC 11 [revised]: the number of output lanes of the engine."""
+    if not _is_int(lanes) or lanes not in LINEAR_LANES:
+        raise ValueError(f"{name} must be one of {LINEAR_LANES}, not {lanes!r}")
+    return lanes
+
+
+def _check_pipeline(pipeline, cut_points) -> int:
+    if not _is_int(pipeline) or not 0 <= pipeline <= len(cut_points):
+        raise ValueError(f"pipeline must be an integer from 0 to {len(cut_points)}, not {pipeline!r}")
+    return pipeline
+
+
+def _check_accumulate(accumulate) -> str:
+    """SPEC 6.1: one of ``ACCUMULATE_MODES``, and one the hardware is built for."""
+    if accumulate not in ACCUMULATE_MODES:
+        raise ValueError(f"accumulate must be one of {ACCUMULATE_MODES}, not {accumulate!r}")
+    if accumulate not in BUILT_ACCUMULATE_MODES:
+        raise ValueError(f"accumulate={accumulate!r} has no hardware yet; choose from "
+                         f"{BUILT_ACCUMULATE_MODES}")
+    return accumulate
+
+
+def block_sum_bits(B: int) -> int:
+    """Signed width of an exact block sum: ``ceil(log2(225 B)) + 1`` (14 at B = 32)."""
+    return ceil_log2(MAX_PRODUCT * B) + 1
+
+
+def accumulator_bits(B: int, max_blocks: int) -> int:
+    """SPEC 6: ``ceil(log2(225 B)) + 1 + 60 + ceil(log2(max_blocks))`` (82 at B = 32, 256)."""
+    return block_sum_bits(B) + MAX_EXP_SUM + ceil_log2(max_blocks)
+
+
+class Params:
+    """Base of the parameter classes (frozen dataclasses)."""
+
+    #: Clock edges from a beat to its result; None for a combinational unit.
+    latency: ClassVar[int | None] = None
+
+    @classmethod
+    def of(cls, *args, **kwargs):
+        """``cls(*args, **kwargs)``, or the one argument itself when it already is a ``cls``."""
+        if len(args) == 1 and not kwargs and isinstance(args[0], cls):
+            return args[0]
+        return cls(*args, **kwargs)
+
+
+class ParametrisedComponent(wiring.Component):
+    """A component built from one parameter value of class :attr:`Params`.
+
+    The constructor takes the arguments of :attr:`Params` (or one instance of it); they are
+    checked in ``__new__``, before the component exists, and kept as :attr:`params`. A unit's
+    ``__init__`` takes them through :meth:`settle`.
+    """
+
+    Params: ClassVar[type[Params]]
+    params: Params
+
+    def __new__(cls, *args, **kwargs):
+        params = cls.Params.of(*args, **kwargs)       # ValueError here: no component was made
+        self = super().__new__(cls, src_loc_at=1)
+        self.params = params
+        self._arguments = (args, kwargs)
+        return self
+
+    def settle(self, *args, **kwargs) -> Params:
+        """The parameters of this construction, given the arguments ``__init__`` received: those
+        checked in ``__new__``, unless a subclass hands its base other arguments (the bench's MSE
+        quantizers add a ``selection``), which are then checked here."""
+        if (args, kwargs) != self._arguments:
+            self.params = self.Params.of(*args, **kwargs)
+        return self.params
+
+    @property
+    def latency(self):
+        return self.params.latency
+
+
+@dataclass(frozen=True)
+class DecoderParams(Params):
+    """``bd_decoder``: block size ``B`` (SPEC 3). Combinational."""
+
+    B: int = 32
+
+    def __post_init__(self):
+        check_block_size(self.B, "B")
+
+
+@dataclass(frozen=True)
+class QuantizerParams(Params):
+    """``bd_quantizer``: block size ``B``, the SPEC 4.2 rule ``stage1`` (``"round"`` or
+    ``"trunc"``), or a whole dialect ``selection`` instead (a ``bd_hw.quantizer.Selection``, given
+    without ``stage1``), and ``pipeline`` extra register stages at the first cut points of
+    :data:`CUT_POINTS` (see :class:`bd_hw.quantizer.BDQuantizer`)."""
+
+    B: int = 32
+    stage1: str = "round"
+    selection: Any = None
+    pipeline: int = 0
+
+    CUT_POINTS: ClassVar[tuple[str, ...]] = ("select", "shift", "qmax", "exp")
+    BASE_LATENCY: ClassVar[int] = 4          # register stages without optional cuts
+
+    def __post_init__(self):
+        from .quantizer import Selection, check_stage1     # the quantizer imports this module
+        check_block_size(self.B, "B")
+        check_stage1(self.stage1)
+        if self.selection is not None and (self.stage1 != "round"
+                                           or not isinstance(self.selection, Selection)):
+            raise ValueError("selection must be a Selection, given without stage1")
+        _check_pipeline(self.pipeline, self.CUT_POINTS)
+
+    @property
+    def method(self) -> str:
+        """The ``golden.bd.quantize`` method the unit reproduces (SPEC 10)."""
+        from .quantizer import STAGE1_RULES
+        return self.selection.method if self.selection is not None else STAGE1_RULES[self.stage1]
+
+    @property
+    def cuts(self) -> frozenset:
+        return frozenset(self.CUT_POINTS[:self.pipeline])
+
+    @property
+    def latency(self) -> int:
+        """``4 + pipeline``."""
+        return self.BASE_LATENCY + self.pipeline
+
+
+@dataclass(frozen=True)
+class DotParams(Params):
+    """``bd_dot``: block size ``B``, ``max_blocks`` beats per result, ``pipeline`` extra register
+    stages at the first cut points of :data:`CUT_POINTS` (see :class:`bd_hw.dot.BDDot`), and the
+    SPEC 6.1 ``accumulate`` mode."""
+
+    B: int = 32
+    max_blocks: int = DEFAULT_MAX_BLOCKS
+    pipeline: int = 0
+    accumulate: str = DEFAULT_ACCUMULATE
+
+    CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode")
+    NORMALISER_CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc")
+    TREE_GROUP: ClassVar[int] = 8             # products summed before the "tree" cut
+    ACCUMULATOR_LATENCY: ClassVar[int] = 2
+    NORMALISER_LATENCY: ClassVar[int] = 2     # without cuts
+
+    def __post_init__(self):
+        check_block_size(self.B, "B")
+        check_max_blocks(self.max_blocks)
+        _check_pipeline(self.pipeline, self.CUT_POINTS)
+        _check_accumulate(self.accumulate)
+        if self.acc_bits - 1 - FRAC_BITS + 127 > 254:
+            raise ValueError(f"max_blocks={self.max_blocks} is too large: sums could overflow FP32")
+
+    @property
+    def cuts(self) -> frozenset:
+        return frozenset(self.CUT_POINTS[:self.pipeline])
+
+    @property
+    def norm_cuts(self) -> frozenset:
+        return self.cuts & set(self.NORMALISER_CUT_POINTS)
+
+    @property
+    def front_stages(self) -> int:
+        """Register stages before the accumulator: products, block sum, and the front cuts."""
+        return 2 + len(self.cuts & {"decode", "tree"})
+
+    @property
+    def acc_bits(self) -> int:
+        return accumulator_bits(self.B, self.max_blocks)
+
+    @property
+    def latency(self) -> int:
+        """Cycles from accepting a ``last`` beat to presenting its result (``6 + pipeline``)."""
+        return (self.front_stages + self.ACCUMULATOR_LATENCY + self.NORMALISER_LATENCY
+                + len(self.norm_cuts))
+
+
+@dataclass(frozen=True)
+class LinearParams(Params):
+    """``bd_linear``: block size ``B``, ``N`` lanes, vectors of up to ``max_blocks`` blocks,
+    ``pipeline`` (the first ``pipeline`` cut points of the quantizer and of every dot unit, paired
+    in :data:`CUT_POINTS`) and the dot units' ``accumulate`` mode (SPEC 11)."""
+
+    B: int = 32
+    N: int = 4
+    max_blocks: int = DEFAULT_MAX_BLOCKS
+    pipeline: int = 0
+    accumulate: str = DEFAULT_ACCUMULATE
+
+    #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
+    #: no more.
+    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS, DotParams.CUT_POINTS))
+    READ_STAGES: ClassVar[int] = 1           # the activation buffer's synchronous read
+    COLLECTOR_LATENCY: ClassVar[int] = 1     # the output skid buffer
+
+    def __post_init__(self):
+        check_block_size(self.B, "B")
+        check_lanes(self.N)
+        check_max_blocks(self.max_blocks)
+        _check_pipeline(self.pipeline, self.CUT_POINTS)
+        _check_accumulate(self.accumulate)
+        self.dot            # the dot units' own checks (the FP32 range of max_blocks)
+
+    @property
+    def quantizer(self) -> QuantizerParams:
+        """The quantizer's parameters: this block size and pipeline setting."""
+        return QuantizerParams(self.B, pipeline=min(self.pipeline, len(QuantizerParams.CUT_POINTS)))
+
+    @property
+    def dot(self) -> DotParams:
+        """Every dot unit's parameters."""
+        return DotParams(self.B, self.max_blocks, min(self.pipeline, len(DotParams.CUT_POINTS)),
+                         self.accumulate)
+
+    @property
+    def latency(self) -> int:
+        """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
+        (``8 + pipeline``)."""
+        return self.READ_STAGES + self.dot.latency + self.COLLECTOR_LATENCY
+
+    @property
+    def vector_latency(self) -> int:
+        """Edges from accepting a vector's final activation beat to the first weight beat it can
+        take (``5 + pipeline``): the quantizer's latency, then one edge to write the buffer."""
+        return self.quantizer.latency + 1
+
+    @property
+    def groups_in_flight(self) -> int:
+        """Most row groups between the weight input and the collector: one per register stage."""
+        return self.latency - self.COLLECTOR_LATENCY
+
+    @property
+    def x_bits(self) -> int:
+        return FP16_BITS * self.B
+
+    @property
+    def w_bits(self) -> int:
+        return 8 * block_bytes(self.B) * self.N
+
+    @property
+    def y_bits(self) -> int:
+        return FP32_BITS * self.N
