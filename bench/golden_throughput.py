@@ -29,7 +29,7 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from golden import baselines, bd, kernels
+from golden import baselines, bd, exact, native
 
 TORCHAO_NAME = "torchao MXFP4 to_mx + dequantize (B=32)"
 GOLDEN_MXFP4_NAME = "golden MXFP4 fake-quantize (B=32)"
@@ -97,7 +97,7 @@ def golden_rates(x: torch.Tensor, repeats: int = 3, reference: bool = False) -> 
         calls[TORCHAO_NAME] = torchao
     rates = [Rate(name, s, x.numel() / s) for name, fn in calls.items() for s in [time_call(fn, repeats)]]
     if reference:
-        with kernels.use("reference"):
+        with native.use("reference"):
             for name in (TWO_STAGE_NAME, "bd MSE quantize", "bd dequantize"):
                 seconds = time_call(calls[name], 1, warmup=False)
                 rates.append(Rate(f"{name} (eager reference)", seconds, x.numel() / seconds))
@@ -117,13 +117,13 @@ def linear_times(rows: int, cols: int, out: int, repeats: int, seed: int,
         **{name: (lambda mode=mode: bd.linear(q_act, q_weight, accumulate=mode))
            for mode, name in ACCUMULATE_NAMES.items()},
         LINEAR_BASE_NAME: lambda: bd.dequantize(q_act) @ bd.dequantize(q_weight).t(),
-        "bd.linear, sync-free window plan (the CUDA plan)": lambda: kernels.linear_exact(
+        "bd.linear, sync-free window plan (the CUDA plan)": lambda: exact.linear_exact(
             q_act.exp, q_act.dialect, q_act.codes, q_weight.exp, q_weight.dialect, q_weight.codes,
-            bd._exact_sum_to_f32, sync_free=True),
+            sync_free=True),
     }
     times = [Rate(name, s, macs / s) for name, fn in calls.items() for s in [time_call(fn, repeats)]]
     if reference:
-        with kernels.use("reference"):
+        with native.use("reference"):
             seconds = time_call(calls[LINEAR_NAME], 1, warmup=False)
         times.append(Rate(f"{LINEAR_NAME} (eager reference)", seconds, macs / seconds))
     return times
@@ -152,7 +152,7 @@ def first_call_seconds() -> dict:
     root = str(Path(bd.__file__).resolve().parents[1])      # this checkout's golden package
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env)
-    return {"build_cold_seconds": kernels.build_seconds(),
+    return {"build_cold_seconds": native.build_seconds(),
             "import_and_first_quantize_seconds": float(first.stdout.split()[-1])}
 
 
@@ -169,7 +169,7 @@ def measure(rows: int, cols: int, repeats: int, seed: int, threads: int, linear_
     finally:
         torch.set_num_threads(previous)
     return {"shape": [rows, cols], "linear_shape": [linear_rows, cols, linear_out], "threads": threads,
-            "repeats": repeats, "native": kernels.native_available(),
+            "repeats": repeats, "native": native.native_available(),
             "rates": [r._asdict() for r in rates], "linear": [r._asdict() for r in linear],
             "targets": target_rows(rates + linear), "first_call": first_call_seconds()}
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     result = measure(args.rows, args.cols, args.repeats, args.seed, args.threads, args.linear_rows,
                      args.linear_out, args.reference)
     print(f"{args.rows} x {args.cols} FP16, {args.threads} thread(s), median of {args.repeats}; "
-          f"native kernels: {'yes' if result['native'] else 'no (' + str(kernels.native_error()) + ')'}")
+          f"native kernels: {'yes' if result['native'] else 'no (' + str(native.native_error()) + ')'}")
     print("\n".join(format_rates(result)))
     if args.json:
         with open(args.json, "w") as f:

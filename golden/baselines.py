@@ -10,8 +10,10 @@ from __future__ import annotations
 import torch
 
 from golden import fp16, kernels
-from golden.spec import (BLOCK_SIZES, CODE_BITS, DEFAULT_BLOCK, DIALECT_BITS, EXP_BITS, FP16_BITS, FP16_MAX,
-                         check_block_size)
+from golden.native import native_for
+from golden.spec import (CODE_BITS, DEFAULT_BLOCK, DIALECT_BITS, E2M1_EMAX, E2M1_MAX, E4M3_BITS, E4M3_MAX,
+                         E8M0_BITS, E8M0_MAX_EXP, E8M0_MIN_EXP, EXP_BITS, FP16_BITS, FP16_MAX, INT4_LEVELS,
+                         INT4_SCALE_MIN, MXFP4_BLOCK_SIZES, MXFP4_PAPER_EXP_BITS, NVFP4_BLOCK, check_block_size)
 
 FORMATS = ("fp16", "bd_two_stage", "bd_two_stage_trunc", "bd_mse", "mxfp4", "nvfp4", "int4")
 # The BlockDialect formats and their golden.bd.quantize method: "bd_two_stage" is the default
@@ -20,26 +22,6 @@ BD_METHODS = {"bd_two_stage": "two_stage", "bd_two_stage_trunc": "two_stage_trun
 # Formats whose quantization of an element depends on the whole tensor (SPEC 8: NVFP4's FP32 tensor
 # scale from the tensor's amax), not on its block alone.
 TENSOR_SCALED_FORMATS = ("nvfp4",)
-
-# SPEC 8: E2M1 element magnitudes {0, 0.5, 1, 1.5, 2, 3, 4, 6}.
-E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)
-E2M1_MAX = 6.0
-# OCP MX v1.0: the scale is 2^(floor(log2 amax) - emax_elem) with emax_elem = 2 for E2M1.
-E2M1_EMAX = 2
-# OCP MX v1.0: E8M0 encodes 2^-127 .. 2^127 (255 is NaN).
-E8M0_MIN_EXP = -127
-E8M0_MAX_EXP = 127
-MXFP4_BLOCK_SIZES = (16, 32)     # SPEC 8: MXFP4 uses 16 or 32 of BlockDialect's block sizes
-E8M0_BITS = 8
-MXFP4_PAPER_EXP_BITS = 5   # SPEC 8: the paper counts a 5-bit shared exponent
-# SPEC 8: NVFP4 blocks of 16, E4M3 block scale, FP32 per-tensor scale amax / (448 * 6).
-NVFP4_BLOCK = 16
-E4M3_MAX = 448.0
-E4M3_BITS = 8
-# SPEC 8: INT4 symmetric, levels -7..7, FP16 scale.
-INT4_LEVELS = 7
-INT4_BLOCK_SIZES = BLOCK_SIZES
-INT4_SCALE_MIN = 2.0 ** -24       # SPEC 8: the FP16 scale is clamped to [2^-24, 65504]
 
 
 def _as_float32(x, name: str = "x") -> torch.Tensor:
@@ -160,7 +142,7 @@ def _fake_native(x, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Te
     """golden.kernels' fused pass where it serves x (an FP16, float32 or float64 CPU tensor whose
     last dimension holds whole blocks); None where the reference must run."""
     if (not isinstance(x, torch.Tensor) or x.dtype not in kernels.FAKE_QUANTIZE_INPUTS or x.dim() == 0
-            or x.numel() == 0 or x.shape[-1] % (block or 1) or not kernels.native_for(x)):
+            or x.numel() == 0 or x.shape[-1] % (block or 1) or not native_for(x)):
         return None
     return kernels.fake_quantize_native(x.detach(), fmt, block, dtype)
 

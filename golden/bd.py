@@ -22,7 +22,9 @@ import torch
 
 from . import accumulate as accumulation
 from . import fp16, kernels
-from .formatbook import FORMATBOOK, MIDPOINTS, STAGE2_RANGES
+from .exact import LIMB, exact_sum_to_f32, linear_exact, pow2_f32
+from .formatbook import FORMATBOOK, INDEX_LUT, STAGE2_RANGES, VALUE_LUT
+from .native import native_for, path
 from .spec import (
     BLOCK_SIZES,
     CODE_BITS,
@@ -54,12 +56,6 @@ __all__ = [
 # comparison), "mse" searches every dialect (SPEC 5).
 METHODS = ("two_stage", "two_stage_trunc", "mse")
 NONFINITE_MODES = ("raise", "flag")
-
-# SPEC 4.4 / 5: index of the nearest value (ties up) for every q in 0..31 and every dialect. Both
-# methods round by the same midpoint comparison, because every midpoint is a whole quarter-unit.
-_Q_VALUES = torch.arange(1 << Q_BITS, dtype=torch.int64)
-INDEX_LUT = (_Q_VALUES[None, :, None] >= MIDPOINTS[:, None, :]).sum(-1)   # (16, 32)
-VALUE_LUT = FORMATBOOK.gather(1, INDEX_LUT)                                  # (16, 32) half-units
 
 
 class Blocks(NamedTuple):
@@ -174,7 +170,7 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
         if not pad:
             raise ValueError(f"x: last dimension {length} is not a multiple of block={block} (use pad=True)")
         x16 = torch.nn.functional.pad(x16, (0, block - length % block))  # pads with +0
-    if kernels.native_for(x16):                                     # golden.kernels: same bits
+    if native_for(x16):                                             # golden.kernels: same bits
         rule = "trunc" if method == "two_stage_trunc" else "round"
         exp, dialect, codes, bad = kernels.quantize_native(x16, block, method.removesuffix("_trunc"), rule)
         if nonfinite == "flag" or not bool(bad.any()):
@@ -243,11 +239,6 @@ def _select_mse(q: torch.Tensor, ex: torch.Tensor, sig: torch.Tensor, shared: to
     return torch.stack(costs, -1).argmin(-1)                       # first minimum = lowest id
 
 
-def _pow2_f32(exponent: torch.Tensor) -> torch.Tensor:
-    """Exact 2^exponent in FP32 for normal exponents, built from the bit pattern."""
-    return ((exponent + 127) << 23).to(torch.int32).view(torch.float32)
-
-
 def decode(q: Blocks) -> tuple[torch.Tensor, torch.Tensor]:
     """SPEC 6 decode: per element sign (0/1) and magnitude h in half-units, int64 (..., K/B, B).
 
@@ -274,10 +265,10 @@ def dequantize(q: Blocks) -> torch.Tensor:
 
 
 def _dequantize(q: Blocks) -> torch.Tensor:
-    if kernels.native_for(q.codes):                                  # golden.kernels: same bits
+    if native_for(q.codes):                                          # golden.kernels: same bits
         return kernels.dequantize_native(q.exp, q.dialect, q.codes, q.invalid)
     sign, h = _decode(q)
-    scale = _pow2_f32(q.exp.to(torch.int64) - DECODE_EXP_OFFSET).unsqueeze(-1)
+    scale = pow2_f32(q.exp.to(torch.int64) - DECODE_EXP_OFFSET).unsqueeze(-1)
     magnitude = h.to(torch.float32) * scale
     values = torch.where(sign.bool(), -magnitude, magnitude)
     values = _nan_where_invalid(values, q.invalid.unsqueeze(-1))
@@ -292,51 +283,6 @@ def _nan_where_invalid(values: torch.Tensor, invalid: torch.Tensor) -> torch.Ten
 def _signed_values(q: Blocks) -> torch.Tensor:
     sign, h = _decode(q)
     return torch.where(sign.bool(), -h, h)
-
-
-_LIMB = 32
-_LIMB_MASK = (1 << _LIMB) - 1
-_SMALL_HI = 1 << 29          # below this the two-limb magnitude fits in 61 bits
-_BIG_SHIFT = 20              # larger magnitudes drop 20 bits into a sticky bit before rounding
-_FP32_SIG_BITS = 24
-
-
-def _exact_sum_to_f32(low: torch.Tensor, high: torch.Tensor, unit_exp: int) -> torch.Tensor:
-    """Rounds the exact integer (high * 2^32 + low) * 2^unit_exp to FP32, ties to even (SPEC 6).
-
-    `low` and `high` are int64 partial sums; the value can exceed int64, so the magnitude is kept
-    as two limbs, squeezed into 61 bits with a sticky bit where needed, then rounded once.
-    """
-    high = high + (low >> _LIMB)                      # carry so that 0 <= low < 2^32
-    low = low & _LIMB_MASK
-    negative = high < 0
-    borrow = negative & (low != 0)
-    mag_hi = torch.where(negative, -high - borrow.to(torch.int64), high)
-    mag_lo = torch.where(borrow, (1 << _LIMB) - low, low)
-
-    big = mag_hi >= _SMALL_HI
-    drop = torch.where(big, _BIG_SHIFT, 0)
-    sticky = (mag_lo & ((1 << drop) - 1)) != 0
-    magnitude = (mag_hi << (_LIMB - drop)) | (mag_lo >> drop) | sticky.to(torch.int64)
-
-    # Bit length: a float64 estimate corrected exactly with integer shifts.
-    _, estimate = torch.frexp(magnitude.to(torch.float64))
-    length = estimate.to(torch.int64)
-    length = length - ((magnitude >> (length - 1).clamp(min=0)) == 0).to(torch.int64)
-    length = length + ((magnitude >> length) != 0).to(torch.int64)
-
-    shift = (length - _FP32_SIG_BITS).clamp(min=0)
-    kept = magnitude >> shift
-    rest = magnitude - (kept << shift)
-    half = (1 << shift) >> 1
-    round_up = (shift > 0) & ((rest > half) | ((rest == half) & ((kept & 1) == 1)))
-    kept = kept + round_up.to(torch.int64)
-    carry = kept >> _FP32_SIG_BITS                    # rounding up to 2^24 renormalises
-    kept = kept >> carry
-    exponent = shift + carry + drop + unit_exp
-
-    value = kept.to(torch.float32) * _pow2_f32(exponent)
-    return torch.where(negative, -value, value)
 
 
 def linear(q_act: Blocks, q_weight: Blocks, accumulate: str = DEFAULT_ACCUMULATE) -> torch.Tensor:
@@ -360,9 +306,9 @@ def linear(q_act: Blocks, q_weight: Blocks, accumulate: str = DEFAULT_ACCUMULATE
         out = accumulation.linear(_dequantize(q_act).reshape(-1, nblocks * block), _dequantize(q_weight),
                                   block, accumulate)
         return _nan_where_invalid(out.reshape(lead + (columns,)), invalid)
-    if kernels.path() == "native":                                   # golden.kernels: same bits
+    if path() == "native":                                           # golden.exact: same bits
         a = [t.reshape((-1,) + t.shape[len(lead):]) for t in (q_act.exp, q_act.dialect, q_act.codes)]
-        out = kernels.linear_exact(*a, q_weight.exp, q_weight.dialect, q_weight.codes, _exact_sum_to_f32)
+        out = linear_exact(*a, q_weight.exp, q_weight.dialect, q_weight.codes, native=native_for(q_act.codes))
         return _nan_where_invalid(out.reshape(lead + (columns,)), invalid)
 
     a_values = _signed_values(q_act).reshape(-1, nblocks, block)
@@ -378,11 +324,11 @@ def linear(q_act: Blocks, q_weight: Blocks, accumulate: str = DEFAULT_ACCUMULATE
         # Block sums are at most 225 * 64 in magnitude: exact in float64, then exact as int64.
         sums = torch.bmm(a, w_values).round().to(torch.int64)                 # (nb, r, N)
         exponent = a_exp[start:start + chunk].t().unsqueeze(-1) + w_exp.unsqueeze(1)
-        in_high = exponent >= _LIMB
-        terms = sums << torch.where(in_high, exponent - _LIMB, exponent)
+        in_high = exponent >= LIMB
+        terms = sums << torch.where(in_high, exponent - LIMB, exponent)
         low = torch.where(in_high, 0, terms).sum(0)
         high = torch.where(in_high, terms, 0).sum(0)
-        out[start:start + chunk] = _exact_sum_to_f32(low, high, -PRODUCT_EXP_OFFSET)
+        out[start:start + chunk] = exact_sum_to_f32(low, high, -PRODUCT_EXP_OFFSET)
     out = out.reshape(lead + (columns,))
     return _nan_where_invalid(out, invalid)
 

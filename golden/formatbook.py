@@ -24,6 +24,7 @@ from golden.spec import (
     MAX_HALF_UNITS,
     NUM_DIALECTS,
     NUM_PAIRS,
+    Q_BITS,
 )
 
 # SPEC 2: 16 dialects x 8 unsigned magnitudes in half-units (real value h / 2), ascending by index.
@@ -94,3 +95,9 @@ def _tables() -> tuple[torch.Tensor, torch.Tensor]:
 
 # (16, 7) midpoints in quarter-units and (16, 2) stage-2 ranges [lo, hi) in quarter-units.
 MIDPOINTS, STAGE2_RANGES = _tables()
+
+# SPEC 4.4 / 5: index of the nearest value (ties up) for every q in 0..31 and every dialect, and that
+# value in half-units, both (16, 32). Both methods round by the same midpoint comparison, because
+# every midpoint is a whole quarter-unit.
+INDEX_LUT = (torch.arange(1 << Q_BITS, dtype=torch.int64)[None, :, None] >= MIDPOINTS[:, None, :]).sum(-1)
+VALUE_LUT = FORMATBOOK.gather(1, INDEX_LUT)

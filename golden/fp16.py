@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from . import kernels
+from .native import native_for
 from .spec import EXP_FIELD_NONFINITE, FP16_EXP_BITS, FP16_MAN_BITS, SIGNIFICAND_HIDDEN
 
 
@@ -80,7 +81,7 @@ def to_fp16(x, name: str = "x") -> torch.Tensor:
     """
     x = as_real_tensor(x, name)
     if x.dtype == torch.float64:
-        return kernels.float64_to_fp16_native(x) if kernels.native_for(x) else float64_to_fp16_reference(x)
+        return kernels.float64_to_fp16_native(x) if native_for(x) else float64_to_fp16_reference(x)
     # Every other dtype reaches FP16 with one rounding: float32 and narrower floats directly, and
     # an integer is exact in float32 up to 2^24, far beyond the FP16 range.
     return x.to(torch.float16)

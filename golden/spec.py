@@ -60,6 +60,22 @@ DEFAULT_ACCUMULATE = "exact"
 # SPEC 11: bd_linear, the matrix-vector engine.
 LINEAR_LANES = (1, 2, 4, 8)       # N, output lanes (rows computed side by side)
 
+# SPEC 8: baseline formats (golden model and reports only).
+E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)   # E2M1 element magnitudes
+E2M1_MAX = 6.0
+E2M1_EMAX = 2                     # OCP MX v1.0: MXFP4 scale 2^(floor(log2 amax) - emax_elem), emax_elem = 2
+E8M0_MIN_EXP = -127               # OCP MX v1.0: E8M0 encodes 2^-127 .. 2^127 (255 is NaN)
+E8M0_MAX_EXP = 127
+E8M0_BITS = 8
+MXFP4_BLOCK_SIZES = (16, 32)      # MXFP4 uses 16 or 32 of BlockDialect's block sizes
+MXFP4_PAPER_EXP_BITS = 5          # the paper counts a 5-bit shared exponent
+NVFP4_BLOCK = 16                  # NVFP4: blocks of 16, E4M3 block scale, FP32 tensor scale amax / (448 * 6)
+E4M3_MAX = 448.0
+E4M3_BITS = 8
+INT4_LEVELS = 7                   # INT4: symmetric, levels -7..7, FP16 scale
+INT4_BLOCK_SIZES = BLOCK_SIZES
+INT4_SCALE_MIN = 2.0 ** -24       # the FP16 scale is clamped to [2^-24, 65504]
+
 # SPEC 7: packed storage.
 HEADER_BYTES = 2                  # little-endian 16-bit word E << 4 | dialect
 

@@ -17,7 +17,7 @@ Scopes of quantization:
   dimension) for scores x V.
 Attention, in every scope and the unquantized baseline alike, is the report's own function
 (`make_attention`), registered under its own name in transformers' attention registry while the
-scheme is installed and removed afterwards. On float64 CPU tensors it is golden.kernels'
+scheme is installed and removed afterwards. On float64 CPU tensors it is golden.report.attention's
 attention_native: each query's scores, softmax, probability quantization and product with V in one
 pass, only against the keys up to the query (the later ones have probability 0, whole blocks of
 zeros that quantize to zeros), with bits that depend on neither the thread count nor the batch nor the
@@ -46,8 +46,9 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from golden import baselines, bd, kernels
+from golden import baselines, bd
 from golden.report import metrics
+from golden.report.attention import attention_native
 from golden.spec import BLOCK_SIZES
 
 
@@ -177,7 +178,7 @@ def make_attention(act_fmt: str | None, block: int | None, scores_block: int | N
     product's reduction dimension): Q and K in blocks of `scores_block` (`block` when None), the
     probabilities and V in blocks of `block`; with None, nothing is.
 
-    Float64 CPU tensors go to golden.kernels.attention_native, one fused pass whose bits do not
+    Float64 CPU tensors go to golden.report.attention.attention_native, one fused pass whose bits do not
     depend on the thread count, the batch or the CPU. Elsewhere (float32, CUDA, no AVX2, NVFP4's
     tensor-wide scale) torch computes it: scaled_dot_product_attention unquantized, eager matrix
     products and softmax quantized."""
@@ -192,7 +193,7 @@ def make_attention(act_fmt: str | None, block: int | None, scores_block: int | N
         q_len, k_len = query.shape[-2], key.shape[-2]
         causal = attention_mask is None and q_len == k_len
         if causal:
-            fused = kernels.attention_native(query, key, value, scaling, act_fmt, block)
+            fused = attention_native(query, key, value, scaling, act_fmt, block)
             if fused is not None:
                 return fused.output, None
         key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)

@@ -188,8 +188,8 @@ def _perplexity(result: dict, figures: dict) -> list[str]:
             "unquantized). *full path*: also Q and K (blocks along head_dim) for QK^T, and the probabilities "
             "(blocks along the key dimension, zero-padded) and V (blocks along its sequence dimension) for "
             "scores x V. Attention, in every run the unquantized one included, is the report's own function, "
-            "registered only while the run lasts: in float64 on the CPU one fused pass (golden.kernels."
-            "attention_native) whose bits depend on neither threads, batch nor CPU. "
+            "registered only while the run lasts: in float64 on the CPU one fused pass (golden.report."
+            "attention.attention_native) whose bits depend on neither threads, batch nor CPU. "
             f"{ppl['quantized_layers']} layers quantized. *exact*: see Hardware-exact perplexity.\n",
             _table(["run", "scope", "weights", "activations", "bits/elem", "perplexity", "seconds"], rows) + "\n",
             "Seconds are for the forward passes; quantizing all weights once per format took "

@@ -1,4 +1,4 @@
-"""golden.kernels.attention_native: the report's float64 causal attention.
+"""golden.report.attention.attention_native: the report's float64 causal attention.
 
 Against torch's scaled_dot_product_attention and an mpmath softmax; the quantized probabilities are
 checked bit for bit against golden.baselines.fake_quantize of the kernel's own unquantized ones; the
@@ -11,7 +11,8 @@ import mpmath
 import pytest
 import torch
 
-from golden import baselines, kernels
+from golden import baselines, native
+from golden.report import attention
 
 FORMATS = [("bd_two_stage", 32), ("bd_two_stage_trunc", 16), ("bd_mse", 64), ("mxfp4", 32), ("int4", 16),
            ("fp16", None)]
@@ -19,7 +20,7 @@ FORMATS = [("bd_two_stage", 32), ("bd_two_stage_trunc", 16), ("bd_mse", 64), ("m
 
 def _served() -> bool:
     q = torch.zeros(1, 1, 1, 8, dtype=torch.float64)
-    return kernels.native_available() and kernels.attention_native(q, q, q, 1.0) is not None
+    return native.native_available() and attention.attention_native(q, q, q, 1.0) is not None
 
 
 pytestmark = pytest.mark.skipif(not _served(), reason="the attention kernel needs the native kernels on AVX2 and FMA")
@@ -46,7 +47,7 @@ def reference_probabilities(q, k, scaling):
     (1, 1, 1, 1, 8), (2, 6, 2, 7, 8), (1, 3, 3, 48, 16), (2, 9, 3, 49, 64), (1, 4, 1, 300, 64)])
 def test_matches_torch_attention(batch, heads, kv_heads, length, dim):
     q, k, v = operands(batch, heads, kv_heads, length, dim, seed=length)
-    got = kernels.attention_native(q, k, v, dim ** -0.5, with_probabilities=True)
+    got = attention.attention_native(q, k, v, dim ** -0.5, with_probabilities=True)
     groups = heads // kv_heads
     expected = torch.nn.functional.scaled_dot_product_attention(
         q, k.repeat_interleave(groups, 1), v.repeat_interleave(groups, 1), is_causal=True, scale=dim ** -0.5)
@@ -66,7 +67,7 @@ def test_softmax_to_a_few_ulps_over_the_whole_exponent_range():
     q[..., 0] = 1.0
     k = torch.zeros(1, 1, length, 8, dtype=torch.float64)
     k[0, 0, :, 0] = torch.tensor(scores, dtype=torch.float64)
-    got = kernels.attention_native(q, k, k, 1.0, with_probabilities=True).probabilities[0, 0, -1]
+    got = attention.attention_native(q, k, k, 1.0, with_probabilities=True).probabilities[0, 0, -1]
     mpmath.mp.prec = 200
     exps = [mpmath.exp(s) for s in scores]
     total = mpmath.fsum(exps)
@@ -84,13 +85,13 @@ def test_same_bits_for_any_thread_count_and_batch(fmt, block):
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = kernels.attention_native(q, k, v, 0.125, fmt, block).output
+        one = attention.attention_native(q, k, v, 0.125, fmt, block).output
         torch.set_num_threads(max(2, threads))
-        many = kernels.attention_native(q, k, v, 0.125, fmt, block).output
+        many = attention.attention_native(q, k, v, 0.125, fmt, block).output
     finally:
         torch.set_num_threads(threads)
     assert torch.equal(one, many)
-    rows = [kernels.attention_native(q[i:i + 1], k[i:i + 1], v[i:i + 1], 0.125, fmt, block).output for i in range(3)]
+    rows = [attention.attention_native(q[i:i + 1], k[i:i + 1], v[i:i + 1], 0.125, fmt, block).output for i in range(3)]
     assert torch.equal(torch.cat(rows), many)
 
 
@@ -100,8 +101,8 @@ def test_quantized_probabilities_are_the_format_of_the_kernels_own(fmt, block):
     and the output is their product with V."""
     length = 192
     q, k, v = operands(2, 6, 2, length, 64, seed=11, spread=4.0)
-    plain = kernels.attention_native(q, k, v, 0.125, with_probabilities=True).probabilities
-    got = kernels.attention_native(q, k, v, 0.125, fmt, block, with_probabilities=True)
+    plain = attention.attention_native(q, k, v, 0.125, with_probabilities=True).probabilities
+    got = attention.attention_native(q, k, v, 0.125, fmt, block, with_probabilities=True)
     expected = baselines.fake_quantize(plain, fmt, block, dtype=torch.float64)
     assert torch.equal(got.probabilities, expected)
     assert not torch.equal(expected, plain)
@@ -112,22 +113,22 @@ def test_quantized_probabilities_are_the_format_of_the_kernels_own(fmt, block):
 
 def test_declines_what_it_does_not_serve():
     q, k, v = operands(1, 4, 2, 64, 64, seed=3)
-    assert kernels.attention_native(q, k, v, 0.125) is not None
-    assert kernels.attention_native(q.float(), k.float(), v.float(), 0.125) is None       # float32
-    assert kernels.attention_native(q[..., :12], k[..., :12], v[..., :12], 0.125) is None  # dim % 8
-    assert kernels.attention_native(q, k, v, 0.125, "nvfp4", 16) is None                   # tensor scale
-    assert kernels.attention_native(q, k, v, 0.125, "bd_mse", 24) is None                  # not a block size
-    assert kernels.attention_native(q[:, :, :40], k[:, :, :40], v[:, :, :40], 0.125, "bd_mse", 32) is None
-    assert kernels.attention_native(q[:, :3], k, v, 0.125) is None                         # 3 heads on 2
-    with kernels.use("reference"):
-        assert kernels.attention_native(q, k, v, 0.125) is None
+    assert attention.attention_native(q, k, v, 0.125) is not None
+    assert attention.attention_native(q.float(), k.float(), v.float(), 0.125) is None       # float32
+    assert attention.attention_native(q[..., :12], k[..., :12], v[..., :12], 0.125) is None  # dim % 8
+    assert attention.attention_native(q, k, v, 0.125, "nvfp4", 16) is None                   # tensor scale
+    assert attention.attention_native(q, k, v, 0.125, "bd_mse", 24) is None                  # not a block size
+    assert attention.attention_native(q[:, :, :40], k[:, :, :40], v[:, :, :40], 0.125, "bd_mse", 32) is None
+    assert attention.attention_native(q[:, :3], k, v, 0.125) is None                         # 3 heads on 2
+    with native.use("reference"):
+        assert attention.attention_native(q, k, v, 0.125) is None
     for bad in (math.nan, math.inf):
         poisoned = q.clone()
         poisoned[0, 1, 17, 5] = bad
-        assert kernels.attention_native(poisoned, k, v, 0.125) is None
+        assert attention.attention_native(poisoned, k, v, 0.125) is None
     huge = k.abs()
     huge[0, 0, 3] = 1e308                      # finite operands, an infinite score
-    assert kernels.attention_native(q.abs(), huge, v, 0.125) is None
+    assert attention.attention_native(q.abs(), huge, v, 0.125) is None
 
 
 def test_softmax_of_scores_beyond_the_exponent_range():
@@ -139,7 +140,7 @@ def test_softmax_of_scores_beyond_the_exponent_range():
     q[..., 0] = 1.0
     k = torch.zeros(1, 1, length, 8, dtype=torch.float64)
     k[0, 0, :, 0] = torch.tensor(scores, dtype=torch.float64)
-    got = kernels.attention_native(q, k, k, 1.0, with_probabilities=True)
+    got = attention.attention_native(q, k, k, 1.0, with_probabilities=True)
     assert got is not None and bool(torch.isfinite(got.output).all())
     probs = got.probabilities[0, 0]
     mpmath.mp.prec = 200

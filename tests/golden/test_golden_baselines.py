@@ -9,10 +9,11 @@ from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from golden import baselines, bd, vectors
+from golden.spec import E2M1_VALUES, INT4_BLOCK_SIZES, MXFP4_BLOCK_SIZES
 
 GOLDEN = settings(settings.get_profile("golden"))  # registered in conftest.py
 
-E2M1 = torch.tensor(baselines.E2M1_VALUES, dtype=torch.float64)
+E2M1 = torch.tensor(E2M1_VALUES, dtype=torch.float64)
 
 
 def _row(values, block):
@@ -60,7 +61,7 @@ def _real_looking(gen) -> dict[str, torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("block", baselines.MXFP4_BLOCK_SIZES)
+@pytest.mark.parametrize("block", MXFP4_BLOCK_SIZES)
 def test_mxfp4_matches_torchao(block, mx_tensor, bits_equal):
     gen = torch.Generator().manual_seed(block)
     compared = 0
@@ -78,7 +79,7 @@ finite32 = st.floats(allow_nan=False, allow_infinity=False, width=32)
 @GOLDEN
 @given(data=st.data())
 def test_mxfp4_matches_torchao_on_arbitrary_floats(data, mx_tensor, bits_equal):
-    block = data.draw(st.sampled_from(baselines.MXFP4_BLOCK_SIZES))
+    block = data.draw(st.sampled_from(MXFP4_BLOCK_SIZES))
     rows = data.draw(st.integers(1, 3))
     values = data.draw(st.lists(finite32, min_size=rows * block, max_size=rows * block))
     x = torch.tensor(values, dtype=torch.float32).reshape(rows, block)
@@ -201,7 +202,7 @@ def test_int4_hand_examples():
 @GOLDEN
 @given(data=st.data())
 def test_int4_levels_and_error(data):
-    block = data.draw(st.sampled_from(baselines.INT4_BLOCK_SIZES))
+    block = data.draw(st.sampled_from(INT4_BLOCK_SIZES))
     x = vectors.random_blocks(data.draw(st.integers(1, 4)), block, data.draw(st.sampled_from(vectors.RANDOM_FAMILIES)),
                               seed=data.draw(st.integers(0, 2**31))).to(torch.float32)
     got = baselines.int4(x, block).to(torch.float64)

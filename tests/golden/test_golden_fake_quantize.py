@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from golden import baselines, kernels, vectors
+from golden import baselines, kernels, native, vectors
 
 from .test_golden_fp16 import sweep
 
-pytestmark = pytest.mark.skipif(not kernels.native_available(),
-                                reason=f"native kernels unavailable: {kernels.native_error()}")
+pytestmark = pytest.mark.skipif(not native.native_available(),
+                                reason=f"native kernels unavailable: {native.native_error()}")
 
 CASES = [("fp16", None), *((fmt, b) for fmt in baselines.BD_METHODS for b in (16, 32, 64)),
          ("mxfp4", 16), ("mxfp4", 32), ("nvfp4", None), ("int4", 16), ("int4", 32), ("int4", 64)]
@@ -30,7 +30,7 @@ def case_id(case):
 
 
 def reference(x, fmt, block, dtype):
-    with kernels.use("reference"):
+    with native.use("reference"):
         return baselines.fake_quantize(x, fmt, block, dtype=dtype)
 
 
@@ -210,7 +210,7 @@ def test_numpy_agrees_for_fp16():
 @pytest.fixture
 def scalar_only_library(tmp_path, monkeypatch):
     """The kernels built without their AVX2 versions (what a CPU without AVX2 runs)."""
-    monkeypatch.setattr(kernels, "_lib", kernels._build(tmp_path, defines=("BD_SCALAR_ONLY",)))
+    monkeypatch.setattr(native.KERNELS, "lib", native.KERNELS.build(tmp_path, defines=("BD_SCALAR_ONLY",)))
 
 
 @pytest.mark.parametrize("case", [c for c in CASES if c[1] in (None, 32)], ids=case_id)
@@ -227,7 +227,7 @@ def test_scalar_build_gives_the_same_bits(case, scalar_only_library):
         if case[0] in baselines.BD_METHODS:
             method = baselines.BD_METHODS[case[0]]
             fast = bd.quantize(x, block, method)
-            with kernels.use("reference"):
+            with native.use("reference"):
                 slow = bd.quantize(x, block, method)
             assert all(torch.equal(a, b) for a, b in zip(fast, slow)), family
 
@@ -248,9 +248,9 @@ def test_nvfp4_e4m3_block_scale_ties_round_to_even():
 @pytest.fixture
 def library_without_openmp(tmp_path, monkeypatch):
     """The kernels built without OpenMP: large tensors are split across the Python thread pool."""
-    lib = kernels._build(tmp_path, openmp=False)
+    lib = native.KERNELS.build(tmp_path, openmp=False)
     assert lib.bd_openmp() == 0
-    monkeypatch.setattr(kernels, "_lib", lib)
+    monkeypatch.setattr(native.KERNELS, "lib", lib)
     threads = torch.get_num_threads()
     torch.set_num_threads(3)
     yield lib
@@ -268,11 +268,11 @@ def test_thread_pool_without_openmp_covers_every_range(library_without_openmp):
     for case in (("bd_two_stage", 32), ("bd_mse", 64), ("mxfp4", 32), ("nvfp4", None), ("int4", 16), ("fp16", None)):
         assert_same(x, *case, torch.float64)
     x16 = fp16.to_fp16(x)
-    with kernels.use("reference"):
+    with native.use("reference"):
         assert torch.equal(fp16.to_fp16(x).view(torch.int16), x16.view(torch.int16))
     for method in ("two_stage", "mse"):
         fast = bd.quantize(x16, 32, method)
-        with kernels.use("reference"):
+        with native.use("reference"):
             slow = bd.quantize(x16, 32, method)
             assert torch.equal(bd.dequantize(fast).view(torch.int32), bd.dequantize(slow).view(torch.int32))
         assert all(torch.equal(a, b) for a, b in zip(fast, slow)), method

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from golden import fp16, kernels
+from golden import fp16, native
 
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
@@ -41,27 +41,27 @@ def assert_same_fp16(got: torch.Tensor, want: np.ndarray):
     assert not mismatch.any(), f"{int(mismatch.sum())} values differ, first input {want[~nan][mismatch][0]!r}"
 
 
-@pytest.mark.parametrize("path", kernels.PATHS)
+@pytest.mark.parametrize("path", native.PATHS)
 def test_float64_rounds_once_on_every_path(path):
-    if path == "native" and not kernels.native_available():
-        pytest.skip(f"native kernels unavailable: {kernels.native_error()}")
+    if path == "native" and not native.native_available():
+        pytest.skip(f"native kernels unavailable: {native.native_error()}")
     x = sweep()
-    with kernels.use(path):
+    with native.use(path):
         got = fp16.to_fp16(torch.from_numpy(x))
     assert_same_fp16(got, numpy_fp16(x))
 
 
-@pytest.mark.parametrize("path", kernels.PATHS)
+@pytest.mark.parametrize("path", native.PATHS)
 def test_float64_random_magnitudes_and_shapes(path):
-    if path == "native" and not kernels.native_available():
-        pytest.skip(f"native kernels unavailable: {kernels.native_error()}")
+    if path == "native" and not native.native_available():
+        pytest.skip(f"native kernels unavailable: {native.native_error()}")
     gen = torch.Generator().manual_seed(5)
     # Spread over 2^-30 .. 2^20 so subnormal, normal and overflowing results all occur; a
     # non-contiguous view and a multi-dimensional shape go through the same call.
     x = torch.randn(3, 70000, dtype=torch.float64, generator=gen) * torch.exp2(
         torch.randint(-30, 21, (3, 70000), generator=gen).to(torch.float64))
     view = x.t()
-    with kernels.use(path):
+    with native.use(path):
         got = fp16.to_fp16(view)
     assert got.shape == view.shape
     assert_same_fp16(got, numpy_fp16(view.numpy()))

@@ -1,4 +1,4 @@
-"""golden.kernels gives the same bits as golden.bd's eager reference.
+"""golden.kernels and golden.exact give the same bits as golden.bd's eager reference.
 
 Every corner and random family of golden/vectors.py, at every block size, with both stage-1 rules and
 MSE, through the C kernels and through the eager reference; real SmolLM2 tensors when the capture
@@ -11,18 +11,18 @@ import glob
 import pytest
 import torch
 
-from golden import bd, kernels, models, vectors
+from golden import bd, exact, kernels, models, native, vectors
 
 METHODS = ("two_stage", "two_stage_trunc", "mse")
 BLOCKS = (16, 32, 64)
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
-pytestmark = pytest.mark.skipif(not kernels.native_available(),
-                                reason=f"native kernels unavailable: {kernels.native_error()}")
+pytestmark = pytest.mark.skipif(not native.native_available(),
+                                reason=f"native kernels unavailable: {native.native_error()}")
 
 
 def reference(fn, *args, **kwargs):
-    with kernels.use("reference"):
+    with native.use("reference"):
         return fn(*args, **kwargs)
 
 
@@ -123,15 +123,14 @@ def _linear_paths(q_act, q_weight):
     window plan with the torch decode (the code non-CPU devices run), adaptive and sync-free."""
     lead, (nblocks, block) = q_act.codes.shape[:-2], q_act.codes.shape[-2:]
     args = (q_act.exp.reshape(-1, nblocks), q_act.dialect.reshape(-1, nblocks),
-            q_act.codes.reshape(-1, nblocks, block), q_weight.exp, q_weight.dialect, q_weight.codes,
-            bd._exact_sum_to_f32)
+            q_act.codes.reshape(-1, nblocks, block), q_weight.exp, q_weight.dialect, q_weight.codes)
     outputs = {
         "dispatch": bd.linear(q_act, q_weight),
         "reference": reference(bd.linear, q_act, q_weight),
     }
     for sync_free in (False, True):
         for native in (False, True):
-            out = kernels.linear_exact(*args, sync_free=sync_free, native=native)
+            out = exact.linear_exact(*args, sync_free=sync_free, native=native)
             outputs[f"windows sync_free={sync_free} native={native}"] = out.reshape(lead + out.shape[-1:])
     return outputs
 
@@ -197,7 +196,7 @@ def test_linear_cancelling_to_zero_is_positive_zero(bits_equal):
 def test_linear_longer_than_one_window_chunk(bits_equal):
     """K beyond what one float64 product sums exactly: the product is cut along K."""
     block = 64
-    nblocks = kernels._CHUNK_ELEMENTS // block + 3
+    nblocks = exact._CHUNK_ELEMENTS // block + 3
     gen = torch.Generator().manual_seed(5)
     q_act = _blocks_with_exponents(torch.randint(1, 31, (2, nblocks), generator=gen), block, 6)
     q_weight = _blocks_with_exponents(torch.randint(1, 31, (3, nblocks), generator=gen), block, 7)
@@ -227,20 +226,20 @@ def test_empty_inputs():
 def test_reference_fallback_when_the_library_is_missing(monkeypatch, bits_equal):
     x = vectors.random_blocks(64, 32, family="gaussian", seed=2)
     expected = bd.quantize(x)
-    monkeypatch.setattr(kernels, "_library", lambda: None)
-    assert not kernels.native_for(x)
+    monkeypatch.setattr(native, "library", lambda: None)
+    assert not native.native_for(x)
     assert same_blocks(bd.quantize(x), expected)
     assert bits_equal(bd.dequantize(expected), reference(bd.dequantize, expected))
 
 
 def test_use_selects_and_restores_the_path():
-    assert kernels.path() == "native"
-    with kernels.use("reference"):
-        assert kernels.path() == "reference"
-        assert not kernels.native_for(torch.zeros(1))
-    assert kernels.path() == "native"
+    assert native.path() == "native"
+    with native.use("reference"):
+        assert native.path() == "reference"
+        assert not native.native_for(torch.zeros(1))
+    assert native.path() == "native"
     with pytest.raises(ValueError, match="which"):
-        kernels.use("fast")
+        native.use("fast")
 
 
 def test_quantize_native_rejects_an_unknown_rule():

@@ -116,7 +116,7 @@ def test_chunked_causal_attention_changes_no_value(fmt, block, monkeypatch):
     """Torch's path (where the float64 kernel does not serve): queries in chunks against the keys up
     to each chunk's end give the bits of the whole computation, with a last chunk shorter than the
     others (300 = 2 x 128 + 44)."""
-    monkeypatch.setattr(perplexity.kernels, "attention_native", lambda *args, **kwargs: None)
+    monkeypatch.setattr(perplexity, "attention_native", lambda *args, **kwargs: None)
 
     class Module(torch.nn.Module):
         num_key_value_groups = 3
@@ -406,7 +406,7 @@ def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
     model, ids = tiny64
     modules = perplexity.quantized_linears(model)
     served = []
-    real = perplexity.kernels.attention_native
+    real = perplexity.attention_native
 
     def counting(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -419,7 +419,7 @@ def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
                              ("full", perplexity.bd_scheme("full", "bd_two_stage", 32),
                               perplexity.quantized_weights(modules, "bd_mse", 32))):
         for kernel in (True, False):
-            monkeypatch.setattr(perplexity.kernels, "attention_native",
+            monkeypatch.setattr(perplexity, "attention_native",
                                 counting if kernel else (lambda *args, **kwargs: None))
             served.clear()
             with perplexity.installed(model, s, weights):
