@@ -41,6 +41,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.formatbook import MIDPOINTS, STAGE2_RANGES
+from golden.methods import BY_STAGE1
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, FP16_MAN_BITS,
                          IDX_BITS, LEVELS, NUM_DIALECTS, NUM_PAIRS, Q_BITS)
 
@@ -55,8 +56,8 @@ __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", 
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
 GROUPS = 4          # lane groups whose maxima are registered by the "exp" and "qmax" cuts
 MAN_BITS = FP16_MAN_BITS
-# SPEC 4.2 [revised]: the stage-1 rules, and the golden.bd method each one implements (SPEC 10).
-STAGE1_RULES = {"round": "two_stage", "trunc": "two_stage_trunc"}
+# SPEC 4.2 [revised]: the stage-1 rules, and the golden.bd method each one implements (golden.methods).
+STAGE1_RULES = {rule: m.name for rule, m in BY_STAGE1.items()}
 # The zero block needs no special case in the index mapper only because q = 0 is below every
 # dialect's first midpoint (SPEC 3: every idx of a zero block is 0).
 assert min(MIDPOINTS[:, 0].tolist()) >= 1

@@ -1,7 +1,7 @@
 """SPEC 6.1: the rounded accumulation modes of ``bd.linear`` ("fp32" and "fp16").
 
 ``bd.linear(q_act, q_weight, accumulate=...)`` dispatches here for every mode but "exact" (SPEC 6,
-golden.bd and golden.kernels). A dot product of ``K / B`` blocks adds its block values
+golden.bd and golden.exact). A dot product of ``K / B`` blocks adds its block values
 ``V_j = S_j * 2^(E_aj + E_wj - 36)`` one at a time, in block order, rounding after every step:
 
 - "fp32": ``acc = fl32(acc + V_j)``, starting from +0.0.

@@ -9,16 +9,15 @@ from __future__ import annotations
 
 import torch
 
-from golden import fp16, kernels
+from golden import fp16, kernels, methods
 from golden.native import native_for
 from golden.spec import (CODE_BITS, DEFAULT_BLOCK, DIALECT_BITS, E2M1_EMAX, E2M1_MAX, E4M3_BITS, E4M3_MAX,
                          E8M0_BITS, E8M0_MAX_EXP, E8M0_MIN_EXP, EXP_BITS, FP16_BITS, FP16_MAX, INT4_LEVELS,
                          INT4_SCALE_MIN, MXFP4_BLOCK_SIZES, MXFP4_PAPER_EXP_BITS, NVFP4_BLOCK, check_block_size)
 
-FORMATS = ("fp16", "bd_two_stage", "bd_two_stage_trunc", "bd_mse", "mxfp4", "nvfp4", "int4")
-# The BlockDialect formats and their golden.bd.quantize method: "bd_two_stage" is the default
-# two-stage selector (SPEC 4.2, rounding stage 1), "bd_two_stage_trunc" the truncating variant.
-BD_METHODS = {"bd_two_stage": "two_stage", "bd_two_stage_trunc": "two_stage_trunc", "bd_mse": "mse"}
+FORMATS = methods.FORMATS
+# The BlockDialect formats and their golden.bd.quantize method (golden.methods).
+BD_METHODS = {fmt: m.name for fmt, m in methods.BY_FORMAT.items()}
 # Formats whose quantization of an element depends on the whole tensor (SPEC 8: NVFP4's FP32 tensor
 # scale from the tensor's amax), not on its block alone.
 TENSOR_SCALED_FORMATS = ("nvfp4",)

@@ -24,6 +24,8 @@ from . import accumulate as accumulation
 from . import fp16, kernels
 from .exact import LIMB, exact_sum_to_f32, linear_exact, pow2_f32
 from .formatbook import FORMATBOOK, INDEX_LUT, STAGE2_RANGES, VALUE_LUT
+from .methods import METHOD_NAMES, Method
+from .methods import method as _method
 from .native import native_for, path
 from .spec import (
     BLOCK_SIZES,
@@ -51,10 +53,7 @@ __all__ = [
     "pack", "unpack", "check_blocks", "block_size", "pack_rows",
 ]
 
-# SPEC 4 and 5: "two_stage" rounds the block maximum to pick the pair (SPEC 4.2, the default and the
-# hardware's rule), "two_stage_trunc" truncates it (the first reading of the paper, kept for
-# comparison), "mse" searches every dialect (SPEC 5).
-METHODS = ("two_stage", "two_stage_trunc", "mse")
+METHODS = METHOD_NAMES      # SPEC 4 and 5, named in golden.methods
 NONFINITE_MODES = ("raise", "flag")
 
 
@@ -79,16 +78,15 @@ def _first_index(mask: torch.Tensor) -> tuple[int, ...]:
     return tuple(int(i) for i in torch.nonzero(mask)[0])
 
 
-def _check_quantize_args(block, method, nonfinite, pad) -> int:
-    """The options of `quantize`; returns the block size."""
+def _check_quantize_args(block, method, nonfinite, pad) -> tuple[int, Method]:
+    """The options of `quantize`; returns the block size and the method."""
     block = check_block_size(block)
-    if not isinstance(method, str) or method not in METHODS:
-        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    method = _method(method)
     if not isinstance(nonfinite, str) or nonfinite not in NONFINITE_MODES:
         raise ValueError(f"nonfinite must be one of {NONFINITE_MODES}, got {nonfinite!r}")
     if not isinstance(pad, (bool, np.bool_)):
         raise ValueError(f"pad must be True or False, got {pad!r}")
-    return block
+    return block, method
 
 
 def check_blocks(q, name: str = "q") -> int:
@@ -163,7 +161,7 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
     a multiple of `block`. `x` follows the input rule of golden.fp16.as_real_tensor; a torch
     tensor's device is kept.
     """
-    block = _check_quantize_args(block, method, nonfinite, pad)
+    block, method = _check_quantize_args(block, method, nonfinite, pad)
     x16 = fp16.to_fp16(x)
     length = x16.shape[-1]
     if length % block:
@@ -171,23 +169,30 @@ def quantize(x, block: int = 32, method: str = "two_stage", nonfinite: str = "ra
             raise ValueError(f"x: last dimension {length} is not a multiple of block={block} (use pad=True)")
         x16 = torch.nn.functional.pad(x16, (0, block - length % block))  # pads with +0
     if native_for(x16):                                             # golden.kernels: same bits
-        rule = "trunc" if method == "two_stage_trunc" else "round"
-        exp, dialect, codes, bad = kernels.quantize_native(x16, block, method.removesuffix("_trunc"), rule)
-        if nonfinite == "flag" or not bool(bad.any()):
-            return Blocks(exp, dialect, codes, bad)
+        q = Blocks(*kernels.quantize_native(x16, block, method.name))
+        if nonfinite == "raise" and bool(q.invalid.any()):
+            _raise_nonfinite(fp16.split(x16).nonfinite)
+        return q
+    return _quantize_reference(x16, block, method, nonfinite)
+
+
+def _raise_nonfinite(mask: torch.Tensor):
+    raise ValueError(fp16.nonfinite_message(mask, "x", "FP16") + "; use nonfinite='flag' to quantize it as zero")
+
+
+def _quantize_reference(x16: torch.Tensor, block: int, method: Method, nonfinite: str) -> Blocks:
+    """SPEC 3, 4 and 5 in eager torch: the reference of golden.kernels.quantize_native."""
     fields = fp16.split(x16)
     if nonfinite == "raise" and bool(fields.nonfinite.any()):
-        raise ValueError(fp16.nonfinite_message(fields.nonfinite, "x", "FP16")
-                         + "; use nonfinite='flag' to quantize it as zero")
-
+        _raise_nonfinite(fields.nonfinite)
     blocked = x16.shape[:-1] + (x16.shape[-1] // block, block)
     sign, ex, sig, bad = (t.reshape(blocked) for t in fields)
     shared = ex.amax(-1)                                            # SPEC 3: E = max ex
     shift = (Q_SHIFT_BASE + shared.unsqueeze(-1) - ex).clamp(max=2 * Q_BITS + 1)
     q = sig >> shift                                                # SPEC 4.1, truncation
 
-    if method in ("two_stage", "two_stage_trunc"):
-        dialect = _select_two_stage(q, rounding=method == "two_stage")
+    if method.selection == "two_stage":
+        dialect = _select_two_stage(q, rounding=method.stage1 == "round")
     else:
         dialect = _select_mse(q, ex, sig, shared)
     dialect = torch.where(shared == 0, torch.zeros_like(dialect), dialect)  # SPEC 3: zero block

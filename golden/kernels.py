@@ -41,13 +41,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
+from . import methods
 from .native import library
 
-__all__ = ["STAGE1_RULES", "quantize_native", "dequantize_native", "float64_to_fp16_native",
-           "fake_quantize_native", "decode_window_native", "FAKE_QUANTIZE_DTYPES", "FAKE_QUANTIZE_INPUTS",
-           "BD_FAKE_METHODS"]
-
-STAGE1_RULES = ("round", "trunc")     # SPEC 4.2 [revised]: two_stage rounds, two_stage_trunc truncates
+__all__ = ["quantize_native", "dequantize_native", "float64_to_fp16_native",
+           "fake_quantize_native", "decode_window_native", "FAKE_QUANTIZE_DTYPES", "FAKE_QUANTIZE_INPUTS"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -91,12 +89,13 @@ def _split(count: int, run, unit: int = 1) -> list:
     return _parallel(count, lambda start, stop: run(start, stop, 1), unit)
 
 
-def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "round"):
+def quantize_native(x16: torch.Tensor, block: int, method: str):
     """SPEC 3-5 on contiguous FP16 of shape (..., K), K a multiple of block, on the CPU.
 
-    method: "two_stage" (stage-1 `rule` "round" or "trunc", SPEC 4.2) or "mse" (SPEC 5).
+    method: a golden.methods name ("two_stage", "two_stage_trunc", "mse").
     Returns (exp, dialect, codes, invalid) as golden.bd.Blocks fields.
     """
+    selection = methods.method(method)
     lib = library()
     x16 = x16.contiguous()
     lead = x16.shape[:-1] + (x16.shape[-1] // block,)
@@ -106,14 +105,12 @@ def quantize_native(x16: torch.Tensor, block: int, method: str, rule: str = "rou
     invalid = torch.empty(lead, dtype=torch.uint8)
     nblocks = exp.numel()
     ptrs = [t.data_ptr() for t in (x16, exp, dialect, codes, invalid)]
-    if method == "mse":
+    if selection.selection == "mse":
         def run(start, stop, threads):
             lib.bd_quantize_mse(ptrs[0] + 2 * block * start, stop - start, block, ptrs[1] + start,
                                 ptrs[2] + start, ptrs[3] + block * start, ptrs[4] + start, threads)
     else:
-        if rule not in STAGE1_RULES:
-            raise ValueError(f"rule must be one of {STAGE1_RULES}, got {rule!r}")
-        rounding = int(rule == "round")
+        rounding = int(selection.stage1 == "round")
 
         def run(start, stop, threads):
             lib.bd_quantize_two_stage(ptrs[0] + 2 * block * start, stop - start, block, rounding,
@@ -138,8 +135,6 @@ def float64_to_fp16_native(x: torch.Tensor) -> torch.Tensor:
     return out
 
 
-# BlockDialect formats of golden.baselines by the `method` code of bd_fake_blockdialect.
-BD_FAKE_METHODS = {"bd_two_stage": 0, "bd_two_stage_trunc": 1, "bd_mse": 2}
 FAKE_QUANTIZE_DTYPES = (torch.float32, torch.float64)                     # output types
 FAKE_QUANTIZE_INPUTS = {torch.float32: 0, torch.float64: 1, torch.float16: 2}   # input types: x_kind
 
@@ -181,8 +176,8 @@ def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: to
         def run(start, stop, threads):
             return lib.bd_fake_fp16(src + step_in * start, x_kind, stop - start, dst + step_out * start,
                                     out_double, threads)
-    elif fmt in BD_FAKE_METHODS:
-        method = BD_FAKE_METHODS[fmt]
+    elif fmt in methods.BY_FORMAT:
+        method = methods.BY_FORMAT[fmt].code
 
         def run(start, stop, threads):
             return lib.bd_fake_blockdialect(src + step_in * start, x_kind, stop - start, width, method,

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import torch
 
-from golden.kernels import BD_FAKE_METHODS
+from golden.methods import BY_FORMAT
 from golden.native import CSRC, Library, native_for
 from golden.spec import BLOCK_SIZES
 
@@ -40,7 +40,7 @@ _ATTENTION = Library("bd_attention", [Path(__file__).resolve().with_name("attent
 
 
 # Formats bd_attention_f64 quantizes the probabilities to, by its prob_fmt code (golden.baselines names).
-ATTENTION_PROB_FORMATS = {**BD_FAKE_METHODS, "mxfp4": 3, "int4": 4, "fp16": 5}
+ATTENTION_PROB_FORMATS = {**{fmt: m.code for fmt, m in BY_FORMAT.items()}, "mxfp4": 3, "int4": 4, "fp16": 5}
 
 
 class Attention(NamedTuple):

@@ -13,8 +13,8 @@ from typing import NamedTuple
 import torch
 
 from golden import baselines, bd, fp16
-from golden.formatbook import NUM_DIALECTS
-from golden.spec import BLOCK_SIZES
+from golden.methods import BY_FORMAT, FORMAT_LABELS
+from golden.spec import BLOCK_SIZES, NUM_DIALECTS
 
 
 class FormatSpec(NamedTuple):
@@ -26,8 +26,7 @@ class FormatSpec(NamedTuple):
     label: str
 
 
-LABELS = {"bd_two_stage": "BD two-stage", "bd_two_stage_trunc": "BD two-stage-trunc", "bd_mse": "BD-MSE",
-          "mxfp4": "MXFP4", "nvfp4": "NVFP4", "int4": "INT4", "fp16": "FP16"}
+LABELS = FORMAT_LABELS
 
 
 def spec(fmt: str, block: int | None) -> FormatSpec:
@@ -38,9 +37,9 @@ def spec(fmt: str, block: int | None) -> FormatSpec:
 
 # golden.baselines format name -> golden.bd.quantize method. "bd_two_stage" is the rounding stage 1
 # of SPEC 4.2 [revised], "bd_two_stage_trunc" the first, truncating reading.
-BD_METHOD = baselines.BD_METHODS
+BD_METHOD = {fmt: m.name for fmt, m in BY_FORMAT.items()}
 SELECTORS = tuple(BD_METHOD)                    # the three BlockDialect selectors, MSE last
-ONLINE_SELECTORS = ("bd_two_stage", "bd_two_stage_trunc")
+ONLINE_SELECTORS = tuple(fmt for fmt, m in BY_FORMAT.items() if m.selection == "two_stage")
 
 # The formats compared on every layer: BlockDialect's selectors, the baselines at their block sizes
 # (NVFP4 is defined for 16 only). Activations are measured with every selector at every block size

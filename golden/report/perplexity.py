@@ -47,6 +47,7 @@ from typing import Callable, NamedTuple
 import torch
 
 from golden import baselines, bd
+from golden.methods import BY_FORMAT
 from golden.report import metrics
 from golden.report.attention import attention_native
 from golden.spec import BLOCK_SIZES
@@ -77,7 +78,7 @@ BD_BLOCKS = (32, 16, 64)
 
 
 def bd_label(act_fmt: str, block: int, exact: bool = False) -> str:
-    act = {"bd_two_stage": "two-stage", "bd_two_stage_trunc": "two-stage-trunc", "bd_mse": "MSE"}[act_fmt]
+    act = BY_FORMAT[act_fmt].label
     return f"BD B={block} (w MSE, a {act})" + (", hardware-exact" if exact else "")
 
 

@@ -242,9 +242,9 @@ def test_use_selects_and_restores_the_path():
         native.use("fast")
 
 
-def test_quantize_native_rejects_an_unknown_rule():
-    with pytest.raises(ValueError, match="rule"):
-        kernels.quantize_native(torch.zeros(1, 32, dtype=torch.float16), 32, "two_stage", rule="floor")
+def test_quantize_native_rejects_an_unknown_method():
+    with pytest.raises(ValueError, match="method"):
+        kernels.quantize_native(torch.zeros(1, 32, dtype=torch.float16), 32, "two_stage_floor")
 
 
 @CUDA
