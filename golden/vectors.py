@@ -25,6 +25,7 @@ from golden.spec import (
     FP16_BITS,
     FP16_MAN_BITS,
     FP16_MAX,
+    NUM_DIALECTS,
     NUM_PAIRS,
     Q_MAX,
     QUARTER_UNIT_EXP_OFFSET,
@@ -197,7 +198,7 @@ def _stage2_count_ties() -> tuple[list[list[int]], dict]:
     intent = {"exp": [], "pair": [], "count_a": [], "count_b": [], "dialect": []}
     variants = [(0, 0), (1, 1), (2, 2), (4, 4), (1, 0), (3, 2), (0, 1), (2, 3)]
     fractions = (0.0, 0.5, 0.75)     # truncation to q drops these (SPEC 4.1)
-    for pair in range(fb.NUM_PAIRS):
+    for pair in range(NUM_PAIRS):
         dialect_a, dialect_b = 2 * pair, 2 * pair + 1
         in_a, in_b = _range_q_values(dialect_a), _range_q_values(dialect_b)
         # Distractors: q just outside both ranges, below the block maximum.
@@ -227,7 +228,7 @@ def _stage2_count_ties() -> tuple[list[list[int]], dict]:
 def _midpoint_ties() -> tuple[list[list[int]], dict]:
     rows: list[list[int]] = []
     intent = {"exp": [], "dialect": [], "midpoint": []}
-    for dialect in range(fb.NUM_DIALECTS):
+    for dialect in range(NUM_DIALECTS):
         pair = fb.pair_of(dialect)
         for i, mid in enumerate(fb.midpoints(dialect)):
             shared = CORNER_EXPONENTS[(dialect + i) % len(CORNER_EXPONENTS)]
@@ -258,7 +259,7 @@ def _exp_spread() -> tuple[list[list[int]], dict]:
 def _all_codes() -> tuple[list[list[int]], dict]:
     rows: list[list[int]] = []
     intent = {"exp": [], "dialect": []}
-    for dialect in range(fb.NUM_DIALECTS):
+    for dialect in range(NUM_DIALECTS):
         for sign in (0, 1):
             shared = CORNER_EXPONENTS[(dialect + sign) % len(CORNER_EXPONENTS)]
             # Each value v (half-units) sits at q = 2v, so it maps to its own index; the own value

@@ -14,7 +14,7 @@ from cocotb.triggers import Timer
 
 from bd_hw import layouts
 from golden import bd
-from golden.formatbook import CODE_BITS, NUM_DIALECTS
+from golden.spec import CODE_BITS, NUM_DIALECTS
 
 from .harness import params, write_stats
 

@@ -9,7 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 
-from golden.formatbook import NUM_DIALECTS  # noqa: E402
+from golden.spec import NUM_DIALECTS  # noqa: E402
 
 SQNR_PNG = "sqnr_per_layer.png"
 DIALECT_PNG = "dialect_histogram.png"

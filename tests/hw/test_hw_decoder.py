@@ -6,7 +6,8 @@ from bd_hw.decoder import BDDecoder, FormatbookRow
 from bd_hw.layouts import pack_decoder_codes, unpack_decoder_values, unpack_lanes
 from tests.hw.testing import run_comb
 from golden import bd
-from golden.formatbook import BLOCK_SIZES, FORMATBOOK, FORMATBOOK_ROWS
+from golden.formatbook import FORMATBOOK, FORMATBOOK_ROWS
+from golden.spec import BLOCK_SIZES
 
 
 def test_formatbook_row_all_dialects():

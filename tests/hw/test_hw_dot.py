@@ -14,7 +14,8 @@ from bd_hw.layouts import (pack, pack_dot_input, pack_lanes, unpack, unpack_dot_
                            unpack_lanes)
 from tests.hw.testing import int_to_fp32_bits, run_comb, run_stream
 from golden import bd
-from golden.formatbook import BLOCK_SIZES, FORMATBOOK
+from golden.formatbook import FORMATBOOK
+from golden.spec import BLOCK_SIZES
 
 FB = FORMATBOOK.tolist()
 PIPELINES = range(len(BDDot.CUT_POINTS) + 1)     # every setting of BDDot's pipeline parameter

@@ -2,7 +2,7 @@
 import pytest
 
 from bd_hw import layouts as L
-from golden.formatbook import BLOCK_SIZES
+from golden.spec import BLOCK_SIZES
 
 
 def offsets(layout):
