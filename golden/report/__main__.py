@@ -8,6 +8,7 @@ import sys
 import time
 
 from golden import models, report
+from golden.cli import write_outputs
 from golden.report import writer
 
 PROG = "python -m golden.report"
@@ -120,9 +121,12 @@ def _rewrite(source: pathlib.Path, out: pathlib.Path | None) -> int:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     result.pop("figures", None)
-    written = writer.write(result, out)
-    print(f"wrote {written['markdown']} and {written['json']}")
-    return 0
+    return write_outputs(PROG, lambda: _wrote(writer.write(result, out)))
+
+
+def _wrote(written: dict, started: float | None = None) -> str:
+    took = "" if started is None else f" in {time.perf_counter() - started:.0f} s"
+    return f"wrote {written['markdown']} and {written['json']}{took}"
 
 
 def _keep_freed_memory() -> None:
@@ -164,13 +168,7 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     _keep_freed_memory()
     result = report.run(opts)
-    try:
-        written = writer.write(result, opts.out)
-    except OSError as err:
-        print(f"{PROG}: error: writing to --out {opts.out}: {err.strerror or err}", file=sys.stderr)
-        return 1
-    print(f"wrote {written['markdown']} and {written['json']} in {time.perf_counter() - started:.0f} s")
-    return 0
+    return write_outputs(PROG, lambda: _wrote(writer.write(result, opts.out), started))
 
 
 if __name__ == "__main__":

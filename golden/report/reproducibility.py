@@ -26,6 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import NamedTuple
 
+from golden.cli import write_outputs
 from golden.report.writer import json_safe
 
 PROG = "python -m golden.report.reproducibility"
@@ -202,11 +203,13 @@ def main(argv=None) -> int:
         agreement = (f"all {total} figures agree" if beyond == 0 else f"{beyond} of {total} figures do not agree")
         result["verdict"] = (f"float64: {agreement} to {DIGITS} significant digits across the two setups "
                              f"(largest relative difference {_f(worst)}).")
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "reproducibility.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
-    (args.out / "reproducibility.md").write_text(markdown(result))
-    print(f"wrote {args.out / 'reproducibility.md'}: {result.get('verdict', '')}")
-    return 0
+
+    def write() -> str:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "reproducibility.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
+        (args.out / "reproducibility.md").write_text(markdown(result))
+        return f"wrote {args.out / 'reproducibility.md'}: {result.get('verdict', '')}"
+    return write_outputs(PROG, write)
 
 
 if __name__ == "__main__":

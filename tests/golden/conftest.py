@@ -55,8 +55,9 @@ def element_fields(bits: int) -> tuple[int, int, int, bool]:
 
 # ---- SPEC 2 and 4: nearest values ----------------------------------------------------------
 
-def nearest_index(values: list[int], target: int) -> int:
-    """Index of the value nearest to target, ties to the larger value (values ascending, same units)."""
+def nearest_index(values: list[int], target) -> int:
+    """Index of the value nearest to target (an int or an exact Fraction), ties to the larger value
+    (values ascending, same units)."""
     best = 0
     for i, v in enumerate(values):
         if abs(target - v) <= abs(target - values[best]):
@@ -148,17 +149,9 @@ def spec_mse_cost(bits: list[int], dialect: int) -> int:
         if m and ex >= shared - 1:
             scaled = m << (ex - shared + 1)                   # M * 2^(ex - E + 1), an integer here
             hv = Fraction(m) * Fraction(2) ** (ex - shared - 7)    # half-units, exact
-            v = values[nearest_exact(values, hv)]
+            v = values[nearest_index(values, hv)]
             total += (scaled - 256 * v) ** 2
     return total
-
-
-def nearest_exact(values: list[int], target: Fraction) -> int:
-    best = 0
-    for i, v in enumerate(values):
-        if abs(target - v) <= abs(target - values[best]):
-            best = i
-    return best
 
 
 def decode_value(exp: int, dialect: int, code: int) -> float:

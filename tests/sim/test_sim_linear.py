@@ -174,8 +174,8 @@ def test_sim_fusesoc_vectors_are_reproducible(tmp_path):
     """fusesoc/bd_linear_b32_n4_vectors.vh is what `python -m tb.linear_vectors` writes today."""
     from tb import linear_vectors
 
-    out = tmp_path / "vectors.vh"
-    assert linear_vectors.main(["--out", str(out)]) == 0
+    assert linear_vectors.main(["--out", str(tmp_path)]) == 0
+    out = tmp_path / linear_vectors.DEFAULT_OUT.name
     assert out.read_bytes() == linear_vectors.DEFAULT_OUT.read_bytes(), \
         "fusesoc/bd_linear_b32_n4_vectors.vh is stale: run `python -m tb.linear_vectors`"
 

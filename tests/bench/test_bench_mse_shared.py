@@ -13,7 +13,8 @@ from amaranth.sim import Simulator
 from bench.hw.mse_shared import DIALECT_STEPS, THRESHOLDS, BDSharedMseQuantizer, SharedMseCosts
 from bench.hw.selectors import DialectSelector
 from golden import bd, vectors
-from golden.formatbook import FORMATBOOK_ROWS, MIDPOINTS, NUM_DIALECTS
+from golden.formatbook import FORMATBOOK_ROWS, MIDPOINTS
+from golden.spec import NUM_DIALECTS
 from tests.hw.testing import check_quantizer_stream, fp16_bits
 
 FP16_EXP_NONFINITE = 31

@@ -44,7 +44,7 @@ def test_golden_throughput_rejects_bad_options(argv):
 def test_bench_report_holds_the_golden_tables(tmp_path):
     golden = golden_throughput.measure(8, 64, 1, 0, 1, 4, 8)
     result = {"meta": {"shape": [8, 64], "repeats": 1, "torch_threads": 1, "torch": "x", "machine": "m",
-                       "python": "3", "block": 32, "wall_seconds": 1.0},
+                       "python": "3", "blocks": [32], "wall_seconds": 1.0},
               "golden": golden, "verilator": []}
     text = bench.write_report(tmp_path, result)
     assert "| bd two-stage quantize |" in text and "Targets:" in text and "cold build" in text
