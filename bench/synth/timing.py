@@ -36,11 +36,13 @@ __all__ = ["analyse", "read_pnr_report", "levels", "describe", "write_report", "
 DUT = "harness.dut"
 
 
-def build(unit: SynthUnit, B: int, pipeline: int | None):
-    """The unit's component at ``B``, with ``pipeline`` overriding its registry setting if given."""
-    if pipeline is None:
-        return unit.build(B)
-    return unit.unit.builder(B, **{**unit.unit.params, "pipeline": pipeline})
+def build(unit: SynthUnit, B: int, pipeline: int | None, overrides: dict | None = None):
+    """The unit's component at ``B``, with ``pipeline`` and ``overrides`` (generator parameters)
+    replacing its registry settings where given."""
+    params = {**unit.unit.params, **(overrides or {})}
+    if pipeline is not None:
+        params["pipeline"] = pipeline
+    return unit.unit.builder(B, **params)
 
 
 def _map(fam: Family, workdir: Path, timeout: float) -> str:
@@ -73,15 +75,17 @@ def read_pnr_report(report: dict) -> tuple[float | None, list[dict]]:
 
 
 def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | None = None,
-            timeout: float = 1800) -> dict:
+            timeout: float = 1800, overrides: dict | None = None) -> dict:
     """Map, place and route one unit; its figures and critical path."""
     from amaranth.back import verilog
 
     fam = FAMILY[family]
-    dut = build(unit, B, pipeline)
+    overrides = overrides or {}
+    dut = build(unit, B, pipeline, overrides)
     params = getattr(dut, "params", None)
     setting = getattr(params, "pipeline", pipeline)
-    workdir = work / f"{unit.top(B)}_p{'d' if setting is None else setting}_{family}"
+    tag = "".join(f"_{k}-{v}" for k, v in sorted(overrides.items()))
+    workdir = work / f"{unit.top(B)}_p{'d' if setting is None else setting}{tag}_{family}"
     workdir.mkdir(parents=True, exist_ok=True)
     harness = PnrHarness(dut)
     (workdir / "harness.v").write_text(verilog.convert(harness, name="harness", emit_src=False))
@@ -107,7 +111,7 @@ def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | No
         "flops": sum(n for t, n in cells.items() if is_flop(t)),
         "dsps": cells.get(fam.dsp_cell, 0) if fam.dsp_cell else 0,
         "fmax_mhz": fmax, "mapping": mapping, "seconds": round(time.perf_counter() - t0, 1),
-        "path": path,
+        "path": path, **({"overrides": overrides} if overrides else {}),
     }
 
 
@@ -184,7 +188,8 @@ def _fmt_mhz(value) -> str:
 
 
 def _key(r: dict) -> tuple:
-    return (r["unit"], r["B"], r["family"], r["pipeline"], r.get("note", ""))
+    return (r["unit"], r["B"], r["family"], r["pipeline"], r.get("note", ""),
+            tuple(sorted(r.get("overrides", {}).items())))
 
 
 def _shipped_top(r: dict) -> str:
@@ -205,11 +210,12 @@ def write_report(rows: list[dict], out: Path) -> None:
     """``timing.md`` and ``timing.json`` in ``out`` from collected rows.
 
     ``timing.json`` holds the rows and ``fmax_mhz``: ``"<family>/<module>"`` -> the highest Fmax
-    over the shipped settings of that module (rows without a ``note``; rows with one, such as the
-    design before a change, are reported for comparison only)."""
+    over the shipped settings of that module (rows without a ``note`` or ``overrides``; rows with
+    one, such as the design before a change or another way of building it, are reported for
+    comparison only)."""
     failed = [r for r in rows if r.get("error")]
     rows = [r for r in rows if not r.get("error")]
-    shipped = [r for r in rows if not r.get("note") and r.get("fmax_mhz")]
+    shipped = [r for r in rows if not r.get("note") and not r.get("overrides") and r.get("fmax_mhz")]
     fmax: dict[str, float] = {}
     for r in shipped:
         key = f"{r['family']}/{_shipped_top(r)}"
@@ -243,6 +249,7 @@ def write_report(rows: list[dict], out: Path) -> None:
              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in order:
         setting = r.get("note") or str(r["pipeline"])
+        setting += "".join(f", {k}={v}" for k, v in sorted(r.get("overrides", {}).items()))
         if r.get("mapping", "abc9") != "abc9":
             setting += " (abc)"
         lines.append(f"| {r['unit']} | {r['B']} | {r['family']} | {setting} | "
@@ -278,6 +285,9 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma list of FPGA families (default ecp5; of {','.join(FAMILY)})")
     p.add_argument("--pipeline", type=int, default=None,
                    help="override the units' pipeline parameter (default: the registry's)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
+                   help="override a generator parameter (repeatable; e.g. products=dsp); such rows "
+                        "are shown but do not count for fmax_mhz")
     p.add_argument("--note", default="", help="mark the rows as not shipped (for example the "
                    "design before a change); they are shown but do not count for fmax_mhz")
     p.add_argument("--out", type=Path, default=Path("reports/synth"),
@@ -296,6 +306,12 @@ def main(argv=None) -> int:
     families = [f.strip() for f in args.families.split(",") if f.strip()]
     if not families or any(f not in FAMILY for f in families):
         p.error(f"--families: a comma list of {', '.join(FAMILY)}, not {args.families!r}")
+    overrides = {}
+    for item in args.overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            p.error(f"--set takes KEY=VALUE, not {item!r}")
+        overrides[key] = int(value) if value.lstrip("-").isdigit() else value
     saved = args.out / "timing.json"
     previous = json.loads(saved.read_text()) if saved.exists() else {"rows": [], "not_measured": []}
     old_rows = previous["rows"] + previous.get("not_measured", [])
@@ -313,7 +329,8 @@ def main(argv=None) -> int:
         for B in (B for B in args.blocks if B in unit.blocks):
             for family in (f for f in families if f in unit.families):
                 try:
-                    result = analyse(unit, B, family, args.work, args.pipeline, args.timeout)
+                    result = analyse(unit, B, family, args.work, args.pipeline, args.timeout,
+                                     overrides)
                 except (ToolError, subprocess.TimeoutExpired, ValueError) as err:
                     print(f"error: {name} B={B} {family}: {err}", file=sys.stderr)
                     rows.append({"unit": name, "B": B, "pipeline": args.pipeline,
