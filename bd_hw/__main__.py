@@ -29,10 +29,11 @@ LINT_CONFIG = Path(__file__).with_name("lint.vlt")
 
 
 def write_verilog(out: Path, *, units=None, blocks=None, quiet=False) -> list[Path]:
-    """Emit the registered units (all, or those named) into ``out``; returns the paths."""
+    """Emit the registered units (all but those on request, or those named) into ``out``; returns
+    the paths."""
     out.mkdir(parents=True, exist_ok=True)
     written = []
-    for unit, B in emitted(units, blocks):
+    for unit, B in emitted(units, blocks, on_request=units is not None):
         path = out / unit.file_name(B)
         text = unit.verilog(B)
         changed = not path.exists() or path.read_text() != text

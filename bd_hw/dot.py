@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -63,10 +63,15 @@ class MultiplierArray(wiring.Component):
     Ports: ``a``, ``w`` in, B lanes of 5 bits ``{sign, h[3:0]}`` (the decoder's lanes);
     ``products`` out, B lanes of signed 9 bits (two's complement),
     ``P_k = (-1)^(s_a xor s_w) * h_a * h_w``.
+
+    ``products`` says how the 4x4 magnitude product is written (:data:`~bd_hw.params.PRODUCTS`):
+    ``"lut"``, the sum of four shifted partial products ``h_a * w_i * 2^i`` (no multiply operator,
+    so FPGA mappers build it from LUTs and carry chains), or ``"dsp"``, a ``*``, which yosys maps to
+    one 18x18 DSP block per lane on the ECP5.
     """
 
-    def __init__(self, B: int = 32):
-        self.B = B
+    def __init__(self, B: int = 32, products: str = "lut"):
+        self.B, self.products_as = B, products       # checked by the unit
         super().__init__({
             "a": In(data.ArrayLayout(DECODED_BITS, self.B)),
             "w": In(data.ArrayLayout(DECODED_BITS, self.B)),
@@ -77,11 +82,24 @@ class MultiplierArray(wiring.Component):
         m = Module()
         for k in range(self.B):
             a, w = self.a[k], self.w[k]
-            mag = Signal(2 * H_BITS, name=f"mag{k}")
-            m.d.comb += [
-                mag.eq(a[:H_BITS] * w[:H_BITS]),
-                self.products[k].eq(Mux(a[H_BITS] ^ w[H_BITS], -mag, mag)),
-            ]
+            h_a, h_w = a[:H_BITS], w[:H_BITS]
+            negative = a[H_BITS] ^ w[H_BITS]
+            if self.products_as == "dsp":
+                mag = Signal(2 * H_BITS, name=f"mag{k}")
+                m.d.comb += [mag.eq(h_a * h_w),
+                             self.products[k].eq(Mux(negative, -mag, mag))]
+                continue
+            # P = sum over i of w_i * 2^i * (+-h_a): the signed activation magnitude once, then
+            # four shifted copies of it added, each selected at the product's width (so that every
+            # addend of the tree has one width in the Verilog).
+            signed_a = Signal(signed(H_BITS + 1), name=f"sa{k}")
+            m.d.comb += signed_a.eq(Mux(negative, -h_a, h_a))
+            partial = []
+            for i in range(H_BITS):
+                pp = Signal(signed(PRODUCT_BITS), name=f"pp{k}_{i}")
+                m.d.comb += pp.eq(Mux(h_w[i], signed_a << i, C(0, signed(PRODUCT_BITS))))
+                partial.append(pp)
+            m.d.comb += self.products[k].eq(tree_sum(partial, m=m, name=f"p{k}"))
         return m
 
 
@@ -329,7 +347,7 @@ class BDDot(ParametrisedComponent):
         # Decode both blocks; optional cut; multiply; register.
         m.submodules.dec_a = dec_a = BDDecoder(B)
         m.submodules.dec_w = dec_w = BDDecoder(B)
-        m.submodules.mul = mul = MultiplierArray(B)
+        m.submodules.mul = mul = MultiplierArray(B, self.params.products)
         m.d.comb += [
             dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
             dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),

@@ -27,11 +27,14 @@ from golden.spec import (ACCUMULATE_MODES, DEFAULT_ACCUMULATE, DEFAULT_MAX_BLOCK
 from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
 
 __all__ = ["Params", "ParametrisedComponent", "DecoderParams", "QuantizerParams", "DotParams",
-           "LinearParams", "BUILT_ACCUMULATE_MODES", "block_sum_bits",
+           "LinearParams", "BUILT_ACCUMULATE_MODES", "PRODUCTS", "block_sum_bits",
            "accumulator_bits", "check_count", "check_max_blocks", "check_lanes"]
 
 # SPEC 6.1 [new]: the accumulation modes (ACCUMULATE_MODES) the dot units are built for so far.
 BUILT_ACCUMULATE_MODES = ("exact",)
+# How a dot unit builds its 4x4 magnitude products: from LUTs (the default: the products are tiny
+# and DSP blocks are few; bd_hw.dot.MultiplierArray) or one DSP block each.
+PRODUCTS = ("lut", "dsp")
 
 
 def _is_int(value) -> bool:
@@ -71,6 +74,12 @@ def _check_accumulate(accumulate) -> str:
         raise ValueError(f"accumulate={accumulate!r} has no hardware yet; choose from "
                          f"{BUILT_ACCUMULATE_MODES}")
     return accumulate
+
+
+def _check_products(products) -> str:
+    if products not in PRODUCTS:
+        raise ValueError(f"products must be one of {PRODUCTS}, not {products!r}")
+    return products
 
 
 def block_sum_bits(B: int) -> int:
@@ -181,13 +190,14 @@ class QuantizerParams(Params):
 @dataclass(frozen=True)
 class DotParams(Params):
     """``bd_dot``: block size ``B``, ``max_blocks`` beats per result, ``pipeline`` extra register
-    stages at the first cut points of :data:`CUT_POINTS` (see :class:`bd_hw.dot.BDDot`), and the
-    SPEC 6.1 ``accumulate`` mode."""
+    stages at the first cut points of :data:`CUT_POINTS` (see :class:`bd_hw.dot.BDDot`), the
+    SPEC 6.1 ``accumulate`` mode, and how the 4x4 ``products`` are built (:data:`PRODUCTS`)."""
 
     B: int = 32
     max_blocks: int = DEFAULT_MAX_BLOCKS
     pipeline: int = 0
     accumulate: str = DEFAULT_ACCUMULATE
+    products: str = "lut"
 
     CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode")
     NORMALISER_CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc")
@@ -200,6 +210,7 @@ class DotParams(Params):
         check_max_blocks(self.max_blocks)
         _check_pipeline(self.pipeline, self.CUT_POINTS)
         _check_accumulate(self.accumulate)
+        _check_products(self.products)
         if self.acc_bits - 1 - FRAC_BITS + 127 > 254:
             raise ValueError(f"max_blocks={self.max_blocks} is too large: sums could overflow FP32")
 
@@ -231,13 +242,14 @@ class DotParams(Params):
 class LinearParams(Params):
     """``bd_linear``: block size ``B``, ``N`` lanes, vectors of up to ``max_blocks`` blocks,
     ``pipeline`` (the first ``pipeline`` cut points of the quantizer and of every dot unit, paired
-    in :data:`CUT_POINTS`) and the dot units' ``accumulate`` mode (SPEC 11)."""
+    in :data:`CUT_POINTS`), the dot units' ``accumulate`` mode (SPEC 11) and their ``products``."""
 
     B: int = 32
     N: int = 4
     max_blocks: int = DEFAULT_MAX_BLOCKS
     pipeline: int = 0
     accumulate: str = DEFAULT_ACCUMULATE
+    products: str = "lut"
 
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more.
@@ -262,7 +274,7 @@ class LinearParams(Params):
     def dot(self) -> DotParams:
         """Every dot unit's parameters."""
         return DotParams(self.B, self.max_blocks, min(self.pipeline, len(DotParams.CUT_POINTS)),
-                         self.accumulate)
+                         self.accumulate, self.products)
 
     @property
     def latency(self) -> int:

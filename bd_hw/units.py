@@ -15,9 +15,16 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=4)``            8
 ``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
+``bd_linear_n8``     32              ``BDLinear(B, N=8)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
 ``bd_linear_fast_n4`` 32             ``BDLinear(B, N=4, pipeline=4)``          12
+``bd_linear_n16``    32 (on request) ``BDLinear(B, N=16)``                     8
 ==================== =============== ========================================= ===============
+
+A unit marked ``on_request`` (``bd_linear_n16``, 2.2 MB of Verilog and twice the LUTs of the
+N = 8 engine) is registered, built, tested and proved like the others, but emitted only when named
+(``python -m bd_hw verilog --units bd_linear_n16 --out DIR``): ``make verilog``, ``rtl/`` and the
+default simulation run leave it out.
 
 The matrix-vector engine ``bd_linear`` (SPEC 11) is named by its lane count too: the registry keys
 ``<base>_n<N>`` (``bd_linear_n4``, ``bd_linear_fast_n4``) emit ``rtl/<base>_b<B>_n<N>.v`` with top
@@ -68,6 +75,7 @@ class Unit:
     blocks: tuple[int, ...] = BLOCK_SIZES
     summary: str = ""
     parameters: Callable[..., Params] | None = None
+    on_request: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "params", MappingProxyType(dict(self.params)))
@@ -164,12 +172,17 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
     LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,), parameters=LinearParams,
                summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
+    LinearUnit("bd_linear_n8", "linear", _linear, {"N": 8}, blocks=(32,), parameters=LinearParams,
+               summary="matrix-vector engine, 8 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,), parameters=LinearParams,
                summary="matrix-vector engine, 2 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_fast_n4", "linear", _linear, {"N": 4, "pipeline": 4}, blocks=(32,),
                parameters=LinearParams,
                summary="bd_linear_n4 with every pipeline cut point taken in its quantizer and dot "
                        "units (latency 12)"),
+    LinearUnit("bd_linear_n16", "linear", _linear, {"N": 16}, blocks=(32,), parameters=LinearParams,
+               on_request=True,
+               summary="matrix-vector engine, 16 rows side by side, AXI4-Stream ports (SPEC 11)"),
 )}
 
 
@@ -187,11 +200,14 @@ def build(name: str, B: int) -> wiring.Component:
 
 
 def emitted(units: Iterable[str] | None = None, blocks: Iterable[int] | None = None,
-            registry: Mapping[str, Unit] = UNITS) -> list[tuple[Unit, int]]:
-    """(unit, B) of every file to emit, in registry order, restricted to ``units`` and ``blocks``."""
+            registry: Mapping[str, Unit] = UNITS, *, on_request: bool = False
+            ) -> list[tuple[Unit, int]]:
+    """(unit, B) of every file to emit, in registry order, restricted to ``units`` and ``blocks``;
+    units marked ``on_request`` only with ``on_request``."""
     names = list(registry) if units is None else [get(n, registry).name for n in units]
     sizes = BLOCK_SIZES if blocks is None else tuple(check_block_size(b, "blocks") for b in blocks)
-    return [(registry[n], B) for n in names for B in registry[n].blocks if B in sizes]
+    return [(registry[n], B) for n in names for B in registry[n].blocks
+            if B in sizes and (on_request or not registry[n].on_request)]
 
 
 def _csv(text: str) -> list[str]:

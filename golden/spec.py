@@ -58,7 +58,7 @@ ACCUMULATE_MODES = ("exact", "fp32", "fp16")
 DEFAULT_ACCUMULATE = "exact"
 
 # SPEC 11: bd_linear, the matrix-vector engine.
-LINEAR_LANES = (1, 2, 4, 8)       # N, output lanes (rows computed side by side)
+LINEAR_LANES = (1, 2, 4, 8, 16)   # N, output lanes (rows computed side by side) [revised]
 
 # SPEC 8: baseline formats (golden model and reports only).
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)   # E2M1 element magnitudes

@@ -26,11 +26,12 @@ ALL_FAMILIES = ("ice40", "ecp5")
 # - the shared-term MSE selector (over 10 minutes of iCE40 mapping) and its whole quantizer, which
 #   adds nothing the selector comparison does not show;
 # - the engine's other builds (about 10 minutes of ECP5 mapping and placement each): the default
-#   run places bd_linear_n4, the engine of SPEC 11's figures.
+#   run places bd_linear_n4, the engine of SPEC 11's figures (the wider engines, N = 8 and 16,
+#   take longer still);
 # - every MAC construction but each format's smallest block MAC (bench.hw.baseline_macs.SMALLEST):
 #   40 more units, whose figures change only with the constructions.
 ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse_shared_quantizer",
-                        "bd_linear_n2", "bd_linear_fast_n4"}
+                        "bd_linear_n2", "bd_linear_fast_n4", "bd_linear_n8", "bd_linear_n16"}
                        | {u.name for u in ALL_UNITS.values() if u.kind == "mac" and (
                            u.name.startswith("mac1_")
                            or SMALLEST[u.params["fmt"]] != u.params["construction"])})

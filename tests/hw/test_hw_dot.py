@@ -80,8 +80,10 @@ def check_dots(dots, outputs, *, golden=True):
 
 # --- small modules ------------------------------------------------------------------------------
 
-def test_multiplier_array_exhaustive():
-    """Every (sign, h) x (sign, h) lane pair, 32 x 32, spread over the lanes."""
+@pytest.mark.parametrize("products", ["lut", "dsp"])
+def test_multiplier_array_exhaustive(products):
+    """Every (sign, h) x (sign, h) lane pair, 32 x 32, spread over the lanes, each way of building
+    the products."""
     B = 16
     pairs = [(a, w) for a in range(32) for w in range(32)]
     vectors = []
@@ -89,7 +91,7 @@ def test_multiplier_array_exhaustive():
         chunk = pairs[n:n + B]
         vectors.append({"a": pack_lanes([a for a, _ in chunk], 5),
                         "w": pack_lanes([w for _, w in chunk], 5)})
-    results = run_comb(MultiplierArray(B), vectors, ["products"])
+    results = run_comb(MultiplierArray(B, products), vectors, ["products"])
     got = [to_signed(p, 9) for r in results for p in unpack_lanes(r["products"], 9, B)]
     assert got == [(-1) ** ((a ^ w) >> 4) * (a & 15) * (w & 15) for a, w in pairs]
 

@@ -55,7 +55,7 @@ def weights(rows: int, nblocks: int, block: int, seed: int, family: str = "gauss
 
 # --- PackedBlockUnpacker --------------------------------------------------------------------------
 
-@pytest.mark.parametrize("B,N", [(16, 1), (16, 8), (32, 4), (64, 2)])
+@pytest.mark.parametrize("B,N", [(16, 1), (16, 8), (32, 4), (32, 16), (64, 2)])
 def test_unpacker_matches_pack_rows(B, N):
     """Beats from bd.pack_rows unpack to the rows' fields; set upper header bits are ignored."""
     q = weights(2 * N + 1, 3, B, seed=B + N)
@@ -486,6 +486,18 @@ def test_linear_random_backpressure(N, pipeline):
     run, = run_engine(dut, [(jobs, None)], x_pause=0.3, w_pause=0.3, y_pause=0.5, seed=N)
     check_results(jobs, run)
     assert any(user & USER_MISMATCH for _, _, user, _ in run.received)
+
+
+@pytest.mark.parametrize("N,pipeline", [(8, 0), (8, DEEP), (16, 0)])
+def test_wide_engines_bit_exact(N, pipeline):
+    """SPEC 11 [revised]: the engines of 8 and 16 lanes at B = 32 give the golden bits for every
+    row (rows not a multiple of N, Inf/NaN, wrong block counts) under random pauses."""
+    B = 32
+    dut = BDLinear(B, N, max_blocks=4, pipeline=pipeline)
+    jobs = mixed_jobs(B, N, seed=N + pipeline, count=4, max_blocks=4)
+    assert any(j.invalid for j in jobs) and any(j.altered_groups for j in jobs)
+    run, = run_engine(dut, [(jobs, None)], x_pause=0.2, w_pause=0.2, y_pause=0.3, seed=N)
+    check_results(jobs, run)
 
 
 @pytest.mark.parametrize("pipeline", [0, DEEP])

@@ -28,11 +28,15 @@ def test_registry_emits_the_spec_files():
     assert EXPECTED == sorted([f"bd_{u}_b{B}.v" for u in ("decoder", "quantizer", "dot")
                                for B in BLOCK_SIZES] + ["bd_quantizer_trunc_b32.v",
                                                          "bd_quantizer_fast_b32.v", "bd_dot_fast_b32.v"]
-                              + ["bd_linear_b32_n4.v", "bd_linear_b16_n2.v",    # SPEC 11
-                                 "bd_linear_fast_b32_n4.v"])
+                              + ["bd_linear_b32_n4.v", "bd_linear_b32_n8.v",    # SPEC 11
+                                 "bd_linear_b16_n2.v", "bd_linear_fast_b32_n4.v"])
     assert units.get("bd_quantizer").params == {"stage1": "round"}
     assert units.get("bd_quantizer_trunc").params == {"stage1": "trunc"}
-    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 10, 8, 8, 12]
+    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 10, 8, 8, 8, 12, 8]
+    # bd_linear_n16 is registered but emitted only when named
+    assert [f for u, B in units.emitted(["bd_linear_n16"], on_request=True)
+            for f in [u.file_name(B)]] == ["bd_linear_b32_n16.v"]
+    assert not units.emitted(["bd_linear_n16"])
     with pytest.raises(ValueError, match="unit must be one of"):
         units.get("dot")
     with pytest.raises(ValueError, match="B must be one of"):
@@ -76,9 +80,10 @@ def test_rtl_has_no_paths_dates_or_hosts():
 
 
 # Bytes of Verilog per lane (B lanes, B x N for an engine), by kind of unit. Every tree node is a
-# named wire, so a file grows linearly with its lanes: 370 to 5,700 bytes per lane when this was
-# written, against 770 to 39,000 when shared subtrees were re-emitted at every use.
-BYTES_PER_LANE = {"decoder": 512, "quantizer": 5_000, "dot": 5_000, "linear": 10_000}
+# named wire, so a file grows linearly with its lanes: 350 to 9,900 bytes per lane when this was
+# written (the most for the smallest blocks, whose normaliser is shared by fewer lanes), against
+# 770 to 39,000 when shared subtrees were re-emitted at every use.
+BYTES_PER_LANE = {"decoder": 512, "quantizer": 5_000, "dot": 6_500, "linear": 11_000}
 
 
 @pytest.mark.parametrize("unit,B", [(u.name, B) for u, B in units.emitted()])
