@@ -23,7 +23,19 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:       # lets a bare `pytest` find the golden package too
     sys.path.insert(0, str(ROOT))
 
-from golden.formatbook import FORMATBOOK_ROWS  # noqa: E402  (after the path fix above)
+from golden import models  # noqa: E402  (after the path fix above)
+from golden.formatbook import FORMATBOOK_ROWS  # noqa: E402
+
+
+def real_captures() -> dict:
+    """Three captured SmolLM2 layers (first, middle, last by name): name -> (activation, weight);
+    skips the test when `make report` has not captured any."""
+    files = sorted(models.CACHE_DIR.glob("*.pt"))
+    if not files:
+        pytest.skip("no captured SmolLM2 layer inputs under .cache/ (make report creates them)")
+    stored = torch.load(files[0], weights_only=True, mmap=True)
+    names = sorted(stored)
+    return {name: stored[name] for name in (names[0], names[len(names) // 2], names[-1])}
 
 # Registered, not loaded: the golden tests apply it with @settings(parent=...), so hypothesis
 # tests elsewhere in the tree keep their own settings when everything runs in one session.

@@ -7,14 +7,15 @@ can occur, and one FP16 step from every FP16 accumulator; then corner sequences 
 Inf + (-Inf), FP16 subnormals, cancellation, ties), long vectors, every vector family of
 golden/vectors.py and real SmolLM2 layers, through bd.linear.
 """
-import glob
 
 import numpy as np
 import pytest
 import torch
 
-from golden import accumulate, bd, models, vectors
+from golden import accumulate, bd, vectors
 from golden.spec import ACCUMULATE_MODES, MAX_EXP_SUM, MAX_PRODUCT, PRODUCT_EXP_OFFSET, check_accumulate
+
+from .conftest import real_captures
 
 ROUNDED = ("fp32", "fp16")
 QUIET_NAN = 0x7FC00000
@@ -225,21 +226,12 @@ def test_long_vectors(spec, bits_equal):
     _check_every_mode(_random_blocks(a_exp, 32, 10), _random_blocks(w_exp, 32, 11), spec, bits_equal)
 
 
-def _real_captures():
-    files = sorted(glob.glob(str(models.CACHE_DIR / "*.pt")))
-    if not files:
-        pytest.skip("no captured SmolLM2 layer inputs under .cache/ (make report creates them)")
-    stored = torch.load(files[0], weights_only=True, mmap=True)
-    names = sorted(stored)
-    return {name: stored[name] for name in (names[0], names[len(names) // 2], names[-1])}
-
-
 def test_real_smollm2_layers(spec, bits_equal):
     """Captured inputs and weights of three SmolLM2 layers: bd.linear in every mode against the model,
     and FP16 accumulation really differs from the exact sum somewhere (FP32 rarely does: on these
     432 outputs never; the corner "cancellation_order" shows it can)."""
     differs = {mode: 0 for mode in ROUNDED}
-    for name, (activation, weight) in _real_captures().items():
+    for name, (activation, weight) in real_captures().items():
         q_act = bd.quantize(activation[:6], method="two_stage")
         q_weight = bd.quantize(weight[:24], method="mse")
         _check_every_mode(q_act, q_weight, spec, bits_equal)

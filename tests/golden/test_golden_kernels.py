@@ -6,12 +6,13 @@ cache is present; the exact linear product against the reference loop and the ra
 including the sync-free window plan and the torch decode that non-CPU devices run. CUDA tests run
 the same comparisons on a GPU and skip without one.
 """
-import glob
 
 import pytest
 import torch
 
-from golden import bd, exact, kernels, models, native, vectors
+from golden import bd, exact, kernels, native, vectors
+
+from .conftest import real_captures
 
 METHODS = ("two_stage", "two_stage_trunc", "mse")
 BLOCKS = (16, 32, 64)
@@ -78,18 +79,9 @@ def test_real_shaped_tensors_with_padding_threads_and_lead_dims(method, bits_equ
     assert bits_equal(bd.dequantize(fast), reference(bd.dequantize, slow))
 
 
-def _real_captures():
-    files = sorted(glob.glob(str(models.CACHE_DIR / "*.pt")))
-    if not files:
-        pytest.skip("no captured SmolLM2 layer inputs under .cache/ (make report creates them)")
-    stored = torch.load(files[0], weights_only=True, mmap=True)
-    names = sorted(stored)
-    return [stored[names[0]], stored[names[len(names) // 2]], stored[names[-1]]]
-
-
 @pytest.mark.parametrize("method", METHODS)
 def test_real_smollm2_tensors(method, bits_equal):
-    for activation, weight in _real_captures():
+    for activation, weight in real_captures().values():
         for x in (activation[:64], weight[:128]):
             block = 32 if x.shape[-1] % 32 == 0 else 16
             fast = bd.quantize(x, block, method, nonfinite="flag")
@@ -99,7 +91,7 @@ def test_real_smollm2_tensors(method, bits_equal):
 
 
 def test_real_smollm2_linear_matches_reference_and_rational(spec, bits_equal):
-    activation, weight = _real_captures()[0]
+    activation, weight = next(iter(real_captures().values()))
     q_act = bd.quantize(activation[:64], method="two_stage")
     q_weight = bd.quantize(weight[:128], method="mse")
     got = bd.linear(q_act, q_weight)
