@@ -22,7 +22,7 @@ from bd_hw.units import parse_blocks, parse_units
 
 from .runner import run_job
 from .bugs import BUGS
-from .units import BLOCK_SIZES, bug_jobs, jobs
+from .units import PROVED_BLOCK_SIZES, bug_jobs, jobs
 
 STATUS_TEXT = {
     "proved": "proved",
@@ -122,7 +122,7 @@ def main(argv=None) -> int:
                     help="directory for summary.json and summary.md (default reports/formal)")
     ap.add_argument("--work", type=Path, default=Path("build/formal"),
                     help="solver work directories (default build/formal)")
-    ap.add_argument("--blocks", type=parse_blocks, default=list(BLOCK_SIZES),
+    ap.add_argument("--blocks", type=parse_blocks, default=list(PROVED_BLOCK_SIZES),
                     help="block sizes, comma-separated (default 16,32)")
     ap.add_argument("--units", type=parse_units(), default=None,
                     help="units, comma-separated (default: every registered unit)")

@@ -27,10 +27,10 @@ from .models import (decode_model, dot_block_model, fp32_model, max_chain, model
                      model_pair, model_q, model_stage2, quantizer_model)
 from .runner import Job
 
-__all__ = ["jobs", "bug_jobs", "QUICK_B", "BLOCK_SIZES", "stage1_rule"]
+__all__ = ["jobs", "bug_jobs", "QUICK_B", "PROVED_BLOCK_SIZES", "stage1_rule"]
 
 QUICK_B = 16
-BLOCK_SIZES = (16, 32)
+PROVED_BLOCK_SIZES = (16, 32)    # proved by default (golden.spec.BLOCK_SIZES holds every block size)
 #: Seconds allowed to one end-to-end equivalence run (the stage proofs are the complete ones);
 #: a run that times out is reported with the depth it reached.
 EQUIVALENCE_TIMEOUT = {16: 300, 32: 150, 64: 150}
@@ -464,7 +464,7 @@ def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
     ]
 
 
-def jobs(block_sizes=BLOCK_SIZES, units=None) -> list[Job]:
+def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
     """Every proof job of the registered units at ``block_sizes``, cheapest kinds first."""
     out: list[Job] = []
     for unit in UNITS.values():
