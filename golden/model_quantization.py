@@ -28,7 +28,7 @@ from __future__ import annotations
 import contextlib
 import re
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 
@@ -152,28 +152,16 @@ def select_linears(model: torch.nn.Module, layers=None) -> dict[str, torch.nn.Li
     """The nn.Linear modules to quantize by name: with layers=None all but the output head
     (transformers' get_output_embeddings, usually left unquantized); else those whose name matches
     `layers` (a regular expression or a list of them, re.search), the head too if it matches."""
-    if layers is not None and not (isinstance(layers, str) or (isinstance(layers, Iterable)
-                                                                and all(isinstance(p, str) for p in layers))):
-        raise ValueError(f"layers must be None, a regular expression or a list of them, got {layers!r}")
-    patterns = None if layers is None else [layers] if isinstance(layers, str) else list(layers)
-    compiled = []
-    for pattern in patterns or ():
-        try:
-            compiled.append((pattern, re.compile(pattern)))
-        except re.error as err:
-            raise ValueError(f"layers: {pattern!r} is not a regular expression ({err})") from None
-    linears = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-    if patterns is None:
+    from golden.models import linear_layers
+
+    chosen = linear_layers(model, layers)
+    if layers is None:
         head_of = getattr(model, "get_output_embeddings", None)
         head = head_of() if callable(head_of) else None
-        chosen = {name: m for name, m in linears.items() if m is not head}
+        chosen = {name: m for name, m in chosen.items() if m is not head}
         if not chosen:
             raise ValueError("model: no nn.Linear layer to quantize")
-        return chosen
-    for pattern, regex in compiled:
-        if not any(regex.search(name) for name in linears):
-            raise ValueError(f"layers: {pattern!r} matches no nn.Linear of the model")
-    return {name: m for name, m in linears.items() if any(regex.search(name) for _, regex in compiled)}
+    return chosen
 
 
 def has_attention_interface(model: torch.nn.Module) -> bool:

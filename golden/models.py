@@ -200,25 +200,33 @@ def tokenize(tokenizer, text: str, max_tokens: int | None = None) -> torch.Tenso
 def linear_layers(model, layers=None) -> dict[str, torch.nn.Linear]:
     """The model's nn.Linear modules by name, optionally only those matching `layers`.
 
-    layers: None (all), a regular expression, or an iterable of them (re.search on the name).
+    layers: None (all), a regular expression, or an iterable of them (re.search on the name); each
+    must match some nn.Linear, else ValueError naming it.
     """
     if layers is None:
         patterns = None
     elif isinstance(layers, str):
-        patterns = [re.compile(layers)]
-    elif isinstance(layers, Iterable):
-        patterns = [re.compile(p) for p in layers]
+        patterns = [layers]
+    elif isinstance(layers, Iterable) and all(isinstance(p, str) for p in layers):
+        patterns = list(layers)
     else:
         raise ValueError(f"layers must be None, a regular expression or a list of them, got {layers!r}")
-    chosen = {
-        name: module
-        for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear)
-        and (patterns is None or any(p.search(name) for p in patterns))
-    }
-    if not chosen:
-        raise ValueError(f"layers {layers!r} matches no nn.Linear of the model")
-    return chosen
+    linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
+    if patterns is None:
+        if not linears:
+            raise ValueError("model: no nn.Linear layer")
+        return linears
+    chosen = {}
+    for pattern in patterns:
+        try:
+            regex = re.compile(pattern)
+        except re.error as err:
+            raise ValueError(f"layers: {pattern!r} is not a regular expression ({err})") from None
+        matched = {name: module for name, module in linears.items() if regex.search(name)}
+        if not matched:
+            raise ValueError(f"layers: {pattern!r} matches no nn.Linear of the model")
+        chosen.update(matched)
+    return {name: module for name, module in linears.items() if name in chosen}
 
 
 def capture_linear_inputs(model, tokenizer, text: str, max_tokens: int = DEFAULT_CAPTURE_TOKENS,

@@ -217,22 +217,18 @@ def selected_schemes(opts: Options) -> list[perplexity.Scheme]:
 
 def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
     schemes = selected_schemes(opts)
-    # Group runs by weight format so each set of quantized weights is computed once.
+    # Runs of one weight format follow each other: the time to quantize the weights is reported once.
     order = sorted(schemes, key=lambda s: (s.scope != "baseline", str(s.weight_fmt), str(s.block)))
     modules = perplexity.quantized_linears(model, layers)
-    runs, weights, weights_key = {}, None, None
-    weight_seconds = {}
+    runs, weight_seconds = {}, {}
     for s in order:
-        if s.scope != "baseline" and (s.weight_fmt, s.block) != weights_key:
-            progress.set_description(f"weights {s.weight_fmt} B={s.block}")
-            start = time.perf_counter()
-            weights, weights_key = None, None  # free the previous set first
-            weights = perplexity.quantized_weights(modules, s.weight_fmt, s.block)
-            weights_key = (s.weight_fmt, s.block)
-            weight_seconds[f"{s.weight_fmt}" + ("" if s.block is None else f"_b{s.block}")] = time.perf_counter() - start
-        start, cpu_start = time.perf_counter(), time.process_time()
         progress.set_description(f"perplexity {s.key}")
-        with perplexity.installed(model, s, weights, layers):
+        start = time.perf_counter()
+        with perplexity.installed(model, s, layers):
+            if s.scope != "baseline":
+                weight_seconds.setdefault(f"{s.weight_fmt}" + ("" if s.block is None else f"_b{s.block}"),
+                                          time.perf_counter() - start)
+            start, cpu_start = time.perf_counter(), time.process_time()
             result = perplexity.evaluate(model, ids, opts.window, on_window=progress.update, batch=opts.batch)
         runs[s.key] = {"label": s.label, "scope": s.scope, "weight_fmt": s.weight_fmt, "act_fmt": s.act_fmt,
                        "block": s.block, "exact": s.exact, "bits_per_element": perplexity.scheme_bits(s),

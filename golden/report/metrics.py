@@ -12,7 +12,7 @@ from typing import NamedTuple
 
 import torch
 
-from golden import baselines, bd, fp16
+from golden import baselines, bd, fp16, model_quantization
 from golden.methods import BY_FORMAT, FORMAT_LABELS
 from golden.spec import BLOCK_SIZES, NUM_DIALECTS
 
@@ -70,15 +70,9 @@ def bits(fmt: str, block: int | None, convention: str = "ocp") -> float:
 
 def fake_quantize(x: torch.Tensor, fmt: str, block: int | None,
                   dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """golden.baselines.fake_quantize along the last dimension, in `dtype`, padding it with zeros to
-    a whole number of blocks when needed (zeros change no other block, nor NVFP4's tensor scale)."""
-    length = x.shape[-1]
-    if block is None or fmt == "fp16":
-        return baselines.fake_quantize(x, fmt, dtype=dtype)
-    pad = -length % block
-    padded = torch.nn.functional.pad(x, (0, pad)) if pad else x
-    out = baselines.fake_quantize(padded, fmt, None if fmt == "nvfp4" else block, dtype=dtype)
-    return out[..., :length] if pad else out
+    """golden.model_quantization.fake_quantize (the last dimension zero-padded to whole blocks) in
+    `dtype`."""
+    return model_quantization.fake_quantize(x, fmt, block, dtype)
 
 
 def sqnr_db(signal_energy: float, noise_energy: float) -> float:

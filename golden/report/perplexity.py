@@ -6,7 +6,8 @@ exp(total negative log-likelihood / number of predicted tokens) over all windows
 are cheaper than a sliding window and the same for every format, which is what the comparison needs.
 Windows of equal length are evaluated as one batch.
 
-Scopes of quantization:
+Scopes of quantization (installed by golden.quantize_model, the public entry point; the report
+keeps no mechanism of its own):
 - "linear": every selected nn.Linear's weight (quantized once, when the scheme is installed) and its
   input (on every call). Fake-quantized: the layer multiplies the dequantized operands in the
   model's floating-point type. Hardware-exact (`Scheme.exact`, BlockDialect only): the layer's output
@@ -46,11 +47,11 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from golden import baselines, bd
+from golden import baselines, model_quantization
 from golden.methods import BY_FORMAT
 from golden.report import metrics
 from golden.report.attention import attention_native
-from golden.spec import BLOCK_SIZES
+from golden.spec import BLOCK_SIZES, DEFAULT_BLOCK
 
 
 class Scheme(NamedTuple):
@@ -122,40 +123,13 @@ def scheme_bits(s: Scheme, convention: str = "ocp") -> float:
 def quantized_linears(model, layers=None) -> dict[str, torch.nn.Linear]:
     """The nn.Linear modules a scheme quantizes: all (or those matching `layers`) but the output
     head."""
-    from golden.models import linear_layers
-
     head = model.get_output_embeddings()
-    return {name: m for name, m in linear_layers(model, layers).items() if m is not head}
+    return {name: m for name, m in model_quantization.select_linears(model, layers).items() if m is not head}
 
 
 def _fq(x: torch.Tensor, fmt: str, block: int | None) -> torch.Tensor:
-    """Fake-quantizes along the last dimension, returning x's dtype. The input goes to the format
-    as it is (a float64 input reaches BlockDialect's FP16 conversion with a single rounding)."""
-    if x.dtype in (torch.float32, torch.float64):
-        return metrics.fake_quantize(x, fmt, block, dtype=x.dtype)     # one fused pass on the CPU
-    return metrics.fake_quantize(x, fmt, block).to(x.dtype)
-
-
-class Weights(NamedTuple):
-    """The quantized weights of one format: dequantized in the model's dtype and, for BlockDialect,
-    the blocks themselves (what the hardware-exact mode multiplies)."""
-
-    fake: dict[str, torch.Tensor]
-    blocks: dict[str, bd.Blocks] | None
-
-
-def quantized_weights(modules: dict[str, torch.nn.Linear], fmt: str, block: int | None) -> Weights:
-    """Each module's weight quantized once (blocks along in_features, the reduction dimension)."""
-    fake, blocks = {}, ({} if fmt in metrics.BD_METHOD else None)
-    for name, m in modules.items():
-        w = m.weight.detach()
-        if blocks is not None:
-            q = bd.quantize(w, block=block, method=metrics.BD_METHOD[fmt])
-            blocks[name] = q
-            fake[name] = bd.dequantize(q).to(w.dtype)
-        else:
-            fake[name] = _fq(w, fmt, block)
-    return Weights(fake, blocks)
+    """Fake-quantizes along the last dimension, returning x's dtype (golden.model_quantization)."""
+    return model_quantization.fake_quantize(x, fmt, block)
 
 
 # Causal attention is computed in chunks of this many queries, each against the keys up to its
@@ -229,90 +203,18 @@ def make_attention(act_fmt: str | None, block: int | None, scores_block: int | N
     return attention
 
 
-def _exact_forward(module: torch.nn.Linear, q_weight: bd.Blocks, quantize: Callable) -> Callable:
-    """forward(x) of a linear layer computed by golden.bd.linear on the quantized operands."""
-
-    def forward(x):
-        y = bd.linear(quantize(x), q_weight).to(x.dtype)
-        return y if module.bias is None else y + module.bias
-
-    return forward
-
-
-def _replace_forward(module: torch.nn.Module, forward: Callable) -> Callable[[], None]:
-    """Makes `forward` the module's computation and returns the function that undoes it. Under
-    accelerate (a device map), the module's `forward` is accelerate's wrapper, which moves tensors
-    between devices and then calls `_old_forward`: that one is replaced instead, so the wrapper stays."""
-    attribute = "_old_forward" if "_old_forward" in module.__dict__ else "forward"
-    previous = module.__dict__.get(attribute)
-    object.__setattr__(module, attribute, forward)
-
-    def restore():
-        if previous is None:
-            del module.__dict__[attribute]     # back to the class's forward
-        else:
-            object.__setattr__(module, attribute, previous)
-
-    return restore
-
-
 @contextlib.contextmanager
-def installed(model, s: Scheme, weights: Weights | None, layers=None):
-    """Installs scheme `s` on the model for the duration of the block and restores it after: its
-    quantized linear layers and, for every scope (the baseline too), the report's attention
-    (`make_attention`, quantized in the full scope only).
-
-    weights: `quantized_weights(quantized_linears(model, layers), s.weight_fmt, s.block)`; None for
-    the baseline.
-    """
-    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    modules = {} if s.scope == "baseline" else quantized_linears(model, layers)
-    originals = {name: m.weight for name, m in modules.items()}
-    handles, restores = [], []
-    # q/k/v (and gate/up) read the same tensor: quantize it once per call, not three times.
-    last = {"source": None, "result": None}
-
-    def shared(x, quantize):
-        if last["source"] is not x:
-            last["source"], last["result"] = x, quantize(x)
-        return last["result"]
-
-    def fake(x):
-        return _fq(x, s.act_fmt, s.block)
-
-    def blocks(x):
-        return bd.quantize(x, block=s.block, method=metrics.BD_METHOD[s.act_fmt])
-
-    def pre_hook(module, args):
-        return (shared(args[0], fake),) + tuple(args[1:])
-
-    attention_name = f"report_{s.key}"
-    previous_attention = model.config._attn_implementation
-    try:
-        for name, m in modules.items():
-            if s.exact:
-                restores.append(_replace_forward(m, _exact_forward(m, weights.blocks[name], lambda x: shared(x, blocks))))
-            else:
-                m.weight = torch.nn.Parameter(weights.fake[name], requires_grad=False)
-                handles.append(m.register_forward_pre_hook(pre_hook))
-        # Item assignment on the registry instance adds a local entry, deleted below; the class-wide
-        # mapping (AttentionInterface.register) is never touched.
-        ALL_ATTENTION_FUNCTIONS[attention_name] = (make_attention(s.act_fmt, s.block) if s.scope == "full"
-                                                   else make_attention(None, None))
-        model.config._attn_implementation = attention_name
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-        for restore in restores:
-            restore()
-        for name, m in modules.items():
-            m.weight = originals[name]
-        model.config._attn_implementation = previous_attention
-        if attention_name in ALL_ATTENTION_FUNCTIONS._local_mapping:
-            del ALL_ATTENTION_FUNCTIONS[attention_name]
-        last.clear()
+def installed(model, s: Scheme, layers=None):
+    """Installs scheme `s` on the model for the duration of the block, by golden.quantize_model, and
+    the report's attention (`make_attention`; golden.quantize_model's own, quantized, in the full
+    scope) for every scope, the baseline too. Yields quantize_model's handle (None for the baseline)."""
+    with model_quantization.attention_function(model, make_attention(None, None), f"report_{s.key}"):
+        if s.scope == "baseline":
+            yield None
+            return
+        with model_quantization.quantize_model(model, s.weight_fmt, s.act_fmt, s.block or DEFAULT_BLOCK, s.scope,
+                                               s.exact, layers) as handle:
+            yield handle
 
 
 class Perplexity(NamedTuple):

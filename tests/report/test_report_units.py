@@ -148,8 +148,10 @@ def test_nvfp4_attention_is_not_chunked():
     assert probs is not None and probs.shape == (1, 2, 300, 300)
 
 
-def test_installed_scheme_quantizes_and_then_restores(tiny):
+def test_installed_scheme_quantizes_and_then_restores(tiny, monkeypatch):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    from golden import model_quantization
 
     model, ids = tiny
     with torch.no_grad():
@@ -157,40 +159,41 @@ def test_installed_scheme_quantizes_and_then_restores(tiny):
     modules = perplexity.quantized_linears(model)
     assert model.lm_head not in modules.values() and len(modules) == 2 * 7
     originals = {name: m.weight for name, m in modules.items()}
+    previous_attention = model.config._attn_implementation
     s = perplexity.scheme("full", "bd_mse", "bd_two_stage", 32, "BD")
-    weights = perplexity.quantized_weights(modules, s.weight_fmt, s.block)
 
     seen_inputs = []
     probe = modules["model.layers.1.mlp.down_proj"].register_forward_pre_hook(
         lambda m, args: seen_inputs.append(args[0]))
     calls = []
-    real_fq = perplexity._fq
+    real_fq = model_quantization.fake_quantize
 
-    def counting_fq(x, fmt, block):
+    def counting_fq(x, fmt, block, dtype=None):
         calls.append(x.dim())
-        return real_fq(x, fmt, block)
+        return real_fq(x, fmt, block, dtype)
 
-    perplexity._fq = counting_fq
     try:
-        with perplexity.installed(model, s, weights):
-            # The probe hook was registered first, so it sees the raw input; the layer sees a quantized one.
-            assert torch.equal(modules["model.layers.0.self_attn.q_proj"].weight,
-                               weights.fake["model.layers.0.self_attn.q_proj"])
+        with perplexity.installed(model, s) as handle:
+            # The report's scheme went through golden.quantize_model: every decoder layer, the attention too.
+            assert set(handle.layers) == set(modules) and handle.attention == {"attn_scores": 32, "attn_values": 32}
+            name = "model.layers.0.self_attn.q_proj"
+            assert torch.equal(modules[name].weight, bd.dequantize(bd.quantize(originals[name], 32, "mse")))
             assert model.config._attn_implementation in ALL_ATTENTION_FUNCTIONS
+            monkeypatch.setattr(model_quantization, "fake_quantize", counting_fq)
             with torch.no_grad():
                 during = model(ids).logits
+            monkeypatch.undo()
     finally:
-        perplexity._fq = real_fq
         probe.remove()
-    # Weights were quantized before the forward pass; every call during it was on activations or
-    # attention operands, all with batch and head dimensions.
+    # Every call during the forward pass was on activations or attention operands, all with batch
+    # and head dimensions.
     assert calls and min(calls) >= 3
     assert seen_inputs and not torch.equal(during, before)
     # Everything is back as it was.
     assert all(m.weight is originals[name] for name, m in modules.items())
     assert all(not m._forward_pre_hooks for m in modules.values())
-    assert model.config._attn_implementation not in (None, "report_" + s.key)
-    assert "report_" + s.key not in ALL_ATTENTION_FUNCTIONS._local_mapping
+    assert model.config._attn_implementation == previous_attention
+    assert not any(k.startswith(("report_", "golden_")) for k in ALL_ATTENTION_FUNCTIONS._local_mapping)
     with torch.no_grad():
         assert torch.equal(model(ids).logits, before)
 
@@ -199,14 +202,13 @@ def test_fp16_full_path_keeps_perplexity(tiny):
     model, ids = tiny
     base = perplexity.evaluate(model, ids, 40)
     s = perplexity.scheme("full", "fp16", "fp16", None, "FP16")
-    modules = perplexity.quantized_linears(model)
-    with perplexity.installed(model, s, perplexity.quantized_weights(modules, "fp16", None)):
+    with perplexity.installed(model, s):
         fp16 = perplexity.evaluate(model, ids, 40)
     assert fp16.predicted_tokens == base.predicted_tokens == 78 and fp16.windows == 2
     assert fp16.perplexity == pytest.approx(base.perplexity, rel=1e-3)
     # A 4-bit path changes the result measurably, so the comparison above is not vacuous.
     s4 = perplexity.scheme("full", "bd_mse", "bd_two_stage", 32, "BD")
-    with perplexity.installed(model, s4, perplexity.quantized_weights(modules, "bd_mse", 32)):
+    with perplexity.installed(model, s4):
         bd4 = perplexity.evaluate(model, ids, 40)
     assert abs(bd4.nll_sum - base.nll_sum) > abs(fp16.nll_sum - base.nll_sum)
 
@@ -254,44 +256,40 @@ def tiny64():
     return model, ids
 
 
-def test_hardware_exact_layers_are_bd_linear_of_the_quantized_operands(tiny64):
+def test_hardware_exact_layers_are_bd_linear_of_the_quantized_operands(tiny64, monkeypatch):
     model, ids = tiny64
     modules = perplexity.quantized_linears(model)
-    weights = perplexity.quantized_weights(modules, "bd_mse", 32)
     s = perplexity.bd_scheme("linear", "bd_two_stage", 32, exact=True)
     name = "model.layers.1.mlp.down_proj"
     seen = {}
     probe = modules[name].register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
     calls = []
-    real_linear = perplexity.bd.linear
+    real_linear = bd.linear
 
     def counting_linear(a, w):
         calls.append(a.codes.shape)
         return real_linear(a, w)
 
-    perplexity.bd.linear = counting_linear
+    monkeypatch.setattr(bd, "linear", counting_linear)
     try:
-        with perplexity.installed(model, s, weights), torch.no_grad():
+        with perplexity.installed(model, s), torch.no_grad():
             model(ids[:, :40])
     finally:
-        perplexity.bd.linear = real_linear
         probe.remove()
+    monkeypatch.undo()
     assert len(calls) == len(modules)          # every quantized layer, once per forward pass
-    expected = bd.linear(bd.quantize(seen["x"], 32, "two_stage"), weights.blocks[name])
+    q_weight = bd.quantize(modules[name].weight, 32, "mse")
+    expected = bd.linear(bd.quantize(seen["x"], 32, "two_stage"), q_weight)
     assert seen["y"].dtype == torch.float64 and torch.equal(seen["y"], expected.to(torch.float64))
-    assert weights.blocks[name].codes.shape[-1] == 32
-    assert torch.equal(weights.fake[name], bd.dequantize(weights.blocks[name]).to(torch.float64))
     # The class's forward is back.
     assert all("forward" not in m.__dict__ for m in modules.values())
 
 
 def test_hardware_exact_and_fake_quantized_agree_to_float_noise(tiny64):
     model, ids = tiny64
-    modules = perplexity.quantized_linears(model)
-    weights = perplexity.quantized_weights(modules, "bd_mse", 32)
     results = {}
     for exact in (False, True):
-        with perplexity.installed(model, perplexity.bd_scheme("linear", "bd_two_stage", 32, exact), weights):
+        with perplexity.installed(model, perplexity.bd_scheme("linear", "bd_two_stage", 32, exact)):
             results[exact] = perplexity.evaluate(model, ids, 64)
     base = perplexity.evaluate(model, ids, 64)
     # Only the FP32 rounding of each linear output differs: far below the quantization's own effect.
@@ -300,9 +298,8 @@ def test_hardware_exact_and_fake_quantized_agree_to_float_noise(tiny64):
 
 def test_batched_windows_give_the_per_window_result(tiny64):
     model, ids = tiny64
-    modules = perplexity.quantized_linears(model)
     s = perplexity.bd_scheme("full", "bd_two_stage", 32)
-    with perplexity.installed(model, s, perplexity.quantized_weights(modules, "bd_mse", 32)):
+    with perplexity.installed(model, s):
         together = perplexity.evaluate(model, ids, 32, batch=4)
         alone = perplexity.evaluate(model, ids, 32, batch=1)
     # 130 tokens: four windows of 32 in one batch, then a last window of 2 tokens on its own.
@@ -385,14 +382,14 @@ def test_hardware_exact_keeps_accelerate_device_hooks(tiny64):
     add_hook_to_module(module, AlignDevicesHook(execution_device="cpu", io_same_device=True))
     wrapper = module.__dict__["forward"]
     try:
-        weights = perplexity.quantized_weights(modules, "bd_mse", 32)
         s = perplexity.bd_scheme("linear", "bd_two_stage", 32, exact=True)
         x = torch.randn(3, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
-        with perplexity.installed(model, s, weights):
+        with perplexity.installed(model, s):
             assert module.__dict__["forward"] is wrapper
             with torch.no_grad():
                 y = module(x)
-        assert torch.equal(y, bd.linear(bd.quantize(x, 32, "two_stage"), weights.blocks[name]).to(torch.float64))
+        q_weight = bd.quantize(module.weight, 32, "mse")
+        assert torch.equal(y, bd.linear(bd.quantize(x, 32, "two_stage"), q_weight).to(torch.float64))
         assert module.__dict__["forward"] is wrapper and module._old_forward.__func__ is torch.nn.Linear.forward
     finally:
         remove_hook_from_module(module)
@@ -404,7 +401,6 @@ def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
     scaled_dot_product_attention) perplexity to float64 precision; the full path gives the torch
     path's within float noise, far below what 4-bit quantization moves."""
     model, ids = tiny64
-    modules = perplexity.quantized_linears(model)
     served = []
     real = perplexity.attention_native
 
@@ -415,14 +411,12 @@ def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
 
     model_own = perplexity.evaluate(model, ids, 64)
     results = {}
-    for name, s, weights in (("baseline", perplexity.BASELINE, None),
-                             ("full", perplexity.bd_scheme("full", "bd_two_stage", 32),
-                              perplexity.quantized_weights(modules, "bd_mse", 32))):
+    for name, s in (("baseline", perplexity.BASELINE), ("full", perplexity.bd_scheme("full", "bd_two_stage", 32))):
         for kernel in (True, False):
             monkeypatch.setattr(perplexity, "attention_native",
                                 counting if kernel else (lambda *args, **kwargs: None))
             served.clear()
-            with perplexity.installed(model, s, weights):
+            with perplexity.installed(model, s):
                 results[name, kernel] = perplexity.evaluate(model, ids, 64).nll_sum
             # 2 layers x 2 batches: two windows of 64, then one of 2 tokens, which is no multiple of
             # the block: the full path's torch reference takes that one.
