@@ -15,8 +15,9 @@ What is quantized where:
 - scope="full" adds both products of attention, for models that call transformers' attention
   interface: Q and K in blocks along head_dim for Q K^T ("attn_scores" in a block map), the softmax
   probabilities (blocks along the key dimension) and V (blocks along its sequence dimension) for the
-  product with V ("attn_values"). The attention function is the report's
-  (golden.report.perplexity.make_attention).
+  product with V ("attn_values"). The attention function (`make_attention`) is the report's too:
+  on float64 CPU tensors one fused pass (golden.report.attention), bits independent of threads,
+  batch and CPU.
 BlockDialect rounds every input once to FP16 first (SPEC 1), then follows SPEC 3-5; the baselines
 follow SPEC 8. Layers that read the same tensor (q/k/v, gate/up) quantize it once per call.
 
@@ -33,7 +34,8 @@ from collections.abc import Callable, Mapping
 import torch
 
 from golden import baselines, bd
-from golden.spec import DEFAULT_BLOCK, check_block_size
+from golden.report.attention import attention_native
+from golden.spec import BLOCK_SIZES, DEFAULT_ACCUMULATE, DEFAULT_BLOCK, check_accumulate, check_block_size
 
 FORMATS = baselines.FORMATS
 SCOPES = ("linear", "full")
@@ -146,6 +148,77 @@ def quantize_weight(weight: torch.Tensor, fmt: str, block: int | None) -> tuple[
         return fake_quantize(weight, fmt, block), None
     q = _bd_blocks(weight, fmt, block)
     return bd.dequantize(q)[..., :weight.shape[-1]].to(weight.dtype), q
+
+
+# Causal attention is computed in chunks of this many queries, each against the keys up to its
+# last query: the keys after it are masked for every query of the chunk, their probabilities are 0
+# and, as whole blocks of zeros (a multiple of every block size), quantize to 0. Skipping them
+# changes no value and saves about 3/8 of the products and of the probabilities to quantize. Not
+# for a format with a tensor-wide scale (NVFP4): its scale must see every probability at once.
+CAUSAL_CHUNK = 2 * max(BLOCK_SIZES)
+
+
+def _probabilities(scores: torch.Tensor, dtype: torch.dtype, act_fmt: str, block: int | None) -> torch.Tensor:
+    """Softmax in the operands' own type (float64 when the model runs in float64), fake-quantized
+    in blocks along the key dimension."""
+    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(dtype, torch.float32)).to(dtype)
+    return fake_quantize(probs, act_fmt, block)
+
+
+def make_attention(act_fmt: str | None, block: int | None, scores_block: int | None = None) -> Callable:
+    """Causal attention for quantize_model's full scope and the report's forward passes, signature of transformers' attention
+    interface. With `act_fmt`, both matrix products' operands are fake-quantized (blocks along each
+    product's reduction dimension): Q and K in blocks of `scores_block` (`block` when None), the
+    probabilities and V in blocks of `block`; with None, nothing is.
+
+    Float64 CPU tensors go to golden.report.attention.attention_native, one fused pass whose bits do not
+    depend on the thread count, the batch or the CPU. Elsewhere (float32, CUDA, no AVX2, NVFP4's
+    tensor-wide scale) torch computes it: scaled_dot_product_attention unquantized, eager matrix
+    products and softmax quantized."""
+
+    def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
+        groups = getattr(module, "num_key_value_groups", 1)
+        if act_fmt is not None:
+            # Quantizing before the grouped heads are repeated gives the same blocks, with less work.
+            query = fake_quantize(query, act_fmt, scores_block or block)
+            key = fake_quantize(key, act_fmt, scores_block or block)
+            value = fake_quantize(value.transpose(2, 3), act_fmt, block).transpose(2, 3)
+        q_len, k_len = query.shape[-2], key.shape[-2]
+        causal = attention_mask is None and q_len == k_len
+        if causal:
+            fused = attention_native(query, key, value, scaling, act_fmt, block)
+            if fused is not None:
+                return fused.output, None
+        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
+        if act_fmt is None:
+            mask = None if attention_mask is None else attention_mask[..., :k_len]
+            out = torch.nn.functional.scaled_dot_product_attention(
+                query, key, value, attn_mask=mask, is_causal=mask is None and q_len > 1, scale=scaling)
+            return out.transpose(1, 2).contiguous(), None
+        if causal and act_fmt not in baselines.TENSOR_SCALED_FORMATS:
+            # No mask (transformers' mask function gives none without padding): causality, chunk by chunk.
+            outputs = []
+            for start in range(0, q_len, CAUSAL_CHUNK):
+                stop = min(start + CAUSAL_CHUNK, q_len)
+                scores = torch.matmul(query[:, :, start:stop], key[:, :, :stop].transpose(2, 3)) * scaling
+                future = torch.ones(stop - start, stop, dtype=torch.bool, device=scores.device).triu(start + 1)
+                probs = _probabilities(scores.masked_fill(future, float("-inf")), query.dtype, act_fmt, block)
+                outputs.append(torch.matmul(probs, value[:, :, :stop]))
+            return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
+        scores = torch.matmul(query, key.transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            if attention_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attention_mask, float("-inf"))
+            else:
+                scores = scores + attention_mask[..., :k_len]
+        else:
+            future = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu(k_len - q_len + 1)
+            scores = scores.masked_fill(future, float("-inf"))
+        probs = _probabilities(scores, query.dtype, act_fmt, block)
+        out = torch.matmul(probs, value)
+        return out.transpose(1, 2).contiguous(), probs
+
+    return attention
 
 
 def select_linears(model: torch.nn.Module, layers=None) -> dict[str, torch.nn.Linear]:
@@ -280,7 +353,7 @@ class QuantizedModel:
 
 def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activations: str | None = "bd_two_stage",
                    block: int = DEFAULT_BLOCK, scope: str = "linear", exact: bool = False, layers=None,
-                   block_map=None) -> QuantizedModel:
+                   block_map=None, accumulate: str = DEFAULT_ACCUMULATE) -> QuantizedModel:
     """Quantizes the model's linear layers (and with scope="full" its attention products) in place,
     until the returned handle's `remove()` or the end of its `with` block.
 
@@ -292,6 +365,8 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
     exact: BlockDialect linear layers computed by golden.bd.linear (both formats BlockDialect).
     layers: None (every nn.Linear but the output head) or a regular expression or a list of them.
     block_map: per-layer blocks, see parse_block_map; overrides `block`.
+    accumulate: how bd.linear adds the block values with exact=True (SPEC 6.1: "exact", "fp32",
+        "fp16"); only "exact" without it.
     Bad arguments raise ValueError naming the argument.
     """
     if not isinstance(model, torch.nn.Module):
@@ -305,6 +380,9 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
     if exact and (weights not in baselines.BD_METHODS or activations not in baselines.BD_METHODS):
         raise ValueError(f"exact: bd.linear multiplies BlockDialect operands; weights={weights!r} and "
                          f"activations={activations!r} must both be BlockDialect formats")
+    accumulate = check_accumulate(accumulate)
+    if accumulate != DEFAULT_ACCUMULATE and not exact:
+        raise ValueError(f"accumulate={accumulate!r} is bd.linear's: it needs exact=True")
     block = check_block_size(block, "block")
     entries = parse_block_map(block_map)
     if model in _ACTIVE:
@@ -336,14 +414,15 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
     _ACTIVE.add(model)
     handle = QuantizedModel(model, blocks, attention, undo)
     try:
-        _install(model, modules, blocks, attention, weights, activations, exact, undo)
+        _install(model, modules, blocks, attention, weights, activations, exact, accumulate, undo)
     except BaseException:
         handle.remove()
         raise
     return handle
 
 
-def _install(model, modules, blocks, attention, weights, activations, exact, undo: contextlib.ExitStack) -> None:
+def _install(model, modules, blocks, attention, weights, activations, exact, accumulate,
+             undo: contextlib.ExitStack) -> None:
     shared = _SharedInput()
     undo.callback(shared.clear)
 
@@ -353,7 +432,7 @@ def _install(model, modules, blocks, attention, weights, activations, exact, und
     def exact_forward(module: torch.nn.Linear, q_weight: bd.Blocks, size: int) -> Callable:
         def forward(x):
             q_act = shared(x, ("blocks", size), lambda t: _bd_blocks(t, activations, size))
-            y = bd.linear(q_act, q_weight).to(x.dtype)
+            y = bd.linear(q_act, q_weight, accumulate=accumulate).to(x.dtype)
             return y if module.bias is None else y + module.bias
         return forward
 
@@ -378,7 +457,5 @@ def _install(model, modules, blocks, attention, weights, activations, exact, und
         if activations is not None:
             undo.callback(module.register_forward_pre_hook(pre_hook(size)).remove)
     if attention:
-        from golden.report.perplexity import make_attention
-
         function = make_attention(activations, attention["attn_values"], scores_block=attention["attn_scores"])
         undo.enter_context(attention_function(model, function, f"golden_quantized_{id(undo):x}"))

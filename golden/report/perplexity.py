@@ -16,9 +16,9 @@ keeps no mechanism of its own):
 - "full": "linear" plus both matrix products of attention: Q and K in blocks along head_dim for
   Q K^T, and the probabilities (blocks along the key dimension) and V (blocks along its sequence
   dimension) for scores x V.
-Attention, in every scope and the unquantized baseline alike, is the report's own function
-(`make_attention`), registered under its own name in transformers' attention registry while the
-scheme is installed and removed afterwards. On float64 CPU tensors it is golden.report.attention's
+Attention, in every scope and the unquantized baseline alike, is golden.model_quantization's
+`make_attention`, registered under its own name in transformers' attention and mask registries while
+the scheme is installed and removed afterwards. On float64 CPU tensors it is golden.report.attention's
 attention_native: each query's scores, softmax, probability quantization and product with V in one
 pass, only against the keys up to the query (the later ones have probability 0, whole blocks of
 zeros that quantize to zeros), with bits that depend on neither the thread count nor the batch nor the
@@ -47,11 +47,10 @@ from typing import Callable, NamedTuple
 
 import torch
 
-from golden import baselines, model_quantization
+from golden import model_quantization
 from golden.methods import BY_FORMAT
 from golden.report import metrics
-from golden.report.attention import attention_native
-from golden.spec import BLOCK_SIZES, DEFAULT_BLOCK
+from golden.spec import DEFAULT_BLOCK
 
 
 class Scheme(NamedTuple):
@@ -127,88 +126,13 @@ def quantized_linears(model, layers=None) -> dict[str, torch.nn.Linear]:
     return {name: m for name, m in model_quantization.select_linears(model, layers).items() if m is not head}
 
 
-def _fq(x: torch.Tensor, fmt: str, block: int | None) -> torch.Tensor:
-    """Fake-quantizes along the last dimension, returning x's dtype (golden.model_quantization)."""
-    return model_quantization.fake_quantize(x, fmt, block)
-
-
-# Causal attention is computed in chunks of this many queries, each against the keys up to its
-# last query: the keys after it are masked for every query of the chunk, their probabilities are 0
-# and, as whole blocks of zeros (a multiple of every block size), quantize to 0. Skipping them
-# changes no value and saves about 3/8 of the products and of the probabilities to quantize. Not
-# for a format with a tensor-wide scale (NVFP4): its scale must see every probability at once.
-CAUSAL_CHUNK = 2 * max(BLOCK_SIZES)
-
-
-def _probabilities(scores: torch.Tensor, dtype: torch.dtype, act_fmt: str, block: int | None) -> torch.Tensor:
-    """Softmax in the operands' own type (float64 when the model runs in float64), fake-quantized
-    in blocks along the key dimension."""
-    probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(dtype, torch.float32)).to(dtype)
-    return _fq(probs, act_fmt, block)
-
-
-def make_attention(act_fmt: str | None, block: int | None, scores_block: int | None = None) -> Callable:
-    """Causal attention for the report's forward passes, signature of transformers' attention
-    interface. With `act_fmt`, both matrix products' operands are fake-quantized (blocks along each
-    product's reduction dimension): Q and K in blocks of `scores_block` (`block` when None), the
-    probabilities and V in blocks of `block`; with None, nothing is.
-
-    Float64 CPU tensors go to golden.report.attention.attention_native, one fused pass whose bits do not
-    depend on the thread count, the batch or the CPU. Elsewhere (float32, CUDA, no AVX2, NVFP4's
-    tensor-wide scale) torch computes it: scaled_dot_product_attention unquantized, eager matrix
-    products and softmax quantized."""
-
-    def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
-        groups = getattr(module, "num_key_value_groups", 1)
-        if act_fmt is not None:
-            # Quantizing before the grouped heads are repeated gives the same blocks, with less work.
-            query = _fq(query, act_fmt, scores_block or block)
-            key = _fq(key, act_fmt, scores_block or block)
-            value = _fq(value.transpose(2, 3), act_fmt, block).transpose(2, 3)
-        q_len, k_len = query.shape[-2], key.shape[-2]
-        causal = attention_mask is None and q_len == k_len
-        if causal:
-            fused = attention_native(query, key, value, scaling, act_fmt, block)
-            if fused is not None:
-                return fused.output, None
-        key, value = key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1)
-        if act_fmt is None:
-            mask = None if attention_mask is None else attention_mask[..., :k_len]
-            out = torch.nn.functional.scaled_dot_product_attention(
-                query, key, value, attn_mask=mask, is_causal=mask is None and q_len > 1, scale=scaling)
-            return out.transpose(1, 2).contiguous(), None
-        if causal and act_fmt not in baselines.TENSOR_SCALED_FORMATS:
-            # A name unknown to transformers' mask registry gets no mask: causality, chunk by chunk.
-            outputs = []
-            for start in range(0, q_len, CAUSAL_CHUNK):
-                stop = min(start + CAUSAL_CHUNK, q_len)
-                scores = torch.matmul(query[:, :, start:stop], key[:, :, :stop].transpose(2, 3)) * scaling
-                future = torch.ones(stop - start, stop, dtype=torch.bool, device=scores.device).triu(start + 1)
-                probs = _probabilities(scores.masked_fill(future, float("-inf")), query.dtype, act_fmt, block)
-                outputs.append(torch.matmul(probs, value[:, :, :stop]))
-            return torch.cat(outputs, dim=2).transpose(1, 2).contiguous(), None
-        scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-        if attention_mask is not None:
-            if attention_mask.dtype == torch.bool:
-                scores = scores.masked_fill(~attention_mask, float("-inf"))
-            else:
-                scores = scores + attention_mask[..., :k_len]
-        else:
-            future = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu(k_len - q_len + 1)
-            scores = scores.masked_fill(future, float("-inf"))
-        probs = _probabilities(scores, query.dtype, act_fmt, block)
-        out = torch.matmul(probs, value)
-        return out.transpose(1, 2).contiguous(), probs
-
-    return attention
-
-
 @contextlib.contextmanager
 def installed(model, s: Scheme, layers=None):
     """Installs scheme `s` on the model for the duration of the block, by golden.quantize_model, and
-    the report's attention (`make_attention`; golden.quantize_model's own, quantized, in the full
-    scope) for every scope, the baseline too. Yields quantize_model's handle (None for the baseline)."""
-    with model_quantization.attention_function(model, make_attention(None, None), f"report_{s.key}"):
+    the unquantized attention (golden.model_quantization.make_attention; quantize_model's quantized
+    one in the full scope) for every scope, the baseline too. Yields quantize_model's handle (None for the baseline)."""
+    with model_quantization.attention_function(model, model_quantization.make_attention(None, None),
+                                                f"report_{s.key}"):
         if s.scope == "baseline":
             yield None
             return

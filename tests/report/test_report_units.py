@@ -8,7 +8,7 @@ import sys
 import pytest
 import torch
 
-from golden import bd
+from golden import bd, model_quantization
 from golden.report import float64_check, metrics, perplexity
 import golden.report as report
 
@@ -106,7 +106,7 @@ def test_attention_wrapper_matches_eager_attention():
     expected, _ = eager_attention_forward(Module(), q, k, v, causal, scaling=0.25)
     # FP16 rounding of the operands is the only change, so the outputs agree to FP16 precision;
     # a wrong mask or a wrong head grouping would not.
-    got, _ = perplexity.make_attention("fp16", None)(Module(), q, k, v, None, scaling=0.25)
+    got, _ = model_quantization.make_attention("fp16", None)(Module(), q, k, v, None, scaling=0.25)
     torch.testing.assert_close(got, expected, rtol=5e-3, atol=5e-3)
 
 
@@ -116,7 +116,7 @@ def test_chunked_causal_attention_changes_no_value(fmt, block, monkeypatch):
     """Torch's path (where the float64 kernel does not serve): queries in chunks against the keys up
     to each chunk's end give the bits of the whole computation, with a last chunk shorter than the
     others (300 = 2 x 128 + 44)."""
-    monkeypatch.setattr(perplexity, "attention_native", lambda *args, **kwargs: None)
+    monkeypatch.setattr(model_quantization, "attention_native", lambda *args, **kwargs: None)
 
     class Module(torch.nn.Module):
         num_key_value_groups = 3
@@ -125,8 +125,8 @@ def test_chunked_causal_attention_changes_no_value(fmt, block, monkeypatch):
     g = torch.Generator().manual_seed(8)
     q = torch.randn(2, 6, 300, 64, generator=g, dtype=torch.float64)
     k, v = (torch.randn(2, 2, 300, 64, generator=g, dtype=torch.float64) for _ in range(2))
-    attention = perplexity.make_attention(fmt, block)
-    assert perplexity.CAUSAL_CHUNK < 300
+    attention = model_quantization.make_attention(fmt, block)
+    assert model_quantization.CAUSAL_CHUNK < 300
     chunked, _ = attention(Module(), q, k, v, None, scaling=0.125)
     # The same causality as an explicit mask takes the unchunked path.
     causal = torch.ones(300, 300, dtype=torch.bool).tril()[None, None]
@@ -144,14 +144,12 @@ def test_nvfp4_attention_is_not_chunked():
 
     g = torch.Generator().manual_seed(9)
     q, k, v = (torch.randn(1, 2, 300, 64, generator=g, dtype=torch.float64) for _ in range(3))
-    _, probs = perplexity.make_attention("nvfp4", 16)(Module(), q, k, v, None, scaling=0.125)
+    _, probs = model_quantization.make_attention("nvfp4", 16)(Module(), q, k, v, None, scaling=0.125)
     assert probs is not None and probs.shape == (1, 2, 300, 300)
 
 
 def test_installed_scheme_quantizes_and_then_restores(tiny, monkeypatch):
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
-
-    from golden import model_quantization
 
     model, ids = tiny
     with torch.no_grad():
@@ -266,9 +264,9 @@ def test_hardware_exact_layers_are_bd_linear_of_the_quantized_operands(tiny64, m
     calls = []
     real_linear = bd.linear
 
-    def counting_linear(a, w):
+    def counting_linear(a, w, **kwargs):
         calls.append(a.codes.shape)
-        return real_linear(a, w)
+        return real_linear(a, w, **kwargs)
 
     monkeypatch.setattr(bd, "linear", counting_linear)
     try:
@@ -402,7 +400,7 @@ def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
     path's within float noise, far below what 4-bit quantization moves."""
     model, ids = tiny64
     served = []
-    real = perplexity.attention_native
+    real = model_quantization.attention_native
 
     def counting(*args, **kwargs):
         result = real(*args, **kwargs)
@@ -413,7 +411,7 @@ def test_every_scope_runs_the_float64_attention_kernel(tiny64, monkeypatch):
     results = {}
     for name, s in (("baseline", perplexity.BASELINE), ("full", perplexity.bd_scheme("full", "bd_two_stage", 32))):
         for kernel in (True, False):
-            monkeypatch.setattr(perplexity, "attention_native",
+            monkeypatch.setattr(model_quantization, "attention_native",
                                 counting if kernel else (lambda *args, **kwargs: None))
             served.clear()
             with perplexity.installed(model, s):
