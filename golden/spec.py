@@ -15,6 +15,8 @@ FP16_BITS = 16
 FP16_EXP_BIAS = 15
 FP16_MAX = 65504.0                # largest finite FP16 value; a wider input that rounds beyond it is Inf
 FP32_BITS = 32                    # outputs of the dot product are IEEE binary32
+FP32_EXP_BITS = 8
+FP32_MAN_BITS = 23
 EXP_FIELD_NONFINITE = 31          # ex == 31 is Inf or NaN
 SIGNIFICAND_HIDDEN = 1024         # M = 1024 + man for a normal element
 SIGNIFICAND_BITS = 11
