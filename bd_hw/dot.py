@@ -1,4 +1,4 @@
-"""``bd_dot``: BlockDialect block dot product with exact accumulation (SPEC 6, SPEC 9).
+"""``bd_dot``: BlockDialect block dot product, exact or rounded accumulation (SPEC 6, 6.1, SPEC 9).
 
 Streams (payload layouts from :mod:`bd_hw.layouts`):
 
@@ -31,6 +31,13 @@ Pipeline (each line ends in a register stage; optional cuts in brackets):
    total moves on and ``A`` restarts at 0.
 4. :class:`FP32Normaliser` (2 stages): absolute value [``"abs"``], leading-zero count [``"lzc"``]
    and normalising shift, then round-to-nearest-even and packing.
+
+``accumulate="fp32"`` or ``"fp16"`` (SPEC 6.1) keep steps 1 and 2 and replace 3 and 4 by
+:class:`bd_hw.float_add.FloatAccumulator` (2 stages): the block value converted to the format (exact
+in FP32, rounded in FP16), then added to the running sum by a float adder, rounding at every beat;
+"fp16" adds one stage that widens the FP16 total to FP32. **Latency: 4 + pipeline ("fp32"), 5 +
+pipeline ("fp16")**, with the cut points ``"tree"`` and ``"decode"``. These modes need no wide
+accumulator, so ``max_blocks`` does not limit them.
 """
 from __future__ import annotations
 
@@ -46,6 +53,7 @@ from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in unit
 
 from .arith import leading_zeros, tree_sum
 from .decoder import BDDecoder
+from .float_add import FORMATS, FloatAccumulator, FloatWiden
 from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout
 from .params import (DotParams, Params, ParametrisedComponent, accumulator_bits, block_sum_bits)
 from .pipeline import Stages
@@ -317,12 +325,17 @@ class BDDot(ParametrisedComponent):
     - ``"tree"``: in the middle of the adder tree (after sums of 8 products);
     - ``"decode"``: between the two decoders and the multipliers.
 
-    :attr:`latency` is ``6 + pipeline``; throughput stays one beat per clock. See the module
-    docstring. Raises ``ValueError`` naming ``B``, ``max_blocks`` or ``pipeline``.
+    In the rounded modes ``accumulate="fp32"`` / ``"fp16"`` only ``"tree"`` and ``"decode"`` remain
+    (:data:`~bd_hw.params.DotParams.FLOAT_CUT_POINTS`).
+
+    :attr:`latency` is ``6 + pipeline`` (exact; ``4 + pipeline`` "fp32", ``5 + pipeline`` "fp16");
+    throughput stays one beat per clock. See the module docstring. Raises ``ValueError`` naming
+    ``B``, ``max_blocks``, ``pipeline`` or ``accumulate``.
     """
 
     Params = DotParams
     CUT_POINTS = DotParams.CUT_POINTS
+    FLOAT_CUT_POINTS = DotParams.FLOAT_CUT_POINTS
     TREE_GROUP = DotParams.TREE_GROUP
 
     def __init__(self, *args, **kwargs):
@@ -340,8 +353,11 @@ class BDDot(ParametrisedComponent):
         m = Module()
         B = self.B
         p = self.i.payload
-        m.submodules.accumulator = acc = ExactAccumulator(B, self.max_blocks)
-        m.submodules.norm = norm = FP32Normaliser(self.acc_bits, cuts=self.norm_cuts)
+        if self.accumulate == "exact":
+            m.submodules.accumulator = acc = ExactAccumulator(B, self.max_blocks)
+            m.submodules.norm = norm = FP32Normaliser(self.acc_bits, cuts=self.norm_cuts)
+        else:
+            m.submodules.accumulator = acc = FloatAccumulator(block_sum_bits(B), FORMATS[self.accumulate])
         st = Stages(m, self.front_stages, self.i.valid, self.i.ready, acc.i.ready)
 
         # Decode both blocks; optional cut; multiply; register.
@@ -375,10 +391,22 @@ class BDDot(ParametrisedComponent):
             acc.i.payload.sum.eq(v["sum"]), acc.i.payload.exp.eq(v["exp"]),
             acc.i.payload.last.eq(v["last"]),
         ]
-        # acc.o and norm.i have different field names, so they are joined by hand.
-        m.d.comb += [
-            norm.i.valid.eq(acc.o.valid), norm.i.payload.value.eq(acc.o.payload.total),
-            acc.o.ready.eq(norm.i.ready),
-        ]
-        wiring.connect(m, wiring.flipped(self.o), norm.o)
+        if self.accumulate == "exact":
+            # acc.o and norm.i have different field names, so they are joined by hand.
+            m.d.comb += [
+                norm.i.valid.eq(acc.o.valid), norm.i.payload.value.eq(acc.o.payload.total),
+                acc.o.ready.eq(norm.i.ready),
+            ]
+            wiring.connect(m, wiring.flipped(self.o), norm.o)
+        elif self.accumulate == "fp32":
+            m.d.comb += [
+                self.o.valid.eq(acc.o.valid), self.o.payload.result.eq(acc.o.payload.total),
+                acc.o.ready.eq(self.o.ready),
+            ]
+        else:                                 # "fp16": the FP16 total widened to FP32, registered
+            m.submodules.widen = widen = FloatWiden()
+            out = Stages(m, 1, acc.o.valid, acc.o.ready, self.o.ready, prefix="w")
+            m.d.comb += widen.half.eq(acc.o.payload.total)
+            result = out.register("widened", result=widen.single)["result"]
+            m.d.comb += [self.o.valid.eq(out.valid), self.o.payload.result.eq(result)]
         return m

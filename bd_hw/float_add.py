@@ -28,11 +28,10 @@ from amaranth.lib.wiring import In, Out
 from golden.spec import FP16_EXP_BITS, FP16_MAN_BITS, FP32_EXP_BITS, FP32_MAN_BITS, MAX_EXP_SUM
 from golden.spec import PRODUCT_EXP_OFFSET   # SPEC 6: block value S * 2^(E_a + E_w - 36)
 
-from .dot import leading_zeros
-from .layouts import reject
+from .arith import leading_zeros
 
 __all__ = ["FloatFormat", "FP16", "FP32", "FORMATS", "BlockToFloat", "FloatAdder", "FloatWiden",
-           "FloatAccumulator", "EXP_SUM_BITS"]
+           "FloatAccumulator", "EXP_SUM_BITS", "check_format", "check_conversion", "conversion_is_exact"]
 
 EXP_SUM_BITS = MAX_EXP_SUM.bit_length()   # 6: E_a + E_w <= 60 (SPEC 6)
 GUARD_BITS = 3                            # guard, round and sticky bits of the adder
@@ -79,17 +78,24 @@ def _named(m: Module, name: str, value, shape=None) -> Signal:
     return node
 
 
+def _widen(m: Module, name: str, value, width: int) -> Signal:
+    """``value`` zero-extended to a ``width``-bit wire. Arithmetic needs operands of one width (the
+    lint rule WIDTHEXPAND), and Amaranth emits a plain extension as the narrower value itself; an OR
+    with a zero constant of the full width becomes a wire of that width."""
+    return _named(m, name, value | Const(0, width), width)
+
+
 def _pow2_at_least(n: int) -> int:
     return max(2, 1 << (n - 1).bit_length())
 
 
 def _count_leading_zeros(m: Module, name: str, x) -> Signal:
     """Zeros above the top one of ``x`` (``len(x)`` when ``x`` is zero), by the tree of
-    :func:`bd_hw.dot.leading_zeros` on ``x`` padded below with ones to a power-of-two width."""
+    :func:`bd_hw.arith.leading_zeros` on ``x`` padded below with ones to a power-of-two width."""
     width = _pow2_at_least(len(x))
     padded = _named(m, f"{name}_padded", Cat(Const((1 << (width - len(x))) - 1, width - len(x)), x)
                     if width > len(x) else x)
-    _, count = leading_zeros(padded)
+    _, count = leading_zeros(padded, m=m, name=name)
     return _named(m, f"{name}_count", count)
 
 
@@ -129,7 +135,24 @@ def _round_pack(m: Module, name: str, fmt: FloatFormat, sig, exp_field, sign, ov
     return _named(m, name, Cat(Mux(overflow, fmt.infinity, magnitude), sign), fmt.width)
 
 
-class FloatAdder(wiring.Component):
+def check_format(fmt) -> None:
+    if fmt not in FORMATS.values():
+        raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
+
+
+class _CheckedComponent(wiring.Component):
+    """A part whose arguments ``check`` validates in ``__new__``, before the component exists, as
+    :class:`bd_hw.params.ParametrisedComponent` does for the units: a rejected construction leaves
+    nothing behind for Amaranth to warn about."""
+
+    check = staticmethod(lambda *args, **kwargs: None)
+
+    def __new__(cls, *args, **kwargs):
+        cls.check(*args, **kwargs)
+        return super().__new__(cls, src_loc_at=1)
+
+
+class FloatAdder(_CheckedComponent):
     """IEEE addition ``a + b`` in ``fmt``, round to nearest even (combinational).
 
     Ports: ``a``, ``b`` in, ``sum`` out, each ``fmt.width`` bits. Subnormals are kept; overflow gives
@@ -142,10 +165,11 @@ class FloatAdder(wiring.Component):
     the smallest exponent allows) and rounded once.
     """
 
+    @staticmethod
+    def check(fmt: FloatFormat = FP32) -> None:
+        check_format(fmt)
+
     def __init__(self, fmt: FloatFormat = FP32):
-        if fmt not in FORMATS.values():
-            reject(self)
-            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
         self.fmt = fmt
         super().__init__({"a": In(fmt.width), "b": In(fmt.width), "sum": Out(fmt.width)})
 
@@ -184,13 +208,16 @@ class FloatAdder(wiring.Component):
         after_carry = _named(m, "after_carry", Cat(total[0] | total[1], total[2:W + 1]))
         # No carry: left by the leading zeros, but not below exponent 1 (then the result is subnormal).
         zeros = _count_leading_zeros(m, "lzc", total[:W])
-        limit = _named(m, "limit", big_exp - 1, E)
-        shift = _named(m, "shift", Mux(zeros > limit, limit, zeros), E)
+        n = len(zeros)
+        limit = _named(m, "limit", big_exp - Const(1, E), E)
+        # min(zeros, limit), with operands of one width (the limit wins only when below 2^n).
+        use_limit = _named(m, "use_limit", ~limit[n:].any() & (zeros > limit[:n]))
+        shift = _named(m, "shift", Mux(use_limit, limit, zeros), E)
         shifted = _shift_left(m, "normalise", total[:W], shift)
         sig = _named(m, "sig", Mux(carry, after_carry, shifted))
         exp_field = _named(m, "exp_field", Mux(carry, big_exp + 1, Mux(shifted[W - 1], big_exp - shift, 0)),
                            E + 1)
-        overflow = _named(m, "overflow", exp_field >= fmt.exp_all_ones)
+        overflow = _named(m, "overflow", exp_field[E] | exp_field[:E].all())    # >= all ones
         finite = _round_pack(m, "finite", fmt, sig, exp_field, big_sign, overflow)
 
         zero = _named(m, "zero", ~total.any())
@@ -204,7 +231,22 @@ class FloatAdder(wiring.Component):
         return m
 
 
-class BlockToFloat(wiring.Component):
+def check_conversion(sum_bits, fmt) -> None:
+    """The parameters of :class:`BlockToFloat` (``ValueError`` naming the bad one)."""
+    check_format(fmt)
+    if isinstance(sum_bits, bool) or not isinstance(sum_bits, int) or not 2 <= sum_bits <= 16:
+        raise ValueError(f"sum_bits must be an integer from 2 to 16 (SPEC 6.1: |S| < 2^15), not {sum_bits!r}")
+
+
+def conversion_is_exact(sum_bits: int, fmt: FloatFormat) -> bool:
+    """Every block value with a ``sum_bits`` sum and a 6-bit exponent sum is a normal number of
+    ``fmt`` (FP32: yes; FP16: no)."""
+    low = -PRODUCT_EXP_OFFSET + fmt.bias                                            # |S| = 1, exp = 0
+    high = (sum_bits - 1) + (1 << EXP_SUM_BITS) - 1 - PRODUCT_EXP_OFFSET + fmt.bias
+    return fmt.man_bits >= _pow2_at_least(sum_bits) - 1 and low >= 1 and high < fmt.exp_all_ones
+
+
+class BlockToFloat(_CheckedComponent):
     """A block sum to a float (combinational): ``S * 2^(exp - 36)`` in ``fmt`` (SPEC 6.1).
 
     Ports: ``sum`` in, signed ``sum_bits``; ``exp`` in, 6 bits (``E_a + E_w``); ``value`` out,
@@ -213,31 +255,13 @@ class BlockToFloat(wiring.Component):
     logic; otherwise (FP16) it rounds to nearest even, with overflow to +-Inf and subnormal results.
     """
 
+    check = staticmethod(check_conversion)
+
     def __init__(self, sum_bits: int, fmt: FloatFormat = FP32):
-        if fmt not in FORMATS.values():
-            reject(self)
-            raise ValueError(f"fmt must be one of {', '.join(FORMATS)}, not {fmt!r}")
-        if isinstance(sum_bits, bool) or not isinstance(sum_bits, int) or not 2 <= sum_bits <= 24:
-            reject(self)
-            raise ValueError(f"sum_bits must be an integer from 2 to 24, not {sum_bits!r}")
         self.sum_bits, self.fmt = sum_bits, fmt
+        self.width = _pow2_at_least(sum_bits)       # bits of the normalised magnitude
+        self.exact = conversion_is_exact(sum_bits, fmt)
         super().__init__({"sum": In(signed(sum_bits)), "exp": In(EXP_SUM_BITS), "value": Out(fmt.width)})
-
-    @property
-    def width(self) -> int:
-        """Bits of the normalised magnitude (the next power of two >= sum_bits)."""
-        return _pow2_at_least(self.sum_bits)
-
-    def _biased_range(self) -> tuple[int, int]:
-        """Smallest and largest biased exponent of a non-zero value over every input."""
-        low = -PRODUCT_EXP_OFFSET + self.fmt.bias                             # |S| = 1, exp = 0
-        high = (self.sum_bits - 1) + (1 << EXP_SUM_BITS) - 1 - PRODUCT_EXP_OFFSET + self.fmt.bias
-        return low, high
-
-    @property
-    def exact(self) -> bool:
-        low, high = self._biased_range()
-        return self.fmt.man_bits >= self.width - 1 and low >= 1 and high < self.fmt.exp_all_ones
 
     def elaborate(self, platform):
         m = Module()
@@ -246,28 +270,35 @@ class BlockToFloat(wiring.Component):
         x = self.sum
         negative = x[-1]
         magnitude = _named(m, "magnitude", Mux(negative, -x, x)[:self.sum_bits], P)
-        zeros = _count_leading_zeros(m, "lzc", magnitude)
-        norm = _shift_left(m, "normalise", magnitude, zeros)        # hidden bit at P - 1
         zero = _named(m, "zero", ~magnitude.any())
-        # Biased exponent of the top bit: (P - 1 - zeros) + exp - 36 + bias, signed.
+        # Biased exponent of the top bit: (P - 1 - zeros) + exp - 36 + bias = exp + offset - zeros.
+        # A negative offset (FP16: -6) becomes that many zeros above the magnitude, so that the
+        # count includes it and the exponent is exp - count: no constant enters the arithmetic.
         offset = P - 1 - PRODUCT_EXP_OFFSET + fmt.bias
-        low, high = self._biased_range()
-        exp_bits = max(abs(low), abs(high), abs(offset) + (1 << EXP_SUM_BITS) + P).bit_length() + 1
-        biased = _named(m, "biased", self.exp + offset - zeros, signed(exp_bits))
+        lead = max(0, -offset)
+        field = Cat(magnitude, Const(0, lead)) if lead else magnitude
+        zeros = _count_leading_zeros(m, "lzc", field)
+        norm = _shift_left(m, "normalise", field, zeros)[lead:]          # hidden bit at P - 1
         if self.exact:
-            man = Cat(Const(0, M - (P - 1)), norm[:P - 1])
-            finite = Cat(man, biased[:E], negative)
+            # FP32: exp + (offset - zeros), always normal; the mantissa is the magnitude's other bits.
+            width = offset.bit_length()          # 106: 7 bits, at least the width of exp and zeros
+            assert width >= max(EXP_SUM_BITS, len(zeros))
+            rest = _named(m, "offset_rest", Const(offset, width) - _widen(m, "zeros_wide", zeros, width), width)
+            exp_field = _named(m, "exp_field", _widen(m, "exp_wide", self.exp, width) + rest, E)
+            finite = Cat(Const(0, M - (P - 1)), norm[:P - 1], exp_field, negative)
         else:
-            # Subnormal: right by 1 - biased, keeping a sticky bit (one guard bit at least below).
+            # FP16: biased = exp - zeros, two's complement in `width` bits.
+            width = max(EXP_SUM_BITS, len(zeros)) + 2
+            biased = _named(m, "biased", _widen(m, "exp_wide", self.exp, width)
+                            - _widen(m, "zeros_wide", zeros, width), width)
+            subnormal = _named(m, "subnormal", biased[-1] | ~biased[:-1].any())           # biased <= 0
+            overflow = _named(m, "overflow", ~biased[-1] & (biased[E:-1].any() | biased[:E].all()))
+            # Subnormal: right by 1 - biased (at most 22 here), keeping a sticky bit.
             sig = Cat(Const(0, max(0, M + 3 - P)), norm)
-            subnormal = _named(m, "subnormal", biased < 1)
-            amount = _named(m, "denormalise_by", Mux(subnormal, 1 - biased, 0),
-                            max(1, (len(sig) + 1).bit_length()))
-            too_far = _named(m, "too_far", subnormal & (1 - biased > (1 << len(amount)) - 1))
+            undershoot = _named(m, "undershoot", -(biased - 1), (len(sig) + 1).bit_length())
+            amount = _named(m, "denormalise_by", Mux(subnormal, undershoot, 0), len(undershoot))
             den = _shift_right_sticky(m, "denormalise", sig, amount)
-            den = _named(m, "denormalised", Mux(too_far, Cat(sig.any(), Const(0, len(sig) - 1)), den))
-            exp_field = _named(m, "exp_field", Mux(subnormal, 0, biased[:E + 1]), E + 1)
-            overflow = _named(m, "overflow", ~subnormal & (biased >= fmt.exp_all_ones))
+            exp_field = _named(m, "exp_field", Mux(subnormal, 0, biased[:E]), E + 1)
             finite = _round_pack(m, "finite", fmt, den, exp_field, negative, overflow)
         m.d.comb += self.value.eq(Mux(zero, 0, finite))
         return m
@@ -291,10 +322,15 @@ class FloatWiden(wiring.Component):
         special = _named(m, "special", exp.all())
         subnormal = _named(m, "subnormal", ~exp.any())
         zeros = _count_leading_zeros(m, "lzc", man)
-        # A subnormal man * 2^-24: the top one moves to the hidden place, zeros + 1 places left.
-        norm = _shift_left(m, "normalise", man, _named(m, "shift", zeros + 1))
-        rebias = FP32.bias - FP16.bias
-        exp32 = _named(m, "exp32", Mux(subnormal, rebias - zeros, exp + rebias), FP32.exp_bits)
+        # A subnormal man * 2^-24: the top one moves to the hidden place, zeros + 1 places left, and
+        # the exponent field is 127 - 15 - zeros.
+        norm = _shift_left(m, "normalise", man, _named(m, "shift", zeros + 1, len(zeros)))
+        rebias = FP32.bias - FP16.bias                                    # 112 = 0b1110000
+        width = rebias.bit_length()
+        sub_exp = _named(m, "subnormal_exp", Const(rebias, width) - _widen(m, "zeros_wide", zeros, width), width)
+        # A normal exponent field e (1..30) + 112: the low four bits stay, the top ones are 0111 + e[4].
+        normal_exp = Cat(exp[:4], Mux(exp[4], Const(0b1000, 4), Const(0b0111, 4)))
+        exp32 = _named(m, "exp32", Mux(subnormal, sub_exp, normal_exp), FP32.exp_bits)
         man32 = _named(m, "man32", Cat(Const(0, FP32.man_bits - M), Mux(subnormal, norm, man)))
         finite = Cat(man32, exp32, sign)
         m.d.comb += self.single.eq(
@@ -303,7 +339,7 @@ class FloatWiden(wiring.Component):
         return m
 
 
-class FloatAccumulator(wiring.Component):
+class FloatAccumulator(_CheckedComponent):
     """Block values added in order with one rounding per beat (SPEC 6.1); a stream component.
 
     ``i`` payload: ``sum`` (signed ``sum_bits``), ``exp`` (6 bits, ``E_a + E_w``), ``last`` (1).
@@ -315,8 +351,9 @@ class FloatAccumulator(wiring.Component):
 
     LATENCY = 2
 
+    check = staticmethod(check_conversion)
+
     def __init__(self, sum_bits: int, fmt: FloatFormat = FP32):
-        reject(BlockToFloat(sum_bits, fmt))          # checks the parameters once, here
         self.sum_bits, self.fmt = sum_bits, fmt
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({

@@ -21,17 +21,15 @@ from typing import Any, ClassVar
 from amaranth.lib import wiring
 from amaranth.utils import ceil_log2
 
-from golden.spec import (ACCUMULATE_MODES, DEFAULT_ACCUMULATE, DEFAULT_MAX_BLOCKS, FP16_BITS,
+from golden.spec import (DEFAULT_ACCUMULATE, DEFAULT_MAX_BLOCKS, FP16_BITS,
                          FP32_BITS, LINEAR_LANES, MAX_EXP_SUM, MAX_PRODUCT, block_bytes,
-                         check_block_size)
+                         check_accumulate, check_block_size)
 from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
 
 __all__ = ["Params", "ParametrisedComponent", "DecoderParams", "QuantizerParams", "DotParams",
-           "LinearParams", "BUILT_ACCUMULATE_MODES", "PRODUCTS", "block_sum_bits",
+           "LinearParams", "PRODUCTS", "block_sum_bits",
            "accumulator_bits", "check_count", "check_max_blocks", "check_lanes"]
 
-# SPEC 6.1 [new]: the accumulation modes (ACCUMULATE_MODES) the dot units are built for so far.
-BUILT_ACCUMULATE_MODES = ("exact",)
 # How a dot unit builds its 4x4 magnitude products: from LUTs (the default: the products are tiny
 # and DSP blocks are few; bd_hw.dot.MultiplierArray) or one DSP block each.
 PRODUCTS = ("lut", "dsp")
@@ -67,13 +65,8 @@ def _check_pipeline(pipeline, cut_points) -> int:
 
 
 def _check_accumulate(accumulate) -> str:
-    """SPEC 6.1: one of ``ACCUMULATE_MODES``, and one the hardware is built for."""
-    if accumulate not in ACCUMULATE_MODES:
-        raise ValueError(f"accumulate must be one of {ACCUMULATE_MODES}, not {accumulate!r}")
-    if accumulate not in BUILT_ACCUMULATE_MODES:
-        raise ValueError(f"accumulate={accumulate!r} has no hardware yet; choose from "
-                         f"{BUILT_ACCUMULATE_MODES}")
-    return accumulate
+    """SPEC 6.1: one of ``ACCUMULATE_MODES`` (every one has hardware)."""
+    return check_accumulate(accumulate)
 
 
 def _check_products(products) -> str:
@@ -190,8 +183,10 @@ class QuantizerParams(Params):
 @dataclass(frozen=True)
 class DotParams(Params):
     """``bd_dot``: block size ``B``, ``max_blocks`` beats per result, ``pipeline`` extra register
-    stages at the first cut points of :data:`CUT_POINTS` (see :class:`bd_hw.dot.BDDot`), the
-    SPEC 6.1 ``accumulate`` mode, and how the 4x4 ``products`` are built (:data:`PRODUCTS`)."""
+    stages at the first cut points of :attr:`cut_points` (see :class:`bd_hw.dot.BDDot`), the
+    SPEC 6.1 ``accumulate`` mode, and how the 4x4 ``products`` are built (:data:`PRODUCTS`). The
+    rounded modes ("fp32", "fp16") have no normaliser, so their cut points are
+    :data:`FLOAT_CUT_POINTS`, and no wide accumulator, so ``max_blocks`` does not limit them."""
 
     B: int = 32
     max_blocks: int = DEFAULT_MAX_BLOCKS
@@ -200,23 +195,36 @@ class DotParams(Params):
     products: str = "lut"
 
     CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode")
+    #: SPEC 6.1 "fp32" / "fp16": the float adder is a loop that no register can cut at one beat per
+    #: clock, so only the front's cut points remain.
+    FLOAT_CUT_POINTS: ClassVar[tuple[str, ...]] = ("tree", "decode")
     NORMALISER_CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc")
     TREE_GROUP: ClassVar[int] = 8             # products summed before the "tree" cut
     ACCUMULATOR_LATENCY: ClassVar[int] = 2
     NORMALISER_LATENCY: ClassVar[int] = 2     # without cuts
+    WIDEN_LATENCY: ClassVar[int] = 1          # "fp16": the FP16 total widened to FP32, registered
 
     def __post_init__(self):
         check_block_size(self.B, "B")
         check_max_blocks(self.max_blocks)
-        _check_pipeline(self.pipeline, self.CUT_POINTS)
         _check_accumulate(self.accumulate)
         _check_products(self.products)
-        if self.acc_bits - 1 - FRAC_BITS + 127 > 254:
+        _check_pipeline(self.pipeline, self.cut_points_of(self.accumulate))
+        if self.accumulate == "exact" and self.acc_bits - 1 - FRAC_BITS + 127 > 254:
             raise ValueError(f"max_blocks={self.max_blocks} is too large: sums could overflow FP32")
+
+    @classmethod
+    def cut_points_of(cls, accumulate: str) -> tuple[str, ...]:
+        """The cut points of ``pipeline`` in accumulation mode ``accumulate``."""
+        return cls.CUT_POINTS if accumulate == "exact" else cls.FLOAT_CUT_POINTS
+
+    @property
+    def cut_points(self) -> tuple[str, ...]:
+        return self.cut_points_of(self.accumulate)
 
     @property
     def cuts(self) -> frozenset:
-        return frozenset(self.CUT_POINTS[:self.pipeline])
+        return frozenset(self.cut_points[:self.pipeline])
 
     @property
     def norm_cuts(self) -> frozenset:
@@ -233,9 +241,13 @@ class DotParams(Params):
 
     @property
     def latency(self) -> int:
-        """Cycles from accepting a ``last`` beat to presenting its result (``6 + pipeline``)."""
-        return (self.front_stages + self.ACCUMULATOR_LATENCY + self.NORMALISER_LATENCY
-                + len(self.norm_cuts))
+        """Cycles from accepting a ``last`` beat to presenting its result: ``6 + pipeline`` exact,
+        ``4 + pipeline`` "fp32", ``5 + pipeline`` "fp16"."""
+        if self.accumulate == "exact":
+            back = self.NORMALISER_LATENCY + len(self.norm_cuts)
+        else:
+            back = self.WIDEN_LATENCY if self.accumulate == "fp16" else 0
+        return self.front_stages + self.ACCUMULATOR_LATENCY + back
 
 
 @dataclass(frozen=True)
@@ -273,13 +285,14 @@ class LinearParams(Params):
     @property
     def dot(self) -> DotParams:
         """Every dot unit's parameters."""
-        return DotParams(self.B, self.max_blocks, min(self.pipeline, len(DotParams.CUT_POINTS)),
+        cut_points = DotParams.cut_points_of(self.accumulate)
+        return DotParams(self.B, self.max_blocks, min(self.pipeline, len(cut_points)),
                          self.accumulate, self.products)
 
     @property
     def latency(self) -> int:
         """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
-        (``8 + pipeline``)."""
+        (``8 + pipeline`` exact; ``6 + min(pipeline, 2)`` "fp32", ``7 + min(pipeline, 2)`` "fp16")."""
         return self.READ_STAGES + self.dot.latency + self.COLLECTOR_LATENCY
 
     @property

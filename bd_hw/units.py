@@ -14,6 +14,10 @@ name                 block sizes     builder and parameters                    l
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
 ``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=4)``            8
 ``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
+``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           4
+``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           5
+``bd_dot_fp32_fast`` 32              ``BDDot(B, accumulate="fp32", pipeline=2)`` 6
+``bd_dot_fp16_fast`` 32              ``BDDot(B, accumulate="fp16", pipeline=2)`` 7
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
 ``bd_linear_n8``     32              ``BDLinear(B, N=8)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
@@ -32,7 +36,8 @@ module ``<base>_b<B>_n<N>`` (:class:`LinearUnit`); its latency counts from a row
 weight beat to its result beat (its vector turnaround, 5 and 9, is ``BDLinear.vector_latency``).
 
 The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
-the highest clock rate; ``reports/synth/timing.md``); the others use the default, 0.
+the highest clock rate; ``reports/synth/timing.md``); the others use the default, 0. The
+``bd_dot_fp32`` / ``bd_dot_fp16`` units accumulate as SPEC 6.1's ``"fp32"`` / ``"fp16"`` modes.
 
 Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
 in ``bench/hw/units.py``; :func:`parse_units` and :func:`parse_blocks` are the argument types of
@@ -170,6 +175,15 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          blocks=(32,), parameters=QuantizerParams, summary="bd_quantizer with every pipeline cut point taken (latency 8)"),
     Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,), parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
+    Unit("bd_dot_fp32", "dot", _dot, {"accumulate": "fp32"}, blocks=(32,), parameters=DotParams,
+         summary="block dot product, block values added in FP32 in order (SPEC 6.1, latency 4)"),
+    Unit("bd_dot_fp16", "dot", _dot, {"accumulate": "fp16"}, blocks=(32,), parameters=DotParams,
+         summary="block dot product, block values added in FP16 in order, the paper's "
+                 "(SPEC 6.1, latency 5)"),
+    Unit("bd_dot_fp32_fast", "dot", _dot, {"accumulate": "fp32", "pipeline": 2}, blocks=(32,),
+         parameters=DotParams, summary="bd_dot_fp32 with every pipeline cut point taken (latency 6)"),
+    Unit("bd_dot_fp16_fast", "dot", _dot, {"accumulate": "fp16", "pipeline": 2}, blocks=(32,),
+         parameters=DotParams, summary="bd_dot_fp16 with every pipeline cut point taken (latency 7)"),
     LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,), parameters=LinearParams,
                summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_n8", "linear", _linear, {"N": 8}, blocks=(32,), parameters=LinearParams,

@@ -57,8 +57,10 @@ def dot_pending(find, dut):
     pending = sum(find(f"s{n}_valid") & find(f"{name}_last") for n, name in enumerate(names))
     pending = (pending + (find("t_valid", "accumulator") & find("t_last", "accumulator"))
                + find("o_valid", "accumulator"))
-    norm_stages = dut.latency - dut.front_stages - ExactAccumulator.LATENCY
-    return pending + sum(find(f"s{n}_valid", "norm") for n in range(norm_stages))
+    back_stages = dut.latency - dut.front_stages - ExactAccumulator.LATENCY
+    if dut.accumulate != "exact":           # SPEC 6.1: "fp16" widens in one stage "w0" of the top
+        return pending + sum(find(f"w{n}_valid") for n in range(back_stages))
+    return pending + sum(find(f"s{n}_valid", "norm") for n in range(back_stages))
 
 
 # --- harness builders ---------------------------------------------------------------------------
@@ -484,6 +486,11 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                                    complete=True))
                 out += _clocked_jobs(unit, B, quantizer_protocol, quantizer_equivalence,
                                      unit.latency(B), parts=tuple(QUANTIZER_PARTS))
+            elif unit.kind == "dot" and unit.params.get("accumulate", "exact") != "exact":
+                # SPEC 6.1's rounded modes: the stream protocol and the structural checks (their
+                # arithmetic is checked by simulation against golden; no plain model here yet).
+                out += [j for j in _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
+                        if j.kind in ("protocol", "structural")]
             elif unit.kind == "dot":
                 for stage, build in (("products", stage_products),
                                      ("adder_tree", stage_adder_tree)):

@@ -73,14 +73,15 @@ def fp32_words(values: torch.Tensor) -> list[int]:
     return [v & 0xFFFFFFFF for v in values.to(torch.float32).contiguous().view(torch.int32).tolist()]
 
 
-def reference(x16: torch.Tensor, q_weight: bd.Blocks) -> tuple[torch.Tensor, bool]:
+def reference(x16: torch.Tensor, q_weight: bd.Blocks, accumulate: str = "exact") -> tuple[torch.Tensor, bool]:
     """The engine's results for vector ``x16`` (K,) and matrix ``q_weight`` (R rows), and whether
-    ``x16`` held Inf/NaN: golden ``linear`` with the non-finite elements quantized as 0."""
+    ``x16`` held Inf/NaN: golden ``linear`` (in SPEC 6.1 mode ``accumulate``) with the non-finite
+    elements quantized as 0."""
     block = q_weight.codes.shape[-1]
     q_x = bd.quantize(x16, block=block, nonfinite="flag")
     invalid = bool(q_x.invalid.any())
     q_x = q_x._replace(invalid=torch.zeros_like(q_x.invalid))
-    return bd.linear(q_x, q_weight), invalid
+    return bd.linear(q_x, q_weight, accumulate=accumulate), invalid
 
 
 def unpack_y(data: int | bytes, lanes: int) -> tuple[int, ...]:
@@ -99,17 +100,17 @@ def _x_beats(x16: torch.Tensor, block: int) -> list[bytes]:
 
 
 def make_job(tag: str, x, q_weight: bd.Blocks, lanes: int, *, alter: dict[int, int] | None = None,
-             user_noise: torch.Generator | None = None) -> Job:
+             user_noise: torch.Generator | None = None, accumulate: str = "exact") -> Job:
     """Beats and expected results for vector ``x`` (K,) against ``q_weight`` (R, K/B, B).
 
     ``alter`` maps row groups to a block-count change (-2 drops the group's last two beats, +1
     repeats its first beat once more before ``tlast``); those groups expect ``tuser`` bit 1 only.
     ``user_noise`` sets ``tuser`` at random on weight beats without ``tlast``, which the engine
-    must ignore.
+    must ignore. ``accumulate``: the engine's SPEC 6.1 mode.
     """
     block = q_weight.codes.shape[-1]
     x16 = torch.as_tensor(x).to(torch.float16).reshape(-1)
-    y, invalid = reference(x16, q_weight)
+    y, invalid = reference(x16, q_weight, accumulate)
     words = fp32_words(y)
     rows, nblocks = q_weight.exp.shape
     groups = bd.pack_rows(q_weight, lanes=lanes)                 # (G, K/B, N (2 + B/2))

@@ -143,19 +143,21 @@ def _blocks_literal(codes, dialect, exp) -> str:
             f"invalid=torch.zeros({shape}, dtype=torch.bool))")
 
 
-def dot_repro(a_codes, a_dialect, a_exp, w_codes, w_dialect, w_exp) -> str:
+def dot_repro(a_codes, a_dialect, a_exp, w_codes, w_dialect, w_exp, accumulate: str = "exact") -> str:
     """Python that computes one dot product (lists over its blocks) with the golden model."""
+    mode = "" if accumulate == "exact" else f", accumulate={accumulate!r}"
     return (f"    qa = {_blocks_literal(a_codes, a_dialect, a_exp)}\n"
             f"    qw = {_blocks_literal([w_codes], [w_dialect], [w_exp])}\n"
-            f"    bd.linear(qa, qw).view(torch.int32)  # FP32 bits")
+            f"    bd.linear(qa, qw{mode}).view(torch.int32)  # FP32 bits")
 
 
-def dot_expectations(q_act, q_weight, tag: str = "", chunk: int = 128) -> tuple[list[int], list[Expected]]:
+def dot_expectations(q_act, q_weight, tag: str = "", chunk: int = 128,
+                     accumulate: str = "exact") -> tuple[list[int], list[Expected]]:
     """Input beats and expected results for dot products row by row.
 
     ``q_act`` and ``q_weight`` are ``bd.Blocks`` with codes shaped (n, K/B, B): dot product ``r``
     is activation row ``r`` against weight row ``r``. Every row becomes K/B beats, ``last`` on the
-    final one, and one expected FP32 result from ``bd.linear``.
+    final one, and one expected FP32 result from ``bd.linear`` (in SPEC 6.1 mode ``accumulate``).
     """
     from golden import bd
 
@@ -168,7 +170,7 @@ def dot_expectations(q_act, q_weight, tag: str = "", chunk: int = 128) -> tuple[
         rows = slice(start, start + chunk)
         qa = bd.Blocks(*(t[rows] for t in q_act))
         qw = bd.Blocks(*(t[rows] for t in q_weight))
-        results.append(torch.diagonal(bd.linear(qa, qw)))   # row r of qa against row r of qw
+        results.append(torch.diagonal(bd.linear(qa, qw, accumulate=accumulate)))   # row r against row r
     result_bits = fp32_bits(torch.cat(results))
 
     ac, ad, ae = q_act.codes.tolist(), q_act.dialect.tolist(), q_act.exp.tolist()
@@ -179,7 +181,7 @@ def dot_expectations(q_act, q_weight, tag: str = "", chunk: int = 128) -> tuple[
             inputs.append(layouts.pack_dot_input(ac[r][b], ad[r][b], ae[r][b],
                                                  wc[r][b], wd[r][b], we[r][b], b == nblocks - 1))
         bits = result_bits[r]
-        repro = dot_repro(ac[r], ad[r], ae[r], wc[r], wd[r], we[r])
+        repro = dot_repro(ac[r], ad[r], ae[r], wc[r], wd[r], we[r], accumulate)
         expected.append(Expected(layouts.pack_dot_output(bits),
                                  {"result": bits}, repro, tag))
     return inputs, expected

@@ -90,15 +90,15 @@ class DotModel:
         params = units.get(p.unit).parameters_at(p.block)
         self.latency = params.latency
         self.max_blocks = params.max_blocks
+        self.accumulate = params.accumulate          # SPEC 6.1: golden.bd.linear in the same mode
 
     def scoreboard(self, log) -> Scoreboard:
         return Scoreboard(self.p.unit, layouts.unpack_dot_output, log)
 
-    @staticmethod
-    def _batch(sets) -> Batch:
+    def _batch(self, sets) -> Batch:
         out = Batch([], [])
         for tag, qa, qw in sets:
-            out += Batch(*dot_expectations(qa, qw, tag))
+            out += Batch(*dot_expectations(qa, qw, tag, accumulate=self.accumulate))
         return out
 
     def golden_sets(self) -> Batch:

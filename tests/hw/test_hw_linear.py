@@ -500,6 +500,25 @@ def test_wide_engines_bit_exact(N, pipeline):
     check_results(jobs, run)
 
 
+@pytest.mark.parametrize("accumulate", ["fp32", "fp16"])
+def test_linear_rounded_accumulation(accumulate):
+    """SPEC 6.1 modes: every lane's dot unit rounds in block order; results equal golden in that
+    mode (vectors large enough to overflow FP16), with random pauses, at the default and deepest
+    pipeline; the latency follows the dot unit's."""
+    B, N = 16, 2
+    for pipeline in (0, DEEP):
+        dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline, accumulate=accumulate)
+        dot_cuts = min(pipeline, 2)
+        assert dut.latency == (6 if accumulate == "fp32" else 7) + dot_cuts
+        jobs = []
+        for i, (rows, nblocks) in enumerate(((5, 3), (4, 8), (3, 1))):
+            x = vectors.random_blocks(nblocks, B, "exponent_spread", seed=40 + i).reshape(-1) * 2000
+            jobs.append(make_job(f"{accumulate}{i}", x, weights(rows, nblocks, B, seed=50 + i), N,
+                                 accumulate=accumulate))
+        run, = run_engine(dut, [(jobs, None)], x_pause=0.2, w_pause=0.3, y_pause=0.3, seed=pipeline)
+        check_results(jobs, run)
+
+
 @pytest.mark.parametrize("pipeline", [0, DEEP])
 def test_linear_vector_limits(pipeline):
     """A vector of exactly max_blocks blocks works; one block more flags every group (tuser bit 1)."""

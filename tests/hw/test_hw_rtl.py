@@ -23,16 +23,18 @@ def run_cli(*args, env=None, cwd=ROOT):
 
 
 def test_registry_emits_the_spec_files():
-    """SPEC 9: every unit at 16, 32 and 64, plus the truncating quantizer and the deepest pipeline
-    settings at 32 (the engine's too)."""
+    """SPEC 9: every unit at 16, 32 and 64, plus the truncating quantizer, the deepest pipeline
+    settings at 32 (the engine's too) and the dot unit's SPEC 6.1 accumulation modes at 32."""
     assert EXPECTED == sorted([f"bd_{u}_b{B}.v" for u in ("decoder", "quantizer", "dot")
                                for B in BLOCK_SIZES] + ["bd_quantizer_trunc_b32.v",
                                                          "bd_quantizer_fast_b32.v", "bd_dot_fast_b32.v"]
                               + ["bd_linear_b32_n4.v", "bd_linear_b32_n8.v",    # SPEC 11
-                                 "bd_linear_b16_n2.v", "bd_linear_fast_b32_n4.v"])
+                                 "bd_linear_b16_n2.v", "bd_linear_fast_b32_n4.v"]
+                              + [f"bd_dot_{mode}{fast}_b32.v" for mode in ("fp32", "fp16")    # SPEC 6.1
+                                 for fast in ("", "_fast")])
     assert units.get("bd_quantizer").params == {"stage1": "round"}
     assert units.get("bd_quantizer_trunc").params == {"stage1": "trunc"}
-    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 10, 8, 8, 8, 12, 8]
+    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 8, 10, 4, 5, 6, 7, 8, 8, 8, 12, 8]
     # bd_linear_n16 is registered but emitted only when named
     assert [f for u, B in units.emitted(["bd_linear_n16"], on_request=True)
             for f in [u.file_name(B)]] == ["bd_linear_b32_n16.v"]
