@@ -42,7 +42,7 @@ SINGLE_MAC_BLOCK = 32     # the paper's block size: the single MAC's accumulator
 # The smallest block-MAC construction of each format in two-input gates at B = 16, 32 and 64
 # (reports/synth/report.md, "MACs: every construction"; the report finds them from the figures,
 # this copy chooses what a default synthesis run and the scale-path units build).
-SMALLEST = {"bd": "shared_defer", "int4": "baugh_wooley", "fp4": "shift", "fp6": "shift",
+SMALLEST = {"bd": "decoder_defer", "int4": "baugh_wooley", "fp4": "shift", "fp6": "shift",
             "int8": "booth"}
 
 

@@ -54,7 +54,6 @@ FORMAT_BITS = {"int4": 4, "int8": 8, "fp4": 4, "fp6": 6, "bd": CODE_BITS}
 # (exponent bits, mantissa bits) of the minifloat formats (OCP MX element formats, bias 1).
 MINIFLOAT = {"fp4": (2, 1), "fp6": (2, 3)}
 
-_SIGN_MAGNITUDE = {"magnitude", "table", "decoder", "shared"}
 CONSTRUCTIONS: dict[str, dict[str, str]] = {
     "int4": {"mul": "signed multiply (yosys)", "baugh_wooley": "Baugh-Wooley array",
              "booth": "radix-4 Booth", "table": "256-entry product table"},

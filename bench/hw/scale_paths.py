@@ -54,17 +54,18 @@ class ScaleDot(wiring.Component):
     Ports: ``a``, ``w`` (element codes, 4 bits a lane), ``a_dialect``/``w_dialect`` (``bd``),
     ``a_scale``/``w_scale`` (the block scales: 5, 8 or 8 bits), ``t_a``/``t_w`` (``nvfp4``: FP32
     tensor scales) in; ``value``, ``exp``, ``nan`` (``mxfp4``, ``nvfp4``), ``t_sig``/``t_exp``
-    (``nvfp4``) out. See the module docstring for the arithmetic.
+    (``nvfp4``) out. See the module docstring for the arithmetic. ``tensor_scale=False`` leaves
+    NVFP4's tensor-scale multiplier out (to measure the per-block part alone).
     """
 
-    def __init__(self, fmt: str, B: int):
+    def __init__(self, fmt: str, B: int, tensor_scale: bool = True):
         if fmt not in SCALE_FORMATS:
             reject(self)
             raise ValueError(f"fmt must be one of {SCALE_FORMATS}, not {fmt!r}")
         if fmt == "nvfp4" and B != NVFP4_BLOCK:
             reject(self)
             raise ValueError(f"B must be {NVFP4_BLOCK} for nvfp4, not {B!r}")
-        self.fmt, self.B = fmt, B
+        self.fmt, self.B, self.tensor_scale = fmt, B, tensor_scale and fmt == "nvfp4"
         self.element = "bd" if fmt == "bd" else "fp4"
         ports = product_inputs(self.element, B)
         sum_width = sum_bits(self.element, B)
@@ -75,10 +76,12 @@ class ScaleDot(wiring.Component):
             ports |= {"a_scale": In(E8M0_BITS), "w_scale": In(E8M0_BITS)}
             outs = {"value": Out(signed(sum_width)), "exp": Out(E8M0_BITS + 1), "nan": Out(1)}
         else:
-            ports |= {"a_scale": In(1 + E4M3_EXP + E4M3_MAN), "w_scale": In(1 + E4M3_EXP + E4M3_MAN),
-                      "t_a": In(32), "t_w": In(32)}
+            ports |= {"a_scale": In(1 + E4M3_EXP + E4M3_MAN), "w_scale": In(1 + E4M3_EXP + E4M3_MAN)}
             outs = {"value": Out(signed(sum_width + 2 * (E4M3_MAN + 1))), "exp": Out(E4M3_EXP + 1),
-                    "nan": Out(1), "t_sig": Out(2 * (FP32_MAN + 1)), "t_exp": Out(FP32_EXP + 1)}
+                    "nan": Out(1)}
+            if self.tensor_scale:
+                ports |= {"t_a": In(32), "t_w": In(32)}
+                outs |= {"t_sig": Out(2 * (FP32_MAN + 1)), "t_exp": Out(FP32_EXP + 1)}
         super().__init__(ports | outs)
 
     def elaborate(self, platform):
@@ -117,6 +120,8 @@ class ScaleDot(wiring.Component):
                      nan_reg.eq((a_scale[:-1] == nan) | (w_scale[:-1] == nan))]
         m.d.comb += [self.value.eq(mac.sum * scale_sig_reg), self.exp.eq(exp_reg),
                      self.nan.eq(nan_reg)]
+        if not self.tensor_scale:
+            return
         # Tensor scales: FP32 x FP32 significands (once per result), registered in and out.
         t_a, t_w = Signal(32, name="t_a_reg"), Signal(32, name="t_w_reg")
         m.d.sync += [t_a.eq(self.t_a), t_w.eq(self.t_w)]

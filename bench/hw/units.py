@@ -19,7 +19,7 @@ name                        kind     builder
                             (the paper's framing), built at B = 32 only
 ``mac1_bd_shared*_lane``    mac      the same with the block's decoded magnitudes as inputs
 ``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
-``scale_nvfp4``                      (``bench/hw/scale_paths.py``)
+``scale_nvfp4``, ``scale_nvfp4_block`` (``bench/hw/scale_paths.py``; ``_block``: no tensor scale)
 =========================== ======== ======================================================
 """
 from __future__ import annotations
@@ -47,9 +47,9 @@ def _selector(B, method):
     return RegisteredSelector(method, B)
 
 
-def _scale_dot(B, fmt):
+def _scale_dot(B, fmt, tensor_scale=True):
     from .scale_paths import ScaleDot
-    return ScaleDot(fmt, B)
+    return ScaleDot(fmt, B, tensor_scale)
 
 
 def _mac(B, fmt, construction):
@@ -94,6 +94,9 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
     Unit("scale_nvfp4", "scale", _scale_dot, {"fmt": "nvfp4"}, blocks=(16,),
          summary="NVFP4 block dot product with its E4M3 x E4M3 scale product and the FP32 "
                  "tensor-scale product"),
+    Unit("scale_nvfp4_block", "scale", _scale_dot, {"fmt": "nvfp4", "tensor_scale": False},
+         blocks=(16,), summary="scale_nvfp4 without the tensor-scale multiplier (its per-block "
+                               "part alone)"),
 )}
 
 ALL_UNITS: dict[str, Unit] = {**UNITS, **BENCH_UNITS}

@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.hw.lane_products import CONSTRUCTIONS
 from bench.hw.mse_shared import MAGNITUDES, STEPS, THRESHOLDS
 from golden.spec import HEADER_BYTES, NUM_DIALECTS
 
@@ -398,7 +399,9 @@ def mac_section(summary: dict) -> list[str]:
              "and sum registered. *Single MAC* (the paper's framing): one lane and an accumulator "
              "as wide as the exact sum of a block of 32 products, inputs registered; the "
              "BlockDialect single MAC decodes its own dialects (`_lane` rows take the block's "
-             "decoded index 5-7 magnitudes as inputs instead).", ""]
+             "decoded index 5-7 magnitudes as inputs instead). FPGA figures where measured; ECP5 "
+             "LUTs leave out the multipliers yosys places in DSP blocks (the DSP column of the ECP5 "
+             "table above), so they compare poorly across constructions.", ""]
     for framing, heading in (("block", "Block MAC"), ("single", "Single MAC")):
         by_block = macs["constructions"].get(framing, {})
         if not by_block:
@@ -473,9 +476,10 @@ def _mac_findings(macs: dict) -> list[str]:
         best = macs["smallest"]["block"][B].get("bd")
         if "decoder" in bd and best and best != "decoder":
             saved = bd["decoder"]["gates2"] - bd[best]["gates2"]
-            lines.append(f"- B = {B}: the smallest BlockDialect construction ({best}) saves {saved} "
-                         f"two-input gates ({100 * saved / bd['decoder']['gates2']:.1f} %) over "
-                         "`bd_dot`'s (two `bd_decoder`s, 4x4 multiply, negation).")
+            lines.append(f"- B = {B}: the smallest BlockDialect construction ({best}: "
+                         f"{CONSTRUCTIONS['bd'][best]}) saves {saved} two-input gates "
+                         f"({100 * saved / bd['decoder']['gates2']:.1f} %) over `bd_dot`'s (decoder: "
+                         f"{CONSTRUCTIONS['bd']['decoder']}); `bd_dot` should adopt it.")
     int8 = [f["int8"]["gates2"] for by_b in macs["to_fp4"].values() for f in by_b.values()
             if f.get("int8", {}).get("gates2")]
     ours = f", ours {min(int8):.2f} to {max(int8):.2f}" if int8 else ""
@@ -499,7 +503,7 @@ def _mac_findings(macs: dict) -> list[str]:
     return lines
 
 
-SCALE_UNITS = ("scale_bd", "scale_mxfp4", "scale_nvfp4")
+SCALE_UNITS = ("scale_bd", "scale_mxfp4", "scale_nvfp4", "scale_nvfp4_block")
 
 
 def scale_section(results: list[dict]) -> list[str]:
@@ -513,7 +517,8 @@ def scale_section(results: list[dict]) -> list[str]:
              "integer and an exponent (`bench/hw/scale_paths.py`): BlockDialect adds its two 5-bit "
              "exponents, MXFP4 its two E8M0 scales; NVFP4 multiplies its two E4M3 scales (4x4 "
              "significands) and the block sum by that product, and holds one FP32 x FP32 "
-             "significand multiplier for the product of the tensor scales, applied once per result. "
+             "significand multiplier for the product of the tensor scales, applied once per result "
+             "(`scale_nvfp4_block`: the same without it). "
              "Elements use each format's smallest block-MAC construction. No accumulator or final "
              "rounding in any of them.", "",
              "| unit | B | gates2 | gates2 / element | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | "
