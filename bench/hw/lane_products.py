@@ -23,7 +23,10 @@ Constructions (:data:`CONSTRUCTIONS`, ``format -> name -> title``):
   ``shift_operand`` (fp6) as ``shift``, but one significand is negated before a signed multiply;
   ``table``        (fp4) the product of the two 3-bit magnitude codes from a 64-entry table.
 ``bd`` (SPEC 6; ``a_dialect``/``w_dialect`` select each operand's formatbook row):
-  ``decoder``      two :class:`bd_hw.decoder.BDDecoder` (today's ``bd_dot``), 4x4 multiply;
+  ``decoder``      two :class:`bd_hw.decoder.BDDecoder`, 4x4 multiply (``bd_dot``'s ``products="dsp"``);
+  ``decoder_lut``  ``bd_dot``'s default: the decoders and :class:`bd_hw.dot.MultiplierArray` itself
+                   (``products="lut"``: the sign applied to the activation's magnitude, then four
+                   shifted partial products added);
   ``shared``       the dialect-dependent columns of the formatbook (indices 5, 6, 7) decoded once
                    per block; per lane ``h = idx`` for ``idx < 5`` (every dialect), else the block's
                    value for ``idx``: one 3:1 choice of 4 bits; then the 4x4 multiply;
@@ -42,6 +45,7 @@ from golden.formatbook import FORMATBOOK_ROWS
 from golden.spec import BLOCK_SIZES, CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS, MAX_HALF_UNITS
 
 from bd_hw.decoder import BDDecoder
+from bd_hw.dot import MultiplierArray
 from bd_hw.layouts import reject
 
 __all__ = ["CONSTRUCTIONS", "FORMAT_BITS", "ProductArray", "product_inputs", "product_bits",
@@ -68,6 +72,8 @@ CONSTRUCTIONS: dict[str, dict[str, str]] = {
             "shift": "4x4 significand product, signed, shifted by the exponent sum",
             "shift_operand": "signed 5x4 significand product, shifted by the exponent sum"},
     "bd": {"decoder": "two bd_decoders, 4x4 multiply, negate",
+           "decoder_lut": "bd_dot's products: two bd_decoders, bd_hw.dot.MultiplierArray (products="
+                          "'lut': signed activation magnitude, four shifted partial products)",
            "decoder_defer": "two bd_decoders, 4x4 multiply, ones' complement + popcount",
            "shared": "indices 5-7 decoded once per block, 3:1 choice per lane, 4x4 multiply, negate",
            "shared_defer": "indices 5-7 decoded once per block, 4x4 multiply, ones' complement + "
@@ -290,7 +296,7 @@ class ProductArray(wiring.Component):
     def _per_block(self, m: Module, base: str):
         if self.fmt != "bd":
             return None
-        if base == "decoder":
+        if base.startswith("decoder"):
             decoders = {}
             for side in ("a", "w"):
                 # The smallest decoder that holds the lanes (a single MAC uses lane 0 of 16;
@@ -299,6 +305,12 @@ class ProductArray(wiring.Component):
                 m.submodules[f"{side}_decoder"] = dec
                 m.d.comb += [dec.dialect.eq(getattr(self, f"{side}_dialect")),
                              dec.codes.as_value()[:len(self.a)].eq(getattr(self, side))]
+            if base == "decoder_lut":
+                m.submodules.multipliers = mul = MultiplierArray(self.lanes, products="lut")
+                for k in range(self.lanes):
+                    m.d.comb += [mul.a[k].eq(decoders["a"].values[k]),
+                                 mul.w[k].eq(decoders["w"].values[k])]
+                decoders["products"] = mul.products
             return decoders
         if self.block_values_in:
             return {side: _column_values(m, None, side, getattr(self, f"{side}_values"))
@@ -396,6 +408,9 @@ class ProductArray(wiring.Component):
         mag = Signal(2 * H_BITS, name=f"mag{k}")
         m.d.comb += mag.eq(va[:H_BITS] * vw[:H_BITS])
         return _signed_magnitude(m, f"prod{k}", va[H_BITS] ^ vw[H_BITS], mag, self.defers)
+
+    def _bd_decoder_lut(self, m, k, a, w, block):
+        return block["products"][k], None
 
     def _bd_value(self, m, name, code, entries):
         """``h`` of one lane from its index and the block's per-column values."""
