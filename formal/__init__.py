@@ -11,13 +11,16 @@ What is proved, for every unit of the registry :data:`bd_hw.units.UNITS`:
 - **No combinational path** from ``i.valid``/``i.payload`` to ``i.ready`` nor from ``o.ready`` to
   ``o.valid``: a structural check of the flattened netlist (a path that is absent cannot carry a
   dependence), which is the exact form of the SPEC 9 promise.
-- **Equivalence to the SPEC**: each quantizer against a plain, unpipelined model of SPEC 3-4
-  (:mod:`formal.models`, with the unit's stage-1 rule), the decoder against the formatbook, and the
-  dot unit's block sum and FP32 result against a plain model for one block, for every value of the
-  block. The pipelined units are checked on the first beat after reset with every other input free
-  (a bounded run whose depth is the unit's latency: that covers every value of the beat); the
-  quantizer is also proved stage by stage (combinational, complete), which is what finishes at
-  B = 32.
+- **End-to-end equivalence for all time** (``end_to_end``): every result a quantizer emits equals
+  the plain, unpipelined model of SPEC 3-4 (:mod:`formal.models`, with the unit's stage-1 rule)
+  applied to the beat that entered ``latency`` transfers earlier, for every input sequence,
+  back-pressure pattern and reset (:class:`formal.harness.ShadowPipelineHarness`: a shadow
+  pipeline carries each beat's model fields beside the unit; lemmas tie every register to them;
+  one k-induction job per stage, each assuming the other stages' lemmas one cycle back).
+- **Equivalence of the parts**: each quantizer stage, the dot unit's products and adder tree
+  against the plain models (combinational, complete), the decoder against the formatbook; the
+  dot unit's block sum and FP32 result for every value of the first beat after reset, every
+  other input free (a bounded run whose depth is the unit's latency).
 - **Cover traces** showing the interesting cases are reachable, so that no proof holds vacuously.
 - **Planted bugs** (:mod:`formal.bugs`): generated copies of the generators with one mistake each,
   on which the proofs fail.

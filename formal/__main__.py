@@ -41,16 +41,76 @@ def status_text(row: dict) -> str:
     return STATUS_TEXT.get(row["status"], row["status"]).format(depth=row["depth"])
 
 
+#: How the proofs compose into "the unit equals the spec", for summary.md.
+COMPOSITION = (
+    "**How the proofs compose.** `end_to_end` is the claim a user needs: every result a quantizer "
+    "emits equals the plain model of SPEC 3-4 (`formal/models.py`, written apart from `bd_hw`) "
+    "applied to the beat that entered `latency` transfers earlier, for every input sequence, "
+    "back-pressure pattern and reset, for all time. Beside the unit the harness runs a shadow "
+    "pipeline of its own (`ShadowPipelineHarness`): an in-order queue of `latency` stages under the "
+    "textbook valid/ready rule, fed by the unit's input transfers, carrying each beat's model "
+    "fields, each evaluated once where the unit first holds it, so its last stage holds the "
+    "model's answer for the beat now at the output. Lemmas tie every register of the unit to the "
+    "model field of the beat beside it and every valid bit to the shadow's. The proof is split "
+    "into one k-induction job per stage (depth 1): job n proves stage n's lemmas (the output "
+    "checks belong to the last stage) assuming the others held one cycle earlier. That is "
+    "assume-guarantee over time, not a circular argument: if every lemma held at every earlier "
+    "cycle, each job shows its own hold now, so by induction on time all hold always (and from "
+    "reset, the base cases). Each job's step is one stage's logic against the model's fields "
+    "computed from the same values, the size of the combinational `stage` proofs. `protocol` "
+    "adds what the equivalence does not say: no beat is taken in reset, every owed result is "
+    "offered within `latency` cycles and held stable until taken. The planted bugs show the "
+    "stage jobs are not vacuous: each fails on the stage it corrupts.")
+
+
+def _story(rows: list[dict]) -> list[str]:
+    """Per unit and block size: what is proved for all time, what is only bounded and how far."""
+    from bd_hw.units import UNITS
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        if r["kind"] != "planted bug":
+            groups.setdefault((r["unit"], r["B"]), []).append(r)
+    lines = ["| unit | B | latency | for all time | bounded (depth reached) | failed / error |",
+             "|---|---|---|---|---|---|"]
+    for (unit, B), rs in groups.items():
+        lat = UNITS[unit].latency(B) if unit in UNITS and B else None
+        kinds: dict[str, int] = {}
+        for r in rs:
+            if r["status"] == "proved":
+                kinds[r["kind"]] = kinds.get(r["kind"], 0) + 1
+        proved = ", ".join(f"{k} {n}" for k, n in kinds.items()) or "-"
+        bounded: dict[tuple, int] = {}
+        for r in rs:
+            if r["status"] == "bounded":
+                bounded[(r["kind"], r["depth"])] = bounded.get((r["kind"], r["depth"]), 0) + 1
+        btext = ", ".join(f"{k} {n} (depth {d})" for (k, d), n in bounded.items()) or "none"
+        bad = sum(r["status"] in ("failed", "error", "unreached") for r in rs)
+        lines.append(f"| {unit} | {B or ''} | {lat if lat is not None else '-'} | {proved} | "
+                     f"{btext} | {bad or ''} |")
+    return lines
+
+
 def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.json").write_text(json.dumps(
         {"command": args_text, "total_seconds": round(total, 1), "properties": rows},
         indent=1) + "\n")
+    runs = sorted({r.get("run", "earlier") for r in rows})
     lines = [
         "# Formal proofs",
         "",
-        f"`{args_text}`: {len(rows)} properties in {total / 60:.1f} min "
-        "(wall clock, 2 shared cores; SymbiYosys `smtbmc yices`).",
+        f"`{args_text}`: {len(rows)} properties; solver time of the rows "
+        f"{sum(_job_seconds(rows).values()) / 60:.1f} min (wall clock per job, 2 shared cores; "
+        "SymbiYosys `smtbmc yices`). The `run` column says which run produced a row "
+        f"({', '.join(runs)}); `python -m formal --update` replaces only the rows of the jobs it runs.",
+        "",
+        "## What is proved",
+        "",
+        *_story(rows),
+        "",
+        COMPOSITION,
+        "",
+        "## Every property",
         "",
         "Kinds: `planted bug` = a generated copy of a generator with one mistake, on which the "
         "named proof must fail; `structural` = no combinational path on the flattened netlist; "
@@ -58,22 +118,28 @@ def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> 
         "assumed to keep the protocol; `cover` = the case is reachable (the proofs are not "
         "vacuous); `width` = the exact accumulator equals the exact sum of a whole group of "
         "max_blocks beats (SPEC 6); `stage` = one pipeline stage's logic against the plain model, "
-        "every input (combinational: one solver step is a complete proof); `equivalence` = the "
-        "whole unit against the plain model for every value of the first beat after reset, every "
-        "other input free (bounded: the depth is the latency, so a pass covers every value of "
-        "the beat; a timeout gives the depth fully checked).",
+        "every input (combinational: one solver step is a complete proof); `end_to_end` = the "
+        "unit against the plain model for all time (see above); `equivalence` = the whole unit "
+        "against the plain model for every value of the first beat after reset, every other "
+        "input free (bounded: a pass at depth latency + 1 covers every value of that beat; a "
+        "timeout gives the depth fully checked).",
         "",
-        "| unit | B | kind | property | status | seconds | detail |",
-        "|---|---|---|---|---|---|---|",
+        "| unit | B | kind | property | status | seconds | detail | run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['unit']} | {r['B'] or ''} | {r['kind']} | {r['property']} | "
-                     f"{status_text(r)} | {r['seconds']} | {r['detail']} |")
+                     f"{status_text(r)} | {r['seconds']} | {r['detail']} | {r.get('run', 'earlier')} |")
     counts: dict[str, int] = {}
     for r in rows:
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), ""]
     (out / "summary.md").write_text("\n".join(lines))
+
+
+def _job_seconds(rows: list[dict]) -> dict[str, float]:
+    """Wall-clock seconds of each job (every row of a job carries the job's time)."""
+    return {r["job"]: r["seconds"] for r in rows}
 
 
 def merge_summaries(out: Path, sources: list[Path]) -> int:
@@ -89,8 +155,13 @@ def merge_summaries(out: Path, sources: list[Path]) -> int:
         except (OSError, ValueError) as exc:
             print(f"python -m formal: cannot read {src}: {exc}", file=sys.stderr)
             return 2
+        stamp = time.strftime("%Y-%m-%d %H:%M", time.localtime(src.stat().st_mtime))
+        for r in other["properties"]:
+            r.setdefault("run", stamp)
         names = {r["job"] for r in other["properties"]}
-        rows = [r for r in rows if r["job"] not in names] + other["properties"]
+        # rows of jobs that are run again, or that no longer exist, are dropped
+        rows = [r for r in rows if r["job"] not in names and r["job"] in known] + \
+            other["properties"]
         total += other.get("total_seconds", 0)
         commands.append(other.get("command", ""))
     order = {name: n for n, name in enumerate(known)}
@@ -128,7 +199,8 @@ def main(argv=None) -> int:
                     help="units, comma-separated (default: every registered unit)")
     ap.add_argument("--quick", action="store_true", help="only the fast proofs (make test)")
     ap.add_argument("--only", action="append", default=[],
-                    help="run jobs whose name contains this text (repeatable)")
+                    help="run jobs (planted bugs included) whose name contains this text "
+                         "(repeatable)")
     ap.add_argument("--list", action="store_true", help="list the jobs and exit")
     ap.add_argument("--update", action="store_true",
                     help="keep the rows of OUT/summary.json and replace those of the jobs run")
@@ -145,11 +217,12 @@ def main(argv=None) -> int:
     if args.merge_from:
         return merge_summaries(args.out, args.merge_from)
 
-    selected = [j for j in jobs(tuple(args.blocks), args.units)
+    candidates = jobs(tuple(args.blocks), args.units)
+    if not args.no_bugs and not args.quick:
+        candidates = bug_jobs() + candidates
+    selected = [j for j in candidates
                 if (not args.quick or j.quick)
                 and (not args.only or any(s in j.name for s in args.only))]
-    if not args.no_bugs and not args.only and not args.quick:
-        selected = bug_jobs() + selected
     if args.resume:
         args.update = True
         previous = args.out / "summary.json"
@@ -181,12 +254,15 @@ def main(argv=None) -> int:
         t0 -= old.get("total_seconds", 0)
     if args.jobs < 1:
         ap.error("--jobs must be at least 1")
+    stamp = time.strftime("%Y-%m-%d %H:%M")
     global _SELECTED, _WORK
     _SELECTED, _WORK = selected, args.work
     order = {job.name: n for n, job in enumerate(selected)}
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool, \
             tqdm(total=len(selected), unit="job") as bar:
         for name, done in pool.imap_unordered(_run_index, range(len(selected))):
+            for r in done:
+                r["run"] = stamp
             bar.set_postfix_str(name)
             bar.update()
             rows += done

@@ -18,7 +18,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 __all__ = ["Properties", "SignalFinder", "StreamProtocolHarness", "FirstBeatHarness",
-           "CombinationalHarness", "PROTOCOL_PROPERTIES"]
+           "ShadowPipelineHarness", "CombinationalHarness", "PROTOCOL_PROPERTIES"]
 
 #: The stream properties proved for every clocked unit (SPEC 9), in report order.
 PROTOCOL_PROPERTIES = {
@@ -79,6 +79,10 @@ class SignalFinder:
                     found.setdefault(sig.name, sig)
         for sub, name, _ in frag.subfragments:
             self._walk(sub, path + (name,))
+
+    def names(self, path: str = "") -> dict[str, Signal]:
+        """Every signal driven at ``path``, by name."""
+        return dict(self._by_path.get(tuple(p for p in path.split(".") if p), {}))
 
     def __call__(self, name: str, path: str = "") -> Signal:
         key = tuple(p for p in path.split(".") if p)
@@ -205,20 +209,12 @@ class FirstBeatHarness(_StreamHarnessBase):
     - ``checks``: ``{name: lambda out, model: (dut_value, model_value)}``;
     - ``covers``: ``{name: lambda out, model, captured: condition}``, evaluated at the first output;
     - ``assume_first(payload)``: a condition the first beat satisfies (for example ``last``);
-    - ``assume_always(payload)``: a condition every beat satisfies (the unit's input contract);
-    - ``stages`` and ``lemmas(find, model, captured)``: for a unit built on
-      :func:`bd_hw.pipeline.pipeline_control`, the harness follows the first beat through the
-      stages (``s<n>_valid``/``s<n>_load``) and asserts, while the beat sits in stage ``n``, the
-      lemmas ``{name: (n, condition)}`` about that stage's registers. The solver checks them step by
-      step and keeps each one as a fact for the later steps, which cuts the end-to-end problem
-      into one small problem per stage.
+    - ``assume_always(payload)``: a condition every beat satisfies (the unit's input contract).
     """
 
-    def __init__(self, dut, *, model, checks, covers=None, assume_first=None, assume_always=None,
-                 stages=None, lemmas=None):
+    def __init__(self, dut, *, model, checks, covers=None, assume_first=None, assume_always=None):
         self.model_fn, self.checks, self.covers = model, checks, covers or {}
         self.assume_first, self.assume_always = assume_first, assume_always
-        self.stages, self.lemmas = stages, lemmas
         super().__init__(dut)
 
     def elaborate(self, platform):
@@ -248,19 +244,122 @@ class FirstBeatHarness(_StreamHarnessBase):
             props.check(name, ~first_out | (got == want))
         for name, fn in self.covers.items():
             props.cover(name, first_out & fn(out, model, captured))
-        if self.lemmas is not None:
-            find = SignalFinder(frag)
-            n_st = self.stages
-            # pos: 0 before the first beat, n + 1 while it sits in stage n, n_st + 1 once delivered
-            pos = Signal(range(n_st + 2), name="first_pos")
-            with m.If(i_fire & ~seen_in):
-                m.d.sync += pos.eq(1)
-            for n in range(n_st):
-                nxt = find(f"s{n + 1}_load") if n + 1 < n_st else dut.o.ready
-                with m.If((pos == n + 1) & nxt):
-                    m.d.sync += pos.eq(n + 2)
-            for name, (stage, cond) in self.lemmas(find, model, captured).items():
-                props.check(name, ~(pos == stage + 1) | cond)
+        return m
+
+
+class ShadowPipelineHarness(_StreamHarnessBase):
+    """End-to-end equivalence of a pipelined unit to a plain model, for all time (k-induction).
+
+    Beside the unit runs a *shadow pipeline* written here, independently of the unit: ``stages``
+    registers under the textbook valid/ready rule (a stage loads when it is empty or its content
+    moves on; the last one moves on when ``o.ready`` is high), fed by the unit's own input
+    transfers. It is an in-order queue of capacity ``stages``: the content of its last stage
+    belongs to the beat that entered ``stages`` transfers before the result now leaving, whatever
+    the back-pressure, and reset empties it with the unit.
+
+    What travels in the shadow is the plain model of each beat: ``fields`` is the model as a table
+    of named fields, each a function of fields before it (:func:`formal.models.evaluate_fields`),
+    ``start(payload)`` gives the fields of an input beat, and a field is evaluated once, on the way
+    into the first stage ``n`` whose ``needs(n)`` asks for it (the last stage asks for ``outputs``),
+    then carried along. So the last stage holds the plain model's answer for its beat, evaluated
+    in exactly the order of its definitions. The properties:
+
+    - ``checks`` at the output, the claim: while ``o.valid``, every field of ``o.payload`` equals
+      the model's answer for the beat in the shadow's last stage;
+    - ``stage<n>_valid``: the unit's stage-``n`` valid register (``valid(find, n)``) equals the
+      shadow's, so the unit takes, holds and delivers beats exactly as the queue does;
+    - the lemmas ``lemmas(find, record, n)``: while shadow stage ``n`` is valid, each register of
+      the unit's stage ``n`` equals the model's field for the same beat.
+
+    The lemmas are what k-induction needs: from a state where they hold, one clock cycle leads to
+    one where they hold, and each stage's step is the stage's logic against the model's fields
+    computed from the same values (the size of a combinational stage proof). ``consistent``
+    names fields that the shadow re-derives, in every stage that still carries the input fields
+    they come from, and asserts equal to the ones it carries (``shadow<n>_<field>``): a unit's
+    stage may rely on relations between its inputs that hold for every real beat.
+
+    ``part = n`` proves only stage ``n``'s properties (the output checks belong to the last
+    stage); every other one is assumed to have held in the previous cycle. One job per stage is
+    then a sound split of the induction (assume-guarantee over time: if every property held at
+    every earlier cycle, each job shows its own hold now) and each job is a stage-sized problem.
+    """
+
+    def __init__(self, dut, *, stages: int, fields: dict, start, needs, outputs, checks, lemmas,
+                 valid, consistent=(), part=None, assume_always=None):
+        self.stages, self.fields, self.start, self.needs = stages, fields, start, needs
+        self.consistent, self.part = consistent, part
+        self.outputs, self.checks, self.lemmas, self.valid = outputs, checks, lemmas, valid
+        self.assume_always = assume_always
+        super().__init__(dut)
+
+    def elaborate(self, platform):
+        from .models import evaluate_fields
+        m = Module()
+        frag, props, dut = self._start(m, platform)
+        find = SignalFinder(frag)
+
+        def check(name, cond, stage):
+            if self.part is None or self.part == stage:
+                props.check(name, cond)
+                return
+            # a property of another stage, proved by its own job: assumed to have held one cycle
+            # ago (an assumption on the past only, so the jobs together are an induction over
+            # time, not a circular argument)
+            held = Signal(init=1, reset_less=True, name=f"held_{name}")
+            m.d.sync += held.eq(cond)
+            props.assume(f"past_{name}", held)
+        if self.assume_always is not None:
+            props.assume("input_contract", ~dut.i.valid | self.assume_always(dut.i.payload))
+        n_st = self.stages
+        valid = [Signal(name=f"shadow{n}_valid") for n in range(n_st)]
+        load = [Signal(name=f"shadow{n}_load") for n in range(n_st)]
+        nxt = dut.o.ready
+        for n in reversed(range(n_st)):
+            m.d.comb += load[n].eq(~valid[n] | nxt)
+            nxt = load[n]
+        start = self.start(dut.i.payload)
+        prev_valid, prev = dut.i.valid & dut.i.ready, start
+        wanted = [set(self.needs(n)) for n in range(n_st)]
+        wanted[-1] |= set(self.outputs)
+        records = []
+        for n in range(n_st):
+            values = evaluate_fields(m, self.fields, prev, wanted[n])
+            # carry what this stage or a later one asks for, and the input fields a later one
+            # computes from; an intermediate field (asked for by no stage) is computed again
+            # later rather than carried, since no lemma would tie it to the unit
+            later = set().union(*wanted[n:])
+            keep, todo = set(), list(later)
+            while todo:
+                name = todo.pop()
+                if name in values and (name in later or name in start):
+                    keep.add(name)
+                elif name not in keep:
+                    todo += self.fields[name][0]
+            record = {name: Signal(len(Value.cast(v)), reset_less=True, name=f"shadow{n}_{name}")
+                      for name, v in values.items() if name in keep}
+            with m.If(load[n]):
+                m.d.sync += valid[n].eq(prev_valid)
+                m.d.sync += [record[name].eq(values[name]) for name in record]
+            records.append(record)
+            prev_valid, prev = valid[n], record
+
+        for n in range(n_st):
+            check(f"stage{n}_valid", valid[n] == self.valid(find, n), n)
+            # the shadow's own invariant: a field the unit's logic computes from another one
+            # (q from the data and E) agrees with it, as it does for every real beat
+            roots = {name: v for name, v in records[n].items() if name in start}
+            for name in self.consistent:
+                if name in records[n] and roots:
+                    try:
+                        again = evaluate_fields(m, self.fields, roots, {name})[name]
+                    except KeyError:          # not computable from this stage's start fields
+                        continue
+                    check(f"shadow{n}_{name}", records[n][name] == again, n)
+            for name, cond in self.lemmas(find, records[n], n).items():
+                check(name, ~valid[n] | cond, n)
+        for name, fn in self.checks.items():
+            got, want = fn(dut.o.payload, records[-1])
+            check(name, ~dut.o.valid | (got == want), n_st - 1)
         return m
 
 

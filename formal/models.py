@@ -27,7 +27,8 @@ from golden.formatbook import beneficial_range
 from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, MAX_HALF_UNITS, PRODUCT_EXP_OFFSET,
                          Q_BITS, Q_SHIFT_BASE, SIGNIFICAND_BITS)
 
-__all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "model_exponent", "model_q",
+__all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "quantizer_fields",
+           "evaluate_fields", "model_exponent", "model_q",
            "model_pair", "model_stage2", "model_index", "max_chain", "decode_model", "DotModel",
            "dot_block_model"]
 
@@ -147,28 +148,82 @@ def model_index(m: Module, q, dialect):
     return idx
 
 
-def quantizer_model(m: Module, elements, rule: str = "round", index_dialect=None) -> QuantizerModel:
-    """SPEC 3 and 4 for one block of FP16 bit patterns ``elements`` (a list of 16-bit values).
+def quantizer_fields(B: int, rule: str = "round") -> dict:
+    """SPEC 3 and 4 as a table of fields of one block, each a function of fields before it:
+    ``{name: (dependencies, function(m, *dependencies))}``, starting from ``data`` (the block's B
+    FP16 bit patterns as one value, element k at ``[16k +: 16]``). :func:`quantizer_model` evaluates
+    the table in one go; the end-to-end proof evaluates the same table stage by stage, each field
+    where the unit first holds it (:class:`formal.harness.ShadowPipelineHarness`)."""
+    if rule not in STAGE1_RULES:
+        raise ValueError(f"rule must be one of {STAGE1_RULES}, not {rule!r}")
 
-    ``index_dialect``, if given, is the dialect the element indices are computed in (instead of
-    the model's own choice): an equivalence proof can then check the codes given the unit's
-    dialect and the dialect separately, which together mean the same as checking both against
-    the model, in two smaller problems.
-    """
-    E, invalid = model_exponent(m, elements)
-    q = model_q(m, elements, E)
-    qmax = max_chain(m, q, Q_BITS, "m_qmax")
-    pair = model_pair(m, qmax, rule)
-    count_a, count_b, pair_dialect = model_stage2(m, q, pair)
-    dialect = Signal(4, name="m_dialect")
-    m.d.comb += dialect.eq(Mux(E == 0, 0, pair_dialect))     # SPEC 3: the zero block
-    idx = model_index(m, q, dialect if index_dialect is None else index_dialect)
-    codes = []
-    for k, x in enumerate(elements):
-        code = Signal(4, name=f"m_code{k}")
-        m.d.comb += code.eq(Cat(idx[k], x[15]))
-        codes.append(code)
-    return QuantizerModel(E, invalid, q, qmax, pair, count_a, count_b, dialect, codes)
+    def elements(data):
+        return [data[16 * k:16 * (k + 1)] for k in range(B)]
+
+    def lanes(q):
+        return [q[Q_BITS * k:Q_BITS * (k + 1)] for k in range(B)]
+
+    def exponent(m, data):
+        E, invalid = model_exponent(m, elements(data))
+        return Cat(E, invalid)
+
+    def stage2(m, q, pair):
+        return Cat(*model_stage2(m, lanes(q), pair))
+
+    cbits = B.bit_length()
+
+    def zero_block_dialect(m, E, pair_dialect):           # SPEC 3: the zero block is dialect 0
+        dialect = Signal(4, name="m_dialect")
+        m.d.comb += dialect.eq(Mux(E == 0, 0, pair_dialect))
+        return dialect
+
+    def codes(m, q, dialect, sign):
+        idx = model_index(m, lanes(q), dialect)
+        return Cat(*[Cat(idx[k], sign[k]) for k in range(B)])    # code_k = s_k << 3 | idx_k
+
+    return {
+        "exponent": (("data",), exponent),
+        "E": (("exponent",), lambda m, x: x[:5]),
+        "invalid": (("exponent",), lambda m, x: x[5]),
+        "sign": (("data",), lambda m, data: Cat(*[x[15] for x in elements(data)])),
+        "q": (("data", "E"), lambda m, data, E: Cat(*model_q(m, elements(data), E))),
+        "qmax": (("q",), lambda m, q: max_chain(m, lanes(q), Q_BITS, "m_qmax")),
+        "pair": (("qmax",), lambda m, qmax: model_pair(m, qmax, rule)),
+        "stage2": (("q", "pair"), stage2),
+        "count_a": (("stage2",), lambda m, x: x[:cbits]),
+        "count_b": (("stage2",), lambda m, x: x[cbits:2 * cbits]),
+        "pair_dialect": (("stage2",), lambda m, x: x[2 * cbits:]),
+        "dialect": (("E", "pair_dialect"), zero_block_dialect),
+        "codes": (("q", "dialect", "sign"), codes),
+    }
+
+
+def evaluate_fields(m: Module, table: dict, known: dict, wanted) -> dict:
+    """``known`` extended with every field of ``table`` that ``wanted`` needs, each evaluated
+    once, in table order, from the fields it depends on."""
+    need, todo = set(), list(wanted)
+    while todo:
+        name = todo.pop()
+        if name not in known and name not in need:
+            need.add(name)
+            todo += table[name][0]
+    out = dict(known)
+    for name, (deps, fn) in table.items():
+        if name in need:
+            out[name] = fn(m, *[out[d] for d in deps])
+    return out
+
+
+def quantizer_model(m: Module, elements, rule: str = "round") -> QuantizerModel:
+    """SPEC 3 and 4 for one block of FP16 bit patterns ``elements`` (a list of 16-bit values):
+    :func:`quantizer_fields` evaluated in one go."""
+    B = len(elements)
+    f = evaluate_fields(m, quantizer_fields(B, rule), {"data": Cat(*elements)},
+                        ("E", "invalid", "q", "qmax", "pair", "count_a", "count_b", "dialect",
+                         "codes"))
+    q = [f["q"][Q_BITS * k:Q_BITS * (k + 1)] for k in range(B)]
+    return QuantizerModel(f["E"], f["invalid"], q, f["qmax"], f["pair"], f["count_a"],
+                          f["count_b"], f["dialect"], [f["codes"][4 * k:4 * (k + 1)] for k in range(B)])
 
 
 def decode_model(m: Module, dialect, code, name: str = "m_dec"):

@@ -70,10 +70,13 @@ def tool_env() -> dict:
     return env
 
 
+#: ``proc -norom`` before ``prep``: a ``Switch`` over constants (a dialect's table row) would
+#: otherwise become a ROM, a memory whose contents are its initial value, which binds only the
+#: first step of a bounded run; the induction step would start from any contents.
 def _sby_text(mode: str, depth: int) -> str:
     return (f"[options]\nmode {mode}\ndepth {depth}\n\n"
             "[engines]\nsmtbmc yices\n\n"
-            "[script]\nread_rtlil design.il\nprep -top top\n\n"
+            "[script]\nread_rtlil design.il\nhierarchy -top top\nproc -norom\nprep -top top\n\n"
             "[files]\ndesign.il\n")
 
 
@@ -168,7 +171,8 @@ def run_job(job: Job, workroot: Path) -> list[Result]:
     if "DONE (PASS" in out:
         if job.mode == "prove" or job.complete:
             status, depth = "proved", None
-            detail = "k-induction" if job.mode == "prove" else "combinational: one step covers every input"
+            detail = (f"k-induction, depth {job.depth}" if job.mode == "prove"
+                      else "combinational: one step covers every input")
         else:
             status, depth = "bounded", job.depth
             detail = f"no counterexample in {job.depth} steps from reset"

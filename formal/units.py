@@ -11,7 +11,7 @@ from functools import partial
 
 from amaranth.hdl import Cat, Signal, signed
 
-from amaranth.hdl import Module
+from amaranth.hdl import Fragment, Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,9 +22,9 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM
                          Q_BITS)
 
 from .harness import (AccumulatorHarness, AxisProtocolHarness, CombinationalHarness,
-                      FirstBeatHarness, StreamProtocolHarness)
+                      FirstBeatHarness, ShadowPipelineHarness, SignalFinder, StreamProtocolHarness)
 from .models import (decode_model, dot_block_model, fp32_model, max_chain, model_exponent, model_index,
-                     model_pair, model_q, model_stage2, quantizer_model)
+                     model_pair, model_q, model_stage2, quantizer_fields, quantizer_model)
 from .runner import Job
 
 __all__ = ["jobs", "bug_jobs", "QUICK_B", "PROVED_BLOCK_SIZES", "stage1_rule"]
@@ -77,21 +77,20 @@ def dot_protocol(unit, B):
                                  produces=lambda p: p.last)
 
 
-def _quantizer_model(rule, given_dialect=False):
+def _quantizer_model(rule):
     def build(m, captured, out):
         B = len(captured.data)
-        return quantizer_model(m, [captured.data[k] for k in range(B)], rule,
-                               index_dialect=out.dialect if given_dialect else None)
+        return quantizer_model(m, [captured.data[k] for k in range(B)], rule)
     return build
 
 
-def quantizer_checks(B, lanes=None):
+def quantizer_checks(B):
     checks = {
         "exp": lambda o, q: (o.exp, q.exp),
         "invalid": lambda o, q: (o.invalid, q.invalid),
         "dialect": lambda o, q: (o.dialect, q.dialect),
     }
-    for k in (range(B) if lanes is None else lanes):
+    for k in range(B):
         checks[f"code{k}"] = lambda o, q, k=k: (o.codes[k], q.codes[k])
     return checks
 
@@ -108,41 +107,95 @@ def quantizer_covers(B):
     }
 
 
-#: The quantizer's equivalence, split into three proofs: the metadata, the dialect, and the codes
-#: given the unit's own dialect (together: every output field equals the model's).
-QUANTIZER_PARTS = {"meta": ("exp", "invalid"), "dialect": ("dialect",), "codes": None}
-
-
-def quantizer_lemmas(find, q, captured):
-    """Stage-register lemmas for the first beat (see :class:`FirstBeatHarness`): what each stage of
-    ``BDQuantizer`` holds for it, by SPEC 3-4."""
-    B = len(q.q)
-    s1_q, s2_q = find("s1_q"), find("s2_q")
-    return {
-        "s0_exp": (0, find("s0_exp") == q.exp),
-        "s0_invalid": (0, find("s0_invalid") == q.invalid),
-        "s0_data": (0, find("s0_data") == captured.data.as_value()),
-        "s1_q": (1, Cat(*[s1_q[k * Q_BITS:(k + 1) * Q_BITS] == q.q[k] for k in range(B)]).all()),
-        "s1_pair": (1, (q.exp == 0) | (find("s1_select") == q.pair)),
-        "s1_exp": (1, find("s1_exp") == q.exp),
-        "s2_q": (2, Cat(*[s2_q[k * Q_BITS:(k + 1) * Q_BITS] == q.q[k] for k in range(B)]).all()),
-        "s2_dialect": (2, find("s2_dialect") == q.dialect),
-    }
-
-
-def quantizer_equivalence(unit, B, lanes=None, covers=False, only=None, part=None):
+def quantizer_equivalence(unit, B, covers=False):
+    """The first beat after reset against the plain model (``covers``: the cover traces only)."""
     dut = unit.build(B)
-    checks = {} if covers else quantizer_checks(B, lanes)
-    if part is not None:
-        keep = QUANTIZER_PARTS[part]
-        checks = {k: v for k, v in checks.items()
-                  if (k.startswith("code") if keep is None else k in keep)}
-    if only is not None:
-        checks = {k: v for k, v in checks.items() if k in only}
-    lemmas = quantizer_lemmas if part in ("dialect", "all") else None
-    return FirstBeatHarness(dut, model=_quantizer_model(stage1_rule(unit), part == "codes"),
-                            checks=checks, stages=dut.latency, lemmas=lemmas,
+    return FirstBeatHarness(dut, model=_quantizer_model(stage1_rule(unit)),
+                            checks={} if covers else quantizer_checks(B),
                             covers=quantizer_covers(B) if covers else None)
+
+
+#: ``BDQuantizer``'s register stages in frame order, named as it registers them (``bd_hw.pipeline``
+#: names a stage's registers ``<stage>_<key>``); the optional ones are its cut points.
+QUANTIZER_FRAME = ("exp", "s0", "shift", "qmax", "s1", "select", "s2", "s3")
+
+
+def quantizer_stage_names(params) -> list[str]:
+    """The stage names of a quantizer with parameters ``params`` (``QuantizerParams``)."""
+    names = [s for s in QUANTIZER_FRAME if s not in params.CUT_POINTS or s in params.cuts]
+    if len(names) != params.latency:
+        raise AssertionError(f"{len(names)} stages named for a latency of {params.latency}")
+    return names
+
+
+#: The model field each kind of ``BDQuantizer`` register holds (``<stage>_<key>``); ``partial``
+#: (the maxima of runs of lanes at the "exp" and "qmax" cuts) is checked through its maximum, the
+#: only use the unit makes of it; ``out`` is the output, checked at the port.
+QUANTIZER_REGISTER_FIELDS = {"data": "data", "sign": "sign", "q": "q", "exp": "E",
+                             "invalid": "invalid", "select": "pair", "pair": "pair",
+                             "count_a": "count_a", "count_b": "count_b", "dialect": "dialect"}
+
+
+def quantizer_stage_registers(find, stage: str) -> dict:
+    """``{key: register}`` of the unit's stage ``stage`` (its pipeline control aside)."""
+    regs = {name[len(stage) + 1:]: sig for name, sig in find.names().items()
+            if name.startswith(f"{stage}_") and name[len(stage) + 1:] not in ("valid", "load")}
+    if not regs:
+        raise KeyError(f"no registers of stage {stage!r} found in the quantizer")
+    return regs
+
+
+def _partial_field(stage: str) -> str:
+    return "E" if stage == "exp" else "qmax"
+
+
+def quantizer_stage_fields(stage: str, keys) -> set:
+    fields = set()
+    for key in keys:
+        if key == "partial":
+            fields.add(_partial_field(stage))
+        elif key != "out":
+            fields.add(QUANTIZER_REGISTER_FIELDS[key])
+    return fields
+
+
+def quantizer_end_to_end(unit, B, part=None):
+    """The whole quantizer against the plain model :func:`formal.models.quantizer_fields`, for
+    every input sequence, back-pressure and reset (:class:`ShadowPipelineHarness`)."""
+    dut = unit.build(B)
+    names = quantizer_stage_names(dut)
+    # the unit's registers, by stage, from a throw-away elaboration (the keys only)
+    probe = SignalFinder(Fragment.get(unit.build(B), None))
+    keys = [sorted(quantizer_stage_registers(probe, stage)) for stage in names]
+
+    def lemmas(find, f, n):
+        stage = names[n]
+        out = {}
+        for key, reg in sorted(quantizer_stage_registers(find, stage).items()):
+            if key == "out":
+                continue
+            if key == "partial":
+                want = f[_partial_field(stage)]
+                width = len(want)
+                lanes = [reg[k * width:(k + 1) * width] for k in range(len(reg) // width)]
+                out[f"{stage}_{key}"] = (Cat(*[lane <= want for lane in lanes]).all() &
+                                         Cat(*[lane == want for lane in lanes]).any())
+            else:
+                out[f"{stage}_{key}"] = reg == f[QUANTIZER_REGISTER_FIELDS[key]]
+        return out
+
+    return ShadowPipelineHarness(
+        dut, stages=dut.latency, fields=quantizer_fields(B, stage1_rule(unit)),
+        start=lambda p: {"data": p.data.as_value()},
+        needs=lambda n: quantizer_stage_fields(names[n], keys[n]),
+        outputs=("E", "invalid", "dialect", "codes"), lemmas=lemmas,
+        # the shifter and stage 1 rely on E being the block's maximum exponent (q_k < 32, and
+        # qmax >= 16 for E >= 1): where the data still travels, E, q and qmax agree with it
+        consistent=("E", "invalid", "q", "qmax"), part=part,
+        valid=lambda find, n: find(f"s{n}_valid"),
+        checks={"exp": lambda o, f: (o.exp, f["E"]), "invalid": lambda o, f: (o.invalid, f["invalid"]),
+                "dialect": lambda o, f: (o.dialect, f["dialect"]),
+                "codes": lambda o, f: (o.codes.as_value(), f["codes"])})
 
 
 def _dot_model(m, c, out):
@@ -466,6 +519,22 @@ def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
     ]
 
 
+#: Induction depth of the end-to-end proofs: every register of the unit is tied to the model by
+#: a lemma, so one step closes.
+END_TO_END_DEPTH = 1
+END_TO_END_TIMEOUT = 900
+
+
+def end_to_end_jobs(unit: Unit, B: int, build, latency: int) -> list[Job]:
+    """One k-induction job per pipeline stage of the unit (``ShadowPipelineHarness(part=n)``);
+    together they prove the end-to-end equivalence for all time."""
+    return [Job(f"{unit.name}_b{B}_end_to_end_stage{n}", unit.name, B, "end_to_end",
+                partial(build, unit, B, part=n), "prove", depth=END_TO_END_DEPTH,
+                timeout=END_TO_END_TIMEOUT,
+                quick=B == QUICK_B and unit.name == "bd_quantizer" and n == 0)
+            for n in range(latency)]
+
+
 def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
     """Every proof job of the registered units at ``block_sizes``, cheapest kinds first."""
     out: list[Job] = []
@@ -485,7 +554,8 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                                    partial(build, unit, B), "bmc", depth=1, timeout=900,
                                    complete=True))
                 out += _clocked_jobs(unit, B, quantizer_protocol, quantizer_equivalence,
-                                     unit.latency(B), parts=tuple(QUANTIZER_PARTS))
+                                     unit.latency(B), parts=())
+                out += end_to_end_jobs(unit, B, quantizer_end_to_end, unit.latency(B))
             elif unit.kind == "dot" and unit.params.get("accumulate", "exact") != "exact":
                 # SPEC 6.1's rounded modes: the stream protocol and the structural checks (their
                 # arithmetic is checked by simulation against golden; no plain model here yet).
@@ -514,7 +584,8 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                     out += linear_jobs(unit, min(unit.blocks))
             else:
                 raise ValueError(f"no proofs for unit kind {unit.kind!r} ({unit.name})")
-    order = {"structural": 0, "protocol": 1, "cover": 2, "width": 3, "stage": 4, "equivalence": 5}
+    order = {"structural": 0, "protocol": 1, "cover": 2, "width": 3, "stage": 4, "end_to_end": 5,
+             "equivalence": 6}
     return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
 
 
@@ -533,6 +604,11 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
             build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
         elif bug.caught_by == "structural":
             build, mode, depth = partial(unit.build, B), "structural", 1
+        elif bug.caught_by == "end_to_end":
+            # the stage job that guards the bug, run from reset far enough for a beat to get there
+            part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)
+            build = partial(quantizer_end_to_end, unit, B, part=part)
+            mode, depth = "bmc", unit.latency(B) + 2
         else:
             build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
             mode, depth = "bmc", unit.latency(B) + 1

@@ -1,8 +1,9 @@
 """The fast formal proofs (`make test`) and the planted-bug check at its cheapest.
 
 `make formal` runs every proof (python -m formal); these tests run the ones that finish in
-seconds: the stream protocol of the default quantizer by k-induction, the combinational-path rules
-of every clocked unit, and one run per planted bug showing the proof that must catch it fails.
+seconds: the stream protocol of the default quantizer by k-induction, one stage of its end-to-end
+proof, the combinational-path rules of every clocked unit, and one run per planted bug showing
+the proof that must catch it fails.
 """
 from __future__ import annotations
 
@@ -54,6 +55,34 @@ def test_engine_protocol_proved_and_not_vacuous(work):
     assert {r.property for r in covers} >= {"result_delivered", "held_under_backpressure", "full"}
     assert {r.status for r in covers} == {"reached"}, [(r.property, r.status) for r in covers]
     assert max(r.depth for r in covers) > 10
+
+
+def test_end_to_end_stage_job_closes_by_induction(work):
+    """One stage of the quantizer's end-to-end proof closes by k-induction at depth 1."""
+    rows = run_job(_job("bd_quantizer_b16_end_to_end_stage0"), work)
+    assert {r.property for r in rows} >= {"stage0_valid", "s0_data", "s0_exp", "shadow0_E"}
+    assert {r.status for r in rows} == {"proved"}, [(r.property, r.status, r.detail) for r in rows]
+
+
+@pytest.mark.parametrize("unit", ["bd_quantizer", "bd_quantizer_fast"])
+def test_end_to_end_parts_split_every_property_once(unit):
+    """The per-stage jobs of the end-to-end proof together assert every property of the whole
+    harness, each in exactly one job, and the output checks in the last one."""
+    from amaranth.back import rtlil
+    from bd_hw.units import UNITS
+    from formal.units import quantizer_end_to_end
+
+    def asserted(part):
+        top = quantizer_end_to_end(UNITS[unit], 16, part=part)
+        rtlil.convert(top, name="top")
+        return top.props.asserts
+
+    whole = asserted(None)
+    latency = UNITS[unit].latency(16)
+    parts = [asserted(n) for n in range(latency)]
+    assert sorted(p for part in parts for p in part) == sorted(whole)
+    assert {"exp", "invalid", "dialect", "codes"} <= set(parts[-1])
+    assert all(f"stage{n}_valid" in parts[n] for n in range(latency))
 
 
 @pytest.mark.parametrize("unit", ["bd_quantizer", "bd_dot"])
