@@ -69,20 +69,26 @@ class SignalFinder:
 
     def __init__(self, fragment: Fragment):
         self._by_path: dict[tuple, dict[str, Signal]] = {}
+        self._registers: dict[tuple, set[str]] = {}
         self._walk(fragment, ())
 
     def _walk(self, frag, path):
         found = self._by_path.setdefault(path, {})
-        for stmts in frag.statements.values():
+        registers = self._registers.setdefault(path, set())
+        for domain, stmts in frag.statements.items():
             for stmt in stmts:
                 for sig in stmt._lhs_signals():
                     found.setdefault(sig.name, sig)
+                    if domain != "comb":
+                        registers.add(sig.name)
         for sub, name, _ in frag.subfragments:
             self._walk(sub, path + (name,))
 
-    def names(self, path: str = "") -> dict[str, Signal]:
-        """Every signal driven at ``path``, by name."""
-        return dict(self._by_path.get(tuple(p for p in path.split(".") if p), {}))
+    def registers(self, path: str = "") -> dict[str, Signal]:
+        """Every register (a signal driven in a clocked domain) at ``path``, by name."""
+        key = tuple(p for p in path.split(".") if p)
+        return {name: sig for name, sig in self._by_path.get(key, {}).items()
+                if name in self._registers.get(key, ())}
 
     def __call__(self, name: str, path: str = "") -> Signal:
         key = tuple(p for p in path.split(".") if p)

@@ -138,7 +138,7 @@ QUANTIZER_REGISTER_FIELDS = {"data": "data", "sign": "sign", "q": "q", "exp": "E
 
 def quantizer_stage_registers(find, stage: str) -> dict:
     """``{key: register}`` of the unit's stage ``stage`` (its pipeline control aside)."""
-    regs = {name[len(stage) + 1:]: sig for name, sig in find.names().items()
+    regs = {name[len(stage) + 1:]: sig for name, sig in find.registers().items()
             if name.startswith(f"{stage}_") and name[len(stage) + 1:] not in ("valid", "load")}
     if not regs:
         raise KeyError(f"no registers of stage {stage!r} found in the quantizer")
