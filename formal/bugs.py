@@ -14,6 +14,7 @@ import textwrap
 from dataclasses import dataclass
 from typing import Callable
 
+import bd_hw.dot
 import bd_hw.linear
 import bd_hw.pipeline
 import bd_hw.quantizer
@@ -90,6 +91,13 @@ def _engine_read_stage_overwrites():
                                                   "a_load.eq(1)"))
 
 
+def _accumulator_one_bit_short():
+    # SPEC 6: the accumulator needs ceil(log2(225 B)) + 1 + 60 + ceil(log2(max_blocks)) bits; the
+    # bug drops one, so a group of large block values wraps.
+    narrow = bd_hw.dot.accumulator_bits
+    return _patch(bd_hw.dot, "accumulator_bits", lambda B, max_blocks: narrow(B, max_blocks) - 1)
+
+
 @dataclass(frozen=True)
 class Bug:
     name: str
@@ -112,6 +120,8 @@ BUGS = {b.name: b for b in (
         _dropped_ready_term, "bd_quantizer", "protocol", None),
     Bug("ready_from_valid", "i.ready gated by i.valid",
         _ready_from_valid, "bd_quantizer", "structural", None),
+    Bug("accumulator_one_bit_short", "the exact accumulator is one bit narrower than SPEC 6 asks",
+        _accumulator_one_bit_short, "bd_dot", "width", None),
     Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
         _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None),
 )}

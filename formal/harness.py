@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import Assert, Assume, Cover, Fragment, Module, ResetSignal, Signal, Value
+from amaranth.hdl import Assert, Assume, Cover, Fragment, Module, Mux, ResetSignal, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
@@ -280,9 +280,9 @@ class ShadowPipelineHarness(_StreamHarnessBase):
     The lemmas are what k-induction needs: from a state where they hold, one clock cycle leads to
     one where they hold, and each stage's step is the stage's logic against the model's fields
     computed from the same values (the size of a combinational stage proof). ``consistent``
-    names fields that the shadow re-derives, in every stage that still carries the input fields
-    they come from, and asserts equal to the ones it carries (``shadow<n>_<field>``): a unit's
-    stage may rely on relations between its inputs that hold for every real beat.
+    names fields that the shadow re-derives from the other fields of a stage, wherever it carries
+    what they are computed from, and asserts equal to the ones it carries (``shadow<n>_<field>``):
+    a unit's stage may rely on relations between its inputs that hold for every real beat.
 
     ``part = n`` proves only stage ``n``'s properties (the output checks belong to the last
     stage); every other one is assumed to have held in the previous cycle. One job per stage is
@@ -351,14 +351,15 @@ class ShadowPipelineHarness(_StreamHarnessBase):
 
         for n in range(n_st):
             check(f"stage{n}_valid", valid[n] == self.valid(find, n), n)
-            # the shadow's own invariant: a field the unit's logic computes from another one
-            # (q from the data and E) agrees with it, as it does for every real beat
-            roots = {name: v for name, v in records[n].items() if name in start}
+            # the shadow's own invariant: a carried field agrees with the fields of the same
+            # stage it is computed from (q with the data and E, the counts with q and the pair),
+            # as it does for every real beat
             for name in self.consistent:
-                if name in records[n] and roots:
+                if name in records[n]:
+                    others = {k: v for k, v in records[n].items() if k != name}
                     try:
-                        again = evaluate_fields(m, self.fields, roots, {name})[name]
-                    except KeyError:          # not computable from this stage's start fields
+                        again = evaluate_fields(m, self.fields, others, {name})[name]
+                    except KeyError:          # not computable from this stage's fields
                         continue
                     check(f"shadow{n}_{name}", records[n][name] == again, n)
             for name, cond in self.lemmas(find, records[n], n).items():
@@ -446,6 +447,78 @@ class AccumulatorHarness(_StreamHarnessBase):
         props.cover("full_group_of_max_blocks", first_out & (beats == self.max_blocks))
         big = (1 << (width - 2))
         props.cover("total_beyond_quarter_range", first_out & ((exact >= big) | (exact < -big)))
+        return m
+
+
+class AccumulatorInvariantHarness(_StreamHarnessBase):
+    """SPEC 6 width argument for all time (k-induction): every total the accumulator emits equals
+    the exact sum of its group, for every input sequence within the contract (``|S| <= max_sum``,
+    ``exp <= max_exp``, at most ``max_blocks`` beats per group), back-pressure and reset.
+
+    The harness keeps exact copies (``width + extra`` bits) of the accumulator's three values: the
+    term in its first stage, the running sum and the finished total, updated when the unit's own
+    stage moves (``t_fire``, read from its registers ``t_valid``, ``t_last`` and ``o_valid``;
+    the protocol proof covers that control). Lemmas: each ``width``-bit register equals its exact
+    copy; the beats in the running sum plus the one in the first stage stay below ``max_blocks``,
+    and the exact running sum is at most ``n * max_sum * 2^max_exp`` for ``n`` beats, so by SPEC 6's
+    width it never wraps.
+    """
+
+    def __init__(self, dut, *, max_sum: int, max_exp: int, max_blocks: int, extra: int = 8):
+        self.max_sum, self.max_exp, self.max_blocks, self.extra = max_sum, max_exp, max_blocks, extra
+        super().__init__(dut)
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Const, signed
+        m = Module()
+        frag = self._connect(m, platform)
+        props = self.props = Properties(m)
+        dut, find = self.dut, SignalFinder(frag)
+        p = dut.i.payload
+        width = dut.o.payload.total.shape().width
+        wide = signed(width + self.extra)
+        i_fire = dut.i.valid & dut.i.ready
+        props.assume("block_sum_contract", ~dut.i.valid | ((p.sum <= self.max_sum) &
+                                                           (p.sum >= -self.max_sum) &
+                                                           (p.exp <= self.max_exp)))
+        # beats accepted since the last `last` beat: a group has at most max_blocks
+        in_group = Signal(range(self.max_blocks + 1), name="in_group")
+        props.assume("at_most_max_blocks",
+                     ~(dut.i.valid & (in_group == self.max_blocks - 1)) | p.last)
+        with m.If(i_fire):
+            m.d.sync += in_group.eq(Mux(p.last, 0, in_group + 1))
+
+        t_valid, t_last = find("t_valid"), find("t_last")
+        t_term, running = find("t_term"), find("running")
+        o_valid, o_total = find("o_valid"), find("o_total")
+        t_fire = t_valid & (~t_last | ~o_valid | dut.o.ready)
+        ex_term = Signal(wide, reset_less=True, name="exact_term")
+        ex_run = Signal(wide, name="exact_running")
+        ex_total = Signal(wide, reset_less=True, name="exact_total")
+        n_run = Signal(range(self.max_blocks + 1), name="beats_running")
+        term = Signal(wide, name="term")
+        m.d.comb += term.eq(p.sum.as_signed() << p.exp)
+        with m.If(i_fire):
+            m.d.sync += ex_term.eq(term)
+        with m.If(t_fire):
+            with m.If(t_last):
+                m.d.sync += [ex_total.eq(ex_run + ex_term), ex_run.eq(0), n_run.eq(0)]
+            with m.Else():
+                m.d.sync += [ex_run.eq(ex_run + ex_term), n_run.eq(n_run + 1)]
+
+        bound = self.max_sum << self.max_exp             # the largest |term|
+        props.check("term_exact", ~t_valid | (t_term.as_signed() == ex_term))
+        props.check("term_bound", ~t_valid | ((ex_term <= bound) & (ex_term >= -bound)))
+        props.check("running_exact", running.as_signed() == ex_run)
+        limit = Signal(wide, name="running_limit")
+        m.d.comb += limit.eq(n_run * Const(bound, wide.width))
+        props.check("running_bound", (ex_run <= limit) & (ex_run >= -limit))
+        # a group's beats: those in the running sum and the one in the first stage (whose `last`
+        # restarted the input count as it was taken)
+        props.check("beats_counted", in_group == Mux(t_valid & t_last, 0, n_run + t_valid))
+        props.check("group_within_max_blocks", (n_run + t_valid <= self.max_blocks) &
+                    (in_group < self.max_blocks))
+        props.check("no_overflow", ~o_valid | (o_total.as_signed() == ex_total))
         return m
 
 

@@ -21,8 +21,9 @@ from bd_hw.units import UNITS, Unit
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM, MAX_PRODUCT,
                          Q_BITS)
 
-from .harness import (AccumulatorHarness, AxisProtocolHarness, CombinationalHarness,
-                      FirstBeatHarness, ShadowPipelineHarness, SignalFinder, StreamProtocolHarness)
+from .harness import (AccumulatorHarness, AccumulatorInvariantHarness, AxisProtocolHarness,
+                      CombinationalHarness, FirstBeatHarness, ShadowPipelineHarness, SignalFinder,
+                      StreamProtocolHarness)
 from .models import (decode_model, dot_block_model, fp32_model, max_chain, model_exponent, model_index,
                      model_pair, model_q, model_stage2, quantizer_fields, quantizer_model)
 from .runner import Job
@@ -190,8 +191,9 @@ def quantizer_end_to_end(unit, B, part=None):
         needs=lambda n: quantizer_stage_fields(names[n], keys[n]),
         outputs=("E", "invalid", "dialect", "codes"), lemmas=lemmas,
         # the shifter and stage 1 rely on E being the block's maximum exponent (q_k < 32, and
-        # qmax >= 16 for E >= 1): where the data still travels, E, q and qmax agree with it
-        consistent=("E", "invalid", "q", "qmax"), part=part,
+        # qmax >= 16 for E >= 1), the comparison after the "select" cut on the counts being
+        # those of q: where a stage carries what they come from, they agree with it
+        consistent=("E", "invalid", "q", "qmax", "count_a", "count_b"), part=part,
         valid=lambda find, n: find(f"s{n}_valid"),
         checks={"exp": lambda o, f: (o.exp, f["E"]), "invalid": lambda o, f: (o.invalid, f["invalid"]),
                 "dialect": lambda o, f: (o.dialect, f["dialect"]),
@@ -396,16 +398,26 @@ def stage_normaliser(unit, B):
 
 # --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
 
-#: max_blocks values at which the accumulator's width argument is checked (the bounded run must
-#: cover one whole group, so its depth grows with max_blocks).
-ACC_MAX_BLOCKS = (4,)
+#: Induction depth of the accumulator's width proof (every register has its lemma).
+ACC_PROVE_DEPTH = 1
+#: max_blocks of the accumulator's planted-bug run (short groups reach an overflow soon).
+ACC_BUG_MAX_BLOCKS = 2
+#: max_blocks of the cover traces of a whole group (a bounded run, so its depth grows with it).
+ACC_COVER_MAX_BLOCKS = 4
 
 
-def accumulator_width(unit, B, max_blocks):
+def accumulator_width(unit, B, max_blocks=None):
+    """SPEC 6's width for all time, at the unit's own ``max_blocks`` (256 by default)."""
     from bd_hw.dot import ExactAccumulator
-    dut = ExactAccumulator(B, max_blocks)
-    return AccumulatorHarness(dut, max_sum=MAX_PRODUCT * B, max_exp=MAX_EXP_SUM,
-                              max_blocks=max_blocks)
+    max_blocks = max_blocks or unit.parameters_at(B).max_blocks
+    return AccumulatorInvariantHarness(ExactAccumulator(B, max_blocks), max_sum=MAX_PRODUCT * B,
+                                       max_exp=MAX_EXP_SUM, max_blocks=max_blocks)
+
+
+def accumulator_covers(unit, B, max_blocks=ACC_COVER_MAX_BLOCKS):
+    from bd_hw.dot import ExactAccumulator
+    return AccumulatorHarness(ExactAccumulator(B, max_blocks), max_sum=MAX_PRODUCT * B,
+                              max_exp=MAX_EXP_SUM, max_blocks=max_blocks)
 
 
 # --- bd_linear (SPEC 11): AXI4-Stream protocol on a small instance ----------------------------
@@ -571,13 +583,13 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                                partial(stage_normaliser, unit, B), "bmc", depth=3,
                                timeout=EQUIVALENCE_TIMEOUT[B]))
                 out += _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
-                for mb in ACC_MAX_BLOCKS:
-                    for mode in ("bmc", "cover"):
-                        out.append(Job(f"{unit.name}_b{B}_accumulator_mb{mb}" +
-                                       ("_cover" if mode == "cover" else ""), unit.name, B,
-                                       "cover" if mode == "cover" else "width", partial(
-                                           accumulator_width, unit, B, mb), mode,
-                                       depth=mb + 5, timeout=900))
+                mb = ACC_COVER_MAX_BLOCKS
+                out.append(Job(f"{unit.name}_b{B}_accumulator", unit.name, B, "width",
+                               partial(accumulator_width, unit, B), "prove",
+                               depth=ACC_PROVE_DEPTH, timeout=900))
+                out.append(Job(f"{unit.name}_b{B}_accumulator_mb{mb}_cover", unit.name, B,
+                               "cover", partial(accumulator_covers, unit, B, mb), "cover",
+                               depth=mb + 5, timeout=900))
             elif unit.kind == "linear":
                 # Every registered engine once, at its own block size (the proofs take seconds).
                 if B == block_sizes[0]:
@@ -604,6 +616,11 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
             build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
         elif bug.caught_by == "structural":
             build, mode, depth = partial(unit.build, B), "structural", 1
+        elif bug.caught_by == "width":
+            # two beats of the largest block value overflow a one-bit-short accumulator: a
+            # counterexample from reset within a few steps
+            build = partial(accumulator_width, unit, B, ACC_BUG_MAX_BLOCKS)
+            mode, depth = "bmc", ACC_BUG_MAX_BLOCKS + 4
         elif bug.caught_by == "end_to_end":
             # the stage job that guards the bug, run from reset far enough for a beat to get there
             part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)

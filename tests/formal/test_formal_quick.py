@@ -101,15 +101,16 @@ def test_planted_bug_is_caught(work, job):
 
 
 def test_planting_leaves_the_generator_unchanged():
+    import bd_hw.dot as dot
     import bd_hw.pipeline as pipeline
     import bd_hw.quantizer as q
     before = (q.STAGE2_RANGES.clone(), q.MIDPOINTS.clone(), pipeline.pipeline_control,
-              q.PairSelector.pair_of)
+              q.PairSelector.pair_of, dot.accumulator_bits)
     for name in bugs.BUGS:
         with bugs.planted(name):
             pass
     assert bool((q.STAGE2_RANGES == before[0]).all()) and bool((q.MIDPOINTS == before[1]).all())
-    assert (pipeline.pipeline_control, q.PairSelector.pair_of) == before[2:]
+    assert (pipeline.pipeline_control, q.PairSelector.pair_of, dot.accumulator_bits) == before[2:]
 
 
 def test_a_bug_that_no_longer_matches_the_source_refuses_to_plant():
