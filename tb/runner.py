@@ -6,8 +6,8 @@ Units are the registry's (:mod:`bd_hw.units`: ``bd_decoder``, ``bd_quantizer``,
 ``bd_quantizer_trunc``, ``bd_dot``, the ``_fast`` pipeline settings, the ``bd_linear`` engines),
 each at those of ``--blocks`` it is emitted for. ``--quick`` is the reduced run of the test suite;
 without it B = 32 runs at full depth and the other block sizes and the deeper pipeline settings
-(``bd_quantizer_fast``, ``bd_dot_fast``, ``bd_linear_fast_n4``) at a lighter one (a quarter to a
-fifth of the stimulus). ``WAVES=1`` in the environment
+(``bd_quantizer_fast``, ``bd_dot_fast``, ``bd_linear_fast_n4``) and the engines wider than four
+lanes (``bd_linear_n8``) at a lighter one (a quarter to a fifth of the stimulus). ``WAVES=1`` in the environment
 writes a trace next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``): ``dump.fst`` when the
 host has liblz4-dev for Verilator's FST writer, ``dump.vcd`` otherwise.
 
@@ -35,6 +35,7 @@ from golden.spec import BLOCK_SIZES
 from .build import REPO, RTL_DIR, SIM_BUILD, build, rtl_file, test_module
 
 FULL_BLOCK = 32          # the block size run at full depth; the others run lighter
+FULL_LANES = 4           # engines of more lanes run lighter
 
 
 @dataclass
@@ -62,11 +63,13 @@ class UnitRun:
 
 def depth_for(block: int, quick: bool, unit: str = "") -> str:
     """quick with --quick; else full at FULL_BLOCK for units at the default pipeline setting, and
-    light for the other block sizes and the deeper pipeline settings (the ``_fast`` units)."""
+    light for the other block sizes, the deeper pipeline settings (the ``_fast`` units) and the
+    engines wider than FULL_LANES (their builds take longest; every lane runs the same logic)."""
     if quick:
         return "quick"
-    pipelined = bool(unit) and bool(units.get(unit).params.get("pipeline"))
-    return "full" if block == FULL_BLOCK and not pipelined else "light"
+    params = units.get(unit).params if unit else {}
+    lighter = bool(params.get("pipeline")) or params.get("N", 1) > FULL_LANES
+    return "full" if block == FULL_BLOCK and not lighter else "light"
 
 
 def parse_args(argv=None):

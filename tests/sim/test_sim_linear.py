@@ -117,8 +117,8 @@ def test_runner_drives_every_engine_with_the_linear_testbench():
     engines = [u.name for u in units.UNITS.values() if u.kind == "linear"]
     assert {"bd_linear_n4", "bd_linear_n2", "bd_linear_fast_n4"} <= set(engines)
     assert all(test_module(name) == "tb.test_linear" for name in engines)
-    assert [depth_for(32, False, n) for n in ("bd_linear_n4", "bd_linear_fast_n4", "bd_dot_fast")] == \
-        ["full", "light", "light"]
+    assert [depth_for(32, False, n) for n in ("bd_linear_n4", "bd_linear_fast_n4", "bd_dot_fast",
+                                              "bd_linear_n8")] == ["full", "light", "light", "light"]
     assert depth_for(32, True, "bd_linear_fast_n4") == "quick"
 
 
