@@ -75,8 +75,9 @@ def read_pnr_report(report: dict) -> tuple[float | None, list[dict]]:
 
 
 def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | None = None,
-            timeout: float = 1800, overrides: dict | None = None) -> dict:
-    """Map, place and route one unit; its figures and critical path."""
+            timeout: float = 1800, overrides: dict | None = None, pnr: bool = True) -> dict:
+    """Map, place and route one unit (only map it without ``pnr``); its figures and critical
+    path."""
     from amaranth.back import verilog
 
     fam = FAMILY[family]
@@ -95,13 +96,15 @@ def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | No
     modules = json.loads(text[text.index("{"):])["modules"]
     cells = {k: int(v) for k, v in next(mod for name, mod in modules.items()
                                         if name.lstrip("\\") == DUT)["num_cells_by_type"].items()}
-    exe, *part = fam.pnr
-    proc = run([tool(exe), *part, fam.constraints_flag, "--json", f"{fam.key}.json",
-                "--freq", str(PNR_TARGET_MHZ), "--timing-allow-fail", "--seed", str(PNR_SEED),
-                "--report", "pnr.json"], workdir, timeout, "pnr.log")
-    if proc.returncode != 0 or not (workdir / "pnr.json").exists():
-        raise ToolError(f"nextpnr failed in {workdir}, see pnr.log")
-    fmax, path = read_pnr_report(json.loads((workdir / "pnr.json").read_text()))
+    fmax, path = None, []
+    if pnr:
+        exe, *part = fam.pnr
+        proc = run([tool(exe), *part, fam.constraints_flag, "--json", f"{fam.key}.json",
+                    "--freq", str(PNR_TARGET_MHZ), "--timing-allow-fail", "--seed", str(PNR_SEED),
+                    "--report", "pnr.json"], workdir, timeout, "pnr.log")
+        if proc.returncode != 0 or not (workdir / "pnr.json").exists():
+            raise ToolError(f"nextpnr failed in {workdir}, see pnr.log")
+        fmax, path = read_pnr_report(json.loads((workdir / "pnr.json").read_text()))
     cuts = getattr(params, "cuts", frozenset())
     return {
         "unit": unit.name, "top": unit.top(B), "B": B, "pipeline": setting,
@@ -136,7 +139,8 @@ def describe(result: dict) -> list[str]:
     luts, carries = levels(path)
     lines = [f"{result['unit']} B={result['B']} pipeline={result['pipeline']} {result['device']}: "
              f"{result['fmax_mhz']} MHz, latency {result['latency']}, LUT {result['luts']}, "
-             f"carry {result['carries']}, FF {result['flops']} ({result['seconds']} s)",
+             f"carry {result['carries']}, FF {result['flops']}, DSP {result.get('dsps', 0)} "
+             f"({result['seconds']} s)",
              f"critical path {_short(path[0]['from']['cell'])} -> {_short(path[-1]['to']['cell'])}: "
              f"{luts} LUT levels + {carries} carry steps, "
              f"{sum(s['delay'] for s in path if s['type'] == 'logic'):.2f} ns logic, "
@@ -288,6 +292,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", dest="overrides",
                    help="override a generator parameter (repeatable; e.g. products=dsp); such rows "
                         "are shown but do not count for fmax_mhz")
+    p.add_argument("--no-pnr", action="store_true",
+                   help="map only (cells, no Fmax or critical path)")
     p.add_argument("--note", default="", help="mark the rows as not shipped (for example the "
                    "design before a change); they are shown but do not count for fmax_mhz")
     p.add_argument("--out", type=Path, default=Path("reports/synth"),
@@ -330,7 +336,7 @@ def main(argv=None) -> int:
             for family in (f for f in families if f in unit.families):
                 try:
                     result = analyse(unit, B, family, args.work, args.pipeline, args.timeout,
-                                     overrides)
+                                     overrides, pnr=not args.no_pnr)
                 except (ToolError, subprocess.TimeoutExpired, ValueError) as err:
                     print(f"error: {name} B={B} {family}: {err}", file=sys.stderr)
                     rows.append({"unit": name, "B": B, "pipeline": args.pipeline,
