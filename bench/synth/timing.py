@@ -145,7 +145,8 @@ def describe(result: dict) -> list[str]:
              f"{luts} LUT levels + {carries} carry steps, "
              f"{sum(s['delay'] for s in path if s['type'] == 'logic'):.2f} ns logic, "
              f"{sum(s['delay'] for s in path if s['type'] == 'routing'):.2f} ns routing"
-             if path else "critical path: none reported"]
+             if path else "critical path: none reported" if result["fmax_mhz"] is not None
+             else "critical path: not placed (mapping only)"]
     for s in path:
         if s["type"] != "routing":
             lines.append(f"  {s['type']:8s} {s['delay']:5.2f}  {s['from']['cell']}.{s['from']['port']}"
@@ -168,10 +169,15 @@ WHERE_THE_TIME_GOES = [
     "`decode` (between the decoders and the multipliers). With all four the iCE40 path is the "
     "82-bit negation alone (one carry chain); on ECP5 it is the multiplier stage, because "
     "yosys puts each 4x4 product (`*`) into an unregistered MULT18X18D (about 4 ns inside the "
-    "block and 3 ns of routing each way). Writing the products as four shifted partial "
-    "products added in LUTs avoids the DSP blocks, but the WebAssembly yosys 0.70 asserts "
-    "(abc_ops_reintegrate) while mapping that netlist for ECP5, so it is not shipped; a "
-    "registered DSP (or `-nodsp` in the flow) is the next step for 100 MHz on ECP5.",
+    "block and 3 ns of routing each way).",
+    "- **Products in LUTs** (`products=\"lut\"`, the default since the 8-lane engine: 256 "
+    "products, the LFE5U-85F has 156 multipliers): each 4x4 product is the signed activation "
+    "magnitude, four shifted copies selected by the weight's bits and an adder tree. bd_dot at "
+    "pipeline 0 then maps to 4,943 LUT4 + 368 CCU2C and no DSP (3,160 + 272 + 32 MULT18X18D "
+    "with `products=dsp`), and its critical path stays in the normaliser (53.9 against 55.2 "
+    "MHz). The 8-lane engine maps to 33,762 LUT4 + 3,223 CCU2C, 8,306 FF, 4 DP16KD and no DSP "
+    "(mapping only, `--no-pnr`: about half the device's LUT4s; placing it was not run). The "
+    "bd_dot rows at pipeline 1 to 4 were measured before, with the products on DSP blocks.",
     "- **bd_quantizer before**: stage 2, the range counter: the pair selects the four range "
     "bounds, every lane compares its q against them (carry chains), two popcounts of 32 bits "
     "(adder trees) and their comparison. Stage 1 (the shifter's E - ex subtraction, the 32-way "
