@@ -376,7 +376,7 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
                          f"{bw['packed_bytes_per_s'] / 1e9:.3f} | {bw['fp16_bytes_per_s'] / 1e9:.3f} |")
         lines.append("")
 
-    lines += [*mac_section(summary), *scale_section(results)]
+    lines += [*accumulation_section(results), *mac_section(summary), *scale_section(results)]
     lines += [*rounding_section(summary), *selector_section(results, summary),
               *discussion(results, summary)]
     return lines
@@ -534,6 +534,41 @@ def scale_section(results: list[dict]) -> list[str]:
             r["unit"], r["B"], r.get("gates2"), per, figure(r, "ice40.luts"),
             figure(r, "ice40.fmax_mhz"), figure(r, "ecp5.luts"), figure(r, "ecp5.dsp"),
             figure(r, "ecp5.fmax_mhz"), r.get("measured")]) + " |")
+    return lines + [""]
+
+
+# SPEC 6.1: the dot unit in each accumulation mode, default and deepest pipeline (issue 25).
+ACCUMULATION_UNITS = ("bd_dot", "bd_dot_fp32", "bd_dot_fp16", "bd_dot_fast", "bd_dot_fp32_fast",
+                      "bd_dot_fp16_fast")
+
+
+def accumulation_section(results: list[dict]) -> list[str]:
+    """``bd_dot`` in its three accumulation modes side by side (SPEC 6.1), with each rounded mode's
+    figures as a fraction of the exact unit's at the same pipeline setting."""
+    by_unit = {r["unit"]: r for r in results if r["unit"] in ACCUMULATION_UNITS and r["B"] == 32}
+    if not {"bd_dot_fp32", "bd_dot_fp16"} & set(by_unit):
+        return []
+    lines = ["## Accumulation modes: exact, FP32, FP16 (SPEC 6.1)", "",
+             "`bd_dot` at B = 32: exact (82-bit integer accumulator, one FP32 rounding), `fp32` and "
+             "`fp16` (each block value converted to the format and added by a float adder that "
+             "rounds every beat, the paper's FP16 accumulation). `_fast`: the deepest pipeline "
+             "setting (exact 4 cut points, the rounded modes 2: their float adder is a one-cycle "
+             "loop). In brackets: the figure over the exact unit's at the same setting.", "",
+             "| unit | latency | gates2 | FF | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | ECP5 FF | "
+             "ECP5 DSP | ECP5 Fmax MHz | measured |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+    metrics = ("gates2", "cells_flops", "ice40.luts", "ice40.fmax_mhz", "ecp5.luts", "ecp5.flops",
+               "ecp5.dsp", "ecp5.fmax_mhz")
+    for name in ACCUMULATION_UNITS:
+        r = by_unit.get(name)
+        if r is None:
+            continue
+        exact = by_unit.get("bd_dot_fast" if name.endswith("_fast") else "bd_dot")
+        cells = []
+        for metric in metrics:
+            value = figure(r, metric)
+            ratio = _ratio(value, figure(exact, metric)) if exact is not None and exact is not r else None
+            cells.append(_fmt(value) + (f" ({ratio:.2f})" if ratio is not None else ""))
+        lines.append("| " + " | ".join([name, _fmt(r.get("latency")), *cells, _fmt(r.get("measured"))]) + " |")
     return lines + [""]
 
 

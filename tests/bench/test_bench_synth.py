@@ -11,7 +11,8 @@ from amaranth.back import verilog
 from bench.hw.baseline_macs import make_mac
 from bench.synth import PnrHarness, stat_cells, summarise
 from bench.synth.cli import main
-from bench.synth.report import carried_results, fmax_by_top, fmax_table, load_report, weight_bandwidth
+from bench.synth.report import (accumulation_section, carried_results, fmax_by_top, fmax_table, load_report,
+                                weight_bandwidth)
 from bench.verilator_throughput import _cpp_driver, _cpp_name, top_ports
 
 
@@ -155,6 +156,21 @@ def test_rounding_cost_pairs_each_variant_with_its_truncating_twin():
     cost = summarise(rows)["rounding_cost"]["32"]["quantizer"]
     assert cost["cells"] == {"rounding": 110, "truncating": 100, "ratio": 1.1}
     assert cost["ice40.fmax_mhz"]["ratio"] == 0.8
+
+
+def test_accumulation_section_sets_each_mode_beside_the_exact_unit():
+    rows = [_row("bd_dot", latency=6, gates2=1000, ice40={"luts": 400, "fmax_mhz": 30.0}),
+            _row("bd_dot_fp32", latency=4, gates2=800, ice40={"luts": 300, "fmax_mhz": 45.0}),
+            _row("bd_dot_fp16", latency=5, gates2=700),
+            _row("bd_dot_fp32_fast", latency=6, gates2=900),            # no exact _fast row: no ratio
+            _row("bd_quantizer", gates2=5)]
+    lines = accumulation_section(rows)
+    table = [line for line in lines if line.startswith("| bd_dot")]
+    assert [line.split(" | ")[0] for line in table] == ["| bd_dot", "| bd_dot_fp32", "| bd_dot_fp16",
+                                                        "| bd_dot_fp32_fast"]
+    assert "| 800 (0.80) |" in table[1] and "| 300 (0.75) | 45.00 (1.50) |" in table[1]
+    assert "(" not in table[0] and "(" not in table[3]
+    assert accumulation_section([_row("bd_dot", gates2=1)]) == []
 
 
 def test_engine_weight_bandwidth():
