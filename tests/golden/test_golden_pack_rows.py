@@ -68,7 +68,7 @@ def test_pack_rows_header_is_little_endian_word():
     assert beat[stride + 2 + 3] == int(codes[1, 0, 6]) | int(codes[1, 0, 7]) << 4
 
 
-@pytest.mark.parametrize("lanes", (0, 3, 16, -4, 2.0, True, "4", None))
+@pytest.mark.parametrize("lanes", (0, 3, 32, -4, 2.0, True, "4", None))
 def test_pack_rows_rejects_bad_lanes(lanes):
     q = _weights(2, 1, 32, seed=1)
     with pytest.raises(ValueError, match="lanes"):
