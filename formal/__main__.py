@@ -110,6 +110,8 @@ def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> 
         "",
         COMPOSITION,
         "",
+        _not_run(rows),
+        "",
         "## Every property",
         "",
         "Kinds: `planted bug` = a generated copy of a generator with one mistake, on which the "
@@ -135,6 +137,14 @@ def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> 
         counts[r["status"]] = counts.get(r["status"], 0) + 1
     lines += ["", "Totals: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())), ""]
     (out / "summary.md").write_text("\n".join(lines))
+
+
+def _not_run(rows: list[dict]) -> str:
+    """The jobs of `make formal` that have no row here (never run, or stopped before they ended)."""
+    have = {r["job"] for r in rows}
+    missing = [j.name for j in bug_jobs() + jobs() if j.name not in have]
+    return ("Jobs of `make formal` with no row yet: " + (", ".join(f"`{n}`" for n in missing)
+                                                          if missing else "none") + ".")
 
 
 def _job_seconds(rows: list[dict]) -> dict[str, float]:
