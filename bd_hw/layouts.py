@@ -42,7 +42,8 @@ from collections.abc import Mapping, Sequence
 from amaranth.hdl import Shape, UnusedElaboratable
 from amaranth.lib import data
 
-from golden.spec import CODE_BITS, DIALECT_BITS, EXP_BITS, FP16_BITS, FP32_BITS, H_BITS, check_block_size
+from golden.spec import (CODE_BITS, DIALECT_BITS, EXP_BITS, FP16_BITS, FP32_BITS, H_BITS, Y_USER_BITS,
+                         check_block_size)
 
 __all__ = [
     "FP16_BITS", "FP32_BITS", "DECODED_BITS",
@@ -57,7 +58,6 @@ __all__ = [
 ]
 
 DECODED_BITS = 1 + H_BITS  # decoder lane: {sign, h[3:0]} (SPEC 9)
-Y_USER_BITS = 2            # SPEC 11: m_axis_y tuser
 
 
 def unit_block_size(B, owner=None) -> int:

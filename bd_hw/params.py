@@ -26,6 +26,8 @@ from golden.spec import (DEFAULT_ACCUMULATE, DEFAULT_MAX_BLOCKS, FP16_BITS,
                          check_accumulate, check_block_size)
 from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
 
+from .selection import STAGE1_RULES, Selection, check_stage1
+
 __all__ = ["Params", "ParametrisedComponent", "DecoderParams", "QuantizerParams", "DotParams",
            "LinearParams", "PRODUCTS", "block_sum_bits",
            "accumulator_bits", "check_count", "check_max_blocks", "check_lanes"]
@@ -156,7 +158,6 @@ class QuantizerParams(Params):
     BASE_LATENCY: ClassVar[int] = 4          # register stages without optional cuts
 
     def __post_init__(self):
-        from .quantizer import Selection, check_stage1     # the quantizer imports this module
         check_block_size(self.B, "B")
         check_stage1(self.stage1)
         if self.selection is not None and (self.stage1 != "round"
@@ -167,7 +168,6 @@ class QuantizerParams(Params):
     @property
     def method(self) -> str:
         """The ``golden.bd.quantize`` method the unit reproduces (SPEC 10)."""
-        from .quantizer import STAGE1_RULES
         return self.selection.method if self.selection is not None else STAGE1_RULES[self.stage1]
 
     @property

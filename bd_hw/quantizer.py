@@ -41,7 +41,6 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.formatbook import MIDPOINTS, STAGE2_RANGES
-from golden.methods import BY_STAGE1
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_FIELD_NONFINITE, FP16_BITS, FP16_MAN_BITS,
                          IDX_BITS, LEVELS, NUM_DIALECTS, NUM_PAIRS, Q_BITS)
 
@@ -49,6 +48,7 @@ from .arith import pack_row, tree_max, tree_sum
 from .layouts import quantizer_input_layout, quantizer_output_layout
 from .params import ParametrisedComponent, QuantizerParams
 from .pipeline import Stages
+from .selection import STAGE1_RULES, Selection, check_stage1
 
 __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", "IndexMapper",
            "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
@@ -56,8 +56,6 @@ __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", 
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
 GROUPS = 4          # lane groups whose maxima are registered by the "exp" and "qmax" cuts
 MAN_BITS = FP16_MAN_BITS
-# SPEC 4.2 [revised]: the stage-1 rules, and the golden.bd method each one implements (golden.methods).
-STAGE1_RULES = {rule: m.name for rule, m in BY_STAGE1.items()}
 # The zero block needs no special case in the index mapper only because q = 0 is below every
 # dialect's first midpoint (SPEC 3: every idx of a zero block is 0).
 assert min(MIDPOINTS[:, 0].tolist()) >= 1
@@ -66,12 +64,6 @@ assert min(MIDPOINTS[:, 0].tolist()) >= 1
 def _fields(x):
     """FP16 bits -> (sign, exponent field, mantissa field)."""
     return x[FP16_BITS - 1], x[MAN_BITS:MAN_BITS + EXP_BITS], x[:MAN_BITS]
-
-
-def check_stage1(stage1) -> str:
-    if stage1 not in STAGE1_RULES:
-        raise ValueError(f"stage1 must be one of {tuple(STAGE1_RULES)}, got {stage1!r}")
-    return stage1
 
 
 class ExponentMax(wiring.Component):
@@ -273,33 +265,6 @@ class IndexMapper(wiring.Component):
             q = self.q[k]
             m.d.comb += self.idx[k].eq(tree_sum((q >= mids[i] for i in range(nmid)), m=m, name=f"idx{k}"))
         return m
-
-
-class Selection:
-    """How the quantizer frame picks a block's dialect, in two pipeline stages.
-
-    :meth:`first` is the logic between the stage-0 registers (``elements``, the FP16 data, and ``exp``) and the stage-1
-    registers; its result, of shape :meth:`state_shape`, is registered there beside ``q``.
-    :meth:`second` turns that state (and the registered ``q``) into the dialect, registered in
-    stage 2 (the frame forces dialect 0 for a zero block). Both add their submodules to ``m``.
-    When the frame's ``"qmax"`` (``"select"``) cut is taken, :meth:`first` (:meth:`second`) is
-    also given ``cut``: a function
-    that takes keyword values, registers them in an extra pipeline stage and returns a dict of the
-    registers; the selection calls it once where its logic is best split (a selection without
-    such a point may leave it uncalled, and the frame registers its dialect instead).
-    ``method`` names the ``golden.bd.quantize`` method whose dialects it reproduces.
-    """
-
-    method: str = ""
-
-    def state_shape(self, B: int):
-        raise NotImplementedError
-
-    def first(self, m: Module, B: int, elements, exp, q):
-        raise NotImplementedError
-
-    def second(self, m: Module, B: int, state, q):
-        raise NotImplementedError
 
 
 class TwoStageSelection(Selection):

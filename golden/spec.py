@@ -61,6 +61,7 @@ DEFAULT_ACCUMULATE = "exact"
 
 # SPEC 11: bd_linear, the matrix-vector engine.
 LINEAR_LANES = (1, 2, 4, 8, 16)   # N, output lanes (rows computed side by side) [revised]
+Y_USER_BITS = 2                   # m_axis_y tuser: bit 0 non-finite vector, bit 1 block-count mismatch
 
 # SPEC 8: baseline formats (golden model and reports only).
 E2M1_VALUES = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0)   # E2M1 element magnitudes
