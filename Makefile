@@ -55,7 +55,7 @@ ALL := $(VENV)/.stamp-all $(VENV)/.stamp-model-file
 
 # pytest exits 5 when it collects nothing; for this suite that means a broken checkout, so it fails.
 test: $(ALL)
-	@$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; \
+	@$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 test-golden: $(VENV)/.stamp-test
