@@ -22,10 +22,10 @@ from typing import NamedTuple
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 
-from golden.formatbook import FORMATBOOK_ROWS, LEVELS, NUM_PAIRS
+from golden.formatbook import FORMATBOOK_ROWS
 from golden.formatbook import beneficial_range
-from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, MAX_HALF_UNITS, PRODUCT_EXP_OFFSET,
-                         Q_BITS, Q_SHIFT_BASE, SIGNIFICAND_BITS)
+from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, LEVELS, MAX_HALF_UNITS, NUM_PAIRS,
+                         PRODUCT_EXP_OFFSET, Q_BITS, Q_SHIFT_BASE, SIGNIFICAND_BITS)
 
 __all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "quantizer_fields",
            "evaluate_fields", "model_exponent", "model_q",

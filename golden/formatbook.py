@@ -13,9 +13,8 @@ from typing import NamedTuple
 
 import torch
 
-# SPEC 2 and 4: defined in golden.spec, and imported from there by everyone else. NUM_PAIRS is still
-# imported from here by formal/models.py.
-from golden.spec import LEVELS, MAX_HALF_UNITS, NUM_DIALECTS, NUM_PAIRS, Q_BITS  # noqa: F401
+# SPEC 2 and 4: defined in golden.spec, and imported from there by everyone else.
+from golden.spec import LEVELS, MAX_HALF_UNITS, NUM_DIALECTS, Q_BITS
 
 # SPEC 2: 16 dialects x 8 unsigned magnitudes in half-units (real value h / 2), ascending by index.
 FORMATBOOK_ROWS: tuple[tuple[int, ...], ...] = (
