@@ -48,12 +48,12 @@ from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.spec import DEFAULT_MAX_BLOCKS, EXP_BITS, H_BITS, MAX_EXP_SUM, MAX_PRODUCT
+from golden.spec import DEFAULT_MAX_BLOCKS, H_BITS, MAX_EXP_SUM, MAX_PRODUCT
 from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in units of 2^-36
 
 from .arith import leading_zeros, tree_sum
 from .decoder import BDDecoder
-from .float_add import FORMATS, FloatAccumulator, FloatWiden
+from .float_add import EXP_SUM_BITS, FORMATS, FloatAccumulator, FloatWiden
 from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout
 from .params import (DotParams, Params, ParametrisedComponent, accumulator_bits, block_sum_bits)
 from .pipeline import Stages
@@ -61,7 +61,6 @@ from .pipeline import Stages
 __all__ = ["MultiplierArray", "AdderTree", "ExactAccumulator", "FP32Normaliser", "BDDot",
            "FRAC_BITS", "MAX_EXP_SUM", "PRODUCT_BITS", "block_sum_bits", "accumulator_bits"]
 
-EXP_SUM_BITS = EXP_BITS + 1                    # 6: E_a + E_w <= 60 (SPEC 6)
 PRODUCT_BITS = MAX_PRODUCT.bit_length() + 1    # 9, signed: |P_k| <= 225
 
 
