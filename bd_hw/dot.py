@@ -25,8 +25,10 @@ One beat per clock at every setting; back-pressure holds every stage; ``o.valid`
 Pipeline (each line ends in a register stage; optional cuts in brackets):
 
 1. two :class:`~bd_hw.decoder.BDDecoder` [``"decode"``] + :class:`MultiplierArray`: signed
-   products ``P_k``; ``E_a + E_w``.
-2. exact block sum ``S`` by an adder tree [``"tree"``, after sums of 8 products].
+   products ``P_k``, each negative one as a ones' complement, and the count of those (its +1s);
+   ``E_a + E_w``.
+2. exact block sum ``S`` by an adder tree [``"tree"``, after sums of 8 products], the count of
+   negative products added last.
 3. :class:`ExactAccumulator` (2 stages): ``S << (E_a + E_w)``, then ``A += term``; on ``last`` the
    total moves on and ``A`` restarts at 0.
 4. :class:`FP32Normaliser` (2 stages): absolute value [``"abs"``], leading-zero count [``"lzc"``]
@@ -43,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
 from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -65,11 +67,14 @@ PRODUCT_BITS = MAX_PRODUCT.bit_length() + 1    # 9, signed: |P_k| <= 225
 
 
 class MultiplierArray(wiring.Component):
-    """B sign-magnitude 4x4 multipliers (SPEC 6).
+    """B sign-magnitude 4x4 multipliers (SPEC 6), the sign applied as a ones' complement.
 
     Ports: ``a``, ``w`` in, B lanes of 5 bits ``{sign, h[3:0]}`` (the decoder's lanes);
-    ``products`` out, B lanes of signed 9 bits (two's complement),
-    ``P_k = (-1)^(s_a xor s_w) * h_a * h_w``.
+    ``products`` out, B lanes of signed 9 bits (two's complement), and ``carries`` out, B bits:
+    ``products[k] + carries[k] = P_k = (-1)^(s_a xor s_w) * h_a * h_w``. A negative product is
+    given as the complement of its magnitude, ``-h_a h_w - 1``, with its ``+1`` in ``carries``:
+    the unit adds the B carry bits once, by a popcount, instead of negating every lane (the
+    smallest lane construction measured, ``decoder_defer`` in ``bench/hw/lane_products.py``).
 
     ``products`` says how the 4x4 magnitude product is written (:data:`~bd_hw.params.PRODUCTS`):
     ``"lut"``, the sum of four shifted partial products ``h_a * w_i * 2^i`` (no multiply operator,
@@ -83,6 +88,7 @@ class MultiplierArray(wiring.Component):
             "a": In(data.ArrayLayout(DECODED_BITS, self.B)),
             "w": In(data.ArrayLayout(DECODED_BITS, self.B)),
             "products": Out(data.ArrayLayout(signed(PRODUCT_BITS), self.B)),
+            "carries": Out(self.B),
         })
 
     def elaborate(self, platform):
@@ -90,24 +96,46 @@ class MultiplierArray(wiring.Component):
         for k in range(self.B):
             a, w = self.a[k], self.w[k]
             h_a, h_w = a[:H_BITS], w[:H_BITS]
-            negative = a[H_BITS] ^ w[H_BITS]
+            negative = Signal(name=f"neg{k}")
+            mag = Signal(2 * H_BITS, name=f"mag{k}")
+            m.d.comb += negative.eq(a[H_BITS] ^ w[H_BITS])
             if self.products_as == "dsp":
-                mag = Signal(2 * H_BITS, name=f"mag{k}")
-                m.d.comb += [mag.eq(h_a * h_w),
-                             self.products[k].eq(Mux(negative, -mag, mag))]
-                continue
-            # P = sum over i of w_i * 2^i * (+-h_a): the signed activation magnitude once, then
-            # four shifted copies of it added, each selected at the product's width (so that every
-            # addend of the tree has one width in the Verilog).
-            signed_a = Signal(signed(H_BITS + 1), name=f"sa{k}")
-            m.d.comb += signed_a.eq(Mux(negative, -h_a, h_a))
-            partial = []
-            for i in range(H_BITS):
-                pp = Signal(signed(PRODUCT_BITS), name=f"pp{k}_{i}")
-                m.d.comb += pp.eq(Mux(h_w[i], signed_a << i, C(0, signed(PRODUCT_BITS))))
-                partial.append(pp)
-            m.d.comb += self.products[k].eq(tree_sum(partial, m=m, name=f"p{k}"))
+                m.d.comb += mag.eq(h_a * h_w)
+            else:
+                m.d.comb += mag.eq(_array_product(m, h_a, h_w, f"p{k}"))
+            _complement(m, mag, negative, self.products[k], self.carries, k)
         return m
+
+
+def _array_product(m: Module, x, y, name: str):
+    """``x * y`` of two unsigned values of ``n`` bits as an array multiplier, with no multiply
+    operator (so FPGA mappers build it from LUTs and carries): row ``i`` is ``x`` gated by ``y_i``,
+    added to the upper bits of the rows above it. Every adder takes two operands of one width, so
+    the Verilog holds no implicit widening; the first row pair is split at its top bit for that."""
+    n = len(x)
+    rows = []
+    for i in range(n):
+        row = Signal(n, name=f"{name}_row{i}")
+        m.d.comb += row.eq(x & y[i].replicate(n))
+        rows.append(row)
+    low = Signal(n, name=f"{name}_s1_low")             # rows[0] / 2 + rows[1] without its top bit
+    top = Signal(2, name=f"{name}_s1_top")
+    m.d.comb += [low.eq(rows[0][1:] + rows[1][:n - 1]), top.eq(low[n - 1] + rows[1][n - 1])]
+    acc = Cat(low[:n - 1], top)                        # n + 1 bits: rows[0] / 2 + rows[1]
+    bits = [rows[0][0]]
+    for i in range(2, n):
+        step = Signal(n + 1, name=f"{name}_s{i}")
+        m.d.comb += step.eq(acc[1:] + rows[i])
+        bits.append(acc[0])
+        acc = step
+    return Cat(*bits, acc)
+
+
+def _complement(m: Module, mag, negative, product, carries, k: int):
+    """Lane ``k``'s signed product as ``product + carries[k]``: the 8-bit magnitude, complemented
+    when the product is negative, and the +1 of that negation as the carry."""
+    m.d.comb += [product.eq(Cat(mag ^ negative.replicate(2 * H_BITS), negative).as_signed()),
+                 carries[k].eq(negative)]
 
 
 class AdderTree(wiring.Component):
@@ -370,7 +398,11 @@ class BDDot(ParametrisedComponent):
         v = st.cut("s0", "decode" in self.cuts, a=dec_a.values, w=dec_w.values,
                    exp=(p.a_exp + p.w_exp)[:EXP_SUM_BITS], last=p.last)
         m.d.comb += [mul.a.eq(v.pop("a")), mul.w.eq(v.pop("w"))]
-        v = st.register("s1", **v, products=mul.products)
+        # The +1 of every negative product (MultiplierArray's carries), counted once.
+        # (registered at the block sum's width, so that it is added to the sum at one width).
+        negatives = Signal(signed(block_sum_bits(B)), name="negatives")
+        m.d.comb += negatives.eq(tree_sum(list(mul.carries), m=m, name="negatives"))
+        v = st.register("s1", **v, products=mul.products, negatives=negatives)
 
         # Exact block sum: sums of TREE_GROUP products; optional cut; their sum; register.
         group = min(self.TREE_GROUP, B) if "tree" in self.cuts else B
@@ -383,7 +415,10 @@ class BDDot(ParametrisedComponent):
         parts = v.pop("partial")
         total = tree_sum((parts[n * width:(n + 1) * width].as_signed() for n in range(len(partial))),
                          m=m, name="total")
-        v = st.register("s3", **v, sum=total[:block_sum_bits(B)].as_signed())
+        # The +1s of the negative products, added last.
+        block = Signal(signed(len(total) + 1), name="block_sum")
+        m.d.comb += block.eq(total + v.pop("negatives"))
+        v = st.register("s3", **v, sum=block[:block_sum_bits(B)].as_signed())
 
         m.d.comb += [
             acc.i.valid.eq(st.valid),

@@ -351,8 +351,11 @@ class DotProducts(wiring.Component):
         m.d.comb += [
             dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
             dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),
-            mul.a.eq(dec_a.values), mul.w.eq(dec_w.values), self.products.eq(mul.products),
+            mul.a.eq(dec_a.values), mul.w.eq(dec_w.values),
         ]
+        # The multipliers give each negative product as a ones' complement and its +1 apart.
+        for k in range(self.B):
+            m.d.comb += self.products[k].eq(mul.products[k] + mul.carries[k])
         return m
 
 

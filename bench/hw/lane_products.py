@@ -23,17 +23,18 @@ Constructions (:data:`CONSTRUCTIONS`, ``format -> name -> title``):
   ``shift_operand`` (fp6) as ``shift``, but one significand is negated before a signed multiply;
   ``table``        (fp4) the product of the two 3-bit magnitude codes from a 64-entry table.
 ``bd`` (SPEC 6; ``a_dialect``/``w_dialect`` select each operand's formatbook row):
-  ``decoder``      two :class:`bd_hw.decoder.BDDecoder`, 4x4 multiply (``bd_dot``'s ``products="dsp"``);
+  ``decoder``      two :class:`bd_hw.decoder.BDDecoder`, 4x4 multiply;
   ``decoder_lut``  ``bd_dot``'s default: the decoders and :class:`bd_hw.dot.MultiplierArray` itself
-                   (``products="lut"``: the sign applied to the activation's magnitude, then four
-                   shifted partial products added);
+                   (``products="lut"``: four gated copies of the activation's magnitude added, the
+                   sign applied as a ones' complement whose +1 is left in ``carries``);
   ``shared``       the dialect-dependent columns of the formatbook (indices 5, 6, 7) decoded once
                    per block; per lane ``h = idx`` for ``idx < 5`` (every dialect), else the block's
                    value for ``idx``: one 3:1 choice of 4 bits; then the 4x4 multiply;
   ``shared_operand`` as ``shared``, the sign applied to one operand before a signed multiply.
 
 Sign handling suffix ``_defer`` (``magnitude``, ``table``, ``decoder`` and ``shared`` constructions):
-the product is complemented instead of negated and its ``+1`` is left in ``carries``.
+the product is complemented instead of negated and its ``+1`` is left in ``carries``
+(``decoder_defer`` is ``bd_dot``'s ``products="dsp"``; ``decoder_lut`` defers too).
 """
 from __future__ import annotations
 
@@ -73,7 +74,7 @@ CONSTRUCTIONS: dict[str, dict[str, str]] = {
             "shift_operand": "signed 5x4 significand product, shifted by the exponent sum"},
     "bd": {"decoder": "two bd_decoders, 4x4 multiply, negate",
            "decoder_lut": "bd_dot's products: two bd_decoders, bd_hw.dot.MultiplierArray (products="
-                          "'lut': signed activation magnitude, four shifted partial products)",
+                          "'lut': four shifted partial products, ones' complement + popcount)",
            "decoder_defer": "two bd_decoders, 4x4 multiply, ones' complement + popcount",
            "shared": "indices 5-7 decoded once per block, 3:1 choice per lane, 4x4 multiply, negate",
            "shared_defer": "indices 5-7 decoded once per block, 4x4 multiply, ones' complement + "
@@ -273,7 +274,7 @@ class ProductArray(wiring.Component):
         self.fmt, self.construction, self.lanes = fmt, construction, lanes
         self.block_values_in = block_values_in
         self.bits = FORMAT_BITS[fmt]
-        self.defers = construction.endswith("_defer")
+        self.defers = construction.endswith("_defer") or construction == "decoder_lut"
         ports = product_inputs(fmt, lanes, block_values_in)
         ports |= {"products": Out(data.ArrayLayout(signed(product_bits(fmt)), lanes)),
                   "carries": Out(lanes)}
@@ -310,7 +311,7 @@ class ProductArray(wiring.Component):
                 for k in range(self.lanes):
                     m.d.comb += [mul.a[k].eq(decoders["a"].values[k]),
                                  mul.w[k].eq(decoders["w"].values[k])]
-                decoders["products"] = mul.products
+                decoders["products"], decoders["carries"] = mul.products, mul.carries
             return decoders
         if self.block_values_in:
             return {side: _column_values(m, None, side, getattr(self, f"{side}_values"))
@@ -410,7 +411,7 @@ class ProductArray(wiring.Component):
         return _signed_magnitude(m, f"prod{k}", va[H_BITS] ^ vw[H_BITS], mag, self.defers)
 
     def _bd_decoder_lut(self, m, k, a, w, block):
-        return block["products"][k], None
+        return block["products"][k], block["carries"][k]
 
     def _bd_value(self, m, name, code, entries):
         """``h`` of one lane from its index and the block's per-column values."""

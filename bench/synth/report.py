@@ -474,17 +474,17 @@ def _mac_findings(macs: dict) -> list[str]:
     for B, fmts in sorted(macs["constructions"].get("block", {}).items(), key=lambda kv: int(kv[0])):
         bd = fmts.get("bd", {})
         best = macs["smallest"]["block"][B].get("bd")
-        # bd_dot's products: "lut" (its default) and "dsp" (the decoder construction)
-        refs = [(c, setting) for c, setting in (("decoder_lut", "default, products='lut'"),
-                                                 ("decoder", "products='dsp'"))
-                if c in bd and best and c != best]
-        if refs:
-            lines.append(f"- B = {B}: the smallest BlockDialect construction ({best}: "
-                         f"{CONSTRUCTIONS['bd'][best]}) has " + "; ".join(
-                             f"{bd[c]['gates2'] - bd[best]['gates2']} two-input gates "
-                             f"({100 * (bd[c]['gates2'] - bd[best]['gates2']) / bd[c]['gates2']:.1f} %) "
-                             f"fewer than `bd_dot`'s {setting} ({c}, {bd[c]['gates2']})"
-                             for c, setting in refs) + "; `bd_dot` should adopt it.")
+        # bd_dot's products: "lut" (its default) and "dsp" (bd_hw.dot.MultiplierArray)
+        refs = [(c, setting) for c, setting in (("decoder_lut", "products='lut' (its default)"),
+                                                 ("decoder_defer", "products='dsp'")) if c in bd]
+        if refs and best:
+            adopted = best in dict(refs)
+            lines.append(f"- B = {B}: `bd_dot`'s " + "; ".join(
+                f"{setting} is {c}, {bd[c]['gates2']} two-input gates "
+                f"({bd[c]['gates2'] / bd[best]['gates2']:.2f} of the smallest, {best})"
+                for c, setting in refs) + ("." if adopted else
+                                           f"; `bd_dot` should adopt {best} "
+                                           f"({CONSTRUCTIONS['bd'][best]})."))
     int8 = [f["int8"]["gates2"] for by_b in macs["to_fp4"].values() for f in by_b.values()
             if f.get("int8", {}).get("gates2")]
     ours = f", ours {min(int8):.2f} to {max(int8):.2f}" if int8 else ""

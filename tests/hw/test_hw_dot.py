@@ -83,7 +83,7 @@ def check_dots(dots, outputs, *, golden=True):
 @pytest.mark.parametrize("products", ["lut", "dsp"])
 def test_multiplier_array_exhaustive(products):
     """Every (sign, h) x (sign, h) lane pair, 32 x 32, spread over the lanes, each way of building
-    the products."""
+    the products: ``products[k] + carries[k]`` is the signed product."""
     B = 16
     pairs = [(a, w) for a in range(32) for w in range(32)]
     vectors = []
@@ -91,9 +91,14 @@ def test_multiplier_array_exhaustive(products):
         chunk = pairs[n:n + B]
         vectors.append({"a": pack_lanes([a for a, _ in chunk], 5),
                         "w": pack_lanes([w for _, w in chunk], 5)})
-    results = run_comb(MultiplierArray(B, products), vectors, ["products"])
-    got = [to_signed(p, 9) for r in results for p in unpack_lanes(r["products"], 9, B)]
+    results = run_comb(MultiplierArray(B, products), vectors, ["products", "carries"])
+    got = [to_signed(p, 9) + (r["carries"] >> k & 1)
+           for r in results for k, p in enumerate(unpack_lanes(r["products"], 9, B))]
     assert got == [(-1) ** ((a ^ w) >> 4) * (a & 15) * (w & 15) for a, w in pairs]
+    # A carry only where the sign is applied: a ones' complement, never a second negation.
+    assert all((r["carries"] >> k & 1) == ((a ^ w) >> 4)
+               for r, n in zip(results, range(0, len(pairs), B))
+               for k, (a, w) in enumerate(pairs[n:n + B]))
 
 
 @pytest.mark.parametrize("B", BLOCK_SIZES)
