@@ -80,20 +80,40 @@ def mxfp4(x, block: int = 32) -> torch.Tensor:
     return torch.ldexp(elements, scale_exp.to(torch.float64)).to(torch.float32).reshape(x.shape)
 
 
-def nvfp4(x) -> torch.Tensor:
+def check_tensor_amax(tensor_amax, name: str = "tensor_amax") -> float | None:
+    """None (NVFP4's tensor scale from the tensor's own amax) or a static amax: a positive finite
+    number whose FP32 tensor scale amax / (448 * 6) does not underflow to zero."""
+    if tensor_amax is None:
+        return None
+    if isinstance(tensor_amax, bool) or not isinstance(tensor_amax, (int, float)):
+        raise ValueError(f"{name} must be None or a positive number, got {tensor_amax!r}")
+    as_fp32 = torch.tensor(float(tensor_amax), dtype=torch.float32)
+    value = float(as_fp32)
+    if not (value > 0 and value != float("inf")) or float(as_fp32 / (E4M3_MAX * E2M1_MAX)) == 0.0:
+        raise ValueError(f"{name} must be a positive finite FP32 number, got {tensor_amax!r}")
+    return value
+
+
+def nvfp4(x, tensor_amax: float | None = None) -> torch.Tensor:
     """NVFP4 (SPEC 8): FP32 tensor scale amax / (448 * 6), E4M3 block scales, E2M1 elements RNE.
 
     The block scale is float32(amax_b / 6) / tensor_scale rounded to E4M3 (ties to even,
     subnormals kept, saturating at 448); a block whose scale rounds to 0 decodes to 0. Elements
     are the nearest E2M1 value of x / (block_scale * tensor_scale), computed exactly.
+    `tensor_amax`: None takes amax from x itself (the dynamic scale, which sees the whole tensor);
+    a number is a static, calibrated amax (elements beyond it saturate at 448 * 6 * tensor_scale).
     """
+    tensor_amax = check_tensor_amax(tensor_amax)
     x = _as_float32(x)
     blocks = _blocks(x, NVFP4_BLOCK)
     if x.numel() == 0:
         return x
-    tensor_amax = x.abs().amax()
-    if float(tensor_amax) == 0.0:
-        return torch.zeros_like(x)
+    if tensor_amax is None:
+        tensor_amax = x.abs().amax()
+        if float(tensor_amax) == 0.0:
+            return torch.zeros_like(x)
+    else:
+        tensor_amax = torch.tensor(tensor_amax, dtype=torch.float32)
     tensor_scale = tensor_amax / (E4M3_MAX * E2M1_MAX)  # float32, as SPEC 8 says
     block_amax = blocks.abs().amax(-1, keepdim=True)
     block_scale = ((block_amax / E2M1_MAX) / tensor_scale).clamp(max=E4M3_MAX)
@@ -137,18 +157,21 @@ def _fake_block(fmt: str, block: int | None) -> int | None:
     return _check_block(block, MXFP4_BLOCK_SIZES, fmt) if fmt == "mxfp4" else block
 
 
-def _fake_native(x, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Tensor | None:
+def _fake_native(x, fmt: str, block: int | None, dtype: torch.dtype,
+                 tensor_amax: float | None = None) -> torch.Tensor | None:
     """golden.kernels' fused pass where it serves x (an FP16, float32 or float64 CPU tensor whose
     last dimension holds whole blocks); None where the reference must run."""
     if (not isinstance(x, torch.Tensor) or x.dtype not in kernels.FAKE_QUANTIZE_INPUTS or x.dim() == 0
             or x.numel() == 0 or x.shape[-1] % (block or 1) or not native_for(x)):
         return None
-    return kernels.fake_quantize_native(x.detach(), fmt, block, dtype)
+    return kernels.fake_quantize_native(x.detach(), fmt, block, dtype, tensor_amax)
 
 
-def fake_quantize(x, fmt: str, block: int | None = None, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def fake_quantize(x, fmt: str, block: int | None = None, dtype: torch.dtype = torch.float32,
+                  tensor_amax: float | None = None) -> torch.Tensor:
     """Quantizes and dequantizes x in one of FORMATS; returns x's shape in `dtype`, float32 (the
     default) or float64: every value of these formats is an FP32 number, so both hold it exactly.
+    `tensor_amax` (NVFP4 only): a static amax for the FP32 tensor scale, see `nvfp4`.
 
     On the CPU a fused C kernel (golden.kernels) computes FP16, float32 and float64 input in one
     pass; the functions above are the reference it equals bit for bit, and run everywhere else.
@@ -158,7 +181,10 @@ def fake_quantize(x, fmt: str, block: int | None = None, dtype: torch.dtype = to
     if dtype not in kernels.FAKE_QUANTIZE_DTYPES:
         raise ValueError(f"dtype: expected torch.float32 or torch.float64, got {dtype!r}")
     block = _fake_block(fmt, block)
-    fast = _fake_native(x, fmt, block, dtype)
+    if tensor_amax is not None and fmt != "nvfp4":
+        raise ValueError(f"tensor_amax: only nvfp4 has a tensor scale, got fmt={fmt!r}")
+    tensor_amax = check_tensor_amax(tensor_amax)
+    fast = _fake_native(x, fmt, block, dtype, tensor_amax)
     if fast is not None:
         return fast
     if fmt == "fp16":
@@ -174,7 +200,7 @@ def fake_quantize(x, fmt: str, block: int | None = None, dtype: torch.dtype = to
     elif fmt == "mxfp4":
         out = mxfp4(x, block=block)
     elif fmt == "nvfp4":
-        out = nvfp4(x)
+        out = nvfp4(x, tensor_amax)
     else:
         out = int4(x, block=block)
     return out.to(dtype)

@@ -139,13 +139,15 @@ FAKE_QUANTIZE_DTYPES = (torch.float32, torch.float64)                     # outp
 FAKE_QUANTIZE_INPUTS = {torch.float32: 0, torch.float64: 1, torch.float16: 2}   # input types: x_kind
 
 
-def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: torch.dtype) -> torch.Tensor | None:
+def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: torch.dtype,
+                         tensor_amax: float | None = None) -> torch.Tensor | None:
     """golden.baselines.fake_quantize in one pass over an FP16, float32 or float64 CPU tensor (..., K),
     K a multiple of `block` (None for fp16; 16 for nvfp4): the same bits as the reference, written
     in `dtype` (float32 or float64, both exact for these formats' values). The caller has checked
     the arguments. Returns None when the reference must decide: an input that is not finite after
     the format's input conversion (the reference raises the error), or an NVFP4 tensor whose FP32
-    tensor scale underflows to zero.
+    tensor scale underflows to zero. `tensor_amax` (nvfp4): a static amax, checked by the caller,
+    used instead of the tensor's own.
     """
     lib = library()
     x = x.contiguous()
@@ -165,9 +167,10 @@ def fake_quantize_native(x: torch.Tensor, fmt: str, block: int | None, dtype: to
         partial = _split(x.numel(), amax)
         if sum(bad for bad, _ in partial):
             return None
-        tensor_amax = max(value for _, value in partial)
-        if tensor_amax == 0.0:
-            return out.zero_()
+        if tensor_amax is None:
+            tensor_amax = max(value for _, value in partial)
+            if tensor_amax == 0.0:
+                return out.zero_()
 
         def run(start, stop, threads):
             return lib.bd_fake_nvfp4(src + step_in * start, x_kind, stop - start, tensor_amax,

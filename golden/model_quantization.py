@@ -43,6 +43,9 @@ SCOPES = ("linear", "full")
 # probabilities and V of the product with V. "*" is the default of every other operand.
 ATTENTION_OPERANDS = ("attn_scores", "attn_values")
 DEFAULT_PATTERN = "*"
+# activation_amax names of the attention products' operands, after the attention module's name
+# (e.g. "model.layers.0.self_attn.query"): Q, K, V and the softmax probabilities.
+ATTENTION_AMAX_OPERANDS = ("query", "key", "value", "probs")
 
 
 def parse_block_map(block_map, name: str = "block_map") -> dict[str, int]:
@@ -117,21 +120,23 @@ def _check_block_for(fmt: str | None, block: int, source: str) -> None:
         raise ValueError(f"{source}: {fmt} does not take block {block} ({err})") from None
 
 
-def fake_quantize(x: torch.Tensor, fmt: str, block: int | None, dtype: torch.dtype | None = None) -> torch.Tensor:
+def fake_quantize(x: torch.Tensor, fmt: str, block: int | None, dtype: torch.dtype | None = None,
+                  tensor_amax: float | None = None) -> torch.Tensor:
     """golden.baselines.fake_quantize along the last dimension, the last dimension padded with zeros
     to a whole number of blocks (zeros change no other block, nor NVFP4's tensor scale). The result
     has `dtype` (float32 or float64), or x's floating-point type when None. float32 and float64 take
     one fused pass on the CPU; a float64 input reaches BlockDialect's FP16 conversion with a single
-    rounding."""
+    rounding. `tensor_amax`: NVFP4's static amax (golden.baselines.nvfp4)."""
     out_dtype = x.dtype if dtype is None else dtype
     dtype = out_dtype if out_dtype in (torch.float32, torch.float64) else torch.float32
     length = x.shape[-1]
     if fmt == "fp16" or block is None:
-        out = baselines.fake_quantize(x, fmt, dtype=dtype)
+        out = baselines.fake_quantize(x, fmt, dtype=dtype, tensor_amax=tensor_amax)
     else:
         pad = -length % block
         padded = torch.nn.functional.pad(x, (0, pad)) if pad else x
-        out = baselines.fake_quantize(padded, fmt, None if fmt == "nvfp4" else block, dtype=dtype)
+        out = baselines.fake_quantize(padded, fmt, None if fmt == "nvfp4" else block, dtype=dtype,
+                                      tensor_amax=tensor_amax)
         out = out[..., :length] if pad else out
     return out if out.dtype == out_dtype else out.to(out_dtype)
 
@@ -158,14 +163,16 @@ def quantize_weight(weight: torch.Tensor, fmt: str, block: int | None) -> tuple[
 CAUSAL_CHUNK = 2 * max(BLOCK_SIZES)
 
 
-def _probabilities(scores: torch.Tensor, dtype: torch.dtype, act_fmt: str, block: int | None) -> torch.Tensor:
+def _probabilities(scores: torch.Tensor, dtype: torch.dtype, act_fmt: str, block: int | None,
+                   tensor_amax: float | None = None) -> torch.Tensor:
     """Softmax in the operands' own type (float64 when the model runs in float64), fake-quantized
     in blocks along the key dimension."""
     probs = torch.softmax(scores, dim=-1, dtype=torch.promote_types(dtype, torch.float32)).to(dtype)
-    return fake_quantize(probs, act_fmt, block)
+    return fake_quantize(probs, act_fmt, block, tensor_amax=tensor_amax)
 
 
-def make_attention(act_fmt: str | None, block: int | None, scores_block: int | None = None) -> Callable:
+def make_attention(act_fmt: str | None, block: int | None, scores_block: int | None = None,
+                   amax: Mapping[torch.nn.Module, Mapping[str, float]] | None = None) -> Callable:
     """Causal attention for quantize_model's full scope and the report's forward passes, signature of transformers' attention
     interface. With `act_fmt`, both matrix products' operands are fake-quantized (blocks along each
     product's reduction dimension): Q and K in blocks of `scores_block` (`block` when None), the
@@ -174,15 +181,18 @@ def make_attention(act_fmt: str | None, block: int | None, scores_block: int | N
     Float64 CPU tensors go to golden.report.attention.attention_native, one fused pass whose bits do not
     depend on the thread count, the batch or the CPU. Elsewhere (float32, CUDA, no AVX2, NVFP4's
     tensor-wide scale) torch computes it: scaled_dot_product_attention unquantized, eager matrix
-    products and softmax quantized."""
+    products and softmax quantized. `amax` ({attention module: {operand: amax}}, operands
+    ATTENTION_AMAX_OPERANDS): NVFP4's static tensor scales, per attention module."""
 
     def attention(module, query, key, value, attention_mask, scaling, dropout=0.0, **kwargs):
         groups = getattr(module, "num_key_value_groups", 1)
+        static = {} if amax is None else amax[module]
         if act_fmt is not None:
             # Quantizing before the grouped heads are repeated gives the same blocks, with less work.
-            query = fake_quantize(query, act_fmt, scores_block or block)
-            key = fake_quantize(key, act_fmt, scores_block or block)
-            value = fake_quantize(value.transpose(2, 3), act_fmt, block).transpose(2, 3)
+            query = fake_quantize(query, act_fmt, scores_block or block, tensor_amax=static.get("query"))
+            key = fake_quantize(key, act_fmt, scores_block or block, tensor_amax=static.get("key"))
+            value = fake_quantize(value.transpose(2, 3), act_fmt, block,
+                                  tensor_amax=static.get("value")).transpose(2, 3)
         q_len, k_len = query.shape[-2], key.shape[-2]
         causal = attention_mask is None and q_len == k_len
         if causal:
@@ -214,7 +224,7 @@ def make_attention(act_fmt: str | None, block: int | None, scores_block: int | N
         else:
             future = torch.ones(q_len, k_len, dtype=torch.bool, device=scores.device).triu(k_len - q_len + 1)
             scores = scores.masked_fill(future, float("-inf"))
-        probs = _probabilities(scores, query.dtype, act_fmt, block)
+        probs = _probabilities(scores, query.dtype, act_fmt, block, static.get("probs"))
         out = torch.matmul(probs, value)
         return out.transpose(1, 2).contiguous(), probs
 
@@ -353,7 +363,8 @@ class QuantizedModel:
 
 def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activations: str | None = "bd_two_stage",
                    block: int = DEFAULT_BLOCK, scope: str = "linear", exact: bool = False, layers=None,
-                   block_map=None, accumulate: str = DEFAULT_ACCUMULATE) -> QuantizedModel:
+                   block_map=None, accumulate: str = DEFAULT_ACCUMULATE, activation_amax=None,
+                   activation_gain: float = 1.0) -> QuantizedModel:
     """Quantizes the model's linear layers (and with scope="full" its attention products) in place,
     until the returned handle's `remove()` or the end of its `with` block.
 
@@ -367,6 +378,13 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
     block_map: per-layer blocks, see parse_block_map; overrides `block`.
     accumulate: how bd.linear adds the block values with exact=True (SPEC 6.1: "exact", "fp32",
         "fp16"); only "exact" without it.
+    activation_amax: None, or NVFP4 activations' static per-layer tensor scales (golden.calibration):
+        {name: amax} for every quantized linear layer (its input) and, with scope="full", for
+        "<attention module>.<operand>", operands ATTENTION_AMAX_OPERANDS. None: each activation
+        tensor's scale comes from its own amax (dynamic: it sees the whole batch).
+    activation_gain: every linear layer's input is multiplied by it before its quantizer (1.0: not
+        at all); a gain such as 1 + 2**-20 measures how far a figure moves under a change of no
+        meaning (the report's noise band).
     Bad arguments raise ValueError naming the argument.
     """
     if not isinstance(model, torch.nn.Module):
@@ -402,9 +420,11 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
             _check_block_for(fmt, size, source)
         return size
 
+    activation_gain = _check_gain(activation_gain)
     modules = select_linears(model, layers)
     blocks = {name: checked_block(name) for name in modules}
     attention = {operand: checked_block(operand) for operand in ATTENTION_OPERANDS} if full else {}
+    static = _static_amax(model, activation_amax, activations, modules, full)
     for pattern in entries:
         if pattern != DEFAULT_PATTERN and pattern not in ATTENTION_OPERANDS and not any(
                 re.search(pattern, name) for name in modules):
@@ -414,31 +434,85 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
     _ACTIVE.add(model)
     handle = QuantizedModel(model, blocks, attention, undo)
     try:
-        _install(model, modules, blocks, attention, weights, activations, exact, accumulate, undo)
+        _install(model, modules, blocks, attention, weights, activations, exact, accumulate, undo,
+                 static, activation_gain)
     except BaseException:
         handle.remove()
         raise
     return handle
 
 
+def _check_gain(gain) -> float:
+    if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0.5 <= float(gain) <= 2.0:
+        raise ValueError(f"activation_gain must be a number in [0.5, 2], got {gain!r}")
+    return float(gain)
+
+
+def _static_amax(model, activation_amax, activations, modules, full: bool):
+    """activation_amax validated: ({linear name: amax}, {attention module: {operand: amax}} or
+    None), or None when there is none."""
+    if activation_amax is None:
+        return None
+    if activations != "nvfp4":
+        raise ValueError(f"activation_amax: static tensor scales are NVFP4's, got activations={activations!r}")
+    if not isinstance(activation_amax, Mapping):
+        raise ValueError(f"activation_amax must be a dict {{name: amax}}, got {type(activation_amax).__name__}")
+    checked = {name: baselines.check_tensor_amax(value, f"activation_amax[{name!r}]")
+               for name, value in activation_amax.items()}
+    missing = [name for name in modules if checked.get(name) is None]
+    if missing:
+        raise ValueError(f"activation_amax has no amax for {len(missing)} quantized layer(s), first {missing[0]!r}")
+    attention = None
+    if full:
+        attention = {}
+        for name, value in checked.items():
+            owner, _, operand = name.rpartition(".")
+            if operand in ATTENTION_AMAX_OPERANDS and name not in modules:
+                try:
+                    module = model.get_submodule(owner)
+                except AttributeError:
+                    raise ValueError(f"activation_amax[{name!r}]: the model has no module {owner!r}") from None
+                attention.setdefault(module, {})[operand] = value
+        incomplete = next((n for n, m in model.named_modules() if m in attention
+                           and set(attention[m]) != set(ATTENTION_AMAX_OPERANDS)), None)
+        if not attention or incomplete is not None:
+            raise ValueError("activation_amax: scope='full' needs the amax of every attention operand "
+                             f"{ATTENTION_AMAX_OPERANDS}" + (f", {incomplete!r} lacks some" if incomplete else ""))
+        attention = _AttentionAmax(attention)
+    return checked, attention
+
+
+class _AttentionAmax(dict):
+    """{attention module: {operand: amax}}; an attention module without calibration is an error."""
+
+    def __missing__(self, module):
+        raise ValueError(f"activation_amax has no amax for the attention module {type(module).__name__} "
+                         f"(layer {getattr(module, 'layer_idx', '?')})")
+
+
 def _install(model, modules, blocks, attention, weights, activations, exact, accumulate,
-             undo: contextlib.ExitStack) -> None:
+             undo: contextlib.ExitStack, static=None, gain: float = 1.0) -> None:
     shared = _SharedInput()
     undo.callback(shared.clear)
+    linear_amax, attention_amax = static if static is not None else ({}, None)
+    names = {module: name for name, module in modules.items()}
 
-    def quantized_input(x: torch.Tensor, size: int) -> torch.Tensor:
-        return shared(x, size, lambda t: fake_quantize(t, activations, size))
+    def quantized_input(x: torch.Tensor, size: int, module) -> torch.Tensor:
+        amax = linear_amax.get(names[module])
+        return shared(x, (size, amax), lambda t: fake_quantize(t * gain if gain != 1.0 else t, activations, size,
+                                                              tensor_amax=amax))
 
     def exact_forward(module: torch.nn.Linear, q_weight: bd.Blocks, size: int) -> Callable:
         def forward(x):
-            q_act = shared(x, ("blocks", size), lambda t: _bd_blocks(t, activations, size))
+            q_act = shared(x, ("blocks", size), lambda t: _bd_blocks(t * gain if gain != 1.0 else t,
+                                                                     activations, size))
             y = bd.linear(q_act, q_weight, accumulate=accumulate).to(x.dtype)
             return y if module.bias is None else y + module.bias
         return forward
 
     def pre_hook(size: int) -> Callable:
         def hook(module, args):
-            return (quantized_input(args[0], size),) + tuple(args[1:])
+            return (quantized_input(args[0], size, module),) + tuple(args[1:])
         return hook
 
     for name, module in modules.items():
@@ -457,5 +531,6 @@ def _install(model, modules, blocks, attention, weights, activations, exact, acc
         if activations is not None:
             undo.callback(module.register_forward_pre_hook(pre_hook(size)).remove)
     if attention:
-        function = make_attention(activations, attention["attn_values"], scores_block=attention["attn_scores"])
+        function = make_attention(activations, attention["attn_values"], scores_block=attention["attn_scores"],
+                                  amax=attention_amax)
         undo.enter_context(attention_function(model, function, f"golden_quantized_{id(undo):x}"))

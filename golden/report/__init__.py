@@ -17,8 +17,8 @@ from typing import NamedTuple
 import torch
 from tqdm import tqdm
 
-from golden import models
-from golden.report import float64_check, metrics, perplexity
+from golden import calibration, models
+from golden.report import float64_check, metrics, noise, perplexity, quality_cost
 
 
 class Options(NamedTuple):
@@ -39,11 +39,23 @@ class Options(NamedTuple):
     device_map: str | None = None   # "auto": spread over the GPUs by accelerate
     runs: str | None = None         # regular expression selecting perplexity runs by key (None: all)
     batch: int = 4                  # perplexity windows per forward pass
+    calibration_text: pathlib.Path | None = None   # NVFP4 static scales' text (None: the text after the evaluation tokens)
+    noise_runs: str | None = None   # regular expression of the runs measured again perturbed (None: the preset's)
+    synth_json: pathlib.Path | None = None         # synthesis figures (None: the committed reports/synth/report.json)
 
 
 # Budgets measured on 2 shared cores: see the timing section of the full report.
 FULL = dict(ppl_tokens=2048, window=512, capture_tokens=512, weight_rows=256, check_layers=8, check_rows=128)
 QUICK = dict(ppl_tokens=128, window=128, capture_tokens=64, weight_rows=64, check_layers=2, check_rows=32)
+# Runs measured again with perturbed inputs for the noise band (golden.report.noise): each costs two
+# more runs, so the headline BlockDialect scheme and the static NVFP4 one; the others get the floor.
+NOISE_RUNS = {False: r"^linear_(bd_mse_bd_two_stage_b32|nvfp4_nvfp4_b16_static)$",
+              True: r"^linear_bd_mse_bd_two_stage_b32$"}
+NO_NOISE_RUNS = "none"
+
+
+class TextError(ValueError):
+    """A text the report was given cannot serve (a calibration text that overlaps the evaluation)."""
 
 # Every core this process may run on. The quantizers split their work over torch's thread count
 # without spin-waiting, and float64 matrix products scale with the cores.
@@ -53,7 +65,7 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=0,
             threads=DEFAULT_THREADS, dtype="float64", device=None, device_map=None, runs=None,
-            batch=4) -> Options:
+            batch=4, calibration_text=None, noise_runs=None, synth_json=None) -> Options:
     preset = dict(QUICK if quick else FULL)
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
@@ -73,10 +85,22 @@ def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=
             re.compile(runs)
         except re.error as err:
             raise ValueError(f"runs must be a regular expression, got {runs!r}: {err}") from err
+    if noise_runs is None:
+        # An explicit run selection measures those runs only.
+        noise_runs = NO_NOISE_RUNS if runs is not None else NOISE_RUNS[bool(quick)]
+    if not isinstance(noise_runs, str):
+        raise ValueError(f"noise_runs must be a regular expression or {NO_NOISE_RUNS!r}, got {noise_runs!r}")
+    try:
+        re.compile(noise_runs)
+    except re.error as err:
+        raise ValueError(f"noise_runs must be a regular expression, got {noise_runs!r}: {err}") from err
     out = pathlib.Path(out) if out is not None else pathlib.Path("reports/golden-quick" if quick else "reports/golden")
     return Options(quick, None if model is None else pathlib.Path(model),
                    None if text is None else pathlib.Path(text), out, seed=seed, threads=threads,
-                   dtype=DTYPES[dtype], device=device, device_map=device_map, runs=runs, batch=batch, **preset)
+                   dtype=DTYPES[dtype], device=device, device_map=device_map, runs=runs, batch=batch,
+                   calibration_text=None if calibration_text is None else pathlib.Path(calibration_text),
+                   noise_runs=noise_runs, synth_json=None if synth_json is None else pathlib.Path(synth_json),
+                   **preset)
 
 
 def quick_layers(model) -> list[str]:
@@ -207,15 +231,53 @@ def float64_section(captures, opts: Options, progress) -> dict:
 def selected_schemes(opts: Options) -> list[perplexity.Scheme]:
     """The perplexity runs of this report: all of the preset, or those whose key matches opts.runs."""
     schemes = perplexity.perplexity_schemes(opts.quick)
-    if opts.runs is None:
-        return schemes
-    chosen = [s for s in schemes if re.search(opts.runs, s.key)]
+    chosen = schemes if opts.runs is None else [s for s in schemes if re.search(opts.runs, s.key)]
     if not chosen:
         raise ValueError(f"runs {opts.runs!r} matches none of the runs: {', '.join(s.key for s in schemes)}")
-    return chosen
+    if opts.noise_runs == NO_NOISE_RUNS:
+        return chosen
+    noisy = [s for s in chosen if s.scope != "baseline" and re.search(opts.noise_runs, s.key)]
+    if not noisy:
+        raise ValueError(f"noise_runs {opts.noise_runs!r} matches none of the runs: "
+                         f"{', '.join(s.key for s in chosen)}")
+    return chosen + [perplexity.noise_scheme(s, d) for s in noisy for d in perplexity.NOISE_GAINS]
 
 
-def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
+def _shown_path(path: pathlib.Path) -> str:
+    """`path` relative to the repository when it lies inside it (so reports do not name a checkout)."""
+    root = quality_cost.DEFAULT_SYNTH_JSON.parents[2]
+    try:
+        return str(pathlib.Path(path).resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def calibration_ids(tokenizer, all_ids: torch.Tensor, ppl_ids: torch.Tensor, opts: Options) -> tuple[torch.Tensor, dict]:
+    """The calibration tokens of the static NVFP4 scales and where they come from: as many tokens as
+    the evaluation has, from --calibration-text, or by default the text's tokens right after the
+    evaluation tokens. A TextError when they share a passage with the evaluation tokens."""
+    count = ppl_ids.shape[1]
+    if opts.calibration_text is None:
+        ids = all_ids[:, count:2 * count]
+        source = {"text": str(opts.text or models.DEFAULT_TEXT_PATH), "first_token": count, "tokens": int(ids.shape[1]),
+                  "rule": "the evaluation text's tokens right after the evaluation tokens"}
+    else:
+        ids = models.tokenize(tokenizer, models.read_text(opts.calibration_text))[:, :count]
+        source = {"text": str(opts.calibration_text), "first_token": 0, "tokens": int(ids.shape[1]),
+                  "rule": "the first tokens of --calibration-text"}
+    name = "--calibration-text" if opts.calibration_text is not None else "default calibration text"
+    if ids.shape[1] < opts.window:
+        raise TextError(f"{name}: {ids.shape[1]} tokens, fewer than one window of {opts.window}"
+                        + ("" if opts.calibration_text else "; the text is too short, give --calibration-text"))
+    try:
+        source["longest_common_run_tokens"] = calibration.check_disjoint(ids, ppl_ids)
+    except ValueError as err:
+        raise TextError(f"{name}: {str(err).replace('calibration_ids ', '')}") from None
+    source["shared_passage_limit_tokens"] = calibration.SHARED_PASSAGE_TOKENS
+    return ids, source
+
+
+def perplexity_section(model, ids, opts: Options, layers, progress, calibration_amax=None) -> dict:
     schemes = selected_schemes(opts)
     # Runs of one weight format follow each other: the time to quantize the weights is reported once.
     order = sorted(schemes, key=lambda s: (s.scope != "baseline", str(s.weight_fmt), str(s.block)))
@@ -224,17 +286,19 @@ def perplexity_section(model, ids, opts: Options, layers, progress) -> dict:
     for s in order:
         progress.set_description(f"perplexity {s.key}")
         start = time.perf_counter()
-        with perplexity.installed(model, s, layers):
+        with perplexity.installed(model, s, layers, calibration_amax):
             if s.scope != "baseline":
                 weight_seconds.setdefault(f"{s.weight_fmt}" + ("" if s.block is None else f"_b{s.block}"),
                                           time.perf_counter() - start)
             start, cpu_start = time.perf_counter(), time.process_time()
             result = perplexity.evaluate(model, ids, opts.window, on_window=progress.update, batch=opts.batch)
         runs[s.key] = {"label": s.label, "scope": s.scope, "weight_fmt": s.weight_fmt, "act_fmt": s.act_fmt,
-                       "block": s.block, "exact": s.exact, "bits_per_element": perplexity.scheme_bits(s),
+                       "block": s.block, "exact": s.exact, "static": s.static, "gain": s.gain,
+                       "bits_per_element": perplexity.scheme_bits(s),
                        "bits_per_element_paper": perplexity.scheme_bits(s, "paper"),
                        "perplexity": result.perplexity, "nll_sum": result.nll_sum,
                        "predicted_tokens": result.predicted_tokens, "windows": result.windows,
+                       "window_nll": list(result.window_nll), "window_tokens": list(result.window_tokens),
                        "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu_start}
     return {"tokens": int(ids.shape[1]), "window": opts.window, "quantized_layers": len(modules),
             "dtype": str(opts.dtype).removeprefix("torch."), "weight_quantization_s": weight_seconds,
@@ -292,13 +356,19 @@ def run(opts: Options) -> dict:
     layers = quick_layers(model) if opts.quick else None
     n_windows = len(perplexity.windows(ppl_ids, opts.window))
     schemes = selected_schemes(opts)
+    # Inputs that can be refused are checked before the long work.
+    static = [s for s in schemes if s.static]
+    calib_ids, calib_source = calibration_ids(tokenizer, all_ids, ppl_ids, opts) if static else (None, None)
+    synth_path = opts.synth_json or quality_cost.DEFAULT_SYNTH_JSON
+    costs = quality_cost.mac_costs(quality_cost.load_synth(synth_path))
+    calib_windows = len(perplexity.windows(calib_ids, opts.window)) if static else 0
 
     mark = time.perf_counter()
     captures = models.capture_linear_inputs(model, tokenizer, text, opts.capture_tokens, layers, dtype=opts.dtype)
     timing["capture_s"] = time.perf_counter() - mark
 
     total_steps = (len(captures) + len(check_layers(list(captures), opts.check_layers))
-                   + n_windows * len(schemes))
+                   + n_windows * len(schemes) + calib_windows)
     result = {}
     with tqdm(total=total_steps, unit="step", dynamic_ncols=True) as progress:
         mark = time.perf_counter()
@@ -308,11 +378,24 @@ def run(opts: Options) -> dict:
         result["float64_check"] = float64_section(captures, opts, progress)
         timing["float64_check_s"] = time.perf_counter() - mark
         del captures
+        amax = None
+        if static:
+            mark = time.perf_counter()
+            progress.set_description("calibrating NVFP4 activation scales")
+            scope = "full" if any(s.scope == "full" for s in static) else "linear"
+            amax = calibration.calibrate(model, calib_ids, opts.window, layers, scope, opts.batch, progress.update)
+            timing["calibration_s"] = time.perf_counter() - mark
+            result["calibration"] = dict(calib_source, scope=scope, amax=amax)
         mark = time.perf_counter()
-        result["perplexity"] = perplexity_section(model, ppl_ids, opts, layers, progress)
+        result["perplexity"] = perplexity_section(model, ppl_ids, opts, layers, progress, amax)
         timing["perplexity_s"] = time.perf_counter() - mark
     result["stage1"] = stage1_rows(result)
     result["hardware_exact"] = hardware_exact_rows(result)
+    runs = result["perplexity"]["runs"]
+    result["noise"] = noise.section(runs)
+    result["quality_cost"] = quality_cost.section(
+        runs, result["noise"], {k: r["bits_per_element"] for k, r in runs.items()}, costs,
+        _shown_path(synth_path))
 
     import transformers
 
@@ -334,6 +417,7 @@ def run(opts: Options) -> dict:
         "layers_measured": len(result["tensor_metrics"]["layers"]),
         "layer_filter": layers,
         "runs_filter": opts.runs,
+        "noise_runs": opts.noise_runs,
         "seed": opts.seed,
         "dtype": str(opts.dtype).removeprefix("torch."),
         "device": str(models.model_device(model)) if opts.device_map is None else f"device_map={opts.device_map}",

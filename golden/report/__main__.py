@@ -9,7 +9,7 @@ import time
 
 from golden import models, report
 from golden.cli import write_outputs
-from golden.report import writer
+from golden.report import quality_cost, writer
 
 PROG = "python -m golden.report"
 
@@ -50,6 +50,17 @@ def parse(argv):
     parser.add_argument("--from-json", type=pathlib.Path, default=None, metavar="REPORT_JSON",
                         help="rewrite report.md and the figures from an existing report.json (into --out, by "
                              "default the JSON's folder) without computing anything")
+    parser.add_argument("--calibration-text", type=pathlib.Path, default=None, metavar="FILE",
+                        help="text whose first tokens (as many as the evaluation's) calibrate NVFP4's static "
+                             "activation scales; it must share no passage with the evaluation text (default: "
+                             "the evaluation text's tokens right after the evaluation tokens)")
+    parser.add_argument("--noise-runs", default=None, metavar="REGEX",
+                        help="runs measured again with every linear input scaled by 1 +- 2^-20 for the noise "
+                             f"band, or '{report.NO_NOISE_RUNS}' (default: the headline BlockDialect and static "
+                             "NVFP4 runs; none with --runs)")
+    parser.add_argument("--synth-json", type=pathlib.Path, default=None, metavar="FILE",
+                        help="synthesis figures for the quality-against-cost section (default: "
+                             "reports/synth/report.json)")
     parser.add_argument("--threads", type=int, default=report.DEFAULT_THREADS,
                         help=f"torch threads (default {report.DEFAULT_THREADS}: every core of this process)")
     return parser.parse_args(argv)
@@ -73,9 +84,9 @@ def _check_model(path: pathlib.Path | None) -> str | None:
     return None
 
 
-def _check_text(path: pathlib.Path | None) -> str | None:
+def _check_text(path: pathlib.Path | None, option: str = "--text") -> str | None:
     shown = path if path is not None else models.DEFAULT_TEXT_PATH
-    name = "--text" if path is not None else "default text"
+    name = option if path is not None else "default text"
     if not shown.exists():
         return f"{name} {shown}: no such file"
     if not shown.is_file():
@@ -156,18 +167,26 @@ def main(argv=None) -> int:
         return _rewrite(args.from_json, args.out)
     try:
         opts = report.options(args.quick, args.model, args.text, args.out, args.max_tokens, args.seed, args.threads,
-                              args.dtype, args.device, args.device_map, args.runs, args.batch)
+                              args.dtype, args.device, args.device_map, args.runs, args.batch, args.calibration_text,
+                              args.noise_runs, args.synth_json)
         report.selected_schemes(opts)
+        quality_cost.load_synth(opts.synth_json)
     except ValueError as err:
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {str(err).replace('synth_json ', '--synth-json ')}", file=sys.stderr)
         return 2
-    problem = _check_model(opts.model) or _check_text(opts.text) or _check_out(opts.out)
+    problem = (_check_model(opts.model) or _check_text(opts.text)
+               or (_check_text(opts.calibration_text, "--calibration-text") if opts.calibration_text else None)
+               or _check_out(opts.out))
     if problem:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     started = time.perf_counter()
     _keep_freed_memory()
-    result = report.run(opts)
+    try:
+        result = report.run(opts)
+    except report.TextError as err:
+        print(f"{PROG}: error: {err}", file=sys.stderr)
+        return 2
     return write_outputs(PROG, lambda: _wrote(writer.write(result, opts.out), started))
 
 

@@ -63,14 +63,43 @@ class Scheme(NamedTuple):
     act_fmt: str | None
     block: int | None
     exact: bool = False     # linear layers by golden.bd.linear (BlockDialect formats only)
+    static: bool = False    # NVFP4 activations with static, calibrated tensor scales (golden.calibration)
+    gain: float = 1.0       # every linear input times this before its quantizer (noise runs)
 
 
 def scheme(scope: str, weight_fmt: str, act_fmt: str, block: int | None, label: str,
-           exact: bool = False) -> Scheme:
+           exact: bool = False, static: bool = False) -> Scheme:
     if exact and (scope != "linear" or weight_fmt not in metrics.BD_METHOD or act_fmt not in metrics.BD_METHOD):
         raise ValueError("exact: the hardware-exact mode computes BlockDialect linear layers only")
-    key = ("exact_" if exact else "") + f"{scope}_{weight_fmt}_{act_fmt}" + ("" if block is None else f"_b{block}")
-    return Scheme(key, label, scope, weight_fmt, act_fmt, block, exact)
+    if static and act_fmt != "nvfp4":
+        raise ValueError("static: calibrated tensor scales are NVFP4's")
+    key = (("exact_" if exact else "") + f"{scope}_{weight_fmt}_{act_fmt}" + ("" if block is None else f"_b{block}")
+           + ("_static" if static else ""))
+    return Scheme(key, label, scope, weight_fmt, act_fmt, block, exact, static)
+
+
+# Noise runs: the same scheme with every quantized linear input scaled by 1 +- 2^-NOISE_EXPONENT before
+# its quantizer. The change means nothing, but it flips a few FP16 roundings and with them codes: how
+# far the perplexity moves is the noise floor of the figure.
+NOISE_EXPONENT = 20
+NOISE_GAINS = {"up": 1 + 2.0 ** -NOISE_EXPONENT, "down": 1 - 2.0 ** -NOISE_EXPONENT}
+
+
+def noise_scheme(base: Scheme, direction: str) -> Scheme:
+    """`base` with its linear inputs scaled by NOISE_GAINS[direction]."""
+    sign = "+" if direction == "up" else "-"
+    return base._replace(key=f"{base.key}_noise_{direction}", gain=NOISE_GAINS[direction],
+                         label=f"{base.label}, inputs x (1 {sign} 2^-{NOISE_EXPONENT})")
+
+
+NVFP4_DYNAMIC_LABEL = "NVFP4 (B=16), per-tensor dynamic scale, sees the whole batch"
+NVFP4_STATIC_LABEL = "NVFP4 (B=16), static calibrated scale"
+
+
+def nvfp4_schemes(scope: str) -> list[Scheme]:
+    """NVFP4 with today's dynamic activation scale and with the static calibrated one."""
+    return [scheme(scope, "nvfp4", "nvfp4", 16, NVFP4_DYNAMIC_LABEL),
+            scheme(scope, "nvfp4", "nvfp4", 16, NVFP4_STATIC_LABEL, static=True)]
 
 
 BASELINE = Scheme("baseline", "unquantized", "baseline", None, None, None)
@@ -96,6 +125,7 @@ def perplexity_schemes(quick: bool) -> list[Scheme]:
             BASELINE,
             *(bd_scheme("linear", fmt, 32) for fmt in metrics.SELECTORS),
             scheme("linear", "mxfp4", "mxfp4", 32, "MXFP4 B=32"),
+            *nvfp4_schemes("linear"),
             bd_scheme("full", "bd_two_stage", 32),
             bd_scheme("linear", "bd_two_stage", 32, exact=True),
         ]
@@ -105,7 +135,7 @@ def perplexity_schemes(quick: bool) -> list[Scheme]:
         runs += [
             scheme(scope, "mxfp4", "mxfp4", 32, "MXFP4 B=32"),
             scheme(scope, "mxfp4", "mxfp4", 16, "MXFP4 B=16"),
-            scheme(scope, "nvfp4", "nvfp4", 16, "NVFP4 (B=16)"),
+            *nvfp4_schemes(scope),
         ]
     runs += [scheme("linear", "int4", "int4", 32, "INT4 B=32")]
     # The hardware-exact run costs about twice a fake-quantized one: the headline configuration only.
@@ -127,17 +157,21 @@ def quantized_linears(model, layers=None) -> dict[str, torch.nn.Linear]:
 
 
 @contextlib.contextmanager
-def installed(model, s: Scheme, layers=None):
+def installed(model, s: Scheme, layers=None, calibration: dict[str, float] | None = None):
     """Installs scheme `s` on the model for the duration of the block, by golden.quantize_model, and
     the unquantized attention (golden.model_quantization.make_attention; quantize_model's quantized
-    one in the full scope) for every scope, the baseline too. Yields quantize_model's handle (None for the baseline)."""
+    one in the full scope) for every scope, the baseline too. Yields quantize_model's handle (None for the baseline).
+    `calibration`: the static activation amax (golden.calibration) a static scheme takes."""
     with model_quantization.attention_function(model, model_quantization.make_attention(None, None),
                                                 f"report_{s.key}"):
         if s.scope == "baseline":
             yield None
             return
+        if s.static and calibration is None:
+            raise ValueError(f"calibration: scheme {s.key} needs the static activation amax (golden.calibration)")
         with model_quantization.quantize_model(model, s.weight_fmt, s.act_fmt, s.block or DEFAULT_BLOCK, s.scope,
-                                               s.exact, layers) as handle:
+                                               s.exact, layers, activation_amax=calibration if s.static else None,
+                                               activation_gain=s.gain) as handle:
             yield handle
 
 
@@ -146,6 +180,8 @@ class Perplexity(NamedTuple):
     nll_sum: float
     predicted_tokens: int
     windows: int
+    window_nll: tuple[float, ...] = ()       # per window: its NLL sum and predicted tokens
+    window_tokens: tuple[int, ...] = ()
 
 
 def windows(ids: torch.Tensor, window: int) -> list[torch.Tensor]:
@@ -183,7 +219,7 @@ def evaluate(model, ids: torch.Tensor, window: int, on_window: Callable[[], None
     head = model.get_output_embeddings()
     head_weight = head.weight.detach().to(torch.float32)
     head_bias = None if getattr(head, "bias", None) is None else head.bias.detach().to(torch.float32)
-    nll, count = 0.0, 0
+    nll, count, window_nll, window_tokens = 0.0, 0, [], []
     with torch.no_grad():
         for rows in _batches(chunks, batch):
             rows = rows.to(model_device(model))
@@ -192,8 +228,10 @@ def evaluate(model, ids: torch.Tensor, window: int, on_window: Callable[[], None
                 logits = torch.nn.functional.linear(hidden_row[:-1].to(head_weight.device, torch.float32),
                                                     head_weight, head_bias)
                 targets = row[1:].to(logits.device)
-                nll += float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum"))
+                window_nll.append(float(torch.nn.functional.cross_entropy(logits, targets, reduction="sum")))
+                window_tokens.append(targets.numel())
+                nll += window_nll[-1]
                 count += targets.numel()
                 if on_window is not None:
                     on_window()
-    return Perplexity(math.exp(nll / count), nll, count, len(chunks))
+    return Perplexity(math.exp(nll / count), nll, count, len(chunks), tuple(window_nll), tuple(window_tokens))

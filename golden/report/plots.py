@@ -15,6 +15,7 @@ SQNR_PNG = "sqnr_per_layer.png"
 DIALECT_PNG = "dialect_histogram.png"
 PERPLEXITY_PNG = "perplexity_vs_bits.png"
 BLOCK_SIZE_PNG = "sqnr_vs_block_size.png"
+QUALITY_COST_PNG = "quality_vs_cost.png"
 
 
 def _finite(values):
@@ -69,10 +70,12 @@ def perplexity_vs_bits(result: dict, out: pathlib.Path) -> str:
     fig, ax = plt.subplots(figsize=(9, 5))
     markers = {"linear": "o", "full": "s"}
     for scope, marker in markers.items():
-        chosen = [r for r in runs.values()
-                  if r["scope"] == scope and r["bits_per_element"] < 16 and not r.get("exact")]
-        ax.scatter([r["bits_per_element"] for r in chosen], [r["perplexity"] for r in chosen],
-                   marker=marker, label=f"{scope} path")
+        keys = [k for k, r in runs.items() if r["scope"] == scope and r["bits_per_element"] < 16
+                and not r.get("exact") and r.get("gain", 1.0) == 1.0]
+        chosen = [runs[k] for k in keys]
+        ax.errorbar([r["bits_per_element"] for r in chosen], [r["perplexity"] for r in chosen],
+                    yerr=_yerr(chosen, [_band(result, k) for k in keys]), fmt=marker, capsize=3,
+                    label=f"{scope} path (bars: noise band)")
         for r in chosen:
             ax.annotate(r["label"], (r["bits_per_element"], r["perplexity"]), fontsize=7,
                         xytext=(4, 2), textcoords="offset points")
@@ -110,3 +113,46 @@ def sqnr_vs_block_size(result: dict, out: pathlib.Path) -> str:
     fig.savefig(out / BLOCK_SIZE_PNG, dpi=110)
     plt.close(fig)
     return BLOCK_SIZE_PNG
+
+
+def _band(result: dict, key: str):
+    return ((result.get("noise") or {}).get("bands", {}).get(key) or {}).get("band")
+
+
+def _yerr(points, bands):
+    """matplotlib's asymmetric error bars (below, above) from [low, high] bands (0 where none)."""
+    ppl = [p["perplexity"] if "perplexity" in p else p["ppl"] for p in points]
+    return [[v - b[0] if b else 0.0 for v, b in zip(ppl, bands)], [b[1] - v if b else 0.0 for v, b in zip(ppl, bands)]]
+
+
+def quality_cost(result: dict, out: pathlib.Path) -> str | None:
+    """Perplexity against gates per element and bits per element, both scopes, Pareto front drawn."""
+    qc = result.get("quality_cost")
+    if not qc or not any(qc["points"][s]["front_candidates"] for s in qc["points"]):
+        return None
+    scopes = [s for s in ("linear", "full") if qc["points"].get(s, {}).get("front_candidates")]
+    fig, axes = plt.subplots(len(scopes), 2, figsize=(12, 4.5 * len(scopes)), squeeze=False)
+    for row, scope in zip(axes, scopes):
+        pts = qc["points"][scope]
+        for ax, (axis, title) in zip(row, (("gates", "MAC gates per element"), ("bits", "bits per element"))):
+            front = set(qc["fronts"][f"{axis}_{scope}"])
+            for group, style in ((pts["front_candidates"], dict(fmt="o")), (pts["beside"], dict(fmt="x", color="grey"))):
+                for p in group:
+                    colour = style.get("color") or ("tab:red" if p["fmt"] == "bd" else "tab:blue")
+                    ax.errorbar([p[axis]], [p["ppl"]], yerr=_yerr([p], [p["band"]]), fmt=style["fmt"], color=colour,
+                                capsize=3, markersize=7 if p["label"] in front else 5,
+                                markeredgecolor="black" if p["label"] in front else colour)
+                    ax.annotate(p["label"], (p[axis], p["ppl"]), fontsize=7, textcoords="offset points",
+                                xytext=(4, -10) if p in pts["beside"] else (4, 3))
+            on = sorted((p for p in pts["front_candidates"] if p["label"] in front), key=lambda p: (p[axis], p["ppl"]))
+            ax.step([p[axis] for p in on], [p["ppl"] for p in on], where="post", color="black", linewidth=0.8,
+                    label="Pareto front")
+            ax.set_xlabel(title)
+            ax.set_ylabel(f"perplexity, {scope} path")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("Quality against cost (red: BlockDialect; grey x: NVFP4 with the dynamic scale, not on the front)")
+    fig.tight_layout()
+    fig.savefig(out / QUALITY_COST_PNG, dpi=110)
+    plt.close(fig)
+    return QUALITY_COST_PNG

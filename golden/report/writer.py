@@ -5,7 +5,7 @@ import json
 import math
 import pathlib
 
-from golden.report import metrics, plots
+from golden.report import metrics, noise, plots, quality_cost
 
 # Headline rows: (label, weight spec key, activation spec key, perplexity suffix). BlockDialect
 # stores weights chosen by MSE and activations by the two-stage selector with the rounding stage 1
@@ -16,7 +16,8 @@ HEADLINE = (
     ("BlockDialect B=64", "bd_mse_b64", "bd_two_stage_b64", "bd_mse_bd_two_stage_b64"),
     ("MXFP4 B=32", "mxfp4_b32", "mxfp4_b32", "mxfp4_mxfp4_b32"),
     ("MXFP4 B=16", "mxfp4_b16", "mxfp4_b16", "mxfp4_mxfp4_b16"),
-    ("NVFP4 (B=16)", "nvfp4_b16", "nvfp4_b16", "nvfp4_nvfp4_b16"),
+    ("NVFP4 (B=16), static calibrated scale", "nvfp4_b16", None, "nvfp4_nvfp4_b16_static"),
+    ("NVFP4 (B=16), per-tensor dynamic scale, sees the whole batch", "nvfp4_b16", "nvfp4_b16", "nvfp4_nvfp4_b16"),
     ("INT4 B=32", "int4_b32", "int4_b32", "int4_int4_b32"),
 )
 REPRODUCIBILITY_MD = "reproducibility.md"
@@ -62,15 +63,35 @@ def _ppl(run) -> str:
     return _f(run["perplexity"], 3) if run else "n/a"
 
 
+def _ppl_band(result: dict, key: str, digits: int = 2) -> str:
+    """Perplexity with its noise band: "43.52 ±0.99 %", a dagger where the band is the floor."""
+    run = result["perplexity"]["runs"].get(key)
+    if run is None:
+        return "n/a"
+    entry = result.get("noise", {}).get("bands", {}).get(key) or {}
+    half = entry.get("rel_half_width")
+    if half is None:
+        return _f(run["perplexity"], digits)
+    return f"{_f(run['perplexity'], digits)} ±{_percent(half)}" + ("†" if entry.get("source") == "floor" else "")
+
+
+def _percent(fraction: float) -> str:
+    """A relative width in percent, to two significant digits (noise bands span orders of magnitude)."""
+    return f"{100 * fraction:.2g} %"
+
+
 def headline_rows(result: dict) -> list[list[str]]:
     summary = result["tensor_metrics"]["summary"]
     runs = result["perplexity"]["runs"]
     rows = []
     for label, w_key, a_key, ppl_suffix in HEADLINE:
-        fmt = result["formats"][a_key]
+        if not any(f"{scope}_{ppl_suffix}" in runs for scope in ("linear", "full")) and a_key is None:
+            continue
+        fmt = result["formats"][w_key]
         rows.append([label, _f(fmt["bits_per_element"]), _f(fmt["bits_per_element_paper"]),
-                     _f(summary["weight"][w_key]["mean_sqnr_db"]), _f(summary["activation"][a_key]["mean_sqnr_db"]),
-                     _ppl(runs.get(f"linear_{ppl_suffix}")), _ppl(runs.get(f"full_{ppl_suffix}"))])
+                     _f(summary["weight"][w_key]["mean_sqnr_db"]),
+                     _f(summary["activation"][a_key]["mean_sqnr_db"]) if a_key else "n/a (static scale)",
+                     _ppl_band(result, f"linear_{ppl_suffix}", 3), _ppl_band(result, f"full_{ppl_suffix}", 3)])
     return rows
 
 
@@ -111,7 +132,25 @@ def _headline(result: dict) -> list[str]:
             "implements); the truncating rule is compared in the next section. Perplexity: unquantized "
             f"{_ppl(baseline)}" + (f", FP16 {_ppl(fp16)}" if fp16 else "") + ".\n",
             _table(["format", "bits/elem (OCP)", "bits/elem (paper)", "weight SQNR dB", "activation SQNR dB",
-                    "PPL linear", "PPL full path"], headline_rows(result)) + "\n"]
+                    "PPL linear", "PPL full path"], headline_rows(result)) + "\n",
+            "± is the noise band of each perplexity (see Noise bands; † where it is the floor measured on other "
+            "runs). " + _tie_sentence(result, [p for _, _, _, p in HEADLINE]) + "\n"]
+
+
+def _tie_sentence(result: dict, stems: list[str]) -> str:
+    """The pairs among the runs `stems` (both scopes) whose difference is inside their noise bands."""
+    runs, bands = result["perplexity"]["runs"], result.get("noise")
+    if not bands:
+        return ""
+    labels = {k: r["label"] for k, r in runs.items()}
+    found = []
+    for scope in ("linear", "full"):
+        pairs = noise.ties(bands, runs, [f"{scope}_{s}" for s in stems])
+        found += [f"{labels[a]} and {labels[b]} ({scope}: {runs[a]['perplexity']:.2f} vs {runs[b]['perplexity']:.2f})"
+                  for a, b in pairs]
+    if not found:
+        return "No two of these perplexities are within each other's noise bands: every difference here is real."
+    return "Ties (difference inside the noise bands): " + "; ".join(found) + "."
 
 
 def _stage1(result: dict) -> list[str]:
@@ -177,8 +216,10 @@ def _selection(result: dict, figures: dict) -> list[str]:
 
 def _perplexity(result: dict, figures: dict) -> list[str]:
     ppl = result["perplexity"]
+    bands = result.get("noise", {}).get("bands", {})
     rows = [[r["label"], r["scope"] + (", exact" if r.get("exact") else ""), str(r["weight_fmt"]), str(r["act_fmt"]),
-             _f(r["bits_per_element"]), _f(r["perplexity"], 4), _f(r["seconds"], 1)] for r in ppl["runs"].values()]
+             _f(r["bits_per_element"]), _f(r["perplexity"], 4), _band(bands.get(k, {}).get("band")),
+             _band(bands.get(k, {}).get("window_band")), _f(r["seconds"], 1)] for k, r in ppl["runs"].items()]
     quantization = ppl["weight_quantization_s"]
     return ["## Perplexity\n",
             f"{ppl['tokens']} tokens cut into consecutive, non-overlapping windows of {ppl['window']} tokens, each "
@@ -191,10 +232,108 @@ def _perplexity(result: dict, figures: dict) -> list[str]:
             "registered only while the run lasts: in float64 on the CPU one fused pass (golden.report."
             "attention.attention_native) whose bits depend on neither threads, batch nor CPU. "
             f"{ppl['quantized_layers']} layers quantized. *exact*: see Hardware-exact perplexity.\n",
-            _table(["run", "scope", "weights", "activations", "bits/elem", "perplexity", "seconds"], rows) + "\n",
+            _table(["run", "scope", "weights", "activations", "bits/elem", "perplexity", "noise band",
+                    "window band", "seconds"], rows) + "\n",
             "Seconds are for the forward passes; quantizing all weights once per format took "
             + ", ".join(f"{k} {v:.1f} s" for k, v in quantization.items()) + ".\n",
             f"![Perplexity vs bits]({figures['perplexity']})\n"]
+
+
+def _band(band) -> str:
+    return "n/a" if not band else f"[{band[0]:.2f}, {band[1]:.2f}]"
+
+
+def _noise(result: dict, figures: dict) -> list[str]:
+    bands = result.get("noise")
+    if not bands:
+        return []
+    runs = result["perplexity"]["runs"]
+    rows = []
+    for key in bands["exponent_runs"]:
+        b = bands["bands"][key]
+        rows.append([runs[key]["label"], runs[key]["scope"], _f(runs[key]["perplexity"], 3),
+                     ", ".join(_f(v, 3) for v in b["perturbed"]), _band(b["band"]), f"±{_percent(b['rel_half_width'])}",
+                     _band(b["window_band"])])
+    floors = "; ".join(f"{scope} ±{_percent(f['rel_half_width'])} ({f['from']})" for scope, f in bands["floors"].items())
+    windows = [b["window_band"] for b in bands["bands"].values() if b.get("window_band")]
+    keys = [k for k, b in bands["bands"].items() if b.get("window_band")]
+    widths = [math.log(b[1] / runs[k]["perplexity"]) for k, b in zip(keys, windows)]
+    from golden.report.perplexity import NOISE_EXPONENT
+
+    return ["## Noise bands\n",
+            f"Every perplexity carries a noise floor. **Perturbation band** (the one used for ties): the run "
+            f"repeated with every quantized linear input scaled by (1 + 2^-{NOISE_EXPONENT}) and by "
+            f"(1 - 2^-{NOISE_EXPONENT}) before its quantizer: a change of no meaning that still flips FP16 "
+            "roundings and codes. The band is [min, max] of the three perplexities; each costs two runs, so it is "
+            "measured on the runs below and every other run is given the largest half-width measured in its scope "
+            f"(the floor: {floors or 'none measured'}; † in the tables). Two perplexities are a **tie** when "
+            "their ratio is within the sum of their half-widths. **Window band**: exp(mean NLL ± its standard "
+            f"error over the {runs[next(iter(runs))]['windows']} evaluation windows), how far the figure would "
+            "move on other text of this kind"
+            + (f" (±{_percent(min(widths))} to ±{_percent(max(widths))})" if widths else "")
+            + "; every format sees the same windows, so it does not decide ties between formats.\n",
+            _table(["run", "scope", "perplexity", "perturbed (up, down)", "perturbation band", "half-width",
+                    "window band"], rows) + "\n"]
+
+
+def _calibration(result: dict) -> list[str]:
+    calib = result.get("calibration")
+    if not calib:
+        return []
+    runs = result["perplexity"]["runs"]
+    rows = []
+    for scope in ("linear", "full"):
+        static, dynamic = runs.get(f"{scope}_nvfp4_nvfp4_b16_static"), runs.get(f"{scope}_nvfp4_nvfp4_b16")
+        if static or dynamic:
+            rows.append([scope, _ppl_band(result, f"{scope}_nvfp4_nvfp4_b16_static", 3),
+                         _ppl_band(result, f"{scope}_nvfp4_nvfp4_b16", 3),
+                         f"{100 * (static['perplexity'] / dynamic['perplexity'] - 1):+.2f} %" if static and dynamic else "n/a"])
+    return ["## NVFP4 activation scale: static calibrated vs dynamic\n",
+            "NVFP4's FP32 tensor scale (amax / (448 x 6), SPEC 8) taken from each activation tensor's own amax "
+            "sees the whole batch, future tokens and other sequences included: no online hardware has it. The "
+            "static variant fixes it per layer from a calibration pass (`golden.calibration`): the unquantized "
+            f"model run on {calib['tokens']} tokens of `{calib['text']}` (tokens {calib['first_token']} to "
+            f"{calib['first_token'] + calib['tokens'] - 1}: {calib['rule']}), the largest |input| of every "
+            f"quantized linear layer{' and the largest |Q|, |K|, |V| and probability of every attention module' if calib['scope'] == 'full' else ''}"
+            f" ({len(calib['amax'])} scales). Disjoint from the evaluation tokens: their longest common run of tokens "
+            f"is {calib['longest_common_run_tokens']} (a calibration text sharing a run of "
+            f"{calib['shared_passage_limit_tokens']} tokens is refused). Values beyond the calibrated amax "
+            "saturate at 448 x 6 x tensor scale.\n",
+            _table(["scope", "PPL static calibrated", "PPL dynamic (sees the whole batch)", "static / dynamic"],
+                   rows) + "\n"]
+
+
+def _quality_cost(result: dict, figures: dict) -> list[str]:
+    qc = result.get("quality_cost")
+    if not qc or not any(qc["points"][s]["front_candidates"] for s in qc["points"]):
+        return []
+    costs = qc["costs"]
+    cost_rows = [[key, str(c["gates2"]), str(c["lanes"]), _f(c["gates_per_element"], 1), c["derivation"],
+                  ", ".join(c["measured"])] for key, c in costs.items()]
+    rows = []
+    for scope, pts in qc["points"].items():
+        for p in pts["front_candidates"] + pts["beside"]:
+            on = [a for a in quality_cost.AXES if p["label"] in qc["fronts"].get(f"{a}_{scope}", [])]
+            rows.append([p["label"], scope, _f(p["gates"], 1), _f(p["bits"]), _ppl_band(result, p["key"]),
+                         _band(p.get("window_band")),
+                         "beside (not a candidate)" if p in pts["beside"] else (", ".join(on) or "no")])
+    extra = costs.get("nvfp4_b16", {}).get("per_block_only")
+    return ["## Quality against cost\n",
+            f"Perplexity against the MAC's two-input gates per element and against bits per element. Gates: "
+            f"`{qc['synth_json']}` (bench.synth), the block dot product with its scale path per lane "
+            "(golden/report/quality_cost.py says which unit gives each figure):\n",
+            _table(["MAC", "gates2", "lanes", "gates / element", "figure", "measured"], cost_rows) + "\n",
+            ("NVFP4's unit holds one FP32 x FP32 multiplier for the tensor scales; without it (`"
+             f"{extra['unit']}`, a multiplier shared by several units) it is {extra['gates_per_element']:.1f} gates "
+             "per element.\n" if extra else ""),
+            "BlockDialect's two-stage and MSE activations share the MAC (their quantizers differ, and are not "
+            "counted). NVFP4 with the dynamic scale is shown beside the front, not on it. The Pareto front "
+            "(lower is better on both axes) is computed on the central perplexities; a point dominated only "
+            "by points within its noise band is a tie.\n",
+            _table(["point", "scope", "gates / element", "bits / element", "perplexity", "window band",
+                    "on the front (axis)"], rows) + "\n",
+            "Where BlockDialect sits:\n", *quality_cost.statement(qc), "",
+            f"![Quality against cost]({figures['quality_cost']})\n" if "quality_cost" in figures else ""]
 
 
 def _hardware_exact(result: dict) -> list[str]:
@@ -263,7 +402,7 @@ def markdown(result: dict, figures: dict[str, str], out: pathlib.Path | None = N
     reproducibility measurement written there)."""
     sections = (_intro(result), _headline(result), _stage1(result), _tensor_table(result, figures),
                 _block_size(result, figures), _selection(result, figures), _perplexity(result, figures),
-                _hardware_exact(result), _float64_check(result), _reproducibility(out), _timing(result),
+                _noise(result, figures), _calibration(result), _quality_cost(result, figures), _hardware_exact(result), _float64_check(result), _reproducibility(out), _timing(result),
                 _per_layer(result))
     return "\n".join(line for section in sections for line in section)
 
@@ -275,7 +414,9 @@ def write(result: dict, out: pathlib.Path) -> dict[str, pathlib.Path]:
         "dialects": plots.dialect_histogram(result, out),
         "perplexity": plots.perplexity_vs_bits(result, out),
         "block_size": plots.sqnr_vs_block_size(result, out),
+        "quality_cost": plots.quality_cost(result, out),
     }
+    figures = {k: v for k, v in figures.items() if v}      # a figure without data is not drawn
     result = dict(result, figures=figures)
     (out / "report.json").write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n")
     (out / "report.md").write_text(markdown(result, figures, out))

@@ -166,9 +166,9 @@ def test_installed_scheme_quantizes_and_then_restores(tiny, monkeypatch):
     calls = []
     real_fq = model_quantization.fake_quantize
 
-    def counting_fq(x, fmt, block, dtype=None):
+    def counting_fq(x, fmt, block, dtype=None, **kwargs):
         calls.append(x.dim())
-        return real_fq(x, fmt, block, dtype)
+        return real_fq(x, fmt, block, dtype, **kwargs)
 
     try:
         with perplexity.installed(model, s) as handle:
