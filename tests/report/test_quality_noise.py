@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import golden.report as report
-from golden import baselines, calibration, model_quantization
+from golden import baselines, calibration, model_quantization, native
 from golden.report import noise, perplexity, quality_cost
 from golden.report.__main__ import main
 
@@ -56,6 +56,8 @@ def test_static_nvfp4_native_kernel_equals_reference():
     fast = baselines.fake_quantize(x, "nvfp4", dtype=torch.float64, tensor_amax=amax)
     reference = baselines.nvfp4(x, tensor_amax=amax).to(torch.float64)
     assert torch.equal(fast, reference)
+    with native.use("reference"):                             # fake_quantize's own reference path
+        assert torch.equal(baselines.fake_quantize(x, "nvfp4", dtype=torch.float64, tensor_amax=amax), reference)
     assert not torch.equal(fast, baselines.fake_quantize(x, "nvfp4", dtype=torch.float64))
 
 
