@@ -11,20 +11,11 @@ from golden.report import noise, perplexity, quality_cost
 from golden.report.__main__ import main
 
 
-def _tiny_llama():
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    torch.manual_seed(0)
-    config = LlamaConfig(vocab_size=96, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    model = LlamaForCausalLM(config).eval().to(torch.float64)
-    model.requires_grad_(False)
-    return model
-
-
 @pytest.fixture(scope="module")
 def tiny():
-    return _tiny_llama(), torch.randint(0, 96, (1, 96), generator=torch.Generator().manual_seed(3))
+    from test_report_units import _tiny_llama    # the same tiny random LLaMA, in float64
+
+    return _tiny_llama().to(torch.float64), torch.randint(0, 96, (1, 96), generator=torch.Generator().manual_seed(3))
 
 
 # --- NVFP4 with a static tensor scale ------------------------------------------------------------------
