@@ -24,9 +24,9 @@ POINTS = (
     ("bd_mse_bd_two_stage_b16", "BD B=16 two-stage", "bd", 16),
     ("bd_mse_bd_two_stage_b32", "BD B=32 two-stage", "bd", 32),
     ("bd_mse_bd_two_stage_b64", "BD B=64 two-stage", "bd", 64),
-    ("bd_mse_bd_mse_b16", "BD B=16 MSE act.", "bd", 16),
-    ("bd_mse_bd_mse_b32", "BD B=32 MSE act.", "bd", 32),
-    ("bd_mse_bd_mse_b64", "BD B=64 MSE act.", "bd", 64),
+    ("bd_mse_bd_mse_b16", "BD B=16 MSE activations", "bd", 16),
+    ("bd_mse_bd_mse_b32", "BD B=32 MSE activations", "bd", 32),
+    ("bd_mse_bd_mse_b64", "BD B=64 MSE activations", "bd", 64),
     ("mxfp4_mxfp4_b16", "MXFP4 B=16", "mxfp4", 16),
     ("mxfp4_mxfp4_b32", "MXFP4 B=32", "mxfp4", 32),
     ("nvfp4_nvfp4_b16_static", "NVFP4 static scale", "nvfp4", 16),
@@ -149,7 +149,31 @@ def section(runs: dict, noise: dict, bits: dict[str, float], costs: dict[str, di
 
 def statement(qc: dict) -> list[str]:
     """Where BlockDialect sits on each front, in words, from the figures."""
+    costs = qc["costs"]
     lines = []
+    if "bd_b32" in costs:
+        others = [f"{k.replace('_b', ' B=').upper()} {costs[k]['gates_per_element']:.0f} "
+                  f"({costs['bd_b32']['gates_per_element'] / costs[k]['gates_per_element']:.2f}x)"
+                  for k in costs if not k.startswith("bd_")]
+        lines.append(f"- Cost: the BlockDialect MAC with its scale path is {costs['bd_b32']['gates_per_element']:.0f} "
+                     "gates per element at B = 32 (BlockDialect / other in brackets): " + ", ".join(others) + ".")
+    for name, entries in qc["blockdialect"].items():
+        axis, scope = name.split("_")
+        on = [e["label"] for e in entries if e["on_front"]]
+        text = (f"- **{AXES[axis]}, {scope} path**: front = {', '.join(qc['fronts'][name]) or 'none'}. "
+                + (f"BlockDialect on it: {', '.join(on)}." if on else "No BlockDialect point is on it."))
+        off = []
+        for e in entries:
+            if e["on_front"]:
+                continue
+            best = max(e["dominated_by"], key=lambda d: d["ppl_ratio"])
+            if all(d["tie"] for d in e["dominated_by"]):
+                off.append(f"{e['label']} only by a tie ({best['label']}, within the noise band)")
+            else:
+                real = max((d for d in e["dominated_by"] if not d["tie"]), key=lambda d: d["ppl_ratio"])
+                off.append(f"{e['label']} ({real['label']}: {100 * (1 - 1 / real['ppl_ratio']):.1f} % lower "
+                           "perplexity at no more cost)")
+        lines.append(text + (" Off it: " + "; ".join(off) + "." if off else ""))
     for scope in ("linear", "full"):
         alt = qc["fronts"].get(f"gates_{scope}_nvfp4_per_block_only")
         if alt is not None:
@@ -157,19 +181,4 @@ def statement(qc: dict) -> list[str]:
             lines.append(f"- If NVFP4's tensor-scale multiplier is shared and not counted, the gates front of the "
                          f"{scope} path is {', '.join(alt)}" + (f" (BlockDialect: {', '.join(bd_on)})." if bd_on
                                                                else "; no BlockDialect point is on it."))
-    for name, entries in qc["blockdialect"].items():
-        axis, scope = name.split("_")
-        on = [e["label"] for e in entries if e["on_front"]]
-        lines.append(f"- **{AXES[axis]}, {scope} path**: front = {', '.join(qc['fronts'][name]) or 'none'}. "
-                     + (f"BlockDialect on it: {', '.join(on)}. ".replace(".. ", ". ") if on else "No BlockDialect point is on it. "))
-        for e in entries:
-            if e["on_front"]:
-                continue
-            worst = max(e["dominated_by"], key=lambda d: d["ppl_ratio"])
-            real = [d for d in e["dominated_by"] if not d["tie"]]
-            lines[-1] += (f"{e['label']} is dominated by {', '.join(d['label'] for d in e['dominated_by'])} "
-                          f"(perplexity up to {100 * (worst['ppl_ratio'] - 1):.1f} % higher"
-                          + ("; every one of these within the noise band, a tie" if not real else "")
-                          + "). ")
     return lines
-

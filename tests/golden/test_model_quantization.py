@@ -213,8 +213,9 @@ def test_full_scope_quantizes_attention_operands_by_block_map(monkeypatch):
                 assert set(handle.layers.values()) == {16}
             assert name not in ALL_ATTENTION_FUNCTIONS and name not in ALL_MASK_ATTENTION_FUNCTIONS
     # make_attention(format, block of P and V, scores_block=block of Q and K).
-    assert made == [(("bd_two_stage", 16), {"scores_block": 16}), (("bd_two_stage", 16), {"scores_block": 32}),
-                    (("bd_two_stage", 32), {"scores_block": 16})]
+    assert made == [(("bd_two_stage", 16), {"scores_block": 16, "amax": None}),
+                    (("bd_two_stage", 16), {"scores_block": 32, "amax": None}),
+                    (("bd_two_stage", 32), {"scores_block": 16, "amax": None})]
     # Each attention block size changes the output, and quantized attention differs from linear only.
     assert len({tuple(o.flatten()[:64].tolist()) for o in [linear, *outputs.values()]}) == 4
     assert model.config._attn_implementation == previous
