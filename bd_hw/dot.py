@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import C, Cat, Module, Mux, Signal, signed
 from amaranth.utils import ceil_log2
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
@@ -57,10 +57,11 @@ from .arith import leading_zeros, tree_sum
 from .decoder import BDDecoder
 from .float_add import EXP_SUM_BITS, FORMATS, FloatAccumulator, FloatWiden
 from .layouts import DECODED_BITS, dot_input_layout, dot_output_layout
-from .params import (DotParams, Params, ParametrisedComponent, accumulator_bits, block_sum_bits)
+from .params import (SHARED_PRODUCTS, DotParams, Params, ParametrisedComponent, accumulator_bits,
+                     block_sum_bits)
 from .pipeline import Stages
 
-__all__ = ["MultiplierArray", "AdderTree", "ExactAccumulator", "FP32Normaliser", "BDDot",
+__all__ = ["MultiplierArray", "PackedMultiplierArray", "AdderTree", "ExactAccumulator", "FP32Normaliser", "BDDot",
            "FRAC_BITS", "MAX_EXP_SUM", "PRODUCT_BITS", "block_sum_bits", "accumulator_bits"]
 
 PRODUCT_BITS = MAX_PRODUCT.bit_length() + 1    # 9, signed: |P_k| <= 225
@@ -136,6 +137,50 @@ def _complement(m: Module, mag, negative, product, carries, k: int):
     when the product is negative, and the +1 of that negation as the carry."""
     m.d.comb += [product.eq(Cat(mag ^ negative.replicate(2 * H_BITS), negative).as_signed()),
                  carries[k].eq(negative)]
+
+
+class PackedMultiplierArray(wiring.Component):
+    """Two rows' products of one activation block, two per multiplier (``bd_linear``'s
+    ``products="dsp_packed"``).
+
+    Ports: ``a``, ``w0``, ``w1`` in, B lanes of 5 bits ``{sign, h[3:0]}``; ``products0``,
+    ``carries0`` and ``products1``, ``carries1`` out, each pair as :class:`MultiplierArray`'s for
+    ``(a, w0)`` and ``(a, w1)``.
+
+    Lane k multiplies magnitudes only: ``(h_w1 * 2^8 + h_w0) * h_a = h_w1 h_a 2^8 + h_w0 h_a``,
+    a 12 x 4-bit product that yosys maps to one MULT18X18D on the ECP5. Both fields are at most
+    ``15 * 15 = 225 < 2^8`` (SPEC 6), so bits 0-7 hold row 0's magnitude and bits 8-15 row 1's with
+    no carry between them; each sign is then applied to its own field as in :class:`MultiplierArray`.
+    """
+
+    FIELD = 2 * H_BITS
+    assert MAX_PRODUCT < 1 << FIELD          # the two fields of a packed product cannot overlap
+
+    def __init__(self, B: int = 32):
+        self.B = B
+        lanes = data.ArrayLayout(DECODED_BITS, self.B)
+        products = data.ArrayLayout(signed(PRODUCT_BITS), self.B)
+        super().__init__({
+            "a": In(lanes), "w0": In(lanes), "w1": In(lanes),
+            "products0": Out(products), "carries0": Out(self.B),
+            "products1": Out(products), "carries1": Out(self.B),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        F = self.FIELD
+        for k in range(self.B):
+            a, w0, w1 = self.a[k], self.w0[k], self.w1[k]
+            packed = Signal(F + H_BITS, name=f"packed{k}")
+            wide = Signal(2 * F, name=f"wide{k}")
+            m.d.comb += [packed.eq(Cat(w0[:H_BITS], C(0, F - H_BITS), w1[:H_BITS])),
+                         wide.eq(packed * a[:H_BITS])]
+            for row, w, products, carries in ((0, w0, self.products0, self.carries0),
+                                              (1, w1, self.products1, self.carries1)):
+                negative = Signal(name=f"neg{k}_{row}")
+                m.d.comb += negative.eq(a[H_BITS] ^ w[H_BITS])
+                _complement(m, wide[row * F:(row + 1) * F], negative, products[k], carries, k)
+        return m
 
 
 class AdderTree(wiring.Component):
@@ -371,10 +416,16 @@ class BDDot(ParametrisedComponent):
             p.B, p.max_blocks, p.pipeline, p.accumulate
         self.cuts, self.norm_cuts, self.front_stages = p.cuts, p.norm_cuts, p.front_stages
         self.acc_bits = p.acc_bits
-        super().__init__({
-            "i": In(stream.Signature(dot_input_layout(self.B))),
-            "o": Out(stream.Signature(dot_output_layout())),
-        })
+        ports = {"i": In(stream.Signature(dot_input_layout(self.B))),
+                 "o": Out(stream.Signature(dot_output_layout()))}
+        if p.products == SHARED_PRODUCTS:
+            # The multipliers' ports, for products built outside (MultiplierArray's contract):
+            # the decoded lanes out, the products and their carries in, the same cycle.
+            lanes = data.ArrayLayout(DECODED_BITS, self.B)
+            ports |= {"mul_a": Out(lanes), "mul_w": Out(lanes),
+                      "mul_products": In(data.ArrayLayout(signed(PRODUCT_BITS), self.B)),
+                      "mul_carries": In(self.B)}
+        super().__init__(ports)
 
     def elaborate(self, platform):
         m = Module()
@@ -390,19 +441,24 @@ class BDDot(ParametrisedComponent):
         # Decode both blocks; optional cut; multiply; register.
         m.submodules.dec_a = dec_a = BDDecoder(B)
         m.submodules.dec_w = dec_w = BDDecoder(B)
-        m.submodules.mul = mul = MultiplierArray(B, self.params.products)
+        if self.params.products == SHARED_PRODUCTS:     # the multipliers are outside
+            mul_a, mul_w = self.mul_a, self.mul_w
+            products, carries = self.mul_products, self.mul_carries
+        else:
+            m.submodules.mul = mul = MultiplierArray(B, self.params.products)
+            mul_a, mul_w, products, carries = mul.a, mul.w, mul.products, mul.carries
         m.d.comb += [
             dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
             dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),
         ]
         v = st.cut("s0", "decode" in self.cuts, a=dec_a.values, w=dec_w.values,
                    exp=(p.a_exp + p.w_exp)[:EXP_SUM_BITS], last=p.last)
-        m.d.comb += [mul.a.eq(v.pop("a")), mul.w.eq(v.pop("w"))]
+        m.d.comb += [mul_a.eq(v.pop("a")), mul_w.eq(v.pop("w"))]
         # The +1 of every negative product (MultiplierArray's carries), counted once.
         # (registered at the block sum's width, so that it is added to the sum at one width).
         negatives = Signal(signed(block_sum_bits(B)), name="negatives")
-        m.d.comb += negatives.eq(tree_sum(list(mul.carries), m=m, name="negatives"))
-        v = st.register("s1", **v, products=mul.products, negatives=negatives)
+        m.d.comb += negatives.eq(tree_sum(list(carries), m=m, name="negatives"))
+        v = st.register("s1", **v, products=products, negatives=negatives)
 
         # Exact block sum: sums of TREE_GROUP products; optional cut; their sum; register.
         group = min(self.TREE_GROUP, B) if "tree" in self.cuts else B

@@ -57,6 +57,12 @@ No combinational path runs from an input to an output: the ``tready`` outputs de
 (``s_axis_w_tready`` on the dot units' pipeline state and the output skid buffer, not on
 ``m_axis_y_tready``), and ``m_axis_y`` comes from registers. Every ``tready`` is low in reset.
 
+``products`` says how the dot units' 4x4 products are built: ``"lut"`` (the default) or ``"dsp"``,
+each unit its own, or ``"dsp_packed"``: lanes ``2j`` and ``2j + 1`` read the same activation
+element, so one :class:`~bd_hw.dot.PackedMultiplierArray` forms both lanes' products of an element
+with one multiply (one MULT18X18D on the ECP5 for two products); the dot units then take their
+products through their ``mul_*`` ports. Results, latency and rate are the same in every case.
+
 Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.VectorCounter`,
 :class:`~bd_hw.linear_parts.ActivationBuffer` (:class:`amaranth.lib.memory.Memory` of
 ``max_blocks`` blocks), :class:`~bd_hw.linear_parts.PackedBlockUnpacker`,
@@ -69,7 +75,7 @@ from amaranth.hdl import Cat, ClockDomain, Module, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from .dot import BDDot
+from .dot import BDDot, PackedMultiplierArray
 from .layouts import Y_USER_BITS
 from .linear_parts import (ActivationBuffer, GroupCounter, LaneCollector, PackedBlockUnpacker,
                            VectorCounter)
@@ -82,7 +88,8 @@ __all__ = ["BDLinear"]
 class BDLinear(ParametrisedComponent):
     """``bd_linear`` for block size ``B`` (16, 32, 64), ``N`` lanes (1, 2, 4, 8, 16), vectors of up
     to ``max_blocks`` blocks, ``pipeline`` extra register stages in each of its clocked parts (0 to
-    ``len(CUT_POINTS)``, default 0) and the dot units' ``accumulate`` mode: the arguments of
+    ``len(CUT_POINTS)``, default 0), the dot units' ``accumulate`` mode and ``products`` (see the
+    module docstring): the arguments of
     :class:`~bd_hw.params.LinearParams` (or one). See the module docstring.
 
     ``pipeline = p`` is passed on as one integer: the quantizer and every dot unit take the first
@@ -90,7 +97,7 @@ class BDLinear(ParametrisedComponent):
     with fewer cut points than ``p`` all of its own (today both have four). :data:`CUT_POINTS` lists
     the pairs so taken, step by step; :attr:`latency` is ``8 + p`` and :attr:`vector_latency`
     ``5 + p``, from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
-    ``max_blocks``, ``pipeline`` or ``accumulate``.
+    ``max_blocks``, ``pipeline``, ``accumulate`` or ``products``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
     ``aresetn`` is low, so the emitted Verilog has exactly the SPEC 11 ports; the Amaranth simulator
@@ -218,6 +225,19 @@ class BDLinear(ParametrisedComponent):
                 dot.i.payload.last.eq(a_last),
             ]
             wiring.connect(m, dot.o, collector.results[n])
+        if self.params.products == "dsp_packed":
+            # Lanes 2j and 2j + 1 share one multiplier per element (their activation is the same
+            # block): lane 2j's decoded activation and both lanes' decoded weights go in, each
+            # lane's products come back in the cycle they left (the dot units' product stage).
+            for j in range(0, N, 2):
+                m.submodules[f"mul{j // 2}"] = pair = PackedMultiplierArray(B)
+                m.d.comb += [pair.a.eq(dots[j].mul_a), pair.w0.eq(dots[j].mul_w),
+                             dots[j].mul_products.eq(pair.products0),
+                             dots[j].mul_carries.eq(pair.carries0)]
+                if j + 1 < N:
+                    m.d.comb += [pair.w1.eq(dots[j + 1].mul_w),
+                                 dots[j + 1].mul_products.eq(pair.products1),
+                                 dots[j + 1].mul_carries.eq(pair.carries1)]
 
         # --- output: collector -> m_axis_y --------------------------------------------------------
         m.d.comb += [

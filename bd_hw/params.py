@@ -29,12 +29,17 @@ from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in unit
 from .selection import STAGE1_RULES, Selection, check_stage1
 
 __all__ = ["Params", "ParametrisedComponent", "DecoderParams", "QuantizerParams", "DotParams",
-           "LinearParams", "PRODUCTS", "block_sum_bits",
+           "LinearParams", "PRODUCTS", "LINEAR_PRODUCTS", "SHARED_PRODUCTS", "block_sum_bits",
            "accumulator_bits", "check_count", "check_max_blocks", "check_lanes"]
 
 # How a dot unit builds its 4x4 magnitude products: from LUTs (the default: the products are tiny
 # and DSP blocks are few; bd_hw.dot.MultiplierArray) or one DSP block each.
 PRODUCTS = ("lut", "dsp")
+# A dot unit's products may also come in through ports (SHARED_PRODUCTS): the engine's
+# "dsp_packed" builds them for two lanes at once, the lanes sharing the activation element, one
+# DSP block per two rows' products (bd_hw.dot.PackedMultiplierArray).
+SHARED_PRODUCTS = "shared"
+LINEAR_PRODUCTS = PRODUCTS + ("dsp_packed",)
 
 
 def _is_int(value) -> bool:
@@ -71,9 +76,9 @@ def _check_accumulate(accumulate) -> str:
     return check_accumulate(accumulate)
 
 
-def _check_products(products) -> str:
-    if products not in PRODUCTS:
-        raise ValueError(f"products must be one of {PRODUCTS}, not {products!r}")
+def _check_products(products, choices=PRODUCTS + (SHARED_PRODUCTS,)) -> str:
+    if products not in choices:
+        raise ValueError(f"products must be one of {choices}, not {products!r}")
     return products
 
 
@@ -184,7 +189,8 @@ class QuantizerParams(Params):
 class DotParams(Params):
     """``bd_dot``: block size ``B``, ``max_blocks`` beats per result, ``pipeline`` extra register
     stages at the first cut points of :attr:`cut_points` (see :class:`bd_hw.dot.BDDot`), the
-    SPEC 6.1 ``accumulate`` mode, and how the 4x4 ``products`` are built (:data:`PRODUCTS`). The
+    SPEC 6.1 ``accumulate`` mode, and how the 4x4 ``products`` are built (:data:`PRODUCTS`, or
+    :data:`SHARED_PRODUCTS`: they come in through the ``mul_*`` ports, built outside). The
     rounded modes ("fp32", "fp16") have no normaliser, so their cut points are
     :data:`FLOAT_CUT_POINTS`, and no wide accumulator, so ``max_blocks`` does not limit them."""
 
@@ -254,7 +260,9 @@ class DotParams(Params):
 class LinearParams(Params):
     """``bd_linear``: block size ``B``, ``N`` lanes, vectors of up to ``max_blocks`` blocks,
     ``pipeline`` (the first ``pipeline`` cut points of the quantizer and of every dot unit, paired
-    in :data:`CUT_POINTS`), the dot units' ``accumulate`` mode (SPEC 11) and their ``products``."""
+    in :data:`CUT_POINTS`), the dot units' ``accumulate`` mode (SPEC 11) and how the products are
+    built (:data:`LINEAR_PRODUCTS`: each dot unit's own, ``"lut"`` or ``"dsp"``, or
+    ``"dsp_packed"``, one DSP block for two lanes' products of an element)."""
 
     B: int = 32
     N: int = 4
@@ -275,6 +283,7 @@ class LinearParams(Params):
         check_max_blocks(self.max_blocks)
         _check_pipeline(self.pipeline, self.CUT_POINTS)
         _check_accumulate(self.accumulate)
+        _check_products(self.products, LINEAR_PRODUCTS)
         self.dot            # the dot units' own checks (the FP32 range of max_blocks)
 
     @property
@@ -286,8 +295,9 @@ class LinearParams(Params):
     def dot(self) -> DotParams:
         """Every dot unit's parameters."""
         cut_points = DotParams.cut_points_of(self.accumulate)
+        products = SHARED_PRODUCTS if self.products == "dsp_packed" else self.products
         return DotParams(self.B, self.max_blocks, min(self.pipeline, len(cut_points)),
-                         self.accumulate, self.products)
+                         self.accumulate, products)
 
     @property
     def latency(self) -> int:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bd_hw.dot import (AdderTree, BDDot, ExactAccumulator, FP32Normaliser, MultiplierArray,
-                       accumulator_bits, block_sum_bits)
+                       PackedMultiplierArray, accumulator_bits, block_sum_bits)
 from bd_hw.layouts import (pack, pack_dot_input, pack_lanes, unpack, unpack_dot_output,
                            unpack_lanes)
 from tests.hw.testing import int_to_fp32_bits, run_comb, run_stream
@@ -99,6 +99,23 @@ def test_multiplier_array_exhaustive(products):
     assert all((r["carries"] >> k & 1) == ((a ^ w) >> 4)
                for r, n in zip(results, range(0, len(pairs), B))
                for k, (a, w) in enumerate(pairs[n:n + B]))
+
+
+def test_packed_multiplier_array_exhaustive():
+    """Every (sign, h) activation lane with every pair of (sign, h) weight lanes, 32^3 triples: each
+    row's ``products + carries`` is its own signed product, so the two fields of a packed product
+    never disturb each other (largest magnitudes in both rows included)."""
+    B = 64
+    triples = [(a, w0, w1) for a in range(32) for w0 in range(32) for w1 in range(32)]
+    vectors = [{name: pack_lanes([t[i] for t in triples[n:n + B]], 5)
+                for i, name in enumerate(("a", "w0", "w1"))} for n in range(0, len(triples), B)]
+    results = run_comb(PackedMultiplierArray(B), vectors,
+                       ["products0", "carries0", "products1", "carries1"])
+    for row in (0, 1):
+        got = [to_signed(p, 9) + (r[f"carries{row}"] >> k & 1) for r in results
+               for k, p in enumerate(unpack_lanes(r[f"products{row}"], 9, B))]
+        assert got == [(-1) ** ((t[0] ^ t[1 + row]) >> 4) * (t[0] & 15) * (t[1 + row] & 15)
+                       for t in triples]
 
 
 @pytest.mark.parametrize("B", BLOCK_SIZES)

@@ -429,7 +429,8 @@ def test_linear_rejects_bad_parameters():
                              ({"max_blocks": 0}, "max_blocks"), ({"max_blocks": 2.0}, "max_blocks"),
                              ({"max_blocks": 2 ** 100}, "max_blocks"), ({"pipeline": -1}, "pipeline"),
                              ({"pipeline": DEEP + 1}, "pipeline"), ({"pipeline": True}, "pipeline"),
-                             ({"pipeline": 1.0}, "pipeline"), ({"accumulate": "fp8"}, "accumulate")):
+                             ({"pipeline": 1.0}, "pipeline"), ({"accumulate": "fp8"}, "accumulate"),
+                             ({"products": "shared"}, "products"), ({"products": "dsp2"}, "products")):
             for make in (BDLinear, LinearParams):
                 with pytest.raises(ValueError, match=name):
                     make(**kwargs)
@@ -486,6 +487,20 @@ def test_linear_random_backpressure(N, pipeline):
     run, = run_engine(dut, [(jobs, None)], x_pause=0.3, w_pause=0.3, y_pause=0.5, seed=N)
     check_results(jobs, run)
     assert any(user & USER_MISMATCH for _, _, user, _ in run.received)
+
+
+@pytest.mark.parametrize("products,N,pipeline", [("dsp", 2, 0), ("dsp_packed", 4, 0),
+                                                  ("dsp_packed", 1, DEEP)])
+def test_linear_products_bit_exact(products, N, pipeline):
+    """Each way of building the products (``dsp``: one multiplier per lane and element;
+    ``dsp_packed``: two lanes' products per multiplier, an odd lane alone) gives the golden bits
+    under random pauses."""
+    B = 16
+    dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline, products=products)
+    assert dut.params.dot.products == ("shared" if products == "dsp_packed" else products)
+    jobs = mixed_jobs(B, N, seed=N + pipeline + 7, count=6, max_blocks=8)
+    run, = run_engine(dut, [(jobs, None)], x_pause=0.3, w_pause=0.3, y_pause=0.4, seed=N + 3)
+    check_results(jobs, run)
 
 
 @pytest.mark.parametrize("N,pipeline", [(8, 0), (8, DEEP), (16, 0)])
