@@ -20,16 +20,55 @@ name                        kind     builder
 ``mac1_bd_shared*_lane``    mac      the same with the block's decoded magnitudes as inputs
 ``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
 ``scale_nvfp4``, ``scale_nvfp4_block`` (``bench/hw/scale_paths.py``; ``_block``: no tensor scale)
+``bd_linear_fast_n<N>``     linear   ``BDLinear(B, N, pipeline=deepest)`` for N = 1, 2, 8, 16 (the
+                            product's registry has N = 4): how the engine's cost grows with N
+``bd_linear_fast_dsp_n<N>`` linear   the same with ``products="dsp"``, and ``_packed_``
+``bd_linear_fast_packed_n<N>``       ``products="dsp_packed"``, for N = 4 and 8: LUT / DSP / packed
 =========================== ======== ======================================================
+
+The engine builds are measurements of the product's generator at other parameters (the scaling and
+products tables of ``reports/synth/report.md``), not comparison hardware; nothing emits them.
 """
 from __future__ import annotations
 
-from bd_hw.units import UNITS, Unit
+from bd_hw.params import LinearParams
+from bd_hw.units import UNITS, LinearUnit, Unit
 
 from .baseline_macs import SINGLE_MAC_BLOCK
 from .lane_products import CONSTRUCTIONS
 
-__all__ = ["BENCH_UNITS", "ALL_UNITS"]
+__all__ = ["BENCH_UNITS", "ALL_UNITS", "ENGINE_LANES", "ENGINE_PRODUCTS", "engine_unit_name"]
+
+#: Lane counts of the engine-scaling table (SPEC 11 [revised]) and the products compared.
+ENGINE_LANES = (1, 2, 4, 8, 16)
+ENGINE_PRODUCTS = ("lut", "dsp", "dsp_packed")
+ENGINE_PRODUCTS_LANES = (4, 8)
+_DEEPEST = len(LinearParams.CUT_POINTS)
+
+
+def engine_unit_name(N: int, products: str = "lut") -> str:
+    """Unit of the engine at ``N`` lanes, the deepest pipeline and ``products``
+    (``bd_linear_fast_n4`` is the product's own)."""
+    infix = {"lut": "", "dsp": "_dsp", "dsp_packed": "_packed"}[products]
+    return f"bd_linear_fast{infix}_n{N}"
+
+
+def _linear(B, **params):
+    from bd_hw.linear import BDLinear
+    return BDLinear(B, **params)
+
+
+def _engines():
+    for N in ENGINE_LANES:
+        for products in ENGINE_PRODUCTS:
+            name = engine_unit_name(N, products)
+            if name in UNITS or (products != "lut" and N not in ENGINE_PRODUCTS_LANES):
+                continue
+            params = {"N": N, "pipeline": _DEEPEST} | ({} if products == "lut" else
+                                                     {"products": products})
+            yield LinearUnit(name, "linear", _linear, params, blocks=(32,), parameters=LinearParams,
+                             summary=f"matrix-vector engine, {N} rows side by side, every pipeline "
+                                     f"cut point taken, products={products!r}")
 
 
 def _mse_quantizer(B):
@@ -97,6 +136,7 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
     Unit("scale_nvfp4_block", "scale", _scale_dot, {"fmt": "nvfp4", "tensor_scale": False},
          blocks=(16,), summary="scale_nvfp4 without the tensor-scale multiplier (its per-block "
                                "part alone)"),
+    *_engines(),
 )}
 
 ALL_UNITS: dict[str, Unit] = {**UNITS, **BENCH_UNITS}

@@ -63,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--gates-only", action="store_true",
                    help="generic cells and two-input gates only: no FPGA mapping (the fastest run; "
                         "the units' earlier FPGA rows are dropped)")
+    p.add_argument("--fpga-only", action="store_true",
+                   help="FPGA figures only: no generic cells or two-input gates (the generic flow "
+                        "of a wide engine takes longer than its mapping)")
     p.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1),
                    help="units synthesised at once (default 2, or 1 on a one-core machine)")
     p.add_argument("--reuse", action="store_true",
@@ -138,6 +141,8 @@ def main(argv=None) -> int:
         except ValueError:
             return _fail(f"--work {args.work} must lie under the current directory "
                          "(the YoWASP tools see no other files)")
+    if args.gates_only and args.fpga_only:
+        return _fail("--gates-only and --fpga-only exclude each other")
     if args.gates_only:
         args.families = []
     units = ([unit_by_name(n) for n in dict.fromkeys(args.units)] if args.units
@@ -188,7 +193,7 @@ def _run_all(jobs, work: Path, args) -> list[dict]:
         ordered = sorted(jobs, key=lambda job: not job[0].heavy)
         futures = {pool.submit(synthesise_unit, u, B, work, families=args.families,
                                pnr=not args.no_pnr, timeout=args.timeout,
-                               reuse=args.reuse): (u, B)
+                               reuse=args.reuse, generic=not args.fpga_only): (u, B)
                    for u, B in ordered}
         for fut in as_completed(futures):
             u, B = futures[fut]

@@ -84,8 +84,11 @@ _ERRORS = (ToolError, subprocess.TimeoutExpired, OSError, ValueError, KeyError)
 
 
 def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "ecp5"),
-                    pnr: bool = True, timeout: float = 1800, reuse: bool = False) -> dict:
-    """All figures of one unit at block size ``B``; files in ``work/<top module>/``.
+                    pnr: bool = True, timeout: float = 1800, reuse: bool = False,
+                    generic: bool = True) -> dict:
+    """All figures of one unit at block size ``B``; files in ``work/<top module>/``. Without
+    ``generic``, the generic cells and two-input gates are not counted (the FPGA figures alone:
+    the generic flow of a wide engine takes longer than its mapping).
 
     With ``reuse``, the figures (and errors) saved in the work folder by an earlier run are returned
     instead when that run generated the same Verilog with the same flow settings."""
@@ -96,6 +99,8 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
     workdir.mkdir(parents=True, exist_ok=True)
     flow = {"families": [f for f in families if f in unit.families], "pnr": pnr,
             "abc": ABC_SCRIPT, "abc9": ABC9_SCRIPT, "seed": PNR_SEED, "target_mhz": PNR_TARGET_MHZ}
+    if not generic:
+        flow["generic"] = False
     result: dict = {"unit": unit.name, "top": top, "title": unit.title, "B": B,
                     "measured": time.strftime("%Y-%m-%d", time.gmtime()), **unit.info,
                     "flow": flow}
@@ -130,7 +135,8 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
             first = text.splitlines()[0] if text else type(err).__name__
             errors.append(f"{name}: {first[:200]}")
 
-    step("generic", lambda: _generic(top, workdir, timeout, result))
+    if generic:
+        step("generic", lambda: _generic(top, workdir, timeout, result))
     for key in families:
         if key not in unit.families:
             continue

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from bench.hw.lane_products import CONSTRUCTIONS
+from bench.hw.units import ENGINE_LANES, ENGINE_PRODUCTS, ENGINE_PRODUCTS_LANES, engine_unit_name
 from bench.hw.mse_shared import MAGNITUDES, STEPS, THRESHOLDS
 from golden.spec import HEADER_BYTES, NUM_DIALECTS
 
@@ -14,7 +15,8 @@ from .flows import ABC9_SCRIPT, ABC_SCRIPT, FAMILY, PNR_SEED, PNR_TARGET_MHZ, TW
 from .units import UNIT_NAMES, unit_by_name
 
 __all__ = ["METRICS", "summarise", "write_report", "load_report", "carried_results",
-           "PAPER_MAC_AREA_UM2", "PAPER_SELECTOR_RATIO", "mac_key"]
+           "PAPER_MAC_AREA_UM2", "PAPER_SELECTOR_RATIO", "mac_key", "engine_scaling",
+           "engine_section"]
 
 # The paper's Table 5 (one MAC with its accumulator, Nangate 45 nm, 0.5 GHz, um^2) and its selector
 # comparison; they are the paper's numbers, kept only to print beside ours.
@@ -156,7 +158,124 @@ def summarise(results: list[dict]) -> dict:
         if lanes and fmax:
             summary["weight_bandwidth"][f"ecp5/{_top(r)}"] = weight_bandwidth(
                 fmax, lanes, r["B"])
+    summary["engine_scaling"] = engine_scaling(results)
     return summary
+
+
+#: Block size of the engine tables (SPEC 11's figures).
+ENGINE_B = 32
+#: ECP5 resources a unit uses, with the part's count: LUT4s (a CCU2C carry cell takes two),
+#: flip-flops (one per LUT4), MULT18X18D, DP16KD.
+ENGINE_RESOURCES = ("logic", "flops", "dsp", "bram")
+
+
+def _engine_row(r: dict) -> dict:
+    """The ECP5 figures of one engine build, what they use of the LFE5U-85F, and its rates."""
+    fam = FAMILY["ecp5"]
+    f = r.get("ecp5", {})
+    capacity = {"logic": fam.luts, "flops": fam.luts, "dsp": fam.dsps, "bram": fam.brams}
+    used = {"logic": (f.get("luts") or 0) + fam.luts_per_carry * (f.get("carries") or 0),
+            "flops": f.get("flops"), "dsp": f.get("dsp"), "bram": f.get("bram")}
+    row = {"unit": r["unit"], "lanes": r.get("lanes"), "B": r["B"], "latency": r.get("latency"),
+           "measured": r.get("measured"), "note": _note(r, "ecp5"),
+           **{k: f.get(k) for k in ("luts", "carries", "flops", "dsp", "bram", "fmax_mhz")},
+           "lut_equivalents": used["logic"] if "luts" in f else None}
+    if "luts" in f:
+        share = {k: round(used[k] / capacity[k], 4) for k in ENGINE_RESOURCES if used[k] is not None}
+        row["device_share"] = share
+        row["fills_first"] = max(share, key=share.get)
+    if row["fmax_mhz"] and row["lanes"]:
+        bw = weight_bandwidth(row["fmax_mhz"], row["lanes"], r["B"])
+        row |= {"packed_bytes_per_s": bw["packed_bytes_per_s"], "fp16_bytes_per_s": bw["fp16_bytes_per_s"],
+                "macs_per_s": row["fmax_mhz"] * 1e6 * row["lanes"] * r["B"]}
+    return row
+
+
+def engine_scaling(results: list[dict]) -> dict:
+    """The engine at the deepest pipeline on the ECP5: ``"lanes"``, one row per lane count with
+    LUT products (bench.hw.units.ENGINE_LANES), and ``"products"``, the LUT, DSP and packed-DSP
+    builds side by side at each lane count of ENGINE_PRODUCTS_LANES; rows only for builds that
+    were mapped."""
+    at = {(r["unit"], r["B"]): r for r in results}
+
+    def row(N, products):
+        r = at.get((engine_unit_name(N, products), ENGINE_B))
+        return _engine_row(r) if r and ("ecp5" in r or r.get("errors")) else None
+
+    lanes = {str(N): x for N in ENGINE_LANES if (x := row(N, "lut"))}
+    products = {}
+    for N in ENGINE_PRODUCTS_LANES:
+        builds = {p: x for p in ENGINE_PRODUCTS if (x := row(N, p))}
+        if len(builds) > 1:
+            products[str(N)] = builds
+    return {"lanes": lanes, "products": products}
+
+
+def _pct(share, key):
+    value = (share or {}).get(key)
+    return "-" if value is None else f"{100 * value:.1f}"
+
+
+def _giga(row, key):
+    return "-" if row.get(key) is None else f"{row[key] / 1e9:.2f}"
+
+
+ENGINE_COLUMNS = (("LUT4", "luts"), ("CCU2C", "carries"), ("FF", "flops"), ("MULT18X18D", "dsp"),
+                  ("DP16KD", "bram"), ("Fmax MHz", "fmax_mhz"))
+
+
+def engine_section(summary: dict) -> list[str]:
+    """How the engine's cost grows with its lanes, and its products in LUTs, DSPs or packed DSPs."""
+    scaling = summary.get("engine_scaling") or {}
+    fam = FAMILY["ecp5"]
+    lines = []
+    if scaling.get("lanes"):
+        lines += ["## Matrix-vector engine: cost against lanes (ECP5)", "",
+                  f"`bd_linear` at B = {ENGINE_B}, every pipeline cut point taken, products in LUTs "
+                  f"(`bench/hw/units.py`: `bd_linear_fast_n<N>`), on the {fam.device} "
+                  f"({fam.luts} LUT4s and as many flip-flops, {fam.dsps} MULT18X18D, {fam.brams} "
+                  "DP16KD). Rates at Fmax, one weight beat of N blocks per clock: packed weights "
+                  "(SPEC 7, 2 + B/2 bytes per block), the FP16 bytes the same weights stand for, and "
+                  "MACs (N x B per clock). *Use*: share of the part taken by logic (LUT4 + 2 per "
+                  "CCU2C), flip-flops, DSPs and block RAMs; *fills first* names the largest.", "",
+                  "| N | latency | " + " | ".join(h for h, _ in ENGINE_COLUMNS)
+                  + " | packed GB/s | FP16 GB/s | GMAC/s | logic % | FF % | DSP % | BRAM % "
+                  "| fills first | measured |",
+                  "|---|---|" + "---|" * (len(ENGINE_COLUMNS) + 10)]
+        missing = []
+        for N, row in scaling["lanes"].items():
+            share = row.get("device_share")
+            lines.append("| " + " | ".join(_fmt(v) for v in [
+                N, row["latency"], *(row.get(k) for _, k in ENGINE_COLUMNS)])
+                + f" | {_giga(row, 'packed_bytes_per_s')} | {_giga(row, 'fp16_bytes_per_s')} | "
+                f"{_giga(row, 'macs_per_s')} | "
+                + " | ".join(_pct(share, k) for k in ENGINE_RESOURCES)
+                + f" | {row.get('fills_first') or '-'} | {row['measured']} |")
+            if not row.get("fmax_mhz"):
+                missing.append(f"- N = {N}: no Fmax ({row['note'] or 'not placed'}); the other "
+                               "figures are the mapped netlist's.")
+        lines += ["", *missing, ""] if missing else [""]
+    for N, builds in scaling.get("products", {}).items():
+        lines += [f"## Matrix-vector engine products: LUTs, DSP blocks, packed DSP blocks (N = {N}, ECP5)",
+                  "", "`products=\"lut\"`: each dot unit's 4x4 magnitude products in LUTs (the "
+                  "default); `\"dsp\"`: one MULT18X18D per product; `\"dsp_packed\"`: the lanes "
+                  "share the activation element, so one MULT18X18D forms two lanes' products, "
+                  "`(h_w1 * 2^8 + h_w0) * h_a` (bd_hw.dot.PackedMultiplierArray). Deepest pipeline, "
+                  f"B = {ENGINE_B}. *LUT4 eq.*: LUT4 + 2 per CCU2C; in brackets, over the LUT build.", "",
+                  "| products | LUT4 | CCU2C | LUT4 eq. | FF | MULT18X18D | Fmax MHz | packed GB/s "
+                  "| DSP % of the part | measured |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
+        base = builds.get("lut", {})
+        for p, row in builds.items():
+            def rel(key):
+                v, b = row.get(key), base.get(key)
+                return _fmt(v) + (f" ({v / b:.2f})" if v and b and p != "lut" else "")
+            lines.append("| " + " | ".join([
+                p, rel("luts"), _fmt(row.get("carries")), rel("lut_equivalents"), _fmt(row.get("flops")),
+                _fmt(row.get("dsp")), rel("fmax_mhz"), _giga(row, "packed_bytes_per_s"),
+                _pct(row.get("device_share"), "dsp"), str(row["measured"])]) + " |")
+        lines.append("")
+    return lines
 
 
 def _top(r: dict) -> str:
@@ -376,6 +495,7 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
                          f"{bw['packed_bytes_per_s'] / 1e9:.3f} | {bw['fp16_bytes_per_s'] / 1e9:.3f} |")
         lines.append("")
 
+    lines += [*engine_section(summary)]
     lines += [*accumulation_section(results), *mac_section(summary), *scale_section(results)]
     lines += [*rounding_section(summary), *selector_section(results, summary),
               *discussion(results, summary)]

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from bd_hw.units import Unit
 from bench.hw.baseline_macs import SMALLEST
-from bench.hw.units import ALL_UNITS
+from bench.hw.units import ALL_UNITS, BENCH_UNITS
 
 __all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "ON_REQUEST", "unit_by_name"]
 
@@ -29,12 +29,16 @@ ALL_FAMILIES = ("ice40", "ecp5")
 #   run places bd_linear_n4, the engine of SPEC 11's figures (the wider engines, N = 8 and 16,
 #   take longer still);
 # - every MAC construction but each format's smallest block MAC (bench.hw.baseline_macs.SMALLEST):
-#   40 more units, whose figures change only with the constructions.
+#   40 more units, whose figures change only with the constructions;
+# - the engine builds of the scaling and products tables (bench.hw.units: N = 16 alone takes
+#   about an hour on the ECP5).
 ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse_shared_quantizer",
                         "bd_linear_n2", "bd_linear_fast_n4", "bd_linear_n8", "bd_linear_n16"}
                        | {u.name for u in ALL_UNITS.values() if u.kind == "mac" and (
                            u.name.startswith("mac1_")
-                           or SMALLEST[u.params["fmt"]] != u.params["construction"])})
+                           or SMALLEST[u.params["fmt"]] != u.params["construction"])}
+                       | set(BENCH_UNITS).intersection(u.name for u in ALL_UNITS.values()
+                                                       if u.kind == "linear"))
 # Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
 HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
 # Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4

@@ -11,8 +11,8 @@ from amaranth.back import verilog
 from bench.hw.baseline_macs import make_mac
 from bench.synth import PnrHarness, stat_cells, summarise
 from bench.synth.cli import main
-from bench.synth.report import (accumulation_section, carried_results, fmax_by_top, fmax_table, load_report,
-                                weight_bandwidth)
+from bench.synth.report import (accumulation_section, carried_results, engine_section, fmax_by_top,
+                                fmax_table, load_report, weight_bandwidth)
 from bench.verilator_throughput import _cpp_driver, _cpp_name, top_ports
 
 
@@ -183,6 +183,40 @@ def test_engine_weight_bandwidth():
     assert summarise(rows)["weight_bandwidth"]["ecp5/bd_linear_b32_n4"]["packed_bytes_per_s"] == \
         pytest.approx(50e6 * 72)
     assert fmax_table(rows) == {"ecp5/bd_linear_b32_n4": 50.0, "ice40/bd_dot_b32": 25.0}
+
+
+def test_engine_scaling_table_and_what_fills_the_part_first():
+    """Each lane count's ECP5 figures, its share of the LFE5U-85F (a CCU2C counts as two LUT4s),
+    rates at Fmax, and the products comparison; an unplaced build keeps its mapped figures and says
+    why it has no Fmax."""
+    def engine(name, N, fmax, luts, carries, dsp, errors=()):
+        return _row(name, top=name.replace("_n", "_b32_n"), lanes=N, latency=12,
+                    errors=list(errors), ecp5={"luts": luts, "carries": carries, "flops": 1000 * N,
+                                               "dsp": dsp, "bram": 4, "fmax_mhz": fmax})
+    rows = [engine("bd_linear_fast_n1", 1, 100.0, 3000, 300, 0),
+            engine("bd_linear_fast_n4", 4, 80.0, 11000, 1000, 0),
+            engine("bd_linear_fast_dsp_n4", 4, 90.0, 7000, 800, 128),
+            engine("bd_linear_fast_packed_n4", 4, 85.0, 8000, 900, 64),
+            engine("bd_linear_fast_n16", 16, None, 60000, 6000, 0,
+                   errors=["ecp5 pnr: Command timed out after 2700 seconds"]),
+            _row("bd_dot", ecp5={"luts": 1, "fmax_mhz": 10.0})]
+    scaling = summarise(rows)["engine_scaling"]
+    assert list(scaling["lanes"]) == ["1", "4", "16"]
+    one = scaling["lanes"]["1"]
+    assert one["lut_equivalents"] == 3600
+    assert one["device_share"]["logic"] == round(3600 / 83640, 4)
+    assert one["macs_per_s"] == pytest.approx(100e6 * 32)
+    assert one["packed_bytes_per_s"] == pytest.approx(100e6 * 18)
+    assert scaling["lanes"]["16"]["fills_first"] == "logic"           # 72,000 of 83,640 LUT4s
+    assert scaling["lanes"]["16"].get("macs_per_s") is None
+    assert scaling["products"]["4"]["dsp"]["device_share"]["dsp"] == round(128 / 156, 4)
+    assert scaling["products"]["4"]["dsp"]["fills_first"] == "dsp"
+    lines = engine_section(summarise(rows))
+    text = "\n".join(lines)
+    assert "| 1 | 12 | 3000 | 300 | 1000 | 0 | 4 | 100.00 | 1.80 | 6.40 | 3.20 |" in text
+    assert "N = 16: no Fmax (ecp5 pnr: Command timed out after 2700 seconds)" in text
+    assert "| dsp_packed | 8000 (0.73) | 900 | 9800 (0.75) | 4000 | 64 | 85.00 (1.06) |" in text
+    assert engine_section(summarise([_row("bd_dot", gates2=1)])) == []
 
 
 def test_fmax_table_gives_each_unit_its_fastest_shipped_setting():
