@@ -60,7 +60,20 @@ COMPOSITION = (
     "computed from the same values, the size of the combinational `stage` proofs. `protocol` "
     "adds what the equivalence does not say: no beat is taken in reset, every owed result is "
     "offered within `latency` cycles and held stable until taken. The planted bugs show the "
-    "stage jobs are not vacuous: each fails on the stage it corrupts.")
+    "stage jobs are not vacuous: each fails on the stage it corrupts.\n\n"
+    "**bd_dot** is proved the same way (`DotShadowHarness`), with a shadow of the accumulator "
+    "between two shadow pipelines: the front stages (decode, multiply, block sum, with the cut "
+    "points found from the unit's own stage registers), a term stage that moves on at once unless "
+    "it holds a `last` beat and the total stage is full, a running sum that restarts after each "
+    "`last`, the total stage, then the normaliser's stages, every field recomputed there from the "
+    "carried total, the result by the plain round-to-nearest-even model. One job per stage again: "
+    "the front stages, the term, the running sum and total, each normaliser stage; the adder tree "
+    "checked is the one `bd_dot` builds (its `tree` cut included). Two facts come from other "
+    "proofs: the decoders inside are assumed to decode as SPEC 6 says, which `bd_decoder`'s "
+    "equivalence proves for every input of the same generator; and the shadow adds terms in "
+    "accumulator-width two's complement, which the `width` proof (k-induction at max_blocks 256) "
+    "shows never wraps for groups of at most max_blocks beats with exponents of at most 30. "
+    "Together: every FP32 result equals SPEC 6's exact sum of its group, rounded once.")
 
 
 def _story(rows: list[dict]) -> list[str]:

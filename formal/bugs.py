@@ -98,6 +98,14 @@ def _accumulator_one_bit_short():
     return _patch(bd_hw.dot, "accumulator_bits", lambda B, max_blocks: narrow(B, max_blocks) - 1)
 
 
+def _normaliser_ties_away():
+    # SPEC 6: the total is rounded to nearest, ties to even; the bug rounds every tie up (away
+    # from zero).
+    norm = bd_hw.dot.FP32Normaliser
+    return _patch(norm, "elaborate", recompiled(
+        norm.elaborate, "round_up = guard & (sticky | mant[0])", "round_up = guard"))
+
+
 @dataclass(frozen=True)
 class Bug:
     name: str
@@ -122,6 +130,8 @@ BUGS = {b.name: b for b in (
         _ready_from_valid, "bd_quantizer", "structural", None),
     Bug("accumulator_one_bit_short", "the exact accumulator is one bit narrower than SPEC 6 asks",
         _accumulator_one_bit_short, "bd_dot", "width", None),
+    Bug("normaliser_ties_away", "the FP32 normaliser rounds a tie away from zero, not to even",
+        _normaliser_ties_away, "bd_dot", "end_to_end", None, "norm_s2"),
     Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
         _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None),
 )}

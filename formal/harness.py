@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from amaranth.hdl import Assert, Assume, Cover, Fragment, Module, Mux, ResetSignal, Signal, Value
+from amaranth.hdl import (Assert, Assume, Cat, Cover, Fragment, Module, Mux, ResetSignal, Signal,
+                          Value)
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In
 
 __all__ = ["Properties", "SignalFinder", "StreamProtocolHarness", "FirstBeatHarness",
-           "ShadowPipelineHarness", "CombinationalHarness", "PROTOCOL_PROPERTIES"]
+           "ShadowPipelineHarness", "DotShadowHarness", "CombinationalHarness",
+           "PROTOCOL_PROPERTIES", "pipeline_stages"]
 
 #: The stream properties proved for every clocked unit (SPEC 9), in report order.
 PROTOCOL_PROPERTIES = {
@@ -304,50 +306,19 @@ class ShadowPipelineHarness(_StreamHarnessBase):
         frag, props, dut = self._start(m, platform)
         find = SignalFinder(frag)
 
-        def check(name, cond, stage):
-            if self.part is None or self.part == stage:
-                props.check(name, cond)
-                return
-            # a property of another stage, proved by its own job: assumed to have held one cycle
-            # ago (an assumption on the past only, so the jobs together are an induction over
-            # time, not a circular argument)
-            held = Signal(init=1, reset_less=True, name=f"held_{name}")
-            m.d.sync += held.eq(cond)
-            props.assume(f"past_{name}", held)
+        check = _part_checker(m, props, self.part)
         if self.assume_always is not None:
             props.assume("input_contract", ~dut.i.valid | self.assume_always(dut.i.payload))
         n_st = self.stages
-        valid = [Signal(name=f"shadow{n}_valid") for n in range(n_st)]
         load = [Signal(name=f"shadow{n}_load") for n in range(n_st)]
+        wanted = [set(self.needs(n)) for n in range(n_st)]
+        wanted[-1] |= set(self.outputs)
+        valid, records = _shadow_records(m, self.fields, self.start(dut.i.payload),
+                                         dut.i.valid & dut.i.ready, load, wanted, "shadow")
         nxt = dut.o.ready
         for n in reversed(range(n_st)):
             m.d.comb += load[n].eq(~valid[n] | nxt)
             nxt = load[n]
-        start = self.start(dut.i.payload)
-        prev_valid, prev = dut.i.valid & dut.i.ready, start
-        wanted = [set(self.needs(n)) for n in range(n_st)]
-        wanted[-1] |= set(self.outputs)
-        records = []
-        for n in range(n_st):
-            values = evaluate_fields(m, self.fields, prev, wanted[n])
-            # carry what this stage or a later one asks for, and the input fields a later one
-            # computes from; an intermediate field (asked for by no stage) is computed again
-            # later rather than carried, since no lemma would tie it to the unit
-            later = set().union(*wanted[n:])
-            keep, todo = set(), list(later)
-            while todo:
-                name = todo.pop()
-                if name in values and (name in later or name in start):
-                    keep.add(name)
-                elif name not in keep:
-                    todo += self.fields[name][0]
-            record = {name: Signal(len(Value.cast(v)), reset_less=True, name=f"shadow{n}_{name}")
-                      for name, v in values.items() if name in keep}
-            with m.If(load[n]):
-                m.d.sync += valid[n].eq(prev_valid)
-                m.d.sync += [record[name].eq(values[name]) for name in record]
-            records.append(record)
-            prev_valid, prev = valid[n], record
 
         for n in range(n_st):
             check(f"stage{n}_valid", valid[n] == self.valid(find, n), n)
@@ -625,4 +596,213 @@ class AxisProtocolHarness(wiring.Component):
         props.cover("result_delivered", o_fire)
         props.cover("held_under_backpressure", p_o_wait & ~p_rst & o_valid)
         props.cover("full", owed == cap)
+        return m
+
+
+def _part_checker(m, props, part):
+    """``check(name, cond, stage)`` of a proof split by stage: stage ``part``'s properties are
+    asserted, every other stage's is assumed to have held one cycle ago (``part=None``: all are
+    asserted). An assumption on the past only, so the jobs together are an induction over time,
+    not a circular argument."""
+    def check(name, cond, stage):
+        if part is None or part == stage:
+            props.check(name, cond)
+            return
+        held = Signal(init=1, reset_less=True, name=f"held_{name}")
+        m.d.sync += held.eq(cond)
+        props.assume(f"past_{name}", held)
+    return check
+
+
+def _shadow_records(m, fields, start, in_valid, loads, wanted, prefix, carry_only=None):
+    """Shadow stages under the loads ``loads`` (one per stage), fed by ``in_valid`` and the fields
+    ``start``: ``(valids, records)``. Stage ``n`` evaluates the fields ``wanted[n]`` asks for from
+    the previous record, on the way in, and carries those this stage or a later one asks for,
+    the start fields a later one computes from, and a field a later one computes from whose own
+    inputs are no longer at hand; any other intermediate field is computed again later rather
+    than carried, since no lemma would tie it to the unit. With ``carry_only`` a stage carries
+    just those fields, and the lemmas recompute the rest from them."""
+    from .models import evaluate_fields
+    valids, records = [], []
+    prev_valid, prev = in_valid, start
+    for n, load in enumerate(loads):
+        valid = Signal(name=f"{prefix}{n}_valid")
+        later = set().union(*wanted[n:])
+        if carry_only is not None:
+            values, keep = prev, set(carry_only)
+        else:
+            values = evaluate_fields(m, fields, prev, wanted[n])
+            keep, todo = set(), list(later)
+            while todo:
+                name = todo.pop()
+                if name in keep:
+                    continue
+                if name in values and (name in later or name in start or
+                                       any(d not in values for d in fields[name][0])):
+                    keep.add(name)
+                else:
+                    todo += fields[name][0]
+        record = {name: Signal(len(Value.cast(v)), reset_less=True, name=f"{prefix}{n}_{name}")
+                  for name, v in values.items() if name in keep}
+        with m.If(load):
+            m.d.sync += valid.eq(prev_valid)
+            m.d.sync += [record[name].eq(values[name]) for name in record]
+        valids.append(valid)
+        records.append(record)
+        prev_valid, prev = valid, record
+    return valids, records
+
+
+def _same_bits(m, reg, field, name):
+    """``reg`` (sign-extended if signed) equals the bits of ``field``, at the wider width."""
+    n = max(len(Value.cast(reg)), len(Value.cast(field)))
+    a, b = Signal(n, name=f"{name}_hw"), Signal(n, name=f"{name}_model")
+    m.d.comb += [a.eq(reg), b.eq(field)]
+    return a == b
+
+
+def pipeline_stages(find, path: str = ""):
+    """The stages a :class:`bd_hw.pipeline.Stages` built at ``path``: ``[(name, valid, {key:
+    register})]`` in pipeline order (the order their registers are first assigned in), each
+    register named ``<stage>_<key>``; the count is checked against the valid bits."""
+    import re
+    regs = find.registers(path)
+    valids = sorted((int(mt[1]), sig) for name, sig in regs.items()
+                    if (mt := re.fullmatch(r"s(\d+)_valid", name)))
+    stages: dict[str, dict] = {}
+    for name, sig in regs.items():
+        if re.fullmatch(r"s\d+_(valid|load)", name):
+            continue
+        stage, _, key = name.partition("_")
+        stages.setdefault(stage, {})[key] = sig
+    if len(stages) != len(valids) or [n for n, _ in valids] != list(range(len(valids))):
+        raise KeyError(f"{len(stages)} register stages ({', '.join(stages)}) for "
+                       f"{len(valids)} valid bits at {path or 'the top'}")
+    return [(stage, valid, keys) for (stage, keys), (_, valid) in zip(stages.items(), valids)]
+
+
+class DotShadowHarness(_StreamHarnessBase):
+    """End-to-end equivalence of ``bd_dot`` (exact accumulation) to the plain model of SPEC 6, for
+    all time (k-induction), as :class:`ShadowPipelineHarness` does for a pipeline, with a shadow
+    of the accumulator between two shadow pipelines.
+
+    The shadow is written here from the handshake rules, independently of the unit: the front
+    stages (decode, multiply, block sum) are an in-order queue fed by the unit's input transfers;
+    then a term stage ``T`` that moves on at once unless it holds a ``last`` beat and the total
+    stage ``O`` is still full; a running sum that adds each term moving on and restarts at 0 after
+    a ``last`` one; the total stage ``O``, loaded with running sum plus term when a ``last`` beat
+    moves on; then the normaliser's stages, an in-order queue ending at ``o.ready``. What travels
+    is the plain model (:func:`formal.models.dot_fields`): each front field evaluated where the
+    unit first holds it, the term ``S * 2^exp``, the group's total, and at the normaliser every
+    field recomputed from the carried total (the FP32 result by :func:`formal.models.fp32_model`).
+    Claim: while ``o.valid``, ``o.result`` is the model's FP32 value of the total of the group
+    whose ``last`` beat is in the shadow's last stage.
+
+    Lemmas tie each valid bit of the unit to the shadow's, each register ``<stage>_<key>`` of a
+    valid stage to the model field ``key_fields[key]`` of the beat beside it (``lz`` only for a
+    non-zero total), and the accumulator's term, running sum and total to the shadow's. ``part``
+    splits the proof by stage as in :class:`ShadowPipelineHarness`: parts ``0 .. F-1`` the front
+    stages, ``F`` the term stage, ``F + 1`` the running sum and total, then the normaliser's.
+    """
+
+    #: register key -> model field (``bd_hw.dot`` names; a new key fails loudly)
+    KEY_FIELDS = {"a": "a", "w": "w", "exp": "exp", "last": "last", "products": "products",
+                  "partial": "partial", "sum": "sum", "sign": "sign", "mag": "mag",
+                  "zero": "zero", "wide": "wide", "lz": "lz", "norm": "norm", "result": "result", "term": "term"}
+    INPUTS = ("a_codes", "a_dialect", "a_exp", "w_codes", "w_dialect", "w_exp", "last")
+
+    def __init__(self, dut, *, fields: dict, part=None):
+        self.fields, self.part = fields, part
+        super().__init__(dut)
+
+    @staticmethod
+    def _decoders_as_proved(m, frag, props):
+        """Composition with ``bd_decoder``'s equivalence proof: every :class:`BDDecoder` inside
+        the unit decodes its own inputs as :func:`formal.models.decode_model` does (proved for
+        every input, for the same generator at the same B), assumed here so that the front's
+        step is the multipliers' logic rather than the decoders' again."""
+        from bd_hw.decoder import BDDecoder
+        from .models import decode_model
+        for sub, name, _ in frag.subfragments:
+            dec = sub.origins[0] if getattr(sub, "origins", None) else None
+            if isinstance(dec, BDDecoder):
+                lanes = [decode_model(m, dec.dialect, dec.codes[k], f"m_{name}{k}")
+                         for k in range(dec.B)]
+                props.assume(f"{name}_as_proved",
+                             dec.values.as_value() == Cat(*[Cat(h, s) for s, h in lanes]))
+
+    def elaborate(self, platform):
+        from .models import evaluate_fields
+        m = Module()
+        frag, props, dut = self._start(m, platform)
+        find = SignalFinder(frag)
+        check = _part_checker(m, props, self.part)
+        front = pipeline_stages(find)
+        back = pipeline_stages(find, "norm")
+        nf, nn = len(front), len(back)
+        if nf + 2 + nn != dut.latency:
+            raise AssertionError(f"{nf} + 2 + {nn} stages found for a latency of {dut.latency}")
+        acc = {n: find(n, "accumulator") for n in ("t_valid", "t_term", "t_last", "o_valid",
+                                                  "o_total", "running")}
+        self._decoders_as_proved(m, frag, props)
+
+        def wanted(stages):
+            return [{self.KEY_FIELDS[k] for k in keys} for _, _, keys in stages]
+
+        # shadow control, from the output back (the textbook rule; T moves on unless it holds a
+        # `last` beat and O stays full)
+        n_loads = [Signal(name=f"shadow_n{n}_load") for n in range(nn)]
+        f_loads = [Signal(name=f"shadow_f{n}_load") for n in range(nf)]
+        t_load, o_load, t_fire = (Signal(name="shadow_t_load"), Signal(name="shadow_o_load"),
+                                  Signal(name="shadow_t_fire"))
+        f_wanted = wanted(front) + [{"term", "last"}]
+        p = dut.i.payload
+        start = {name: Value.cast(getattr(p, name)) for name in self.INPUTS}
+        fvalids, frecords = _shadow_records(m, self.fields, start, dut.i.valid & dut.i.ready,
+                                            f_loads + [t_load], f_wanted, "shadow_f")
+        tv, trec = fvalids.pop(), frecords.pop()
+        ov = Signal(name="shadow_o_valid")
+        running = Signal(len(acc["running"]), name="shadow_running")
+        total = Signal(len(acc["o_total"]), reset_less=True, name="shadow_o_total")
+        nvalids, nrecords = _shadow_records(m, self.fields, {"total": total}, ov, n_loads,
+                                            wanted(back), "shadow_n", carry_only={"total"})
+        nxt = dut.o.ready
+        for n in reversed(range(nn)):
+            m.d.comb += n_loads[n].eq(~nvalids[n] | nxt)
+            nxt = n_loads[n]
+        m.d.comb += [o_load.eq(~ov | nxt), t_fire.eq(tv & (~trec["last"] | o_load)),
+                     t_load.eq(~tv | t_fire)]
+        nxt = t_load
+        for n in reversed(range(nf)):
+            m.d.comb += f_loads[n].eq(~fvalids[n] | nxt)
+            nxt = f_loads[n]
+        with m.If(o_load):
+            m.d.sync += ov.eq(t_fire & trec["last"])
+        with m.If(t_fire):
+            with m.If(trec["last"]):
+                m.d.sync += [total.eq(running + trec["term"]), running.eq(0)]
+            with m.Else():
+                m.d.sync += running.eq(running + trec["term"])
+
+        def stage_lemmas(part, label, valid, keys, shadow_valid, record, recompute):
+            check(f"{label}_valid", valid == shadow_valid, part)
+            asked = {self.KEY_FIELDS[k] for k in keys} | ({"zero"} if "lz" in keys else set())
+            f = evaluate_fields(m, self.fields, record, asked) if recompute else record
+            for key, reg in sorted(keys.items()):
+                same = _same_bits(m, reg, f[self.KEY_FIELDS[key]], f"lemma_{label}_{key}")
+                if key == "lz":          # the count of a zero total is not used
+                    same = same | f["zero"]
+                check(f"{label}_{key}", ~shadow_valid | same, part)
+
+        for n, (name, valid, keys) in enumerate(front):
+            stage_lemmas(n, name, valid, keys, fvalids[n], frecords[n], False)
+        stage_lemmas(nf, "t", acc["t_valid"], {"term": acc["t_term"], "last": acc["t_last"]},
+                     tv, trec, False)
+        check("o_valid", acc["o_valid"] == ov, nf + 1)
+        check("o_total", ~ov | (acc["o_total"].as_unsigned() == total), nf + 1)
+        check("running", acc["running"].as_unsigned() == running, nf + 1)
+        for n, (name, valid, keys) in enumerate(back):
+            stage_lemmas(nf + 2 + n, f"norm_{name}", valid, keys, nvalids[n], nrecords[n], True)
+        result = evaluate_fields(m, self.fields, nrecords[-1], {"result"})["result"]
+        check("result", ~dut.o.valid | (dut.o.payload.result == result), dut.latency - 1)
         return m

@@ -7,7 +7,9 @@ and on purpose *not* the way :mod:`bd_hw` builds the same thing:
 - the 5-bit intermediate is a variable right shift of the whole 11-bit significand
   (``M >> (6 + E - ex)``), not the 5-bit window ``bd_hw`` shifts;
 - stage 2 counts every one of the 16 dialects' beneficial ranges and then picks the pair, instead of
-  selecting the pair's bounds first;
+  selecting the pair's bounds first (sums, here and in the dot product, are added in halves: the
+  order of an exact integer sum is free, and halves keep the solver's comparison with a hardware
+  tree structural);
 - the element index is the nearest formatbook value by distance (ties to the larger magnitude), not
   a count of midpoints;
 - the decoder is one flat case over ``(dialect, idx)``;
@@ -107,13 +109,15 @@ def model_pair(m: Module, qmax, rule: str):
 
 def model_stage2(m: Module, q, pair):
     """SPEC 4.3: count every dialect's beneficial range, take the pair's two counts, ties to A.
-    Returns ``(count_a, count_b, dialect)``."""
+    Returns ``(count_a, count_b, dialect)``. Each count is added in halves
+    (:func:`pairwise_sum`), which keeps the comparison with a counter tree structural."""
     cbits = len(q).bit_length()
     counts = []
     for d in range(2 * NUM_PAIRS):
         lo, hi = beneficial_range(d)
         c = Signal(cbits, name=f"m_count{d}")
-        m.d.comb += c.eq(sum(((qk >= lo) & (qk < hi)) for qk in q))
+        m.d.comb += c.eq(pairwise_sum(m, [(qk >= lo) & (qk < hi) for qk in q], f"m_count{d}_",
+                                      cbits + 1))
         counts.append(c)
     count_a = Signal(cbits, name="m_count_a")
     count_b = Signal(cbits, name="m_count_b")
@@ -308,3 +312,106 @@ def fp32_model(m: Module, value, frac_bits: int = PRODUCT_EXP_OFFSET):
     result = Signal(32, name="m_fresult")
     m.d.comb += result.eq(Mux(mag == 0, 0, Cat(body, value[W - 1])))
     return result
+
+
+def pairwise_sum(m: Module, values, name: str, width: int = 24):
+    """The exact sum of signed ``values``, added in halves at ``width`` bits (wide enough that no
+    node wraps). Integer addition is associative, so the order is the model's free choice; halves
+    keep the solver's comparison with a hardware adder tree structural, and the sum of a run of
+    lanes (a tree cut's partial sum) is a node of the whole sum."""
+    values = list(values)
+    if len(values) == 1:
+        node = Signal(signed(width), name=name)
+        m.d.comb += node.eq(values[0])
+        return node
+    half = 1 << ((len(values) - 1).bit_length() - 1)
+    node = Signal(signed(width), name=name)
+    m.d.comb += node.eq(pairwise_sum(m, values[:half], f"{name}l", width) +
+                        pairwise_sum(m, values[half:], f"{name}r", width))
+    return node
+
+
+def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
+    """SPEC 6 for one beat of ``bd_dot`` and its group, as a table of fields
+    (:func:`evaluate_fields`), starting from the input fields ``a_codes``, ``a_dialect``, ``a_exp``,
+    ``w_codes``, ``w_dialect``, ``w_exp`` and ``last`` of one beat, and, for a group's total,
+    from ``total``: decoded lanes ``{sign, h}`` (``a``, ``w``), ``exp = E_a + E_w``, the products
+    ``P_k`` (9 bits signed each), the sums of runs of ``group`` products (``partial``, each
+    ``sum_bits`` wide, enough for any 9-bit lanes), the block sum ``S`` as the sum of those, the
+    term ``S * 2^exp`` in ``acc_bits``-bit two's complement (SPEC 6's width: the width proof
+    shows that no group of ``max_blocks`` beats wraps), then from ``total``: ``sign``, ``mag``, ``zero`` and the FP32 ``result`` (:func:`fp32_model`),
+    and the normalised significand the hardware rounds (``wide``, ``lz``, ``norm``) for a
+    normaliser of ``P = max(32, 2^ceil(log2 acc_bits))`` bits."""
+    from golden.spec import H_BITS
+    P = max(32, 1 << (acc_bits - 1).bit_length())
+
+    def lanes(v, width):
+        return [v[width * k:width * (k + 1)] for k in range(B)]
+
+    def decoded(side):
+        def fn(m, codes, dialect):
+            return Cat(*[Cat(h, s) for s, h in (decode_model(m, dialect, c, f"m_{side}{k}")
+                                                for k, c in enumerate(lanes(codes, 4)))])
+        return fn
+
+    def products(m, a, w):
+        out = []
+        for k, (x, y) in enumerate(zip(lanes(a, 1 + H_BITS), lanes(w, 1 + H_BITS))):
+            p = Signal(signed(9), name=f"m_p{k}")
+            mag = x[:H_BITS] * y[:H_BITS]
+            m.d.comb += p.eq(Mux(x[H_BITS] ^ y[H_BITS], -mag, mag))
+            out.append(p)
+        return Cat(*out)
+
+    def signed_lanes(v):
+        return [x.as_signed() for x in lanes(v, 9)]
+
+    def partial(m, products):
+        ps = signed_lanes(products)
+        return Cat(*[pairwise_sum(m, ps[g:g + group], f"m_sum{g}")[:sum_bits]
+                     for g in range(0, B, group)])
+
+    def block_sum(m, partial):        # S, the sum of the runs' sums
+        runs = [partial[sum_bits * g:sum_bits * (g + 1)].as_signed() for g in range(B // group)]
+        return pairwise_sum(m, runs, "m_S")
+
+    def term(m, S, exp):
+        t = Signal(acc_bits, name="m_term")
+        m.d.comb += t.eq(S.as_signed() << exp)
+        return t
+
+    def total_mag(m, total):
+        mag = Signal(acc_bits, name="m_nmag")
+        m.d.comb += mag.eq(Mux(total[-1], -total.as_signed(), total))
+        return mag
+
+    def leading(m, mag):                 # zeros above the leading one of mag in P bits
+        pbits = P.bit_length()
+        lz = Const(P - 1, pbits)
+        for b in range(acc_bits):        # last match wins
+            nxt = Signal(pbits, name=f"m_nlz{b}")
+            m.d.comb += nxt.eq(Mux(mag[b], P - 1 - (P - acc_bits) - b, lz))
+            lz = nxt
+        return lz
+
+    def norm(m, wide, lz):
+        n = Signal(P, name="m_nnorm")
+        m.d.comb += n.eq(wide << lz)
+        return n
+
+    return {
+        "a": (("a_codes", "a_dialect"), decoded("a")),
+        "w": (("w_codes", "w_dialect"), decoded("w")),
+        "exp": (("a_exp", "w_exp"), lambda m, x, y: (x + y)[:6]),
+        "products": (("a", "w"), products),
+        "partial": (("products",), partial),
+        "sum": (("partial",), block_sum),
+        "term": (("sum", "exp"), term),
+        "sign": (("total",), lambda m, t: t[-1]),
+        "zero": (("total",), lambda m, t: t == 0),
+        "mag": (("total",), total_mag),
+        "wide": (("mag",), lambda m, mag: Cat(Const(0, P - acc_bits), mag)),
+        "lz": (("mag",), leading),
+        "norm": (("wide", "lz"), norm),
+        "result": (("total",), lambda m, t: fp32_model(m, t.as_signed())),
+    }

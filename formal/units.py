@@ -9,9 +9,8 @@ from __future__ import annotations
 
 from functools import partial
 
-from amaranth.hdl import Cat, Signal, signed
+from amaranth.hdl import Cat, Fragment, Module
 
-from amaranth.hdl import Fragment, Module
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -22,10 +21,11 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM
                          Q_BITS)
 
 from .harness import (AccumulatorHarness, AccumulatorInvariantHarness, AxisProtocolHarness,
-                      CombinationalHarness, FirstBeatHarness, ShadowPipelineHarness, SignalFinder,
-                      StreamProtocolHarness)
-from .models import (decode_model, dot_block_model, fp32_model, max_chain, model_exponent, model_index,
-                     model_pair, model_q, model_stage2, quantizer_fields, quantizer_model)
+                      CombinationalHarness, DotShadowHarness, FirstBeatHarness,
+                      ShadowPipelineHarness, SignalFinder, StreamProtocolHarness, pipeline_stages)
+from .models import (decode_model, dot_block_model, dot_fields, max_chain, model_exponent,
+                     model_index, model_pair, model_q, model_stage2, quantizer_fields,
+                     quantizer_model)
 from .runner import Job
 
 __all__ = ["jobs", "bug_jobs", "QUICK_B", "PROVED_BLOCK_SIZES", "stage1_rule"]
@@ -226,6 +226,24 @@ def dot_equivalence(unit, B, covers=False):
                             assume_first=lambda p: p.last, assume_always=contract)
 
 
+def dot_end_to_end(unit, B, part=None):
+    """The whole of ``bd_dot`` against the plain model :func:`formal.models.dot_fields`, for every
+    input sequence, back-pressure and reset (:class:`DotShadowHarness`)."""
+    from bd_hw.dot import block_sum_bits
+    dut = unit.build(B)
+    group = min(dut.TREE_GROUP, B) if "tree" in dut.cuts else B
+    return DotShadowHarness(dut, fields=dot_fields(B, group, block_sum_bits(group), dut.acc_bits),
+                            part=part)
+
+
+def dot_part_names(unit, B) -> list[str]:
+    """The stages of ``bd_dot`` in the order of :class:`DotShadowHarness`'s parts: the front
+    stages, ``t`` and ``o`` (the accumulator), ``norm_<stage>`` (the normaliser)."""
+    find = SignalFinder(Fragment.get(unit.build(B), None))
+    return ([name for name, _, _ in pipeline_stages(find)] + ["t", "o"] +
+            [f"norm_{name}" for name, _, _ in pipeline_stages(find, "norm")])
+
+
 def decoder_equivalence(unit, B):
     dut = unit.build(B)
 
@@ -327,78 +345,6 @@ QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ra
                     "index": stage_index}
 
 
-# --- the dot unit stage by stage ---------------------------------------------------------------
-
-class DotProducts(wiring.Component):
-    """``BDDot``'s first stage without its register: two decoders and the multiplier array, wired
-    as ``BDDot`` wires them; ``products`` are the signed products P_k."""
-
-    def __init__(self, B):
-        from bd_hw.dot import PRODUCT_BITS
-        from bd_hw.layouts import dot_input_layout
-        self.B = B
-        super().__init__({"i": In(dot_input_layout(B)),
-                          "products": Out(data.ArrayLayout(signed(PRODUCT_BITS), B))})
-
-    def elaborate(self, platform):
-        from bd_hw.decoder import BDDecoder
-        from bd_hw.dot import MultiplierArray
-        m = Module()
-        p = self.i
-        m.submodules.dec_a = dec_a = BDDecoder(self.B)
-        m.submodules.dec_w = dec_w = BDDecoder(self.B)
-        m.submodules.mul = mul = MultiplierArray(self.B)
-        m.d.comb += [
-            dec_a.dialect.eq(p.a_dialect), dec_a.codes.eq(p.a_codes),
-            dec_w.dialect.eq(p.w_dialect), dec_w.codes.eq(p.w_codes),
-            mul.a.eq(dec_a.values), mul.w.eq(dec_w.values),
-        ]
-        # The multipliers give each negative product as a ones' complement and its +1 apart.
-        for k in range(self.B):
-            m.d.comb += self.products[k].eq(mul.products[k] + mul.carries[k])
-        return m
-
-
-def stage_products(unit, B):
-    """SPEC 6: every product P_k of one block pair (decode, sign, 4x4 multiply), every input."""
-    from bd_hw.layouts import dot_input_layout
-    dut = DotProducts(B)
-
-    def model(m, h):
-        return _dot_model(m, h.i, None)
-
-    checks = {f"product{k}": (lambda d, md, k=k: (d.products[k], md.products[k]))
-              for k in range(B)}
-    return CombinationalHarness(dut, {"i": dot_input_layout(B)}, model=model, checks=checks)
-
-
-def stage_adder_tree(unit, B):
-    """SPEC 6: the adder tree's sum equals the plain sum of its B products, for every input."""
-    from bd_hw.dot import PRODUCT_BITS, AdderTree
-    dut = AdderTree(B)
-
-    def model(m, h):
-        total = Signal(signed(24), name="m_sum")
-        m.d.comb += total.eq(sum(h.products[k] for k in range(B)))
-        return total
-
-    return CombinationalHarness(dut, {"products": data.ArrayLayout(signed(PRODUCT_BITS), B)},
-                                model=model, checks={"block_sum": lambda d, md: (d.sum, md)})
-
-
-def stage_normaliser(unit, B):
-    """SPEC 6: the FP32 normaliser of ``bd_dot`` (its accumulator width) rounds every value of
-    its input to nearest even, against :func:`formal.models.fp32_model`."""
-    from bd_hw.dot import FP32Normaliser
-    dut = FP32Normaliser(unit.build(B).acc_bits)
-
-    def model(m, c, out):
-        return fp32_model(m, c.value)
-
-    return FirstBeatHarness(dut, model=model,
-                            checks={"fp32_rne": lambda o, md: (o.result, md)})
-
-
 # --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
 
 #: Induction depth of the accumulator's width proof (every register has its lemma).
@@ -432,6 +378,9 @@ LINEAR_PARAMS = {"max_blocks": 2}
 #: loaded, then the engine filled to capacity) and of its planted bug's counterexample search.
 LINEAR_PROVE_DEPTH = 12
 LINEAR_COVER_DEPTH = 24
+#: The covers run on the engines of at most this many lanes: the wider ones are the same generator
+#: (their lanes run in lockstep, proved by k-induction), and their covers took 12-15 min each.
+LINEAR_COVER_MAX_N = 4
 
 
 def linear_units() -> list[Unit]:
@@ -510,9 +459,8 @@ def linear_jobs(unit: Unit, B: int) -> list[Job]:
             timeout=300, structural=LINEAR_STRUCTURAL),
         Job(f"{name}_protocol", unit.name, B, "protocol", partial(linear_protocol, unit, B),
             "prove", depth=LINEAR_PROVE_DEPTH, timeout=900),
-        Job(f"{name}_cover", unit.name, B, "cover", partial(linear_protocol, unit, B), "cover",
-            depth=LINEAR_COVER_DEPTH, timeout=900),
-    ]
+    ] + ([Job(f"{name}_cover", unit.name, B, "cover", partial(linear_protocol, unit, B), "cover",
+              depth=LINEAR_COVER_DEPTH, timeout=900)] if unit.params["N"] <= LINEAR_COVER_MAX_N else [])
 
 
 # --- the job list -------------------------------------------------------------------------------
@@ -577,15 +525,11 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                 out += [j for j in _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
                         if j.kind in ("protocol", "structural")]
             elif unit.kind == "dot":
-                for stage, build in (("products", stage_products),
-                                     ("adder_tree", stage_adder_tree)):
-                    out.append(Job(f"{unit.name}_b{B}_stage_{stage}", unit.name, B, "stage",
-                                   partial(build, unit, B), "bmc", depth=1, timeout=900,
-                                   complete=True))
-                out.append(Job(f"{unit.name}_b{B}_stage_normaliser", unit.name, B, "stage",
-                               partial(stage_normaliser, unit, B), "bmc", depth=3,
-                               timeout=EQUIVALENCE_TIMEOUT[B]))
-                out += _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
+                # the bounded first-beat equivalence and the separate stage proofs (products,
+                # adder tree, normaliser) are subsumed by the end-to-end stage jobs
+                out += [j for j in _clocked_jobs(unit, B, dot_protocol, dot_equivalence,
+                                                 unit.latency(B)) if j.kind != "equivalence"]
+                out += end_to_end_jobs(unit, B, dot_end_to_end, unit.latency(B))
                 mb = ACC_COVER_MAX_BLOCKS
                 out.append(Job(f"{unit.name}_b{B}_accumulator", unit.name, B, "width",
                                partial(accumulator_width, unit, B), "prove",
@@ -624,6 +568,10 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
             # counterexample from reset within a few steps
             build = partial(accumulator_width, unit, B, ACC_BUG_MAX_BLOCKS)
             mode, depth = "bmc", ACC_BUG_MAX_BLOCKS + 4
+        elif bug.caught_by == "end_to_end" and unit.kind == "dot":
+            part = dot_part_names(unit, B).index(bug.stage)
+            build = partial(dot_end_to_end, unit, B, part=part)
+            mode, depth = "bmc", unit.latency(B) + 2
         elif bug.caught_by == "end_to_end":
             # the stage job that guards the bug, run from reset far enough for a beat to get there
             part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)

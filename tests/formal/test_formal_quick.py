@@ -85,6 +85,28 @@ def test_end_to_end_parts_split_every_property_once(unit):
     assert all(f"stage{n}_valid" in parts[n] for n in range(latency))
 
 
+@pytest.mark.parametrize("unit", ["bd_dot", "bd_dot_fast"])
+def test_dot_end_to_end_parts_split_every_property_once(unit):
+    """bd_dot's end-to-end jobs (front stages, the accumulator's term and total, the
+    normaliser's stages) assert every property of the whole harness once, the output last."""
+    from amaranth.back import rtlil
+    from bd_hw.units import UNITS
+    from formal.units import dot_end_to_end, dot_part_names
+
+    def asserted(part):
+        top = dot_end_to_end(UNITS[unit], 16, part=part)
+        rtlil.convert(top, name="top")
+        return top.props.asserts
+
+    whole = asserted(None)
+    names = dot_part_names(UNITS[unit], 16)
+    assert len(names) == UNITS[unit].latency(16)
+    parts = [asserted(n) for n in range(len(names))]
+    assert sorted(p for part in parts for p in part) == sorted(whole)
+    assert "result" in parts[-1] and {"running", "o_total"} <= set(parts[names.index("o")])
+    assert all(f"{name}_valid" in parts[n] for n, name in enumerate(names))
+
+
 @pytest.mark.parametrize("unit", ["bd_quantizer", "bd_dot"])
 def test_no_combinational_ready_or_valid_path(work, unit):
     rows = run_job(_job(f"{unit}_b16_structural"), work)
@@ -105,12 +127,13 @@ def test_planting_leaves_the_generator_unchanged():
     import bd_hw.pipeline as pipeline
     import bd_hw.quantizer as q
     before = (q.STAGE2_RANGES.clone(), q.MIDPOINTS.clone(), pipeline.pipeline_control,
-              q.PairSelector.pair_of, dot.accumulator_bits)
+              q.PairSelector.pair_of, dot.accumulator_bits, dot.FP32Normaliser.elaborate)
     for name in bugs.BUGS:
         with bugs.planted(name):
             pass
     assert bool((q.STAGE2_RANGES == before[0]).all()) and bool((q.MIDPOINTS == before[1]).all())
-    assert (pipeline.pipeline_control, q.PairSelector.pair_of, dot.accumulator_bits) == before[2:]
+    assert (pipeline.pipeline_control, q.PairSelector.pair_of, dot.accumulator_bits,
+            dot.FP32Normaliser.elaborate) == before[2:]
 
 
 def test_a_bug_that_no_longer_matches_the_source_refuses_to_plant():
