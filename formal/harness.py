@@ -20,7 +20,7 @@ from amaranth.lib.wiring import In
 
 __all__ = ["Properties", "SignalFinder", "StreamProtocolHarness", "FirstBeatHarness",
            "ShadowPipelineHarness", "DotShadowHarness", "CombinationalHarness",
-           "PROTOCOL_PROPERTIES", "pipeline_stages"]
+           "PROTOCOL_PROPERTIES", "pipeline_stages", "assume_as_proved"]
 
 #: The stream properties proved for every clocked unit (SPEC 9), in report order.
 PROTOCOL_PROPERTIES = {
@@ -293,8 +293,9 @@ class ShadowPipelineHarness(_StreamHarnessBase):
     """
 
     def __init__(self, dut, *, stages: int, fields: dict, start, needs, outputs, checks, lemmas,
-                 valid, consistent=(), part=None, assume_always=None):
+                 valid, consistent=(), part=None, assume_always=None, proved=None):
         self.stages, self.fields, self.start, self.needs = stages, fields, start, needs
+        self.proved = proved or {}
         self.consistent, self.part = consistent, part
         self.outputs, self.checks, self.lemmas, self.valid = outputs, checks, lemmas, valid
         self.assume_always = assume_always
@@ -307,6 +308,7 @@ class ShadowPipelineHarness(_StreamHarnessBase):
         find = SignalFinder(frag)
 
         check = _part_checker(m, props, self.part)
+        assume_as_proved(m, frag, props, self.proved)
         if self.assume_always is not None:
             props.assume("input_contract", ~dut.i.valid | self.assume_always(dut.i.payload))
         n_st = self.stages
@@ -599,6 +601,21 @@ class AxisProtocolHarness(wiring.Component):
         return m
 
 
+def assume_as_proved(m, frag, props, proved: dict) -> None:
+    """Composition with proofs of the unit's parts: every submodule (at any depth) that is an
+    instance of a class in ``proved`` is assumed to satisfy ``proved[cls](m, instance)``, a
+    relation between its own ports that another job proves for every input of the same
+    generator (a combinational equivalence); the unit's step then need not prove it again."""
+    def walk(frag, path):
+        for sub, name, _ in frag.subfragments:
+            origins = getattr(sub, "origins", None) or (None,)
+            for cls, relation in proved.items():
+                if isinstance(origins[0], cls):
+                    props.assume(f"{'.'.join(path + (name,))}_as_proved", relation(m, origins[0]))
+            walk(sub, path + (name,))
+    walk(frag, ())
+
+
 def _part_checker(m, props, part):
     """``check(name, cond, stage)`` of a proof split by stage: stage ``part``'s properties are
     asserted, every other stage's is assumed to have held one cycle ago (``part=None``: all are
@@ -711,25 +728,9 @@ class DotShadowHarness(_StreamHarnessBase):
                   "zero": "zero", "wide": "wide", "lz": "lz", "norm": "norm", "result": "result", "term": "term"}
     INPUTS = ("a_codes", "a_dialect", "a_exp", "w_codes", "w_dialect", "w_exp", "last")
 
-    def __init__(self, dut, *, fields: dict, part=None):
-        self.fields, self.part = fields, part
+    def __init__(self, dut, *, fields: dict, part=None, proved=None):
+        self.fields, self.part, self.proved = fields, part, proved or {}
         super().__init__(dut)
-
-    @staticmethod
-    def _decoders_as_proved(m, frag, props):
-        """Composition with ``bd_decoder``'s equivalence proof: every :class:`BDDecoder` inside
-        the unit decodes its own inputs as :func:`formal.models.decode_model` does (proved for
-        every input, for the same generator at the same B), assumed here so that the front's
-        step is the multipliers' logic rather than the decoders' again."""
-        from bd_hw.decoder import BDDecoder
-        from .models import decode_model
-        for sub, name, _ in frag.subfragments:
-            dec = sub.origins[0] if getattr(sub, "origins", None) else None
-            if isinstance(dec, BDDecoder):
-                lanes = [decode_model(m, dec.dialect, dec.codes[k], f"m_{name}{k}")
-                         for k in range(dec.B)]
-                props.assume(f"{name}_as_proved",
-                             dec.values.as_value() == Cat(*[Cat(h, s) for s, h in lanes]))
 
     def elaborate(self, platform):
         from .models import evaluate_fields
@@ -744,7 +745,7 @@ class DotShadowHarness(_StreamHarnessBase):
             raise AssertionError(f"{nf} + 2 + {nn} stages found for a latency of {dut.latency}")
         acc = {n: find(n, "accumulator") for n in ("t_valid", "t_term", "t_last", "o_valid",
                                                   "o_total", "running")}
-        self._decoders_as_proved(m, frag, props)
+        assume_as_proved(m, frag, props, self.proved)
 
         def wanted(stages):
             return [{self.KEY_FIELDS[k] for k in keys} for _, _, keys in stages]

@@ -194,6 +194,8 @@ def quantizer_end_to_end(unit, B, part=None):
         # qmax >= 16 for E >= 1), the comparison after the "select" cut on the counts being
         # those of q: where a stage carries what they come from, they agree with it
         consistent=("E", "invalid", "q", "qmax", "count_a", "count_b"), part=part,
+        # the range counter as its stage job proves it, for every input
+        proved={hwq.RangeCounter: ranges_as_proved},
         valid=lambda find, n: find(f"s{n}_valid"),
         checks={"exp": lambda o, f: (o.exp, f["E"]), "invalid": lambda o, f: (o.invalid, f["invalid"]),
                 "dialect": lambda o, f: (o.dialect, f["dialect"]),
@@ -226,14 +228,28 @@ def dot_equivalence(unit, B, covers=False):
                             assume_first=lambda p: p.last, assume_always=contract)
 
 
+def decoder_as_proved(m, dec):
+    """What ``bd_decoder``'s equivalence job proves of a :class:`BDDecoder` for every input."""
+    lanes = [decode_model(m, dec.dialect, dec.codes[k], f"m_dec{k}") for k in range(dec.B)]
+    return dec.values.as_value() == Cat(*[Cat(h, s) for s, h in lanes])
+
+
+def ranges_as_proved(m, rc):
+    """What the ``stage_ranges`` job proves of a :class:`RangeCounter` for every input."""
+    count_a, count_b, dialect = model_stage2(m, _lanes(rc.q, rc.B), rc.pair)
+    return (rc.count_a == count_a) & (rc.count_b == count_b) & (rc.dialect == dialect)
+
+
 def dot_end_to_end(unit, B, part=None):
     """The whole of ``bd_dot`` against the plain model :func:`formal.models.dot_fields`, for every
-    input sequence, back-pressure and reset (:class:`DotShadowHarness`)."""
+    input sequence, back-pressure and reset (:class:`DotShadowHarness`); its decoders as
+    ``bd_decoder``'s equivalence proves them."""
+    from bd_hw.decoder import BDDecoder
     from bd_hw.dot import block_sum_bits
     dut = unit.build(B)
     group = min(dut.TREE_GROUP, B) if "tree" in dut.cuts else B
     return DotShadowHarness(dut, fields=dot_fields(B, group, block_sum_bits(group), dut.acc_bits),
-                            part=part)
+                            part=part, proved={BDDecoder: decoder_as_proved})
 
 
 def dot_part_names(unit, B) -> list[str]:
@@ -568,6 +584,8 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
             # counterexample from reset within a few steps
             build = partial(accumulator_width, unit, B, ACC_BUG_MAX_BLOCKS)
             mode, depth = "bmc", ACC_BUG_MAX_BLOCKS + 4
+        elif bug.caught_by == "stage":
+            build, mode, depth = partial(QUANTIZER_STAGES[bug.stage], unit, B), "bmc", 1
         elif bug.caught_by == "end_to_end" and unit.kind == "dot":
             part = dot_part_names(unit, B).index(bug.stage)
             build = partial(dot_end_to_end, unit, B, part=part)
