@@ -130,6 +130,13 @@ class _StreamHarnessBase(wiring.Component):
         self.props = Properties(m)
         return frag, self.props, self.dut
 
+    def _start_split(self, m, platform):
+        """:meth:`_start` for a proof split by stage (``self.part``) that assumes the parts
+        ``self.proved`` as proved: (fragment, properties, unit, finder, check)."""
+        frag, props, dut = self._start(m, platform)
+        assume_as_proved(m, frag, props, self.proved)
+        return frag, props, dut, SignalFinder(frag), _part_checker(m, props, self.part)
+
     def _upstream_protocol(self, m, props):
         """Assume the upstream side keeps a beat valid and stable until it is taken (SPEC 9)."""
         dut = self.dut
@@ -304,11 +311,7 @@ class ShadowPipelineHarness(_StreamHarnessBase):
     def elaborate(self, platform):
         from .models import evaluate_fields
         m = Module()
-        frag, props, dut = self._start(m, platform)
-        find = SignalFinder(frag)
-
-        check = _part_checker(m, props, self.part)
-        assume_as_proved(m, frag, props, self.proved)
+        frag, props, dut, find, check = self._start_split(m, platform)
         if self.assume_always is not None:
             props.assume("input_contract", ~dut.i.valid | self.assume_always(dut.i.payload))
         n_st = self.stages
@@ -723,9 +726,11 @@ class DotShadowHarness(_StreamHarnessBase):
     """
 
     #: register key -> model field (``bd_hw.dot`` names; a new key fails loudly)
-    KEY_FIELDS = {"a": "a", "w": "w", "exp": "exp", "last": "last", "products": "products",
+    KEY_FIELDS = {"a": "a", "w": "w", "exp": "exp", "last": "last", "products": "lane_values",
+                  "negatives": "negatives",
                   "partial": "partial", "sum": "sum", "sign": "sign", "mag": "mag",
-                  "zero": "zero", "wide": "wide", "lz": "lz", "norm": "norm", "result": "result", "term": "term"}
+                  "zero": "zero", "wide": "wide", "lz": "lz", "norm": "norm", "result": "result",
+                  "term": "term"}
     INPUTS = ("a_codes", "a_dialect", "a_exp", "w_codes", "w_dialect", "w_exp", "last")
 
     def __init__(self, dut, *, fields: dict, part=None, proved=None):
@@ -735,9 +740,7 @@ class DotShadowHarness(_StreamHarnessBase):
     def elaborate(self, platform):
         from .models import evaluate_fields
         m = Module()
-        frag, props, dut = self._start(m, platform)
-        find = SignalFinder(frag)
-        check = _part_checker(m, props, self.part)
+        frag, props, dut, find, check = self._start_split(m, platform)
         front = pipeline_stages(find)
         back = pipeline_stages(find, "norm")
         nf, nn = len(front), len(back)
@@ -745,7 +748,6 @@ class DotShadowHarness(_StreamHarnessBase):
             raise AssertionError(f"{nf} + 2 + {nn} stages found for a latency of {dut.latency}")
         acc = {n: find(n, "accumulator") for n in ("t_valid", "t_term", "t_last", "o_valid",
                                                   "o_total", "running")}
-        assume_as_proved(m, frag, props, self.proved)
 
         def wanted(stages):
             return [{self.KEY_FIELDS[k] for k in keys} for _, _, keys in stages]

@@ -336,8 +336,11 @@ def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
     (:func:`evaluate_fields`), starting from the input fields ``a_codes``, ``a_dialect``, ``a_exp``,
     ``w_codes``, ``w_dialect``, ``w_exp`` and ``last`` of one beat, and, for a group's total,
     from ``total``: decoded lanes ``{sign, h}`` (``a``, ``w``), ``exp = E_a + E_w``, the products
-    ``P_k`` (9 bits signed each), the sums of runs of ``group`` products (``partial``, each
-    ``sum_bits`` wide, enough for any 9-bit lanes), the block sum ``S`` as the sum of those, the
+    ``P_k`` (9 bits signed each), the lanes' signs ``n_k = s_a xor s_w`` and their count
+    (``negatives``), the sums of runs of ``group`` values ``P_k - n_k`` (``partial``, each
+    ``sum_bits`` wide, enough for any 9-bit lanes), the block sum ``S`` as the sum of those plus
+    the count (the same integer as the sum of the ``P_k``; the split is how the unit holds its
+    lanes, a negative product as a ones' complement with its +1 counted apart), the
     term ``S * 2^exp`` in ``acc_bits``-bit two's complement (SPEC 6's width: the width proof
     shows that no group of ``max_blocks`` beats wraps), then from ``total``: ``sign``, ``mag``, ``zero`` and the FP32 ``result`` (:func:`fp32_model`),
     and the normalised significand the hardware rounds (``wide``, ``lz``, ``norm``) for a
@@ -366,14 +369,26 @@ def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
     def signed_lanes(v):
         return [x.as_signed() for x in lanes(v, 9)]
 
-    def partial(m, products):
-        ps = signed_lanes(products)
+    def negative(m, a, w):              # n_k: the lane's product is negated
+        return Cat(*[x[H_BITS] ^ y[H_BITS] for x, y in zip(lanes(a, 1 + H_BITS),
+                                                          lanes(w, 1 + H_BITS))])
+
+    def lane_values(m, products, negative):      # P_k - n_k
+        out = []
+        for k, p in enumerate(signed_lanes(products)):
+            v = Signal(signed(9), name=f"m_lane{k}")
+            m.d.comb += v.eq(p - negative[k])
+            out.append(v)
+        return Cat(*out)
+
+    def partial(m, lane_values):
+        ps = signed_lanes(lane_values)
         return Cat(*[pairwise_sum(m, ps[g:g + group], f"m_sum{g}")[:sum_bits]
                      for g in range(0, B, group)])
 
-    def block_sum(m, partial):        # S, the sum of the runs' sums
+    def block_sum(m, partial, negatives):     # S: the runs' sums, plus the n_k
         runs = [partial[sum_bits * g:sum_bits * (g + 1)].as_signed() for g in range(B // group)]
-        return pairwise_sum(m, runs, "m_S")
+        return pairwise_sum(m, runs + [negatives.as_signed()], "m_S")
 
     def term(m, S, exp):
         t = Signal(acc_bits, name="m_term")
@@ -404,8 +419,11 @@ def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
         "w": (("w_codes", "w_dialect"), decoded("w")),
         "exp": (("a_exp", "w_exp"), lambda m, x, y: (x + y)[:6]),
         "products": (("a", "w"), products),
-        "partial": (("products",), partial),
-        "sum": (("partial",), block_sum),
+        "negative": (("a", "w"), negative),
+        "lane_values": (("products", "negative"), lane_values),
+        "negatives": (("negative",), lambda m, n: pairwise_sum(m, list(n), "m_negatives")),
+        "partial": (("lane_values",), partial),
+        "sum": (("partial", "negatives"), block_sum),
         "term": (("sum", "exp"), term),
         "sign": (("total",), lambda m, t: t[-1]),
         "zero": (("total",), lambda m, t: t == 0),
