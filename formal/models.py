@@ -331,7 +331,7 @@ def pairwise_sum(m: Module, values, name: str, width: int = 24):
     return node
 
 
-def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
+def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int) -> dict:
     """SPEC 6 for one beat of ``bd_dot`` and its group, as a table of fields
     (:func:`evaluate_fields`), starting from the input fields ``a_codes``, ``a_dialect``, ``a_exp``,
     ``w_codes``, ``w_dialect``, ``w_exp`` and ``last`` of one beat, and, for a group's total,
@@ -340,7 +340,9 @@ def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
     (``negatives``), the sums of runs of ``group`` values ``P_k - n_k`` (``partial``, each
     ``sum_bits`` wide, enough for any 9-bit lanes), the block sum ``S`` as the sum of those plus
     the count (the same integer as the sum of the ``P_k``; the split is how the unit holds its
-    lanes, a negative product as a ones' complement with its +1 counted apart), the
+    lanes, a negative product as a ones' complement with its +1 counted apart), held in
+    ``block_bits`` bits (SPEC 6: ``|S| <= 225 B`` fits, so for every input this is ``S`` itself;
+    the width keeps the induction free of bounds on unreachable states), the
     term ``S * 2^exp`` in ``acc_bits``-bit two's complement (SPEC 6's width: the width proof
     shows that no group of ``max_blocks`` beats wraps), then from ``total``: ``sign``, ``mag``, ``zero`` and the FP32 ``result`` (:func:`fp32_model`),
     and the normalised significand the hardware rounds (``wide``, ``lz``, ``norm``) for a
@@ -388,7 +390,9 @@ def dot_fields(B: int, group: int, sum_bits: int, acc_bits: int) -> dict:
 
     def block_sum(m, partial, negatives):     # S: the runs' sums, plus the n_k
         runs = [partial[sum_bits * g:sum_bits * (g + 1)].as_signed() for g in range(B // group)]
-        return pairwise_sum(m, runs + [negatives.as_signed()], "m_S")
+        S = Signal(signed(block_bits), name="m_S")
+        m.d.comb += S.eq(pairwise_sum(m, runs + [negatives.as_signed()], "m_S_"))
+        return S
 
     def term(m, S, exp):
         t = Signal(acc_bits, name="m_term")

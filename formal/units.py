@@ -248,7 +248,8 @@ def dot_end_to_end(unit, B, part=None):
     from bd_hw.dot import block_sum_bits
     dut = unit.build(B)
     group = min(dut.TREE_GROUP, B) if "tree" in dut.cuts else B
-    return DotShadowHarness(dut, fields=dot_fields(B, group, block_sum_bits(group), dut.acc_bits),
+    fields = dot_fields(B, group, block_sum_bits(group), block_sum_bits(B), dut.acc_bits)
+    return DotShadowHarness(dut, fields=fields,
                             part=part, proved={BDDecoder: decoder_as_proved})
 
 
