@@ -35,10 +35,11 @@ Pipeline (each line ends in a register stage; optional cuts in brackets):
    and normalising shift, then round-to-nearest-even and packing.
 
 ``accumulate="fp32"`` or ``"fp16"`` (SPEC 6.1) keep steps 1 and 2 and replace 3 and 4 by
-:class:`bd_hw.float_add.FloatAccumulator` (2 stages): the block value converted to the format (exact
-in FP32, rounded in FP16), then added to the running sum by a float adder, rounding at every beat;
-"fp16" adds one stage that widens the FP16 total to FP32. **Latency: 4 + pipeline ("fp32"), 5 +
-pipeline ("fp16")**, with the cut points ``"tree"`` and ``"decode"``. These modes need no wide
+:class:`bd_hw.float_add.FloatAccumulator` (3 stages): the block value converted to the format in two
+(exact in FP32, rounded in FP16) and unpacked, then added to the unpacked running sum by a near/far
+float adder, rounding at every beat (the one-cycle loop); "fp16" adds one stage that widens the
+FP16 total to FP32. **Latency: 5 + pipeline ("fp32"), 6 + pipeline ("fp16")**, with the cut points
+``"tree"`` and ``"decode"``. These modes need no wide
 accumulator, so ``max_blocks`` does not limit them.
 """
 from __future__ import annotations
@@ -400,7 +401,7 @@ class BDDot(ParametrisedComponent):
     In the rounded modes ``accumulate="fp32"`` / ``"fp16"`` only ``"tree"`` and ``"decode"`` remain
     (:data:`~bd_hw.params.DotParams.FLOAT_CUT_POINTS`).
 
-    :attr:`latency` is ``6 + pipeline`` (exact; ``4 + pipeline`` "fp32", ``5 + pipeline`` "fp16");
+    :attr:`latency` is ``6 + pipeline`` (exact; ``5 + pipeline`` "fp32", ``6 + pipeline`` "fp16");
     throughput stays one beat per clock. See the module docstring. Raises ``ValueError`` naming
     ``B``, ``max_blocks``, ``pipeline`` or ``accumulate``.
     """

@@ -8,12 +8,13 @@ to the accumulator's format and added by a floating-point adder that rounds ever
   even, overflow to +-Inf, subnormals kept. A zero sum gives +0.0.
 - :class:`FloatAdder` (combinational): IEEE addition in a :class:`FloatFormat`, round to nearest even,
   subnormals in and out, overflow to +-Inf, ``Inf + (-Inf)`` and NaN operands give the positive quiet
-  NaN of the format (0x7E00 / 0x7FC00000).
+  NaN of the format (0x7E00 / 0x7FC00000): operands unpacked, the near/far adder :func:`_add`, packed.
 - :class:`FloatWiden` (combinational): FP16 bits to the equal FP32 bits (NaN to 0x7FC00000).
-- :class:`FloatAccumulator` (a stream component, latency 2): the running sum of :class:`BlockToFloat`
+- :class:`FloatAccumulator` (a stream component, latency 3): the running sum of :class:`BlockToFloat`
   values, one per beat, emitted and restarted at +0.0 after each ``last`` beat. Its adder is the one
   combinational loop of the rounded modes: a rounding after every beat at one beat per clock leaves
-  no room for a register inside it.
+  no room for a register inside it. Everything else (the conversion, in two stages, the unpacking,
+  the packing of the total) is outside the loop, and the running sum stays unpacked.
 
 Every intermediate value is a named Signal (``<name>_...``), so the Verilog has one wire per node.
 """
@@ -152,6 +153,188 @@ class _CheckedComponent(wiring.Component):
         return super().__new__(cls, src_loc_at=1)
 
 
+def _unpack(m: Module, tag: str, fmt: FloatFormat, x) -> dict:
+    """IEEE bits to the adder's operand form: ``sign``, ``exp`` (the exponent field, 1 for zero and
+    subnormals), ``sig`` (hidden bit on top, ``man_bits + 1`` bits), ``inf`` and ``nan`` flags."""
+    E, M = fmt.exp_bits, fmt.man_bits
+    exp, man = x[M:M + E], x[:M]
+    normal = _named(m, f"{tag}_normal", exp.any())
+    special = _named(m, f"{tag}_special", exp.all())
+    return dict(sign=_named(m, f"{tag}_sign", x[E + M]),
+                exp=_named(m, f"{tag}_exp", Mux(normal, exp, 1), E),
+                sig=_named(m, f"{tag}_sig", Cat(man, normal)),
+                inf=_named(m, f"{tag}_inf", special & ~man.any()),
+                nan=_named(m, f"{tag}_nan", special & man.any()))
+
+
+def _pack(m: Module, name: str, fmt: FloatFormat, x: dict) -> Signal:
+    """The operand form back to IEEE bits (every NaN the positive quiet NaN)."""
+    E, M = fmt.exp_bits, fmt.man_bits
+    finite = Cat(x["sig"][:M], Mux(x["sig"][M], x["exp"], 0), x["sign"])
+    return _named(m, name, Mux(x["nan"], fmt.quiet_nan,
+                               Mux(x["inf"], Cat(Const(fmt.infinity, E + M), x["sign"]), finite)),
+                  fmt.width)
+
+
+def _step(x, n: int):
+    """``x + n`` for n in -2 ... 2, each written with one-bit constants (the lint rule WIDTHEXPAND
+    flags a wider constant, which Amaranth emits at its smallest width)."""
+    if n == 0:
+        return x
+    if abs(n) == 1:
+        return x + 1 if n > 0 else x - 1
+    return Cat(x[0], _step(x[1:], n // 2))
+
+
+def _exp_differences(m: Module, name: str, fmt: FloatFormat, x, y) -> tuple[Signal, Signal]:
+    """``(x - y, y - x)`` of two exponent fields, each in ``exp_bits + 1`` bits two's complement."""
+    E = fmt.exp_bits
+    return (_named(m, f"{name}_xy", x - y, E + 1), _named(m, f"{name}_yx", y - x, E + 1))
+
+
+def _from_one(m: Module, name: str, fmt: FloatFormat, y) -> tuple[Signal, Signal]:
+    """``(1 - y, y - 1)`` as :func:`_exp_differences` gives them (exponent 1: a zero sum)."""
+    behind = _named(m, f"{name}_yx", y - 1, fmt.exp_bits + 1)
+    return _named(m, f"{name}_xy", ~behind + 1, fmt.exp_bits + 1), behind
+
+
+def _add(m: Module, fmt: FloatFormat, a: dict, b: dict, ieee: bool = True, differences=None,
+         follow=None) -> dict:
+    """``a + b`` rounded to nearest even, operands and result in the form of :func:`_unpack`.
+
+    Two paths side by side, so that one operand passes through either an alignment shift or a
+    normalising shift, never both:
+
+    - *near* (an effective subtraction with exponents at most 1 apart, when it cancels at least
+      the top bit): the difference of the significands (both orders, and both one-place
+      offsets, computed at once from the operands), its leading-zero count and one left shift. The
+      result is exact, so there is no rounding.
+    - *far* (everything else): the smaller operand aligned by a right shift with guard, round and
+      sticky bits, one add or subtract, at most one place of normalisation either way, and the
+      round-to-nearest-even increment.
+
+    With ``ieee`` the result is IEEE's for every operand (subnormals, overflow to Inf, NaN). Without
+    it the operands must be zero or normal and the result must be zero or normal (no overflow, no
+    subnormal): the rule of the FP32 accumulator, whose values are multiples of 2^-36 below 2^64
+    (see :class:`FloatAccumulator`); the subnormal limit of the normalising shift and the special
+    cases then have no logic.
+
+    ``differences``, if given, are ``(a.exp - b.exp, b.exp - a.exp)`` (:func:`_exp_differences`)
+    from registers, so that no subtraction of exponents starts the adder. With ``follow`` (an
+    exponent field) the result also has ``differences``: those of its own exponent and ``follow``,
+    chosen among candidates computed beside the paths, as its exponent is.
+    """
+    E, M = fmt.exp_bits, fmt.man_bits
+    W = M + 1                                        # significand with its hidden bit
+    ea, eb, ma, mb = a["exp"], b["exp"], a["sig"], b["sig"]
+    subtract = _named(m, "subtract", a["sign"] ^ b["sign"])
+    a_minus_b, b_minus_a = differences or _exp_differences(m, "exp", fmt, ea, eb)
+    a_big = _named(m, "a_big", ~a_minus_b[E])                  # ea >= eb
+    same_exp = _named(m, "same_exp", ~a_minus_b.any())
+    distance = _named(m, "distance", Mux(a_big, a_minus_b, b_minus_a), E)
+    apart_one = _named(m, "apart_one", distance[0] & ~distance[1:].any())
+    big_exp = _named(m, "big_exp", Mux(a_big, ea, eb))
+    big_sign = _named(m, "big_sign", Mux(a_big, a["sign"], b["sign"]))
+
+    # ---- near path: every difference it can need, straight from the operands ---------------------
+    # N is the difference in units of half the big operand's last place, W + 1 bits.
+    diff_ab = _named(m, "near_ab", ma - mb, W + 1)            # same exponent, both orders
+    diff_ba = _named(m, "near_ba", mb - ma, W + 1)
+    diff_a1 = _named(m, "near_a1", Cat(Const(0, 1), ma) - _widen(m, "near_b_wide", mb, W + 1), W + 1)
+    diff_b1 = _named(m, "near_b1", Cat(Const(0, 1), mb) - _widen(m, "near_a_wide", ma, W + 1), W + 1)
+    b_larger = _named(m, "near_b_larger", diff_ab[W])
+    near_value = _named(m, "near_value",
+                        Mux(same_exp, Cat(Const(0, 1), Mux(b_larger, diff_ba, diff_ab)[:W]),
+                            Mux(a_big, diff_a1, diff_b1)), W + 1)
+    near = _named(m, "near", subtract & (same_exp | (apart_one & ~near_value[W])))
+    near_sign = _named(m, "near_sign", Mux(same_exp, Mux(b_larger, b["sign"], a["sign"]), big_sign))
+    zeros = _count_leading_zeros(m, "near_lzc", near_value)
+    near_zero = _named(m, "near_zero", ~near_value.any())
+    if ieee:
+        # Not below exponent 1: a smaller result stays subnormal.
+        limit = _named(m, "near_limit", big_exp - 1, E)
+        n = len(zeros)
+        use_limit = _named(m, "near_use_limit", ~limit[n:].any() & (zeros > limit[:n]))
+        zeros = _named(m, "near_shift", Mux(use_limit, limit, zeros), E)
+    near_norm = _shift_left(m, "near_normalise", near_value, zeros)
+    near_exp = _named(m, "near_exp", Mux(near_zero, 1, big_exp - _widen(m, "near_shift_wide", zeros, E)), E)
+
+    # ---- far path ---------------------------------------------------------------------------------
+    big_sig = _named(m, "big_sig", Mux(a_big, ma, mb))
+    small_sig = _named(m, "small_sig", Mux(a_big, mb, ma))
+    G = GUARD_BITS
+    k = (W + G - 1).bit_length()              # shifts of 2^k - 1 >= W + G places clear the operand
+    beyond = _named(m, "align_beyond", distance[k:].any())
+    small_ext = _named(m, "small_ext", Mux(beyond, small_sig.any(), Cat(Const(0, G), small_sig)), W + G)
+    aligned = _shift_right_sticky(m, "align", small_ext, distance[:k])
+    flip = _named(m, "align_flip", aligned ^ Mux(subtract, (1 << (W + G)) - 1, 0), W + G)
+    # Rounding by injection: each place the sum can take (one right after a carry, as it is, one
+    # left after a subtraction lost its top bit) has its own sum with half a unit of that last place
+    # added, so rounding to nearest needs no second carry chain; a tie (nothing below the half) then
+    # clears the last bit. The half lands in the big operand's zero guard bits, except after a
+    # carry, where it is the big significand's last bit: that sum adds the significand plus one,
+    # an increment of the operand registers beside the exponent compare.
+    # A subtraction's sums carry 2^(W + G) (big + ~aligned + 1): their top bit is inverted.
+    inc_a = _named(m, "far_inc_a", ma + 1, W + 1)
+    inc_b = _named(m, "far_inc_b", mb + 1, W + 1)
+    big_inc = _named(m, "far_big_inc", Mux(a_big, inc_a, inc_b))
+    sum_c = _named(m, "far_sum_carry", Cat(Const(0, G), big_inc) + _widen(m, "align_wide", aligned, W + G + 1),
+                   W + G + 2)      # additions
+    sum_p = _named(m, "far_sum_plain", Cat(Const(1 << (G - 1), G), big_sig) + flip + subtract, W + G + 1)
+    sum_l = _named(m, "far_sum_left", Cat(Const(1 << (G - 2), G), big_sig) + flip + subtract, W + G + 1)
+    beyond_p = _named(m, "far_beyond_plain", sum_p[W + G] ^ subtract)   # >= 2^(W + G) once rounded
+    use_c = _named(m, "far_use_carry", ~subtract & beyond_p)
+    use_l = _named(m, "far_use_left", subtract & ~sum_l[W + G - 1] & sum_l[W + G])
+    up_c = _named(m, "far_up_carry", sum_c[W + G + 1])                  # rounded up to 2^(W + G + 1)
+
+    def window(total, low):
+        """The W bits above the guard place ``low``, the last one cleared on a tie."""
+        tie = ~total[:low + 1].any()
+        return Cat(total[low + 1] & ~tie, total[low + 2:low + 1 + W])
+    chosen = _named(m, "far_chosen", Mux(use_c, window(sum_c, G), Mux(use_l, window(sum_l, G - 2),
+                                                                        window(sum_p, G - 1))), W)
+    # A sum rounded up to the next power of two has zeros in its window: its top bit is set here.
+    up = _named(m, "far_up", Mux(use_c, up_c, subtract & ~use_l & beyond_p))
+    far_sig = _named(m, "far_sig", Cat(chosen[:W - 1], chosen[W - 1] | up))
+
+    def select_far(step):
+        """The far path's exponent, or a value that follows it: ``step(n)`` is the base plus n."""
+        return Mux(use_c, Mux(up_c, step(2), step(1)), Mux(use_l, step(-1), Mux(up, step(1), step(0))))
+    far_exp = _named(m, "far_exp", select_far(lambda n: _step(big_exp, n)), E + 1)
+
+    out = dict(sign=_named(m, "sum_sign", Mux(near, near_sign & ~near_zero, big_sign)),
+               exp=_named(m, "sum_exp", Mux(near, near_exp, far_exp[:E]), E),
+               sig=_named(m, "sum_sig", Mux(near, near_norm[1:], far_sig), W))
+    if follow is not None:
+        # The next differences: the result's exponent is big_exp + n (far) or big_exp - zeros
+        # (near; 1 when the sum is zero), so each candidate starts from big_exp - follow.
+        ahead, behind = _exp_differences(m, "follow", fmt, big_exp, follow)
+
+        def plus(x, n):
+            return _step(x, n)
+        steps = {n: (_named(m, f"follow_ahead{n + 1}", plus(ahead, n), E + 1),
+                     _named(m, f"follow_behind{n + 1}", plus(behind, -n), E + 1)) for n in (-1, 1, 2)}
+        zeros_wide = _widen(m, "follow_zeros", zeros, E + 1)
+        from_zero = _from_one(m, "follow_zero", fmt, follow)
+        near_ahead = _named(m, "follow_near_ahead", Mux(near_zero, from_zero[0], ahead - zeros_wide), E + 1)
+        near_behind = _named(m, "follow_near_behind", Mux(near_zero, from_zero[1], behind + zeros_wide),
+                             E + 1)
+        out["differences"] = (
+            _named(m, "next_ahead", Mux(near, near_ahead, select_far(lambda n: steps[n][0] if n else ahead)),
+                   E + 1),
+            _named(m, "next_behind", Mux(near, near_behind, select_far(lambda n: steps[n][1] if n else behind)),
+                   E + 1))
+    if not ieee:
+        out.update(inf=Const(0, 1), nan=Const(0, 1))
+        return out
+    overflow = _named(m, "overflow", ~near & (far_exp[E] | far_exp[:E].all()))
+    nan = _named(m, "sum_nan", a["nan"] | b["nan"] | (a["inf"] & b["inf"] & subtract))
+    inf = _named(m, "sum_inf", ~nan & (a["inf"] | b["inf"] | overflow))
+    out["sign"] = _named(m, "sum_sign_ieee", Mux(a["inf"], a["sign"], Mux(b["inf"], b["sign"], out["sign"])))
+    out.update(inf=inf, nan=nan)
+    return out
+
+
 class FloatAdder(_CheckedComponent):
     """IEEE addition ``a + b`` in ``fmt``, round to nearest even (combinational).
 
@@ -159,75 +342,25 @@ class FloatAdder(_CheckedComponent):
     +-Inf; a NaN operand or ``Inf + (-Inf)`` gives the positive quiet NaN; an exact zero sum is +0.0
     unless both operands are -0.0.
 
-    The operand of larger magnitude is ``big``; the other is aligned to it by a right shift that keeps
-    a sticky bit, the two significands (with 3 guard bits) are added or subtracted, the sum is
-    normalised (one right shift after a carry, or a left shift by its leading zeros, no further than
-    the smallest exponent allows) and rounded once.
+    The operands are unpacked, added by the near/far adder of :func:`_add` (the one inside the
+    accumulator's loop) and packed. ``ieee=False`` builds that adder without its special cases and
+    subnormal limit: then operands and sum must be zero or normal, as in :class:`FloatAccumulator`'s
+    FP32 loop.
     """
 
     @staticmethod
-    def check(fmt: FloatFormat = FP32) -> None:
+    def check(fmt: FloatFormat = FP32, ieee: bool = True) -> None:
         check_format(fmt)
 
-    def __init__(self, fmt: FloatFormat = FP32):
-        self.fmt = fmt
+    def __init__(self, fmt: FloatFormat = FP32, ieee: bool = True):
+        self.fmt, self.ieee = fmt, ieee
         super().__init__({"a": In(fmt.width), "b": In(fmt.width), "sum": Out(fmt.width)})
 
     def elaborate(self, platform):
         m = Module()
-        fmt = self.fmt
-        E, M = fmt.exp_bits, fmt.man_bits
-        W = M + 1 + GUARD_BITS                       # aligned significand: hidden, mantissa, G R S
-
-        def unpack(x, tag):
-            exp, man = x[M:M + E], x[:M]
-            normal = _named(m, f"{tag}_normal", exp.any())
-            special = _named(m, f"{tag}_special", exp.all())
-            return dict(
-                sign=x[E + M], nan=_named(m, f"{tag}_nan", special & man.any()),
-                inf=_named(m, f"{tag}_inf", special & ~man.any()),
-                exp=_named(m, f"{tag}_exp", Mux(normal, exp, 1), E),        # subnormals: exponent 1
-                sig=_named(m, f"{tag}_sig", Cat(man, normal)))
-
-        a, b = unpack(self.a, "a"), unpack(self.b, "b")
-        swap = _named(m, "swap", self.b[:E + M] > self.a[:E + M])
-        big_exp = _named(m, "big_exp", Mux(swap, b["exp"], a["exp"]))
-        small_exp = _named(m, "small_exp", Mux(swap, a["exp"], b["exp"]))
-        big_sig = _named(m, "big_sig", Mux(swap, b["sig"], a["sig"]))
-        small_sig = _named(m, "small_sig", Mux(swap, a["sig"], b["sig"]))
-        big_sign = _named(m, "big_sign", Mux(swap, b["sign"], a["sign"]))
-        subtract = _named(m, "subtract", a["sign"] ^ b["sign"])
-
-        distance = _named(m, "distance", big_exp - small_exp, E)
-        aligned = _shift_right_sticky(m, "align", Cat(Const(0, GUARD_BITS), small_sig), distance)
-        big_ext = Cat(Const(0, GUARD_BITS), big_sig)
-        total = _named(m, "total", Mux(subtract, big_ext - aligned, big_ext + aligned), W + 1)
-        carry = total[W]
-
-        # Carry: one place right, the dropped bit joins the sticky bit.
-        after_carry = _named(m, "after_carry", Cat(total[0] | total[1], total[2:W + 1]))
-        # No carry: left by the leading zeros, but not below exponent 1 (then the result is subnormal).
-        zeros = _count_leading_zeros(m, "lzc", total[:W])
-        n = len(zeros)
-        limit = _named(m, "limit", big_exp - Const(1, E), E)
-        # min(zeros, limit), with operands of one width (the limit wins only when below 2^n).
-        use_limit = _named(m, "use_limit", ~limit[n:].any() & (zeros > limit[:n]))
-        shift = _named(m, "shift", Mux(use_limit, limit, zeros), E)
-        shifted = _shift_left(m, "normalise", total[:W], shift)
-        sig = _named(m, "sig", Mux(carry, after_carry, shifted))
-        exp_field = _named(m, "exp_field", Mux(carry, big_exp + 1, Mux(shifted[W - 1], big_exp - shift, 0)),
-                           E + 1)
-        overflow = _named(m, "overflow", exp_field[E] | exp_field[:E].all())    # >= all ones
-        finite = _round_pack(m, "finite", fmt, sig, exp_field, big_sign, overflow)
-
-        zero = _named(m, "zero", ~total.any())
-        nan = _named(m, "nan", a["nan"] | b["nan"] | (a["inf"] & b["inf"] & subtract))
-        inf = _named(m, "inf", a["inf"] | b["inf"])
-        inf_sign = Mux(a["inf"], a["sign"], b["sign"])
-        m.d.comb += self.sum.eq(
-            Mux(nan, fmt.quiet_nan,
-                Mux(inf, Cat(Const(fmt.infinity, E + M), inf_sign),
-                    Mux(zero, Cat(Const(0, E + M), a["sign"] & b["sign"]), finite))))
+        total = _add(m, self.fmt, _unpack(m, "a", self.fmt, self.a), _unpack(m, "b", self.fmt, self.b),
+                     self.ieee)
+        m.d.comb += self.sum.eq(_pack(m, "packed", self.fmt, total))
         return m
 
 
@@ -265,43 +398,50 @@ class BlockToFloat(_CheckedComponent):
 
     def elaborate(self, platform):
         m = Module()
-        fmt, P = self.fmt, self.width
-        E, M = fmt.exp_bits, fmt.man_bits
-        x = self.sum
-        negative = x[-1]
-        magnitude = _named(m, "magnitude", Mux(negative, -x, x)[:self.sum_bits], P)
-        zero = _named(m, "zero", ~magnitude.any())
-        # Biased exponent of the top bit: (P - 1 - zeros) + exp - 36 + bias = exp + offset - zeros.
-        # A negative offset (FP16: -6) becomes that many zeros above the magnitude, so that the
-        # count includes it and the exponent is exp - count: no constant enters the arithmetic.
-        offset = P - 1 - PRODUCT_EXP_OFFSET + fmt.bias
-        lead = max(0, -offset)
-        field = Cat(magnitude, Const(0, lead)) if lead else magnitude
-        zeros = _count_leading_zeros(m, "lzc", field)
-        norm = _shift_left(m, "normalise", field, zeros)[lead:]          # hidden bit at P - 1
-        if self.exact:
-            # FP32: exp + (offset - zeros), always normal; the mantissa is the magnitude's other bits.
-            width = offset.bit_length()          # 106: 7 bits, at least the width of exp and zeros
-            assert width >= max(EXP_SUM_BITS, len(zeros))
-            rest = _named(m, "offset_rest", Const(offset, width) - _widen(m, "zeros_wide", zeros, width), width)
-            exp_field = _named(m, "exp_field", _widen(m, "exp_wide", self.exp, width) + rest, E)
-            finite = Cat(Const(0, M - (P - 1)), norm[:P - 1], exp_field, negative)
-        else:
-            # FP16: biased = exp - zeros, two's complement in `width` bits.
-            width = max(EXP_SUM_BITS, len(zeros)) + 2
-            biased = _named(m, "biased", _widen(m, "exp_wide", self.exp, width)
-                            - _widen(m, "zeros_wide", zeros, width), width)
-            subnormal = _named(m, "subnormal", biased[-1] | ~biased[:-1].any())           # biased <= 0
-            overflow = _named(m, "overflow", ~biased[-1] & (biased[E:-1].any() | biased[:E].all()))
-            # Subnormal: right by 1 - biased (at most 22 here), keeping a sticky bit.
-            sig = Cat(Const(0, max(0, M + 3 - P)), norm)
-            undershoot = _named(m, "undershoot", -(biased - 1), (len(sig) + 1).bit_length())
-            amount = _named(m, "denormalise_by", Mux(subnormal, undershoot, 0), len(undershoot))
-            den = _shift_right_sticky(m, "denormalise", sig, amount)
-            exp_field = _named(m, "exp_field", Mux(subnormal, 0, biased[:E]), E + 1)
-            finite = _round_pack(m, "finite", fmt, den, exp_field, negative, overflow)
-        m.d.comb += self.value.eq(Mux(zero, 0, finite))
+        m.d.comb += self.value.eq(_convert(m, self.sum_bits, self.fmt, self.sum, self.exp))
         return m
+
+
+def _convert(m: Module, sum_bits: int, fmt: FloatFormat, x, exp, register=lambda **values: values):
+    """The logic of :class:`BlockToFloat`: the bits of ``x * 2^(exp - 36)`` in ``fmt``.
+    ``register`` receives the first half's values (sign, zero, magnitude and its leading-zero
+    count, ``exp``) and returns what the second half reads: themselves, or registers of them."""
+    P = _pow2_at_least(sum_bits)               # bits of the normalised magnitude
+    E, M = fmt.exp_bits, fmt.man_bits
+    negative = x[-1]
+    magnitude = _named(m, "magnitude", Mux(negative, -x, x)[:sum_bits], P)
+    # Biased exponent of the top bit: (P - 1 - zeros) + exp - 36 + bias = exp + offset - zeros.
+    # A negative offset (FP16: -6) becomes that many zeros above the magnitude, so that the
+    # count includes it and the exponent is exp - count: no constant enters the arithmetic.
+    offset = P - 1 - PRODUCT_EXP_OFFSET + fmt.bias
+    lead = max(0, -offset)
+    field = Cat(magnitude, Const(0, lead)) if lead else magnitude
+    v = register(negative=negative, zero=_named(m, "zero", ~magnitude.any()), field=field,
+                 zeros=_count_leading_zeros(m, "lzc", field), exp=exp)
+    zeros, exp = v["zeros"], v["exp"]
+    norm = _shift_left(m, "normalise", v["field"], zeros)[lead:]          # hidden bit at P - 1
+    if conversion_is_exact(sum_bits, fmt):
+        # FP32: exp + (offset - zeros), always normal; the mantissa is the magnitude's other bits.
+        width = offset.bit_length()          # 106: 7 bits, at least the width of exp and zeros
+        assert width >= max(EXP_SUM_BITS, len(zeros))
+        rest = _named(m, "offset_rest", Const(offset, width) - _widen(m, "zeros_wide", zeros, width), width)
+        exp_field = _named(m, "exp_field", _widen(m, "exp_wide", exp, width) + rest, E)
+        finite = Cat(Const(0, M - (P - 1)), norm[:P - 1], exp_field, v["negative"])
+    else:
+        # FP16: biased = exp - zeros, two's complement in `width` bits.
+        width = max(EXP_SUM_BITS, len(zeros)) + 2
+        biased = _named(m, "biased", _widen(m, "exp_wide", exp, width)
+                        - _widen(m, "zeros_wide", zeros, width), width)
+        subnormal = _named(m, "subnormal", biased[-1] | ~biased[:-1].any())           # biased <= 0
+        overflow = _named(m, "overflow", ~biased[-1] & (biased[E:-1].any() | biased[:E].all()))
+        # Subnormal: right by 1 - biased (at most 22 here), keeping a sticky bit.
+        sig = Cat(Const(0, max(0, M + 3 - P)), norm)
+        undershoot = _named(m, "undershoot", -(biased - 1), (len(sig) + 1).bit_length())
+        amount = _named(m, "denormalise_by", Mux(subnormal, undershoot, 0), len(undershoot))
+        den = _shift_right_sticky(m, "denormalise", sig, amount)
+        exp_field = _named(m, "exp_field", Mux(subnormal, 0, biased[:E]), E + 1)
+        finite = _round_pack(m, "finite", fmt, den, exp_field, v["negative"], overflow)
+    return _named(m, "converted", Mux(v["zero"], 0, finite), fmt.width)
 
 
 class FloatWiden(wiring.Component):
@@ -345,16 +485,28 @@ class FloatAccumulator(_CheckedComponent):
     ``i`` payload: ``sum`` (signed ``sum_bits``), ``exp`` (6 bits, ``E_a + E_w``), ``last`` (1).
     ``o`` payload: ``total``, ``fmt.width`` bits: ``acc = fl(acc + fl(S_j * 2^(exp_j - 36)))`` over the
     beats since the previous ``last``, from ``acc = +0.0``, one beat per ``last``.
-    Latency 2 (as :class:`bd_hw.dot.ExactAccumulator`): stage T registers the converted block value;
-    stage O adds it to the running sum, and on ``last`` registers the total and restarts at +0.0.
+
+    Latency 3: stage C registers the block sum's magnitude and leading-zero count; stage T the block
+    value converted to ``fmt`` (:class:`BlockToFloat`) and unpacked (sign, exponent, significand
+    with its hidden bit, Inf) and the differences of its exponent and the running sum's; stage O
+    adds it to the running sum, and on ``last`` registers the total and restarts at +0.0. Only the
+    adder is in the loop: the running sum stays unpacked (packed once, at the output), the adder has
+    a near and a far path and rounds by injection (:func:`_add`), and the exponent differences the
+    next step starts from are chosen among candidates beside it, as its exponent is.
+
+    In FP32 the loop's adder has no special cases and no subnormal logic, because none can occur:
+    every block value and every running sum is a multiple of 2^-36 (so never subnormal), and
+    ``|V_j| < 2^39`` while the running sum stays at most 2^63 (at 2^63 one place is 2^40, and adding
+    less than half of it rounds back), far from FP32's overflow. FP16 keeps them all.
     """
 
-    LATENCY = 2
+    LATENCY = 3
 
     check = staticmethod(check_conversion)
 
     def __init__(self, sum_bits: int, fmt: FloatFormat = FP32):
         self.sum_bits, self.fmt = sum_bits, fmt
+        self.ieee = not conversion_is_exact(sum_bits, fmt)   # FP16: Inf, NaN and subnormals occur
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "sum": signed(sum_bits), "exp": EXP_SUM_BITS, "last": 1}))),
@@ -367,37 +519,67 @@ class FloatAccumulator(_CheckedComponent):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.convert = convert = BlockToFloat(self.sum_bits, self.fmt)
-        m.submodules.adder = adder = FloatAdder(self.fmt)
-        width = self.fmt.width
-        t_valid = Signal()
-        t_value = Signal(width, reset_less=True)
-        t_last = Signal(reset_less=True)
-        o_valid = Signal()
-        o_total = Signal(width, reset_less=True)
-        running = Signal(width)                      # +0.0 after reset and after every last beat
-        o_load = Signal()
-        t_fire = Signal()
-        t_load = Signal()
+        fmt = self.fmt
+        W = fmt.man_bits + 1
+        c_valid, t_valid, o_valid = (Signal(name=f"{n}_valid") for n in "cto")
+        c_last, t_last = (Signal(name=f"{n}_last", reset_less=True) for n in "ct")
+        c_load, t_load, t_fire, o_load = (Signal(name=n) for n in ("c_load", "t_load", "t_fire", "o_load"))
         m.d.comb += [
-            convert.sum.eq(self.i.payload.sum), convert.exp.eq(self.i.payload.exp),
             o_load.eq(~o_valid | self.o.ready),
             t_fire.eq(t_valid & (~t_last | o_load)),
             t_load.eq(~t_valid | t_fire),
-            self.i.ready.eq(t_load),
+            c_load.eq(~c_valid | t_load),
+            self.i.ready.eq(c_load),
             self.o.valid.eq(o_valid),
-            self.o.payload.total.eq(o_total),
-            adder.a.eq(running), adder.b.eq(t_value),
         ]
-        with m.If(t_load):
-            m.d.sync += t_valid.eq(self.i.valid)
+
+        def operand(name, reset_less=True):
+            """Registers of one operand form (:func:`_unpack`), named ``<name>_<field>``; the
+            running sum's reset to +0.0 is sign 0, exponent 1, significand 0."""
+            return dict(sign=Signal(name=f"{name}_sign", reset_less=reset_less),
+                        exp=Signal(fmt.exp_bits, name=f"{name}_exp", init=1, reset_less=reset_less),
+                        sig=Signal(W, name=f"{name}_sig", reset_less=reset_less),
+                        inf=Signal(name=f"{name}_inf", reset_less=reset_less),
+                        nan=Signal(name=f"{name}_nan", reset_less=reset_less))
+
+        def register_c(**values):
+            regs = {}
+            for key, value in values.items():
+                regs[key] = Signal(value.shape(), name=f"c_{key}", reset_less=True)
+                with m.If(c_load & self.i.valid):
+                    m.d.sync += regs[key].eq(value)
+            return regs
+
+        with m.If(c_load):
+            m.d.sync += c_valid.eq(self.i.valid)
             with m.If(self.i.valid):
-                m.d.sync += [t_value.eq(convert.value), t_last.eq(self.i.payload.last)]
+                m.d.sync += c_last.eq(self.i.payload.last)
+        value = _convert(m, self.sum_bits, fmt, self.i.payload.sum, self.i.payload.exp, register_c)
+        t_value, running, total = operand("t"), operand("acc", reset_less=False), operand("o")
+        # The running sum's exponent minus the term's, and the reverse, registered with the term, so
+        # that the loop starts from them (see _add); `incoming` is the next term.
+        E = fmt.exp_bits
+        differences = (Signal(E + 1, name="acc_ahead", reset_less=True),
+                       Signal(E + 1, name="acc_behind", reset_less=True))
+        incoming = _unpack(m, "value", fmt, value)
+        result = _add(m, fmt, running, t_value, self.ieee, differences=differences, follow=incoming["exp"])
+        # The running sum the incoming term will meet: the sum, +0.0 after a last beat, or as it is.
+        restart = _from_one(m, "restart", fmt, incoming["exp"])
+        hold = _exp_differences(m, "hold", fmt, running["exp"], incoming["exp"])
+        meets = [Mux(t_fire, Mux(t_last, restart[n], result["differences"][n]), hold[n]) for n in (0, 1)]
+        with m.If(t_load):
+            m.d.sync += t_valid.eq(c_valid)
+            with m.If(c_valid):
+                m.d.sync += [t_value[k].eq(v) for k, v in incoming.items()]
+                m.d.sync += [d.eq(v) for d, v in zip(differences, meets)]
+                m.d.sync += t_last.eq(c_last)
         with m.If(o_load):
             m.d.sync += o_valid.eq(t_fire & t_last)
         with m.If(t_fire):
             with m.If(t_last):
-                m.d.sync += [o_total.eq(adder.sum), running.eq(0)]
+                m.d.sync += [total[k].eq(result[k]) for k in total]
+                m.d.sync += [running[k].eq(running[k].init) for k in running]
             with m.Else():
-                m.d.sync += running.eq(adder.sum)
+                m.d.sync += [running[k].eq(result[k]) for k in running]
+        m.d.comb += self.o.payload.total.eq(_pack(m, "packed", fmt, total))
         return m

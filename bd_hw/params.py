@@ -207,6 +207,8 @@ class DotParams(Params):
     NORMALISER_CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc")
     TREE_GROUP: ClassVar[int] = 8             # products summed before the "tree" cut
     ACCUMULATOR_LATENCY: ClassVar[int] = 2
+    #: "fp32" / "fp16": the block value's conversion in two stages, then the adder loop
+    FLOAT_ACCUMULATOR_LATENCY: ClassVar[int] = 3
     NORMALISER_LATENCY: ClassVar[int] = 2     # without cuts
     WIDEN_LATENCY: ClassVar[int] = 1          # "fp16": the FP16 total widened to FP32, registered
 
@@ -248,12 +250,12 @@ class DotParams(Params):
     @property
     def latency(self) -> int:
         """Cycles from accepting a ``last`` beat to presenting its result: ``6 + pipeline`` exact,
-        ``4 + pipeline`` "fp32", ``5 + pipeline`` "fp16"."""
+        ``5 + pipeline`` "fp32", ``6 + pipeline`` "fp16"."""
         if self.accumulate == "exact":
-            back = self.NORMALISER_LATENCY + len(self.norm_cuts)
+            back = self.ACCUMULATOR_LATENCY + self.NORMALISER_LATENCY + len(self.norm_cuts)
         else:
-            back = self.WIDEN_LATENCY if self.accumulate == "fp16" else 0
-        return self.front_stages + self.ACCUMULATOR_LATENCY + back
+            back = self.FLOAT_ACCUMULATOR_LATENCY + (self.WIDEN_LATENCY if self.accumulate == "fp16" else 0)
+        return self.front_stages + back
 
 
 @dataclass(frozen=True)
@@ -302,7 +304,7 @@ class LinearParams(Params):
     @property
     def latency(self) -> int:
         """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
-        (``8 + pipeline`` exact; ``6 + min(pipeline, 2)`` "fp32", ``7 + min(pipeline, 2)`` "fp16")."""
+        (``8 + pipeline`` exact; ``7 + min(pipeline, 2)`` "fp32", ``8 + min(pipeline, 2)`` "fp16")."""
         return self.READ_STAGES + self.dot.latency + self.COLLECTOR_LATENCY
 
     @property

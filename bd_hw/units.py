@@ -14,10 +14,10 @@ name                 block sizes     builder and parameters                    l
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
 ``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=4)``            8
 ``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
-``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           4
-``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           5
-``bd_dot_fp32_fast`` 32              ``BDDot(B, accumulate="fp32", pipeline=2)`` 6
-``bd_dot_fp16_fast`` 32              ``BDDot(B, accumulate="fp16", pipeline=2)`` 7
+``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           5
+``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           6
+``bd_dot_fp32_fast`` 32              ``BDDot(B, accumulate="fp32", pipeline=2)`` 7
+``bd_dot_fp16_fast`` 32              ``BDDot(B, accumulate="fp16", pipeline=2)`` 8
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
 ``bd_linear_n8``     32              ``BDLinear(B, N=8)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
@@ -176,14 +176,14 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
     Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,), parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
     Unit("bd_dot_fp32", "dot", _dot, {"accumulate": "fp32"}, blocks=(32,), parameters=DotParams,
-         summary="block dot product, block values added in FP32 in order (SPEC 6.1, latency 4)"),
+         summary="block dot product, block values added in FP32 in order (SPEC 6.1, latency 5)"),
     Unit("bd_dot_fp16", "dot", _dot, {"accumulate": "fp16"}, blocks=(32,), parameters=DotParams,
          summary="block dot product, block values added in FP16 in order, the paper's "
-                 "(SPEC 6.1, latency 5)"),
+                 "(SPEC 6.1, latency 6)"),
     Unit("bd_dot_fp32_fast", "dot", _dot, {"accumulate": "fp32", "pipeline": 2}, blocks=(32,),
-         parameters=DotParams, summary="bd_dot_fp32 with every pipeline cut point taken (latency 6)"),
+         parameters=DotParams, summary="bd_dot_fp32 with every pipeline cut point taken (latency 7)"),
     Unit("bd_dot_fp16_fast", "dot", _dot, {"accumulate": "fp16", "pipeline": 2}, blocks=(32,),
-         parameters=DotParams, summary="bd_dot_fp16 with every pipeline cut point taken (latency 7)"),
+         parameters=DotParams, summary="bd_dot_fp16 with every pipeline cut point taken (latency 8)"),
     LinearUnit("bd_linear_n4", "linear", _linear, {"N": 4}, blocks=(32,), parameters=LinearParams,
                summary="matrix-vector engine, 4 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_n8", "linear", _linear, {"N": 8}, blocks=(32,), parameters=LinearParams,

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from functools import partial
 
-from amaranth.hdl import Cat, Fragment, Module
+from amaranth.hdl import Cat, Fragment, Module, Signal, signed
 
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
 from bd_hw.dot import ExactAccumulator
+from bd_hw.float_add import FloatAccumulator
 from bd_hw import quantizer as hwq
 from bd_hw.units import UNITS, Unit
 from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM, MAX_PRODUCT,
@@ -23,8 +24,8 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM
 from .harness import (AccumulatorHarness, AccumulatorInvariantHarness, AxisProtocolHarness,
                       CombinationalHarness, DotShadowHarness, FirstBeatHarness,
                       ShadowPipelineHarness, SignalFinder, StreamProtocolHarness, pipeline_stages)
-from .models import (decode_model, dot_block_model, dot_fields, max_chain, model_exponent,
-                     model_index, model_pair, model_q, model_stage2, quantizer_fields,
+from .models import (decode_model, dot_block_model, dot_fields, fp32_model, max_chain,
+                     model_exponent, model_index, model_pair, model_q, model_stage2, quantizer_fields,
                      quantizer_model)
 from .runner import Job
 
@@ -58,9 +59,13 @@ def dot_pending(find, dut):
     pending = sum(find(f"s{n}_valid") & find(f"{name}_last") for n, name in enumerate(names))
     pending = (pending + (find("t_valid", "accumulator") & find("t_last", "accumulator"))
                + find("o_valid", "accumulator"))
-    back_stages = dut.latency - dut.front_stages - ExactAccumulator.LATENCY
-    if dut.accumulate != "exact":           # SPEC 6.1: "fp16" widens in one stage "w0" of the top
+    if dut.accumulate != "exact":
+        # SPEC 6.1: the accumulator's conversion stage "c" too; "fp16" widens in one stage "w0" of
+        # the top.
+        pending = pending + (find("c_valid", "accumulator") & find("c_last", "accumulator"))
+        back_stages = dut.latency - dut.front_stages - FloatAccumulator.LATENCY
         return pending + sum(find(f"w{n}_valid") for n in range(back_stages))
+    back_stages = dut.latency - dut.front_stages - ExactAccumulator.LATENCY
     return pending + sum(find(f"s{n}_valid", "norm") for n in range(back_stages))
 
 
@@ -362,6 +367,25 @@ QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ra
                     "index": stage_index}
 
 
+# --- SPEC 6.1: the float parts of the rounded modes ------------------------------------------------
+
+def stage_fp32_conversion(unit, B):
+    """SPEC 6.1 "fp32": the block value ``S * 2^(E_a + E_w - 36)`` converted exactly
+    (:class:`bd_hw.float_add.BlockToFloat`), for every block sum of the unit and every 6-bit
+    exponent sum, against :func:`formal.models.fp32_model` of the integer ``S << exp``."""
+    from bd_hw.dot import block_sum_bits
+    from bd_hw.float_add import EXP_SUM_BITS, FP32, BlockToFloat
+    bits = block_sum_bits(B)
+    dut = BlockToFloat(bits, FP32)
+
+    def model(m, c):
+        wide = Signal(signed(bits + (1 << EXP_SUM_BITS)), name="m_value")
+        m.d.comb += wide.eq(c.sum << c.exp)
+        return fp32_model(m, wide)
+    return CombinationalHarness(dut, {"sum": signed(bits), "exp": EXP_SUM_BITS}, model=model,
+                                checks={"fp32_exact": lambda d, md: (d.value, md)})
+
+
 # --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
 
 #: Induction depth of the accumulator's width proof (every register has its lemma).
@@ -538,9 +562,13 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                 out += end_to_end_jobs(unit, B, quantizer_end_to_end, unit.latency(B))
             elif unit.kind == "dot" and unit.params.get("accumulate", "exact") != "exact":
                 # SPEC 6.1's rounded modes: the stream protocol and the structural checks (their
-                # arithmetic is checked by simulation against golden; no plain model here yet).
+                # arithmetic is checked by simulation against golden), and the FP32 conversion.
                 out += [j for j in _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
                         if j.kind in ("protocol", "structural")]
+                if unit.params["accumulate"] == "fp32" and unit.params.get("pipeline", 0) == 0:
+                    out.append(Job(f"{unit.name}_b{B}_stage_fp32_conversion", unit.name, B, "stage",
+                                   partial(stage_fp32_conversion, unit, B), "bmc", depth=1, timeout=900,
+                                   complete=True))
             elif unit.kind == "dot":
                 # the bounded first-beat equivalence and the separate stage proofs (products,
                 # adder tree, normaliser) are subsumed by the end-to-end stage jobs

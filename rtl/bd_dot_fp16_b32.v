@@ -539,14 +539,14 @@ module bd_dot_fp16_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \$8  = s1_load & s0_valid;
   assign \$9  = w0_load & \o__valid$102 ;
   \bd_dot_fp16_b32.accumulator  accumulator (
+    .c_load(\i__ready$10 ),
     .clk(clk),
     .i__payload(\i__payload$89 ),
     .i__valid(s1_valid),
-    .o__payload(half),
     .o__ready(\o__ready$95 ),
     .o_valid(\o__valid$102 ),
-    .rst(rst),
-    .t_load(\i__ready$10 )
+    .\packed (half),
+    .rst(rst)
   );
   \bd_dot_fp16_b32.dec_a  dec_a (
     .\port$0$2 (i__payload[131:0]),
@@ -969,180 +969,131 @@ module bd_dot_fp16_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot_fp16_b32.accumulator (rst, o__ready, t_load, i__payload, i__valid, o_valid, o__payload, clk);
+module \bd_dot_fp16_b32.accumulator (rst, o__ready, c_load, \packed , i__payload, i__valid, o_valid, clk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  reg [15:0] \$10 ;
-  reg [15:0] \$11 ;
-  wire \$2 ;
-  wire \$3 ;
-  wire \$4 ;
-  wire \$5 ;
-  reg \$6 ;
-  reg [15:0] \$7 ;
-  reg \$8 ;
-  reg \$9 ;
-  reg [15:0] a = 16'h0000;
-  reg [15:0] b = 16'h0000;
-  input clk;
-  wire clk;
-  wire [5:0] exp;
-  input [20:0] i__payload;
-  wire [20:0] i__payload;
-  wire [5:0] \i__payload.exp ;
-  wire \i__payload.last ;
-  wire [13:0] \i__payload.sum ;
-  wire i__ready;
-  input i__valid;
-  wire i__valid;
-  output [15:0] o__payload;
-  reg [15:0] o__payload = 16'h0000;
-  wire [15:0] \o__payload.total ;
-  input o__ready;
-  wire o__ready;
-  (* init = 1'h0 *)
-  wire o__valid;
-  wire o_load;
-  (* init = 16'h0000 *)
-  wire [15:0] o_total;
-  output o_valid;
-  reg o_valid = 1'h0;
-  input rst;
-  wire rst;
-  (* init = 16'h0000 *)
-  wire [15:0] running;
-  wire [13:0] sum;
-  wire [15:0] \sum$22 ;
-  wire t_fire;
-  reg t_last = 1'h0;
-  output t_load;
-  wire t_load;
-  reg t_valid = 1'h0;
-  (* init = 16'h0000 *)
-  wire [15:0] t_value;
-  wire [15:0] value;
-  assign \$1  = ~ o_valid;
-  assign o_load = \$1  | o__ready;
-  assign \$2  = ~ t_last;
-  assign \$3  = \$2  | o_load;
-  assign t_fire = t_valid & \$3 ;
-  assign \$4  = ~ t_valid;
-  assign t_load = \$4  | t_fire;
-  assign \$5  = t_fire & t_last;
-  always @(posedge clk)
-    t_valid <= \$6 ;
-  always @(posedge clk)
-    b <= \$7 ;
-  always @(posedge clk)
-    t_last <= \$8 ;
-  always @(posedge clk)
-    o_valid <= \$9 ;
-  always @(posedge clk)
-    o__payload <= \$10 ;
-  always @(posedge clk)
-    a <= \$11 ;
-  \bd_dot_fp16_b32.accumulator.adder  adder (
-    .a(a),
-    .b(b),
-    .sum(\sum$22 )
-  );
-  \bd_dot_fp16_b32.accumulator.convert  convert (
-    .\port$835$0 (i__payload[19:0]),
-    .value(value)
-  );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = t_valid;
-    if (t_load) begin
-      \$6  = i__valid;
-    end
-    if (rst) begin
-      \$6  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = b;
-    if (t_load) begin
-      if (i__valid) begin
-        \$7  = value;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$8  = t_last;
-    if (t_load) begin
-      if (i__valid) begin
-        \$8  = i__payload[20];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$9  = o_valid;
-    if (o_load) begin
-      \$9  = \$5 ;
-    end
-    if (rst) begin
-      \$9  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$10  = o__payload;
-    if (t_fire) begin
-      if (t_last) begin
-        \$10  = \sum$22 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$11  = a;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$11  = 16'h0000;
-      end else begin
-        \$11  = \sum$22 ;
-      end
-    end
-    if (rst) begin
-      \$11  = 16'h0000;
-    end
-  end
-  assign sum = i__payload[13:0];
-  assign exp = i__payload[19:14];
-  assign i__ready = t_load;
-  assign o__valid = o_valid;
-  assign o_total = o__payload;
-  assign running = a;
-  assign t_value = b;
-  assign \i__payload.sum  = i__payload[13:0];
-  assign \i__payload.exp  = i__payload[19:14];
-  assign \i__payload.last  = i__payload[20];
-  assign \o__payload.total  = o__payload;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bd_dot_fp16_b32.accumulator.adder (b, a, sum);
-  wire \$1 ;
   wire \$10 ;
+  wire \$100 ;
+  wire [13:0] \$101 ;
+  wire [14:0] \$102 ;
+  wire [15:0] \$103 ;
+  wire [14:0] \$104 ;
+  wire [15:0] \$105 ;
+  wire \$106 ;
+  wire \$107 ;
+  wire \$108 ;
+  wire \$109 ;
   wire \$11 ;
+  wire \$110 ;
+  wire \$111 ;
+  wire \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire \$115 ;
+  wire \$116 ;
+  wire \$117 ;
+  wire \$118 ;
+  wire \$119 ;
   wire \$12 ;
-  wire [14:0] \$13 ;
-  wire [14:0] \$14 ;
-  wire [15:0] \$15 ;
+  wire \$120 ;
+  wire [10:0] \$121 ;
+  wire \$122 ;
+  wire \$123 ;
+  wire \$124 ;
+  wire \$125 ;
+  wire [4:0] \$126 ;
+  wire [5:0] \$127 ;
+  wire [5:0] \$128 ;
+  wire [5:0] \$129 ;
+  wire \$13 ;
+  wire [5:0] \$130 ;
+  wire [5:0] \$131 ;
+  wire [6:0] \$132 ;
+  wire [6:0] \$133 ;
+  wire \$134 ;
+  wire \$135 ;
+  wire [6:0] \$136 ;
+  wire [6:0] \$137 ;
+  wire [6:0] \$138 ;
+  wire [6:0] \$139 ;
+  wire \$14 ;
+  wire [5:0] \$140 ;
+  wire [5:0] \$141 ;
+  wire [5:0] \$142 ;
+  wire [6:0] \$143 ;
+  wire [6:0] \$144 ;
+  wire [6:0] \$145 ;
+  wire [6:0] \$146 ;
+  wire [6:0] \$147 ;
+  wire [5:0] \$148 ;
+  wire [5:0] \$149 ;
+  wire [1:0] \$15 ;
+  wire [5:0] \$150 ;
+  wire [5:0] \$151 ;
+  wire [5:0] \$152 ;
+  wire [5:0] \$153 ;
+  wire [5:0] \$154 ;
+  wire [5:0] \$155 ;
+  wire \$156 ;
+  wire \$157 ;
+  wire \$158 ;
+  wire \$159 ;
   wire \$16 ;
+  wire \$160 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
+  wire \$164 ;
+  wire \$165 ;
+  wire [5:0] \$166 ;
+  wire [6:0] \$167 ;
+  wire [4:0] \$168 ;
+  wire [15:0] \$169 ;
   wire \$17 ;
+  wire \$170 ;
+  wire \$171 ;
+  wire \$172 ;
+  wire \$173 ;
+  wire \$174 ;
+  wire [5:0] \$175 ;
+  wire [5:0] \$176 ;
+  wire [5:0] \$177 ;
+  wire [5:0] \$178 ;
+  wire \$179 ;
   wire \$18 ;
+  reg \$180 ;
+  reg \$181 ;
+  reg \$182 ;
+  reg \$183 ;
+  reg [21:0] \$184 ;
+  reg [4:0] \$185 ;
+  reg [5:0] \$186 ;
+  reg \$187 ;
+  reg \$188 ;
+  reg [4:0] \$189 ;
   wire \$19 ;
+  reg [10:0] \$190 ;
+  reg \$191 ;
+  reg \$192 ;
+  reg [5:0] \$193 ;
+  reg [5:0] \$194 ;
+  reg \$195 ;
+  reg \$196 ;
+  reg \$197 ;
+  reg [4:0] \$198 ;
+  reg [10:0] \$199 ;
   wire \$2 ;
   wire \$20 ;
+  reg \$200 ;
+  reg \$201 ;
+  reg \$202 ;
+  reg [4:0] \$203 ;
+  reg [10:0] \$204 ;
+  reg \$205 ;
+  reg \$206 ;
   wire \$21 ;
-  wire \$22 ;
-  wire [1:0] \$23 ;
+  wire [1:0] \$22 ;
+  wire [2:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
@@ -1151,43 +1102,89 @@ module \bd_dot_fp16_b32.accumulator.adder (b, a, sum);
   wire \$29 ;
   wire \$3 ;
   wire [1:0] \$30 ;
-  wire [2:0] \$31 ;
-  wire [5:0] \$32 ;
+  wire \$31 ;
+  wire \$32 ;
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [5:0] \$38 ;
-  wire [6:0] \$39 ;
+  wire \$36 ;
+  wire [1:0] \$37 ;
+  wire [2:0] \$38 ;
+  wire [3:0] \$39 ;
   wire \$4 ;
-  wire \$40 ;
+  wire [8:0] \$40 ;
   wire \$41 ;
   wire \$42 ;
-  wire [15:0] \$43 ;
-  wire [14:0] \$44 ;
+  wire \$43 ;
+  wire \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
+  wire [8:0] \$47 ;
+  wire [9:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
-  wire [15:0] \$51 ;
-  wire [15:0] \$52 ;
-  wire \$6 ;
-  wire [5:0] \$7 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire [4:0] \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire [15:0] \$57 ;
+  wire [14:0] \$58 ;
+  wire \$59 ;
+  wire [14:0] \$6 ;
+  wire \$60 ;
+  wire \$61 ;
+  wire \$62 ;
+  wire [5:0] \$63 ;
+  wire \$64 ;
+  wire \$65 ;
+  wire [12:0] \$66 ;
+  wire [12:0] \$67 ;
+  wire [11:0] \$68 ;
+  wire [11:0] \$69 ;
+  wire [14:0] \$7 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
+  wire [1:0] \$80 ;
+  wire \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire [1:0] \$87 ;
+  wire [2:0] \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  input [15:0] a;
-  wire [15:0] a;
-  wire [4:0] a_exp;
-  wire a_inf;
-  wire a_nan;
-  wire a_normal;
-  wire [10:0] a_sig;
-  wire a_special;
-  wire [13:0] after_carry;
+  wire [5:0] \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire [5:0] \$94 ;
+  wire [5:0] \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  wire a_big;
+  reg [5:0] acc_ahead = 6'h00;
+  reg [5:0] acc_behind = 6'h00;
+  reg [4:0] acc_exp = 5'h01;
+  reg acc_inf = 1'h0;
+  reg acc_nan = 1'h0;
+  reg [10:0] acc_sig = 11'h000;
+  reg acc_sign = 1'h0;
   wire [13:0] align;
   wire [13:0] align0;
   wire align0_lost;
@@ -1201,275 +1198,26 @@ module \bd_dot_fp16_b32.accumulator.adder (b, a, sum);
   wire [13:0] align3;
   wire align3_lost;
   wire align3_sticky;
-  wire [13:0] align4;
-  wire align4_lost;
-  wire align4_sticky;
-  input [15:0] b;
-  wire [15:0] b;
-  wire [4:0] b_exp;
-  wire b_inf;
-  wire b_nan;
-  wire b_normal;
-  wire [10:0] b_sig;
-  wire b_special;
+  wire align_beyond;
+  wire [13:0] align_flip;
+  wire [14:0] align_wide;
+  wire apart_one;
+  wire [7:0] biased;
   wire [4:0] big_exp;
   wire [10:0] big_sig;
   wire big_sign;
-  wire [4:0] distance;
-  wire [5:0] exp_field;
-  wire [15:0] finite;
-  wire finite_round_up;
-  wire [14:0] finite_rounded;
-  wire inf;
-  wire [4:0] limit;
-  wire [3:0] lzc_0_16_count;
-  wire lzc_0_16_zero;
-  wire lzc_0_2_count;
-  wire lzc_0_2_zero;
-  wire [1:0] lzc_0_4_count;
-  wire lzc_0_4_zero;
-  wire [2:0] lzc_0_8_count;
-  wire lzc_0_8_zero;
-  wire lzc_10_2_count;
-  wire lzc_10_2_zero;
-  wire lzc_12_2_count;
-  wire lzc_12_2_zero;
-  wire [1:0] lzc_12_4_count;
-  wire lzc_12_4_zero;
-  wire lzc_14_2_count;
-  wire lzc_14_2_zero;
-  wire lzc_2_2_count;
-  wire lzc_2_2_zero;
-  wire lzc_4_2_count;
-  wire lzc_4_2_zero;
-  wire [1:0] lzc_4_4_count;
-  wire lzc_4_4_zero;
-  wire lzc_6_2_count;
-  wire lzc_6_2_zero;
-  wire lzc_8_2_count;
-  wire lzc_8_2_zero;
-  wire [1:0] lzc_8_4_count;
-  wire lzc_8_4_zero;
-  wire [2:0] lzc_8_8_count;
-  wire lzc_8_8_zero;
-  wire [3:0] lzc_count;
-  wire [15:0] lzc_padded;
-  wire nan;
-  wire [13:0] normalise0;
-  wire [13:0] normalise1;
-  wire [13:0] normalise2;
-  wire [13:0] normalise3;
-  wire [13:0] normalise4;
-  wire overflow;
-  wire [4:0] shift;
-  wire [13:0] sig;
-  wire [4:0] small_exp;
-  wire [10:0] small_sig;
-  wire subtract;
-  output [15:0] sum;
-  wire [15:0] sum;
-  wire swap;
-  wire [14:0] total;
-  wire use_limit;
-  wire zero;
-  assign \$15  = subtract ? { \$13 [14], \$13  } : { 1'h0, \$14  };
-  assign \$16  = \$15 [0] | \$15 [1];
-  assign \$17  = \$15 [13] | \$15 [12];
-  assign lzc_14_2_zero = ~ \$17 ;
-  assign lzc_14_2_count = ~ \$15 [13];
-  assign \$18  = \$15 [11] | \$15 [10];
-  assign lzc_12_2_zero = ~ \$18 ;
-  assign lzc_12_2_count = ~ \$15 [11];
-  assign lzc_12_4_zero = lzc_14_2_zero & lzc_12_2_zero;
-  assign \$19  = \$17  ? lzc_14_2_count : lzc_12_2_count;
-  assign \$20  = \$15 [9] | \$15 [8];
-  assign lzc_10_2_zero = ~ \$20 ;
-  assign lzc_10_2_count = ~ \$15 [9];
-  assign \$21  = \$15 [7] | \$15 [6];
-  assign lzc_8_2_zero = ~ \$21 ;
-  assign lzc_8_2_count = ~ \$15 [7];
-  assign lzc_8_4_zero = lzc_10_2_zero & lzc_8_2_zero;
-  assign \$22  = \$20  ? lzc_10_2_count : lzc_8_2_count;
-  assign lzc_8_8_zero = lzc_12_4_zero & lzc_8_4_zero;
-  assign \$23  = lzc_12_4_zero ? { lzc_10_2_zero, \$22  } : { lzc_14_2_zero, \$19  };
-  assign \$24  = \$15 [5] | \$15 [4];
-  assign lzc_6_2_zero = ~ \$24 ;
-  assign lzc_6_2_count = ~ \$15 [5];
-  assign \$25  = \$15 [3] | \$15 [2];
-  assign lzc_4_2_zero = ~ \$25 ;
-  assign lzc_4_2_count = ~ \$15 [3];
-  assign lzc_4_4_zero = lzc_6_2_zero & lzc_4_2_zero;
-  assign \$26  = \$24  ? lzc_6_2_count : lzc_4_2_count;
-  assign \$27  = \$15 [1] | \$15 [0];
-  assign lzc_2_2_zero = ~ \$27 ;
-  assign lzc_2_2_count = ~ \$15 [1];
-  assign \$29  = \$27  ? lzc_2_2_count : 1'h0;
-  assign \$30  = lzc_4_4_zero ? { lzc_2_2_zero, \$29  } : { lzc_6_2_zero, \$26  };
-  assign \$31  = lzc_8_8_zero ? { lzc_4_4_zero, \$30  } : { lzc_12_4_zero, \$23  };
-  assign \$32  = big_exp - 1'h1;
-  assign \$34  = ~ \$33 ;
-  assign \$35  = { lzc_8_8_zero, \$31  } > \$32 [3:0];
-  assign use_limit = \$34  & \$35 ;
-  assign shift = use_limit ? \$32 [4:0] : { 1'h0, lzc_8_8_zero, \$31  };
-  assign normalise0 = shift[0] ? { \$15 [12:0], 1'h0 } : \$15 [13:0];
-  assign normalise1 = shift[1] ? { normalise0[11:0], 2'h0 } : normalise0;
-  assign normalise2 = shift[2] ? { normalise1[9:0], 4'h0 } : normalise1;
-  assign normalise3 = shift[3] ? { normalise2[5:0], 8'h00 } : normalise2;
-  assign normalise4 = shift[4] ? 14'h0000 : normalise3;
-  assign sig = \$15 [14] ? { \$15 [14:2], \$16  } : normalise4;
-  assign \$36  = big_exp + 1'h1;
-  assign \$37  = big_exp - shift;
-  assign \$38  = normalise4[13] ? \$37  : 6'h00;
-  assign \$39  = \$15 [14] ? { 1'h0, \$36  } : { \$38 [5], \$38  };
-  assign \$40  = & \$39 [4:0];
-  assign overflow = \$39 [5] | \$40 ;
-  assign \$41  = | sig[1:0];
-  assign \$42  = \$41  | sig[3];
-  assign finite_round_up = sig[2] & \$42 ;
-  assign \$43  = { \$39 [4:0], sig[12:3] } + finite_round_up;
-  assign \$44  = overflow ? 15'h7c00 : \$43 [14:0];
-  assign \$45  = | \$15 [14:0];
-  assign zero = ~ \$45 ;
-  assign \$46  = a_nan | b_nan;
-  assign \$47  = a_inf & b_inf;
-  assign \$48  = \$47  & subtract;
-  assign nan = \$46  | \$48 ;
-  assign inf = a_inf | b_inf;
-  assign \$49  = a_inf ? a[15] : b[15];
-  assign \$50  = a[15] & b[15];
-  assign \$51  = \$45  ? { big_sign, \$44  } : { \$50 , 15'h0000 };
-  assign \$52  = inf ? { \$49 , 15'h7c00 } : \$51 ;
-  assign sum = nan ? 16'h7e00 : \$52 ;
-  assign a_normal = | a[14:10];
-  assign a_special = & a[14:10];
-  assign \$1  = | a[9:0];
-  assign a_nan = a_special & \$1 ;
-  assign \$2  = | a[9:0];
-  assign \$3  = ~ \$2 ;
-  assign a_inf = a_special & \$3 ;
-  assign a_exp = a_normal ? a[14:10] : 5'h01;
-  assign b_normal = | b[14:10];
-  assign b_special = & b[14:10];
-  assign \$4  = | b[9:0];
-  assign b_nan = b_special & \$4 ;
-  assign \$5  = | b[9:0];
-  assign \$6  = ~ \$5 ;
-  assign b_inf = b_special & \$6 ;
-  assign b_exp = b_normal ? b[14:10] : 5'h01;
-  assign swap = b[14:0] > a[14:0];
-  assign big_exp = swap ? b_exp : a_exp;
-  assign small_exp = swap ? a_exp : b_exp;
-  assign big_sig = swap ? { b_normal, b[9:0] } : { a_normal, a[9:0] };
-  assign small_sig = swap ? { a_normal, a[9:0] } : { b_normal, b[9:0] };
-  assign big_sign = swap ? b[15] : a[15];
-  assign subtract = a[15] ^ b[15];
-  assign \$7  = big_exp - small_exp;
-  assign align0 = \$7 [0] ? { 1'h0, small_sig, 2'h0 } : { small_sig, 3'h0 };
-  assign \$9  = | align0[1:0];
-  assign align1_lost = \$7 [1] & \$9 ;
-  assign align1 = \$7 [1] ? { 2'h0, align0[13:2] } : align0;
-  assign \$10  = | align1[3:0];
-  assign align2_lost = \$7 [2] & \$10 ;
-  assign align2_sticky = align1_sticky | align2_lost;
-  assign align2 = \$7 [2] ? { 4'h0, align1[13:4] } : align1;
-  assign \$11  = | align2[7:0];
-  assign align3_lost = \$7 [3] & \$11 ;
-  assign align3_sticky = align2_sticky | align3_lost;
-  assign align3 = \$7 [3] ? { 8'h00, align2[13:8] } : align2;
-  assign \$12  = | align3;
-  assign align4_lost = \$7 [4] & \$12 ;
-  assign align4_sticky = align3_sticky | align4_lost;
-  assign align4 = \$7 [4] ? 14'h0000 : align3;
-  assign align = align4 | { 13'h0000, align4_sticky };
-  assign \$13  = { big_sig, 3'h0 } - align;
-  assign \$14  = { big_sig, 3'h0 } + align;
-  assign a_sig = { a_normal, a[9:0] };
-  assign b_sig = { b_normal, b[9:0] };
-  assign distance = \$7 [4:0];
-  assign total = \$15 [14:0];
-  assign after_carry = { \$15 [14:2], \$16  };
-  assign lzc_padded = { \$15 [13:0], 2'h3 };
-  assign lzc_12_4_count = { lzc_14_2_zero, \$19  };
-  assign lzc_8_4_count = { lzc_10_2_zero, \$22  };
-  assign lzc_8_8_count = { lzc_12_4_zero, \$23  };
-  assign lzc_4_4_count = { lzc_6_2_zero, \$26  };
-  assign lzc_0_4_count = { lzc_2_2_zero, \$29  };
-  assign lzc_0_8_count = { lzc_4_4_zero, \$30  };
-  assign lzc_0_16_count = { lzc_8_8_zero, \$31  };
-  assign lzc_count = { lzc_8_8_zero, \$31  };
-  assign limit = \$32 [4:0];
-  assign exp_field = \$39 [5:0];
-  assign finite_rounded = \$43 [14:0];
-  assign finite = { big_sign, \$44  };
-  assign \$8  = 1'h0;
-  assign align0_lost = 1'h0;
-  assign align0_sticky = 1'h0;
-  assign align1_sticky = align1_lost;
-  assign \$28  = 1'h1;
-  assign lzc_0_2_zero = 1'h0;
-  assign lzc_0_2_count = 1'h0;
-  assign lzc_0_4_zero = 1'h0;
-  assign lzc_0_8_zero = 1'h0;
-  assign lzc_0_16_zero = 1'h0;
-  assign \$33  = \$32 [4];
-endmodule
-
-(* generator = "Amaranth" *)
-module \bd_dot_fp16_b32.accumulator.convert (\port$835$0 , value);
-  wire [14:0] \$1 ;
-  wire [1:0] \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [1:0] \$17 ;
-  wire [2:0] \$18 ;
-  wire \$19 ;
-  wire [14:0] \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire [1:0] \$25 ;
-  wire \$26 ;
-  wire \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire \$3 ;
-  wire \$30 ;
-  wire \$31 ;
-  wire [1:0] \$32 ;
-  wire [2:0] \$33 ;
-  wire [3:0] \$34 ;
-  wire [8:0] \$35 ;
-  wire \$36 ;
-  wire \$37 ;
-  wire \$38 ;
-  wire \$39 ;
-  wire \$4 ;
-  wire \$40 ;
-  wire \$41 ;
-  wire [8:0] \$42 ;
-  wire [9:0] \$43 ;
-  wire \$44 ;
-  wire \$45 ;
-  wire \$46 ;
-  wire \$47 ;
-  wire \$48 ;
-  wire [4:0] \$49 ;
-  wire \$5 ;
-  wire \$50 ;
-  wire \$51 ;
-  wire [15:0] \$52 ;
-  wire [14:0] \$53 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [7:0] biased;
+  reg [5:0] c_exp = 6'h00;
+  reg [21:0] c_field = 22'h000000;
+  reg c_last = 1'h0;
+  output c_load;
+  wire c_load;
+  reg c_negative = 1'h0;
+  reg c_valid = 1'h0;
+  reg c_zero = 1'h0;
+  reg [4:0] c_zeros = 5'h00;
+  input clk;
+  wire clk;
+  wire [15:0] converted;
   wire [15:0] denormalise;
   wire [15:0] denormalise0;
   wire denormalise0_lost;
@@ -1487,12 +1235,49 @@ module \bd_dot_fp16_b32.accumulator.convert (\port$835$0 , value);
   wire denormalise4_lost;
   wire denormalise4_sticky;
   wire [4:0] denormalise_by;
-  wire [5:0] exp;
+  wire [4:0] distance;
   wire [5:0] exp_field;
   wire [7:0] exp_wide;
+  wire far_beyond_plain;
+  wire [11:0] far_big_inc;
+  wire [10:0] far_chosen;
+  wire [5:0] far_exp;
+  wire [11:0] far_inc_a;
+  wire [11:0] far_inc_b;
+  wire [10:0] far_sig;
+  wire [15:0] far_sum_carry;
+  wire [14:0] far_sum_left;
+  wire [14:0] far_sum_plain;
+  wire far_up;
+  wire far_up_carry;
+  wire far_use_carry;
+  wire far_use_left;
   wire [15:0] finite;
   wire finite_round_up;
   wire [14:0] finite_rounded;
+  wire [5:0] follow_ahead0;
+  wire [5:0] follow_ahead2;
+  wire [5:0] follow_ahead3;
+  wire [5:0] follow_behind0;
+  wire [5:0] follow_behind2;
+  wire [5:0] follow_behind3;
+  wire [5:0] follow_near_ahead;
+  wire [5:0] follow_near_behind;
+  wire [5:0] follow_xy;
+  wire [5:0] follow_yx;
+  wire [5:0] follow_zero_xy;
+  wire [5:0] follow_zero_yx;
+  wire [5:0] follow_zeros;
+  wire [5:0] hold_xy;
+  wire [5:0] hold_yx;
+  input [20:0] i__payload;
+  wire [20:0] i__payload;
+  wire [5:0] \i__payload.exp ;
+  wire \i__payload.last ;
+  wire [13:0] \i__payload.sum ;
+  wire i__ready;
+  input i__valid;
+  wire i__valid;
   wire [3:0] lzc_0_16_count;
   wire lzc_0_16_zero;
   wire lzc_0_2_count;
@@ -1558,175 +1343,854 @@ module \bd_dot_fp16_b32.accumulator.convert (\port$835$0 , value);
   wire [4:0] lzc_count;
   wire [31:0] lzc_padded;
   wire [15:0] magnitude;
+  wire near;
+  wire [11:0] near_a1;
+  wire [11:0] near_a_wide;
+  wire [11:0] near_ab;
+  wire [11:0] near_b1;
+  wire near_b_larger;
+  wire [11:0] near_b_wide;
+  wire [11:0] near_ba;
+  wire [4:0] near_exp;
+  wire [4:0] near_limit;
+  wire [3:0] near_lzc_0_16_count;
+  wire near_lzc_0_16_zero;
+  wire near_lzc_0_2_count;
+  wire near_lzc_0_2_zero;
+  wire [1:0] near_lzc_0_4_count;
+  wire near_lzc_0_4_zero;
+  wire [2:0] near_lzc_0_8_count;
+  wire near_lzc_0_8_zero;
+  wire near_lzc_10_2_count;
+  wire near_lzc_10_2_zero;
+  wire near_lzc_12_2_count;
+  wire near_lzc_12_2_zero;
+  wire [1:0] near_lzc_12_4_count;
+  wire near_lzc_12_4_zero;
+  wire near_lzc_14_2_count;
+  wire near_lzc_14_2_zero;
+  wire near_lzc_2_2_count;
+  wire near_lzc_2_2_zero;
+  wire near_lzc_4_2_count;
+  wire near_lzc_4_2_zero;
+  wire [1:0] near_lzc_4_4_count;
+  wire near_lzc_4_4_zero;
+  wire near_lzc_6_2_count;
+  wire near_lzc_6_2_zero;
+  wire near_lzc_8_2_count;
+  wire near_lzc_8_2_zero;
+  wire [1:0] near_lzc_8_4_count;
+  wire near_lzc_8_4_zero;
+  wire [2:0] near_lzc_8_8_count;
+  wire near_lzc_8_8_zero;
+  wire [3:0] near_lzc_count;
+  wire [15:0] near_lzc_padded;
+  wire [11:0] near_normalise0;
+  wire [11:0] near_normalise1;
+  wire [11:0] near_normalise2;
+  wire [11:0] near_normalise3;
+  wire [11:0] near_normalise4;
+  wire [4:0] near_shift;
+  wire [4:0] near_shift_wide;
+  wire near_sign;
+  wire near_use_limit;
+  wire [11:0] near_value;
+  wire near_zero;
+  wire [5:0] next_ahead;
+  wire [5:0] next_behind;
   wire [21:0] normalise0;
   wire [21:0] normalise1;
   wire [21:0] normalise2;
   wire [21:0] normalise3;
   wire [21:0] normalise4;
+  wire [15:0] o__payload;
+  wire [15:0] \o__payload.total ;
+  input o__ready;
+  wire o__ready;
+  (* init = 1'h0 *)
+  wire o__valid;
+  reg [4:0] o_exp = 5'h01;
+  reg o_inf = 1'h0;
+  wire o_load;
+  reg o_nan = 1'h0;
+  reg [10:0] o_sig = 11'h000;
+  reg o_sign = 1'h0;
+  output o_valid;
+  reg o_valid = 1'h0;
   wire overflow;
-  input [19:0] \port$835$0 ;
-  wire [19:0] \port$835$0 ;
+  wire \overflow$242 ;
+  output [15:0] \packed ;
+  wire [15:0] \packed ;
+  wire [5:0] restart_xy;
+  wire [5:0] restart_yx;
+  input rst;
+  wire rst;
+  wire same_exp;
+  wire [13:0] small_ext;
+  wire [10:0] small_sig;
   wire subnormal;
-  wire [13:0] sum;
+  wire subtract;
+  wire [4:0] sum_exp;
+  wire sum_inf;
+  wire sum_nan;
+  wire [10:0] sum_sig;
+  wire sum_sign;
+  wire sum_sign_ieee;
+  reg [4:0] t_exp = 5'h01;
+  wire t_fire;
+  reg t_inf = 1'h0;
+  reg t_last = 1'h0;
+  wire t_load;
+  reg t_nan = 1'h0;
+  reg [10:0] t_sig = 11'h000;
+  reg t_sign = 1'h0;
+  reg t_valid = 1'h0;
   wire [4:0] undershoot;
-  output [15:0] value;
-  wire [15:0] value;
+  wire [4:0] value_exp;
+  wire value_inf;
+  wire value_nan;
+  wire value_normal;
+  wire [10:0] value_sig;
+  wire value_sign;
+  wire value_special;
   wire zero;
   wire [7:0] zeros_wide;
-  assign lzc_12_2_zero = ~ \$20 ;
-  assign lzc_12_2_count = ~ \$2 [3];
+  assign \$1  = ~ o_valid;
+  assign o_load = \$1  | o__ready;
+  assign \$2  = ~ t_last;
+  assign \$3  = \$2  | o_load;
+  assign t_fire = t_valid & \$3 ;
+  assign \$4  = ~ t_valid;
+  assign t_load = \$4  | t_fire;
+  assign \$5  = ~ c_valid;
+  assign c_load = \$5  | t_load;
+  assign \$6  = - $signed(i__payload[13:0]);
+  assign \$7  = i__payload[13] ? \$6  : { i__payload[13], i__payload[13:0] };
+  assign \$8  = | { 2'h0, \$7 [13:0] };
+  assign zero = ~ \$8 ;
+  assign \$16  = \$7 [13] | \$7 [12];
+  assign lzc_22_2_zero = ~ \$16 ;
+  assign lzc_22_2_count = ~ \$7 [13];
+  assign \$17  = \$7 [11] | \$7 [10];
+  assign lzc_20_2_zero = ~ \$17 ;
+  assign lzc_20_2_count = ~ \$7 [11];
+  assign lzc_20_4_zero = lzc_22_2_zero & lzc_20_2_zero;
+  assign \$18  = \$16  ? lzc_22_2_count : lzc_20_2_count;
+  assign \$19  = \$7 [9] | \$7 [8];
+  assign lzc_18_2_zero = ~ \$19 ;
+  assign lzc_18_2_count = ~ \$7 [9];
+  assign \$20  = \$7 [7] | \$7 [6];
+  assign lzc_16_2_zero = ~ \$20 ;
+  assign lzc_16_2_count = ~ \$7 [7];
+  assign lzc_16_4_zero = lzc_18_2_zero & lzc_16_2_zero;
+  assign \$21  = \$19  ? lzc_18_2_count : lzc_16_2_count;
+  assign lzc_16_8_zero = lzc_20_4_zero & lzc_16_4_zero;
+  assign \$22  = lzc_20_4_zero ? { lzc_18_2_zero, \$21  } : { lzc_22_2_zero, \$18  };
+  assign \$24  = \$7 [5] | \$7 [4];
+  assign lzc_14_2_zero = ~ \$24 ;
+  assign lzc_14_2_count = ~ \$7 [5];
+  assign \$25  = \$7 [3] | \$7 [2];
+  assign lzc_12_2_zero = ~ \$25 ;
+  assign lzc_12_2_count = ~ \$7 [3];
   assign lzc_12_4_zero = lzc_14_2_zero & lzc_12_2_zero;
-  assign \$21  = \$19  ? lzc_14_2_count : lzc_12_2_count;
-  assign \$22  = \$2 [1] | \$2 [0];
-  assign lzc_10_2_zero = ~ \$22 ;
-  assign lzc_10_2_count = ~ \$2 [1];
-  assign \$24  = \$22  ? lzc_10_2_count : 1'h0;
-  assign \$25  = lzc_12_4_zero ? { lzc_10_2_zero, \$24  } : { lzc_14_2_zero, \$21  };
-  assign \$34  = lzc_16_16_zero ? { lzc_8_8_zero, \$33  } : { lzc_24_8_zero, \$18  };
-  assign normalise0 = \$34 [0] ? { 7'h00, \$2 [13:0], 1'h0 } : { 8'h00, \$2 [13:0] };
-  assign normalise1 = \$34 [1] ? { normalise0[19:0], 2'h0 } : normalise0;
-  assign normalise2 = \$34 [2] ? { normalise1[17:0], 4'h0 } : normalise1;
-  assign normalise3 = \$34 [3] ? { normalise2[13:0], 8'h00 } : normalise2;
-  assign normalise4 = lzc_16_16_zero ? { normalise3[5:0], 16'h0000 } : normalise3;
-  assign \$35  = exp_wide - zeros_wide;
-  assign \$36  = | \$35 [6:0];
-  assign \$37  = ~ \$36 ;
-  assign subnormal = \$35 [7] | \$37 ;
-  assign \$38  = ~ \$35 [7];
-  assign \$39  = | \$35 [6:5];
-  assign \$40  = & \$35 [4:0];
-  assign \$41  = \$39  | \$40 ;
-  assign overflow = \$38  & \$41 ;
-  assign \$42  = \$35 [7:0] - 1'h1;
-  assign \$43  = - $signed(\$42 );
-  assign denormalise_by = subnormal ? \$43 [4:0] : 5'h00;
-  assign denormalise0_lost = denormalise_by[0] & \$44 ;
+  assign \$26  = \$24  ? lzc_14_2_count : lzc_12_2_count;
+  assign \$27  = \$7 [1] | \$7 [0];
+  assign lzc_10_2_zero = ~ \$27 ;
+  assign lzc_10_2_count = ~ \$7 [1];
+  assign \$29  = \$27  ? lzc_10_2_count : 1'h0;
+  assign \$30  = lzc_12_4_zero ? { lzc_10_2_zero, \$29  } : { lzc_14_2_zero, \$26  };
+  assign \$39  = lzc_16_16_zero ? { lzc_8_8_zero, \$38  } : { lzc_24_8_zero, \$23  };
+  assign normalise0 = c_zeros[0] ? { c_field[20:0], 1'h0 } : c_field;
+  assign normalise1 = c_zeros[1] ? { normalise0[19:0], 2'h0 } : normalise0;
+  assign normalise2 = c_zeros[2] ? { normalise1[17:0], 4'h0 } : normalise1;
+  assign normalise3 = c_zeros[3] ? { normalise2[13:0], 8'h00 } : normalise2;
+  assign normalise4 = c_zeros[4] ? { normalise3[5:0], 16'h0000 } : normalise3;
+  assign \$40  = exp_wide - zeros_wide;
+  assign \$41  = | \$40 [6:0];
+  assign \$42  = ~ \$41 ;
+  assign subnormal = \$40 [7] | \$42 ;
+  assign \$43  = ~ \$40 [7];
+  assign \$44  = | \$40 [6:5];
+  assign \$45  = & \$40 [4:0];
+  assign \$46  = \$44  | \$45 ;
+  assign overflow = \$43  & \$46 ;
+  assign \$47  = \$40 [7:0] - 1'h1;
+  assign \$48  = - $signed(\$47 );
+  assign denormalise_by = subnormal ? \$48 [4:0] : 5'h00;
+  assign denormalise0_lost = denormalise_by[0] & \$49 ;
   assign denormalise0 = denormalise_by[0] ? { 1'h0, normalise4[21:7] } : normalise4[21:6];
-  assign \$45  = | denormalise0[1:0];
-  assign denormalise1_lost = denormalise_by[1] & \$45 ;
+  assign \$50  = | denormalise0[1:0];
+  assign denormalise1_lost = denormalise_by[1] & \$50 ;
   assign denormalise1_sticky = denormalise0_sticky | denormalise1_lost;
   assign denormalise1 = denormalise_by[1] ? { 2'h0, denormalise0[15:2] } : denormalise0;
-  assign \$46  = | denormalise1[3:0];
-  assign denormalise2_lost = denormalise_by[2] & \$46 ;
+  assign \$51  = | denormalise1[3:0];
+  assign denormalise2_lost = denormalise_by[2] & \$51 ;
   assign denormalise2_sticky = denormalise1_sticky | denormalise2_lost;
   assign denormalise2 = denormalise_by[2] ? { 4'h0, denormalise1[15:4] } : denormalise1;
-  assign \$47  = | denormalise2[7:0];
-  assign denormalise3_lost = denormalise_by[3] & \$47 ;
+  assign \$52  = | denormalise2[7:0];
+  assign denormalise3_lost = denormalise_by[3] & \$52 ;
   assign denormalise3_sticky = denormalise2_sticky | denormalise3_lost;
   assign denormalise3 = denormalise_by[3] ? { 8'h00, denormalise2[15:8] } : denormalise2;
-  assign \$48  = | denormalise3;
-  assign denormalise4_lost = denormalise_by[4] & \$48 ;
+  assign \$53  = | denormalise3;
+  assign denormalise4_lost = denormalise_by[4] & \$53 ;
   assign denormalise4_sticky = denormalise3_sticky | denormalise4_lost;
   assign denormalise4 = denormalise_by[4] ? 16'h0000 : denormalise3;
   assign denormalise = denormalise4 | { 15'h0000, denormalise4_sticky };
-  assign \$49  = subnormal ? 5'h00 : \$35 [4:0];
-  assign \$50  = | denormalise[3:0];
-  assign \$51  = \$50  | denormalise[5];
-  assign finite_round_up = denormalise[4] & \$51 ;
-  assign \$52  = { \$49 , denormalise[14:5] } + finite_round_up;
-  assign \$53  = overflow ? 15'h7c00 : \$52 [14:0];
-  assign value = \$3  ? { \port$835$0 [13], \$53  } : 16'h0000;
-  assign \$1  = - $signed(\port$835$0 [13:0]);
-  assign \$2  = \port$835$0 [13] ? \$1  : { \port$835$0 [13], \port$835$0 [13:0] };
-  assign \$3  = | { 2'h0, \$2 [13:0] };
-  assign zero = ~ \$3 ;
-  assign \$11  = \$2 [13] | \$2 [12];
-  assign lzc_22_2_zero = ~ \$11 ;
-  assign lzc_22_2_count = ~ \$2 [13];
-  assign \$12  = \$2 [11] | \$2 [10];
-  assign lzc_20_2_zero = ~ \$12 ;
-  assign lzc_20_2_count = ~ \$2 [11];
-  assign lzc_20_4_zero = lzc_22_2_zero & lzc_20_2_zero;
-  assign \$13  = \$11  ? lzc_22_2_count : lzc_20_2_count;
-  assign \$14  = \$2 [9] | \$2 [8];
-  assign lzc_18_2_zero = ~ \$14 ;
-  assign lzc_18_2_count = ~ \$2 [9];
-  assign \$15  = \$2 [7] | \$2 [6];
-  assign lzc_16_2_zero = ~ \$15 ;
-  assign lzc_16_2_count = ~ \$2 [7];
-  assign lzc_16_4_zero = lzc_18_2_zero & lzc_16_2_zero;
-  assign \$16  = \$14  ? lzc_18_2_count : lzc_16_2_count;
-  assign lzc_16_8_zero = lzc_20_4_zero & lzc_16_4_zero;
-  assign \$17  = lzc_20_4_zero ? { lzc_18_2_zero, \$16  } : { lzc_22_2_zero, \$13  };
-  assign \$19  = \$2 [5] | \$2 [4];
-  assign lzc_14_2_zero = ~ \$19 ;
-  assign lzc_14_2_count = ~ \$2 [5];
-  assign \$20  = \$2 [3] | \$2 [2];
-  assign magnitude = { 2'h0, \$2 [13:0] };
-  assign sum = \port$835$0 [13:0];
-  assign lzc_padded = { 8'h00, \$2 [13:0], 10'h3ff };
-  assign lzc_28_4_count = { lzc_30_2_zero, \$6  };
-  assign lzc_24_4_count = { lzc_26_2_zero, \$9  };
-  assign lzc_24_8_count = { lzc_28_4_zero, \$10  };
-  assign lzc_20_4_count = { lzc_22_2_zero, \$13  };
-  assign lzc_16_4_count = { lzc_18_2_zero, \$16  };
-  assign lzc_16_8_count = { lzc_20_4_zero, \$17  };
-  assign lzc_16_16_count = { lzc_24_8_zero, \$18  };
-  assign lzc_12_4_count = { lzc_14_2_zero, \$21  };
-  assign lzc_8_4_count = { lzc_10_2_zero, \$24  };
-  assign lzc_8_8_count = { lzc_12_4_zero, \$25  };
-  assign lzc_4_4_count = { lzc_6_2_zero, \$28  };
-  assign lzc_0_4_count = { lzc_2_2_zero, \$31  };
-  assign lzc_0_8_count = { lzc_4_4_zero, \$32  };
-  assign lzc_0_16_count = { lzc_8_8_zero, \$33  };
-  assign lzc_0_32_count = { lzc_16_16_zero, \$34  };
-  assign lzc_count = { lzc_16_16_zero, \$34  };
-  assign exp = \port$835$0 [19:14];
-  assign biased = \$35 [7:0];
-  assign undershoot = \$43 [4:0];
-  assign exp_field = { 1'h0, \$49  };
-  assign finite_rounded = \$52 [14:0];
-  assign finite = { \port$835$0 [13], \$53  };
-  assign \$4  = 1'h0;
+  assign \$54  = subnormal ? 5'h00 : \$40 [4:0];
+  assign \$55  = | denormalise[3:0];
+  assign \$56  = \$55  | denormalise[5];
+  assign finite_round_up = denormalise[4] & \$56 ;
+  assign \$57  = { \$54 , denormalise[14:5] } + finite_round_up;
+  assign \$58  = overflow ? 15'h7c00 : \$57 [14:0];
+  assign converted = c_zero ? 16'h0000 : { c_negative, \$58  };
+  assign value_normal = | converted[14:10];
+  assign value_special = & converted[14:10];
+  assign value_exp = value_normal ? converted[14:10] : 5'h01;
+  assign \$59  = | converted[9:0];
+  assign \$60  = ~ \$59 ;
+  assign value_inf = value_special & \$60 ;
+  assign \$61  = | converted[9:0];
+  assign value_nan = value_special & \$61 ;
+  assign subtract = acc_sign ^ t_sign;
+  assign a_big = ~ acc_ahead[5];
+  assign \$62  = | acc_ahead;
+  assign same_exp = ~ \$62 ;
+  assign \$63  = acc_ahead[5] ? acc_behind : acc_ahead;
+  assign \$64  = | \$63 [4:1];
+  assign \$65  = ~ \$64 ;
+  assign apart_one = \$63 [0] & \$65 ;
+  assign big_exp = acc_ahead[5] ? t_exp : acc_exp;
+  assign big_sign = acc_ahead[5] ? t_sign : acc_sign;
+  assign near_ab = acc_sig - t_sig;
+  assign near_ba = t_sig - acc_sig;
+  assign \$66  = { acc_sig, 1'h0 } - near_b_wide;
+  assign \$67  = { t_sig, 1'h0 } - near_a_wide;
+  assign \$68  = near_ab[11] ? near_ba : near_ab;
+  assign \$69  = acc_ahead[5] ? \$67 [11:0] : \$66 [11:0];
+  assign near_value = \$62  ? \$69  : { \$68 [10:0], 1'h0 };
+  assign \$70  = ~ near_value[11];
+  assign \$71  = apart_one & \$70 ;
+  assign \$72  = same_exp | \$71 ;
+  assign near = subtract & \$72 ;
+  assign \$73  = near_ab[11] ? t_sign : acc_sign;
+  assign near_sign = \$62  ? big_sign : \$73 ;
+  assign \$74  = near_value[11] | near_value[10];
+  assign near_lzc_14_2_zero = ~ \$74 ;
+  assign near_lzc_14_2_count = ~ near_value[11];
+  assign \$75  = near_value[9] | near_value[8];
+  assign near_lzc_12_2_zero = ~ \$75 ;
+  assign near_lzc_12_2_count = ~ near_value[9];
+  assign near_lzc_12_4_zero = near_lzc_14_2_zero & near_lzc_12_2_zero;
+  assign \$76  = \$74  ? near_lzc_14_2_count : near_lzc_12_2_count;
+  assign \$77  = near_value[7] | near_value[6];
+  assign near_lzc_10_2_zero = ~ \$77 ;
+  assign near_lzc_10_2_count = ~ near_value[7];
+  assign \$78  = near_value[5] | near_value[4];
+  assign near_lzc_8_2_zero = ~ \$78 ;
+  assign near_lzc_8_2_count = ~ near_value[5];
+  assign near_lzc_8_4_zero = near_lzc_10_2_zero & near_lzc_8_2_zero;
+  assign \$79  = \$77  ? near_lzc_10_2_count : near_lzc_8_2_count;
+  assign near_lzc_8_8_zero = near_lzc_12_4_zero & near_lzc_8_4_zero;
+  assign \$80  = near_lzc_12_4_zero ? { near_lzc_10_2_zero, \$79  } : { near_lzc_14_2_zero, \$76  };
+  assign \$81  = near_value[3] | near_value[2];
+  assign near_lzc_6_2_zero = ~ \$81 ;
+  assign near_lzc_6_2_count = ~ near_value[3];
+  assign \$82  = near_value[1] | near_value[0];
+  assign near_lzc_4_2_zero = ~ \$82 ;
+  assign near_lzc_4_2_count = ~ near_value[1];
+  assign near_lzc_4_4_zero = near_lzc_6_2_zero & near_lzc_4_2_zero;
+  assign \$83  = \$81  ? near_lzc_6_2_count : near_lzc_4_2_count;
+  assign \$87  = near_lzc_4_4_zero ? 2'h0 : { near_lzc_6_2_zero, \$83  };
+  assign \$88  = near_lzc_8_8_zero ? { near_lzc_4_4_zero, \$87  } : { near_lzc_12_4_zero, \$80  };
+  assign \$89  = | near_value;
+  assign near_zero = ~ \$89 ;
+  assign \$90  = big_exp - 1'h1;
+  assign \$92  = ~ \$91 ;
+  assign \$93  = { near_lzc_8_8_zero, \$88  } > \$90 [3:0];
+  assign near_use_limit = \$92  & \$93 ;
+  assign near_shift = near_use_limit ? \$90 [4:0] : { 1'h0, near_lzc_8_8_zero, \$88  };
+  assign near_normalise0 = near_shift[0] ? { near_value[10:0], 1'h0 } : near_value;
+  assign near_normalise1 = near_shift[1] ? { near_normalise0[9:0], 2'h0 } : near_normalise0;
+  assign near_normalise2 = near_shift[2] ? { near_normalise1[7:0], 4'h0 } : near_normalise1;
+  assign near_normalise3 = near_shift[3] ? { near_normalise2[3:0], 8'h00 } : near_normalise2;
+  assign near_normalise4 = near_shift[4] ? 12'h000 : near_normalise3;
+  assign \$94  = big_exp - near_shift_wide;
+  assign \$95  = \$89  ? \$94  : 6'h01;
+  assign big_sig = acc_ahead[5] ? t_sig : acc_sig;
+  assign small_sig = acc_ahead[5] ? acc_sig : t_sig;
+  assign \$96  = | small_sig;
+  assign small_ext = align_beyond ? { 13'h0000, \$96  } : { small_sig, 3'h0 };
+  assign align0_lost = \$63 [0] & \$97 ;
+  assign align0 = \$63 [0] ? { 1'h0, small_ext[13:1] } : small_ext;
+  assign \$98  = | align0[1:0];
+  assign align1_lost = \$63 [1] & \$98 ;
+  assign align1_sticky = align0_sticky | align1_lost;
+  assign align1 = \$63 [1] ? { 2'h0, align0[13:2] } : align0;
+  assign \$99  = | align1[3:0];
+  assign align2_lost = \$63 [2] & \$99 ;
+  assign align2_sticky = align1_sticky | align2_lost;
+  assign align2 = \$63 [2] ? { 4'h0, align1[13:4] } : align1;
+  assign \$100  = | align2[7:0];
+  assign align3_lost = \$63 [3] & \$100 ;
+  assign align3_sticky = align2_sticky | align3_lost;
+  assign align3 = \$63 [3] ? { 8'h00, align2[13:8] } : align2;
+  assign align = align3 | { 13'h0000, align3_sticky };
+  assign \$101  = subtract ? 14'h3fff : 14'h0000;
+  assign align_flip = align ^ \$101 ;
+  assign far_inc_a = acc_sig + 1'h1;
+  assign far_inc_b = t_sig + 1'h1;
+  assign far_big_inc = acc_ahead[5] ? far_inc_b : far_inc_a;
+  assign far_sum_carry = { far_big_inc, 3'h0 } + align_wide;
+  assign \$102  = { big_sig, 3'h4 } + align_flip;
+  assign \$103  = \$102  + subtract;
+  assign \$104  = { big_sig, 3'h2 } + align_flip;
+  assign \$105  = \$104  + subtract;
+  assign far_beyond_plain = \$103 [14] ^ subtract;
+  assign \$106  = ~ subtract;
+  assign far_use_carry = \$106  & far_beyond_plain;
+  assign \$107  = ~ \$105 [13];
+  assign \$108  = subtract & \$107 ;
+  assign far_use_left = \$108  & \$105 [14];
+  assign \$109  = | far_sum_carry[3:0];
+  assign \$110  = ~ \$109 ;
+  assign \$112  = far_sum_carry[4] & \$111 ;
+  assign \$113  = | \$105 [1:0];
+  assign \$114  = ~ \$113 ;
+  assign \$116  = \$105 [2] & \$115 ;
+  assign \$117  = | \$103 [2:0];
+  assign \$118  = ~ \$117 ;
+  assign \$120  = \$103 [3] & \$119 ;
+  assign \$121  = far_use_left ? { \$105 [12:3], \$116  } : { \$103 [13:4], \$120  };
+  assign far_chosen = far_use_carry ? { far_sum_carry[14:5], \$112  } : \$121 ;
+  assign \$122  = ~ far_use_left;
+  assign \$123  = subtract & \$122 ;
+  assign \$124  = \$123  & far_beyond_plain;
+  assign far_up = far_use_carry ? far_sum_carry[15] : \$124 ;
+  assign \$125  = far_chosen[10] | far_up;
+  assign \$126  = big_exp[4:1] + 1'h1;
+  assign \$127  = big_exp + 1'h1;
+  assign \$128  = far_sum_carry[15] ? { \$126 , big_exp[0] } : \$127 ;
+  assign \$129  = big_exp - 1'h1;
+  assign \$130  = big_exp + 1'h1;
+  assign \$131  = far_up ? \$130  : { 1'h0, big_exp };
+  assign \$132  = far_use_left ? { \$129 [5], \$129  } : { 1'h0, \$131  };
+  assign \$133  = far_use_carry ? { 1'h0, \$128  } : \$132 ;
+  assign \$135  = near_sign & \$134 ;
+  assign sum_sign = near ? \$135  : big_sign;
+  assign sum_exp = near ? \$95 [4:0] : \$133 [4:0];
+  assign sum_sig = near ? near_normalise4[11:1] : { \$125 , far_chosen[9:0] };
+  assign follow_xy = big_exp - value_exp;
+  assign follow_yx = value_exp - big_exp;
+  assign \$136  = follow_xy - 1'h1;
+  assign \$137  = follow_yx + 1'h1;
+  assign \$138  = follow_xy + 1'h1;
+  assign \$139  = follow_yx - 1'h1;
+  assign \$140  = follow_xy[5:1] + 1'h1;
+  assign \$141  = follow_yx[5:1] - 1'h1;
+  assign follow_zero_yx = value_exp - 1'h1;
+  assign \$142  = ~ follow_zero_yx;
+  assign \$143  = \$142  + 1'h1;
+  assign \$144  = follow_xy - follow_zeros;
+  assign \$145  = \$89  ? \$144  : { 1'h0, \$143 [5:0] };
+  assign \$146  = follow_yx + follow_zeros;
+  assign \$147  = \$89  ? \$146  : { 1'h0, follow_zero_yx };
+  assign \$148  = far_sum_carry[15] ? { \$140 [4:0], follow_xy[0] } : \$138 [5:0];
+  assign \$149  = far_up ? \$138 [5:0] : follow_xy;
+  assign \$150  = far_use_left ? \$136 [5:0] : \$149 ;
+  assign \$151  = far_use_carry ? \$148  : \$150 ;
+  assign next_ahead = near ? \$145 [5:0] : \$151 ;
+  assign \$152  = far_sum_carry[15] ? { \$141 [4:0], follow_yx[0] } : \$139 [5:0];
+  assign \$153  = far_up ? \$139 [5:0] : follow_yx;
+  assign \$154  = far_use_left ? \$137 [5:0] : \$153 ;
+  assign \$155  = far_use_carry ? \$152  : \$154 ;
+  assign next_behind = near ? \$147 [5:0] : \$155 ;
+  assign \$156  = ~ near;
+  assign \$157  = & \$133 [4:0];
+  assign \$158  = \$133 [5] | \$157 ;
+  assign \overflow$242  = \$156  & \$158 ;
+  assign \$159  = acc_nan | t_nan;
+  assign \$160  = acc_inf & t_inf;
+  assign \$161  = \$160  & subtract;
+  assign sum_nan = \$159  | \$161 ;
+  assign \$162  = ~ sum_nan;
+  assign \$163  = acc_inf | t_inf;
+  assign \$164  = \$163  | \overflow$242 ;
+  assign sum_inf = \$162  & \$164 ;
+  assign \$165  = t_inf ? t_sign : sum_sign;
+  assign sum_sign_ieee = acc_inf ? acc_sign : \$165 ;
+  assign restart_yx = value_exp - 1'h1;
+  assign \$166  = ~ restart_yx;
+  assign \$167  = \$166  + 1'h1;
+  assign hold_xy = acc_exp - value_exp;
+  assign hold_yx = value_exp - acc_exp;
+  assign \$168  = o_sig[10] ? o_exp : 5'h00;
+  assign \$169  = o_inf ? { o_sign, 15'h7c00 } : { o_sign, \$168 , o_sig[9:0] };
+  assign \packed  = o_nan ? 16'h7e00 : \$169 ;
+  assign \$170  = c_load & i__valid;
+  assign \$171  = c_load & i__valid;
+  assign \$172  = c_load & i__valid;
+  assign \$173  = c_load & i__valid;
+  assign \$174  = c_load & i__valid;
+  assign \$175  = t_last ? \$167 [5:0] : next_ahead;
+  assign \$176  = t_fire ? \$175  : hold_xy;
+  assign \$177  = t_last ? restart_yx : next_behind;
+  assign \$178  = t_fire ? \$177  : hold_yx;
+  assign \$179  = t_fire & t_last;
+  always @(posedge clk)
+    c_valid <= \$180 ;
+  always @(posedge clk)
+    c_last <= \$181 ;
+  always @(posedge clk)
+    c_negative <= \$182 ;
+  always @(posedge clk)
+    c_zero <= \$183 ;
+  always @(posedge clk)
+    c_field <= \$184 ;
+  always @(posedge clk)
+    c_zeros <= \$185 ;
+  always @(posedge clk)
+    c_exp <= \$186 ;
+  always @(posedge clk)
+    t_valid <= \$187 ;
+  always @(posedge clk)
+    t_sign <= \$188 ;
+  always @(posedge clk)
+    t_exp <= \$189 ;
+  always @(posedge clk)
+    t_sig <= \$190 ;
+  always @(posedge clk)
+    t_inf <= \$191 ;
+  always @(posedge clk)
+    t_nan <= \$192 ;
+  always @(posedge clk)
+    acc_ahead <= \$193 ;
+  always @(posedge clk)
+    acc_behind <= \$194 ;
+  always @(posedge clk)
+    t_last <= \$195 ;
+  always @(posedge clk)
+    o_valid <= \$196 ;
+  always @(posedge clk)
+    o_sign <= \$197 ;
+  always @(posedge clk)
+    o_exp <= \$198 ;
+  always @(posedge clk)
+    o_sig <= \$199 ;
+  always @(posedge clk)
+    o_inf <= \$200 ;
+  always @(posedge clk)
+    o_nan <= \$201 ;
+  always @(posedge clk)
+    acc_sign <= \$202 ;
+  always @(posedge clk)
+    acc_exp <= \$203 ;
+  always @(posedge clk)
+    acc_sig <= \$204 ;
+  always @(posedge clk)
+    acc_inf <= \$205 ;
+  always @(posedge clk)
+    acc_nan <= \$206 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$180  = c_valid;
+    if (c_load) begin
+      \$180  = i__valid;
+    end
+    if (rst) begin
+      \$180  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$181  = c_last;
+    if (c_load) begin
+      if (i__valid) begin
+        \$181  = i__payload[20];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$182  = c_negative;
+    if (\$170 ) begin
+      \$182  = i__payload[13];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$183  = c_zero;
+    if (\$171 ) begin
+      \$183  = zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$184  = c_field;
+    if (\$172 ) begin
+      \$184  = { 8'h00, \$7 [13:0] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$185  = c_zeros;
+    if (\$173 ) begin
+      \$185  = { lzc_16_16_zero, \$39  };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$186  = c_exp;
+    if (\$174 ) begin
+      \$186  = i__payload[19:14];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$187  = t_valid;
+    if (t_load) begin
+      \$187  = c_valid;
+    end
+    if (rst) begin
+      \$187  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$188  = t_sign;
+    if (t_load) begin
+      if (c_valid) begin
+        \$188  = converted[15];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$189  = t_exp;
+    if (t_load) begin
+      if (c_valid) begin
+        \$189  = value_exp;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$190  = t_sig;
+    if (t_load) begin
+      if (c_valid) begin
+        \$190  = { value_normal, converted[9:0] };
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$191  = t_inf;
+    if (t_load) begin
+      if (c_valid) begin
+        \$191  = value_inf;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$192  = t_nan;
+    if (t_load) begin
+      if (c_valid) begin
+        \$192  = value_nan;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$193  = acc_ahead;
+    if (t_load) begin
+      if (c_valid) begin
+        \$193  = \$176 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$194  = acc_behind;
+    if (t_load) begin
+      if (c_valid) begin
+        \$194  = \$178 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$195  = t_last;
+    if (t_load) begin
+      if (c_valid) begin
+        \$195  = c_last;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$196  = o_valid;
+    if (o_load) begin
+      \$196  = \$179 ;
+    end
+    if (rst) begin
+      \$196  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$197  = o_sign;
+    if (t_fire) begin
+      if (t_last) begin
+        \$197  = sum_sign_ieee;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$198  = o_exp;
+    if (t_fire) begin
+      if (t_last) begin
+        \$198  = sum_exp;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$199  = o_sig;
+    if (t_fire) begin
+      if (t_last) begin
+        \$199  = sum_sig;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$200  = o_inf;
+    if (t_fire) begin
+      if (t_last) begin
+        \$200  = sum_inf;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$201  = o_nan;
+    if (t_fire) begin
+      if (t_last) begin
+        \$201  = sum_nan;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$202  = acc_sign;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$202  = 1'h0;
+      end else begin
+        \$202  = sum_sign_ieee;
+      end
+    end
+    if (rst) begin
+      \$202  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$203  = acc_exp;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$203  = 5'h01;
+      end else begin
+        \$203  = sum_exp;
+      end
+    end
+    if (rst) begin
+      \$203  = 5'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$204  = acc_sig;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$204  = 11'h000;
+      end else begin
+        \$204  = sum_sig;
+      end
+    end
+    if (rst) begin
+      \$204  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$205  = acc_inf;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$205  = 1'h0;
+      end else begin
+        \$205  = sum_inf;
+      end
+    end
+    if (rst) begin
+      \$205  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$206  = acc_nan;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$206  = 1'h0;
+      end else begin
+        \$206  = sum_nan;
+      end
+    end
+    if (rst) begin
+      \$206  = 1'h0;
+    end
+  end
+  assign i__ready = c_load;
+  assign o__valid = o_valid;
+  assign magnitude = { 2'h0, \$7 [13:0] };
+  assign lzc_padded = { 8'h00, \$7 [13:0], 10'h3ff };
+  assign lzc_28_4_count = { lzc_30_2_zero, \$11  };
+  assign lzc_24_4_count = { lzc_26_2_zero, \$14  };
+  assign lzc_24_8_count = { lzc_28_4_zero, \$15  };
+  assign lzc_20_4_count = { lzc_22_2_zero, \$18  };
+  assign lzc_16_4_count = { lzc_18_2_zero, \$21  };
+  assign lzc_16_8_count = { lzc_20_4_zero, \$22  };
+  assign lzc_16_16_count = { lzc_24_8_zero, \$23  };
+  assign lzc_12_4_count = { lzc_14_2_zero, \$26  };
+  assign lzc_8_4_count = { lzc_10_2_zero, \$29  };
+  assign lzc_8_8_count = { lzc_12_4_zero, \$30  };
+  assign lzc_4_4_count = { lzc_6_2_zero, \$33  };
+  assign lzc_0_4_count = { lzc_2_2_zero, \$36  };
+  assign lzc_0_8_count = { lzc_4_4_zero, \$37  };
+  assign lzc_0_16_count = { lzc_8_8_zero, \$38  };
+  assign lzc_0_32_count = { lzc_16_16_zero, \$39  };
+  assign lzc_count = { lzc_16_16_zero, \$39  };
+  assign biased = \$40 [7:0];
+  assign undershoot = \$48 [4:0];
+  assign exp_field = { 1'h0, \$54  };
+  assign finite_rounded = \$57 [14:0];
+  assign finite = { c_negative, \$58  };
+  assign value_sign = converted[15];
+  assign value_sig = { value_normal, converted[9:0] };
+  assign distance = \$63 [4:0];
+  assign near_a1 = \$66 [11:0];
+  assign near_b1 = \$67 [11:0];
+  assign near_b_larger = near_ab[11];
+  assign near_lzc_padded = { near_value, 4'hf };
+  assign near_lzc_12_4_count = { near_lzc_14_2_zero, \$76  };
+  assign near_lzc_8_4_count = { near_lzc_10_2_zero, \$79  };
+  assign near_lzc_8_8_count = { near_lzc_12_4_zero, \$80  };
+  assign near_lzc_4_4_count = { near_lzc_6_2_zero, \$83  };
+  assign near_lzc_0_4_count = { near_lzc_2_2_zero, \$86  };
+  assign near_lzc_0_8_count = { near_lzc_4_4_zero, \$87  };
+  assign near_lzc_0_16_count = { near_lzc_8_8_zero, \$88  };
+  assign near_lzc_count = { near_lzc_8_8_zero, \$88  };
+  assign near_limit = \$90 [4:0];
+  assign near_exp = \$95 [4:0];
+  assign far_sum_plain = \$103 [14:0];
+  assign far_sum_left = \$105 [14:0];
+  assign far_up_carry = far_sum_carry[15];
+  assign far_sig = { \$125 , far_chosen[9:0] };
+  assign far_exp = \$133 [5:0];
+  assign follow_ahead0 = \$136 [5:0];
+  assign follow_behind0 = \$137 [5:0];
+  assign follow_ahead2 = \$138 [5:0];
+  assign follow_behind2 = \$139 [5:0];
+  assign follow_ahead3 = { \$140 [4:0], follow_xy[0] };
+  assign follow_behind3 = { \$141 [4:0], follow_yx[0] };
+  assign follow_zero_xy = \$143 [5:0];
+  assign follow_near_ahead = \$145 [5:0];
+  assign follow_near_behind = \$147 [5:0];
+  assign restart_xy = \$167 [5:0];
+  assign o__payload = \packed ;
+  assign \i__payload.sum  = i__payload[13:0];
+  assign \i__payload.exp  = i__payload[19:14];
+  assign \i__payload.last  = i__payload[20];
+  assign \o__payload.total  = \packed ;
+  assign \$9  = 1'h0;
   assign lzc_30_2_zero = 1'h1;
   assign lzc_30_2_count = 1'h1;
-  assign \$5  = 1'h0;
+  assign \$10  = 1'h0;
   assign lzc_28_2_zero = 1'h1;
   assign lzc_28_2_count = 1'h1;
   assign lzc_28_4_zero = 1'h1;
-  assign \$6  = 1'h1;
-  assign \$7  = 1'h0;
+  assign \$11  = 1'h1;
+  assign \$12  = 1'h0;
   assign lzc_26_2_zero = 1'h1;
   assign lzc_26_2_count = 1'h1;
-  assign \$8  = 1'h0;
+  assign \$13  = 1'h0;
   assign lzc_24_2_zero = 1'h1;
   assign lzc_24_2_count = 1'h1;
   assign lzc_24_4_zero = 1'h1;
-  assign \$9  = 1'h1;
+  assign \$14  = 1'h1;
   assign lzc_24_8_zero = 1'h1;
-  assign \$10  = 2'h3;
+  assign \$15  = 2'h3;
   assign lzc_16_16_zero = lzc_16_8_zero;
-  assign \$18  = { lzc_20_4_zero, \$17  };
-  assign \$23  = 1'h1;
+  assign \$23  = { lzc_20_4_zero, \$22  };
+  assign \$28  = 1'h1;
   assign lzc_8_2_zero = 1'h0;
   assign lzc_8_2_count = 1'h0;
   assign lzc_8_4_zero = 1'h0;
   assign lzc_8_8_zero = 1'h0;
-  assign \$26  = 1'h1;
+  assign \$31  = 1'h1;
   assign lzc_6_2_zero = 1'h0;
   assign lzc_6_2_count = 1'h0;
-  assign \$27  = 1'h1;
+  assign \$32  = 1'h1;
   assign lzc_4_2_zero = 1'h0;
   assign lzc_4_2_count = 1'h0;
   assign lzc_4_4_zero = 1'h0;
-  assign \$28  = 1'h0;
-  assign \$29  = 1'h1;
+  assign \$33  = 1'h0;
+  assign \$34  = 1'h1;
   assign lzc_2_2_zero = 1'h0;
   assign lzc_2_2_count = 1'h0;
-  assign \$30  = 1'h1;
+  assign \$35  = 1'h1;
   assign lzc_0_2_zero = 1'h0;
   assign lzc_0_2_count = 1'h0;
   assign lzc_0_4_zero = 1'h0;
-  assign \$31  = 1'h0;
+  assign \$36  = 1'h0;
   assign lzc_0_8_zero = 1'h0;
-  assign \$32  = 2'h0;
+  assign \$37  = 2'h0;
   assign lzc_0_16_zero = 1'h0;
-  assign \$33  = { lzc_12_4_zero, \$25  };
+  assign \$38  = { lzc_12_4_zero, \$30  };
   assign lzc_0_32_zero = 1'h0;
-  assign exp_wide = { 2'h0, \port$835$0 [19:14] };
-  assign zeros_wide = { 3'h0, lzc_16_8_zero, \$34  };
-  assign \$44  = normalise4[6];
+  assign exp_wide = { 2'h0, c_exp };
+  assign zeros_wide = { 3'h0, c_zeros };
+  assign \$49  = normalise4[6];
   assign denormalise0_sticky = denormalise0_lost;
+  assign near_b_wide = { 1'h0, t_sig };
+  assign near_a_wide = { 1'h0, acc_sig };
+  assign \$84  = 1'h1;
+  assign near_lzc_2_2_zero = 1'h0;
+  assign near_lzc_2_2_count = 1'h0;
+  assign \$85  = 1'h1;
+  assign near_lzc_0_2_zero = 1'h0;
+  assign near_lzc_0_2_count = 1'h0;
+  assign near_lzc_0_4_zero = 1'h0;
+  assign \$86  = 1'h0;
+  assign near_lzc_0_8_zero = 1'h0;
+  assign near_lzc_0_16_zero = 1'h0;
+  assign \$91  = \$90 [4];
+  assign near_shift_wide = near_shift;
+  assign align_beyond = \$63 [4];
+  assign \$97  = small_ext[0];
+  assign align0_sticky = align0_lost;
+  assign align_wide = { 1'h0, align };
+  assign \$111  = \$109 ;
+  assign \$115  = \$113 ;
+  assign \$119  = \$117 ;
+  assign \$134  = \$89 ;
+  assign follow_zeros = { 1'h0, near_shift };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3350,7 +3814,7 @@ module \bd_dot_fp16_b32.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot_fp16_b32.widen (half, single);
+module \bd_dot_fp16_b32.widen (single, half);
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;

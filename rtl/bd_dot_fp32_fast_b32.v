@@ -572,14 +572,14 @@ module bd_dot_fp32_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, 
   assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
   assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_dot_fp32_fast_b32.accumulator  accumulator (
+    .c_load(\i__ready$10 ),
     .clk(clk),
     .i__payload(\i__payload$94 ),
     .i__valid(s3_valid),
-    .o__payload(o__payload),
     .o__ready(o__ready),
     .o_valid(o__valid),
-    .rst(rst),
-    .t_load(\i__ready$10 )
+    .\packed (o__payload),
+    .rst(rst)
   );
   \bd_dot_fp32_fast_b32.dec_a  dec_a (
     .\port$0$2 (i__payload[131:0]),
@@ -1057,244 +1057,191 @@ module bd_dot_fp32_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, 
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_dot_fp32_fast_b32.accumulator (clk, rst, t_load, i__payload, i__valid, o_valid, o__payload, o__ready);
+module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload, i__valid, o_valid, o__ready);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
-  reg [31:0] \$10 ;
-  reg [31:0] \$11 ;
-  wire \$2 ;
-  wire \$3 ;
-  wire \$4 ;
-  wire \$5 ;
-  reg \$6 ;
-  reg [31:0] \$7 ;
-  reg \$8 ;
-  reg \$9 ;
-  reg [31:0] a = 32'd0;
-  reg [31:0] b = 32'd0;
-  input clk;
-  wire clk;
-  wire [5:0] exp;
-  input [20:0] i__payload;
-  wire [20:0] i__payload;
-  wire [5:0] \i__payload.exp ;
-  wire \i__payload.last ;
-  wire [13:0] \i__payload.sum ;
-  wire i__ready;
-  input i__valid;
-  wire i__valid;
-  output [31:0] o__payload;
-  reg [31:0] o__payload = 32'd0;
-  wire [31:0] \o__payload.total ;
-  input o__ready;
-  wire o__ready;
-  (* init = 1'h0 *)
-  wire o__valid;
-  wire o_load;
-  (* init = 32'd0 *)
-  wire [31:0] o_total;
-  output o_valid;
-  reg o_valid = 1'h0;
-  input rst;
-  wire rst;
-  (* init = 32'd0 *)
-  wire [31:0] running;
-  wire [13:0] sum;
-  wire [31:0] \sum$22 ;
-  wire t_fire;
-  reg t_last = 1'h0;
-  output t_load;
-  wire t_load;
-  reg t_valid = 1'h0;
-  (* init = 32'd0 *)
-  wire [31:0] t_value;
-  wire [31:0] value;
-  assign \$1  = ~ o_valid;
-  assign o_load = \$1  | o__ready;
-  assign \$2  = ~ t_last;
-  assign \$3  = \$2  | o_load;
-  assign t_fire = t_valid & \$3 ;
-  assign \$4  = ~ t_valid;
-  assign t_load = \$4  | t_fire;
-  assign \$5  = t_fire & t_last;
-  always @(posedge clk)
-    t_valid <= \$6 ;
-  always @(posedge clk)
-    b <= \$7 ;
-  always @(posedge clk)
-    t_last <= \$8 ;
-  always @(posedge clk)
-    o_valid <= \$9 ;
-  always @(posedge clk)
-    o__payload <= \$10 ;
-  always @(posedge clk)
-    a <= \$11 ;
-  \bd_dot_fp32_fast_b32.accumulator.adder  adder (
-    .a(a),
-    .b(b),
-    .sum(\sum$22 )
-  );
-  \bd_dot_fp32_fast_b32.accumulator.convert  convert (
-    .\port$759$0 (i__payload[19:0]),
-    .value(value)
-  );
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = t_valid;
-    if (t_load) begin
-      \$6  = i__valid;
-    end
-    if (rst) begin
-      \$6  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = b;
-    if (t_load) begin
-      if (i__valid) begin
-        \$7  = value;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$8  = t_last;
-    if (t_load) begin
-      if (i__valid) begin
-        \$8  = i__payload[20];
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$9  = o_valid;
-    if (o_load) begin
-      \$9  = \$5 ;
-    end
-    if (rst) begin
-      \$9  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$10  = o__payload;
-    if (t_fire) begin
-      if (t_last) begin
-        \$10  = \sum$22 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$11  = a;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$11  = 32'd0;
-      end else begin
-        \$11  = \sum$22 ;
-      end
-    end
-    if (rst) begin
-      \$11  = 32'd0;
-    end
-  end
-  assign sum = i__payload[13:0];
-  assign exp = i__payload[19:14];
-  assign i__ready = t_load;
-  assign o__valid = o_valid;
-  assign o_total = o__payload;
-  assign running = a;
-  assign t_value = b;
-  assign \i__payload.sum  = i__payload[13:0];
-  assign \i__payload.exp  = i__payload[19:14];
-  assign \i__payload.last  = i__payload[20];
-  assign \o__payload.total  = o__payload;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bd_dot_fp32_fast_b32.accumulator.adder (b, a, sum);
-  wire \$1 ;
   wire \$10 ;
+  wire [23:0] \$100 ;
+  wire \$101 ;
+  wire \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire [7:0] \$105 ;
+  wire [8:0] \$106 ;
+  wire [8:0] \$107 ;
+  wire [8:0] \$108 ;
+  wire [8:0] \$109 ;
   wire \$11 ;
+  wire [8:0] \$110 ;
+  wire [9:0] \$111 ;
+  wire [9:0] \$112 ;
+  wire \$113 ;
+  wire \$114 ;
+  wire [9:0] \$115 ;
+  wire [9:0] \$116 ;
+  wire [9:0] \$117 ;
+  wire [9:0] \$118 ;
+  wire [8:0] \$119 ;
   wire \$12 ;
+  wire [8:0] \$120 ;
+  wire [8:0] \$121 ;
+  wire [9:0] \$122 ;
+  wire [9:0] \$123 ;
+  wire [9:0] \$124 ;
+  wire [9:0] \$125 ;
+  wire [9:0] \$126 ;
+  wire [8:0] \$127 ;
+  wire [8:0] \$128 ;
+  wire [8:0] \$129 ;
   wire \$13 ;
+  wire [8:0] \$130 ;
+  wire [8:0] \$131 ;
+  wire [8:0] \$132 ;
+  wire [8:0] \$133 ;
+  wire [8:0] \$134 ;
+  wire [8:0] \$135 ;
+  wire [9:0] \$136 ;
+  wire [7:0] \$137 ;
+  wire [31:0] \$138 ;
+  wire \$139 ;
   wire \$14 ;
-  wire \$15 ;
-  wire [27:0] \$16 ;
-  wire [27:0] \$17 ;
-  wire [28:0] \$18 ;
+  wire \$140 ;
+  wire \$141 ;
+  wire \$142 ;
+  wire \$143 ;
+  wire [8:0] \$144 ;
+  wire [8:0] \$145 ;
+  wire [8:0] \$146 ;
+  wire [8:0] \$147 ;
+  wire \$148 ;
+  reg \$149 ;
+  wire [1:0] \$15 ;
+  reg \$150 ;
+  reg \$151 ;
+  reg \$152 ;
+  reg [15:0] \$153 ;
+  reg [3:0] \$154 ;
+  reg [5:0] \$155 ;
+  reg \$156 ;
+  reg \$157 ;
+  reg [7:0] \$158 ;
+  reg [23:0] \$159 ;
+  wire \$16 ;
+  reg \$160 ;
+  reg \$161 ;
+  reg [8:0] \$162 ;
+  reg [8:0] \$163 ;
+  reg \$164 ;
+  reg \$165 ;
+  reg \$166 ;
+  reg [7:0] \$167 ;
+  reg [23:0] \$168 ;
+  reg \$169 ;
+  wire \$17 ;
+  reg \$170 ;
+  reg \$171 ;
+  reg [7:0] \$172 ;
+  reg [23:0] \$173 ;
+  reg \$174 ;
+  reg \$175 ;
+  wire \$18 ;
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
+  wire [1:0] \$22 ;
+  wire [2:0] \$23 ;
+  wire [7:0] \$24 ;
   wire \$25 ;
-  wire [1:0] \$26 ;
+  wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire \$29 ;
+  wire [8:0] \$29 ;
   wire \$3 ;
   wire \$30 ;
   wire \$31 ;
-  wire \$32 ;
-  wire [1:0] \$33 ;
-  wire [2:0] \$34 ;
-  wire \$35 ;
+  wire [25:0] \$32 ;
+  wire [25:0] \$33 ;
+  wire [24:0] \$34 ;
+  wire [24:0] \$35 ;
   wire \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
   wire \$4 ;
   wire \$40 ;
-  wire [1:0] \$41 ;
+  wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire \$46 ;
+  wire [1:0] \$46 ;
   wire \$47 ;
-  wire [1:0] \$48 ;
-  wire [2:0] \$49 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  wire [3:0] \$50 ;
-  wire [8:0] \$51 ;
+  wire \$50 ;
+  wire \$51 ;
   wire \$52 ;
-  wire \$53 ;
-  wire \$54 ;
-  wire [8:0] \$55 ;
-  wire [8:0] \$56 ;
-  wire [8:0] \$57 ;
-  wire [9:0] \$58 ;
+  wire [1:0] \$53 ;
+  wire [2:0] \$54 ;
+  wire \$55 ;
+  wire \$56 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
-  wire \$6 ;
+  wire [14:0] \$6 ;
   wire \$60 ;
-  wire \$61 ;
-  wire [31:0] \$62 ;
-  wire [30:0] \$63 ;
+  wire [1:0] \$61 ;
+  wire \$62 ;
+  wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
-  wire \$68 ;
-  wire \$69 ;
-  wire [8:0] \$7 ;
-  wire [31:0] \$70 ;
-  wire [31:0] \$71 ;
+  wire [1:0] \$68 ;
+  wire [2:0] \$69 ;
+  wire [14:0] \$7 ;
+  wire [3:0] \$70 ;
+  wire \$71 ;
+  wire [8:0] \$72 ;
+  wire [8:0] \$73 ;
+  wire \$74 ;
+  wire \$75 ;
+  wire \$76 ;
+  wire \$77 ;
+  wire \$78 ;
+  wire \$79 ;
   wire \$8 ;
+  wire [26:0] \$80 ;
+  wire [27:0] \$81 ;
+  wire [28:0] \$82 ;
+  wire [27:0] \$83 ;
+  wire [28:0] \$84 ;
+  wire \$85 ;
+  wire \$86 ;
+  wire \$87 ;
+  wire \$88 ;
+  wire \$89 ;
   wire \$9 ;
-  input [31:0] a;
-  wire [31:0] a;
-  wire [7:0] a_exp;
-  wire a_inf;
-  wire a_nan;
-  wire a_normal;
-  wire [23:0] a_sig;
-  wire a_special;
-  wire [26:0] after_carry;
+  wire \$90 ;
+  wire \$91 ;
+  wire \$92 ;
+  wire \$93 ;
+  wire \$94 ;
+  wire \$95 ;
+  wire \$96 ;
+  wire \$97 ;
+  wire \$98 ;
+  wire \$99 ;
+  wire a_big;
+  reg [8:0] acc_ahead = 9'h000;
+  reg [8:0] acc_behind = 9'h000;
+  reg [7:0] acc_exp = 8'h01;
+  reg acc_inf = 1'h0;
+  reg acc_nan = 1'h0;
+  reg [23:0] acc_sig = 24'h000000;
+  reg acc_sign = 1'h0;
   wire [26:0] align;
   wire [26:0] align0;
   wire align0_lost;
@@ -1311,347 +1258,65 @@ module \bd_dot_fp32_fast_b32.accumulator.adder (b, a, sum);
   wire [26:0] align4;
   wire align4_lost;
   wire align4_sticky;
-  wire [26:0] align5;
-  wire align5_lost;
-  wire align5_sticky;
-  wire [26:0] align6;
-  wire align6_lost;
-  wire align6_sticky;
-  wire [26:0] align7;
-  wire align7_lost;
-  wire align7_sticky;
-  input [31:0] b;
-  wire [31:0] b;
-  wire [7:0] b_exp;
-  wire b_inf;
-  wire b_nan;
-  wire b_normal;
-  wire [23:0] b_sig;
-  wire b_special;
+  wire align_beyond;
+  wire [26:0] align_flip;
+  wire [27:0] align_wide;
+  wire apart_one;
   wire [7:0] big_exp;
   wire [23:0] big_sig;
   wire big_sign;
+  reg [5:0] c_exp = 6'h00;
+  reg [15:0] c_field = 16'h0000;
+  reg c_last = 1'h0;
+  output c_load;
+  wire c_load;
+  reg c_negative = 1'h0;
+  reg c_valid = 1'h0;
+  reg c_zero = 1'h0;
+  reg [3:0] c_zeros = 4'h0;
+  input clk;
+  wire clk;
+  wire [31:0] converted;
   wire [7:0] distance;
-  wire [8:0] exp_field;
-  wire [31:0] finite;
-  wire finite_round_up;
-  wire [30:0] finite_rounded;
-  wire inf;
-  wire [7:0] limit;
-  wire [3:0] lzc_0_16_count;
-  wire lzc_0_16_zero;
-  wire lzc_0_2_count;
-  wire lzc_0_2_zero;
-  wire [4:0] lzc_0_32_count;
-  wire lzc_0_32_zero;
-  wire [1:0] lzc_0_4_count;
-  wire lzc_0_4_zero;
-  wire [2:0] lzc_0_8_count;
-  wire lzc_0_8_zero;
-  wire lzc_10_2_count;
-  wire lzc_10_2_zero;
-  wire lzc_12_2_count;
-  wire lzc_12_2_zero;
-  wire [1:0] lzc_12_4_count;
-  wire lzc_12_4_zero;
-  wire lzc_14_2_count;
-  wire lzc_14_2_zero;
-  wire [3:0] lzc_16_16_count;
-  wire lzc_16_16_zero;
-  wire lzc_16_2_count;
-  wire lzc_16_2_zero;
-  wire [1:0] lzc_16_4_count;
-  wire lzc_16_4_zero;
-  wire [2:0] lzc_16_8_count;
-  wire lzc_16_8_zero;
-  wire lzc_18_2_count;
-  wire lzc_18_2_zero;
-  wire lzc_20_2_count;
-  wire lzc_20_2_zero;
-  wire [1:0] lzc_20_4_count;
-  wire lzc_20_4_zero;
-  wire lzc_22_2_count;
-  wire lzc_22_2_zero;
-  wire lzc_24_2_count;
-  wire lzc_24_2_zero;
-  wire [1:0] lzc_24_4_count;
-  wire lzc_24_4_zero;
-  wire [2:0] lzc_24_8_count;
-  wire lzc_24_8_zero;
-  wire lzc_26_2_count;
-  wire lzc_26_2_zero;
-  wire lzc_28_2_count;
-  wire lzc_28_2_zero;
-  wire [1:0] lzc_28_4_count;
-  wire lzc_28_4_zero;
-  wire lzc_2_2_count;
-  wire lzc_2_2_zero;
-  wire lzc_30_2_count;
-  wire lzc_30_2_zero;
-  wire lzc_4_2_count;
-  wire lzc_4_2_zero;
-  wire [1:0] lzc_4_4_count;
-  wire lzc_4_4_zero;
-  wire lzc_6_2_count;
-  wire lzc_6_2_zero;
-  wire lzc_8_2_count;
-  wire lzc_8_2_zero;
-  wire [1:0] lzc_8_4_count;
-  wire lzc_8_4_zero;
-  wire [2:0] lzc_8_8_count;
-  wire lzc_8_8_zero;
-  wire [4:0] lzc_count;
-  wire [31:0] lzc_padded;
-  wire nan;
-  wire [26:0] normalise0;
-  wire [26:0] normalise1;
-  wire [26:0] normalise2;
-  wire [26:0] normalise3;
-  wire [26:0] normalise4;
-  wire [26:0] normalise5;
-  wire [26:0] normalise6;
-  wire [26:0] normalise7;
-  wire overflow;
-  wire [7:0] shift;
-  wire [26:0] sig;
-  wire [7:0] small_exp;
-  wire [23:0] small_sig;
-  wire subtract;
-  output [31:0] sum;
-  wire [31:0] sum;
-  wire swap;
-  wire [27:0] total;
-  wire use_limit;
-  wire zero;
-  assign \$9  = | align0[1:0];
-  assign align1_lost = \$7 [1] & \$9 ;
-  assign align1 = \$7 [1] ? { 2'h0, align0[26:2] } : align0;
-  assign \$10  = | align1[3:0];
-  assign align2_lost = \$7 [2] & \$10 ;
-  assign align2_sticky = align1_sticky | align2_lost;
-  assign align2 = \$7 [2] ? { 4'h0, align1[26:4] } : align1;
-  assign \$11  = | align2[7:0];
-  assign align3_lost = \$7 [3] & \$11 ;
-  assign align3_sticky = align2_sticky | align3_lost;
-  assign align3 = \$7 [3] ? { 8'h00, align2[26:8] } : align2;
-  assign \$12  = | align3[15:0];
-  assign align4_lost = \$7 [4] & \$12 ;
-  assign align4_sticky = align3_sticky | align4_lost;
-  assign align4 = \$7 [4] ? { 16'h0000, align3[26:16] } : align3;
-  assign \$13  = | align4;
-  assign align5_lost = \$7 [5] & \$13 ;
-  assign align5_sticky = align4_sticky | align5_lost;
-  assign align5 = \$7 [5] ? 27'h0000000 : align4;
-  assign \$14  = | align5;
-  assign align6_lost = \$7 [6] & \$14 ;
-  assign align6_sticky = align5_sticky | align6_lost;
-  assign align6 = \$7 [6] ? 27'h0000000 : align5;
-  assign \$15  = | align6;
-  assign align7_lost = \$7 [7] & \$15 ;
-  assign align7_sticky = align6_sticky | align7_lost;
-  assign align7 = \$7 [7] ? 27'h0000000 : align6;
-  assign align = align7 | { 26'h0000000, align7_sticky };
-  assign \$16  = { big_sig, 3'h0 } - align;
-  assign \$17  = { big_sig, 3'h0 } + align;
-  assign \$18  = subtract ? { \$16 [27], \$16  } : { 1'h0, \$17  };
-  assign \$19  = \$18 [0] | \$18 [1];
-  assign \$20  = \$18 [26] | \$18 [25];
-  assign lzc_30_2_zero = ~ \$20 ;
-  assign lzc_30_2_count = ~ \$18 [26];
-  assign \$21  = \$18 [24] | \$18 [23];
-  assign lzc_28_2_zero = ~ \$21 ;
-  assign lzc_28_2_count = ~ \$18 [24];
-  assign lzc_28_4_zero = lzc_30_2_zero & lzc_28_2_zero;
-  assign \$22  = \$20  ? lzc_30_2_count : lzc_28_2_count;
-  assign \$23  = \$18 [22] | \$18 [21];
-  assign lzc_26_2_zero = ~ \$23 ;
-  assign lzc_26_2_count = ~ \$18 [22];
-  assign \$24  = \$18 [20] | \$18 [19];
-  assign lzc_24_2_zero = ~ \$24 ;
-  assign lzc_24_2_count = ~ \$18 [20];
-  assign lzc_24_4_zero = lzc_26_2_zero & lzc_24_2_zero;
-  assign \$25  = \$23  ? lzc_26_2_count : lzc_24_2_count;
-  assign lzc_24_8_zero = lzc_28_4_zero & lzc_24_4_zero;
-  assign \$26  = lzc_28_4_zero ? { lzc_26_2_zero, \$25  } : { lzc_30_2_zero, \$22  };
-  assign \$27  = \$18 [18] | \$18 [17];
-  assign lzc_22_2_zero = ~ \$27 ;
-  assign lzc_22_2_count = ~ \$18 [18];
-  assign \$28  = \$18 [16] | \$18 [15];
-  assign lzc_20_2_zero = ~ \$28 ;
-  assign lzc_20_2_count = ~ \$18 [16];
-  assign lzc_20_4_zero = lzc_22_2_zero & lzc_20_2_zero;
-  assign \$29  = \$27  ? lzc_22_2_count : lzc_20_2_count;
-  assign \$30  = \$18 [14] | \$18 [13];
-  assign lzc_18_2_zero = ~ \$30 ;
-  assign lzc_18_2_count = ~ \$18 [14];
-  assign \$31  = \$18 [12] | \$18 [11];
-  assign lzc_16_2_zero = ~ \$31 ;
-  assign lzc_16_2_count = ~ \$18 [12];
-  assign lzc_16_4_zero = lzc_18_2_zero & lzc_16_2_zero;
-  assign \$32  = \$30  ? lzc_18_2_count : lzc_16_2_count;
-  assign lzc_16_8_zero = lzc_20_4_zero & lzc_16_4_zero;
-  assign \$33  = lzc_20_4_zero ? { lzc_18_2_zero, \$32  } : { lzc_22_2_zero, \$29  };
-  assign lzc_16_16_zero = lzc_24_8_zero & lzc_16_8_zero;
-  assign \$34  = lzc_24_8_zero ? { lzc_20_4_zero, \$33  } : { lzc_28_4_zero, \$26  };
-  assign \$35  = \$18 [10] | \$18 [9];
-  assign lzc_14_2_zero = ~ \$35 ;
-  assign lzc_14_2_count = ~ \$18 [10];
-  assign \$36  = \$18 [8] | \$18 [7];
-  assign lzc_12_2_zero = ~ \$36 ;
-  assign lzc_12_2_count = ~ \$18 [8];
-  assign lzc_12_4_zero = lzc_14_2_zero & lzc_12_2_zero;
-  assign \$37  = \$35  ? lzc_14_2_count : lzc_12_2_count;
-  assign \$38  = \$18 [6] | \$18 [5];
-  assign lzc_10_2_zero = ~ \$38 ;
-  assign lzc_10_2_count = ~ \$18 [6];
-  assign \$39  = \$18 [4] | \$18 [3];
-  assign lzc_8_2_zero = ~ \$39 ;
-  assign lzc_8_2_count = ~ \$18 [4];
-  assign lzc_8_4_zero = lzc_10_2_zero & lzc_8_2_zero;
-  assign \$40  = \$38  ? lzc_10_2_count : lzc_8_2_count;
-  assign lzc_8_8_zero = lzc_12_4_zero & lzc_8_4_zero;
-  assign \$41  = lzc_12_4_zero ? { lzc_10_2_zero, \$40  } : { lzc_14_2_zero, \$37  };
-  assign \$42  = \$18 [2] | \$18 [1];
-  assign lzc_6_2_zero = ~ \$42 ;
-  assign lzc_6_2_count = ~ \$18 [2];
-  assign lzc_4_2_count = ~ \$18 [0];
-  assign \$44  = \$42  ? lzc_6_2_count : lzc_4_2_count;
-  assign \$49  = lzc_8_8_zero ? { lzc_4_4_zero, \$48  } : { lzc_12_4_zero, \$41  };
-  assign \$50  = lzc_16_16_zero ? { lzc_8_8_zero, \$49  } : { lzc_24_8_zero, \$34  };
-  assign \$51  = big_exp - 1'h1;
-  assign \$52  = | \$51 [7:5];
-  assign \$53  = ~ \$52 ;
-  assign \$54  = { lzc_16_16_zero, \$50  } > \$51 [4:0];
-  assign use_limit = \$53  & \$54 ;
-  assign shift = use_limit ? \$51 [7:0] : { 3'h0, lzc_16_16_zero, \$50  };
-  assign normalise0 = shift[0] ? { \$18 [25:0], 1'h0 } : \$18 [26:0];
-  assign normalise1 = shift[1] ? { normalise0[24:0], 2'h0 } : normalise0;
-  assign normalise2 = shift[2] ? { normalise1[22:0], 4'h0 } : normalise1;
-  assign normalise3 = shift[3] ? { normalise2[18:0], 8'h00 } : normalise2;
-  assign normalise4 = shift[4] ? { normalise3[10:0], 16'h0000 } : normalise3;
-  assign normalise5 = shift[5] ? 27'h0000000 : normalise4;
-  assign normalise6 = shift[6] ? 27'h0000000 : normalise5;
-  assign normalise7 = shift[7] ? 27'h0000000 : normalise6;
-  assign sig = \$18 [27] ? { \$18 [27:2], \$19  } : normalise7;
-  assign \$55  = big_exp + 1'h1;
-  assign \$56  = big_exp - shift;
-  assign \$57  = normalise7[26] ? \$56  : 9'h000;
-  assign \$58  = \$18 [27] ? { 1'h0, \$55  } : { \$57 [8], \$57  };
-  assign \$59  = & \$58 [7:0];
-  assign overflow = \$58 [8] | \$59 ;
-  assign \$60  = | sig[1:0];
-  assign \$61  = \$60  | sig[3];
-  assign finite_round_up = sig[2] & \$61 ;
-  assign \$62  = { \$58 [7:0], sig[25:3] } + finite_round_up;
-  assign \$63  = overflow ? 31'h7f800000 : \$62 [30:0];
-  assign \$64  = | \$18 [27:0];
-  assign zero = ~ \$64 ;
-  assign \$65  = a_nan | b_nan;
-  assign \$66  = a_inf & b_inf;
-  assign \$67  = \$66  & subtract;
-  assign nan = \$65  | \$67 ;
-  assign inf = a_inf | b_inf;
-  assign \$68  = a_inf ? a[31] : b[31];
-  assign \$69  = a[31] & b[31];
-  assign \$70  = \$64  ? { big_sign, \$63  } : { \$69 , 31'h00000000 };
-  assign \$71  = inf ? { \$68 , 31'h7f800000 } : \$70 ;
-  assign sum = nan ? 32'd2143289344 : \$71 ;
-  assign a_normal = | a[30:23];
-  assign a_special = & a[30:23];
-  assign \$1  = | a[22:0];
-  assign a_nan = a_special & \$1 ;
-  assign \$2  = | a[22:0];
-  assign \$3  = ~ \$2 ;
-  assign a_inf = a_special & \$3 ;
-  assign a_exp = a_normal ? a[30:23] : 8'h01;
-  assign b_normal = | b[30:23];
-  assign b_special = & b[30:23];
-  assign \$4  = | b[22:0];
-  assign b_nan = b_special & \$4 ;
-  assign \$5  = | b[22:0];
-  assign \$6  = ~ \$5 ;
-  assign b_inf = b_special & \$6 ;
-  assign b_exp = b_normal ? b[30:23] : 8'h01;
-  assign swap = b[30:0] > a[30:0];
-  assign big_exp = swap ? b_exp : a_exp;
-  assign small_exp = swap ? a_exp : b_exp;
-  assign big_sig = swap ? { b_normal, b[22:0] } : { a_normal, a[22:0] };
-  assign small_sig = swap ? { a_normal, a[22:0] } : { b_normal, b[22:0] };
-  assign big_sign = swap ? b[31] : a[31];
-  assign subtract = a[31] ^ b[31];
-  assign \$7  = big_exp - small_exp;
-  assign align0 = \$7 [0] ? { 1'h0, small_sig, 2'h0 } : { small_sig, 3'h0 };
-  assign a_sig = { a_normal, a[22:0] };
-  assign b_sig = { b_normal, b[22:0] };
-  assign distance = \$7 [7:0];
-  assign total = \$18 [27:0];
-  assign after_carry = { \$18 [27:2], \$19  };
-  assign lzc_padded = { \$18 [26:0], 5'h1f };
-  assign lzc_28_4_count = { lzc_30_2_zero, \$22  };
-  assign lzc_24_4_count = { lzc_26_2_zero, \$25  };
-  assign lzc_24_8_count = { lzc_28_4_zero, \$26  };
-  assign lzc_20_4_count = { lzc_22_2_zero, \$29  };
-  assign lzc_16_4_count = { lzc_18_2_zero, \$32  };
-  assign lzc_16_8_count = { lzc_20_4_zero, \$33  };
-  assign lzc_16_16_count = { lzc_24_8_zero, \$34  };
-  assign lzc_12_4_count = { lzc_14_2_zero, \$37  };
-  assign lzc_8_4_count = { lzc_10_2_zero, \$40  };
-  assign lzc_8_8_count = { lzc_12_4_zero, \$41  };
-  assign lzc_4_4_count = { lzc_6_2_zero, \$44  };
-  assign lzc_0_4_count = { lzc_2_2_zero, \$47  };
-  assign lzc_0_8_count = { lzc_4_4_zero, \$48  };
-  assign lzc_0_16_count = { lzc_8_8_zero, \$49  };
-  assign lzc_0_32_count = { lzc_16_16_zero, \$50  };
-  assign lzc_count = { lzc_16_16_zero, \$50  };
-  assign limit = \$51 [7:0];
-  assign exp_field = \$58 [8:0];
-  assign finite_rounded = \$62 [30:0];
-  assign finite = { big_sign, \$63  };
-  assign \$8  = 1'h0;
-  assign align0_lost = 1'h0;
-  assign align0_sticky = 1'h0;
-  assign align1_sticky = align1_lost;
-  assign \$43  = 1'h1;
-  assign lzc_4_2_zero = 1'h0;
-  assign lzc_4_4_zero = 1'h0;
-  assign \$45  = 1'h1;
-  assign lzc_2_2_zero = 1'h0;
-  assign lzc_2_2_count = 1'h0;
-  assign \$46  = 1'h1;
-  assign lzc_0_2_zero = 1'h0;
-  assign lzc_0_2_count = 1'h0;
-  assign lzc_0_4_zero = 1'h0;
-  assign \$47  = 1'h0;
-  assign lzc_0_8_zero = 1'h0;
-  assign \$48  = { lzc_6_2_zero, \$44  };
-  assign lzc_0_16_zero = 1'h0;
-  assign lzc_0_32_zero = 1'h0;
-endmodule
-
-(* generator = "Amaranth" *)
-module \bd_dot_fp32_fast_b32.accumulator.convert (\port$759$0 , value);
-  wire [14:0] \$1 ;
-  wire [1:0] \$10 ;
-  wire \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire [1:0] \$17 ;
-  wire [2:0] \$18 ;
-  wire [7:0] \$19 ;
-  wire [14:0] \$2 ;
-  wire \$3 ;
-  wire \$4 ;
-  wire \$5 ;
-  wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
-  wire \$9 ;
-  wire [5:0] exp;
   wire [7:0] exp_field;
   wire [6:0] exp_wide;
+  wire far_beyond_plain;
+  wire [24:0] far_big_inc;
+  wire [23:0] far_chosen;
+  wire [8:0] far_exp;
+  wire [24:0] far_inc_a;
+  wire [24:0] far_inc_b;
+  wire [23:0] far_sig;
+  wire [28:0] far_sum_carry;
+  wire [27:0] far_sum_left;
+  wire [27:0] far_sum_plain;
+  wire far_up;
+  wire far_up_carry;
+  wire far_use_carry;
+  wire far_use_left;
+  wire [8:0] follow_ahead0;
+  wire [8:0] follow_ahead2;
+  wire [8:0] follow_ahead3;
+  wire [8:0] follow_behind0;
+  wire [8:0] follow_behind2;
+  wire [8:0] follow_behind3;
+  wire [8:0] follow_near_ahead;
+  wire [8:0] follow_near_behind;
+  wire [8:0] follow_xy;
+  wire [8:0] follow_yx;
+  wire [8:0] follow_zero_xy;
+  wire [8:0] follow_zero_yx;
+  wire [8:0] follow_zeros;
+  wire [8:0] hold_xy;
+  wire [8:0] hold_yx;
+  input [20:0] i__payload;
+  wire [20:0] i__payload;
+  wire [5:0] \i__payload.exp ;
+  wire \i__payload.last ;
+  wire [13:0] \i__payload.sum ;
+  wire i__ready;
+  input i__valid;
+  wire i__valid;
   wire [3:0] lzc_0_16_count;
   wire lzc_0_16_zero;
   wire lzc_0_2_count;
@@ -1685,82 +1350,817 @@ module \bd_dot_fp32_fast_b32.accumulator.convert (\port$759$0 , value);
   wire [3:0] lzc_count;
   wire [15:0] lzc_padded;
   wire [15:0] magnitude;
+  wire near;
+  wire [24:0] near_a1;
+  wire [24:0] near_a_wide;
+  wire [24:0] near_ab;
+  wire [24:0] near_b1;
+  wire near_b_larger;
+  wire [24:0] near_b_wide;
+  wire [24:0] near_ba;
+  wire [7:0] near_exp;
+  wire [3:0] near_lzc_0_16_count;
+  wire near_lzc_0_16_zero;
+  wire near_lzc_0_2_count;
+  wire near_lzc_0_2_zero;
+  wire [4:0] near_lzc_0_32_count;
+  wire near_lzc_0_32_zero;
+  wire [1:0] near_lzc_0_4_count;
+  wire near_lzc_0_4_zero;
+  wire [2:0] near_lzc_0_8_count;
+  wire near_lzc_0_8_zero;
+  wire near_lzc_10_2_count;
+  wire near_lzc_10_2_zero;
+  wire near_lzc_12_2_count;
+  wire near_lzc_12_2_zero;
+  wire [1:0] near_lzc_12_4_count;
+  wire near_lzc_12_4_zero;
+  wire near_lzc_14_2_count;
+  wire near_lzc_14_2_zero;
+  wire [3:0] near_lzc_16_16_count;
+  wire near_lzc_16_16_zero;
+  wire near_lzc_16_2_count;
+  wire near_lzc_16_2_zero;
+  wire [1:0] near_lzc_16_4_count;
+  wire near_lzc_16_4_zero;
+  wire [2:0] near_lzc_16_8_count;
+  wire near_lzc_16_8_zero;
+  wire near_lzc_18_2_count;
+  wire near_lzc_18_2_zero;
+  wire near_lzc_20_2_count;
+  wire near_lzc_20_2_zero;
+  wire [1:0] near_lzc_20_4_count;
+  wire near_lzc_20_4_zero;
+  wire near_lzc_22_2_count;
+  wire near_lzc_22_2_zero;
+  wire near_lzc_24_2_count;
+  wire near_lzc_24_2_zero;
+  wire [1:0] near_lzc_24_4_count;
+  wire near_lzc_24_4_zero;
+  wire [2:0] near_lzc_24_8_count;
+  wire near_lzc_24_8_zero;
+  wire near_lzc_26_2_count;
+  wire near_lzc_26_2_zero;
+  wire near_lzc_28_2_count;
+  wire near_lzc_28_2_zero;
+  wire [1:0] near_lzc_28_4_count;
+  wire near_lzc_28_4_zero;
+  wire near_lzc_2_2_count;
+  wire near_lzc_2_2_zero;
+  wire near_lzc_30_2_count;
+  wire near_lzc_30_2_zero;
+  wire near_lzc_4_2_count;
+  wire near_lzc_4_2_zero;
+  wire [1:0] near_lzc_4_4_count;
+  wire near_lzc_4_4_zero;
+  wire near_lzc_6_2_count;
+  wire near_lzc_6_2_zero;
+  wire near_lzc_8_2_count;
+  wire near_lzc_8_2_zero;
+  wire [1:0] near_lzc_8_4_count;
+  wire near_lzc_8_4_zero;
+  wire [2:0] near_lzc_8_8_count;
+  wire near_lzc_8_8_zero;
+  wire [4:0] near_lzc_count;
+  wire [31:0] near_lzc_padded;
+  wire [24:0] near_normalise0;
+  wire [24:0] near_normalise1;
+  wire [24:0] near_normalise2;
+  wire [24:0] near_normalise3;
+  wire [24:0] near_normalise4;
+  wire [7:0] near_shift_wide;
+  wire near_sign;
+  wire [24:0] near_value;
+  wire near_zero;
+  wire [8:0] next_ahead;
+  wire [8:0] next_behind;
   wire [15:0] normalise0;
   wire [15:0] normalise1;
   wire [15:0] normalise2;
   wire [15:0] normalise3;
+  wire [31:0] o__payload;
+  wire [31:0] \o__payload.total ;
+  input o__ready;
+  wire o__ready;
+  (* init = 1'h0 *)
+  wire o__valid;
+  reg [7:0] o_exp = 8'h01;
+  reg o_inf = 1'h0;
+  wire o_load;
+  reg o_nan = 1'h0;
+  reg [23:0] o_sig = 24'h000000;
+  reg o_sign = 1'h0;
+  output o_valid;
+  reg o_valid = 1'h0;
   wire [6:0] offset_rest;
-  input [19:0] \port$759$0 ;
-  wire [19:0] \port$759$0 ;
-  wire [13:0] sum;
-  output [31:0] value;
-  wire [31:0] value;
+  output [31:0] \packed ;
+  wire [31:0] \packed ;
+  wire [8:0] restart_xy;
+  wire [8:0] restart_yx;
+  input rst;
+  wire rst;
+  wire same_exp;
+  wire [26:0] small_ext;
+  wire [23:0] small_sig;
+  wire subtract;
+  wire [7:0] sum_exp;
+  wire [23:0] sum_sig;
+  wire sum_sign;
+  reg [7:0] t_exp = 8'h01;
+  wire t_fire;
+  reg t_inf = 1'h0;
+  reg t_last = 1'h0;
+  wire t_load;
+  reg t_nan = 1'h0;
+  reg [23:0] t_sig = 24'h000000;
+  reg t_sign = 1'h0;
+  reg t_valid = 1'h0;
+  wire [7:0] value_exp;
+  wire value_inf;
+  wire value_nan;
+  wire value_normal;
+  wire [23:0] value_sig;
+  wire value_sign;
+  wire value_special;
   wire zero;
   wire [6:0] zeros_wide;
-  assign \$1  = - $signed(\port$759$0 [13:0]);
-  assign \$2  = \port$759$0 [13] ? \$1  : { \port$759$0 [13], \port$759$0 [13:0] };
-  assign \$3  = | { 2'h0, \$2 [13:0] };
-  assign zero = ~ \$3 ;
-  assign \$5  = \$2 [13] | \$2 [12];
-  assign lzc_12_2_zero = ~ \$5 ;
-  assign lzc_12_2_count = ~ \$2 [13];
-  assign \$7  = \$2 [11] | \$2 [10];
-  assign lzc_10_2_zero = ~ \$7 ;
-  assign lzc_10_2_count = ~ \$2 [11];
-  assign \$8  = \$2 [9] | \$2 [8];
-  assign lzc_8_2_zero = ~ \$8 ;
-  assign lzc_8_2_count = ~ \$2 [9];
+  assign \$1  = ~ o_valid;
+  assign o_load = \$1  | o__ready;
+  assign \$2  = ~ t_last;
+  assign \$3  = \$2  | o_load;
+  assign t_fire = t_valid & \$3 ;
+  assign \$4  = ~ t_valid;
+  assign t_load = \$4  | t_fire;
+  assign \$5  = ~ c_valid;
+  assign c_load = \$5  | t_load;
+  assign \$6  = - $signed(i__payload[13:0]);
+  assign \$7  = i__payload[13] ? \$6  : { i__payload[13], i__payload[13:0] };
+  assign \$8  = | { 2'h0, \$7 [13:0] };
+  assign zero = ~ \$8 ;
+  assign \$10  = \$7 [13] | \$7 [12];
+  assign lzc_12_2_zero = ~ \$10 ;
+  assign lzc_12_2_count = ~ \$7 [13];
+  assign \$12  = \$7 [11] | \$7 [10];
+  assign lzc_10_2_zero = ~ \$12 ;
+  assign lzc_10_2_count = ~ \$7 [11];
+  assign \$13  = \$7 [9] | \$7 [8];
+  assign lzc_8_2_zero = ~ \$13 ;
+  assign lzc_8_2_count = ~ \$7 [9];
   assign lzc_8_4_zero = lzc_10_2_zero & lzc_8_2_zero;
-  assign \$9  = \$7  ? lzc_10_2_count : lzc_8_2_count;
+  assign \$14  = \$12  ? lzc_10_2_count : lzc_8_2_count;
   assign lzc_8_8_zero = lzc_12_4_zero & lzc_8_4_zero;
-  assign \$10  = \$5  ? { lzc_14_2_zero, \$6  } : { lzc_10_2_zero, \$9  };
-  assign \$11  = \$2 [7] | \$2 [6];
-  assign lzc_6_2_zero = ~ \$11 ;
-  assign lzc_6_2_count = ~ \$2 [7];
-  assign \$12  = \$2 [5] | \$2 [4];
-  assign lzc_4_2_zero = ~ \$12 ;
-  assign lzc_4_2_count = ~ \$2 [5];
+  assign \$15  = \$10  ? { lzc_14_2_zero, \$11  } : { lzc_10_2_zero, \$14  };
+  assign \$16  = \$7 [7] | \$7 [6];
+  assign lzc_6_2_zero = ~ \$16 ;
+  assign lzc_6_2_count = ~ \$7 [7];
+  assign \$17  = \$7 [5] | \$7 [4];
+  assign lzc_4_2_zero = ~ \$17 ;
+  assign lzc_4_2_count = ~ \$7 [5];
   assign lzc_4_4_zero = lzc_6_2_zero & lzc_4_2_zero;
-  assign \$13  = \$11  ? lzc_6_2_count : lzc_4_2_count;
-  assign \$14  = \$2 [3] | \$2 [2];
-  assign lzc_2_2_zero = ~ \$14 ;
-  assign lzc_2_2_count = ~ \$2 [3];
-  assign \$15  = \$2 [1] | \$2 [0];
-  assign lzc_0_2_zero = ~ \$15 ;
-  assign lzc_0_2_count = ~ \$2 [1];
+  assign \$18  = \$16  ? lzc_6_2_count : lzc_4_2_count;
+  assign \$19  = \$7 [3] | \$7 [2];
+  assign lzc_2_2_zero = ~ \$19 ;
+  assign lzc_2_2_count = ~ \$7 [3];
+  assign \$20  = \$7 [1] | \$7 [0];
+  assign lzc_0_2_zero = ~ \$20 ;
+  assign lzc_0_2_count = ~ \$7 [1];
   assign lzc_0_4_zero = lzc_2_2_zero & lzc_0_2_zero;
-  assign \$16  = \$14  ? lzc_2_2_count : lzc_0_2_count;
+  assign \$21  = \$19  ? lzc_2_2_count : lzc_0_2_count;
   assign lzc_0_8_zero = lzc_4_4_zero & lzc_0_4_zero;
-  assign \$17  = lzc_4_4_zero ? { lzc_2_2_zero, \$16  } : { lzc_6_2_zero, \$13  };
+  assign \$22  = lzc_4_4_zero ? { lzc_2_2_zero, \$21  } : { lzc_6_2_zero, \$18  };
   assign lzc_0_16_zero = lzc_8_8_zero & lzc_0_8_zero;
-  assign \$18  = lzc_8_8_zero ? { lzc_4_4_zero, \$17  } : { lzc_12_4_zero, \$10  };
-  assign normalise0 = \$18 [0] ? { 1'h0, \$2 [13:0], 1'h0 } : { 2'h0, \$2 [13:0] };
-  assign normalise1 = \$18 [1] ? { normalise0[13:0], 2'h0 } : normalise0;
-  assign normalise2 = \$18 [2] ? { normalise1[11:0], 4'h0 } : normalise1;
-  assign normalise3 = lzc_8_8_zero ? { normalise2[7:0], 8'h00 } : normalise2;
-  assign \$19  = 7'h6a - zeros_wide;
-  assign exp_field = exp_wide + \$19 [6:0];
-  assign value = \$3  ? { \port$759$0 [13], exp_field, normalise3[14:0], 8'h00 } : 32'd0;
-  assign magnitude = { 2'h0, \$2 [13:0] };
-  assign sum = \port$759$0 [13:0];
-  assign lzc_padded = { 2'h0, \$2 [13:0] };
-  assign lzc_12_4_count = { lzc_14_2_zero, \$6  };
-  assign lzc_8_4_count = { lzc_10_2_zero, \$9  };
-  assign lzc_8_8_count = { lzc_12_4_zero, \$10  };
-  assign lzc_4_4_count = { lzc_6_2_zero, \$13  };
-  assign lzc_0_4_count = { lzc_2_2_zero, \$16  };
-  assign lzc_0_8_count = { lzc_4_4_zero, \$17  };
-  assign lzc_0_16_count = { lzc_8_8_zero, \$18  };
-  assign lzc_count = { lzc_8_8_zero, \$18  };
-  assign offset_rest = \$19 [6:0];
-  assign exp = \port$759$0 [19:14];
-  assign \$4  = 1'h0;
+  assign \$23  = lzc_8_8_zero ? { lzc_4_4_zero, \$22  } : { lzc_12_4_zero, \$15  };
+  assign normalise0 = c_zeros[0] ? { c_field[14:0], 1'h0 } : c_field;
+  assign normalise1 = c_zeros[1] ? { normalise0[13:0], 2'h0 } : normalise0;
+  assign normalise2 = c_zeros[2] ? { normalise1[11:0], 4'h0 } : normalise1;
+  assign normalise3 = c_zeros[3] ? { normalise2[7:0], 8'h00 } : normalise2;
+  assign \$24  = 7'h6a - zeros_wide;
+  assign exp_field = exp_wide + \$24 [6:0];
+  assign converted = c_zero ? 32'd0 : { c_negative, exp_field, normalise3[14:0], 8'h00 };
+  assign value_normal = | converted[30:23];
+  assign value_special = & converted[30:23];
+  assign value_exp = value_normal ? converted[30:23] : 8'h01;
+  assign \$25  = | converted[22:0];
+  assign \$26  = ~ \$25 ;
+  assign value_inf = value_special & \$26 ;
+  assign \$27  = | converted[22:0];
+  assign value_nan = value_special & \$27 ;
+  assign subtract = acc_sign ^ t_sign;
+  assign a_big = ~ acc_ahead[8];
+  assign \$28  = | acc_ahead;
+  assign same_exp = ~ \$28 ;
+  assign \$29  = acc_ahead[8] ? acc_behind : acc_ahead;
+  assign \$30  = | \$29 [7:1];
+  assign \$31  = ~ \$30 ;
+  assign apart_one = \$29 [0] & \$31 ;
+  assign big_exp = acc_ahead[8] ? t_exp : acc_exp;
+  assign big_sign = acc_ahead[8] ? t_sign : acc_sign;
+  assign near_ab = acc_sig - t_sig;
+  assign near_ba = t_sig - acc_sig;
+  assign \$32  = { acc_sig, 1'h0 } - near_b_wide;
+  assign \$33  = { t_sig, 1'h0 } - near_a_wide;
+  assign \$34  = near_ab[24] ? near_ba : near_ab;
+  assign \$35  = acc_ahead[8] ? \$33 [24:0] : \$32 [24:0];
+  assign near_value = \$28  ? \$35  : { \$34 [23:0], 1'h0 };
+  assign \$36  = ~ near_value[24];
+  assign \$37  = apart_one & \$36 ;
+  assign \$38  = same_exp | \$37 ;
+  assign near = subtract & \$38 ;
+  assign \$39  = near_ab[24] ? t_sign : acc_sign;
+  assign near_sign = \$28  ? big_sign : \$39 ;
+  assign \$40  = near_value[24] | near_value[23];
+  assign near_lzc_30_2_zero = ~ \$40 ;
+  assign near_lzc_30_2_count = ~ near_value[24];
+  assign \$41  = near_value[22] | near_value[21];
+  assign near_lzc_28_2_zero = ~ \$41 ;
+  assign near_lzc_28_2_count = ~ near_value[22];
+  assign near_lzc_28_4_zero = near_lzc_30_2_zero & near_lzc_28_2_zero;
+  assign \$42  = \$40  ? near_lzc_30_2_count : near_lzc_28_2_count;
+  assign \$43  = near_value[20] | near_value[19];
+  assign near_lzc_26_2_zero = ~ \$43 ;
+  assign near_lzc_26_2_count = ~ near_value[20];
+  assign \$44  = near_value[18] | near_value[17];
+  assign near_lzc_24_2_zero = ~ \$44 ;
+  assign near_lzc_24_2_count = ~ near_value[18];
+  assign near_lzc_24_4_zero = near_lzc_26_2_zero & near_lzc_24_2_zero;
+  assign \$45  = \$43  ? near_lzc_26_2_count : near_lzc_24_2_count;
+  assign near_lzc_24_8_zero = near_lzc_28_4_zero & near_lzc_24_4_zero;
+  assign \$46  = near_lzc_28_4_zero ? { near_lzc_26_2_zero, \$45  } : { near_lzc_30_2_zero, \$42  };
+  assign \$47  = near_value[16] | near_value[15];
+  assign near_lzc_22_2_zero = ~ \$47 ;
+  assign near_lzc_22_2_count = ~ near_value[16];
+  assign \$48  = near_value[14] | near_value[13];
+  assign near_lzc_20_2_zero = ~ \$48 ;
+  assign near_lzc_20_2_count = ~ near_value[14];
+  assign near_lzc_20_4_zero = near_lzc_22_2_zero & near_lzc_20_2_zero;
+  assign \$49  = \$47  ? near_lzc_22_2_count : near_lzc_20_2_count;
+  assign \$50  = near_value[12] | near_value[11];
+  assign near_lzc_18_2_zero = ~ \$50 ;
+  assign near_lzc_18_2_count = ~ near_value[12];
+  assign \$51  = near_value[10] | near_value[9];
+  assign near_lzc_16_2_zero = ~ \$51 ;
+  assign near_lzc_16_2_count = ~ near_value[10];
+  assign near_lzc_16_4_zero = near_lzc_18_2_zero & near_lzc_16_2_zero;
+  assign \$52  = \$50  ? near_lzc_18_2_count : near_lzc_16_2_count;
+  assign near_lzc_16_8_zero = near_lzc_20_4_zero & near_lzc_16_4_zero;
+  assign \$53  = near_lzc_20_4_zero ? { near_lzc_18_2_zero, \$52  } : { near_lzc_22_2_zero, \$49  };
+  assign near_lzc_16_16_zero = near_lzc_24_8_zero & near_lzc_16_8_zero;
+  assign \$54  = near_lzc_24_8_zero ? { near_lzc_20_4_zero, \$53  } : { near_lzc_28_4_zero, \$46  };
+  assign \$55  = near_value[8] | near_value[7];
+  assign near_lzc_14_2_zero = ~ \$55 ;
+  assign near_lzc_14_2_count = ~ near_value[8];
+  assign \$56  = near_value[6] | near_value[5];
+  assign near_lzc_12_2_zero = ~ \$56 ;
+  assign near_lzc_12_2_count = ~ near_value[6];
+  assign near_lzc_12_4_zero = near_lzc_14_2_zero & near_lzc_12_2_zero;
+  assign \$57  = \$55  ? near_lzc_14_2_count : near_lzc_12_2_count;
+  assign \$58  = near_value[4] | near_value[3];
+  assign near_lzc_10_2_zero = ~ \$58 ;
+  assign near_lzc_10_2_count = ~ near_value[4];
+  assign \$59  = near_value[2] | near_value[1];
+  assign near_lzc_8_2_zero = ~ \$59 ;
+  assign near_lzc_8_2_count = ~ near_value[2];
+  assign near_lzc_8_4_zero = near_lzc_10_2_zero & near_lzc_8_2_zero;
+  assign \$60  = \$58  ? near_lzc_10_2_count : near_lzc_8_2_count;
+  assign near_lzc_8_8_zero = near_lzc_12_4_zero & near_lzc_8_4_zero;
+  assign \$61  = near_lzc_12_4_zero ? { near_lzc_10_2_zero, \$60  } : { near_lzc_14_2_zero, \$57  };
+  assign near_lzc_6_2_count = ~ near_value[0];
+  assign \$69  = near_lzc_8_8_zero ? { near_lzc_4_4_zero, \$68  } : { near_lzc_12_4_zero, \$61  };
+  assign \$70  = near_lzc_16_16_zero ? { near_lzc_8_8_zero, \$69  } : { near_lzc_24_8_zero, \$54  };
+  assign \$71  = | near_value;
+  assign near_zero = ~ \$71 ;
+  assign near_normalise0 = \$70 [0] ? { near_value[23:0], 1'h0 } : near_value;
+  assign near_normalise1 = \$70 [1] ? { near_normalise0[22:0], 2'h0 } : near_normalise0;
+  assign near_normalise2 = \$70 [2] ? { near_normalise1[20:0], 4'h0 } : near_normalise1;
+  assign near_normalise3 = \$70 [3] ? { near_normalise2[16:0], 8'h00 } : near_normalise2;
+  assign near_normalise4 = near_lzc_16_16_zero ? { near_normalise3[8:0], 16'h0000 } : near_normalise3;
+  assign \$72  = big_exp - near_shift_wide;
+  assign \$73  = \$71  ? \$72  : 9'h001;
+  assign big_sig = acc_ahead[8] ? t_sig : acc_sig;
+  assign small_sig = acc_ahead[8] ? acc_sig : t_sig;
+  assign align_beyond = | \$29 [7:5];
+  assign \$74  = | small_sig;
+  assign small_ext = align_beyond ? { 26'h0000000, \$74  } : { small_sig, 3'h0 };
+  assign align0_lost = \$29 [0] & \$75 ;
+  assign align0 = \$29 [0] ? { 1'h0, small_ext[26:1] } : small_ext;
+  assign \$76  = | align0[1:0];
+  assign align1_lost = \$29 [1] & \$76 ;
+  assign align1_sticky = align0_sticky | align1_lost;
+  assign align1 = \$29 [1] ? { 2'h0, align0[26:2] } : align0;
+  assign \$77  = | align1[3:0];
+  assign align2_lost = \$29 [2] & \$77 ;
+  assign align2_sticky = align1_sticky | align2_lost;
+  assign align2 = \$29 [2] ? { 4'h0, align1[26:4] } : align1;
+  assign \$78  = | align2[7:0];
+  assign align3_lost = \$29 [3] & \$78 ;
+  assign align3_sticky = align2_sticky | align3_lost;
+  assign align3 = \$29 [3] ? { 8'h00, align2[26:8] } : align2;
+  assign \$79  = | align3[15:0];
+  assign align4_lost = \$29 [4] & \$79 ;
+  assign align4_sticky = align3_sticky | align4_lost;
+  assign align4 = \$29 [4] ? { 16'h0000, align3[26:16] } : align3;
+  assign align = align4 | { 26'h0000000, align4_sticky };
+  assign \$80  = subtract ? 27'h7ffffff : 27'h0000000;
+  assign align_flip = align ^ \$80 ;
+  assign far_inc_a = acc_sig + 1'h1;
+  assign far_inc_b = t_sig + 1'h1;
+  assign far_big_inc = acc_ahead[8] ? far_inc_b : far_inc_a;
+  assign far_sum_carry = { far_big_inc, 3'h0 } + align_wide;
+  assign \$81  = { big_sig, 3'h4 } + align_flip;
+  assign \$82  = \$81  + subtract;
+  assign \$83  = { big_sig, 3'h2 } + align_flip;
+  assign \$84  = \$83  + subtract;
+  assign far_beyond_plain = \$82 [27] ^ subtract;
+  assign \$85  = ~ subtract;
+  assign far_use_carry = \$85  & far_beyond_plain;
+  assign \$86  = ~ \$84 [26];
+  assign \$87  = subtract & \$86 ;
+  assign far_use_left = \$87  & \$84 [27];
+  assign \$88  = | far_sum_carry[3:0];
+  assign \$89  = ~ \$88 ;
+  assign \$91  = far_sum_carry[4] & \$90 ;
+  assign \$92  = | \$84 [1:0];
+  assign \$93  = ~ \$92 ;
+  assign \$95  = \$84 [2] & \$94 ;
+  assign \$96  = | \$82 [2:0];
+  assign \$97  = ~ \$96 ;
+  assign \$99  = \$82 [3] & \$98 ;
+  assign \$100  = far_use_left ? { \$84 [25:3], \$95  } : { \$82 [26:4], \$99  };
+  assign far_chosen = far_use_carry ? { far_sum_carry[27:5], \$91  } : \$100 ;
+  assign \$101  = ~ far_use_left;
+  assign \$102  = subtract & \$101 ;
+  assign \$103  = \$102  & far_beyond_plain;
+  assign far_up = far_use_carry ? far_sum_carry[28] : \$103 ;
+  assign \$104  = far_chosen[23] | far_up;
+  assign \$105  = big_exp[7:1] + 1'h1;
+  assign \$106  = big_exp + 1'h1;
+  assign \$107  = far_sum_carry[28] ? { \$105 , big_exp[0] } : \$106 ;
+  assign \$108  = big_exp - 1'h1;
+  assign \$109  = big_exp + 1'h1;
+  assign \$110  = far_up ? \$109  : { 1'h0, big_exp };
+  assign \$111  = far_use_left ? { \$108 [8], \$108  } : { 1'h0, \$110  };
+  assign \$112  = far_use_carry ? { 1'h0, \$107  } : \$111 ;
+  assign \$114  = near_sign & \$113 ;
+  assign sum_sign = near ? \$114  : big_sign;
+  assign sum_exp = near ? \$73 [7:0] : \$112 [7:0];
+  assign sum_sig = near ? near_normalise4[24:1] : { \$104 , far_chosen[22:0] };
+  assign follow_xy = big_exp - value_exp;
+  assign follow_yx = value_exp - big_exp;
+  assign \$115  = follow_xy - 1'h1;
+  assign \$116  = follow_yx + 1'h1;
+  assign \$117  = follow_xy + 1'h1;
+  assign \$118  = follow_yx - 1'h1;
+  assign \$119  = follow_xy[8:1] + 1'h1;
+  assign \$120  = follow_yx[8:1] - 1'h1;
+  assign follow_zero_yx = value_exp - 1'h1;
+  assign \$121  = ~ follow_zero_yx;
+  assign \$122  = \$121  + 1'h1;
+  assign \$123  = follow_xy - follow_zeros;
+  assign \$124  = \$71  ? \$123  : { 1'h0, \$122 [8:0] };
+  assign \$125  = follow_yx + follow_zeros;
+  assign \$126  = \$71  ? \$125  : { 1'h0, follow_zero_yx };
+  assign \$127  = far_sum_carry[28] ? { \$119 [7:0], follow_xy[0] } : \$117 [8:0];
+  assign \$128  = far_up ? \$117 [8:0] : follow_xy;
+  assign \$129  = far_use_left ? \$115 [8:0] : \$128 ;
+  assign \$130  = far_use_carry ? \$127  : \$129 ;
+  assign next_ahead = near ? \$124 [8:0] : \$130 ;
+  assign \$131  = far_sum_carry[28] ? { \$120 [7:0], follow_yx[0] } : \$118 [8:0];
+  assign \$132  = far_up ? \$118 [8:0] : follow_yx;
+  assign \$133  = far_use_left ? \$116 [8:0] : \$132 ;
+  assign \$134  = far_use_carry ? \$131  : \$133 ;
+  assign next_behind = near ? \$126 [8:0] : \$134 ;
+  assign restart_yx = value_exp - 1'h1;
+  assign \$135  = ~ restart_yx;
+  assign \$136  = \$135  + 1'h1;
+  assign hold_xy = acc_exp - value_exp;
+  assign hold_yx = value_exp - acc_exp;
+  assign \$137  = o_sig[23] ? o_exp : 8'h00;
+  assign \$138  = o_inf ? { o_sign, 31'h7f800000 } : { o_sign, \$137 , o_sig[22:0] };
+  assign \packed  = o_nan ? 32'd2143289344 : \$138 ;
+  assign \$139  = c_load & i__valid;
+  assign \$140  = c_load & i__valid;
+  assign \$141  = c_load & i__valid;
+  assign \$142  = c_load & i__valid;
+  assign \$143  = c_load & i__valid;
+  assign \$144  = t_last ? \$136 [8:0] : next_ahead;
+  assign \$145  = t_fire ? \$144  : hold_xy;
+  assign \$146  = t_last ? restart_yx : next_behind;
+  assign \$147  = t_fire ? \$146  : hold_yx;
+  assign \$148  = t_fire & t_last;
+  always @(posedge clk)
+    c_valid <= \$149 ;
+  always @(posedge clk)
+    c_last <= \$150 ;
+  always @(posedge clk)
+    c_negative <= \$151 ;
+  always @(posedge clk)
+    c_zero <= \$152 ;
+  always @(posedge clk)
+    c_field <= \$153 ;
+  always @(posedge clk)
+    c_zeros <= \$154 ;
+  always @(posedge clk)
+    c_exp <= \$155 ;
+  always @(posedge clk)
+    t_valid <= \$156 ;
+  always @(posedge clk)
+    t_sign <= \$157 ;
+  always @(posedge clk)
+    t_exp <= \$158 ;
+  always @(posedge clk)
+    t_sig <= \$159 ;
+  always @(posedge clk)
+    t_inf <= \$160 ;
+  always @(posedge clk)
+    t_nan <= \$161 ;
+  always @(posedge clk)
+    acc_ahead <= \$162 ;
+  always @(posedge clk)
+    acc_behind <= \$163 ;
+  always @(posedge clk)
+    t_last <= \$164 ;
+  always @(posedge clk)
+    o_valid <= \$165 ;
+  always @(posedge clk)
+    o_sign <= \$166 ;
+  always @(posedge clk)
+    o_exp <= \$167 ;
+  always @(posedge clk)
+    o_sig <= \$168 ;
+  always @(posedge clk)
+    o_inf <= \$169 ;
+  always @(posedge clk)
+    o_nan <= \$170 ;
+  always @(posedge clk)
+    acc_sign <= \$171 ;
+  always @(posedge clk)
+    acc_exp <= \$172 ;
+  always @(posedge clk)
+    acc_sig <= \$173 ;
+  always @(posedge clk)
+    acc_inf <= \$174 ;
+  always @(posedge clk)
+    acc_nan <= \$175 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$149  = c_valid;
+    if (c_load) begin
+      \$149  = i__valid;
+    end
+    if (rst) begin
+      \$149  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$150  = c_last;
+    if (c_load) begin
+      if (i__valid) begin
+        \$150  = i__payload[20];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$151  = c_negative;
+    if (\$139 ) begin
+      \$151  = i__payload[13];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$152  = c_zero;
+    if (\$140 ) begin
+      \$152  = zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$153  = c_field;
+    if (\$141 ) begin
+      \$153  = { 2'h0, \$7 [13:0] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$154  = c_zeros;
+    if (\$142 ) begin
+      \$154  = { lzc_8_8_zero, \$23  };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$155  = c_exp;
+    if (\$143 ) begin
+      \$155  = i__payload[19:14];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$156  = t_valid;
+    if (t_load) begin
+      \$156  = c_valid;
+    end
+    if (rst) begin
+      \$156  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$157  = t_sign;
+    if (t_load) begin
+      if (c_valid) begin
+        \$157  = converted[31];
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$158  = t_exp;
+    if (t_load) begin
+      if (c_valid) begin
+        \$158  = value_exp;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$159  = t_sig;
+    if (t_load) begin
+      if (c_valid) begin
+        \$159  = { value_normal, converted[22:0] };
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$160  = t_inf;
+    if (t_load) begin
+      if (c_valid) begin
+        \$160  = value_inf;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$161  = t_nan;
+    if (t_load) begin
+      if (c_valid) begin
+        \$161  = value_nan;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$162  = acc_ahead;
+    if (t_load) begin
+      if (c_valid) begin
+        \$162  = \$145 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$163  = acc_behind;
+    if (t_load) begin
+      if (c_valid) begin
+        \$163  = \$147 ;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$164  = t_last;
+    if (t_load) begin
+      if (c_valid) begin
+        \$164  = c_last;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$165  = o_valid;
+    if (o_load) begin
+      \$165  = \$148 ;
+    end
+    if (rst) begin
+      \$165  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$166  = o_sign;
+    if (t_fire) begin
+      if (t_last) begin
+        \$166  = sum_sign;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$167  = o_exp;
+    if (t_fire) begin
+      if (t_last) begin
+        \$167  = sum_exp;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$168  = o_sig;
+    if (t_fire) begin
+      if (t_last) begin
+        \$168  = sum_sig;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$169  = o_inf;
+    if (t_fire) begin
+      if (t_last) begin
+        \$169  = 1'h0;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$170  = o_nan;
+    if (t_fire) begin
+      if (t_last) begin
+        \$170  = 1'h0;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$171  = acc_sign;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$171  = 1'h0;
+      end else begin
+        \$171  = sum_sign;
+      end
+    end
+    if (rst) begin
+      \$171  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$172  = acc_exp;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$172  = 8'h01;
+      end else begin
+        \$172  = sum_exp;
+      end
+    end
+    if (rst) begin
+      \$172  = 8'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$173  = acc_sig;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$173  = 24'h000000;
+      end else begin
+        \$173  = sum_sig;
+      end
+    end
+    if (rst) begin
+      \$173  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$174  = acc_inf;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$174  = 1'h0;
+      end else begin
+        \$174  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$174  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$175  = acc_nan;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$175  = 1'h0;
+      end else begin
+        \$175  = 1'h0;
+      end
+    end
+    if (rst) begin
+      \$175  = 1'h0;
+    end
+  end
+  assign i__ready = c_load;
+  assign o__valid = o_valid;
+  assign magnitude = { 2'h0, \$7 [13:0] };
+  assign lzc_padded = { 2'h0, \$7 [13:0] };
+  assign lzc_12_4_count = { lzc_14_2_zero, \$11  };
+  assign lzc_8_4_count = { lzc_10_2_zero, \$14  };
+  assign lzc_8_8_count = { lzc_12_4_zero, \$15  };
+  assign lzc_4_4_count = { lzc_6_2_zero, \$18  };
+  assign lzc_0_4_count = { lzc_2_2_zero, \$21  };
+  assign lzc_0_8_count = { lzc_4_4_zero, \$22  };
+  assign lzc_0_16_count = { lzc_8_8_zero, \$23  };
+  assign lzc_count = { lzc_8_8_zero, \$23  };
+  assign offset_rest = \$24 [6:0];
+  assign value_sign = converted[31];
+  assign value_sig = { value_normal, converted[22:0] };
+  assign distance = \$29 [7:0];
+  assign near_a1 = \$32 [24:0];
+  assign near_b1 = \$33 [24:0];
+  assign near_b_larger = near_ab[24];
+  assign near_lzc_padded = { near_value, 7'h7f };
+  assign near_lzc_28_4_count = { near_lzc_30_2_zero, \$42  };
+  assign near_lzc_24_4_count = { near_lzc_26_2_zero, \$45  };
+  assign near_lzc_24_8_count = { near_lzc_28_4_zero, \$46  };
+  assign near_lzc_20_4_count = { near_lzc_22_2_zero, \$49  };
+  assign near_lzc_16_4_count = { near_lzc_18_2_zero, \$52  };
+  assign near_lzc_16_8_count = { near_lzc_20_4_zero, \$53  };
+  assign near_lzc_16_16_count = { near_lzc_24_8_zero, \$54  };
+  assign near_lzc_12_4_count = { near_lzc_14_2_zero, \$57  };
+  assign near_lzc_8_4_count = { near_lzc_10_2_zero, \$60  };
+  assign near_lzc_8_8_count = { near_lzc_12_4_zero, \$61  };
+  assign near_lzc_4_4_count = { near_lzc_6_2_zero, \$64  };
+  assign near_lzc_0_4_count = { near_lzc_2_2_zero, \$67  };
+  assign near_lzc_0_8_count = { near_lzc_4_4_zero, \$68  };
+  assign near_lzc_0_16_count = { near_lzc_8_8_zero, \$69  };
+  assign near_lzc_0_32_count = { near_lzc_16_16_zero, \$70  };
+  assign near_lzc_count = { near_lzc_16_16_zero, \$70  };
+  assign near_exp = \$73 [7:0];
+  assign far_sum_plain = \$82 [27:0];
+  assign far_sum_left = \$84 [27:0];
+  assign far_up_carry = far_sum_carry[28];
+  assign far_sig = { \$104 , far_chosen[22:0] };
+  assign far_exp = \$112 [8:0];
+  assign follow_ahead0 = \$115 [8:0];
+  assign follow_behind0 = \$116 [8:0];
+  assign follow_ahead2 = \$117 [8:0];
+  assign follow_behind2 = \$118 [8:0];
+  assign follow_ahead3 = { \$119 [7:0], follow_xy[0] };
+  assign follow_behind3 = { \$120 [7:0], follow_yx[0] };
+  assign follow_zero_xy = \$122 [8:0];
+  assign follow_near_ahead = \$124 [8:0];
+  assign follow_near_behind = \$126 [8:0];
+  assign restart_xy = \$136 [8:0];
+  assign o__payload = \packed ;
+  assign \i__payload.sum  = i__payload[13:0];
+  assign \i__payload.exp  = i__payload[19:14];
+  assign \i__payload.last  = i__payload[20];
+  assign \o__payload.total  = \packed ;
+  assign \$9  = 1'h0;
   assign lzc_14_2_zero = 1'h1;
   assign lzc_14_2_count = 1'h1;
   assign lzc_12_4_zero = lzc_12_2_zero;
-  assign \$6  = lzc_12_2_count;
-  assign zeros_wide = { 3'h0, lzc_8_8_zero, \$18  };
-  assign exp_wide = { 1'h0, \port$759$0 [19:14] };
+  assign \$11  = lzc_12_2_count;
+  assign zeros_wide = { 3'h0, c_zeros };
+  assign exp_wide = { 1'h0, c_exp };
+  assign near_b_wide = { 1'h0, t_sig };
+  assign near_a_wide = { 1'h0, acc_sig };
+  assign \$62  = 1'h1;
+  assign near_lzc_6_2_zero = 1'h0;
+  assign \$63  = 1'h1;
+  assign near_lzc_4_2_zero = 1'h0;
+  assign near_lzc_4_2_count = 1'h0;
+  assign near_lzc_4_4_zero = 1'h0;
+  assign \$64  = near_lzc_6_2_count;
+  assign \$65  = 1'h1;
+  assign near_lzc_2_2_zero = 1'h0;
+  assign near_lzc_2_2_count = 1'h0;
+  assign \$66  = 1'h1;
+  assign near_lzc_0_2_zero = 1'h0;
+  assign near_lzc_0_2_count = 1'h0;
+  assign near_lzc_0_4_zero = 1'h0;
+  assign \$67  = 1'h0;
+  assign near_lzc_0_8_zero = 1'h0;
+  assign \$68  = { near_lzc_6_2_zero, \$64  };
+  assign near_lzc_0_16_zero = 1'h0;
+  assign near_lzc_0_32_zero = 1'h0;
+  assign near_shift_wide = { 3'h0, near_lzc_16_16_zero, \$70  };
+  assign \$75  = small_ext[0];
+  assign align0_sticky = align0_lost;
+  assign align_wide = { 1'h0, align };
+  assign \$90  = \$88 ;
+  assign \$94  = \$92 ;
+  assign \$98  = \$96 ;
+  assign \$113  = \$71 ;
+  assign follow_zeros = { 4'h0, near_lzc_16_16_zero, \$70  };
 endmodule
 
 (* generator = "Amaranth" *)

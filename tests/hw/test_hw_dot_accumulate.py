@@ -94,7 +94,7 @@ def test_latency_and_one_beat_per_clock(mode):
     for pipeline in range(len(BDDot.FLOAT_CUT_POINTS) + 1):
         dut = BDDot(B, pipeline=pipeline, accumulate=mode)
         latency = dut.latency
-        assert latency == (4 if mode == "fp32" else 5) + pipeline
+        assert latency == (5 if mode == "fp32" else 6) + pipeline
         run = check(dut, dots, mode)
         lasts = [sum(len(d) for d in dots[:k + 1]) - 1 for k in range(len(dots))]
         assert run.accepted == list(range(len(run.accepted)))
@@ -107,4 +107,4 @@ def test_bad_accumulate_is_a_value_error():
     with pytest.raises(ValueError, match="pipeline"):
         BDDot(32, pipeline=3, accumulate="fp32")
     assert DotParams(32, pipeline=4).accumulate == "exact" and DotParams(32, pipeline=4).latency == 10
-    assert DotParams(32, accumulate="fp16", max_blocks=1 << 40).latency == 5   # no wide accumulator
+    assert DotParams(32, accumulate="fp16", max_blocks=1 << 40).latency == 6   # no wide accumulator

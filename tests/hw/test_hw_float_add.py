@@ -3,9 +3,11 @@
 Exhaustive where the inputs are small: FloatWiden on all 65536 FP16 patterns, BlockToFloat on every
 15-bit block sum and every 6-bit exponent sum in both formats, the FP16 adder on every FP16 value
 against 256 operands that cover every exponent field, both signs and the mantissa ends. Dense random
-and corner pairs for the FP32 adder. The sweeps run through Verilator (tests/hw/verilated_comb.py);
-a few hundred corners also run in the Amaranth simulator, and FloatAccumulator runs there as a
-stream against golden.accumulate under random gaps and back-pressure.
+and corner pairs for the FP32 adder, and for the FP32 loop's adder without special cases on its
+domain. The sweeps run through Verilator (tests/hw/verilated_comb.py); a few hundred corners also
+run in the Amaranth simulator, and FloatAccumulator runs there as a stream against golden.accumulate
+under random gaps and back-pressure, in long walks that exercise the registered exponent
+differences of its loop.
 """
 import numpy as np
 import pytest
@@ -158,6 +160,52 @@ def test_fp32_adder_dense_random_and_corners(verilated):
     assert np.array_equal(got, numpy_add(a, b, FP32))
 
 
+def accumulator_domain_fp32(rng, n) -> np.ndarray:
+    """FP32 values the FP32 accumulator's loop can hold: zero, or normal multiples of 2^-36 of at
+    most 2^63 (exponent fields 91 to 190; the block values' 15 significant bits or any 24)."""
+    exp = rng.integers(91, 191, n)
+    man = rng.integers(0, 1 << 23, n)
+    man = np.where(rng.integers(0, 2, n) == 1, man & ~((1 << 9) - 1), man)     # block-value-like
+    man = np.where(exp == 190, 0, man)                                         # 2^63 at most
+    man = np.where(exp < 91 + 23, man & ~((1 << (91 + 23 - exp)) - 1), man)    # multiples of 2^-36
+    bits = rng.integers(0, 2, n) << 31 | exp << 23 | man
+    return np.where(rng.random(n) < 0.01, 0, bits)
+
+
+def test_fp32_loop_adder_on_the_accumulator_domain(verilated):
+    """The FP32 accumulator's adder (ieee=False: no special cases, no subnormal limit) on 4 million
+    pairs of normal or zero operands whose sum is normal or zero, as in its loop: random from its
+    domain and with nearby exponents (cancellation, ties, carries)."""
+    adder = verilated("adder_fp32_loop", lambda: FloatAdder(FP32, ieee=False))
+    rng = np.random.default_rng(6)
+    n = 1 << 20
+    a, b = accumulator_domain_fp32(rng, 4 * n), accumulator_domain_fp32(rng, 4 * n)
+    b[n:2 * n] = (a[n:2 * n] ^ (1 << 31)) + rng.integers(-(1 << 12), 1 << 12, n) * (1 << 9)   # cancel
+    b[2 * n:3 * n] = a[2 * n:3 * n] - (rng.integers(0, 3, n) << 23) + rng.integers(-512, 512, n)  # d <= 2
+    total = numpy_add(a, b, FP32)
+
+    def normal_or_zero(x):
+        field = x >> 23 & 0xFF
+        return ((x & 0x7FFFFFFF) == 0) | ((field >= 1) & (field <= 254))
+    keep = normal_or_zero(a) & normal_or_zero(b) & normal_or_zero(total)
+    got = adder(a=a[keep], b=b[keep])["sum"]
+    assert np.array_equal(got, total[keep])
+    assert keep.mean() > 0.99
+
+
+def test_fp32_running_sum_cannot_leave_the_loop_domain():
+    """The argument of FloatAccumulator's docstring, on the numbers: from 2^63, or just below it,
+    adding the largest block value (either sign) stays at most 2^63; the smallest non-zero block
+    value, 2^-36, is normal."""
+    largest = np.float32(14400 * 2.0 ** 24)                  # |S| <= 225 * 64, E_a + E_w <= 60
+    top = np.float32(2.0 ** 63)
+    below = np.nextafter(top, np.float32(0))
+    for acc in (top, below, -top, -below):
+        for v in (largest, -largest):
+            assert abs(acc + v) <= top
+    assert np.float32(2.0 ** -36) >= np.finfo(np.float32).tiny
+
+
 # ---- FloatAccumulator: a stream, against golden.accumulate -----------------------------------------
 
 @pytest.mark.parametrize("fmt", [FP16, FP32], ids=lambda f: f.name)
@@ -181,4 +229,33 @@ def test_accumulator_stream_matches_the_golden_model(fmt):
         if fmt is FP16:                            # the accumulator's FP16 bits, widened
             got = int(expected_bits(as_float(np.array([got]), FP16).astype(np.float32), FP32)[0])
         assert got == want_bits
-    assert FloatAccumulator.LATENCY == 2
+    assert FloatAccumulator.LATENCY == 3
+
+
+@pytest.mark.parametrize("fmt", [FP16, FP32], ids=lambda f: f.name)
+def test_accumulator_long_walks_match_the_golden_model(fmt):
+    """800 beats in groups of 1 to 60, exponent sums in narrow windows (the running sum and the terms
+    a place or two apart: cancellation, the near path, carries), across the FP16 subnormals
+    (exponent sums 0 to 12) and overflow (50 to 60), without gaps and under back-pressure: every
+    step's exponent bookkeeping (the registered differences) meets every kind of result."""
+    rng = np.random.default_rng(7 if fmt is FP16 else 8)
+    beats, sums = [], []
+    windows = ((28, 31), (0, 4), (8, 12), (40, 43), (50, 60), (2, 60))
+    while len(beats) < 800:
+        length = int(rng.integers(1, 61))
+        low, high = windows[len(sums) % len(windows)]
+        s = rng.integers(-14400, 14401, length)
+        s = np.where(rng.random(length) < 0.3, -np.roll(s, 1), s)          # undo the previous term
+        e = rng.integers(low, high + 1, length)
+        sums.append((s, e))
+        for k, (sk, ek) in enumerate(zip(s, e)):
+            beats.append(int(sk) & ((1 << SUM_BITS) - 1) | int(ek) << SUM_BITS | int(k == length - 1) << (SUM_BITS + 6))
+    dut = FloatAccumulator(SUM_BITS, fmt)
+    run = run_stream(dut, beats, expected=len(sums), valid_prob=0.9, ready_prob=0.8, seed=9, tail=4)
+    for n, ((s, e), got) in enumerate(zip(sums, run.outputs)):
+        values = torch.ldexp(torch.tensor(s, dtype=torch.float32), torch.tensor(e - 36))
+        want = int(accumulate.add_in_order(values[:, None], fmt.name).view(torch.int32)) & 0xFFFFFFFF
+        if fmt is FP16:
+            got = int(expected_bits(as_float(np.array([got]), FP16).astype(np.float32), FP32)[0])
+        assert got == want, f"group {n}: {got:#010x} != {want:#010x}"
+
