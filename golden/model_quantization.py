@@ -90,6 +90,15 @@ def parse_block_map(block_map, name: str = "block_map") -> dict[str, int]:
     return parsed
 
 
+def check_block_map_matches(entries: dict[str, int], layer_names, name: str = "block_map") -> None:
+    """Every layer pattern of a parsed block map matches one of `layer_names`, else a ValueError
+    naming the entry."""
+    for pattern, block in entries.items():
+        if pattern != DEFAULT_PATTERN and pattern not in ATTENTION_OPERANDS and not any(
+                re.search(pattern, layer) for layer in layer_names):
+            raise ValueError(f"{name} entry '{pattern}={block}': {pattern!r} matches no quantized layer")
+
+
 def block_of(layer: str, block_map: dict[str, int], default: int) -> tuple[int, str | None]:
     """The block of a linear layer (or of an ATTENTION_OPERANDS name) under a parsed block map, and
     the pattern that gave it (None: `default`)."""
@@ -425,10 +434,7 @@ def quantize_model(model: torch.nn.Module, weights: str | None = "bd_mse", activ
     blocks = {name: checked_block(name) for name in modules}
     attention = {operand: checked_block(operand) for operand in ATTENTION_OPERANDS} if full else {}
     static = _static_amax(model, activation_amax, activations, modules, full)
-    for pattern in entries:
-        if pattern != DEFAULT_PATTERN and pattern not in ATTENTION_OPERANDS and not any(
-                re.search(pattern, name) for name in modules):
-            raise ValueError(f"block_map entry '{pattern}={entries[pattern]}': {pattern!r} matches no quantized layer")
+    check_block_map_matches(entries, modules)
 
     undo = contextlib.ExitStack()
     _ACTIVE.add(model)

@@ -18,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from golden import calibration, models
-from golden.report import float64_check, metrics, noise, perplexity, quality_cost
+from golden.report import accumulation, block_maps, float64_check, metrics, noise, perplexity, quality_cost
 
 
 class Options(NamedTuple):
@@ -42,6 +42,7 @@ class Options(NamedTuple):
     calibration_text: pathlib.Path | None = None   # NVFP4 static scales' text (None: the text after the evaluation tokens)
     noise_runs: str | None = None   # regular expression of the runs measured again perturbed (None: the preset's)
     synth_json: pathlib.Path | None = None         # synthesis figures (None: the committed reports/synth/report.json)
+    block_map: str = block_maps.DEFAULT_BLOCK_MAP   # blocks per operand of the block-map runs
 
 
 # Budgets measured on 2 shared cores: see the timing section of the full report.
@@ -65,7 +66,8 @@ DTYPES = {"float64": torch.float64, "float32": torch.float32}
 
 def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=0,
             threads=DEFAULT_THREADS, dtype="float64", device=None, device_map=None, runs=None,
-            batch=4, calibration_text=None, noise_runs=None, synth_json=None) -> Options:
+            batch=4, calibration_text=None, noise_runs=None, synth_json=None,
+            block_map=block_maps.DEFAULT_BLOCK_MAP) -> Options:
     preset = dict(QUICK if quick else FULL)
     if max_tokens is not None:
         if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 2:
@@ -94,13 +96,14 @@ def options(quick=False, model=None, text=None, out=None, max_tokens=None, seed=
         re.compile(noise_runs)
     except re.error as err:
         raise ValueError(f"noise_runs must be a regular expression, got {noise_runs!r}: {err}") from err
+    block_map = block_maps.normalize(block_map)
     out = pathlib.Path(out) if out is not None else pathlib.Path("reports/golden-quick" if quick else "reports/golden")
     return Options(quick, None if model is None else pathlib.Path(model),
                    None if text is None else pathlib.Path(text), out, seed=seed, threads=threads,
                    dtype=DTYPES[dtype], device=device, device_map=device_map, runs=runs, batch=batch,
                    calibration_text=None if calibration_text is None else pathlib.Path(calibration_text),
                    noise_runs=noise_runs, synth_json=None if synth_json is None else pathlib.Path(synth_json),
-                   **preset)
+                   block_map=block_map, **preset)
 
 
 def quick_layers(model) -> list[str]:
@@ -230,7 +233,7 @@ def float64_section(captures, opts: Options, progress) -> dict:
 
 def selected_schemes(opts: Options) -> list[perplexity.Scheme]:
     """The perplexity runs of this report: all of the preset, or those whose key matches opts.runs."""
-    schemes = perplexity.perplexity_schemes(opts.quick)
+    schemes = perplexity.perplexity_schemes(opts.quick, opts.block_map)
     chosen = schemes if opts.runs is None else [s for s in schemes if re.search(opts.runs, s.key)]
     if not chosen:
         raise ValueError(f"runs {opts.runs!r} matches none of the runs: {', '.join(s.key for s in schemes)}")
@@ -280,22 +283,22 @@ def calibration_ids(tokenizer, all_ids: torch.Tensor, ppl_ids: torch.Tensor, opt
 def perplexity_section(model, ids, opts: Options, layers, progress, calibration_amax=None) -> dict:
     schemes = selected_schemes(opts)
     # Runs of one weight format follow each other: the time to quantize the weights is reported once.
-    order = sorted(schemes, key=lambda s: (s.scope != "baseline", str(s.weight_fmt), str(s.block)))
+    order = sorted(schemes, key=lambda s: (s.scope != "baseline", str(s.weight_fmt), str(s.block or s.block_map)))
     modules = perplexity.quantized_linears(model, layers)
     runs, weight_seconds = {}, {}
     for s in order:
         progress.set_description(f"perplexity {s.key}")
         start = time.perf_counter()
-        with perplexity.installed(model, s, layers, calibration_amax):
+        with perplexity.installed(model, s, layers, calibration_amax) as handle:
             if s.scope != "baseline":
-                weight_seconds.setdefault(f"{s.weight_fmt}" + ("" if s.block is None else f"_b{s.block}"),
-                                          time.perf_counter() - start)
+                size = "_map" if s.block_map else ("" if s.block is None else f"_b{s.block}")
+                weight_seconds.setdefault(f"{s.weight_fmt}{size}", time.perf_counter() - start)
+            bits = _run_bits(model, handle, s, opts.window)
             start, cpu_start = time.perf_counter(), time.process_time()
             result = perplexity.evaluate(model, ids, opts.window, on_window=progress.update, batch=opts.batch)
         runs[s.key] = {"label": s.label, "scope": s.scope, "weight_fmt": s.weight_fmt, "act_fmt": s.act_fmt,
                        "block": s.block, "exact": s.exact, "static": s.static, "gain": s.gain,
-                       "bits_per_element": perplexity.scheme_bits(s),
-                       "bits_per_element_paper": perplexity.scheme_bits(s, "paper"),
+                       "accumulate": s.accumulate, "block_map": s.block_map, **bits,
                        "perplexity": result.perplexity, "nll_sum": result.nll_sum,
                        "predicted_tokens": result.predicted_tokens, "windows": result.windows,
                        "window_nll": list(result.window_nll), "window_tokens": list(result.window_tokens),
@@ -303,6 +306,17 @@ def perplexity_section(model, ids, opts: Options, layers, progress, calibration_
     return {"tokens": int(ids.shape[1]), "window": opts.window, "quantized_layers": len(modules),
             "dtype": str(opts.dtype).removeprefix("torch."), "weight_quantization_s": weight_seconds,
             "runs": {s.key: runs[s.key] for s in schemes}}
+
+
+def _run_bits(model, handle, s: perplexity.Scheme, tokens: int) -> dict:
+    """A run's bits per element: the format's, or for a block map the average over the model's
+    operands of one window (golden.report.block_maps), weights and activations also apart."""
+    if s.block_map is None:
+        return {"bits_per_element": perplexity.scheme_bits(s), "bits_per_element_paper": perplexity.scheme_bits(s, "paper")}
+    bits = {convention: block_maps.operand_bits(model, handle, tokens, s.weight_fmt, s.act_fmt, convention)
+            for convention in ("ocp", "paper")}
+    return {"bits_per_element": bits["ocp"].all, "bits_per_element_paper": bits["paper"].all,
+            "operand_bits": bits["ocp"]._asdict()}
 
 
 def stage1_rows(result: dict) -> list[dict]:
@@ -324,17 +338,49 @@ def stage1_rows(result: dict) -> list[dict]:
 
 
 def hardware_exact_rows(result: dict) -> list[dict]:
-    """Each hardware-exact run beside the fake-quantized run of the same scheme."""
+    """Each hardware-exact run beside the fake-quantized run of the same scheme and, for a rounded
+    accumulation mode (SPEC 6.1), beside the hardware-exact run with exact accumulation."""
+    runs = result["perplexity"]["runs"]
+    same = ("scope", "weight_fmt", "act_fmt", "block", "block_map")
+
+    def twin(run: dict, exact: bool) -> dict | None:
+        return next((r for r in runs.values() if all(r.get(f) == run.get(f) for f in same) and r["exact"] == exact
+                     and r.get("accumulate", "exact") == "exact" and r.get("gain", 1.0) == 1.0), None)
+
+    def rel(run: dict, other: dict | None) -> float | None:
+        return (run["perplexity"] - other["perplexity"]) / other["perplexity"] if other else None
+
+    rows = []
+    for key, run in runs.items():
+        if not run["exact"] or run.get("gain", 1.0) != 1.0:
+            continue
+        fake, exact_sum = twin(run, False), twin(run, True)
+        rows.append({"key": key, "label": run["label"], "block": run["block"],
+                     "accumulate": run.get("accumulate", "exact"), "exact": run["perplexity"],
+                     "fake": fake["perplexity"] if fake else None, "rel_diff": rel(run, fake),
+                     "exact_accumulation": exact_sum["perplexity"] if exact_sum else None,
+                     "rel_diff_accumulation": rel(run, exact_sum),
+                     "exact_seconds": run["seconds"], "fake_seconds": fake["seconds"] if fake else None})
+    return rows
+
+
+def block_map_rows(result: dict) -> list[dict]:
+    """Each block-map run beside the uniform B=32 and B=16 runs of the same formats and scope."""
     runs = result["perplexity"]["runs"]
     rows = []
     for key, run in runs.items():
-        if not run["exact"]:
+        if run.get("block_map") is None or run.get("gain", 1.0) != 1.0:
             continue
-        fake = runs.get(key.removeprefix("exact_"))
-        rows.append({"key": key, "label": run["label"], "block": run["block"], "exact": run["perplexity"],
-                     "fake": fake["perplexity"] if fake else None,
-                     "rel_diff": (run["perplexity"] - fake["perplexity"]) / fake["perplexity"] if fake else None,
-                     "exact_seconds": run["seconds"], "fake_seconds": fake["seconds"] if fake else None})
+        uniform = {}
+        for block in (32, 16):
+            other = next((r for r in runs.values() if r["block"] == block and not r["exact"]
+                          and r.get("gain", 1.0) == 1.0 and not r.get("static")
+                          and all(r[f] == run[f] for f in ("scope", "weight_fmt", "act_fmt"))), None)
+            uniform[block] = None if other is None else {"perplexity": other["perplexity"],
+                                                         "bits_per_element": other["bits_per_element"]}
+        rows.append({"key": key, "label": run["label"], "scope": run["scope"], "block_map": run["block_map"],
+                     "perplexity": run["perplexity"], "bits_per_element": run["bits_per_element"],
+                     "operand_bits": run["operand_bits"], "uniform": {str(b): u for b, u in uniform.items()}})
     return rows
 
 
@@ -362,12 +408,15 @@ def run(opts: Options) -> dict:
     synth_path = opts.synth_json or quality_cost.DEFAULT_SYNTH_JSON
     costs = quality_cost.mac_costs(quality_cost.load_synth(synth_path))
     calib_windows = len(perplexity.windows(calib_ids, opts.window)) if static else 0
+    names = list(perplexity.quantized_linears(model, layers))
+    for block_map in dict.fromkeys(s.block_map for s in schemes if s.block_map is not None):
+        block_maps.check_matches(block_map, names)
 
     mark = time.perf_counter()
     captures = models.capture_linear_inputs(model, tokenizer, text, opts.capture_tokens, layers, dtype=opts.dtype)
     timing["capture_s"] = time.perf_counter() - mark
 
-    total_steps = (len(captures) + len(check_layers(list(captures), opts.check_layers))
+    total_steps = (len(captures) + 2 * len(check_layers(list(captures), opts.check_layers))
                    + n_windows * len(schemes) + calib_windows)
     result = {}
     with tqdm(total=total_steps, unit="step", dynamic_ncols=True) as progress:
@@ -377,6 +426,10 @@ def run(opts: Options) -> dict:
         mark = time.perf_counter()
         result["float64_check"] = float64_section(captures, opts, progress)
         timing["float64_check_s"] = time.perf_counter() - mark
+        mark = time.perf_counter()
+        result["accumulation"] = accumulation.section(captures, check_layers(list(captures), opts.check_layers),
+                                                      opts.check_rows, progress)
+        timing["accumulation_s"] = time.perf_counter() - mark
         del captures
         amax = None
         if static:
@@ -396,6 +449,7 @@ def run(opts: Options) -> dict:
     result["quality_cost"] = quality_cost.section(
         runs, result["noise"], {k: r["bits_per_element"] for k, r in runs.items()}, costs,
         _shown_path(synth_path))
+    result["block_maps"] = block_map_rows(result)
 
     import transformers
 
@@ -418,6 +472,7 @@ def run(opts: Options) -> dict:
         "layer_filter": layers,
         "runs_filter": opts.runs,
         "noise_runs": opts.noise_runs,
+        "block_map": opts.block_map,
         "seed": opts.seed,
         "dtype": str(opts.dtype).removeprefix("torch."),
         "device": str(models.model_device(model)) if opts.device_map is None else f"device_map={opts.device_map}",

@@ -9,7 +9,7 @@ import time
 
 from golden import models, report
 from golden.cli import write_outputs
-from golden.report import quality_cost, writer
+from golden.report import block_maps, quality_cost, writer
 
 PROG = "python -m golden.report"
 
@@ -34,6 +34,12 @@ def parse(argv):
                              f"{report.QUICK['ppl_tokens']} with --quick); also caps the captured tokens")
     parser.add_argument("--runs", default=None, metavar="REGEX",
                         help="only the perplexity runs whose key matches REGEX (keys are listed in report.json)")
+    parser.add_argument("--block-map", default=block_maps.DEFAULT_BLOCK_MAP, metavar="MAP",
+                        help="block size per operand of the block-map runs: comma-separated PATTERN=BLOCK, the first "
+                             "PATTERN (a regular expression) found in a linear layer's name gives its weight's and "
+                             "input's block, attn_scores / attn_values the attention products' operands (full path "
+                             f"only), * every other (default {block_maps.DEFAULT_BLOCK_MAP!r}: the paper's dynamic "
+                             "block sizes)")
     parser.add_argument("--dtype", choices=tuple(report.DTYPES), default="float64",
                         help="the model's compute type (default float64: figures independent of the machine's "
                              "kernels; float32 is faster, on GPUs especially, but moves perplexity by up to "
@@ -168,7 +174,7 @@ def main(argv=None) -> int:
     try:
         opts = report.options(args.quick, args.model, args.text, args.out, args.max_tokens, args.seed, args.threads,
                               args.dtype, args.device, args.device_map, args.runs, args.batch, args.calibration_text,
-                              args.noise_runs, args.synth_json)
+                              args.noise_runs, args.synth_json, args.block_map)
         report.selected_schemes(opts)
         quality_cost.load_synth(opts.synth_json)
     except ValueError as err:
@@ -184,7 +190,7 @@ def main(argv=None) -> int:
     _keep_freed_memory()
     try:
         result = report.run(opts)
-    except report.TextError as err:
+    except (report.TextError, block_maps.BlockMapError) as err:   # known before any measurement
         print(f"{PROG}: error: {err}", file=sys.stderr)
         return 2
     return write_outputs(PROG, lambda: _wrote(writer.write(result, opts.out), started))

@@ -25,12 +25,25 @@ class Agreement(NamedTuple):
     outputs: int
 
 
-def check(activation: torch.Tensor, weight: torch.Tensor, block: int = 32, name: str = "layer") -> Agreement:
-    """activation (T, K) quantized two-stage, weight (N, K) quantized MSE, as in the hardware."""
+class Operands(NamedTuple):
+    q_act: bd.Blocks
+    q_weight: bd.Blocks
+    reference: torch.Tensor      # float64 product of the dequantized operands, (T, N)
+
+
+def operands(activation: torch.Tensor, weight: torch.Tensor, block: int = 32, name: str = "layer") -> Operands:
+    """activation (T, K) quantized two-stage, weight (N, K) quantized MSE, as in the hardware, and
+    the float64 product of their dequantized values."""
     q_act = bd.quantize(to_fp16_reference(activation, f"{name} activation"), block=block, method="two_stage")
     q_weight = bd.quantize(to_fp16_reference(weight, f"{name} weight"), block=block, method="mse")
-    integer_path = bd.linear(q_act, q_weight).to(torch.float64)
     reference = bd.dequantize(q_act).to(torch.float64) @ bd.dequantize(q_weight).to(torch.float64).T
+    return Operands(q_act, q_weight, reference)
+
+
+def check(activation: torch.Tensor, weight: torch.Tensor, block: int = 32, name: str = "layer") -> Agreement:
+    """bd.linear (exact accumulation) against the float64 product, on the operands of `operands`."""
+    q_act, q_weight, reference = operands(activation, weight, block, name)
+    integer_path = bd.linear(q_act, q_weight).to(torch.float64)
     nonzero = reference != 0
     rel = (integer_path - reference).abs()[nonzero] / reference.abs()[nonzero]
     return Agreement(

@@ -48,9 +48,11 @@ from typing import Callable, NamedTuple
 import torch
 
 from golden import model_quantization
+from golden.accumulate import ROUNDED_MODES
 from golden.methods import BY_FORMAT
-from golden.report import metrics
-from golden.spec import DEFAULT_BLOCK
+from golden.report import block_maps, metrics
+from golden.report.block_maps import DEFAULT_BLOCK_MAP
+from golden.spec import DEFAULT_ACCUMULATE, DEFAULT_BLOCK, check_accumulate
 
 
 class Scheme(NamedTuple):
@@ -61,21 +63,30 @@ class Scheme(NamedTuple):
     scope: str              # "baseline", "linear" or "full"
     weight_fmt: str | None
     act_fmt: str | None
-    block: int | None
+    block: int | None       # None with a block map
     exact: bool = False     # linear layers by golden.bd.linear (BlockDialect formats only)
     static: bool = False    # NVFP4 activations with static, calibrated tensor scales (golden.calibration)
     gain: float = 1.0       # every linear input times this before its quantizer (noise runs)
+    accumulate: str = DEFAULT_ACCUMULATE   # bd.linear's accumulation mode (SPEC 6.1), exact runs only
+    block_map: str | None = None           # per-operand blocks (golden.report.block_maps)
 
 
 def scheme(scope: str, weight_fmt: str, act_fmt: str, block: int | None, label: str,
-           exact: bool = False, static: bool = False) -> Scheme:
+           exact: bool = False, static: bool = False, accumulate: str = DEFAULT_ACCUMULATE,
+           block_map: str | None = None) -> Scheme:
     if exact and (scope != "linear" or weight_fmt not in metrics.BD_METHOD or act_fmt not in metrics.BD_METHOD):
         raise ValueError("exact: the hardware-exact mode computes BlockDialect linear layers only")
     if static and act_fmt != "nvfp4":
         raise ValueError("static: calibrated tensor scales are NVFP4's")
-    key = (("exact_" if exact else "") + f"{scope}_{weight_fmt}_{act_fmt}" + ("" if block is None else f"_b{block}")
-           + ("_static" if static else ""))
-    return Scheme(key, label, scope, weight_fmt, act_fmt, block, exact, static)
+    if check_accumulate(accumulate) != DEFAULT_ACCUMULATE and not exact:
+        raise ValueError(f"accumulate={accumulate!r} is bd.linear's: it needs exact=True")
+    if (block is None) == (block_map is None) and weight_fmt != "fp16":
+        raise ValueError("block, block_map: give exactly one of them")
+    size = "_map" if block_map is not None else ("" if block is None else f"_b{block}")
+    key = (("exact_" if exact else "") + f"{scope}_{weight_fmt}_{act_fmt}" + size + ("_static" if static else "")
+           + ("" if accumulate == DEFAULT_ACCUMULATE else f"_acc_{accumulate}"))
+    return Scheme(key, label, scope, weight_fmt, act_fmt, block, exact, static, accumulate=accumulate,
+                  block_map=block_map)
 
 
 # Noise runs: the same scheme with every quantized linear input scaled by 1 +- 2^-NOISE_EXPONENT before
@@ -106,20 +117,35 @@ BASELINE = Scheme("baseline", "unquantized", "baseline", None, None, None)
 BD_BLOCKS = (32, 16, 64)
 
 
-def bd_label(act_fmt: str, block: int, exact: bool = False) -> str:
+def bd_label(act_fmt: str, block: int | str, exact: bool = False, accumulate: str = DEFAULT_ACCUMULATE) -> str:
+    """`block`: a block size, or a block map's text."""
     act = BY_FORMAT[act_fmt].label
-    return f"BD B={block} (w MSE, a {act})" + (", hardware-exact" if exact else "")
+    size = f"B={block}" if isinstance(block, int) else f"map {block}"
+    return (f"BD {size} (w MSE, a {act})" + (", hardware-exact" if exact else "")
+            + ("" if accumulate == DEFAULT_ACCUMULATE else f", {accumulate.upper()} accumulation"))
 
 
-def bd_scheme(scope: str, act_fmt: str, block: int, exact: bool = False) -> Scheme:
+def bd_scheme(scope: str, act_fmt: str, block: int, exact: bool = False,
+              accumulate: str = DEFAULT_ACCUMULATE) -> Scheme:
     """BlockDialect with MSE weights (the paper's choice) and activations by `act_fmt`."""
-    return scheme(scope, "bd_mse", act_fmt, block, bd_label(act_fmt, block, exact), exact)
+    return scheme(scope, "bd_mse", act_fmt, block, bd_label(act_fmt, block, exact, accumulate), exact,
+                  accumulate=accumulate)
 
 
-def perplexity_schemes(quick: bool) -> list[Scheme]:
+def bd_map_scheme(scope: str, act_fmt: str, block_map: str) -> Scheme:
+    """BlockDialect as bd_scheme, with the blocks of a block map (its text, as the scope takes it:
+    see golden.report.block_maps.for_scope)."""
+    return scheme(scope, "bd_mse", act_fmt, None, bd_label(act_fmt, block_map), block_map=block_map)
+
+
+def perplexity_schemes(quick: bool, block_map: str = DEFAULT_BLOCK_MAP) -> list[Scheme]:
     """The runs of the report. BlockDialect stores weights chosen by MSE; activations are selected
     by the two-stage quantizer with the rounding stage 1 (SPEC 4.2 [revised], the hardware's), by
-    its truncating variant, and by MSE (the upper reference of the paper's Table 2)."""
+    its truncating variant, and by MSE (the upper reference of the paper's Table 2). The hardware-exact
+    run at B=32 in every accumulation mode of SPEC 6.1, and `block_map`'s per-operand block sizes
+    (the paper's dynamic block sizes by default) in both scopes."""
+    added = [bd_scheme("linear", "bd_two_stage", 32, exact=True, accumulate=mode) for mode in ROUNDED_MODES]
+    added += [bd_map_scheme(scope, "bd_two_stage", block_maps.for_scope(block_map, scope)) for scope in model_quantization.SCOPES]
     if quick:
         return [
             BASELINE,
@@ -128,6 +154,7 @@ def perplexity_schemes(quick: bool) -> list[Scheme]:
             *nvfp4_schemes("linear"),
             bd_scheme("full", "bd_two_stage", 32),
             bd_scheme("linear", "bd_two_stage", 32, exact=True),
+            *added,
         ]
     runs = [BASELINE, scheme("linear", "fp16", "fp16", None, "FP16")]
     for scope in ("linear", "full"):
@@ -140,12 +167,17 @@ def perplexity_schemes(quick: bool) -> list[Scheme]:
     runs += [scheme("linear", "int4", "int4", 32, "INT4 B=32")]
     # The hardware-exact run costs about twice a fake-quantized one: the headline configuration only.
     runs += [bd_scheme("linear", "bd_two_stage", 32, exact=True)]
-    return runs
+    return runs + added
 
 
 def scheme_bits(s: Scheme, convention: str = "ocp") -> float:
+    """Bits per element of a uniform scheme; a block map's depend on the model's operands
+    (golden.report.block_maps.operand_bits)."""
     if s.scope == "baseline":
         return 32.0
+    if s.block_map is not None:
+        raise ValueError(f"{s.key}: the bits of a block map are averaged over the model's operands "
+                         "(golden.report.block_maps.operand_bits)")
     return metrics.bits(s.act_fmt, s.block, convention)
 
 
@@ -170,8 +202,8 @@ def installed(model, s: Scheme, layers=None, calibration: dict[str, float] | Non
         if s.static and calibration is None:
             raise ValueError(f"calibration: scheme {s.key} needs the static activation amax (golden.calibration)")
         with model_quantization.quantize_model(model, s.weight_fmt, s.act_fmt, s.block or DEFAULT_BLOCK, s.scope,
-                                               s.exact, layers, activation_amax=calibration if s.static else None,
-                                               activation_gain=s.gain) as handle:
+                                               s.exact, layers, s.block_map, activation_amax=calibration if s.static else None,
+                                               activation_gain=s.gain, accumulate=s.accumulate) as handle:
             yield handle
 
 

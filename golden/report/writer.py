@@ -334,25 +334,107 @@ def _quality_cost(result: dict, figures: dict) -> list[str]:
                     "on the front (axis)"], rows) + "\n",
             "Where BlockDialect sits:\n", *quality_cost.statement(qc), "",
             f"![Quality against cost]({figures['quality_cost']})\n" if "quality_cost" in figures else ""]
+def _rel(value) -> str:
+    return "n/a" if value is None else f"{value:+.2e}"
 
 
 def _hardware_exact(result: dict) -> list[str]:
     rows = result["hardware_exact"]
     if not rows:
         return []
-    table = [[r["label"], _f(r["fake"], 6), _f(r["exact"], 6),
-              "n/a" if r["rel_diff"] is None else f"{r['rel_diff']:+.2e}", _f(r["fake_seconds"], 1),
-              _f(r["exact_seconds"], 1)] for r in rows]
-    largest = max((abs(r["rel_diff"]) for r in rows if r["rel_diff"] is not None), default=None)
+    table = [[r["label"], r.get("accumulate", "exact"), _f(r["fake"], 6), _f(r["exact"], 6), _rel(r["rel_diff"]),
+              _rel(r.get("rel_diff_accumulation")) if r.get("accumulate", "exact") != "exact" else "",
+              _f(r["fake_seconds"], 1), _f(r["exact_seconds"], 1)] for r in rows]
+    largest = max((abs(r["rel_diff"]) for r in rows if r["rel_diff"] is not None and r.get("accumulate", "exact") == "exact"),
+                  default=None)
     return ["## Hardware-exact perplexity\n",
             "In the *exact* runs every quantized linear layer is computed by `golden.bd.linear` on the quantized "
             "operands: exact integer block sums, one FP32 rounding per output (SPEC 6), the bits a chain of "
             "`bd_dot` units returns. The fake-quantized runs multiply the dequantized operands in "
             f"{result['perplexity']['dtype']} instead. Same activations, weights and windows; the only difference "
-            "is that each linear output is rounded once to FP32, which can move later FP16 roundings and codes.\n",
-            _table(["scheme", "fake-quantized PPL", "hardware-exact PPL", "relative difference", "fake s",
-                    "exact s"], table) + "\n",
-            f"Largest relative difference: **{'n/a' if largest is None else f'{largest:.2e}'}**.\n"]
+            "is that each linear output is rounded once to FP32, which can move later FP16 roundings and codes. "
+            "The *accumulation* column is bd.linear's mode (SPEC 6.1): `exact` as above, `fp32` adds the block values "
+            "in block order in FP32 (one rounding per block), `fp16` is the paper's (each block value rounded to "
+            "FP16, added in FP16), as `bd_dot_fp32` / `bd_dot_fp16` compute them.\n",
+            _table(["scheme", "accumulation", "fake-quantized PPL", "hardware-exact PPL", "relative difference",
+                    "vs exact accumulation", "fake s", "exact s"], table) + "\n",
+            f"Largest relative difference of exact accumulation from fake quantization: "
+            f"**{'n/a' if largest is None else f'{largest:.2e}'}**.\n"] + _accumulation_effect(result)
+
+
+def _accumulation_effect(result: dict) -> list[str]:
+    """The perplexity effect of each rounded accumulation mode, in words, from the figures."""
+    baseline = result["perplexity"]["runs"].get("baseline")
+    said = []
+    for r in result["hardware_exact"]:
+        if r.get("accumulate", "exact") == "exact" or r["exact_accumulation"] is None:
+            continue
+        change, exact = r["exact"] - r["exact_accumulation"], r["exact_accumulation"]
+        if change == 0:
+            effect = f"the same perplexity as exact accumulation ({_f(exact, 6)}), to the last bit"
+        else:
+            effect = (f"perplexity {_f(r['exact'], 6)} against {_f(exact, 6)} with exact accumulation, "
+                      f"{'higher' if change > 0 else 'lower'} by {abs(r['rel_diff_accumulation']):.2e} (relative)")
+            if baseline is not None and exact != baseline["perplexity"]:
+                share = change / (exact - baseline["perplexity"])
+                effect += f", {100 * share:+.2f}% of the quantization's own change from the unquantized {_ppl(baseline)}"
+        said.append(f"- **{r['accumulate'].upper()} accumulation** ({r['label']}): {effect}.")
+    return ["Effect of the accumulation mode on perplexity:\n", "\n".join(said) + "\n"] if said else []
+
+
+def _accumulation(result: dict) -> list[str]:
+    acc = result.get("accumulation")
+    if not acc:
+        return []
+    modes, pooled = acc["modes"], acc["pooled_sqnr_db"]
+    keys = modes + ["quantization"]
+    rows = [[name] + [f"{_f(entry[k]['sqnr_db'], 1)} ({100 * entry[k]['differing_fraction']:.1f}%)" for k in keys]
+            for name, entry in acc["layers"].items()]
+    rows.append(["**pooled**"] + [f"**{_f(pooled[k], 1)}**" for k in keys])
+    said = [f"`{m}` {_f(pooled[m], 1)} dB" + (f" ({pooled[m] - pooled['quantization']:.1f} dB above the "
+                                               "quantization's error)" if math.isfinite(pooled[m]) else "")
+            for m in modes]
+    return ["## Error added by the accumulation\n",
+            "`golden.bd.linear` in each accumulation mode of SPEC 6.1 against the float64 product of the same "
+            "dequantized operands (activations two-stage, weights MSE, B=32, the layers of the float64 cross-check, "
+            f"{acc['activation_rows']} activation rows x {acc['weight_rows']} weight rows each). The operands are "
+            "the same in every mode, so the differences are the accumulation's alone. Output SQNR in dB, higher is "
+            "better; *quantization* is the product of the dequantized operands against that of the FP16 operands "
+            "they come from (the quantization's own error), for scale. In brackets, the share of outputs that differ "
+            "from the reference; *inf*: no output does. `exact` rounds the exact sum once, to the nearest FP32 value, "
+            "so no mode can come closer.\n",
+            _table(["layer"] + [f"{m} SQNR dB" for m in modes] + ["quantization SQNR dB"], rows) + "\n",
+            "Pooled over the layers: " + "; ".join(said) + f"; quantization {_f(pooled['quantization'], 1)} dB.\n"]
+
+
+def _block_maps(result: dict) -> list[str]:
+    rows = result.get("block_maps")
+    if not rows:
+        return []
+    table, said = [], []
+    for r in rows:
+        bits, u32, u16 = r["operand_bits"], r["uniform"]["32"], r["uniform"]["16"]
+        table.append([r["scope"], f"`{r['block_map']}`", _f(bits["weight"], 3), _f(bits["activation"], 3),
+                      _f(r["bits_per_element"], 3), _f(r["perplexity"], 4),
+                      f"{_ppl(u32)} at {_f(u32['bits_per_element'], 3)}" if u32 else "n/a",
+                      f"{_ppl(u16)} at {_f(u16['bits_per_element'], 3)}" if u16 else "n/a"])
+        if u32 and u16 and u32["perplexity"] != u16["perplexity"] and u32["bits_per_element"] != u16["bits_per_element"]:
+            gain = (u32["perplexity"] - r["perplexity"]) / (u32["perplexity"] - u16["perplexity"])
+            cost = (r["bits_per_element"] - u32["bits_per_element"]) / (u16["bits_per_element"] - u32["bits_per_element"])
+            said.append(f"- {r['scope']} scope: the map gets {100 * gain:.0f}% of B=16's perplexity gain over B=32 "
+                        f"for {100 * cost:.0f}% of its extra bits per element.")
+    tokens = rows[0]["operand_bits"]["tokens"]
+    text = ["## Dynamic block sizes\n",
+            "A block map gives each operand its block size (`--block-map`; the first pattern found in a linear "
+            "layer's name sets its weight's and input's block, `attn_scores` the operands of QK^T, `attn_values` the "
+            "probabilities and V, `*` the rest; the linear scope ignores the attention entries). Bits per element are "
+            "SPEC 3's `4 + 9/B` of each operand, averaged over the model's actual operands, counted element by element: "
+            "every quantized weight once, and the activation operands of one window of "
+            f"{tokens} tokens (every quantized layer's input and, in the full path, Q, K, V and the probabilities of "
+            "every layer's attention). Weights MSE, activations two-stage, as the B=32 and B=16 rows beside it.\n",
+            _table(["scope", "block map", "weight bits/elem", "activation bits/elem", "bits/elem", "PPL",
+                    "uniform B=32: PPL at bits", "uniform B=16: PPL at bits"], table) + "\n"]
+    return text + (["\n".join(said) + "\n"] if said else [])
 
 
 def _float64_check(result: dict) -> list[str]:
@@ -402,7 +484,8 @@ def markdown(result: dict, figures: dict[str, str], out: pathlib.Path | None = N
     reproducibility measurement written there)."""
     sections = (_intro(result), _headline(result), _stage1(result), _tensor_table(result, figures),
                 _block_size(result, figures), _selection(result, figures), _perplexity(result, figures),
-                _noise(result, figures), _calibration(result), _quality_cost(result, figures), _hardware_exact(result), _float64_check(result), _reproducibility(out), _timing(result),
+                _noise(result, figures), _calibration(result), _quality_cost(result, figures), _hardware_exact(result),
+                _accumulation(result), _block_maps(result), _float64_check(result), _reproducibility(out), _timing(result),
                 _per_layer(result))
     return "\n".join(line for section in sections for line in section)
 

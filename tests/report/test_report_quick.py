@@ -12,7 +12,7 @@ pytestmark = pytest.mark.model
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 EXPECTED_KEYS = {"meta", "formats", "tensor_metrics", "dialects", "selection", "block_sizes", "perplexity",
-                 "float64_check", "stage1", "hardware_exact", "timing", "figures"}
+                 "float64_check", "stage1", "hardware_exact", "accumulation", "block_maps", "timing", "figures"}
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,11 @@ def test_files_and_keys(quick_report):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"]({name})" in markdown  # embedded by relative path
     assert "Q4_1" in markdown and "Quick mode" in markdown and "rounding stage 1" in markdown
-    assert all(math.isfinite(x) for x in _numbers(result))
+    for section in ("## Hardware-exact perplexity", "## Error added by the accumulation", "## Dynamic block sizes"):
+        assert section in markdown
+    # An accumulation that adds no error has an infinite SQNR; nothing else is infinite or NaN.
+    assert all(math.isfinite(x) for x in _numbers({k: v for k, v in result.items() if k != "accumulation"}))
+    assert not any(math.isnan(x) for x in _numbers(result["accumulation"]))
 
 
 def test_every_layer_has_every_format(quick_report):
@@ -101,11 +105,84 @@ def test_stage1_rows(quick_report):
 
 
 def test_hardware_exact_beside_fake_quantized(quick_report):
-    _, result = quick_report
-    rows = result["hardware_exact"]
-    assert [r["key"] for r in rows] == ["exact_linear_bd_mse_bd_two_stage_b32"]
+    out, result = quick_report
+    runs = result["perplexity"]["runs"]
+    rows = {r["accumulate"]: r for r in result["hardware_exact"]}
+    exact = rows["exact"]
+    assert exact["key"] == "exact_linear_bd_mse_bd_two_stage_b32" and set(rows) == {"exact", "fp32", "fp16"}
     # The only difference is one FP32 rounding per linear output.
-    assert abs(rows[0]["rel_diff"]) < 1e-3
+    assert abs(exact["rel_diff"]) < 1e-3
+    fake = runs["linear_bd_mse_bd_two_stage_b32"]["perplexity"]
+    for mode, row in rows.items():
+        run = runs[row["key"]]
+        assert run["exact"] and run["accumulate"] == mode and run["block"] == 32 and run["scope"] == "linear"
+        assert row["exact"] == run["perplexity"] and row["fake"] == fake
+        assert row["exact_accumulation"] == exact["exact"]
+        assert row["rel_diff_accumulation"] == pytest.approx((row["exact"] - exact["exact"]) / exact["exact"])
+    # The report states each rounded mode's effect from these figures.
+    markdown = (out / "report.md").read_text()
+    for mode in ("fp32", "fp16"):
+        line = next(l for l in markdown.splitlines() if l.startswith(f"- **{mode.upper()} accumulation**"))
+        assert f"{rows['exact']['exact']:.6f}" in line
+        assert ("to the last bit" in line) == (rows[mode]["exact"] == exact["exact"])
+
+
+def test_accumulation_error_on_real_layers(quick_report):
+    from golden.report.writer import json_restore
+
+    _, result = quick_report
+    acc = json_restore(result["accumulation"])      # an error-free mode's SQNR is "inf" in the JSON
+    assert acc["modes"] == ["exact", "fp32", "fp16"]
+    assert list(acc["layers"]) == list(result["float64_check"]["layers"])
+    for name, entry in acc["layers"].items():
+        check = result["float64_check"]["layers"][name]
+        for key in acc["modes"] + ["quantization"]:
+            assert entry[key]["outputs"] == check["outputs"]
+        # Exact mode is the float64 product rounded once to FP32: nearer than any other FP32 result,
+        # within 2^-24 of it, and equal to it wherever the cross-check found the two identical.
+        for mode in ("fp32", "fp16"):
+            assert entry["exact"]["sqnr_db"] >= entry[mode]["sqnr_db"]
+            assert entry["exact"]["differing_fraction"] <= entry[mode]["differing_fraction"]
+        assert entry["exact"]["sqnr_db"] >= 20 * math.log10(2 ** 24)
+        assert (entry["exact"]["differing_fraction"] == 0) == (check["max_rel_diff"] == 0 == check["zero_mismatches"])
+        assert math.isfinite(entry["quantization"]["sqnr_db"])
+    assert set(acc["pooled_sqnr_db"]) == {"exact", "fp32", "fp16", "quantization"}
+
+
+def test_dynamic_block_sizes(quick_report):
+    out, result = quick_report
+    runs = result["perplexity"]["runs"]
+    rows = {r["scope"]: r for r in result["block_maps"]}
+    assert result["meta"]["block_map"] == "down_proj=16,attn_scores=16,*=32"
+    assert rows["linear"]["block_map"] == "down_proj=16,*=32"
+    assert rows["full"]["block_map"] == "down_proj=16,attn_scores=16,*=32"
+    b32, b16 = result["formats"]["bd_two_stage_b32"], result["formats"]["bd_two_stage_b16"]
+    for scope, row in rows.items():
+        run = runs[row["key"]]
+        assert row["key"] == f"{scope}_bd_mse_bd_two_stage_map" and run["perplexity"] == row["perplexity"]
+        bits = row["operand_bits"]
+        assert run["bits_per_element"] == row["bits_per_element"] == bits["all"]
+        assert bits["tokens"] == result["perplexity"]["window"]
+        # Operands in blocks of 16 and of 32: strictly between the two uniform figures.
+        for kind in ("weight", "activation", "all"):
+            assert b32["bits_per_element"] < bits[kind] < b16["bits_per_element"]
+        assert row["uniform"]["32"]["perplexity"] == runs[f"{scope}_bd_mse_bd_two_stage_b32"]["perplexity"]
+    # Both scopes quantize the same linear layers in the same blocks.
+    assert rows["linear"]["operand_bits"]["weight"] == rows["full"]["operand_bits"]["weight"]
+    assert rows["linear"]["operand_bits"]["weight_elements"] == rows["full"]["operand_bits"]["weight_elements"]
+    assert rows["full"]["operand_bits"]["activation_elements"] > rows["linear"]["operand_bits"]["activation_elements"]
+
+
+def test_a_block_map_that_matches_no_layer_is_a_one_line_error(tmp_path, capsys):
+    from golden.report.__main__ import main
+
+    assert main(["--quick", "--out", str(tmp_path), "--block-map", "nosuch_proj=16,*=32"]) == 2
+    # Known once the model is loaded (its progress comes first), before anything is measured.
+    err = capsys.readouterr().err.strip()
+    error = err.splitlines()[-1]
+    assert "Traceback" not in err and err.count("error:") == 1, err
+    assert error.startswith("python -m golden.report: error: block_map entry 'nosuch_proj=16'") and "matches no" in error
+    assert not (tmp_path / "report.json").exists()
 
 
 def test_bd_linear_agrees_with_float64_to_fp32_rounding(quick_report):
