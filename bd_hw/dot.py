@@ -16,8 +16,8 @@ produce no output.
 for up to ``max_blocks`` beats per result and exponents ``E <= 30`` (SPEC 3); longer sums wrap, and
 exponent fields of 31 (never produced by ``bd_quantizer``) are outside the contract.
 
-**Latency: 6 + pipeline clock cycles** (:attr:`BDDot.latency`; ``pipeline`` is 0 by default, see
-:class:`BDDot` for its cut points): for a beat with ``last = 1`` transferred on ``i`` at rising edge
+**Latency: 6 + pipeline clock cycles**, 10 at the deepest setting, ``pipeline = 5`` (:attr:`BDDot.latency`;
+``pipeline`` is 0 by default, see :class:`BDDot` for its cut points): for a beat with ``last = 1`` transferred on ``i`` at rising edge
 ``n``, ``o.valid`` rises after edge ``n + latency - 1`` and, with ``o.ready`` high, the result is
 transferred on ``o`` at edge ``n + latency``.
 One beat per clock at every setting; back-pressure holds every stage; ``o.valid`` is a register.
@@ -396,12 +396,17 @@ class BDDot(ParametrisedComponent):
       normalisation;
     - ``"lzc"``: in the FP32 normaliser, between the leading-zero count and the normalising shift;
     - ``"tree"``: in the middle of the adder tree (after sums of 8 products);
-    - ``"decode"``: between the two decoders and the multipliers.
+    - ``"decode"``: between the two decoders and the multipliers;
+    - ``"ready"``: no new stage; the block-sum stage becomes a skid buffer (a spare bank of its
+      21 bits), so the front stages' enables come from a register instead of the ready chain
+      through the accumulator and the normaliser (the critical path with the four cuts before
+      it). The unit then holds one result more than its latency (:attr:`capacity`).
 
     In the rounded modes ``accumulate="fp32"`` / ``"fp16"`` only ``"tree"`` and ``"decode"`` remain
     (:data:`~bd_hw.params.DotParams.FLOAT_CUT_POINTS`).
 
-    :attr:`latency` is ``6 + pipeline`` (exact; ``5 + pipeline`` "fp32", ``6 + pipeline`` "fp16");
+    :attr:`latency` is ``6 + pipeline`` (exact, 10 at ``pipeline = 5``; ``5 + pipeline`` "fp32",
+    ``6 + pipeline`` "fp16");
     throughput stays one beat per clock. See the module docstring. Raises ``ValueError`` naming
     ``B``, ``max_blocks``, ``pipeline`` or ``accumulate``.
     """
@@ -428,6 +433,11 @@ class BDDot(ParametrisedComponent):
                       "mul_carries": In(self.B)}
         super().__init__(ports)
 
+    @property
+    def capacity(self) -> int:
+        """Most results owed at once: :attr:`latency`, plus one with the ``"ready"`` cut."""
+        return self.params.capacity
+
     def elaborate(self, platform):
         m = Module()
         B = self.B
@@ -437,7 +447,8 @@ class BDDot(ParametrisedComponent):
             m.submodules.norm = norm = FP32Normaliser(self.acc_bits, cuts=self.norm_cuts)
         else:
             m.submodules.accumulator = acc = FloatAccumulator(block_sum_bits(B), FORMATS[self.accumulate])
-        st = Stages(m, self.front_stages, self.i.valid, self.i.ready, acc.i.ready)
+        st = Stages(m, self.front_stages, self.i.valid, self.i.ready, acc.i.ready,
+                    skid=self.params.skid)
 
         # Decode both blocks; optional cut; multiply; register.
         m.submodules.dec_a = dec_a = BDDecoder(B)

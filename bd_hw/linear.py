@@ -94,7 +94,8 @@ class BDLinear(ParametrisedComponent):
 
     ``pipeline = p`` is passed on as one integer: the quantizer and every dot unit take the first
     ``p`` of their own cut points (:data:`BDQuantizer.CUT_POINTS`, :data:`BDDot.CUT_POINTS`), a part
-    with fewer cut points than ``p`` all of its own (today both have four). :data:`CUT_POINTS` lists
+    with fewer cut points than ``p`` all of its own (the engine takes the first
+    ``LinearParams.ENGINE_DEPTH`` = 4 of each). :data:`CUT_POINTS` lists
     the pairs so taken, step by step; :attr:`latency` is ``8 + p`` and :attr:`vector_latency`
     ``5 + p``, from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
     ``max_blocks``, ``pipeline``, ``accumulate`` or ``products``.

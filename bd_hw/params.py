@@ -159,7 +159,8 @@ class QuantizerParams(Params):
     selection: Any = None
     pipeline: int = 0
 
-    CUT_POINTS: ClassVar[tuple[str, ...]] = ("select", "shift", "qmax", "exp")
+    CUT_POINTS: ClassVar[tuple[str, ...]] = ("select", "shift", "qmax", "exp", "exp8",
+                                             "count", "qmax8", "pair_rule")
     BASE_LATENCY: ClassVar[int] = 4          # register stages without optional cuts
 
     def __post_init__(self):
@@ -200,7 +201,10 @@ class DotParams(Params):
     accumulate: str = DEFAULT_ACCUMULATE
     products: str = "lut"
 
-    CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode")
+    #: ``"ready"`` adds no stage: the last front stage (the block sum) becomes a skid buffer, so
+    #: the front's enables follow a register instead of the ready chain through the accumulator
+    #: and the normaliser (bd_hw.pipeline).
+    CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode", "ready")
     #: SPEC 6.1 "fp32" / "fp16": the float adder is a loop that no register can cut at one beat per
     #: clock, so only the front's cut points remain.
     FLOAT_CUT_POINTS: ClassVar[tuple[str, ...]] = ("tree", "decode")
@@ -248,9 +252,21 @@ class DotParams(Params):
         return accumulator_bits(self.B, self.max_blocks)
 
     @property
+    def skid(self) -> bool:
+        """The ``"ready"`` cut: the front's last stage is a skid buffer."""
+        return "ready" in self.cuts
+
+    @property
+    def capacity(self) -> int:
+        """Most results owed at once (accepted ``last`` beats not yet delivered): one per
+        register stage, and one more in the skid buffer's spare bank."""
+        return self.latency + self.skid
+
+    @property
     def latency(self) -> int:
-        """Cycles from accepting a ``last`` beat to presenting its result: ``6 + pipeline`` exact,
-        ``5 + pipeline`` "fp32", ``6 + pipeline`` "fp16"."""
+        """Cycles from accepting a ``last`` beat to presenting its result: ``6 + pipeline`` exact
+        (``10`` at ``pipeline = 5``: the ``"ready"`` cut adds no stage), ``5 + pipeline`` "fp32",
+        ``6 + pipeline`` "fp16"."""
         if self.accumulate == "exact":
             back = self.ACCUMULATOR_LATENCY + self.NORMALISER_LATENCY + len(self.norm_cuts)
         else:
@@ -275,7 +291,12 @@ class LinearParams(Params):
 
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more.
-    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS, DotParams.CUT_POINTS))
+    #: The engine takes the first ENGINE_DEPTH cut points of each part (the units' deeper settings
+    #: are measured as units; the engine's collector is sized by :attr:`groups_in_flight`, which
+    #: the dot units' skid buffer would exceed).
+    ENGINE_DEPTH: ClassVar[int] = 4
+    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS[:ENGINE_DEPTH],
+                                                    DotParams.CUT_POINTS[:ENGINE_DEPTH]))
     READ_STAGES: ClassVar[int] = 1           # the activation buffer's synchronous read
     COLLECTOR_LATENCY: ClassVar[int] = 1     # the output skid buffer
 

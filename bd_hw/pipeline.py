@@ -13,35 +13,53 @@ high): it depends combinationally on ``o.ready`` and ``rst`` (allowed by the str
 """
 from __future__ import annotations
 
-from amaranth.hdl import Module, ResetSignal, Signal
+from amaranth.hdl import Module, Mux, ResetSignal, Signal
 from amaranth.lib import data
 
 __all__ = ["pipeline_control", "take", "Stages"]
 
 
-def pipeline_control(m: Module, stages: int, in_valid, in_ready, out_ready, *, prefix="s"):
+def pipeline_control(m: Module, stages: int, in_valid, in_ready, out_ready, *, prefix="s",
+                     skid: bool = False):
     """Build the control of ``stages`` registered stages.
 
-    Returns ``(valid, load)``: lists of ``stages`` signals. ``valid[n]`` is stage ``n``'s valid
-    register (``valid[-1]`` drives the output's valid). Data registers of stage ``n`` must be
+    Returns ``(valid, load, spare_valid)``: lists of ``stages`` signals and, with ``skid``, the
+    valid bit of the last stage's spare register bank (else None). ``valid[n]`` is stage ``n``'s
+    valid register (``valid[-1]`` drives the output's valid). Data registers of stage ``n`` must be
     written only when ``load[n]`` is high (callers usually also require the incoming valid, see
     :func:`take`). ``in_ready`` is driven here.
+
+    With ``skid`` the last stage is a skid buffer: it takes a beat whenever its spare bank is
+    empty, into the spare bank if its main bank is held, so the stages before it see a registered
+    ready (``~spare_valid``) instead of the combinational ready from downstream, and the enables of
+    the two sides are separate nets. The pipeline then holds one beat more than it has stages.
     """
-    if stages < 1:
-        raise ValueError("stages must be at least 1")
+    if stages < 1 + skid:
+        raise ValueError(f"stages must be at least {1 + skid}")
     valid = [Signal(name=f"{prefix}{n}_valid") for n in range(stages)]
     load = [Signal(name=f"{prefix}{n}_load") for n in range(stages)]
+    spare_valid = Signal(name=f"{prefix}{stages - 1}_spare_valid") if skid else None
+    last = stages - 1 if skid else None
     nxt = out_ready
     for n in reversed(range(stages)):
         m.d.comb += load[n].eq(~valid[n] | nxt)
-        nxt = load[n]
+        nxt = ~spare_valid if n == last else load[n]     # the skid stage's ready is a register
     m.d.comb += in_ready.eq(load[0] & ~ResetSignal())
     prev = in_valid
     for n in range(stages):
         with m.If(load[n]):
-            m.d.sync += valid[n].eq(prev)
+            m.d.sync += valid[n].eq(prev | spare_valid if n == last else prev)
         prev = valid[n]
-    return valid, load
+    if skid:
+        incoming = valid[last - 1]
+        # The spare bank fills when a beat arrives while the main bank is held, and empties
+        # into the main bank as soon as that loads; meanwhile the stage refuses new beats.
+        with m.If(spare_valid):
+            with m.If(load[last]):
+                m.d.sync += spare_valid.eq(0)
+        with m.Elif(incoming & ~load[last]):
+            m.d.sync += spare_valid.eq(1)
+    return valid, load, spare_valid
 
 
 def take(valid, load, in_valid, n):
@@ -55,40 +73,58 @@ class Stages:
 
     ``Stages(m, count, i_valid, i_ready, o_ready)`` creates the control of ``count`` stages;
     ``register(name, **values)`` then closes the next stage: each value gets a reset-less register
-    (named ``<name>_<key>``) loaded with it when the stage takes a beat, and a dict of the registers
-    is returned. ``cut(name, enabled, **values)`` does the same only if ``enabled`` (an optional
+    (named ``<name>_<key>``) loaded with it when the stage takes a beat, and a dict of the
+    registers is returned. ``cut(name, enabled, **values)`` does the same only if ``enabled`` (an optional
     stage) and otherwise returns the values as they are, so that one description of the datapath
     serves every choice of cut points. After the last stage, :attr:`valid` drives the
-    output's valid.
+    output's valid. With ``skid`` the last stage is a skid buffer (see :func:`pipeline_control`):
+    its registers get a spare bank, ``<name>_spare_<key>``.
     """
 
-    def __init__(self, m: Module, count: int, in_valid, in_ready, out_ready, *, prefix="s"):
+    def __init__(self, m: Module, count: int, in_valid, in_ready, out_ready, *, prefix="s",
+                 skid: bool = False):
         self.m, self.count, self.in_valid = m, count, in_valid
-        self.valids, self.loads = pipeline_control(m, count, in_valid, in_ready, out_ready,
-                                                   prefix=prefix)
+        self.valids, self.loads, self.spare_valid = pipeline_control(
+            m, count, in_valid, in_ready, out_ready, prefix=prefix, skid=skid)
         self.closed = 0
 
     @property
     def valid(self):
         return self.valids[-1]
 
+    def _bank(self, name: str, value):
+        """A reset-less register for ``value`` and the view of it the datapath reads."""
+        shape = value.shape()
+        if isinstance(shape, data.Layout):
+            # A plain register seen through the layout: the same bits, without a Verilog wire for
+            # every field and array element of every stage.
+            raw = Signal(shape.size, name=name, reset_less=True)
+            return raw, shape(raw)
+        reg = Signal(shape, name=name, reset_less=True)
+        return reg, reg
+
     def register(self, name: str, **values) -> dict:
         if self.closed >= self.count:
             raise AssertionError(f"stage {name} is beyond the {self.count} stages built")
-        regs = {}
-        with self.m.If(take(self.valids, self.loads, self.in_valid, self.closed)):
-            for key, value in values.items():
-                shape = value.shape()
-                if isinstance(shape, data.Layout):
-                    # A plain register seen through the layout: the same bits, without a Verilog
-                    # wire for every field and array element of every stage.
-                    raw = Signal(shape.size, name=f"{name}_{key}", reset_less=True)
-                    self.m.d.sync += raw.eq(value)
-                    regs[key] = shape(raw)
-                else:
-                    reg = Signal(shape, name=f"{name}_{key}", reset_less=True)
-                    self.m.d.sync += reg.eq(value)
-                    regs[key] = reg
+        n = self.closed
+        skid = self.spare_valid is not None and n == self.count - 1
+        regs, banks = {}, []
+        for key, value in values.items():
+            reg, regs[key] = self._bank(f"{name}_{key}", value)
+            if skid:
+                # The spare bank takes the incoming value whenever it is empty (it only counts
+                # once spare_valid is set); the main bank takes the spare's beat first.
+                spare, _ = self._bank(f"{name}_spare_{key}", value)
+                with self.m.If(~self.spare_valid):
+                    self.m.d.sync += spare.eq(value)
+                value = Mux(self.spare_valid, spare, value)
+            banks.append((reg, value))
+        if skid:
+            loads = self.loads[n] & (self.spare_valid | self.valids[n - 1])
+        else:
+            loads = take(self.valids, self.loads, self.in_valid, n)
+        with self.m.If(loads):
+            self.m.d.sync += [reg.eq(value) for reg, value in banks]
         self.closed += 1
         return regs
 

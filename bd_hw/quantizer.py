@@ -20,11 +20,12 @@ reset).
 
 The frame (each line ends in a register stage; optional cuts in brackets):
 
-0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)``, ``invalid``.
+0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)`` [``"exp8"``,
+   ``"exp"``, inside its maximum tree], ``invalid``.
 1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)`` [``"shift"``]; the first half of
-   the dialect selection.
-2. the second half of the dialect selection [``"select"``, inside it]; the zero block (``E == 0``)
-   forces dialect 0.
+   the dialect selection [``"qmax8"``, ``"qmax"``, ``"pair_rule"``, inside it].
+2. the second half of the dialect selection [``"count"``, ``"select"``, inside it]; the zero block
+   (``E == 0``) forces dialect 0.
 3. :class:`IndexMapper`: ``idx_k`` = number of the dialect's midpoints ``<= q_k`` (ties up);
    ``code_k = s_k << 3 | idx_k``.
 
@@ -50,15 +51,29 @@ from .params import ParametrisedComponent, QuantizerParams
 from .pipeline import Stages
 from .selection import STAGE1_RULES, Selection, check_stage1
 
-__all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeCounter", "IndexMapper",
+__all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeMembership", "RangeCount",
+           "RangeCounter", "IndexMapper",
            "Selection", "TwoStageSelection", "BDQuantizer", "STAGE1_RULES", "PAIR_BITS"]
 
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
 GROUPS = 4          # lane groups whose maxima are registered by the "exp" and "qmax" cuts
+LANE_GROUPS = 8     # lane groups whose maxima are registered by the "exp8" and "qmax8" cuts
 MAN_BITS = FP16_MAN_BITS
 # The zero block needs no special case in the index mapper only because q = 0 is below every
 # dialect's first midpoint (SPEC 3: every idx of a zero block is 0).
 assert min(MIDPOINTS[:, 0].tolist()) >= 1
+
+
+def maxima(m, values, groups: int, name: str) -> list:
+    """The maxima of ``groups`` equal runs of ``values``: a level of a balanced maximum tree, as
+    named nodes of ``m`` (a run of one value is that value)."""
+    size = len(values) // groups
+    return [tree_max(values[g * size:(g + 1) * size], m=m, name=f"{name}{g}") for g in range(groups)]
+
+
+def _lanes(value, width: int) -> list:
+    """The ``width``-bit lanes of a flat value (a registered list of maxima)."""
+    return [value[k * width:(k + 1) * width] for k in range(len(value) // width)]
 
 
 def _fields(x):
@@ -94,9 +109,8 @@ class ExponentMax(wiring.Component):
             m.d.comb += [nonfinite[k].eq(e == EXP_FIELD_NONFINITE),
                          lane_exp.eq(Mux(nonfinite[k], 0, e))]
             ex.append(lane_exp)
-        size = self.B // self.groups
-        for g in range(self.groups):
-            m.d.comb += self.partial[g].eq(tree_max(ex[g * size:(g + 1) * size], m=m, name=f"max{g}"))
+        for g, value in enumerate(maxima(m, ex, self.groups, "max")):
+            m.d.comb += self.partial[g].eq(value)
         m.d.comb += [
             self.exp.eq(tree_max((self.partial[g] for g in range(self.groups)), m=m)),
             self.invalid.eq(nonfinite.any()),
@@ -170,14 +184,94 @@ class PairSelector(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        size = self.B // self.groups
-        for g in range(self.groups):
-            m.d.comb += self.partial[g].eq(tree_max((self.q[k] for k in range(g * size, (g + 1) * size)),
-                                                     m=m, name=f"max{g}"))
+        for g, value in enumerate(maxima(m, [self.q[k] for k in range(self.B)], self.groups, "max")):
+            m.d.comb += self.partial[g].eq(value)
         m.d.comb += [
             self.qmax.eq(tree_max((self.partial[g] for g in range(self.groups)), m=m)),
             self.pair.eq(self.pair_of(self.qmax, self.stage1)),
         ]
+        return m
+
+
+def _range_membership(m, B, q, pair):
+    """``(in_a, in_b)``: B bits each, lane ``k`` in ``[lo, hi)`` of the pair's two stage-2
+    ranges (the first half of :class:`RangeCounter`)."""
+    ranges = STAGE2_RANGES.tolist()
+    if max(hi for _, hi in ranges) >> Q_BITS:
+        raise AssertionError("stage-2 ranges must fit in the 5-bit range of q")
+    bounds = {name: Signal(Q_BITS, name=name) for name in ("lo_a", "hi_a", "lo_b", "hi_b")}
+    with m.Switch(pair):
+        for p in range(NUM_PAIRS):
+            (lo_a, hi_a), (lo_b, hi_b) = ranges[2 * p], ranges[2 * p + 1]
+            with m.Case(p):
+                m.d.comb += [bounds["lo_a"].eq(lo_a), bounds["hi_a"].eq(hi_a),
+                             bounds["lo_b"].eq(lo_b), bounds["hi_b"].eq(hi_b)]
+    in_a = Signal(B)
+    in_b = Signal(B)
+    for k in range(B):
+        m.d.comb += [
+            in_a[k].eq((q[k] >= bounds["lo_a"]) & (q[k] < bounds["hi_a"])),
+            in_b[k].eq((q[k] >= bounds["lo_b"]) & (q[k] < bounds["hi_b"])),
+        ]
+    return in_a, in_b
+
+
+def _count_ports(B: int) -> dict:
+    """The ports :class:`RangeCount` and :class:`RangeCounter` share: ``pair`` in; the counts and
+    the dialect out."""
+    cbits = B.bit_length()
+    return {"pair": In(PAIR_BITS), "count_a": Out(cbits), "count_b": Out(cbits),
+            "dialect": Out(DIALECT_BITS)}
+
+
+def _range_counts(m, B, in_a, in_b, count_a, count_b, dialect, pair):
+    """Drive ``count_a``, ``count_b`` (the popcounts) and ``dialect`` (the second half of
+    :class:`RangeCounter`)."""
+    m.d.comb += [
+        count_a.eq(tree_sum((in_a[k] for k in range(B)), m=m, name="count_a")),
+        count_b.eq(tree_sum((in_b[k] for k in range(B)), m=m, name="count_b")),
+        dialect.eq(RangeCounter.decide(count_a, count_b, pair)),
+    ]
+
+
+class RangeMembership(wiring.Component):
+    """The first half of :class:`RangeCounter`: which ``q_k`` lie in the pair's two ranges.
+
+    Ports: ``q`` in, B x 5 bits; ``pair`` in 3; ``in_a``, ``in_b`` out, B bits: lane ``k`` is in
+    ``[lo, hi)`` of ``STAGE2_RANGES[2p]`` (``in_a``) and of ``STAGE2_RANGES[2p + 1]`` (``in_b``).
+    """
+
+    def __init__(self, B: int = 32):
+        self.B = B
+        super().__init__({
+            "q": In(data.ArrayLayout(Q_BITS, self.B)),
+            "pair": In(PAIR_BITS),
+            "in_a": Out(self.B),
+            "in_b": Out(self.B),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        in_a, in_b = _range_membership(m, self.B, self.q, self.pair)
+        m.d.comb += [self.in_a.eq(in_a), self.in_b.eq(in_b)]
+        return m
+
+
+class RangeCount(wiring.Component):
+    """The second half of :class:`RangeCounter`: count the lanes in each range and decide.
+
+    Ports: ``in_a``, ``in_b`` in, B bits; ``pair`` in 3; ``count_a``, ``count_b`` out (enough
+    bits for B), their popcounts; ``dialect`` out 4, :meth:`RangeCounter.decide`.
+    """
+
+    def __init__(self, B: int = 32):
+        self.B = B
+        super().__init__({"in_a": In(self.B), "in_b": In(self.B), **_count_ports(self.B)})
+
+    def elaborate(self, platform):
+        m = Module()
+        _range_counts(m, self.B, self.in_a, self.in_b, self.count_a, self.count_b, self.dialect,
+                      self.pair)
         return m
 
 
@@ -187,44 +281,18 @@ class RangeCounter(wiring.Component):
     Ports: ``q`` in, B x 5 bits; ``pair`` in 3; ``count_a``, ``count_b`` out (enough bits for B):
     the numbers of ``q_k`` in ``[lo, hi)`` of ``STAGE2_RANGES[2p]`` and ``STAGE2_RANGES[2p + 1]``;
     ``dialect`` out 4, ``2p`` if ``count_a >= count_b`` (ties to A) else ``2p + 1``.
+    The logic of :class:`RangeMembership` then that of :class:`RangeCount` (the quantizer's
+    ``"count"`` cut registers the membership bits between them).
     """
 
     def __init__(self, B: int = 32):
         self.B = B
-        cbits = self.B.bit_length()
-        super().__init__({
-            "q": In(data.ArrayLayout(Q_BITS, self.B)),
-            "pair": In(PAIR_BITS),
-            "count_a": Out(cbits),
-            "count_b": Out(cbits),
-            "dialect": Out(DIALECT_BITS),
-        })
+        super().__init__({"q": In(data.ArrayLayout(Q_BITS, self.B)), **_count_ports(self.B)})
 
     def elaborate(self, platform):
         m = Module()
-        ranges = STAGE2_RANGES.tolist()
-        if max(hi for _, hi in ranges) >> Q_BITS:
-            raise AssertionError("stage-2 ranges must fit in the 5-bit range of q")
-        bounds = {name: Signal(Q_BITS, name=name) for name in ("lo_a", "hi_a", "lo_b", "hi_b")}
-        with m.Switch(self.pair):
-            for p in range(NUM_PAIRS):
-                (lo_a, hi_a), (lo_b, hi_b) = ranges[2 * p], ranges[2 * p + 1]
-                with m.Case(p):
-                    m.d.comb += [bounds["lo_a"].eq(lo_a), bounds["hi_a"].eq(hi_a),
-                                 bounds["lo_b"].eq(lo_b), bounds["hi_b"].eq(hi_b)]
-        in_a = Signal(self.B)
-        in_b = Signal(self.B)
-        for k in range(self.B):
-            q = self.q[k]
-            m.d.comb += [
-                in_a[k].eq((q >= bounds["lo_a"]) & (q < bounds["hi_a"])),
-                in_b[k].eq((q >= bounds["lo_b"]) & (q < bounds["hi_b"])),
-            ]
-        m.d.comb += [
-            self.count_a.eq(tree_sum((in_a[k] for k in range(self.B)), m=m, name="count_a")),
-            self.count_b.eq(tree_sum((in_b[k] for k in range(self.B)), m=m, name="count_b")),
-            self.dialect.eq(self.decide(self.count_a, self.count_b, self.pair)),
-        ]
+        in_a, in_b = _range_membership(m, self.B, self.q, self.pair)
+        _range_counts(m, self.B, in_a, in_b, self.count_a, self.count_b, self.dialect, self.pair)
         return m
 
     @staticmethod
@@ -278,23 +346,48 @@ class TwoStageSelection(Selection):
     def state_shape(self, B: int):
         return PAIR_BITS
 
-    def first(self, m, B, elements, exp, q, cut=None):
-        m.submodules.pair = pair = PairSelector(B, self.stage1, groups=1 if cut is None else GROUPS)
+    #: The frame's cut points inside :meth:`first` and :meth:`second`.
+    FIRST_CUTS = ("qmax8", "qmax", "pair_rule")
+    SECOND_CUTS = ("count", "select")
+
+    def first(self, m, B, elements, exp, q, cuts=None):
+        cuts = cuts or {}
+        groups = LANE_GROUPS if "qmax8" in cuts else GROUPS if "qmax" in cuts else 1
+        m.submodules.pair = pair = PairSelector(B, self.stage1, groups=groups)
         m.d.comb += pair.q.eq(q)
-        if cut is None:
+        if not cuts:
             return pair.pair
-        # The "qmax" cut: inside the maximum tree, after the maxima of GROUPS runs of lanes.
-        v = cut(partial=pair.partial)
-        qmax = tree_max((v["partial"][g] for g in range(GROUPS)), m=m, name="qmax")
+        # The "qmax8" and "qmax" cuts: inside the maximum tree, after the maxima of
+        # LANE_GROUPS and GROUPS runs of lanes.
+        partial = [pair.partial[g] for g in range(groups)]
+        for name, count in (("qmax8", LANE_GROUPS), ("qmax", GROUPS)):
+            if name in cuts:
+                runs = maxima(m, partial, count, f"{name}_run")
+                partial = _lanes(cuts[name](partial=Cat(*runs))["partial"], Q_BITS)
+        qmax = tree_max(partial, m=m, name="qmax")
+        if "pair_rule" in cuts:
+            # The "pair_rule" cut: qmax registered before the stage-1 rule.
+            qmax = cuts["pair_rule"](qmax=qmax)["qmax"]
         return PairSelector.pair_of(qmax, self.stage1)
 
-    def second(self, m, B, state, q, cut=None):
-        m.submodules.ranges = ranges = RangeCounter(B)
-        m.d.comb += [ranges.q.eq(q), ranges.pair.eq(state)]
-        if cut is None:
+    def second(self, m, B, state, q, cuts=None):
+        cuts = cuts or {}
+        if "count" not in cuts:
+            m.submodules.ranges = ranges = RangeCounter(B)
+            m.d.comb += [ranges.q.eq(q), ranges.pair.eq(state)]
+        else:
+            # The "count" cut: the membership bits registered before their popcounts.
+            m.submodules.ranges = member = RangeMembership(B)
+            m.d.comb += [member.q.eq(q), member.pair.eq(state)]
+            v = cuts["count"](in_a=member.in_a, in_b=member.in_b, pair=state)
+            m.submodules.counts = ranges = RangeCount(B)
+            m.d.comb += [ranges.in_a.eq(v["in_a"]), ranges.in_b.eq(v["in_b"]),
+                         ranges.pair.eq(v["pair"])]
+            state = v["pair"]
+        if "select" not in cuts:
             return ranges.dialect
         # The "select" cut: between the two range counts and their comparison.
-        v = cut(count_a=ranges.count_a, count_b=ranges.count_b, pair=state)
+        v = cuts["select"](count_a=ranges.count_a, count_b=ranges.count_b, pair=state)
         return RangeCounter.decide(v["count_a"], v["count_b"], v["pair"])
 
 
@@ -317,7 +410,14 @@ class BDQuantizer(ParametrisedComponent):
       registered before ``qmax`` and the pair);
     - ``"qmax"``: inside the first half of the selection (two-stage: in the maximum tree of ``q``,
       after the maxima of four runs of lanes);
-    - ``"exp"``: inside the shared exponent's maximum tree, after the maxima of four runs of lanes.
+    - ``"exp"``: inside the shared exponent's maximum tree, after the maxima of four runs of lanes;
+    - ``"exp8"``: earlier in the same tree, after the maxima of eight runs of lanes (with
+      ``"exp"``, every stage of the tree is at most two compare-and-select levels);
+    - ``"count"``: inside the second half of the selection (two-stage: the range-membership bits
+      registered before their popcounts; see :class:`RangeMembership`, :class:`RangeCount`);
+    - ``"qmax8"``: in the maximum tree of ``q``, after the maxima of eight runs of lanes;
+    - ``"pair_rule"``: inside the first half of the selection (two-stage: ``qmax`` registered
+      before the stage-1 rule that turns it into the pair).
 
     :attr:`latency` is ``4 + pipeline``; throughput stays one block per clock.
     Raises ``ValueError`` naming ``B``, ``stage1``, ``selection`` or ``pipeline``.
@@ -349,33 +449,43 @@ class BDQuantizer(ParametrisedComponent):
         m.d.comb += self.o.valid.eq(st.valid)
         v = {"data": self.i.payload.data}
 
-        def inside(name, method, *args):
-            """Call a selection method, with a ``cut`` that registers its values and the frame's
-            (``v``) when cut point ``name`` is taken; registers its result if it leaves ``cut``
-            uncalled."""
+        def inside(names, method, *args):
+            """Call a selection method, with ``cuts``: for each of the cut points ``names`` that
+            is taken, a function that registers its values and the frame's (``v``) in that stage;
+            registers the method's result at each one it leaves uncalled."""
             nonlocal v
-            if name not in self.cuts:
+            taken = [name for name in names if name in self.cuts]
+            if not taken:
                 return method(m, B, *args)
             called = []
 
-            def cut(**values):
-                nonlocal v
-                called.append(True)
-                regs = st.register(name, **v, **values)
-                v = {k: regs[k] for k in v}
-                return {k: regs[k] for k in values}
+            def cut_at(name):
+                def cut(**values):
+                    nonlocal v
+                    called.append(name)
+                    regs = st.register(name, **v, **values)
+                    v = {k: regs[k] for k in v}
+                    return {k: regs[k] for k in values}
+                return cut
 
-            result = method(m, B, *args, cut=cut)
-            return result if called else cut(result=result)["result"]
+            result = method(m, B, *args, cuts={name: cut_at(name) for name in taken})
+            for name in taken:
+                if name not in called:
+                    result = cut_at(name)(result=result)["result"]
+            return result
 
-        # Stage 0: shared exponent and invalid flag; optional cut inside the maximum tree.
-        groups = GROUPS if "exp" in self.cuts else 1
+        # Stage 0: shared exponent and invalid flag; optional cuts inside the maximum tree, after
+        # the maxima of LANE_GROUPS ("exp8") and GROUPS ("exp") runs of lanes.
+        groups = LANE_GROUPS if "exp8" in self.cuts else GROUPS if "exp" in self.cuts else 1
         m.submodules.exp_max = exp_max = ExponentMax(B, groups)
         m.d.comb += exp_max.data.eq(v["data"])
-        v = st.cut("exp", "exp" in self.cuts, **v, invalid=exp_max.invalid,
-                   partial=exp_max.partial)
-        partial = v.pop("partial")
-        exp = tree_max((partial[g] for g in range(groups)), m=m, name="exp")
+        v = {**v, "invalid": exp_max.invalid}
+        partial = [exp_max.partial[g] for g in range(groups)]
+        for name, count in (("exp8", LANE_GROUPS), ("exp", GROUPS)):
+            if name in self.cuts:
+                v = st.register(name, **v, partial=Cat(*maxima(m, partial, count, f"{name}_run")))
+                partial = _lanes(v.pop("partial"), EXP_BITS)
+        exp = tree_max(partial, m=m, name="exp")
         v = st.register("s0", **v, exp=exp)
 
         # Stage 1: 5-bit intermediates; optional cut; the first half of the selection (with the
@@ -383,7 +493,7 @@ class BDQuantizer(ParametrisedComponent):
         m.submodules.shifter = shifter = SignificandShifter(B)
         m.d.comb += [shifter.data.eq(v["data"]), shifter.exp.eq(v["exp"])]
         v = st.cut("shift", "shift" in self.cuts, **v, q=shifter.q)
-        first = inside("qmax", sel.first, v["data"], v["exp"], v["q"])
+        first = inside(TwoStageSelection.FIRST_CUTS, sel.first, v["data"], v["exp"], v["q"])
         sign = Cat(v["data"][k][FP16_BITS - 1] for k in range(B))
         v = st.register("s1", q=v["q"], sign=sign, exp=v["exp"], invalid=v["invalid"],
                         select=first)
@@ -391,7 +501,7 @@ class BDQuantizer(ParametrisedComponent):
         # Stage 2: the dialect (SPEC 3: a zero block is dialect 0), with the optional "select"
         # cut inside the selection.
         state = v.pop("select")
-        dialect = inside("select", sel.second, state, v["q"])
+        dialect = inside(TwoStageSelection.SECOND_CUTS, sel.second, state, v["q"])
         v = st.register("s2", **v, dialect=Mux(v["exp"].any(), dialect, 0))
 
         # Stage 3: element indices -> output register. In a zero block every q is 0 and every

@@ -28,11 +28,12 @@ class Selection:
     registers; its result, of shape :meth:`state_shape`, is registered there beside ``q``.
     :meth:`second` turns that state (and the registered ``q``) into the dialect, registered in
     stage 2 (the frame forces dialect 0 for a zero block). Both add their submodules to ``m``.
-    When the frame's ``"qmax"`` (``"select"``) cut is taken, :meth:`first` (:meth:`second`) is
-    also given ``cut``: a function
-    that takes keyword values, registers them in an extra pipeline stage and returns a dict of the
-    registers; the selection calls it once where its logic is best split (a selection without
-    such a point may leave it uncalled, and the frame registers its dialect instead).
+    When some of the frame's cut points inside :meth:`first` (``"qmax8"``, ``"qmax"``,
+    ``"pair_rule"``) or :meth:`second` (``"count"``, ``"select"``) are taken, the method is also
+    given ``cuts``: for each taken one, by name, a function that takes keyword values, registers
+    them in an extra pipeline stage and returns a dict of the registers; the selection calls each
+    once, in that order, where its logic is best split (a selection without such a point may leave
+    it uncalled, and the frame registers its result there instead).
     ``method`` names the ``golden.bd.quantize`` method whose dialects it reproduces.
     """
 

@@ -12,8 +12,8 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer``     16, 32, 64      ``BDQuantizer(B, stage1="round")``        4
 ``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
-``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=4)``            8
-``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
+``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=8)``            12
+``bd_dot_fast``      32              ``BDDot(B, pipeline=5)``                  10
 ``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           5
 ``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           6
 ``bd_dot_fp32_fast`` 32              ``BDDot(B, accumulate="fp32", pipeline=2)`` 7
@@ -171,9 +171,9 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="online two-stage quantizer, truncating stage 1 (SPEC 4.2, method two_stage_trunc)"),
     Unit("bd_dot", "dot", _dot, parameters=DotParams,
          summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
-    Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 4},
-         blocks=(32,), parameters=QuantizerParams, summary="bd_quantizer with every pipeline cut point taken (latency 8)"),
-    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,), parameters=DotParams,
+    Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 8},
+         blocks=(32,), parameters=QuantizerParams, summary="bd_quantizer with every pipeline cut point taken (latency 12)"),
+    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 5}, blocks=(32,), parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
     Unit("bd_dot_fp32", "dot", _dot, {"accumulate": "fp32"}, blocks=(32,), parameters=DotParams,
          summary="block dot product, block values added in FP32 in order (SPEC 6.1, latency 5)"),

@@ -174,6 +174,17 @@ def quantizer_fields(B: int, rule: str = "round") -> dict:
     def stage2(m, q, pair):
         return Cat(*model_stage2(m, lanes(q), pair))
 
+    def membership(side):
+        """SPEC 4.3: which q_k lie in the beneficial range of dialect 2 pair + side."""
+        def build(m, q, pair):
+            bits = Signal(B, name=f"m_in_{'ab'[side]}")
+            for p in range(NUM_PAIRS):
+                lo, hi = beneficial_range(2 * p + side)
+                with m.If(pair == p):
+                    m.d.comb += bits.eq(Cat(*[(qk >= lo) & (qk < hi) for qk in lanes(q)]))
+            return bits
+        return build
+
     cbits = B.bit_length()
 
     def zero_block_dialect(m, E, pair_dialect):           # SPEC 3: the zero block is dialect 0
@@ -193,6 +204,8 @@ def quantizer_fields(B: int, rule: str = "round") -> dict:
         "q": (("data", "E"), lambda m, data, E: Cat(*model_q(m, elements(data), E))),
         "qmax": (("q",), lambda m, q: max_chain(m, lanes(q), Q_BITS, "m_qmax")),
         "pair": (("qmax",), lambda m, qmax: model_pair(m, qmax, rule)),
+        "in_a": (("q", "pair"), membership(0)),
+        "in_b": (("q", "pair"), membership(1)),
         "stage2": (("q", "pair"), stage2),
         "count_a": (("stage2",), lambda m, x: x[:cbits]),
         "count_b": (("stage2",), lambda m, x: x[cbits:2 * cbits]),

@@ -57,6 +57,8 @@ def dot_pending(find, dut):
     names = [name for name, taken in (("s0", "decode" in dut.cuts), ("s1", True),
                                       ("s2", "tree" in dut.cuts), ("s3", True)) if taken]
     pending = sum(find(f"s{n}_valid") & find(f"{name}_last") for n, name in enumerate(names))
+    if "ready" in dut.cuts:                 # the "ready" cut: the block-sum stage's spare bank
+        pending = pending + (find(f"s{len(names) - 1}_spare_valid") & find(f"{names[-1]}_spare_last"))
     pending = (pending + (find("t_valid", "accumulator") & find("t_last", "accumulator"))
                + find("o_valid", "accumulator"))
     if dut.accumulate != "exact":
@@ -79,7 +81,7 @@ def quantizer_protocol(unit, B):
 
 def dot_protocol(unit, B):
     dut = unit.build(B)
-    return StreamProtocolHarness(dut, capacity=dut.latency, lemma=partial(dot_pending, dut=dut),
+    return StreamProtocolHarness(dut, capacity=dut.capacity, lemma=partial(dot_pending, dut=dut),
                                  produces=lambda p: p.last)
 
 
@@ -123,7 +125,8 @@ def quantizer_equivalence(unit, B, covers=False):
 
 #: ``BDQuantizer``'s register stages in frame order, named as it registers them (``bd_hw.pipeline``
 #: names a stage's registers ``<stage>_<key>``); the optional ones are its cut points.
-QUANTIZER_FRAME = ("exp", "s0", "shift", "qmax", "s1", "select", "s2", "s3")
+QUANTIZER_FRAME = ("exp8", "exp", "s0", "shift", "qmax8", "qmax", "pair_rule", "s1",
+                   "count", "select", "s2", "s3")
 
 
 def quantizer_stage_names(params) -> list[str]:
@@ -135,11 +138,13 @@ def quantizer_stage_names(params) -> list[str]:
 
 
 #: The model field each kind of ``BDQuantizer`` register holds (``<stage>_<key>``); ``partial``
-#: (the maxima of runs of lanes at the "exp" and "qmax" cuts) is checked through its maximum, the
-#: only use the unit makes of it; ``out`` is the output, checked at the port.
+#: (the maxima of runs of lanes at the "exp8", "exp", "qmax8" and "qmax" cuts) is
+#: checked through its maximum, the only use the unit makes of it; ``out`` is the output, checked
+#: at the port.
 QUANTIZER_REGISTER_FIELDS = {"data": "data", "sign": "sign", "q": "q", "exp": "E",
                              "invalid": "invalid", "select": "pair", "pair": "pair",
-                             "count_a": "count_a", "count_b": "count_b", "dialect": "dialect"}
+                             "count_a": "count_a", "count_b": "count_b", "dialect": "dialect",
+                             "in_a": "in_a", "in_b": "in_b", "qmax": "qmax"}
 
 
 def quantizer_stage_registers(find, stage: str) -> dict:
@@ -152,7 +157,7 @@ def quantizer_stage_registers(find, stage: str) -> dict:
 
 
 def _partial_field(stage: str) -> str:
-    return "E" if stage == "exp" else "qmax"
+    return "E" if stage in ("exp8", "exp") else "qmax"
 
 
 def quantizer_stage_fields(stage: str, keys) -> set:
@@ -196,9 +201,10 @@ def quantizer_end_to_end(unit, B, part=None):
         needs=lambda n: quantizer_stage_fields(names[n], keys[n]),
         outputs=("E", "invalid", "dialect", "codes"), lemmas=lemmas,
         # the shifter and stage 1 rely on E being the block's maximum exponent (q_k < 32, and
-        # qmax >= 16 for E >= 1), the comparison after the "select" cut on the counts being
-        # those of q: where a stage carries what they come from, they agree with it
-        consistent=("E", "invalid", "q", "qmax", "count_a", "count_b"), part=part,
+        # qmax >= 16 for E >= 1), the popcounts after the "count" cut on the membership bits
+        # and the comparison after the "select" cut on the counts being those of q: where a
+        # stage carries what they come from, they agree with it
+        consistent=("E", "invalid", "q", "qmax", "in_a", "in_b", "count_a", "count_b"), part=part,
         # the range counter as its stage job proves it, for every input
         proved={hwq.RangeCounter: ranges_as_proved},
         valid=lambda find, n: find(f"s{n}_valid"),

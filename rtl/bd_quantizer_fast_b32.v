@@ -6,7 +6,19 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
+  reg [31:0] \$100 ;
+  reg [4:0] \$101 ;
+  reg \$102 ;
+  reg [5:0] \$103 ;
+  reg [5:0] \$104 ;
+  reg [2:0] \$105 ;
+  reg [159:0] \$106 ;
+  reg [31:0] \$107 ;
+  reg [4:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
+  reg [3:0] \$110 ;
+  reg [137:0] \$111 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -17,102 +29,140 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [5:0] \$21 ;
-  wire [5:0] \$22 ;
-  wire [2:0] \$23 ;
-  wire [2:0] \$24 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [3:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg [511:0] \$39 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [5:0] \$36 ;
+  wire [5:0] \$37 ;
+  wire [2:0] \$38 ;
+  wire [2:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [19:0] \$41 ;
-  reg [511:0] \$42 ;
-  reg \$43 ;
-  reg [4:0] \$44 ;
-  reg [511:0] \$45 ;
-  reg \$46 ;
-  reg [4:0] \$47 ;
-  reg [159:0] \$48 ;
-  reg [511:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [3:0] \$45 ;
+  wire \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg \$49 ;
   wire \$5 ;
   reg \$50 ;
-  reg [4:0] \$51 ;
-  reg [159:0] \$52 ;
-  reg [19:0] \$53 ;
-  reg [159:0] \$54 ;
-  reg [31:0] \$55 ;
-  reg [4:0] \$56 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
   reg \$57 ;
-  reg [2:0] \$58 ;
-  reg [159:0] \$59 ;
+  reg \$58 ;
+  reg [511:0] \$59 ;
   wire \$6 ;
-  reg [31:0] \$60 ;
-  reg [4:0] \$61 ;
-  reg \$62 ;
-  reg [5:0] \$63 ;
-  reg [5:0] \$64 ;
-  reg [2:0] \$65 ;
-  reg [159:0] \$66 ;
-  reg [31:0] \$67 ;
-  reg [4:0] \$68 ;
+  reg \$60 ;
+  reg [39:0] \$61 ;
+  reg [511:0] \$62 ;
+  reg \$63 ;
+  reg [19:0] \$64 ;
+  reg [511:0] \$65 ;
+  reg \$66 ;
+  reg [4:0] \$67 ;
+  reg [511:0] \$68 ;
   reg \$69 ;
   wire \$7 ;
-  reg [3:0] \$70 ;
-  reg [137:0] \$71 ;
+  reg [4:0] \$70 ;
+  reg [159:0] \$71 ;
+  reg [511:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg [159:0] \$75 ;
+  reg [39:0] \$76 ;
+  reg [511:0] \$77 ;
+  reg \$78 ;
+  reg [4:0] \$79 ;
   wire \$8 ;
+  reg [159:0] \$80 ;
+  reg [19:0] \$81 ;
+  reg [511:0] \$82 ;
+  reg \$83 ;
+  reg [4:0] \$84 ;
+  reg [159:0] \$85 ;
+  reg [4:0] \$86 ;
+  reg [159:0] \$87 ;
+  reg [31:0] \$88 ;
+  reg [4:0] \$89 ;
   wire \$9 ;
+  reg \$90 ;
+  reg [2:0] \$91 ;
+  reg [159:0] \$92 ;
+  reg [31:0] \$93 ;
+  reg [4:0] \$94 ;
+  reg \$95 ;
+  reg [31:0] \$96 ;
+  reg [31:0] \$97 ;
+  reg [2:0] \$98 ;
+  reg [159:0] \$99 ;
   input clk;
   wire clk;
   wire [5:0] count_a;
   wire [5:0] count_b;
+  reg [4:0] count_exp = 5'h00;
+  (* init = 32'd0 *)
+  wire [31:0] count_in_a;
+  (* init = 32'd0 *)
+  wire [31:0] count_in_b;
+  reg count_invalid = 1'h0;
+  (* init = 3'h0 *)
+  wire [2:0] count_pair;
+  reg [159:0] count_q = 160'h0000000000000000000000000000000000000000;
+  reg [31:0] count_sign = 32'd0;
   wire [511:0] data;
-  reg [511:0] \data$29  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [15:0] \data$29[0] ;
-  wire [15:0] \data$29[10] ;
-  wire [15:0] \data$29[11] ;
-  wire [15:0] \data$29[12] ;
-  wire [15:0] \data$29[13] ;
-  wire [15:0] \data$29[14] ;
-  wire [15:0] \data$29[15] ;
-  wire [15:0] \data$29[16] ;
-  wire [15:0] \data$29[17] ;
-  wire [15:0] \data$29[18] ;
-  wire [15:0] \data$29[19] ;
-  wire [15:0] \data$29[1] ;
-  wire [15:0] \data$29[20] ;
-  wire [15:0] \data$29[21] ;
-  wire [15:0] \data$29[22] ;
-  wire [15:0] \data$29[23] ;
-  wire [15:0] \data$29[24] ;
-  wire [15:0] \data$29[25] ;
-  wire [15:0] \data$29[26] ;
-  wire [15:0] \data$29[27] ;
-  wire [15:0] \data$29[28] ;
-  wire [15:0] \data$29[29] ;
-  wire [15:0] \data$29[2] ;
-  wire [15:0] \data$29[30] ;
-  wire [15:0] \data$29[31] ;
-  wire [15:0] \data$29[3] ;
-  wire [15:0] \data$29[4] ;
-  wire [15:0] \data$29[5] ;
-  wire [15:0] \data$29[6] ;
-  wire [15:0] \data$29[7] ;
-  wire [15:0] \data$29[8] ;
-  wire [15:0] \data$29[9] ;
+  reg [511:0] \data$42  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  wire [15:0] \data$42[0] ;
+  wire [15:0] \data$42[10] ;
+  wire [15:0] \data$42[11] ;
+  wire [15:0] \data$42[12] ;
+  wire [15:0] \data$42[13] ;
+  wire [15:0] \data$42[14] ;
+  wire [15:0] \data$42[15] ;
+  wire [15:0] \data$42[16] ;
+  wire [15:0] \data$42[17] ;
+  wire [15:0] \data$42[18] ;
+  wire [15:0] \data$42[19] ;
+  wire [15:0] \data$42[1] ;
+  wire [15:0] \data$42[20] ;
+  wire [15:0] \data$42[21] ;
+  wire [15:0] \data$42[22] ;
+  wire [15:0] \data$42[23] ;
+  wire [15:0] \data$42[24] ;
+  wire [15:0] \data$42[25] ;
+  wire [15:0] \data$42[26] ;
+  wire [15:0] \data$42[27] ;
+  wire [15:0] \data$42[28] ;
+  wire [15:0] \data$42[29] ;
+  wire [15:0] \data$42[2] ;
+  wire [15:0] \data$42[30] ;
+  wire [15:0] \data$42[31] ;
+  wire [15:0] \data$42[3] ;
+  wire [15:0] \data$42[4] ;
+  wire [15:0] \data$42[5] ;
+  wire [15:0] \data$42[6] ;
+  wire [15:0] \data$42[7] ;
+  wire [15:0] \data$42[8] ;
+  wire [15:0] \data$42[9] ;
   wire [15:0] \data[0] ;
   wire [15:0] \data[10] ;
   wire [15:0] \data[11] ;
@@ -147,12 +197,19 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [15:0] \data[9] ;
   reg [3:0] dialect = 4'h0;
   reg [4:0] exp = 5'h00;
+  reg [511:0] exp8_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg exp8_invalid = 1'h0;
+  reg [39:0] exp8_partial = 40'h0000000000;
   reg [511:0] exp_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg exp_invalid = 1'h0;
   wire [4:0] exp_l1_0;
   wire [4:0] exp_l1_1;
   wire [4:0] exp_l2_0;
   reg [19:0] exp_partial = 20'h00000;
+  wire [4:0] exp_run0_l1_0;
+  wire [4:0] exp_run1_l1_0;
+  wire [4:0] exp_run2_l1_0;
+  wire [4:0] exp_run3_l1_0;
   input [511:0] i__payload;
   wire [511:0] i__payload;
   wire [511:0] \i__payload.data ;
@@ -225,6 +282,10 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [2:0] \idx[7] ;
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
+  reg [31:0] in_a = 32'd0;
+  wire [31:0] \in_a$109 ;
+  reg [31:0] in_b = 32'd0;
+  wire [31:0] \in_b$110 ;
   wire invalid;
   output [137:0] o__payload;
   reg [137:0] o__payload = 138'h00000000000000000000000000000000000;
@@ -306,116 +367,130 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [4:0] \out.exp ;
   wire \out.invalid ;
   reg [2:0] pair = 3'h0;
-  wire [19:0] partial;
-  wire [19:0] \partial$66 ;
-  wire [4:0] \partial$66[0] ;
-  wire [4:0] \partial$66[1] ;
-  wire [4:0] \partial$66[2] ;
-  wire [4:0] \partial$66[3] ;
+  reg [2:0] \pair$65  = 3'h0;
+  reg [511:0] pair_rule_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [4:0] pair_rule_exp = 5'h00;
+  reg pair_rule_invalid = 1'h0;
+  reg [159:0] pair_rule_q = 160'h0000000000000000000000000000000000000000;
+  reg [4:0] pair_rule_qmax = 5'h00;
+  wire [39:0] partial;
+  wire [39:0] \partial$92 ;
+  wire [4:0] \partial$92[0] ;
+  wire [4:0] \partial$92[1] ;
+  wire [4:0] \partial$92[2] ;
+  wire [4:0] \partial$92[3] ;
+  wire [4:0] \partial$92[4] ;
+  wire [4:0] \partial$92[5] ;
+  wire [4:0] \partial$92[6] ;
+  wire [4:0] \partial$92[7] ;
   wire [4:0] \partial[0] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
+  wire [4:0] \partial[4] ;
+  wire [4:0] \partial[5] ;
+  wire [4:0] \partial[6] ;
+  wire [4:0] \partial[7] ;
   reg [159:0] q = 160'h0000000000000000000000000000000000000000;
-  reg [159:0] \q$39  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$39[0] ;
-  wire [4:0] \q$39[10] ;
-  wire [4:0] \q$39[11] ;
-  wire [4:0] \q$39[12] ;
-  wire [4:0] \q$39[13] ;
-  wire [4:0] \q$39[14] ;
-  wire [4:0] \q$39[15] ;
-  wire [4:0] \q$39[16] ;
-  wire [4:0] \q$39[17] ;
-  wire [4:0] \q$39[18] ;
-  wire [4:0] \q$39[19] ;
-  wire [4:0] \q$39[1] ;
-  wire [4:0] \q$39[20] ;
-  wire [4:0] \q$39[21] ;
-  wire [4:0] \q$39[22] ;
-  wire [4:0] \q$39[23] ;
-  wire [4:0] \q$39[24] ;
-  wire [4:0] \q$39[25] ;
-  wire [4:0] \q$39[26] ;
-  wire [4:0] \q$39[27] ;
-  wire [4:0] \q$39[28] ;
-  wire [4:0] \q$39[29] ;
-  wire [4:0] \q$39[2] ;
-  wire [4:0] \q$39[30] ;
-  wire [4:0] \q$39[31] ;
-  wire [4:0] \q$39[3] ;
-  wire [4:0] \q$39[4] ;
-  wire [4:0] \q$39[5] ;
-  wire [4:0] \q$39[6] ;
-  wire [4:0] \q$39[7] ;
-  wire [4:0] \q$39[8] ;
-  wire [4:0] \q$39[9] ;
-  reg [159:0] \q$43  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$43[0] ;
-  wire [4:0] \q$43[10] ;
-  wire [4:0] \q$43[11] ;
-  wire [4:0] \q$43[12] ;
-  wire [4:0] \q$43[13] ;
-  wire [4:0] \q$43[14] ;
-  wire [4:0] \q$43[15] ;
-  wire [4:0] \q$43[16] ;
-  wire [4:0] \q$43[17] ;
-  wire [4:0] \q$43[18] ;
-  wire [4:0] \q$43[19] ;
-  wire [4:0] \q$43[1] ;
-  wire [4:0] \q$43[20] ;
-  wire [4:0] \q$43[21] ;
-  wire [4:0] \q$43[22] ;
-  wire [4:0] \q$43[23] ;
-  wire [4:0] \q$43[24] ;
-  wire [4:0] \q$43[25] ;
-  wire [4:0] \q$43[26] ;
-  wire [4:0] \q$43[27] ;
-  wire [4:0] \q$43[28] ;
-  wire [4:0] \q$43[29] ;
-  wire [4:0] \q$43[2] ;
-  wire [4:0] \q$43[30] ;
-  wire [4:0] \q$43[31] ;
-  wire [4:0] \q$43[3] ;
-  wire [4:0] \q$43[4] ;
-  wire [4:0] \q$43[5] ;
-  wire [4:0] \q$43[6] ;
-  wire [4:0] \q$43[7] ;
-  wire [4:0] \q$43[8] ;
-  wire [4:0] \q$43[9] ;
-  wire [159:0] \q$61 ;
-  wire [4:0] \q$61[0] ;
-  wire [4:0] \q$61[10] ;
-  wire [4:0] \q$61[11] ;
-  wire [4:0] \q$61[12] ;
-  wire [4:0] \q$61[13] ;
-  wire [4:0] \q$61[14] ;
-  wire [4:0] \q$61[15] ;
-  wire [4:0] \q$61[16] ;
-  wire [4:0] \q$61[17] ;
-  wire [4:0] \q$61[18] ;
-  wire [4:0] \q$61[19] ;
-  wire [4:0] \q$61[1] ;
-  wire [4:0] \q$61[20] ;
-  wire [4:0] \q$61[21] ;
-  wire [4:0] \q$61[22] ;
-  wire [4:0] \q$61[23] ;
-  wire [4:0] \q$61[24] ;
-  wire [4:0] \q$61[25] ;
-  wire [4:0] \q$61[26] ;
-  wire [4:0] \q$61[27] ;
-  wire [4:0] \q$61[28] ;
-  wire [4:0] \q$61[29] ;
-  wire [4:0] \q$61[2] ;
-  wire [4:0] \q$61[30] ;
-  wire [4:0] \q$61[31] ;
-  wire [4:0] \q$61[3] ;
-  wire [4:0] \q$61[4] ;
-  wire [4:0] \q$61[5] ;
-  wire [4:0] \q$61[6] ;
-  wire [4:0] \q$61[7] ;
-  wire [4:0] \q$61[8] ;
-  wire [4:0] \q$61[9] ;
+  reg [159:0] \q$57  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$57[0] ;
+  wire [4:0] \q$57[10] ;
+  wire [4:0] \q$57[11] ;
+  wire [4:0] \q$57[12] ;
+  wire [4:0] \q$57[13] ;
+  wire [4:0] \q$57[14] ;
+  wire [4:0] \q$57[15] ;
+  wire [4:0] \q$57[16] ;
+  wire [4:0] \q$57[17] ;
+  wire [4:0] \q$57[18] ;
+  wire [4:0] \q$57[19] ;
+  wire [4:0] \q$57[1] ;
+  wire [4:0] \q$57[20] ;
+  wire [4:0] \q$57[21] ;
+  wire [4:0] \q$57[22] ;
+  wire [4:0] \q$57[23] ;
+  wire [4:0] \q$57[24] ;
+  wire [4:0] \q$57[25] ;
+  wire [4:0] \q$57[26] ;
+  wire [4:0] \q$57[27] ;
+  wire [4:0] \q$57[28] ;
+  wire [4:0] \q$57[29] ;
+  wire [4:0] \q$57[2] ;
+  wire [4:0] \q$57[30] ;
+  wire [4:0] \q$57[31] ;
+  wire [4:0] \q$57[3] ;
+  wire [4:0] \q$57[4] ;
+  wire [4:0] \q$57[5] ;
+  wire [4:0] \q$57[6] ;
+  wire [4:0] \q$57[7] ;
+  wire [4:0] \q$57[8] ;
+  wire [4:0] \q$57[9] ;
+  reg [159:0] \q$67  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$67[0] ;
+  wire [4:0] \q$67[10] ;
+  wire [4:0] \q$67[11] ;
+  wire [4:0] \q$67[12] ;
+  wire [4:0] \q$67[13] ;
+  wire [4:0] \q$67[14] ;
+  wire [4:0] \q$67[15] ;
+  wire [4:0] \q$67[16] ;
+  wire [4:0] \q$67[17] ;
+  wire [4:0] \q$67[18] ;
+  wire [4:0] \q$67[19] ;
+  wire [4:0] \q$67[1] ;
+  wire [4:0] \q$67[20] ;
+  wire [4:0] \q$67[21] ;
+  wire [4:0] \q$67[22] ;
+  wire [4:0] \q$67[23] ;
+  wire [4:0] \q$67[24] ;
+  wire [4:0] \q$67[25] ;
+  wire [4:0] \q$67[26] ;
+  wire [4:0] \q$67[27] ;
+  wire [4:0] \q$67[28] ;
+  wire [4:0] \q$67[29] ;
+  wire [4:0] \q$67[2] ;
+  wire [4:0] \q$67[30] ;
+  wire [4:0] \q$67[31] ;
+  wire [4:0] \q$67[3] ;
+  wire [4:0] \q$67[4] ;
+  wire [4:0] \q$67[5] ;
+  wire [4:0] \q$67[6] ;
+  wire [4:0] \q$67[7] ;
+  wire [4:0] \q$67[8] ;
+  wire [4:0] \q$67[9] ;
+  wire [159:0] \q$87 ;
+  wire [4:0] \q$87[0] ;
+  wire [4:0] \q$87[10] ;
+  wire [4:0] \q$87[11] ;
+  wire [4:0] \q$87[12] ;
+  wire [4:0] \q$87[13] ;
+  wire [4:0] \q$87[14] ;
+  wire [4:0] \q$87[15] ;
+  wire [4:0] \q$87[16] ;
+  wire [4:0] \q$87[17] ;
+  wire [4:0] \q$87[18] ;
+  wire [4:0] \q$87[19] ;
+  wire [4:0] \q$87[1] ;
+  wire [4:0] \q$87[20] ;
+  wire [4:0] \q$87[21] ;
+  wire [4:0] \q$87[22] ;
+  wire [4:0] \q$87[23] ;
+  wire [4:0] \q$87[24] ;
+  wire [4:0] \q$87[25] ;
+  wire [4:0] \q$87[26] ;
+  wire [4:0] \q$87[27] ;
+  wire [4:0] \q$87[28] ;
+  wire [4:0] \q$87[29] ;
+  wire [4:0] \q$87[2] ;
+  wire [4:0] \q$87[30] ;
+  wire [4:0] \q$87[31] ;
+  wire [4:0] \q$87[3] ;
+  wire [4:0] \q$87[4] ;
+  wire [4:0] \q$87[5] ;
+  wire [4:0] \q$87[6] ;
+  wire [4:0] \q$87[7] ;
+  wire [4:0] \q$87[8] ;
+  wire [4:0] \q$87[9] ;
   wire [4:0] \q[0] ;
   wire [4:0] \q[10] ;
   wire [4:0] \q[11] ;
@@ -448,6 +523,11 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [4:0] \q[7] ;
   wire [4:0] \q[8] ;
   wire [4:0] \q[9] ;
+  reg [511:0] qmax8_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [4:0] qmax8_exp = 5'h00;
+  reg qmax8_invalid = 1'h0;
+  reg [39:0] qmax8_partial = 40'h0000000000;
+  reg [159:0] qmax8_q = 160'h0000000000000000000000000000000000000000;
   reg [511:0] qmax_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] qmax_exp = 5'h00;
   reg qmax_invalid = 1'h0;
@@ -456,6 +536,10 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [4:0] qmax_l2_0;
   reg [19:0] qmax_partial = 20'h00000;
   reg [159:0] qmax_q = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] qmax_run0_l1_0;
+  wire [4:0] qmax_run1_l1_0;
+  wire [4:0] qmax_run2_l1_0;
+  wire [4:0] qmax_run3_l1_0;
   input rst;
   wire rst;
   (* init = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
@@ -465,6 +549,11 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   reg s0_invalid = 1'h0;
   wire s0_load;
   reg s0_valid = 1'h0;
+  wire s10_load;
+  reg s10_valid = 1'h0;
+  wire s11_load;
+  (* init = 1'h0 *)
+  wire s11_valid;
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
@@ -494,8 +583,11 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire s6_load;
   reg s6_valid = 1'h0;
   wire s7_load;
-  (* init = 1'h0 *)
-  wire s7_valid;
+  reg s7_valid = 1'h0;
+  wire s8_load;
+  reg s8_valid = 1'h0;
+  wire s9_load;
+  reg s9_valid = 1'h0;
   reg [5:0] select_count_a = 6'h00;
   reg [5:0] select_count_b = 6'h00;
   reg [4:0] select_exp = 5'h00;
@@ -508,133 +600,216 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   reg shift_invalid = 1'h0;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] shift_q;
-  assign \$15  = qmax_l1_0 >= qmax_l1_1;
-  assign qmax_l2_0 = \$15  ? qmax_l1_0 : qmax_l1_1;
-  assign \$16  = s0_load & i__valid;
-  assign \$17  = s1_load & s0_valid;
-  assign \$18  = s2_load & s1_valid;
-  assign \$19  = s3_load & s2_valid;
-  assign \$20  = s4_load & s3_valid;
-  assign \$21  = qmax_l2_0 + 1'h1;
-  assign \$22  = qmax_l2_0 + 1'h1;
-  assign \$23  = ~ \$22 [3:1];
-  assign \$24  = \$21 [5] ? 3'h0 : \$23 ;
-  assign \$25  = s5_load & s4_valid;
-  assign \$26  = s6_load & s5_valid;
-  assign \$27  = | select_exp;
-  assign \$28  = select_count_b > select_count_a;
-  assign \$29  = \$27  ? { select_pair, \$28  } : 4'h0;
-  assign \$30  = s7_load & s6_valid;
-  always @(posedge clk)
-    s0_valid <= \$31 ;
-  always @(posedge clk)
-    s1_valid <= \$32 ;
-  always @(posedge clk)
-    s2_valid <= \$33 ;
-  always @(posedge clk)
-    s3_valid <= \$34 ;
-  always @(posedge clk)
-    s4_valid <= \$35 ;
-  always @(posedge clk)
-    s5_valid <= \$36 ;
-  always @(posedge clk)
-    s6_valid <= \$37 ;
-  always @(posedge clk)
-    o__valid <= \$38 ;
-  always @(posedge clk)
-    exp_data <= \$39 ;
-  always @(posedge clk)
-    exp_invalid <= \$40 ;
-  always @(posedge clk)
-    exp_partial <= \$41 ;
-  always @(posedge clk)
-    \data$29  <= \$42 ;
-  always @(posedge clk)
-    s0_invalid <= \$43 ;
-  always @(posedge clk)
-    exp <= \$44 ;
-  always @(posedge clk)
-    shift_data <= \$45 ;
-  always @(posedge clk)
-    shift_invalid <= \$46 ;
-  always @(posedge clk)
-    shift_exp <= \$47 ;
-  always @(posedge clk)
-    q <= \$48 ;
-  always @(posedge clk)
-    qmax_data <= \$49 ;
-  always @(posedge clk)
-    qmax_invalid <= \$50 ;
-  always @(posedge clk)
-    qmax_exp <= \$51 ;
-  always @(posedge clk)
-    qmax_q <= \$52 ;
-  always @(posedge clk)
-    qmax_partial <= \$53 ;
-  always @(posedge clk)
-    \q$39  <= \$54 ;
-  always @(posedge clk)
-    s1_sign <= \$55 ;
-  always @(posedge clk)
-    s1_exp <= \$56 ;
-  always @(posedge clk)
-    s1_invalid <= \$57 ;
-  always @(posedge clk)
-    pair <= \$58 ;
-  always @(posedge clk)
-    select_q <= \$59 ;
-  always @(posedge clk)
-    select_sign <= \$60 ;
-  always @(posedge clk)
-    select_exp <= \$61 ;
-  always @(posedge clk)
-    select_invalid <= \$62 ;
-  always @(posedge clk)
-    select_count_a <= \$63 ;
-  always @(posedge clk)
-    select_count_b <= \$64 ;
-  always @(posedge clk)
-    select_pair <= \$65 ;
-  always @(posedge clk)
-    \q$43  <= \$66 ;
-  always @(posedge clk)
-    s2_sign <= \$67 ;
-  always @(posedge clk)
-    s2_exp <= \$68 ;
-  always @(posedge clk)
-    s2_invalid <= \$69 ;
-  always @(posedge clk)
-    dialect <= \$70 ;
-  always @(posedge clk)
-    o__payload <= \$71 ;
   assign \$1  = ~ o__valid;
-  assign s7_load = \$1  | o__ready;
-  assign \$2  = ~ s6_valid;
-  assign s6_load = \$2  | s7_load;
-  assign \$3  = ~ s5_valid;
-  assign s5_load = \$3  | s6_load;
-  assign \$4  = ~ s4_valid;
-  assign s4_load = \$4  | s5_load;
-  assign \$5  = ~ s3_valid;
-  assign s3_load = \$5  | s4_load;
-  assign \$6  = ~ s2_valid;
-  assign s2_load = \$6  | s3_load;
-  assign \$7  = ~ s1_valid;
-  assign s1_load = \$7  | s2_load;
-  assign \$8  = ~ s0_valid;
-  assign s0_load = \$8  | s1_load;
-  assign \$9  = ~ rst;
-  assign i__ready = s0_load & \$9 ;
-  assign \$10  = exp_partial[4:0] >= exp_partial[9:5];
-  assign exp_l1_0 = \$10  ? exp_partial[4:0] : exp_partial[9:5];
-  assign \$11  = exp_partial[14:10] >= exp_partial[19:15];
-  assign exp_l1_1 = \$11  ? exp_partial[14:10] : exp_partial[19:15];
-  assign \$12  = exp_l1_0 >= exp_l1_1;
-  assign exp_l2_0 = \$12  ? exp_l1_0 : exp_l1_1;
-  assign \$13  = qmax_partial[4:0] >= qmax_partial[9:5];
-  assign qmax_l1_0 = \$13  ? qmax_partial[4:0] : qmax_partial[9:5];
-  assign \$14  = qmax_partial[14:10] >= qmax_partial[19:15];
-  assign qmax_l1_1 = \$14  ? qmax_partial[14:10] : qmax_partial[19:15];
+  assign s11_load = \$1  | o__ready;
+  assign \$2  = ~ s10_valid;
+  assign s10_load = \$2  | s11_load;
+  assign \$3  = ~ s9_valid;
+  assign s9_load = \$3  | s10_load;
+  assign \$4  = ~ s8_valid;
+  assign s8_load = \$4  | s9_load;
+  assign \$5  = ~ s7_valid;
+  assign s7_load = \$5  | s8_load;
+  assign \$6  = ~ s6_valid;
+  assign s6_load = \$6  | s7_load;
+  assign \$7  = ~ s5_valid;
+  assign s5_load = \$7  | s6_load;
+  assign \$8  = ~ s4_valid;
+  assign s4_load = \$8  | s5_load;
+  assign \$9  = ~ s3_valid;
+  assign s3_load = \$9  | s4_load;
+  assign \$10  = ~ s2_valid;
+  assign s2_load = \$10  | s3_load;
+  assign \$11  = ~ s1_valid;
+  assign s1_load = \$11  | s2_load;
+  assign \$12  = ~ s0_valid;
+  assign s0_load = \$12  | s1_load;
+  assign \$13  = ~ rst;
+  assign i__ready = s0_load & \$13 ;
+  assign \$14  = exp8_partial[4:0] >= exp8_partial[9:5];
+  assign exp_run0_l1_0 = \$14  ? exp8_partial[4:0] : exp8_partial[9:5];
+  assign \$15  = exp8_partial[14:10] >= exp8_partial[19:15];
+  assign exp_run1_l1_0 = \$15  ? exp8_partial[14:10] : exp8_partial[19:15];
+  assign \$16  = exp8_partial[24:20] >= exp8_partial[29:25];
+  assign exp_run2_l1_0 = \$16  ? exp8_partial[24:20] : exp8_partial[29:25];
+  assign \$17  = exp8_partial[34:30] >= exp8_partial[39:35];
+  assign exp_run3_l1_0 = \$17  ? exp8_partial[34:30] : exp8_partial[39:35];
+  assign \$18  = exp_partial[4:0] >= exp_partial[9:5];
+  assign exp_l1_0 = \$18  ? exp_partial[4:0] : exp_partial[9:5];
+  assign \$19  = exp_partial[14:10] >= exp_partial[19:15];
+  assign exp_l1_1 = \$19  ? exp_partial[14:10] : exp_partial[19:15];
+  assign \$20  = exp_l1_0 >= exp_l1_1;
+  assign exp_l2_0 = \$20  ? exp_l1_0 : exp_l1_1;
+  assign \$21  = qmax8_partial[4:0] >= qmax8_partial[9:5];
+  assign qmax_run0_l1_0 = \$21  ? qmax8_partial[4:0] : qmax8_partial[9:5];
+  assign \$22  = qmax8_partial[14:10] >= qmax8_partial[19:15];
+  assign qmax_run1_l1_0 = \$22  ? qmax8_partial[14:10] : qmax8_partial[19:15];
+  assign \$23  = qmax8_partial[24:20] >= qmax8_partial[29:25];
+  assign qmax_run2_l1_0 = \$23  ? qmax8_partial[24:20] : qmax8_partial[29:25];
+  assign \$24  = qmax8_partial[34:30] >= qmax8_partial[39:35];
+  assign qmax_run3_l1_0 = \$24  ? qmax8_partial[34:30] : qmax8_partial[39:35];
+  assign \$25  = qmax_partial[4:0] >= qmax_partial[9:5];
+  assign qmax_l1_0 = \$25  ? qmax_partial[4:0] : qmax_partial[9:5];
+  assign \$26  = qmax_partial[14:10] >= qmax_partial[19:15];
+  assign qmax_l1_1 = \$26  ? qmax_partial[14:10] : qmax_partial[19:15];
+  assign \$27  = qmax_l1_0 >= qmax_l1_1;
+  assign qmax_l2_0 = \$27  ? qmax_l1_0 : qmax_l1_1;
+  assign \$28  = s0_load & i__valid;
+  assign \$29  = s1_load & s0_valid;
+  assign \$30  = s2_load & s1_valid;
+  assign \$31  = s3_load & s2_valid;
+  assign \$32  = s4_load & s3_valid;
+  assign \$33  = s5_load & s4_valid;
+  assign \$34  = s6_load & s5_valid;
+  assign \$35  = s7_load & s6_valid;
+  assign \$36  = pair_rule_qmax + 1'h1;
+  assign \$37  = pair_rule_qmax + 1'h1;
+  assign \$38  = ~ \$37 [3:1];
+  assign \$39  = \$36 [5] ? 3'h0 : \$38 ;
+  assign \$40  = s8_load & s7_valid;
+  assign \$41  = s9_load & s8_valid;
+  assign \$42  = s10_load & s9_valid;
+  assign \$43  = | select_exp;
+  assign \$44  = select_count_b > select_count_a;
+  assign \$45  = \$43  ? { select_pair, \$44  } : 4'h0;
+  assign \$46  = s11_load & s10_valid;
+  always @(posedge clk)
+    s0_valid <= \$47 ;
+  always @(posedge clk)
+    s1_valid <= \$48 ;
+  always @(posedge clk)
+    s2_valid <= \$49 ;
+  always @(posedge clk)
+    s3_valid <= \$50 ;
+  always @(posedge clk)
+    s4_valid <= \$51 ;
+  always @(posedge clk)
+    s5_valid <= \$52 ;
+  always @(posedge clk)
+    s6_valid <= \$53 ;
+  always @(posedge clk)
+    s7_valid <= \$54 ;
+  always @(posedge clk)
+    s8_valid <= \$55 ;
+  always @(posedge clk)
+    s9_valid <= \$56 ;
+  always @(posedge clk)
+    s10_valid <= \$57 ;
+  always @(posedge clk)
+    o__valid <= \$58 ;
+  always @(posedge clk)
+    exp8_data <= \$59 ;
+  always @(posedge clk)
+    exp8_invalid <= \$60 ;
+  always @(posedge clk)
+    exp8_partial <= \$61 ;
+  always @(posedge clk)
+    exp_data <= \$62 ;
+  always @(posedge clk)
+    exp_invalid <= \$63 ;
+  always @(posedge clk)
+    exp_partial <= \$64 ;
+  always @(posedge clk)
+    \data$42  <= \$65 ;
+  always @(posedge clk)
+    s0_invalid <= \$66 ;
+  always @(posedge clk)
+    exp <= \$67 ;
+  always @(posedge clk)
+    shift_data <= \$68 ;
+  always @(posedge clk)
+    shift_invalid <= \$69 ;
+  always @(posedge clk)
+    shift_exp <= \$70 ;
+  always @(posedge clk)
+    q <= \$71 ;
+  always @(posedge clk)
+    qmax8_data <= \$72 ;
+  always @(posedge clk)
+    qmax8_invalid <= \$73 ;
+  always @(posedge clk)
+    qmax8_exp <= \$74 ;
+  always @(posedge clk)
+    qmax8_q <= \$75 ;
+  always @(posedge clk)
+    qmax8_partial <= \$76 ;
+  always @(posedge clk)
+    qmax_data <= \$77 ;
+  always @(posedge clk)
+    qmax_invalid <= \$78 ;
+  always @(posedge clk)
+    qmax_exp <= \$79 ;
+  always @(posedge clk)
+    qmax_q <= \$80 ;
+  always @(posedge clk)
+    qmax_partial <= \$81 ;
+  always @(posedge clk)
+    pair_rule_data <= \$82 ;
+  always @(posedge clk)
+    pair_rule_invalid <= \$83 ;
+  always @(posedge clk)
+    pair_rule_exp <= \$84 ;
+  always @(posedge clk)
+    pair_rule_q <= \$85 ;
+  always @(posedge clk)
+    pair_rule_qmax <= \$86 ;
+  always @(posedge clk)
+    \q$57  <= \$87 ;
+  always @(posedge clk)
+    s1_sign <= \$88 ;
+  always @(posedge clk)
+    s1_exp <= \$89 ;
+  always @(posedge clk)
+    s1_invalid <= \$90 ;
+  always @(posedge clk)
+    pair <= \$91 ;
+  always @(posedge clk)
+    count_q <= \$92 ;
+  always @(posedge clk)
+    count_sign <= \$93 ;
+  always @(posedge clk)
+    count_exp <= \$94 ;
+  always @(posedge clk)
+    count_invalid <= \$95 ;
+  always @(posedge clk)
+    in_a <= \$96 ;
+  always @(posedge clk)
+    in_b <= \$97 ;
+  always @(posedge clk)
+    \pair$65  <= \$98 ;
+  always @(posedge clk)
+    select_q <= \$99 ;
+  always @(posedge clk)
+    select_sign <= \$100 ;
+  always @(posedge clk)
+    select_exp <= \$101 ;
+  always @(posedge clk)
+    select_invalid <= \$102 ;
+  always @(posedge clk)
+    select_count_a <= \$103 ;
+  always @(posedge clk)
+    select_count_b <= \$104 ;
+  always @(posedge clk)
+    select_pair <= \$105 ;
+  always @(posedge clk)
+    \q$67  <= \$106 ;
+  always @(posedge clk)
+    s2_sign <= \$107 ;
+  always @(posedge clk)
+    s2_exp <= \$108 ;
+  always @(posedge clk)
+    s2_invalid <= \$109 ;
+  always @(posedge clk)
+    dialect <= \$110 ;
+  always @(posedge clk)
+    o__payload <= \$111 ;
+  \bd_quantizer_fast_b32.counts  counts (
+    .count_a_l5_0(count_a),
+    .count_b_l5_0(count_b),
+    .in_a(in_a),
+    .in_b(in_b),
+    .pair(\pair$65 )
+  );
   \bd_quantizer_fast_b32.exp_max  exp_max (
     .data(i__payload),
     .invalid(invalid),
@@ -643,342 +818,525 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   \bd_quantizer_fast_b32.index  index (
     .dialect(dialect),
     .idx(idx),
-    .q(\q$43 )
+    .q(\q$67 )
   );
-  \bd_quantizer_fast_b32.pair$81  \pair$81  (
-    .partial(\partial$66 ),
+  \bd_quantizer_fast_b32.pair$122  \pair$122  (
+    .partial(\partial$92 ),
     .q(q)
   );
   \bd_quantizer_fast_b32.ranges  ranges (
-    .count_a_l5_0(count_a),
-    .count_b_l5_0(count_b),
+    .in_a(\in_a$109 ),
+    .in_b(\in_b$110 ),
     .pair(pair),
-    .q(\q$39 )
+    .q(\q$57 )
   );
   \bd_quantizer_fast_b32.shifter  shifter (
-    .data(\data$29 ),
+    .data(\data$42 ),
     .exp(exp),
-    .q(\q$61 )
+    .q(\q$87 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$31  = s0_valid;
+    \$47  = s0_valid;
     if (s0_load) begin
-      \$31  = i__valid;
+      \$47  = i__valid;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$32  = s1_valid;
+    \$48  = s1_valid;
     if (s1_load) begin
-      \$32  = s0_valid;
+      \$48  = s0_valid;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$33  = s2_valid;
+    \$49  = s2_valid;
     if (s2_load) begin
-      \$33  = s1_valid;
+      \$49  = s1_valid;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = s3_valid;
+    \$50  = s3_valid;
     if (s3_load) begin
-      \$34  = s2_valid;
+      \$50  = s2_valid;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$35  = s4_valid;
+    \$51  = s4_valid;
     if (s4_load) begin
-      \$35  = s3_valid;
+      \$51  = s3_valid;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$36  = s5_valid;
+    \$52  = s5_valid;
     if (s5_load) begin
-      \$36  = s4_valid;
+      \$52  = s4_valid;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$37  = s6_valid;
+    \$53  = s6_valid;
     if (s6_load) begin
-      \$37  = s5_valid;
+      \$53  = s5_valid;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$38  = o__valid;
+    \$54  = s7_valid;
     if (s7_load) begin
-      \$38  = s6_valid;
+      \$54  = s6_valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$54  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$39  = exp_data;
-    if (\$16 ) begin
-      \$39  = i__payload;
+    \$55  = s8_valid;
+    if (s8_load) begin
+      \$55  = s7_valid;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$40  = exp_invalid;
-    if (\$16 ) begin
-      \$40  = invalid;
+    \$56  = s9_valid;
+    if (s9_load) begin
+      \$56  = s8_valid;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$41  = exp_partial;
-    if (\$16 ) begin
-      \$41  = partial;
+    \$57  = s10_valid;
+    if (s10_load) begin
+      \$57  = s9_valid;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$42  = \data$29 ;
-    if (\$17 ) begin
-      \$42  = exp_data;
+    \$58  = o__valid;
+    if (s11_load) begin
+      \$58  = s10_valid;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$43  = s0_invalid;
-    if (\$17 ) begin
-      \$43  = exp_invalid;
+    \$59  = exp8_data;
+    if (\$28 ) begin
+      \$59  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$44  = exp;
-    if (\$17 ) begin
-      \$44  = exp_l2_0;
+    \$60  = exp8_invalid;
+    if (\$28 ) begin
+      \$60  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$45  = shift_data;
-    if (\$18 ) begin
-      \$45  = \data$29 ;
+    \$61  = exp8_partial;
+    if (\$28 ) begin
+      \$61  = partial;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$46  = shift_invalid;
-    if (\$18 ) begin
-      \$46  = s0_invalid;
+    \$62  = exp_data;
+    if (\$29 ) begin
+      \$62  = exp8_data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = shift_exp;
-    if (\$18 ) begin
-      \$47  = exp;
+    \$63  = exp_invalid;
+    if (\$29 ) begin
+      \$63  = exp8_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = q;
-    if (\$18 ) begin
-      \$48  = \q$61 ;
+    \$64  = exp_partial;
+    if (\$29 ) begin
+      \$64  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = qmax_data;
-    if (\$19 ) begin
-      \$49  = shift_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = qmax_invalid;
-    if (\$19 ) begin
-      \$50  = shift_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = qmax_exp;
-    if (\$19 ) begin
-      \$51  = shift_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = qmax_q;
-    if (\$19 ) begin
-      \$52  = q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = qmax_partial;
-    if (\$19 ) begin
-      \$53  = \partial$66 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$54  = \q$39 ;
-    if (\$20 ) begin
-      \$54  = qmax_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$55  = s1_sign;
-    if (\$20 ) begin
-      \$55  = { qmax_data[511], qmax_data[495], qmax_data[479], qmax_data[463], qmax_data[447], qmax_data[431], qmax_data[415], qmax_data[399], qmax_data[383], qmax_data[367], qmax_data[351], qmax_data[335], qmax_data[319], qmax_data[303], qmax_data[287], qmax_data[271], qmax_data[255], qmax_data[239], qmax_data[223], qmax_data[207], qmax_data[191], qmax_data[175], qmax_data[159], qmax_data[143], qmax_data[127], qmax_data[111], qmax_data[95], qmax_data[79], qmax_data[63], qmax_data[47], qmax_data[31], qmax_data[15] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$56  = s1_exp;
-    if (\$20 ) begin
-      \$56  = qmax_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$57  = s1_invalid;
-    if (\$20 ) begin
-      \$57  = qmax_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$58  = pair;
-    if (\$20 ) begin
-      \$58  = \$24 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$59  = select_q;
-    if (\$25 ) begin
-      \$59  = \q$39 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$60  = select_sign;
-    if (\$25 ) begin
-      \$60  = s1_sign;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$61  = select_exp;
-    if (\$25 ) begin
-      \$61  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$62  = select_invalid;
-    if (\$25 ) begin
-      \$62  = s1_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$63  = select_count_a;
-    if (\$25 ) begin
-      \$63  = count_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$64  = select_count_b;
-    if (\$25 ) begin
-      \$64  = count_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$65  = select_pair;
-    if (\$25 ) begin
-      \$65  = pair;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$66  = \q$43 ;
-    if (\$26 ) begin
-      \$66  = select_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$67  = s2_sign;
-    if (\$26 ) begin
-      \$67  = select_sign;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$68  = s2_exp;
-    if (\$26 ) begin
-      \$68  = select_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$69  = s2_invalid;
-    if (\$26 ) begin
-      \$69  = select_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$70  = dialect;
-    if (\$26 ) begin
-      \$70  = \$29 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$71  = o__payload;
+    \$65  = \data$42 ;
     if (\$30 ) begin
-      \$71  = out;
+      \$65  = exp_data;
     end
   end
-  assign s7_valid = o__valid;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$66  = s0_invalid;
+    if (\$30 ) begin
+      \$66  = exp_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$67  = exp;
+    if (\$30 ) begin
+      \$67  = exp_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$68  = shift_data;
+    if (\$31 ) begin
+      \$68  = \data$42 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$69  = shift_invalid;
+    if (\$31 ) begin
+      \$69  = s0_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$70  = shift_exp;
+    if (\$31 ) begin
+      \$70  = exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$71  = q;
+    if (\$31 ) begin
+      \$71  = \q$87 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$72  = qmax8_data;
+    if (\$32 ) begin
+      \$72  = shift_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$73  = qmax8_invalid;
+    if (\$32 ) begin
+      \$73  = shift_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$74  = qmax8_exp;
+    if (\$32 ) begin
+      \$74  = shift_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$75  = qmax8_q;
+    if (\$32 ) begin
+      \$75  = q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$76  = qmax8_partial;
+    if (\$32 ) begin
+      \$76  = \partial$92 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$77  = qmax_data;
+    if (\$33 ) begin
+      \$77  = qmax8_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$78  = qmax_invalid;
+    if (\$33 ) begin
+      \$78  = qmax8_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$79  = qmax_exp;
+    if (\$33 ) begin
+      \$79  = qmax8_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$80  = qmax_q;
+    if (\$33 ) begin
+      \$80  = qmax8_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$81  = qmax_partial;
+    if (\$33 ) begin
+      \$81  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$82  = pair_rule_data;
+    if (\$34 ) begin
+      \$82  = qmax_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$83  = pair_rule_invalid;
+    if (\$34 ) begin
+      \$83  = qmax_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$84  = pair_rule_exp;
+    if (\$34 ) begin
+      \$84  = qmax_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$85  = pair_rule_q;
+    if (\$34 ) begin
+      \$85  = qmax_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$86  = pair_rule_qmax;
+    if (\$34 ) begin
+      \$86  = qmax_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$87  = \q$57 ;
+    if (\$35 ) begin
+      \$87  = pair_rule_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$88  = s1_sign;
+    if (\$35 ) begin
+      \$88  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$89  = s1_exp;
+    if (\$35 ) begin
+      \$89  = pair_rule_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$90  = s1_invalid;
+    if (\$35 ) begin
+      \$90  = pair_rule_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$91  = pair;
+    if (\$35 ) begin
+      \$91  = \$39 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$92  = count_q;
+    if (\$40 ) begin
+      \$92  = \q$57 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$93  = count_sign;
+    if (\$40 ) begin
+      \$93  = s1_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$94  = count_exp;
+    if (\$40 ) begin
+      \$94  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$95  = count_invalid;
+    if (\$40 ) begin
+      \$95  = s1_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$96  = in_a;
+    if (\$40 ) begin
+      \$96  = \in_a$109 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$97  = in_b;
+    if (\$40 ) begin
+      \$97  = \in_b$110 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$98  = \pair$65 ;
+    if (\$40 ) begin
+      \$98  = pair;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$99  = select_q;
+    if (\$41 ) begin
+      \$99  = count_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$100  = select_sign;
+    if (\$41 ) begin
+      \$100  = count_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$101  = select_exp;
+    if (\$41 ) begin
+      \$101  = count_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$102  = select_invalid;
+    if (\$41 ) begin
+      \$102  = count_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$103  = select_count_a;
+    if (\$41 ) begin
+      \$103  = count_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$104  = select_count_b;
+    if (\$41 ) begin
+      \$104  = count_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$105  = select_pair;
+    if (\$41 ) begin
+      \$105  = \pair$65 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$106  = \q$67 ;
+    if (\$42 ) begin
+      \$106  = select_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$107  = s2_sign;
+    if (\$42 ) begin
+      \$107  = select_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$108  = s2_exp;
+    if (\$42 ) begin
+      \$108  = select_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$109  = s2_invalid;
+    if (\$42 ) begin
+      \$109  = select_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$110  = dialect;
+    if (\$42 ) begin
+      \$110  = \$45 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$111  = o__payload;
+    if (\$46 ) begin
+      \$111  = out;
+    end
+  end
+  assign s11_valid = o__valid;
   assign data = i__payload;
-  assign s0_data = \data$29 ;
+  assign s0_data = \data$42 ;
   assign s0_exp = exp;
   assign shift_q = q;
-  assign s1_q = \q$39 ;
+  assign s1_q = \q$57 ;
   assign s1_select = pair;
-  assign s2_q = \q$43 ;
+  assign count_in_a = in_a;
+  assign count_in_b = in_b;
+  assign count_pair = \pair$65 ;
+  assign s2_q = \q$67 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
   assign \i__payload.data  = i__payload;
@@ -1082,38 +1440,38 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign \data[29]  = i__payload[479:464];
   assign \data[30]  = i__payload[495:480];
   assign \data[31]  = i__payload[511:496];
-  assign \data$29[0]  = \data$29 [15:0];
-  assign \data$29[1]  = \data$29 [31:16];
-  assign \data$29[2]  = \data$29 [47:32];
-  assign \data$29[3]  = \data$29 [63:48];
-  assign \data$29[4]  = \data$29 [79:64];
-  assign \data$29[5]  = \data$29 [95:80];
-  assign \data$29[6]  = \data$29 [111:96];
-  assign \data$29[7]  = \data$29 [127:112];
-  assign \data$29[8]  = \data$29 [143:128];
-  assign \data$29[9]  = \data$29 [159:144];
-  assign \data$29[10]  = \data$29 [175:160];
-  assign \data$29[11]  = \data$29 [191:176];
-  assign \data$29[12]  = \data$29 [207:192];
-  assign \data$29[13]  = \data$29 [223:208];
-  assign \data$29[14]  = \data$29 [239:224];
-  assign \data$29[15]  = \data$29 [255:240];
-  assign \data$29[16]  = \data$29 [271:256];
-  assign \data$29[17]  = \data$29 [287:272];
-  assign \data$29[18]  = \data$29 [303:288];
-  assign \data$29[19]  = \data$29 [319:304];
-  assign \data$29[20]  = \data$29 [335:320];
-  assign \data$29[21]  = \data$29 [351:336];
-  assign \data$29[22]  = \data$29 [367:352];
-  assign \data$29[23]  = \data$29 [383:368];
-  assign \data$29[24]  = \data$29 [399:384];
-  assign \data$29[25]  = \data$29 [415:400];
-  assign \data$29[26]  = \data$29 [431:416];
-  assign \data$29[27]  = \data$29 [447:432];
-  assign \data$29[28]  = \data$29 [463:448];
-  assign \data$29[29]  = \data$29 [479:464];
-  assign \data$29[30]  = \data$29 [495:480];
-  assign \data$29[31]  = \data$29 [511:496];
+  assign \data$42[0]  = \data$42 [15:0];
+  assign \data$42[1]  = \data$42 [31:16];
+  assign \data$42[2]  = \data$42 [47:32];
+  assign \data$42[3]  = \data$42 [63:48];
+  assign \data$42[4]  = \data$42 [79:64];
+  assign \data$42[5]  = \data$42 [95:80];
+  assign \data$42[6]  = \data$42 [111:96];
+  assign \data$42[7]  = \data$42 [127:112];
+  assign \data$42[8]  = \data$42 [143:128];
+  assign \data$42[9]  = \data$42 [159:144];
+  assign \data$42[10]  = \data$42 [175:160];
+  assign \data$42[11]  = \data$42 [191:176];
+  assign \data$42[12]  = \data$42 [207:192];
+  assign \data$42[13]  = \data$42 [223:208];
+  assign \data$42[14]  = \data$42 [239:224];
+  assign \data$42[15]  = \data$42 [255:240];
+  assign \data$42[16]  = \data$42 [271:256];
+  assign \data$42[17]  = \data$42 [287:272];
+  assign \data$42[18]  = \data$42 [303:288];
+  assign \data$42[19]  = \data$42 [319:304];
+  assign \data$42[20]  = \data$42 [335:320];
+  assign \data$42[21]  = \data$42 [351:336];
+  assign \data$42[22]  = \data$42 [367:352];
+  assign \data$42[23]  = \data$42 [383:368];
+  assign \data$42[24]  = \data$42 [399:384];
+  assign \data$42[25]  = \data$42 [415:400];
+  assign \data$42[26]  = \data$42 [431:416];
+  assign \data$42[27]  = \data$42 [447:432];
+  assign \data$42[28]  = \data$42 [463:448];
+  assign \data$42[29]  = \data$42 [479:464];
+  assign \data$42[30]  = \data$42 [495:480];
+  assign \data$42[31]  = \data$42 [511:496];
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -1146,70 +1504,70 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign \q[29]  = q[149:145];
   assign \q[30]  = q[154:150];
   assign \q[31]  = q[159:155];
-  assign \q$39[0]  = \q$39 [4:0];
-  assign \q$39[1]  = \q$39 [9:5];
-  assign \q$39[2]  = \q$39 [14:10];
-  assign \q$39[3]  = \q$39 [19:15];
-  assign \q$39[4]  = \q$39 [24:20];
-  assign \q$39[5]  = \q$39 [29:25];
-  assign \q$39[6]  = \q$39 [34:30];
-  assign \q$39[7]  = \q$39 [39:35];
-  assign \q$39[8]  = \q$39 [44:40];
-  assign \q$39[9]  = \q$39 [49:45];
-  assign \q$39[10]  = \q$39 [54:50];
-  assign \q$39[11]  = \q$39 [59:55];
-  assign \q$39[12]  = \q$39 [64:60];
-  assign \q$39[13]  = \q$39 [69:65];
-  assign \q$39[14]  = \q$39 [74:70];
-  assign \q$39[15]  = \q$39 [79:75];
-  assign \q$39[16]  = \q$39 [84:80];
-  assign \q$39[17]  = \q$39 [89:85];
-  assign \q$39[18]  = \q$39 [94:90];
-  assign \q$39[19]  = \q$39 [99:95];
-  assign \q$39[20]  = \q$39 [104:100];
-  assign \q$39[21]  = \q$39 [109:105];
-  assign \q$39[22]  = \q$39 [114:110];
-  assign \q$39[23]  = \q$39 [119:115];
-  assign \q$39[24]  = \q$39 [124:120];
-  assign \q$39[25]  = \q$39 [129:125];
-  assign \q$39[26]  = \q$39 [134:130];
-  assign \q$39[27]  = \q$39 [139:135];
-  assign \q$39[28]  = \q$39 [144:140];
-  assign \q$39[29]  = \q$39 [149:145];
-  assign \q$39[30]  = \q$39 [154:150];
-  assign \q$39[31]  = \q$39 [159:155];
-  assign \q$43[0]  = \q$43 [4:0];
-  assign \q$43[1]  = \q$43 [9:5];
-  assign \q$43[2]  = \q$43 [14:10];
-  assign \q$43[3]  = \q$43 [19:15];
-  assign \q$43[4]  = \q$43 [24:20];
-  assign \q$43[5]  = \q$43 [29:25];
-  assign \q$43[6]  = \q$43 [34:30];
-  assign \q$43[7]  = \q$43 [39:35];
-  assign \q$43[8]  = \q$43 [44:40];
-  assign \q$43[9]  = \q$43 [49:45];
-  assign \q$43[10]  = \q$43 [54:50];
-  assign \q$43[11]  = \q$43 [59:55];
-  assign \q$43[12]  = \q$43 [64:60];
-  assign \q$43[13]  = \q$43 [69:65];
-  assign \q$43[14]  = \q$43 [74:70];
-  assign \q$43[15]  = \q$43 [79:75];
-  assign \q$43[16]  = \q$43 [84:80];
-  assign \q$43[17]  = \q$43 [89:85];
-  assign \q$43[18]  = \q$43 [94:90];
-  assign \q$43[19]  = \q$43 [99:95];
-  assign \q$43[20]  = \q$43 [104:100];
-  assign \q$43[21]  = \q$43 [109:105];
-  assign \q$43[22]  = \q$43 [114:110];
-  assign \q$43[23]  = \q$43 [119:115];
-  assign \q$43[24]  = \q$43 [124:120];
-  assign \q$43[25]  = \q$43 [129:125];
-  assign \q$43[26]  = \q$43 [134:130];
-  assign \q$43[27]  = \q$43 [139:135];
-  assign \q$43[28]  = \q$43 [144:140];
-  assign \q$43[29]  = \q$43 [149:145];
-  assign \q$43[30]  = \q$43 [154:150];
-  assign \q$43[31]  = \q$43 [159:155];
+  assign \q$57[0]  = \q$57 [4:0];
+  assign \q$57[1]  = \q$57 [9:5];
+  assign \q$57[2]  = \q$57 [14:10];
+  assign \q$57[3]  = \q$57 [19:15];
+  assign \q$57[4]  = \q$57 [24:20];
+  assign \q$57[5]  = \q$57 [29:25];
+  assign \q$57[6]  = \q$57 [34:30];
+  assign \q$57[7]  = \q$57 [39:35];
+  assign \q$57[8]  = \q$57 [44:40];
+  assign \q$57[9]  = \q$57 [49:45];
+  assign \q$57[10]  = \q$57 [54:50];
+  assign \q$57[11]  = \q$57 [59:55];
+  assign \q$57[12]  = \q$57 [64:60];
+  assign \q$57[13]  = \q$57 [69:65];
+  assign \q$57[14]  = \q$57 [74:70];
+  assign \q$57[15]  = \q$57 [79:75];
+  assign \q$57[16]  = \q$57 [84:80];
+  assign \q$57[17]  = \q$57 [89:85];
+  assign \q$57[18]  = \q$57 [94:90];
+  assign \q$57[19]  = \q$57 [99:95];
+  assign \q$57[20]  = \q$57 [104:100];
+  assign \q$57[21]  = \q$57 [109:105];
+  assign \q$57[22]  = \q$57 [114:110];
+  assign \q$57[23]  = \q$57 [119:115];
+  assign \q$57[24]  = \q$57 [124:120];
+  assign \q$57[25]  = \q$57 [129:125];
+  assign \q$57[26]  = \q$57 [134:130];
+  assign \q$57[27]  = \q$57 [139:135];
+  assign \q$57[28]  = \q$57 [144:140];
+  assign \q$57[29]  = \q$57 [149:145];
+  assign \q$57[30]  = \q$57 [154:150];
+  assign \q$57[31]  = \q$57 [159:155];
+  assign \q$67[0]  = \q$67 [4:0];
+  assign \q$67[1]  = \q$67 [9:5];
+  assign \q$67[2]  = \q$67 [14:10];
+  assign \q$67[3]  = \q$67 [19:15];
+  assign \q$67[4]  = \q$67 [24:20];
+  assign \q$67[5]  = \q$67 [29:25];
+  assign \q$67[6]  = \q$67 [34:30];
+  assign \q$67[7]  = \q$67 [39:35];
+  assign \q$67[8]  = \q$67 [44:40];
+  assign \q$67[9]  = \q$67 [49:45];
+  assign \q$67[10]  = \q$67 [54:50];
+  assign \q$67[11]  = \q$67 [59:55];
+  assign \q$67[12]  = \q$67 [64:60];
+  assign \q$67[13]  = \q$67 [69:65];
+  assign \q$67[14]  = \q$67 [74:70];
+  assign \q$67[15]  = \q$67 [79:75];
+  assign \q$67[16]  = \q$67 [84:80];
+  assign \q$67[17]  = \q$67 [89:85];
+  assign \q$67[18]  = \q$67 [94:90];
+  assign \q$67[19]  = \q$67 [99:95];
+  assign \q$67[20]  = \q$67 [104:100];
+  assign \q$67[21]  = \q$67 [109:105];
+  assign \q$67[22]  = \q$67 [114:110];
+  assign \q$67[23]  = \q$67 [119:115];
+  assign \q$67[24]  = \q$67 [124:120];
+  assign \q$67[25]  = \q$67 [129:125];
+  assign \q$67[26]  = \q$67 [134:130];
+  assign \q$67[27]  = \q$67 [139:135];
+  assign \q$67[28]  = \q$67 [144:140];
+  assign \q$67[29]  = \q$67 [149:145];
+  assign \q$67[30]  = \q$67 [154:150];
+  assign \q$67[31]  = \q$67 [159:155];
   assign \out.codes  = out[127:0];
   assign \out.codes[0]  = out[3:0];
   assign \out.codes[1]  = out[7:4];
@@ -1282,42 +1640,50 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign \partial[1]  = partial[9:5];
   assign \partial[2]  = partial[14:10];
   assign \partial[3]  = partial[19:15];
-  assign \q$61[0]  = \q$61 [4:0];
-  assign \q$61[1]  = \q$61 [9:5];
-  assign \q$61[2]  = \q$61 [14:10];
-  assign \q$61[3]  = \q$61 [19:15];
-  assign \q$61[4]  = \q$61 [24:20];
-  assign \q$61[5]  = \q$61 [29:25];
-  assign \q$61[6]  = \q$61 [34:30];
-  assign \q$61[7]  = \q$61 [39:35];
-  assign \q$61[8]  = \q$61 [44:40];
-  assign \q$61[9]  = \q$61 [49:45];
-  assign \q$61[10]  = \q$61 [54:50];
-  assign \q$61[11]  = \q$61 [59:55];
-  assign \q$61[12]  = \q$61 [64:60];
-  assign \q$61[13]  = \q$61 [69:65];
-  assign \q$61[14]  = \q$61 [74:70];
-  assign \q$61[15]  = \q$61 [79:75];
-  assign \q$61[16]  = \q$61 [84:80];
-  assign \q$61[17]  = \q$61 [89:85];
-  assign \q$61[18]  = \q$61 [94:90];
-  assign \q$61[19]  = \q$61 [99:95];
-  assign \q$61[20]  = \q$61 [104:100];
-  assign \q$61[21]  = \q$61 [109:105];
-  assign \q$61[22]  = \q$61 [114:110];
-  assign \q$61[23]  = \q$61 [119:115];
-  assign \q$61[24]  = \q$61 [124:120];
-  assign \q$61[25]  = \q$61 [129:125];
-  assign \q$61[26]  = \q$61 [134:130];
-  assign \q$61[27]  = \q$61 [139:135];
-  assign \q$61[28]  = \q$61 [144:140];
-  assign \q$61[29]  = \q$61 [149:145];
-  assign \q$61[30]  = \q$61 [154:150];
-  assign \q$61[31]  = \q$61 [159:155];
-  assign \partial$66[0]  = \partial$66 [4:0];
-  assign \partial$66[1]  = \partial$66 [9:5];
-  assign \partial$66[2]  = \partial$66 [14:10];
-  assign \partial$66[3]  = \partial$66 [19:15];
+  assign \partial[4]  = partial[24:20];
+  assign \partial[5]  = partial[29:25];
+  assign \partial[6]  = partial[34:30];
+  assign \partial[7]  = partial[39:35];
+  assign \q$87[0]  = \q$87 [4:0];
+  assign \q$87[1]  = \q$87 [9:5];
+  assign \q$87[2]  = \q$87 [14:10];
+  assign \q$87[3]  = \q$87 [19:15];
+  assign \q$87[4]  = \q$87 [24:20];
+  assign \q$87[5]  = \q$87 [29:25];
+  assign \q$87[6]  = \q$87 [34:30];
+  assign \q$87[7]  = \q$87 [39:35];
+  assign \q$87[8]  = \q$87 [44:40];
+  assign \q$87[9]  = \q$87 [49:45];
+  assign \q$87[10]  = \q$87 [54:50];
+  assign \q$87[11]  = \q$87 [59:55];
+  assign \q$87[12]  = \q$87 [64:60];
+  assign \q$87[13]  = \q$87 [69:65];
+  assign \q$87[14]  = \q$87 [74:70];
+  assign \q$87[15]  = \q$87 [79:75];
+  assign \q$87[16]  = \q$87 [84:80];
+  assign \q$87[17]  = \q$87 [89:85];
+  assign \q$87[18]  = \q$87 [94:90];
+  assign \q$87[19]  = \q$87 [99:95];
+  assign \q$87[20]  = \q$87 [104:100];
+  assign \q$87[21]  = \q$87 [109:105];
+  assign \q$87[22]  = \q$87 [114:110];
+  assign \q$87[23]  = \q$87 [119:115];
+  assign \q$87[24]  = \q$87 [124:120];
+  assign \q$87[25]  = \q$87 [129:125];
+  assign \q$87[26]  = \q$87 [134:130];
+  assign \q$87[27]  = \q$87 [139:135];
+  assign \q$87[28]  = \q$87 [144:140];
+  assign \q$87[29]  = \q$87 [149:145];
+  assign \q$87[30]  = \q$87 [154:150];
+  assign \q$87[31]  = \q$87 [159:155];
+  assign \partial$92[0]  = \partial$92 [4:0];
+  assign \partial$92[1]  = \partial$92 [9:5];
+  assign \partial$92[2]  = \partial$92 [14:10];
+  assign \partial$92[3]  = \partial$92 [19:15];
+  assign \partial$92[4]  = \partial$92 [24:20];
+  assign \partial$92[5]  = \partial$92 [29:25];
+  assign \partial$92[6]  = \partial$92 [34:30];
+  assign \partial$92[7]  = \partial$92 [39:35];
   assign out[137] = s2_invalid;
   assign out[136:132] = s2_exp;
   assign out[131:128] = dialect;
@@ -1353,6 +1719,150 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign out[11:8] = { s2_sign[2], idx[8:6] };
   assign out[7:4] = { s2_sign[1], idx[5:3] };
   assign out[3:0] = { s2_sign[0], idx[2:0] };
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_quantizer_fast_b32.counts (count_b_l5_0, in_a, in_b, pair, count_a_l5_0);
+  wire \$1 ;
+  wire [5:0] count_a;
+  wire [1:0] count_a_l1_0;
+  wire [1:0] count_a_l1_1;
+  wire [1:0] count_a_l1_10;
+  wire [1:0] count_a_l1_11;
+  wire [1:0] count_a_l1_12;
+  wire [1:0] count_a_l1_13;
+  wire [1:0] count_a_l1_14;
+  wire [1:0] count_a_l1_15;
+  wire [1:0] count_a_l1_2;
+  wire [1:0] count_a_l1_3;
+  wire [1:0] count_a_l1_4;
+  wire [1:0] count_a_l1_5;
+  wire [1:0] count_a_l1_6;
+  wire [1:0] count_a_l1_7;
+  wire [1:0] count_a_l1_8;
+  wire [1:0] count_a_l1_9;
+  wire [2:0] count_a_l2_0;
+  wire [2:0] count_a_l2_1;
+  wire [2:0] count_a_l2_2;
+  wire [2:0] count_a_l2_3;
+  wire [2:0] count_a_l2_4;
+  wire [2:0] count_a_l2_5;
+  wire [2:0] count_a_l2_6;
+  wire [2:0] count_a_l2_7;
+  wire [3:0] count_a_l3_0;
+  wire [3:0] count_a_l3_1;
+  wire [3:0] count_a_l3_2;
+  wire [3:0] count_a_l3_3;
+  wire [4:0] count_a_l4_0;
+  wire [4:0] count_a_l4_1;
+  output [5:0] count_a_l5_0;
+  wire [5:0] count_a_l5_0;
+  wire [5:0] count_b;
+  wire [1:0] count_b_l1_0;
+  wire [1:0] count_b_l1_1;
+  wire [1:0] count_b_l1_10;
+  wire [1:0] count_b_l1_11;
+  wire [1:0] count_b_l1_12;
+  wire [1:0] count_b_l1_13;
+  wire [1:0] count_b_l1_14;
+  wire [1:0] count_b_l1_15;
+  wire [1:0] count_b_l1_2;
+  wire [1:0] count_b_l1_3;
+  wire [1:0] count_b_l1_4;
+  wire [1:0] count_b_l1_5;
+  wire [1:0] count_b_l1_6;
+  wire [1:0] count_b_l1_7;
+  wire [1:0] count_b_l1_8;
+  wire [1:0] count_b_l1_9;
+  wire [2:0] count_b_l2_0;
+  wire [2:0] count_b_l2_1;
+  wire [2:0] count_b_l2_2;
+  wire [2:0] count_b_l2_3;
+  wire [2:0] count_b_l2_4;
+  wire [2:0] count_b_l2_5;
+  wire [2:0] count_b_l2_6;
+  wire [2:0] count_b_l2_7;
+  wire [3:0] count_b_l3_0;
+  wire [3:0] count_b_l3_1;
+  wire [3:0] count_b_l3_2;
+  wire [3:0] count_b_l3_3;
+  wire [4:0] count_b_l4_0;
+  wire [4:0] count_b_l4_1;
+  output [5:0] count_b_l5_0;
+  wire [5:0] count_b_l5_0;
+  wire [3:0] dialect;
+  input [31:0] in_a;
+  wire [31:0] in_a;
+  input [31:0] in_b;
+  wire [31:0] in_b;
+  input [2:0] pair;
+  wire [2:0] pair;
+  assign count_a_l1_8 = in_a[16] + in_a[17];
+  assign count_a_l1_9 = in_a[18] + in_a[19];
+  assign count_a_l1_10 = in_a[20] + in_a[21];
+  assign count_a_l1_11 = in_a[22] + in_a[23];
+  assign count_a_l1_12 = in_a[24] + in_a[25];
+  assign count_a_l1_13 = in_a[26] + in_a[27];
+  assign count_a_l1_14 = in_a[28] + in_a[29];
+  assign count_a_l1_15 = in_a[30] + in_a[31];
+  assign count_a_l2_0 = count_a_l1_0 + count_a_l1_1;
+  assign count_a_l2_1 = count_a_l1_2 + count_a_l1_3;
+  assign count_a_l1_0 = in_a[0] + in_a[1];
+  assign count_a_l2_2 = count_a_l1_4 + count_a_l1_5;
+  assign count_a_l2_3 = count_a_l1_6 + count_a_l1_7;
+  assign count_a_l2_4 = count_a_l1_8 + count_a_l1_9;
+  assign count_a_l2_5 = count_a_l1_10 + count_a_l1_11;
+  assign count_a_l2_6 = count_a_l1_12 + count_a_l1_13;
+  assign count_a_l2_7 = count_a_l1_14 + count_a_l1_15;
+  assign count_a_l3_0 = count_a_l2_0 + count_a_l2_1;
+  assign count_a_l3_1 = count_a_l2_2 + count_a_l2_3;
+  assign count_a_l3_2 = count_a_l2_4 + count_a_l2_5;
+  assign count_a_l3_3 = count_a_l2_6 + count_a_l2_7;
+  assign count_a_l1_1 = in_a[2] + in_a[3];
+  assign count_a_l4_0 = count_a_l3_0 + count_a_l3_1;
+  assign count_a_l4_1 = count_a_l3_2 + count_a_l3_3;
+  assign count_a_l5_0 = count_a_l4_0 + count_a_l4_1;
+  assign count_b_l1_0 = in_b[0] + in_b[1];
+  assign count_b_l1_1 = in_b[2] + in_b[3];
+  assign count_b_l1_2 = in_b[4] + in_b[5];
+  assign count_b_l1_3 = in_b[6] + in_b[7];
+  assign count_b_l1_4 = in_b[8] + in_b[9];
+  assign count_b_l1_5 = in_b[10] + in_b[11];
+  assign count_b_l1_6 = in_b[12] + in_b[13];
+  assign count_a_l1_2 = in_a[4] + in_a[5];
+  assign count_b_l1_7 = in_b[14] + in_b[15];
+  assign count_b_l1_8 = in_b[16] + in_b[17];
+  assign count_b_l1_9 = in_b[18] + in_b[19];
+  assign count_b_l1_10 = in_b[20] + in_b[21];
+  assign count_b_l1_11 = in_b[22] + in_b[23];
+  assign count_b_l1_12 = in_b[24] + in_b[25];
+  assign count_b_l1_13 = in_b[26] + in_b[27];
+  assign count_b_l1_14 = in_b[28] + in_b[29];
+  assign count_b_l1_15 = in_b[30] + in_b[31];
+  assign count_b_l2_0 = count_b_l1_0 + count_b_l1_1;
+  assign count_a_l1_3 = in_a[6] + in_a[7];
+  assign count_b_l2_1 = count_b_l1_2 + count_b_l1_3;
+  assign count_b_l2_2 = count_b_l1_4 + count_b_l1_5;
+  assign count_b_l2_3 = count_b_l1_6 + count_b_l1_7;
+  assign count_b_l2_4 = count_b_l1_8 + count_b_l1_9;
+  assign count_b_l2_5 = count_b_l1_10 + count_b_l1_11;
+  assign count_b_l2_6 = count_b_l1_12 + count_b_l1_13;
+  assign count_b_l2_7 = count_b_l1_14 + count_b_l1_15;
+  assign count_b_l3_0 = count_b_l2_0 + count_b_l2_1;
+  assign count_b_l3_1 = count_b_l2_2 + count_b_l2_3;
+  assign count_b_l3_2 = count_b_l2_4 + count_b_l2_5;
+  assign count_a_l1_4 = in_a[8] + in_a[9];
+  assign count_b_l3_3 = count_b_l2_6 + count_b_l2_7;
+  assign count_b_l4_0 = count_b_l3_0 + count_b_l3_1;
+  assign count_b_l4_1 = count_b_l3_2 + count_b_l3_3;
+  assign count_b_l5_0 = count_b_l4_0 + count_b_l4_1;
+  assign \$1  = count_b_l5_0 > count_a_l5_0;
+  assign count_a_l1_5 = in_a[10] + in_a[11];
+  assign count_a_l1_6 = in_a[12] + in_a[13];
+  assign count_a_l1_7 = in_a[14] + in_a[15];
+  assign count_a = count_a_l5_0;
+  assign count_b = count_b_l5_0;
+  assign dialect = { pair, \$1  };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -1491,42 +2001,46 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   wire invalid;
   wire [4:0] max0_l1_0;
   wire [4:0] max0_l1_1;
-  wire [4:0] max0_l1_2;
-  wire [4:0] max0_l1_3;
   wire [4:0] max0_l2_0;
-  wire [4:0] max0_l2_1;
-  wire [4:0] max0_l3_0;
   wire [4:0] max1_l1_0;
   wire [4:0] max1_l1_1;
-  wire [4:0] max1_l1_2;
-  wire [4:0] max1_l1_3;
   wire [4:0] max1_l2_0;
-  wire [4:0] max1_l2_1;
-  wire [4:0] max1_l3_0;
   wire [4:0] max2_l1_0;
   wire [4:0] max2_l1_1;
-  wire [4:0] max2_l1_2;
-  wire [4:0] max2_l1_3;
   wire [4:0] max2_l2_0;
-  wire [4:0] max2_l2_1;
-  wire [4:0] max2_l3_0;
   wire [4:0] max3_l1_0;
   wire [4:0] max3_l1_1;
-  wire [4:0] max3_l1_2;
-  wire [4:0] max3_l1_3;
   wire [4:0] max3_l2_0;
-  wire [4:0] max3_l2_1;
-  wire [4:0] max3_l3_0;
+  wire [4:0] max4_l1_0;
+  wire [4:0] max4_l1_1;
+  wire [4:0] max4_l2_0;
+  wire [4:0] max5_l1_0;
+  wire [4:0] max5_l1_1;
+  wire [4:0] max5_l2_0;
+  wire [4:0] max6_l1_0;
+  wire [4:0] max6_l1_1;
+  wire [4:0] max6_l2_0;
+  wire [4:0] max7_l1_0;
+  wire [4:0] max7_l1_1;
+  wire [4:0] max7_l2_0;
   wire [4:0] max_l1_0;
   wire [4:0] max_l1_1;
+  wire [4:0] max_l1_2;
+  wire [4:0] max_l1_3;
   wire [4:0] max_l2_0;
+  wire [4:0] max_l2_1;
+  wire [4:0] max_l3_0;
   wire [31:0] nonfinite;
-  output [19:0] partial;
-  wire [19:0] partial;
+  output [39:0] partial;
+  wire [39:0] partial;
   wire [4:0] \partial[0] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
+  wire [4:0] \partial[4] ;
+  wire [4:0] \partial[5] ;
+  wire [4:0] \partial[6] ;
+  wire [4:0] \partial[7] ;
   assign \$19  = data[302:298] == 5'h1f;
   assign ex18 = nonfinite[18] ? 5'h00 : data[302:298];
   assign \$20  = data[318:314] == 5'h1f;
@@ -1559,64 +2073,64 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   assign max0_l1_0 = \$33  ? ex0 : ex1;
   assign \$34  = ex2 >= ex3;
   assign max0_l1_1 = \$34  ? ex2 : ex3;
-  assign \$35  = ex4 >= ex5;
-  assign max0_l1_2 = \$35  ? ex4 : ex5;
-  assign \$36  = ex6 >= ex7;
-  assign max0_l1_3 = \$36  ? ex6 : ex7;
-  assign \$37  = max0_l1_0 >= max0_l1_1;
-  assign max0_l2_0 = \$37  ? max0_l1_0 : max0_l1_1;
-  assign \$38  = max0_l1_2 >= max0_l1_3;
-  assign max0_l2_1 = \$38  ? max0_l1_2 : max0_l1_3;
-  assign \$39  = max0_l2_0 >= max0_l2_1;
-  assign max0_l3_0 = \$39  ? max0_l2_0 : max0_l2_1;
-  assign \$40  = ex8 >= ex9;
-  assign max1_l1_0 = \$40  ? ex8 : ex9;
-  assign \$41  = ex10 >= ex11;
-  assign max1_l1_1 = \$41  ? ex10 : ex11;
+  assign \$35  = max0_l1_0 >= max0_l1_1;
+  assign max0_l2_0 = \$35  ? max0_l1_0 : max0_l1_1;
+  assign \$36  = ex4 >= ex5;
+  assign max1_l1_0 = \$36  ? ex4 : ex5;
+  assign \$37  = ex6 >= ex7;
+  assign max1_l1_1 = \$37  ? ex6 : ex7;
+  assign \$38  = max1_l1_0 >= max1_l1_1;
+  assign max1_l2_0 = \$38  ? max1_l1_0 : max1_l1_1;
+  assign \$39  = ex8 >= ex9;
+  assign max2_l1_0 = \$39  ? ex8 : ex9;
+  assign \$40  = ex10 >= ex11;
+  assign max2_l1_1 = \$40  ? ex10 : ex11;
+  assign \$41  = max2_l1_0 >= max2_l1_1;
+  assign max2_l2_0 = \$41  ? max2_l1_0 : max2_l1_1;
   assign \$42  = ex12 >= ex13;
-  assign max1_l1_2 = \$42  ? ex12 : ex13;
+  assign max3_l1_0 = \$42  ? ex12 : ex13;
   assign \$43  = ex14 >= ex15;
-  assign max1_l1_3 = \$43  ? ex14 : ex15;
-  assign \$44  = max1_l1_0 >= max1_l1_1;
-  assign max1_l2_0 = \$44  ? max1_l1_0 : max1_l1_1;
-  assign \$45  = max1_l1_2 >= max1_l1_3;
-  assign max1_l2_1 = \$45  ? max1_l1_2 : max1_l1_3;
-  assign \$46  = max1_l2_0 >= max1_l2_1;
-  assign max1_l3_0 = \$46  ? max1_l2_0 : max1_l2_1;
-  assign \$47  = ex16 >= ex17;
-  assign max2_l1_0 = \$47  ? ex16 : ex17;
-  assign \$48  = ex18 >= ex19;
-  assign max2_l1_1 = \$48  ? ex18 : ex19;
-  assign \$49  = ex20 >= ex21;
-  assign max2_l1_2 = \$49  ? ex20 : ex21;
-  assign \$50  = ex22 >= ex23;
-  assign max2_l1_3 = \$50  ? ex22 : ex23;
-  assign \$51  = max2_l1_0 >= max2_l1_1;
-  assign max2_l2_0 = \$51  ? max2_l1_0 : max2_l1_1;
-  assign \$52  = max2_l1_2 >= max2_l1_3;
-  assign max2_l2_1 = \$52  ? max2_l1_2 : max2_l1_3;
-  assign \$53  = max2_l2_0 >= max2_l2_1;
-  assign max2_l3_0 = \$53  ? max2_l2_0 : max2_l2_1;
-  assign \$54  = ex24 >= ex25;
-  assign max3_l1_0 = \$54  ? ex24 : ex25;
-  assign \$55  = ex26 >= ex27;
-  assign max3_l1_1 = \$55  ? ex26 : ex27;
-  assign \$56  = ex28 >= ex29;
-  assign max3_l1_2 = \$56  ? ex28 : ex29;
-  assign \$57  = ex30 >= ex31;
-  assign max3_l1_3 = \$57  ? ex30 : ex31;
-  assign \$58  = max3_l1_0 >= max3_l1_1;
-  assign max3_l2_0 = \$58  ? max3_l1_0 : max3_l1_1;
-  assign \$59  = max3_l1_2 >= max3_l1_3;
-  assign max3_l2_1 = \$59  ? max3_l1_2 : max3_l1_3;
-  assign \$60  = max3_l2_0 >= max3_l2_1;
-  assign max3_l3_0 = \$60  ? max3_l2_0 : max3_l2_1;
-  assign \$61  = partial[4:0] >= partial[9:5];
-  assign max_l1_0 = \$61  ? partial[4:0] : partial[9:5];
-  assign \$62  = partial[14:10] >= partial[19:15];
-  assign max_l1_1 = \$62  ? partial[14:10] : partial[19:15];
-  assign \$63  = max_l1_0 >= max_l1_1;
-  assign max_l2_0 = \$63  ? max_l1_0 : max_l1_1;
+  assign max3_l1_1 = \$43  ? ex14 : ex15;
+  assign \$44  = max3_l1_0 >= max3_l1_1;
+  assign max3_l2_0 = \$44  ? max3_l1_0 : max3_l1_1;
+  assign \$45  = ex16 >= ex17;
+  assign max4_l1_0 = \$45  ? ex16 : ex17;
+  assign \$46  = ex18 >= ex19;
+  assign max4_l1_1 = \$46  ? ex18 : ex19;
+  assign \$47  = max4_l1_0 >= max4_l1_1;
+  assign max4_l2_0 = \$47  ? max4_l1_0 : max4_l1_1;
+  assign \$48  = ex20 >= ex21;
+  assign max5_l1_0 = \$48  ? ex20 : ex21;
+  assign \$49  = ex22 >= ex23;
+  assign max5_l1_1 = \$49  ? ex22 : ex23;
+  assign \$50  = max5_l1_0 >= max5_l1_1;
+  assign max5_l2_0 = \$50  ? max5_l1_0 : max5_l1_1;
+  assign \$51  = ex24 >= ex25;
+  assign max6_l1_0 = \$51  ? ex24 : ex25;
+  assign \$52  = ex26 >= ex27;
+  assign max6_l1_1 = \$52  ? ex26 : ex27;
+  assign \$53  = max6_l1_0 >= max6_l1_1;
+  assign max6_l2_0 = \$53  ? max6_l1_0 : max6_l1_1;
+  assign \$54  = ex28 >= ex29;
+  assign max7_l1_0 = \$54  ? ex28 : ex29;
+  assign \$55  = ex30 >= ex31;
+  assign max7_l1_1 = \$55  ? ex30 : ex31;
+  assign \$56  = max7_l1_0 >= max7_l1_1;
+  assign max7_l2_0 = \$56  ? max7_l1_0 : max7_l1_1;
+  assign \$57  = partial[4:0] >= partial[9:5];
+  assign max_l1_0 = \$57  ? partial[4:0] : partial[9:5];
+  assign \$58  = partial[14:10] >= partial[19:15];
+  assign max_l1_1 = \$58  ? partial[14:10] : partial[19:15];
+  assign \$59  = partial[24:20] >= partial[29:25];
+  assign max_l1_2 = \$59  ? partial[24:20] : partial[29:25];
+  assign \$60  = partial[34:30] >= partial[39:35];
+  assign max_l1_3 = \$60  ? partial[34:30] : partial[39:35];
+  assign \$61  = max_l1_0 >= max_l1_1;
+  assign max_l2_0 = \$61  ? max_l1_0 : max_l1_1;
+  assign \$62  = max_l1_2 >= max_l1_3;
+  assign max_l2_1 = \$62  ? max_l1_2 : max_l1_3;
+  assign \$63  = max_l2_0 >= max_l2_1;
+  assign max_l3_0 = \$63  ? max_l2_0 : max_l2_1;
   assign invalid = | nonfinite;
   assign \$1  = data[14:10] == 5'h1f;
   assign ex0 = nonfinite[0] ? 5'h00 : data[14:10];
@@ -1654,7 +2168,7 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   assign ex16 = nonfinite[16] ? 5'h00 : data[270:266];
   assign \$18  = data[286:282] == 5'h1f;
   assign ex17 = nonfinite[17] ? 5'h00 : data[286:282];
-  assign exp = max_l2_0;
+  assign exp = max_l3_0;
   assign \data[0]  = data[15:0];
   assign \data[1]  = data[31:16];
   assign \data[2]  = data[47:32];
@@ -1691,10 +2205,18 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   assign \partial[1]  = partial[9:5];
   assign \partial[2]  = partial[14:10];
   assign \partial[3]  = partial[19:15];
-  assign partial[19:15] = max3_l3_0;
-  assign partial[14:10] = max2_l3_0;
-  assign partial[9:5] = max1_l3_0;
-  assign partial[4:0] = max0_l3_0;
+  assign \partial[4]  = partial[24:20];
+  assign \partial[5]  = partial[29:25];
+  assign \partial[6]  = partial[34:30];
+  assign \partial[7]  = partial[39:35];
+  assign partial[39:35] = max7_l2_0;
+  assign partial[34:30] = max6_l2_0;
+  assign partial[29:25] = max5_l2_0;
+  assign partial[24:20] = max4_l2_0;
+  assign partial[19:15] = max3_l2_0;
+  assign partial[14:10] = max2_l2_0;
+  assign partial[9:5] = max1_l2_0;
+  assign partial[4:0] = max0_l2_0;
   assign nonfinite[31] = \$32 ;
   assign nonfinite[30] = \$31 ;
   assign nonfinite[29] = \$30 ;
@@ -2786,7 +3308,7 @@ module \bd_quantizer_fast_b32.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer_fast_b32.pair$81 (partial, q);
+module \bd_quantizer_fast_b32.pair$122 (partial, q);
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -2823,42 +3345,46 @@ module \bd_quantizer_fast_b32.pair$81 (partial, q);
   wire \$9 ;
   wire [4:0] max0_l1_0;
   wire [4:0] max0_l1_1;
-  wire [4:0] max0_l1_2;
-  wire [4:0] max0_l1_3;
   wire [4:0] max0_l2_0;
-  wire [4:0] max0_l2_1;
-  wire [4:0] max0_l3_0;
   wire [4:0] max1_l1_0;
   wire [4:0] max1_l1_1;
-  wire [4:0] max1_l1_2;
-  wire [4:0] max1_l1_3;
   wire [4:0] max1_l2_0;
-  wire [4:0] max1_l2_1;
-  wire [4:0] max1_l3_0;
   wire [4:0] max2_l1_0;
   wire [4:0] max2_l1_1;
-  wire [4:0] max2_l1_2;
-  wire [4:0] max2_l1_3;
   wire [4:0] max2_l2_0;
-  wire [4:0] max2_l2_1;
-  wire [4:0] max2_l3_0;
   wire [4:0] max3_l1_0;
   wire [4:0] max3_l1_1;
-  wire [4:0] max3_l1_2;
-  wire [4:0] max3_l1_3;
   wire [4:0] max3_l2_0;
-  wire [4:0] max3_l2_1;
-  wire [4:0] max3_l3_0;
+  wire [4:0] max4_l1_0;
+  wire [4:0] max4_l1_1;
+  wire [4:0] max4_l2_0;
+  wire [4:0] max5_l1_0;
+  wire [4:0] max5_l1_1;
+  wire [4:0] max5_l2_0;
+  wire [4:0] max6_l1_0;
+  wire [4:0] max6_l1_1;
+  wire [4:0] max6_l2_0;
+  wire [4:0] max7_l1_0;
+  wire [4:0] max7_l1_1;
+  wire [4:0] max7_l2_0;
   wire [4:0] max_l1_0;
   wire [4:0] max_l1_1;
+  wire [4:0] max_l1_2;
+  wire [4:0] max_l1_3;
   wire [4:0] max_l2_0;
+  wire [4:0] max_l2_1;
+  wire [4:0] max_l3_0;
   wire [2:0] pair;
-  output [19:0] partial;
-  wire [19:0] partial;
+  output [39:0] partial;
+  wire [39:0] partial;
   wire [4:0] \partial[0] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
+  wire [4:0] \partial[4] ;
+  wire [4:0] \partial[5] ;
+  wire [4:0] \partial[6] ;
+  wire [4:0] \partial[7] ;
   input [159:0] q;
   wire [159:0] q;
   wire [4:0] \q[0] ;
@@ -2899,68 +3425,68 @@ module \bd_quantizer_fast_b32.pair$81 (partial, q);
   assign max0_l1_0 = \$1  ? q[4:0] : q[9:5];
   assign \$2  = q[14:10] >= q[19:15];
   assign max0_l1_1 = \$2  ? q[14:10] : q[19:15];
-  assign \$3  = q[24:20] >= q[29:25];
-  assign max0_l1_2 = \$3  ? q[24:20] : q[29:25];
-  assign \$4  = q[34:30] >= q[39:35];
-  assign max0_l1_3 = \$4  ? q[34:30] : q[39:35];
-  assign \$5  = max0_l1_0 >= max0_l1_1;
-  assign max0_l2_0 = \$5  ? max0_l1_0 : max0_l1_1;
-  assign \$6  = max0_l1_2 >= max0_l1_3;
-  assign max0_l2_1 = \$6  ? max0_l1_2 : max0_l1_3;
-  assign \$7  = max0_l2_0 >= max0_l2_1;
-  assign max0_l3_0 = \$7  ? max0_l2_0 : max0_l2_1;
-  assign \$8  = q[44:40] >= q[49:45];
-  assign max1_l1_0 = \$8  ? q[44:40] : q[49:45];
-  assign \$9  = q[54:50] >= q[59:55];
-  assign max1_l1_1 = \$9  ? q[54:50] : q[59:55];
+  assign \$3  = max0_l1_0 >= max0_l1_1;
+  assign max0_l2_0 = \$3  ? max0_l1_0 : max0_l1_1;
+  assign \$4  = q[24:20] >= q[29:25];
+  assign max1_l1_0 = \$4  ? q[24:20] : q[29:25];
+  assign \$5  = q[34:30] >= q[39:35];
+  assign max1_l1_1 = \$5  ? q[34:30] : q[39:35];
+  assign \$6  = max1_l1_0 >= max1_l1_1;
+  assign max1_l2_0 = \$6  ? max1_l1_0 : max1_l1_1;
+  assign \$7  = q[44:40] >= q[49:45];
+  assign max2_l1_0 = \$7  ? q[44:40] : q[49:45];
+  assign \$8  = q[54:50] >= q[59:55];
+  assign max2_l1_1 = \$8  ? q[54:50] : q[59:55];
+  assign \$9  = max2_l1_0 >= max2_l1_1;
+  assign max2_l2_0 = \$9  ? max2_l1_0 : max2_l1_1;
   assign \$10  = q[64:60] >= q[69:65];
-  assign max1_l1_2 = \$10  ? q[64:60] : q[69:65];
+  assign max3_l1_0 = \$10  ? q[64:60] : q[69:65];
   assign \$11  = q[74:70] >= q[79:75];
-  assign max1_l1_3 = \$11  ? q[74:70] : q[79:75];
-  assign \$12  = max1_l1_0 >= max1_l1_1;
-  assign max1_l2_0 = \$12  ? max1_l1_0 : max1_l1_1;
-  assign \$13  = max1_l1_2 >= max1_l1_3;
-  assign max1_l2_1 = \$13  ? max1_l1_2 : max1_l1_3;
-  assign \$14  = max1_l2_0 >= max1_l2_1;
-  assign max1_l3_0 = \$14  ? max1_l2_0 : max1_l2_1;
-  assign \$15  = q[84:80] >= q[89:85];
-  assign max2_l1_0 = \$15  ? q[84:80] : q[89:85];
-  assign \$16  = q[94:90] >= q[99:95];
-  assign max2_l1_1 = \$16  ? q[94:90] : q[99:95];
-  assign \$17  = q[104:100] >= q[109:105];
-  assign max2_l1_2 = \$17  ? q[104:100] : q[109:105];
-  assign \$18  = q[114:110] >= q[119:115];
-  assign max2_l1_3 = \$18  ? q[114:110] : q[119:115];
-  assign \$19  = max2_l1_0 >= max2_l1_1;
-  assign max2_l2_0 = \$19  ? max2_l1_0 : max2_l1_1;
-  assign \$20  = max2_l1_2 >= max2_l1_3;
-  assign max2_l2_1 = \$20  ? max2_l1_2 : max2_l1_3;
-  assign \$21  = max2_l2_0 >= max2_l2_1;
-  assign max2_l3_0 = \$21  ? max2_l2_0 : max2_l2_1;
-  assign \$22  = q[124:120] >= q[129:125];
-  assign max3_l1_0 = \$22  ? q[124:120] : q[129:125];
-  assign \$23  = q[134:130] >= q[139:135];
-  assign max3_l1_1 = \$23  ? q[134:130] : q[139:135];
-  assign \$24  = q[144:140] >= q[149:145];
-  assign max3_l1_2 = \$24  ? q[144:140] : q[149:145];
-  assign \$25  = q[154:150] >= q[159:155];
-  assign max3_l1_3 = \$25  ? q[154:150] : q[159:155];
-  assign \$26  = max3_l1_0 >= max3_l1_1;
-  assign max3_l2_0 = \$26  ? max3_l1_0 : max3_l1_1;
-  assign \$27  = max3_l1_2 >= max3_l1_3;
-  assign max3_l2_1 = \$27  ? max3_l1_2 : max3_l1_3;
-  assign \$28  = max3_l2_0 >= max3_l2_1;
-  assign max3_l3_0 = \$28  ? max3_l2_0 : max3_l2_1;
-  assign \$29  = partial[4:0] >= partial[9:5];
-  assign max_l1_0 = \$29  ? partial[4:0] : partial[9:5];
-  assign \$30  = partial[14:10] >= partial[19:15];
-  assign max_l1_1 = \$30  ? partial[14:10] : partial[19:15];
-  assign \$31  = max_l1_0 >= max_l1_1;
-  assign max_l2_0 = \$31  ? max_l1_0 : max_l1_1;
-  assign \$32  = max_l2_0 + 1'h1;
-  assign \$33  = max_l2_0 + 1'h1;
+  assign max3_l1_1 = \$11  ? q[74:70] : q[79:75];
+  assign \$12  = max3_l1_0 >= max3_l1_1;
+  assign max3_l2_0 = \$12  ? max3_l1_0 : max3_l1_1;
+  assign \$13  = q[84:80] >= q[89:85];
+  assign max4_l1_0 = \$13  ? q[84:80] : q[89:85];
+  assign \$14  = q[94:90] >= q[99:95];
+  assign max4_l1_1 = \$14  ? q[94:90] : q[99:95];
+  assign \$15  = max4_l1_0 >= max4_l1_1;
+  assign max4_l2_0 = \$15  ? max4_l1_0 : max4_l1_1;
+  assign \$16  = q[104:100] >= q[109:105];
+  assign max5_l1_0 = \$16  ? q[104:100] : q[109:105];
+  assign \$17  = q[114:110] >= q[119:115];
+  assign max5_l1_1 = \$17  ? q[114:110] : q[119:115];
+  assign \$18  = max5_l1_0 >= max5_l1_1;
+  assign max5_l2_0 = \$18  ? max5_l1_0 : max5_l1_1;
+  assign \$19  = q[124:120] >= q[129:125];
+  assign max6_l1_0 = \$19  ? q[124:120] : q[129:125];
+  assign \$20  = q[134:130] >= q[139:135];
+  assign max6_l1_1 = \$20  ? q[134:130] : q[139:135];
+  assign \$21  = max6_l1_0 >= max6_l1_1;
+  assign max6_l2_0 = \$21  ? max6_l1_0 : max6_l1_1;
+  assign \$22  = q[144:140] >= q[149:145];
+  assign max7_l1_0 = \$22  ? q[144:140] : q[149:145];
+  assign \$23  = q[154:150] >= q[159:155];
+  assign max7_l1_1 = \$23  ? q[154:150] : q[159:155];
+  assign \$24  = max7_l1_0 >= max7_l1_1;
+  assign max7_l2_0 = \$24  ? max7_l1_0 : max7_l1_1;
+  assign \$25  = partial[4:0] >= partial[9:5];
+  assign max_l1_0 = \$25  ? partial[4:0] : partial[9:5];
+  assign \$26  = partial[14:10] >= partial[19:15];
+  assign max_l1_1 = \$26  ? partial[14:10] : partial[19:15];
+  assign \$27  = partial[24:20] >= partial[29:25];
+  assign max_l1_2 = \$27  ? partial[24:20] : partial[29:25];
+  assign \$28  = partial[34:30] >= partial[39:35];
+  assign max_l1_3 = \$28  ? partial[34:30] : partial[39:35];
+  assign \$29  = max_l1_0 >= max_l1_1;
+  assign max_l2_0 = \$29  ? max_l1_0 : max_l1_1;
+  assign \$30  = max_l1_2 >= max_l1_3;
+  assign max_l2_1 = \$30  ? max_l1_2 : max_l1_3;
+  assign \$31  = max_l2_0 >= max_l2_1;
+  assign max_l3_0 = \$31  ? max_l2_0 : max_l2_1;
+  assign \$32  = max_l3_0 + 1'h1;
+  assign \$33  = max_l3_0 + 1'h1;
   assign \$34  = ~ \$33 [3:1];
-  assign qmax = max_l2_0;
+  assign qmax = max_l3_0;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -2997,14 +3523,22 @@ module \bd_quantizer_fast_b32.pair$81 (partial, q);
   assign \partial[1]  = partial[9:5];
   assign \partial[2]  = partial[14:10];
   assign \partial[3]  = partial[19:15];
-  assign partial[19:15] = max3_l3_0;
-  assign partial[14:10] = max2_l3_0;
-  assign partial[9:5] = max1_l3_0;
-  assign partial[4:0] = max0_l3_0;
+  assign \partial[4]  = partial[24:20];
+  assign \partial[5]  = partial[29:25];
+  assign \partial[6]  = partial[34:30];
+  assign \partial[7]  = partial[39:35];
+  assign partial[39:35] = max7_l2_0;
+  assign partial[34:30] = max6_l2_0;
+  assign partial[29:25] = max5_l2_0;
+  assign partial[24:20] = max4_l2_0;
+  assign partial[19:15] = max3_l2_0;
+  assign partial[14:10] = max2_l2_0;
+  assign partial[9:5] = max1_l2_0;
+  assign partial[4:0] = max0_l2_0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer_fast_b32.ranges (count_b_l5_0, q, pair, count_a_l5_0);
+module \bd_quantizer_fast_b32.ranges (pair, in_a, in_b, q);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3110,7 +3644,6 @@ module \bd_quantizer_fast_b32.ranges (count_b_l5_0, q, pair, count_a_l5_0);
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
@@ -3199,77 +3732,14 @@ module \bd_quantizer_fast_b32.ranges (count_b_l5_0, q, pair, count_a_l5_0);
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  wire [5:0] count_a;
-  wire [1:0] count_a_l1_0;
-  wire [1:0] count_a_l1_1;
-  wire [1:0] count_a_l1_10;
-  wire [1:0] count_a_l1_11;
-  wire [1:0] count_a_l1_12;
-  wire [1:0] count_a_l1_13;
-  wire [1:0] count_a_l1_14;
-  wire [1:0] count_a_l1_15;
-  wire [1:0] count_a_l1_2;
-  wire [1:0] count_a_l1_3;
-  wire [1:0] count_a_l1_4;
-  wire [1:0] count_a_l1_5;
-  wire [1:0] count_a_l1_6;
-  wire [1:0] count_a_l1_7;
-  wire [1:0] count_a_l1_8;
-  wire [1:0] count_a_l1_9;
-  wire [2:0] count_a_l2_0;
-  wire [2:0] count_a_l2_1;
-  wire [2:0] count_a_l2_2;
-  wire [2:0] count_a_l2_3;
-  wire [2:0] count_a_l2_4;
-  wire [2:0] count_a_l2_5;
-  wire [2:0] count_a_l2_6;
-  wire [2:0] count_a_l2_7;
-  wire [3:0] count_a_l3_0;
-  wire [3:0] count_a_l3_1;
-  wire [3:0] count_a_l3_2;
-  wire [3:0] count_a_l3_3;
-  wire [4:0] count_a_l4_0;
-  wire [4:0] count_a_l4_1;
-  output [5:0] count_a_l5_0;
-  wire [5:0] count_a_l5_0;
-  wire [5:0] count_b;
-  wire [1:0] count_b_l1_0;
-  wire [1:0] count_b_l1_1;
-  wire [1:0] count_b_l1_10;
-  wire [1:0] count_b_l1_11;
-  wire [1:0] count_b_l1_12;
-  wire [1:0] count_b_l1_13;
-  wire [1:0] count_b_l1_14;
-  wire [1:0] count_b_l1_15;
-  wire [1:0] count_b_l1_2;
-  wire [1:0] count_b_l1_3;
-  wire [1:0] count_b_l1_4;
-  wire [1:0] count_b_l1_5;
-  wire [1:0] count_b_l1_6;
-  wire [1:0] count_b_l1_7;
-  wire [1:0] count_b_l1_8;
-  wire [1:0] count_b_l1_9;
-  wire [2:0] count_b_l2_0;
-  wire [2:0] count_b_l2_1;
-  wire [2:0] count_b_l2_2;
-  wire [2:0] count_b_l2_3;
-  wire [2:0] count_b_l2_4;
-  wire [2:0] count_b_l2_5;
-  wire [2:0] count_b_l2_6;
-  wire [2:0] count_b_l2_7;
-  wire [3:0] count_b_l3_0;
-  wire [3:0] count_b_l3_1;
-  wire [3:0] count_b_l3_2;
-  wire [3:0] count_b_l3_3;
-  wire [4:0] count_b_l4_0;
-  wire [4:0] count_b_l4_1;
-  output [5:0] count_b_l5_0;
-  wire [5:0] count_b_l5_0;
-  wire [3:0] dialect;
   reg [4:0] hi_a;
   reg [4:0] hi_b;
+  output [31:0] in_a;
   wire [31:0] in_a;
+  wire [31:0] \in_a$8 ;
+  output [31:0] in_b;
   wire [31:0] in_b;
+  wire [31:0] \in_b$9 ;
   reg [4:0] lo_a;
   reg [4:0] lo_b;
   input [2:0] pair;
@@ -3500,69 +3970,6 @@ module \bd_quantizer_fast_b32.ranges (count_b_l5_0, q, pair, count_a_l5_0);
   assign \$190  = q[159:155] >= lo_b;
   assign \$191  = q[159:155] < hi_b;
   assign \$192  = \$190  & \$191 ;
-  assign count_a_l1_0 = in_a[0] + in_a[1];
-  assign count_a_l1_1 = in_a[2] + in_a[3];
-  assign count_a_l1_2 = in_a[4] + in_a[5];
-  assign count_a_l1_3 = in_a[6] + in_a[7];
-  assign count_a_l1_4 = in_a[8] + in_a[9];
-  assign count_a_l1_5 = in_a[10] + in_a[11];
-  assign count_a_l1_6 = in_a[12] + in_a[13];
-  assign count_a_l1_7 = in_a[14] + in_a[15];
-  assign count_a_l1_8 = in_a[16] + in_a[17];
-  assign count_a_l1_9 = in_a[18] + in_a[19];
-  assign count_a_l1_10 = in_a[20] + in_a[21];
-  assign count_a_l1_11 = in_a[22] + in_a[23];
-  assign count_a_l1_12 = in_a[24] + in_a[25];
-  assign count_a_l1_13 = in_a[26] + in_a[27];
-  assign count_a_l1_14 = in_a[28] + in_a[29];
-  assign count_a_l1_15 = in_a[30] + in_a[31];
-  assign count_a_l2_0 = count_a_l1_0 + count_a_l1_1;
-  assign count_a_l2_1 = count_a_l1_2 + count_a_l1_3;
-  assign count_a_l2_2 = count_a_l1_4 + count_a_l1_5;
-  assign count_a_l2_3 = count_a_l1_6 + count_a_l1_7;
-  assign count_a_l2_4 = count_a_l1_8 + count_a_l1_9;
-  assign count_a_l2_5 = count_a_l1_10 + count_a_l1_11;
-  assign count_a_l2_6 = count_a_l1_12 + count_a_l1_13;
-  assign count_a_l2_7 = count_a_l1_14 + count_a_l1_15;
-  assign count_a_l3_0 = count_a_l2_0 + count_a_l2_1;
-  assign count_a_l3_1 = count_a_l2_2 + count_a_l2_3;
-  assign count_a_l3_2 = count_a_l2_4 + count_a_l2_5;
-  assign count_a_l3_3 = count_a_l2_6 + count_a_l2_7;
-  assign count_a_l4_0 = count_a_l3_0 + count_a_l3_1;
-  assign count_a_l4_1 = count_a_l3_2 + count_a_l3_3;
-  assign count_a_l5_0 = count_a_l4_0 + count_a_l4_1;
-  assign count_b_l1_0 = in_b[0] + in_b[1];
-  assign count_b_l1_1 = in_b[2] + in_b[3];
-  assign count_b_l1_2 = in_b[4] + in_b[5];
-  assign count_b_l1_3 = in_b[6] + in_b[7];
-  assign count_b_l1_4 = in_b[8] + in_b[9];
-  assign count_b_l1_5 = in_b[10] + in_b[11];
-  assign count_b_l1_6 = in_b[12] + in_b[13];
-  assign count_b_l1_7 = in_b[14] + in_b[15];
-  assign count_b_l1_8 = in_b[16] + in_b[17];
-  assign count_b_l1_9 = in_b[18] + in_b[19];
-  assign count_b_l1_10 = in_b[20] + in_b[21];
-  assign count_b_l1_11 = in_b[22] + in_b[23];
-  assign count_b_l1_12 = in_b[24] + in_b[25];
-  assign count_b_l1_13 = in_b[26] + in_b[27];
-  assign count_b_l1_14 = in_b[28] + in_b[29];
-  assign count_b_l1_15 = in_b[30] + in_b[31];
-  assign count_b_l2_0 = count_b_l1_0 + count_b_l1_1;
-  assign count_b_l2_1 = count_b_l1_2 + count_b_l1_3;
-  assign count_b_l2_2 = count_b_l1_4 + count_b_l1_5;
-  assign count_b_l2_3 = count_b_l1_6 + count_b_l1_7;
-  assign count_b_l2_4 = count_b_l1_8 + count_b_l1_9;
-  assign count_b_l2_5 = count_b_l1_10 + count_b_l1_11;
-  assign count_b_l2_6 = count_b_l1_12 + count_b_l1_13;
-  assign count_b_l2_7 = count_b_l1_14 + count_b_l1_15;
-  assign count_b_l3_0 = count_b_l2_0 + count_b_l2_1;
-  assign count_b_l3_1 = count_b_l2_2 + count_b_l2_3;
-  assign count_b_l3_2 = count_b_l2_4 + count_b_l2_5;
-  assign count_b_l3_3 = count_b_l2_6 + count_b_l2_7;
-  assign count_b_l4_0 = count_b_l3_0 + count_b_l3_1;
-  assign count_b_l4_1 = count_b_l3_2 + count_b_l3_3;
-  assign count_b_l5_0 = count_b_l4_0 + count_b_l4_1;
-  assign \$193  = count_b_l5_0 > count_a_l5_0;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
     (* full_case = 32'd1 *)
@@ -3651,9 +4058,8 @@ module \bd_quantizer_fast_b32.ranges (count_b_l5_0, q, pair, count_a_l5_0);
           hi_b = 5'h0b;
     endcase
   end
-  assign count_a = count_a_l5_0;
-  assign count_b = count_b_l5_0;
-  assign dialect = { pair, \$193  };
+  assign \in_a$8  = in_a;
+  assign \in_b$9  = in_b;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];

@@ -57,11 +57,12 @@ def _map(fam: Family, workdir: Path, timeout: float) -> str:
         return "abc9"
     except ToolError:
         # The WebAssembly yosys 0.70 sometimes asserts while reintegrating abc9's ECP5 mapping
-        # (abc_ops_reintegrate); the classic abc mapping of the same command is then used, and the
-        # row says so.
-        if fam.key != "ecp5":
+        # (abc_ops_reintegrate, with abc9 and with -noabc9 alike); the family's fallback flow
+        # (abc9's LUT mapping replaced by `abc -lut 4`, as the synthesis report does) is then
+        # used, and the row says so.
+        if fam.abc_fallback is None:
             raise
-        script[-2] = f"{fam.synth} -noabc9 -top harness -json {fam.key}.json"
+        script = [*script[:3], *fam.abc_fallback, script[-1]]
         yosys(workdir, "\n".join(script) + "\n", "harness", timeout)
         return "abc (abc9 asserted)"
 
@@ -179,7 +180,7 @@ WHERE_THE_TIME_GOES = [
     "setting (`bd_dot_fast`) the LUT products take the DSP blocks off the critical path: 99.0 "
     "MHz against 80.0 with the products on DSPs (3,493 LUT4 + 392 CCU2C, no DSP); the path is "
     "then the pipeline's valid/load chain into the decode-stage registers (8 LUT levels, 7.7 "
-    "of its 9.6 ns in routing). The 8-lane engine maps to 33,762 LUT4 + 3,223 CCU2C, 8,306 FF, 4 DP16KD and no DSP "
+    "of its 9.6 ns in routing, most of it the enables fanning out). The 8-lane engine maps to 33,762 LUT4 + 3,223 CCU2C, 8,306 FF, 4 DP16KD and no DSP "
     "(mapping only, `--no-pnr`: about half the device's LUT4s; placing it was not run). The "
     "bd_dot rows at pipeline 1 to 4 were measured before, with the products on DSP blocks.",
     "- **bd_quantizer before**: stage 2, the range counter: the pair selects the four range "
@@ -194,6 +195,26 @@ WHERE_THE_TIME_GOES = [
     "pair rule; with the first three it is the shared exponent's maximum tree (stage 0); with all "
     "four it is the first half of the range counter (bounds, compares, popcount into the "
     "registered counts).",
+    "- **bd_dot `ready`** (pipeline 5): the valid/load chain runs from `o.ready` through the "
+    "normaliser's and the accumulator's stages into the enables of the front stages' ~1,000 "
+    "flip-flops; yosys maps it as a chain whatever the source says (a flat OR of the valids "
+    "measured no better), so no logic rewrite shortens it. With `ready` the block-sum stage is a "
+    "skid buffer (a spare bank of its 21 bits): the front's enables follow a register, and the "
+    "path is the 4x4 products in LUTs (109.6 MHz; +14 LUT4, +22 FF; latency unchanged, one more "
+    "result held under back-pressure).",
+    "- **bd_quantizer beyond four cuts**: each maximum tree of 32 5-bit values is five levels of "
+    "compare-and-select (a carry chain and a 2:1 choice, about 4 ns each on the ECP5), so a stage "
+    "of three levels stays near 75 MHz. `exp8` (the exponent tree after maxima of runs of 4, "
+    "pipeline 5) moves the path to the range counter; `count` (the range-membership bits "
+    "registered before their popcounts, 6) to the q maximum tree; `qmax8` (7) to the last "
+    "levels of that tree and the stage-1 rule's incrementer; `pair_rule` (8: qmax registered "
+    "before the rule) leaves the valid/load chain of the twelve stages, 7 LUT levels and 8 of its "
+    "10.7 ns in routing (93.9 MHz). Breaking that chain as bd_dot's `ready` does (a skid buffer in "
+    "the middle stage) is the next step; it changes the textbook valid/ready rule the quantizer's "
+    "end-to-end proof shadows, so it waits for a shadow that models it. Rows at pipeline 5 to 7 "
+    "were measured while the cuts were added, with the valid/load chain written as flat ORs and "
+    "the data registers enabled by their stage's load alone (the same behaviour at the ports; "
+    "the chain maps the same way).",
 ]
 
 
@@ -252,8 +273,9 @@ def write_report(rows: list[dict], out: Path) -> None:
              "nextpnr's, register to register; LUT and FF are the unit alone (LUT4 cells; carry "
              "cells apart: `SB_CARRY` on iCE40, `CCU2C`, two LUT4s each, on ECP5; DSP: "
              "MULT18X18D). Latency in clock cycles; every setting takes one block per clock. Rows "
-             "marked *abc* were mapped with `synth_ecp5 -noabc9` because the WebAssembly yosys "
-             "asserted in abc9's reintegration on that netlist. Rows marked *before* are the "
+             "marked *abc* had abc9's LUT mapping replaced by `abc -lut 4` (the synthesis "
+             "report's fallback) because the WebAssembly yosys asserted in abc9's reintegration "
+             "on that netlist. Rows marked *before* are the "
              "design before the pipeline parameter (commit d4fc5ca: truncating stage 1 in the "
              "quantizer, serial normalising shifts in bd_dot); their LUT/FF counts come from "
              "mapping the unit alone.",

@@ -7,12 +7,13 @@ import random
 
 import pytest
 import torch
+from amaranth.sim import Simulator
 
 from bd_hw.dot import (AdderTree, BDDot, ExactAccumulator, FP32Normaliser, MultiplierArray,
                        PackedMultiplierArray, accumulator_bits, block_sum_bits)
 from bd_hw.layouts import (pack, pack_dot_input, pack_lanes, unpack, unpack_dot_output,
                            unpack_lanes)
-from tests.hw.testing import int_to_fp32_bits, run_comb, run_stream
+from tests.hw.testing import as_int, int_to_fp32_bits, run_comb, run_stream
 from golden import bd
 from golden.formatbook import FORMATBOOK
 from golden.spec import BLOCK_SIZES
@@ -281,7 +282,7 @@ def test_dot_full_length_sum():
 @pytest.mark.parametrize("B,pipeline", [(B, 0) for B in BLOCK_SIZES] + [(32, p) for p in PIPELINES[1:]])
 def test_dot_latency_and_throughput(B, pipeline):
     dut = BDDot(B, pipeline=pipeline)
-    assert dut.latency == 6 + pipeline
+    assert dut.latency == 6 + min(pipeline, 4)       # the "ready" cut adds no stage
     rng = random.Random(B)
     dots = [[(random_blk(rng, B), random_blk(rng, B))] for _ in range(10)]
     run = run_stream(dut, beats_of(dots), expected=len(dots))
@@ -307,3 +308,47 @@ def test_dot_bad_block_size(B):
     """B is checked once, by the unit; its stages take the lane count they are given."""
     with pytest.raises(ValueError, match="B must be one of"):
         BDDot(B)
+
+
+@pytest.mark.parametrize("pipeline", [4, 5])
+def test_dot_stall_holds_capacity(pipeline):
+    """o.ready low for a long time: single-beat dots fill the unit, i.ready drops after
+    ``capacity`` of them (``latency``, one more with the "ready" cut's spare bank), nothing is lost
+    and the results leave in order."""
+    dut = BDDot(16, max_blocks=4, pipeline=pipeline)
+    assert dut.capacity == dut.latency + (pipeline == 5)
+    rng = random.Random(pipeline)
+    dots = [[(random_blk(rng, 16), random_blk(rng, 16))] for _ in range(dut.capacity + 3)]
+    beats = beats_of(dots)
+    results, accepted_while_stalled = [], []
+    i_payload, o_payload = as_int(dut.i.payload), as_int(dut.o.payload)
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 0)
+        pending = list(beats)
+        for _ in range(30):
+            ctx.set(dut.i.valid, bool(pending))
+            if pending:
+                ctx.set(i_payload, pending[0])
+            _, _, i_ready = await ctx.tick().sample(dut.i.ready)
+            accepted_while_stalled.append(bool(pending) and i_ready)
+            if pending and i_ready:
+                pending.pop(0)
+        ctx.set(dut.o.ready, 1)
+        while len(results) < len(dots):
+            ctx.set(dut.i.valid, bool(pending))
+            if pending:
+                ctx.set(i_payload, pending[0])
+            _, _, i_ready, o_valid, o_value = await ctx.tick().sample(dut.i.ready, dut.o.valid,
+                                                                       o_payload)
+            if pending and i_ready:
+                pending.pop(0)
+            if o_valid:
+                results.append(o_value)
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert sum(accepted_while_stalled) == dut.capacity
+    check_dots(dots, results)
