@@ -200,8 +200,10 @@ WHERE_THE_TIME_GOES = [
     "flip-flops; yosys maps it as a chain whatever the source says (a flat OR of the valids "
     "measured no better), so no logic rewrite shortens it. With `ready` the block-sum stage is a "
     "skid buffer (a spare bank of its 21 bits): the front's enables follow a register, and the "
-    "path is the 4x4 products in LUTs (109.6 MHz; +14 LUT4, +22 FF; latency unchanged, one more "
-    "result held under back-pressure).",
+    "path is the 4x4 products in LUTs (109.6 MHz with the products of aad7340, +14 LUT4 and +22 "
+    "FF over pipeline 4; 109.8 MHz with the array-multiplier products of 589de0e, the row shown; "
+    "latency unchanged, one more result held under back-pressure). The iCE40 row at pipeline 5 "
+    "and the rows at pipeline 4 and below predate 589de0e.",
     "- **bd_quantizer beyond four cuts**: each maximum tree of 32 5-bit values is five levels of "
     "compare-and-select (a carry chain and a 2:1 choice, about 4 ns each on the ECP5), so a stage "
     "of three levels stays near 75 MHz. `exp8` (the exponent tree after maxima of runs of 4, "
@@ -371,7 +373,8 @@ def main(argv=None) -> int:
                                      overrides, pnr=not args.no_pnr)
                 except (ToolError, subprocess.TimeoutExpired, ValueError) as err:
                     print(f"error: {name} B={B} {family}: {err}", file=sys.stderr)
-                    rows.append({"unit": name, "B": B, "pipeline": args.pipeline,
+                    setting = unit.unit.params.get("pipeline") if args.pipeline is None else args.pipeline
+                    rows.append({"unit": name, "B": B, "pipeline": setting,
                                  "family": family, "error": str(err).splitlines()[0][:200]})
                     continue
                 text = describe(result)
