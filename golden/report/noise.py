@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import math
 
+from golden.report.perplexity import NOISE_SUFFIXES
+
 
 def window_band(run: dict) -> list[float] | None:
     """[low, high] of exp(L -+ standard error over windows), None with fewer than two windows."""
@@ -35,7 +37,7 @@ def perturbation_band(central: float, perturbed: list[float]) -> tuple[list[floa
     return [min(values), max(values)], max(abs(math.log(v / central)) for v in values)
 
 
-def section(runs: dict[str, dict], noise_suffixes=("_noise_up", "_noise_down")) -> dict:
+def section(runs: dict[str, dict], noise_suffixes=tuple(NOISE_SUFFIXES.values())) -> dict:
     """Per central run (every run that is not a noise run): its perturbation band (measured or the
     floor), its window band; and the floors used."""
     central = {k: r for k, r in runs.items() if not any(k.endswith(s) for s in noise_suffixes)}

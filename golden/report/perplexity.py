@@ -94,12 +94,13 @@ def scheme(scope: str, weight_fmt: str, act_fmt: str, block: int | None, label: 
 # far the perplexity moves is the noise floor of the figure.
 NOISE_EXPONENT = 20
 NOISE_GAINS = {"up": 1 + 2.0 ** -NOISE_EXPONENT, "down": 1 - 2.0 ** -NOISE_EXPONENT}
+NOISE_SUFFIXES = {direction: f"_noise_{direction}" for direction in NOISE_GAINS}   # run key = base key + suffix
 
 
 def noise_scheme(base: Scheme, direction: str) -> Scheme:
     """`base` with its linear inputs scaled by NOISE_GAINS[direction]."""
     sign = "+" if direction == "up" else "-"
-    return base._replace(key=f"{base.key}_noise_{direction}", gain=NOISE_GAINS[direction],
+    return base._replace(key=base.key + NOISE_SUFFIXES[direction], gain=NOISE_GAINS[direction],
                          label=f"{base.label}, inputs x (1 {sign} 2^-{NOISE_EXPONENT})")
 
 
