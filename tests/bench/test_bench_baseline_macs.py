@@ -4,13 +4,16 @@ exhaustively in test_hw_mac_constructions.py; here the frames: registers, adder 
 the deferred +1 bits, accumulator and its clear)."""
 from __future__ import annotations
 
+import json
 import random
+from pathlib import Path
 
 import pytest
 from amaranth.sim import Simulator
 
-from bench.hw.baseline_macs import (SINGLE_MAC_BLOCK, BlockMac, SingleMac, make_mac,
+from bench.hw.baseline_macs import (SINGLE_MAC_BLOCK, SMALLEST, BlockMac, SingleMac, make_mac,
                                     minifloat_value_units, reference_block_sum)
+from bench.hw.units import BENCH_UNITS
 from bench.hw.lane_products import CONSTRUCTIONS, FORMAT_BITS
 from golden.formatbook import FORMATBOOK_ROWS
 
@@ -126,3 +129,28 @@ def test_bad_arguments():
         make_mac("fp4", 4, "booth")
     with pytest.raises(ValueError, match="lanes"):
         make_mac("int4", 0)
+
+
+SYNTH_REPORT = Path(__file__).resolve().parents[2] / "reports" / "synth" / "report.json"
+
+
+def test_smallest_is_the_measured_smallest():
+    """SMALLEST (what a default synthesis run and the scale-path units build) names, for every
+    format, a construction with the fewest two-input gates among the committed report's rows of
+    that format, in both framings and at every block size measured; B = 32 must be measured in
+    both framings, so the check cannot pass on missing rows."""
+    gates: dict = {}
+    for r in json.loads(SYNTH_REPORT.read_text())["results"]:
+        unit = BENCH_UNITS.get(r["unit"])
+        if unit is None or unit.kind != "mac" or unit.params.get("block_values_in") or not r.get("gates2"):
+            continue
+        framing = "single" if r["unit"].startswith("mac1_") else "block"
+        key = (framing, r["B"], unit.params["fmt"])
+        gates.setdefault(key, {})[unit.params["construction"]] = r["gates2"]
+    for fmt, construction in SMALLEST.items():
+        for framing in ("block", "single"):
+            assert construction in gates.get((framing, 32, fmt), {}), (framing, fmt)
+    for (framing, B, fmt), by_construction in gates.items():
+        if SMALLEST[fmt] in by_construction:
+            assert by_construction[SMALLEST[fmt]] == min(by_construction.values()), \
+                (framing, B, fmt, SMALLEST[fmt], by_construction)
