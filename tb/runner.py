@@ -7,7 +7,8 @@ Units are the registry's (:mod:`bd_hw.units`: ``bd_decoder``, ``bd_quantizer``,
 each at those of ``--blocks`` it is emitted for. ``--quick`` is the reduced run of the test suite;
 without it B = 32 runs at full depth and the other block sizes and the deeper pipeline settings
 (``bd_quantizer_fast``, ``bd_dot_fast``, ``bd_linear_fast_n4``) and the engines wider than four
-lanes (``bd_linear_n8``) at a lighter one (a quarter to a fifth of the stimulus). ``WAVES=1`` in the environment
+lanes (``bd_linear_n8``) at a lighter one (a quarter to a fifth of the stimulus); ``--depth`` sets one
+depth for every unit run (``--depth full --units bd_dot_fast``). ``WAVES=1`` in the environment
 writes a trace next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``): ``dump.fst`` when the
 host has liblz4-dev for Verilator's FST writer, ``dump.vcd`` otherwise.
 
@@ -61,6 +62,9 @@ class UnitRun:
         return self.error is None and self.failed == 0 and self.tests > 0 and self.mismatches == 0
 
 
+DEPTHS = ("quick", "light", "full")
+
+
 def depth_for(block: int, quick: bool, unit: str = "") -> str:
     """quick with --quick; else full at FULL_BLOCK for units at the default pipeline setting, and
     light for the other block sizes, the deeper pipeline settings (the ``_fast`` units) and the
@@ -90,6 +94,9 @@ def parse_args(argv=None):
     parser.add_argument("--build-root", type=Path, default=SIM_BUILD,
                         help="folder of the Verilator builds, one per unit and block size "
                              "(default sim_build)")
+    parser.add_argument("--depth", choices=DEPTHS, default=None,
+                        help="stimulus depth of every unit run (default: quick with --quick, else "
+                             "as described above)")
     parser.add_argument("--no-real", action="store_true",
                         help="skip real SmolLM2 blocks (no model file needed)")
     parser.add_argument("--update", action="store_true",
@@ -134,7 +141,7 @@ def _build_log_excerpt(log: Path, lines: int = 6) -> str:
 
 
 def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
-    run = UnitRun(unit, block, depth_for(block, args.quick, unit))
+    run = UnitRun(unit, block, args.depth or depth_for(block, args.quick, unit))
     source = rtl_file(unit, block, args.rtl)
     tag = f"{unit}_b{block}"
     try:
@@ -263,7 +270,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     runs = []
     for u, block in units.emitted(args.units, args.blocks):
-        print(f"== {u.name} B={block} ({depth_for(block, args.quick, u.name)})", flush=True)
+        print(f"== {u.name} B={block} ({args.depth or depth_for(block, args.quick, u.name)})", flush=True)
         run = run_unit(u.name, block, args, waves)
         runs.append(run)
         status = "ok" if run.passed else "FAILED"

@@ -43,6 +43,7 @@ class QuantizerModel:
         params = units.get(p.unit).parameters_at(p.block)
         self.method = params.method
         self.latency = params.latency
+        self.capacity = params.latency       # results held when stalled: one per register stage
 
     def scoreboard(self, log) -> Scoreboard:
         B = self.p.block
@@ -89,6 +90,7 @@ class DotModel:
         self.p = p
         params = units.get(p.unit).parameters_at(p.block)
         self.latency = params.latency
+        self.capacity = params.capacity      # one more than the latency with the "ready" skid buffer
         self.max_blocks = params.max_blocks
         self.accumulate = params.accumulate          # SPEC 6.1: golden.bd.linear in the same mode
 

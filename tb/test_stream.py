@@ -12,7 +12,8 @@ output beat stays valid and unchanged until it is taken. Tests, in the manner of
 - ``traffic``: random stimulus under every pair of an idle generator (gaps in ``i.valid``) and a
   back-pressure generator (``o.ready`` low): none, random, periodic and bursty.
 - ``stall``: ``o.ready`` held low for long stretches with the source pushing: the unit fills its
-  pipeline (as many beats as its latency), then refuses input, and holds its output.
+  pipeline (as many beats as its capacity: its latency, plus one in a skid buffer's spare bank),
+  then refuses input, and holds its output.
 - ``reset_mid_traffic``: a reset with beats in flight and back-pressure: the unit comes back
   empty, offers nothing until fed, and then gets the next stream right.
 """
@@ -95,18 +96,19 @@ async def traffic(dut, idle: str, backpressure: str):
 
 @cocotb.test()
 async def stall(dut):
-    """o.ready low for long stretches: the pipeline fills with exactly `latency` beats, i.ready
-    stays low after that, the offered output holds still, and every result arrives right."""
+    """o.ready low for long stretches: the pipeline fills with exactly `capacity` beats (a result
+    per register stage, one more with a skid buffer), i.ready stays low after that, the offered
+    output holds still, and every result arrives right."""
     p, model, bench = new_bench(dut)
     await bench.reset()
     rounds = p.count(quick=3, full=20, light=6)
-    hold = 3 * model.latency + 10
+    hold = 3 * model.capacity + 10
     total = 0
     capacities = set()
     problems = []
     start = bench.counter.cycles
     for r in range(rounds):
-        batch = model.single_results(2 * model.latency + 3, p.seed * 4000 + r, "stall")
+        batch = model.single_results(2 * model.capacity + 3, p.seed * 4000 + r, "stall")
         first_in, first_out = len(bench.source.accepted), len(bench.sink.received)
         bench.set_traffic(None, itertools.repeat(True))       # o.ready held low
         bench.scoreboard.expect_all(batch.expected)
@@ -129,8 +131,8 @@ async def stall(dut):
                 cycles=bench.counter.cycles - start, unstable_beats=bench.sink.unstable_beats,
                 count_problems=problems, capacity=sorted(capacities))
     check_run(bench, board, problems)
-    assert capacities == {model.latency}, \
-        f"the stalled unit took {sorted(capacities)} beats; its {model.latency} register stages hold {model.latency}"
+    assert capacities == {model.capacity}, \
+        f"the stalled unit took {sorted(capacities)} beats; it holds {model.capacity}"
 
 
 @cocotb.test()
