@@ -16,11 +16,14 @@ produce no output.
 for up to ``max_blocks`` beats per result and exponents ``E <= 30`` (SPEC 3); longer sums wrap, and
 exponent fields of 31 (never produced by ``bd_quantizer``) are outside the contract.
 
-**Latency: 6 + pipeline clock cycles**, 10 at the deepest setting, ``pipeline = 5`` (:attr:`BDDot.latency`;
+**Latency: 6 + pipeline clock cycles** for ``pipeline`` 0 to 4, and 10 at the deepest setting,
+``pipeline = 5`` (``bd_dot_fast``), whose fifth cut adds no stage (:attr:`BDDot.latency`;
 ``pipeline`` is 0 by default, see :class:`BDDot` for its cut points): for a beat with ``last = 1`` transferred on ``i`` at rising edge
 ``n``, ``o.valid`` rises after edge ``n + latency - 1`` and, with ``o.ready`` high, the result is
 transferred on ``o`` at edge ``n + latency``.
 One beat per clock at every setting; back-pressure holds every stage; ``o.valid`` is a register.
+Under back-pressure the unit holds :attr:`BDDot.capacity` results: its latency, and one more at
+``pipeline = 5`` (the skid buffer's spare bank).
 
 Pipeline (each line ends in a register stage; optional cuts in brackets):
 
@@ -405,7 +408,7 @@ class BDDot(ParametrisedComponent):
     In the rounded modes ``accumulate="fp32"`` / ``"fp16"`` only ``"tree"`` and ``"decode"`` remain
     (:data:`~bd_hw.params.DotParams.FLOAT_CUT_POINTS`).
 
-    :attr:`latency` is ``6 + pipeline`` (exact, 10 at ``pipeline = 5``; ``5 + pipeline`` "fp32",
+    :attr:`latency` is ``6 + pipeline`` (exact, 0 to 4; 10 at ``pipeline = 5``; ``5 + pipeline`` "fp32",
     ``6 + pipeline`` "fp16");
     throughput stays one beat per clock. See the module docstring. Raises ``ValueError`` naming
     ``B``, ``max_blocks``, ``pipeline`` or ``accumulate``.

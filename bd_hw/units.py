@@ -13,7 +13,7 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
 ``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=8)``            12
-``bd_dot_fast``      32              ``BDDot(B, pipeline=4)``                  10
+``bd_dot_fast``      32              ``BDDot(B, pipeline=5)``                  10
 ``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           5
 ``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           6
 ``bd_dot_fp32_fast`` 32              ``BDDot(B, accumulate="fp32", pipeline=2)`` 7
@@ -36,9 +36,9 @@ module ``<base>_b<B>_n<N>`` (:class:`LinearUnit`); its latency counts from a row
 weight beat to its result beat (its vector turnaround, 5 and 9, is ``BDLinear.vector_latency``).
 
 The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
-the highest clock rate; ``reports/synth/timing.md``), except ``bd_dot_fast``, at 4: its fifth cut,
-``"ready"`` (a skid buffer), is not yet modelled by the formal end-to-end shadow of ``bd_dot``; the
-others use the default, 0. The
+the highest clock rate; ``reports/synth/timing.md``; ``bd_dot_fast``'s fifth cut, ``"ready"``, is a
+skid buffer that adds no stage but holds one result more, ``BDDot.capacity``); the others use the
+default, 0. The
 ``bd_dot_fp32`` / ``bd_dot_fp16`` units accumulate as SPEC 6.1's ``"fp32"`` / ``"fp16"`` modes.
 
 Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
@@ -175,7 +175,7 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
     Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 8},
          blocks=(32,), parameters=QuantizerParams, summary="bd_quantizer with every pipeline cut point taken (latency 12)"),
-    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 4}, blocks=(32,), parameters=DotParams,
+    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 5}, blocks=(32,), parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
     Unit("bd_dot_fp32", "dot", _dot, {"accumulate": "fp32"}, blocks=(32,), parameters=DotParams,
          summary="block dot product, block values added in FP32 in order (SPEC 6.1, latency 5)"),

@@ -106,6 +106,24 @@ def _normaliser_ties_away():
         norm.elaborate, "round_up = guard & (sticky | mant[0])", "round_up = guard"))
 
 
+def _skid_spare_not_loaded():
+    # bd_hw.pipeline: a skid buffer's spare bank takes the incoming beat while it is empty; the bug
+    # never loads it, so a beat that arrives while the main bank is held is lost (replaced by the
+    # spare's stale contents).
+    stages = bd_hw.pipeline.Stages
+    return _patch(stages, "register", recompiled(stages.register, "self.m.d.sync += spare.eq(value)",
+                                                 "self.m.d.sync += spare.eq(spare)"))
+
+
+def _skid_drains_wrong_bank():
+    # bd_hw.pipeline: when the main bank loads while the spare is full, it must take the spare's
+    # beat; the bug takes the incoming value instead (the register before the skid stage).
+    stages = bd_hw.pipeline.Stages
+    return _patch(stages, "register", recompiled(stages.register,
+                                                 "value = Mux(self.spare_valid, spare, value)",
+                                                 "value = Mux(self.spare_valid, value, value)"))
+
+
 @dataclass(frozen=True)
 class Bug:
     name: str
@@ -132,6 +150,11 @@ BUGS = {b.name: b for b in (
         _accumulator_one_bit_short, "bd_dot", "width", None),
     Bug("normaliser_ties_away", "the FP32 normaliser rounds a tie away from zero, not to even",
         _normaliser_ties_away, "bd_dot", "end_to_end", None, "norm_s2"),
+    Bug("skid_spare_not_loaded", "bd_dot's skid buffer never loads its spare bank",
+        _skid_spare_not_loaded, "bd_dot_fast", "end_to_end", None, "s3"),
+    Bug("skid_drains_wrong_bank", "bd_dot's skid buffer refills its main bank from the stage "
+        "before, not from the spare bank", _skid_drains_wrong_bank, "bd_dot_fast", "end_to_end",
+        None, "s3"),
     Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
         _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None),
 )}

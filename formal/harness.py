@@ -634,14 +634,19 @@ def _part_checker(m, props, part):
     return check
 
 
-def _shadow_records(m, fields, start, in_valid, loads, wanted, prefix, carry_only=None):
+def _shadow_records(m, fields, start, in_valid, loads, wanted, prefix, carry_only=None,
+                    skid=None):
     """Shadow stages under the loads ``loads`` (one per stage), fed by ``in_valid`` and the fields
     ``start``: ``(valids, records)``. Stage ``n`` evaluates the fields ``wanted[n]`` asks for from
     the previous record, on the way in, and carries those this stage or a later one asks for,
     the start fields a later one computes from, and a field a later one computes from whose own
     inputs are no longer at hand; any other intermediate field is computed again later rather
     than carried, since no lemma would tie it to the unit. With ``carry_only`` a stage carries
-    just those fields, and the lemmas recompute the rest from them."""
+    just those fields, and the lemmas recompute the rest from them.
+
+    ``skid``, a :class:`_ShadowSkid`, makes its stage a skid buffer: a spare record of the same
+    fields fills when the skid says so, and the stage, when it loads, takes the spare's beat
+    first."""
     from .models import evaluate_fields
     valids, records = [], []
     prev_valid, prev = in_valid, start
@@ -664,9 +669,17 @@ def _shadow_records(m, fields, start, in_valid, loads, wanted, prefix, carry_onl
                     todo += fields[name][0]
         record = {name: Signal(len(Value.cast(v)), reset_less=True, name=f"{prefix}{n}_{name}")
                   for name, v in values.items() if name in keep}
+        incoming = {name: values[name] for name in record}
+        if skid is not None and skid.stage == n:
+            skid.record = {name: Signal(len(reg), reset_less=True, name=f"{prefix}{n}_spare_{name}")
+                           for name, reg in record.items()}
+            with m.If(skid.fill):
+                m.d.sync += [skid.record[name].eq(incoming[name]) for name in record]
+            incoming = {name: Mux(skid.valid, skid.record[name], v) for name, v in incoming.items()}
+            prev_valid = prev_valid | skid.valid
         with m.If(load):
             m.d.sync += valid.eq(prev_valid)
-            m.d.sync += [record[name].eq(values[name]) for name in record]
+            m.d.sync += [record[name].eq(incoming[name]) for name in record]
         valids.append(valid)
         records.append(record)
         prev_valid, prev = valid, record
@@ -681,17 +694,55 @@ def _same_bits(m, reg, field, name):
     return a == b
 
 
+class _ShadowSkid:
+    """The shadow of a skid-buffer stage (:func:`bd_hw.pipeline.pipeline_control` with ``skid``),
+    written from the rule, not from the unit: the stage takes a beat whenever its spare bank is
+    empty (its ready upstream is ``~valid``); a beat that arrives while the main bank is held
+    goes to the spare bank, which empties into the main bank as soon as that loads. ``record``
+    (the spare's fields) is filled in by :func:`_shadow_records`."""
+
+    def __init__(self, stage: int, prefix: str):
+        self.stage = stage
+        self.valid = Signal(name=f"{prefix}{stage}_spare_valid")
+        self.fill = Signal(name=f"{prefix}{stage}_spare_fill")
+        self.record: dict = {}
+
+    def control(self, m, incoming_valid, load):
+        """Fills with ``incoming_valid`` while the stage is held (``~load``); returns the ready
+        the stage before sees."""
+        m.d.comb += self.fill.eq(~self.valid & incoming_valid & ~load)
+        m.d.sync += self.valid.eq((self.valid | incoming_valid) & ~load)
+        return ~self.valid
+
+
+def skid_bank(find, path: str = ""):
+    """The spare bank of the skid-buffer stage :class:`bd_hw.pipeline.Stages` built at ``path``:
+    ``(stage index, spare valid, {key: register})``, the registers named
+    ``<stage>_spare_<key>``; None if the pipeline has none."""
+    import re
+    regs = find.registers(path)
+    found = [(int(mt[1]), sig) for name, sig in regs.items()
+             if (mt := re.fullmatch(r"s(\d+)_spare_valid", name))]
+    if not found:
+        return None
+    (stage, valid), = found
+    keys = {mt[1]: sig for name, sig in regs.items()
+            if (mt := re.fullmatch(r"s\d+_spare_(.+)", name)) and mt[1] != "valid"}
+    return stage, valid, keys
+
+
 def pipeline_stages(find, path: str = ""):
     """The stages a :class:`bd_hw.pipeline.Stages` built at ``path``: ``[(name, valid, {key:
     register})]`` in pipeline order (the order their registers are first assigned in), each
-    register named ``<stage>_<key>``; the count is checked against the valid bits."""
+    register named ``<stage>_<key>``; the count is checked against the valid bits. A skid
+    stage's spare bank (``<stage>_spare_<key>``) is left to :func:`skid_bank`."""
     import re
     regs = find.registers(path)
     valids = sorted((int(mt[1]), sig) for name, sig in regs.items()
                     if (mt := re.fullmatch(r"s(\d+)_valid", name)))
     stages: dict[str, dict] = {}
     for name, sig in regs.items():
-        if re.fullmatch(r"s\d+_(valid|load)", name):
+        if re.fullmatch(r"s\d+_(valid|load)", name) or re.fullmatch(r"s\d+_spare_.+", name):
             continue
         stage, _, key = name.partition("_")
         stages.setdefault(stage, {})[key] = sig
@@ -716,11 +767,15 @@ class DotShadowHarness(_StreamHarnessBase):
     unit first holds it, the term ``S * 2^exp``, the group's total, and at the normaliser every
     field recomputed from the carried total (the FP32 result by :func:`formal.models.fp32_model`).
     Claim: while ``o.valid``, ``o.result`` is the model's FP32 value of the total of the group
-    whose ``last`` beat is in the shadow's last stage.
+    whose ``last`` beat is in the shadow's last stage. With the ``"ready"`` cut the last front
+    stage is a skid buffer, and so is the shadow's (:class:`_ShadowSkid`): its ready upstream is
+    its spare bank being empty, a beat arriving while it is held waits in the spare bank.
 
     Lemmas tie each valid bit of the unit to the shadow's, each register ``<stage>_<key>`` of a
     valid stage to the model field ``key_fields[key]`` of the beat beside it (``lz`` only for a
-    non-zero total), and the accumulator's term, running sum and total to the shadow's. ``part``
+    non-zero total), the skid buffer's spare valid bit and, while it is set, each spare register
+    ``<stage>_spare_<key>`` to the shadow's spare beat (part of that stage's job), and the
+    accumulator's term, running sum and total to the shadow's. ``part``
     splits the proof by stage as in :class:`ShadowPipelineHarness`: parts ``0 .. F-1`` the front
     stages, ``F`` the term stage, ``F + 1`` the running sum and total, then the normaliser's.
     """
@@ -761,8 +816,12 @@ class DotShadowHarness(_StreamHarnessBase):
         f_wanted = wanted(front) + [{"term", "last"}]
         p = dut.i.payload
         start = {name: Value.cast(getattr(p, name)) for name in self.INPUTS}
+        spare = skid_bank(find)
+        if spare is not None and spare[0] != nf - 1:
+            raise AssertionError(f"a skid buffer in front stage {spare[0]}, not the last ({nf - 1})")
+        skid = _ShadowSkid(nf - 1, "shadow_f") if spare is not None else None
         fvalids, frecords = _shadow_records(m, self.fields, start, dut.i.valid & dut.i.ready,
-                                            f_loads + [t_load], f_wanted, "shadow_f")
+                                            f_loads + [t_load], f_wanted, "shadow_f", skid=skid)
         tv, trec = fvalids.pop(), frecords.pop()
         ov = Signal(name="shadow_o_valid")
         running = Signal(len(acc["running"]), name="shadow_running")
@@ -779,6 +838,8 @@ class DotShadowHarness(_StreamHarnessBase):
         for n in reversed(range(nf)):
             m.d.comb += f_loads[n].eq(~fvalids[n] | nxt)
             nxt = f_loads[n]
+            if skid is not None and n == skid.stage:      # the stage before sees a registered ready
+                nxt = skid.control(m, fvalids[n - 1], f_loads[n])
         with m.If(o_load):
             m.d.sync += ov.eq(t_fire & trec["last"])
         with m.If(t_fire):
@@ -799,6 +860,10 @@ class DotShadowHarness(_StreamHarnessBase):
 
         for n, (name, valid, keys) in enumerate(front):
             stage_lemmas(n, name, valid, keys, fvalids[n], frecords[n], False)
+        if skid is not None:                # the spare bank: its valid and, if set, its beat
+            _, spare_valid, spare_keys = spare
+            stage_lemmas(skid.stage, f"{front[-1][0]}_spare", spare_valid, spare_keys, skid.valid,
+                         skid.record, False)
         stage_lemmas(nf, "t", acc["t_valid"], {"term": acc["t_term"], "last": acc["t_last"]},
                      tv, trec, False)
         check("o_valid", acc["o_valid"] == ov, nf + 1)

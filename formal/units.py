@@ -624,7 +624,11 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
         elif bug.caught_by == "end_to_end" and unit.kind == "dot":
             part = dot_part_names(unit, B).index(bug.stage)
             build = partial(dot_end_to_end, unit, B, part=part)
-            mode, depth = "bmc", unit.latency(B) + 2
+            # from reset, far enough for a beat to reach the stage; a skid buffer's spare bank
+            # fills only once every stage after it is full (the unit's capacity) and empties the
+            # cycle after
+            params = unit.parameters_at(B)
+            mode, depth = "bmc", params.capacity + 3 if params.skid else params.latency + 2
         elif bug.caught_by == "end_to_end":
             # the stage job that guards the bug, run from reset far enough for a beat to get there
             part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)

@@ -6,31 +6,46 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$11 ;
-  reg \$12 ;
-  reg \$13 ;
-  reg \$14 ;
-  reg [159:0] \$15 ;
-  reg [159:0] \$16 ;
-  reg [5:0] \$17 ;
-  reg \$18 ;
-  reg [5:0] \$19 ;
+  wire [5:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [5:0] \$19 ;
   wire \$2 ;
-  reg \$20 ;
-  reg [287:0] \$21 ;
-  reg [13:0] \$22 ;
-  reg [5:0] \$23 ;
+  wire \$20 ;
+  wire [13:0] \$21 ;
+  reg \$22 ;
+  reg \$23 ;
   reg \$24 ;
-  reg [13:0] \$25 ;
-  reg [47:0] \$26 ;
-  reg [5:0] \$27 ;
-  reg \$28 ;
-  reg [13:0] \$29 ;
+  reg \$25 ;
+  reg \$26 ;
+  reg [159:0] \$27 ;
+  reg [159:0] \$28 ;
+  reg [5:0] \$29 ;
   wire \$3 ;
+  reg \$30 ;
+  reg [5:0] \$31 ;
+  reg \$32 ;
+  reg [287:0] \$33 ;
+  reg [13:0] \$34 ;
+  reg [5:0] \$35 ;
+  reg \$36 ;
+  reg [13:0] \$37 ;
+  reg [47:0] \$38 ;
+  reg [5:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [13:0] \$41 ;
+  reg [5:0] \$42 ;
+  reg \$43 ;
+  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -71,39 +86,39 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   input clk;
   wire clk;
   wire [127:0] codes;
-  wire [127:0] \codes$20 ;
-  wire [3:0] \codes$20[0] ;
-  wire [3:0] \codes$20[10] ;
-  wire [3:0] \codes$20[11] ;
-  wire [3:0] \codes$20[12] ;
-  wire [3:0] \codes$20[13] ;
-  wire [3:0] \codes$20[14] ;
-  wire [3:0] \codes$20[15] ;
-  wire [3:0] \codes$20[16] ;
-  wire [3:0] \codes$20[17] ;
-  wire [3:0] \codes$20[18] ;
-  wire [3:0] \codes$20[19] ;
-  wire [3:0] \codes$20[1] ;
-  wire [3:0] \codes$20[20] ;
-  wire [3:0] \codes$20[21] ;
-  wire [3:0] \codes$20[22] ;
-  wire [3:0] \codes$20[23] ;
-  wire [3:0] \codes$20[24] ;
-  wire [3:0] \codes$20[25] ;
-  wire [3:0] \codes$20[26] ;
-  wire [3:0] \codes$20[27] ;
-  wire [3:0] \codes$20[28] ;
-  wire [3:0] \codes$20[29] ;
-  wire [3:0] \codes$20[2] ;
-  wire [3:0] \codes$20[30] ;
-  wire [3:0] \codes$20[31] ;
-  wire [3:0] \codes$20[3] ;
-  wire [3:0] \codes$20[4] ;
-  wire [3:0] \codes$20[5] ;
-  wire [3:0] \codes$20[6] ;
-  wire [3:0] \codes$20[7] ;
-  wire [3:0] \codes$20[8] ;
-  wire [3:0] \codes$20[9] ;
+  wire [127:0] \codes$21 ;
+  wire [3:0] \codes$21[0] ;
+  wire [3:0] \codes$21[10] ;
+  wire [3:0] \codes$21[11] ;
+  wire [3:0] \codes$21[12] ;
+  wire [3:0] \codes$21[13] ;
+  wire [3:0] \codes$21[14] ;
+  wire [3:0] \codes$21[15] ;
+  wire [3:0] \codes$21[16] ;
+  wire [3:0] \codes$21[17] ;
+  wire [3:0] \codes$21[18] ;
+  wire [3:0] \codes$21[19] ;
+  wire [3:0] \codes$21[1] ;
+  wire [3:0] \codes$21[20] ;
+  wire [3:0] \codes$21[21] ;
+  wire [3:0] \codes$21[22] ;
+  wire [3:0] \codes$21[23] ;
+  wire [3:0] \codes$21[24] ;
+  wire [3:0] \codes$21[25] ;
+  wire [3:0] \codes$21[26] ;
+  wire [3:0] \codes$21[27] ;
+  wire [3:0] \codes$21[28] ;
+  wire [3:0] \codes$21[29] ;
+  wire [3:0] \codes$21[2] ;
+  wire [3:0] \codes$21[30] ;
+  wire [3:0] \codes$21[31] ;
+  wire [3:0] \codes$21[3] ;
+  wire [3:0] \codes$21[4] ;
+  wire [3:0] \codes$21[5] ;
+  wire [3:0] \codes$21[6] ;
+  wire [3:0] \codes$21[7] ;
+  wire [3:0] \codes$21[8] ;
+  wire [3:0] \codes$21[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -137,15 +152,15 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$19 ;
+  wire [3:0] \dialect$20 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [81:0] \i__payload$100 ;
-  wire [81:0] \i__payload$100.value ;
-  wire [20:0] \i__payload$94 ;
-  wire [5:0] \i__payload$94.exp ;
-  wire \i__payload$94.last ;
-  wire [13:0] \i__payload$94.sum ;
+  wire [81:0] \i__payload$101 ;
+  wire [81:0] \i__payload$101.value ;
+  wire [20:0] \i__payload$95 ;
+  wire [5:0] \i__payload$95.exp ;
+  wire \i__payload$95.last ;
+  wire [13:0] \i__payload$95.sum ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -220,12 +235,12 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   output i__ready;
   wire i__ready;
   wire \i__ready$10 ;
-  wire \i__ready$103 ;
+  wire \i__ready$104 ;
   input i__valid;
   wire i__valid;
   (* init = 1'h0 *)
-  wire \i__valid$93 ;
-  wire \i__valid$98 ;
+  wire \i__valid$94 ;
+  wire \i__valid$99 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -260,19 +275,19 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [5:0] negatives_l5_0;
   output [31:0] o__payload;
   wire [31:0] o__payload;
-  wire [81:0] \o__payload$101 ;
-  wire [81:0] \o__payload$101.total ;
-  wire [31:0] \o__payload$104 ;
-  wire [31:0] \o__payload$104.result ;
+  wire [81:0] \o__payload$102 ;
+  wire [81:0] \o__payload$102.total ;
+  wire [31:0] \o__payload$105 ;
+  wire [31:0] \o__payload$105.result ;
   wire [31:0] \o__payload.result ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$102 ;
-  wire \o__ready$105 ;
+  wire \o__ready$103 ;
+  wire \o__ready$106 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$106 ;
-  wire \o__valid$99 ;
+  wire \o__valid$100 ;
+  wire \o__valid$107 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -331,6 +346,10 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
+  reg [5:0] s3_spare_exp = 6'h00;
+  reg s3_spare_last = 1'h0;
+  reg [13:0] s3_spare_sum = 14'h0000;
+  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -365,39 +384,39 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$109 ;
+  wire [4:0] \values$109[0] ;
+  wire [4:0] \values$109[10] ;
+  wire [4:0] \values$109[11] ;
+  wire [4:0] \values$109[12] ;
+  wire [4:0] \values$109[13] ;
+  wire [4:0] \values$109[14] ;
+  wire [4:0] \values$109[15] ;
+  wire [4:0] \values$109[16] ;
+  wire [4:0] \values$109[17] ;
+  wire [4:0] \values$109[18] ;
+  wire [4:0] \values$109[19] ;
+  wire [4:0] \values$109[1] ;
+  wire [4:0] \values$109[20] ;
+  wire [4:0] \values$109[21] ;
+  wire [4:0] \values$109[22] ;
+  wire [4:0] \values$109[23] ;
+  wire [4:0] \values$109[24] ;
+  wire [4:0] \values$109[25] ;
+  wire [4:0] \values$109[26] ;
+  wire [4:0] \values$109[27] ;
+  wire [4:0] \values$109[28] ;
+  wire [4:0] \values$109[29] ;
+  wire [4:0] \values$109[2] ;
+  wire [4:0] \values$109[30] ;
+  wire [4:0] \values$109[31] ;
+  wire [4:0] \values$109[3] ;
+  wire [4:0] \values$109[4] ;
+  wire [4:0] \values$109[5] ;
+  wire [4:0] \values$109[6] ;
+  wire [4:0] \values$109[7] ;
+  wire [4:0] \values$109[8] ;
+  wire [4:0] \values$109[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -463,62 +482,97 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & i__valid;
-  assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
+  assign \$7  = s2_valid | s3_spare_valid;
+  assign \$8  = ~ s3_load;
+  assign \$9  = s2_valid & \$8 ;
+  assign \$10  = s0_load & i__valid;
+  assign \$11  = i__payload[136:132] + i__payload[273:269];
+  assign \$12  = s1_load & s0_valid;
+  assign \$13  = s2_load & s1_valid;
+  assign \$14  = ~ s3_spare_valid;
+  assign \$15  = ~ s3_spare_valid;
+  assign \$16  = ~ s3_spare_valid;
+  assign \$17  = s3_spare_valid | s2_valid;
+  assign \$18  = s3_load & \$17 ;
+  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
+  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
+  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
   always @(posedge clk)
-    s0_valid <= \$11 ;
+    s0_valid <= \$22 ;
   always @(posedge clk)
-    s1_valid <= \$12 ;
+    s1_valid <= \$23 ;
   always @(posedge clk)
-    s2_valid <= \$13 ;
+    s2_valid <= \$24 ;
   always @(posedge clk)
-    s3_valid <= \$14 ;
+    s3_valid <= \$25 ;
   always @(posedge clk)
-    a <= \$15 ;
+    s3_spare_valid <= \$26 ;
   always @(posedge clk)
-    w <= \$16 ;
+    a <= \$27 ;
   always @(posedge clk)
-    s0_exp <= \$17 ;
+    w <= \$28 ;
   always @(posedge clk)
-    s0_last <= \$18 ;
+    s0_exp <= \$29 ;
   always @(posedge clk)
-    s1_exp <= \$19 ;
+    s0_last <= \$30 ;
   always @(posedge clk)
-    s1_last <= \$20 ;
+    s1_exp <= \$31 ;
   always @(posedge clk)
-    s1_products <= \$21 ;
+    s1_last <= \$32 ;
   always @(posedge clk)
-    s1_negatives <= \$22 ;
+    s1_products <= \$33 ;
   always @(posedge clk)
-    s2_exp <= \$23 ;
+    s1_negatives <= \$34 ;
   always @(posedge clk)
-    s2_last <= \$24 ;
+    s2_exp <= \$35 ;
   always @(posedge clk)
-    s2_negatives <= \$25 ;
+    s2_last <= \$36 ;
   always @(posedge clk)
-    s2_partial <= \$26 ;
+    s2_negatives <= \$37 ;
   always @(posedge clk)
-    s3_exp <= \$27 ;
+    s2_partial <= \$38 ;
   always @(posedge clk)
-    s3_last <= \$28 ;
+    s3_spare_exp <= \$39 ;
   always @(posedge clk)
-    s3_sum <= \$29 ;
+    s3_spare_last <= \$40 ;
+  always @(posedge clk)
+    s3_spare_sum <= \$41 ;
+  always @(posedge clk)
+    s3_exp <= \$42 ;
+  always @(posedge clk)
+    s3_last <= \$43 ;
+  always @(posedge clk)
+    s3_sum <= \$44 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | \i__ready$10 ;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
-  assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
-  assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
-  assign \$5  = ~ rst;
-  assign i__ready = s0_load & \$5 ;
+  assign \$3  = ~ s3_spare_valid;
+  assign s2_load = \$2  | \$3 ;
+  assign \$4  = ~ s1_valid;
+  assign s1_load = \$4  | s2_load;
+  assign \$5  = ~ s0_valid;
+  assign s0_load = \$5  | s1_load;
+  assign \$6  = ~ rst;
+  assign i__ready = s0_load & \$6 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -563,29 +617,13 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_dot_fast_b32.accumulator  accumulator (
     .clk(clk),
-    .i__payload(\i__payload$94 ),
+    .i__payload(\i__payload$95 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$100 ),
-    .o__ready(\o__ready$102 ),
-    .o_valid(\i__valid$98 ),
+    .o__payload(\i__payload$101 ),
+    .o__ready(\o__ready$103 ),
+    .o_valid(\i__valid$99 ),
     .rst(rst),
     .t_load(\i__ready$10 )
   );
@@ -595,7 +633,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   \bd_dot_fast_b32.dec_w  dec_w (
     .\port$0$139 (i__payload[268:137]),
-    .values(\values$108 )
+    .values(\values$109 )
   );
   \bd_dot_fast_b32.mul  mul (
     .a(a),
@@ -605,9 +643,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   \bd_dot_fast_b32.norm  norm (
     .clk(clk),
-    .i__payload(\i__payload$100 ),
-    .i__ready(\o__ready$102 ),
-    .i__valid(\i__valid$98 ),
+    .i__payload(\i__payload$101 ),
+    .i__ready(\o__ready$103 ),
+    .i__valid(\i__valid$99 ),
     .o__payload(o__payload),
     .o__ready(o__ready),
     .rst(rst),
@@ -615,163 +653,198 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$11  = s0_valid;
+    \$22  = s0_valid;
     if (s0_load) begin
-      \$11  = i__valid;
+      \$22  = i__valid;
     end
     if (rst) begin
-      \$11  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$12  = s1_valid;
+    \$23  = s1_valid;
     if (s1_load) begin
-      \$12  = s0_valid;
+      \$23  = s0_valid;
     end
     if (rst) begin
-      \$12  = 1'h0;
+      \$23  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$13  = s2_valid;
+    \$24  = s2_valid;
     if (s2_load) begin
-      \$13  = s1_valid;
+      \$24  = s1_valid;
     end
     if (rst) begin
-      \$13  = 1'h0;
+      \$24  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$14  = s3_valid;
+    \$25  = s3_valid;
     if (s3_load) begin
-      \$14  = s2_valid;
+      \$25  = \$7 ;
     end
     if (rst) begin
-      \$14  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = a;
-    if (\$6 ) begin
-      \$15  = values;
+    \$26  = s3_spare_valid;
+    if (s3_spare_valid) begin
+      if (s3_load) begin
+        \$26  = 1'h0;
+      end
+    end else if (\$9 ) begin
+      \$26  = 1'h1;
+    end
+    if (rst) begin
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = w;
-    if (\$6 ) begin
-      \$16  = \values$108 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = s0_exp;
-    if (\$6 ) begin
-      \$17  = \$7 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = s0_last;
-    if (\$6 ) begin
-      \$18  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = s1_exp;
-    if (\$8 ) begin
-      \$19  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = s1_last;
-    if (\$8 ) begin
-      \$20  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = s1_products;
-    if (\$8 ) begin
-      \$21  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = s1_negatives;
-    if (\$8 ) begin
-      \$22  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = s2_exp;
-    if (\$9 ) begin
-      \$23  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = s2_last;
-    if (\$9 ) begin
-      \$24  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = s2_negatives;
-    if (\$9 ) begin
-      \$25  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = s2_partial;
-    if (\$9 ) begin
-      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = s3_exp;
+    \$27  = a;
     if (\$10 ) begin
-      \$27  = s2_exp;
+      \$27  = values;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = s3_last;
+    \$28  = w;
     if (\$10 ) begin
-      \$28  = s2_last;
+      \$28  = \values$109 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = s3_sum;
+    \$29  = s0_exp;
     if (\$10 ) begin
-      \$29  = block_sum[13:0];
+      \$29  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$30  = s0_last;
+    if (\$10 ) begin
+      \$30  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$31  = s1_exp;
+    if (\$12 ) begin
+      \$31  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$32  = s1_last;
+    if (\$12 ) begin
+      \$32  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$33  = s1_products;
+    if (\$12 ) begin
+      \$33  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$34  = s1_negatives;
+    if (\$12 ) begin
+      \$34  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$35  = s2_exp;
+    if (\$13 ) begin
+      \$35  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$36  = s2_last;
+    if (\$13 ) begin
+      \$36  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$37  = s2_negatives;
+    if (\$13 ) begin
+      \$37  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$38  = s2_partial;
+    if (\$13 ) begin
+      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$39  = s3_spare_exp;
+    if (\$14 ) begin
+      \$39  = s2_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$40  = s3_spare_last;
+    if (\$15 ) begin
+      \$40  = s2_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$41  = s3_spare_sum;
+    if (\$16 ) begin
+      \$41  = block_sum[13:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$42  = s3_exp;
+    if (\$18 ) begin
+      \$42  = \$19 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$43  = s3_last;
+    if (\$18 ) begin
+      \$43  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$44  = s3_sum;
+    if (\$18 ) begin
+      \$44  = \$21 ;
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$19  = i__payload[268:265];
-  assign \codes$20  = i__payload[264:137];
+  assign \dialect$20  = i__payload[268:265];
+  assign \codes$21  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
-  assign \i__valid$93  = s3_valid;
-  assign \o__valid$99  = \i__valid$98 ;
-  assign \o__payload$101  = \i__payload$100 ;
-  assign \i__ready$103  = \o__ready$102 ;
-  assign \o__payload$104  = o__payload;
-  assign \o__ready$105  = o__ready;
-  assign \o__valid$106  = o__valid;
+  assign \i__valid$94  = s3_valid;
+  assign \o__valid$100  = \i__valid$99 ;
+  assign \o__payload$102  = \i__payload$101 ;
+  assign \i__ready$104  = \o__ready$103 ;
+  assign \o__payload$105  = o__payload;
+  assign \o__ready$106  = o__ready;
+  assign \o__valid$107  = o__valid;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -876,38 +949,38 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$20[0]  = i__payload[140:137];
-  assign \codes$20[1]  = i__payload[144:141];
-  assign \codes$20[2]  = i__payload[148:145];
-  assign \codes$20[3]  = i__payload[152:149];
-  assign \codes$20[4]  = i__payload[156:153];
-  assign \codes$20[5]  = i__payload[160:157];
-  assign \codes$20[6]  = i__payload[164:161];
-  assign \codes$20[7]  = i__payload[168:165];
-  assign \codes$20[8]  = i__payload[172:169];
-  assign \codes$20[9]  = i__payload[176:173];
-  assign \codes$20[10]  = i__payload[180:177];
-  assign \codes$20[11]  = i__payload[184:181];
-  assign \codes$20[12]  = i__payload[188:185];
-  assign \codes$20[13]  = i__payload[192:189];
-  assign \codes$20[14]  = i__payload[196:193];
-  assign \codes$20[15]  = i__payload[200:197];
-  assign \codes$20[16]  = i__payload[204:201];
-  assign \codes$20[17]  = i__payload[208:205];
-  assign \codes$20[18]  = i__payload[212:209];
-  assign \codes$20[19]  = i__payload[216:213];
-  assign \codes$20[20]  = i__payload[220:217];
-  assign \codes$20[21]  = i__payload[224:221];
-  assign \codes$20[22]  = i__payload[228:225];
-  assign \codes$20[23]  = i__payload[232:229];
-  assign \codes$20[24]  = i__payload[236:233];
-  assign \codes$20[25]  = i__payload[240:237];
-  assign \codes$20[26]  = i__payload[244:241];
-  assign \codes$20[27]  = i__payload[248:245];
-  assign \codes$20[28]  = i__payload[252:249];
-  assign \codes$20[29]  = i__payload[256:253];
-  assign \codes$20[30]  = i__payload[260:257];
-  assign \codes$20[31]  = i__payload[264:261];
+  assign \codes$21[0]  = i__payload[140:137];
+  assign \codes$21[1]  = i__payload[144:141];
+  assign \codes$21[2]  = i__payload[148:145];
+  assign \codes$21[3]  = i__payload[152:149];
+  assign \codes$21[4]  = i__payload[156:153];
+  assign \codes$21[5]  = i__payload[160:157];
+  assign \codes$21[6]  = i__payload[164:161];
+  assign \codes$21[7]  = i__payload[168:165];
+  assign \codes$21[8]  = i__payload[172:169];
+  assign \codes$21[9]  = i__payload[176:173];
+  assign \codes$21[10]  = i__payload[180:177];
+  assign \codes$21[11]  = i__payload[184:181];
+  assign \codes$21[12]  = i__payload[188:185];
+  assign \codes$21[13]  = i__payload[192:189];
+  assign \codes$21[14]  = i__payload[196:193];
+  assign \codes$21[15]  = i__payload[200:197];
+  assign \codes$21[16]  = i__payload[204:201];
+  assign \codes$21[17]  = i__payload[208:205];
+  assign \codes$21[18]  = i__payload[212:209];
+  assign \codes$21[19]  = i__payload[216:213];
+  assign \codes$21[20]  = i__payload[220:217];
+  assign \codes$21[21]  = i__payload[224:221];
+  assign \codes$21[22]  = i__payload[228:225];
+  assign \codes$21[23]  = i__payload[232:229];
+  assign \codes$21[24]  = i__payload[236:233];
+  assign \codes$21[25]  = i__payload[240:237];
+  assign \codes$21[26]  = i__payload[244:241];
+  assign \codes$21[27]  = i__payload[248:245];
+  assign \codes$21[28]  = i__payload[252:249];
+  assign \codes$21[29]  = i__payload[256:253];
+  assign \codes$21[30]  = i__payload[260:257];
+  assign \codes$21[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -972,12 +1045,12 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$94.sum  = \i__payload$94 [13:0];
-  assign \i__payload$94.exp  = \i__payload$94 [19:14];
-  assign \i__payload$94.last  = \i__payload$94 [20];
-  assign \i__payload$100.value  = \i__payload$100 ;
-  assign \o__payload$101.total  = \i__payload$100 ;
-  assign \o__payload$104.result  = o__payload;
+  assign \i__payload$95.sum  = \i__payload$95 [13:0];
+  assign \i__payload$95.exp  = \i__payload$95 [19:14];
+  assign \i__payload$95.last  = \i__payload$95 [20];
+  assign \i__payload$101.value  = \i__payload$101 ;
+  assign \o__payload$102.total  = \i__payload$101 ;
+  assign \o__payload$105.result  = o__payload;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -1010,38 +1083,38 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$109[0]  = \values$109 [4:0];
+  assign \values$109[1]  = \values$109 [9:5];
+  assign \values$109[2]  = \values$109 [14:10];
+  assign \values$109[3]  = \values$109 [19:15];
+  assign \values$109[4]  = \values$109 [24:20];
+  assign \values$109[5]  = \values$109 [29:25];
+  assign \values$109[6]  = \values$109 [34:30];
+  assign \values$109[7]  = \values$109 [39:35];
+  assign \values$109[8]  = \values$109 [44:40];
+  assign \values$109[9]  = \values$109 [49:45];
+  assign \values$109[10]  = \values$109 [54:50];
+  assign \values$109[11]  = \values$109 [59:55];
+  assign \values$109[12]  = \values$109 [64:60];
+  assign \values$109[13]  = \values$109 [69:65];
+  assign \values$109[14]  = \values$109 [74:70];
+  assign \values$109[15]  = \values$109 [79:75];
+  assign \values$109[16]  = \values$109 [84:80];
+  assign \values$109[17]  = \values$109 [89:85];
+  assign \values$109[18]  = \values$109 [94:90];
+  assign \values$109[19]  = \values$109 [99:95];
+  assign \values$109[20]  = \values$109 [104:100];
+  assign \values$109[21]  = \values$109 [109:105];
+  assign \values$109[22]  = \values$109 [114:110];
+  assign \values$109[23]  = \values$109 [119:115];
+  assign \values$109[24]  = \values$109 [124:120];
+  assign \values$109[25]  = \values$109 [129:125];
+  assign \values$109[26]  = \values$109 [134:130];
+  assign \values$109[27]  = \values$109 [139:135];
+  assign \values$109[28]  = \values$109 [144:140];
+  assign \values$109[29]  = \values$109 [149:145];
+  assign \values$109[30]  = \values$109 [154:150];
+  assign \values$109[31]  = \values$109 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -1074,9 +1147,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$94 [20] = s3_last;
-  assign \i__payload$94 [19:14] = s3_exp;
-  assign \i__payload$94 [13:0] = s3_sum;
+  assign \i__payload$95 [20] = s3_last;
+  assign \i__payload$95 [19:14] = s3_exp;
+  assign \i__payload$95 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
