@@ -126,6 +126,9 @@ def test_sim_models_follow_the_registry():
     assert isinstance(rounding, QuantizerModel) and isinstance(model_for(_params("bd_dot")), DotModel)
     assert (rounding.method, truncating.method) == ("two_stage", "two_stage_trunc")
     assert rounding.latency == truncating.latency == 4 and model_for(_params("bd_dot")).latency == 6
+    # the stall test's fill: one result per register stage, one more in bd_dot_fast's skid buffer
+    fast = model_for(_params("bd_dot_fast"))
+    assert rounding.capacity == rounding.latency and fast.capacity == fast.latency + 1
     x = vectors.corner_blocks(32)["odd_qmax"]
     r = rounding._batch(x, "odd")
     t = truncating._batch(x, "odd")
@@ -146,3 +149,10 @@ def test_sim_dot_model_batches():
     assert model.result_cycles([(c, v) for c, v in enumerate(single.inputs)]) == list(range(5))
     traffic = model.traffic(60, seed=2, tag="t")
     assert len(traffic.inputs) > len(traffic.expected) > 0
+
+
+def test_sim_runner_depth_option_overrides_the_default():
+    from tb import runner
+    assert runner.depth_for(32, False, "bd_dot_fast") == "light"
+    assert runner.parse_args(["--depth", "full", "--units", "bd_dot_fast"]).depth == "full"
+    assert runner.parse_args([]).depth is None
