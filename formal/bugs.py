@@ -106,22 +106,24 @@ def _normaliser_ties_away():
         norm.elaborate, "round_up = guard & (sticky | mant[0])", "round_up = guard"))
 
 
+def _skid_register(old: str, new: str):
+    # bd_hw.pipeline.Stages.register with one expression replaced (it builds the skid buffer's banks)
+    stages = bd_hw.pipeline.Stages
+    return _patch(stages, "register", recompiled(stages.register, old, new))
+
+
 def _skid_spare_not_loaded():
     # bd_hw.pipeline: a skid buffer's spare bank takes the incoming beat while it is empty; the bug
     # never loads it, so a beat that arrives while the main bank is held is lost (replaced by the
     # spare's stale contents).
-    stages = bd_hw.pipeline.Stages
-    return _patch(stages, "register", recompiled(stages.register, "self.m.d.sync += spare.eq(value)",
-                                                 "self.m.d.sync += spare.eq(spare)"))
+    return _skid_register("self.m.d.sync += spare.eq(value)", "self.m.d.sync += spare.eq(spare)")
 
 
 def _skid_drains_wrong_bank():
     # bd_hw.pipeline: when the main bank loads while the spare is full, it must take the spare's
     # beat; the bug takes the incoming value instead (the register before the skid stage).
-    stages = bd_hw.pipeline.Stages
-    return _patch(stages, "register", recompiled(stages.register,
-                                                 "value = Mux(self.spare_valid, spare, value)",
-                                                 "value = Mux(self.spare_valid, value, value)"))
+    return _skid_register("value = Mux(self.spare_valid, spare, value)",
+                          "value = Mux(self.spare_valid, value, value)")
 
 
 @dataclass(frozen=True)

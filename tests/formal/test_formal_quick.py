@@ -127,13 +127,14 @@ def test_planting_leaves_the_generator_unchanged():
     import bd_hw.pipeline as pipeline
     import bd_hw.quantizer as q
     before = (q.STAGE2_RANGES.clone(), q.MIDPOINTS.clone(), pipeline.pipeline_control,
-              q.PairSelector.pair_of, dot.accumulator_bits, dot.FP32Normaliser.elaborate)
+              q.PairSelector.pair_of, dot.accumulator_bits, dot.FP32Normaliser.elaborate,
+              pipeline.Stages.register)
     for name in bugs.BUGS:
         with bugs.planted(name):
             pass
     assert bool((q.STAGE2_RANGES == before[0]).all()) and bool((q.MIDPOINTS == before[1]).all())
     assert (pipeline.pipeline_control, q.PairSelector.pair_of, dot.accumulator_bits,
-            dot.FP32Normaliser.elaborate) == before[2:]
+            dot.FP32Normaliser.elaborate, pipeline.Stages.register) == before[2:]
 
 
 def test_a_bug_that_no_longer_matches_the_source_refuses_to_plant():
