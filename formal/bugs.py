@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import bd_hw.dot
+import bd_hw.float_add
 import bd_hw.linear
 import bd_hw.pipeline
 import bd_hw.quantizer
@@ -126,6 +127,38 @@ def _skid_drains_wrong_bank():
                           "value = Mux(self.spare_valid, value, value)")
 
 
+def _conversion_ones_complement():
+    # SPEC 6.1 "fp32": every block value is exact in FP32; the bug takes a negative sum's
+    # magnitude as its ones' complement (the dot unit's lanes are held that way, their +1s counted
+    # apart), one unit short.
+    fa = bd_hw.float_add
+    return _patch(fa, "_convert", recompiled(fa._convert, "Mux(negative, -x, x)", "Mux(negative, ~x, x)"))
+
+
+def _conversion_ties_away():
+    # SPEC 6.1 "fp16": fl16(V) rounds to nearest, ties to even; the bug rounds every tie up.
+    fa = bd_hw.float_add
+    return _patch(fa, "_round_pack", recompiled(
+        fa._round_pack, "guard & (sticky | man[0])", "guard"))
+
+
+def _adder_drops_sticky():
+    # SPEC 6.1: one correct rounding per addition; the bug aligns the smaller operand with a plain
+    # right shift, losing the sticky bit, so a sum just above or below a tie rounds as a tie.
+    fa = bd_hw.float_add
+    return _patch(fa, "_add", recompiled(
+        fa._add, 'aligned = _shift_right_sticky(m, "align", small_ext, distance[:k])',
+        'aligned = _named(m, "align", small_ext >> distance[:k], W + G)'))
+
+
+def _adder_ties_away():
+    # SPEC 6.1: ties to even; the bug keeps the injected half-unit's carry on a tie (ties away
+    # from zero).
+    fa = bd_hw.float_add
+    return _patch(fa, "_add", recompiled(
+        fa._add, "Cat(total[low + 1] & ~tie,", "Cat(total[low + 1],"))
+
+
 @dataclass(frozen=True)
 class Bug:
     name: str
@@ -135,19 +168,21 @@ class Bug:
     caught_by: str           # job kind expected to fail
     checks: tuple | None     # equivalence checks to keep (None: all) for the cheapest run
     stage: str | None = None  # end_to_end / stage: the unit's stage whose proof job must fail
+    #                           (a float loop adder's: "loop_adder:<distance case>")
+    also: tuple = ()          # more units the same run is repeated on by `make formal` (not `make test`)
 
 
 BUGS = {b.name: b for b in (
     Bug("range_off_by_one", "stage-2 range of dialect 6 ends one quarter-unit late",
         _range_off_by_one, "bd_quantizer", "stage", None, "ranges"),
     Bug("index_ties_down", "element index rounds a midpoint tie down",
-        _index_ties_down, "bd_quantizer", "end_to_end", None, "s3"),
+        _index_ties_down, "bd_quantizer", "end_to_end", None, "s3", also=("bd_quantizer_fast",)),
     Bug("stage1_ties_down", "stage-1 pair rounding drops the +1 (tie goes down)",
-        _stage1_ties_down, "bd_quantizer", "end_to_end", None, "s1"),
+        _stage1_ties_down, "bd_quantizer", "end_to_end", None, "s1", also=("bd_quantizer_fast",)),
     Bug("dropped_ready_term", "pipeline load ignores the downstream ready",
-        _dropped_ready_term, "bd_quantizer", "protocol", None),
+        _dropped_ready_term, "bd_quantizer", "protocol", None, also=("bd_quantizer_fast",)),
     Bug("ready_from_valid", "i.ready gated by i.valid",
-        _ready_from_valid, "bd_quantizer", "structural", None),
+        _ready_from_valid, "bd_quantizer", "structural", None, also=("bd_quantizer_fast",)),
     Bug("accumulator_one_bit_short", "the exact accumulator is one bit narrower than SPEC 6 asks",
         _accumulator_one_bit_short, "bd_dot", "width", None),
     Bug("normaliser_ties_away", "the FP32 normaliser rounds a tie away from zero, not to even",
@@ -158,7 +193,15 @@ BUGS = {b.name: b for b in (
         "before, not from the spare bank", _skid_drains_wrong_bank, "bd_dot_fast", "end_to_end",
         None, "s3"),
     Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
-        _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None),
+        _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None, also=("bd_linear_n4",)),
+    Bug("conversion_ones_complement", "the FP32 block-value conversion negates by ones' complement",
+        _conversion_ones_complement, "bd_dot_fp32", "stage", None, "conversion"),
+    Bug("conversion_ties_away", "the FP16 block-value conversion rounds a tie away from zero",
+        _conversion_ties_away, "bd_dot_fp16", "stage", None, "conversion"),
+    Bug("adder_drops_sticky", "the loop adder aligns without its sticky bit",
+        _adder_drops_sticky, "bd_dot_fp16", "stage", None, "loop_adder:far4_7"),
+    Bug("adder_ties_away", "the loop adder rounds a tie away from zero, not to even",
+        _adder_ties_away, "bd_dot_fp16", "stage", None, "loop_adder:far2_3"),
 )}
 
 

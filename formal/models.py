@@ -32,7 +32,8 @@ from golden.spec import (EXP_FIELD_NONFINITE, FP16_MAN_BITS, LEVELS, MAX_HALF_UN
 __all__ = ["STAGE1_RULES", "QuantizerModel", "quantizer_model", "quantizer_fields",
            "evaluate_fields", "model_exponent", "model_q",
            "model_pair", "model_stage2", "model_index", "max_chain", "decode_model", "DotModel",
-           "dot_block_model"]
+           "dot_block_model", "fp32_model", "FloatModel", "float_round_model", "block_value_model",
+           "float_add_model", "widen_model"]
 
 #: SPEC 4.2 [revised]: ``round`` (default) and ``trunc`` (variant ``two_stage_trunc``).
 STAGE1_RULES = ("round", "trunc")
@@ -450,3 +451,167 @@ def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int
         "norm": (("wide", "lz"), norm),
         "result": (("total",), lambda m, t: fp32_model(m, t.as_signed())),
     }
+
+
+# --- SPEC 6.1: rounding to a binary format, and IEEE addition ------------------------------------
+
+class FloatModel(NamedTuple):
+    bits: Signal         # the IEEE bits (a NaN as the format's positive quiet NaN)
+    nan: Signal          # the result is a NaN (SPEC 6.1 fixes no FP16 NaN payload)
+
+
+def _msb_chain(m: Module, mag, name: str):
+    """Position of the leading one of ``mag`` (0 for zero), a chain in which the last match wins."""
+    bits = max(1, (len(mag) - 1).bit_length())
+    msb = Const(0, bits)
+    for b in range(len(mag)):
+        nxt = Signal(bits, name=f"{name}{b}")
+        m.d.comb += nxt.eq(Mux(mag[b], b, msb))
+        msb = nxt
+    return msb
+
+
+def float_round_model(m: Module, sign, mag, scale, exp_bits: int, man_bits: int,
+                      name: str = "m_rnd") -> Signal:
+    """IEEE bits of ``(-1)^sign * mag * 2^scale`` (``mag`` unsigned, ``scale`` a signed value or an
+    int) in the binary format of ``exp_bits`` and ``man_bits``: round to nearest, ties to even,
+    subnormals kept, a magnitude that rounds past the largest finite value gives +-Inf, a value
+    that rounds to nothing (or ``mag = 0``) a zero of sign ``sign`` (SPEC 6.1, IEEE 754).
+
+    Written from the definition: the result's quantum (its last place) is ``2^q`` with
+    ``q = max(top, e_min) - man_bits``, ``top`` the exponent of the leading one of the exact value;
+    the exact value is divided by the quantum (``r = q - scale`` places dropped, or ``-r`` zeros
+    appended), rounded on the remainder against half a quantum, and a carry to ``2^(man_bits + 1)``
+    moves the quantum one place up; the significand's leading bit then says normal or subnormal."""
+    E, M = exp_bits, man_bits
+    bias = (1 << (E - 1)) - 1
+    e_min = 1 - bias
+    W = len(mag)
+    msb = _msb_chain(m, mag, f"{name}_msb")
+    wide = signed(max(W, 1 << E, 64).bit_length() + 3)
+    top = Signal(wide, name=f"{name}_top")
+    r = Signal(wide, name=f"{name}_r")
+    m.d.comb += [top.eq(msb + scale),
+                 r.eq(Mux(top > e_min, top, e_min) - M - scale)]
+    right = Signal(range(W + 1), name=f"{name}_right")      # r > 0: places dropped
+    left = Signal(range(M + 1), name=f"{name}_left")        # r < 0: at most man_bits zeros appended
+    m.d.comb += [right.eq(Mux(r > W, W, Mux(r > 0, r, 0))),
+                 left.eq(Mux(r < 0, -r, 0))]
+    kept = Signal(M + 1, name=f"{name}_kept")
+    rem = Signal(W, name=f"{name}_rem")
+    half = Signal(W + 1, name=f"{name}_half")
+    right1 = Signal(range(W + 1), name=f"{name}_right1")
+    m.d.comb += [
+        right1.eq(right - 1),
+        kept.eq(Mux(r > 0, mag >> right, mag << left)),
+        rem.eq(mag & ((Const(1, W + 1) << right) - 1)),
+        half.eq(Mux(right != 0, Const(1, W + 1) << right1, 0)),
+    ]
+    # r > W: less than half a quantum (right stops at W, where mag >> W is 0 already)
+    round_up = Signal(name=f"{name}_up")
+    m.d.comb += round_up.eq((r <= W) & (right != 0) & ((rem > half) | ((rem == half) & kept[0])))
+    rounded = Signal(M + 2, name=f"{name}_rounded")
+    m.d.comb += rounded.eq(kept + round_up)
+    carry = rounded[M + 1]                                   # rounded up to 2^(man_bits + 1)
+    sig = Signal(M + 1, name=f"{name}_sig")
+    q = Signal(wide, name=f"{name}_q")                       # exponent of the quantum
+    m.d.comb += [sig.eq(Mux(carry, rounded >> 1, rounded)), q.eq(scale + r + carry)]
+    biased = Signal(wide, name=f"{name}_biased")             # exponent field of a normal result
+    m.d.comb += biased.eq(q + M + bias)
+    normal = sig[M]
+    inf = Signal(name=f"{name}_inf")
+    m.d.comb += inf.eq(normal & (biased >= (1 << E) - 1))
+    field = Signal(E, name=f"{name}_field")
+    m.d.comb += field.eq(Mux(normal, biased[:E], 0))
+    bits = Signal(1 + E + M, name=name)
+    m.d.comb += bits.eq(Mux(inf, Cat(Const(0, M), Const((1 << E) - 1, E), sign),
+                            Cat(sig[:M], field, sign)))
+    return bits
+
+
+def block_value_model(m: Module, S, exp, exp_bits: int, man_bits: int, name: str = "m_bv"):
+    """SPEC 6.1 ``fl(V_j)``: the block value ``S * 2^(exp - 36)`` (``S`` signed, ``exp = E_a + E_w``)
+    rounded to the format; ``S = 0`` gives +0.0."""
+    W = len(S)
+    mag = Signal(W, name=f"{name}_mag")
+    m.d.comb += mag.eq(Mux(S[W - 1], -S, S))
+    scale = Signal(signed(len(exp) + 2), name=f"{name}_scale")
+    m.d.comb += scale.eq(exp - PRODUCT_EXP_OFFSET)
+    return float_round_model(m, S[W - 1], mag, scale, exp_bits, man_bits, name)
+
+
+def float_add_model(m: Module, a, b, exp_bits: int, man_bits: int, name: str = "m_add",
+                    exp_range: tuple | None = None) -> FloatModel:
+    """IEEE ``a + b`` of two values of the binary format (``exp_bits``, ``man_bits``), round to
+    nearest even (SPEC 6.1's ``fl``): both operands as exact integers in units of the last place of
+    the one with the smaller exponent (the other's significand shifted left by the distance),
+    added exactly, and the sum rounded once (:func:`float_round_model`). An exact zero sum is +0.0
+    unless both operands are -0.0; a NaN operand or ``Inf + (-Inf)`` gives NaN; an infinite
+    operand gives that infinity. ``exp_range = (lo, hi)``: every nonzero operand's exponent field
+    is in ``lo ... hi`` (the distance is at most ``hi - lo``, which keeps the exact sum narrow)."""
+    E, M = exp_bits, man_bits
+    bias = (1 << (E - 1)) - 1
+    all_ones = (1 << E) - 1
+    lo, hi = exp_range or (1, all_ones)
+    width = M + 1 + (hi - lo) + 2                            # |a| + |b| < 2^(width - 1)
+
+    def operand(x, tag):
+        field, man, sign = x[M:M + E], x[:M], x[E + M]
+        sig = Signal(M + 1, name=f"{name}_{tag}_sig")
+        exp = Signal(E, name=f"{name}_{tag}_exp")            # subnormals and zero: exponent 1
+        m.d.comb += [sig.eq(Cat(man, field != 0)), exp.eq(Mux(field == 0, 1, field))]
+        return dict(sign=sign, sig=sig, exp=exp, inf=(field == all_ones) & (man == 0),
+                    nan=(field == all_ones) & (man != 0))
+
+    x, y = operand(a, "a"), operand(b, "b")
+    low = Signal(E, name=f"{name}_low")                      # the smaller exponent
+    m.d.comb += low.eq(Mux(x["exp"] < y["exp"], x["exp"], y["exp"]))
+    for v, tag in ((x, "a"), (y, "b")):
+        shift = Signal(E, name=f"{name}_{tag}_shift")
+        value = Signal(signed(width), name=f"{name}_{tag}_value")
+        m.d.comb += [shift.eq(v["exp"] - low),
+                     value.eq(Mux(v["sign"], -(v["sig"] << shift), v["sig"] << shift))]
+        v["value"] = value
+    total = Signal(signed(width), name=f"{name}_sum")
+    m.d.comb += total.eq(x["value"] + y["value"])
+    mag = Signal(width, name=f"{name}_mag")
+    m.d.comb += mag.eq(Mux(total < 0, -total, total))
+    scale = Signal(signed(E + 2), name=f"{name}_scale")     # the unit: the last place at `low`
+    m.d.comb += scale.eq(low - bias - M)
+    rounded = float_round_model(m, total < 0, mag, scale, E, M, f"{name}_round")
+    nan = Signal(name=f"{name}_nan")
+    m.d.comb += nan.eq(x["nan"] | y["nan"] | (x["inf"] & y["inf"] & (x["sign"] != y["sign"])))
+    infinity = Const(all_ones << M, E + M)
+    bits = Signal(1 + E + M, name=f"{name}_bits")
+    with m.If(nan):
+        m.d.comb += bits.eq(Cat(Const(1 << (M - 1), M), Const(all_ones, E), 0))
+    with m.Elif(x["inf"]):
+        m.d.comb += bits.eq(Cat(infinity, x["sign"]))
+    with m.Elif(y["inf"]):
+        m.d.comb += bits.eq(Cat(infinity, y["sign"]))
+    with m.Elif(total == 0):
+        m.d.comb += bits.eq(Cat(Const(0, E + M), x["sign"] & y["sign"]))
+    with m.Else():
+        m.d.comb += bits.eq(rounded)
+    return FloatModel(bits, nan)
+
+
+def widen_model(m: Module, x, exp_bits: int, man_bits: int, to_exp_bits: int, to_man_bits: int,
+                name: str = "m_widen") -> Signal:
+    """The bits of a wider binary format equal to the value ``x`` of a narrower one (SPEC 6.1:
+    the FP16 result converted to FP32, exact), every NaN the positive quiet NaN of the wider
+    format, through :func:`float_round_model` (nothing is rounded)."""
+    E, M = exp_bits, man_bits
+    bias = (1 << (E - 1)) - 1
+    field, man, sign = x[M:M + E], x[:M], x[E + M]
+    sig = Signal(M + 1, name=f"{name}_sig")
+    scale = Signal(signed(E + 2), name=f"{name}_scale")
+    m.d.comb += [sig.eq(Cat(man, field != 0)), scale.eq(Mux(field == 0, 1, field) - bias - M)]
+    finite = float_round_model(m, sign, sig, scale, to_exp_bits, to_man_bits, name)
+    top = (1 << to_exp_bits) - 1
+    out = Signal(1 + to_exp_bits + to_man_bits, name=f"{name}_bits")
+    m.d.comb += out.eq(Mux(field == (1 << E) - 1,
+                           Mux(man != 0, Cat(Const(1 << (to_man_bits - 1), to_man_bits), Const(top, to_exp_bits), 0),
+                               Cat(Const(0, to_man_bits), Const(top, to_exp_bits), sign)),
+                           finite))
+    return out

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from amaranth.hdl import Cat, Fragment, Module, Signal, signed
+from amaranth.hdl import Cat, Fragment, Module, Mux, Signal, signed
 
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
@@ -24,7 +24,8 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM
 from .harness import (AccumulatorHarness, AccumulatorInvariantHarness, AxisProtocolHarness,
                       CombinationalHarness, DotShadowHarness, FirstBeatHarness,
                       ShadowPipelineHarness, SignalFinder, StreamProtocolHarness, pipeline_stages)
-from .models import (decode_model, dot_block_model, dot_fields, fp32_model, max_chain,
+from .models import (block_value_model, decode_model, dot_block_model, dot_fields, float_add_model,
+                     fp32_model, max_chain, widen_model,
                      model_exponent, model_index, model_pair, model_q, model_stage2, quantizer_fields,
                      quantizer_model)
 from .runner import Job
@@ -375,21 +376,148 @@ QUANTIZER_STAGES = {"front": stage_front, "pair": stage_pair, "ranges": stage_ra
 
 # --- SPEC 6.1: the float parts of the rounded modes ------------------------------------------------
 
-def stage_fp32_conversion(unit, B):
-    """SPEC 6.1 "fp32": the block value ``S * 2^(E_a + E_w - 36)`` converted exactly
-    (:class:`bd_hw.float_add.BlockToFloat`), for every block sum of the unit and every 6-bit
-    exponent sum, against :func:`formal.models.fp32_model` of the integer ``S << exp``."""
+def stage_conversion(unit, B):
+    """SPEC 6.1: the block value ``V = S * 2^(E_a + E_w - 36)`` converted to the accumulator's
+    format (:class:`bd_hw.float_add.BlockToFloat`), for every block sum of the unit and every 6-bit
+    exponent sum: "fp32" exactly, against :func:`formal.models.fp32_model` of the integer
+    ``S << exp``; "fp16" rounded (``fl16(V)``: nearest even, subnormals, overflow to Inf), against
+    :func:`formal.models.block_value_model`."""
     from bd_hw.dot import block_sum_bits
-    from bd_hw.float_add import EXP_SUM_BITS, FP32, BlockToFloat
+    from bd_hw.float_add import EXP_SUM_BITS, FORMATS, BlockToFloat
+    fmt = FORMATS[unit.params["accumulate"]]
     bits = block_sum_bits(B)
-    dut = BlockToFloat(bits, FP32)
+    dut = BlockToFloat(bits, fmt)
 
     def model(m, c):
+        if fmt.name == "fp16":
+            return block_value_model(m, c.sum, c.exp, fmt.exp_bits, fmt.man_bits)
         wide = Signal(signed(bits + (1 << EXP_SUM_BITS)), name="m_value")
         m.d.comb += wide.eq(c.sum << c.exp)
         return fp32_model(m, wide)
+    check = "fp32_exact" if fmt.name == "fp32" else f"{fmt.name}_rounded"
     return CombinationalHarness(dut, {"sum": signed(bits), "exp": EXP_SUM_BITS}, model=model,
-                                checks={"fp32_exact": lambda d, md: (d.value, md)})
+                                checks={check: lambda d, md: (d.value, md)})
+
+
+#: SPEC 6.1 / bd_hw.float_add.FloatAccumulator: the values the FP32 loop meets are zero or normal
+#: multiples of 2^-36 of at most 2^63, exponent fields 114 ... 190 (127 - 13 ... 127 + 63).
+FP32_LOOP_FIELDS = (127 - 13, 127 + 63)
+#: What the summary says is not proved of the rounded modes, and why.
+FLOAT_NOT_PROVED = (
+    "that the parts compose into SPEC 6.1's fold for all time. No shadow harness runs beside the "
+    "float accumulator yet; between the parts it holds only registers of their values (the "
+    "conversion's first half, the unpacked term with its exponent differences, the running sum, "
+    "the total), and the adder step proof shows the differences and the running sum keep the form "
+    "each step assumes, so what is left is register bookkeeping, checked by simulation against "
+    "golden (`reports/sim`). The front stages (decode, multiply, block sum) are `bd_dot`'s "
+    "generator, proved end to end there.")
+#: The loop adder's proof, one job per range of exponent distances |a.exp - b.exp| (the whole
+#: adder at once did not close in 15 minutes (FP16) or 30 (FP32)); the last range reaches the
+#: largest distance of the format.
+ADDER_CASES = {"near": (0, 1), "far2_3": (2, 3), "far4_7": (4, 7), "far8_15": (8, 15),
+               "far16_up": (16, 255)}
+#: The formats whose loop adder `make formal` proves (FP32's: see FLOAT_NOT_PROVED).
+LOOP_ADDER_FORMATS = ("fp16",)
+
+
+class LoopAdderStep(wiring.Component):
+    """One step of :class:`bd_hw.float_add.FloatAccumulator`'s loop without its registers: the
+    running sum ``a`` and the term ``b``, each in the form the loop holds (:func:`_unpack` of IEEE
+    bits), added by the loop's :func:`_add` starting from their exponent differences, with the
+    differences the next step starts from (``follow``: the next term's exponent). Outputs: the
+    packed ``sum``; the next ``ahead``/``behind`` and what they must be (``want_*``, the
+    subtractions), which matter for a ``finite`` result only (a NaN or infinite running sum stays
+    one whatever the differences say); ``canonical``: the result is the unpacked form of its own bits (so the running
+    sum the next step meets is again an operand of this proof; an infinite or NaN result only
+    needs its flags and sign, which are all the adder reads of such an operand)."""
+
+    def __init__(self, fmt, ieee: bool):
+        self.fmt, self.ieee = fmt, ieee
+        E = fmt.exp_bits
+        super().__init__({"a": In(fmt.width), "b": In(fmt.width), "follow": In(E),
+                          "sum": Out(fmt.width), "ahead": Out(E + 1), "behind": Out(E + 1),
+                          "want_ahead": Out(E + 1), "want_behind": Out(E + 1),
+                          "finite": Out(1), "canonical": Out(1)})
+
+    def elaborate(self, platform):
+        from bd_hw.float_add import _add, _exp_differences, _pack, _unpack
+        m = Module()
+        fmt = self.fmt
+        a, b = _unpack(m, "a", fmt, self.a), _unpack(m, "b", fmt, self.b)
+        result = _add(m, fmt, a, b, self.ieee, differences=_exp_differences(m, "start", fmt, a["exp"], b["exp"]),
+                      follow=self.follow)
+        packed = _pack(m, "packed", fmt, result)
+        again = _unpack(m, "again", fmt, packed)
+        same = {k: again[k] == result[k] for k in ("sign", "exp", "sig")}
+        finite = ~again["inf"] & ~again["nan"] & same["sign"] & same["exp"] & same["sig"]
+        m.d.comb += [
+            self.sum.eq(packed),
+            self.ahead.eq(result["differences"][0]), self.behind.eq(result["differences"][1]),
+            self.want_ahead.eq(result["exp"] - self.follow), self.want_behind.eq(self.follow - result["exp"]),
+            self.finite.eq(~result["nan"] & ~result["inf"]),
+            self.canonical.eq(Mux(result["nan"], again["nan"],
+                                  Mux(result["inf"], again["inf"] & same["sign"], finite))),
+        ]
+        return m
+
+
+def stage_loop_adder(unit, B, case=None):
+    """SPEC 6.1's ``fl(acc + V)``: the accumulator loop's adder step (:class:`LoopAdderStep`)
+    against :func:`formal.models.float_add_model`. FP16: every pair of FP16 values (a NaN result
+    may be any NaN: SPEC 6.1 fixes only the FP32 NaN it widens to). FP32: the loop's domain
+    (:data:`FP32_LOOP_FIELDS`, the adder built without special cases). ``case``: a key of
+    :data:`ADDER_CASES` (the operands' exponent distances), or None for all at once."""
+    from bd_hw.float_add import FORMATS
+    fmt = FORMATS[unit.params["accumulate"]]
+    ieee = fmt.name == "fp16"
+    E, M = fmt.exp_bits, fmt.man_bits
+    dut = LoopAdderStep(fmt, ieee)
+
+    def model(m, h):
+        return float_add_model(m, h.a, h.b, E, M, exp_range=None if ieee else FP32_LOOP_FIELDS)
+
+    def field(x):
+        return x[M:M + E]
+
+    def is_nan(x):
+        return field(x).all() & x[:M].any()
+
+    assumes = {}
+    if not ieee:
+        lo, hi = FP32_LOOP_FIELDS
+        for side in ("a", "b"):
+            assumes[f"{side}_in_domain"] = lambda d, md, side=side: (
+                (getattr(d, side)[:E + M] == 0) |
+                ((field(getattr(d, side)) >= lo) & (field(getattr(d, side)) <= hi)))
+    if case is not None:
+        low, high = ADDER_CASES[case]
+
+        def distance_in_case(d, md):
+            ea = Mux(field(d.a) == 0, 1, field(d.a))           # the unpacked exponents
+            eb = Mux(field(d.b) == 0, 1, field(d.b))
+            dist = Mux(ea >= eb, ea - eb, eb - ea)
+            return (dist >= low) & (dist <= high)
+        assumes["distance"] = distance_in_case
+    checks = {
+        f"{fmt.name}_sum": lambda d, md: ((d.sum == md.bits) | (md.nan & is_nan(d.sum)), 1),
+        "next_ahead": lambda d, md: (~d.finite | (d.ahead == d.want_ahead), 1),
+        "next_behind": lambda d, md: (~d.finite | (d.behind == d.want_behind), 1),
+        "canonical": lambda d, md: (d.canonical, 1),
+    }
+    return CombinationalHarness(dut, {"a": fmt.width, "b": fmt.width, "follow": E}, model=model,
+                                checks=checks, assumes=assumes)
+
+
+def stage_widen(unit, B):
+    """SPEC 6.1 "fp16": the FP16 total converted to FP32 exactly, every NaN 0x7FC00000
+    (:class:`bd_hw.float_add.FloatWiden`), for every FP16 value, against
+    :func:`formal.models.widen_model`."""
+    from bd_hw.float_add import FP16, FP32, FloatWiden
+    return CombinationalHarness(
+        FloatWiden(), {"half": FP16.width},
+        model=lambda m, h: widen_model(m, h.half, FP16.exp_bits, FP16.man_bits, FP32.exp_bits,
+                                       FP32.man_bits),
+        checks={"fp32_exact": lambda d, md: (d.single, md)})
 
 
 # --- the exact accumulator's width (SPEC 6) ---------------------------------------------------
@@ -510,6 +638,24 @@ def linear_jobs(unit: Unit, B: int) -> list[Job]:
               depth=LINEAR_COVER_DEPTH, timeout=900)] if unit.params["N"] <= LINEAR_COVER_MAX_N else [])
 
 
+def float_stage_jobs(unit: Unit, B: int, first: bool) -> list[Job]:
+    """The stage proofs of a rounded mode's float parts: the block value's conversion at every B,
+    and (``first``: once, they do not depend on B) the loop's adder, split by exponent distance
+    (:data:`ADDER_CASES`), and FP16's widening of the total to FP32."""
+    fmt = unit.params["accumulate"]
+    name = f"{unit.name}_b{B}_stage_{fmt}"
+    out = [Job(f"{name}_conversion", unit.name, B, "stage", partial(stage_conversion, unit, B),
+               "bmc", depth=1, timeout=900, complete=True)]
+    if first and fmt in LOOP_ADDER_FORMATS:
+        out += [Job(f"{name}_loop_adder_{case}", unit.name, B, "stage",
+                    partial(stage_loop_adder, unit, B, case), "bmc", depth=1, timeout=900,
+                    complete=True) for case in ADDER_CASES]
+    if first and fmt == "fp16":
+        out.append(Job(f"{name}_widen", unit.name, B, "stage", partial(stage_widen, unit, B),
+                       "bmc", depth=1, timeout=900, complete=True))
+    return out
+
+
 # --- the job list -------------------------------------------------------------------------------
 
 def _clocked_jobs(unit: Unit, B: int, protocol, equivalence, latency: int,
@@ -571,10 +717,8 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
                 # arithmetic is checked by simulation against golden), and the FP32 conversion.
                 out += [j for j in _clocked_jobs(unit, B, dot_protocol, dot_equivalence, unit.latency(B))
                         if j.kind in ("protocol", "structural")]
-                if unit.params["accumulate"] == "fp32" and unit.params.get("pipeline", 0) == 0:
-                    out.append(Job(f"{unit.name}_b{B}_stage_fp32_conversion", unit.name, B, "stage",
-                                   partial(stage_fp32_conversion, unit, B), "bmc", depth=1, timeout=900,
-                                   complete=True))
+                if unit.params.get("pipeline", 0) == 0:       # the _fast units: the same parts
+                    out += float_stage_jobs(unit, B, first=B == block_sizes[0])
             elif unit.kind == "dot":
                 # the bounded first-beat equivalence and the separate stage proofs (products,
                 # adder tree, normaliser) are subsumed by the end-to-end stage jobs
@@ -599,44 +743,55 @@ def jobs(block_sizes=PROVED_BLOCK_SIZES, units=None) -> list[Job]:
     return sorted(out, key=lambda j: (order[j.kind], j.B or 0))
 
 
-def bug_jobs(B: int = QUICK_B, cheap: bool = True) -> list[Job]:
-    """One job per planted bug (:mod:`formal.bugs`), of the kind that must catch it. ``cheap``
-    keeps only the equivalence checks the bug touches (a counterexample is found sooner)."""
+#: The float parts' stage proofs a planted bug can name (:attr:`formal.bugs.Bug.stage`).
+FLOAT_STAGES = {"conversion": stage_conversion, "loop_adder": stage_loop_adder}
+
+
+def bug_jobs(B: int = QUICK_B, cheap: bool = True, also: bool = True) -> list[Job]:
+    """One job per planted bug (:mod:`formal.bugs`), of the kind that must catch it, and with
+    ``also`` one more per unit of its ``also`` list (the same bug, the same proof, another unit
+    of the same generator). ``cheap`` keeps only the equivalence checks the bug touches (a
+    counterexample is found sooner)."""
     from .bugs import BUGS
-    out = []
-    for bug in BUGS.values():
-        unit = UNITS[bug.unit]
-        at = min(unit.blocks) if unit.kind == "linear" else B    # an engine at its own block size
-        name = f"bug_{bug.name}_{unit.name}_b{at}"
-        if unit.kind == "linear":
-            build, mode, depth = partial(linear_protocol, unit, at), "prove", LINEAR_COVER_DEPTH
-        elif bug.caught_by == "protocol":
-            build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
-        elif bug.caught_by == "structural":
-            build, mode, depth = partial(unit.build, B), "structural", 1
-        elif bug.caught_by == "width":
-            # two beats of the largest block value overflow a one-bit-short accumulator: a
-            # counterexample from reset within a few steps
-            build = partial(accumulator_width, unit, B, ACC_BUG_MAX_BLOCKS)
-            mode, depth = "bmc", ACC_BUG_MAX_BLOCKS + 4
-        elif bug.caught_by == "stage":
-            build, mode, depth = partial(QUANTIZER_STAGES[bug.stage], unit, B), "bmc", 1
-        elif bug.caught_by == "end_to_end" and unit.kind == "dot":
-            part = dot_part_names(unit, B).index(bug.stage)
-            build = partial(dot_end_to_end, unit, B, part=part)
-            # from reset, far enough for a beat to reach the stage; a skid buffer's spare bank
-            # fills only once every stage after it is full (the unit's capacity) and empties the
-            # cycle after
-            params = unit.parameters_at(B)
-            mode, depth = "bmc", params.capacity + 3 if params.skid else params.latency + 2
-        elif bug.caught_by == "end_to_end":
-            # the stage job that guards the bug, run from reset far enough for a beat to get there
-            part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)
-            build = partial(quantizer_end_to_end, unit, B, part=part)
-            mode, depth = "bmc", unit.latency(B) + 2
-        else:
-            build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
-            mode, depth = "bmc", unit.latency(B) + 1
-        out.append(Job(name, unit.name, at, bug.caught_by, build, mode, depth=depth,
-                       timeout=900, patch=bug.plant, note=bug.description))
-    return out
+    return [_bug_job(bug, UNITS[name], B, cheap) for bug in BUGS.values()
+            for name in (bug.unit, *(bug.also if also else ()))]
+
+
+def _bug_job(bug, unit: Unit, B: int, cheap: bool) -> Job:
+    at = min(unit.blocks) if unit.kind == "linear" else B    # an engine at its own block size
+    name = f"bug_{bug.name}_{unit.name}_b{at}"
+    if unit.kind == "linear":
+        build, mode, depth = partial(linear_protocol, unit, at), "prove", LINEAR_COVER_DEPTH
+    elif bug.caught_by == "protocol":
+        build, mode, depth = partial(quantizer_protocol, unit, B), "prove", unit.latency(B) + 3
+    elif bug.caught_by == "structural":
+        build, mode, depth = partial(unit.build, B), "structural", 1
+    elif bug.caught_by == "width":
+        # two beats of the largest block value overflow a one-bit-short accumulator: a
+        # counterexample from reset within a few steps
+        build = partial(accumulator_width, unit, B, ACC_BUG_MAX_BLOCKS)
+        mode, depth = "bmc", ACC_BUG_MAX_BLOCKS + 4
+    elif bug.caught_by == "stage" and unit.kind == "quantizer":
+        build, mode, depth = partial(QUANTIZER_STAGES[bug.stage], unit, B), "bmc", 1
+    elif bug.caught_by == "stage":
+        stage, _, case = bug.stage.partition(":")       # "loop_adder:<case>": one distance case
+        build = partial(FLOAT_STAGES[stage], unit, B, **({"case": case} if case else {}))
+        mode, depth = "bmc", 1
+    elif bug.caught_by == "end_to_end" and unit.kind == "dot":
+        part = dot_part_names(unit, B).index(bug.stage)
+        build = partial(dot_end_to_end, unit, B, part=part)
+        # from reset, far enough for a beat to reach the stage; a skid buffer's spare bank
+        # fills only once every stage after it is full (the unit's capacity) and empties the
+        # cycle after
+        params = unit.parameters_at(B)
+        mode, depth = "bmc", params.capacity + 3 if params.skid else params.latency + 2
+    elif bug.caught_by == "end_to_end":
+        # the stage job that guards the bug, run from reset far enough for a beat to get there
+        part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)
+        build = partial(quantizer_end_to_end, unit, B, part=part)
+        mode, depth = "bmc", unit.latency(B) + 2
+    else:
+        build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
+        mode, depth = "bmc", unit.latency(B) + 1
+    return Job(name, unit.name, at, bug.caught_by, build, mode, depth=depth,
+               timeout=900, patch=bug.plant, note=bug.description)
