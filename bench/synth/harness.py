@@ -5,9 +5,13 @@ from amaranth.hdl import Cat, ClockDomain, ClockSignal, DomainRenamer, Module, R
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["PnrHarness", "XOR_FANIN", "CLOCK_PORTS"]
+__all__ = ["PnrHarness", "XOR_FANIN", "STIMULUS_CHAIN_BITS", "CLOCK_PORTS"]
 
 XOR_FANIN = 4                 # output reduction: one LUT4 per registered XOR
+# Longest input shift register: the WebAssembly yosys 0.70 exhausts its call stack in synth_ecp5's
+# techmap on a chain of about 2,800 flip-flops (2,500 map, 2,822, the 16-lane engine's input bits,
+# do not), so wider units get several chains side by side.
+STIMULUS_CHAIN_BITS = 2048
 # A unit with its own clock and reset ports (the AXI4-Stream engine of SPEC 11: ``aclk``, and
 # ``aresetn`` active low) runs on the harness's clock and reset: port name -> driver. Such a unit
 # defines its own (local) ``sync`` domain, so the harness then clocks its registers in a domain of
@@ -21,7 +25,8 @@ class PnrHarness(wiring.Component):
     """Place-and-route frame for a unit with more port bits than the FPGA has pins.
 
     ``din`` (1 bit) enters a registered shift register with feedback as long as all input bits of
-    the unit together; its bits drive the unit's inputs. All output bits of the unit are registered,
+    the unit together (over :data:`STIMULUS_CHAIN_BITS` bits, several such registers, each with its
+    own feedback taps so that none duplicates another); its bits drive the unit's inputs. All output bits of the unit are registered,
     then XOR-reduced into ``dout`` (1 bit) by a tree of 4-input XORs with a register after each
     level. Nothing can be optimised away (every input bit is a distinct register and every output
     bit reaches the pin), and every harness path is at most one LUT deep, so the critical path runs
@@ -49,12 +54,17 @@ class PnrHarness(wiring.Component):
         m = Module()
         m.submodules.dut = self.dut
         frame = Module()
-        chain = Signal(max(self.in_bits, 4), name="stimulus")
-        feedback = self.din ^ chain[-1] ^ chain[-2] ^ chain[-3]
-        frame.d.sync += chain.eq(Cat(feedback, chain[:-1]))
+        chains = []
+        for k, start in enumerate(range(0, max(self.in_bits, 1), STIMULUS_CHAIN_BITS)):
+            width = max(min(STIMULUS_CHAIN_BITS, self.in_bits - start), 4 + k)
+            chain = Signal(width, name="stimulus" if k == 0 else f"stimulus{k}")
+            feedback = self.din ^ chain[-1] ^ chain[-2] ^ chain[-3 - k]
+            frame.d.sync += chain.eq(Cat(feedback, chain[:-1]))
+            chains.append(chain)
+        stimulus = Cat(*chains) if len(chains) > 1 else chains[0]
         offset = 0
         for port in self.inputs:
-            frame.d.comb += port.eq(chain[offset:offset + len(port)])
+            frame.d.comb += port.eq(stimulus[offset:offset + len(port)])
             offset += len(port)
         # Outputs are registered, then XOR-reduced by a tree of registered 4-input XORs (one LUT
         # per register), so no harness path is deeper than one LUT and Fmax is set by the unit.
