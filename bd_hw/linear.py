@@ -33,14 +33,17 @@ taken while a vector loads, nor the activation stream while a matrix streams (on
 upper 7 bits of a packed header word are ignored.
 
 Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high), for the
-``pipeline`` setting ``p`` (0 to 4, default 0; see :class:`BDLinear`):
+``pipeline`` setting ``p`` (0 to 8, default 0; see :class:`BDLinear`):
 
-- **Latency 8 + p** (:attr:`BDLinear.latency`): the ``tlast`` beat of a row group accepted at edge
-  ``t`` gives its result beat, transferred at edge ``t + latency``: one stage that reads the
-  activation block (the buffer's synchronous read) + :attr:`BDDot.latency` (6 + p) + the output
+- **Latency 8 + min(p, 4)** (:attr:`BDLinear.latency`, 12 at ``p`` >= 4): the ``tlast`` beat of a
+  row group accepted at edge ``t`` gives its result beat, transferred at edge ``t + latency``: one
+  stage that registers the beat with its activation block (read from the buffer one beat ahead,
+  so the block RAM's output ends at a register) + :attr:`BDDot.latency`
+  (6 + min(p, 4): the dot units' fifth cut, ``ready``, adds no stage) + the output
   skid buffer (1).
-- **Vector turnaround 5 + p** (:attr:`BDLinear.vector_latency`): the final activation beat accepted
-  at edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4 + p) edges; the first weight
+- **Vector turnaround 5 + p** (:attr:`BDLinear.vector_latency`, 13 at ``p = 8``): the final
+  activation beat accepted at edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4 + p)
+  edges; the first weight
   beat can be accepted at edge ``t + vector_latency``. The first activation beat of the next vector
   can be accepted at the edge after the final weight beat of a matrix.
 - Sustained, at every setting: one weight beat (``N`` blocks) per clock while ``m_axis_y_tready``
@@ -50,8 +53,11 @@ Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high)
 
 ``pipeline = p`` takes the first ``p`` cut points of the quantizer and of every dot unit
 (:attr:`BDLinear.CUT_POINTS` pairs them: ``select``/``abs``, ``shift``/``lzc``, ``qmax``/``tree``,
-``exp``/``decode``), so ``p = 0`` is the small low-latency build and ``p = 4`` the fast one (every
-cut point of both parts taken, the parts of ``bd_quantizer_fast`` and ``bd_dot_fast``).
+``exp``/``decode``, ``exp8``/``ready``, then the quantizer's ``count``, ``qmax8`` and
+``pair_rule``), so ``p = 0`` is the small low-latency build and ``p = 8`` the fast one (every cut
+point of both parts taken: the quantizer of ``bd_quantizer_fast``, dot units at ``pipeline = 5``,
+whose ``ready`` skid buffer keeps the output's ready chain, through the collector and every dot
+unit's normaliser and accumulator, out of their front stages and the read stage).
 
 No combinational path runs from an input to an output: the ``tready`` outputs depend on registers
 (``s_axis_w_tready`` on the dot units' pipeline state and the output skid buffer, not on
@@ -71,12 +77,12 @@ Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.Vector
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockDomain, Module, ResetSignal, Signal
+from amaranth.hdl import Cat, ClockDomain, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from .dot import BDDot, PackedMultiplierArray
-from .layouts import Y_USER_BITS
+from .layouts import Y_USER_BITS, block_layout
 from .linear_parts import (ActivationBuffer, GroupCounter, LaneCollector, PackedBlockUnpacker,
                            VectorCounter)
 from .params import LinearParams, ParametrisedComponent
@@ -94,10 +100,10 @@ class BDLinear(ParametrisedComponent):
 
     ``pipeline = p`` is passed on as one integer: the quantizer and every dot unit take the first
     ``p`` of their own cut points (:data:`BDQuantizer.CUT_POINTS`, :data:`BDDot.CUT_POINTS`), a part
-    with fewer cut points than ``p`` all of its own (the engine takes the first
-    ``LinearParams.ENGINE_DEPTH`` = 4 of each). :data:`CUT_POINTS` lists
-    the pairs so taken, step by step; :attr:`latency` is ``8 + p`` and :attr:`vector_latency`
-    ``5 + p``, from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
+    with fewer cut points than ``p`` all of its own (``LinearParams.ENGINE_DEPTH`` = 8 steps take
+    every cut point of both). :data:`CUT_POINTS` lists the pairs so taken, step by step;
+    :attr:`latency` is ``8 + min(p, 4)`` and :attr:`vector_latency` ``5 + p``, from the parts'
+    parameters. Raises ``ValueError`` naming ``B``, ``N``,
     ``max_blocks``, ``pipeline``, ``accumulate`` or ``products``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
@@ -109,7 +115,8 @@ class BDLinear(ParametrisedComponent):
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more.
     CUT_POINTS = LinearParams.CUT_POINTS
-    #: Stage between the weight input and the dot units: the activation buffer's synchronous read.
+    #: Stage between the weight input and the dot units: the beat's weights and its activation
+    #: block (read from the buffer one beat ahead) registered.
     READ_STAGES = LinearParams.READ_STAGES
 
     def __init__(self, *args, **kwargs):
@@ -177,10 +184,16 @@ class BDLinear(ParametrisedComponent):
         ]
 
         # --- weight side: s_axis_w -> read stage -> N dot units ----------------------------------
-        # The read stage holds the beat's weight blocks while the buffer reads the activation block.
+        # The read stage registers the beat's weight blocks and its activation block. The buffer
+        # is read one beat ahead (the block the next weight beat needs: the next in the group, or
+        # block 0 after a group's tlast and while no vector is loaded), so the block RAM's slow
+        # clock-to-output (5.8 ns on the ECP5) ends at a register instead of running on through
+        # the N dot units' activation decoders; latency unchanged.
         a_valid = Signal()
         a_blocks = Signal(unpacker.blocks.shape(), reset_less=True)
+        a_activation = Signal(block_layout(B), reset_less=True)
         a_last = Signal(reset_less=True)
+        next_addr = Signal.like(buffer.r_addr)
         dots_take = Signal()
         a_load = Signal()
         w_take = Signal()
@@ -196,8 +209,9 @@ class BDLinear(ParametrisedComponent):
             group.last.eq(self.s_axis_w_tlast),
             group.blocks.eq(vector.count),
             group.overflow.eq(vector.overflow),
-            buffer.r_addr.eq(group.addr),
-            buffer.r_en.eq(w_take),
+            next_addr.eq(Mux(vector.loaded & ~self.s_axis_w_tlast, group.addr + 1, 0)),
+            buffer.r_addr.eq(next_addr),
+            buffer.r_en.eq(w_take | ~vector.loaded),
             # The group's flags go into the collector's FIFO when its tlast beat is taken.
             collector.meta.valid.eq(self.s_axis_w_tvalid & self.s_axis_w_tlast & vector.loaded
                                     & a_load & ~ResetSignal()),
@@ -210,9 +224,10 @@ class BDLinear(ParametrisedComponent):
         with m.If(a_load):
             m.d.sync += a_valid.eq(w_take)
             with m.If(w_take):
-                m.d.sync += [a_blocks.eq(unpacker.blocks), a_last.eq(self.s_axis_w_tlast)]
+                m.d.sync += [a_blocks.eq(unpacker.blocks), a_activation.eq(buffer.r_data),
+                             a_last.eq(self.s_axis_w_tlast)]
 
-        activation = buffer.r_data
+        activation = a_activation
         for n, dot in enumerate(dots):
             others = Cat(d.i.ready for k, d in enumerate(dots) if k != n)
             m.d.comb += [

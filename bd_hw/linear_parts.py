@@ -69,7 +69,8 @@ class ActivationBuffer(wiring.Component):
     Ports: ``w_addr``, ``w_en``, ``w_data`` in: written at the clock edge while ``w_en`` is high;
     ``r_addr``, ``r_en`` in, ``r_data`` out: a synchronous read, ``r_data`` shows the block at the
     address given in a cycle with ``r_en`` high from the next cycle on, and holds while ``r_en`` is
-    low. A read and a write of the same address at one edge return the old block (not transparent).
+    low. A read and a write of the same address at one edge return the new block (transparent: the
+    engine reads a vector's first block ahead while that block may still be being written).
     """
 
     def __init__(self, B: int = 32, max_blocks: int = DEFAULT_MAX_BLOCKS):
@@ -89,7 +90,7 @@ class ActivationBuffer(wiring.Component):
         m = Module()
         m.submodules.memory = memory = Memory(shape=block_layout(self.B), depth=self.max_blocks, init=[])
         wr = memory.write_port()
-        rd = memory.read_port()
+        rd = memory.read_port(transparent_for=(wr,))
         m.d.comb += [
             wr.addr.eq(self.w_addr), wr.en.eq(self.w_en), wr.data.eq(self.w_data),
             rd.addr.eq(self.r_addr), rd.en.eq(self.r_en), self.r_data.eq(rd.data),

@@ -290,14 +290,16 @@ class LinearParams(Params):
     products: str = "lut"
 
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
-    #: no more.
-    #: The engine takes the first ENGINE_DEPTH cut points of each part (the units' deeper settings
-    #: are measured as units; the engine's collector is sized by :attr:`groups_in_flight`, which
-    #: the dot units' skid buffer would exceed).
-    ENGINE_DEPTH: ClassVar[int] = 4
-    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS[:ENGINE_DEPTH],
-                                                    DotParams.CUT_POINTS[:ENGINE_DEPTH]))
-    READ_STAGES: ClassVar[int] = 1           # the activation buffer's synchronous read
+    #: no more. The engine takes every cut point of both parts (ENGINE_DEPTH steps, the longer
+    #: part's count): the quantizer's last four cut its exponent and q maximum trees, the dot units'
+    #: ``"ready"`` makes their front stages' enables follow a register instead of the ready chain
+    #: through the collector, the normaliser and the accumulator (the engine's critical path
+    #: without it); the collector's FIFO is sized by :attr:`groups_in_flight`, the dot units'
+    #: capacity included.
+    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.CUT_POINTS), len(DotParams.CUT_POINTS))
+    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS,
+                                                    DotParams.CUT_POINTS))
+    READ_STAGES: ClassVar[int] = 1           # the beat and its activation block (read ahead), registered
     COLLECTOR_LATENCY: ClassVar[int] = 1     # the output skid buffer
 
     def __post_init__(self):
@@ -325,19 +327,21 @@ class LinearParams(Params):
     @property
     def latency(self) -> int:
         """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
-        (``8 + pipeline`` exact; ``7 + min(pipeline, 2)`` "fp32", ``8 + min(pipeline, 2)`` "fp16")."""
+        (``8 + min(pipeline, 4)`` exact: the dot units' fifth cut, ``"ready"``, adds no stage;
+        ``7 + min(pipeline, 2)`` "fp32", ``8 + min(pipeline, 2)`` "fp16")."""
         return self.READ_STAGES + self.dot.latency + self.COLLECTOR_LATENCY
 
     @property
     def vector_latency(self) -> int:
         """Edges from accepting a vector's final activation beat to the first weight beat it can
-        take (``5 + pipeline``): the quantizer's latency, then one edge to write the buffer."""
+        take (``5 + pipeline``, 13 at the deepest setting): the quantizer's latency, then one edge to write the buffer."""
         return self.quantizer.latency + 1
 
     @property
     def groups_in_flight(self) -> int:
-        """Most row groups between the weight input and the collector: one per register stage."""
-        return self.latency - self.COLLECTOR_LATENCY
+        """Most row groups between the weight input and the collector: one per register stage,
+        and one more in the dot units' skid buffer (their ``"ready"`` cut, :attr:`DotParams.capacity`)."""
+        return self.READ_STAGES + self.dot.capacity
 
     @property
     def x_bits(self) -> int:

@@ -5,15 +5,21 @@
 module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast, s_axis_w_tdata, s_axis_w_tvalid, s_axis_w_tlast, s_axis_w_tuser, m_axis_y_tready, s_axis_x_tready, s_axis_w_tready, m_axis_y_tdata, m_axis_y_tvalid, m_axis_y_tlast, m_axis_y_tuser, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
+  wire [8:0] \$10 ;
+  wire [8:0] \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
-  reg \$15 ;
-  reg [145:0] \$16 ;
-  reg \$17 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
+  reg \$20 ;
+  reg [145:0] \$21 ;
+  reg [72:0] \$22 ;
+  reg \$23 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -21,6 +27,26 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
+  reg [72:0] a_activation = 73'h0000000000000000000;
+  wire [63:0] \a_activation.codes ;
+  wire [3:0] \a_activation.codes[0] ;
+  wire [3:0] \a_activation.codes[10] ;
+  wire [3:0] \a_activation.codes[11] ;
+  wire [3:0] \a_activation.codes[12] ;
+  wire [3:0] \a_activation.codes[13] ;
+  wire [3:0] \a_activation.codes[14] ;
+  wire [3:0] \a_activation.codes[15] ;
+  wire [3:0] \a_activation.codes[1] ;
+  wire [3:0] \a_activation.codes[2] ;
+  wire [3:0] \a_activation.codes[3] ;
+  wire [3:0] \a_activation.codes[4] ;
+  wire [3:0] \a_activation.codes[5] ;
+  wire [3:0] \a_activation.codes[6] ;
+  wire [3:0] \a_activation.codes[7] ;
+  wire [3:0] \a_activation.codes[8] ;
+  wire [3:0] \a_activation.codes[9] ;
+  wire [3:0] \a_activation.dialect ;
+  wire [4:0] \a_activation.exp ;
   reg [145:0] a_blocks = 146'h0000000000000000000000000000000000000;
   wire [72:0] \a_blocks[0] ;
   wire [63:0] \a_blocks[0].codes ;
@@ -72,132 +98,132 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input aresetn;
   wire aresetn;
   wire [8:0] blocks;
-  wire [145:0] \blocks$79 ;
-  wire [72:0] \blocks$79[0] ;
-  wire [63:0] \blocks$79[0].codes ;
-  wire [3:0] \blocks$79[0].codes[0] ;
-  wire [3:0] \blocks$79[0].codes[10] ;
-  wire [3:0] \blocks$79[0].codes[11] ;
-  wire [3:0] \blocks$79[0].codes[12] ;
-  wire [3:0] \blocks$79[0].codes[13] ;
-  wire [3:0] \blocks$79[0].codes[14] ;
-  wire [3:0] \blocks$79[0].codes[15] ;
-  wire [3:0] \blocks$79[0].codes[1] ;
-  wire [3:0] \blocks$79[0].codes[2] ;
-  wire [3:0] \blocks$79[0].codes[3] ;
-  wire [3:0] \blocks$79[0].codes[4] ;
-  wire [3:0] \blocks$79[0].codes[5] ;
-  wire [3:0] \blocks$79[0].codes[6] ;
-  wire [3:0] \blocks$79[0].codes[7] ;
-  wire [3:0] \blocks$79[0].codes[8] ;
-  wire [3:0] \blocks$79[0].codes[9] ;
-  wire [3:0] \blocks$79[0].dialect ;
-  wire [4:0] \blocks$79[0].exp ;
-  wire [72:0] \blocks$79[1] ;
-  wire [63:0] \blocks$79[1].codes ;
-  wire [3:0] \blocks$79[1].codes[0] ;
-  wire [3:0] \blocks$79[1].codes[10] ;
-  wire [3:0] \blocks$79[1].codes[11] ;
-  wire [3:0] \blocks$79[1].codes[12] ;
-  wire [3:0] \blocks$79[1].codes[13] ;
-  wire [3:0] \blocks$79[1].codes[14] ;
-  wire [3:0] \blocks$79[1].codes[15] ;
-  wire [3:0] \blocks$79[1].codes[1] ;
-  wire [3:0] \blocks$79[1].codes[2] ;
-  wire [3:0] \blocks$79[1].codes[3] ;
-  wire [3:0] \blocks$79[1].codes[4] ;
-  wire [3:0] \blocks$79[1].codes[5] ;
-  wire [3:0] \blocks$79[1].codes[6] ;
-  wire [3:0] \blocks$79[1].codes[7] ;
-  wire [3:0] \blocks$79[1].codes[8] ;
-  wire [3:0] \blocks$79[1].codes[9] ;
-  wire [3:0] \blocks$79[1].dialect ;
-  wire [4:0] \blocks$79[1].exp ;
+  wire [145:0] \blocks$80 ;
+  wire [72:0] \blocks$80[0] ;
+  wire [63:0] \blocks$80[0].codes ;
+  wire [3:0] \blocks$80[0].codes[0] ;
+  wire [3:0] \blocks$80[0].codes[10] ;
+  wire [3:0] \blocks$80[0].codes[11] ;
+  wire [3:0] \blocks$80[0].codes[12] ;
+  wire [3:0] \blocks$80[0].codes[13] ;
+  wire [3:0] \blocks$80[0].codes[14] ;
+  wire [3:0] \blocks$80[0].codes[15] ;
+  wire [3:0] \blocks$80[0].codes[1] ;
+  wire [3:0] \blocks$80[0].codes[2] ;
+  wire [3:0] \blocks$80[0].codes[3] ;
+  wire [3:0] \blocks$80[0].codes[4] ;
+  wire [3:0] \blocks$80[0].codes[5] ;
+  wire [3:0] \blocks$80[0].codes[6] ;
+  wire [3:0] \blocks$80[0].codes[7] ;
+  wire [3:0] \blocks$80[0].codes[8] ;
+  wire [3:0] \blocks$80[0].codes[9] ;
+  wire [3:0] \blocks$80[0].dialect ;
+  wire [4:0] \blocks$80[0].exp ;
+  wire [72:0] \blocks$80[1] ;
+  wire [63:0] \blocks$80[1].codes ;
+  wire [3:0] \blocks$80[1].codes[0] ;
+  wire [3:0] \blocks$80[1].codes[10] ;
+  wire [3:0] \blocks$80[1].codes[11] ;
+  wire [3:0] \blocks$80[1].codes[12] ;
+  wire [3:0] \blocks$80[1].codes[13] ;
+  wire [3:0] \blocks$80[1].codes[14] ;
+  wire [3:0] \blocks$80[1].codes[15] ;
+  wire [3:0] \blocks$80[1].codes[1] ;
+  wire [3:0] \blocks$80[1].codes[2] ;
+  wire [3:0] \blocks$80[1].codes[3] ;
+  wire [3:0] \blocks$80[1].codes[4] ;
+  wire [3:0] \blocks$80[1].codes[5] ;
+  wire [3:0] \blocks$80[1].codes[6] ;
+  wire [3:0] \blocks$80[1].codes[7] ;
+  wire [3:0] \blocks$80[1].codes[8] ;
+  wire [3:0] \blocks$80[1].codes[9] ;
+  wire [3:0] \blocks$80[1].dialect ;
+  wire [4:0] \blocks$80[1].exp ;
   wire clear;
   wire closed;
   wire [8:0] count;
   wire dots_take;
   wire [255:0] i__payload;
-  wire [146:0] \i__payload$58 ;
-  wire [63:0] \i__payload$58.a_codes ;
-  wire [3:0] \i__payload$58.a_codes[0] ;
-  wire [3:0] \i__payload$58.a_codes[10] ;
-  wire [3:0] \i__payload$58.a_codes[11] ;
-  wire [3:0] \i__payload$58.a_codes[12] ;
-  wire [3:0] \i__payload$58.a_codes[13] ;
-  wire [3:0] \i__payload$58.a_codes[14] ;
-  wire [3:0] \i__payload$58.a_codes[15] ;
-  wire [3:0] \i__payload$58.a_codes[1] ;
-  wire [3:0] \i__payload$58.a_codes[2] ;
-  wire [3:0] \i__payload$58.a_codes[3] ;
-  wire [3:0] \i__payload$58.a_codes[4] ;
-  wire [3:0] \i__payload$58.a_codes[5] ;
-  wire [3:0] \i__payload$58.a_codes[6] ;
-  wire [3:0] \i__payload$58.a_codes[7] ;
-  wire [3:0] \i__payload$58.a_codes[8] ;
-  wire [3:0] \i__payload$58.a_codes[9] ;
-  wire [3:0] \i__payload$58.a_dialect ;
-  wire [4:0] \i__payload$58.a_exp ;
-  wire \i__payload$58.last ;
-  wire [63:0] \i__payload$58.w_codes ;
-  wire [3:0] \i__payload$58.w_codes[0] ;
-  wire [3:0] \i__payload$58.w_codes[10] ;
-  wire [3:0] \i__payload$58.w_codes[11] ;
-  wire [3:0] \i__payload$58.w_codes[12] ;
-  wire [3:0] \i__payload$58.w_codes[13] ;
-  wire [3:0] \i__payload$58.w_codes[14] ;
-  wire [3:0] \i__payload$58.w_codes[15] ;
-  wire [3:0] \i__payload$58.w_codes[1] ;
-  wire [3:0] \i__payload$58.w_codes[2] ;
-  wire [3:0] \i__payload$58.w_codes[3] ;
-  wire [3:0] \i__payload$58.w_codes[4] ;
-  wire [3:0] \i__payload$58.w_codes[5] ;
-  wire [3:0] \i__payload$58.w_codes[6] ;
-  wire [3:0] \i__payload$58.w_codes[7] ;
-  wire [3:0] \i__payload$58.w_codes[8] ;
-  wire [3:0] \i__payload$58.w_codes[9] ;
-  wire [3:0] \i__payload$58.w_dialect ;
-  wire [4:0] \i__payload$58.w_exp ;
-  wire [146:0] \i__payload$69 ;
-  wire [63:0] \i__payload$69.a_codes ;
-  wire [3:0] \i__payload$69.a_codes[0] ;
-  wire [3:0] \i__payload$69.a_codes[10] ;
-  wire [3:0] \i__payload$69.a_codes[11] ;
-  wire [3:0] \i__payload$69.a_codes[12] ;
-  wire [3:0] \i__payload$69.a_codes[13] ;
-  wire [3:0] \i__payload$69.a_codes[14] ;
-  wire [3:0] \i__payload$69.a_codes[15] ;
-  wire [3:0] \i__payload$69.a_codes[1] ;
-  wire [3:0] \i__payload$69.a_codes[2] ;
-  wire [3:0] \i__payload$69.a_codes[3] ;
-  wire [3:0] \i__payload$69.a_codes[4] ;
-  wire [3:0] \i__payload$69.a_codes[5] ;
-  wire [3:0] \i__payload$69.a_codes[6] ;
-  wire [3:0] \i__payload$69.a_codes[7] ;
-  wire [3:0] \i__payload$69.a_codes[8] ;
-  wire [3:0] \i__payload$69.a_codes[9] ;
-  wire [3:0] \i__payload$69.a_dialect ;
-  wire [4:0] \i__payload$69.a_exp ;
-  wire \i__payload$69.last ;
-  wire [63:0] \i__payload$69.w_codes ;
-  wire [3:0] \i__payload$69.w_codes[0] ;
-  wire [3:0] \i__payload$69.w_codes[10] ;
-  wire [3:0] \i__payload$69.w_codes[11] ;
-  wire [3:0] \i__payload$69.w_codes[12] ;
-  wire [3:0] \i__payload$69.w_codes[13] ;
-  wire [3:0] \i__payload$69.w_codes[14] ;
-  wire [3:0] \i__payload$69.w_codes[15] ;
-  wire [3:0] \i__payload$69.w_codes[1] ;
-  wire [3:0] \i__payload$69.w_codes[2] ;
-  wire [3:0] \i__payload$69.w_codes[3] ;
-  wire [3:0] \i__payload$69.w_codes[4] ;
-  wire [3:0] \i__payload$69.w_codes[5] ;
-  wire [3:0] \i__payload$69.w_codes[6] ;
-  wire [3:0] \i__payload$69.w_codes[7] ;
-  wire [3:0] \i__payload$69.w_codes[8] ;
-  wire [3:0] \i__payload$69.w_codes[9] ;
-  wire [3:0] \i__payload$69.w_dialect ;
-  wire [4:0] \i__payload$69.w_exp ;
+  wire [146:0] \i__payload$59 ;
+  wire [63:0] \i__payload$59.a_codes ;
+  wire [3:0] \i__payload$59.a_codes[0] ;
+  wire [3:0] \i__payload$59.a_codes[10] ;
+  wire [3:0] \i__payload$59.a_codes[11] ;
+  wire [3:0] \i__payload$59.a_codes[12] ;
+  wire [3:0] \i__payload$59.a_codes[13] ;
+  wire [3:0] \i__payload$59.a_codes[14] ;
+  wire [3:0] \i__payload$59.a_codes[15] ;
+  wire [3:0] \i__payload$59.a_codes[1] ;
+  wire [3:0] \i__payload$59.a_codes[2] ;
+  wire [3:0] \i__payload$59.a_codes[3] ;
+  wire [3:0] \i__payload$59.a_codes[4] ;
+  wire [3:0] \i__payload$59.a_codes[5] ;
+  wire [3:0] \i__payload$59.a_codes[6] ;
+  wire [3:0] \i__payload$59.a_codes[7] ;
+  wire [3:0] \i__payload$59.a_codes[8] ;
+  wire [3:0] \i__payload$59.a_codes[9] ;
+  wire [3:0] \i__payload$59.a_dialect ;
+  wire [4:0] \i__payload$59.a_exp ;
+  wire \i__payload$59.last ;
+  wire [63:0] \i__payload$59.w_codes ;
+  wire [3:0] \i__payload$59.w_codes[0] ;
+  wire [3:0] \i__payload$59.w_codes[10] ;
+  wire [3:0] \i__payload$59.w_codes[11] ;
+  wire [3:0] \i__payload$59.w_codes[12] ;
+  wire [3:0] \i__payload$59.w_codes[13] ;
+  wire [3:0] \i__payload$59.w_codes[14] ;
+  wire [3:0] \i__payload$59.w_codes[15] ;
+  wire [3:0] \i__payload$59.w_codes[1] ;
+  wire [3:0] \i__payload$59.w_codes[2] ;
+  wire [3:0] \i__payload$59.w_codes[3] ;
+  wire [3:0] \i__payload$59.w_codes[4] ;
+  wire [3:0] \i__payload$59.w_codes[5] ;
+  wire [3:0] \i__payload$59.w_codes[6] ;
+  wire [3:0] \i__payload$59.w_codes[7] ;
+  wire [3:0] \i__payload$59.w_codes[8] ;
+  wire [3:0] \i__payload$59.w_codes[9] ;
+  wire [3:0] \i__payload$59.w_dialect ;
+  wire [4:0] \i__payload$59.w_exp ;
+  wire [146:0] \i__payload$70 ;
+  wire [63:0] \i__payload$70.a_codes ;
+  wire [3:0] \i__payload$70.a_codes[0] ;
+  wire [3:0] \i__payload$70.a_codes[10] ;
+  wire [3:0] \i__payload$70.a_codes[11] ;
+  wire [3:0] \i__payload$70.a_codes[12] ;
+  wire [3:0] \i__payload$70.a_codes[13] ;
+  wire [3:0] \i__payload$70.a_codes[14] ;
+  wire [3:0] \i__payload$70.a_codes[15] ;
+  wire [3:0] \i__payload$70.a_codes[1] ;
+  wire [3:0] \i__payload$70.a_codes[2] ;
+  wire [3:0] \i__payload$70.a_codes[3] ;
+  wire [3:0] \i__payload$70.a_codes[4] ;
+  wire [3:0] \i__payload$70.a_codes[5] ;
+  wire [3:0] \i__payload$70.a_codes[6] ;
+  wire [3:0] \i__payload$70.a_codes[7] ;
+  wire [3:0] \i__payload$70.a_codes[8] ;
+  wire [3:0] \i__payload$70.a_codes[9] ;
+  wire [3:0] \i__payload$70.a_dialect ;
+  wire [4:0] \i__payload$70.a_exp ;
+  wire \i__payload$70.last ;
+  wire [63:0] \i__payload$70.w_codes ;
+  wire [3:0] \i__payload$70.w_codes[0] ;
+  wire [3:0] \i__payload$70.w_codes[10] ;
+  wire [3:0] \i__payload$70.w_codes[11] ;
+  wire [3:0] \i__payload$70.w_codes[12] ;
+  wire [3:0] \i__payload$70.w_codes[13] ;
+  wire [3:0] \i__payload$70.w_codes[14] ;
+  wire [3:0] \i__payload$70.w_codes[15] ;
+  wire [3:0] \i__payload$70.w_codes[1] ;
+  wire [3:0] \i__payload$70.w_codes[2] ;
+  wire [3:0] \i__payload$70.w_codes[3] ;
+  wire [3:0] \i__payload$70.w_codes[4] ;
+  wire [3:0] \i__payload$70.w_codes[5] ;
+  wire [3:0] \i__payload$70.w_codes[6] ;
+  wire [3:0] \i__payload$70.w_codes[7] ;
+  wire [3:0] \i__payload$70.w_codes[8] ;
+  wire [3:0] \i__payload$70.w_codes[9] ;
+  wire [3:0] \i__payload$70.w_dialect ;
+  wire [4:0] \i__payload$70.w_exp ;
   wire [255:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
   wire [15:0] \i__payload.data[10] ;
@@ -219,8 +245,8 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire \i__ready$37 ;
   wire \i__ready$38 ;
   wire i__valid;
-  wire \i__valid$57 ;
-  wire \i__valid$68 ;
+  wire \i__valid$58 ;
+  wire \i__valid$69 ;
   wire invalid;
   wire last;
   wire \last$44 ;
@@ -242,17 +268,18 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire meta__ready;
   wire meta__valid;
   wire mismatch;
+  wire [7:0] next_addr;
   wire [73:0] o__payload;
-  wire [31:0] \o__payload$63 ;
-  wire [31:0] \o__payload$63.result ;
-  wire [31:0] \o__payload$71 ;
-  wire [31:0] \o__payload$71.result ;
-  wire [66:0] \o__payload$77 ;
-  wire [63:0] \o__payload$77.data ;
-  wire [31:0] \o__payload$77.data[0] ;
-  wire [31:0] \o__payload$77.data[1] ;
-  wire \o__payload$77.last ;
-  wire [1:0] \o__payload$77.user ;
+  wire [31:0] \o__payload$64 ;
+  wire [31:0] \o__payload$64.result ;
+  wire [31:0] \o__payload$72 ;
+  wire [31:0] \o__payload$72.result ;
+  wire [66:0] \o__payload$78 ;
+  wire [63:0] \o__payload$78.data ;
+  wire [31:0] \o__payload$78.data[0] ;
+  wire [31:0] \o__payload$78.data[1] ;
+  wire \o__payload$78.last ;
+  wire [1:0] \o__payload$78.user ;
   wire [63:0] \o__payload.codes ;
   wire [3:0] \o__payload.codes[0] ;
   wire [3:0] \o__payload.codes[10] ;
@@ -274,13 +301,13 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [4:0] \o__payload.exp ;
   wire \o__payload.invalid ;
   wire o__ready;
-  wire \o__ready$64 ;
-  wire \o__ready$72 ;
-  wire \o__ready$78 ;
+  wire \o__ready$65 ;
+  wire \o__ready$73 ;
+  wire \o__ready$79 ;
   wire o__valid;
-  wire \o__valid$67 ;
-  wire \o__valid$75 ;
+  wire \o__valid$68 ;
   wire \o__valid$76 ;
+  wire \o__valid$77 ;
   wire overflow;
   wire \overflow$48 ;
   wire [7:0] r_addr;
@@ -376,25 +403,33 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \$6  = \$5  & meta__ready;
   assign s_axis_w_tready = \$6  & \$7 ;
   assign w_take = s_axis_w_tvalid & s_axis_w_tready;
-  assign \$8  = s_axis_w_tvalid & s_axis_w_tlast;
-  assign \$9  = \$8  & loaded;
-  assign \$10  = \$9  & a_load;
-  assign meta__valid = \$10  & \$11 ;
-  assign \$12  = w_take & s_axis_w_tlast;
-  assign clear = \$12  & s_axis_w_tuser;
-  assign \i__valid$57  = a_valid & \$13 ;
-  assign \i__valid$68  = a_valid & \$14 ;
+  assign \$8  = ~ s_axis_w_tlast;
+  assign \$9  = loaded & \$8 ;
+  assign \$10  = addr + 1'h1;
+  assign \$11  = \$9  ? \$10  : 9'h000;
+  assign \$12  = ~ loaded;
+  assign r_en = w_take | \$12 ;
+  assign \$13  = s_axis_w_tvalid & s_axis_w_tlast;
+  assign \$14  = \$13  & loaded;
+  assign \$15  = \$14  & a_load;
+  assign meta__valid = \$15  & \$16 ;
+  assign \$17  = w_take & s_axis_w_tlast;
+  assign clear = \$17  & s_axis_w_tuser;
+  assign \i__valid$58  = a_valid & \$18 ;
+  assign \i__valid$69  = a_valid & \$19 ;
   always @(posedge aclk)
-    a_valid <= \$15 ;
+    a_valid <= \$20 ;
   always @(posedge aclk)
-    a_blocks <= \$16 ;
+    a_blocks <= \$21 ;
   always @(posedge aclk)
-    a_last <= \$17 ;
+    a_activation <= \$22 ;
+  always @(posedge aclk)
+    a_last <= \$23 ;
   \bd_linear_b16_n2.buffer  buffer (
     .aclk(aclk),
     .r_data(r_data),
-    .rd__addr(r_addr),
-    .rd__en(w_take),
+    .rd__addr(\$11 [7:0]),
+    .rd__en(r_en),
     .rst(rst),
     .wr__addr(w_addr),
     .wr__data(w_data),
@@ -403,7 +438,7 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   \bd_linear_b16_n2.collector  collector (
     .aclk(aclk),
     .meta__ready(meta__ready),
-    .o__payload(\o__payload$77 ),
+    .o__payload(\o__payload$78 ),
     .o__ready(m_axis_y_tready),
     .o__valid(m_axis_y_tvalid),
     .results__0__payload(results__0__payload),
@@ -411,33 +446,33 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
     .results__1__payload(results__1__payload),
     .results__1__valid(results__1__valid),
     .rst(rst),
-    .take(\o__ready$64 ),
+    .take(\o__ready$65 ),
     .w_data(meta__payload),
     .w_en(meta__valid)
   );
   \bd_linear_b16_n2.dot0  dot0 (
     .aclk(aclk),
-    .i__payload(\i__payload$58 ),
+    .i__payload(\i__payload$59 ),
     .\i__ready$5 (\i__ready$37 ),
-    .\i__valid$69 (\i__valid$57 ),
+    .\i__valid$69 (\i__valid$58 ),
     .\o__payload$62 (results__0__payload),
-    .\o__ready$64 (\o__ready$64 ),
+    .\o__ready$64 (\o__ready$65 ),
     .\o__valid$66 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_b16_n2.dot1  dot1 (
     .aclk(aclk),
-    .i__payload(\i__payload$69 ),
+    .i__payload(\i__payload$70 ),
     .\i__ready$5 (\i__ready$38 ),
-    .\i__valid$69 (\i__valid$68 ),
+    .\i__valid$69 (\i__valid$69 ),
     .\o__payload$62 (results__1__payload),
-    .\o__ready$64 (\o__ready$64 ),
+    .\o__ready$64 (\o__ready$65 ),
     .\o__valid$66 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_b16_n2.group  group (
     .aclk(aclk),
-    .addr(r_addr),
+    .addr(addr),
     .blocks(blocks),
     .last(s_axis_w_tlast),
     .mismatch(mismatch),
@@ -455,7 +490,7 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
     .s3_valid(written)
   );
   \bd_linear_b16_n2.unpacker  unpacker (
-    .blocks(\blocks$79 ),
+    .blocks(\blocks$80 ),
     .tdata(s_axis_w_tdata)
   );
   \bd_linear_b16_n2.vector  vector (
@@ -476,29 +511,38 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$15  = a_valid;
+    \$20  = a_valid;
     if (a_load) begin
-      \$15  = w_take;
+      \$20  = w_take;
     end
     if (rst) begin
-      \$15  = 1'h0;
+      \$20  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$16  = a_blocks;
+    \$21  = a_blocks;
     if (a_load) begin
       if (w_take) begin
-        \$16  = \blocks$79 ;
+        \$21  = \blocks$80 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = a_last;
+    \$22  = a_activation;
     if (a_load) begin
       if (w_take) begin
-        \$17  = s_axis_w_tlast;
+        \$22  = r_data;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$23  = a_last;
+    if (a_load) begin
+      if (w_take) begin
+        \$23  = s_axis_w_tlast;
       end
     end
   end
@@ -515,20 +559,20 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \last$44  = s_axis_w_tlast;
   assign count = blocks;
   assign \overflow$48  = overflow;
-  assign addr = r_addr;
-  assign r_en = w_take;
-  assign \o__payload$63  = results__0__payload;
-  assign results__0__ready = \o__ready$64 ;
-  assign \o__valid$67  = results__0__valid;
-  assign \o__payload$71  = results__1__payload;
-  assign \o__ready$72  = \o__ready$64 ;
-  assign results__1__ready = \o__ready$64 ;
-  assign \o__valid$75  = results__1__valid;
-  assign \o__valid$76  = m_axis_y_tvalid;
-  assign \o__ready$78  = m_axis_y_tready;
-  assign m_axis_y_tdata = \o__payload$77 [63:0];
-  assign m_axis_y_tlast = \o__payload$77 [66];
-  assign m_axis_y_tuser = \o__payload$77 [65:64];
+  assign next_addr = \$11 [7:0];
+  assign r_addr = \$11 [7:0];
+  assign \o__payload$64  = results__0__payload;
+  assign results__0__ready = \o__ready$65 ;
+  assign \o__valid$68  = results__0__valid;
+  assign \o__payload$72  = results__1__payload;
+  assign \o__ready$73  = \o__ready$65 ;
+  assign results__1__ready = \o__ready$65 ;
+  assign \o__valid$76  = results__1__valid;
+  assign \o__valid$77  = m_axis_y_tvalid;
+  assign \o__ready$79  = m_axis_y_tready;
+  assign m_axis_y_tdata = \o__payload$78 [63:0];
+  assign m_axis_y_tlast = \o__payload$78 [66];
+  assign m_axis_y_tuser = \o__payload$78 [65:64];
   assign \i__payload.data  = s_axis_x_tdata;
   assign \i__payload.data[0]  = s_axis_x_tdata[15:0];
   assign \i__payload.data[1]  = s_axis_x_tdata[31:16];
@@ -588,64 +632,64 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \meta__payload.invalid  = meta__payload[0];
   assign \meta__payload.mismatch  = meta__payload[1];
   assign \meta__payload.final  = meta__payload[2];
-  assign \i__payload$58.a_codes  = \i__payload$58 [63:0];
-  assign \i__payload$58.a_codes[0]  = \i__payload$58 [3:0];
-  assign \i__payload$58.a_codes[1]  = \i__payload$58 [7:4];
-  assign \i__payload$58.a_codes[2]  = \i__payload$58 [11:8];
-  assign \i__payload$58.a_codes[3]  = \i__payload$58 [15:12];
-  assign \i__payload$58.a_codes[4]  = \i__payload$58 [19:16];
-  assign \i__payload$58.a_codes[5]  = \i__payload$58 [23:20];
-  assign \i__payload$58.a_codes[6]  = \i__payload$58 [27:24];
-  assign \i__payload$58.a_codes[7]  = \i__payload$58 [31:28];
-  assign \i__payload$58.a_codes[8]  = \i__payload$58 [35:32];
-  assign \i__payload$58.a_codes[9]  = \i__payload$58 [39:36];
-  assign \i__payload$58.a_codes[10]  = \i__payload$58 [43:40];
-  assign \i__payload$58.a_codes[11]  = \i__payload$58 [47:44];
-  assign \i__payload$58.a_codes[12]  = \i__payload$58 [51:48];
-  assign \i__payload$58.a_codes[13]  = \i__payload$58 [55:52];
-  assign \i__payload$58.a_codes[14]  = \i__payload$58 [59:56];
-  assign \i__payload$58.a_codes[15]  = \i__payload$58 [63:60];
-  assign \i__payload$58.a_dialect  = \i__payload$58 [67:64];
-  assign \i__payload$58.a_exp  = \i__payload$58 [72:68];
-  assign \i__payload$58.w_codes  = \i__payload$58 [136:73];
-  assign \i__payload$58.w_codes[0]  = \i__payload$58 [76:73];
-  assign \i__payload$58.w_codes[1]  = \i__payload$58 [80:77];
-  assign \i__payload$58.w_codes[2]  = \i__payload$58 [84:81];
-  assign \i__payload$58.w_codes[3]  = \i__payload$58 [88:85];
-  assign \i__payload$58.w_codes[4]  = \i__payload$58 [92:89];
-  assign \i__payload$58.w_codes[5]  = \i__payload$58 [96:93];
-  assign \i__payload$58.w_codes[6]  = \i__payload$58 [100:97];
-  assign \i__payload$58.w_codes[7]  = \i__payload$58 [104:101];
-  assign \i__payload$58.w_codes[8]  = \i__payload$58 [108:105];
-  assign \i__payload$58.w_codes[9]  = \i__payload$58 [112:109];
-  assign \i__payload$58.w_codes[10]  = \i__payload$58 [116:113];
-  assign \i__payload$58.w_codes[11]  = \i__payload$58 [120:117];
-  assign \i__payload$58.w_codes[12]  = \i__payload$58 [124:121];
-  assign \i__payload$58.w_codes[13]  = \i__payload$58 [128:125];
-  assign \i__payload$58.w_codes[14]  = \i__payload$58 [132:129];
-  assign \i__payload$58.w_codes[15]  = \i__payload$58 [136:133];
-  assign \i__payload$58.w_dialect  = \i__payload$58 [140:137];
-  assign \i__payload$58.w_exp  = \i__payload$58 [145:141];
-  assign \i__payload$58.last  = \i__payload$58 [146];
-  assign \r_data.codes  = r_data[63:0];
-  assign \r_data.codes[0]  = r_data[3:0];
-  assign \r_data.codes[1]  = r_data[7:4];
-  assign \r_data.codes[2]  = r_data[11:8];
-  assign \r_data.codes[3]  = r_data[15:12];
-  assign \r_data.codes[4]  = r_data[19:16];
-  assign \r_data.codes[5]  = r_data[23:20];
-  assign \r_data.codes[6]  = r_data[27:24];
-  assign \r_data.codes[7]  = r_data[31:28];
-  assign \r_data.codes[8]  = r_data[35:32];
-  assign \r_data.codes[9]  = r_data[39:36];
-  assign \r_data.codes[10]  = r_data[43:40];
-  assign \r_data.codes[11]  = r_data[47:44];
-  assign \r_data.codes[12]  = r_data[51:48];
-  assign \r_data.codes[13]  = r_data[55:52];
-  assign \r_data.codes[14]  = r_data[59:56];
-  assign \r_data.codes[15]  = r_data[63:60];
-  assign \r_data.dialect  = r_data[67:64];
-  assign \r_data.exp  = r_data[72:68];
+  assign \i__payload$59.a_codes  = \i__payload$59 [63:0];
+  assign \i__payload$59.a_codes[0]  = \i__payload$59 [3:0];
+  assign \i__payload$59.a_codes[1]  = \i__payload$59 [7:4];
+  assign \i__payload$59.a_codes[2]  = \i__payload$59 [11:8];
+  assign \i__payload$59.a_codes[3]  = \i__payload$59 [15:12];
+  assign \i__payload$59.a_codes[4]  = \i__payload$59 [19:16];
+  assign \i__payload$59.a_codes[5]  = \i__payload$59 [23:20];
+  assign \i__payload$59.a_codes[6]  = \i__payload$59 [27:24];
+  assign \i__payload$59.a_codes[7]  = \i__payload$59 [31:28];
+  assign \i__payload$59.a_codes[8]  = \i__payload$59 [35:32];
+  assign \i__payload$59.a_codes[9]  = \i__payload$59 [39:36];
+  assign \i__payload$59.a_codes[10]  = \i__payload$59 [43:40];
+  assign \i__payload$59.a_codes[11]  = \i__payload$59 [47:44];
+  assign \i__payload$59.a_codes[12]  = \i__payload$59 [51:48];
+  assign \i__payload$59.a_codes[13]  = \i__payload$59 [55:52];
+  assign \i__payload$59.a_codes[14]  = \i__payload$59 [59:56];
+  assign \i__payload$59.a_codes[15]  = \i__payload$59 [63:60];
+  assign \i__payload$59.a_dialect  = \i__payload$59 [67:64];
+  assign \i__payload$59.a_exp  = \i__payload$59 [72:68];
+  assign \i__payload$59.w_codes  = \i__payload$59 [136:73];
+  assign \i__payload$59.w_codes[0]  = \i__payload$59 [76:73];
+  assign \i__payload$59.w_codes[1]  = \i__payload$59 [80:77];
+  assign \i__payload$59.w_codes[2]  = \i__payload$59 [84:81];
+  assign \i__payload$59.w_codes[3]  = \i__payload$59 [88:85];
+  assign \i__payload$59.w_codes[4]  = \i__payload$59 [92:89];
+  assign \i__payload$59.w_codes[5]  = \i__payload$59 [96:93];
+  assign \i__payload$59.w_codes[6]  = \i__payload$59 [100:97];
+  assign \i__payload$59.w_codes[7]  = \i__payload$59 [104:101];
+  assign \i__payload$59.w_codes[8]  = \i__payload$59 [108:105];
+  assign \i__payload$59.w_codes[9]  = \i__payload$59 [112:109];
+  assign \i__payload$59.w_codes[10]  = \i__payload$59 [116:113];
+  assign \i__payload$59.w_codes[11]  = \i__payload$59 [120:117];
+  assign \i__payload$59.w_codes[12]  = \i__payload$59 [124:121];
+  assign \i__payload$59.w_codes[13]  = \i__payload$59 [128:125];
+  assign \i__payload$59.w_codes[14]  = \i__payload$59 [132:129];
+  assign \i__payload$59.w_codes[15]  = \i__payload$59 [136:133];
+  assign \i__payload$59.w_dialect  = \i__payload$59 [140:137];
+  assign \i__payload$59.w_exp  = \i__payload$59 [145:141];
+  assign \i__payload$59.last  = \i__payload$59 [146];
+  assign \a_activation.codes  = a_activation[63:0];
+  assign \a_activation.codes[0]  = a_activation[3:0];
+  assign \a_activation.codes[1]  = a_activation[7:4];
+  assign \a_activation.codes[2]  = a_activation[11:8];
+  assign \a_activation.codes[3]  = a_activation[15:12];
+  assign \a_activation.codes[4]  = a_activation[19:16];
+  assign \a_activation.codes[5]  = a_activation[23:20];
+  assign \a_activation.codes[6]  = a_activation[27:24];
+  assign \a_activation.codes[7]  = a_activation[31:28];
+  assign \a_activation.codes[8]  = a_activation[35:32];
+  assign \a_activation.codes[9]  = a_activation[39:36];
+  assign \a_activation.codes[10]  = a_activation[43:40];
+  assign \a_activation.codes[11]  = a_activation[47:44];
+  assign \a_activation.codes[12]  = a_activation[51:48];
+  assign \a_activation.codes[13]  = a_activation[55:52];
+  assign \a_activation.codes[14]  = a_activation[59:56];
+  assign \a_activation.codes[15]  = a_activation[63:60];
+  assign \a_activation.dialect  = a_activation[67:64];
+  assign \a_activation.exp  = a_activation[72:68];
   assign \a_blocks[0]  = a_blocks[72:0];
   assign \a_blocks[0].codes  = a_blocks[63:0];
   assign \a_blocks[0].codes[0]  = a_blocks[3:0];
@@ -687,107 +731,126 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \a_blocks[1].dialect  = a_blocks[140:137];
   assign \a_blocks[1].exp  = a_blocks[145:141];
   assign \results__0__payload.result  = results__0__payload;
-  assign \o__payload$63.result  = results__0__payload;
-  assign \i__payload$69.a_codes  = \i__payload$69 [63:0];
-  assign \i__payload$69.a_codes[0]  = \i__payload$69 [3:0];
-  assign \i__payload$69.a_codes[1]  = \i__payload$69 [7:4];
-  assign \i__payload$69.a_codes[2]  = \i__payload$69 [11:8];
-  assign \i__payload$69.a_codes[3]  = \i__payload$69 [15:12];
-  assign \i__payload$69.a_codes[4]  = \i__payload$69 [19:16];
-  assign \i__payload$69.a_codes[5]  = \i__payload$69 [23:20];
-  assign \i__payload$69.a_codes[6]  = \i__payload$69 [27:24];
-  assign \i__payload$69.a_codes[7]  = \i__payload$69 [31:28];
-  assign \i__payload$69.a_codes[8]  = \i__payload$69 [35:32];
-  assign \i__payload$69.a_codes[9]  = \i__payload$69 [39:36];
-  assign \i__payload$69.a_codes[10]  = \i__payload$69 [43:40];
-  assign \i__payload$69.a_codes[11]  = \i__payload$69 [47:44];
-  assign \i__payload$69.a_codes[12]  = \i__payload$69 [51:48];
-  assign \i__payload$69.a_codes[13]  = \i__payload$69 [55:52];
-  assign \i__payload$69.a_codes[14]  = \i__payload$69 [59:56];
-  assign \i__payload$69.a_codes[15]  = \i__payload$69 [63:60];
-  assign \i__payload$69.a_dialect  = \i__payload$69 [67:64];
-  assign \i__payload$69.a_exp  = \i__payload$69 [72:68];
-  assign \i__payload$69.w_codes  = \i__payload$69 [136:73];
-  assign \i__payload$69.w_codes[0]  = \i__payload$69 [76:73];
-  assign \i__payload$69.w_codes[1]  = \i__payload$69 [80:77];
-  assign \i__payload$69.w_codes[2]  = \i__payload$69 [84:81];
-  assign \i__payload$69.w_codes[3]  = \i__payload$69 [88:85];
-  assign \i__payload$69.w_codes[4]  = \i__payload$69 [92:89];
-  assign \i__payload$69.w_codes[5]  = \i__payload$69 [96:93];
-  assign \i__payload$69.w_codes[6]  = \i__payload$69 [100:97];
-  assign \i__payload$69.w_codes[7]  = \i__payload$69 [104:101];
-  assign \i__payload$69.w_codes[8]  = \i__payload$69 [108:105];
-  assign \i__payload$69.w_codes[9]  = \i__payload$69 [112:109];
-  assign \i__payload$69.w_codes[10]  = \i__payload$69 [116:113];
-  assign \i__payload$69.w_codes[11]  = \i__payload$69 [120:117];
-  assign \i__payload$69.w_codes[12]  = \i__payload$69 [124:121];
-  assign \i__payload$69.w_codes[13]  = \i__payload$69 [128:125];
-  assign \i__payload$69.w_codes[14]  = \i__payload$69 [132:129];
-  assign \i__payload$69.w_codes[15]  = \i__payload$69 [136:133];
-  assign \i__payload$69.w_dialect  = \i__payload$69 [140:137];
-  assign \i__payload$69.w_exp  = \i__payload$69 [145:141];
-  assign \i__payload$69.last  = \i__payload$69 [146];
+  assign \o__payload$64.result  = results__0__payload;
+  assign \i__payload$70.a_codes  = \i__payload$70 [63:0];
+  assign \i__payload$70.a_codes[0]  = \i__payload$70 [3:0];
+  assign \i__payload$70.a_codes[1]  = \i__payload$70 [7:4];
+  assign \i__payload$70.a_codes[2]  = \i__payload$70 [11:8];
+  assign \i__payload$70.a_codes[3]  = \i__payload$70 [15:12];
+  assign \i__payload$70.a_codes[4]  = \i__payload$70 [19:16];
+  assign \i__payload$70.a_codes[5]  = \i__payload$70 [23:20];
+  assign \i__payload$70.a_codes[6]  = \i__payload$70 [27:24];
+  assign \i__payload$70.a_codes[7]  = \i__payload$70 [31:28];
+  assign \i__payload$70.a_codes[8]  = \i__payload$70 [35:32];
+  assign \i__payload$70.a_codes[9]  = \i__payload$70 [39:36];
+  assign \i__payload$70.a_codes[10]  = \i__payload$70 [43:40];
+  assign \i__payload$70.a_codes[11]  = \i__payload$70 [47:44];
+  assign \i__payload$70.a_codes[12]  = \i__payload$70 [51:48];
+  assign \i__payload$70.a_codes[13]  = \i__payload$70 [55:52];
+  assign \i__payload$70.a_codes[14]  = \i__payload$70 [59:56];
+  assign \i__payload$70.a_codes[15]  = \i__payload$70 [63:60];
+  assign \i__payload$70.a_dialect  = \i__payload$70 [67:64];
+  assign \i__payload$70.a_exp  = \i__payload$70 [72:68];
+  assign \i__payload$70.w_codes  = \i__payload$70 [136:73];
+  assign \i__payload$70.w_codes[0]  = \i__payload$70 [76:73];
+  assign \i__payload$70.w_codes[1]  = \i__payload$70 [80:77];
+  assign \i__payload$70.w_codes[2]  = \i__payload$70 [84:81];
+  assign \i__payload$70.w_codes[3]  = \i__payload$70 [88:85];
+  assign \i__payload$70.w_codes[4]  = \i__payload$70 [92:89];
+  assign \i__payload$70.w_codes[5]  = \i__payload$70 [96:93];
+  assign \i__payload$70.w_codes[6]  = \i__payload$70 [100:97];
+  assign \i__payload$70.w_codes[7]  = \i__payload$70 [104:101];
+  assign \i__payload$70.w_codes[8]  = \i__payload$70 [108:105];
+  assign \i__payload$70.w_codes[9]  = \i__payload$70 [112:109];
+  assign \i__payload$70.w_codes[10]  = \i__payload$70 [116:113];
+  assign \i__payload$70.w_codes[11]  = \i__payload$70 [120:117];
+  assign \i__payload$70.w_codes[12]  = \i__payload$70 [124:121];
+  assign \i__payload$70.w_codes[13]  = \i__payload$70 [128:125];
+  assign \i__payload$70.w_codes[14]  = \i__payload$70 [132:129];
+  assign \i__payload$70.w_codes[15]  = \i__payload$70 [136:133];
+  assign \i__payload$70.w_dialect  = \i__payload$70 [140:137];
+  assign \i__payload$70.w_exp  = \i__payload$70 [145:141];
+  assign \i__payload$70.last  = \i__payload$70 [146];
   assign \results__1__payload.result  = results__1__payload;
-  assign \o__payload$71.result  = results__1__payload;
-  assign \o__payload$77.data  = \o__payload$77 [63:0];
-  assign \o__payload$77.data[0]  = \o__payload$77 [31:0];
-  assign \o__payload$77.data[1]  = \o__payload$77 [63:32];
-  assign \o__payload$77.user  = \o__payload$77 [65:64];
-  assign \o__payload$77.last  = \o__payload$77 [66];
-  assign \blocks$79[0]  = \blocks$79 [72:0];
-  assign \blocks$79[0].codes  = \blocks$79 [63:0];
-  assign \blocks$79[0].codes[0]  = \blocks$79 [3:0];
-  assign \blocks$79[0].codes[1]  = \blocks$79 [7:4];
-  assign \blocks$79[0].codes[2]  = \blocks$79 [11:8];
-  assign \blocks$79[0].codes[3]  = \blocks$79 [15:12];
-  assign \blocks$79[0].codes[4]  = \blocks$79 [19:16];
-  assign \blocks$79[0].codes[5]  = \blocks$79 [23:20];
-  assign \blocks$79[0].codes[6]  = \blocks$79 [27:24];
-  assign \blocks$79[0].codes[7]  = \blocks$79 [31:28];
-  assign \blocks$79[0].codes[8]  = \blocks$79 [35:32];
-  assign \blocks$79[0].codes[9]  = \blocks$79 [39:36];
-  assign \blocks$79[0].codes[10]  = \blocks$79 [43:40];
-  assign \blocks$79[0].codes[11]  = \blocks$79 [47:44];
-  assign \blocks$79[0].codes[12]  = \blocks$79 [51:48];
-  assign \blocks$79[0].codes[13]  = \blocks$79 [55:52];
-  assign \blocks$79[0].codes[14]  = \blocks$79 [59:56];
-  assign \blocks$79[0].codes[15]  = \blocks$79 [63:60];
-  assign \blocks$79[0].dialect  = \blocks$79 [67:64];
-  assign \blocks$79[0].exp  = \blocks$79 [72:68];
-  assign \blocks$79[1]  = \blocks$79 [145:73];
-  assign \blocks$79[1].codes  = \blocks$79 [136:73];
-  assign \blocks$79[1].codes[0]  = \blocks$79 [76:73];
-  assign \blocks$79[1].codes[1]  = \blocks$79 [80:77];
-  assign \blocks$79[1].codes[2]  = \blocks$79 [84:81];
-  assign \blocks$79[1].codes[3]  = \blocks$79 [88:85];
-  assign \blocks$79[1].codes[4]  = \blocks$79 [92:89];
-  assign \blocks$79[1].codes[5]  = \blocks$79 [96:93];
-  assign \blocks$79[1].codes[6]  = \blocks$79 [100:97];
-  assign \blocks$79[1].codes[7]  = \blocks$79 [104:101];
-  assign \blocks$79[1].codes[8]  = \blocks$79 [108:105];
-  assign \blocks$79[1].codes[9]  = \blocks$79 [112:109];
-  assign \blocks$79[1].codes[10]  = \blocks$79 [116:113];
-  assign \blocks$79[1].codes[11]  = \blocks$79 [120:117];
-  assign \blocks$79[1].codes[12]  = \blocks$79 [124:121];
-  assign \blocks$79[1].codes[13]  = \blocks$79 [128:125];
-  assign \blocks$79[1].codes[14]  = \blocks$79 [132:129];
-  assign \blocks$79[1].codes[15]  = \blocks$79 [136:133];
-  assign \blocks$79[1].dialect  = \blocks$79 [140:137];
-  assign \blocks$79[1].exp  = \blocks$79 [145:141];
-  assign \i__payload$69 [146] = a_last;
-  assign \i__payload$69 [145:141] = a_blocks[145:141];
-  assign \i__payload$69 [140:137] = a_blocks[140:137];
-  assign \i__payload$69 [136:73] = a_blocks[136:73];
-  assign \i__payload$69 [72:68] = r_data[72:68];
-  assign \i__payload$69 [67:64] = r_data[67:64];
-  assign \i__payload$69 [63:0] = r_data[63:0];
-  assign \i__payload$58 [146] = a_last;
-  assign \i__payload$58 [145:141] = a_blocks[72:68];
-  assign \i__payload$58 [140:137] = a_blocks[67:64];
-  assign \i__payload$58 [136:73] = a_blocks[63:0];
-  assign \i__payload$58 [72:68] = r_data[72:68];
-  assign \i__payload$58 [67:64] = r_data[67:64];
-  assign \i__payload$58 [63:0] = r_data[63:0];
+  assign \o__payload$72.result  = results__1__payload;
+  assign \o__payload$78.data  = \o__payload$78 [63:0];
+  assign \o__payload$78.data[0]  = \o__payload$78 [31:0];
+  assign \o__payload$78.data[1]  = \o__payload$78 [63:32];
+  assign \o__payload$78.user  = \o__payload$78 [65:64];
+  assign \o__payload$78.last  = \o__payload$78 [66];
+  assign \blocks$80[0]  = \blocks$80 [72:0];
+  assign \blocks$80[0].codes  = \blocks$80 [63:0];
+  assign \blocks$80[0].codes[0]  = \blocks$80 [3:0];
+  assign \blocks$80[0].codes[1]  = \blocks$80 [7:4];
+  assign \blocks$80[0].codes[2]  = \blocks$80 [11:8];
+  assign \blocks$80[0].codes[3]  = \blocks$80 [15:12];
+  assign \blocks$80[0].codes[4]  = \blocks$80 [19:16];
+  assign \blocks$80[0].codes[5]  = \blocks$80 [23:20];
+  assign \blocks$80[0].codes[6]  = \blocks$80 [27:24];
+  assign \blocks$80[0].codes[7]  = \blocks$80 [31:28];
+  assign \blocks$80[0].codes[8]  = \blocks$80 [35:32];
+  assign \blocks$80[0].codes[9]  = \blocks$80 [39:36];
+  assign \blocks$80[0].codes[10]  = \blocks$80 [43:40];
+  assign \blocks$80[0].codes[11]  = \blocks$80 [47:44];
+  assign \blocks$80[0].codes[12]  = \blocks$80 [51:48];
+  assign \blocks$80[0].codes[13]  = \blocks$80 [55:52];
+  assign \blocks$80[0].codes[14]  = \blocks$80 [59:56];
+  assign \blocks$80[0].codes[15]  = \blocks$80 [63:60];
+  assign \blocks$80[0].dialect  = \blocks$80 [67:64];
+  assign \blocks$80[0].exp  = \blocks$80 [72:68];
+  assign \blocks$80[1]  = \blocks$80 [145:73];
+  assign \blocks$80[1].codes  = \blocks$80 [136:73];
+  assign \blocks$80[1].codes[0]  = \blocks$80 [76:73];
+  assign \blocks$80[1].codes[1]  = \blocks$80 [80:77];
+  assign \blocks$80[1].codes[2]  = \blocks$80 [84:81];
+  assign \blocks$80[1].codes[3]  = \blocks$80 [88:85];
+  assign \blocks$80[1].codes[4]  = \blocks$80 [92:89];
+  assign \blocks$80[1].codes[5]  = \blocks$80 [96:93];
+  assign \blocks$80[1].codes[6]  = \blocks$80 [100:97];
+  assign \blocks$80[1].codes[7]  = \blocks$80 [104:101];
+  assign \blocks$80[1].codes[8]  = \blocks$80 [108:105];
+  assign \blocks$80[1].codes[9]  = \blocks$80 [112:109];
+  assign \blocks$80[1].codes[10]  = \blocks$80 [116:113];
+  assign \blocks$80[1].codes[11]  = \blocks$80 [120:117];
+  assign \blocks$80[1].codes[12]  = \blocks$80 [124:121];
+  assign \blocks$80[1].codes[13]  = \blocks$80 [128:125];
+  assign \blocks$80[1].codes[14]  = \blocks$80 [132:129];
+  assign \blocks$80[1].codes[15]  = \blocks$80 [136:133];
+  assign \blocks$80[1].dialect  = \blocks$80 [140:137];
+  assign \blocks$80[1].exp  = \blocks$80 [145:141];
+  assign \r_data.codes  = r_data[63:0];
+  assign \r_data.codes[0]  = r_data[3:0];
+  assign \r_data.codes[1]  = r_data[7:4];
+  assign \r_data.codes[2]  = r_data[11:8];
+  assign \r_data.codes[3]  = r_data[15:12];
+  assign \r_data.codes[4]  = r_data[19:16];
+  assign \r_data.codes[5]  = r_data[23:20];
+  assign \r_data.codes[6]  = r_data[27:24];
+  assign \r_data.codes[7]  = r_data[31:28];
+  assign \r_data.codes[8]  = r_data[35:32];
+  assign \r_data.codes[9]  = r_data[39:36];
+  assign \r_data.codes[10]  = r_data[43:40];
+  assign \r_data.codes[11]  = r_data[47:44];
+  assign \r_data.codes[12]  = r_data[51:48];
+  assign \r_data.codes[13]  = r_data[55:52];
+  assign \r_data.codes[14]  = r_data[59:56];
+  assign \r_data.codes[15]  = r_data[63:60];
+  assign \r_data.dialect  = r_data[67:64];
+  assign \r_data.exp  = r_data[72:68];
+  assign \i__payload$70 [146] = a_last;
+  assign \i__payload$70 [145:141] = a_blocks[145:141];
+  assign \i__payload$70 [140:137] = a_blocks[140:137];
+  assign \i__payload$70 [136:73] = a_blocks[136:73];
+  assign \i__payload$70 [72:68] = a_activation[72:68];
+  assign \i__payload$70 [67:64] = a_activation[67:64];
+  assign \i__payload$70 [63:0] = a_activation[63:0];
+  assign \i__payload$59 [146] = a_last;
+  assign \i__payload$59 [145:141] = a_blocks[72:68];
+  assign \i__payload$59 [140:137] = a_blocks[67:64];
+  assign \i__payload$59 [136:73] = a_blocks[63:0];
+  assign \i__payload$59 [72:68] = a_activation[72:68];
+  assign \i__payload$59 [67:64] = a_activation[67:64];
+  assign \i__payload$59 [63:0] = a_activation[63:0];
   assign meta__payload[2] = s_axis_w_tuser;
   assign meta__payload[1] = mismatch;
   assign meta__payload[0] = any_invalid;
@@ -795,13 +858,13 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign w_data[67:64] = o__payload[67:64];
   assign w_data[63:0] = o__payload[63:0];
   assign \$7  = aresetn;
-  assign \$11  = aresetn;
-  assign \$13  = \i__ready$38 ;
-  assign \$14  = \i__ready$37 ;
+  assign \$16  = aresetn;
+  assign \$18  = \i__ready$38 ;
+  assign \$19  = \i__ready$37 ;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.buffer (rst, rd__en, wr__en, r_data, wr__data, wr__addr, rd__addr, aclk);
+module \bd_linear_b16_n2.buffer (rst, rd__addr, rd__en, wr__en, r_data, wr__data, wr__addr, aclk);
   input aclk;
   wire aclk;
   wire [7:0] r_addr;
@@ -1167,6 +1230,8 @@ module \bd_linear_b16_n2.buffer (rst, rd__en, wr__en, r_data, wr__data, wr__addr
   always @(posedge aclk) begin
     if (rd__en) begin
       _0_ <= memory[rd__addr];
+      if (wr__en && rd__addr == wr__addr)
+        _0_ <= wr__data;
     end
   end
   assign r_data = _0_;
@@ -1954,11 +2019,11 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     .t_load(i__ready)
   );
   \bd_linear_b16_n2.dot0.dec_a  dec_a (
-    .\port$2128$0 (i__payload[67:0]),
+    .\port$2134$0 (i__payload[67:0]),
     .values(a)
   );
   \bd_linear_b16_n2.dot0.dec_w  dec_w (
-    .\port$2128$73 (i__payload[140:73]),
+    .\port$2134$73 (i__payload[140:73]),
     .values(w)
   );
   \bd_linear_b16_n2.dot0.mul  mul (
@@ -2402,7 +2467,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.dec_a (values, \port$2128$0 );
+module \bd_linear_b16_n2.dot0.dec_a (values, \port$2134$0 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -2423,8 +2488,8 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2128$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2128$0 ;
-  wire [67:0] \port$2128$0 ;
+  input [67:0] \port$2134$0 ;
+  wire [67:0] \port$2134$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -2468,30 +2533,30 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2128$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2128$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2128$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2128$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2128$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2128$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2128$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2128$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2128$0 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2128$0 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2128$0 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2128$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2128$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2128$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2128$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2128$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2128$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2134$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2134$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2134$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2134$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2134$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2134$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2134$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2134$0 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2134$0 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2134$0 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2134$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2134$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2134$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2134$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2134$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2134$0 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$2128$0 [67:64]),
+    .dialect(\port$2134$0 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2128$0 [67:64];
-  assign \dialect$1  = \port$2128$0 [67:64];
+  assign dialect = \port$2134$0 [67:64];
+  assign \dialect$1  = \port$2134$0 [67:64];
   assign row = entries;
-  assign codes = \port$2128$0 [63:0];
+  assign codes = \port$2134$0 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -2500,22 +2565,22 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2128$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2128$0 [3:0];
-  assign \codes[1]  = \port$2128$0 [7:4];
-  assign \codes[2]  = \port$2128$0 [11:8];
-  assign \codes[3]  = \port$2128$0 [15:12];
-  assign \codes[4]  = \port$2128$0 [19:16];
-  assign \codes[5]  = \port$2128$0 [23:20];
-  assign \codes[6]  = \port$2128$0 [27:24];
-  assign \codes[7]  = \port$2128$0 [31:28];
-  assign \codes[8]  = \port$2128$0 [35:32];
-  assign \codes[9]  = \port$2128$0 [39:36];
-  assign \codes[10]  = \port$2128$0 [43:40];
-  assign \codes[11]  = \port$2128$0 [47:44];
-  assign \codes[12]  = \port$2128$0 [51:48];
-  assign \codes[13]  = \port$2128$0 [55:52];
-  assign \codes[14]  = \port$2128$0 [59:56];
-  assign \codes[15]  = \port$2128$0 [63:60];
+  assign \codes[0]  = \port$2134$0 [3:0];
+  assign \codes[1]  = \port$2134$0 [7:4];
+  assign \codes[2]  = \port$2134$0 [11:8];
+  assign \codes[3]  = \port$2134$0 [15:12];
+  assign \codes[4]  = \port$2134$0 [19:16];
+  assign \codes[5]  = \port$2134$0 [23:20];
+  assign \codes[6]  = \port$2134$0 [27:24];
+  assign \codes[7]  = \port$2134$0 [31:28];
+  assign \codes[8]  = \port$2134$0 [35:32];
+  assign \codes[9]  = \port$2134$0 [39:36];
+  assign \codes[10]  = \port$2134$0 [43:40];
+  assign \codes[11]  = \port$2134$0 [47:44];
+  assign \codes[12]  = \port$2134$0 [51:48];
+  assign \codes[13]  = \port$2134$0 [55:52];
+  assign \codes[14]  = \port$2134$0 [59:56];
+  assign \codes[15]  = \port$2134$0 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -2532,22 +2597,22 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2128$0 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2128$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2128$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2128$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2128$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2128$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2128$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2128$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2128$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2128$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2128$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2128$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2128$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2128$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2128$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2128$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2128$0 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2134$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2134$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2134$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2134$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2134$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2134$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2134$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2134$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2134$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2134$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2134$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2134$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2134$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2134$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2134$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2134$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2614,7 +2679,7 @@ module \bd_linear_b16_n2.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.dec_w (values, \port$2128$73 );
+module \bd_linear_b16_n2.dot0.dec_w (values, \port$2134$73 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -2635,8 +2700,8 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2128$73 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2128$73 ;
-  wire [67:0] \port$2128$73 ;
+  input [67:0] \port$2134$73 ;
+  wire [67:0] \port$2134$73 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -2680,30 +2745,30 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2128$73 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2128$73 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2128$73 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2128$73 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2128$73 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2128$73 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2128$73 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2128$73 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2128$73 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2128$73 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2128$73 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2128$73 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2128$73 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2128$73 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2128$73 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2128$73 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2128$73 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2134$73 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2134$73 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2134$73 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2134$73 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2134$73 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2134$73 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2134$73 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2134$73 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2134$73 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2134$73 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2134$73 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2134$73 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2134$73 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2134$73 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2134$73 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2134$73 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$2128$73 [67:64]),
+    .dialect(\port$2134$73 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2128$73 [67:64];
-  assign \dialect$1  = \port$2128$73 [67:64];
+  assign dialect = \port$2134$73 [67:64];
+  assign \dialect$1  = \port$2134$73 [67:64];
   assign row = entries;
-  assign codes = \port$2128$73 [63:0];
+  assign codes = \port$2134$73 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -2712,22 +2777,22 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2128$73 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2128$73 [3:0];
-  assign \codes[1]  = \port$2128$73 [7:4];
-  assign \codes[2]  = \port$2128$73 [11:8];
-  assign \codes[3]  = \port$2128$73 [15:12];
-  assign \codes[4]  = \port$2128$73 [19:16];
-  assign \codes[5]  = \port$2128$73 [23:20];
-  assign \codes[6]  = \port$2128$73 [27:24];
-  assign \codes[7]  = \port$2128$73 [31:28];
-  assign \codes[8]  = \port$2128$73 [35:32];
-  assign \codes[9]  = \port$2128$73 [39:36];
-  assign \codes[10]  = \port$2128$73 [43:40];
-  assign \codes[11]  = \port$2128$73 [47:44];
-  assign \codes[12]  = \port$2128$73 [51:48];
-  assign \codes[13]  = \port$2128$73 [55:52];
-  assign \codes[14]  = \port$2128$73 [59:56];
-  assign \codes[15]  = \port$2128$73 [63:60];
+  assign \codes[0]  = \port$2134$73 [3:0];
+  assign \codes[1]  = \port$2134$73 [7:4];
+  assign \codes[2]  = \port$2134$73 [11:8];
+  assign \codes[3]  = \port$2134$73 [15:12];
+  assign \codes[4]  = \port$2134$73 [19:16];
+  assign \codes[5]  = \port$2134$73 [23:20];
+  assign \codes[6]  = \port$2134$73 [27:24];
+  assign \codes[7]  = \port$2134$73 [31:28];
+  assign \codes[8]  = \port$2134$73 [35:32];
+  assign \codes[9]  = \port$2134$73 [39:36];
+  assign \codes[10]  = \port$2134$73 [43:40];
+  assign \codes[11]  = \port$2134$73 [47:44];
+  assign \codes[12]  = \port$2134$73 [51:48];
+  assign \codes[13]  = \port$2134$73 [55:52];
+  assign \codes[14]  = \port$2134$73 [59:56];
+  assign \codes[15]  = \port$2134$73 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -2744,22 +2809,22 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2128$73 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2128$73 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2128$73 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2128$73 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2128$73 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2128$73 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2128$73 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2128$73 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2128$73 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2128$73 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2128$73 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2128$73 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2128$73 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2128$73 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2128$73 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2128$73 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2128$73 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2134$73 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2134$73 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2134$73 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2134$73 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2134$73 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2134$73 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2134$73 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2134$73 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2134$73 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2134$73 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2134$73 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2134$73 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2134$73 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2134$73 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2134$73 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2134$73 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4589,11 +4654,11 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     .t_load(i__ready)
   );
   \bd_linear_b16_n2.dot1.dec_a  dec_a (
-    .\port$2129$0 (i__payload[67:0]),
+    .\port$2135$0 (i__payload[67:0]),
     .values(a)
   );
   \bd_linear_b16_n2.dot1.dec_w  dec_w (
-    .\port$2129$73 (i__payload[140:73]),
+    .\port$2135$73 (i__payload[140:73]),
     .values(w)
   );
   \bd_linear_b16_n2.dot1.mul  mul (
@@ -5037,7 +5102,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.dec_a (values, \port$2129$0 );
+module \bd_linear_b16_n2.dot1.dec_a (values, \port$2135$0 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -5058,8 +5123,8 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2129$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2129$0 ;
-  wire [67:0] \port$2129$0 ;
+  input [67:0] \port$2135$0 ;
+  wire [67:0] \port$2135$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -5103,30 +5168,30 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2129$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2129$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2129$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2129$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2129$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2129$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2129$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2129$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2129$0 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2129$0 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2129$0 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2129$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2129$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2129$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2129$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2129$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2129$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2135$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2135$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2135$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2135$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2135$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2135$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2135$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2135$0 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2135$0 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2135$0 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2135$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2135$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2135$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2135$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2135$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2135$0 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$2129$0 [67:64]),
+    .dialect(\port$2135$0 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2129$0 [67:64];
-  assign \dialect$1  = \port$2129$0 [67:64];
+  assign dialect = \port$2135$0 [67:64];
+  assign \dialect$1  = \port$2135$0 [67:64];
   assign row = entries;
-  assign codes = \port$2129$0 [63:0];
+  assign codes = \port$2135$0 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -5135,22 +5200,22 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2129$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2129$0 [3:0];
-  assign \codes[1]  = \port$2129$0 [7:4];
-  assign \codes[2]  = \port$2129$0 [11:8];
-  assign \codes[3]  = \port$2129$0 [15:12];
-  assign \codes[4]  = \port$2129$0 [19:16];
-  assign \codes[5]  = \port$2129$0 [23:20];
-  assign \codes[6]  = \port$2129$0 [27:24];
-  assign \codes[7]  = \port$2129$0 [31:28];
-  assign \codes[8]  = \port$2129$0 [35:32];
-  assign \codes[9]  = \port$2129$0 [39:36];
-  assign \codes[10]  = \port$2129$0 [43:40];
-  assign \codes[11]  = \port$2129$0 [47:44];
-  assign \codes[12]  = \port$2129$0 [51:48];
-  assign \codes[13]  = \port$2129$0 [55:52];
-  assign \codes[14]  = \port$2129$0 [59:56];
-  assign \codes[15]  = \port$2129$0 [63:60];
+  assign \codes[0]  = \port$2135$0 [3:0];
+  assign \codes[1]  = \port$2135$0 [7:4];
+  assign \codes[2]  = \port$2135$0 [11:8];
+  assign \codes[3]  = \port$2135$0 [15:12];
+  assign \codes[4]  = \port$2135$0 [19:16];
+  assign \codes[5]  = \port$2135$0 [23:20];
+  assign \codes[6]  = \port$2135$0 [27:24];
+  assign \codes[7]  = \port$2135$0 [31:28];
+  assign \codes[8]  = \port$2135$0 [35:32];
+  assign \codes[9]  = \port$2135$0 [39:36];
+  assign \codes[10]  = \port$2135$0 [43:40];
+  assign \codes[11]  = \port$2135$0 [47:44];
+  assign \codes[12]  = \port$2135$0 [51:48];
+  assign \codes[13]  = \port$2135$0 [55:52];
+  assign \codes[14]  = \port$2135$0 [59:56];
+  assign \codes[15]  = \port$2135$0 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -5167,22 +5232,22 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2129$0 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2129$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2129$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2129$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2129$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2129$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2129$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2129$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2129$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2129$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2129$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2129$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2129$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2129$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2129$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2129$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2129$0 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2135$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2135$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2135$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2135$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2135$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2135$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2135$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2135$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2135$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2135$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2135$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2135$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2135$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2135$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2135$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2135$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5249,7 +5314,7 @@ module \bd_linear_b16_n2.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.dec_w (values, \port$2129$73 );
+module \bd_linear_b16_n2.dot1.dec_w (values, \port$2135$73 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -5270,8 +5335,8 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2129$73 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2129$73 ;
-  wire [67:0] \port$2129$73 ;
+  input [67:0] \port$2135$73 ;
+  wire [67:0] \port$2135$73 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -5315,30 +5380,30 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2129$73 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2129$73 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2129$73 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2129$73 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2129$73 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2129$73 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2129$73 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2129$73 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2129$73 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2129$73 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2129$73 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2129$73 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2129$73 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2129$73 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2129$73 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2129$73 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2129$73 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2135$73 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2135$73 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2135$73 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2135$73 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2135$73 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2135$73 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2135$73 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2135$73 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2135$73 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2135$73 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2135$73 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2135$73 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2135$73 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2135$73 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2135$73 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2135$73 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$2129$73 [67:64]),
+    .dialect(\port$2135$73 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2129$73 [67:64];
-  assign \dialect$1  = \port$2129$73 [67:64];
+  assign dialect = \port$2135$73 [67:64];
+  assign \dialect$1  = \port$2135$73 [67:64];
   assign row = entries;
-  assign codes = \port$2129$73 [63:0];
+  assign codes = \port$2135$73 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -5347,22 +5412,22 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2129$73 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2129$73 [3:0];
-  assign \codes[1]  = \port$2129$73 [7:4];
-  assign \codes[2]  = \port$2129$73 [11:8];
-  assign \codes[3]  = \port$2129$73 [15:12];
-  assign \codes[4]  = \port$2129$73 [19:16];
-  assign \codes[5]  = \port$2129$73 [23:20];
-  assign \codes[6]  = \port$2129$73 [27:24];
-  assign \codes[7]  = \port$2129$73 [31:28];
-  assign \codes[8]  = \port$2129$73 [35:32];
-  assign \codes[9]  = \port$2129$73 [39:36];
-  assign \codes[10]  = \port$2129$73 [43:40];
-  assign \codes[11]  = \port$2129$73 [47:44];
-  assign \codes[12]  = \port$2129$73 [51:48];
-  assign \codes[13]  = \port$2129$73 [55:52];
-  assign \codes[14]  = \port$2129$73 [59:56];
-  assign \codes[15]  = \port$2129$73 [63:60];
+  assign \codes[0]  = \port$2135$73 [3:0];
+  assign \codes[1]  = \port$2135$73 [7:4];
+  assign \codes[2]  = \port$2135$73 [11:8];
+  assign \codes[3]  = \port$2135$73 [15:12];
+  assign \codes[4]  = \port$2135$73 [19:16];
+  assign \codes[5]  = \port$2135$73 [23:20];
+  assign \codes[6]  = \port$2135$73 [27:24];
+  assign \codes[7]  = \port$2135$73 [31:28];
+  assign \codes[8]  = \port$2135$73 [35:32];
+  assign \codes[9]  = \port$2135$73 [39:36];
+  assign \codes[10]  = \port$2135$73 [43:40];
+  assign \codes[11]  = \port$2135$73 [47:44];
+  assign \codes[12]  = \port$2135$73 [51:48];
+  assign \codes[13]  = \port$2135$73 [55:52];
+  assign \codes[14]  = \port$2135$73 [59:56];
+  assign \codes[15]  = \port$2135$73 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -5379,22 +5444,22 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2129$73 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2129$73 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2129$73 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2129$73 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2129$73 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2129$73 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2129$73 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2129$73 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2129$73 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2129$73 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2129$73 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2129$73 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2129$73 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2129$73 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2129$73 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2129$73 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2129$73 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2135$73 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2135$73 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2135$73 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2135$73 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2135$73 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2135$73 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2135$73 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2135$73 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2135$73 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2135$73 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2135$73 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2135$73 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2135$73 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2135$73 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2135$73 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2135$73 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7270,7 +7335,7 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
   );
   \bd_linear_b16_n2.quantizer.ranges  ranges (
     .pair(pair),
-    .\port$471$0 (\$30 ),
+    .\port$477$0 (\$30 ),
     .q(\q$20 )
   );
   \bd_linear_b16_n2.quantizer.shifter  shifter (
@@ -8491,7 +8556,7 @@ module \bd_linear_b16_n2.quantizer.pair$47 (q, pair);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$471$0 );
+module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
   reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -8631,8 +8696,8 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$471$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$471$0 ;
-  wire \port$471$0 ;
+  output \port$477$0 ;
+  wire \port$477$0 ;
   input [79:0] q;
   wire [79:0] q;
   wire [4:0] \q[0] ;
@@ -8869,7 +8934,7 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$471$0 );
   assign count_a = count_a_l4_0;
   assign count_b = count_b_l4_0;
   assign dialect = { pair, \$97  };
-  assign \port$471$0  = \$97 ;
+  assign \port$477$0  = \$97 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];

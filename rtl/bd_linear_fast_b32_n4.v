@@ -5,17 +5,23 @@
 module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast, s_axis_w_tdata, s_axis_w_tvalid, s_axis_w_tlast, s_axis_w_tuser, m_axis_y_tready, s_axis_x_tready, s_axis_w_tready, m_axis_y_tdata, m_axis_y_tvalid, m_axis_y_tlast, m_axis_y_tuser, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire \$10 ;
-  wire \$11 ;
+  wire [8:0] \$10 ;
+  wire [8:0] \$11 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
-  reg \$17 ;
-  reg [547:0] \$18 ;
-  reg \$19 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire \$19 ;
   wire \$2 ;
+  wire \$20 ;
+  wire \$21 ;
+  reg \$22 ;
+  reg [547:0] \$23 ;
+  reg [136:0] \$24 ;
+  reg \$25 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
@@ -23,6 +29,42 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire \$7 ;
   wire \$8 ;
   wire \$9 ;
+  reg [136:0] a_activation = 137'h00000000000000000000000000000000000;
+  wire [127:0] \a_activation.codes ;
+  wire [3:0] \a_activation.codes[0] ;
+  wire [3:0] \a_activation.codes[10] ;
+  wire [3:0] \a_activation.codes[11] ;
+  wire [3:0] \a_activation.codes[12] ;
+  wire [3:0] \a_activation.codes[13] ;
+  wire [3:0] \a_activation.codes[14] ;
+  wire [3:0] \a_activation.codes[15] ;
+  wire [3:0] \a_activation.codes[16] ;
+  wire [3:0] \a_activation.codes[17] ;
+  wire [3:0] \a_activation.codes[18] ;
+  wire [3:0] \a_activation.codes[19] ;
+  wire [3:0] \a_activation.codes[1] ;
+  wire [3:0] \a_activation.codes[20] ;
+  wire [3:0] \a_activation.codes[21] ;
+  wire [3:0] \a_activation.codes[22] ;
+  wire [3:0] \a_activation.codes[23] ;
+  wire [3:0] \a_activation.codes[24] ;
+  wire [3:0] \a_activation.codes[25] ;
+  wire [3:0] \a_activation.codes[26] ;
+  wire [3:0] \a_activation.codes[27] ;
+  wire [3:0] \a_activation.codes[28] ;
+  wire [3:0] \a_activation.codes[29] ;
+  wire [3:0] \a_activation.codes[2] ;
+  wire [3:0] \a_activation.codes[30] ;
+  wire [3:0] \a_activation.codes[31] ;
+  wire [3:0] \a_activation.codes[3] ;
+  wire [3:0] \a_activation.codes[4] ;
+  wire [3:0] \a_activation.codes[5] ;
+  wire [3:0] \a_activation.codes[6] ;
+  wire [3:0] \a_activation.codes[7] ;
+  wire [3:0] \a_activation.codes[8] ;
+  wire [3:0] \a_activation.codes[9] ;
+  wire [3:0] \a_activation.dialect ;
+  wire [4:0] \a_activation.exp ;
   reg [547:0] a_blocks = 548'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   wire [136:0] \a_blocks[0] ;
   wire [127:0] \a_blocks[0].codes ;
@@ -178,444 +220,444 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   input aresetn;
   wire aresetn;
   wire [8:0] blocks;
-  wire [547:0] \blocks$97 ;
-  wire [136:0] \blocks$97[0] ;
-  wire [127:0] \blocks$97[0].codes ;
-  wire [3:0] \blocks$97[0].codes[0] ;
-  wire [3:0] \blocks$97[0].codes[10] ;
-  wire [3:0] \blocks$97[0].codes[11] ;
-  wire [3:0] \blocks$97[0].codes[12] ;
-  wire [3:0] \blocks$97[0].codes[13] ;
-  wire [3:0] \blocks$97[0].codes[14] ;
-  wire [3:0] \blocks$97[0].codes[15] ;
-  wire [3:0] \blocks$97[0].codes[16] ;
-  wire [3:0] \blocks$97[0].codes[17] ;
-  wire [3:0] \blocks$97[0].codes[18] ;
-  wire [3:0] \blocks$97[0].codes[19] ;
-  wire [3:0] \blocks$97[0].codes[1] ;
-  wire [3:0] \blocks$97[0].codes[20] ;
-  wire [3:0] \blocks$97[0].codes[21] ;
-  wire [3:0] \blocks$97[0].codes[22] ;
-  wire [3:0] \blocks$97[0].codes[23] ;
-  wire [3:0] \blocks$97[0].codes[24] ;
-  wire [3:0] \blocks$97[0].codes[25] ;
-  wire [3:0] \blocks$97[0].codes[26] ;
-  wire [3:0] \blocks$97[0].codes[27] ;
-  wire [3:0] \blocks$97[0].codes[28] ;
-  wire [3:0] \blocks$97[0].codes[29] ;
-  wire [3:0] \blocks$97[0].codes[2] ;
-  wire [3:0] \blocks$97[0].codes[30] ;
-  wire [3:0] \blocks$97[0].codes[31] ;
-  wire [3:0] \blocks$97[0].codes[3] ;
-  wire [3:0] \blocks$97[0].codes[4] ;
-  wire [3:0] \blocks$97[0].codes[5] ;
-  wire [3:0] \blocks$97[0].codes[6] ;
-  wire [3:0] \blocks$97[0].codes[7] ;
-  wire [3:0] \blocks$97[0].codes[8] ;
-  wire [3:0] \blocks$97[0].codes[9] ;
-  wire [3:0] \blocks$97[0].dialect ;
-  wire [4:0] \blocks$97[0].exp ;
-  wire [136:0] \blocks$97[1] ;
-  wire [127:0] \blocks$97[1].codes ;
-  wire [3:0] \blocks$97[1].codes[0] ;
-  wire [3:0] \blocks$97[1].codes[10] ;
-  wire [3:0] \blocks$97[1].codes[11] ;
-  wire [3:0] \blocks$97[1].codes[12] ;
-  wire [3:0] \blocks$97[1].codes[13] ;
-  wire [3:0] \blocks$97[1].codes[14] ;
-  wire [3:0] \blocks$97[1].codes[15] ;
-  wire [3:0] \blocks$97[1].codes[16] ;
-  wire [3:0] \blocks$97[1].codes[17] ;
-  wire [3:0] \blocks$97[1].codes[18] ;
-  wire [3:0] \blocks$97[1].codes[19] ;
-  wire [3:0] \blocks$97[1].codes[1] ;
-  wire [3:0] \blocks$97[1].codes[20] ;
-  wire [3:0] \blocks$97[1].codes[21] ;
-  wire [3:0] \blocks$97[1].codes[22] ;
-  wire [3:0] \blocks$97[1].codes[23] ;
-  wire [3:0] \blocks$97[1].codes[24] ;
-  wire [3:0] \blocks$97[1].codes[25] ;
-  wire [3:0] \blocks$97[1].codes[26] ;
-  wire [3:0] \blocks$97[1].codes[27] ;
-  wire [3:0] \blocks$97[1].codes[28] ;
-  wire [3:0] \blocks$97[1].codes[29] ;
-  wire [3:0] \blocks$97[1].codes[2] ;
-  wire [3:0] \blocks$97[1].codes[30] ;
-  wire [3:0] \blocks$97[1].codes[31] ;
-  wire [3:0] \blocks$97[1].codes[3] ;
-  wire [3:0] \blocks$97[1].codes[4] ;
-  wire [3:0] \blocks$97[1].codes[5] ;
-  wire [3:0] \blocks$97[1].codes[6] ;
-  wire [3:0] \blocks$97[1].codes[7] ;
-  wire [3:0] \blocks$97[1].codes[8] ;
-  wire [3:0] \blocks$97[1].codes[9] ;
-  wire [3:0] \blocks$97[1].dialect ;
-  wire [4:0] \blocks$97[1].exp ;
-  wire [136:0] \blocks$97[2] ;
-  wire [127:0] \blocks$97[2].codes ;
-  wire [3:0] \blocks$97[2].codes[0] ;
-  wire [3:0] \blocks$97[2].codes[10] ;
-  wire [3:0] \blocks$97[2].codes[11] ;
-  wire [3:0] \blocks$97[2].codes[12] ;
-  wire [3:0] \blocks$97[2].codes[13] ;
-  wire [3:0] \blocks$97[2].codes[14] ;
-  wire [3:0] \blocks$97[2].codes[15] ;
-  wire [3:0] \blocks$97[2].codes[16] ;
-  wire [3:0] \blocks$97[2].codes[17] ;
-  wire [3:0] \blocks$97[2].codes[18] ;
-  wire [3:0] \blocks$97[2].codes[19] ;
-  wire [3:0] \blocks$97[2].codes[1] ;
-  wire [3:0] \blocks$97[2].codes[20] ;
-  wire [3:0] \blocks$97[2].codes[21] ;
-  wire [3:0] \blocks$97[2].codes[22] ;
-  wire [3:0] \blocks$97[2].codes[23] ;
-  wire [3:0] \blocks$97[2].codes[24] ;
-  wire [3:0] \blocks$97[2].codes[25] ;
-  wire [3:0] \blocks$97[2].codes[26] ;
-  wire [3:0] \blocks$97[2].codes[27] ;
-  wire [3:0] \blocks$97[2].codes[28] ;
-  wire [3:0] \blocks$97[2].codes[29] ;
-  wire [3:0] \blocks$97[2].codes[2] ;
-  wire [3:0] \blocks$97[2].codes[30] ;
-  wire [3:0] \blocks$97[2].codes[31] ;
-  wire [3:0] \blocks$97[2].codes[3] ;
-  wire [3:0] \blocks$97[2].codes[4] ;
-  wire [3:0] \blocks$97[2].codes[5] ;
-  wire [3:0] \blocks$97[2].codes[6] ;
-  wire [3:0] \blocks$97[2].codes[7] ;
-  wire [3:0] \blocks$97[2].codes[8] ;
-  wire [3:0] \blocks$97[2].codes[9] ;
-  wire [3:0] \blocks$97[2].dialect ;
-  wire [4:0] \blocks$97[2].exp ;
-  wire [136:0] \blocks$97[3] ;
-  wire [127:0] \blocks$97[3].codes ;
-  wire [3:0] \blocks$97[3].codes[0] ;
-  wire [3:0] \blocks$97[3].codes[10] ;
-  wire [3:0] \blocks$97[3].codes[11] ;
-  wire [3:0] \blocks$97[3].codes[12] ;
-  wire [3:0] \blocks$97[3].codes[13] ;
-  wire [3:0] \blocks$97[3].codes[14] ;
-  wire [3:0] \blocks$97[3].codes[15] ;
-  wire [3:0] \blocks$97[3].codes[16] ;
-  wire [3:0] \blocks$97[3].codes[17] ;
-  wire [3:0] \blocks$97[3].codes[18] ;
-  wire [3:0] \blocks$97[3].codes[19] ;
-  wire [3:0] \blocks$97[3].codes[1] ;
-  wire [3:0] \blocks$97[3].codes[20] ;
-  wire [3:0] \blocks$97[3].codes[21] ;
-  wire [3:0] \blocks$97[3].codes[22] ;
-  wire [3:0] \blocks$97[3].codes[23] ;
-  wire [3:0] \blocks$97[3].codes[24] ;
-  wire [3:0] \blocks$97[3].codes[25] ;
-  wire [3:0] \blocks$97[3].codes[26] ;
-  wire [3:0] \blocks$97[3].codes[27] ;
-  wire [3:0] \blocks$97[3].codes[28] ;
-  wire [3:0] \blocks$97[3].codes[29] ;
-  wire [3:0] \blocks$97[3].codes[2] ;
-  wire [3:0] \blocks$97[3].codes[30] ;
-  wire [3:0] \blocks$97[3].codes[31] ;
-  wire [3:0] \blocks$97[3].codes[3] ;
-  wire [3:0] \blocks$97[3].codes[4] ;
-  wire [3:0] \blocks$97[3].codes[5] ;
-  wire [3:0] \blocks$97[3].codes[6] ;
-  wire [3:0] \blocks$97[3].codes[7] ;
-  wire [3:0] \blocks$97[3].codes[8] ;
-  wire [3:0] \blocks$97[3].codes[9] ;
-  wire [3:0] \blocks$97[3].dialect ;
-  wire [4:0] \blocks$97[3].exp ;
+  wire [547:0] \blocks$98 ;
+  wire [136:0] \blocks$98[0] ;
+  wire [127:0] \blocks$98[0].codes ;
+  wire [3:0] \blocks$98[0].codes[0] ;
+  wire [3:0] \blocks$98[0].codes[10] ;
+  wire [3:0] \blocks$98[0].codes[11] ;
+  wire [3:0] \blocks$98[0].codes[12] ;
+  wire [3:0] \blocks$98[0].codes[13] ;
+  wire [3:0] \blocks$98[0].codes[14] ;
+  wire [3:0] \blocks$98[0].codes[15] ;
+  wire [3:0] \blocks$98[0].codes[16] ;
+  wire [3:0] \blocks$98[0].codes[17] ;
+  wire [3:0] \blocks$98[0].codes[18] ;
+  wire [3:0] \blocks$98[0].codes[19] ;
+  wire [3:0] \blocks$98[0].codes[1] ;
+  wire [3:0] \blocks$98[0].codes[20] ;
+  wire [3:0] \blocks$98[0].codes[21] ;
+  wire [3:0] \blocks$98[0].codes[22] ;
+  wire [3:0] \blocks$98[0].codes[23] ;
+  wire [3:0] \blocks$98[0].codes[24] ;
+  wire [3:0] \blocks$98[0].codes[25] ;
+  wire [3:0] \blocks$98[0].codes[26] ;
+  wire [3:0] \blocks$98[0].codes[27] ;
+  wire [3:0] \blocks$98[0].codes[28] ;
+  wire [3:0] \blocks$98[0].codes[29] ;
+  wire [3:0] \blocks$98[0].codes[2] ;
+  wire [3:0] \blocks$98[0].codes[30] ;
+  wire [3:0] \blocks$98[0].codes[31] ;
+  wire [3:0] \blocks$98[0].codes[3] ;
+  wire [3:0] \blocks$98[0].codes[4] ;
+  wire [3:0] \blocks$98[0].codes[5] ;
+  wire [3:0] \blocks$98[0].codes[6] ;
+  wire [3:0] \blocks$98[0].codes[7] ;
+  wire [3:0] \blocks$98[0].codes[8] ;
+  wire [3:0] \blocks$98[0].codes[9] ;
+  wire [3:0] \blocks$98[0].dialect ;
+  wire [4:0] \blocks$98[0].exp ;
+  wire [136:0] \blocks$98[1] ;
+  wire [127:0] \blocks$98[1].codes ;
+  wire [3:0] \blocks$98[1].codes[0] ;
+  wire [3:0] \blocks$98[1].codes[10] ;
+  wire [3:0] \blocks$98[1].codes[11] ;
+  wire [3:0] \blocks$98[1].codes[12] ;
+  wire [3:0] \blocks$98[1].codes[13] ;
+  wire [3:0] \blocks$98[1].codes[14] ;
+  wire [3:0] \blocks$98[1].codes[15] ;
+  wire [3:0] \blocks$98[1].codes[16] ;
+  wire [3:0] \blocks$98[1].codes[17] ;
+  wire [3:0] \blocks$98[1].codes[18] ;
+  wire [3:0] \blocks$98[1].codes[19] ;
+  wire [3:0] \blocks$98[1].codes[1] ;
+  wire [3:0] \blocks$98[1].codes[20] ;
+  wire [3:0] \blocks$98[1].codes[21] ;
+  wire [3:0] \blocks$98[1].codes[22] ;
+  wire [3:0] \blocks$98[1].codes[23] ;
+  wire [3:0] \blocks$98[1].codes[24] ;
+  wire [3:0] \blocks$98[1].codes[25] ;
+  wire [3:0] \blocks$98[1].codes[26] ;
+  wire [3:0] \blocks$98[1].codes[27] ;
+  wire [3:0] \blocks$98[1].codes[28] ;
+  wire [3:0] \blocks$98[1].codes[29] ;
+  wire [3:0] \blocks$98[1].codes[2] ;
+  wire [3:0] \blocks$98[1].codes[30] ;
+  wire [3:0] \blocks$98[1].codes[31] ;
+  wire [3:0] \blocks$98[1].codes[3] ;
+  wire [3:0] \blocks$98[1].codes[4] ;
+  wire [3:0] \blocks$98[1].codes[5] ;
+  wire [3:0] \blocks$98[1].codes[6] ;
+  wire [3:0] \blocks$98[1].codes[7] ;
+  wire [3:0] \blocks$98[1].codes[8] ;
+  wire [3:0] \blocks$98[1].codes[9] ;
+  wire [3:0] \blocks$98[1].dialect ;
+  wire [4:0] \blocks$98[1].exp ;
+  wire [136:0] \blocks$98[2] ;
+  wire [127:0] \blocks$98[2].codes ;
+  wire [3:0] \blocks$98[2].codes[0] ;
+  wire [3:0] \blocks$98[2].codes[10] ;
+  wire [3:0] \blocks$98[2].codes[11] ;
+  wire [3:0] \blocks$98[2].codes[12] ;
+  wire [3:0] \blocks$98[2].codes[13] ;
+  wire [3:0] \blocks$98[2].codes[14] ;
+  wire [3:0] \blocks$98[2].codes[15] ;
+  wire [3:0] \blocks$98[2].codes[16] ;
+  wire [3:0] \blocks$98[2].codes[17] ;
+  wire [3:0] \blocks$98[2].codes[18] ;
+  wire [3:0] \blocks$98[2].codes[19] ;
+  wire [3:0] \blocks$98[2].codes[1] ;
+  wire [3:0] \blocks$98[2].codes[20] ;
+  wire [3:0] \blocks$98[2].codes[21] ;
+  wire [3:0] \blocks$98[2].codes[22] ;
+  wire [3:0] \blocks$98[2].codes[23] ;
+  wire [3:0] \blocks$98[2].codes[24] ;
+  wire [3:0] \blocks$98[2].codes[25] ;
+  wire [3:0] \blocks$98[2].codes[26] ;
+  wire [3:0] \blocks$98[2].codes[27] ;
+  wire [3:0] \blocks$98[2].codes[28] ;
+  wire [3:0] \blocks$98[2].codes[29] ;
+  wire [3:0] \blocks$98[2].codes[2] ;
+  wire [3:0] \blocks$98[2].codes[30] ;
+  wire [3:0] \blocks$98[2].codes[31] ;
+  wire [3:0] \blocks$98[2].codes[3] ;
+  wire [3:0] \blocks$98[2].codes[4] ;
+  wire [3:0] \blocks$98[2].codes[5] ;
+  wire [3:0] \blocks$98[2].codes[6] ;
+  wire [3:0] \blocks$98[2].codes[7] ;
+  wire [3:0] \blocks$98[2].codes[8] ;
+  wire [3:0] \blocks$98[2].codes[9] ;
+  wire [3:0] \blocks$98[2].dialect ;
+  wire [4:0] \blocks$98[2].exp ;
+  wire [136:0] \blocks$98[3] ;
+  wire [127:0] \blocks$98[3].codes ;
+  wire [3:0] \blocks$98[3].codes[0] ;
+  wire [3:0] \blocks$98[3].codes[10] ;
+  wire [3:0] \blocks$98[3].codes[11] ;
+  wire [3:0] \blocks$98[3].codes[12] ;
+  wire [3:0] \blocks$98[3].codes[13] ;
+  wire [3:0] \blocks$98[3].codes[14] ;
+  wire [3:0] \blocks$98[3].codes[15] ;
+  wire [3:0] \blocks$98[3].codes[16] ;
+  wire [3:0] \blocks$98[3].codes[17] ;
+  wire [3:0] \blocks$98[3].codes[18] ;
+  wire [3:0] \blocks$98[3].codes[19] ;
+  wire [3:0] \blocks$98[3].codes[1] ;
+  wire [3:0] \blocks$98[3].codes[20] ;
+  wire [3:0] \blocks$98[3].codes[21] ;
+  wire [3:0] \blocks$98[3].codes[22] ;
+  wire [3:0] \blocks$98[3].codes[23] ;
+  wire [3:0] \blocks$98[3].codes[24] ;
+  wire [3:0] \blocks$98[3].codes[25] ;
+  wire [3:0] \blocks$98[3].codes[26] ;
+  wire [3:0] \blocks$98[3].codes[27] ;
+  wire [3:0] \blocks$98[3].codes[28] ;
+  wire [3:0] \blocks$98[3].codes[29] ;
+  wire [3:0] \blocks$98[3].codes[2] ;
+  wire [3:0] \blocks$98[3].codes[30] ;
+  wire [3:0] \blocks$98[3].codes[31] ;
+  wire [3:0] \blocks$98[3].codes[3] ;
+  wire [3:0] \blocks$98[3].codes[4] ;
+  wire [3:0] \blocks$98[3].codes[5] ;
+  wire [3:0] \blocks$98[3].codes[6] ;
+  wire [3:0] \blocks$98[3].codes[7] ;
+  wire [3:0] \blocks$98[3].codes[8] ;
+  wire [3:0] \blocks$98[3].codes[9] ;
+  wire [3:0] \blocks$98[3].dialect ;
+  wire [4:0] \blocks$98[3].exp ;
   wire clear;
   wire closed;
   wire [8:0] count;
   wire dots_take;
   wire [511:0] i__payload;
-  wire [274:0] \i__payload$60 ;
-  wire [127:0] \i__payload$60.a_codes ;
-  wire [3:0] \i__payload$60.a_codes[0] ;
-  wire [3:0] \i__payload$60.a_codes[10] ;
-  wire [3:0] \i__payload$60.a_codes[11] ;
-  wire [3:0] \i__payload$60.a_codes[12] ;
-  wire [3:0] \i__payload$60.a_codes[13] ;
-  wire [3:0] \i__payload$60.a_codes[14] ;
-  wire [3:0] \i__payload$60.a_codes[15] ;
-  wire [3:0] \i__payload$60.a_codes[16] ;
-  wire [3:0] \i__payload$60.a_codes[17] ;
-  wire [3:0] \i__payload$60.a_codes[18] ;
-  wire [3:0] \i__payload$60.a_codes[19] ;
-  wire [3:0] \i__payload$60.a_codes[1] ;
-  wire [3:0] \i__payload$60.a_codes[20] ;
-  wire [3:0] \i__payload$60.a_codes[21] ;
-  wire [3:0] \i__payload$60.a_codes[22] ;
-  wire [3:0] \i__payload$60.a_codes[23] ;
-  wire [3:0] \i__payload$60.a_codes[24] ;
-  wire [3:0] \i__payload$60.a_codes[25] ;
-  wire [3:0] \i__payload$60.a_codes[26] ;
-  wire [3:0] \i__payload$60.a_codes[27] ;
-  wire [3:0] \i__payload$60.a_codes[28] ;
-  wire [3:0] \i__payload$60.a_codes[29] ;
-  wire [3:0] \i__payload$60.a_codes[2] ;
-  wire [3:0] \i__payload$60.a_codes[30] ;
-  wire [3:0] \i__payload$60.a_codes[31] ;
-  wire [3:0] \i__payload$60.a_codes[3] ;
-  wire [3:0] \i__payload$60.a_codes[4] ;
-  wire [3:0] \i__payload$60.a_codes[5] ;
-  wire [3:0] \i__payload$60.a_codes[6] ;
-  wire [3:0] \i__payload$60.a_codes[7] ;
-  wire [3:0] \i__payload$60.a_codes[8] ;
-  wire [3:0] \i__payload$60.a_codes[9] ;
-  wire [3:0] \i__payload$60.a_dialect ;
-  wire [4:0] \i__payload$60.a_exp ;
-  wire \i__payload$60.last ;
-  wire [127:0] \i__payload$60.w_codes ;
-  wire [3:0] \i__payload$60.w_codes[0] ;
-  wire [3:0] \i__payload$60.w_codes[10] ;
-  wire [3:0] \i__payload$60.w_codes[11] ;
-  wire [3:0] \i__payload$60.w_codes[12] ;
-  wire [3:0] \i__payload$60.w_codes[13] ;
-  wire [3:0] \i__payload$60.w_codes[14] ;
-  wire [3:0] \i__payload$60.w_codes[15] ;
-  wire [3:0] \i__payload$60.w_codes[16] ;
-  wire [3:0] \i__payload$60.w_codes[17] ;
-  wire [3:0] \i__payload$60.w_codes[18] ;
-  wire [3:0] \i__payload$60.w_codes[19] ;
-  wire [3:0] \i__payload$60.w_codes[1] ;
-  wire [3:0] \i__payload$60.w_codes[20] ;
-  wire [3:0] \i__payload$60.w_codes[21] ;
-  wire [3:0] \i__payload$60.w_codes[22] ;
-  wire [3:0] \i__payload$60.w_codes[23] ;
-  wire [3:0] \i__payload$60.w_codes[24] ;
-  wire [3:0] \i__payload$60.w_codes[25] ;
-  wire [3:0] \i__payload$60.w_codes[26] ;
-  wire [3:0] \i__payload$60.w_codes[27] ;
-  wire [3:0] \i__payload$60.w_codes[28] ;
-  wire [3:0] \i__payload$60.w_codes[29] ;
-  wire [3:0] \i__payload$60.w_codes[2] ;
-  wire [3:0] \i__payload$60.w_codes[30] ;
-  wire [3:0] \i__payload$60.w_codes[31] ;
-  wire [3:0] \i__payload$60.w_codes[3] ;
-  wire [3:0] \i__payload$60.w_codes[4] ;
-  wire [3:0] \i__payload$60.w_codes[5] ;
-  wire [3:0] \i__payload$60.w_codes[6] ;
-  wire [3:0] \i__payload$60.w_codes[7] ;
-  wire [3:0] \i__payload$60.w_codes[8] ;
-  wire [3:0] \i__payload$60.w_codes[9] ;
-  wire [3:0] \i__payload$60.w_dialect ;
-  wire [4:0] \i__payload$60.w_exp ;
-  wire [274:0] \i__payload$71 ;
-  wire [127:0] \i__payload$71.a_codes ;
-  wire [3:0] \i__payload$71.a_codes[0] ;
-  wire [3:0] \i__payload$71.a_codes[10] ;
-  wire [3:0] \i__payload$71.a_codes[11] ;
-  wire [3:0] \i__payload$71.a_codes[12] ;
-  wire [3:0] \i__payload$71.a_codes[13] ;
-  wire [3:0] \i__payload$71.a_codes[14] ;
-  wire [3:0] \i__payload$71.a_codes[15] ;
-  wire [3:0] \i__payload$71.a_codes[16] ;
-  wire [3:0] \i__payload$71.a_codes[17] ;
-  wire [3:0] \i__payload$71.a_codes[18] ;
-  wire [3:0] \i__payload$71.a_codes[19] ;
-  wire [3:0] \i__payload$71.a_codes[1] ;
-  wire [3:0] \i__payload$71.a_codes[20] ;
-  wire [3:0] \i__payload$71.a_codes[21] ;
-  wire [3:0] \i__payload$71.a_codes[22] ;
-  wire [3:0] \i__payload$71.a_codes[23] ;
-  wire [3:0] \i__payload$71.a_codes[24] ;
-  wire [3:0] \i__payload$71.a_codes[25] ;
-  wire [3:0] \i__payload$71.a_codes[26] ;
-  wire [3:0] \i__payload$71.a_codes[27] ;
-  wire [3:0] \i__payload$71.a_codes[28] ;
-  wire [3:0] \i__payload$71.a_codes[29] ;
-  wire [3:0] \i__payload$71.a_codes[2] ;
-  wire [3:0] \i__payload$71.a_codes[30] ;
-  wire [3:0] \i__payload$71.a_codes[31] ;
-  wire [3:0] \i__payload$71.a_codes[3] ;
-  wire [3:0] \i__payload$71.a_codes[4] ;
-  wire [3:0] \i__payload$71.a_codes[5] ;
-  wire [3:0] \i__payload$71.a_codes[6] ;
-  wire [3:0] \i__payload$71.a_codes[7] ;
-  wire [3:0] \i__payload$71.a_codes[8] ;
-  wire [3:0] \i__payload$71.a_codes[9] ;
-  wire [3:0] \i__payload$71.a_dialect ;
-  wire [4:0] \i__payload$71.a_exp ;
-  wire \i__payload$71.last ;
-  wire [127:0] \i__payload$71.w_codes ;
-  wire [3:0] \i__payload$71.w_codes[0] ;
-  wire [3:0] \i__payload$71.w_codes[10] ;
-  wire [3:0] \i__payload$71.w_codes[11] ;
-  wire [3:0] \i__payload$71.w_codes[12] ;
-  wire [3:0] \i__payload$71.w_codes[13] ;
-  wire [3:0] \i__payload$71.w_codes[14] ;
-  wire [3:0] \i__payload$71.w_codes[15] ;
-  wire [3:0] \i__payload$71.w_codes[16] ;
-  wire [3:0] \i__payload$71.w_codes[17] ;
-  wire [3:0] \i__payload$71.w_codes[18] ;
-  wire [3:0] \i__payload$71.w_codes[19] ;
-  wire [3:0] \i__payload$71.w_codes[1] ;
-  wire [3:0] \i__payload$71.w_codes[20] ;
-  wire [3:0] \i__payload$71.w_codes[21] ;
-  wire [3:0] \i__payload$71.w_codes[22] ;
-  wire [3:0] \i__payload$71.w_codes[23] ;
-  wire [3:0] \i__payload$71.w_codes[24] ;
-  wire [3:0] \i__payload$71.w_codes[25] ;
-  wire [3:0] \i__payload$71.w_codes[26] ;
-  wire [3:0] \i__payload$71.w_codes[27] ;
-  wire [3:0] \i__payload$71.w_codes[28] ;
-  wire [3:0] \i__payload$71.w_codes[29] ;
-  wire [3:0] \i__payload$71.w_codes[2] ;
-  wire [3:0] \i__payload$71.w_codes[30] ;
-  wire [3:0] \i__payload$71.w_codes[31] ;
-  wire [3:0] \i__payload$71.w_codes[3] ;
-  wire [3:0] \i__payload$71.w_codes[4] ;
-  wire [3:0] \i__payload$71.w_codes[5] ;
-  wire [3:0] \i__payload$71.w_codes[6] ;
-  wire [3:0] \i__payload$71.w_codes[7] ;
-  wire [3:0] \i__payload$71.w_codes[8] ;
-  wire [3:0] \i__payload$71.w_codes[9] ;
-  wire [3:0] \i__payload$71.w_dialect ;
-  wire [4:0] \i__payload$71.w_exp ;
-  wire [274:0] \i__payload$79 ;
-  wire [127:0] \i__payload$79.a_codes ;
-  wire [3:0] \i__payload$79.a_codes[0] ;
-  wire [3:0] \i__payload$79.a_codes[10] ;
-  wire [3:0] \i__payload$79.a_codes[11] ;
-  wire [3:0] \i__payload$79.a_codes[12] ;
-  wire [3:0] \i__payload$79.a_codes[13] ;
-  wire [3:0] \i__payload$79.a_codes[14] ;
-  wire [3:0] \i__payload$79.a_codes[15] ;
-  wire [3:0] \i__payload$79.a_codes[16] ;
-  wire [3:0] \i__payload$79.a_codes[17] ;
-  wire [3:0] \i__payload$79.a_codes[18] ;
-  wire [3:0] \i__payload$79.a_codes[19] ;
-  wire [3:0] \i__payload$79.a_codes[1] ;
-  wire [3:0] \i__payload$79.a_codes[20] ;
-  wire [3:0] \i__payload$79.a_codes[21] ;
-  wire [3:0] \i__payload$79.a_codes[22] ;
-  wire [3:0] \i__payload$79.a_codes[23] ;
-  wire [3:0] \i__payload$79.a_codes[24] ;
-  wire [3:0] \i__payload$79.a_codes[25] ;
-  wire [3:0] \i__payload$79.a_codes[26] ;
-  wire [3:0] \i__payload$79.a_codes[27] ;
-  wire [3:0] \i__payload$79.a_codes[28] ;
-  wire [3:0] \i__payload$79.a_codes[29] ;
-  wire [3:0] \i__payload$79.a_codes[2] ;
-  wire [3:0] \i__payload$79.a_codes[30] ;
-  wire [3:0] \i__payload$79.a_codes[31] ;
-  wire [3:0] \i__payload$79.a_codes[3] ;
-  wire [3:0] \i__payload$79.a_codes[4] ;
-  wire [3:0] \i__payload$79.a_codes[5] ;
-  wire [3:0] \i__payload$79.a_codes[6] ;
-  wire [3:0] \i__payload$79.a_codes[7] ;
-  wire [3:0] \i__payload$79.a_codes[8] ;
-  wire [3:0] \i__payload$79.a_codes[9] ;
-  wire [3:0] \i__payload$79.a_dialect ;
-  wire [4:0] \i__payload$79.a_exp ;
-  wire \i__payload$79.last ;
-  wire [127:0] \i__payload$79.w_codes ;
-  wire [3:0] \i__payload$79.w_codes[0] ;
-  wire [3:0] \i__payload$79.w_codes[10] ;
-  wire [3:0] \i__payload$79.w_codes[11] ;
-  wire [3:0] \i__payload$79.w_codes[12] ;
-  wire [3:0] \i__payload$79.w_codes[13] ;
-  wire [3:0] \i__payload$79.w_codes[14] ;
-  wire [3:0] \i__payload$79.w_codes[15] ;
-  wire [3:0] \i__payload$79.w_codes[16] ;
-  wire [3:0] \i__payload$79.w_codes[17] ;
-  wire [3:0] \i__payload$79.w_codes[18] ;
-  wire [3:0] \i__payload$79.w_codes[19] ;
-  wire [3:0] \i__payload$79.w_codes[1] ;
-  wire [3:0] \i__payload$79.w_codes[20] ;
-  wire [3:0] \i__payload$79.w_codes[21] ;
-  wire [3:0] \i__payload$79.w_codes[22] ;
-  wire [3:0] \i__payload$79.w_codes[23] ;
-  wire [3:0] \i__payload$79.w_codes[24] ;
-  wire [3:0] \i__payload$79.w_codes[25] ;
-  wire [3:0] \i__payload$79.w_codes[26] ;
-  wire [3:0] \i__payload$79.w_codes[27] ;
-  wire [3:0] \i__payload$79.w_codes[28] ;
-  wire [3:0] \i__payload$79.w_codes[29] ;
-  wire [3:0] \i__payload$79.w_codes[2] ;
-  wire [3:0] \i__payload$79.w_codes[30] ;
-  wire [3:0] \i__payload$79.w_codes[31] ;
-  wire [3:0] \i__payload$79.w_codes[3] ;
-  wire [3:0] \i__payload$79.w_codes[4] ;
-  wire [3:0] \i__payload$79.w_codes[5] ;
-  wire [3:0] \i__payload$79.w_codes[6] ;
-  wire [3:0] \i__payload$79.w_codes[7] ;
-  wire [3:0] \i__payload$79.w_codes[8] ;
-  wire [3:0] \i__payload$79.w_codes[9] ;
-  wire [3:0] \i__payload$79.w_dialect ;
-  wire [4:0] \i__payload$79.w_exp ;
-  wire [274:0] \i__payload$87 ;
-  wire [127:0] \i__payload$87.a_codes ;
-  wire [3:0] \i__payload$87.a_codes[0] ;
-  wire [3:0] \i__payload$87.a_codes[10] ;
-  wire [3:0] \i__payload$87.a_codes[11] ;
-  wire [3:0] \i__payload$87.a_codes[12] ;
-  wire [3:0] \i__payload$87.a_codes[13] ;
-  wire [3:0] \i__payload$87.a_codes[14] ;
-  wire [3:0] \i__payload$87.a_codes[15] ;
-  wire [3:0] \i__payload$87.a_codes[16] ;
-  wire [3:0] \i__payload$87.a_codes[17] ;
-  wire [3:0] \i__payload$87.a_codes[18] ;
-  wire [3:0] \i__payload$87.a_codes[19] ;
-  wire [3:0] \i__payload$87.a_codes[1] ;
-  wire [3:0] \i__payload$87.a_codes[20] ;
-  wire [3:0] \i__payload$87.a_codes[21] ;
-  wire [3:0] \i__payload$87.a_codes[22] ;
-  wire [3:0] \i__payload$87.a_codes[23] ;
-  wire [3:0] \i__payload$87.a_codes[24] ;
-  wire [3:0] \i__payload$87.a_codes[25] ;
-  wire [3:0] \i__payload$87.a_codes[26] ;
-  wire [3:0] \i__payload$87.a_codes[27] ;
-  wire [3:0] \i__payload$87.a_codes[28] ;
-  wire [3:0] \i__payload$87.a_codes[29] ;
-  wire [3:0] \i__payload$87.a_codes[2] ;
-  wire [3:0] \i__payload$87.a_codes[30] ;
-  wire [3:0] \i__payload$87.a_codes[31] ;
-  wire [3:0] \i__payload$87.a_codes[3] ;
-  wire [3:0] \i__payload$87.a_codes[4] ;
-  wire [3:0] \i__payload$87.a_codes[5] ;
-  wire [3:0] \i__payload$87.a_codes[6] ;
-  wire [3:0] \i__payload$87.a_codes[7] ;
-  wire [3:0] \i__payload$87.a_codes[8] ;
-  wire [3:0] \i__payload$87.a_codes[9] ;
-  wire [3:0] \i__payload$87.a_dialect ;
-  wire [4:0] \i__payload$87.a_exp ;
-  wire \i__payload$87.last ;
-  wire [127:0] \i__payload$87.w_codes ;
-  wire [3:0] \i__payload$87.w_codes[0] ;
-  wire [3:0] \i__payload$87.w_codes[10] ;
-  wire [3:0] \i__payload$87.w_codes[11] ;
-  wire [3:0] \i__payload$87.w_codes[12] ;
-  wire [3:0] \i__payload$87.w_codes[13] ;
-  wire [3:0] \i__payload$87.w_codes[14] ;
-  wire [3:0] \i__payload$87.w_codes[15] ;
-  wire [3:0] \i__payload$87.w_codes[16] ;
-  wire [3:0] \i__payload$87.w_codes[17] ;
-  wire [3:0] \i__payload$87.w_codes[18] ;
-  wire [3:0] \i__payload$87.w_codes[19] ;
-  wire [3:0] \i__payload$87.w_codes[1] ;
-  wire [3:0] \i__payload$87.w_codes[20] ;
-  wire [3:0] \i__payload$87.w_codes[21] ;
-  wire [3:0] \i__payload$87.w_codes[22] ;
-  wire [3:0] \i__payload$87.w_codes[23] ;
-  wire [3:0] \i__payload$87.w_codes[24] ;
-  wire [3:0] \i__payload$87.w_codes[25] ;
-  wire [3:0] \i__payload$87.w_codes[26] ;
-  wire [3:0] \i__payload$87.w_codes[27] ;
-  wire [3:0] \i__payload$87.w_codes[28] ;
-  wire [3:0] \i__payload$87.w_codes[29] ;
-  wire [3:0] \i__payload$87.w_codes[2] ;
-  wire [3:0] \i__payload$87.w_codes[30] ;
-  wire [3:0] \i__payload$87.w_codes[31] ;
-  wire [3:0] \i__payload$87.w_codes[3] ;
-  wire [3:0] \i__payload$87.w_codes[4] ;
-  wire [3:0] \i__payload$87.w_codes[5] ;
-  wire [3:0] \i__payload$87.w_codes[6] ;
-  wire [3:0] \i__payload$87.w_codes[7] ;
-  wire [3:0] \i__payload$87.w_codes[8] ;
-  wire [3:0] \i__payload$87.w_codes[9] ;
-  wire [3:0] \i__payload$87.w_dialect ;
-  wire [4:0] \i__payload$87.w_exp ;
+  wire [274:0] \i__payload$61 ;
+  wire [127:0] \i__payload$61.a_codes ;
+  wire [3:0] \i__payload$61.a_codes[0] ;
+  wire [3:0] \i__payload$61.a_codes[10] ;
+  wire [3:0] \i__payload$61.a_codes[11] ;
+  wire [3:0] \i__payload$61.a_codes[12] ;
+  wire [3:0] \i__payload$61.a_codes[13] ;
+  wire [3:0] \i__payload$61.a_codes[14] ;
+  wire [3:0] \i__payload$61.a_codes[15] ;
+  wire [3:0] \i__payload$61.a_codes[16] ;
+  wire [3:0] \i__payload$61.a_codes[17] ;
+  wire [3:0] \i__payload$61.a_codes[18] ;
+  wire [3:0] \i__payload$61.a_codes[19] ;
+  wire [3:0] \i__payload$61.a_codes[1] ;
+  wire [3:0] \i__payload$61.a_codes[20] ;
+  wire [3:0] \i__payload$61.a_codes[21] ;
+  wire [3:0] \i__payload$61.a_codes[22] ;
+  wire [3:0] \i__payload$61.a_codes[23] ;
+  wire [3:0] \i__payload$61.a_codes[24] ;
+  wire [3:0] \i__payload$61.a_codes[25] ;
+  wire [3:0] \i__payload$61.a_codes[26] ;
+  wire [3:0] \i__payload$61.a_codes[27] ;
+  wire [3:0] \i__payload$61.a_codes[28] ;
+  wire [3:0] \i__payload$61.a_codes[29] ;
+  wire [3:0] \i__payload$61.a_codes[2] ;
+  wire [3:0] \i__payload$61.a_codes[30] ;
+  wire [3:0] \i__payload$61.a_codes[31] ;
+  wire [3:0] \i__payload$61.a_codes[3] ;
+  wire [3:0] \i__payload$61.a_codes[4] ;
+  wire [3:0] \i__payload$61.a_codes[5] ;
+  wire [3:0] \i__payload$61.a_codes[6] ;
+  wire [3:0] \i__payload$61.a_codes[7] ;
+  wire [3:0] \i__payload$61.a_codes[8] ;
+  wire [3:0] \i__payload$61.a_codes[9] ;
+  wire [3:0] \i__payload$61.a_dialect ;
+  wire [4:0] \i__payload$61.a_exp ;
+  wire \i__payload$61.last ;
+  wire [127:0] \i__payload$61.w_codes ;
+  wire [3:0] \i__payload$61.w_codes[0] ;
+  wire [3:0] \i__payload$61.w_codes[10] ;
+  wire [3:0] \i__payload$61.w_codes[11] ;
+  wire [3:0] \i__payload$61.w_codes[12] ;
+  wire [3:0] \i__payload$61.w_codes[13] ;
+  wire [3:0] \i__payload$61.w_codes[14] ;
+  wire [3:0] \i__payload$61.w_codes[15] ;
+  wire [3:0] \i__payload$61.w_codes[16] ;
+  wire [3:0] \i__payload$61.w_codes[17] ;
+  wire [3:0] \i__payload$61.w_codes[18] ;
+  wire [3:0] \i__payload$61.w_codes[19] ;
+  wire [3:0] \i__payload$61.w_codes[1] ;
+  wire [3:0] \i__payload$61.w_codes[20] ;
+  wire [3:0] \i__payload$61.w_codes[21] ;
+  wire [3:0] \i__payload$61.w_codes[22] ;
+  wire [3:0] \i__payload$61.w_codes[23] ;
+  wire [3:0] \i__payload$61.w_codes[24] ;
+  wire [3:0] \i__payload$61.w_codes[25] ;
+  wire [3:0] \i__payload$61.w_codes[26] ;
+  wire [3:0] \i__payload$61.w_codes[27] ;
+  wire [3:0] \i__payload$61.w_codes[28] ;
+  wire [3:0] \i__payload$61.w_codes[29] ;
+  wire [3:0] \i__payload$61.w_codes[2] ;
+  wire [3:0] \i__payload$61.w_codes[30] ;
+  wire [3:0] \i__payload$61.w_codes[31] ;
+  wire [3:0] \i__payload$61.w_codes[3] ;
+  wire [3:0] \i__payload$61.w_codes[4] ;
+  wire [3:0] \i__payload$61.w_codes[5] ;
+  wire [3:0] \i__payload$61.w_codes[6] ;
+  wire [3:0] \i__payload$61.w_codes[7] ;
+  wire [3:0] \i__payload$61.w_codes[8] ;
+  wire [3:0] \i__payload$61.w_codes[9] ;
+  wire [3:0] \i__payload$61.w_dialect ;
+  wire [4:0] \i__payload$61.w_exp ;
+  wire [274:0] \i__payload$72 ;
+  wire [127:0] \i__payload$72.a_codes ;
+  wire [3:0] \i__payload$72.a_codes[0] ;
+  wire [3:0] \i__payload$72.a_codes[10] ;
+  wire [3:0] \i__payload$72.a_codes[11] ;
+  wire [3:0] \i__payload$72.a_codes[12] ;
+  wire [3:0] \i__payload$72.a_codes[13] ;
+  wire [3:0] \i__payload$72.a_codes[14] ;
+  wire [3:0] \i__payload$72.a_codes[15] ;
+  wire [3:0] \i__payload$72.a_codes[16] ;
+  wire [3:0] \i__payload$72.a_codes[17] ;
+  wire [3:0] \i__payload$72.a_codes[18] ;
+  wire [3:0] \i__payload$72.a_codes[19] ;
+  wire [3:0] \i__payload$72.a_codes[1] ;
+  wire [3:0] \i__payload$72.a_codes[20] ;
+  wire [3:0] \i__payload$72.a_codes[21] ;
+  wire [3:0] \i__payload$72.a_codes[22] ;
+  wire [3:0] \i__payload$72.a_codes[23] ;
+  wire [3:0] \i__payload$72.a_codes[24] ;
+  wire [3:0] \i__payload$72.a_codes[25] ;
+  wire [3:0] \i__payload$72.a_codes[26] ;
+  wire [3:0] \i__payload$72.a_codes[27] ;
+  wire [3:0] \i__payload$72.a_codes[28] ;
+  wire [3:0] \i__payload$72.a_codes[29] ;
+  wire [3:0] \i__payload$72.a_codes[2] ;
+  wire [3:0] \i__payload$72.a_codes[30] ;
+  wire [3:0] \i__payload$72.a_codes[31] ;
+  wire [3:0] \i__payload$72.a_codes[3] ;
+  wire [3:0] \i__payload$72.a_codes[4] ;
+  wire [3:0] \i__payload$72.a_codes[5] ;
+  wire [3:0] \i__payload$72.a_codes[6] ;
+  wire [3:0] \i__payload$72.a_codes[7] ;
+  wire [3:0] \i__payload$72.a_codes[8] ;
+  wire [3:0] \i__payload$72.a_codes[9] ;
+  wire [3:0] \i__payload$72.a_dialect ;
+  wire [4:0] \i__payload$72.a_exp ;
+  wire \i__payload$72.last ;
+  wire [127:0] \i__payload$72.w_codes ;
+  wire [3:0] \i__payload$72.w_codes[0] ;
+  wire [3:0] \i__payload$72.w_codes[10] ;
+  wire [3:0] \i__payload$72.w_codes[11] ;
+  wire [3:0] \i__payload$72.w_codes[12] ;
+  wire [3:0] \i__payload$72.w_codes[13] ;
+  wire [3:0] \i__payload$72.w_codes[14] ;
+  wire [3:0] \i__payload$72.w_codes[15] ;
+  wire [3:0] \i__payload$72.w_codes[16] ;
+  wire [3:0] \i__payload$72.w_codes[17] ;
+  wire [3:0] \i__payload$72.w_codes[18] ;
+  wire [3:0] \i__payload$72.w_codes[19] ;
+  wire [3:0] \i__payload$72.w_codes[1] ;
+  wire [3:0] \i__payload$72.w_codes[20] ;
+  wire [3:0] \i__payload$72.w_codes[21] ;
+  wire [3:0] \i__payload$72.w_codes[22] ;
+  wire [3:0] \i__payload$72.w_codes[23] ;
+  wire [3:0] \i__payload$72.w_codes[24] ;
+  wire [3:0] \i__payload$72.w_codes[25] ;
+  wire [3:0] \i__payload$72.w_codes[26] ;
+  wire [3:0] \i__payload$72.w_codes[27] ;
+  wire [3:0] \i__payload$72.w_codes[28] ;
+  wire [3:0] \i__payload$72.w_codes[29] ;
+  wire [3:0] \i__payload$72.w_codes[2] ;
+  wire [3:0] \i__payload$72.w_codes[30] ;
+  wire [3:0] \i__payload$72.w_codes[31] ;
+  wire [3:0] \i__payload$72.w_codes[3] ;
+  wire [3:0] \i__payload$72.w_codes[4] ;
+  wire [3:0] \i__payload$72.w_codes[5] ;
+  wire [3:0] \i__payload$72.w_codes[6] ;
+  wire [3:0] \i__payload$72.w_codes[7] ;
+  wire [3:0] \i__payload$72.w_codes[8] ;
+  wire [3:0] \i__payload$72.w_codes[9] ;
+  wire [3:0] \i__payload$72.w_dialect ;
+  wire [4:0] \i__payload$72.w_exp ;
+  wire [274:0] \i__payload$80 ;
+  wire [127:0] \i__payload$80.a_codes ;
+  wire [3:0] \i__payload$80.a_codes[0] ;
+  wire [3:0] \i__payload$80.a_codes[10] ;
+  wire [3:0] \i__payload$80.a_codes[11] ;
+  wire [3:0] \i__payload$80.a_codes[12] ;
+  wire [3:0] \i__payload$80.a_codes[13] ;
+  wire [3:0] \i__payload$80.a_codes[14] ;
+  wire [3:0] \i__payload$80.a_codes[15] ;
+  wire [3:0] \i__payload$80.a_codes[16] ;
+  wire [3:0] \i__payload$80.a_codes[17] ;
+  wire [3:0] \i__payload$80.a_codes[18] ;
+  wire [3:0] \i__payload$80.a_codes[19] ;
+  wire [3:0] \i__payload$80.a_codes[1] ;
+  wire [3:0] \i__payload$80.a_codes[20] ;
+  wire [3:0] \i__payload$80.a_codes[21] ;
+  wire [3:0] \i__payload$80.a_codes[22] ;
+  wire [3:0] \i__payload$80.a_codes[23] ;
+  wire [3:0] \i__payload$80.a_codes[24] ;
+  wire [3:0] \i__payload$80.a_codes[25] ;
+  wire [3:0] \i__payload$80.a_codes[26] ;
+  wire [3:0] \i__payload$80.a_codes[27] ;
+  wire [3:0] \i__payload$80.a_codes[28] ;
+  wire [3:0] \i__payload$80.a_codes[29] ;
+  wire [3:0] \i__payload$80.a_codes[2] ;
+  wire [3:0] \i__payload$80.a_codes[30] ;
+  wire [3:0] \i__payload$80.a_codes[31] ;
+  wire [3:0] \i__payload$80.a_codes[3] ;
+  wire [3:0] \i__payload$80.a_codes[4] ;
+  wire [3:0] \i__payload$80.a_codes[5] ;
+  wire [3:0] \i__payload$80.a_codes[6] ;
+  wire [3:0] \i__payload$80.a_codes[7] ;
+  wire [3:0] \i__payload$80.a_codes[8] ;
+  wire [3:0] \i__payload$80.a_codes[9] ;
+  wire [3:0] \i__payload$80.a_dialect ;
+  wire [4:0] \i__payload$80.a_exp ;
+  wire \i__payload$80.last ;
+  wire [127:0] \i__payload$80.w_codes ;
+  wire [3:0] \i__payload$80.w_codes[0] ;
+  wire [3:0] \i__payload$80.w_codes[10] ;
+  wire [3:0] \i__payload$80.w_codes[11] ;
+  wire [3:0] \i__payload$80.w_codes[12] ;
+  wire [3:0] \i__payload$80.w_codes[13] ;
+  wire [3:0] \i__payload$80.w_codes[14] ;
+  wire [3:0] \i__payload$80.w_codes[15] ;
+  wire [3:0] \i__payload$80.w_codes[16] ;
+  wire [3:0] \i__payload$80.w_codes[17] ;
+  wire [3:0] \i__payload$80.w_codes[18] ;
+  wire [3:0] \i__payload$80.w_codes[19] ;
+  wire [3:0] \i__payload$80.w_codes[1] ;
+  wire [3:0] \i__payload$80.w_codes[20] ;
+  wire [3:0] \i__payload$80.w_codes[21] ;
+  wire [3:0] \i__payload$80.w_codes[22] ;
+  wire [3:0] \i__payload$80.w_codes[23] ;
+  wire [3:0] \i__payload$80.w_codes[24] ;
+  wire [3:0] \i__payload$80.w_codes[25] ;
+  wire [3:0] \i__payload$80.w_codes[26] ;
+  wire [3:0] \i__payload$80.w_codes[27] ;
+  wire [3:0] \i__payload$80.w_codes[28] ;
+  wire [3:0] \i__payload$80.w_codes[29] ;
+  wire [3:0] \i__payload$80.w_codes[2] ;
+  wire [3:0] \i__payload$80.w_codes[30] ;
+  wire [3:0] \i__payload$80.w_codes[31] ;
+  wire [3:0] \i__payload$80.w_codes[3] ;
+  wire [3:0] \i__payload$80.w_codes[4] ;
+  wire [3:0] \i__payload$80.w_codes[5] ;
+  wire [3:0] \i__payload$80.w_codes[6] ;
+  wire [3:0] \i__payload$80.w_codes[7] ;
+  wire [3:0] \i__payload$80.w_codes[8] ;
+  wire [3:0] \i__payload$80.w_codes[9] ;
+  wire [3:0] \i__payload$80.w_dialect ;
+  wire [4:0] \i__payload$80.w_exp ;
+  wire [274:0] \i__payload$88 ;
+  wire [127:0] \i__payload$88.a_codes ;
+  wire [3:0] \i__payload$88.a_codes[0] ;
+  wire [3:0] \i__payload$88.a_codes[10] ;
+  wire [3:0] \i__payload$88.a_codes[11] ;
+  wire [3:0] \i__payload$88.a_codes[12] ;
+  wire [3:0] \i__payload$88.a_codes[13] ;
+  wire [3:0] \i__payload$88.a_codes[14] ;
+  wire [3:0] \i__payload$88.a_codes[15] ;
+  wire [3:0] \i__payload$88.a_codes[16] ;
+  wire [3:0] \i__payload$88.a_codes[17] ;
+  wire [3:0] \i__payload$88.a_codes[18] ;
+  wire [3:0] \i__payload$88.a_codes[19] ;
+  wire [3:0] \i__payload$88.a_codes[1] ;
+  wire [3:0] \i__payload$88.a_codes[20] ;
+  wire [3:0] \i__payload$88.a_codes[21] ;
+  wire [3:0] \i__payload$88.a_codes[22] ;
+  wire [3:0] \i__payload$88.a_codes[23] ;
+  wire [3:0] \i__payload$88.a_codes[24] ;
+  wire [3:0] \i__payload$88.a_codes[25] ;
+  wire [3:0] \i__payload$88.a_codes[26] ;
+  wire [3:0] \i__payload$88.a_codes[27] ;
+  wire [3:0] \i__payload$88.a_codes[28] ;
+  wire [3:0] \i__payload$88.a_codes[29] ;
+  wire [3:0] \i__payload$88.a_codes[2] ;
+  wire [3:0] \i__payload$88.a_codes[30] ;
+  wire [3:0] \i__payload$88.a_codes[31] ;
+  wire [3:0] \i__payload$88.a_codes[3] ;
+  wire [3:0] \i__payload$88.a_codes[4] ;
+  wire [3:0] \i__payload$88.a_codes[5] ;
+  wire [3:0] \i__payload$88.a_codes[6] ;
+  wire [3:0] \i__payload$88.a_codes[7] ;
+  wire [3:0] \i__payload$88.a_codes[8] ;
+  wire [3:0] \i__payload$88.a_codes[9] ;
+  wire [3:0] \i__payload$88.a_dialect ;
+  wire [4:0] \i__payload$88.a_exp ;
+  wire \i__payload$88.last ;
+  wire [127:0] \i__payload$88.w_codes ;
+  wire [3:0] \i__payload$88.w_codes[0] ;
+  wire [3:0] \i__payload$88.w_codes[10] ;
+  wire [3:0] \i__payload$88.w_codes[11] ;
+  wire [3:0] \i__payload$88.w_codes[12] ;
+  wire [3:0] \i__payload$88.w_codes[13] ;
+  wire [3:0] \i__payload$88.w_codes[14] ;
+  wire [3:0] \i__payload$88.w_codes[15] ;
+  wire [3:0] \i__payload$88.w_codes[16] ;
+  wire [3:0] \i__payload$88.w_codes[17] ;
+  wire [3:0] \i__payload$88.w_codes[18] ;
+  wire [3:0] \i__payload$88.w_codes[19] ;
+  wire [3:0] \i__payload$88.w_codes[1] ;
+  wire [3:0] \i__payload$88.w_codes[20] ;
+  wire [3:0] \i__payload$88.w_codes[21] ;
+  wire [3:0] \i__payload$88.w_codes[22] ;
+  wire [3:0] \i__payload$88.w_codes[23] ;
+  wire [3:0] \i__payload$88.w_codes[24] ;
+  wire [3:0] \i__payload$88.w_codes[25] ;
+  wire [3:0] \i__payload$88.w_codes[26] ;
+  wire [3:0] \i__payload$88.w_codes[27] ;
+  wire [3:0] \i__payload$88.w_codes[28] ;
+  wire [3:0] \i__payload$88.w_codes[29] ;
+  wire [3:0] \i__payload$88.w_codes[2] ;
+  wire [3:0] \i__payload$88.w_codes[30] ;
+  wire [3:0] \i__payload$88.w_codes[31] ;
+  wire [3:0] \i__payload$88.w_codes[3] ;
+  wire [3:0] \i__payload$88.w_codes[4] ;
+  wire [3:0] \i__payload$88.w_codes[5] ;
+  wire [3:0] \i__payload$88.w_codes[6] ;
+  wire [3:0] \i__payload$88.w_codes[7] ;
+  wire [3:0] \i__payload$88.w_codes[8] ;
+  wire [3:0] \i__payload$88.w_codes[9] ;
+  wire [3:0] \i__payload$88.w_dialect ;
+  wire [4:0] \i__payload$88.w_exp ;
   wire [511:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
   wire [15:0] \i__payload.data[10] ;
@@ -655,10 +697,10 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire \i__ready$39 ;
   wire \i__ready$40 ;
   wire i__valid;
-  wire \i__valid$59 ;
-  wire \i__valid$70 ;
-  wire \i__valid$78 ;
-  wire \i__valid$86 ;
+  wire \i__valid$60 ;
+  wire \i__valid$71 ;
+  wire \i__valid$79 ;
+  wire \i__valid$87 ;
   wire invalid;
   wire last;
   wire \last$46 ;
@@ -680,23 +722,24 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire meta__ready;
   wire meta__valid;
   wire mismatch;
+  wire [7:0] next_addr;
   wire [137:0] o__payload;
-  wire [31:0] \o__payload$65 ;
-  wire [31:0] \o__payload$65.result ;
-  wire [31:0] \o__payload$73 ;
-  wire [31:0] \o__payload$73.result ;
-  wire [31:0] \o__payload$81 ;
-  wire [31:0] \o__payload$81.result ;
-  wire [31:0] \o__payload$89 ;
-  wire [31:0] \o__payload$89.result ;
-  wire [130:0] \o__payload$95 ;
-  wire [127:0] \o__payload$95.data ;
-  wire [31:0] \o__payload$95.data[0] ;
-  wire [31:0] \o__payload$95.data[1] ;
-  wire [31:0] \o__payload$95.data[2] ;
-  wire [31:0] \o__payload$95.data[3] ;
-  wire \o__payload$95.last ;
-  wire [1:0] \o__payload$95.user ;
+  wire [31:0] \o__payload$66 ;
+  wire [31:0] \o__payload$66.result ;
+  wire [31:0] \o__payload$74 ;
+  wire [31:0] \o__payload$74.result ;
+  wire [31:0] \o__payload$82 ;
+  wire [31:0] \o__payload$82.result ;
+  wire [31:0] \o__payload$90 ;
+  wire [31:0] \o__payload$90.result ;
+  wire [130:0] \o__payload$96 ;
+  wire [127:0] \o__payload$96.data ;
+  wire [31:0] \o__payload$96.data[0] ;
+  wire [31:0] \o__payload$96.data[1] ;
+  wire [31:0] \o__payload$96.data[2] ;
+  wire [31:0] \o__payload$96.data[3] ;
+  wire \o__payload$96.last ;
+  wire [1:0] \o__payload$96.user ;
   wire [127:0] \o__payload.codes ;
   wire [3:0] \o__payload.codes[0] ;
   wire [3:0] \o__payload.codes[10] ;
@@ -734,17 +777,17 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire [4:0] \o__payload.exp ;
   wire \o__payload.invalid ;
   wire o__ready;
-  wire \o__ready$66 ;
-  wire \o__ready$74 ;
-  wire \o__ready$82 ;
-  wire \o__ready$90 ;
-  wire \o__ready$96 ;
+  wire \o__ready$67 ;
+  wire \o__ready$75 ;
+  wire \o__ready$83 ;
+  wire \o__ready$91 ;
+  wire \o__ready$97 ;
   wire o__valid;
-  wire \o__valid$69 ;
-  wire \o__valid$77 ;
-  wire \o__valid$85 ;
-  wire \o__valid$93 ;
+  wire \o__valid$70 ;
+  wire \o__valid$78 ;
+  wire \o__valid$86 ;
   wire \o__valid$94 ;
+  wire \o__valid$95 ;
   wire overflow;
   wire \overflow$50 ;
   wire [7:0] r_addr;
@@ -880,31 +923,39 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \$6  = \$5  & meta__ready;
   assign s_axis_w_tready = \$6  & \$7 ;
   assign w_take = s_axis_w_tvalid & s_axis_w_tready;
-  assign \$8  = s_axis_w_tvalid & s_axis_w_tlast;
-  assign \$9  = \$8  & loaded;
-  assign \$10  = \$9  & a_load;
-  assign meta__valid = \$10  & \$11 ;
-  assign \$12  = w_take & s_axis_w_tlast;
-  assign clear = \$12  & s_axis_w_tuser;
-  assign \$13  = & { \i__ready$40 , \i__ready$39 , \i__ready$38  };
-  assign \i__valid$59  = a_valid & \$13 ;
-  assign \$14  = & { \i__ready$40 , \i__ready$39 , \i__ready$37  };
-  assign \i__valid$70  = a_valid & \$14 ;
-  assign \$15  = & { \i__ready$40 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$78  = a_valid & \$15 ;
-  assign \$16  = & { \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$86  = a_valid & \$16 ;
+  assign \$8  = ~ s_axis_w_tlast;
+  assign \$9  = loaded & \$8 ;
+  assign \$10  = addr + 1'h1;
+  assign \$11  = \$9  ? \$10  : 9'h000;
+  assign \$12  = ~ loaded;
+  assign r_en = w_take | \$12 ;
+  assign \$13  = s_axis_w_tvalid & s_axis_w_tlast;
+  assign \$14  = \$13  & loaded;
+  assign \$15  = \$14  & a_load;
+  assign meta__valid = \$15  & \$16 ;
+  assign \$17  = w_take & s_axis_w_tlast;
+  assign clear = \$17  & s_axis_w_tuser;
+  assign \$18  = & { \i__ready$40 , \i__ready$39 , \i__ready$38  };
+  assign \i__valid$60  = a_valid & \$18 ;
+  assign \$19  = & { \i__ready$40 , \i__ready$39 , \i__ready$37  };
+  assign \i__valid$71  = a_valid & \$19 ;
+  assign \$20  = & { \i__ready$40 , \i__ready$38 , \i__ready$37  };
+  assign \i__valid$79  = a_valid & \$20 ;
+  assign \$21  = & { \i__ready$39 , \i__ready$38 , \i__ready$37  };
+  assign \i__valid$87  = a_valid & \$21 ;
   always @(posedge aclk)
-    a_valid <= \$17 ;
+    a_valid <= \$22 ;
   always @(posedge aclk)
-    a_blocks <= \$18 ;
+    a_blocks <= \$23 ;
   always @(posedge aclk)
-    a_last <= \$19 ;
+    a_activation <= \$24 ;
+  always @(posedge aclk)
+    a_last <= \$25 ;
   \bd_linear_fast_b32_n4.buffer  buffer (
     .aclk(aclk),
     .r_data(r_data),
-    .rd__addr(r_addr),
-    .rd__en(w_take),
+    .rd__addr(\$11 [7:0]),
+    .rd__en(r_en),
     .rst(rst),
     .wr__addr(w_addr),
     .wr__data(w_data),
@@ -913,7 +964,7 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   \bd_linear_fast_b32_n4.collector  collector (
     .aclk(aclk),
     .meta__ready(meta__ready),
-    .o__payload(\o__payload$95 ),
+    .o__payload(\o__payload$96 ),
     .o__ready(m_axis_y_tready),
     .o__valid(m_axis_y_tvalid),
     .results__0__payload(results__0__payload),
@@ -925,53 +976,53 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
     .results__3__payload(results__3__payload),
     .results__3__valid(results__3__valid),
     .rst(rst),
-    .take(\o__ready$66 ),
+    .take(\o__ready$67 ),
     .w_data(meta__payload),
     .w_en(meta__valid)
   );
   \bd_linear_fast_b32_n4.dot0  dot0 (
     .aclk(aclk),
-    .i__payload(\i__payload$60 ),
-    .\i__ready$9 (\i__ready$37 ),
-    .\i__valid$106 (\i__valid$59 ),
-    .\o__payload$99 (results__0__payload),
-    .\o__ready$101 (\o__ready$66 ),
-    .\o__valid$103 (results__0__valid),
+    .i__payload(\i__payload$61 ),
+    .\i__ready$10 (\i__ready$37 ),
+    .\i__valid$107 (\i__valid$60 ),
+    .\o__payload$100 (results__0__payload),
+    .\o__ready$102 (\o__ready$67 ),
+    .\o__valid$104 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot1  dot1 (
     .aclk(aclk),
-    .i__payload(\i__payload$71 ),
-    .\i__ready$9 (\i__ready$38 ),
-    .\i__valid$106 (\i__valid$70 ),
-    .\o__payload$99 (results__1__payload),
-    .\o__ready$101 (\o__ready$66 ),
-    .\o__valid$103 (results__1__valid),
+    .i__payload(\i__payload$72 ),
+    .\i__ready$10 (\i__ready$38 ),
+    .\i__valid$107 (\i__valid$71 ),
+    .\o__payload$100 (results__1__payload),
+    .\o__ready$102 (\o__ready$67 ),
+    .\o__valid$104 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot2  dot2 (
     .aclk(aclk),
-    .i__payload(\i__payload$79 ),
-    .\i__ready$9 (\i__ready$39 ),
-    .\i__valid$106 (\i__valid$78 ),
-    .\o__payload$99 (results__2__payload),
-    .\o__ready$101 (\o__ready$66 ),
-    .\o__valid$103 (results__2__valid),
+    .i__payload(\i__payload$80 ),
+    .\i__ready$10 (\i__ready$39 ),
+    .\i__valid$107 (\i__valid$79 ),
+    .\o__payload$100 (results__2__payload),
+    .\o__ready$102 (\o__ready$67 ),
+    .\o__valid$104 (results__2__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot3  dot3 (
     .aclk(aclk),
-    .i__payload(\i__payload$87 ),
-    .\i__ready$9 (\i__ready$40 ),
-    .\i__valid$106 (\i__valid$86 ),
-    .\o__payload$99 (results__3__payload),
-    .\o__ready$101 (\o__ready$66 ),
-    .\o__valid$103 (results__3__valid),
+    .i__payload(\i__payload$88 ),
+    .\i__ready$10 (\i__ready$40 ),
+    .\i__valid$107 (\i__valid$87 ),
+    .\o__payload$100 (results__3__payload),
+    .\o__ready$102 (\o__ready$67 ),
+    .\o__valid$104 (results__3__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.group  group (
     .aclk(aclk),
-    .addr(r_addr),
+    .addr(addr),
     .blocks(blocks),
     .last(s_axis_w_tlast),
     .mismatch(mismatch),
@@ -986,10 +1037,10 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
     .i__valid(i__valid),
     .o__payload(o__payload),
     .rst(rst),
-    .s7_valid(written)
+    .s11_valid(written)
   );
   \bd_linear_fast_b32_n4.unpacker  unpacker (
-    .blocks(\blocks$97 ),
+    .blocks(\blocks$98 ),
     .tdata(s_axis_w_tdata)
   );
   \bd_linear_fast_b32_n4.vector  vector (
@@ -1010,29 +1061,38 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$17  = a_valid;
+    \$22  = a_valid;
     if (a_load) begin
-      \$17  = w_take;
+      \$22  = w_take;
     end
     if (rst) begin
-      \$17  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$18  = a_blocks;
+    \$23  = a_blocks;
     if (a_load) begin
       if (w_take) begin
-        \$18  = \blocks$97 ;
+        \$23  = \blocks$98 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$19  = a_last;
+    \$24  = a_activation;
     if (a_load) begin
       if (w_take) begin
-        \$19  = s_axis_w_tlast;
+        \$24  = r_data;
+      end
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$25  = a_last;
+    if (a_load) begin
+      if (w_take) begin
+        \$25  = s_axis_w_tlast;
       end
     end
   end
@@ -1049,28 +1109,28 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \last$46  = s_axis_w_tlast;
   assign count = blocks;
   assign \overflow$50  = overflow;
-  assign addr = r_addr;
-  assign r_en = w_take;
-  assign \o__payload$65  = results__0__payload;
-  assign results__0__ready = \o__ready$66 ;
-  assign \o__valid$69  = results__0__valid;
-  assign \o__payload$73  = results__1__payload;
-  assign \o__ready$74  = \o__ready$66 ;
-  assign results__1__ready = \o__ready$66 ;
-  assign \o__valid$77  = results__1__valid;
-  assign \o__payload$81  = results__2__payload;
-  assign \o__ready$82  = \o__ready$66 ;
-  assign results__2__ready = \o__ready$66 ;
-  assign \o__valid$85  = results__2__valid;
-  assign \o__payload$89  = results__3__payload;
-  assign \o__ready$90  = \o__ready$66 ;
-  assign results__3__ready = \o__ready$66 ;
-  assign \o__valid$93  = results__3__valid;
-  assign \o__valid$94  = m_axis_y_tvalid;
-  assign \o__ready$96  = m_axis_y_tready;
-  assign m_axis_y_tdata = \o__payload$95 [127:0];
-  assign m_axis_y_tlast = \o__payload$95 [130];
-  assign m_axis_y_tuser = \o__payload$95 [129:128];
+  assign next_addr = \$11 [7:0];
+  assign r_addr = \$11 [7:0];
+  assign \o__payload$66  = results__0__payload;
+  assign results__0__ready = \o__ready$67 ;
+  assign \o__valid$70  = results__0__valid;
+  assign \o__payload$74  = results__1__payload;
+  assign \o__ready$75  = \o__ready$67 ;
+  assign results__1__ready = \o__ready$67 ;
+  assign \o__valid$78  = results__1__valid;
+  assign \o__payload$82  = results__2__payload;
+  assign \o__ready$83  = \o__ready$67 ;
+  assign results__2__ready = \o__ready$67 ;
+  assign \o__valid$86  = results__2__valid;
+  assign \o__payload$90  = results__3__payload;
+  assign \o__ready$91  = \o__ready$67 ;
+  assign results__3__ready = \o__ready$67 ;
+  assign \o__valid$94  = results__3__valid;
+  assign \o__valid$95  = m_axis_y_tvalid;
+  assign \o__ready$97  = m_axis_y_tready;
+  assign m_axis_y_tdata = \o__payload$96 [127:0];
+  assign m_axis_y_tlast = \o__payload$96 [130];
+  assign m_axis_y_tuser = \o__payload$96 [129:128];
   assign \i__payload.data  = s_axis_x_tdata;
   assign \i__payload.data[0]  = s_axis_x_tdata[15:0];
   assign \i__payload.data[1]  = s_axis_x_tdata[31:16];
@@ -1178,112 +1238,112 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \meta__payload.invalid  = meta__payload[0];
   assign \meta__payload.mismatch  = meta__payload[1];
   assign \meta__payload.final  = meta__payload[2];
-  assign \i__payload$60.a_codes  = \i__payload$60 [127:0];
-  assign \i__payload$60.a_codes[0]  = \i__payload$60 [3:0];
-  assign \i__payload$60.a_codes[1]  = \i__payload$60 [7:4];
-  assign \i__payload$60.a_codes[2]  = \i__payload$60 [11:8];
-  assign \i__payload$60.a_codes[3]  = \i__payload$60 [15:12];
-  assign \i__payload$60.a_codes[4]  = \i__payload$60 [19:16];
-  assign \i__payload$60.a_codes[5]  = \i__payload$60 [23:20];
-  assign \i__payload$60.a_codes[6]  = \i__payload$60 [27:24];
-  assign \i__payload$60.a_codes[7]  = \i__payload$60 [31:28];
-  assign \i__payload$60.a_codes[8]  = \i__payload$60 [35:32];
-  assign \i__payload$60.a_codes[9]  = \i__payload$60 [39:36];
-  assign \i__payload$60.a_codes[10]  = \i__payload$60 [43:40];
-  assign \i__payload$60.a_codes[11]  = \i__payload$60 [47:44];
-  assign \i__payload$60.a_codes[12]  = \i__payload$60 [51:48];
-  assign \i__payload$60.a_codes[13]  = \i__payload$60 [55:52];
-  assign \i__payload$60.a_codes[14]  = \i__payload$60 [59:56];
-  assign \i__payload$60.a_codes[15]  = \i__payload$60 [63:60];
-  assign \i__payload$60.a_codes[16]  = \i__payload$60 [67:64];
-  assign \i__payload$60.a_codes[17]  = \i__payload$60 [71:68];
-  assign \i__payload$60.a_codes[18]  = \i__payload$60 [75:72];
-  assign \i__payload$60.a_codes[19]  = \i__payload$60 [79:76];
-  assign \i__payload$60.a_codes[20]  = \i__payload$60 [83:80];
-  assign \i__payload$60.a_codes[21]  = \i__payload$60 [87:84];
-  assign \i__payload$60.a_codes[22]  = \i__payload$60 [91:88];
-  assign \i__payload$60.a_codes[23]  = \i__payload$60 [95:92];
-  assign \i__payload$60.a_codes[24]  = \i__payload$60 [99:96];
-  assign \i__payload$60.a_codes[25]  = \i__payload$60 [103:100];
-  assign \i__payload$60.a_codes[26]  = \i__payload$60 [107:104];
-  assign \i__payload$60.a_codes[27]  = \i__payload$60 [111:108];
-  assign \i__payload$60.a_codes[28]  = \i__payload$60 [115:112];
-  assign \i__payload$60.a_codes[29]  = \i__payload$60 [119:116];
-  assign \i__payload$60.a_codes[30]  = \i__payload$60 [123:120];
-  assign \i__payload$60.a_codes[31]  = \i__payload$60 [127:124];
-  assign \i__payload$60.a_dialect  = \i__payload$60 [131:128];
-  assign \i__payload$60.a_exp  = \i__payload$60 [136:132];
-  assign \i__payload$60.w_codes  = \i__payload$60 [264:137];
-  assign \i__payload$60.w_codes[0]  = \i__payload$60 [140:137];
-  assign \i__payload$60.w_codes[1]  = \i__payload$60 [144:141];
-  assign \i__payload$60.w_codes[2]  = \i__payload$60 [148:145];
-  assign \i__payload$60.w_codes[3]  = \i__payload$60 [152:149];
-  assign \i__payload$60.w_codes[4]  = \i__payload$60 [156:153];
-  assign \i__payload$60.w_codes[5]  = \i__payload$60 [160:157];
-  assign \i__payload$60.w_codes[6]  = \i__payload$60 [164:161];
-  assign \i__payload$60.w_codes[7]  = \i__payload$60 [168:165];
-  assign \i__payload$60.w_codes[8]  = \i__payload$60 [172:169];
-  assign \i__payload$60.w_codes[9]  = \i__payload$60 [176:173];
-  assign \i__payload$60.w_codes[10]  = \i__payload$60 [180:177];
-  assign \i__payload$60.w_codes[11]  = \i__payload$60 [184:181];
-  assign \i__payload$60.w_codes[12]  = \i__payload$60 [188:185];
-  assign \i__payload$60.w_codes[13]  = \i__payload$60 [192:189];
-  assign \i__payload$60.w_codes[14]  = \i__payload$60 [196:193];
-  assign \i__payload$60.w_codes[15]  = \i__payload$60 [200:197];
-  assign \i__payload$60.w_codes[16]  = \i__payload$60 [204:201];
-  assign \i__payload$60.w_codes[17]  = \i__payload$60 [208:205];
-  assign \i__payload$60.w_codes[18]  = \i__payload$60 [212:209];
-  assign \i__payload$60.w_codes[19]  = \i__payload$60 [216:213];
-  assign \i__payload$60.w_codes[20]  = \i__payload$60 [220:217];
-  assign \i__payload$60.w_codes[21]  = \i__payload$60 [224:221];
-  assign \i__payload$60.w_codes[22]  = \i__payload$60 [228:225];
-  assign \i__payload$60.w_codes[23]  = \i__payload$60 [232:229];
-  assign \i__payload$60.w_codes[24]  = \i__payload$60 [236:233];
-  assign \i__payload$60.w_codes[25]  = \i__payload$60 [240:237];
-  assign \i__payload$60.w_codes[26]  = \i__payload$60 [244:241];
-  assign \i__payload$60.w_codes[27]  = \i__payload$60 [248:245];
-  assign \i__payload$60.w_codes[28]  = \i__payload$60 [252:249];
-  assign \i__payload$60.w_codes[29]  = \i__payload$60 [256:253];
-  assign \i__payload$60.w_codes[30]  = \i__payload$60 [260:257];
-  assign \i__payload$60.w_codes[31]  = \i__payload$60 [264:261];
-  assign \i__payload$60.w_dialect  = \i__payload$60 [268:265];
-  assign \i__payload$60.w_exp  = \i__payload$60 [273:269];
-  assign \i__payload$60.last  = \i__payload$60 [274];
-  assign \r_data.codes  = r_data[127:0];
-  assign \r_data.codes[0]  = r_data[3:0];
-  assign \r_data.codes[1]  = r_data[7:4];
-  assign \r_data.codes[2]  = r_data[11:8];
-  assign \r_data.codes[3]  = r_data[15:12];
-  assign \r_data.codes[4]  = r_data[19:16];
-  assign \r_data.codes[5]  = r_data[23:20];
-  assign \r_data.codes[6]  = r_data[27:24];
-  assign \r_data.codes[7]  = r_data[31:28];
-  assign \r_data.codes[8]  = r_data[35:32];
-  assign \r_data.codes[9]  = r_data[39:36];
-  assign \r_data.codes[10]  = r_data[43:40];
-  assign \r_data.codes[11]  = r_data[47:44];
-  assign \r_data.codes[12]  = r_data[51:48];
-  assign \r_data.codes[13]  = r_data[55:52];
-  assign \r_data.codes[14]  = r_data[59:56];
-  assign \r_data.codes[15]  = r_data[63:60];
-  assign \r_data.codes[16]  = r_data[67:64];
-  assign \r_data.codes[17]  = r_data[71:68];
-  assign \r_data.codes[18]  = r_data[75:72];
-  assign \r_data.codes[19]  = r_data[79:76];
-  assign \r_data.codes[20]  = r_data[83:80];
-  assign \r_data.codes[21]  = r_data[87:84];
-  assign \r_data.codes[22]  = r_data[91:88];
-  assign \r_data.codes[23]  = r_data[95:92];
-  assign \r_data.codes[24]  = r_data[99:96];
-  assign \r_data.codes[25]  = r_data[103:100];
-  assign \r_data.codes[26]  = r_data[107:104];
-  assign \r_data.codes[27]  = r_data[111:108];
-  assign \r_data.codes[28]  = r_data[115:112];
-  assign \r_data.codes[29]  = r_data[119:116];
-  assign \r_data.codes[30]  = r_data[123:120];
-  assign \r_data.codes[31]  = r_data[127:124];
-  assign \r_data.dialect  = r_data[131:128];
-  assign \r_data.exp  = r_data[136:132];
+  assign \i__payload$61.a_codes  = \i__payload$61 [127:0];
+  assign \i__payload$61.a_codes[0]  = \i__payload$61 [3:0];
+  assign \i__payload$61.a_codes[1]  = \i__payload$61 [7:4];
+  assign \i__payload$61.a_codes[2]  = \i__payload$61 [11:8];
+  assign \i__payload$61.a_codes[3]  = \i__payload$61 [15:12];
+  assign \i__payload$61.a_codes[4]  = \i__payload$61 [19:16];
+  assign \i__payload$61.a_codes[5]  = \i__payload$61 [23:20];
+  assign \i__payload$61.a_codes[6]  = \i__payload$61 [27:24];
+  assign \i__payload$61.a_codes[7]  = \i__payload$61 [31:28];
+  assign \i__payload$61.a_codes[8]  = \i__payload$61 [35:32];
+  assign \i__payload$61.a_codes[9]  = \i__payload$61 [39:36];
+  assign \i__payload$61.a_codes[10]  = \i__payload$61 [43:40];
+  assign \i__payload$61.a_codes[11]  = \i__payload$61 [47:44];
+  assign \i__payload$61.a_codes[12]  = \i__payload$61 [51:48];
+  assign \i__payload$61.a_codes[13]  = \i__payload$61 [55:52];
+  assign \i__payload$61.a_codes[14]  = \i__payload$61 [59:56];
+  assign \i__payload$61.a_codes[15]  = \i__payload$61 [63:60];
+  assign \i__payload$61.a_codes[16]  = \i__payload$61 [67:64];
+  assign \i__payload$61.a_codes[17]  = \i__payload$61 [71:68];
+  assign \i__payload$61.a_codes[18]  = \i__payload$61 [75:72];
+  assign \i__payload$61.a_codes[19]  = \i__payload$61 [79:76];
+  assign \i__payload$61.a_codes[20]  = \i__payload$61 [83:80];
+  assign \i__payload$61.a_codes[21]  = \i__payload$61 [87:84];
+  assign \i__payload$61.a_codes[22]  = \i__payload$61 [91:88];
+  assign \i__payload$61.a_codes[23]  = \i__payload$61 [95:92];
+  assign \i__payload$61.a_codes[24]  = \i__payload$61 [99:96];
+  assign \i__payload$61.a_codes[25]  = \i__payload$61 [103:100];
+  assign \i__payload$61.a_codes[26]  = \i__payload$61 [107:104];
+  assign \i__payload$61.a_codes[27]  = \i__payload$61 [111:108];
+  assign \i__payload$61.a_codes[28]  = \i__payload$61 [115:112];
+  assign \i__payload$61.a_codes[29]  = \i__payload$61 [119:116];
+  assign \i__payload$61.a_codes[30]  = \i__payload$61 [123:120];
+  assign \i__payload$61.a_codes[31]  = \i__payload$61 [127:124];
+  assign \i__payload$61.a_dialect  = \i__payload$61 [131:128];
+  assign \i__payload$61.a_exp  = \i__payload$61 [136:132];
+  assign \i__payload$61.w_codes  = \i__payload$61 [264:137];
+  assign \i__payload$61.w_codes[0]  = \i__payload$61 [140:137];
+  assign \i__payload$61.w_codes[1]  = \i__payload$61 [144:141];
+  assign \i__payload$61.w_codes[2]  = \i__payload$61 [148:145];
+  assign \i__payload$61.w_codes[3]  = \i__payload$61 [152:149];
+  assign \i__payload$61.w_codes[4]  = \i__payload$61 [156:153];
+  assign \i__payload$61.w_codes[5]  = \i__payload$61 [160:157];
+  assign \i__payload$61.w_codes[6]  = \i__payload$61 [164:161];
+  assign \i__payload$61.w_codes[7]  = \i__payload$61 [168:165];
+  assign \i__payload$61.w_codes[8]  = \i__payload$61 [172:169];
+  assign \i__payload$61.w_codes[9]  = \i__payload$61 [176:173];
+  assign \i__payload$61.w_codes[10]  = \i__payload$61 [180:177];
+  assign \i__payload$61.w_codes[11]  = \i__payload$61 [184:181];
+  assign \i__payload$61.w_codes[12]  = \i__payload$61 [188:185];
+  assign \i__payload$61.w_codes[13]  = \i__payload$61 [192:189];
+  assign \i__payload$61.w_codes[14]  = \i__payload$61 [196:193];
+  assign \i__payload$61.w_codes[15]  = \i__payload$61 [200:197];
+  assign \i__payload$61.w_codes[16]  = \i__payload$61 [204:201];
+  assign \i__payload$61.w_codes[17]  = \i__payload$61 [208:205];
+  assign \i__payload$61.w_codes[18]  = \i__payload$61 [212:209];
+  assign \i__payload$61.w_codes[19]  = \i__payload$61 [216:213];
+  assign \i__payload$61.w_codes[20]  = \i__payload$61 [220:217];
+  assign \i__payload$61.w_codes[21]  = \i__payload$61 [224:221];
+  assign \i__payload$61.w_codes[22]  = \i__payload$61 [228:225];
+  assign \i__payload$61.w_codes[23]  = \i__payload$61 [232:229];
+  assign \i__payload$61.w_codes[24]  = \i__payload$61 [236:233];
+  assign \i__payload$61.w_codes[25]  = \i__payload$61 [240:237];
+  assign \i__payload$61.w_codes[26]  = \i__payload$61 [244:241];
+  assign \i__payload$61.w_codes[27]  = \i__payload$61 [248:245];
+  assign \i__payload$61.w_codes[28]  = \i__payload$61 [252:249];
+  assign \i__payload$61.w_codes[29]  = \i__payload$61 [256:253];
+  assign \i__payload$61.w_codes[30]  = \i__payload$61 [260:257];
+  assign \i__payload$61.w_codes[31]  = \i__payload$61 [264:261];
+  assign \i__payload$61.w_dialect  = \i__payload$61 [268:265];
+  assign \i__payload$61.w_exp  = \i__payload$61 [273:269];
+  assign \i__payload$61.last  = \i__payload$61 [274];
+  assign \a_activation.codes  = a_activation[127:0];
+  assign \a_activation.codes[0]  = a_activation[3:0];
+  assign \a_activation.codes[1]  = a_activation[7:4];
+  assign \a_activation.codes[2]  = a_activation[11:8];
+  assign \a_activation.codes[3]  = a_activation[15:12];
+  assign \a_activation.codes[4]  = a_activation[19:16];
+  assign \a_activation.codes[5]  = a_activation[23:20];
+  assign \a_activation.codes[6]  = a_activation[27:24];
+  assign \a_activation.codes[7]  = a_activation[31:28];
+  assign \a_activation.codes[8]  = a_activation[35:32];
+  assign \a_activation.codes[9]  = a_activation[39:36];
+  assign \a_activation.codes[10]  = a_activation[43:40];
+  assign \a_activation.codes[11]  = a_activation[47:44];
+  assign \a_activation.codes[12]  = a_activation[51:48];
+  assign \a_activation.codes[13]  = a_activation[55:52];
+  assign \a_activation.codes[14]  = a_activation[59:56];
+  assign \a_activation.codes[15]  = a_activation[63:60];
+  assign \a_activation.codes[16]  = a_activation[67:64];
+  assign \a_activation.codes[17]  = a_activation[71:68];
+  assign \a_activation.codes[18]  = a_activation[75:72];
+  assign \a_activation.codes[19]  = a_activation[79:76];
+  assign \a_activation.codes[20]  = a_activation[83:80];
+  assign \a_activation.codes[21]  = a_activation[87:84];
+  assign \a_activation.codes[22]  = a_activation[91:88];
+  assign \a_activation.codes[23]  = a_activation[95:92];
+  assign \a_activation.codes[24]  = a_activation[99:96];
+  assign \a_activation.codes[25]  = a_activation[103:100];
+  assign \a_activation.codes[26]  = a_activation[107:104];
+  assign \a_activation.codes[27]  = a_activation[111:108];
+  assign \a_activation.codes[28]  = a_activation[115:112];
+  assign \a_activation.codes[29]  = a_activation[119:116];
+  assign \a_activation.codes[30]  = a_activation[123:120];
+  assign \a_activation.codes[31]  = a_activation[127:124];
+  assign \a_activation.dialect  = a_activation[131:128];
+  assign \a_activation.exp  = a_activation[136:132];
   assign \a_blocks[0]  = a_blocks[136:0];
   assign \a_blocks[0].codes  = a_blocks[127:0];
   assign \a_blocks[0].codes[0]  = a_blocks[3:0];
@@ -1429,405 +1489,440 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \a_blocks[3].dialect  = a_blocks[542:539];
   assign \a_blocks[3].exp  = a_blocks[547:543];
   assign \results__0__payload.result  = results__0__payload;
-  assign \o__payload$65.result  = results__0__payload;
-  assign \i__payload$71.a_codes  = \i__payload$71 [127:0];
-  assign \i__payload$71.a_codes[0]  = \i__payload$71 [3:0];
-  assign \i__payload$71.a_codes[1]  = \i__payload$71 [7:4];
-  assign \i__payload$71.a_codes[2]  = \i__payload$71 [11:8];
-  assign \i__payload$71.a_codes[3]  = \i__payload$71 [15:12];
-  assign \i__payload$71.a_codes[4]  = \i__payload$71 [19:16];
-  assign \i__payload$71.a_codes[5]  = \i__payload$71 [23:20];
-  assign \i__payload$71.a_codes[6]  = \i__payload$71 [27:24];
-  assign \i__payload$71.a_codes[7]  = \i__payload$71 [31:28];
-  assign \i__payload$71.a_codes[8]  = \i__payload$71 [35:32];
-  assign \i__payload$71.a_codes[9]  = \i__payload$71 [39:36];
-  assign \i__payload$71.a_codes[10]  = \i__payload$71 [43:40];
-  assign \i__payload$71.a_codes[11]  = \i__payload$71 [47:44];
-  assign \i__payload$71.a_codes[12]  = \i__payload$71 [51:48];
-  assign \i__payload$71.a_codes[13]  = \i__payload$71 [55:52];
-  assign \i__payload$71.a_codes[14]  = \i__payload$71 [59:56];
-  assign \i__payload$71.a_codes[15]  = \i__payload$71 [63:60];
-  assign \i__payload$71.a_codes[16]  = \i__payload$71 [67:64];
-  assign \i__payload$71.a_codes[17]  = \i__payload$71 [71:68];
-  assign \i__payload$71.a_codes[18]  = \i__payload$71 [75:72];
-  assign \i__payload$71.a_codes[19]  = \i__payload$71 [79:76];
-  assign \i__payload$71.a_codes[20]  = \i__payload$71 [83:80];
-  assign \i__payload$71.a_codes[21]  = \i__payload$71 [87:84];
-  assign \i__payload$71.a_codes[22]  = \i__payload$71 [91:88];
-  assign \i__payload$71.a_codes[23]  = \i__payload$71 [95:92];
-  assign \i__payload$71.a_codes[24]  = \i__payload$71 [99:96];
-  assign \i__payload$71.a_codes[25]  = \i__payload$71 [103:100];
-  assign \i__payload$71.a_codes[26]  = \i__payload$71 [107:104];
-  assign \i__payload$71.a_codes[27]  = \i__payload$71 [111:108];
-  assign \i__payload$71.a_codes[28]  = \i__payload$71 [115:112];
-  assign \i__payload$71.a_codes[29]  = \i__payload$71 [119:116];
-  assign \i__payload$71.a_codes[30]  = \i__payload$71 [123:120];
-  assign \i__payload$71.a_codes[31]  = \i__payload$71 [127:124];
-  assign \i__payload$71.a_dialect  = \i__payload$71 [131:128];
-  assign \i__payload$71.a_exp  = \i__payload$71 [136:132];
-  assign \i__payload$71.w_codes  = \i__payload$71 [264:137];
-  assign \i__payload$71.w_codes[0]  = \i__payload$71 [140:137];
-  assign \i__payload$71.w_codes[1]  = \i__payload$71 [144:141];
-  assign \i__payload$71.w_codes[2]  = \i__payload$71 [148:145];
-  assign \i__payload$71.w_codes[3]  = \i__payload$71 [152:149];
-  assign \i__payload$71.w_codes[4]  = \i__payload$71 [156:153];
-  assign \i__payload$71.w_codes[5]  = \i__payload$71 [160:157];
-  assign \i__payload$71.w_codes[6]  = \i__payload$71 [164:161];
-  assign \i__payload$71.w_codes[7]  = \i__payload$71 [168:165];
-  assign \i__payload$71.w_codes[8]  = \i__payload$71 [172:169];
-  assign \i__payload$71.w_codes[9]  = \i__payload$71 [176:173];
-  assign \i__payload$71.w_codes[10]  = \i__payload$71 [180:177];
-  assign \i__payload$71.w_codes[11]  = \i__payload$71 [184:181];
-  assign \i__payload$71.w_codes[12]  = \i__payload$71 [188:185];
-  assign \i__payload$71.w_codes[13]  = \i__payload$71 [192:189];
-  assign \i__payload$71.w_codes[14]  = \i__payload$71 [196:193];
-  assign \i__payload$71.w_codes[15]  = \i__payload$71 [200:197];
-  assign \i__payload$71.w_codes[16]  = \i__payload$71 [204:201];
-  assign \i__payload$71.w_codes[17]  = \i__payload$71 [208:205];
-  assign \i__payload$71.w_codes[18]  = \i__payload$71 [212:209];
-  assign \i__payload$71.w_codes[19]  = \i__payload$71 [216:213];
-  assign \i__payload$71.w_codes[20]  = \i__payload$71 [220:217];
-  assign \i__payload$71.w_codes[21]  = \i__payload$71 [224:221];
-  assign \i__payload$71.w_codes[22]  = \i__payload$71 [228:225];
-  assign \i__payload$71.w_codes[23]  = \i__payload$71 [232:229];
-  assign \i__payload$71.w_codes[24]  = \i__payload$71 [236:233];
-  assign \i__payload$71.w_codes[25]  = \i__payload$71 [240:237];
-  assign \i__payload$71.w_codes[26]  = \i__payload$71 [244:241];
-  assign \i__payload$71.w_codes[27]  = \i__payload$71 [248:245];
-  assign \i__payload$71.w_codes[28]  = \i__payload$71 [252:249];
-  assign \i__payload$71.w_codes[29]  = \i__payload$71 [256:253];
-  assign \i__payload$71.w_codes[30]  = \i__payload$71 [260:257];
-  assign \i__payload$71.w_codes[31]  = \i__payload$71 [264:261];
-  assign \i__payload$71.w_dialect  = \i__payload$71 [268:265];
-  assign \i__payload$71.w_exp  = \i__payload$71 [273:269];
-  assign \i__payload$71.last  = \i__payload$71 [274];
+  assign \o__payload$66.result  = results__0__payload;
+  assign \i__payload$72.a_codes  = \i__payload$72 [127:0];
+  assign \i__payload$72.a_codes[0]  = \i__payload$72 [3:0];
+  assign \i__payload$72.a_codes[1]  = \i__payload$72 [7:4];
+  assign \i__payload$72.a_codes[2]  = \i__payload$72 [11:8];
+  assign \i__payload$72.a_codes[3]  = \i__payload$72 [15:12];
+  assign \i__payload$72.a_codes[4]  = \i__payload$72 [19:16];
+  assign \i__payload$72.a_codes[5]  = \i__payload$72 [23:20];
+  assign \i__payload$72.a_codes[6]  = \i__payload$72 [27:24];
+  assign \i__payload$72.a_codes[7]  = \i__payload$72 [31:28];
+  assign \i__payload$72.a_codes[8]  = \i__payload$72 [35:32];
+  assign \i__payload$72.a_codes[9]  = \i__payload$72 [39:36];
+  assign \i__payload$72.a_codes[10]  = \i__payload$72 [43:40];
+  assign \i__payload$72.a_codes[11]  = \i__payload$72 [47:44];
+  assign \i__payload$72.a_codes[12]  = \i__payload$72 [51:48];
+  assign \i__payload$72.a_codes[13]  = \i__payload$72 [55:52];
+  assign \i__payload$72.a_codes[14]  = \i__payload$72 [59:56];
+  assign \i__payload$72.a_codes[15]  = \i__payload$72 [63:60];
+  assign \i__payload$72.a_codes[16]  = \i__payload$72 [67:64];
+  assign \i__payload$72.a_codes[17]  = \i__payload$72 [71:68];
+  assign \i__payload$72.a_codes[18]  = \i__payload$72 [75:72];
+  assign \i__payload$72.a_codes[19]  = \i__payload$72 [79:76];
+  assign \i__payload$72.a_codes[20]  = \i__payload$72 [83:80];
+  assign \i__payload$72.a_codes[21]  = \i__payload$72 [87:84];
+  assign \i__payload$72.a_codes[22]  = \i__payload$72 [91:88];
+  assign \i__payload$72.a_codes[23]  = \i__payload$72 [95:92];
+  assign \i__payload$72.a_codes[24]  = \i__payload$72 [99:96];
+  assign \i__payload$72.a_codes[25]  = \i__payload$72 [103:100];
+  assign \i__payload$72.a_codes[26]  = \i__payload$72 [107:104];
+  assign \i__payload$72.a_codes[27]  = \i__payload$72 [111:108];
+  assign \i__payload$72.a_codes[28]  = \i__payload$72 [115:112];
+  assign \i__payload$72.a_codes[29]  = \i__payload$72 [119:116];
+  assign \i__payload$72.a_codes[30]  = \i__payload$72 [123:120];
+  assign \i__payload$72.a_codes[31]  = \i__payload$72 [127:124];
+  assign \i__payload$72.a_dialect  = \i__payload$72 [131:128];
+  assign \i__payload$72.a_exp  = \i__payload$72 [136:132];
+  assign \i__payload$72.w_codes  = \i__payload$72 [264:137];
+  assign \i__payload$72.w_codes[0]  = \i__payload$72 [140:137];
+  assign \i__payload$72.w_codes[1]  = \i__payload$72 [144:141];
+  assign \i__payload$72.w_codes[2]  = \i__payload$72 [148:145];
+  assign \i__payload$72.w_codes[3]  = \i__payload$72 [152:149];
+  assign \i__payload$72.w_codes[4]  = \i__payload$72 [156:153];
+  assign \i__payload$72.w_codes[5]  = \i__payload$72 [160:157];
+  assign \i__payload$72.w_codes[6]  = \i__payload$72 [164:161];
+  assign \i__payload$72.w_codes[7]  = \i__payload$72 [168:165];
+  assign \i__payload$72.w_codes[8]  = \i__payload$72 [172:169];
+  assign \i__payload$72.w_codes[9]  = \i__payload$72 [176:173];
+  assign \i__payload$72.w_codes[10]  = \i__payload$72 [180:177];
+  assign \i__payload$72.w_codes[11]  = \i__payload$72 [184:181];
+  assign \i__payload$72.w_codes[12]  = \i__payload$72 [188:185];
+  assign \i__payload$72.w_codes[13]  = \i__payload$72 [192:189];
+  assign \i__payload$72.w_codes[14]  = \i__payload$72 [196:193];
+  assign \i__payload$72.w_codes[15]  = \i__payload$72 [200:197];
+  assign \i__payload$72.w_codes[16]  = \i__payload$72 [204:201];
+  assign \i__payload$72.w_codes[17]  = \i__payload$72 [208:205];
+  assign \i__payload$72.w_codes[18]  = \i__payload$72 [212:209];
+  assign \i__payload$72.w_codes[19]  = \i__payload$72 [216:213];
+  assign \i__payload$72.w_codes[20]  = \i__payload$72 [220:217];
+  assign \i__payload$72.w_codes[21]  = \i__payload$72 [224:221];
+  assign \i__payload$72.w_codes[22]  = \i__payload$72 [228:225];
+  assign \i__payload$72.w_codes[23]  = \i__payload$72 [232:229];
+  assign \i__payload$72.w_codes[24]  = \i__payload$72 [236:233];
+  assign \i__payload$72.w_codes[25]  = \i__payload$72 [240:237];
+  assign \i__payload$72.w_codes[26]  = \i__payload$72 [244:241];
+  assign \i__payload$72.w_codes[27]  = \i__payload$72 [248:245];
+  assign \i__payload$72.w_codes[28]  = \i__payload$72 [252:249];
+  assign \i__payload$72.w_codes[29]  = \i__payload$72 [256:253];
+  assign \i__payload$72.w_codes[30]  = \i__payload$72 [260:257];
+  assign \i__payload$72.w_codes[31]  = \i__payload$72 [264:261];
+  assign \i__payload$72.w_dialect  = \i__payload$72 [268:265];
+  assign \i__payload$72.w_exp  = \i__payload$72 [273:269];
+  assign \i__payload$72.last  = \i__payload$72 [274];
   assign \results__1__payload.result  = results__1__payload;
-  assign \o__payload$73.result  = results__1__payload;
-  assign \i__payload$79.a_codes  = \i__payload$79 [127:0];
-  assign \i__payload$79.a_codes[0]  = \i__payload$79 [3:0];
-  assign \i__payload$79.a_codes[1]  = \i__payload$79 [7:4];
-  assign \i__payload$79.a_codes[2]  = \i__payload$79 [11:8];
-  assign \i__payload$79.a_codes[3]  = \i__payload$79 [15:12];
-  assign \i__payload$79.a_codes[4]  = \i__payload$79 [19:16];
-  assign \i__payload$79.a_codes[5]  = \i__payload$79 [23:20];
-  assign \i__payload$79.a_codes[6]  = \i__payload$79 [27:24];
-  assign \i__payload$79.a_codes[7]  = \i__payload$79 [31:28];
-  assign \i__payload$79.a_codes[8]  = \i__payload$79 [35:32];
-  assign \i__payload$79.a_codes[9]  = \i__payload$79 [39:36];
-  assign \i__payload$79.a_codes[10]  = \i__payload$79 [43:40];
-  assign \i__payload$79.a_codes[11]  = \i__payload$79 [47:44];
-  assign \i__payload$79.a_codes[12]  = \i__payload$79 [51:48];
-  assign \i__payload$79.a_codes[13]  = \i__payload$79 [55:52];
-  assign \i__payload$79.a_codes[14]  = \i__payload$79 [59:56];
-  assign \i__payload$79.a_codes[15]  = \i__payload$79 [63:60];
-  assign \i__payload$79.a_codes[16]  = \i__payload$79 [67:64];
-  assign \i__payload$79.a_codes[17]  = \i__payload$79 [71:68];
-  assign \i__payload$79.a_codes[18]  = \i__payload$79 [75:72];
-  assign \i__payload$79.a_codes[19]  = \i__payload$79 [79:76];
-  assign \i__payload$79.a_codes[20]  = \i__payload$79 [83:80];
-  assign \i__payload$79.a_codes[21]  = \i__payload$79 [87:84];
-  assign \i__payload$79.a_codes[22]  = \i__payload$79 [91:88];
-  assign \i__payload$79.a_codes[23]  = \i__payload$79 [95:92];
-  assign \i__payload$79.a_codes[24]  = \i__payload$79 [99:96];
-  assign \i__payload$79.a_codes[25]  = \i__payload$79 [103:100];
-  assign \i__payload$79.a_codes[26]  = \i__payload$79 [107:104];
-  assign \i__payload$79.a_codes[27]  = \i__payload$79 [111:108];
-  assign \i__payload$79.a_codes[28]  = \i__payload$79 [115:112];
-  assign \i__payload$79.a_codes[29]  = \i__payload$79 [119:116];
-  assign \i__payload$79.a_codes[30]  = \i__payload$79 [123:120];
-  assign \i__payload$79.a_codes[31]  = \i__payload$79 [127:124];
-  assign \i__payload$79.a_dialect  = \i__payload$79 [131:128];
-  assign \i__payload$79.a_exp  = \i__payload$79 [136:132];
-  assign \i__payload$79.w_codes  = \i__payload$79 [264:137];
-  assign \i__payload$79.w_codes[0]  = \i__payload$79 [140:137];
-  assign \i__payload$79.w_codes[1]  = \i__payload$79 [144:141];
-  assign \i__payload$79.w_codes[2]  = \i__payload$79 [148:145];
-  assign \i__payload$79.w_codes[3]  = \i__payload$79 [152:149];
-  assign \i__payload$79.w_codes[4]  = \i__payload$79 [156:153];
-  assign \i__payload$79.w_codes[5]  = \i__payload$79 [160:157];
-  assign \i__payload$79.w_codes[6]  = \i__payload$79 [164:161];
-  assign \i__payload$79.w_codes[7]  = \i__payload$79 [168:165];
-  assign \i__payload$79.w_codes[8]  = \i__payload$79 [172:169];
-  assign \i__payload$79.w_codes[9]  = \i__payload$79 [176:173];
-  assign \i__payload$79.w_codes[10]  = \i__payload$79 [180:177];
-  assign \i__payload$79.w_codes[11]  = \i__payload$79 [184:181];
-  assign \i__payload$79.w_codes[12]  = \i__payload$79 [188:185];
-  assign \i__payload$79.w_codes[13]  = \i__payload$79 [192:189];
-  assign \i__payload$79.w_codes[14]  = \i__payload$79 [196:193];
-  assign \i__payload$79.w_codes[15]  = \i__payload$79 [200:197];
-  assign \i__payload$79.w_codes[16]  = \i__payload$79 [204:201];
-  assign \i__payload$79.w_codes[17]  = \i__payload$79 [208:205];
-  assign \i__payload$79.w_codes[18]  = \i__payload$79 [212:209];
-  assign \i__payload$79.w_codes[19]  = \i__payload$79 [216:213];
-  assign \i__payload$79.w_codes[20]  = \i__payload$79 [220:217];
-  assign \i__payload$79.w_codes[21]  = \i__payload$79 [224:221];
-  assign \i__payload$79.w_codes[22]  = \i__payload$79 [228:225];
-  assign \i__payload$79.w_codes[23]  = \i__payload$79 [232:229];
-  assign \i__payload$79.w_codes[24]  = \i__payload$79 [236:233];
-  assign \i__payload$79.w_codes[25]  = \i__payload$79 [240:237];
-  assign \i__payload$79.w_codes[26]  = \i__payload$79 [244:241];
-  assign \i__payload$79.w_codes[27]  = \i__payload$79 [248:245];
-  assign \i__payload$79.w_codes[28]  = \i__payload$79 [252:249];
-  assign \i__payload$79.w_codes[29]  = \i__payload$79 [256:253];
-  assign \i__payload$79.w_codes[30]  = \i__payload$79 [260:257];
-  assign \i__payload$79.w_codes[31]  = \i__payload$79 [264:261];
-  assign \i__payload$79.w_dialect  = \i__payload$79 [268:265];
-  assign \i__payload$79.w_exp  = \i__payload$79 [273:269];
-  assign \i__payload$79.last  = \i__payload$79 [274];
+  assign \o__payload$74.result  = results__1__payload;
+  assign \i__payload$80.a_codes  = \i__payload$80 [127:0];
+  assign \i__payload$80.a_codes[0]  = \i__payload$80 [3:0];
+  assign \i__payload$80.a_codes[1]  = \i__payload$80 [7:4];
+  assign \i__payload$80.a_codes[2]  = \i__payload$80 [11:8];
+  assign \i__payload$80.a_codes[3]  = \i__payload$80 [15:12];
+  assign \i__payload$80.a_codes[4]  = \i__payload$80 [19:16];
+  assign \i__payload$80.a_codes[5]  = \i__payload$80 [23:20];
+  assign \i__payload$80.a_codes[6]  = \i__payload$80 [27:24];
+  assign \i__payload$80.a_codes[7]  = \i__payload$80 [31:28];
+  assign \i__payload$80.a_codes[8]  = \i__payload$80 [35:32];
+  assign \i__payload$80.a_codes[9]  = \i__payload$80 [39:36];
+  assign \i__payload$80.a_codes[10]  = \i__payload$80 [43:40];
+  assign \i__payload$80.a_codes[11]  = \i__payload$80 [47:44];
+  assign \i__payload$80.a_codes[12]  = \i__payload$80 [51:48];
+  assign \i__payload$80.a_codes[13]  = \i__payload$80 [55:52];
+  assign \i__payload$80.a_codes[14]  = \i__payload$80 [59:56];
+  assign \i__payload$80.a_codes[15]  = \i__payload$80 [63:60];
+  assign \i__payload$80.a_codes[16]  = \i__payload$80 [67:64];
+  assign \i__payload$80.a_codes[17]  = \i__payload$80 [71:68];
+  assign \i__payload$80.a_codes[18]  = \i__payload$80 [75:72];
+  assign \i__payload$80.a_codes[19]  = \i__payload$80 [79:76];
+  assign \i__payload$80.a_codes[20]  = \i__payload$80 [83:80];
+  assign \i__payload$80.a_codes[21]  = \i__payload$80 [87:84];
+  assign \i__payload$80.a_codes[22]  = \i__payload$80 [91:88];
+  assign \i__payload$80.a_codes[23]  = \i__payload$80 [95:92];
+  assign \i__payload$80.a_codes[24]  = \i__payload$80 [99:96];
+  assign \i__payload$80.a_codes[25]  = \i__payload$80 [103:100];
+  assign \i__payload$80.a_codes[26]  = \i__payload$80 [107:104];
+  assign \i__payload$80.a_codes[27]  = \i__payload$80 [111:108];
+  assign \i__payload$80.a_codes[28]  = \i__payload$80 [115:112];
+  assign \i__payload$80.a_codes[29]  = \i__payload$80 [119:116];
+  assign \i__payload$80.a_codes[30]  = \i__payload$80 [123:120];
+  assign \i__payload$80.a_codes[31]  = \i__payload$80 [127:124];
+  assign \i__payload$80.a_dialect  = \i__payload$80 [131:128];
+  assign \i__payload$80.a_exp  = \i__payload$80 [136:132];
+  assign \i__payload$80.w_codes  = \i__payload$80 [264:137];
+  assign \i__payload$80.w_codes[0]  = \i__payload$80 [140:137];
+  assign \i__payload$80.w_codes[1]  = \i__payload$80 [144:141];
+  assign \i__payload$80.w_codes[2]  = \i__payload$80 [148:145];
+  assign \i__payload$80.w_codes[3]  = \i__payload$80 [152:149];
+  assign \i__payload$80.w_codes[4]  = \i__payload$80 [156:153];
+  assign \i__payload$80.w_codes[5]  = \i__payload$80 [160:157];
+  assign \i__payload$80.w_codes[6]  = \i__payload$80 [164:161];
+  assign \i__payload$80.w_codes[7]  = \i__payload$80 [168:165];
+  assign \i__payload$80.w_codes[8]  = \i__payload$80 [172:169];
+  assign \i__payload$80.w_codes[9]  = \i__payload$80 [176:173];
+  assign \i__payload$80.w_codes[10]  = \i__payload$80 [180:177];
+  assign \i__payload$80.w_codes[11]  = \i__payload$80 [184:181];
+  assign \i__payload$80.w_codes[12]  = \i__payload$80 [188:185];
+  assign \i__payload$80.w_codes[13]  = \i__payload$80 [192:189];
+  assign \i__payload$80.w_codes[14]  = \i__payload$80 [196:193];
+  assign \i__payload$80.w_codes[15]  = \i__payload$80 [200:197];
+  assign \i__payload$80.w_codes[16]  = \i__payload$80 [204:201];
+  assign \i__payload$80.w_codes[17]  = \i__payload$80 [208:205];
+  assign \i__payload$80.w_codes[18]  = \i__payload$80 [212:209];
+  assign \i__payload$80.w_codes[19]  = \i__payload$80 [216:213];
+  assign \i__payload$80.w_codes[20]  = \i__payload$80 [220:217];
+  assign \i__payload$80.w_codes[21]  = \i__payload$80 [224:221];
+  assign \i__payload$80.w_codes[22]  = \i__payload$80 [228:225];
+  assign \i__payload$80.w_codes[23]  = \i__payload$80 [232:229];
+  assign \i__payload$80.w_codes[24]  = \i__payload$80 [236:233];
+  assign \i__payload$80.w_codes[25]  = \i__payload$80 [240:237];
+  assign \i__payload$80.w_codes[26]  = \i__payload$80 [244:241];
+  assign \i__payload$80.w_codes[27]  = \i__payload$80 [248:245];
+  assign \i__payload$80.w_codes[28]  = \i__payload$80 [252:249];
+  assign \i__payload$80.w_codes[29]  = \i__payload$80 [256:253];
+  assign \i__payload$80.w_codes[30]  = \i__payload$80 [260:257];
+  assign \i__payload$80.w_codes[31]  = \i__payload$80 [264:261];
+  assign \i__payload$80.w_dialect  = \i__payload$80 [268:265];
+  assign \i__payload$80.w_exp  = \i__payload$80 [273:269];
+  assign \i__payload$80.last  = \i__payload$80 [274];
   assign \results__2__payload.result  = results__2__payload;
-  assign \o__payload$81.result  = results__2__payload;
-  assign \i__payload$87.a_codes  = \i__payload$87 [127:0];
-  assign \i__payload$87.a_codes[0]  = \i__payload$87 [3:0];
-  assign \i__payload$87.a_codes[1]  = \i__payload$87 [7:4];
-  assign \i__payload$87.a_codes[2]  = \i__payload$87 [11:8];
-  assign \i__payload$87.a_codes[3]  = \i__payload$87 [15:12];
-  assign \i__payload$87.a_codes[4]  = \i__payload$87 [19:16];
-  assign \i__payload$87.a_codes[5]  = \i__payload$87 [23:20];
-  assign \i__payload$87.a_codes[6]  = \i__payload$87 [27:24];
-  assign \i__payload$87.a_codes[7]  = \i__payload$87 [31:28];
-  assign \i__payload$87.a_codes[8]  = \i__payload$87 [35:32];
-  assign \i__payload$87.a_codes[9]  = \i__payload$87 [39:36];
-  assign \i__payload$87.a_codes[10]  = \i__payload$87 [43:40];
-  assign \i__payload$87.a_codes[11]  = \i__payload$87 [47:44];
-  assign \i__payload$87.a_codes[12]  = \i__payload$87 [51:48];
-  assign \i__payload$87.a_codes[13]  = \i__payload$87 [55:52];
-  assign \i__payload$87.a_codes[14]  = \i__payload$87 [59:56];
-  assign \i__payload$87.a_codes[15]  = \i__payload$87 [63:60];
-  assign \i__payload$87.a_codes[16]  = \i__payload$87 [67:64];
-  assign \i__payload$87.a_codes[17]  = \i__payload$87 [71:68];
-  assign \i__payload$87.a_codes[18]  = \i__payload$87 [75:72];
-  assign \i__payload$87.a_codes[19]  = \i__payload$87 [79:76];
-  assign \i__payload$87.a_codes[20]  = \i__payload$87 [83:80];
-  assign \i__payload$87.a_codes[21]  = \i__payload$87 [87:84];
-  assign \i__payload$87.a_codes[22]  = \i__payload$87 [91:88];
-  assign \i__payload$87.a_codes[23]  = \i__payload$87 [95:92];
-  assign \i__payload$87.a_codes[24]  = \i__payload$87 [99:96];
-  assign \i__payload$87.a_codes[25]  = \i__payload$87 [103:100];
-  assign \i__payload$87.a_codes[26]  = \i__payload$87 [107:104];
-  assign \i__payload$87.a_codes[27]  = \i__payload$87 [111:108];
-  assign \i__payload$87.a_codes[28]  = \i__payload$87 [115:112];
-  assign \i__payload$87.a_codes[29]  = \i__payload$87 [119:116];
-  assign \i__payload$87.a_codes[30]  = \i__payload$87 [123:120];
-  assign \i__payload$87.a_codes[31]  = \i__payload$87 [127:124];
-  assign \i__payload$87.a_dialect  = \i__payload$87 [131:128];
-  assign \i__payload$87.a_exp  = \i__payload$87 [136:132];
-  assign \i__payload$87.w_codes  = \i__payload$87 [264:137];
-  assign \i__payload$87.w_codes[0]  = \i__payload$87 [140:137];
-  assign \i__payload$87.w_codes[1]  = \i__payload$87 [144:141];
-  assign \i__payload$87.w_codes[2]  = \i__payload$87 [148:145];
-  assign \i__payload$87.w_codes[3]  = \i__payload$87 [152:149];
-  assign \i__payload$87.w_codes[4]  = \i__payload$87 [156:153];
-  assign \i__payload$87.w_codes[5]  = \i__payload$87 [160:157];
-  assign \i__payload$87.w_codes[6]  = \i__payload$87 [164:161];
-  assign \i__payload$87.w_codes[7]  = \i__payload$87 [168:165];
-  assign \i__payload$87.w_codes[8]  = \i__payload$87 [172:169];
-  assign \i__payload$87.w_codes[9]  = \i__payload$87 [176:173];
-  assign \i__payload$87.w_codes[10]  = \i__payload$87 [180:177];
-  assign \i__payload$87.w_codes[11]  = \i__payload$87 [184:181];
-  assign \i__payload$87.w_codes[12]  = \i__payload$87 [188:185];
-  assign \i__payload$87.w_codes[13]  = \i__payload$87 [192:189];
-  assign \i__payload$87.w_codes[14]  = \i__payload$87 [196:193];
-  assign \i__payload$87.w_codes[15]  = \i__payload$87 [200:197];
-  assign \i__payload$87.w_codes[16]  = \i__payload$87 [204:201];
-  assign \i__payload$87.w_codes[17]  = \i__payload$87 [208:205];
-  assign \i__payload$87.w_codes[18]  = \i__payload$87 [212:209];
-  assign \i__payload$87.w_codes[19]  = \i__payload$87 [216:213];
-  assign \i__payload$87.w_codes[20]  = \i__payload$87 [220:217];
-  assign \i__payload$87.w_codes[21]  = \i__payload$87 [224:221];
-  assign \i__payload$87.w_codes[22]  = \i__payload$87 [228:225];
-  assign \i__payload$87.w_codes[23]  = \i__payload$87 [232:229];
-  assign \i__payload$87.w_codes[24]  = \i__payload$87 [236:233];
-  assign \i__payload$87.w_codes[25]  = \i__payload$87 [240:237];
-  assign \i__payload$87.w_codes[26]  = \i__payload$87 [244:241];
-  assign \i__payload$87.w_codes[27]  = \i__payload$87 [248:245];
-  assign \i__payload$87.w_codes[28]  = \i__payload$87 [252:249];
-  assign \i__payload$87.w_codes[29]  = \i__payload$87 [256:253];
-  assign \i__payload$87.w_codes[30]  = \i__payload$87 [260:257];
-  assign \i__payload$87.w_codes[31]  = \i__payload$87 [264:261];
-  assign \i__payload$87.w_dialect  = \i__payload$87 [268:265];
-  assign \i__payload$87.w_exp  = \i__payload$87 [273:269];
-  assign \i__payload$87.last  = \i__payload$87 [274];
+  assign \o__payload$82.result  = results__2__payload;
+  assign \i__payload$88.a_codes  = \i__payload$88 [127:0];
+  assign \i__payload$88.a_codes[0]  = \i__payload$88 [3:0];
+  assign \i__payload$88.a_codes[1]  = \i__payload$88 [7:4];
+  assign \i__payload$88.a_codes[2]  = \i__payload$88 [11:8];
+  assign \i__payload$88.a_codes[3]  = \i__payload$88 [15:12];
+  assign \i__payload$88.a_codes[4]  = \i__payload$88 [19:16];
+  assign \i__payload$88.a_codes[5]  = \i__payload$88 [23:20];
+  assign \i__payload$88.a_codes[6]  = \i__payload$88 [27:24];
+  assign \i__payload$88.a_codes[7]  = \i__payload$88 [31:28];
+  assign \i__payload$88.a_codes[8]  = \i__payload$88 [35:32];
+  assign \i__payload$88.a_codes[9]  = \i__payload$88 [39:36];
+  assign \i__payload$88.a_codes[10]  = \i__payload$88 [43:40];
+  assign \i__payload$88.a_codes[11]  = \i__payload$88 [47:44];
+  assign \i__payload$88.a_codes[12]  = \i__payload$88 [51:48];
+  assign \i__payload$88.a_codes[13]  = \i__payload$88 [55:52];
+  assign \i__payload$88.a_codes[14]  = \i__payload$88 [59:56];
+  assign \i__payload$88.a_codes[15]  = \i__payload$88 [63:60];
+  assign \i__payload$88.a_codes[16]  = \i__payload$88 [67:64];
+  assign \i__payload$88.a_codes[17]  = \i__payload$88 [71:68];
+  assign \i__payload$88.a_codes[18]  = \i__payload$88 [75:72];
+  assign \i__payload$88.a_codes[19]  = \i__payload$88 [79:76];
+  assign \i__payload$88.a_codes[20]  = \i__payload$88 [83:80];
+  assign \i__payload$88.a_codes[21]  = \i__payload$88 [87:84];
+  assign \i__payload$88.a_codes[22]  = \i__payload$88 [91:88];
+  assign \i__payload$88.a_codes[23]  = \i__payload$88 [95:92];
+  assign \i__payload$88.a_codes[24]  = \i__payload$88 [99:96];
+  assign \i__payload$88.a_codes[25]  = \i__payload$88 [103:100];
+  assign \i__payload$88.a_codes[26]  = \i__payload$88 [107:104];
+  assign \i__payload$88.a_codes[27]  = \i__payload$88 [111:108];
+  assign \i__payload$88.a_codes[28]  = \i__payload$88 [115:112];
+  assign \i__payload$88.a_codes[29]  = \i__payload$88 [119:116];
+  assign \i__payload$88.a_codes[30]  = \i__payload$88 [123:120];
+  assign \i__payload$88.a_codes[31]  = \i__payload$88 [127:124];
+  assign \i__payload$88.a_dialect  = \i__payload$88 [131:128];
+  assign \i__payload$88.a_exp  = \i__payload$88 [136:132];
+  assign \i__payload$88.w_codes  = \i__payload$88 [264:137];
+  assign \i__payload$88.w_codes[0]  = \i__payload$88 [140:137];
+  assign \i__payload$88.w_codes[1]  = \i__payload$88 [144:141];
+  assign \i__payload$88.w_codes[2]  = \i__payload$88 [148:145];
+  assign \i__payload$88.w_codes[3]  = \i__payload$88 [152:149];
+  assign \i__payload$88.w_codes[4]  = \i__payload$88 [156:153];
+  assign \i__payload$88.w_codes[5]  = \i__payload$88 [160:157];
+  assign \i__payload$88.w_codes[6]  = \i__payload$88 [164:161];
+  assign \i__payload$88.w_codes[7]  = \i__payload$88 [168:165];
+  assign \i__payload$88.w_codes[8]  = \i__payload$88 [172:169];
+  assign \i__payload$88.w_codes[9]  = \i__payload$88 [176:173];
+  assign \i__payload$88.w_codes[10]  = \i__payload$88 [180:177];
+  assign \i__payload$88.w_codes[11]  = \i__payload$88 [184:181];
+  assign \i__payload$88.w_codes[12]  = \i__payload$88 [188:185];
+  assign \i__payload$88.w_codes[13]  = \i__payload$88 [192:189];
+  assign \i__payload$88.w_codes[14]  = \i__payload$88 [196:193];
+  assign \i__payload$88.w_codes[15]  = \i__payload$88 [200:197];
+  assign \i__payload$88.w_codes[16]  = \i__payload$88 [204:201];
+  assign \i__payload$88.w_codes[17]  = \i__payload$88 [208:205];
+  assign \i__payload$88.w_codes[18]  = \i__payload$88 [212:209];
+  assign \i__payload$88.w_codes[19]  = \i__payload$88 [216:213];
+  assign \i__payload$88.w_codes[20]  = \i__payload$88 [220:217];
+  assign \i__payload$88.w_codes[21]  = \i__payload$88 [224:221];
+  assign \i__payload$88.w_codes[22]  = \i__payload$88 [228:225];
+  assign \i__payload$88.w_codes[23]  = \i__payload$88 [232:229];
+  assign \i__payload$88.w_codes[24]  = \i__payload$88 [236:233];
+  assign \i__payload$88.w_codes[25]  = \i__payload$88 [240:237];
+  assign \i__payload$88.w_codes[26]  = \i__payload$88 [244:241];
+  assign \i__payload$88.w_codes[27]  = \i__payload$88 [248:245];
+  assign \i__payload$88.w_codes[28]  = \i__payload$88 [252:249];
+  assign \i__payload$88.w_codes[29]  = \i__payload$88 [256:253];
+  assign \i__payload$88.w_codes[30]  = \i__payload$88 [260:257];
+  assign \i__payload$88.w_codes[31]  = \i__payload$88 [264:261];
+  assign \i__payload$88.w_dialect  = \i__payload$88 [268:265];
+  assign \i__payload$88.w_exp  = \i__payload$88 [273:269];
+  assign \i__payload$88.last  = \i__payload$88 [274];
   assign \results__3__payload.result  = results__3__payload;
-  assign \o__payload$89.result  = results__3__payload;
-  assign \o__payload$95.data  = \o__payload$95 [127:0];
-  assign \o__payload$95.data[0]  = \o__payload$95 [31:0];
-  assign \o__payload$95.data[1]  = \o__payload$95 [63:32];
-  assign \o__payload$95.data[2]  = \o__payload$95 [95:64];
-  assign \o__payload$95.data[3]  = \o__payload$95 [127:96];
-  assign \o__payload$95.user  = \o__payload$95 [129:128];
-  assign \o__payload$95.last  = \o__payload$95 [130];
-  assign \blocks$97[0]  = \blocks$97 [136:0];
-  assign \blocks$97[0].codes  = \blocks$97 [127:0];
-  assign \blocks$97[0].codes[0]  = \blocks$97 [3:0];
-  assign \blocks$97[0].codes[1]  = \blocks$97 [7:4];
-  assign \blocks$97[0].codes[2]  = \blocks$97 [11:8];
-  assign \blocks$97[0].codes[3]  = \blocks$97 [15:12];
-  assign \blocks$97[0].codes[4]  = \blocks$97 [19:16];
-  assign \blocks$97[0].codes[5]  = \blocks$97 [23:20];
-  assign \blocks$97[0].codes[6]  = \blocks$97 [27:24];
-  assign \blocks$97[0].codes[7]  = \blocks$97 [31:28];
-  assign \blocks$97[0].codes[8]  = \blocks$97 [35:32];
-  assign \blocks$97[0].codes[9]  = \blocks$97 [39:36];
-  assign \blocks$97[0].codes[10]  = \blocks$97 [43:40];
-  assign \blocks$97[0].codes[11]  = \blocks$97 [47:44];
-  assign \blocks$97[0].codes[12]  = \blocks$97 [51:48];
-  assign \blocks$97[0].codes[13]  = \blocks$97 [55:52];
-  assign \blocks$97[0].codes[14]  = \blocks$97 [59:56];
-  assign \blocks$97[0].codes[15]  = \blocks$97 [63:60];
-  assign \blocks$97[0].codes[16]  = \blocks$97 [67:64];
-  assign \blocks$97[0].codes[17]  = \blocks$97 [71:68];
-  assign \blocks$97[0].codes[18]  = \blocks$97 [75:72];
-  assign \blocks$97[0].codes[19]  = \blocks$97 [79:76];
-  assign \blocks$97[0].codes[20]  = \blocks$97 [83:80];
-  assign \blocks$97[0].codes[21]  = \blocks$97 [87:84];
-  assign \blocks$97[0].codes[22]  = \blocks$97 [91:88];
-  assign \blocks$97[0].codes[23]  = \blocks$97 [95:92];
-  assign \blocks$97[0].codes[24]  = \blocks$97 [99:96];
-  assign \blocks$97[0].codes[25]  = \blocks$97 [103:100];
-  assign \blocks$97[0].codes[26]  = \blocks$97 [107:104];
-  assign \blocks$97[0].codes[27]  = \blocks$97 [111:108];
-  assign \blocks$97[0].codes[28]  = \blocks$97 [115:112];
-  assign \blocks$97[0].codes[29]  = \blocks$97 [119:116];
-  assign \blocks$97[0].codes[30]  = \blocks$97 [123:120];
-  assign \blocks$97[0].codes[31]  = \blocks$97 [127:124];
-  assign \blocks$97[0].dialect  = \blocks$97 [131:128];
-  assign \blocks$97[0].exp  = \blocks$97 [136:132];
-  assign \blocks$97[1]  = \blocks$97 [273:137];
-  assign \blocks$97[1].codes  = \blocks$97 [264:137];
-  assign \blocks$97[1].codes[0]  = \blocks$97 [140:137];
-  assign \blocks$97[1].codes[1]  = \blocks$97 [144:141];
-  assign \blocks$97[1].codes[2]  = \blocks$97 [148:145];
-  assign \blocks$97[1].codes[3]  = \blocks$97 [152:149];
-  assign \blocks$97[1].codes[4]  = \blocks$97 [156:153];
-  assign \blocks$97[1].codes[5]  = \blocks$97 [160:157];
-  assign \blocks$97[1].codes[6]  = \blocks$97 [164:161];
-  assign \blocks$97[1].codes[7]  = \blocks$97 [168:165];
-  assign \blocks$97[1].codes[8]  = \blocks$97 [172:169];
-  assign \blocks$97[1].codes[9]  = \blocks$97 [176:173];
-  assign \blocks$97[1].codes[10]  = \blocks$97 [180:177];
-  assign \blocks$97[1].codes[11]  = \blocks$97 [184:181];
-  assign \blocks$97[1].codes[12]  = \blocks$97 [188:185];
-  assign \blocks$97[1].codes[13]  = \blocks$97 [192:189];
-  assign \blocks$97[1].codes[14]  = \blocks$97 [196:193];
-  assign \blocks$97[1].codes[15]  = \blocks$97 [200:197];
-  assign \blocks$97[1].codes[16]  = \blocks$97 [204:201];
-  assign \blocks$97[1].codes[17]  = \blocks$97 [208:205];
-  assign \blocks$97[1].codes[18]  = \blocks$97 [212:209];
-  assign \blocks$97[1].codes[19]  = \blocks$97 [216:213];
-  assign \blocks$97[1].codes[20]  = \blocks$97 [220:217];
-  assign \blocks$97[1].codes[21]  = \blocks$97 [224:221];
-  assign \blocks$97[1].codes[22]  = \blocks$97 [228:225];
-  assign \blocks$97[1].codes[23]  = \blocks$97 [232:229];
-  assign \blocks$97[1].codes[24]  = \blocks$97 [236:233];
-  assign \blocks$97[1].codes[25]  = \blocks$97 [240:237];
-  assign \blocks$97[1].codes[26]  = \blocks$97 [244:241];
-  assign \blocks$97[1].codes[27]  = \blocks$97 [248:245];
-  assign \blocks$97[1].codes[28]  = \blocks$97 [252:249];
-  assign \blocks$97[1].codes[29]  = \blocks$97 [256:253];
-  assign \blocks$97[1].codes[30]  = \blocks$97 [260:257];
-  assign \blocks$97[1].codes[31]  = \blocks$97 [264:261];
-  assign \blocks$97[1].dialect  = \blocks$97 [268:265];
-  assign \blocks$97[1].exp  = \blocks$97 [273:269];
-  assign \blocks$97[2]  = \blocks$97 [410:274];
-  assign \blocks$97[2].codes  = \blocks$97 [401:274];
-  assign \blocks$97[2].codes[0]  = \blocks$97 [277:274];
-  assign \blocks$97[2].codes[1]  = \blocks$97 [281:278];
-  assign \blocks$97[2].codes[2]  = \blocks$97 [285:282];
-  assign \blocks$97[2].codes[3]  = \blocks$97 [289:286];
-  assign \blocks$97[2].codes[4]  = \blocks$97 [293:290];
-  assign \blocks$97[2].codes[5]  = \blocks$97 [297:294];
-  assign \blocks$97[2].codes[6]  = \blocks$97 [301:298];
-  assign \blocks$97[2].codes[7]  = \blocks$97 [305:302];
-  assign \blocks$97[2].codes[8]  = \blocks$97 [309:306];
-  assign \blocks$97[2].codes[9]  = \blocks$97 [313:310];
-  assign \blocks$97[2].codes[10]  = \blocks$97 [317:314];
-  assign \blocks$97[2].codes[11]  = \blocks$97 [321:318];
-  assign \blocks$97[2].codes[12]  = \blocks$97 [325:322];
-  assign \blocks$97[2].codes[13]  = \blocks$97 [329:326];
-  assign \blocks$97[2].codes[14]  = \blocks$97 [333:330];
-  assign \blocks$97[2].codes[15]  = \blocks$97 [337:334];
-  assign \blocks$97[2].codes[16]  = \blocks$97 [341:338];
-  assign \blocks$97[2].codes[17]  = \blocks$97 [345:342];
-  assign \blocks$97[2].codes[18]  = \blocks$97 [349:346];
-  assign \blocks$97[2].codes[19]  = \blocks$97 [353:350];
-  assign \blocks$97[2].codes[20]  = \blocks$97 [357:354];
-  assign \blocks$97[2].codes[21]  = \blocks$97 [361:358];
-  assign \blocks$97[2].codes[22]  = \blocks$97 [365:362];
-  assign \blocks$97[2].codes[23]  = \blocks$97 [369:366];
-  assign \blocks$97[2].codes[24]  = \blocks$97 [373:370];
-  assign \blocks$97[2].codes[25]  = \blocks$97 [377:374];
-  assign \blocks$97[2].codes[26]  = \blocks$97 [381:378];
-  assign \blocks$97[2].codes[27]  = \blocks$97 [385:382];
-  assign \blocks$97[2].codes[28]  = \blocks$97 [389:386];
-  assign \blocks$97[2].codes[29]  = \blocks$97 [393:390];
-  assign \blocks$97[2].codes[30]  = \blocks$97 [397:394];
-  assign \blocks$97[2].codes[31]  = \blocks$97 [401:398];
-  assign \blocks$97[2].dialect  = \blocks$97 [405:402];
-  assign \blocks$97[2].exp  = \blocks$97 [410:406];
-  assign \blocks$97[3]  = \blocks$97 [547:411];
-  assign \blocks$97[3].codes  = \blocks$97 [538:411];
-  assign \blocks$97[3].codes[0]  = \blocks$97 [414:411];
-  assign \blocks$97[3].codes[1]  = \blocks$97 [418:415];
-  assign \blocks$97[3].codes[2]  = \blocks$97 [422:419];
-  assign \blocks$97[3].codes[3]  = \blocks$97 [426:423];
-  assign \blocks$97[3].codes[4]  = \blocks$97 [430:427];
-  assign \blocks$97[3].codes[5]  = \blocks$97 [434:431];
-  assign \blocks$97[3].codes[6]  = \blocks$97 [438:435];
-  assign \blocks$97[3].codes[7]  = \blocks$97 [442:439];
-  assign \blocks$97[3].codes[8]  = \blocks$97 [446:443];
-  assign \blocks$97[3].codes[9]  = \blocks$97 [450:447];
-  assign \blocks$97[3].codes[10]  = \blocks$97 [454:451];
-  assign \blocks$97[3].codes[11]  = \blocks$97 [458:455];
-  assign \blocks$97[3].codes[12]  = \blocks$97 [462:459];
-  assign \blocks$97[3].codes[13]  = \blocks$97 [466:463];
-  assign \blocks$97[3].codes[14]  = \blocks$97 [470:467];
-  assign \blocks$97[3].codes[15]  = \blocks$97 [474:471];
-  assign \blocks$97[3].codes[16]  = \blocks$97 [478:475];
-  assign \blocks$97[3].codes[17]  = \blocks$97 [482:479];
-  assign \blocks$97[3].codes[18]  = \blocks$97 [486:483];
-  assign \blocks$97[3].codes[19]  = \blocks$97 [490:487];
-  assign \blocks$97[3].codes[20]  = \blocks$97 [494:491];
-  assign \blocks$97[3].codes[21]  = \blocks$97 [498:495];
-  assign \blocks$97[3].codes[22]  = \blocks$97 [502:499];
-  assign \blocks$97[3].codes[23]  = \blocks$97 [506:503];
-  assign \blocks$97[3].codes[24]  = \blocks$97 [510:507];
-  assign \blocks$97[3].codes[25]  = \blocks$97 [514:511];
-  assign \blocks$97[3].codes[26]  = \blocks$97 [518:515];
-  assign \blocks$97[3].codes[27]  = \blocks$97 [522:519];
-  assign \blocks$97[3].codes[28]  = \blocks$97 [526:523];
-  assign \blocks$97[3].codes[29]  = \blocks$97 [530:527];
-  assign \blocks$97[3].codes[30]  = \blocks$97 [534:531];
-  assign \blocks$97[3].codes[31]  = \blocks$97 [538:535];
-  assign \blocks$97[3].dialect  = \blocks$97 [542:539];
-  assign \blocks$97[3].exp  = \blocks$97 [547:543];
-  assign \i__payload$87 [274] = a_last;
-  assign \i__payload$87 [273:269] = a_blocks[547:543];
-  assign \i__payload$87 [268:265] = a_blocks[542:539];
-  assign \i__payload$87 [264:137] = a_blocks[538:411];
-  assign \i__payload$87 [136:132] = r_data[136:132];
-  assign \i__payload$87 [131:128] = r_data[131:128];
-  assign \i__payload$87 [127:0] = r_data[127:0];
-  assign \i__payload$79 [274] = a_last;
-  assign \i__payload$79 [273:269] = a_blocks[410:406];
-  assign \i__payload$79 [268:265] = a_blocks[405:402];
-  assign \i__payload$79 [264:137] = a_blocks[401:274];
-  assign \i__payload$79 [136:132] = r_data[136:132];
-  assign \i__payload$79 [131:128] = r_data[131:128];
-  assign \i__payload$79 [127:0] = r_data[127:0];
-  assign \i__payload$71 [274] = a_last;
-  assign \i__payload$71 [273:269] = a_blocks[273:269];
-  assign \i__payload$71 [268:265] = a_blocks[268:265];
-  assign \i__payload$71 [264:137] = a_blocks[264:137];
-  assign \i__payload$71 [136:132] = r_data[136:132];
-  assign \i__payload$71 [131:128] = r_data[131:128];
-  assign \i__payload$71 [127:0] = r_data[127:0];
-  assign \i__payload$60 [274] = a_last;
-  assign \i__payload$60 [273:269] = a_blocks[136:132];
-  assign \i__payload$60 [268:265] = a_blocks[131:128];
-  assign \i__payload$60 [264:137] = a_blocks[127:0];
-  assign \i__payload$60 [136:132] = r_data[136:132];
-  assign \i__payload$60 [131:128] = r_data[131:128];
-  assign \i__payload$60 [127:0] = r_data[127:0];
+  assign \o__payload$90.result  = results__3__payload;
+  assign \o__payload$96.data  = \o__payload$96 [127:0];
+  assign \o__payload$96.data[0]  = \o__payload$96 [31:0];
+  assign \o__payload$96.data[1]  = \o__payload$96 [63:32];
+  assign \o__payload$96.data[2]  = \o__payload$96 [95:64];
+  assign \o__payload$96.data[3]  = \o__payload$96 [127:96];
+  assign \o__payload$96.user  = \o__payload$96 [129:128];
+  assign \o__payload$96.last  = \o__payload$96 [130];
+  assign \blocks$98[0]  = \blocks$98 [136:0];
+  assign \blocks$98[0].codes  = \blocks$98 [127:0];
+  assign \blocks$98[0].codes[0]  = \blocks$98 [3:0];
+  assign \blocks$98[0].codes[1]  = \blocks$98 [7:4];
+  assign \blocks$98[0].codes[2]  = \blocks$98 [11:8];
+  assign \blocks$98[0].codes[3]  = \blocks$98 [15:12];
+  assign \blocks$98[0].codes[4]  = \blocks$98 [19:16];
+  assign \blocks$98[0].codes[5]  = \blocks$98 [23:20];
+  assign \blocks$98[0].codes[6]  = \blocks$98 [27:24];
+  assign \blocks$98[0].codes[7]  = \blocks$98 [31:28];
+  assign \blocks$98[0].codes[8]  = \blocks$98 [35:32];
+  assign \blocks$98[0].codes[9]  = \blocks$98 [39:36];
+  assign \blocks$98[0].codes[10]  = \blocks$98 [43:40];
+  assign \blocks$98[0].codes[11]  = \blocks$98 [47:44];
+  assign \blocks$98[0].codes[12]  = \blocks$98 [51:48];
+  assign \blocks$98[0].codes[13]  = \blocks$98 [55:52];
+  assign \blocks$98[0].codes[14]  = \blocks$98 [59:56];
+  assign \blocks$98[0].codes[15]  = \blocks$98 [63:60];
+  assign \blocks$98[0].codes[16]  = \blocks$98 [67:64];
+  assign \blocks$98[0].codes[17]  = \blocks$98 [71:68];
+  assign \blocks$98[0].codes[18]  = \blocks$98 [75:72];
+  assign \blocks$98[0].codes[19]  = \blocks$98 [79:76];
+  assign \blocks$98[0].codes[20]  = \blocks$98 [83:80];
+  assign \blocks$98[0].codes[21]  = \blocks$98 [87:84];
+  assign \blocks$98[0].codes[22]  = \blocks$98 [91:88];
+  assign \blocks$98[0].codes[23]  = \blocks$98 [95:92];
+  assign \blocks$98[0].codes[24]  = \blocks$98 [99:96];
+  assign \blocks$98[0].codes[25]  = \blocks$98 [103:100];
+  assign \blocks$98[0].codes[26]  = \blocks$98 [107:104];
+  assign \blocks$98[0].codes[27]  = \blocks$98 [111:108];
+  assign \blocks$98[0].codes[28]  = \blocks$98 [115:112];
+  assign \blocks$98[0].codes[29]  = \blocks$98 [119:116];
+  assign \blocks$98[0].codes[30]  = \blocks$98 [123:120];
+  assign \blocks$98[0].codes[31]  = \blocks$98 [127:124];
+  assign \blocks$98[0].dialect  = \blocks$98 [131:128];
+  assign \blocks$98[0].exp  = \blocks$98 [136:132];
+  assign \blocks$98[1]  = \blocks$98 [273:137];
+  assign \blocks$98[1].codes  = \blocks$98 [264:137];
+  assign \blocks$98[1].codes[0]  = \blocks$98 [140:137];
+  assign \blocks$98[1].codes[1]  = \blocks$98 [144:141];
+  assign \blocks$98[1].codes[2]  = \blocks$98 [148:145];
+  assign \blocks$98[1].codes[3]  = \blocks$98 [152:149];
+  assign \blocks$98[1].codes[4]  = \blocks$98 [156:153];
+  assign \blocks$98[1].codes[5]  = \blocks$98 [160:157];
+  assign \blocks$98[1].codes[6]  = \blocks$98 [164:161];
+  assign \blocks$98[1].codes[7]  = \blocks$98 [168:165];
+  assign \blocks$98[1].codes[8]  = \blocks$98 [172:169];
+  assign \blocks$98[1].codes[9]  = \blocks$98 [176:173];
+  assign \blocks$98[1].codes[10]  = \blocks$98 [180:177];
+  assign \blocks$98[1].codes[11]  = \blocks$98 [184:181];
+  assign \blocks$98[1].codes[12]  = \blocks$98 [188:185];
+  assign \blocks$98[1].codes[13]  = \blocks$98 [192:189];
+  assign \blocks$98[1].codes[14]  = \blocks$98 [196:193];
+  assign \blocks$98[1].codes[15]  = \blocks$98 [200:197];
+  assign \blocks$98[1].codes[16]  = \blocks$98 [204:201];
+  assign \blocks$98[1].codes[17]  = \blocks$98 [208:205];
+  assign \blocks$98[1].codes[18]  = \blocks$98 [212:209];
+  assign \blocks$98[1].codes[19]  = \blocks$98 [216:213];
+  assign \blocks$98[1].codes[20]  = \blocks$98 [220:217];
+  assign \blocks$98[1].codes[21]  = \blocks$98 [224:221];
+  assign \blocks$98[1].codes[22]  = \blocks$98 [228:225];
+  assign \blocks$98[1].codes[23]  = \blocks$98 [232:229];
+  assign \blocks$98[1].codes[24]  = \blocks$98 [236:233];
+  assign \blocks$98[1].codes[25]  = \blocks$98 [240:237];
+  assign \blocks$98[1].codes[26]  = \blocks$98 [244:241];
+  assign \blocks$98[1].codes[27]  = \blocks$98 [248:245];
+  assign \blocks$98[1].codes[28]  = \blocks$98 [252:249];
+  assign \blocks$98[1].codes[29]  = \blocks$98 [256:253];
+  assign \blocks$98[1].codes[30]  = \blocks$98 [260:257];
+  assign \blocks$98[1].codes[31]  = \blocks$98 [264:261];
+  assign \blocks$98[1].dialect  = \blocks$98 [268:265];
+  assign \blocks$98[1].exp  = \blocks$98 [273:269];
+  assign \blocks$98[2]  = \blocks$98 [410:274];
+  assign \blocks$98[2].codes  = \blocks$98 [401:274];
+  assign \blocks$98[2].codes[0]  = \blocks$98 [277:274];
+  assign \blocks$98[2].codes[1]  = \blocks$98 [281:278];
+  assign \blocks$98[2].codes[2]  = \blocks$98 [285:282];
+  assign \blocks$98[2].codes[3]  = \blocks$98 [289:286];
+  assign \blocks$98[2].codes[4]  = \blocks$98 [293:290];
+  assign \blocks$98[2].codes[5]  = \blocks$98 [297:294];
+  assign \blocks$98[2].codes[6]  = \blocks$98 [301:298];
+  assign \blocks$98[2].codes[7]  = \blocks$98 [305:302];
+  assign \blocks$98[2].codes[8]  = \blocks$98 [309:306];
+  assign \blocks$98[2].codes[9]  = \blocks$98 [313:310];
+  assign \blocks$98[2].codes[10]  = \blocks$98 [317:314];
+  assign \blocks$98[2].codes[11]  = \blocks$98 [321:318];
+  assign \blocks$98[2].codes[12]  = \blocks$98 [325:322];
+  assign \blocks$98[2].codes[13]  = \blocks$98 [329:326];
+  assign \blocks$98[2].codes[14]  = \blocks$98 [333:330];
+  assign \blocks$98[2].codes[15]  = \blocks$98 [337:334];
+  assign \blocks$98[2].codes[16]  = \blocks$98 [341:338];
+  assign \blocks$98[2].codes[17]  = \blocks$98 [345:342];
+  assign \blocks$98[2].codes[18]  = \blocks$98 [349:346];
+  assign \blocks$98[2].codes[19]  = \blocks$98 [353:350];
+  assign \blocks$98[2].codes[20]  = \blocks$98 [357:354];
+  assign \blocks$98[2].codes[21]  = \blocks$98 [361:358];
+  assign \blocks$98[2].codes[22]  = \blocks$98 [365:362];
+  assign \blocks$98[2].codes[23]  = \blocks$98 [369:366];
+  assign \blocks$98[2].codes[24]  = \blocks$98 [373:370];
+  assign \blocks$98[2].codes[25]  = \blocks$98 [377:374];
+  assign \blocks$98[2].codes[26]  = \blocks$98 [381:378];
+  assign \blocks$98[2].codes[27]  = \blocks$98 [385:382];
+  assign \blocks$98[2].codes[28]  = \blocks$98 [389:386];
+  assign \blocks$98[2].codes[29]  = \blocks$98 [393:390];
+  assign \blocks$98[2].codes[30]  = \blocks$98 [397:394];
+  assign \blocks$98[2].codes[31]  = \blocks$98 [401:398];
+  assign \blocks$98[2].dialect  = \blocks$98 [405:402];
+  assign \blocks$98[2].exp  = \blocks$98 [410:406];
+  assign \blocks$98[3]  = \blocks$98 [547:411];
+  assign \blocks$98[3].codes  = \blocks$98 [538:411];
+  assign \blocks$98[3].codes[0]  = \blocks$98 [414:411];
+  assign \blocks$98[3].codes[1]  = \blocks$98 [418:415];
+  assign \blocks$98[3].codes[2]  = \blocks$98 [422:419];
+  assign \blocks$98[3].codes[3]  = \blocks$98 [426:423];
+  assign \blocks$98[3].codes[4]  = \blocks$98 [430:427];
+  assign \blocks$98[3].codes[5]  = \blocks$98 [434:431];
+  assign \blocks$98[3].codes[6]  = \blocks$98 [438:435];
+  assign \blocks$98[3].codes[7]  = \blocks$98 [442:439];
+  assign \blocks$98[3].codes[8]  = \blocks$98 [446:443];
+  assign \blocks$98[3].codes[9]  = \blocks$98 [450:447];
+  assign \blocks$98[3].codes[10]  = \blocks$98 [454:451];
+  assign \blocks$98[3].codes[11]  = \blocks$98 [458:455];
+  assign \blocks$98[3].codes[12]  = \blocks$98 [462:459];
+  assign \blocks$98[3].codes[13]  = \blocks$98 [466:463];
+  assign \blocks$98[3].codes[14]  = \blocks$98 [470:467];
+  assign \blocks$98[3].codes[15]  = \blocks$98 [474:471];
+  assign \blocks$98[3].codes[16]  = \blocks$98 [478:475];
+  assign \blocks$98[3].codes[17]  = \blocks$98 [482:479];
+  assign \blocks$98[3].codes[18]  = \blocks$98 [486:483];
+  assign \blocks$98[3].codes[19]  = \blocks$98 [490:487];
+  assign \blocks$98[3].codes[20]  = \blocks$98 [494:491];
+  assign \blocks$98[3].codes[21]  = \blocks$98 [498:495];
+  assign \blocks$98[3].codes[22]  = \blocks$98 [502:499];
+  assign \blocks$98[3].codes[23]  = \blocks$98 [506:503];
+  assign \blocks$98[3].codes[24]  = \blocks$98 [510:507];
+  assign \blocks$98[3].codes[25]  = \blocks$98 [514:511];
+  assign \blocks$98[3].codes[26]  = \blocks$98 [518:515];
+  assign \blocks$98[3].codes[27]  = \blocks$98 [522:519];
+  assign \blocks$98[3].codes[28]  = \blocks$98 [526:523];
+  assign \blocks$98[3].codes[29]  = \blocks$98 [530:527];
+  assign \blocks$98[3].codes[30]  = \blocks$98 [534:531];
+  assign \blocks$98[3].codes[31]  = \blocks$98 [538:535];
+  assign \blocks$98[3].dialect  = \blocks$98 [542:539];
+  assign \blocks$98[3].exp  = \blocks$98 [547:543];
+  assign \r_data.codes  = r_data[127:0];
+  assign \r_data.codes[0]  = r_data[3:0];
+  assign \r_data.codes[1]  = r_data[7:4];
+  assign \r_data.codes[2]  = r_data[11:8];
+  assign \r_data.codes[3]  = r_data[15:12];
+  assign \r_data.codes[4]  = r_data[19:16];
+  assign \r_data.codes[5]  = r_data[23:20];
+  assign \r_data.codes[6]  = r_data[27:24];
+  assign \r_data.codes[7]  = r_data[31:28];
+  assign \r_data.codes[8]  = r_data[35:32];
+  assign \r_data.codes[9]  = r_data[39:36];
+  assign \r_data.codes[10]  = r_data[43:40];
+  assign \r_data.codes[11]  = r_data[47:44];
+  assign \r_data.codes[12]  = r_data[51:48];
+  assign \r_data.codes[13]  = r_data[55:52];
+  assign \r_data.codes[14]  = r_data[59:56];
+  assign \r_data.codes[15]  = r_data[63:60];
+  assign \r_data.codes[16]  = r_data[67:64];
+  assign \r_data.codes[17]  = r_data[71:68];
+  assign \r_data.codes[18]  = r_data[75:72];
+  assign \r_data.codes[19]  = r_data[79:76];
+  assign \r_data.codes[20]  = r_data[83:80];
+  assign \r_data.codes[21]  = r_data[87:84];
+  assign \r_data.codes[22]  = r_data[91:88];
+  assign \r_data.codes[23]  = r_data[95:92];
+  assign \r_data.codes[24]  = r_data[99:96];
+  assign \r_data.codes[25]  = r_data[103:100];
+  assign \r_data.codes[26]  = r_data[107:104];
+  assign \r_data.codes[27]  = r_data[111:108];
+  assign \r_data.codes[28]  = r_data[115:112];
+  assign \r_data.codes[29]  = r_data[119:116];
+  assign \r_data.codes[30]  = r_data[123:120];
+  assign \r_data.codes[31]  = r_data[127:124];
+  assign \r_data.dialect  = r_data[131:128];
+  assign \r_data.exp  = r_data[136:132];
+  assign \i__payload$88 [274] = a_last;
+  assign \i__payload$88 [273:269] = a_blocks[547:543];
+  assign \i__payload$88 [268:265] = a_blocks[542:539];
+  assign \i__payload$88 [264:137] = a_blocks[538:411];
+  assign \i__payload$88 [136:132] = a_activation[136:132];
+  assign \i__payload$88 [131:128] = a_activation[131:128];
+  assign \i__payload$88 [127:0] = a_activation[127:0];
+  assign \i__payload$80 [274] = a_last;
+  assign \i__payload$80 [273:269] = a_blocks[410:406];
+  assign \i__payload$80 [268:265] = a_blocks[405:402];
+  assign \i__payload$80 [264:137] = a_blocks[401:274];
+  assign \i__payload$80 [136:132] = a_activation[136:132];
+  assign \i__payload$80 [131:128] = a_activation[131:128];
+  assign \i__payload$80 [127:0] = a_activation[127:0];
+  assign \i__payload$72 [274] = a_last;
+  assign \i__payload$72 [273:269] = a_blocks[273:269];
+  assign \i__payload$72 [268:265] = a_blocks[268:265];
+  assign \i__payload$72 [264:137] = a_blocks[264:137];
+  assign \i__payload$72 [136:132] = a_activation[136:132];
+  assign \i__payload$72 [131:128] = a_activation[131:128];
+  assign \i__payload$72 [127:0] = a_activation[127:0];
+  assign \i__payload$61 [274] = a_last;
+  assign \i__payload$61 [273:269] = a_blocks[136:132];
+  assign \i__payload$61 [268:265] = a_blocks[131:128];
+  assign \i__payload$61 [264:137] = a_blocks[127:0];
+  assign \i__payload$61 [136:132] = a_activation[136:132];
+  assign \i__payload$61 [131:128] = a_activation[131:128];
+  assign \i__payload$61 [127:0] = a_activation[127:0];
   assign meta__payload[2] = s_axis_w_tuser;
   assign meta__payload[1] = mismatch;
   assign meta__payload[0] = any_invalid;
@@ -1835,11 +1930,11 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign w_data[131:128] = o__payload[131:128];
   assign w_data[127:0] = o__payload[127:0];
   assign \$7  = aresetn;
-  assign \$11  = aresetn;
+  assign \$16  = aresetn;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.buffer (rst, rd__en, wr__en, r_data, wr__data, wr__addr, rd__addr, aclk);
+module \bd_linear_fast_b32_n4.buffer (rst, rd__addr, rd__en, wr__en, r_data, wr__data, wr__addr, aclk);
   input aclk;
   wire aclk;
   wire [7:0] r_addr;
@@ -2269,6 +2364,8 @@ module \bd_linear_fast_b32_n4.buffer (rst, rd__en, wr__en, r_data, wr__data, wr_
   always @(posedge aclk) begin
     if (rd__en) begin
       _0_ <= memory[rd__addr];
+      if (wr__en && rd__addr == wr__addr)
+        _0_ <= wr__data;
     end
   end
   assign r_data = _0_;
@@ -2711,7 +2808,7 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
   wire w_port__en;
   output w_rdy;
   wire w_rdy;
-  reg [2:0] storage [9:0];
+  reg [2:0] storage [10:0];
   initial begin
     storage[0] = 3'h0;
     storage[1] = 3'h0;
@@ -2723,6 +2820,7 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
     storage[7] = 3'h0;
     storage[8] = 3'h0;
     storage[9] = 3'h0;
+    storage[10] = 3'h0;
   end
   always @(posedge aclk) begin
     if (w_port__en)
@@ -2735,7 +2833,7 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 4'ha;
+  assign w_rdy = inner_level != 4'hb;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -2743,13 +2841,13 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 4'h9;
+  assign \$5  = w_port__addr == 4'ha;
   assign \$6  = w_port__addr + 1'h1;
   assign \$7  = \$5  ? 5'h00 : \$6 ;
   assign \$8  = ~ r_rdy;
   assign \$9  = \$8  | r_en;
   assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 4'h9;
+  assign \$11  = r_port__addr == 4'ha;
   assign \$12  = r_port__addr + 1'h1;
   assign \$13  = \$11  ? 5'h00 : \$12 ;
   assign \$14  = w_rdy & w_en;
@@ -2832,35 +2930,50 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__ready$9 , i__payload, \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$11 ;
-  reg \$12 ;
-  reg \$13 ;
-  reg \$14 ;
-  reg [159:0] \$15 ;
-  reg [159:0] \$16 ;
-  reg [5:0] \$17 ;
-  reg \$18 ;
-  reg [5:0] \$19 ;
+  wire [5:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [5:0] \$19 ;
   wire \$2 ;
-  reg \$20 ;
-  reg [287:0] \$21 ;
-  reg [13:0] \$22 ;
-  reg [5:0] \$23 ;
+  wire \$20 ;
+  wire [13:0] \$21 ;
+  reg \$22 ;
+  reg \$23 ;
   reg \$24 ;
-  reg [13:0] \$25 ;
-  reg [47:0] \$26 ;
-  reg [5:0] \$27 ;
-  reg \$28 ;
-  reg [13:0] \$29 ;
+  reg \$25 ;
+  reg \$26 ;
+  reg [159:0] \$27 ;
+  reg [159:0] \$28 ;
+  reg [5:0] \$29 ;
   wire \$3 ;
+  reg \$30 ;
+  reg [5:0] \$31 ;
+  reg \$32 ;
+  reg [287:0] \$33 ;
+  reg [13:0] \$34 ;
+  reg [5:0] \$35 ;
+  reg \$36 ;
+  reg [13:0] \$37 ;
+  reg [47:0] \$38 ;
+  reg [5:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [13:0] \$41 ;
+  reg [5:0] \$42 ;
+  reg \$43 ;
+  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -2901,39 +3014,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$16 ;
+  wire [3:0] \codes$16[0] ;
+  wire [3:0] \codes$16[10] ;
+  wire [3:0] \codes$16[11] ;
+  wire [3:0] \codes$16[12] ;
+  wire [3:0] \codes$16[13] ;
+  wire [3:0] \codes$16[14] ;
+  wire [3:0] \codes$16[15] ;
+  wire [3:0] \codes$16[16] ;
+  wire [3:0] \codes$16[17] ;
+  wire [3:0] \codes$16[18] ;
+  wire [3:0] \codes$16[19] ;
+  wire [3:0] \codes$16[1] ;
+  wire [3:0] \codes$16[20] ;
+  wire [3:0] \codes$16[21] ;
+  wire [3:0] \codes$16[22] ;
+  wire [3:0] \codes$16[23] ;
+  wire [3:0] \codes$16[24] ;
+  wire [3:0] \codes$16[25] ;
+  wire [3:0] \codes$16[26] ;
+  wire [3:0] \codes$16[27] ;
+  wire [3:0] \codes$16[28] ;
+  wire [3:0] \codes$16[29] ;
+  wire [3:0] \codes$16[2] ;
+  wire [3:0] \codes$16[30] ;
+  wire [3:0] \codes$16[31] ;
+  wire [3:0] \codes$16[3] ;
+  wire [3:0] \codes$16[4] ;
+  wire [3:0] \codes$16[5] ;
+  wire [3:0] \codes$16[6] ;
+  wire [3:0] \codes$16[7] ;
+  wire [3:0] \codes$16[8] ;
+  wire [3:0] \codes$16[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -2967,15 +3080,15 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$15 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$90 ;
+  wire [5:0] \i__payload$90.exp ;
+  wire \i__payload$90.last ;
+  wire [13:0] \i__payload$90.sum ;
+  wire [81:0] \i__payload$96 ;
+  wire [81:0] \i__payload$96.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -3048,14 +3161,14 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$9 ;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
+  output \i__ready$10 ;
+  wire \i__ready$10 ;
+  wire \i__ready$99 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$107 ;
+  wire \i__valid$107 ;
+  wire \i__valid$94 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -3089,20 +3202,20 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$101 ;
-  wire \o__ready$101 ;
+  input \o__ready$102 ;
   wire \o__ready$102 ;
+  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
+  output \o__valid$104 ;
   wire \o__valid$104 ;
+  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -3161,6 +3274,10 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
+  reg [5:0] s3_spare_exp = 6'h00;
+  reg s3_spare_last = 1'h0;
+  reg [13:0] s3_spare_sum = 14'h0000;
+  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -3195,39 +3312,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$109 ;
+  wire [4:0] \values$109[0] ;
+  wire [4:0] \values$109[10] ;
+  wire [4:0] \values$109[11] ;
+  wire [4:0] \values$109[12] ;
+  wire [4:0] \values$109[13] ;
+  wire [4:0] \values$109[14] ;
+  wire [4:0] \values$109[15] ;
+  wire [4:0] \values$109[16] ;
+  wire [4:0] \values$109[17] ;
+  wire [4:0] \values$109[18] ;
+  wire [4:0] \values$109[19] ;
+  wire [4:0] \values$109[1] ;
+  wire [4:0] \values$109[20] ;
+  wire [4:0] \values$109[21] ;
+  wire [4:0] \values$109[22] ;
+  wire [4:0] \values$109[23] ;
+  wire [4:0] \values$109[24] ;
+  wire [4:0] \values$109[25] ;
+  wire [4:0] \values$109[26] ;
+  wire [4:0] \values$109[27] ;
+  wire [4:0] \values$109[28] ;
+  wire [4:0] \values$109[29] ;
+  wire [4:0] \values$109[2] ;
+  wire [4:0] \values$109[30] ;
+  wire [4:0] \values$109[31] ;
+  wire [4:0] \values$109[3] ;
+  wire [4:0] \values$109[4] ;
+  wire [4:0] \values$109[5] ;
+  wire [4:0] \values$109[6] ;
+  wire [4:0] \values$109[7] ;
+  wire [4:0] \values$109[8] ;
+  wire [4:0] \values$109[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -3293,62 +3410,97 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
-  assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
+  assign \$7  = s2_valid | s3_spare_valid;
+  assign \$8  = ~ s3_load;
+  assign \$9  = s2_valid & \$8 ;
+  assign \$10  = s0_load & \i__valid$107 ;
+  assign \$11  = i__payload[136:132] + i__payload[273:269];
+  assign \$12  = s1_load & s0_valid;
+  assign \$13  = s2_load & s1_valid;
+  assign \$14  = ~ s3_spare_valid;
+  assign \$15  = ~ s3_spare_valid;
+  assign \$16  = ~ s3_spare_valid;
+  assign \$17  = s3_spare_valid | s2_valid;
+  assign \$18  = s3_load & \$17 ;
+  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
+  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
+  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
   always @(posedge aclk)
-    s0_valid <= \$11 ;
+    s0_valid <= \$22 ;
   always @(posedge aclk)
-    s1_valid <= \$12 ;
+    s1_valid <= \$23 ;
   always @(posedge aclk)
-    s2_valid <= \$13 ;
+    s2_valid <= \$24 ;
   always @(posedge aclk)
-    s3_valid <= \$14 ;
+    s3_valid <= \$25 ;
   always @(posedge aclk)
-    a <= \$15 ;
+    s3_spare_valid <= \$26 ;
   always @(posedge aclk)
-    w <= \$16 ;
+    a <= \$27 ;
   always @(posedge aclk)
-    s0_exp <= \$17 ;
+    w <= \$28 ;
   always @(posedge aclk)
-    s0_last <= \$18 ;
+    s0_exp <= \$29 ;
   always @(posedge aclk)
-    s1_exp <= \$19 ;
+    s0_last <= \$30 ;
   always @(posedge aclk)
-    s1_last <= \$20 ;
+    s1_exp <= \$31 ;
   always @(posedge aclk)
-    s1_products <= \$21 ;
+    s1_last <= \$32 ;
   always @(posedge aclk)
-    s1_negatives <= \$22 ;
+    s1_products <= \$33 ;
   always @(posedge aclk)
-    s2_exp <= \$23 ;
+    s1_negatives <= \$34 ;
   always @(posedge aclk)
-    s2_last <= \$24 ;
+    s2_exp <= \$35 ;
   always @(posedge aclk)
-    s2_negatives <= \$25 ;
+    s2_last <= \$36 ;
   always @(posedge aclk)
-    s2_partial <= \$26 ;
+    s2_negatives <= \$37 ;
   always @(posedge aclk)
-    s3_exp <= \$27 ;
+    s2_partial <= \$38 ;
   always @(posedge aclk)
-    s3_last <= \$28 ;
+    s3_spare_exp <= \$39 ;
   always @(posedge aclk)
-    s3_sum <= \$29 ;
+    s3_spare_last <= \$40 ;
+  always @(posedge aclk)
+    s3_spare_sum <= \$41 ;
+  always @(posedge aclk)
+    s3_exp <= \$42 ;
+  always @(posedge aclk)
+    s3_last <= \$43 ;
+  always @(posedge aclk)
+    s3_sum <= \$44 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
-  assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
-  assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
-  assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
+  assign \$3  = ~ s3_spare_valid;
+  assign s2_load = \$2  | \$3 ;
+  assign \$4  = ~ s1_valid;
+  assign s1_load = \$4  | s2_load;
+  assign \$5  = ~ s0_valid;
+  assign s0_load = \$5  | s1_load;
+  assign \$6  = ~ rst;
+  assign \i__ready$10  = s0_load & \$6 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -3393,39 +3545,23 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot0.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$90 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
+    .o__payload(\i__payload$96 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
+    .o_valid(\i__valid$94 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot0.dec_a  dec_a (
-    .\port$5117$0 (i__payload[131:0]),
+    .\port$5255$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot0.dec_w  dec_w (
-    .\port$5117$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .\port$5255$137 (i__payload[268:137]),
+    .values(\values$109 )
   );
   \bd_linear_fast_b32_n4.dot0.mul  mul (
     .a(a),
@@ -3435,173 +3571,208 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot0.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
+    .i__payload(\i__payload$96 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
-    .o__ready(\o__ready$101 ),
+    .i__valid(\i__valid$94 ),
+    .o__payload(\o__payload$100 ),
+    .o__ready(\o__ready$102 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$104 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$11  = s0_valid;
+    \$22  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$22  = \i__valid$107 ;
     end
     if (rst) begin
-      \$11  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$12  = s1_valid;
+    \$23  = s1_valid;
     if (s1_load) begin
-      \$12  = s0_valid;
+      \$23  = s0_valid;
     end
     if (rst) begin
-      \$12  = 1'h0;
+      \$23  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$13  = s2_valid;
+    \$24  = s2_valid;
     if (s2_load) begin
-      \$13  = s1_valid;
+      \$24  = s1_valid;
     end
     if (rst) begin
-      \$13  = 1'h0;
+      \$24  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$14  = s3_valid;
+    \$25  = s3_valid;
     if (s3_load) begin
-      \$14  = s2_valid;
+      \$25  = \$7 ;
     end
     if (rst) begin
-      \$14  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$15  = a;
-    if (\$6 ) begin
-      \$15  = values;
+    \$26  = s3_spare_valid;
+    if (s3_spare_valid) begin
+      if (s3_load) begin
+        \$26  = 1'h0;
+      end
+    end else if (\$9 ) begin
+      \$26  = 1'h1;
+    end
+    if (rst) begin
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$16  = w;
-    if (\$6 ) begin
-      \$16  = \values$108 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$17  = s0_exp;
-    if (\$6 ) begin
-      \$17  = \$7 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$18  = s0_last;
-    if (\$6 ) begin
-      \$18  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$19  = s1_exp;
-    if (\$8 ) begin
-      \$19  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$20  = s1_last;
-    if (\$8 ) begin
-      \$20  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$21  = s1_products;
-    if (\$8 ) begin
-      \$21  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$22  = s1_negatives;
-    if (\$8 ) begin
-      \$22  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$23  = s2_exp;
-    if (\$9 ) begin
-      \$23  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$24  = s2_last;
-    if (\$9 ) begin
-      \$24  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$25  = s2_negatives;
-    if (\$9 ) begin
-      \$25  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$26  = s2_partial;
-    if (\$9 ) begin
-      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$27  = s3_exp;
+    \$27  = a;
     if (\$10 ) begin
-      \$27  = s2_exp;
+      \$27  = values;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$28  = s3_last;
+    \$28  = w;
     if (\$10 ) begin
-      \$28  = s2_last;
+      \$28  = \values$109 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$29  = s3_sum;
+    \$29  = s0_exp;
     if (\$10 ) begin
-      \$29  = block_sum[13:0];
+      \$29  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$30  = s0_last;
+    if (\$10 ) begin
+      \$30  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$31  = s1_exp;
+    if (\$12 ) begin
+      \$31  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$32  = s1_last;
+    if (\$12 ) begin
+      \$32  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$33  = s1_products;
+    if (\$12 ) begin
+      \$33  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$34  = s1_negatives;
+    if (\$12 ) begin
+      \$34  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$35  = s2_exp;
+    if (\$13 ) begin
+      \$35  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$36  = s2_last;
+    if (\$13 ) begin
+      \$36  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$37  = s2_negatives;
+    if (\$13 ) begin
+      \$37  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$38  = s2_partial;
+    if (\$13 ) begin
+      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$39  = s3_spare_exp;
+    if (\$14 ) begin
+      \$39  = s2_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$40  = s3_spare_last;
+    if (\$15 ) begin
+      \$40  = s2_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$41  = s3_spare_sum;
+    if (\$16 ) begin
+      \$41  = block_sum[13:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$42  = s3_exp;
+    if (\$18 ) begin
+      \$42  = \$19 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$43  = s3_last;
+    if (\$18 ) begin
+      \$43  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$44  = s3_sum;
+    if (\$18 ) begin
+      \$44  = \$21 ;
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$15  = i__payload[268:265];
+  assign \codes$16  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$102  = \o__ready$101 ;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$94 ;
+  assign o__payload = \i__payload$96 ;
+  assign \i__ready$99  = o__ready;
+  assign \o__payload$101  = \o__payload$100 ;
+  assign \o__ready$103  = \o__ready$102 ;
+  assign \o__valid$105  = \o__valid$104 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -3705,38 +3876,38 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$16[0]  = i__payload[140:137];
+  assign \codes$16[1]  = i__payload[144:141];
+  assign \codes$16[2]  = i__payload[148:145];
+  assign \codes$16[3]  = i__payload[152:149];
+  assign \codes$16[4]  = i__payload[156:153];
+  assign \codes$16[5]  = i__payload[160:157];
+  assign \codes$16[6]  = i__payload[164:161];
+  assign \codes$16[7]  = i__payload[168:165];
+  assign \codes$16[8]  = i__payload[172:169];
+  assign \codes$16[9]  = i__payload[176:173];
+  assign \codes$16[10]  = i__payload[180:177];
+  assign \codes$16[11]  = i__payload[184:181];
+  assign \codes$16[12]  = i__payload[188:185];
+  assign \codes$16[13]  = i__payload[192:189];
+  assign \codes$16[14]  = i__payload[196:193];
+  assign \codes$16[15]  = i__payload[200:197];
+  assign \codes$16[16]  = i__payload[204:201];
+  assign \codes$16[17]  = i__payload[208:205];
+  assign \codes$16[18]  = i__payload[212:209];
+  assign \codes$16[19]  = i__payload[216:213];
+  assign \codes$16[20]  = i__payload[220:217];
+  assign \codes$16[21]  = i__payload[224:221];
+  assign \codes$16[22]  = i__payload[228:225];
+  assign \codes$16[23]  = i__payload[232:229];
+  assign \codes$16[24]  = i__payload[236:233];
+  assign \codes$16[25]  = i__payload[240:237];
+  assign \codes$16[26]  = i__payload[244:241];
+  assign \codes$16[27]  = i__payload[248:245];
+  assign \codes$16[28]  = i__payload[252:249];
+  assign \codes$16[29]  = i__payload[256:253];
+  assign \codes$16[30]  = i__payload[260:257];
+  assign \codes$16[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -3801,13 +3972,13 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$90.sum  = \i__payload$90 [13:0];
+  assign \i__payload$90.exp  = \i__payload$90 [19:14];
+  assign \i__payload$90.last  = \i__payload$90 [20];
+  assign \i__payload$96.value  = \i__payload$96 ;
+  assign \o__payload.total  = \i__payload$96 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -3840,38 +4011,38 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$109[0]  = \values$109 [4:0];
+  assign \values$109[1]  = \values$109 [9:5];
+  assign \values$109[2]  = \values$109 [14:10];
+  assign \values$109[3]  = \values$109 [19:15];
+  assign \values$109[4]  = \values$109 [24:20];
+  assign \values$109[5]  = \values$109 [29:25];
+  assign \values$109[6]  = \values$109 [34:30];
+  assign \values$109[7]  = \values$109 [39:35];
+  assign \values$109[8]  = \values$109 [44:40];
+  assign \values$109[9]  = \values$109 [49:45];
+  assign \values$109[10]  = \values$109 [54:50];
+  assign \values$109[11]  = \values$109 [59:55];
+  assign \values$109[12]  = \values$109 [64:60];
+  assign \values$109[13]  = \values$109 [69:65];
+  assign \values$109[14]  = \values$109 [74:70];
+  assign \values$109[15]  = \values$109 [79:75];
+  assign \values$109[16]  = \values$109 [84:80];
+  assign \values$109[17]  = \values$109 [89:85];
+  assign \values$109[18]  = \values$109 [94:90];
+  assign \values$109[19]  = \values$109 [99:95];
+  assign \values$109[20]  = \values$109 [104:100];
+  assign \values$109[21]  = \values$109 [109:105];
+  assign \values$109[22]  = \values$109 [114:110];
+  assign \values$109[23]  = \values$109 [119:115];
+  assign \values$109[24]  = \values$109 [124:120];
+  assign \values$109[25]  = \values$109 [129:125];
+  assign \values$109[26]  = \values$109 [134:130];
+  assign \values$109[27]  = \values$109 [139:135];
+  assign \values$109[28]  = \values$109 [144:140];
+  assign \values$109[29]  = \values$109 [149:145];
+  assign \values$109[30]  = \values$109 [154:150];
+  assign \values$109[31]  = \values$109 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -3904,9 +4075,9 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$90 [20] = s3_last;
+  assign \i__payload$90 [19:14] = s3_exp;
+  assign \i__payload$90 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4088,7 +4259,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5117$0 );
+module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5255$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4125,8 +4296,8 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5117$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5117$0 ;
-  wire [131:0] \port$5117$0 ;
+  input [131:0] \port$5255$0 ;
+  wire [131:0] \port$5255$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4202,46 +4373,46 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5117$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5117$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5117$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5117$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5117$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5117$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5117$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5117$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5117$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5117$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5117$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5117$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5117$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5117$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5117$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5117$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5117$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5117$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5117$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5117$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5117$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5117$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5117$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5117$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5117$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5117$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5117$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5117$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5117$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5117$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5117$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5117$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5117$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5255$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5255$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5255$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5255$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5255$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5255$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5255$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5255$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5255$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5255$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5255$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5255$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5255$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5255$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5255$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5255$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5255$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5255$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5255$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5255$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5255$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5255$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5255$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5255$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5255$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5255$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5255$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5255$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5255$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5255$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5255$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5255$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$5117$0 [131:128]),
+    .dialect(\port$5255$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5117$0 [131:128];
-  assign \dialect$1  = \port$5117$0 [131:128];
+  assign dialect = \port$5255$0 [131:128];
+  assign \dialect$1  = \port$5255$0 [131:128];
   assign row = entries;
-  assign codes = \port$5117$0 [127:0];
+  assign codes = \port$5255$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4250,38 +4421,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5117$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5117$0 [3:0];
-  assign \codes[1]  = \port$5117$0 [7:4];
-  assign \codes[2]  = \port$5117$0 [11:8];
-  assign \codes[3]  = \port$5117$0 [15:12];
-  assign \codes[4]  = \port$5117$0 [19:16];
-  assign \codes[5]  = \port$5117$0 [23:20];
-  assign \codes[6]  = \port$5117$0 [27:24];
-  assign \codes[7]  = \port$5117$0 [31:28];
-  assign \codes[8]  = \port$5117$0 [35:32];
-  assign \codes[9]  = \port$5117$0 [39:36];
-  assign \codes[10]  = \port$5117$0 [43:40];
-  assign \codes[11]  = \port$5117$0 [47:44];
-  assign \codes[12]  = \port$5117$0 [51:48];
-  assign \codes[13]  = \port$5117$0 [55:52];
-  assign \codes[14]  = \port$5117$0 [59:56];
-  assign \codes[15]  = \port$5117$0 [63:60];
-  assign \codes[16]  = \port$5117$0 [67:64];
-  assign \codes[17]  = \port$5117$0 [71:68];
-  assign \codes[18]  = \port$5117$0 [75:72];
-  assign \codes[19]  = \port$5117$0 [79:76];
-  assign \codes[20]  = \port$5117$0 [83:80];
-  assign \codes[21]  = \port$5117$0 [87:84];
-  assign \codes[22]  = \port$5117$0 [91:88];
-  assign \codes[23]  = \port$5117$0 [95:92];
-  assign \codes[24]  = \port$5117$0 [99:96];
-  assign \codes[25]  = \port$5117$0 [103:100];
-  assign \codes[26]  = \port$5117$0 [107:104];
-  assign \codes[27]  = \port$5117$0 [111:108];
-  assign \codes[28]  = \port$5117$0 [115:112];
-  assign \codes[29]  = \port$5117$0 [119:116];
-  assign \codes[30]  = \port$5117$0 [123:120];
-  assign \codes[31]  = \port$5117$0 [127:124];
+  assign \codes[0]  = \port$5255$0 [3:0];
+  assign \codes[1]  = \port$5255$0 [7:4];
+  assign \codes[2]  = \port$5255$0 [11:8];
+  assign \codes[3]  = \port$5255$0 [15:12];
+  assign \codes[4]  = \port$5255$0 [19:16];
+  assign \codes[5]  = \port$5255$0 [23:20];
+  assign \codes[6]  = \port$5255$0 [27:24];
+  assign \codes[7]  = \port$5255$0 [31:28];
+  assign \codes[8]  = \port$5255$0 [35:32];
+  assign \codes[9]  = \port$5255$0 [39:36];
+  assign \codes[10]  = \port$5255$0 [43:40];
+  assign \codes[11]  = \port$5255$0 [47:44];
+  assign \codes[12]  = \port$5255$0 [51:48];
+  assign \codes[13]  = \port$5255$0 [55:52];
+  assign \codes[14]  = \port$5255$0 [59:56];
+  assign \codes[15]  = \port$5255$0 [63:60];
+  assign \codes[16]  = \port$5255$0 [67:64];
+  assign \codes[17]  = \port$5255$0 [71:68];
+  assign \codes[18]  = \port$5255$0 [75:72];
+  assign \codes[19]  = \port$5255$0 [79:76];
+  assign \codes[20]  = \port$5255$0 [83:80];
+  assign \codes[21]  = \port$5255$0 [87:84];
+  assign \codes[22]  = \port$5255$0 [91:88];
+  assign \codes[23]  = \port$5255$0 [95:92];
+  assign \codes[24]  = \port$5255$0 [99:96];
+  assign \codes[25]  = \port$5255$0 [103:100];
+  assign \codes[26]  = \port$5255$0 [107:104];
+  assign \codes[27]  = \port$5255$0 [111:108];
+  assign \codes[28]  = \port$5255$0 [115:112];
+  assign \codes[29]  = \port$5255$0 [119:116];
+  assign \codes[30]  = \port$5255$0 [123:120];
+  assign \codes[31]  = \port$5255$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4314,38 +4485,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5117$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5117$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5117$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5117$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5117$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5117$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5117$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5117$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5117$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5117$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5117$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5117$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5117$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5117$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5117$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5117$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5117$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5117$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5117$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5117$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5117$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5117$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5117$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5117$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5117$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5117$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5117$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5117$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5117$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5117$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5117$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5117$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5117$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5255$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5255$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5255$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5255$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5255$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5255$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5255$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5255$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5255$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5255$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5255$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5255$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5255$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5255$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5255$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5255$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5255$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5255$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5255$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5255$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5255$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5255$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5255$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5255$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5255$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5255$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5255$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5255$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5255$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5255$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5255$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5255$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4412,7 +4583,7 @@ module \bd_linear_fast_b32_n4.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5117$137 );
+module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5255$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4449,8 +4620,8 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5117$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5117$137 ;
-  wire [131:0] \port$5117$137 ;
+  input [131:0] \port$5255$137 ;
+  wire [131:0] \port$5255$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4526,46 +4697,46 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5117$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5117$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5117$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5117$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5117$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5117$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5117$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5117$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5117$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5117$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5117$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5117$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5117$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5117$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5117$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5117$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5117$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5117$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5117$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5117$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5117$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5117$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5117$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5117$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5117$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5117$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5117$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5117$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5117$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5117$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5117$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5117$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5117$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5255$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5255$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5255$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5255$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5255$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5255$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5255$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5255$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5255$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5255$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5255$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5255$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5255$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5255$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5255$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5255$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5255$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5255$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5255$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5255$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5255$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5255$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5255$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5255$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5255$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5255$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5255$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5255$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5255$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5255$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5255$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5255$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$5117$137 [131:128]),
+    .dialect(\port$5255$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5117$137 [131:128];
-  assign \dialect$1  = \port$5117$137 [131:128];
+  assign dialect = \port$5255$137 [131:128];
+  assign \dialect$1  = \port$5255$137 [131:128];
   assign row = entries;
-  assign codes = \port$5117$137 [127:0];
+  assign codes = \port$5255$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4574,38 +4745,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5117$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5117$137 [3:0];
-  assign \codes[1]  = \port$5117$137 [7:4];
-  assign \codes[2]  = \port$5117$137 [11:8];
-  assign \codes[3]  = \port$5117$137 [15:12];
-  assign \codes[4]  = \port$5117$137 [19:16];
-  assign \codes[5]  = \port$5117$137 [23:20];
-  assign \codes[6]  = \port$5117$137 [27:24];
-  assign \codes[7]  = \port$5117$137 [31:28];
-  assign \codes[8]  = \port$5117$137 [35:32];
-  assign \codes[9]  = \port$5117$137 [39:36];
-  assign \codes[10]  = \port$5117$137 [43:40];
-  assign \codes[11]  = \port$5117$137 [47:44];
-  assign \codes[12]  = \port$5117$137 [51:48];
-  assign \codes[13]  = \port$5117$137 [55:52];
-  assign \codes[14]  = \port$5117$137 [59:56];
-  assign \codes[15]  = \port$5117$137 [63:60];
-  assign \codes[16]  = \port$5117$137 [67:64];
-  assign \codes[17]  = \port$5117$137 [71:68];
-  assign \codes[18]  = \port$5117$137 [75:72];
-  assign \codes[19]  = \port$5117$137 [79:76];
-  assign \codes[20]  = \port$5117$137 [83:80];
-  assign \codes[21]  = \port$5117$137 [87:84];
-  assign \codes[22]  = \port$5117$137 [91:88];
-  assign \codes[23]  = \port$5117$137 [95:92];
-  assign \codes[24]  = \port$5117$137 [99:96];
-  assign \codes[25]  = \port$5117$137 [103:100];
-  assign \codes[26]  = \port$5117$137 [107:104];
-  assign \codes[27]  = \port$5117$137 [111:108];
-  assign \codes[28]  = \port$5117$137 [115:112];
-  assign \codes[29]  = \port$5117$137 [119:116];
-  assign \codes[30]  = \port$5117$137 [123:120];
-  assign \codes[31]  = \port$5117$137 [127:124];
+  assign \codes[0]  = \port$5255$137 [3:0];
+  assign \codes[1]  = \port$5255$137 [7:4];
+  assign \codes[2]  = \port$5255$137 [11:8];
+  assign \codes[3]  = \port$5255$137 [15:12];
+  assign \codes[4]  = \port$5255$137 [19:16];
+  assign \codes[5]  = \port$5255$137 [23:20];
+  assign \codes[6]  = \port$5255$137 [27:24];
+  assign \codes[7]  = \port$5255$137 [31:28];
+  assign \codes[8]  = \port$5255$137 [35:32];
+  assign \codes[9]  = \port$5255$137 [39:36];
+  assign \codes[10]  = \port$5255$137 [43:40];
+  assign \codes[11]  = \port$5255$137 [47:44];
+  assign \codes[12]  = \port$5255$137 [51:48];
+  assign \codes[13]  = \port$5255$137 [55:52];
+  assign \codes[14]  = \port$5255$137 [59:56];
+  assign \codes[15]  = \port$5255$137 [63:60];
+  assign \codes[16]  = \port$5255$137 [67:64];
+  assign \codes[17]  = \port$5255$137 [71:68];
+  assign \codes[18]  = \port$5255$137 [75:72];
+  assign \codes[19]  = \port$5255$137 [79:76];
+  assign \codes[20]  = \port$5255$137 [83:80];
+  assign \codes[21]  = \port$5255$137 [87:84];
+  assign \codes[22]  = \port$5255$137 [91:88];
+  assign \codes[23]  = \port$5255$137 [95:92];
+  assign \codes[24]  = \port$5255$137 [99:96];
+  assign \codes[25]  = \port$5255$137 [103:100];
+  assign \codes[26]  = \port$5255$137 [107:104];
+  assign \codes[27]  = \port$5255$137 [111:108];
+  assign \codes[28]  = \port$5255$137 [115:112];
+  assign \codes[29]  = \port$5255$137 [119:116];
+  assign \codes[30]  = \port$5255$137 [123:120];
+  assign \codes[31]  = \port$5255$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4638,38 +4809,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5117$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5117$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5117$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5117$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5117$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5117$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5117$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5117$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5117$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5117$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5117$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5117$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5117$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5117$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5117$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5117$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5117$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5117$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5117$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5117$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5117$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5117$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5117$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5117$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5117$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5117$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5117$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5117$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5117$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5117$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5117$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5117$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5117$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5255$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5255$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5255$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5255$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5255$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5255$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5255$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5255$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5255$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5255$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5255$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5255$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5255$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5255$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5255$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5255$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5255$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5255$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5255$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5255$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5255$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5255$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5255$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5255$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5255$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5255$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5255$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5255$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5255$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5255$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5255$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5255$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6759,35 +6930,50 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__ready$9 , i__payload, \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$11 ;
-  reg \$12 ;
-  reg \$13 ;
-  reg \$14 ;
-  reg [159:0] \$15 ;
-  reg [159:0] \$16 ;
-  reg [5:0] \$17 ;
-  reg \$18 ;
-  reg [5:0] \$19 ;
+  wire [5:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [5:0] \$19 ;
   wire \$2 ;
-  reg \$20 ;
-  reg [287:0] \$21 ;
-  reg [13:0] \$22 ;
-  reg [5:0] \$23 ;
+  wire \$20 ;
+  wire [13:0] \$21 ;
+  reg \$22 ;
+  reg \$23 ;
   reg \$24 ;
-  reg [13:0] \$25 ;
-  reg [47:0] \$26 ;
-  reg [5:0] \$27 ;
-  reg \$28 ;
-  reg [13:0] \$29 ;
+  reg \$25 ;
+  reg \$26 ;
+  reg [159:0] \$27 ;
+  reg [159:0] \$28 ;
+  reg [5:0] \$29 ;
   wire \$3 ;
+  reg \$30 ;
+  reg [5:0] \$31 ;
+  reg \$32 ;
+  reg [287:0] \$33 ;
+  reg [13:0] \$34 ;
+  reg [5:0] \$35 ;
+  reg \$36 ;
+  reg [13:0] \$37 ;
+  reg [47:0] \$38 ;
+  reg [5:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [13:0] \$41 ;
+  reg [5:0] \$42 ;
+  reg \$43 ;
+  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -6828,39 +7014,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$16 ;
+  wire [3:0] \codes$16[0] ;
+  wire [3:0] \codes$16[10] ;
+  wire [3:0] \codes$16[11] ;
+  wire [3:0] \codes$16[12] ;
+  wire [3:0] \codes$16[13] ;
+  wire [3:0] \codes$16[14] ;
+  wire [3:0] \codes$16[15] ;
+  wire [3:0] \codes$16[16] ;
+  wire [3:0] \codes$16[17] ;
+  wire [3:0] \codes$16[18] ;
+  wire [3:0] \codes$16[19] ;
+  wire [3:0] \codes$16[1] ;
+  wire [3:0] \codes$16[20] ;
+  wire [3:0] \codes$16[21] ;
+  wire [3:0] \codes$16[22] ;
+  wire [3:0] \codes$16[23] ;
+  wire [3:0] \codes$16[24] ;
+  wire [3:0] \codes$16[25] ;
+  wire [3:0] \codes$16[26] ;
+  wire [3:0] \codes$16[27] ;
+  wire [3:0] \codes$16[28] ;
+  wire [3:0] \codes$16[29] ;
+  wire [3:0] \codes$16[2] ;
+  wire [3:0] \codes$16[30] ;
+  wire [3:0] \codes$16[31] ;
+  wire [3:0] \codes$16[3] ;
+  wire [3:0] \codes$16[4] ;
+  wire [3:0] \codes$16[5] ;
+  wire [3:0] \codes$16[6] ;
+  wire [3:0] \codes$16[7] ;
+  wire [3:0] \codes$16[8] ;
+  wire [3:0] \codes$16[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -6894,15 +7080,15 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$15 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$90 ;
+  wire [5:0] \i__payload$90.exp ;
+  wire \i__payload$90.last ;
+  wire [13:0] \i__payload$90.sum ;
+  wire [81:0] \i__payload$96 ;
+  wire [81:0] \i__payload$96.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -6975,14 +7161,14 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$9 ;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
+  output \i__ready$10 ;
+  wire \i__ready$10 ;
+  wire \i__ready$99 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$107 ;
+  wire \i__valid$107 ;
+  wire \i__valid$94 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -7016,20 +7202,20 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$101 ;
-  wire \o__ready$101 ;
+  input \o__ready$102 ;
   wire \o__ready$102 ;
+  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
+  output \o__valid$104 ;
   wire \o__valid$104 ;
+  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -7088,6 +7274,10 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
+  reg [5:0] s3_spare_exp = 6'h00;
+  reg s3_spare_last = 1'h0;
+  reg [13:0] s3_spare_sum = 14'h0000;
+  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -7122,39 +7312,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$109 ;
+  wire [4:0] \values$109[0] ;
+  wire [4:0] \values$109[10] ;
+  wire [4:0] \values$109[11] ;
+  wire [4:0] \values$109[12] ;
+  wire [4:0] \values$109[13] ;
+  wire [4:0] \values$109[14] ;
+  wire [4:0] \values$109[15] ;
+  wire [4:0] \values$109[16] ;
+  wire [4:0] \values$109[17] ;
+  wire [4:0] \values$109[18] ;
+  wire [4:0] \values$109[19] ;
+  wire [4:0] \values$109[1] ;
+  wire [4:0] \values$109[20] ;
+  wire [4:0] \values$109[21] ;
+  wire [4:0] \values$109[22] ;
+  wire [4:0] \values$109[23] ;
+  wire [4:0] \values$109[24] ;
+  wire [4:0] \values$109[25] ;
+  wire [4:0] \values$109[26] ;
+  wire [4:0] \values$109[27] ;
+  wire [4:0] \values$109[28] ;
+  wire [4:0] \values$109[29] ;
+  wire [4:0] \values$109[2] ;
+  wire [4:0] \values$109[30] ;
+  wire [4:0] \values$109[31] ;
+  wire [4:0] \values$109[3] ;
+  wire [4:0] \values$109[4] ;
+  wire [4:0] \values$109[5] ;
+  wire [4:0] \values$109[6] ;
+  wire [4:0] \values$109[7] ;
+  wire [4:0] \values$109[8] ;
+  wire [4:0] \values$109[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -7220,62 +7410,97 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
-  assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
+  assign \$7  = s2_valid | s3_spare_valid;
+  assign \$8  = ~ s3_load;
+  assign \$9  = s2_valid & \$8 ;
+  assign \$10  = s0_load & \i__valid$107 ;
+  assign \$11  = i__payload[136:132] + i__payload[273:269];
+  assign \$12  = s1_load & s0_valid;
+  assign \$13  = s2_load & s1_valid;
+  assign \$14  = ~ s3_spare_valid;
+  assign \$15  = ~ s3_spare_valid;
+  assign \$16  = ~ s3_spare_valid;
+  assign \$17  = s3_spare_valid | s2_valid;
+  assign \$18  = s3_load & \$17 ;
+  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
+  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
+  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
   always @(posedge aclk)
-    s0_valid <= \$11 ;
+    s0_valid <= \$22 ;
   always @(posedge aclk)
-    s1_valid <= \$12 ;
+    s1_valid <= \$23 ;
   always @(posedge aclk)
-    s2_valid <= \$13 ;
+    s2_valid <= \$24 ;
   always @(posedge aclk)
-    s3_valid <= \$14 ;
+    s3_valid <= \$25 ;
   always @(posedge aclk)
-    a <= \$15 ;
+    s3_spare_valid <= \$26 ;
   always @(posedge aclk)
-    w <= \$16 ;
+    a <= \$27 ;
   always @(posedge aclk)
-    s0_exp <= \$17 ;
+    w <= \$28 ;
   always @(posedge aclk)
-    s0_last <= \$18 ;
+    s0_exp <= \$29 ;
   always @(posedge aclk)
-    s1_exp <= \$19 ;
+    s0_last <= \$30 ;
   always @(posedge aclk)
-    s1_last <= \$20 ;
+    s1_exp <= \$31 ;
   always @(posedge aclk)
-    s1_products <= \$21 ;
+    s1_last <= \$32 ;
   always @(posedge aclk)
-    s1_negatives <= \$22 ;
+    s1_products <= \$33 ;
   always @(posedge aclk)
-    s2_exp <= \$23 ;
+    s1_negatives <= \$34 ;
   always @(posedge aclk)
-    s2_last <= \$24 ;
+    s2_exp <= \$35 ;
   always @(posedge aclk)
-    s2_negatives <= \$25 ;
+    s2_last <= \$36 ;
   always @(posedge aclk)
-    s2_partial <= \$26 ;
+    s2_negatives <= \$37 ;
   always @(posedge aclk)
-    s3_exp <= \$27 ;
+    s2_partial <= \$38 ;
   always @(posedge aclk)
-    s3_last <= \$28 ;
+    s3_spare_exp <= \$39 ;
   always @(posedge aclk)
-    s3_sum <= \$29 ;
+    s3_spare_last <= \$40 ;
+  always @(posedge aclk)
+    s3_spare_sum <= \$41 ;
+  always @(posedge aclk)
+    s3_exp <= \$42 ;
+  always @(posedge aclk)
+    s3_last <= \$43 ;
+  always @(posedge aclk)
+    s3_sum <= \$44 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
-  assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
-  assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
-  assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
+  assign \$3  = ~ s3_spare_valid;
+  assign s2_load = \$2  | \$3 ;
+  assign \$4  = ~ s1_valid;
+  assign s1_load = \$4  | s2_load;
+  assign \$5  = ~ s0_valid;
+  assign s0_load = \$5  | s1_load;
+  assign \$6  = ~ rst;
+  assign \i__ready$10  = s0_load & \$6 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -7320,39 +7545,23 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot1.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$90 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
+    .o__payload(\i__payload$96 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
+    .o_valid(\i__valid$94 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot1.dec_a  dec_a (
-    .\port$5118$0 (i__payload[131:0]),
+    .\port$5256$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot1.dec_w  dec_w (
-    .\port$5118$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .\port$5256$137 (i__payload[268:137]),
+    .values(\values$109 )
   );
   \bd_linear_fast_b32_n4.dot1.mul  mul (
     .a(a),
@@ -7362,173 +7571,208 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot1.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
+    .i__payload(\i__payload$96 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
-    .o__ready(\o__ready$101 ),
+    .i__valid(\i__valid$94 ),
+    .o__payload(\o__payload$100 ),
+    .o__ready(\o__ready$102 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$104 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$11  = s0_valid;
+    \$22  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$22  = \i__valid$107 ;
     end
     if (rst) begin
-      \$11  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$12  = s1_valid;
+    \$23  = s1_valid;
     if (s1_load) begin
-      \$12  = s0_valid;
+      \$23  = s0_valid;
     end
     if (rst) begin
-      \$12  = 1'h0;
+      \$23  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$13  = s2_valid;
+    \$24  = s2_valid;
     if (s2_load) begin
-      \$13  = s1_valid;
+      \$24  = s1_valid;
     end
     if (rst) begin
-      \$13  = 1'h0;
+      \$24  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$14  = s3_valid;
+    \$25  = s3_valid;
     if (s3_load) begin
-      \$14  = s2_valid;
+      \$25  = \$7 ;
     end
     if (rst) begin
-      \$14  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$15  = a;
-    if (\$6 ) begin
-      \$15  = values;
+    \$26  = s3_spare_valid;
+    if (s3_spare_valid) begin
+      if (s3_load) begin
+        \$26  = 1'h0;
+      end
+    end else if (\$9 ) begin
+      \$26  = 1'h1;
+    end
+    if (rst) begin
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$16  = w;
-    if (\$6 ) begin
-      \$16  = \values$108 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$17  = s0_exp;
-    if (\$6 ) begin
-      \$17  = \$7 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$18  = s0_last;
-    if (\$6 ) begin
-      \$18  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$19  = s1_exp;
-    if (\$8 ) begin
-      \$19  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$20  = s1_last;
-    if (\$8 ) begin
-      \$20  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$21  = s1_products;
-    if (\$8 ) begin
-      \$21  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$22  = s1_negatives;
-    if (\$8 ) begin
-      \$22  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$23  = s2_exp;
-    if (\$9 ) begin
-      \$23  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$24  = s2_last;
-    if (\$9 ) begin
-      \$24  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$25  = s2_negatives;
-    if (\$9 ) begin
-      \$25  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$26  = s2_partial;
-    if (\$9 ) begin
-      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$27  = s3_exp;
+    \$27  = a;
     if (\$10 ) begin
-      \$27  = s2_exp;
+      \$27  = values;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$28  = s3_last;
+    \$28  = w;
     if (\$10 ) begin
-      \$28  = s2_last;
+      \$28  = \values$109 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$29  = s3_sum;
+    \$29  = s0_exp;
     if (\$10 ) begin
-      \$29  = block_sum[13:0];
+      \$29  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$30  = s0_last;
+    if (\$10 ) begin
+      \$30  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$31  = s1_exp;
+    if (\$12 ) begin
+      \$31  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$32  = s1_last;
+    if (\$12 ) begin
+      \$32  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$33  = s1_products;
+    if (\$12 ) begin
+      \$33  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$34  = s1_negatives;
+    if (\$12 ) begin
+      \$34  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$35  = s2_exp;
+    if (\$13 ) begin
+      \$35  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$36  = s2_last;
+    if (\$13 ) begin
+      \$36  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$37  = s2_negatives;
+    if (\$13 ) begin
+      \$37  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$38  = s2_partial;
+    if (\$13 ) begin
+      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$39  = s3_spare_exp;
+    if (\$14 ) begin
+      \$39  = s2_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$40  = s3_spare_last;
+    if (\$15 ) begin
+      \$40  = s2_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$41  = s3_spare_sum;
+    if (\$16 ) begin
+      \$41  = block_sum[13:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$42  = s3_exp;
+    if (\$18 ) begin
+      \$42  = \$19 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$43  = s3_last;
+    if (\$18 ) begin
+      \$43  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    \$44  = s3_sum;
+    if (\$18 ) begin
+      \$44  = \$21 ;
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$15  = i__payload[268:265];
+  assign \codes$16  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$102  = \o__ready$101 ;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$94 ;
+  assign o__payload = \i__payload$96 ;
+  assign \i__ready$99  = o__ready;
+  assign \o__payload$101  = \o__payload$100 ;
+  assign \o__ready$103  = \o__ready$102 ;
+  assign \o__valid$105  = \o__valid$104 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -7632,38 +7876,38 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$16[0]  = i__payload[140:137];
+  assign \codes$16[1]  = i__payload[144:141];
+  assign \codes$16[2]  = i__payload[148:145];
+  assign \codes$16[3]  = i__payload[152:149];
+  assign \codes$16[4]  = i__payload[156:153];
+  assign \codes$16[5]  = i__payload[160:157];
+  assign \codes$16[6]  = i__payload[164:161];
+  assign \codes$16[7]  = i__payload[168:165];
+  assign \codes$16[8]  = i__payload[172:169];
+  assign \codes$16[9]  = i__payload[176:173];
+  assign \codes$16[10]  = i__payload[180:177];
+  assign \codes$16[11]  = i__payload[184:181];
+  assign \codes$16[12]  = i__payload[188:185];
+  assign \codes$16[13]  = i__payload[192:189];
+  assign \codes$16[14]  = i__payload[196:193];
+  assign \codes$16[15]  = i__payload[200:197];
+  assign \codes$16[16]  = i__payload[204:201];
+  assign \codes$16[17]  = i__payload[208:205];
+  assign \codes$16[18]  = i__payload[212:209];
+  assign \codes$16[19]  = i__payload[216:213];
+  assign \codes$16[20]  = i__payload[220:217];
+  assign \codes$16[21]  = i__payload[224:221];
+  assign \codes$16[22]  = i__payload[228:225];
+  assign \codes$16[23]  = i__payload[232:229];
+  assign \codes$16[24]  = i__payload[236:233];
+  assign \codes$16[25]  = i__payload[240:237];
+  assign \codes$16[26]  = i__payload[244:241];
+  assign \codes$16[27]  = i__payload[248:245];
+  assign \codes$16[28]  = i__payload[252:249];
+  assign \codes$16[29]  = i__payload[256:253];
+  assign \codes$16[30]  = i__payload[260:257];
+  assign \codes$16[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -7728,13 +7972,13 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$90.sum  = \i__payload$90 [13:0];
+  assign \i__payload$90.exp  = \i__payload$90 [19:14];
+  assign \i__payload$90.last  = \i__payload$90 [20];
+  assign \i__payload$96.value  = \i__payload$96 ;
+  assign \o__payload.total  = \i__payload$96 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -7767,38 +8011,38 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$109[0]  = \values$109 [4:0];
+  assign \values$109[1]  = \values$109 [9:5];
+  assign \values$109[2]  = \values$109 [14:10];
+  assign \values$109[3]  = \values$109 [19:15];
+  assign \values$109[4]  = \values$109 [24:20];
+  assign \values$109[5]  = \values$109 [29:25];
+  assign \values$109[6]  = \values$109 [34:30];
+  assign \values$109[7]  = \values$109 [39:35];
+  assign \values$109[8]  = \values$109 [44:40];
+  assign \values$109[9]  = \values$109 [49:45];
+  assign \values$109[10]  = \values$109 [54:50];
+  assign \values$109[11]  = \values$109 [59:55];
+  assign \values$109[12]  = \values$109 [64:60];
+  assign \values$109[13]  = \values$109 [69:65];
+  assign \values$109[14]  = \values$109 [74:70];
+  assign \values$109[15]  = \values$109 [79:75];
+  assign \values$109[16]  = \values$109 [84:80];
+  assign \values$109[17]  = \values$109 [89:85];
+  assign \values$109[18]  = \values$109 [94:90];
+  assign \values$109[19]  = \values$109 [99:95];
+  assign \values$109[20]  = \values$109 [104:100];
+  assign \values$109[21]  = \values$109 [109:105];
+  assign \values$109[22]  = \values$109 [114:110];
+  assign \values$109[23]  = \values$109 [119:115];
+  assign \values$109[24]  = \values$109 [124:120];
+  assign \values$109[25]  = \values$109 [129:125];
+  assign \values$109[26]  = \values$109 [134:130];
+  assign \values$109[27]  = \values$109 [139:135];
+  assign \values$109[28]  = \values$109 [144:140];
+  assign \values$109[29]  = \values$109 [149:145];
+  assign \values$109[30]  = \values$109 [154:150];
+  assign \values$109[31]  = \values$109 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -7831,9 +8075,9 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$90 [20] = s3_last;
+  assign \i__payload$90 [19:14] = s3_exp;
+  assign \i__payload$90 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8015,7 +8259,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5118$0 );
+module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5256$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8052,8 +8296,8 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5118$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5118$0 ;
-  wire [131:0] \port$5118$0 ;
+  input [131:0] \port$5256$0 ;
+  wire [131:0] \port$5256$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8129,46 +8373,46 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5118$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5118$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5118$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5118$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5118$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5118$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5118$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5118$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5118$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5118$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5118$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5118$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5118$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5118$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5118$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5118$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5118$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5118$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5118$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5118$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5118$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5118$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5118$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5118$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5118$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5118$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5118$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5118$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5118$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5118$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5118$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5118$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5118$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5256$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5256$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5256$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5256$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5256$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5256$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5256$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5256$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5256$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5256$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5256$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5256$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5256$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5256$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5256$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5256$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5256$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5256$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5256$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5256$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5256$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5256$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5256$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5256$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5256$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5256$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5256$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5256$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5256$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5256$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5256$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5256$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$5118$0 [131:128]),
+    .dialect(\port$5256$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5118$0 [131:128];
-  assign \dialect$1  = \port$5118$0 [131:128];
+  assign dialect = \port$5256$0 [131:128];
+  assign \dialect$1  = \port$5256$0 [131:128];
   assign row = entries;
-  assign codes = \port$5118$0 [127:0];
+  assign codes = \port$5256$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8177,38 +8421,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5118$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5118$0 [3:0];
-  assign \codes[1]  = \port$5118$0 [7:4];
-  assign \codes[2]  = \port$5118$0 [11:8];
-  assign \codes[3]  = \port$5118$0 [15:12];
-  assign \codes[4]  = \port$5118$0 [19:16];
-  assign \codes[5]  = \port$5118$0 [23:20];
-  assign \codes[6]  = \port$5118$0 [27:24];
-  assign \codes[7]  = \port$5118$0 [31:28];
-  assign \codes[8]  = \port$5118$0 [35:32];
-  assign \codes[9]  = \port$5118$0 [39:36];
-  assign \codes[10]  = \port$5118$0 [43:40];
-  assign \codes[11]  = \port$5118$0 [47:44];
-  assign \codes[12]  = \port$5118$0 [51:48];
-  assign \codes[13]  = \port$5118$0 [55:52];
-  assign \codes[14]  = \port$5118$0 [59:56];
-  assign \codes[15]  = \port$5118$0 [63:60];
-  assign \codes[16]  = \port$5118$0 [67:64];
-  assign \codes[17]  = \port$5118$0 [71:68];
-  assign \codes[18]  = \port$5118$0 [75:72];
-  assign \codes[19]  = \port$5118$0 [79:76];
-  assign \codes[20]  = \port$5118$0 [83:80];
-  assign \codes[21]  = \port$5118$0 [87:84];
-  assign \codes[22]  = \port$5118$0 [91:88];
-  assign \codes[23]  = \port$5118$0 [95:92];
-  assign \codes[24]  = \port$5118$0 [99:96];
-  assign \codes[25]  = \port$5118$0 [103:100];
-  assign \codes[26]  = \port$5118$0 [107:104];
-  assign \codes[27]  = \port$5118$0 [111:108];
-  assign \codes[28]  = \port$5118$0 [115:112];
-  assign \codes[29]  = \port$5118$0 [119:116];
-  assign \codes[30]  = \port$5118$0 [123:120];
-  assign \codes[31]  = \port$5118$0 [127:124];
+  assign \codes[0]  = \port$5256$0 [3:0];
+  assign \codes[1]  = \port$5256$0 [7:4];
+  assign \codes[2]  = \port$5256$0 [11:8];
+  assign \codes[3]  = \port$5256$0 [15:12];
+  assign \codes[4]  = \port$5256$0 [19:16];
+  assign \codes[5]  = \port$5256$0 [23:20];
+  assign \codes[6]  = \port$5256$0 [27:24];
+  assign \codes[7]  = \port$5256$0 [31:28];
+  assign \codes[8]  = \port$5256$0 [35:32];
+  assign \codes[9]  = \port$5256$0 [39:36];
+  assign \codes[10]  = \port$5256$0 [43:40];
+  assign \codes[11]  = \port$5256$0 [47:44];
+  assign \codes[12]  = \port$5256$0 [51:48];
+  assign \codes[13]  = \port$5256$0 [55:52];
+  assign \codes[14]  = \port$5256$0 [59:56];
+  assign \codes[15]  = \port$5256$0 [63:60];
+  assign \codes[16]  = \port$5256$0 [67:64];
+  assign \codes[17]  = \port$5256$0 [71:68];
+  assign \codes[18]  = \port$5256$0 [75:72];
+  assign \codes[19]  = \port$5256$0 [79:76];
+  assign \codes[20]  = \port$5256$0 [83:80];
+  assign \codes[21]  = \port$5256$0 [87:84];
+  assign \codes[22]  = \port$5256$0 [91:88];
+  assign \codes[23]  = \port$5256$0 [95:92];
+  assign \codes[24]  = \port$5256$0 [99:96];
+  assign \codes[25]  = \port$5256$0 [103:100];
+  assign \codes[26]  = \port$5256$0 [107:104];
+  assign \codes[27]  = \port$5256$0 [111:108];
+  assign \codes[28]  = \port$5256$0 [115:112];
+  assign \codes[29]  = \port$5256$0 [119:116];
+  assign \codes[30]  = \port$5256$0 [123:120];
+  assign \codes[31]  = \port$5256$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8241,38 +8485,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5118$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5118$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5118$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5118$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5118$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5118$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5118$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5118$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5118$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5118$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5118$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5118$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5118$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5118$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5118$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5118$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5118$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5118$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5118$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5118$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5118$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5118$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5118$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5118$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5118$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5118$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5118$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5118$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5118$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5118$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5118$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5118$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5118$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5256$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5256$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5256$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5256$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5256$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5256$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5256$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5256$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5256$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5256$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5256$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5256$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5256$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5256$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5256$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5256$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5256$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5256$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5256$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5256$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5256$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5256$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5256$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5256$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5256$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5256$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5256$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5256$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5256$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5256$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5256$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5256$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8339,7 +8583,7 @@ module \bd_linear_fast_b32_n4.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5118$137 );
+module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5256$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8376,8 +8620,8 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5118$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5118$137 ;
-  wire [131:0] \port$5118$137 ;
+  input [131:0] \port$5256$137 ;
+  wire [131:0] \port$5256$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8453,46 +8697,46 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5118$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5118$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5118$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5118$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5118$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5118$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5118$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5118$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5118$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5118$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5118$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5118$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5118$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5118$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5118$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5118$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5118$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5118$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5118$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5118$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5118$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5118$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5118$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5118$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5118$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5118$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5118$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5118$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5118$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5118$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5118$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5118$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5118$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5256$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5256$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5256$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5256$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5256$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5256$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5256$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5256$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5256$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5256$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5256$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5256$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5256$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5256$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5256$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5256$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5256$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5256$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5256$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5256$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5256$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5256$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5256$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5256$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5256$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5256$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5256$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5256$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5256$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5256$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5256$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5256$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$5118$137 [131:128]),
+    .dialect(\port$5256$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5118$137 [131:128];
-  assign \dialect$1  = \port$5118$137 [131:128];
+  assign dialect = \port$5256$137 [131:128];
+  assign \dialect$1  = \port$5256$137 [131:128];
   assign row = entries;
-  assign codes = \port$5118$137 [127:0];
+  assign codes = \port$5256$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8501,38 +8745,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5118$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5118$137 [3:0];
-  assign \codes[1]  = \port$5118$137 [7:4];
-  assign \codes[2]  = \port$5118$137 [11:8];
-  assign \codes[3]  = \port$5118$137 [15:12];
-  assign \codes[4]  = \port$5118$137 [19:16];
-  assign \codes[5]  = \port$5118$137 [23:20];
-  assign \codes[6]  = \port$5118$137 [27:24];
-  assign \codes[7]  = \port$5118$137 [31:28];
-  assign \codes[8]  = \port$5118$137 [35:32];
-  assign \codes[9]  = \port$5118$137 [39:36];
-  assign \codes[10]  = \port$5118$137 [43:40];
-  assign \codes[11]  = \port$5118$137 [47:44];
-  assign \codes[12]  = \port$5118$137 [51:48];
-  assign \codes[13]  = \port$5118$137 [55:52];
-  assign \codes[14]  = \port$5118$137 [59:56];
-  assign \codes[15]  = \port$5118$137 [63:60];
-  assign \codes[16]  = \port$5118$137 [67:64];
-  assign \codes[17]  = \port$5118$137 [71:68];
-  assign \codes[18]  = \port$5118$137 [75:72];
-  assign \codes[19]  = \port$5118$137 [79:76];
-  assign \codes[20]  = \port$5118$137 [83:80];
-  assign \codes[21]  = \port$5118$137 [87:84];
-  assign \codes[22]  = \port$5118$137 [91:88];
-  assign \codes[23]  = \port$5118$137 [95:92];
-  assign \codes[24]  = \port$5118$137 [99:96];
-  assign \codes[25]  = \port$5118$137 [103:100];
-  assign \codes[26]  = \port$5118$137 [107:104];
-  assign \codes[27]  = \port$5118$137 [111:108];
-  assign \codes[28]  = \port$5118$137 [115:112];
-  assign \codes[29]  = \port$5118$137 [119:116];
-  assign \codes[30]  = \port$5118$137 [123:120];
-  assign \codes[31]  = \port$5118$137 [127:124];
+  assign \codes[0]  = \port$5256$137 [3:0];
+  assign \codes[1]  = \port$5256$137 [7:4];
+  assign \codes[2]  = \port$5256$137 [11:8];
+  assign \codes[3]  = \port$5256$137 [15:12];
+  assign \codes[4]  = \port$5256$137 [19:16];
+  assign \codes[5]  = \port$5256$137 [23:20];
+  assign \codes[6]  = \port$5256$137 [27:24];
+  assign \codes[7]  = \port$5256$137 [31:28];
+  assign \codes[8]  = \port$5256$137 [35:32];
+  assign \codes[9]  = \port$5256$137 [39:36];
+  assign \codes[10]  = \port$5256$137 [43:40];
+  assign \codes[11]  = \port$5256$137 [47:44];
+  assign \codes[12]  = \port$5256$137 [51:48];
+  assign \codes[13]  = \port$5256$137 [55:52];
+  assign \codes[14]  = \port$5256$137 [59:56];
+  assign \codes[15]  = \port$5256$137 [63:60];
+  assign \codes[16]  = \port$5256$137 [67:64];
+  assign \codes[17]  = \port$5256$137 [71:68];
+  assign \codes[18]  = \port$5256$137 [75:72];
+  assign \codes[19]  = \port$5256$137 [79:76];
+  assign \codes[20]  = \port$5256$137 [83:80];
+  assign \codes[21]  = \port$5256$137 [87:84];
+  assign \codes[22]  = \port$5256$137 [91:88];
+  assign \codes[23]  = \port$5256$137 [95:92];
+  assign \codes[24]  = \port$5256$137 [99:96];
+  assign \codes[25]  = \port$5256$137 [103:100];
+  assign \codes[26]  = \port$5256$137 [107:104];
+  assign \codes[27]  = \port$5256$137 [111:108];
+  assign \codes[28]  = \port$5256$137 [115:112];
+  assign \codes[29]  = \port$5256$137 [119:116];
+  assign \codes[30]  = \port$5256$137 [123:120];
+  assign \codes[31]  = \port$5256$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8565,38 +8809,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5118$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5118$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5118$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5118$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5118$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5118$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5118$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5118$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5118$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5118$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5118$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5118$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5118$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5118$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5118$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5118$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5118$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5118$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5118$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5118$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5118$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5118$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5118$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5118$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5118$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5118$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5118$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5118$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5118$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5118$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5118$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5118$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5118$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5256$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5256$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5256$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5256$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5256$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5256$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5256$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5256$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5256$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5256$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5256$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5256$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5256$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5256$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5256$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5256$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5256$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5256$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5256$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5256$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5256$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5256$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5256$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5256$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5256$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5256$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5256$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5256$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5256$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5256$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5256$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5256$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -10686,35 +10930,50 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__ready$9 , i__payload, \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$11 ;
-  reg \$12 ;
-  reg \$13 ;
-  reg \$14 ;
-  reg [159:0] \$15 ;
-  reg [159:0] \$16 ;
-  reg [5:0] \$17 ;
-  reg \$18 ;
-  reg [5:0] \$19 ;
+  wire [5:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [5:0] \$19 ;
   wire \$2 ;
-  reg \$20 ;
-  reg [287:0] \$21 ;
-  reg [13:0] \$22 ;
-  reg [5:0] \$23 ;
+  wire \$20 ;
+  wire [13:0] \$21 ;
+  reg \$22 ;
+  reg \$23 ;
   reg \$24 ;
-  reg [13:0] \$25 ;
-  reg [47:0] \$26 ;
-  reg [5:0] \$27 ;
-  reg \$28 ;
-  reg [13:0] \$29 ;
+  reg \$25 ;
+  reg \$26 ;
+  reg [159:0] \$27 ;
+  reg [159:0] \$28 ;
+  reg [5:0] \$29 ;
   wire \$3 ;
+  reg \$30 ;
+  reg [5:0] \$31 ;
+  reg \$32 ;
+  reg [287:0] \$33 ;
+  reg [13:0] \$34 ;
+  reg [5:0] \$35 ;
+  reg \$36 ;
+  reg [13:0] \$37 ;
+  reg [47:0] \$38 ;
+  reg [5:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [13:0] \$41 ;
+  reg [5:0] \$42 ;
+  reg \$43 ;
+  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -10755,39 +11014,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$16 ;
+  wire [3:0] \codes$16[0] ;
+  wire [3:0] \codes$16[10] ;
+  wire [3:0] \codes$16[11] ;
+  wire [3:0] \codes$16[12] ;
+  wire [3:0] \codes$16[13] ;
+  wire [3:0] \codes$16[14] ;
+  wire [3:0] \codes$16[15] ;
+  wire [3:0] \codes$16[16] ;
+  wire [3:0] \codes$16[17] ;
+  wire [3:0] \codes$16[18] ;
+  wire [3:0] \codes$16[19] ;
+  wire [3:0] \codes$16[1] ;
+  wire [3:0] \codes$16[20] ;
+  wire [3:0] \codes$16[21] ;
+  wire [3:0] \codes$16[22] ;
+  wire [3:0] \codes$16[23] ;
+  wire [3:0] \codes$16[24] ;
+  wire [3:0] \codes$16[25] ;
+  wire [3:0] \codes$16[26] ;
+  wire [3:0] \codes$16[27] ;
+  wire [3:0] \codes$16[28] ;
+  wire [3:0] \codes$16[29] ;
+  wire [3:0] \codes$16[2] ;
+  wire [3:0] \codes$16[30] ;
+  wire [3:0] \codes$16[31] ;
+  wire [3:0] \codes$16[3] ;
+  wire [3:0] \codes$16[4] ;
+  wire [3:0] \codes$16[5] ;
+  wire [3:0] \codes$16[6] ;
+  wire [3:0] \codes$16[7] ;
+  wire [3:0] \codes$16[8] ;
+  wire [3:0] \codes$16[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -10821,15 +11080,15 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$15 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$90 ;
+  wire [5:0] \i__payload$90.exp ;
+  wire \i__payload$90.last ;
+  wire [13:0] \i__payload$90.sum ;
+  wire [81:0] \i__payload$96 ;
+  wire [81:0] \i__payload$96.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -10902,14 +11161,14 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$9 ;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
+  output \i__ready$10 ;
+  wire \i__ready$10 ;
+  wire \i__ready$99 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$107 ;
+  wire \i__valid$107 ;
+  wire \i__valid$94 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -10943,20 +11202,20 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$101 ;
-  wire \o__ready$101 ;
+  input \o__ready$102 ;
   wire \o__ready$102 ;
+  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
+  output \o__valid$104 ;
   wire \o__valid$104 ;
+  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -11015,6 +11274,10 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
+  reg [5:0] s3_spare_exp = 6'h00;
+  reg s3_spare_last = 1'h0;
+  reg [13:0] s3_spare_sum = 14'h0000;
+  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -11049,39 +11312,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$109 ;
+  wire [4:0] \values$109[0] ;
+  wire [4:0] \values$109[10] ;
+  wire [4:0] \values$109[11] ;
+  wire [4:0] \values$109[12] ;
+  wire [4:0] \values$109[13] ;
+  wire [4:0] \values$109[14] ;
+  wire [4:0] \values$109[15] ;
+  wire [4:0] \values$109[16] ;
+  wire [4:0] \values$109[17] ;
+  wire [4:0] \values$109[18] ;
+  wire [4:0] \values$109[19] ;
+  wire [4:0] \values$109[1] ;
+  wire [4:0] \values$109[20] ;
+  wire [4:0] \values$109[21] ;
+  wire [4:0] \values$109[22] ;
+  wire [4:0] \values$109[23] ;
+  wire [4:0] \values$109[24] ;
+  wire [4:0] \values$109[25] ;
+  wire [4:0] \values$109[26] ;
+  wire [4:0] \values$109[27] ;
+  wire [4:0] \values$109[28] ;
+  wire [4:0] \values$109[29] ;
+  wire [4:0] \values$109[2] ;
+  wire [4:0] \values$109[30] ;
+  wire [4:0] \values$109[31] ;
+  wire [4:0] \values$109[3] ;
+  wire [4:0] \values$109[4] ;
+  wire [4:0] \values$109[5] ;
+  wire [4:0] \values$109[6] ;
+  wire [4:0] \values$109[7] ;
+  wire [4:0] \values$109[8] ;
+  wire [4:0] \values$109[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -11147,62 +11410,97 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
-  assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
+  assign \$7  = s2_valid | s3_spare_valid;
+  assign \$8  = ~ s3_load;
+  assign \$9  = s2_valid & \$8 ;
+  assign \$10  = s0_load & \i__valid$107 ;
+  assign \$11  = i__payload[136:132] + i__payload[273:269];
+  assign \$12  = s1_load & s0_valid;
+  assign \$13  = s2_load & s1_valid;
+  assign \$14  = ~ s3_spare_valid;
+  assign \$15  = ~ s3_spare_valid;
+  assign \$16  = ~ s3_spare_valid;
+  assign \$17  = s3_spare_valid | s2_valid;
+  assign \$18  = s3_load & \$17 ;
+  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
+  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
+  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
   always @(posedge aclk)
-    s0_valid <= \$11 ;
+    s0_valid <= \$22 ;
   always @(posedge aclk)
-    s1_valid <= \$12 ;
+    s1_valid <= \$23 ;
   always @(posedge aclk)
-    s2_valid <= \$13 ;
+    s2_valid <= \$24 ;
   always @(posedge aclk)
-    s3_valid <= \$14 ;
+    s3_valid <= \$25 ;
   always @(posedge aclk)
-    a <= \$15 ;
+    s3_spare_valid <= \$26 ;
   always @(posedge aclk)
-    w <= \$16 ;
+    a <= \$27 ;
   always @(posedge aclk)
-    s0_exp <= \$17 ;
+    w <= \$28 ;
   always @(posedge aclk)
-    s0_last <= \$18 ;
+    s0_exp <= \$29 ;
   always @(posedge aclk)
-    s1_exp <= \$19 ;
+    s0_last <= \$30 ;
   always @(posedge aclk)
-    s1_last <= \$20 ;
+    s1_exp <= \$31 ;
   always @(posedge aclk)
-    s1_products <= \$21 ;
+    s1_last <= \$32 ;
   always @(posedge aclk)
-    s1_negatives <= \$22 ;
+    s1_products <= \$33 ;
   always @(posedge aclk)
-    s2_exp <= \$23 ;
+    s1_negatives <= \$34 ;
   always @(posedge aclk)
-    s2_last <= \$24 ;
+    s2_exp <= \$35 ;
   always @(posedge aclk)
-    s2_negatives <= \$25 ;
+    s2_last <= \$36 ;
   always @(posedge aclk)
-    s2_partial <= \$26 ;
+    s2_negatives <= \$37 ;
   always @(posedge aclk)
-    s3_exp <= \$27 ;
+    s2_partial <= \$38 ;
   always @(posedge aclk)
-    s3_last <= \$28 ;
+    s3_spare_exp <= \$39 ;
   always @(posedge aclk)
-    s3_sum <= \$29 ;
+    s3_spare_last <= \$40 ;
+  always @(posedge aclk)
+    s3_spare_sum <= \$41 ;
+  always @(posedge aclk)
+    s3_exp <= \$42 ;
+  always @(posedge aclk)
+    s3_last <= \$43 ;
+  always @(posedge aclk)
+    s3_sum <= \$44 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
-  assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
-  assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
-  assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
+  assign \$3  = ~ s3_spare_valid;
+  assign s2_load = \$2  | \$3 ;
+  assign \$4  = ~ s1_valid;
+  assign s1_load = \$4  | s2_load;
+  assign \$5  = ~ s0_valid;
+  assign s0_load = \$5  | s1_load;
+  assign \$6  = ~ rst;
+  assign \i__ready$10  = s0_load & \$6 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -11247,39 +11545,23 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot2.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$90 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
+    .o__payload(\i__payload$96 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
+    .o_valid(\i__valid$94 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot2.dec_a  dec_a (
-    .\port$5119$0 (i__payload[131:0]),
+    .\port$5257$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot2.dec_w  dec_w (
-    .\port$5119$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .\port$5257$137 (i__payload[268:137]),
+    .values(\values$109 )
   );
   \bd_linear_fast_b32_n4.dot2.mul  mul (
     .a(a),
@@ -11289,173 +11571,208 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot2.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
+    .i__payload(\i__payload$96 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
-    .o__ready(\o__ready$101 ),
+    .i__valid(\i__valid$94 ),
+    .o__payload(\o__payload$100 ),
+    .o__ready(\o__ready$102 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$104 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$11  = s0_valid;
+    \$22  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$22  = \i__valid$107 ;
     end
     if (rst) begin
-      \$11  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$12  = s1_valid;
+    \$23  = s1_valid;
     if (s1_load) begin
-      \$12  = s0_valid;
+      \$23  = s0_valid;
     end
     if (rst) begin
-      \$12  = 1'h0;
+      \$23  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$13  = s2_valid;
+    \$24  = s2_valid;
     if (s2_load) begin
-      \$13  = s1_valid;
+      \$24  = s1_valid;
     end
     if (rst) begin
-      \$13  = 1'h0;
+      \$24  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$14  = s3_valid;
+    \$25  = s3_valid;
     if (s3_load) begin
-      \$14  = s2_valid;
+      \$25  = \$7 ;
     end
     if (rst) begin
-      \$14  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$15  = a;
-    if (\$6 ) begin
-      \$15  = values;
+    \$26  = s3_spare_valid;
+    if (s3_spare_valid) begin
+      if (s3_load) begin
+        \$26  = 1'h0;
+      end
+    end else if (\$9 ) begin
+      \$26  = 1'h1;
+    end
+    if (rst) begin
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$16  = w;
-    if (\$6 ) begin
-      \$16  = \values$108 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$17  = s0_exp;
-    if (\$6 ) begin
-      \$17  = \$7 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$18  = s0_last;
-    if (\$6 ) begin
-      \$18  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$19  = s1_exp;
-    if (\$8 ) begin
-      \$19  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$20  = s1_last;
-    if (\$8 ) begin
-      \$20  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$21  = s1_products;
-    if (\$8 ) begin
-      \$21  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$22  = s1_negatives;
-    if (\$8 ) begin
-      \$22  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$23  = s2_exp;
-    if (\$9 ) begin
-      \$23  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$24  = s2_last;
-    if (\$9 ) begin
-      \$24  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$25  = s2_negatives;
-    if (\$9 ) begin
-      \$25  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$26  = s2_partial;
-    if (\$9 ) begin
-      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$27  = s3_exp;
+    \$27  = a;
     if (\$10 ) begin
-      \$27  = s2_exp;
+      \$27  = values;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$28  = s3_last;
+    \$28  = w;
     if (\$10 ) begin
-      \$28  = s2_last;
+      \$28  = \values$109 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$29  = s3_sum;
+    \$29  = s0_exp;
     if (\$10 ) begin
-      \$29  = block_sum[13:0];
+      \$29  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$30  = s0_last;
+    if (\$10 ) begin
+      \$30  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$31  = s1_exp;
+    if (\$12 ) begin
+      \$31  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$32  = s1_last;
+    if (\$12 ) begin
+      \$32  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$33  = s1_products;
+    if (\$12 ) begin
+      \$33  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$34  = s1_negatives;
+    if (\$12 ) begin
+      \$34  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$35  = s2_exp;
+    if (\$13 ) begin
+      \$35  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$36  = s2_last;
+    if (\$13 ) begin
+      \$36  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$37  = s2_negatives;
+    if (\$13 ) begin
+      \$37  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$38  = s2_partial;
+    if (\$13 ) begin
+      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$39  = s3_spare_exp;
+    if (\$14 ) begin
+      \$39  = s2_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$40  = s3_spare_last;
+    if (\$15 ) begin
+      \$40  = s2_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$41  = s3_spare_sum;
+    if (\$16 ) begin
+      \$41  = block_sum[13:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$42  = s3_exp;
+    if (\$18 ) begin
+      \$42  = \$19 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$43  = s3_last;
+    if (\$18 ) begin
+      \$43  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    \$44  = s3_sum;
+    if (\$18 ) begin
+      \$44  = \$21 ;
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$15  = i__payload[268:265];
+  assign \codes$16  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$102  = \o__ready$101 ;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$94 ;
+  assign o__payload = \i__payload$96 ;
+  assign \i__ready$99  = o__ready;
+  assign \o__payload$101  = \o__payload$100 ;
+  assign \o__ready$103  = \o__ready$102 ;
+  assign \o__valid$105  = \o__valid$104 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -11559,38 +11876,38 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$16[0]  = i__payload[140:137];
+  assign \codes$16[1]  = i__payload[144:141];
+  assign \codes$16[2]  = i__payload[148:145];
+  assign \codes$16[3]  = i__payload[152:149];
+  assign \codes$16[4]  = i__payload[156:153];
+  assign \codes$16[5]  = i__payload[160:157];
+  assign \codes$16[6]  = i__payload[164:161];
+  assign \codes$16[7]  = i__payload[168:165];
+  assign \codes$16[8]  = i__payload[172:169];
+  assign \codes$16[9]  = i__payload[176:173];
+  assign \codes$16[10]  = i__payload[180:177];
+  assign \codes$16[11]  = i__payload[184:181];
+  assign \codes$16[12]  = i__payload[188:185];
+  assign \codes$16[13]  = i__payload[192:189];
+  assign \codes$16[14]  = i__payload[196:193];
+  assign \codes$16[15]  = i__payload[200:197];
+  assign \codes$16[16]  = i__payload[204:201];
+  assign \codes$16[17]  = i__payload[208:205];
+  assign \codes$16[18]  = i__payload[212:209];
+  assign \codes$16[19]  = i__payload[216:213];
+  assign \codes$16[20]  = i__payload[220:217];
+  assign \codes$16[21]  = i__payload[224:221];
+  assign \codes$16[22]  = i__payload[228:225];
+  assign \codes$16[23]  = i__payload[232:229];
+  assign \codes$16[24]  = i__payload[236:233];
+  assign \codes$16[25]  = i__payload[240:237];
+  assign \codes$16[26]  = i__payload[244:241];
+  assign \codes$16[27]  = i__payload[248:245];
+  assign \codes$16[28]  = i__payload[252:249];
+  assign \codes$16[29]  = i__payload[256:253];
+  assign \codes$16[30]  = i__payload[260:257];
+  assign \codes$16[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -11655,13 +11972,13 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$90.sum  = \i__payload$90 [13:0];
+  assign \i__payload$90.exp  = \i__payload$90 [19:14];
+  assign \i__payload$90.last  = \i__payload$90 [20];
+  assign \i__payload$96.value  = \i__payload$96 ;
+  assign \o__payload.total  = \i__payload$96 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -11694,38 +12011,38 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$109[0]  = \values$109 [4:0];
+  assign \values$109[1]  = \values$109 [9:5];
+  assign \values$109[2]  = \values$109 [14:10];
+  assign \values$109[3]  = \values$109 [19:15];
+  assign \values$109[4]  = \values$109 [24:20];
+  assign \values$109[5]  = \values$109 [29:25];
+  assign \values$109[6]  = \values$109 [34:30];
+  assign \values$109[7]  = \values$109 [39:35];
+  assign \values$109[8]  = \values$109 [44:40];
+  assign \values$109[9]  = \values$109 [49:45];
+  assign \values$109[10]  = \values$109 [54:50];
+  assign \values$109[11]  = \values$109 [59:55];
+  assign \values$109[12]  = \values$109 [64:60];
+  assign \values$109[13]  = \values$109 [69:65];
+  assign \values$109[14]  = \values$109 [74:70];
+  assign \values$109[15]  = \values$109 [79:75];
+  assign \values$109[16]  = \values$109 [84:80];
+  assign \values$109[17]  = \values$109 [89:85];
+  assign \values$109[18]  = \values$109 [94:90];
+  assign \values$109[19]  = \values$109 [99:95];
+  assign \values$109[20]  = \values$109 [104:100];
+  assign \values$109[21]  = \values$109 [109:105];
+  assign \values$109[22]  = \values$109 [114:110];
+  assign \values$109[23]  = \values$109 [119:115];
+  assign \values$109[24]  = \values$109 [124:120];
+  assign \values$109[25]  = \values$109 [129:125];
+  assign \values$109[26]  = \values$109 [134:130];
+  assign \values$109[27]  = \values$109 [139:135];
+  assign \values$109[28]  = \values$109 [144:140];
+  assign \values$109[29]  = \values$109 [149:145];
+  assign \values$109[30]  = \values$109 [154:150];
+  assign \values$109[31]  = \values$109 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -11758,9 +12075,9 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$90 [20] = s3_last;
+  assign \i__payload$90 [19:14] = s3_exp;
+  assign \i__payload$90 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -11942,7 +12259,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5119$0 );
+module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5257$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -11979,8 +12296,8 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5119$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5119$0 ;
-  wire [131:0] \port$5119$0 ;
+  input [131:0] \port$5257$0 ;
+  wire [131:0] \port$5257$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12056,46 +12373,46 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5119$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5119$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5119$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5119$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5119$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5119$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5119$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5119$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5119$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5119$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5119$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5119$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5119$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5119$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5119$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5119$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5119$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5119$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5119$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5119$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5119$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5119$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5119$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5119$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5119$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5119$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5119$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5119$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5119$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5119$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5119$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5119$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5119$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5257$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5257$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5257$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5257$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5257$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5257$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5257$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5257$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5257$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5257$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5257$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5257$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5257$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5257$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5257$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5257$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5257$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5257$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5257$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5257$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5257$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5257$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5257$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5257$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5257$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5257$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5257$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5257$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5257$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5257$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5257$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5257$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot2.dec_a.formatbook  formatbook (
-    .dialect(\port$5119$0 [131:128]),
+    .dialect(\port$5257$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5119$0 [131:128];
-  assign \dialect$1  = \port$5119$0 [131:128];
+  assign dialect = \port$5257$0 [131:128];
+  assign \dialect$1  = \port$5257$0 [131:128];
   assign row = entries;
-  assign codes = \port$5119$0 [127:0];
+  assign codes = \port$5257$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12104,38 +12421,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5119$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5119$0 [3:0];
-  assign \codes[1]  = \port$5119$0 [7:4];
-  assign \codes[2]  = \port$5119$0 [11:8];
-  assign \codes[3]  = \port$5119$0 [15:12];
-  assign \codes[4]  = \port$5119$0 [19:16];
-  assign \codes[5]  = \port$5119$0 [23:20];
-  assign \codes[6]  = \port$5119$0 [27:24];
-  assign \codes[7]  = \port$5119$0 [31:28];
-  assign \codes[8]  = \port$5119$0 [35:32];
-  assign \codes[9]  = \port$5119$0 [39:36];
-  assign \codes[10]  = \port$5119$0 [43:40];
-  assign \codes[11]  = \port$5119$0 [47:44];
-  assign \codes[12]  = \port$5119$0 [51:48];
-  assign \codes[13]  = \port$5119$0 [55:52];
-  assign \codes[14]  = \port$5119$0 [59:56];
-  assign \codes[15]  = \port$5119$0 [63:60];
-  assign \codes[16]  = \port$5119$0 [67:64];
-  assign \codes[17]  = \port$5119$0 [71:68];
-  assign \codes[18]  = \port$5119$0 [75:72];
-  assign \codes[19]  = \port$5119$0 [79:76];
-  assign \codes[20]  = \port$5119$0 [83:80];
-  assign \codes[21]  = \port$5119$0 [87:84];
-  assign \codes[22]  = \port$5119$0 [91:88];
-  assign \codes[23]  = \port$5119$0 [95:92];
-  assign \codes[24]  = \port$5119$0 [99:96];
-  assign \codes[25]  = \port$5119$0 [103:100];
-  assign \codes[26]  = \port$5119$0 [107:104];
-  assign \codes[27]  = \port$5119$0 [111:108];
-  assign \codes[28]  = \port$5119$0 [115:112];
-  assign \codes[29]  = \port$5119$0 [119:116];
-  assign \codes[30]  = \port$5119$0 [123:120];
-  assign \codes[31]  = \port$5119$0 [127:124];
+  assign \codes[0]  = \port$5257$0 [3:0];
+  assign \codes[1]  = \port$5257$0 [7:4];
+  assign \codes[2]  = \port$5257$0 [11:8];
+  assign \codes[3]  = \port$5257$0 [15:12];
+  assign \codes[4]  = \port$5257$0 [19:16];
+  assign \codes[5]  = \port$5257$0 [23:20];
+  assign \codes[6]  = \port$5257$0 [27:24];
+  assign \codes[7]  = \port$5257$0 [31:28];
+  assign \codes[8]  = \port$5257$0 [35:32];
+  assign \codes[9]  = \port$5257$0 [39:36];
+  assign \codes[10]  = \port$5257$0 [43:40];
+  assign \codes[11]  = \port$5257$0 [47:44];
+  assign \codes[12]  = \port$5257$0 [51:48];
+  assign \codes[13]  = \port$5257$0 [55:52];
+  assign \codes[14]  = \port$5257$0 [59:56];
+  assign \codes[15]  = \port$5257$0 [63:60];
+  assign \codes[16]  = \port$5257$0 [67:64];
+  assign \codes[17]  = \port$5257$0 [71:68];
+  assign \codes[18]  = \port$5257$0 [75:72];
+  assign \codes[19]  = \port$5257$0 [79:76];
+  assign \codes[20]  = \port$5257$0 [83:80];
+  assign \codes[21]  = \port$5257$0 [87:84];
+  assign \codes[22]  = \port$5257$0 [91:88];
+  assign \codes[23]  = \port$5257$0 [95:92];
+  assign \codes[24]  = \port$5257$0 [99:96];
+  assign \codes[25]  = \port$5257$0 [103:100];
+  assign \codes[26]  = \port$5257$0 [107:104];
+  assign \codes[27]  = \port$5257$0 [111:108];
+  assign \codes[28]  = \port$5257$0 [115:112];
+  assign \codes[29]  = \port$5257$0 [119:116];
+  assign \codes[30]  = \port$5257$0 [123:120];
+  assign \codes[31]  = \port$5257$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12168,38 +12485,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5119$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5119$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5119$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5119$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5119$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5119$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5119$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5119$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5119$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5119$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5119$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5119$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5119$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5119$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5119$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5119$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5119$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5119$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5119$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5119$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5119$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5119$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5119$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5119$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5119$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5119$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5119$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5119$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5119$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5119$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5119$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5119$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5119$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5257$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5257$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5257$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5257$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5257$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5257$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5257$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5257$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5257$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5257$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5257$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5257$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5257$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5257$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5257$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5257$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5257$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5257$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5257$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5257$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5257$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5257$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5257$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5257$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5257$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5257$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5257$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5257$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5257$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5257$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5257$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5257$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12266,7 +12583,7 @@ module \bd_linear_fast_b32_n4.dot2.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5119$137 );
+module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5257$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -12303,8 +12620,8 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5119$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5119$137 ;
-  wire [131:0] \port$5119$137 ;
+  input [131:0] \port$5257$137 ;
+  wire [131:0] \port$5257$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12380,46 +12697,46 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5119$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5119$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5119$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5119$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5119$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5119$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5119$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5119$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5119$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5119$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5119$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5119$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5119$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5119$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5119$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5119$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5119$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5119$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5119$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5119$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5119$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5119$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5119$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5119$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5119$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5119$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5119$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5119$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5119$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5119$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5119$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5119$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5119$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5257$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5257$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5257$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5257$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5257$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5257$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5257$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5257$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5257$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5257$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5257$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5257$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5257$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5257$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5257$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5257$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5257$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5257$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5257$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5257$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5257$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5257$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5257$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5257$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5257$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5257$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5257$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5257$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5257$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5257$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5257$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5257$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot2.dec_w.formatbook  formatbook (
-    .dialect(\port$5119$137 [131:128]),
+    .dialect(\port$5257$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5119$137 [131:128];
-  assign \dialect$1  = \port$5119$137 [131:128];
+  assign dialect = \port$5257$137 [131:128];
+  assign \dialect$1  = \port$5257$137 [131:128];
   assign row = entries;
-  assign codes = \port$5119$137 [127:0];
+  assign codes = \port$5257$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12428,38 +12745,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5119$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5119$137 [3:0];
-  assign \codes[1]  = \port$5119$137 [7:4];
-  assign \codes[2]  = \port$5119$137 [11:8];
-  assign \codes[3]  = \port$5119$137 [15:12];
-  assign \codes[4]  = \port$5119$137 [19:16];
-  assign \codes[5]  = \port$5119$137 [23:20];
-  assign \codes[6]  = \port$5119$137 [27:24];
-  assign \codes[7]  = \port$5119$137 [31:28];
-  assign \codes[8]  = \port$5119$137 [35:32];
-  assign \codes[9]  = \port$5119$137 [39:36];
-  assign \codes[10]  = \port$5119$137 [43:40];
-  assign \codes[11]  = \port$5119$137 [47:44];
-  assign \codes[12]  = \port$5119$137 [51:48];
-  assign \codes[13]  = \port$5119$137 [55:52];
-  assign \codes[14]  = \port$5119$137 [59:56];
-  assign \codes[15]  = \port$5119$137 [63:60];
-  assign \codes[16]  = \port$5119$137 [67:64];
-  assign \codes[17]  = \port$5119$137 [71:68];
-  assign \codes[18]  = \port$5119$137 [75:72];
-  assign \codes[19]  = \port$5119$137 [79:76];
-  assign \codes[20]  = \port$5119$137 [83:80];
-  assign \codes[21]  = \port$5119$137 [87:84];
-  assign \codes[22]  = \port$5119$137 [91:88];
-  assign \codes[23]  = \port$5119$137 [95:92];
-  assign \codes[24]  = \port$5119$137 [99:96];
-  assign \codes[25]  = \port$5119$137 [103:100];
-  assign \codes[26]  = \port$5119$137 [107:104];
-  assign \codes[27]  = \port$5119$137 [111:108];
-  assign \codes[28]  = \port$5119$137 [115:112];
-  assign \codes[29]  = \port$5119$137 [119:116];
-  assign \codes[30]  = \port$5119$137 [123:120];
-  assign \codes[31]  = \port$5119$137 [127:124];
+  assign \codes[0]  = \port$5257$137 [3:0];
+  assign \codes[1]  = \port$5257$137 [7:4];
+  assign \codes[2]  = \port$5257$137 [11:8];
+  assign \codes[3]  = \port$5257$137 [15:12];
+  assign \codes[4]  = \port$5257$137 [19:16];
+  assign \codes[5]  = \port$5257$137 [23:20];
+  assign \codes[6]  = \port$5257$137 [27:24];
+  assign \codes[7]  = \port$5257$137 [31:28];
+  assign \codes[8]  = \port$5257$137 [35:32];
+  assign \codes[9]  = \port$5257$137 [39:36];
+  assign \codes[10]  = \port$5257$137 [43:40];
+  assign \codes[11]  = \port$5257$137 [47:44];
+  assign \codes[12]  = \port$5257$137 [51:48];
+  assign \codes[13]  = \port$5257$137 [55:52];
+  assign \codes[14]  = \port$5257$137 [59:56];
+  assign \codes[15]  = \port$5257$137 [63:60];
+  assign \codes[16]  = \port$5257$137 [67:64];
+  assign \codes[17]  = \port$5257$137 [71:68];
+  assign \codes[18]  = \port$5257$137 [75:72];
+  assign \codes[19]  = \port$5257$137 [79:76];
+  assign \codes[20]  = \port$5257$137 [83:80];
+  assign \codes[21]  = \port$5257$137 [87:84];
+  assign \codes[22]  = \port$5257$137 [91:88];
+  assign \codes[23]  = \port$5257$137 [95:92];
+  assign \codes[24]  = \port$5257$137 [99:96];
+  assign \codes[25]  = \port$5257$137 [103:100];
+  assign \codes[26]  = \port$5257$137 [107:104];
+  assign \codes[27]  = \port$5257$137 [111:108];
+  assign \codes[28]  = \port$5257$137 [115:112];
+  assign \codes[29]  = \port$5257$137 [119:116];
+  assign \codes[30]  = \port$5257$137 [123:120];
+  assign \codes[31]  = \port$5257$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12492,38 +12809,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5119$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5119$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5119$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5119$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5119$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5119$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5119$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5119$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5119$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5119$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5119$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5119$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5119$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5119$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5119$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5119$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5119$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5119$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5119$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5119$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5119$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5119$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5119$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5119$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5119$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5119$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5119$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5119$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5119$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5119$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5119$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5119$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5119$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5257$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5257$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5257$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5257$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5257$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5257$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5257$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5257$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5257$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5257$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5257$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5257$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5257$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5257$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5257$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5257$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5257$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5257$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5257$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5257$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5257$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5257$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5257$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5257$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5257$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5257$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5257$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5257$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5257$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5257$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5257$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5257$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -14613,35 +14930,50 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__ready$9 , i__payload, \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg \$11 ;
-  reg \$12 ;
-  reg \$13 ;
-  reg \$14 ;
-  reg [159:0] \$15 ;
-  reg [159:0] \$16 ;
-  reg [5:0] \$17 ;
-  reg \$18 ;
-  reg [5:0] \$19 ;
+  wire [5:0] \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire \$14 ;
+  wire \$15 ;
+  wire \$16 ;
+  wire \$17 ;
+  wire \$18 ;
+  wire [5:0] \$19 ;
   wire \$2 ;
-  reg \$20 ;
-  reg [287:0] \$21 ;
-  reg [13:0] \$22 ;
-  reg [5:0] \$23 ;
+  wire \$20 ;
+  wire [13:0] \$21 ;
+  reg \$22 ;
+  reg \$23 ;
   reg \$24 ;
-  reg [13:0] \$25 ;
-  reg [47:0] \$26 ;
-  reg [5:0] \$27 ;
-  reg \$28 ;
-  reg [13:0] \$29 ;
+  reg \$25 ;
+  reg \$26 ;
+  reg [159:0] \$27 ;
+  reg [159:0] \$28 ;
+  reg [5:0] \$29 ;
   wire \$3 ;
+  reg \$30 ;
+  reg [5:0] \$31 ;
+  reg \$32 ;
+  reg [287:0] \$33 ;
+  reg [13:0] \$34 ;
+  reg [5:0] \$35 ;
+  reg \$36 ;
+  reg [13:0] \$37 ;
+  reg [47:0] \$38 ;
+  reg [5:0] \$39 ;
   wire \$4 ;
+  reg \$40 ;
+  reg [13:0] \$41 ;
+  reg [5:0] \$42 ;
+  reg \$43 ;
+  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire [5:0] \$7 ;
+  wire \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -14682,39 +15014,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$16 ;
+  wire [3:0] \codes$16[0] ;
+  wire [3:0] \codes$16[10] ;
+  wire [3:0] \codes$16[11] ;
+  wire [3:0] \codes$16[12] ;
+  wire [3:0] \codes$16[13] ;
+  wire [3:0] \codes$16[14] ;
+  wire [3:0] \codes$16[15] ;
+  wire [3:0] \codes$16[16] ;
+  wire [3:0] \codes$16[17] ;
+  wire [3:0] \codes$16[18] ;
+  wire [3:0] \codes$16[19] ;
+  wire [3:0] \codes$16[1] ;
+  wire [3:0] \codes$16[20] ;
+  wire [3:0] \codes$16[21] ;
+  wire [3:0] \codes$16[22] ;
+  wire [3:0] \codes$16[23] ;
+  wire [3:0] \codes$16[24] ;
+  wire [3:0] \codes$16[25] ;
+  wire [3:0] \codes$16[26] ;
+  wire [3:0] \codes$16[27] ;
+  wire [3:0] \codes$16[28] ;
+  wire [3:0] \codes$16[29] ;
+  wire [3:0] \codes$16[2] ;
+  wire [3:0] \codes$16[30] ;
+  wire [3:0] \codes$16[31] ;
+  wire [3:0] \codes$16[3] ;
+  wire [3:0] \codes$16[4] ;
+  wire [3:0] \codes$16[5] ;
+  wire [3:0] \codes$16[6] ;
+  wire [3:0] \codes$16[7] ;
+  wire [3:0] \codes$16[8] ;
+  wire [3:0] \codes$16[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -14748,15 +15080,15 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$15 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$90 ;
+  wire [5:0] \i__payload$90.exp ;
+  wire \i__payload$90.last ;
+  wire [13:0] \i__payload$90.sum ;
+  wire [81:0] \i__payload$96 ;
+  wire [81:0] \i__payload$96.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -14829,14 +15161,14 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$9 ;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
+  output \i__ready$10 ;
+  wire \i__ready$10 ;
+  wire \i__ready$99 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$107 ;
+  wire \i__valid$107 ;
+  wire \i__valid$94 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -14870,20 +15202,20 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$101 ;
-  wire \o__ready$101 ;
+  input \o__ready$102 ;
   wire \o__ready$102 ;
+  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
+  output \o__valid$104 ;
   wire \o__valid$104 ;
+  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -14942,6 +15274,10 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
+  reg [5:0] s3_spare_exp = 6'h00;
+  reg s3_spare_last = 1'h0;
+  reg [13:0] s3_spare_sum = 14'h0000;
+  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -14976,39 +15312,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$109 ;
+  wire [4:0] \values$109[0] ;
+  wire [4:0] \values$109[10] ;
+  wire [4:0] \values$109[11] ;
+  wire [4:0] \values$109[12] ;
+  wire [4:0] \values$109[13] ;
+  wire [4:0] \values$109[14] ;
+  wire [4:0] \values$109[15] ;
+  wire [4:0] \values$109[16] ;
+  wire [4:0] \values$109[17] ;
+  wire [4:0] \values$109[18] ;
+  wire [4:0] \values$109[19] ;
+  wire [4:0] \values$109[1] ;
+  wire [4:0] \values$109[20] ;
+  wire [4:0] \values$109[21] ;
+  wire [4:0] \values$109[22] ;
+  wire [4:0] \values$109[23] ;
+  wire [4:0] \values$109[24] ;
+  wire [4:0] \values$109[25] ;
+  wire [4:0] \values$109[26] ;
+  wire [4:0] \values$109[27] ;
+  wire [4:0] \values$109[28] ;
+  wire [4:0] \values$109[29] ;
+  wire [4:0] \values$109[2] ;
+  wire [4:0] \values$109[30] ;
+  wire [4:0] \values$109[31] ;
+  wire [4:0] \values$109[3] ;
+  wire [4:0] \values$109[4] ;
+  wire [4:0] \values$109[5] ;
+  wire [4:0] \values$109[6] ;
+  wire [4:0] \values$109[7] ;
+  wire [4:0] \values$109[8] ;
+  wire [4:0] \values$109[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -15074,62 +15410,97 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
-  assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
+  assign \$7  = s2_valid | s3_spare_valid;
+  assign \$8  = ~ s3_load;
+  assign \$9  = s2_valid & \$8 ;
+  assign \$10  = s0_load & \i__valid$107 ;
+  assign \$11  = i__payload[136:132] + i__payload[273:269];
+  assign \$12  = s1_load & s0_valid;
+  assign \$13  = s2_load & s1_valid;
+  assign \$14  = ~ s3_spare_valid;
+  assign \$15  = ~ s3_spare_valid;
+  assign \$16  = ~ s3_spare_valid;
+  assign \$17  = s3_spare_valid | s2_valid;
+  assign \$18  = s3_load & \$17 ;
+  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
+  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
+  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
   always @(posedge aclk)
-    s0_valid <= \$11 ;
+    s0_valid <= \$22 ;
   always @(posedge aclk)
-    s1_valid <= \$12 ;
+    s1_valid <= \$23 ;
   always @(posedge aclk)
-    s2_valid <= \$13 ;
+    s2_valid <= \$24 ;
   always @(posedge aclk)
-    s3_valid <= \$14 ;
+    s3_valid <= \$25 ;
   always @(posedge aclk)
-    a <= \$15 ;
+    s3_spare_valid <= \$26 ;
   always @(posedge aclk)
-    w <= \$16 ;
+    a <= \$27 ;
   always @(posedge aclk)
-    s0_exp <= \$17 ;
+    w <= \$28 ;
   always @(posedge aclk)
-    s0_last <= \$18 ;
+    s0_exp <= \$29 ;
   always @(posedge aclk)
-    s1_exp <= \$19 ;
+    s0_last <= \$30 ;
   always @(posedge aclk)
-    s1_last <= \$20 ;
+    s1_exp <= \$31 ;
   always @(posedge aclk)
-    s1_products <= \$21 ;
+    s1_last <= \$32 ;
   always @(posedge aclk)
-    s1_negatives <= \$22 ;
+    s1_products <= \$33 ;
   always @(posedge aclk)
-    s2_exp <= \$23 ;
+    s1_negatives <= \$34 ;
   always @(posedge aclk)
-    s2_last <= \$24 ;
+    s2_exp <= \$35 ;
   always @(posedge aclk)
-    s2_negatives <= \$25 ;
+    s2_last <= \$36 ;
   always @(posedge aclk)
-    s2_partial <= \$26 ;
+    s2_negatives <= \$37 ;
   always @(posedge aclk)
-    s3_exp <= \$27 ;
+    s2_partial <= \$38 ;
   always @(posedge aclk)
-    s3_last <= \$28 ;
+    s3_spare_exp <= \$39 ;
   always @(posedge aclk)
-    s3_sum <= \$29 ;
+    s3_spare_last <= \$40 ;
+  always @(posedge aclk)
+    s3_spare_sum <= \$41 ;
+  always @(posedge aclk)
+    s3_exp <= \$42 ;
+  always @(posedge aclk)
+    s3_last <= \$43 ;
+  always @(posedge aclk)
+    s3_sum <= \$44 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
-  assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
-  assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
-  assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
+  assign \$3  = ~ s3_spare_valid;
+  assign s2_load = \$2  | \$3 ;
+  assign \$4  = ~ s1_valid;
+  assign s1_load = \$4  | s2_load;
+  assign \$5  = ~ s0_valid;
+  assign s0_load = \$5  | s1_load;
+  assign \$6  = ~ rst;
+  assign \i__ready$10  = s0_load & \$6 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -15174,39 +15545,23 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot3.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$90 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
+    .o__payload(\i__payload$96 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
+    .o_valid(\i__valid$94 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot3.dec_a  dec_a (
-    .\port$5120$0 (i__payload[131:0]),
+    .\port$5258$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot3.dec_w  dec_w (
-    .\port$5120$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .\port$5258$137 (i__payload[268:137]),
+    .values(\values$109 )
   );
   \bd_linear_fast_b32_n4.dot3.mul  mul (
     .a(a),
@@ -15216,173 +15571,208 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot3.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
+    .i__payload(\i__payload$96 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
-    .o__ready(\o__ready$101 ),
+    .i__valid(\i__valid$94 ),
+    .o__payload(\o__payload$100 ),
+    .o__ready(\o__ready$102 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$104 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$11  = s0_valid;
+    \$22  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$22  = \i__valid$107 ;
     end
     if (rst) begin
-      \$11  = 1'h0;
+      \$22  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$12  = s1_valid;
+    \$23  = s1_valid;
     if (s1_load) begin
-      \$12  = s0_valid;
+      \$23  = s0_valid;
     end
     if (rst) begin
-      \$12  = 1'h0;
+      \$23  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$13  = s2_valid;
+    \$24  = s2_valid;
     if (s2_load) begin
-      \$13  = s1_valid;
+      \$24  = s1_valid;
     end
     if (rst) begin
-      \$13  = 1'h0;
+      \$24  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$14  = s3_valid;
+    \$25  = s3_valid;
     if (s3_load) begin
-      \$14  = s2_valid;
+      \$25  = \$7 ;
     end
     if (rst) begin
-      \$14  = 1'h0;
+      \$25  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$15  = a;
-    if (\$6 ) begin
-      \$15  = values;
+    \$26  = s3_spare_valid;
+    if (s3_spare_valid) begin
+      if (s3_load) begin
+        \$26  = 1'h0;
+      end
+    end else if (\$9 ) begin
+      \$26  = 1'h1;
+    end
+    if (rst) begin
+      \$26  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$16  = w;
-    if (\$6 ) begin
-      \$16  = \values$108 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$17  = s0_exp;
-    if (\$6 ) begin
-      \$17  = \$7 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$18  = s0_last;
-    if (\$6 ) begin
-      \$18  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$19  = s1_exp;
-    if (\$8 ) begin
-      \$19  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$20  = s1_last;
-    if (\$8 ) begin
-      \$20  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$21  = s1_products;
-    if (\$8 ) begin
-      \$21  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$22  = s1_negatives;
-    if (\$8 ) begin
-      \$22  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$23  = s2_exp;
-    if (\$9 ) begin
-      \$23  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$24  = s2_last;
-    if (\$9 ) begin
-      \$24  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$25  = s2_negatives;
-    if (\$9 ) begin
-      \$25  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$26  = s2_partial;
-    if (\$9 ) begin
-      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$27  = s3_exp;
+    \$27  = a;
     if (\$10 ) begin
-      \$27  = s2_exp;
+      \$27  = values;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$28  = s3_last;
+    \$28  = w;
     if (\$10 ) begin
-      \$28  = s2_last;
+      \$28  = \values$109 ;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$29  = s3_sum;
+    \$29  = s0_exp;
     if (\$10 ) begin
-      \$29  = block_sum[13:0];
+      \$29  = \$11 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$30  = s0_last;
+    if (\$10 ) begin
+      \$30  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$31  = s1_exp;
+    if (\$12 ) begin
+      \$31  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$32  = s1_last;
+    if (\$12 ) begin
+      \$32  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$33  = s1_products;
+    if (\$12 ) begin
+      \$33  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$34  = s1_negatives;
+    if (\$12 ) begin
+      \$34  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$35  = s2_exp;
+    if (\$13 ) begin
+      \$35  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$36  = s2_last;
+    if (\$13 ) begin
+      \$36  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$37  = s2_negatives;
+    if (\$13 ) begin
+      \$37  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$38  = s2_partial;
+    if (\$13 ) begin
+      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$39  = s3_spare_exp;
+    if (\$14 ) begin
+      \$39  = s2_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$40  = s3_spare_last;
+    if (\$15 ) begin
+      \$40  = s2_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$41  = s3_spare_sum;
+    if (\$16 ) begin
+      \$41  = block_sum[13:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$42  = s3_exp;
+    if (\$18 ) begin
+      \$42  = \$19 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$43  = s3_last;
+    if (\$18 ) begin
+      \$43  = \$20 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    \$44  = s3_sum;
+    if (\$18 ) begin
+      \$44  = \$21 ;
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$15  = i__payload[268:265];
+  assign \codes$16  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$102  = \o__ready$101 ;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$94 ;
+  assign o__payload = \i__payload$96 ;
+  assign \i__ready$99  = o__ready;
+  assign \o__payload$101  = \o__payload$100 ;
+  assign \o__ready$103  = \o__ready$102 ;
+  assign \o__valid$105  = \o__valid$104 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -15486,38 +15876,38 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$16[0]  = i__payload[140:137];
+  assign \codes$16[1]  = i__payload[144:141];
+  assign \codes$16[2]  = i__payload[148:145];
+  assign \codes$16[3]  = i__payload[152:149];
+  assign \codes$16[4]  = i__payload[156:153];
+  assign \codes$16[5]  = i__payload[160:157];
+  assign \codes$16[6]  = i__payload[164:161];
+  assign \codes$16[7]  = i__payload[168:165];
+  assign \codes$16[8]  = i__payload[172:169];
+  assign \codes$16[9]  = i__payload[176:173];
+  assign \codes$16[10]  = i__payload[180:177];
+  assign \codes$16[11]  = i__payload[184:181];
+  assign \codes$16[12]  = i__payload[188:185];
+  assign \codes$16[13]  = i__payload[192:189];
+  assign \codes$16[14]  = i__payload[196:193];
+  assign \codes$16[15]  = i__payload[200:197];
+  assign \codes$16[16]  = i__payload[204:201];
+  assign \codes$16[17]  = i__payload[208:205];
+  assign \codes$16[18]  = i__payload[212:209];
+  assign \codes$16[19]  = i__payload[216:213];
+  assign \codes$16[20]  = i__payload[220:217];
+  assign \codes$16[21]  = i__payload[224:221];
+  assign \codes$16[22]  = i__payload[228:225];
+  assign \codes$16[23]  = i__payload[232:229];
+  assign \codes$16[24]  = i__payload[236:233];
+  assign \codes$16[25]  = i__payload[240:237];
+  assign \codes$16[26]  = i__payload[244:241];
+  assign \codes$16[27]  = i__payload[248:245];
+  assign \codes$16[28]  = i__payload[252:249];
+  assign \codes$16[29]  = i__payload[256:253];
+  assign \codes$16[30]  = i__payload[260:257];
+  assign \codes$16[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -15582,13 +15972,13 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$90.sum  = \i__payload$90 [13:0];
+  assign \i__payload$90.exp  = \i__payload$90 [19:14];
+  assign \i__payload$90.last  = \i__payload$90 [20];
+  assign \i__payload$96.value  = \i__payload$96 ;
+  assign \o__payload.total  = \i__payload$96 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -15621,38 +16011,38 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$109[0]  = \values$109 [4:0];
+  assign \values$109[1]  = \values$109 [9:5];
+  assign \values$109[2]  = \values$109 [14:10];
+  assign \values$109[3]  = \values$109 [19:15];
+  assign \values$109[4]  = \values$109 [24:20];
+  assign \values$109[5]  = \values$109 [29:25];
+  assign \values$109[6]  = \values$109 [34:30];
+  assign \values$109[7]  = \values$109 [39:35];
+  assign \values$109[8]  = \values$109 [44:40];
+  assign \values$109[9]  = \values$109 [49:45];
+  assign \values$109[10]  = \values$109 [54:50];
+  assign \values$109[11]  = \values$109 [59:55];
+  assign \values$109[12]  = \values$109 [64:60];
+  assign \values$109[13]  = \values$109 [69:65];
+  assign \values$109[14]  = \values$109 [74:70];
+  assign \values$109[15]  = \values$109 [79:75];
+  assign \values$109[16]  = \values$109 [84:80];
+  assign \values$109[17]  = \values$109 [89:85];
+  assign \values$109[18]  = \values$109 [94:90];
+  assign \values$109[19]  = \values$109 [99:95];
+  assign \values$109[20]  = \values$109 [104:100];
+  assign \values$109[21]  = \values$109 [109:105];
+  assign \values$109[22]  = \values$109 [114:110];
+  assign \values$109[23]  = \values$109 [119:115];
+  assign \values$109[24]  = \values$109 [124:120];
+  assign \values$109[25]  = \values$109 [129:125];
+  assign \values$109[26]  = \values$109 [134:130];
+  assign \values$109[27]  = \values$109 [139:135];
+  assign \values$109[28]  = \values$109 [144:140];
+  assign \values$109[29]  = \values$109 [149:145];
+  assign \values$109[30]  = \values$109 [154:150];
+  assign \values$109[31]  = \values$109 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -15685,9 +16075,9 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$106 , \o__ready$101 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$90 [20] = s3_last;
+  assign \i__payload$90 [19:14] = s3_exp;
+  assign \i__payload$90 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15869,7 +16259,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5120$0 );
+module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5258$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -15906,8 +16296,8 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5120$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5120$0 ;
-  wire [131:0] \port$5120$0 ;
+  input [131:0] \port$5258$0 ;
+  wire [131:0] \port$5258$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -15983,46 +16373,46 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5120$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5120$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5120$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5120$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5120$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5120$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5120$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5120$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5120$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5120$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5120$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5120$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5120$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5120$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5120$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5120$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5120$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5120$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5120$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5120$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5120$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5120$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5120$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5120$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5120$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5120$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5120$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5120$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5120$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5120$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5120$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5120$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5120$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5258$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5258$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5258$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5258$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5258$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5258$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5258$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5258$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5258$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5258$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5258$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5258$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5258$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5258$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5258$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5258$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5258$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5258$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5258$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5258$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5258$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5258$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5258$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5258$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5258$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5258$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5258$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5258$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5258$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5258$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5258$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5258$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot3.dec_a.formatbook  formatbook (
-    .dialect(\port$5120$0 [131:128]),
+    .dialect(\port$5258$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5120$0 [131:128];
-  assign \dialect$1  = \port$5120$0 [131:128];
+  assign dialect = \port$5258$0 [131:128];
+  assign \dialect$1  = \port$5258$0 [131:128];
   assign row = entries;
-  assign codes = \port$5120$0 [127:0];
+  assign codes = \port$5258$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16031,38 +16421,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5120$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5120$0 [3:0];
-  assign \codes[1]  = \port$5120$0 [7:4];
-  assign \codes[2]  = \port$5120$0 [11:8];
-  assign \codes[3]  = \port$5120$0 [15:12];
-  assign \codes[4]  = \port$5120$0 [19:16];
-  assign \codes[5]  = \port$5120$0 [23:20];
-  assign \codes[6]  = \port$5120$0 [27:24];
-  assign \codes[7]  = \port$5120$0 [31:28];
-  assign \codes[8]  = \port$5120$0 [35:32];
-  assign \codes[9]  = \port$5120$0 [39:36];
-  assign \codes[10]  = \port$5120$0 [43:40];
-  assign \codes[11]  = \port$5120$0 [47:44];
-  assign \codes[12]  = \port$5120$0 [51:48];
-  assign \codes[13]  = \port$5120$0 [55:52];
-  assign \codes[14]  = \port$5120$0 [59:56];
-  assign \codes[15]  = \port$5120$0 [63:60];
-  assign \codes[16]  = \port$5120$0 [67:64];
-  assign \codes[17]  = \port$5120$0 [71:68];
-  assign \codes[18]  = \port$5120$0 [75:72];
-  assign \codes[19]  = \port$5120$0 [79:76];
-  assign \codes[20]  = \port$5120$0 [83:80];
-  assign \codes[21]  = \port$5120$0 [87:84];
-  assign \codes[22]  = \port$5120$0 [91:88];
-  assign \codes[23]  = \port$5120$0 [95:92];
-  assign \codes[24]  = \port$5120$0 [99:96];
-  assign \codes[25]  = \port$5120$0 [103:100];
-  assign \codes[26]  = \port$5120$0 [107:104];
-  assign \codes[27]  = \port$5120$0 [111:108];
-  assign \codes[28]  = \port$5120$0 [115:112];
-  assign \codes[29]  = \port$5120$0 [119:116];
-  assign \codes[30]  = \port$5120$0 [123:120];
-  assign \codes[31]  = \port$5120$0 [127:124];
+  assign \codes[0]  = \port$5258$0 [3:0];
+  assign \codes[1]  = \port$5258$0 [7:4];
+  assign \codes[2]  = \port$5258$0 [11:8];
+  assign \codes[3]  = \port$5258$0 [15:12];
+  assign \codes[4]  = \port$5258$0 [19:16];
+  assign \codes[5]  = \port$5258$0 [23:20];
+  assign \codes[6]  = \port$5258$0 [27:24];
+  assign \codes[7]  = \port$5258$0 [31:28];
+  assign \codes[8]  = \port$5258$0 [35:32];
+  assign \codes[9]  = \port$5258$0 [39:36];
+  assign \codes[10]  = \port$5258$0 [43:40];
+  assign \codes[11]  = \port$5258$0 [47:44];
+  assign \codes[12]  = \port$5258$0 [51:48];
+  assign \codes[13]  = \port$5258$0 [55:52];
+  assign \codes[14]  = \port$5258$0 [59:56];
+  assign \codes[15]  = \port$5258$0 [63:60];
+  assign \codes[16]  = \port$5258$0 [67:64];
+  assign \codes[17]  = \port$5258$0 [71:68];
+  assign \codes[18]  = \port$5258$0 [75:72];
+  assign \codes[19]  = \port$5258$0 [79:76];
+  assign \codes[20]  = \port$5258$0 [83:80];
+  assign \codes[21]  = \port$5258$0 [87:84];
+  assign \codes[22]  = \port$5258$0 [91:88];
+  assign \codes[23]  = \port$5258$0 [95:92];
+  assign \codes[24]  = \port$5258$0 [99:96];
+  assign \codes[25]  = \port$5258$0 [103:100];
+  assign \codes[26]  = \port$5258$0 [107:104];
+  assign \codes[27]  = \port$5258$0 [111:108];
+  assign \codes[28]  = \port$5258$0 [115:112];
+  assign \codes[29]  = \port$5258$0 [119:116];
+  assign \codes[30]  = \port$5258$0 [123:120];
+  assign \codes[31]  = \port$5258$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16095,38 +16485,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5120$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5120$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5120$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5120$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5120$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5120$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5120$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5120$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5120$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5120$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5120$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5120$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5120$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5120$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5120$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5120$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5120$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5120$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5120$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5120$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5120$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5120$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5120$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5120$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5120$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5120$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5120$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5120$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5120$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5120$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5120$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5120$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5120$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5258$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5258$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5258$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5258$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5258$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5258$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5258$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5258$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5258$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5258$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5258$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5258$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5258$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5258$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5258$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5258$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5258$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5258$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5258$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5258$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5258$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5258$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5258$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5258$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5258$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5258$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5258$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5258$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5258$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5258$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5258$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5258$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16193,7 +16583,7 @@ module \bd_linear_fast_b32_n4.dot3.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5120$137 );
+module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5258$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16230,8 +16620,8 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5120$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5120$137 ;
-  wire [131:0] \port$5120$137 ;
+  input [131:0] \port$5258$137 ;
+  wire [131:0] \port$5258$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16307,46 +16697,46 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5120$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5120$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5120$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5120$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5120$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5120$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5120$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5120$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5120$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5120$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5120$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5120$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5120$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5120$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5120$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5120$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5120$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5120$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5120$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5120$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5120$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5120$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5120$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5120$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5120$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5120$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5120$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5120$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5120$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5120$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5120$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5120$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5120$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5258$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5258$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5258$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5258$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5258$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5258$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5258$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5258$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5258$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5258$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5258$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5258$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5258$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5258$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5258$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5258$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5258$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5258$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5258$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5258$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5258$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5258$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5258$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5258$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5258$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5258$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5258$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5258$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5258$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5258$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5258$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5258$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot3.dec_w.formatbook  formatbook (
-    .dialect(\port$5120$137 [131:128]),
+    .dialect(\port$5258$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5120$137 [131:128];
-  assign \dialect$1  = \port$5120$137 [131:128];
+  assign dialect = \port$5258$137 [131:128];
+  assign \dialect$1  = \port$5258$137 [131:128];
   assign row = entries;
-  assign codes = \port$5120$137 [127:0];
+  assign codes = \port$5258$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16355,38 +16745,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5120$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5120$137 [3:0];
-  assign \codes[1]  = \port$5120$137 [7:4];
-  assign \codes[2]  = \port$5120$137 [11:8];
-  assign \codes[3]  = \port$5120$137 [15:12];
-  assign \codes[4]  = \port$5120$137 [19:16];
-  assign \codes[5]  = \port$5120$137 [23:20];
-  assign \codes[6]  = \port$5120$137 [27:24];
-  assign \codes[7]  = \port$5120$137 [31:28];
-  assign \codes[8]  = \port$5120$137 [35:32];
-  assign \codes[9]  = \port$5120$137 [39:36];
-  assign \codes[10]  = \port$5120$137 [43:40];
-  assign \codes[11]  = \port$5120$137 [47:44];
-  assign \codes[12]  = \port$5120$137 [51:48];
-  assign \codes[13]  = \port$5120$137 [55:52];
-  assign \codes[14]  = \port$5120$137 [59:56];
-  assign \codes[15]  = \port$5120$137 [63:60];
-  assign \codes[16]  = \port$5120$137 [67:64];
-  assign \codes[17]  = \port$5120$137 [71:68];
-  assign \codes[18]  = \port$5120$137 [75:72];
-  assign \codes[19]  = \port$5120$137 [79:76];
-  assign \codes[20]  = \port$5120$137 [83:80];
-  assign \codes[21]  = \port$5120$137 [87:84];
-  assign \codes[22]  = \port$5120$137 [91:88];
-  assign \codes[23]  = \port$5120$137 [95:92];
-  assign \codes[24]  = \port$5120$137 [99:96];
-  assign \codes[25]  = \port$5120$137 [103:100];
-  assign \codes[26]  = \port$5120$137 [107:104];
-  assign \codes[27]  = \port$5120$137 [111:108];
-  assign \codes[28]  = \port$5120$137 [115:112];
-  assign \codes[29]  = \port$5120$137 [119:116];
-  assign \codes[30]  = \port$5120$137 [123:120];
-  assign \codes[31]  = \port$5120$137 [127:124];
+  assign \codes[0]  = \port$5258$137 [3:0];
+  assign \codes[1]  = \port$5258$137 [7:4];
+  assign \codes[2]  = \port$5258$137 [11:8];
+  assign \codes[3]  = \port$5258$137 [15:12];
+  assign \codes[4]  = \port$5258$137 [19:16];
+  assign \codes[5]  = \port$5258$137 [23:20];
+  assign \codes[6]  = \port$5258$137 [27:24];
+  assign \codes[7]  = \port$5258$137 [31:28];
+  assign \codes[8]  = \port$5258$137 [35:32];
+  assign \codes[9]  = \port$5258$137 [39:36];
+  assign \codes[10]  = \port$5258$137 [43:40];
+  assign \codes[11]  = \port$5258$137 [47:44];
+  assign \codes[12]  = \port$5258$137 [51:48];
+  assign \codes[13]  = \port$5258$137 [55:52];
+  assign \codes[14]  = \port$5258$137 [59:56];
+  assign \codes[15]  = \port$5258$137 [63:60];
+  assign \codes[16]  = \port$5258$137 [67:64];
+  assign \codes[17]  = \port$5258$137 [71:68];
+  assign \codes[18]  = \port$5258$137 [75:72];
+  assign \codes[19]  = \port$5258$137 [79:76];
+  assign \codes[20]  = \port$5258$137 [83:80];
+  assign \codes[21]  = \port$5258$137 [87:84];
+  assign \codes[22]  = \port$5258$137 [91:88];
+  assign \codes[23]  = \port$5258$137 [95:92];
+  assign \codes[24]  = \port$5258$137 [99:96];
+  assign \codes[25]  = \port$5258$137 [103:100];
+  assign \codes[26]  = \port$5258$137 [107:104];
+  assign \codes[27]  = \port$5258$137 [111:108];
+  assign \codes[28]  = \port$5258$137 [115:112];
+  assign \codes[29]  = \port$5258$137 [119:116];
+  assign \codes[30]  = \port$5258$137 [123:120];
+  assign \codes[31]  = \port$5258$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16419,38 +16809,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5120$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5120$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5120$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5120$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5120$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5120$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5120$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5120$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5120$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5120$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5120$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5120$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5120$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5120$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5120$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5120$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5120$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5120$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5120$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5120$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5120$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5120$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5120$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5120$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5120$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5120$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5120$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5120$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5120$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5120$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5120$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5120$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5120$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5258$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5258$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5258$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5258$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5258$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5258$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5258$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5258$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5258$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5258$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5258$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5258$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5258$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5258$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5258$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5258$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5258$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5258$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5258$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5258$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5258$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5258$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5258$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5258$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5258$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5258$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5258$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5258$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5258$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5258$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5258$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5258$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18591,11 +18981,23 @@ module \bd_linear_fast_b32_n4.group (last, rst, take, overflow, mismatch, blocks
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   wire \$10 ;
+  reg [31:0] \$100 ;
+  reg [4:0] \$101 ;
+  reg \$102 ;
+  reg [5:0] \$103 ;
+  reg [5:0] \$104 ;
+  reg [2:0] \$105 ;
+  reg [159:0] \$106 ;
+  reg [31:0] \$107 ;
+  reg [4:0] \$108 ;
+  reg \$109 ;
   wire \$11 ;
+  reg [3:0] \$110 ;
+  reg [137:0] \$111 ;
   wire \$12 ;
   wire \$13 ;
   wire \$14 ;
@@ -18606,103 +19008,141 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire \$19 ;
   wire \$2 ;
   wire \$20 ;
-  wire [5:0] \$21 ;
-  wire [5:0] \$22 ;
-  wire [2:0] \$23 ;
-  wire [2:0] \$24 ;
+  wire \$21 ;
+  wire \$22 ;
+  wire \$23 ;
+  wire \$24 ;
   wire \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [3:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
   wire \$30 ;
-  reg \$31 ;
-  reg \$32 ;
-  reg \$33 ;
-  reg \$34 ;
-  reg \$35 ;
-  reg \$36 ;
-  reg \$37 ;
-  reg \$38 ;
-  reg [511:0] \$39 ;
+  wire \$31 ;
+  wire \$32 ;
+  wire \$33 ;
+  wire \$34 ;
+  wire \$35 ;
+  wire [5:0] \$36 ;
+  wire [5:0] \$37 ;
+  wire [2:0] \$38 ;
+  wire [2:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [19:0] \$41 ;
-  reg [511:0] \$42 ;
-  reg \$43 ;
-  reg [4:0] \$44 ;
-  reg [511:0] \$45 ;
-  reg \$46 ;
-  reg [4:0] \$47 ;
-  reg [159:0] \$48 ;
-  reg [511:0] \$49 ;
+  wire \$40 ;
+  wire \$41 ;
+  wire \$42 ;
+  wire \$43 ;
+  wire \$44 ;
+  wire [3:0] \$45 ;
+  wire \$46 ;
+  reg \$47 ;
+  reg \$48 ;
+  reg \$49 ;
   wire \$5 ;
   reg \$50 ;
-  reg [4:0] \$51 ;
-  reg [159:0] \$52 ;
-  reg [19:0] \$53 ;
-  reg [159:0] \$54 ;
-  reg [31:0] \$55 ;
-  reg [4:0] \$56 ;
+  reg \$51 ;
+  reg \$52 ;
+  reg \$53 ;
+  reg \$54 ;
+  reg \$55 ;
+  reg \$56 ;
   reg \$57 ;
-  reg [2:0] \$58 ;
-  reg [159:0] \$59 ;
+  reg \$58 ;
+  reg [511:0] \$59 ;
   wire \$6 ;
-  reg [31:0] \$60 ;
-  reg [4:0] \$61 ;
-  reg \$62 ;
-  reg [5:0] \$63 ;
-  reg [5:0] \$64 ;
-  reg [2:0] \$65 ;
-  reg [159:0] \$66 ;
-  reg [31:0] \$67 ;
-  reg [4:0] \$68 ;
+  reg \$60 ;
+  reg [39:0] \$61 ;
+  reg [511:0] \$62 ;
+  reg \$63 ;
+  reg [19:0] \$64 ;
+  reg [511:0] \$65 ;
+  reg \$66 ;
+  reg [4:0] \$67 ;
+  reg [511:0] \$68 ;
   reg \$69 ;
   wire \$7 ;
-  reg [3:0] \$70 ;
-  reg [137:0] \$71 ;
+  reg [4:0] \$70 ;
+  reg [159:0] \$71 ;
+  reg [511:0] \$72 ;
+  reg \$73 ;
+  reg [4:0] \$74 ;
+  reg [159:0] \$75 ;
+  reg [39:0] \$76 ;
+  reg [511:0] \$77 ;
+  reg \$78 ;
+  reg [4:0] \$79 ;
   wire \$8 ;
+  reg [159:0] \$80 ;
+  reg [19:0] \$81 ;
+  reg [511:0] \$82 ;
+  reg \$83 ;
+  reg [4:0] \$84 ;
+  reg [159:0] \$85 ;
+  reg [4:0] \$86 ;
+  reg [159:0] \$87 ;
+  reg [31:0] \$88 ;
+  reg [4:0] \$89 ;
   wire \$9 ;
+  reg \$90 ;
+  reg [2:0] \$91 ;
+  reg [159:0] \$92 ;
+  reg [31:0] \$93 ;
+  reg [4:0] \$94 ;
+  reg \$95 ;
+  reg [31:0] \$96 ;
+  reg [31:0] \$97 ;
+  reg [2:0] \$98 ;
+  reg [159:0] \$99 ;
   input aclk;
   wire aclk;
   wire [5:0] count_a;
   wire [5:0] count_b;
+  reg [4:0] count_exp = 5'h00;
+  (* init = 32'd0 *)
+  wire [31:0] count_in_a;
+  (* init = 32'd0 *)
+  wire [31:0] count_in_b;
+  reg count_invalid = 1'h0;
+  (* init = 3'h0 *)
+  wire [2:0] count_pair;
+  reg [159:0] count_q = 160'h0000000000000000000000000000000000000000;
+  reg [31:0] count_sign = 32'd0;
   input [511:0] data;
   wire [511:0] data;
-  reg [511:0] \data$26  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [15:0] \data$26[0] ;
-  wire [15:0] \data$26[10] ;
-  wire [15:0] \data$26[11] ;
-  wire [15:0] \data$26[12] ;
-  wire [15:0] \data$26[13] ;
-  wire [15:0] \data$26[14] ;
-  wire [15:0] \data$26[15] ;
-  wire [15:0] \data$26[16] ;
-  wire [15:0] \data$26[17] ;
-  wire [15:0] \data$26[18] ;
-  wire [15:0] \data$26[19] ;
-  wire [15:0] \data$26[1] ;
-  wire [15:0] \data$26[20] ;
-  wire [15:0] \data$26[21] ;
-  wire [15:0] \data$26[22] ;
-  wire [15:0] \data$26[23] ;
-  wire [15:0] \data$26[24] ;
-  wire [15:0] \data$26[25] ;
-  wire [15:0] \data$26[26] ;
-  wire [15:0] \data$26[27] ;
-  wire [15:0] \data$26[28] ;
-  wire [15:0] \data$26[29] ;
-  wire [15:0] \data$26[2] ;
-  wire [15:0] \data$26[30] ;
-  wire [15:0] \data$26[31] ;
-  wire [15:0] \data$26[3] ;
-  wire [15:0] \data$26[4] ;
-  wire [15:0] \data$26[5] ;
-  wire [15:0] \data$26[6] ;
-  wire [15:0] \data$26[7] ;
-  wire [15:0] \data$26[8] ;
-  wire [15:0] \data$26[9] ;
+  reg [511:0] \data$39  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  wire [15:0] \data$39[0] ;
+  wire [15:0] \data$39[10] ;
+  wire [15:0] \data$39[11] ;
+  wire [15:0] \data$39[12] ;
+  wire [15:0] \data$39[13] ;
+  wire [15:0] \data$39[14] ;
+  wire [15:0] \data$39[15] ;
+  wire [15:0] \data$39[16] ;
+  wire [15:0] \data$39[17] ;
+  wire [15:0] \data$39[18] ;
+  wire [15:0] \data$39[19] ;
+  wire [15:0] \data$39[1] ;
+  wire [15:0] \data$39[20] ;
+  wire [15:0] \data$39[21] ;
+  wire [15:0] \data$39[22] ;
+  wire [15:0] \data$39[23] ;
+  wire [15:0] \data$39[24] ;
+  wire [15:0] \data$39[25] ;
+  wire [15:0] \data$39[26] ;
+  wire [15:0] \data$39[27] ;
+  wire [15:0] \data$39[28] ;
+  wire [15:0] \data$39[29] ;
+  wire [15:0] \data$39[2] ;
+  wire [15:0] \data$39[30] ;
+  wire [15:0] \data$39[31] ;
+  wire [15:0] \data$39[3] ;
+  wire [15:0] \data$39[4] ;
+  wire [15:0] \data$39[5] ;
+  wire [15:0] \data$39[6] ;
+  wire [15:0] \data$39[7] ;
+  wire [15:0] \data$39[8] ;
+  wire [15:0] \data$39[9] ;
   wire [15:0] \data[0] ;
   wire [15:0] \data[10] ;
   wire [15:0] \data[11] ;
@@ -18737,12 +19177,19 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire [15:0] \data[9] ;
   reg [3:0] dialect = 4'h0;
   reg [4:0] exp = 5'h00;
+  reg [511:0] exp8_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg exp8_invalid = 1'h0;
+  reg [39:0] exp8_partial = 40'h0000000000;
   reg [511:0] exp_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg exp_invalid = 1'h0;
   wire [4:0] exp_l1_0;
   wire [4:0] exp_l1_1;
   wire [4:0] exp_l2_0;
   reg [19:0] exp_partial = 20'h00000;
+  wire [4:0] exp_run0_l1_0;
+  wire [4:0] exp_run1_l1_0;
+  wire [4:0] exp_run2_l1_0;
+  wire [4:0] exp_run3_l1_0;
   wire [511:0] i__payload;
   wire [511:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
@@ -18814,6 +19261,10 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire [2:0] \idx[7] ;
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
+  reg [31:0] in_a = 32'd0;
+  wire [31:0] \in_a$109 ;
+  reg [31:0] in_b = 32'd0;
+  wire [31:0] \in_b$110 ;
   wire invalid;
   output [137:0] o__payload;
   reg [137:0] o__payload = 138'h00000000000000000000000000000000000;
@@ -18894,116 +19345,130 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire [4:0] \out.exp ;
   wire \out.invalid ;
   reg [2:0] pair = 3'h0;
-  wire [19:0] partial;
-  wire [19:0] \partial$66 ;
-  wire [4:0] \partial$66[0] ;
-  wire [4:0] \partial$66[1] ;
-  wire [4:0] \partial$66[2] ;
-  wire [4:0] \partial$66[3] ;
+  reg [2:0] \pair$62  = 3'h0;
+  reg [511:0] pair_rule_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [4:0] pair_rule_exp = 5'h00;
+  reg pair_rule_invalid = 1'h0;
+  reg [159:0] pair_rule_q = 160'h0000000000000000000000000000000000000000;
+  reg [4:0] pair_rule_qmax = 5'h00;
+  wire [39:0] partial;
+  wire [39:0] \partial$92 ;
+  wire [4:0] \partial$92[0] ;
+  wire [4:0] \partial$92[1] ;
+  wire [4:0] \partial$92[2] ;
+  wire [4:0] \partial$92[3] ;
+  wire [4:0] \partial$92[4] ;
+  wire [4:0] \partial$92[5] ;
+  wire [4:0] \partial$92[6] ;
+  wire [4:0] \partial$92[7] ;
   wire [4:0] \partial[0] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
+  wire [4:0] \partial[4] ;
+  wire [4:0] \partial[5] ;
+  wire [4:0] \partial[6] ;
+  wire [4:0] \partial[7] ;
   reg [159:0] q = 160'h0000000000000000000000000000000000000000;
-  reg [159:0] \q$36  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$36[0] ;
-  wire [4:0] \q$36[10] ;
-  wire [4:0] \q$36[11] ;
-  wire [4:0] \q$36[12] ;
-  wire [4:0] \q$36[13] ;
-  wire [4:0] \q$36[14] ;
-  wire [4:0] \q$36[15] ;
-  wire [4:0] \q$36[16] ;
-  wire [4:0] \q$36[17] ;
-  wire [4:0] \q$36[18] ;
-  wire [4:0] \q$36[19] ;
-  wire [4:0] \q$36[1] ;
-  wire [4:0] \q$36[20] ;
-  wire [4:0] \q$36[21] ;
-  wire [4:0] \q$36[22] ;
-  wire [4:0] \q$36[23] ;
-  wire [4:0] \q$36[24] ;
-  wire [4:0] \q$36[25] ;
-  wire [4:0] \q$36[26] ;
-  wire [4:0] \q$36[27] ;
-  wire [4:0] \q$36[28] ;
-  wire [4:0] \q$36[29] ;
-  wire [4:0] \q$36[2] ;
-  wire [4:0] \q$36[30] ;
-  wire [4:0] \q$36[31] ;
-  wire [4:0] \q$36[3] ;
-  wire [4:0] \q$36[4] ;
-  wire [4:0] \q$36[5] ;
-  wire [4:0] \q$36[6] ;
-  wire [4:0] \q$36[7] ;
-  wire [4:0] \q$36[8] ;
-  wire [4:0] \q$36[9] ;
-  reg [159:0] \q$40  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$40[0] ;
-  wire [4:0] \q$40[10] ;
-  wire [4:0] \q$40[11] ;
-  wire [4:0] \q$40[12] ;
-  wire [4:0] \q$40[13] ;
-  wire [4:0] \q$40[14] ;
-  wire [4:0] \q$40[15] ;
-  wire [4:0] \q$40[16] ;
-  wire [4:0] \q$40[17] ;
-  wire [4:0] \q$40[18] ;
-  wire [4:0] \q$40[19] ;
-  wire [4:0] \q$40[1] ;
-  wire [4:0] \q$40[20] ;
-  wire [4:0] \q$40[21] ;
-  wire [4:0] \q$40[22] ;
-  wire [4:0] \q$40[23] ;
-  wire [4:0] \q$40[24] ;
-  wire [4:0] \q$40[25] ;
-  wire [4:0] \q$40[26] ;
-  wire [4:0] \q$40[27] ;
-  wire [4:0] \q$40[28] ;
-  wire [4:0] \q$40[29] ;
-  wire [4:0] \q$40[2] ;
-  wire [4:0] \q$40[30] ;
-  wire [4:0] \q$40[31] ;
-  wire [4:0] \q$40[3] ;
-  wire [4:0] \q$40[4] ;
-  wire [4:0] \q$40[5] ;
-  wire [4:0] \q$40[6] ;
-  wire [4:0] \q$40[7] ;
-  wire [4:0] \q$40[8] ;
-  wire [4:0] \q$40[9] ;
-  wire [159:0] \q$61 ;
-  wire [4:0] \q$61[0] ;
-  wire [4:0] \q$61[10] ;
-  wire [4:0] \q$61[11] ;
-  wire [4:0] \q$61[12] ;
-  wire [4:0] \q$61[13] ;
-  wire [4:0] \q$61[14] ;
-  wire [4:0] \q$61[15] ;
-  wire [4:0] \q$61[16] ;
-  wire [4:0] \q$61[17] ;
-  wire [4:0] \q$61[18] ;
-  wire [4:0] \q$61[19] ;
-  wire [4:0] \q$61[1] ;
-  wire [4:0] \q$61[20] ;
-  wire [4:0] \q$61[21] ;
-  wire [4:0] \q$61[22] ;
-  wire [4:0] \q$61[23] ;
-  wire [4:0] \q$61[24] ;
-  wire [4:0] \q$61[25] ;
-  wire [4:0] \q$61[26] ;
-  wire [4:0] \q$61[27] ;
-  wire [4:0] \q$61[28] ;
-  wire [4:0] \q$61[29] ;
-  wire [4:0] \q$61[2] ;
-  wire [4:0] \q$61[30] ;
-  wire [4:0] \q$61[31] ;
-  wire [4:0] \q$61[3] ;
-  wire [4:0] \q$61[4] ;
-  wire [4:0] \q$61[5] ;
-  wire [4:0] \q$61[6] ;
-  wire [4:0] \q$61[7] ;
-  wire [4:0] \q$61[8] ;
-  wire [4:0] \q$61[9] ;
+  reg [159:0] \q$54  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$54[0] ;
+  wire [4:0] \q$54[10] ;
+  wire [4:0] \q$54[11] ;
+  wire [4:0] \q$54[12] ;
+  wire [4:0] \q$54[13] ;
+  wire [4:0] \q$54[14] ;
+  wire [4:0] \q$54[15] ;
+  wire [4:0] \q$54[16] ;
+  wire [4:0] \q$54[17] ;
+  wire [4:0] \q$54[18] ;
+  wire [4:0] \q$54[19] ;
+  wire [4:0] \q$54[1] ;
+  wire [4:0] \q$54[20] ;
+  wire [4:0] \q$54[21] ;
+  wire [4:0] \q$54[22] ;
+  wire [4:0] \q$54[23] ;
+  wire [4:0] \q$54[24] ;
+  wire [4:0] \q$54[25] ;
+  wire [4:0] \q$54[26] ;
+  wire [4:0] \q$54[27] ;
+  wire [4:0] \q$54[28] ;
+  wire [4:0] \q$54[29] ;
+  wire [4:0] \q$54[2] ;
+  wire [4:0] \q$54[30] ;
+  wire [4:0] \q$54[31] ;
+  wire [4:0] \q$54[3] ;
+  wire [4:0] \q$54[4] ;
+  wire [4:0] \q$54[5] ;
+  wire [4:0] \q$54[6] ;
+  wire [4:0] \q$54[7] ;
+  wire [4:0] \q$54[8] ;
+  wire [4:0] \q$54[9] ;
+  reg [159:0] \q$64  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$64[0] ;
+  wire [4:0] \q$64[10] ;
+  wire [4:0] \q$64[11] ;
+  wire [4:0] \q$64[12] ;
+  wire [4:0] \q$64[13] ;
+  wire [4:0] \q$64[14] ;
+  wire [4:0] \q$64[15] ;
+  wire [4:0] \q$64[16] ;
+  wire [4:0] \q$64[17] ;
+  wire [4:0] \q$64[18] ;
+  wire [4:0] \q$64[19] ;
+  wire [4:0] \q$64[1] ;
+  wire [4:0] \q$64[20] ;
+  wire [4:0] \q$64[21] ;
+  wire [4:0] \q$64[22] ;
+  wire [4:0] \q$64[23] ;
+  wire [4:0] \q$64[24] ;
+  wire [4:0] \q$64[25] ;
+  wire [4:0] \q$64[26] ;
+  wire [4:0] \q$64[27] ;
+  wire [4:0] \q$64[28] ;
+  wire [4:0] \q$64[29] ;
+  wire [4:0] \q$64[2] ;
+  wire [4:0] \q$64[30] ;
+  wire [4:0] \q$64[31] ;
+  wire [4:0] \q$64[3] ;
+  wire [4:0] \q$64[4] ;
+  wire [4:0] \q$64[5] ;
+  wire [4:0] \q$64[6] ;
+  wire [4:0] \q$64[7] ;
+  wire [4:0] \q$64[8] ;
+  wire [4:0] \q$64[9] ;
+  wire [159:0] \q$87 ;
+  wire [4:0] \q$87[0] ;
+  wire [4:0] \q$87[10] ;
+  wire [4:0] \q$87[11] ;
+  wire [4:0] \q$87[12] ;
+  wire [4:0] \q$87[13] ;
+  wire [4:0] \q$87[14] ;
+  wire [4:0] \q$87[15] ;
+  wire [4:0] \q$87[16] ;
+  wire [4:0] \q$87[17] ;
+  wire [4:0] \q$87[18] ;
+  wire [4:0] \q$87[19] ;
+  wire [4:0] \q$87[1] ;
+  wire [4:0] \q$87[20] ;
+  wire [4:0] \q$87[21] ;
+  wire [4:0] \q$87[22] ;
+  wire [4:0] \q$87[23] ;
+  wire [4:0] \q$87[24] ;
+  wire [4:0] \q$87[25] ;
+  wire [4:0] \q$87[26] ;
+  wire [4:0] \q$87[27] ;
+  wire [4:0] \q$87[28] ;
+  wire [4:0] \q$87[29] ;
+  wire [4:0] \q$87[2] ;
+  wire [4:0] \q$87[30] ;
+  wire [4:0] \q$87[31] ;
+  wire [4:0] \q$87[3] ;
+  wire [4:0] \q$87[4] ;
+  wire [4:0] \q$87[5] ;
+  wire [4:0] \q$87[6] ;
+  wire [4:0] \q$87[7] ;
+  wire [4:0] \q$87[8] ;
+  wire [4:0] \q$87[9] ;
   wire [4:0] \q[0] ;
   wire [4:0] \q[10] ;
   wire [4:0] \q[11] ;
@@ -19036,6 +19501,11 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire [4:0] \q[7] ;
   wire [4:0] \q[8] ;
   wire [4:0] \q[9] ;
+  reg [511:0] qmax8_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg [4:0] qmax8_exp = 5'h00;
+  reg qmax8_invalid = 1'h0;
+  reg [39:0] qmax8_partial = 40'h0000000000;
+  reg [159:0] qmax8_q = 160'h0000000000000000000000000000000000000000;
   reg [511:0] qmax_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] qmax_exp = 5'h00;
   reg qmax_invalid = 1'h0;
@@ -19044,6 +19514,10 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire [4:0] qmax_l2_0;
   reg [19:0] qmax_partial = 20'h00000;
   reg [159:0] qmax_q = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] qmax_run0_l1_0;
+  wire [4:0] qmax_run1_l1_0;
+  wire [4:0] qmax_run2_l1_0;
+  wire [4:0] qmax_run3_l1_0;
   input rst;
   wire rst;
   (* init = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 *)
@@ -19053,6 +19527,11 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   reg s0_invalid = 1'h0;
   wire s0_load;
   reg s0_valid = 1'h0;
+  wire s10_load;
+  reg s10_valid = 1'h0;
+  wire s11_load;
+  output s11_valid;
+  reg s11_valid = 1'h0;
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
@@ -19082,8 +19561,11 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   wire s6_load;
   reg s6_valid = 1'h0;
   wire s7_load;
-  output s7_valid;
   reg s7_valid = 1'h0;
+  wire s8_load;
+  reg s8_valid = 1'h0;
+  wire s9_load;
+  reg s9_valid = 1'h0;
   reg [5:0] select_count_a = 6'h00;
   reg [5:0] select_count_b = 6'h00;
   reg [4:0] select_exp = 5'h00;
@@ -19096,116 +19578,191 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   reg shift_invalid = 1'h0;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] shift_q;
-  assign \$15  = qmax_l1_0 >= qmax_l1_1;
-  assign qmax_l2_0 = \$15  ? qmax_l1_0 : qmax_l1_1;
-  assign \$21  = qmax_l2_0 + 1'h1;
-  assign \$22  = qmax_l2_0 + 1'h1;
-  assign \$23  = ~ \$22 [3:1];
-  assign \$24  = \$21 [5] ? 3'h0 : \$23 ;
-  assign \$27  = | select_exp;
-  assign \$28  = select_count_b > select_count_a;
-  assign \$29  = \$27  ? { select_pair, \$28  } : 4'h0;
+  assign \$1  = ~ s11_valid;
+  assign \$2  = ~ s10_valid;
+  assign \$3  = ~ s9_valid;
+  assign \$4  = ~ s8_valid;
+  assign \$5  = ~ s7_valid;
+  assign \$6  = ~ s6_valid;
+  assign \$7  = ~ s5_valid;
+  assign \$8  = ~ s4_valid;
+  assign \$9  = ~ s3_valid;
+  assign \$10  = ~ s2_valid;
+  assign \$11  = ~ s1_valid;
+  assign \$12  = ~ s0_valid;
+  assign \$13  = ~ rst;
+  assign \$14  = exp8_partial[4:0] >= exp8_partial[9:5];
+  assign exp_run0_l1_0 = \$14  ? exp8_partial[4:0] : exp8_partial[9:5];
+  assign \$15  = exp8_partial[14:10] >= exp8_partial[19:15];
+  assign exp_run1_l1_0 = \$15  ? exp8_partial[14:10] : exp8_partial[19:15];
+  assign \$16  = exp8_partial[24:20] >= exp8_partial[29:25];
+  assign exp_run2_l1_0 = \$16  ? exp8_partial[24:20] : exp8_partial[29:25];
+  assign \$17  = exp8_partial[34:30] >= exp8_partial[39:35];
+  assign exp_run3_l1_0 = \$17  ? exp8_partial[34:30] : exp8_partial[39:35];
+  assign \$18  = exp_partial[4:0] >= exp_partial[9:5];
+  assign exp_l1_0 = \$18  ? exp_partial[4:0] : exp_partial[9:5];
+  assign \$19  = exp_partial[14:10] >= exp_partial[19:15];
+  assign exp_l1_1 = \$19  ? exp_partial[14:10] : exp_partial[19:15];
+  assign \$20  = exp_l1_0 >= exp_l1_1;
+  assign exp_l2_0 = \$20  ? exp_l1_0 : exp_l1_1;
+  assign \$21  = qmax8_partial[4:0] >= qmax8_partial[9:5];
+  assign qmax_run0_l1_0 = \$21  ? qmax8_partial[4:0] : qmax8_partial[9:5];
+  assign \$22  = qmax8_partial[14:10] >= qmax8_partial[19:15];
+  assign qmax_run1_l1_0 = \$22  ? qmax8_partial[14:10] : qmax8_partial[19:15];
+  assign \$23  = qmax8_partial[24:20] >= qmax8_partial[29:25];
+  assign qmax_run2_l1_0 = \$23  ? qmax8_partial[24:20] : qmax8_partial[29:25];
+  assign \$24  = qmax8_partial[34:30] >= qmax8_partial[39:35];
+  assign qmax_run3_l1_0 = \$24  ? qmax8_partial[34:30] : qmax8_partial[39:35];
+  assign \$25  = qmax_partial[4:0] >= qmax_partial[9:5];
+  assign qmax_l1_0 = \$25  ? qmax_partial[4:0] : qmax_partial[9:5];
+  assign \$26  = qmax_partial[14:10] >= qmax_partial[19:15];
+  assign qmax_l1_1 = \$26  ? qmax_partial[14:10] : qmax_partial[19:15];
+  assign \$27  = qmax_l1_0 >= qmax_l1_1;
+  assign qmax_l2_0 = \$27  ? qmax_l1_0 : qmax_l1_1;
+  assign \$36  = pair_rule_qmax + 1'h1;
+  assign \$37  = pair_rule_qmax + 1'h1;
+  assign \$38  = ~ \$37 [3:1];
+  assign \$39  = \$36 [5] ? 3'h0 : \$38 ;
+  assign \$43  = | select_exp;
+  assign \$44  = select_count_b > select_count_a;
+  assign \$45  = \$43  ? { select_pair, \$44  } : 4'h0;
   always @(posedge aclk)
-    s0_valid <= \$31 ;
+    s0_valid <= \$47 ;
   always @(posedge aclk)
-    s1_valid <= \$32 ;
+    s1_valid <= \$48 ;
   always @(posedge aclk)
-    s2_valid <= \$33 ;
+    s2_valid <= \$49 ;
   always @(posedge aclk)
-    s3_valid <= \$34 ;
+    s3_valid <= \$50 ;
   always @(posedge aclk)
-    s4_valid <= \$35 ;
+    s4_valid <= \$51 ;
   always @(posedge aclk)
-    s5_valid <= \$36 ;
+    s5_valid <= \$52 ;
   always @(posedge aclk)
-    s6_valid <= \$37 ;
+    s6_valid <= \$53 ;
   always @(posedge aclk)
-    s7_valid <= \$38 ;
+    s7_valid <= \$54 ;
   always @(posedge aclk)
-    exp_data <= \$39 ;
+    s8_valid <= \$55 ;
   always @(posedge aclk)
-    exp_invalid <= \$40 ;
+    s9_valid <= \$56 ;
   always @(posedge aclk)
-    exp_partial <= \$41 ;
+    s10_valid <= \$57 ;
   always @(posedge aclk)
-    \data$26  <= \$42 ;
+    s11_valid <= \$58 ;
   always @(posedge aclk)
-    s0_invalid <= \$43 ;
+    exp8_data <= \$59 ;
   always @(posedge aclk)
-    exp <= \$44 ;
+    exp8_invalid <= \$60 ;
   always @(posedge aclk)
-    shift_data <= \$45 ;
+    exp8_partial <= \$61 ;
   always @(posedge aclk)
-    shift_invalid <= \$46 ;
+    exp_data <= \$62 ;
   always @(posedge aclk)
-    shift_exp <= \$47 ;
+    exp_invalid <= \$63 ;
   always @(posedge aclk)
-    q <= \$48 ;
+    exp_partial <= \$64 ;
   always @(posedge aclk)
-    qmax_data <= \$49 ;
+    \data$39  <= \$65 ;
   always @(posedge aclk)
-    qmax_invalid <= \$50 ;
+    s0_invalid <= \$66 ;
   always @(posedge aclk)
-    qmax_exp <= \$51 ;
+    exp <= \$67 ;
   always @(posedge aclk)
-    qmax_q <= \$52 ;
+    shift_data <= \$68 ;
   always @(posedge aclk)
-    qmax_partial <= \$53 ;
+    shift_invalid <= \$69 ;
   always @(posedge aclk)
-    \q$36  <= \$54 ;
+    shift_exp <= \$70 ;
   always @(posedge aclk)
-    s1_sign <= \$55 ;
+    q <= \$71 ;
   always @(posedge aclk)
-    s1_exp <= \$56 ;
+    qmax8_data <= \$72 ;
   always @(posedge aclk)
-    s1_invalid <= \$57 ;
+    qmax8_invalid <= \$73 ;
   always @(posedge aclk)
-    pair <= \$58 ;
+    qmax8_exp <= \$74 ;
   always @(posedge aclk)
-    select_q <= \$59 ;
+    qmax8_q <= \$75 ;
   always @(posedge aclk)
-    select_sign <= \$60 ;
+    qmax8_partial <= \$76 ;
   always @(posedge aclk)
-    select_exp <= \$61 ;
+    qmax_data <= \$77 ;
   always @(posedge aclk)
-    select_invalid <= \$62 ;
+    qmax_invalid <= \$78 ;
   always @(posedge aclk)
-    select_count_a <= \$63 ;
+    qmax_exp <= \$79 ;
   always @(posedge aclk)
-    select_count_b <= \$64 ;
+    qmax_q <= \$80 ;
   always @(posedge aclk)
-    select_pair <= \$65 ;
+    qmax_partial <= \$81 ;
   always @(posedge aclk)
-    \q$40  <= \$66 ;
+    pair_rule_data <= \$82 ;
   always @(posedge aclk)
-    s2_sign <= \$67 ;
+    pair_rule_invalid <= \$83 ;
   always @(posedge aclk)
-    s2_exp <= \$68 ;
+    pair_rule_exp <= \$84 ;
   always @(posedge aclk)
-    s2_invalid <= \$69 ;
+    pair_rule_q <= \$85 ;
   always @(posedge aclk)
-    dialect <= \$70 ;
+    pair_rule_qmax <= \$86 ;
   always @(posedge aclk)
-    o__payload <= \$71 ;
-  assign \$1  = ~ s7_valid;
-  assign \$2  = ~ s6_valid;
-  assign \$3  = ~ s5_valid;
-  assign \$4  = ~ s4_valid;
-  assign \$5  = ~ s3_valid;
-  assign \$6  = ~ s2_valid;
-  assign \$7  = ~ s1_valid;
-  assign \$8  = ~ s0_valid;
-  assign \$9  = ~ rst;
-  assign \$10  = exp_partial[4:0] >= exp_partial[9:5];
-  assign exp_l1_0 = \$10  ? exp_partial[4:0] : exp_partial[9:5];
-  assign \$11  = exp_partial[14:10] >= exp_partial[19:15];
-  assign exp_l1_1 = \$11  ? exp_partial[14:10] : exp_partial[19:15];
-  assign \$12  = exp_l1_0 >= exp_l1_1;
-  assign exp_l2_0 = \$12  ? exp_l1_0 : exp_l1_1;
-  assign \$13  = qmax_partial[4:0] >= qmax_partial[9:5];
-  assign qmax_l1_0 = \$13  ? qmax_partial[4:0] : qmax_partial[9:5];
-  assign \$14  = qmax_partial[14:10] >= qmax_partial[19:15];
-  assign qmax_l1_1 = \$14  ? qmax_partial[14:10] : qmax_partial[19:15];
+    \q$54  <= \$87 ;
+  always @(posedge aclk)
+    s1_sign <= \$88 ;
+  always @(posedge aclk)
+    s1_exp <= \$89 ;
+  always @(posedge aclk)
+    s1_invalid <= \$90 ;
+  always @(posedge aclk)
+    pair <= \$91 ;
+  always @(posedge aclk)
+    count_q <= \$92 ;
+  always @(posedge aclk)
+    count_sign <= \$93 ;
+  always @(posedge aclk)
+    count_exp <= \$94 ;
+  always @(posedge aclk)
+    count_invalid <= \$95 ;
+  always @(posedge aclk)
+    in_a <= \$96 ;
+  always @(posedge aclk)
+    in_b <= \$97 ;
+  always @(posedge aclk)
+    \pair$62  <= \$98 ;
+  always @(posedge aclk)
+    select_q <= \$99 ;
+  always @(posedge aclk)
+    select_sign <= \$100 ;
+  always @(posedge aclk)
+    select_exp <= \$101 ;
+  always @(posedge aclk)
+    select_invalid <= \$102 ;
+  always @(posedge aclk)
+    select_count_a <= \$103 ;
+  always @(posedge aclk)
+    select_count_b <= \$104 ;
+  always @(posedge aclk)
+    select_pair <= \$105 ;
+  always @(posedge aclk)
+    \q$64  <= \$106 ;
+  always @(posedge aclk)
+    s2_sign <= \$107 ;
+  always @(posedge aclk)
+    s2_exp <= \$108 ;
+  always @(posedge aclk)
+    s2_invalid <= \$109 ;
+  always @(posedge aclk)
+    dialect <= \$110 ;
+  always @(posedge aclk)
+    o__payload <= \$111 ;
+  \bd_linear_fast_b32_n4.quantizer.counts  counts (
+    .count_a_l5_0(count_a),
+    .count_b_l5_0(count_b),
+    .in_a(in_a),
+    .in_b(in_b),
+    .pair(\pair$62 )
+  );
   \bd_linear_fast_b32_n4.quantizer.exp_max  exp_max (
     .data(data),
     .invalid(invalid),
@@ -19214,343 +19771,526 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   \bd_linear_fast_b32_n4.quantizer.index  index (
     .dialect(dialect),
     .idx(idx),
-    .q(\q$40 )
+    .q(\q$64 )
   );
-  \bd_linear_fast_b32_n4.quantizer.pair$81  \pair$81  (
-    .partial(\partial$66 ),
+  \bd_linear_fast_b32_n4.quantizer.pair$122  \pair$122  (
+    .partial(\partial$92 ),
     .q(q)
   );
   \bd_linear_fast_b32_n4.quantizer.ranges  ranges (
-    .count_a_l5_0(count_a),
-    .count_b_l5_0(count_b),
+    .in_a(\in_a$109 ),
+    .in_b(\in_b$110 ),
     .pair(pair),
-    .q(\q$36 )
+    .q(\q$54 )
   );
   \bd_linear_fast_b32_n4.quantizer.shifter  shifter (
-    .data(\data$26 ),
+    .data(\data$39 ),
     .exp(exp),
-    .q(\q$61 )
+    .q(\q$87 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$31  = s0_valid;
+    \$47  = s0_valid;
     if (s0_load) begin
-      \$31  = i__valid;
+      \$47  = i__valid;
     end
     if (rst) begin
-      \$31  = 1'h0;
+      \$47  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$32  = s1_valid;
+    \$48  = s1_valid;
     if (s1_load) begin
-      \$32  = s0_valid;
+      \$48  = s0_valid;
     end
     if (rst) begin
-      \$32  = 1'h0;
+      \$48  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$33  = s2_valid;
+    \$49  = s2_valid;
     if (s2_load) begin
-      \$33  = s1_valid;
+      \$49  = s1_valid;
     end
     if (rst) begin
-      \$33  = 1'h0;
+      \$49  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$34  = s3_valid;
+    \$50  = s3_valid;
     if (s3_load) begin
-      \$34  = s2_valid;
+      \$50  = s2_valid;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$50  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$35  = s4_valid;
+    \$51  = s4_valid;
     if (s4_load) begin
-      \$35  = s3_valid;
+      \$51  = s3_valid;
     end
     if (rst) begin
-      \$35  = 1'h0;
+      \$51  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$36  = s5_valid;
+    \$52  = s5_valid;
     if (s5_load) begin
-      \$36  = s4_valid;
+      \$52  = s4_valid;
     end
     if (rst) begin
-      \$36  = 1'h0;
+      \$52  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$37  = s6_valid;
+    \$53  = s6_valid;
     if (s6_load) begin
-      \$37  = s5_valid;
+      \$53  = s5_valid;
     end
     if (rst) begin
-      \$37  = 1'h0;
+      \$53  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$38  = s7_valid;
+    \$54  = s7_valid;
     if (s7_load) begin
-      \$38  = s6_valid;
+      \$54  = s6_valid;
     end
     if (rst) begin
-      \$38  = 1'h0;
+      \$54  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$39  = exp_data;
-    if (\$16 ) begin
-      \$39  = data;
+    \$55  = s8_valid;
+    if (s8_load) begin
+      \$55  = s7_valid;
+    end
+    if (rst) begin
+      \$55  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$40  = exp_invalid;
-    if (\$16 ) begin
-      \$40  = invalid;
+    \$56  = s9_valid;
+    if (s9_load) begin
+      \$56  = s8_valid;
+    end
+    if (rst) begin
+      \$56  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$41  = exp_partial;
-    if (\$16 ) begin
-      \$41  = partial;
+    \$57  = s10_valid;
+    if (s10_load) begin
+      \$57  = s9_valid;
+    end
+    if (rst) begin
+      \$57  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$42  = \data$26 ;
-    if (\$17 ) begin
-      \$42  = exp_data;
+    \$58  = s11_valid;
+    if (s11_load) begin
+      \$58  = s10_valid;
+    end
+    if (rst) begin
+      \$58  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$43  = s0_invalid;
-    if (\$17 ) begin
-      \$43  = exp_invalid;
+    \$59  = exp8_data;
+    if (\$28 ) begin
+      \$59  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$44  = exp;
-    if (\$17 ) begin
-      \$44  = exp_l2_0;
+    \$60  = exp8_invalid;
+    if (\$28 ) begin
+      \$60  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$45  = shift_data;
-    if (\$18 ) begin
-      \$45  = \data$26 ;
+    \$61  = exp8_partial;
+    if (\$28 ) begin
+      \$61  = partial;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$46  = shift_invalid;
-    if (\$18 ) begin
-      \$46  = s0_invalid;
+    \$62  = exp_data;
+    if (\$29 ) begin
+      \$62  = exp8_data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$47  = shift_exp;
-    if (\$18 ) begin
-      \$47  = exp;
+    \$63  = exp_invalid;
+    if (\$29 ) begin
+      \$63  = exp8_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$48  = q;
-    if (\$18 ) begin
-      \$48  = \q$61 ;
+    \$64  = exp_partial;
+    if (\$29 ) begin
+      \$64  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$49  = qmax_data;
-    if (\$19 ) begin
-      \$49  = shift_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$50  = qmax_invalid;
-    if (\$19 ) begin
-      \$50  = shift_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$51  = qmax_exp;
-    if (\$19 ) begin
-      \$51  = shift_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$52  = qmax_q;
-    if (\$19 ) begin
-      \$52  = q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$53  = qmax_partial;
-    if (\$19 ) begin
-      \$53  = \partial$66 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$54  = \q$36 ;
-    if (\$20 ) begin
-      \$54  = qmax_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$55  = s1_sign;
-    if (\$20 ) begin
-      \$55  = { qmax_data[511], qmax_data[495], qmax_data[479], qmax_data[463], qmax_data[447], qmax_data[431], qmax_data[415], qmax_data[399], qmax_data[383], qmax_data[367], qmax_data[351], qmax_data[335], qmax_data[319], qmax_data[303], qmax_data[287], qmax_data[271], qmax_data[255], qmax_data[239], qmax_data[223], qmax_data[207], qmax_data[191], qmax_data[175], qmax_data[159], qmax_data[143], qmax_data[127], qmax_data[111], qmax_data[95], qmax_data[79], qmax_data[63], qmax_data[47], qmax_data[31], qmax_data[15] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$56  = s1_exp;
-    if (\$20 ) begin
-      \$56  = qmax_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$57  = s1_invalid;
-    if (\$20 ) begin
-      \$57  = qmax_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$58  = pair;
-    if (\$20 ) begin
-      \$58  = \$24 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$59  = select_q;
-    if (\$25 ) begin
-      \$59  = \q$36 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$60  = select_sign;
-    if (\$25 ) begin
-      \$60  = s1_sign;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$61  = select_exp;
-    if (\$25 ) begin
-      \$61  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$62  = select_invalid;
-    if (\$25 ) begin
-      \$62  = s1_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$63  = select_count_a;
-    if (\$25 ) begin
-      \$63  = count_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$64  = select_count_b;
-    if (\$25 ) begin
-      \$64  = count_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$65  = select_pair;
-    if (\$25 ) begin
-      \$65  = pair;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$66  = \q$40 ;
-    if (\$26 ) begin
-      \$66  = select_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$67  = s2_sign;
-    if (\$26 ) begin
-      \$67  = select_sign;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$68  = s2_exp;
-    if (\$26 ) begin
-      \$68  = select_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$69  = s2_invalid;
-    if (\$26 ) begin
-      \$69  = select_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$70  = dialect;
-    if (\$26 ) begin
-      \$70  = \$29 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
-    \$71  = o__payload;
+    \$65  = \data$39 ;
     if (\$30 ) begin
-      \$71  = out;
+      \$65  = exp_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$66  = s0_invalid;
+    if (\$30 ) begin
+      \$66  = exp_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$67  = exp;
+    if (\$30 ) begin
+      \$67  = exp_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$68  = shift_data;
+    if (\$31 ) begin
+      \$68  = \data$39 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$69  = shift_invalid;
+    if (\$31 ) begin
+      \$69  = s0_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$70  = shift_exp;
+    if (\$31 ) begin
+      \$70  = exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$71  = q;
+    if (\$31 ) begin
+      \$71  = \q$87 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$72  = qmax8_data;
+    if (\$32 ) begin
+      \$72  = shift_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$73  = qmax8_invalid;
+    if (\$32 ) begin
+      \$73  = shift_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$74  = qmax8_exp;
+    if (\$32 ) begin
+      \$74  = shift_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$75  = qmax8_q;
+    if (\$32 ) begin
+      \$75  = q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$76  = qmax8_partial;
+    if (\$32 ) begin
+      \$76  = \partial$92 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$77  = qmax_data;
+    if (\$33 ) begin
+      \$77  = qmax8_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$78  = qmax_invalid;
+    if (\$33 ) begin
+      \$78  = qmax8_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$79  = qmax_exp;
+    if (\$33 ) begin
+      \$79  = qmax8_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$80  = qmax_q;
+    if (\$33 ) begin
+      \$80  = qmax8_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$81  = qmax_partial;
+    if (\$33 ) begin
+      \$81  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$82  = pair_rule_data;
+    if (\$34 ) begin
+      \$82  = qmax_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$83  = pair_rule_invalid;
+    if (\$34 ) begin
+      \$83  = qmax_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$84  = pair_rule_exp;
+    if (\$34 ) begin
+      \$84  = qmax_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$85  = pair_rule_q;
+    if (\$34 ) begin
+      \$85  = qmax_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$86  = pair_rule_qmax;
+    if (\$34 ) begin
+      \$86  = qmax_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$87  = \q$54 ;
+    if (\$35 ) begin
+      \$87  = pair_rule_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$88  = s1_sign;
+    if (\$35 ) begin
+      \$88  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$89  = s1_exp;
+    if (\$35 ) begin
+      \$89  = pair_rule_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$90  = s1_invalid;
+    if (\$35 ) begin
+      \$90  = pair_rule_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$91  = pair;
+    if (\$35 ) begin
+      \$91  = \$39 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$92  = count_q;
+    if (\$40 ) begin
+      \$92  = \q$54 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$93  = count_sign;
+    if (\$40 ) begin
+      \$93  = s1_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$94  = count_exp;
+    if (\$40 ) begin
+      \$94  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$95  = count_invalid;
+    if (\$40 ) begin
+      \$95  = s1_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$96  = in_a;
+    if (\$40 ) begin
+      \$96  = \in_a$109 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$97  = in_b;
+    if (\$40 ) begin
+      \$97  = \in_b$110 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$98  = \pair$62 ;
+    if (\$40 ) begin
+      \$98  = pair;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$99  = select_q;
+    if (\$41 ) begin
+      \$99  = count_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$100  = select_sign;
+    if (\$41 ) begin
+      \$100  = count_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$101  = select_exp;
+    if (\$41 ) begin
+      \$101  = count_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$102  = select_invalid;
+    if (\$41 ) begin
+      \$102  = count_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$103  = select_count_a;
+    if (\$41 ) begin
+      \$103  = count_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$104  = select_count_b;
+    if (\$41 ) begin
+      \$104  = count_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$105  = select_pair;
+    if (\$41 ) begin
+      \$105  = \pair$62 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$106  = \q$64 ;
+    if (\$42 ) begin
+      \$106  = select_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$107  = s2_sign;
+    if (\$42 ) begin
+      \$107  = select_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$108  = s2_exp;
+    if (\$42 ) begin
+      \$108  = select_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$109  = s2_invalid;
+    if (\$42 ) begin
+      \$109  = select_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$110  = dialect;
+    if (\$42 ) begin
+      \$110  = \$45 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    \$111  = o__payload;
+    if (\$46 ) begin
+      \$111  = out;
     end
   end
   assign o__ready = 1'h1;
-  assign o__valid = s7_valid;
+  assign o__valid = s11_valid;
   assign i__payload = data;
-  assign s0_data = \data$26 ;
+  assign s0_data = \data$39 ;
   assign s0_exp = exp;
   assign shift_q = q;
-  assign s1_q = \q$36 ;
+  assign s1_q = \q$54 ;
   assign s1_select = pair;
-  assign s2_q = \q$40 ;
+  assign count_in_a = in_a;
+  assign count_in_b = in_b;
+  assign count_pair = \pair$62 ;
+  assign s2_q = \q$64 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
   assign \data[0]  = data[15:0];
@@ -19618,38 +20358,38 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   assign \i__payload.data[29]  = data[479:464];
   assign \i__payload.data[30]  = data[495:480];
   assign \i__payload.data[31]  = data[511:496];
-  assign \data$26[0]  = \data$26 [15:0];
-  assign \data$26[1]  = \data$26 [31:16];
-  assign \data$26[2]  = \data$26 [47:32];
-  assign \data$26[3]  = \data$26 [63:48];
-  assign \data$26[4]  = \data$26 [79:64];
-  assign \data$26[5]  = \data$26 [95:80];
-  assign \data$26[6]  = \data$26 [111:96];
-  assign \data$26[7]  = \data$26 [127:112];
-  assign \data$26[8]  = \data$26 [143:128];
-  assign \data$26[9]  = \data$26 [159:144];
-  assign \data$26[10]  = \data$26 [175:160];
-  assign \data$26[11]  = \data$26 [191:176];
-  assign \data$26[12]  = \data$26 [207:192];
-  assign \data$26[13]  = \data$26 [223:208];
-  assign \data$26[14]  = \data$26 [239:224];
-  assign \data$26[15]  = \data$26 [255:240];
-  assign \data$26[16]  = \data$26 [271:256];
-  assign \data$26[17]  = \data$26 [287:272];
-  assign \data$26[18]  = \data$26 [303:288];
-  assign \data$26[19]  = \data$26 [319:304];
-  assign \data$26[20]  = \data$26 [335:320];
-  assign \data$26[21]  = \data$26 [351:336];
-  assign \data$26[22]  = \data$26 [367:352];
-  assign \data$26[23]  = \data$26 [383:368];
-  assign \data$26[24]  = \data$26 [399:384];
-  assign \data$26[25]  = \data$26 [415:400];
-  assign \data$26[26]  = \data$26 [431:416];
-  assign \data$26[27]  = \data$26 [447:432];
-  assign \data$26[28]  = \data$26 [463:448];
-  assign \data$26[29]  = \data$26 [479:464];
-  assign \data$26[30]  = \data$26 [495:480];
-  assign \data$26[31]  = \data$26 [511:496];
+  assign \data$39[0]  = \data$39 [15:0];
+  assign \data$39[1]  = \data$39 [31:16];
+  assign \data$39[2]  = \data$39 [47:32];
+  assign \data$39[3]  = \data$39 [63:48];
+  assign \data$39[4]  = \data$39 [79:64];
+  assign \data$39[5]  = \data$39 [95:80];
+  assign \data$39[6]  = \data$39 [111:96];
+  assign \data$39[7]  = \data$39 [127:112];
+  assign \data$39[8]  = \data$39 [143:128];
+  assign \data$39[9]  = \data$39 [159:144];
+  assign \data$39[10]  = \data$39 [175:160];
+  assign \data$39[11]  = \data$39 [191:176];
+  assign \data$39[12]  = \data$39 [207:192];
+  assign \data$39[13]  = \data$39 [223:208];
+  assign \data$39[14]  = \data$39 [239:224];
+  assign \data$39[15]  = \data$39 [255:240];
+  assign \data$39[16]  = \data$39 [271:256];
+  assign \data$39[17]  = \data$39 [287:272];
+  assign \data$39[18]  = \data$39 [303:288];
+  assign \data$39[19]  = \data$39 [319:304];
+  assign \data$39[20]  = \data$39 [335:320];
+  assign \data$39[21]  = \data$39 [351:336];
+  assign \data$39[22]  = \data$39 [367:352];
+  assign \data$39[23]  = \data$39 [383:368];
+  assign \data$39[24]  = \data$39 [399:384];
+  assign \data$39[25]  = \data$39 [415:400];
+  assign \data$39[26]  = \data$39 [431:416];
+  assign \data$39[27]  = \data$39 [447:432];
+  assign \data$39[28]  = \data$39 [463:448];
+  assign \data$39[29]  = \data$39 [479:464];
+  assign \data$39[30]  = \data$39 [495:480];
+  assign \data$39[31]  = \data$39 [511:496];
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -19682,70 +20422,70 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   assign \q[29]  = q[149:145];
   assign \q[30]  = q[154:150];
   assign \q[31]  = q[159:155];
-  assign \q$36[0]  = \q$36 [4:0];
-  assign \q$36[1]  = \q$36 [9:5];
-  assign \q$36[2]  = \q$36 [14:10];
-  assign \q$36[3]  = \q$36 [19:15];
-  assign \q$36[4]  = \q$36 [24:20];
-  assign \q$36[5]  = \q$36 [29:25];
-  assign \q$36[6]  = \q$36 [34:30];
-  assign \q$36[7]  = \q$36 [39:35];
-  assign \q$36[8]  = \q$36 [44:40];
-  assign \q$36[9]  = \q$36 [49:45];
-  assign \q$36[10]  = \q$36 [54:50];
-  assign \q$36[11]  = \q$36 [59:55];
-  assign \q$36[12]  = \q$36 [64:60];
-  assign \q$36[13]  = \q$36 [69:65];
-  assign \q$36[14]  = \q$36 [74:70];
-  assign \q$36[15]  = \q$36 [79:75];
-  assign \q$36[16]  = \q$36 [84:80];
-  assign \q$36[17]  = \q$36 [89:85];
-  assign \q$36[18]  = \q$36 [94:90];
-  assign \q$36[19]  = \q$36 [99:95];
-  assign \q$36[20]  = \q$36 [104:100];
-  assign \q$36[21]  = \q$36 [109:105];
-  assign \q$36[22]  = \q$36 [114:110];
-  assign \q$36[23]  = \q$36 [119:115];
-  assign \q$36[24]  = \q$36 [124:120];
-  assign \q$36[25]  = \q$36 [129:125];
-  assign \q$36[26]  = \q$36 [134:130];
-  assign \q$36[27]  = \q$36 [139:135];
-  assign \q$36[28]  = \q$36 [144:140];
-  assign \q$36[29]  = \q$36 [149:145];
-  assign \q$36[30]  = \q$36 [154:150];
-  assign \q$36[31]  = \q$36 [159:155];
-  assign \q$40[0]  = \q$40 [4:0];
-  assign \q$40[1]  = \q$40 [9:5];
-  assign \q$40[2]  = \q$40 [14:10];
-  assign \q$40[3]  = \q$40 [19:15];
-  assign \q$40[4]  = \q$40 [24:20];
-  assign \q$40[5]  = \q$40 [29:25];
-  assign \q$40[6]  = \q$40 [34:30];
-  assign \q$40[7]  = \q$40 [39:35];
-  assign \q$40[8]  = \q$40 [44:40];
-  assign \q$40[9]  = \q$40 [49:45];
-  assign \q$40[10]  = \q$40 [54:50];
-  assign \q$40[11]  = \q$40 [59:55];
-  assign \q$40[12]  = \q$40 [64:60];
-  assign \q$40[13]  = \q$40 [69:65];
-  assign \q$40[14]  = \q$40 [74:70];
-  assign \q$40[15]  = \q$40 [79:75];
-  assign \q$40[16]  = \q$40 [84:80];
-  assign \q$40[17]  = \q$40 [89:85];
-  assign \q$40[18]  = \q$40 [94:90];
-  assign \q$40[19]  = \q$40 [99:95];
-  assign \q$40[20]  = \q$40 [104:100];
-  assign \q$40[21]  = \q$40 [109:105];
-  assign \q$40[22]  = \q$40 [114:110];
-  assign \q$40[23]  = \q$40 [119:115];
-  assign \q$40[24]  = \q$40 [124:120];
-  assign \q$40[25]  = \q$40 [129:125];
-  assign \q$40[26]  = \q$40 [134:130];
-  assign \q$40[27]  = \q$40 [139:135];
-  assign \q$40[28]  = \q$40 [144:140];
-  assign \q$40[29]  = \q$40 [149:145];
-  assign \q$40[30]  = \q$40 [154:150];
-  assign \q$40[31]  = \q$40 [159:155];
+  assign \q$54[0]  = \q$54 [4:0];
+  assign \q$54[1]  = \q$54 [9:5];
+  assign \q$54[2]  = \q$54 [14:10];
+  assign \q$54[3]  = \q$54 [19:15];
+  assign \q$54[4]  = \q$54 [24:20];
+  assign \q$54[5]  = \q$54 [29:25];
+  assign \q$54[6]  = \q$54 [34:30];
+  assign \q$54[7]  = \q$54 [39:35];
+  assign \q$54[8]  = \q$54 [44:40];
+  assign \q$54[9]  = \q$54 [49:45];
+  assign \q$54[10]  = \q$54 [54:50];
+  assign \q$54[11]  = \q$54 [59:55];
+  assign \q$54[12]  = \q$54 [64:60];
+  assign \q$54[13]  = \q$54 [69:65];
+  assign \q$54[14]  = \q$54 [74:70];
+  assign \q$54[15]  = \q$54 [79:75];
+  assign \q$54[16]  = \q$54 [84:80];
+  assign \q$54[17]  = \q$54 [89:85];
+  assign \q$54[18]  = \q$54 [94:90];
+  assign \q$54[19]  = \q$54 [99:95];
+  assign \q$54[20]  = \q$54 [104:100];
+  assign \q$54[21]  = \q$54 [109:105];
+  assign \q$54[22]  = \q$54 [114:110];
+  assign \q$54[23]  = \q$54 [119:115];
+  assign \q$54[24]  = \q$54 [124:120];
+  assign \q$54[25]  = \q$54 [129:125];
+  assign \q$54[26]  = \q$54 [134:130];
+  assign \q$54[27]  = \q$54 [139:135];
+  assign \q$54[28]  = \q$54 [144:140];
+  assign \q$54[29]  = \q$54 [149:145];
+  assign \q$54[30]  = \q$54 [154:150];
+  assign \q$54[31]  = \q$54 [159:155];
+  assign \q$64[0]  = \q$64 [4:0];
+  assign \q$64[1]  = \q$64 [9:5];
+  assign \q$64[2]  = \q$64 [14:10];
+  assign \q$64[3]  = \q$64 [19:15];
+  assign \q$64[4]  = \q$64 [24:20];
+  assign \q$64[5]  = \q$64 [29:25];
+  assign \q$64[6]  = \q$64 [34:30];
+  assign \q$64[7]  = \q$64 [39:35];
+  assign \q$64[8]  = \q$64 [44:40];
+  assign \q$64[9]  = \q$64 [49:45];
+  assign \q$64[10]  = \q$64 [54:50];
+  assign \q$64[11]  = \q$64 [59:55];
+  assign \q$64[12]  = \q$64 [64:60];
+  assign \q$64[13]  = \q$64 [69:65];
+  assign \q$64[14]  = \q$64 [74:70];
+  assign \q$64[15]  = \q$64 [79:75];
+  assign \q$64[16]  = \q$64 [84:80];
+  assign \q$64[17]  = \q$64 [89:85];
+  assign \q$64[18]  = \q$64 [94:90];
+  assign \q$64[19]  = \q$64 [99:95];
+  assign \q$64[20]  = \q$64 [104:100];
+  assign \q$64[21]  = \q$64 [109:105];
+  assign \q$64[22]  = \q$64 [114:110];
+  assign \q$64[23]  = \q$64 [119:115];
+  assign \q$64[24]  = \q$64 [124:120];
+  assign \q$64[25]  = \q$64 [129:125];
+  assign \q$64[26]  = \q$64 [134:130];
+  assign \q$64[27]  = \q$64 [139:135];
+  assign \q$64[28]  = \q$64 [144:140];
+  assign \q$64[29]  = \q$64 [149:145];
+  assign \q$64[30]  = \q$64 [154:150];
+  assign \q$64[31]  = \q$64 [159:155];
   assign \out.codes  = out[127:0];
   assign \out.codes[0]  = out[3:0];
   assign \out.codes[1]  = out[7:4];
@@ -19854,42 +20594,50 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   assign \partial[1]  = partial[9:5];
   assign \partial[2]  = partial[14:10];
   assign \partial[3]  = partial[19:15];
-  assign \q$61[0]  = \q$61 [4:0];
-  assign \q$61[1]  = \q$61 [9:5];
-  assign \q$61[2]  = \q$61 [14:10];
-  assign \q$61[3]  = \q$61 [19:15];
-  assign \q$61[4]  = \q$61 [24:20];
-  assign \q$61[5]  = \q$61 [29:25];
-  assign \q$61[6]  = \q$61 [34:30];
-  assign \q$61[7]  = \q$61 [39:35];
-  assign \q$61[8]  = \q$61 [44:40];
-  assign \q$61[9]  = \q$61 [49:45];
-  assign \q$61[10]  = \q$61 [54:50];
-  assign \q$61[11]  = \q$61 [59:55];
-  assign \q$61[12]  = \q$61 [64:60];
-  assign \q$61[13]  = \q$61 [69:65];
-  assign \q$61[14]  = \q$61 [74:70];
-  assign \q$61[15]  = \q$61 [79:75];
-  assign \q$61[16]  = \q$61 [84:80];
-  assign \q$61[17]  = \q$61 [89:85];
-  assign \q$61[18]  = \q$61 [94:90];
-  assign \q$61[19]  = \q$61 [99:95];
-  assign \q$61[20]  = \q$61 [104:100];
-  assign \q$61[21]  = \q$61 [109:105];
-  assign \q$61[22]  = \q$61 [114:110];
-  assign \q$61[23]  = \q$61 [119:115];
-  assign \q$61[24]  = \q$61 [124:120];
-  assign \q$61[25]  = \q$61 [129:125];
-  assign \q$61[26]  = \q$61 [134:130];
-  assign \q$61[27]  = \q$61 [139:135];
-  assign \q$61[28]  = \q$61 [144:140];
-  assign \q$61[29]  = \q$61 [149:145];
-  assign \q$61[30]  = \q$61 [154:150];
-  assign \q$61[31]  = \q$61 [159:155];
-  assign \partial$66[0]  = \partial$66 [4:0];
-  assign \partial$66[1]  = \partial$66 [9:5];
-  assign \partial$66[2]  = \partial$66 [14:10];
-  assign \partial$66[3]  = \partial$66 [19:15];
+  assign \partial[4]  = partial[24:20];
+  assign \partial[5]  = partial[29:25];
+  assign \partial[6]  = partial[34:30];
+  assign \partial[7]  = partial[39:35];
+  assign \q$87[0]  = \q$87 [4:0];
+  assign \q$87[1]  = \q$87 [9:5];
+  assign \q$87[2]  = \q$87 [14:10];
+  assign \q$87[3]  = \q$87 [19:15];
+  assign \q$87[4]  = \q$87 [24:20];
+  assign \q$87[5]  = \q$87 [29:25];
+  assign \q$87[6]  = \q$87 [34:30];
+  assign \q$87[7]  = \q$87 [39:35];
+  assign \q$87[8]  = \q$87 [44:40];
+  assign \q$87[9]  = \q$87 [49:45];
+  assign \q$87[10]  = \q$87 [54:50];
+  assign \q$87[11]  = \q$87 [59:55];
+  assign \q$87[12]  = \q$87 [64:60];
+  assign \q$87[13]  = \q$87 [69:65];
+  assign \q$87[14]  = \q$87 [74:70];
+  assign \q$87[15]  = \q$87 [79:75];
+  assign \q$87[16]  = \q$87 [84:80];
+  assign \q$87[17]  = \q$87 [89:85];
+  assign \q$87[18]  = \q$87 [94:90];
+  assign \q$87[19]  = \q$87 [99:95];
+  assign \q$87[20]  = \q$87 [104:100];
+  assign \q$87[21]  = \q$87 [109:105];
+  assign \q$87[22]  = \q$87 [114:110];
+  assign \q$87[23]  = \q$87 [119:115];
+  assign \q$87[24]  = \q$87 [124:120];
+  assign \q$87[25]  = \q$87 [129:125];
+  assign \q$87[26]  = \q$87 [134:130];
+  assign \q$87[27]  = \q$87 [139:135];
+  assign \q$87[28]  = \q$87 [144:140];
+  assign \q$87[29]  = \q$87 [149:145];
+  assign \q$87[30]  = \q$87 [154:150];
+  assign \q$87[31]  = \q$87 [159:155];
+  assign \partial$92[0]  = \partial$92 [4:0];
+  assign \partial$92[1]  = \partial$92 [9:5];
+  assign \partial$92[2]  = \partial$92 [14:10];
+  assign \partial$92[3]  = \partial$92 [19:15];
+  assign \partial$92[4]  = \partial$92 [24:20];
+  assign \partial$92[5]  = \partial$92 [29:25];
+  assign \partial$92[6]  = \partial$92 [34:30];
+  assign \partial$92[7]  = \partial$92 [39:35];
   assign out[137] = s2_invalid;
   assign out[136:132] = s2_exp;
   assign out[131:128] = dialect;
@@ -19925,6 +20673,10 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   assign out[11:8] = { s2_sign[2], idx[8:6] };
   assign out[7:4] = { s2_sign[1], idx[5:3] };
   assign out[3:0] = { s2_sign[0], idx[2:0] };
+  assign s11_load = 1'h1;
+  assign s10_load = 1'h1;
+  assign s9_load = 1'h1;
+  assign s8_load = 1'h1;
   assign s7_load = 1'h1;
   assign s6_load = 1'h1;
   assign s5_load = 1'h1;
@@ -19933,15 +20685,163 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s7_valid
   assign s2_load = 1'h1;
   assign s1_load = 1'h1;
   assign s0_load = 1'h1;
-  assign i__ready = \$9 ;
-  assign \$16  = i__valid;
-  assign \$17  = s0_valid;
-  assign \$18  = s1_valid;
-  assign \$19  = s2_valid;
-  assign \$20  = s3_valid;
-  assign \$25  = s4_valid;
-  assign \$26  = s5_valid;
-  assign \$30  = s6_valid;
+  assign i__ready = \$13 ;
+  assign \$28  = i__valid;
+  assign \$29  = s0_valid;
+  assign \$30  = s1_valid;
+  assign \$31  = s2_valid;
+  assign \$32  = s3_valid;
+  assign \$33  = s4_valid;
+  assign \$34  = s5_valid;
+  assign \$35  = s6_valid;
+  assign \$40  = s7_valid;
+  assign \$41  = s8_valid;
+  assign \$42  = s9_valid;
+  assign \$46  = s10_valid;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_linear_fast_b32_n4.quantizer.counts (count_b_l5_0, in_a, in_b, pair, count_a_l5_0);
+  wire \$1 ;
+  wire [5:0] count_a;
+  wire [1:0] count_a_l1_0;
+  wire [1:0] count_a_l1_1;
+  wire [1:0] count_a_l1_10;
+  wire [1:0] count_a_l1_11;
+  wire [1:0] count_a_l1_12;
+  wire [1:0] count_a_l1_13;
+  wire [1:0] count_a_l1_14;
+  wire [1:0] count_a_l1_15;
+  wire [1:0] count_a_l1_2;
+  wire [1:0] count_a_l1_3;
+  wire [1:0] count_a_l1_4;
+  wire [1:0] count_a_l1_5;
+  wire [1:0] count_a_l1_6;
+  wire [1:0] count_a_l1_7;
+  wire [1:0] count_a_l1_8;
+  wire [1:0] count_a_l1_9;
+  wire [2:0] count_a_l2_0;
+  wire [2:0] count_a_l2_1;
+  wire [2:0] count_a_l2_2;
+  wire [2:0] count_a_l2_3;
+  wire [2:0] count_a_l2_4;
+  wire [2:0] count_a_l2_5;
+  wire [2:0] count_a_l2_6;
+  wire [2:0] count_a_l2_7;
+  wire [3:0] count_a_l3_0;
+  wire [3:0] count_a_l3_1;
+  wire [3:0] count_a_l3_2;
+  wire [3:0] count_a_l3_3;
+  wire [4:0] count_a_l4_0;
+  wire [4:0] count_a_l4_1;
+  output [5:0] count_a_l5_0;
+  wire [5:0] count_a_l5_0;
+  wire [5:0] count_b;
+  wire [1:0] count_b_l1_0;
+  wire [1:0] count_b_l1_1;
+  wire [1:0] count_b_l1_10;
+  wire [1:0] count_b_l1_11;
+  wire [1:0] count_b_l1_12;
+  wire [1:0] count_b_l1_13;
+  wire [1:0] count_b_l1_14;
+  wire [1:0] count_b_l1_15;
+  wire [1:0] count_b_l1_2;
+  wire [1:0] count_b_l1_3;
+  wire [1:0] count_b_l1_4;
+  wire [1:0] count_b_l1_5;
+  wire [1:0] count_b_l1_6;
+  wire [1:0] count_b_l1_7;
+  wire [1:0] count_b_l1_8;
+  wire [1:0] count_b_l1_9;
+  wire [2:0] count_b_l2_0;
+  wire [2:0] count_b_l2_1;
+  wire [2:0] count_b_l2_2;
+  wire [2:0] count_b_l2_3;
+  wire [2:0] count_b_l2_4;
+  wire [2:0] count_b_l2_5;
+  wire [2:0] count_b_l2_6;
+  wire [2:0] count_b_l2_7;
+  wire [3:0] count_b_l3_0;
+  wire [3:0] count_b_l3_1;
+  wire [3:0] count_b_l3_2;
+  wire [3:0] count_b_l3_3;
+  wire [4:0] count_b_l4_0;
+  wire [4:0] count_b_l4_1;
+  output [5:0] count_b_l5_0;
+  wire [5:0] count_b_l5_0;
+  wire [3:0] dialect;
+  input [31:0] in_a;
+  wire [31:0] in_a;
+  input [31:0] in_b;
+  wire [31:0] in_b;
+  input [2:0] pair;
+  wire [2:0] pair;
+  assign count_a_l1_8 = in_a[16] + in_a[17];
+  assign count_a_l1_9 = in_a[18] + in_a[19];
+  assign count_a_l1_10 = in_a[20] + in_a[21];
+  assign count_a_l1_11 = in_a[22] + in_a[23];
+  assign count_a_l1_12 = in_a[24] + in_a[25];
+  assign count_a_l1_13 = in_a[26] + in_a[27];
+  assign count_a_l1_14 = in_a[28] + in_a[29];
+  assign count_a_l1_15 = in_a[30] + in_a[31];
+  assign count_a_l2_0 = count_a_l1_0 + count_a_l1_1;
+  assign count_a_l2_1 = count_a_l1_2 + count_a_l1_3;
+  assign count_a_l1_0 = in_a[0] + in_a[1];
+  assign count_a_l2_2 = count_a_l1_4 + count_a_l1_5;
+  assign count_a_l2_3 = count_a_l1_6 + count_a_l1_7;
+  assign count_a_l2_4 = count_a_l1_8 + count_a_l1_9;
+  assign count_a_l2_5 = count_a_l1_10 + count_a_l1_11;
+  assign count_a_l2_6 = count_a_l1_12 + count_a_l1_13;
+  assign count_a_l2_7 = count_a_l1_14 + count_a_l1_15;
+  assign count_a_l3_0 = count_a_l2_0 + count_a_l2_1;
+  assign count_a_l3_1 = count_a_l2_2 + count_a_l2_3;
+  assign count_a_l3_2 = count_a_l2_4 + count_a_l2_5;
+  assign count_a_l3_3 = count_a_l2_6 + count_a_l2_7;
+  assign count_a_l1_1 = in_a[2] + in_a[3];
+  assign count_a_l4_0 = count_a_l3_0 + count_a_l3_1;
+  assign count_a_l4_1 = count_a_l3_2 + count_a_l3_3;
+  assign count_a_l5_0 = count_a_l4_0 + count_a_l4_1;
+  assign count_b_l1_0 = in_b[0] + in_b[1];
+  assign count_b_l1_1 = in_b[2] + in_b[3];
+  assign count_b_l1_2 = in_b[4] + in_b[5];
+  assign count_b_l1_3 = in_b[6] + in_b[7];
+  assign count_b_l1_4 = in_b[8] + in_b[9];
+  assign count_b_l1_5 = in_b[10] + in_b[11];
+  assign count_b_l1_6 = in_b[12] + in_b[13];
+  assign count_a_l1_2 = in_a[4] + in_a[5];
+  assign count_b_l1_7 = in_b[14] + in_b[15];
+  assign count_b_l1_8 = in_b[16] + in_b[17];
+  assign count_b_l1_9 = in_b[18] + in_b[19];
+  assign count_b_l1_10 = in_b[20] + in_b[21];
+  assign count_b_l1_11 = in_b[22] + in_b[23];
+  assign count_b_l1_12 = in_b[24] + in_b[25];
+  assign count_b_l1_13 = in_b[26] + in_b[27];
+  assign count_b_l1_14 = in_b[28] + in_b[29];
+  assign count_b_l1_15 = in_b[30] + in_b[31];
+  assign count_b_l2_0 = count_b_l1_0 + count_b_l1_1;
+  assign count_a_l1_3 = in_a[6] + in_a[7];
+  assign count_b_l2_1 = count_b_l1_2 + count_b_l1_3;
+  assign count_b_l2_2 = count_b_l1_4 + count_b_l1_5;
+  assign count_b_l2_3 = count_b_l1_6 + count_b_l1_7;
+  assign count_b_l2_4 = count_b_l1_8 + count_b_l1_9;
+  assign count_b_l2_5 = count_b_l1_10 + count_b_l1_11;
+  assign count_b_l2_6 = count_b_l1_12 + count_b_l1_13;
+  assign count_b_l2_7 = count_b_l1_14 + count_b_l1_15;
+  assign count_b_l3_0 = count_b_l2_0 + count_b_l2_1;
+  assign count_b_l3_1 = count_b_l2_2 + count_b_l2_3;
+  assign count_b_l3_2 = count_b_l2_4 + count_b_l2_5;
+  assign count_a_l1_4 = in_a[8] + in_a[9];
+  assign count_b_l3_3 = count_b_l2_6 + count_b_l2_7;
+  assign count_b_l4_0 = count_b_l3_0 + count_b_l3_1;
+  assign count_b_l4_1 = count_b_l3_2 + count_b_l3_3;
+  assign count_b_l5_0 = count_b_l4_0 + count_b_l4_1;
+  assign \$1  = count_b_l5_0 > count_a_l5_0;
+  assign count_a_l1_5 = in_a[10] + in_a[11];
+  assign count_a_l1_6 = in_a[12] + in_a[13];
+  assign count_a_l1_7 = in_a[14] + in_a[15];
+  assign count_a = count_a_l5_0;
+  assign count_b = count_b_l5_0;
+  assign dialect = { pair, \$1  };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20080,42 +20980,46 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   wire invalid;
   wire [4:0] max0_l1_0;
   wire [4:0] max0_l1_1;
-  wire [4:0] max0_l1_2;
-  wire [4:0] max0_l1_3;
   wire [4:0] max0_l2_0;
-  wire [4:0] max0_l2_1;
-  wire [4:0] max0_l3_0;
   wire [4:0] max1_l1_0;
   wire [4:0] max1_l1_1;
-  wire [4:0] max1_l1_2;
-  wire [4:0] max1_l1_3;
   wire [4:0] max1_l2_0;
-  wire [4:0] max1_l2_1;
-  wire [4:0] max1_l3_0;
   wire [4:0] max2_l1_0;
   wire [4:0] max2_l1_1;
-  wire [4:0] max2_l1_2;
-  wire [4:0] max2_l1_3;
   wire [4:0] max2_l2_0;
-  wire [4:0] max2_l2_1;
-  wire [4:0] max2_l3_0;
   wire [4:0] max3_l1_0;
   wire [4:0] max3_l1_1;
-  wire [4:0] max3_l1_2;
-  wire [4:0] max3_l1_3;
   wire [4:0] max3_l2_0;
-  wire [4:0] max3_l2_1;
-  wire [4:0] max3_l3_0;
+  wire [4:0] max4_l1_0;
+  wire [4:0] max4_l1_1;
+  wire [4:0] max4_l2_0;
+  wire [4:0] max5_l1_0;
+  wire [4:0] max5_l1_1;
+  wire [4:0] max5_l2_0;
+  wire [4:0] max6_l1_0;
+  wire [4:0] max6_l1_1;
+  wire [4:0] max6_l2_0;
+  wire [4:0] max7_l1_0;
+  wire [4:0] max7_l1_1;
+  wire [4:0] max7_l2_0;
   wire [4:0] max_l1_0;
   wire [4:0] max_l1_1;
+  wire [4:0] max_l1_2;
+  wire [4:0] max_l1_3;
   wire [4:0] max_l2_0;
+  wire [4:0] max_l2_1;
+  wire [4:0] max_l3_0;
   wire [31:0] nonfinite;
-  output [19:0] partial;
-  wire [19:0] partial;
+  output [39:0] partial;
+  wire [39:0] partial;
   wire [4:0] \partial[0] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
+  wire [4:0] \partial[4] ;
+  wire [4:0] \partial[5] ;
+  wire [4:0] \partial[6] ;
+  wire [4:0] \partial[7] ;
   assign \$19  = data[302:298] == 5'h1f;
   assign ex18 = nonfinite[18] ? 5'h00 : data[302:298];
   assign \$20  = data[318:314] == 5'h1f;
@@ -20148,64 +21052,64 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   assign max0_l1_0 = \$33  ? ex0 : ex1;
   assign \$34  = ex2 >= ex3;
   assign max0_l1_1 = \$34  ? ex2 : ex3;
-  assign \$35  = ex4 >= ex5;
-  assign max0_l1_2 = \$35  ? ex4 : ex5;
-  assign \$36  = ex6 >= ex7;
-  assign max0_l1_3 = \$36  ? ex6 : ex7;
-  assign \$37  = max0_l1_0 >= max0_l1_1;
-  assign max0_l2_0 = \$37  ? max0_l1_0 : max0_l1_1;
-  assign \$38  = max0_l1_2 >= max0_l1_3;
-  assign max0_l2_1 = \$38  ? max0_l1_2 : max0_l1_3;
-  assign \$39  = max0_l2_0 >= max0_l2_1;
-  assign max0_l3_0 = \$39  ? max0_l2_0 : max0_l2_1;
-  assign \$40  = ex8 >= ex9;
-  assign max1_l1_0 = \$40  ? ex8 : ex9;
-  assign \$41  = ex10 >= ex11;
-  assign max1_l1_1 = \$41  ? ex10 : ex11;
+  assign \$35  = max0_l1_0 >= max0_l1_1;
+  assign max0_l2_0 = \$35  ? max0_l1_0 : max0_l1_1;
+  assign \$36  = ex4 >= ex5;
+  assign max1_l1_0 = \$36  ? ex4 : ex5;
+  assign \$37  = ex6 >= ex7;
+  assign max1_l1_1 = \$37  ? ex6 : ex7;
+  assign \$38  = max1_l1_0 >= max1_l1_1;
+  assign max1_l2_0 = \$38  ? max1_l1_0 : max1_l1_1;
+  assign \$39  = ex8 >= ex9;
+  assign max2_l1_0 = \$39  ? ex8 : ex9;
+  assign \$40  = ex10 >= ex11;
+  assign max2_l1_1 = \$40  ? ex10 : ex11;
+  assign \$41  = max2_l1_0 >= max2_l1_1;
+  assign max2_l2_0 = \$41  ? max2_l1_0 : max2_l1_1;
   assign \$42  = ex12 >= ex13;
-  assign max1_l1_2 = \$42  ? ex12 : ex13;
+  assign max3_l1_0 = \$42  ? ex12 : ex13;
   assign \$43  = ex14 >= ex15;
-  assign max1_l1_3 = \$43  ? ex14 : ex15;
-  assign \$44  = max1_l1_0 >= max1_l1_1;
-  assign max1_l2_0 = \$44  ? max1_l1_0 : max1_l1_1;
-  assign \$45  = max1_l1_2 >= max1_l1_3;
-  assign max1_l2_1 = \$45  ? max1_l1_2 : max1_l1_3;
-  assign \$46  = max1_l2_0 >= max1_l2_1;
-  assign max1_l3_0 = \$46  ? max1_l2_0 : max1_l2_1;
-  assign \$47  = ex16 >= ex17;
-  assign max2_l1_0 = \$47  ? ex16 : ex17;
-  assign \$48  = ex18 >= ex19;
-  assign max2_l1_1 = \$48  ? ex18 : ex19;
-  assign \$49  = ex20 >= ex21;
-  assign max2_l1_2 = \$49  ? ex20 : ex21;
-  assign \$50  = ex22 >= ex23;
-  assign max2_l1_3 = \$50  ? ex22 : ex23;
-  assign \$51  = max2_l1_0 >= max2_l1_1;
-  assign max2_l2_0 = \$51  ? max2_l1_0 : max2_l1_1;
-  assign \$52  = max2_l1_2 >= max2_l1_3;
-  assign max2_l2_1 = \$52  ? max2_l1_2 : max2_l1_3;
-  assign \$53  = max2_l2_0 >= max2_l2_1;
-  assign max2_l3_0 = \$53  ? max2_l2_0 : max2_l2_1;
-  assign \$54  = ex24 >= ex25;
-  assign max3_l1_0 = \$54  ? ex24 : ex25;
-  assign \$55  = ex26 >= ex27;
-  assign max3_l1_1 = \$55  ? ex26 : ex27;
-  assign \$56  = ex28 >= ex29;
-  assign max3_l1_2 = \$56  ? ex28 : ex29;
-  assign \$57  = ex30 >= ex31;
-  assign max3_l1_3 = \$57  ? ex30 : ex31;
-  assign \$58  = max3_l1_0 >= max3_l1_1;
-  assign max3_l2_0 = \$58  ? max3_l1_0 : max3_l1_1;
-  assign \$59  = max3_l1_2 >= max3_l1_3;
-  assign max3_l2_1 = \$59  ? max3_l1_2 : max3_l1_3;
-  assign \$60  = max3_l2_0 >= max3_l2_1;
-  assign max3_l3_0 = \$60  ? max3_l2_0 : max3_l2_1;
-  assign \$61  = partial[4:0] >= partial[9:5];
-  assign max_l1_0 = \$61  ? partial[4:0] : partial[9:5];
-  assign \$62  = partial[14:10] >= partial[19:15];
-  assign max_l1_1 = \$62  ? partial[14:10] : partial[19:15];
-  assign \$63  = max_l1_0 >= max_l1_1;
-  assign max_l2_0 = \$63  ? max_l1_0 : max_l1_1;
+  assign max3_l1_1 = \$43  ? ex14 : ex15;
+  assign \$44  = max3_l1_0 >= max3_l1_1;
+  assign max3_l2_0 = \$44  ? max3_l1_0 : max3_l1_1;
+  assign \$45  = ex16 >= ex17;
+  assign max4_l1_0 = \$45  ? ex16 : ex17;
+  assign \$46  = ex18 >= ex19;
+  assign max4_l1_1 = \$46  ? ex18 : ex19;
+  assign \$47  = max4_l1_0 >= max4_l1_1;
+  assign max4_l2_0 = \$47  ? max4_l1_0 : max4_l1_1;
+  assign \$48  = ex20 >= ex21;
+  assign max5_l1_0 = \$48  ? ex20 : ex21;
+  assign \$49  = ex22 >= ex23;
+  assign max5_l1_1 = \$49  ? ex22 : ex23;
+  assign \$50  = max5_l1_0 >= max5_l1_1;
+  assign max5_l2_0 = \$50  ? max5_l1_0 : max5_l1_1;
+  assign \$51  = ex24 >= ex25;
+  assign max6_l1_0 = \$51  ? ex24 : ex25;
+  assign \$52  = ex26 >= ex27;
+  assign max6_l1_1 = \$52  ? ex26 : ex27;
+  assign \$53  = max6_l1_0 >= max6_l1_1;
+  assign max6_l2_0 = \$53  ? max6_l1_0 : max6_l1_1;
+  assign \$54  = ex28 >= ex29;
+  assign max7_l1_0 = \$54  ? ex28 : ex29;
+  assign \$55  = ex30 >= ex31;
+  assign max7_l1_1 = \$55  ? ex30 : ex31;
+  assign \$56  = max7_l1_0 >= max7_l1_1;
+  assign max7_l2_0 = \$56  ? max7_l1_0 : max7_l1_1;
+  assign \$57  = partial[4:0] >= partial[9:5];
+  assign max_l1_0 = \$57  ? partial[4:0] : partial[9:5];
+  assign \$58  = partial[14:10] >= partial[19:15];
+  assign max_l1_1 = \$58  ? partial[14:10] : partial[19:15];
+  assign \$59  = partial[24:20] >= partial[29:25];
+  assign max_l1_2 = \$59  ? partial[24:20] : partial[29:25];
+  assign \$60  = partial[34:30] >= partial[39:35];
+  assign max_l1_3 = \$60  ? partial[34:30] : partial[39:35];
+  assign \$61  = max_l1_0 >= max_l1_1;
+  assign max_l2_0 = \$61  ? max_l1_0 : max_l1_1;
+  assign \$62  = max_l1_2 >= max_l1_3;
+  assign max_l2_1 = \$62  ? max_l1_2 : max_l1_3;
+  assign \$63  = max_l2_0 >= max_l2_1;
+  assign max_l3_0 = \$63  ? max_l2_0 : max_l2_1;
   assign invalid = | nonfinite;
   assign \$1  = data[14:10] == 5'h1f;
   assign ex0 = nonfinite[0] ? 5'h00 : data[14:10];
@@ -20243,7 +21147,7 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   assign ex16 = nonfinite[16] ? 5'h00 : data[270:266];
   assign \$18  = data[286:282] == 5'h1f;
   assign ex17 = nonfinite[17] ? 5'h00 : data[286:282];
-  assign exp = max_l2_0;
+  assign exp = max_l3_0;
   assign \data[0]  = data[15:0];
   assign \data[1]  = data[31:16];
   assign \data[2]  = data[47:32];
@@ -20280,10 +21184,18 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   assign \partial[1]  = partial[9:5];
   assign \partial[2]  = partial[14:10];
   assign \partial[3]  = partial[19:15];
-  assign partial[19:15] = max3_l3_0;
-  assign partial[14:10] = max2_l3_0;
-  assign partial[9:5] = max1_l3_0;
-  assign partial[4:0] = max0_l3_0;
+  assign \partial[4]  = partial[24:20];
+  assign \partial[5]  = partial[29:25];
+  assign \partial[6]  = partial[34:30];
+  assign \partial[7]  = partial[39:35];
+  assign partial[39:35] = max7_l2_0;
+  assign partial[34:30] = max6_l2_0;
+  assign partial[29:25] = max5_l2_0;
+  assign partial[24:20] = max4_l2_0;
+  assign partial[19:15] = max3_l2_0;
+  assign partial[14:10] = max2_l2_0;
+  assign partial[9:5] = max1_l2_0;
+  assign partial[4:0] = max0_l2_0;
   assign nonfinite[31] = \$32 ;
   assign nonfinite[30] = \$31 ;
   assign nonfinite[29] = \$30 ;
@@ -21375,7 +22287,7 @@ module \bd_linear_fast_b32_n4.quantizer.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.quantizer.pair$81 (partial, q);
+module \bd_linear_fast_b32_n4.quantizer.pair$122 (partial, q);
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -21412,42 +22324,46 @@ module \bd_linear_fast_b32_n4.quantizer.pair$81 (partial, q);
   wire \$9 ;
   wire [4:0] max0_l1_0;
   wire [4:0] max0_l1_1;
-  wire [4:0] max0_l1_2;
-  wire [4:0] max0_l1_3;
   wire [4:0] max0_l2_0;
-  wire [4:0] max0_l2_1;
-  wire [4:0] max0_l3_0;
   wire [4:0] max1_l1_0;
   wire [4:0] max1_l1_1;
-  wire [4:0] max1_l1_2;
-  wire [4:0] max1_l1_3;
   wire [4:0] max1_l2_0;
-  wire [4:0] max1_l2_1;
-  wire [4:0] max1_l3_0;
   wire [4:0] max2_l1_0;
   wire [4:0] max2_l1_1;
-  wire [4:0] max2_l1_2;
-  wire [4:0] max2_l1_3;
   wire [4:0] max2_l2_0;
-  wire [4:0] max2_l2_1;
-  wire [4:0] max2_l3_0;
   wire [4:0] max3_l1_0;
   wire [4:0] max3_l1_1;
-  wire [4:0] max3_l1_2;
-  wire [4:0] max3_l1_3;
   wire [4:0] max3_l2_0;
-  wire [4:0] max3_l2_1;
-  wire [4:0] max3_l3_0;
+  wire [4:0] max4_l1_0;
+  wire [4:0] max4_l1_1;
+  wire [4:0] max4_l2_0;
+  wire [4:0] max5_l1_0;
+  wire [4:0] max5_l1_1;
+  wire [4:0] max5_l2_0;
+  wire [4:0] max6_l1_0;
+  wire [4:0] max6_l1_1;
+  wire [4:0] max6_l2_0;
+  wire [4:0] max7_l1_0;
+  wire [4:0] max7_l1_1;
+  wire [4:0] max7_l2_0;
   wire [4:0] max_l1_0;
   wire [4:0] max_l1_1;
+  wire [4:0] max_l1_2;
+  wire [4:0] max_l1_3;
   wire [4:0] max_l2_0;
+  wire [4:0] max_l2_1;
+  wire [4:0] max_l3_0;
   wire [2:0] pair;
-  output [19:0] partial;
-  wire [19:0] partial;
+  output [39:0] partial;
+  wire [39:0] partial;
   wire [4:0] \partial[0] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
+  wire [4:0] \partial[4] ;
+  wire [4:0] \partial[5] ;
+  wire [4:0] \partial[6] ;
+  wire [4:0] \partial[7] ;
   input [159:0] q;
   wire [159:0] q;
   wire [4:0] \q[0] ;
@@ -21488,68 +22404,68 @@ module \bd_linear_fast_b32_n4.quantizer.pair$81 (partial, q);
   assign max0_l1_0 = \$1  ? q[4:0] : q[9:5];
   assign \$2  = q[14:10] >= q[19:15];
   assign max0_l1_1 = \$2  ? q[14:10] : q[19:15];
-  assign \$3  = q[24:20] >= q[29:25];
-  assign max0_l1_2 = \$3  ? q[24:20] : q[29:25];
-  assign \$4  = q[34:30] >= q[39:35];
-  assign max0_l1_3 = \$4  ? q[34:30] : q[39:35];
-  assign \$5  = max0_l1_0 >= max0_l1_1;
-  assign max0_l2_0 = \$5  ? max0_l1_0 : max0_l1_1;
-  assign \$6  = max0_l1_2 >= max0_l1_3;
-  assign max0_l2_1 = \$6  ? max0_l1_2 : max0_l1_3;
-  assign \$7  = max0_l2_0 >= max0_l2_1;
-  assign max0_l3_0 = \$7  ? max0_l2_0 : max0_l2_1;
-  assign \$8  = q[44:40] >= q[49:45];
-  assign max1_l1_0 = \$8  ? q[44:40] : q[49:45];
-  assign \$9  = q[54:50] >= q[59:55];
-  assign max1_l1_1 = \$9  ? q[54:50] : q[59:55];
+  assign \$3  = max0_l1_0 >= max0_l1_1;
+  assign max0_l2_0 = \$3  ? max0_l1_0 : max0_l1_1;
+  assign \$4  = q[24:20] >= q[29:25];
+  assign max1_l1_0 = \$4  ? q[24:20] : q[29:25];
+  assign \$5  = q[34:30] >= q[39:35];
+  assign max1_l1_1 = \$5  ? q[34:30] : q[39:35];
+  assign \$6  = max1_l1_0 >= max1_l1_1;
+  assign max1_l2_0 = \$6  ? max1_l1_0 : max1_l1_1;
+  assign \$7  = q[44:40] >= q[49:45];
+  assign max2_l1_0 = \$7  ? q[44:40] : q[49:45];
+  assign \$8  = q[54:50] >= q[59:55];
+  assign max2_l1_1 = \$8  ? q[54:50] : q[59:55];
+  assign \$9  = max2_l1_0 >= max2_l1_1;
+  assign max2_l2_0 = \$9  ? max2_l1_0 : max2_l1_1;
   assign \$10  = q[64:60] >= q[69:65];
-  assign max1_l1_2 = \$10  ? q[64:60] : q[69:65];
+  assign max3_l1_0 = \$10  ? q[64:60] : q[69:65];
   assign \$11  = q[74:70] >= q[79:75];
-  assign max1_l1_3 = \$11  ? q[74:70] : q[79:75];
-  assign \$12  = max1_l1_0 >= max1_l1_1;
-  assign max1_l2_0 = \$12  ? max1_l1_0 : max1_l1_1;
-  assign \$13  = max1_l1_2 >= max1_l1_3;
-  assign max1_l2_1 = \$13  ? max1_l1_2 : max1_l1_3;
-  assign \$14  = max1_l2_0 >= max1_l2_1;
-  assign max1_l3_0 = \$14  ? max1_l2_0 : max1_l2_1;
-  assign \$15  = q[84:80] >= q[89:85];
-  assign max2_l1_0 = \$15  ? q[84:80] : q[89:85];
-  assign \$16  = q[94:90] >= q[99:95];
-  assign max2_l1_1 = \$16  ? q[94:90] : q[99:95];
-  assign \$17  = q[104:100] >= q[109:105];
-  assign max2_l1_2 = \$17  ? q[104:100] : q[109:105];
-  assign \$18  = q[114:110] >= q[119:115];
-  assign max2_l1_3 = \$18  ? q[114:110] : q[119:115];
-  assign \$19  = max2_l1_0 >= max2_l1_1;
-  assign max2_l2_0 = \$19  ? max2_l1_0 : max2_l1_1;
-  assign \$20  = max2_l1_2 >= max2_l1_3;
-  assign max2_l2_1 = \$20  ? max2_l1_2 : max2_l1_3;
-  assign \$21  = max2_l2_0 >= max2_l2_1;
-  assign max2_l3_0 = \$21  ? max2_l2_0 : max2_l2_1;
-  assign \$22  = q[124:120] >= q[129:125];
-  assign max3_l1_0 = \$22  ? q[124:120] : q[129:125];
-  assign \$23  = q[134:130] >= q[139:135];
-  assign max3_l1_1 = \$23  ? q[134:130] : q[139:135];
-  assign \$24  = q[144:140] >= q[149:145];
-  assign max3_l1_2 = \$24  ? q[144:140] : q[149:145];
-  assign \$25  = q[154:150] >= q[159:155];
-  assign max3_l1_3 = \$25  ? q[154:150] : q[159:155];
-  assign \$26  = max3_l1_0 >= max3_l1_1;
-  assign max3_l2_0 = \$26  ? max3_l1_0 : max3_l1_1;
-  assign \$27  = max3_l1_2 >= max3_l1_3;
-  assign max3_l2_1 = \$27  ? max3_l1_2 : max3_l1_3;
-  assign \$28  = max3_l2_0 >= max3_l2_1;
-  assign max3_l3_0 = \$28  ? max3_l2_0 : max3_l2_1;
-  assign \$29  = partial[4:0] >= partial[9:5];
-  assign max_l1_0 = \$29  ? partial[4:0] : partial[9:5];
-  assign \$30  = partial[14:10] >= partial[19:15];
-  assign max_l1_1 = \$30  ? partial[14:10] : partial[19:15];
-  assign \$31  = max_l1_0 >= max_l1_1;
-  assign max_l2_0 = \$31  ? max_l1_0 : max_l1_1;
-  assign \$32  = max_l2_0 + 1'h1;
-  assign \$33  = max_l2_0 + 1'h1;
+  assign max3_l1_1 = \$11  ? q[74:70] : q[79:75];
+  assign \$12  = max3_l1_0 >= max3_l1_1;
+  assign max3_l2_0 = \$12  ? max3_l1_0 : max3_l1_1;
+  assign \$13  = q[84:80] >= q[89:85];
+  assign max4_l1_0 = \$13  ? q[84:80] : q[89:85];
+  assign \$14  = q[94:90] >= q[99:95];
+  assign max4_l1_1 = \$14  ? q[94:90] : q[99:95];
+  assign \$15  = max4_l1_0 >= max4_l1_1;
+  assign max4_l2_0 = \$15  ? max4_l1_0 : max4_l1_1;
+  assign \$16  = q[104:100] >= q[109:105];
+  assign max5_l1_0 = \$16  ? q[104:100] : q[109:105];
+  assign \$17  = q[114:110] >= q[119:115];
+  assign max5_l1_1 = \$17  ? q[114:110] : q[119:115];
+  assign \$18  = max5_l1_0 >= max5_l1_1;
+  assign max5_l2_0 = \$18  ? max5_l1_0 : max5_l1_1;
+  assign \$19  = q[124:120] >= q[129:125];
+  assign max6_l1_0 = \$19  ? q[124:120] : q[129:125];
+  assign \$20  = q[134:130] >= q[139:135];
+  assign max6_l1_1 = \$20  ? q[134:130] : q[139:135];
+  assign \$21  = max6_l1_0 >= max6_l1_1;
+  assign max6_l2_0 = \$21  ? max6_l1_0 : max6_l1_1;
+  assign \$22  = q[144:140] >= q[149:145];
+  assign max7_l1_0 = \$22  ? q[144:140] : q[149:145];
+  assign \$23  = q[154:150] >= q[159:155];
+  assign max7_l1_1 = \$23  ? q[154:150] : q[159:155];
+  assign \$24  = max7_l1_0 >= max7_l1_1;
+  assign max7_l2_0 = \$24  ? max7_l1_0 : max7_l1_1;
+  assign \$25  = partial[4:0] >= partial[9:5];
+  assign max_l1_0 = \$25  ? partial[4:0] : partial[9:5];
+  assign \$26  = partial[14:10] >= partial[19:15];
+  assign max_l1_1 = \$26  ? partial[14:10] : partial[19:15];
+  assign \$27  = partial[24:20] >= partial[29:25];
+  assign max_l1_2 = \$27  ? partial[24:20] : partial[29:25];
+  assign \$28  = partial[34:30] >= partial[39:35];
+  assign max_l1_3 = \$28  ? partial[34:30] : partial[39:35];
+  assign \$29  = max_l1_0 >= max_l1_1;
+  assign max_l2_0 = \$29  ? max_l1_0 : max_l1_1;
+  assign \$30  = max_l1_2 >= max_l1_3;
+  assign max_l2_1 = \$30  ? max_l1_2 : max_l1_3;
+  assign \$31  = max_l2_0 >= max_l2_1;
+  assign max_l3_0 = \$31  ? max_l2_0 : max_l2_1;
+  assign \$32  = max_l3_0 + 1'h1;
+  assign \$33  = max_l3_0 + 1'h1;
   assign \$34  = ~ \$33 [3:1];
-  assign qmax = max_l2_0;
+  assign qmax = max_l3_0;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -21586,14 +22502,22 @@ module \bd_linear_fast_b32_n4.quantizer.pair$81 (partial, q);
   assign \partial[1]  = partial[9:5];
   assign \partial[2]  = partial[14:10];
   assign \partial[3]  = partial[19:15];
-  assign partial[19:15] = max3_l3_0;
-  assign partial[14:10] = max2_l3_0;
-  assign partial[9:5] = max1_l3_0;
-  assign partial[4:0] = max0_l3_0;
+  assign \partial[4]  = partial[24:20];
+  assign \partial[5]  = partial[29:25];
+  assign \partial[6]  = partial[34:30];
+  assign \partial[7]  = partial[39:35];
+  assign partial[39:35] = max7_l2_0;
+  assign partial[34:30] = max6_l2_0;
+  assign partial[29:25] = max5_l2_0;
+  assign partial[24:20] = max4_l2_0;
+  assign partial[19:15] = max3_l2_0;
+  assign partial[14:10] = max2_l2_0;
+  assign partial[9:5] = max1_l2_0;
+  assign partial[4:0] = max0_l2_0;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.quantizer.ranges (count_b_l5_0, q, pair, count_a_l5_0);
+module \bd_linear_fast_b32_n4.quantizer.ranges (pair, in_a, in_b, q);
   reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -21699,7 +22623,6 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (count_b_l5_0, q, pair, count_a_l
   wire \$190 ;
   wire \$191 ;
   wire \$192 ;
-  wire \$193 ;
   wire \$2 ;
   wire \$20 ;
   wire \$21 ;
@@ -21788,77 +22711,14 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (count_b_l5_0, q, pair, count_a_l
   wire \$97 ;
   wire \$98 ;
   wire \$99 ;
-  wire [5:0] count_a;
-  wire [1:0] count_a_l1_0;
-  wire [1:0] count_a_l1_1;
-  wire [1:0] count_a_l1_10;
-  wire [1:0] count_a_l1_11;
-  wire [1:0] count_a_l1_12;
-  wire [1:0] count_a_l1_13;
-  wire [1:0] count_a_l1_14;
-  wire [1:0] count_a_l1_15;
-  wire [1:0] count_a_l1_2;
-  wire [1:0] count_a_l1_3;
-  wire [1:0] count_a_l1_4;
-  wire [1:0] count_a_l1_5;
-  wire [1:0] count_a_l1_6;
-  wire [1:0] count_a_l1_7;
-  wire [1:0] count_a_l1_8;
-  wire [1:0] count_a_l1_9;
-  wire [2:0] count_a_l2_0;
-  wire [2:0] count_a_l2_1;
-  wire [2:0] count_a_l2_2;
-  wire [2:0] count_a_l2_3;
-  wire [2:0] count_a_l2_4;
-  wire [2:0] count_a_l2_5;
-  wire [2:0] count_a_l2_6;
-  wire [2:0] count_a_l2_7;
-  wire [3:0] count_a_l3_0;
-  wire [3:0] count_a_l3_1;
-  wire [3:0] count_a_l3_2;
-  wire [3:0] count_a_l3_3;
-  wire [4:0] count_a_l4_0;
-  wire [4:0] count_a_l4_1;
-  output [5:0] count_a_l5_0;
-  wire [5:0] count_a_l5_0;
-  wire [5:0] count_b;
-  wire [1:0] count_b_l1_0;
-  wire [1:0] count_b_l1_1;
-  wire [1:0] count_b_l1_10;
-  wire [1:0] count_b_l1_11;
-  wire [1:0] count_b_l1_12;
-  wire [1:0] count_b_l1_13;
-  wire [1:0] count_b_l1_14;
-  wire [1:0] count_b_l1_15;
-  wire [1:0] count_b_l1_2;
-  wire [1:0] count_b_l1_3;
-  wire [1:0] count_b_l1_4;
-  wire [1:0] count_b_l1_5;
-  wire [1:0] count_b_l1_6;
-  wire [1:0] count_b_l1_7;
-  wire [1:0] count_b_l1_8;
-  wire [1:0] count_b_l1_9;
-  wire [2:0] count_b_l2_0;
-  wire [2:0] count_b_l2_1;
-  wire [2:0] count_b_l2_2;
-  wire [2:0] count_b_l2_3;
-  wire [2:0] count_b_l2_4;
-  wire [2:0] count_b_l2_5;
-  wire [2:0] count_b_l2_6;
-  wire [2:0] count_b_l2_7;
-  wire [3:0] count_b_l3_0;
-  wire [3:0] count_b_l3_1;
-  wire [3:0] count_b_l3_2;
-  wire [3:0] count_b_l3_3;
-  wire [4:0] count_b_l4_0;
-  wire [4:0] count_b_l4_1;
-  output [5:0] count_b_l5_0;
-  wire [5:0] count_b_l5_0;
-  wire [3:0] dialect;
   reg [4:0] hi_a;
   reg [4:0] hi_b;
+  output [31:0] in_a;
   wire [31:0] in_a;
+  wire [31:0] \in_a$8 ;
+  output [31:0] in_b;
   wire [31:0] in_b;
+  wire [31:0] \in_b$9 ;
   reg [4:0] lo_a;
   reg [4:0] lo_b;
   input [2:0] pair;
@@ -22089,69 +22949,6 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (count_b_l5_0, q, pair, count_a_l
   assign \$190  = q[159:155] >= lo_b;
   assign \$191  = q[159:155] < hi_b;
   assign \$192  = \$190  & \$191 ;
-  assign count_a_l1_0 = in_a[0] + in_a[1];
-  assign count_a_l1_1 = in_a[2] + in_a[3];
-  assign count_a_l1_2 = in_a[4] + in_a[5];
-  assign count_a_l1_3 = in_a[6] + in_a[7];
-  assign count_a_l1_4 = in_a[8] + in_a[9];
-  assign count_a_l1_5 = in_a[10] + in_a[11];
-  assign count_a_l1_6 = in_a[12] + in_a[13];
-  assign count_a_l1_7 = in_a[14] + in_a[15];
-  assign count_a_l1_8 = in_a[16] + in_a[17];
-  assign count_a_l1_9 = in_a[18] + in_a[19];
-  assign count_a_l1_10 = in_a[20] + in_a[21];
-  assign count_a_l1_11 = in_a[22] + in_a[23];
-  assign count_a_l1_12 = in_a[24] + in_a[25];
-  assign count_a_l1_13 = in_a[26] + in_a[27];
-  assign count_a_l1_14 = in_a[28] + in_a[29];
-  assign count_a_l1_15 = in_a[30] + in_a[31];
-  assign count_a_l2_0 = count_a_l1_0 + count_a_l1_1;
-  assign count_a_l2_1 = count_a_l1_2 + count_a_l1_3;
-  assign count_a_l2_2 = count_a_l1_4 + count_a_l1_5;
-  assign count_a_l2_3 = count_a_l1_6 + count_a_l1_7;
-  assign count_a_l2_4 = count_a_l1_8 + count_a_l1_9;
-  assign count_a_l2_5 = count_a_l1_10 + count_a_l1_11;
-  assign count_a_l2_6 = count_a_l1_12 + count_a_l1_13;
-  assign count_a_l2_7 = count_a_l1_14 + count_a_l1_15;
-  assign count_a_l3_0 = count_a_l2_0 + count_a_l2_1;
-  assign count_a_l3_1 = count_a_l2_2 + count_a_l2_3;
-  assign count_a_l3_2 = count_a_l2_4 + count_a_l2_5;
-  assign count_a_l3_3 = count_a_l2_6 + count_a_l2_7;
-  assign count_a_l4_0 = count_a_l3_0 + count_a_l3_1;
-  assign count_a_l4_1 = count_a_l3_2 + count_a_l3_3;
-  assign count_a_l5_0 = count_a_l4_0 + count_a_l4_1;
-  assign count_b_l1_0 = in_b[0] + in_b[1];
-  assign count_b_l1_1 = in_b[2] + in_b[3];
-  assign count_b_l1_2 = in_b[4] + in_b[5];
-  assign count_b_l1_3 = in_b[6] + in_b[7];
-  assign count_b_l1_4 = in_b[8] + in_b[9];
-  assign count_b_l1_5 = in_b[10] + in_b[11];
-  assign count_b_l1_6 = in_b[12] + in_b[13];
-  assign count_b_l1_7 = in_b[14] + in_b[15];
-  assign count_b_l1_8 = in_b[16] + in_b[17];
-  assign count_b_l1_9 = in_b[18] + in_b[19];
-  assign count_b_l1_10 = in_b[20] + in_b[21];
-  assign count_b_l1_11 = in_b[22] + in_b[23];
-  assign count_b_l1_12 = in_b[24] + in_b[25];
-  assign count_b_l1_13 = in_b[26] + in_b[27];
-  assign count_b_l1_14 = in_b[28] + in_b[29];
-  assign count_b_l1_15 = in_b[30] + in_b[31];
-  assign count_b_l2_0 = count_b_l1_0 + count_b_l1_1;
-  assign count_b_l2_1 = count_b_l1_2 + count_b_l1_3;
-  assign count_b_l2_2 = count_b_l1_4 + count_b_l1_5;
-  assign count_b_l2_3 = count_b_l1_6 + count_b_l1_7;
-  assign count_b_l2_4 = count_b_l1_8 + count_b_l1_9;
-  assign count_b_l2_5 = count_b_l1_10 + count_b_l1_11;
-  assign count_b_l2_6 = count_b_l1_12 + count_b_l1_13;
-  assign count_b_l2_7 = count_b_l1_14 + count_b_l1_15;
-  assign count_b_l3_0 = count_b_l2_0 + count_b_l2_1;
-  assign count_b_l3_1 = count_b_l2_2 + count_b_l2_3;
-  assign count_b_l3_2 = count_b_l2_4 + count_b_l2_5;
-  assign count_b_l3_3 = count_b_l2_6 + count_b_l2_7;
-  assign count_b_l4_0 = count_b_l3_0 + count_b_l3_1;
-  assign count_b_l4_1 = count_b_l3_2 + count_b_l3_3;
-  assign count_b_l5_0 = count_b_l4_0 + count_b_l4_1;
-  assign \$193  = count_b_l5_0 > count_a_l5_0;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     (* full_case = 32'd1 *)
@@ -22240,9 +23037,8 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (count_b_l5_0, q, pair, count_a_l
           hi_b = 5'h0b;
     endcase
   end
-  assign count_a = count_a_l5_0;
-  assign count_b = count_b_l5_0;
-  assign dialect = { pair, \$193  };
+  assign \in_a$8  = in_a;
+  assign \in_b$9  = in_b;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];

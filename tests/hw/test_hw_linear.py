@@ -41,6 +41,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DEEP = len(BDLinear.CUT_POINTS)         # every cut point of the quantizer and the dot units taken
 
 
+def dot_stages(pipeline: int) -> int:
+    """Register stages the dot units' cut points add at ``pipeline``: the first four each one, the
+    fifth (``"ready"``, a skid buffer) none."""
+    return min(pipeline, 4)
+
+
 def clocked(dut, bench):
     sim = Simulator(dut)
     sim.add_clock(CLOCK_PERIOD)
@@ -89,7 +95,7 @@ def test_unpacker_matches_pack_rows(B, N):
 
 def test_activation_buffer_against_model():
     """Random writes and synchronous reads: data the cycle after r_en, held while r_en is low,
-    the old word when reading the address being written."""
+    the new word when reading the address being written (transparent)."""
     B, depth = 16, 12
     dut = ActivationBuffer(B, depth)
     layout = block_layout(B)
@@ -114,11 +120,11 @@ def test_activation_buffer_against_model():
             ctx.set(dut.r_en, r_en)
             ctx.set(dut.r_addr, r_addr)
             await ctx.tick()
+            if w_en:
+                mem[w_addr] = w_data
             if r_en:
                 r_data = mem[r_addr]
                 collisions += w_en and r_addr == w_addr
-            if w_en:
-                mem[w_addr] = w_data
             assert ctx.get(as_int(dut.r_data)) == r_data, f"cycle {cycle}"
         assert collisions > 10
 
@@ -442,10 +448,13 @@ def test_linear_rejects_bad_parameters():
     assert params.accumulate == "exact" and params.dot.accumulate == "exact"
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.N = 4
-    assert DEEP == 4 and BDLinear.CUT_POINTS[0] == ("select", "abs")
+    assert DEEP == 8 and BDLinear.CUT_POINTS[0] == ("select", "abs")
+    assert BDLinear.CUT_POINTS[4] == ("exp8", "ready") and BDLinear.CUT_POINTS[5] == ("count", None)
     for p in range(DEEP + 1):
         dut = LinearParams(32, 4, pipeline=p)       # the figures, without building hardware
-        assert (dut.latency, dut.vector_latency, dut.groups_in_flight) == (8 + p, 5 + p, 7 + p)
+        skid = p >= 5                               # the dot units' "ready": no stage, one result more
+        assert (dut.latency, dut.vector_latency, dut.groups_in_flight) == \
+            (8 + dot_stages(p), 5 + p, 7 + dot_stages(p) + skid)
 
 
 @pytest.mark.parametrize("pipeline", [0, 2, DEEP])
@@ -454,7 +463,7 @@ def test_linear_unstalled_latency_and_rate(pipeline):
     one activation block per clock, and a vector turnaround of .vector_latency."""
     B, N = 16, 2
     dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline)
-    assert (dut.latency, dut.vector_latency) == (8 + pipeline, 5 + pipeline)
+    assert (dut.latency, dut.vector_latency) == (8 + dot_stages(pipeline), 5 + pipeline)
     jobs = []
     for i, (rows, nblocks) in enumerate(((5, 3), (4, 1), (7, 8), (2, 2))):
         x = vectors.random_blocks(nblocks, B, "gaussian", seed=i).reshape(-1)
