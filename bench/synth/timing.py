@@ -219,6 +219,24 @@ WHERE_THE_TIME_GOES = [
     "were measured while the cuts were added, with the valid/load chain written as flat ORs and "
     "the data registers enabled by their stage's load alone (the same behaviour at the ports; "
     "the chain maps the same way).",
+    "- **bd_linear** (the engine's deepest setting, `bd_linear_fast_n<N>`): when it took the first "
+    "four cut points of each part, the 1-lane engine's path was its quantizer's shared-exponent "
+    "maximum tree (61.1 MHz), and the 8-lane engine's (44.1 MHz in the synthesis report) the "
+    "ready chain: from a dot unit's last normaliser stage through the collector's join, every dot "
+    "unit's normaliser, accumulator and front stages, their readies joined into the read stage's "
+    "load, and back into every dot unit's decode-stage enables. The deepest setting now takes "
+    "every cut point of both parts (`pipeline` 8: the quantizer's `exp8` to `pair_rule`, the dot "
+    "units' `ready`, whose skid buffer ends that chain at the block-sum stage; latency still 12). "
+    "The 2-lane engine's path was then the activation buffer's block RAM straight into the dot "
+    "units' activation decoders: the DP16KD's clock-to-output alone is 5.8 ns (75.9 MHz). The "
+    "buffer is now read one beat ahead (the block the next weight beat needs, a transparent "
+    "read) into a register of the read stage, so the block RAM ends at a register; latency "
+    "unchanged, one 137-bit register more. The 4-lane engine then reaches 70.3 MHz (the synthesis "
+    "report's flow, 44.1 MHz at N = 8 before): its path is the dot units' readies (the load "
+    "chains of their front stages) joined into the read stage's load and `s_axis_w_tready`, then "
+    "the read stage's enable fanning out to its registers, N x 137 + 138 bits (8 LUT levels, "
+    "11.8 of its 14.2 ns in routing). Making the read stage a skid buffer, so that "
+    "`s_axis_w_tready` and the weight side follow a register, is the next step.",
 ]
 
 
