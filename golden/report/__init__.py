@@ -246,6 +246,15 @@ def selected_schemes(opts: Options) -> list[perplexity.Scheme]:
     return chosen + [perplexity.noise_scheme(s, d) for s in noisy for d in perplexity.NOISE_GAINS]
 
 
+def quality_cost_section(result: dict, costs: dict, synth_path: pathlib.Path) -> dict:
+    """The quality-against-cost section of a result whose perplexity runs and noise bands are
+    measured, with the synthesis figures ``costs`` (:func:`quality_cost.mac_costs`) of
+    ``synth_path``."""
+    runs = result["perplexity"]["runs"]
+    return quality_cost.section(runs, result["noise"], {k: r["bits_per_element"] for k, r in runs.items()},
+                                costs, _shown_path(synth_path))
+
+
 def _shown_path(path: pathlib.Path) -> str:
     """`path` relative to the repository when it lies inside it (so reports do not name a checkout)."""
     root = quality_cost.DEFAULT_SYNTH_JSON.parents[2]
@@ -446,9 +455,7 @@ def run(opts: Options) -> dict:
     result["hardware_exact"] = hardware_exact_rows(result)
     runs = result["perplexity"]["runs"]
     result["noise"] = noise.section(runs)
-    result["quality_cost"] = quality_cost.section(
-        runs, result["noise"], {k: r["bits_per_element"] for k, r in runs.items()}, costs,
-        _shown_path(synth_path))
+    result["quality_cost"] = quality_cost_section(result, costs, synth_path)
     result["block_maps"] = block_map_rows(result)
 
     import transformers

@@ -55,7 +55,9 @@ def parse(argv):
     parser.add_argument("--seed", type=int, default=0, help="seed of the weight-row sampling")
     parser.add_argument("--from-json", type=pathlib.Path, default=None, metavar="REPORT_JSON",
                         help="rewrite report.md and the figures from an existing report.json (into --out, by "
-                             "default the JSON's folder) without computing anything")
+                             "default the JSON's folder) without computing anything; with --synth-json, the "
+                             "quality-against-cost section is redone from that file's figures (perplexities "
+                             "and noise bands as measured)")
     parser.add_argument("--calibration-text", type=pathlib.Path, default=None, metavar="FILE",
                         help="text whose first tokens (as many as the evaluation's) calibrate NVFP4's static "
                              "activation scales; it must share no passage with the evaluation text (default: "
@@ -66,7 +68,7 @@ def parse(argv):
                              "NVFP4 runs; none with --runs)")
     parser.add_argument("--synth-json", type=pathlib.Path, default=None, metavar="FILE",
                         help="synthesis figures for the quality-against-cost section (default: "
-                             "reports/synth/report.json)")
+                             "reports/synth/report.json; with --from-json: only when given)")
     parser.add_argument("--threads", type=int, default=report.DEFAULT_THREADS,
                         help=f"torch threads (default {report.DEFAULT_THREADS}: every core of this process)")
     return parser.parse_args(argv)
@@ -121,7 +123,7 @@ def _check_out(path: pathlib.Path) -> str | None:
     return None
 
 
-def _rewrite(source: pathlib.Path, out: pathlib.Path | None) -> int:
+def _rewrite(source: pathlib.Path, out: pathlib.Path | None, synth_json: pathlib.Path | None = None) -> int:
     import json
 
     out = source.parent if out is None else out
@@ -138,6 +140,13 @@ def _rewrite(source: pathlib.Path, out: pathlib.Path | None) -> int:
         print(f"{PROG}: error: {problem}", file=sys.stderr)
         return 2
     result.pop("figures", None)
+    if synth_json is not None:
+        try:
+            costs = quality_cost.mac_costs(quality_cost.load_synth(synth_json))
+        except ValueError as err:
+            print(f"{PROG}: error: {str(err).replace('synth_json ', '--synth-json ')}", file=sys.stderr)
+            return 2
+        result["quality_cost"] = report.quality_cost_section(result, costs, synth_json)
     return write_outputs(PROG, lambda: _wrote(writer.write(result, out)))
 
 
@@ -170,7 +179,7 @@ def _keep_freed_memory() -> None:
 def main(argv=None) -> int:
     args = parse(argv)
     if args.from_json is not None:
-        return _rewrite(args.from_json, args.out)
+        return _rewrite(args.from_json, args.out, args.synth_json)
     try:
         opts = report.options(args.quick, args.model, args.text, args.out, args.max_tokens, args.seed, args.threads,
                               args.dtype, args.device, args.device_map, args.runs, args.batch, args.calibration_text,

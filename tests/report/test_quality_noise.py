@@ -1,6 +1,8 @@
 """NVFP4's static calibrated activation scale, the noise bands and the quality-against-cost section, on
 small hand-made inputs and a tiny random LLaMA (no model file)."""
+import json
 import math
+import pathlib
 
 import pytest
 import torch
@@ -305,3 +307,20 @@ def test_quality_cost_section_and_statement():
     assert "Off it: BD B=64 two-stage (INT4 B=32: 11.7 % lower perplexity at no more cost)." in text
     assert "no BlockDialect point is on it" in text
     assert "100 gates per element at B = 32" in text and "MXFP4 B=32 80 (1.25x)" in text
+
+
+def test_rewrite_redoes_quality_cost_from_the_synth_json_given(tmp_path, capsys):
+    """--from-json with --synth-json: the quality-against-cost section follows the synthesis file,
+    every measured figure (perplexities, noise bands) stays as it was."""
+    source = pathlib.Path(__file__).resolve().parents[2] / "reports" / "golden" / "report.json"
+    synth = tmp_path / "synth.json"
+    synth.write_text(json.dumps(_synth()))
+    assert main(["--from-json", str(source), "--synth-json", str(synth), "--out", str(tmp_path)]) == 0
+    before, after = json.loads(source.read_text()), json.loads((tmp_path / "report.json").read_text())
+    assert after["quality_cost"]["costs"]["bd_b32"]["gates_per_element"] == 100
+    assert after["quality_cost"]["synth_json"] == str(synth)
+    assert after["perplexity"] == before["perplexity"] and after["noise"] == before["noise"]
+    assert main(["--from-json", str(source), "--synth-json", str(tmp_path / "none.json"),
+                 "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--synth-json" in err and "no such file" in err
