@@ -58,6 +58,9 @@ class Family:
     # The synth command with its abc9 LUT mapping replaced by the older `abc -lut 4` pass, for a
     # unit on which abc9 fails (yosys commands, in order).
     abc_fallback: tuple[str, ...] | None = None
+    # Option of the synth command that keeps multipliers out of the DSP blocks (units whose
+    # products are all narrow, SynthUnit.lut_products); None: the family has no DSP blocks.
+    nodsp: str | None = None
 
 
 ICE40 = Family(
@@ -73,6 +76,7 @@ ECP5 = Family(
     constraints_flag="--lpf-allow-unconstrained",
     luts=83640, lut_cell="LUT4", carry_cell="CCU2C", luts_per_carry=2,
     dsp_cell="MULT18X18D", dsps=156, bram_cell="DP16KD", brams=208, lc_key="TRELLIS_COMB",
+    nodsp="-nodsp",
     # Yosys 0.70's abc9 stops on an internal assertion (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on the
     # engine and the deepest quantizer, whatever its script; `map_luts` is its only abc9 step.
     abc_fallback=("synth_ecp5 -top harness -run :map_luts", "techmap -map +/lattice/latches_map.v",
@@ -99,6 +103,8 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
     workdir.mkdir(parents=True, exist_ok=True)
     flow = {"families": [f for f in families if f in unit.families], "pnr": pnr,
             "abc": ABC_SCRIPT, "abc9": ABC9_SCRIPT, "seed": PNR_SEED, "target_mhz": PNR_TARGET_MHZ}
+    if unit.lut_products:
+        flow["nodsp"] = True
     if not generic:
         flow["generic"] = False
     result: dict = {"unit": unit.name, "top": top, "title": unit.title, "B": B,
@@ -149,7 +155,7 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
                                         f"{result['gates2'] // GATES_PER_LUT_BOUND} LUT4s at "
                                         f"{GATES_PER_LUT_BOUND} gates per LUT; mapping skipped")
             continue
-        step(f"{key} map", lambda: _map(fam, workdir, timeout, fig))
+        step(f"{key} map", lambda: _map(fam, workdir, timeout, fig, unit.lut_products))
         if "luts" in fig and pnr:
             step(f"{key} pnr", lambda: _place_and_route(fam, workdir, timeout, fig))
     result["errors"] = errors
@@ -191,20 +197,22 @@ def _counts(fam: Family, by_type: dict[str, int]) -> dict:
     return out
 
 
-def _map(fam: Family, workdir: Path, timeout: float, fig: dict) -> None:
+def _map(fam: Family, workdir: Path, timeout: float, fig: dict, nodsp: bool = False) -> None:
     """Map the unit in its harness to the family's cells, in one yosys run: the unit is kept as
     its own module (everything inside it flattened), so its cells are counted apart from the
-    harness's; the netlist is written for the placer."""
+    harness's; the netlist is written for the placer. ``nodsp``: no multiplier in a DSP block."""
+    synth = f"{fam.synth} {fam.nodsp}" if nodsp and fam.nodsp else fam.synth
     head = ["read_verilog harness.v", "hierarchy -top harness", f"setattr -mod -set keep_hierarchy 1 {DUT_MODULE}"]
     tail = [f"tee -q -o {fam.key}_stat.json stat -json"]
     try:
         yosys(workdir, "\n".join([*head, f"scratchpad -set abc9.script {ABC9_SCRIPT}",
-                                  f"{fam.synth} -top harness -json {fam.key}.json", *tail]) + "\n",
+                                  f"{synth} -top harness -json {fam.key}.json", *tail]) + "\n",
               fam.key, timeout)
     except ToolError as err:
         if fam.abc_fallback is None or "Assert" not in str(err):
             raise
-        yosys(workdir, "\n".join([*head, *fam.abc_fallback, *tail]) + "\n", f"{fam.key}_abc", timeout)
+        fallback = [c.replace(fam.synth, synth, 1) for c in fam.abc_fallback]
+        yosys(workdir, "\n".join([*head, *fallback, *tail]) + "\n", f"{fam.key}_abc", timeout)
         fig["lut_mapper"] = "abc -lut 4"
     path = workdir / f"{fam.key}_stat.json"
     text = path.read_text()

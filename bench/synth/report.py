@@ -401,6 +401,10 @@ def _note(r: dict, fam: str | None) -> str:
         fig = r.get(fam, {})
         if fig.get("fits") is False:
             parts.append("does not fit" + (f": {fig['note']}" if fig.get("note") else ""))
+        if fam == "ecp5" and fig.get("dsp") and not r.get("flow", {}).get("nodsp") \
+                and r["unit"] in UNIT_NAMES and unit_by_name(r["unit"]).lut_products:
+            parts.append("products in MULT18X18D: measured before the comparison units were mapped "
+                         "without DSP blocks, not comparable with the LUT-only rows")
         if fig.get("lut_mapper"):
             parts.append(f"LUTs mapped by `{fig['lut_mapper']}` (yosys's abc9 fails on this unit)")
         parts += [_readable(e) for e in r.get("errors", []) if e.startswith(fam)]
@@ -461,7 +465,8 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
               "The harness: a registered feedback shift register driven by one pin feeds every "
               "input bit, every output bit is registered and XOR-reduced into one pin by a tree of "
               "registered 4-input XORs (harness paths are one LUT deep), so Fmax is register to "
-              "register through the unit.",
+              "register through the unit. The comparison MACs and scale paths are mapped with "
+              "`synth_ecp5 -nodsp`, their products in LUTs (why: the MAC section).",
               f"- **Place and route** (seed {PNR_SEED}, target {PNR_TARGET_MHZ} MHz): "
               f"`{' '.join(FAMILY['ice40'].pnr)}` ({FAMILY['ice40'].luts} logic cells, no DSP) and "
               f"`{' '.join(FAMILY['ecp5'].pnr)}` ({FAMILY['ecp5'].luts} LUT4s, "
@@ -528,9 +533,14 @@ def mac_section(summary: dict) -> list[str]:
              "and sum registered. *Single MAC* (the paper's framing): one lane and an accumulator "
              "as wide as the exact sum of a block of 32 products, inputs registered; the "
              "BlockDialect single MAC decodes its own dialects (`_lane` rows take the block's "
-             "decoded index 5-7 magnitudes as inputs instead). FPGA figures where measured; ECP5 "
-             "LUTs leave out the multipliers yosys places in DSP blocks (the DSP column of the ECP5 "
-             "table above), so they compare poorly across constructions.", ""]
+             "decoded index 5-7 magnitudes as inputs instead). FPGA figures where measured. "
+             "Every comparison unit (these MACs and the scale paths below) is mapped with its "
+             "products in LUT fabric on both families (`synth_ecp5 -nodsp`; the iCE40 HX8K has no "
+             "DSP): the lane products are 2x2 to 6x6 bits, and yosys would otherwise give each "
+             "lane of a minifloat or BlockDialect MAC an 18x18 MULT18X18D on the ECP5, which no "
+             "designer would do for a 2x2 product and which would leave its LUT4 and Fmax "
+             "incomparable with the integer MACs' (written without `*`, so never in a DSP) and "
+             "with the iCE40's. An ECP5 row measured before that choice says so in its note.", ""]
     for framing, heading in (("block", "Block MAC"), ("single", "Single MAC")):
         by_block = macs["constructions"].get(framing, {})
         if not by_block:
@@ -654,7 +664,9 @@ def scale_section(results: list[dict]) -> list[str]:
              "significand multiplier for the product of the tensor scales, applied once per result "
              "(`scale_nvfp4_block`: the same without it). "
              "Elements use each format's smallest block-MAC construction. No accumulator or final "
-             "rounding in any of them.", "",
+             "rounding in any of them. Every product, NVFP4's scale and FP32 significand products "
+             "included, is in LUT fabric on both families (no DSP block, as for the MACs above), "
+             "so the two families' figures and the formats' compare alike.", "",
              "| unit | B | gates2 | gates2 / element | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | "
              "ECP5 DSP | ECP5 Fmax MHz | measured |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

@@ -16,7 +16,8 @@ from bd_hw.units import Unit
 from bench.hw.baseline_macs import SMALLEST
 from bench.hw.units import ALL_UNITS, BENCH_UNITS
 
-__all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "ON_REQUEST", "unit_by_name"]
+__all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "LUT_PRODUCT_KINDS", "ON_REQUEST",
+           "unit_by_name"]
 
 ALL_FAMILIES = ("ice40", "ecp5")
 
@@ -41,6 +42,13 @@ ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse
                                                        if u.kind == "linear"))
 # Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
 HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
+# Kinds of unit mapped with no multiplier in a DSP block on any family: the comparison MACs and scale
+# paths. Their lane products are 2x2 to 6x6 bits; yosys would give each lane an 18x18 MULT18X18D on
+# the ECP5, which no designer does for a 2x2 product and which leaves their LUT4 and Fmax
+# incomparable with the integer MACs (written without `*`: no DSP) and with the iCE40 HX8K (no DSP).
+# NVFP4's scale products (4x4, the block sum times it, the FP32 significands' 24x24) go to LUTs as
+# well, as they do on the iCE40, so that every comparison unit is mapped the same way.
+LUT_PRODUCT_KINDS = frozenset({"mac", "scale"})
 # Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4
 # holds four bd_dot units and a bd_quantizer, several times the iCE40 HX8K's 7680 logic cells.
 FAMILIES = {"linear": ("ecp5",)}
@@ -65,6 +73,11 @@ class SynthUnit:
     @property
     def heavy(self) -> bool:
         return self.name in HEAVY or self.unit.kind in FAMILIES
+
+    @property
+    def lut_products(self) -> bool:
+        """Products in LUT fabric on every family (no DSP block; :data:`LUT_PRODUCT_KINDS`)."""
+        return self.unit.kind in LUT_PRODUCT_KINDS
 
     @property
     def families(self) -> tuple[str, ...]:

@@ -372,3 +372,25 @@ def test_reuse_takes_saved_figures_only_for_the_same_verilog_and_flow(tmp_path, 
     calls.clear()
     flows.synthesise_unit(unit, 16, tmp_path, families=("ecp5",), reuse=True)
     assert calls                                                     # other Verilog: ran
+
+
+def test_comparison_units_map_their_products_to_luts(tmp_path, monkeypatch):
+    """The MACs and scale paths are mapped with synth_ecp5 -nodsp (the flow says so, and --reuse
+    tells the runs apart); the product's units keep the default mapping."""
+    from bench.synth import flows
+    from bench.synth.units import unit_by_name
+
+    scripts = {}
+
+    def record(workdir, script, log, timeout):
+        scripts[(workdir.name, log)] = script
+        raise flows.ToolError("tools not run in this test")
+
+    monkeypatch.setattr(flows, "yosys", record)
+    mac = flows.synthesise_unit(unit_by_name("mac_fp4_shift"), 16, tmp_path, generic=False)
+    dot = flows.synthesise_unit(unit_by_name("bd_decoder"), 16, tmp_path, generic=False)
+    assert mac["flow"]["nodsp"] is True and "nodsp" not in dot["flow"]
+    assert "synth_ecp5 -nodsp -top harness" in scripts[(mac["top"], "ecp5")]
+    assert "synth_ice40 -top harness" in scripts[(mac["top"], "ice40")]
+    assert "synth_ecp5 -top harness" in scripts[(dot["top"], "ecp5")]
+    assert unit_by_name("scale_nvfp4").lut_products and not unit_by_name("bd_dot").lut_products
