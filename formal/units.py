@@ -549,8 +549,9 @@ def accumulator_covers(unit, B, max_blocks=ACC_COVER_MAX_BLOCKS):
 #: The engine is proved with vectors of at most two blocks (its registered lane count and block
 #: size): the protocol logic does not depend on max_blocks beyond counter and buffer sizes.
 LINEAR_PARAMS = {"max_blocks": 2}
-#: Induction depth of the engine's protocol proof, and the bounded depth of its covers (a vector
-#: loaded, then the engine filled to capacity) and of its planted bug's counterexample search.
+#: Induction depth of the engine's protocol proof, and the least bounded depth of its covers (a
+#: vector loaded, then the engine filled to capacity: linear_cover_depth) and of its planted bug's
+#: counterexample search.
 LINEAR_PROVE_DEPTH = 12
 LINEAR_COVER_DEPTH = 24
 #: The covers run on the engines of at most this many lanes: the wider ones are the same generator
@@ -565,6 +566,15 @@ def linear_units() -> list[Unit]:
 
 def _linear(unit: Unit, B: int):
     return unit.builder(B, **{**unit.params, **LINEAR_PARAMS})
+
+
+def linear_cover_depth(unit: Unit, B: int) -> int:
+    """Bounded depth of an engine's covers: its vector of LINEAR_PARAMS' blocks taken and loaded
+    (the vector turnaround), then filled to capacity (the groups in flight and the collector's
+    two registers), a step to spare; LINEAR_COVER_DEPTH at least."""
+    p = unit.parameters_at(B)
+    return max(LINEAR_COVER_DEPTH,
+               LINEAR_PARAMS["max_blocks"] + p.vector_latency + p.groups_in_flight + 3)
 
 
 def _lane(find, n: int):
@@ -635,7 +645,8 @@ def linear_jobs(unit: Unit, B: int) -> list[Job]:
         Job(f"{name}_protocol", unit.name, B, "protocol", partial(linear_protocol, unit, B),
             "prove", depth=LINEAR_PROVE_DEPTH, timeout=900),
     ] + ([Job(f"{name}_cover", unit.name, B, "cover", partial(linear_protocol, unit, B), "cover",
-              depth=LINEAR_COVER_DEPTH, timeout=900)] if unit.params["N"] <= LINEAR_COVER_MAX_N else [])
+              depth=linear_cover_depth(unit, B), timeout=900)]
+       if unit.params["N"] <= LINEAR_COVER_MAX_N else [])
 
 
 def float_stage_jobs(unit: Unit, B: int, first: bool) -> list[Job]:
