@@ -150,7 +150,10 @@ def _float_story(rows: list[dict]) -> str:
         "the remainder against half of it, no hardware structure): "
         + "; ".join(f"{part}: {FLOAT_PARTS[part]}" for part in FLOAT_PARTS) + ". Rows: "
         + "; ".join(parts) + ". The parts do not depend on B beyond the block sum's width, so only "
-        "the conversion runs at every B. Not proved: " + FLOAT_NOT_PROVED)
+        "the conversion runs at every B. Planted bugs, each failing the stage proof it names: "
+        + "; ".join(f"`{b.name}` ({b.description}: `{b.stage}`)" for b in BUGS.values()
+                    if b.caught_by == "stage" and b.unit.startswith("bd_dot"))
+        + ". Not proved: " + FLOAT_NOT_PROVED)
 
 
 def write_summary(rows: list[dict], out: Path, total: float, args_text: str) -> None:
