@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, Value, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -31,7 +31,7 @@ from golden.spec import PRODUCT_EXP_OFFSET   # SPEC 6: block value S * 2^(E_a + 
 
 from .arith import leading_zeros
 
-__all__ = ["FloatFormat", "FP16", "FP32", "FORMATS", "BlockToFloat", "FloatAdder", "FloatWiden",
+__all__ = ["FloatFormat", "FP16", "FP32", "FORMATS", "BlockToFloat", "FloatAdder", "FloatWiden", "LateExponent",
            "FloatAccumulator", "EXP_SUM_BITS", "check_format", "check_conversion", "conversion_is_exact"]
 
 EXP_SUM_BITS = MAX_EXP_SUM.bit_length()   # 6: E_a + E_w <= 60 (SPEC 6)
@@ -121,19 +121,22 @@ def _shift_right_sticky(m: Module, name: str, x, amount) -> Signal:
     return _named(m, name, x | sticky)
 
 
-def _round_pack(m: Module, name: str, fmt: FloatFormat, sig, exp_field, sign, overflow) -> Signal:
+def _round_pack(m: Module, name: str, fmt: FloatFormat, sig, exp_field, sign, overflow) -> tuple[Signal, Signal]:
     """Round ``sig`` (hidden bit at the top, then ``man_bits`` mantissa bits, then at least two
-    guard bits, the lowest of them sticky) to nearest even and pack it with ``exp_field`` (0 for a
-    subnormal) and ``sign``; ``overflow`` (or a rounding carry into the all-ones exponent) gives
-    Inf. A carry out of the mantissa moves into the exponent field, which is the right result."""
+    guard bits; any bits below them count as sticky) to nearest even and pack it with
+    ``exp_field`` (0 for a subnormal) and ``sign``; ``overflow`` (or a rounding carry into the
+    all-ones exponent) gives Inf. A carry out of the mantissa moves into the exponent field, which
+    is the right result. Returns the bits and that carry (whether the rounding raised the
+    exponent field), which is known without the increment."""
     M, E = fmt.man_bits, fmt.exp_bits
     extra = len(sig) - 1 - M
     man = sig[extra:extra + M]
     guard = sig[extra - 1]
     sticky = sig[:extra - 1].any()
     round_up = _named(m, f"{name}_round_up", guard & (sticky | man[0]))
+    carry = _named(m, f"{name}_carry", round_up & man.all())
     magnitude = _named(m, f"{name}_rounded", Cat(man, exp_field[:E]) + round_up, E + M)
-    return _named(m, name, Cat(Mux(overflow, fmt.infinity, magnitude), sign), fmt.width)
+    return _named(m, name, Cat(Mux(overflow, fmt.infinity, magnitude), sign), fmt.width), carry
 
 
 def check_format(fmt) -> None:
@@ -198,6 +201,30 @@ def _from_one(m: Module, name: str, fmt: FloatFormat, y) -> tuple[Signal, Signal
     return _named(m, f"{name}_xy", ~behind + 1, fmt.exp_bits + 1), behind
 
 
+class LateExponent(NamedTuple):
+    """An exponent field ``base + carry`` whose ``carry`` (a rounding's carry into the exponent, or
+    None when there is none) is known later than ``base``: differences with it are computed from
+    ``base`` and chosen by ``carry`` last, so that they do not wait for the rounding."""
+
+    base: Value
+    carry: Value | None = None
+
+
+def _carried(m: Module, name: str, fmt: FloatFormat, carry, plain, raised) -> Value:
+    """``plain`` (a difference with ``base``), or ``raised`` (with ``base + 1``) when ``carry``."""
+    if carry is None:
+        return plain
+    return _named(m, name, Mux(carry, raised, plain), fmt.exp_bits + 1)
+
+
+def _late_differences(m: Module, name: str, fmt: FloatFormat, x, y: LateExponent) -> tuple[Value, Value]:
+    """``(x - y, y - x)`` as :func:`_exp_differences` (``x`` None: :func:`_from_one`) gives them,
+    for the late exponent ``y``."""
+    ahead, behind = _from_one(m, name, fmt, y.base) if x is None else _exp_differences(m, name, fmt, x, y.base)
+    return (_carried(m, f"{name}_xy_carried", fmt, y.carry, ahead, _step(ahead, -1)),
+            _carried(m, f"{name}_yx_carried", fmt, y.carry, behind, _step(behind, 1)))
+
+
 def _add(m: Module, fmt: FloatFormat, a: dict, b: dict, ieee: bool = True, differences=None,
          follow=None) -> dict:
     """``a + b`` rounded to nearest even, operands and result in the form of :func:`_unpack`.
@@ -220,9 +247,10 @@ def _add(m: Module, fmt: FloatFormat, a: dict, b: dict, ieee: bool = True, diffe
     cases then have no logic.
 
     ``differences``, if given, are ``(a.exp - b.exp, b.exp - a.exp)`` (:func:`_exp_differences`)
-    from registers, so that no subtraction of exponents starts the adder. With ``follow`` (an
-    exponent field) the result also has ``differences``: those of its own exponent and ``follow``,
-    chosen among candidates computed beside the paths, as its exponent is.
+    from registers, so that no subtraction of exponents starts the adder. With ``follow`` (a
+    :class:`LateExponent`) the result also has ``differences``: those of its own exponent and
+    ``follow``, chosen among candidates computed beside the paths, as its exponent is (and, when
+    ``follow`` has a carry, by that carry too).
     """
     E, M = fmt.exp_bits, fmt.man_bits
     W = M + 1                                        # significand with its hidden bit
@@ -308,22 +336,35 @@ def _add(m: Module, fmt: FloatFormat, a: dict, b: dict, ieee: bool = True, diffe
     if follow is not None:
         # The next differences: the result's exponent is big_exp + n (far) or big_exp - zeros
         # (near; 1 when the sum is zero), so each candidate starts from big_exp - follow.
-        ahead, behind = _exp_differences(m, "follow", fmt, big_exp, follow)
+        # With a carry, the candidates for base + 1 are one lower (ahead) or higher (behind).
+        carry = follow.carry
+        ahead, behind = _exp_differences(m, "follow", fmt, big_exp, follow.base)
+        reach = (-2, -1, 1, 2) if carry is not None else (-1, 1, 2)
 
-        def plus(x, n):
-            return _step(x, n)
-        steps = {n: (_named(m, f"follow_ahead{n + 1}", plus(ahead, n), E + 1),
-                     _named(m, f"follow_behind{n + 1}", plus(behind, -n), E + 1)) for n in (-1, 1, 2)}
+        def label(n):
+            return f"{n + 1}" if n >= -1 else f"_m{-n - 1}"
+        aheads, behinds = {0: ahead}, {0: behind}
+        for n in reach:
+            aheads[n] = _named(m, f"follow_ahead{label(n)}", _step(ahead, n), E + 1)
+            behinds[n] = _named(m, f"follow_behind{label(n)}", _step(behind, -n), E + 1)
+        far_next = {n: (_carried(m, f"follow_ahead{label(n)}_carried", fmt, carry, aheads[n], aheads.get(n - 1)),
+                        _carried(m, f"follow_behind{label(n)}_carried", fmt, carry, behinds[n], behinds.get(n - 1)))
+                    for n in (-1, 0, 1, 2)}
         zeros_wide = _widen(m, "follow_zeros", zeros, E + 1)
-        from_zero = _from_one(m, "follow_zero", fmt, follow)
-        near_ahead = _named(m, "follow_near_ahead", Mux(near_zero, from_zero[0], ahead - zeros_wide), E + 1)
-        near_behind = _named(m, "follow_near_behind", Mux(near_zero, from_zero[1], behind + zeros_wide),
-                             E + 1)
+        from_zero = _late_differences(m, "follow_zero", fmt, None, follow)
+        near_ahead, near_behind = ahead - zeros_wide, behind + zeros_wide
+        if carry is not None:
+            near_ahead = _carried(m, "follow_near_ahead_carried", fmt, carry,
+                                  _named(m, "follow_near_ahead_plain", near_ahead, E + 1),
+                                  _named(m, "follow_near_ahead_raised", ahead + ~zeros_wide, E + 1))
+            near_behind = _carried(m, "follow_near_behind_carried", fmt, carry,
+                                   _named(m, "follow_near_behind_plain", near_behind, E + 1),
+                                   _named(m, "follow_near_behind_raised", behind - ~zeros_wide, E + 1))
+        near_ahead = _named(m, "follow_near_ahead", Mux(near_zero, from_zero[0], near_ahead), E + 1)
+        near_behind = _named(m, "follow_near_behind", Mux(near_zero, from_zero[1], near_behind), E + 1)
         out["differences"] = (
-            _named(m, "next_ahead", Mux(near, near_ahead, select_far(lambda n: steps[n][0] if n else ahead)),
-                   E + 1),
-            _named(m, "next_behind", Mux(near, near_behind, select_far(lambda n: steps[n][1] if n else behind)),
-                   E + 1))
+            _named(m, "next_ahead", Mux(near, near_ahead, select_far(lambda n: far_next[n][0])), E + 1),
+            _named(m, "next_behind", Mux(near, near_behind, select_far(lambda n: far_next[n][1])), E + 1))
     if not ieee:
         out.update(inf=Const(0, 1), nan=Const(0, 1))
         return out
@@ -398,50 +439,58 @@ class BlockToFloat(_CheckedComponent):
 
     def elaborate(self, platform):
         m = Module()
-        m.d.comb += self.value.eq(_convert(m, self.sum_bits, self.fmt, self.sum, self.exp))
+        m.d.comb += self.value.eq(_convert(m, self.sum_bits, self.fmt, self.sum, self.exp)[0])
         return m
 
 
 def _convert(m: Module, sum_bits: int, fmt: FloatFormat, x, exp, register=lambda **values: values):
-    """The logic of :class:`BlockToFloat`: the bits of ``x * 2^(exp - 36)`` in ``fmt``.
-    ``register`` receives the first half's values (sign, zero, magnitude and its leading-zero
-    count, ``exp``) and returns what the second half reads: themselves, or registers of them."""
+    """The logic of :class:`BlockToFloat`: the bits of ``x * 2^(exp - 36)`` in ``fmt``, and its
+    exponent as the adder's operands have it (:func:`_unpack`: 1 for zero and subnormals) in a
+    :class:`LateExponent` (FP32: no carry; FP16: the rounding's carry). ``register`` receives the
+    first half's values and returns what the second half reads: themselves, or registers of them."""
     P = _pow2_at_least(sum_bits)               # bits of the normalised magnitude
     E, M = fmt.exp_bits, fmt.man_bits
     negative = x[-1]
     magnitude = _named(m, "magnitude", Mux(negative, -x, x)[:sum_bits], P)
+    zero = _named(m, "zero", ~magnitude.any())
     # Biased exponent of the top bit: (P - 1 - zeros) + exp - 36 + bias = exp + offset - zeros.
-    # A negative offset (FP16: -6) becomes that many zeros above the magnitude, so that the
-    # count includes it and the exponent is exp - count: no constant enters the arithmetic.
     offset = P - 1 - PRODUCT_EXP_OFFSET + fmt.bias
-    lead = max(0, -offset)
-    field = Cat(magnitude, Const(0, lead)) if lead else magnitude
-    v = register(negative=negative, zero=_named(m, "zero", ~magnitude.any()), field=field,
-                 zeros=_count_leading_zeros(m, "lzc", field), exp=exp)
-    zeros, exp = v["zeros"], v["exp"]
-    norm = _shift_left(m, "normalise", v["field"], zeros)[lead:]          # hidden bit at P - 1
     if conversion_is_exact(sum_bits, fmt):
         # FP32: exp + (offset - zeros), always normal; the mantissa is the magnitude's other bits.
+        v = register(negative=negative, zero=zero, field=magnitude,
+                     zeros=_count_leading_zeros(m, "lzc", magnitude), exp=exp)
+        zeros, exp = v["zeros"], v["exp"]
+        norm = _shift_left(m, "normalise", v["field"], zeros)                # hidden bit at P - 1
         width = offset.bit_length()          # 106: 7 bits, at least the width of exp and zeros
         assert width >= max(EXP_SUM_BITS, len(zeros))
         rest = _named(m, "offset_rest", Const(offset, width) - _widen(m, "zeros_wide", zeros, width), width)
         exp_field = _named(m, "exp_field", _widen(m, "exp_wide", exp, width) + rest, E)
         finite = Cat(Const(0, M - (P - 1)), norm[:P - 1], exp_field, v["negative"])
-    else:
-        # FP16: biased = exp - zeros, two's complement in `width` bits.
-        width = max(EXP_SUM_BITS, len(zeros)) + 2
-        biased = _named(m, "biased", _widen(m, "exp_wide", exp, width)
-                        - _widen(m, "zeros_wide", zeros, width), width)
-        subnormal = _named(m, "subnormal", biased[-1] | ~biased[:-1].any())           # biased <= 0
-        overflow = _named(m, "overflow", ~biased[-1] & (biased[E:-1].any() | biased[:E].all()))
-        # Subnormal: right by 1 - biased (at most 22 here), keeping a sticky bit.
-        sig = Cat(Const(0, max(0, M + 3 - P)), norm)
-        undershoot = _named(m, "undershoot", -(biased - 1), (len(sig) + 1).bit_length())
-        amount = _named(m, "denormalise_by", Mux(subnormal, undershoot, 0), len(undershoot))
-        den = _shift_right_sticky(m, "denormalise", sig, amount)
-        exp_field = _named(m, "exp_field", Mux(subnormal, 0, biased[:E]), E + 1)
-        finite = _round_pack(m, "finite", fmt, den, exp_field, v["negative"], overflow)
-    return _named(m, "converted", Mux(v["zero"], 0, finite), fmt.width)
+        return _named(m, "converted", Mux(v["zero"], 0, finite), fmt.width), None
+    # FP16. The negative offset (-6 at B = 32) becomes that many zeros above the magnitude, so that
+    # the count includes it and the biased exponent is exp - zeros: no constant enters the
+    # arithmetic. One more zero on top puts the subnormal place 2^(1 - bias - M) at a shift of
+    # exactly `exp`, so a normal value is shifted left by zeros + 1 and a subnormal one by exp,
+    # which is less: one left shift of all the magnitude's bits, and the rounding sees them all.
+    assert offset < 0
+    field = Cat(magnitude, Const(0, -offset))
+    zeros = _count_leading_zeros(m, "lzc", field)
+    width = max(EXP_SUM_BITS, len(zeros)) + 2
+    biased = _named(m, "biased", _widen(m, "exp_wide", exp, width) - _widen(m, "zeros_wide", zeros, width), width)
+    subnormal = _named(m, "subnormal", biased[-1] | ~biased[:-1].any())           # biased <= 0
+    overflow = _named(m, "overflow", ~biased[-1] & (biased[E:-1].any() | biased[:E].all()))
+    shift_bits = (len(field) + 1).bit_length()
+    shift = _named(m, "shift", Mux(subnormal, exp, _named(m, "normal_shift", zeros + 1, shift_bits)), shift_bits)
+    # The unpacked exponent before rounding: the field, 1 for zero and subnormals, all ones for Inf.
+    base = _named(m, "base", Mux(zero | subnormal, 1, Mux(overflow, fmt.exp_all_ones, biased[:E])), E)
+    v = register(negative=negative, zero=zero, subnormal=subnormal, overflow=overflow, field=field,
+                 shift=shift, base=base)
+    sig = _shift_left(m, "normalise", Cat(v["field"], Const(0, 1)), v["shift"])    # hidden bit on top
+    exp_field = _named(m, "exp_field", Mux(v["subnormal"], 0, v["base"]), E)
+    finite, carry = _round_pack(m, "finite", fmt, sig, exp_field, v["negative"], v["overflow"])
+    # A subnormal rounded up to the smallest normal keeps the unpacked exponent 1.
+    raised = _named(m, "raised", carry & ~(v["zero"] | v["subnormal"] | v["overflow"]))
+    return _named(m, "converted", Mux(v["zero"], 0, finite), fmt.width), LateExponent(v["base"], raised)
 
 
 class FloatWiden(wiring.Component):
@@ -486,13 +535,17 @@ class FloatAccumulator(_CheckedComponent):
     ``o`` payload: ``total``, ``fmt.width`` bits: ``acc = fl(acc + fl(S_j * 2^(exp_j - 36)))`` over the
     beats since the previous ``last``, from ``acc = +0.0``, one beat per ``last``.
 
-    Latency 3: stage C registers the block sum's magnitude and leading-zero count; stage T the block
-    value converted to ``fmt`` (:class:`BlockToFloat`) and unpacked (sign, exponent, significand
-    with its hidden bit, Inf) and the differences of its exponent and the running sum's; stage O
-    adds it to the running sum, and on ``last`` registers the total and restarts at +0.0. Only the
-    adder is in the loop: the running sum stays unpacked (packed once, at the output), the adder has
-    a near and a far path and rounds by injection (:func:`_add`), and the exponent differences the
-    next step starts from are chosen among candidates beside it, as its exponent is.
+    Latency 3: stage C registers the block sum's magnitude and leading-zero count (FP16: also its
+    exponent before rounding, the subnormal and overflow flags and the one left shift that places
+    it); stage T the block value converted to ``fmt`` (:class:`BlockToFloat`) and unpacked (sign,
+    exponent, significand with its hidden bit, Inf) and the differences of its exponent and the
+    running sum's; stage O adds it to the running sum, and on ``last`` registers the total and
+    restarts at +0.0. Only the adder is in the loop: the running sum stays unpacked (packed once, at
+    the output), the adder has a near and a far path and rounds by injection (:func:`_add`), and the
+    exponent differences the next step starts from are chosen among candidates beside it, as its
+    exponent is. In FP16 those differences are computed from the term's exponent before rounding
+    and chosen by the rounding's carry into it last (:class:`LateExponent`), so that the
+    conversion's rounding does not lie in front of them.
 
     In FP32 the loop's adder has no special cases and no subnormal logic, because none can occur:
     every block value and every running sum is a multiple of 2^-36 (so never subnormal), and
@@ -554,7 +607,7 @@ class FloatAccumulator(_CheckedComponent):
             m.d.sync += c_valid.eq(self.i.valid)
             with m.If(self.i.valid):
                 m.d.sync += c_last.eq(self.i.payload.last)
-        value = _convert(m, self.sum_bits, fmt, self.i.payload.sum, self.i.payload.exp, register_c)
+        value, follow = _convert(m, self.sum_bits, fmt, self.i.payload.sum, self.i.payload.exp, register_c)
         t_value, running, total = operand("t"), operand("acc", reset_less=False), operand("o")
         # The running sum's exponent minus the term's, and the reverse, registered with the term, so
         # that the loop starts from them (see _add); `incoming` is the next term.
@@ -562,10 +615,12 @@ class FloatAccumulator(_CheckedComponent):
         differences = (Signal(E + 1, name="acc_ahead", reset_less=True),
                        Signal(E + 1, name="acc_behind", reset_less=True))
         incoming = _unpack(m, "value", fmt, value)
-        result = _add(m, fmt, running, t_value, self.ieee, differences=differences, follow=incoming["exp"])
+        # FP16: the incoming exponent's rounding carry chooses among differences computed without it.
+        follow = follow or LateExponent(incoming["exp"])
+        result = _add(m, fmt, running, t_value, self.ieee, differences=differences, follow=follow)
         # The running sum the incoming term will meet: the sum, +0.0 after a last beat, or as it is.
-        restart = _from_one(m, "restart", fmt, incoming["exp"])
-        hold = _exp_differences(m, "hold", fmt, running["exp"], incoming["exp"])
+        restart = _late_differences(m, "restart", fmt, None, follow)
+        hold = _late_differences(m, "hold", fmt, running["exp"], follow)
         meets = [Mux(t_fire, Mux(t_last, restart[n], result["differences"][n]), hold[n]) for n in (0, 1)]
         with m.If(t_load):
             m.d.sync += t_valid.eq(c_valid)

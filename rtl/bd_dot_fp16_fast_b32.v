@@ -1142,87 +1142,107 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire [6:0] \$133 ;
   wire \$134 ;
   wire \$135 ;
-  wire [6:0] \$136 ;
+  wire [5:0] \$136 ;
   wire [6:0] \$137 ;
   wire [6:0] \$138 ;
-  wire [6:0] \$139 ;
+  wire [5:0] \$139 ;
   wire \$14 ;
   wire [5:0] \$140 ;
-  wire [5:0] \$141 ;
-  wire [5:0] \$142 ;
-  wire [6:0] \$143 ;
-  wire [6:0] \$144 ;
+  wire [6:0] \$141 ;
+  wire [6:0] \$142 ;
+  wire [5:0] \$143 ;
+  wire [5:0] \$144 ;
   wire [6:0] \$145 ;
   wire [6:0] \$146 ;
   wire [6:0] \$147 ;
-  wire [5:0] \$148 ;
-  wire [5:0] \$149 ;
+  wire [6:0] \$148 ;
+  wire [6:0] \$149 ;
   wire [1:0] \$15 ;
-  wire [5:0] \$150 ;
+  wire [6:0] \$150 ;
   wire [5:0] \$151 ;
-  wire [5:0] \$152 ;
-  wire [5:0] \$153 ;
+  wire [6:0] \$152 ;
+  wire [6:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [5:0] \$155 ;
-  wire \$156 ;
-  wire \$157 ;
-  wire \$158 ;
-  wire \$159 ;
+  wire [6:0] \$155 ;
+  wire [5:0] \$156 ;
+  wire [5:0] \$157 ;
+  wire [5:0] \$158 ;
+  wire [5:0] \$159 ;
   wire \$16 ;
-  wire \$160 ;
-  wire \$161 ;
-  wire \$162 ;
-  wire \$163 ;
+  wire [5:0] \$160 ;
+  wire [5:0] \$161 ;
+  wire [5:0] \$162 ;
+  wire [5:0] \$163 ;
   wire \$164 ;
   wire \$165 ;
-  wire [5:0] \$166 ;
-  wire [6:0] \$167 ;
-  wire [4:0] \$168 ;
-  wire [15:0] \$169 ;
+  wire \$166 ;
+  wire \$167 ;
+  wire \$168 ;
+  wire \$169 ;
   wire \$17 ;
   wire \$170 ;
   wire \$171 ;
   wire \$172 ;
   wire \$173 ;
-  wire \$174 ;
-  wire [5:0] \$175 ;
-  wire [5:0] \$176 ;
-  wire [5:0] \$177 ;
-  wire [5:0] \$178 ;
-  wire \$179 ;
+  wire [5:0] \$174 ;
+  wire [6:0] \$175 ;
+  wire [6:0] \$176 ;
+  wire [6:0] \$177 ;
+  wire [6:0] \$178 ;
+  wire [6:0] \$179 ;
   wire \$18 ;
-  reg \$180 ;
-  reg \$181 ;
-  reg \$182 ;
-  reg \$183 ;
-  reg [21:0] \$184 ;
-  reg [4:0] \$185 ;
-  reg [5:0] \$186 ;
-  reg \$187 ;
-  reg \$188 ;
-  reg [4:0] \$189 ;
+  wire [6:0] \$180 ;
+  wire [6:0] \$181 ;
+  wire [6:0] \$182 ;
+  wire [6:0] \$183 ;
+  wire [4:0] \$184 ;
+  wire [15:0] \$185 ;
+  wire \$186 ;
+  wire \$187 ;
+  wire \$188 ;
+  wire \$189 ;
   wire \$19 ;
-  reg [10:0] \$190 ;
-  reg \$191 ;
-  reg \$192 ;
-  reg [5:0] \$193 ;
-  reg [5:0] \$194 ;
-  reg \$195 ;
-  reg \$196 ;
-  reg \$197 ;
-  reg [4:0] \$198 ;
-  reg [10:0] \$199 ;
+  wire \$190 ;
+  wire \$191 ;
+  wire \$192 ;
+  wire [5:0] \$193 ;
+  wire [5:0] \$194 ;
+  wire [5:0] \$195 ;
+  wire [5:0] \$196 ;
+  wire \$197 ;
+  reg \$198 ;
+  reg \$199 ;
   wire \$2 ;
   wire \$20 ;
   reg \$200 ;
   reg \$201 ;
   reg \$202 ;
-  reg [4:0] \$203 ;
-  reg [10:0] \$204 ;
-  reg \$205 ;
-  reg \$206 ;
+  reg \$203 ;
+  reg [21:0] \$204 ;
+  reg [4:0] \$205 ;
+  reg [4:0] \$206 ;
+  reg \$207 ;
+  reg \$208 ;
+  reg [4:0] \$209 ;
   wire \$21 ;
+  reg [10:0] \$210 ;
+  reg \$211 ;
+  reg \$212 ;
+  reg [5:0] \$213 ;
+  reg [5:0] \$214 ;
+  reg \$215 ;
+  reg \$216 ;
+  reg \$217 ;
+  reg [4:0] \$218 ;
+  reg [10:0] \$219 ;
   wire [1:0] \$22 ;
+  reg \$220 ;
+  reg \$221 ;
+  reg \$222 ;
+  reg [4:0] \$223 ;
+  reg [10:0] \$224 ;
+  reg \$225 ;
+  reg \$226 ;
   wire [2:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -1249,19 +1269,19 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire \$44 ;
   wire \$45 ;
   wire \$46 ;
-  wire [8:0] \$47 ;
-  wire [9:0] \$48 ;
+  wire [5:0] \$47 ;
+  wire [5:0] \$48 ;
   wire \$49 ;
   wire \$5 ;
-  wire \$50 ;
+  wire [4:0] \$50 ;
   wire \$51 ;
   wire \$52 ;
   wire \$53 ;
-  wire [4:0] \$54 ;
-  wire \$55 ;
+  wire [15:0] \$54 ;
+  wire [14:0] \$55 ;
   wire \$56 ;
-  wire [15:0] \$57 ;
-  wire [14:0] \$58 ;
+  wire \$57 ;
+  wire \$58 ;
   wire \$59 ;
   wire [14:0] \$6 ;
   wire \$60 ;
@@ -1332,41 +1352,27 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire [13:0] align_flip;
   wire [14:0] align_wide;
   wire apart_one;
+  wire [4:0] base;
   wire [7:0] biased;
   wire [4:0] big_exp;
   wire [10:0] big_sig;
   wire big_sign;
-  reg [5:0] c_exp = 6'h00;
+  reg [4:0] c_base = 5'h00;
   reg [21:0] c_field = 22'h000000;
   reg c_last = 1'h0;
   output c_load;
   wire c_load;
   reg c_negative = 1'h0;
+  reg c_overflow = 1'h0;
+  reg [4:0] c_shift = 5'h00;
+  reg c_subnormal = 1'h0;
   reg c_valid = 1'h0;
   reg c_zero = 1'h0;
-  reg [4:0] c_zeros = 5'h00;
   input clk;
   wire clk;
   wire [15:0] converted;
-  wire [15:0] denormalise;
-  wire [15:0] denormalise0;
-  wire denormalise0_lost;
-  wire denormalise0_sticky;
-  wire [15:0] denormalise1;
-  wire denormalise1_lost;
-  wire denormalise1_sticky;
-  wire [15:0] denormalise2;
-  wire denormalise2_lost;
-  wire denormalise2_sticky;
-  wire [15:0] denormalise3;
-  wire denormalise3_lost;
-  wire denormalise3_sticky;
-  wire [15:0] denormalise4;
-  wire denormalise4_lost;
-  wire denormalise4_sticky;
-  wire [4:0] denormalise_by;
   wire [4:0] distance;
-  wire [5:0] exp_field;
+  wire [4:0] exp_field;
   wire [7:0] exp_wide;
   wire far_beyond_plain;
   wire [11:0] far_big_inc;
@@ -1383,23 +1389,44 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire far_use_carry;
   wire far_use_left;
   wire [15:0] finite;
+  wire finite_carry;
   wire finite_round_up;
   wire [14:0] finite_rounded;
   wire [5:0] follow_ahead0;
+  wire [5:0] follow_ahead0_carried;
+  wire [5:0] follow_ahead1_carried;
   wire [5:0] follow_ahead2;
+  wire [5:0] follow_ahead2_carried;
   wire [5:0] follow_ahead3;
+  wire [5:0] follow_ahead3_carried;
+  wire [5:0] follow_ahead_m1;
   wire [5:0] follow_behind0;
+  wire [5:0] follow_behind0_carried;
+  wire [5:0] follow_behind1_carried;
   wire [5:0] follow_behind2;
+  wire [5:0] follow_behind2_carried;
   wire [5:0] follow_behind3;
+  wire [5:0] follow_behind3_carried;
+  wire [5:0] follow_behind_m1;
   wire [5:0] follow_near_ahead;
+  wire [5:0] follow_near_ahead_carried;
+  wire [5:0] follow_near_ahead_plain;
+  wire [5:0] follow_near_ahead_raised;
   wire [5:0] follow_near_behind;
+  wire [5:0] follow_near_behind_carried;
+  wire [5:0] follow_near_behind_plain;
+  wire [5:0] follow_near_behind_raised;
   wire [5:0] follow_xy;
   wire [5:0] follow_yx;
   wire [5:0] follow_zero_xy;
+  wire [5:0] follow_zero_xy_carried;
   wire [5:0] follow_zero_yx;
+  wire [5:0] follow_zero_yx_carried;
   wire [5:0] follow_zeros;
   wire [5:0] hold_xy;
+  wire [5:0] hold_xy_carried;
   wire [5:0] hold_yx;
+  wire [5:0] hold_yx_carried;
   input [20:0] i__payload;
   wire [20:0] i__payload;
   wire [5:0] \i__payload.exp ;
@@ -1528,11 +1555,12 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire near_zero;
   wire [5:0] next_ahead;
   wire [5:0] next_behind;
-  wire [21:0] normalise0;
-  wire [21:0] normalise1;
-  wire [21:0] normalise2;
-  wire [21:0] normalise3;
-  wire [21:0] normalise4;
+  wire [4:0] normal_shift;
+  wire [22:0] normalise0;
+  wire [22:0] normalise1;
+  wire [22:0] normalise2;
+  wire [22:0] normalise3;
+  wire [22:0] normalise4;
   wire [15:0] o__payload;
   wire [15:0] \o__payload.total ;
   input o__ready;
@@ -1548,14 +1576,18 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   output o_valid;
   reg o_valid = 1'h0;
   wire overflow;
-  wire \overflow$242 ;
+  wire \overflow$249 ;
   output [15:0] \packed ;
   wire [15:0] \packed ;
+  wire raised;
   wire [5:0] restart_xy;
+  wire [5:0] restart_xy_carried;
   wire [5:0] restart_yx;
+  wire [5:0] restart_yx_carried;
   input rst;
   wire rst;
   wire same_exp;
+  wire [4:0] shift;
   wire [13:0] small_ext;
   wire [10:0] small_sig;
   wire subnormal;
@@ -1575,7 +1607,6 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   reg [10:0] t_sig = 11'h000;
   reg t_sign = 1'h0;
   reg t_valid = 1'h0;
-  wire [4:0] undershoot;
   wire [4:0] value_exp;
   wire value_inf;
   wire value_nan;
@@ -1630,11 +1661,6 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign \$29  = \$27  ? lzc_10_2_count : 1'h0;
   assign \$30  = lzc_12_4_zero ? { lzc_10_2_zero, \$29  } : { lzc_14_2_zero, \$26  };
   assign \$39  = lzc_16_16_zero ? { lzc_8_8_zero, \$38  } : { lzc_24_8_zero, \$23  };
-  assign normalise0 = c_zeros[0] ? { c_field[20:0], 1'h0 } : c_field;
-  assign normalise1 = c_zeros[1] ? { normalise0[19:0], 2'h0 } : normalise0;
-  assign normalise2 = c_zeros[2] ? { normalise1[17:0], 4'h0 } : normalise1;
-  assign normalise3 = c_zeros[3] ? { normalise2[13:0], 8'h00 } : normalise2;
-  assign normalise4 = c_zeros[4] ? { normalise3[5:0], 16'h0000 } : normalise3;
   assign \$40  = exp_wide - zeros_wide;
   assign \$41  = | \$40 [6:0];
   assign \$42  = ~ \$41 ;
@@ -1644,35 +1670,29 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign \$45  = & \$40 [4:0];
   assign \$46  = \$44  | \$45 ;
   assign overflow = \$43  & \$46 ;
-  assign \$47  = \$40 [7:0] - 1'h1;
-  assign \$48  = - $signed(\$47 );
-  assign denormalise_by = subnormal ? \$48 [4:0] : 5'h00;
-  assign denormalise0_lost = denormalise_by[0] & \$49 ;
-  assign denormalise0 = denormalise_by[0] ? { 1'h0, normalise4[21:7] } : normalise4[21:6];
-  assign \$50  = | denormalise0[1:0];
-  assign denormalise1_lost = denormalise_by[1] & \$50 ;
-  assign denormalise1_sticky = denormalise0_sticky | denormalise1_lost;
-  assign denormalise1 = denormalise_by[1] ? { 2'h0, denormalise0[15:2] } : denormalise0;
-  assign \$51  = | denormalise1[3:0];
-  assign denormalise2_lost = denormalise_by[2] & \$51 ;
-  assign denormalise2_sticky = denormalise1_sticky | denormalise2_lost;
-  assign denormalise2 = denormalise_by[2] ? { 4'h0, denormalise1[15:4] } : denormalise1;
-  assign \$52  = | denormalise2[7:0];
-  assign denormalise3_lost = denormalise_by[3] & \$52 ;
-  assign denormalise3_sticky = denormalise2_sticky | denormalise3_lost;
-  assign denormalise3 = denormalise_by[3] ? { 8'h00, denormalise2[15:8] } : denormalise2;
-  assign \$53  = | denormalise3;
-  assign denormalise4_lost = denormalise_by[4] & \$53 ;
-  assign denormalise4_sticky = denormalise3_sticky | denormalise4_lost;
-  assign denormalise4 = denormalise_by[4] ? 16'h0000 : denormalise3;
-  assign denormalise = denormalise4 | { 15'h0000, denormalise4_sticky };
-  assign \$54  = subnormal ? 5'h00 : \$40 [4:0];
-  assign \$55  = | denormalise[3:0];
-  assign \$56  = \$55  | denormalise[5];
-  assign finite_round_up = denormalise[4] & \$56 ;
-  assign \$57  = { \$54 , denormalise[14:5] } + finite_round_up;
-  assign \$58  = overflow ? 15'h7c00 : \$57 [14:0];
-  assign converted = c_zero ? 16'h0000 : { c_negative, \$58  };
+  assign \$47  = { lzc_16_16_zero, \$39  } + 1'h1;
+  assign \$48  = subnormal ? i__payload[19:14] : { 1'h0, \$47 [4:0] };
+  assign \$49  = zero | subnormal;
+  assign \$50  = overflow ? 5'h1f : \$40 [4:0];
+  assign base = \$49  ? 5'h01 : \$50 ;
+  assign normalise0 = c_shift[0] ? { c_field, 1'h0 } : { 1'h0, c_field };
+  assign normalise1 = c_shift[1] ? { normalise0[20:0], 2'h0 } : normalise0;
+  assign normalise2 = c_shift[2] ? { normalise1[18:0], 4'h0 } : normalise1;
+  assign normalise3 = c_shift[3] ? { normalise2[14:0], 8'h00 } : normalise2;
+  assign normalise4 = c_shift[4] ? { normalise3[6:0], 16'h0000 } : normalise3;
+  assign exp_field = c_subnormal ? 5'h00 : c_base;
+  assign \$51  = | normalise4[10:0];
+  assign \$52  = \$51  | normalise4[12];
+  assign finite_round_up = normalise4[11] & \$52 ;
+  assign \$53  = & normalise4[21:12];
+  assign finite_carry = finite_round_up & \$53 ;
+  assign \$54  = { exp_field, normalise4[21:12] } + finite_round_up;
+  assign \$55  = c_overflow ? 15'h7c00 : \$54 [14:0];
+  assign \$56  = c_zero | c_subnormal;
+  assign \$57  = \$56  | c_overflow;
+  assign \$58  = ~ \$57 ;
+  assign raised = finite_carry & \$58 ;
+  assign converted = c_zero ? 16'h0000 : { c_negative, \$55  };
   assign value_normal = | converted[14:10];
   assign value_special = & converted[14:10];
   assign value_exp = value_normal ? converted[14:10] : 5'h01;
@@ -1809,381 +1829,429 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign sum_sign = near ? \$135  : big_sign;
   assign sum_exp = near ? \$95 [4:0] : \$133 [4:0];
   assign sum_sig = near ? near_normalise4[11:1] : { \$125 , far_chosen[9:0] };
-  assign follow_xy = big_exp - value_exp;
-  assign follow_yx = value_exp - big_exp;
-  assign \$136  = follow_xy - 1'h1;
-  assign \$137  = follow_yx + 1'h1;
+  assign follow_xy = big_exp - c_base;
+  assign follow_yx = c_base - big_exp;
+  assign \$136  = follow_xy[5:1] - 1'h1;
+  assign \$137  = follow_xy - 1'h1;
   assign \$138  = follow_xy + 1'h1;
-  assign \$139  = follow_yx - 1'h1;
-  assign \$140  = follow_xy[5:1] + 1'h1;
-  assign \$141  = follow_yx[5:1] - 1'h1;
-  assign follow_zero_yx = value_exp - 1'h1;
-  assign \$142  = ~ follow_zero_yx;
-  assign \$143  = \$142  + 1'h1;
-  assign \$144  = follow_xy - follow_zeros;
-  assign \$145  = \$89  ? \$144  : { 1'h0, \$143 [5:0] };
-  assign \$146  = follow_yx + follow_zeros;
-  assign \$147  = \$89  ? \$146  : { 1'h0, follow_zero_yx };
-  assign \$148  = far_sum_carry[15] ? { \$140 [4:0], follow_xy[0] } : \$138 [5:0];
-  assign \$149  = far_up ? \$138 [5:0] : follow_xy;
-  assign \$150  = far_use_left ? \$136 [5:0] : \$149 ;
-  assign \$151  = far_use_carry ? \$148  : \$150 ;
-  assign next_ahead = near ? \$145 [5:0] : \$151 ;
-  assign \$152  = far_sum_carry[15] ? { \$141 [4:0], follow_yx[0] } : \$139 [5:0];
-  assign \$153  = far_up ? \$139 [5:0] : follow_yx;
-  assign \$154  = far_use_left ? \$137 [5:0] : \$153 ;
-  assign \$155  = far_use_carry ? \$152  : \$154 ;
-  assign next_behind = near ? \$147 [5:0] : \$155 ;
-  assign \$156  = ~ near;
-  assign \$157  = & \$133 [4:0];
-  assign \$158  = \$133 [5] | \$157 ;
-  assign \overflow$242  = \$156  & \$158 ;
-  assign \$159  = acc_nan | t_nan;
-  assign \$160  = acc_inf & t_inf;
-  assign \$161  = \$160  & subtract;
-  assign sum_nan = \$159  | \$161 ;
-  assign \$162  = ~ sum_nan;
-  assign \$163  = acc_inf | t_inf;
-  assign \$164  = \$163  | \overflow$242 ;
-  assign sum_inf = \$162  & \$164 ;
-  assign \$165  = t_inf ? t_sign : sum_sign;
-  assign sum_sign_ieee = acc_inf ? acc_sign : \$165 ;
-  assign restart_yx = value_exp - 1'h1;
-  assign \$166  = ~ restart_yx;
-  assign \$167  = \$166  + 1'h1;
-  assign hold_xy = acc_exp - value_exp;
-  assign hold_yx = value_exp - acc_exp;
-  assign \$168  = o_sig[10] ? o_exp : 5'h00;
-  assign \$169  = o_inf ? { o_sign, 15'h7c00 } : { o_sign, \$168 , o_sig[9:0] };
-  assign \packed  = o_nan ? 16'h7e00 : \$169 ;
-  assign \$170  = c_load & i__valid;
-  assign \$171  = c_load & i__valid;
-  assign \$172  = c_load & i__valid;
-  assign \$173  = c_load & i__valid;
-  assign \$174  = c_load & i__valid;
-  assign \$175  = t_last ? \$167 [5:0] : next_ahead;
-  assign \$176  = t_fire ? \$175  : hold_xy;
-  assign \$177  = t_last ? restart_yx : next_behind;
-  assign \$178  = t_fire ? \$177  : hold_yx;
-  assign \$179  = t_fire & t_last;
+  assign \$139  = follow_xy[5:1] + 1'h1;
+  assign \$140  = follow_yx[5:1] + 1'h1;
+  assign \$141  = follow_yx + 1'h1;
+  assign \$142  = follow_yx - 1'h1;
+  assign \$143  = follow_yx[5:1] - 1'h1;
+  assign follow_ahead0_carried = raised ? { \$136 [4:0], follow_xy[0] } : \$137 [5:0];
+  assign follow_behind0_carried = raised ? { \$140 [4:0], follow_yx[0] } : \$141 [5:0];
+  assign follow_ahead1_carried = raised ? \$137 [5:0] : follow_xy;
+  assign follow_behind1_carried = raised ? \$141 [5:0] : follow_yx;
+  assign follow_ahead2_carried = raised ? follow_xy : \$138 [5:0];
+  assign follow_behind2_carried = raised ? follow_yx : \$142 [5:0];
+  assign follow_ahead3_carried = raised ? \$138 [5:0] : { \$139 [4:0], follow_xy[0] };
+  assign follow_behind3_carried = raised ? \$142 [5:0] : { \$143 [4:0], follow_yx[0] };
+  assign follow_zero_yx = c_base - 1'h1;
+  assign \$144  = ~ follow_zero_yx;
+  assign \$145  = \$144  + 1'h1;
+  assign \$146  = \$145 [5:0] - 1'h1;
+  assign \$147  = raised ? \$146  : { 1'h0, \$145 [5:0] };
+  assign \$148  = follow_zero_yx + 1'h1;
+  assign \$149  = raised ? \$148  : { 1'h0, follow_zero_yx };
+  assign \$150  = follow_xy - follow_zeros;
+  assign \$151  = ~ follow_zeros;
+  assign \$152  = follow_xy + \$151 ;
+  assign follow_near_ahead_carried = raised ? \$152 [5:0] : \$150 [5:0];
+  assign \$153  = follow_yx + follow_zeros;
+  assign \$154  = ~ follow_zeros;
+  assign \$155  = follow_yx - \$154 ;
+  assign follow_near_behind_carried = raised ? \$155 [5:0] : \$153 [5:0];
+  assign follow_near_ahead = \$89  ? follow_near_ahead_carried : \$147 [5:0];
+  assign follow_near_behind = \$89  ? follow_near_behind_carried : \$149 [5:0];
+  assign \$156  = far_sum_carry[15] ? follow_ahead3_carried : follow_ahead2_carried;
+  assign \$157  = far_up ? follow_ahead2_carried : follow_ahead1_carried;
+  assign \$158  = far_use_left ? follow_ahead0_carried : \$157 ;
+  assign \$159  = far_use_carry ? \$156  : \$158 ;
+  assign next_ahead = near ? follow_near_ahead : \$159 ;
+  assign \$160  = far_sum_carry[15] ? follow_behind3_carried : follow_behind2_carried;
+  assign \$161  = far_up ? follow_behind2_carried : follow_behind1_carried;
+  assign \$162  = far_use_left ? follow_behind0_carried : \$161 ;
+  assign \$163  = far_use_carry ? \$160  : \$162 ;
+  assign next_behind = near ? follow_near_behind : \$163 ;
+  assign \$164  = ~ near;
+  assign \$165  = & \$133 [4:0];
+  assign \$166  = \$133 [5] | \$165 ;
+  assign \overflow$249  = \$164  & \$166 ;
+  assign \$167  = acc_nan | t_nan;
+  assign \$168  = acc_inf & t_inf;
+  assign \$169  = \$168  & subtract;
+  assign sum_nan = \$167  | \$169 ;
+  assign \$170  = ~ sum_nan;
+  assign \$171  = acc_inf | t_inf;
+  assign \$172  = \$171  | \overflow$249 ;
+  assign sum_inf = \$170  & \$172 ;
+  assign \$173  = t_inf ? t_sign : sum_sign;
+  assign sum_sign_ieee = acc_inf ? acc_sign : \$173 ;
+  assign restart_yx = c_base - 1'h1;
+  assign \$174  = ~ restart_yx;
+  assign \$175  = \$174  + 1'h1;
+  assign \$176  = \$175 [5:0] - 1'h1;
+  assign \$177  = raised ? \$176  : { 1'h0, \$175 [5:0] };
+  assign \$178  = restart_yx + 1'h1;
+  assign \$179  = raised ? \$178  : { 1'h0, restart_yx };
+  assign hold_xy = acc_exp - c_base;
+  assign hold_yx = c_base - acc_exp;
+  assign \$180  = hold_xy - 1'h1;
+  assign \$181  = raised ? \$180  : { 1'h0, hold_xy };
+  assign \$182  = hold_yx + 1'h1;
+  assign \$183  = raised ? \$182  : { 1'h0, hold_yx };
+  assign \$184  = o_sig[10] ? o_exp : 5'h00;
+  assign \$185  = o_inf ? { o_sign, 15'h7c00 } : { o_sign, \$184 , o_sig[9:0] };
+  assign \packed  = o_nan ? 16'h7e00 : \$185 ;
+  assign \$186  = c_load & i__valid;
+  assign \$187  = c_load & i__valid;
+  assign \$188  = c_load & i__valid;
+  assign \$189  = c_load & i__valid;
+  assign \$190  = c_load & i__valid;
+  assign \$191  = c_load & i__valid;
+  assign \$192  = c_load & i__valid;
+  assign \$193  = t_last ? \$177 [5:0] : next_ahead;
+  assign \$194  = t_fire ? \$193  : \$181 [5:0];
+  assign \$195  = t_last ? \$179 [5:0] : next_behind;
+  assign \$196  = t_fire ? \$195  : \$183 [5:0];
+  assign \$197  = t_fire & t_last;
   always @(posedge clk)
-    c_valid <= \$180 ;
+    c_valid <= \$198 ;
   always @(posedge clk)
-    c_last <= \$181 ;
+    c_last <= \$199 ;
   always @(posedge clk)
-    c_negative <= \$182 ;
+    c_negative <= \$200 ;
   always @(posedge clk)
-    c_zero <= \$183 ;
+    c_zero <= \$201 ;
   always @(posedge clk)
-    c_field <= \$184 ;
+    c_subnormal <= \$202 ;
   always @(posedge clk)
-    c_zeros <= \$185 ;
+    c_overflow <= \$203 ;
   always @(posedge clk)
-    c_exp <= \$186 ;
+    c_field <= \$204 ;
   always @(posedge clk)
-    t_valid <= \$187 ;
+    c_shift <= \$205 ;
   always @(posedge clk)
-    t_sign <= \$188 ;
+    c_base <= \$206 ;
   always @(posedge clk)
-    t_exp <= \$189 ;
+    t_valid <= \$207 ;
   always @(posedge clk)
-    t_sig <= \$190 ;
+    t_sign <= \$208 ;
   always @(posedge clk)
-    t_inf <= \$191 ;
+    t_exp <= \$209 ;
   always @(posedge clk)
-    t_nan <= \$192 ;
+    t_sig <= \$210 ;
   always @(posedge clk)
-    acc_ahead <= \$193 ;
+    t_inf <= \$211 ;
   always @(posedge clk)
-    acc_behind <= \$194 ;
+    t_nan <= \$212 ;
   always @(posedge clk)
-    t_last <= \$195 ;
+    acc_ahead <= \$213 ;
   always @(posedge clk)
-    o_valid <= \$196 ;
+    acc_behind <= \$214 ;
   always @(posedge clk)
-    o_sign <= \$197 ;
+    t_last <= \$215 ;
   always @(posedge clk)
-    o_exp <= \$198 ;
+    o_valid <= \$216 ;
   always @(posedge clk)
-    o_sig <= \$199 ;
+    o_sign <= \$217 ;
   always @(posedge clk)
-    o_inf <= \$200 ;
+    o_exp <= \$218 ;
   always @(posedge clk)
-    o_nan <= \$201 ;
+    o_sig <= \$219 ;
   always @(posedge clk)
-    acc_sign <= \$202 ;
+    o_inf <= \$220 ;
   always @(posedge clk)
-    acc_exp <= \$203 ;
+    o_nan <= \$221 ;
   always @(posedge clk)
-    acc_sig <= \$204 ;
+    acc_sign <= \$222 ;
   always @(posedge clk)
-    acc_inf <= \$205 ;
+    acc_exp <= \$223 ;
   always @(posedge clk)
-    acc_nan <= \$206 ;
+    acc_sig <= \$224 ;
+  always @(posedge clk)
+    acc_inf <= \$225 ;
+  always @(posedge clk)
+    acc_nan <= \$226 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$180  = c_valid;
+    \$198  = c_valid;
     if (c_load) begin
-      \$180  = i__valid;
+      \$198  = i__valid;
     end
     if (rst) begin
-      \$180  = 1'h0;
+      \$198  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$181  = c_last;
+    \$199  = c_last;
     if (c_load) begin
       if (i__valid) begin
-        \$181  = i__payload[20];
+        \$199  = i__payload[20];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$182  = c_negative;
-    if (\$170 ) begin
-      \$182  = i__payload[13];
+    \$200  = c_negative;
+    if (\$186 ) begin
+      \$200  = i__payload[13];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$183  = c_zero;
-    if (\$171 ) begin
-      \$183  = zero;
+    \$201  = c_zero;
+    if (\$187 ) begin
+      \$201  = zero;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$184  = c_field;
-    if (\$172 ) begin
-      \$184  = { 8'h00, \$7 [13:0] };
+    \$202  = c_subnormal;
+    if (\$188 ) begin
+      \$202  = subnormal;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$185  = c_zeros;
-    if (\$173 ) begin
-      \$185  = { lzc_16_16_zero, \$39  };
+    \$203  = c_overflow;
+    if (\$189 ) begin
+      \$203  = overflow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$186  = c_exp;
-    if (\$174 ) begin
-      \$186  = i__payload[19:14];
+    \$204  = c_field;
+    if (\$190 ) begin
+      \$204  = { 8'h00, \$7 [13:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$187  = t_valid;
+    \$205  = c_shift;
+    if (\$191 ) begin
+      \$205  = \$48 [4:0];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$206  = c_base;
+    if (\$192 ) begin
+      \$206  = base;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$207  = t_valid;
     if (t_load) begin
-      \$187  = c_valid;
+      \$207  = c_valid;
     end
     if (rst) begin
-      \$187  = 1'h0;
+      \$207  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$188  = t_sign;
+    \$208  = t_sign;
     if (t_load) begin
       if (c_valid) begin
-        \$188  = converted[15];
+        \$208  = converted[15];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$189  = t_exp;
+    \$209  = t_exp;
     if (t_load) begin
       if (c_valid) begin
-        \$189  = value_exp;
+        \$209  = value_exp;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$190  = t_sig;
+    \$210  = t_sig;
     if (t_load) begin
       if (c_valid) begin
-        \$190  = { value_normal, converted[9:0] };
+        \$210  = { value_normal, converted[9:0] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$191  = t_inf;
+    \$211  = t_inf;
     if (t_load) begin
       if (c_valid) begin
-        \$191  = value_inf;
+        \$211  = value_inf;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$192  = t_nan;
+    \$212  = t_nan;
     if (t_load) begin
       if (c_valid) begin
-        \$192  = value_nan;
+        \$212  = value_nan;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$193  = acc_ahead;
+    \$213  = acc_ahead;
     if (t_load) begin
       if (c_valid) begin
-        \$193  = \$176 ;
+        \$213  = \$194 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$194  = acc_behind;
+    \$214  = acc_behind;
     if (t_load) begin
       if (c_valid) begin
-        \$194  = \$178 ;
+        \$214  = \$196 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$195  = t_last;
+    \$215  = t_last;
     if (t_load) begin
       if (c_valid) begin
-        \$195  = c_last;
+        \$215  = c_last;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$196  = o_valid;
+    \$216  = o_valid;
     if (o_load) begin
-      \$196  = \$179 ;
+      \$216  = \$197 ;
     end
     if (rst) begin
-      \$196  = 1'h0;
+      \$216  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$197  = o_sign;
+    \$217  = o_sign;
     if (t_fire) begin
       if (t_last) begin
-        \$197  = sum_sign_ieee;
+        \$217  = sum_sign_ieee;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = o_exp;
+    \$218  = o_exp;
     if (t_fire) begin
       if (t_last) begin
-        \$198  = sum_exp;
+        \$218  = sum_exp;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = o_sig;
+    \$219  = o_sig;
     if (t_fire) begin
       if (t_last) begin
-        \$199  = sum_sig;
+        \$219  = sum_sig;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = o_inf;
+    \$220  = o_inf;
     if (t_fire) begin
       if (t_last) begin
-        \$200  = sum_inf;
+        \$220  = sum_inf;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = o_nan;
+    \$221  = o_nan;
     if (t_fire) begin
       if (t_last) begin
-        \$201  = sum_nan;
+        \$221  = sum_nan;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = acc_sign;
+    \$222  = acc_sign;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$202  = 1'h0;
+        \$222  = 1'h0;
       end else begin
-        \$202  = sum_sign_ieee;
+        \$222  = sum_sign_ieee;
       end
     end
     if (rst) begin
-      \$202  = 1'h0;
+      \$222  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = acc_exp;
+    \$223  = acc_exp;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$203  = 5'h01;
+        \$223  = 5'h01;
       end else begin
-        \$203  = sum_exp;
+        \$223  = sum_exp;
       end
     end
     if (rst) begin
-      \$203  = 5'h01;
+      \$223  = 5'h01;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = acc_sig;
+    \$224  = acc_sig;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$204  = 11'h000;
+        \$224  = 11'h000;
       end else begin
-        \$204  = sum_sig;
+        \$224  = sum_sig;
       end
     end
     if (rst) begin
-      \$204  = 11'h000;
+      \$224  = 11'h000;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = acc_inf;
+    \$225  = acc_inf;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$205  = 1'h0;
+        \$225  = 1'h0;
       end else begin
-        \$205  = sum_inf;
+        \$225  = sum_inf;
       end
     end
     if (rst) begin
-      \$205  = 1'h0;
+      \$225  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$206  = acc_nan;
+    \$226  = acc_nan;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$206  = 1'h0;
+        \$226  = 1'h0;
       end else begin
-        \$206  = sum_nan;
+        \$226  = sum_nan;
       end
     end
     if (rst) begin
-      \$206  = 1'h0;
+      \$226  = 1'h0;
     end
   end
   assign i__ready = c_load;
@@ -2207,10 +2275,10 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign lzc_0_32_count = { lzc_16_16_zero, \$39  };
   assign lzc_count = { lzc_16_16_zero, \$39  };
   assign biased = \$40 [7:0];
-  assign undershoot = \$48 [4:0];
-  assign exp_field = { 1'h0, \$54  };
-  assign finite_rounded = \$57 [14:0];
-  assign finite = { c_negative, \$58  };
+  assign normal_shift = \$47 [4:0];
+  assign shift = \$48 [4:0];
+  assign finite_rounded = \$54 [14:0];
+  assign finite = { c_negative, \$55  };
   assign value_sign = converted[15];
   assign value_sig = { value_normal, converted[9:0] };
   assign distance = \$63 [4:0];
@@ -2233,16 +2301,26 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign far_up_carry = far_sum_carry[15];
   assign far_sig = { \$125 , far_chosen[9:0] };
   assign far_exp = \$133 [5:0];
-  assign follow_ahead0 = \$136 [5:0];
-  assign follow_behind0 = \$137 [5:0];
+  assign follow_ahead_m1 = { \$136 [4:0], follow_xy[0] };
+  assign follow_ahead0 = \$137 [5:0];
   assign follow_ahead2 = \$138 [5:0];
-  assign follow_behind2 = \$139 [5:0];
-  assign follow_ahead3 = { \$140 [4:0], follow_xy[0] };
-  assign follow_behind3 = { \$141 [4:0], follow_yx[0] };
-  assign follow_zero_xy = \$143 [5:0];
-  assign follow_near_ahead = \$145 [5:0];
-  assign follow_near_behind = \$147 [5:0];
-  assign restart_xy = \$167 [5:0];
+  assign follow_ahead3 = { \$139 [4:0], follow_xy[0] };
+  assign follow_behind_m1 = { \$140 [4:0], follow_yx[0] };
+  assign follow_behind0 = \$141 [5:0];
+  assign follow_behind2 = \$142 [5:0];
+  assign follow_behind3 = { \$143 [4:0], follow_yx[0] };
+  assign follow_zero_xy = \$145 [5:0];
+  assign follow_zero_xy_carried = \$147 [5:0];
+  assign follow_zero_yx_carried = \$149 [5:0];
+  assign follow_near_ahead_plain = \$150 [5:0];
+  assign follow_near_ahead_raised = \$152 [5:0];
+  assign follow_near_behind_plain = \$153 [5:0];
+  assign follow_near_behind_raised = \$155 [5:0];
+  assign restart_xy = \$175 [5:0];
+  assign restart_xy_carried = \$177 [5:0];
+  assign restart_yx_carried = \$179 [5:0];
+  assign hold_xy_carried = \$181 [5:0];
+  assign hold_yx_carried = \$183 [5:0];
   assign o__payload = \packed ;
   assign \i__payload.sum  = i__payload[13:0];
   assign \i__payload.exp  = i__payload[19:14];
@@ -2294,10 +2372,8 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign lzc_0_16_zero = 1'h0;
   assign \$38  = { lzc_12_4_zero, \$30  };
   assign lzc_0_32_zero = 1'h0;
-  assign exp_wide = { 2'h0, c_exp };
-  assign zeros_wide = { 3'h0, c_zeros };
-  assign \$49  = normalise4[6];
-  assign denormalise0_sticky = denormalise0_lost;
+  assign exp_wide = { 2'h0, i__payload[19:14] };
+  assign zeros_wide = { 3'h0, lzc_16_8_zero, \$39  };
   assign near_b_wide = { 1'h0, t_sig };
   assign near_a_wide = { 1'h0, acc_sig };
   assign \$84  = 1'h1;

@@ -259,3 +259,29 @@ def test_accumulator_long_walks_match_the_golden_model(fmt):
             got = int(expected_bits(as_float(np.array([got]), FP16).astype(np.float32), FP32)[0])
         assert got == want, f"group {n}: {got:#010x} != {want:#010x}"
 
+
+
+def test_fp16_accumulator_terms_that_round_into_the_next_binade():
+    """FP16 block values whose rounding carries into the exponent (|S| = 2^k - j with the top 11
+    bits ones and the rest rounding up: 4095, 8190, 8191, 16380 ... 16383, also into the smallest
+    normal from the subnormals): the loop's exponent differences with such a term are chosen by
+    that carry, which no random sum above is likely to produce."""
+    rng = np.random.default_rng(11)
+    carrying = np.array([4095, 8190, 8191, 16380, 16381, 16382, 16383, 2047 * 2 + 1])
+    beats, sums = [], []
+    while len(beats) < 300:
+        length = int(rng.integers(1, 9))
+        s = np.where(rng.random(length) < 0.6, rng.choice(carrying, length), rng.integers(1, 16384, length))
+        s = np.where(rng.random(length) < 0.5, -s, s)
+        low = int(rng.integers(0, 50))
+        e = rng.integers(low, low + 4, length)                   # neighbours: every path of the adder
+        sums.append((s, e))
+        for k, (sk, ek) in enumerate(zip(s, e)):
+            beats.append(int(sk) & ((1 << SUM_BITS) - 1) | int(ek) << SUM_BITS | int(k == length - 1) << (SUM_BITS + 6))
+    dut = FloatAccumulator(SUM_BITS, FP16)
+    run = run_stream(dut, beats, expected=len(sums), valid_prob=0.9, ready_prob=0.8, seed=12, tail=4)
+    for n, ((s, e), got) in enumerate(zip(sums, run.outputs)):
+        values = torch.ldexp(torch.tensor(s, dtype=torch.float32), torch.tensor(e - 36))
+        want = int(accumulate.add_in_order(values[:, None], "fp16").view(torch.int32)) & 0xFFFFFFFF
+        got = int(expected_bits(as_float(np.array([got]), FP16).astype(np.float32), FP32)[0])
+        assert got == want, f"group {n}: {got:#010x} != {want:#010x}"
