@@ -110,13 +110,21 @@ def _shift_left(m: Module, name: str, x, amount) -> Signal:
 
 
 def _shift_right_sticky(m: Module, name: str, x, amount) -> Signal:
-    """``x >> amount`` with every bit shifted out ORed into bit 0 (the sticky bit)."""
+    """``x >> amount`` with every bit shifted out ORed into bit 0 (the sticky bit).
+
+    The sticky bit is taken from ``x`` itself, beside the shifter: bit ``i`` is lost when
+    ``amount > i``. Gathered from the shifter's steps instead, it would come after the last of
+    them, and it enters the sum that follows at its lowest bit, the start of the carry chain."""
     width = len(x)
-    sticky = Const(0, 1)
+    # below[i] = amount > i: 2^amount - 1, built from amount's bits (logic, not compare chains).
+    below = Const(0, width)
+    for j in reversed(range(len(amount))):
+        step = min(1 << j, width)
+        below = _named(m, f"{name}_below{j}", Mux(amount[j], Cat(Const((1 << step) - 1, step), below[:width - step]),
+                                                  below), width)
+    sticky = _named(m, f"{name}_sticky", (x & below).any())
     for j in range(len(amount)):
         step = min(1 << j, width)
-        lost = _named(m, f"{name}{j}_lost", amount[j] & x[:step].any())
-        sticky = _named(m, f"{name}{j}_sticky", sticky | lost)
         x = _named(m, f"{name}{j}", Mux(amount[j], x[step:], x), width)
     return _named(m, name, x | sticky)
 
@@ -446,8 +454,9 @@ class BlockToFloat(_CheckedComponent):
 def _convert(m: Module, sum_bits: int, fmt: FloatFormat, x, exp, register=lambda **values: values):
     """The logic of :class:`BlockToFloat`: the bits of ``x * 2^(exp - 36)`` in ``fmt``, and its
     exponent as the adder's operands have it (:func:`_unpack`: 1 for zero and subnormals) in a
-    :class:`LateExponent` (FP32: no carry; FP16: the rounding's carry). ``register`` receives the
-    first half's values and returns what the second half reads: themselves, or registers of them."""
+    :class:`LateExponent` (FP32: no carry; FP16: the rounding's carry), from the second half's
+    inputs and not from the bits. ``register`` receives the first half's values and returns what
+    the second half reads: themselves, or registers of them."""
     P = _pow2_at_least(sum_bits)               # bits of the normalised magnitude
     E, M = fmt.exp_bits, fmt.man_bits
     negative = x[-1]
@@ -456,17 +465,24 @@ def _convert(m: Module, sum_bits: int, fmt: FloatFormat, x, exp, register=lambda
     # Biased exponent of the top bit: (P - 1 - zeros) + exp - 36 + bias = exp + offset - zeros.
     offset = P - 1 - PRODUCT_EXP_OFFSET + fmt.bias
     if conversion_is_exact(sum_bits, fmt):
-        # FP32: exp + (offset - zeros), always normal; the mantissa is the magnitude's other bits.
-        v = register(negative=negative, zero=zero, field=magnitude,
-                     zeros=_count_leading_zeros(m, "lzc", magnitude), exp=exp)
-        zeros, exp = v["zeros"], v["exp"]
-        norm = _shift_left(m, "normalise", v["field"], zeros)                # hidden bit at P - 1
-        width = offset.bit_length()          # 106: 7 bits, at least the width of exp and zeros
-        assert width >= max(EXP_SUM_BITS, len(zeros))
-        rest = _named(m, "offset_rest", Const(offset, width) - _widen(m, "zeros_wide", zeros, width), width)
-        exp_field = _named(m, "exp_field", _widen(m, "exp_wide", exp, width) + rest, E)
-        finite = Cat(Const(0, M - (P - 1)), norm[:P - 1], exp_field, v["negative"])
-        return _named(m, "converted", Mux(v["zero"], 0, finite), fmt.width), None
+        # FP32: exp + (offset - zeros), always normal, computed before the register so that the
+        # loop's exponent differences with it start from a register; the mantissa is the
+        # magnitude's other bits.
+        # exp + offset is added beside the negation and the count, so one subtraction follows them.
+        zeros = _count_leading_zeros(m, "lzc", magnitude)
+        width = offset.bit_length() + 1      # 106: 8 bits, exp + offset and zeros fit
+        assert width > max(EXP_SUM_BITS, len(zeros))
+        # exp + offset modulo 2^width is written exp - (2^width - offset): that constant's top bit
+        # is set, so Amaranth emits it at the full width (the lint rule WIDTHEXPAND, see _widen).
+        assert offset < 1 << (width - 1)
+        lifted = _named(m, "exp_lifted", _widen(m, "exp_wide", exp, width) - Const((1 << width) - offset, width),
+                        width)
+        v = register(negative=negative, zero=zero, field=magnitude, zeros=zeros,
+                     exp_field=_named(m, "exp_field", lifted - _widen(m, "zeros_wide", zeros, width), E))
+        norm = _shift_left(m, "normalise", v["field"], v["zeros"])          # hidden bit at P - 1
+        finite = Cat(Const(0, M - (P - 1)), norm[:P - 1], v["exp_field"], v["negative"])
+        base = _named(m, "base", Mux(v["zero"], 1, v["exp_field"]), E)         # as _unpack gives it
+        return _named(m, "converted", Mux(v["zero"], 0, finite), fmt.width), LateExponent(base)
     # FP16. The negative offset (-6 at B = 32) becomes that many zeros above the magnitude, so that
     # the count includes it and the biased exponent is exp - zeros: no constant enters the
     # arithmetic. One more zero on top puts the subnormal place 2^(1 - bias - M) at a shift of
@@ -535,9 +551,9 @@ class FloatAccumulator(_CheckedComponent):
     ``o`` payload: ``total``, ``fmt.width`` bits: ``acc = fl(acc + fl(S_j * 2^(exp_j - 36)))`` over the
     beats since the previous ``last``, from ``acc = +0.0``, one beat per ``last``.
 
-    Latency 3: stage C registers the block sum's magnitude and leading-zero count (FP16: also its
-    exponent before rounding, the subnormal and overflow flags and the one left shift that places
-    it); stage T the block value converted to ``fmt`` (:class:`BlockToFloat`) and unpacked (sign,
+    Latency 3: stage C registers the block sum's magnitude and leading-zero count, and the value's
+    exponent field (FP16: the exponent before rounding, the subnormal and overflow flags and the
+    one left shift that places the magnitude); stage T the block value converted to ``fmt`` (:class:`BlockToFloat`) and unpacked (sign,
     exponent, significand with its hidden bit, Inf) and the differences of its exponent and the
     running sum's; stage O adds it to the running sum, and on ``last`` registers the total and
     restarts at +0.0. Only the adder is in the loop: the running sum stays unpacked (packed once, at
@@ -615,8 +631,6 @@ class FloatAccumulator(_CheckedComponent):
         differences = (Signal(E + 1, name="acc_ahead", reset_less=True),
                        Signal(E + 1, name="acc_behind", reset_less=True))
         incoming = _unpack(m, "value", fmt, value)
-        # FP16: the incoming exponent's rounding carry chooses among differences computed without it.
-        follow = follow or LateExponent(incoming["exp"])
         result = _add(m, fmt, running, t_value, self.ieee, differences=differences, follow=follow)
         # The running sum the incoming term will meet: the sum, +0.0 after a last beat, or as it is.
         restart = _late_differences(m, "restart", fmt, None, follow)

@@ -1103,12 +1103,12 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire \$100 ;
-  wire [13:0] \$101 ;
-  wire [14:0] \$102 ;
-  wire [15:0] \$103 ;
-  wire [14:0] \$104 ;
-  wire [15:0] \$105 ;
+  wire [15:0] \$100 ;
+  wire [14:0] \$101 ;
+  wire [15:0] \$102 ;
+  wire \$103 ;
+  wire \$104 ;
+  wire \$105 ;
   wire \$106 ;
   wire \$107 ;
   wire \$108 ;
@@ -1122,57 +1122,57 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire \$115 ;
   wire \$116 ;
   wire \$117 ;
-  wire \$118 ;
+  wire [10:0] \$118 ;
   wire \$119 ;
   wire \$12 ;
   wire \$120 ;
-  wire [10:0] \$121 ;
+  wire \$121 ;
   wire \$122 ;
-  wire \$123 ;
-  wire \$124 ;
-  wire \$125 ;
-  wire [4:0] \$126 ;
+  wire [4:0] \$123 ;
+  wire [5:0] \$124 ;
+  wire [5:0] \$125 ;
+  wire [5:0] \$126 ;
   wire [5:0] \$127 ;
   wire [5:0] \$128 ;
-  wire [5:0] \$129 ;
+  wire [6:0] \$129 ;
   wire \$13 ;
-  wire [5:0] \$130 ;
-  wire [5:0] \$131 ;
-  wire [6:0] \$132 ;
-  wire [6:0] \$133 ;
-  wire \$134 ;
-  wire \$135 ;
-  wire [5:0] \$136 ;
+  wire [6:0] \$130 ;
+  wire \$131 ;
+  wire \$132 ;
+  wire [5:0] \$133 ;
+  wire [5:0] \$134 ;
+  wire [6:0] \$135 ;
+  wire [6:0] \$136 ;
   wire [6:0] \$137 ;
   wire [6:0] \$138 ;
   wire [5:0] \$139 ;
   wire \$14 ;
   wire [5:0] \$140 ;
-  wire [6:0] \$141 ;
+  wire [5:0] \$141 ;
   wire [6:0] \$142 ;
-  wire [5:0] \$143 ;
-  wire [5:0] \$144 ;
+  wire [6:0] \$143 ;
+  wire [6:0] \$144 ;
   wire [6:0] \$145 ;
   wire [6:0] \$146 ;
   wire [6:0] \$147 ;
-  wire [6:0] \$148 ;
+  wire [5:0] \$148 ;
   wire [6:0] \$149 ;
   wire [1:0] \$15 ;
   wire [6:0] \$150 ;
   wire [5:0] \$151 ;
   wire [6:0] \$152 ;
-  wire [6:0] \$153 ;
+  wire [5:0] \$153 ;
   wire [5:0] \$154 ;
-  wire [6:0] \$155 ;
+  wire [5:0] \$155 ;
   wire [5:0] \$156 ;
   wire [5:0] \$157 ;
   wire [5:0] \$158 ;
   wire [5:0] \$159 ;
   wire \$16 ;
   wire [5:0] \$160 ;
-  wire [5:0] \$161 ;
-  wire [5:0] \$162 ;
-  wire [5:0] \$163 ;
+  wire \$161 ;
+  wire \$162 ;
+  wire \$163 ;
   wire \$164 ;
   wire \$165 ;
   wire \$166 ;
@@ -1181,10 +1181,10 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire \$169 ;
   wire \$17 ;
   wire \$170 ;
-  wire \$171 ;
-  wire \$172 ;
-  wire \$173 ;
-  wire [5:0] \$174 ;
+  wire [5:0] \$171 ;
+  wire [6:0] \$172 ;
+  wire [6:0] \$173 ;
+  wire [6:0] \$174 ;
   wire [6:0] \$175 ;
   wire [6:0] \$176 ;
   wire [6:0] \$177 ;
@@ -1192,57 +1192,54 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire [6:0] \$179 ;
   wire \$18 ;
   wire [6:0] \$180 ;
-  wire [6:0] \$181 ;
-  wire [6:0] \$182 ;
-  wire [6:0] \$183 ;
-  wire [4:0] \$184 ;
-  wire [15:0] \$185 ;
+  wire [4:0] \$181 ;
+  wire [15:0] \$182 ;
+  wire \$183 ;
+  wire \$184 ;
+  wire \$185 ;
   wire \$186 ;
   wire \$187 ;
   wire \$188 ;
   wire \$189 ;
   wire \$19 ;
-  wire \$190 ;
-  wire \$191 ;
-  wire \$192 ;
+  wire [5:0] \$190 ;
+  wire [5:0] \$191 ;
+  wire [5:0] \$192 ;
   wire [5:0] \$193 ;
-  wire [5:0] \$194 ;
-  wire [5:0] \$195 ;
-  wire [5:0] \$196 ;
-  wire \$197 ;
+  wire \$194 ;
+  reg \$195 ;
+  reg \$196 ;
+  reg \$197 ;
   reg \$198 ;
   reg \$199 ;
   wire \$2 ;
   wire \$20 ;
   reg \$200 ;
-  reg \$201 ;
-  reg \$202 ;
-  reg \$203 ;
-  reg [21:0] \$204 ;
-  reg [4:0] \$205 ;
+  reg [21:0] \$201 ;
+  reg [4:0] \$202 ;
+  reg [4:0] \$203 ;
+  reg \$204 ;
+  reg \$205 ;
   reg [4:0] \$206 ;
-  reg \$207 ;
+  reg [10:0] \$207 ;
   reg \$208 ;
-  reg [4:0] \$209 ;
+  reg \$209 ;
   wire \$21 ;
-  reg [10:0] \$210 ;
-  reg \$211 ;
+  reg [5:0] \$210 ;
+  reg [5:0] \$211 ;
   reg \$212 ;
-  reg [5:0] \$213 ;
-  reg [5:0] \$214 ;
-  reg \$215 ;
-  reg \$216 ;
+  reg \$213 ;
+  reg \$214 ;
+  reg [4:0] \$215 ;
+  reg [10:0] \$216 ;
   reg \$217 ;
-  reg [4:0] \$218 ;
-  reg [10:0] \$219 ;
+  reg \$218 ;
+  reg \$219 ;
   wire [1:0] \$22 ;
-  reg \$220 ;
-  reg \$221 ;
+  reg [4:0] \$220 ;
+  reg [10:0] \$221 ;
   reg \$222 ;
-  reg [4:0] \$223 ;
-  reg [10:0] \$224 ;
-  reg \$225 ;
-  reg \$226 ;
+  reg \$223 ;
   wire [2:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
@@ -1324,9 +1321,9 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   wire [5:0] \$94 ;
   wire [5:0] \$95 ;
   wire \$96 ;
-  wire \$97 ;
-  wire \$98 ;
-  wire \$99 ;
+  wire [13:0] \$97 ;
+  wire [13:0] \$98 ;
+  wire [14:0] \$99 ;
   wire a_big;
   reg [5:0] acc_ahead = 6'h00;
   reg [5:0] acc_behind = 6'h00;
@@ -1337,19 +1334,16 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   reg acc_sign = 1'h0;
   wire [13:0] align;
   wire [13:0] align0;
-  wire align0_lost;
-  wire align0_sticky;
   wire [13:0] align1;
-  wire align1_lost;
-  wire align1_sticky;
   wire [13:0] align2;
-  wire align2_lost;
-  wire align2_sticky;
   wire [13:0] align3;
-  wire align3_lost;
-  wire align3_sticky;
+  wire [13:0] align_below0;
+  wire [13:0] align_below1;
+  wire [13:0] align_below2;
+  wire [13:0] align_below3;
   wire align_beyond;
   wire [13:0] align_flip;
+  wire align_sticky;
   wire [14:0] align_wide;
   wire apart_one;
   wire [4:0] base;
@@ -1576,7 +1570,7 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   output o_valid;
   reg o_valid = 1'h0;
   wire overflow;
-  wire \overflow$249 ;
+  wire \overflow$246 ;
   output [15:0] \packed ;
   wire [15:0] \packed ;
   wire raised;
@@ -1770,424 +1764,465 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign small_sig = acc_ahead[5] ? acc_sig : t_sig;
   assign \$96  = | small_sig;
   assign small_ext = align_beyond ? { 13'h0000, \$96  } : { small_sig, 3'h0 };
-  assign align0_lost = \$63 [0] & \$97 ;
+  assign align_below3 = \$63 [3] ? 14'h00ff : 14'h0000;
+  assign align_below2 = \$63 [2] ? { align_below3[9:0], 4'hf } : align_below3;
+  assign align_below1 = \$63 [1] ? { align_below2[11:0], 2'h3 } : align_below2;
+  assign align_below0 = \$63 [0] ? { align_below1[12:0], 1'h1 } : align_below1;
+  assign \$97  = small_ext & align_below0;
+  assign align_sticky = | \$97 ;
   assign align0 = \$63 [0] ? { 1'h0, small_ext[13:1] } : small_ext;
-  assign \$98  = | align0[1:0];
-  assign align1_lost = \$63 [1] & \$98 ;
-  assign align1_sticky = align0_sticky | align1_lost;
   assign align1 = \$63 [1] ? { 2'h0, align0[13:2] } : align0;
-  assign \$99  = | align1[3:0];
-  assign align2_lost = \$63 [2] & \$99 ;
-  assign align2_sticky = align1_sticky | align2_lost;
   assign align2 = \$63 [2] ? { 4'h0, align1[13:4] } : align1;
-  assign \$100  = | align2[7:0];
-  assign align3_lost = \$63 [3] & \$100 ;
-  assign align3_sticky = align2_sticky | align3_lost;
   assign align3 = \$63 [3] ? { 8'h00, align2[13:8] } : align2;
-  assign align = align3 | { 13'h0000, align3_sticky };
-  assign \$101  = subtract ? 14'h3fff : 14'h0000;
-  assign align_flip = align ^ \$101 ;
+  assign align = align3 | { 13'h0000, align_sticky };
+  assign \$98  = subtract ? 14'h3fff : 14'h0000;
+  assign align_flip = align ^ \$98 ;
   assign far_inc_a = acc_sig + 1'h1;
   assign far_inc_b = t_sig + 1'h1;
   assign far_big_inc = acc_ahead[5] ? far_inc_b : far_inc_a;
   assign far_sum_carry = { far_big_inc, 3'h0 } + align_wide;
-  assign \$102  = { big_sig, 3'h4 } + align_flip;
-  assign \$103  = \$102  + subtract;
-  assign \$104  = { big_sig, 3'h2 } + align_flip;
-  assign \$105  = \$104  + subtract;
-  assign far_beyond_plain = \$103 [14] ^ subtract;
-  assign \$106  = ~ subtract;
-  assign far_use_carry = \$106  & far_beyond_plain;
-  assign \$107  = ~ \$105 [13];
-  assign \$108  = subtract & \$107 ;
-  assign far_use_left = \$108  & \$105 [14];
-  assign \$109  = | far_sum_carry[3:0];
-  assign \$110  = ~ \$109 ;
-  assign \$112  = far_sum_carry[4] & \$111 ;
-  assign \$113  = | \$105 [1:0];
-  assign \$114  = ~ \$113 ;
-  assign \$116  = \$105 [2] & \$115 ;
-  assign \$117  = | \$103 [2:0];
-  assign \$118  = ~ \$117 ;
-  assign \$120  = \$103 [3] & \$119 ;
-  assign \$121  = far_use_left ? { \$105 [12:3], \$116  } : { \$103 [13:4], \$120  };
-  assign far_chosen = far_use_carry ? { far_sum_carry[14:5], \$112  } : \$121 ;
-  assign \$122  = ~ far_use_left;
-  assign \$123  = subtract & \$122 ;
-  assign \$124  = \$123  & far_beyond_plain;
-  assign far_up = far_use_carry ? far_sum_carry[15] : \$124 ;
-  assign \$125  = far_chosen[10] | far_up;
-  assign \$126  = big_exp[4:1] + 1'h1;
+  assign \$99  = { big_sig, 3'h4 } + align_flip;
+  assign \$100  = \$99  + subtract;
+  assign \$101  = { big_sig, 3'h2 } + align_flip;
+  assign \$102  = \$101  + subtract;
+  assign far_beyond_plain = \$100 [14] ^ subtract;
+  assign \$103  = ~ subtract;
+  assign far_use_carry = \$103  & far_beyond_plain;
+  assign \$104  = ~ \$102 [13];
+  assign \$105  = subtract & \$104 ;
+  assign far_use_left = \$105  & \$102 [14];
+  assign \$106  = | far_sum_carry[3:0];
+  assign \$107  = ~ \$106 ;
+  assign \$109  = far_sum_carry[4] & \$108 ;
+  assign \$110  = | \$102 [1:0];
+  assign \$111  = ~ \$110 ;
+  assign \$113  = \$102 [2] & \$112 ;
+  assign \$114  = | \$100 [2:0];
+  assign \$115  = ~ \$114 ;
+  assign \$117  = \$100 [3] & \$116 ;
+  assign \$118  = far_use_left ? { \$102 [12:3], \$113  } : { \$100 [13:4], \$117  };
+  assign far_chosen = far_use_carry ? { far_sum_carry[14:5], \$109  } : \$118 ;
+  assign \$119  = ~ far_use_left;
+  assign \$120  = subtract & \$119 ;
+  assign \$121  = \$120  & far_beyond_plain;
+  assign far_up = far_use_carry ? far_sum_carry[15] : \$121 ;
+  assign \$122  = far_chosen[10] | far_up;
+  assign \$123  = big_exp[4:1] + 1'h1;
+  assign \$124  = big_exp + 1'h1;
+  assign \$125  = far_sum_carry[15] ? { \$123 , big_exp[0] } : \$124 ;
+  assign \$126  = big_exp - 1'h1;
   assign \$127  = big_exp + 1'h1;
-  assign \$128  = far_sum_carry[15] ? { \$126 , big_exp[0] } : \$127 ;
-  assign \$129  = big_exp - 1'h1;
-  assign \$130  = big_exp + 1'h1;
-  assign \$131  = far_up ? \$130  : { 1'h0, big_exp };
-  assign \$132  = far_use_left ? { \$129 [5], \$129  } : { 1'h0, \$131  };
-  assign \$133  = far_use_carry ? { 1'h0, \$128  } : \$132 ;
-  assign \$135  = near_sign & \$134 ;
-  assign sum_sign = near ? \$135  : big_sign;
-  assign sum_exp = near ? \$95 [4:0] : \$133 [4:0];
-  assign sum_sig = near ? near_normalise4[11:1] : { \$125 , far_chosen[9:0] };
+  assign \$128  = far_up ? \$127  : { 1'h0, big_exp };
+  assign \$129  = far_use_left ? { \$126 [5], \$126  } : { 1'h0, \$128  };
+  assign \$130  = far_use_carry ? { 1'h0, \$125  } : \$129 ;
+  assign \$132  = near_sign & \$131 ;
+  assign sum_sign = near ? \$132  : big_sign;
+  assign sum_exp = near ? \$95 [4:0] : \$130 [4:0];
+  assign sum_sig = near ? near_normalise4[11:1] : { \$122 , far_chosen[9:0] };
   assign follow_xy = big_exp - c_base;
   assign follow_yx = c_base - big_exp;
-  assign \$136  = follow_xy[5:1] - 1'h1;
-  assign \$137  = follow_xy - 1'h1;
-  assign \$138  = follow_xy + 1'h1;
+  assign \$133  = follow_xy[5:1] - 1'h1;
+  assign \$134  = follow_yx[5:1] + 1'h1;
+  assign \$135  = follow_xy - 1'h1;
+  assign \$136  = follow_yx + 1'h1;
+  assign \$137  = follow_xy + 1'h1;
+  assign \$138  = follow_yx - 1'h1;
   assign \$139  = follow_xy[5:1] + 1'h1;
-  assign \$140  = follow_yx[5:1] + 1'h1;
-  assign \$141  = follow_yx + 1'h1;
-  assign \$142  = follow_yx - 1'h1;
-  assign \$143  = follow_yx[5:1] - 1'h1;
-  assign follow_ahead0_carried = raised ? { \$136 [4:0], follow_xy[0] } : \$137 [5:0];
-  assign follow_behind0_carried = raised ? { \$140 [4:0], follow_yx[0] } : \$141 [5:0];
-  assign follow_ahead1_carried = raised ? \$137 [5:0] : follow_xy;
-  assign follow_behind1_carried = raised ? \$141 [5:0] : follow_yx;
-  assign follow_ahead2_carried = raised ? follow_xy : \$138 [5:0];
-  assign follow_behind2_carried = raised ? follow_yx : \$142 [5:0];
-  assign follow_ahead3_carried = raised ? \$138 [5:0] : { \$139 [4:0], follow_xy[0] };
-  assign follow_behind3_carried = raised ? \$142 [5:0] : { \$143 [4:0], follow_yx[0] };
+  assign \$140  = follow_yx[5:1] - 1'h1;
+  assign follow_ahead0_carried = raised ? { \$133 [4:0], follow_xy[0] } : \$135 [5:0];
+  assign follow_behind0_carried = raised ? { \$134 [4:0], follow_yx[0] } : \$136 [5:0];
+  assign follow_ahead1_carried = raised ? \$135 [5:0] : follow_xy;
+  assign follow_behind1_carried = raised ? \$136 [5:0] : follow_yx;
+  assign follow_ahead2_carried = raised ? follow_xy : \$137 [5:0];
+  assign follow_behind2_carried = raised ? follow_yx : \$138 [5:0];
+  assign follow_ahead3_carried = raised ? \$137 [5:0] : { \$139 [4:0], follow_xy[0] };
+  assign follow_behind3_carried = raised ? \$138 [5:0] : { \$140 [4:0], follow_yx[0] };
   assign follow_zero_yx = c_base - 1'h1;
-  assign \$144  = ~ follow_zero_yx;
-  assign \$145  = \$144  + 1'h1;
-  assign \$146  = \$145 [5:0] - 1'h1;
-  assign \$147  = raised ? \$146  : { 1'h0, \$145 [5:0] };
-  assign \$148  = follow_zero_yx + 1'h1;
-  assign \$149  = raised ? \$148  : { 1'h0, follow_zero_yx };
-  assign \$150  = follow_xy - follow_zeros;
+  assign \$141  = ~ follow_zero_yx;
+  assign \$142  = \$141  + 1'h1;
+  assign \$143  = \$142 [5:0] - 1'h1;
+  assign \$144  = raised ? \$143  : { 1'h0, \$142 [5:0] };
+  assign \$145  = follow_zero_yx + 1'h1;
+  assign \$146  = raised ? \$145  : { 1'h0, follow_zero_yx };
+  assign \$147  = follow_xy - follow_zeros;
+  assign \$148  = ~ follow_zeros;
+  assign \$149  = follow_xy + \$148 ;
+  assign follow_near_ahead_carried = raised ? \$149 [5:0] : \$147 [5:0];
+  assign \$150  = follow_yx + follow_zeros;
   assign \$151  = ~ follow_zeros;
-  assign \$152  = follow_xy + \$151 ;
-  assign follow_near_ahead_carried = raised ? \$152 [5:0] : \$150 [5:0];
-  assign \$153  = follow_yx + follow_zeros;
-  assign \$154  = ~ follow_zeros;
-  assign \$155  = follow_yx - \$154 ;
-  assign follow_near_behind_carried = raised ? \$155 [5:0] : \$153 [5:0];
-  assign follow_near_ahead = \$89  ? follow_near_ahead_carried : \$147 [5:0];
-  assign follow_near_behind = \$89  ? follow_near_behind_carried : \$149 [5:0];
-  assign \$156  = far_sum_carry[15] ? follow_ahead3_carried : follow_ahead2_carried;
-  assign \$157  = far_up ? follow_ahead2_carried : follow_ahead1_carried;
-  assign \$158  = far_use_left ? follow_ahead0_carried : \$157 ;
-  assign \$159  = far_use_carry ? \$156  : \$158 ;
-  assign next_ahead = near ? follow_near_ahead : \$159 ;
-  assign \$160  = far_sum_carry[15] ? follow_behind3_carried : follow_behind2_carried;
-  assign \$161  = far_up ? follow_behind2_carried : follow_behind1_carried;
-  assign \$162  = far_use_left ? follow_behind0_carried : \$161 ;
-  assign \$163  = far_use_carry ? \$160  : \$162 ;
-  assign next_behind = near ? follow_near_behind : \$163 ;
-  assign \$164  = ~ near;
-  assign \$165  = & \$133 [4:0];
-  assign \$166  = \$133 [5] | \$165 ;
-  assign \overflow$249  = \$164  & \$166 ;
-  assign \$167  = acc_nan | t_nan;
-  assign \$168  = acc_inf & t_inf;
-  assign \$169  = \$168  & subtract;
-  assign sum_nan = \$167  | \$169 ;
-  assign \$170  = ~ sum_nan;
-  assign \$171  = acc_inf | t_inf;
-  assign \$172  = \$171  | \overflow$249 ;
-  assign sum_inf = \$170  & \$172 ;
-  assign \$173  = t_inf ? t_sign : sum_sign;
-  assign sum_sign_ieee = acc_inf ? acc_sign : \$173 ;
+  assign \$152  = follow_yx - \$151 ;
+  assign follow_near_behind_carried = raised ? \$152 [5:0] : \$150 [5:0];
+  assign follow_near_ahead = \$89  ? follow_near_ahead_carried : \$144 [5:0];
+  assign follow_near_behind = \$89  ? follow_near_behind_carried : \$146 [5:0];
+  assign \$153  = far_sum_carry[15] ? follow_ahead3_carried : follow_ahead2_carried;
+  assign \$154  = far_up ? follow_ahead2_carried : follow_ahead1_carried;
+  assign \$155  = far_use_left ? follow_ahead0_carried : \$154 ;
+  assign \$156  = far_use_carry ? \$153  : \$155 ;
+  assign next_ahead = near ? follow_near_ahead : \$156 ;
+  assign \$157  = far_sum_carry[15] ? follow_behind3_carried : follow_behind2_carried;
+  assign \$158  = far_up ? follow_behind2_carried : follow_behind1_carried;
+  assign \$159  = far_use_left ? follow_behind0_carried : \$158 ;
+  assign \$160  = far_use_carry ? \$157  : \$159 ;
+  assign next_behind = near ? follow_near_behind : \$160 ;
+  assign \$161  = ~ near;
+  assign \$162  = & \$130 [4:0];
+  assign \$163  = \$130 [5] | \$162 ;
+  assign \overflow$246  = \$161  & \$163 ;
+  assign \$164  = acc_nan | t_nan;
+  assign \$165  = acc_inf & t_inf;
+  assign \$166  = \$165  & subtract;
+  assign sum_nan = \$164  | \$166 ;
+  assign \$167  = ~ sum_nan;
+  assign \$168  = acc_inf | t_inf;
+  assign \$169  = \$168  | \overflow$246 ;
+  assign sum_inf = \$167  & \$169 ;
+  assign \$170  = t_inf ? t_sign : sum_sign;
+  assign sum_sign_ieee = acc_inf ? acc_sign : \$170 ;
   assign restart_yx = c_base - 1'h1;
-  assign \$174  = ~ restart_yx;
-  assign \$175  = \$174  + 1'h1;
-  assign \$176  = \$175 [5:0] - 1'h1;
-  assign \$177  = raised ? \$176  : { 1'h0, \$175 [5:0] };
-  assign \$178  = restart_yx + 1'h1;
-  assign \$179  = raised ? \$178  : { 1'h0, restart_yx };
+  assign \$171  = ~ restart_yx;
+  assign \$172  = \$171  + 1'h1;
+  assign \$173  = \$172 [5:0] - 1'h1;
+  assign \$174  = raised ? \$173  : { 1'h0, \$172 [5:0] };
+  assign \$175  = restart_yx + 1'h1;
+  assign \$176  = raised ? \$175  : { 1'h0, restart_yx };
   assign hold_xy = acc_exp - c_base;
   assign hold_yx = c_base - acc_exp;
-  assign \$180  = hold_xy - 1'h1;
-  assign \$181  = raised ? \$180  : { 1'h0, hold_xy };
-  assign \$182  = hold_yx + 1'h1;
-  assign \$183  = raised ? \$182  : { 1'h0, hold_yx };
-  assign \$184  = o_sig[10] ? o_exp : 5'h00;
-  assign \$185  = o_inf ? { o_sign, 15'h7c00 } : { o_sign, \$184 , o_sig[9:0] };
-  assign \packed  = o_nan ? 16'h7e00 : \$185 ;
+  assign \$177  = hold_xy - 1'h1;
+  assign \$178  = raised ? \$177  : { 1'h0, hold_xy };
+  assign \$179  = hold_yx + 1'h1;
+  assign \$180  = raised ? \$179  : { 1'h0, hold_yx };
+  assign \$181  = o_sig[10] ? o_exp : 5'h00;
+  assign \$182  = o_inf ? { o_sign, 15'h7c00 } : { o_sign, \$181 , o_sig[9:0] };
+  assign \packed  = o_nan ? 16'h7e00 : \$182 ;
+  assign \$183  = c_load & i__valid;
+  assign \$184  = c_load & i__valid;
+  assign \$185  = c_load & i__valid;
   assign \$186  = c_load & i__valid;
   assign \$187  = c_load & i__valid;
   assign \$188  = c_load & i__valid;
   assign \$189  = c_load & i__valid;
-  assign \$190  = c_load & i__valid;
-  assign \$191  = c_load & i__valid;
-  assign \$192  = c_load & i__valid;
-  assign \$193  = t_last ? \$177 [5:0] : next_ahead;
-  assign \$194  = t_fire ? \$193  : \$181 [5:0];
-  assign \$195  = t_last ? \$179 [5:0] : next_behind;
-  assign \$196  = t_fire ? \$195  : \$183 [5:0];
-  assign \$197  = t_fire & t_last;
+  assign \$190  = t_last ? \$174 [5:0] : next_ahead;
+  assign \$191  = t_fire ? \$190  : \$178 [5:0];
+  assign \$192  = t_last ? \$176 [5:0] : next_behind;
+  assign \$193  = t_fire ? \$192  : \$180 [5:0];
+  assign \$194  = t_fire & t_last;
   always @(posedge clk)
-    c_valid <= \$198 ;
+    c_valid <= \$195 ;
   always @(posedge clk)
-    c_last <= \$199 ;
+    c_last <= \$196 ;
   always @(posedge clk)
-    c_negative <= \$200 ;
+    c_negative <= \$197 ;
   always @(posedge clk)
-    c_zero <= \$201 ;
+    c_zero <= \$198 ;
   always @(posedge clk)
-    c_subnormal <= \$202 ;
+    c_subnormal <= \$199 ;
   always @(posedge clk)
-    c_overflow <= \$203 ;
+    c_overflow <= \$200 ;
   always @(posedge clk)
-    c_field <= \$204 ;
+    c_field <= \$201 ;
   always @(posedge clk)
-    c_shift <= \$205 ;
+    c_shift <= \$202 ;
   always @(posedge clk)
-    c_base <= \$206 ;
+    c_base <= \$203 ;
   always @(posedge clk)
-    t_valid <= \$207 ;
+    t_valid <= \$204 ;
   always @(posedge clk)
-    t_sign <= \$208 ;
+    t_sign <= \$205 ;
   always @(posedge clk)
-    t_exp <= \$209 ;
+    t_exp <= \$206 ;
   always @(posedge clk)
-    t_sig <= \$210 ;
+    t_sig <= \$207 ;
   always @(posedge clk)
-    t_inf <= \$211 ;
+    t_inf <= \$208 ;
   always @(posedge clk)
-    t_nan <= \$212 ;
+    t_nan <= \$209 ;
   always @(posedge clk)
-    acc_ahead <= \$213 ;
+    acc_ahead <= \$210 ;
   always @(posedge clk)
-    acc_behind <= \$214 ;
+    acc_behind <= \$211 ;
   always @(posedge clk)
-    t_last <= \$215 ;
+    t_last <= \$212 ;
   always @(posedge clk)
-    o_valid <= \$216 ;
+    o_valid <= \$213 ;
   always @(posedge clk)
-    o_sign <= \$217 ;
+    o_sign <= \$214 ;
   always @(posedge clk)
-    o_exp <= \$218 ;
+    o_exp <= \$215 ;
   always @(posedge clk)
-    o_sig <= \$219 ;
+    o_sig <= \$216 ;
   always @(posedge clk)
-    o_inf <= \$220 ;
+    o_inf <= \$217 ;
   always @(posedge clk)
-    o_nan <= \$221 ;
+    o_nan <= \$218 ;
   always @(posedge clk)
-    acc_sign <= \$222 ;
+    acc_sign <= \$219 ;
   always @(posedge clk)
-    acc_exp <= \$223 ;
+    acc_exp <= \$220 ;
   always @(posedge clk)
-    acc_sig <= \$224 ;
+    acc_sig <= \$221 ;
   always @(posedge clk)
-    acc_inf <= \$225 ;
+    acc_inf <= \$222 ;
   always @(posedge clk)
-    acc_nan <= \$226 ;
+    acc_nan <= \$223 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$198  = c_valid;
+    \$195  = c_valid;
     if (c_load) begin
-      \$198  = i__valid;
+      \$195  = i__valid;
     end
     if (rst) begin
-      \$198  = 1'h0;
+      \$195  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$199  = c_last;
+    \$196  = c_last;
     if (c_load) begin
       if (i__valid) begin
-        \$199  = i__payload[20];
+        \$196  = i__payload[20];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$200  = c_negative;
+    \$197  = c_negative;
+    if (\$183 ) begin
+      \$197  = i__payload[13];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$198  = c_zero;
+    if (\$184 ) begin
+      \$198  = zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$199  = c_subnormal;
+    if (\$185 ) begin
+      \$199  = subnormal;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$200  = c_overflow;
     if (\$186 ) begin
-      \$200  = i__payload[13];
+      \$200  = overflow;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$201  = c_zero;
+    \$201  = c_field;
     if (\$187 ) begin
-      \$201  = zero;
+      \$201  = { 8'h00, \$7 [13:0] };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$202  = c_subnormal;
+    \$202  = c_shift;
     if (\$188 ) begin
-      \$202  = subnormal;
+      \$202  = \$48 [4:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$203  = c_overflow;
+    \$203  = c_base;
     if (\$189 ) begin
-      \$203  = overflow;
+      \$203  = base;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$204  = c_field;
-    if (\$190 ) begin
-      \$204  = { 8'h00, \$7 [13:0] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$205  = c_shift;
-    if (\$191 ) begin
-      \$205  = \$48 [4:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$206  = c_base;
-    if (\$192 ) begin
-      \$206  = base;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$207  = t_valid;
+    \$204  = t_valid;
     if (t_load) begin
-      \$207  = c_valid;
+      \$204  = c_valid;
     end
     if (rst) begin
-      \$207  = 1'h0;
+      \$204  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$208  = t_sign;
+    \$205  = t_sign;
     if (t_load) begin
       if (c_valid) begin
-        \$208  = converted[15];
+        \$205  = converted[15];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$209  = t_exp;
+    \$206  = t_exp;
     if (t_load) begin
       if (c_valid) begin
-        \$209  = value_exp;
+        \$206  = value_exp;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$210  = t_sig;
+    \$207  = t_sig;
     if (t_load) begin
       if (c_valid) begin
-        \$210  = { value_normal, converted[9:0] };
+        \$207  = { value_normal, converted[9:0] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$211  = t_inf;
+    \$208  = t_inf;
     if (t_load) begin
       if (c_valid) begin
-        \$211  = value_inf;
+        \$208  = value_inf;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$212  = t_nan;
+    \$209  = t_nan;
     if (t_load) begin
       if (c_valid) begin
-        \$212  = value_nan;
+        \$209  = value_nan;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$213  = acc_ahead;
+    \$210  = acc_ahead;
     if (t_load) begin
       if (c_valid) begin
-        \$213  = \$194 ;
+        \$210  = \$191 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$214  = acc_behind;
+    \$211  = acc_behind;
     if (t_load) begin
       if (c_valid) begin
-        \$214  = \$196 ;
+        \$211  = \$193 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$215  = t_last;
+    \$212  = t_last;
     if (t_load) begin
       if (c_valid) begin
-        \$215  = c_last;
+        \$212  = c_last;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$216  = o_valid;
+    \$213  = o_valid;
     if (o_load) begin
-      \$216  = \$197 ;
+      \$213  = \$194 ;
     end
     if (rst) begin
-      \$216  = 1'h0;
+      \$213  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$217  = o_sign;
+    \$214  = o_sign;
     if (t_fire) begin
       if (t_last) begin
-        \$217  = sum_sign_ieee;
+        \$214  = sum_sign_ieee;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$218  = o_exp;
+    \$215  = o_exp;
     if (t_fire) begin
       if (t_last) begin
-        \$218  = sum_exp;
+        \$215  = sum_exp;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$219  = o_sig;
+    \$216  = o_sig;
     if (t_fire) begin
       if (t_last) begin
-        \$219  = sum_sig;
+        \$216  = sum_sig;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$220  = o_inf;
+    \$217  = o_inf;
     if (t_fire) begin
       if (t_last) begin
-        \$220  = sum_inf;
+        \$217  = sum_inf;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$221  = o_nan;
+    \$218  = o_nan;
     if (t_fire) begin
       if (t_last) begin
-        \$221  = sum_nan;
+        \$218  = sum_nan;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$222  = acc_sign;
+    \$219  = acc_sign;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$219  = 1'h0;
+      end else begin
+        \$219  = sum_sign_ieee;
+      end
+    end
+    if (rst) begin
+      \$219  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$220  = acc_exp;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$220  = 5'h01;
+      end else begin
+        \$220  = sum_exp;
+      end
+    end
+    if (rst) begin
+      \$220  = 5'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$221  = acc_sig;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$221  = 11'h000;
+      end else begin
+        \$221  = sum_sig;
+      end
+    end
+    if (rst) begin
+      \$221  = 11'h000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$222  = acc_inf;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
         \$222  = 1'h0;
       end else begin
-        \$222  = sum_sign_ieee;
+        \$222  = sum_inf;
       end
     end
     if (rst) begin
@@ -2196,62 +2231,17 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$223  = acc_exp;
+    \$223  = acc_nan;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$223  = 5'h01;
+        \$223  = 1'h0;
       end else begin
-        \$223  = sum_exp;
+        \$223  = sum_nan;
       end
     end
     if (rst) begin
-      \$223  = 5'h01;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$224  = acc_sig;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$224  = 11'h000;
-      end else begin
-        \$224  = sum_sig;
-      end
-    end
-    if (rst) begin
-      \$224  = 11'h000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$225  = acc_inf;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$225  = 1'h0;
-      end else begin
-        \$225  = sum_inf;
-      end
-    end
-    if (rst) begin
-      \$225  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$226  = acc_nan;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$226  = 1'h0;
-      end else begin
-        \$226  = sum_nan;
-      end
-    end
-    if (rst) begin
-      \$226  = 1'h0;
+      \$223  = 1'h0;
     end
   end
   assign i__ready = c_load;
@@ -2296,31 +2286,31 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign near_lzc_count = { near_lzc_8_8_zero, \$88  };
   assign near_limit = \$90 [4:0];
   assign near_exp = \$95 [4:0];
-  assign far_sum_plain = \$103 [14:0];
-  assign far_sum_left = \$105 [14:0];
+  assign far_sum_plain = \$100 [14:0];
+  assign far_sum_left = \$102 [14:0];
   assign far_up_carry = far_sum_carry[15];
-  assign far_sig = { \$125 , far_chosen[9:0] };
-  assign far_exp = \$133 [5:0];
-  assign follow_ahead_m1 = { \$136 [4:0], follow_xy[0] };
-  assign follow_ahead0 = \$137 [5:0];
-  assign follow_ahead2 = \$138 [5:0];
+  assign far_sig = { \$122 , far_chosen[9:0] };
+  assign far_exp = \$130 [5:0];
+  assign follow_ahead_m1 = { \$133 [4:0], follow_xy[0] };
+  assign follow_behind_m1 = { \$134 [4:0], follow_yx[0] };
+  assign follow_ahead0 = \$135 [5:0];
+  assign follow_behind0 = \$136 [5:0];
+  assign follow_ahead2 = \$137 [5:0];
+  assign follow_behind2 = \$138 [5:0];
   assign follow_ahead3 = { \$139 [4:0], follow_xy[0] };
-  assign follow_behind_m1 = { \$140 [4:0], follow_yx[0] };
-  assign follow_behind0 = \$141 [5:0];
-  assign follow_behind2 = \$142 [5:0];
-  assign follow_behind3 = { \$143 [4:0], follow_yx[0] };
-  assign follow_zero_xy = \$145 [5:0];
-  assign follow_zero_xy_carried = \$147 [5:0];
-  assign follow_zero_yx_carried = \$149 [5:0];
-  assign follow_near_ahead_plain = \$150 [5:0];
-  assign follow_near_ahead_raised = \$152 [5:0];
-  assign follow_near_behind_plain = \$153 [5:0];
-  assign follow_near_behind_raised = \$155 [5:0];
-  assign restart_xy = \$175 [5:0];
-  assign restart_xy_carried = \$177 [5:0];
-  assign restart_yx_carried = \$179 [5:0];
-  assign hold_xy_carried = \$181 [5:0];
-  assign hold_yx_carried = \$183 [5:0];
+  assign follow_behind3 = { \$140 [4:0], follow_yx[0] };
+  assign follow_zero_xy = \$142 [5:0];
+  assign follow_zero_xy_carried = \$144 [5:0];
+  assign follow_zero_yx_carried = \$146 [5:0];
+  assign follow_near_ahead_plain = \$147 [5:0];
+  assign follow_near_ahead_raised = \$149 [5:0];
+  assign follow_near_behind_plain = \$150 [5:0];
+  assign follow_near_behind_raised = \$152 [5:0];
+  assign restart_xy = \$172 [5:0];
+  assign restart_xy_carried = \$174 [5:0];
+  assign restart_yx_carried = \$176 [5:0];
+  assign hold_xy_carried = \$178 [5:0];
+  assign hold_yx_carried = \$180 [5:0];
   assign o__payload = \packed ;
   assign \i__payload.sum  = i__payload[13:0];
   assign \i__payload.exp  = i__payload[19:14];
@@ -2389,13 +2379,11 @@ module \bd_dot_fp16_fast_b32.accumulator (rst, o__ready, c_load, \packed , i__pa
   assign \$91  = \$90 [4];
   assign near_shift_wide = near_shift;
   assign align_beyond = \$63 [4];
-  assign \$97  = small_ext[0];
-  assign align0_sticky = align0_lost;
   assign align_wide = { 1'h0, align };
-  assign \$111  = \$109 ;
-  assign \$115  = \$113 ;
-  assign \$119  = \$117 ;
-  assign \$134  = \$89 ;
+  assign \$108  = \$106 ;
+  assign \$112  = \$110 ;
+  assign \$116  = \$114 ;
+  assign \$131  = \$89 ;
   assign follow_zeros = { 1'h0, near_shift };
 endmodule
 

@@ -1061,35 +1061,35 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [23:0] \$100 ;
+  wire \$100 ;
   wire \$101 ;
-  wire \$102 ;
-  wire \$103 ;
-  wire \$104 ;
-  wire [7:0] \$105 ;
+  wire [7:0] \$102 ;
+  wire [8:0] \$103 ;
+  wire [8:0] \$104 ;
+  wire [8:0] \$105 ;
   wire [8:0] \$106 ;
   wire [8:0] \$107 ;
-  wire [8:0] \$108 ;
-  wire [8:0] \$109 ;
+  wire [9:0] \$108 ;
+  wire [9:0] \$109 ;
   wire \$11 ;
-  wire [8:0] \$110 ;
-  wire [9:0] \$111 ;
+  wire \$110 ;
+  wire \$111 ;
   wire [9:0] \$112 ;
-  wire \$113 ;
-  wire \$114 ;
+  wire [9:0] \$113 ;
+  wire [9:0] \$114 ;
   wire [9:0] \$115 ;
-  wire [9:0] \$116 ;
-  wire [9:0] \$117 ;
-  wire [9:0] \$118 ;
-  wire [8:0] \$119 ;
+  wire [8:0] \$116 ;
+  wire [8:0] \$117 ;
+  wire [8:0] \$118 ;
+  wire [9:0] \$119 ;
   wire \$12 ;
-  wire [8:0] \$120 ;
-  wire [8:0] \$121 ;
+  wire [9:0] \$120 ;
+  wire [9:0] \$121 ;
   wire [9:0] \$122 ;
   wire [9:0] \$123 ;
-  wire [9:0] \$124 ;
-  wire [9:0] \$125 ;
-  wire [9:0] \$126 ;
+  wire [8:0] \$124 ;
+  wire [8:0] \$125 ;
+  wire [8:0] \$126 ;
   wire [8:0] \$127 ;
   wire [8:0] \$128 ;
   wire [8:0] \$129 ;
@@ -1097,53 +1097,50 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   wire [8:0] \$130 ;
   wire [8:0] \$131 ;
   wire [8:0] \$132 ;
-  wire [8:0] \$133 ;
-  wire [8:0] \$134 ;
-  wire [8:0] \$135 ;
-  wire [9:0] \$136 ;
-  wire [7:0] \$137 ;
-  wire [31:0] \$138 ;
+  wire [9:0] \$133 ;
+  wire [7:0] \$134 ;
+  wire [31:0] \$135 ;
+  wire \$136 ;
+  wire \$137 ;
+  wire \$138 ;
   wire \$139 ;
   wire \$14 ;
   wire \$140 ;
-  wire \$141 ;
-  wire \$142 ;
-  wire \$143 ;
+  wire [8:0] \$141 ;
+  wire [8:0] \$142 ;
+  wire [8:0] \$143 ;
   wire [8:0] \$144 ;
-  wire [8:0] \$145 ;
-  wire [8:0] \$146 ;
-  wire [8:0] \$147 ;
-  wire \$148 ;
+  wire \$145 ;
+  reg \$146 ;
+  reg \$147 ;
+  reg \$148 ;
   reg \$149 ;
   wire [1:0] \$15 ;
-  reg \$150 ;
-  reg \$151 ;
-  reg \$152 ;
-  reg [15:0] \$153 ;
-  reg [3:0] \$154 ;
-  reg [5:0] \$155 ;
-  reg \$156 ;
+  reg [15:0] \$150 ;
+  reg [3:0] \$151 ;
+  reg [7:0] \$152 ;
+  reg \$153 ;
+  reg \$154 ;
+  reg [7:0] \$155 ;
+  reg [23:0] \$156 ;
   reg \$157 ;
-  reg [7:0] \$158 ;
-  reg [23:0] \$159 ;
+  reg \$158 ;
+  reg [8:0] \$159 ;
   wire \$16 ;
-  reg \$160 ;
+  reg [8:0] \$160 ;
   reg \$161 ;
-  reg [8:0] \$162 ;
-  reg [8:0] \$163 ;
-  reg \$164 ;
-  reg \$165 ;
+  reg \$162 ;
+  reg \$163 ;
+  reg [7:0] \$164 ;
+  reg [23:0] \$165 ;
   reg \$166 ;
-  reg [7:0] \$167 ;
-  reg [23:0] \$168 ;
-  reg \$169 ;
+  reg \$167 ;
+  reg \$168 ;
+  reg [7:0] \$169 ;
   wire \$17 ;
-  reg \$170 ;
+  reg [23:0] \$170 ;
   reg \$171 ;
-  reg [7:0] \$172 ;
-  reg [23:0] \$173 ;
-  reg \$174 ;
-  reg \$175 ;
+  reg \$172 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
@@ -1151,20 +1148,20 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   wire \$21 ;
   wire [1:0] \$22 ;
   wire [2:0] \$23 ;
-  wire [7:0] \$24 ;
-  wire \$25 ;
+  wire [8:0] \$24 ;
+  wire [8:0] \$25 ;
   wire \$26 ;
   wire \$27 ;
   wire \$28 ;
-  wire [8:0] \$29 ;
+  wire \$29 ;
   wire \$3 ;
-  wire \$30 ;
+  wire [8:0] \$30 ;
   wire \$31 ;
-  wire [25:0] \$32 ;
+  wire \$32 ;
   wire [25:0] \$33 ;
-  wire [24:0] \$34 ;
+  wire [25:0] \$34 ;
   wire [24:0] \$35 ;
-  wire \$36 ;
+  wire [24:0] \$36 ;
   wire \$37 ;
   wire \$38 ;
   wire \$39 ;
@@ -1175,49 +1172,49 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   wire \$43 ;
   wire \$44 ;
   wire \$45 ;
-  wire [1:0] \$46 ;
-  wire \$47 ;
+  wire \$46 ;
+  wire [1:0] \$47 ;
   wire \$48 ;
   wire \$49 ;
   wire \$5 ;
   wire \$50 ;
   wire \$51 ;
   wire \$52 ;
-  wire [1:0] \$53 ;
-  wire [2:0] \$54 ;
-  wire \$55 ;
+  wire \$53 ;
+  wire [1:0] \$54 ;
+  wire [2:0] \$55 ;
   wire \$56 ;
   wire \$57 ;
   wire \$58 ;
   wire \$59 ;
   wire [14:0] \$6 ;
   wire \$60 ;
-  wire [1:0] \$61 ;
-  wire \$62 ;
+  wire \$61 ;
+  wire [1:0] \$62 ;
   wire \$63 ;
   wire \$64 ;
   wire \$65 ;
   wire \$66 ;
   wire \$67 ;
-  wire [1:0] \$68 ;
-  wire [2:0] \$69 ;
+  wire \$68 ;
+  wire [1:0] \$69 ;
   wire [14:0] \$7 ;
-  wire [3:0] \$70 ;
-  wire \$71 ;
-  wire [8:0] \$72 ;
+  wire [2:0] \$70 ;
+  wire [3:0] \$71 ;
+  wire \$72 ;
   wire [8:0] \$73 ;
-  wire \$74 ;
+  wire [8:0] \$74 ;
   wire \$75 ;
-  wire \$76 ;
-  wire \$77 ;
-  wire \$78 ;
-  wire \$79 ;
+  wire [26:0] \$76 ;
+  wire [26:0] \$77 ;
+  wire [27:0] \$78 ;
+  wire [28:0] \$79 ;
   wire \$8 ;
-  wire [26:0] \$80 ;
-  wire [27:0] \$81 ;
-  wire [28:0] \$82 ;
-  wire [27:0] \$83 ;
-  wire [28:0] \$84 ;
+  wire [27:0] \$80 ;
+  wire [28:0] \$81 ;
+  wire \$82 ;
+  wire \$83 ;
+  wire \$84 ;
   wire \$85 ;
   wire \$86 ;
   wire \$87 ;
@@ -1231,7 +1228,7 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   wire \$94 ;
   wire \$95 ;
   wire \$96 ;
-  wire \$97 ;
+  wire [23:0] \$97 ;
   wire \$98 ;
   wire \$99 ;
   wire a_big;
@@ -1244,28 +1241,25 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   reg acc_sign = 1'h0;
   wire [26:0] align;
   wire [26:0] align0;
-  wire align0_lost;
-  wire align0_sticky;
   wire [26:0] align1;
-  wire align1_lost;
-  wire align1_sticky;
   wire [26:0] align2;
-  wire align2_lost;
-  wire align2_sticky;
   wire [26:0] align3;
-  wire align3_lost;
-  wire align3_sticky;
   wire [26:0] align4;
-  wire align4_lost;
-  wire align4_sticky;
+  wire [26:0] align_below0;
+  wire [26:0] align_below1;
+  wire [26:0] align_below2;
+  wire [26:0] align_below3;
+  wire [26:0] align_below4;
   wire align_beyond;
   wire [26:0] align_flip;
+  wire align_sticky;
   wire [27:0] align_wide;
   wire apart_one;
+  wire [7:0] base;
   wire [7:0] big_exp;
   wire [23:0] big_sig;
   wire big_sign;
-  reg [5:0] c_exp = 6'h00;
+  reg [7:0] c_exp_field = 8'h00;
   reg [15:0] c_field = 16'h0000;
   reg c_last = 1'h0;
   output c_load;
@@ -1279,7 +1273,8 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   wire [31:0] converted;
   wire [7:0] distance;
   wire [7:0] exp_field;
-  wire [6:0] exp_wide;
+  wire [7:0] exp_lifted;
+  wire [7:0] exp_wide;
   wire far_beyond_plain;
   wire [24:0] far_big_inc;
   wire [23:0] far_chosen;
@@ -1452,7 +1447,6 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   reg o_sign = 1'h0;
   output o_valid;
   reg o_valid = 1'h0;
-  wire [6:0] offset_rest;
   output [31:0] \packed ;
   wire [31:0] \packed ;
   wire [8:0] restart_xy;
@@ -1483,7 +1477,7 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   wire value_sign;
   wire value_special;
   wire zero;
-  wire [6:0] zeros_wide;
+  wire [7:0] zeros_wide;
   assign \$1  = ~ o_valid;
   assign o_load = \$1  | o__ready;
   assign \$2  = ~ t_last;
@@ -1530,477 +1524,517 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   assign \$22  = lzc_4_4_zero ? { lzc_2_2_zero, \$21  } : { lzc_6_2_zero, \$18  };
   assign lzc_0_16_zero = lzc_8_8_zero & lzc_0_8_zero;
   assign \$23  = lzc_8_8_zero ? { lzc_4_4_zero, \$22  } : { lzc_12_4_zero, \$15  };
+  assign \$24  = exp_wide - 8'h96;
+  assign \$25  = \$24 [7:0] - zeros_wide;
   assign normalise0 = c_zeros[0] ? { c_field[14:0], 1'h0 } : c_field;
   assign normalise1 = c_zeros[1] ? { normalise0[13:0], 2'h0 } : normalise0;
   assign normalise2 = c_zeros[2] ? { normalise1[11:0], 4'h0 } : normalise1;
   assign normalise3 = c_zeros[3] ? { normalise2[7:0], 8'h00 } : normalise2;
-  assign \$24  = 7'h6a - zeros_wide;
-  assign exp_field = exp_wide + \$24 [6:0];
-  assign converted = c_zero ? 32'd0 : { c_negative, exp_field, normalise3[14:0], 8'h00 };
+  assign base = c_zero ? 8'h01 : c_exp_field;
+  assign converted = c_zero ? 32'd0 : { c_negative, c_exp_field, normalise3[14:0], 8'h00 };
   assign value_normal = | converted[30:23];
   assign value_special = & converted[30:23];
   assign value_exp = value_normal ? converted[30:23] : 8'h01;
-  assign \$25  = | converted[22:0];
-  assign \$26  = ~ \$25 ;
-  assign value_inf = value_special & \$26 ;
-  assign \$27  = | converted[22:0];
-  assign value_nan = value_special & \$27 ;
+  assign \$26  = | converted[22:0];
+  assign \$27  = ~ \$26 ;
+  assign value_inf = value_special & \$27 ;
+  assign \$28  = | converted[22:0];
+  assign value_nan = value_special & \$28 ;
   assign subtract = acc_sign ^ t_sign;
   assign a_big = ~ acc_ahead[8];
-  assign \$28  = | acc_ahead;
-  assign same_exp = ~ \$28 ;
-  assign \$29  = acc_ahead[8] ? acc_behind : acc_ahead;
-  assign \$30  = | \$29 [7:1];
-  assign \$31  = ~ \$30 ;
-  assign apart_one = \$29 [0] & \$31 ;
+  assign \$29  = | acc_ahead;
+  assign same_exp = ~ \$29 ;
+  assign \$30  = acc_ahead[8] ? acc_behind : acc_ahead;
+  assign \$31  = | \$30 [7:1];
+  assign \$32  = ~ \$31 ;
+  assign apart_one = \$30 [0] & \$32 ;
   assign big_exp = acc_ahead[8] ? t_exp : acc_exp;
   assign big_sign = acc_ahead[8] ? t_sign : acc_sign;
   assign near_ab = acc_sig - t_sig;
   assign near_ba = t_sig - acc_sig;
-  assign \$32  = { acc_sig, 1'h0 } - near_b_wide;
-  assign \$33  = { t_sig, 1'h0 } - near_a_wide;
-  assign \$34  = near_ab[24] ? near_ba : near_ab;
-  assign \$35  = acc_ahead[8] ? \$33 [24:0] : \$32 [24:0];
-  assign near_value = \$28  ? \$35  : { \$34 [23:0], 1'h0 };
-  assign \$36  = ~ near_value[24];
-  assign \$37  = apart_one & \$36 ;
-  assign \$38  = same_exp | \$37 ;
-  assign near = subtract & \$38 ;
-  assign \$39  = near_ab[24] ? t_sign : acc_sign;
-  assign near_sign = \$28  ? big_sign : \$39 ;
-  assign \$40  = near_value[24] | near_value[23];
-  assign near_lzc_30_2_zero = ~ \$40 ;
+  assign \$33  = { acc_sig, 1'h0 } - near_b_wide;
+  assign \$34  = { t_sig, 1'h0 } - near_a_wide;
+  assign \$35  = near_ab[24] ? near_ba : near_ab;
+  assign \$36  = acc_ahead[8] ? \$34 [24:0] : \$33 [24:0];
+  assign near_value = \$29  ? \$36  : { \$35 [23:0], 1'h0 };
+  assign \$37  = ~ near_value[24];
+  assign \$38  = apart_one & \$37 ;
+  assign \$39  = same_exp | \$38 ;
+  assign near = subtract & \$39 ;
+  assign \$40  = near_ab[24] ? t_sign : acc_sign;
+  assign near_sign = \$29  ? big_sign : \$40 ;
+  assign \$41  = near_value[24] | near_value[23];
+  assign near_lzc_30_2_zero = ~ \$41 ;
   assign near_lzc_30_2_count = ~ near_value[24];
-  assign \$41  = near_value[22] | near_value[21];
-  assign near_lzc_28_2_zero = ~ \$41 ;
+  assign \$42  = near_value[22] | near_value[21];
+  assign near_lzc_28_2_zero = ~ \$42 ;
   assign near_lzc_28_2_count = ~ near_value[22];
   assign near_lzc_28_4_zero = near_lzc_30_2_zero & near_lzc_28_2_zero;
-  assign \$42  = \$40  ? near_lzc_30_2_count : near_lzc_28_2_count;
-  assign \$43  = near_value[20] | near_value[19];
-  assign near_lzc_26_2_zero = ~ \$43 ;
+  assign \$43  = \$41  ? near_lzc_30_2_count : near_lzc_28_2_count;
+  assign \$44  = near_value[20] | near_value[19];
+  assign near_lzc_26_2_zero = ~ \$44 ;
   assign near_lzc_26_2_count = ~ near_value[20];
-  assign \$44  = near_value[18] | near_value[17];
-  assign near_lzc_24_2_zero = ~ \$44 ;
+  assign \$45  = near_value[18] | near_value[17];
+  assign near_lzc_24_2_zero = ~ \$45 ;
   assign near_lzc_24_2_count = ~ near_value[18];
   assign near_lzc_24_4_zero = near_lzc_26_2_zero & near_lzc_24_2_zero;
-  assign \$45  = \$43  ? near_lzc_26_2_count : near_lzc_24_2_count;
+  assign \$46  = \$44  ? near_lzc_26_2_count : near_lzc_24_2_count;
   assign near_lzc_24_8_zero = near_lzc_28_4_zero & near_lzc_24_4_zero;
-  assign \$46  = near_lzc_28_4_zero ? { near_lzc_26_2_zero, \$45  } : { near_lzc_30_2_zero, \$42  };
-  assign \$47  = near_value[16] | near_value[15];
-  assign near_lzc_22_2_zero = ~ \$47 ;
+  assign \$47  = near_lzc_28_4_zero ? { near_lzc_26_2_zero, \$46  } : { near_lzc_30_2_zero, \$43  };
+  assign \$48  = near_value[16] | near_value[15];
+  assign near_lzc_22_2_zero = ~ \$48 ;
   assign near_lzc_22_2_count = ~ near_value[16];
-  assign \$48  = near_value[14] | near_value[13];
-  assign near_lzc_20_2_zero = ~ \$48 ;
+  assign \$49  = near_value[14] | near_value[13];
+  assign near_lzc_20_2_zero = ~ \$49 ;
   assign near_lzc_20_2_count = ~ near_value[14];
   assign near_lzc_20_4_zero = near_lzc_22_2_zero & near_lzc_20_2_zero;
-  assign \$49  = \$47  ? near_lzc_22_2_count : near_lzc_20_2_count;
-  assign \$50  = near_value[12] | near_value[11];
-  assign near_lzc_18_2_zero = ~ \$50 ;
+  assign \$50  = \$48  ? near_lzc_22_2_count : near_lzc_20_2_count;
+  assign \$51  = near_value[12] | near_value[11];
+  assign near_lzc_18_2_zero = ~ \$51 ;
   assign near_lzc_18_2_count = ~ near_value[12];
-  assign \$51  = near_value[10] | near_value[9];
-  assign near_lzc_16_2_zero = ~ \$51 ;
+  assign \$52  = near_value[10] | near_value[9];
+  assign near_lzc_16_2_zero = ~ \$52 ;
   assign near_lzc_16_2_count = ~ near_value[10];
   assign near_lzc_16_4_zero = near_lzc_18_2_zero & near_lzc_16_2_zero;
-  assign \$52  = \$50  ? near_lzc_18_2_count : near_lzc_16_2_count;
+  assign \$53  = \$51  ? near_lzc_18_2_count : near_lzc_16_2_count;
   assign near_lzc_16_8_zero = near_lzc_20_4_zero & near_lzc_16_4_zero;
-  assign \$53  = near_lzc_20_4_zero ? { near_lzc_18_2_zero, \$52  } : { near_lzc_22_2_zero, \$49  };
+  assign \$54  = near_lzc_20_4_zero ? { near_lzc_18_2_zero, \$53  } : { near_lzc_22_2_zero, \$50  };
   assign near_lzc_16_16_zero = near_lzc_24_8_zero & near_lzc_16_8_zero;
-  assign \$54  = near_lzc_24_8_zero ? { near_lzc_20_4_zero, \$53  } : { near_lzc_28_4_zero, \$46  };
-  assign \$55  = near_value[8] | near_value[7];
-  assign near_lzc_14_2_zero = ~ \$55 ;
+  assign \$55  = near_lzc_24_8_zero ? { near_lzc_20_4_zero, \$54  } : { near_lzc_28_4_zero, \$47  };
+  assign \$56  = near_value[8] | near_value[7];
+  assign near_lzc_14_2_zero = ~ \$56 ;
   assign near_lzc_14_2_count = ~ near_value[8];
-  assign \$56  = near_value[6] | near_value[5];
-  assign near_lzc_12_2_zero = ~ \$56 ;
+  assign \$57  = near_value[6] | near_value[5];
+  assign near_lzc_12_2_zero = ~ \$57 ;
   assign near_lzc_12_2_count = ~ near_value[6];
   assign near_lzc_12_4_zero = near_lzc_14_2_zero & near_lzc_12_2_zero;
-  assign \$57  = \$55  ? near_lzc_14_2_count : near_lzc_12_2_count;
-  assign \$58  = near_value[4] | near_value[3];
-  assign near_lzc_10_2_zero = ~ \$58 ;
+  assign \$58  = \$56  ? near_lzc_14_2_count : near_lzc_12_2_count;
+  assign \$59  = near_value[4] | near_value[3];
+  assign near_lzc_10_2_zero = ~ \$59 ;
   assign near_lzc_10_2_count = ~ near_value[4];
-  assign \$59  = near_value[2] | near_value[1];
-  assign near_lzc_8_2_zero = ~ \$59 ;
+  assign \$60  = near_value[2] | near_value[1];
+  assign near_lzc_8_2_zero = ~ \$60 ;
   assign near_lzc_8_2_count = ~ near_value[2];
   assign near_lzc_8_4_zero = near_lzc_10_2_zero & near_lzc_8_2_zero;
-  assign \$60  = \$58  ? near_lzc_10_2_count : near_lzc_8_2_count;
+  assign \$61  = \$59  ? near_lzc_10_2_count : near_lzc_8_2_count;
   assign near_lzc_8_8_zero = near_lzc_12_4_zero & near_lzc_8_4_zero;
-  assign \$61  = near_lzc_12_4_zero ? { near_lzc_10_2_zero, \$60  } : { near_lzc_14_2_zero, \$57  };
+  assign \$62  = near_lzc_12_4_zero ? { near_lzc_10_2_zero, \$61  } : { near_lzc_14_2_zero, \$58  };
   assign near_lzc_6_2_count = ~ near_value[0];
-  assign \$69  = near_lzc_8_8_zero ? { near_lzc_4_4_zero, \$68  } : { near_lzc_12_4_zero, \$61  };
-  assign \$70  = near_lzc_16_16_zero ? { near_lzc_8_8_zero, \$69  } : { near_lzc_24_8_zero, \$54  };
-  assign \$71  = | near_value;
-  assign near_zero = ~ \$71 ;
-  assign near_normalise0 = \$70 [0] ? { near_value[23:0], 1'h0 } : near_value;
-  assign near_normalise1 = \$70 [1] ? { near_normalise0[22:0], 2'h0 } : near_normalise0;
-  assign near_normalise2 = \$70 [2] ? { near_normalise1[20:0], 4'h0 } : near_normalise1;
-  assign near_normalise3 = \$70 [3] ? { near_normalise2[16:0], 8'h00 } : near_normalise2;
+  assign \$70  = near_lzc_8_8_zero ? { near_lzc_4_4_zero, \$69  } : { near_lzc_12_4_zero, \$62  };
+  assign \$71  = near_lzc_16_16_zero ? { near_lzc_8_8_zero, \$70  } : { near_lzc_24_8_zero, \$55  };
+  assign \$72  = | near_value;
+  assign near_zero = ~ \$72 ;
+  assign near_normalise0 = \$71 [0] ? { near_value[23:0], 1'h0 } : near_value;
+  assign near_normalise1 = \$71 [1] ? { near_normalise0[22:0], 2'h0 } : near_normalise0;
+  assign near_normalise2 = \$71 [2] ? { near_normalise1[20:0], 4'h0 } : near_normalise1;
+  assign near_normalise3 = \$71 [3] ? { near_normalise2[16:0], 8'h00 } : near_normalise2;
   assign near_normalise4 = near_lzc_16_16_zero ? { near_normalise3[8:0], 16'h0000 } : near_normalise3;
-  assign \$72  = big_exp - near_shift_wide;
-  assign \$73  = \$71  ? \$72  : 9'h001;
+  assign \$73  = big_exp - near_shift_wide;
+  assign \$74  = \$72  ? \$73  : 9'h001;
   assign big_sig = acc_ahead[8] ? t_sig : acc_sig;
   assign small_sig = acc_ahead[8] ? acc_sig : t_sig;
-  assign align_beyond = | \$29 [7:5];
-  assign \$74  = | small_sig;
-  assign small_ext = align_beyond ? { 26'h0000000, \$74  } : { small_sig, 3'h0 };
-  assign align0_lost = \$29 [0] & \$75 ;
-  assign align0 = \$29 [0] ? { 1'h0, small_ext[26:1] } : small_ext;
-  assign \$76  = | align0[1:0];
-  assign align1_lost = \$29 [1] & \$76 ;
-  assign align1_sticky = align0_sticky | align1_lost;
-  assign align1 = \$29 [1] ? { 2'h0, align0[26:2] } : align0;
-  assign \$77  = | align1[3:0];
-  assign align2_lost = \$29 [2] & \$77 ;
-  assign align2_sticky = align1_sticky | align2_lost;
-  assign align2 = \$29 [2] ? { 4'h0, align1[26:4] } : align1;
-  assign \$78  = | align2[7:0];
-  assign align3_lost = \$29 [3] & \$78 ;
-  assign align3_sticky = align2_sticky | align3_lost;
-  assign align3 = \$29 [3] ? { 8'h00, align2[26:8] } : align2;
-  assign \$79  = | align3[15:0];
-  assign align4_lost = \$29 [4] & \$79 ;
-  assign align4_sticky = align3_sticky | align4_lost;
-  assign align4 = \$29 [4] ? { 16'h0000, align3[26:16] } : align3;
-  assign align = align4 | { 26'h0000000, align4_sticky };
-  assign \$80  = subtract ? 27'h7ffffff : 27'h0000000;
-  assign align_flip = align ^ \$80 ;
+  assign align_beyond = | \$30 [7:5];
+  assign \$75  = | small_sig;
+  assign small_ext = align_beyond ? { 26'h0000000, \$75  } : { small_sig, 3'h0 };
+  assign align_below4 = \$30 [4] ? 27'h000ffff : 27'h0000000;
+  assign align_below3 = \$30 [3] ? { align_below4[18:0], 8'hff } : align_below4;
+  assign align_below2 = \$30 [2] ? { align_below3[22:0], 4'hf } : align_below3;
+  assign align_below1 = \$30 [1] ? { align_below2[24:0], 2'h3 } : align_below2;
+  assign align_below0 = \$30 [0] ? { align_below1[25:0], 1'h1 } : align_below1;
+  assign \$76  = small_ext & align_below0;
+  assign align_sticky = | \$76 ;
+  assign align0 = \$30 [0] ? { 1'h0, small_ext[26:1] } : small_ext;
+  assign align1 = \$30 [1] ? { 2'h0, align0[26:2] } : align0;
+  assign align2 = \$30 [2] ? { 4'h0, align1[26:4] } : align1;
+  assign align3 = \$30 [3] ? { 8'h00, align2[26:8] } : align2;
+  assign align4 = \$30 [4] ? { 16'h0000, align3[26:16] } : align3;
+  assign align = align4 | { 26'h0000000, align_sticky };
+  assign \$77  = subtract ? 27'h7ffffff : 27'h0000000;
+  assign align_flip = align ^ \$77 ;
   assign far_inc_a = acc_sig + 1'h1;
   assign far_inc_b = t_sig + 1'h1;
   assign far_big_inc = acc_ahead[8] ? far_inc_b : far_inc_a;
   assign far_sum_carry = { far_big_inc, 3'h0 } + align_wide;
-  assign \$81  = { big_sig, 3'h4 } + align_flip;
-  assign \$82  = \$81  + subtract;
-  assign \$83  = { big_sig, 3'h2 } + align_flip;
-  assign \$84  = \$83  + subtract;
-  assign far_beyond_plain = \$82 [27] ^ subtract;
-  assign \$85  = ~ subtract;
-  assign far_use_carry = \$85  & far_beyond_plain;
-  assign \$86  = ~ \$84 [26];
-  assign \$87  = subtract & \$86 ;
-  assign far_use_left = \$87  & \$84 [27];
-  assign \$88  = | far_sum_carry[3:0];
-  assign \$89  = ~ \$88 ;
-  assign \$91  = far_sum_carry[4] & \$90 ;
-  assign \$92  = | \$84 [1:0];
-  assign \$93  = ~ \$92 ;
-  assign \$95  = \$84 [2] & \$94 ;
-  assign \$96  = | \$82 [2:0];
-  assign \$97  = ~ \$96 ;
-  assign \$99  = \$82 [3] & \$98 ;
-  assign \$100  = far_use_left ? { \$84 [25:3], \$95  } : { \$82 [26:4], \$99  };
-  assign far_chosen = far_use_carry ? { far_sum_carry[27:5], \$91  } : \$100 ;
-  assign \$101  = ~ far_use_left;
-  assign \$102  = subtract & \$101 ;
-  assign \$103  = \$102  & far_beyond_plain;
-  assign far_up = far_use_carry ? far_sum_carry[28] : \$103 ;
-  assign \$104  = far_chosen[23] | far_up;
-  assign \$105  = big_exp[7:1] + 1'h1;
+  assign \$78  = { big_sig, 3'h4 } + align_flip;
+  assign \$79  = \$78  + subtract;
+  assign \$80  = { big_sig, 3'h2 } + align_flip;
+  assign \$81  = \$80  + subtract;
+  assign far_beyond_plain = \$79 [27] ^ subtract;
+  assign \$82  = ~ subtract;
+  assign far_use_carry = \$82  & far_beyond_plain;
+  assign \$83  = ~ \$81 [26];
+  assign \$84  = subtract & \$83 ;
+  assign far_use_left = \$84  & \$81 [27];
+  assign \$85  = | far_sum_carry[3:0];
+  assign \$86  = ~ \$85 ;
+  assign \$88  = far_sum_carry[4] & \$87 ;
+  assign \$89  = | \$81 [1:0];
+  assign \$90  = ~ \$89 ;
+  assign \$92  = \$81 [2] & \$91 ;
+  assign \$93  = | \$79 [2:0];
+  assign \$94  = ~ \$93 ;
+  assign \$96  = \$79 [3] & \$95 ;
+  assign \$97  = far_use_left ? { \$81 [25:3], \$92  } : { \$79 [26:4], \$96  };
+  assign far_chosen = far_use_carry ? { far_sum_carry[27:5], \$88  } : \$97 ;
+  assign \$98  = ~ far_use_left;
+  assign \$99  = subtract & \$98 ;
+  assign \$100  = \$99  & far_beyond_plain;
+  assign far_up = far_use_carry ? far_sum_carry[28] : \$100 ;
+  assign \$101  = far_chosen[23] | far_up;
+  assign \$102  = big_exp[7:1] + 1'h1;
+  assign \$103  = big_exp + 1'h1;
+  assign \$104  = far_sum_carry[28] ? { \$102 , big_exp[0] } : \$103 ;
+  assign \$105  = big_exp - 1'h1;
   assign \$106  = big_exp + 1'h1;
-  assign \$107  = far_sum_carry[28] ? { \$105 , big_exp[0] } : \$106 ;
-  assign \$108  = big_exp - 1'h1;
-  assign \$109  = big_exp + 1'h1;
-  assign \$110  = far_up ? \$109  : { 1'h0, big_exp };
-  assign \$111  = far_use_left ? { \$108 [8], \$108  } : { 1'h0, \$110  };
-  assign \$112  = far_use_carry ? { 1'h0, \$107  } : \$111 ;
-  assign \$114  = near_sign & \$113 ;
-  assign sum_sign = near ? \$114  : big_sign;
-  assign sum_exp = near ? \$73 [7:0] : \$112 [7:0];
-  assign sum_sig = near ? near_normalise4[24:1] : { \$104 , far_chosen[22:0] };
-  assign follow_xy = big_exp - value_exp;
-  assign follow_yx = value_exp - big_exp;
-  assign \$115  = follow_xy - 1'h1;
-  assign \$116  = follow_yx + 1'h1;
-  assign \$117  = follow_xy + 1'h1;
-  assign \$118  = follow_yx - 1'h1;
-  assign \$119  = follow_xy[8:1] + 1'h1;
-  assign \$120  = follow_yx[8:1] - 1'h1;
-  assign follow_zero_yx = value_exp - 1'h1;
-  assign \$121  = ~ follow_zero_yx;
-  assign \$122  = \$121  + 1'h1;
-  assign \$123  = follow_xy - follow_zeros;
-  assign \$124  = \$71  ? \$123  : { 1'h0, \$122 [8:0] };
-  assign \$125  = follow_yx + follow_zeros;
-  assign \$126  = \$71  ? \$125  : { 1'h0, follow_zero_yx };
-  assign \$127  = far_sum_carry[28] ? { \$119 [7:0], follow_xy[0] } : \$117 [8:0];
-  assign \$128  = far_up ? \$117 [8:0] : follow_xy;
-  assign \$129  = far_use_left ? \$115 [8:0] : \$128 ;
-  assign \$130  = far_use_carry ? \$127  : \$129 ;
-  assign next_ahead = near ? \$124 [8:0] : \$130 ;
-  assign \$131  = far_sum_carry[28] ? { \$120 [7:0], follow_yx[0] } : \$118 [8:0];
-  assign \$132  = far_up ? \$118 [8:0] : follow_yx;
-  assign \$133  = far_use_left ? \$116 [8:0] : \$132 ;
-  assign \$134  = far_use_carry ? \$131  : \$133 ;
-  assign next_behind = near ? \$126 [8:0] : \$134 ;
-  assign restart_yx = value_exp - 1'h1;
-  assign \$135  = ~ restart_yx;
-  assign \$136  = \$135  + 1'h1;
-  assign hold_xy = acc_exp - value_exp;
-  assign hold_yx = value_exp - acc_exp;
-  assign \$137  = o_sig[23] ? o_exp : 8'h00;
-  assign \$138  = o_inf ? { o_sign, 31'h7f800000 } : { o_sign, \$137 , o_sig[22:0] };
-  assign \packed  = o_nan ? 32'd2143289344 : \$138 ;
+  assign \$107  = far_up ? \$106  : { 1'h0, big_exp };
+  assign \$108  = far_use_left ? { \$105 [8], \$105  } : { 1'h0, \$107  };
+  assign \$109  = far_use_carry ? { 1'h0, \$104  } : \$108 ;
+  assign \$111  = near_sign & \$110 ;
+  assign sum_sign = near ? \$111  : big_sign;
+  assign sum_exp = near ? \$74 [7:0] : \$109 [7:0];
+  assign sum_sig = near ? near_normalise4[24:1] : { \$101 , far_chosen[22:0] };
+  assign follow_xy = big_exp - base;
+  assign follow_yx = base - big_exp;
+  assign \$112  = follow_xy - 1'h1;
+  assign \$113  = follow_yx + 1'h1;
+  assign \$114  = follow_xy + 1'h1;
+  assign \$115  = follow_yx - 1'h1;
+  assign \$116  = follow_xy[8:1] + 1'h1;
+  assign \$117  = follow_yx[8:1] - 1'h1;
+  assign follow_zero_yx = base - 1'h1;
+  assign \$118  = ~ follow_zero_yx;
+  assign \$119  = \$118  + 1'h1;
+  assign \$120  = follow_xy - follow_zeros;
+  assign \$121  = \$72  ? \$120  : { 1'h0, \$119 [8:0] };
+  assign \$122  = follow_yx + follow_zeros;
+  assign \$123  = \$72  ? \$122  : { 1'h0, follow_zero_yx };
+  assign \$124  = far_sum_carry[28] ? { \$116 [7:0], follow_xy[0] } : \$114 [8:0];
+  assign \$125  = far_up ? \$114 [8:0] : follow_xy;
+  assign \$126  = far_use_left ? \$112 [8:0] : \$125 ;
+  assign \$127  = far_use_carry ? \$124  : \$126 ;
+  assign next_ahead = near ? \$121 [8:0] : \$127 ;
+  assign \$128  = far_sum_carry[28] ? { \$117 [7:0], follow_yx[0] } : \$115 [8:0];
+  assign \$129  = far_up ? \$115 [8:0] : follow_yx;
+  assign \$130  = far_use_left ? \$113 [8:0] : \$129 ;
+  assign \$131  = far_use_carry ? \$128  : \$130 ;
+  assign next_behind = near ? \$123 [8:0] : \$131 ;
+  assign restart_yx = base - 1'h1;
+  assign \$132  = ~ restart_yx;
+  assign \$133  = \$132  + 1'h1;
+  assign hold_xy = acc_exp - base;
+  assign hold_yx = base - acc_exp;
+  assign \$134  = o_sig[23] ? o_exp : 8'h00;
+  assign \$135  = o_inf ? { o_sign, 31'h7f800000 } : { o_sign, \$134 , o_sig[22:0] };
+  assign \packed  = o_nan ? 32'd2143289344 : \$135 ;
+  assign \$136  = c_load & i__valid;
+  assign \$137  = c_load & i__valid;
+  assign \$138  = c_load & i__valid;
   assign \$139  = c_load & i__valid;
   assign \$140  = c_load & i__valid;
-  assign \$141  = c_load & i__valid;
-  assign \$142  = c_load & i__valid;
-  assign \$143  = c_load & i__valid;
-  assign \$144  = t_last ? \$136 [8:0] : next_ahead;
-  assign \$145  = t_fire ? \$144  : hold_xy;
-  assign \$146  = t_last ? restart_yx : next_behind;
-  assign \$147  = t_fire ? \$146  : hold_yx;
-  assign \$148  = t_fire & t_last;
+  assign \$141  = t_last ? \$133 [8:0] : next_ahead;
+  assign \$142  = t_fire ? \$141  : hold_xy;
+  assign \$143  = t_last ? restart_yx : next_behind;
+  assign \$144  = t_fire ? \$143  : hold_yx;
+  assign \$145  = t_fire & t_last;
   always @(posedge clk)
-    c_valid <= \$149 ;
+    c_valid <= \$146 ;
   always @(posedge clk)
-    c_last <= \$150 ;
+    c_last <= \$147 ;
   always @(posedge clk)
-    c_negative <= \$151 ;
+    c_negative <= \$148 ;
   always @(posedge clk)
-    c_zero <= \$152 ;
+    c_zero <= \$149 ;
   always @(posedge clk)
-    c_field <= \$153 ;
+    c_field <= \$150 ;
   always @(posedge clk)
-    c_zeros <= \$154 ;
+    c_zeros <= \$151 ;
   always @(posedge clk)
-    c_exp <= \$155 ;
+    c_exp_field <= \$152 ;
   always @(posedge clk)
-    t_valid <= \$156 ;
+    t_valid <= \$153 ;
   always @(posedge clk)
-    t_sign <= \$157 ;
+    t_sign <= \$154 ;
   always @(posedge clk)
-    t_exp <= \$158 ;
+    t_exp <= \$155 ;
   always @(posedge clk)
-    t_sig <= \$159 ;
+    t_sig <= \$156 ;
   always @(posedge clk)
-    t_inf <= \$160 ;
+    t_inf <= \$157 ;
   always @(posedge clk)
-    t_nan <= \$161 ;
+    t_nan <= \$158 ;
   always @(posedge clk)
-    acc_ahead <= \$162 ;
+    acc_ahead <= \$159 ;
   always @(posedge clk)
-    acc_behind <= \$163 ;
+    acc_behind <= \$160 ;
   always @(posedge clk)
-    t_last <= \$164 ;
+    t_last <= \$161 ;
   always @(posedge clk)
-    o_valid <= \$165 ;
+    o_valid <= \$162 ;
   always @(posedge clk)
-    o_sign <= \$166 ;
+    o_sign <= \$163 ;
   always @(posedge clk)
-    o_exp <= \$167 ;
+    o_exp <= \$164 ;
   always @(posedge clk)
-    o_sig <= \$168 ;
+    o_sig <= \$165 ;
   always @(posedge clk)
-    o_inf <= \$169 ;
+    o_inf <= \$166 ;
   always @(posedge clk)
-    o_nan <= \$170 ;
+    o_nan <= \$167 ;
   always @(posedge clk)
-    acc_sign <= \$171 ;
+    acc_sign <= \$168 ;
   always @(posedge clk)
-    acc_exp <= \$172 ;
+    acc_exp <= \$169 ;
   always @(posedge clk)
-    acc_sig <= \$173 ;
+    acc_sig <= \$170 ;
   always @(posedge clk)
-    acc_inf <= \$174 ;
+    acc_inf <= \$171 ;
   always @(posedge clk)
-    acc_nan <= \$175 ;
+    acc_nan <= \$172 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$149  = c_valid;
+    \$146  = c_valid;
     if (c_load) begin
-      \$149  = i__valid;
+      \$146  = i__valid;
     end
     if (rst) begin
-      \$149  = 1'h0;
+      \$146  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$150  = c_last;
+    \$147  = c_last;
     if (c_load) begin
       if (i__valid) begin
-        \$150  = i__payload[20];
+        \$147  = i__payload[20];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$151  = c_negative;
+    \$148  = c_negative;
+    if (\$136 ) begin
+      \$148  = i__payload[13];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$149  = c_zero;
+    if (\$137 ) begin
+      \$149  = zero;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$150  = c_field;
+    if (\$138 ) begin
+      \$150  = { 2'h0, \$7 [13:0] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$151  = c_zeros;
     if (\$139 ) begin
-      \$151  = i__payload[13];
+      \$151  = { lzc_8_8_zero, \$23  };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$152  = c_zero;
+    \$152  = c_exp_field;
     if (\$140 ) begin
-      \$152  = zero;
+      \$152  = \$25 [7:0];
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$153  = c_field;
-    if (\$141 ) begin
-      \$153  = { 2'h0, \$7 [13:0] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$154  = c_zeros;
-    if (\$142 ) begin
-      \$154  = { lzc_8_8_zero, \$23  };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$155  = c_exp;
-    if (\$143 ) begin
-      \$155  = i__payload[19:14];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$156  = t_valid;
+    \$153  = t_valid;
     if (t_load) begin
-      \$156  = c_valid;
+      \$153  = c_valid;
     end
     if (rst) begin
-      \$156  = 1'h0;
+      \$153  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$157  = t_sign;
+    \$154  = t_sign;
     if (t_load) begin
       if (c_valid) begin
-        \$157  = converted[31];
+        \$154  = converted[31];
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$158  = t_exp;
+    \$155  = t_exp;
     if (t_load) begin
       if (c_valid) begin
-        \$158  = value_exp;
+        \$155  = value_exp;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$159  = t_sig;
+    \$156  = t_sig;
     if (t_load) begin
       if (c_valid) begin
-        \$159  = { value_normal, converted[22:0] };
+        \$156  = { value_normal, converted[22:0] };
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$160  = t_inf;
+    \$157  = t_inf;
     if (t_load) begin
       if (c_valid) begin
-        \$160  = value_inf;
+        \$157  = value_inf;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$161  = t_nan;
+    \$158  = t_nan;
     if (t_load) begin
       if (c_valid) begin
-        \$161  = value_nan;
+        \$158  = value_nan;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$162  = acc_ahead;
+    \$159  = acc_ahead;
     if (t_load) begin
       if (c_valid) begin
-        \$162  = \$145 ;
+        \$159  = \$142 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$163  = acc_behind;
+    \$160  = acc_behind;
     if (t_load) begin
       if (c_valid) begin
-        \$163  = \$147 ;
+        \$160  = \$144 ;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$164  = t_last;
+    \$161  = t_last;
     if (t_load) begin
       if (c_valid) begin
-        \$164  = c_last;
+        \$161  = c_last;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$165  = o_valid;
+    \$162  = o_valid;
     if (o_load) begin
-      \$165  = \$148 ;
+      \$162  = \$145 ;
     end
     if (rst) begin
-      \$165  = 1'h0;
+      \$162  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$166  = o_sign;
+    \$163  = o_sign;
     if (t_fire) begin
       if (t_last) begin
-        \$166  = sum_sign;
+        \$163  = sum_sign;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$167  = o_exp;
+    \$164  = o_exp;
     if (t_fire) begin
       if (t_last) begin
-        \$167  = sum_exp;
+        \$164  = sum_exp;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$168  = o_sig;
+    \$165  = o_sig;
     if (t_fire) begin
       if (t_last) begin
-        \$168  = sum_sig;
+        \$165  = sum_sig;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$169  = o_inf;
+    \$166  = o_inf;
     if (t_fire) begin
       if (t_last) begin
-        \$169  = 1'h0;
+        \$166  = 1'h0;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$170  = o_nan;
+    \$167  = o_nan;
     if (t_fire) begin
       if (t_last) begin
-        \$170  = 1'h0;
+        \$167  = 1'h0;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$171  = acc_sign;
+    \$168  = acc_sign;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$168  = 1'h0;
+      end else begin
+        \$168  = sum_sign;
+      end
+    end
+    if (rst) begin
+      \$168  = 1'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$169  = acc_exp;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$169  = 8'h01;
+      end else begin
+        \$169  = sum_exp;
+      end
+    end
+    if (rst) begin
+      \$169  = 8'h01;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$170  = acc_sig;
+    if (t_fire) begin
+      (* full_case = 32'd1 *)
+      if (t_last) begin
+        \$170  = 24'h000000;
+      end else begin
+        \$170  = sum_sig;
+      end
+    end
+    if (rst) begin
+      \$170  = 24'h000000;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$171  = acc_inf;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
         \$171  = 1'h0;
       end else begin
-        \$171  = sum_sign;
+        \$171  = 1'h0;
       end
     end
     if (rst) begin
@@ -2009,62 +2043,17 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$172  = acc_exp;
+    \$172  = acc_nan;
     if (t_fire) begin
       (* full_case = 32'd1 *)
       if (t_last) begin
-        \$172  = 8'h01;
+        \$172  = 1'h0;
       end else begin
-        \$172  = sum_exp;
+        \$172  = 1'h0;
       end
     end
     if (rst) begin
-      \$172  = 8'h01;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$173  = acc_sig;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$173  = 24'h000000;
-      end else begin
-        \$173  = sum_sig;
-      end
-    end
-    if (rst) begin
-      \$173  = 24'h000000;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$174  = acc_inf;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$174  = 1'h0;
-      end else begin
-        \$174  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$174  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$175  = acc_nan;
-    if (t_fire) begin
-      (* full_case = 32'd1 *)
-      if (t_last) begin
-        \$175  = 1'h0;
-      end else begin
-        \$175  = 1'h0;
-      end
-    end
-    if (rst) begin
-      \$175  = 1'h0;
+      \$172  = 1'h0;
     end
   end
   assign i__ready = c_load;
@@ -2079,46 +2068,47 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   assign lzc_0_8_count = { lzc_4_4_zero, \$22  };
   assign lzc_0_16_count = { lzc_8_8_zero, \$23  };
   assign lzc_count = { lzc_8_8_zero, \$23  };
-  assign offset_rest = \$24 [6:0];
+  assign exp_lifted = \$24 [7:0];
+  assign exp_field = \$25 [7:0];
   assign value_sign = converted[31];
   assign value_sig = { value_normal, converted[22:0] };
-  assign distance = \$29 [7:0];
-  assign near_a1 = \$32 [24:0];
-  assign near_b1 = \$33 [24:0];
+  assign distance = \$30 [7:0];
+  assign near_a1 = \$33 [24:0];
+  assign near_b1 = \$34 [24:0];
   assign near_b_larger = near_ab[24];
   assign near_lzc_padded = { near_value, 7'h7f };
-  assign near_lzc_28_4_count = { near_lzc_30_2_zero, \$42  };
-  assign near_lzc_24_4_count = { near_lzc_26_2_zero, \$45  };
-  assign near_lzc_24_8_count = { near_lzc_28_4_zero, \$46  };
-  assign near_lzc_20_4_count = { near_lzc_22_2_zero, \$49  };
-  assign near_lzc_16_4_count = { near_lzc_18_2_zero, \$52  };
-  assign near_lzc_16_8_count = { near_lzc_20_4_zero, \$53  };
-  assign near_lzc_16_16_count = { near_lzc_24_8_zero, \$54  };
-  assign near_lzc_12_4_count = { near_lzc_14_2_zero, \$57  };
-  assign near_lzc_8_4_count = { near_lzc_10_2_zero, \$60  };
-  assign near_lzc_8_8_count = { near_lzc_12_4_zero, \$61  };
-  assign near_lzc_4_4_count = { near_lzc_6_2_zero, \$64  };
-  assign near_lzc_0_4_count = { near_lzc_2_2_zero, \$67  };
-  assign near_lzc_0_8_count = { near_lzc_4_4_zero, \$68  };
-  assign near_lzc_0_16_count = { near_lzc_8_8_zero, \$69  };
-  assign near_lzc_0_32_count = { near_lzc_16_16_zero, \$70  };
-  assign near_lzc_count = { near_lzc_16_16_zero, \$70  };
-  assign near_exp = \$73 [7:0];
-  assign far_sum_plain = \$82 [27:0];
-  assign far_sum_left = \$84 [27:0];
+  assign near_lzc_28_4_count = { near_lzc_30_2_zero, \$43  };
+  assign near_lzc_24_4_count = { near_lzc_26_2_zero, \$46  };
+  assign near_lzc_24_8_count = { near_lzc_28_4_zero, \$47  };
+  assign near_lzc_20_4_count = { near_lzc_22_2_zero, \$50  };
+  assign near_lzc_16_4_count = { near_lzc_18_2_zero, \$53  };
+  assign near_lzc_16_8_count = { near_lzc_20_4_zero, \$54  };
+  assign near_lzc_16_16_count = { near_lzc_24_8_zero, \$55  };
+  assign near_lzc_12_4_count = { near_lzc_14_2_zero, \$58  };
+  assign near_lzc_8_4_count = { near_lzc_10_2_zero, \$61  };
+  assign near_lzc_8_8_count = { near_lzc_12_4_zero, \$62  };
+  assign near_lzc_4_4_count = { near_lzc_6_2_zero, \$65  };
+  assign near_lzc_0_4_count = { near_lzc_2_2_zero, \$68  };
+  assign near_lzc_0_8_count = { near_lzc_4_4_zero, \$69  };
+  assign near_lzc_0_16_count = { near_lzc_8_8_zero, \$70  };
+  assign near_lzc_0_32_count = { near_lzc_16_16_zero, \$71  };
+  assign near_lzc_count = { near_lzc_16_16_zero, \$71  };
+  assign near_exp = \$74 [7:0];
+  assign far_sum_plain = \$79 [27:0];
+  assign far_sum_left = \$81 [27:0];
   assign far_up_carry = far_sum_carry[28];
-  assign far_sig = { \$104 , far_chosen[22:0] };
-  assign far_exp = \$112 [8:0];
-  assign follow_ahead0 = \$115 [8:0];
-  assign follow_behind0 = \$116 [8:0];
-  assign follow_ahead2 = \$117 [8:0];
-  assign follow_behind2 = \$118 [8:0];
-  assign follow_ahead3 = { \$119 [7:0], follow_xy[0] };
-  assign follow_behind3 = { \$120 [7:0], follow_yx[0] };
-  assign follow_zero_xy = \$122 [8:0];
-  assign follow_near_ahead = \$124 [8:0];
-  assign follow_near_behind = \$126 [8:0];
-  assign restart_xy = \$136 [8:0];
+  assign far_sig = { \$101 , far_chosen[22:0] };
+  assign far_exp = \$109 [8:0];
+  assign follow_ahead0 = \$112 [8:0];
+  assign follow_behind0 = \$113 [8:0];
+  assign follow_ahead2 = \$114 [8:0];
+  assign follow_behind2 = \$115 [8:0];
+  assign follow_ahead3 = { \$116 [7:0], follow_xy[0] };
+  assign follow_behind3 = { \$117 [7:0], follow_yx[0] };
+  assign follow_zero_xy = \$119 [8:0];
+  assign follow_near_ahead = \$121 [8:0];
+  assign follow_near_behind = \$123 [8:0];
+  assign restart_xy = \$133 [8:0];
   assign o__payload = \packed ;
   assign \i__payload.sum  = i__payload[13:0];
   assign \i__payload.exp  = i__payload[19:14];
@@ -2129,38 +2119,36 @@ module \bd_dot_fp32_fast_b32.accumulator (clk, rst, c_load, \packed , i__payload
   assign lzc_14_2_count = 1'h1;
   assign lzc_12_4_zero = lzc_12_2_zero;
   assign \$11  = lzc_12_2_count;
-  assign zeros_wide = { 3'h0, c_zeros };
-  assign exp_wide = { 1'h0, c_exp };
+  assign exp_wide = { 2'h0, i__payload[19:14] };
+  assign zeros_wide = { 4'h0, lzc_8_8_zero, \$23  };
   assign near_b_wide = { 1'h0, t_sig };
   assign near_a_wide = { 1'h0, acc_sig };
-  assign \$62  = 1'h1;
-  assign near_lzc_6_2_zero = 1'h0;
   assign \$63  = 1'h1;
+  assign near_lzc_6_2_zero = 1'h0;
+  assign \$64  = 1'h1;
   assign near_lzc_4_2_zero = 1'h0;
   assign near_lzc_4_2_count = 1'h0;
   assign near_lzc_4_4_zero = 1'h0;
-  assign \$64  = near_lzc_6_2_count;
-  assign \$65  = 1'h1;
+  assign \$65  = near_lzc_6_2_count;
+  assign \$66  = 1'h1;
   assign near_lzc_2_2_zero = 1'h0;
   assign near_lzc_2_2_count = 1'h0;
-  assign \$66  = 1'h1;
+  assign \$67  = 1'h1;
   assign near_lzc_0_2_zero = 1'h0;
   assign near_lzc_0_2_count = 1'h0;
   assign near_lzc_0_4_zero = 1'h0;
-  assign \$67  = 1'h0;
+  assign \$68  = 1'h0;
   assign near_lzc_0_8_zero = 1'h0;
-  assign \$68  = { near_lzc_6_2_zero, \$64  };
+  assign \$69  = { near_lzc_6_2_zero, \$65  };
   assign near_lzc_0_16_zero = 1'h0;
   assign near_lzc_0_32_zero = 1'h0;
-  assign near_shift_wide = { 3'h0, near_lzc_16_16_zero, \$70  };
-  assign \$75  = small_ext[0];
-  assign align0_sticky = align0_lost;
+  assign near_shift_wide = { 3'h0, near_lzc_16_16_zero, \$71  };
   assign align_wide = { 1'h0, align };
-  assign \$90  = \$88 ;
-  assign \$94  = \$92 ;
-  assign \$98  = \$96 ;
-  assign \$113  = \$71 ;
-  assign follow_zeros = { 4'h0, near_lzc_16_16_zero, \$70  };
+  assign \$87  = \$85 ;
+  assign \$91  = \$89 ;
+  assign \$95  = \$93 ;
+  assign \$110  = \$72 ;
+  assign follow_zeros = { 4'h0, near_lzc_16_16_zero, \$71  };
 endmodule
 
 (* generator = "Amaranth" *)
