@@ -255,8 +255,8 @@ def _add(m: Module, fmt: FloatFormat, a: dict, b: dict, ieee: bool = True, diffe
     cases then have no logic.
 
     ``differences``, if given, are ``(a.exp - b.exp, b.exp - a.exp)`` (:func:`_exp_differences`)
-    from registers, so that no subtraction of exponents starts the adder. With ``follow`` (a
-    :class:`LateExponent`) the result also has ``differences``: those of its own exponent and
+    from registers, so that no subtraction of exponents starts the adder. With ``follow`` (an
+    exponent field, or a :class:`LateExponent`) the result also has ``differences``: those of its own exponent and
     ``follow``, chosen among candidates computed beside the paths, as its exponent is (and, when
     ``follow`` has a carry, by that carry too).
     """
@@ -345,6 +345,7 @@ def _add(m: Module, fmt: FloatFormat, a: dict, b: dict, ieee: bool = True, diffe
         # The next differences: the result's exponent is big_exp + n (far) or big_exp - zeros
         # (near; 1 when the sum is zero), so each candidate starts from big_exp - follow.
         # With a carry, the candidates for base + 1 are one lower (ahead) or higher (behind).
+        follow = follow if isinstance(follow, LateExponent) else LateExponent(follow)
         carry = follow.carry
         ahead, behind = _exp_differences(m, "follow", fmt, big_exp, follow.base)
         reach = (-2, -1, 1, 2) if carry is not None else (-1, 1, 2)
