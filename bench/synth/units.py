@@ -42,12 +42,12 @@ ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse
                                                        if u.kind == "linear"))
 # Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
 HEAVY = frozenset({"sel_mse", "bd_mse_quantizer"})
-# Kinds of unit mapped with no multiplier in a DSP block on any family: the comparison MACs and scale
-# paths. Their lane products are 2x2 to 6x6 bits; yosys would give each lane an 18x18 MULT18X18D on
-# the ECP5, which no designer does for a 2x2 product and which leaves their LUT4 and Fmax
-# incomparable with the integer MACs (written without `*`: no DSP) and with the iCE40 HX8K (no DSP).
-# NVFP4's scale products (4x4, the block sum times it, the FP32 significands' 24x24) go to LUTs as
-# well, as they do on the iCE40, so that every comparison unit is mapped the same way.
+# Kinds of unit whose narrow products are mapped to LUTs and only their wide multipliers to DSP
+# blocks (flows.DSP_MIN_WIDTH): the comparison MACs and scale paths. Their lane products are 2x2 to
+# 8x8 bits; yosys would give each lane an 18x18 MULT18X18D on the ECP5, which no designer does for a
+# 2x2 product and which leaves their LUT4 and Fmax incomparable with the iCE40 HX8K's (no DSP).
+# NVFP4's wide scale products (the block sum times the scale product, 13x9; the FP32 significands'
+# 24x24) stay in DSP blocks, where a designer puts them.
 LUT_PRODUCT_KINDS = frozenset({"mac", "scale"})
 # Kinds of unit that cannot fit every part: the matrix-vector engine (SPEC 11) at B = 32, N = 4
 # holds four bd_dot units and a bd_quantizer, several times the iCE40 HX8K's 7680 logic cells.
@@ -76,7 +76,7 @@ class SynthUnit:
 
     @property
     def lut_products(self) -> bool:
-        """Products in LUT fabric on every family (no DSP block; :data:`LUT_PRODUCT_KINDS`)."""
+        """Narrow products in LUT fabric, wide ones only in DSP blocks (:data:`LUT_PRODUCT_KINDS`)."""
         return self.unit.kind in LUT_PRODUCT_KINDS
 
     @property

@@ -374,9 +374,10 @@ def test_reuse_takes_saved_figures_only_for_the_same_verilog_and_flow(tmp_path, 
     assert calls                                                     # other Verilog: ran
 
 
-def test_comparison_units_map_their_products_to_luts(tmp_path, monkeypatch):
-    """The MACs and scale paths are mapped with synth_ecp5 -nodsp (the flow says so, and --reuse
-    tells the runs apart); the product's units keep the default mapping."""
+def test_comparison_units_map_only_wide_multipliers_to_dsps(tmp_path, monkeypatch):
+    """The MACs and scale paths are mapped with DSP inference for multipliers of DSP_MIN_WIDTH bits
+    and more only (the flow says so, and --reuse tells the runs apart), on the main path and on the
+    abc fallback; the product's units keep the default mapping."""
     from bench.synth import flows
     from bench.synth.units import unit_by_name
 
@@ -384,13 +385,20 @@ def test_comparison_units_map_their_products_to_luts(tmp_path, monkeypatch):
 
     def record(workdir, script, log, timeout):
         scripts[(workdir.name, log)] = script
-        raise flows.ToolError("tools not run in this test")
+        raise flows.ToolError("yosys: Assert failed (tools not run in this test)")
 
     monkeypatch.setattr(flows, "yosys", record)
     mac = flows.synthesise_unit(unit_by_name("mac_fp4_shift"), 16, tmp_path, generic=False)
     dot = flows.synthesise_unit(unit_by_name("bd_decoder"), 16, tmp_path, generic=False)
-    assert mac["flow"]["nodsp"] is True and "nodsp" not in dot["flow"]
-    assert "synth_ecp5 -nodsp -top harness" in scripts[(mac["top"], "ecp5")]
+    assert mac["flow"]["dsp_min_width"] == flows.DSP_MIN_WIDTH == 10
+    assert "dsp_min_width" not in dot["flow"]
+    mul2dsp = f"t:$mul r:A_WIDTH>={flows.DSP_MIN_WIDTH} %i t:$mul r:B_WIDTH>={flows.DSP_MIN_WIDTH} %i %u"
+    for log, resumed in (("ecp5", "synth_ecp5 -top harness -run map_ram: -json ecp5.json"),
+                         ("ecp5_abc", "synth_ecp5 -top harness -run map_ram:map_luts")):
+        lines = scripts[(mac["top"], log)].splitlines()
+        assert "synth_ecp5 -top harness -run :coarse" in lines and resumed in lines
+        assert sum(mul2dsp in line for line in lines) == 1
+        assert not any(mul2dsp in line for line in scripts[(dot["top"], log)].splitlines())
     assert "synth_ice40 -top harness" in scripts[(mac["top"], "ice40")]
-    assert "synth_ecp5 -top harness" in scripts[(dot["top"], "ecp5")]
+    assert "synth_ecp5 -top harness -json ecp5.json" in scripts[(dot["top"], "ecp5")]
     assert unit_by_name("scale_nvfp4").lut_products and not unit_by_name("bd_dot").lut_products
