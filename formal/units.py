@@ -431,7 +431,8 @@ class LoopAdderStep(wiring.Component):
     """One step of :class:`bd_hw.float_add.FloatAccumulator`'s loop without its registers: the
     running sum ``a`` and the term ``b``, each in the form the loop holds (:func:`_unpack` of IEEE
     bits), added by the loop's :func:`_add` starting from their exponent differences, with the
-    differences the next step starts from (``follow``: the next term's exponent). Outputs: the
+    differences the next step starts from (the next term's exponent ``follow + carry``, its carry
+    known late, as the loop's conversion delivers it). Outputs: the
     packed ``sum``; the next ``ahead``/``behind`` and what they must be (``want_*``, the
     subtractions), which matter for a ``finite`` result only (a NaN or infinite running sum stays
     one whatever the differences say); ``canonical``: the result is the unpacked form of its own bits (so the running
@@ -441,18 +442,18 @@ class LoopAdderStep(wiring.Component):
     def __init__(self, fmt, ieee: bool):
         self.fmt, self.ieee = fmt, ieee
         E = fmt.exp_bits
-        super().__init__({"a": In(fmt.width), "b": In(fmt.width), "follow": In(E),
+        super().__init__({"a": In(fmt.width), "b": In(fmt.width), "follow": In(E), "carry": In(1),
                           "sum": Out(fmt.width), "ahead": Out(E + 1), "behind": Out(E + 1),
                           "want_ahead": Out(E + 1), "want_behind": Out(E + 1),
                           "finite": Out(1), "canonical": Out(1)})
 
     def elaborate(self, platform):
-        from bd_hw.float_add import _add, _exp_differences, _pack, _unpack
+        from bd_hw.float_add import LateExponent, _add, _exp_differences, _pack, _unpack
         m = Module()
         fmt = self.fmt
         a, b = _unpack(m, "a", fmt, self.a), _unpack(m, "b", fmt, self.b)
         result = _add(m, fmt, a, b, self.ieee, differences=_exp_differences(m, "start", fmt, a["exp"], b["exp"]),
-                      follow=self.follow)
+                      follow=LateExponent(self.follow, self.carry))
         packed = _pack(m, "packed", fmt, result)
         again = _unpack(m, "again", fmt, packed)
         same = {k: again[k] == result[k] for k in ("sign", "exp", "sig")}
@@ -460,7 +461,8 @@ class LoopAdderStep(wiring.Component):
         m.d.comb += [
             self.sum.eq(packed),
             self.ahead.eq(result["differences"][0]), self.behind.eq(result["differences"][1]),
-            self.want_ahead.eq(result["exp"] - self.follow), self.want_behind.eq(self.follow - result["exp"]),
+            self.want_ahead.eq(result["exp"] - (self.follow + self.carry)),
+            self.want_behind.eq((self.follow + self.carry) - result["exp"]),
             self.finite.eq(~result["nan"] & ~result["inf"]),
             self.canonical.eq(Mux(result["nan"], again["nan"],
                                   Mux(result["inf"], again["inf"] & same["sign"], finite))),
@@ -511,7 +513,7 @@ def stage_loop_adder(unit, B, case=None):
         "next_behind": lambda d, md: (~d.finite | (d.behind == d.want_behind), 1),
         "canonical": lambda d, md: (d.canonical, 1),
     }
-    return CombinationalHarness(dut, {"a": fmt.width, "b": fmt.width, "follow": E}, model=model,
+    return CombinationalHarness(dut, {"a": fmt.width, "b": fmt.width, "follow": E, "carry": 1}, model=model,
                                 checks=checks, assumes=assumes)
 
 
