@@ -702,9 +702,10 @@ def accumulation_section(results: list[dict]) -> list[str]:
     lines = ["## Accumulation modes: exact, FP32, FP16 (SPEC 6.1)", "",
              "`bd_dot` at B = 32: exact (82-bit integer accumulator, one FP32 rounding), `fp32` and "
              "`fp16` (each block value converted to the format and added by a float adder that "
-             "rounds every beat, the paper's FP16 accumulation). `_fast`: the deepest pipeline "
-             "setting (exact 4 cut points, the rounded modes 2: their float adder is a one-cycle "
-             "loop). In brackets: the figure over the exact unit's at the same setting.", "",
+             "rounds every beat, the paper's FP16 accumulation). `_fast`: each mode's deepest "
+             "pipeline setting (its latency in the table; the rounded modes have fewer cut points, "
+             "as their float adder is a loop that adds one block per clock in SPEC 6.1's order, so "
+             "no cut can go inside it). In brackets: the figure over the exact unit's at the same setting.", "",
              "| unit | latency | gates2 | FF | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | ECP5 FF | "
              "ECP5 DSP | ECP5 Fmax MHz | measured |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     metrics = ("gates2", "cells_flops", "ice40.luts", "ice40.fmax_mhz", "ecp5.luts", "ecp5.flops",
