@@ -46,6 +46,12 @@ def _patch(obj, attr, value):
         setattr(obj, attr, old)
 
 
+def _replace_in(owner, attr: str, old: str, new: str):
+    """Plant a bug by recompiling ``owner.attr`` with ``old`` replaced by ``new`` (see
+    :func:`recompiled`), restored on exit."""
+    return _patch(owner, attr, recompiled(getattr(owner, attr), old, new))
+
+
 def _range_off_by_one():
     # SPEC 4.3: pair P3, dialect A's range [18, 22) becomes [18, 23).
     ranges = bd_hw.quantizer.STAGE2_RANGES.clone()
@@ -70,26 +76,23 @@ def _stage1_ties_down():
 def _dropped_ready_term():
     # SPEC 9: a stage may load when it is empty *or its content moves on*; the bug drops the
     # downstream-ready term, so a full stage never hands its beat on.
-    return _patch(bd_hw.pipeline, "pipeline_control",
-                  recompiled(bd_hw.pipeline.pipeline_control,
-                             "load[n].eq(~valid[n] | nxt)", "load[n].eq(~valid[n])"))
+    return _replace_in(bd_hw.pipeline, "pipeline_control",
+                       "load[n].eq(~valid[n] | nxt)", "load[n].eq(~valid[n])")
 
 
 def _ready_from_valid():
     # SPEC 9: i.ready must not depend on i.valid; the bug gates it with i.valid.
-    return _patch(bd_hw.pipeline, "pipeline_control",
-                  recompiled(bd_hw.pipeline.pipeline_control,
-                             "in_ready.eq(load[0] & ~ResetSignal())",
-                             "in_ready.eq(load[0] & ~ResetSignal() & in_valid)"))
+    return _replace_in(bd_hw.pipeline, "pipeline_control",
+                       "in_ready.eq(load[0] & ~ResetSignal())",
+                       "in_ready.eq(load[0] & ~ResetSignal() & in_valid)")
 
 
 def _engine_read_stage_overwrites():
     # SPEC 11 / bd_hw.linear: the read stage loads a new weight beat when it is empty or the dot
     # units take its beat; the bug drops both terms, so a stalled beat is overwritten (a row group
     # is lost).
-    engine = bd_hw.linear.BDLinear
-    return _patch(engine, "elaborate", recompiled(engine.elaborate, "a_load.eq(~a_valid | dots_take)",
-                                                  "a_load.eq(1)"))
+    return _replace_in(bd_hw.linear.BDLinear, "elaborate", "a_load.eq(~a_valid | dots_take)",
+                       "a_load.eq(1)")
 
 
 def _accumulator_one_bit_short():
@@ -102,61 +105,50 @@ def _accumulator_one_bit_short():
 def _normaliser_ties_away():
     # SPEC 6: the total is rounded to nearest, ties to even; the bug rounds every tie up (away
     # from zero).
-    norm = bd_hw.dot.FP32Normaliser
-    return _patch(norm, "elaborate", recompiled(
-        norm.elaborate, "round_up = guard & (sticky | mant[0])", "round_up = guard"))
-
-
-def _skid_register(old: str, new: str):
-    # bd_hw.pipeline.Stages.register with one expression replaced (it builds the skid buffer's banks)
-    stages = bd_hw.pipeline.Stages
-    return _patch(stages, "register", recompiled(stages.register, old, new))
+    return _replace_in(bd_hw.dot.FP32Normaliser, "elaborate",
+                       "round_up = guard & (sticky | mant[0])", "round_up = guard")
 
 
 def _skid_spare_not_loaded():
     # bd_hw.pipeline: a skid buffer's spare bank takes the incoming beat while it is empty; the bug
     # never loads it, so a beat that arrives while the main bank is held is lost (replaced by the
     # spare's stale contents).
-    return _skid_register("self.m.d.sync += spare.eq(value)", "self.m.d.sync += spare.eq(spare)")
+    return _replace_in(bd_hw.pipeline.Stages, "register", "self.m.d.sync += spare.eq(value)",
+                       "self.m.d.sync += spare.eq(spare)")
 
 
 def _skid_drains_wrong_bank():
     # bd_hw.pipeline: when the main bank loads while the spare is full, it must take the spare's
     # beat; the bug takes the incoming value instead (the register before the skid stage).
-    return _skid_register("value = Mux(self.spare_valid, spare, value)",
-                          "value = Mux(self.spare_valid, value, value)")
+    return _replace_in(bd_hw.pipeline.Stages, "register",
+                       "value = Mux(self.spare_valid, spare, value)",
+                       "value = Mux(self.spare_valid, value, value)")
 
 
 def _conversion_ones_complement():
     # SPEC 6.1 "fp32": every block value is exact in FP32; the bug takes a negative sum's
     # magnitude as its ones' complement (the dot unit's lanes are held that way, their +1s counted
     # apart), one unit short.
-    fa = bd_hw.float_add
-    return _patch(fa, "_convert", recompiled(fa._convert, "Mux(negative, -x, x)", "Mux(negative, ~x, x)"))
+    return _replace_in(bd_hw.float_add, "_convert", "Mux(negative, -x, x)", "Mux(negative, ~x, x)")
 
 
 def _conversion_ties_away():
     # SPEC 6.1 "fp16": fl16(V) rounds to nearest, ties to even; the bug rounds every tie up.
-    fa = bd_hw.float_add
-    return _patch(fa, "_round_pack", recompiled(
-        fa._round_pack, "guard & (sticky | man[0])", "guard"))
+    return _replace_in(bd_hw.float_add, "_round_pack", "guard & (sticky | man[0])", "guard")
 
 
 def _adder_drops_sticky():
     # SPEC 6.1: one correct rounding per addition; the bug aligns the smaller operand with a plain
     # right shift, losing the sticky bit, so a sum just above or below a tie rounds as a tie.
-    fa = bd_hw.float_add
-    return _patch(fa, "_add", recompiled(
-        fa._add, 'aligned = _shift_right_sticky(m, "align", small_ext, distance[:k])',
-        'aligned = _named(m, "align", small_ext >> distance[:k], W + G)'))
+    return _replace_in(bd_hw.float_add, "_add",
+                       'aligned = _shift_right_sticky(m, "align", small_ext, distance[:k])',
+                       'aligned = _named(m, "align", small_ext >> distance[:k], W + G)')
 
 
 def _adder_ties_away():
     # SPEC 6.1: ties to even; the bug keeps the injected half-unit's carry on a tie (ties away
     # from zero).
-    fa = bd_hw.float_add
-    return _patch(fa, "_add", recompiled(
-        fa._add, "Cat(total[low + 1] & ~tie,", "Cat(total[low + 1],"))
+    return _replace_in(bd_hw.float_add, "_add", "Cat(total[low + 1] & ~tie,", "Cat(total[low + 1],")
 
 
 @dataclass(frozen=True)
