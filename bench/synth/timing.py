@@ -320,6 +320,21 @@ def _shipped_top(r: dict) -> str:
     return r.get("top", f"{r['unit']}_b{r['B']}").replace("_fast", "")
 
 
+def fastest_shipped(shipped: list[dict]) -> dict[str, float]:
+    """``"<family>/<module>"`` -> Fmax of the module's fastest shipped build: its ``_fast``
+    registry unit's row where it has one (the deepest setting, the build the synthesis report
+    places; rows of intermediate settings may predate later changes to the design), else the
+    highest of its settings' rows."""
+    by_key: dict[str, list[dict]] = {}
+    for r in shipped:
+        by_key.setdefault(f"{r['family']}/{_shipped_top(r)}", []).append(r)
+    fmax = {}
+    for key, rows in by_key.items():
+        fast = [r for r in rows if r["unit"].endswith("_fast")]
+        fmax[key] = max(r["fmax_mhz"] for r in (fast or rows))
+    return fmax
+
+
 def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
     """``previous`` with every row of the same unit, block size, family, setting and note replaced
     by the one in ``rows`` (a later run of the same thing), plus the new rows."""
@@ -331,18 +346,14 @@ def merge_rows(previous: list[dict], rows: list[dict]) -> list[dict]:
 def write_report(rows: list[dict], out: Path) -> None:
     """``timing.md`` and ``timing.json`` in ``out`` from collected rows.
 
-    ``timing.json`` holds the rows and ``fmax_mhz``: ``"<family>/<module>"`` -> the highest Fmax
-    over the shipped settings of that module (rows without a ``note`` or ``overrides``; rows with
-    one, such as the design before a change or another way of building it, are reported for
-    comparison only)."""
+    ``timing.json`` holds the rows and ``fmax_mhz`` (:func:`fastest_shipped` over the shipped rows:
+    those without a ``note`` or ``overrides``; rows with one, such as the design before a change
+    or another way of building it, are reported for comparison only)."""
     failed = [r for r in rows if r.get("error")]
     rows = [r for r in rows if not r.get("error")]
     shipped = [r for r in rows if not r.get("note") and not r.get("overrides") and r.get("fmax_mhz")
                and r.get("seed", PNR_SEED) == PNR_SEED]
-    fmax: dict[str, float] = {}
-    for r in shipped:
-        key = f"{r['family']}/{_shipped_top(r)}"
-        fmax[key] = max(fmax.get(key, 0.0), r["fmax_mhz"])
+    fmax = fastest_shipped(shipped)
     out.mkdir(parents=True, exist_ok=True)
     order = sorted(rows, key=lambda r: (r["unit"], r["B"], r["family"], bool(not r.get("note")),
                                         r["pipeline"] if r["pipeline"] is not None else -1,
