@@ -31,19 +31,22 @@ from amaranth.lib.wiring import In, Out
 
 from bd_hw.layouts import reject
 
-from .lane_products import (CONSTRUCTIONS, ProductArray, check_construction, element_value,
-                            max_abs_product, minifloat_value_units, product_inputs)
+from .lane_products import (BLOCK_INPUT_BASES, CONSTRUCTIONS, ProductArray, check_construction,
+                            element_value, max_abs_product, minifloat_value_units, product_inputs,
+                            takes_block_inputs)
 
 __all__ = ["adder_tree", "BlockMac", "SingleMac", "FORMATS", "SMALLEST", "make_mac",
            "reference_block_sum", "minifloat_value_units", "SINGLE_MAC_BLOCK", "sum_bits"]
 
 FORMATS = tuple(CONSTRUCTIONS)
 SINGLE_MAC_BLOCK = 32     # the paper's block size: the single MAC's accumulator sums 32 products
-# The smallest construction of each format in two-input gates, block MAC and single MAC
-# (reports/synth/report.md, "MACs: every construction"; the report finds them from the figures,
-# this copy chooses what a default synthesis run and the scale-path units build, and
-# tests/bench/test_bench_baseline_macs.py checks it against the committed report's rows).
-SMALLEST = {"bd": "decoder_lut", "int4": "baugh_wooley", "fp4": "shift", "fp6": "shift",
+# The smallest block-MAC construction of each format in two-input gates, at every block size
+# (reports/synth/report.md, "MACs: every construction"; the report finds the smallest of each
+# framing from the figures, this copy chooses what a default synthesis run and the scale-path units
+# build, and tests/bench/test_bench_baseline_macs.py checks it against the committed report's rows).
+# The single MAC's smallest can differ: in one lane ABC folds decoder_lut's per-block formatbook
+# row into the lane's selection, which anf_lut's per-block coefficients do not allow.
+SMALLEST = {"bd": "anf_lut", "int4": "baugh_wooley", "fp4": "shift", "fp6": "shift",
             "int8": "booth"}
 
 
@@ -94,20 +97,20 @@ class _MacFrame(wiring.Component):
                  block_values_in: bool = False):
         check_construction(fmt, construction, self)
         self.lanes = _check_lanes(lanes, self)
-        if block_values_in and not (fmt == "bd" and construction.startswith("shared")):
+        if block_values_in and not (fmt == "bd" and takes_block_inputs(construction)):
             reject(self)
-            raise ValueError("block_values_in needs a bd shared construction, not "
-                             f"{fmt} {construction!r}")
+            raise ValueError("block_values_in needs a bd construction with a per-block part "
+                             f"({', '.join(BLOCK_INPUT_BASES)}), not {fmt} {construction!r}")
         self.fmt, self.construction, self.block_values_in = fmt, construction, block_values_in
         self.sum_shape = signed(sum_bits(fmt, count))     # exact for ``count`` products
-        super().__init__(product_inputs(fmt, lanes, block_values_in) | extra
+        super().__init__(product_inputs(fmt, lanes, block_values_in, construction) | extra
                          | {"sum": Out(self.sum_shape)})
 
     def _registered_products(self, m: Module) -> ProductArray:
         """The product array, its inputs the frame's, registered."""
         m.submodules.products = arr = ProductArray(self.fmt, self.construction, self.lanes,
                                                    self.block_values_in)
-        for name in product_inputs(self.fmt, self.lanes, self.block_values_in):
+        for name in product_inputs(self.fmt, self.lanes, self.block_values_in, self.construction):
             port = Value.cast(getattr(self, name))
             reg = Signal(len(port), name=f"{name}_reg")
             m.d.sync += reg.eq(port)

@@ -30,15 +30,37 @@ Constructions (:data:`CONSTRUCTIONS`, ``format -> name -> title``):
   ``shared``       the dialect-dependent columns of the formatbook (indices 5, 6, 7) decoded once
                    per block; per lane ``h = idx`` for ``idx < 5`` (every dialect), else the block's
                    value for ``idx``: one 3:1 choice of 4 bits; then the 4x4 multiply;
-  ``shared_operand`` as ``shared``, the sign applied to one operand before a signed multiply.
+  ``shared_operand`` as ``shared``, the sign applied to one operand before a signed multiply;
+  ``anf_lut``      ``decoder_lut`` with another decode: the dialect's index 5-7 magnitudes
+                   ``v5, v6, v7`` turned once per block into XOR coefficients ``c0 = v5^v6^v7``,
+                   ``c1 = v5^v7``, ``c2 = v6^v7``, so that ``v_idx = c0 ^ c1 idx[1] ^ c2 idx[0]``
+                   for ``idx`` 5-7 (algebraic normal form over the two low index bits); per lane
+                   ``h = idx >= 5 ? that : idx`` (two ANDs and two XORs a bit, then a 2:1 choice,
+                   instead of the decoder's 8:1 selection), then bd_dot's MultiplierArray;
+  ``sigshift``     the significand/shift form of the minifloats' ``shift``: every magnitude as an
+                   odd significand ``2t + 1`` (``t`` 3 bits) times ``2^sh`` (``sh`` 0-3), the
+                   dialect-dependent columns' ``(t, sh)`` decoded once per block; per lane the
+                   product of the odd significands (a 3x3 product of ``t``), shifted left by
+                   ``sh_a + sh_w``, zero when either index is 0;
+  ``blockprod``    the 9 products among the block pair's dialect-dependent magnitudes (indices
+                   5-7 of each side) formed once per block pair; per lane, when both indices are
+                   5-7 the product is selected from those 9, otherwise one side's index is 0-4 (its
+                   own magnitude) and the product is that index times the other side's decoded
+                   magnitude, a 3-bit by 4-bit product.
 
-Sign handling suffix ``_defer`` (``magnitude``, ``table``, ``decoder`` and ``shared`` constructions):
+Constructions with a per-block part (:func:`takes_block_inputs`; for ``decoder_lut``, the
+decoders' formatbook row) can take it as inputs instead
+(``block_values_in``: the ``_lane`` single MACs), decoded once per block outside; what each takes is
+:func:`block_input_layouts`, and :func:`block_input_values` gives its value for a dialect pair.
+
+Sign handling suffix ``_defer`` (``magnitude``, ``table``, ``decoder`` and ``shared`` constructions,
+and the only form of ``sigshift`` and ``blockprod``):
 the product is complemented instead of negated and its ``+1`` is left in ``carries``
 (``decoder_defer`` is ``bd_dot``'s ``products="dsp"``; ``decoder_lut`` defers too).
 """
 from __future__ import annotations
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -50,6 +72,8 @@ from bd_hw.dot import MultiplierArray
 from bd_hw.layouts import reject
 
 __all__ = ["CONSTRUCTIONS", "FORMAT_BITS", "ProductArray", "product_inputs", "product_bits",
+           "takes_block_inputs", "block_input_layouts", "block_input_values", "sigshift_entry",
+           "anf_coefficients",
            "max_abs_product",
            "varying_columns",
            "element_value", "minifloat_magnitude", "minifloat_value_units", "check_construction"]
@@ -79,8 +103,20 @@ CONSTRUCTIONS: dict[str, dict[str, str]] = {
            "shared": "indices 5-7 decoded once per block, 3:1 choice per lane, 4x4 multiply, negate",
            "shared_defer": "indices 5-7 decoded once per block, 4x4 multiply, ones' complement + "
                            "popcount",
-           "shared_operand": "indices 5-7 decoded once per block, signed 5x4 multiply"},
+           "shared_operand": "indices 5-7 decoded once per block, signed 5x4 multiply",
+           "anf_lut": "index 5-7 magnitudes as per-block XOR coefficients (c0 ^ c1 idx1 ^ c2 idx0), "
+                      "2:1 choice per lane against the index, bd_dot's MultiplierArray (products="
+                      "'lut')",
+           "sigshift_defer": "odd significand x 2^shift per element (indices 5-7 decoded once per "
+                             "block), 3x3 significand product shifted by the shift sum, ones' "
+                             "complement + popcount",
+           "blockprod_defer": "the 9 products of the block pair's index 5-7 magnitudes formed once "
+                              "per block pair and selected per lane, else index 0-4 x decoded "
+                              "magnitude (3x4 bits), ones' complement + popcount"},
 }
+# Constructions of ``bd`` with a per-block part that the ``_lane`` single MACs take as inputs.
+BLOCK_INPUT_BASES = ("decoder_lut", "anf_lut", "shared", "shared_operand", "sigshift", "blockprod")
+SIGSHIFT_T_BITS, SIGSHIFT_SH_BITS = 3, 2      # odd significand 2t + 1 <= 15, shift 0..3
 
 
 def check_construction(fmt: str, construction: str, owner=None) -> None:
@@ -212,26 +248,98 @@ def varying_columns() -> list[int]:
     return [j for j in range(LEVELS) if len({row[j] for row in FORMATBOOK_ROWS}) > 1]
 
 
-def _column_values(m: Module, dialect, name: str, given=None):
-    """Per-block decode of the formatbook: entry ``j`` of the dialect's row, as a constant for a
-    column equal in every dialect, else a signal chosen by ``dialect`` (once per block), or taken
-    from ``given`` (the varying columns' values, decoded outside)."""
+def sigshift_entry(h: int) -> int:
+    """``sigshift``'s code of one magnitude ``h = (2t + 1) * 2^sh``: ``t | sh << 3`` (0 for h = 0,
+    whose product the lane forces to 0 from its index)."""
+    if h == 0:
+        return 0
+    sh = (h & -h).bit_length() - 1
+    t = ((h >> sh) - 1) // 2
+    if t >> SIGSHIFT_T_BITS or sh >> SIGSHIFT_SH_BITS:
+        raise AssertionError(f"magnitude {h} has no sigshift code")
+    return t | sh << SIGSHIFT_T_BITS
+
+
+def anf_coefficients(row) -> tuple[int, int, int]:
+    """``anf_lut``'s per-block coefficients of one formatbook row: ``(c0, c1, c2)`` with
+    ``row[idx] = c0 ^ c1 * idx[1] ^ c2 * idx[0]`` for the dialect-dependent indices 5, 6, 7
+    (``idx[1:0]`` = 01, 10, 11)."""
+    if varying_columns() != [5, 6, 7] or _identity_prefix() != 5:
+        raise AssertionError("anf_lut assumes indices 0-4 are the identity and 5-7 vary (SPEC 2)")
+    v5, v6, v7 = row[5], row[6], row[7]
+    return v5 ^ v6 ^ v7, v5 ^ v7, v6 ^ v7
+
+
+def _column_values(m: Module, dialect, name: str, given=None, encode=lambda h: h, width=H_BITS):
+    """Per-block decode of the formatbook: ``encode`` of entry ``j`` of the dialect's row, as a
+    constant for a column equal in every dialect, else a signal chosen by ``dialect`` (once per
+    block), or taken from ``given`` (the varying columns' codes, decoded outside)."""
     entries = []
     for j in range(LEVELS):
-        column = [row[j] for row in FORMATBOOK_ROWS]
+        column = [encode(row[j]) for row in FORMATBOOK_ROWS]
         if len(set(column)) == 1:
-            entries.append(Const(column[0], H_BITS))
+            entries.append(Const(column[0], width))
             continue
         if given is not None:
             entries.append(given[varying_columns().index(j)])
             continue
-        v = Signal(H_BITS, name=f"{name}_v{j}")
+        v = Signal(width, name=f"{name}_v{j}")
         with m.Switch(dialect):
             for d, value in enumerate(column):
                 with m.Case(d):
                     m.d.comb += v.eq(value)
         entries.append(v)
     return entries
+
+
+def takes_block_inputs(construction: str) -> bool:
+    """Whether a ``bd`` construction has a per-block part that can be given as inputs."""
+    return construction.removesuffix("_defer") in BLOCK_INPUT_BASES
+
+
+def block_input_layouts(construction: str) -> dict:
+    """The per-block inputs of a ``bd`` construction built with ``block_values_in`` (port name ->
+    layout): ``decoder_lut``, ``shared``, ``blockprod``: the magnitudes at :func:`varying_columns`
+    (``*_values``); ``anf_lut``: their :func:`anf_coefficients` (``*_anf``);
+    ``sigshift``: their :func:`sigshift_entry` codes (``*_sigshift``); ``blockprod`` also the
+    products of every pair of them (``wide_products``, a-column major)."""
+    base = construction.removesuffix("_defer")
+    if base not in BLOCK_INPUT_BASES:
+        raise ValueError(f"construction must be one of {BLOCK_INPUT_BASES} (or _defer), "
+                         f"not {construction!r}")
+    cols = len(varying_columns())
+    if base == "sigshift":
+        layout = data.ArrayLayout(SIGSHIFT_T_BITS + SIGSHIFT_SH_BITS, cols)
+        return {"a_sigshift": layout, "w_sigshift": layout}
+    if base == "anf_lut":
+        layout = data.ArrayLayout(H_BITS, cols)
+        return {"a_anf": layout, "w_anf": layout}
+    ports = {"a_values": data.ArrayLayout(H_BITS, cols), "w_values": data.ArrayLayout(H_BITS, cols)}
+    if base == "blockprod":
+        ports["wide_products"] = data.ArrayLayout(2 * H_BITS, cols * cols)
+    return ports
+
+
+def block_input_values(construction: str, a_dialect: int, w_dialect: int) -> dict[str, int]:
+    """The values of :func:`block_input_layouts`'s ports for a dialect pair, packed as integers
+    (from the formatbook: what a per-block decode outside the lanes gives)."""
+    layouts = block_input_layouts(construction)
+    rows = {"a": FORMATBOOK_ROWS[a_dialect], "w": FORMATBOOK_ROWS[w_dialect]}
+    cols = varying_columns()
+    out = {}
+    for name, layout in layouts.items():
+        side = name.split("_")[0]
+        if name == "wide_products":
+            entries = [rows["a"][i] * rows["w"][j] for i in cols for j in cols]
+        elif name.endswith("_sigshift"):
+            entries = [sigshift_entry(rows[side][j]) for j in cols]
+        elif name.endswith("_anf"):
+            entries = anf_coefficients(rows[side])
+        else:
+            entries = [rows[side][j] for j in cols]
+        width = Shape.cast(layout.elem_shape).width
+        out[name] = sum(v << (width * n) for n, v in enumerate(entries))
+    return out
 
 
 def _identity_prefix() -> int:
@@ -242,13 +350,14 @@ def _identity_prefix() -> int:
     return n
 
 
-def product_inputs(fmt: str, lanes: int, block_values_in: bool = False) -> dict:
-    """The input ports of a :class:`ProductArray` (and of the MACs built on one)."""
+def product_inputs(fmt: str, lanes: int, block_values_in: bool = False,
+                   construction: str = "shared") -> dict:
+    """The input ports of a :class:`ProductArray` (and of the MACs built on one); with
+    ``block_values_in``, ``construction``'s per-block inputs (:func:`block_input_layouts`)."""
     bits = FORMAT_BITS[fmt]
     ports = {"a": In(bits * lanes), "w": In(bits * lanes)}
     if block_values_in:
-        layout = data.ArrayLayout(H_BITS, len(varying_columns()))
-        ports |= {"a_values": In(layout), "w_values": In(layout)}
+        ports |= {name: In(layout) for name, layout in block_input_layouts(construction).items()}
     elif fmt == "bd":
         ports |= {"a_dialect": In(DIALECT_BITS), "w_dialect": In(DIALECT_BITS)}
     return ports
@@ -258,8 +367,8 @@ class ProductArray(wiring.Component):
     """``lanes`` lane products of one format and construction (combinational).
 
     Ports: ``a``, ``w`` in (lane k of ``bits`` bits at ``[bits*k +: bits]``), ``a_dialect`` and
-    ``w_dialect`` in for ``bd`` (with ``block_values_in``, a ``shared`` construction takes instead
-    ``a_values``/``w_values``: the block's magnitudes at :func:`varying_columns`, decoded once per
+    ``w_dialect`` in for ``bd`` (with ``block_values_in``, a construction with a per-block part,
+    :func:`takes_block_inputs`, takes instead :func:`block_input_layouts`'s ports, decoded once per
     block outside); ``products`` out (signed :func:`product_bits`) and ``carries`` out
     (one bit per lane); ``products[k] + carries[k]`` is lane k's exact product. :attr:`defers` says
     whether the carries can be non-zero.
@@ -267,15 +376,15 @@ class ProductArray(wiring.Component):
 
     def __init__(self, fmt: str, construction: str, lanes: int, block_values_in: bool = False):
         check_construction(fmt, construction, self)
-        if block_values_in and not construction.startswith("shared"):
+        if block_values_in and not (fmt == "bd" and takes_block_inputs(construction)):
             reject(self)
-            raise ValueError("block_values_in needs a bd shared construction, not "
-                             f"{fmt} {construction!r}")
+            raise ValueError("block_values_in needs a bd construction with a per-block part "
+                             f"({', '.join(BLOCK_INPUT_BASES)}), not {fmt} {construction!r}")
         self.fmt, self.construction, self.lanes = fmt, construction, lanes
         self.block_values_in = block_values_in
         self.bits = FORMAT_BITS[fmt]
-        self.defers = construction.endswith("_defer") or construction == "decoder_lut"
-        ports = product_inputs(fmt, lanes, block_values_in)
+        self.defers = construction.endswith(("_defer", "_lut"))
+        ports = product_inputs(fmt, lanes, block_values_in, construction)
         ports |= {"products": Out(data.ArrayLayout(signed(product_bits(fmt)), lanes)),
                   "carries": Out(lanes)}
         super().__init__(ports)
@@ -297,27 +406,91 @@ class ProductArray(wiring.Component):
     def _per_block(self, m: Module, base: str):
         if self.fmt != "bd":
             return None
-        if base.startswith("decoder"):
-            decoders = {}
-            for side in ("a", "w"):
-                # The smallest decoder that holds the lanes (a single MAC uses lane 0 of 16;
-                # synthesis removes the lanes nothing reads).
-                dec = decoders[side] = BDDecoder(min(B for B in BLOCK_SIZES if B >= self.lanes))
-                m.submodules[f"{side}_decoder"] = dec
-                m.d.comb += [dec.dialect.eq(getattr(self, f"{side}_dialect")),
-                             dec.codes.as_value()[:len(self.a)].eq(getattr(self, side))]
-            if base == "decoder_lut":
+        if base.startswith("decoder") or base == "anf_lut":
+            decode = self._anf_decode if base == "anf_lut" else self._decode
+            decoded = {side: decode(m, side) for side in ("a", "w")}
+            if base.endswith("_lut"):
                 m.submodules.multipliers = mul = MultiplierArray(self.lanes, products="lut")
                 for k in range(self.lanes):
-                    m.d.comb += [mul.a[k].eq(decoders["a"].values[k]),
-                                 mul.w[k].eq(decoders["w"].values[k])]
-                decoders["products"], decoders["carries"] = mul.products, mul.carries
-            return decoders
-        if self.block_values_in:
-            return {side: _column_values(m, None, side, getattr(self, f"{side}_values"))
+                    m.d.comb += [mul.a[k].eq(decoded["a"][k]), mul.w[k].eq(decoded["w"][k])]
+                decoded["products"], decoded["carries"] = mul.products, mul.carries
+            return decoded
+        given = (lambda name: getattr(self, name)) if self.block_values_in else (lambda name: None)
+        dialect = (lambda side: None) if self.block_values_in else (
+            lambda side: getattr(self, f"{side}_dialect"))
+        if base == "sigshift":
+            return {side: _column_values(m, dialect(side), side, given(f"{side}_sigshift"),
+                                         sigshift_entry, SIGSHIFT_T_BITS + SIGSHIFT_SH_BITS)
                     for side in ("a", "w")}
-        return {side: _column_values(m, getattr(self, f"{side}_dialect"), side)
-                for side in ("a", "w")}
+        block = {side: _column_values(m, dialect(side), side, given(f"{side}_values"))
+                 for side in ("a", "w")}
+        if base == "blockprod":
+            # The products of the two sides' dialect-dependent magnitudes, once per block pair.
+            cols = varying_columns()
+            products = given("wide_products")
+            wide = []
+            for n, (i, j) in enumerate((i, j) for i in cols for j in cols):
+                if products is not None:
+                    wide.append(products[n])
+                    continue
+                p = Signal(2 * H_BITS, name=f"wide_a{i}_w{j}")
+                m.d.comb += p.eq(block["a"][i] * block["w"][j])
+                wide.append(p)
+            block["wide"] = wide
+        return block
+
+    def _anf_decode(self, m: Module, side: str) -> list:
+        """``side``'s lanes ``{sign, h}`` (as :meth:`_decode`) from the block's
+        :func:`anf_coefficients`, chosen by the dialect once per block or given."""
+        codes = getattr(self, side)
+        if self.block_values_in:
+            c0, c1, c2 = (getattr(self, f"{side}_anf")[n] for n in range(3))
+        else:
+            c0, c1, c2 = (Signal(H_BITS, name=f"{side}_c{n}") for n in range(3))
+            with m.Switch(getattr(self, f"{side}_dialect")):
+                for d, row in enumerate(FORMATBOOK_ROWS):
+                    with m.Case(d):
+                        m.d.comb += [c.eq(v) for c, v in zip((c0, c1, c2), anf_coefficients(row))]
+        low = _identity_prefix()
+        values = []
+        for k in range(self.lanes):
+            code = codes[CODE_BITS * k: CODE_BITS * (k + 1)]
+            idx = code[:IDX_BITS]
+            wide = Signal(name=f"{side}_wide{k}")
+            column = Signal(H_BITS, name=f"{side}_column{k}")
+            value = Signal(H_BITS + 1, name=f"{side}_value{k}")
+            m.d.comb += [wide.eq(idx >= low),
+                         column.eq(c0 ^ (c1 & idx[1].replicate(H_BITS))
+                                   ^ (c2 & idx[0].replicate(H_BITS))),
+                         value.eq(Cat(Mux(wide, column, idx), code[IDX_BITS]))]
+            values.append(value)
+        return values
+
+    def _decode(self, m: Module, side: str) -> list:
+        """``side``'s lanes as ``bd_decoder`` gives them, ``{sign, h}``: from a
+        :class:`~bd_hw.decoder.BDDecoder`, or (``block_values_in``) the decoder's per-lane
+        selection from the given columns (its per-block formatbook row decoded outside)."""
+        codes = getattr(self, side)
+        if not self.block_values_in:
+            # The smallest decoder that holds the lanes (a single MAC uses lane 0 of 16;
+            # synthesis removes the lanes nothing reads).
+            dec = BDDecoder(min(B for B in BLOCK_SIZES if B >= self.lanes))
+            m.submodules[f"{side}_decoder"] = dec
+            m.d.comb += [dec.dialect.eq(getattr(self, f"{side}_dialect")),
+                         dec.codes.as_value()[:len(codes)].eq(codes)]
+            return [dec.values[k] for k in range(self.lanes)]
+        entries = Signal(H_BITS * LEVELS, name=f"{side}_entries")
+        m.d.comb += entries.eq(Cat(*_column_values(m, None, side, getattr(self, f"{side}_values"))))
+        values = []
+        for k in range(self.lanes):
+            code = codes[CODE_BITS * k: CODE_BITS * (k + 1)]
+            # BDDecoder's lane: the row shifted right by 4 idx bits, the low 4 kept.
+            selected = Signal(H_BITS * LEVELS, name=f"{side}_selected{k}")
+            value = Signal(H_BITS + 1, name=f"{side}_value{k}")
+            m.d.comb += [selected.eq(entries >> Cat(Const(0, 2), code[:IDX_BITS])),
+                         value.eq(Cat(selected[:H_BITS], code[IDX_BITS]))]
+            values.append(value)
+        return values
 
     # --- integers ---------------------------------------------------------------------------
     def _int4_mul(self, m, k, a, w, block):
@@ -405,13 +578,15 @@ class ProductArray(wiring.Component):
 
     # --- BlockDialect -------------------------------------------------------------------------
     def _bd_decoder(self, m, k, a, w, block):
-        va, vw = block["a"].values[k], block["w"].values[k]
+        va, vw = block["a"][k], block["w"][k]
         mag = Signal(2 * H_BITS, name=f"mag{k}")
         m.d.comb += mag.eq(va[:H_BITS] * vw[:H_BITS])
         return _signed_magnitude(m, f"prod{k}", va[H_BITS] ^ vw[H_BITS], mag, self.defers)
 
     def _bd_decoder_lut(self, m, k, a, w, block):
         return block["products"][k], block["carries"][k]
+
+    _bd_anf_lut = _bd_decoder_lut
 
     def _bd_value(self, m, name, code, entries):
         """``h`` of one lane from its index and the block's per-column values."""
@@ -427,6 +602,51 @@ class ProductArray(wiring.Component):
         hw = self._bd_value(m, f"w_h{k}", w, block["w"])
         mag = Signal(2 * H_BITS, name=f"mag{k}")
         m.d.comb += mag.eq(ha * hw)
+        return _signed_magnitude(m, f"prod{k}", a[IDX_BITS] ^ w[IDX_BITS], mag, self.defers)
+
+    def _bd_sigshift(self, m, k, a, w, block):
+        ia, iw = a[:IDX_BITS], w[:IDX_BITS]
+        fields = []
+        for side, idx in (("a", ia), ("w", iw)):
+            code = Signal(SIGSHIFT_T_BITS + SIGSHIFT_SH_BITS, name=f"{side}_ss{k}")
+            m.d.comb += code.eq(Array(block[side])[idx])
+            fields.append((code[:SIGSHIFT_T_BITS], code[SIGSHIFT_T_BITS:]))
+        (ta, sha), (tw, shw) = fields
+        # (2 ta + 1)(2 tw + 1) = 4 ta tw + 2 (ta + tw) + 1
+        tt = Signal(2 * SIGSHIFT_T_BITS, name=f"tt{k}")
+        m.d.comb += tt.eq(ta * tw)
+        odd = Signal(2 * H_BITS, name=f"odd{k}")
+        m.d.comb += odd.eq(Cat(Const(1, 1), (ta + tw + (tt << 1))))
+        shift = Signal(SIGSHIFT_SH_BITS + 1, name=f"shift{k}")
+        m.d.comb += shift.eq(sha + shw)
+        mag = Signal(2 * H_BITS, name=f"mag{k}")
+        m.d.comb += mag.eq(Mux(ia.any() & iw.any(), odd << shift, 0))
+        return _signed_magnitude(m, f"prod{k}", a[IDX_BITS] ^ w[IDX_BITS], mag, self.defers)
+
+    def _bd_blockprod(self, m, k, a, w, block):
+        ia, iw = a[:IDX_BITS], w[:IDX_BITS]
+        low = _identity_prefix()
+        wide = {}
+        h = {}
+        for side, idx in (("a", ia), ("w", iw)):
+            wide[side] = Signal(name=f"{side}_wide{k}")
+            h[side] = Signal(H_BITS, name=f"{side}_h{k}")
+            m.d.comb += [wide[side].eq(idx >= low), h[side].eq(Array(block[side])[idx])]
+        # One side's index is 0-4 unless both are wide: that index is its magnitude (<= 4, so
+        # bit 2 set means 4 alone), times the other side's decoded magnitude.
+        narrow = Signal(IDX_BITS, name=f"narrow{k}")
+        other = Signal(H_BITS, name=f"other{k}")
+        m.d.comb += [narrow.eq(Mux(wide["a"], iw, ia)), other.eq(Mux(wide["a"], h["a"], h["w"]))]
+        small = Signal(2 * H_BITS, name=f"small{k}")
+        m.d.comb += small.eq(Mux(narrow[2], other << 2, other * narrow[:2]))
+        # Both wide: the block pair's product of the two columns.
+        cols = len(varying_columns())
+        table = Array(Array(block["wide"][cols * i: cols * (i + 1)]) for i in range(cols))
+        column = (LEVELS - low - 1).bit_length()
+        pick = Signal(2 * H_BITS, name=f"pick{k}")
+        m.d.comb += pick.eq(table[(ia - low)[:column]][(iw - low)[:column]])
+        mag = Signal(2 * H_BITS, name=f"mag{k}")
+        m.d.comb += mag.eq(Mux(wide["a"] & wide["w"], pick, small))
         return _signed_magnitude(m, f"prod{k}", a[IDX_BITS] ^ w[IDX_BITS], mag, self.defers)
 
     def _bd_shared_operand(self, m, k, a, w, block):

@@ -17,7 +17,8 @@ name                        kind     builder
                             and the baselines, every construction of ``bench.hw.lane_products``
 ``mac1_<fmt>_<construction>`` mac    ``SingleMac(fmt, construction)``: one lane and its accumulator
                             (the paper's framing), built at B = 32 only
-``mac1_bd_shared*_lane``    mac      the same with the block's decoded magnitudes as inputs
+``mac1_bd_<c>_lane``        mac      the same with the block's decoded index 5-7 columns as inputs
+                            (``shared*``, ``sigshift_defer``, ``blockprod_defer``)
 ``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
 ``scale_nvfp4``, ``scale_nvfp4_block`` (``bench/hw/scale_paths.py``; ``_block``: no tensor scale)
 ``bd_linear_fast_n<N>``     linear   ``BDLinear(B, N, pipeline=deepest)`` for N = 1, 2, 8, 16 (the
@@ -35,7 +36,7 @@ from bd_hw.params import LinearParams
 from bd_hw.units import UNITS, LinearUnit, Unit
 
 from .baseline_macs import SINGLE_MAC_BLOCK
-from .lane_products import CONSTRUCTIONS
+from .lane_products import CONSTRUCTIONS, takes_block_inputs
 
 __all__ = ["BENCH_UNITS", "ALL_UNITS", "ENGINE_LANES", "ENGINE_PRODUCTS", "engine_unit_name"]
 
@@ -123,9 +124,9 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
       for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
     *(Unit(f"mac1_bd_{c}_lane", "mac", _single_mac,
            {"fmt": "bd", "construction": c, "block_values_in": True}, blocks=(SINGLE_MAC_BLOCK,),
-           summary=f"bd single MAC, the block's index 5-7 magnitudes as inputs (decoded once per "
-                   f"block outside): {title}")
-      for c, title in CONSTRUCTIONS["bd"].items() if c.startswith("shared")),
+           summary=f"bd single MAC, the block's decoded index 5-7 columns as inputs (decoded once "
+                   f"per block outside): {title}")
+      for c, title in CONSTRUCTIONS["bd"].items() if takes_block_inputs(c)),
     Unit("scale_bd", "scale", _scale_dot, {"fmt": "bd"},
          summary="BlockDialect block dot product with its 5-bit exponent add"),
     Unit("scale_mxfp4", "scale", _scale_dot, {"fmt": "mxfp4"}, blocks=(16, 32),

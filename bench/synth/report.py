@@ -24,7 +24,7 @@ __all__ = ["METRICS", "summarise", "write_report", "load_report", "carried_resul
 PAPER_MAC_AREA_UM2 = {"int4": 207, "fp4": 247, "bd": 248, "fp6": 382, "int8": 554}
 PAPER_SELECTOR_RATIO = 10.0
 MAC_FORMATS = ("bd", "int4", "fp4", "fp6", "int8")
-LANE_ONLY = "_lane"       # single BlockDialect MAC with the block's decoded magnitudes as inputs
+LANE_ONLY = "_lane"       # single BlockDialect MAC with the block's decoded columns as inputs
 FP16_BYTES = 2
 
 # Area measures compared in every ratio: generic cells, two-input gates, LUT4s per family.
@@ -537,7 +537,9 @@ def mac_section(summary: dict) -> list[str]:
              "and sum registered. *Single MAC* (the paper's framing): one lane and an accumulator "
              "as wide as the exact sum of a block of 32 products, inputs registered; the "
              "BlockDialect single MAC decodes its own dialects (`_lane` rows take the block's "
-             "decoded index 5-7 magnitudes as inputs instead). FPGA figures where measured. "
+             "decoded index 5-7 columns as inputs instead: their magnitudes, or what the "
+             "construction makes of them once per block, such as anf_lut's coefficients or "
+             "blockprod_defer's products). FPGA figures where measured. "
              "Every comparison unit (these MACs and the scale paths below) is mapped as a "
              "designer would build it on the ECP5: a product that fits the sysDSP's smallest "
              "multiplier (9x9, MULT9X9D) in LUT fabric, one whose wider operand has "
@@ -630,8 +632,8 @@ def _mac_findings(macs: dict) -> list[str]:
                 f"{setting} is {c}, {bd[c]['gates2']} two-input gates "
                 f"({bd[c]['gates2'] / bd[best]['gates2']:.2f} of the smallest, {best})"
                 for c, setting in refs) + ("." if adopted else
-                                           f"; `bd_dot` should adopt {best} "
-                                           f"({CONSTRUCTIONS['bd'][best]})."))
+                                           f"; `bd_dot` could adopt {best}, which computes the "
+                                           f"same products ({CONSTRUCTIONS['bd'][best]})."))
     int8 = [f["int8"]["gates2"] for by_b in macs["to_fp4"].values() for f in by_b.values()
             if f.get("int8", {}).get("gates2")]
     ours = f", ours {min(int8):.2f} to {max(int8):.2f}" if int8 else ""
@@ -643,8 +645,7 @@ def _mac_findings(macs: dict) -> list[str]:
                   "dialect-dependent indices 5-7 take the magnitudes 5-15 half-units, most with "
                   "4 significant bits (9, 11, 13, 15), so each lane needs the full 4x4 array: "
                   "16 partial-product bits against FP4's 4.",
-                  "- The per-block part of the decode is small: a single MAC that decodes its own "
-                  "dialects is within a few gates of one fed the block's decoded magnitudes.",
+                  *_bd_construction_findings(macs),
                   "- The paper's single MAC holds an accumulator of widths we do not know; ours sums "
                   "one block of 32 products exactly (14 bits for FP4 and BlockDialect). A wider "
                   "accumulator, the same in every format, would pull every ratio towards 1, and "
@@ -652,6 +653,60 @@ def _mac_findings(macs: dict) -> list[str]:
                   f"{PAPER_MAC_AREA_UM2['int8'] / PAPER_MAC_AREA_UM2['fp4']:.2f}{ours}).",
                   "- Gate counts are not 45 nm area: an XOR costs more than a NAND, and LUT counts "
                   "weigh logic differently again."]
+    return lines
+
+
+def _bd_construction_findings(macs: dict) -> list[str]:
+    """What the BlockDialect constructions measured at B = 32 say about where its cost lies, worded
+    from their figures (a construction not measured is left out)."""
+    block = macs["constructions"].get("block", {}).get("32", {}).get("bd", {})
+    single = macs["constructions"].get("single", {}).get("32", {}).get("bd", {})
+    best = macs["smallest"].get("block", {}).get("32", {}).get("bd")
+    if not best:
+        return []
+    ref = block[best]["gates2"]
+
+    def rel(c):
+        return f"{block[c]['gates2']} gates at B = 32, {block[c]['gates2'] / ref:.2f}x {best}"
+
+    lines = []
+    if "sigshift_defer" in block:
+        lines.append("- FP4's significand/shift form does not carry over (sigshift_defer, "
+                     f"{rel('sigshift_defer')}): written as odd significands times 2^k, "
+                     "BlockDialect's magnitudes need significands up to 15 (a 3x3 product of their "
+                     "upper bits) and shifts up to 3 per operand, so each lane shifts an 8-bit "
+                     "product by up to 6 places where FP4 shifts a 4-bit one by up to 4; the "
+                     "shifter costs more than the partial products it saves.")
+    if "blockprod_defer" in block:
+        lines.append("- Forming the products of the two blocks' index 5-7 magnitudes once per "
+                     f"block pair (blockprod_defer, {rel('blockprod_defer')}) takes the 4x4 "
+                     "multiply out of the lanes only when both indices are 5-7, and then leaves a "
+                     "9:1 choice of 8-bit products per lane, larger than the multiply it replaces; "
+                     "the other cases still need an index 0-4 times a 4-bit magnitude.")
+    if "anf_lut" in block and "decoder_lut" in block:
+        saved = block["decoder_lut"]["gates2"] - block["anf_lut"]["gates2"]
+        text = ("- What is left to save is the decode's per-lane selection. anf_lut turns the "
+                "block's index 5-7 magnitudes into three XOR coefficients once per block, so a "
+                "lane needs two ANDs and two XORs a bit and a 2:1 choice against its own index "
+                "instead of the decoder's 8:1 selection; with the same multiplier array it is "
+                f"{saved} gates ({100 * saved / block['decoder_lut']['gates2']:.1f} %) smaller than "
+                "decoder_lut at B = 32.")
+        luts = [(name, block["anf_lut"].get(f"{fam}.luts"), block["decoder_lut"].get(f"{fam}.luts"))
+                for fam, name in (("ice40", "iCE40"), ("ecp5", "ECP5"))]
+        luts = [f"{name} {a} against {b} LUT4" for name, a, b in luts if a and b]
+        if luts:
+            text += " On the FPGAs the two map differently: " + ", ".join(luts) + "."
+        if "anf_lut" in single and "decoder_lut" in single:
+            text += (f" In a self-contained single MAC anf_lut is the larger "
+                     f"({single['anf_lut']['gates2']} against {single['decoder_lut']['gates2']} "
+                     "gates): with one lane ABC folds decoder_lut's per-block formatbook row into "
+                     "the lane's selection, while anf_lut's 12 coefficient bits stay.")
+        lines.append(text)
+    amortised = macs.get("single_bd_amortised", {})
+    if amortised:
+        c, v = min(amortised.items(), key=lambda kv: kv[1])
+        lines.append("- The per-block part of the decode is small: shared by a block's 32 lanes it "
+                     f"leaves the smallest single MAC at {v:.0f} gates ({c}).")
     return lines
 
 

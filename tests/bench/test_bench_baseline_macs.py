@@ -136,9 +136,11 @@ SYNTH_REPORT = Path(__file__).resolve().parents[2] / "reports" / "synth" / "repo
 
 def test_smallest_is_the_measured_smallest():
     """SMALLEST (what a default synthesis run and the scale-path units build) names, for every
-    format, a construction with the fewest two-input gates among the committed report's rows of
-    that format, in both framings and at every block size measured; B = 32 must be measured in
-    both framings, so the check cannot pass on missing rows."""
+    format, a construction with the fewest two-input gates among the committed report's block-MAC
+    rows of that format at every block size measured (and measured at each); it must be measured at B = 32 in both framings
+    (the report's ratios need both), so the check cannot pass on missing rows. The single MAC's
+    smallest is the report's to find from its rows (bench/hw/baseline_macs.py says why it can
+    differ)."""
     gates: dict = {}
     for r in json.loads(SYNTH_REPORT.read_text())["results"]:
         unit = BENCH_UNITS.get(r["unit"])
@@ -150,7 +152,8 @@ def test_smallest_is_the_measured_smallest():
     for fmt, construction in SMALLEST.items():
         for framing in ("block", "single"):
             assert construction in gates.get((framing, 32, fmt), {}), (framing, fmt)
-    for (framing, B, fmt), by_construction in gates.items():
-        if SMALLEST[fmt] in by_construction:
-            assert by_construction[SMALLEST[fmt]] == min(by_construction.values()), \
-                (framing, B, fmt, SMALLEST[fmt], by_construction)
+    blocks = [(B, fmt, cs) for (framing, B, fmt), cs in gates.items() if framing == "block"]
+    assert {B for B, _, _ in blocks} >= {16, 32, 64}
+    for B, fmt, by_construction in blocks:
+        assert by_construction.get(SMALLEST[fmt]) == min(by_construction.values()), \
+            (B, fmt, SMALLEST[fmt], by_construction)

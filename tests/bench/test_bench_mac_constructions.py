@@ -11,20 +11,14 @@ import pytest
 import torch
 from amaranth.sim import Simulator
 
-from bench.hw.lane_products import (CONSTRUCTIONS, FORMAT_BITS, ProductArray, element_value,
-                                    product_bits, varying_columns)
+from bench.hw.lane_products import (CONSTRUCTIONS, FORMAT_BITS, ProductArray, block_input_values,
+                                    element_value, product_bits, takes_block_inputs)
 from golden import bd
-from golden.formatbook import FORMATBOOK_ROWS
-from golden.spec import H_BITS, NUM_DIALECTS
+from golden.spec import NUM_DIALECTS
 
 # (format, construction, block magnitudes as inputs)
 CASES = [(fmt, c, False) for fmt, names in CONSTRUCTIONS.items() for c in names]
-CASES += [("bd", c, True) for c in CONSTRUCTIONS["bd"] if c.startswith("shared")]
-
-
-def _block_values(dialect: int) -> int:
-    """The varying formatbook columns of ``dialect``, packed as ProductArray's ``*_values``."""
-    return sum(FORMATBOOK_ROWS[dialect][j] << (H_BITS * n) for n, j in enumerate(varying_columns()))
+CASES += [("bd", c, True) for c in CONSTRUCTIONS["bd"] if takes_block_inputs(c)]
 
 
 def _bd_reference() -> dict:
@@ -49,8 +43,8 @@ def _run(dut, steps):
             ctx.set(dut.a, sum(c << (bits * k) for k, c in enumerate(a)))
             ctx.set(dut.w, sum(c << (bits * k) for k, c in enumerate(w)))
             if dut.block_values_in:
-                ctx.set(dut.a_values.as_value(), _block_values(da))
-                ctx.set(dut.w_values.as_value(), _block_values(dw))
+                for name, value in block_input_values(dut.construction, da, dw).items():
+                    ctx.set(getattr(dut, name).as_value(), value)
             elif dut.fmt == "bd":
                 ctx.set(dut.a_dialect, da)
                 ctx.set(dut.w_dialect, dw)
