@@ -159,8 +159,21 @@ class QuantizerParams(Params):
     selection: Any = None
     pipeline: int = 0
 
+    #: ``"ready"`` adds no stage: the stage after the first half of the selection (``s1``, the
+    #: first without the FP16 elements) becomes a skid buffer, so the enables of the stages before
+    #: it follow a register instead of the ready chain through the stages after it. ``"exp16"``
+    #: then cuts the shared exponent's maximum tree after its first level.
     CUT_POINTS: ClassVar[tuple[str, ...]] = ("select", "shift", "qmax", "exp", "exp8",
-                                             "count", "qmax8", "pair_rule")
+                                             "count", "qmax8", "pair_rule", "ready", "exp16")
+    #: Every register stage in frame order, named as the unit registers it: the four base stages
+    #: ``s0``-``s3`` and the cut points that add a stage; ``SKID_STAGE`` is the one ``"ready"``
+    #: makes a skid buffer.
+    FRAME: ClassVar[tuple[str, ...]] = ("exp16", "exp8", "exp", "s0", "shift", "qmax8", "qmax",
+                                        "pair_rule", "s1", "count", "select", "s2", "s3")
+    SKID_STAGE: ClassVar[str] = "s1"
+    #: The cut points ``bd_linear`` takes in its quantizer: its output ready is constant 1 there,
+    #: so the skid buffer's spare bank would never fill.
+    ENGINE_CUT_POINTS: ClassVar[tuple[str, ...]] = CUT_POINTS[:8]
     BASE_LATENCY: ClassVar[int] = 4          # register stages without optional cuts
 
     def __post_init__(self):
@@ -181,9 +194,32 @@ class QuantizerParams(Params):
         return frozenset(self.CUT_POINTS[:self.pipeline])
 
     @property
+    def stages(self) -> tuple[str, ...]:
+        """The register stages, in pipeline order (named as :class:`bd_hw.quantizer.BDQuantizer`
+        registers them)."""
+        return tuple(s for s in self.FRAME if s not in self.CUT_POINTS or s in self.cuts)
+
+    @property
+    def skid(self) -> bool:
+        """The ``"ready"`` cut: stage ``s1`` is a skid buffer."""
+        return "ready" in self.cuts
+
+    @property
+    def skid_stage(self) -> int | None:
+        """The index of the skid-buffer stage (None without the ``"ready"`` cut)."""
+        return self.stages.index(self.SKID_STAGE) if self.skid else None
+
+    @property
+    def capacity(self) -> int:
+        """Most beats held at once: one per register stage, and one more in the skid buffer's
+        spare bank."""
+        return self.latency + self.skid
+
+    @property
     def latency(self) -> int:
-        """``4 + pipeline``."""
-        return self.BASE_LATENCY + self.pipeline
+        """``4 + pipeline``, less one from ``pipeline = 9`` on (the ``"ready"`` cut adds no
+        stage): 12 at 8 and 9, 13 at 10."""
+        return self.BASE_LATENCY + len(self.cuts - {"ready"})
 
 
 @dataclass(frozen=True)
@@ -296,8 +332,8 @@ class LinearParams(Params):
     #: through the collector, the normaliser and the accumulator (the engine's critical path
     #: without it); the collector's FIFO is sized by :attr:`groups_in_flight`, the dot units'
     #: capacity included.
-    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.CUT_POINTS), len(DotParams.CUT_POINTS))
-    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS,
+    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.ENGINE_CUT_POINTS), len(DotParams.CUT_POINTS))
+    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.ENGINE_CUT_POINTS,
                                                     DotParams.CUT_POINTS))
     READ_STAGES: ClassVar[int] = 1           # the beat and its activation block (read ahead), registered
     COLLECTOR_LATENCY: ClassVar[int] = 1     # the output skid buffer
@@ -314,7 +350,7 @@ class LinearParams(Params):
     @property
     def quantizer(self) -> QuantizerParams:
         """The quantizer's parameters: this block size and pipeline setting."""
-        return QuantizerParams(self.B, pipeline=min(self.pipeline, len(QuantizerParams.CUT_POINTS)))
+        return QuantizerParams(self.B, pipeline=min(self.pipeline, len(QuantizerParams.ENGINE_CUT_POINTS)))
 
     @property
     def dot(self) -> DotParams:

@@ -16,48 +16,60 @@ from __future__ import annotations
 from amaranth.hdl import Module, Mux, ResetSignal, Signal
 from amaranth.lib import data
 
-__all__ = ["pipeline_control", "take", "Stages"]
+__all__ = ["pipeline_control", "skid_stage_of", "take", "Stages"]
+
+
+def skid_stage_of(stages: int, skid: bool, skid_stage: int | None = None) -> int | None:
+    """The index of the skid-buffer stage of :func:`pipeline_control` (None without ``skid``):
+    ``skid_stage``, by default the last; it needs a stage before it."""
+    if not skid:
+        return None
+    at = stages - 1 if skid_stage is None else skid_stage
+    if not 1 <= at < stages:
+        raise ValueError(f"skid_stage must be from 1 to {stages - 1} of {stages} stages, not {at!r}")
+    return at
 
 
 def pipeline_control(m: Module, stages: int, in_valid, in_ready, out_ready, *, prefix="s",
-                     skid: bool = False):
+                     skid: bool = False, skid_stage: int | None = None):
     """Build the control of ``stages`` registered stages.
 
     Returns ``(valid, load, spare_valid)``: lists of ``stages`` signals and, with ``skid``, the
-    valid bit of the last stage's spare register bank (else None). ``valid[n]`` is stage ``n``'s
+    valid bit of the skid stage's spare register bank (else None). ``valid[n]`` is stage ``n``'s
     valid register (``valid[-1]`` drives the output's valid). Data registers of stage ``n`` must be
     written only when ``load[n]`` is high (callers usually also require the incoming valid, see
     :func:`take`). ``in_ready`` is driven here.
 
-    With ``skid`` the last stage is a skid buffer: it takes a beat whenever its spare bank is
-    empty, into the spare bank if its main bank is held, so the stages before it see a registered
-    ready (``~spare_valid``) instead of the combinational ready from downstream, and the enables of
-    the two sides are separate nets. The pipeline then holds one beat more than it has stages.
+    With ``skid`` stage ``skid_stage`` (by default the last) is a skid buffer: it takes a beat
+    whenever its spare bank is empty, into the spare bank if its main bank is held, so the stages
+    before it see a registered ready (``~spare_valid``) instead of the combinational ready from
+    downstream, and the enables of the two sides are separate nets. The pipeline then holds one
+    beat more than it has stages.
     """
-    if stages < 1 + skid:
-        raise ValueError(f"stages must be at least {1 + skid}")
+    if stages < 1:
+        raise ValueError("stages must be at least 1")
+    at = skid_stage_of(stages, skid, skid_stage)
     valid = [Signal(name=f"{prefix}{n}_valid") for n in range(stages)]
     load = [Signal(name=f"{prefix}{n}_load") for n in range(stages)]
-    spare_valid = Signal(name=f"{prefix}{stages - 1}_spare_valid") if skid else None
-    last = stages - 1 if skid else None
+    spare_valid = Signal(name=f"{prefix}{at}_spare_valid") if skid else None
     nxt = out_ready
     for n in reversed(range(stages)):
         m.d.comb += load[n].eq(~valid[n] | nxt)
-        nxt = ~spare_valid if n == last else load[n]     # the skid stage's ready is a register
+        nxt = ~spare_valid if n == at else load[n]     # the skid stage's ready is a register
     m.d.comb += in_ready.eq(load[0] & ~ResetSignal())
     prev = in_valid
     for n in range(stages):
         with m.If(load[n]):
-            m.d.sync += valid[n].eq(prev | spare_valid if n == last else prev)
+            m.d.sync += valid[n].eq(prev | spare_valid if n == at else prev)
         prev = valid[n]
     if skid:
-        incoming = valid[last - 1]
+        incoming = valid[at - 1]
         # The spare bank fills when a beat arrives while the main bank is held, and empties
         # into the main bank as soon as that loads; meanwhile the stage refuses new beats.
         with m.If(spare_valid):
-            with m.If(load[last]):
+            with m.If(load[at]):
                 m.d.sync += spare_valid.eq(0)
-        with m.Elif(incoming & ~load[last]):
+        with m.Elif(incoming & ~load[at]):
             m.d.sync += spare_valid.eq(1)
     return valid, load, spare_valid
 
@@ -77,15 +89,17 @@ class Stages:
     registers is returned. ``cut(name, enabled, **values)`` does the same only if ``enabled`` (an optional
     stage) and otherwise returns the values as they are, so that one description of the datapath
     serves every choice of cut points. After the last stage, :attr:`valid` drives the
-    output's valid. With ``skid`` the last stage is a skid buffer (see :func:`pipeline_control`):
-    its registers get a spare bank, ``<name>_spare_<key>``.
+    output's valid. With ``skid`` stage ``skid_stage`` (by default the last) is a skid buffer (see
+    :func:`pipeline_control`): its registers get a spare bank, ``<name>_spare_<key>``.
     """
 
     def __init__(self, m: Module, count: int, in_valid, in_ready, out_ready, *, prefix="s",
-                 skid: bool = False):
+                 skid: bool = False, skid_stage: int | None = None):
         self.m, self.count, self.in_valid = m, count, in_valid
         self.valids, self.loads, self.spare_valid = pipeline_control(
-            m, count, in_valid, in_ready, out_ready, prefix=prefix, skid=skid)
+            m, count, in_valid, in_ready, out_ready, prefix=prefix, skid=skid,
+            skid_stage=skid_stage)
+        self.skid_stage = skid_stage_of(count, skid, skid_stage)
         self.closed = 0
 
     @property
@@ -107,7 +121,7 @@ class Stages:
         if self.closed >= self.count:
             raise AssertionError(f"stage {name} is beyond the {self.count} stages built")
         n = self.closed
-        skid = self.spare_valid is not None and n == self.count - 1
+        skid = n == self.skid_stage
         regs, banks = {}, []
         for key, value in values.items():
             reg, regs[key] = self._bank(f"{name}_{key}", value)

@@ -9,21 +9,24 @@ Streams (``amaranth.lib.stream``, payload layouts from :mod:`bd_hw.layouts`):
   ``dialect`` (4), ``exp`` (5, the shared exponent E; 0 marks an all-zero block), ``invalid``
   (1: some element was Inf or NaN).
 
-**Latency: 4 + pipeline clock cycles** (:attr:`BDQuantizer.latency`; ``pipeline`` is 0 by default,
+**Latency: 4 + pipeline clock cycles** for ``pipeline`` 0 to 8, ``3 + pipeline`` from 9 on (the
+ninth cut, ``"ready"``, adds no stage; :attr:`BDQuantizer.latency`; ``pipeline`` is 0 by default,
 see :class:`BDQuantizer` for its cut points): a beat transferred on ``i`` at rising edge ``n``
 (``i.valid`` and ``i.ready`` high there) raises ``o.valid`` after edge ``n + latency - 1`` and, with
 ``o.ready`` high, is transferred on ``o`` at edge ``n + latency``. Throughput is one block per clock
 at every setting. Under back-pressure every stage holds its registers; a stage may load while the
-one after it is empty, so bubbles collapse (see :mod:`bd_hw.pipeline`). ``o.valid`` comes from a
-register; ``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low during
-reset).
+one after it is empty, so bubbles collapse (see :mod:`bd_hw.pipeline`); the unit holds
+:attr:`BDQuantizer.capacity` blocks (its latency, one more with ``"ready"``). ``o.valid`` comes
+from a register; ``i.ready`` depends combinationally on ``o.ready`` and ``rst`` only (it is low
+during reset), and with ``"ready"`` on ``rst`` and registers only.
 
 The frame (each line ends in a register stage; optional cuts in brackets):
 
-0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)`` [``"exp8"``,
+0. :class:`ExponentMax`: FTZ and non-finite handling, ``E = max(ex_k)`` [``"exp16"``, ``"exp8"``,
    ``"exp"``, inside its maximum tree], ``invalid``.
 1. :class:`SignificandShifter`: ``q_k = M_k >> (6 + E - ex_k)`` [``"shift"``]; the first half of
-   the dialect selection [``"qmax8"``, ``"qmax"``, ``"pair_rule"``, inside it].
+   the dialect selection [``"qmax8"``, ``"qmax"``, ``"pair_rule"``, inside it]; with ``"ready"``
+   this stage's register is a skid buffer.
 2. the second half of the dialect selection [``"count"``, ``"select"``, inside it]; the zero block
    (``E == 0``) forces dialect 0.
 3. :class:`IndexMapper`: ``idx_k`` = number of the dialect's midpoints ``<= q_k`` (ties up);
@@ -58,7 +61,11 @@ __all__ = ["ExponentMax", "SignificandShifter", "PairSelector", "RangeMembership
 PAIR_BITS = (NUM_PAIRS - 1).bit_length()     # 3
 GROUPS = 4          # lane groups whose maxima are registered by the "exp" and "qmax" cuts
 LANE_GROUPS = 8     # lane groups whose maxima are registered by the "exp8" and "qmax8" cuts
+LANE_PAIRS = 16     # lane groups whose maxima are registered by the "exp16" cut
 MAN_BITS = FP16_MAN_BITS
+#: The cut points inside the shared exponent's maximum tree, earliest first, with the number of
+#: runs of lanes whose maxima each registers.
+EXP_CUTS = (("exp16", LANE_PAIRS), ("exp8", LANE_GROUPS), ("exp", GROUPS))
 # The zero block needs no special case in the index mapper only because q = 0 is below every
 # dialect's first midpoint (SPEC 3: every idx of a zero block is 0).
 assert min(MIDPOINTS[:, 0].tolist()) >= 1
@@ -417,9 +424,18 @@ class BDQuantizer(ParametrisedComponent):
       registered before their popcounts; see :class:`RangeMembership`, :class:`RangeCount`);
     - ``"qmax8"``: in the maximum tree of ``q``, after the maxima of eight runs of lanes;
     - ``"pair_rule"``: inside the first half of the selection (two-stage: ``qmax`` registered
-      before the stage-1 rule that turns it into the pair).
+      before the stage-1 rule that turns it into the pair);
+    - ``"ready"``: no new stage; the register after the first half of the selection (``s1``, the
+      first stage without the FP16 elements: 201 bits at B = 32) becomes a skid buffer with a
+      spare bank, so the enables of the stages before it follow a register instead of the ready
+      chain from ``o.ready`` through every stage (the critical path with the eight cuts before
+      it). The unit then holds one block more than its latency (:attr:`capacity`);
+    - ``"exp16"``: in the shared exponent's maximum tree, after the maxima of sixteen runs of
+      lanes (one compare-and-select level after the leaves; with ``"exp8"`` and ``"exp"`` the
+      tree's first stage no longer holds two levels after the leaves).
 
-    :attr:`latency` is ``4 + pipeline``; throughput stays one block per clock.
+    :attr:`latency` is ``4 + pipeline`` (``3 + pipeline`` from 9 on); throughput stays one block
+    per clock.
     Raises ``ValueError`` naming ``B``, ``stage1``, ``selection`` or ``pipeline``.
     """
 
@@ -438,6 +454,11 @@ class BDQuantizer(ParametrisedComponent):
         })
 
     @property
+    def capacity(self) -> int:
+        """Most blocks held at once: :attr:`latency`, plus one with the ``"ready"`` cut."""
+        return self.params.capacity
+
+    @property
     def method(self) -> str:
         """The ``golden.bd.quantize`` method of this unit (``two_stage``, ``two_stage_trunc``, ...)."""
         return self.params.method
@@ -445,7 +466,8 @@ class BDQuantizer(ParametrisedComponent):
     def elaborate(self, platform):
         m = Module()
         B, sel = self.B, self.selection
-        st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready)
+        st = Stages(m, self.latency, self.i.valid, self.i.ready, self.o.ready,
+                    skid=self.params.skid, skid_stage=self.params.skid_stage)
         m.d.comb += self.o.valid.eq(st.valid)
         v = {"data": self.i.payload.data}
 
@@ -475,13 +497,13 @@ class BDQuantizer(ParametrisedComponent):
             return result
 
         # Stage 0: shared exponent and invalid flag; optional cuts inside the maximum tree, after
-        # the maxima of LANE_GROUPS ("exp8") and GROUPS ("exp") runs of lanes.
-        groups = LANE_GROUPS if "exp8" in self.cuts else GROUPS if "exp" in self.cuts else 1
+        # the maxima of LANE_PAIRS ("exp16"), LANE_GROUPS ("exp8") and GROUPS ("exp") runs of lanes.
+        groups = next((count for name, count in EXP_CUTS if name in self.cuts), 1)
         m.submodules.exp_max = exp_max = ExponentMax(B, groups)
         m.d.comb += exp_max.data.eq(v["data"])
         v = {**v, "invalid": exp_max.invalid}
         partial = [exp_max.partial[g] for g in range(groups)]
-        for name, count in (("exp8", LANE_GROUPS), ("exp", GROUPS)):
+        for name, count in EXP_CUTS:
             if name in self.cuts:
                 v = st.register(name, **v, partial=Cat(*maxima(m, partial, count, f"{name}_run")))
                 partial = _lanes(v.pop("partial"), EXP_BITS)

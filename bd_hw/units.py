@@ -12,7 +12,7 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer``     16, 32, 64      ``BDQuantizer(B, stage1="round")``        4
 ``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
-``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=8)``            12
+``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=10)``           13
 ``bd_dot_fast``      32              ``BDDot(B, pipeline=5)``                  10
 ``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           5
 ``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           6
@@ -36,9 +36,9 @@ module ``<base>_b<B>_n<N>`` (:class:`LinearUnit`); its latency counts from a row
 weight beat to its result beat (its vector turnaround, 5 and 13, is ``BDLinear.vector_latency``).
 
 The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
-the highest clock rate; ``reports/synth/timing.md``; ``bd_dot_fast``'s fifth cut, ``"ready"``, is a
-skid buffer that adds no stage but holds one result more, ``BDDot.capacity``); the others use the
-default, 0. The
+the highest clock rate; ``reports/synth/timing.md``; ``bd_dot_fast``'s fifth cut and
+``bd_quantizer_fast``'s ninth, ``"ready"``, are skid buffers that add no stage but hold one result
+more, ``BDDot.capacity`` and ``BDQuantizer.capacity``); the others use the default, 0. The
 ``bd_dot_fp32`` / ``bd_dot_fp16`` units accumulate as SPEC 6.1's ``"fp32"`` / ``"fp16"`` modes.
 
 Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
@@ -173,8 +173,9 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="online two-stage quantizer, truncating stage 1 (SPEC 4.2, method two_stage_trunc)"),
     Unit("bd_dot", "dot", _dot, parameters=DotParams,
          summary="block dot product, exact accumulation, one FP32 rounding (SPEC 6)"),
-    Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 8},
-         blocks=(32,), parameters=QuantizerParams, summary="bd_quantizer with every pipeline cut point taken (latency 12)"),
+    Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 10},
+         blocks=(32,), parameters=QuantizerParams,
+         summary="bd_quantizer with every pipeline cut point taken (latency 13)"),
     Unit("bd_dot_fast", "dot", _dot, {"pipeline": 5}, blocks=(32,), parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
     Unit("bd_dot_fp32", "dot", _dot, {"accumulate": "fp32"}, blocks=(32,), parameters=DotParams,

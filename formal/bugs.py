@@ -20,7 +20,10 @@ import bd_hw.linear
 import bd_hw.pipeline
 import bd_hw.quantizer
 
-__all__ = ["Bug", "BUGS", "planted", "recompiled"]
+__all__ = ["Bug", "BUGS", "SKID", "planted", "recompiled"]
+
+#: :attr:`Bug.stage` of a bug in a skid buffer: the unit's skid-buffer stage, found in its pipeline.
+SKID = "skid"
 
 
 def recompiled(func, old: str, new: str):
@@ -125,6 +128,23 @@ def _skid_drains_wrong_bank():
                        "value = Mux(self.spare_valid, value, value)")
 
 
+def _skid_ready_combinational():
+    # bd_hw.pipeline: the stage before a skid buffer sees the spare bank being empty as its ready;
+    # the bug gives it the skid stage's own load (the chain the buffer is there to cut), so a beat
+    # that waits before a held skid stage also fills the spare bank and goes through twice. The
+    # stage before the skid stage (the quantizer's "pair_rule") then holds a beat the shadow's
+    # has passed on.
+    return _replace_in(bd_hw.pipeline, "pipeline_control",
+                       "nxt = ~spare_valid if n == at else load[n]", "nxt = load[n]")
+
+
+def _skid_valid_ignores_spare():
+    # bd_hw.pipeline: the skid stage's main bank is valid after a load that takes the spare's
+    # beat; the bug keeps only the stage before's valid, so that beat is dropped.
+    return _replace_in(bd_hw.pipeline, "pipeline_control",
+                       "valid[n].eq(prev | spare_valid if n == at else prev)", "valid[n].eq(prev)")
+
+
 def _conversion_ones_complement():
     # SPEC 6.1 "fp32": every block value is exact in FP32; the bug takes a negative sum's
     # magnitude as its ones' complement (the dot unit's lanes are held that way, their +1s counted
@@ -160,7 +180,8 @@ class Bug:
     caught_by: str           # job kind expected to fail
     checks: tuple | None     # equivalence checks to keep (None: all) for the cheapest run
     stage: str | None = None  # end_to_end / stage: the unit's stage whose proof job must fail
-    #                           (a float loop adder's: "loop_adder:<distance case>")
+    #                           (a float loop adder's: "loop_adder:<distance case>"; SKID: the
+    #                           unit's skid-buffer stage, wherever its pipeline has it)
     also: tuple = ()          # more units the same run is repeated on by `make formal` (not `make test`)
 
 
@@ -179,11 +200,18 @@ BUGS = {b.name: b for b in (
         _accumulator_one_bit_short, "bd_dot", "width", None),
     Bug("normaliser_ties_away", "the FP32 normaliser rounds a tie away from zero, not to even",
         _normaliser_ties_away, "bd_dot", "end_to_end", None, "norm_s2"),
-    Bug("skid_spare_not_loaded", "bd_dot's skid buffer never loads its spare bank",
-        _skid_spare_not_loaded, "bd_dot_fast", "end_to_end", None, "s3"),
-    Bug("skid_drains_wrong_bank", "bd_dot's skid buffer refills its main bank from the stage "
+    Bug("skid_spare_not_loaded", "the skid buffer never loads its spare bank",
+        _skid_spare_not_loaded, "bd_dot_fast", "end_to_end", None, SKID,
+        also=("bd_quantizer_fast",)),
+    Bug("skid_drains_wrong_bank", "the skid buffer refills its main bank from the stage "
         "before, not from the spare bank", _skid_drains_wrong_bank, "bd_dot_fast", "end_to_end",
-        None, "s3"),
+        None, SKID, also=("bd_quantizer_fast",)),
+    Bug("skid_ready_combinational", "the stage before the skid buffer sees the skid stage's "
+        "load as its ready, not the spare bank being empty", _skid_ready_combinational,
+        "bd_quantizer_fast", "end_to_end", None, "pair_rule"),
+    Bug("skid_valid_ignores_spare", "the skid stage's valid ignores the spare bank it drains",
+        _skid_valid_ignores_spare, "bd_quantizer_fast", "end_to_end", None, SKID,
+        also=("bd_dot_fast",)),
     Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
         _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None, also=("bd_linear_n4",)),
     Bug("conversion_ones_complement", "the FP32 block-value conversion negates by ones' complement",

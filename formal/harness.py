@@ -297,12 +297,20 @@ class ShadowPipelineHarness(_StreamHarnessBase):
     stage); every other one is assumed to have held in the previous cycle. One job per stage is
     then a sound split of the induction (assume-guarantee over time: if every property held at
     every earlier cycle, each job shows its own hold now) and each job is a stage-sized problem.
+
+    ``skid = n`` makes the shadow's stage ``n`` a skid buffer (:class:`_ShadowSkid`, written from
+    the rule as for :class:`DotShadowHarness`): the stage before it sees its spare bank being
+    empty as its ready, and a beat arriving while the stage is held waits in the spare bank. The
+    unit's spare bank must be at that stage (:func:`skid_bank`); its valid bit equals the
+    shadow's and, while that is set, ``lemmas(find, record, n, spare=True)`` tie its registers to
+    the spare beat's fields (part of stage ``n``'s job). The queue's capacity is then
+    ``stages + 1``.
     """
 
     def __init__(self, dut, *, stages: int, fields: dict, start, needs, outputs, checks, lemmas,
-                 valid, consistent=(), part=None, assume_always=None, proved=None):
+                 valid, consistent=(), part=None, assume_always=None, proved=None, skid=None):
         self.stages, self.fields, self.start, self.needs = stages, fields, start, needs
-        self.proved = proved or {}
+        self.proved, self.skid = proved or {}, skid
         self.consistent, self.part = consistent, part
         self.outputs, self.checks, self.lemmas, self.valid = outputs, checks, lemmas, valid
         self.assume_always = assume_always
@@ -318,28 +326,42 @@ class ShadowPipelineHarness(_StreamHarnessBase):
         load = [Signal(name=f"shadow{n}_load") for n in range(n_st)]
         wanted = [set(self.needs(n)) for n in range(n_st)]
         wanted[-1] |= set(self.outputs)
+        spare = skid_bank(find)
+        if (spare[0] if spare else None) != self.skid:
+            raise AssertionError(f"the unit's skid buffer is at stage {spare[0] if spare else None}"
+                                 f", the shadow's at {self.skid}")
+        skid = _ShadowSkid(self.skid, "shadow") if self.skid is not None else None
         valid, records = _shadow_records(m, self.fields, self.start(dut.i.payload),
-                                         dut.i.valid & dut.i.ready, load, wanted, "shadow")
+                                         dut.i.valid & dut.i.ready, load, wanted, "shadow",
+                                         skid=skid)
         nxt = dut.o.ready
         for n in reversed(range(n_st)):
             m.d.comb += load[n].eq(~valid[n] | nxt)
             nxt = load[n]
+            if skid is not None and n == skid.stage:      # the stage before sees a registered ready
+                nxt = skid.control(m, valid[n - 1], load[n])
 
-        for n in range(n_st):
-            check(f"stage{n}_valid", valid[n] == self.valid(find, n), n)
+        def stage_properties(n, tag, shadow_valid, unit_valid, record, spare=False):
+            check(f"stage{tag}_valid", shadow_valid == unit_valid, n)
             # the shadow's own invariant: a carried field agrees with the fields of the same
             # stage it is computed from (q with the data and E, the counts with q and the pair),
             # as it does for every real beat
             for name in self.consistent:
-                if name in records[n]:
-                    others = {k: v for k, v in records[n].items() if k != name}
+                if name in record:
+                    others = {k: v for k, v in record.items() if k != name}
                     try:
                         again = evaluate_fields(m, self.fields, others, {name})[name]
                     except KeyError:          # not computable from this stage's fields
                         continue
-                    check(f"shadow{n}_{name}", records[n][name] == again, n)
-            for name, cond in self.lemmas(find, records[n], n).items():
-                check(name, ~valid[n] | cond, n)
+                    check(f"shadow{tag}_{name}", record[name] == again, n)
+            for name, cond in self.lemmas(find, record, n, **({"spare": True} if spare else {})).items():
+                check(name, ~shadow_valid | cond, n)
+
+        for n in range(n_st):
+            stage_properties(n, n, valid[n], self.valid(find, n), records[n])
+        if skid is not None:                # the spare bank: its valid and, if set, its beat
+            stage_properties(skid.stage, f"{skid.stage}_spare", skid.valid, spare[1],
+                             skid.record, spare=True)
         for name, fn in self.checks.items():
             got, want = fn(dut.o.payload, records[-1])
             check(name, ~dut.o.valid | (got == want), n_st - 1)

@@ -23,7 +23,8 @@ from golden.spec import (DIALECT_BITS, EXP_BITS, EXP_MAX, FP16_BITS, MAX_EXP_SUM
 
 from .harness import (AccumulatorHarness, AccumulatorInvariantHarness, AxisProtocolHarness,
                       CombinationalHarness, DotShadowHarness, FirstBeatHarness,
-                      ShadowPipelineHarness, SignalFinder, StreamProtocolHarness, pipeline_stages)
+                      ShadowPipelineHarness, SignalFinder, StreamProtocolHarness, pipeline_stages,
+                      skid_bank)
 from .models import (block_value_model, decode_model, dot_block_model, dot_fields, float_add_model,
                      fp32_model, max_chain, widen_model,
                      model_exponent, model_index, model_pair, model_q, model_stage2, quantizer_fields,
@@ -46,8 +47,13 @@ def stage1_rule(unit: Unit) -> str:
 
 # --- induction lemmas: the unit's pending results, from its own valid registers -------------------
 
-def quantizer_pending(find, stages: int):
-    return sum(find(f"s{n}_valid") for n in range(stages))
+def quantizer_pending(find, params):
+    """Blocks inside ``BDQuantizer``: one per valid stage, and the skid buffer's spare bank (the
+    ``"ready"`` cut)."""
+    pending = sum(find(f"s{n}_valid") for n in range(params.latency))
+    if params.skid:
+        pending = pending + find(f"s{params.skid_stage}_spare_valid")
+    return pending
 
 
 def dot_pending(find, dut):
@@ -76,8 +82,8 @@ def dot_pending(find, dut):
 
 def quantizer_protocol(unit, B):
     dut = unit.build(B)
-    return StreamProtocolHarness(dut, capacity=dut.latency,
-                                 lemma=partial(quantizer_pending, stages=dut.latency))
+    return StreamProtocolHarness(dut, capacity=dut.capacity,
+                                 lemma=partial(quantizer_pending, params=dut.params))
 
 
 def dot_protocol(unit, B):
@@ -124,15 +130,10 @@ def quantizer_equivalence(unit, B, covers=False):
                             covers=quantizer_covers(B) if covers else None)
 
 
-#: ``BDQuantizer``'s register stages in frame order, named as it registers them (``bd_hw.pipeline``
-#: names a stage's registers ``<stage>_<key>``); the optional ones are its cut points.
-QUANTIZER_FRAME = ("exp8", "exp", "s0", "shift", "qmax8", "qmax", "pair_rule", "s1",
-                   "count", "select", "s2", "s3")
-
-
 def quantizer_stage_names(params) -> list[str]:
-    """The stage names of a quantizer with parameters ``params`` (``QuantizerParams``)."""
-    names = [s for s in QUANTIZER_FRAME if s not in params.CUT_POINTS or s in params.cuts]
+    """The stage names of a quantizer with parameters ``params`` (``QuantizerParams.stages``:
+    ``bd_hw.pipeline`` names a stage's registers ``<stage>_<key>``)."""
+    names = list(params.stages)
     if len(names) != params.latency:
         raise AssertionError(f"{len(names)} stages named for a latency of {params.latency}")
     return names
@@ -148,17 +149,20 @@ QUANTIZER_REGISTER_FIELDS = {"data": "data", "sign": "sign", "q": "q", "exp": "E
                              "in_a": "in_a", "in_b": "in_b", "qmax": "qmax"}
 
 
-def quantizer_stage_registers(find, stage: str) -> dict:
-    """``{key: register}`` of the unit's stage ``stage`` (its pipeline control aside)."""
-    regs = {name[len(stage) + 1:]: sig for name, sig in find.registers().items()
-            if name.startswith(f"{stage}_") and name[len(stage) + 1:] not in ("valid", "load")}
+def quantizer_stage_registers(find, stage: str, spare: bool = False) -> dict:
+    """``{key: register}`` of the unit's stage ``stage`` (its pipeline control aside), or with
+    ``spare`` of its skid buffer's spare bank (``<stage>_spare_<key>``)."""
+    prefix = f"{stage}_spare_" if spare else f"{stage}_"
+    regs = {name[len(prefix):]: sig for name, sig in find.registers().items()
+            if name.startswith(prefix) and name[len(prefix):] not in ("valid", "load")
+            and (spare or not name[len(prefix):].startswith("spare_"))}
     if not regs:
         raise KeyError(f"no registers of stage {stage!r} found in the quantizer")
     return regs
 
 
 def _partial_field(stage: str) -> str:
-    return "E" if stage in ("exp8", "exp") else "qmax"
+    return "E" if stage in ("exp16", "exp8", "exp") else "qmax"
 
 
 def quantizer_stage_fields(stage: str, keys) -> set:
@@ -175,19 +179,19 @@ def quantizer_end_to_end(unit, B, part=None):
     """The whole quantizer against the plain model :func:`formal.models.quantizer_fields`, for
     every input sequence, back-pressure and reset (:class:`ShadowPipelineHarness`)."""
     dut = unit.build(B)
-    names = quantizer_stage_names(dut)
+    names = quantizer_stage_names(dut.params)
     # the unit's registers, by stage, from a throw-away elaboration (the keys only)
     probe = SignalFinder(Fragment.get(unit.build(B), None))
     keys = [sorted(quantizer_stage_registers(probe, stage)) for stage in names]
 
-    def lemmas(find, f, n):
-        stage = names[n]
+    def lemmas(find, f, n, spare=False):
+        stage = f"{names[n]}_spare" if spare else names[n]
         out = {}
-        for key, reg in sorted(quantizer_stage_registers(find, stage).items()):
+        for key, reg in sorted(quantizer_stage_registers(find, names[n], spare).items()):
             if key == "out":
                 continue
             if key == "partial":
-                want = f[_partial_field(stage)]
+                want = f[_partial_field(names[n])]
                 width = len(want)
                 lanes = [reg[k * width:(k + 1) * width] for k in range(len(reg) // width)]
                 out[f"{stage}_{key}"] = (Cat(*[lane <= want for lane in lanes]).all() &
@@ -208,7 +212,7 @@ def quantizer_end_to_end(unit, B, part=None):
         consistent=("E", "invalid", "q", "qmax", "in_a", "in_b", "count_a", "count_b"), part=part,
         # the range counter as its stage job proves it, for every input
         proved={hwq.RangeCounter: ranges_as_proved},
-        valid=lambda find, n: find(f"s{n}_valid"),
+        valid=lambda find, n: find(f"s{n}_valid"), skid=dut.params.skid_stage,
         checks={"exp": lambda o, f: (o.exp, f["E"]), "invalid": lambda o, f: (o.invalid, f["invalid"]),
                 "dialect": lambda o, f: (o.dialect, f["dialect"]),
                 "codes": lambda o, f: (o.codes.as_value(), f["codes"])})
@@ -779,6 +783,7 @@ def bug_jobs(B: int = QUICK_B, cheap: bool = True, also: bool = True) -> list[Jo
 
 
 def _bug_job(bug, unit: Unit, B: int, cheap: bool) -> Job:
+    from .bugs import SKID
     at = min(unit.blocks) if unit.kind == "linear" else B    # an engine at its own block size
     name = f"bug_{bug.name}_{unit.name}_b{at}"
     if unit.kind == "linear":
@@ -798,19 +803,20 @@ def _bug_job(bug, unit: Unit, B: int, cheap: bool) -> Job:
         stage, _, case = bug.stage.partition(":")       # "loop_adder:<case>": one distance case
         build = partial(FLOAT_STAGES[stage], unit, B, **({"case": case} if case else {}))
         mode, depth = "bmc", 1
-    elif bug.caught_by == "end_to_end" and unit.kind == "dot":
-        part = dot_part_names(unit, B).index(bug.stage)
-        build = partial(dot_end_to_end, unit, B, part=part)
-        # from reset, far enough for a beat to reach the stage; a skid buffer's spare bank
-        # fills only once every stage after it is full (the unit's capacity) and empties the
-        # cycle after
-        params = unit.parameters_at(B)
-        mode, depth = "bmc", params.capacity + 3 if params.skid else params.latency + 2
     elif bug.caught_by == "end_to_end":
-        # the stage job that guards the bug, run from reset far enough for a beat to get there
-        part = quantizer_stage_names(unit.parameters_at(B)).index(bug.stage)
-        build = partial(quantizer_end_to_end, unit, B, part=part)
-        mode, depth = "bmc", unit.latency(B) + 2
+        # the stage job that guards the bug, run from reset far enough for a beat to get there;
+        # a skid buffer's spare bank fills only once every stage after it is full (the unit's
+        # capacity) and empties the cycle after
+        params = unit.parameters_at(B)
+        if bug.stage == SKID:
+            part = skid_bank(SignalFinder(Fragment.get(unit.build(B), None)))[0]
+        elif unit.kind == "dot":
+            part = dot_part_names(unit, B).index(bug.stage)
+        else:
+            part = quantizer_stage_names(params).index(bug.stage)
+        build = partial(dot_end_to_end if unit.kind == "dot" else quantizer_end_to_end, unit, B,
+                        part=part)
+        mode, depth = "bmc", params.capacity + 3 if params.skid else params.latency + 2
     else:
         build = partial(quantizer_equivalence, unit, B, only=bug.checks if cheap else None)
         mode, depth = "bmc", unit.latency(B) + 1

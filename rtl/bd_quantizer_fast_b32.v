@@ -6,23 +6,62 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [31:0] \$100 ;
+  reg \$100 ;
   reg [4:0] \$101 ;
-  reg \$102 ;
-  reg [5:0] \$103 ;
-  reg [5:0] \$104 ;
-  reg [2:0] \$105 ;
-  reg [159:0] \$106 ;
-  reg [31:0] \$107 ;
+  reg [511:0] \$102 ;
+  reg \$103 ;
+  reg [4:0] \$104 ;
+  reg [159:0] \$105 ;
+  reg [511:0] \$106 ;
+  reg \$107 ;
   reg [4:0] \$108 ;
-  reg \$109 ;
+  reg [159:0] \$109 ;
   wire \$11 ;
-  reg [3:0] \$110 ;
-  reg [137:0] \$111 ;
+  reg [39:0] \$110 ;
+  reg [511:0] \$111 ;
+  reg \$112 ;
+  reg [4:0] \$113 ;
+  reg [159:0] \$114 ;
+  reg [19:0] \$115 ;
+  reg [511:0] \$116 ;
+  reg \$117 ;
+  reg [4:0] \$118 ;
+  reg [159:0] \$119 ;
   wire \$12 ;
+  reg [4:0] \$120 ;
+  reg [159:0] \$121 ;
+  reg [31:0] \$122 ;
+  reg [4:0] \$123 ;
+  reg \$124 ;
+  reg [2:0] \$125 ;
+  reg [159:0] \$126 ;
+  reg [31:0] \$127 ;
+  reg [4:0] \$128 ;
+  reg \$129 ;
   wire \$13 ;
+  reg [2:0] \$130 ;
+  reg [159:0] \$131 ;
+  reg [31:0] \$132 ;
+  reg [4:0] \$133 ;
+  reg \$134 ;
+  reg [31:0] \$135 ;
+  reg [31:0] \$136 ;
+  reg [2:0] \$137 ;
+  reg [159:0] \$138 ;
+  reg [31:0] \$139 ;
   wire \$14 ;
+  reg [4:0] \$140 ;
+  reg \$141 ;
+  reg [5:0] \$142 ;
+  reg [5:0] \$143 ;
+  reg [2:0] \$144 ;
+  reg [159:0] \$145 ;
+  reg [31:0] \$146 ;
+  reg [4:0] \$147 ;
+  reg \$148 ;
+  reg [3:0] \$149 ;
   wire \$15 ;
+  reg [137:0] \$150 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
@@ -45,76 +84,76 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [2:0] \$38 ;
-  wire [2:0] \$39 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [3:0] \$45 ;
+  wire \$45 ;
   wire \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg \$51 ;
-  reg \$52 ;
-  reg \$53 ;
-  reg \$54 ;
-  reg \$55 ;
-  reg \$56 ;
-  reg \$57 ;
-  reg \$58 ;
-  reg [511:0] \$59 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  reg \$60 ;
-  reg [39:0] \$61 ;
-  reg [511:0] \$62 ;
-  reg \$63 ;
-  reg [19:0] \$64 ;
-  reg [511:0] \$65 ;
-  reg \$66 ;
-  reg [4:0] \$67 ;
-  reg [511:0] \$68 ;
-  reg \$69 ;
+  wire [159:0] \$60 ;
+  wire [31:0] \$61 ;
+  wire [4:0] \$62 ;
+  wire \$63 ;
+  wire [5:0] \$64 ;
+  wire [5:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire [2:0] \$67 ;
+  wire [2:0] \$68 ;
+  wire \$69 ;
   wire \$7 ;
-  reg [4:0] \$70 ;
-  reg [159:0] \$71 ;
-  reg [511:0] \$72 ;
-  reg \$73 ;
-  reg [4:0] \$74 ;
-  reg [159:0] \$75 ;
-  reg [39:0] \$76 ;
-  reg [511:0] \$77 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [3:0] \$74 ;
+  wire \$75 ;
+  reg \$76 ;
+  reg \$77 ;
   reg \$78 ;
-  reg [4:0] \$79 ;
+  reg \$79 ;
   wire \$8 ;
-  reg [159:0] \$80 ;
-  reg [19:0] \$81 ;
-  reg [511:0] \$82 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg \$82 ;
   reg \$83 ;
-  reg [4:0] \$84 ;
-  reg [159:0] \$85 ;
-  reg [4:0] \$86 ;
-  reg [159:0] \$87 ;
-  reg [31:0] \$88 ;
-  reg [4:0] \$89 ;
+  reg \$84 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg \$87 ;
+  reg \$88 ;
+  reg \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg [2:0] \$91 ;
-  reg [159:0] \$92 ;
-  reg [31:0] \$93 ;
-  reg [4:0] \$94 ;
-  reg \$95 ;
-  reg [31:0] \$96 ;
-  reg [31:0] \$97 ;
-  reg [2:0] \$98 ;
-  reg [159:0] \$99 ;
+  reg [511:0] \$90 ;
+  reg \$91 ;
+  reg [79:0] \$92 ;
+  reg [511:0] \$93 ;
+  reg \$94 ;
+  reg [39:0] \$95 ;
+  reg [511:0] \$96 ;
+  reg \$97 ;
+  reg [19:0] \$98 ;
+  reg [511:0] \$99 ;
   input clk;
   wire clk;
   wire [5:0] count_a;
@@ -130,39 +169,39 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   reg [159:0] count_q = 160'h0000000000000000000000000000000000000000;
   reg [31:0] count_sign = 32'd0;
   wire [511:0] data;
-  reg [511:0] \data$42  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [15:0] \data$42[0] ;
-  wire [15:0] \data$42[10] ;
-  wire [15:0] \data$42[11] ;
-  wire [15:0] \data$42[12] ;
-  wire [15:0] \data$42[13] ;
-  wire [15:0] \data$42[14] ;
-  wire [15:0] \data$42[15] ;
-  wire [15:0] \data$42[16] ;
-  wire [15:0] \data$42[17] ;
-  wire [15:0] \data$42[18] ;
-  wire [15:0] \data$42[19] ;
-  wire [15:0] \data$42[1] ;
-  wire [15:0] \data$42[20] ;
-  wire [15:0] \data$42[21] ;
-  wire [15:0] \data$42[22] ;
-  wire [15:0] \data$42[23] ;
-  wire [15:0] \data$42[24] ;
-  wire [15:0] \data$42[25] ;
-  wire [15:0] \data$42[26] ;
-  wire [15:0] \data$42[27] ;
-  wire [15:0] \data$42[28] ;
-  wire [15:0] \data$42[29] ;
-  wire [15:0] \data$42[2] ;
-  wire [15:0] \data$42[30] ;
-  wire [15:0] \data$42[31] ;
-  wire [15:0] \data$42[3] ;
-  wire [15:0] \data$42[4] ;
-  wire [15:0] \data$42[5] ;
-  wire [15:0] \data$42[6] ;
-  wire [15:0] \data$42[7] ;
-  wire [15:0] \data$42[8] ;
-  wire [15:0] \data$42[9] ;
+  reg [511:0] \data$54  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  wire [15:0] \data$54[0] ;
+  wire [15:0] \data$54[10] ;
+  wire [15:0] \data$54[11] ;
+  wire [15:0] \data$54[12] ;
+  wire [15:0] \data$54[13] ;
+  wire [15:0] \data$54[14] ;
+  wire [15:0] \data$54[15] ;
+  wire [15:0] \data$54[16] ;
+  wire [15:0] \data$54[17] ;
+  wire [15:0] \data$54[18] ;
+  wire [15:0] \data$54[19] ;
+  wire [15:0] \data$54[1] ;
+  wire [15:0] \data$54[20] ;
+  wire [15:0] \data$54[21] ;
+  wire [15:0] \data$54[22] ;
+  wire [15:0] \data$54[23] ;
+  wire [15:0] \data$54[24] ;
+  wire [15:0] \data$54[25] ;
+  wire [15:0] \data$54[26] ;
+  wire [15:0] \data$54[27] ;
+  wire [15:0] \data$54[28] ;
+  wire [15:0] \data$54[29] ;
+  wire [15:0] \data$54[2] ;
+  wire [15:0] \data$54[30] ;
+  wire [15:0] \data$54[31] ;
+  wire [15:0] \data$54[3] ;
+  wire [15:0] \data$54[4] ;
+  wire [15:0] \data$54[5] ;
+  wire [15:0] \data$54[6] ;
+  wire [15:0] \data$54[7] ;
+  wire [15:0] \data$54[8] ;
+  wire [15:0] \data$54[9] ;
   wire [15:0] \data[0] ;
   wire [15:0] \data[10] ;
   wire [15:0] \data[11] ;
@@ -197,9 +236,20 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [15:0] \data[9] ;
   reg [3:0] dialect = 4'h0;
   reg [4:0] exp = 5'h00;
+  reg [511:0] exp16_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg exp16_invalid = 1'h0;
+  reg [79:0] exp16_partial = 80'h00000000000000000000;
   reg [511:0] exp8_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg exp8_invalid = 1'h0;
   reg [39:0] exp8_partial = 40'h0000000000;
+  wire [4:0] exp8_run0_l1_0;
+  wire [4:0] exp8_run1_l1_0;
+  wire [4:0] exp8_run2_l1_0;
+  wire [4:0] exp8_run3_l1_0;
+  wire [4:0] exp8_run4_l1_0;
+  wire [4:0] exp8_run5_l1_0;
+  wire [4:0] exp8_run6_l1_0;
+  wire [4:0] exp8_run7_l1_0;
   reg [511:0] exp_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg exp_invalid = 1'h0;
   wire [4:0] exp_l1_0;
@@ -283,9 +333,9 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
   reg [31:0] in_a = 32'd0;
-  wire [31:0] \in_a$109 ;
+  wire [31:0] \in_a$128 ;
   reg [31:0] in_b = 32'd0;
-  wire [31:0] \in_b$110 ;
+  wire [31:0] \in_b$129 ;
   wire invalid;
   output [137:0] o__payload;
   reg [137:0] o__payload = 138'h00000000000000000000000000000000000;
@@ -367,23 +417,29 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [4:0] \out.exp ;
   wire \out.invalid ;
   reg [2:0] pair = 3'h0;
-  reg [2:0] \pair$65  = 3'h0;
+  reg [2:0] \pair$77  = 3'h0;
   reg [511:0] pair_rule_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] pair_rule_exp = 5'h00;
   reg pair_rule_invalid = 1'h0;
   reg [159:0] pair_rule_q = 160'h0000000000000000000000000000000000000000;
   reg [4:0] pair_rule_qmax = 5'h00;
-  wire [39:0] partial;
-  wire [39:0] \partial$92 ;
-  wire [4:0] \partial$92[0] ;
-  wire [4:0] \partial$92[1] ;
-  wire [4:0] \partial$92[2] ;
-  wire [4:0] \partial$92[3] ;
-  wire [4:0] \partial$92[4] ;
-  wire [4:0] \partial$92[5] ;
-  wire [4:0] \partial$92[6] ;
-  wire [4:0] \partial$92[7] ;
+  wire [79:0] partial;
+  wire [39:0] \partial$106 ;
+  wire [4:0] \partial$106[0] ;
+  wire [4:0] \partial$106[1] ;
+  wire [4:0] \partial$106[2] ;
+  wire [4:0] \partial$106[3] ;
+  wire [4:0] \partial$106[4] ;
+  wire [4:0] \partial$106[5] ;
+  wire [4:0] \partial$106[6] ;
+  wire [4:0] \partial$106[7] ;
   wire [4:0] \partial[0] ;
+  wire [4:0] \partial[10] ;
+  wire [4:0] \partial[11] ;
+  wire [4:0] \partial[12] ;
+  wire [4:0] \partial[13] ;
+  wire [4:0] \partial[14] ;
+  wire [4:0] \partial[15] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
@@ -391,106 +447,108 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire [4:0] \partial[5] ;
   wire [4:0] \partial[6] ;
   wire [4:0] \partial[7] ;
+  wire [4:0] \partial[8] ;
+  wire [4:0] \partial[9] ;
   reg [159:0] q = 160'h0000000000000000000000000000000000000000;
-  reg [159:0] \q$57  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$57[0] ;
-  wire [4:0] \q$57[10] ;
-  wire [4:0] \q$57[11] ;
-  wire [4:0] \q$57[12] ;
-  wire [4:0] \q$57[13] ;
-  wire [4:0] \q$57[14] ;
-  wire [4:0] \q$57[15] ;
-  wire [4:0] \q$57[16] ;
-  wire [4:0] \q$57[17] ;
-  wire [4:0] \q$57[18] ;
-  wire [4:0] \q$57[19] ;
-  wire [4:0] \q$57[1] ;
-  wire [4:0] \q$57[20] ;
-  wire [4:0] \q$57[21] ;
-  wire [4:0] \q$57[22] ;
-  wire [4:0] \q$57[23] ;
-  wire [4:0] \q$57[24] ;
-  wire [4:0] \q$57[25] ;
-  wire [4:0] \q$57[26] ;
-  wire [4:0] \q$57[27] ;
-  wire [4:0] \q$57[28] ;
-  wire [4:0] \q$57[29] ;
-  wire [4:0] \q$57[2] ;
-  wire [4:0] \q$57[30] ;
-  wire [4:0] \q$57[31] ;
-  wire [4:0] \q$57[3] ;
-  wire [4:0] \q$57[4] ;
-  wire [4:0] \q$57[5] ;
-  wire [4:0] \q$57[6] ;
-  wire [4:0] \q$57[7] ;
-  wire [4:0] \q$57[8] ;
-  wire [4:0] \q$57[9] ;
-  reg [159:0] \q$67  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$67[0] ;
-  wire [4:0] \q$67[10] ;
-  wire [4:0] \q$67[11] ;
-  wire [4:0] \q$67[12] ;
-  wire [4:0] \q$67[13] ;
-  wire [4:0] \q$67[14] ;
-  wire [4:0] \q$67[15] ;
-  wire [4:0] \q$67[16] ;
-  wire [4:0] \q$67[17] ;
-  wire [4:0] \q$67[18] ;
-  wire [4:0] \q$67[19] ;
-  wire [4:0] \q$67[1] ;
-  wire [4:0] \q$67[20] ;
-  wire [4:0] \q$67[21] ;
-  wire [4:0] \q$67[22] ;
-  wire [4:0] \q$67[23] ;
-  wire [4:0] \q$67[24] ;
-  wire [4:0] \q$67[25] ;
-  wire [4:0] \q$67[26] ;
-  wire [4:0] \q$67[27] ;
-  wire [4:0] \q$67[28] ;
-  wire [4:0] \q$67[29] ;
-  wire [4:0] \q$67[2] ;
-  wire [4:0] \q$67[30] ;
-  wire [4:0] \q$67[31] ;
-  wire [4:0] \q$67[3] ;
-  wire [4:0] \q$67[4] ;
-  wire [4:0] \q$67[5] ;
-  wire [4:0] \q$67[6] ;
-  wire [4:0] \q$67[7] ;
-  wire [4:0] \q$67[8] ;
-  wire [4:0] \q$67[9] ;
-  wire [159:0] \q$87 ;
-  wire [4:0] \q$87[0] ;
-  wire [4:0] \q$87[10] ;
-  wire [4:0] \q$87[11] ;
-  wire [4:0] \q$87[12] ;
-  wire [4:0] \q$87[13] ;
-  wire [4:0] \q$87[14] ;
-  wire [4:0] \q$87[15] ;
-  wire [4:0] \q$87[16] ;
-  wire [4:0] \q$87[17] ;
-  wire [4:0] \q$87[18] ;
-  wire [4:0] \q$87[19] ;
-  wire [4:0] \q$87[1] ;
-  wire [4:0] \q$87[20] ;
-  wire [4:0] \q$87[21] ;
-  wire [4:0] \q$87[22] ;
-  wire [4:0] \q$87[23] ;
-  wire [4:0] \q$87[24] ;
-  wire [4:0] \q$87[25] ;
-  wire [4:0] \q$87[26] ;
-  wire [4:0] \q$87[27] ;
-  wire [4:0] \q$87[28] ;
-  wire [4:0] \q$87[29] ;
-  wire [4:0] \q$87[2] ;
-  wire [4:0] \q$87[30] ;
-  wire [4:0] \q$87[31] ;
-  wire [4:0] \q$87[3] ;
-  wire [4:0] \q$87[4] ;
-  wire [4:0] \q$87[5] ;
-  wire [4:0] \q$87[6] ;
-  wire [4:0] \q$87[7] ;
-  wire [4:0] \q$87[8] ;
-  wire [4:0] \q$87[9] ;
+  wire [159:0] \q$101 ;
+  wire [4:0] \q$101[0] ;
+  wire [4:0] \q$101[10] ;
+  wire [4:0] \q$101[11] ;
+  wire [4:0] \q$101[12] ;
+  wire [4:0] \q$101[13] ;
+  wire [4:0] \q$101[14] ;
+  wire [4:0] \q$101[15] ;
+  wire [4:0] \q$101[16] ;
+  wire [4:0] \q$101[17] ;
+  wire [4:0] \q$101[18] ;
+  wire [4:0] \q$101[19] ;
+  wire [4:0] \q$101[1] ;
+  wire [4:0] \q$101[20] ;
+  wire [4:0] \q$101[21] ;
+  wire [4:0] \q$101[22] ;
+  wire [4:0] \q$101[23] ;
+  wire [4:0] \q$101[24] ;
+  wire [4:0] \q$101[25] ;
+  wire [4:0] \q$101[26] ;
+  wire [4:0] \q$101[27] ;
+  wire [4:0] \q$101[28] ;
+  wire [4:0] \q$101[29] ;
+  wire [4:0] \q$101[2] ;
+  wire [4:0] \q$101[30] ;
+  wire [4:0] \q$101[31] ;
+  wire [4:0] \q$101[3] ;
+  wire [4:0] \q$101[4] ;
+  wire [4:0] \q$101[5] ;
+  wire [4:0] \q$101[6] ;
+  wire [4:0] \q$101[7] ;
+  wire [4:0] \q$101[8] ;
+  wire [4:0] \q$101[9] ;
+  reg [159:0] \q$69  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$69[0] ;
+  wire [4:0] \q$69[10] ;
+  wire [4:0] \q$69[11] ;
+  wire [4:0] \q$69[12] ;
+  wire [4:0] \q$69[13] ;
+  wire [4:0] \q$69[14] ;
+  wire [4:0] \q$69[15] ;
+  wire [4:0] \q$69[16] ;
+  wire [4:0] \q$69[17] ;
+  wire [4:0] \q$69[18] ;
+  wire [4:0] \q$69[19] ;
+  wire [4:0] \q$69[1] ;
+  wire [4:0] \q$69[20] ;
+  wire [4:0] \q$69[21] ;
+  wire [4:0] \q$69[22] ;
+  wire [4:0] \q$69[23] ;
+  wire [4:0] \q$69[24] ;
+  wire [4:0] \q$69[25] ;
+  wire [4:0] \q$69[26] ;
+  wire [4:0] \q$69[27] ;
+  wire [4:0] \q$69[28] ;
+  wire [4:0] \q$69[29] ;
+  wire [4:0] \q$69[2] ;
+  wire [4:0] \q$69[30] ;
+  wire [4:0] \q$69[31] ;
+  wire [4:0] \q$69[3] ;
+  wire [4:0] \q$69[4] ;
+  wire [4:0] \q$69[5] ;
+  wire [4:0] \q$69[6] ;
+  wire [4:0] \q$69[7] ;
+  wire [4:0] \q$69[8] ;
+  wire [4:0] \q$69[9] ;
+  reg [159:0] \q$79  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$79[0] ;
+  wire [4:0] \q$79[10] ;
+  wire [4:0] \q$79[11] ;
+  wire [4:0] \q$79[12] ;
+  wire [4:0] \q$79[13] ;
+  wire [4:0] \q$79[14] ;
+  wire [4:0] \q$79[15] ;
+  wire [4:0] \q$79[16] ;
+  wire [4:0] \q$79[17] ;
+  wire [4:0] \q$79[18] ;
+  wire [4:0] \q$79[19] ;
+  wire [4:0] \q$79[1] ;
+  wire [4:0] \q$79[20] ;
+  wire [4:0] \q$79[21] ;
+  wire [4:0] \q$79[22] ;
+  wire [4:0] \q$79[23] ;
+  wire [4:0] \q$79[24] ;
+  wire [4:0] \q$79[25] ;
+  wire [4:0] \q$79[26] ;
+  wire [4:0] \q$79[27] ;
+  wire [4:0] \q$79[28] ;
+  wire [4:0] \q$79[29] ;
+  wire [4:0] \q$79[2] ;
+  wire [4:0] \q$79[30] ;
+  wire [4:0] \q$79[31] ;
+  wire [4:0] \q$79[3] ;
+  wire [4:0] \q$79[4] ;
+  wire [4:0] \q$79[5] ;
+  wire [4:0] \q$79[6] ;
+  wire [4:0] \q$79[7] ;
+  wire [4:0] \q$79[8] ;
+  wire [4:0] \q$79[9] ;
   wire [4:0] \q[0] ;
   wire [4:0] \q[10] ;
   wire [4:0] \q[11] ;
@@ -552,8 +610,10 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire s10_load;
   reg s10_valid = 1'h0;
   wire s11_load;
+  reg s11_valid = 1'h0;
+  wire s12_load;
   (* init = 1'h0 *)
-  wire s11_valid;
+  wire s12_valid;
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
@@ -562,6 +622,11 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   (* init = 3'h0 *)
   wire [2:0] s1_select;
   reg [31:0] s1_sign = 32'd0;
+  reg [4:0] s1_spare_exp = 5'h00;
+  reg s1_spare_invalid = 1'h0;
+  reg [159:0] s1_spare_q = 160'h0000000000000000000000000000000000000000;
+  reg [2:0] s1_spare_select = 3'h0;
+  reg [31:0] s1_spare_sign = 32'd0;
   reg s1_valid = 1'h0;
   (* init = 4'h0 *)
   wire [3:0] s2_dialect;
@@ -585,6 +650,7 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   wire s7_load;
   reg s7_valid = 1'h0;
   wire s8_load;
+  reg s8_spare_valid = 1'h0;
   reg s8_valid = 1'h0;
   wire s9_load;
   reg s9_valid = 1'h0;
@@ -601,214 +667,272 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] shift_q;
   assign \$1  = ~ o__valid;
-  assign s11_load = \$1  | o__ready;
-  assign \$2  = ~ s10_valid;
-  assign s10_load = \$2  | s11_load;
-  assign \$3  = ~ s9_valid;
-  assign s9_load = \$3  | s10_load;
-  assign \$4  = ~ s8_valid;
-  assign s8_load = \$4  | s9_load;
-  assign \$5  = ~ s7_valid;
-  assign s7_load = \$5  | s8_load;
-  assign \$6  = ~ s6_valid;
-  assign s6_load = \$6  | s7_load;
-  assign \$7  = ~ s5_valid;
-  assign s5_load = \$7  | s6_load;
-  assign \$8  = ~ s4_valid;
-  assign s4_load = \$8  | s5_load;
-  assign \$9  = ~ s3_valid;
-  assign s3_load = \$9  | s4_load;
-  assign \$10  = ~ s2_valid;
-  assign s2_load = \$10  | s3_load;
-  assign \$11  = ~ s1_valid;
-  assign s1_load = \$11  | s2_load;
-  assign \$12  = ~ s0_valid;
-  assign s0_load = \$12  | s1_load;
-  assign \$13  = ~ rst;
-  assign i__ready = s0_load & \$13 ;
-  assign \$14  = exp8_partial[4:0] >= exp8_partial[9:5];
-  assign exp_run0_l1_0 = \$14  ? exp8_partial[4:0] : exp8_partial[9:5];
-  assign \$15  = exp8_partial[14:10] >= exp8_partial[19:15];
-  assign exp_run1_l1_0 = \$15  ? exp8_partial[14:10] : exp8_partial[19:15];
-  assign \$16  = exp8_partial[24:20] >= exp8_partial[29:25];
-  assign exp_run2_l1_0 = \$16  ? exp8_partial[24:20] : exp8_partial[29:25];
-  assign \$17  = exp8_partial[34:30] >= exp8_partial[39:35];
-  assign exp_run3_l1_0 = \$17  ? exp8_partial[34:30] : exp8_partial[39:35];
-  assign \$18  = exp_partial[4:0] >= exp_partial[9:5];
-  assign exp_l1_0 = \$18  ? exp_partial[4:0] : exp_partial[9:5];
-  assign \$19  = exp_partial[14:10] >= exp_partial[19:15];
-  assign exp_l1_1 = \$19  ? exp_partial[14:10] : exp_partial[19:15];
-  assign \$20  = exp_l1_0 >= exp_l1_1;
-  assign exp_l2_0 = \$20  ? exp_l1_0 : exp_l1_1;
-  assign \$21  = qmax8_partial[4:0] >= qmax8_partial[9:5];
-  assign qmax_run0_l1_0 = \$21  ? qmax8_partial[4:0] : qmax8_partial[9:5];
-  assign \$22  = qmax8_partial[14:10] >= qmax8_partial[19:15];
-  assign qmax_run1_l1_0 = \$22  ? qmax8_partial[14:10] : qmax8_partial[19:15];
-  assign \$23  = qmax8_partial[24:20] >= qmax8_partial[29:25];
-  assign qmax_run2_l1_0 = \$23  ? qmax8_partial[24:20] : qmax8_partial[29:25];
-  assign \$24  = qmax8_partial[34:30] >= qmax8_partial[39:35];
-  assign qmax_run3_l1_0 = \$24  ? qmax8_partial[34:30] : qmax8_partial[39:35];
-  assign \$25  = qmax_partial[4:0] >= qmax_partial[9:5];
-  assign qmax_l1_0 = \$25  ? qmax_partial[4:0] : qmax_partial[9:5];
-  assign \$26  = qmax_partial[14:10] >= qmax_partial[19:15];
-  assign qmax_l1_1 = \$26  ? qmax_partial[14:10] : qmax_partial[19:15];
-  assign \$27  = qmax_l1_0 >= qmax_l1_1;
-  assign qmax_l2_0 = \$27  ? qmax_l1_0 : qmax_l1_1;
-  assign \$28  = s0_load & i__valid;
-  assign \$29  = s1_load & s0_valid;
-  assign \$30  = s2_load & s1_valid;
-  assign \$31  = s3_load & s2_valid;
-  assign \$32  = s4_load & s3_valid;
-  assign \$33  = s5_load & s4_valid;
-  assign \$34  = s6_load & s5_valid;
-  assign \$35  = s7_load & s6_valid;
-  assign \$36  = pair_rule_qmax + 1'h1;
-  assign \$37  = pair_rule_qmax + 1'h1;
-  assign \$38  = ~ \$37 [3:1];
-  assign \$39  = \$36 [5] ? 3'h0 : \$38 ;
-  assign \$40  = s8_load & s7_valid;
-  assign \$41  = s9_load & s8_valid;
-  assign \$42  = s10_load & s9_valid;
-  assign \$43  = | select_exp;
-  assign \$44  = select_count_b > select_count_a;
-  assign \$45  = \$43  ? { select_pair, \$44  } : 4'h0;
-  assign \$46  = s11_load & s10_valid;
+  assign s12_load = \$1  | o__ready;
+  assign \$2  = ~ s11_valid;
+  assign s11_load = \$2  | s12_load;
+  assign \$3  = ~ s10_valid;
+  assign s10_load = \$3  | s11_load;
+  assign \$4  = ~ s9_valid;
+  assign s9_load = \$4  | s10_load;
+  assign \$5  = ~ s8_valid;
+  assign s8_load = \$5  | s9_load;
+  assign \$6  = ~ s7_valid;
+  assign \$7  = ~ s8_spare_valid;
+  assign s7_load = \$6  | \$7 ;
+  assign \$8  = ~ s6_valid;
+  assign s6_load = \$8  | s7_load;
+  assign \$9  = ~ s5_valid;
+  assign s5_load = \$9  | s6_load;
+  assign \$10  = ~ s4_valid;
+  assign s4_load = \$10  | s5_load;
+  assign \$11  = ~ s3_valid;
+  assign s3_load = \$11  | s4_load;
+  assign \$12  = ~ s2_valid;
+  assign s2_load = \$12  | s3_load;
+  assign \$13  = ~ s1_valid;
+  assign s1_load = \$13  | s2_load;
+  assign \$14  = ~ s0_valid;
+  assign s0_load = \$14  | s1_load;
+  assign \$15  = ~ rst;
+  assign i__ready = s0_load & \$15 ;
+  assign \$16  = exp16_partial[4:0] >= exp16_partial[9:5];
+  assign exp8_run0_l1_0 = \$16  ? exp16_partial[4:0] : exp16_partial[9:5];
+  assign \$17  = exp16_partial[14:10] >= exp16_partial[19:15];
+  assign exp8_run1_l1_0 = \$17  ? exp16_partial[14:10] : exp16_partial[19:15];
+  assign \$18  = exp16_partial[24:20] >= exp16_partial[29:25];
+  assign exp8_run2_l1_0 = \$18  ? exp16_partial[24:20] : exp16_partial[29:25];
+  assign \$19  = exp16_partial[34:30] >= exp16_partial[39:35];
+  assign exp8_run3_l1_0 = \$19  ? exp16_partial[34:30] : exp16_partial[39:35];
+  assign \$20  = exp16_partial[44:40] >= exp16_partial[49:45];
+  assign exp8_run4_l1_0 = \$20  ? exp16_partial[44:40] : exp16_partial[49:45];
+  assign \$21  = exp16_partial[54:50] >= exp16_partial[59:55];
+  assign exp8_run5_l1_0 = \$21  ? exp16_partial[54:50] : exp16_partial[59:55];
+  assign \$22  = exp16_partial[64:60] >= exp16_partial[69:65];
+  assign exp8_run6_l1_0 = \$22  ? exp16_partial[64:60] : exp16_partial[69:65];
+  assign \$23  = exp16_partial[74:70] >= exp16_partial[79:75];
+  assign exp8_run7_l1_0 = \$23  ? exp16_partial[74:70] : exp16_partial[79:75];
+  assign \$24  = exp8_partial[4:0] >= exp8_partial[9:5];
+  assign exp_run0_l1_0 = \$24  ? exp8_partial[4:0] : exp8_partial[9:5];
+  assign \$25  = exp8_partial[14:10] >= exp8_partial[19:15];
+  assign exp_run1_l1_0 = \$25  ? exp8_partial[14:10] : exp8_partial[19:15];
+  assign \$26  = exp8_partial[24:20] >= exp8_partial[29:25];
+  assign exp_run2_l1_0 = \$26  ? exp8_partial[24:20] : exp8_partial[29:25];
+  assign \$27  = exp8_partial[34:30] >= exp8_partial[39:35];
+  assign exp_run3_l1_0 = \$27  ? exp8_partial[34:30] : exp8_partial[39:35];
+  assign \$28  = exp_partial[4:0] >= exp_partial[9:5];
+  assign exp_l1_0 = \$28  ? exp_partial[4:0] : exp_partial[9:5];
+  assign \$29  = exp_partial[14:10] >= exp_partial[19:15];
+  assign exp_l1_1 = \$29  ? exp_partial[14:10] : exp_partial[19:15];
+  assign \$30  = exp_l1_0 >= exp_l1_1;
+  assign exp_l2_0 = \$30  ? exp_l1_0 : exp_l1_1;
+  assign \$31  = qmax8_partial[4:0] >= qmax8_partial[9:5];
+  assign qmax_run0_l1_0 = \$31  ? qmax8_partial[4:0] : qmax8_partial[9:5];
+  assign \$32  = qmax8_partial[14:10] >= qmax8_partial[19:15];
+  assign qmax_run1_l1_0 = \$32  ? qmax8_partial[14:10] : qmax8_partial[19:15];
+  assign \$33  = qmax8_partial[24:20] >= qmax8_partial[29:25];
+  assign qmax_run2_l1_0 = \$33  ? qmax8_partial[24:20] : qmax8_partial[29:25];
+  assign \$34  = qmax8_partial[34:30] >= qmax8_partial[39:35];
+  assign qmax_run3_l1_0 = \$34  ? qmax8_partial[34:30] : qmax8_partial[39:35];
+  assign \$35  = qmax_partial[4:0] >= qmax_partial[9:5];
+  assign qmax_l1_0 = \$35  ? qmax_partial[4:0] : qmax_partial[9:5];
+  assign \$36  = qmax_partial[14:10] >= qmax_partial[19:15];
+  assign qmax_l1_1 = \$36  ? qmax_partial[14:10] : qmax_partial[19:15];
+  assign \$37  = qmax_l1_0 >= qmax_l1_1;
+  assign qmax_l2_0 = \$37  ? qmax_l1_0 : qmax_l1_1;
+  assign \$38  = s7_valid | s8_spare_valid;
+  assign \$39  = ~ s8_load;
+  assign \$40  = s7_valid & \$39 ;
+  assign \$41  = s0_load & i__valid;
+  assign \$42  = s1_load & s0_valid;
+  assign \$43  = s2_load & s1_valid;
+  assign \$44  = s3_load & s2_valid;
+  assign \$45  = s4_load & s3_valid;
+  assign \$46  = s5_load & s4_valid;
+  assign \$47  = s6_load & s5_valid;
+  assign \$48  = s7_load & s6_valid;
+  assign \$49  = ~ s8_spare_valid;
+  assign \$50  = ~ s8_spare_valid;
+  assign \$51  = ~ s8_spare_valid;
+  assign \$52  = ~ s8_spare_valid;
+  assign \$53  = ~ s8_spare_valid;
+  assign \$54  = pair_rule_qmax + 1'h1;
+  assign \$55  = pair_rule_qmax + 1'h1;
+  assign \$56  = ~ \$55 [3:1];
+  assign \$57  = \$54 [5] ? 3'h0 : \$56 ;
+  assign \$58  = s8_spare_valid | s7_valid;
+  assign \$59  = s8_load & \$58 ;
+  assign \$60  = s8_spare_valid ? s1_spare_q : pair_rule_q;
+  assign \$61  = s8_spare_valid ? s1_spare_sign : { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
+  assign \$62  = s8_spare_valid ? s1_spare_exp : pair_rule_exp;
+  assign \$63  = s8_spare_valid ? s1_spare_invalid : pair_rule_invalid;
+  assign \$64  = pair_rule_qmax + 1'h1;
+  assign \$65  = pair_rule_qmax + 1'h1;
+  assign \$66  = ~ \$65 [3:1];
+  assign \$67  = \$64 [5] ? 3'h0 : \$66 ;
+  assign \$68  = s8_spare_valid ? s1_spare_select : \$67 ;
+  assign \$69  = s9_load & s8_valid;
+  assign \$70  = s10_load & s9_valid;
+  assign \$71  = s11_load & s10_valid;
+  assign \$72  = | select_exp;
+  assign \$73  = select_count_b > select_count_a;
+  assign \$74  = \$72  ? { select_pair, \$73  } : 4'h0;
+  assign \$75  = s12_load & s11_valid;
   always @(posedge clk)
-    s0_valid <= \$47 ;
+    s0_valid <= \$76 ;
   always @(posedge clk)
-    s1_valid <= \$48 ;
+    s1_valid <= \$77 ;
   always @(posedge clk)
-    s2_valid <= \$49 ;
+    s2_valid <= \$78 ;
   always @(posedge clk)
-    s3_valid <= \$50 ;
+    s3_valid <= \$79 ;
   always @(posedge clk)
-    s4_valid <= \$51 ;
+    s4_valid <= \$80 ;
   always @(posedge clk)
-    s5_valid <= \$52 ;
+    s5_valid <= \$81 ;
   always @(posedge clk)
-    s6_valid <= \$53 ;
+    s6_valid <= \$82 ;
   always @(posedge clk)
-    s7_valid <= \$54 ;
+    s7_valid <= \$83 ;
   always @(posedge clk)
-    s8_valid <= \$55 ;
+    s8_valid <= \$84 ;
   always @(posedge clk)
-    s9_valid <= \$56 ;
+    s9_valid <= \$85 ;
   always @(posedge clk)
-    s10_valid <= \$57 ;
+    s10_valid <= \$86 ;
   always @(posedge clk)
-    o__valid <= \$58 ;
+    s11_valid <= \$87 ;
   always @(posedge clk)
-    exp8_data <= \$59 ;
+    o__valid <= \$88 ;
   always @(posedge clk)
-    exp8_invalid <= \$60 ;
+    s8_spare_valid <= \$89 ;
   always @(posedge clk)
-    exp8_partial <= \$61 ;
+    exp16_data <= \$90 ;
   always @(posedge clk)
-    exp_data <= \$62 ;
+    exp16_invalid <= \$91 ;
   always @(posedge clk)
-    exp_invalid <= \$63 ;
+    exp16_partial <= \$92 ;
   always @(posedge clk)
-    exp_partial <= \$64 ;
+    exp8_data <= \$93 ;
   always @(posedge clk)
-    \data$42  <= \$65 ;
+    exp8_invalid <= \$94 ;
   always @(posedge clk)
-    s0_invalid <= \$66 ;
+    exp8_partial <= \$95 ;
   always @(posedge clk)
-    exp <= \$67 ;
+    exp_data <= \$96 ;
   always @(posedge clk)
-    shift_data <= \$68 ;
+    exp_invalid <= \$97 ;
   always @(posedge clk)
-    shift_invalid <= \$69 ;
+    exp_partial <= \$98 ;
   always @(posedge clk)
-    shift_exp <= \$70 ;
+    \data$54  <= \$99 ;
   always @(posedge clk)
-    q <= \$71 ;
+    s0_invalid <= \$100 ;
   always @(posedge clk)
-    qmax8_data <= \$72 ;
+    exp <= \$101 ;
   always @(posedge clk)
-    qmax8_invalid <= \$73 ;
+    shift_data <= \$102 ;
   always @(posedge clk)
-    qmax8_exp <= \$74 ;
+    shift_invalid <= \$103 ;
   always @(posedge clk)
-    qmax8_q <= \$75 ;
+    shift_exp <= \$104 ;
   always @(posedge clk)
-    qmax8_partial <= \$76 ;
+    q <= \$105 ;
   always @(posedge clk)
-    qmax_data <= \$77 ;
+    qmax8_data <= \$106 ;
   always @(posedge clk)
-    qmax_invalid <= \$78 ;
+    qmax8_invalid <= \$107 ;
   always @(posedge clk)
-    qmax_exp <= \$79 ;
+    qmax8_exp <= \$108 ;
   always @(posedge clk)
-    qmax_q <= \$80 ;
+    qmax8_q <= \$109 ;
   always @(posedge clk)
-    qmax_partial <= \$81 ;
+    qmax8_partial <= \$110 ;
   always @(posedge clk)
-    pair_rule_data <= \$82 ;
+    qmax_data <= \$111 ;
   always @(posedge clk)
-    pair_rule_invalid <= \$83 ;
+    qmax_invalid <= \$112 ;
   always @(posedge clk)
-    pair_rule_exp <= \$84 ;
+    qmax_exp <= \$113 ;
   always @(posedge clk)
-    pair_rule_q <= \$85 ;
+    qmax_q <= \$114 ;
   always @(posedge clk)
-    pair_rule_qmax <= \$86 ;
+    qmax_partial <= \$115 ;
   always @(posedge clk)
-    \q$57  <= \$87 ;
+    pair_rule_data <= \$116 ;
   always @(posedge clk)
-    s1_sign <= \$88 ;
+    pair_rule_invalid <= \$117 ;
   always @(posedge clk)
-    s1_exp <= \$89 ;
+    pair_rule_exp <= \$118 ;
   always @(posedge clk)
-    s1_invalid <= \$90 ;
+    pair_rule_q <= \$119 ;
   always @(posedge clk)
-    pair <= \$91 ;
+    pair_rule_qmax <= \$120 ;
   always @(posedge clk)
-    count_q <= \$92 ;
+    s1_spare_q <= \$121 ;
   always @(posedge clk)
-    count_sign <= \$93 ;
+    s1_spare_sign <= \$122 ;
   always @(posedge clk)
-    count_exp <= \$94 ;
+    s1_spare_exp <= \$123 ;
   always @(posedge clk)
-    count_invalid <= \$95 ;
+    s1_spare_invalid <= \$124 ;
   always @(posedge clk)
-    in_a <= \$96 ;
+    s1_spare_select <= \$125 ;
   always @(posedge clk)
-    in_b <= \$97 ;
+    \q$69  <= \$126 ;
   always @(posedge clk)
-    \pair$65  <= \$98 ;
+    s1_sign <= \$127 ;
   always @(posedge clk)
-    select_q <= \$99 ;
+    s1_exp <= \$128 ;
   always @(posedge clk)
-    select_sign <= \$100 ;
+    s1_invalid <= \$129 ;
   always @(posedge clk)
-    select_exp <= \$101 ;
+    pair <= \$130 ;
   always @(posedge clk)
-    select_invalid <= \$102 ;
+    count_q <= \$131 ;
   always @(posedge clk)
-    select_count_a <= \$103 ;
+    count_sign <= \$132 ;
   always @(posedge clk)
-    select_count_b <= \$104 ;
+    count_exp <= \$133 ;
   always @(posedge clk)
-    select_pair <= \$105 ;
+    count_invalid <= \$134 ;
   always @(posedge clk)
-    \q$67  <= \$106 ;
+    in_a <= \$135 ;
   always @(posedge clk)
-    s2_sign <= \$107 ;
+    in_b <= \$136 ;
   always @(posedge clk)
-    s2_exp <= \$108 ;
+    \pair$77  <= \$137 ;
   always @(posedge clk)
-    s2_invalid <= \$109 ;
+    select_q <= \$138 ;
   always @(posedge clk)
-    dialect <= \$110 ;
+    select_sign <= \$139 ;
   always @(posedge clk)
-    o__payload <= \$111 ;
+    select_exp <= \$140 ;
+  always @(posedge clk)
+    select_invalid <= \$141 ;
+  always @(posedge clk)
+    select_count_a <= \$142 ;
+  always @(posedge clk)
+    select_count_b <= \$143 ;
+  always @(posedge clk)
+    select_pair <= \$144 ;
+  always @(posedge clk)
+    \q$79  <= \$145 ;
+  always @(posedge clk)
+    s2_sign <= \$146 ;
+  always @(posedge clk)
+    s2_exp <= \$147 ;
+  always @(posedge clk)
+    s2_invalid <= \$148 ;
+  always @(posedge clk)
+    dialect <= \$149 ;
+  always @(posedge clk)
+    o__payload <= \$150 ;
   \bd_quantizer_fast_b32.counts  counts (
     .count_a_l5_0(count_a),
     .count_b_l5_0(count_b),
     .in_a(in_a),
     .in_b(in_b),
-    .pair(\pair$65 )
+    .pair(\pair$77 )
   );
   \bd_quantizer_fast_b32.exp_max  exp_max (
     .data(i__payload),
@@ -818,525 +942,605 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   \bd_quantizer_fast_b32.index  index (
     .dialect(dialect),
     .idx(idx),
-    .q(\q$67 )
+    .q(\q$79 )
   );
-  \bd_quantizer_fast_b32.pair$122  \pair$122  (
-    .partial(\partial$92 ),
+  \bd_quantizer_fast_b32.pair$141  \pair$141  (
+    .partial(\partial$106 ),
     .q(q)
   );
   \bd_quantizer_fast_b32.ranges  ranges (
-    .in_a(\in_a$109 ),
-    .in_b(\in_b$110 ),
+    .in_a(\in_a$128 ),
+    .in_b(\in_b$129 ),
     .pair(pair),
-    .q(\q$57 )
+    .q(\q$69 )
   );
   \bd_quantizer_fast_b32.shifter  shifter (
-    .data(\data$42 ),
+    .data(\data$54 ),
     .exp(exp),
-    .q(\q$87 )
+    .q(\q$101 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$47  = s0_valid;
+    \$76  = s0_valid;
     if (s0_load) begin
-      \$47  = i__valid;
+      \$76  = i__valid;
     end
     if (rst) begin
-      \$47  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$48  = s1_valid;
+    \$77  = s1_valid;
     if (s1_load) begin
-      \$48  = s0_valid;
+      \$77  = s0_valid;
     end
     if (rst) begin
-      \$48  = 1'h0;
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$49  = s2_valid;
+    \$78  = s2_valid;
     if (s2_load) begin
-      \$49  = s1_valid;
+      \$78  = s1_valid;
     end
     if (rst) begin
-      \$49  = 1'h0;
+      \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$50  = s3_valid;
+    \$79  = s3_valid;
     if (s3_load) begin
-      \$50  = s2_valid;
+      \$79  = s2_valid;
     end
     if (rst) begin
-      \$50  = 1'h0;
+      \$79  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$51  = s4_valid;
+    \$80  = s4_valid;
     if (s4_load) begin
-      \$51  = s3_valid;
+      \$80  = s3_valid;
     end
     if (rst) begin
-      \$51  = 1'h0;
+      \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$52  = s5_valid;
+    \$81  = s5_valid;
     if (s5_load) begin
-      \$52  = s4_valid;
+      \$81  = s4_valid;
     end
     if (rst) begin
-      \$52  = 1'h0;
+      \$81  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$53  = s6_valid;
+    \$82  = s6_valid;
     if (s6_load) begin
-      \$53  = s5_valid;
+      \$82  = s5_valid;
     end
     if (rst) begin
-      \$53  = 1'h0;
+      \$82  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$54  = s7_valid;
+    \$83  = s7_valid;
     if (s7_load) begin
-      \$54  = s6_valid;
+      \$83  = s6_valid;
     end
     if (rst) begin
-      \$54  = 1'h0;
+      \$83  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$55  = s8_valid;
+    \$84  = s8_valid;
     if (s8_load) begin
-      \$55  = s7_valid;
+      \$84  = \$38 ;
     end
     if (rst) begin
-      \$55  = 1'h0;
+      \$84  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$56  = s9_valid;
+    \$85  = s9_valid;
     if (s9_load) begin
-      \$56  = s8_valid;
+      \$85  = s8_valid;
     end
     if (rst) begin
-      \$56  = 1'h0;
+      \$85  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$57  = s10_valid;
+    \$86  = s10_valid;
     if (s10_load) begin
-      \$57  = s9_valid;
+      \$86  = s9_valid;
     end
     if (rst) begin
-      \$57  = 1'h0;
+      \$86  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$58  = o__valid;
+    \$87  = s11_valid;
     if (s11_load) begin
-      \$58  = s10_valid;
+      \$87  = s10_valid;
     end
     if (rst) begin
-      \$58  = 1'h0;
+      \$87  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$59  = exp8_data;
-    if (\$28 ) begin
-      \$59  = i__payload;
+    \$88  = o__valid;
+    if (s12_load) begin
+      \$88  = s11_valid;
+    end
+    if (rst) begin
+      \$88  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$60  = exp8_invalid;
-    if (\$28 ) begin
-      \$60  = invalid;
+    \$89  = s8_spare_valid;
+    if (s8_spare_valid) begin
+      if (s8_load) begin
+        \$89  = 1'h0;
+      end
+    end else if (\$40 ) begin
+      \$89  = 1'h1;
+    end
+    if (rst) begin
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$61  = exp8_partial;
-    if (\$28 ) begin
-      \$61  = partial;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$62  = exp_data;
-    if (\$29 ) begin
-      \$62  = exp8_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$63  = exp_invalid;
-    if (\$29 ) begin
-      \$63  = exp8_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$64  = exp_partial;
-    if (\$29 ) begin
-      \$64  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$65  = \data$42 ;
-    if (\$30 ) begin
-      \$65  = exp_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$66  = s0_invalid;
-    if (\$30 ) begin
-      \$66  = exp_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$67  = exp;
-    if (\$30 ) begin
-      \$67  = exp_l2_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$68  = shift_data;
-    if (\$31 ) begin
-      \$68  = \data$42 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$69  = shift_invalid;
-    if (\$31 ) begin
-      \$69  = s0_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$70  = shift_exp;
-    if (\$31 ) begin
-      \$70  = exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$71  = q;
-    if (\$31 ) begin
-      \$71  = \q$87 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$72  = qmax8_data;
-    if (\$32 ) begin
-      \$72  = shift_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$73  = qmax8_invalid;
-    if (\$32 ) begin
-      \$73  = shift_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$74  = qmax8_exp;
-    if (\$32 ) begin
-      \$74  = shift_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$75  = qmax8_q;
-    if (\$32 ) begin
-      \$75  = q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$76  = qmax8_partial;
-    if (\$32 ) begin
-      \$76  = \partial$92 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$77  = qmax_data;
-    if (\$33 ) begin
-      \$77  = qmax8_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$78  = qmax_invalid;
-    if (\$33 ) begin
-      \$78  = qmax8_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$79  = qmax_exp;
-    if (\$33 ) begin
-      \$79  = qmax8_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$80  = qmax_q;
-    if (\$33 ) begin
-      \$80  = qmax8_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$81  = qmax_partial;
-    if (\$33 ) begin
-      \$81  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$82  = pair_rule_data;
-    if (\$34 ) begin
-      \$82  = qmax_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$83  = pair_rule_invalid;
-    if (\$34 ) begin
-      \$83  = qmax_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$84  = pair_rule_exp;
-    if (\$34 ) begin
-      \$84  = qmax_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$85  = pair_rule_q;
-    if (\$34 ) begin
-      \$85  = qmax_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$86  = pair_rule_qmax;
-    if (\$34 ) begin
-      \$86  = qmax_l2_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$87  = \q$57 ;
-    if (\$35 ) begin
-      \$87  = pair_rule_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$88  = s1_sign;
-    if (\$35 ) begin
-      \$88  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$89  = s1_exp;
-    if (\$35 ) begin
-      \$89  = pair_rule_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$90  = s1_invalid;
-    if (\$35 ) begin
-      \$90  = pair_rule_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$91  = pair;
-    if (\$35 ) begin
-      \$91  = \$39 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$92  = count_q;
-    if (\$40 ) begin
-      \$92  = \q$57 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$93  = count_sign;
-    if (\$40 ) begin
-      \$93  = s1_sign;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$94  = count_exp;
-    if (\$40 ) begin
-      \$94  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$95  = count_invalid;
-    if (\$40 ) begin
-      \$95  = s1_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$96  = in_a;
-    if (\$40 ) begin
-      \$96  = \in_a$109 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$97  = in_b;
-    if (\$40 ) begin
-      \$97  = \in_b$110 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$98  = \pair$65 ;
-    if (\$40 ) begin
-      \$98  = pair;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$99  = select_q;
+    \$90  = exp16_data;
     if (\$41 ) begin
-      \$99  = count_q;
+      \$90  = i__payload;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$100  = select_sign;
+    \$91  = exp16_invalid;
     if (\$41 ) begin
-      \$100  = count_sign;
+      \$91  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$101  = select_exp;
+    \$92  = exp16_partial;
     if (\$41 ) begin
-      \$101  = count_exp;
+      \$92  = partial;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$102  = select_invalid;
-    if (\$41 ) begin
-      \$102  = count_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$103  = select_count_a;
-    if (\$41 ) begin
-      \$103  = count_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$104  = select_count_b;
-    if (\$41 ) begin
-      \$104  = count_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$105  = select_pair;
-    if (\$41 ) begin
-      \$105  = \pair$65 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$106  = \q$67 ;
+    \$93  = exp8_data;
     if (\$42 ) begin
-      \$106  = select_q;
+      \$93  = exp16_data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$107  = s2_sign;
+    \$94  = exp8_invalid;
     if (\$42 ) begin
-      \$107  = select_sign;
+      \$94  = exp16_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$108  = s2_exp;
+    \$95  = exp8_partial;
     if (\$42 ) begin
-      \$108  = select_exp;
+      \$95  = { exp8_run7_l1_0, exp8_run6_l1_0, exp8_run5_l1_0, exp8_run4_l1_0, exp8_run3_l1_0, exp8_run2_l1_0, exp8_run1_l1_0, exp8_run0_l1_0 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$109  = s2_invalid;
-    if (\$42 ) begin
-      \$109  = select_invalid;
+    \$96  = exp_data;
+    if (\$43 ) begin
+      \$96  = exp8_data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$110  = dialect;
-    if (\$42 ) begin
-      \$110  = \$45 ;
+    \$97  = exp_invalid;
+    if (\$43 ) begin
+      \$97  = exp8_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$111  = o__payload;
+    \$98  = exp_partial;
+    if (\$43 ) begin
+      \$98  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$99  = \data$54 ;
+    if (\$44 ) begin
+      \$99  = exp_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$100  = s0_invalid;
+    if (\$44 ) begin
+      \$100  = exp_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$101  = exp;
+    if (\$44 ) begin
+      \$101  = exp_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$102  = shift_data;
+    if (\$45 ) begin
+      \$102  = \data$54 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$103  = shift_invalid;
+    if (\$45 ) begin
+      \$103  = s0_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$104  = shift_exp;
+    if (\$45 ) begin
+      \$104  = exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$105  = q;
+    if (\$45 ) begin
+      \$105  = \q$101 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$106  = qmax8_data;
     if (\$46 ) begin
-      \$111  = out;
+      \$106  = shift_data;
     end
   end
-  assign s11_valid = o__valid;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$107  = qmax8_invalid;
+    if (\$46 ) begin
+      \$107  = shift_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$108  = qmax8_exp;
+    if (\$46 ) begin
+      \$108  = shift_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$109  = qmax8_q;
+    if (\$46 ) begin
+      \$109  = q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$110  = qmax8_partial;
+    if (\$46 ) begin
+      \$110  = \partial$106 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$111  = qmax_data;
+    if (\$47 ) begin
+      \$111  = qmax8_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$112  = qmax_invalid;
+    if (\$47 ) begin
+      \$112  = qmax8_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$113  = qmax_exp;
+    if (\$47 ) begin
+      \$113  = qmax8_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$114  = qmax_q;
+    if (\$47 ) begin
+      \$114  = qmax8_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$115  = qmax_partial;
+    if (\$47 ) begin
+      \$115  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$116  = pair_rule_data;
+    if (\$48 ) begin
+      \$116  = qmax_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$117  = pair_rule_invalid;
+    if (\$48 ) begin
+      \$117  = qmax_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$118  = pair_rule_exp;
+    if (\$48 ) begin
+      \$118  = qmax_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$119  = pair_rule_q;
+    if (\$48 ) begin
+      \$119  = qmax_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$120  = pair_rule_qmax;
+    if (\$48 ) begin
+      \$120  = qmax_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$121  = s1_spare_q;
+    if (\$49 ) begin
+      \$121  = pair_rule_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$122  = s1_spare_sign;
+    if (\$50 ) begin
+      \$122  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$123  = s1_spare_exp;
+    if (\$51 ) begin
+      \$123  = pair_rule_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$124  = s1_spare_invalid;
+    if (\$52 ) begin
+      \$124  = pair_rule_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$125  = s1_spare_select;
+    if (\$53 ) begin
+      \$125  = \$57 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$126  = \q$69 ;
+    if (\$59 ) begin
+      \$126  = \$60 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$127  = s1_sign;
+    if (\$59 ) begin
+      \$127  = \$61 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$128  = s1_exp;
+    if (\$59 ) begin
+      \$128  = \$62 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$129  = s1_invalid;
+    if (\$59 ) begin
+      \$129  = \$63 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$130  = pair;
+    if (\$59 ) begin
+      \$130  = \$68 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$131  = count_q;
+    if (\$69 ) begin
+      \$131  = \q$69 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$132  = count_sign;
+    if (\$69 ) begin
+      \$132  = s1_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$133  = count_exp;
+    if (\$69 ) begin
+      \$133  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$134  = count_invalid;
+    if (\$69 ) begin
+      \$134  = s1_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$135  = in_a;
+    if (\$69 ) begin
+      \$135  = \in_a$128 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$136  = in_b;
+    if (\$69 ) begin
+      \$136  = \in_b$129 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$137  = \pair$77 ;
+    if (\$69 ) begin
+      \$137  = pair;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$138  = select_q;
+    if (\$70 ) begin
+      \$138  = count_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$139  = select_sign;
+    if (\$70 ) begin
+      \$139  = count_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$140  = select_exp;
+    if (\$70 ) begin
+      \$140  = count_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$141  = select_invalid;
+    if (\$70 ) begin
+      \$141  = count_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$142  = select_count_a;
+    if (\$70 ) begin
+      \$142  = count_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$143  = select_count_b;
+    if (\$70 ) begin
+      \$143  = count_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$144  = select_pair;
+    if (\$70 ) begin
+      \$144  = \pair$77 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$145  = \q$79 ;
+    if (\$71 ) begin
+      \$145  = select_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$146  = s2_sign;
+    if (\$71 ) begin
+      \$146  = select_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$147  = s2_exp;
+    if (\$71 ) begin
+      \$147  = select_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$148  = s2_invalid;
+    if (\$71 ) begin
+      \$148  = select_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$149  = dialect;
+    if (\$71 ) begin
+      \$149  = \$74 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
+    \$150  = o__payload;
+    if (\$75 ) begin
+      \$150  = out;
+    end
+  end
+  assign s12_valid = o__valid;
   assign data = i__payload;
-  assign s0_data = \data$42 ;
+  assign s0_data = \data$54 ;
   assign s0_exp = exp;
   assign shift_q = q;
-  assign s1_q = \q$57 ;
+  assign s1_q = \q$69 ;
   assign s1_select = pair;
   assign count_in_a = in_a;
   assign count_in_b = in_b;
-  assign count_pair = \pair$65 ;
-  assign s2_q = \q$67 ;
+  assign count_pair = \pair$77 ;
+  assign s2_q = \q$79 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
   assign \i__payload.data  = i__payload;
@@ -1440,38 +1644,38 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign \data[29]  = i__payload[479:464];
   assign \data[30]  = i__payload[495:480];
   assign \data[31]  = i__payload[511:496];
-  assign \data$42[0]  = \data$42 [15:0];
-  assign \data$42[1]  = \data$42 [31:16];
-  assign \data$42[2]  = \data$42 [47:32];
-  assign \data$42[3]  = \data$42 [63:48];
-  assign \data$42[4]  = \data$42 [79:64];
-  assign \data$42[5]  = \data$42 [95:80];
-  assign \data$42[6]  = \data$42 [111:96];
-  assign \data$42[7]  = \data$42 [127:112];
-  assign \data$42[8]  = \data$42 [143:128];
-  assign \data$42[9]  = \data$42 [159:144];
-  assign \data$42[10]  = \data$42 [175:160];
-  assign \data$42[11]  = \data$42 [191:176];
-  assign \data$42[12]  = \data$42 [207:192];
-  assign \data$42[13]  = \data$42 [223:208];
-  assign \data$42[14]  = \data$42 [239:224];
-  assign \data$42[15]  = \data$42 [255:240];
-  assign \data$42[16]  = \data$42 [271:256];
-  assign \data$42[17]  = \data$42 [287:272];
-  assign \data$42[18]  = \data$42 [303:288];
-  assign \data$42[19]  = \data$42 [319:304];
-  assign \data$42[20]  = \data$42 [335:320];
-  assign \data$42[21]  = \data$42 [351:336];
-  assign \data$42[22]  = \data$42 [367:352];
-  assign \data$42[23]  = \data$42 [383:368];
-  assign \data$42[24]  = \data$42 [399:384];
-  assign \data$42[25]  = \data$42 [415:400];
-  assign \data$42[26]  = \data$42 [431:416];
-  assign \data$42[27]  = \data$42 [447:432];
-  assign \data$42[28]  = \data$42 [463:448];
-  assign \data$42[29]  = \data$42 [479:464];
-  assign \data$42[30]  = \data$42 [495:480];
-  assign \data$42[31]  = \data$42 [511:496];
+  assign \data$54[0]  = \data$54 [15:0];
+  assign \data$54[1]  = \data$54 [31:16];
+  assign \data$54[2]  = \data$54 [47:32];
+  assign \data$54[3]  = \data$54 [63:48];
+  assign \data$54[4]  = \data$54 [79:64];
+  assign \data$54[5]  = \data$54 [95:80];
+  assign \data$54[6]  = \data$54 [111:96];
+  assign \data$54[7]  = \data$54 [127:112];
+  assign \data$54[8]  = \data$54 [143:128];
+  assign \data$54[9]  = \data$54 [159:144];
+  assign \data$54[10]  = \data$54 [175:160];
+  assign \data$54[11]  = \data$54 [191:176];
+  assign \data$54[12]  = \data$54 [207:192];
+  assign \data$54[13]  = \data$54 [223:208];
+  assign \data$54[14]  = \data$54 [239:224];
+  assign \data$54[15]  = \data$54 [255:240];
+  assign \data$54[16]  = \data$54 [271:256];
+  assign \data$54[17]  = \data$54 [287:272];
+  assign \data$54[18]  = \data$54 [303:288];
+  assign \data$54[19]  = \data$54 [319:304];
+  assign \data$54[20]  = \data$54 [335:320];
+  assign \data$54[21]  = \data$54 [351:336];
+  assign \data$54[22]  = \data$54 [367:352];
+  assign \data$54[23]  = \data$54 [383:368];
+  assign \data$54[24]  = \data$54 [399:384];
+  assign \data$54[25]  = \data$54 [415:400];
+  assign \data$54[26]  = \data$54 [431:416];
+  assign \data$54[27]  = \data$54 [447:432];
+  assign \data$54[28]  = \data$54 [463:448];
+  assign \data$54[29]  = \data$54 [479:464];
+  assign \data$54[30]  = \data$54 [495:480];
+  assign \data$54[31]  = \data$54 [511:496];
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -1504,70 +1708,70 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign \q[29]  = q[149:145];
   assign \q[30]  = q[154:150];
   assign \q[31]  = q[159:155];
-  assign \q$57[0]  = \q$57 [4:0];
-  assign \q$57[1]  = \q$57 [9:5];
-  assign \q$57[2]  = \q$57 [14:10];
-  assign \q$57[3]  = \q$57 [19:15];
-  assign \q$57[4]  = \q$57 [24:20];
-  assign \q$57[5]  = \q$57 [29:25];
-  assign \q$57[6]  = \q$57 [34:30];
-  assign \q$57[7]  = \q$57 [39:35];
-  assign \q$57[8]  = \q$57 [44:40];
-  assign \q$57[9]  = \q$57 [49:45];
-  assign \q$57[10]  = \q$57 [54:50];
-  assign \q$57[11]  = \q$57 [59:55];
-  assign \q$57[12]  = \q$57 [64:60];
-  assign \q$57[13]  = \q$57 [69:65];
-  assign \q$57[14]  = \q$57 [74:70];
-  assign \q$57[15]  = \q$57 [79:75];
-  assign \q$57[16]  = \q$57 [84:80];
-  assign \q$57[17]  = \q$57 [89:85];
-  assign \q$57[18]  = \q$57 [94:90];
-  assign \q$57[19]  = \q$57 [99:95];
-  assign \q$57[20]  = \q$57 [104:100];
-  assign \q$57[21]  = \q$57 [109:105];
-  assign \q$57[22]  = \q$57 [114:110];
-  assign \q$57[23]  = \q$57 [119:115];
-  assign \q$57[24]  = \q$57 [124:120];
-  assign \q$57[25]  = \q$57 [129:125];
-  assign \q$57[26]  = \q$57 [134:130];
-  assign \q$57[27]  = \q$57 [139:135];
-  assign \q$57[28]  = \q$57 [144:140];
-  assign \q$57[29]  = \q$57 [149:145];
-  assign \q$57[30]  = \q$57 [154:150];
-  assign \q$57[31]  = \q$57 [159:155];
-  assign \q$67[0]  = \q$67 [4:0];
-  assign \q$67[1]  = \q$67 [9:5];
-  assign \q$67[2]  = \q$67 [14:10];
-  assign \q$67[3]  = \q$67 [19:15];
-  assign \q$67[4]  = \q$67 [24:20];
-  assign \q$67[5]  = \q$67 [29:25];
-  assign \q$67[6]  = \q$67 [34:30];
-  assign \q$67[7]  = \q$67 [39:35];
-  assign \q$67[8]  = \q$67 [44:40];
-  assign \q$67[9]  = \q$67 [49:45];
-  assign \q$67[10]  = \q$67 [54:50];
-  assign \q$67[11]  = \q$67 [59:55];
-  assign \q$67[12]  = \q$67 [64:60];
-  assign \q$67[13]  = \q$67 [69:65];
-  assign \q$67[14]  = \q$67 [74:70];
-  assign \q$67[15]  = \q$67 [79:75];
-  assign \q$67[16]  = \q$67 [84:80];
-  assign \q$67[17]  = \q$67 [89:85];
-  assign \q$67[18]  = \q$67 [94:90];
-  assign \q$67[19]  = \q$67 [99:95];
-  assign \q$67[20]  = \q$67 [104:100];
-  assign \q$67[21]  = \q$67 [109:105];
-  assign \q$67[22]  = \q$67 [114:110];
-  assign \q$67[23]  = \q$67 [119:115];
-  assign \q$67[24]  = \q$67 [124:120];
-  assign \q$67[25]  = \q$67 [129:125];
-  assign \q$67[26]  = \q$67 [134:130];
-  assign \q$67[27]  = \q$67 [139:135];
-  assign \q$67[28]  = \q$67 [144:140];
-  assign \q$67[29]  = \q$67 [149:145];
-  assign \q$67[30]  = \q$67 [154:150];
-  assign \q$67[31]  = \q$67 [159:155];
+  assign \q$69[0]  = \q$69 [4:0];
+  assign \q$69[1]  = \q$69 [9:5];
+  assign \q$69[2]  = \q$69 [14:10];
+  assign \q$69[3]  = \q$69 [19:15];
+  assign \q$69[4]  = \q$69 [24:20];
+  assign \q$69[5]  = \q$69 [29:25];
+  assign \q$69[6]  = \q$69 [34:30];
+  assign \q$69[7]  = \q$69 [39:35];
+  assign \q$69[8]  = \q$69 [44:40];
+  assign \q$69[9]  = \q$69 [49:45];
+  assign \q$69[10]  = \q$69 [54:50];
+  assign \q$69[11]  = \q$69 [59:55];
+  assign \q$69[12]  = \q$69 [64:60];
+  assign \q$69[13]  = \q$69 [69:65];
+  assign \q$69[14]  = \q$69 [74:70];
+  assign \q$69[15]  = \q$69 [79:75];
+  assign \q$69[16]  = \q$69 [84:80];
+  assign \q$69[17]  = \q$69 [89:85];
+  assign \q$69[18]  = \q$69 [94:90];
+  assign \q$69[19]  = \q$69 [99:95];
+  assign \q$69[20]  = \q$69 [104:100];
+  assign \q$69[21]  = \q$69 [109:105];
+  assign \q$69[22]  = \q$69 [114:110];
+  assign \q$69[23]  = \q$69 [119:115];
+  assign \q$69[24]  = \q$69 [124:120];
+  assign \q$69[25]  = \q$69 [129:125];
+  assign \q$69[26]  = \q$69 [134:130];
+  assign \q$69[27]  = \q$69 [139:135];
+  assign \q$69[28]  = \q$69 [144:140];
+  assign \q$69[29]  = \q$69 [149:145];
+  assign \q$69[30]  = \q$69 [154:150];
+  assign \q$69[31]  = \q$69 [159:155];
+  assign \q$79[0]  = \q$79 [4:0];
+  assign \q$79[1]  = \q$79 [9:5];
+  assign \q$79[2]  = \q$79 [14:10];
+  assign \q$79[3]  = \q$79 [19:15];
+  assign \q$79[4]  = \q$79 [24:20];
+  assign \q$79[5]  = \q$79 [29:25];
+  assign \q$79[6]  = \q$79 [34:30];
+  assign \q$79[7]  = \q$79 [39:35];
+  assign \q$79[8]  = \q$79 [44:40];
+  assign \q$79[9]  = \q$79 [49:45];
+  assign \q$79[10]  = \q$79 [54:50];
+  assign \q$79[11]  = \q$79 [59:55];
+  assign \q$79[12]  = \q$79 [64:60];
+  assign \q$79[13]  = \q$79 [69:65];
+  assign \q$79[14]  = \q$79 [74:70];
+  assign \q$79[15]  = \q$79 [79:75];
+  assign \q$79[16]  = \q$79 [84:80];
+  assign \q$79[17]  = \q$79 [89:85];
+  assign \q$79[18]  = \q$79 [94:90];
+  assign \q$79[19]  = \q$79 [99:95];
+  assign \q$79[20]  = \q$79 [104:100];
+  assign \q$79[21]  = \q$79 [109:105];
+  assign \q$79[22]  = \q$79 [114:110];
+  assign \q$79[23]  = \q$79 [119:115];
+  assign \q$79[24]  = \q$79 [124:120];
+  assign \q$79[25]  = \q$79 [129:125];
+  assign \q$79[26]  = \q$79 [134:130];
+  assign \q$79[27]  = \q$79 [139:135];
+  assign \q$79[28]  = \q$79 [144:140];
+  assign \q$79[29]  = \q$79 [149:145];
+  assign \q$79[30]  = \q$79 [154:150];
+  assign \q$79[31]  = \q$79 [159:155];
   assign \out.codes  = out[127:0];
   assign \out.codes[0]  = out[3:0];
   assign \out.codes[1]  = out[7:4];
@@ -1644,46 +1848,54 @@ module bd_quantizer_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload,
   assign \partial[5]  = partial[29:25];
   assign \partial[6]  = partial[34:30];
   assign \partial[7]  = partial[39:35];
-  assign \q$87[0]  = \q$87 [4:0];
-  assign \q$87[1]  = \q$87 [9:5];
-  assign \q$87[2]  = \q$87 [14:10];
-  assign \q$87[3]  = \q$87 [19:15];
-  assign \q$87[4]  = \q$87 [24:20];
-  assign \q$87[5]  = \q$87 [29:25];
-  assign \q$87[6]  = \q$87 [34:30];
-  assign \q$87[7]  = \q$87 [39:35];
-  assign \q$87[8]  = \q$87 [44:40];
-  assign \q$87[9]  = \q$87 [49:45];
-  assign \q$87[10]  = \q$87 [54:50];
-  assign \q$87[11]  = \q$87 [59:55];
-  assign \q$87[12]  = \q$87 [64:60];
-  assign \q$87[13]  = \q$87 [69:65];
-  assign \q$87[14]  = \q$87 [74:70];
-  assign \q$87[15]  = \q$87 [79:75];
-  assign \q$87[16]  = \q$87 [84:80];
-  assign \q$87[17]  = \q$87 [89:85];
-  assign \q$87[18]  = \q$87 [94:90];
-  assign \q$87[19]  = \q$87 [99:95];
-  assign \q$87[20]  = \q$87 [104:100];
-  assign \q$87[21]  = \q$87 [109:105];
-  assign \q$87[22]  = \q$87 [114:110];
-  assign \q$87[23]  = \q$87 [119:115];
-  assign \q$87[24]  = \q$87 [124:120];
-  assign \q$87[25]  = \q$87 [129:125];
-  assign \q$87[26]  = \q$87 [134:130];
-  assign \q$87[27]  = \q$87 [139:135];
-  assign \q$87[28]  = \q$87 [144:140];
-  assign \q$87[29]  = \q$87 [149:145];
-  assign \q$87[30]  = \q$87 [154:150];
-  assign \q$87[31]  = \q$87 [159:155];
-  assign \partial$92[0]  = \partial$92 [4:0];
-  assign \partial$92[1]  = \partial$92 [9:5];
-  assign \partial$92[2]  = \partial$92 [14:10];
-  assign \partial$92[3]  = \partial$92 [19:15];
-  assign \partial$92[4]  = \partial$92 [24:20];
-  assign \partial$92[5]  = \partial$92 [29:25];
-  assign \partial$92[6]  = \partial$92 [34:30];
-  assign \partial$92[7]  = \partial$92 [39:35];
+  assign \partial[8]  = partial[44:40];
+  assign \partial[9]  = partial[49:45];
+  assign \partial[10]  = partial[54:50];
+  assign \partial[11]  = partial[59:55];
+  assign \partial[12]  = partial[64:60];
+  assign \partial[13]  = partial[69:65];
+  assign \partial[14]  = partial[74:70];
+  assign \partial[15]  = partial[79:75];
+  assign \q$101[0]  = \q$101 [4:0];
+  assign \q$101[1]  = \q$101 [9:5];
+  assign \q$101[2]  = \q$101 [14:10];
+  assign \q$101[3]  = \q$101 [19:15];
+  assign \q$101[4]  = \q$101 [24:20];
+  assign \q$101[5]  = \q$101 [29:25];
+  assign \q$101[6]  = \q$101 [34:30];
+  assign \q$101[7]  = \q$101 [39:35];
+  assign \q$101[8]  = \q$101 [44:40];
+  assign \q$101[9]  = \q$101 [49:45];
+  assign \q$101[10]  = \q$101 [54:50];
+  assign \q$101[11]  = \q$101 [59:55];
+  assign \q$101[12]  = \q$101 [64:60];
+  assign \q$101[13]  = \q$101 [69:65];
+  assign \q$101[14]  = \q$101 [74:70];
+  assign \q$101[15]  = \q$101 [79:75];
+  assign \q$101[16]  = \q$101 [84:80];
+  assign \q$101[17]  = \q$101 [89:85];
+  assign \q$101[18]  = \q$101 [94:90];
+  assign \q$101[19]  = \q$101 [99:95];
+  assign \q$101[20]  = \q$101 [104:100];
+  assign \q$101[21]  = \q$101 [109:105];
+  assign \q$101[22]  = \q$101 [114:110];
+  assign \q$101[23]  = \q$101 [119:115];
+  assign \q$101[24]  = \q$101 [124:120];
+  assign \q$101[25]  = \q$101 [129:125];
+  assign \q$101[26]  = \q$101 [134:130];
+  assign \q$101[27]  = \q$101 [139:135];
+  assign \q$101[28]  = \q$101 [144:140];
+  assign \q$101[29]  = \q$101 [149:145];
+  assign \q$101[30]  = \q$101 [154:150];
+  assign \q$101[31]  = \q$101 [159:155];
+  assign \partial$106[0]  = \partial$106 [4:0];
+  assign \partial$106[1]  = \partial$106 [9:5];
+  assign \partial$106[2]  = \partial$106 [14:10];
+  assign \partial$106[3]  = \partial$106 [19:15];
+  assign \partial$106[4]  = \partial$106 [24:20];
+  assign \partial$106[5]  = \partial$106 [29:25];
+  assign \partial$106[6]  = \partial$106 [34:30];
+  assign \partial$106[7]  = \partial$106 [39:35];
   assign out[137] = s2_invalid;
   assign out[136:132] = s2_exp;
   assign out[131:128] = dialect;
@@ -2000,40 +2212,46 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   output invalid;
   wire invalid;
   wire [4:0] max0_l1_0;
-  wire [4:0] max0_l1_1;
-  wire [4:0] max0_l2_0;
+  wire [4:0] max10_l1_0;
+  wire [4:0] max11_l1_0;
+  wire [4:0] max12_l1_0;
+  wire [4:0] max13_l1_0;
+  wire [4:0] max14_l1_0;
+  wire [4:0] max15_l1_0;
   wire [4:0] max1_l1_0;
-  wire [4:0] max1_l1_1;
-  wire [4:0] max1_l2_0;
   wire [4:0] max2_l1_0;
-  wire [4:0] max2_l1_1;
-  wire [4:0] max2_l2_0;
   wire [4:0] max3_l1_0;
-  wire [4:0] max3_l1_1;
-  wire [4:0] max3_l2_0;
   wire [4:0] max4_l1_0;
-  wire [4:0] max4_l1_1;
-  wire [4:0] max4_l2_0;
   wire [4:0] max5_l1_0;
-  wire [4:0] max5_l1_1;
-  wire [4:0] max5_l2_0;
   wire [4:0] max6_l1_0;
-  wire [4:0] max6_l1_1;
-  wire [4:0] max6_l2_0;
   wire [4:0] max7_l1_0;
-  wire [4:0] max7_l1_1;
-  wire [4:0] max7_l2_0;
+  wire [4:0] max8_l1_0;
+  wire [4:0] max9_l1_0;
   wire [4:0] max_l1_0;
   wire [4:0] max_l1_1;
   wire [4:0] max_l1_2;
   wire [4:0] max_l1_3;
+  wire [4:0] max_l1_4;
+  wire [4:0] max_l1_5;
+  wire [4:0] max_l1_6;
+  wire [4:0] max_l1_7;
   wire [4:0] max_l2_0;
   wire [4:0] max_l2_1;
+  wire [4:0] max_l2_2;
+  wire [4:0] max_l2_3;
   wire [4:0] max_l3_0;
+  wire [4:0] max_l3_1;
+  wire [4:0] max_l4_0;
   wire [31:0] nonfinite;
-  output [39:0] partial;
-  wire [39:0] partial;
+  output [79:0] partial;
+  wire [79:0] partial;
   wire [4:0] \partial[0] ;
+  wire [4:0] \partial[10] ;
+  wire [4:0] \partial[11] ;
+  wire [4:0] \partial[12] ;
+  wire [4:0] \partial[13] ;
+  wire [4:0] \partial[14] ;
+  wire [4:0] \partial[15] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
@@ -2041,6 +2259,8 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   wire [4:0] \partial[5] ;
   wire [4:0] \partial[6] ;
   wire [4:0] \partial[7] ;
+  wire [4:0] \partial[8] ;
+  wire [4:0] \partial[9] ;
   assign \$19  = data[302:298] == 5'h1f;
   assign ex18 = nonfinite[18] ? 5'h00 : data[302:298];
   assign \$20  = data[318:314] == 5'h1f;
@@ -2072,65 +2292,65 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   assign \$33  = ex0 >= ex1;
   assign max0_l1_0 = \$33  ? ex0 : ex1;
   assign \$34  = ex2 >= ex3;
-  assign max0_l1_1 = \$34  ? ex2 : ex3;
-  assign \$35  = max0_l1_0 >= max0_l1_1;
-  assign max0_l2_0 = \$35  ? max0_l1_0 : max0_l1_1;
-  assign \$36  = ex4 >= ex5;
-  assign max1_l1_0 = \$36  ? ex4 : ex5;
-  assign \$37  = ex6 >= ex7;
-  assign max1_l1_1 = \$37  ? ex6 : ex7;
-  assign \$38  = max1_l1_0 >= max1_l1_1;
-  assign max1_l2_0 = \$38  ? max1_l1_0 : max1_l1_1;
-  assign \$39  = ex8 >= ex9;
-  assign max2_l1_0 = \$39  ? ex8 : ex9;
-  assign \$40  = ex10 >= ex11;
-  assign max2_l1_1 = \$40  ? ex10 : ex11;
-  assign \$41  = max2_l1_0 >= max2_l1_1;
-  assign max2_l2_0 = \$41  ? max2_l1_0 : max2_l1_1;
-  assign \$42  = ex12 >= ex13;
-  assign max3_l1_0 = \$42  ? ex12 : ex13;
-  assign \$43  = ex14 >= ex15;
-  assign max3_l1_1 = \$43  ? ex14 : ex15;
-  assign \$44  = max3_l1_0 >= max3_l1_1;
-  assign max3_l2_0 = \$44  ? max3_l1_0 : max3_l1_1;
-  assign \$45  = ex16 >= ex17;
-  assign max4_l1_0 = \$45  ? ex16 : ex17;
-  assign \$46  = ex18 >= ex19;
-  assign max4_l1_1 = \$46  ? ex18 : ex19;
-  assign \$47  = max4_l1_0 >= max4_l1_1;
-  assign max4_l2_0 = \$47  ? max4_l1_0 : max4_l1_1;
-  assign \$48  = ex20 >= ex21;
-  assign max5_l1_0 = \$48  ? ex20 : ex21;
-  assign \$49  = ex22 >= ex23;
-  assign max5_l1_1 = \$49  ? ex22 : ex23;
-  assign \$50  = max5_l1_0 >= max5_l1_1;
-  assign max5_l2_0 = \$50  ? max5_l1_0 : max5_l1_1;
-  assign \$51  = ex24 >= ex25;
-  assign max6_l1_0 = \$51  ? ex24 : ex25;
-  assign \$52  = ex26 >= ex27;
-  assign max6_l1_1 = \$52  ? ex26 : ex27;
-  assign \$53  = max6_l1_0 >= max6_l1_1;
-  assign max6_l2_0 = \$53  ? max6_l1_0 : max6_l1_1;
-  assign \$54  = ex28 >= ex29;
-  assign max7_l1_0 = \$54  ? ex28 : ex29;
-  assign \$55  = ex30 >= ex31;
-  assign max7_l1_1 = \$55  ? ex30 : ex31;
-  assign \$56  = max7_l1_0 >= max7_l1_1;
-  assign max7_l2_0 = \$56  ? max7_l1_0 : max7_l1_1;
-  assign \$57  = partial[4:0] >= partial[9:5];
-  assign max_l1_0 = \$57  ? partial[4:0] : partial[9:5];
-  assign \$58  = partial[14:10] >= partial[19:15];
-  assign max_l1_1 = \$58  ? partial[14:10] : partial[19:15];
-  assign \$59  = partial[24:20] >= partial[29:25];
-  assign max_l1_2 = \$59  ? partial[24:20] : partial[29:25];
-  assign \$60  = partial[34:30] >= partial[39:35];
-  assign max_l1_3 = \$60  ? partial[34:30] : partial[39:35];
-  assign \$61  = max_l1_0 >= max_l1_1;
-  assign max_l2_0 = \$61  ? max_l1_0 : max_l1_1;
-  assign \$62  = max_l1_2 >= max_l1_3;
-  assign max_l2_1 = \$62  ? max_l1_2 : max_l1_3;
-  assign \$63  = max_l2_0 >= max_l2_1;
-  assign max_l3_0 = \$63  ? max_l2_0 : max_l2_1;
+  assign max1_l1_0 = \$34  ? ex2 : ex3;
+  assign \$35  = ex4 >= ex5;
+  assign max2_l1_0 = \$35  ? ex4 : ex5;
+  assign \$36  = ex6 >= ex7;
+  assign max3_l1_0 = \$36  ? ex6 : ex7;
+  assign \$37  = ex8 >= ex9;
+  assign max4_l1_0 = \$37  ? ex8 : ex9;
+  assign \$38  = ex10 >= ex11;
+  assign max5_l1_0 = \$38  ? ex10 : ex11;
+  assign \$39  = ex12 >= ex13;
+  assign max6_l1_0 = \$39  ? ex12 : ex13;
+  assign \$40  = ex14 >= ex15;
+  assign max7_l1_0 = \$40  ? ex14 : ex15;
+  assign \$41  = ex16 >= ex17;
+  assign max8_l1_0 = \$41  ? ex16 : ex17;
+  assign \$42  = ex18 >= ex19;
+  assign max9_l1_0 = \$42  ? ex18 : ex19;
+  assign \$43  = ex20 >= ex21;
+  assign max10_l1_0 = \$43  ? ex20 : ex21;
+  assign \$44  = ex22 >= ex23;
+  assign max11_l1_0 = \$44  ? ex22 : ex23;
+  assign \$45  = ex24 >= ex25;
+  assign max12_l1_0 = \$45  ? ex24 : ex25;
+  assign \$46  = ex26 >= ex27;
+  assign max13_l1_0 = \$46  ? ex26 : ex27;
+  assign \$47  = ex28 >= ex29;
+  assign max14_l1_0 = \$47  ? ex28 : ex29;
+  assign \$48  = ex30 >= ex31;
+  assign max15_l1_0 = \$48  ? ex30 : ex31;
+  assign \$49  = partial[4:0] >= partial[9:5];
+  assign max_l1_0 = \$49  ? partial[4:0] : partial[9:5];
+  assign \$50  = partial[14:10] >= partial[19:15];
+  assign max_l1_1 = \$50  ? partial[14:10] : partial[19:15];
+  assign \$51  = partial[24:20] >= partial[29:25];
+  assign max_l1_2 = \$51  ? partial[24:20] : partial[29:25];
+  assign \$52  = partial[34:30] >= partial[39:35];
+  assign max_l1_3 = \$52  ? partial[34:30] : partial[39:35];
+  assign \$53  = partial[44:40] >= partial[49:45];
+  assign max_l1_4 = \$53  ? partial[44:40] : partial[49:45];
+  assign \$54  = partial[54:50] >= partial[59:55];
+  assign max_l1_5 = \$54  ? partial[54:50] : partial[59:55];
+  assign \$55  = partial[64:60] >= partial[69:65];
+  assign max_l1_6 = \$55  ? partial[64:60] : partial[69:65];
+  assign \$56  = partial[74:70] >= partial[79:75];
+  assign max_l1_7 = \$56  ? partial[74:70] : partial[79:75];
+  assign \$57  = max_l1_0 >= max_l1_1;
+  assign max_l2_0 = \$57  ? max_l1_0 : max_l1_1;
+  assign \$58  = max_l1_2 >= max_l1_3;
+  assign max_l2_1 = \$58  ? max_l1_2 : max_l1_3;
+  assign \$59  = max_l1_4 >= max_l1_5;
+  assign max_l2_2 = \$59  ? max_l1_4 : max_l1_5;
+  assign \$60  = max_l1_6 >= max_l1_7;
+  assign max_l2_3 = \$60  ? max_l1_6 : max_l1_7;
+  assign \$61  = max_l2_0 >= max_l2_1;
+  assign max_l3_0 = \$61  ? max_l2_0 : max_l2_1;
+  assign \$62  = max_l2_2 >= max_l2_3;
+  assign max_l3_1 = \$62  ? max_l2_2 : max_l2_3;
+  assign \$63  = max_l3_0 >= max_l3_1;
+  assign max_l4_0 = \$63  ? max_l3_0 : max_l3_1;
   assign invalid = | nonfinite;
   assign \$1  = data[14:10] == 5'h1f;
   assign ex0 = nonfinite[0] ? 5'h00 : data[14:10];
@@ -2168,7 +2388,7 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   assign ex16 = nonfinite[16] ? 5'h00 : data[270:266];
   assign \$18  = data[286:282] == 5'h1f;
   assign ex17 = nonfinite[17] ? 5'h00 : data[286:282];
-  assign exp = max_l3_0;
+  assign exp = max_l4_0;
   assign \data[0]  = data[15:0];
   assign \data[1]  = data[31:16];
   assign \data[2]  = data[47:32];
@@ -2209,14 +2429,30 @@ module \bd_quantizer_fast_b32.exp_max (invalid, partial, data);
   assign \partial[5]  = partial[29:25];
   assign \partial[6]  = partial[34:30];
   assign \partial[7]  = partial[39:35];
-  assign partial[39:35] = max7_l2_0;
-  assign partial[34:30] = max6_l2_0;
-  assign partial[29:25] = max5_l2_0;
-  assign partial[24:20] = max4_l2_0;
-  assign partial[19:15] = max3_l2_0;
-  assign partial[14:10] = max2_l2_0;
-  assign partial[9:5] = max1_l2_0;
-  assign partial[4:0] = max0_l2_0;
+  assign \partial[8]  = partial[44:40];
+  assign \partial[9]  = partial[49:45];
+  assign \partial[10]  = partial[54:50];
+  assign \partial[11]  = partial[59:55];
+  assign \partial[12]  = partial[64:60];
+  assign \partial[13]  = partial[69:65];
+  assign \partial[14]  = partial[74:70];
+  assign \partial[15]  = partial[79:75];
+  assign partial[79:75] = max15_l1_0;
+  assign partial[74:70] = max14_l1_0;
+  assign partial[69:65] = max13_l1_0;
+  assign partial[64:60] = max12_l1_0;
+  assign partial[59:55] = max11_l1_0;
+  assign partial[54:50] = max10_l1_0;
+  assign partial[49:45] = max9_l1_0;
+  assign partial[44:40] = max8_l1_0;
+  assign partial[39:35] = max7_l1_0;
+  assign partial[34:30] = max6_l1_0;
+  assign partial[29:25] = max5_l1_0;
+  assign partial[24:20] = max4_l1_0;
+  assign partial[19:15] = max3_l1_0;
+  assign partial[14:10] = max2_l1_0;
+  assign partial[9:5] = max1_l1_0;
+  assign partial[4:0] = max0_l1_0;
   assign nonfinite[31] = \$32 ;
   assign nonfinite[30] = \$31 ;
   assign nonfinite[29] = \$30 ;
@@ -3308,7 +3544,7 @@ module \bd_quantizer_fast_b32.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_quantizer_fast_b32.pair$122 (partial, q);
+module \bd_quantizer_fast_b32.pair$141 (partial, q);
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;

@@ -43,7 +43,7 @@ class QuantizerModel:
         params = units.get(p.unit).parameters_at(p.block)
         self.method = params.method
         self.latency = params.latency
-        self.capacity = params.latency       # results held when stalled: one per register stage
+        self.capacity = params.capacity      # one per register stage, one more with the "ready" skid buffer
 
     def scoreboard(self, log) -> Scoreboard:
         B = self.p.block

@@ -334,7 +334,7 @@ def test_quantizer_random_pipelined(pipeline, stage1):
                          + [(32, "round", p) for p in PIPELINES[1:]])
 def test_quantizer_latency_and_throughput(B, stage1, pipeline):
     dut = BDQuantizer(B, stage1, pipeline=pipeline)
-    assert dut.latency == 4 + pipeline
+    assert dut.latency == 4 + pipeline - (pipeline >= 9)     # the ninth cut, "ready", adds no stage
     blocks = random_rows(12, B, seed=7)
     run = run_stream(dut, [pack_quantizer_input(b) for b in blocks])
     assert run.accepted == list(range(12))                  # one block per clock
@@ -343,11 +343,14 @@ def test_quantizer_latency_and_throughput(B, stage1, pipeline):
     check_outputs(blocks, run.outputs, B, stage1)
 
 
-def test_quantizer_stall_holds_everything():
-    """o.ready low for a long time: the pipeline fills, i.ready drops, nothing is lost."""
+@pytest.mark.parametrize("pipeline", [0, 8, 9, 10])
+def test_quantizer_stall_holds_everything(pipeline):
+    """o.ready low for a long time: the pipeline fills, i.ready drops after ``capacity`` blocks (one
+    per register stage, one more in the "ready" cut's spare bank), nothing is lost."""
     B = 16
-    dut = BDQuantizer(B)
-    blocks = random_rows(10, B, seed=8)
+    dut = BDQuantizer(B, pipeline=pipeline)
+    assert dut.capacity == dut.latency + (pipeline >= 9)
+    blocks = random_rows(dut.capacity + 6, B, seed=8)
     results, accepted_while_stalled = [], []
 
     async def producer(ctx):
@@ -367,9 +370,36 @@ def test_quantizer_stall_holds_everything():
     sim.add_testbench(producer, background=True)
     sim.add_testbench(consumer)
     sim.run()
-    # Four register stages hold four blocks; then input is refused.
-    assert sum(accepted_while_stalled) == dut.latency
+    assert sum(accepted_while_stalled) == dut.capacity
     check_outputs(blocks, results, B, "round")
+
+
+@pytest.mark.parametrize("pipeline", [8, 9])
+def test_quantizer_ready_follows_a_register_with_the_ready_cut(pipeline):
+    """A full unit: raising o.ready frees i.ready in the same cycle through the ready chain (pipeline
+    8), but only a cycle later with the "ready" cut, whose skid buffer's spare bank is the ready
+    the stages before it see."""
+    B = 16
+    dut = BDQuantizer(B, pipeline=pipeline)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 0)
+        ctx.set(dut.i.valid, 1)
+        ctx.set(dut.i.payload.as_value(), pack_quantizer_input([ONE] * B))
+        for _ in range(dut.capacity + 2):
+            await ctx.tick()
+        seen.append(ctx.get(dut.i.ready))
+        ctx.set(dut.o.ready, 1)
+        seen.append(ctx.get(dut.i.ready))
+        await ctx.tick()
+        seen.append(ctx.get(dut.i.ready))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == ([0, 1, 1] if pipeline == 8 else [0, 0, 1])
 
 
 def test_quantizer_refuses_input_during_reset():
@@ -405,6 +435,24 @@ def test_quantizer_refuses_input_during_reset():
     # 1.0 everywhere: E = 15, q = 16, pair 7, no element in either range -> tie -> dialect 14, idx 7.
     assert check_outputs([block], seen[3:], B, "round") == [
         {"codes": [7] * B, "dialect": 14, "exp": 15, "invalid": 0}]
+
+
+def test_quantizer_params_place_the_skid_buffer_without_hardware():
+    """The "ready" cut's stage, latency and capacity follow from the parameters; the engine's
+    quantizer takes the first eight cut points only (its output is always ready)."""
+    from amaranth.hdl import Module, Signal
+
+    from bd_hw.params import LinearParams, QuantizerParams
+    from bd_hw.pipeline import Stages
+    deep = QuantizerParams(32, pipeline=len(QuantizerParams.CUT_POINTS))
+    assert deep.stages[deep.skid_stage] == "s1" and deep.skid_stage == 8
+    assert (deep.latency, deep.capacity) == (13, 14)
+    at8 = QuantizerParams(32, pipeline=8)
+    assert (at8.skid, at8.skid_stage, at8.latency, at8.capacity) == (False, None, 12, 12)
+    assert LinearParams(32, 4, pipeline=LinearParams.ENGINE_DEPTH).quantizer == at8
+    for stage in (0, 4):
+        with pytest.raises(ValueError, match="skid_stage"):
+            Stages(Module(), 4, Signal(), Signal(), Signal(), skid=True, skid_stage=stage)
 
 
 @pytest.mark.parametrize("pipeline", [-1, len(BDQuantizer.CUT_POINTS) + 1, 1.0, True, "1", None])

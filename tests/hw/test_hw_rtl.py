@@ -34,7 +34,7 @@ def test_registry_emits_the_spec_files():
                                  for fast in ("", "_fast")])
     assert units.get("bd_quantizer").params == {"stage1": "round"}
     assert units.get("bd_quantizer_trunc").params == {"stage1": "trunc"}
-    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 12, 10, 5, 6, 7, 8, 8, 8, 8, 12, 8]
+    assert [units.get(n).latency(32) for n in units.UNITS] == [None, 4, 4, 6, 13, 10, 5, 6, 7, 8, 8, 8, 8, 12, 8]
     # bd_linear_n16 is registered but emitted only when named
     assert [f for u, B in units.emitted(["bd_linear_n16"], on_request=True)
             for f in [u.file_name(B)]] == ["bd_linear_b32_n16.v"]

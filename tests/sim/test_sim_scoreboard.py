@@ -126,9 +126,11 @@ def test_sim_models_follow_the_registry():
     assert isinstance(rounding, QuantizerModel) and isinstance(model_for(_params("bd_dot")), DotModel)
     assert (rounding.method, truncating.method) == ("two_stage", "two_stage_trunc")
     assert rounding.latency == truncating.latency == 4 and model_for(_params("bd_dot")).latency == 6
-    # the stall test's fill: one result per register stage, one more in bd_dot_fast's skid buffer
-    fast = model_for(_params("bd_dot_fast"))
+    # the stall test's fill: one result per register stage, one more in the skid buffer of
+    # bd_dot_fast and bd_quantizer_fast (their "ready" cut)
+    fast, quantizer_fast = model_for(_params("bd_dot_fast")), model_for(_params("bd_quantizer_fast", 32))
     assert rounding.capacity == rounding.latency and fast.capacity == fast.latency + 1
+    assert quantizer_fast.capacity == quantizer_fast.latency + 1 == 14
     x = vectors.corner_blocks(32)["odd_qmax"]
     r = rounding._batch(x, "odd")
     t = truncating._batch(x, "odd")
