@@ -38,30 +38,37 @@ Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high)
 - **Latency 8 + min(p, 4)** (:attr:`BDLinear.latency`, 12 at ``p`` >= 4): the ``tlast`` beat of a
   row group accepted at edge ``t`` gives its result beat, transferred at edge ``t + latency``: one
   stage that registers the beat with its activation block (read from the buffer one beat ahead,
-  so the block RAM's output ends at a register) + :attr:`BDDot.latency`
-  (6 + min(p, 4): the dot units' fifth cut, ``ready``, adds no stage) + the output
-  skid buffer (1).
+  so the block RAM's output ends at a register) + :attr:`BDDot.latency` (6 + min(p, 4)) + the
+  collector's output register (1).
+- **Capacity latency + 1** (:attr:`BDLinear.capacity`, 13 at ``p`` >= 4): the row groups the
+  engine may owe at once (``tlast`` beats accepted, results not yet transferred). A weight beat is
+  taken only while fewer are owed; every owed result has a slot in the collector, so nothing
+  between the weight input and the collector ever waits. With ``m_axis_y_tready`` low the engine
+  takes row groups until it owes ``capacity`` of them, then holds ``s_axis_w_tready`` low until a
+  result leaves; the slot frees at the clock after.
 - **Vector turnaround 5 + p** (:attr:`BDLinear.vector_latency`, 13 at ``p = 8``): the final
   activation beat accepted at edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4 + p)
   edges; the first weight
   beat can be accepted at edge ``t + vector_latency``. The first activation beat of the next vector
   can be accepted at the edge after the final weight beat of a matrix.
 - Sustained, at every setting: one weight beat (``N`` blocks) per clock while ``m_axis_y_tready``
-  is high, one activation block per clock. A matrix of ``G`` row groups over a vector of ``K/B``
+  is high, row groups of one block included (``latency`` groups are then owed, one fewer than the
+  capacity), one activation block per clock. A matrix of ``G`` row groups over a vector of ``K/B``
   blocks takes ``K/B + vector_latency + G K/B`` cycles from its first activation beat to its final
   weight beat.
 
 ``pipeline = p`` takes the first ``p`` cut points of the quantizer and of every dot unit
 (:attr:`BDLinear.CUT_POINTS` pairs them: ``select``/``abs``, ``shift``/``lzc``, ``qmax``/``tree``,
-``exp``/``decode``, ``exp8``/``ready``, then the quantizer's ``count``, ``qmax8`` and
-``pair_rule``), so ``p = 0`` is the small low-latency build and ``p = 8`` the fast one (every cut
-point of both parts taken: the quantizer of ``bd_quantizer_fast``, dot units at ``pipeline = 5``,
-whose ``ready`` skid buffer keeps the output's ready chain, through the collector and every dot
-unit's normaliser and accumulator, out of their front stages and the read stage).
+``exp``/``decode``, then the quantizer's ``exp8``, ``count``, ``qmax8`` and ``pair_rule``), so
+``p = 0`` is the small low-latency build and ``p = 8`` the fast one (every cut point of both parts
+taken: the quantizer of ``bd_quantizer_fast``, dot units at ``pipeline = 4``). The dot units'
+fifth cut, ``ready``, is not taken: the engine never holds them (their output ``ready`` is tied
+high), so their ready chains fold away and there is nothing for a skid buffer to cut.
 
 No combinational path runs from an input to an output: the ``tready`` outputs depend on registers
-(``s_axis_w_tready`` on the dot units' pipeline state and the output skid buffer, not on
-``m_axis_y_tready``), and ``m_axis_y`` comes from registers. Every ``tready`` is low in reset.
+(``s_axis_w_tready`` on the vector's state and the collector's credit, a register; not on
+``m_axis_y_tready``, which reaches only the collector's output side), and ``m_axis_y`` comes from
+registers. Every ``tready`` is low in reset.
 
 ``products`` says how the dot units' 4x4 products are built: ``"lut"`` (the default) or ``"dsp"``,
 each unit its own, or ``"dsp_packed"``: lanes ``2j`` and ``2j + 1`` read the same activation
@@ -77,7 +84,7 @@ Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.Vector
 """
 from __future__ import annotations
 
-from amaranth.hdl import Cat, ClockDomain, Module, Mux, ResetSignal, Signal
+from amaranth.hdl import ClockDomain, Module, Mux, ResetSignal, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
@@ -102,8 +109,8 @@ class BDLinear(ParametrisedComponent):
     ``p`` of their own cut points (:data:`BDQuantizer.CUT_POINTS`, :data:`BDDot.CUT_POINTS`), a part
     with fewer cut points than ``p`` all of its own (``LinearParams.ENGINE_DEPTH`` = 8 steps take
     every cut point of both). :data:`CUT_POINTS` lists the pairs so taken, step by step;
-    :attr:`latency` is ``8 + min(p, 4)`` and :attr:`vector_latency` ``5 + p``, from the parts'
-    parameters. Raises ``ValueError`` naming ``B``, ``N``,
+    :attr:`latency` is ``8 + min(p, 4)``, :attr:`capacity` ``latency + 1`` and
+    :attr:`vector_latency` ``5 + p``, from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
     ``max_blocks``, ``pipeline``, ``accumulate`` or ``products``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
@@ -124,7 +131,7 @@ class BDLinear(ParametrisedComponent):
         self.B, self.N, self.max_blocks, self.pipeline, self.accumulate = \
             p.B, p.N, p.max_blocks, p.pipeline, p.accumulate
         self.x_bits, self.w_bits, self.y_bits = p.x_bits, p.w_bits, p.y_bits
-        self.vector_latency, self.groups_in_flight = p.vector_latency, p.groups_in_flight
+        self.vector_latency, self.capacity = p.vector_latency, p.capacity
         super().__init__({
             "aclk": In(1),
             "aresetn": In(1),
@@ -157,7 +164,9 @@ class BDLinear(ParametrisedComponent):
         m.submodules.buffer = buffer = ActivationBuffer(B, self.max_blocks)
         m.submodules.unpacker = unpacker = PackedBlockUnpacker(B, N)
         m.submodules.group = group = GroupCounter(self.max_blocks)
-        m.submodules.collector = collector = LaneCollector(N, depth=self.groups_in_flight)
+        # The flags FIFO holds at most the owed groups: the capacity is enough.
+        m.submodules.collector = collector = LaneCollector(N, depth=self.capacity,
+                                                           capacity=self.capacity)
         dots = []
         for n in range(N):
             dot = BDDot(self.params.dot)
@@ -184,26 +193,23 @@ class BDLinear(ParametrisedComponent):
         ]
 
         # --- weight side: s_axis_w -> read stage -> N dot units ----------------------------------
-        # The read stage registers the beat's weight blocks and its activation block. The buffer
-        # is read one beat ahead (the block the next weight beat needs: the next in the group, or
-        # block 0 after a group's tlast and while no vector is loaded), so the block RAM's slow
-        # clock-to-output (5.8 ns on the ECP5) ends at a register instead of running on through
-        # the N dot units' activation decoders; latency unchanged.
+        # Nothing after the weight input ever stalls: the weight take waits for the collector's
+        # credit (fewer than `capacity` row groups owed, a register), which reserves every
+        # result's slot, so the dot units' output ready is tied high and the read stage loads at
+        # every clock. The read stage registers the beat's weight blocks and its activation block.
+        # The buffer is read one beat ahead (the block the next weight beat needs: the next in the
+        # group, or block 0 after a group's tlast and while no vector is loaded), so the block
+        # RAM's slow clock-to-output (5.8 ns on the ECP5) ends at a register instead of running on
+        # through the N dot units' activation decoders; latency unchanged.
         a_valid = Signal()
         a_blocks = Signal(unpacker.blocks.shape(), reset_less=True)
         a_activation = Signal(block_layout(B), reset_less=True)
         a_last = Signal(reset_less=True)
         next_addr = Signal.like(buffer.r_addr)
-        dots_take = Signal()
-        a_load = Signal()
         w_take = Signal()
         m.d.comb += [
             unpacker.tdata.eq(self.s_axis_w_tdata),
-            # Every dot unit sees the same beats and the same output ready, so their readies are
-            # equal; each one's valid still waits for the others (a join), so none can run ahead.
-            dots_take.eq(a_valid & Cat(d.i.ready for d in dots).all()),
-            a_load.eq(~a_valid | dots_take),
-            self.s_axis_w_tready.eq(vector.loaded & a_load & collector.meta.ready & ~ResetSignal()),
+            self.s_axis_w_tready.eq(vector.loaded & collector.meta.ready & ~ResetSignal()),
             w_take.eq(self.s_axis_w_tvalid & self.s_axis_w_tready),
             group.take.eq(w_take),
             group.last.eq(self.s_axis_w_tlast),
@@ -214,24 +220,24 @@ class BDLinear(ParametrisedComponent):
             buffer.r_en.eq(w_take | ~vector.loaded),
             # The group's flags go into the collector's FIFO when its tlast beat is taken.
             collector.meta.valid.eq(self.s_axis_w_tvalid & self.s_axis_w_tlast & vector.loaded
-                                    & a_load & ~ResetSignal()),
+                                    & ~ResetSignal()),
             collector.meta.payload.invalid.eq(vector.any_invalid),
             collector.meta.payload.mismatch.eq(group.mismatch),
             collector.meta.payload.final.eq(self.s_axis_w_tuser),
             # The matrix's final beat frees the buffer for the next vector.
             vector.clear.eq(w_take & self.s_axis_w_tlast & self.s_axis_w_tuser),
         ]
-        with m.If(a_load):
-            m.d.sync += a_valid.eq(w_take)
-            with m.If(w_take):
-                m.d.sync += [a_blocks.eq(unpacker.blocks), a_activation.eq(buffer.r_data),
-                             a_last.eq(self.s_axis_w_tlast)]
+        # A plain pipeline register: its data loads at every clock (no enable to fan out), the
+        # valid bit says whether it holds a beat.
+        m.d.sync += [a_valid.eq(w_take), a_blocks.eq(unpacker.blocks),
+                     a_activation.eq(buffer.r_data), a_last.eq(self.s_axis_w_tlast)]
 
         activation = a_activation
         for n, dot in enumerate(dots):
-            others = Cat(d.i.ready for k, d in enumerate(dots) if k != n)
+            # Every dot unit takes the beat: with its output ready high its input ready is high
+            # out of reset, and a_valid is low in reset.
             m.d.comb += [
-                dot.i.valid.eq(a_valid & (others.all() if N > 1 else 1)),
+                dot.i.valid.eq(a_valid),
                 dot.i.payload.a_codes.eq(activation.codes),
                 dot.i.payload.a_dialect.eq(activation.dialect),
                 dot.i.payload.a_exp.eq(activation.exp),

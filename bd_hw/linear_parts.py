@@ -8,8 +8,9 @@
   still inside the quantizer, the Inf/NaN flag of the vector.
 - :class:`GroupCounter`: block index inside a row group and the block-count check at its ``tlast``.
 - :class:`LaneCollector`: joins the ``N`` result streams and the group's flags into one output beat,
-  through a skid buffer so that no combinational path runs from the output's ``ready`` back to the
-  inputs.
+  with a reserved slot for every row group owed (the credit that lets the weight stream in), so
+  the dot units never wait and the output's ``ready`` reaches nothing but the collector's output
+  side.
 
 The parts trust their arguments: :class:`~bd_hw.linear.BDLinear` checks its parameters once
 (:class:`~bd_hw.params.LinearParams`). Their layouts are in :mod:`bd_hw.layouts`.
@@ -199,24 +200,31 @@ class GroupCounter(wiring.Component):
 
 
 class LaneCollector(wiring.Component):
-    """``N`` result streams + the group's flags -> one output beat (SPEC 11 ``m_axis_y``).
+    """``N`` result streams + the groups' flags -> one output beat (SPEC 11 ``m_axis_y``), with a
+    reserved slot for every row group owed, so that the results never wait.
 
-    Ports: ``results`` in, ``N`` streams of FP32 results (the dot units' outputs, which deliver in
-    lockstep); ``meta`` in, a stream of :func:`meta_layout`, one entry per row group, queued in a FIFO
-    of ``depth`` entries (the groups between the weight input and the dot units' outputs); ``o`` out,
-    a stream of :func:`result_layout`.
+    Ports: ``meta`` in, a stream of :func:`meta_layout`, one entry per row group as its ``tlast``
+    beat is taken (the engine's weight take waits for ``meta.ready``); ``results`` in, ``N`` streams
+    of FP32 results (the dot units' outputs, which deliver in lockstep, in the order of the
+    groups); ``o`` out, a stream of :func:`result_layout`.
 
-    A beat is taken from every result stream and the FIFO together once all of them are valid. The
-    output is a two-entry skid buffer: ``o.valid`` and ``o.payload`` are registers, and the inputs'
-    ``ready`` is a register too (the skid entry is empty), so ``o.ready`` reaches nothing
-    combinationally. Latency 1 (a beat taken at edge t is offered after it and transferred at t + 1
-    with ``o.ready`` high); one beat per clock.
+    Credit: the collector counts the groups owed (``meta`` entries taken, output beats not yet
+    transferred) and raises ``meta.ready`` only while fewer than ``capacity`` are owed; it is a
+    register. The results have room: every ``results`` ready is constant 1, and a result enters
+    the output register (if that is free and nothing waits) or a queue of ``capacity - 1``
+    entries, which the owed count never overflows. The flags wait in a FIFO of ``depth`` entries
+    (the groups between the weight input and the collector) and join their results as those
+    arrive.
+
+    ``o.valid`` and ``o.payload`` are registers; ``o.ready`` reaches the output register, the
+    queue's read side and the owed count only. Latency 1 (a result arriving at edge t is offered
+    after it and transferred at t + 1 with ``o.ready`` high); one beat per clock.
     """
 
     LATENCY = LinearParams.COLLECTOR_LATENCY
 
-    def __init__(self, N: int = 4, depth: int = 8):
-        self.N, self.depth = N, depth
+    def __init__(self, N: int = 4, depth: int = 8, capacity: int = 9):
+        self.N, self.depth, self.capacity = N, depth, capacity
         super().__init__({
             "results": In(stream.Signature(dot_output_layout())).array(self.N),
             "meta": In(stream.Signature(meta_layout())),
@@ -230,45 +238,57 @@ class LaneCollector(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         N = self.N
+        layout = result_layout(N)
         m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=meta_layout().size, depth=self.depth)
-        m.d.comb += [
-            flags.w_data.eq(self.meta.payload.as_value()),
-            flags.w_en.eq(self.meta.valid),
-            self.meta.ready.eq(flags.w_rdy),
-        ]
+        m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self.capacity - 1)
         meta = data.View(meta_layout(), flags.r_data)
 
-        main_valid = Signal()
-        main = Signal(result_layout(N), reset_less=True)
-        skid_valid = Signal()
-        skid = Signal(result_layout(N), reset_less=True)
+        # The owed count and its registered comparison: ``room`` is ``owed < capacity``.
+        owed = Signal(range(self.capacity + 1))
+        owed_next = Signal.like(owed)
+        room = Signal(init=1)
+        meta_take = Signal()
+        o_take = Signal()
+        m.d.comb += [
+            meta_take.eq(self.meta.valid & room),
+            o_take.eq(self.o.valid & self.o.ready),
+            owed_next.eq(owed + meta_take - o_take),
+            self.meta.ready.eq(room),
+            flags.w_data.eq(self.meta.payload.as_value()),
+            flags.w_en.eq(meta_take),
+        ]
+        m.d.sync += [owed.eq(owed_next), room.eq(owed_next < self.capacity)]
 
-        in_ready = ~skid_valid
-        all_valid = Signal()
-        m.d.comb += all_valid.eq(Cat(flags.r_rdy, *(r.valid for r in self.results)).all())
-        take = Signal()
-        m.d.comb += take.eq(all_valid & in_ready)
-        incoming = Signal(result_layout(N))
+        # A result arrives (every lane in lockstep, lane 0 stands for all) and meets its flags.
+        arrive = self.results[0].valid
+        incoming = Signal(layout)
         for n in range(N):
-            m.d.comb += [
-                incoming.data[n].eq(self.results[n].payload.result),
-                self.results[n].ready.eq(take),
-            ]
+            m.d.comb += [incoming.data[n].eq(self.results[n].payload.result),
+                         self.results[n].ready.eq(1)]
         m.d.comb += [
             incoming.user.eq(Cat(meta.invalid, meta.mismatch)),
             incoming.last.eq(meta.final),
-            flags.r_en.eq(take),
+            flags.r_en.eq(arrive),
+        ]
+
+        main_valid = Signal()
+        main = Signal(layout, reset_less=True)
+        main_free = Signal()                     # the output register loads at this edge
+        bypass = Signal()                        # the arriving result goes straight to it
+        m.d.comb += [
+            main_free.eq(~main_valid | self.o.ready),
+            bypass.eq(main_free & ~queue.r_rdy),
+            queue.w_data.eq(incoming),
+            queue.w_en.eq(arrive & ~bypass),
+            queue.r_en.eq(main_free),
             self.o.valid.eq(main_valid),
             self.o.payload.eq(main),
         ]
-
-        with m.If(self.o.ready | ~main_valid):        # the main entry is free at this edge
-            with m.If(skid_valid):
-                m.d.sync += [main.eq(skid), main_valid.eq(1), skid_valid.eq(0)]
-            with m.Elif(take):
+        with m.If(main_free):
+            with m.If(queue.r_rdy):
+                m.d.sync += [main.eq(queue.r_data), main_valid.eq(1)]
+            with m.Elif(arrive):
                 m.d.sync += [main.eq(incoming), main_valid.eq(1)]
             with m.Else():
                 m.d.sync += main_valid.eq(0)
-        with m.Elif(take):                              # main holds: park the beat
-            m.d.sync += [skid.eq(incoming), skid_valid.eq(1)]
         return m

@@ -325,18 +325,19 @@ class LinearParams(Params):
     accumulate: str = DEFAULT_ACCUMULATE
     products: str = "lut"
 
+    #: The dot units' cut points that the engine takes: all but ``"ready"``. The engine never holds
+    #: its dot units (their output ``ready`` is tied high: every result has a reserved slot in the
+    #: collector, see :attr:`capacity`), so their ready chain folds away and a skid buffer there
+    #: would be dead logic.
+    DOT_CUT_POINTS: ClassVar[tuple[str, ...]] = tuple(c for c in DotParams.CUT_POINTS if c != "ready")
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more. The engine takes every cut point of both parts (ENGINE_DEPTH steps, the longer
-    #: part's count): the quantizer's last four cut its exponent and q maximum trees, the dot units'
-    #: ``"ready"`` makes their front stages' enables follow a register instead of the ready chain
-    #: through the collector, the normaliser and the accumulator (the engine's critical path
-    #: without it); the collector's FIFO is sized by :attr:`groups_in_flight`, the dot units'
-    #: capacity included.
-    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.ENGINE_CUT_POINTS), len(DotParams.CUT_POINTS))
-    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.ENGINE_CUT_POINTS,
-                                                    DotParams.CUT_POINTS))
+    #: part's count): the quantizer's :data:`~QuantizerParams.ENGINE_CUT_POINTS` (its last four
+    #: of them cut its exponent and q maximum trees) and the dot units' :data:`DOT_CUT_POINTS`.
+    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.ENGINE_CUT_POINTS), len(DOT_CUT_POINTS))
+    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.ENGINE_CUT_POINTS, DOT_CUT_POINTS))
     READ_STAGES: ClassVar[int] = 1           # the beat and its activation block (read ahead), registered
-    COLLECTOR_LATENCY: ClassVar[int] = 1     # the output skid buffer
+    COLLECTOR_LATENCY: ClassVar[int] = 1     # the collector's output register
 
     def __post_init__(self):
         check_block_size(self.B, "B")
@@ -355,7 +356,7 @@ class LinearParams(Params):
     @property
     def dot(self) -> DotParams:
         """Every dot unit's parameters."""
-        cut_points = DotParams.cut_points_of(self.accumulate)
+        cut_points = [c for c in DotParams.cut_points_of(self.accumulate) if c in self.DOT_CUT_POINTS]
         products = SHARED_PRODUCTS if self.products == "dsp_packed" else self.products
         return DotParams(self.B, self.max_blocks, min(self.pipeline, len(cut_points)),
                          self.accumulate, products)
@@ -363,8 +364,8 @@ class LinearParams(Params):
     @property
     def latency(self) -> int:
         """Edges from accepting a row group's ``tlast`` weight beat to transferring its result
-        (``8 + min(pipeline, 4)`` exact: the dot units' fifth cut, ``"ready"``, adds no stage;
-        ``7 + min(pipeline, 2)`` "fp32", ``8 + min(pipeline, 2)`` "fp16")."""
+        (``8 + min(pipeline, 4)`` exact, ``7 + min(pipeline, 2)`` "fp32", ``8 + min(pipeline, 2)``
+        "fp16"): the read stage, the dot units, the collector's output register."""
         return self.READ_STAGES + self.dot.latency + self.COLLECTOR_LATENCY
 
     @property
@@ -374,10 +375,14 @@ class LinearParams(Params):
         return self.quantizer.latency + 1
 
     @property
-    def groups_in_flight(self) -> int:
-        """Most row groups between the weight input and the collector: one per register stage,
-        and one more in the dot units' skid buffer (their ``"ready"`` cut, :attr:`DotParams.capacity`)."""
-        return self.READ_STAGES + self.dot.capacity
+    def capacity(self) -> int:
+        """Row groups the engine may owe at once (``tlast`` beats accepted, results not yet
+        transferred): :attr:`latency` + 1 (13 at the deepest setting), the slots of the collector.
+        The engine takes a weight beat only while fewer are owed, so no result ever waits for
+        room. At full rate with one-block groups and ``m_axis_y_tready`` high, :attr:`latency`
+        groups are owed at once: the one slot more keeps ``s_axis_w_tready`` high, because a
+        result leaving at an edge frees its slot only for the next."""
+        return self.latency + 1
 
     @property
     def x_bits(self) -> int:

@@ -17,6 +17,7 @@ from typing import Callable
 import bd_hw.dot
 import bd_hw.float_add
 import bd_hw.linear
+import bd_hw.linear_parts
 import bd_hw.pipeline
 import bd_hw.quantizer
 
@@ -90,12 +91,12 @@ def _ready_from_valid():
                        "in_ready.eq(load[0] & ~ResetSignal() & in_valid)")
 
 
-def _engine_read_stage_overwrites():
-    # SPEC 11 / bd_hw.linear: the read stage loads a new weight beat when it is empty or the dot
-    # units take its beat; the bug drops both terms, so a stalled beat is overwritten (a row group
-    # is lost).
-    return _replace_in(bd_hw.linear.BDLinear, "elaborate", "a_load.eq(~a_valid | dots_take)",
-                       "a_load.eq(1)")
+def _engine_credit_one_too_many():
+    # bd_hw.linear: the weight input takes a beat only while fewer row groups are owed than the
+    # collector has slots; the bug allows one more, so a result arriving with every slot full is
+    # lost (the collector's queue refuses it).
+    return _replace_in(bd_hw.linear_parts.LaneCollector, "elaborate",
+                       "room.eq(owed_next < self.capacity)", "room.eq(owed_next <= self.capacity)")
 
 
 def _accumulator_one_bit_short():
@@ -212,8 +213,8 @@ BUGS = {b.name: b for b in (
     Bug("skid_valid_ignores_spare", "the skid stage's valid ignores the spare bank it drains",
         _skid_valid_ignores_spare, "bd_quantizer_fast", "end_to_end", None, SKID,
         also=("bd_dot_fast",)),
-    Bug("engine_read_stage_overwrites", "bd_linear's read stage loads while its beat is stalled",
-        _engine_read_stage_overwrites, "bd_linear_n2", "protocol", None, also=("bd_linear_n4",)),
+    Bug("engine_credit_one_too_many", "bd_linear takes a row group with every collector slot owed",
+        _engine_credit_one_too_many, "bd_linear_n2", "protocol", None, also=("bd_linear_n4",)),
     Bug("conversion_ones_complement", "the FP32 block-value conversion negates by ones' complement",
         _conversion_ones_complement, "bd_dot_fp32", "stage", None, "conversion"),
     Bug("conversion_ties_away", "the FP16 block-value conversion rounds a tie away from zero",

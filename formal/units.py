@@ -584,11 +584,10 @@ def _linear(unit: Unit, B: int):
 
 def linear_cover_depth(unit: Unit, B: int) -> int:
     """Bounded depth of an engine's covers: its vector of LINEAR_PARAMS' blocks taken and loaded
-    (the vector turnaround), then filled to capacity (the groups in flight and the collector's
-    two registers), a step to spare; LINEAR_COVER_DEPTH at least."""
+    (the vector turnaround), then filled to capacity (the collector's slots, one group a clock),
+    a step to spare; LINEAR_COVER_DEPTH at least."""
     p = unit.parameters_at(B)
-    return max(LINEAR_COVER_DEPTH,
-               LINEAR_PARAMS["max_blocks"] + p.vector_latency + p.groups_in_flight + 3)
+    return max(LINEAR_COVER_DEPTH, LINEAR_PARAMS["max_blocks"] + p.vector_latency + p.capacity + 1)
 
 
 def _lane(find, n: int):
@@ -607,31 +606,40 @@ def _before_collector(find, dut):
     return find("a_valid") & find("a_last"), dot_pending(_lane(find, 0), _dot_of(dut))
 
 
+def _in_collector(find):
+    """Results inside the collector: its output register and its queue."""
+    return find("main_valid", "collector") + find("level", "collector.queue")
+
+
 def linear_pending(find, dut):
     """Row groups owed inside ``bd_linear``: those before the collector (lane 0 stands for every
-    lane, which run in lockstep, see :func:`linear_invariants`) and the collector's two output
-    registers (``main`` and ``skid``)."""
+    lane, which run in lockstep, see :func:`linear_invariants`) and the results in the collector
+    (its output register and its queue)."""
     read, lane0 = _before_collector(find, dut)
-    return read + lane0 + find("main_valid", "collector") + find("skid_valid", "collector")
+    return read + lane0 + _in_collector(find)
 
 
 def linear_invariants(find, dut):
     """What induction needs besides the occupancy: every lane's dot unit holds the same pending
-    results as lane 0's (they take the same beats with the same ready), and the collector's flag
-    FIFO holds one entry per group still before the collector."""
+    results as lane 0's (they take the same beats, and none is ever held), the collector's flag
+    FIFO holds one entry per group still before the collector, its owed count (the credit) counts
+    every pending group, and its queue is non-empty only behind a full output register. (Its
+    ``room`` register, the credit's comparison, needs no lemma: it is right one clock after any
+    state, and the proof's window is longer.)"""
     read, lane0 = _before_collector(find, dut)
     dot = _dot_of(dut)
+    owed = find("owed", "collector")
     out = {f"lane{n}_in_lockstep": dot_pending(_lane(find, n), dot) == lane0 for n in range(1, dut.N)}
     out["flags_match_groups"] = find("level", "collector.flags") == read + lane0
+    out["credit_counts_owed"] = owed == read + lane0 + _in_collector(find)
+    out["queue_behind_output"] = ~find("level", "collector.queue").any() | find("main_valid", "collector")
     return out
 
 
 def linear_protocol(unit: Unit, B: int):
     dut = _linear(unit, B)
-    # Owed results: row groups between the weight input and the collector (at most one per
-    # register stage, the size of the collector's flag FIFO), plus the collector's two output
-    # registers (main and skid).
-    return AxisProtocolHarness(dut, capacity=dut.groups_in_flight + 2,
+    # Owed results: at most the collector's slots (the credit of the weight input).
+    return AxisProtocolHarness(dut, capacity=dut.capacity,
                                lemma=partial(linear_pending, dut=dut),
                                invariants=partial(linear_invariants, dut=dut))
 

@@ -5,27 +5,18 @@
 module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast, s_axis_w_tdata, s_axis_w_tvalid, s_axis_w_tlast, s_axis_w_tuser, m_axis_y_tready, s_axis_x_tready, s_axis_w_tready, m_axis_y_tdata, m_axis_y_tvalid, m_axis_y_tlast, m_axis_y_tuser, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [8:0] \$10 ;
-  wire [8:0] \$11 ;
+  wire \$10 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  reg \$14 ;
   wire \$2 ;
-  reg \$20 ;
-  reg [145:0] \$21 ;
-  reg [72:0] \$22 ;
-  reg \$23 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
+  wire [8:0] \$7 ;
+  wire [8:0] \$8 ;
   wire \$9 ;
   reg [72:0] a_activation = 73'h0000000000000000000;
   wire [63:0] \a_activation.codes ;
@@ -89,8 +80,8 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [3:0] \a_blocks[1].dialect ;
   wire [4:0] \a_blocks[1].exp ;
   reg a_last = 1'h0;
-  wire a_load;
-  reg a_valid = 1'h0;
+  (* init = 1'h0 *)
+  wire a_valid;
   input aclk;
   wire aclk;
   wire [7:0] addr;
@@ -98,132 +89,131 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input aresetn;
   wire aresetn;
   wire [8:0] blocks;
-  wire [145:0] \blocks$80 ;
-  wire [72:0] \blocks$80[0] ;
-  wire [63:0] \blocks$80[0].codes ;
-  wire [3:0] \blocks$80[0].codes[0] ;
-  wire [3:0] \blocks$80[0].codes[10] ;
-  wire [3:0] \blocks$80[0].codes[11] ;
-  wire [3:0] \blocks$80[0].codes[12] ;
-  wire [3:0] \blocks$80[0].codes[13] ;
-  wire [3:0] \blocks$80[0].codes[14] ;
-  wire [3:0] \blocks$80[0].codes[15] ;
-  wire [3:0] \blocks$80[0].codes[1] ;
-  wire [3:0] \blocks$80[0].codes[2] ;
-  wire [3:0] \blocks$80[0].codes[3] ;
-  wire [3:0] \blocks$80[0].codes[4] ;
-  wire [3:0] \blocks$80[0].codes[5] ;
-  wire [3:0] \blocks$80[0].codes[6] ;
-  wire [3:0] \blocks$80[0].codes[7] ;
-  wire [3:0] \blocks$80[0].codes[8] ;
-  wire [3:0] \blocks$80[0].codes[9] ;
-  wire [3:0] \blocks$80[0].dialect ;
-  wire [4:0] \blocks$80[0].exp ;
-  wire [72:0] \blocks$80[1] ;
-  wire [63:0] \blocks$80[1].codes ;
-  wire [3:0] \blocks$80[1].codes[0] ;
-  wire [3:0] \blocks$80[1].codes[10] ;
-  wire [3:0] \blocks$80[1].codes[11] ;
-  wire [3:0] \blocks$80[1].codes[12] ;
-  wire [3:0] \blocks$80[1].codes[13] ;
-  wire [3:0] \blocks$80[1].codes[14] ;
-  wire [3:0] \blocks$80[1].codes[15] ;
-  wire [3:0] \blocks$80[1].codes[1] ;
-  wire [3:0] \blocks$80[1].codes[2] ;
-  wire [3:0] \blocks$80[1].codes[3] ;
-  wire [3:0] \blocks$80[1].codes[4] ;
-  wire [3:0] \blocks$80[1].codes[5] ;
-  wire [3:0] \blocks$80[1].codes[6] ;
-  wire [3:0] \blocks$80[1].codes[7] ;
-  wire [3:0] \blocks$80[1].codes[8] ;
-  wire [3:0] \blocks$80[1].codes[9] ;
-  wire [3:0] \blocks$80[1].dialect ;
-  wire [4:0] \blocks$80[1].exp ;
+  wire [145:0] \blocks$76 ;
+  wire [72:0] \blocks$76[0] ;
+  wire [63:0] \blocks$76[0].codes ;
+  wire [3:0] \blocks$76[0].codes[0] ;
+  wire [3:0] \blocks$76[0].codes[10] ;
+  wire [3:0] \blocks$76[0].codes[11] ;
+  wire [3:0] \blocks$76[0].codes[12] ;
+  wire [3:0] \blocks$76[0].codes[13] ;
+  wire [3:0] \blocks$76[0].codes[14] ;
+  wire [3:0] \blocks$76[0].codes[15] ;
+  wire [3:0] \blocks$76[0].codes[1] ;
+  wire [3:0] \blocks$76[0].codes[2] ;
+  wire [3:0] \blocks$76[0].codes[3] ;
+  wire [3:0] \blocks$76[0].codes[4] ;
+  wire [3:0] \blocks$76[0].codes[5] ;
+  wire [3:0] \blocks$76[0].codes[6] ;
+  wire [3:0] \blocks$76[0].codes[7] ;
+  wire [3:0] \blocks$76[0].codes[8] ;
+  wire [3:0] \blocks$76[0].codes[9] ;
+  wire [3:0] \blocks$76[0].dialect ;
+  wire [4:0] \blocks$76[0].exp ;
+  wire [72:0] \blocks$76[1] ;
+  wire [63:0] \blocks$76[1].codes ;
+  wire [3:0] \blocks$76[1].codes[0] ;
+  wire [3:0] \blocks$76[1].codes[10] ;
+  wire [3:0] \blocks$76[1].codes[11] ;
+  wire [3:0] \blocks$76[1].codes[12] ;
+  wire [3:0] \blocks$76[1].codes[13] ;
+  wire [3:0] \blocks$76[1].codes[14] ;
+  wire [3:0] \blocks$76[1].codes[15] ;
+  wire [3:0] \blocks$76[1].codes[1] ;
+  wire [3:0] \blocks$76[1].codes[2] ;
+  wire [3:0] \blocks$76[1].codes[3] ;
+  wire [3:0] \blocks$76[1].codes[4] ;
+  wire [3:0] \blocks$76[1].codes[5] ;
+  wire [3:0] \blocks$76[1].codes[6] ;
+  wire [3:0] \blocks$76[1].codes[7] ;
+  wire [3:0] \blocks$76[1].codes[8] ;
+  wire [3:0] \blocks$76[1].codes[9] ;
+  wire [3:0] \blocks$76[1].dialect ;
+  wire [4:0] \blocks$76[1].exp ;
   wire clear;
   wire closed;
   wire [8:0] count;
-  wire dots_take;
   wire [255:0] i__payload;
-  wire [146:0] \i__payload$59 ;
-  wire [63:0] \i__payload$59.a_codes ;
-  wire [3:0] \i__payload$59.a_codes[0] ;
-  wire [3:0] \i__payload$59.a_codes[10] ;
-  wire [3:0] \i__payload$59.a_codes[11] ;
-  wire [3:0] \i__payload$59.a_codes[12] ;
-  wire [3:0] \i__payload$59.a_codes[13] ;
-  wire [3:0] \i__payload$59.a_codes[14] ;
-  wire [3:0] \i__payload$59.a_codes[15] ;
-  wire [3:0] \i__payload$59.a_codes[1] ;
-  wire [3:0] \i__payload$59.a_codes[2] ;
-  wire [3:0] \i__payload$59.a_codes[3] ;
-  wire [3:0] \i__payload$59.a_codes[4] ;
-  wire [3:0] \i__payload$59.a_codes[5] ;
-  wire [3:0] \i__payload$59.a_codes[6] ;
-  wire [3:0] \i__payload$59.a_codes[7] ;
-  wire [3:0] \i__payload$59.a_codes[8] ;
-  wire [3:0] \i__payload$59.a_codes[9] ;
-  wire [3:0] \i__payload$59.a_dialect ;
-  wire [4:0] \i__payload$59.a_exp ;
-  wire \i__payload$59.last ;
-  wire [63:0] \i__payload$59.w_codes ;
-  wire [3:0] \i__payload$59.w_codes[0] ;
-  wire [3:0] \i__payload$59.w_codes[10] ;
-  wire [3:0] \i__payload$59.w_codes[11] ;
-  wire [3:0] \i__payload$59.w_codes[12] ;
-  wire [3:0] \i__payload$59.w_codes[13] ;
-  wire [3:0] \i__payload$59.w_codes[14] ;
-  wire [3:0] \i__payload$59.w_codes[15] ;
-  wire [3:0] \i__payload$59.w_codes[1] ;
-  wire [3:0] \i__payload$59.w_codes[2] ;
-  wire [3:0] \i__payload$59.w_codes[3] ;
-  wire [3:0] \i__payload$59.w_codes[4] ;
-  wire [3:0] \i__payload$59.w_codes[5] ;
-  wire [3:0] \i__payload$59.w_codes[6] ;
-  wire [3:0] \i__payload$59.w_codes[7] ;
-  wire [3:0] \i__payload$59.w_codes[8] ;
-  wire [3:0] \i__payload$59.w_codes[9] ;
-  wire [3:0] \i__payload$59.w_dialect ;
-  wire [4:0] \i__payload$59.w_exp ;
-  wire [146:0] \i__payload$70 ;
-  wire [63:0] \i__payload$70.a_codes ;
-  wire [3:0] \i__payload$70.a_codes[0] ;
-  wire [3:0] \i__payload$70.a_codes[10] ;
-  wire [3:0] \i__payload$70.a_codes[11] ;
-  wire [3:0] \i__payload$70.a_codes[12] ;
-  wire [3:0] \i__payload$70.a_codes[13] ;
-  wire [3:0] \i__payload$70.a_codes[14] ;
-  wire [3:0] \i__payload$70.a_codes[15] ;
-  wire [3:0] \i__payload$70.a_codes[1] ;
-  wire [3:0] \i__payload$70.a_codes[2] ;
-  wire [3:0] \i__payload$70.a_codes[3] ;
-  wire [3:0] \i__payload$70.a_codes[4] ;
-  wire [3:0] \i__payload$70.a_codes[5] ;
-  wire [3:0] \i__payload$70.a_codes[6] ;
-  wire [3:0] \i__payload$70.a_codes[7] ;
-  wire [3:0] \i__payload$70.a_codes[8] ;
-  wire [3:0] \i__payload$70.a_codes[9] ;
-  wire [3:0] \i__payload$70.a_dialect ;
-  wire [4:0] \i__payload$70.a_exp ;
-  wire \i__payload$70.last ;
-  wire [63:0] \i__payload$70.w_codes ;
-  wire [3:0] \i__payload$70.w_codes[0] ;
-  wire [3:0] \i__payload$70.w_codes[10] ;
-  wire [3:0] \i__payload$70.w_codes[11] ;
-  wire [3:0] \i__payload$70.w_codes[12] ;
-  wire [3:0] \i__payload$70.w_codes[13] ;
-  wire [3:0] \i__payload$70.w_codes[14] ;
-  wire [3:0] \i__payload$70.w_codes[15] ;
-  wire [3:0] \i__payload$70.w_codes[1] ;
-  wire [3:0] \i__payload$70.w_codes[2] ;
-  wire [3:0] \i__payload$70.w_codes[3] ;
-  wire [3:0] \i__payload$70.w_codes[4] ;
-  wire [3:0] \i__payload$70.w_codes[5] ;
-  wire [3:0] \i__payload$70.w_codes[6] ;
-  wire [3:0] \i__payload$70.w_codes[7] ;
-  wire [3:0] \i__payload$70.w_codes[8] ;
-  wire [3:0] \i__payload$70.w_codes[9] ;
-  wire [3:0] \i__payload$70.w_dialect ;
-  wire [4:0] \i__payload$70.w_exp ;
+  wire [146:0] \i__payload$55 ;
+  wire [63:0] \i__payload$55.a_codes ;
+  wire [3:0] \i__payload$55.a_codes[0] ;
+  wire [3:0] \i__payload$55.a_codes[10] ;
+  wire [3:0] \i__payload$55.a_codes[11] ;
+  wire [3:0] \i__payload$55.a_codes[12] ;
+  wire [3:0] \i__payload$55.a_codes[13] ;
+  wire [3:0] \i__payload$55.a_codes[14] ;
+  wire [3:0] \i__payload$55.a_codes[15] ;
+  wire [3:0] \i__payload$55.a_codes[1] ;
+  wire [3:0] \i__payload$55.a_codes[2] ;
+  wire [3:0] \i__payload$55.a_codes[3] ;
+  wire [3:0] \i__payload$55.a_codes[4] ;
+  wire [3:0] \i__payload$55.a_codes[5] ;
+  wire [3:0] \i__payload$55.a_codes[6] ;
+  wire [3:0] \i__payload$55.a_codes[7] ;
+  wire [3:0] \i__payload$55.a_codes[8] ;
+  wire [3:0] \i__payload$55.a_codes[9] ;
+  wire [3:0] \i__payload$55.a_dialect ;
+  wire [4:0] \i__payload$55.a_exp ;
+  wire \i__payload$55.last ;
+  wire [63:0] \i__payload$55.w_codes ;
+  wire [3:0] \i__payload$55.w_codes[0] ;
+  wire [3:0] \i__payload$55.w_codes[10] ;
+  wire [3:0] \i__payload$55.w_codes[11] ;
+  wire [3:0] \i__payload$55.w_codes[12] ;
+  wire [3:0] \i__payload$55.w_codes[13] ;
+  wire [3:0] \i__payload$55.w_codes[14] ;
+  wire [3:0] \i__payload$55.w_codes[15] ;
+  wire [3:0] \i__payload$55.w_codes[1] ;
+  wire [3:0] \i__payload$55.w_codes[2] ;
+  wire [3:0] \i__payload$55.w_codes[3] ;
+  wire [3:0] \i__payload$55.w_codes[4] ;
+  wire [3:0] \i__payload$55.w_codes[5] ;
+  wire [3:0] \i__payload$55.w_codes[6] ;
+  wire [3:0] \i__payload$55.w_codes[7] ;
+  wire [3:0] \i__payload$55.w_codes[8] ;
+  wire [3:0] \i__payload$55.w_codes[9] ;
+  wire [3:0] \i__payload$55.w_dialect ;
+  wire [4:0] \i__payload$55.w_exp ;
+  wire [146:0] \i__payload$66 ;
+  wire [63:0] \i__payload$66.a_codes ;
+  wire [3:0] \i__payload$66.a_codes[0] ;
+  wire [3:0] \i__payload$66.a_codes[10] ;
+  wire [3:0] \i__payload$66.a_codes[11] ;
+  wire [3:0] \i__payload$66.a_codes[12] ;
+  wire [3:0] \i__payload$66.a_codes[13] ;
+  wire [3:0] \i__payload$66.a_codes[14] ;
+  wire [3:0] \i__payload$66.a_codes[15] ;
+  wire [3:0] \i__payload$66.a_codes[1] ;
+  wire [3:0] \i__payload$66.a_codes[2] ;
+  wire [3:0] \i__payload$66.a_codes[3] ;
+  wire [3:0] \i__payload$66.a_codes[4] ;
+  wire [3:0] \i__payload$66.a_codes[5] ;
+  wire [3:0] \i__payload$66.a_codes[6] ;
+  wire [3:0] \i__payload$66.a_codes[7] ;
+  wire [3:0] \i__payload$66.a_codes[8] ;
+  wire [3:0] \i__payload$66.a_codes[9] ;
+  wire [3:0] \i__payload$66.a_dialect ;
+  wire [4:0] \i__payload$66.a_exp ;
+  wire \i__payload$66.last ;
+  wire [63:0] \i__payload$66.w_codes ;
+  wire [3:0] \i__payload$66.w_codes[0] ;
+  wire [3:0] \i__payload$66.w_codes[10] ;
+  wire [3:0] \i__payload$66.w_codes[11] ;
+  wire [3:0] \i__payload$66.w_codes[12] ;
+  wire [3:0] \i__payload$66.w_codes[13] ;
+  wire [3:0] \i__payload$66.w_codes[14] ;
+  wire [3:0] \i__payload$66.w_codes[15] ;
+  wire [3:0] \i__payload$66.w_codes[1] ;
+  wire [3:0] \i__payload$66.w_codes[2] ;
+  wire [3:0] \i__payload$66.w_codes[3] ;
+  wire [3:0] \i__payload$66.w_codes[4] ;
+  wire [3:0] \i__payload$66.w_codes[5] ;
+  wire [3:0] \i__payload$66.w_codes[6] ;
+  wire [3:0] \i__payload$66.w_codes[7] ;
+  wire [3:0] \i__payload$66.w_codes[8] ;
+  wire [3:0] \i__payload$66.w_codes[9] ;
+  wire [3:0] \i__payload$66.w_dialect ;
+  wire [4:0] \i__payload$66.w_exp ;
   wire [255:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
   wire [15:0] \i__payload.data[10] ;
@@ -242,14 +232,13 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [15:0] \i__payload.data[8] ;
   wire [15:0] \i__payload.data[9] ;
   wire i__ready;
-  wire \i__ready$37 ;
-  wire \i__ready$38 ;
   wire i__valid;
-  wire \i__valid$58 ;
-  wire \i__valid$69 ;
+  reg \i__valid$53  = 1'h0;
+  (* init = 1'h0 *)
+  wire \i__valid$65 ;
   wire invalid;
   wire last;
-  wire \last$44 ;
+  wire \last$39 ;
   wire loaded;
   output [63:0] m_axis_y_tdata;
   wire [63:0] m_axis_y_tdata;
@@ -270,16 +259,16 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire mismatch;
   wire [7:0] next_addr;
   wire [73:0] o__payload;
-  wire [31:0] \o__payload$64 ;
-  wire [31:0] \o__payload$64.result ;
-  wire [31:0] \o__payload$72 ;
-  wire [31:0] \o__payload$72.result ;
-  wire [66:0] \o__payload$78 ;
-  wire [63:0] \o__payload$78.data ;
-  wire [31:0] \o__payload$78.data[0] ;
-  wire [31:0] \o__payload$78.data[1] ;
-  wire \o__payload$78.last ;
-  wire [1:0] \o__payload$78.user ;
+  wire [31:0] \o__payload$60 ;
+  wire [31:0] \o__payload$60.result ;
+  wire [31:0] \o__payload$68 ;
+  wire [31:0] \o__payload$68.result ;
+  wire [66:0] \o__payload$74 ;
+  wire [63:0] \o__payload$74.data ;
+  wire [31:0] \o__payload$74.data[0] ;
+  wire [31:0] \o__payload$74.data[1] ;
+  wire \o__payload$74.last ;
+  wire [1:0] \o__payload$74.user ;
   wire [63:0] \o__payload.codes ;
   wire [3:0] \o__payload.codes[0] ;
   wire [3:0] \o__payload.codes[10] ;
@@ -301,15 +290,15 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [4:0] \o__payload.exp ;
   wire \o__payload.invalid ;
   wire o__ready;
-  wire \o__ready$65 ;
-  wire \o__ready$73 ;
-  wire \o__ready$79 ;
+  wire \o__ready$61 ;
+  wire \o__ready$69 ;
+  wire \o__ready$75 ;
   wire o__valid;
-  wire \o__valid$68 ;
-  wire \o__valid$76 ;
-  wire \o__valid$77 ;
+  wire \o__valid$64 ;
+  wire \o__valid$72 ;
+  wire \o__valid$73 ;
   wire overflow;
-  wire \overflow$48 ;
+  wire \overflow$43 ;
   wire [7:0] r_addr;
   wire [72:0] r_data;
   wire [63:0] \r_data.codes ;
@@ -360,7 +349,7 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input s_axis_x_tvalid;
   wire s_axis_x_tvalid;
   wire take;
-  wire \take$43 ;
+  wire \take$38 ;
   wire [159:0] tdata;
   wire [7:0] w_addr;
   wire [7:0] \w_addr$30 ;
@@ -395,40 +384,32 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \$2  = ~ closed;
   assign s_axis_x_tready = i__ready & \$2 ;
   assign x_take = s_axis_x_tvalid & s_axis_x_tready;
-  assign \$3  = & { \i__ready$38 , \i__ready$37  };
-  assign dots_take = a_valid & \$3 ;
-  assign \$4  = ~ a_valid;
-  assign a_load = \$4  | dots_take;
-  assign \$5  = loaded & a_load;
-  assign \$6  = \$5  & meta__ready;
-  assign s_axis_w_tready = \$6  & \$7 ;
+  assign \$3  = loaded & meta__ready;
+  assign s_axis_w_tready = \$3  & \$4 ;
   assign w_take = s_axis_w_tvalid & s_axis_w_tready;
-  assign \$8  = ~ s_axis_w_tlast;
-  assign \$9  = loaded & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = \$9  ? \$10  : 9'h000;
-  assign \$12  = ~ loaded;
-  assign r_en = w_take | \$12 ;
-  assign \$13  = s_axis_w_tvalid & s_axis_w_tlast;
-  assign \$14  = \$13  & loaded;
-  assign \$15  = \$14  & a_load;
-  assign meta__valid = \$15  & \$16 ;
-  assign \$17  = w_take & s_axis_w_tlast;
-  assign clear = \$17  & s_axis_w_tuser;
-  assign \i__valid$58  = a_valid & \$18 ;
-  assign \i__valid$69  = a_valid & \$19 ;
+  assign \$5  = ~ s_axis_w_tlast;
+  assign \$6  = loaded & \$5 ;
+  assign \$7  = addr + 1'h1;
+  assign \$8  = \$6  ? \$7  : 9'h000;
+  assign \$9  = ~ loaded;
+  assign r_en = w_take | \$9 ;
+  assign \$10  = s_axis_w_tvalid & s_axis_w_tlast;
+  assign \$11  = \$10  & loaded;
+  assign meta__valid = \$11  & \$12 ;
+  assign \$13  = w_take & s_axis_w_tlast;
+  assign clear = \$13  & s_axis_w_tuser;
   always @(posedge aclk)
-    a_valid <= \$20 ;
+    \i__valid$53  <= \$14 ;
   always @(posedge aclk)
-    a_blocks <= \$21 ;
+    a_blocks <= \blocks$76 ;
   always @(posedge aclk)
-    a_activation <= \$22 ;
+    a_activation <= r_data;
   always @(posedge aclk)
-    a_last <= \$23 ;
+    a_last <= s_axis_w_tlast;
   \bd_linear_b16_n2.buffer  buffer (
     .aclk(aclk),
     .r_data(r_data),
-    .rd__addr(\$11 [7:0]),
+    .rd__addr(\$8 [7:0]),
     .rd__en(r_en),
     .rst(rst),
     .wr__addr(w_addr),
@@ -437,36 +418,30 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   \bd_linear_b16_n2.collector  collector (
     .aclk(aclk),
-    .meta__ready(meta__ready),
-    .o__payload(\o__payload$78 ),
+    .meta__valid(meta__valid),
+    .o__payload(\o__payload$74 ),
     .o__ready(m_axis_y_tready),
     .o__valid(m_axis_y_tvalid),
+    .r_en(results__0__valid),
     .results__0__payload(results__0__payload),
-    .results__0__valid(results__0__valid),
     .results__1__payload(results__1__payload),
-    .results__1__valid(results__1__valid),
+    .room(meta__ready),
     .rst(rst),
-    .take(\o__ready$65 ),
-    .w_data(meta__payload),
-    .w_en(meta__valid)
+    .w_data(meta__payload)
   );
   \bd_linear_b16_n2.dot0  dot0 (
     .aclk(aclk),
-    .i__payload(\i__payload$59 ),
-    .\i__ready$5 (\i__ready$37 ),
-    .\i__valid$69 (\i__valid$58 ),
+    .i__payload(\i__payload$55 ),
+    .\i__valid$69 (\i__valid$53 ),
     .\o__payload$62 (results__0__payload),
-    .\o__ready$64 (\o__ready$65 ),
     .\o__valid$66 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_b16_n2.dot1  dot1 (
     .aclk(aclk),
-    .i__payload(\i__payload$70 ),
-    .\i__ready$5 (\i__ready$38 ),
-    .\i__valid$69 (\i__valid$69 ),
+    .i__payload(\i__payload$66 ),
+    .\i__valid$69 (\i__valid$53 ),
     .\o__payload$62 (results__1__payload),
-    .\o__ready$64 (\o__ready$65 ),
     .\o__valid$66 (results__1__valid),
     .rst(rst)
   );
@@ -490,7 +465,7 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
     .s3_valid(written)
   );
   \bd_linear_b16_n2.unpacker  unpacker (
-    .blocks(\blocks$80 ),
+    .blocks(\blocks$76 ),
     .tdata(s_axis_w_tdata)
   );
   \bd_linear_b16_n2.vector  vector (
@@ -511,39 +486,9 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$20  = a_valid;
-    if (a_load) begin
-      \$20  = w_take;
-    end
+    \$14  = w_take;
     if (rst) begin
-      \$20  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$21  = a_blocks;
-    if (a_load) begin
-      if (w_take) begin
-        \$21  = \blocks$80 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = a_activation;
-    if (a_load) begin
-      if (w_take) begin
-        \$22  = r_data;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = a_last;
-    if (a_load) begin
-      if (w_take) begin
-        \$23  = s_axis_w_tlast;
-      end
+      \$14  = 1'h0;
     end
   end
   assign i__payload = s_axis_x_tdata;
@@ -555,24 +500,27 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \w_addr$30  = w_addr;
   assign \w_en$32  = w_en;
   assign tdata = s_axis_w_tdata;
-  assign \take$43  = w_take;
-  assign \last$44  = s_axis_w_tlast;
+  assign \take$38  = w_take;
+  assign \last$39  = s_axis_w_tlast;
   assign count = blocks;
-  assign \overflow$48  = overflow;
-  assign next_addr = \$11 [7:0];
-  assign r_addr = \$11 [7:0];
-  assign \o__payload$64  = results__0__payload;
-  assign results__0__ready = \o__ready$65 ;
-  assign \o__valid$68  = results__0__valid;
-  assign \o__payload$72  = results__1__payload;
-  assign \o__ready$73  = \o__ready$65 ;
-  assign results__1__ready = \o__ready$65 ;
-  assign \o__valid$76  = results__1__valid;
-  assign \o__valid$77  = m_axis_y_tvalid;
-  assign \o__ready$79  = m_axis_y_tready;
-  assign m_axis_y_tdata = \o__payload$78 [63:0];
-  assign m_axis_y_tlast = \o__payload$78 [66];
-  assign m_axis_y_tuser = \o__payload$78 [65:64];
+  assign \overflow$43  = overflow;
+  assign next_addr = \$8 [7:0];
+  assign r_addr = \$8 [7:0];
+  assign a_valid = \i__valid$53 ;
+  assign \o__payload$60  = results__0__payload;
+  assign \o__ready$61  = 1'h1;
+  assign results__0__ready = 1'h1;
+  assign \o__valid$64  = results__0__valid;
+  assign \i__valid$65  = \i__valid$53 ;
+  assign \o__payload$68  = results__1__payload;
+  assign \o__ready$69  = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign \o__valid$72  = results__1__valid;
+  assign \o__valid$73  = m_axis_y_tvalid;
+  assign \o__ready$75  = m_axis_y_tready;
+  assign m_axis_y_tdata = \o__payload$74 [63:0];
+  assign m_axis_y_tlast = \o__payload$74 [66];
+  assign m_axis_y_tuser = \o__payload$74 [65:64];
   assign \i__payload.data  = s_axis_x_tdata;
   assign \i__payload.data[0]  = s_axis_x_tdata[15:0];
   assign \i__payload.data[1]  = s_axis_x_tdata[31:16];
@@ -632,45 +580,45 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \meta__payload.invalid  = meta__payload[0];
   assign \meta__payload.mismatch  = meta__payload[1];
   assign \meta__payload.final  = meta__payload[2];
-  assign \i__payload$59.a_codes  = \i__payload$59 [63:0];
-  assign \i__payload$59.a_codes[0]  = \i__payload$59 [3:0];
-  assign \i__payload$59.a_codes[1]  = \i__payload$59 [7:4];
-  assign \i__payload$59.a_codes[2]  = \i__payload$59 [11:8];
-  assign \i__payload$59.a_codes[3]  = \i__payload$59 [15:12];
-  assign \i__payload$59.a_codes[4]  = \i__payload$59 [19:16];
-  assign \i__payload$59.a_codes[5]  = \i__payload$59 [23:20];
-  assign \i__payload$59.a_codes[6]  = \i__payload$59 [27:24];
-  assign \i__payload$59.a_codes[7]  = \i__payload$59 [31:28];
-  assign \i__payload$59.a_codes[8]  = \i__payload$59 [35:32];
-  assign \i__payload$59.a_codes[9]  = \i__payload$59 [39:36];
-  assign \i__payload$59.a_codes[10]  = \i__payload$59 [43:40];
-  assign \i__payload$59.a_codes[11]  = \i__payload$59 [47:44];
-  assign \i__payload$59.a_codes[12]  = \i__payload$59 [51:48];
-  assign \i__payload$59.a_codes[13]  = \i__payload$59 [55:52];
-  assign \i__payload$59.a_codes[14]  = \i__payload$59 [59:56];
-  assign \i__payload$59.a_codes[15]  = \i__payload$59 [63:60];
-  assign \i__payload$59.a_dialect  = \i__payload$59 [67:64];
-  assign \i__payload$59.a_exp  = \i__payload$59 [72:68];
-  assign \i__payload$59.w_codes  = \i__payload$59 [136:73];
-  assign \i__payload$59.w_codes[0]  = \i__payload$59 [76:73];
-  assign \i__payload$59.w_codes[1]  = \i__payload$59 [80:77];
-  assign \i__payload$59.w_codes[2]  = \i__payload$59 [84:81];
-  assign \i__payload$59.w_codes[3]  = \i__payload$59 [88:85];
-  assign \i__payload$59.w_codes[4]  = \i__payload$59 [92:89];
-  assign \i__payload$59.w_codes[5]  = \i__payload$59 [96:93];
-  assign \i__payload$59.w_codes[6]  = \i__payload$59 [100:97];
-  assign \i__payload$59.w_codes[7]  = \i__payload$59 [104:101];
-  assign \i__payload$59.w_codes[8]  = \i__payload$59 [108:105];
-  assign \i__payload$59.w_codes[9]  = \i__payload$59 [112:109];
-  assign \i__payload$59.w_codes[10]  = \i__payload$59 [116:113];
-  assign \i__payload$59.w_codes[11]  = \i__payload$59 [120:117];
-  assign \i__payload$59.w_codes[12]  = \i__payload$59 [124:121];
-  assign \i__payload$59.w_codes[13]  = \i__payload$59 [128:125];
-  assign \i__payload$59.w_codes[14]  = \i__payload$59 [132:129];
-  assign \i__payload$59.w_codes[15]  = \i__payload$59 [136:133];
-  assign \i__payload$59.w_dialect  = \i__payload$59 [140:137];
-  assign \i__payload$59.w_exp  = \i__payload$59 [145:141];
-  assign \i__payload$59.last  = \i__payload$59 [146];
+  assign \i__payload$55.a_codes  = \i__payload$55 [63:0];
+  assign \i__payload$55.a_codes[0]  = \i__payload$55 [3:0];
+  assign \i__payload$55.a_codes[1]  = \i__payload$55 [7:4];
+  assign \i__payload$55.a_codes[2]  = \i__payload$55 [11:8];
+  assign \i__payload$55.a_codes[3]  = \i__payload$55 [15:12];
+  assign \i__payload$55.a_codes[4]  = \i__payload$55 [19:16];
+  assign \i__payload$55.a_codes[5]  = \i__payload$55 [23:20];
+  assign \i__payload$55.a_codes[6]  = \i__payload$55 [27:24];
+  assign \i__payload$55.a_codes[7]  = \i__payload$55 [31:28];
+  assign \i__payload$55.a_codes[8]  = \i__payload$55 [35:32];
+  assign \i__payload$55.a_codes[9]  = \i__payload$55 [39:36];
+  assign \i__payload$55.a_codes[10]  = \i__payload$55 [43:40];
+  assign \i__payload$55.a_codes[11]  = \i__payload$55 [47:44];
+  assign \i__payload$55.a_codes[12]  = \i__payload$55 [51:48];
+  assign \i__payload$55.a_codes[13]  = \i__payload$55 [55:52];
+  assign \i__payload$55.a_codes[14]  = \i__payload$55 [59:56];
+  assign \i__payload$55.a_codes[15]  = \i__payload$55 [63:60];
+  assign \i__payload$55.a_dialect  = \i__payload$55 [67:64];
+  assign \i__payload$55.a_exp  = \i__payload$55 [72:68];
+  assign \i__payload$55.w_codes  = \i__payload$55 [136:73];
+  assign \i__payload$55.w_codes[0]  = \i__payload$55 [76:73];
+  assign \i__payload$55.w_codes[1]  = \i__payload$55 [80:77];
+  assign \i__payload$55.w_codes[2]  = \i__payload$55 [84:81];
+  assign \i__payload$55.w_codes[3]  = \i__payload$55 [88:85];
+  assign \i__payload$55.w_codes[4]  = \i__payload$55 [92:89];
+  assign \i__payload$55.w_codes[5]  = \i__payload$55 [96:93];
+  assign \i__payload$55.w_codes[6]  = \i__payload$55 [100:97];
+  assign \i__payload$55.w_codes[7]  = \i__payload$55 [104:101];
+  assign \i__payload$55.w_codes[8]  = \i__payload$55 [108:105];
+  assign \i__payload$55.w_codes[9]  = \i__payload$55 [112:109];
+  assign \i__payload$55.w_codes[10]  = \i__payload$55 [116:113];
+  assign \i__payload$55.w_codes[11]  = \i__payload$55 [120:117];
+  assign \i__payload$55.w_codes[12]  = \i__payload$55 [124:121];
+  assign \i__payload$55.w_codes[13]  = \i__payload$55 [128:125];
+  assign \i__payload$55.w_codes[14]  = \i__payload$55 [132:129];
+  assign \i__payload$55.w_codes[15]  = \i__payload$55 [136:133];
+  assign \i__payload$55.w_dialect  = \i__payload$55 [140:137];
+  assign \i__payload$55.w_exp  = \i__payload$55 [145:141];
+  assign \i__payload$55.last  = \i__payload$55 [146];
   assign \a_activation.codes  = a_activation[63:0];
   assign \a_activation.codes[0]  = a_activation[3:0];
   assign \a_activation.codes[1]  = a_activation[7:4];
@@ -731,93 +679,93 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \a_blocks[1].dialect  = a_blocks[140:137];
   assign \a_blocks[1].exp  = a_blocks[145:141];
   assign \results__0__payload.result  = results__0__payload;
-  assign \o__payload$64.result  = results__0__payload;
-  assign \i__payload$70.a_codes  = \i__payload$70 [63:0];
-  assign \i__payload$70.a_codes[0]  = \i__payload$70 [3:0];
-  assign \i__payload$70.a_codes[1]  = \i__payload$70 [7:4];
-  assign \i__payload$70.a_codes[2]  = \i__payload$70 [11:8];
-  assign \i__payload$70.a_codes[3]  = \i__payload$70 [15:12];
-  assign \i__payload$70.a_codes[4]  = \i__payload$70 [19:16];
-  assign \i__payload$70.a_codes[5]  = \i__payload$70 [23:20];
-  assign \i__payload$70.a_codes[6]  = \i__payload$70 [27:24];
-  assign \i__payload$70.a_codes[7]  = \i__payload$70 [31:28];
-  assign \i__payload$70.a_codes[8]  = \i__payload$70 [35:32];
-  assign \i__payload$70.a_codes[9]  = \i__payload$70 [39:36];
-  assign \i__payload$70.a_codes[10]  = \i__payload$70 [43:40];
-  assign \i__payload$70.a_codes[11]  = \i__payload$70 [47:44];
-  assign \i__payload$70.a_codes[12]  = \i__payload$70 [51:48];
-  assign \i__payload$70.a_codes[13]  = \i__payload$70 [55:52];
-  assign \i__payload$70.a_codes[14]  = \i__payload$70 [59:56];
-  assign \i__payload$70.a_codes[15]  = \i__payload$70 [63:60];
-  assign \i__payload$70.a_dialect  = \i__payload$70 [67:64];
-  assign \i__payload$70.a_exp  = \i__payload$70 [72:68];
-  assign \i__payload$70.w_codes  = \i__payload$70 [136:73];
-  assign \i__payload$70.w_codes[0]  = \i__payload$70 [76:73];
-  assign \i__payload$70.w_codes[1]  = \i__payload$70 [80:77];
-  assign \i__payload$70.w_codes[2]  = \i__payload$70 [84:81];
-  assign \i__payload$70.w_codes[3]  = \i__payload$70 [88:85];
-  assign \i__payload$70.w_codes[4]  = \i__payload$70 [92:89];
-  assign \i__payload$70.w_codes[5]  = \i__payload$70 [96:93];
-  assign \i__payload$70.w_codes[6]  = \i__payload$70 [100:97];
-  assign \i__payload$70.w_codes[7]  = \i__payload$70 [104:101];
-  assign \i__payload$70.w_codes[8]  = \i__payload$70 [108:105];
-  assign \i__payload$70.w_codes[9]  = \i__payload$70 [112:109];
-  assign \i__payload$70.w_codes[10]  = \i__payload$70 [116:113];
-  assign \i__payload$70.w_codes[11]  = \i__payload$70 [120:117];
-  assign \i__payload$70.w_codes[12]  = \i__payload$70 [124:121];
-  assign \i__payload$70.w_codes[13]  = \i__payload$70 [128:125];
-  assign \i__payload$70.w_codes[14]  = \i__payload$70 [132:129];
-  assign \i__payload$70.w_codes[15]  = \i__payload$70 [136:133];
-  assign \i__payload$70.w_dialect  = \i__payload$70 [140:137];
-  assign \i__payload$70.w_exp  = \i__payload$70 [145:141];
-  assign \i__payload$70.last  = \i__payload$70 [146];
+  assign \o__payload$60.result  = results__0__payload;
+  assign \i__payload$66.a_codes  = \i__payload$66 [63:0];
+  assign \i__payload$66.a_codes[0]  = \i__payload$66 [3:0];
+  assign \i__payload$66.a_codes[1]  = \i__payload$66 [7:4];
+  assign \i__payload$66.a_codes[2]  = \i__payload$66 [11:8];
+  assign \i__payload$66.a_codes[3]  = \i__payload$66 [15:12];
+  assign \i__payload$66.a_codes[4]  = \i__payload$66 [19:16];
+  assign \i__payload$66.a_codes[5]  = \i__payload$66 [23:20];
+  assign \i__payload$66.a_codes[6]  = \i__payload$66 [27:24];
+  assign \i__payload$66.a_codes[7]  = \i__payload$66 [31:28];
+  assign \i__payload$66.a_codes[8]  = \i__payload$66 [35:32];
+  assign \i__payload$66.a_codes[9]  = \i__payload$66 [39:36];
+  assign \i__payload$66.a_codes[10]  = \i__payload$66 [43:40];
+  assign \i__payload$66.a_codes[11]  = \i__payload$66 [47:44];
+  assign \i__payload$66.a_codes[12]  = \i__payload$66 [51:48];
+  assign \i__payload$66.a_codes[13]  = \i__payload$66 [55:52];
+  assign \i__payload$66.a_codes[14]  = \i__payload$66 [59:56];
+  assign \i__payload$66.a_codes[15]  = \i__payload$66 [63:60];
+  assign \i__payload$66.a_dialect  = \i__payload$66 [67:64];
+  assign \i__payload$66.a_exp  = \i__payload$66 [72:68];
+  assign \i__payload$66.w_codes  = \i__payload$66 [136:73];
+  assign \i__payload$66.w_codes[0]  = \i__payload$66 [76:73];
+  assign \i__payload$66.w_codes[1]  = \i__payload$66 [80:77];
+  assign \i__payload$66.w_codes[2]  = \i__payload$66 [84:81];
+  assign \i__payload$66.w_codes[3]  = \i__payload$66 [88:85];
+  assign \i__payload$66.w_codes[4]  = \i__payload$66 [92:89];
+  assign \i__payload$66.w_codes[5]  = \i__payload$66 [96:93];
+  assign \i__payload$66.w_codes[6]  = \i__payload$66 [100:97];
+  assign \i__payload$66.w_codes[7]  = \i__payload$66 [104:101];
+  assign \i__payload$66.w_codes[8]  = \i__payload$66 [108:105];
+  assign \i__payload$66.w_codes[9]  = \i__payload$66 [112:109];
+  assign \i__payload$66.w_codes[10]  = \i__payload$66 [116:113];
+  assign \i__payload$66.w_codes[11]  = \i__payload$66 [120:117];
+  assign \i__payload$66.w_codes[12]  = \i__payload$66 [124:121];
+  assign \i__payload$66.w_codes[13]  = \i__payload$66 [128:125];
+  assign \i__payload$66.w_codes[14]  = \i__payload$66 [132:129];
+  assign \i__payload$66.w_codes[15]  = \i__payload$66 [136:133];
+  assign \i__payload$66.w_dialect  = \i__payload$66 [140:137];
+  assign \i__payload$66.w_exp  = \i__payload$66 [145:141];
+  assign \i__payload$66.last  = \i__payload$66 [146];
   assign \results__1__payload.result  = results__1__payload;
-  assign \o__payload$72.result  = results__1__payload;
-  assign \o__payload$78.data  = \o__payload$78 [63:0];
-  assign \o__payload$78.data[0]  = \o__payload$78 [31:0];
-  assign \o__payload$78.data[1]  = \o__payload$78 [63:32];
-  assign \o__payload$78.user  = \o__payload$78 [65:64];
-  assign \o__payload$78.last  = \o__payload$78 [66];
-  assign \blocks$80[0]  = \blocks$80 [72:0];
-  assign \blocks$80[0].codes  = \blocks$80 [63:0];
-  assign \blocks$80[0].codes[0]  = \blocks$80 [3:0];
-  assign \blocks$80[0].codes[1]  = \blocks$80 [7:4];
-  assign \blocks$80[0].codes[2]  = \blocks$80 [11:8];
-  assign \blocks$80[0].codes[3]  = \blocks$80 [15:12];
-  assign \blocks$80[0].codes[4]  = \blocks$80 [19:16];
-  assign \blocks$80[0].codes[5]  = \blocks$80 [23:20];
-  assign \blocks$80[0].codes[6]  = \blocks$80 [27:24];
-  assign \blocks$80[0].codes[7]  = \blocks$80 [31:28];
-  assign \blocks$80[0].codes[8]  = \blocks$80 [35:32];
-  assign \blocks$80[0].codes[9]  = \blocks$80 [39:36];
-  assign \blocks$80[0].codes[10]  = \blocks$80 [43:40];
-  assign \blocks$80[0].codes[11]  = \blocks$80 [47:44];
-  assign \blocks$80[0].codes[12]  = \blocks$80 [51:48];
-  assign \blocks$80[0].codes[13]  = \blocks$80 [55:52];
-  assign \blocks$80[0].codes[14]  = \blocks$80 [59:56];
-  assign \blocks$80[0].codes[15]  = \blocks$80 [63:60];
-  assign \blocks$80[0].dialect  = \blocks$80 [67:64];
-  assign \blocks$80[0].exp  = \blocks$80 [72:68];
-  assign \blocks$80[1]  = \blocks$80 [145:73];
-  assign \blocks$80[1].codes  = \blocks$80 [136:73];
-  assign \blocks$80[1].codes[0]  = \blocks$80 [76:73];
-  assign \blocks$80[1].codes[1]  = \blocks$80 [80:77];
-  assign \blocks$80[1].codes[2]  = \blocks$80 [84:81];
-  assign \blocks$80[1].codes[3]  = \blocks$80 [88:85];
-  assign \blocks$80[1].codes[4]  = \blocks$80 [92:89];
-  assign \blocks$80[1].codes[5]  = \blocks$80 [96:93];
-  assign \blocks$80[1].codes[6]  = \blocks$80 [100:97];
-  assign \blocks$80[1].codes[7]  = \blocks$80 [104:101];
-  assign \blocks$80[1].codes[8]  = \blocks$80 [108:105];
-  assign \blocks$80[1].codes[9]  = \blocks$80 [112:109];
-  assign \blocks$80[1].codes[10]  = \blocks$80 [116:113];
-  assign \blocks$80[1].codes[11]  = \blocks$80 [120:117];
-  assign \blocks$80[1].codes[12]  = \blocks$80 [124:121];
-  assign \blocks$80[1].codes[13]  = \blocks$80 [128:125];
-  assign \blocks$80[1].codes[14]  = \blocks$80 [132:129];
-  assign \blocks$80[1].codes[15]  = \blocks$80 [136:133];
-  assign \blocks$80[1].dialect  = \blocks$80 [140:137];
-  assign \blocks$80[1].exp  = \blocks$80 [145:141];
+  assign \o__payload$68.result  = results__1__payload;
+  assign \o__payload$74.data  = \o__payload$74 [63:0];
+  assign \o__payload$74.data[0]  = \o__payload$74 [31:0];
+  assign \o__payload$74.data[1]  = \o__payload$74 [63:32];
+  assign \o__payload$74.user  = \o__payload$74 [65:64];
+  assign \o__payload$74.last  = \o__payload$74 [66];
+  assign \blocks$76[0]  = \blocks$76 [72:0];
+  assign \blocks$76[0].codes  = \blocks$76 [63:0];
+  assign \blocks$76[0].codes[0]  = \blocks$76 [3:0];
+  assign \blocks$76[0].codes[1]  = \blocks$76 [7:4];
+  assign \blocks$76[0].codes[2]  = \blocks$76 [11:8];
+  assign \blocks$76[0].codes[3]  = \blocks$76 [15:12];
+  assign \blocks$76[0].codes[4]  = \blocks$76 [19:16];
+  assign \blocks$76[0].codes[5]  = \blocks$76 [23:20];
+  assign \blocks$76[0].codes[6]  = \blocks$76 [27:24];
+  assign \blocks$76[0].codes[7]  = \blocks$76 [31:28];
+  assign \blocks$76[0].codes[8]  = \blocks$76 [35:32];
+  assign \blocks$76[0].codes[9]  = \blocks$76 [39:36];
+  assign \blocks$76[0].codes[10]  = \blocks$76 [43:40];
+  assign \blocks$76[0].codes[11]  = \blocks$76 [47:44];
+  assign \blocks$76[0].codes[12]  = \blocks$76 [51:48];
+  assign \blocks$76[0].codes[13]  = \blocks$76 [55:52];
+  assign \blocks$76[0].codes[14]  = \blocks$76 [59:56];
+  assign \blocks$76[0].codes[15]  = \blocks$76 [63:60];
+  assign \blocks$76[0].dialect  = \blocks$76 [67:64];
+  assign \blocks$76[0].exp  = \blocks$76 [72:68];
+  assign \blocks$76[1]  = \blocks$76 [145:73];
+  assign \blocks$76[1].codes  = \blocks$76 [136:73];
+  assign \blocks$76[1].codes[0]  = \blocks$76 [76:73];
+  assign \blocks$76[1].codes[1]  = \blocks$76 [80:77];
+  assign \blocks$76[1].codes[2]  = \blocks$76 [84:81];
+  assign \blocks$76[1].codes[3]  = \blocks$76 [88:85];
+  assign \blocks$76[1].codes[4]  = \blocks$76 [92:89];
+  assign \blocks$76[1].codes[5]  = \blocks$76 [96:93];
+  assign \blocks$76[1].codes[6]  = \blocks$76 [100:97];
+  assign \blocks$76[1].codes[7]  = \blocks$76 [104:101];
+  assign \blocks$76[1].codes[8]  = \blocks$76 [108:105];
+  assign \blocks$76[1].codes[9]  = \blocks$76 [112:109];
+  assign \blocks$76[1].codes[10]  = \blocks$76 [116:113];
+  assign \blocks$76[1].codes[11]  = \blocks$76 [120:117];
+  assign \blocks$76[1].codes[12]  = \blocks$76 [124:121];
+  assign \blocks$76[1].codes[13]  = \blocks$76 [128:125];
+  assign \blocks$76[1].codes[14]  = \blocks$76 [132:129];
+  assign \blocks$76[1].codes[15]  = \blocks$76 [136:133];
+  assign \blocks$76[1].dialect  = \blocks$76 [140:137];
+  assign \blocks$76[1].exp  = \blocks$76 [145:141];
   assign \r_data.codes  = r_data[63:0];
   assign \r_data.codes[0]  = r_data[3:0];
   assign \r_data.codes[1]  = r_data[7:4];
@@ -837,30 +785,28 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \r_data.codes[15]  = r_data[63:60];
   assign \r_data.dialect  = r_data[67:64];
   assign \r_data.exp  = r_data[72:68];
-  assign \i__payload$70 [146] = a_last;
-  assign \i__payload$70 [145:141] = a_blocks[145:141];
-  assign \i__payload$70 [140:137] = a_blocks[140:137];
-  assign \i__payload$70 [136:73] = a_blocks[136:73];
-  assign \i__payload$70 [72:68] = a_activation[72:68];
-  assign \i__payload$70 [67:64] = a_activation[67:64];
-  assign \i__payload$70 [63:0] = a_activation[63:0];
-  assign \i__payload$59 [146] = a_last;
-  assign \i__payload$59 [145:141] = a_blocks[72:68];
-  assign \i__payload$59 [140:137] = a_blocks[67:64];
-  assign \i__payload$59 [136:73] = a_blocks[63:0];
-  assign \i__payload$59 [72:68] = a_activation[72:68];
-  assign \i__payload$59 [67:64] = a_activation[67:64];
-  assign \i__payload$59 [63:0] = a_activation[63:0];
+  assign \i__payload$66 [146] = a_last;
+  assign \i__payload$66 [145:141] = a_blocks[145:141];
+  assign \i__payload$66 [140:137] = a_blocks[140:137];
+  assign \i__payload$66 [136:73] = a_blocks[136:73];
+  assign \i__payload$66 [72:68] = a_activation[72:68];
+  assign \i__payload$66 [67:64] = a_activation[67:64];
+  assign \i__payload$66 [63:0] = a_activation[63:0];
+  assign \i__payload$55 [146] = a_last;
+  assign \i__payload$55 [145:141] = a_blocks[72:68];
+  assign \i__payload$55 [140:137] = a_blocks[67:64];
+  assign \i__payload$55 [136:73] = a_blocks[63:0];
+  assign \i__payload$55 [72:68] = a_activation[72:68];
+  assign \i__payload$55 [67:64] = a_activation[67:64];
+  assign \i__payload$55 [63:0] = a_activation[63:0];
   assign meta__payload[2] = s_axis_w_tuser;
   assign meta__payload[1] = mismatch;
   assign meta__payload[0] = any_invalid;
   assign w_data[72:68] = o__payload[72:68];
   assign w_data[67:64] = o__payload[67:64];
   assign w_data[63:0] = o__payload[63:0];
-  assign \$7  = aresetn;
-  assign \$16  = aresetn;
-  assign \$18  = \i__ready$38 ;
-  assign \$19  = \i__ready$37 ;
+  assign \$4  = aresetn;
+  assign \$12  = aresetn;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -1320,18 +1266,21 @@ module \bd_linear_b16_n2.buffer (rst, rd__addr, rd__en, wr__en, r_data, wr__data
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.collector (o__ready, rst, w_en, take, meta__ready, w_data, o__payload, o__valid, results__0__valid, results__0__payload, results__1__valid, results__1__payload, aclk);
+module \bd_linear_b16_n2.collector (o__ready, rst, meta__valid, w_data, room, o__payload, o__valid, r_en, results__0__payload, results__1__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$2 ;
+  wire [4:0] \$1 ;
+  reg \$10 ;
+  wire [5:0] \$2 ;
   wire \$3 ;
-  reg [66:0] \$4 ;
-  reg \$5 ;
-  reg \$6 ;
-  reg [66:0] \$7 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  reg [3:0] \$7 ;
+  reg \$8 ;
+  reg [66:0] \$9 ;
   input aclk;
   wire aclk;
-  wire all_valid;
+  wire bypass;
   wire [66:0] incoming;
   wire [63:0] \incoming.data ;
   wire [31:0] \incoming.data[0] ;
@@ -1345,15 +1294,18 @@ module \bd_linear_b16_n2.collector (o__ready, rst, w_en, take, meta__ready, w_da
   wire [31:0] \main.data[1] ;
   wire \main.last ;
   wire [1:0] \main.user ;
+  wire main_free;
   (* init = 1'h0 *)
   wire main_valid;
   wire [2:0] meta__payload;
   wire \meta__payload.final ;
   wire \meta__payload.invalid ;
   wire \meta__payload.mismatch ;
-  output meta__ready;
+  (* init = 1'h1 *)
   wire meta__ready;
+  input meta__valid;
   wire meta__valid;
+  wire meta_take;
   output [66:0] o__payload;
   reg [66:0] o__payload = 67'h00000000000000000;
   wire [63:0] \o__payload.data ;
@@ -1365,117 +1317,121 @@ module \bd_linear_b16_n2.collector (o__ready, rst, w_en, take, meta__ready, w_da
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  wire o_take;
+  reg [3:0] owed = 4'h0;
+  wire [3:0] owed_next;
   wire [2:0] r_data;
+  wire [66:0] \r_data$31 ;
+  input r_en;
   wire r_en;
+  wire \r_en$26 ;
   wire r_rdy;
   input [31:0] results__0__payload;
   wire [31:0] results__0__payload;
   wire [31:0] \results__0__payload.result ;
   wire results__0__ready;
-  input results__0__valid;
   wire results__0__valid;
   input [31:0] results__1__payload;
   wire [31:0] results__1__payload;
   wire [31:0] \results__1__payload.result ;
   wire results__1__ready;
-  input results__1__valid;
-  wire results__1__valid;
+  output room;
+  reg room = 1'h1;
   input rst;
   wire rst;
-  reg [66:0] skid = 67'h00000000000000000;
-  wire [63:0] \skid.data ;
-  wire [31:0] \skid.data[0] ;
-  wire [31:0] \skid.data[1] ;
-  wire \skid.last ;
-  wire [1:0] \skid.user ;
-  reg skid_valid = 1'h0;
-  output take;
-  wire take;
   input [2:0] w_data;
   wire [2:0] w_data;
-  input w_en;
+  wire [66:0] \w_data$24 ;
   wire w_en;
-  wire w_rdy;
-  assign take = all_valid & \$1 ;
-  assign \$2  = ~ o__valid;
-  assign \$3  = o__ready | \$2 ;
+  wire \w_en$25 ;
+  assign meta_take = meta__valid & room;
+  assign o_take = o__valid & o__ready;
+  assign \$1  = owed + meta_take;
+  assign \$2  = \$1  - o_take;
+  assign \$3  = ~ o__valid;
+  assign main_free = \$3  | o__ready;
+  assign \$4  = ~ r_rdy;
+  assign bypass = main_free & \$4 ;
+  assign \$5  = ~ bypass;
+  assign \w_en$25  = r_en & \$5 ;
+  assign \$6  = \$2 [3:0] < 4'h9;
   always @(posedge aclk)
-    o__payload <= \$4 ;
+    owed <= \$7 ;
   always @(posedge aclk)
-    o__valid <= \$5 ;
+    room <= \$8 ;
   always @(posedge aclk)
-    skid_valid <= \$6 ;
+    o__payload <= \$9 ;
   always @(posedge aclk)
-    skid <= \$7 ;
-  assign all_valid = & { results__1__valid, results__0__valid, r_rdy };
-  assign \$1  = ~ skid_valid;
+    o__valid <= \$10 ;
   \bd_linear_b16_n2.collector.flags  flags (
     .aclk(aclk),
     .r_data(r_data),
-    .r_en(take),
+    .r_en(r_en),
+    .rst(rst),
+    .w_en(meta_take),
+    .w_port__data(w_data)
+  );
+  \bd_linear_b16_n2.collector.queue  queue (
+    .aclk(aclk),
+    .r_data(\r_data$31 ),
+    .r_en(main_free),
     .r_rdy(r_rdy),
     .rst(rst),
-    .w_en(w_en),
-    .w_port__data(w_data),
-    .w_rdy(meta__ready)
+    .w_en(\w_en$25 ),
+    .w_port__data(incoming)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$4  = o__payload;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$4  = skid;
-      end else if (take) begin
-        \$4  = incoming;
+    \$7  = \$2 [3:0];
+    if (rst) begin
+      \$7  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$8  = \$6 ;
+    if (rst) begin
+      \$8  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$9  = o__payload;
+    if (main_free) begin
+      if (r_rdy) begin
+        \$9  = \r_data$31 ;
+      end else if (r_en) begin
+        \$9  = incoming;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$5  = o__valid;
-    if (\$3 ) begin
+    \$10  = o__valid;
+    if (main_free) begin
       (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$5  = 1'h1;
-      end else if (take) begin
-        \$5  = 1'h1;
+      if (r_rdy) begin
+        \$10  = 1'h1;
+      end else if (r_en) begin
+        \$10  = 1'h1;
       end else begin
-        \$5  = 1'h0;
+        \$10  = 1'h0;
       end
     end
     if (rst) begin
-      \$5  = 1'h0;
+      \$10  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = skid_valid;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$6  = 1'h0;
-      end
-    end else if (take) begin
-      \$6  = 1'h1;
-    end
-    if (rst) begin
-      \$6  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = skid;
-    if (\$3 ) begin
-    end else if (take) begin
-      \$7  = incoming;
-    end
-  end
+  assign owed_next = \$2 [3:0];
+  assign meta__ready = room;
   assign meta__payload = w_data;
-  assign meta__valid = w_en;
-  assign w_rdy = meta__ready;
-  assign results__0__ready = take;
-  assign results__1__ready = take;
-  assign r_en = take;
+  assign w_en = meta_take;
+  assign results__0__ready = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign results__0__valid = r_en;
   assign main_valid = o__valid;
+  assign \w_data$24  = incoming;
+  assign \r_en$26  = main_free;
   assign main = o__payload;
   assign \meta__payload.invalid  = w_data[0];
   assign \meta__payload.mismatch  = w_data[1];
@@ -1497,11 +1453,6 @@ module \bd_linear_b16_n2.collector (o__ready, rst, w_en, take, meta__ready, w_da
   assign \main.data[1]  = o__payload[63:32];
   assign \main.user  = o__payload[65:64];
   assign \main.last  = o__payload[66];
-  assign \skid.data  = skid[63:0];
-  assign \skid.data[0]  = skid[31:0];
-  assign \skid.data[1]  = skid[63:32];
-  assign \skid.user  = skid[65:64];
-  assign \skid.last  = skid[66];
   assign incoming[66] = r_data[2];
   assign incoming[65:64] = r_data[1:0];
   assign incoming[63:32] = results__1__payload;
@@ -1509,74 +1460,68 @@ module \bd_linear_b16_n2.collector (o__ready, rst, w_en, take, meta__ready, w_da
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port__data, r_rdy, aclk);
+module \bd_linear_b16_n2.collector.flags (rst, w_en, r_data, w_port__data, r_en, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [3:0] \$12 ;
-  wire [3:0] \$13 ;
+  wire \$12 ;
+  wire \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire \$16 ;
+  wire [4:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
-  wire \$23 ;
+  wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [3:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [3:0] \$3 ;
-  wire \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg [2:0] \$33 ;
-  reg \$34 ;
+  reg [2:0] \$27 ;
+  reg [2:0] \$28 ;
+  reg [3:0] \$29 ;
+  wire [4:0] \$3 ;
+  reg \$30 ;
   wire \$4 ;
-  wire \$5 ;
-  wire [3:0] \$6 ;
-  wire [3:0] \$7 ;
+  wire [3:0] \$5 ;
+  wire \$6 ;
+  wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [3:0] \$9 ;
   input aclk;
   wire aclk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
+  reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
-  wire [2:0] level;
+  wire [3:0] level;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [2:0] r_data;
   wire [2:0] r_data;
   input r_en;
   wire r_en;
-  wire [2:0] r_level;
+  wire [3:0] r_level;
   reg [2:0] r_port__addr = 3'h0;
   wire [2:0] r_port__data;
   wire r_port__en;
-  output r_rdy;
   reg r_rdy = 1'h0;
   input rst;
   wire rst;
   wire [2:0] w_data;
   input w_en;
   wire w_en;
-  wire [2:0] w_level;
+  wire [3:0] w_level;
   reg [2:0] w_port__addr = 3'h0;
   input [2:0] w_port__data;
   wire [2:0] w_port__data;
   wire w_port__en;
-  output w_rdy;
   wire w_rdy;
-  reg [2:0] storage [5:0];
+  reg [2:0] storage [7:0];
   initial begin
     storage[0] = 3'h0;
     storage[1] = 3'h0;
@@ -1584,6 +1529,8 @@ module \bd_linear_b16_n2.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
     storage[3] = 3'h0;
     storage[4] = 3'h0;
     storage[5] = 3'h0;
+    storage[6] = 3'h0;
+    storage[7] = 3'h0;
   end
   always @(posedge aclk) begin
     if (w_port__en)
@@ -1596,7 +1543,7 @@ module \bd_linear_b16_n2.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h6;
+  assign w_rdy = inner_level != 4'h8;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -1604,88 +1551,84 @@ module \bd_linear_b16_n2.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 3'h5;
-  assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 4'h0 : \$6 ;
-  assign \$8  = ~ r_rdy;
-  assign \$9  = \$8  | r_en;
-  assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 3'h5;
-  assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 4'h0 : \$12 ;
-  assign \$14  = w_rdy & w_en;
-  assign \$15  = ~ r_rdy;
-  assign \$16  = \$15  | r_en;
-  assign \$17  = inner_r_rdy & \$16 ;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = \$14  & \$18 ;
-  assign \$20  = inner_level + 1'h1;
-  assign \$21  = ~ r_rdy;
-  assign \$22  = \$21  | r_en;
-  assign \$23  = inner_r_rdy & \$22 ;
-  assign \$24  = w_rdy & w_en;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = inner_level - 1'h1;
-  assign \$28  = ~ r_rdy;
-  assign \$29  = \$28  | r_en;
-  assign \$30  = inner_r_rdy & \$29 ;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = ~ r_rdy;
+  assign \$7  = \$6  | r_en;
+  assign \$8  = inner_r_rdy & \$7 ;
+  assign \$9  = r_port__addr + 1'h1;
+  assign \$10  = w_rdy & w_en;
+  assign \$11  = ~ r_rdy;
+  assign \$12  = \$11  | r_en;
+  assign \$13  = inner_r_rdy & \$12 ;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$10  & \$14 ;
+  assign \$16  = inner_level + 1'h1;
+  assign \$17  = ~ r_rdy;
+  assign \$18  = \$17  | r_en;
+  assign \$19  = inner_r_rdy & \$18 ;
+  assign \$20  = w_rdy & w_en;
+  assign \$21  = ~ \$20 ;
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = inner_level - 1'h1;
+  assign \$24  = ~ r_rdy;
+  assign \$25  = \$24  | r_en;
+  assign \$26  = inner_r_rdy & \$25 ;
   always @(posedge aclk)
-    w_port__addr <= \$31 ;
+    w_port__addr <= \$27 ;
   always @(posedge aclk)
-    r_port__addr <= \$32 ;
+    r_port__addr <= \$28 ;
   always @(posedge aclk)
-    inner_level <= \$33 ;
+    inner_level <= \$29 ;
   always @(posedge aclk)
-    r_rdy <= \$34 ;
+    r_rdy <= \$30 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$31  = w_port__addr;
+    \$27  = w_port__addr;
     if (\$4 ) begin
-      \$31  = \$7 [2:0];
+      \$27  = \$5 [2:0];
     end
     if (rst) begin
-      \$31  = 3'h0;
+      \$27  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$32  = r_port__addr;
-    if (\$10 ) begin
-      \$32  = \$13 [2:0];
+    \$28  = r_port__addr;
+    if (\$8 ) begin
+      \$28  = \$9 [2:0];
     end
     if (rst) begin
-      \$32  = 3'h0;
+      \$28  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$33  = inner_level;
-    if (\$19 ) begin
-      \$33  = \$20 [2:0];
+    \$29  = inner_level;
+    if (\$15 ) begin
+      \$29  = \$16 [3:0];
     end
+    if (\$22 ) begin
+      \$29  = \$23 [3:0];
+    end
+    if (rst) begin
+      \$29  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$30  = r_rdy;
     if (\$26 ) begin
-      \$33  = \$27 [2:0];
-    end
-    if (rst) begin
-      \$33  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$34  = r_rdy;
-    if (\$30 ) begin
-      \$34  = 1'h1;
+      \$30  = 1'h1;
     end else if (r_en) begin
-      \$34  = 1'h0;
+      \$30  = 1'h0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$30  = 1'h0;
     end
   end
-  assign w_level = \$3 [2:0];
-  assign level = \$3 [2:0];
-  assign r_level = \$3 [2:0];
+  assign w_level = \$3 [3:0];
+  assign level = \$3 [3:0];
+  assign r_level = \$3 [3:0];
   assign produce = w_port__addr;
   assign w_data = w_port__data;
   assign consume = r_port__addr;
@@ -1693,8 +1636,137 @@ module \bd_linear_b16_n2.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , i__payload, \o__valid$66 , \o__payload$62 , aclk);
+module \bd_linear_b16_n2.collector.queue (rst, r_en, w_en, r_rdy, r_data, w_port__data, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [4:0] \$14 ;
+  reg [2:0] \$15 ;
+  reg [2:0] \$16 ;
+  reg [3:0] \$17 ;
+  wire [3:0] \$2 ;
+  wire \$3 ;
+  wire [3:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [4:0] \$9 ;
+  input aclk;
+  wire aclk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [3:0] level = 4'h0;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [66:0] r_data;
+  wire [66:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 4'h0 *)
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [66:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [66:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 4'h0 *)
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  input [66:0] w_port__data;
+  wire [66:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [66:0] storage [7:0];
+  initial begin
+    storage[0] = 67'h00000000000000000;
+    storage[1] = 67'h00000000000000000;
+    storage[2] = 67'h00000000000000000;
+    storage[3] = 67'h00000000000000000;
+    storage[4] = 67'h00000000000000000;
+    storage[5] = 67'h00000000000000000;
+    storage[6] = 67'h00000000000000000;
+    storage[7] = 67'h00000000000000000;
+  end
+  always @(posedge aclk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 4'h8;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge aclk)
+    w_port__addr <= \$15 ;
+  always @(posedge aclk)
+    r_port__addr <= \$16 ;
+  always @(posedge aclk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [2:0];
+    end
+    if (rst) begin
+      \$15  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [2:0];
+    end
+    if (rst) begin
+      \$16  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [3:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [3:0];
+    end
+    if (rst) begin
+      \$17  = 4'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o__payload$62 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [143:0] \$11 ;
@@ -1815,7 +1887,6 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$61 ;
   (* init = 1'h0 *)
@@ -1847,7 +1918,6 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
   wire [31:0] \o__payload$63.result ;
   wire [80:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$64 ;
   wire \o__ready$64 ;
   wire \o__ready$65 ;
   wire o__valid;
@@ -2019,11 +2089,11 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     .t_load(i__ready)
   );
   \bd_linear_b16_n2.dot0.dec_a  dec_a (
-    .\port$2134$0 (i__payload[67:0]),
+    .\port$2149$0 (i__payload[67:0]),
     .values(a)
   );
   \bd_linear_b16_n2.dot0.dec_w  dec_w (
-    .\port$2134$73 (i__payload[140:73]),
+    .\port$2149$73 (i__payload[140:73]),
     .values(w)
   );
   \bd_linear_b16_n2.dot0.mul  mul (
@@ -2038,12 +2108,11 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     .i__ready(o__ready),
     .i__valid(\i__valid$56 ),
     .o__payload(\o__payload$62 ),
-    .o__ready(\o__ready$64 ),
     .rst(rst),
     .s1_valid(\o__valid$66 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$69 ;
@@ -2053,7 +2122,7 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -2063,49 +2132,49 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[146];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l4_0 };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[12:0];
@@ -2123,7 +2192,8 @@ module \bd_linear_b16_n2.dot0 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
   assign o__payload = \i__payload$58 ;
   assign \i__ready$61  = o__ready;
   assign \o__payload$63  = \o__payload$62 ;
-  assign \o__ready$65  = \o__ready$64 ;
+  assign \o__ready$64  = 1'h1;
+  assign \o__ready$65  = 1'h1;
   assign \o__valid$67  = \o__valid$66 ;
   assign \i__payload.a_codes  = i__payload[63:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -2290,7 +2360,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [81:0] \$1 ;
   wire [81:0] \$10 ;
   wire [143:0] \$11 ;
@@ -2382,7 +2452,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -2392,7 +2462,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -2401,7 +2471,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -2410,7 +2480,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -2420,7 +2490,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -2429,7 +2499,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -2467,7 +2537,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.dec_a (values, \port$2134$0 );
+module \bd_linear_b16_n2.dot0.dec_a (values, \port$2149$0 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -2488,8 +2558,8 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2134$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2134$0 ;
-  wire [67:0] \port$2134$0 ;
+  input [67:0] \port$2149$0 ;
+  wire [67:0] \port$2149$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -2533,30 +2603,30 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2134$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2134$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2134$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2134$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2134$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2134$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2134$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2134$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2134$0 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2134$0 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2134$0 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2134$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2134$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2134$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2134$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2134$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2134$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2149$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2149$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2149$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2149$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2149$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2149$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2149$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2149$0 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2149$0 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2149$0 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2149$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2149$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2149$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2149$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2149$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2149$0 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$2134$0 [67:64]),
+    .dialect(\port$2149$0 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2134$0 [67:64];
-  assign \dialect$1  = \port$2134$0 [67:64];
+  assign dialect = \port$2149$0 [67:64];
+  assign \dialect$1  = \port$2149$0 [67:64];
   assign row = entries;
-  assign codes = \port$2134$0 [63:0];
+  assign codes = \port$2149$0 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -2565,22 +2635,22 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2134$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2134$0 [3:0];
-  assign \codes[1]  = \port$2134$0 [7:4];
-  assign \codes[2]  = \port$2134$0 [11:8];
-  assign \codes[3]  = \port$2134$0 [15:12];
-  assign \codes[4]  = \port$2134$0 [19:16];
-  assign \codes[5]  = \port$2134$0 [23:20];
-  assign \codes[6]  = \port$2134$0 [27:24];
-  assign \codes[7]  = \port$2134$0 [31:28];
-  assign \codes[8]  = \port$2134$0 [35:32];
-  assign \codes[9]  = \port$2134$0 [39:36];
-  assign \codes[10]  = \port$2134$0 [43:40];
-  assign \codes[11]  = \port$2134$0 [47:44];
-  assign \codes[12]  = \port$2134$0 [51:48];
-  assign \codes[13]  = \port$2134$0 [55:52];
-  assign \codes[14]  = \port$2134$0 [59:56];
-  assign \codes[15]  = \port$2134$0 [63:60];
+  assign \codes[0]  = \port$2149$0 [3:0];
+  assign \codes[1]  = \port$2149$0 [7:4];
+  assign \codes[2]  = \port$2149$0 [11:8];
+  assign \codes[3]  = \port$2149$0 [15:12];
+  assign \codes[4]  = \port$2149$0 [19:16];
+  assign \codes[5]  = \port$2149$0 [23:20];
+  assign \codes[6]  = \port$2149$0 [27:24];
+  assign \codes[7]  = \port$2149$0 [31:28];
+  assign \codes[8]  = \port$2149$0 [35:32];
+  assign \codes[9]  = \port$2149$0 [39:36];
+  assign \codes[10]  = \port$2149$0 [43:40];
+  assign \codes[11]  = \port$2149$0 [47:44];
+  assign \codes[12]  = \port$2149$0 [51:48];
+  assign \codes[13]  = \port$2149$0 [55:52];
+  assign \codes[14]  = \port$2149$0 [59:56];
+  assign \codes[15]  = \port$2149$0 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -2597,27 +2667,27 @@ module \bd_linear_b16_n2.dot0.dec_a (values, \port$2134$0 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2134$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2134$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2134$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2134$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2134$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2134$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2134$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2134$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2134$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2134$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2134$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2134$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2134$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2134$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2134$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2134$0 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2149$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2149$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2149$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2149$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2149$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2149$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2149$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2149$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2149$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2149$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2149$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2149$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2149$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2149$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2149$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2149$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.dot0.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -2631,7 +2701,7 @@ module \bd_linear_b16_n2.dot0.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -2679,7 +2749,7 @@ module \bd_linear_b16_n2.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.dec_w (values, \port$2134$73 );
+module \bd_linear_b16_n2.dot0.dec_w (values, \port$2149$73 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -2700,8 +2770,8 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2134$73 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2134$73 ;
-  wire [67:0] \port$2134$73 ;
+  input [67:0] \port$2149$73 ;
+  wire [67:0] \port$2149$73 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -2745,30 +2815,30 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2134$73 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2134$73 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2134$73 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2134$73 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2134$73 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2134$73 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2134$73 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2134$73 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2134$73 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2134$73 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2134$73 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2134$73 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2134$73 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2134$73 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2134$73 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2134$73 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2134$73 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2149$73 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2149$73 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2149$73 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2149$73 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2149$73 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2149$73 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2149$73 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2149$73 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2149$73 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2149$73 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2149$73 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2149$73 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2149$73 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2149$73 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2149$73 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2149$73 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$2134$73 [67:64]),
+    .dialect(\port$2149$73 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2134$73 [67:64];
-  assign \dialect$1  = \port$2134$73 [67:64];
+  assign dialect = \port$2149$73 [67:64];
+  assign \dialect$1  = \port$2149$73 [67:64];
   assign row = entries;
-  assign codes = \port$2134$73 [63:0];
+  assign codes = \port$2149$73 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -2777,22 +2847,22 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2134$73 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2134$73 [3:0];
-  assign \codes[1]  = \port$2134$73 [7:4];
-  assign \codes[2]  = \port$2134$73 [11:8];
-  assign \codes[3]  = \port$2134$73 [15:12];
-  assign \codes[4]  = \port$2134$73 [19:16];
-  assign \codes[5]  = \port$2134$73 [23:20];
-  assign \codes[6]  = \port$2134$73 [27:24];
-  assign \codes[7]  = \port$2134$73 [31:28];
-  assign \codes[8]  = \port$2134$73 [35:32];
-  assign \codes[9]  = \port$2134$73 [39:36];
-  assign \codes[10]  = \port$2134$73 [43:40];
-  assign \codes[11]  = \port$2134$73 [47:44];
-  assign \codes[12]  = \port$2134$73 [51:48];
-  assign \codes[13]  = \port$2134$73 [55:52];
-  assign \codes[14]  = \port$2134$73 [59:56];
-  assign \codes[15]  = \port$2134$73 [63:60];
+  assign \codes[0]  = \port$2149$73 [3:0];
+  assign \codes[1]  = \port$2149$73 [7:4];
+  assign \codes[2]  = \port$2149$73 [11:8];
+  assign \codes[3]  = \port$2149$73 [15:12];
+  assign \codes[4]  = \port$2149$73 [19:16];
+  assign \codes[5]  = \port$2149$73 [23:20];
+  assign \codes[6]  = \port$2149$73 [27:24];
+  assign \codes[7]  = \port$2149$73 [31:28];
+  assign \codes[8]  = \port$2149$73 [35:32];
+  assign \codes[9]  = \port$2149$73 [39:36];
+  assign \codes[10]  = \port$2149$73 [43:40];
+  assign \codes[11]  = \port$2149$73 [47:44];
+  assign \codes[12]  = \port$2149$73 [51:48];
+  assign \codes[13]  = \port$2149$73 [55:52];
+  assign \codes[14]  = \port$2149$73 [59:56];
+  assign \codes[15]  = \port$2149$73 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -2809,27 +2879,27 @@ module \bd_linear_b16_n2.dot0.dec_w (values, \port$2134$73 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2134$73 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2134$73 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2134$73 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2134$73 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2134$73 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2134$73 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2134$73 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2134$73 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2134$73 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2134$73 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2134$73 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2134$73 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2134$73 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2134$73 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2134$73 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2134$73 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2149$73 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2149$73 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2149$73 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2149$73 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2149$73 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2149$73 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2149$73 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2149$73 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2149$73 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2149$73 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2149$73 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2149$73 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2149$73 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2149$73 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2149$73 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2149$73 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.dot0.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -2843,7 +2913,7 @@ module \bd_linear_b16_n2.dot0.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -3383,8 +3453,8 @@ module \bd_linear_b16_n2.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \bd_linear_b16_n2.dot0.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -3816,7 +3886,6 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -3836,11 +3905,8 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[80] ? \$4  : { i__payload[80], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -4061,8 +4127,6 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -4079,7 +4143,7 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -4089,7 +4153,7 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -4099,40 +4163,41 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[80];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [80:0];
   assign wide = \$6 [127:0];
@@ -4205,6 +4270,9 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 16'h0000, \$5 [80:0], 47'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -4213,6 +4281,8 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$85  = \$5 [0];
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
@@ -4328,8 +4398,8 @@ module \bd_linear_b16_n2.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , i__payload, \o__valid$66 , \o__payload$62 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o__payload$62 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [143:0] \$11 ;
@@ -4450,7 +4520,6 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$61 ;
   (* init = 1'h0 *)
@@ -4482,7 +4551,6 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
   wire [31:0] \o__payload$63.result ;
   wire [80:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$64 ;
   wire \o__ready$64 ;
   wire \o__ready$65 ;
   wire o__valid;
@@ -4654,11 +4722,11 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     .t_load(i__ready)
   );
   \bd_linear_b16_n2.dot1.dec_a  dec_a (
-    .\port$2135$0 (i__payload[67:0]),
+    .\port$2150$0 (i__payload[67:0]),
     .values(a)
   );
   \bd_linear_b16_n2.dot1.dec_w  dec_w (
-    .\port$2135$73 (i__payload[140:73]),
+    .\port$2150$73 (i__payload[140:73]),
     .values(w)
   );
   \bd_linear_b16_n2.dot1.mul  mul (
@@ -4673,12 +4741,11 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     .i__ready(o__ready),
     .i__valid(\i__valid$56 ),
     .o__payload(\o__payload$62 ),
-    .o__ready(\o__ready$64 ),
     .rst(rst),
     .s1_valid(\o__valid$66 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$69 ;
@@ -4688,7 +4755,7 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -4698,49 +4765,49 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[146];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l4_0 };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[12:0];
@@ -4758,7 +4825,8 @@ module \bd_linear_b16_n2.dot1 (rst, \i__valid$69 , \o__ready$64 , \i__ready$5 , 
   assign o__payload = \i__payload$58 ;
   assign \i__ready$61  = o__ready;
   assign \o__payload$63  = \o__payload$62 ;
-  assign \o__ready$65  = \o__ready$64 ;
+  assign \o__ready$64  = 1'h1;
+  assign \o__ready$65  = 1'h1;
   assign \o__valid$67  = \o__valid$66 ;
   assign \i__payload.a_codes  = i__payload[63:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -4925,7 +4993,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [81:0] \$1 ;
   wire [81:0] \$10 ;
   wire [143:0] \$11 ;
@@ -5017,7 +5085,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -5027,7 +5095,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -5036,7 +5104,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -5045,7 +5113,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -5055,7 +5123,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -5064,7 +5132,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -5102,7 +5170,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.dec_a (values, \port$2135$0 );
+module \bd_linear_b16_n2.dot1.dec_a (values, \port$2150$0 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -5123,8 +5191,8 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2135$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2135$0 ;
-  wire [67:0] \port$2135$0 ;
+  input [67:0] \port$2150$0 ;
+  wire [67:0] \port$2150$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -5168,30 +5236,30 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2135$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2135$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2135$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2135$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2135$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2135$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2135$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2135$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2135$0 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2135$0 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2135$0 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2135$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2135$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2135$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2135$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2135$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2135$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2150$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2150$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2150$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2150$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2150$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2150$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2150$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2150$0 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2150$0 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2150$0 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2150$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2150$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2150$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2150$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2150$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2150$0 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$2135$0 [67:64]),
+    .dialect(\port$2150$0 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2135$0 [67:64];
-  assign \dialect$1  = \port$2135$0 [67:64];
+  assign dialect = \port$2150$0 [67:64];
+  assign \dialect$1  = \port$2150$0 [67:64];
   assign row = entries;
-  assign codes = \port$2135$0 [63:0];
+  assign codes = \port$2150$0 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -5200,22 +5268,22 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2135$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2135$0 [3:0];
-  assign \codes[1]  = \port$2135$0 [7:4];
-  assign \codes[2]  = \port$2135$0 [11:8];
-  assign \codes[3]  = \port$2135$0 [15:12];
-  assign \codes[4]  = \port$2135$0 [19:16];
-  assign \codes[5]  = \port$2135$0 [23:20];
-  assign \codes[6]  = \port$2135$0 [27:24];
-  assign \codes[7]  = \port$2135$0 [31:28];
-  assign \codes[8]  = \port$2135$0 [35:32];
-  assign \codes[9]  = \port$2135$0 [39:36];
-  assign \codes[10]  = \port$2135$0 [43:40];
-  assign \codes[11]  = \port$2135$0 [47:44];
-  assign \codes[12]  = \port$2135$0 [51:48];
-  assign \codes[13]  = \port$2135$0 [55:52];
-  assign \codes[14]  = \port$2135$0 [59:56];
-  assign \codes[15]  = \port$2135$0 [63:60];
+  assign \codes[0]  = \port$2150$0 [3:0];
+  assign \codes[1]  = \port$2150$0 [7:4];
+  assign \codes[2]  = \port$2150$0 [11:8];
+  assign \codes[3]  = \port$2150$0 [15:12];
+  assign \codes[4]  = \port$2150$0 [19:16];
+  assign \codes[5]  = \port$2150$0 [23:20];
+  assign \codes[6]  = \port$2150$0 [27:24];
+  assign \codes[7]  = \port$2150$0 [31:28];
+  assign \codes[8]  = \port$2150$0 [35:32];
+  assign \codes[9]  = \port$2150$0 [39:36];
+  assign \codes[10]  = \port$2150$0 [43:40];
+  assign \codes[11]  = \port$2150$0 [47:44];
+  assign \codes[12]  = \port$2150$0 [51:48];
+  assign \codes[13]  = \port$2150$0 [55:52];
+  assign \codes[14]  = \port$2150$0 [59:56];
+  assign \codes[15]  = \port$2150$0 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -5232,27 +5300,27 @@ module \bd_linear_b16_n2.dot1.dec_a (values, \port$2135$0 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2135$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2135$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2135$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2135$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2135$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2135$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2135$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2135$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2135$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2135$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2135$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2135$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2135$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2135$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2135$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2135$0 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2150$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2150$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2150$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2150$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2150$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2150$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2150$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2150$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2150$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2150$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2150$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2150$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2150$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2150$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2150$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2150$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.dot1.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -5266,7 +5334,7 @@ module \bd_linear_b16_n2.dot1.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -5314,7 +5382,7 @@ module \bd_linear_b16_n2.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.dec_w (values, \port$2135$73 );
+module \bd_linear_b16_n2.dot1.dec_w (values, \port$2150$73 );
   wire [63:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -5335,8 +5403,8 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2135$73 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [67:0] \port$2135$73 ;
-  wire [67:0] \port$2135$73 ;
+  input [67:0] \port$2150$73 ;
+  wire [67:0] \port$2150$73 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -5380,30 +5448,30 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2135$73 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$2135$73 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$2135$73 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$2135$73 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$2135$73 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$2135$73 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$2135$73 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$2135$73 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$2135$73 [62:60], 2'h0 };
-  assign selected1 = entries >> { \port$2135$73 [6:4], 2'h0 };
-  assign selected2 = entries >> { \port$2135$73 [10:8], 2'h0 };
-  assign selected3 = entries >> { \port$2135$73 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$2135$73 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$2135$73 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$2135$73 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$2135$73 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$2135$73 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$2150$73 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$2150$73 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$2150$73 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$2150$73 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$2150$73 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$2150$73 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$2150$73 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$2150$73 [62:60], 2'h0 };
+  assign selected1 = entries >> { \port$2150$73 [6:4], 2'h0 };
+  assign selected2 = entries >> { \port$2150$73 [10:8], 2'h0 };
+  assign selected3 = entries >> { \port$2150$73 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$2150$73 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$2150$73 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$2150$73 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$2150$73 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$2150$73 [34:32], 2'h0 };
   \bd_linear_b16_n2.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$2135$73 [67:64]),
+    .dialect(\port$2150$73 [67:64]),
     .row(entries)
   );
-  assign dialect = \port$2135$73 [67:64];
-  assign \dialect$1  = \port$2135$73 [67:64];
+  assign dialect = \port$2150$73 [67:64];
+  assign \dialect$1  = \port$2150$73 [67:64];
   assign row = entries;
-  assign codes = \port$2135$73 [63:0];
+  assign codes = \port$2150$73 [63:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -5412,22 +5480,22 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2135$73 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$2135$73 [3:0];
-  assign \codes[1]  = \port$2135$73 [7:4];
-  assign \codes[2]  = \port$2135$73 [11:8];
-  assign \codes[3]  = \port$2135$73 [15:12];
-  assign \codes[4]  = \port$2135$73 [19:16];
-  assign \codes[5]  = \port$2135$73 [23:20];
-  assign \codes[6]  = \port$2135$73 [27:24];
-  assign \codes[7]  = \port$2135$73 [31:28];
-  assign \codes[8]  = \port$2135$73 [35:32];
-  assign \codes[9]  = \port$2135$73 [39:36];
-  assign \codes[10]  = \port$2135$73 [43:40];
-  assign \codes[11]  = \port$2135$73 [47:44];
-  assign \codes[12]  = \port$2135$73 [51:48];
-  assign \codes[13]  = \port$2135$73 [55:52];
-  assign \codes[14]  = \port$2135$73 [59:56];
-  assign \codes[15]  = \port$2135$73 [63:60];
+  assign \codes[0]  = \port$2150$73 [3:0];
+  assign \codes[1]  = \port$2150$73 [7:4];
+  assign \codes[2]  = \port$2150$73 [11:8];
+  assign \codes[3]  = \port$2150$73 [15:12];
+  assign \codes[4]  = \port$2150$73 [19:16];
+  assign \codes[5]  = \port$2150$73 [23:20];
+  assign \codes[6]  = \port$2150$73 [27:24];
+  assign \codes[7]  = \port$2150$73 [31:28];
+  assign \codes[8]  = \port$2150$73 [35:32];
+  assign \codes[9]  = \port$2150$73 [39:36];
+  assign \codes[10]  = \port$2150$73 [43:40];
+  assign \codes[11]  = \port$2150$73 [47:44];
+  assign \codes[12]  = \port$2150$73 [51:48];
+  assign \codes[13]  = \port$2150$73 [55:52];
+  assign \codes[14]  = \port$2150$73 [59:56];
+  assign \codes[15]  = \port$2150$73 [63:60];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -5444,27 +5512,27 @@ module \bd_linear_b16_n2.dot1.dec_w (values, \port$2135$73 );
   assign \values[13]  = values[69:65];
   assign \values[14]  = values[74:70];
   assign \values[15]  = values[79:75];
-  assign values[79:75] = { \port$2135$73 [63], selected15[3:0] };
-  assign values[74:70] = { \port$2135$73 [59], selected14[3:0] };
-  assign values[69:65] = { \port$2135$73 [55], selected13[3:0] };
-  assign values[64:60] = { \port$2135$73 [51], selected12[3:0] };
-  assign values[59:55] = { \port$2135$73 [47], selected11[3:0] };
-  assign values[54:50] = { \port$2135$73 [43], selected10[3:0] };
-  assign values[49:45] = { \port$2135$73 [39], selected9[3:0] };
-  assign values[44:40] = { \port$2135$73 [35], selected8[3:0] };
-  assign values[39:35] = { \port$2135$73 [31], selected7[3:0] };
-  assign values[34:30] = { \port$2135$73 [27], selected6[3:0] };
-  assign values[29:25] = { \port$2135$73 [23], selected5[3:0] };
-  assign values[24:20] = { \port$2135$73 [19], selected4[3:0] };
-  assign values[19:15] = { \port$2135$73 [15], selected3[3:0] };
-  assign values[14:10] = { \port$2135$73 [11], selected2[3:0] };
-  assign values[9:5] = { \port$2135$73 [7], selected1[3:0] };
-  assign values[4:0] = { \port$2135$73 [3], selected0[3:0] };
+  assign values[79:75] = { \port$2150$73 [63], selected15[3:0] };
+  assign values[74:70] = { \port$2150$73 [59], selected14[3:0] };
+  assign values[69:65] = { \port$2150$73 [55], selected13[3:0] };
+  assign values[64:60] = { \port$2150$73 [51], selected12[3:0] };
+  assign values[59:55] = { \port$2150$73 [47], selected11[3:0] };
+  assign values[54:50] = { \port$2150$73 [43], selected10[3:0] };
+  assign values[49:45] = { \port$2150$73 [39], selected9[3:0] };
+  assign values[44:40] = { \port$2150$73 [35], selected8[3:0] };
+  assign values[39:35] = { \port$2150$73 [31], selected7[3:0] };
+  assign values[34:30] = { \port$2150$73 [27], selected6[3:0] };
+  assign values[29:25] = { \port$2150$73 [23], selected5[3:0] };
+  assign values[24:20] = { \port$2150$73 [19], selected4[3:0] };
+  assign values[19:15] = { \port$2150$73 [15], selected3[3:0] };
+  assign values[14:10] = { \port$2150$73 [11], selected2[3:0] };
+  assign values[9:5] = { \port$2150$73 [7], selected1[3:0] };
+  assign values[4:0] = { \port$2150$73 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.dot1.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -5478,7 +5546,7 @@ module \bd_linear_b16_n2.dot1.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -6018,8 +6086,8 @@ module \bd_linear_b16_n2.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \bd_linear_b16_n2.dot1.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -6451,7 +6519,6 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -6471,11 +6538,8 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[80] ? \$4  : { i__payload[80], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -6696,8 +6760,6 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -6714,7 +6776,7 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -6724,7 +6786,7 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -6734,40 +6796,41 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[80];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [80:0];
   assign wide = \$6 [127:0];
@@ -6840,6 +6903,9 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 16'h0000, \$5 [80:0], 47'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -6848,6 +6914,8 @@ module \bd_linear_b16_n2.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$85  = \$5 [0];
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
@@ -6964,7 +7032,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.group (last, rst, take, overflow, mismatch, blocks, addr, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire [9:0] \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -6996,7 +7064,7 @@ module \bd_linear_b16_n2.group (last, rst, take, overflow, mismatch, blocks, add
   assign mismatch = overflow | \$2 ;
   assign \$3  = index < 9'h100;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$5  = index;
     if (take) begin
       if (last) begin
@@ -7015,7 +7083,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
   wire \$11 ;
@@ -7335,7 +7403,7 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
   );
   \bd_linear_b16_n2.quantizer.ranges  ranges (
     .pair(pair),
-    .\port$477$0 (\$30 ),
+    .\port$463$0 (\$30 ),
     .q(\q$20 )
   );
   \bd_linear_b16_n2.quantizer.shifter  shifter (
@@ -7344,7 +7412,7 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     .q(q)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$12  = s0_valid;
     if (s0_load) begin
       \$12  = i__valid;
@@ -7354,7 +7422,7 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$13  = s1_valid;
     if (s1_load) begin
       \$13  = s0_valid;
@@ -7364,7 +7432,7 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$14  = s2_valid;
     if (s2_load) begin
       \$14  = s1_valid;
@@ -7374,7 +7442,7 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$15  = s3_valid;
     if (s3_load) begin
       \$15  = s2_valid;
@@ -7384,98 +7452,98 @@ module \bd_linear_b16_n2.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$16  = \data$14 ;
     if (\$6 ) begin
       \$16  = data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$17  = s0_invalid;
     if (\$6 ) begin
       \$17  = invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$18  = exp;
     if (\$6 ) begin
       \$18  = partial;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$19  = \q$20 ;
     if (\$7 ) begin
       \$19  = q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$20  = s1_sign;
     if (\$7 ) begin
       \$20  = { \data$14 [255], \data$14 [239], \data$14 [223], \data$14 [207], \data$14 [191], \data$14 [175], \data$14 [159], \data$14 [143], \data$14 [127], \data$14 [111], \data$14 [95], \data$14 [79], \data$14 [63], \data$14 [47], \data$14 [31], \data$14 [15] };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$21  = s1_exp;
     if (\$7 ) begin
       \$21  = exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$22  = s1_invalid;
     if (\$7 ) begin
       \$22  = s0_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$23  = pair;
     if (\$7 ) begin
       \$23  = \pair$43 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$24  = \q$24 ;
     if (\$8 ) begin
       \$24  = \q$20 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$25  = s2_sign;
     if (\$8 ) begin
       \$25  = s1_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$26  = s2_exp;
     if (\$8 ) begin
       \$26  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$27  = s2_invalid;
     if (\$8 ) begin
       \$27  = s1_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$28  = dialect;
     if (\$8 ) begin
       \$28  = \$10 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$29  = o__payload;
     if (\$11 ) begin
       \$29  = out;
@@ -7884,7 +7952,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.quantizer.index (dialect, idx, q);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -8348,7 +8416,7 @@ module \bd_linear_b16_n2.quantizer.index (dialect, idx, q);
   assign idx15_l2_1 = idx15_l1_2 + \$112 ;
   assign idx15_l3_0 = idx15_l2_0 + idx15_l2_1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -8556,8 +8624,8 @@ module \bd_linear_b16_n2.quantizer.pair$47 (q, pair);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$463$0 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -8696,8 +8764,8 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$477$0 ;
-  wire \port$477$0 ;
+  output \port$463$0 ;
+  wire \port$463$0 ;
   input [79:0] q;
   wire [79:0] q;
   wire [4:0] \q[0] ;
@@ -8844,7 +8912,7 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
   assign \$1  = q[4:0] >= lo_a;
   assign \$2  = q[4:0] < hi_a;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -8866,7 +8934,7 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -8888,7 +8956,7 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -8910,7 +8978,7 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -8934,7 +9002,7 @@ module \bd_linear_b16_n2.quantizer.ranges (q, pair, \port$477$0 );
   assign count_a = count_a_l4_0;
   assign count_b = count_b_l4_0;
   assign dialect = { pair, \$97  };
-  assign \port$477$0  = \$97 ;
+  assign \port$463$0  = \$97 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -9523,7 +9591,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b16_n2.vector (last, rst, take, clear, w_en, loaded, overflow, written, invalid, count, w_addr, closed, any_invalid, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -9599,7 +9667,7 @@ module \bd_linear_b16_n2.vector (last, rst, take, clear, w_en, loaded, overflow,
   always @(posedge aclk)
     in_flight <= \$18 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$14  = count;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -9616,7 +9684,7 @@ module \bd_linear_b16_n2.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$15  = write_index;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -9633,7 +9701,7 @@ module \bd_linear_b16_n2.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$16  = closed;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -9650,7 +9718,7 @@ module \bd_linear_b16_n2.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$17  = any_invalid;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -9667,7 +9735,7 @@ module \bd_linear_b16_n2.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$18  = in_flight;
     (* full_case = 32'd1 *)
     if (clear) begin

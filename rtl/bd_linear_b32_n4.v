@@ -5,29 +5,18 @@
 module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast, s_axis_w_tdata, s_axis_w_tvalid, s_axis_w_tlast, s_axis_w_tuser, m_axis_y_tready, s_axis_x_tready, s_axis_w_tready, m_axis_y_tdata, m_axis_y_tvalid, m_axis_y_tlast, m_axis_y_tuser, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [8:0] \$10 ;
-  wire [8:0] \$11 ;
+  wire \$10 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  reg \$14 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  reg \$22 ;
-  reg [547:0] \$23 ;
-  reg [136:0] \$24 ;
-  reg \$25 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
+  wire [8:0] \$7 ;
+  wire [8:0] \$8 ;
   wire \$9 ;
   reg [136:0] a_activation = 137'h00000000000000000000000000000000000;
   wire [127:0] \a_activation.codes ;
@@ -211,8 +200,8 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [3:0] \a_blocks[3].dialect ;
   wire [4:0] \a_blocks[3].exp ;
   reg a_last = 1'h0;
-  wire a_load;
-  reg a_valid = 1'h0;
+  (* init = 1'h0 *)
+  wire a_valid;
   input aclk;
   wire aclk;
   wire [7:0] addr;
@@ -220,444 +209,443 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input aresetn;
   wire aresetn;
   wire [8:0] blocks;
-  wire [547:0] \blocks$98 ;
-  wire [136:0] \blocks$98[0] ;
-  wire [127:0] \blocks$98[0].codes ;
-  wire [3:0] \blocks$98[0].codes[0] ;
-  wire [3:0] \blocks$98[0].codes[10] ;
-  wire [3:0] \blocks$98[0].codes[11] ;
-  wire [3:0] \blocks$98[0].codes[12] ;
-  wire [3:0] \blocks$98[0].codes[13] ;
-  wire [3:0] \blocks$98[0].codes[14] ;
-  wire [3:0] \blocks$98[0].codes[15] ;
-  wire [3:0] \blocks$98[0].codes[16] ;
-  wire [3:0] \blocks$98[0].codes[17] ;
-  wire [3:0] \blocks$98[0].codes[18] ;
-  wire [3:0] \blocks$98[0].codes[19] ;
-  wire [3:0] \blocks$98[0].codes[1] ;
-  wire [3:0] \blocks$98[0].codes[20] ;
-  wire [3:0] \blocks$98[0].codes[21] ;
-  wire [3:0] \blocks$98[0].codes[22] ;
-  wire [3:0] \blocks$98[0].codes[23] ;
-  wire [3:0] \blocks$98[0].codes[24] ;
-  wire [3:0] \blocks$98[0].codes[25] ;
-  wire [3:0] \blocks$98[0].codes[26] ;
-  wire [3:0] \blocks$98[0].codes[27] ;
-  wire [3:0] \blocks$98[0].codes[28] ;
-  wire [3:0] \blocks$98[0].codes[29] ;
-  wire [3:0] \blocks$98[0].codes[2] ;
-  wire [3:0] \blocks$98[0].codes[30] ;
-  wire [3:0] \blocks$98[0].codes[31] ;
-  wire [3:0] \blocks$98[0].codes[3] ;
-  wire [3:0] \blocks$98[0].codes[4] ;
-  wire [3:0] \blocks$98[0].codes[5] ;
-  wire [3:0] \blocks$98[0].codes[6] ;
-  wire [3:0] \blocks$98[0].codes[7] ;
-  wire [3:0] \blocks$98[0].codes[8] ;
-  wire [3:0] \blocks$98[0].codes[9] ;
-  wire [3:0] \blocks$98[0].dialect ;
-  wire [4:0] \blocks$98[0].exp ;
-  wire [136:0] \blocks$98[1] ;
-  wire [127:0] \blocks$98[1].codes ;
-  wire [3:0] \blocks$98[1].codes[0] ;
-  wire [3:0] \blocks$98[1].codes[10] ;
-  wire [3:0] \blocks$98[1].codes[11] ;
-  wire [3:0] \blocks$98[1].codes[12] ;
-  wire [3:0] \blocks$98[1].codes[13] ;
-  wire [3:0] \blocks$98[1].codes[14] ;
-  wire [3:0] \blocks$98[1].codes[15] ;
-  wire [3:0] \blocks$98[1].codes[16] ;
-  wire [3:0] \blocks$98[1].codes[17] ;
-  wire [3:0] \blocks$98[1].codes[18] ;
-  wire [3:0] \blocks$98[1].codes[19] ;
-  wire [3:0] \blocks$98[1].codes[1] ;
-  wire [3:0] \blocks$98[1].codes[20] ;
-  wire [3:0] \blocks$98[1].codes[21] ;
-  wire [3:0] \blocks$98[1].codes[22] ;
-  wire [3:0] \blocks$98[1].codes[23] ;
-  wire [3:0] \blocks$98[1].codes[24] ;
-  wire [3:0] \blocks$98[1].codes[25] ;
-  wire [3:0] \blocks$98[1].codes[26] ;
-  wire [3:0] \blocks$98[1].codes[27] ;
-  wire [3:0] \blocks$98[1].codes[28] ;
-  wire [3:0] \blocks$98[1].codes[29] ;
-  wire [3:0] \blocks$98[1].codes[2] ;
-  wire [3:0] \blocks$98[1].codes[30] ;
-  wire [3:0] \blocks$98[1].codes[31] ;
-  wire [3:0] \blocks$98[1].codes[3] ;
-  wire [3:0] \blocks$98[1].codes[4] ;
-  wire [3:0] \blocks$98[1].codes[5] ;
-  wire [3:0] \blocks$98[1].codes[6] ;
-  wire [3:0] \blocks$98[1].codes[7] ;
-  wire [3:0] \blocks$98[1].codes[8] ;
-  wire [3:0] \blocks$98[1].codes[9] ;
-  wire [3:0] \blocks$98[1].dialect ;
-  wire [4:0] \blocks$98[1].exp ;
-  wire [136:0] \blocks$98[2] ;
-  wire [127:0] \blocks$98[2].codes ;
-  wire [3:0] \blocks$98[2].codes[0] ;
-  wire [3:0] \blocks$98[2].codes[10] ;
-  wire [3:0] \blocks$98[2].codes[11] ;
-  wire [3:0] \blocks$98[2].codes[12] ;
-  wire [3:0] \blocks$98[2].codes[13] ;
-  wire [3:0] \blocks$98[2].codes[14] ;
-  wire [3:0] \blocks$98[2].codes[15] ;
-  wire [3:0] \blocks$98[2].codes[16] ;
-  wire [3:0] \blocks$98[2].codes[17] ;
-  wire [3:0] \blocks$98[2].codes[18] ;
-  wire [3:0] \blocks$98[2].codes[19] ;
-  wire [3:0] \blocks$98[2].codes[1] ;
-  wire [3:0] \blocks$98[2].codes[20] ;
-  wire [3:0] \blocks$98[2].codes[21] ;
-  wire [3:0] \blocks$98[2].codes[22] ;
-  wire [3:0] \blocks$98[2].codes[23] ;
-  wire [3:0] \blocks$98[2].codes[24] ;
-  wire [3:0] \blocks$98[2].codes[25] ;
-  wire [3:0] \blocks$98[2].codes[26] ;
-  wire [3:0] \blocks$98[2].codes[27] ;
-  wire [3:0] \blocks$98[2].codes[28] ;
-  wire [3:0] \blocks$98[2].codes[29] ;
-  wire [3:0] \blocks$98[2].codes[2] ;
-  wire [3:0] \blocks$98[2].codes[30] ;
-  wire [3:0] \blocks$98[2].codes[31] ;
-  wire [3:0] \blocks$98[2].codes[3] ;
-  wire [3:0] \blocks$98[2].codes[4] ;
-  wire [3:0] \blocks$98[2].codes[5] ;
-  wire [3:0] \blocks$98[2].codes[6] ;
-  wire [3:0] \blocks$98[2].codes[7] ;
-  wire [3:0] \blocks$98[2].codes[8] ;
-  wire [3:0] \blocks$98[2].codes[9] ;
-  wire [3:0] \blocks$98[2].dialect ;
-  wire [4:0] \blocks$98[2].exp ;
-  wire [136:0] \blocks$98[3] ;
-  wire [127:0] \blocks$98[3].codes ;
-  wire [3:0] \blocks$98[3].codes[0] ;
-  wire [3:0] \blocks$98[3].codes[10] ;
-  wire [3:0] \blocks$98[3].codes[11] ;
-  wire [3:0] \blocks$98[3].codes[12] ;
-  wire [3:0] \blocks$98[3].codes[13] ;
-  wire [3:0] \blocks$98[3].codes[14] ;
-  wire [3:0] \blocks$98[3].codes[15] ;
-  wire [3:0] \blocks$98[3].codes[16] ;
-  wire [3:0] \blocks$98[3].codes[17] ;
-  wire [3:0] \blocks$98[3].codes[18] ;
-  wire [3:0] \blocks$98[3].codes[19] ;
-  wire [3:0] \blocks$98[3].codes[1] ;
-  wire [3:0] \blocks$98[3].codes[20] ;
-  wire [3:0] \blocks$98[3].codes[21] ;
-  wire [3:0] \blocks$98[3].codes[22] ;
-  wire [3:0] \blocks$98[3].codes[23] ;
-  wire [3:0] \blocks$98[3].codes[24] ;
-  wire [3:0] \blocks$98[3].codes[25] ;
-  wire [3:0] \blocks$98[3].codes[26] ;
-  wire [3:0] \blocks$98[3].codes[27] ;
-  wire [3:0] \blocks$98[3].codes[28] ;
-  wire [3:0] \blocks$98[3].codes[29] ;
-  wire [3:0] \blocks$98[3].codes[2] ;
-  wire [3:0] \blocks$98[3].codes[30] ;
-  wire [3:0] \blocks$98[3].codes[31] ;
-  wire [3:0] \blocks$98[3].codes[3] ;
-  wire [3:0] \blocks$98[3].codes[4] ;
-  wire [3:0] \blocks$98[3].codes[5] ;
-  wire [3:0] \blocks$98[3].codes[6] ;
-  wire [3:0] \blocks$98[3].codes[7] ;
-  wire [3:0] \blocks$98[3].codes[8] ;
-  wire [3:0] \blocks$98[3].codes[9] ;
-  wire [3:0] \blocks$98[3].dialect ;
-  wire [4:0] \blocks$98[3].exp ;
+  wire [547:0] \blocks$92 ;
+  wire [136:0] \blocks$92[0] ;
+  wire [127:0] \blocks$92[0].codes ;
+  wire [3:0] \blocks$92[0].codes[0] ;
+  wire [3:0] \blocks$92[0].codes[10] ;
+  wire [3:0] \blocks$92[0].codes[11] ;
+  wire [3:0] \blocks$92[0].codes[12] ;
+  wire [3:0] \blocks$92[0].codes[13] ;
+  wire [3:0] \blocks$92[0].codes[14] ;
+  wire [3:0] \blocks$92[0].codes[15] ;
+  wire [3:0] \blocks$92[0].codes[16] ;
+  wire [3:0] \blocks$92[0].codes[17] ;
+  wire [3:0] \blocks$92[0].codes[18] ;
+  wire [3:0] \blocks$92[0].codes[19] ;
+  wire [3:0] \blocks$92[0].codes[1] ;
+  wire [3:0] \blocks$92[0].codes[20] ;
+  wire [3:0] \blocks$92[0].codes[21] ;
+  wire [3:0] \blocks$92[0].codes[22] ;
+  wire [3:0] \blocks$92[0].codes[23] ;
+  wire [3:0] \blocks$92[0].codes[24] ;
+  wire [3:0] \blocks$92[0].codes[25] ;
+  wire [3:0] \blocks$92[0].codes[26] ;
+  wire [3:0] \blocks$92[0].codes[27] ;
+  wire [3:0] \blocks$92[0].codes[28] ;
+  wire [3:0] \blocks$92[0].codes[29] ;
+  wire [3:0] \blocks$92[0].codes[2] ;
+  wire [3:0] \blocks$92[0].codes[30] ;
+  wire [3:0] \blocks$92[0].codes[31] ;
+  wire [3:0] \blocks$92[0].codes[3] ;
+  wire [3:0] \blocks$92[0].codes[4] ;
+  wire [3:0] \blocks$92[0].codes[5] ;
+  wire [3:0] \blocks$92[0].codes[6] ;
+  wire [3:0] \blocks$92[0].codes[7] ;
+  wire [3:0] \blocks$92[0].codes[8] ;
+  wire [3:0] \blocks$92[0].codes[9] ;
+  wire [3:0] \blocks$92[0].dialect ;
+  wire [4:0] \blocks$92[0].exp ;
+  wire [136:0] \blocks$92[1] ;
+  wire [127:0] \blocks$92[1].codes ;
+  wire [3:0] \blocks$92[1].codes[0] ;
+  wire [3:0] \blocks$92[1].codes[10] ;
+  wire [3:0] \blocks$92[1].codes[11] ;
+  wire [3:0] \blocks$92[1].codes[12] ;
+  wire [3:0] \blocks$92[1].codes[13] ;
+  wire [3:0] \blocks$92[1].codes[14] ;
+  wire [3:0] \blocks$92[1].codes[15] ;
+  wire [3:0] \blocks$92[1].codes[16] ;
+  wire [3:0] \blocks$92[1].codes[17] ;
+  wire [3:0] \blocks$92[1].codes[18] ;
+  wire [3:0] \blocks$92[1].codes[19] ;
+  wire [3:0] \blocks$92[1].codes[1] ;
+  wire [3:0] \blocks$92[1].codes[20] ;
+  wire [3:0] \blocks$92[1].codes[21] ;
+  wire [3:0] \blocks$92[1].codes[22] ;
+  wire [3:0] \blocks$92[1].codes[23] ;
+  wire [3:0] \blocks$92[1].codes[24] ;
+  wire [3:0] \blocks$92[1].codes[25] ;
+  wire [3:0] \blocks$92[1].codes[26] ;
+  wire [3:0] \blocks$92[1].codes[27] ;
+  wire [3:0] \blocks$92[1].codes[28] ;
+  wire [3:0] \blocks$92[1].codes[29] ;
+  wire [3:0] \blocks$92[1].codes[2] ;
+  wire [3:0] \blocks$92[1].codes[30] ;
+  wire [3:0] \blocks$92[1].codes[31] ;
+  wire [3:0] \blocks$92[1].codes[3] ;
+  wire [3:0] \blocks$92[1].codes[4] ;
+  wire [3:0] \blocks$92[1].codes[5] ;
+  wire [3:0] \blocks$92[1].codes[6] ;
+  wire [3:0] \blocks$92[1].codes[7] ;
+  wire [3:0] \blocks$92[1].codes[8] ;
+  wire [3:0] \blocks$92[1].codes[9] ;
+  wire [3:0] \blocks$92[1].dialect ;
+  wire [4:0] \blocks$92[1].exp ;
+  wire [136:0] \blocks$92[2] ;
+  wire [127:0] \blocks$92[2].codes ;
+  wire [3:0] \blocks$92[2].codes[0] ;
+  wire [3:0] \blocks$92[2].codes[10] ;
+  wire [3:0] \blocks$92[2].codes[11] ;
+  wire [3:0] \blocks$92[2].codes[12] ;
+  wire [3:0] \blocks$92[2].codes[13] ;
+  wire [3:0] \blocks$92[2].codes[14] ;
+  wire [3:0] \blocks$92[2].codes[15] ;
+  wire [3:0] \blocks$92[2].codes[16] ;
+  wire [3:0] \blocks$92[2].codes[17] ;
+  wire [3:0] \blocks$92[2].codes[18] ;
+  wire [3:0] \blocks$92[2].codes[19] ;
+  wire [3:0] \blocks$92[2].codes[1] ;
+  wire [3:0] \blocks$92[2].codes[20] ;
+  wire [3:0] \blocks$92[2].codes[21] ;
+  wire [3:0] \blocks$92[2].codes[22] ;
+  wire [3:0] \blocks$92[2].codes[23] ;
+  wire [3:0] \blocks$92[2].codes[24] ;
+  wire [3:0] \blocks$92[2].codes[25] ;
+  wire [3:0] \blocks$92[2].codes[26] ;
+  wire [3:0] \blocks$92[2].codes[27] ;
+  wire [3:0] \blocks$92[2].codes[28] ;
+  wire [3:0] \blocks$92[2].codes[29] ;
+  wire [3:0] \blocks$92[2].codes[2] ;
+  wire [3:0] \blocks$92[2].codes[30] ;
+  wire [3:0] \blocks$92[2].codes[31] ;
+  wire [3:0] \blocks$92[2].codes[3] ;
+  wire [3:0] \blocks$92[2].codes[4] ;
+  wire [3:0] \blocks$92[2].codes[5] ;
+  wire [3:0] \blocks$92[2].codes[6] ;
+  wire [3:0] \blocks$92[2].codes[7] ;
+  wire [3:0] \blocks$92[2].codes[8] ;
+  wire [3:0] \blocks$92[2].codes[9] ;
+  wire [3:0] \blocks$92[2].dialect ;
+  wire [4:0] \blocks$92[2].exp ;
+  wire [136:0] \blocks$92[3] ;
+  wire [127:0] \blocks$92[3].codes ;
+  wire [3:0] \blocks$92[3].codes[0] ;
+  wire [3:0] \blocks$92[3].codes[10] ;
+  wire [3:0] \blocks$92[3].codes[11] ;
+  wire [3:0] \blocks$92[3].codes[12] ;
+  wire [3:0] \blocks$92[3].codes[13] ;
+  wire [3:0] \blocks$92[3].codes[14] ;
+  wire [3:0] \blocks$92[3].codes[15] ;
+  wire [3:0] \blocks$92[3].codes[16] ;
+  wire [3:0] \blocks$92[3].codes[17] ;
+  wire [3:0] \blocks$92[3].codes[18] ;
+  wire [3:0] \blocks$92[3].codes[19] ;
+  wire [3:0] \blocks$92[3].codes[1] ;
+  wire [3:0] \blocks$92[3].codes[20] ;
+  wire [3:0] \blocks$92[3].codes[21] ;
+  wire [3:0] \blocks$92[3].codes[22] ;
+  wire [3:0] \blocks$92[3].codes[23] ;
+  wire [3:0] \blocks$92[3].codes[24] ;
+  wire [3:0] \blocks$92[3].codes[25] ;
+  wire [3:0] \blocks$92[3].codes[26] ;
+  wire [3:0] \blocks$92[3].codes[27] ;
+  wire [3:0] \blocks$92[3].codes[28] ;
+  wire [3:0] \blocks$92[3].codes[29] ;
+  wire [3:0] \blocks$92[3].codes[2] ;
+  wire [3:0] \blocks$92[3].codes[30] ;
+  wire [3:0] \blocks$92[3].codes[31] ;
+  wire [3:0] \blocks$92[3].codes[3] ;
+  wire [3:0] \blocks$92[3].codes[4] ;
+  wire [3:0] \blocks$92[3].codes[5] ;
+  wire [3:0] \blocks$92[3].codes[6] ;
+  wire [3:0] \blocks$92[3].codes[7] ;
+  wire [3:0] \blocks$92[3].codes[8] ;
+  wire [3:0] \blocks$92[3].codes[9] ;
+  wire [3:0] \blocks$92[3].dialect ;
+  wire [4:0] \blocks$92[3].exp ;
   wire clear;
   wire closed;
   wire [8:0] count;
-  wire dots_take;
   wire [511:0] i__payload;
-  wire [274:0] \i__payload$61 ;
-  wire [127:0] \i__payload$61.a_codes ;
-  wire [3:0] \i__payload$61.a_codes[0] ;
-  wire [3:0] \i__payload$61.a_codes[10] ;
-  wire [3:0] \i__payload$61.a_codes[11] ;
-  wire [3:0] \i__payload$61.a_codes[12] ;
-  wire [3:0] \i__payload$61.a_codes[13] ;
-  wire [3:0] \i__payload$61.a_codes[14] ;
-  wire [3:0] \i__payload$61.a_codes[15] ;
-  wire [3:0] \i__payload$61.a_codes[16] ;
-  wire [3:0] \i__payload$61.a_codes[17] ;
-  wire [3:0] \i__payload$61.a_codes[18] ;
-  wire [3:0] \i__payload$61.a_codes[19] ;
-  wire [3:0] \i__payload$61.a_codes[1] ;
-  wire [3:0] \i__payload$61.a_codes[20] ;
-  wire [3:0] \i__payload$61.a_codes[21] ;
-  wire [3:0] \i__payload$61.a_codes[22] ;
-  wire [3:0] \i__payload$61.a_codes[23] ;
-  wire [3:0] \i__payload$61.a_codes[24] ;
-  wire [3:0] \i__payload$61.a_codes[25] ;
-  wire [3:0] \i__payload$61.a_codes[26] ;
-  wire [3:0] \i__payload$61.a_codes[27] ;
-  wire [3:0] \i__payload$61.a_codes[28] ;
-  wire [3:0] \i__payload$61.a_codes[29] ;
-  wire [3:0] \i__payload$61.a_codes[2] ;
-  wire [3:0] \i__payload$61.a_codes[30] ;
-  wire [3:0] \i__payload$61.a_codes[31] ;
-  wire [3:0] \i__payload$61.a_codes[3] ;
-  wire [3:0] \i__payload$61.a_codes[4] ;
-  wire [3:0] \i__payload$61.a_codes[5] ;
-  wire [3:0] \i__payload$61.a_codes[6] ;
-  wire [3:0] \i__payload$61.a_codes[7] ;
-  wire [3:0] \i__payload$61.a_codes[8] ;
-  wire [3:0] \i__payload$61.a_codes[9] ;
-  wire [3:0] \i__payload$61.a_dialect ;
-  wire [4:0] \i__payload$61.a_exp ;
-  wire \i__payload$61.last ;
-  wire [127:0] \i__payload$61.w_codes ;
-  wire [3:0] \i__payload$61.w_codes[0] ;
-  wire [3:0] \i__payload$61.w_codes[10] ;
-  wire [3:0] \i__payload$61.w_codes[11] ;
-  wire [3:0] \i__payload$61.w_codes[12] ;
-  wire [3:0] \i__payload$61.w_codes[13] ;
-  wire [3:0] \i__payload$61.w_codes[14] ;
-  wire [3:0] \i__payload$61.w_codes[15] ;
-  wire [3:0] \i__payload$61.w_codes[16] ;
-  wire [3:0] \i__payload$61.w_codes[17] ;
-  wire [3:0] \i__payload$61.w_codes[18] ;
-  wire [3:0] \i__payload$61.w_codes[19] ;
-  wire [3:0] \i__payload$61.w_codes[1] ;
-  wire [3:0] \i__payload$61.w_codes[20] ;
-  wire [3:0] \i__payload$61.w_codes[21] ;
-  wire [3:0] \i__payload$61.w_codes[22] ;
-  wire [3:0] \i__payload$61.w_codes[23] ;
-  wire [3:0] \i__payload$61.w_codes[24] ;
-  wire [3:0] \i__payload$61.w_codes[25] ;
-  wire [3:0] \i__payload$61.w_codes[26] ;
-  wire [3:0] \i__payload$61.w_codes[27] ;
-  wire [3:0] \i__payload$61.w_codes[28] ;
-  wire [3:0] \i__payload$61.w_codes[29] ;
-  wire [3:0] \i__payload$61.w_codes[2] ;
-  wire [3:0] \i__payload$61.w_codes[30] ;
-  wire [3:0] \i__payload$61.w_codes[31] ;
-  wire [3:0] \i__payload$61.w_codes[3] ;
-  wire [3:0] \i__payload$61.w_codes[4] ;
-  wire [3:0] \i__payload$61.w_codes[5] ;
-  wire [3:0] \i__payload$61.w_codes[6] ;
-  wire [3:0] \i__payload$61.w_codes[7] ;
-  wire [3:0] \i__payload$61.w_codes[8] ;
-  wire [3:0] \i__payload$61.w_codes[9] ;
-  wire [3:0] \i__payload$61.w_dialect ;
-  wire [4:0] \i__payload$61.w_exp ;
-  wire [274:0] \i__payload$72 ;
-  wire [127:0] \i__payload$72.a_codes ;
-  wire [3:0] \i__payload$72.a_codes[0] ;
-  wire [3:0] \i__payload$72.a_codes[10] ;
-  wire [3:0] \i__payload$72.a_codes[11] ;
-  wire [3:0] \i__payload$72.a_codes[12] ;
-  wire [3:0] \i__payload$72.a_codes[13] ;
-  wire [3:0] \i__payload$72.a_codes[14] ;
-  wire [3:0] \i__payload$72.a_codes[15] ;
-  wire [3:0] \i__payload$72.a_codes[16] ;
-  wire [3:0] \i__payload$72.a_codes[17] ;
-  wire [3:0] \i__payload$72.a_codes[18] ;
-  wire [3:0] \i__payload$72.a_codes[19] ;
-  wire [3:0] \i__payload$72.a_codes[1] ;
-  wire [3:0] \i__payload$72.a_codes[20] ;
-  wire [3:0] \i__payload$72.a_codes[21] ;
-  wire [3:0] \i__payload$72.a_codes[22] ;
-  wire [3:0] \i__payload$72.a_codes[23] ;
-  wire [3:0] \i__payload$72.a_codes[24] ;
-  wire [3:0] \i__payload$72.a_codes[25] ;
-  wire [3:0] \i__payload$72.a_codes[26] ;
-  wire [3:0] \i__payload$72.a_codes[27] ;
-  wire [3:0] \i__payload$72.a_codes[28] ;
-  wire [3:0] \i__payload$72.a_codes[29] ;
-  wire [3:0] \i__payload$72.a_codes[2] ;
-  wire [3:0] \i__payload$72.a_codes[30] ;
-  wire [3:0] \i__payload$72.a_codes[31] ;
-  wire [3:0] \i__payload$72.a_codes[3] ;
-  wire [3:0] \i__payload$72.a_codes[4] ;
-  wire [3:0] \i__payload$72.a_codes[5] ;
-  wire [3:0] \i__payload$72.a_codes[6] ;
-  wire [3:0] \i__payload$72.a_codes[7] ;
-  wire [3:0] \i__payload$72.a_codes[8] ;
-  wire [3:0] \i__payload$72.a_codes[9] ;
-  wire [3:0] \i__payload$72.a_dialect ;
-  wire [4:0] \i__payload$72.a_exp ;
-  wire \i__payload$72.last ;
-  wire [127:0] \i__payload$72.w_codes ;
-  wire [3:0] \i__payload$72.w_codes[0] ;
-  wire [3:0] \i__payload$72.w_codes[10] ;
-  wire [3:0] \i__payload$72.w_codes[11] ;
-  wire [3:0] \i__payload$72.w_codes[12] ;
-  wire [3:0] \i__payload$72.w_codes[13] ;
-  wire [3:0] \i__payload$72.w_codes[14] ;
-  wire [3:0] \i__payload$72.w_codes[15] ;
-  wire [3:0] \i__payload$72.w_codes[16] ;
-  wire [3:0] \i__payload$72.w_codes[17] ;
-  wire [3:0] \i__payload$72.w_codes[18] ;
-  wire [3:0] \i__payload$72.w_codes[19] ;
-  wire [3:0] \i__payload$72.w_codes[1] ;
-  wire [3:0] \i__payload$72.w_codes[20] ;
-  wire [3:0] \i__payload$72.w_codes[21] ;
-  wire [3:0] \i__payload$72.w_codes[22] ;
-  wire [3:0] \i__payload$72.w_codes[23] ;
-  wire [3:0] \i__payload$72.w_codes[24] ;
-  wire [3:0] \i__payload$72.w_codes[25] ;
-  wire [3:0] \i__payload$72.w_codes[26] ;
-  wire [3:0] \i__payload$72.w_codes[27] ;
-  wire [3:0] \i__payload$72.w_codes[28] ;
-  wire [3:0] \i__payload$72.w_codes[29] ;
-  wire [3:0] \i__payload$72.w_codes[2] ;
-  wire [3:0] \i__payload$72.w_codes[30] ;
-  wire [3:0] \i__payload$72.w_codes[31] ;
-  wire [3:0] \i__payload$72.w_codes[3] ;
-  wire [3:0] \i__payload$72.w_codes[4] ;
-  wire [3:0] \i__payload$72.w_codes[5] ;
-  wire [3:0] \i__payload$72.w_codes[6] ;
-  wire [3:0] \i__payload$72.w_codes[7] ;
-  wire [3:0] \i__payload$72.w_codes[8] ;
-  wire [3:0] \i__payload$72.w_codes[9] ;
-  wire [3:0] \i__payload$72.w_dialect ;
-  wire [4:0] \i__payload$72.w_exp ;
-  wire [274:0] \i__payload$80 ;
-  wire [127:0] \i__payload$80.a_codes ;
-  wire [3:0] \i__payload$80.a_codes[0] ;
-  wire [3:0] \i__payload$80.a_codes[10] ;
-  wire [3:0] \i__payload$80.a_codes[11] ;
-  wire [3:0] \i__payload$80.a_codes[12] ;
-  wire [3:0] \i__payload$80.a_codes[13] ;
-  wire [3:0] \i__payload$80.a_codes[14] ;
-  wire [3:0] \i__payload$80.a_codes[15] ;
-  wire [3:0] \i__payload$80.a_codes[16] ;
-  wire [3:0] \i__payload$80.a_codes[17] ;
-  wire [3:0] \i__payload$80.a_codes[18] ;
-  wire [3:0] \i__payload$80.a_codes[19] ;
-  wire [3:0] \i__payload$80.a_codes[1] ;
-  wire [3:0] \i__payload$80.a_codes[20] ;
-  wire [3:0] \i__payload$80.a_codes[21] ;
-  wire [3:0] \i__payload$80.a_codes[22] ;
-  wire [3:0] \i__payload$80.a_codes[23] ;
-  wire [3:0] \i__payload$80.a_codes[24] ;
-  wire [3:0] \i__payload$80.a_codes[25] ;
-  wire [3:0] \i__payload$80.a_codes[26] ;
-  wire [3:0] \i__payload$80.a_codes[27] ;
-  wire [3:0] \i__payload$80.a_codes[28] ;
-  wire [3:0] \i__payload$80.a_codes[29] ;
-  wire [3:0] \i__payload$80.a_codes[2] ;
-  wire [3:0] \i__payload$80.a_codes[30] ;
-  wire [3:0] \i__payload$80.a_codes[31] ;
-  wire [3:0] \i__payload$80.a_codes[3] ;
-  wire [3:0] \i__payload$80.a_codes[4] ;
-  wire [3:0] \i__payload$80.a_codes[5] ;
-  wire [3:0] \i__payload$80.a_codes[6] ;
-  wire [3:0] \i__payload$80.a_codes[7] ;
-  wire [3:0] \i__payload$80.a_codes[8] ;
-  wire [3:0] \i__payload$80.a_codes[9] ;
-  wire [3:0] \i__payload$80.a_dialect ;
-  wire [4:0] \i__payload$80.a_exp ;
-  wire \i__payload$80.last ;
-  wire [127:0] \i__payload$80.w_codes ;
-  wire [3:0] \i__payload$80.w_codes[0] ;
-  wire [3:0] \i__payload$80.w_codes[10] ;
-  wire [3:0] \i__payload$80.w_codes[11] ;
-  wire [3:0] \i__payload$80.w_codes[12] ;
-  wire [3:0] \i__payload$80.w_codes[13] ;
-  wire [3:0] \i__payload$80.w_codes[14] ;
-  wire [3:0] \i__payload$80.w_codes[15] ;
-  wire [3:0] \i__payload$80.w_codes[16] ;
-  wire [3:0] \i__payload$80.w_codes[17] ;
-  wire [3:0] \i__payload$80.w_codes[18] ;
-  wire [3:0] \i__payload$80.w_codes[19] ;
-  wire [3:0] \i__payload$80.w_codes[1] ;
-  wire [3:0] \i__payload$80.w_codes[20] ;
-  wire [3:0] \i__payload$80.w_codes[21] ;
-  wire [3:0] \i__payload$80.w_codes[22] ;
-  wire [3:0] \i__payload$80.w_codes[23] ;
-  wire [3:0] \i__payload$80.w_codes[24] ;
-  wire [3:0] \i__payload$80.w_codes[25] ;
-  wire [3:0] \i__payload$80.w_codes[26] ;
-  wire [3:0] \i__payload$80.w_codes[27] ;
-  wire [3:0] \i__payload$80.w_codes[28] ;
-  wire [3:0] \i__payload$80.w_codes[29] ;
-  wire [3:0] \i__payload$80.w_codes[2] ;
-  wire [3:0] \i__payload$80.w_codes[30] ;
-  wire [3:0] \i__payload$80.w_codes[31] ;
-  wire [3:0] \i__payload$80.w_codes[3] ;
-  wire [3:0] \i__payload$80.w_codes[4] ;
-  wire [3:0] \i__payload$80.w_codes[5] ;
-  wire [3:0] \i__payload$80.w_codes[6] ;
-  wire [3:0] \i__payload$80.w_codes[7] ;
-  wire [3:0] \i__payload$80.w_codes[8] ;
-  wire [3:0] \i__payload$80.w_codes[9] ;
-  wire [3:0] \i__payload$80.w_dialect ;
-  wire [4:0] \i__payload$80.w_exp ;
-  wire [274:0] \i__payload$88 ;
-  wire [127:0] \i__payload$88.a_codes ;
-  wire [3:0] \i__payload$88.a_codes[0] ;
-  wire [3:0] \i__payload$88.a_codes[10] ;
-  wire [3:0] \i__payload$88.a_codes[11] ;
-  wire [3:0] \i__payload$88.a_codes[12] ;
-  wire [3:0] \i__payload$88.a_codes[13] ;
-  wire [3:0] \i__payload$88.a_codes[14] ;
-  wire [3:0] \i__payload$88.a_codes[15] ;
-  wire [3:0] \i__payload$88.a_codes[16] ;
-  wire [3:0] \i__payload$88.a_codes[17] ;
-  wire [3:0] \i__payload$88.a_codes[18] ;
-  wire [3:0] \i__payload$88.a_codes[19] ;
-  wire [3:0] \i__payload$88.a_codes[1] ;
-  wire [3:0] \i__payload$88.a_codes[20] ;
-  wire [3:0] \i__payload$88.a_codes[21] ;
-  wire [3:0] \i__payload$88.a_codes[22] ;
-  wire [3:0] \i__payload$88.a_codes[23] ;
-  wire [3:0] \i__payload$88.a_codes[24] ;
-  wire [3:0] \i__payload$88.a_codes[25] ;
-  wire [3:0] \i__payload$88.a_codes[26] ;
-  wire [3:0] \i__payload$88.a_codes[27] ;
-  wire [3:0] \i__payload$88.a_codes[28] ;
-  wire [3:0] \i__payload$88.a_codes[29] ;
-  wire [3:0] \i__payload$88.a_codes[2] ;
-  wire [3:0] \i__payload$88.a_codes[30] ;
-  wire [3:0] \i__payload$88.a_codes[31] ;
-  wire [3:0] \i__payload$88.a_codes[3] ;
-  wire [3:0] \i__payload$88.a_codes[4] ;
-  wire [3:0] \i__payload$88.a_codes[5] ;
-  wire [3:0] \i__payload$88.a_codes[6] ;
-  wire [3:0] \i__payload$88.a_codes[7] ;
-  wire [3:0] \i__payload$88.a_codes[8] ;
-  wire [3:0] \i__payload$88.a_codes[9] ;
-  wire [3:0] \i__payload$88.a_dialect ;
-  wire [4:0] \i__payload$88.a_exp ;
-  wire \i__payload$88.last ;
-  wire [127:0] \i__payload$88.w_codes ;
-  wire [3:0] \i__payload$88.w_codes[0] ;
-  wire [3:0] \i__payload$88.w_codes[10] ;
-  wire [3:0] \i__payload$88.w_codes[11] ;
-  wire [3:0] \i__payload$88.w_codes[12] ;
-  wire [3:0] \i__payload$88.w_codes[13] ;
-  wire [3:0] \i__payload$88.w_codes[14] ;
-  wire [3:0] \i__payload$88.w_codes[15] ;
-  wire [3:0] \i__payload$88.w_codes[16] ;
-  wire [3:0] \i__payload$88.w_codes[17] ;
-  wire [3:0] \i__payload$88.w_codes[18] ;
-  wire [3:0] \i__payload$88.w_codes[19] ;
-  wire [3:0] \i__payload$88.w_codes[1] ;
-  wire [3:0] \i__payload$88.w_codes[20] ;
-  wire [3:0] \i__payload$88.w_codes[21] ;
-  wire [3:0] \i__payload$88.w_codes[22] ;
-  wire [3:0] \i__payload$88.w_codes[23] ;
-  wire [3:0] \i__payload$88.w_codes[24] ;
-  wire [3:0] \i__payload$88.w_codes[25] ;
-  wire [3:0] \i__payload$88.w_codes[26] ;
-  wire [3:0] \i__payload$88.w_codes[27] ;
-  wire [3:0] \i__payload$88.w_codes[28] ;
-  wire [3:0] \i__payload$88.w_codes[29] ;
-  wire [3:0] \i__payload$88.w_codes[2] ;
-  wire [3:0] \i__payload$88.w_codes[30] ;
-  wire [3:0] \i__payload$88.w_codes[31] ;
-  wire [3:0] \i__payload$88.w_codes[3] ;
-  wire [3:0] \i__payload$88.w_codes[4] ;
-  wire [3:0] \i__payload$88.w_codes[5] ;
-  wire [3:0] \i__payload$88.w_codes[6] ;
-  wire [3:0] \i__payload$88.w_codes[7] ;
-  wire [3:0] \i__payload$88.w_codes[8] ;
-  wire [3:0] \i__payload$88.w_codes[9] ;
-  wire [3:0] \i__payload$88.w_dialect ;
-  wire [4:0] \i__payload$88.w_exp ;
+  wire [274:0] \i__payload$55 ;
+  wire [127:0] \i__payload$55.a_codes ;
+  wire [3:0] \i__payload$55.a_codes[0] ;
+  wire [3:0] \i__payload$55.a_codes[10] ;
+  wire [3:0] \i__payload$55.a_codes[11] ;
+  wire [3:0] \i__payload$55.a_codes[12] ;
+  wire [3:0] \i__payload$55.a_codes[13] ;
+  wire [3:0] \i__payload$55.a_codes[14] ;
+  wire [3:0] \i__payload$55.a_codes[15] ;
+  wire [3:0] \i__payload$55.a_codes[16] ;
+  wire [3:0] \i__payload$55.a_codes[17] ;
+  wire [3:0] \i__payload$55.a_codes[18] ;
+  wire [3:0] \i__payload$55.a_codes[19] ;
+  wire [3:0] \i__payload$55.a_codes[1] ;
+  wire [3:0] \i__payload$55.a_codes[20] ;
+  wire [3:0] \i__payload$55.a_codes[21] ;
+  wire [3:0] \i__payload$55.a_codes[22] ;
+  wire [3:0] \i__payload$55.a_codes[23] ;
+  wire [3:0] \i__payload$55.a_codes[24] ;
+  wire [3:0] \i__payload$55.a_codes[25] ;
+  wire [3:0] \i__payload$55.a_codes[26] ;
+  wire [3:0] \i__payload$55.a_codes[27] ;
+  wire [3:0] \i__payload$55.a_codes[28] ;
+  wire [3:0] \i__payload$55.a_codes[29] ;
+  wire [3:0] \i__payload$55.a_codes[2] ;
+  wire [3:0] \i__payload$55.a_codes[30] ;
+  wire [3:0] \i__payload$55.a_codes[31] ;
+  wire [3:0] \i__payload$55.a_codes[3] ;
+  wire [3:0] \i__payload$55.a_codes[4] ;
+  wire [3:0] \i__payload$55.a_codes[5] ;
+  wire [3:0] \i__payload$55.a_codes[6] ;
+  wire [3:0] \i__payload$55.a_codes[7] ;
+  wire [3:0] \i__payload$55.a_codes[8] ;
+  wire [3:0] \i__payload$55.a_codes[9] ;
+  wire [3:0] \i__payload$55.a_dialect ;
+  wire [4:0] \i__payload$55.a_exp ;
+  wire \i__payload$55.last ;
+  wire [127:0] \i__payload$55.w_codes ;
+  wire [3:0] \i__payload$55.w_codes[0] ;
+  wire [3:0] \i__payload$55.w_codes[10] ;
+  wire [3:0] \i__payload$55.w_codes[11] ;
+  wire [3:0] \i__payload$55.w_codes[12] ;
+  wire [3:0] \i__payload$55.w_codes[13] ;
+  wire [3:0] \i__payload$55.w_codes[14] ;
+  wire [3:0] \i__payload$55.w_codes[15] ;
+  wire [3:0] \i__payload$55.w_codes[16] ;
+  wire [3:0] \i__payload$55.w_codes[17] ;
+  wire [3:0] \i__payload$55.w_codes[18] ;
+  wire [3:0] \i__payload$55.w_codes[19] ;
+  wire [3:0] \i__payload$55.w_codes[1] ;
+  wire [3:0] \i__payload$55.w_codes[20] ;
+  wire [3:0] \i__payload$55.w_codes[21] ;
+  wire [3:0] \i__payload$55.w_codes[22] ;
+  wire [3:0] \i__payload$55.w_codes[23] ;
+  wire [3:0] \i__payload$55.w_codes[24] ;
+  wire [3:0] \i__payload$55.w_codes[25] ;
+  wire [3:0] \i__payload$55.w_codes[26] ;
+  wire [3:0] \i__payload$55.w_codes[27] ;
+  wire [3:0] \i__payload$55.w_codes[28] ;
+  wire [3:0] \i__payload$55.w_codes[29] ;
+  wire [3:0] \i__payload$55.w_codes[2] ;
+  wire [3:0] \i__payload$55.w_codes[30] ;
+  wire [3:0] \i__payload$55.w_codes[31] ;
+  wire [3:0] \i__payload$55.w_codes[3] ;
+  wire [3:0] \i__payload$55.w_codes[4] ;
+  wire [3:0] \i__payload$55.w_codes[5] ;
+  wire [3:0] \i__payload$55.w_codes[6] ;
+  wire [3:0] \i__payload$55.w_codes[7] ;
+  wire [3:0] \i__payload$55.w_codes[8] ;
+  wire [3:0] \i__payload$55.w_codes[9] ;
+  wire [3:0] \i__payload$55.w_dialect ;
+  wire [4:0] \i__payload$55.w_exp ;
+  wire [274:0] \i__payload$66 ;
+  wire [127:0] \i__payload$66.a_codes ;
+  wire [3:0] \i__payload$66.a_codes[0] ;
+  wire [3:0] \i__payload$66.a_codes[10] ;
+  wire [3:0] \i__payload$66.a_codes[11] ;
+  wire [3:0] \i__payload$66.a_codes[12] ;
+  wire [3:0] \i__payload$66.a_codes[13] ;
+  wire [3:0] \i__payload$66.a_codes[14] ;
+  wire [3:0] \i__payload$66.a_codes[15] ;
+  wire [3:0] \i__payload$66.a_codes[16] ;
+  wire [3:0] \i__payload$66.a_codes[17] ;
+  wire [3:0] \i__payload$66.a_codes[18] ;
+  wire [3:0] \i__payload$66.a_codes[19] ;
+  wire [3:0] \i__payload$66.a_codes[1] ;
+  wire [3:0] \i__payload$66.a_codes[20] ;
+  wire [3:0] \i__payload$66.a_codes[21] ;
+  wire [3:0] \i__payload$66.a_codes[22] ;
+  wire [3:0] \i__payload$66.a_codes[23] ;
+  wire [3:0] \i__payload$66.a_codes[24] ;
+  wire [3:0] \i__payload$66.a_codes[25] ;
+  wire [3:0] \i__payload$66.a_codes[26] ;
+  wire [3:0] \i__payload$66.a_codes[27] ;
+  wire [3:0] \i__payload$66.a_codes[28] ;
+  wire [3:0] \i__payload$66.a_codes[29] ;
+  wire [3:0] \i__payload$66.a_codes[2] ;
+  wire [3:0] \i__payload$66.a_codes[30] ;
+  wire [3:0] \i__payload$66.a_codes[31] ;
+  wire [3:0] \i__payload$66.a_codes[3] ;
+  wire [3:0] \i__payload$66.a_codes[4] ;
+  wire [3:0] \i__payload$66.a_codes[5] ;
+  wire [3:0] \i__payload$66.a_codes[6] ;
+  wire [3:0] \i__payload$66.a_codes[7] ;
+  wire [3:0] \i__payload$66.a_codes[8] ;
+  wire [3:0] \i__payload$66.a_codes[9] ;
+  wire [3:0] \i__payload$66.a_dialect ;
+  wire [4:0] \i__payload$66.a_exp ;
+  wire \i__payload$66.last ;
+  wire [127:0] \i__payload$66.w_codes ;
+  wire [3:0] \i__payload$66.w_codes[0] ;
+  wire [3:0] \i__payload$66.w_codes[10] ;
+  wire [3:0] \i__payload$66.w_codes[11] ;
+  wire [3:0] \i__payload$66.w_codes[12] ;
+  wire [3:0] \i__payload$66.w_codes[13] ;
+  wire [3:0] \i__payload$66.w_codes[14] ;
+  wire [3:0] \i__payload$66.w_codes[15] ;
+  wire [3:0] \i__payload$66.w_codes[16] ;
+  wire [3:0] \i__payload$66.w_codes[17] ;
+  wire [3:0] \i__payload$66.w_codes[18] ;
+  wire [3:0] \i__payload$66.w_codes[19] ;
+  wire [3:0] \i__payload$66.w_codes[1] ;
+  wire [3:0] \i__payload$66.w_codes[20] ;
+  wire [3:0] \i__payload$66.w_codes[21] ;
+  wire [3:0] \i__payload$66.w_codes[22] ;
+  wire [3:0] \i__payload$66.w_codes[23] ;
+  wire [3:0] \i__payload$66.w_codes[24] ;
+  wire [3:0] \i__payload$66.w_codes[25] ;
+  wire [3:0] \i__payload$66.w_codes[26] ;
+  wire [3:0] \i__payload$66.w_codes[27] ;
+  wire [3:0] \i__payload$66.w_codes[28] ;
+  wire [3:0] \i__payload$66.w_codes[29] ;
+  wire [3:0] \i__payload$66.w_codes[2] ;
+  wire [3:0] \i__payload$66.w_codes[30] ;
+  wire [3:0] \i__payload$66.w_codes[31] ;
+  wire [3:0] \i__payload$66.w_codes[3] ;
+  wire [3:0] \i__payload$66.w_codes[4] ;
+  wire [3:0] \i__payload$66.w_codes[5] ;
+  wire [3:0] \i__payload$66.w_codes[6] ;
+  wire [3:0] \i__payload$66.w_codes[7] ;
+  wire [3:0] \i__payload$66.w_codes[8] ;
+  wire [3:0] \i__payload$66.w_codes[9] ;
+  wire [3:0] \i__payload$66.w_dialect ;
+  wire [4:0] \i__payload$66.w_exp ;
+  wire [274:0] \i__payload$74 ;
+  wire [127:0] \i__payload$74.a_codes ;
+  wire [3:0] \i__payload$74.a_codes[0] ;
+  wire [3:0] \i__payload$74.a_codes[10] ;
+  wire [3:0] \i__payload$74.a_codes[11] ;
+  wire [3:0] \i__payload$74.a_codes[12] ;
+  wire [3:0] \i__payload$74.a_codes[13] ;
+  wire [3:0] \i__payload$74.a_codes[14] ;
+  wire [3:0] \i__payload$74.a_codes[15] ;
+  wire [3:0] \i__payload$74.a_codes[16] ;
+  wire [3:0] \i__payload$74.a_codes[17] ;
+  wire [3:0] \i__payload$74.a_codes[18] ;
+  wire [3:0] \i__payload$74.a_codes[19] ;
+  wire [3:0] \i__payload$74.a_codes[1] ;
+  wire [3:0] \i__payload$74.a_codes[20] ;
+  wire [3:0] \i__payload$74.a_codes[21] ;
+  wire [3:0] \i__payload$74.a_codes[22] ;
+  wire [3:0] \i__payload$74.a_codes[23] ;
+  wire [3:0] \i__payload$74.a_codes[24] ;
+  wire [3:0] \i__payload$74.a_codes[25] ;
+  wire [3:0] \i__payload$74.a_codes[26] ;
+  wire [3:0] \i__payload$74.a_codes[27] ;
+  wire [3:0] \i__payload$74.a_codes[28] ;
+  wire [3:0] \i__payload$74.a_codes[29] ;
+  wire [3:0] \i__payload$74.a_codes[2] ;
+  wire [3:0] \i__payload$74.a_codes[30] ;
+  wire [3:0] \i__payload$74.a_codes[31] ;
+  wire [3:0] \i__payload$74.a_codes[3] ;
+  wire [3:0] \i__payload$74.a_codes[4] ;
+  wire [3:0] \i__payload$74.a_codes[5] ;
+  wire [3:0] \i__payload$74.a_codes[6] ;
+  wire [3:0] \i__payload$74.a_codes[7] ;
+  wire [3:0] \i__payload$74.a_codes[8] ;
+  wire [3:0] \i__payload$74.a_codes[9] ;
+  wire [3:0] \i__payload$74.a_dialect ;
+  wire [4:0] \i__payload$74.a_exp ;
+  wire \i__payload$74.last ;
+  wire [127:0] \i__payload$74.w_codes ;
+  wire [3:0] \i__payload$74.w_codes[0] ;
+  wire [3:0] \i__payload$74.w_codes[10] ;
+  wire [3:0] \i__payload$74.w_codes[11] ;
+  wire [3:0] \i__payload$74.w_codes[12] ;
+  wire [3:0] \i__payload$74.w_codes[13] ;
+  wire [3:0] \i__payload$74.w_codes[14] ;
+  wire [3:0] \i__payload$74.w_codes[15] ;
+  wire [3:0] \i__payload$74.w_codes[16] ;
+  wire [3:0] \i__payload$74.w_codes[17] ;
+  wire [3:0] \i__payload$74.w_codes[18] ;
+  wire [3:0] \i__payload$74.w_codes[19] ;
+  wire [3:0] \i__payload$74.w_codes[1] ;
+  wire [3:0] \i__payload$74.w_codes[20] ;
+  wire [3:0] \i__payload$74.w_codes[21] ;
+  wire [3:0] \i__payload$74.w_codes[22] ;
+  wire [3:0] \i__payload$74.w_codes[23] ;
+  wire [3:0] \i__payload$74.w_codes[24] ;
+  wire [3:0] \i__payload$74.w_codes[25] ;
+  wire [3:0] \i__payload$74.w_codes[26] ;
+  wire [3:0] \i__payload$74.w_codes[27] ;
+  wire [3:0] \i__payload$74.w_codes[28] ;
+  wire [3:0] \i__payload$74.w_codes[29] ;
+  wire [3:0] \i__payload$74.w_codes[2] ;
+  wire [3:0] \i__payload$74.w_codes[30] ;
+  wire [3:0] \i__payload$74.w_codes[31] ;
+  wire [3:0] \i__payload$74.w_codes[3] ;
+  wire [3:0] \i__payload$74.w_codes[4] ;
+  wire [3:0] \i__payload$74.w_codes[5] ;
+  wire [3:0] \i__payload$74.w_codes[6] ;
+  wire [3:0] \i__payload$74.w_codes[7] ;
+  wire [3:0] \i__payload$74.w_codes[8] ;
+  wire [3:0] \i__payload$74.w_codes[9] ;
+  wire [3:0] \i__payload$74.w_dialect ;
+  wire [4:0] \i__payload$74.w_exp ;
+  wire [274:0] \i__payload$82 ;
+  wire [127:0] \i__payload$82.a_codes ;
+  wire [3:0] \i__payload$82.a_codes[0] ;
+  wire [3:0] \i__payload$82.a_codes[10] ;
+  wire [3:0] \i__payload$82.a_codes[11] ;
+  wire [3:0] \i__payload$82.a_codes[12] ;
+  wire [3:0] \i__payload$82.a_codes[13] ;
+  wire [3:0] \i__payload$82.a_codes[14] ;
+  wire [3:0] \i__payload$82.a_codes[15] ;
+  wire [3:0] \i__payload$82.a_codes[16] ;
+  wire [3:0] \i__payload$82.a_codes[17] ;
+  wire [3:0] \i__payload$82.a_codes[18] ;
+  wire [3:0] \i__payload$82.a_codes[19] ;
+  wire [3:0] \i__payload$82.a_codes[1] ;
+  wire [3:0] \i__payload$82.a_codes[20] ;
+  wire [3:0] \i__payload$82.a_codes[21] ;
+  wire [3:0] \i__payload$82.a_codes[22] ;
+  wire [3:0] \i__payload$82.a_codes[23] ;
+  wire [3:0] \i__payload$82.a_codes[24] ;
+  wire [3:0] \i__payload$82.a_codes[25] ;
+  wire [3:0] \i__payload$82.a_codes[26] ;
+  wire [3:0] \i__payload$82.a_codes[27] ;
+  wire [3:0] \i__payload$82.a_codes[28] ;
+  wire [3:0] \i__payload$82.a_codes[29] ;
+  wire [3:0] \i__payload$82.a_codes[2] ;
+  wire [3:0] \i__payload$82.a_codes[30] ;
+  wire [3:0] \i__payload$82.a_codes[31] ;
+  wire [3:0] \i__payload$82.a_codes[3] ;
+  wire [3:0] \i__payload$82.a_codes[4] ;
+  wire [3:0] \i__payload$82.a_codes[5] ;
+  wire [3:0] \i__payload$82.a_codes[6] ;
+  wire [3:0] \i__payload$82.a_codes[7] ;
+  wire [3:0] \i__payload$82.a_codes[8] ;
+  wire [3:0] \i__payload$82.a_codes[9] ;
+  wire [3:0] \i__payload$82.a_dialect ;
+  wire [4:0] \i__payload$82.a_exp ;
+  wire \i__payload$82.last ;
+  wire [127:0] \i__payload$82.w_codes ;
+  wire [3:0] \i__payload$82.w_codes[0] ;
+  wire [3:0] \i__payload$82.w_codes[10] ;
+  wire [3:0] \i__payload$82.w_codes[11] ;
+  wire [3:0] \i__payload$82.w_codes[12] ;
+  wire [3:0] \i__payload$82.w_codes[13] ;
+  wire [3:0] \i__payload$82.w_codes[14] ;
+  wire [3:0] \i__payload$82.w_codes[15] ;
+  wire [3:0] \i__payload$82.w_codes[16] ;
+  wire [3:0] \i__payload$82.w_codes[17] ;
+  wire [3:0] \i__payload$82.w_codes[18] ;
+  wire [3:0] \i__payload$82.w_codes[19] ;
+  wire [3:0] \i__payload$82.w_codes[1] ;
+  wire [3:0] \i__payload$82.w_codes[20] ;
+  wire [3:0] \i__payload$82.w_codes[21] ;
+  wire [3:0] \i__payload$82.w_codes[22] ;
+  wire [3:0] \i__payload$82.w_codes[23] ;
+  wire [3:0] \i__payload$82.w_codes[24] ;
+  wire [3:0] \i__payload$82.w_codes[25] ;
+  wire [3:0] \i__payload$82.w_codes[26] ;
+  wire [3:0] \i__payload$82.w_codes[27] ;
+  wire [3:0] \i__payload$82.w_codes[28] ;
+  wire [3:0] \i__payload$82.w_codes[29] ;
+  wire [3:0] \i__payload$82.w_codes[2] ;
+  wire [3:0] \i__payload$82.w_codes[30] ;
+  wire [3:0] \i__payload$82.w_codes[31] ;
+  wire [3:0] \i__payload$82.w_codes[3] ;
+  wire [3:0] \i__payload$82.w_codes[4] ;
+  wire [3:0] \i__payload$82.w_codes[5] ;
+  wire [3:0] \i__payload$82.w_codes[6] ;
+  wire [3:0] \i__payload$82.w_codes[7] ;
+  wire [3:0] \i__payload$82.w_codes[8] ;
+  wire [3:0] \i__payload$82.w_codes[9] ;
+  wire [3:0] \i__payload$82.w_dialect ;
+  wire [4:0] \i__payload$82.w_exp ;
   wire [511:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
   wire [15:0] \i__payload.data[10] ;
@@ -692,18 +680,17 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [15:0] \i__payload.data[8] ;
   wire [15:0] \i__payload.data[9] ;
   wire i__ready;
-  wire \i__ready$37 ;
-  wire \i__ready$38 ;
-  wire \i__ready$39 ;
-  wire \i__ready$40 ;
   wire i__valid;
-  wire \i__valid$60 ;
-  wire \i__valid$71 ;
-  wire \i__valid$79 ;
-  wire \i__valid$87 ;
+  reg \i__valid$53  = 1'h0;
+  (* init = 1'h0 *)
+  wire \i__valid$65 ;
+  (* init = 1'h0 *)
+  wire \i__valid$73 ;
+  (* init = 1'h0 *)
+  wire \i__valid$81 ;
   wire invalid;
   wire last;
-  wire \last$46 ;
+  wire \last$39 ;
   wire loaded;
   output [127:0] m_axis_y_tdata;
   wire [127:0] m_axis_y_tdata;
@@ -724,22 +711,22 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire mismatch;
   wire [7:0] next_addr;
   wire [137:0] o__payload;
-  wire [31:0] \o__payload$66 ;
-  wire [31:0] \o__payload$66.result ;
-  wire [31:0] \o__payload$74 ;
-  wire [31:0] \o__payload$74.result ;
-  wire [31:0] \o__payload$82 ;
-  wire [31:0] \o__payload$82.result ;
-  wire [31:0] \o__payload$90 ;
-  wire [31:0] \o__payload$90.result ;
-  wire [130:0] \o__payload$96 ;
-  wire [127:0] \o__payload$96.data ;
-  wire [31:0] \o__payload$96.data[0] ;
-  wire [31:0] \o__payload$96.data[1] ;
-  wire [31:0] \o__payload$96.data[2] ;
-  wire [31:0] \o__payload$96.data[3] ;
-  wire \o__payload$96.last ;
-  wire [1:0] \o__payload$96.user ;
+  wire [31:0] \o__payload$60 ;
+  wire [31:0] \o__payload$60.result ;
+  wire [31:0] \o__payload$68 ;
+  wire [31:0] \o__payload$68.result ;
+  wire [31:0] \o__payload$76 ;
+  wire [31:0] \o__payload$76.result ;
+  wire [31:0] \o__payload$84 ;
+  wire [31:0] \o__payload$84.result ;
+  wire [130:0] \o__payload$90 ;
+  wire [127:0] \o__payload$90.data ;
+  wire [31:0] \o__payload$90.data[0] ;
+  wire [31:0] \o__payload$90.data[1] ;
+  wire [31:0] \o__payload$90.data[2] ;
+  wire [31:0] \o__payload$90.data[3] ;
+  wire \o__payload$90.last ;
+  wire [1:0] \o__payload$90.user ;
   wire [127:0] \o__payload.codes ;
   wire [3:0] \o__payload.codes[0] ;
   wire [3:0] \o__payload.codes[10] ;
@@ -777,19 +764,19 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [4:0] \o__payload.exp ;
   wire \o__payload.invalid ;
   wire o__ready;
-  wire \o__ready$67 ;
-  wire \o__ready$75 ;
-  wire \o__ready$83 ;
+  wire \o__ready$61 ;
+  wire \o__ready$69 ;
+  wire \o__ready$77 ;
+  wire \o__ready$85 ;
   wire \o__ready$91 ;
-  wire \o__ready$97 ;
   wire o__valid;
-  wire \o__valid$70 ;
-  wire \o__valid$78 ;
-  wire \o__valid$86 ;
-  wire \o__valid$94 ;
-  wire \o__valid$95 ;
+  wire \o__valid$64 ;
+  wire \o__valid$72 ;
+  wire \o__valid$80 ;
+  wire \o__valid$88 ;
+  wire \o__valid$89 ;
   wire overflow;
-  wire \overflow$50 ;
+  wire \overflow$43 ;
   wire [7:0] r_addr;
   wire [136:0] r_data;
   wire [127:0] \r_data.codes ;
@@ -864,7 +851,7 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input s_axis_x_tvalid;
   wire s_axis_x_tvalid;
   wire take;
-  wire \take$45 ;
+  wire \take$38 ;
   wire [575:0] tdata;
   wire [7:0] w_addr;
   wire [7:0] \w_addr$30 ;
@@ -915,46 +902,32 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \$2  = ~ closed;
   assign s_axis_x_tready = i__ready & \$2 ;
   assign x_take = s_axis_x_tvalid & s_axis_x_tready;
-  assign \$3  = & { \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign dots_take = a_valid & \$3 ;
-  assign \$4  = ~ a_valid;
-  assign a_load = \$4  | dots_take;
-  assign \$5  = loaded & a_load;
-  assign \$6  = \$5  & meta__ready;
-  assign s_axis_w_tready = \$6  & \$7 ;
+  assign \$3  = loaded & meta__ready;
+  assign s_axis_w_tready = \$3  & \$4 ;
   assign w_take = s_axis_w_tvalid & s_axis_w_tready;
-  assign \$8  = ~ s_axis_w_tlast;
-  assign \$9  = loaded & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = \$9  ? \$10  : 9'h000;
-  assign \$12  = ~ loaded;
-  assign r_en = w_take | \$12 ;
-  assign \$13  = s_axis_w_tvalid & s_axis_w_tlast;
-  assign \$14  = \$13  & loaded;
-  assign \$15  = \$14  & a_load;
-  assign meta__valid = \$15  & \$16 ;
-  assign \$17  = w_take & s_axis_w_tlast;
-  assign clear = \$17  & s_axis_w_tuser;
-  assign \$18  = & { \i__ready$40 , \i__ready$39 , \i__ready$38  };
-  assign \i__valid$60  = a_valid & \$18 ;
-  assign \$19  = & { \i__ready$40 , \i__ready$39 , \i__ready$37  };
-  assign \i__valid$71  = a_valid & \$19 ;
-  assign \$20  = & { \i__ready$40 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$79  = a_valid & \$20 ;
-  assign \$21  = & { \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$87  = a_valid & \$21 ;
+  assign \$5  = ~ s_axis_w_tlast;
+  assign \$6  = loaded & \$5 ;
+  assign \$7  = addr + 1'h1;
+  assign \$8  = \$6  ? \$7  : 9'h000;
+  assign \$9  = ~ loaded;
+  assign r_en = w_take | \$9 ;
+  assign \$10  = s_axis_w_tvalid & s_axis_w_tlast;
+  assign \$11  = \$10  & loaded;
+  assign meta__valid = \$11  & \$12 ;
+  assign \$13  = w_take & s_axis_w_tlast;
+  assign clear = \$13  & s_axis_w_tuser;
   always @(posedge aclk)
-    a_valid <= \$22 ;
+    \i__valid$53  <= \$14 ;
   always @(posedge aclk)
-    a_blocks <= \$23 ;
+    a_blocks <= \blocks$92 ;
   always @(posedge aclk)
-    a_activation <= \$24 ;
+    a_activation <= r_data;
   always @(posedge aclk)
-    a_last <= \$25 ;
+    a_last <= s_axis_w_tlast;
   \bd_linear_b32_n4.buffer  buffer (
     .aclk(aclk),
     .r_data(r_data),
-    .rd__addr(\$11 [7:0]),
+    .rd__addr(\$8 [7:0]),
     .rd__en(r_en),
     .rst(rst),
     .wr__addr(w_addr),
@@ -963,60 +936,48 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   \bd_linear_b32_n4.collector  collector (
     .aclk(aclk),
-    .meta__ready(meta__ready),
-    .o__payload(\o__payload$96 ),
+    .meta__valid(meta__valid),
+    .o__payload(\o__payload$90 ),
     .o__ready(m_axis_y_tready),
     .o__valid(m_axis_y_tvalid),
+    .r_en(results__0__valid),
     .results__0__payload(results__0__payload),
-    .results__0__valid(results__0__valid),
     .results__1__payload(results__1__payload),
-    .results__1__valid(results__1__valid),
     .results__2__payload(results__2__payload),
-    .results__2__valid(results__2__valid),
     .results__3__payload(results__3__payload),
-    .results__3__valid(results__3__valid),
+    .room(meta__ready),
     .rst(rst),
-    .take(\o__ready$67 ),
-    .w_data(meta__payload),
-    .w_en(meta__valid)
+    .w_data(meta__payload)
   );
   \bd_linear_b32_n4.dot0  dot0 (
     .aclk(aclk),
-    .i__payload(\i__payload$61 ),
-    .\i__ready$5 (\i__ready$37 ),
-    .\i__valid$101 (\i__valid$60 ),
+    .i__payload(\i__payload$55 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__0__payload),
-    .\o__ready$96 (\o__ready$67 ),
     .\o__valid$98 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.dot1  dot1 (
     .aclk(aclk),
-    .i__payload(\i__payload$72 ),
-    .\i__ready$5 (\i__ready$38 ),
-    .\i__valid$101 (\i__valid$71 ),
+    .i__payload(\i__payload$66 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__1__payload),
-    .\o__ready$96 (\o__ready$67 ),
     .\o__valid$98 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.dot2  dot2 (
     .aclk(aclk),
-    .i__payload(\i__payload$80 ),
-    .\i__ready$5 (\i__ready$39 ),
-    .\i__valid$101 (\i__valid$79 ),
+    .i__payload(\i__payload$74 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__2__payload),
-    .\o__ready$96 (\o__ready$67 ),
     .\o__valid$98 (results__2__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.dot3  dot3 (
     .aclk(aclk),
-    .i__payload(\i__payload$88 ),
-    .\i__ready$5 (\i__ready$40 ),
-    .\i__valid$101 (\i__valid$87 ),
+    .i__payload(\i__payload$82 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__3__payload),
-    .\o__ready$96 (\o__ready$67 ),
     .\o__valid$98 (results__3__valid),
     .rst(rst)
   );
@@ -1040,7 +1001,7 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
     .s3_valid(written)
   );
   \bd_linear_b32_n4.unpacker  unpacker (
-    .blocks(\blocks$98 ),
+    .blocks(\blocks$92 ),
     .tdata(s_axis_w_tdata)
   );
   \bd_linear_b32_n4.vector  vector (
@@ -1061,39 +1022,9 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = a_valid;
-    if (a_load) begin
-      \$22  = w_take;
-    end
+    \$14  = w_take;
     if (rst) begin
-      \$22  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = a_blocks;
-    if (a_load) begin
-      if (w_take) begin
-        \$23  = \blocks$98 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = a_activation;
-    if (a_load) begin
-      if (w_take) begin
-        \$24  = r_data;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = a_last;
-    if (a_load) begin
-      if (w_take) begin
-        \$25  = s_axis_w_tlast;
-      end
+      \$14  = 1'h0;
     end
   end
   assign i__payload = s_axis_x_tdata;
@@ -1105,32 +1036,37 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \w_addr$30  = w_addr;
   assign \w_en$32  = w_en;
   assign tdata = s_axis_w_tdata;
-  assign \take$45  = w_take;
-  assign \last$46  = s_axis_w_tlast;
+  assign \take$38  = w_take;
+  assign \last$39  = s_axis_w_tlast;
   assign count = blocks;
-  assign \overflow$50  = overflow;
-  assign next_addr = \$11 [7:0];
-  assign r_addr = \$11 [7:0];
-  assign \o__payload$66  = results__0__payload;
-  assign results__0__ready = \o__ready$67 ;
-  assign \o__valid$70  = results__0__valid;
-  assign \o__payload$74  = results__1__payload;
-  assign \o__ready$75  = \o__ready$67 ;
-  assign results__1__ready = \o__ready$67 ;
-  assign \o__valid$78  = results__1__valid;
-  assign \o__payload$82  = results__2__payload;
-  assign \o__ready$83  = \o__ready$67 ;
-  assign results__2__ready = \o__ready$67 ;
-  assign \o__valid$86  = results__2__valid;
-  assign \o__payload$90  = results__3__payload;
-  assign \o__ready$91  = \o__ready$67 ;
-  assign results__3__ready = \o__ready$67 ;
-  assign \o__valid$94  = results__3__valid;
-  assign \o__valid$95  = m_axis_y_tvalid;
-  assign \o__ready$97  = m_axis_y_tready;
-  assign m_axis_y_tdata = \o__payload$96 [127:0];
-  assign m_axis_y_tlast = \o__payload$96 [130];
-  assign m_axis_y_tuser = \o__payload$96 [129:128];
+  assign \overflow$43  = overflow;
+  assign next_addr = \$8 [7:0];
+  assign r_addr = \$8 [7:0];
+  assign a_valid = \i__valid$53 ;
+  assign \o__payload$60  = results__0__payload;
+  assign \o__ready$61  = 1'h1;
+  assign results__0__ready = 1'h1;
+  assign \o__valid$64  = results__0__valid;
+  assign \i__valid$65  = \i__valid$53 ;
+  assign \o__payload$68  = results__1__payload;
+  assign \o__ready$69  = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign \o__valid$72  = results__1__valid;
+  assign \i__valid$73  = \i__valid$53 ;
+  assign \o__payload$76  = results__2__payload;
+  assign \o__ready$77  = 1'h1;
+  assign results__2__ready = 1'h1;
+  assign \o__valid$80  = results__2__valid;
+  assign \i__valid$81  = \i__valid$53 ;
+  assign \o__payload$84  = results__3__payload;
+  assign \o__ready$85  = 1'h1;
+  assign results__3__ready = 1'h1;
+  assign \o__valid$88  = results__3__valid;
+  assign \o__valid$89  = m_axis_y_tvalid;
+  assign \o__ready$91  = m_axis_y_tready;
+  assign m_axis_y_tdata = \o__payload$90 [127:0];
+  assign m_axis_y_tlast = \o__payload$90 [130];
+  assign m_axis_y_tuser = \o__payload$90 [129:128];
   assign \i__payload.data  = s_axis_x_tdata;
   assign \i__payload.data[0]  = s_axis_x_tdata[15:0];
   assign \i__payload.data[1]  = s_axis_x_tdata[31:16];
@@ -1238,77 +1174,77 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \meta__payload.invalid  = meta__payload[0];
   assign \meta__payload.mismatch  = meta__payload[1];
   assign \meta__payload.final  = meta__payload[2];
-  assign \i__payload$61.a_codes  = \i__payload$61 [127:0];
-  assign \i__payload$61.a_codes[0]  = \i__payload$61 [3:0];
-  assign \i__payload$61.a_codes[1]  = \i__payload$61 [7:4];
-  assign \i__payload$61.a_codes[2]  = \i__payload$61 [11:8];
-  assign \i__payload$61.a_codes[3]  = \i__payload$61 [15:12];
-  assign \i__payload$61.a_codes[4]  = \i__payload$61 [19:16];
-  assign \i__payload$61.a_codes[5]  = \i__payload$61 [23:20];
-  assign \i__payload$61.a_codes[6]  = \i__payload$61 [27:24];
-  assign \i__payload$61.a_codes[7]  = \i__payload$61 [31:28];
-  assign \i__payload$61.a_codes[8]  = \i__payload$61 [35:32];
-  assign \i__payload$61.a_codes[9]  = \i__payload$61 [39:36];
-  assign \i__payload$61.a_codes[10]  = \i__payload$61 [43:40];
-  assign \i__payload$61.a_codes[11]  = \i__payload$61 [47:44];
-  assign \i__payload$61.a_codes[12]  = \i__payload$61 [51:48];
-  assign \i__payload$61.a_codes[13]  = \i__payload$61 [55:52];
-  assign \i__payload$61.a_codes[14]  = \i__payload$61 [59:56];
-  assign \i__payload$61.a_codes[15]  = \i__payload$61 [63:60];
-  assign \i__payload$61.a_codes[16]  = \i__payload$61 [67:64];
-  assign \i__payload$61.a_codes[17]  = \i__payload$61 [71:68];
-  assign \i__payload$61.a_codes[18]  = \i__payload$61 [75:72];
-  assign \i__payload$61.a_codes[19]  = \i__payload$61 [79:76];
-  assign \i__payload$61.a_codes[20]  = \i__payload$61 [83:80];
-  assign \i__payload$61.a_codes[21]  = \i__payload$61 [87:84];
-  assign \i__payload$61.a_codes[22]  = \i__payload$61 [91:88];
-  assign \i__payload$61.a_codes[23]  = \i__payload$61 [95:92];
-  assign \i__payload$61.a_codes[24]  = \i__payload$61 [99:96];
-  assign \i__payload$61.a_codes[25]  = \i__payload$61 [103:100];
-  assign \i__payload$61.a_codes[26]  = \i__payload$61 [107:104];
-  assign \i__payload$61.a_codes[27]  = \i__payload$61 [111:108];
-  assign \i__payload$61.a_codes[28]  = \i__payload$61 [115:112];
-  assign \i__payload$61.a_codes[29]  = \i__payload$61 [119:116];
-  assign \i__payload$61.a_codes[30]  = \i__payload$61 [123:120];
-  assign \i__payload$61.a_codes[31]  = \i__payload$61 [127:124];
-  assign \i__payload$61.a_dialect  = \i__payload$61 [131:128];
-  assign \i__payload$61.a_exp  = \i__payload$61 [136:132];
-  assign \i__payload$61.w_codes  = \i__payload$61 [264:137];
-  assign \i__payload$61.w_codes[0]  = \i__payload$61 [140:137];
-  assign \i__payload$61.w_codes[1]  = \i__payload$61 [144:141];
-  assign \i__payload$61.w_codes[2]  = \i__payload$61 [148:145];
-  assign \i__payload$61.w_codes[3]  = \i__payload$61 [152:149];
-  assign \i__payload$61.w_codes[4]  = \i__payload$61 [156:153];
-  assign \i__payload$61.w_codes[5]  = \i__payload$61 [160:157];
-  assign \i__payload$61.w_codes[6]  = \i__payload$61 [164:161];
-  assign \i__payload$61.w_codes[7]  = \i__payload$61 [168:165];
-  assign \i__payload$61.w_codes[8]  = \i__payload$61 [172:169];
-  assign \i__payload$61.w_codes[9]  = \i__payload$61 [176:173];
-  assign \i__payload$61.w_codes[10]  = \i__payload$61 [180:177];
-  assign \i__payload$61.w_codes[11]  = \i__payload$61 [184:181];
-  assign \i__payload$61.w_codes[12]  = \i__payload$61 [188:185];
-  assign \i__payload$61.w_codes[13]  = \i__payload$61 [192:189];
-  assign \i__payload$61.w_codes[14]  = \i__payload$61 [196:193];
-  assign \i__payload$61.w_codes[15]  = \i__payload$61 [200:197];
-  assign \i__payload$61.w_codes[16]  = \i__payload$61 [204:201];
-  assign \i__payload$61.w_codes[17]  = \i__payload$61 [208:205];
-  assign \i__payload$61.w_codes[18]  = \i__payload$61 [212:209];
-  assign \i__payload$61.w_codes[19]  = \i__payload$61 [216:213];
-  assign \i__payload$61.w_codes[20]  = \i__payload$61 [220:217];
-  assign \i__payload$61.w_codes[21]  = \i__payload$61 [224:221];
-  assign \i__payload$61.w_codes[22]  = \i__payload$61 [228:225];
-  assign \i__payload$61.w_codes[23]  = \i__payload$61 [232:229];
-  assign \i__payload$61.w_codes[24]  = \i__payload$61 [236:233];
-  assign \i__payload$61.w_codes[25]  = \i__payload$61 [240:237];
-  assign \i__payload$61.w_codes[26]  = \i__payload$61 [244:241];
-  assign \i__payload$61.w_codes[27]  = \i__payload$61 [248:245];
-  assign \i__payload$61.w_codes[28]  = \i__payload$61 [252:249];
-  assign \i__payload$61.w_codes[29]  = \i__payload$61 [256:253];
-  assign \i__payload$61.w_codes[30]  = \i__payload$61 [260:257];
-  assign \i__payload$61.w_codes[31]  = \i__payload$61 [264:261];
-  assign \i__payload$61.w_dialect  = \i__payload$61 [268:265];
-  assign \i__payload$61.w_exp  = \i__payload$61 [273:269];
-  assign \i__payload$61.last  = \i__payload$61 [274];
+  assign \i__payload$55.a_codes  = \i__payload$55 [127:0];
+  assign \i__payload$55.a_codes[0]  = \i__payload$55 [3:0];
+  assign \i__payload$55.a_codes[1]  = \i__payload$55 [7:4];
+  assign \i__payload$55.a_codes[2]  = \i__payload$55 [11:8];
+  assign \i__payload$55.a_codes[3]  = \i__payload$55 [15:12];
+  assign \i__payload$55.a_codes[4]  = \i__payload$55 [19:16];
+  assign \i__payload$55.a_codes[5]  = \i__payload$55 [23:20];
+  assign \i__payload$55.a_codes[6]  = \i__payload$55 [27:24];
+  assign \i__payload$55.a_codes[7]  = \i__payload$55 [31:28];
+  assign \i__payload$55.a_codes[8]  = \i__payload$55 [35:32];
+  assign \i__payload$55.a_codes[9]  = \i__payload$55 [39:36];
+  assign \i__payload$55.a_codes[10]  = \i__payload$55 [43:40];
+  assign \i__payload$55.a_codes[11]  = \i__payload$55 [47:44];
+  assign \i__payload$55.a_codes[12]  = \i__payload$55 [51:48];
+  assign \i__payload$55.a_codes[13]  = \i__payload$55 [55:52];
+  assign \i__payload$55.a_codes[14]  = \i__payload$55 [59:56];
+  assign \i__payload$55.a_codes[15]  = \i__payload$55 [63:60];
+  assign \i__payload$55.a_codes[16]  = \i__payload$55 [67:64];
+  assign \i__payload$55.a_codes[17]  = \i__payload$55 [71:68];
+  assign \i__payload$55.a_codes[18]  = \i__payload$55 [75:72];
+  assign \i__payload$55.a_codes[19]  = \i__payload$55 [79:76];
+  assign \i__payload$55.a_codes[20]  = \i__payload$55 [83:80];
+  assign \i__payload$55.a_codes[21]  = \i__payload$55 [87:84];
+  assign \i__payload$55.a_codes[22]  = \i__payload$55 [91:88];
+  assign \i__payload$55.a_codes[23]  = \i__payload$55 [95:92];
+  assign \i__payload$55.a_codes[24]  = \i__payload$55 [99:96];
+  assign \i__payload$55.a_codes[25]  = \i__payload$55 [103:100];
+  assign \i__payload$55.a_codes[26]  = \i__payload$55 [107:104];
+  assign \i__payload$55.a_codes[27]  = \i__payload$55 [111:108];
+  assign \i__payload$55.a_codes[28]  = \i__payload$55 [115:112];
+  assign \i__payload$55.a_codes[29]  = \i__payload$55 [119:116];
+  assign \i__payload$55.a_codes[30]  = \i__payload$55 [123:120];
+  assign \i__payload$55.a_codes[31]  = \i__payload$55 [127:124];
+  assign \i__payload$55.a_dialect  = \i__payload$55 [131:128];
+  assign \i__payload$55.a_exp  = \i__payload$55 [136:132];
+  assign \i__payload$55.w_codes  = \i__payload$55 [264:137];
+  assign \i__payload$55.w_codes[0]  = \i__payload$55 [140:137];
+  assign \i__payload$55.w_codes[1]  = \i__payload$55 [144:141];
+  assign \i__payload$55.w_codes[2]  = \i__payload$55 [148:145];
+  assign \i__payload$55.w_codes[3]  = \i__payload$55 [152:149];
+  assign \i__payload$55.w_codes[4]  = \i__payload$55 [156:153];
+  assign \i__payload$55.w_codes[5]  = \i__payload$55 [160:157];
+  assign \i__payload$55.w_codes[6]  = \i__payload$55 [164:161];
+  assign \i__payload$55.w_codes[7]  = \i__payload$55 [168:165];
+  assign \i__payload$55.w_codes[8]  = \i__payload$55 [172:169];
+  assign \i__payload$55.w_codes[9]  = \i__payload$55 [176:173];
+  assign \i__payload$55.w_codes[10]  = \i__payload$55 [180:177];
+  assign \i__payload$55.w_codes[11]  = \i__payload$55 [184:181];
+  assign \i__payload$55.w_codes[12]  = \i__payload$55 [188:185];
+  assign \i__payload$55.w_codes[13]  = \i__payload$55 [192:189];
+  assign \i__payload$55.w_codes[14]  = \i__payload$55 [196:193];
+  assign \i__payload$55.w_codes[15]  = \i__payload$55 [200:197];
+  assign \i__payload$55.w_codes[16]  = \i__payload$55 [204:201];
+  assign \i__payload$55.w_codes[17]  = \i__payload$55 [208:205];
+  assign \i__payload$55.w_codes[18]  = \i__payload$55 [212:209];
+  assign \i__payload$55.w_codes[19]  = \i__payload$55 [216:213];
+  assign \i__payload$55.w_codes[20]  = \i__payload$55 [220:217];
+  assign \i__payload$55.w_codes[21]  = \i__payload$55 [224:221];
+  assign \i__payload$55.w_codes[22]  = \i__payload$55 [228:225];
+  assign \i__payload$55.w_codes[23]  = \i__payload$55 [232:229];
+  assign \i__payload$55.w_codes[24]  = \i__payload$55 [236:233];
+  assign \i__payload$55.w_codes[25]  = \i__payload$55 [240:237];
+  assign \i__payload$55.w_codes[26]  = \i__payload$55 [244:241];
+  assign \i__payload$55.w_codes[27]  = \i__payload$55 [248:245];
+  assign \i__payload$55.w_codes[28]  = \i__payload$55 [252:249];
+  assign \i__payload$55.w_codes[29]  = \i__payload$55 [256:253];
+  assign \i__payload$55.w_codes[30]  = \i__payload$55 [260:257];
+  assign \i__payload$55.w_codes[31]  = \i__payload$55 [264:261];
+  assign \i__payload$55.w_dialect  = \i__payload$55 [268:265];
+  assign \i__payload$55.w_exp  = \i__payload$55 [273:269];
+  assign \i__payload$55.last  = \i__payload$55 [274];
   assign \a_activation.codes  = a_activation[127:0];
   assign \a_activation.codes[0]  = a_activation[3:0];
   assign \a_activation.codes[1]  = a_activation[7:4];
@@ -1489,377 +1425,377 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \a_blocks[3].dialect  = a_blocks[542:539];
   assign \a_blocks[3].exp  = a_blocks[547:543];
   assign \results__0__payload.result  = results__0__payload;
-  assign \o__payload$66.result  = results__0__payload;
-  assign \i__payload$72.a_codes  = \i__payload$72 [127:0];
-  assign \i__payload$72.a_codes[0]  = \i__payload$72 [3:0];
-  assign \i__payload$72.a_codes[1]  = \i__payload$72 [7:4];
-  assign \i__payload$72.a_codes[2]  = \i__payload$72 [11:8];
-  assign \i__payload$72.a_codes[3]  = \i__payload$72 [15:12];
-  assign \i__payload$72.a_codes[4]  = \i__payload$72 [19:16];
-  assign \i__payload$72.a_codes[5]  = \i__payload$72 [23:20];
-  assign \i__payload$72.a_codes[6]  = \i__payload$72 [27:24];
-  assign \i__payload$72.a_codes[7]  = \i__payload$72 [31:28];
-  assign \i__payload$72.a_codes[8]  = \i__payload$72 [35:32];
-  assign \i__payload$72.a_codes[9]  = \i__payload$72 [39:36];
-  assign \i__payload$72.a_codes[10]  = \i__payload$72 [43:40];
-  assign \i__payload$72.a_codes[11]  = \i__payload$72 [47:44];
-  assign \i__payload$72.a_codes[12]  = \i__payload$72 [51:48];
-  assign \i__payload$72.a_codes[13]  = \i__payload$72 [55:52];
-  assign \i__payload$72.a_codes[14]  = \i__payload$72 [59:56];
-  assign \i__payload$72.a_codes[15]  = \i__payload$72 [63:60];
-  assign \i__payload$72.a_codes[16]  = \i__payload$72 [67:64];
-  assign \i__payload$72.a_codes[17]  = \i__payload$72 [71:68];
-  assign \i__payload$72.a_codes[18]  = \i__payload$72 [75:72];
-  assign \i__payload$72.a_codes[19]  = \i__payload$72 [79:76];
-  assign \i__payload$72.a_codes[20]  = \i__payload$72 [83:80];
-  assign \i__payload$72.a_codes[21]  = \i__payload$72 [87:84];
-  assign \i__payload$72.a_codes[22]  = \i__payload$72 [91:88];
-  assign \i__payload$72.a_codes[23]  = \i__payload$72 [95:92];
-  assign \i__payload$72.a_codes[24]  = \i__payload$72 [99:96];
-  assign \i__payload$72.a_codes[25]  = \i__payload$72 [103:100];
-  assign \i__payload$72.a_codes[26]  = \i__payload$72 [107:104];
-  assign \i__payload$72.a_codes[27]  = \i__payload$72 [111:108];
-  assign \i__payload$72.a_codes[28]  = \i__payload$72 [115:112];
-  assign \i__payload$72.a_codes[29]  = \i__payload$72 [119:116];
-  assign \i__payload$72.a_codes[30]  = \i__payload$72 [123:120];
-  assign \i__payload$72.a_codes[31]  = \i__payload$72 [127:124];
-  assign \i__payload$72.a_dialect  = \i__payload$72 [131:128];
-  assign \i__payload$72.a_exp  = \i__payload$72 [136:132];
-  assign \i__payload$72.w_codes  = \i__payload$72 [264:137];
-  assign \i__payload$72.w_codes[0]  = \i__payload$72 [140:137];
-  assign \i__payload$72.w_codes[1]  = \i__payload$72 [144:141];
-  assign \i__payload$72.w_codes[2]  = \i__payload$72 [148:145];
-  assign \i__payload$72.w_codes[3]  = \i__payload$72 [152:149];
-  assign \i__payload$72.w_codes[4]  = \i__payload$72 [156:153];
-  assign \i__payload$72.w_codes[5]  = \i__payload$72 [160:157];
-  assign \i__payload$72.w_codes[6]  = \i__payload$72 [164:161];
-  assign \i__payload$72.w_codes[7]  = \i__payload$72 [168:165];
-  assign \i__payload$72.w_codes[8]  = \i__payload$72 [172:169];
-  assign \i__payload$72.w_codes[9]  = \i__payload$72 [176:173];
-  assign \i__payload$72.w_codes[10]  = \i__payload$72 [180:177];
-  assign \i__payload$72.w_codes[11]  = \i__payload$72 [184:181];
-  assign \i__payload$72.w_codes[12]  = \i__payload$72 [188:185];
-  assign \i__payload$72.w_codes[13]  = \i__payload$72 [192:189];
-  assign \i__payload$72.w_codes[14]  = \i__payload$72 [196:193];
-  assign \i__payload$72.w_codes[15]  = \i__payload$72 [200:197];
-  assign \i__payload$72.w_codes[16]  = \i__payload$72 [204:201];
-  assign \i__payload$72.w_codes[17]  = \i__payload$72 [208:205];
-  assign \i__payload$72.w_codes[18]  = \i__payload$72 [212:209];
-  assign \i__payload$72.w_codes[19]  = \i__payload$72 [216:213];
-  assign \i__payload$72.w_codes[20]  = \i__payload$72 [220:217];
-  assign \i__payload$72.w_codes[21]  = \i__payload$72 [224:221];
-  assign \i__payload$72.w_codes[22]  = \i__payload$72 [228:225];
-  assign \i__payload$72.w_codes[23]  = \i__payload$72 [232:229];
-  assign \i__payload$72.w_codes[24]  = \i__payload$72 [236:233];
-  assign \i__payload$72.w_codes[25]  = \i__payload$72 [240:237];
-  assign \i__payload$72.w_codes[26]  = \i__payload$72 [244:241];
-  assign \i__payload$72.w_codes[27]  = \i__payload$72 [248:245];
-  assign \i__payload$72.w_codes[28]  = \i__payload$72 [252:249];
-  assign \i__payload$72.w_codes[29]  = \i__payload$72 [256:253];
-  assign \i__payload$72.w_codes[30]  = \i__payload$72 [260:257];
-  assign \i__payload$72.w_codes[31]  = \i__payload$72 [264:261];
-  assign \i__payload$72.w_dialect  = \i__payload$72 [268:265];
-  assign \i__payload$72.w_exp  = \i__payload$72 [273:269];
-  assign \i__payload$72.last  = \i__payload$72 [274];
+  assign \o__payload$60.result  = results__0__payload;
+  assign \i__payload$66.a_codes  = \i__payload$66 [127:0];
+  assign \i__payload$66.a_codes[0]  = \i__payload$66 [3:0];
+  assign \i__payload$66.a_codes[1]  = \i__payload$66 [7:4];
+  assign \i__payload$66.a_codes[2]  = \i__payload$66 [11:8];
+  assign \i__payload$66.a_codes[3]  = \i__payload$66 [15:12];
+  assign \i__payload$66.a_codes[4]  = \i__payload$66 [19:16];
+  assign \i__payload$66.a_codes[5]  = \i__payload$66 [23:20];
+  assign \i__payload$66.a_codes[6]  = \i__payload$66 [27:24];
+  assign \i__payload$66.a_codes[7]  = \i__payload$66 [31:28];
+  assign \i__payload$66.a_codes[8]  = \i__payload$66 [35:32];
+  assign \i__payload$66.a_codes[9]  = \i__payload$66 [39:36];
+  assign \i__payload$66.a_codes[10]  = \i__payload$66 [43:40];
+  assign \i__payload$66.a_codes[11]  = \i__payload$66 [47:44];
+  assign \i__payload$66.a_codes[12]  = \i__payload$66 [51:48];
+  assign \i__payload$66.a_codes[13]  = \i__payload$66 [55:52];
+  assign \i__payload$66.a_codes[14]  = \i__payload$66 [59:56];
+  assign \i__payload$66.a_codes[15]  = \i__payload$66 [63:60];
+  assign \i__payload$66.a_codes[16]  = \i__payload$66 [67:64];
+  assign \i__payload$66.a_codes[17]  = \i__payload$66 [71:68];
+  assign \i__payload$66.a_codes[18]  = \i__payload$66 [75:72];
+  assign \i__payload$66.a_codes[19]  = \i__payload$66 [79:76];
+  assign \i__payload$66.a_codes[20]  = \i__payload$66 [83:80];
+  assign \i__payload$66.a_codes[21]  = \i__payload$66 [87:84];
+  assign \i__payload$66.a_codes[22]  = \i__payload$66 [91:88];
+  assign \i__payload$66.a_codes[23]  = \i__payload$66 [95:92];
+  assign \i__payload$66.a_codes[24]  = \i__payload$66 [99:96];
+  assign \i__payload$66.a_codes[25]  = \i__payload$66 [103:100];
+  assign \i__payload$66.a_codes[26]  = \i__payload$66 [107:104];
+  assign \i__payload$66.a_codes[27]  = \i__payload$66 [111:108];
+  assign \i__payload$66.a_codes[28]  = \i__payload$66 [115:112];
+  assign \i__payload$66.a_codes[29]  = \i__payload$66 [119:116];
+  assign \i__payload$66.a_codes[30]  = \i__payload$66 [123:120];
+  assign \i__payload$66.a_codes[31]  = \i__payload$66 [127:124];
+  assign \i__payload$66.a_dialect  = \i__payload$66 [131:128];
+  assign \i__payload$66.a_exp  = \i__payload$66 [136:132];
+  assign \i__payload$66.w_codes  = \i__payload$66 [264:137];
+  assign \i__payload$66.w_codes[0]  = \i__payload$66 [140:137];
+  assign \i__payload$66.w_codes[1]  = \i__payload$66 [144:141];
+  assign \i__payload$66.w_codes[2]  = \i__payload$66 [148:145];
+  assign \i__payload$66.w_codes[3]  = \i__payload$66 [152:149];
+  assign \i__payload$66.w_codes[4]  = \i__payload$66 [156:153];
+  assign \i__payload$66.w_codes[5]  = \i__payload$66 [160:157];
+  assign \i__payload$66.w_codes[6]  = \i__payload$66 [164:161];
+  assign \i__payload$66.w_codes[7]  = \i__payload$66 [168:165];
+  assign \i__payload$66.w_codes[8]  = \i__payload$66 [172:169];
+  assign \i__payload$66.w_codes[9]  = \i__payload$66 [176:173];
+  assign \i__payload$66.w_codes[10]  = \i__payload$66 [180:177];
+  assign \i__payload$66.w_codes[11]  = \i__payload$66 [184:181];
+  assign \i__payload$66.w_codes[12]  = \i__payload$66 [188:185];
+  assign \i__payload$66.w_codes[13]  = \i__payload$66 [192:189];
+  assign \i__payload$66.w_codes[14]  = \i__payload$66 [196:193];
+  assign \i__payload$66.w_codes[15]  = \i__payload$66 [200:197];
+  assign \i__payload$66.w_codes[16]  = \i__payload$66 [204:201];
+  assign \i__payload$66.w_codes[17]  = \i__payload$66 [208:205];
+  assign \i__payload$66.w_codes[18]  = \i__payload$66 [212:209];
+  assign \i__payload$66.w_codes[19]  = \i__payload$66 [216:213];
+  assign \i__payload$66.w_codes[20]  = \i__payload$66 [220:217];
+  assign \i__payload$66.w_codes[21]  = \i__payload$66 [224:221];
+  assign \i__payload$66.w_codes[22]  = \i__payload$66 [228:225];
+  assign \i__payload$66.w_codes[23]  = \i__payload$66 [232:229];
+  assign \i__payload$66.w_codes[24]  = \i__payload$66 [236:233];
+  assign \i__payload$66.w_codes[25]  = \i__payload$66 [240:237];
+  assign \i__payload$66.w_codes[26]  = \i__payload$66 [244:241];
+  assign \i__payload$66.w_codes[27]  = \i__payload$66 [248:245];
+  assign \i__payload$66.w_codes[28]  = \i__payload$66 [252:249];
+  assign \i__payload$66.w_codes[29]  = \i__payload$66 [256:253];
+  assign \i__payload$66.w_codes[30]  = \i__payload$66 [260:257];
+  assign \i__payload$66.w_codes[31]  = \i__payload$66 [264:261];
+  assign \i__payload$66.w_dialect  = \i__payload$66 [268:265];
+  assign \i__payload$66.w_exp  = \i__payload$66 [273:269];
+  assign \i__payload$66.last  = \i__payload$66 [274];
   assign \results__1__payload.result  = results__1__payload;
-  assign \o__payload$74.result  = results__1__payload;
-  assign \i__payload$80.a_codes  = \i__payload$80 [127:0];
-  assign \i__payload$80.a_codes[0]  = \i__payload$80 [3:0];
-  assign \i__payload$80.a_codes[1]  = \i__payload$80 [7:4];
-  assign \i__payload$80.a_codes[2]  = \i__payload$80 [11:8];
-  assign \i__payload$80.a_codes[3]  = \i__payload$80 [15:12];
-  assign \i__payload$80.a_codes[4]  = \i__payload$80 [19:16];
-  assign \i__payload$80.a_codes[5]  = \i__payload$80 [23:20];
-  assign \i__payload$80.a_codes[6]  = \i__payload$80 [27:24];
-  assign \i__payload$80.a_codes[7]  = \i__payload$80 [31:28];
-  assign \i__payload$80.a_codes[8]  = \i__payload$80 [35:32];
-  assign \i__payload$80.a_codes[9]  = \i__payload$80 [39:36];
-  assign \i__payload$80.a_codes[10]  = \i__payload$80 [43:40];
-  assign \i__payload$80.a_codes[11]  = \i__payload$80 [47:44];
-  assign \i__payload$80.a_codes[12]  = \i__payload$80 [51:48];
-  assign \i__payload$80.a_codes[13]  = \i__payload$80 [55:52];
-  assign \i__payload$80.a_codes[14]  = \i__payload$80 [59:56];
-  assign \i__payload$80.a_codes[15]  = \i__payload$80 [63:60];
-  assign \i__payload$80.a_codes[16]  = \i__payload$80 [67:64];
-  assign \i__payload$80.a_codes[17]  = \i__payload$80 [71:68];
-  assign \i__payload$80.a_codes[18]  = \i__payload$80 [75:72];
-  assign \i__payload$80.a_codes[19]  = \i__payload$80 [79:76];
-  assign \i__payload$80.a_codes[20]  = \i__payload$80 [83:80];
-  assign \i__payload$80.a_codes[21]  = \i__payload$80 [87:84];
-  assign \i__payload$80.a_codes[22]  = \i__payload$80 [91:88];
-  assign \i__payload$80.a_codes[23]  = \i__payload$80 [95:92];
-  assign \i__payload$80.a_codes[24]  = \i__payload$80 [99:96];
-  assign \i__payload$80.a_codes[25]  = \i__payload$80 [103:100];
-  assign \i__payload$80.a_codes[26]  = \i__payload$80 [107:104];
-  assign \i__payload$80.a_codes[27]  = \i__payload$80 [111:108];
-  assign \i__payload$80.a_codes[28]  = \i__payload$80 [115:112];
-  assign \i__payload$80.a_codes[29]  = \i__payload$80 [119:116];
-  assign \i__payload$80.a_codes[30]  = \i__payload$80 [123:120];
-  assign \i__payload$80.a_codes[31]  = \i__payload$80 [127:124];
-  assign \i__payload$80.a_dialect  = \i__payload$80 [131:128];
-  assign \i__payload$80.a_exp  = \i__payload$80 [136:132];
-  assign \i__payload$80.w_codes  = \i__payload$80 [264:137];
-  assign \i__payload$80.w_codes[0]  = \i__payload$80 [140:137];
-  assign \i__payload$80.w_codes[1]  = \i__payload$80 [144:141];
-  assign \i__payload$80.w_codes[2]  = \i__payload$80 [148:145];
-  assign \i__payload$80.w_codes[3]  = \i__payload$80 [152:149];
-  assign \i__payload$80.w_codes[4]  = \i__payload$80 [156:153];
-  assign \i__payload$80.w_codes[5]  = \i__payload$80 [160:157];
-  assign \i__payload$80.w_codes[6]  = \i__payload$80 [164:161];
-  assign \i__payload$80.w_codes[7]  = \i__payload$80 [168:165];
-  assign \i__payload$80.w_codes[8]  = \i__payload$80 [172:169];
-  assign \i__payload$80.w_codes[9]  = \i__payload$80 [176:173];
-  assign \i__payload$80.w_codes[10]  = \i__payload$80 [180:177];
-  assign \i__payload$80.w_codes[11]  = \i__payload$80 [184:181];
-  assign \i__payload$80.w_codes[12]  = \i__payload$80 [188:185];
-  assign \i__payload$80.w_codes[13]  = \i__payload$80 [192:189];
-  assign \i__payload$80.w_codes[14]  = \i__payload$80 [196:193];
-  assign \i__payload$80.w_codes[15]  = \i__payload$80 [200:197];
-  assign \i__payload$80.w_codes[16]  = \i__payload$80 [204:201];
-  assign \i__payload$80.w_codes[17]  = \i__payload$80 [208:205];
-  assign \i__payload$80.w_codes[18]  = \i__payload$80 [212:209];
-  assign \i__payload$80.w_codes[19]  = \i__payload$80 [216:213];
-  assign \i__payload$80.w_codes[20]  = \i__payload$80 [220:217];
-  assign \i__payload$80.w_codes[21]  = \i__payload$80 [224:221];
-  assign \i__payload$80.w_codes[22]  = \i__payload$80 [228:225];
-  assign \i__payload$80.w_codes[23]  = \i__payload$80 [232:229];
-  assign \i__payload$80.w_codes[24]  = \i__payload$80 [236:233];
-  assign \i__payload$80.w_codes[25]  = \i__payload$80 [240:237];
-  assign \i__payload$80.w_codes[26]  = \i__payload$80 [244:241];
-  assign \i__payload$80.w_codes[27]  = \i__payload$80 [248:245];
-  assign \i__payload$80.w_codes[28]  = \i__payload$80 [252:249];
-  assign \i__payload$80.w_codes[29]  = \i__payload$80 [256:253];
-  assign \i__payload$80.w_codes[30]  = \i__payload$80 [260:257];
-  assign \i__payload$80.w_codes[31]  = \i__payload$80 [264:261];
-  assign \i__payload$80.w_dialect  = \i__payload$80 [268:265];
-  assign \i__payload$80.w_exp  = \i__payload$80 [273:269];
-  assign \i__payload$80.last  = \i__payload$80 [274];
+  assign \o__payload$68.result  = results__1__payload;
+  assign \i__payload$74.a_codes  = \i__payload$74 [127:0];
+  assign \i__payload$74.a_codes[0]  = \i__payload$74 [3:0];
+  assign \i__payload$74.a_codes[1]  = \i__payload$74 [7:4];
+  assign \i__payload$74.a_codes[2]  = \i__payload$74 [11:8];
+  assign \i__payload$74.a_codes[3]  = \i__payload$74 [15:12];
+  assign \i__payload$74.a_codes[4]  = \i__payload$74 [19:16];
+  assign \i__payload$74.a_codes[5]  = \i__payload$74 [23:20];
+  assign \i__payload$74.a_codes[6]  = \i__payload$74 [27:24];
+  assign \i__payload$74.a_codes[7]  = \i__payload$74 [31:28];
+  assign \i__payload$74.a_codes[8]  = \i__payload$74 [35:32];
+  assign \i__payload$74.a_codes[9]  = \i__payload$74 [39:36];
+  assign \i__payload$74.a_codes[10]  = \i__payload$74 [43:40];
+  assign \i__payload$74.a_codes[11]  = \i__payload$74 [47:44];
+  assign \i__payload$74.a_codes[12]  = \i__payload$74 [51:48];
+  assign \i__payload$74.a_codes[13]  = \i__payload$74 [55:52];
+  assign \i__payload$74.a_codes[14]  = \i__payload$74 [59:56];
+  assign \i__payload$74.a_codes[15]  = \i__payload$74 [63:60];
+  assign \i__payload$74.a_codes[16]  = \i__payload$74 [67:64];
+  assign \i__payload$74.a_codes[17]  = \i__payload$74 [71:68];
+  assign \i__payload$74.a_codes[18]  = \i__payload$74 [75:72];
+  assign \i__payload$74.a_codes[19]  = \i__payload$74 [79:76];
+  assign \i__payload$74.a_codes[20]  = \i__payload$74 [83:80];
+  assign \i__payload$74.a_codes[21]  = \i__payload$74 [87:84];
+  assign \i__payload$74.a_codes[22]  = \i__payload$74 [91:88];
+  assign \i__payload$74.a_codes[23]  = \i__payload$74 [95:92];
+  assign \i__payload$74.a_codes[24]  = \i__payload$74 [99:96];
+  assign \i__payload$74.a_codes[25]  = \i__payload$74 [103:100];
+  assign \i__payload$74.a_codes[26]  = \i__payload$74 [107:104];
+  assign \i__payload$74.a_codes[27]  = \i__payload$74 [111:108];
+  assign \i__payload$74.a_codes[28]  = \i__payload$74 [115:112];
+  assign \i__payload$74.a_codes[29]  = \i__payload$74 [119:116];
+  assign \i__payload$74.a_codes[30]  = \i__payload$74 [123:120];
+  assign \i__payload$74.a_codes[31]  = \i__payload$74 [127:124];
+  assign \i__payload$74.a_dialect  = \i__payload$74 [131:128];
+  assign \i__payload$74.a_exp  = \i__payload$74 [136:132];
+  assign \i__payload$74.w_codes  = \i__payload$74 [264:137];
+  assign \i__payload$74.w_codes[0]  = \i__payload$74 [140:137];
+  assign \i__payload$74.w_codes[1]  = \i__payload$74 [144:141];
+  assign \i__payload$74.w_codes[2]  = \i__payload$74 [148:145];
+  assign \i__payload$74.w_codes[3]  = \i__payload$74 [152:149];
+  assign \i__payload$74.w_codes[4]  = \i__payload$74 [156:153];
+  assign \i__payload$74.w_codes[5]  = \i__payload$74 [160:157];
+  assign \i__payload$74.w_codes[6]  = \i__payload$74 [164:161];
+  assign \i__payload$74.w_codes[7]  = \i__payload$74 [168:165];
+  assign \i__payload$74.w_codes[8]  = \i__payload$74 [172:169];
+  assign \i__payload$74.w_codes[9]  = \i__payload$74 [176:173];
+  assign \i__payload$74.w_codes[10]  = \i__payload$74 [180:177];
+  assign \i__payload$74.w_codes[11]  = \i__payload$74 [184:181];
+  assign \i__payload$74.w_codes[12]  = \i__payload$74 [188:185];
+  assign \i__payload$74.w_codes[13]  = \i__payload$74 [192:189];
+  assign \i__payload$74.w_codes[14]  = \i__payload$74 [196:193];
+  assign \i__payload$74.w_codes[15]  = \i__payload$74 [200:197];
+  assign \i__payload$74.w_codes[16]  = \i__payload$74 [204:201];
+  assign \i__payload$74.w_codes[17]  = \i__payload$74 [208:205];
+  assign \i__payload$74.w_codes[18]  = \i__payload$74 [212:209];
+  assign \i__payload$74.w_codes[19]  = \i__payload$74 [216:213];
+  assign \i__payload$74.w_codes[20]  = \i__payload$74 [220:217];
+  assign \i__payload$74.w_codes[21]  = \i__payload$74 [224:221];
+  assign \i__payload$74.w_codes[22]  = \i__payload$74 [228:225];
+  assign \i__payload$74.w_codes[23]  = \i__payload$74 [232:229];
+  assign \i__payload$74.w_codes[24]  = \i__payload$74 [236:233];
+  assign \i__payload$74.w_codes[25]  = \i__payload$74 [240:237];
+  assign \i__payload$74.w_codes[26]  = \i__payload$74 [244:241];
+  assign \i__payload$74.w_codes[27]  = \i__payload$74 [248:245];
+  assign \i__payload$74.w_codes[28]  = \i__payload$74 [252:249];
+  assign \i__payload$74.w_codes[29]  = \i__payload$74 [256:253];
+  assign \i__payload$74.w_codes[30]  = \i__payload$74 [260:257];
+  assign \i__payload$74.w_codes[31]  = \i__payload$74 [264:261];
+  assign \i__payload$74.w_dialect  = \i__payload$74 [268:265];
+  assign \i__payload$74.w_exp  = \i__payload$74 [273:269];
+  assign \i__payload$74.last  = \i__payload$74 [274];
   assign \results__2__payload.result  = results__2__payload;
-  assign \o__payload$82.result  = results__2__payload;
-  assign \i__payload$88.a_codes  = \i__payload$88 [127:0];
-  assign \i__payload$88.a_codes[0]  = \i__payload$88 [3:0];
-  assign \i__payload$88.a_codes[1]  = \i__payload$88 [7:4];
-  assign \i__payload$88.a_codes[2]  = \i__payload$88 [11:8];
-  assign \i__payload$88.a_codes[3]  = \i__payload$88 [15:12];
-  assign \i__payload$88.a_codes[4]  = \i__payload$88 [19:16];
-  assign \i__payload$88.a_codes[5]  = \i__payload$88 [23:20];
-  assign \i__payload$88.a_codes[6]  = \i__payload$88 [27:24];
-  assign \i__payload$88.a_codes[7]  = \i__payload$88 [31:28];
-  assign \i__payload$88.a_codes[8]  = \i__payload$88 [35:32];
-  assign \i__payload$88.a_codes[9]  = \i__payload$88 [39:36];
-  assign \i__payload$88.a_codes[10]  = \i__payload$88 [43:40];
-  assign \i__payload$88.a_codes[11]  = \i__payload$88 [47:44];
-  assign \i__payload$88.a_codes[12]  = \i__payload$88 [51:48];
-  assign \i__payload$88.a_codes[13]  = \i__payload$88 [55:52];
-  assign \i__payload$88.a_codes[14]  = \i__payload$88 [59:56];
-  assign \i__payload$88.a_codes[15]  = \i__payload$88 [63:60];
-  assign \i__payload$88.a_codes[16]  = \i__payload$88 [67:64];
-  assign \i__payload$88.a_codes[17]  = \i__payload$88 [71:68];
-  assign \i__payload$88.a_codes[18]  = \i__payload$88 [75:72];
-  assign \i__payload$88.a_codes[19]  = \i__payload$88 [79:76];
-  assign \i__payload$88.a_codes[20]  = \i__payload$88 [83:80];
-  assign \i__payload$88.a_codes[21]  = \i__payload$88 [87:84];
-  assign \i__payload$88.a_codes[22]  = \i__payload$88 [91:88];
-  assign \i__payload$88.a_codes[23]  = \i__payload$88 [95:92];
-  assign \i__payload$88.a_codes[24]  = \i__payload$88 [99:96];
-  assign \i__payload$88.a_codes[25]  = \i__payload$88 [103:100];
-  assign \i__payload$88.a_codes[26]  = \i__payload$88 [107:104];
-  assign \i__payload$88.a_codes[27]  = \i__payload$88 [111:108];
-  assign \i__payload$88.a_codes[28]  = \i__payload$88 [115:112];
-  assign \i__payload$88.a_codes[29]  = \i__payload$88 [119:116];
-  assign \i__payload$88.a_codes[30]  = \i__payload$88 [123:120];
-  assign \i__payload$88.a_codes[31]  = \i__payload$88 [127:124];
-  assign \i__payload$88.a_dialect  = \i__payload$88 [131:128];
-  assign \i__payload$88.a_exp  = \i__payload$88 [136:132];
-  assign \i__payload$88.w_codes  = \i__payload$88 [264:137];
-  assign \i__payload$88.w_codes[0]  = \i__payload$88 [140:137];
-  assign \i__payload$88.w_codes[1]  = \i__payload$88 [144:141];
-  assign \i__payload$88.w_codes[2]  = \i__payload$88 [148:145];
-  assign \i__payload$88.w_codes[3]  = \i__payload$88 [152:149];
-  assign \i__payload$88.w_codes[4]  = \i__payload$88 [156:153];
-  assign \i__payload$88.w_codes[5]  = \i__payload$88 [160:157];
-  assign \i__payload$88.w_codes[6]  = \i__payload$88 [164:161];
-  assign \i__payload$88.w_codes[7]  = \i__payload$88 [168:165];
-  assign \i__payload$88.w_codes[8]  = \i__payload$88 [172:169];
-  assign \i__payload$88.w_codes[9]  = \i__payload$88 [176:173];
-  assign \i__payload$88.w_codes[10]  = \i__payload$88 [180:177];
-  assign \i__payload$88.w_codes[11]  = \i__payload$88 [184:181];
-  assign \i__payload$88.w_codes[12]  = \i__payload$88 [188:185];
-  assign \i__payload$88.w_codes[13]  = \i__payload$88 [192:189];
-  assign \i__payload$88.w_codes[14]  = \i__payload$88 [196:193];
-  assign \i__payload$88.w_codes[15]  = \i__payload$88 [200:197];
-  assign \i__payload$88.w_codes[16]  = \i__payload$88 [204:201];
-  assign \i__payload$88.w_codes[17]  = \i__payload$88 [208:205];
-  assign \i__payload$88.w_codes[18]  = \i__payload$88 [212:209];
-  assign \i__payload$88.w_codes[19]  = \i__payload$88 [216:213];
-  assign \i__payload$88.w_codes[20]  = \i__payload$88 [220:217];
-  assign \i__payload$88.w_codes[21]  = \i__payload$88 [224:221];
-  assign \i__payload$88.w_codes[22]  = \i__payload$88 [228:225];
-  assign \i__payload$88.w_codes[23]  = \i__payload$88 [232:229];
-  assign \i__payload$88.w_codes[24]  = \i__payload$88 [236:233];
-  assign \i__payload$88.w_codes[25]  = \i__payload$88 [240:237];
-  assign \i__payload$88.w_codes[26]  = \i__payload$88 [244:241];
-  assign \i__payload$88.w_codes[27]  = \i__payload$88 [248:245];
-  assign \i__payload$88.w_codes[28]  = \i__payload$88 [252:249];
-  assign \i__payload$88.w_codes[29]  = \i__payload$88 [256:253];
-  assign \i__payload$88.w_codes[30]  = \i__payload$88 [260:257];
-  assign \i__payload$88.w_codes[31]  = \i__payload$88 [264:261];
-  assign \i__payload$88.w_dialect  = \i__payload$88 [268:265];
-  assign \i__payload$88.w_exp  = \i__payload$88 [273:269];
-  assign \i__payload$88.last  = \i__payload$88 [274];
+  assign \o__payload$76.result  = results__2__payload;
+  assign \i__payload$82.a_codes  = \i__payload$82 [127:0];
+  assign \i__payload$82.a_codes[0]  = \i__payload$82 [3:0];
+  assign \i__payload$82.a_codes[1]  = \i__payload$82 [7:4];
+  assign \i__payload$82.a_codes[2]  = \i__payload$82 [11:8];
+  assign \i__payload$82.a_codes[3]  = \i__payload$82 [15:12];
+  assign \i__payload$82.a_codes[4]  = \i__payload$82 [19:16];
+  assign \i__payload$82.a_codes[5]  = \i__payload$82 [23:20];
+  assign \i__payload$82.a_codes[6]  = \i__payload$82 [27:24];
+  assign \i__payload$82.a_codes[7]  = \i__payload$82 [31:28];
+  assign \i__payload$82.a_codes[8]  = \i__payload$82 [35:32];
+  assign \i__payload$82.a_codes[9]  = \i__payload$82 [39:36];
+  assign \i__payload$82.a_codes[10]  = \i__payload$82 [43:40];
+  assign \i__payload$82.a_codes[11]  = \i__payload$82 [47:44];
+  assign \i__payload$82.a_codes[12]  = \i__payload$82 [51:48];
+  assign \i__payload$82.a_codes[13]  = \i__payload$82 [55:52];
+  assign \i__payload$82.a_codes[14]  = \i__payload$82 [59:56];
+  assign \i__payload$82.a_codes[15]  = \i__payload$82 [63:60];
+  assign \i__payload$82.a_codes[16]  = \i__payload$82 [67:64];
+  assign \i__payload$82.a_codes[17]  = \i__payload$82 [71:68];
+  assign \i__payload$82.a_codes[18]  = \i__payload$82 [75:72];
+  assign \i__payload$82.a_codes[19]  = \i__payload$82 [79:76];
+  assign \i__payload$82.a_codes[20]  = \i__payload$82 [83:80];
+  assign \i__payload$82.a_codes[21]  = \i__payload$82 [87:84];
+  assign \i__payload$82.a_codes[22]  = \i__payload$82 [91:88];
+  assign \i__payload$82.a_codes[23]  = \i__payload$82 [95:92];
+  assign \i__payload$82.a_codes[24]  = \i__payload$82 [99:96];
+  assign \i__payload$82.a_codes[25]  = \i__payload$82 [103:100];
+  assign \i__payload$82.a_codes[26]  = \i__payload$82 [107:104];
+  assign \i__payload$82.a_codes[27]  = \i__payload$82 [111:108];
+  assign \i__payload$82.a_codes[28]  = \i__payload$82 [115:112];
+  assign \i__payload$82.a_codes[29]  = \i__payload$82 [119:116];
+  assign \i__payload$82.a_codes[30]  = \i__payload$82 [123:120];
+  assign \i__payload$82.a_codes[31]  = \i__payload$82 [127:124];
+  assign \i__payload$82.a_dialect  = \i__payload$82 [131:128];
+  assign \i__payload$82.a_exp  = \i__payload$82 [136:132];
+  assign \i__payload$82.w_codes  = \i__payload$82 [264:137];
+  assign \i__payload$82.w_codes[0]  = \i__payload$82 [140:137];
+  assign \i__payload$82.w_codes[1]  = \i__payload$82 [144:141];
+  assign \i__payload$82.w_codes[2]  = \i__payload$82 [148:145];
+  assign \i__payload$82.w_codes[3]  = \i__payload$82 [152:149];
+  assign \i__payload$82.w_codes[4]  = \i__payload$82 [156:153];
+  assign \i__payload$82.w_codes[5]  = \i__payload$82 [160:157];
+  assign \i__payload$82.w_codes[6]  = \i__payload$82 [164:161];
+  assign \i__payload$82.w_codes[7]  = \i__payload$82 [168:165];
+  assign \i__payload$82.w_codes[8]  = \i__payload$82 [172:169];
+  assign \i__payload$82.w_codes[9]  = \i__payload$82 [176:173];
+  assign \i__payload$82.w_codes[10]  = \i__payload$82 [180:177];
+  assign \i__payload$82.w_codes[11]  = \i__payload$82 [184:181];
+  assign \i__payload$82.w_codes[12]  = \i__payload$82 [188:185];
+  assign \i__payload$82.w_codes[13]  = \i__payload$82 [192:189];
+  assign \i__payload$82.w_codes[14]  = \i__payload$82 [196:193];
+  assign \i__payload$82.w_codes[15]  = \i__payload$82 [200:197];
+  assign \i__payload$82.w_codes[16]  = \i__payload$82 [204:201];
+  assign \i__payload$82.w_codes[17]  = \i__payload$82 [208:205];
+  assign \i__payload$82.w_codes[18]  = \i__payload$82 [212:209];
+  assign \i__payload$82.w_codes[19]  = \i__payload$82 [216:213];
+  assign \i__payload$82.w_codes[20]  = \i__payload$82 [220:217];
+  assign \i__payload$82.w_codes[21]  = \i__payload$82 [224:221];
+  assign \i__payload$82.w_codes[22]  = \i__payload$82 [228:225];
+  assign \i__payload$82.w_codes[23]  = \i__payload$82 [232:229];
+  assign \i__payload$82.w_codes[24]  = \i__payload$82 [236:233];
+  assign \i__payload$82.w_codes[25]  = \i__payload$82 [240:237];
+  assign \i__payload$82.w_codes[26]  = \i__payload$82 [244:241];
+  assign \i__payload$82.w_codes[27]  = \i__payload$82 [248:245];
+  assign \i__payload$82.w_codes[28]  = \i__payload$82 [252:249];
+  assign \i__payload$82.w_codes[29]  = \i__payload$82 [256:253];
+  assign \i__payload$82.w_codes[30]  = \i__payload$82 [260:257];
+  assign \i__payload$82.w_codes[31]  = \i__payload$82 [264:261];
+  assign \i__payload$82.w_dialect  = \i__payload$82 [268:265];
+  assign \i__payload$82.w_exp  = \i__payload$82 [273:269];
+  assign \i__payload$82.last  = \i__payload$82 [274];
   assign \results__3__payload.result  = results__3__payload;
-  assign \o__payload$90.result  = results__3__payload;
-  assign \o__payload$96.data  = \o__payload$96 [127:0];
-  assign \o__payload$96.data[0]  = \o__payload$96 [31:0];
-  assign \o__payload$96.data[1]  = \o__payload$96 [63:32];
-  assign \o__payload$96.data[2]  = \o__payload$96 [95:64];
-  assign \o__payload$96.data[3]  = \o__payload$96 [127:96];
-  assign \o__payload$96.user  = \o__payload$96 [129:128];
-  assign \o__payload$96.last  = \o__payload$96 [130];
-  assign \blocks$98[0]  = \blocks$98 [136:0];
-  assign \blocks$98[0].codes  = \blocks$98 [127:0];
-  assign \blocks$98[0].codes[0]  = \blocks$98 [3:0];
-  assign \blocks$98[0].codes[1]  = \blocks$98 [7:4];
-  assign \blocks$98[0].codes[2]  = \blocks$98 [11:8];
-  assign \blocks$98[0].codes[3]  = \blocks$98 [15:12];
-  assign \blocks$98[0].codes[4]  = \blocks$98 [19:16];
-  assign \blocks$98[0].codes[5]  = \blocks$98 [23:20];
-  assign \blocks$98[0].codes[6]  = \blocks$98 [27:24];
-  assign \blocks$98[0].codes[7]  = \blocks$98 [31:28];
-  assign \blocks$98[0].codes[8]  = \blocks$98 [35:32];
-  assign \blocks$98[0].codes[9]  = \blocks$98 [39:36];
-  assign \blocks$98[0].codes[10]  = \blocks$98 [43:40];
-  assign \blocks$98[0].codes[11]  = \blocks$98 [47:44];
-  assign \blocks$98[0].codes[12]  = \blocks$98 [51:48];
-  assign \blocks$98[0].codes[13]  = \blocks$98 [55:52];
-  assign \blocks$98[0].codes[14]  = \blocks$98 [59:56];
-  assign \blocks$98[0].codes[15]  = \blocks$98 [63:60];
-  assign \blocks$98[0].codes[16]  = \blocks$98 [67:64];
-  assign \blocks$98[0].codes[17]  = \blocks$98 [71:68];
-  assign \blocks$98[0].codes[18]  = \blocks$98 [75:72];
-  assign \blocks$98[0].codes[19]  = \blocks$98 [79:76];
-  assign \blocks$98[0].codes[20]  = \blocks$98 [83:80];
-  assign \blocks$98[0].codes[21]  = \blocks$98 [87:84];
-  assign \blocks$98[0].codes[22]  = \blocks$98 [91:88];
-  assign \blocks$98[0].codes[23]  = \blocks$98 [95:92];
-  assign \blocks$98[0].codes[24]  = \blocks$98 [99:96];
-  assign \blocks$98[0].codes[25]  = \blocks$98 [103:100];
-  assign \blocks$98[0].codes[26]  = \blocks$98 [107:104];
-  assign \blocks$98[0].codes[27]  = \blocks$98 [111:108];
-  assign \blocks$98[0].codes[28]  = \blocks$98 [115:112];
-  assign \blocks$98[0].codes[29]  = \blocks$98 [119:116];
-  assign \blocks$98[0].codes[30]  = \blocks$98 [123:120];
-  assign \blocks$98[0].codes[31]  = \blocks$98 [127:124];
-  assign \blocks$98[0].dialect  = \blocks$98 [131:128];
-  assign \blocks$98[0].exp  = \blocks$98 [136:132];
-  assign \blocks$98[1]  = \blocks$98 [273:137];
-  assign \blocks$98[1].codes  = \blocks$98 [264:137];
-  assign \blocks$98[1].codes[0]  = \blocks$98 [140:137];
-  assign \blocks$98[1].codes[1]  = \blocks$98 [144:141];
-  assign \blocks$98[1].codes[2]  = \blocks$98 [148:145];
-  assign \blocks$98[1].codes[3]  = \blocks$98 [152:149];
-  assign \blocks$98[1].codes[4]  = \blocks$98 [156:153];
-  assign \blocks$98[1].codes[5]  = \blocks$98 [160:157];
-  assign \blocks$98[1].codes[6]  = \blocks$98 [164:161];
-  assign \blocks$98[1].codes[7]  = \blocks$98 [168:165];
-  assign \blocks$98[1].codes[8]  = \blocks$98 [172:169];
-  assign \blocks$98[1].codes[9]  = \blocks$98 [176:173];
-  assign \blocks$98[1].codes[10]  = \blocks$98 [180:177];
-  assign \blocks$98[1].codes[11]  = \blocks$98 [184:181];
-  assign \blocks$98[1].codes[12]  = \blocks$98 [188:185];
-  assign \blocks$98[1].codes[13]  = \blocks$98 [192:189];
-  assign \blocks$98[1].codes[14]  = \blocks$98 [196:193];
-  assign \blocks$98[1].codes[15]  = \blocks$98 [200:197];
-  assign \blocks$98[1].codes[16]  = \blocks$98 [204:201];
-  assign \blocks$98[1].codes[17]  = \blocks$98 [208:205];
-  assign \blocks$98[1].codes[18]  = \blocks$98 [212:209];
-  assign \blocks$98[1].codes[19]  = \blocks$98 [216:213];
-  assign \blocks$98[1].codes[20]  = \blocks$98 [220:217];
-  assign \blocks$98[1].codes[21]  = \blocks$98 [224:221];
-  assign \blocks$98[1].codes[22]  = \blocks$98 [228:225];
-  assign \blocks$98[1].codes[23]  = \blocks$98 [232:229];
-  assign \blocks$98[1].codes[24]  = \blocks$98 [236:233];
-  assign \blocks$98[1].codes[25]  = \blocks$98 [240:237];
-  assign \blocks$98[1].codes[26]  = \blocks$98 [244:241];
-  assign \blocks$98[1].codes[27]  = \blocks$98 [248:245];
-  assign \blocks$98[1].codes[28]  = \blocks$98 [252:249];
-  assign \blocks$98[1].codes[29]  = \blocks$98 [256:253];
-  assign \blocks$98[1].codes[30]  = \blocks$98 [260:257];
-  assign \blocks$98[1].codes[31]  = \blocks$98 [264:261];
-  assign \blocks$98[1].dialect  = \blocks$98 [268:265];
-  assign \blocks$98[1].exp  = \blocks$98 [273:269];
-  assign \blocks$98[2]  = \blocks$98 [410:274];
-  assign \blocks$98[2].codes  = \blocks$98 [401:274];
-  assign \blocks$98[2].codes[0]  = \blocks$98 [277:274];
-  assign \blocks$98[2].codes[1]  = \blocks$98 [281:278];
-  assign \blocks$98[2].codes[2]  = \blocks$98 [285:282];
-  assign \blocks$98[2].codes[3]  = \blocks$98 [289:286];
-  assign \blocks$98[2].codes[4]  = \blocks$98 [293:290];
-  assign \blocks$98[2].codes[5]  = \blocks$98 [297:294];
-  assign \blocks$98[2].codes[6]  = \blocks$98 [301:298];
-  assign \blocks$98[2].codes[7]  = \blocks$98 [305:302];
-  assign \blocks$98[2].codes[8]  = \blocks$98 [309:306];
-  assign \blocks$98[2].codes[9]  = \blocks$98 [313:310];
-  assign \blocks$98[2].codes[10]  = \blocks$98 [317:314];
-  assign \blocks$98[2].codes[11]  = \blocks$98 [321:318];
-  assign \blocks$98[2].codes[12]  = \blocks$98 [325:322];
-  assign \blocks$98[2].codes[13]  = \blocks$98 [329:326];
-  assign \blocks$98[2].codes[14]  = \blocks$98 [333:330];
-  assign \blocks$98[2].codes[15]  = \blocks$98 [337:334];
-  assign \blocks$98[2].codes[16]  = \blocks$98 [341:338];
-  assign \blocks$98[2].codes[17]  = \blocks$98 [345:342];
-  assign \blocks$98[2].codes[18]  = \blocks$98 [349:346];
-  assign \blocks$98[2].codes[19]  = \blocks$98 [353:350];
-  assign \blocks$98[2].codes[20]  = \blocks$98 [357:354];
-  assign \blocks$98[2].codes[21]  = \blocks$98 [361:358];
-  assign \blocks$98[2].codes[22]  = \blocks$98 [365:362];
-  assign \blocks$98[2].codes[23]  = \blocks$98 [369:366];
-  assign \blocks$98[2].codes[24]  = \blocks$98 [373:370];
-  assign \blocks$98[2].codes[25]  = \blocks$98 [377:374];
-  assign \blocks$98[2].codes[26]  = \blocks$98 [381:378];
-  assign \blocks$98[2].codes[27]  = \blocks$98 [385:382];
-  assign \blocks$98[2].codes[28]  = \blocks$98 [389:386];
-  assign \blocks$98[2].codes[29]  = \blocks$98 [393:390];
-  assign \blocks$98[2].codes[30]  = \blocks$98 [397:394];
-  assign \blocks$98[2].codes[31]  = \blocks$98 [401:398];
-  assign \blocks$98[2].dialect  = \blocks$98 [405:402];
-  assign \blocks$98[2].exp  = \blocks$98 [410:406];
-  assign \blocks$98[3]  = \blocks$98 [547:411];
-  assign \blocks$98[3].codes  = \blocks$98 [538:411];
-  assign \blocks$98[3].codes[0]  = \blocks$98 [414:411];
-  assign \blocks$98[3].codes[1]  = \blocks$98 [418:415];
-  assign \blocks$98[3].codes[2]  = \blocks$98 [422:419];
-  assign \blocks$98[3].codes[3]  = \blocks$98 [426:423];
-  assign \blocks$98[3].codes[4]  = \blocks$98 [430:427];
-  assign \blocks$98[3].codes[5]  = \blocks$98 [434:431];
-  assign \blocks$98[3].codes[6]  = \blocks$98 [438:435];
-  assign \blocks$98[3].codes[7]  = \blocks$98 [442:439];
-  assign \blocks$98[3].codes[8]  = \blocks$98 [446:443];
-  assign \blocks$98[3].codes[9]  = \blocks$98 [450:447];
-  assign \blocks$98[3].codes[10]  = \blocks$98 [454:451];
-  assign \blocks$98[3].codes[11]  = \blocks$98 [458:455];
-  assign \blocks$98[3].codes[12]  = \blocks$98 [462:459];
-  assign \blocks$98[3].codes[13]  = \blocks$98 [466:463];
-  assign \blocks$98[3].codes[14]  = \blocks$98 [470:467];
-  assign \blocks$98[3].codes[15]  = \blocks$98 [474:471];
-  assign \blocks$98[3].codes[16]  = \blocks$98 [478:475];
-  assign \blocks$98[3].codes[17]  = \blocks$98 [482:479];
-  assign \blocks$98[3].codes[18]  = \blocks$98 [486:483];
-  assign \blocks$98[3].codes[19]  = \blocks$98 [490:487];
-  assign \blocks$98[3].codes[20]  = \blocks$98 [494:491];
-  assign \blocks$98[3].codes[21]  = \blocks$98 [498:495];
-  assign \blocks$98[3].codes[22]  = \blocks$98 [502:499];
-  assign \blocks$98[3].codes[23]  = \blocks$98 [506:503];
-  assign \blocks$98[3].codes[24]  = \blocks$98 [510:507];
-  assign \blocks$98[3].codes[25]  = \blocks$98 [514:511];
-  assign \blocks$98[3].codes[26]  = \blocks$98 [518:515];
-  assign \blocks$98[3].codes[27]  = \blocks$98 [522:519];
-  assign \blocks$98[3].codes[28]  = \blocks$98 [526:523];
-  assign \blocks$98[3].codes[29]  = \blocks$98 [530:527];
-  assign \blocks$98[3].codes[30]  = \blocks$98 [534:531];
-  assign \blocks$98[3].codes[31]  = \blocks$98 [538:535];
-  assign \blocks$98[3].dialect  = \blocks$98 [542:539];
-  assign \blocks$98[3].exp  = \blocks$98 [547:543];
+  assign \o__payload$84.result  = results__3__payload;
+  assign \o__payload$90.data  = \o__payload$90 [127:0];
+  assign \o__payload$90.data[0]  = \o__payload$90 [31:0];
+  assign \o__payload$90.data[1]  = \o__payload$90 [63:32];
+  assign \o__payload$90.data[2]  = \o__payload$90 [95:64];
+  assign \o__payload$90.data[3]  = \o__payload$90 [127:96];
+  assign \o__payload$90.user  = \o__payload$90 [129:128];
+  assign \o__payload$90.last  = \o__payload$90 [130];
+  assign \blocks$92[0]  = \blocks$92 [136:0];
+  assign \blocks$92[0].codes  = \blocks$92 [127:0];
+  assign \blocks$92[0].codes[0]  = \blocks$92 [3:0];
+  assign \blocks$92[0].codes[1]  = \blocks$92 [7:4];
+  assign \blocks$92[0].codes[2]  = \blocks$92 [11:8];
+  assign \blocks$92[0].codes[3]  = \blocks$92 [15:12];
+  assign \blocks$92[0].codes[4]  = \blocks$92 [19:16];
+  assign \blocks$92[0].codes[5]  = \blocks$92 [23:20];
+  assign \blocks$92[0].codes[6]  = \blocks$92 [27:24];
+  assign \blocks$92[0].codes[7]  = \blocks$92 [31:28];
+  assign \blocks$92[0].codes[8]  = \blocks$92 [35:32];
+  assign \blocks$92[0].codes[9]  = \blocks$92 [39:36];
+  assign \blocks$92[0].codes[10]  = \blocks$92 [43:40];
+  assign \blocks$92[0].codes[11]  = \blocks$92 [47:44];
+  assign \blocks$92[0].codes[12]  = \blocks$92 [51:48];
+  assign \blocks$92[0].codes[13]  = \blocks$92 [55:52];
+  assign \blocks$92[0].codes[14]  = \blocks$92 [59:56];
+  assign \blocks$92[0].codes[15]  = \blocks$92 [63:60];
+  assign \blocks$92[0].codes[16]  = \blocks$92 [67:64];
+  assign \blocks$92[0].codes[17]  = \blocks$92 [71:68];
+  assign \blocks$92[0].codes[18]  = \blocks$92 [75:72];
+  assign \blocks$92[0].codes[19]  = \blocks$92 [79:76];
+  assign \blocks$92[0].codes[20]  = \blocks$92 [83:80];
+  assign \blocks$92[0].codes[21]  = \blocks$92 [87:84];
+  assign \blocks$92[0].codes[22]  = \blocks$92 [91:88];
+  assign \blocks$92[0].codes[23]  = \blocks$92 [95:92];
+  assign \blocks$92[0].codes[24]  = \blocks$92 [99:96];
+  assign \blocks$92[0].codes[25]  = \blocks$92 [103:100];
+  assign \blocks$92[0].codes[26]  = \blocks$92 [107:104];
+  assign \blocks$92[0].codes[27]  = \blocks$92 [111:108];
+  assign \blocks$92[0].codes[28]  = \blocks$92 [115:112];
+  assign \blocks$92[0].codes[29]  = \blocks$92 [119:116];
+  assign \blocks$92[0].codes[30]  = \blocks$92 [123:120];
+  assign \blocks$92[0].codes[31]  = \blocks$92 [127:124];
+  assign \blocks$92[0].dialect  = \blocks$92 [131:128];
+  assign \blocks$92[0].exp  = \blocks$92 [136:132];
+  assign \blocks$92[1]  = \blocks$92 [273:137];
+  assign \blocks$92[1].codes  = \blocks$92 [264:137];
+  assign \blocks$92[1].codes[0]  = \blocks$92 [140:137];
+  assign \blocks$92[1].codes[1]  = \blocks$92 [144:141];
+  assign \blocks$92[1].codes[2]  = \blocks$92 [148:145];
+  assign \blocks$92[1].codes[3]  = \blocks$92 [152:149];
+  assign \blocks$92[1].codes[4]  = \blocks$92 [156:153];
+  assign \blocks$92[1].codes[5]  = \blocks$92 [160:157];
+  assign \blocks$92[1].codes[6]  = \blocks$92 [164:161];
+  assign \blocks$92[1].codes[7]  = \blocks$92 [168:165];
+  assign \blocks$92[1].codes[8]  = \blocks$92 [172:169];
+  assign \blocks$92[1].codes[9]  = \blocks$92 [176:173];
+  assign \blocks$92[1].codes[10]  = \blocks$92 [180:177];
+  assign \blocks$92[1].codes[11]  = \blocks$92 [184:181];
+  assign \blocks$92[1].codes[12]  = \blocks$92 [188:185];
+  assign \blocks$92[1].codes[13]  = \blocks$92 [192:189];
+  assign \blocks$92[1].codes[14]  = \blocks$92 [196:193];
+  assign \blocks$92[1].codes[15]  = \blocks$92 [200:197];
+  assign \blocks$92[1].codes[16]  = \blocks$92 [204:201];
+  assign \blocks$92[1].codes[17]  = \blocks$92 [208:205];
+  assign \blocks$92[1].codes[18]  = \blocks$92 [212:209];
+  assign \blocks$92[1].codes[19]  = \blocks$92 [216:213];
+  assign \blocks$92[1].codes[20]  = \blocks$92 [220:217];
+  assign \blocks$92[1].codes[21]  = \blocks$92 [224:221];
+  assign \blocks$92[1].codes[22]  = \blocks$92 [228:225];
+  assign \blocks$92[1].codes[23]  = \blocks$92 [232:229];
+  assign \blocks$92[1].codes[24]  = \blocks$92 [236:233];
+  assign \blocks$92[1].codes[25]  = \blocks$92 [240:237];
+  assign \blocks$92[1].codes[26]  = \blocks$92 [244:241];
+  assign \blocks$92[1].codes[27]  = \blocks$92 [248:245];
+  assign \blocks$92[1].codes[28]  = \blocks$92 [252:249];
+  assign \blocks$92[1].codes[29]  = \blocks$92 [256:253];
+  assign \blocks$92[1].codes[30]  = \blocks$92 [260:257];
+  assign \blocks$92[1].codes[31]  = \blocks$92 [264:261];
+  assign \blocks$92[1].dialect  = \blocks$92 [268:265];
+  assign \blocks$92[1].exp  = \blocks$92 [273:269];
+  assign \blocks$92[2]  = \blocks$92 [410:274];
+  assign \blocks$92[2].codes  = \blocks$92 [401:274];
+  assign \blocks$92[2].codes[0]  = \blocks$92 [277:274];
+  assign \blocks$92[2].codes[1]  = \blocks$92 [281:278];
+  assign \blocks$92[2].codes[2]  = \blocks$92 [285:282];
+  assign \blocks$92[2].codes[3]  = \blocks$92 [289:286];
+  assign \blocks$92[2].codes[4]  = \blocks$92 [293:290];
+  assign \blocks$92[2].codes[5]  = \blocks$92 [297:294];
+  assign \blocks$92[2].codes[6]  = \blocks$92 [301:298];
+  assign \blocks$92[2].codes[7]  = \blocks$92 [305:302];
+  assign \blocks$92[2].codes[8]  = \blocks$92 [309:306];
+  assign \blocks$92[2].codes[9]  = \blocks$92 [313:310];
+  assign \blocks$92[2].codes[10]  = \blocks$92 [317:314];
+  assign \blocks$92[2].codes[11]  = \blocks$92 [321:318];
+  assign \blocks$92[2].codes[12]  = \blocks$92 [325:322];
+  assign \blocks$92[2].codes[13]  = \blocks$92 [329:326];
+  assign \blocks$92[2].codes[14]  = \blocks$92 [333:330];
+  assign \blocks$92[2].codes[15]  = \blocks$92 [337:334];
+  assign \blocks$92[2].codes[16]  = \blocks$92 [341:338];
+  assign \blocks$92[2].codes[17]  = \blocks$92 [345:342];
+  assign \blocks$92[2].codes[18]  = \blocks$92 [349:346];
+  assign \blocks$92[2].codes[19]  = \blocks$92 [353:350];
+  assign \blocks$92[2].codes[20]  = \blocks$92 [357:354];
+  assign \blocks$92[2].codes[21]  = \blocks$92 [361:358];
+  assign \blocks$92[2].codes[22]  = \blocks$92 [365:362];
+  assign \blocks$92[2].codes[23]  = \blocks$92 [369:366];
+  assign \blocks$92[2].codes[24]  = \blocks$92 [373:370];
+  assign \blocks$92[2].codes[25]  = \blocks$92 [377:374];
+  assign \blocks$92[2].codes[26]  = \blocks$92 [381:378];
+  assign \blocks$92[2].codes[27]  = \blocks$92 [385:382];
+  assign \blocks$92[2].codes[28]  = \blocks$92 [389:386];
+  assign \blocks$92[2].codes[29]  = \blocks$92 [393:390];
+  assign \blocks$92[2].codes[30]  = \blocks$92 [397:394];
+  assign \blocks$92[2].codes[31]  = \blocks$92 [401:398];
+  assign \blocks$92[2].dialect  = \blocks$92 [405:402];
+  assign \blocks$92[2].exp  = \blocks$92 [410:406];
+  assign \blocks$92[3]  = \blocks$92 [547:411];
+  assign \blocks$92[3].codes  = \blocks$92 [538:411];
+  assign \blocks$92[3].codes[0]  = \blocks$92 [414:411];
+  assign \blocks$92[3].codes[1]  = \blocks$92 [418:415];
+  assign \blocks$92[3].codes[2]  = \blocks$92 [422:419];
+  assign \blocks$92[3].codes[3]  = \blocks$92 [426:423];
+  assign \blocks$92[3].codes[4]  = \blocks$92 [430:427];
+  assign \blocks$92[3].codes[5]  = \blocks$92 [434:431];
+  assign \blocks$92[3].codes[6]  = \blocks$92 [438:435];
+  assign \blocks$92[3].codes[7]  = \blocks$92 [442:439];
+  assign \blocks$92[3].codes[8]  = \blocks$92 [446:443];
+  assign \blocks$92[3].codes[9]  = \blocks$92 [450:447];
+  assign \blocks$92[3].codes[10]  = \blocks$92 [454:451];
+  assign \blocks$92[3].codes[11]  = \blocks$92 [458:455];
+  assign \blocks$92[3].codes[12]  = \blocks$92 [462:459];
+  assign \blocks$92[3].codes[13]  = \blocks$92 [466:463];
+  assign \blocks$92[3].codes[14]  = \blocks$92 [470:467];
+  assign \blocks$92[3].codes[15]  = \blocks$92 [474:471];
+  assign \blocks$92[3].codes[16]  = \blocks$92 [478:475];
+  assign \blocks$92[3].codes[17]  = \blocks$92 [482:479];
+  assign \blocks$92[3].codes[18]  = \blocks$92 [486:483];
+  assign \blocks$92[3].codes[19]  = \blocks$92 [490:487];
+  assign \blocks$92[3].codes[20]  = \blocks$92 [494:491];
+  assign \blocks$92[3].codes[21]  = \blocks$92 [498:495];
+  assign \blocks$92[3].codes[22]  = \blocks$92 [502:499];
+  assign \blocks$92[3].codes[23]  = \blocks$92 [506:503];
+  assign \blocks$92[3].codes[24]  = \blocks$92 [510:507];
+  assign \blocks$92[3].codes[25]  = \blocks$92 [514:511];
+  assign \blocks$92[3].codes[26]  = \blocks$92 [518:515];
+  assign \blocks$92[3].codes[27]  = \blocks$92 [522:519];
+  assign \blocks$92[3].codes[28]  = \blocks$92 [526:523];
+  assign \blocks$92[3].codes[29]  = \blocks$92 [530:527];
+  assign \blocks$92[3].codes[30]  = \blocks$92 [534:531];
+  assign \blocks$92[3].codes[31]  = \blocks$92 [538:535];
+  assign \blocks$92[3].dialect  = \blocks$92 [542:539];
+  assign \blocks$92[3].exp  = \blocks$92 [547:543];
   assign \r_data.codes  = r_data[127:0];
   assign \r_data.codes[0]  = r_data[3:0];
   assign \r_data.codes[1]  = r_data[7:4];
@@ -1895,42 +1831,42 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \r_data.codes[31]  = r_data[127:124];
   assign \r_data.dialect  = r_data[131:128];
   assign \r_data.exp  = r_data[136:132];
-  assign \i__payload$88 [274] = a_last;
-  assign \i__payload$88 [273:269] = a_blocks[547:543];
-  assign \i__payload$88 [268:265] = a_blocks[542:539];
-  assign \i__payload$88 [264:137] = a_blocks[538:411];
-  assign \i__payload$88 [136:132] = a_activation[136:132];
-  assign \i__payload$88 [131:128] = a_activation[131:128];
-  assign \i__payload$88 [127:0] = a_activation[127:0];
-  assign \i__payload$80 [274] = a_last;
-  assign \i__payload$80 [273:269] = a_blocks[410:406];
-  assign \i__payload$80 [268:265] = a_blocks[405:402];
-  assign \i__payload$80 [264:137] = a_blocks[401:274];
-  assign \i__payload$80 [136:132] = a_activation[136:132];
-  assign \i__payload$80 [131:128] = a_activation[131:128];
-  assign \i__payload$80 [127:0] = a_activation[127:0];
-  assign \i__payload$72 [274] = a_last;
-  assign \i__payload$72 [273:269] = a_blocks[273:269];
-  assign \i__payload$72 [268:265] = a_blocks[268:265];
-  assign \i__payload$72 [264:137] = a_blocks[264:137];
-  assign \i__payload$72 [136:132] = a_activation[136:132];
-  assign \i__payload$72 [131:128] = a_activation[131:128];
-  assign \i__payload$72 [127:0] = a_activation[127:0];
-  assign \i__payload$61 [274] = a_last;
-  assign \i__payload$61 [273:269] = a_blocks[136:132];
-  assign \i__payload$61 [268:265] = a_blocks[131:128];
-  assign \i__payload$61 [264:137] = a_blocks[127:0];
-  assign \i__payload$61 [136:132] = a_activation[136:132];
-  assign \i__payload$61 [131:128] = a_activation[131:128];
-  assign \i__payload$61 [127:0] = a_activation[127:0];
+  assign \i__payload$82 [274] = a_last;
+  assign \i__payload$82 [273:269] = a_blocks[547:543];
+  assign \i__payload$82 [268:265] = a_blocks[542:539];
+  assign \i__payload$82 [264:137] = a_blocks[538:411];
+  assign \i__payload$82 [136:132] = a_activation[136:132];
+  assign \i__payload$82 [131:128] = a_activation[131:128];
+  assign \i__payload$82 [127:0] = a_activation[127:0];
+  assign \i__payload$74 [274] = a_last;
+  assign \i__payload$74 [273:269] = a_blocks[410:406];
+  assign \i__payload$74 [268:265] = a_blocks[405:402];
+  assign \i__payload$74 [264:137] = a_blocks[401:274];
+  assign \i__payload$74 [136:132] = a_activation[136:132];
+  assign \i__payload$74 [131:128] = a_activation[131:128];
+  assign \i__payload$74 [127:0] = a_activation[127:0];
+  assign \i__payload$66 [274] = a_last;
+  assign \i__payload$66 [273:269] = a_blocks[273:269];
+  assign \i__payload$66 [268:265] = a_blocks[268:265];
+  assign \i__payload$66 [264:137] = a_blocks[264:137];
+  assign \i__payload$66 [136:132] = a_activation[136:132];
+  assign \i__payload$66 [131:128] = a_activation[131:128];
+  assign \i__payload$66 [127:0] = a_activation[127:0];
+  assign \i__payload$55 [274] = a_last;
+  assign \i__payload$55 [273:269] = a_blocks[136:132];
+  assign \i__payload$55 [268:265] = a_blocks[131:128];
+  assign \i__payload$55 [264:137] = a_blocks[127:0];
+  assign \i__payload$55 [136:132] = a_activation[136:132];
+  assign \i__payload$55 [131:128] = a_activation[131:128];
+  assign \i__payload$55 [127:0] = a_activation[127:0];
   assign meta__payload[2] = s_axis_w_tuser;
   assign meta__payload[1] = mismatch;
   assign meta__payload[0] = any_invalid;
   assign w_data[136:132] = o__payload[136:132];
   assign w_data[131:128] = o__payload[131:128];
   assign w_data[127:0] = o__payload[127:0];
-  assign \$7  = aresetn;
-  assign \$16  = aresetn;
+  assign \$4  = aresetn;
+  assign \$12  = aresetn;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2518,18 +2454,21 @@ module \bd_linear_b32_n4.buffer (rst, rd__addr, rd__en, wr__en, r_data, wr__data
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.collector (o__ready, rst, w_en, take, meta__ready, w_data, o__payload, o__valid, results__0__valid, results__0__payload, results__1__valid, results__1__payload, results__2__valid, results__2__payload, results__3__valid, results__3__payload, aclk);
+module \bd_linear_b32_n4.collector (o__ready, rst, meta__valid, w_data, room, o__payload, o__valid, r_en, results__0__payload, results__1__payload, results__2__payload, results__3__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$2 ;
+  wire [4:0] \$1 ;
+  reg \$10 ;
+  wire [5:0] \$2 ;
   wire \$3 ;
-  reg [130:0] \$4 ;
-  reg \$5 ;
-  reg \$6 ;
-  reg [130:0] \$7 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  reg [3:0] \$7 ;
+  reg \$8 ;
+  reg [130:0] \$9 ;
   input aclk;
   wire aclk;
-  wire all_valid;
+  wire bypass;
   wire [130:0] incoming;
   wire [127:0] \incoming.data ;
   wire [31:0] \incoming.data[0] ;
@@ -2547,15 +2486,18 @@ module \bd_linear_b32_n4.collector (o__ready, rst, w_en, take, meta__ready, w_da
   wire [31:0] \main.data[3] ;
   wire \main.last ;
   wire [1:0] \main.user ;
+  wire main_free;
   (* init = 1'h0 *)
   wire main_valid;
   wire [2:0] meta__payload;
   wire \meta__payload.final ;
   wire \meta__payload.invalid ;
   wire \meta__payload.mismatch ;
-  output meta__ready;
+  (* init = 1'h1 *)
   wire meta__ready;
+  input meta__valid;
   wire meta__valid;
+  wire meta_take;
   output [130:0] o__payload;
   reg [130:0] o__payload = 131'h000000000000000000000000000000000;
   wire [127:0] \o__payload.data ;
@@ -2569,133 +2511,131 @@ module \bd_linear_b32_n4.collector (o__ready, rst, w_en, take, meta__ready, w_da
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  wire o_take;
+  reg [3:0] owed = 4'h0;
+  wire [3:0] owed_next;
   wire [2:0] r_data;
+  wire [130:0] \r_data$35 ;
+  input r_en;
   wire r_en;
+  wire \r_en$30 ;
   wire r_rdy;
   input [31:0] results__0__payload;
   wire [31:0] results__0__payload;
   wire [31:0] \results__0__payload.result ;
   wire results__0__ready;
-  input results__0__valid;
   wire results__0__valid;
   input [31:0] results__1__payload;
   wire [31:0] results__1__payload;
   wire [31:0] \results__1__payload.result ;
   wire results__1__ready;
-  input results__1__valid;
-  wire results__1__valid;
   input [31:0] results__2__payload;
   wire [31:0] results__2__payload;
   wire [31:0] \results__2__payload.result ;
   wire results__2__ready;
-  input results__2__valid;
-  wire results__2__valid;
   input [31:0] results__3__payload;
   wire [31:0] results__3__payload;
   wire [31:0] \results__3__payload.result ;
   wire results__3__ready;
-  input results__3__valid;
-  wire results__3__valid;
+  output room;
+  reg room = 1'h1;
   input rst;
   wire rst;
-  reg [130:0] skid = 131'h000000000000000000000000000000000;
-  wire [127:0] \skid.data ;
-  wire [31:0] \skid.data[0] ;
-  wire [31:0] \skid.data[1] ;
-  wire [31:0] \skid.data[2] ;
-  wire [31:0] \skid.data[3] ;
-  wire \skid.last ;
-  wire [1:0] \skid.user ;
-  reg skid_valid = 1'h0;
-  output take;
-  wire take;
   input [2:0] w_data;
   wire [2:0] w_data;
-  input w_en;
+  wire [130:0] \w_data$28 ;
   wire w_en;
-  wire w_rdy;
-  assign take = all_valid & \$1 ;
-  assign \$2  = ~ o__valid;
-  assign \$3  = o__ready | \$2 ;
+  wire \w_en$29 ;
+  assign meta_take = meta__valid & room;
+  assign o_take = o__valid & o__ready;
+  assign \$1  = owed + meta_take;
+  assign \$2  = \$1  - o_take;
+  assign \$3  = ~ o__valid;
+  assign main_free = \$3  | o__ready;
+  assign \$4  = ~ r_rdy;
+  assign bypass = main_free & \$4 ;
+  assign \$5  = ~ bypass;
+  assign \w_en$29  = r_en & \$5 ;
+  assign \$6  = \$2 [3:0] < 4'h9;
   always @(posedge aclk)
-    o__payload <= \$4 ;
+    owed <= \$7 ;
   always @(posedge aclk)
-    o__valid <= \$5 ;
+    room <= \$8 ;
   always @(posedge aclk)
-    skid_valid <= \$6 ;
+    o__payload <= \$9 ;
   always @(posedge aclk)
-    skid <= \$7 ;
-  assign all_valid = & { results__3__valid, results__2__valid, results__1__valid, results__0__valid, r_rdy };
-  assign \$1  = ~ skid_valid;
+    o__valid <= \$10 ;
   \bd_linear_b32_n4.collector.flags  flags (
     .aclk(aclk),
     .r_data(r_data),
-    .r_en(take),
+    .r_en(r_en),
+    .rst(rst),
+    .w_en(meta_take),
+    .w_port__data(w_data)
+  );
+  \bd_linear_b32_n4.collector.queue  queue (
+    .aclk(aclk),
+    .r_data(\r_data$35 ),
+    .r_en(main_free),
     .r_rdy(r_rdy),
     .rst(rst),
-    .w_en(w_en),
-    .w_port__data(w_data),
-    .w_rdy(meta__ready)
+    .w_en(\w_en$29 ),
+    .w_port__data(incoming)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$4  = o__payload;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$4  = skid;
-      end else if (take) begin
-        \$4  = incoming;
+    \$7  = \$2 [3:0];
+    if (rst) begin
+      \$7  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$8  = \$6 ;
+    if (rst) begin
+      \$8  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$9  = o__payload;
+    if (main_free) begin
+      if (r_rdy) begin
+        \$9  = \r_data$35 ;
+      end else if (r_en) begin
+        \$9  = incoming;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$5  = o__valid;
-    if (\$3 ) begin
+    \$10  = o__valid;
+    if (main_free) begin
       (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$5  = 1'h1;
-      end else if (take) begin
-        \$5  = 1'h1;
+      if (r_rdy) begin
+        \$10  = 1'h1;
+      end else if (r_en) begin
+        \$10  = 1'h1;
       end else begin
-        \$5  = 1'h0;
+        \$10  = 1'h0;
       end
     end
     if (rst) begin
-      \$5  = 1'h0;
+      \$10  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = skid_valid;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$6  = 1'h0;
-      end
-    end else if (take) begin
-      \$6  = 1'h1;
-    end
-    if (rst) begin
-      \$6  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = skid;
-    if (\$3 ) begin
-    end else if (take) begin
-      \$7  = incoming;
-    end
-  end
+  assign owed_next = \$2 [3:0];
+  assign meta__ready = room;
   assign meta__payload = w_data;
-  assign meta__valid = w_en;
-  assign w_rdy = meta__ready;
-  assign results__0__ready = take;
-  assign results__1__ready = take;
-  assign results__2__ready = take;
-  assign results__3__ready = take;
-  assign r_en = take;
+  assign w_en = meta_take;
+  assign results__0__ready = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign results__2__ready = 1'h1;
+  assign results__3__ready = 1'h1;
+  assign results__0__valid = r_en;
   assign main_valid = o__valid;
+  assign \w_data$28  = incoming;
+  assign \r_en$30  = main_free;
   assign main = o__payload;
   assign \meta__payload.invalid  = w_data[0];
   assign \meta__payload.mismatch  = w_data[1];
@@ -2725,13 +2665,6 @@ module \bd_linear_b32_n4.collector (o__ready, rst, w_en, take, meta__ready, w_da
   assign \main.data[3]  = o__payload[127:96];
   assign \main.user  = o__payload[129:128];
   assign \main.last  = o__payload[130];
-  assign \skid.data  = skid[127:0];
-  assign \skid.data[0]  = skid[31:0];
-  assign \skid.data[1]  = skid[63:32];
-  assign \skid.data[2]  = skid[95:64];
-  assign \skid.data[3]  = skid[127:96];
-  assign \skid.user  = skid[129:128];
-  assign \skid.last  = skid[130];
   assign incoming[130] = r_data[2];
   assign incoming[129:128] = r_data[1:0];
   assign incoming[127:96] = results__3__payload;
@@ -2741,74 +2674,68 @@ module \bd_linear_b32_n4.collector (o__ready, rst, w_en, take, meta__ready, w_da
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port__data, r_rdy, aclk);
+module \bd_linear_b32_n4.collector.flags (rst, w_en, r_data, w_port__data, r_en, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [3:0] \$12 ;
-  wire [3:0] \$13 ;
+  wire \$12 ;
+  wire \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire \$16 ;
+  wire [4:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
-  wire \$23 ;
+  wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [3:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [3:0] \$3 ;
-  wire \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg [2:0] \$33 ;
-  reg \$34 ;
+  reg [2:0] \$27 ;
+  reg [2:0] \$28 ;
+  reg [3:0] \$29 ;
+  wire [4:0] \$3 ;
+  reg \$30 ;
   wire \$4 ;
-  wire \$5 ;
-  wire [3:0] \$6 ;
-  wire [3:0] \$7 ;
+  wire [3:0] \$5 ;
+  wire \$6 ;
+  wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [3:0] \$9 ;
   input aclk;
   wire aclk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
+  reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
-  wire [2:0] level;
+  wire [3:0] level;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [2:0] r_data;
   wire [2:0] r_data;
   input r_en;
   wire r_en;
-  wire [2:0] r_level;
+  wire [3:0] r_level;
   reg [2:0] r_port__addr = 3'h0;
   wire [2:0] r_port__data;
   wire r_port__en;
-  output r_rdy;
   reg r_rdy = 1'h0;
   input rst;
   wire rst;
   wire [2:0] w_data;
   input w_en;
   wire w_en;
-  wire [2:0] w_level;
+  wire [3:0] w_level;
   reg [2:0] w_port__addr = 3'h0;
   input [2:0] w_port__data;
   wire [2:0] w_port__data;
   wire w_port__en;
-  output w_rdy;
   wire w_rdy;
-  reg [2:0] storage [5:0];
+  reg [2:0] storage [7:0];
   initial begin
     storage[0] = 3'h0;
     storage[1] = 3'h0;
@@ -2816,6 +2743,8 @@ module \bd_linear_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
     storage[3] = 3'h0;
     storage[4] = 3'h0;
     storage[5] = 3'h0;
+    storage[6] = 3'h0;
+    storage[7] = 3'h0;
   end
   always @(posedge aclk) begin
     if (w_port__en)
@@ -2828,7 +2757,7 @@ module \bd_linear_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h6;
+  assign w_rdy = inner_level != 4'h8;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -2836,88 +2765,84 @@ module \bd_linear_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 3'h5;
-  assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 4'h0 : \$6 ;
-  assign \$8  = ~ r_rdy;
-  assign \$9  = \$8  | r_en;
-  assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 3'h5;
-  assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 4'h0 : \$12 ;
-  assign \$14  = w_rdy & w_en;
-  assign \$15  = ~ r_rdy;
-  assign \$16  = \$15  | r_en;
-  assign \$17  = inner_r_rdy & \$16 ;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = \$14  & \$18 ;
-  assign \$20  = inner_level + 1'h1;
-  assign \$21  = ~ r_rdy;
-  assign \$22  = \$21  | r_en;
-  assign \$23  = inner_r_rdy & \$22 ;
-  assign \$24  = w_rdy & w_en;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = inner_level - 1'h1;
-  assign \$28  = ~ r_rdy;
-  assign \$29  = \$28  | r_en;
-  assign \$30  = inner_r_rdy & \$29 ;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = ~ r_rdy;
+  assign \$7  = \$6  | r_en;
+  assign \$8  = inner_r_rdy & \$7 ;
+  assign \$9  = r_port__addr + 1'h1;
+  assign \$10  = w_rdy & w_en;
+  assign \$11  = ~ r_rdy;
+  assign \$12  = \$11  | r_en;
+  assign \$13  = inner_r_rdy & \$12 ;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$10  & \$14 ;
+  assign \$16  = inner_level + 1'h1;
+  assign \$17  = ~ r_rdy;
+  assign \$18  = \$17  | r_en;
+  assign \$19  = inner_r_rdy & \$18 ;
+  assign \$20  = w_rdy & w_en;
+  assign \$21  = ~ \$20 ;
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = inner_level - 1'h1;
+  assign \$24  = ~ r_rdy;
+  assign \$25  = \$24  | r_en;
+  assign \$26  = inner_r_rdy & \$25 ;
   always @(posedge aclk)
-    w_port__addr <= \$31 ;
+    w_port__addr <= \$27 ;
   always @(posedge aclk)
-    r_port__addr <= \$32 ;
+    r_port__addr <= \$28 ;
   always @(posedge aclk)
-    inner_level <= \$33 ;
+    inner_level <= \$29 ;
   always @(posedge aclk)
-    r_rdy <= \$34 ;
+    r_rdy <= \$30 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$31  = w_port__addr;
+    \$27  = w_port__addr;
     if (\$4 ) begin
-      \$31  = \$7 [2:0];
+      \$27  = \$5 [2:0];
     end
     if (rst) begin
-      \$31  = 3'h0;
+      \$27  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$32  = r_port__addr;
-    if (\$10 ) begin
-      \$32  = \$13 [2:0];
+    \$28  = r_port__addr;
+    if (\$8 ) begin
+      \$28  = \$9 [2:0];
     end
     if (rst) begin
-      \$32  = 3'h0;
+      \$28  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$33  = inner_level;
-    if (\$19 ) begin
-      \$33  = \$20 [2:0];
+    \$29  = inner_level;
+    if (\$15 ) begin
+      \$29  = \$16 [3:0];
     end
+    if (\$22 ) begin
+      \$29  = \$23 [3:0];
+    end
+    if (rst) begin
+      \$29  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$30  = r_rdy;
     if (\$26 ) begin
-      \$33  = \$27 [2:0];
-    end
-    if (rst) begin
-      \$33  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$34  = r_rdy;
-    if (\$30 ) begin
-      \$34  = 1'h1;
+      \$30  = 1'h1;
     end else if (r_en) begin
-      \$34  = 1'h0;
+      \$30  = 1'h0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$30  = 1'h0;
     end
   end
-  assign w_level = \$3 [2:0];
-  assign level = \$3 [2:0];
-  assign r_level = \$3 [2:0];
+  assign w_level = \$3 [3:0];
+  assign level = \$3 [3:0];
+  assign r_level = \$3 [3:0];
   assign produce = w_port__addr;
   assign w_data = w_port__data;
   assign consume = r_port__addr;
@@ -2925,8 +2850,137 @@ module \bd_linear_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
+module \bd_linear_b32_n4.collector.queue (rst, r_en, w_en, r_rdy, r_data, w_port__data, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [4:0] \$14 ;
+  reg [2:0] \$15 ;
+  reg [2:0] \$16 ;
+  reg [3:0] \$17 ;
+  wire [3:0] \$2 ;
+  wire \$3 ;
+  wire [3:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [4:0] \$9 ;
+  input aclk;
+  wire aclk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [3:0] level = 4'h0;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [130:0] r_data;
+  wire [130:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 4'h0 *)
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [130:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [130:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 4'h0 *)
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  input [130:0] w_port__data;
+  wire [130:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [130:0] storage [7:0];
+  initial begin
+    storage[0] = 131'h000000000000000000000000000000000;
+    storage[1] = 131'h000000000000000000000000000000000;
+    storage[2] = 131'h000000000000000000000000000000000;
+    storage[3] = 131'h000000000000000000000000000000000;
+    storage[4] = 131'h000000000000000000000000000000000;
+    storage[5] = 131'h000000000000000000000000000000000;
+    storage[6] = 131'h000000000000000000000000000000000;
+    storage[7] = 131'h000000000000000000000000000000000;
+  end
+  always @(posedge aclk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 4'h8;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge aclk)
+    w_port__addr <= \$15 ;
+  always @(posedge aclk)
+    r_port__addr <= \$16 ;
+  always @(posedge aclk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [2:0];
+    end
+    if (rst) begin
+      \$15  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [2:0];
+    end
+    if (rst) begin
+      \$16  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [3:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [3:0];
+    end
+    if (rst) begin
+      \$17  = 4'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -3127,7 +3181,6 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -3175,7 +3228,6 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -3459,11 +3511,11 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n4.dot0.dec_a  dec_a (
-    .\port$4966$0 (i__payload[131:0]),
+    .\port$4977$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n4.dot0.dec_w  dec_w (
-    .\port$4966$137 (i__payload[268:137]),
+    .\port$4977$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n4.dot0.mul  mul (
@@ -3478,33 +3530,32 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -3514,7 +3565,7 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -3524,28 +3575,28 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -3563,7 +3614,8 @@ module \bd_linear_b32_n4.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -3874,7 +3926,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -3966,7 +4018,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -3976,7 +4028,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -3985,7 +4037,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -3994,7 +4046,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -4004,7 +4056,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -4013,7 +4065,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -4051,7 +4103,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0.dec_a (values, \port$4966$0 );
+module \bd_linear_b32_n4.dot0.dec_a (values, \port$4977$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4088,8 +4140,8 @@ module \bd_linear_b32_n4.dot0.dec_a (values, \port$4966$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4966$0 ;
-  wire [131:0] \port$4966$0 ;
+  input [131:0] \port$4977$0 ;
+  wire [131:0] \port$4977$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4165,46 +4217,46 @@ module \bd_linear_b32_n4.dot0.dec_a (values, \port$4966$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4966$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4966$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4966$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4966$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4966$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4966$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4966$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4966$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4966$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4966$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4966$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4966$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4966$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4966$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4966$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4966$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4966$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4966$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4966$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4966$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4966$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4966$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4966$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4966$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4966$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4966$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4966$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4966$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4966$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4966$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4966$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4966$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4977$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4977$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4977$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4977$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4977$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4977$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4977$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4977$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4977$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4977$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4977$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4977$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4977$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4977$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4977$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4977$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4977$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4977$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4977$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4977$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4977$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4977$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4977$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4977$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4977$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4977$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4977$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4977$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4977$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4977$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4977$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4977$0 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$4966$0 [131:128]),
+    .dialect(\port$4977$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4966$0 [131:128];
-  assign \dialect$1  = \port$4966$0 [131:128];
+  assign dialect = \port$4977$0 [131:128];
+  assign \dialect$1  = \port$4977$0 [131:128];
   assign row = entries;
-  assign codes = \port$4966$0 [127:0];
+  assign codes = \port$4977$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4213,38 +4265,38 @@ module \bd_linear_b32_n4.dot0.dec_a (values, \port$4966$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4966$0 [3:0];
-  assign \codes[1]  = \port$4966$0 [7:4];
-  assign \codes[2]  = \port$4966$0 [11:8];
-  assign \codes[3]  = \port$4966$0 [15:12];
-  assign \codes[4]  = \port$4966$0 [19:16];
-  assign \codes[5]  = \port$4966$0 [23:20];
-  assign \codes[6]  = \port$4966$0 [27:24];
-  assign \codes[7]  = \port$4966$0 [31:28];
-  assign \codes[8]  = \port$4966$0 [35:32];
-  assign \codes[9]  = \port$4966$0 [39:36];
-  assign \codes[10]  = \port$4966$0 [43:40];
-  assign \codes[11]  = \port$4966$0 [47:44];
-  assign \codes[12]  = \port$4966$0 [51:48];
-  assign \codes[13]  = \port$4966$0 [55:52];
-  assign \codes[14]  = \port$4966$0 [59:56];
-  assign \codes[15]  = \port$4966$0 [63:60];
-  assign \codes[16]  = \port$4966$0 [67:64];
-  assign \codes[17]  = \port$4966$0 [71:68];
-  assign \codes[18]  = \port$4966$0 [75:72];
-  assign \codes[19]  = \port$4966$0 [79:76];
-  assign \codes[20]  = \port$4966$0 [83:80];
-  assign \codes[21]  = \port$4966$0 [87:84];
-  assign \codes[22]  = \port$4966$0 [91:88];
-  assign \codes[23]  = \port$4966$0 [95:92];
-  assign \codes[24]  = \port$4966$0 [99:96];
-  assign \codes[25]  = \port$4966$0 [103:100];
-  assign \codes[26]  = \port$4966$0 [107:104];
-  assign \codes[27]  = \port$4966$0 [111:108];
-  assign \codes[28]  = \port$4966$0 [115:112];
-  assign \codes[29]  = \port$4966$0 [119:116];
-  assign \codes[30]  = \port$4966$0 [123:120];
-  assign \codes[31]  = \port$4966$0 [127:124];
+  assign \codes[0]  = \port$4977$0 [3:0];
+  assign \codes[1]  = \port$4977$0 [7:4];
+  assign \codes[2]  = \port$4977$0 [11:8];
+  assign \codes[3]  = \port$4977$0 [15:12];
+  assign \codes[4]  = \port$4977$0 [19:16];
+  assign \codes[5]  = \port$4977$0 [23:20];
+  assign \codes[6]  = \port$4977$0 [27:24];
+  assign \codes[7]  = \port$4977$0 [31:28];
+  assign \codes[8]  = \port$4977$0 [35:32];
+  assign \codes[9]  = \port$4977$0 [39:36];
+  assign \codes[10]  = \port$4977$0 [43:40];
+  assign \codes[11]  = \port$4977$0 [47:44];
+  assign \codes[12]  = \port$4977$0 [51:48];
+  assign \codes[13]  = \port$4977$0 [55:52];
+  assign \codes[14]  = \port$4977$0 [59:56];
+  assign \codes[15]  = \port$4977$0 [63:60];
+  assign \codes[16]  = \port$4977$0 [67:64];
+  assign \codes[17]  = \port$4977$0 [71:68];
+  assign \codes[18]  = \port$4977$0 [75:72];
+  assign \codes[19]  = \port$4977$0 [79:76];
+  assign \codes[20]  = \port$4977$0 [83:80];
+  assign \codes[21]  = \port$4977$0 [87:84];
+  assign \codes[22]  = \port$4977$0 [91:88];
+  assign \codes[23]  = \port$4977$0 [95:92];
+  assign \codes[24]  = \port$4977$0 [99:96];
+  assign \codes[25]  = \port$4977$0 [103:100];
+  assign \codes[26]  = \port$4977$0 [107:104];
+  assign \codes[27]  = \port$4977$0 [111:108];
+  assign \codes[28]  = \port$4977$0 [115:112];
+  assign \codes[29]  = \port$4977$0 [119:116];
+  assign \codes[30]  = \port$4977$0 [123:120];
+  assign \codes[31]  = \port$4977$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4277,43 +4329,43 @@ module \bd_linear_b32_n4.dot0.dec_a (values, \port$4966$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4966$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4966$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4966$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4966$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4966$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4966$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4966$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4966$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4966$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4966$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4966$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4966$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4966$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4966$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4966$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4966$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4966$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4966$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4966$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4966$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4966$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4966$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4966$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4966$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4966$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4966$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4966$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4966$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4966$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4966$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4966$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4966$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4977$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4977$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4977$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4977$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4977$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4977$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4977$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4977$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4977$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4977$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4977$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4977$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4977$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4977$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4977$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4977$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4977$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4977$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4977$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4977$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4977$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4977$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4977$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4977$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4977$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4977$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4977$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4977$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4977$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4977$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4977$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4977$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot0.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -4327,7 +4379,7 @@ module \bd_linear_b32_n4.dot0.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -4375,7 +4427,7 @@ module \bd_linear_b32_n4.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0.dec_w (values, \port$4966$137 );
+module \bd_linear_b32_n4.dot0.dec_w (values, \port$4977$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4412,8 +4464,8 @@ module \bd_linear_b32_n4.dot0.dec_w (values, \port$4966$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4966$137 ;
-  wire [131:0] \port$4966$137 ;
+  input [131:0] \port$4977$137 ;
+  wire [131:0] \port$4977$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4489,46 +4541,46 @@ module \bd_linear_b32_n4.dot0.dec_w (values, \port$4966$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4966$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4966$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4966$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4966$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4966$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4966$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4966$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4966$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4966$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4966$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4966$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4966$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4966$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4966$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4966$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4966$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4966$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4966$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4966$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4966$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4966$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4966$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4966$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4966$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4966$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4966$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4966$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4966$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4966$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4966$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4966$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4966$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4977$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4977$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4977$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4977$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4977$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4977$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4977$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4977$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4977$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4977$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4977$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4977$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4977$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4977$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4977$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4977$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4977$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4977$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4977$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4977$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4977$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4977$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4977$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4977$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4977$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4977$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4977$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4977$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4977$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4977$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4977$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4977$137 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$4966$137 [131:128]),
+    .dialect(\port$4977$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4966$137 [131:128];
-  assign \dialect$1  = \port$4966$137 [131:128];
+  assign dialect = \port$4977$137 [131:128];
+  assign \dialect$1  = \port$4977$137 [131:128];
   assign row = entries;
-  assign codes = \port$4966$137 [127:0];
+  assign codes = \port$4977$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4537,38 +4589,38 @@ module \bd_linear_b32_n4.dot0.dec_w (values, \port$4966$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4966$137 [3:0];
-  assign \codes[1]  = \port$4966$137 [7:4];
-  assign \codes[2]  = \port$4966$137 [11:8];
-  assign \codes[3]  = \port$4966$137 [15:12];
-  assign \codes[4]  = \port$4966$137 [19:16];
-  assign \codes[5]  = \port$4966$137 [23:20];
-  assign \codes[6]  = \port$4966$137 [27:24];
-  assign \codes[7]  = \port$4966$137 [31:28];
-  assign \codes[8]  = \port$4966$137 [35:32];
-  assign \codes[9]  = \port$4966$137 [39:36];
-  assign \codes[10]  = \port$4966$137 [43:40];
-  assign \codes[11]  = \port$4966$137 [47:44];
-  assign \codes[12]  = \port$4966$137 [51:48];
-  assign \codes[13]  = \port$4966$137 [55:52];
-  assign \codes[14]  = \port$4966$137 [59:56];
-  assign \codes[15]  = \port$4966$137 [63:60];
-  assign \codes[16]  = \port$4966$137 [67:64];
-  assign \codes[17]  = \port$4966$137 [71:68];
-  assign \codes[18]  = \port$4966$137 [75:72];
-  assign \codes[19]  = \port$4966$137 [79:76];
-  assign \codes[20]  = \port$4966$137 [83:80];
-  assign \codes[21]  = \port$4966$137 [87:84];
-  assign \codes[22]  = \port$4966$137 [91:88];
-  assign \codes[23]  = \port$4966$137 [95:92];
-  assign \codes[24]  = \port$4966$137 [99:96];
-  assign \codes[25]  = \port$4966$137 [103:100];
-  assign \codes[26]  = \port$4966$137 [107:104];
-  assign \codes[27]  = \port$4966$137 [111:108];
-  assign \codes[28]  = \port$4966$137 [115:112];
-  assign \codes[29]  = \port$4966$137 [119:116];
-  assign \codes[30]  = \port$4966$137 [123:120];
-  assign \codes[31]  = \port$4966$137 [127:124];
+  assign \codes[0]  = \port$4977$137 [3:0];
+  assign \codes[1]  = \port$4977$137 [7:4];
+  assign \codes[2]  = \port$4977$137 [11:8];
+  assign \codes[3]  = \port$4977$137 [15:12];
+  assign \codes[4]  = \port$4977$137 [19:16];
+  assign \codes[5]  = \port$4977$137 [23:20];
+  assign \codes[6]  = \port$4977$137 [27:24];
+  assign \codes[7]  = \port$4977$137 [31:28];
+  assign \codes[8]  = \port$4977$137 [35:32];
+  assign \codes[9]  = \port$4977$137 [39:36];
+  assign \codes[10]  = \port$4977$137 [43:40];
+  assign \codes[11]  = \port$4977$137 [47:44];
+  assign \codes[12]  = \port$4977$137 [51:48];
+  assign \codes[13]  = \port$4977$137 [55:52];
+  assign \codes[14]  = \port$4977$137 [59:56];
+  assign \codes[15]  = \port$4977$137 [63:60];
+  assign \codes[16]  = \port$4977$137 [67:64];
+  assign \codes[17]  = \port$4977$137 [71:68];
+  assign \codes[18]  = \port$4977$137 [75:72];
+  assign \codes[19]  = \port$4977$137 [79:76];
+  assign \codes[20]  = \port$4977$137 [83:80];
+  assign \codes[21]  = \port$4977$137 [87:84];
+  assign \codes[22]  = \port$4977$137 [91:88];
+  assign \codes[23]  = \port$4977$137 [95:92];
+  assign \codes[24]  = \port$4977$137 [99:96];
+  assign \codes[25]  = \port$4977$137 [103:100];
+  assign \codes[26]  = \port$4977$137 [107:104];
+  assign \codes[27]  = \port$4977$137 [111:108];
+  assign \codes[28]  = \port$4977$137 [115:112];
+  assign \codes[29]  = \port$4977$137 [119:116];
+  assign \codes[30]  = \port$4977$137 [123:120];
+  assign \codes[31]  = \port$4977$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4601,43 +4653,43 @@ module \bd_linear_b32_n4.dot0.dec_w (values, \port$4966$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4966$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4966$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4966$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4966$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4966$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4966$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4966$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4966$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4966$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4966$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4966$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4966$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4966$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4966$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4966$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4966$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4966$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4966$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4966$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4966$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4966$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4966$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4966$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4966$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4966$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4966$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4966$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4966$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4966$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4966$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4966$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4966$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4977$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4977$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4977$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4977$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4977$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4977$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4977$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4977$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4977$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4977$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4977$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4977$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4977$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4977$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4977$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4977$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4977$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4977$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4977$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4977$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4977$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4977$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4977$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4977$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4977$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4977$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4977$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4977$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4977$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4977$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4977$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4977$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot0.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -4651,7 +4703,7 @@ module \bd_linear_b32_n4.dot0.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -5671,8 +5723,8 @@ module \bd_linear_b32_n4.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \bd_linear_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -6104,7 +6156,6 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -6124,11 +6175,8 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -6350,8 +6398,6 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -6368,7 +6414,7 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -6378,7 +6424,7 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -6388,40 +6434,41 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -6494,6 +6541,9 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -6502,6 +6552,8 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -6616,8 +6668,8 @@ module \bd_linear_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -6818,7 +6870,6 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -6866,7 +6917,6 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -7150,11 +7200,11 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n4.dot1.dec_a  dec_a (
-    .\port$4967$0 (i__payload[131:0]),
+    .\port$4978$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n4.dot1.dec_w  dec_w (
-    .\port$4967$137 (i__payload[268:137]),
+    .\port$4978$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n4.dot1.mul  mul (
@@ -7169,33 +7219,32 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -7205,7 +7254,7 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -7215,28 +7264,28 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -7254,7 +7303,8 @@ module \bd_linear_b32_n4.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -7565,7 +7615,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -7657,7 +7707,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -7667,7 +7717,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -7676,7 +7726,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -7685,7 +7735,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -7695,7 +7745,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -7704,7 +7754,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -7742,7 +7792,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1.dec_a (values, \port$4967$0 );
+module \bd_linear_b32_n4.dot1.dec_a (values, \port$4978$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -7779,8 +7829,8 @@ module \bd_linear_b32_n4.dot1.dec_a (values, \port$4967$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4967$0 ;
-  wire [131:0] \port$4967$0 ;
+  input [131:0] \port$4978$0 ;
+  wire [131:0] \port$4978$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -7856,46 +7906,46 @@ module \bd_linear_b32_n4.dot1.dec_a (values, \port$4967$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4967$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4967$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4967$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4967$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4967$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4967$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4967$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4967$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4967$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4967$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4967$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4967$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4967$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4967$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4967$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4967$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4967$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4967$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4967$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4967$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4967$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4967$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4967$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4967$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4967$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4967$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4967$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4967$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4967$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4967$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4967$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4967$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4978$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4978$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4978$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4978$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4978$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4978$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4978$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4978$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4978$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4978$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4978$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4978$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4978$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4978$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4978$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4978$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4978$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4978$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4978$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4978$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4978$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4978$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4978$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4978$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4978$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4978$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4978$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4978$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4978$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4978$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4978$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4978$0 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$4967$0 [131:128]),
+    .dialect(\port$4978$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4967$0 [131:128];
-  assign \dialect$1  = \port$4967$0 [131:128];
+  assign dialect = \port$4978$0 [131:128];
+  assign \dialect$1  = \port$4978$0 [131:128];
   assign row = entries;
-  assign codes = \port$4967$0 [127:0];
+  assign codes = \port$4978$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -7904,38 +7954,38 @@ module \bd_linear_b32_n4.dot1.dec_a (values, \port$4967$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4967$0 [3:0];
-  assign \codes[1]  = \port$4967$0 [7:4];
-  assign \codes[2]  = \port$4967$0 [11:8];
-  assign \codes[3]  = \port$4967$0 [15:12];
-  assign \codes[4]  = \port$4967$0 [19:16];
-  assign \codes[5]  = \port$4967$0 [23:20];
-  assign \codes[6]  = \port$4967$0 [27:24];
-  assign \codes[7]  = \port$4967$0 [31:28];
-  assign \codes[8]  = \port$4967$0 [35:32];
-  assign \codes[9]  = \port$4967$0 [39:36];
-  assign \codes[10]  = \port$4967$0 [43:40];
-  assign \codes[11]  = \port$4967$0 [47:44];
-  assign \codes[12]  = \port$4967$0 [51:48];
-  assign \codes[13]  = \port$4967$0 [55:52];
-  assign \codes[14]  = \port$4967$0 [59:56];
-  assign \codes[15]  = \port$4967$0 [63:60];
-  assign \codes[16]  = \port$4967$0 [67:64];
-  assign \codes[17]  = \port$4967$0 [71:68];
-  assign \codes[18]  = \port$4967$0 [75:72];
-  assign \codes[19]  = \port$4967$0 [79:76];
-  assign \codes[20]  = \port$4967$0 [83:80];
-  assign \codes[21]  = \port$4967$0 [87:84];
-  assign \codes[22]  = \port$4967$0 [91:88];
-  assign \codes[23]  = \port$4967$0 [95:92];
-  assign \codes[24]  = \port$4967$0 [99:96];
-  assign \codes[25]  = \port$4967$0 [103:100];
-  assign \codes[26]  = \port$4967$0 [107:104];
-  assign \codes[27]  = \port$4967$0 [111:108];
-  assign \codes[28]  = \port$4967$0 [115:112];
-  assign \codes[29]  = \port$4967$0 [119:116];
-  assign \codes[30]  = \port$4967$0 [123:120];
-  assign \codes[31]  = \port$4967$0 [127:124];
+  assign \codes[0]  = \port$4978$0 [3:0];
+  assign \codes[1]  = \port$4978$0 [7:4];
+  assign \codes[2]  = \port$4978$0 [11:8];
+  assign \codes[3]  = \port$4978$0 [15:12];
+  assign \codes[4]  = \port$4978$0 [19:16];
+  assign \codes[5]  = \port$4978$0 [23:20];
+  assign \codes[6]  = \port$4978$0 [27:24];
+  assign \codes[7]  = \port$4978$0 [31:28];
+  assign \codes[8]  = \port$4978$0 [35:32];
+  assign \codes[9]  = \port$4978$0 [39:36];
+  assign \codes[10]  = \port$4978$0 [43:40];
+  assign \codes[11]  = \port$4978$0 [47:44];
+  assign \codes[12]  = \port$4978$0 [51:48];
+  assign \codes[13]  = \port$4978$0 [55:52];
+  assign \codes[14]  = \port$4978$0 [59:56];
+  assign \codes[15]  = \port$4978$0 [63:60];
+  assign \codes[16]  = \port$4978$0 [67:64];
+  assign \codes[17]  = \port$4978$0 [71:68];
+  assign \codes[18]  = \port$4978$0 [75:72];
+  assign \codes[19]  = \port$4978$0 [79:76];
+  assign \codes[20]  = \port$4978$0 [83:80];
+  assign \codes[21]  = \port$4978$0 [87:84];
+  assign \codes[22]  = \port$4978$0 [91:88];
+  assign \codes[23]  = \port$4978$0 [95:92];
+  assign \codes[24]  = \port$4978$0 [99:96];
+  assign \codes[25]  = \port$4978$0 [103:100];
+  assign \codes[26]  = \port$4978$0 [107:104];
+  assign \codes[27]  = \port$4978$0 [111:108];
+  assign \codes[28]  = \port$4978$0 [115:112];
+  assign \codes[29]  = \port$4978$0 [119:116];
+  assign \codes[30]  = \port$4978$0 [123:120];
+  assign \codes[31]  = \port$4978$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -7968,43 +8018,43 @@ module \bd_linear_b32_n4.dot1.dec_a (values, \port$4967$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4967$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4967$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4967$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4967$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4967$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4967$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4967$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4967$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4967$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4967$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4967$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4967$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4967$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4967$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4967$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4967$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4967$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4967$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4967$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4967$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4967$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4967$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4967$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4967$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4967$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4967$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4967$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4967$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4967$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4967$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4967$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4967$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4978$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4978$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4978$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4978$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4978$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4978$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4978$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4978$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4978$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4978$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4978$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4978$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4978$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4978$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4978$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4978$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4978$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4978$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4978$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4978$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4978$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4978$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4978$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4978$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4978$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4978$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4978$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4978$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4978$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4978$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4978$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4978$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot1.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -8018,7 +8068,7 @@ module \bd_linear_b32_n4.dot1.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -8066,7 +8116,7 @@ module \bd_linear_b32_n4.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1.dec_w (values, \port$4967$137 );
+module \bd_linear_b32_n4.dot1.dec_w (values, \port$4978$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8103,8 +8153,8 @@ module \bd_linear_b32_n4.dot1.dec_w (values, \port$4967$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4967$137 ;
-  wire [131:0] \port$4967$137 ;
+  input [131:0] \port$4978$137 ;
+  wire [131:0] \port$4978$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8180,46 +8230,46 @@ module \bd_linear_b32_n4.dot1.dec_w (values, \port$4967$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4967$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4967$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4967$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4967$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4967$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4967$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4967$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4967$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4967$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4967$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4967$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4967$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4967$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4967$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4967$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4967$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4967$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4967$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4967$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4967$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4967$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4967$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4967$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4967$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4967$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4967$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4967$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4967$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4967$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4967$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4967$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4967$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4978$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4978$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4978$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4978$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4978$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4978$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4978$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4978$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4978$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4978$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4978$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4978$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4978$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4978$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4978$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4978$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4978$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4978$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4978$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4978$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4978$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4978$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4978$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4978$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4978$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4978$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4978$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4978$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4978$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4978$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4978$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4978$137 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$4967$137 [131:128]),
+    .dialect(\port$4978$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4967$137 [131:128];
-  assign \dialect$1  = \port$4967$137 [131:128];
+  assign dialect = \port$4978$137 [131:128];
+  assign \dialect$1  = \port$4978$137 [131:128];
   assign row = entries;
-  assign codes = \port$4967$137 [127:0];
+  assign codes = \port$4978$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8228,38 +8278,38 @@ module \bd_linear_b32_n4.dot1.dec_w (values, \port$4967$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4967$137 [3:0];
-  assign \codes[1]  = \port$4967$137 [7:4];
-  assign \codes[2]  = \port$4967$137 [11:8];
-  assign \codes[3]  = \port$4967$137 [15:12];
-  assign \codes[4]  = \port$4967$137 [19:16];
-  assign \codes[5]  = \port$4967$137 [23:20];
-  assign \codes[6]  = \port$4967$137 [27:24];
-  assign \codes[7]  = \port$4967$137 [31:28];
-  assign \codes[8]  = \port$4967$137 [35:32];
-  assign \codes[9]  = \port$4967$137 [39:36];
-  assign \codes[10]  = \port$4967$137 [43:40];
-  assign \codes[11]  = \port$4967$137 [47:44];
-  assign \codes[12]  = \port$4967$137 [51:48];
-  assign \codes[13]  = \port$4967$137 [55:52];
-  assign \codes[14]  = \port$4967$137 [59:56];
-  assign \codes[15]  = \port$4967$137 [63:60];
-  assign \codes[16]  = \port$4967$137 [67:64];
-  assign \codes[17]  = \port$4967$137 [71:68];
-  assign \codes[18]  = \port$4967$137 [75:72];
-  assign \codes[19]  = \port$4967$137 [79:76];
-  assign \codes[20]  = \port$4967$137 [83:80];
-  assign \codes[21]  = \port$4967$137 [87:84];
-  assign \codes[22]  = \port$4967$137 [91:88];
-  assign \codes[23]  = \port$4967$137 [95:92];
-  assign \codes[24]  = \port$4967$137 [99:96];
-  assign \codes[25]  = \port$4967$137 [103:100];
-  assign \codes[26]  = \port$4967$137 [107:104];
-  assign \codes[27]  = \port$4967$137 [111:108];
-  assign \codes[28]  = \port$4967$137 [115:112];
-  assign \codes[29]  = \port$4967$137 [119:116];
-  assign \codes[30]  = \port$4967$137 [123:120];
-  assign \codes[31]  = \port$4967$137 [127:124];
+  assign \codes[0]  = \port$4978$137 [3:0];
+  assign \codes[1]  = \port$4978$137 [7:4];
+  assign \codes[2]  = \port$4978$137 [11:8];
+  assign \codes[3]  = \port$4978$137 [15:12];
+  assign \codes[4]  = \port$4978$137 [19:16];
+  assign \codes[5]  = \port$4978$137 [23:20];
+  assign \codes[6]  = \port$4978$137 [27:24];
+  assign \codes[7]  = \port$4978$137 [31:28];
+  assign \codes[8]  = \port$4978$137 [35:32];
+  assign \codes[9]  = \port$4978$137 [39:36];
+  assign \codes[10]  = \port$4978$137 [43:40];
+  assign \codes[11]  = \port$4978$137 [47:44];
+  assign \codes[12]  = \port$4978$137 [51:48];
+  assign \codes[13]  = \port$4978$137 [55:52];
+  assign \codes[14]  = \port$4978$137 [59:56];
+  assign \codes[15]  = \port$4978$137 [63:60];
+  assign \codes[16]  = \port$4978$137 [67:64];
+  assign \codes[17]  = \port$4978$137 [71:68];
+  assign \codes[18]  = \port$4978$137 [75:72];
+  assign \codes[19]  = \port$4978$137 [79:76];
+  assign \codes[20]  = \port$4978$137 [83:80];
+  assign \codes[21]  = \port$4978$137 [87:84];
+  assign \codes[22]  = \port$4978$137 [91:88];
+  assign \codes[23]  = \port$4978$137 [95:92];
+  assign \codes[24]  = \port$4978$137 [99:96];
+  assign \codes[25]  = \port$4978$137 [103:100];
+  assign \codes[26]  = \port$4978$137 [107:104];
+  assign \codes[27]  = \port$4978$137 [111:108];
+  assign \codes[28]  = \port$4978$137 [115:112];
+  assign \codes[29]  = \port$4978$137 [119:116];
+  assign \codes[30]  = \port$4978$137 [123:120];
+  assign \codes[31]  = \port$4978$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8292,43 +8342,43 @@ module \bd_linear_b32_n4.dot1.dec_w (values, \port$4967$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4967$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4967$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4967$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4967$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4967$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4967$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4967$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4967$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4967$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4967$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4967$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4967$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4967$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4967$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4967$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4967$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4967$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4967$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4967$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4967$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4967$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4967$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4967$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4967$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4967$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4967$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4967$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4967$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4967$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4967$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4967$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4967$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4978$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4978$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4978$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4978$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4978$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4978$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4978$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4978$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4978$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4978$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4978$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4978$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4978$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4978$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4978$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4978$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4978$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4978$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4978$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4978$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4978$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4978$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4978$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4978$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4978$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4978$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4978$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4978$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4978$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4978$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4978$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4978$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot1.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -8342,7 +8392,7 @@ module \bd_linear_b32_n4.dot1.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -9362,8 +9412,8 @@ module \bd_linear_b32_n4.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \bd_linear_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -9795,7 +9845,6 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -9815,11 +9864,8 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -10041,8 +10087,6 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -10059,7 +10103,7 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -10069,7 +10113,7 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -10079,40 +10123,41 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -10185,6 +10230,9 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -10193,6 +10241,8 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -10307,8 +10357,8 @@ module \bd_linear_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -10509,7 +10559,6 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -10557,7 +10606,6 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -10841,11 +10889,11 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n4.dot2.dec_a  dec_a (
-    .\port$4968$0 (i__payload[131:0]),
+    .\port$4979$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n4.dot2.dec_w  dec_w (
-    .\port$4968$137 (i__payload[268:137]),
+    .\port$4979$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n4.dot2.mul  mul (
@@ -10860,33 +10908,32 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -10896,7 +10943,7 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -10906,28 +10953,28 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -10945,7 +10992,8 @@ module \bd_linear_b32_n4.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -11256,7 +11304,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -11348,7 +11396,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -11358,7 +11406,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -11367,7 +11415,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -11376,7 +11424,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -11386,7 +11434,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -11395,7 +11443,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -11433,7 +11481,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2.dec_a (values, \port$4968$0 );
+module \bd_linear_b32_n4.dot2.dec_a (values, \port$4979$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -11470,8 +11518,8 @@ module \bd_linear_b32_n4.dot2.dec_a (values, \port$4968$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4968$0 ;
-  wire [131:0] \port$4968$0 ;
+  input [131:0] \port$4979$0 ;
+  wire [131:0] \port$4979$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -11547,46 +11595,46 @@ module \bd_linear_b32_n4.dot2.dec_a (values, \port$4968$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4968$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4968$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4968$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4968$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4968$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4968$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4968$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4968$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4968$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4968$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4968$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4968$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4968$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4968$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4968$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4968$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4968$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4968$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4968$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4968$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4968$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4968$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4968$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4968$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4968$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4968$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4968$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4968$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4968$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4968$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4968$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4968$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4979$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4979$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4979$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4979$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4979$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4979$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4979$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4979$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4979$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4979$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4979$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4979$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4979$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4979$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4979$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4979$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4979$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4979$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4979$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4979$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4979$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4979$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4979$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4979$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4979$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4979$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4979$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4979$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4979$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4979$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4979$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4979$0 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot2.dec_a.formatbook  formatbook (
-    .dialect(\port$4968$0 [131:128]),
+    .dialect(\port$4979$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4968$0 [131:128];
-  assign \dialect$1  = \port$4968$0 [131:128];
+  assign dialect = \port$4979$0 [131:128];
+  assign \dialect$1  = \port$4979$0 [131:128];
   assign row = entries;
-  assign codes = \port$4968$0 [127:0];
+  assign codes = \port$4979$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -11595,38 +11643,38 @@ module \bd_linear_b32_n4.dot2.dec_a (values, \port$4968$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4968$0 [3:0];
-  assign \codes[1]  = \port$4968$0 [7:4];
-  assign \codes[2]  = \port$4968$0 [11:8];
-  assign \codes[3]  = \port$4968$0 [15:12];
-  assign \codes[4]  = \port$4968$0 [19:16];
-  assign \codes[5]  = \port$4968$0 [23:20];
-  assign \codes[6]  = \port$4968$0 [27:24];
-  assign \codes[7]  = \port$4968$0 [31:28];
-  assign \codes[8]  = \port$4968$0 [35:32];
-  assign \codes[9]  = \port$4968$0 [39:36];
-  assign \codes[10]  = \port$4968$0 [43:40];
-  assign \codes[11]  = \port$4968$0 [47:44];
-  assign \codes[12]  = \port$4968$0 [51:48];
-  assign \codes[13]  = \port$4968$0 [55:52];
-  assign \codes[14]  = \port$4968$0 [59:56];
-  assign \codes[15]  = \port$4968$0 [63:60];
-  assign \codes[16]  = \port$4968$0 [67:64];
-  assign \codes[17]  = \port$4968$0 [71:68];
-  assign \codes[18]  = \port$4968$0 [75:72];
-  assign \codes[19]  = \port$4968$0 [79:76];
-  assign \codes[20]  = \port$4968$0 [83:80];
-  assign \codes[21]  = \port$4968$0 [87:84];
-  assign \codes[22]  = \port$4968$0 [91:88];
-  assign \codes[23]  = \port$4968$0 [95:92];
-  assign \codes[24]  = \port$4968$0 [99:96];
-  assign \codes[25]  = \port$4968$0 [103:100];
-  assign \codes[26]  = \port$4968$0 [107:104];
-  assign \codes[27]  = \port$4968$0 [111:108];
-  assign \codes[28]  = \port$4968$0 [115:112];
-  assign \codes[29]  = \port$4968$0 [119:116];
-  assign \codes[30]  = \port$4968$0 [123:120];
-  assign \codes[31]  = \port$4968$0 [127:124];
+  assign \codes[0]  = \port$4979$0 [3:0];
+  assign \codes[1]  = \port$4979$0 [7:4];
+  assign \codes[2]  = \port$4979$0 [11:8];
+  assign \codes[3]  = \port$4979$0 [15:12];
+  assign \codes[4]  = \port$4979$0 [19:16];
+  assign \codes[5]  = \port$4979$0 [23:20];
+  assign \codes[6]  = \port$4979$0 [27:24];
+  assign \codes[7]  = \port$4979$0 [31:28];
+  assign \codes[8]  = \port$4979$0 [35:32];
+  assign \codes[9]  = \port$4979$0 [39:36];
+  assign \codes[10]  = \port$4979$0 [43:40];
+  assign \codes[11]  = \port$4979$0 [47:44];
+  assign \codes[12]  = \port$4979$0 [51:48];
+  assign \codes[13]  = \port$4979$0 [55:52];
+  assign \codes[14]  = \port$4979$0 [59:56];
+  assign \codes[15]  = \port$4979$0 [63:60];
+  assign \codes[16]  = \port$4979$0 [67:64];
+  assign \codes[17]  = \port$4979$0 [71:68];
+  assign \codes[18]  = \port$4979$0 [75:72];
+  assign \codes[19]  = \port$4979$0 [79:76];
+  assign \codes[20]  = \port$4979$0 [83:80];
+  assign \codes[21]  = \port$4979$0 [87:84];
+  assign \codes[22]  = \port$4979$0 [91:88];
+  assign \codes[23]  = \port$4979$0 [95:92];
+  assign \codes[24]  = \port$4979$0 [99:96];
+  assign \codes[25]  = \port$4979$0 [103:100];
+  assign \codes[26]  = \port$4979$0 [107:104];
+  assign \codes[27]  = \port$4979$0 [111:108];
+  assign \codes[28]  = \port$4979$0 [115:112];
+  assign \codes[29]  = \port$4979$0 [119:116];
+  assign \codes[30]  = \port$4979$0 [123:120];
+  assign \codes[31]  = \port$4979$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -11659,43 +11707,43 @@ module \bd_linear_b32_n4.dot2.dec_a (values, \port$4968$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4968$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4968$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4968$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4968$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4968$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4968$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4968$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4968$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4968$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4968$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4968$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4968$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4968$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4968$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4968$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4968$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4968$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4968$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4968$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4968$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4968$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4968$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4968$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4968$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4968$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4968$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4968$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4968$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4968$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4968$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4968$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4968$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4979$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4979$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4979$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4979$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4979$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4979$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4979$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4979$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4979$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4979$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4979$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4979$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4979$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4979$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4979$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4979$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4979$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4979$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4979$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4979$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4979$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4979$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4979$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4979$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4979$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4979$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4979$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4979$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4979$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4979$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4979$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4979$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot2.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -11709,7 +11757,7 @@ module \bd_linear_b32_n4.dot2.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -11757,7 +11805,7 @@ module \bd_linear_b32_n4.dot2.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2.dec_w (values, \port$4968$137 );
+module \bd_linear_b32_n4.dot2.dec_w (values, \port$4979$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -11794,8 +11842,8 @@ module \bd_linear_b32_n4.dot2.dec_w (values, \port$4968$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4968$137 ;
-  wire [131:0] \port$4968$137 ;
+  input [131:0] \port$4979$137 ;
+  wire [131:0] \port$4979$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -11871,46 +11919,46 @@ module \bd_linear_b32_n4.dot2.dec_w (values, \port$4968$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4968$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4968$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4968$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4968$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4968$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4968$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4968$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4968$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4968$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4968$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4968$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4968$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4968$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4968$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4968$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4968$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4968$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4968$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4968$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4968$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4968$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4968$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4968$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4968$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4968$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4968$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4968$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4968$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4968$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4968$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4968$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4968$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4979$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4979$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4979$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4979$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4979$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4979$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4979$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4979$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4979$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4979$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4979$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4979$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4979$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4979$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4979$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4979$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4979$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4979$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4979$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4979$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4979$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4979$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4979$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4979$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4979$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4979$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4979$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4979$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4979$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4979$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4979$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4979$137 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot2.dec_w.formatbook  formatbook (
-    .dialect(\port$4968$137 [131:128]),
+    .dialect(\port$4979$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4968$137 [131:128];
-  assign \dialect$1  = \port$4968$137 [131:128];
+  assign dialect = \port$4979$137 [131:128];
+  assign \dialect$1  = \port$4979$137 [131:128];
   assign row = entries;
-  assign codes = \port$4968$137 [127:0];
+  assign codes = \port$4979$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -11919,38 +11967,38 @@ module \bd_linear_b32_n4.dot2.dec_w (values, \port$4968$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4968$137 [3:0];
-  assign \codes[1]  = \port$4968$137 [7:4];
-  assign \codes[2]  = \port$4968$137 [11:8];
-  assign \codes[3]  = \port$4968$137 [15:12];
-  assign \codes[4]  = \port$4968$137 [19:16];
-  assign \codes[5]  = \port$4968$137 [23:20];
-  assign \codes[6]  = \port$4968$137 [27:24];
-  assign \codes[7]  = \port$4968$137 [31:28];
-  assign \codes[8]  = \port$4968$137 [35:32];
-  assign \codes[9]  = \port$4968$137 [39:36];
-  assign \codes[10]  = \port$4968$137 [43:40];
-  assign \codes[11]  = \port$4968$137 [47:44];
-  assign \codes[12]  = \port$4968$137 [51:48];
-  assign \codes[13]  = \port$4968$137 [55:52];
-  assign \codes[14]  = \port$4968$137 [59:56];
-  assign \codes[15]  = \port$4968$137 [63:60];
-  assign \codes[16]  = \port$4968$137 [67:64];
-  assign \codes[17]  = \port$4968$137 [71:68];
-  assign \codes[18]  = \port$4968$137 [75:72];
-  assign \codes[19]  = \port$4968$137 [79:76];
-  assign \codes[20]  = \port$4968$137 [83:80];
-  assign \codes[21]  = \port$4968$137 [87:84];
-  assign \codes[22]  = \port$4968$137 [91:88];
-  assign \codes[23]  = \port$4968$137 [95:92];
-  assign \codes[24]  = \port$4968$137 [99:96];
-  assign \codes[25]  = \port$4968$137 [103:100];
-  assign \codes[26]  = \port$4968$137 [107:104];
-  assign \codes[27]  = \port$4968$137 [111:108];
-  assign \codes[28]  = \port$4968$137 [115:112];
-  assign \codes[29]  = \port$4968$137 [119:116];
-  assign \codes[30]  = \port$4968$137 [123:120];
-  assign \codes[31]  = \port$4968$137 [127:124];
+  assign \codes[0]  = \port$4979$137 [3:0];
+  assign \codes[1]  = \port$4979$137 [7:4];
+  assign \codes[2]  = \port$4979$137 [11:8];
+  assign \codes[3]  = \port$4979$137 [15:12];
+  assign \codes[4]  = \port$4979$137 [19:16];
+  assign \codes[5]  = \port$4979$137 [23:20];
+  assign \codes[6]  = \port$4979$137 [27:24];
+  assign \codes[7]  = \port$4979$137 [31:28];
+  assign \codes[8]  = \port$4979$137 [35:32];
+  assign \codes[9]  = \port$4979$137 [39:36];
+  assign \codes[10]  = \port$4979$137 [43:40];
+  assign \codes[11]  = \port$4979$137 [47:44];
+  assign \codes[12]  = \port$4979$137 [51:48];
+  assign \codes[13]  = \port$4979$137 [55:52];
+  assign \codes[14]  = \port$4979$137 [59:56];
+  assign \codes[15]  = \port$4979$137 [63:60];
+  assign \codes[16]  = \port$4979$137 [67:64];
+  assign \codes[17]  = \port$4979$137 [71:68];
+  assign \codes[18]  = \port$4979$137 [75:72];
+  assign \codes[19]  = \port$4979$137 [79:76];
+  assign \codes[20]  = \port$4979$137 [83:80];
+  assign \codes[21]  = \port$4979$137 [87:84];
+  assign \codes[22]  = \port$4979$137 [91:88];
+  assign \codes[23]  = \port$4979$137 [95:92];
+  assign \codes[24]  = \port$4979$137 [99:96];
+  assign \codes[25]  = \port$4979$137 [103:100];
+  assign \codes[26]  = \port$4979$137 [107:104];
+  assign \codes[27]  = \port$4979$137 [111:108];
+  assign \codes[28]  = \port$4979$137 [115:112];
+  assign \codes[29]  = \port$4979$137 [119:116];
+  assign \codes[30]  = \port$4979$137 [123:120];
+  assign \codes[31]  = \port$4979$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -11983,43 +12031,43 @@ module \bd_linear_b32_n4.dot2.dec_w (values, \port$4968$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4968$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4968$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4968$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4968$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4968$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4968$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4968$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4968$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4968$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4968$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4968$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4968$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4968$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4968$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4968$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4968$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4968$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4968$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4968$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4968$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4968$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4968$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4968$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4968$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4968$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4968$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4968$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4968$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4968$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4968$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4968$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4968$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4979$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4979$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4979$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4979$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4979$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4979$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4979$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4979$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4979$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4979$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4979$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4979$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4979$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4979$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4979$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4979$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4979$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4979$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4979$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4979$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4979$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4979$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4979$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4979$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4979$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4979$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4979$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4979$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4979$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4979$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4979$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4979$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot2.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -12033,7 +12081,7 @@ module \bd_linear_b32_n4.dot2.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -13053,8 +13101,8 @@ module \bd_linear_b32_n4.dot2.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+module \bd_linear_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -13486,7 +13534,6 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -13506,11 +13553,8 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -13732,8 +13776,6 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -13750,7 +13792,7 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -13760,7 +13802,7 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -13770,40 +13812,41 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -13876,6 +13919,9 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -13884,6 +13930,8 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -13998,8 +14046,8 @@ module \bd_linear_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -14200,7 +14248,6 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -14248,7 +14295,6 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -14532,11 +14578,11 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n4.dot3.dec_a  dec_a (
-    .\port$4969$0 (i__payload[131:0]),
+    .\port$4980$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n4.dot3.dec_w  dec_w (
-    .\port$4969$137 (i__payload[268:137]),
+    .\port$4980$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n4.dot3.mul  mul (
@@ -14551,33 +14597,32 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -14587,7 +14632,7 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -14597,28 +14642,28 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -14636,7 +14681,8 @@ module \bd_linear_b32_n4.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -14947,7 +14993,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -15039,7 +15085,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -15049,7 +15095,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -15058,7 +15104,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -15067,7 +15113,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -15077,7 +15123,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -15086,7 +15132,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -15124,7 +15170,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3.dec_a (values, \port$4969$0 );
+module \bd_linear_b32_n4.dot3.dec_a (values, \port$4980$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -15161,8 +15207,8 @@ module \bd_linear_b32_n4.dot3.dec_a (values, \port$4969$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4969$0 ;
-  wire [131:0] \port$4969$0 ;
+  input [131:0] \port$4980$0 ;
+  wire [131:0] \port$4980$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -15238,46 +15284,46 @@ module \bd_linear_b32_n4.dot3.dec_a (values, \port$4969$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4969$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4969$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4969$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4969$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4969$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4969$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4969$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4969$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4969$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4969$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4969$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4969$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4969$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4969$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4969$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4969$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4969$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4969$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4969$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4969$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4969$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4969$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4969$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4969$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4969$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4969$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4969$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4969$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4969$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4969$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4969$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4969$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4980$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4980$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4980$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4980$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4980$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4980$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4980$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4980$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4980$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4980$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4980$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4980$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4980$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4980$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4980$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4980$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4980$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4980$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4980$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4980$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4980$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4980$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4980$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4980$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4980$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4980$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4980$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4980$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4980$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4980$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4980$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4980$0 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot3.dec_a.formatbook  formatbook (
-    .dialect(\port$4969$0 [131:128]),
+    .dialect(\port$4980$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4969$0 [131:128];
-  assign \dialect$1  = \port$4969$0 [131:128];
+  assign dialect = \port$4980$0 [131:128];
+  assign \dialect$1  = \port$4980$0 [131:128];
   assign row = entries;
-  assign codes = \port$4969$0 [127:0];
+  assign codes = \port$4980$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -15286,38 +15332,38 @@ module \bd_linear_b32_n4.dot3.dec_a (values, \port$4969$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4969$0 [3:0];
-  assign \codes[1]  = \port$4969$0 [7:4];
-  assign \codes[2]  = \port$4969$0 [11:8];
-  assign \codes[3]  = \port$4969$0 [15:12];
-  assign \codes[4]  = \port$4969$0 [19:16];
-  assign \codes[5]  = \port$4969$0 [23:20];
-  assign \codes[6]  = \port$4969$0 [27:24];
-  assign \codes[7]  = \port$4969$0 [31:28];
-  assign \codes[8]  = \port$4969$0 [35:32];
-  assign \codes[9]  = \port$4969$0 [39:36];
-  assign \codes[10]  = \port$4969$0 [43:40];
-  assign \codes[11]  = \port$4969$0 [47:44];
-  assign \codes[12]  = \port$4969$0 [51:48];
-  assign \codes[13]  = \port$4969$0 [55:52];
-  assign \codes[14]  = \port$4969$0 [59:56];
-  assign \codes[15]  = \port$4969$0 [63:60];
-  assign \codes[16]  = \port$4969$0 [67:64];
-  assign \codes[17]  = \port$4969$0 [71:68];
-  assign \codes[18]  = \port$4969$0 [75:72];
-  assign \codes[19]  = \port$4969$0 [79:76];
-  assign \codes[20]  = \port$4969$0 [83:80];
-  assign \codes[21]  = \port$4969$0 [87:84];
-  assign \codes[22]  = \port$4969$0 [91:88];
-  assign \codes[23]  = \port$4969$0 [95:92];
-  assign \codes[24]  = \port$4969$0 [99:96];
-  assign \codes[25]  = \port$4969$0 [103:100];
-  assign \codes[26]  = \port$4969$0 [107:104];
-  assign \codes[27]  = \port$4969$0 [111:108];
-  assign \codes[28]  = \port$4969$0 [115:112];
-  assign \codes[29]  = \port$4969$0 [119:116];
-  assign \codes[30]  = \port$4969$0 [123:120];
-  assign \codes[31]  = \port$4969$0 [127:124];
+  assign \codes[0]  = \port$4980$0 [3:0];
+  assign \codes[1]  = \port$4980$0 [7:4];
+  assign \codes[2]  = \port$4980$0 [11:8];
+  assign \codes[3]  = \port$4980$0 [15:12];
+  assign \codes[4]  = \port$4980$0 [19:16];
+  assign \codes[5]  = \port$4980$0 [23:20];
+  assign \codes[6]  = \port$4980$0 [27:24];
+  assign \codes[7]  = \port$4980$0 [31:28];
+  assign \codes[8]  = \port$4980$0 [35:32];
+  assign \codes[9]  = \port$4980$0 [39:36];
+  assign \codes[10]  = \port$4980$0 [43:40];
+  assign \codes[11]  = \port$4980$0 [47:44];
+  assign \codes[12]  = \port$4980$0 [51:48];
+  assign \codes[13]  = \port$4980$0 [55:52];
+  assign \codes[14]  = \port$4980$0 [59:56];
+  assign \codes[15]  = \port$4980$0 [63:60];
+  assign \codes[16]  = \port$4980$0 [67:64];
+  assign \codes[17]  = \port$4980$0 [71:68];
+  assign \codes[18]  = \port$4980$0 [75:72];
+  assign \codes[19]  = \port$4980$0 [79:76];
+  assign \codes[20]  = \port$4980$0 [83:80];
+  assign \codes[21]  = \port$4980$0 [87:84];
+  assign \codes[22]  = \port$4980$0 [91:88];
+  assign \codes[23]  = \port$4980$0 [95:92];
+  assign \codes[24]  = \port$4980$0 [99:96];
+  assign \codes[25]  = \port$4980$0 [103:100];
+  assign \codes[26]  = \port$4980$0 [107:104];
+  assign \codes[27]  = \port$4980$0 [111:108];
+  assign \codes[28]  = \port$4980$0 [115:112];
+  assign \codes[29]  = \port$4980$0 [119:116];
+  assign \codes[30]  = \port$4980$0 [123:120];
+  assign \codes[31]  = \port$4980$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -15350,43 +15396,43 @@ module \bd_linear_b32_n4.dot3.dec_a (values, \port$4969$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4969$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4969$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4969$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4969$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4969$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4969$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4969$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4969$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4969$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4969$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4969$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4969$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4969$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4969$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4969$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4969$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4969$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4969$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4969$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4969$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4969$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4969$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4969$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4969$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4969$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4969$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4969$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4969$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4969$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4969$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4969$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4969$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4980$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4980$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4980$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4980$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4980$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4980$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4980$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4980$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4980$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4980$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4980$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4980$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4980$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4980$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4980$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4980$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4980$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4980$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4980$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4980$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4980$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4980$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4980$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4980$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4980$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4980$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4980$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4980$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4980$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4980$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4980$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4980$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot3.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -15400,7 +15446,7 @@ module \bd_linear_b32_n4.dot3.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -15448,7 +15494,7 @@ module \bd_linear_b32_n4.dot3.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3.dec_w (values, \port$4969$137 );
+module \bd_linear_b32_n4.dot3.dec_w (values, \port$4980$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -15485,8 +15531,8 @@ module \bd_linear_b32_n4.dot3.dec_w (values, \port$4969$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$4969$137 ;
-  wire [131:0] \port$4969$137 ;
+  input [131:0] \port$4980$137 ;
+  wire [131:0] \port$4980$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -15562,46 +15608,46 @@ module \bd_linear_b32_n4.dot3.dec_w (values, \port$4969$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$4969$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$4969$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$4969$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$4969$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$4969$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$4969$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$4969$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$4969$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$4969$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$4969$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$4969$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$4969$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$4969$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$4969$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$4969$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$4969$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$4969$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$4969$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$4969$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$4969$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$4969$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$4969$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$4969$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$4969$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$4969$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$4969$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$4969$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$4969$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$4969$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$4969$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$4969$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$4969$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$4980$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$4980$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$4980$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$4980$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$4980$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$4980$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$4980$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$4980$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$4980$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$4980$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$4980$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$4980$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$4980$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$4980$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$4980$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$4980$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$4980$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$4980$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$4980$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$4980$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$4980$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$4980$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$4980$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$4980$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$4980$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$4980$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$4980$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$4980$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$4980$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$4980$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$4980$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$4980$137 [34:32], 2'h0 };
   \bd_linear_b32_n4.dot3.dec_w.formatbook  formatbook (
-    .dialect(\port$4969$137 [131:128]),
+    .dialect(\port$4980$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$4969$137 [131:128];
-  assign \dialect$1  = \port$4969$137 [131:128];
+  assign dialect = \port$4980$137 [131:128];
+  assign \dialect$1  = \port$4980$137 [131:128];
   assign row = entries;
-  assign codes = \port$4969$137 [127:0];
+  assign codes = \port$4980$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -15610,38 +15656,38 @@ module \bd_linear_b32_n4.dot3.dec_w (values, \port$4969$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$4969$137 [3:0];
-  assign \codes[1]  = \port$4969$137 [7:4];
-  assign \codes[2]  = \port$4969$137 [11:8];
-  assign \codes[3]  = \port$4969$137 [15:12];
-  assign \codes[4]  = \port$4969$137 [19:16];
-  assign \codes[5]  = \port$4969$137 [23:20];
-  assign \codes[6]  = \port$4969$137 [27:24];
-  assign \codes[7]  = \port$4969$137 [31:28];
-  assign \codes[8]  = \port$4969$137 [35:32];
-  assign \codes[9]  = \port$4969$137 [39:36];
-  assign \codes[10]  = \port$4969$137 [43:40];
-  assign \codes[11]  = \port$4969$137 [47:44];
-  assign \codes[12]  = \port$4969$137 [51:48];
-  assign \codes[13]  = \port$4969$137 [55:52];
-  assign \codes[14]  = \port$4969$137 [59:56];
-  assign \codes[15]  = \port$4969$137 [63:60];
-  assign \codes[16]  = \port$4969$137 [67:64];
-  assign \codes[17]  = \port$4969$137 [71:68];
-  assign \codes[18]  = \port$4969$137 [75:72];
-  assign \codes[19]  = \port$4969$137 [79:76];
-  assign \codes[20]  = \port$4969$137 [83:80];
-  assign \codes[21]  = \port$4969$137 [87:84];
-  assign \codes[22]  = \port$4969$137 [91:88];
-  assign \codes[23]  = \port$4969$137 [95:92];
-  assign \codes[24]  = \port$4969$137 [99:96];
-  assign \codes[25]  = \port$4969$137 [103:100];
-  assign \codes[26]  = \port$4969$137 [107:104];
-  assign \codes[27]  = \port$4969$137 [111:108];
-  assign \codes[28]  = \port$4969$137 [115:112];
-  assign \codes[29]  = \port$4969$137 [119:116];
-  assign \codes[30]  = \port$4969$137 [123:120];
-  assign \codes[31]  = \port$4969$137 [127:124];
+  assign \codes[0]  = \port$4980$137 [3:0];
+  assign \codes[1]  = \port$4980$137 [7:4];
+  assign \codes[2]  = \port$4980$137 [11:8];
+  assign \codes[3]  = \port$4980$137 [15:12];
+  assign \codes[4]  = \port$4980$137 [19:16];
+  assign \codes[5]  = \port$4980$137 [23:20];
+  assign \codes[6]  = \port$4980$137 [27:24];
+  assign \codes[7]  = \port$4980$137 [31:28];
+  assign \codes[8]  = \port$4980$137 [35:32];
+  assign \codes[9]  = \port$4980$137 [39:36];
+  assign \codes[10]  = \port$4980$137 [43:40];
+  assign \codes[11]  = \port$4980$137 [47:44];
+  assign \codes[12]  = \port$4980$137 [51:48];
+  assign \codes[13]  = \port$4980$137 [55:52];
+  assign \codes[14]  = \port$4980$137 [59:56];
+  assign \codes[15]  = \port$4980$137 [63:60];
+  assign \codes[16]  = \port$4980$137 [67:64];
+  assign \codes[17]  = \port$4980$137 [71:68];
+  assign \codes[18]  = \port$4980$137 [75:72];
+  assign \codes[19]  = \port$4980$137 [79:76];
+  assign \codes[20]  = \port$4980$137 [83:80];
+  assign \codes[21]  = \port$4980$137 [87:84];
+  assign \codes[22]  = \port$4980$137 [91:88];
+  assign \codes[23]  = \port$4980$137 [95:92];
+  assign \codes[24]  = \port$4980$137 [99:96];
+  assign \codes[25]  = \port$4980$137 [103:100];
+  assign \codes[26]  = \port$4980$137 [107:104];
+  assign \codes[27]  = \port$4980$137 [111:108];
+  assign \codes[28]  = \port$4980$137 [115:112];
+  assign \codes[29]  = \port$4980$137 [119:116];
+  assign \codes[30]  = \port$4980$137 [123:120];
+  assign \codes[31]  = \port$4980$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -15674,43 +15720,43 @@ module \bd_linear_b32_n4.dot3.dec_w (values, \port$4969$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$4969$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$4969$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$4969$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$4969$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$4969$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$4969$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$4969$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$4969$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$4969$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$4969$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$4969$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$4969$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$4969$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$4969$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$4969$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$4969$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$4969$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$4969$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$4969$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$4969$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$4969$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$4969$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$4969$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$4969$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$4969$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$4969$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$4969$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$4969$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$4969$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$4969$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$4969$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$4969$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$4980$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$4980$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$4980$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$4980$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$4980$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$4980$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$4980$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$4980$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$4980$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$4980$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$4980$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$4980$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$4980$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$4980$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$4980$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$4980$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$4980$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$4980$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$4980$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$4980$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$4980$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$4980$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$4980$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$4980$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$4980$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$4980$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$4980$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$4980$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$4980$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$4980$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$4980$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$4980$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.dot3.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -15724,7 +15770,7 @@ module \bd_linear_b32_n4.dot3.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -16744,8 +16790,8 @@ module \bd_linear_b32_n4.dot3.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+module \bd_linear_b32_n4.dot3.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -17177,7 +17223,6 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -17197,11 +17242,8 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -17423,8 +17465,6 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -17441,7 +17481,7 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -17451,7 +17491,7 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -17461,40 +17501,41 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -17567,6 +17608,9 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -17575,6 +17619,8 @@ module \bd_linear_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -17690,7 +17736,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.group (last, rst, take, overflow, mismatch, blocks, addr, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [9:0] \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -17722,7 +17768,7 @@ module \bd_linear_b32_n4.group (last, rst, take, overflow, mismatch, blocks, add
   assign mismatch = overflow | \$2 ;
   assign \$3  = index < 9'h100;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$5  = index;
     if (take) begin
       if (last) begin
@@ -17741,7 +17787,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
   wire \$11 ;
@@ -18221,7 +18267,7 @@ module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
   );
   \bd_linear_b32_n4.quantizer.ranges  ranges (
     .pair(pair),
-    .\port$881$0 (\$30 ),
+    .\port$863$0 (\$30 ),
     .q(\q$20 )
   );
   \bd_linear_b32_n4.quantizer.shifter  shifter (
@@ -18230,7 +18276,7 @@ module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     .q(q)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$12  = s0_valid;
     if (s0_load) begin
       \$12  = i__valid;
@@ -18240,7 +18286,7 @@ module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$13  = s1_valid;
     if (s1_load) begin
       \$13  = s0_valid;
@@ -18250,7 +18296,7 @@ module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$14  = s2_valid;
     if (s2_load) begin
       \$14  = s1_valid;
@@ -18260,7 +18306,7 @@ module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$15  = s3_valid;
     if (s3_load) begin
       \$15  = s2_valid;
@@ -18270,98 +18316,98 @@ module \bd_linear_b32_n4.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$16  = \data$14 ;
     if (\$6 ) begin
       \$16  = data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$17  = s0_invalid;
     if (\$6 ) begin
       \$17  = invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$18  = exp;
     if (\$6 ) begin
       \$18  = partial;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$19  = \q$20 ;
     if (\$7 ) begin
       \$19  = q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$20  = s1_sign;
     if (\$7 ) begin
       \$20  = { \data$14 [511], \data$14 [495], \data$14 [479], \data$14 [463], \data$14 [447], \data$14 [431], \data$14 [415], \data$14 [399], \data$14 [383], \data$14 [367], \data$14 [351], \data$14 [335], \data$14 [319], \data$14 [303], \data$14 [287], \data$14 [271], \data$14 [255], \data$14 [239], \data$14 [223], \data$14 [207], \data$14 [191], \data$14 [175], \data$14 [159], \data$14 [143], \data$14 [127], \data$14 [111], \data$14 [95], \data$14 [79], \data$14 [63], \data$14 [47], \data$14 [31], \data$14 [15] };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$21  = s1_exp;
     if (\$7 ) begin
       \$21  = exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$22  = s1_invalid;
     if (\$7 ) begin
       \$22  = s0_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$23  = pair;
     if (\$7 ) begin
       \$23  = \pair$43 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$24  = \q$24 ;
     if (\$8 ) begin
       \$24  = \q$20 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$25  = s2_sign;
     if (\$8 ) begin
       \$25  = s1_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$26  = s2_exp;
     if (\$8 ) begin
       \$26  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$27  = s2_invalid;
     if (\$8 ) begin
       \$27  = s1_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$28  = dialect;
     if (\$8 ) begin
       \$28  = \$10 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$29  = o__payload;
     if (\$11 ) begin
       \$29  = out;
@@ -19122,7 +19168,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.quantizer.index (dialect, idx, q);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -20034,7 +20080,7 @@ module \bd_linear_b32_n4.quantizer.index (dialect, idx, q);
   assign idx31_l2_1 = idx31_l1_2 + \$224 ;
   assign idx31_l3_0 = idx31_l2_0 + idx31_l2_1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -20386,8 +20432,8 @@ module \bd_linear_b32_n4.quantizer.pair$47 (q, pair);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$863$0 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -20654,8 +20700,8 @@ module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$881$0 ;
-  wire \port$881$0 ;
+  output \port$863$0 ;
+  wire \port$863$0 ;
   input [159:0] q;
   wire [159:0] q;
   wire [4:0] \q[0] ;
@@ -20946,7 +20992,7 @@ module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
   assign count_b_l5_0 = count_b_l4_0 + count_b_l4_1;
   assign \$193  = count_b_l5_0 > count_a_l5_0;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -20968,7 +21014,7 @@ module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -20990,7 +21036,7 @@ module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -21012,7 +21058,7 @@ module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -21036,7 +21082,7 @@ module \bd_linear_b32_n4.quantizer.ranges (q, pair, \port$881$0 );
   assign count_a = count_a_l5_0;
   assign count_b = count_b_l5_0;
   assign dialect = { pair, \$193  };
-  assign \port$881$0  = \$193 ;
+  assign \port$863$0  = \$193 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -22319,7 +22365,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow, written, invalid, count, w_addr, closed, any_invalid, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -22395,7 +22441,7 @@ module \bd_linear_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow,
   always @(posedge aclk)
     in_flight <= \$18 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$14  = count;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -22412,7 +22458,7 @@ module \bd_linear_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$15  = write_index;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -22429,7 +22475,7 @@ module \bd_linear_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$16  = closed;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -22446,7 +22492,7 @@ module \bd_linear_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$17  = any_invalid;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -22463,7 +22509,7 @@ module \bd_linear_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$18  = in_flight;
     (* full_case = 32'd1 *)
     if (clear) begin

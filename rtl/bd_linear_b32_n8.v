@@ -5,33 +5,18 @@
 module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast, s_axis_w_tdata, s_axis_w_tvalid, s_axis_w_tlast, s_axis_w_tuser, m_axis_y_tready, s_axis_x_tready, s_axis_w_tready, m_axis_y_tdata, m_axis_y_tvalid, m_axis_y_tlast, m_axis_y_tuser, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [8:0] \$10 ;
-  wire [8:0] \$11 ;
+  wire \$10 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  reg \$14 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  wire \$22 ;
-  wire \$23 ;
-  wire \$24 ;
-  wire \$25 ;
-  reg \$26 ;
-  reg [1095:0] \$27 ;
-  reg [136:0] \$28 ;
-  reg \$29 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
+  wire [8:0] \$7 ;
+  wire [8:0] \$8 ;
   wire \$9 ;
   reg [136:0] a_activation = 137'h00000000000000000000000000000000000;
   wire [127:0] \a_activation.codes ;
@@ -359,8 +344,8 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [3:0] \a_blocks[7].dialect ;
   wire [4:0] \a_blocks[7].exp ;
   reg a_last = 1'h0;
-  wire a_load;
-  reg a_valid = 1'h0;
+  (* init = 1'h0 *)
+  wire a_valid;
   input aclk;
   wire aclk;
   wire [7:0] addr;
@@ -368,876 +353,875 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input aresetn;
   wire aresetn;
   wire [8:0] blocks;
-  wire [1095:0] \blocks$134 ;
-  wire [136:0] \blocks$134[0] ;
-  wire [127:0] \blocks$134[0].codes ;
-  wire [3:0] \blocks$134[0].codes[0] ;
-  wire [3:0] \blocks$134[0].codes[10] ;
-  wire [3:0] \blocks$134[0].codes[11] ;
-  wire [3:0] \blocks$134[0].codes[12] ;
-  wire [3:0] \blocks$134[0].codes[13] ;
-  wire [3:0] \blocks$134[0].codes[14] ;
-  wire [3:0] \blocks$134[0].codes[15] ;
-  wire [3:0] \blocks$134[0].codes[16] ;
-  wire [3:0] \blocks$134[0].codes[17] ;
-  wire [3:0] \blocks$134[0].codes[18] ;
-  wire [3:0] \blocks$134[0].codes[19] ;
-  wire [3:0] \blocks$134[0].codes[1] ;
-  wire [3:0] \blocks$134[0].codes[20] ;
-  wire [3:0] \blocks$134[0].codes[21] ;
-  wire [3:0] \blocks$134[0].codes[22] ;
-  wire [3:0] \blocks$134[0].codes[23] ;
-  wire [3:0] \blocks$134[0].codes[24] ;
-  wire [3:0] \blocks$134[0].codes[25] ;
-  wire [3:0] \blocks$134[0].codes[26] ;
-  wire [3:0] \blocks$134[0].codes[27] ;
-  wire [3:0] \blocks$134[0].codes[28] ;
-  wire [3:0] \blocks$134[0].codes[29] ;
-  wire [3:0] \blocks$134[0].codes[2] ;
-  wire [3:0] \blocks$134[0].codes[30] ;
-  wire [3:0] \blocks$134[0].codes[31] ;
-  wire [3:0] \blocks$134[0].codes[3] ;
-  wire [3:0] \blocks$134[0].codes[4] ;
-  wire [3:0] \blocks$134[0].codes[5] ;
-  wire [3:0] \blocks$134[0].codes[6] ;
-  wire [3:0] \blocks$134[0].codes[7] ;
-  wire [3:0] \blocks$134[0].codes[8] ;
-  wire [3:0] \blocks$134[0].codes[9] ;
-  wire [3:0] \blocks$134[0].dialect ;
-  wire [4:0] \blocks$134[0].exp ;
-  wire [136:0] \blocks$134[1] ;
-  wire [127:0] \blocks$134[1].codes ;
-  wire [3:0] \blocks$134[1].codes[0] ;
-  wire [3:0] \blocks$134[1].codes[10] ;
-  wire [3:0] \blocks$134[1].codes[11] ;
-  wire [3:0] \blocks$134[1].codes[12] ;
-  wire [3:0] \blocks$134[1].codes[13] ;
-  wire [3:0] \blocks$134[1].codes[14] ;
-  wire [3:0] \blocks$134[1].codes[15] ;
-  wire [3:0] \blocks$134[1].codes[16] ;
-  wire [3:0] \blocks$134[1].codes[17] ;
-  wire [3:0] \blocks$134[1].codes[18] ;
-  wire [3:0] \blocks$134[1].codes[19] ;
-  wire [3:0] \blocks$134[1].codes[1] ;
-  wire [3:0] \blocks$134[1].codes[20] ;
-  wire [3:0] \blocks$134[1].codes[21] ;
-  wire [3:0] \blocks$134[1].codes[22] ;
-  wire [3:0] \blocks$134[1].codes[23] ;
-  wire [3:0] \blocks$134[1].codes[24] ;
-  wire [3:0] \blocks$134[1].codes[25] ;
-  wire [3:0] \blocks$134[1].codes[26] ;
-  wire [3:0] \blocks$134[1].codes[27] ;
-  wire [3:0] \blocks$134[1].codes[28] ;
-  wire [3:0] \blocks$134[1].codes[29] ;
-  wire [3:0] \blocks$134[1].codes[2] ;
-  wire [3:0] \blocks$134[1].codes[30] ;
-  wire [3:0] \blocks$134[1].codes[31] ;
-  wire [3:0] \blocks$134[1].codes[3] ;
-  wire [3:0] \blocks$134[1].codes[4] ;
-  wire [3:0] \blocks$134[1].codes[5] ;
-  wire [3:0] \blocks$134[1].codes[6] ;
-  wire [3:0] \blocks$134[1].codes[7] ;
-  wire [3:0] \blocks$134[1].codes[8] ;
-  wire [3:0] \blocks$134[1].codes[9] ;
-  wire [3:0] \blocks$134[1].dialect ;
-  wire [4:0] \blocks$134[1].exp ;
-  wire [136:0] \blocks$134[2] ;
-  wire [127:0] \blocks$134[2].codes ;
-  wire [3:0] \blocks$134[2].codes[0] ;
-  wire [3:0] \blocks$134[2].codes[10] ;
-  wire [3:0] \blocks$134[2].codes[11] ;
-  wire [3:0] \blocks$134[2].codes[12] ;
-  wire [3:0] \blocks$134[2].codes[13] ;
-  wire [3:0] \blocks$134[2].codes[14] ;
-  wire [3:0] \blocks$134[2].codes[15] ;
-  wire [3:0] \blocks$134[2].codes[16] ;
-  wire [3:0] \blocks$134[2].codes[17] ;
-  wire [3:0] \blocks$134[2].codes[18] ;
-  wire [3:0] \blocks$134[2].codes[19] ;
-  wire [3:0] \blocks$134[2].codes[1] ;
-  wire [3:0] \blocks$134[2].codes[20] ;
-  wire [3:0] \blocks$134[2].codes[21] ;
-  wire [3:0] \blocks$134[2].codes[22] ;
-  wire [3:0] \blocks$134[2].codes[23] ;
-  wire [3:0] \blocks$134[2].codes[24] ;
-  wire [3:0] \blocks$134[2].codes[25] ;
-  wire [3:0] \blocks$134[2].codes[26] ;
-  wire [3:0] \blocks$134[2].codes[27] ;
-  wire [3:0] \blocks$134[2].codes[28] ;
-  wire [3:0] \blocks$134[2].codes[29] ;
-  wire [3:0] \blocks$134[2].codes[2] ;
-  wire [3:0] \blocks$134[2].codes[30] ;
-  wire [3:0] \blocks$134[2].codes[31] ;
-  wire [3:0] \blocks$134[2].codes[3] ;
-  wire [3:0] \blocks$134[2].codes[4] ;
-  wire [3:0] \blocks$134[2].codes[5] ;
-  wire [3:0] \blocks$134[2].codes[6] ;
-  wire [3:0] \blocks$134[2].codes[7] ;
-  wire [3:0] \blocks$134[2].codes[8] ;
-  wire [3:0] \blocks$134[2].codes[9] ;
-  wire [3:0] \blocks$134[2].dialect ;
-  wire [4:0] \blocks$134[2].exp ;
-  wire [136:0] \blocks$134[3] ;
-  wire [127:0] \blocks$134[3].codes ;
-  wire [3:0] \blocks$134[3].codes[0] ;
-  wire [3:0] \blocks$134[3].codes[10] ;
-  wire [3:0] \blocks$134[3].codes[11] ;
-  wire [3:0] \blocks$134[3].codes[12] ;
-  wire [3:0] \blocks$134[3].codes[13] ;
-  wire [3:0] \blocks$134[3].codes[14] ;
-  wire [3:0] \blocks$134[3].codes[15] ;
-  wire [3:0] \blocks$134[3].codes[16] ;
-  wire [3:0] \blocks$134[3].codes[17] ;
-  wire [3:0] \blocks$134[3].codes[18] ;
-  wire [3:0] \blocks$134[3].codes[19] ;
-  wire [3:0] \blocks$134[3].codes[1] ;
-  wire [3:0] \blocks$134[3].codes[20] ;
-  wire [3:0] \blocks$134[3].codes[21] ;
-  wire [3:0] \blocks$134[3].codes[22] ;
-  wire [3:0] \blocks$134[3].codes[23] ;
-  wire [3:0] \blocks$134[3].codes[24] ;
-  wire [3:0] \blocks$134[3].codes[25] ;
-  wire [3:0] \blocks$134[3].codes[26] ;
-  wire [3:0] \blocks$134[3].codes[27] ;
-  wire [3:0] \blocks$134[3].codes[28] ;
-  wire [3:0] \blocks$134[3].codes[29] ;
-  wire [3:0] \blocks$134[3].codes[2] ;
-  wire [3:0] \blocks$134[3].codes[30] ;
-  wire [3:0] \blocks$134[3].codes[31] ;
-  wire [3:0] \blocks$134[3].codes[3] ;
-  wire [3:0] \blocks$134[3].codes[4] ;
-  wire [3:0] \blocks$134[3].codes[5] ;
-  wire [3:0] \blocks$134[3].codes[6] ;
-  wire [3:0] \blocks$134[3].codes[7] ;
-  wire [3:0] \blocks$134[3].codes[8] ;
-  wire [3:0] \blocks$134[3].codes[9] ;
-  wire [3:0] \blocks$134[3].dialect ;
-  wire [4:0] \blocks$134[3].exp ;
-  wire [136:0] \blocks$134[4] ;
-  wire [127:0] \blocks$134[4].codes ;
-  wire [3:0] \blocks$134[4].codes[0] ;
-  wire [3:0] \blocks$134[4].codes[10] ;
-  wire [3:0] \blocks$134[4].codes[11] ;
-  wire [3:0] \blocks$134[4].codes[12] ;
-  wire [3:0] \blocks$134[4].codes[13] ;
-  wire [3:0] \blocks$134[4].codes[14] ;
-  wire [3:0] \blocks$134[4].codes[15] ;
-  wire [3:0] \blocks$134[4].codes[16] ;
-  wire [3:0] \blocks$134[4].codes[17] ;
-  wire [3:0] \blocks$134[4].codes[18] ;
-  wire [3:0] \blocks$134[4].codes[19] ;
-  wire [3:0] \blocks$134[4].codes[1] ;
-  wire [3:0] \blocks$134[4].codes[20] ;
-  wire [3:0] \blocks$134[4].codes[21] ;
-  wire [3:0] \blocks$134[4].codes[22] ;
-  wire [3:0] \blocks$134[4].codes[23] ;
-  wire [3:0] \blocks$134[4].codes[24] ;
-  wire [3:0] \blocks$134[4].codes[25] ;
-  wire [3:0] \blocks$134[4].codes[26] ;
-  wire [3:0] \blocks$134[4].codes[27] ;
-  wire [3:0] \blocks$134[4].codes[28] ;
-  wire [3:0] \blocks$134[4].codes[29] ;
-  wire [3:0] \blocks$134[4].codes[2] ;
-  wire [3:0] \blocks$134[4].codes[30] ;
-  wire [3:0] \blocks$134[4].codes[31] ;
-  wire [3:0] \blocks$134[4].codes[3] ;
-  wire [3:0] \blocks$134[4].codes[4] ;
-  wire [3:0] \blocks$134[4].codes[5] ;
-  wire [3:0] \blocks$134[4].codes[6] ;
-  wire [3:0] \blocks$134[4].codes[7] ;
-  wire [3:0] \blocks$134[4].codes[8] ;
-  wire [3:0] \blocks$134[4].codes[9] ;
-  wire [3:0] \blocks$134[4].dialect ;
-  wire [4:0] \blocks$134[4].exp ;
-  wire [136:0] \blocks$134[5] ;
-  wire [127:0] \blocks$134[5].codes ;
-  wire [3:0] \blocks$134[5].codes[0] ;
-  wire [3:0] \blocks$134[5].codes[10] ;
-  wire [3:0] \blocks$134[5].codes[11] ;
-  wire [3:0] \blocks$134[5].codes[12] ;
-  wire [3:0] \blocks$134[5].codes[13] ;
-  wire [3:0] \blocks$134[5].codes[14] ;
-  wire [3:0] \blocks$134[5].codes[15] ;
-  wire [3:0] \blocks$134[5].codes[16] ;
-  wire [3:0] \blocks$134[5].codes[17] ;
-  wire [3:0] \blocks$134[5].codes[18] ;
-  wire [3:0] \blocks$134[5].codes[19] ;
-  wire [3:0] \blocks$134[5].codes[1] ;
-  wire [3:0] \blocks$134[5].codes[20] ;
-  wire [3:0] \blocks$134[5].codes[21] ;
-  wire [3:0] \blocks$134[5].codes[22] ;
-  wire [3:0] \blocks$134[5].codes[23] ;
-  wire [3:0] \blocks$134[5].codes[24] ;
-  wire [3:0] \blocks$134[5].codes[25] ;
-  wire [3:0] \blocks$134[5].codes[26] ;
-  wire [3:0] \blocks$134[5].codes[27] ;
-  wire [3:0] \blocks$134[5].codes[28] ;
-  wire [3:0] \blocks$134[5].codes[29] ;
-  wire [3:0] \blocks$134[5].codes[2] ;
-  wire [3:0] \blocks$134[5].codes[30] ;
-  wire [3:0] \blocks$134[5].codes[31] ;
-  wire [3:0] \blocks$134[5].codes[3] ;
-  wire [3:0] \blocks$134[5].codes[4] ;
-  wire [3:0] \blocks$134[5].codes[5] ;
-  wire [3:0] \blocks$134[5].codes[6] ;
-  wire [3:0] \blocks$134[5].codes[7] ;
-  wire [3:0] \blocks$134[5].codes[8] ;
-  wire [3:0] \blocks$134[5].codes[9] ;
-  wire [3:0] \blocks$134[5].dialect ;
-  wire [4:0] \blocks$134[5].exp ;
-  wire [136:0] \blocks$134[6] ;
-  wire [127:0] \blocks$134[6].codes ;
-  wire [3:0] \blocks$134[6].codes[0] ;
-  wire [3:0] \blocks$134[6].codes[10] ;
-  wire [3:0] \blocks$134[6].codes[11] ;
-  wire [3:0] \blocks$134[6].codes[12] ;
-  wire [3:0] \blocks$134[6].codes[13] ;
-  wire [3:0] \blocks$134[6].codes[14] ;
-  wire [3:0] \blocks$134[6].codes[15] ;
-  wire [3:0] \blocks$134[6].codes[16] ;
-  wire [3:0] \blocks$134[6].codes[17] ;
-  wire [3:0] \blocks$134[6].codes[18] ;
-  wire [3:0] \blocks$134[6].codes[19] ;
-  wire [3:0] \blocks$134[6].codes[1] ;
-  wire [3:0] \blocks$134[6].codes[20] ;
-  wire [3:0] \blocks$134[6].codes[21] ;
-  wire [3:0] \blocks$134[6].codes[22] ;
-  wire [3:0] \blocks$134[6].codes[23] ;
-  wire [3:0] \blocks$134[6].codes[24] ;
-  wire [3:0] \blocks$134[6].codes[25] ;
-  wire [3:0] \blocks$134[6].codes[26] ;
-  wire [3:0] \blocks$134[6].codes[27] ;
-  wire [3:0] \blocks$134[6].codes[28] ;
-  wire [3:0] \blocks$134[6].codes[29] ;
-  wire [3:0] \blocks$134[6].codes[2] ;
-  wire [3:0] \blocks$134[6].codes[30] ;
-  wire [3:0] \blocks$134[6].codes[31] ;
-  wire [3:0] \blocks$134[6].codes[3] ;
-  wire [3:0] \blocks$134[6].codes[4] ;
-  wire [3:0] \blocks$134[6].codes[5] ;
-  wire [3:0] \blocks$134[6].codes[6] ;
-  wire [3:0] \blocks$134[6].codes[7] ;
-  wire [3:0] \blocks$134[6].codes[8] ;
-  wire [3:0] \blocks$134[6].codes[9] ;
-  wire [3:0] \blocks$134[6].dialect ;
-  wire [4:0] \blocks$134[6].exp ;
-  wire [136:0] \blocks$134[7] ;
-  wire [127:0] \blocks$134[7].codes ;
-  wire [3:0] \blocks$134[7].codes[0] ;
-  wire [3:0] \blocks$134[7].codes[10] ;
-  wire [3:0] \blocks$134[7].codes[11] ;
-  wire [3:0] \blocks$134[7].codes[12] ;
-  wire [3:0] \blocks$134[7].codes[13] ;
-  wire [3:0] \blocks$134[7].codes[14] ;
-  wire [3:0] \blocks$134[7].codes[15] ;
-  wire [3:0] \blocks$134[7].codes[16] ;
-  wire [3:0] \blocks$134[7].codes[17] ;
-  wire [3:0] \blocks$134[7].codes[18] ;
-  wire [3:0] \blocks$134[7].codes[19] ;
-  wire [3:0] \blocks$134[7].codes[1] ;
-  wire [3:0] \blocks$134[7].codes[20] ;
-  wire [3:0] \blocks$134[7].codes[21] ;
-  wire [3:0] \blocks$134[7].codes[22] ;
-  wire [3:0] \blocks$134[7].codes[23] ;
-  wire [3:0] \blocks$134[7].codes[24] ;
-  wire [3:0] \blocks$134[7].codes[25] ;
-  wire [3:0] \blocks$134[7].codes[26] ;
-  wire [3:0] \blocks$134[7].codes[27] ;
-  wire [3:0] \blocks$134[7].codes[28] ;
-  wire [3:0] \blocks$134[7].codes[29] ;
-  wire [3:0] \blocks$134[7].codes[2] ;
-  wire [3:0] \blocks$134[7].codes[30] ;
-  wire [3:0] \blocks$134[7].codes[31] ;
-  wire [3:0] \blocks$134[7].codes[3] ;
-  wire [3:0] \blocks$134[7].codes[4] ;
-  wire [3:0] \blocks$134[7].codes[5] ;
-  wire [3:0] \blocks$134[7].codes[6] ;
-  wire [3:0] \blocks$134[7].codes[7] ;
-  wire [3:0] \blocks$134[7].codes[8] ;
-  wire [3:0] \blocks$134[7].codes[9] ;
-  wire [3:0] \blocks$134[7].dialect ;
-  wire [4:0] \blocks$134[7].exp ;
+  wire [1095:0] \blocks$124 ;
+  wire [136:0] \blocks$124[0] ;
+  wire [127:0] \blocks$124[0].codes ;
+  wire [3:0] \blocks$124[0].codes[0] ;
+  wire [3:0] \blocks$124[0].codes[10] ;
+  wire [3:0] \blocks$124[0].codes[11] ;
+  wire [3:0] \blocks$124[0].codes[12] ;
+  wire [3:0] \blocks$124[0].codes[13] ;
+  wire [3:0] \blocks$124[0].codes[14] ;
+  wire [3:0] \blocks$124[0].codes[15] ;
+  wire [3:0] \blocks$124[0].codes[16] ;
+  wire [3:0] \blocks$124[0].codes[17] ;
+  wire [3:0] \blocks$124[0].codes[18] ;
+  wire [3:0] \blocks$124[0].codes[19] ;
+  wire [3:0] \blocks$124[0].codes[1] ;
+  wire [3:0] \blocks$124[0].codes[20] ;
+  wire [3:0] \blocks$124[0].codes[21] ;
+  wire [3:0] \blocks$124[0].codes[22] ;
+  wire [3:0] \blocks$124[0].codes[23] ;
+  wire [3:0] \blocks$124[0].codes[24] ;
+  wire [3:0] \blocks$124[0].codes[25] ;
+  wire [3:0] \blocks$124[0].codes[26] ;
+  wire [3:0] \blocks$124[0].codes[27] ;
+  wire [3:0] \blocks$124[0].codes[28] ;
+  wire [3:0] \blocks$124[0].codes[29] ;
+  wire [3:0] \blocks$124[0].codes[2] ;
+  wire [3:0] \blocks$124[0].codes[30] ;
+  wire [3:0] \blocks$124[0].codes[31] ;
+  wire [3:0] \blocks$124[0].codes[3] ;
+  wire [3:0] \blocks$124[0].codes[4] ;
+  wire [3:0] \blocks$124[0].codes[5] ;
+  wire [3:0] \blocks$124[0].codes[6] ;
+  wire [3:0] \blocks$124[0].codes[7] ;
+  wire [3:0] \blocks$124[0].codes[8] ;
+  wire [3:0] \blocks$124[0].codes[9] ;
+  wire [3:0] \blocks$124[0].dialect ;
+  wire [4:0] \blocks$124[0].exp ;
+  wire [136:0] \blocks$124[1] ;
+  wire [127:0] \blocks$124[1].codes ;
+  wire [3:0] \blocks$124[1].codes[0] ;
+  wire [3:0] \blocks$124[1].codes[10] ;
+  wire [3:0] \blocks$124[1].codes[11] ;
+  wire [3:0] \blocks$124[1].codes[12] ;
+  wire [3:0] \blocks$124[1].codes[13] ;
+  wire [3:0] \blocks$124[1].codes[14] ;
+  wire [3:0] \blocks$124[1].codes[15] ;
+  wire [3:0] \blocks$124[1].codes[16] ;
+  wire [3:0] \blocks$124[1].codes[17] ;
+  wire [3:0] \blocks$124[1].codes[18] ;
+  wire [3:0] \blocks$124[1].codes[19] ;
+  wire [3:0] \blocks$124[1].codes[1] ;
+  wire [3:0] \blocks$124[1].codes[20] ;
+  wire [3:0] \blocks$124[1].codes[21] ;
+  wire [3:0] \blocks$124[1].codes[22] ;
+  wire [3:0] \blocks$124[1].codes[23] ;
+  wire [3:0] \blocks$124[1].codes[24] ;
+  wire [3:0] \blocks$124[1].codes[25] ;
+  wire [3:0] \blocks$124[1].codes[26] ;
+  wire [3:0] \blocks$124[1].codes[27] ;
+  wire [3:0] \blocks$124[1].codes[28] ;
+  wire [3:0] \blocks$124[1].codes[29] ;
+  wire [3:0] \blocks$124[1].codes[2] ;
+  wire [3:0] \blocks$124[1].codes[30] ;
+  wire [3:0] \blocks$124[1].codes[31] ;
+  wire [3:0] \blocks$124[1].codes[3] ;
+  wire [3:0] \blocks$124[1].codes[4] ;
+  wire [3:0] \blocks$124[1].codes[5] ;
+  wire [3:0] \blocks$124[1].codes[6] ;
+  wire [3:0] \blocks$124[1].codes[7] ;
+  wire [3:0] \blocks$124[1].codes[8] ;
+  wire [3:0] \blocks$124[1].codes[9] ;
+  wire [3:0] \blocks$124[1].dialect ;
+  wire [4:0] \blocks$124[1].exp ;
+  wire [136:0] \blocks$124[2] ;
+  wire [127:0] \blocks$124[2].codes ;
+  wire [3:0] \blocks$124[2].codes[0] ;
+  wire [3:0] \blocks$124[2].codes[10] ;
+  wire [3:0] \blocks$124[2].codes[11] ;
+  wire [3:0] \blocks$124[2].codes[12] ;
+  wire [3:0] \blocks$124[2].codes[13] ;
+  wire [3:0] \blocks$124[2].codes[14] ;
+  wire [3:0] \blocks$124[2].codes[15] ;
+  wire [3:0] \blocks$124[2].codes[16] ;
+  wire [3:0] \blocks$124[2].codes[17] ;
+  wire [3:0] \blocks$124[2].codes[18] ;
+  wire [3:0] \blocks$124[2].codes[19] ;
+  wire [3:0] \blocks$124[2].codes[1] ;
+  wire [3:0] \blocks$124[2].codes[20] ;
+  wire [3:0] \blocks$124[2].codes[21] ;
+  wire [3:0] \blocks$124[2].codes[22] ;
+  wire [3:0] \blocks$124[2].codes[23] ;
+  wire [3:0] \blocks$124[2].codes[24] ;
+  wire [3:0] \blocks$124[2].codes[25] ;
+  wire [3:0] \blocks$124[2].codes[26] ;
+  wire [3:0] \blocks$124[2].codes[27] ;
+  wire [3:0] \blocks$124[2].codes[28] ;
+  wire [3:0] \blocks$124[2].codes[29] ;
+  wire [3:0] \blocks$124[2].codes[2] ;
+  wire [3:0] \blocks$124[2].codes[30] ;
+  wire [3:0] \blocks$124[2].codes[31] ;
+  wire [3:0] \blocks$124[2].codes[3] ;
+  wire [3:0] \blocks$124[2].codes[4] ;
+  wire [3:0] \blocks$124[2].codes[5] ;
+  wire [3:0] \blocks$124[2].codes[6] ;
+  wire [3:0] \blocks$124[2].codes[7] ;
+  wire [3:0] \blocks$124[2].codes[8] ;
+  wire [3:0] \blocks$124[2].codes[9] ;
+  wire [3:0] \blocks$124[2].dialect ;
+  wire [4:0] \blocks$124[2].exp ;
+  wire [136:0] \blocks$124[3] ;
+  wire [127:0] \blocks$124[3].codes ;
+  wire [3:0] \blocks$124[3].codes[0] ;
+  wire [3:0] \blocks$124[3].codes[10] ;
+  wire [3:0] \blocks$124[3].codes[11] ;
+  wire [3:0] \blocks$124[3].codes[12] ;
+  wire [3:0] \blocks$124[3].codes[13] ;
+  wire [3:0] \blocks$124[3].codes[14] ;
+  wire [3:0] \blocks$124[3].codes[15] ;
+  wire [3:0] \blocks$124[3].codes[16] ;
+  wire [3:0] \blocks$124[3].codes[17] ;
+  wire [3:0] \blocks$124[3].codes[18] ;
+  wire [3:0] \blocks$124[3].codes[19] ;
+  wire [3:0] \blocks$124[3].codes[1] ;
+  wire [3:0] \blocks$124[3].codes[20] ;
+  wire [3:0] \blocks$124[3].codes[21] ;
+  wire [3:0] \blocks$124[3].codes[22] ;
+  wire [3:0] \blocks$124[3].codes[23] ;
+  wire [3:0] \blocks$124[3].codes[24] ;
+  wire [3:0] \blocks$124[3].codes[25] ;
+  wire [3:0] \blocks$124[3].codes[26] ;
+  wire [3:0] \blocks$124[3].codes[27] ;
+  wire [3:0] \blocks$124[3].codes[28] ;
+  wire [3:0] \blocks$124[3].codes[29] ;
+  wire [3:0] \blocks$124[3].codes[2] ;
+  wire [3:0] \blocks$124[3].codes[30] ;
+  wire [3:0] \blocks$124[3].codes[31] ;
+  wire [3:0] \blocks$124[3].codes[3] ;
+  wire [3:0] \blocks$124[3].codes[4] ;
+  wire [3:0] \blocks$124[3].codes[5] ;
+  wire [3:0] \blocks$124[3].codes[6] ;
+  wire [3:0] \blocks$124[3].codes[7] ;
+  wire [3:0] \blocks$124[3].codes[8] ;
+  wire [3:0] \blocks$124[3].codes[9] ;
+  wire [3:0] \blocks$124[3].dialect ;
+  wire [4:0] \blocks$124[3].exp ;
+  wire [136:0] \blocks$124[4] ;
+  wire [127:0] \blocks$124[4].codes ;
+  wire [3:0] \blocks$124[4].codes[0] ;
+  wire [3:0] \blocks$124[4].codes[10] ;
+  wire [3:0] \blocks$124[4].codes[11] ;
+  wire [3:0] \blocks$124[4].codes[12] ;
+  wire [3:0] \blocks$124[4].codes[13] ;
+  wire [3:0] \blocks$124[4].codes[14] ;
+  wire [3:0] \blocks$124[4].codes[15] ;
+  wire [3:0] \blocks$124[4].codes[16] ;
+  wire [3:0] \blocks$124[4].codes[17] ;
+  wire [3:0] \blocks$124[4].codes[18] ;
+  wire [3:0] \blocks$124[4].codes[19] ;
+  wire [3:0] \blocks$124[4].codes[1] ;
+  wire [3:0] \blocks$124[4].codes[20] ;
+  wire [3:0] \blocks$124[4].codes[21] ;
+  wire [3:0] \blocks$124[4].codes[22] ;
+  wire [3:0] \blocks$124[4].codes[23] ;
+  wire [3:0] \blocks$124[4].codes[24] ;
+  wire [3:0] \blocks$124[4].codes[25] ;
+  wire [3:0] \blocks$124[4].codes[26] ;
+  wire [3:0] \blocks$124[4].codes[27] ;
+  wire [3:0] \blocks$124[4].codes[28] ;
+  wire [3:0] \blocks$124[4].codes[29] ;
+  wire [3:0] \blocks$124[4].codes[2] ;
+  wire [3:0] \blocks$124[4].codes[30] ;
+  wire [3:0] \blocks$124[4].codes[31] ;
+  wire [3:0] \blocks$124[4].codes[3] ;
+  wire [3:0] \blocks$124[4].codes[4] ;
+  wire [3:0] \blocks$124[4].codes[5] ;
+  wire [3:0] \blocks$124[4].codes[6] ;
+  wire [3:0] \blocks$124[4].codes[7] ;
+  wire [3:0] \blocks$124[4].codes[8] ;
+  wire [3:0] \blocks$124[4].codes[9] ;
+  wire [3:0] \blocks$124[4].dialect ;
+  wire [4:0] \blocks$124[4].exp ;
+  wire [136:0] \blocks$124[5] ;
+  wire [127:0] \blocks$124[5].codes ;
+  wire [3:0] \blocks$124[5].codes[0] ;
+  wire [3:0] \blocks$124[5].codes[10] ;
+  wire [3:0] \blocks$124[5].codes[11] ;
+  wire [3:0] \blocks$124[5].codes[12] ;
+  wire [3:0] \blocks$124[5].codes[13] ;
+  wire [3:0] \blocks$124[5].codes[14] ;
+  wire [3:0] \blocks$124[5].codes[15] ;
+  wire [3:0] \blocks$124[5].codes[16] ;
+  wire [3:0] \blocks$124[5].codes[17] ;
+  wire [3:0] \blocks$124[5].codes[18] ;
+  wire [3:0] \blocks$124[5].codes[19] ;
+  wire [3:0] \blocks$124[5].codes[1] ;
+  wire [3:0] \blocks$124[5].codes[20] ;
+  wire [3:0] \blocks$124[5].codes[21] ;
+  wire [3:0] \blocks$124[5].codes[22] ;
+  wire [3:0] \blocks$124[5].codes[23] ;
+  wire [3:0] \blocks$124[5].codes[24] ;
+  wire [3:0] \blocks$124[5].codes[25] ;
+  wire [3:0] \blocks$124[5].codes[26] ;
+  wire [3:0] \blocks$124[5].codes[27] ;
+  wire [3:0] \blocks$124[5].codes[28] ;
+  wire [3:0] \blocks$124[5].codes[29] ;
+  wire [3:0] \blocks$124[5].codes[2] ;
+  wire [3:0] \blocks$124[5].codes[30] ;
+  wire [3:0] \blocks$124[5].codes[31] ;
+  wire [3:0] \blocks$124[5].codes[3] ;
+  wire [3:0] \blocks$124[5].codes[4] ;
+  wire [3:0] \blocks$124[5].codes[5] ;
+  wire [3:0] \blocks$124[5].codes[6] ;
+  wire [3:0] \blocks$124[5].codes[7] ;
+  wire [3:0] \blocks$124[5].codes[8] ;
+  wire [3:0] \blocks$124[5].codes[9] ;
+  wire [3:0] \blocks$124[5].dialect ;
+  wire [4:0] \blocks$124[5].exp ;
+  wire [136:0] \blocks$124[6] ;
+  wire [127:0] \blocks$124[6].codes ;
+  wire [3:0] \blocks$124[6].codes[0] ;
+  wire [3:0] \blocks$124[6].codes[10] ;
+  wire [3:0] \blocks$124[6].codes[11] ;
+  wire [3:0] \blocks$124[6].codes[12] ;
+  wire [3:0] \blocks$124[6].codes[13] ;
+  wire [3:0] \blocks$124[6].codes[14] ;
+  wire [3:0] \blocks$124[6].codes[15] ;
+  wire [3:0] \blocks$124[6].codes[16] ;
+  wire [3:0] \blocks$124[6].codes[17] ;
+  wire [3:0] \blocks$124[6].codes[18] ;
+  wire [3:0] \blocks$124[6].codes[19] ;
+  wire [3:0] \blocks$124[6].codes[1] ;
+  wire [3:0] \blocks$124[6].codes[20] ;
+  wire [3:0] \blocks$124[6].codes[21] ;
+  wire [3:0] \blocks$124[6].codes[22] ;
+  wire [3:0] \blocks$124[6].codes[23] ;
+  wire [3:0] \blocks$124[6].codes[24] ;
+  wire [3:0] \blocks$124[6].codes[25] ;
+  wire [3:0] \blocks$124[6].codes[26] ;
+  wire [3:0] \blocks$124[6].codes[27] ;
+  wire [3:0] \blocks$124[6].codes[28] ;
+  wire [3:0] \blocks$124[6].codes[29] ;
+  wire [3:0] \blocks$124[6].codes[2] ;
+  wire [3:0] \blocks$124[6].codes[30] ;
+  wire [3:0] \blocks$124[6].codes[31] ;
+  wire [3:0] \blocks$124[6].codes[3] ;
+  wire [3:0] \blocks$124[6].codes[4] ;
+  wire [3:0] \blocks$124[6].codes[5] ;
+  wire [3:0] \blocks$124[6].codes[6] ;
+  wire [3:0] \blocks$124[6].codes[7] ;
+  wire [3:0] \blocks$124[6].codes[8] ;
+  wire [3:0] \blocks$124[6].codes[9] ;
+  wire [3:0] \blocks$124[6].dialect ;
+  wire [4:0] \blocks$124[6].exp ;
+  wire [136:0] \blocks$124[7] ;
+  wire [127:0] \blocks$124[7].codes ;
+  wire [3:0] \blocks$124[7].codes[0] ;
+  wire [3:0] \blocks$124[7].codes[10] ;
+  wire [3:0] \blocks$124[7].codes[11] ;
+  wire [3:0] \blocks$124[7].codes[12] ;
+  wire [3:0] \blocks$124[7].codes[13] ;
+  wire [3:0] \blocks$124[7].codes[14] ;
+  wire [3:0] \blocks$124[7].codes[15] ;
+  wire [3:0] \blocks$124[7].codes[16] ;
+  wire [3:0] \blocks$124[7].codes[17] ;
+  wire [3:0] \blocks$124[7].codes[18] ;
+  wire [3:0] \blocks$124[7].codes[19] ;
+  wire [3:0] \blocks$124[7].codes[1] ;
+  wire [3:0] \blocks$124[7].codes[20] ;
+  wire [3:0] \blocks$124[7].codes[21] ;
+  wire [3:0] \blocks$124[7].codes[22] ;
+  wire [3:0] \blocks$124[7].codes[23] ;
+  wire [3:0] \blocks$124[7].codes[24] ;
+  wire [3:0] \blocks$124[7].codes[25] ;
+  wire [3:0] \blocks$124[7].codes[26] ;
+  wire [3:0] \blocks$124[7].codes[27] ;
+  wire [3:0] \blocks$124[7].codes[28] ;
+  wire [3:0] \blocks$124[7].codes[29] ;
+  wire [3:0] \blocks$124[7].codes[2] ;
+  wire [3:0] \blocks$124[7].codes[30] ;
+  wire [3:0] \blocks$124[7].codes[31] ;
+  wire [3:0] \blocks$124[7].codes[3] ;
+  wire [3:0] \blocks$124[7].codes[4] ;
+  wire [3:0] \blocks$124[7].codes[5] ;
+  wire [3:0] \blocks$124[7].codes[6] ;
+  wire [3:0] \blocks$124[7].codes[7] ;
+  wire [3:0] \blocks$124[7].codes[8] ;
+  wire [3:0] \blocks$124[7].codes[9] ;
+  wire [3:0] \blocks$124[7].dialect ;
+  wire [4:0] \blocks$124[7].exp ;
   wire clear;
   wire closed;
   wire [8:0] count;
-  wire dots_take;
   wire [511:0] i__payload;
-  wire [274:0] \i__payload$100 ;
-  wire [127:0] \i__payload$100.a_codes ;
-  wire [3:0] \i__payload$100.a_codes[0] ;
-  wire [3:0] \i__payload$100.a_codes[10] ;
-  wire [3:0] \i__payload$100.a_codes[11] ;
-  wire [3:0] \i__payload$100.a_codes[12] ;
-  wire [3:0] \i__payload$100.a_codes[13] ;
-  wire [3:0] \i__payload$100.a_codes[14] ;
-  wire [3:0] \i__payload$100.a_codes[15] ;
-  wire [3:0] \i__payload$100.a_codes[16] ;
-  wire [3:0] \i__payload$100.a_codes[17] ;
-  wire [3:0] \i__payload$100.a_codes[18] ;
-  wire [3:0] \i__payload$100.a_codes[19] ;
-  wire [3:0] \i__payload$100.a_codes[1] ;
-  wire [3:0] \i__payload$100.a_codes[20] ;
-  wire [3:0] \i__payload$100.a_codes[21] ;
-  wire [3:0] \i__payload$100.a_codes[22] ;
-  wire [3:0] \i__payload$100.a_codes[23] ;
-  wire [3:0] \i__payload$100.a_codes[24] ;
-  wire [3:0] \i__payload$100.a_codes[25] ;
-  wire [3:0] \i__payload$100.a_codes[26] ;
-  wire [3:0] \i__payload$100.a_codes[27] ;
-  wire [3:0] \i__payload$100.a_codes[28] ;
-  wire [3:0] \i__payload$100.a_codes[29] ;
-  wire [3:0] \i__payload$100.a_codes[2] ;
-  wire [3:0] \i__payload$100.a_codes[30] ;
-  wire [3:0] \i__payload$100.a_codes[31] ;
-  wire [3:0] \i__payload$100.a_codes[3] ;
-  wire [3:0] \i__payload$100.a_codes[4] ;
-  wire [3:0] \i__payload$100.a_codes[5] ;
-  wire [3:0] \i__payload$100.a_codes[6] ;
-  wire [3:0] \i__payload$100.a_codes[7] ;
-  wire [3:0] \i__payload$100.a_codes[8] ;
-  wire [3:0] \i__payload$100.a_codes[9] ;
-  wire [3:0] \i__payload$100.a_dialect ;
-  wire [4:0] \i__payload$100.a_exp ;
-  wire \i__payload$100.last ;
-  wire [127:0] \i__payload$100.w_codes ;
-  wire [3:0] \i__payload$100.w_codes[0] ;
-  wire [3:0] \i__payload$100.w_codes[10] ;
-  wire [3:0] \i__payload$100.w_codes[11] ;
-  wire [3:0] \i__payload$100.w_codes[12] ;
-  wire [3:0] \i__payload$100.w_codes[13] ;
-  wire [3:0] \i__payload$100.w_codes[14] ;
-  wire [3:0] \i__payload$100.w_codes[15] ;
-  wire [3:0] \i__payload$100.w_codes[16] ;
-  wire [3:0] \i__payload$100.w_codes[17] ;
-  wire [3:0] \i__payload$100.w_codes[18] ;
-  wire [3:0] \i__payload$100.w_codes[19] ;
-  wire [3:0] \i__payload$100.w_codes[1] ;
-  wire [3:0] \i__payload$100.w_codes[20] ;
-  wire [3:0] \i__payload$100.w_codes[21] ;
-  wire [3:0] \i__payload$100.w_codes[22] ;
-  wire [3:0] \i__payload$100.w_codes[23] ;
-  wire [3:0] \i__payload$100.w_codes[24] ;
-  wire [3:0] \i__payload$100.w_codes[25] ;
-  wire [3:0] \i__payload$100.w_codes[26] ;
-  wire [3:0] \i__payload$100.w_codes[27] ;
-  wire [3:0] \i__payload$100.w_codes[28] ;
-  wire [3:0] \i__payload$100.w_codes[29] ;
-  wire [3:0] \i__payload$100.w_codes[2] ;
-  wire [3:0] \i__payload$100.w_codes[30] ;
-  wire [3:0] \i__payload$100.w_codes[31] ;
-  wire [3:0] \i__payload$100.w_codes[3] ;
-  wire [3:0] \i__payload$100.w_codes[4] ;
-  wire [3:0] \i__payload$100.w_codes[5] ;
-  wire [3:0] \i__payload$100.w_codes[6] ;
-  wire [3:0] \i__payload$100.w_codes[7] ;
-  wire [3:0] \i__payload$100.w_codes[8] ;
-  wire [3:0] \i__payload$100.w_codes[9] ;
-  wire [3:0] \i__payload$100.w_dialect ;
-  wire [4:0] \i__payload$100.w_exp ;
-  wire [274:0] \i__payload$108 ;
-  wire [127:0] \i__payload$108.a_codes ;
-  wire [3:0] \i__payload$108.a_codes[0] ;
-  wire [3:0] \i__payload$108.a_codes[10] ;
-  wire [3:0] \i__payload$108.a_codes[11] ;
-  wire [3:0] \i__payload$108.a_codes[12] ;
-  wire [3:0] \i__payload$108.a_codes[13] ;
-  wire [3:0] \i__payload$108.a_codes[14] ;
-  wire [3:0] \i__payload$108.a_codes[15] ;
-  wire [3:0] \i__payload$108.a_codes[16] ;
-  wire [3:0] \i__payload$108.a_codes[17] ;
-  wire [3:0] \i__payload$108.a_codes[18] ;
-  wire [3:0] \i__payload$108.a_codes[19] ;
-  wire [3:0] \i__payload$108.a_codes[1] ;
-  wire [3:0] \i__payload$108.a_codes[20] ;
-  wire [3:0] \i__payload$108.a_codes[21] ;
-  wire [3:0] \i__payload$108.a_codes[22] ;
-  wire [3:0] \i__payload$108.a_codes[23] ;
-  wire [3:0] \i__payload$108.a_codes[24] ;
-  wire [3:0] \i__payload$108.a_codes[25] ;
-  wire [3:0] \i__payload$108.a_codes[26] ;
-  wire [3:0] \i__payload$108.a_codes[27] ;
-  wire [3:0] \i__payload$108.a_codes[28] ;
-  wire [3:0] \i__payload$108.a_codes[29] ;
-  wire [3:0] \i__payload$108.a_codes[2] ;
-  wire [3:0] \i__payload$108.a_codes[30] ;
-  wire [3:0] \i__payload$108.a_codes[31] ;
-  wire [3:0] \i__payload$108.a_codes[3] ;
-  wire [3:0] \i__payload$108.a_codes[4] ;
-  wire [3:0] \i__payload$108.a_codes[5] ;
-  wire [3:0] \i__payload$108.a_codes[6] ;
-  wire [3:0] \i__payload$108.a_codes[7] ;
-  wire [3:0] \i__payload$108.a_codes[8] ;
-  wire [3:0] \i__payload$108.a_codes[9] ;
-  wire [3:0] \i__payload$108.a_dialect ;
-  wire [4:0] \i__payload$108.a_exp ;
-  wire \i__payload$108.last ;
-  wire [127:0] \i__payload$108.w_codes ;
-  wire [3:0] \i__payload$108.w_codes[0] ;
-  wire [3:0] \i__payload$108.w_codes[10] ;
-  wire [3:0] \i__payload$108.w_codes[11] ;
-  wire [3:0] \i__payload$108.w_codes[12] ;
-  wire [3:0] \i__payload$108.w_codes[13] ;
-  wire [3:0] \i__payload$108.w_codes[14] ;
-  wire [3:0] \i__payload$108.w_codes[15] ;
-  wire [3:0] \i__payload$108.w_codes[16] ;
-  wire [3:0] \i__payload$108.w_codes[17] ;
-  wire [3:0] \i__payload$108.w_codes[18] ;
-  wire [3:0] \i__payload$108.w_codes[19] ;
-  wire [3:0] \i__payload$108.w_codes[1] ;
-  wire [3:0] \i__payload$108.w_codes[20] ;
-  wire [3:0] \i__payload$108.w_codes[21] ;
-  wire [3:0] \i__payload$108.w_codes[22] ;
-  wire [3:0] \i__payload$108.w_codes[23] ;
-  wire [3:0] \i__payload$108.w_codes[24] ;
-  wire [3:0] \i__payload$108.w_codes[25] ;
-  wire [3:0] \i__payload$108.w_codes[26] ;
-  wire [3:0] \i__payload$108.w_codes[27] ;
-  wire [3:0] \i__payload$108.w_codes[28] ;
-  wire [3:0] \i__payload$108.w_codes[29] ;
-  wire [3:0] \i__payload$108.w_codes[2] ;
-  wire [3:0] \i__payload$108.w_codes[30] ;
-  wire [3:0] \i__payload$108.w_codes[31] ;
-  wire [3:0] \i__payload$108.w_codes[3] ;
-  wire [3:0] \i__payload$108.w_codes[4] ;
-  wire [3:0] \i__payload$108.w_codes[5] ;
-  wire [3:0] \i__payload$108.w_codes[6] ;
-  wire [3:0] \i__payload$108.w_codes[7] ;
-  wire [3:0] \i__payload$108.w_codes[8] ;
-  wire [3:0] \i__payload$108.w_codes[9] ;
-  wire [3:0] \i__payload$108.w_dialect ;
-  wire [4:0] \i__payload$108.w_exp ;
-  wire [274:0] \i__payload$116 ;
-  wire [127:0] \i__payload$116.a_codes ;
-  wire [3:0] \i__payload$116.a_codes[0] ;
-  wire [3:0] \i__payload$116.a_codes[10] ;
-  wire [3:0] \i__payload$116.a_codes[11] ;
-  wire [3:0] \i__payload$116.a_codes[12] ;
-  wire [3:0] \i__payload$116.a_codes[13] ;
-  wire [3:0] \i__payload$116.a_codes[14] ;
-  wire [3:0] \i__payload$116.a_codes[15] ;
-  wire [3:0] \i__payload$116.a_codes[16] ;
-  wire [3:0] \i__payload$116.a_codes[17] ;
-  wire [3:0] \i__payload$116.a_codes[18] ;
-  wire [3:0] \i__payload$116.a_codes[19] ;
-  wire [3:0] \i__payload$116.a_codes[1] ;
-  wire [3:0] \i__payload$116.a_codes[20] ;
-  wire [3:0] \i__payload$116.a_codes[21] ;
-  wire [3:0] \i__payload$116.a_codes[22] ;
-  wire [3:0] \i__payload$116.a_codes[23] ;
-  wire [3:0] \i__payload$116.a_codes[24] ;
-  wire [3:0] \i__payload$116.a_codes[25] ;
-  wire [3:0] \i__payload$116.a_codes[26] ;
-  wire [3:0] \i__payload$116.a_codes[27] ;
-  wire [3:0] \i__payload$116.a_codes[28] ;
-  wire [3:0] \i__payload$116.a_codes[29] ;
-  wire [3:0] \i__payload$116.a_codes[2] ;
-  wire [3:0] \i__payload$116.a_codes[30] ;
-  wire [3:0] \i__payload$116.a_codes[31] ;
-  wire [3:0] \i__payload$116.a_codes[3] ;
-  wire [3:0] \i__payload$116.a_codes[4] ;
-  wire [3:0] \i__payload$116.a_codes[5] ;
-  wire [3:0] \i__payload$116.a_codes[6] ;
-  wire [3:0] \i__payload$116.a_codes[7] ;
-  wire [3:0] \i__payload$116.a_codes[8] ;
-  wire [3:0] \i__payload$116.a_codes[9] ;
-  wire [3:0] \i__payload$116.a_dialect ;
-  wire [4:0] \i__payload$116.a_exp ;
-  wire \i__payload$116.last ;
-  wire [127:0] \i__payload$116.w_codes ;
-  wire [3:0] \i__payload$116.w_codes[0] ;
-  wire [3:0] \i__payload$116.w_codes[10] ;
-  wire [3:0] \i__payload$116.w_codes[11] ;
-  wire [3:0] \i__payload$116.w_codes[12] ;
-  wire [3:0] \i__payload$116.w_codes[13] ;
-  wire [3:0] \i__payload$116.w_codes[14] ;
-  wire [3:0] \i__payload$116.w_codes[15] ;
-  wire [3:0] \i__payload$116.w_codes[16] ;
-  wire [3:0] \i__payload$116.w_codes[17] ;
-  wire [3:0] \i__payload$116.w_codes[18] ;
-  wire [3:0] \i__payload$116.w_codes[19] ;
-  wire [3:0] \i__payload$116.w_codes[1] ;
-  wire [3:0] \i__payload$116.w_codes[20] ;
-  wire [3:0] \i__payload$116.w_codes[21] ;
-  wire [3:0] \i__payload$116.w_codes[22] ;
-  wire [3:0] \i__payload$116.w_codes[23] ;
-  wire [3:0] \i__payload$116.w_codes[24] ;
-  wire [3:0] \i__payload$116.w_codes[25] ;
-  wire [3:0] \i__payload$116.w_codes[26] ;
-  wire [3:0] \i__payload$116.w_codes[27] ;
-  wire [3:0] \i__payload$116.w_codes[28] ;
-  wire [3:0] \i__payload$116.w_codes[29] ;
-  wire [3:0] \i__payload$116.w_codes[2] ;
-  wire [3:0] \i__payload$116.w_codes[30] ;
-  wire [3:0] \i__payload$116.w_codes[31] ;
-  wire [3:0] \i__payload$116.w_codes[3] ;
-  wire [3:0] \i__payload$116.w_codes[4] ;
-  wire [3:0] \i__payload$116.w_codes[5] ;
-  wire [3:0] \i__payload$116.w_codes[6] ;
-  wire [3:0] \i__payload$116.w_codes[7] ;
-  wire [3:0] \i__payload$116.w_codes[8] ;
-  wire [3:0] \i__payload$116.w_codes[9] ;
-  wire [3:0] \i__payload$116.w_dialect ;
-  wire [4:0] \i__payload$116.w_exp ;
-  wire [274:0] \i__payload$124 ;
-  wire [127:0] \i__payload$124.a_codes ;
-  wire [3:0] \i__payload$124.a_codes[0] ;
-  wire [3:0] \i__payload$124.a_codes[10] ;
-  wire [3:0] \i__payload$124.a_codes[11] ;
-  wire [3:0] \i__payload$124.a_codes[12] ;
-  wire [3:0] \i__payload$124.a_codes[13] ;
-  wire [3:0] \i__payload$124.a_codes[14] ;
-  wire [3:0] \i__payload$124.a_codes[15] ;
-  wire [3:0] \i__payload$124.a_codes[16] ;
-  wire [3:0] \i__payload$124.a_codes[17] ;
-  wire [3:0] \i__payload$124.a_codes[18] ;
-  wire [3:0] \i__payload$124.a_codes[19] ;
-  wire [3:0] \i__payload$124.a_codes[1] ;
-  wire [3:0] \i__payload$124.a_codes[20] ;
-  wire [3:0] \i__payload$124.a_codes[21] ;
-  wire [3:0] \i__payload$124.a_codes[22] ;
-  wire [3:0] \i__payload$124.a_codes[23] ;
-  wire [3:0] \i__payload$124.a_codes[24] ;
-  wire [3:0] \i__payload$124.a_codes[25] ;
-  wire [3:0] \i__payload$124.a_codes[26] ;
-  wire [3:0] \i__payload$124.a_codes[27] ;
-  wire [3:0] \i__payload$124.a_codes[28] ;
-  wire [3:0] \i__payload$124.a_codes[29] ;
-  wire [3:0] \i__payload$124.a_codes[2] ;
-  wire [3:0] \i__payload$124.a_codes[30] ;
-  wire [3:0] \i__payload$124.a_codes[31] ;
-  wire [3:0] \i__payload$124.a_codes[3] ;
-  wire [3:0] \i__payload$124.a_codes[4] ;
-  wire [3:0] \i__payload$124.a_codes[5] ;
-  wire [3:0] \i__payload$124.a_codes[6] ;
-  wire [3:0] \i__payload$124.a_codes[7] ;
-  wire [3:0] \i__payload$124.a_codes[8] ;
-  wire [3:0] \i__payload$124.a_codes[9] ;
-  wire [3:0] \i__payload$124.a_dialect ;
-  wire [4:0] \i__payload$124.a_exp ;
-  wire \i__payload$124.last ;
-  wire [127:0] \i__payload$124.w_codes ;
-  wire [3:0] \i__payload$124.w_codes[0] ;
-  wire [3:0] \i__payload$124.w_codes[10] ;
-  wire [3:0] \i__payload$124.w_codes[11] ;
-  wire [3:0] \i__payload$124.w_codes[12] ;
-  wire [3:0] \i__payload$124.w_codes[13] ;
-  wire [3:0] \i__payload$124.w_codes[14] ;
-  wire [3:0] \i__payload$124.w_codes[15] ;
-  wire [3:0] \i__payload$124.w_codes[16] ;
-  wire [3:0] \i__payload$124.w_codes[17] ;
-  wire [3:0] \i__payload$124.w_codes[18] ;
-  wire [3:0] \i__payload$124.w_codes[19] ;
-  wire [3:0] \i__payload$124.w_codes[1] ;
-  wire [3:0] \i__payload$124.w_codes[20] ;
-  wire [3:0] \i__payload$124.w_codes[21] ;
-  wire [3:0] \i__payload$124.w_codes[22] ;
-  wire [3:0] \i__payload$124.w_codes[23] ;
-  wire [3:0] \i__payload$124.w_codes[24] ;
-  wire [3:0] \i__payload$124.w_codes[25] ;
-  wire [3:0] \i__payload$124.w_codes[26] ;
-  wire [3:0] \i__payload$124.w_codes[27] ;
-  wire [3:0] \i__payload$124.w_codes[28] ;
-  wire [3:0] \i__payload$124.w_codes[29] ;
-  wire [3:0] \i__payload$124.w_codes[2] ;
-  wire [3:0] \i__payload$124.w_codes[30] ;
-  wire [3:0] \i__payload$124.w_codes[31] ;
-  wire [3:0] \i__payload$124.w_codes[3] ;
-  wire [3:0] \i__payload$124.w_codes[4] ;
-  wire [3:0] \i__payload$124.w_codes[5] ;
-  wire [3:0] \i__payload$124.w_codes[6] ;
-  wire [3:0] \i__payload$124.w_codes[7] ;
-  wire [3:0] \i__payload$124.w_codes[8] ;
-  wire [3:0] \i__payload$124.w_codes[9] ;
-  wire [3:0] \i__payload$124.w_dialect ;
-  wire [4:0] \i__payload$124.w_exp ;
-  wire [274:0] \i__payload$65 ;
-  wire [127:0] \i__payload$65.a_codes ;
-  wire [3:0] \i__payload$65.a_codes[0] ;
-  wire [3:0] \i__payload$65.a_codes[10] ;
-  wire [3:0] \i__payload$65.a_codes[11] ;
-  wire [3:0] \i__payload$65.a_codes[12] ;
-  wire [3:0] \i__payload$65.a_codes[13] ;
-  wire [3:0] \i__payload$65.a_codes[14] ;
-  wire [3:0] \i__payload$65.a_codes[15] ;
-  wire [3:0] \i__payload$65.a_codes[16] ;
-  wire [3:0] \i__payload$65.a_codes[17] ;
-  wire [3:0] \i__payload$65.a_codes[18] ;
-  wire [3:0] \i__payload$65.a_codes[19] ;
-  wire [3:0] \i__payload$65.a_codes[1] ;
-  wire [3:0] \i__payload$65.a_codes[20] ;
-  wire [3:0] \i__payload$65.a_codes[21] ;
-  wire [3:0] \i__payload$65.a_codes[22] ;
-  wire [3:0] \i__payload$65.a_codes[23] ;
-  wire [3:0] \i__payload$65.a_codes[24] ;
-  wire [3:0] \i__payload$65.a_codes[25] ;
-  wire [3:0] \i__payload$65.a_codes[26] ;
-  wire [3:0] \i__payload$65.a_codes[27] ;
-  wire [3:0] \i__payload$65.a_codes[28] ;
-  wire [3:0] \i__payload$65.a_codes[29] ;
-  wire [3:0] \i__payload$65.a_codes[2] ;
-  wire [3:0] \i__payload$65.a_codes[30] ;
-  wire [3:0] \i__payload$65.a_codes[31] ;
-  wire [3:0] \i__payload$65.a_codes[3] ;
-  wire [3:0] \i__payload$65.a_codes[4] ;
-  wire [3:0] \i__payload$65.a_codes[5] ;
-  wire [3:0] \i__payload$65.a_codes[6] ;
-  wire [3:0] \i__payload$65.a_codes[7] ;
-  wire [3:0] \i__payload$65.a_codes[8] ;
-  wire [3:0] \i__payload$65.a_codes[9] ;
-  wire [3:0] \i__payload$65.a_dialect ;
-  wire [4:0] \i__payload$65.a_exp ;
-  wire \i__payload$65.last ;
-  wire [127:0] \i__payload$65.w_codes ;
-  wire [3:0] \i__payload$65.w_codes[0] ;
-  wire [3:0] \i__payload$65.w_codes[10] ;
-  wire [3:0] \i__payload$65.w_codes[11] ;
-  wire [3:0] \i__payload$65.w_codes[12] ;
-  wire [3:0] \i__payload$65.w_codes[13] ;
-  wire [3:0] \i__payload$65.w_codes[14] ;
-  wire [3:0] \i__payload$65.w_codes[15] ;
-  wire [3:0] \i__payload$65.w_codes[16] ;
-  wire [3:0] \i__payload$65.w_codes[17] ;
-  wire [3:0] \i__payload$65.w_codes[18] ;
-  wire [3:0] \i__payload$65.w_codes[19] ;
-  wire [3:0] \i__payload$65.w_codes[1] ;
-  wire [3:0] \i__payload$65.w_codes[20] ;
-  wire [3:0] \i__payload$65.w_codes[21] ;
-  wire [3:0] \i__payload$65.w_codes[22] ;
-  wire [3:0] \i__payload$65.w_codes[23] ;
-  wire [3:0] \i__payload$65.w_codes[24] ;
-  wire [3:0] \i__payload$65.w_codes[25] ;
-  wire [3:0] \i__payload$65.w_codes[26] ;
-  wire [3:0] \i__payload$65.w_codes[27] ;
-  wire [3:0] \i__payload$65.w_codes[28] ;
-  wire [3:0] \i__payload$65.w_codes[29] ;
-  wire [3:0] \i__payload$65.w_codes[2] ;
-  wire [3:0] \i__payload$65.w_codes[30] ;
-  wire [3:0] \i__payload$65.w_codes[31] ;
-  wire [3:0] \i__payload$65.w_codes[3] ;
-  wire [3:0] \i__payload$65.w_codes[4] ;
-  wire [3:0] \i__payload$65.w_codes[5] ;
-  wire [3:0] \i__payload$65.w_codes[6] ;
-  wire [3:0] \i__payload$65.w_codes[7] ;
-  wire [3:0] \i__payload$65.w_codes[8] ;
-  wire [3:0] \i__payload$65.w_codes[9] ;
-  wire [3:0] \i__payload$65.w_dialect ;
-  wire [4:0] \i__payload$65.w_exp ;
-  wire [274:0] \i__payload$76 ;
-  wire [127:0] \i__payload$76.a_codes ;
-  wire [3:0] \i__payload$76.a_codes[0] ;
-  wire [3:0] \i__payload$76.a_codes[10] ;
-  wire [3:0] \i__payload$76.a_codes[11] ;
-  wire [3:0] \i__payload$76.a_codes[12] ;
-  wire [3:0] \i__payload$76.a_codes[13] ;
-  wire [3:0] \i__payload$76.a_codes[14] ;
-  wire [3:0] \i__payload$76.a_codes[15] ;
-  wire [3:0] \i__payload$76.a_codes[16] ;
-  wire [3:0] \i__payload$76.a_codes[17] ;
-  wire [3:0] \i__payload$76.a_codes[18] ;
-  wire [3:0] \i__payload$76.a_codes[19] ;
-  wire [3:0] \i__payload$76.a_codes[1] ;
-  wire [3:0] \i__payload$76.a_codes[20] ;
-  wire [3:0] \i__payload$76.a_codes[21] ;
-  wire [3:0] \i__payload$76.a_codes[22] ;
-  wire [3:0] \i__payload$76.a_codes[23] ;
-  wire [3:0] \i__payload$76.a_codes[24] ;
-  wire [3:0] \i__payload$76.a_codes[25] ;
-  wire [3:0] \i__payload$76.a_codes[26] ;
-  wire [3:0] \i__payload$76.a_codes[27] ;
-  wire [3:0] \i__payload$76.a_codes[28] ;
-  wire [3:0] \i__payload$76.a_codes[29] ;
-  wire [3:0] \i__payload$76.a_codes[2] ;
-  wire [3:0] \i__payload$76.a_codes[30] ;
-  wire [3:0] \i__payload$76.a_codes[31] ;
-  wire [3:0] \i__payload$76.a_codes[3] ;
-  wire [3:0] \i__payload$76.a_codes[4] ;
-  wire [3:0] \i__payload$76.a_codes[5] ;
-  wire [3:0] \i__payload$76.a_codes[6] ;
-  wire [3:0] \i__payload$76.a_codes[7] ;
-  wire [3:0] \i__payload$76.a_codes[8] ;
-  wire [3:0] \i__payload$76.a_codes[9] ;
-  wire [3:0] \i__payload$76.a_dialect ;
-  wire [4:0] \i__payload$76.a_exp ;
-  wire \i__payload$76.last ;
-  wire [127:0] \i__payload$76.w_codes ;
-  wire [3:0] \i__payload$76.w_codes[0] ;
-  wire [3:0] \i__payload$76.w_codes[10] ;
-  wire [3:0] \i__payload$76.w_codes[11] ;
-  wire [3:0] \i__payload$76.w_codes[12] ;
-  wire [3:0] \i__payload$76.w_codes[13] ;
-  wire [3:0] \i__payload$76.w_codes[14] ;
-  wire [3:0] \i__payload$76.w_codes[15] ;
-  wire [3:0] \i__payload$76.w_codes[16] ;
-  wire [3:0] \i__payload$76.w_codes[17] ;
-  wire [3:0] \i__payload$76.w_codes[18] ;
-  wire [3:0] \i__payload$76.w_codes[19] ;
-  wire [3:0] \i__payload$76.w_codes[1] ;
-  wire [3:0] \i__payload$76.w_codes[20] ;
-  wire [3:0] \i__payload$76.w_codes[21] ;
-  wire [3:0] \i__payload$76.w_codes[22] ;
-  wire [3:0] \i__payload$76.w_codes[23] ;
-  wire [3:0] \i__payload$76.w_codes[24] ;
-  wire [3:0] \i__payload$76.w_codes[25] ;
-  wire [3:0] \i__payload$76.w_codes[26] ;
-  wire [3:0] \i__payload$76.w_codes[27] ;
-  wire [3:0] \i__payload$76.w_codes[28] ;
-  wire [3:0] \i__payload$76.w_codes[29] ;
-  wire [3:0] \i__payload$76.w_codes[2] ;
-  wire [3:0] \i__payload$76.w_codes[30] ;
-  wire [3:0] \i__payload$76.w_codes[31] ;
-  wire [3:0] \i__payload$76.w_codes[3] ;
-  wire [3:0] \i__payload$76.w_codes[4] ;
-  wire [3:0] \i__payload$76.w_codes[5] ;
-  wire [3:0] \i__payload$76.w_codes[6] ;
-  wire [3:0] \i__payload$76.w_codes[7] ;
-  wire [3:0] \i__payload$76.w_codes[8] ;
-  wire [3:0] \i__payload$76.w_codes[9] ;
-  wire [3:0] \i__payload$76.w_dialect ;
-  wire [4:0] \i__payload$76.w_exp ;
-  wire [274:0] \i__payload$84 ;
-  wire [127:0] \i__payload$84.a_codes ;
-  wire [3:0] \i__payload$84.a_codes[0] ;
-  wire [3:0] \i__payload$84.a_codes[10] ;
-  wire [3:0] \i__payload$84.a_codes[11] ;
-  wire [3:0] \i__payload$84.a_codes[12] ;
-  wire [3:0] \i__payload$84.a_codes[13] ;
-  wire [3:0] \i__payload$84.a_codes[14] ;
-  wire [3:0] \i__payload$84.a_codes[15] ;
-  wire [3:0] \i__payload$84.a_codes[16] ;
-  wire [3:0] \i__payload$84.a_codes[17] ;
-  wire [3:0] \i__payload$84.a_codes[18] ;
-  wire [3:0] \i__payload$84.a_codes[19] ;
-  wire [3:0] \i__payload$84.a_codes[1] ;
-  wire [3:0] \i__payload$84.a_codes[20] ;
-  wire [3:0] \i__payload$84.a_codes[21] ;
-  wire [3:0] \i__payload$84.a_codes[22] ;
-  wire [3:0] \i__payload$84.a_codes[23] ;
-  wire [3:0] \i__payload$84.a_codes[24] ;
-  wire [3:0] \i__payload$84.a_codes[25] ;
-  wire [3:0] \i__payload$84.a_codes[26] ;
-  wire [3:0] \i__payload$84.a_codes[27] ;
-  wire [3:0] \i__payload$84.a_codes[28] ;
-  wire [3:0] \i__payload$84.a_codes[29] ;
-  wire [3:0] \i__payload$84.a_codes[2] ;
-  wire [3:0] \i__payload$84.a_codes[30] ;
-  wire [3:0] \i__payload$84.a_codes[31] ;
-  wire [3:0] \i__payload$84.a_codes[3] ;
-  wire [3:0] \i__payload$84.a_codes[4] ;
-  wire [3:0] \i__payload$84.a_codes[5] ;
-  wire [3:0] \i__payload$84.a_codes[6] ;
-  wire [3:0] \i__payload$84.a_codes[7] ;
-  wire [3:0] \i__payload$84.a_codes[8] ;
-  wire [3:0] \i__payload$84.a_codes[9] ;
-  wire [3:0] \i__payload$84.a_dialect ;
-  wire [4:0] \i__payload$84.a_exp ;
-  wire \i__payload$84.last ;
-  wire [127:0] \i__payload$84.w_codes ;
-  wire [3:0] \i__payload$84.w_codes[0] ;
-  wire [3:0] \i__payload$84.w_codes[10] ;
-  wire [3:0] \i__payload$84.w_codes[11] ;
-  wire [3:0] \i__payload$84.w_codes[12] ;
-  wire [3:0] \i__payload$84.w_codes[13] ;
-  wire [3:0] \i__payload$84.w_codes[14] ;
-  wire [3:0] \i__payload$84.w_codes[15] ;
-  wire [3:0] \i__payload$84.w_codes[16] ;
-  wire [3:0] \i__payload$84.w_codes[17] ;
-  wire [3:0] \i__payload$84.w_codes[18] ;
-  wire [3:0] \i__payload$84.w_codes[19] ;
-  wire [3:0] \i__payload$84.w_codes[1] ;
-  wire [3:0] \i__payload$84.w_codes[20] ;
-  wire [3:0] \i__payload$84.w_codes[21] ;
-  wire [3:0] \i__payload$84.w_codes[22] ;
-  wire [3:0] \i__payload$84.w_codes[23] ;
-  wire [3:0] \i__payload$84.w_codes[24] ;
-  wire [3:0] \i__payload$84.w_codes[25] ;
-  wire [3:0] \i__payload$84.w_codes[26] ;
-  wire [3:0] \i__payload$84.w_codes[27] ;
-  wire [3:0] \i__payload$84.w_codes[28] ;
-  wire [3:0] \i__payload$84.w_codes[29] ;
-  wire [3:0] \i__payload$84.w_codes[2] ;
-  wire [3:0] \i__payload$84.w_codes[30] ;
-  wire [3:0] \i__payload$84.w_codes[31] ;
-  wire [3:0] \i__payload$84.w_codes[3] ;
-  wire [3:0] \i__payload$84.w_codes[4] ;
-  wire [3:0] \i__payload$84.w_codes[5] ;
-  wire [3:0] \i__payload$84.w_codes[6] ;
-  wire [3:0] \i__payload$84.w_codes[7] ;
-  wire [3:0] \i__payload$84.w_codes[8] ;
-  wire [3:0] \i__payload$84.w_codes[9] ;
-  wire [3:0] \i__payload$84.w_dialect ;
-  wire [4:0] \i__payload$84.w_exp ;
-  wire [274:0] \i__payload$92 ;
-  wire [127:0] \i__payload$92.a_codes ;
-  wire [3:0] \i__payload$92.a_codes[0] ;
-  wire [3:0] \i__payload$92.a_codes[10] ;
-  wire [3:0] \i__payload$92.a_codes[11] ;
-  wire [3:0] \i__payload$92.a_codes[12] ;
-  wire [3:0] \i__payload$92.a_codes[13] ;
-  wire [3:0] \i__payload$92.a_codes[14] ;
-  wire [3:0] \i__payload$92.a_codes[15] ;
-  wire [3:0] \i__payload$92.a_codes[16] ;
-  wire [3:0] \i__payload$92.a_codes[17] ;
-  wire [3:0] \i__payload$92.a_codes[18] ;
-  wire [3:0] \i__payload$92.a_codes[19] ;
-  wire [3:0] \i__payload$92.a_codes[1] ;
-  wire [3:0] \i__payload$92.a_codes[20] ;
-  wire [3:0] \i__payload$92.a_codes[21] ;
-  wire [3:0] \i__payload$92.a_codes[22] ;
-  wire [3:0] \i__payload$92.a_codes[23] ;
-  wire [3:0] \i__payload$92.a_codes[24] ;
-  wire [3:0] \i__payload$92.a_codes[25] ;
-  wire [3:0] \i__payload$92.a_codes[26] ;
-  wire [3:0] \i__payload$92.a_codes[27] ;
-  wire [3:0] \i__payload$92.a_codes[28] ;
-  wire [3:0] \i__payload$92.a_codes[29] ;
-  wire [3:0] \i__payload$92.a_codes[2] ;
-  wire [3:0] \i__payload$92.a_codes[30] ;
-  wire [3:0] \i__payload$92.a_codes[31] ;
-  wire [3:0] \i__payload$92.a_codes[3] ;
-  wire [3:0] \i__payload$92.a_codes[4] ;
-  wire [3:0] \i__payload$92.a_codes[5] ;
-  wire [3:0] \i__payload$92.a_codes[6] ;
-  wire [3:0] \i__payload$92.a_codes[7] ;
-  wire [3:0] \i__payload$92.a_codes[8] ;
-  wire [3:0] \i__payload$92.a_codes[9] ;
-  wire [3:0] \i__payload$92.a_dialect ;
-  wire [4:0] \i__payload$92.a_exp ;
-  wire \i__payload$92.last ;
-  wire [127:0] \i__payload$92.w_codes ;
-  wire [3:0] \i__payload$92.w_codes[0] ;
-  wire [3:0] \i__payload$92.w_codes[10] ;
-  wire [3:0] \i__payload$92.w_codes[11] ;
-  wire [3:0] \i__payload$92.w_codes[12] ;
-  wire [3:0] \i__payload$92.w_codes[13] ;
-  wire [3:0] \i__payload$92.w_codes[14] ;
-  wire [3:0] \i__payload$92.w_codes[15] ;
-  wire [3:0] \i__payload$92.w_codes[16] ;
-  wire [3:0] \i__payload$92.w_codes[17] ;
-  wire [3:0] \i__payload$92.w_codes[18] ;
-  wire [3:0] \i__payload$92.w_codes[19] ;
-  wire [3:0] \i__payload$92.w_codes[1] ;
-  wire [3:0] \i__payload$92.w_codes[20] ;
-  wire [3:0] \i__payload$92.w_codes[21] ;
-  wire [3:0] \i__payload$92.w_codes[22] ;
-  wire [3:0] \i__payload$92.w_codes[23] ;
-  wire [3:0] \i__payload$92.w_codes[24] ;
-  wire [3:0] \i__payload$92.w_codes[25] ;
-  wire [3:0] \i__payload$92.w_codes[26] ;
-  wire [3:0] \i__payload$92.w_codes[27] ;
-  wire [3:0] \i__payload$92.w_codes[28] ;
-  wire [3:0] \i__payload$92.w_codes[29] ;
-  wire [3:0] \i__payload$92.w_codes[2] ;
-  wire [3:0] \i__payload$92.w_codes[30] ;
-  wire [3:0] \i__payload$92.w_codes[31] ;
-  wire [3:0] \i__payload$92.w_codes[3] ;
-  wire [3:0] \i__payload$92.w_codes[4] ;
-  wire [3:0] \i__payload$92.w_codes[5] ;
-  wire [3:0] \i__payload$92.w_codes[6] ;
-  wire [3:0] \i__payload$92.w_codes[7] ;
-  wire [3:0] \i__payload$92.w_codes[8] ;
-  wire [3:0] \i__payload$92.w_codes[9] ;
-  wire [3:0] \i__payload$92.w_dialect ;
-  wire [4:0] \i__payload$92.w_exp ;
+  wire [274:0] \i__payload$106 ;
+  wire [127:0] \i__payload$106.a_codes ;
+  wire [3:0] \i__payload$106.a_codes[0] ;
+  wire [3:0] \i__payload$106.a_codes[10] ;
+  wire [3:0] \i__payload$106.a_codes[11] ;
+  wire [3:0] \i__payload$106.a_codes[12] ;
+  wire [3:0] \i__payload$106.a_codes[13] ;
+  wire [3:0] \i__payload$106.a_codes[14] ;
+  wire [3:0] \i__payload$106.a_codes[15] ;
+  wire [3:0] \i__payload$106.a_codes[16] ;
+  wire [3:0] \i__payload$106.a_codes[17] ;
+  wire [3:0] \i__payload$106.a_codes[18] ;
+  wire [3:0] \i__payload$106.a_codes[19] ;
+  wire [3:0] \i__payload$106.a_codes[1] ;
+  wire [3:0] \i__payload$106.a_codes[20] ;
+  wire [3:0] \i__payload$106.a_codes[21] ;
+  wire [3:0] \i__payload$106.a_codes[22] ;
+  wire [3:0] \i__payload$106.a_codes[23] ;
+  wire [3:0] \i__payload$106.a_codes[24] ;
+  wire [3:0] \i__payload$106.a_codes[25] ;
+  wire [3:0] \i__payload$106.a_codes[26] ;
+  wire [3:0] \i__payload$106.a_codes[27] ;
+  wire [3:0] \i__payload$106.a_codes[28] ;
+  wire [3:0] \i__payload$106.a_codes[29] ;
+  wire [3:0] \i__payload$106.a_codes[2] ;
+  wire [3:0] \i__payload$106.a_codes[30] ;
+  wire [3:0] \i__payload$106.a_codes[31] ;
+  wire [3:0] \i__payload$106.a_codes[3] ;
+  wire [3:0] \i__payload$106.a_codes[4] ;
+  wire [3:0] \i__payload$106.a_codes[5] ;
+  wire [3:0] \i__payload$106.a_codes[6] ;
+  wire [3:0] \i__payload$106.a_codes[7] ;
+  wire [3:0] \i__payload$106.a_codes[8] ;
+  wire [3:0] \i__payload$106.a_codes[9] ;
+  wire [3:0] \i__payload$106.a_dialect ;
+  wire [4:0] \i__payload$106.a_exp ;
+  wire \i__payload$106.last ;
+  wire [127:0] \i__payload$106.w_codes ;
+  wire [3:0] \i__payload$106.w_codes[0] ;
+  wire [3:0] \i__payload$106.w_codes[10] ;
+  wire [3:0] \i__payload$106.w_codes[11] ;
+  wire [3:0] \i__payload$106.w_codes[12] ;
+  wire [3:0] \i__payload$106.w_codes[13] ;
+  wire [3:0] \i__payload$106.w_codes[14] ;
+  wire [3:0] \i__payload$106.w_codes[15] ;
+  wire [3:0] \i__payload$106.w_codes[16] ;
+  wire [3:0] \i__payload$106.w_codes[17] ;
+  wire [3:0] \i__payload$106.w_codes[18] ;
+  wire [3:0] \i__payload$106.w_codes[19] ;
+  wire [3:0] \i__payload$106.w_codes[1] ;
+  wire [3:0] \i__payload$106.w_codes[20] ;
+  wire [3:0] \i__payload$106.w_codes[21] ;
+  wire [3:0] \i__payload$106.w_codes[22] ;
+  wire [3:0] \i__payload$106.w_codes[23] ;
+  wire [3:0] \i__payload$106.w_codes[24] ;
+  wire [3:0] \i__payload$106.w_codes[25] ;
+  wire [3:0] \i__payload$106.w_codes[26] ;
+  wire [3:0] \i__payload$106.w_codes[27] ;
+  wire [3:0] \i__payload$106.w_codes[28] ;
+  wire [3:0] \i__payload$106.w_codes[29] ;
+  wire [3:0] \i__payload$106.w_codes[2] ;
+  wire [3:0] \i__payload$106.w_codes[30] ;
+  wire [3:0] \i__payload$106.w_codes[31] ;
+  wire [3:0] \i__payload$106.w_codes[3] ;
+  wire [3:0] \i__payload$106.w_codes[4] ;
+  wire [3:0] \i__payload$106.w_codes[5] ;
+  wire [3:0] \i__payload$106.w_codes[6] ;
+  wire [3:0] \i__payload$106.w_codes[7] ;
+  wire [3:0] \i__payload$106.w_codes[8] ;
+  wire [3:0] \i__payload$106.w_codes[9] ;
+  wire [3:0] \i__payload$106.w_dialect ;
+  wire [4:0] \i__payload$106.w_exp ;
+  wire [274:0] \i__payload$114 ;
+  wire [127:0] \i__payload$114.a_codes ;
+  wire [3:0] \i__payload$114.a_codes[0] ;
+  wire [3:0] \i__payload$114.a_codes[10] ;
+  wire [3:0] \i__payload$114.a_codes[11] ;
+  wire [3:0] \i__payload$114.a_codes[12] ;
+  wire [3:0] \i__payload$114.a_codes[13] ;
+  wire [3:0] \i__payload$114.a_codes[14] ;
+  wire [3:0] \i__payload$114.a_codes[15] ;
+  wire [3:0] \i__payload$114.a_codes[16] ;
+  wire [3:0] \i__payload$114.a_codes[17] ;
+  wire [3:0] \i__payload$114.a_codes[18] ;
+  wire [3:0] \i__payload$114.a_codes[19] ;
+  wire [3:0] \i__payload$114.a_codes[1] ;
+  wire [3:0] \i__payload$114.a_codes[20] ;
+  wire [3:0] \i__payload$114.a_codes[21] ;
+  wire [3:0] \i__payload$114.a_codes[22] ;
+  wire [3:0] \i__payload$114.a_codes[23] ;
+  wire [3:0] \i__payload$114.a_codes[24] ;
+  wire [3:0] \i__payload$114.a_codes[25] ;
+  wire [3:0] \i__payload$114.a_codes[26] ;
+  wire [3:0] \i__payload$114.a_codes[27] ;
+  wire [3:0] \i__payload$114.a_codes[28] ;
+  wire [3:0] \i__payload$114.a_codes[29] ;
+  wire [3:0] \i__payload$114.a_codes[2] ;
+  wire [3:0] \i__payload$114.a_codes[30] ;
+  wire [3:0] \i__payload$114.a_codes[31] ;
+  wire [3:0] \i__payload$114.a_codes[3] ;
+  wire [3:0] \i__payload$114.a_codes[4] ;
+  wire [3:0] \i__payload$114.a_codes[5] ;
+  wire [3:0] \i__payload$114.a_codes[6] ;
+  wire [3:0] \i__payload$114.a_codes[7] ;
+  wire [3:0] \i__payload$114.a_codes[8] ;
+  wire [3:0] \i__payload$114.a_codes[9] ;
+  wire [3:0] \i__payload$114.a_dialect ;
+  wire [4:0] \i__payload$114.a_exp ;
+  wire \i__payload$114.last ;
+  wire [127:0] \i__payload$114.w_codes ;
+  wire [3:0] \i__payload$114.w_codes[0] ;
+  wire [3:0] \i__payload$114.w_codes[10] ;
+  wire [3:0] \i__payload$114.w_codes[11] ;
+  wire [3:0] \i__payload$114.w_codes[12] ;
+  wire [3:0] \i__payload$114.w_codes[13] ;
+  wire [3:0] \i__payload$114.w_codes[14] ;
+  wire [3:0] \i__payload$114.w_codes[15] ;
+  wire [3:0] \i__payload$114.w_codes[16] ;
+  wire [3:0] \i__payload$114.w_codes[17] ;
+  wire [3:0] \i__payload$114.w_codes[18] ;
+  wire [3:0] \i__payload$114.w_codes[19] ;
+  wire [3:0] \i__payload$114.w_codes[1] ;
+  wire [3:0] \i__payload$114.w_codes[20] ;
+  wire [3:0] \i__payload$114.w_codes[21] ;
+  wire [3:0] \i__payload$114.w_codes[22] ;
+  wire [3:0] \i__payload$114.w_codes[23] ;
+  wire [3:0] \i__payload$114.w_codes[24] ;
+  wire [3:0] \i__payload$114.w_codes[25] ;
+  wire [3:0] \i__payload$114.w_codes[26] ;
+  wire [3:0] \i__payload$114.w_codes[27] ;
+  wire [3:0] \i__payload$114.w_codes[28] ;
+  wire [3:0] \i__payload$114.w_codes[29] ;
+  wire [3:0] \i__payload$114.w_codes[2] ;
+  wire [3:0] \i__payload$114.w_codes[30] ;
+  wire [3:0] \i__payload$114.w_codes[31] ;
+  wire [3:0] \i__payload$114.w_codes[3] ;
+  wire [3:0] \i__payload$114.w_codes[4] ;
+  wire [3:0] \i__payload$114.w_codes[5] ;
+  wire [3:0] \i__payload$114.w_codes[6] ;
+  wire [3:0] \i__payload$114.w_codes[7] ;
+  wire [3:0] \i__payload$114.w_codes[8] ;
+  wire [3:0] \i__payload$114.w_codes[9] ;
+  wire [3:0] \i__payload$114.w_dialect ;
+  wire [4:0] \i__payload$114.w_exp ;
+  wire [274:0] \i__payload$55 ;
+  wire [127:0] \i__payload$55.a_codes ;
+  wire [3:0] \i__payload$55.a_codes[0] ;
+  wire [3:0] \i__payload$55.a_codes[10] ;
+  wire [3:0] \i__payload$55.a_codes[11] ;
+  wire [3:0] \i__payload$55.a_codes[12] ;
+  wire [3:0] \i__payload$55.a_codes[13] ;
+  wire [3:0] \i__payload$55.a_codes[14] ;
+  wire [3:0] \i__payload$55.a_codes[15] ;
+  wire [3:0] \i__payload$55.a_codes[16] ;
+  wire [3:0] \i__payload$55.a_codes[17] ;
+  wire [3:0] \i__payload$55.a_codes[18] ;
+  wire [3:0] \i__payload$55.a_codes[19] ;
+  wire [3:0] \i__payload$55.a_codes[1] ;
+  wire [3:0] \i__payload$55.a_codes[20] ;
+  wire [3:0] \i__payload$55.a_codes[21] ;
+  wire [3:0] \i__payload$55.a_codes[22] ;
+  wire [3:0] \i__payload$55.a_codes[23] ;
+  wire [3:0] \i__payload$55.a_codes[24] ;
+  wire [3:0] \i__payload$55.a_codes[25] ;
+  wire [3:0] \i__payload$55.a_codes[26] ;
+  wire [3:0] \i__payload$55.a_codes[27] ;
+  wire [3:0] \i__payload$55.a_codes[28] ;
+  wire [3:0] \i__payload$55.a_codes[29] ;
+  wire [3:0] \i__payload$55.a_codes[2] ;
+  wire [3:0] \i__payload$55.a_codes[30] ;
+  wire [3:0] \i__payload$55.a_codes[31] ;
+  wire [3:0] \i__payload$55.a_codes[3] ;
+  wire [3:0] \i__payload$55.a_codes[4] ;
+  wire [3:0] \i__payload$55.a_codes[5] ;
+  wire [3:0] \i__payload$55.a_codes[6] ;
+  wire [3:0] \i__payload$55.a_codes[7] ;
+  wire [3:0] \i__payload$55.a_codes[8] ;
+  wire [3:0] \i__payload$55.a_codes[9] ;
+  wire [3:0] \i__payload$55.a_dialect ;
+  wire [4:0] \i__payload$55.a_exp ;
+  wire \i__payload$55.last ;
+  wire [127:0] \i__payload$55.w_codes ;
+  wire [3:0] \i__payload$55.w_codes[0] ;
+  wire [3:0] \i__payload$55.w_codes[10] ;
+  wire [3:0] \i__payload$55.w_codes[11] ;
+  wire [3:0] \i__payload$55.w_codes[12] ;
+  wire [3:0] \i__payload$55.w_codes[13] ;
+  wire [3:0] \i__payload$55.w_codes[14] ;
+  wire [3:0] \i__payload$55.w_codes[15] ;
+  wire [3:0] \i__payload$55.w_codes[16] ;
+  wire [3:0] \i__payload$55.w_codes[17] ;
+  wire [3:0] \i__payload$55.w_codes[18] ;
+  wire [3:0] \i__payload$55.w_codes[19] ;
+  wire [3:0] \i__payload$55.w_codes[1] ;
+  wire [3:0] \i__payload$55.w_codes[20] ;
+  wire [3:0] \i__payload$55.w_codes[21] ;
+  wire [3:0] \i__payload$55.w_codes[22] ;
+  wire [3:0] \i__payload$55.w_codes[23] ;
+  wire [3:0] \i__payload$55.w_codes[24] ;
+  wire [3:0] \i__payload$55.w_codes[25] ;
+  wire [3:0] \i__payload$55.w_codes[26] ;
+  wire [3:0] \i__payload$55.w_codes[27] ;
+  wire [3:0] \i__payload$55.w_codes[28] ;
+  wire [3:0] \i__payload$55.w_codes[29] ;
+  wire [3:0] \i__payload$55.w_codes[2] ;
+  wire [3:0] \i__payload$55.w_codes[30] ;
+  wire [3:0] \i__payload$55.w_codes[31] ;
+  wire [3:0] \i__payload$55.w_codes[3] ;
+  wire [3:0] \i__payload$55.w_codes[4] ;
+  wire [3:0] \i__payload$55.w_codes[5] ;
+  wire [3:0] \i__payload$55.w_codes[6] ;
+  wire [3:0] \i__payload$55.w_codes[7] ;
+  wire [3:0] \i__payload$55.w_codes[8] ;
+  wire [3:0] \i__payload$55.w_codes[9] ;
+  wire [3:0] \i__payload$55.w_dialect ;
+  wire [4:0] \i__payload$55.w_exp ;
+  wire [274:0] \i__payload$66 ;
+  wire [127:0] \i__payload$66.a_codes ;
+  wire [3:0] \i__payload$66.a_codes[0] ;
+  wire [3:0] \i__payload$66.a_codes[10] ;
+  wire [3:0] \i__payload$66.a_codes[11] ;
+  wire [3:0] \i__payload$66.a_codes[12] ;
+  wire [3:0] \i__payload$66.a_codes[13] ;
+  wire [3:0] \i__payload$66.a_codes[14] ;
+  wire [3:0] \i__payload$66.a_codes[15] ;
+  wire [3:0] \i__payload$66.a_codes[16] ;
+  wire [3:0] \i__payload$66.a_codes[17] ;
+  wire [3:0] \i__payload$66.a_codes[18] ;
+  wire [3:0] \i__payload$66.a_codes[19] ;
+  wire [3:0] \i__payload$66.a_codes[1] ;
+  wire [3:0] \i__payload$66.a_codes[20] ;
+  wire [3:0] \i__payload$66.a_codes[21] ;
+  wire [3:0] \i__payload$66.a_codes[22] ;
+  wire [3:0] \i__payload$66.a_codes[23] ;
+  wire [3:0] \i__payload$66.a_codes[24] ;
+  wire [3:0] \i__payload$66.a_codes[25] ;
+  wire [3:0] \i__payload$66.a_codes[26] ;
+  wire [3:0] \i__payload$66.a_codes[27] ;
+  wire [3:0] \i__payload$66.a_codes[28] ;
+  wire [3:0] \i__payload$66.a_codes[29] ;
+  wire [3:0] \i__payload$66.a_codes[2] ;
+  wire [3:0] \i__payload$66.a_codes[30] ;
+  wire [3:0] \i__payload$66.a_codes[31] ;
+  wire [3:0] \i__payload$66.a_codes[3] ;
+  wire [3:0] \i__payload$66.a_codes[4] ;
+  wire [3:0] \i__payload$66.a_codes[5] ;
+  wire [3:0] \i__payload$66.a_codes[6] ;
+  wire [3:0] \i__payload$66.a_codes[7] ;
+  wire [3:0] \i__payload$66.a_codes[8] ;
+  wire [3:0] \i__payload$66.a_codes[9] ;
+  wire [3:0] \i__payload$66.a_dialect ;
+  wire [4:0] \i__payload$66.a_exp ;
+  wire \i__payload$66.last ;
+  wire [127:0] \i__payload$66.w_codes ;
+  wire [3:0] \i__payload$66.w_codes[0] ;
+  wire [3:0] \i__payload$66.w_codes[10] ;
+  wire [3:0] \i__payload$66.w_codes[11] ;
+  wire [3:0] \i__payload$66.w_codes[12] ;
+  wire [3:0] \i__payload$66.w_codes[13] ;
+  wire [3:0] \i__payload$66.w_codes[14] ;
+  wire [3:0] \i__payload$66.w_codes[15] ;
+  wire [3:0] \i__payload$66.w_codes[16] ;
+  wire [3:0] \i__payload$66.w_codes[17] ;
+  wire [3:0] \i__payload$66.w_codes[18] ;
+  wire [3:0] \i__payload$66.w_codes[19] ;
+  wire [3:0] \i__payload$66.w_codes[1] ;
+  wire [3:0] \i__payload$66.w_codes[20] ;
+  wire [3:0] \i__payload$66.w_codes[21] ;
+  wire [3:0] \i__payload$66.w_codes[22] ;
+  wire [3:0] \i__payload$66.w_codes[23] ;
+  wire [3:0] \i__payload$66.w_codes[24] ;
+  wire [3:0] \i__payload$66.w_codes[25] ;
+  wire [3:0] \i__payload$66.w_codes[26] ;
+  wire [3:0] \i__payload$66.w_codes[27] ;
+  wire [3:0] \i__payload$66.w_codes[28] ;
+  wire [3:0] \i__payload$66.w_codes[29] ;
+  wire [3:0] \i__payload$66.w_codes[2] ;
+  wire [3:0] \i__payload$66.w_codes[30] ;
+  wire [3:0] \i__payload$66.w_codes[31] ;
+  wire [3:0] \i__payload$66.w_codes[3] ;
+  wire [3:0] \i__payload$66.w_codes[4] ;
+  wire [3:0] \i__payload$66.w_codes[5] ;
+  wire [3:0] \i__payload$66.w_codes[6] ;
+  wire [3:0] \i__payload$66.w_codes[7] ;
+  wire [3:0] \i__payload$66.w_codes[8] ;
+  wire [3:0] \i__payload$66.w_codes[9] ;
+  wire [3:0] \i__payload$66.w_dialect ;
+  wire [4:0] \i__payload$66.w_exp ;
+  wire [274:0] \i__payload$74 ;
+  wire [127:0] \i__payload$74.a_codes ;
+  wire [3:0] \i__payload$74.a_codes[0] ;
+  wire [3:0] \i__payload$74.a_codes[10] ;
+  wire [3:0] \i__payload$74.a_codes[11] ;
+  wire [3:0] \i__payload$74.a_codes[12] ;
+  wire [3:0] \i__payload$74.a_codes[13] ;
+  wire [3:0] \i__payload$74.a_codes[14] ;
+  wire [3:0] \i__payload$74.a_codes[15] ;
+  wire [3:0] \i__payload$74.a_codes[16] ;
+  wire [3:0] \i__payload$74.a_codes[17] ;
+  wire [3:0] \i__payload$74.a_codes[18] ;
+  wire [3:0] \i__payload$74.a_codes[19] ;
+  wire [3:0] \i__payload$74.a_codes[1] ;
+  wire [3:0] \i__payload$74.a_codes[20] ;
+  wire [3:0] \i__payload$74.a_codes[21] ;
+  wire [3:0] \i__payload$74.a_codes[22] ;
+  wire [3:0] \i__payload$74.a_codes[23] ;
+  wire [3:0] \i__payload$74.a_codes[24] ;
+  wire [3:0] \i__payload$74.a_codes[25] ;
+  wire [3:0] \i__payload$74.a_codes[26] ;
+  wire [3:0] \i__payload$74.a_codes[27] ;
+  wire [3:0] \i__payload$74.a_codes[28] ;
+  wire [3:0] \i__payload$74.a_codes[29] ;
+  wire [3:0] \i__payload$74.a_codes[2] ;
+  wire [3:0] \i__payload$74.a_codes[30] ;
+  wire [3:0] \i__payload$74.a_codes[31] ;
+  wire [3:0] \i__payload$74.a_codes[3] ;
+  wire [3:0] \i__payload$74.a_codes[4] ;
+  wire [3:0] \i__payload$74.a_codes[5] ;
+  wire [3:0] \i__payload$74.a_codes[6] ;
+  wire [3:0] \i__payload$74.a_codes[7] ;
+  wire [3:0] \i__payload$74.a_codes[8] ;
+  wire [3:0] \i__payload$74.a_codes[9] ;
+  wire [3:0] \i__payload$74.a_dialect ;
+  wire [4:0] \i__payload$74.a_exp ;
+  wire \i__payload$74.last ;
+  wire [127:0] \i__payload$74.w_codes ;
+  wire [3:0] \i__payload$74.w_codes[0] ;
+  wire [3:0] \i__payload$74.w_codes[10] ;
+  wire [3:0] \i__payload$74.w_codes[11] ;
+  wire [3:0] \i__payload$74.w_codes[12] ;
+  wire [3:0] \i__payload$74.w_codes[13] ;
+  wire [3:0] \i__payload$74.w_codes[14] ;
+  wire [3:0] \i__payload$74.w_codes[15] ;
+  wire [3:0] \i__payload$74.w_codes[16] ;
+  wire [3:0] \i__payload$74.w_codes[17] ;
+  wire [3:0] \i__payload$74.w_codes[18] ;
+  wire [3:0] \i__payload$74.w_codes[19] ;
+  wire [3:0] \i__payload$74.w_codes[1] ;
+  wire [3:0] \i__payload$74.w_codes[20] ;
+  wire [3:0] \i__payload$74.w_codes[21] ;
+  wire [3:0] \i__payload$74.w_codes[22] ;
+  wire [3:0] \i__payload$74.w_codes[23] ;
+  wire [3:0] \i__payload$74.w_codes[24] ;
+  wire [3:0] \i__payload$74.w_codes[25] ;
+  wire [3:0] \i__payload$74.w_codes[26] ;
+  wire [3:0] \i__payload$74.w_codes[27] ;
+  wire [3:0] \i__payload$74.w_codes[28] ;
+  wire [3:0] \i__payload$74.w_codes[29] ;
+  wire [3:0] \i__payload$74.w_codes[2] ;
+  wire [3:0] \i__payload$74.w_codes[30] ;
+  wire [3:0] \i__payload$74.w_codes[31] ;
+  wire [3:0] \i__payload$74.w_codes[3] ;
+  wire [3:0] \i__payload$74.w_codes[4] ;
+  wire [3:0] \i__payload$74.w_codes[5] ;
+  wire [3:0] \i__payload$74.w_codes[6] ;
+  wire [3:0] \i__payload$74.w_codes[7] ;
+  wire [3:0] \i__payload$74.w_codes[8] ;
+  wire [3:0] \i__payload$74.w_codes[9] ;
+  wire [3:0] \i__payload$74.w_dialect ;
+  wire [4:0] \i__payload$74.w_exp ;
+  wire [274:0] \i__payload$82 ;
+  wire [127:0] \i__payload$82.a_codes ;
+  wire [3:0] \i__payload$82.a_codes[0] ;
+  wire [3:0] \i__payload$82.a_codes[10] ;
+  wire [3:0] \i__payload$82.a_codes[11] ;
+  wire [3:0] \i__payload$82.a_codes[12] ;
+  wire [3:0] \i__payload$82.a_codes[13] ;
+  wire [3:0] \i__payload$82.a_codes[14] ;
+  wire [3:0] \i__payload$82.a_codes[15] ;
+  wire [3:0] \i__payload$82.a_codes[16] ;
+  wire [3:0] \i__payload$82.a_codes[17] ;
+  wire [3:0] \i__payload$82.a_codes[18] ;
+  wire [3:0] \i__payload$82.a_codes[19] ;
+  wire [3:0] \i__payload$82.a_codes[1] ;
+  wire [3:0] \i__payload$82.a_codes[20] ;
+  wire [3:0] \i__payload$82.a_codes[21] ;
+  wire [3:0] \i__payload$82.a_codes[22] ;
+  wire [3:0] \i__payload$82.a_codes[23] ;
+  wire [3:0] \i__payload$82.a_codes[24] ;
+  wire [3:0] \i__payload$82.a_codes[25] ;
+  wire [3:0] \i__payload$82.a_codes[26] ;
+  wire [3:0] \i__payload$82.a_codes[27] ;
+  wire [3:0] \i__payload$82.a_codes[28] ;
+  wire [3:0] \i__payload$82.a_codes[29] ;
+  wire [3:0] \i__payload$82.a_codes[2] ;
+  wire [3:0] \i__payload$82.a_codes[30] ;
+  wire [3:0] \i__payload$82.a_codes[31] ;
+  wire [3:0] \i__payload$82.a_codes[3] ;
+  wire [3:0] \i__payload$82.a_codes[4] ;
+  wire [3:0] \i__payload$82.a_codes[5] ;
+  wire [3:0] \i__payload$82.a_codes[6] ;
+  wire [3:0] \i__payload$82.a_codes[7] ;
+  wire [3:0] \i__payload$82.a_codes[8] ;
+  wire [3:0] \i__payload$82.a_codes[9] ;
+  wire [3:0] \i__payload$82.a_dialect ;
+  wire [4:0] \i__payload$82.a_exp ;
+  wire \i__payload$82.last ;
+  wire [127:0] \i__payload$82.w_codes ;
+  wire [3:0] \i__payload$82.w_codes[0] ;
+  wire [3:0] \i__payload$82.w_codes[10] ;
+  wire [3:0] \i__payload$82.w_codes[11] ;
+  wire [3:0] \i__payload$82.w_codes[12] ;
+  wire [3:0] \i__payload$82.w_codes[13] ;
+  wire [3:0] \i__payload$82.w_codes[14] ;
+  wire [3:0] \i__payload$82.w_codes[15] ;
+  wire [3:0] \i__payload$82.w_codes[16] ;
+  wire [3:0] \i__payload$82.w_codes[17] ;
+  wire [3:0] \i__payload$82.w_codes[18] ;
+  wire [3:0] \i__payload$82.w_codes[19] ;
+  wire [3:0] \i__payload$82.w_codes[1] ;
+  wire [3:0] \i__payload$82.w_codes[20] ;
+  wire [3:0] \i__payload$82.w_codes[21] ;
+  wire [3:0] \i__payload$82.w_codes[22] ;
+  wire [3:0] \i__payload$82.w_codes[23] ;
+  wire [3:0] \i__payload$82.w_codes[24] ;
+  wire [3:0] \i__payload$82.w_codes[25] ;
+  wire [3:0] \i__payload$82.w_codes[26] ;
+  wire [3:0] \i__payload$82.w_codes[27] ;
+  wire [3:0] \i__payload$82.w_codes[28] ;
+  wire [3:0] \i__payload$82.w_codes[29] ;
+  wire [3:0] \i__payload$82.w_codes[2] ;
+  wire [3:0] \i__payload$82.w_codes[30] ;
+  wire [3:0] \i__payload$82.w_codes[31] ;
+  wire [3:0] \i__payload$82.w_codes[3] ;
+  wire [3:0] \i__payload$82.w_codes[4] ;
+  wire [3:0] \i__payload$82.w_codes[5] ;
+  wire [3:0] \i__payload$82.w_codes[6] ;
+  wire [3:0] \i__payload$82.w_codes[7] ;
+  wire [3:0] \i__payload$82.w_codes[8] ;
+  wire [3:0] \i__payload$82.w_codes[9] ;
+  wire [3:0] \i__payload$82.w_dialect ;
+  wire [4:0] \i__payload$82.w_exp ;
+  wire [274:0] \i__payload$90 ;
+  wire [127:0] \i__payload$90.a_codes ;
+  wire [3:0] \i__payload$90.a_codes[0] ;
+  wire [3:0] \i__payload$90.a_codes[10] ;
+  wire [3:0] \i__payload$90.a_codes[11] ;
+  wire [3:0] \i__payload$90.a_codes[12] ;
+  wire [3:0] \i__payload$90.a_codes[13] ;
+  wire [3:0] \i__payload$90.a_codes[14] ;
+  wire [3:0] \i__payload$90.a_codes[15] ;
+  wire [3:0] \i__payload$90.a_codes[16] ;
+  wire [3:0] \i__payload$90.a_codes[17] ;
+  wire [3:0] \i__payload$90.a_codes[18] ;
+  wire [3:0] \i__payload$90.a_codes[19] ;
+  wire [3:0] \i__payload$90.a_codes[1] ;
+  wire [3:0] \i__payload$90.a_codes[20] ;
+  wire [3:0] \i__payload$90.a_codes[21] ;
+  wire [3:0] \i__payload$90.a_codes[22] ;
+  wire [3:0] \i__payload$90.a_codes[23] ;
+  wire [3:0] \i__payload$90.a_codes[24] ;
+  wire [3:0] \i__payload$90.a_codes[25] ;
+  wire [3:0] \i__payload$90.a_codes[26] ;
+  wire [3:0] \i__payload$90.a_codes[27] ;
+  wire [3:0] \i__payload$90.a_codes[28] ;
+  wire [3:0] \i__payload$90.a_codes[29] ;
+  wire [3:0] \i__payload$90.a_codes[2] ;
+  wire [3:0] \i__payload$90.a_codes[30] ;
+  wire [3:0] \i__payload$90.a_codes[31] ;
+  wire [3:0] \i__payload$90.a_codes[3] ;
+  wire [3:0] \i__payload$90.a_codes[4] ;
+  wire [3:0] \i__payload$90.a_codes[5] ;
+  wire [3:0] \i__payload$90.a_codes[6] ;
+  wire [3:0] \i__payload$90.a_codes[7] ;
+  wire [3:0] \i__payload$90.a_codes[8] ;
+  wire [3:0] \i__payload$90.a_codes[9] ;
+  wire [3:0] \i__payload$90.a_dialect ;
+  wire [4:0] \i__payload$90.a_exp ;
+  wire \i__payload$90.last ;
+  wire [127:0] \i__payload$90.w_codes ;
+  wire [3:0] \i__payload$90.w_codes[0] ;
+  wire [3:0] \i__payload$90.w_codes[10] ;
+  wire [3:0] \i__payload$90.w_codes[11] ;
+  wire [3:0] \i__payload$90.w_codes[12] ;
+  wire [3:0] \i__payload$90.w_codes[13] ;
+  wire [3:0] \i__payload$90.w_codes[14] ;
+  wire [3:0] \i__payload$90.w_codes[15] ;
+  wire [3:0] \i__payload$90.w_codes[16] ;
+  wire [3:0] \i__payload$90.w_codes[17] ;
+  wire [3:0] \i__payload$90.w_codes[18] ;
+  wire [3:0] \i__payload$90.w_codes[19] ;
+  wire [3:0] \i__payload$90.w_codes[1] ;
+  wire [3:0] \i__payload$90.w_codes[20] ;
+  wire [3:0] \i__payload$90.w_codes[21] ;
+  wire [3:0] \i__payload$90.w_codes[22] ;
+  wire [3:0] \i__payload$90.w_codes[23] ;
+  wire [3:0] \i__payload$90.w_codes[24] ;
+  wire [3:0] \i__payload$90.w_codes[25] ;
+  wire [3:0] \i__payload$90.w_codes[26] ;
+  wire [3:0] \i__payload$90.w_codes[27] ;
+  wire [3:0] \i__payload$90.w_codes[28] ;
+  wire [3:0] \i__payload$90.w_codes[29] ;
+  wire [3:0] \i__payload$90.w_codes[2] ;
+  wire [3:0] \i__payload$90.w_codes[30] ;
+  wire [3:0] \i__payload$90.w_codes[31] ;
+  wire [3:0] \i__payload$90.w_codes[3] ;
+  wire [3:0] \i__payload$90.w_codes[4] ;
+  wire [3:0] \i__payload$90.w_codes[5] ;
+  wire [3:0] \i__payload$90.w_codes[6] ;
+  wire [3:0] \i__payload$90.w_codes[7] ;
+  wire [3:0] \i__payload$90.w_codes[8] ;
+  wire [3:0] \i__payload$90.w_codes[9] ;
+  wire [3:0] \i__payload$90.w_dialect ;
+  wire [4:0] \i__payload$90.w_exp ;
+  wire [274:0] \i__payload$98 ;
+  wire [127:0] \i__payload$98.a_codes ;
+  wire [3:0] \i__payload$98.a_codes[0] ;
+  wire [3:0] \i__payload$98.a_codes[10] ;
+  wire [3:0] \i__payload$98.a_codes[11] ;
+  wire [3:0] \i__payload$98.a_codes[12] ;
+  wire [3:0] \i__payload$98.a_codes[13] ;
+  wire [3:0] \i__payload$98.a_codes[14] ;
+  wire [3:0] \i__payload$98.a_codes[15] ;
+  wire [3:0] \i__payload$98.a_codes[16] ;
+  wire [3:0] \i__payload$98.a_codes[17] ;
+  wire [3:0] \i__payload$98.a_codes[18] ;
+  wire [3:0] \i__payload$98.a_codes[19] ;
+  wire [3:0] \i__payload$98.a_codes[1] ;
+  wire [3:0] \i__payload$98.a_codes[20] ;
+  wire [3:0] \i__payload$98.a_codes[21] ;
+  wire [3:0] \i__payload$98.a_codes[22] ;
+  wire [3:0] \i__payload$98.a_codes[23] ;
+  wire [3:0] \i__payload$98.a_codes[24] ;
+  wire [3:0] \i__payload$98.a_codes[25] ;
+  wire [3:0] \i__payload$98.a_codes[26] ;
+  wire [3:0] \i__payload$98.a_codes[27] ;
+  wire [3:0] \i__payload$98.a_codes[28] ;
+  wire [3:0] \i__payload$98.a_codes[29] ;
+  wire [3:0] \i__payload$98.a_codes[2] ;
+  wire [3:0] \i__payload$98.a_codes[30] ;
+  wire [3:0] \i__payload$98.a_codes[31] ;
+  wire [3:0] \i__payload$98.a_codes[3] ;
+  wire [3:0] \i__payload$98.a_codes[4] ;
+  wire [3:0] \i__payload$98.a_codes[5] ;
+  wire [3:0] \i__payload$98.a_codes[6] ;
+  wire [3:0] \i__payload$98.a_codes[7] ;
+  wire [3:0] \i__payload$98.a_codes[8] ;
+  wire [3:0] \i__payload$98.a_codes[9] ;
+  wire [3:0] \i__payload$98.a_dialect ;
+  wire [4:0] \i__payload$98.a_exp ;
+  wire \i__payload$98.last ;
+  wire [127:0] \i__payload$98.w_codes ;
+  wire [3:0] \i__payload$98.w_codes[0] ;
+  wire [3:0] \i__payload$98.w_codes[10] ;
+  wire [3:0] \i__payload$98.w_codes[11] ;
+  wire [3:0] \i__payload$98.w_codes[12] ;
+  wire [3:0] \i__payload$98.w_codes[13] ;
+  wire [3:0] \i__payload$98.w_codes[14] ;
+  wire [3:0] \i__payload$98.w_codes[15] ;
+  wire [3:0] \i__payload$98.w_codes[16] ;
+  wire [3:0] \i__payload$98.w_codes[17] ;
+  wire [3:0] \i__payload$98.w_codes[18] ;
+  wire [3:0] \i__payload$98.w_codes[19] ;
+  wire [3:0] \i__payload$98.w_codes[1] ;
+  wire [3:0] \i__payload$98.w_codes[20] ;
+  wire [3:0] \i__payload$98.w_codes[21] ;
+  wire [3:0] \i__payload$98.w_codes[22] ;
+  wire [3:0] \i__payload$98.w_codes[23] ;
+  wire [3:0] \i__payload$98.w_codes[24] ;
+  wire [3:0] \i__payload$98.w_codes[25] ;
+  wire [3:0] \i__payload$98.w_codes[26] ;
+  wire [3:0] \i__payload$98.w_codes[27] ;
+  wire [3:0] \i__payload$98.w_codes[28] ;
+  wire [3:0] \i__payload$98.w_codes[29] ;
+  wire [3:0] \i__payload$98.w_codes[2] ;
+  wire [3:0] \i__payload$98.w_codes[30] ;
+  wire [3:0] \i__payload$98.w_codes[31] ;
+  wire [3:0] \i__payload$98.w_codes[3] ;
+  wire [3:0] \i__payload$98.w_codes[4] ;
+  wire [3:0] \i__payload$98.w_codes[5] ;
+  wire [3:0] \i__payload$98.w_codes[6] ;
+  wire [3:0] \i__payload$98.w_codes[7] ;
+  wire [3:0] \i__payload$98.w_codes[8] ;
+  wire [3:0] \i__payload$98.w_codes[9] ;
+  wire [3:0] \i__payload$98.w_dialect ;
+  wire [4:0] \i__payload$98.w_exp ;
   wire [511:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
   wire [15:0] \i__payload.data[10] ;
@@ -1272,26 +1256,25 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [15:0] \i__payload.data[8] ;
   wire [15:0] \i__payload.data[9] ;
   wire i__ready;
-  wire \i__ready$37 ;
-  wire \i__ready$38 ;
-  wire \i__ready$39 ;
-  wire \i__ready$40 ;
-  wire \i__ready$41 ;
-  wire \i__ready$42 ;
-  wire \i__ready$43 ;
-  wire \i__ready$44 ;
   wire i__valid;
-  wire \i__valid$107 ;
-  wire \i__valid$115 ;
-  wire \i__valid$123 ;
-  wire \i__valid$64 ;
-  wire \i__valid$75 ;
-  wire \i__valid$83 ;
-  wire \i__valid$91 ;
-  wire \i__valid$99 ;
+  (* init = 1'h0 *)
+  wire \i__valid$105 ;
+  (* init = 1'h0 *)
+  wire \i__valid$113 ;
+  reg \i__valid$53  = 1'h0;
+  (* init = 1'h0 *)
+  wire \i__valid$65 ;
+  (* init = 1'h0 *)
+  wire \i__valid$73 ;
+  (* init = 1'h0 *)
+  wire \i__valid$81 ;
+  (* init = 1'h0 *)
+  wire \i__valid$89 ;
+  (* init = 1'h0 *)
+  wire \i__valid$97 ;
   wire invalid;
   wire last;
-  wire \last$50 ;
+  wire \last$39 ;
   wire loaded;
   output [255:0] m_axis_y_tdata;
   wire [255:0] m_axis_y_tdata;
@@ -1312,34 +1295,34 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire mismatch;
   wire [7:0] next_addr;
   wire [137:0] o__payload;
-  wire [31:0] \o__payload$102 ;
-  wire [31:0] \o__payload$102.result ;
-  wire [31:0] \o__payload$110 ;
-  wire [31:0] \o__payload$110.result ;
-  wire [31:0] \o__payload$118 ;
-  wire [31:0] \o__payload$118.result ;
-  wire [31:0] \o__payload$126 ;
-  wire [31:0] \o__payload$126.result ;
-  wire [258:0] \o__payload$132 ;
-  wire [255:0] \o__payload$132.data ;
-  wire [31:0] \o__payload$132.data[0] ;
-  wire [31:0] \o__payload$132.data[1] ;
-  wire [31:0] \o__payload$132.data[2] ;
-  wire [31:0] \o__payload$132.data[3] ;
-  wire [31:0] \o__payload$132.data[4] ;
-  wire [31:0] \o__payload$132.data[5] ;
-  wire [31:0] \o__payload$132.data[6] ;
-  wire [31:0] \o__payload$132.data[7] ;
-  wire \o__payload$132.last ;
-  wire [1:0] \o__payload$132.user ;
-  wire [31:0] \o__payload$70 ;
-  wire [31:0] \o__payload$70.result ;
-  wire [31:0] \o__payload$78 ;
-  wire [31:0] \o__payload$78.result ;
-  wire [31:0] \o__payload$86 ;
-  wire [31:0] \o__payload$86.result ;
-  wire [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94.result ;
+  wire [31:0] \o__payload$100 ;
+  wire [31:0] \o__payload$100.result ;
+  wire [31:0] \o__payload$108 ;
+  wire [31:0] \o__payload$108.result ;
+  wire [31:0] \o__payload$116 ;
+  wire [31:0] \o__payload$116.result ;
+  wire [258:0] \o__payload$122 ;
+  wire [255:0] \o__payload$122.data ;
+  wire [31:0] \o__payload$122.data[0] ;
+  wire [31:0] \o__payload$122.data[1] ;
+  wire [31:0] \o__payload$122.data[2] ;
+  wire [31:0] \o__payload$122.data[3] ;
+  wire [31:0] \o__payload$122.data[4] ;
+  wire [31:0] \o__payload$122.data[5] ;
+  wire [31:0] \o__payload$122.data[6] ;
+  wire [31:0] \o__payload$122.data[7] ;
+  wire \o__payload$122.last ;
+  wire [1:0] \o__payload$122.user ;
+  wire [31:0] \o__payload$60 ;
+  wire [31:0] \o__payload$60.result ;
+  wire [31:0] \o__payload$68 ;
+  wire [31:0] \o__payload$68.result ;
+  wire [31:0] \o__payload$76 ;
+  wire [31:0] \o__payload$76.result ;
+  wire [31:0] \o__payload$84 ;
+  wire [31:0] \o__payload$84.result ;
+  wire [31:0] \o__payload$92 ;
+  wire [31:0] \o__payload$92.result ;
   wire [127:0] \o__payload.codes ;
   wire [3:0] \o__payload.codes[0] ;
   wire [3:0] \o__payload.codes[10] ;
@@ -1377,27 +1360,27 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   wire [4:0] \o__payload.exp ;
   wire \o__payload.invalid ;
   wire o__ready;
-  wire \o__ready$103 ;
-  wire \o__ready$111 ;
-  wire \o__ready$119 ;
-  wire \o__ready$127 ;
-  wire \o__ready$133 ;
-  wire \o__ready$71 ;
-  wire \o__ready$79 ;
-  wire \o__ready$87 ;
-  wire \o__ready$95 ;
+  wire \o__ready$101 ;
+  wire \o__ready$109 ;
+  wire \o__ready$117 ;
+  wire \o__ready$123 ;
+  wire \o__ready$61 ;
+  wire \o__ready$69 ;
+  wire \o__ready$77 ;
+  wire \o__ready$85 ;
+  wire \o__ready$93 ;
   wire o__valid;
-  wire \o__valid$106 ;
-  wire \o__valid$114 ;
-  wire \o__valid$122 ;
-  wire \o__valid$130 ;
-  wire \o__valid$131 ;
-  wire \o__valid$74 ;
-  wire \o__valid$82 ;
-  wire \o__valid$90 ;
-  wire \o__valid$98 ;
+  wire \o__valid$104 ;
+  wire \o__valid$112 ;
+  wire \o__valid$120 ;
+  wire \o__valid$121 ;
+  wire \o__valid$64 ;
+  wire \o__valid$72 ;
+  wire \o__valid$80 ;
+  wire \o__valid$88 ;
+  wire \o__valid$96 ;
   wire overflow;
-  wire \overflow$54 ;
+  wire \overflow$43 ;
   wire [7:0] r_addr;
   wire [136:0] r_data;
   wire [127:0] \r_data.codes ;
@@ -1488,7 +1471,7 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   input s_axis_x_tvalid;
   wire s_axis_x_tvalid;
   wire take;
-  wire \take$49 ;
+  wire \take$38 ;
   wire [1151:0] tdata;
   wire [7:0] w_addr;
   wire [7:0] \w_addr$30 ;
@@ -1539,54 +1522,32 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \$2  = ~ closed;
   assign s_axis_x_tready = i__ready & \$2 ;
   assign x_take = s_axis_x_tvalid & s_axis_x_tready;
-  assign \$3  = & { \i__ready$44 , \i__ready$43 , \i__ready$42 , \i__ready$41 , \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign dots_take = a_valid & \$3 ;
-  assign \$4  = ~ a_valid;
-  assign a_load = \$4  | dots_take;
-  assign \$5  = loaded & a_load;
-  assign \$6  = \$5  & meta__ready;
-  assign s_axis_w_tready = \$6  & \$7 ;
+  assign \$3  = loaded & meta__ready;
+  assign s_axis_w_tready = \$3  & \$4 ;
   assign w_take = s_axis_w_tvalid & s_axis_w_tready;
-  assign \$8  = ~ s_axis_w_tlast;
-  assign \$9  = loaded & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = \$9  ? \$10  : 9'h000;
-  assign \$12  = ~ loaded;
-  assign r_en = w_take | \$12 ;
-  assign \$13  = s_axis_w_tvalid & s_axis_w_tlast;
-  assign \$14  = \$13  & loaded;
-  assign \$15  = \$14  & a_load;
-  assign meta__valid = \$15  & \$16 ;
-  assign \$17  = w_take & s_axis_w_tlast;
-  assign clear = \$17  & s_axis_w_tuser;
-  assign \$18  = & { \i__ready$44 , \i__ready$43 , \i__ready$42 , \i__ready$41 , \i__ready$40 , \i__ready$39 , \i__ready$38  };
-  assign \i__valid$64  = a_valid & \$18 ;
-  assign \$19  = & { \i__ready$44 , \i__ready$43 , \i__ready$42 , \i__ready$41 , \i__ready$40 , \i__ready$39 , \i__ready$37  };
-  assign \i__valid$75  = a_valid & \$19 ;
-  assign \$20  = & { \i__ready$44 , \i__ready$43 , \i__ready$42 , \i__ready$41 , \i__ready$40 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$83  = a_valid & \$20 ;
-  assign \$21  = & { \i__ready$44 , \i__ready$43 , \i__ready$42 , \i__ready$41 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$91  = a_valid & \$21 ;
-  assign \$22  = & { \i__ready$44 , \i__ready$43 , \i__ready$42 , \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$99  = a_valid & \$22 ;
-  assign \$23  = & { \i__ready$44 , \i__ready$43 , \i__ready$41 , \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$107  = a_valid & \$23 ;
-  assign \$24  = & { \i__ready$44 , \i__ready$42 , \i__ready$41 , \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$115  = a_valid & \$24 ;
-  assign \$25  = & { \i__ready$43 , \i__ready$42 , \i__ready$41 , \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$123  = a_valid & \$25 ;
+  assign \$5  = ~ s_axis_w_tlast;
+  assign \$6  = loaded & \$5 ;
+  assign \$7  = addr + 1'h1;
+  assign \$8  = \$6  ? \$7  : 9'h000;
+  assign \$9  = ~ loaded;
+  assign r_en = w_take | \$9 ;
+  assign \$10  = s_axis_w_tvalid & s_axis_w_tlast;
+  assign \$11  = \$10  & loaded;
+  assign meta__valid = \$11  & \$12 ;
+  assign \$13  = w_take & s_axis_w_tlast;
+  assign clear = \$13  & s_axis_w_tuser;
   always @(posedge aclk)
-    a_valid <= \$26 ;
+    \i__valid$53  <= \$14 ;
   always @(posedge aclk)
-    a_blocks <= \$27 ;
+    a_blocks <= \blocks$124 ;
   always @(posedge aclk)
-    a_activation <= \$28 ;
+    a_activation <= r_data;
   always @(posedge aclk)
-    a_last <= \$29 ;
+    a_last <= s_axis_w_tlast;
   \bd_linear_b32_n8.buffer  buffer (
     .aclk(aclk),
     .r_data(r_data),
-    .rd__addr(\$11 [7:0]),
+    .rd__addr(\$8 [7:0]),
     .rd__en(r_en),
     .rst(rst),
     .wr__addr(w_addr),
@@ -1595,108 +1556,84 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   \bd_linear_b32_n8.collector  collector (
     .aclk(aclk),
-    .meta__ready(meta__ready),
-    .o__payload(\o__payload$132 ),
+    .meta__valid(meta__valid),
+    .o__payload(\o__payload$122 ),
     .o__ready(m_axis_y_tready),
     .o__valid(m_axis_y_tvalid),
+    .r_en(results__0__valid),
     .results__0__payload(results__0__payload),
-    .results__0__valid(results__0__valid),
     .results__1__payload(results__1__payload),
-    .results__1__valid(results__1__valid),
     .results__2__payload(results__2__payload),
-    .results__2__valid(results__2__valid),
     .results__3__payload(results__3__payload),
-    .results__3__valid(results__3__valid),
     .results__4__payload(results__4__payload),
-    .results__4__valid(results__4__valid),
     .results__5__payload(results__5__payload),
-    .results__5__valid(results__5__valid),
     .results__6__payload(results__6__payload),
-    .results__6__valid(results__6__valid),
     .results__7__payload(results__7__payload),
-    .results__7__valid(results__7__valid),
+    .room(meta__ready),
     .rst(rst),
-    .take(\o__ready$71 ),
-    .w_data(meta__payload),
-    .w_en(meta__valid)
+    .w_data(meta__payload)
   );
   \bd_linear_b32_n8.dot0  dot0 (
     .aclk(aclk),
-    .i__payload(\i__payload$65 ),
-    .\i__ready$5 (\i__ready$37 ),
-    .\i__valid$101 (\i__valid$64 ),
+    .i__payload(\i__payload$55 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__0__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot1  dot1 (
     .aclk(aclk),
-    .i__payload(\i__payload$76 ),
-    .\i__ready$5 (\i__ready$38 ),
-    .\i__valid$101 (\i__valid$75 ),
+    .i__payload(\i__payload$66 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__1__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot2  dot2 (
     .aclk(aclk),
-    .i__payload(\i__payload$84 ),
-    .\i__ready$5 (\i__ready$39 ),
-    .\i__valid$101 (\i__valid$83 ),
+    .i__payload(\i__payload$74 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__2__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__2__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot3  dot3 (
     .aclk(aclk),
-    .i__payload(\i__payload$92 ),
-    .\i__ready$5 (\i__ready$40 ),
-    .\i__valid$101 (\i__valid$91 ),
+    .i__payload(\i__payload$82 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__3__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__3__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot4  dot4 (
     .aclk(aclk),
-    .i__payload(\i__payload$100 ),
-    .\i__ready$5 (\i__ready$41 ),
-    .\i__valid$101 (\i__valid$99 ),
+    .i__payload(\i__payload$90 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__4__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__4__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot5  dot5 (
     .aclk(aclk),
-    .i__payload(\i__payload$108 ),
-    .\i__ready$5 (\i__ready$42 ),
-    .\i__valid$101 (\i__valid$107 ),
+    .i__payload(\i__payload$98 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__5__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__5__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot6  dot6 (
     .aclk(aclk),
-    .i__payload(\i__payload$116 ),
-    .\i__ready$5 (\i__ready$43 ),
-    .\i__valid$101 (\i__valid$115 ),
+    .i__payload(\i__payload$106 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__6__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__6__valid),
     .rst(rst)
   );
   \bd_linear_b32_n8.dot7  dot7 (
     .aclk(aclk),
-    .i__payload(\i__payload$124 ),
-    .\i__ready$5 (\i__ready$44 ),
-    .\i__valid$101 (\i__valid$123 ),
+    .i__payload(\i__payload$114 ),
+    .\i__valid$101 (\i__valid$53 ),
     .\o__payload$94 (results__7__payload),
-    .\o__ready$96 (\o__ready$71 ),
     .\o__valid$98 (results__7__valid),
     .rst(rst)
   );
@@ -1720,7 +1657,7 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
     .s3_valid(written)
   );
   \bd_linear_b32_n8.unpacker  unpacker (
-    .blocks(\blocks$134 ),
+    .blocks(\blocks$124 ),
     .tdata(s_axis_w_tdata)
   );
   \bd_linear_b32_n8.vector  vector (
@@ -1741,39 +1678,9 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$26  = a_valid;
-    if (a_load) begin
-      \$26  = w_take;
-    end
+    \$14  = w_take;
     if (rst) begin
-      \$26  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$27  = a_blocks;
-    if (a_load) begin
-      if (w_take) begin
-        \$27  = \blocks$134 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$28  = a_activation;
-    if (a_load) begin
-      if (w_take) begin
-        \$28  = r_data;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$29  = a_last;
-    if (a_load) begin
-      if (w_take) begin
-        \$29  = s_axis_w_tlast;
-      end
+      \$14  = 1'h0;
     end
   end
   assign i__payload = s_axis_x_tdata;
@@ -1785,48 +1692,57 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \w_addr$30  = w_addr;
   assign \w_en$32  = w_en;
   assign tdata = s_axis_w_tdata;
-  assign \take$49  = w_take;
-  assign \last$50  = s_axis_w_tlast;
+  assign \take$38  = w_take;
+  assign \last$39  = s_axis_w_tlast;
   assign count = blocks;
-  assign \overflow$54  = overflow;
-  assign next_addr = \$11 [7:0];
-  assign r_addr = \$11 [7:0];
-  assign \o__payload$70  = results__0__payload;
-  assign results__0__ready = \o__ready$71 ;
-  assign \o__valid$74  = results__0__valid;
-  assign \o__payload$78  = results__1__payload;
-  assign \o__ready$79  = \o__ready$71 ;
-  assign results__1__ready = \o__ready$71 ;
-  assign \o__valid$82  = results__1__valid;
-  assign \o__payload$86  = results__2__payload;
-  assign \o__ready$87  = \o__ready$71 ;
-  assign results__2__ready = \o__ready$71 ;
-  assign \o__valid$90  = results__2__valid;
-  assign \o__payload$94  = results__3__payload;
-  assign \o__ready$95  = \o__ready$71 ;
-  assign results__3__ready = \o__ready$71 ;
-  assign \o__valid$98  = results__3__valid;
-  assign \o__payload$102  = results__4__payload;
-  assign \o__ready$103  = \o__ready$71 ;
-  assign results__4__ready = \o__ready$71 ;
-  assign \o__valid$106  = results__4__valid;
-  assign \o__payload$110  = results__5__payload;
-  assign \o__ready$111  = \o__ready$71 ;
-  assign results__5__ready = \o__ready$71 ;
-  assign \o__valid$114  = results__5__valid;
-  assign \o__payload$118  = results__6__payload;
-  assign \o__ready$119  = \o__ready$71 ;
-  assign results__6__ready = \o__ready$71 ;
-  assign \o__valid$122  = results__6__valid;
-  assign \o__payload$126  = results__7__payload;
-  assign \o__ready$127  = \o__ready$71 ;
-  assign results__7__ready = \o__ready$71 ;
-  assign \o__valid$130  = results__7__valid;
-  assign \o__valid$131  = m_axis_y_tvalid;
-  assign \o__ready$133  = m_axis_y_tready;
-  assign m_axis_y_tdata = \o__payload$132 [255:0];
-  assign m_axis_y_tlast = \o__payload$132 [258];
-  assign m_axis_y_tuser = \o__payload$132 [257:256];
+  assign \overflow$43  = overflow;
+  assign next_addr = \$8 [7:0];
+  assign r_addr = \$8 [7:0];
+  assign a_valid = \i__valid$53 ;
+  assign \o__payload$60  = results__0__payload;
+  assign \o__ready$61  = 1'h1;
+  assign results__0__ready = 1'h1;
+  assign \o__valid$64  = results__0__valid;
+  assign \i__valid$65  = \i__valid$53 ;
+  assign \o__payload$68  = results__1__payload;
+  assign \o__ready$69  = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign \o__valid$72  = results__1__valid;
+  assign \i__valid$73  = \i__valid$53 ;
+  assign \o__payload$76  = results__2__payload;
+  assign \o__ready$77  = 1'h1;
+  assign results__2__ready = 1'h1;
+  assign \o__valid$80  = results__2__valid;
+  assign \i__valid$81  = \i__valid$53 ;
+  assign \o__payload$84  = results__3__payload;
+  assign \o__ready$85  = 1'h1;
+  assign results__3__ready = 1'h1;
+  assign \o__valid$88  = results__3__valid;
+  assign \i__valid$89  = \i__valid$53 ;
+  assign \o__payload$92  = results__4__payload;
+  assign \o__ready$93  = 1'h1;
+  assign results__4__ready = 1'h1;
+  assign \o__valid$96  = results__4__valid;
+  assign \i__valid$97  = \i__valid$53 ;
+  assign \o__payload$100  = results__5__payload;
+  assign \o__ready$101  = 1'h1;
+  assign results__5__ready = 1'h1;
+  assign \o__valid$104  = results__5__valid;
+  assign \i__valid$105  = \i__valid$53 ;
+  assign \o__payload$108  = results__6__payload;
+  assign \o__ready$109  = 1'h1;
+  assign results__6__ready = 1'h1;
+  assign \o__valid$112  = results__6__valid;
+  assign \i__valid$113  = \i__valid$53 ;
+  assign \o__payload$116  = results__7__payload;
+  assign \o__ready$117  = 1'h1;
+  assign results__7__ready = 1'h1;
+  assign \o__valid$120  = results__7__valid;
+  assign \o__valid$121  = m_axis_y_tvalid;
+  assign \o__ready$123  = m_axis_y_tready;
+  assign m_axis_y_tdata = \o__payload$122 [255:0];
+  assign m_axis_y_tlast = \o__payload$122 [258];
+  assign m_axis_y_tuser = \o__payload$122 [257:256];
   assign \i__payload.data  = s_axis_x_tdata;
   assign \i__payload.data[0]  = s_axis_x_tdata[15:0];
   assign \i__payload.data[1]  = s_axis_x_tdata[31:16];
@@ -1934,77 +1850,77 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \meta__payload.invalid  = meta__payload[0];
   assign \meta__payload.mismatch  = meta__payload[1];
   assign \meta__payload.final  = meta__payload[2];
-  assign \i__payload$65.a_codes  = \i__payload$65 [127:0];
-  assign \i__payload$65.a_codes[0]  = \i__payload$65 [3:0];
-  assign \i__payload$65.a_codes[1]  = \i__payload$65 [7:4];
-  assign \i__payload$65.a_codes[2]  = \i__payload$65 [11:8];
-  assign \i__payload$65.a_codes[3]  = \i__payload$65 [15:12];
-  assign \i__payload$65.a_codes[4]  = \i__payload$65 [19:16];
-  assign \i__payload$65.a_codes[5]  = \i__payload$65 [23:20];
-  assign \i__payload$65.a_codes[6]  = \i__payload$65 [27:24];
-  assign \i__payload$65.a_codes[7]  = \i__payload$65 [31:28];
-  assign \i__payload$65.a_codes[8]  = \i__payload$65 [35:32];
-  assign \i__payload$65.a_codes[9]  = \i__payload$65 [39:36];
-  assign \i__payload$65.a_codes[10]  = \i__payload$65 [43:40];
-  assign \i__payload$65.a_codes[11]  = \i__payload$65 [47:44];
-  assign \i__payload$65.a_codes[12]  = \i__payload$65 [51:48];
-  assign \i__payload$65.a_codes[13]  = \i__payload$65 [55:52];
-  assign \i__payload$65.a_codes[14]  = \i__payload$65 [59:56];
-  assign \i__payload$65.a_codes[15]  = \i__payload$65 [63:60];
-  assign \i__payload$65.a_codes[16]  = \i__payload$65 [67:64];
-  assign \i__payload$65.a_codes[17]  = \i__payload$65 [71:68];
-  assign \i__payload$65.a_codes[18]  = \i__payload$65 [75:72];
-  assign \i__payload$65.a_codes[19]  = \i__payload$65 [79:76];
-  assign \i__payload$65.a_codes[20]  = \i__payload$65 [83:80];
-  assign \i__payload$65.a_codes[21]  = \i__payload$65 [87:84];
-  assign \i__payload$65.a_codes[22]  = \i__payload$65 [91:88];
-  assign \i__payload$65.a_codes[23]  = \i__payload$65 [95:92];
-  assign \i__payload$65.a_codes[24]  = \i__payload$65 [99:96];
-  assign \i__payload$65.a_codes[25]  = \i__payload$65 [103:100];
-  assign \i__payload$65.a_codes[26]  = \i__payload$65 [107:104];
-  assign \i__payload$65.a_codes[27]  = \i__payload$65 [111:108];
-  assign \i__payload$65.a_codes[28]  = \i__payload$65 [115:112];
-  assign \i__payload$65.a_codes[29]  = \i__payload$65 [119:116];
-  assign \i__payload$65.a_codes[30]  = \i__payload$65 [123:120];
-  assign \i__payload$65.a_codes[31]  = \i__payload$65 [127:124];
-  assign \i__payload$65.a_dialect  = \i__payload$65 [131:128];
-  assign \i__payload$65.a_exp  = \i__payload$65 [136:132];
-  assign \i__payload$65.w_codes  = \i__payload$65 [264:137];
-  assign \i__payload$65.w_codes[0]  = \i__payload$65 [140:137];
-  assign \i__payload$65.w_codes[1]  = \i__payload$65 [144:141];
-  assign \i__payload$65.w_codes[2]  = \i__payload$65 [148:145];
-  assign \i__payload$65.w_codes[3]  = \i__payload$65 [152:149];
-  assign \i__payload$65.w_codes[4]  = \i__payload$65 [156:153];
-  assign \i__payload$65.w_codes[5]  = \i__payload$65 [160:157];
-  assign \i__payload$65.w_codes[6]  = \i__payload$65 [164:161];
-  assign \i__payload$65.w_codes[7]  = \i__payload$65 [168:165];
-  assign \i__payload$65.w_codes[8]  = \i__payload$65 [172:169];
-  assign \i__payload$65.w_codes[9]  = \i__payload$65 [176:173];
-  assign \i__payload$65.w_codes[10]  = \i__payload$65 [180:177];
-  assign \i__payload$65.w_codes[11]  = \i__payload$65 [184:181];
-  assign \i__payload$65.w_codes[12]  = \i__payload$65 [188:185];
-  assign \i__payload$65.w_codes[13]  = \i__payload$65 [192:189];
-  assign \i__payload$65.w_codes[14]  = \i__payload$65 [196:193];
-  assign \i__payload$65.w_codes[15]  = \i__payload$65 [200:197];
-  assign \i__payload$65.w_codes[16]  = \i__payload$65 [204:201];
-  assign \i__payload$65.w_codes[17]  = \i__payload$65 [208:205];
-  assign \i__payload$65.w_codes[18]  = \i__payload$65 [212:209];
-  assign \i__payload$65.w_codes[19]  = \i__payload$65 [216:213];
-  assign \i__payload$65.w_codes[20]  = \i__payload$65 [220:217];
-  assign \i__payload$65.w_codes[21]  = \i__payload$65 [224:221];
-  assign \i__payload$65.w_codes[22]  = \i__payload$65 [228:225];
-  assign \i__payload$65.w_codes[23]  = \i__payload$65 [232:229];
-  assign \i__payload$65.w_codes[24]  = \i__payload$65 [236:233];
-  assign \i__payload$65.w_codes[25]  = \i__payload$65 [240:237];
-  assign \i__payload$65.w_codes[26]  = \i__payload$65 [244:241];
-  assign \i__payload$65.w_codes[27]  = \i__payload$65 [248:245];
-  assign \i__payload$65.w_codes[28]  = \i__payload$65 [252:249];
-  assign \i__payload$65.w_codes[29]  = \i__payload$65 [256:253];
-  assign \i__payload$65.w_codes[30]  = \i__payload$65 [260:257];
-  assign \i__payload$65.w_codes[31]  = \i__payload$65 [264:261];
-  assign \i__payload$65.w_dialect  = \i__payload$65 [268:265];
-  assign \i__payload$65.w_exp  = \i__payload$65 [273:269];
-  assign \i__payload$65.last  = \i__payload$65 [274];
+  assign \i__payload$55.a_codes  = \i__payload$55 [127:0];
+  assign \i__payload$55.a_codes[0]  = \i__payload$55 [3:0];
+  assign \i__payload$55.a_codes[1]  = \i__payload$55 [7:4];
+  assign \i__payload$55.a_codes[2]  = \i__payload$55 [11:8];
+  assign \i__payload$55.a_codes[3]  = \i__payload$55 [15:12];
+  assign \i__payload$55.a_codes[4]  = \i__payload$55 [19:16];
+  assign \i__payload$55.a_codes[5]  = \i__payload$55 [23:20];
+  assign \i__payload$55.a_codes[6]  = \i__payload$55 [27:24];
+  assign \i__payload$55.a_codes[7]  = \i__payload$55 [31:28];
+  assign \i__payload$55.a_codes[8]  = \i__payload$55 [35:32];
+  assign \i__payload$55.a_codes[9]  = \i__payload$55 [39:36];
+  assign \i__payload$55.a_codes[10]  = \i__payload$55 [43:40];
+  assign \i__payload$55.a_codes[11]  = \i__payload$55 [47:44];
+  assign \i__payload$55.a_codes[12]  = \i__payload$55 [51:48];
+  assign \i__payload$55.a_codes[13]  = \i__payload$55 [55:52];
+  assign \i__payload$55.a_codes[14]  = \i__payload$55 [59:56];
+  assign \i__payload$55.a_codes[15]  = \i__payload$55 [63:60];
+  assign \i__payload$55.a_codes[16]  = \i__payload$55 [67:64];
+  assign \i__payload$55.a_codes[17]  = \i__payload$55 [71:68];
+  assign \i__payload$55.a_codes[18]  = \i__payload$55 [75:72];
+  assign \i__payload$55.a_codes[19]  = \i__payload$55 [79:76];
+  assign \i__payload$55.a_codes[20]  = \i__payload$55 [83:80];
+  assign \i__payload$55.a_codes[21]  = \i__payload$55 [87:84];
+  assign \i__payload$55.a_codes[22]  = \i__payload$55 [91:88];
+  assign \i__payload$55.a_codes[23]  = \i__payload$55 [95:92];
+  assign \i__payload$55.a_codes[24]  = \i__payload$55 [99:96];
+  assign \i__payload$55.a_codes[25]  = \i__payload$55 [103:100];
+  assign \i__payload$55.a_codes[26]  = \i__payload$55 [107:104];
+  assign \i__payload$55.a_codes[27]  = \i__payload$55 [111:108];
+  assign \i__payload$55.a_codes[28]  = \i__payload$55 [115:112];
+  assign \i__payload$55.a_codes[29]  = \i__payload$55 [119:116];
+  assign \i__payload$55.a_codes[30]  = \i__payload$55 [123:120];
+  assign \i__payload$55.a_codes[31]  = \i__payload$55 [127:124];
+  assign \i__payload$55.a_dialect  = \i__payload$55 [131:128];
+  assign \i__payload$55.a_exp  = \i__payload$55 [136:132];
+  assign \i__payload$55.w_codes  = \i__payload$55 [264:137];
+  assign \i__payload$55.w_codes[0]  = \i__payload$55 [140:137];
+  assign \i__payload$55.w_codes[1]  = \i__payload$55 [144:141];
+  assign \i__payload$55.w_codes[2]  = \i__payload$55 [148:145];
+  assign \i__payload$55.w_codes[3]  = \i__payload$55 [152:149];
+  assign \i__payload$55.w_codes[4]  = \i__payload$55 [156:153];
+  assign \i__payload$55.w_codes[5]  = \i__payload$55 [160:157];
+  assign \i__payload$55.w_codes[6]  = \i__payload$55 [164:161];
+  assign \i__payload$55.w_codes[7]  = \i__payload$55 [168:165];
+  assign \i__payload$55.w_codes[8]  = \i__payload$55 [172:169];
+  assign \i__payload$55.w_codes[9]  = \i__payload$55 [176:173];
+  assign \i__payload$55.w_codes[10]  = \i__payload$55 [180:177];
+  assign \i__payload$55.w_codes[11]  = \i__payload$55 [184:181];
+  assign \i__payload$55.w_codes[12]  = \i__payload$55 [188:185];
+  assign \i__payload$55.w_codes[13]  = \i__payload$55 [192:189];
+  assign \i__payload$55.w_codes[14]  = \i__payload$55 [196:193];
+  assign \i__payload$55.w_codes[15]  = \i__payload$55 [200:197];
+  assign \i__payload$55.w_codes[16]  = \i__payload$55 [204:201];
+  assign \i__payload$55.w_codes[17]  = \i__payload$55 [208:205];
+  assign \i__payload$55.w_codes[18]  = \i__payload$55 [212:209];
+  assign \i__payload$55.w_codes[19]  = \i__payload$55 [216:213];
+  assign \i__payload$55.w_codes[20]  = \i__payload$55 [220:217];
+  assign \i__payload$55.w_codes[21]  = \i__payload$55 [224:221];
+  assign \i__payload$55.w_codes[22]  = \i__payload$55 [228:225];
+  assign \i__payload$55.w_codes[23]  = \i__payload$55 [232:229];
+  assign \i__payload$55.w_codes[24]  = \i__payload$55 [236:233];
+  assign \i__payload$55.w_codes[25]  = \i__payload$55 [240:237];
+  assign \i__payload$55.w_codes[26]  = \i__payload$55 [244:241];
+  assign \i__payload$55.w_codes[27]  = \i__payload$55 [248:245];
+  assign \i__payload$55.w_codes[28]  = \i__payload$55 [252:249];
+  assign \i__payload$55.w_codes[29]  = \i__payload$55 [256:253];
+  assign \i__payload$55.w_codes[30]  = \i__payload$55 [260:257];
+  assign \i__payload$55.w_codes[31]  = \i__payload$55 [264:261];
+  assign \i__payload$55.w_dialect  = \i__payload$55 [268:265];
+  assign \i__payload$55.w_exp  = \i__payload$55 [273:269];
+  assign \i__payload$55.last  = \i__payload$55 [274];
   assign \a_activation.codes  = a_activation[127:0];
   assign \a_activation.codes[0]  = a_activation[3:0];
   assign \a_activation.codes[1]  = a_activation[7:4];
@@ -2329,817 +2245,817 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \a_blocks[7].dialect  = a_blocks[1090:1087];
   assign \a_blocks[7].exp  = a_blocks[1095:1091];
   assign \results__0__payload.result  = results__0__payload;
-  assign \o__payload$70.result  = results__0__payload;
-  assign \i__payload$76.a_codes  = \i__payload$76 [127:0];
-  assign \i__payload$76.a_codes[0]  = \i__payload$76 [3:0];
-  assign \i__payload$76.a_codes[1]  = \i__payload$76 [7:4];
-  assign \i__payload$76.a_codes[2]  = \i__payload$76 [11:8];
-  assign \i__payload$76.a_codes[3]  = \i__payload$76 [15:12];
-  assign \i__payload$76.a_codes[4]  = \i__payload$76 [19:16];
-  assign \i__payload$76.a_codes[5]  = \i__payload$76 [23:20];
-  assign \i__payload$76.a_codes[6]  = \i__payload$76 [27:24];
-  assign \i__payload$76.a_codes[7]  = \i__payload$76 [31:28];
-  assign \i__payload$76.a_codes[8]  = \i__payload$76 [35:32];
-  assign \i__payload$76.a_codes[9]  = \i__payload$76 [39:36];
-  assign \i__payload$76.a_codes[10]  = \i__payload$76 [43:40];
-  assign \i__payload$76.a_codes[11]  = \i__payload$76 [47:44];
-  assign \i__payload$76.a_codes[12]  = \i__payload$76 [51:48];
-  assign \i__payload$76.a_codes[13]  = \i__payload$76 [55:52];
-  assign \i__payload$76.a_codes[14]  = \i__payload$76 [59:56];
-  assign \i__payload$76.a_codes[15]  = \i__payload$76 [63:60];
-  assign \i__payload$76.a_codes[16]  = \i__payload$76 [67:64];
-  assign \i__payload$76.a_codes[17]  = \i__payload$76 [71:68];
-  assign \i__payload$76.a_codes[18]  = \i__payload$76 [75:72];
-  assign \i__payload$76.a_codes[19]  = \i__payload$76 [79:76];
-  assign \i__payload$76.a_codes[20]  = \i__payload$76 [83:80];
-  assign \i__payload$76.a_codes[21]  = \i__payload$76 [87:84];
-  assign \i__payload$76.a_codes[22]  = \i__payload$76 [91:88];
-  assign \i__payload$76.a_codes[23]  = \i__payload$76 [95:92];
-  assign \i__payload$76.a_codes[24]  = \i__payload$76 [99:96];
-  assign \i__payload$76.a_codes[25]  = \i__payload$76 [103:100];
-  assign \i__payload$76.a_codes[26]  = \i__payload$76 [107:104];
-  assign \i__payload$76.a_codes[27]  = \i__payload$76 [111:108];
-  assign \i__payload$76.a_codes[28]  = \i__payload$76 [115:112];
-  assign \i__payload$76.a_codes[29]  = \i__payload$76 [119:116];
-  assign \i__payload$76.a_codes[30]  = \i__payload$76 [123:120];
-  assign \i__payload$76.a_codes[31]  = \i__payload$76 [127:124];
-  assign \i__payload$76.a_dialect  = \i__payload$76 [131:128];
-  assign \i__payload$76.a_exp  = \i__payload$76 [136:132];
-  assign \i__payload$76.w_codes  = \i__payload$76 [264:137];
-  assign \i__payload$76.w_codes[0]  = \i__payload$76 [140:137];
-  assign \i__payload$76.w_codes[1]  = \i__payload$76 [144:141];
-  assign \i__payload$76.w_codes[2]  = \i__payload$76 [148:145];
-  assign \i__payload$76.w_codes[3]  = \i__payload$76 [152:149];
-  assign \i__payload$76.w_codes[4]  = \i__payload$76 [156:153];
-  assign \i__payload$76.w_codes[5]  = \i__payload$76 [160:157];
-  assign \i__payload$76.w_codes[6]  = \i__payload$76 [164:161];
-  assign \i__payload$76.w_codes[7]  = \i__payload$76 [168:165];
-  assign \i__payload$76.w_codes[8]  = \i__payload$76 [172:169];
-  assign \i__payload$76.w_codes[9]  = \i__payload$76 [176:173];
-  assign \i__payload$76.w_codes[10]  = \i__payload$76 [180:177];
-  assign \i__payload$76.w_codes[11]  = \i__payload$76 [184:181];
-  assign \i__payload$76.w_codes[12]  = \i__payload$76 [188:185];
-  assign \i__payload$76.w_codes[13]  = \i__payload$76 [192:189];
-  assign \i__payload$76.w_codes[14]  = \i__payload$76 [196:193];
-  assign \i__payload$76.w_codes[15]  = \i__payload$76 [200:197];
-  assign \i__payload$76.w_codes[16]  = \i__payload$76 [204:201];
-  assign \i__payload$76.w_codes[17]  = \i__payload$76 [208:205];
-  assign \i__payload$76.w_codes[18]  = \i__payload$76 [212:209];
-  assign \i__payload$76.w_codes[19]  = \i__payload$76 [216:213];
-  assign \i__payload$76.w_codes[20]  = \i__payload$76 [220:217];
-  assign \i__payload$76.w_codes[21]  = \i__payload$76 [224:221];
-  assign \i__payload$76.w_codes[22]  = \i__payload$76 [228:225];
-  assign \i__payload$76.w_codes[23]  = \i__payload$76 [232:229];
-  assign \i__payload$76.w_codes[24]  = \i__payload$76 [236:233];
-  assign \i__payload$76.w_codes[25]  = \i__payload$76 [240:237];
-  assign \i__payload$76.w_codes[26]  = \i__payload$76 [244:241];
-  assign \i__payload$76.w_codes[27]  = \i__payload$76 [248:245];
-  assign \i__payload$76.w_codes[28]  = \i__payload$76 [252:249];
-  assign \i__payload$76.w_codes[29]  = \i__payload$76 [256:253];
-  assign \i__payload$76.w_codes[30]  = \i__payload$76 [260:257];
-  assign \i__payload$76.w_codes[31]  = \i__payload$76 [264:261];
-  assign \i__payload$76.w_dialect  = \i__payload$76 [268:265];
-  assign \i__payload$76.w_exp  = \i__payload$76 [273:269];
-  assign \i__payload$76.last  = \i__payload$76 [274];
+  assign \o__payload$60.result  = results__0__payload;
+  assign \i__payload$66.a_codes  = \i__payload$66 [127:0];
+  assign \i__payload$66.a_codes[0]  = \i__payload$66 [3:0];
+  assign \i__payload$66.a_codes[1]  = \i__payload$66 [7:4];
+  assign \i__payload$66.a_codes[2]  = \i__payload$66 [11:8];
+  assign \i__payload$66.a_codes[3]  = \i__payload$66 [15:12];
+  assign \i__payload$66.a_codes[4]  = \i__payload$66 [19:16];
+  assign \i__payload$66.a_codes[5]  = \i__payload$66 [23:20];
+  assign \i__payload$66.a_codes[6]  = \i__payload$66 [27:24];
+  assign \i__payload$66.a_codes[7]  = \i__payload$66 [31:28];
+  assign \i__payload$66.a_codes[8]  = \i__payload$66 [35:32];
+  assign \i__payload$66.a_codes[9]  = \i__payload$66 [39:36];
+  assign \i__payload$66.a_codes[10]  = \i__payload$66 [43:40];
+  assign \i__payload$66.a_codes[11]  = \i__payload$66 [47:44];
+  assign \i__payload$66.a_codes[12]  = \i__payload$66 [51:48];
+  assign \i__payload$66.a_codes[13]  = \i__payload$66 [55:52];
+  assign \i__payload$66.a_codes[14]  = \i__payload$66 [59:56];
+  assign \i__payload$66.a_codes[15]  = \i__payload$66 [63:60];
+  assign \i__payload$66.a_codes[16]  = \i__payload$66 [67:64];
+  assign \i__payload$66.a_codes[17]  = \i__payload$66 [71:68];
+  assign \i__payload$66.a_codes[18]  = \i__payload$66 [75:72];
+  assign \i__payload$66.a_codes[19]  = \i__payload$66 [79:76];
+  assign \i__payload$66.a_codes[20]  = \i__payload$66 [83:80];
+  assign \i__payload$66.a_codes[21]  = \i__payload$66 [87:84];
+  assign \i__payload$66.a_codes[22]  = \i__payload$66 [91:88];
+  assign \i__payload$66.a_codes[23]  = \i__payload$66 [95:92];
+  assign \i__payload$66.a_codes[24]  = \i__payload$66 [99:96];
+  assign \i__payload$66.a_codes[25]  = \i__payload$66 [103:100];
+  assign \i__payload$66.a_codes[26]  = \i__payload$66 [107:104];
+  assign \i__payload$66.a_codes[27]  = \i__payload$66 [111:108];
+  assign \i__payload$66.a_codes[28]  = \i__payload$66 [115:112];
+  assign \i__payload$66.a_codes[29]  = \i__payload$66 [119:116];
+  assign \i__payload$66.a_codes[30]  = \i__payload$66 [123:120];
+  assign \i__payload$66.a_codes[31]  = \i__payload$66 [127:124];
+  assign \i__payload$66.a_dialect  = \i__payload$66 [131:128];
+  assign \i__payload$66.a_exp  = \i__payload$66 [136:132];
+  assign \i__payload$66.w_codes  = \i__payload$66 [264:137];
+  assign \i__payload$66.w_codes[0]  = \i__payload$66 [140:137];
+  assign \i__payload$66.w_codes[1]  = \i__payload$66 [144:141];
+  assign \i__payload$66.w_codes[2]  = \i__payload$66 [148:145];
+  assign \i__payload$66.w_codes[3]  = \i__payload$66 [152:149];
+  assign \i__payload$66.w_codes[4]  = \i__payload$66 [156:153];
+  assign \i__payload$66.w_codes[5]  = \i__payload$66 [160:157];
+  assign \i__payload$66.w_codes[6]  = \i__payload$66 [164:161];
+  assign \i__payload$66.w_codes[7]  = \i__payload$66 [168:165];
+  assign \i__payload$66.w_codes[8]  = \i__payload$66 [172:169];
+  assign \i__payload$66.w_codes[9]  = \i__payload$66 [176:173];
+  assign \i__payload$66.w_codes[10]  = \i__payload$66 [180:177];
+  assign \i__payload$66.w_codes[11]  = \i__payload$66 [184:181];
+  assign \i__payload$66.w_codes[12]  = \i__payload$66 [188:185];
+  assign \i__payload$66.w_codes[13]  = \i__payload$66 [192:189];
+  assign \i__payload$66.w_codes[14]  = \i__payload$66 [196:193];
+  assign \i__payload$66.w_codes[15]  = \i__payload$66 [200:197];
+  assign \i__payload$66.w_codes[16]  = \i__payload$66 [204:201];
+  assign \i__payload$66.w_codes[17]  = \i__payload$66 [208:205];
+  assign \i__payload$66.w_codes[18]  = \i__payload$66 [212:209];
+  assign \i__payload$66.w_codes[19]  = \i__payload$66 [216:213];
+  assign \i__payload$66.w_codes[20]  = \i__payload$66 [220:217];
+  assign \i__payload$66.w_codes[21]  = \i__payload$66 [224:221];
+  assign \i__payload$66.w_codes[22]  = \i__payload$66 [228:225];
+  assign \i__payload$66.w_codes[23]  = \i__payload$66 [232:229];
+  assign \i__payload$66.w_codes[24]  = \i__payload$66 [236:233];
+  assign \i__payload$66.w_codes[25]  = \i__payload$66 [240:237];
+  assign \i__payload$66.w_codes[26]  = \i__payload$66 [244:241];
+  assign \i__payload$66.w_codes[27]  = \i__payload$66 [248:245];
+  assign \i__payload$66.w_codes[28]  = \i__payload$66 [252:249];
+  assign \i__payload$66.w_codes[29]  = \i__payload$66 [256:253];
+  assign \i__payload$66.w_codes[30]  = \i__payload$66 [260:257];
+  assign \i__payload$66.w_codes[31]  = \i__payload$66 [264:261];
+  assign \i__payload$66.w_dialect  = \i__payload$66 [268:265];
+  assign \i__payload$66.w_exp  = \i__payload$66 [273:269];
+  assign \i__payload$66.last  = \i__payload$66 [274];
   assign \results__1__payload.result  = results__1__payload;
-  assign \o__payload$78.result  = results__1__payload;
-  assign \i__payload$84.a_codes  = \i__payload$84 [127:0];
-  assign \i__payload$84.a_codes[0]  = \i__payload$84 [3:0];
-  assign \i__payload$84.a_codes[1]  = \i__payload$84 [7:4];
-  assign \i__payload$84.a_codes[2]  = \i__payload$84 [11:8];
-  assign \i__payload$84.a_codes[3]  = \i__payload$84 [15:12];
-  assign \i__payload$84.a_codes[4]  = \i__payload$84 [19:16];
-  assign \i__payload$84.a_codes[5]  = \i__payload$84 [23:20];
-  assign \i__payload$84.a_codes[6]  = \i__payload$84 [27:24];
-  assign \i__payload$84.a_codes[7]  = \i__payload$84 [31:28];
-  assign \i__payload$84.a_codes[8]  = \i__payload$84 [35:32];
-  assign \i__payload$84.a_codes[9]  = \i__payload$84 [39:36];
-  assign \i__payload$84.a_codes[10]  = \i__payload$84 [43:40];
-  assign \i__payload$84.a_codes[11]  = \i__payload$84 [47:44];
-  assign \i__payload$84.a_codes[12]  = \i__payload$84 [51:48];
-  assign \i__payload$84.a_codes[13]  = \i__payload$84 [55:52];
-  assign \i__payload$84.a_codes[14]  = \i__payload$84 [59:56];
-  assign \i__payload$84.a_codes[15]  = \i__payload$84 [63:60];
-  assign \i__payload$84.a_codes[16]  = \i__payload$84 [67:64];
-  assign \i__payload$84.a_codes[17]  = \i__payload$84 [71:68];
-  assign \i__payload$84.a_codes[18]  = \i__payload$84 [75:72];
-  assign \i__payload$84.a_codes[19]  = \i__payload$84 [79:76];
-  assign \i__payload$84.a_codes[20]  = \i__payload$84 [83:80];
-  assign \i__payload$84.a_codes[21]  = \i__payload$84 [87:84];
-  assign \i__payload$84.a_codes[22]  = \i__payload$84 [91:88];
-  assign \i__payload$84.a_codes[23]  = \i__payload$84 [95:92];
-  assign \i__payload$84.a_codes[24]  = \i__payload$84 [99:96];
-  assign \i__payload$84.a_codes[25]  = \i__payload$84 [103:100];
-  assign \i__payload$84.a_codes[26]  = \i__payload$84 [107:104];
-  assign \i__payload$84.a_codes[27]  = \i__payload$84 [111:108];
-  assign \i__payload$84.a_codes[28]  = \i__payload$84 [115:112];
-  assign \i__payload$84.a_codes[29]  = \i__payload$84 [119:116];
-  assign \i__payload$84.a_codes[30]  = \i__payload$84 [123:120];
-  assign \i__payload$84.a_codes[31]  = \i__payload$84 [127:124];
-  assign \i__payload$84.a_dialect  = \i__payload$84 [131:128];
-  assign \i__payload$84.a_exp  = \i__payload$84 [136:132];
-  assign \i__payload$84.w_codes  = \i__payload$84 [264:137];
-  assign \i__payload$84.w_codes[0]  = \i__payload$84 [140:137];
-  assign \i__payload$84.w_codes[1]  = \i__payload$84 [144:141];
-  assign \i__payload$84.w_codes[2]  = \i__payload$84 [148:145];
-  assign \i__payload$84.w_codes[3]  = \i__payload$84 [152:149];
-  assign \i__payload$84.w_codes[4]  = \i__payload$84 [156:153];
-  assign \i__payload$84.w_codes[5]  = \i__payload$84 [160:157];
-  assign \i__payload$84.w_codes[6]  = \i__payload$84 [164:161];
-  assign \i__payload$84.w_codes[7]  = \i__payload$84 [168:165];
-  assign \i__payload$84.w_codes[8]  = \i__payload$84 [172:169];
-  assign \i__payload$84.w_codes[9]  = \i__payload$84 [176:173];
-  assign \i__payload$84.w_codes[10]  = \i__payload$84 [180:177];
-  assign \i__payload$84.w_codes[11]  = \i__payload$84 [184:181];
-  assign \i__payload$84.w_codes[12]  = \i__payload$84 [188:185];
-  assign \i__payload$84.w_codes[13]  = \i__payload$84 [192:189];
-  assign \i__payload$84.w_codes[14]  = \i__payload$84 [196:193];
-  assign \i__payload$84.w_codes[15]  = \i__payload$84 [200:197];
-  assign \i__payload$84.w_codes[16]  = \i__payload$84 [204:201];
-  assign \i__payload$84.w_codes[17]  = \i__payload$84 [208:205];
-  assign \i__payload$84.w_codes[18]  = \i__payload$84 [212:209];
-  assign \i__payload$84.w_codes[19]  = \i__payload$84 [216:213];
-  assign \i__payload$84.w_codes[20]  = \i__payload$84 [220:217];
-  assign \i__payload$84.w_codes[21]  = \i__payload$84 [224:221];
-  assign \i__payload$84.w_codes[22]  = \i__payload$84 [228:225];
-  assign \i__payload$84.w_codes[23]  = \i__payload$84 [232:229];
-  assign \i__payload$84.w_codes[24]  = \i__payload$84 [236:233];
-  assign \i__payload$84.w_codes[25]  = \i__payload$84 [240:237];
-  assign \i__payload$84.w_codes[26]  = \i__payload$84 [244:241];
-  assign \i__payload$84.w_codes[27]  = \i__payload$84 [248:245];
-  assign \i__payload$84.w_codes[28]  = \i__payload$84 [252:249];
-  assign \i__payload$84.w_codes[29]  = \i__payload$84 [256:253];
-  assign \i__payload$84.w_codes[30]  = \i__payload$84 [260:257];
-  assign \i__payload$84.w_codes[31]  = \i__payload$84 [264:261];
-  assign \i__payload$84.w_dialect  = \i__payload$84 [268:265];
-  assign \i__payload$84.w_exp  = \i__payload$84 [273:269];
-  assign \i__payload$84.last  = \i__payload$84 [274];
+  assign \o__payload$68.result  = results__1__payload;
+  assign \i__payload$74.a_codes  = \i__payload$74 [127:0];
+  assign \i__payload$74.a_codes[0]  = \i__payload$74 [3:0];
+  assign \i__payload$74.a_codes[1]  = \i__payload$74 [7:4];
+  assign \i__payload$74.a_codes[2]  = \i__payload$74 [11:8];
+  assign \i__payload$74.a_codes[3]  = \i__payload$74 [15:12];
+  assign \i__payload$74.a_codes[4]  = \i__payload$74 [19:16];
+  assign \i__payload$74.a_codes[5]  = \i__payload$74 [23:20];
+  assign \i__payload$74.a_codes[6]  = \i__payload$74 [27:24];
+  assign \i__payload$74.a_codes[7]  = \i__payload$74 [31:28];
+  assign \i__payload$74.a_codes[8]  = \i__payload$74 [35:32];
+  assign \i__payload$74.a_codes[9]  = \i__payload$74 [39:36];
+  assign \i__payload$74.a_codes[10]  = \i__payload$74 [43:40];
+  assign \i__payload$74.a_codes[11]  = \i__payload$74 [47:44];
+  assign \i__payload$74.a_codes[12]  = \i__payload$74 [51:48];
+  assign \i__payload$74.a_codes[13]  = \i__payload$74 [55:52];
+  assign \i__payload$74.a_codes[14]  = \i__payload$74 [59:56];
+  assign \i__payload$74.a_codes[15]  = \i__payload$74 [63:60];
+  assign \i__payload$74.a_codes[16]  = \i__payload$74 [67:64];
+  assign \i__payload$74.a_codes[17]  = \i__payload$74 [71:68];
+  assign \i__payload$74.a_codes[18]  = \i__payload$74 [75:72];
+  assign \i__payload$74.a_codes[19]  = \i__payload$74 [79:76];
+  assign \i__payload$74.a_codes[20]  = \i__payload$74 [83:80];
+  assign \i__payload$74.a_codes[21]  = \i__payload$74 [87:84];
+  assign \i__payload$74.a_codes[22]  = \i__payload$74 [91:88];
+  assign \i__payload$74.a_codes[23]  = \i__payload$74 [95:92];
+  assign \i__payload$74.a_codes[24]  = \i__payload$74 [99:96];
+  assign \i__payload$74.a_codes[25]  = \i__payload$74 [103:100];
+  assign \i__payload$74.a_codes[26]  = \i__payload$74 [107:104];
+  assign \i__payload$74.a_codes[27]  = \i__payload$74 [111:108];
+  assign \i__payload$74.a_codes[28]  = \i__payload$74 [115:112];
+  assign \i__payload$74.a_codes[29]  = \i__payload$74 [119:116];
+  assign \i__payload$74.a_codes[30]  = \i__payload$74 [123:120];
+  assign \i__payload$74.a_codes[31]  = \i__payload$74 [127:124];
+  assign \i__payload$74.a_dialect  = \i__payload$74 [131:128];
+  assign \i__payload$74.a_exp  = \i__payload$74 [136:132];
+  assign \i__payload$74.w_codes  = \i__payload$74 [264:137];
+  assign \i__payload$74.w_codes[0]  = \i__payload$74 [140:137];
+  assign \i__payload$74.w_codes[1]  = \i__payload$74 [144:141];
+  assign \i__payload$74.w_codes[2]  = \i__payload$74 [148:145];
+  assign \i__payload$74.w_codes[3]  = \i__payload$74 [152:149];
+  assign \i__payload$74.w_codes[4]  = \i__payload$74 [156:153];
+  assign \i__payload$74.w_codes[5]  = \i__payload$74 [160:157];
+  assign \i__payload$74.w_codes[6]  = \i__payload$74 [164:161];
+  assign \i__payload$74.w_codes[7]  = \i__payload$74 [168:165];
+  assign \i__payload$74.w_codes[8]  = \i__payload$74 [172:169];
+  assign \i__payload$74.w_codes[9]  = \i__payload$74 [176:173];
+  assign \i__payload$74.w_codes[10]  = \i__payload$74 [180:177];
+  assign \i__payload$74.w_codes[11]  = \i__payload$74 [184:181];
+  assign \i__payload$74.w_codes[12]  = \i__payload$74 [188:185];
+  assign \i__payload$74.w_codes[13]  = \i__payload$74 [192:189];
+  assign \i__payload$74.w_codes[14]  = \i__payload$74 [196:193];
+  assign \i__payload$74.w_codes[15]  = \i__payload$74 [200:197];
+  assign \i__payload$74.w_codes[16]  = \i__payload$74 [204:201];
+  assign \i__payload$74.w_codes[17]  = \i__payload$74 [208:205];
+  assign \i__payload$74.w_codes[18]  = \i__payload$74 [212:209];
+  assign \i__payload$74.w_codes[19]  = \i__payload$74 [216:213];
+  assign \i__payload$74.w_codes[20]  = \i__payload$74 [220:217];
+  assign \i__payload$74.w_codes[21]  = \i__payload$74 [224:221];
+  assign \i__payload$74.w_codes[22]  = \i__payload$74 [228:225];
+  assign \i__payload$74.w_codes[23]  = \i__payload$74 [232:229];
+  assign \i__payload$74.w_codes[24]  = \i__payload$74 [236:233];
+  assign \i__payload$74.w_codes[25]  = \i__payload$74 [240:237];
+  assign \i__payload$74.w_codes[26]  = \i__payload$74 [244:241];
+  assign \i__payload$74.w_codes[27]  = \i__payload$74 [248:245];
+  assign \i__payload$74.w_codes[28]  = \i__payload$74 [252:249];
+  assign \i__payload$74.w_codes[29]  = \i__payload$74 [256:253];
+  assign \i__payload$74.w_codes[30]  = \i__payload$74 [260:257];
+  assign \i__payload$74.w_codes[31]  = \i__payload$74 [264:261];
+  assign \i__payload$74.w_dialect  = \i__payload$74 [268:265];
+  assign \i__payload$74.w_exp  = \i__payload$74 [273:269];
+  assign \i__payload$74.last  = \i__payload$74 [274];
   assign \results__2__payload.result  = results__2__payload;
-  assign \o__payload$86.result  = results__2__payload;
-  assign \i__payload$92.a_codes  = \i__payload$92 [127:0];
-  assign \i__payload$92.a_codes[0]  = \i__payload$92 [3:0];
-  assign \i__payload$92.a_codes[1]  = \i__payload$92 [7:4];
-  assign \i__payload$92.a_codes[2]  = \i__payload$92 [11:8];
-  assign \i__payload$92.a_codes[3]  = \i__payload$92 [15:12];
-  assign \i__payload$92.a_codes[4]  = \i__payload$92 [19:16];
-  assign \i__payload$92.a_codes[5]  = \i__payload$92 [23:20];
-  assign \i__payload$92.a_codes[6]  = \i__payload$92 [27:24];
-  assign \i__payload$92.a_codes[7]  = \i__payload$92 [31:28];
-  assign \i__payload$92.a_codes[8]  = \i__payload$92 [35:32];
-  assign \i__payload$92.a_codes[9]  = \i__payload$92 [39:36];
-  assign \i__payload$92.a_codes[10]  = \i__payload$92 [43:40];
-  assign \i__payload$92.a_codes[11]  = \i__payload$92 [47:44];
-  assign \i__payload$92.a_codes[12]  = \i__payload$92 [51:48];
-  assign \i__payload$92.a_codes[13]  = \i__payload$92 [55:52];
-  assign \i__payload$92.a_codes[14]  = \i__payload$92 [59:56];
-  assign \i__payload$92.a_codes[15]  = \i__payload$92 [63:60];
-  assign \i__payload$92.a_codes[16]  = \i__payload$92 [67:64];
-  assign \i__payload$92.a_codes[17]  = \i__payload$92 [71:68];
-  assign \i__payload$92.a_codes[18]  = \i__payload$92 [75:72];
-  assign \i__payload$92.a_codes[19]  = \i__payload$92 [79:76];
-  assign \i__payload$92.a_codes[20]  = \i__payload$92 [83:80];
-  assign \i__payload$92.a_codes[21]  = \i__payload$92 [87:84];
-  assign \i__payload$92.a_codes[22]  = \i__payload$92 [91:88];
-  assign \i__payload$92.a_codes[23]  = \i__payload$92 [95:92];
-  assign \i__payload$92.a_codes[24]  = \i__payload$92 [99:96];
-  assign \i__payload$92.a_codes[25]  = \i__payload$92 [103:100];
-  assign \i__payload$92.a_codes[26]  = \i__payload$92 [107:104];
-  assign \i__payload$92.a_codes[27]  = \i__payload$92 [111:108];
-  assign \i__payload$92.a_codes[28]  = \i__payload$92 [115:112];
-  assign \i__payload$92.a_codes[29]  = \i__payload$92 [119:116];
-  assign \i__payload$92.a_codes[30]  = \i__payload$92 [123:120];
-  assign \i__payload$92.a_codes[31]  = \i__payload$92 [127:124];
-  assign \i__payload$92.a_dialect  = \i__payload$92 [131:128];
-  assign \i__payload$92.a_exp  = \i__payload$92 [136:132];
-  assign \i__payload$92.w_codes  = \i__payload$92 [264:137];
-  assign \i__payload$92.w_codes[0]  = \i__payload$92 [140:137];
-  assign \i__payload$92.w_codes[1]  = \i__payload$92 [144:141];
-  assign \i__payload$92.w_codes[2]  = \i__payload$92 [148:145];
-  assign \i__payload$92.w_codes[3]  = \i__payload$92 [152:149];
-  assign \i__payload$92.w_codes[4]  = \i__payload$92 [156:153];
-  assign \i__payload$92.w_codes[5]  = \i__payload$92 [160:157];
-  assign \i__payload$92.w_codes[6]  = \i__payload$92 [164:161];
-  assign \i__payload$92.w_codes[7]  = \i__payload$92 [168:165];
-  assign \i__payload$92.w_codes[8]  = \i__payload$92 [172:169];
-  assign \i__payload$92.w_codes[9]  = \i__payload$92 [176:173];
-  assign \i__payload$92.w_codes[10]  = \i__payload$92 [180:177];
-  assign \i__payload$92.w_codes[11]  = \i__payload$92 [184:181];
-  assign \i__payload$92.w_codes[12]  = \i__payload$92 [188:185];
-  assign \i__payload$92.w_codes[13]  = \i__payload$92 [192:189];
-  assign \i__payload$92.w_codes[14]  = \i__payload$92 [196:193];
-  assign \i__payload$92.w_codes[15]  = \i__payload$92 [200:197];
-  assign \i__payload$92.w_codes[16]  = \i__payload$92 [204:201];
-  assign \i__payload$92.w_codes[17]  = \i__payload$92 [208:205];
-  assign \i__payload$92.w_codes[18]  = \i__payload$92 [212:209];
-  assign \i__payload$92.w_codes[19]  = \i__payload$92 [216:213];
-  assign \i__payload$92.w_codes[20]  = \i__payload$92 [220:217];
-  assign \i__payload$92.w_codes[21]  = \i__payload$92 [224:221];
-  assign \i__payload$92.w_codes[22]  = \i__payload$92 [228:225];
-  assign \i__payload$92.w_codes[23]  = \i__payload$92 [232:229];
-  assign \i__payload$92.w_codes[24]  = \i__payload$92 [236:233];
-  assign \i__payload$92.w_codes[25]  = \i__payload$92 [240:237];
-  assign \i__payload$92.w_codes[26]  = \i__payload$92 [244:241];
-  assign \i__payload$92.w_codes[27]  = \i__payload$92 [248:245];
-  assign \i__payload$92.w_codes[28]  = \i__payload$92 [252:249];
-  assign \i__payload$92.w_codes[29]  = \i__payload$92 [256:253];
-  assign \i__payload$92.w_codes[30]  = \i__payload$92 [260:257];
-  assign \i__payload$92.w_codes[31]  = \i__payload$92 [264:261];
-  assign \i__payload$92.w_dialect  = \i__payload$92 [268:265];
-  assign \i__payload$92.w_exp  = \i__payload$92 [273:269];
-  assign \i__payload$92.last  = \i__payload$92 [274];
+  assign \o__payload$76.result  = results__2__payload;
+  assign \i__payload$82.a_codes  = \i__payload$82 [127:0];
+  assign \i__payload$82.a_codes[0]  = \i__payload$82 [3:0];
+  assign \i__payload$82.a_codes[1]  = \i__payload$82 [7:4];
+  assign \i__payload$82.a_codes[2]  = \i__payload$82 [11:8];
+  assign \i__payload$82.a_codes[3]  = \i__payload$82 [15:12];
+  assign \i__payload$82.a_codes[4]  = \i__payload$82 [19:16];
+  assign \i__payload$82.a_codes[5]  = \i__payload$82 [23:20];
+  assign \i__payload$82.a_codes[6]  = \i__payload$82 [27:24];
+  assign \i__payload$82.a_codes[7]  = \i__payload$82 [31:28];
+  assign \i__payload$82.a_codes[8]  = \i__payload$82 [35:32];
+  assign \i__payload$82.a_codes[9]  = \i__payload$82 [39:36];
+  assign \i__payload$82.a_codes[10]  = \i__payload$82 [43:40];
+  assign \i__payload$82.a_codes[11]  = \i__payload$82 [47:44];
+  assign \i__payload$82.a_codes[12]  = \i__payload$82 [51:48];
+  assign \i__payload$82.a_codes[13]  = \i__payload$82 [55:52];
+  assign \i__payload$82.a_codes[14]  = \i__payload$82 [59:56];
+  assign \i__payload$82.a_codes[15]  = \i__payload$82 [63:60];
+  assign \i__payload$82.a_codes[16]  = \i__payload$82 [67:64];
+  assign \i__payload$82.a_codes[17]  = \i__payload$82 [71:68];
+  assign \i__payload$82.a_codes[18]  = \i__payload$82 [75:72];
+  assign \i__payload$82.a_codes[19]  = \i__payload$82 [79:76];
+  assign \i__payload$82.a_codes[20]  = \i__payload$82 [83:80];
+  assign \i__payload$82.a_codes[21]  = \i__payload$82 [87:84];
+  assign \i__payload$82.a_codes[22]  = \i__payload$82 [91:88];
+  assign \i__payload$82.a_codes[23]  = \i__payload$82 [95:92];
+  assign \i__payload$82.a_codes[24]  = \i__payload$82 [99:96];
+  assign \i__payload$82.a_codes[25]  = \i__payload$82 [103:100];
+  assign \i__payload$82.a_codes[26]  = \i__payload$82 [107:104];
+  assign \i__payload$82.a_codes[27]  = \i__payload$82 [111:108];
+  assign \i__payload$82.a_codes[28]  = \i__payload$82 [115:112];
+  assign \i__payload$82.a_codes[29]  = \i__payload$82 [119:116];
+  assign \i__payload$82.a_codes[30]  = \i__payload$82 [123:120];
+  assign \i__payload$82.a_codes[31]  = \i__payload$82 [127:124];
+  assign \i__payload$82.a_dialect  = \i__payload$82 [131:128];
+  assign \i__payload$82.a_exp  = \i__payload$82 [136:132];
+  assign \i__payload$82.w_codes  = \i__payload$82 [264:137];
+  assign \i__payload$82.w_codes[0]  = \i__payload$82 [140:137];
+  assign \i__payload$82.w_codes[1]  = \i__payload$82 [144:141];
+  assign \i__payload$82.w_codes[2]  = \i__payload$82 [148:145];
+  assign \i__payload$82.w_codes[3]  = \i__payload$82 [152:149];
+  assign \i__payload$82.w_codes[4]  = \i__payload$82 [156:153];
+  assign \i__payload$82.w_codes[5]  = \i__payload$82 [160:157];
+  assign \i__payload$82.w_codes[6]  = \i__payload$82 [164:161];
+  assign \i__payload$82.w_codes[7]  = \i__payload$82 [168:165];
+  assign \i__payload$82.w_codes[8]  = \i__payload$82 [172:169];
+  assign \i__payload$82.w_codes[9]  = \i__payload$82 [176:173];
+  assign \i__payload$82.w_codes[10]  = \i__payload$82 [180:177];
+  assign \i__payload$82.w_codes[11]  = \i__payload$82 [184:181];
+  assign \i__payload$82.w_codes[12]  = \i__payload$82 [188:185];
+  assign \i__payload$82.w_codes[13]  = \i__payload$82 [192:189];
+  assign \i__payload$82.w_codes[14]  = \i__payload$82 [196:193];
+  assign \i__payload$82.w_codes[15]  = \i__payload$82 [200:197];
+  assign \i__payload$82.w_codes[16]  = \i__payload$82 [204:201];
+  assign \i__payload$82.w_codes[17]  = \i__payload$82 [208:205];
+  assign \i__payload$82.w_codes[18]  = \i__payload$82 [212:209];
+  assign \i__payload$82.w_codes[19]  = \i__payload$82 [216:213];
+  assign \i__payload$82.w_codes[20]  = \i__payload$82 [220:217];
+  assign \i__payload$82.w_codes[21]  = \i__payload$82 [224:221];
+  assign \i__payload$82.w_codes[22]  = \i__payload$82 [228:225];
+  assign \i__payload$82.w_codes[23]  = \i__payload$82 [232:229];
+  assign \i__payload$82.w_codes[24]  = \i__payload$82 [236:233];
+  assign \i__payload$82.w_codes[25]  = \i__payload$82 [240:237];
+  assign \i__payload$82.w_codes[26]  = \i__payload$82 [244:241];
+  assign \i__payload$82.w_codes[27]  = \i__payload$82 [248:245];
+  assign \i__payload$82.w_codes[28]  = \i__payload$82 [252:249];
+  assign \i__payload$82.w_codes[29]  = \i__payload$82 [256:253];
+  assign \i__payload$82.w_codes[30]  = \i__payload$82 [260:257];
+  assign \i__payload$82.w_codes[31]  = \i__payload$82 [264:261];
+  assign \i__payload$82.w_dialect  = \i__payload$82 [268:265];
+  assign \i__payload$82.w_exp  = \i__payload$82 [273:269];
+  assign \i__payload$82.last  = \i__payload$82 [274];
   assign \results__3__payload.result  = results__3__payload;
-  assign \o__payload$94.result  = results__3__payload;
-  assign \i__payload$100.a_codes  = \i__payload$100 [127:0];
-  assign \i__payload$100.a_codes[0]  = \i__payload$100 [3:0];
-  assign \i__payload$100.a_codes[1]  = \i__payload$100 [7:4];
-  assign \i__payload$100.a_codes[2]  = \i__payload$100 [11:8];
-  assign \i__payload$100.a_codes[3]  = \i__payload$100 [15:12];
-  assign \i__payload$100.a_codes[4]  = \i__payload$100 [19:16];
-  assign \i__payload$100.a_codes[5]  = \i__payload$100 [23:20];
-  assign \i__payload$100.a_codes[6]  = \i__payload$100 [27:24];
-  assign \i__payload$100.a_codes[7]  = \i__payload$100 [31:28];
-  assign \i__payload$100.a_codes[8]  = \i__payload$100 [35:32];
-  assign \i__payload$100.a_codes[9]  = \i__payload$100 [39:36];
-  assign \i__payload$100.a_codes[10]  = \i__payload$100 [43:40];
-  assign \i__payload$100.a_codes[11]  = \i__payload$100 [47:44];
-  assign \i__payload$100.a_codes[12]  = \i__payload$100 [51:48];
-  assign \i__payload$100.a_codes[13]  = \i__payload$100 [55:52];
-  assign \i__payload$100.a_codes[14]  = \i__payload$100 [59:56];
-  assign \i__payload$100.a_codes[15]  = \i__payload$100 [63:60];
-  assign \i__payload$100.a_codes[16]  = \i__payload$100 [67:64];
-  assign \i__payload$100.a_codes[17]  = \i__payload$100 [71:68];
-  assign \i__payload$100.a_codes[18]  = \i__payload$100 [75:72];
-  assign \i__payload$100.a_codes[19]  = \i__payload$100 [79:76];
-  assign \i__payload$100.a_codes[20]  = \i__payload$100 [83:80];
-  assign \i__payload$100.a_codes[21]  = \i__payload$100 [87:84];
-  assign \i__payload$100.a_codes[22]  = \i__payload$100 [91:88];
-  assign \i__payload$100.a_codes[23]  = \i__payload$100 [95:92];
-  assign \i__payload$100.a_codes[24]  = \i__payload$100 [99:96];
-  assign \i__payload$100.a_codes[25]  = \i__payload$100 [103:100];
-  assign \i__payload$100.a_codes[26]  = \i__payload$100 [107:104];
-  assign \i__payload$100.a_codes[27]  = \i__payload$100 [111:108];
-  assign \i__payload$100.a_codes[28]  = \i__payload$100 [115:112];
-  assign \i__payload$100.a_codes[29]  = \i__payload$100 [119:116];
-  assign \i__payload$100.a_codes[30]  = \i__payload$100 [123:120];
-  assign \i__payload$100.a_codes[31]  = \i__payload$100 [127:124];
-  assign \i__payload$100.a_dialect  = \i__payload$100 [131:128];
-  assign \i__payload$100.a_exp  = \i__payload$100 [136:132];
-  assign \i__payload$100.w_codes  = \i__payload$100 [264:137];
-  assign \i__payload$100.w_codes[0]  = \i__payload$100 [140:137];
-  assign \i__payload$100.w_codes[1]  = \i__payload$100 [144:141];
-  assign \i__payload$100.w_codes[2]  = \i__payload$100 [148:145];
-  assign \i__payload$100.w_codes[3]  = \i__payload$100 [152:149];
-  assign \i__payload$100.w_codes[4]  = \i__payload$100 [156:153];
-  assign \i__payload$100.w_codes[5]  = \i__payload$100 [160:157];
-  assign \i__payload$100.w_codes[6]  = \i__payload$100 [164:161];
-  assign \i__payload$100.w_codes[7]  = \i__payload$100 [168:165];
-  assign \i__payload$100.w_codes[8]  = \i__payload$100 [172:169];
-  assign \i__payload$100.w_codes[9]  = \i__payload$100 [176:173];
-  assign \i__payload$100.w_codes[10]  = \i__payload$100 [180:177];
-  assign \i__payload$100.w_codes[11]  = \i__payload$100 [184:181];
-  assign \i__payload$100.w_codes[12]  = \i__payload$100 [188:185];
-  assign \i__payload$100.w_codes[13]  = \i__payload$100 [192:189];
-  assign \i__payload$100.w_codes[14]  = \i__payload$100 [196:193];
-  assign \i__payload$100.w_codes[15]  = \i__payload$100 [200:197];
-  assign \i__payload$100.w_codes[16]  = \i__payload$100 [204:201];
-  assign \i__payload$100.w_codes[17]  = \i__payload$100 [208:205];
-  assign \i__payload$100.w_codes[18]  = \i__payload$100 [212:209];
-  assign \i__payload$100.w_codes[19]  = \i__payload$100 [216:213];
-  assign \i__payload$100.w_codes[20]  = \i__payload$100 [220:217];
-  assign \i__payload$100.w_codes[21]  = \i__payload$100 [224:221];
-  assign \i__payload$100.w_codes[22]  = \i__payload$100 [228:225];
-  assign \i__payload$100.w_codes[23]  = \i__payload$100 [232:229];
-  assign \i__payload$100.w_codes[24]  = \i__payload$100 [236:233];
-  assign \i__payload$100.w_codes[25]  = \i__payload$100 [240:237];
-  assign \i__payload$100.w_codes[26]  = \i__payload$100 [244:241];
-  assign \i__payload$100.w_codes[27]  = \i__payload$100 [248:245];
-  assign \i__payload$100.w_codes[28]  = \i__payload$100 [252:249];
-  assign \i__payload$100.w_codes[29]  = \i__payload$100 [256:253];
-  assign \i__payload$100.w_codes[30]  = \i__payload$100 [260:257];
-  assign \i__payload$100.w_codes[31]  = \i__payload$100 [264:261];
-  assign \i__payload$100.w_dialect  = \i__payload$100 [268:265];
-  assign \i__payload$100.w_exp  = \i__payload$100 [273:269];
-  assign \i__payload$100.last  = \i__payload$100 [274];
+  assign \o__payload$84.result  = results__3__payload;
+  assign \i__payload$90.a_codes  = \i__payload$90 [127:0];
+  assign \i__payload$90.a_codes[0]  = \i__payload$90 [3:0];
+  assign \i__payload$90.a_codes[1]  = \i__payload$90 [7:4];
+  assign \i__payload$90.a_codes[2]  = \i__payload$90 [11:8];
+  assign \i__payload$90.a_codes[3]  = \i__payload$90 [15:12];
+  assign \i__payload$90.a_codes[4]  = \i__payload$90 [19:16];
+  assign \i__payload$90.a_codes[5]  = \i__payload$90 [23:20];
+  assign \i__payload$90.a_codes[6]  = \i__payload$90 [27:24];
+  assign \i__payload$90.a_codes[7]  = \i__payload$90 [31:28];
+  assign \i__payload$90.a_codes[8]  = \i__payload$90 [35:32];
+  assign \i__payload$90.a_codes[9]  = \i__payload$90 [39:36];
+  assign \i__payload$90.a_codes[10]  = \i__payload$90 [43:40];
+  assign \i__payload$90.a_codes[11]  = \i__payload$90 [47:44];
+  assign \i__payload$90.a_codes[12]  = \i__payload$90 [51:48];
+  assign \i__payload$90.a_codes[13]  = \i__payload$90 [55:52];
+  assign \i__payload$90.a_codes[14]  = \i__payload$90 [59:56];
+  assign \i__payload$90.a_codes[15]  = \i__payload$90 [63:60];
+  assign \i__payload$90.a_codes[16]  = \i__payload$90 [67:64];
+  assign \i__payload$90.a_codes[17]  = \i__payload$90 [71:68];
+  assign \i__payload$90.a_codes[18]  = \i__payload$90 [75:72];
+  assign \i__payload$90.a_codes[19]  = \i__payload$90 [79:76];
+  assign \i__payload$90.a_codes[20]  = \i__payload$90 [83:80];
+  assign \i__payload$90.a_codes[21]  = \i__payload$90 [87:84];
+  assign \i__payload$90.a_codes[22]  = \i__payload$90 [91:88];
+  assign \i__payload$90.a_codes[23]  = \i__payload$90 [95:92];
+  assign \i__payload$90.a_codes[24]  = \i__payload$90 [99:96];
+  assign \i__payload$90.a_codes[25]  = \i__payload$90 [103:100];
+  assign \i__payload$90.a_codes[26]  = \i__payload$90 [107:104];
+  assign \i__payload$90.a_codes[27]  = \i__payload$90 [111:108];
+  assign \i__payload$90.a_codes[28]  = \i__payload$90 [115:112];
+  assign \i__payload$90.a_codes[29]  = \i__payload$90 [119:116];
+  assign \i__payload$90.a_codes[30]  = \i__payload$90 [123:120];
+  assign \i__payload$90.a_codes[31]  = \i__payload$90 [127:124];
+  assign \i__payload$90.a_dialect  = \i__payload$90 [131:128];
+  assign \i__payload$90.a_exp  = \i__payload$90 [136:132];
+  assign \i__payload$90.w_codes  = \i__payload$90 [264:137];
+  assign \i__payload$90.w_codes[0]  = \i__payload$90 [140:137];
+  assign \i__payload$90.w_codes[1]  = \i__payload$90 [144:141];
+  assign \i__payload$90.w_codes[2]  = \i__payload$90 [148:145];
+  assign \i__payload$90.w_codes[3]  = \i__payload$90 [152:149];
+  assign \i__payload$90.w_codes[4]  = \i__payload$90 [156:153];
+  assign \i__payload$90.w_codes[5]  = \i__payload$90 [160:157];
+  assign \i__payload$90.w_codes[6]  = \i__payload$90 [164:161];
+  assign \i__payload$90.w_codes[7]  = \i__payload$90 [168:165];
+  assign \i__payload$90.w_codes[8]  = \i__payload$90 [172:169];
+  assign \i__payload$90.w_codes[9]  = \i__payload$90 [176:173];
+  assign \i__payload$90.w_codes[10]  = \i__payload$90 [180:177];
+  assign \i__payload$90.w_codes[11]  = \i__payload$90 [184:181];
+  assign \i__payload$90.w_codes[12]  = \i__payload$90 [188:185];
+  assign \i__payload$90.w_codes[13]  = \i__payload$90 [192:189];
+  assign \i__payload$90.w_codes[14]  = \i__payload$90 [196:193];
+  assign \i__payload$90.w_codes[15]  = \i__payload$90 [200:197];
+  assign \i__payload$90.w_codes[16]  = \i__payload$90 [204:201];
+  assign \i__payload$90.w_codes[17]  = \i__payload$90 [208:205];
+  assign \i__payload$90.w_codes[18]  = \i__payload$90 [212:209];
+  assign \i__payload$90.w_codes[19]  = \i__payload$90 [216:213];
+  assign \i__payload$90.w_codes[20]  = \i__payload$90 [220:217];
+  assign \i__payload$90.w_codes[21]  = \i__payload$90 [224:221];
+  assign \i__payload$90.w_codes[22]  = \i__payload$90 [228:225];
+  assign \i__payload$90.w_codes[23]  = \i__payload$90 [232:229];
+  assign \i__payload$90.w_codes[24]  = \i__payload$90 [236:233];
+  assign \i__payload$90.w_codes[25]  = \i__payload$90 [240:237];
+  assign \i__payload$90.w_codes[26]  = \i__payload$90 [244:241];
+  assign \i__payload$90.w_codes[27]  = \i__payload$90 [248:245];
+  assign \i__payload$90.w_codes[28]  = \i__payload$90 [252:249];
+  assign \i__payload$90.w_codes[29]  = \i__payload$90 [256:253];
+  assign \i__payload$90.w_codes[30]  = \i__payload$90 [260:257];
+  assign \i__payload$90.w_codes[31]  = \i__payload$90 [264:261];
+  assign \i__payload$90.w_dialect  = \i__payload$90 [268:265];
+  assign \i__payload$90.w_exp  = \i__payload$90 [273:269];
+  assign \i__payload$90.last  = \i__payload$90 [274];
   assign \results__4__payload.result  = results__4__payload;
-  assign \o__payload$102.result  = results__4__payload;
-  assign \i__payload$108.a_codes  = \i__payload$108 [127:0];
-  assign \i__payload$108.a_codes[0]  = \i__payload$108 [3:0];
-  assign \i__payload$108.a_codes[1]  = \i__payload$108 [7:4];
-  assign \i__payload$108.a_codes[2]  = \i__payload$108 [11:8];
-  assign \i__payload$108.a_codes[3]  = \i__payload$108 [15:12];
-  assign \i__payload$108.a_codes[4]  = \i__payload$108 [19:16];
-  assign \i__payload$108.a_codes[5]  = \i__payload$108 [23:20];
-  assign \i__payload$108.a_codes[6]  = \i__payload$108 [27:24];
-  assign \i__payload$108.a_codes[7]  = \i__payload$108 [31:28];
-  assign \i__payload$108.a_codes[8]  = \i__payload$108 [35:32];
-  assign \i__payload$108.a_codes[9]  = \i__payload$108 [39:36];
-  assign \i__payload$108.a_codes[10]  = \i__payload$108 [43:40];
-  assign \i__payload$108.a_codes[11]  = \i__payload$108 [47:44];
-  assign \i__payload$108.a_codes[12]  = \i__payload$108 [51:48];
-  assign \i__payload$108.a_codes[13]  = \i__payload$108 [55:52];
-  assign \i__payload$108.a_codes[14]  = \i__payload$108 [59:56];
-  assign \i__payload$108.a_codes[15]  = \i__payload$108 [63:60];
-  assign \i__payload$108.a_codes[16]  = \i__payload$108 [67:64];
-  assign \i__payload$108.a_codes[17]  = \i__payload$108 [71:68];
-  assign \i__payload$108.a_codes[18]  = \i__payload$108 [75:72];
-  assign \i__payload$108.a_codes[19]  = \i__payload$108 [79:76];
-  assign \i__payload$108.a_codes[20]  = \i__payload$108 [83:80];
-  assign \i__payload$108.a_codes[21]  = \i__payload$108 [87:84];
-  assign \i__payload$108.a_codes[22]  = \i__payload$108 [91:88];
-  assign \i__payload$108.a_codes[23]  = \i__payload$108 [95:92];
-  assign \i__payload$108.a_codes[24]  = \i__payload$108 [99:96];
-  assign \i__payload$108.a_codes[25]  = \i__payload$108 [103:100];
-  assign \i__payload$108.a_codes[26]  = \i__payload$108 [107:104];
-  assign \i__payload$108.a_codes[27]  = \i__payload$108 [111:108];
-  assign \i__payload$108.a_codes[28]  = \i__payload$108 [115:112];
-  assign \i__payload$108.a_codes[29]  = \i__payload$108 [119:116];
-  assign \i__payload$108.a_codes[30]  = \i__payload$108 [123:120];
-  assign \i__payload$108.a_codes[31]  = \i__payload$108 [127:124];
-  assign \i__payload$108.a_dialect  = \i__payload$108 [131:128];
-  assign \i__payload$108.a_exp  = \i__payload$108 [136:132];
-  assign \i__payload$108.w_codes  = \i__payload$108 [264:137];
-  assign \i__payload$108.w_codes[0]  = \i__payload$108 [140:137];
-  assign \i__payload$108.w_codes[1]  = \i__payload$108 [144:141];
-  assign \i__payload$108.w_codes[2]  = \i__payload$108 [148:145];
-  assign \i__payload$108.w_codes[3]  = \i__payload$108 [152:149];
-  assign \i__payload$108.w_codes[4]  = \i__payload$108 [156:153];
-  assign \i__payload$108.w_codes[5]  = \i__payload$108 [160:157];
-  assign \i__payload$108.w_codes[6]  = \i__payload$108 [164:161];
-  assign \i__payload$108.w_codes[7]  = \i__payload$108 [168:165];
-  assign \i__payload$108.w_codes[8]  = \i__payload$108 [172:169];
-  assign \i__payload$108.w_codes[9]  = \i__payload$108 [176:173];
-  assign \i__payload$108.w_codes[10]  = \i__payload$108 [180:177];
-  assign \i__payload$108.w_codes[11]  = \i__payload$108 [184:181];
-  assign \i__payload$108.w_codes[12]  = \i__payload$108 [188:185];
-  assign \i__payload$108.w_codes[13]  = \i__payload$108 [192:189];
-  assign \i__payload$108.w_codes[14]  = \i__payload$108 [196:193];
-  assign \i__payload$108.w_codes[15]  = \i__payload$108 [200:197];
-  assign \i__payload$108.w_codes[16]  = \i__payload$108 [204:201];
-  assign \i__payload$108.w_codes[17]  = \i__payload$108 [208:205];
-  assign \i__payload$108.w_codes[18]  = \i__payload$108 [212:209];
-  assign \i__payload$108.w_codes[19]  = \i__payload$108 [216:213];
-  assign \i__payload$108.w_codes[20]  = \i__payload$108 [220:217];
-  assign \i__payload$108.w_codes[21]  = \i__payload$108 [224:221];
-  assign \i__payload$108.w_codes[22]  = \i__payload$108 [228:225];
-  assign \i__payload$108.w_codes[23]  = \i__payload$108 [232:229];
-  assign \i__payload$108.w_codes[24]  = \i__payload$108 [236:233];
-  assign \i__payload$108.w_codes[25]  = \i__payload$108 [240:237];
-  assign \i__payload$108.w_codes[26]  = \i__payload$108 [244:241];
-  assign \i__payload$108.w_codes[27]  = \i__payload$108 [248:245];
-  assign \i__payload$108.w_codes[28]  = \i__payload$108 [252:249];
-  assign \i__payload$108.w_codes[29]  = \i__payload$108 [256:253];
-  assign \i__payload$108.w_codes[30]  = \i__payload$108 [260:257];
-  assign \i__payload$108.w_codes[31]  = \i__payload$108 [264:261];
-  assign \i__payload$108.w_dialect  = \i__payload$108 [268:265];
-  assign \i__payload$108.w_exp  = \i__payload$108 [273:269];
-  assign \i__payload$108.last  = \i__payload$108 [274];
+  assign \o__payload$92.result  = results__4__payload;
+  assign \i__payload$98.a_codes  = \i__payload$98 [127:0];
+  assign \i__payload$98.a_codes[0]  = \i__payload$98 [3:0];
+  assign \i__payload$98.a_codes[1]  = \i__payload$98 [7:4];
+  assign \i__payload$98.a_codes[2]  = \i__payload$98 [11:8];
+  assign \i__payload$98.a_codes[3]  = \i__payload$98 [15:12];
+  assign \i__payload$98.a_codes[4]  = \i__payload$98 [19:16];
+  assign \i__payload$98.a_codes[5]  = \i__payload$98 [23:20];
+  assign \i__payload$98.a_codes[6]  = \i__payload$98 [27:24];
+  assign \i__payload$98.a_codes[7]  = \i__payload$98 [31:28];
+  assign \i__payload$98.a_codes[8]  = \i__payload$98 [35:32];
+  assign \i__payload$98.a_codes[9]  = \i__payload$98 [39:36];
+  assign \i__payload$98.a_codes[10]  = \i__payload$98 [43:40];
+  assign \i__payload$98.a_codes[11]  = \i__payload$98 [47:44];
+  assign \i__payload$98.a_codes[12]  = \i__payload$98 [51:48];
+  assign \i__payload$98.a_codes[13]  = \i__payload$98 [55:52];
+  assign \i__payload$98.a_codes[14]  = \i__payload$98 [59:56];
+  assign \i__payload$98.a_codes[15]  = \i__payload$98 [63:60];
+  assign \i__payload$98.a_codes[16]  = \i__payload$98 [67:64];
+  assign \i__payload$98.a_codes[17]  = \i__payload$98 [71:68];
+  assign \i__payload$98.a_codes[18]  = \i__payload$98 [75:72];
+  assign \i__payload$98.a_codes[19]  = \i__payload$98 [79:76];
+  assign \i__payload$98.a_codes[20]  = \i__payload$98 [83:80];
+  assign \i__payload$98.a_codes[21]  = \i__payload$98 [87:84];
+  assign \i__payload$98.a_codes[22]  = \i__payload$98 [91:88];
+  assign \i__payload$98.a_codes[23]  = \i__payload$98 [95:92];
+  assign \i__payload$98.a_codes[24]  = \i__payload$98 [99:96];
+  assign \i__payload$98.a_codes[25]  = \i__payload$98 [103:100];
+  assign \i__payload$98.a_codes[26]  = \i__payload$98 [107:104];
+  assign \i__payload$98.a_codes[27]  = \i__payload$98 [111:108];
+  assign \i__payload$98.a_codes[28]  = \i__payload$98 [115:112];
+  assign \i__payload$98.a_codes[29]  = \i__payload$98 [119:116];
+  assign \i__payload$98.a_codes[30]  = \i__payload$98 [123:120];
+  assign \i__payload$98.a_codes[31]  = \i__payload$98 [127:124];
+  assign \i__payload$98.a_dialect  = \i__payload$98 [131:128];
+  assign \i__payload$98.a_exp  = \i__payload$98 [136:132];
+  assign \i__payload$98.w_codes  = \i__payload$98 [264:137];
+  assign \i__payload$98.w_codes[0]  = \i__payload$98 [140:137];
+  assign \i__payload$98.w_codes[1]  = \i__payload$98 [144:141];
+  assign \i__payload$98.w_codes[2]  = \i__payload$98 [148:145];
+  assign \i__payload$98.w_codes[3]  = \i__payload$98 [152:149];
+  assign \i__payload$98.w_codes[4]  = \i__payload$98 [156:153];
+  assign \i__payload$98.w_codes[5]  = \i__payload$98 [160:157];
+  assign \i__payload$98.w_codes[6]  = \i__payload$98 [164:161];
+  assign \i__payload$98.w_codes[7]  = \i__payload$98 [168:165];
+  assign \i__payload$98.w_codes[8]  = \i__payload$98 [172:169];
+  assign \i__payload$98.w_codes[9]  = \i__payload$98 [176:173];
+  assign \i__payload$98.w_codes[10]  = \i__payload$98 [180:177];
+  assign \i__payload$98.w_codes[11]  = \i__payload$98 [184:181];
+  assign \i__payload$98.w_codes[12]  = \i__payload$98 [188:185];
+  assign \i__payload$98.w_codes[13]  = \i__payload$98 [192:189];
+  assign \i__payload$98.w_codes[14]  = \i__payload$98 [196:193];
+  assign \i__payload$98.w_codes[15]  = \i__payload$98 [200:197];
+  assign \i__payload$98.w_codes[16]  = \i__payload$98 [204:201];
+  assign \i__payload$98.w_codes[17]  = \i__payload$98 [208:205];
+  assign \i__payload$98.w_codes[18]  = \i__payload$98 [212:209];
+  assign \i__payload$98.w_codes[19]  = \i__payload$98 [216:213];
+  assign \i__payload$98.w_codes[20]  = \i__payload$98 [220:217];
+  assign \i__payload$98.w_codes[21]  = \i__payload$98 [224:221];
+  assign \i__payload$98.w_codes[22]  = \i__payload$98 [228:225];
+  assign \i__payload$98.w_codes[23]  = \i__payload$98 [232:229];
+  assign \i__payload$98.w_codes[24]  = \i__payload$98 [236:233];
+  assign \i__payload$98.w_codes[25]  = \i__payload$98 [240:237];
+  assign \i__payload$98.w_codes[26]  = \i__payload$98 [244:241];
+  assign \i__payload$98.w_codes[27]  = \i__payload$98 [248:245];
+  assign \i__payload$98.w_codes[28]  = \i__payload$98 [252:249];
+  assign \i__payload$98.w_codes[29]  = \i__payload$98 [256:253];
+  assign \i__payload$98.w_codes[30]  = \i__payload$98 [260:257];
+  assign \i__payload$98.w_codes[31]  = \i__payload$98 [264:261];
+  assign \i__payload$98.w_dialect  = \i__payload$98 [268:265];
+  assign \i__payload$98.w_exp  = \i__payload$98 [273:269];
+  assign \i__payload$98.last  = \i__payload$98 [274];
   assign \results__5__payload.result  = results__5__payload;
-  assign \o__payload$110.result  = results__5__payload;
-  assign \i__payload$116.a_codes  = \i__payload$116 [127:0];
-  assign \i__payload$116.a_codes[0]  = \i__payload$116 [3:0];
-  assign \i__payload$116.a_codes[1]  = \i__payload$116 [7:4];
-  assign \i__payload$116.a_codes[2]  = \i__payload$116 [11:8];
-  assign \i__payload$116.a_codes[3]  = \i__payload$116 [15:12];
-  assign \i__payload$116.a_codes[4]  = \i__payload$116 [19:16];
-  assign \i__payload$116.a_codes[5]  = \i__payload$116 [23:20];
-  assign \i__payload$116.a_codes[6]  = \i__payload$116 [27:24];
-  assign \i__payload$116.a_codes[7]  = \i__payload$116 [31:28];
-  assign \i__payload$116.a_codes[8]  = \i__payload$116 [35:32];
-  assign \i__payload$116.a_codes[9]  = \i__payload$116 [39:36];
-  assign \i__payload$116.a_codes[10]  = \i__payload$116 [43:40];
-  assign \i__payload$116.a_codes[11]  = \i__payload$116 [47:44];
-  assign \i__payload$116.a_codes[12]  = \i__payload$116 [51:48];
-  assign \i__payload$116.a_codes[13]  = \i__payload$116 [55:52];
-  assign \i__payload$116.a_codes[14]  = \i__payload$116 [59:56];
-  assign \i__payload$116.a_codes[15]  = \i__payload$116 [63:60];
-  assign \i__payload$116.a_codes[16]  = \i__payload$116 [67:64];
-  assign \i__payload$116.a_codes[17]  = \i__payload$116 [71:68];
-  assign \i__payload$116.a_codes[18]  = \i__payload$116 [75:72];
-  assign \i__payload$116.a_codes[19]  = \i__payload$116 [79:76];
-  assign \i__payload$116.a_codes[20]  = \i__payload$116 [83:80];
-  assign \i__payload$116.a_codes[21]  = \i__payload$116 [87:84];
-  assign \i__payload$116.a_codes[22]  = \i__payload$116 [91:88];
-  assign \i__payload$116.a_codes[23]  = \i__payload$116 [95:92];
-  assign \i__payload$116.a_codes[24]  = \i__payload$116 [99:96];
-  assign \i__payload$116.a_codes[25]  = \i__payload$116 [103:100];
-  assign \i__payload$116.a_codes[26]  = \i__payload$116 [107:104];
-  assign \i__payload$116.a_codes[27]  = \i__payload$116 [111:108];
-  assign \i__payload$116.a_codes[28]  = \i__payload$116 [115:112];
-  assign \i__payload$116.a_codes[29]  = \i__payload$116 [119:116];
-  assign \i__payload$116.a_codes[30]  = \i__payload$116 [123:120];
-  assign \i__payload$116.a_codes[31]  = \i__payload$116 [127:124];
-  assign \i__payload$116.a_dialect  = \i__payload$116 [131:128];
-  assign \i__payload$116.a_exp  = \i__payload$116 [136:132];
-  assign \i__payload$116.w_codes  = \i__payload$116 [264:137];
-  assign \i__payload$116.w_codes[0]  = \i__payload$116 [140:137];
-  assign \i__payload$116.w_codes[1]  = \i__payload$116 [144:141];
-  assign \i__payload$116.w_codes[2]  = \i__payload$116 [148:145];
-  assign \i__payload$116.w_codes[3]  = \i__payload$116 [152:149];
-  assign \i__payload$116.w_codes[4]  = \i__payload$116 [156:153];
-  assign \i__payload$116.w_codes[5]  = \i__payload$116 [160:157];
-  assign \i__payload$116.w_codes[6]  = \i__payload$116 [164:161];
-  assign \i__payload$116.w_codes[7]  = \i__payload$116 [168:165];
-  assign \i__payload$116.w_codes[8]  = \i__payload$116 [172:169];
-  assign \i__payload$116.w_codes[9]  = \i__payload$116 [176:173];
-  assign \i__payload$116.w_codes[10]  = \i__payload$116 [180:177];
-  assign \i__payload$116.w_codes[11]  = \i__payload$116 [184:181];
-  assign \i__payload$116.w_codes[12]  = \i__payload$116 [188:185];
-  assign \i__payload$116.w_codes[13]  = \i__payload$116 [192:189];
-  assign \i__payload$116.w_codes[14]  = \i__payload$116 [196:193];
-  assign \i__payload$116.w_codes[15]  = \i__payload$116 [200:197];
-  assign \i__payload$116.w_codes[16]  = \i__payload$116 [204:201];
-  assign \i__payload$116.w_codes[17]  = \i__payload$116 [208:205];
-  assign \i__payload$116.w_codes[18]  = \i__payload$116 [212:209];
-  assign \i__payload$116.w_codes[19]  = \i__payload$116 [216:213];
-  assign \i__payload$116.w_codes[20]  = \i__payload$116 [220:217];
-  assign \i__payload$116.w_codes[21]  = \i__payload$116 [224:221];
-  assign \i__payload$116.w_codes[22]  = \i__payload$116 [228:225];
-  assign \i__payload$116.w_codes[23]  = \i__payload$116 [232:229];
-  assign \i__payload$116.w_codes[24]  = \i__payload$116 [236:233];
-  assign \i__payload$116.w_codes[25]  = \i__payload$116 [240:237];
-  assign \i__payload$116.w_codes[26]  = \i__payload$116 [244:241];
-  assign \i__payload$116.w_codes[27]  = \i__payload$116 [248:245];
-  assign \i__payload$116.w_codes[28]  = \i__payload$116 [252:249];
-  assign \i__payload$116.w_codes[29]  = \i__payload$116 [256:253];
-  assign \i__payload$116.w_codes[30]  = \i__payload$116 [260:257];
-  assign \i__payload$116.w_codes[31]  = \i__payload$116 [264:261];
-  assign \i__payload$116.w_dialect  = \i__payload$116 [268:265];
-  assign \i__payload$116.w_exp  = \i__payload$116 [273:269];
-  assign \i__payload$116.last  = \i__payload$116 [274];
+  assign \o__payload$100.result  = results__5__payload;
+  assign \i__payload$106.a_codes  = \i__payload$106 [127:0];
+  assign \i__payload$106.a_codes[0]  = \i__payload$106 [3:0];
+  assign \i__payload$106.a_codes[1]  = \i__payload$106 [7:4];
+  assign \i__payload$106.a_codes[2]  = \i__payload$106 [11:8];
+  assign \i__payload$106.a_codes[3]  = \i__payload$106 [15:12];
+  assign \i__payload$106.a_codes[4]  = \i__payload$106 [19:16];
+  assign \i__payload$106.a_codes[5]  = \i__payload$106 [23:20];
+  assign \i__payload$106.a_codes[6]  = \i__payload$106 [27:24];
+  assign \i__payload$106.a_codes[7]  = \i__payload$106 [31:28];
+  assign \i__payload$106.a_codes[8]  = \i__payload$106 [35:32];
+  assign \i__payload$106.a_codes[9]  = \i__payload$106 [39:36];
+  assign \i__payload$106.a_codes[10]  = \i__payload$106 [43:40];
+  assign \i__payload$106.a_codes[11]  = \i__payload$106 [47:44];
+  assign \i__payload$106.a_codes[12]  = \i__payload$106 [51:48];
+  assign \i__payload$106.a_codes[13]  = \i__payload$106 [55:52];
+  assign \i__payload$106.a_codes[14]  = \i__payload$106 [59:56];
+  assign \i__payload$106.a_codes[15]  = \i__payload$106 [63:60];
+  assign \i__payload$106.a_codes[16]  = \i__payload$106 [67:64];
+  assign \i__payload$106.a_codes[17]  = \i__payload$106 [71:68];
+  assign \i__payload$106.a_codes[18]  = \i__payload$106 [75:72];
+  assign \i__payload$106.a_codes[19]  = \i__payload$106 [79:76];
+  assign \i__payload$106.a_codes[20]  = \i__payload$106 [83:80];
+  assign \i__payload$106.a_codes[21]  = \i__payload$106 [87:84];
+  assign \i__payload$106.a_codes[22]  = \i__payload$106 [91:88];
+  assign \i__payload$106.a_codes[23]  = \i__payload$106 [95:92];
+  assign \i__payload$106.a_codes[24]  = \i__payload$106 [99:96];
+  assign \i__payload$106.a_codes[25]  = \i__payload$106 [103:100];
+  assign \i__payload$106.a_codes[26]  = \i__payload$106 [107:104];
+  assign \i__payload$106.a_codes[27]  = \i__payload$106 [111:108];
+  assign \i__payload$106.a_codes[28]  = \i__payload$106 [115:112];
+  assign \i__payload$106.a_codes[29]  = \i__payload$106 [119:116];
+  assign \i__payload$106.a_codes[30]  = \i__payload$106 [123:120];
+  assign \i__payload$106.a_codes[31]  = \i__payload$106 [127:124];
+  assign \i__payload$106.a_dialect  = \i__payload$106 [131:128];
+  assign \i__payload$106.a_exp  = \i__payload$106 [136:132];
+  assign \i__payload$106.w_codes  = \i__payload$106 [264:137];
+  assign \i__payload$106.w_codes[0]  = \i__payload$106 [140:137];
+  assign \i__payload$106.w_codes[1]  = \i__payload$106 [144:141];
+  assign \i__payload$106.w_codes[2]  = \i__payload$106 [148:145];
+  assign \i__payload$106.w_codes[3]  = \i__payload$106 [152:149];
+  assign \i__payload$106.w_codes[4]  = \i__payload$106 [156:153];
+  assign \i__payload$106.w_codes[5]  = \i__payload$106 [160:157];
+  assign \i__payload$106.w_codes[6]  = \i__payload$106 [164:161];
+  assign \i__payload$106.w_codes[7]  = \i__payload$106 [168:165];
+  assign \i__payload$106.w_codes[8]  = \i__payload$106 [172:169];
+  assign \i__payload$106.w_codes[9]  = \i__payload$106 [176:173];
+  assign \i__payload$106.w_codes[10]  = \i__payload$106 [180:177];
+  assign \i__payload$106.w_codes[11]  = \i__payload$106 [184:181];
+  assign \i__payload$106.w_codes[12]  = \i__payload$106 [188:185];
+  assign \i__payload$106.w_codes[13]  = \i__payload$106 [192:189];
+  assign \i__payload$106.w_codes[14]  = \i__payload$106 [196:193];
+  assign \i__payload$106.w_codes[15]  = \i__payload$106 [200:197];
+  assign \i__payload$106.w_codes[16]  = \i__payload$106 [204:201];
+  assign \i__payload$106.w_codes[17]  = \i__payload$106 [208:205];
+  assign \i__payload$106.w_codes[18]  = \i__payload$106 [212:209];
+  assign \i__payload$106.w_codes[19]  = \i__payload$106 [216:213];
+  assign \i__payload$106.w_codes[20]  = \i__payload$106 [220:217];
+  assign \i__payload$106.w_codes[21]  = \i__payload$106 [224:221];
+  assign \i__payload$106.w_codes[22]  = \i__payload$106 [228:225];
+  assign \i__payload$106.w_codes[23]  = \i__payload$106 [232:229];
+  assign \i__payload$106.w_codes[24]  = \i__payload$106 [236:233];
+  assign \i__payload$106.w_codes[25]  = \i__payload$106 [240:237];
+  assign \i__payload$106.w_codes[26]  = \i__payload$106 [244:241];
+  assign \i__payload$106.w_codes[27]  = \i__payload$106 [248:245];
+  assign \i__payload$106.w_codes[28]  = \i__payload$106 [252:249];
+  assign \i__payload$106.w_codes[29]  = \i__payload$106 [256:253];
+  assign \i__payload$106.w_codes[30]  = \i__payload$106 [260:257];
+  assign \i__payload$106.w_codes[31]  = \i__payload$106 [264:261];
+  assign \i__payload$106.w_dialect  = \i__payload$106 [268:265];
+  assign \i__payload$106.w_exp  = \i__payload$106 [273:269];
+  assign \i__payload$106.last  = \i__payload$106 [274];
   assign \results__6__payload.result  = results__6__payload;
-  assign \o__payload$118.result  = results__6__payload;
-  assign \i__payload$124.a_codes  = \i__payload$124 [127:0];
-  assign \i__payload$124.a_codes[0]  = \i__payload$124 [3:0];
-  assign \i__payload$124.a_codes[1]  = \i__payload$124 [7:4];
-  assign \i__payload$124.a_codes[2]  = \i__payload$124 [11:8];
-  assign \i__payload$124.a_codes[3]  = \i__payload$124 [15:12];
-  assign \i__payload$124.a_codes[4]  = \i__payload$124 [19:16];
-  assign \i__payload$124.a_codes[5]  = \i__payload$124 [23:20];
-  assign \i__payload$124.a_codes[6]  = \i__payload$124 [27:24];
-  assign \i__payload$124.a_codes[7]  = \i__payload$124 [31:28];
-  assign \i__payload$124.a_codes[8]  = \i__payload$124 [35:32];
-  assign \i__payload$124.a_codes[9]  = \i__payload$124 [39:36];
-  assign \i__payload$124.a_codes[10]  = \i__payload$124 [43:40];
-  assign \i__payload$124.a_codes[11]  = \i__payload$124 [47:44];
-  assign \i__payload$124.a_codes[12]  = \i__payload$124 [51:48];
-  assign \i__payload$124.a_codes[13]  = \i__payload$124 [55:52];
-  assign \i__payload$124.a_codes[14]  = \i__payload$124 [59:56];
-  assign \i__payload$124.a_codes[15]  = \i__payload$124 [63:60];
-  assign \i__payload$124.a_codes[16]  = \i__payload$124 [67:64];
-  assign \i__payload$124.a_codes[17]  = \i__payload$124 [71:68];
-  assign \i__payload$124.a_codes[18]  = \i__payload$124 [75:72];
-  assign \i__payload$124.a_codes[19]  = \i__payload$124 [79:76];
-  assign \i__payload$124.a_codes[20]  = \i__payload$124 [83:80];
-  assign \i__payload$124.a_codes[21]  = \i__payload$124 [87:84];
-  assign \i__payload$124.a_codes[22]  = \i__payload$124 [91:88];
-  assign \i__payload$124.a_codes[23]  = \i__payload$124 [95:92];
-  assign \i__payload$124.a_codes[24]  = \i__payload$124 [99:96];
-  assign \i__payload$124.a_codes[25]  = \i__payload$124 [103:100];
-  assign \i__payload$124.a_codes[26]  = \i__payload$124 [107:104];
-  assign \i__payload$124.a_codes[27]  = \i__payload$124 [111:108];
-  assign \i__payload$124.a_codes[28]  = \i__payload$124 [115:112];
-  assign \i__payload$124.a_codes[29]  = \i__payload$124 [119:116];
-  assign \i__payload$124.a_codes[30]  = \i__payload$124 [123:120];
-  assign \i__payload$124.a_codes[31]  = \i__payload$124 [127:124];
-  assign \i__payload$124.a_dialect  = \i__payload$124 [131:128];
-  assign \i__payload$124.a_exp  = \i__payload$124 [136:132];
-  assign \i__payload$124.w_codes  = \i__payload$124 [264:137];
-  assign \i__payload$124.w_codes[0]  = \i__payload$124 [140:137];
-  assign \i__payload$124.w_codes[1]  = \i__payload$124 [144:141];
-  assign \i__payload$124.w_codes[2]  = \i__payload$124 [148:145];
-  assign \i__payload$124.w_codes[3]  = \i__payload$124 [152:149];
-  assign \i__payload$124.w_codes[4]  = \i__payload$124 [156:153];
-  assign \i__payload$124.w_codes[5]  = \i__payload$124 [160:157];
-  assign \i__payload$124.w_codes[6]  = \i__payload$124 [164:161];
-  assign \i__payload$124.w_codes[7]  = \i__payload$124 [168:165];
-  assign \i__payload$124.w_codes[8]  = \i__payload$124 [172:169];
-  assign \i__payload$124.w_codes[9]  = \i__payload$124 [176:173];
-  assign \i__payload$124.w_codes[10]  = \i__payload$124 [180:177];
-  assign \i__payload$124.w_codes[11]  = \i__payload$124 [184:181];
-  assign \i__payload$124.w_codes[12]  = \i__payload$124 [188:185];
-  assign \i__payload$124.w_codes[13]  = \i__payload$124 [192:189];
-  assign \i__payload$124.w_codes[14]  = \i__payload$124 [196:193];
-  assign \i__payload$124.w_codes[15]  = \i__payload$124 [200:197];
-  assign \i__payload$124.w_codes[16]  = \i__payload$124 [204:201];
-  assign \i__payload$124.w_codes[17]  = \i__payload$124 [208:205];
-  assign \i__payload$124.w_codes[18]  = \i__payload$124 [212:209];
-  assign \i__payload$124.w_codes[19]  = \i__payload$124 [216:213];
-  assign \i__payload$124.w_codes[20]  = \i__payload$124 [220:217];
-  assign \i__payload$124.w_codes[21]  = \i__payload$124 [224:221];
-  assign \i__payload$124.w_codes[22]  = \i__payload$124 [228:225];
-  assign \i__payload$124.w_codes[23]  = \i__payload$124 [232:229];
-  assign \i__payload$124.w_codes[24]  = \i__payload$124 [236:233];
-  assign \i__payload$124.w_codes[25]  = \i__payload$124 [240:237];
-  assign \i__payload$124.w_codes[26]  = \i__payload$124 [244:241];
-  assign \i__payload$124.w_codes[27]  = \i__payload$124 [248:245];
-  assign \i__payload$124.w_codes[28]  = \i__payload$124 [252:249];
-  assign \i__payload$124.w_codes[29]  = \i__payload$124 [256:253];
-  assign \i__payload$124.w_codes[30]  = \i__payload$124 [260:257];
-  assign \i__payload$124.w_codes[31]  = \i__payload$124 [264:261];
-  assign \i__payload$124.w_dialect  = \i__payload$124 [268:265];
-  assign \i__payload$124.w_exp  = \i__payload$124 [273:269];
-  assign \i__payload$124.last  = \i__payload$124 [274];
+  assign \o__payload$108.result  = results__6__payload;
+  assign \i__payload$114.a_codes  = \i__payload$114 [127:0];
+  assign \i__payload$114.a_codes[0]  = \i__payload$114 [3:0];
+  assign \i__payload$114.a_codes[1]  = \i__payload$114 [7:4];
+  assign \i__payload$114.a_codes[2]  = \i__payload$114 [11:8];
+  assign \i__payload$114.a_codes[3]  = \i__payload$114 [15:12];
+  assign \i__payload$114.a_codes[4]  = \i__payload$114 [19:16];
+  assign \i__payload$114.a_codes[5]  = \i__payload$114 [23:20];
+  assign \i__payload$114.a_codes[6]  = \i__payload$114 [27:24];
+  assign \i__payload$114.a_codes[7]  = \i__payload$114 [31:28];
+  assign \i__payload$114.a_codes[8]  = \i__payload$114 [35:32];
+  assign \i__payload$114.a_codes[9]  = \i__payload$114 [39:36];
+  assign \i__payload$114.a_codes[10]  = \i__payload$114 [43:40];
+  assign \i__payload$114.a_codes[11]  = \i__payload$114 [47:44];
+  assign \i__payload$114.a_codes[12]  = \i__payload$114 [51:48];
+  assign \i__payload$114.a_codes[13]  = \i__payload$114 [55:52];
+  assign \i__payload$114.a_codes[14]  = \i__payload$114 [59:56];
+  assign \i__payload$114.a_codes[15]  = \i__payload$114 [63:60];
+  assign \i__payload$114.a_codes[16]  = \i__payload$114 [67:64];
+  assign \i__payload$114.a_codes[17]  = \i__payload$114 [71:68];
+  assign \i__payload$114.a_codes[18]  = \i__payload$114 [75:72];
+  assign \i__payload$114.a_codes[19]  = \i__payload$114 [79:76];
+  assign \i__payload$114.a_codes[20]  = \i__payload$114 [83:80];
+  assign \i__payload$114.a_codes[21]  = \i__payload$114 [87:84];
+  assign \i__payload$114.a_codes[22]  = \i__payload$114 [91:88];
+  assign \i__payload$114.a_codes[23]  = \i__payload$114 [95:92];
+  assign \i__payload$114.a_codes[24]  = \i__payload$114 [99:96];
+  assign \i__payload$114.a_codes[25]  = \i__payload$114 [103:100];
+  assign \i__payload$114.a_codes[26]  = \i__payload$114 [107:104];
+  assign \i__payload$114.a_codes[27]  = \i__payload$114 [111:108];
+  assign \i__payload$114.a_codes[28]  = \i__payload$114 [115:112];
+  assign \i__payload$114.a_codes[29]  = \i__payload$114 [119:116];
+  assign \i__payload$114.a_codes[30]  = \i__payload$114 [123:120];
+  assign \i__payload$114.a_codes[31]  = \i__payload$114 [127:124];
+  assign \i__payload$114.a_dialect  = \i__payload$114 [131:128];
+  assign \i__payload$114.a_exp  = \i__payload$114 [136:132];
+  assign \i__payload$114.w_codes  = \i__payload$114 [264:137];
+  assign \i__payload$114.w_codes[0]  = \i__payload$114 [140:137];
+  assign \i__payload$114.w_codes[1]  = \i__payload$114 [144:141];
+  assign \i__payload$114.w_codes[2]  = \i__payload$114 [148:145];
+  assign \i__payload$114.w_codes[3]  = \i__payload$114 [152:149];
+  assign \i__payload$114.w_codes[4]  = \i__payload$114 [156:153];
+  assign \i__payload$114.w_codes[5]  = \i__payload$114 [160:157];
+  assign \i__payload$114.w_codes[6]  = \i__payload$114 [164:161];
+  assign \i__payload$114.w_codes[7]  = \i__payload$114 [168:165];
+  assign \i__payload$114.w_codes[8]  = \i__payload$114 [172:169];
+  assign \i__payload$114.w_codes[9]  = \i__payload$114 [176:173];
+  assign \i__payload$114.w_codes[10]  = \i__payload$114 [180:177];
+  assign \i__payload$114.w_codes[11]  = \i__payload$114 [184:181];
+  assign \i__payload$114.w_codes[12]  = \i__payload$114 [188:185];
+  assign \i__payload$114.w_codes[13]  = \i__payload$114 [192:189];
+  assign \i__payload$114.w_codes[14]  = \i__payload$114 [196:193];
+  assign \i__payload$114.w_codes[15]  = \i__payload$114 [200:197];
+  assign \i__payload$114.w_codes[16]  = \i__payload$114 [204:201];
+  assign \i__payload$114.w_codes[17]  = \i__payload$114 [208:205];
+  assign \i__payload$114.w_codes[18]  = \i__payload$114 [212:209];
+  assign \i__payload$114.w_codes[19]  = \i__payload$114 [216:213];
+  assign \i__payload$114.w_codes[20]  = \i__payload$114 [220:217];
+  assign \i__payload$114.w_codes[21]  = \i__payload$114 [224:221];
+  assign \i__payload$114.w_codes[22]  = \i__payload$114 [228:225];
+  assign \i__payload$114.w_codes[23]  = \i__payload$114 [232:229];
+  assign \i__payload$114.w_codes[24]  = \i__payload$114 [236:233];
+  assign \i__payload$114.w_codes[25]  = \i__payload$114 [240:237];
+  assign \i__payload$114.w_codes[26]  = \i__payload$114 [244:241];
+  assign \i__payload$114.w_codes[27]  = \i__payload$114 [248:245];
+  assign \i__payload$114.w_codes[28]  = \i__payload$114 [252:249];
+  assign \i__payload$114.w_codes[29]  = \i__payload$114 [256:253];
+  assign \i__payload$114.w_codes[30]  = \i__payload$114 [260:257];
+  assign \i__payload$114.w_codes[31]  = \i__payload$114 [264:261];
+  assign \i__payload$114.w_dialect  = \i__payload$114 [268:265];
+  assign \i__payload$114.w_exp  = \i__payload$114 [273:269];
+  assign \i__payload$114.last  = \i__payload$114 [274];
   assign \results__7__payload.result  = results__7__payload;
-  assign \o__payload$126.result  = results__7__payload;
-  assign \o__payload$132.data  = \o__payload$132 [255:0];
-  assign \o__payload$132.data[0]  = \o__payload$132 [31:0];
-  assign \o__payload$132.data[1]  = \o__payload$132 [63:32];
-  assign \o__payload$132.data[2]  = \o__payload$132 [95:64];
-  assign \o__payload$132.data[3]  = \o__payload$132 [127:96];
-  assign \o__payload$132.data[4]  = \o__payload$132 [159:128];
-  assign \o__payload$132.data[5]  = \o__payload$132 [191:160];
-  assign \o__payload$132.data[6]  = \o__payload$132 [223:192];
-  assign \o__payload$132.data[7]  = \o__payload$132 [255:224];
-  assign \o__payload$132.user  = \o__payload$132 [257:256];
-  assign \o__payload$132.last  = \o__payload$132 [258];
-  assign \blocks$134[0]  = \blocks$134 [136:0];
-  assign \blocks$134[0].codes  = \blocks$134 [127:0];
-  assign \blocks$134[0].codes[0]  = \blocks$134 [3:0];
-  assign \blocks$134[0].codes[1]  = \blocks$134 [7:4];
-  assign \blocks$134[0].codes[2]  = \blocks$134 [11:8];
-  assign \blocks$134[0].codes[3]  = \blocks$134 [15:12];
-  assign \blocks$134[0].codes[4]  = \blocks$134 [19:16];
-  assign \blocks$134[0].codes[5]  = \blocks$134 [23:20];
-  assign \blocks$134[0].codes[6]  = \blocks$134 [27:24];
-  assign \blocks$134[0].codes[7]  = \blocks$134 [31:28];
-  assign \blocks$134[0].codes[8]  = \blocks$134 [35:32];
-  assign \blocks$134[0].codes[9]  = \blocks$134 [39:36];
-  assign \blocks$134[0].codes[10]  = \blocks$134 [43:40];
-  assign \blocks$134[0].codes[11]  = \blocks$134 [47:44];
-  assign \blocks$134[0].codes[12]  = \blocks$134 [51:48];
-  assign \blocks$134[0].codes[13]  = \blocks$134 [55:52];
-  assign \blocks$134[0].codes[14]  = \blocks$134 [59:56];
-  assign \blocks$134[0].codes[15]  = \blocks$134 [63:60];
-  assign \blocks$134[0].codes[16]  = \blocks$134 [67:64];
-  assign \blocks$134[0].codes[17]  = \blocks$134 [71:68];
-  assign \blocks$134[0].codes[18]  = \blocks$134 [75:72];
-  assign \blocks$134[0].codes[19]  = \blocks$134 [79:76];
-  assign \blocks$134[0].codes[20]  = \blocks$134 [83:80];
-  assign \blocks$134[0].codes[21]  = \blocks$134 [87:84];
-  assign \blocks$134[0].codes[22]  = \blocks$134 [91:88];
-  assign \blocks$134[0].codes[23]  = \blocks$134 [95:92];
-  assign \blocks$134[0].codes[24]  = \blocks$134 [99:96];
-  assign \blocks$134[0].codes[25]  = \blocks$134 [103:100];
-  assign \blocks$134[0].codes[26]  = \blocks$134 [107:104];
-  assign \blocks$134[0].codes[27]  = \blocks$134 [111:108];
-  assign \blocks$134[0].codes[28]  = \blocks$134 [115:112];
-  assign \blocks$134[0].codes[29]  = \blocks$134 [119:116];
-  assign \blocks$134[0].codes[30]  = \blocks$134 [123:120];
-  assign \blocks$134[0].codes[31]  = \blocks$134 [127:124];
-  assign \blocks$134[0].dialect  = \blocks$134 [131:128];
-  assign \blocks$134[0].exp  = \blocks$134 [136:132];
-  assign \blocks$134[1]  = \blocks$134 [273:137];
-  assign \blocks$134[1].codes  = \blocks$134 [264:137];
-  assign \blocks$134[1].codes[0]  = \blocks$134 [140:137];
-  assign \blocks$134[1].codes[1]  = \blocks$134 [144:141];
-  assign \blocks$134[1].codes[2]  = \blocks$134 [148:145];
-  assign \blocks$134[1].codes[3]  = \blocks$134 [152:149];
-  assign \blocks$134[1].codes[4]  = \blocks$134 [156:153];
-  assign \blocks$134[1].codes[5]  = \blocks$134 [160:157];
-  assign \blocks$134[1].codes[6]  = \blocks$134 [164:161];
-  assign \blocks$134[1].codes[7]  = \blocks$134 [168:165];
-  assign \blocks$134[1].codes[8]  = \blocks$134 [172:169];
-  assign \blocks$134[1].codes[9]  = \blocks$134 [176:173];
-  assign \blocks$134[1].codes[10]  = \blocks$134 [180:177];
-  assign \blocks$134[1].codes[11]  = \blocks$134 [184:181];
-  assign \blocks$134[1].codes[12]  = \blocks$134 [188:185];
-  assign \blocks$134[1].codes[13]  = \blocks$134 [192:189];
-  assign \blocks$134[1].codes[14]  = \blocks$134 [196:193];
-  assign \blocks$134[1].codes[15]  = \blocks$134 [200:197];
-  assign \blocks$134[1].codes[16]  = \blocks$134 [204:201];
-  assign \blocks$134[1].codes[17]  = \blocks$134 [208:205];
-  assign \blocks$134[1].codes[18]  = \blocks$134 [212:209];
-  assign \blocks$134[1].codes[19]  = \blocks$134 [216:213];
-  assign \blocks$134[1].codes[20]  = \blocks$134 [220:217];
-  assign \blocks$134[1].codes[21]  = \blocks$134 [224:221];
-  assign \blocks$134[1].codes[22]  = \blocks$134 [228:225];
-  assign \blocks$134[1].codes[23]  = \blocks$134 [232:229];
-  assign \blocks$134[1].codes[24]  = \blocks$134 [236:233];
-  assign \blocks$134[1].codes[25]  = \blocks$134 [240:237];
-  assign \blocks$134[1].codes[26]  = \blocks$134 [244:241];
-  assign \blocks$134[1].codes[27]  = \blocks$134 [248:245];
-  assign \blocks$134[1].codes[28]  = \blocks$134 [252:249];
-  assign \blocks$134[1].codes[29]  = \blocks$134 [256:253];
-  assign \blocks$134[1].codes[30]  = \blocks$134 [260:257];
-  assign \blocks$134[1].codes[31]  = \blocks$134 [264:261];
-  assign \blocks$134[1].dialect  = \blocks$134 [268:265];
-  assign \blocks$134[1].exp  = \blocks$134 [273:269];
-  assign \blocks$134[2]  = \blocks$134 [410:274];
-  assign \blocks$134[2].codes  = \blocks$134 [401:274];
-  assign \blocks$134[2].codes[0]  = \blocks$134 [277:274];
-  assign \blocks$134[2].codes[1]  = \blocks$134 [281:278];
-  assign \blocks$134[2].codes[2]  = \blocks$134 [285:282];
-  assign \blocks$134[2].codes[3]  = \blocks$134 [289:286];
-  assign \blocks$134[2].codes[4]  = \blocks$134 [293:290];
-  assign \blocks$134[2].codes[5]  = \blocks$134 [297:294];
-  assign \blocks$134[2].codes[6]  = \blocks$134 [301:298];
-  assign \blocks$134[2].codes[7]  = \blocks$134 [305:302];
-  assign \blocks$134[2].codes[8]  = \blocks$134 [309:306];
-  assign \blocks$134[2].codes[9]  = \blocks$134 [313:310];
-  assign \blocks$134[2].codes[10]  = \blocks$134 [317:314];
-  assign \blocks$134[2].codes[11]  = \blocks$134 [321:318];
-  assign \blocks$134[2].codes[12]  = \blocks$134 [325:322];
-  assign \blocks$134[2].codes[13]  = \blocks$134 [329:326];
-  assign \blocks$134[2].codes[14]  = \blocks$134 [333:330];
-  assign \blocks$134[2].codes[15]  = \blocks$134 [337:334];
-  assign \blocks$134[2].codes[16]  = \blocks$134 [341:338];
-  assign \blocks$134[2].codes[17]  = \blocks$134 [345:342];
-  assign \blocks$134[2].codes[18]  = \blocks$134 [349:346];
-  assign \blocks$134[2].codes[19]  = \blocks$134 [353:350];
-  assign \blocks$134[2].codes[20]  = \blocks$134 [357:354];
-  assign \blocks$134[2].codes[21]  = \blocks$134 [361:358];
-  assign \blocks$134[2].codes[22]  = \blocks$134 [365:362];
-  assign \blocks$134[2].codes[23]  = \blocks$134 [369:366];
-  assign \blocks$134[2].codes[24]  = \blocks$134 [373:370];
-  assign \blocks$134[2].codes[25]  = \blocks$134 [377:374];
-  assign \blocks$134[2].codes[26]  = \blocks$134 [381:378];
-  assign \blocks$134[2].codes[27]  = \blocks$134 [385:382];
-  assign \blocks$134[2].codes[28]  = \blocks$134 [389:386];
-  assign \blocks$134[2].codes[29]  = \blocks$134 [393:390];
-  assign \blocks$134[2].codes[30]  = \blocks$134 [397:394];
-  assign \blocks$134[2].codes[31]  = \blocks$134 [401:398];
-  assign \blocks$134[2].dialect  = \blocks$134 [405:402];
-  assign \blocks$134[2].exp  = \blocks$134 [410:406];
-  assign \blocks$134[3]  = \blocks$134 [547:411];
-  assign \blocks$134[3].codes  = \blocks$134 [538:411];
-  assign \blocks$134[3].codes[0]  = \blocks$134 [414:411];
-  assign \blocks$134[3].codes[1]  = \blocks$134 [418:415];
-  assign \blocks$134[3].codes[2]  = \blocks$134 [422:419];
-  assign \blocks$134[3].codes[3]  = \blocks$134 [426:423];
-  assign \blocks$134[3].codes[4]  = \blocks$134 [430:427];
-  assign \blocks$134[3].codes[5]  = \blocks$134 [434:431];
-  assign \blocks$134[3].codes[6]  = \blocks$134 [438:435];
-  assign \blocks$134[3].codes[7]  = \blocks$134 [442:439];
-  assign \blocks$134[3].codes[8]  = \blocks$134 [446:443];
-  assign \blocks$134[3].codes[9]  = \blocks$134 [450:447];
-  assign \blocks$134[3].codes[10]  = \blocks$134 [454:451];
-  assign \blocks$134[3].codes[11]  = \blocks$134 [458:455];
-  assign \blocks$134[3].codes[12]  = \blocks$134 [462:459];
-  assign \blocks$134[3].codes[13]  = \blocks$134 [466:463];
-  assign \blocks$134[3].codes[14]  = \blocks$134 [470:467];
-  assign \blocks$134[3].codes[15]  = \blocks$134 [474:471];
-  assign \blocks$134[3].codes[16]  = \blocks$134 [478:475];
-  assign \blocks$134[3].codes[17]  = \blocks$134 [482:479];
-  assign \blocks$134[3].codes[18]  = \blocks$134 [486:483];
-  assign \blocks$134[3].codes[19]  = \blocks$134 [490:487];
-  assign \blocks$134[3].codes[20]  = \blocks$134 [494:491];
-  assign \blocks$134[3].codes[21]  = \blocks$134 [498:495];
-  assign \blocks$134[3].codes[22]  = \blocks$134 [502:499];
-  assign \blocks$134[3].codes[23]  = \blocks$134 [506:503];
-  assign \blocks$134[3].codes[24]  = \blocks$134 [510:507];
-  assign \blocks$134[3].codes[25]  = \blocks$134 [514:511];
-  assign \blocks$134[3].codes[26]  = \blocks$134 [518:515];
-  assign \blocks$134[3].codes[27]  = \blocks$134 [522:519];
-  assign \blocks$134[3].codes[28]  = \blocks$134 [526:523];
-  assign \blocks$134[3].codes[29]  = \blocks$134 [530:527];
-  assign \blocks$134[3].codes[30]  = \blocks$134 [534:531];
-  assign \blocks$134[3].codes[31]  = \blocks$134 [538:535];
-  assign \blocks$134[3].dialect  = \blocks$134 [542:539];
-  assign \blocks$134[3].exp  = \blocks$134 [547:543];
-  assign \blocks$134[4]  = \blocks$134 [684:548];
-  assign \blocks$134[4].codes  = \blocks$134 [675:548];
-  assign \blocks$134[4].codes[0]  = \blocks$134 [551:548];
-  assign \blocks$134[4].codes[1]  = \blocks$134 [555:552];
-  assign \blocks$134[4].codes[2]  = \blocks$134 [559:556];
-  assign \blocks$134[4].codes[3]  = \blocks$134 [563:560];
-  assign \blocks$134[4].codes[4]  = \blocks$134 [567:564];
-  assign \blocks$134[4].codes[5]  = \blocks$134 [571:568];
-  assign \blocks$134[4].codes[6]  = \blocks$134 [575:572];
-  assign \blocks$134[4].codes[7]  = \blocks$134 [579:576];
-  assign \blocks$134[4].codes[8]  = \blocks$134 [583:580];
-  assign \blocks$134[4].codes[9]  = \blocks$134 [587:584];
-  assign \blocks$134[4].codes[10]  = \blocks$134 [591:588];
-  assign \blocks$134[4].codes[11]  = \blocks$134 [595:592];
-  assign \blocks$134[4].codes[12]  = \blocks$134 [599:596];
-  assign \blocks$134[4].codes[13]  = \blocks$134 [603:600];
-  assign \blocks$134[4].codes[14]  = \blocks$134 [607:604];
-  assign \blocks$134[4].codes[15]  = \blocks$134 [611:608];
-  assign \blocks$134[4].codes[16]  = \blocks$134 [615:612];
-  assign \blocks$134[4].codes[17]  = \blocks$134 [619:616];
-  assign \blocks$134[4].codes[18]  = \blocks$134 [623:620];
-  assign \blocks$134[4].codes[19]  = \blocks$134 [627:624];
-  assign \blocks$134[4].codes[20]  = \blocks$134 [631:628];
-  assign \blocks$134[4].codes[21]  = \blocks$134 [635:632];
-  assign \blocks$134[4].codes[22]  = \blocks$134 [639:636];
-  assign \blocks$134[4].codes[23]  = \blocks$134 [643:640];
-  assign \blocks$134[4].codes[24]  = \blocks$134 [647:644];
-  assign \blocks$134[4].codes[25]  = \blocks$134 [651:648];
-  assign \blocks$134[4].codes[26]  = \blocks$134 [655:652];
-  assign \blocks$134[4].codes[27]  = \blocks$134 [659:656];
-  assign \blocks$134[4].codes[28]  = \blocks$134 [663:660];
-  assign \blocks$134[4].codes[29]  = \blocks$134 [667:664];
-  assign \blocks$134[4].codes[30]  = \blocks$134 [671:668];
-  assign \blocks$134[4].codes[31]  = \blocks$134 [675:672];
-  assign \blocks$134[4].dialect  = \blocks$134 [679:676];
-  assign \blocks$134[4].exp  = \blocks$134 [684:680];
-  assign \blocks$134[5]  = \blocks$134 [821:685];
-  assign \blocks$134[5].codes  = \blocks$134 [812:685];
-  assign \blocks$134[5].codes[0]  = \blocks$134 [688:685];
-  assign \blocks$134[5].codes[1]  = \blocks$134 [692:689];
-  assign \blocks$134[5].codes[2]  = \blocks$134 [696:693];
-  assign \blocks$134[5].codes[3]  = \blocks$134 [700:697];
-  assign \blocks$134[5].codes[4]  = \blocks$134 [704:701];
-  assign \blocks$134[5].codes[5]  = \blocks$134 [708:705];
-  assign \blocks$134[5].codes[6]  = \blocks$134 [712:709];
-  assign \blocks$134[5].codes[7]  = \blocks$134 [716:713];
-  assign \blocks$134[5].codes[8]  = \blocks$134 [720:717];
-  assign \blocks$134[5].codes[9]  = \blocks$134 [724:721];
-  assign \blocks$134[5].codes[10]  = \blocks$134 [728:725];
-  assign \blocks$134[5].codes[11]  = \blocks$134 [732:729];
-  assign \blocks$134[5].codes[12]  = \blocks$134 [736:733];
-  assign \blocks$134[5].codes[13]  = \blocks$134 [740:737];
-  assign \blocks$134[5].codes[14]  = \blocks$134 [744:741];
-  assign \blocks$134[5].codes[15]  = \blocks$134 [748:745];
-  assign \blocks$134[5].codes[16]  = \blocks$134 [752:749];
-  assign \blocks$134[5].codes[17]  = \blocks$134 [756:753];
-  assign \blocks$134[5].codes[18]  = \blocks$134 [760:757];
-  assign \blocks$134[5].codes[19]  = \blocks$134 [764:761];
-  assign \blocks$134[5].codes[20]  = \blocks$134 [768:765];
-  assign \blocks$134[5].codes[21]  = \blocks$134 [772:769];
-  assign \blocks$134[5].codes[22]  = \blocks$134 [776:773];
-  assign \blocks$134[5].codes[23]  = \blocks$134 [780:777];
-  assign \blocks$134[5].codes[24]  = \blocks$134 [784:781];
-  assign \blocks$134[5].codes[25]  = \blocks$134 [788:785];
-  assign \blocks$134[5].codes[26]  = \blocks$134 [792:789];
-  assign \blocks$134[5].codes[27]  = \blocks$134 [796:793];
-  assign \blocks$134[5].codes[28]  = \blocks$134 [800:797];
-  assign \blocks$134[5].codes[29]  = \blocks$134 [804:801];
-  assign \blocks$134[5].codes[30]  = \blocks$134 [808:805];
-  assign \blocks$134[5].codes[31]  = \blocks$134 [812:809];
-  assign \blocks$134[5].dialect  = \blocks$134 [816:813];
-  assign \blocks$134[5].exp  = \blocks$134 [821:817];
-  assign \blocks$134[6]  = \blocks$134 [958:822];
-  assign \blocks$134[6].codes  = \blocks$134 [949:822];
-  assign \blocks$134[6].codes[0]  = \blocks$134 [825:822];
-  assign \blocks$134[6].codes[1]  = \blocks$134 [829:826];
-  assign \blocks$134[6].codes[2]  = \blocks$134 [833:830];
-  assign \blocks$134[6].codes[3]  = \blocks$134 [837:834];
-  assign \blocks$134[6].codes[4]  = \blocks$134 [841:838];
-  assign \blocks$134[6].codes[5]  = \blocks$134 [845:842];
-  assign \blocks$134[6].codes[6]  = \blocks$134 [849:846];
-  assign \blocks$134[6].codes[7]  = \blocks$134 [853:850];
-  assign \blocks$134[6].codes[8]  = \blocks$134 [857:854];
-  assign \blocks$134[6].codes[9]  = \blocks$134 [861:858];
-  assign \blocks$134[6].codes[10]  = \blocks$134 [865:862];
-  assign \blocks$134[6].codes[11]  = \blocks$134 [869:866];
-  assign \blocks$134[6].codes[12]  = \blocks$134 [873:870];
-  assign \blocks$134[6].codes[13]  = \blocks$134 [877:874];
-  assign \blocks$134[6].codes[14]  = \blocks$134 [881:878];
-  assign \blocks$134[6].codes[15]  = \blocks$134 [885:882];
-  assign \blocks$134[6].codes[16]  = \blocks$134 [889:886];
-  assign \blocks$134[6].codes[17]  = \blocks$134 [893:890];
-  assign \blocks$134[6].codes[18]  = \blocks$134 [897:894];
-  assign \blocks$134[6].codes[19]  = \blocks$134 [901:898];
-  assign \blocks$134[6].codes[20]  = \blocks$134 [905:902];
-  assign \blocks$134[6].codes[21]  = \blocks$134 [909:906];
-  assign \blocks$134[6].codes[22]  = \blocks$134 [913:910];
-  assign \blocks$134[6].codes[23]  = \blocks$134 [917:914];
-  assign \blocks$134[6].codes[24]  = \blocks$134 [921:918];
-  assign \blocks$134[6].codes[25]  = \blocks$134 [925:922];
-  assign \blocks$134[6].codes[26]  = \blocks$134 [929:926];
-  assign \blocks$134[6].codes[27]  = \blocks$134 [933:930];
-  assign \blocks$134[6].codes[28]  = \blocks$134 [937:934];
-  assign \blocks$134[6].codes[29]  = \blocks$134 [941:938];
-  assign \blocks$134[6].codes[30]  = \blocks$134 [945:942];
-  assign \blocks$134[6].codes[31]  = \blocks$134 [949:946];
-  assign \blocks$134[6].dialect  = \blocks$134 [953:950];
-  assign \blocks$134[6].exp  = \blocks$134 [958:954];
-  assign \blocks$134[7]  = \blocks$134 [1095:959];
-  assign \blocks$134[7].codes  = \blocks$134 [1086:959];
-  assign \blocks$134[7].codes[0]  = \blocks$134 [962:959];
-  assign \blocks$134[7].codes[1]  = \blocks$134 [966:963];
-  assign \blocks$134[7].codes[2]  = \blocks$134 [970:967];
-  assign \blocks$134[7].codes[3]  = \blocks$134 [974:971];
-  assign \blocks$134[7].codes[4]  = \blocks$134 [978:975];
-  assign \blocks$134[7].codes[5]  = \blocks$134 [982:979];
-  assign \blocks$134[7].codes[6]  = \blocks$134 [986:983];
-  assign \blocks$134[7].codes[7]  = \blocks$134 [990:987];
-  assign \blocks$134[7].codes[8]  = \blocks$134 [994:991];
-  assign \blocks$134[7].codes[9]  = \blocks$134 [998:995];
-  assign \blocks$134[7].codes[10]  = \blocks$134 [1002:999];
-  assign \blocks$134[7].codes[11]  = \blocks$134 [1006:1003];
-  assign \blocks$134[7].codes[12]  = \blocks$134 [1010:1007];
-  assign \blocks$134[7].codes[13]  = \blocks$134 [1014:1011];
-  assign \blocks$134[7].codes[14]  = \blocks$134 [1018:1015];
-  assign \blocks$134[7].codes[15]  = \blocks$134 [1022:1019];
-  assign \blocks$134[7].codes[16]  = \blocks$134 [1026:1023];
-  assign \blocks$134[7].codes[17]  = \blocks$134 [1030:1027];
-  assign \blocks$134[7].codes[18]  = \blocks$134 [1034:1031];
-  assign \blocks$134[7].codes[19]  = \blocks$134 [1038:1035];
-  assign \blocks$134[7].codes[20]  = \blocks$134 [1042:1039];
-  assign \blocks$134[7].codes[21]  = \blocks$134 [1046:1043];
-  assign \blocks$134[7].codes[22]  = \blocks$134 [1050:1047];
-  assign \blocks$134[7].codes[23]  = \blocks$134 [1054:1051];
-  assign \blocks$134[7].codes[24]  = \blocks$134 [1058:1055];
-  assign \blocks$134[7].codes[25]  = \blocks$134 [1062:1059];
-  assign \blocks$134[7].codes[26]  = \blocks$134 [1066:1063];
-  assign \blocks$134[7].codes[27]  = \blocks$134 [1070:1067];
-  assign \blocks$134[7].codes[28]  = \blocks$134 [1074:1071];
-  assign \blocks$134[7].codes[29]  = \blocks$134 [1078:1075];
-  assign \blocks$134[7].codes[30]  = \blocks$134 [1082:1079];
-  assign \blocks$134[7].codes[31]  = \blocks$134 [1086:1083];
-  assign \blocks$134[7].dialect  = \blocks$134 [1090:1087];
-  assign \blocks$134[7].exp  = \blocks$134 [1095:1091];
+  assign \o__payload$116.result  = results__7__payload;
+  assign \o__payload$122.data  = \o__payload$122 [255:0];
+  assign \o__payload$122.data[0]  = \o__payload$122 [31:0];
+  assign \o__payload$122.data[1]  = \o__payload$122 [63:32];
+  assign \o__payload$122.data[2]  = \o__payload$122 [95:64];
+  assign \o__payload$122.data[3]  = \o__payload$122 [127:96];
+  assign \o__payload$122.data[4]  = \o__payload$122 [159:128];
+  assign \o__payload$122.data[5]  = \o__payload$122 [191:160];
+  assign \o__payload$122.data[6]  = \o__payload$122 [223:192];
+  assign \o__payload$122.data[7]  = \o__payload$122 [255:224];
+  assign \o__payload$122.user  = \o__payload$122 [257:256];
+  assign \o__payload$122.last  = \o__payload$122 [258];
+  assign \blocks$124[0]  = \blocks$124 [136:0];
+  assign \blocks$124[0].codes  = \blocks$124 [127:0];
+  assign \blocks$124[0].codes[0]  = \blocks$124 [3:0];
+  assign \blocks$124[0].codes[1]  = \blocks$124 [7:4];
+  assign \blocks$124[0].codes[2]  = \blocks$124 [11:8];
+  assign \blocks$124[0].codes[3]  = \blocks$124 [15:12];
+  assign \blocks$124[0].codes[4]  = \blocks$124 [19:16];
+  assign \blocks$124[0].codes[5]  = \blocks$124 [23:20];
+  assign \blocks$124[0].codes[6]  = \blocks$124 [27:24];
+  assign \blocks$124[0].codes[7]  = \blocks$124 [31:28];
+  assign \blocks$124[0].codes[8]  = \blocks$124 [35:32];
+  assign \blocks$124[0].codes[9]  = \blocks$124 [39:36];
+  assign \blocks$124[0].codes[10]  = \blocks$124 [43:40];
+  assign \blocks$124[0].codes[11]  = \blocks$124 [47:44];
+  assign \blocks$124[0].codes[12]  = \blocks$124 [51:48];
+  assign \blocks$124[0].codes[13]  = \blocks$124 [55:52];
+  assign \blocks$124[0].codes[14]  = \blocks$124 [59:56];
+  assign \blocks$124[0].codes[15]  = \blocks$124 [63:60];
+  assign \blocks$124[0].codes[16]  = \blocks$124 [67:64];
+  assign \blocks$124[0].codes[17]  = \blocks$124 [71:68];
+  assign \blocks$124[0].codes[18]  = \blocks$124 [75:72];
+  assign \blocks$124[0].codes[19]  = \blocks$124 [79:76];
+  assign \blocks$124[0].codes[20]  = \blocks$124 [83:80];
+  assign \blocks$124[0].codes[21]  = \blocks$124 [87:84];
+  assign \blocks$124[0].codes[22]  = \blocks$124 [91:88];
+  assign \blocks$124[0].codes[23]  = \blocks$124 [95:92];
+  assign \blocks$124[0].codes[24]  = \blocks$124 [99:96];
+  assign \blocks$124[0].codes[25]  = \blocks$124 [103:100];
+  assign \blocks$124[0].codes[26]  = \blocks$124 [107:104];
+  assign \blocks$124[0].codes[27]  = \blocks$124 [111:108];
+  assign \blocks$124[0].codes[28]  = \blocks$124 [115:112];
+  assign \blocks$124[0].codes[29]  = \blocks$124 [119:116];
+  assign \blocks$124[0].codes[30]  = \blocks$124 [123:120];
+  assign \blocks$124[0].codes[31]  = \blocks$124 [127:124];
+  assign \blocks$124[0].dialect  = \blocks$124 [131:128];
+  assign \blocks$124[0].exp  = \blocks$124 [136:132];
+  assign \blocks$124[1]  = \blocks$124 [273:137];
+  assign \blocks$124[1].codes  = \blocks$124 [264:137];
+  assign \blocks$124[1].codes[0]  = \blocks$124 [140:137];
+  assign \blocks$124[1].codes[1]  = \blocks$124 [144:141];
+  assign \blocks$124[1].codes[2]  = \blocks$124 [148:145];
+  assign \blocks$124[1].codes[3]  = \blocks$124 [152:149];
+  assign \blocks$124[1].codes[4]  = \blocks$124 [156:153];
+  assign \blocks$124[1].codes[5]  = \blocks$124 [160:157];
+  assign \blocks$124[1].codes[6]  = \blocks$124 [164:161];
+  assign \blocks$124[1].codes[7]  = \blocks$124 [168:165];
+  assign \blocks$124[1].codes[8]  = \blocks$124 [172:169];
+  assign \blocks$124[1].codes[9]  = \blocks$124 [176:173];
+  assign \blocks$124[1].codes[10]  = \blocks$124 [180:177];
+  assign \blocks$124[1].codes[11]  = \blocks$124 [184:181];
+  assign \blocks$124[1].codes[12]  = \blocks$124 [188:185];
+  assign \blocks$124[1].codes[13]  = \blocks$124 [192:189];
+  assign \blocks$124[1].codes[14]  = \blocks$124 [196:193];
+  assign \blocks$124[1].codes[15]  = \blocks$124 [200:197];
+  assign \blocks$124[1].codes[16]  = \blocks$124 [204:201];
+  assign \blocks$124[1].codes[17]  = \blocks$124 [208:205];
+  assign \blocks$124[1].codes[18]  = \blocks$124 [212:209];
+  assign \blocks$124[1].codes[19]  = \blocks$124 [216:213];
+  assign \blocks$124[1].codes[20]  = \blocks$124 [220:217];
+  assign \blocks$124[1].codes[21]  = \blocks$124 [224:221];
+  assign \blocks$124[1].codes[22]  = \blocks$124 [228:225];
+  assign \blocks$124[1].codes[23]  = \blocks$124 [232:229];
+  assign \blocks$124[1].codes[24]  = \blocks$124 [236:233];
+  assign \blocks$124[1].codes[25]  = \blocks$124 [240:237];
+  assign \blocks$124[1].codes[26]  = \blocks$124 [244:241];
+  assign \blocks$124[1].codes[27]  = \blocks$124 [248:245];
+  assign \blocks$124[1].codes[28]  = \blocks$124 [252:249];
+  assign \blocks$124[1].codes[29]  = \blocks$124 [256:253];
+  assign \blocks$124[1].codes[30]  = \blocks$124 [260:257];
+  assign \blocks$124[1].codes[31]  = \blocks$124 [264:261];
+  assign \blocks$124[1].dialect  = \blocks$124 [268:265];
+  assign \blocks$124[1].exp  = \blocks$124 [273:269];
+  assign \blocks$124[2]  = \blocks$124 [410:274];
+  assign \blocks$124[2].codes  = \blocks$124 [401:274];
+  assign \blocks$124[2].codes[0]  = \blocks$124 [277:274];
+  assign \blocks$124[2].codes[1]  = \blocks$124 [281:278];
+  assign \blocks$124[2].codes[2]  = \blocks$124 [285:282];
+  assign \blocks$124[2].codes[3]  = \blocks$124 [289:286];
+  assign \blocks$124[2].codes[4]  = \blocks$124 [293:290];
+  assign \blocks$124[2].codes[5]  = \blocks$124 [297:294];
+  assign \blocks$124[2].codes[6]  = \blocks$124 [301:298];
+  assign \blocks$124[2].codes[7]  = \blocks$124 [305:302];
+  assign \blocks$124[2].codes[8]  = \blocks$124 [309:306];
+  assign \blocks$124[2].codes[9]  = \blocks$124 [313:310];
+  assign \blocks$124[2].codes[10]  = \blocks$124 [317:314];
+  assign \blocks$124[2].codes[11]  = \blocks$124 [321:318];
+  assign \blocks$124[2].codes[12]  = \blocks$124 [325:322];
+  assign \blocks$124[2].codes[13]  = \blocks$124 [329:326];
+  assign \blocks$124[2].codes[14]  = \blocks$124 [333:330];
+  assign \blocks$124[2].codes[15]  = \blocks$124 [337:334];
+  assign \blocks$124[2].codes[16]  = \blocks$124 [341:338];
+  assign \blocks$124[2].codes[17]  = \blocks$124 [345:342];
+  assign \blocks$124[2].codes[18]  = \blocks$124 [349:346];
+  assign \blocks$124[2].codes[19]  = \blocks$124 [353:350];
+  assign \blocks$124[2].codes[20]  = \blocks$124 [357:354];
+  assign \blocks$124[2].codes[21]  = \blocks$124 [361:358];
+  assign \blocks$124[2].codes[22]  = \blocks$124 [365:362];
+  assign \blocks$124[2].codes[23]  = \blocks$124 [369:366];
+  assign \blocks$124[2].codes[24]  = \blocks$124 [373:370];
+  assign \blocks$124[2].codes[25]  = \blocks$124 [377:374];
+  assign \blocks$124[2].codes[26]  = \blocks$124 [381:378];
+  assign \blocks$124[2].codes[27]  = \blocks$124 [385:382];
+  assign \blocks$124[2].codes[28]  = \blocks$124 [389:386];
+  assign \blocks$124[2].codes[29]  = \blocks$124 [393:390];
+  assign \blocks$124[2].codes[30]  = \blocks$124 [397:394];
+  assign \blocks$124[2].codes[31]  = \blocks$124 [401:398];
+  assign \blocks$124[2].dialect  = \blocks$124 [405:402];
+  assign \blocks$124[2].exp  = \blocks$124 [410:406];
+  assign \blocks$124[3]  = \blocks$124 [547:411];
+  assign \blocks$124[3].codes  = \blocks$124 [538:411];
+  assign \blocks$124[3].codes[0]  = \blocks$124 [414:411];
+  assign \blocks$124[3].codes[1]  = \blocks$124 [418:415];
+  assign \blocks$124[3].codes[2]  = \blocks$124 [422:419];
+  assign \blocks$124[3].codes[3]  = \blocks$124 [426:423];
+  assign \blocks$124[3].codes[4]  = \blocks$124 [430:427];
+  assign \blocks$124[3].codes[5]  = \blocks$124 [434:431];
+  assign \blocks$124[3].codes[6]  = \blocks$124 [438:435];
+  assign \blocks$124[3].codes[7]  = \blocks$124 [442:439];
+  assign \blocks$124[3].codes[8]  = \blocks$124 [446:443];
+  assign \blocks$124[3].codes[9]  = \blocks$124 [450:447];
+  assign \blocks$124[3].codes[10]  = \blocks$124 [454:451];
+  assign \blocks$124[3].codes[11]  = \blocks$124 [458:455];
+  assign \blocks$124[3].codes[12]  = \blocks$124 [462:459];
+  assign \blocks$124[3].codes[13]  = \blocks$124 [466:463];
+  assign \blocks$124[3].codes[14]  = \blocks$124 [470:467];
+  assign \blocks$124[3].codes[15]  = \blocks$124 [474:471];
+  assign \blocks$124[3].codes[16]  = \blocks$124 [478:475];
+  assign \blocks$124[3].codes[17]  = \blocks$124 [482:479];
+  assign \blocks$124[3].codes[18]  = \blocks$124 [486:483];
+  assign \blocks$124[3].codes[19]  = \blocks$124 [490:487];
+  assign \blocks$124[3].codes[20]  = \blocks$124 [494:491];
+  assign \blocks$124[3].codes[21]  = \blocks$124 [498:495];
+  assign \blocks$124[3].codes[22]  = \blocks$124 [502:499];
+  assign \blocks$124[3].codes[23]  = \blocks$124 [506:503];
+  assign \blocks$124[3].codes[24]  = \blocks$124 [510:507];
+  assign \blocks$124[3].codes[25]  = \blocks$124 [514:511];
+  assign \blocks$124[3].codes[26]  = \blocks$124 [518:515];
+  assign \blocks$124[3].codes[27]  = \blocks$124 [522:519];
+  assign \blocks$124[3].codes[28]  = \blocks$124 [526:523];
+  assign \blocks$124[3].codes[29]  = \blocks$124 [530:527];
+  assign \blocks$124[3].codes[30]  = \blocks$124 [534:531];
+  assign \blocks$124[3].codes[31]  = \blocks$124 [538:535];
+  assign \blocks$124[3].dialect  = \blocks$124 [542:539];
+  assign \blocks$124[3].exp  = \blocks$124 [547:543];
+  assign \blocks$124[4]  = \blocks$124 [684:548];
+  assign \blocks$124[4].codes  = \blocks$124 [675:548];
+  assign \blocks$124[4].codes[0]  = \blocks$124 [551:548];
+  assign \blocks$124[4].codes[1]  = \blocks$124 [555:552];
+  assign \blocks$124[4].codes[2]  = \blocks$124 [559:556];
+  assign \blocks$124[4].codes[3]  = \blocks$124 [563:560];
+  assign \blocks$124[4].codes[4]  = \blocks$124 [567:564];
+  assign \blocks$124[4].codes[5]  = \blocks$124 [571:568];
+  assign \blocks$124[4].codes[6]  = \blocks$124 [575:572];
+  assign \blocks$124[4].codes[7]  = \blocks$124 [579:576];
+  assign \blocks$124[4].codes[8]  = \blocks$124 [583:580];
+  assign \blocks$124[4].codes[9]  = \blocks$124 [587:584];
+  assign \blocks$124[4].codes[10]  = \blocks$124 [591:588];
+  assign \blocks$124[4].codes[11]  = \blocks$124 [595:592];
+  assign \blocks$124[4].codes[12]  = \blocks$124 [599:596];
+  assign \blocks$124[4].codes[13]  = \blocks$124 [603:600];
+  assign \blocks$124[4].codes[14]  = \blocks$124 [607:604];
+  assign \blocks$124[4].codes[15]  = \blocks$124 [611:608];
+  assign \blocks$124[4].codes[16]  = \blocks$124 [615:612];
+  assign \blocks$124[4].codes[17]  = \blocks$124 [619:616];
+  assign \blocks$124[4].codes[18]  = \blocks$124 [623:620];
+  assign \blocks$124[4].codes[19]  = \blocks$124 [627:624];
+  assign \blocks$124[4].codes[20]  = \blocks$124 [631:628];
+  assign \blocks$124[4].codes[21]  = \blocks$124 [635:632];
+  assign \blocks$124[4].codes[22]  = \blocks$124 [639:636];
+  assign \blocks$124[4].codes[23]  = \blocks$124 [643:640];
+  assign \blocks$124[4].codes[24]  = \blocks$124 [647:644];
+  assign \blocks$124[4].codes[25]  = \blocks$124 [651:648];
+  assign \blocks$124[4].codes[26]  = \blocks$124 [655:652];
+  assign \blocks$124[4].codes[27]  = \blocks$124 [659:656];
+  assign \blocks$124[4].codes[28]  = \blocks$124 [663:660];
+  assign \blocks$124[4].codes[29]  = \blocks$124 [667:664];
+  assign \blocks$124[4].codes[30]  = \blocks$124 [671:668];
+  assign \blocks$124[4].codes[31]  = \blocks$124 [675:672];
+  assign \blocks$124[4].dialect  = \blocks$124 [679:676];
+  assign \blocks$124[4].exp  = \blocks$124 [684:680];
+  assign \blocks$124[5]  = \blocks$124 [821:685];
+  assign \blocks$124[5].codes  = \blocks$124 [812:685];
+  assign \blocks$124[5].codes[0]  = \blocks$124 [688:685];
+  assign \blocks$124[5].codes[1]  = \blocks$124 [692:689];
+  assign \blocks$124[5].codes[2]  = \blocks$124 [696:693];
+  assign \blocks$124[5].codes[3]  = \blocks$124 [700:697];
+  assign \blocks$124[5].codes[4]  = \blocks$124 [704:701];
+  assign \blocks$124[5].codes[5]  = \blocks$124 [708:705];
+  assign \blocks$124[5].codes[6]  = \blocks$124 [712:709];
+  assign \blocks$124[5].codes[7]  = \blocks$124 [716:713];
+  assign \blocks$124[5].codes[8]  = \blocks$124 [720:717];
+  assign \blocks$124[5].codes[9]  = \blocks$124 [724:721];
+  assign \blocks$124[5].codes[10]  = \blocks$124 [728:725];
+  assign \blocks$124[5].codes[11]  = \blocks$124 [732:729];
+  assign \blocks$124[5].codes[12]  = \blocks$124 [736:733];
+  assign \blocks$124[5].codes[13]  = \blocks$124 [740:737];
+  assign \blocks$124[5].codes[14]  = \blocks$124 [744:741];
+  assign \blocks$124[5].codes[15]  = \blocks$124 [748:745];
+  assign \blocks$124[5].codes[16]  = \blocks$124 [752:749];
+  assign \blocks$124[5].codes[17]  = \blocks$124 [756:753];
+  assign \blocks$124[5].codes[18]  = \blocks$124 [760:757];
+  assign \blocks$124[5].codes[19]  = \blocks$124 [764:761];
+  assign \blocks$124[5].codes[20]  = \blocks$124 [768:765];
+  assign \blocks$124[5].codes[21]  = \blocks$124 [772:769];
+  assign \blocks$124[5].codes[22]  = \blocks$124 [776:773];
+  assign \blocks$124[5].codes[23]  = \blocks$124 [780:777];
+  assign \blocks$124[5].codes[24]  = \blocks$124 [784:781];
+  assign \blocks$124[5].codes[25]  = \blocks$124 [788:785];
+  assign \blocks$124[5].codes[26]  = \blocks$124 [792:789];
+  assign \blocks$124[5].codes[27]  = \blocks$124 [796:793];
+  assign \blocks$124[5].codes[28]  = \blocks$124 [800:797];
+  assign \blocks$124[5].codes[29]  = \blocks$124 [804:801];
+  assign \blocks$124[5].codes[30]  = \blocks$124 [808:805];
+  assign \blocks$124[5].codes[31]  = \blocks$124 [812:809];
+  assign \blocks$124[5].dialect  = \blocks$124 [816:813];
+  assign \blocks$124[5].exp  = \blocks$124 [821:817];
+  assign \blocks$124[6]  = \blocks$124 [958:822];
+  assign \blocks$124[6].codes  = \blocks$124 [949:822];
+  assign \blocks$124[6].codes[0]  = \blocks$124 [825:822];
+  assign \blocks$124[6].codes[1]  = \blocks$124 [829:826];
+  assign \blocks$124[6].codes[2]  = \blocks$124 [833:830];
+  assign \blocks$124[6].codes[3]  = \blocks$124 [837:834];
+  assign \blocks$124[6].codes[4]  = \blocks$124 [841:838];
+  assign \blocks$124[6].codes[5]  = \blocks$124 [845:842];
+  assign \blocks$124[6].codes[6]  = \blocks$124 [849:846];
+  assign \blocks$124[6].codes[7]  = \blocks$124 [853:850];
+  assign \blocks$124[6].codes[8]  = \blocks$124 [857:854];
+  assign \blocks$124[6].codes[9]  = \blocks$124 [861:858];
+  assign \blocks$124[6].codes[10]  = \blocks$124 [865:862];
+  assign \blocks$124[6].codes[11]  = \blocks$124 [869:866];
+  assign \blocks$124[6].codes[12]  = \blocks$124 [873:870];
+  assign \blocks$124[6].codes[13]  = \blocks$124 [877:874];
+  assign \blocks$124[6].codes[14]  = \blocks$124 [881:878];
+  assign \blocks$124[6].codes[15]  = \blocks$124 [885:882];
+  assign \blocks$124[6].codes[16]  = \blocks$124 [889:886];
+  assign \blocks$124[6].codes[17]  = \blocks$124 [893:890];
+  assign \blocks$124[6].codes[18]  = \blocks$124 [897:894];
+  assign \blocks$124[6].codes[19]  = \blocks$124 [901:898];
+  assign \blocks$124[6].codes[20]  = \blocks$124 [905:902];
+  assign \blocks$124[6].codes[21]  = \blocks$124 [909:906];
+  assign \blocks$124[6].codes[22]  = \blocks$124 [913:910];
+  assign \blocks$124[6].codes[23]  = \blocks$124 [917:914];
+  assign \blocks$124[6].codes[24]  = \blocks$124 [921:918];
+  assign \blocks$124[6].codes[25]  = \blocks$124 [925:922];
+  assign \blocks$124[6].codes[26]  = \blocks$124 [929:926];
+  assign \blocks$124[6].codes[27]  = \blocks$124 [933:930];
+  assign \blocks$124[6].codes[28]  = \blocks$124 [937:934];
+  assign \blocks$124[6].codes[29]  = \blocks$124 [941:938];
+  assign \blocks$124[6].codes[30]  = \blocks$124 [945:942];
+  assign \blocks$124[6].codes[31]  = \blocks$124 [949:946];
+  assign \blocks$124[6].dialect  = \blocks$124 [953:950];
+  assign \blocks$124[6].exp  = \blocks$124 [958:954];
+  assign \blocks$124[7]  = \blocks$124 [1095:959];
+  assign \blocks$124[7].codes  = \blocks$124 [1086:959];
+  assign \blocks$124[7].codes[0]  = \blocks$124 [962:959];
+  assign \blocks$124[7].codes[1]  = \blocks$124 [966:963];
+  assign \blocks$124[7].codes[2]  = \blocks$124 [970:967];
+  assign \blocks$124[7].codes[3]  = \blocks$124 [974:971];
+  assign \blocks$124[7].codes[4]  = \blocks$124 [978:975];
+  assign \blocks$124[7].codes[5]  = \blocks$124 [982:979];
+  assign \blocks$124[7].codes[6]  = \blocks$124 [986:983];
+  assign \blocks$124[7].codes[7]  = \blocks$124 [990:987];
+  assign \blocks$124[7].codes[8]  = \blocks$124 [994:991];
+  assign \blocks$124[7].codes[9]  = \blocks$124 [998:995];
+  assign \blocks$124[7].codes[10]  = \blocks$124 [1002:999];
+  assign \blocks$124[7].codes[11]  = \blocks$124 [1006:1003];
+  assign \blocks$124[7].codes[12]  = \blocks$124 [1010:1007];
+  assign \blocks$124[7].codes[13]  = \blocks$124 [1014:1011];
+  assign \blocks$124[7].codes[14]  = \blocks$124 [1018:1015];
+  assign \blocks$124[7].codes[15]  = \blocks$124 [1022:1019];
+  assign \blocks$124[7].codes[16]  = \blocks$124 [1026:1023];
+  assign \blocks$124[7].codes[17]  = \blocks$124 [1030:1027];
+  assign \blocks$124[7].codes[18]  = \blocks$124 [1034:1031];
+  assign \blocks$124[7].codes[19]  = \blocks$124 [1038:1035];
+  assign \blocks$124[7].codes[20]  = \blocks$124 [1042:1039];
+  assign \blocks$124[7].codes[21]  = \blocks$124 [1046:1043];
+  assign \blocks$124[7].codes[22]  = \blocks$124 [1050:1047];
+  assign \blocks$124[7].codes[23]  = \blocks$124 [1054:1051];
+  assign \blocks$124[7].codes[24]  = \blocks$124 [1058:1055];
+  assign \blocks$124[7].codes[25]  = \blocks$124 [1062:1059];
+  assign \blocks$124[7].codes[26]  = \blocks$124 [1066:1063];
+  assign \blocks$124[7].codes[27]  = \blocks$124 [1070:1067];
+  assign \blocks$124[7].codes[28]  = \blocks$124 [1074:1071];
+  assign \blocks$124[7].codes[29]  = \blocks$124 [1078:1075];
+  assign \blocks$124[7].codes[30]  = \blocks$124 [1082:1079];
+  assign \blocks$124[7].codes[31]  = \blocks$124 [1086:1083];
+  assign \blocks$124[7].dialect  = \blocks$124 [1090:1087];
+  assign \blocks$124[7].exp  = \blocks$124 [1095:1091];
   assign \r_data.codes  = r_data[127:0];
   assign \r_data.codes[0]  = r_data[3:0];
   assign \r_data.codes[1]  = r_data[7:4];
@@ -3175,70 +3091,70 @@ module bd_linear_b32_n8(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   assign \r_data.codes[31]  = r_data[127:124];
   assign \r_data.dialect  = r_data[131:128];
   assign \r_data.exp  = r_data[136:132];
-  assign \i__payload$124 [274] = a_last;
-  assign \i__payload$124 [273:269] = a_blocks[1095:1091];
-  assign \i__payload$124 [268:265] = a_blocks[1090:1087];
-  assign \i__payload$124 [264:137] = a_blocks[1086:959];
-  assign \i__payload$124 [136:132] = a_activation[136:132];
-  assign \i__payload$124 [131:128] = a_activation[131:128];
-  assign \i__payload$124 [127:0] = a_activation[127:0];
-  assign \i__payload$116 [274] = a_last;
-  assign \i__payload$116 [273:269] = a_blocks[958:954];
-  assign \i__payload$116 [268:265] = a_blocks[953:950];
-  assign \i__payload$116 [264:137] = a_blocks[949:822];
-  assign \i__payload$116 [136:132] = a_activation[136:132];
-  assign \i__payload$116 [131:128] = a_activation[131:128];
-  assign \i__payload$116 [127:0] = a_activation[127:0];
-  assign \i__payload$108 [274] = a_last;
-  assign \i__payload$108 [273:269] = a_blocks[821:817];
-  assign \i__payload$108 [268:265] = a_blocks[816:813];
-  assign \i__payload$108 [264:137] = a_blocks[812:685];
-  assign \i__payload$108 [136:132] = a_activation[136:132];
-  assign \i__payload$108 [131:128] = a_activation[131:128];
-  assign \i__payload$108 [127:0] = a_activation[127:0];
-  assign \i__payload$100 [274] = a_last;
-  assign \i__payload$100 [273:269] = a_blocks[684:680];
-  assign \i__payload$100 [268:265] = a_blocks[679:676];
-  assign \i__payload$100 [264:137] = a_blocks[675:548];
-  assign \i__payload$100 [136:132] = a_activation[136:132];
-  assign \i__payload$100 [131:128] = a_activation[131:128];
-  assign \i__payload$100 [127:0] = a_activation[127:0];
-  assign \i__payload$92 [274] = a_last;
-  assign \i__payload$92 [273:269] = a_blocks[547:543];
-  assign \i__payload$92 [268:265] = a_blocks[542:539];
-  assign \i__payload$92 [264:137] = a_blocks[538:411];
-  assign \i__payload$92 [136:132] = a_activation[136:132];
-  assign \i__payload$92 [131:128] = a_activation[131:128];
-  assign \i__payload$92 [127:0] = a_activation[127:0];
-  assign \i__payload$84 [274] = a_last;
-  assign \i__payload$84 [273:269] = a_blocks[410:406];
-  assign \i__payload$84 [268:265] = a_blocks[405:402];
-  assign \i__payload$84 [264:137] = a_blocks[401:274];
-  assign \i__payload$84 [136:132] = a_activation[136:132];
-  assign \i__payload$84 [131:128] = a_activation[131:128];
-  assign \i__payload$84 [127:0] = a_activation[127:0];
-  assign \i__payload$76 [274] = a_last;
-  assign \i__payload$76 [273:269] = a_blocks[273:269];
-  assign \i__payload$76 [268:265] = a_blocks[268:265];
-  assign \i__payload$76 [264:137] = a_blocks[264:137];
-  assign \i__payload$76 [136:132] = a_activation[136:132];
-  assign \i__payload$76 [131:128] = a_activation[131:128];
-  assign \i__payload$76 [127:0] = a_activation[127:0];
-  assign \i__payload$65 [274] = a_last;
-  assign \i__payload$65 [273:269] = a_blocks[136:132];
-  assign \i__payload$65 [268:265] = a_blocks[131:128];
-  assign \i__payload$65 [264:137] = a_blocks[127:0];
-  assign \i__payload$65 [136:132] = a_activation[136:132];
-  assign \i__payload$65 [131:128] = a_activation[131:128];
-  assign \i__payload$65 [127:0] = a_activation[127:0];
+  assign \i__payload$114 [274] = a_last;
+  assign \i__payload$114 [273:269] = a_blocks[1095:1091];
+  assign \i__payload$114 [268:265] = a_blocks[1090:1087];
+  assign \i__payload$114 [264:137] = a_blocks[1086:959];
+  assign \i__payload$114 [136:132] = a_activation[136:132];
+  assign \i__payload$114 [131:128] = a_activation[131:128];
+  assign \i__payload$114 [127:0] = a_activation[127:0];
+  assign \i__payload$106 [274] = a_last;
+  assign \i__payload$106 [273:269] = a_blocks[958:954];
+  assign \i__payload$106 [268:265] = a_blocks[953:950];
+  assign \i__payload$106 [264:137] = a_blocks[949:822];
+  assign \i__payload$106 [136:132] = a_activation[136:132];
+  assign \i__payload$106 [131:128] = a_activation[131:128];
+  assign \i__payload$106 [127:0] = a_activation[127:0];
+  assign \i__payload$98 [274] = a_last;
+  assign \i__payload$98 [273:269] = a_blocks[821:817];
+  assign \i__payload$98 [268:265] = a_blocks[816:813];
+  assign \i__payload$98 [264:137] = a_blocks[812:685];
+  assign \i__payload$98 [136:132] = a_activation[136:132];
+  assign \i__payload$98 [131:128] = a_activation[131:128];
+  assign \i__payload$98 [127:0] = a_activation[127:0];
+  assign \i__payload$90 [274] = a_last;
+  assign \i__payload$90 [273:269] = a_blocks[684:680];
+  assign \i__payload$90 [268:265] = a_blocks[679:676];
+  assign \i__payload$90 [264:137] = a_blocks[675:548];
+  assign \i__payload$90 [136:132] = a_activation[136:132];
+  assign \i__payload$90 [131:128] = a_activation[131:128];
+  assign \i__payload$90 [127:0] = a_activation[127:0];
+  assign \i__payload$82 [274] = a_last;
+  assign \i__payload$82 [273:269] = a_blocks[547:543];
+  assign \i__payload$82 [268:265] = a_blocks[542:539];
+  assign \i__payload$82 [264:137] = a_blocks[538:411];
+  assign \i__payload$82 [136:132] = a_activation[136:132];
+  assign \i__payload$82 [131:128] = a_activation[131:128];
+  assign \i__payload$82 [127:0] = a_activation[127:0];
+  assign \i__payload$74 [274] = a_last;
+  assign \i__payload$74 [273:269] = a_blocks[410:406];
+  assign \i__payload$74 [268:265] = a_blocks[405:402];
+  assign \i__payload$74 [264:137] = a_blocks[401:274];
+  assign \i__payload$74 [136:132] = a_activation[136:132];
+  assign \i__payload$74 [131:128] = a_activation[131:128];
+  assign \i__payload$74 [127:0] = a_activation[127:0];
+  assign \i__payload$66 [274] = a_last;
+  assign \i__payload$66 [273:269] = a_blocks[273:269];
+  assign \i__payload$66 [268:265] = a_blocks[268:265];
+  assign \i__payload$66 [264:137] = a_blocks[264:137];
+  assign \i__payload$66 [136:132] = a_activation[136:132];
+  assign \i__payload$66 [131:128] = a_activation[131:128];
+  assign \i__payload$66 [127:0] = a_activation[127:0];
+  assign \i__payload$55 [274] = a_last;
+  assign \i__payload$55 [273:269] = a_blocks[136:132];
+  assign \i__payload$55 [268:265] = a_blocks[131:128];
+  assign \i__payload$55 [264:137] = a_blocks[127:0];
+  assign \i__payload$55 [136:132] = a_activation[136:132];
+  assign \i__payload$55 [131:128] = a_activation[131:128];
+  assign \i__payload$55 [127:0] = a_activation[127:0];
   assign meta__payload[2] = s_axis_w_tuser;
   assign meta__payload[1] = mismatch;
   assign meta__payload[0] = any_invalid;
   assign w_data[136:132] = o__payload[136:132];
   assign w_data[131:128] = o__payload[131:128];
   assign w_data[127:0] = o__payload[127:0];
-  assign \$7  = aresetn;
-  assign \$16  = aresetn;
+  assign \$4  = aresetn;
+  assign \$12  = aresetn;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3826,19 +3742,21 @@ module \bd_linear_b32_n8.buffer (rst, rd__addr, rd__en, wr__en, r_data, wr__data
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.collector (o__ready, rst, w_en, take, meta__ready, w_data, o__payload, o__valid, results__0__valid, results__0__payload, results__1__valid, results__1__payload, results__2__valid, results__2__payload, results__3__valid, results__3__payload, results__4__valid, results__4__payload, results__5__valid, results__5__payload, results__6__valid
-, results__6__payload, results__7__valid, results__7__payload, aclk);
+module \bd_linear_b32_n8.collector (o__ready, rst, meta__valid, w_data, room, o__payload, o__valid, r_en, results__0__payload, results__1__payload, results__2__payload, results__3__payload, results__4__payload, results__5__payload, results__6__payload, results__7__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$2 ;
+  wire [4:0] \$1 ;
+  reg \$10 ;
+  wire [5:0] \$2 ;
   wire \$3 ;
-  reg [258:0] \$4 ;
-  reg \$5 ;
-  reg \$6 ;
-  reg [258:0] \$7 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  reg [3:0] \$7 ;
+  reg \$8 ;
+  reg [258:0] \$9 ;
   input aclk;
   wire aclk;
-  wire all_valid;
+  wire bypass;
   wire [258:0] incoming;
   wire [255:0] \incoming.data ;
   wire [31:0] \incoming.data[0] ;
@@ -3864,15 +3782,18 @@ module \bd_linear_b32_n8.collector (o__ready, rst, w_en, take, meta__ready, w_da
   wire [31:0] \main.data[7] ;
   wire \main.last ;
   wire [1:0] \main.user ;
+  wire main_free;
   (* init = 1'h0 *)
   wire main_valid;
   wire [2:0] meta__payload;
   wire \meta__payload.final ;
   wire \meta__payload.invalid ;
   wire \meta__payload.mismatch ;
-  output meta__ready;
+  (* init = 1'h1 *)
   wire meta__ready;
+  input meta__valid;
   wire meta__valid;
+  wire meta_take;
   output [258:0] o__payload;
   reg [258:0] o__payload = 259'h00000000000000000000000000000000000000000000000000000000000000000;
   wire [255:0] \o__payload.data ;
@@ -3890,165 +3811,151 @@ module \bd_linear_b32_n8.collector (o__ready, rst, w_en, take, meta__ready, w_da
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  wire o_take;
+  reg [3:0] owed = 4'h0;
+  wire [3:0] owed_next;
   wire [2:0] r_data;
+  wire [258:0] \r_data$43 ;
+  input r_en;
   wire r_en;
+  wire \r_en$38 ;
   wire r_rdy;
   input [31:0] results__0__payload;
   wire [31:0] results__0__payload;
   wire [31:0] \results__0__payload.result ;
   wire results__0__ready;
-  input results__0__valid;
   wire results__0__valid;
   input [31:0] results__1__payload;
   wire [31:0] results__1__payload;
   wire [31:0] \results__1__payload.result ;
   wire results__1__ready;
-  input results__1__valid;
-  wire results__1__valid;
   input [31:0] results__2__payload;
   wire [31:0] results__2__payload;
   wire [31:0] \results__2__payload.result ;
   wire results__2__ready;
-  input results__2__valid;
-  wire results__2__valid;
   input [31:0] results__3__payload;
   wire [31:0] results__3__payload;
   wire [31:0] \results__3__payload.result ;
   wire results__3__ready;
-  input results__3__valid;
-  wire results__3__valid;
   input [31:0] results__4__payload;
   wire [31:0] results__4__payload;
   wire [31:0] \results__4__payload.result ;
   wire results__4__ready;
-  input results__4__valid;
-  wire results__4__valid;
   input [31:0] results__5__payload;
   wire [31:0] results__5__payload;
   wire [31:0] \results__5__payload.result ;
   wire results__5__ready;
-  input results__5__valid;
-  wire results__5__valid;
   input [31:0] results__6__payload;
   wire [31:0] results__6__payload;
   wire [31:0] \results__6__payload.result ;
   wire results__6__ready;
-  input results__6__valid;
-  wire results__6__valid;
   input [31:0] results__7__payload;
   wire [31:0] results__7__payload;
   wire [31:0] \results__7__payload.result ;
   wire results__7__ready;
-  input results__7__valid;
-  wire results__7__valid;
+  output room;
+  reg room = 1'h1;
   input rst;
   wire rst;
-  reg [258:0] skid = 259'h00000000000000000000000000000000000000000000000000000000000000000;
-  wire [255:0] \skid.data ;
-  wire [31:0] \skid.data[0] ;
-  wire [31:0] \skid.data[1] ;
-  wire [31:0] \skid.data[2] ;
-  wire [31:0] \skid.data[3] ;
-  wire [31:0] \skid.data[4] ;
-  wire [31:0] \skid.data[5] ;
-  wire [31:0] \skid.data[6] ;
-  wire [31:0] \skid.data[7] ;
-  wire \skid.last ;
-  wire [1:0] \skid.user ;
-  reg skid_valid = 1'h0;
-  output take;
-  wire take;
   input [2:0] w_data;
   wire [2:0] w_data;
-  input w_en;
+  wire [258:0] \w_data$36 ;
   wire w_en;
-  wire w_rdy;
-  assign take = all_valid & \$1 ;
-  assign \$2  = ~ o__valid;
-  assign \$3  = o__ready | \$2 ;
+  wire \w_en$37 ;
+  assign meta_take = meta__valid & room;
+  assign o_take = o__valid & o__ready;
+  assign \$1  = owed + meta_take;
+  assign \$2  = \$1  - o_take;
+  assign \$3  = ~ o__valid;
+  assign main_free = \$3  | o__ready;
+  assign \$4  = ~ r_rdy;
+  assign bypass = main_free & \$4 ;
+  assign \$5  = ~ bypass;
+  assign \w_en$37  = r_en & \$5 ;
+  assign \$6  = \$2 [3:0] < 4'h9;
   always @(posedge aclk)
-    o__payload <= \$4 ;
+    owed <= \$7 ;
   always @(posedge aclk)
-    o__valid <= \$5 ;
+    room <= \$8 ;
   always @(posedge aclk)
-    skid_valid <= \$6 ;
+    o__payload <= \$9 ;
   always @(posedge aclk)
-    skid <= \$7 ;
-  assign all_valid = & { results__7__valid, results__6__valid, results__5__valid, results__4__valid, results__3__valid, results__2__valid, results__1__valid, results__0__valid, r_rdy };
-  assign \$1  = ~ skid_valid;
+    o__valid <= \$10 ;
   \bd_linear_b32_n8.collector.flags  flags (
     .aclk(aclk),
     .r_data(r_data),
-    .r_en(take),
+    .r_en(r_en),
+    .rst(rst),
+    .w_en(meta_take),
+    .w_port__data(w_data)
+  );
+  \bd_linear_b32_n8.collector.queue  queue (
+    .aclk(aclk),
+    .r_data(\r_data$43 ),
+    .r_en(main_free),
     .r_rdy(r_rdy),
     .rst(rst),
-    .w_en(w_en),
-    .w_port__data(w_data),
-    .w_rdy(meta__ready)
+    .w_en(\w_en$37 ),
+    .w_port__data(incoming)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$4  = o__payload;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$4  = skid;
-      end else if (take) begin
-        \$4  = incoming;
+    \$7  = \$2 [3:0];
+    if (rst) begin
+      \$7  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$8  = \$6 ;
+    if (rst) begin
+      \$8  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$9  = o__payload;
+    if (main_free) begin
+      if (r_rdy) begin
+        \$9  = \r_data$43 ;
+      end else if (r_en) begin
+        \$9  = incoming;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$5  = o__valid;
-    if (\$3 ) begin
+    \$10  = o__valid;
+    if (main_free) begin
       (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$5  = 1'h1;
-      end else if (take) begin
-        \$5  = 1'h1;
+      if (r_rdy) begin
+        \$10  = 1'h1;
+      end else if (r_en) begin
+        \$10  = 1'h1;
       end else begin
-        \$5  = 1'h0;
+        \$10  = 1'h0;
       end
     end
     if (rst) begin
-      \$5  = 1'h0;
+      \$10  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = skid_valid;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$6  = 1'h0;
-      end
-    end else if (take) begin
-      \$6  = 1'h1;
-    end
-    if (rst) begin
-      \$6  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = skid;
-    if (\$3 ) begin
-    end else if (take) begin
-      \$7  = incoming;
-    end
-  end
+  assign owed_next = \$2 [3:0];
+  assign meta__ready = room;
   assign meta__payload = w_data;
-  assign meta__valid = w_en;
-  assign w_rdy = meta__ready;
-  assign results__0__ready = take;
-  assign results__1__ready = take;
-  assign results__2__ready = take;
-  assign results__3__ready = take;
-  assign results__4__ready = take;
-  assign results__5__ready = take;
-  assign results__6__ready = take;
-  assign results__7__ready = take;
-  assign r_en = take;
+  assign w_en = meta_take;
+  assign results__0__ready = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign results__2__ready = 1'h1;
+  assign results__3__ready = 1'h1;
+  assign results__4__ready = 1'h1;
+  assign results__5__ready = 1'h1;
+  assign results__6__ready = 1'h1;
+  assign results__7__ready = 1'h1;
+  assign results__0__valid = r_en;
   assign main_valid = o__valid;
+  assign \w_data$36  = incoming;
+  assign \r_en$38  = main_free;
   assign main = o__payload;
   assign \meta__payload.invalid  = w_data[0];
   assign \meta__payload.mismatch  = w_data[1];
@@ -4094,17 +4001,6 @@ module \bd_linear_b32_n8.collector (o__ready, rst, w_en, take, meta__ready, w_da
   assign \main.data[7]  = o__payload[255:224];
   assign \main.user  = o__payload[257:256];
   assign \main.last  = o__payload[258];
-  assign \skid.data  = skid[255:0];
-  assign \skid.data[0]  = skid[31:0];
-  assign \skid.data[1]  = skid[63:32];
-  assign \skid.data[2]  = skid[95:64];
-  assign \skid.data[3]  = skid[127:96];
-  assign \skid.data[4]  = skid[159:128];
-  assign \skid.data[5]  = skid[191:160];
-  assign \skid.data[6]  = skid[223:192];
-  assign \skid.data[7]  = skid[255:224];
-  assign \skid.user  = skid[257:256];
-  assign \skid.last  = skid[258];
   assign incoming[258] = r_data[2];
   assign incoming[257:256] = r_data[1:0];
   assign incoming[255:224] = results__7__payload;
@@ -4118,74 +4014,68 @@ module \bd_linear_b32_n8.collector (o__ready, rst, w_en, take, meta__ready, w_da
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port__data, r_rdy, aclk);
+module \bd_linear_b32_n8.collector.flags (rst, w_en, r_data, w_port__data, r_en, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
-  wire [3:0] \$12 ;
-  wire [3:0] \$13 ;
+  wire \$12 ;
+  wire \$13 ;
   wire \$14 ;
   wire \$15 ;
-  wire \$16 ;
+  wire [4:0] \$16 ;
   wire \$17 ;
   wire \$18 ;
   wire \$19 ;
   wire \$2 ;
-  wire [3:0] \$20 ;
+  wire \$20 ;
   wire \$21 ;
   wire \$22 ;
-  wire \$23 ;
+  wire [4:0] \$23 ;
   wire \$24 ;
   wire \$25 ;
   wire \$26 ;
-  wire [3:0] \$27 ;
-  wire \$28 ;
-  wire \$29 ;
-  wire [3:0] \$3 ;
-  wire \$30 ;
-  reg [2:0] \$31 ;
-  reg [2:0] \$32 ;
-  reg [2:0] \$33 ;
-  reg \$34 ;
+  reg [2:0] \$27 ;
+  reg [2:0] \$28 ;
+  reg [3:0] \$29 ;
+  wire [4:0] \$3 ;
+  reg \$30 ;
   wire \$4 ;
-  wire \$5 ;
-  wire [3:0] \$6 ;
-  wire [3:0] \$7 ;
+  wire [3:0] \$5 ;
+  wire \$6 ;
+  wire \$7 ;
   wire \$8 ;
-  wire \$9 ;
+  wire [3:0] \$9 ;
   input aclk;
   wire aclk;
   (* init = 3'h0 *)
   wire [2:0] consume;
-  reg [2:0] inner_level = 3'h0;
+  reg [3:0] inner_level = 4'h0;
   wire inner_r_rdy;
-  wire [2:0] level;
+  wire [3:0] level;
   (* init = 3'h0 *)
   wire [2:0] produce;
   output [2:0] r_data;
   wire [2:0] r_data;
   input r_en;
   wire r_en;
-  wire [2:0] r_level;
+  wire [3:0] r_level;
   reg [2:0] r_port__addr = 3'h0;
   wire [2:0] r_port__data;
   wire r_port__en;
-  output r_rdy;
   reg r_rdy = 1'h0;
   input rst;
   wire rst;
   wire [2:0] w_data;
   input w_en;
   wire w_en;
-  wire [2:0] w_level;
+  wire [3:0] w_level;
   reg [2:0] w_port__addr = 3'h0;
   input [2:0] w_port__data;
   wire [2:0] w_port__data;
   wire w_port__en;
-  output w_rdy;
   wire w_rdy;
-  reg [2:0] storage [5:0];
+  reg [2:0] storage [7:0];
   initial begin
     storage[0] = 3'h0;
     storage[1] = 3'h0;
@@ -4193,6 +4083,8 @@ module \bd_linear_b32_n8.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
     storage[3] = 3'h0;
     storage[4] = 3'h0;
     storage[5] = 3'h0;
+    storage[6] = 3'h0;
+    storage[7] = 3'h0;
   end
   always @(posedge aclk) begin
     if (w_port__en)
@@ -4205,7 +4097,7 @@ module \bd_linear_b32_n8.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 3'h6;
+  assign w_rdy = inner_level != 4'h8;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -4213,88 +4105,84 @@ module \bd_linear_b32_n8.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 3'h5;
-  assign \$6  = w_port__addr + 1'h1;
-  assign \$7  = \$5  ? 4'h0 : \$6 ;
-  assign \$8  = ~ r_rdy;
-  assign \$9  = \$8  | r_en;
-  assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 3'h5;
-  assign \$12  = r_port__addr + 1'h1;
-  assign \$13  = \$11  ? 4'h0 : \$12 ;
-  assign \$14  = w_rdy & w_en;
-  assign \$15  = ~ r_rdy;
-  assign \$16  = \$15  | r_en;
-  assign \$17  = inner_r_rdy & \$16 ;
-  assign \$18  = ~ \$17 ;
-  assign \$19  = \$14  & \$18 ;
-  assign \$20  = inner_level + 1'h1;
-  assign \$21  = ~ r_rdy;
-  assign \$22  = \$21  | r_en;
-  assign \$23  = inner_r_rdy & \$22 ;
-  assign \$24  = w_rdy & w_en;
-  assign \$25  = ~ \$24 ;
-  assign \$26  = \$23  & \$25 ;
-  assign \$27  = inner_level - 1'h1;
-  assign \$28  = ~ r_rdy;
-  assign \$29  = \$28  | r_en;
-  assign \$30  = inner_r_rdy & \$29 ;
+  assign \$5  = w_port__addr + 1'h1;
+  assign \$6  = ~ r_rdy;
+  assign \$7  = \$6  | r_en;
+  assign \$8  = inner_r_rdy & \$7 ;
+  assign \$9  = r_port__addr + 1'h1;
+  assign \$10  = w_rdy & w_en;
+  assign \$11  = ~ r_rdy;
+  assign \$12  = \$11  | r_en;
+  assign \$13  = inner_r_rdy & \$12 ;
+  assign \$14  = ~ \$13 ;
+  assign \$15  = \$10  & \$14 ;
+  assign \$16  = inner_level + 1'h1;
+  assign \$17  = ~ r_rdy;
+  assign \$18  = \$17  | r_en;
+  assign \$19  = inner_r_rdy & \$18 ;
+  assign \$20  = w_rdy & w_en;
+  assign \$21  = ~ \$20 ;
+  assign \$22  = \$19  & \$21 ;
+  assign \$23  = inner_level - 1'h1;
+  assign \$24  = ~ r_rdy;
+  assign \$25  = \$24  | r_en;
+  assign \$26  = inner_r_rdy & \$25 ;
   always @(posedge aclk)
-    w_port__addr <= \$31 ;
+    w_port__addr <= \$27 ;
   always @(posedge aclk)
-    r_port__addr <= \$32 ;
+    r_port__addr <= \$28 ;
   always @(posedge aclk)
-    inner_level <= \$33 ;
+    inner_level <= \$29 ;
   always @(posedge aclk)
-    r_rdy <= \$34 ;
+    r_rdy <= \$30 ;
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$31  = w_port__addr;
+    \$27  = w_port__addr;
     if (\$4 ) begin
-      \$31  = \$7 [2:0];
+      \$27  = \$5 [2:0];
     end
     if (rst) begin
-      \$31  = 3'h0;
+      \$27  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$32  = r_port__addr;
-    if (\$10 ) begin
-      \$32  = \$13 [2:0];
+    \$28  = r_port__addr;
+    if (\$8 ) begin
+      \$28  = \$9 [2:0];
     end
     if (rst) begin
-      \$32  = 3'h0;
+      \$28  = 3'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$33  = inner_level;
-    if (\$19 ) begin
-      \$33  = \$20 [2:0];
+    \$29  = inner_level;
+    if (\$15 ) begin
+      \$29  = \$16 [3:0];
     end
+    if (\$22 ) begin
+      \$29  = \$23 [3:0];
+    end
+    if (rst) begin
+      \$29  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
+    \$30  = r_rdy;
     if (\$26 ) begin
-      \$33  = \$27 [2:0];
-    end
-    if (rst) begin
-      \$33  = 3'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$3 ) begin end
-    \$34  = r_rdy;
-    if (\$30 ) begin
-      \$34  = 1'h1;
+      \$30  = 1'h1;
     end else if (r_en) begin
-      \$34  = 1'h0;
+      \$30  = 1'h0;
     end
     if (rst) begin
-      \$34  = 1'h0;
+      \$30  = 1'h0;
     end
   end
-  assign w_level = \$3 [2:0];
-  assign level = \$3 [2:0];
-  assign r_level = \$3 [2:0];
+  assign w_level = \$3 [3:0];
+  assign level = \$3 [3:0];
+  assign r_level = \$3 [3:0];
   assign produce = w_port__addr;
   assign w_data = w_port__data;
   assign consume = r_port__addr;
@@ -4302,8 +4190,137 @@ module \bd_linear_b32_n8.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
+module \bd_linear_b32_n8.collector.queue (rst, r_en, w_en, r_rdy, r_data, w_port__data, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  wire \$11 ;
+  wire \$12 ;
+  wire \$13 ;
+  wire [4:0] \$14 ;
+  reg [2:0] \$15 ;
+  reg [2:0] \$16 ;
+  reg [3:0] \$17 ;
+  wire [3:0] \$2 ;
+  wire \$3 ;
+  wire [3:0] \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire \$7 ;
+  wire \$8 ;
+  wire [4:0] \$9 ;
+  input aclk;
+  wire aclk;
+  (* init = 3'h0 *)
+  wire [2:0] consume;
+  reg [3:0] level = 4'h0;
+  (* init = 3'h0 *)
+  wire [2:0] produce;
+  output [258:0] r_data;
+  wire [258:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 4'h0 *)
+  wire [3:0] r_level;
+  reg [2:0] r_port__addr = 3'h0;
+  wire [258:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [258:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 4'h0 *)
+  wire [3:0] w_level;
+  reg [2:0] w_port__addr = 3'h0;
+  input [258:0] w_port__data;
+  wire [258:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [258:0] storage [7:0];
+  initial begin
+    storage[0] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[1] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[2] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[3] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[4] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[5] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[6] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+    storage[7] = 259'h00000000000000000000000000000000000000000000000000000000000000000;
+  end
+  always @(posedge aclk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 4'h8;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr + 1'h1;
+  assign \$3  = r_rdy & r_en;
+  assign \$4  = r_port__addr + 1'h1;
+  assign \$5  = w_rdy & w_en;
+  assign \$6  = r_rdy & r_en;
+  assign \$7  = ~ \$6 ;
+  assign \$8  = \$5  & \$7 ;
+  assign \$9  = level + 1'h1;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = w_rdy & w_en;
+  assign \$12  = ~ \$11 ;
+  assign \$13  = \$10  & \$12 ;
+  assign \$14  = level - 1'h1;
+  always @(posedge aclk)
+    w_port__addr <= \$15 ;
+  always @(posedge aclk)
+    r_port__addr <= \$16 ;
+  always @(posedge aclk)
+    level <= \$17 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$15  = w_port__addr;
+    if (\$1 ) begin
+      \$15  = \$2 [2:0];
+    end
+    if (rst) begin
+      \$15  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$16  = r_port__addr;
+    if (\$3 ) begin
+      \$16  = \$4 [2:0];
+    end
+    if (rst) begin
+      \$16  = 3'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$17  = level;
+    if (\$8 ) begin
+      \$17  = \$9 [3:0];
+    end
+    if (\$13 ) begin
+      \$17  = \$14 [3:0];
+    end
+    if (rst) begin
+      \$17  = 4'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_linear_b32_n8.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -4504,7 +4521,6 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -4552,7 +4568,6 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -4836,11 +4851,11 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot0.dec_a  dec_a (
-    .\port$8518$0 (i__payload[131:0]),
+    .\port$8521$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot0.dec_w  dec_w (
-    .\port$8518$137 (i__payload[268:137]),
+    .\port$8521$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot0.mul  mul (
@@ -4855,33 +4870,32 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -4891,7 +4905,7 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -4901,28 +4915,28 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -4940,7 +4954,8 @@ module \bd_linear_b32_n8.dot0 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -5251,7 +5266,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -5343,7 +5358,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -5353,7 +5368,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -5362,7 +5377,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -5371,7 +5386,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -5381,7 +5396,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -5390,7 +5405,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -5428,7 +5443,7 @@ module \bd_linear_b32_n8.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot0.dec_a (values, \port$8518$0 );
+module \bd_linear_b32_n8.dot0.dec_a (values, \port$8521$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -5465,8 +5480,8 @@ module \bd_linear_b32_n8.dot0.dec_a (values, \port$8518$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8518$0 ;
-  wire [131:0] \port$8518$0 ;
+  input [131:0] \port$8521$0 ;
+  wire [131:0] \port$8521$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -5542,46 +5557,46 @@ module \bd_linear_b32_n8.dot0.dec_a (values, \port$8518$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8518$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8518$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8518$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8518$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8518$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8518$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8518$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8518$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8518$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8518$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8518$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8518$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8518$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8518$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8518$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8518$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8518$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8518$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8518$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8518$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8518$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8518$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8518$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8518$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8518$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8518$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8518$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8518$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8518$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8518$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8518$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8518$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8521$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8521$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8521$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8521$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8521$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8521$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8521$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8521$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8521$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8521$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8521$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8521$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8521$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8521$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8521$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8521$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8521$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8521$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8521$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8521$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8521$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8521$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8521$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8521$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8521$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8521$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8521$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8521$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8521$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8521$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8521$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8521$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$8518$0 [131:128]),
+    .dialect(\port$8521$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8518$0 [131:128];
-  assign \dialect$1  = \port$8518$0 [131:128];
+  assign dialect = \port$8521$0 [131:128];
+  assign \dialect$1  = \port$8521$0 [131:128];
   assign row = entries;
-  assign codes = \port$8518$0 [127:0];
+  assign codes = \port$8521$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -5590,38 +5605,38 @@ module \bd_linear_b32_n8.dot0.dec_a (values, \port$8518$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8518$0 [3:0];
-  assign \codes[1]  = \port$8518$0 [7:4];
-  assign \codes[2]  = \port$8518$0 [11:8];
-  assign \codes[3]  = \port$8518$0 [15:12];
-  assign \codes[4]  = \port$8518$0 [19:16];
-  assign \codes[5]  = \port$8518$0 [23:20];
-  assign \codes[6]  = \port$8518$0 [27:24];
-  assign \codes[7]  = \port$8518$0 [31:28];
-  assign \codes[8]  = \port$8518$0 [35:32];
-  assign \codes[9]  = \port$8518$0 [39:36];
-  assign \codes[10]  = \port$8518$0 [43:40];
-  assign \codes[11]  = \port$8518$0 [47:44];
-  assign \codes[12]  = \port$8518$0 [51:48];
-  assign \codes[13]  = \port$8518$0 [55:52];
-  assign \codes[14]  = \port$8518$0 [59:56];
-  assign \codes[15]  = \port$8518$0 [63:60];
-  assign \codes[16]  = \port$8518$0 [67:64];
-  assign \codes[17]  = \port$8518$0 [71:68];
-  assign \codes[18]  = \port$8518$0 [75:72];
-  assign \codes[19]  = \port$8518$0 [79:76];
-  assign \codes[20]  = \port$8518$0 [83:80];
-  assign \codes[21]  = \port$8518$0 [87:84];
-  assign \codes[22]  = \port$8518$0 [91:88];
-  assign \codes[23]  = \port$8518$0 [95:92];
-  assign \codes[24]  = \port$8518$0 [99:96];
-  assign \codes[25]  = \port$8518$0 [103:100];
-  assign \codes[26]  = \port$8518$0 [107:104];
-  assign \codes[27]  = \port$8518$0 [111:108];
-  assign \codes[28]  = \port$8518$0 [115:112];
-  assign \codes[29]  = \port$8518$0 [119:116];
-  assign \codes[30]  = \port$8518$0 [123:120];
-  assign \codes[31]  = \port$8518$0 [127:124];
+  assign \codes[0]  = \port$8521$0 [3:0];
+  assign \codes[1]  = \port$8521$0 [7:4];
+  assign \codes[2]  = \port$8521$0 [11:8];
+  assign \codes[3]  = \port$8521$0 [15:12];
+  assign \codes[4]  = \port$8521$0 [19:16];
+  assign \codes[5]  = \port$8521$0 [23:20];
+  assign \codes[6]  = \port$8521$0 [27:24];
+  assign \codes[7]  = \port$8521$0 [31:28];
+  assign \codes[8]  = \port$8521$0 [35:32];
+  assign \codes[9]  = \port$8521$0 [39:36];
+  assign \codes[10]  = \port$8521$0 [43:40];
+  assign \codes[11]  = \port$8521$0 [47:44];
+  assign \codes[12]  = \port$8521$0 [51:48];
+  assign \codes[13]  = \port$8521$0 [55:52];
+  assign \codes[14]  = \port$8521$0 [59:56];
+  assign \codes[15]  = \port$8521$0 [63:60];
+  assign \codes[16]  = \port$8521$0 [67:64];
+  assign \codes[17]  = \port$8521$0 [71:68];
+  assign \codes[18]  = \port$8521$0 [75:72];
+  assign \codes[19]  = \port$8521$0 [79:76];
+  assign \codes[20]  = \port$8521$0 [83:80];
+  assign \codes[21]  = \port$8521$0 [87:84];
+  assign \codes[22]  = \port$8521$0 [91:88];
+  assign \codes[23]  = \port$8521$0 [95:92];
+  assign \codes[24]  = \port$8521$0 [99:96];
+  assign \codes[25]  = \port$8521$0 [103:100];
+  assign \codes[26]  = \port$8521$0 [107:104];
+  assign \codes[27]  = \port$8521$0 [111:108];
+  assign \codes[28]  = \port$8521$0 [115:112];
+  assign \codes[29]  = \port$8521$0 [119:116];
+  assign \codes[30]  = \port$8521$0 [123:120];
+  assign \codes[31]  = \port$8521$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -5654,43 +5669,43 @@ module \bd_linear_b32_n8.dot0.dec_a (values, \port$8518$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8518$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8518$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8518$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8518$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8518$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8518$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8518$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8518$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8518$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8518$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8518$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8518$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8518$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8518$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8518$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8518$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8518$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8518$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8518$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8518$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8518$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8518$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8518$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8518$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8518$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8518$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8518$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8518$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8518$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8518$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8518$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8518$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8521$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8521$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8521$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8521$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8521$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8521$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8521$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8521$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8521$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8521$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8521$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8521$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8521$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8521$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8521$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8521$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8521$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8521$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8521$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8521$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8521$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8521$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8521$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8521$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8521$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8521$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8521$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8521$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8521$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8521$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8521$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8521$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot0.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -5704,7 +5719,7 @@ module \bd_linear_b32_n8.dot0.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -5752,7 +5767,7 @@ module \bd_linear_b32_n8.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot0.dec_w (values, \port$8518$137 );
+module \bd_linear_b32_n8.dot0.dec_w (values, \port$8521$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -5789,8 +5804,8 @@ module \bd_linear_b32_n8.dot0.dec_w (values, \port$8518$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8518$137 ;
-  wire [131:0] \port$8518$137 ;
+  input [131:0] \port$8521$137 ;
+  wire [131:0] \port$8521$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -5866,46 +5881,46 @@ module \bd_linear_b32_n8.dot0.dec_w (values, \port$8518$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8518$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8518$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8518$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8518$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8518$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8518$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8518$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8518$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8518$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8518$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8518$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8518$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8518$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8518$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8518$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8518$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8518$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8518$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8518$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8518$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8518$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8518$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8518$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8518$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8518$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8518$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8518$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8518$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8518$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8518$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8518$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8518$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8521$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8521$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8521$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8521$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8521$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8521$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8521$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8521$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8521$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8521$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8521$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8521$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8521$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8521$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8521$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8521$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8521$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8521$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8521$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8521$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8521$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8521$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8521$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8521$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8521$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8521$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8521$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8521$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8521$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8521$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8521$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8521$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$8518$137 [131:128]),
+    .dialect(\port$8521$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8518$137 [131:128];
-  assign \dialect$1  = \port$8518$137 [131:128];
+  assign dialect = \port$8521$137 [131:128];
+  assign \dialect$1  = \port$8521$137 [131:128];
   assign row = entries;
-  assign codes = \port$8518$137 [127:0];
+  assign codes = \port$8521$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -5914,38 +5929,38 @@ module \bd_linear_b32_n8.dot0.dec_w (values, \port$8518$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8518$137 [3:0];
-  assign \codes[1]  = \port$8518$137 [7:4];
-  assign \codes[2]  = \port$8518$137 [11:8];
-  assign \codes[3]  = \port$8518$137 [15:12];
-  assign \codes[4]  = \port$8518$137 [19:16];
-  assign \codes[5]  = \port$8518$137 [23:20];
-  assign \codes[6]  = \port$8518$137 [27:24];
-  assign \codes[7]  = \port$8518$137 [31:28];
-  assign \codes[8]  = \port$8518$137 [35:32];
-  assign \codes[9]  = \port$8518$137 [39:36];
-  assign \codes[10]  = \port$8518$137 [43:40];
-  assign \codes[11]  = \port$8518$137 [47:44];
-  assign \codes[12]  = \port$8518$137 [51:48];
-  assign \codes[13]  = \port$8518$137 [55:52];
-  assign \codes[14]  = \port$8518$137 [59:56];
-  assign \codes[15]  = \port$8518$137 [63:60];
-  assign \codes[16]  = \port$8518$137 [67:64];
-  assign \codes[17]  = \port$8518$137 [71:68];
-  assign \codes[18]  = \port$8518$137 [75:72];
-  assign \codes[19]  = \port$8518$137 [79:76];
-  assign \codes[20]  = \port$8518$137 [83:80];
-  assign \codes[21]  = \port$8518$137 [87:84];
-  assign \codes[22]  = \port$8518$137 [91:88];
-  assign \codes[23]  = \port$8518$137 [95:92];
-  assign \codes[24]  = \port$8518$137 [99:96];
-  assign \codes[25]  = \port$8518$137 [103:100];
-  assign \codes[26]  = \port$8518$137 [107:104];
-  assign \codes[27]  = \port$8518$137 [111:108];
-  assign \codes[28]  = \port$8518$137 [115:112];
-  assign \codes[29]  = \port$8518$137 [119:116];
-  assign \codes[30]  = \port$8518$137 [123:120];
-  assign \codes[31]  = \port$8518$137 [127:124];
+  assign \codes[0]  = \port$8521$137 [3:0];
+  assign \codes[1]  = \port$8521$137 [7:4];
+  assign \codes[2]  = \port$8521$137 [11:8];
+  assign \codes[3]  = \port$8521$137 [15:12];
+  assign \codes[4]  = \port$8521$137 [19:16];
+  assign \codes[5]  = \port$8521$137 [23:20];
+  assign \codes[6]  = \port$8521$137 [27:24];
+  assign \codes[7]  = \port$8521$137 [31:28];
+  assign \codes[8]  = \port$8521$137 [35:32];
+  assign \codes[9]  = \port$8521$137 [39:36];
+  assign \codes[10]  = \port$8521$137 [43:40];
+  assign \codes[11]  = \port$8521$137 [47:44];
+  assign \codes[12]  = \port$8521$137 [51:48];
+  assign \codes[13]  = \port$8521$137 [55:52];
+  assign \codes[14]  = \port$8521$137 [59:56];
+  assign \codes[15]  = \port$8521$137 [63:60];
+  assign \codes[16]  = \port$8521$137 [67:64];
+  assign \codes[17]  = \port$8521$137 [71:68];
+  assign \codes[18]  = \port$8521$137 [75:72];
+  assign \codes[19]  = \port$8521$137 [79:76];
+  assign \codes[20]  = \port$8521$137 [83:80];
+  assign \codes[21]  = \port$8521$137 [87:84];
+  assign \codes[22]  = \port$8521$137 [91:88];
+  assign \codes[23]  = \port$8521$137 [95:92];
+  assign \codes[24]  = \port$8521$137 [99:96];
+  assign \codes[25]  = \port$8521$137 [103:100];
+  assign \codes[26]  = \port$8521$137 [107:104];
+  assign \codes[27]  = \port$8521$137 [111:108];
+  assign \codes[28]  = \port$8521$137 [115:112];
+  assign \codes[29]  = \port$8521$137 [119:116];
+  assign \codes[30]  = \port$8521$137 [123:120];
+  assign \codes[31]  = \port$8521$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -5978,43 +5993,43 @@ module \bd_linear_b32_n8.dot0.dec_w (values, \port$8518$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8518$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8518$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8518$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8518$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8518$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8518$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8518$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8518$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8518$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8518$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8518$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8518$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8518$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8518$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8518$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8518$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8518$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8518$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8518$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8518$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8518$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8518$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8518$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8518$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8518$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8518$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8518$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8518$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8518$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8518$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8518$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8518$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8521$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8521$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8521$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8521$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8521$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8521$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8521$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8521$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8521$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8521$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8521$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8521$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8521$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8521$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8521$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8521$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8521$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8521$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8521$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8521$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8521$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8521$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8521$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8521$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8521$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8521$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8521$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8521$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8521$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8521$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8521$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8521$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot0.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -6028,7 +6043,7 @@ module \bd_linear_b32_n8.dot0.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -7048,8 +7063,8 @@ module \bd_linear_b32_n8.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \bd_linear_b32_n8.dot0.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -7481,7 +7496,6 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -7501,11 +7515,8 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -7727,8 +7738,6 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -7745,7 +7754,7 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -7755,7 +7764,7 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -7765,40 +7774,41 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -7871,6 +7881,9 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -7879,6 +7892,8 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -7993,8 +8008,8 @@ module \bd_linear_b32_n8.dot0.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+module \bd_linear_b32_n8.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -8195,7 +8210,6 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -8243,7 +8257,6 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -8527,11 +8540,11 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot1.dec_a  dec_a (
-    .\port$8519$0 (i__payload[131:0]),
+    .\port$8522$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot1.dec_w  dec_w (
-    .\port$8519$137 (i__payload[268:137]),
+    .\port$8522$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot1.mul  mul (
@@ -8546,33 +8559,32 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -8582,7 +8594,7 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -8592,28 +8604,28 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -8631,7 +8643,8 @@ module \bd_linear_b32_n8.dot1 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -8942,7 +8955,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -9034,7 +9047,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -9044,7 +9057,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -9053,7 +9066,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -9062,7 +9075,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -9072,7 +9085,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -9081,7 +9094,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -9119,7 +9132,7 @@ module \bd_linear_b32_n8.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot1.dec_a (values, \port$8519$0 );
+module \bd_linear_b32_n8.dot1.dec_a (values, \port$8522$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -9156,8 +9169,8 @@ module \bd_linear_b32_n8.dot1.dec_a (values, \port$8519$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8519$0 ;
-  wire [131:0] \port$8519$0 ;
+  input [131:0] \port$8522$0 ;
+  wire [131:0] \port$8522$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -9233,46 +9246,46 @@ module \bd_linear_b32_n8.dot1.dec_a (values, \port$8519$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8519$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8519$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8519$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8519$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8519$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8519$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8519$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8519$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8519$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8519$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8519$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8519$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8519$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8519$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8519$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8519$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8519$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8519$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8519$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8519$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8519$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8519$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8519$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8519$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8519$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8519$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8519$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8519$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8519$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8519$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8519$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8519$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8522$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8522$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8522$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8522$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8522$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8522$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8522$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8522$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8522$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8522$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8522$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8522$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8522$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8522$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8522$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8522$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8522$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8522$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8522$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8522$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8522$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8522$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8522$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8522$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8522$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8522$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8522$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8522$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8522$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8522$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8522$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8522$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$8519$0 [131:128]),
+    .dialect(\port$8522$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8519$0 [131:128];
-  assign \dialect$1  = \port$8519$0 [131:128];
+  assign dialect = \port$8522$0 [131:128];
+  assign \dialect$1  = \port$8522$0 [131:128];
   assign row = entries;
-  assign codes = \port$8519$0 [127:0];
+  assign codes = \port$8522$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -9281,38 +9294,38 @@ module \bd_linear_b32_n8.dot1.dec_a (values, \port$8519$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8519$0 [3:0];
-  assign \codes[1]  = \port$8519$0 [7:4];
-  assign \codes[2]  = \port$8519$0 [11:8];
-  assign \codes[3]  = \port$8519$0 [15:12];
-  assign \codes[4]  = \port$8519$0 [19:16];
-  assign \codes[5]  = \port$8519$0 [23:20];
-  assign \codes[6]  = \port$8519$0 [27:24];
-  assign \codes[7]  = \port$8519$0 [31:28];
-  assign \codes[8]  = \port$8519$0 [35:32];
-  assign \codes[9]  = \port$8519$0 [39:36];
-  assign \codes[10]  = \port$8519$0 [43:40];
-  assign \codes[11]  = \port$8519$0 [47:44];
-  assign \codes[12]  = \port$8519$0 [51:48];
-  assign \codes[13]  = \port$8519$0 [55:52];
-  assign \codes[14]  = \port$8519$0 [59:56];
-  assign \codes[15]  = \port$8519$0 [63:60];
-  assign \codes[16]  = \port$8519$0 [67:64];
-  assign \codes[17]  = \port$8519$0 [71:68];
-  assign \codes[18]  = \port$8519$0 [75:72];
-  assign \codes[19]  = \port$8519$0 [79:76];
-  assign \codes[20]  = \port$8519$0 [83:80];
-  assign \codes[21]  = \port$8519$0 [87:84];
-  assign \codes[22]  = \port$8519$0 [91:88];
-  assign \codes[23]  = \port$8519$0 [95:92];
-  assign \codes[24]  = \port$8519$0 [99:96];
-  assign \codes[25]  = \port$8519$0 [103:100];
-  assign \codes[26]  = \port$8519$0 [107:104];
-  assign \codes[27]  = \port$8519$0 [111:108];
-  assign \codes[28]  = \port$8519$0 [115:112];
-  assign \codes[29]  = \port$8519$0 [119:116];
-  assign \codes[30]  = \port$8519$0 [123:120];
-  assign \codes[31]  = \port$8519$0 [127:124];
+  assign \codes[0]  = \port$8522$0 [3:0];
+  assign \codes[1]  = \port$8522$0 [7:4];
+  assign \codes[2]  = \port$8522$0 [11:8];
+  assign \codes[3]  = \port$8522$0 [15:12];
+  assign \codes[4]  = \port$8522$0 [19:16];
+  assign \codes[5]  = \port$8522$0 [23:20];
+  assign \codes[6]  = \port$8522$0 [27:24];
+  assign \codes[7]  = \port$8522$0 [31:28];
+  assign \codes[8]  = \port$8522$0 [35:32];
+  assign \codes[9]  = \port$8522$0 [39:36];
+  assign \codes[10]  = \port$8522$0 [43:40];
+  assign \codes[11]  = \port$8522$0 [47:44];
+  assign \codes[12]  = \port$8522$0 [51:48];
+  assign \codes[13]  = \port$8522$0 [55:52];
+  assign \codes[14]  = \port$8522$0 [59:56];
+  assign \codes[15]  = \port$8522$0 [63:60];
+  assign \codes[16]  = \port$8522$0 [67:64];
+  assign \codes[17]  = \port$8522$0 [71:68];
+  assign \codes[18]  = \port$8522$0 [75:72];
+  assign \codes[19]  = \port$8522$0 [79:76];
+  assign \codes[20]  = \port$8522$0 [83:80];
+  assign \codes[21]  = \port$8522$0 [87:84];
+  assign \codes[22]  = \port$8522$0 [91:88];
+  assign \codes[23]  = \port$8522$0 [95:92];
+  assign \codes[24]  = \port$8522$0 [99:96];
+  assign \codes[25]  = \port$8522$0 [103:100];
+  assign \codes[26]  = \port$8522$0 [107:104];
+  assign \codes[27]  = \port$8522$0 [111:108];
+  assign \codes[28]  = \port$8522$0 [115:112];
+  assign \codes[29]  = \port$8522$0 [119:116];
+  assign \codes[30]  = \port$8522$0 [123:120];
+  assign \codes[31]  = \port$8522$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -9345,43 +9358,43 @@ module \bd_linear_b32_n8.dot1.dec_a (values, \port$8519$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8519$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8519$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8519$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8519$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8519$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8519$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8519$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8519$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8519$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8519$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8519$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8519$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8519$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8519$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8519$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8519$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8519$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8519$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8519$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8519$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8519$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8519$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8519$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8519$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8519$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8519$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8519$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8519$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8519$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8519$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8519$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8519$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8522$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8522$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8522$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8522$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8522$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8522$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8522$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8522$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8522$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8522$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8522$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8522$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8522$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8522$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8522$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8522$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8522$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8522$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8522$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8522$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8522$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8522$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8522$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8522$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8522$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8522$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8522$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8522$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8522$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8522$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8522$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8522$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot1.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -9395,7 +9408,7 @@ module \bd_linear_b32_n8.dot1.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -9443,7 +9456,7 @@ module \bd_linear_b32_n8.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot1.dec_w (values, \port$8519$137 );
+module \bd_linear_b32_n8.dot1.dec_w (values, \port$8522$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -9480,8 +9493,8 @@ module \bd_linear_b32_n8.dot1.dec_w (values, \port$8519$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8519$137 ;
-  wire [131:0] \port$8519$137 ;
+  input [131:0] \port$8522$137 ;
+  wire [131:0] \port$8522$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -9557,46 +9570,46 @@ module \bd_linear_b32_n8.dot1.dec_w (values, \port$8519$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8519$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8519$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8519$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8519$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8519$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8519$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8519$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8519$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8519$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8519$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8519$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8519$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8519$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8519$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8519$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8519$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8519$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8519$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8519$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8519$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8519$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8519$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8519$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8519$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8519$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8519$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8519$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8519$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8519$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8519$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8519$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8519$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8522$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8522$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8522$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8522$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8522$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8522$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8522$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8522$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8522$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8522$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8522$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8522$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8522$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8522$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8522$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8522$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8522$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8522$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8522$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8522$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8522$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8522$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8522$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8522$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8522$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8522$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8522$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8522$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8522$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8522$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8522$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8522$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$8519$137 [131:128]),
+    .dialect(\port$8522$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8519$137 [131:128];
-  assign \dialect$1  = \port$8519$137 [131:128];
+  assign dialect = \port$8522$137 [131:128];
+  assign \dialect$1  = \port$8522$137 [131:128];
   assign row = entries;
-  assign codes = \port$8519$137 [127:0];
+  assign codes = \port$8522$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -9605,38 +9618,38 @@ module \bd_linear_b32_n8.dot1.dec_w (values, \port$8519$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8519$137 [3:0];
-  assign \codes[1]  = \port$8519$137 [7:4];
-  assign \codes[2]  = \port$8519$137 [11:8];
-  assign \codes[3]  = \port$8519$137 [15:12];
-  assign \codes[4]  = \port$8519$137 [19:16];
-  assign \codes[5]  = \port$8519$137 [23:20];
-  assign \codes[6]  = \port$8519$137 [27:24];
-  assign \codes[7]  = \port$8519$137 [31:28];
-  assign \codes[8]  = \port$8519$137 [35:32];
-  assign \codes[9]  = \port$8519$137 [39:36];
-  assign \codes[10]  = \port$8519$137 [43:40];
-  assign \codes[11]  = \port$8519$137 [47:44];
-  assign \codes[12]  = \port$8519$137 [51:48];
-  assign \codes[13]  = \port$8519$137 [55:52];
-  assign \codes[14]  = \port$8519$137 [59:56];
-  assign \codes[15]  = \port$8519$137 [63:60];
-  assign \codes[16]  = \port$8519$137 [67:64];
-  assign \codes[17]  = \port$8519$137 [71:68];
-  assign \codes[18]  = \port$8519$137 [75:72];
-  assign \codes[19]  = \port$8519$137 [79:76];
-  assign \codes[20]  = \port$8519$137 [83:80];
-  assign \codes[21]  = \port$8519$137 [87:84];
-  assign \codes[22]  = \port$8519$137 [91:88];
-  assign \codes[23]  = \port$8519$137 [95:92];
-  assign \codes[24]  = \port$8519$137 [99:96];
-  assign \codes[25]  = \port$8519$137 [103:100];
-  assign \codes[26]  = \port$8519$137 [107:104];
-  assign \codes[27]  = \port$8519$137 [111:108];
-  assign \codes[28]  = \port$8519$137 [115:112];
-  assign \codes[29]  = \port$8519$137 [119:116];
-  assign \codes[30]  = \port$8519$137 [123:120];
-  assign \codes[31]  = \port$8519$137 [127:124];
+  assign \codes[0]  = \port$8522$137 [3:0];
+  assign \codes[1]  = \port$8522$137 [7:4];
+  assign \codes[2]  = \port$8522$137 [11:8];
+  assign \codes[3]  = \port$8522$137 [15:12];
+  assign \codes[4]  = \port$8522$137 [19:16];
+  assign \codes[5]  = \port$8522$137 [23:20];
+  assign \codes[6]  = \port$8522$137 [27:24];
+  assign \codes[7]  = \port$8522$137 [31:28];
+  assign \codes[8]  = \port$8522$137 [35:32];
+  assign \codes[9]  = \port$8522$137 [39:36];
+  assign \codes[10]  = \port$8522$137 [43:40];
+  assign \codes[11]  = \port$8522$137 [47:44];
+  assign \codes[12]  = \port$8522$137 [51:48];
+  assign \codes[13]  = \port$8522$137 [55:52];
+  assign \codes[14]  = \port$8522$137 [59:56];
+  assign \codes[15]  = \port$8522$137 [63:60];
+  assign \codes[16]  = \port$8522$137 [67:64];
+  assign \codes[17]  = \port$8522$137 [71:68];
+  assign \codes[18]  = \port$8522$137 [75:72];
+  assign \codes[19]  = \port$8522$137 [79:76];
+  assign \codes[20]  = \port$8522$137 [83:80];
+  assign \codes[21]  = \port$8522$137 [87:84];
+  assign \codes[22]  = \port$8522$137 [91:88];
+  assign \codes[23]  = \port$8522$137 [95:92];
+  assign \codes[24]  = \port$8522$137 [99:96];
+  assign \codes[25]  = \port$8522$137 [103:100];
+  assign \codes[26]  = \port$8522$137 [107:104];
+  assign \codes[27]  = \port$8522$137 [111:108];
+  assign \codes[28]  = \port$8522$137 [115:112];
+  assign \codes[29]  = \port$8522$137 [119:116];
+  assign \codes[30]  = \port$8522$137 [123:120];
+  assign \codes[31]  = \port$8522$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -9669,43 +9682,43 @@ module \bd_linear_b32_n8.dot1.dec_w (values, \port$8519$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8519$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8519$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8519$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8519$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8519$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8519$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8519$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8519$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8519$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8519$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8519$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8519$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8519$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8519$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8519$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8519$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8519$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8519$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8519$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8519$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8519$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8519$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8519$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8519$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8519$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8519$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8519$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8519$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8519$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8519$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8519$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8519$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8522$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8522$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8522$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8522$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8522$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8522$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8522$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8522$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8522$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8522$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8522$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8522$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8522$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8522$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8522$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8522$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8522$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8522$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8522$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8522$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8522$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8522$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8522$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8522$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8522$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8522$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8522$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8522$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8522$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8522$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8522$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8522$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot1.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -9719,7 +9732,7 @@ module \bd_linear_b32_n8.dot1.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -10739,8 +10752,8 @@ module \bd_linear_b32_n8.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \bd_linear_b32_n8.dot1.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -11172,7 +11185,6 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -11192,11 +11204,8 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -11418,8 +11427,6 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -11436,7 +11443,7 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -11446,7 +11453,7 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -11456,40 +11463,41 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -11562,6 +11570,9 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -11570,6 +11581,8 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -11684,8 +11697,8 @@ module \bd_linear_b32_n8.dot1.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+module \bd_linear_b32_n8.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -11886,7 +11899,6 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -11934,7 +11946,6 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -12218,11 +12229,11 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot2.dec_a  dec_a (
-    .\port$8520$0 (i__payload[131:0]),
+    .\port$8523$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot2.dec_w  dec_w (
-    .\port$8520$137 (i__payload[268:137]),
+    .\port$8523$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot2.mul  mul (
@@ -12237,33 +12248,32 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -12273,7 +12283,7 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -12283,28 +12293,28 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -12322,7 +12332,8 @@ module \bd_linear_b32_n8.dot2 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -12633,7 +12644,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -12725,7 +12736,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -12735,7 +12746,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -12744,7 +12755,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -12753,7 +12764,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -12763,7 +12774,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -12772,7 +12783,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -12810,7 +12821,7 @@ module \bd_linear_b32_n8.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot2.dec_a (values, \port$8520$0 );
+module \bd_linear_b32_n8.dot2.dec_a (values, \port$8523$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -12847,8 +12858,8 @@ module \bd_linear_b32_n8.dot2.dec_a (values, \port$8520$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8520$0 ;
-  wire [131:0] \port$8520$0 ;
+  input [131:0] \port$8523$0 ;
+  wire [131:0] \port$8523$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12924,46 +12935,46 @@ module \bd_linear_b32_n8.dot2.dec_a (values, \port$8520$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8520$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8520$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8520$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8520$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8520$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8520$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8520$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8520$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8520$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8520$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8520$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8520$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8520$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8520$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8520$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8520$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8520$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8520$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8520$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8520$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8520$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8520$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8520$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8520$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8520$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8520$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8520$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8520$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8520$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8520$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8520$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8520$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8523$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8523$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8523$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8523$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8523$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8523$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8523$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8523$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8523$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8523$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8523$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8523$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8523$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8523$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8523$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8523$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8523$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8523$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8523$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8523$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8523$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8523$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8523$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8523$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8523$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8523$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8523$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8523$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8523$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8523$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8523$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8523$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot2.dec_a.formatbook  formatbook (
-    .dialect(\port$8520$0 [131:128]),
+    .dialect(\port$8523$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8520$0 [131:128];
-  assign \dialect$1  = \port$8520$0 [131:128];
+  assign dialect = \port$8523$0 [131:128];
+  assign \dialect$1  = \port$8523$0 [131:128];
   assign row = entries;
-  assign codes = \port$8520$0 [127:0];
+  assign codes = \port$8523$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12972,38 +12983,38 @@ module \bd_linear_b32_n8.dot2.dec_a (values, \port$8520$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8520$0 [3:0];
-  assign \codes[1]  = \port$8520$0 [7:4];
-  assign \codes[2]  = \port$8520$0 [11:8];
-  assign \codes[3]  = \port$8520$0 [15:12];
-  assign \codes[4]  = \port$8520$0 [19:16];
-  assign \codes[5]  = \port$8520$0 [23:20];
-  assign \codes[6]  = \port$8520$0 [27:24];
-  assign \codes[7]  = \port$8520$0 [31:28];
-  assign \codes[8]  = \port$8520$0 [35:32];
-  assign \codes[9]  = \port$8520$0 [39:36];
-  assign \codes[10]  = \port$8520$0 [43:40];
-  assign \codes[11]  = \port$8520$0 [47:44];
-  assign \codes[12]  = \port$8520$0 [51:48];
-  assign \codes[13]  = \port$8520$0 [55:52];
-  assign \codes[14]  = \port$8520$0 [59:56];
-  assign \codes[15]  = \port$8520$0 [63:60];
-  assign \codes[16]  = \port$8520$0 [67:64];
-  assign \codes[17]  = \port$8520$0 [71:68];
-  assign \codes[18]  = \port$8520$0 [75:72];
-  assign \codes[19]  = \port$8520$0 [79:76];
-  assign \codes[20]  = \port$8520$0 [83:80];
-  assign \codes[21]  = \port$8520$0 [87:84];
-  assign \codes[22]  = \port$8520$0 [91:88];
-  assign \codes[23]  = \port$8520$0 [95:92];
-  assign \codes[24]  = \port$8520$0 [99:96];
-  assign \codes[25]  = \port$8520$0 [103:100];
-  assign \codes[26]  = \port$8520$0 [107:104];
-  assign \codes[27]  = \port$8520$0 [111:108];
-  assign \codes[28]  = \port$8520$0 [115:112];
-  assign \codes[29]  = \port$8520$0 [119:116];
-  assign \codes[30]  = \port$8520$0 [123:120];
-  assign \codes[31]  = \port$8520$0 [127:124];
+  assign \codes[0]  = \port$8523$0 [3:0];
+  assign \codes[1]  = \port$8523$0 [7:4];
+  assign \codes[2]  = \port$8523$0 [11:8];
+  assign \codes[3]  = \port$8523$0 [15:12];
+  assign \codes[4]  = \port$8523$0 [19:16];
+  assign \codes[5]  = \port$8523$0 [23:20];
+  assign \codes[6]  = \port$8523$0 [27:24];
+  assign \codes[7]  = \port$8523$0 [31:28];
+  assign \codes[8]  = \port$8523$0 [35:32];
+  assign \codes[9]  = \port$8523$0 [39:36];
+  assign \codes[10]  = \port$8523$0 [43:40];
+  assign \codes[11]  = \port$8523$0 [47:44];
+  assign \codes[12]  = \port$8523$0 [51:48];
+  assign \codes[13]  = \port$8523$0 [55:52];
+  assign \codes[14]  = \port$8523$0 [59:56];
+  assign \codes[15]  = \port$8523$0 [63:60];
+  assign \codes[16]  = \port$8523$0 [67:64];
+  assign \codes[17]  = \port$8523$0 [71:68];
+  assign \codes[18]  = \port$8523$0 [75:72];
+  assign \codes[19]  = \port$8523$0 [79:76];
+  assign \codes[20]  = \port$8523$0 [83:80];
+  assign \codes[21]  = \port$8523$0 [87:84];
+  assign \codes[22]  = \port$8523$0 [91:88];
+  assign \codes[23]  = \port$8523$0 [95:92];
+  assign \codes[24]  = \port$8523$0 [99:96];
+  assign \codes[25]  = \port$8523$0 [103:100];
+  assign \codes[26]  = \port$8523$0 [107:104];
+  assign \codes[27]  = \port$8523$0 [111:108];
+  assign \codes[28]  = \port$8523$0 [115:112];
+  assign \codes[29]  = \port$8523$0 [119:116];
+  assign \codes[30]  = \port$8523$0 [123:120];
+  assign \codes[31]  = \port$8523$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -13036,43 +13047,43 @@ module \bd_linear_b32_n8.dot2.dec_a (values, \port$8520$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8520$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8520$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8520$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8520$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8520$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8520$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8520$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8520$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8520$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8520$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8520$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8520$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8520$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8520$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8520$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8520$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8520$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8520$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8520$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8520$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8520$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8520$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8520$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8520$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8520$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8520$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8520$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8520$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8520$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8520$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8520$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8520$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8523$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8523$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8523$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8523$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8523$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8523$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8523$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8523$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8523$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8523$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8523$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8523$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8523$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8523$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8523$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8523$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8523$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8523$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8523$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8523$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8523$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8523$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8523$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8523$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8523$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8523$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8523$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8523$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8523$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8523$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8523$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8523$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot2.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -13086,7 +13097,7 @@ module \bd_linear_b32_n8.dot2.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -13134,7 +13145,7 @@ module \bd_linear_b32_n8.dot2.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot2.dec_w (values, \port$8520$137 );
+module \bd_linear_b32_n8.dot2.dec_w (values, \port$8523$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -13171,8 +13182,8 @@ module \bd_linear_b32_n8.dot2.dec_w (values, \port$8520$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8520$137 ;
-  wire [131:0] \port$8520$137 ;
+  input [131:0] \port$8523$137 ;
+  wire [131:0] \port$8523$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -13248,46 +13259,46 @@ module \bd_linear_b32_n8.dot2.dec_w (values, \port$8520$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8520$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8520$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8520$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8520$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8520$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8520$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8520$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8520$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8520$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8520$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8520$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8520$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8520$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8520$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8520$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8520$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8520$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8520$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8520$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8520$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8520$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8520$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8520$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8520$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8520$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8520$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8520$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8520$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8520$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8520$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8520$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8520$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8523$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8523$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8523$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8523$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8523$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8523$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8523$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8523$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8523$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8523$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8523$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8523$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8523$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8523$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8523$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8523$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8523$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8523$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8523$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8523$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8523$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8523$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8523$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8523$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8523$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8523$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8523$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8523$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8523$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8523$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8523$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8523$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot2.dec_w.formatbook  formatbook (
-    .dialect(\port$8520$137 [131:128]),
+    .dialect(\port$8523$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8520$137 [131:128];
-  assign \dialect$1  = \port$8520$137 [131:128];
+  assign dialect = \port$8523$137 [131:128];
+  assign \dialect$1  = \port$8523$137 [131:128];
   assign row = entries;
-  assign codes = \port$8520$137 [127:0];
+  assign codes = \port$8523$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -13296,38 +13307,38 @@ module \bd_linear_b32_n8.dot2.dec_w (values, \port$8520$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8520$137 [3:0];
-  assign \codes[1]  = \port$8520$137 [7:4];
-  assign \codes[2]  = \port$8520$137 [11:8];
-  assign \codes[3]  = \port$8520$137 [15:12];
-  assign \codes[4]  = \port$8520$137 [19:16];
-  assign \codes[5]  = \port$8520$137 [23:20];
-  assign \codes[6]  = \port$8520$137 [27:24];
-  assign \codes[7]  = \port$8520$137 [31:28];
-  assign \codes[8]  = \port$8520$137 [35:32];
-  assign \codes[9]  = \port$8520$137 [39:36];
-  assign \codes[10]  = \port$8520$137 [43:40];
-  assign \codes[11]  = \port$8520$137 [47:44];
-  assign \codes[12]  = \port$8520$137 [51:48];
-  assign \codes[13]  = \port$8520$137 [55:52];
-  assign \codes[14]  = \port$8520$137 [59:56];
-  assign \codes[15]  = \port$8520$137 [63:60];
-  assign \codes[16]  = \port$8520$137 [67:64];
-  assign \codes[17]  = \port$8520$137 [71:68];
-  assign \codes[18]  = \port$8520$137 [75:72];
-  assign \codes[19]  = \port$8520$137 [79:76];
-  assign \codes[20]  = \port$8520$137 [83:80];
-  assign \codes[21]  = \port$8520$137 [87:84];
-  assign \codes[22]  = \port$8520$137 [91:88];
-  assign \codes[23]  = \port$8520$137 [95:92];
-  assign \codes[24]  = \port$8520$137 [99:96];
-  assign \codes[25]  = \port$8520$137 [103:100];
-  assign \codes[26]  = \port$8520$137 [107:104];
-  assign \codes[27]  = \port$8520$137 [111:108];
-  assign \codes[28]  = \port$8520$137 [115:112];
-  assign \codes[29]  = \port$8520$137 [119:116];
-  assign \codes[30]  = \port$8520$137 [123:120];
-  assign \codes[31]  = \port$8520$137 [127:124];
+  assign \codes[0]  = \port$8523$137 [3:0];
+  assign \codes[1]  = \port$8523$137 [7:4];
+  assign \codes[2]  = \port$8523$137 [11:8];
+  assign \codes[3]  = \port$8523$137 [15:12];
+  assign \codes[4]  = \port$8523$137 [19:16];
+  assign \codes[5]  = \port$8523$137 [23:20];
+  assign \codes[6]  = \port$8523$137 [27:24];
+  assign \codes[7]  = \port$8523$137 [31:28];
+  assign \codes[8]  = \port$8523$137 [35:32];
+  assign \codes[9]  = \port$8523$137 [39:36];
+  assign \codes[10]  = \port$8523$137 [43:40];
+  assign \codes[11]  = \port$8523$137 [47:44];
+  assign \codes[12]  = \port$8523$137 [51:48];
+  assign \codes[13]  = \port$8523$137 [55:52];
+  assign \codes[14]  = \port$8523$137 [59:56];
+  assign \codes[15]  = \port$8523$137 [63:60];
+  assign \codes[16]  = \port$8523$137 [67:64];
+  assign \codes[17]  = \port$8523$137 [71:68];
+  assign \codes[18]  = \port$8523$137 [75:72];
+  assign \codes[19]  = \port$8523$137 [79:76];
+  assign \codes[20]  = \port$8523$137 [83:80];
+  assign \codes[21]  = \port$8523$137 [87:84];
+  assign \codes[22]  = \port$8523$137 [91:88];
+  assign \codes[23]  = \port$8523$137 [95:92];
+  assign \codes[24]  = \port$8523$137 [99:96];
+  assign \codes[25]  = \port$8523$137 [103:100];
+  assign \codes[26]  = \port$8523$137 [107:104];
+  assign \codes[27]  = \port$8523$137 [111:108];
+  assign \codes[28]  = \port$8523$137 [115:112];
+  assign \codes[29]  = \port$8523$137 [119:116];
+  assign \codes[30]  = \port$8523$137 [123:120];
+  assign \codes[31]  = \port$8523$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -13360,43 +13371,43 @@ module \bd_linear_b32_n8.dot2.dec_w (values, \port$8520$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8520$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8520$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8520$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8520$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8520$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8520$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8520$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8520$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8520$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8520$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8520$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8520$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8520$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8520$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8520$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8520$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8520$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8520$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8520$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8520$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8520$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8520$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8520$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8520$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8520$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8520$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8520$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8520$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8520$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8520$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8520$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8520$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8523$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8523$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8523$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8523$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8523$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8523$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8523$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8523$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8523$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8523$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8523$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8523$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8523$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8523$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8523$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8523$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8523$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8523$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8523$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8523$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8523$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8523$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8523$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8523$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8523$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8523$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8523$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8523$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8523$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8523$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8523$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8523$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot2.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -13410,7 +13421,7 @@ module \bd_linear_b32_n8.dot2.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -14430,8 +14441,8 @@ module \bd_linear_b32_n8.dot2.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+module \bd_linear_b32_n8.dot2.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -14863,7 +14874,6 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -14883,11 +14893,8 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -15109,8 +15116,6 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -15127,7 +15132,7 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -15137,7 +15142,7 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -15147,40 +15152,41 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -15253,6 +15259,9 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -15261,6 +15270,8 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -15375,8 +15386,8 @@ module \bd_linear_b32_n8.dot2.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+module \bd_linear_b32_n8.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -15577,7 +15588,6 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -15625,7 +15635,6 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -15909,11 +15918,11 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot3.dec_a  dec_a (
-    .\port$8521$0 (i__payload[131:0]),
+    .\port$8524$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot3.dec_w  dec_w (
-    .\port$8521$137 (i__payload[268:137]),
+    .\port$8524$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot3.mul  mul (
@@ -15928,33 +15937,32 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -15964,7 +15972,7 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -15974,28 +15982,28 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -16013,7 +16021,8 @@ module \bd_linear_b32_n8.dot3 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -16324,7 +16333,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -16416,7 +16425,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -16426,7 +16435,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -16435,7 +16444,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -16444,7 +16453,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -16454,7 +16463,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -16463,7 +16472,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -16501,7 +16510,7 @@ module \bd_linear_b32_n8.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot3.dec_a (values, \port$8521$0 );
+module \bd_linear_b32_n8.dot3.dec_a (values, \port$8524$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16538,8 +16547,8 @@ module \bd_linear_b32_n8.dot3.dec_a (values, \port$8521$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8521$0 ;
-  wire [131:0] \port$8521$0 ;
+  input [131:0] \port$8524$0 ;
+  wire [131:0] \port$8524$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16615,46 +16624,46 @@ module \bd_linear_b32_n8.dot3.dec_a (values, \port$8521$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8521$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8521$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8521$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8521$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8521$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8521$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8521$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8521$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8521$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8521$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8521$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8521$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8521$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8521$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8521$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8521$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8521$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8521$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8521$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8521$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8521$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8521$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8521$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8521$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8521$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8521$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8521$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8521$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8521$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8521$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8521$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8521$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8524$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8524$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8524$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8524$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8524$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8524$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8524$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8524$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8524$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8524$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8524$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8524$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8524$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8524$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8524$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8524$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8524$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8524$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8524$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8524$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8524$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8524$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8524$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8524$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8524$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8524$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8524$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8524$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8524$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8524$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8524$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8524$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot3.dec_a.formatbook  formatbook (
-    .dialect(\port$8521$0 [131:128]),
+    .dialect(\port$8524$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8521$0 [131:128];
-  assign \dialect$1  = \port$8521$0 [131:128];
+  assign dialect = \port$8524$0 [131:128];
+  assign \dialect$1  = \port$8524$0 [131:128];
   assign row = entries;
-  assign codes = \port$8521$0 [127:0];
+  assign codes = \port$8524$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16663,38 +16672,38 @@ module \bd_linear_b32_n8.dot3.dec_a (values, \port$8521$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8521$0 [3:0];
-  assign \codes[1]  = \port$8521$0 [7:4];
-  assign \codes[2]  = \port$8521$0 [11:8];
-  assign \codes[3]  = \port$8521$0 [15:12];
-  assign \codes[4]  = \port$8521$0 [19:16];
-  assign \codes[5]  = \port$8521$0 [23:20];
-  assign \codes[6]  = \port$8521$0 [27:24];
-  assign \codes[7]  = \port$8521$0 [31:28];
-  assign \codes[8]  = \port$8521$0 [35:32];
-  assign \codes[9]  = \port$8521$0 [39:36];
-  assign \codes[10]  = \port$8521$0 [43:40];
-  assign \codes[11]  = \port$8521$0 [47:44];
-  assign \codes[12]  = \port$8521$0 [51:48];
-  assign \codes[13]  = \port$8521$0 [55:52];
-  assign \codes[14]  = \port$8521$0 [59:56];
-  assign \codes[15]  = \port$8521$0 [63:60];
-  assign \codes[16]  = \port$8521$0 [67:64];
-  assign \codes[17]  = \port$8521$0 [71:68];
-  assign \codes[18]  = \port$8521$0 [75:72];
-  assign \codes[19]  = \port$8521$0 [79:76];
-  assign \codes[20]  = \port$8521$0 [83:80];
-  assign \codes[21]  = \port$8521$0 [87:84];
-  assign \codes[22]  = \port$8521$0 [91:88];
-  assign \codes[23]  = \port$8521$0 [95:92];
-  assign \codes[24]  = \port$8521$0 [99:96];
-  assign \codes[25]  = \port$8521$0 [103:100];
-  assign \codes[26]  = \port$8521$0 [107:104];
-  assign \codes[27]  = \port$8521$0 [111:108];
-  assign \codes[28]  = \port$8521$0 [115:112];
-  assign \codes[29]  = \port$8521$0 [119:116];
-  assign \codes[30]  = \port$8521$0 [123:120];
-  assign \codes[31]  = \port$8521$0 [127:124];
+  assign \codes[0]  = \port$8524$0 [3:0];
+  assign \codes[1]  = \port$8524$0 [7:4];
+  assign \codes[2]  = \port$8524$0 [11:8];
+  assign \codes[3]  = \port$8524$0 [15:12];
+  assign \codes[4]  = \port$8524$0 [19:16];
+  assign \codes[5]  = \port$8524$0 [23:20];
+  assign \codes[6]  = \port$8524$0 [27:24];
+  assign \codes[7]  = \port$8524$0 [31:28];
+  assign \codes[8]  = \port$8524$0 [35:32];
+  assign \codes[9]  = \port$8524$0 [39:36];
+  assign \codes[10]  = \port$8524$0 [43:40];
+  assign \codes[11]  = \port$8524$0 [47:44];
+  assign \codes[12]  = \port$8524$0 [51:48];
+  assign \codes[13]  = \port$8524$0 [55:52];
+  assign \codes[14]  = \port$8524$0 [59:56];
+  assign \codes[15]  = \port$8524$0 [63:60];
+  assign \codes[16]  = \port$8524$0 [67:64];
+  assign \codes[17]  = \port$8524$0 [71:68];
+  assign \codes[18]  = \port$8524$0 [75:72];
+  assign \codes[19]  = \port$8524$0 [79:76];
+  assign \codes[20]  = \port$8524$0 [83:80];
+  assign \codes[21]  = \port$8524$0 [87:84];
+  assign \codes[22]  = \port$8524$0 [91:88];
+  assign \codes[23]  = \port$8524$0 [95:92];
+  assign \codes[24]  = \port$8524$0 [99:96];
+  assign \codes[25]  = \port$8524$0 [103:100];
+  assign \codes[26]  = \port$8524$0 [107:104];
+  assign \codes[27]  = \port$8524$0 [111:108];
+  assign \codes[28]  = \port$8524$0 [115:112];
+  assign \codes[29]  = \port$8524$0 [119:116];
+  assign \codes[30]  = \port$8524$0 [123:120];
+  assign \codes[31]  = \port$8524$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16727,43 +16736,43 @@ module \bd_linear_b32_n8.dot3.dec_a (values, \port$8521$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8521$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8521$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8521$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8521$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8521$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8521$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8521$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8521$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8521$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8521$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8521$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8521$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8521$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8521$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8521$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8521$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8521$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8521$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8521$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8521$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8521$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8521$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8521$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8521$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8521$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8521$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8521$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8521$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8521$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8521$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8521$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8521$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8524$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8524$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8524$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8524$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8524$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8524$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8524$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8524$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8524$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8524$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8524$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8524$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8524$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8524$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8524$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8524$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8524$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8524$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8524$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8524$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8524$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8524$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8524$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8524$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8524$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8524$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8524$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8524$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8524$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8524$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8524$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8524$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot3.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -16777,7 +16786,7 @@ module \bd_linear_b32_n8.dot3.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -16825,7 +16834,7 @@ module \bd_linear_b32_n8.dot3.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot3.dec_w (values, \port$8521$137 );
+module \bd_linear_b32_n8.dot3.dec_w (values, \port$8524$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16862,8 +16871,8 @@ module \bd_linear_b32_n8.dot3.dec_w (values, \port$8521$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8521$137 ;
-  wire [131:0] \port$8521$137 ;
+  input [131:0] \port$8524$137 ;
+  wire [131:0] \port$8524$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16939,46 +16948,46 @@ module \bd_linear_b32_n8.dot3.dec_w (values, \port$8521$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8521$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8521$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8521$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8521$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8521$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8521$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8521$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8521$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8521$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8521$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8521$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8521$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8521$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8521$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8521$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8521$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8521$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8521$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8521$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8521$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8521$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8521$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8521$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8521$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8521$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8521$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8521$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8521$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8521$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8521$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8521$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8521$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8524$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8524$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8524$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8524$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8524$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8524$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8524$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8524$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8524$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8524$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8524$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8524$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8524$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8524$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8524$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8524$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8524$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8524$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8524$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8524$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8524$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8524$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8524$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8524$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8524$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8524$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8524$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8524$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8524$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8524$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8524$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8524$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot3.dec_w.formatbook  formatbook (
-    .dialect(\port$8521$137 [131:128]),
+    .dialect(\port$8524$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8521$137 [131:128];
-  assign \dialect$1  = \port$8521$137 [131:128];
+  assign dialect = \port$8524$137 [131:128];
+  assign \dialect$1  = \port$8524$137 [131:128];
   assign row = entries;
-  assign codes = \port$8521$137 [127:0];
+  assign codes = \port$8524$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16987,38 +16996,38 @@ module \bd_linear_b32_n8.dot3.dec_w (values, \port$8521$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8521$137 [3:0];
-  assign \codes[1]  = \port$8521$137 [7:4];
-  assign \codes[2]  = \port$8521$137 [11:8];
-  assign \codes[3]  = \port$8521$137 [15:12];
-  assign \codes[4]  = \port$8521$137 [19:16];
-  assign \codes[5]  = \port$8521$137 [23:20];
-  assign \codes[6]  = \port$8521$137 [27:24];
-  assign \codes[7]  = \port$8521$137 [31:28];
-  assign \codes[8]  = \port$8521$137 [35:32];
-  assign \codes[9]  = \port$8521$137 [39:36];
-  assign \codes[10]  = \port$8521$137 [43:40];
-  assign \codes[11]  = \port$8521$137 [47:44];
-  assign \codes[12]  = \port$8521$137 [51:48];
-  assign \codes[13]  = \port$8521$137 [55:52];
-  assign \codes[14]  = \port$8521$137 [59:56];
-  assign \codes[15]  = \port$8521$137 [63:60];
-  assign \codes[16]  = \port$8521$137 [67:64];
-  assign \codes[17]  = \port$8521$137 [71:68];
-  assign \codes[18]  = \port$8521$137 [75:72];
-  assign \codes[19]  = \port$8521$137 [79:76];
-  assign \codes[20]  = \port$8521$137 [83:80];
-  assign \codes[21]  = \port$8521$137 [87:84];
-  assign \codes[22]  = \port$8521$137 [91:88];
-  assign \codes[23]  = \port$8521$137 [95:92];
-  assign \codes[24]  = \port$8521$137 [99:96];
-  assign \codes[25]  = \port$8521$137 [103:100];
-  assign \codes[26]  = \port$8521$137 [107:104];
-  assign \codes[27]  = \port$8521$137 [111:108];
-  assign \codes[28]  = \port$8521$137 [115:112];
-  assign \codes[29]  = \port$8521$137 [119:116];
-  assign \codes[30]  = \port$8521$137 [123:120];
-  assign \codes[31]  = \port$8521$137 [127:124];
+  assign \codes[0]  = \port$8524$137 [3:0];
+  assign \codes[1]  = \port$8524$137 [7:4];
+  assign \codes[2]  = \port$8524$137 [11:8];
+  assign \codes[3]  = \port$8524$137 [15:12];
+  assign \codes[4]  = \port$8524$137 [19:16];
+  assign \codes[5]  = \port$8524$137 [23:20];
+  assign \codes[6]  = \port$8524$137 [27:24];
+  assign \codes[7]  = \port$8524$137 [31:28];
+  assign \codes[8]  = \port$8524$137 [35:32];
+  assign \codes[9]  = \port$8524$137 [39:36];
+  assign \codes[10]  = \port$8524$137 [43:40];
+  assign \codes[11]  = \port$8524$137 [47:44];
+  assign \codes[12]  = \port$8524$137 [51:48];
+  assign \codes[13]  = \port$8524$137 [55:52];
+  assign \codes[14]  = \port$8524$137 [59:56];
+  assign \codes[15]  = \port$8524$137 [63:60];
+  assign \codes[16]  = \port$8524$137 [67:64];
+  assign \codes[17]  = \port$8524$137 [71:68];
+  assign \codes[18]  = \port$8524$137 [75:72];
+  assign \codes[19]  = \port$8524$137 [79:76];
+  assign \codes[20]  = \port$8524$137 [83:80];
+  assign \codes[21]  = \port$8524$137 [87:84];
+  assign \codes[22]  = \port$8524$137 [91:88];
+  assign \codes[23]  = \port$8524$137 [95:92];
+  assign \codes[24]  = \port$8524$137 [99:96];
+  assign \codes[25]  = \port$8524$137 [103:100];
+  assign \codes[26]  = \port$8524$137 [107:104];
+  assign \codes[27]  = \port$8524$137 [111:108];
+  assign \codes[28]  = \port$8524$137 [115:112];
+  assign \codes[29]  = \port$8524$137 [119:116];
+  assign \codes[30]  = \port$8524$137 [123:120];
+  assign \codes[31]  = \port$8524$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -17051,43 +17060,43 @@ module \bd_linear_b32_n8.dot3.dec_w (values, \port$8521$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8521$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8521$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8521$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8521$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8521$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8521$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8521$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8521$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8521$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8521$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8521$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8521$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8521$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8521$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8521$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8521$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8521$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8521$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8521$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8521$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8521$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8521$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8521$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8521$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8521$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8521$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8521$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8521$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8521$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8521$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8521$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8521$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8524$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8524$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8524$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8524$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8524$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8524$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8524$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8524$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8524$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8524$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8524$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8524$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8524$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8524$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8524$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8524$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8524$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8524$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8524$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8524$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8524$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8524$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8524$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8524$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8524$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8524$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8524$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8524$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8524$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8524$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8524$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8524$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot3.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -17101,7 +17110,7 @@ module \bd_linear_b32_n8.dot3.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -18121,8 +18130,8 @@ module \bd_linear_b32_n8.dot3.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+module \bd_linear_b32_n8.dot3.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -18554,7 +18563,6 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -18574,11 +18582,8 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -18800,8 +18805,6 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -18818,7 +18821,7 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -18828,7 +18831,7 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -18838,40 +18841,41 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -18944,6 +18948,9 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -18952,6 +18959,8 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -19066,8 +19075,8 @@ module \bd_linear_b32_n8.dot3.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+module \bd_linear_b32_n8.dot4 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -19268,7 +19277,6 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -19316,7 +19324,6 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -19600,11 +19607,11 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot4.dec_a  dec_a (
-    .\port$8522$0 (i__payload[131:0]),
+    .\port$8525$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot4.dec_w  dec_w (
-    .\port$8522$137 (i__payload[268:137]),
+    .\port$8525$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot4.mul  mul (
@@ -19619,33 +19626,32 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -19655,7 +19661,7 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -19665,28 +19671,28 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -19704,7 +19710,8 @@ module \bd_linear_b32_n8.dot4 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -20015,7 +20022,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -20107,7 +20114,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -20117,7 +20124,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -20126,7 +20133,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -20135,7 +20142,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -20145,7 +20152,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -20154,7 +20161,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -20192,7 +20199,7 @@ module \bd_linear_b32_n8.dot4.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot4.dec_a (values, \port$8522$0 );
+module \bd_linear_b32_n8.dot4.dec_a (values, \port$8525$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -20229,8 +20236,8 @@ module \bd_linear_b32_n8.dot4.dec_a (values, \port$8522$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8522$0 ;
-  wire [131:0] \port$8522$0 ;
+  input [131:0] \port$8525$0 ;
+  wire [131:0] \port$8525$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -20306,46 +20313,46 @@ module \bd_linear_b32_n8.dot4.dec_a (values, \port$8522$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8522$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8522$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8522$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8522$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8522$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8522$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8522$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8522$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8522$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8522$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8522$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8522$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8522$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8522$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8522$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8522$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8522$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8522$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8522$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8522$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8522$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8522$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8522$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8522$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8522$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8522$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8522$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8522$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8522$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8522$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8522$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8522$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8525$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8525$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8525$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8525$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8525$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8525$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8525$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8525$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8525$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8525$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8525$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8525$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8525$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8525$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8525$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8525$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8525$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8525$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8525$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8525$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8525$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8525$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8525$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8525$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8525$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8525$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8525$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8525$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8525$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8525$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8525$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8525$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot4.dec_a.formatbook  formatbook (
-    .dialect(\port$8522$0 [131:128]),
+    .dialect(\port$8525$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8522$0 [131:128];
-  assign \dialect$1  = \port$8522$0 [131:128];
+  assign dialect = \port$8525$0 [131:128];
+  assign \dialect$1  = \port$8525$0 [131:128];
   assign row = entries;
-  assign codes = \port$8522$0 [127:0];
+  assign codes = \port$8525$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -20354,38 +20361,38 @@ module \bd_linear_b32_n8.dot4.dec_a (values, \port$8522$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8522$0 [3:0];
-  assign \codes[1]  = \port$8522$0 [7:4];
-  assign \codes[2]  = \port$8522$0 [11:8];
-  assign \codes[3]  = \port$8522$0 [15:12];
-  assign \codes[4]  = \port$8522$0 [19:16];
-  assign \codes[5]  = \port$8522$0 [23:20];
-  assign \codes[6]  = \port$8522$0 [27:24];
-  assign \codes[7]  = \port$8522$0 [31:28];
-  assign \codes[8]  = \port$8522$0 [35:32];
-  assign \codes[9]  = \port$8522$0 [39:36];
-  assign \codes[10]  = \port$8522$0 [43:40];
-  assign \codes[11]  = \port$8522$0 [47:44];
-  assign \codes[12]  = \port$8522$0 [51:48];
-  assign \codes[13]  = \port$8522$0 [55:52];
-  assign \codes[14]  = \port$8522$0 [59:56];
-  assign \codes[15]  = \port$8522$0 [63:60];
-  assign \codes[16]  = \port$8522$0 [67:64];
-  assign \codes[17]  = \port$8522$0 [71:68];
-  assign \codes[18]  = \port$8522$0 [75:72];
-  assign \codes[19]  = \port$8522$0 [79:76];
-  assign \codes[20]  = \port$8522$0 [83:80];
-  assign \codes[21]  = \port$8522$0 [87:84];
-  assign \codes[22]  = \port$8522$0 [91:88];
-  assign \codes[23]  = \port$8522$0 [95:92];
-  assign \codes[24]  = \port$8522$0 [99:96];
-  assign \codes[25]  = \port$8522$0 [103:100];
-  assign \codes[26]  = \port$8522$0 [107:104];
-  assign \codes[27]  = \port$8522$0 [111:108];
-  assign \codes[28]  = \port$8522$0 [115:112];
-  assign \codes[29]  = \port$8522$0 [119:116];
-  assign \codes[30]  = \port$8522$0 [123:120];
-  assign \codes[31]  = \port$8522$0 [127:124];
+  assign \codes[0]  = \port$8525$0 [3:0];
+  assign \codes[1]  = \port$8525$0 [7:4];
+  assign \codes[2]  = \port$8525$0 [11:8];
+  assign \codes[3]  = \port$8525$0 [15:12];
+  assign \codes[4]  = \port$8525$0 [19:16];
+  assign \codes[5]  = \port$8525$0 [23:20];
+  assign \codes[6]  = \port$8525$0 [27:24];
+  assign \codes[7]  = \port$8525$0 [31:28];
+  assign \codes[8]  = \port$8525$0 [35:32];
+  assign \codes[9]  = \port$8525$0 [39:36];
+  assign \codes[10]  = \port$8525$0 [43:40];
+  assign \codes[11]  = \port$8525$0 [47:44];
+  assign \codes[12]  = \port$8525$0 [51:48];
+  assign \codes[13]  = \port$8525$0 [55:52];
+  assign \codes[14]  = \port$8525$0 [59:56];
+  assign \codes[15]  = \port$8525$0 [63:60];
+  assign \codes[16]  = \port$8525$0 [67:64];
+  assign \codes[17]  = \port$8525$0 [71:68];
+  assign \codes[18]  = \port$8525$0 [75:72];
+  assign \codes[19]  = \port$8525$0 [79:76];
+  assign \codes[20]  = \port$8525$0 [83:80];
+  assign \codes[21]  = \port$8525$0 [87:84];
+  assign \codes[22]  = \port$8525$0 [91:88];
+  assign \codes[23]  = \port$8525$0 [95:92];
+  assign \codes[24]  = \port$8525$0 [99:96];
+  assign \codes[25]  = \port$8525$0 [103:100];
+  assign \codes[26]  = \port$8525$0 [107:104];
+  assign \codes[27]  = \port$8525$0 [111:108];
+  assign \codes[28]  = \port$8525$0 [115:112];
+  assign \codes[29]  = \port$8525$0 [119:116];
+  assign \codes[30]  = \port$8525$0 [123:120];
+  assign \codes[31]  = \port$8525$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -20418,43 +20425,43 @@ module \bd_linear_b32_n8.dot4.dec_a (values, \port$8522$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8522$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8522$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8522$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8522$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8522$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8522$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8522$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8522$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8522$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8522$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8522$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8522$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8522$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8522$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8522$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8522$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8522$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8522$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8522$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8522$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8522$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8522$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8522$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8522$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8522$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8522$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8522$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8522$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8522$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8522$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8522$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8522$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8525$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8525$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8525$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8525$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8525$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8525$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8525$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8525$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8525$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8525$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8525$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8525$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8525$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8525$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8525$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8525$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8525$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8525$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8525$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8525$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8525$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8525$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8525$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8525$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8525$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8525$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8525$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8525$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8525$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8525$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8525$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8525$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot4.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -20468,7 +20475,7 @@ module \bd_linear_b32_n8.dot4.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -20516,7 +20523,7 @@ module \bd_linear_b32_n8.dot4.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot4.dec_w (values, \port$8522$137 );
+module \bd_linear_b32_n8.dot4.dec_w (values, \port$8525$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -20553,8 +20560,8 @@ module \bd_linear_b32_n8.dot4.dec_w (values, \port$8522$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8522$137 ;
-  wire [131:0] \port$8522$137 ;
+  input [131:0] \port$8525$137 ;
+  wire [131:0] \port$8525$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -20630,46 +20637,46 @@ module \bd_linear_b32_n8.dot4.dec_w (values, \port$8522$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8522$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8522$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8522$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8522$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8522$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8522$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8522$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8522$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8522$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8522$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8522$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8522$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8522$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8522$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8522$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8522$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8522$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8522$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8522$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8522$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8522$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8522$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8522$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8522$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8522$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8522$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8522$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8522$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8522$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8522$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8522$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8522$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8525$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8525$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8525$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8525$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8525$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8525$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8525$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8525$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8525$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8525$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8525$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8525$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8525$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8525$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8525$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8525$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8525$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8525$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8525$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8525$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8525$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8525$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8525$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8525$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8525$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8525$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8525$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8525$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8525$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8525$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8525$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8525$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot4.dec_w.formatbook  formatbook (
-    .dialect(\port$8522$137 [131:128]),
+    .dialect(\port$8525$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8522$137 [131:128];
-  assign \dialect$1  = \port$8522$137 [131:128];
+  assign dialect = \port$8525$137 [131:128];
+  assign \dialect$1  = \port$8525$137 [131:128];
   assign row = entries;
-  assign codes = \port$8522$137 [127:0];
+  assign codes = \port$8525$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -20678,38 +20685,38 @@ module \bd_linear_b32_n8.dot4.dec_w (values, \port$8522$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8522$137 [3:0];
-  assign \codes[1]  = \port$8522$137 [7:4];
-  assign \codes[2]  = \port$8522$137 [11:8];
-  assign \codes[3]  = \port$8522$137 [15:12];
-  assign \codes[4]  = \port$8522$137 [19:16];
-  assign \codes[5]  = \port$8522$137 [23:20];
-  assign \codes[6]  = \port$8522$137 [27:24];
-  assign \codes[7]  = \port$8522$137 [31:28];
-  assign \codes[8]  = \port$8522$137 [35:32];
-  assign \codes[9]  = \port$8522$137 [39:36];
-  assign \codes[10]  = \port$8522$137 [43:40];
-  assign \codes[11]  = \port$8522$137 [47:44];
-  assign \codes[12]  = \port$8522$137 [51:48];
-  assign \codes[13]  = \port$8522$137 [55:52];
-  assign \codes[14]  = \port$8522$137 [59:56];
-  assign \codes[15]  = \port$8522$137 [63:60];
-  assign \codes[16]  = \port$8522$137 [67:64];
-  assign \codes[17]  = \port$8522$137 [71:68];
-  assign \codes[18]  = \port$8522$137 [75:72];
-  assign \codes[19]  = \port$8522$137 [79:76];
-  assign \codes[20]  = \port$8522$137 [83:80];
-  assign \codes[21]  = \port$8522$137 [87:84];
-  assign \codes[22]  = \port$8522$137 [91:88];
-  assign \codes[23]  = \port$8522$137 [95:92];
-  assign \codes[24]  = \port$8522$137 [99:96];
-  assign \codes[25]  = \port$8522$137 [103:100];
-  assign \codes[26]  = \port$8522$137 [107:104];
-  assign \codes[27]  = \port$8522$137 [111:108];
-  assign \codes[28]  = \port$8522$137 [115:112];
-  assign \codes[29]  = \port$8522$137 [119:116];
-  assign \codes[30]  = \port$8522$137 [123:120];
-  assign \codes[31]  = \port$8522$137 [127:124];
+  assign \codes[0]  = \port$8525$137 [3:0];
+  assign \codes[1]  = \port$8525$137 [7:4];
+  assign \codes[2]  = \port$8525$137 [11:8];
+  assign \codes[3]  = \port$8525$137 [15:12];
+  assign \codes[4]  = \port$8525$137 [19:16];
+  assign \codes[5]  = \port$8525$137 [23:20];
+  assign \codes[6]  = \port$8525$137 [27:24];
+  assign \codes[7]  = \port$8525$137 [31:28];
+  assign \codes[8]  = \port$8525$137 [35:32];
+  assign \codes[9]  = \port$8525$137 [39:36];
+  assign \codes[10]  = \port$8525$137 [43:40];
+  assign \codes[11]  = \port$8525$137 [47:44];
+  assign \codes[12]  = \port$8525$137 [51:48];
+  assign \codes[13]  = \port$8525$137 [55:52];
+  assign \codes[14]  = \port$8525$137 [59:56];
+  assign \codes[15]  = \port$8525$137 [63:60];
+  assign \codes[16]  = \port$8525$137 [67:64];
+  assign \codes[17]  = \port$8525$137 [71:68];
+  assign \codes[18]  = \port$8525$137 [75:72];
+  assign \codes[19]  = \port$8525$137 [79:76];
+  assign \codes[20]  = \port$8525$137 [83:80];
+  assign \codes[21]  = \port$8525$137 [87:84];
+  assign \codes[22]  = \port$8525$137 [91:88];
+  assign \codes[23]  = \port$8525$137 [95:92];
+  assign \codes[24]  = \port$8525$137 [99:96];
+  assign \codes[25]  = \port$8525$137 [103:100];
+  assign \codes[26]  = \port$8525$137 [107:104];
+  assign \codes[27]  = \port$8525$137 [111:108];
+  assign \codes[28]  = \port$8525$137 [115:112];
+  assign \codes[29]  = \port$8525$137 [119:116];
+  assign \codes[30]  = \port$8525$137 [123:120];
+  assign \codes[31]  = \port$8525$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -20742,43 +20749,43 @@ module \bd_linear_b32_n8.dot4.dec_w (values, \port$8522$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8522$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8522$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8522$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8522$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8522$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8522$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8522$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8522$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8522$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8522$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8522$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8522$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8522$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8522$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8522$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8522$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8522$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8522$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8522$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8522$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8522$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8522$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8522$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8522$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8522$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8522$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8522$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8522$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8522$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8522$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8522$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8522$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8525$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8525$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8525$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8525$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8525$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8525$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8525$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8525$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8525$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8525$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8525$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8525$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8525$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8525$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8525$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8525$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8525$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8525$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8525$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8525$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8525$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8525$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8525$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8525$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8525$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8525$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8525$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8525$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8525$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8525$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8525$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8525$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot4.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -20792,7 +20799,7 @@ module \bd_linear_b32_n8.dot4.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -21812,8 +21819,8 @@ module \bd_linear_b32_n8.dot4.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+module \bd_linear_b32_n8.dot4.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -22245,7 +22252,6 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -22265,11 +22271,8 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -22491,8 +22494,6 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -22509,7 +22510,7 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -22519,7 +22520,7 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -22529,40 +22530,41 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -22635,6 +22637,9 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -22643,6 +22648,8 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -22757,8 +22764,8 @@ module \bd_linear_b32_n8.dot4.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
+module \bd_linear_b32_n8.dot5 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -22959,7 +22966,6 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -23007,7 +23013,6 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -23291,11 +23296,11 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot5.dec_a  dec_a (
-    .\port$8523$0 (i__payload[131:0]),
+    .\port$8526$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot5.dec_w  dec_w (
-    .\port$8523$137 (i__payload[268:137]),
+    .\port$8526$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot5.mul  mul (
@@ -23310,33 +23315,32 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -23346,7 +23350,7 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -23356,28 +23360,28 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -23395,7 +23399,8 @@ module \bd_linear_b32_n8.dot5 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -23706,7 +23711,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$30  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -23798,7 +23803,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -23808,7 +23813,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -23817,7 +23822,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -23826,7 +23831,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -23836,7 +23841,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -23845,7 +23850,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$30 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -23883,7 +23888,7 @@ module \bd_linear_b32_n8.dot5.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot5.dec_a (values, \port$8523$0 );
+module \bd_linear_b32_n8.dot5.dec_a (values, \port$8526$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -23920,8 +23925,8 @@ module \bd_linear_b32_n8.dot5.dec_a (values, \port$8523$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8523$0 ;
-  wire [131:0] \port$8523$0 ;
+  input [131:0] \port$8526$0 ;
+  wire [131:0] \port$8526$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -23997,46 +24002,46 @@ module \bd_linear_b32_n8.dot5.dec_a (values, \port$8523$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8523$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8523$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8523$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8523$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8523$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8523$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8523$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8523$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8523$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8523$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8523$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8523$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8523$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8523$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8523$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8523$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8523$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8523$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8523$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8523$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8523$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8523$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8523$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8523$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8523$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8523$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8523$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8523$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8523$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8523$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8523$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8523$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8526$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8526$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8526$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8526$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8526$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8526$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8526$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8526$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8526$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8526$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8526$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8526$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8526$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8526$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8526$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8526$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8526$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8526$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8526$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8526$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8526$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8526$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8526$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8526$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8526$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8526$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8526$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8526$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8526$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8526$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8526$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8526$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot5.dec_a.formatbook  formatbook (
-    .dialect(\port$8523$0 [131:128]),
+    .dialect(\port$8526$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8523$0 [131:128];
-  assign \dialect$1  = \port$8523$0 [131:128];
+  assign dialect = \port$8526$0 [131:128];
+  assign \dialect$1  = \port$8526$0 [131:128];
   assign row = entries;
-  assign codes = \port$8523$0 [127:0];
+  assign codes = \port$8526$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -24045,38 +24050,38 @@ module \bd_linear_b32_n8.dot5.dec_a (values, \port$8523$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8523$0 [3:0];
-  assign \codes[1]  = \port$8523$0 [7:4];
-  assign \codes[2]  = \port$8523$0 [11:8];
-  assign \codes[3]  = \port$8523$0 [15:12];
-  assign \codes[4]  = \port$8523$0 [19:16];
-  assign \codes[5]  = \port$8523$0 [23:20];
-  assign \codes[6]  = \port$8523$0 [27:24];
-  assign \codes[7]  = \port$8523$0 [31:28];
-  assign \codes[8]  = \port$8523$0 [35:32];
-  assign \codes[9]  = \port$8523$0 [39:36];
-  assign \codes[10]  = \port$8523$0 [43:40];
-  assign \codes[11]  = \port$8523$0 [47:44];
-  assign \codes[12]  = \port$8523$0 [51:48];
-  assign \codes[13]  = \port$8523$0 [55:52];
-  assign \codes[14]  = \port$8523$0 [59:56];
-  assign \codes[15]  = \port$8523$0 [63:60];
-  assign \codes[16]  = \port$8523$0 [67:64];
-  assign \codes[17]  = \port$8523$0 [71:68];
-  assign \codes[18]  = \port$8523$0 [75:72];
-  assign \codes[19]  = \port$8523$0 [79:76];
-  assign \codes[20]  = \port$8523$0 [83:80];
-  assign \codes[21]  = \port$8523$0 [87:84];
-  assign \codes[22]  = \port$8523$0 [91:88];
-  assign \codes[23]  = \port$8523$0 [95:92];
-  assign \codes[24]  = \port$8523$0 [99:96];
-  assign \codes[25]  = \port$8523$0 [103:100];
-  assign \codes[26]  = \port$8523$0 [107:104];
-  assign \codes[27]  = \port$8523$0 [111:108];
-  assign \codes[28]  = \port$8523$0 [115:112];
-  assign \codes[29]  = \port$8523$0 [119:116];
-  assign \codes[30]  = \port$8523$0 [123:120];
-  assign \codes[31]  = \port$8523$0 [127:124];
+  assign \codes[0]  = \port$8526$0 [3:0];
+  assign \codes[1]  = \port$8526$0 [7:4];
+  assign \codes[2]  = \port$8526$0 [11:8];
+  assign \codes[3]  = \port$8526$0 [15:12];
+  assign \codes[4]  = \port$8526$0 [19:16];
+  assign \codes[5]  = \port$8526$0 [23:20];
+  assign \codes[6]  = \port$8526$0 [27:24];
+  assign \codes[7]  = \port$8526$0 [31:28];
+  assign \codes[8]  = \port$8526$0 [35:32];
+  assign \codes[9]  = \port$8526$0 [39:36];
+  assign \codes[10]  = \port$8526$0 [43:40];
+  assign \codes[11]  = \port$8526$0 [47:44];
+  assign \codes[12]  = \port$8526$0 [51:48];
+  assign \codes[13]  = \port$8526$0 [55:52];
+  assign \codes[14]  = \port$8526$0 [59:56];
+  assign \codes[15]  = \port$8526$0 [63:60];
+  assign \codes[16]  = \port$8526$0 [67:64];
+  assign \codes[17]  = \port$8526$0 [71:68];
+  assign \codes[18]  = \port$8526$0 [75:72];
+  assign \codes[19]  = \port$8526$0 [79:76];
+  assign \codes[20]  = \port$8526$0 [83:80];
+  assign \codes[21]  = \port$8526$0 [87:84];
+  assign \codes[22]  = \port$8526$0 [91:88];
+  assign \codes[23]  = \port$8526$0 [95:92];
+  assign \codes[24]  = \port$8526$0 [99:96];
+  assign \codes[25]  = \port$8526$0 [103:100];
+  assign \codes[26]  = \port$8526$0 [107:104];
+  assign \codes[27]  = \port$8526$0 [111:108];
+  assign \codes[28]  = \port$8526$0 [115:112];
+  assign \codes[29]  = \port$8526$0 [119:116];
+  assign \codes[30]  = \port$8526$0 [123:120];
+  assign \codes[31]  = \port$8526$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -24109,43 +24114,43 @@ module \bd_linear_b32_n8.dot5.dec_a (values, \port$8523$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8523$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8523$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8523$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8523$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8523$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8523$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8523$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8523$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8523$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8523$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8523$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8523$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8523$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8523$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8523$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8523$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8523$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8523$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8523$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8523$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8523$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8523$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8523$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8523$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8523$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8523$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8523$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8523$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8523$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8523$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8523$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8523$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8526$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8526$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8526$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8526$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8526$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8526$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8526$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8526$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8526$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8526$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8526$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8526$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8526$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8526$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8526$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8526$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8526$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8526$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8526$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8526$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8526$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8526$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8526$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8526$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8526$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8526$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8526$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8526$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8526$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8526$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8526$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8526$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot5.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$31  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -24159,7 +24164,7 @@ module \bd_linear_b32_n8.dot5.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$31 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -24207,7 +24212,7 @@ module \bd_linear_b32_n8.dot5.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot5.dec_w (values, \port$8523$137 );
+module \bd_linear_b32_n8.dot5.dec_w (values, \port$8526$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -24244,8 +24249,8 @@ module \bd_linear_b32_n8.dot5.dec_w (values, \port$8523$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8523$137 ;
-  wire [131:0] \port$8523$137 ;
+  input [131:0] \port$8526$137 ;
+  wire [131:0] \port$8526$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -24321,46 +24326,46 @@ module \bd_linear_b32_n8.dot5.dec_w (values, \port$8523$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8523$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8523$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8523$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8523$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8523$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8523$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8523$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8523$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8523$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8523$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8523$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8523$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8523$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8523$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8523$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8523$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8523$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8523$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8523$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8523$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8523$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8523$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8523$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8523$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8523$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8523$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8523$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8523$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8523$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8523$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8523$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8523$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8526$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8526$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8526$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8526$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8526$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8526$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8526$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8526$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8526$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8526$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8526$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8526$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8526$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8526$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8526$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8526$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8526$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8526$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8526$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8526$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8526$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8526$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8526$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8526$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8526$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8526$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8526$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8526$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8526$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8526$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8526$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8526$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot5.dec_w.formatbook  formatbook (
-    .dialect(\port$8523$137 [131:128]),
+    .dialect(\port$8526$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8523$137 [131:128];
-  assign \dialect$1  = \port$8523$137 [131:128];
+  assign dialect = \port$8526$137 [131:128];
+  assign \dialect$1  = \port$8526$137 [131:128];
   assign row = entries;
-  assign codes = \port$8523$137 [127:0];
+  assign codes = \port$8526$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -24369,38 +24374,38 @@ module \bd_linear_b32_n8.dot5.dec_w (values, \port$8523$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8523$137 [3:0];
-  assign \codes[1]  = \port$8523$137 [7:4];
-  assign \codes[2]  = \port$8523$137 [11:8];
-  assign \codes[3]  = \port$8523$137 [15:12];
-  assign \codes[4]  = \port$8523$137 [19:16];
-  assign \codes[5]  = \port$8523$137 [23:20];
-  assign \codes[6]  = \port$8523$137 [27:24];
-  assign \codes[7]  = \port$8523$137 [31:28];
-  assign \codes[8]  = \port$8523$137 [35:32];
-  assign \codes[9]  = \port$8523$137 [39:36];
-  assign \codes[10]  = \port$8523$137 [43:40];
-  assign \codes[11]  = \port$8523$137 [47:44];
-  assign \codes[12]  = \port$8523$137 [51:48];
-  assign \codes[13]  = \port$8523$137 [55:52];
-  assign \codes[14]  = \port$8523$137 [59:56];
-  assign \codes[15]  = \port$8523$137 [63:60];
-  assign \codes[16]  = \port$8523$137 [67:64];
-  assign \codes[17]  = \port$8523$137 [71:68];
-  assign \codes[18]  = \port$8523$137 [75:72];
-  assign \codes[19]  = \port$8523$137 [79:76];
-  assign \codes[20]  = \port$8523$137 [83:80];
-  assign \codes[21]  = \port$8523$137 [87:84];
-  assign \codes[22]  = \port$8523$137 [91:88];
-  assign \codes[23]  = \port$8523$137 [95:92];
-  assign \codes[24]  = \port$8523$137 [99:96];
-  assign \codes[25]  = \port$8523$137 [103:100];
-  assign \codes[26]  = \port$8523$137 [107:104];
-  assign \codes[27]  = \port$8523$137 [111:108];
-  assign \codes[28]  = \port$8523$137 [115:112];
-  assign \codes[29]  = \port$8523$137 [119:116];
-  assign \codes[30]  = \port$8523$137 [123:120];
-  assign \codes[31]  = \port$8523$137 [127:124];
+  assign \codes[0]  = \port$8526$137 [3:0];
+  assign \codes[1]  = \port$8526$137 [7:4];
+  assign \codes[2]  = \port$8526$137 [11:8];
+  assign \codes[3]  = \port$8526$137 [15:12];
+  assign \codes[4]  = \port$8526$137 [19:16];
+  assign \codes[5]  = \port$8526$137 [23:20];
+  assign \codes[6]  = \port$8526$137 [27:24];
+  assign \codes[7]  = \port$8526$137 [31:28];
+  assign \codes[8]  = \port$8526$137 [35:32];
+  assign \codes[9]  = \port$8526$137 [39:36];
+  assign \codes[10]  = \port$8526$137 [43:40];
+  assign \codes[11]  = \port$8526$137 [47:44];
+  assign \codes[12]  = \port$8526$137 [51:48];
+  assign \codes[13]  = \port$8526$137 [55:52];
+  assign \codes[14]  = \port$8526$137 [59:56];
+  assign \codes[15]  = \port$8526$137 [63:60];
+  assign \codes[16]  = \port$8526$137 [67:64];
+  assign \codes[17]  = \port$8526$137 [71:68];
+  assign \codes[18]  = \port$8526$137 [75:72];
+  assign \codes[19]  = \port$8526$137 [79:76];
+  assign \codes[20]  = \port$8526$137 [83:80];
+  assign \codes[21]  = \port$8526$137 [87:84];
+  assign \codes[22]  = \port$8526$137 [91:88];
+  assign \codes[23]  = \port$8526$137 [95:92];
+  assign \codes[24]  = \port$8526$137 [99:96];
+  assign \codes[25]  = \port$8526$137 [103:100];
+  assign \codes[26]  = \port$8526$137 [107:104];
+  assign \codes[27]  = \port$8526$137 [111:108];
+  assign \codes[28]  = \port$8526$137 [115:112];
+  assign \codes[29]  = \port$8526$137 [119:116];
+  assign \codes[30]  = \port$8526$137 [123:120];
+  assign \codes[31]  = \port$8526$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -24433,43 +24438,43 @@ module \bd_linear_b32_n8.dot5.dec_w (values, \port$8523$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8523$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8523$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8523$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8523$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8523$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8523$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8523$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8523$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8523$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8523$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8523$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8523$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8523$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8523$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8523$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8523$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8523$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8523$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8523$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8523$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8523$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8523$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8523$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8523$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8523$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8523$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8523$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8523$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8523$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8523$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8523$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8523$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8526$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8526$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8526$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8526$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8526$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8526$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8526$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8526$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8526$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8526$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8526$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8526$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8526$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8526$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8526$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8526$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8526$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8526$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8526$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8526$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8526$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8526$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8526$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8526$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8526$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8526$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8526$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8526$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8526$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8526$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8526$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8526$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot5.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$32  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -24483,7 +24488,7 @@ module \bd_linear_b32_n8.dot5.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$32 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -25503,8 +25508,8 @@ module \bd_linear_b32_n8.dot5.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$33  = 0;
+module \bd_linear_b32_n8.dot5.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -25936,7 +25941,6 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -25956,11 +25960,8 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -26182,8 +26183,6 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -26200,7 +26199,7 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -26210,7 +26209,7 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -26220,40 +26219,41 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$33 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -26326,6 +26326,9 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -26334,6 +26337,8 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -26448,8 +26453,8 @@ module \bd_linear_b32_n8.dot5.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$34  = 0;
+module \bd_linear_b32_n8.dot6 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -26650,7 +26655,6 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -26698,7 +26702,6 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -26982,11 +26985,11 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot6.dec_a  dec_a (
-    .\port$8524$0 (i__payload[131:0]),
+    .\port$8527$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot6.dec_w  dec_w (
-    .\port$8524$137 (i__payload[268:137]),
+    .\port$8527$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot6.mul  mul (
@@ -27001,33 +27004,32 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -27037,7 +27039,7 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -27047,28 +27049,28 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$34 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -27086,7 +27088,8 @@ module \bd_linear_b32_n8.dot6 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -27397,7 +27400,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$35  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -27489,7 +27492,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -27499,7 +27502,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -27508,7 +27511,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -27517,7 +27520,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -27527,7 +27530,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -27536,7 +27539,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$35 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -27574,7 +27577,7 @@ module \bd_linear_b32_n8.dot6.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot6.dec_a (values, \port$8524$0 );
+module \bd_linear_b32_n8.dot6.dec_a (values, \port$8527$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -27611,8 +27614,8 @@ module \bd_linear_b32_n8.dot6.dec_a (values, \port$8524$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8524$0 ;
-  wire [131:0] \port$8524$0 ;
+  input [131:0] \port$8527$0 ;
+  wire [131:0] \port$8527$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -27688,46 +27691,46 @@ module \bd_linear_b32_n8.dot6.dec_a (values, \port$8524$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8524$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8524$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8524$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8524$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8524$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8524$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8524$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8524$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8524$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8524$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8524$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8524$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8524$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8524$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8524$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8524$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8524$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8524$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8524$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8524$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8524$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8524$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8524$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8524$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8524$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8524$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8524$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8524$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8524$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8524$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8524$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8524$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8527$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8527$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8527$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8527$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8527$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8527$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8527$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8527$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8527$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8527$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8527$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8527$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8527$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8527$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8527$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8527$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8527$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8527$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8527$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8527$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8527$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8527$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8527$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8527$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8527$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8527$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8527$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8527$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8527$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8527$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8527$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8527$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot6.dec_a.formatbook  formatbook (
-    .dialect(\port$8524$0 [131:128]),
+    .dialect(\port$8527$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8524$0 [131:128];
-  assign \dialect$1  = \port$8524$0 [131:128];
+  assign dialect = \port$8527$0 [131:128];
+  assign \dialect$1  = \port$8527$0 [131:128];
   assign row = entries;
-  assign codes = \port$8524$0 [127:0];
+  assign codes = \port$8527$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -27736,38 +27739,38 @@ module \bd_linear_b32_n8.dot6.dec_a (values, \port$8524$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8524$0 [3:0];
-  assign \codes[1]  = \port$8524$0 [7:4];
-  assign \codes[2]  = \port$8524$0 [11:8];
-  assign \codes[3]  = \port$8524$0 [15:12];
-  assign \codes[4]  = \port$8524$0 [19:16];
-  assign \codes[5]  = \port$8524$0 [23:20];
-  assign \codes[6]  = \port$8524$0 [27:24];
-  assign \codes[7]  = \port$8524$0 [31:28];
-  assign \codes[8]  = \port$8524$0 [35:32];
-  assign \codes[9]  = \port$8524$0 [39:36];
-  assign \codes[10]  = \port$8524$0 [43:40];
-  assign \codes[11]  = \port$8524$0 [47:44];
-  assign \codes[12]  = \port$8524$0 [51:48];
-  assign \codes[13]  = \port$8524$0 [55:52];
-  assign \codes[14]  = \port$8524$0 [59:56];
-  assign \codes[15]  = \port$8524$0 [63:60];
-  assign \codes[16]  = \port$8524$0 [67:64];
-  assign \codes[17]  = \port$8524$0 [71:68];
-  assign \codes[18]  = \port$8524$0 [75:72];
-  assign \codes[19]  = \port$8524$0 [79:76];
-  assign \codes[20]  = \port$8524$0 [83:80];
-  assign \codes[21]  = \port$8524$0 [87:84];
-  assign \codes[22]  = \port$8524$0 [91:88];
-  assign \codes[23]  = \port$8524$0 [95:92];
-  assign \codes[24]  = \port$8524$0 [99:96];
-  assign \codes[25]  = \port$8524$0 [103:100];
-  assign \codes[26]  = \port$8524$0 [107:104];
-  assign \codes[27]  = \port$8524$0 [111:108];
-  assign \codes[28]  = \port$8524$0 [115:112];
-  assign \codes[29]  = \port$8524$0 [119:116];
-  assign \codes[30]  = \port$8524$0 [123:120];
-  assign \codes[31]  = \port$8524$0 [127:124];
+  assign \codes[0]  = \port$8527$0 [3:0];
+  assign \codes[1]  = \port$8527$0 [7:4];
+  assign \codes[2]  = \port$8527$0 [11:8];
+  assign \codes[3]  = \port$8527$0 [15:12];
+  assign \codes[4]  = \port$8527$0 [19:16];
+  assign \codes[5]  = \port$8527$0 [23:20];
+  assign \codes[6]  = \port$8527$0 [27:24];
+  assign \codes[7]  = \port$8527$0 [31:28];
+  assign \codes[8]  = \port$8527$0 [35:32];
+  assign \codes[9]  = \port$8527$0 [39:36];
+  assign \codes[10]  = \port$8527$0 [43:40];
+  assign \codes[11]  = \port$8527$0 [47:44];
+  assign \codes[12]  = \port$8527$0 [51:48];
+  assign \codes[13]  = \port$8527$0 [55:52];
+  assign \codes[14]  = \port$8527$0 [59:56];
+  assign \codes[15]  = \port$8527$0 [63:60];
+  assign \codes[16]  = \port$8527$0 [67:64];
+  assign \codes[17]  = \port$8527$0 [71:68];
+  assign \codes[18]  = \port$8527$0 [75:72];
+  assign \codes[19]  = \port$8527$0 [79:76];
+  assign \codes[20]  = \port$8527$0 [83:80];
+  assign \codes[21]  = \port$8527$0 [87:84];
+  assign \codes[22]  = \port$8527$0 [91:88];
+  assign \codes[23]  = \port$8527$0 [95:92];
+  assign \codes[24]  = \port$8527$0 [99:96];
+  assign \codes[25]  = \port$8527$0 [103:100];
+  assign \codes[26]  = \port$8527$0 [107:104];
+  assign \codes[27]  = \port$8527$0 [111:108];
+  assign \codes[28]  = \port$8527$0 [115:112];
+  assign \codes[29]  = \port$8527$0 [119:116];
+  assign \codes[30]  = \port$8527$0 [123:120];
+  assign \codes[31]  = \port$8527$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -27800,43 +27803,43 @@ module \bd_linear_b32_n8.dot6.dec_a (values, \port$8524$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8524$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8524$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8524$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8524$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8524$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8524$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8524$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8524$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8524$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8524$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8524$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8524$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8524$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8524$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8524$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8524$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8524$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8524$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8524$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8524$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8524$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8524$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8524$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8524$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8524$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8524$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8524$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8524$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8524$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8524$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8524$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8524$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8527$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8527$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8527$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8527$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8527$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8527$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8527$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8527$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8527$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8527$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8527$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8527$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8527$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8527$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8527$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8527$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8527$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8527$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8527$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8527$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8527$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8527$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8527$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8527$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8527$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8527$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8527$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8527$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8527$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8527$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8527$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8527$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot6.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$36  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -27850,7 +27853,7 @@ module \bd_linear_b32_n8.dot6.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$36 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -27898,7 +27901,7 @@ module \bd_linear_b32_n8.dot6.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot6.dec_w (values, \port$8524$137 );
+module \bd_linear_b32_n8.dot6.dec_w (values, \port$8527$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -27935,8 +27938,8 @@ module \bd_linear_b32_n8.dot6.dec_w (values, \port$8524$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8524$137 ;
-  wire [131:0] \port$8524$137 ;
+  input [131:0] \port$8527$137 ;
+  wire [131:0] \port$8527$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -28012,46 +28015,46 @@ module \bd_linear_b32_n8.dot6.dec_w (values, \port$8524$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8524$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8524$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8524$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8524$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8524$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8524$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8524$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8524$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8524$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8524$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8524$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8524$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8524$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8524$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8524$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8524$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8524$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8524$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8524$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8524$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8524$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8524$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8524$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8524$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8524$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8524$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8524$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8524$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8524$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8524$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8524$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8524$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8527$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8527$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8527$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8527$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8527$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8527$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8527$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8527$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8527$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8527$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8527$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8527$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8527$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8527$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8527$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8527$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8527$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8527$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8527$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8527$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8527$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8527$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8527$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8527$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8527$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8527$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8527$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8527$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8527$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8527$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8527$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8527$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot6.dec_w.formatbook  formatbook (
-    .dialect(\port$8524$137 [131:128]),
+    .dialect(\port$8527$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8524$137 [131:128];
-  assign \dialect$1  = \port$8524$137 [131:128];
+  assign dialect = \port$8527$137 [131:128];
+  assign \dialect$1  = \port$8527$137 [131:128];
   assign row = entries;
-  assign codes = \port$8524$137 [127:0];
+  assign codes = \port$8527$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -28060,38 +28063,38 @@ module \bd_linear_b32_n8.dot6.dec_w (values, \port$8524$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8524$137 [3:0];
-  assign \codes[1]  = \port$8524$137 [7:4];
-  assign \codes[2]  = \port$8524$137 [11:8];
-  assign \codes[3]  = \port$8524$137 [15:12];
-  assign \codes[4]  = \port$8524$137 [19:16];
-  assign \codes[5]  = \port$8524$137 [23:20];
-  assign \codes[6]  = \port$8524$137 [27:24];
-  assign \codes[7]  = \port$8524$137 [31:28];
-  assign \codes[8]  = \port$8524$137 [35:32];
-  assign \codes[9]  = \port$8524$137 [39:36];
-  assign \codes[10]  = \port$8524$137 [43:40];
-  assign \codes[11]  = \port$8524$137 [47:44];
-  assign \codes[12]  = \port$8524$137 [51:48];
-  assign \codes[13]  = \port$8524$137 [55:52];
-  assign \codes[14]  = \port$8524$137 [59:56];
-  assign \codes[15]  = \port$8524$137 [63:60];
-  assign \codes[16]  = \port$8524$137 [67:64];
-  assign \codes[17]  = \port$8524$137 [71:68];
-  assign \codes[18]  = \port$8524$137 [75:72];
-  assign \codes[19]  = \port$8524$137 [79:76];
-  assign \codes[20]  = \port$8524$137 [83:80];
-  assign \codes[21]  = \port$8524$137 [87:84];
-  assign \codes[22]  = \port$8524$137 [91:88];
-  assign \codes[23]  = \port$8524$137 [95:92];
-  assign \codes[24]  = \port$8524$137 [99:96];
-  assign \codes[25]  = \port$8524$137 [103:100];
-  assign \codes[26]  = \port$8524$137 [107:104];
-  assign \codes[27]  = \port$8524$137 [111:108];
-  assign \codes[28]  = \port$8524$137 [115:112];
-  assign \codes[29]  = \port$8524$137 [119:116];
-  assign \codes[30]  = \port$8524$137 [123:120];
-  assign \codes[31]  = \port$8524$137 [127:124];
+  assign \codes[0]  = \port$8527$137 [3:0];
+  assign \codes[1]  = \port$8527$137 [7:4];
+  assign \codes[2]  = \port$8527$137 [11:8];
+  assign \codes[3]  = \port$8527$137 [15:12];
+  assign \codes[4]  = \port$8527$137 [19:16];
+  assign \codes[5]  = \port$8527$137 [23:20];
+  assign \codes[6]  = \port$8527$137 [27:24];
+  assign \codes[7]  = \port$8527$137 [31:28];
+  assign \codes[8]  = \port$8527$137 [35:32];
+  assign \codes[9]  = \port$8527$137 [39:36];
+  assign \codes[10]  = \port$8527$137 [43:40];
+  assign \codes[11]  = \port$8527$137 [47:44];
+  assign \codes[12]  = \port$8527$137 [51:48];
+  assign \codes[13]  = \port$8527$137 [55:52];
+  assign \codes[14]  = \port$8527$137 [59:56];
+  assign \codes[15]  = \port$8527$137 [63:60];
+  assign \codes[16]  = \port$8527$137 [67:64];
+  assign \codes[17]  = \port$8527$137 [71:68];
+  assign \codes[18]  = \port$8527$137 [75:72];
+  assign \codes[19]  = \port$8527$137 [79:76];
+  assign \codes[20]  = \port$8527$137 [83:80];
+  assign \codes[21]  = \port$8527$137 [87:84];
+  assign \codes[22]  = \port$8527$137 [91:88];
+  assign \codes[23]  = \port$8527$137 [95:92];
+  assign \codes[24]  = \port$8527$137 [99:96];
+  assign \codes[25]  = \port$8527$137 [103:100];
+  assign \codes[26]  = \port$8527$137 [107:104];
+  assign \codes[27]  = \port$8527$137 [111:108];
+  assign \codes[28]  = \port$8527$137 [115:112];
+  assign \codes[29]  = \port$8527$137 [119:116];
+  assign \codes[30]  = \port$8527$137 [123:120];
+  assign \codes[31]  = \port$8527$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -28124,43 +28127,43 @@ module \bd_linear_b32_n8.dot6.dec_w (values, \port$8524$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8524$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8524$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8524$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8524$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8524$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8524$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8524$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8524$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8524$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8524$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8524$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8524$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8524$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8524$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8524$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8524$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8524$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8524$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8524$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8524$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8524$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8524$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8524$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8524$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8524$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8524$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8524$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8524$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8524$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8524$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8524$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8524$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8527$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8527$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8527$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8527$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8527$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8527$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8527$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8527$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8527$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8527$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8527$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8527$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8527$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8527$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8527$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8527$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8527$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8527$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8527$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8527$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8527$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8527$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8527$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8527$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8527$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8527$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8527$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8527$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8527$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8527$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8527$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8527$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot6.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$37  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -28174,7 +28177,7 @@ module \bd_linear_b32_n8.dot6.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$37 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -29194,8 +29197,8 @@ module \bd_linear_b32_n8.dot6.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$38  = 0;
+module \bd_linear_b32_n8.dot6.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -29627,7 +29630,6 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -29647,11 +29649,8 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -29873,8 +29872,6 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -29891,7 +29888,7 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -29901,7 +29898,7 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -29911,40 +29908,41 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$38 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -30017,6 +30015,9 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -30025,6 +30026,8 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -30139,8 +30142,8 @@ module \bd_linear_b32_n8.dot6.norm (rst, o__ready, i__ready, i__valid, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 , i__payload, \o__valid$98 , \o__payload$94 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$39  = 0;
+module \bd_linear_b32_n8.dot7 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
   wire \$1 ;
   reg \$10 ;
   reg [287:0] \$11 ;
@@ -30341,7 +30344,6 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$5 ;
   wire \i__ready$5 ;
   wire \i__ready$93 ;
   (* init = 1'h0 *)
@@ -30389,7 +30391,6 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   wire [31:0] \o__payload$95.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$96 ;
   wire \o__ready$96 ;
   wire \o__ready$97 ;
   wire o__valid;
@@ -30673,11 +30674,11 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .t_load(i__ready)
   );
   \bd_linear_b32_n8.dot7.dec_a  dec_a (
-    .\port$8525$0 (i__payload[131:0]),
+    .\port$8528$0 (i__payload[131:0]),
     .values(a)
   );
   \bd_linear_b32_n8.dot7.dec_w  dec_w (
-    .\port$8525$137 (i__payload[268:137]),
+    .\port$8528$137 (i__payload[268:137]),
     .values(w)
   );
   \bd_linear_b32_n8.dot7.mul  mul (
@@ -30692,33 +30693,32 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     .i__ready(o__ready),
     .i__valid(\i__valid$88 ),
     .o__payload(\o__payload$94 ),
-    .o__ready(\o__ready$96 ),
     .rst(rst),
     .s1_valid(\o__valid$98 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$13  = s3_exp;
     if (\$6 ) begin
       \$13  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$14  = s3_last;
     if (\$6 ) begin
       \$14  = s1_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$15  = s3_sum;
     if (\$6 ) begin
       \$15  = block_sum[13:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
       \$7  = \i__valid$101 ;
@@ -30728,7 +30728,7 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$8  = s1_valid;
     if (s1_load) begin
       \$8  = s0_valid;
@@ -30738,28 +30738,28 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$9  = s1_exp;
     if (\$4 ) begin
       \$9  = \$5 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$10  = s1_last;
     if (\$4 ) begin
       \$10  = i__payload[274];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$11  = s1_products;
     if (\$4 ) begin
       \$11  = products;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$39 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
     \$12  = s1_negatives;
     if (\$4 ) begin
       \$12  = { 8'h00, negatives_l5_0 };
@@ -30777,7 +30777,8 @@ module \bd_linear_b32_n8.dot7 (rst, \i__valid$101 , \o__ready$96 , \i__ready$5 ,
   assign o__payload = \i__payload$90 ;
   assign \i__ready$93  = o__ready;
   assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$97  = \o__ready$96 ;
+  assign \o__ready$96  = 1'h1;
+  assign \o__ready$97  = 1'h1;
   assign \o__valid$99  = \o__valid$98 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
@@ -31088,7 +31089,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$40  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -31180,7 +31181,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -31190,7 +31191,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -31199,7 +31200,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -31208,7 +31209,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -31218,7 +31219,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -31227,7 +31228,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$40 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -31265,7 +31266,7 @@ module \bd_linear_b32_n8.dot7.accumulator (rst, t_load, o__ready, i__payload, i_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot7.dec_a (values, \port$8525$0 );
+module \bd_linear_b32_n8.dot7.dec_a (values, \port$8528$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -31302,8 +31303,8 @@ module \bd_linear_b32_n8.dot7.dec_a (values, \port$8525$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8525$0 ;
-  wire [131:0] \port$8525$0 ;
+  input [131:0] \port$8528$0 ;
+  wire [131:0] \port$8528$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -31379,46 +31380,46 @@ module \bd_linear_b32_n8.dot7.dec_a (values, \port$8525$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8525$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8525$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8525$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8525$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8525$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8525$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8525$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8525$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8525$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8525$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8525$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8525$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8525$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8525$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8525$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8525$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8525$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8525$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8525$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8525$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8525$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8525$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8525$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8525$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8525$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8525$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8525$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8525$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8525$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8525$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8525$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8525$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8528$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8528$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8528$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8528$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8528$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8528$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8528$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8528$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8528$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8528$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8528$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8528$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8528$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8528$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8528$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8528$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8528$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8528$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8528$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8528$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8528$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8528$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8528$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8528$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8528$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8528$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8528$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8528$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8528$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8528$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8528$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8528$0 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot7.dec_a.formatbook  formatbook (
-    .dialect(\port$8525$0 [131:128]),
+    .dialect(\port$8528$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8525$0 [131:128];
-  assign \dialect$1  = \port$8525$0 [131:128];
+  assign dialect = \port$8528$0 [131:128];
+  assign \dialect$1  = \port$8528$0 [131:128];
   assign row = entries;
-  assign codes = \port$8525$0 [127:0];
+  assign codes = \port$8528$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -31427,38 +31428,38 @@ module \bd_linear_b32_n8.dot7.dec_a (values, \port$8525$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8525$0 [3:0];
-  assign \codes[1]  = \port$8525$0 [7:4];
-  assign \codes[2]  = \port$8525$0 [11:8];
-  assign \codes[3]  = \port$8525$0 [15:12];
-  assign \codes[4]  = \port$8525$0 [19:16];
-  assign \codes[5]  = \port$8525$0 [23:20];
-  assign \codes[6]  = \port$8525$0 [27:24];
-  assign \codes[7]  = \port$8525$0 [31:28];
-  assign \codes[8]  = \port$8525$0 [35:32];
-  assign \codes[9]  = \port$8525$0 [39:36];
-  assign \codes[10]  = \port$8525$0 [43:40];
-  assign \codes[11]  = \port$8525$0 [47:44];
-  assign \codes[12]  = \port$8525$0 [51:48];
-  assign \codes[13]  = \port$8525$0 [55:52];
-  assign \codes[14]  = \port$8525$0 [59:56];
-  assign \codes[15]  = \port$8525$0 [63:60];
-  assign \codes[16]  = \port$8525$0 [67:64];
-  assign \codes[17]  = \port$8525$0 [71:68];
-  assign \codes[18]  = \port$8525$0 [75:72];
-  assign \codes[19]  = \port$8525$0 [79:76];
-  assign \codes[20]  = \port$8525$0 [83:80];
-  assign \codes[21]  = \port$8525$0 [87:84];
-  assign \codes[22]  = \port$8525$0 [91:88];
-  assign \codes[23]  = \port$8525$0 [95:92];
-  assign \codes[24]  = \port$8525$0 [99:96];
-  assign \codes[25]  = \port$8525$0 [103:100];
-  assign \codes[26]  = \port$8525$0 [107:104];
-  assign \codes[27]  = \port$8525$0 [111:108];
-  assign \codes[28]  = \port$8525$0 [115:112];
-  assign \codes[29]  = \port$8525$0 [119:116];
-  assign \codes[30]  = \port$8525$0 [123:120];
-  assign \codes[31]  = \port$8525$0 [127:124];
+  assign \codes[0]  = \port$8528$0 [3:0];
+  assign \codes[1]  = \port$8528$0 [7:4];
+  assign \codes[2]  = \port$8528$0 [11:8];
+  assign \codes[3]  = \port$8528$0 [15:12];
+  assign \codes[4]  = \port$8528$0 [19:16];
+  assign \codes[5]  = \port$8528$0 [23:20];
+  assign \codes[6]  = \port$8528$0 [27:24];
+  assign \codes[7]  = \port$8528$0 [31:28];
+  assign \codes[8]  = \port$8528$0 [35:32];
+  assign \codes[9]  = \port$8528$0 [39:36];
+  assign \codes[10]  = \port$8528$0 [43:40];
+  assign \codes[11]  = \port$8528$0 [47:44];
+  assign \codes[12]  = \port$8528$0 [51:48];
+  assign \codes[13]  = \port$8528$0 [55:52];
+  assign \codes[14]  = \port$8528$0 [59:56];
+  assign \codes[15]  = \port$8528$0 [63:60];
+  assign \codes[16]  = \port$8528$0 [67:64];
+  assign \codes[17]  = \port$8528$0 [71:68];
+  assign \codes[18]  = \port$8528$0 [75:72];
+  assign \codes[19]  = \port$8528$0 [79:76];
+  assign \codes[20]  = \port$8528$0 [83:80];
+  assign \codes[21]  = \port$8528$0 [87:84];
+  assign \codes[22]  = \port$8528$0 [91:88];
+  assign \codes[23]  = \port$8528$0 [95:92];
+  assign \codes[24]  = \port$8528$0 [99:96];
+  assign \codes[25]  = \port$8528$0 [103:100];
+  assign \codes[26]  = \port$8528$0 [107:104];
+  assign \codes[27]  = \port$8528$0 [111:108];
+  assign \codes[28]  = \port$8528$0 [115:112];
+  assign \codes[29]  = \port$8528$0 [119:116];
+  assign \codes[30]  = \port$8528$0 [123:120];
+  assign \codes[31]  = \port$8528$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -31491,43 +31492,43 @@ module \bd_linear_b32_n8.dot7.dec_a (values, \port$8525$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8525$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8525$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8525$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8525$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8525$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8525$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8525$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8525$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8525$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8525$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8525$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8525$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8525$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8525$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8525$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8525$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8525$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8525$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8525$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8525$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8525$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8525$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8525$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8525$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8525$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8525$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8525$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8525$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8525$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8525$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8525$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8525$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8528$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8528$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8528$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8528$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8528$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8528$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8528$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8528$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8528$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8528$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8528$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8528$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8528$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8528$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8528$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8528$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8528$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8528$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8528$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8528$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8528$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8528$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8528$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8528$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8528$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8528$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8528$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8528$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8528$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8528$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8528$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8528$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot7.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$41  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -31541,7 +31542,7 @@ module \bd_linear_b32_n8.dot7.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$41 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -31589,7 +31590,7 @@ module \bd_linear_b32_n8.dot7.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot7.dec_w (values, \port$8525$137 );
+module \bd_linear_b32_n8.dot7.dec_w (values, \port$8528$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -31626,8 +31627,8 @@ module \bd_linear_b32_n8.dot7.dec_w (values, \port$8525$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$8525$137 ;
-  wire [131:0] \port$8525$137 ;
+  input [131:0] \port$8528$137 ;
+  wire [131:0] \port$8528$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -31703,46 +31704,46 @@ module \bd_linear_b32_n8.dot7.dec_w (values, \port$8525$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$8525$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$8525$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$8525$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$8525$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$8525$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$8525$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$8525$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$8525$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$8525$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$8525$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$8525$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$8525$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$8525$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$8525$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$8525$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$8525$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$8525$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$8525$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$8525$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$8525$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$8525$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$8525$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$8525$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$8525$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$8525$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$8525$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$8525$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$8525$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$8525$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$8525$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$8525$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$8525$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$8528$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$8528$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$8528$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$8528$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$8528$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$8528$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$8528$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$8528$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$8528$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$8528$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$8528$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$8528$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$8528$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$8528$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$8528$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$8528$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$8528$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$8528$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$8528$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$8528$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$8528$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$8528$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$8528$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$8528$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$8528$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$8528$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$8528$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$8528$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$8528$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$8528$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$8528$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$8528$137 [34:32], 2'h0 };
   \bd_linear_b32_n8.dot7.dec_w.formatbook  formatbook (
-    .dialect(\port$8525$137 [131:128]),
+    .dialect(\port$8528$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$8525$137 [131:128];
-  assign \dialect$1  = \port$8525$137 [131:128];
+  assign dialect = \port$8528$137 [131:128];
+  assign \dialect$1  = \port$8528$137 [131:128];
   assign row = entries;
-  assign codes = \port$8525$137 [127:0];
+  assign codes = \port$8528$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -31751,38 +31752,38 @@ module \bd_linear_b32_n8.dot7.dec_w (values, \port$8525$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$8525$137 [3:0];
-  assign \codes[1]  = \port$8525$137 [7:4];
-  assign \codes[2]  = \port$8525$137 [11:8];
-  assign \codes[3]  = \port$8525$137 [15:12];
-  assign \codes[4]  = \port$8525$137 [19:16];
-  assign \codes[5]  = \port$8525$137 [23:20];
-  assign \codes[6]  = \port$8525$137 [27:24];
-  assign \codes[7]  = \port$8525$137 [31:28];
-  assign \codes[8]  = \port$8525$137 [35:32];
-  assign \codes[9]  = \port$8525$137 [39:36];
-  assign \codes[10]  = \port$8525$137 [43:40];
-  assign \codes[11]  = \port$8525$137 [47:44];
-  assign \codes[12]  = \port$8525$137 [51:48];
-  assign \codes[13]  = \port$8525$137 [55:52];
-  assign \codes[14]  = \port$8525$137 [59:56];
-  assign \codes[15]  = \port$8525$137 [63:60];
-  assign \codes[16]  = \port$8525$137 [67:64];
-  assign \codes[17]  = \port$8525$137 [71:68];
-  assign \codes[18]  = \port$8525$137 [75:72];
-  assign \codes[19]  = \port$8525$137 [79:76];
-  assign \codes[20]  = \port$8525$137 [83:80];
-  assign \codes[21]  = \port$8525$137 [87:84];
-  assign \codes[22]  = \port$8525$137 [91:88];
-  assign \codes[23]  = \port$8525$137 [95:92];
-  assign \codes[24]  = \port$8525$137 [99:96];
-  assign \codes[25]  = \port$8525$137 [103:100];
-  assign \codes[26]  = \port$8525$137 [107:104];
-  assign \codes[27]  = \port$8525$137 [111:108];
-  assign \codes[28]  = \port$8525$137 [115:112];
-  assign \codes[29]  = \port$8525$137 [119:116];
-  assign \codes[30]  = \port$8525$137 [123:120];
-  assign \codes[31]  = \port$8525$137 [127:124];
+  assign \codes[0]  = \port$8528$137 [3:0];
+  assign \codes[1]  = \port$8528$137 [7:4];
+  assign \codes[2]  = \port$8528$137 [11:8];
+  assign \codes[3]  = \port$8528$137 [15:12];
+  assign \codes[4]  = \port$8528$137 [19:16];
+  assign \codes[5]  = \port$8528$137 [23:20];
+  assign \codes[6]  = \port$8528$137 [27:24];
+  assign \codes[7]  = \port$8528$137 [31:28];
+  assign \codes[8]  = \port$8528$137 [35:32];
+  assign \codes[9]  = \port$8528$137 [39:36];
+  assign \codes[10]  = \port$8528$137 [43:40];
+  assign \codes[11]  = \port$8528$137 [47:44];
+  assign \codes[12]  = \port$8528$137 [51:48];
+  assign \codes[13]  = \port$8528$137 [55:52];
+  assign \codes[14]  = \port$8528$137 [59:56];
+  assign \codes[15]  = \port$8528$137 [63:60];
+  assign \codes[16]  = \port$8528$137 [67:64];
+  assign \codes[17]  = \port$8528$137 [71:68];
+  assign \codes[18]  = \port$8528$137 [75:72];
+  assign \codes[19]  = \port$8528$137 [79:76];
+  assign \codes[20]  = \port$8528$137 [83:80];
+  assign \codes[21]  = \port$8528$137 [87:84];
+  assign \codes[22]  = \port$8528$137 [91:88];
+  assign \codes[23]  = \port$8528$137 [95:92];
+  assign \codes[24]  = \port$8528$137 [99:96];
+  assign \codes[25]  = \port$8528$137 [103:100];
+  assign \codes[26]  = \port$8528$137 [107:104];
+  assign \codes[27]  = \port$8528$137 [111:108];
+  assign \codes[28]  = \port$8528$137 [115:112];
+  assign \codes[29]  = \port$8528$137 [119:116];
+  assign \codes[30]  = \port$8528$137 [123:120];
+  assign \codes[31]  = \port$8528$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -31815,43 +31816,43 @@ module \bd_linear_b32_n8.dot7.dec_w (values, \port$8525$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$8525$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$8525$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$8525$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$8525$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$8525$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$8525$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$8525$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$8525$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$8525$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$8525$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$8525$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$8525$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$8525$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$8525$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$8525$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$8525$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$8525$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$8525$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$8525$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$8525$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$8525$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$8525$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$8525$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$8525$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$8525$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$8525$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$8525$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$8525$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$8525$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$8525$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$8525$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$8525$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$8528$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$8528$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$8528$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$8528$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$8528$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$8528$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$8528$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$8528$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$8528$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$8528$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$8528$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$8528$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$8528$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$8528$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$8528$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$8528$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$8528$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$8528$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$8528$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$8528$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$8528$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$8528$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$8528$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$8528$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$8528$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$8528$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$8528$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$8528$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$8528$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$8528$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$8528$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$8528$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.dot7.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$42  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -31865,7 +31866,7 @@ module \bd_linear_b32_n8.dot7.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$42 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -32885,8 +32886,8 @@ module \bd_linear_b32_n8.dot7.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$43  = 0;
+module \bd_linear_b32_n8.dot7.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [3:0] \$100 ;
@@ -33318,7 +33319,6 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -33338,11 +33338,8 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
   wire [31:0] s2_result;
   wire [127:0] wide;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | o__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign i__ready = s0_load & \$3 ;
   assign \$4  = - $signed(i__payload);
   assign \$5  = i__payload[81] ? \$4  : { i__payload[81], i__payload };
   assign \$7  = \$6 [127] | \$6 [126];
@@ -33564,8 +33561,6 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$143  = \$142  | s1_norm[104];
   assign \$144  = s1_norm[103] & \$143 ;
   assign \$145  = { \$141 [7:0], s1_norm[126:104] } + \$144 ;
-  assign \$146  = s0_load & i__valid;
-  assign \$147  = s1_load & s0_valid;
   assign \$148  = s1_zero ? 32'd0 : { s1_sign, \$145 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$149 ;
@@ -33582,7 +33577,7 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
   always @(posedge aclk)
     o__payload <= \$155 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$149  = s0_valid;
     if (s0_load) begin
       \$149  = i__valid;
@@ -33592,7 +33587,7 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$150  = s1_valid;
     if (s1_load) begin
       \$150  = s0_valid;
@@ -33602,40 +33597,41 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$151  = s1_sign;
     if (\$146 ) begin
       \$151  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$152  = s1_zero;
     if (\$146 ) begin
       \$152  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$153  = s1_lz;
     if (\$146 ) begin
       \$153  = { 1'h0, lzc_64_64_zero, \$133  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$154  = s1_norm;
     if (\$146 ) begin
       \$154  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$43 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
     \$155  = o__payload;
     if (\$147 ) begin
       \$155  = \$148 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s1_valid;
   assign mag = \$5 [81:0];
   assign wide = \$6 [127:0];
@@ -33708,6 +33704,9 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
   assign \$6  = { 17'h00000, \$5 [81:0], 46'h000000000000 };
   assign \$134  = { \$6 [127:0], 1'h0 };
   assign \$135  = { 1'h0, normalise0, 2'h0 };
@@ -33716,6 +33715,8 @@ module \bd_linear_b32_n8.dot7.norm (rst, o__ready, i__ready, i__valid, i__payloa
   assign \$138  = { 15'h0000, normalise3, 16'h0000 };
   assign \$139  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$140  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$146  = i__valid;
+  assign \$147  = s0_valid;
   assign \$86  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -33831,7 +33832,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.group (last, rst, take, overflow, mismatch, blocks, addr, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$44  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
   wire [9:0] \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -33863,7 +33864,7 @@ module \bd_linear_b32_n8.group (last, rst, take, overflow, mismatch, blocks, add
   assign mismatch = overflow | \$2 ;
   assign \$3  = index < 9'h100;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$44 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
     \$5  = index;
     if (take) begin
       if (last) begin
@@ -33882,7 +33883,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$45  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
   wire \$1 ;
   wire [3:0] \$10 ;
   wire \$11 ;
@@ -34362,7 +34363,7 @@ module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
   );
   \bd_linear_b32_n8.quantizer.ranges  ranges (
     .pair(pair),
-    .\port$889$0 (\$30 ),
+    .\port$863$0 (\$30 ),
     .q(\q$20 )
   );
   \bd_linear_b32_n8.quantizer.shifter  shifter (
@@ -34371,7 +34372,7 @@ module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     .q(q)
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$12  = s0_valid;
     if (s0_load) begin
       \$12  = i__valid;
@@ -34381,7 +34382,7 @@ module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$13  = s1_valid;
     if (s1_load) begin
       \$13  = s0_valid;
@@ -34391,7 +34392,7 @@ module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$14  = s2_valid;
     if (s2_load) begin
       \$14  = s1_valid;
@@ -34401,7 +34402,7 @@ module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$15  = s3_valid;
     if (s3_load) begin
       \$15  = s2_valid;
@@ -34411,98 +34412,98 @@ module \bd_linear_b32_n8.quantizer (data, rst, i__valid, i__ready, s3_valid, o__
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$16  = \data$14 ;
     if (\$6 ) begin
       \$16  = data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$17  = s0_invalid;
     if (\$6 ) begin
       \$17  = invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$18  = exp;
     if (\$6 ) begin
       \$18  = partial;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$19  = \q$20 ;
     if (\$7 ) begin
       \$19  = q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$20  = s1_sign;
     if (\$7 ) begin
       \$20  = { \data$14 [511], \data$14 [495], \data$14 [479], \data$14 [463], \data$14 [447], \data$14 [431], \data$14 [415], \data$14 [399], \data$14 [383], \data$14 [367], \data$14 [351], \data$14 [335], \data$14 [319], \data$14 [303], \data$14 [287], \data$14 [271], \data$14 [255], \data$14 [239], \data$14 [223], \data$14 [207], \data$14 [191], \data$14 [175], \data$14 [159], \data$14 [143], \data$14 [127], \data$14 [111], \data$14 [95], \data$14 [79], \data$14 [63], \data$14 [47], \data$14 [31], \data$14 [15] };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$21  = s1_exp;
     if (\$7 ) begin
       \$21  = exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$22  = s1_invalid;
     if (\$7 ) begin
       \$22  = s0_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$23  = pair;
     if (\$7 ) begin
       \$23  = \pair$43 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$24  = \q$24 ;
     if (\$8 ) begin
       \$24  = \q$20 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$25  = s2_sign;
     if (\$8 ) begin
       \$25  = s1_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$26  = s2_exp;
     if (\$8 ) begin
       \$26  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$27  = s2_invalid;
     if (\$8 ) begin
       \$27  = s1_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$28  = dialect;
     if (\$8 ) begin
       \$28  = \$10 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$45 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
     \$29  = o__payload;
     if (\$11 ) begin
       \$29  = out;
@@ -35263,7 +35264,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.quantizer.index (dialect, idx, q);
-  reg \$auto$verilog_backend.cc:2355:dump_module$46  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -36175,7 +36176,7 @@ module \bd_linear_b32_n8.quantizer.index (dialect, idx, q);
   assign idx31_l2_1 = idx31_l1_2 + \$224 ;
   assign idx31_l3_0 = idx31_l2_0 + idx31_l2_1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$46 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -36527,8 +36528,8 @@ module \bd_linear_b32_n8.quantizer.pair$47 (q, pair);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
-  reg \$auto$verilog_backend.cc:2355:dump_module$47  = 0;
+module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$863$0 );
+  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -36795,8 +36796,8 @@ module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
   reg [4:0] lo_b;
   input [2:0] pair;
   wire [2:0] pair;
-  output \port$889$0 ;
-  wire \port$889$0 ;
+  output \port$863$0 ;
+  wire \port$863$0 ;
   input [159:0] q;
   wire [159:0] q;
   wire [4:0] \q[0] ;
@@ -37087,7 +37088,7 @@ module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
   assign count_b_l5_0 = count_b_l4_0 + count_b_l4_1;
   assign \$193  = count_b_l5_0 > count_a_l5_0;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -37109,7 +37110,7 @@ module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -37131,7 +37132,7 @@ module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -37153,7 +37154,7 @@ module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$47 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -37177,7 +37178,7 @@ module \bd_linear_b32_n8.quantizer.ranges (q, pair, \port$889$0 );
   assign count_a = count_a_l5_0;
   assign count_b = count_b_l5_0;
   assign dialect = { pair, \$193  };
-  assign \port$889$0  = \$193 ;
+  assign \port$863$0  = \$193 ;
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -38760,7 +38761,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_b32_n8.vector (last, rst, take, clear, w_en, loaded, overflow, written, invalid, count, w_addr, closed, any_invalid, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$48  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$49  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -38836,7 +38837,7 @@ module \bd_linear_b32_n8.vector (last, rst, take, clear, w_en, loaded, overflow,
   always @(posedge aclk)
     in_flight <= \$18 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$14  = count;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -38853,7 +38854,7 @@ module \bd_linear_b32_n8.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$15  = write_index;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -38870,7 +38871,7 @@ module \bd_linear_b32_n8.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$16  = closed;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -38887,7 +38888,7 @@ module \bd_linear_b32_n8.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$17  = any_invalid;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -38904,7 +38905,7 @@ module \bd_linear_b32_n8.vector (last, rst, take, clear, w_en, loaded, overflow,
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$48 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$49 ) begin end
     \$18  = in_flight;
     (* full_case = 32'd1 *)
     if (clear) begin

@@ -5,29 +5,18 @@
 module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast, s_axis_w_tdata, s_axis_w_tvalid, s_axis_w_tlast, s_axis_w_tuser, m_axis_y_tready, s_axis_x_tready, s_axis_w_tready, m_axis_y_tdata, m_axis_y_tvalid, m_axis_y_tlast, m_axis_y_tuser, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$1  = 0;
   wire \$1 ;
-  wire [8:0] \$10 ;
-  wire [8:0] \$11 ;
+  wire \$10 ;
+  wire \$11 ;
   wire \$12 ;
   wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire \$19 ;
+  reg \$14 ;
   wire \$2 ;
-  wire \$20 ;
-  wire \$21 ;
-  reg \$22 ;
-  reg [547:0] \$23 ;
-  reg [136:0] \$24 ;
-  reg \$25 ;
   wire \$3 ;
   wire \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
-  wire \$8 ;
+  wire [8:0] \$7 ;
+  wire [8:0] \$8 ;
   wire \$9 ;
   reg [136:0] a_activation = 137'h00000000000000000000000000000000000;
   wire [127:0] \a_activation.codes ;
@@ -211,8 +200,8 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire [3:0] \a_blocks[3].dialect ;
   wire [4:0] \a_blocks[3].exp ;
   reg a_last = 1'h0;
-  wire a_load;
-  reg a_valid = 1'h0;
+  (* init = 1'h0 *)
+  wire a_valid;
   input aclk;
   wire aclk;
   wire [7:0] addr;
@@ -220,444 +209,443 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   input aresetn;
   wire aresetn;
   wire [8:0] blocks;
-  wire [547:0] \blocks$98 ;
-  wire [136:0] \blocks$98[0] ;
-  wire [127:0] \blocks$98[0].codes ;
-  wire [3:0] \blocks$98[0].codes[0] ;
-  wire [3:0] \blocks$98[0].codes[10] ;
-  wire [3:0] \blocks$98[0].codes[11] ;
-  wire [3:0] \blocks$98[0].codes[12] ;
-  wire [3:0] \blocks$98[0].codes[13] ;
-  wire [3:0] \blocks$98[0].codes[14] ;
-  wire [3:0] \blocks$98[0].codes[15] ;
-  wire [3:0] \blocks$98[0].codes[16] ;
-  wire [3:0] \blocks$98[0].codes[17] ;
-  wire [3:0] \blocks$98[0].codes[18] ;
-  wire [3:0] \blocks$98[0].codes[19] ;
-  wire [3:0] \blocks$98[0].codes[1] ;
-  wire [3:0] \blocks$98[0].codes[20] ;
-  wire [3:0] \blocks$98[0].codes[21] ;
-  wire [3:0] \blocks$98[0].codes[22] ;
-  wire [3:0] \blocks$98[0].codes[23] ;
-  wire [3:0] \blocks$98[0].codes[24] ;
-  wire [3:0] \blocks$98[0].codes[25] ;
-  wire [3:0] \blocks$98[0].codes[26] ;
-  wire [3:0] \blocks$98[0].codes[27] ;
-  wire [3:0] \blocks$98[0].codes[28] ;
-  wire [3:0] \blocks$98[0].codes[29] ;
-  wire [3:0] \blocks$98[0].codes[2] ;
-  wire [3:0] \blocks$98[0].codes[30] ;
-  wire [3:0] \blocks$98[0].codes[31] ;
-  wire [3:0] \blocks$98[0].codes[3] ;
-  wire [3:0] \blocks$98[0].codes[4] ;
-  wire [3:0] \blocks$98[0].codes[5] ;
-  wire [3:0] \blocks$98[0].codes[6] ;
-  wire [3:0] \blocks$98[0].codes[7] ;
-  wire [3:0] \blocks$98[0].codes[8] ;
-  wire [3:0] \blocks$98[0].codes[9] ;
-  wire [3:0] \blocks$98[0].dialect ;
-  wire [4:0] \blocks$98[0].exp ;
-  wire [136:0] \blocks$98[1] ;
-  wire [127:0] \blocks$98[1].codes ;
-  wire [3:0] \blocks$98[1].codes[0] ;
-  wire [3:0] \blocks$98[1].codes[10] ;
-  wire [3:0] \blocks$98[1].codes[11] ;
-  wire [3:0] \blocks$98[1].codes[12] ;
-  wire [3:0] \blocks$98[1].codes[13] ;
-  wire [3:0] \blocks$98[1].codes[14] ;
-  wire [3:0] \blocks$98[1].codes[15] ;
-  wire [3:0] \blocks$98[1].codes[16] ;
-  wire [3:0] \blocks$98[1].codes[17] ;
-  wire [3:0] \blocks$98[1].codes[18] ;
-  wire [3:0] \blocks$98[1].codes[19] ;
-  wire [3:0] \blocks$98[1].codes[1] ;
-  wire [3:0] \blocks$98[1].codes[20] ;
-  wire [3:0] \blocks$98[1].codes[21] ;
-  wire [3:0] \blocks$98[1].codes[22] ;
-  wire [3:0] \blocks$98[1].codes[23] ;
-  wire [3:0] \blocks$98[1].codes[24] ;
-  wire [3:0] \blocks$98[1].codes[25] ;
-  wire [3:0] \blocks$98[1].codes[26] ;
-  wire [3:0] \blocks$98[1].codes[27] ;
-  wire [3:0] \blocks$98[1].codes[28] ;
-  wire [3:0] \blocks$98[1].codes[29] ;
-  wire [3:0] \blocks$98[1].codes[2] ;
-  wire [3:0] \blocks$98[1].codes[30] ;
-  wire [3:0] \blocks$98[1].codes[31] ;
-  wire [3:0] \blocks$98[1].codes[3] ;
-  wire [3:0] \blocks$98[1].codes[4] ;
-  wire [3:0] \blocks$98[1].codes[5] ;
-  wire [3:0] \blocks$98[1].codes[6] ;
-  wire [3:0] \blocks$98[1].codes[7] ;
-  wire [3:0] \blocks$98[1].codes[8] ;
-  wire [3:0] \blocks$98[1].codes[9] ;
-  wire [3:0] \blocks$98[1].dialect ;
-  wire [4:0] \blocks$98[1].exp ;
-  wire [136:0] \blocks$98[2] ;
-  wire [127:0] \blocks$98[2].codes ;
-  wire [3:0] \blocks$98[2].codes[0] ;
-  wire [3:0] \blocks$98[2].codes[10] ;
-  wire [3:0] \blocks$98[2].codes[11] ;
-  wire [3:0] \blocks$98[2].codes[12] ;
-  wire [3:0] \blocks$98[2].codes[13] ;
-  wire [3:0] \blocks$98[2].codes[14] ;
-  wire [3:0] \blocks$98[2].codes[15] ;
-  wire [3:0] \blocks$98[2].codes[16] ;
-  wire [3:0] \blocks$98[2].codes[17] ;
-  wire [3:0] \blocks$98[2].codes[18] ;
-  wire [3:0] \blocks$98[2].codes[19] ;
-  wire [3:0] \blocks$98[2].codes[1] ;
-  wire [3:0] \blocks$98[2].codes[20] ;
-  wire [3:0] \blocks$98[2].codes[21] ;
-  wire [3:0] \blocks$98[2].codes[22] ;
-  wire [3:0] \blocks$98[2].codes[23] ;
-  wire [3:0] \blocks$98[2].codes[24] ;
-  wire [3:0] \blocks$98[2].codes[25] ;
-  wire [3:0] \blocks$98[2].codes[26] ;
-  wire [3:0] \blocks$98[2].codes[27] ;
-  wire [3:0] \blocks$98[2].codes[28] ;
-  wire [3:0] \blocks$98[2].codes[29] ;
-  wire [3:0] \blocks$98[2].codes[2] ;
-  wire [3:0] \blocks$98[2].codes[30] ;
-  wire [3:0] \blocks$98[2].codes[31] ;
-  wire [3:0] \blocks$98[2].codes[3] ;
-  wire [3:0] \blocks$98[2].codes[4] ;
-  wire [3:0] \blocks$98[2].codes[5] ;
-  wire [3:0] \blocks$98[2].codes[6] ;
-  wire [3:0] \blocks$98[2].codes[7] ;
-  wire [3:0] \blocks$98[2].codes[8] ;
-  wire [3:0] \blocks$98[2].codes[9] ;
-  wire [3:0] \blocks$98[2].dialect ;
-  wire [4:0] \blocks$98[2].exp ;
-  wire [136:0] \blocks$98[3] ;
-  wire [127:0] \blocks$98[3].codes ;
-  wire [3:0] \blocks$98[3].codes[0] ;
-  wire [3:0] \blocks$98[3].codes[10] ;
-  wire [3:0] \blocks$98[3].codes[11] ;
-  wire [3:0] \blocks$98[3].codes[12] ;
-  wire [3:0] \blocks$98[3].codes[13] ;
-  wire [3:0] \blocks$98[3].codes[14] ;
-  wire [3:0] \blocks$98[3].codes[15] ;
-  wire [3:0] \blocks$98[3].codes[16] ;
-  wire [3:0] \blocks$98[3].codes[17] ;
-  wire [3:0] \blocks$98[3].codes[18] ;
-  wire [3:0] \blocks$98[3].codes[19] ;
-  wire [3:0] \blocks$98[3].codes[1] ;
-  wire [3:0] \blocks$98[3].codes[20] ;
-  wire [3:0] \blocks$98[3].codes[21] ;
-  wire [3:0] \blocks$98[3].codes[22] ;
-  wire [3:0] \blocks$98[3].codes[23] ;
-  wire [3:0] \blocks$98[3].codes[24] ;
-  wire [3:0] \blocks$98[3].codes[25] ;
-  wire [3:0] \blocks$98[3].codes[26] ;
-  wire [3:0] \blocks$98[3].codes[27] ;
-  wire [3:0] \blocks$98[3].codes[28] ;
-  wire [3:0] \blocks$98[3].codes[29] ;
-  wire [3:0] \blocks$98[3].codes[2] ;
-  wire [3:0] \blocks$98[3].codes[30] ;
-  wire [3:0] \blocks$98[3].codes[31] ;
-  wire [3:0] \blocks$98[3].codes[3] ;
-  wire [3:0] \blocks$98[3].codes[4] ;
-  wire [3:0] \blocks$98[3].codes[5] ;
-  wire [3:0] \blocks$98[3].codes[6] ;
-  wire [3:0] \blocks$98[3].codes[7] ;
-  wire [3:0] \blocks$98[3].codes[8] ;
-  wire [3:0] \blocks$98[3].codes[9] ;
-  wire [3:0] \blocks$98[3].dialect ;
-  wire [4:0] \blocks$98[3].exp ;
+  wire [547:0] \blocks$92 ;
+  wire [136:0] \blocks$92[0] ;
+  wire [127:0] \blocks$92[0].codes ;
+  wire [3:0] \blocks$92[0].codes[0] ;
+  wire [3:0] \blocks$92[0].codes[10] ;
+  wire [3:0] \blocks$92[0].codes[11] ;
+  wire [3:0] \blocks$92[0].codes[12] ;
+  wire [3:0] \blocks$92[0].codes[13] ;
+  wire [3:0] \blocks$92[0].codes[14] ;
+  wire [3:0] \blocks$92[0].codes[15] ;
+  wire [3:0] \blocks$92[0].codes[16] ;
+  wire [3:0] \blocks$92[0].codes[17] ;
+  wire [3:0] \blocks$92[0].codes[18] ;
+  wire [3:0] \blocks$92[0].codes[19] ;
+  wire [3:0] \blocks$92[0].codes[1] ;
+  wire [3:0] \blocks$92[0].codes[20] ;
+  wire [3:0] \blocks$92[0].codes[21] ;
+  wire [3:0] \blocks$92[0].codes[22] ;
+  wire [3:0] \blocks$92[0].codes[23] ;
+  wire [3:0] \blocks$92[0].codes[24] ;
+  wire [3:0] \blocks$92[0].codes[25] ;
+  wire [3:0] \blocks$92[0].codes[26] ;
+  wire [3:0] \blocks$92[0].codes[27] ;
+  wire [3:0] \blocks$92[0].codes[28] ;
+  wire [3:0] \blocks$92[0].codes[29] ;
+  wire [3:0] \blocks$92[0].codes[2] ;
+  wire [3:0] \blocks$92[0].codes[30] ;
+  wire [3:0] \blocks$92[0].codes[31] ;
+  wire [3:0] \blocks$92[0].codes[3] ;
+  wire [3:0] \blocks$92[0].codes[4] ;
+  wire [3:0] \blocks$92[0].codes[5] ;
+  wire [3:0] \blocks$92[0].codes[6] ;
+  wire [3:0] \blocks$92[0].codes[7] ;
+  wire [3:0] \blocks$92[0].codes[8] ;
+  wire [3:0] \blocks$92[0].codes[9] ;
+  wire [3:0] \blocks$92[0].dialect ;
+  wire [4:0] \blocks$92[0].exp ;
+  wire [136:0] \blocks$92[1] ;
+  wire [127:0] \blocks$92[1].codes ;
+  wire [3:0] \blocks$92[1].codes[0] ;
+  wire [3:0] \blocks$92[1].codes[10] ;
+  wire [3:0] \blocks$92[1].codes[11] ;
+  wire [3:0] \blocks$92[1].codes[12] ;
+  wire [3:0] \blocks$92[1].codes[13] ;
+  wire [3:0] \blocks$92[1].codes[14] ;
+  wire [3:0] \blocks$92[1].codes[15] ;
+  wire [3:0] \blocks$92[1].codes[16] ;
+  wire [3:0] \blocks$92[1].codes[17] ;
+  wire [3:0] \blocks$92[1].codes[18] ;
+  wire [3:0] \blocks$92[1].codes[19] ;
+  wire [3:0] \blocks$92[1].codes[1] ;
+  wire [3:0] \blocks$92[1].codes[20] ;
+  wire [3:0] \blocks$92[1].codes[21] ;
+  wire [3:0] \blocks$92[1].codes[22] ;
+  wire [3:0] \blocks$92[1].codes[23] ;
+  wire [3:0] \blocks$92[1].codes[24] ;
+  wire [3:0] \blocks$92[1].codes[25] ;
+  wire [3:0] \blocks$92[1].codes[26] ;
+  wire [3:0] \blocks$92[1].codes[27] ;
+  wire [3:0] \blocks$92[1].codes[28] ;
+  wire [3:0] \blocks$92[1].codes[29] ;
+  wire [3:0] \blocks$92[1].codes[2] ;
+  wire [3:0] \blocks$92[1].codes[30] ;
+  wire [3:0] \blocks$92[1].codes[31] ;
+  wire [3:0] \blocks$92[1].codes[3] ;
+  wire [3:0] \blocks$92[1].codes[4] ;
+  wire [3:0] \blocks$92[1].codes[5] ;
+  wire [3:0] \blocks$92[1].codes[6] ;
+  wire [3:0] \blocks$92[1].codes[7] ;
+  wire [3:0] \blocks$92[1].codes[8] ;
+  wire [3:0] \blocks$92[1].codes[9] ;
+  wire [3:0] \blocks$92[1].dialect ;
+  wire [4:0] \blocks$92[1].exp ;
+  wire [136:0] \blocks$92[2] ;
+  wire [127:0] \blocks$92[2].codes ;
+  wire [3:0] \blocks$92[2].codes[0] ;
+  wire [3:0] \blocks$92[2].codes[10] ;
+  wire [3:0] \blocks$92[2].codes[11] ;
+  wire [3:0] \blocks$92[2].codes[12] ;
+  wire [3:0] \blocks$92[2].codes[13] ;
+  wire [3:0] \blocks$92[2].codes[14] ;
+  wire [3:0] \blocks$92[2].codes[15] ;
+  wire [3:0] \blocks$92[2].codes[16] ;
+  wire [3:0] \blocks$92[2].codes[17] ;
+  wire [3:0] \blocks$92[2].codes[18] ;
+  wire [3:0] \blocks$92[2].codes[19] ;
+  wire [3:0] \blocks$92[2].codes[1] ;
+  wire [3:0] \blocks$92[2].codes[20] ;
+  wire [3:0] \blocks$92[2].codes[21] ;
+  wire [3:0] \blocks$92[2].codes[22] ;
+  wire [3:0] \blocks$92[2].codes[23] ;
+  wire [3:0] \blocks$92[2].codes[24] ;
+  wire [3:0] \blocks$92[2].codes[25] ;
+  wire [3:0] \blocks$92[2].codes[26] ;
+  wire [3:0] \blocks$92[2].codes[27] ;
+  wire [3:0] \blocks$92[2].codes[28] ;
+  wire [3:0] \blocks$92[2].codes[29] ;
+  wire [3:0] \blocks$92[2].codes[2] ;
+  wire [3:0] \blocks$92[2].codes[30] ;
+  wire [3:0] \blocks$92[2].codes[31] ;
+  wire [3:0] \blocks$92[2].codes[3] ;
+  wire [3:0] \blocks$92[2].codes[4] ;
+  wire [3:0] \blocks$92[2].codes[5] ;
+  wire [3:0] \blocks$92[2].codes[6] ;
+  wire [3:0] \blocks$92[2].codes[7] ;
+  wire [3:0] \blocks$92[2].codes[8] ;
+  wire [3:0] \blocks$92[2].codes[9] ;
+  wire [3:0] \blocks$92[2].dialect ;
+  wire [4:0] \blocks$92[2].exp ;
+  wire [136:0] \blocks$92[3] ;
+  wire [127:0] \blocks$92[3].codes ;
+  wire [3:0] \blocks$92[3].codes[0] ;
+  wire [3:0] \blocks$92[3].codes[10] ;
+  wire [3:0] \blocks$92[3].codes[11] ;
+  wire [3:0] \blocks$92[3].codes[12] ;
+  wire [3:0] \blocks$92[3].codes[13] ;
+  wire [3:0] \blocks$92[3].codes[14] ;
+  wire [3:0] \blocks$92[3].codes[15] ;
+  wire [3:0] \blocks$92[3].codes[16] ;
+  wire [3:0] \blocks$92[3].codes[17] ;
+  wire [3:0] \blocks$92[3].codes[18] ;
+  wire [3:0] \blocks$92[3].codes[19] ;
+  wire [3:0] \blocks$92[3].codes[1] ;
+  wire [3:0] \blocks$92[3].codes[20] ;
+  wire [3:0] \blocks$92[3].codes[21] ;
+  wire [3:0] \blocks$92[3].codes[22] ;
+  wire [3:0] \blocks$92[3].codes[23] ;
+  wire [3:0] \blocks$92[3].codes[24] ;
+  wire [3:0] \blocks$92[3].codes[25] ;
+  wire [3:0] \blocks$92[3].codes[26] ;
+  wire [3:0] \blocks$92[3].codes[27] ;
+  wire [3:0] \blocks$92[3].codes[28] ;
+  wire [3:0] \blocks$92[3].codes[29] ;
+  wire [3:0] \blocks$92[3].codes[2] ;
+  wire [3:0] \blocks$92[3].codes[30] ;
+  wire [3:0] \blocks$92[3].codes[31] ;
+  wire [3:0] \blocks$92[3].codes[3] ;
+  wire [3:0] \blocks$92[3].codes[4] ;
+  wire [3:0] \blocks$92[3].codes[5] ;
+  wire [3:0] \blocks$92[3].codes[6] ;
+  wire [3:0] \blocks$92[3].codes[7] ;
+  wire [3:0] \blocks$92[3].codes[8] ;
+  wire [3:0] \blocks$92[3].codes[9] ;
+  wire [3:0] \blocks$92[3].dialect ;
+  wire [4:0] \blocks$92[3].exp ;
   wire clear;
   wire closed;
   wire [8:0] count;
-  wire dots_take;
   wire [511:0] i__payload;
-  wire [274:0] \i__payload$61 ;
-  wire [127:0] \i__payload$61.a_codes ;
-  wire [3:0] \i__payload$61.a_codes[0] ;
-  wire [3:0] \i__payload$61.a_codes[10] ;
-  wire [3:0] \i__payload$61.a_codes[11] ;
-  wire [3:0] \i__payload$61.a_codes[12] ;
-  wire [3:0] \i__payload$61.a_codes[13] ;
-  wire [3:0] \i__payload$61.a_codes[14] ;
-  wire [3:0] \i__payload$61.a_codes[15] ;
-  wire [3:0] \i__payload$61.a_codes[16] ;
-  wire [3:0] \i__payload$61.a_codes[17] ;
-  wire [3:0] \i__payload$61.a_codes[18] ;
-  wire [3:0] \i__payload$61.a_codes[19] ;
-  wire [3:0] \i__payload$61.a_codes[1] ;
-  wire [3:0] \i__payload$61.a_codes[20] ;
-  wire [3:0] \i__payload$61.a_codes[21] ;
-  wire [3:0] \i__payload$61.a_codes[22] ;
-  wire [3:0] \i__payload$61.a_codes[23] ;
-  wire [3:0] \i__payload$61.a_codes[24] ;
-  wire [3:0] \i__payload$61.a_codes[25] ;
-  wire [3:0] \i__payload$61.a_codes[26] ;
-  wire [3:0] \i__payload$61.a_codes[27] ;
-  wire [3:0] \i__payload$61.a_codes[28] ;
-  wire [3:0] \i__payload$61.a_codes[29] ;
-  wire [3:0] \i__payload$61.a_codes[2] ;
-  wire [3:0] \i__payload$61.a_codes[30] ;
-  wire [3:0] \i__payload$61.a_codes[31] ;
-  wire [3:0] \i__payload$61.a_codes[3] ;
-  wire [3:0] \i__payload$61.a_codes[4] ;
-  wire [3:0] \i__payload$61.a_codes[5] ;
-  wire [3:0] \i__payload$61.a_codes[6] ;
-  wire [3:0] \i__payload$61.a_codes[7] ;
-  wire [3:0] \i__payload$61.a_codes[8] ;
-  wire [3:0] \i__payload$61.a_codes[9] ;
-  wire [3:0] \i__payload$61.a_dialect ;
-  wire [4:0] \i__payload$61.a_exp ;
-  wire \i__payload$61.last ;
-  wire [127:0] \i__payload$61.w_codes ;
-  wire [3:0] \i__payload$61.w_codes[0] ;
-  wire [3:0] \i__payload$61.w_codes[10] ;
-  wire [3:0] \i__payload$61.w_codes[11] ;
-  wire [3:0] \i__payload$61.w_codes[12] ;
-  wire [3:0] \i__payload$61.w_codes[13] ;
-  wire [3:0] \i__payload$61.w_codes[14] ;
-  wire [3:0] \i__payload$61.w_codes[15] ;
-  wire [3:0] \i__payload$61.w_codes[16] ;
-  wire [3:0] \i__payload$61.w_codes[17] ;
-  wire [3:0] \i__payload$61.w_codes[18] ;
-  wire [3:0] \i__payload$61.w_codes[19] ;
-  wire [3:0] \i__payload$61.w_codes[1] ;
-  wire [3:0] \i__payload$61.w_codes[20] ;
-  wire [3:0] \i__payload$61.w_codes[21] ;
-  wire [3:0] \i__payload$61.w_codes[22] ;
-  wire [3:0] \i__payload$61.w_codes[23] ;
-  wire [3:0] \i__payload$61.w_codes[24] ;
-  wire [3:0] \i__payload$61.w_codes[25] ;
-  wire [3:0] \i__payload$61.w_codes[26] ;
-  wire [3:0] \i__payload$61.w_codes[27] ;
-  wire [3:0] \i__payload$61.w_codes[28] ;
-  wire [3:0] \i__payload$61.w_codes[29] ;
-  wire [3:0] \i__payload$61.w_codes[2] ;
-  wire [3:0] \i__payload$61.w_codes[30] ;
-  wire [3:0] \i__payload$61.w_codes[31] ;
-  wire [3:0] \i__payload$61.w_codes[3] ;
-  wire [3:0] \i__payload$61.w_codes[4] ;
-  wire [3:0] \i__payload$61.w_codes[5] ;
-  wire [3:0] \i__payload$61.w_codes[6] ;
-  wire [3:0] \i__payload$61.w_codes[7] ;
-  wire [3:0] \i__payload$61.w_codes[8] ;
-  wire [3:0] \i__payload$61.w_codes[9] ;
-  wire [3:0] \i__payload$61.w_dialect ;
-  wire [4:0] \i__payload$61.w_exp ;
-  wire [274:0] \i__payload$72 ;
-  wire [127:0] \i__payload$72.a_codes ;
-  wire [3:0] \i__payload$72.a_codes[0] ;
-  wire [3:0] \i__payload$72.a_codes[10] ;
-  wire [3:0] \i__payload$72.a_codes[11] ;
-  wire [3:0] \i__payload$72.a_codes[12] ;
-  wire [3:0] \i__payload$72.a_codes[13] ;
-  wire [3:0] \i__payload$72.a_codes[14] ;
-  wire [3:0] \i__payload$72.a_codes[15] ;
-  wire [3:0] \i__payload$72.a_codes[16] ;
-  wire [3:0] \i__payload$72.a_codes[17] ;
-  wire [3:0] \i__payload$72.a_codes[18] ;
-  wire [3:0] \i__payload$72.a_codes[19] ;
-  wire [3:0] \i__payload$72.a_codes[1] ;
-  wire [3:0] \i__payload$72.a_codes[20] ;
-  wire [3:0] \i__payload$72.a_codes[21] ;
-  wire [3:0] \i__payload$72.a_codes[22] ;
-  wire [3:0] \i__payload$72.a_codes[23] ;
-  wire [3:0] \i__payload$72.a_codes[24] ;
-  wire [3:0] \i__payload$72.a_codes[25] ;
-  wire [3:0] \i__payload$72.a_codes[26] ;
-  wire [3:0] \i__payload$72.a_codes[27] ;
-  wire [3:0] \i__payload$72.a_codes[28] ;
-  wire [3:0] \i__payload$72.a_codes[29] ;
-  wire [3:0] \i__payload$72.a_codes[2] ;
-  wire [3:0] \i__payload$72.a_codes[30] ;
-  wire [3:0] \i__payload$72.a_codes[31] ;
-  wire [3:0] \i__payload$72.a_codes[3] ;
-  wire [3:0] \i__payload$72.a_codes[4] ;
-  wire [3:0] \i__payload$72.a_codes[5] ;
-  wire [3:0] \i__payload$72.a_codes[6] ;
-  wire [3:0] \i__payload$72.a_codes[7] ;
-  wire [3:0] \i__payload$72.a_codes[8] ;
-  wire [3:0] \i__payload$72.a_codes[9] ;
-  wire [3:0] \i__payload$72.a_dialect ;
-  wire [4:0] \i__payload$72.a_exp ;
-  wire \i__payload$72.last ;
-  wire [127:0] \i__payload$72.w_codes ;
-  wire [3:0] \i__payload$72.w_codes[0] ;
-  wire [3:0] \i__payload$72.w_codes[10] ;
-  wire [3:0] \i__payload$72.w_codes[11] ;
-  wire [3:0] \i__payload$72.w_codes[12] ;
-  wire [3:0] \i__payload$72.w_codes[13] ;
-  wire [3:0] \i__payload$72.w_codes[14] ;
-  wire [3:0] \i__payload$72.w_codes[15] ;
-  wire [3:0] \i__payload$72.w_codes[16] ;
-  wire [3:0] \i__payload$72.w_codes[17] ;
-  wire [3:0] \i__payload$72.w_codes[18] ;
-  wire [3:0] \i__payload$72.w_codes[19] ;
-  wire [3:0] \i__payload$72.w_codes[1] ;
-  wire [3:0] \i__payload$72.w_codes[20] ;
-  wire [3:0] \i__payload$72.w_codes[21] ;
-  wire [3:0] \i__payload$72.w_codes[22] ;
-  wire [3:0] \i__payload$72.w_codes[23] ;
-  wire [3:0] \i__payload$72.w_codes[24] ;
-  wire [3:0] \i__payload$72.w_codes[25] ;
-  wire [3:0] \i__payload$72.w_codes[26] ;
-  wire [3:0] \i__payload$72.w_codes[27] ;
-  wire [3:0] \i__payload$72.w_codes[28] ;
-  wire [3:0] \i__payload$72.w_codes[29] ;
-  wire [3:0] \i__payload$72.w_codes[2] ;
-  wire [3:0] \i__payload$72.w_codes[30] ;
-  wire [3:0] \i__payload$72.w_codes[31] ;
-  wire [3:0] \i__payload$72.w_codes[3] ;
-  wire [3:0] \i__payload$72.w_codes[4] ;
-  wire [3:0] \i__payload$72.w_codes[5] ;
-  wire [3:0] \i__payload$72.w_codes[6] ;
-  wire [3:0] \i__payload$72.w_codes[7] ;
-  wire [3:0] \i__payload$72.w_codes[8] ;
-  wire [3:0] \i__payload$72.w_codes[9] ;
-  wire [3:0] \i__payload$72.w_dialect ;
-  wire [4:0] \i__payload$72.w_exp ;
-  wire [274:0] \i__payload$80 ;
-  wire [127:0] \i__payload$80.a_codes ;
-  wire [3:0] \i__payload$80.a_codes[0] ;
-  wire [3:0] \i__payload$80.a_codes[10] ;
-  wire [3:0] \i__payload$80.a_codes[11] ;
-  wire [3:0] \i__payload$80.a_codes[12] ;
-  wire [3:0] \i__payload$80.a_codes[13] ;
-  wire [3:0] \i__payload$80.a_codes[14] ;
-  wire [3:0] \i__payload$80.a_codes[15] ;
-  wire [3:0] \i__payload$80.a_codes[16] ;
-  wire [3:0] \i__payload$80.a_codes[17] ;
-  wire [3:0] \i__payload$80.a_codes[18] ;
-  wire [3:0] \i__payload$80.a_codes[19] ;
-  wire [3:0] \i__payload$80.a_codes[1] ;
-  wire [3:0] \i__payload$80.a_codes[20] ;
-  wire [3:0] \i__payload$80.a_codes[21] ;
-  wire [3:0] \i__payload$80.a_codes[22] ;
-  wire [3:0] \i__payload$80.a_codes[23] ;
-  wire [3:0] \i__payload$80.a_codes[24] ;
-  wire [3:0] \i__payload$80.a_codes[25] ;
-  wire [3:0] \i__payload$80.a_codes[26] ;
-  wire [3:0] \i__payload$80.a_codes[27] ;
-  wire [3:0] \i__payload$80.a_codes[28] ;
-  wire [3:0] \i__payload$80.a_codes[29] ;
-  wire [3:0] \i__payload$80.a_codes[2] ;
-  wire [3:0] \i__payload$80.a_codes[30] ;
-  wire [3:0] \i__payload$80.a_codes[31] ;
-  wire [3:0] \i__payload$80.a_codes[3] ;
-  wire [3:0] \i__payload$80.a_codes[4] ;
-  wire [3:0] \i__payload$80.a_codes[5] ;
-  wire [3:0] \i__payload$80.a_codes[6] ;
-  wire [3:0] \i__payload$80.a_codes[7] ;
-  wire [3:0] \i__payload$80.a_codes[8] ;
-  wire [3:0] \i__payload$80.a_codes[9] ;
-  wire [3:0] \i__payload$80.a_dialect ;
-  wire [4:0] \i__payload$80.a_exp ;
-  wire \i__payload$80.last ;
-  wire [127:0] \i__payload$80.w_codes ;
-  wire [3:0] \i__payload$80.w_codes[0] ;
-  wire [3:0] \i__payload$80.w_codes[10] ;
-  wire [3:0] \i__payload$80.w_codes[11] ;
-  wire [3:0] \i__payload$80.w_codes[12] ;
-  wire [3:0] \i__payload$80.w_codes[13] ;
-  wire [3:0] \i__payload$80.w_codes[14] ;
-  wire [3:0] \i__payload$80.w_codes[15] ;
-  wire [3:0] \i__payload$80.w_codes[16] ;
-  wire [3:0] \i__payload$80.w_codes[17] ;
-  wire [3:0] \i__payload$80.w_codes[18] ;
-  wire [3:0] \i__payload$80.w_codes[19] ;
-  wire [3:0] \i__payload$80.w_codes[1] ;
-  wire [3:0] \i__payload$80.w_codes[20] ;
-  wire [3:0] \i__payload$80.w_codes[21] ;
-  wire [3:0] \i__payload$80.w_codes[22] ;
-  wire [3:0] \i__payload$80.w_codes[23] ;
-  wire [3:0] \i__payload$80.w_codes[24] ;
-  wire [3:0] \i__payload$80.w_codes[25] ;
-  wire [3:0] \i__payload$80.w_codes[26] ;
-  wire [3:0] \i__payload$80.w_codes[27] ;
-  wire [3:0] \i__payload$80.w_codes[28] ;
-  wire [3:0] \i__payload$80.w_codes[29] ;
-  wire [3:0] \i__payload$80.w_codes[2] ;
-  wire [3:0] \i__payload$80.w_codes[30] ;
-  wire [3:0] \i__payload$80.w_codes[31] ;
-  wire [3:0] \i__payload$80.w_codes[3] ;
-  wire [3:0] \i__payload$80.w_codes[4] ;
-  wire [3:0] \i__payload$80.w_codes[5] ;
-  wire [3:0] \i__payload$80.w_codes[6] ;
-  wire [3:0] \i__payload$80.w_codes[7] ;
-  wire [3:0] \i__payload$80.w_codes[8] ;
-  wire [3:0] \i__payload$80.w_codes[9] ;
-  wire [3:0] \i__payload$80.w_dialect ;
-  wire [4:0] \i__payload$80.w_exp ;
-  wire [274:0] \i__payload$88 ;
-  wire [127:0] \i__payload$88.a_codes ;
-  wire [3:0] \i__payload$88.a_codes[0] ;
-  wire [3:0] \i__payload$88.a_codes[10] ;
-  wire [3:0] \i__payload$88.a_codes[11] ;
-  wire [3:0] \i__payload$88.a_codes[12] ;
-  wire [3:0] \i__payload$88.a_codes[13] ;
-  wire [3:0] \i__payload$88.a_codes[14] ;
-  wire [3:0] \i__payload$88.a_codes[15] ;
-  wire [3:0] \i__payload$88.a_codes[16] ;
-  wire [3:0] \i__payload$88.a_codes[17] ;
-  wire [3:0] \i__payload$88.a_codes[18] ;
-  wire [3:0] \i__payload$88.a_codes[19] ;
-  wire [3:0] \i__payload$88.a_codes[1] ;
-  wire [3:0] \i__payload$88.a_codes[20] ;
-  wire [3:0] \i__payload$88.a_codes[21] ;
-  wire [3:0] \i__payload$88.a_codes[22] ;
-  wire [3:0] \i__payload$88.a_codes[23] ;
-  wire [3:0] \i__payload$88.a_codes[24] ;
-  wire [3:0] \i__payload$88.a_codes[25] ;
-  wire [3:0] \i__payload$88.a_codes[26] ;
-  wire [3:0] \i__payload$88.a_codes[27] ;
-  wire [3:0] \i__payload$88.a_codes[28] ;
-  wire [3:0] \i__payload$88.a_codes[29] ;
-  wire [3:0] \i__payload$88.a_codes[2] ;
-  wire [3:0] \i__payload$88.a_codes[30] ;
-  wire [3:0] \i__payload$88.a_codes[31] ;
-  wire [3:0] \i__payload$88.a_codes[3] ;
-  wire [3:0] \i__payload$88.a_codes[4] ;
-  wire [3:0] \i__payload$88.a_codes[5] ;
-  wire [3:0] \i__payload$88.a_codes[6] ;
-  wire [3:0] \i__payload$88.a_codes[7] ;
-  wire [3:0] \i__payload$88.a_codes[8] ;
-  wire [3:0] \i__payload$88.a_codes[9] ;
-  wire [3:0] \i__payload$88.a_dialect ;
-  wire [4:0] \i__payload$88.a_exp ;
-  wire \i__payload$88.last ;
-  wire [127:0] \i__payload$88.w_codes ;
-  wire [3:0] \i__payload$88.w_codes[0] ;
-  wire [3:0] \i__payload$88.w_codes[10] ;
-  wire [3:0] \i__payload$88.w_codes[11] ;
-  wire [3:0] \i__payload$88.w_codes[12] ;
-  wire [3:0] \i__payload$88.w_codes[13] ;
-  wire [3:0] \i__payload$88.w_codes[14] ;
-  wire [3:0] \i__payload$88.w_codes[15] ;
-  wire [3:0] \i__payload$88.w_codes[16] ;
-  wire [3:0] \i__payload$88.w_codes[17] ;
-  wire [3:0] \i__payload$88.w_codes[18] ;
-  wire [3:0] \i__payload$88.w_codes[19] ;
-  wire [3:0] \i__payload$88.w_codes[1] ;
-  wire [3:0] \i__payload$88.w_codes[20] ;
-  wire [3:0] \i__payload$88.w_codes[21] ;
-  wire [3:0] \i__payload$88.w_codes[22] ;
-  wire [3:0] \i__payload$88.w_codes[23] ;
-  wire [3:0] \i__payload$88.w_codes[24] ;
-  wire [3:0] \i__payload$88.w_codes[25] ;
-  wire [3:0] \i__payload$88.w_codes[26] ;
-  wire [3:0] \i__payload$88.w_codes[27] ;
-  wire [3:0] \i__payload$88.w_codes[28] ;
-  wire [3:0] \i__payload$88.w_codes[29] ;
-  wire [3:0] \i__payload$88.w_codes[2] ;
-  wire [3:0] \i__payload$88.w_codes[30] ;
-  wire [3:0] \i__payload$88.w_codes[31] ;
-  wire [3:0] \i__payload$88.w_codes[3] ;
-  wire [3:0] \i__payload$88.w_codes[4] ;
-  wire [3:0] \i__payload$88.w_codes[5] ;
-  wire [3:0] \i__payload$88.w_codes[6] ;
-  wire [3:0] \i__payload$88.w_codes[7] ;
-  wire [3:0] \i__payload$88.w_codes[8] ;
-  wire [3:0] \i__payload$88.w_codes[9] ;
-  wire [3:0] \i__payload$88.w_dialect ;
-  wire [4:0] \i__payload$88.w_exp ;
+  wire [274:0] \i__payload$55 ;
+  wire [127:0] \i__payload$55.a_codes ;
+  wire [3:0] \i__payload$55.a_codes[0] ;
+  wire [3:0] \i__payload$55.a_codes[10] ;
+  wire [3:0] \i__payload$55.a_codes[11] ;
+  wire [3:0] \i__payload$55.a_codes[12] ;
+  wire [3:0] \i__payload$55.a_codes[13] ;
+  wire [3:0] \i__payload$55.a_codes[14] ;
+  wire [3:0] \i__payload$55.a_codes[15] ;
+  wire [3:0] \i__payload$55.a_codes[16] ;
+  wire [3:0] \i__payload$55.a_codes[17] ;
+  wire [3:0] \i__payload$55.a_codes[18] ;
+  wire [3:0] \i__payload$55.a_codes[19] ;
+  wire [3:0] \i__payload$55.a_codes[1] ;
+  wire [3:0] \i__payload$55.a_codes[20] ;
+  wire [3:0] \i__payload$55.a_codes[21] ;
+  wire [3:0] \i__payload$55.a_codes[22] ;
+  wire [3:0] \i__payload$55.a_codes[23] ;
+  wire [3:0] \i__payload$55.a_codes[24] ;
+  wire [3:0] \i__payload$55.a_codes[25] ;
+  wire [3:0] \i__payload$55.a_codes[26] ;
+  wire [3:0] \i__payload$55.a_codes[27] ;
+  wire [3:0] \i__payload$55.a_codes[28] ;
+  wire [3:0] \i__payload$55.a_codes[29] ;
+  wire [3:0] \i__payload$55.a_codes[2] ;
+  wire [3:0] \i__payload$55.a_codes[30] ;
+  wire [3:0] \i__payload$55.a_codes[31] ;
+  wire [3:0] \i__payload$55.a_codes[3] ;
+  wire [3:0] \i__payload$55.a_codes[4] ;
+  wire [3:0] \i__payload$55.a_codes[5] ;
+  wire [3:0] \i__payload$55.a_codes[6] ;
+  wire [3:0] \i__payload$55.a_codes[7] ;
+  wire [3:0] \i__payload$55.a_codes[8] ;
+  wire [3:0] \i__payload$55.a_codes[9] ;
+  wire [3:0] \i__payload$55.a_dialect ;
+  wire [4:0] \i__payload$55.a_exp ;
+  wire \i__payload$55.last ;
+  wire [127:0] \i__payload$55.w_codes ;
+  wire [3:0] \i__payload$55.w_codes[0] ;
+  wire [3:0] \i__payload$55.w_codes[10] ;
+  wire [3:0] \i__payload$55.w_codes[11] ;
+  wire [3:0] \i__payload$55.w_codes[12] ;
+  wire [3:0] \i__payload$55.w_codes[13] ;
+  wire [3:0] \i__payload$55.w_codes[14] ;
+  wire [3:0] \i__payload$55.w_codes[15] ;
+  wire [3:0] \i__payload$55.w_codes[16] ;
+  wire [3:0] \i__payload$55.w_codes[17] ;
+  wire [3:0] \i__payload$55.w_codes[18] ;
+  wire [3:0] \i__payload$55.w_codes[19] ;
+  wire [3:0] \i__payload$55.w_codes[1] ;
+  wire [3:0] \i__payload$55.w_codes[20] ;
+  wire [3:0] \i__payload$55.w_codes[21] ;
+  wire [3:0] \i__payload$55.w_codes[22] ;
+  wire [3:0] \i__payload$55.w_codes[23] ;
+  wire [3:0] \i__payload$55.w_codes[24] ;
+  wire [3:0] \i__payload$55.w_codes[25] ;
+  wire [3:0] \i__payload$55.w_codes[26] ;
+  wire [3:0] \i__payload$55.w_codes[27] ;
+  wire [3:0] \i__payload$55.w_codes[28] ;
+  wire [3:0] \i__payload$55.w_codes[29] ;
+  wire [3:0] \i__payload$55.w_codes[2] ;
+  wire [3:0] \i__payload$55.w_codes[30] ;
+  wire [3:0] \i__payload$55.w_codes[31] ;
+  wire [3:0] \i__payload$55.w_codes[3] ;
+  wire [3:0] \i__payload$55.w_codes[4] ;
+  wire [3:0] \i__payload$55.w_codes[5] ;
+  wire [3:0] \i__payload$55.w_codes[6] ;
+  wire [3:0] \i__payload$55.w_codes[7] ;
+  wire [3:0] \i__payload$55.w_codes[8] ;
+  wire [3:0] \i__payload$55.w_codes[9] ;
+  wire [3:0] \i__payload$55.w_dialect ;
+  wire [4:0] \i__payload$55.w_exp ;
+  wire [274:0] \i__payload$66 ;
+  wire [127:0] \i__payload$66.a_codes ;
+  wire [3:0] \i__payload$66.a_codes[0] ;
+  wire [3:0] \i__payload$66.a_codes[10] ;
+  wire [3:0] \i__payload$66.a_codes[11] ;
+  wire [3:0] \i__payload$66.a_codes[12] ;
+  wire [3:0] \i__payload$66.a_codes[13] ;
+  wire [3:0] \i__payload$66.a_codes[14] ;
+  wire [3:0] \i__payload$66.a_codes[15] ;
+  wire [3:0] \i__payload$66.a_codes[16] ;
+  wire [3:0] \i__payload$66.a_codes[17] ;
+  wire [3:0] \i__payload$66.a_codes[18] ;
+  wire [3:0] \i__payload$66.a_codes[19] ;
+  wire [3:0] \i__payload$66.a_codes[1] ;
+  wire [3:0] \i__payload$66.a_codes[20] ;
+  wire [3:0] \i__payload$66.a_codes[21] ;
+  wire [3:0] \i__payload$66.a_codes[22] ;
+  wire [3:0] \i__payload$66.a_codes[23] ;
+  wire [3:0] \i__payload$66.a_codes[24] ;
+  wire [3:0] \i__payload$66.a_codes[25] ;
+  wire [3:0] \i__payload$66.a_codes[26] ;
+  wire [3:0] \i__payload$66.a_codes[27] ;
+  wire [3:0] \i__payload$66.a_codes[28] ;
+  wire [3:0] \i__payload$66.a_codes[29] ;
+  wire [3:0] \i__payload$66.a_codes[2] ;
+  wire [3:0] \i__payload$66.a_codes[30] ;
+  wire [3:0] \i__payload$66.a_codes[31] ;
+  wire [3:0] \i__payload$66.a_codes[3] ;
+  wire [3:0] \i__payload$66.a_codes[4] ;
+  wire [3:0] \i__payload$66.a_codes[5] ;
+  wire [3:0] \i__payload$66.a_codes[6] ;
+  wire [3:0] \i__payload$66.a_codes[7] ;
+  wire [3:0] \i__payload$66.a_codes[8] ;
+  wire [3:0] \i__payload$66.a_codes[9] ;
+  wire [3:0] \i__payload$66.a_dialect ;
+  wire [4:0] \i__payload$66.a_exp ;
+  wire \i__payload$66.last ;
+  wire [127:0] \i__payload$66.w_codes ;
+  wire [3:0] \i__payload$66.w_codes[0] ;
+  wire [3:0] \i__payload$66.w_codes[10] ;
+  wire [3:0] \i__payload$66.w_codes[11] ;
+  wire [3:0] \i__payload$66.w_codes[12] ;
+  wire [3:0] \i__payload$66.w_codes[13] ;
+  wire [3:0] \i__payload$66.w_codes[14] ;
+  wire [3:0] \i__payload$66.w_codes[15] ;
+  wire [3:0] \i__payload$66.w_codes[16] ;
+  wire [3:0] \i__payload$66.w_codes[17] ;
+  wire [3:0] \i__payload$66.w_codes[18] ;
+  wire [3:0] \i__payload$66.w_codes[19] ;
+  wire [3:0] \i__payload$66.w_codes[1] ;
+  wire [3:0] \i__payload$66.w_codes[20] ;
+  wire [3:0] \i__payload$66.w_codes[21] ;
+  wire [3:0] \i__payload$66.w_codes[22] ;
+  wire [3:0] \i__payload$66.w_codes[23] ;
+  wire [3:0] \i__payload$66.w_codes[24] ;
+  wire [3:0] \i__payload$66.w_codes[25] ;
+  wire [3:0] \i__payload$66.w_codes[26] ;
+  wire [3:0] \i__payload$66.w_codes[27] ;
+  wire [3:0] \i__payload$66.w_codes[28] ;
+  wire [3:0] \i__payload$66.w_codes[29] ;
+  wire [3:0] \i__payload$66.w_codes[2] ;
+  wire [3:0] \i__payload$66.w_codes[30] ;
+  wire [3:0] \i__payload$66.w_codes[31] ;
+  wire [3:0] \i__payload$66.w_codes[3] ;
+  wire [3:0] \i__payload$66.w_codes[4] ;
+  wire [3:0] \i__payload$66.w_codes[5] ;
+  wire [3:0] \i__payload$66.w_codes[6] ;
+  wire [3:0] \i__payload$66.w_codes[7] ;
+  wire [3:0] \i__payload$66.w_codes[8] ;
+  wire [3:0] \i__payload$66.w_codes[9] ;
+  wire [3:0] \i__payload$66.w_dialect ;
+  wire [4:0] \i__payload$66.w_exp ;
+  wire [274:0] \i__payload$74 ;
+  wire [127:0] \i__payload$74.a_codes ;
+  wire [3:0] \i__payload$74.a_codes[0] ;
+  wire [3:0] \i__payload$74.a_codes[10] ;
+  wire [3:0] \i__payload$74.a_codes[11] ;
+  wire [3:0] \i__payload$74.a_codes[12] ;
+  wire [3:0] \i__payload$74.a_codes[13] ;
+  wire [3:0] \i__payload$74.a_codes[14] ;
+  wire [3:0] \i__payload$74.a_codes[15] ;
+  wire [3:0] \i__payload$74.a_codes[16] ;
+  wire [3:0] \i__payload$74.a_codes[17] ;
+  wire [3:0] \i__payload$74.a_codes[18] ;
+  wire [3:0] \i__payload$74.a_codes[19] ;
+  wire [3:0] \i__payload$74.a_codes[1] ;
+  wire [3:0] \i__payload$74.a_codes[20] ;
+  wire [3:0] \i__payload$74.a_codes[21] ;
+  wire [3:0] \i__payload$74.a_codes[22] ;
+  wire [3:0] \i__payload$74.a_codes[23] ;
+  wire [3:0] \i__payload$74.a_codes[24] ;
+  wire [3:0] \i__payload$74.a_codes[25] ;
+  wire [3:0] \i__payload$74.a_codes[26] ;
+  wire [3:0] \i__payload$74.a_codes[27] ;
+  wire [3:0] \i__payload$74.a_codes[28] ;
+  wire [3:0] \i__payload$74.a_codes[29] ;
+  wire [3:0] \i__payload$74.a_codes[2] ;
+  wire [3:0] \i__payload$74.a_codes[30] ;
+  wire [3:0] \i__payload$74.a_codes[31] ;
+  wire [3:0] \i__payload$74.a_codes[3] ;
+  wire [3:0] \i__payload$74.a_codes[4] ;
+  wire [3:0] \i__payload$74.a_codes[5] ;
+  wire [3:0] \i__payload$74.a_codes[6] ;
+  wire [3:0] \i__payload$74.a_codes[7] ;
+  wire [3:0] \i__payload$74.a_codes[8] ;
+  wire [3:0] \i__payload$74.a_codes[9] ;
+  wire [3:0] \i__payload$74.a_dialect ;
+  wire [4:0] \i__payload$74.a_exp ;
+  wire \i__payload$74.last ;
+  wire [127:0] \i__payload$74.w_codes ;
+  wire [3:0] \i__payload$74.w_codes[0] ;
+  wire [3:0] \i__payload$74.w_codes[10] ;
+  wire [3:0] \i__payload$74.w_codes[11] ;
+  wire [3:0] \i__payload$74.w_codes[12] ;
+  wire [3:0] \i__payload$74.w_codes[13] ;
+  wire [3:0] \i__payload$74.w_codes[14] ;
+  wire [3:0] \i__payload$74.w_codes[15] ;
+  wire [3:0] \i__payload$74.w_codes[16] ;
+  wire [3:0] \i__payload$74.w_codes[17] ;
+  wire [3:0] \i__payload$74.w_codes[18] ;
+  wire [3:0] \i__payload$74.w_codes[19] ;
+  wire [3:0] \i__payload$74.w_codes[1] ;
+  wire [3:0] \i__payload$74.w_codes[20] ;
+  wire [3:0] \i__payload$74.w_codes[21] ;
+  wire [3:0] \i__payload$74.w_codes[22] ;
+  wire [3:0] \i__payload$74.w_codes[23] ;
+  wire [3:0] \i__payload$74.w_codes[24] ;
+  wire [3:0] \i__payload$74.w_codes[25] ;
+  wire [3:0] \i__payload$74.w_codes[26] ;
+  wire [3:0] \i__payload$74.w_codes[27] ;
+  wire [3:0] \i__payload$74.w_codes[28] ;
+  wire [3:0] \i__payload$74.w_codes[29] ;
+  wire [3:0] \i__payload$74.w_codes[2] ;
+  wire [3:0] \i__payload$74.w_codes[30] ;
+  wire [3:0] \i__payload$74.w_codes[31] ;
+  wire [3:0] \i__payload$74.w_codes[3] ;
+  wire [3:0] \i__payload$74.w_codes[4] ;
+  wire [3:0] \i__payload$74.w_codes[5] ;
+  wire [3:0] \i__payload$74.w_codes[6] ;
+  wire [3:0] \i__payload$74.w_codes[7] ;
+  wire [3:0] \i__payload$74.w_codes[8] ;
+  wire [3:0] \i__payload$74.w_codes[9] ;
+  wire [3:0] \i__payload$74.w_dialect ;
+  wire [4:0] \i__payload$74.w_exp ;
+  wire [274:0] \i__payload$82 ;
+  wire [127:0] \i__payload$82.a_codes ;
+  wire [3:0] \i__payload$82.a_codes[0] ;
+  wire [3:0] \i__payload$82.a_codes[10] ;
+  wire [3:0] \i__payload$82.a_codes[11] ;
+  wire [3:0] \i__payload$82.a_codes[12] ;
+  wire [3:0] \i__payload$82.a_codes[13] ;
+  wire [3:0] \i__payload$82.a_codes[14] ;
+  wire [3:0] \i__payload$82.a_codes[15] ;
+  wire [3:0] \i__payload$82.a_codes[16] ;
+  wire [3:0] \i__payload$82.a_codes[17] ;
+  wire [3:0] \i__payload$82.a_codes[18] ;
+  wire [3:0] \i__payload$82.a_codes[19] ;
+  wire [3:0] \i__payload$82.a_codes[1] ;
+  wire [3:0] \i__payload$82.a_codes[20] ;
+  wire [3:0] \i__payload$82.a_codes[21] ;
+  wire [3:0] \i__payload$82.a_codes[22] ;
+  wire [3:0] \i__payload$82.a_codes[23] ;
+  wire [3:0] \i__payload$82.a_codes[24] ;
+  wire [3:0] \i__payload$82.a_codes[25] ;
+  wire [3:0] \i__payload$82.a_codes[26] ;
+  wire [3:0] \i__payload$82.a_codes[27] ;
+  wire [3:0] \i__payload$82.a_codes[28] ;
+  wire [3:0] \i__payload$82.a_codes[29] ;
+  wire [3:0] \i__payload$82.a_codes[2] ;
+  wire [3:0] \i__payload$82.a_codes[30] ;
+  wire [3:0] \i__payload$82.a_codes[31] ;
+  wire [3:0] \i__payload$82.a_codes[3] ;
+  wire [3:0] \i__payload$82.a_codes[4] ;
+  wire [3:0] \i__payload$82.a_codes[5] ;
+  wire [3:0] \i__payload$82.a_codes[6] ;
+  wire [3:0] \i__payload$82.a_codes[7] ;
+  wire [3:0] \i__payload$82.a_codes[8] ;
+  wire [3:0] \i__payload$82.a_codes[9] ;
+  wire [3:0] \i__payload$82.a_dialect ;
+  wire [4:0] \i__payload$82.a_exp ;
+  wire \i__payload$82.last ;
+  wire [127:0] \i__payload$82.w_codes ;
+  wire [3:0] \i__payload$82.w_codes[0] ;
+  wire [3:0] \i__payload$82.w_codes[10] ;
+  wire [3:0] \i__payload$82.w_codes[11] ;
+  wire [3:0] \i__payload$82.w_codes[12] ;
+  wire [3:0] \i__payload$82.w_codes[13] ;
+  wire [3:0] \i__payload$82.w_codes[14] ;
+  wire [3:0] \i__payload$82.w_codes[15] ;
+  wire [3:0] \i__payload$82.w_codes[16] ;
+  wire [3:0] \i__payload$82.w_codes[17] ;
+  wire [3:0] \i__payload$82.w_codes[18] ;
+  wire [3:0] \i__payload$82.w_codes[19] ;
+  wire [3:0] \i__payload$82.w_codes[1] ;
+  wire [3:0] \i__payload$82.w_codes[20] ;
+  wire [3:0] \i__payload$82.w_codes[21] ;
+  wire [3:0] \i__payload$82.w_codes[22] ;
+  wire [3:0] \i__payload$82.w_codes[23] ;
+  wire [3:0] \i__payload$82.w_codes[24] ;
+  wire [3:0] \i__payload$82.w_codes[25] ;
+  wire [3:0] \i__payload$82.w_codes[26] ;
+  wire [3:0] \i__payload$82.w_codes[27] ;
+  wire [3:0] \i__payload$82.w_codes[28] ;
+  wire [3:0] \i__payload$82.w_codes[29] ;
+  wire [3:0] \i__payload$82.w_codes[2] ;
+  wire [3:0] \i__payload$82.w_codes[30] ;
+  wire [3:0] \i__payload$82.w_codes[31] ;
+  wire [3:0] \i__payload$82.w_codes[3] ;
+  wire [3:0] \i__payload$82.w_codes[4] ;
+  wire [3:0] \i__payload$82.w_codes[5] ;
+  wire [3:0] \i__payload$82.w_codes[6] ;
+  wire [3:0] \i__payload$82.w_codes[7] ;
+  wire [3:0] \i__payload$82.w_codes[8] ;
+  wire [3:0] \i__payload$82.w_codes[9] ;
+  wire [3:0] \i__payload$82.w_dialect ;
+  wire [4:0] \i__payload$82.w_exp ;
   wire [511:0] \i__payload.data ;
   wire [15:0] \i__payload.data[0] ;
   wire [15:0] \i__payload.data[10] ;
@@ -692,18 +680,17 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire [15:0] \i__payload.data[8] ;
   wire [15:0] \i__payload.data[9] ;
   wire i__ready;
-  wire \i__ready$37 ;
-  wire \i__ready$38 ;
-  wire \i__ready$39 ;
-  wire \i__ready$40 ;
   wire i__valid;
-  wire \i__valid$60 ;
-  wire \i__valid$71 ;
-  wire \i__valid$79 ;
-  wire \i__valid$87 ;
+  reg \i__valid$53  = 1'h0;
+  (* init = 1'h0 *)
+  wire \i__valid$65 ;
+  (* init = 1'h0 *)
+  wire \i__valid$73 ;
+  (* init = 1'h0 *)
+  wire \i__valid$81 ;
   wire invalid;
   wire last;
-  wire \last$46 ;
+  wire \last$39 ;
   wire loaded;
   output [127:0] m_axis_y_tdata;
   wire [127:0] m_axis_y_tdata;
@@ -724,22 +711,22 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire mismatch;
   wire [7:0] next_addr;
   wire [137:0] o__payload;
-  wire [31:0] \o__payload$66 ;
-  wire [31:0] \o__payload$66.result ;
-  wire [31:0] \o__payload$74 ;
-  wire [31:0] \o__payload$74.result ;
-  wire [31:0] \o__payload$82 ;
-  wire [31:0] \o__payload$82.result ;
-  wire [31:0] \o__payload$90 ;
-  wire [31:0] \o__payload$90.result ;
-  wire [130:0] \o__payload$96 ;
-  wire [127:0] \o__payload$96.data ;
-  wire [31:0] \o__payload$96.data[0] ;
-  wire [31:0] \o__payload$96.data[1] ;
-  wire [31:0] \o__payload$96.data[2] ;
-  wire [31:0] \o__payload$96.data[3] ;
-  wire \o__payload$96.last ;
-  wire [1:0] \o__payload$96.user ;
+  wire [31:0] \o__payload$60 ;
+  wire [31:0] \o__payload$60.result ;
+  wire [31:0] \o__payload$68 ;
+  wire [31:0] \o__payload$68.result ;
+  wire [31:0] \o__payload$76 ;
+  wire [31:0] \o__payload$76.result ;
+  wire [31:0] \o__payload$84 ;
+  wire [31:0] \o__payload$84.result ;
+  wire [130:0] \o__payload$90 ;
+  wire [127:0] \o__payload$90.data ;
+  wire [31:0] \o__payload$90.data[0] ;
+  wire [31:0] \o__payload$90.data[1] ;
+  wire [31:0] \o__payload$90.data[2] ;
+  wire [31:0] \o__payload$90.data[3] ;
+  wire \o__payload$90.last ;
+  wire [1:0] \o__payload$90.user ;
   wire [127:0] \o__payload.codes ;
   wire [3:0] \o__payload.codes[0] ;
   wire [3:0] \o__payload.codes[10] ;
@@ -777,19 +764,19 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   wire [4:0] \o__payload.exp ;
   wire \o__payload.invalid ;
   wire o__ready;
-  wire \o__ready$67 ;
-  wire \o__ready$75 ;
-  wire \o__ready$83 ;
+  wire \o__ready$61 ;
+  wire \o__ready$69 ;
+  wire \o__ready$77 ;
+  wire \o__ready$85 ;
   wire \o__ready$91 ;
-  wire \o__ready$97 ;
   wire o__valid;
-  wire \o__valid$70 ;
-  wire \o__valid$78 ;
-  wire \o__valid$86 ;
-  wire \o__valid$94 ;
-  wire \o__valid$95 ;
+  wire \o__valid$64 ;
+  wire \o__valid$72 ;
+  wire \o__valid$80 ;
+  wire \o__valid$88 ;
+  wire \o__valid$89 ;
   wire overflow;
-  wire \overflow$50 ;
+  wire \overflow$43 ;
   wire [7:0] r_addr;
   wire [136:0] r_data;
   wire [127:0] \r_data.codes ;
@@ -864,7 +851,7 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   input s_axis_x_tvalid;
   wire s_axis_x_tvalid;
   wire take;
-  wire \take$45 ;
+  wire \take$38 ;
   wire [575:0] tdata;
   wire [7:0] w_addr;
   wire [7:0] \w_addr$30 ;
@@ -915,46 +902,32 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \$2  = ~ closed;
   assign s_axis_x_tready = i__ready & \$2 ;
   assign x_take = s_axis_x_tvalid & s_axis_x_tready;
-  assign \$3  = & { \i__ready$40 , \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign dots_take = a_valid & \$3 ;
-  assign \$4  = ~ a_valid;
-  assign a_load = \$4  | dots_take;
-  assign \$5  = loaded & a_load;
-  assign \$6  = \$5  & meta__ready;
-  assign s_axis_w_tready = \$6  & \$7 ;
+  assign \$3  = loaded & meta__ready;
+  assign s_axis_w_tready = \$3  & \$4 ;
   assign w_take = s_axis_w_tvalid & s_axis_w_tready;
-  assign \$8  = ~ s_axis_w_tlast;
-  assign \$9  = loaded & \$8 ;
-  assign \$10  = addr + 1'h1;
-  assign \$11  = \$9  ? \$10  : 9'h000;
-  assign \$12  = ~ loaded;
-  assign r_en = w_take | \$12 ;
-  assign \$13  = s_axis_w_tvalid & s_axis_w_tlast;
-  assign \$14  = \$13  & loaded;
-  assign \$15  = \$14  & a_load;
-  assign meta__valid = \$15  & \$16 ;
-  assign \$17  = w_take & s_axis_w_tlast;
-  assign clear = \$17  & s_axis_w_tuser;
-  assign \$18  = & { \i__ready$40 , \i__ready$39 , \i__ready$38  };
-  assign \i__valid$60  = a_valid & \$18 ;
-  assign \$19  = & { \i__ready$40 , \i__ready$39 , \i__ready$37  };
-  assign \i__valid$71  = a_valid & \$19 ;
-  assign \$20  = & { \i__ready$40 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$79  = a_valid & \$20 ;
-  assign \$21  = & { \i__ready$39 , \i__ready$38 , \i__ready$37  };
-  assign \i__valid$87  = a_valid & \$21 ;
+  assign \$5  = ~ s_axis_w_tlast;
+  assign \$6  = loaded & \$5 ;
+  assign \$7  = addr + 1'h1;
+  assign \$8  = \$6  ? \$7  : 9'h000;
+  assign \$9  = ~ loaded;
+  assign r_en = w_take | \$9 ;
+  assign \$10  = s_axis_w_tvalid & s_axis_w_tlast;
+  assign \$11  = \$10  & loaded;
+  assign meta__valid = \$11  & \$12 ;
+  assign \$13  = w_take & s_axis_w_tlast;
+  assign clear = \$13  & s_axis_w_tuser;
   always @(posedge aclk)
-    a_valid <= \$22 ;
+    \i__valid$53  <= \$14 ;
   always @(posedge aclk)
-    a_blocks <= \$23 ;
+    a_blocks <= \blocks$92 ;
   always @(posedge aclk)
-    a_activation <= \$24 ;
+    a_activation <= r_data;
   always @(posedge aclk)
-    a_last <= \$25 ;
+    a_last <= s_axis_w_tlast;
   \bd_linear_fast_b32_n4.buffer  buffer (
     .aclk(aclk),
     .r_data(r_data),
-    .rd__addr(\$11 [7:0]),
+    .rd__addr(\$8 [7:0]),
     .rd__en(r_en),
     .rst(rst),
     .wr__addr(w_addr),
@@ -963,61 +936,49 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   );
   \bd_linear_fast_b32_n4.collector  collector (
     .aclk(aclk),
-    .meta__ready(meta__ready),
-    .o__payload(\o__payload$96 ),
+    .meta__valid(meta__valid),
+    .o__payload(\o__payload$90 ),
     .o__ready(m_axis_y_tready),
     .o__valid(m_axis_y_tvalid),
+    .r_en(results__0__valid),
     .results__0__payload(results__0__payload),
-    .results__0__valid(results__0__valid),
     .results__1__payload(results__1__payload),
-    .results__1__valid(results__1__valid),
     .results__2__payload(results__2__payload),
-    .results__2__valid(results__2__valid),
     .results__3__payload(results__3__payload),
-    .results__3__valid(results__3__valid),
+    .room(meta__ready),
     .rst(rst),
-    .take(\o__ready$67 ),
-    .w_data(meta__payload),
-    .w_en(meta__valid)
+    .w_data(meta__payload)
   );
   \bd_linear_fast_b32_n4.dot0  dot0 (
     .aclk(aclk),
-    .i__payload(\i__payload$61 ),
-    .\i__ready$10 (\i__ready$37 ),
-    .\i__valid$107 (\i__valid$60 ),
-    .\o__payload$100 (results__0__payload),
-    .\o__ready$102 (\o__ready$67 ),
-    .\o__valid$104 (results__0__valid),
+    .i__payload(\i__payload$55 ),
+    .\i__valid$106 (\i__valid$53 ),
+    .\o__payload$99 (results__0__payload),
+    .\o__valid$103 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot1  dot1 (
     .aclk(aclk),
-    .i__payload(\i__payload$72 ),
-    .\i__ready$10 (\i__ready$38 ),
-    .\i__valid$107 (\i__valid$71 ),
-    .\o__payload$100 (results__1__payload),
-    .\o__ready$102 (\o__ready$67 ),
-    .\o__valid$104 (results__1__valid),
+    .i__payload(\i__payload$66 ),
+    .\i__valid$106 (\i__valid$53 ),
+    .\o__payload$99 (results__1__payload),
+    .\o__valid$103 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot2  dot2 (
     .aclk(aclk),
-    .i__payload(\i__payload$80 ),
-    .\i__ready$10 (\i__ready$39 ),
-    .\i__valid$107 (\i__valid$79 ),
-    .\o__payload$100 (results__2__payload),
-    .\o__ready$102 (\o__ready$67 ),
-    .\o__valid$104 (results__2__valid),
+    .i__payload(\i__payload$74 ),
+    .\i__valid$106 (\i__valid$53 ),
+    .\o__payload$99 (results__2__payload),
+    .\o__valid$103 (results__2__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot3  dot3 (
     .aclk(aclk),
-    .i__payload(\i__payload$88 ),
-    .\i__ready$10 (\i__ready$40 ),
-    .\i__valid$107 (\i__valid$87 ),
-    .\o__payload$100 (results__3__payload),
-    .\o__ready$102 (\o__ready$67 ),
-    .\o__valid$104 (results__3__valid),
+    .i__payload(\i__payload$82 ),
+    .\i__valid$106 (\i__valid$53 ),
+    .\o__payload$99 (results__3__payload),
+    .\o__valid$103 (results__3__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.group  group (
@@ -1040,7 +1001,7 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
     .s11_valid(written)
   );
   \bd_linear_fast_b32_n4.unpacker  unpacker (
-    .blocks(\blocks$98 ),
+    .blocks(\blocks$92 ),
     .tdata(s_axis_w_tdata)
   );
   \bd_linear_fast_b32_n4.vector  vector (
@@ -1061,39 +1022,9 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$22  = a_valid;
-    if (a_load) begin
-      \$22  = w_take;
-    end
+    \$14  = w_take;
     if (rst) begin
-      \$22  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$23  = a_blocks;
-    if (a_load) begin
-      if (w_take) begin
-        \$23  = \blocks$98 ;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$24  = a_activation;
-    if (a_load) begin
-      if (w_take) begin
-        \$24  = r_data;
-      end
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$25  = a_last;
-    if (a_load) begin
-      if (w_take) begin
-        \$25  = s_axis_w_tlast;
-      end
+      \$14  = 1'h0;
     end
   end
   assign i__payload = s_axis_x_tdata;
@@ -1105,32 +1036,37 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \w_addr$30  = w_addr;
   assign \w_en$32  = w_en;
   assign tdata = s_axis_w_tdata;
-  assign \take$45  = w_take;
-  assign \last$46  = s_axis_w_tlast;
+  assign \take$38  = w_take;
+  assign \last$39  = s_axis_w_tlast;
   assign count = blocks;
-  assign \overflow$50  = overflow;
-  assign next_addr = \$11 [7:0];
-  assign r_addr = \$11 [7:0];
-  assign \o__payload$66  = results__0__payload;
-  assign results__0__ready = \o__ready$67 ;
-  assign \o__valid$70  = results__0__valid;
-  assign \o__payload$74  = results__1__payload;
-  assign \o__ready$75  = \o__ready$67 ;
-  assign results__1__ready = \o__ready$67 ;
-  assign \o__valid$78  = results__1__valid;
-  assign \o__payload$82  = results__2__payload;
-  assign \o__ready$83  = \o__ready$67 ;
-  assign results__2__ready = \o__ready$67 ;
-  assign \o__valid$86  = results__2__valid;
-  assign \o__payload$90  = results__3__payload;
-  assign \o__ready$91  = \o__ready$67 ;
-  assign results__3__ready = \o__ready$67 ;
-  assign \o__valid$94  = results__3__valid;
-  assign \o__valid$95  = m_axis_y_tvalid;
-  assign \o__ready$97  = m_axis_y_tready;
-  assign m_axis_y_tdata = \o__payload$96 [127:0];
-  assign m_axis_y_tlast = \o__payload$96 [130];
-  assign m_axis_y_tuser = \o__payload$96 [129:128];
+  assign \overflow$43  = overflow;
+  assign next_addr = \$8 [7:0];
+  assign r_addr = \$8 [7:0];
+  assign a_valid = \i__valid$53 ;
+  assign \o__payload$60  = results__0__payload;
+  assign \o__ready$61  = 1'h1;
+  assign results__0__ready = 1'h1;
+  assign \o__valid$64  = results__0__valid;
+  assign \i__valid$65  = \i__valid$53 ;
+  assign \o__payload$68  = results__1__payload;
+  assign \o__ready$69  = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign \o__valid$72  = results__1__valid;
+  assign \i__valid$73  = \i__valid$53 ;
+  assign \o__payload$76  = results__2__payload;
+  assign \o__ready$77  = 1'h1;
+  assign results__2__ready = 1'h1;
+  assign \o__valid$80  = results__2__valid;
+  assign \i__valid$81  = \i__valid$53 ;
+  assign \o__payload$84  = results__3__payload;
+  assign \o__ready$85  = 1'h1;
+  assign results__3__ready = 1'h1;
+  assign \o__valid$88  = results__3__valid;
+  assign \o__valid$89  = m_axis_y_tvalid;
+  assign \o__ready$91  = m_axis_y_tready;
+  assign m_axis_y_tdata = \o__payload$90 [127:0];
+  assign m_axis_y_tlast = \o__payload$90 [130];
+  assign m_axis_y_tuser = \o__payload$90 [129:128];
   assign \i__payload.data  = s_axis_x_tdata;
   assign \i__payload.data[0]  = s_axis_x_tdata[15:0];
   assign \i__payload.data[1]  = s_axis_x_tdata[31:16];
@@ -1238,77 +1174,77 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \meta__payload.invalid  = meta__payload[0];
   assign \meta__payload.mismatch  = meta__payload[1];
   assign \meta__payload.final  = meta__payload[2];
-  assign \i__payload$61.a_codes  = \i__payload$61 [127:0];
-  assign \i__payload$61.a_codes[0]  = \i__payload$61 [3:0];
-  assign \i__payload$61.a_codes[1]  = \i__payload$61 [7:4];
-  assign \i__payload$61.a_codes[2]  = \i__payload$61 [11:8];
-  assign \i__payload$61.a_codes[3]  = \i__payload$61 [15:12];
-  assign \i__payload$61.a_codes[4]  = \i__payload$61 [19:16];
-  assign \i__payload$61.a_codes[5]  = \i__payload$61 [23:20];
-  assign \i__payload$61.a_codes[6]  = \i__payload$61 [27:24];
-  assign \i__payload$61.a_codes[7]  = \i__payload$61 [31:28];
-  assign \i__payload$61.a_codes[8]  = \i__payload$61 [35:32];
-  assign \i__payload$61.a_codes[9]  = \i__payload$61 [39:36];
-  assign \i__payload$61.a_codes[10]  = \i__payload$61 [43:40];
-  assign \i__payload$61.a_codes[11]  = \i__payload$61 [47:44];
-  assign \i__payload$61.a_codes[12]  = \i__payload$61 [51:48];
-  assign \i__payload$61.a_codes[13]  = \i__payload$61 [55:52];
-  assign \i__payload$61.a_codes[14]  = \i__payload$61 [59:56];
-  assign \i__payload$61.a_codes[15]  = \i__payload$61 [63:60];
-  assign \i__payload$61.a_codes[16]  = \i__payload$61 [67:64];
-  assign \i__payload$61.a_codes[17]  = \i__payload$61 [71:68];
-  assign \i__payload$61.a_codes[18]  = \i__payload$61 [75:72];
-  assign \i__payload$61.a_codes[19]  = \i__payload$61 [79:76];
-  assign \i__payload$61.a_codes[20]  = \i__payload$61 [83:80];
-  assign \i__payload$61.a_codes[21]  = \i__payload$61 [87:84];
-  assign \i__payload$61.a_codes[22]  = \i__payload$61 [91:88];
-  assign \i__payload$61.a_codes[23]  = \i__payload$61 [95:92];
-  assign \i__payload$61.a_codes[24]  = \i__payload$61 [99:96];
-  assign \i__payload$61.a_codes[25]  = \i__payload$61 [103:100];
-  assign \i__payload$61.a_codes[26]  = \i__payload$61 [107:104];
-  assign \i__payload$61.a_codes[27]  = \i__payload$61 [111:108];
-  assign \i__payload$61.a_codes[28]  = \i__payload$61 [115:112];
-  assign \i__payload$61.a_codes[29]  = \i__payload$61 [119:116];
-  assign \i__payload$61.a_codes[30]  = \i__payload$61 [123:120];
-  assign \i__payload$61.a_codes[31]  = \i__payload$61 [127:124];
-  assign \i__payload$61.a_dialect  = \i__payload$61 [131:128];
-  assign \i__payload$61.a_exp  = \i__payload$61 [136:132];
-  assign \i__payload$61.w_codes  = \i__payload$61 [264:137];
-  assign \i__payload$61.w_codes[0]  = \i__payload$61 [140:137];
-  assign \i__payload$61.w_codes[1]  = \i__payload$61 [144:141];
-  assign \i__payload$61.w_codes[2]  = \i__payload$61 [148:145];
-  assign \i__payload$61.w_codes[3]  = \i__payload$61 [152:149];
-  assign \i__payload$61.w_codes[4]  = \i__payload$61 [156:153];
-  assign \i__payload$61.w_codes[5]  = \i__payload$61 [160:157];
-  assign \i__payload$61.w_codes[6]  = \i__payload$61 [164:161];
-  assign \i__payload$61.w_codes[7]  = \i__payload$61 [168:165];
-  assign \i__payload$61.w_codes[8]  = \i__payload$61 [172:169];
-  assign \i__payload$61.w_codes[9]  = \i__payload$61 [176:173];
-  assign \i__payload$61.w_codes[10]  = \i__payload$61 [180:177];
-  assign \i__payload$61.w_codes[11]  = \i__payload$61 [184:181];
-  assign \i__payload$61.w_codes[12]  = \i__payload$61 [188:185];
-  assign \i__payload$61.w_codes[13]  = \i__payload$61 [192:189];
-  assign \i__payload$61.w_codes[14]  = \i__payload$61 [196:193];
-  assign \i__payload$61.w_codes[15]  = \i__payload$61 [200:197];
-  assign \i__payload$61.w_codes[16]  = \i__payload$61 [204:201];
-  assign \i__payload$61.w_codes[17]  = \i__payload$61 [208:205];
-  assign \i__payload$61.w_codes[18]  = \i__payload$61 [212:209];
-  assign \i__payload$61.w_codes[19]  = \i__payload$61 [216:213];
-  assign \i__payload$61.w_codes[20]  = \i__payload$61 [220:217];
-  assign \i__payload$61.w_codes[21]  = \i__payload$61 [224:221];
-  assign \i__payload$61.w_codes[22]  = \i__payload$61 [228:225];
-  assign \i__payload$61.w_codes[23]  = \i__payload$61 [232:229];
-  assign \i__payload$61.w_codes[24]  = \i__payload$61 [236:233];
-  assign \i__payload$61.w_codes[25]  = \i__payload$61 [240:237];
-  assign \i__payload$61.w_codes[26]  = \i__payload$61 [244:241];
-  assign \i__payload$61.w_codes[27]  = \i__payload$61 [248:245];
-  assign \i__payload$61.w_codes[28]  = \i__payload$61 [252:249];
-  assign \i__payload$61.w_codes[29]  = \i__payload$61 [256:253];
-  assign \i__payload$61.w_codes[30]  = \i__payload$61 [260:257];
-  assign \i__payload$61.w_codes[31]  = \i__payload$61 [264:261];
-  assign \i__payload$61.w_dialect  = \i__payload$61 [268:265];
-  assign \i__payload$61.w_exp  = \i__payload$61 [273:269];
-  assign \i__payload$61.last  = \i__payload$61 [274];
+  assign \i__payload$55.a_codes  = \i__payload$55 [127:0];
+  assign \i__payload$55.a_codes[0]  = \i__payload$55 [3:0];
+  assign \i__payload$55.a_codes[1]  = \i__payload$55 [7:4];
+  assign \i__payload$55.a_codes[2]  = \i__payload$55 [11:8];
+  assign \i__payload$55.a_codes[3]  = \i__payload$55 [15:12];
+  assign \i__payload$55.a_codes[4]  = \i__payload$55 [19:16];
+  assign \i__payload$55.a_codes[5]  = \i__payload$55 [23:20];
+  assign \i__payload$55.a_codes[6]  = \i__payload$55 [27:24];
+  assign \i__payload$55.a_codes[7]  = \i__payload$55 [31:28];
+  assign \i__payload$55.a_codes[8]  = \i__payload$55 [35:32];
+  assign \i__payload$55.a_codes[9]  = \i__payload$55 [39:36];
+  assign \i__payload$55.a_codes[10]  = \i__payload$55 [43:40];
+  assign \i__payload$55.a_codes[11]  = \i__payload$55 [47:44];
+  assign \i__payload$55.a_codes[12]  = \i__payload$55 [51:48];
+  assign \i__payload$55.a_codes[13]  = \i__payload$55 [55:52];
+  assign \i__payload$55.a_codes[14]  = \i__payload$55 [59:56];
+  assign \i__payload$55.a_codes[15]  = \i__payload$55 [63:60];
+  assign \i__payload$55.a_codes[16]  = \i__payload$55 [67:64];
+  assign \i__payload$55.a_codes[17]  = \i__payload$55 [71:68];
+  assign \i__payload$55.a_codes[18]  = \i__payload$55 [75:72];
+  assign \i__payload$55.a_codes[19]  = \i__payload$55 [79:76];
+  assign \i__payload$55.a_codes[20]  = \i__payload$55 [83:80];
+  assign \i__payload$55.a_codes[21]  = \i__payload$55 [87:84];
+  assign \i__payload$55.a_codes[22]  = \i__payload$55 [91:88];
+  assign \i__payload$55.a_codes[23]  = \i__payload$55 [95:92];
+  assign \i__payload$55.a_codes[24]  = \i__payload$55 [99:96];
+  assign \i__payload$55.a_codes[25]  = \i__payload$55 [103:100];
+  assign \i__payload$55.a_codes[26]  = \i__payload$55 [107:104];
+  assign \i__payload$55.a_codes[27]  = \i__payload$55 [111:108];
+  assign \i__payload$55.a_codes[28]  = \i__payload$55 [115:112];
+  assign \i__payload$55.a_codes[29]  = \i__payload$55 [119:116];
+  assign \i__payload$55.a_codes[30]  = \i__payload$55 [123:120];
+  assign \i__payload$55.a_codes[31]  = \i__payload$55 [127:124];
+  assign \i__payload$55.a_dialect  = \i__payload$55 [131:128];
+  assign \i__payload$55.a_exp  = \i__payload$55 [136:132];
+  assign \i__payload$55.w_codes  = \i__payload$55 [264:137];
+  assign \i__payload$55.w_codes[0]  = \i__payload$55 [140:137];
+  assign \i__payload$55.w_codes[1]  = \i__payload$55 [144:141];
+  assign \i__payload$55.w_codes[2]  = \i__payload$55 [148:145];
+  assign \i__payload$55.w_codes[3]  = \i__payload$55 [152:149];
+  assign \i__payload$55.w_codes[4]  = \i__payload$55 [156:153];
+  assign \i__payload$55.w_codes[5]  = \i__payload$55 [160:157];
+  assign \i__payload$55.w_codes[6]  = \i__payload$55 [164:161];
+  assign \i__payload$55.w_codes[7]  = \i__payload$55 [168:165];
+  assign \i__payload$55.w_codes[8]  = \i__payload$55 [172:169];
+  assign \i__payload$55.w_codes[9]  = \i__payload$55 [176:173];
+  assign \i__payload$55.w_codes[10]  = \i__payload$55 [180:177];
+  assign \i__payload$55.w_codes[11]  = \i__payload$55 [184:181];
+  assign \i__payload$55.w_codes[12]  = \i__payload$55 [188:185];
+  assign \i__payload$55.w_codes[13]  = \i__payload$55 [192:189];
+  assign \i__payload$55.w_codes[14]  = \i__payload$55 [196:193];
+  assign \i__payload$55.w_codes[15]  = \i__payload$55 [200:197];
+  assign \i__payload$55.w_codes[16]  = \i__payload$55 [204:201];
+  assign \i__payload$55.w_codes[17]  = \i__payload$55 [208:205];
+  assign \i__payload$55.w_codes[18]  = \i__payload$55 [212:209];
+  assign \i__payload$55.w_codes[19]  = \i__payload$55 [216:213];
+  assign \i__payload$55.w_codes[20]  = \i__payload$55 [220:217];
+  assign \i__payload$55.w_codes[21]  = \i__payload$55 [224:221];
+  assign \i__payload$55.w_codes[22]  = \i__payload$55 [228:225];
+  assign \i__payload$55.w_codes[23]  = \i__payload$55 [232:229];
+  assign \i__payload$55.w_codes[24]  = \i__payload$55 [236:233];
+  assign \i__payload$55.w_codes[25]  = \i__payload$55 [240:237];
+  assign \i__payload$55.w_codes[26]  = \i__payload$55 [244:241];
+  assign \i__payload$55.w_codes[27]  = \i__payload$55 [248:245];
+  assign \i__payload$55.w_codes[28]  = \i__payload$55 [252:249];
+  assign \i__payload$55.w_codes[29]  = \i__payload$55 [256:253];
+  assign \i__payload$55.w_codes[30]  = \i__payload$55 [260:257];
+  assign \i__payload$55.w_codes[31]  = \i__payload$55 [264:261];
+  assign \i__payload$55.w_dialect  = \i__payload$55 [268:265];
+  assign \i__payload$55.w_exp  = \i__payload$55 [273:269];
+  assign \i__payload$55.last  = \i__payload$55 [274];
   assign \a_activation.codes  = a_activation[127:0];
   assign \a_activation.codes[0]  = a_activation[3:0];
   assign \a_activation.codes[1]  = a_activation[7:4];
@@ -1489,377 +1425,377 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \a_blocks[3].dialect  = a_blocks[542:539];
   assign \a_blocks[3].exp  = a_blocks[547:543];
   assign \results__0__payload.result  = results__0__payload;
-  assign \o__payload$66.result  = results__0__payload;
-  assign \i__payload$72.a_codes  = \i__payload$72 [127:0];
-  assign \i__payload$72.a_codes[0]  = \i__payload$72 [3:0];
-  assign \i__payload$72.a_codes[1]  = \i__payload$72 [7:4];
-  assign \i__payload$72.a_codes[2]  = \i__payload$72 [11:8];
-  assign \i__payload$72.a_codes[3]  = \i__payload$72 [15:12];
-  assign \i__payload$72.a_codes[4]  = \i__payload$72 [19:16];
-  assign \i__payload$72.a_codes[5]  = \i__payload$72 [23:20];
-  assign \i__payload$72.a_codes[6]  = \i__payload$72 [27:24];
-  assign \i__payload$72.a_codes[7]  = \i__payload$72 [31:28];
-  assign \i__payload$72.a_codes[8]  = \i__payload$72 [35:32];
-  assign \i__payload$72.a_codes[9]  = \i__payload$72 [39:36];
-  assign \i__payload$72.a_codes[10]  = \i__payload$72 [43:40];
-  assign \i__payload$72.a_codes[11]  = \i__payload$72 [47:44];
-  assign \i__payload$72.a_codes[12]  = \i__payload$72 [51:48];
-  assign \i__payload$72.a_codes[13]  = \i__payload$72 [55:52];
-  assign \i__payload$72.a_codes[14]  = \i__payload$72 [59:56];
-  assign \i__payload$72.a_codes[15]  = \i__payload$72 [63:60];
-  assign \i__payload$72.a_codes[16]  = \i__payload$72 [67:64];
-  assign \i__payload$72.a_codes[17]  = \i__payload$72 [71:68];
-  assign \i__payload$72.a_codes[18]  = \i__payload$72 [75:72];
-  assign \i__payload$72.a_codes[19]  = \i__payload$72 [79:76];
-  assign \i__payload$72.a_codes[20]  = \i__payload$72 [83:80];
-  assign \i__payload$72.a_codes[21]  = \i__payload$72 [87:84];
-  assign \i__payload$72.a_codes[22]  = \i__payload$72 [91:88];
-  assign \i__payload$72.a_codes[23]  = \i__payload$72 [95:92];
-  assign \i__payload$72.a_codes[24]  = \i__payload$72 [99:96];
-  assign \i__payload$72.a_codes[25]  = \i__payload$72 [103:100];
-  assign \i__payload$72.a_codes[26]  = \i__payload$72 [107:104];
-  assign \i__payload$72.a_codes[27]  = \i__payload$72 [111:108];
-  assign \i__payload$72.a_codes[28]  = \i__payload$72 [115:112];
-  assign \i__payload$72.a_codes[29]  = \i__payload$72 [119:116];
-  assign \i__payload$72.a_codes[30]  = \i__payload$72 [123:120];
-  assign \i__payload$72.a_codes[31]  = \i__payload$72 [127:124];
-  assign \i__payload$72.a_dialect  = \i__payload$72 [131:128];
-  assign \i__payload$72.a_exp  = \i__payload$72 [136:132];
-  assign \i__payload$72.w_codes  = \i__payload$72 [264:137];
-  assign \i__payload$72.w_codes[0]  = \i__payload$72 [140:137];
-  assign \i__payload$72.w_codes[1]  = \i__payload$72 [144:141];
-  assign \i__payload$72.w_codes[2]  = \i__payload$72 [148:145];
-  assign \i__payload$72.w_codes[3]  = \i__payload$72 [152:149];
-  assign \i__payload$72.w_codes[4]  = \i__payload$72 [156:153];
-  assign \i__payload$72.w_codes[5]  = \i__payload$72 [160:157];
-  assign \i__payload$72.w_codes[6]  = \i__payload$72 [164:161];
-  assign \i__payload$72.w_codes[7]  = \i__payload$72 [168:165];
-  assign \i__payload$72.w_codes[8]  = \i__payload$72 [172:169];
-  assign \i__payload$72.w_codes[9]  = \i__payload$72 [176:173];
-  assign \i__payload$72.w_codes[10]  = \i__payload$72 [180:177];
-  assign \i__payload$72.w_codes[11]  = \i__payload$72 [184:181];
-  assign \i__payload$72.w_codes[12]  = \i__payload$72 [188:185];
-  assign \i__payload$72.w_codes[13]  = \i__payload$72 [192:189];
-  assign \i__payload$72.w_codes[14]  = \i__payload$72 [196:193];
-  assign \i__payload$72.w_codes[15]  = \i__payload$72 [200:197];
-  assign \i__payload$72.w_codes[16]  = \i__payload$72 [204:201];
-  assign \i__payload$72.w_codes[17]  = \i__payload$72 [208:205];
-  assign \i__payload$72.w_codes[18]  = \i__payload$72 [212:209];
-  assign \i__payload$72.w_codes[19]  = \i__payload$72 [216:213];
-  assign \i__payload$72.w_codes[20]  = \i__payload$72 [220:217];
-  assign \i__payload$72.w_codes[21]  = \i__payload$72 [224:221];
-  assign \i__payload$72.w_codes[22]  = \i__payload$72 [228:225];
-  assign \i__payload$72.w_codes[23]  = \i__payload$72 [232:229];
-  assign \i__payload$72.w_codes[24]  = \i__payload$72 [236:233];
-  assign \i__payload$72.w_codes[25]  = \i__payload$72 [240:237];
-  assign \i__payload$72.w_codes[26]  = \i__payload$72 [244:241];
-  assign \i__payload$72.w_codes[27]  = \i__payload$72 [248:245];
-  assign \i__payload$72.w_codes[28]  = \i__payload$72 [252:249];
-  assign \i__payload$72.w_codes[29]  = \i__payload$72 [256:253];
-  assign \i__payload$72.w_codes[30]  = \i__payload$72 [260:257];
-  assign \i__payload$72.w_codes[31]  = \i__payload$72 [264:261];
-  assign \i__payload$72.w_dialect  = \i__payload$72 [268:265];
-  assign \i__payload$72.w_exp  = \i__payload$72 [273:269];
-  assign \i__payload$72.last  = \i__payload$72 [274];
+  assign \o__payload$60.result  = results__0__payload;
+  assign \i__payload$66.a_codes  = \i__payload$66 [127:0];
+  assign \i__payload$66.a_codes[0]  = \i__payload$66 [3:0];
+  assign \i__payload$66.a_codes[1]  = \i__payload$66 [7:4];
+  assign \i__payload$66.a_codes[2]  = \i__payload$66 [11:8];
+  assign \i__payload$66.a_codes[3]  = \i__payload$66 [15:12];
+  assign \i__payload$66.a_codes[4]  = \i__payload$66 [19:16];
+  assign \i__payload$66.a_codes[5]  = \i__payload$66 [23:20];
+  assign \i__payload$66.a_codes[6]  = \i__payload$66 [27:24];
+  assign \i__payload$66.a_codes[7]  = \i__payload$66 [31:28];
+  assign \i__payload$66.a_codes[8]  = \i__payload$66 [35:32];
+  assign \i__payload$66.a_codes[9]  = \i__payload$66 [39:36];
+  assign \i__payload$66.a_codes[10]  = \i__payload$66 [43:40];
+  assign \i__payload$66.a_codes[11]  = \i__payload$66 [47:44];
+  assign \i__payload$66.a_codes[12]  = \i__payload$66 [51:48];
+  assign \i__payload$66.a_codes[13]  = \i__payload$66 [55:52];
+  assign \i__payload$66.a_codes[14]  = \i__payload$66 [59:56];
+  assign \i__payload$66.a_codes[15]  = \i__payload$66 [63:60];
+  assign \i__payload$66.a_codes[16]  = \i__payload$66 [67:64];
+  assign \i__payload$66.a_codes[17]  = \i__payload$66 [71:68];
+  assign \i__payload$66.a_codes[18]  = \i__payload$66 [75:72];
+  assign \i__payload$66.a_codes[19]  = \i__payload$66 [79:76];
+  assign \i__payload$66.a_codes[20]  = \i__payload$66 [83:80];
+  assign \i__payload$66.a_codes[21]  = \i__payload$66 [87:84];
+  assign \i__payload$66.a_codes[22]  = \i__payload$66 [91:88];
+  assign \i__payload$66.a_codes[23]  = \i__payload$66 [95:92];
+  assign \i__payload$66.a_codes[24]  = \i__payload$66 [99:96];
+  assign \i__payload$66.a_codes[25]  = \i__payload$66 [103:100];
+  assign \i__payload$66.a_codes[26]  = \i__payload$66 [107:104];
+  assign \i__payload$66.a_codes[27]  = \i__payload$66 [111:108];
+  assign \i__payload$66.a_codes[28]  = \i__payload$66 [115:112];
+  assign \i__payload$66.a_codes[29]  = \i__payload$66 [119:116];
+  assign \i__payload$66.a_codes[30]  = \i__payload$66 [123:120];
+  assign \i__payload$66.a_codes[31]  = \i__payload$66 [127:124];
+  assign \i__payload$66.a_dialect  = \i__payload$66 [131:128];
+  assign \i__payload$66.a_exp  = \i__payload$66 [136:132];
+  assign \i__payload$66.w_codes  = \i__payload$66 [264:137];
+  assign \i__payload$66.w_codes[0]  = \i__payload$66 [140:137];
+  assign \i__payload$66.w_codes[1]  = \i__payload$66 [144:141];
+  assign \i__payload$66.w_codes[2]  = \i__payload$66 [148:145];
+  assign \i__payload$66.w_codes[3]  = \i__payload$66 [152:149];
+  assign \i__payload$66.w_codes[4]  = \i__payload$66 [156:153];
+  assign \i__payload$66.w_codes[5]  = \i__payload$66 [160:157];
+  assign \i__payload$66.w_codes[6]  = \i__payload$66 [164:161];
+  assign \i__payload$66.w_codes[7]  = \i__payload$66 [168:165];
+  assign \i__payload$66.w_codes[8]  = \i__payload$66 [172:169];
+  assign \i__payload$66.w_codes[9]  = \i__payload$66 [176:173];
+  assign \i__payload$66.w_codes[10]  = \i__payload$66 [180:177];
+  assign \i__payload$66.w_codes[11]  = \i__payload$66 [184:181];
+  assign \i__payload$66.w_codes[12]  = \i__payload$66 [188:185];
+  assign \i__payload$66.w_codes[13]  = \i__payload$66 [192:189];
+  assign \i__payload$66.w_codes[14]  = \i__payload$66 [196:193];
+  assign \i__payload$66.w_codes[15]  = \i__payload$66 [200:197];
+  assign \i__payload$66.w_codes[16]  = \i__payload$66 [204:201];
+  assign \i__payload$66.w_codes[17]  = \i__payload$66 [208:205];
+  assign \i__payload$66.w_codes[18]  = \i__payload$66 [212:209];
+  assign \i__payload$66.w_codes[19]  = \i__payload$66 [216:213];
+  assign \i__payload$66.w_codes[20]  = \i__payload$66 [220:217];
+  assign \i__payload$66.w_codes[21]  = \i__payload$66 [224:221];
+  assign \i__payload$66.w_codes[22]  = \i__payload$66 [228:225];
+  assign \i__payload$66.w_codes[23]  = \i__payload$66 [232:229];
+  assign \i__payload$66.w_codes[24]  = \i__payload$66 [236:233];
+  assign \i__payload$66.w_codes[25]  = \i__payload$66 [240:237];
+  assign \i__payload$66.w_codes[26]  = \i__payload$66 [244:241];
+  assign \i__payload$66.w_codes[27]  = \i__payload$66 [248:245];
+  assign \i__payload$66.w_codes[28]  = \i__payload$66 [252:249];
+  assign \i__payload$66.w_codes[29]  = \i__payload$66 [256:253];
+  assign \i__payload$66.w_codes[30]  = \i__payload$66 [260:257];
+  assign \i__payload$66.w_codes[31]  = \i__payload$66 [264:261];
+  assign \i__payload$66.w_dialect  = \i__payload$66 [268:265];
+  assign \i__payload$66.w_exp  = \i__payload$66 [273:269];
+  assign \i__payload$66.last  = \i__payload$66 [274];
   assign \results__1__payload.result  = results__1__payload;
-  assign \o__payload$74.result  = results__1__payload;
-  assign \i__payload$80.a_codes  = \i__payload$80 [127:0];
-  assign \i__payload$80.a_codes[0]  = \i__payload$80 [3:0];
-  assign \i__payload$80.a_codes[1]  = \i__payload$80 [7:4];
-  assign \i__payload$80.a_codes[2]  = \i__payload$80 [11:8];
-  assign \i__payload$80.a_codes[3]  = \i__payload$80 [15:12];
-  assign \i__payload$80.a_codes[4]  = \i__payload$80 [19:16];
-  assign \i__payload$80.a_codes[5]  = \i__payload$80 [23:20];
-  assign \i__payload$80.a_codes[6]  = \i__payload$80 [27:24];
-  assign \i__payload$80.a_codes[7]  = \i__payload$80 [31:28];
-  assign \i__payload$80.a_codes[8]  = \i__payload$80 [35:32];
-  assign \i__payload$80.a_codes[9]  = \i__payload$80 [39:36];
-  assign \i__payload$80.a_codes[10]  = \i__payload$80 [43:40];
-  assign \i__payload$80.a_codes[11]  = \i__payload$80 [47:44];
-  assign \i__payload$80.a_codes[12]  = \i__payload$80 [51:48];
-  assign \i__payload$80.a_codes[13]  = \i__payload$80 [55:52];
-  assign \i__payload$80.a_codes[14]  = \i__payload$80 [59:56];
-  assign \i__payload$80.a_codes[15]  = \i__payload$80 [63:60];
-  assign \i__payload$80.a_codes[16]  = \i__payload$80 [67:64];
-  assign \i__payload$80.a_codes[17]  = \i__payload$80 [71:68];
-  assign \i__payload$80.a_codes[18]  = \i__payload$80 [75:72];
-  assign \i__payload$80.a_codes[19]  = \i__payload$80 [79:76];
-  assign \i__payload$80.a_codes[20]  = \i__payload$80 [83:80];
-  assign \i__payload$80.a_codes[21]  = \i__payload$80 [87:84];
-  assign \i__payload$80.a_codes[22]  = \i__payload$80 [91:88];
-  assign \i__payload$80.a_codes[23]  = \i__payload$80 [95:92];
-  assign \i__payload$80.a_codes[24]  = \i__payload$80 [99:96];
-  assign \i__payload$80.a_codes[25]  = \i__payload$80 [103:100];
-  assign \i__payload$80.a_codes[26]  = \i__payload$80 [107:104];
-  assign \i__payload$80.a_codes[27]  = \i__payload$80 [111:108];
-  assign \i__payload$80.a_codes[28]  = \i__payload$80 [115:112];
-  assign \i__payload$80.a_codes[29]  = \i__payload$80 [119:116];
-  assign \i__payload$80.a_codes[30]  = \i__payload$80 [123:120];
-  assign \i__payload$80.a_codes[31]  = \i__payload$80 [127:124];
-  assign \i__payload$80.a_dialect  = \i__payload$80 [131:128];
-  assign \i__payload$80.a_exp  = \i__payload$80 [136:132];
-  assign \i__payload$80.w_codes  = \i__payload$80 [264:137];
-  assign \i__payload$80.w_codes[0]  = \i__payload$80 [140:137];
-  assign \i__payload$80.w_codes[1]  = \i__payload$80 [144:141];
-  assign \i__payload$80.w_codes[2]  = \i__payload$80 [148:145];
-  assign \i__payload$80.w_codes[3]  = \i__payload$80 [152:149];
-  assign \i__payload$80.w_codes[4]  = \i__payload$80 [156:153];
-  assign \i__payload$80.w_codes[5]  = \i__payload$80 [160:157];
-  assign \i__payload$80.w_codes[6]  = \i__payload$80 [164:161];
-  assign \i__payload$80.w_codes[7]  = \i__payload$80 [168:165];
-  assign \i__payload$80.w_codes[8]  = \i__payload$80 [172:169];
-  assign \i__payload$80.w_codes[9]  = \i__payload$80 [176:173];
-  assign \i__payload$80.w_codes[10]  = \i__payload$80 [180:177];
-  assign \i__payload$80.w_codes[11]  = \i__payload$80 [184:181];
-  assign \i__payload$80.w_codes[12]  = \i__payload$80 [188:185];
-  assign \i__payload$80.w_codes[13]  = \i__payload$80 [192:189];
-  assign \i__payload$80.w_codes[14]  = \i__payload$80 [196:193];
-  assign \i__payload$80.w_codes[15]  = \i__payload$80 [200:197];
-  assign \i__payload$80.w_codes[16]  = \i__payload$80 [204:201];
-  assign \i__payload$80.w_codes[17]  = \i__payload$80 [208:205];
-  assign \i__payload$80.w_codes[18]  = \i__payload$80 [212:209];
-  assign \i__payload$80.w_codes[19]  = \i__payload$80 [216:213];
-  assign \i__payload$80.w_codes[20]  = \i__payload$80 [220:217];
-  assign \i__payload$80.w_codes[21]  = \i__payload$80 [224:221];
-  assign \i__payload$80.w_codes[22]  = \i__payload$80 [228:225];
-  assign \i__payload$80.w_codes[23]  = \i__payload$80 [232:229];
-  assign \i__payload$80.w_codes[24]  = \i__payload$80 [236:233];
-  assign \i__payload$80.w_codes[25]  = \i__payload$80 [240:237];
-  assign \i__payload$80.w_codes[26]  = \i__payload$80 [244:241];
-  assign \i__payload$80.w_codes[27]  = \i__payload$80 [248:245];
-  assign \i__payload$80.w_codes[28]  = \i__payload$80 [252:249];
-  assign \i__payload$80.w_codes[29]  = \i__payload$80 [256:253];
-  assign \i__payload$80.w_codes[30]  = \i__payload$80 [260:257];
-  assign \i__payload$80.w_codes[31]  = \i__payload$80 [264:261];
-  assign \i__payload$80.w_dialect  = \i__payload$80 [268:265];
-  assign \i__payload$80.w_exp  = \i__payload$80 [273:269];
-  assign \i__payload$80.last  = \i__payload$80 [274];
+  assign \o__payload$68.result  = results__1__payload;
+  assign \i__payload$74.a_codes  = \i__payload$74 [127:0];
+  assign \i__payload$74.a_codes[0]  = \i__payload$74 [3:0];
+  assign \i__payload$74.a_codes[1]  = \i__payload$74 [7:4];
+  assign \i__payload$74.a_codes[2]  = \i__payload$74 [11:8];
+  assign \i__payload$74.a_codes[3]  = \i__payload$74 [15:12];
+  assign \i__payload$74.a_codes[4]  = \i__payload$74 [19:16];
+  assign \i__payload$74.a_codes[5]  = \i__payload$74 [23:20];
+  assign \i__payload$74.a_codes[6]  = \i__payload$74 [27:24];
+  assign \i__payload$74.a_codes[7]  = \i__payload$74 [31:28];
+  assign \i__payload$74.a_codes[8]  = \i__payload$74 [35:32];
+  assign \i__payload$74.a_codes[9]  = \i__payload$74 [39:36];
+  assign \i__payload$74.a_codes[10]  = \i__payload$74 [43:40];
+  assign \i__payload$74.a_codes[11]  = \i__payload$74 [47:44];
+  assign \i__payload$74.a_codes[12]  = \i__payload$74 [51:48];
+  assign \i__payload$74.a_codes[13]  = \i__payload$74 [55:52];
+  assign \i__payload$74.a_codes[14]  = \i__payload$74 [59:56];
+  assign \i__payload$74.a_codes[15]  = \i__payload$74 [63:60];
+  assign \i__payload$74.a_codes[16]  = \i__payload$74 [67:64];
+  assign \i__payload$74.a_codes[17]  = \i__payload$74 [71:68];
+  assign \i__payload$74.a_codes[18]  = \i__payload$74 [75:72];
+  assign \i__payload$74.a_codes[19]  = \i__payload$74 [79:76];
+  assign \i__payload$74.a_codes[20]  = \i__payload$74 [83:80];
+  assign \i__payload$74.a_codes[21]  = \i__payload$74 [87:84];
+  assign \i__payload$74.a_codes[22]  = \i__payload$74 [91:88];
+  assign \i__payload$74.a_codes[23]  = \i__payload$74 [95:92];
+  assign \i__payload$74.a_codes[24]  = \i__payload$74 [99:96];
+  assign \i__payload$74.a_codes[25]  = \i__payload$74 [103:100];
+  assign \i__payload$74.a_codes[26]  = \i__payload$74 [107:104];
+  assign \i__payload$74.a_codes[27]  = \i__payload$74 [111:108];
+  assign \i__payload$74.a_codes[28]  = \i__payload$74 [115:112];
+  assign \i__payload$74.a_codes[29]  = \i__payload$74 [119:116];
+  assign \i__payload$74.a_codes[30]  = \i__payload$74 [123:120];
+  assign \i__payload$74.a_codes[31]  = \i__payload$74 [127:124];
+  assign \i__payload$74.a_dialect  = \i__payload$74 [131:128];
+  assign \i__payload$74.a_exp  = \i__payload$74 [136:132];
+  assign \i__payload$74.w_codes  = \i__payload$74 [264:137];
+  assign \i__payload$74.w_codes[0]  = \i__payload$74 [140:137];
+  assign \i__payload$74.w_codes[1]  = \i__payload$74 [144:141];
+  assign \i__payload$74.w_codes[2]  = \i__payload$74 [148:145];
+  assign \i__payload$74.w_codes[3]  = \i__payload$74 [152:149];
+  assign \i__payload$74.w_codes[4]  = \i__payload$74 [156:153];
+  assign \i__payload$74.w_codes[5]  = \i__payload$74 [160:157];
+  assign \i__payload$74.w_codes[6]  = \i__payload$74 [164:161];
+  assign \i__payload$74.w_codes[7]  = \i__payload$74 [168:165];
+  assign \i__payload$74.w_codes[8]  = \i__payload$74 [172:169];
+  assign \i__payload$74.w_codes[9]  = \i__payload$74 [176:173];
+  assign \i__payload$74.w_codes[10]  = \i__payload$74 [180:177];
+  assign \i__payload$74.w_codes[11]  = \i__payload$74 [184:181];
+  assign \i__payload$74.w_codes[12]  = \i__payload$74 [188:185];
+  assign \i__payload$74.w_codes[13]  = \i__payload$74 [192:189];
+  assign \i__payload$74.w_codes[14]  = \i__payload$74 [196:193];
+  assign \i__payload$74.w_codes[15]  = \i__payload$74 [200:197];
+  assign \i__payload$74.w_codes[16]  = \i__payload$74 [204:201];
+  assign \i__payload$74.w_codes[17]  = \i__payload$74 [208:205];
+  assign \i__payload$74.w_codes[18]  = \i__payload$74 [212:209];
+  assign \i__payload$74.w_codes[19]  = \i__payload$74 [216:213];
+  assign \i__payload$74.w_codes[20]  = \i__payload$74 [220:217];
+  assign \i__payload$74.w_codes[21]  = \i__payload$74 [224:221];
+  assign \i__payload$74.w_codes[22]  = \i__payload$74 [228:225];
+  assign \i__payload$74.w_codes[23]  = \i__payload$74 [232:229];
+  assign \i__payload$74.w_codes[24]  = \i__payload$74 [236:233];
+  assign \i__payload$74.w_codes[25]  = \i__payload$74 [240:237];
+  assign \i__payload$74.w_codes[26]  = \i__payload$74 [244:241];
+  assign \i__payload$74.w_codes[27]  = \i__payload$74 [248:245];
+  assign \i__payload$74.w_codes[28]  = \i__payload$74 [252:249];
+  assign \i__payload$74.w_codes[29]  = \i__payload$74 [256:253];
+  assign \i__payload$74.w_codes[30]  = \i__payload$74 [260:257];
+  assign \i__payload$74.w_codes[31]  = \i__payload$74 [264:261];
+  assign \i__payload$74.w_dialect  = \i__payload$74 [268:265];
+  assign \i__payload$74.w_exp  = \i__payload$74 [273:269];
+  assign \i__payload$74.last  = \i__payload$74 [274];
   assign \results__2__payload.result  = results__2__payload;
-  assign \o__payload$82.result  = results__2__payload;
-  assign \i__payload$88.a_codes  = \i__payload$88 [127:0];
-  assign \i__payload$88.a_codes[0]  = \i__payload$88 [3:0];
-  assign \i__payload$88.a_codes[1]  = \i__payload$88 [7:4];
-  assign \i__payload$88.a_codes[2]  = \i__payload$88 [11:8];
-  assign \i__payload$88.a_codes[3]  = \i__payload$88 [15:12];
-  assign \i__payload$88.a_codes[4]  = \i__payload$88 [19:16];
-  assign \i__payload$88.a_codes[5]  = \i__payload$88 [23:20];
-  assign \i__payload$88.a_codes[6]  = \i__payload$88 [27:24];
-  assign \i__payload$88.a_codes[7]  = \i__payload$88 [31:28];
-  assign \i__payload$88.a_codes[8]  = \i__payload$88 [35:32];
-  assign \i__payload$88.a_codes[9]  = \i__payload$88 [39:36];
-  assign \i__payload$88.a_codes[10]  = \i__payload$88 [43:40];
-  assign \i__payload$88.a_codes[11]  = \i__payload$88 [47:44];
-  assign \i__payload$88.a_codes[12]  = \i__payload$88 [51:48];
-  assign \i__payload$88.a_codes[13]  = \i__payload$88 [55:52];
-  assign \i__payload$88.a_codes[14]  = \i__payload$88 [59:56];
-  assign \i__payload$88.a_codes[15]  = \i__payload$88 [63:60];
-  assign \i__payload$88.a_codes[16]  = \i__payload$88 [67:64];
-  assign \i__payload$88.a_codes[17]  = \i__payload$88 [71:68];
-  assign \i__payload$88.a_codes[18]  = \i__payload$88 [75:72];
-  assign \i__payload$88.a_codes[19]  = \i__payload$88 [79:76];
-  assign \i__payload$88.a_codes[20]  = \i__payload$88 [83:80];
-  assign \i__payload$88.a_codes[21]  = \i__payload$88 [87:84];
-  assign \i__payload$88.a_codes[22]  = \i__payload$88 [91:88];
-  assign \i__payload$88.a_codes[23]  = \i__payload$88 [95:92];
-  assign \i__payload$88.a_codes[24]  = \i__payload$88 [99:96];
-  assign \i__payload$88.a_codes[25]  = \i__payload$88 [103:100];
-  assign \i__payload$88.a_codes[26]  = \i__payload$88 [107:104];
-  assign \i__payload$88.a_codes[27]  = \i__payload$88 [111:108];
-  assign \i__payload$88.a_codes[28]  = \i__payload$88 [115:112];
-  assign \i__payload$88.a_codes[29]  = \i__payload$88 [119:116];
-  assign \i__payload$88.a_codes[30]  = \i__payload$88 [123:120];
-  assign \i__payload$88.a_codes[31]  = \i__payload$88 [127:124];
-  assign \i__payload$88.a_dialect  = \i__payload$88 [131:128];
-  assign \i__payload$88.a_exp  = \i__payload$88 [136:132];
-  assign \i__payload$88.w_codes  = \i__payload$88 [264:137];
-  assign \i__payload$88.w_codes[0]  = \i__payload$88 [140:137];
-  assign \i__payload$88.w_codes[1]  = \i__payload$88 [144:141];
-  assign \i__payload$88.w_codes[2]  = \i__payload$88 [148:145];
-  assign \i__payload$88.w_codes[3]  = \i__payload$88 [152:149];
-  assign \i__payload$88.w_codes[4]  = \i__payload$88 [156:153];
-  assign \i__payload$88.w_codes[5]  = \i__payload$88 [160:157];
-  assign \i__payload$88.w_codes[6]  = \i__payload$88 [164:161];
-  assign \i__payload$88.w_codes[7]  = \i__payload$88 [168:165];
-  assign \i__payload$88.w_codes[8]  = \i__payload$88 [172:169];
-  assign \i__payload$88.w_codes[9]  = \i__payload$88 [176:173];
-  assign \i__payload$88.w_codes[10]  = \i__payload$88 [180:177];
-  assign \i__payload$88.w_codes[11]  = \i__payload$88 [184:181];
-  assign \i__payload$88.w_codes[12]  = \i__payload$88 [188:185];
-  assign \i__payload$88.w_codes[13]  = \i__payload$88 [192:189];
-  assign \i__payload$88.w_codes[14]  = \i__payload$88 [196:193];
-  assign \i__payload$88.w_codes[15]  = \i__payload$88 [200:197];
-  assign \i__payload$88.w_codes[16]  = \i__payload$88 [204:201];
-  assign \i__payload$88.w_codes[17]  = \i__payload$88 [208:205];
-  assign \i__payload$88.w_codes[18]  = \i__payload$88 [212:209];
-  assign \i__payload$88.w_codes[19]  = \i__payload$88 [216:213];
-  assign \i__payload$88.w_codes[20]  = \i__payload$88 [220:217];
-  assign \i__payload$88.w_codes[21]  = \i__payload$88 [224:221];
-  assign \i__payload$88.w_codes[22]  = \i__payload$88 [228:225];
-  assign \i__payload$88.w_codes[23]  = \i__payload$88 [232:229];
-  assign \i__payload$88.w_codes[24]  = \i__payload$88 [236:233];
-  assign \i__payload$88.w_codes[25]  = \i__payload$88 [240:237];
-  assign \i__payload$88.w_codes[26]  = \i__payload$88 [244:241];
-  assign \i__payload$88.w_codes[27]  = \i__payload$88 [248:245];
-  assign \i__payload$88.w_codes[28]  = \i__payload$88 [252:249];
-  assign \i__payload$88.w_codes[29]  = \i__payload$88 [256:253];
-  assign \i__payload$88.w_codes[30]  = \i__payload$88 [260:257];
-  assign \i__payload$88.w_codes[31]  = \i__payload$88 [264:261];
-  assign \i__payload$88.w_dialect  = \i__payload$88 [268:265];
-  assign \i__payload$88.w_exp  = \i__payload$88 [273:269];
-  assign \i__payload$88.last  = \i__payload$88 [274];
+  assign \o__payload$76.result  = results__2__payload;
+  assign \i__payload$82.a_codes  = \i__payload$82 [127:0];
+  assign \i__payload$82.a_codes[0]  = \i__payload$82 [3:0];
+  assign \i__payload$82.a_codes[1]  = \i__payload$82 [7:4];
+  assign \i__payload$82.a_codes[2]  = \i__payload$82 [11:8];
+  assign \i__payload$82.a_codes[3]  = \i__payload$82 [15:12];
+  assign \i__payload$82.a_codes[4]  = \i__payload$82 [19:16];
+  assign \i__payload$82.a_codes[5]  = \i__payload$82 [23:20];
+  assign \i__payload$82.a_codes[6]  = \i__payload$82 [27:24];
+  assign \i__payload$82.a_codes[7]  = \i__payload$82 [31:28];
+  assign \i__payload$82.a_codes[8]  = \i__payload$82 [35:32];
+  assign \i__payload$82.a_codes[9]  = \i__payload$82 [39:36];
+  assign \i__payload$82.a_codes[10]  = \i__payload$82 [43:40];
+  assign \i__payload$82.a_codes[11]  = \i__payload$82 [47:44];
+  assign \i__payload$82.a_codes[12]  = \i__payload$82 [51:48];
+  assign \i__payload$82.a_codes[13]  = \i__payload$82 [55:52];
+  assign \i__payload$82.a_codes[14]  = \i__payload$82 [59:56];
+  assign \i__payload$82.a_codes[15]  = \i__payload$82 [63:60];
+  assign \i__payload$82.a_codes[16]  = \i__payload$82 [67:64];
+  assign \i__payload$82.a_codes[17]  = \i__payload$82 [71:68];
+  assign \i__payload$82.a_codes[18]  = \i__payload$82 [75:72];
+  assign \i__payload$82.a_codes[19]  = \i__payload$82 [79:76];
+  assign \i__payload$82.a_codes[20]  = \i__payload$82 [83:80];
+  assign \i__payload$82.a_codes[21]  = \i__payload$82 [87:84];
+  assign \i__payload$82.a_codes[22]  = \i__payload$82 [91:88];
+  assign \i__payload$82.a_codes[23]  = \i__payload$82 [95:92];
+  assign \i__payload$82.a_codes[24]  = \i__payload$82 [99:96];
+  assign \i__payload$82.a_codes[25]  = \i__payload$82 [103:100];
+  assign \i__payload$82.a_codes[26]  = \i__payload$82 [107:104];
+  assign \i__payload$82.a_codes[27]  = \i__payload$82 [111:108];
+  assign \i__payload$82.a_codes[28]  = \i__payload$82 [115:112];
+  assign \i__payload$82.a_codes[29]  = \i__payload$82 [119:116];
+  assign \i__payload$82.a_codes[30]  = \i__payload$82 [123:120];
+  assign \i__payload$82.a_codes[31]  = \i__payload$82 [127:124];
+  assign \i__payload$82.a_dialect  = \i__payload$82 [131:128];
+  assign \i__payload$82.a_exp  = \i__payload$82 [136:132];
+  assign \i__payload$82.w_codes  = \i__payload$82 [264:137];
+  assign \i__payload$82.w_codes[0]  = \i__payload$82 [140:137];
+  assign \i__payload$82.w_codes[1]  = \i__payload$82 [144:141];
+  assign \i__payload$82.w_codes[2]  = \i__payload$82 [148:145];
+  assign \i__payload$82.w_codes[3]  = \i__payload$82 [152:149];
+  assign \i__payload$82.w_codes[4]  = \i__payload$82 [156:153];
+  assign \i__payload$82.w_codes[5]  = \i__payload$82 [160:157];
+  assign \i__payload$82.w_codes[6]  = \i__payload$82 [164:161];
+  assign \i__payload$82.w_codes[7]  = \i__payload$82 [168:165];
+  assign \i__payload$82.w_codes[8]  = \i__payload$82 [172:169];
+  assign \i__payload$82.w_codes[9]  = \i__payload$82 [176:173];
+  assign \i__payload$82.w_codes[10]  = \i__payload$82 [180:177];
+  assign \i__payload$82.w_codes[11]  = \i__payload$82 [184:181];
+  assign \i__payload$82.w_codes[12]  = \i__payload$82 [188:185];
+  assign \i__payload$82.w_codes[13]  = \i__payload$82 [192:189];
+  assign \i__payload$82.w_codes[14]  = \i__payload$82 [196:193];
+  assign \i__payload$82.w_codes[15]  = \i__payload$82 [200:197];
+  assign \i__payload$82.w_codes[16]  = \i__payload$82 [204:201];
+  assign \i__payload$82.w_codes[17]  = \i__payload$82 [208:205];
+  assign \i__payload$82.w_codes[18]  = \i__payload$82 [212:209];
+  assign \i__payload$82.w_codes[19]  = \i__payload$82 [216:213];
+  assign \i__payload$82.w_codes[20]  = \i__payload$82 [220:217];
+  assign \i__payload$82.w_codes[21]  = \i__payload$82 [224:221];
+  assign \i__payload$82.w_codes[22]  = \i__payload$82 [228:225];
+  assign \i__payload$82.w_codes[23]  = \i__payload$82 [232:229];
+  assign \i__payload$82.w_codes[24]  = \i__payload$82 [236:233];
+  assign \i__payload$82.w_codes[25]  = \i__payload$82 [240:237];
+  assign \i__payload$82.w_codes[26]  = \i__payload$82 [244:241];
+  assign \i__payload$82.w_codes[27]  = \i__payload$82 [248:245];
+  assign \i__payload$82.w_codes[28]  = \i__payload$82 [252:249];
+  assign \i__payload$82.w_codes[29]  = \i__payload$82 [256:253];
+  assign \i__payload$82.w_codes[30]  = \i__payload$82 [260:257];
+  assign \i__payload$82.w_codes[31]  = \i__payload$82 [264:261];
+  assign \i__payload$82.w_dialect  = \i__payload$82 [268:265];
+  assign \i__payload$82.w_exp  = \i__payload$82 [273:269];
+  assign \i__payload$82.last  = \i__payload$82 [274];
   assign \results__3__payload.result  = results__3__payload;
-  assign \o__payload$90.result  = results__3__payload;
-  assign \o__payload$96.data  = \o__payload$96 [127:0];
-  assign \o__payload$96.data[0]  = \o__payload$96 [31:0];
-  assign \o__payload$96.data[1]  = \o__payload$96 [63:32];
-  assign \o__payload$96.data[2]  = \o__payload$96 [95:64];
-  assign \o__payload$96.data[3]  = \o__payload$96 [127:96];
-  assign \o__payload$96.user  = \o__payload$96 [129:128];
-  assign \o__payload$96.last  = \o__payload$96 [130];
-  assign \blocks$98[0]  = \blocks$98 [136:0];
-  assign \blocks$98[0].codes  = \blocks$98 [127:0];
-  assign \blocks$98[0].codes[0]  = \blocks$98 [3:0];
-  assign \blocks$98[0].codes[1]  = \blocks$98 [7:4];
-  assign \blocks$98[0].codes[2]  = \blocks$98 [11:8];
-  assign \blocks$98[0].codes[3]  = \blocks$98 [15:12];
-  assign \blocks$98[0].codes[4]  = \blocks$98 [19:16];
-  assign \blocks$98[0].codes[5]  = \blocks$98 [23:20];
-  assign \blocks$98[0].codes[6]  = \blocks$98 [27:24];
-  assign \blocks$98[0].codes[7]  = \blocks$98 [31:28];
-  assign \blocks$98[0].codes[8]  = \blocks$98 [35:32];
-  assign \blocks$98[0].codes[9]  = \blocks$98 [39:36];
-  assign \blocks$98[0].codes[10]  = \blocks$98 [43:40];
-  assign \blocks$98[0].codes[11]  = \blocks$98 [47:44];
-  assign \blocks$98[0].codes[12]  = \blocks$98 [51:48];
-  assign \blocks$98[0].codes[13]  = \blocks$98 [55:52];
-  assign \blocks$98[0].codes[14]  = \blocks$98 [59:56];
-  assign \blocks$98[0].codes[15]  = \blocks$98 [63:60];
-  assign \blocks$98[0].codes[16]  = \blocks$98 [67:64];
-  assign \blocks$98[0].codes[17]  = \blocks$98 [71:68];
-  assign \blocks$98[0].codes[18]  = \blocks$98 [75:72];
-  assign \blocks$98[0].codes[19]  = \blocks$98 [79:76];
-  assign \blocks$98[0].codes[20]  = \blocks$98 [83:80];
-  assign \blocks$98[0].codes[21]  = \blocks$98 [87:84];
-  assign \blocks$98[0].codes[22]  = \blocks$98 [91:88];
-  assign \blocks$98[0].codes[23]  = \blocks$98 [95:92];
-  assign \blocks$98[0].codes[24]  = \blocks$98 [99:96];
-  assign \blocks$98[0].codes[25]  = \blocks$98 [103:100];
-  assign \blocks$98[0].codes[26]  = \blocks$98 [107:104];
-  assign \blocks$98[0].codes[27]  = \blocks$98 [111:108];
-  assign \blocks$98[0].codes[28]  = \blocks$98 [115:112];
-  assign \blocks$98[0].codes[29]  = \blocks$98 [119:116];
-  assign \blocks$98[0].codes[30]  = \blocks$98 [123:120];
-  assign \blocks$98[0].codes[31]  = \blocks$98 [127:124];
-  assign \blocks$98[0].dialect  = \blocks$98 [131:128];
-  assign \blocks$98[0].exp  = \blocks$98 [136:132];
-  assign \blocks$98[1]  = \blocks$98 [273:137];
-  assign \blocks$98[1].codes  = \blocks$98 [264:137];
-  assign \blocks$98[1].codes[0]  = \blocks$98 [140:137];
-  assign \blocks$98[1].codes[1]  = \blocks$98 [144:141];
-  assign \blocks$98[1].codes[2]  = \blocks$98 [148:145];
-  assign \blocks$98[1].codes[3]  = \blocks$98 [152:149];
-  assign \blocks$98[1].codes[4]  = \blocks$98 [156:153];
-  assign \blocks$98[1].codes[5]  = \blocks$98 [160:157];
-  assign \blocks$98[1].codes[6]  = \blocks$98 [164:161];
-  assign \blocks$98[1].codes[7]  = \blocks$98 [168:165];
-  assign \blocks$98[1].codes[8]  = \blocks$98 [172:169];
-  assign \blocks$98[1].codes[9]  = \blocks$98 [176:173];
-  assign \blocks$98[1].codes[10]  = \blocks$98 [180:177];
-  assign \blocks$98[1].codes[11]  = \blocks$98 [184:181];
-  assign \blocks$98[1].codes[12]  = \blocks$98 [188:185];
-  assign \blocks$98[1].codes[13]  = \blocks$98 [192:189];
-  assign \blocks$98[1].codes[14]  = \blocks$98 [196:193];
-  assign \blocks$98[1].codes[15]  = \blocks$98 [200:197];
-  assign \blocks$98[1].codes[16]  = \blocks$98 [204:201];
-  assign \blocks$98[1].codes[17]  = \blocks$98 [208:205];
-  assign \blocks$98[1].codes[18]  = \blocks$98 [212:209];
-  assign \blocks$98[1].codes[19]  = \blocks$98 [216:213];
-  assign \blocks$98[1].codes[20]  = \blocks$98 [220:217];
-  assign \blocks$98[1].codes[21]  = \blocks$98 [224:221];
-  assign \blocks$98[1].codes[22]  = \blocks$98 [228:225];
-  assign \blocks$98[1].codes[23]  = \blocks$98 [232:229];
-  assign \blocks$98[1].codes[24]  = \blocks$98 [236:233];
-  assign \blocks$98[1].codes[25]  = \blocks$98 [240:237];
-  assign \blocks$98[1].codes[26]  = \blocks$98 [244:241];
-  assign \blocks$98[1].codes[27]  = \blocks$98 [248:245];
-  assign \blocks$98[1].codes[28]  = \blocks$98 [252:249];
-  assign \blocks$98[1].codes[29]  = \blocks$98 [256:253];
-  assign \blocks$98[1].codes[30]  = \blocks$98 [260:257];
-  assign \blocks$98[1].codes[31]  = \blocks$98 [264:261];
-  assign \blocks$98[1].dialect  = \blocks$98 [268:265];
-  assign \blocks$98[1].exp  = \blocks$98 [273:269];
-  assign \blocks$98[2]  = \blocks$98 [410:274];
-  assign \blocks$98[2].codes  = \blocks$98 [401:274];
-  assign \blocks$98[2].codes[0]  = \blocks$98 [277:274];
-  assign \blocks$98[2].codes[1]  = \blocks$98 [281:278];
-  assign \blocks$98[2].codes[2]  = \blocks$98 [285:282];
-  assign \blocks$98[2].codes[3]  = \blocks$98 [289:286];
-  assign \blocks$98[2].codes[4]  = \blocks$98 [293:290];
-  assign \blocks$98[2].codes[5]  = \blocks$98 [297:294];
-  assign \blocks$98[2].codes[6]  = \blocks$98 [301:298];
-  assign \blocks$98[2].codes[7]  = \blocks$98 [305:302];
-  assign \blocks$98[2].codes[8]  = \blocks$98 [309:306];
-  assign \blocks$98[2].codes[9]  = \blocks$98 [313:310];
-  assign \blocks$98[2].codes[10]  = \blocks$98 [317:314];
-  assign \blocks$98[2].codes[11]  = \blocks$98 [321:318];
-  assign \blocks$98[2].codes[12]  = \blocks$98 [325:322];
-  assign \blocks$98[2].codes[13]  = \blocks$98 [329:326];
-  assign \blocks$98[2].codes[14]  = \blocks$98 [333:330];
-  assign \blocks$98[2].codes[15]  = \blocks$98 [337:334];
-  assign \blocks$98[2].codes[16]  = \blocks$98 [341:338];
-  assign \blocks$98[2].codes[17]  = \blocks$98 [345:342];
-  assign \blocks$98[2].codes[18]  = \blocks$98 [349:346];
-  assign \blocks$98[2].codes[19]  = \blocks$98 [353:350];
-  assign \blocks$98[2].codes[20]  = \blocks$98 [357:354];
-  assign \blocks$98[2].codes[21]  = \blocks$98 [361:358];
-  assign \blocks$98[2].codes[22]  = \blocks$98 [365:362];
-  assign \blocks$98[2].codes[23]  = \blocks$98 [369:366];
-  assign \blocks$98[2].codes[24]  = \blocks$98 [373:370];
-  assign \blocks$98[2].codes[25]  = \blocks$98 [377:374];
-  assign \blocks$98[2].codes[26]  = \blocks$98 [381:378];
-  assign \blocks$98[2].codes[27]  = \blocks$98 [385:382];
-  assign \blocks$98[2].codes[28]  = \blocks$98 [389:386];
-  assign \blocks$98[2].codes[29]  = \blocks$98 [393:390];
-  assign \blocks$98[2].codes[30]  = \blocks$98 [397:394];
-  assign \blocks$98[2].codes[31]  = \blocks$98 [401:398];
-  assign \blocks$98[2].dialect  = \blocks$98 [405:402];
-  assign \blocks$98[2].exp  = \blocks$98 [410:406];
-  assign \blocks$98[3]  = \blocks$98 [547:411];
-  assign \blocks$98[3].codes  = \blocks$98 [538:411];
-  assign \blocks$98[3].codes[0]  = \blocks$98 [414:411];
-  assign \blocks$98[3].codes[1]  = \blocks$98 [418:415];
-  assign \blocks$98[3].codes[2]  = \blocks$98 [422:419];
-  assign \blocks$98[3].codes[3]  = \blocks$98 [426:423];
-  assign \blocks$98[3].codes[4]  = \blocks$98 [430:427];
-  assign \blocks$98[3].codes[5]  = \blocks$98 [434:431];
-  assign \blocks$98[3].codes[6]  = \blocks$98 [438:435];
-  assign \blocks$98[3].codes[7]  = \blocks$98 [442:439];
-  assign \blocks$98[3].codes[8]  = \blocks$98 [446:443];
-  assign \blocks$98[3].codes[9]  = \blocks$98 [450:447];
-  assign \blocks$98[3].codes[10]  = \blocks$98 [454:451];
-  assign \blocks$98[3].codes[11]  = \blocks$98 [458:455];
-  assign \blocks$98[3].codes[12]  = \blocks$98 [462:459];
-  assign \blocks$98[3].codes[13]  = \blocks$98 [466:463];
-  assign \blocks$98[3].codes[14]  = \blocks$98 [470:467];
-  assign \blocks$98[3].codes[15]  = \blocks$98 [474:471];
-  assign \blocks$98[3].codes[16]  = \blocks$98 [478:475];
-  assign \blocks$98[3].codes[17]  = \blocks$98 [482:479];
-  assign \blocks$98[3].codes[18]  = \blocks$98 [486:483];
-  assign \blocks$98[3].codes[19]  = \blocks$98 [490:487];
-  assign \blocks$98[3].codes[20]  = \blocks$98 [494:491];
-  assign \blocks$98[3].codes[21]  = \blocks$98 [498:495];
-  assign \blocks$98[3].codes[22]  = \blocks$98 [502:499];
-  assign \blocks$98[3].codes[23]  = \blocks$98 [506:503];
-  assign \blocks$98[3].codes[24]  = \blocks$98 [510:507];
-  assign \blocks$98[3].codes[25]  = \blocks$98 [514:511];
-  assign \blocks$98[3].codes[26]  = \blocks$98 [518:515];
-  assign \blocks$98[3].codes[27]  = \blocks$98 [522:519];
-  assign \blocks$98[3].codes[28]  = \blocks$98 [526:523];
-  assign \blocks$98[3].codes[29]  = \blocks$98 [530:527];
-  assign \blocks$98[3].codes[30]  = \blocks$98 [534:531];
-  assign \blocks$98[3].codes[31]  = \blocks$98 [538:535];
-  assign \blocks$98[3].dialect  = \blocks$98 [542:539];
-  assign \blocks$98[3].exp  = \blocks$98 [547:543];
+  assign \o__payload$84.result  = results__3__payload;
+  assign \o__payload$90.data  = \o__payload$90 [127:0];
+  assign \o__payload$90.data[0]  = \o__payload$90 [31:0];
+  assign \o__payload$90.data[1]  = \o__payload$90 [63:32];
+  assign \o__payload$90.data[2]  = \o__payload$90 [95:64];
+  assign \o__payload$90.data[3]  = \o__payload$90 [127:96];
+  assign \o__payload$90.user  = \o__payload$90 [129:128];
+  assign \o__payload$90.last  = \o__payload$90 [130];
+  assign \blocks$92[0]  = \blocks$92 [136:0];
+  assign \blocks$92[0].codes  = \blocks$92 [127:0];
+  assign \blocks$92[0].codes[0]  = \blocks$92 [3:0];
+  assign \blocks$92[0].codes[1]  = \blocks$92 [7:4];
+  assign \blocks$92[0].codes[2]  = \blocks$92 [11:8];
+  assign \blocks$92[0].codes[3]  = \blocks$92 [15:12];
+  assign \blocks$92[0].codes[4]  = \blocks$92 [19:16];
+  assign \blocks$92[0].codes[5]  = \blocks$92 [23:20];
+  assign \blocks$92[0].codes[6]  = \blocks$92 [27:24];
+  assign \blocks$92[0].codes[7]  = \blocks$92 [31:28];
+  assign \blocks$92[0].codes[8]  = \blocks$92 [35:32];
+  assign \blocks$92[0].codes[9]  = \blocks$92 [39:36];
+  assign \blocks$92[0].codes[10]  = \blocks$92 [43:40];
+  assign \blocks$92[0].codes[11]  = \blocks$92 [47:44];
+  assign \blocks$92[0].codes[12]  = \blocks$92 [51:48];
+  assign \blocks$92[0].codes[13]  = \blocks$92 [55:52];
+  assign \blocks$92[0].codes[14]  = \blocks$92 [59:56];
+  assign \blocks$92[0].codes[15]  = \blocks$92 [63:60];
+  assign \blocks$92[0].codes[16]  = \blocks$92 [67:64];
+  assign \blocks$92[0].codes[17]  = \blocks$92 [71:68];
+  assign \blocks$92[0].codes[18]  = \blocks$92 [75:72];
+  assign \blocks$92[0].codes[19]  = \blocks$92 [79:76];
+  assign \blocks$92[0].codes[20]  = \blocks$92 [83:80];
+  assign \blocks$92[0].codes[21]  = \blocks$92 [87:84];
+  assign \blocks$92[0].codes[22]  = \blocks$92 [91:88];
+  assign \blocks$92[0].codes[23]  = \blocks$92 [95:92];
+  assign \blocks$92[0].codes[24]  = \blocks$92 [99:96];
+  assign \blocks$92[0].codes[25]  = \blocks$92 [103:100];
+  assign \blocks$92[0].codes[26]  = \blocks$92 [107:104];
+  assign \blocks$92[0].codes[27]  = \blocks$92 [111:108];
+  assign \blocks$92[0].codes[28]  = \blocks$92 [115:112];
+  assign \blocks$92[0].codes[29]  = \blocks$92 [119:116];
+  assign \blocks$92[0].codes[30]  = \blocks$92 [123:120];
+  assign \blocks$92[0].codes[31]  = \blocks$92 [127:124];
+  assign \blocks$92[0].dialect  = \blocks$92 [131:128];
+  assign \blocks$92[0].exp  = \blocks$92 [136:132];
+  assign \blocks$92[1]  = \blocks$92 [273:137];
+  assign \blocks$92[1].codes  = \blocks$92 [264:137];
+  assign \blocks$92[1].codes[0]  = \blocks$92 [140:137];
+  assign \blocks$92[1].codes[1]  = \blocks$92 [144:141];
+  assign \blocks$92[1].codes[2]  = \blocks$92 [148:145];
+  assign \blocks$92[1].codes[3]  = \blocks$92 [152:149];
+  assign \blocks$92[1].codes[4]  = \blocks$92 [156:153];
+  assign \blocks$92[1].codes[5]  = \blocks$92 [160:157];
+  assign \blocks$92[1].codes[6]  = \blocks$92 [164:161];
+  assign \blocks$92[1].codes[7]  = \blocks$92 [168:165];
+  assign \blocks$92[1].codes[8]  = \blocks$92 [172:169];
+  assign \blocks$92[1].codes[9]  = \blocks$92 [176:173];
+  assign \blocks$92[1].codes[10]  = \blocks$92 [180:177];
+  assign \blocks$92[1].codes[11]  = \blocks$92 [184:181];
+  assign \blocks$92[1].codes[12]  = \blocks$92 [188:185];
+  assign \blocks$92[1].codes[13]  = \blocks$92 [192:189];
+  assign \blocks$92[1].codes[14]  = \blocks$92 [196:193];
+  assign \blocks$92[1].codes[15]  = \blocks$92 [200:197];
+  assign \blocks$92[1].codes[16]  = \blocks$92 [204:201];
+  assign \blocks$92[1].codes[17]  = \blocks$92 [208:205];
+  assign \blocks$92[1].codes[18]  = \blocks$92 [212:209];
+  assign \blocks$92[1].codes[19]  = \blocks$92 [216:213];
+  assign \blocks$92[1].codes[20]  = \blocks$92 [220:217];
+  assign \blocks$92[1].codes[21]  = \blocks$92 [224:221];
+  assign \blocks$92[1].codes[22]  = \blocks$92 [228:225];
+  assign \blocks$92[1].codes[23]  = \blocks$92 [232:229];
+  assign \blocks$92[1].codes[24]  = \blocks$92 [236:233];
+  assign \blocks$92[1].codes[25]  = \blocks$92 [240:237];
+  assign \blocks$92[1].codes[26]  = \blocks$92 [244:241];
+  assign \blocks$92[1].codes[27]  = \blocks$92 [248:245];
+  assign \blocks$92[1].codes[28]  = \blocks$92 [252:249];
+  assign \blocks$92[1].codes[29]  = \blocks$92 [256:253];
+  assign \blocks$92[1].codes[30]  = \blocks$92 [260:257];
+  assign \blocks$92[1].codes[31]  = \blocks$92 [264:261];
+  assign \blocks$92[1].dialect  = \blocks$92 [268:265];
+  assign \blocks$92[1].exp  = \blocks$92 [273:269];
+  assign \blocks$92[2]  = \blocks$92 [410:274];
+  assign \blocks$92[2].codes  = \blocks$92 [401:274];
+  assign \blocks$92[2].codes[0]  = \blocks$92 [277:274];
+  assign \blocks$92[2].codes[1]  = \blocks$92 [281:278];
+  assign \blocks$92[2].codes[2]  = \blocks$92 [285:282];
+  assign \blocks$92[2].codes[3]  = \blocks$92 [289:286];
+  assign \blocks$92[2].codes[4]  = \blocks$92 [293:290];
+  assign \blocks$92[2].codes[5]  = \blocks$92 [297:294];
+  assign \blocks$92[2].codes[6]  = \blocks$92 [301:298];
+  assign \blocks$92[2].codes[7]  = \blocks$92 [305:302];
+  assign \blocks$92[2].codes[8]  = \blocks$92 [309:306];
+  assign \blocks$92[2].codes[9]  = \blocks$92 [313:310];
+  assign \blocks$92[2].codes[10]  = \blocks$92 [317:314];
+  assign \blocks$92[2].codes[11]  = \blocks$92 [321:318];
+  assign \blocks$92[2].codes[12]  = \blocks$92 [325:322];
+  assign \blocks$92[2].codes[13]  = \blocks$92 [329:326];
+  assign \blocks$92[2].codes[14]  = \blocks$92 [333:330];
+  assign \blocks$92[2].codes[15]  = \blocks$92 [337:334];
+  assign \blocks$92[2].codes[16]  = \blocks$92 [341:338];
+  assign \blocks$92[2].codes[17]  = \blocks$92 [345:342];
+  assign \blocks$92[2].codes[18]  = \blocks$92 [349:346];
+  assign \blocks$92[2].codes[19]  = \blocks$92 [353:350];
+  assign \blocks$92[2].codes[20]  = \blocks$92 [357:354];
+  assign \blocks$92[2].codes[21]  = \blocks$92 [361:358];
+  assign \blocks$92[2].codes[22]  = \blocks$92 [365:362];
+  assign \blocks$92[2].codes[23]  = \blocks$92 [369:366];
+  assign \blocks$92[2].codes[24]  = \blocks$92 [373:370];
+  assign \blocks$92[2].codes[25]  = \blocks$92 [377:374];
+  assign \blocks$92[2].codes[26]  = \blocks$92 [381:378];
+  assign \blocks$92[2].codes[27]  = \blocks$92 [385:382];
+  assign \blocks$92[2].codes[28]  = \blocks$92 [389:386];
+  assign \blocks$92[2].codes[29]  = \blocks$92 [393:390];
+  assign \blocks$92[2].codes[30]  = \blocks$92 [397:394];
+  assign \blocks$92[2].codes[31]  = \blocks$92 [401:398];
+  assign \blocks$92[2].dialect  = \blocks$92 [405:402];
+  assign \blocks$92[2].exp  = \blocks$92 [410:406];
+  assign \blocks$92[3]  = \blocks$92 [547:411];
+  assign \blocks$92[3].codes  = \blocks$92 [538:411];
+  assign \blocks$92[3].codes[0]  = \blocks$92 [414:411];
+  assign \blocks$92[3].codes[1]  = \blocks$92 [418:415];
+  assign \blocks$92[3].codes[2]  = \blocks$92 [422:419];
+  assign \blocks$92[3].codes[3]  = \blocks$92 [426:423];
+  assign \blocks$92[3].codes[4]  = \blocks$92 [430:427];
+  assign \blocks$92[3].codes[5]  = \blocks$92 [434:431];
+  assign \blocks$92[3].codes[6]  = \blocks$92 [438:435];
+  assign \blocks$92[3].codes[7]  = \blocks$92 [442:439];
+  assign \blocks$92[3].codes[8]  = \blocks$92 [446:443];
+  assign \blocks$92[3].codes[9]  = \blocks$92 [450:447];
+  assign \blocks$92[3].codes[10]  = \blocks$92 [454:451];
+  assign \blocks$92[3].codes[11]  = \blocks$92 [458:455];
+  assign \blocks$92[3].codes[12]  = \blocks$92 [462:459];
+  assign \blocks$92[3].codes[13]  = \blocks$92 [466:463];
+  assign \blocks$92[3].codes[14]  = \blocks$92 [470:467];
+  assign \blocks$92[3].codes[15]  = \blocks$92 [474:471];
+  assign \blocks$92[3].codes[16]  = \blocks$92 [478:475];
+  assign \blocks$92[3].codes[17]  = \blocks$92 [482:479];
+  assign \blocks$92[3].codes[18]  = \blocks$92 [486:483];
+  assign \blocks$92[3].codes[19]  = \blocks$92 [490:487];
+  assign \blocks$92[3].codes[20]  = \blocks$92 [494:491];
+  assign \blocks$92[3].codes[21]  = \blocks$92 [498:495];
+  assign \blocks$92[3].codes[22]  = \blocks$92 [502:499];
+  assign \blocks$92[3].codes[23]  = \blocks$92 [506:503];
+  assign \blocks$92[3].codes[24]  = \blocks$92 [510:507];
+  assign \blocks$92[3].codes[25]  = \blocks$92 [514:511];
+  assign \blocks$92[3].codes[26]  = \blocks$92 [518:515];
+  assign \blocks$92[3].codes[27]  = \blocks$92 [522:519];
+  assign \blocks$92[3].codes[28]  = \blocks$92 [526:523];
+  assign \blocks$92[3].codes[29]  = \blocks$92 [530:527];
+  assign \blocks$92[3].codes[30]  = \blocks$92 [534:531];
+  assign \blocks$92[3].codes[31]  = \blocks$92 [538:535];
+  assign \blocks$92[3].dialect  = \blocks$92 [542:539];
+  assign \blocks$92[3].exp  = \blocks$92 [547:543];
   assign \r_data.codes  = r_data[127:0];
   assign \r_data.codes[0]  = r_data[3:0];
   assign \r_data.codes[1]  = r_data[7:4];
@@ -1895,42 +1831,42 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   assign \r_data.codes[31]  = r_data[127:124];
   assign \r_data.dialect  = r_data[131:128];
   assign \r_data.exp  = r_data[136:132];
-  assign \i__payload$88 [274] = a_last;
-  assign \i__payload$88 [273:269] = a_blocks[547:543];
-  assign \i__payload$88 [268:265] = a_blocks[542:539];
-  assign \i__payload$88 [264:137] = a_blocks[538:411];
-  assign \i__payload$88 [136:132] = a_activation[136:132];
-  assign \i__payload$88 [131:128] = a_activation[131:128];
-  assign \i__payload$88 [127:0] = a_activation[127:0];
-  assign \i__payload$80 [274] = a_last;
-  assign \i__payload$80 [273:269] = a_blocks[410:406];
-  assign \i__payload$80 [268:265] = a_blocks[405:402];
-  assign \i__payload$80 [264:137] = a_blocks[401:274];
-  assign \i__payload$80 [136:132] = a_activation[136:132];
-  assign \i__payload$80 [131:128] = a_activation[131:128];
-  assign \i__payload$80 [127:0] = a_activation[127:0];
-  assign \i__payload$72 [274] = a_last;
-  assign \i__payload$72 [273:269] = a_blocks[273:269];
-  assign \i__payload$72 [268:265] = a_blocks[268:265];
-  assign \i__payload$72 [264:137] = a_blocks[264:137];
-  assign \i__payload$72 [136:132] = a_activation[136:132];
-  assign \i__payload$72 [131:128] = a_activation[131:128];
-  assign \i__payload$72 [127:0] = a_activation[127:0];
-  assign \i__payload$61 [274] = a_last;
-  assign \i__payload$61 [273:269] = a_blocks[136:132];
-  assign \i__payload$61 [268:265] = a_blocks[131:128];
-  assign \i__payload$61 [264:137] = a_blocks[127:0];
-  assign \i__payload$61 [136:132] = a_activation[136:132];
-  assign \i__payload$61 [131:128] = a_activation[131:128];
-  assign \i__payload$61 [127:0] = a_activation[127:0];
+  assign \i__payload$82 [274] = a_last;
+  assign \i__payload$82 [273:269] = a_blocks[547:543];
+  assign \i__payload$82 [268:265] = a_blocks[542:539];
+  assign \i__payload$82 [264:137] = a_blocks[538:411];
+  assign \i__payload$82 [136:132] = a_activation[136:132];
+  assign \i__payload$82 [131:128] = a_activation[131:128];
+  assign \i__payload$82 [127:0] = a_activation[127:0];
+  assign \i__payload$74 [274] = a_last;
+  assign \i__payload$74 [273:269] = a_blocks[410:406];
+  assign \i__payload$74 [268:265] = a_blocks[405:402];
+  assign \i__payload$74 [264:137] = a_blocks[401:274];
+  assign \i__payload$74 [136:132] = a_activation[136:132];
+  assign \i__payload$74 [131:128] = a_activation[131:128];
+  assign \i__payload$74 [127:0] = a_activation[127:0];
+  assign \i__payload$66 [274] = a_last;
+  assign \i__payload$66 [273:269] = a_blocks[273:269];
+  assign \i__payload$66 [268:265] = a_blocks[268:265];
+  assign \i__payload$66 [264:137] = a_blocks[264:137];
+  assign \i__payload$66 [136:132] = a_activation[136:132];
+  assign \i__payload$66 [131:128] = a_activation[131:128];
+  assign \i__payload$66 [127:0] = a_activation[127:0];
+  assign \i__payload$55 [274] = a_last;
+  assign \i__payload$55 [273:269] = a_blocks[136:132];
+  assign \i__payload$55 [268:265] = a_blocks[131:128];
+  assign \i__payload$55 [264:137] = a_blocks[127:0];
+  assign \i__payload$55 [136:132] = a_activation[136:132];
+  assign \i__payload$55 [131:128] = a_activation[131:128];
+  assign \i__payload$55 [127:0] = a_activation[127:0];
   assign meta__payload[2] = s_axis_w_tuser;
   assign meta__payload[1] = mismatch;
   assign meta__payload[0] = any_invalid;
   assign w_data[136:132] = o__payload[136:132];
   assign w_data[131:128] = o__payload[131:128];
   assign w_data[127:0] = o__payload[127:0];
-  assign \$7  = aresetn;
-  assign \$16  = aresetn;
+  assign \$4  = aresetn;
+  assign \$12  = aresetn;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -2518,18 +2454,21 @@ module \bd_linear_fast_b32_n4.buffer (rst, rd__addr, rd__en, wr__en, r_data, wr_
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.collector (o__ready, rst, w_en, take, meta__ready, w_data, o__payload, o__valid, results__0__valid, results__0__payload, results__1__valid, results__1__payload, results__2__valid, results__2__payload, results__3__valid, results__3__payload, aclk);
+module \bd_linear_fast_b32_n4.collector (o__ready, rst, meta__valid, w_data, room, o__payload, o__valid, r_en, results__0__payload, results__1__payload, results__2__payload, results__3__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$2  = 0;
-  wire \$1 ;
-  wire \$2 ;
+  wire [4:0] \$1 ;
+  reg \$10 ;
+  wire [5:0] \$2 ;
   wire \$3 ;
-  reg [130:0] \$4 ;
-  reg \$5 ;
-  reg \$6 ;
-  reg [130:0] \$7 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  reg [3:0] \$7 ;
+  reg \$8 ;
+  reg [130:0] \$9 ;
   input aclk;
   wire aclk;
-  wire all_valid;
+  wire bypass;
   wire [130:0] incoming;
   wire [127:0] \incoming.data ;
   wire [31:0] \incoming.data[0] ;
@@ -2547,15 +2486,18 @@ module \bd_linear_fast_b32_n4.collector (o__ready, rst, w_en, take, meta__ready,
   wire [31:0] \main.data[3] ;
   wire \main.last ;
   wire [1:0] \main.user ;
+  wire main_free;
   (* init = 1'h0 *)
   wire main_valid;
   wire [2:0] meta__payload;
   wire \meta__payload.final ;
   wire \meta__payload.invalid ;
   wire \meta__payload.mismatch ;
-  output meta__ready;
+  (* init = 1'h1 *)
   wire meta__ready;
+  input meta__valid;
   wire meta__valid;
+  wire meta_take;
   output [130:0] o__payload;
   reg [130:0] o__payload = 131'h000000000000000000000000000000000;
   wire [127:0] \o__payload.data ;
@@ -2569,133 +2511,131 @@ module \bd_linear_fast_b32_n4.collector (o__ready, rst, w_en, take, meta__ready,
   wire o__ready;
   output o__valid;
   reg o__valid = 1'h0;
+  wire o_take;
+  reg [3:0] owed = 4'h0;
+  wire [3:0] owed_next;
   wire [2:0] r_data;
+  wire [130:0] \r_data$35 ;
+  input r_en;
   wire r_en;
+  wire \r_en$30 ;
   wire r_rdy;
   input [31:0] results__0__payload;
   wire [31:0] results__0__payload;
   wire [31:0] \results__0__payload.result ;
   wire results__0__ready;
-  input results__0__valid;
   wire results__0__valid;
   input [31:0] results__1__payload;
   wire [31:0] results__1__payload;
   wire [31:0] \results__1__payload.result ;
   wire results__1__ready;
-  input results__1__valid;
-  wire results__1__valid;
   input [31:0] results__2__payload;
   wire [31:0] results__2__payload;
   wire [31:0] \results__2__payload.result ;
   wire results__2__ready;
-  input results__2__valid;
-  wire results__2__valid;
   input [31:0] results__3__payload;
   wire [31:0] results__3__payload;
   wire [31:0] \results__3__payload.result ;
   wire results__3__ready;
-  input results__3__valid;
-  wire results__3__valid;
+  output room;
+  reg room = 1'h1;
   input rst;
   wire rst;
-  reg [130:0] skid = 131'h000000000000000000000000000000000;
-  wire [127:0] \skid.data ;
-  wire [31:0] \skid.data[0] ;
-  wire [31:0] \skid.data[1] ;
-  wire [31:0] \skid.data[2] ;
-  wire [31:0] \skid.data[3] ;
-  wire \skid.last ;
-  wire [1:0] \skid.user ;
-  reg skid_valid = 1'h0;
-  output take;
-  wire take;
   input [2:0] w_data;
   wire [2:0] w_data;
-  input w_en;
+  wire [130:0] \w_data$28 ;
   wire w_en;
-  wire w_rdy;
-  assign take = all_valid & \$1 ;
-  assign \$2  = ~ o__valid;
-  assign \$3  = o__ready | \$2 ;
+  wire \w_en$29 ;
+  assign meta_take = meta__valid & room;
+  assign o_take = o__valid & o__ready;
+  assign \$1  = owed + meta_take;
+  assign \$2  = \$1  - o_take;
+  assign \$3  = ~ o__valid;
+  assign main_free = \$3  | o__ready;
+  assign \$4  = ~ r_rdy;
+  assign bypass = main_free & \$4 ;
+  assign \$5  = ~ bypass;
+  assign \w_en$29  = r_en & \$5 ;
+  assign \$6  = \$2 [3:0] < 4'hd;
   always @(posedge aclk)
-    o__payload <= \$4 ;
+    owed <= \$7 ;
   always @(posedge aclk)
-    o__valid <= \$5 ;
+    room <= \$8 ;
   always @(posedge aclk)
-    skid_valid <= \$6 ;
+    o__payload <= \$9 ;
   always @(posedge aclk)
-    skid <= \$7 ;
-  assign all_valid = & { results__3__valid, results__2__valid, results__1__valid, results__0__valid, r_rdy };
-  assign \$1  = ~ skid_valid;
+    o__valid <= \$10 ;
   \bd_linear_fast_b32_n4.collector.flags  flags (
     .aclk(aclk),
     .r_data(r_data),
-    .r_en(take),
+    .r_en(r_en),
+    .rst(rst),
+    .w_en(meta_take),
+    .w_port__data(w_data)
+  );
+  \bd_linear_fast_b32_n4.collector.queue  queue (
+    .aclk(aclk),
+    .r_data(\r_data$35 ),
+    .r_en(main_free),
     .r_rdy(r_rdy),
     .rst(rst),
-    .w_en(w_en),
-    .w_port__data(w_data),
-    .w_rdy(meta__ready)
+    .w_en(\w_en$29 ),
+    .w_port__data(incoming)
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$4  = o__payload;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$4  = skid;
-      end else if (take) begin
-        \$4  = incoming;
+    \$7  = \$2 [3:0];
+    if (rst) begin
+      \$7  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$8  = \$6 ;
+    if (rst) begin
+      \$8  = 1'h1;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
+    \$9  = o__payload;
+    if (main_free) begin
+      if (r_rdy) begin
+        \$9  = \r_data$35 ;
+      end else if (r_en) begin
+        \$9  = incoming;
       end
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$5  = o__valid;
-    if (\$3 ) begin
+    \$10  = o__valid;
+    if (main_free) begin
       (* full_case = 32'd1 *)
-      if (skid_valid) begin
-        \$5  = 1'h1;
-      end else if (take) begin
-        \$5  = 1'h1;
+      if (r_rdy) begin
+        \$10  = 1'h1;
+      end else if (r_en) begin
+        \$10  = 1'h1;
       end else begin
-        \$5  = 1'h0;
+        \$10  = 1'h0;
       end
     end
     if (rst) begin
-      \$5  = 1'h0;
+      \$10  = 1'h0;
     end
   end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$6  = skid_valid;
-    if (\$3 ) begin
-      if (skid_valid) begin
-        \$6  = 1'h0;
-      end
-    end else if (take) begin
-      \$6  = 1'h1;
-    end
-    if (rst) begin
-      \$6  = 1'h0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$2 ) begin end
-    \$7  = skid;
-    if (\$3 ) begin
-    end else if (take) begin
-      \$7  = incoming;
-    end
-  end
+  assign owed_next = \$2 [3:0];
+  assign meta__ready = room;
   assign meta__payload = w_data;
-  assign meta__valid = w_en;
-  assign w_rdy = meta__ready;
-  assign results__0__ready = take;
-  assign results__1__ready = take;
-  assign results__2__ready = take;
-  assign results__3__ready = take;
-  assign r_en = take;
+  assign w_en = meta_take;
+  assign results__0__ready = 1'h1;
+  assign results__1__ready = 1'h1;
+  assign results__2__ready = 1'h1;
+  assign results__3__ready = 1'h1;
+  assign results__0__valid = r_en;
   assign main_valid = o__valid;
+  assign \w_data$28  = incoming;
+  assign \r_en$30  = main_free;
   assign main = o__payload;
   assign \meta__payload.invalid  = w_data[0];
   assign \meta__payload.mismatch  = w_data[1];
@@ -2725,13 +2665,6 @@ module \bd_linear_fast_b32_n4.collector (o__ready, rst, w_en, take, meta__ready,
   assign \main.data[3]  = o__payload[127:96];
   assign \main.user  = o__payload[129:128];
   assign \main.last  = o__payload[130];
-  assign \skid.data  = skid[127:0];
-  assign \skid.data[0]  = skid[31:0];
-  assign \skid.data[1]  = skid[63:32];
-  assign \skid.data[2]  = skid[95:64];
-  assign \skid.data[3]  = skid[127:96];
-  assign \skid.user  = skid[129:128];
-  assign \skid.last  = skid[130];
   assign incoming[130] = r_data[2];
   assign incoming[129:128] = r_data[1:0];
   assign incoming[127:96] = results__3__payload;
@@ -2741,7 +2674,7 @@ module \bd_linear_fast_b32_n4.collector (o__ready, rst, w_en, take, meta__ready,
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w_port__data, r_rdy, aclk);
+module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_data, w_port__data, r_en, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$3  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -2794,7 +2727,6 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
   reg [3:0] r_port__addr = 4'h0;
   wire [2:0] r_port__data;
   wire r_port__en;
-  output r_rdy;
   reg r_rdy = 1'h0;
   input rst;
   wire rst;
@@ -2806,9 +2738,8 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
   input [2:0] w_port__data;
   wire [2:0] w_port__data;
   wire w_port__en;
-  output w_rdy;
   wire w_rdy;
-  reg [2:0] storage [10:0];
+  reg [2:0] storage [11:0];
   initial begin
     storage[0] = 3'h0;
     storage[1] = 3'h0;
@@ -2821,6 +2752,7 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
     storage[8] = 3'h0;
     storage[9] = 3'h0;
     storage[10] = 3'h0;
+    storage[11] = 3'h0;
   end
   always @(posedge aclk) begin
     if (w_port__en)
@@ -2833,7 +2765,7 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
     end
   end
   assign r_data = _0_;
-  assign w_rdy = inner_level != 4'hb;
+  assign w_rdy = inner_level != 4'hc;
   assign inner_r_rdy = | inner_level;
   assign w_port__en = w_rdy & w_en;
   assign \$1  = ~ r_rdy;
@@ -2841,13 +2773,13 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
   assign r_port__en = inner_r_rdy & \$2 ;
   assign \$3  = inner_level + r_rdy;
   assign \$4  = w_rdy & w_en;
-  assign \$5  = w_port__addr == 4'ha;
+  assign \$5  = w_port__addr == 4'hb;
   assign \$6  = w_port__addr + 1'h1;
   assign \$7  = \$5  ? 5'h00 : \$6 ;
   assign \$8  = ~ r_rdy;
   assign \$9  = \$8  | r_en;
   assign \$10  = inner_r_rdy & \$9 ;
-  assign \$11  = r_port__addr == 4'ha;
+  assign \$11  = r_port__addr == 4'hb;
   assign \$12  = r_port__addr + 1'h1;
   assign \$13  = \$11  ? 5'h00 : \$12 ;
   assign \$14  = w_rdy & w_en;
@@ -2930,50 +2862,176 @@ module \bd_linear_fast_b32_n4.collector.flags (rst, w_en, r_en, w_rdy, r_data, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
+module \bd_linear_fast_b32_n4.collector.queue (rst, r_en, w_en, r_rdy, r_data, w_port__data, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$4  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [5:0] \$11 ;
+  wire \$11 ;
   wire \$12 ;
-  wire \$13 ;
+  wire [4:0] \$13 ;
   wire \$14 ;
   wire \$15 ;
   wire \$16 ;
   wire \$17 ;
-  wire \$18 ;
-  wire [5:0] \$19 ;
+  wire [4:0] \$18 ;
+  reg [3:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [13:0] \$21 ;
-  reg \$22 ;
-  reg \$23 ;
-  reg \$24 ;
-  reg \$25 ;
-  reg \$26 ;
-  reg [159:0] \$27 ;
-  reg [159:0] \$28 ;
-  reg [5:0] \$29 ;
-  wire \$3 ;
-  reg \$30 ;
-  reg [5:0] \$31 ;
-  reg \$32 ;
-  reg [287:0] \$33 ;
-  reg [13:0] \$34 ;
-  reg [5:0] \$35 ;
-  reg \$36 ;
-  reg [13:0] \$37 ;
-  reg [47:0] \$38 ;
-  reg [5:0] \$39 ;
-  wire \$4 ;
-  reg \$40 ;
-  reg [13:0] \$41 ;
-  reg [5:0] \$42 ;
-  reg \$43 ;
-  reg [13:0] \$44 ;
+  reg [3:0] \$20 ;
+  reg [3:0] \$21 ;
+  wire [4:0] \$3 ;
+  wire [4:0] \$4 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
+  wire [4:0] \$7 ;
+  wire [4:0] \$8 ;
+  wire \$9 ;
+  input aclk;
+  wire aclk;
+  (* init = 4'h0 *)
+  wire [3:0] consume;
+  reg [3:0] level = 4'h0;
+  (* init = 4'h0 *)
+  wire [3:0] produce;
+  output [130:0] r_data;
+  wire [130:0] r_data;
+  input r_en;
+  wire r_en;
+  (* init = 4'h0 *)
+  wire [3:0] r_level;
+  reg [3:0] r_port__addr = 4'h0;
+  wire [130:0] r_port__data;
+  output r_rdy;
+  wire r_rdy;
+  input rst;
+  wire rst;
+  wire [130:0] w_data;
+  input w_en;
+  wire w_en;
+  (* init = 4'h0 *)
+  wire [3:0] w_level;
+  reg [3:0] w_port__addr = 4'h0;
+  input [130:0] w_port__data;
+  wire [130:0] w_port__data;
+  wire w_port__en;
+  wire w_rdy;
+  reg [130:0] storage [11:0];
+  initial begin
+    storage[0] = 131'h000000000000000000000000000000000;
+    storage[1] = 131'h000000000000000000000000000000000;
+    storage[2] = 131'h000000000000000000000000000000000;
+    storage[3] = 131'h000000000000000000000000000000000;
+    storage[4] = 131'h000000000000000000000000000000000;
+    storage[5] = 131'h000000000000000000000000000000000;
+    storage[6] = 131'h000000000000000000000000000000000;
+    storage[7] = 131'h000000000000000000000000000000000;
+    storage[8] = 131'h000000000000000000000000000000000;
+    storage[9] = 131'h000000000000000000000000000000000;
+    storage[10] = 131'h000000000000000000000000000000000;
+    storage[11] = 131'h000000000000000000000000000000000;
+  end
+  always @(posedge aclk) begin
+    if (w_port__en)
+      storage[w_port__addr] <= w_port__data;
+  end
+  assign r_data = storage[r_port__addr];
+  assign w_rdy = level != 4'hc;
+  assign r_rdy = | level;
+  assign w_port__en = w_en & w_rdy;
+  assign \$1  = w_rdy & w_en;
+  assign \$2  = w_port__addr == 4'hb;
+  assign \$3  = w_port__addr + 1'h1;
+  assign \$4  = \$2  ? 5'h00 : \$3 ;
+  assign \$5  = r_rdy & r_en;
+  assign \$6  = r_port__addr == 4'hb;
+  assign \$7  = r_port__addr + 1'h1;
+  assign \$8  = \$6  ? 5'h00 : \$7 ;
+  assign \$9  = w_rdy & w_en;
+  assign \$10  = r_rdy & r_en;
+  assign \$11  = ~ \$10 ;
+  assign \$12  = \$9  & \$11 ;
+  assign \$13  = level + 1'h1;
+  assign \$14  = r_rdy & r_en;
+  assign \$15  = w_rdy & w_en;
+  assign \$16  = ~ \$15 ;
+  assign \$17  = \$14  & \$16 ;
+  assign \$18  = level - 1'h1;
+  always @(posedge aclk)
+    w_port__addr <= \$19 ;
+  always @(posedge aclk)
+    r_port__addr <= \$20 ;
+  always @(posedge aclk)
+    level <= \$21 ;
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$19  = w_port__addr;
+    if (\$1 ) begin
+      \$19  = \$4 [3:0];
+    end
+    if (rst) begin
+      \$19  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$20  = r_port__addr;
+    if (\$5 ) begin
+      \$20  = \$8 [3:0];
+    end
+    if (rst) begin
+      \$20  = 4'h0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
+    \$21  = level;
+    if (\$12 ) begin
+      \$21  = \$13 [3:0];
+    end
+    if (\$17 ) begin
+      \$21  = \$18 [3:0];
+    end
+    if (rst) begin
+      \$21  = 4'h0;
+    end
+  end
+  assign w_level = level;
+  assign r_level = level;
+  assign produce = w_port__addr;
+  assign w_data = w_port__data;
+  assign consume = r_port__addr;
+  assign r_port__data = r_data;
+endmodule
+
+(* generator = "Amaranth" *)
+module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  wire \$1 ;
+  wire \$10 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg \$13 ;
+  reg \$14 ;
+  reg [159:0] \$15 ;
+  reg [159:0] \$16 ;
+  reg [5:0] \$17 ;
+  reg \$18 ;
+  reg [5:0] \$19 ;
+  wire \$2 ;
+  reg \$20 ;
+  reg [287:0] \$21 ;
+  reg [13:0] \$22 ;
+  reg [5:0] \$23 ;
+  reg \$24 ;
+  reg [13:0] \$25 ;
+  reg [47:0] \$26 ;
+  reg [5:0] \$27 ;
+  reg \$28 ;
+  reg [13:0] \$29 ;
+  wire \$3 ;
+  wire \$4 ;
+  wire \$5 ;
+  wire \$6 ;
+  wire [5:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -3014,39 +3072,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$16 ;
-  wire [3:0] \codes$16[0] ;
-  wire [3:0] \codes$16[10] ;
-  wire [3:0] \codes$16[11] ;
-  wire [3:0] \codes$16[12] ;
-  wire [3:0] \codes$16[13] ;
-  wire [3:0] \codes$16[14] ;
-  wire [3:0] \codes$16[15] ;
-  wire [3:0] \codes$16[16] ;
-  wire [3:0] \codes$16[17] ;
-  wire [3:0] \codes$16[18] ;
-  wire [3:0] \codes$16[19] ;
-  wire [3:0] \codes$16[1] ;
-  wire [3:0] \codes$16[20] ;
-  wire [3:0] \codes$16[21] ;
-  wire [3:0] \codes$16[22] ;
-  wire [3:0] \codes$16[23] ;
-  wire [3:0] \codes$16[24] ;
-  wire [3:0] \codes$16[25] ;
-  wire [3:0] \codes$16[26] ;
-  wire [3:0] \codes$16[27] ;
-  wire [3:0] \codes$16[28] ;
-  wire [3:0] \codes$16[29] ;
-  wire [3:0] \codes$16[2] ;
-  wire [3:0] \codes$16[30] ;
-  wire [3:0] \codes$16[31] ;
-  wire [3:0] \codes$16[3] ;
-  wire [3:0] \codes$16[4] ;
-  wire [3:0] \codes$16[5] ;
-  wire [3:0] \codes$16[6] ;
-  wire [3:0] \codes$16[7] ;
-  wire [3:0] \codes$16[8] ;
-  wire [3:0] \codes$16[9] ;
+  wire [127:0] \codes$15 ;
+  wire [3:0] \codes$15[0] ;
+  wire [3:0] \codes$15[10] ;
+  wire [3:0] \codes$15[11] ;
+  wire [3:0] \codes$15[12] ;
+  wire [3:0] \codes$15[13] ;
+  wire [3:0] \codes$15[14] ;
+  wire [3:0] \codes$15[15] ;
+  wire [3:0] \codes$15[16] ;
+  wire [3:0] \codes$15[17] ;
+  wire [3:0] \codes$15[18] ;
+  wire [3:0] \codes$15[19] ;
+  wire [3:0] \codes$15[1] ;
+  wire [3:0] \codes$15[20] ;
+  wire [3:0] \codes$15[21] ;
+  wire [3:0] \codes$15[22] ;
+  wire [3:0] \codes$15[23] ;
+  wire [3:0] \codes$15[24] ;
+  wire [3:0] \codes$15[25] ;
+  wire [3:0] \codes$15[26] ;
+  wire [3:0] \codes$15[27] ;
+  wire [3:0] \codes$15[28] ;
+  wire [3:0] \codes$15[29] ;
+  wire [3:0] \codes$15[2] ;
+  wire [3:0] \codes$15[30] ;
+  wire [3:0] \codes$15[31] ;
+  wire [3:0] \codes$15[3] ;
+  wire [3:0] \codes$15[4] ;
+  wire [3:0] \codes$15[5] ;
+  wire [3:0] \codes$15[6] ;
+  wire [3:0] \codes$15[7] ;
+  wire [3:0] \codes$15[8] ;
+  wire [3:0] \codes$15[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -3080,15 +3138,15 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$15 ;
+  wire [3:0] \dialect$14 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$90 ;
-  wire [5:0] \i__payload$90.exp ;
-  wire \i__payload$90.last ;
-  wire [13:0] \i__payload$90.sum ;
-  wire [81:0] \i__payload$96 ;
-  wire [81:0] \i__payload$96.value ;
+  wire [20:0] \i__payload$89 ;
+  wire [5:0] \i__payload$89.exp ;
+  wire \i__payload$89.last ;
+  wire [13:0] \i__payload$89.sum ;
+  wire [81:0] \i__payload$95 ;
+  wire [81:0] \i__payload$95.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -3161,14 +3219,13 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$10 ;
-  wire \i__ready$10 ;
-  wire \i__ready$99 ;
+  wire \i__ready$9 ;
+  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$107 ;
-  wire \i__valid$107 ;
-  wire \i__valid$94 ;
+  input \i__valid$106 ;
+  wire \i__valid$106 ;
+  wire \i__valid$93 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -3202,20 +3259,19 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  wire [31:0] \o__payload$101 ;
-  wire [31:0] \o__payload$101.result ;
+  output [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$102 ;
+  wire \o__ready$101 ;
   wire \o__ready$102 ;
-  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$104 ;
+  output \o__valid$103 ;
+  wire \o__valid$103 ;
   wire \o__valid$104 ;
-  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -3274,10 +3330,6 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
-  reg [5:0] s3_spare_exp = 6'h00;
-  reg s3_spare_last = 1'h0;
-  reg [13:0] s3_spare_sum = 14'h0000;
-  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -3312,39 +3364,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$109 ;
-  wire [4:0] \values$109[0] ;
-  wire [4:0] \values$109[10] ;
-  wire [4:0] \values$109[11] ;
-  wire [4:0] \values$109[12] ;
-  wire [4:0] \values$109[13] ;
-  wire [4:0] \values$109[14] ;
-  wire [4:0] \values$109[15] ;
-  wire [4:0] \values$109[16] ;
-  wire [4:0] \values$109[17] ;
-  wire [4:0] \values$109[18] ;
-  wire [4:0] \values$109[19] ;
-  wire [4:0] \values$109[1] ;
-  wire [4:0] \values$109[20] ;
-  wire [4:0] \values$109[21] ;
-  wire [4:0] \values$109[22] ;
-  wire [4:0] \values$109[23] ;
-  wire [4:0] \values$109[24] ;
-  wire [4:0] \values$109[25] ;
-  wire [4:0] \values$109[26] ;
-  wire [4:0] \values$109[27] ;
-  wire [4:0] \values$109[28] ;
-  wire [4:0] \values$109[29] ;
-  wire [4:0] \values$109[2] ;
-  wire [4:0] \values$109[30] ;
-  wire [4:0] \values$109[31] ;
-  wire [4:0] \values$109[3] ;
-  wire [4:0] \values$109[4] ;
-  wire [4:0] \values$109[5] ;
-  wire [4:0] \values$109[6] ;
-  wire [4:0] \values$109[7] ;
-  wire [4:0] \values$109[8] ;
-  wire [4:0] \values$109[9] ;
+  wire [159:0] \values$108 ;
+  wire [4:0] \values$108[0] ;
+  wire [4:0] \values$108[10] ;
+  wire [4:0] \values$108[11] ;
+  wire [4:0] \values$108[12] ;
+  wire [4:0] \values$108[13] ;
+  wire [4:0] \values$108[14] ;
+  wire [4:0] \values$108[15] ;
+  wire [4:0] \values$108[16] ;
+  wire [4:0] \values$108[17] ;
+  wire [4:0] \values$108[18] ;
+  wire [4:0] \values$108[19] ;
+  wire [4:0] \values$108[1] ;
+  wire [4:0] \values$108[20] ;
+  wire [4:0] \values$108[21] ;
+  wire [4:0] \values$108[22] ;
+  wire [4:0] \values$108[23] ;
+  wire [4:0] \values$108[24] ;
+  wire [4:0] \values$108[25] ;
+  wire [4:0] \values$108[26] ;
+  wire [4:0] \values$108[27] ;
+  wire [4:0] \values$108[28] ;
+  wire [4:0] \values$108[29] ;
+  wire [4:0] \values$108[2] ;
+  wire [4:0] \values$108[30] ;
+  wire [4:0] \values$108[31] ;
+  wire [4:0] \values$108[3] ;
+  wire [4:0] \values$108[4] ;
+  wire [4:0] \values$108[5] ;
+  wire [4:0] \values$108[6] ;
+  wire [4:0] \values$108[7] ;
+  wire [4:0] \values$108[8] ;
+  wire [4:0] \values$108[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -3410,97 +3462,62 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$7  = s2_valid | s3_spare_valid;
-  assign \$8  = ~ s3_load;
-  assign \$9  = s2_valid & \$8 ;
-  assign \$10  = s0_load & \i__valid$107 ;
-  assign \$11  = i__payload[136:132] + i__payload[273:269];
-  assign \$12  = s1_load & s0_valid;
-  assign \$13  = s2_load & s1_valid;
-  assign \$14  = ~ s3_spare_valid;
-  assign \$15  = ~ s3_spare_valid;
-  assign \$16  = ~ s3_spare_valid;
-  assign \$17  = s3_spare_valid | s2_valid;
-  assign \$18  = s3_load & \$17 ;
-  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
-  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
-  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
+  assign \$6  = s0_load & \i__valid$106 ;
+  assign \$7  = i__payload[136:132] + i__payload[273:269];
+  assign \$8  = s1_load & s0_valid;
+  assign \$9  = s2_load & s1_valid;
+  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
-    s0_valid <= \$22 ;
+    s0_valid <= \$11 ;
   always @(posedge aclk)
-    s1_valid <= \$23 ;
+    s1_valid <= \$12 ;
   always @(posedge aclk)
-    s2_valid <= \$24 ;
+    s2_valid <= \$13 ;
   always @(posedge aclk)
-    s3_valid <= \$25 ;
+    s3_valid <= \$14 ;
   always @(posedge aclk)
-    s3_spare_valid <= \$26 ;
+    a <= \$15 ;
   always @(posedge aclk)
-    a <= \$27 ;
+    w <= \$16 ;
   always @(posedge aclk)
-    w <= \$28 ;
+    s0_exp <= \$17 ;
   always @(posedge aclk)
-    s0_exp <= \$29 ;
+    s0_last <= \$18 ;
   always @(posedge aclk)
-    s0_last <= \$30 ;
+    s1_exp <= \$19 ;
   always @(posedge aclk)
-    s1_exp <= \$31 ;
+    s1_last <= \$20 ;
   always @(posedge aclk)
-    s1_last <= \$32 ;
+    s1_products <= \$21 ;
   always @(posedge aclk)
-    s1_products <= \$33 ;
+    s1_negatives <= \$22 ;
   always @(posedge aclk)
-    s1_negatives <= \$34 ;
+    s2_exp <= \$23 ;
   always @(posedge aclk)
-    s2_exp <= \$35 ;
+    s2_last <= \$24 ;
   always @(posedge aclk)
-    s2_last <= \$36 ;
+    s2_negatives <= \$25 ;
   always @(posedge aclk)
-    s2_negatives <= \$37 ;
+    s2_partial <= \$26 ;
   always @(posedge aclk)
-    s2_partial <= \$38 ;
+    s3_exp <= \$27 ;
   always @(posedge aclk)
-    s3_spare_exp <= \$39 ;
+    s3_last <= \$28 ;
   always @(posedge aclk)
-    s3_spare_last <= \$40 ;
-  always @(posedge aclk)
-    s3_spare_sum <= \$41 ;
-  always @(posedge aclk)
-    s3_exp <= \$42 ;
-  always @(posedge aclk)
-    s3_last <= \$43 ;
-  always @(posedge aclk)
-    s3_sum <= \$44 ;
+    s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign \$3  = ~ s3_spare_valid;
-  assign s2_load = \$2  | \$3 ;
-  assign \$4  = ~ s1_valid;
-  assign s1_load = \$4  | s2_load;
-  assign \$5  = ~ s0_valid;
-  assign s0_load = \$5  | s1_load;
-  assign \$6  = ~ rst;
-  assign \i__ready$10  = s0_load & \$6 ;
+  assign s2_load = \$2  | s3_load;
+  assign \$3  = ~ s1_valid;
+  assign s1_load = \$3  | s2_load;
+  assign \$4  = ~ s0_valid;
+  assign s0_load = \$4  | s1_load;
+  assign \$5  = ~ rst;
+  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -3545,23 +3562,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot0.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
+    .i__payload(\i__payload$89 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$96 ),
+    .o__payload(\i__payload$95 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$94 ),
+    .o_valid(\i__valid$93 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot0.dec_a  dec_a (
-    .\port$5255$0 (i__payload[131:0]),
+    .\port$5186$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot0.dec_w  dec_w (
-    .\port$5255$137 (i__payload[268:137]),
-    .values(\values$109 )
+    .\port$5186$137 (i__payload[268:137]),
+    .values(\values$108 )
   );
   \bd_linear_fast_b32_n4.dot0.mul  mul (
     .a(a),
@@ -3571,208 +3604,173 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot0.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$96 ),
+    .i__payload(\i__payload$95 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$94 ),
-    .o__payload(\o__payload$100 ),
-    .o__ready(\o__ready$102 ),
+    .i__valid(\i__valid$93 ),
+    .o__payload(\o__payload$99 ),
     .rst(rst),
-    .s3_valid(\o__valid$104 )
+    .s3_valid(\o__valid$103 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$22  = s0_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$11  = s0_valid;
     if (s0_load) begin
-      \$22  = \i__valid$107 ;
+      \$11  = \i__valid$106 ;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$11  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$23  = s1_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$12  = s1_valid;
     if (s1_load) begin
-      \$23  = s0_valid;
+      \$12  = s0_valid;
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$12  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$24  = s2_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$13  = s2_valid;
     if (s2_load) begin
-      \$24  = s1_valid;
+      \$13  = s1_valid;
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$13  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$25  = s3_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$14  = s3_valid;
     if (s3_load) begin
-      \$25  = \$7 ;
+      \$14  = s2_valid;
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$14  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$26  = s3_spare_valid;
-    if (s3_spare_valid) begin
-      if (s3_load) begin
-        \$26  = 1'h0;
-      end
-    end else if (\$9 ) begin
-      \$26  = 1'h1;
-    end
-    if (rst) begin
-      \$26  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$15  = a;
+    if (\$6 ) begin
+      \$15  = values;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$27  = a;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$16  = w;
+    if (\$6 ) begin
+      \$16  = \values$108 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$17  = s0_exp;
+    if (\$6 ) begin
+      \$17  = \$7 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$18  = s0_last;
+    if (\$6 ) begin
+      \$18  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$19  = s1_exp;
+    if (\$8 ) begin
+      \$19  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$20  = s1_last;
+    if (\$8 ) begin
+      \$20  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$21  = s1_products;
+    if (\$8 ) begin
+      \$21  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$22  = s1_negatives;
+    if (\$8 ) begin
+      \$22  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$23  = s2_exp;
+    if (\$9 ) begin
+      \$23  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$24  = s2_last;
+    if (\$9 ) begin
+      \$24  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$25  = s2_negatives;
+    if (\$9 ) begin
+      \$25  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$26  = s2_partial;
+    if (\$9 ) begin
+      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$27  = s3_exp;
     if (\$10 ) begin
-      \$27  = values;
+      \$27  = s2_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$28  = w;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$28  = s3_last;
     if (\$10 ) begin
-      \$28  = \values$109 ;
+      \$28  = s2_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$29  = s0_exp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    \$29  = s3_sum;
     if (\$10 ) begin
-      \$29  = \$11 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$30  = s0_last;
-    if (\$10 ) begin
-      \$30  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$31  = s1_exp;
-    if (\$12 ) begin
-      \$31  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$32  = s1_last;
-    if (\$12 ) begin
-      \$32  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$33  = s1_products;
-    if (\$12 ) begin
-      \$33  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$34  = s1_negatives;
-    if (\$12 ) begin
-      \$34  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$35  = s2_exp;
-    if (\$13 ) begin
-      \$35  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$36  = s2_last;
-    if (\$13 ) begin
-      \$36  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$37  = s2_negatives;
-    if (\$13 ) begin
-      \$37  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$38  = s2_partial;
-    if (\$13 ) begin
-      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$39  = s3_spare_exp;
-    if (\$14 ) begin
-      \$39  = s2_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$40  = s3_spare_last;
-    if (\$15 ) begin
-      \$40  = s2_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$41  = s3_spare_sum;
-    if (\$16 ) begin
-      \$41  = block_sum[13:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$42  = s3_exp;
-    if (\$18 ) begin
-      \$42  = \$19 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$43  = s3_last;
-    if (\$18 ) begin
-      \$43  = \$20 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$4 ) begin end
-    \$44  = s3_sum;
-    if (\$18 ) begin
-      \$44  = \$21 ;
+      \$29  = block_sum[13:0];
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$15  = i__payload[268:265];
-  assign \codes$16  = i__payload[264:137];
+  assign \dialect$14  = i__payload[268:265];
+  assign \codes$15  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$94 ;
-  assign o__payload = \i__payload$96 ;
-  assign \i__ready$99  = o__ready;
-  assign \o__payload$101  = \o__payload$100 ;
-  assign \o__ready$103  = \o__ready$102 ;
-  assign \o__valid$105  = \o__valid$104 ;
+  assign o__valid = \i__valid$93 ;
+  assign o__payload = \i__payload$95 ;
+  assign \i__ready$98  = o__ready;
+  assign \o__payload$100  = \o__payload$99 ;
+  assign \o__ready$101  = 1'h1;
+  assign \o__ready$102  = 1'h1;
+  assign \o__valid$104  = \o__valid$103 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -3876,38 +3874,38 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$16[0]  = i__payload[140:137];
-  assign \codes$16[1]  = i__payload[144:141];
-  assign \codes$16[2]  = i__payload[148:145];
-  assign \codes$16[3]  = i__payload[152:149];
-  assign \codes$16[4]  = i__payload[156:153];
-  assign \codes$16[5]  = i__payload[160:157];
-  assign \codes$16[6]  = i__payload[164:161];
-  assign \codes$16[7]  = i__payload[168:165];
-  assign \codes$16[8]  = i__payload[172:169];
-  assign \codes$16[9]  = i__payload[176:173];
-  assign \codes$16[10]  = i__payload[180:177];
-  assign \codes$16[11]  = i__payload[184:181];
-  assign \codes$16[12]  = i__payload[188:185];
-  assign \codes$16[13]  = i__payload[192:189];
-  assign \codes$16[14]  = i__payload[196:193];
-  assign \codes$16[15]  = i__payload[200:197];
-  assign \codes$16[16]  = i__payload[204:201];
-  assign \codes$16[17]  = i__payload[208:205];
-  assign \codes$16[18]  = i__payload[212:209];
-  assign \codes$16[19]  = i__payload[216:213];
-  assign \codes$16[20]  = i__payload[220:217];
-  assign \codes$16[21]  = i__payload[224:221];
-  assign \codes$16[22]  = i__payload[228:225];
-  assign \codes$16[23]  = i__payload[232:229];
-  assign \codes$16[24]  = i__payload[236:233];
-  assign \codes$16[25]  = i__payload[240:237];
-  assign \codes$16[26]  = i__payload[244:241];
-  assign \codes$16[27]  = i__payload[248:245];
-  assign \codes$16[28]  = i__payload[252:249];
-  assign \codes$16[29]  = i__payload[256:253];
-  assign \codes$16[30]  = i__payload[260:257];
-  assign \codes$16[31]  = i__payload[264:261];
+  assign \codes$15[0]  = i__payload[140:137];
+  assign \codes$15[1]  = i__payload[144:141];
+  assign \codes$15[2]  = i__payload[148:145];
+  assign \codes$15[3]  = i__payload[152:149];
+  assign \codes$15[4]  = i__payload[156:153];
+  assign \codes$15[5]  = i__payload[160:157];
+  assign \codes$15[6]  = i__payload[164:161];
+  assign \codes$15[7]  = i__payload[168:165];
+  assign \codes$15[8]  = i__payload[172:169];
+  assign \codes$15[9]  = i__payload[176:173];
+  assign \codes$15[10]  = i__payload[180:177];
+  assign \codes$15[11]  = i__payload[184:181];
+  assign \codes$15[12]  = i__payload[188:185];
+  assign \codes$15[13]  = i__payload[192:189];
+  assign \codes$15[14]  = i__payload[196:193];
+  assign \codes$15[15]  = i__payload[200:197];
+  assign \codes$15[16]  = i__payload[204:201];
+  assign \codes$15[17]  = i__payload[208:205];
+  assign \codes$15[18]  = i__payload[212:209];
+  assign \codes$15[19]  = i__payload[216:213];
+  assign \codes$15[20]  = i__payload[220:217];
+  assign \codes$15[21]  = i__payload[224:221];
+  assign \codes$15[22]  = i__payload[228:225];
+  assign \codes$15[23]  = i__payload[232:229];
+  assign \codes$15[24]  = i__payload[236:233];
+  assign \codes$15[25]  = i__payload[240:237];
+  assign \codes$15[26]  = i__payload[244:241];
+  assign \codes$15[27]  = i__payload[248:245];
+  assign \codes$15[28]  = i__payload[252:249];
+  assign \codes$15[29]  = i__payload[256:253];
+  assign \codes$15[30]  = i__payload[260:257];
+  assign \codes$15[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -3972,13 +3970,13 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$90.sum  = \i__payload$90 [13:0];
-  assign \i__payload$90.exp  = \i__payload$90 [19:14];
-  assign \i__payload$90.last  = \i__payload$90 [20];
-  assign \i__payload$96.value  = \i__payload$96 ;
-  assign \o__payload.total  = \i__payload$96 ;
-  assign \o__payload$100.result  = \o__payload$100 ;
-  assign \o__payload$101.result  = \o__payload$100 ;
+  assign \i__payload$89.sum  = \i__payload$89 [13:0];
+  assign \i__payload$89.exp  = \i__payload$89 [19:14];
+  assign \i__payload$89.last  = \i__payload$89 [20];
+  assign \i__payload$95.value  = \i__payload$95 ;
+  assign \o__payload.total  = \i__payload$95 ;
+  assign \o__payload$99.result  = \o__payload$99 ;
+  assign \o__payload$100.result  = \o__payload$99 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4011,38 +4009,38 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$109[0]  = \values$109 [4:0];
-  assign \values$109[1]  = \values$109 [9:5];
-  assign \values$109[2]  = \values$109 [14:10];
-  assign \values$109[3]  = \values$109 [19:15];
-  assign \values$109[4]  = \values$109 [24:20];
-  assign \values$109[5]  = \values$109 [29:25];
-  assign \values$109[6]  = \values$109 [34:30];
-  assign \values$109[7]  = \values$109 [39:35];
-  assign \values$109[8]  = \values$109 [44:40];
-  assign \values$109[9]  = \values$109 [49:45];
-  assign \values$109[10]  = \values$109 [54:50];
-  assign \values$109[11]  = \values$109 [59:55];
-  assign \values$109[12]  = \values$109 [64:60];
-  assign \values$109[13]  = \values$109 [69:65];
-  assign \values$109[14]  = \values$109 [74:70];
-  assign \values$109[15]  = \values$109 [79:75];
-  assign \values$109[16]  = \values$109 [84:80];
-  assign \values$109[17]  = \values$109 [89:85];
-  assign \values$109[18]  = \values$109 [94:90];
-  assign \values$109[19]  = \values$109 [99:95];
-  assign \values$109[20]  = \values$109 [104:100];
-  assign \values$109[21]  = \values$109 [109:105];
-  assign \values$109[22]  = \values$109 [114:110];
-  assign \values$109[23]  = \values$109 [119:115];
-  assign \values$109[24]  = \values$109 [124:120];
-  assign \values$109[25]  = \values$109 [129:125];
-  assign \values$109[26]  = \values$109 [134:130];
-  assign \values$109[27]  = \values$109 [139:135];
-  assign \values$109[28]  = \values$109 [144:140];
-  assign \values$109[29]  = \values$109 [149:145];
-  assign \values$109[30]  = \values$109 [154:150];
-  assign \values$109[31]  = \values$109 [159:155];
+  assign \values$108[0]  = \values$108 [4:0];
+  assign \values$108[1]  = \values$108 [9:5];
+  assign \values$108[2]  = \values$108 [14:10];
+  assign \values$108[3]  = \values$108 [19:15];
+  assign \values$108[4]  = \values$108 [24:20];
+  assign \values$108[5]  = \values$108 [29:25];
+  assign \values$108[6]  = \values$108 [34:30];
+  assign \values$108[7]  = \values$108 [39:35];
+  assign \values$108[8]  = \values$108 [44:40];
+  assign \values$108[9]  = \values$108 [49:45];
+  assign \values$108[10]  = \values$108 [54:50];
+  assign \values$108[11]  = \values$108 [59:55];
+  assign \values$108[12]  = \values$108 [64:60];
+  assign \values$108[13]  = \values$108 [69:65];
+  assign \values$108[14]  = \values$108 [74:70];
+  assign \values$108[15]  = \values$108 [79:75];
+  assign \values$108[16]  = \values$108 [84:80];
+  assign \values$108[17]  = \values$108 [89:85];
+  assign \values$108[18]  = \values$108 [94:90];
+  assign \values$108[19]  = \values$108 [99:95];
+  assign \values$108[20]  = \values$108 [104:100];
+  assign \values$108[21]  = \values$108 [109:105];
+  assign \values$108[22]  = \values$108 [114:110];
+  assign \values$108[23]  = \values$108 [119:115];
+  assign \values$108[24]  = \values$108 [124:120];
+  assign \values$108[25]  = \values$108 [129:125];
+  assign \values$108[26]  = \values$108 [134:130];
+  assign \values$108[27]  = \values$108 [139:135];
+  assign \values$108[28]  = \values$108 [144:140];
+  assign \values$108[29]  = \values$108 [149:145];
+  assign \values$108[30]  = \values$108 [154:150];
+  assign \values$108[31]  = \values$108 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -4075,14 +4073,14 @@ module \bd_linear_fast_b32_n4.dot0 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$90 [20] = s3_last;
-  assign \i__payload$90 [19:14] = s3_exp;
-  assign \i__payload$90 [13:0] = s3_sum;
+  assign \i__payload$89 [20] = s3_last;
+  assign \i__payload$89 [19:14] = s3_exp;
+  assign \i__payload$89 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -4174,7 +4172,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -4184,7 +4182,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -4193,7 +4191,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -4202,7 +4200,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -4212,7 +4210,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -4221,7 +4219,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -4259,7 +4257,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5255$0 );
+module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5186$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4296,8 +4294,8 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5255$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5255$0 ;
-  wire [131:0] \port$5255$0 ;
+  input [131:0] \port$5186$0 ;
+  wire [131:0] \port$5186$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4373,46 +4371,46 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5255$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5255$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5255$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5255$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5255$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5255$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5255$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5255$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5255$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5255$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5255$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5255$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5255$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5255$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5255$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5255$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5255$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5255$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5255$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5255$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5255$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5255$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5255$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5255$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5255$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5255$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5255$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5255$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5255$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5255$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5255$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5255$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5255$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5186$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5186$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5186$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5186$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5186$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5186$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5186$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5186$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5186$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5186$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5186$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5186$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5186$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5186$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5186$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5186$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5186$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5186$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5186$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5186$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5186$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5186$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5186$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5186$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5186$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5186$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5186$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5186$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5186$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5186$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5186$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5186$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$5255$0 [131:128]),
+    .dialect(\port$5186$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5255$0 [131:128];
-  assign \dialect$1  = \port$5255$0 [131:128];
+  assign dialect = \port$5186$0 [131:128];
+  assign \dialect$1  = \port$5186$0 [131:128];
   assign row = entries;
-  assign codes = \port$5255$0 [127:0];
+  assign codes = \port$5186$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4421,38 +4419,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5255$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5255$0 [3:0];
-  assign \codes[1]  = \port$5255$0 [7:4];
-  assign \codes[2]  = \port$5255$0 [11:8];
-  assign \codes[3]  = \port$5255$0 [15:12];
-  assign \codes[4]  = \port$5255$0 [19:16];
-  assign \codes[5]  = \port$5255$0 [23:20];
-  assign \codes[6]  = \port$5255$0 [27:24];
-  assign \codes[7]  = \port$5255$0 [31:28];
-  assign \codes[8]  = \port$5255$0 [35:32];
-  assign \codes[9]  = \port$5255$0 [39:36];
-  assign \codes[10]  = \port$5255$0 [43:40];
-  assign \codes[11]  = \port$5255$0 [47:44];
-  assign \codes[12]  = \port$5255$0 [51:48];
-  assign \codes[13]  = \port$5255$0 [55:52];
-  assign \codes[14]  = \port$5255$0 [59:56];
-  assign \codes[15]  = \port$5255$0 [63:60];
-  assign \codes[16]  = \port$5255$0 [67:64];
-  assign \codes[17]  = \port$5255$0 [71:68];
-  assign \codes[18]  = \port$5255$0 [75:72];
-  assign \codes[19]  = \port$5255$0 [79:76];
-  assign \codes[20]  = \port$5255$0 [83:80];
-  assign \codes[21]  = \port$5255$0 [87:84];
-  assign \codes[22]  = \port$5255$0 [91:88];
-  assign \codes[23]  = \port$5255$0 [95:92];
-  assign \codes[24]  = \port$5255$0 [99:96];
-  assign \codes[25]  = \port$5255$0 [103:100];
-  assign \codes[26]  = \port$5255$0 [107:104];
-  assign \codes[27]  = \port$5255$0 [111:108];
-  assign \codes[28]  = \port$5255$0 [115:112];
-  assign \codes[29]  = \port$5255$0 [119:116];
-  assign \codes[30]  = \port$5255$0 [123:120];
-  assign \codes[31]  = \port$5255$0 [127:124];
+  assign \codes[0]  = \port$5186$0 [3:0];
+  assign \codes[1]  = \port$5186$0 [7:4];
+  assign \codes[2]  = \port$5186$0 [11:8];
+  assign \codes[3]  = \port$5186$0 [15:12];
+  assign \codes[4]  = \port$5186$0 [19:16];
+  assign \codes[5]  = \port$5186$0 [23:20];
+  assign \codes[6]  = \port$5186$0 [27:24];
+  assign \codes[7]  = \port$5186$0 [31:28];
+  assign \codes[8]  = \port$5186$0 [35:32];
+  assign \codes[9]  = \port$5186$0 [39:36];
+  assign \codes[10]  = \port$5186$0 [43:40];
+  assign \codes[11]  = \port$5186$0 [47:44];
+  assign \codes[12]  = \port$5186$0 [51:48];
+  assign \codes[13]  = \port$5186$0 [55:52];
+  assign \codes[14]  = \port$5186$0 [59:56];
+  assign \codes[15]  = \port$5186$0 [63:60];
+  assign \codes[16]  = \port$5186$0 [67:64];
+  assign \codes[17]  = \port$5186$0 [71:68];
+  assign \codes[18]  = \port$5186$0 [75:72];
+  assign \codes[19]  = \port$5186$0 [79:76];
+  assign \codes[20]  = \port$5186$0 [83:80];
+  assign \codes[21]  = \port$5186$0 [87:84];
+  assign \codes[22]  = \port$5186$0 [91:88];
+  assign \codes[23]  = \port$5186$0 [95:92];
+  assign \codes[24]  = \port$5186$0 [99:96];
+  assign \codes[25]  = \port$5186$0 [103:100];
+  assign \codes[26]  = \port$5186$0 [107:104];
+  assign \codes[27]  = \port$5186$0 [111:108];
+  assign \codes[28]  = \port$5186$0 [115:112];
+  assign \codes[29]  = \port$5186$0 [119:116];
+  assign \codes[30]  = \port$5186$0 [123:120];
+  assign \codes[31]  = \port$5186$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4485,43 +4483,43 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5255$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5255$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5255$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5255$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5255$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5255$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5255$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5255$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5255$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5255$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5255$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5255$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5255$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5255$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5255$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5255$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5255$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5255$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5255$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5255$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5255$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5255$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5255$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5255$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5255$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5255$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5255$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5255$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5255$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5255$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5255$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5255$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5255$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5186$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5186$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5186$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5186$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5186$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5186$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5186$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5186$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5186$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5186$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5186$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5186$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5186$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5186$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5186$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5186$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5186$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5186$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5186$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5186$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5186$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5186$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5186$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5186$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5186$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5186$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5186$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5186$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5186$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5186$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5186$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5186$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot0.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -4535,7 +4533,7 @@ module \bd_linear_fast_b32_n4.dot0.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$6 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -4583,7 +4581,7 @@ module \bd_linear_fast_b32_n4.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5255$137 );
+module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5186$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4620,8 +4618,8 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5255$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5255$137 ;
-  wire [131:0] \port$5255$137 ;
+  input [131:0] \port$5186$137 ;
+  wire [131:0] \port$5186$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4697,46 +4695,46 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5255$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5255$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5255$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5255$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5255$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5255$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5255$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5255$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5255$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5255$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5255$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5255$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5255$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5255$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5255$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5255$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5255$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5255$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5255$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5255$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5255$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5255$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5255$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5255$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5255$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5255$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5255$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5255$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5255$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5255$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5255$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5255$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5255$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5186$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5186$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5186$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5186$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5186$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5186$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5186$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5186$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5186$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5186$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5186$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5186$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5186$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5186$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5186$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5186$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5186$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5186$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5186$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5186$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5186$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5186$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5186$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5186$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5186$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5186$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5186$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5186$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5186$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5186$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5186$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5186$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$5255$137 [131:128]),
+    .dialect(\port$5186$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5255$137 [131:128];
-  assign \dialect$1  = \port$5255$137 [131:128];
+  assign dialect = \port$5186$137 [131:128];
+  assign \dialect$1  = \port$5186$137 [131:128];
   assign row = entries;
-  assign codes = \port$5255$137 [127:0];
+  assign codes = \port$5186$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4745,38 +4743,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5255$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5255$137 [3:0];
-  assign \codes[1]  = \port$5255$137 [7:4];
-  assign \codes[2]  = \port$5255$137 [11:8];
-  assign \codes[3]  = \port$5255$137 [15:12];
-  assign \codes[4]  = \port$5255$137 [19:16];
-  assign \codes[5]  = \port$5255$137 [23:20];
-  assign \codes[6]  = \port$5255$137 [27:24];
-  assign \codes[7]  = \port$5255$137 [31:28];
-  assign \codes[8]  = \port$5255$137 [35:32];
-  assign \codes[9]  = \port$5255$137 [39:36];
-  assign \codes[10]  = \port$5255$137 [43:40];
-  assign \codes[11]  = \port$5255$137 [47:44];
-  assign \codes[12]  = \port$5255$137 [51:48];
-  assign \codes[13]  = \port$5255$137 [55:52];
-  assign \codes[14]  = \port$5255$137 [59:56];
-  assign \codes[15]  = \port$5255$137 [63:60];
-  assign \codes[16]  = \port$5255$137 [67:64];
-  assign \codes[17]  = \port$5255$137 [71:68];
-  assign \codes[18]  = \port$5255$137 [75:72];
-  assign \codes[19]  = \port$5255$137 [79:76];
-  assign \codes[20]  = \port$5255$137 [83:80];
-  assign \codes[21]  = \port$5255$137 [87:84];
-  assign \codes[22]  = \port$5255$137 [91:88];
-  assign \codes[23]  = \port$5255$137 [95:92];
-  assign \codes[24]  = \port$5255$137 [99:96];
-  assign \codes[25]  = \port$5255$137 [103:100];
-  assign \codes[26]  = \port$5255$137 [107:104];
-  assign \codes[27]  = \port$5255$137 [111:108];
-  assign \codes[28]  = \port$5255$137 [115:112];
-  assign \codes[29]  = \port$5255$137 [119:116];
-  assign \codes[30]  = \port$5255$137 [123:120];
-  assign \codes[31]  = \port$5255$137 [127:124];
+  assign \codes[0]  = \port$5186$137 [3:0];
+  assign \codes[1]  = \port$5186$137 [7:4];
+  assign \codes[2]  = \port$5186$137 [11:8];
+  assign \codes[3]  = \port$5186$137 [15:12];
+  assign \codes[4]  = \port$5186$137 [19:16];
+  assign \codes[5]  = \port$5186$137 [23:20];
+  assign \codes[6]  = \port$5186$137 [27:24];
+  assign \codes[7]  = \port$5186$137 [31:28];
+  assign \codes[8]  = \port$5186$137 [35:32];
+  assign \codes[9]  = \port$5186$137 [39:36];
+  assign \codes[10]  = \port$5186$137 [43:40];
+  assign \codes[11]  = \port$5186$137 [47:44];
+  assign \codes[12]  = \port$5186$137 [51:48];
+  assign \codes[13]  = \port$5186$137 [55:52];
+  assign \codes[14]  = \port$5186$137 [59:56];
+  assign \codes[15]  = \port$5186$137 [63:60];
+  assign \codes[16]  = \port$5186$137 [67:64];
+  assign \codes[17]  = \port$5186$137 [71:68];
+  assign \codes[18]  = \port$5186$137 [75:72];
+  assign \codes[19]  = \port$5186$137 [79:76];
+  assign \codes[20]  = \port$5186$137 [83:80];
+  assign \codes[21]  = \port$5186$137 [87:84];
+  assign \codes[22]  = \port$5186$137 [91:88];
+  assign \codes[23]  = \port$5186$137 [95:92];
+  assign \codes[24]  = \port$5186$137 [99:96];
+  assign \codes[25]  = \port$5186$137 [103:100];
+  assign \codes[26]  = \port$5186$137 [107:104];
+  assign \codes[27]  = \port$5186$137 [111:108];
+  assign \codes[28]  = \port$5186$137 [115:112];
+  assign \codes[29]  = \port$5186$137 [119:116];
+  assign \codes[30]  = \port$5186$137 [123:120];
+  assign \codes[31]  = \port$5186$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4809,43 +4807,43 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5255$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5255$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5255$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5255$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5255$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5255$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5255$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5255$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5255$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5255$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5255$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5255$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5255$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5255$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5255$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5255$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5255$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5255$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5255$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5255$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5255$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5255$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5255$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5255$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5255$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5255$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5255$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5255$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5255$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5255$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5255$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5255$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5255$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5186$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5186$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5186$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5186$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5186$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5186$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5186$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5186$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5186$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5186$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5186$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5186$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5186$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5186$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5186$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5186$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5186$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5186$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5186$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5186$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5186$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5186$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5186$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5186$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5186$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5186$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5186$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5186$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5186$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5186$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5186$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5186$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot0.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$7  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -4859,7 +4857,7 @@ module \bd_linear_fast_b32_n4.dot0.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$7 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -5879,8 +5877,8 @@ module \bd_linear_fast_b32_n4.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$8  = 0;
+module \bd_linear_fast_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$100 ;
@@ -6330,7 +6328,6 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -6354,15 +6351,10 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
   reg s3_valid = 1'h0;
   wire [127:0] wide;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign i__ready = s0_load & \$5 ;
   assign \$6  = - $signed(i__payload);
   assign \$7  = i__payload[81] ? \$6  : { i__payload[81], i__payload };
   assign \$9  = \$8 [127] | \$8 [126];
@@ -6584,10 +6576,6 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$145  = \$144  | s1_norm[104];
   assign \$146  = s1_norm[103] & \$145 ;
   assign \$147  = { \$143 [7:0], s1_norm[126:104] } + \$146 ;
-  assign \$148  = s0_load & i__valid;
-  assign \$149  = s1_load & s0_valid;
-  assign \$150  = s2_load & s1_valid;
-  assign \$151  = s3_load & s2_valid;
   assign \$152  = s1_zero ? 32'd0 : { s1_sign, \$147 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$153 ;
@@ -6620,7 +6608,7 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
   always @(posedge aclk)
     o__payload <= \$167 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$153  = s0_valid;
     if (s0_load) begin
       \$153  = i__valid;
@@ -6630,7 +6618,7 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$154  = s1_valid;
     if (s1_load) begin
       \$154  = s0_valid;
@@ -6640,7 +6628,7 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$155  = s2_valid;
     if (s2_load) begin
       \$155  = s1_valid;
@@ -6650,7 +6638,7 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$156  = s3_valid;
     if (s3_load) begin
       \$156  = s2_valid;
@@ -6660,82 +6648,83 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$157  = abs_sign;
     if (\$148 ) begin
       \$157  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$158  = abs_mag;
     if (\$148 ) begin
       \$158  = \$7 [81:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$159  = lzc_sign;
     if (\$149 ) begin
       \$159  = abs_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$160  = lzc_zero;
     if (\$149 ) begin
       \$160  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$161  = lzc_lz;
     if (\$149 ) begin
       \$161  = { lzc_64_64_zero, \$135  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$162  = lzc_wide;
     if (\$149 ) begin
       \$162  = \$8 [127:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$163  = s1_sign;
     if (\$150 ) begin
       \$163  = lzc_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$164  = s1_zero;
     if (\$150 ) begin
       \$164  = lzc_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$165  = s1_lz;
     if (\$150 ) begin
       \$165  = { 1'h0, lzc_lz };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$166  = s1_norm;
     if (\$150 ) begin
       \$166  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$8 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
     \$167  = o__payload;
     if (\$151 ) begin
       \$167  = \$152 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s3_valid;
   assign mag = \$7 [81:0];
   assign wide = \$8 [127:0];
@@ -6808,6 +6797,11 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
   assign \$8  = { 17'h00000, abs_mag, 46'h000000000000 };
   assign \$136  = { lzc_wide, 1'h0 };
   assign \$137  = { 1'h0, normalise0, 2'h0 };
@@ -6816,6 +6810,10 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$140  = { 15'h0000, normalise3, 16'h0000 };
   assign \$141  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$142  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$148  = i__valid;
+  assign \$149  = s0_valid;
+  assign \$150  = s1_valid;
+  assign \$151  = s2_valid;
   assign \$88  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -6930,50 +6928,35 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, o__ready, i__ready, i__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
+module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [5:0] \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [5:0] \$19 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg \$13 ;
+  reg \$14 ;
+  reg [159:0] \$15 ;
+  reg [159:0] \$16 ;
+  reg [5:0] \$17 ;
+  reg \$18 ;
+  reg [5:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [13:0] \$21 ;
-  reg \$22 ;
-  reg \$23 ;
+  reg \$20 ;
+  reg [287:0] \$21 ;
+  reg [13:0] \$22 ;
+  reg [5:0] \$23 ;
   reg \$24 ;
-  reg \$25 ;
-  reg \$26 ;
-  reg [159:0] \$27 ;
-  reg [159:0] \$28 ;
-  reg [5:0] \$29 ;
+  reg [13:0] \$25 ;
+  reg [47:0] \$26 ;
+  reg [5:0] \$27 ;
+  reg \$28 ;
+  reg [13:0] \$29 ;
   wire \$3 ;
-  reg \$30 ;
-  reg [5:0] \$31 ;
-  reg \$32 ;
-  reg [287:0] \$33 ;
-  reg [13:0] \$34 ;
-  reg [5:0] \$35 ;
-  reg \$36 ;
-  reg [13:0] \$37 ;
-  reg [47:0] \$38 ;
-  reg [5:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [13:0] \$41 ;
-  reg [5:0] \$42 ;
-  reg \$43 ;
-  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
+  wire [5:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -7014,39 +6997,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$16 ;
-  wire [3:0] \codes$16[0] ;
-  wire [3:0] \codes$16[10] ;
-  wire [3:0] \codes$16[11] ;
-  wire [3:0] \codes$16[12] ;
-  wire [3:0] \codes$16[13] ;
-  wire [3:0] \codes$16[14] ;
-  wire [3:0] \codes$16[15] ;
-  wire [3:0] \codes$16[16] ;
-  wire [3:0] \codes$16[17] ;
-  wire [3:0] \codes$16[18] ;
-  wire [3:0] \codes$16[19] ;
-  wire [3:0] \codes$16[1] ;
-  wire [3:0] \codes$16[20] ;
-  wire [3:0] \codes$16[21] ;
-  wire [3:0] \codes$16[22] ;
-  wire [3:0] \codes$16[23] ;
-  wire [3:0] \codes$16[24] ;
-  wire [3:0] \codes$16[25] ;
-  wire [3:0] \codes$16[26] ;
-  wire [3:0] \codes$16[27] ;
-  wire [3:0] \codes$16[28] ;
-  wire [3:0] \codes$16[29] ;
-  wire [3:0] \codes$16[2] ;
-  wire [3:0] \codes$16[30] ;
-  wire [3:0] \codes$16[31] ;
-  wire [3:0] \codes$16[3] ;
-  wire [3:0] \codes$16[4] ;
-  wire [3:0] \codes$16[5] ;
-  wire [3:0] \codes$16[6] ;
-  wire [3:0] \codes$16[7] ;
-  wire [3:0] \codes$16[8] ;
-  wire [3:0] \codes$16[9] ;
+  wire [127:0] \codes$15 ;
+  wire [3:0] \codes$15[0] ;
+  wire [3:0] \codes$15[10] ;
+  wire [3:0] \codes$15[11] ;
+  wire [3:0] \codes$15[12] ;
+  wire [3:0] \codes$15[13] ;
+  wire [3:0] \codes$15[14] ;
+  wire [3:0] \codes$15[15] ;
+  wire [3:0] \codes$15[16] ;
+  wire [3:0] \codes$15[17] ;
+  wire [3:0] \codes$15[18] ;
+  wire [3:0] \codes$15[19] ;
+  wire [3:0] \codes$15[1] ;
+  wire [3:0] \codes$15[20] ;
+  wire [3:0] \codes$15[21] ;
+  wire [3:0] \codes$15[22] ;
+  wire [3:0] \codes$15[23] ;
+  wire [3:0] \codes$15[24] ;
+  wire [3:0] \codes$15[25] ;
+  wire [3:0] \codes$15[26] ;
+  wire [3:0] \codes$15[27] ;
+  wire [3:0] \codes$15[28] ;
+  wire [3:0] \codes$15[29] ;
+  wire [3:0] \codes$15[2] ;
+  wire [3:0] \codes$15[30] ;
+  wire [3:0] \codes$15[31] ;
+  wire [3:0] \codes$15[3] ;
+  wire [3:0] \codes$15[4] ;
+  wire [3:0] \codes$15[5] ;
+  wire [3:0] \codes$15[6] ;
+  wire [3:0] \codes$15[7] ;
+  wire [3:0] \codes$15[8] ;
+  wire [3:0] \codes$15[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -7080,15 +7063,15 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$15 ;
+  wire [3:0] \dialect$14 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$90 ;
-  wire [5:0] \i__payload$90.exp ;
-  wire \i__payload$90.last ;
-  wire [13:0] \i__payload$90.sum ;
-  wire [81:0] \i__payload$96 ;
-  wire [81:0] \i__payload$96.value ;
+  wire [20:0] \i__payload$89 ;
+  wire [5:0] \i__payload$89.exp ;
+  wire \i__payload$89.last ;
+  wire [13:0] \i__payload$89.sum ;
+  wire [81:0] \i__payload$95 ;
+  wire [81:0] \i__payload$95.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -7161,14 +7144,13 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$10 ;
-  wire \i__ready$10 ;
-  wire \i__ready$99 ;
+  wire \i__ready$9 ;
+  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$107 ;
-  wire \i__valid$107 ;
-  wire \i__valid$94 ;
+  input \i__valid$106 ;
+  wire \i__valid$106 ;
+  wire \i__valid$93 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -7202,20 +7184,19 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  wire [31:0] \o__payload$101 ;
-  wire [31:0] \o__payload$101.result ;
+  output [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$102 ;
+  wire \o__ready$101 ;
   wire \o__ready$102 ;
-  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$104 ;
+  output \o__valid$103 ;
+  wire \o__valid$103 ;
   wire \o__valid$104 ;
-  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -7274,10 +7255,6 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
-  reg [5:0] s3_spare_exp = 6'h00;
-  reg s3_spare_last = 1'h0;
-  reg [13:0] s3_spare_sum = 14'h0000;
-  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -7312,39 +7289,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$109 ;
-  wire [4:0] \values$109[0] ;
-  wire [4:0] \values$109[10] ;
-  wire [4:0] \values$109[11] ;
-  wire [4:0] \values$109[12] ;
-  wire [4:0] \values$109[13] ;
-  wire [4:0] \values$109[14] ;
-  wire [4:0] \values$109[15] ;
-  wire [4:0] \values$109[16] ;
-  wire [4:0] \values$109[17] ;
-  wire [4:0] \values$109[18] ;
-  wire [4:0] \values$109[19] ;
-  wire [4:0] \values$109[1] ;
-  wire [4:0] \values$109[20] ;
-  wire [4:0] \values$109[21] ;
-  wire [4:0] \values$109[22] ;
-  wire [4:0] \values$109[23] ;
-  wire [4:0] \values$109[24] ;
-  wire [4:0] \values$109[25] ;
-  wire [4:0] \values$109[26] ;
-  wire [4:0] \values$109[27] ;
-  wire [4:0] \values$109[28] ;
-  wire [4:0] \values$109[29] ;
-  wire [4:0] \values$109[2] ;
-  wire [4:0] \values$109[30] ;
-  wire [4:0] \values$109[31] ;
-  wire [4:0] \values$109[3] ;
-  wire [4:0] \values$109[4] ;
-  wire [4:0] \values$109[5] ;
-  wire [4:0] \values$109[6] ;
-  wire [4:0] \values$109[7] ;
-  wire [4:0] \values$109[8] ;
-  wire [4:0] \values$109[9] ;
+  wire [159:0] \values$108 ;
+  wire [4:0] \values$108[0] ;
+  wire [4:0] \values$108[10] ;
+  wire [4:0] \values$108[11] ;
+  wire [4:0] \values$108[12] ;
+  wire [4:0] \values$108[13] ;
+  wire [4:0] \values$108[14] ;
+  wire [4:0] \values$108[15] ;
+  wire [4:0] \values$108[16] ;
+  wire [4:0] \values$108[17] ;
+  wire [4:0] \values$108[18] ;
+  wire [4:0] \values$108[19] ;
+  wire [4:0] \values$108[1] ;
+  wire [4:0] \values$108[20] ;
+  wire [4:0] \values$108[21] ;
+  wire [4:0] \values$108[22] ;
+  wire [4:0] \values$108[23] ;
+  wire [4:0] \values$108[24] ;
+  wire [4:0] \values$108[25] ;
+  wire [4:0] \values$108[26] ;
+  wire [4:0] \values$108[27] ;
+  wire [4:0] \values$108[28] ;
+  wire [4:0] \values$108[29] ;
+  wire [4:0] \values$108[2] ;
+  wire [4:0] \values$108[30] ;
+  wire [4:0] \values$108[31] ;
+  wire [4:0] \values$108[3] ;
+  wire [4:0] \values$108[4] ;
+  wire [4:0] \values$108[5] ;
+  wire [4:0] \values$108[6] ;
+  wire [4:0] \values$108[7] ;
+  wire [4:0] \values$108[8] ;
+  wire [4:0] \values$108[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -7410,97 +7387,62 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$7  = s2_valid | s3_spare_valid;
-  assign \$8  = ~ s3_load;
-  assign \$9  = s2_valid & \$8 ;
-  assign \$10  = s0_load & \i__valid$107 ;
-  assign \$11  = i__payload[136:132] + i__payload[273:269];
-  assign \$12  = s1_load & s0_valid;
-  assign \$13  = s2_load & s1_valid;
-  assign \$14  = ~ s3_spare_valid;
-  assign \$15  = ~ s3_spare_valid;
-  assign \$16  = ~ s3_spare_valid;
-  assign \$17  = s3_spare_valid | s2_valid;
-  assign \$18  = s3_load & \$17 ;
-  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
-  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
-  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
+  assign \$6  = s0_load & \i__valid$106 ;
+  assign \$7  = i__payload[136:132] + i__payload[273:269];
+  assign \$8  = s1_load & s0_valid;
+  assign \$9  = s2_load & s1_valid;
+  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
-    s0_valid <= \$22 ;
+    s0_valid <= \$11 ;
   always @(posedge aclk)
-    s1_valid <= \$23 ;
+    s1_valid <= \$12 ;
   always @(posedge aclk)
-    s2_valid <= \$24 ;
+    s2_valid <= \$13 ;
   always @(posedge aclk)
-    s3_valid <= \$25 ;
+    s3_valid <= \$14 ;
   always @(posedge aclk)
-    s3_spare_valid <= \$26 ;
+    a <= \$15 ;
   always @(posedge aclk)
-    a <= \$27 ;
+    w <= \$16 ;
   always @(posedge aclk)
-    w <= \$28 ;
+    s0_exp <= \$17 ;
   always @(posedge aclk)
-    s0_exp <= \$29 ;
+    s0_last <= \$18 ;
   always @(posedge aclk)
-    s0_last <= \$30 ;
+    s1_exp <= \$19 ;
   always @(posedge aclk)
-    s1_exp <= \$31 ;
+    s1_last <= \$20 ;
   always @(posedge aclk)
-    s1_last <= \$32 ;
+    s1_products <= \$21 ;
   always @(posedge aclk)
-    s1_products <= \$33 ;
+    s1_negatives <= \$22 ;
   always @(posedge aclk)
-    s1_negatives <= \$34 ;
+    s2_exp <= \$23 ;
   always @(posedge aclk)
-    s2_exp <= \$35 ;
+    s2_last <= \$24 ;
   always @(posedge aclk)
-    s2_last <= \$36 ;
+    s2_negatives <= \$25 ;
   always @(posedge aclk)
-    s2_negatives <= \$37 ;
+    s2_partial <= \$26 ;
   always @(posedge aclk)
-    s2_partial <= \$38 ;
+    s3_exp <= \$27 ;
   always @(posedge aclk)
-    s3_spare_exp <= \$39 ;
+    s3_last <= \$28 ;
   always @(posedge aclk)
-    s3_spare_last <= \$40 ;
-  always @(posedge aclk)
-    s3_spare_sum <= \$41 ;
-  always @(posedge aclk)
-    s3_exp <= \$42 ;
-  always @(posedge aclk)
-    s3_last <= \$43 ;
-  always @(posedge aclk)
-    s3_sum <= \$44 ;
+    s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign \$3  = ~ s3_spare_valid;
-  assign s2_load = \$2  | \$3 ;
-  assign \$4  = ~ s1_valid;
-  assign s1_load = \$4  | s2_load;
-  assign \$5  = ~ s0_valid;
-  assign s0_load = \$5  | s1_load;
-  assign \$6  = ~ rst;
-  assign \i__ready$10  = s0_load & \$6 ;
+  assign s2_load = \$2  | s3_load;
+  assign \$3  = ~ s1_valid;
+  assign s1_load = \$3  | s2_load;
+  assign \$4  = ~ s0_valid;
+  assign s0_load = \$4  | s1_load;
+  assign \$5  = ~ rst;
+  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -7545,23 +7487,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot1.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
+    .i__payload(\i__payload$89 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$96 ),
+    .o__payload(\i__payload$95 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$94 ),
+    .o_valid(\i__valid$93 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot1.dec_a  dec_a (
-    .\port$5256$0 (i__payload[131:0]),
+    .\port$5187$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot1.dec_w  dec_w (
-    .\port$5256$137 (i__payload[268:137]),
-    .values(\values$109 )
+    .\port$5187$137 (i__payload[268:137]),
+    .values(\values$108 )
   );
   \bd_linear_fast_b32_n4.dot1.mul  mul (
     .a(a),
@@ -7571,208 +7529,173 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot1.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$96 ),
+    .i__payload(\i__payload$95 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$94 ),
-    .o__payload(\o__payload$100 ),
-    .o__ready(\o__ready$102 ),
+    .i__valid(\i__valid$93 ),
+    .o__payload(\o__payload$99 ),
     .rst(rst),
-    .s3_valid(\o__valid$104 )
+    .s3_valid(\o__valid$103 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$22  = s0_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$11  = s0_valid;
     if (s0_load) begin
-      \$22  = \i__valid$107 ;
+      \$11  = \i__valid$106 ;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$11  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$23  = s1_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$12  = s1_valid;
     if (s1_load) begin
-      \$23  = s0_valid;
+      \$12  = s0_valid;
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$12  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$24  = s2_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$13  = s2_valid;
     if (s2_load) begin
-      \$24  = s1_valid;
+      \$13  = s1_valid;
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$13  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$25  = s3_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$14  = s3_valid;
     if (s3_load) begin
-      \$25  = \$7 ;
+      \$14  = s2_valid;
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$14  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$26  = s3_spare_valid;
-    if (s3_spare_valid) begin
-      if (s3_load) begin
-        \$26  = 1'h0;
-      end
-    end else if (\$9 ) begin
-      \$26  = 1'h1;
-    end
-    if (rst) begin
-      \$26  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$15  = a;
+    if (\$6 ) begin
+      \$15  = values;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$27  = a;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$16  = w;
+    if (\$6 ) begin
+      \$16  = \values$108 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$17  = s0_exp;
+    if (\$6 ) begin
+      \$17  = \$7 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$18  = s0_last;
+    if (\$6 ) begin
+      \$18  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$19  = s1_exp;
+    if (\$8 ) begin
+      \$19  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$20  = s1_last;
+    if (\$8 ) begin
+      \$20  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$21  = s1_products;
+    if (\$8 ) begin
+      \$21  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$22  = s1_negatives;
+    if (\$8 ) begin
+      \$22  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$23  = s2_exp;
+    if (\$9 ) begin
+      \$23  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$24  = s2_last;
+    if (\$9 ) begin
+      \$24  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$25  = s2_negatives;
+    if (\$9 ) begin
+      \$25  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$26  = s2_partial;
+    if (\$9 ) begin
+      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$27  = s3_exp;
     if (\$10 ) begin
-      \$27  = values;
+      \$27  = s2_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$28  = w;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$28  = s3_last;
     if (\$10 ) begin
-      \$28  = \values$109 ;
+      \$28  = s2_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$29  = s0_exp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    \$29  = s3_sum;
     if (\$10 ) begin
-      \$29  = \$11 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$30  = s0_last;
-    if (\$10 ) begin
-      \$30  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$31  = s1_exp;
-    if (\$12 ) begin
-      \$31  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$32  = s1_last;
-    if (\$12 ) begin
-      \$32  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$33  = s1_products;
-    if (\$12 ) begin
-      \$33  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$34  = s1_negatives;
-    if (\$12 ) begin
-      \$34  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$35  = s2_exp;
-    if (\$13 ) begin
-      \$35  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$36  = s2_last;
-    if (\$13 ) begin
-      \$36  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$37  = s2_negatives;
-    if (\$13 ) begin
-      \$37  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$38  = s2_partial;
-    if (\$13 ) begin
-      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$39  = s3_spare_exp;
-    if (\$14 ) begin
-      \$39  = s2_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$40  = s3_spare_last;
-    if (\$15 ) begin
-      \$40  = s2_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$41  = s3_spare_sum;
-    if (\$16 ) begin
-      \$41  = block_sum[13:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$42  = s3_exp;
-    if (\$18 ) begin
-      \$42  = \$19 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$43  = s3_last;
-    if (\$18 ) begin
-      \$43  = \$20 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$9 ) begin end
-    \$44  = s3_sum;
-    if (\$18 ) begin
-      \$44  = \$21 ;
+      \$29  = block_sum[13:0];
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$15  = i__payload[268:265];
-  assign \codes$16  = i__payload[264:137];
+  assign \dialect$14  = i__payload[268:265];
+  assign \codes$15  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$94 ;
-  assign o__payload = \i__payload$96 ;
-  assign \i__ready$99  = o__ready;
-  assign \o__payload$101  = \o__payload$100 ;
-  assign \o__ready$103  = \o__ready$102 ;
-  assign \o__valid$105  = \o__valid$104 ;
+  assign o__valid = \i__valid$93 ;
+  assign o__payload = \i__payload$95 ;
+  assign \i__ready$98  = o__ready;
+  assign \o__payload$100  = \o__payload$99 ;
+  assign \o__ready$101  = 1'h1;
+  assign \o__ready$102  = 1'h1;
+  assign \o__valid$104  = \o__valid$103 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -7876,38 +7799,38 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$16[0]  = i__payload[140:137];
-  assign \codes$16[1]  = i__payload[144:141];
-  assign \codes$16[2]  = i__payload[148:145];
-  assign \codes$16[3]  = i__payload[152:149];
-  assign \codes$16[4]  = i__payload[156:153];
-  assign \codes$16[5]  = i__payload[160:157];
-  assign \codes$16[6]  = i__payload[164:161];
-  assign \codes$16[7]  = i__payload[168:165];
-  assign \codes$16[8]  = i__payload[172:169];
-  assign \codes$16[9]  = i__payload[176:173];
-  assign \codes$16[10]  = i__payload[180:177];
-  assign \codes$16[11]  = i__payload[184:181];
-  assign \codes$16[12]  = i__payload[188:185];
-  assign \codes$16[13]  = i__payload[192:189];
-  assign \codes$16[14]  = i__payload[196:193];
-  assign \codes$16[15]  = i__payload[200:197];
-  assign \codes$16[16]  = i__payload[204:201];
-  assign \codes$16[17]  = i__payload[208:205];
-  assign \codes$16[18]  = i__payload[212:209];
-  assign \codes$16[19]  = i__payload[216:213];
-  assign \codes$16[20]  = i__payload[220:217];
-  assign \codes$16[21]  = i__payload[224:221];
-  assign \codes$16[22]  = i__payload[228:225];
-  assign \codes$16[23]  = i__payload[232:229];
-  assign \codes$16[24]  = i__payload[236:233];
-  assign \codes$16[25]  = i__payload[240:237];
-  assign \codes$16[26]  = i__payload[244:241];
-  assign \codes$16[27]  = i__payload[248:245];
-  assign \codes$16[28]  = i__payload[252:249];
-  assign \codes$16[29]  = i__payload[256:253];
-  assign \codes$16[30]  = i__payload[260:257];
-  assign \codes$16[31]  = i__payload[264:261];
+  assign \codes$15[0]  = i__payload[140:137];
+  assign \codes$15[1]  = i__payload[144:141];
+  assign \codes$15[2]  = i__payload[148:145];
+  assign \codes$15[3]  = i__payload[152:149];
+  assign \codes$15[4]  = i__payload[156:153];
+  assign \codes$15[5]  = i__payload[160:157];
+  assign \codes$15[6]  = i__payload[164:161];
+  assign \codes$15[7]  = i__payload[168:165];
+  assign \codes$15[8]  = i__payload[172:169];
+  assign \codes$15[9]  = i__payload[176:173];
+  assign \codes$15[10]  = i__payload[180:177];
+  assign \codes$15[11]  = i__payload[184:181];
+  assign \codes$15[12]  = i__payload[188:185];
+  assign \codes$15[13]  = i__payload[192:189];
+  assign \codes$15[14]  = i__payload[196:193];
+  assign \codes$15[15]  = i__payload[200:197];
+  assign \codes$15[16]  = i__payload[204:201];
+  assign \codes$15[17]  = i__payload[208:205];
+  assign \codes$15[18]  = i__payload[212:209];
+  assign \codes$15[19]  = i__payload[216:213];
+  assign \codes$15[20]  = i__payload[220:217];
+  assign \codes$15[21]  = i__payload[224:221];
+  assign \codes$15[22]  = i__payload[228:225];
+  assign \codes$15[23]  = i__payload[232:229];
+  assign \codes$15[24]  = i__payload[236:233];
+  assign \codes$15[25]  = i__payload[240:237];
+  assign \codes$15[26]  = i__payload[244:241];
+  assign \codes$15[27]  = i__payload[248:245];
+  assign \codes$15[28]  = i__payload[252:249];
+  assign \codes$15[29]  = i__payload[256:253];
+  assign \codes$15[30]  = i__payload[260:257];
+  assign \codes$15[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -7972,13 +7895,13 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$90.sum  = \i__payload$90 [13:0];
-  assign \i__payload$90.exp  = \i__payload$90 [19:14];
-  assign \i__payload$90.last  = \i__payload$90 [20];
-  assign \i__payload$96.value  = \i__payload$96 ;
-  assign \o__payload.total  = \i__payload$96 ;
-  assign \o__payload$100.result  = \o__payload$100 ;
-  assign \o__payload$101.result  = \o__payload$100 ;
+  assign \i__payload$89.sum  = \i__payload$89 [13:0];
+  assign \i__payload$89.exp  = \i__payload$89 [19:14];
+  assign \i__payload$89.last  = \i__payload$89 [20];
+  assign \i__payload$95.value  = \i__payload$95 ;
+  assign \o__payload.total  = \i__payload$95 ;
+  assign \o__payload$99.result  = \o__payload$99 ;
+  assign \o__payload$100.result  = \o__payload$99 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8011,38 +7934,38 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$109[0]  = \values$109 [4:0];
-  assign \values$109[1]  = \values$109 [9:5];
-  assign \values$109[2]  = \values$109 [14:10];
-  assign \values$109[3]  = \values$109 [19:15];
-  assign \values$109[4]  = \values$109 [24:20];
-  assign \values$109[5]  = \values$109 [29:25];
-  assign \values$109[6]  = \values$109 [34:30];
-  assign \values$109[7]  = \values$109 [39:35];
-  assign \values$109[8]  = \values$109 [44:40];
-  assign \values$109[9]  = \values$109 [49:45];
-  assign \values$109[10]  = \values$109 [54:50];
-  assign \values$109[11]  = \values$109 [59:55];
-  assign \values$109[12]  = \values$109 [64:60];
-  assign \values$109[13]  = \values$109 [69:65];
-  assign \values$109[14]  = \values$109 [74:70];
-  assign \values$109[15]  = \values$109 [79:75];
-  assign \values$109[16]  = \values$109 [84:80];
-  assign \values$109[17]  = \values$109 [89:85];
-  assign \values$109[18]  = \values$109 [94:90];
-  assign \values$109[19]  = \values$109 [99:95];
-  assign \values$109[20]  = \values$109 [104:100];
-  assign \values$109[21]  = \values$109 [109:105];
-  assign \values$109[22]  = \values$109 [114:110];
-  assign \values$109[23]  = \values$109 [119:115];
-  assign \values$109[24]  = \values$109 [124:120];
-  assign \values$109[25]  = \values$109 [129:125];
-  assign \values$109[26]  = \values$109 [134:130];
-  assign \values$109[27]  = \values$109 [139:135];
-  assign \values$109[28]  = \values$109 [144:140];
-  assign \values$109[29]  = \values$109 [149:145];
-  assign \values$109[30]  = \values$109 [154:150];
-  assign \values$109[31]  = \values$109 [159:155];
+  assign \values$108[0]  = \values$108 [4:0];
+  assign \values$108[1]  = \values$108 [9:5];
+  assign \values$108[2]  = \values$108 [14:10];
+  assign \values$108[3]  = \values$108 [19:15];
+  assign \values$108[4]  = \values$108 [24:20];
+  assign \values$108[5]  = \values$108 [29:25];
+  assign \values$108[6]  = \values$108 [34:30];
+  assign \values$108[7]  = \values$108 [39:35];
+  assign \values$108[8]  = \values$108 [44:40];
+  assign \values$108[9]  = \values$108 [49:45];
+  assign \values$108[10]  = \values$108 [54:50];
+  assign \values$108[11]  = \values$108 [59:55];
+  assign \values$108[12]  = \values$108 [64:60];
+  assign \values$108[13]  = \values$108 [69:65];
+  assign \values$108[14]  = \values$108 [74:70];
+  assign \values$108[15]  = \values$108 [79:75];
+  assign \values$108[16]  = \values$108 [84:80];
+  assign \values$108[17]  = \values$108 [89:85];
+  assign \values$108[18]  = \values$108 [94:90];
+  assign \values$108[19]  = \values$108 [99:95];
+  assign \values$108[20]  = \values$108 [104:100];
+  assign \values$108[21]  = \values$108 [109:105];
+  assign \values$108[22]  = \values$108 [114:110];
+  assign \values$108[23]  = \values$108 [119:115];
+  assign \values$108[24]  = \values$108 [124:120];
+  assign \values$108[25]  = \values$108 [129:125];
+  assign \values$108[26]  = \values$108 [134:130];
+  assign \values$108[27]  = \values$108 [139:135];
+  assign \values$108[28]  = \values$108 [144:140];
+  assign \values$108[29]  = \values$108 [149:145];
+  assign \values$108[30]  = \values$108 [154:150];
+  assign \values$108[31]  = \values$108 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -8075,14 +7998,14 @@ module \bd_linear_fast_b32_n4.dot1 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$90 [20] = s3_last;
-  assign \i__payload$90 [19:14] = s3_exp;
-  assign \i__payload$90 [13:0] = s3_sum;
+  assign \i__payload$89 [20] = s3_last;
+  assign \i__payload$89 [19:14] = s3_exp;
+  assign \i__payload$89 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -8174,7 +8097,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -8184,7 +8107,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -8193,7 +8116,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -8202,7 +8125,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -8212,7 +8135,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -8221,7 +8144,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -8259,7 +8182,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5256$0 );
+module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5187$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8296,8 +8219,8 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5256$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5256$0 ;
-  wire [131:0] \port$5256$0 ;
+  input [131:0] \port$5187$0 ;
+  wire [131:0] \port$5187$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8373,46 +8296,46 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5256$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5256$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5256$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5256$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5256$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5256$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5256$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5256$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5256$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5256$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5256$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5256$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5256$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5256$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5256$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5256$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5256$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5256$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5256$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5256$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5256$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5256$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5256$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5256$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5256$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5256$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5256$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5256$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5256$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5256$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5256$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5256$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5256$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5187$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5187$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5187$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5187$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5187$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5187$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5187$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5187$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5187$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5187$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5187$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5187$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5187$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5187$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5187$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5187$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5187$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5187$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5187$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5187$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5187$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5187$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5187$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5187$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5187$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5187$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5187$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5187$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5187$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5187$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5187$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5187$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$5256$0 [131:128]),
+    .dialect(\port$5187$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5256$0 [131:128];
-  assign \dialect$1  = \port$5256$0 [131:128];
+  assign dialect = \port$5187$0 [131:128];
+  assign \dialect$1  = \port$5187$0 [131:128];
   assign row = entries;
-  assign codes = \port$5256$0 [127:0];
+  assign codes = \port$5187$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8421,38 +8344,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5256$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5256$0 [3:0];
-  assign \codes[1]  = \port$5256$0 [7:4];
-  assign \codes[2]  = \port$5256$0 [11:8];
-  assign \codes[3]  = \port$5256$0 [15:12];
-  assign \codes[4]  = \port$5256$0 [19:16];
-  assign \codes[5]  = \port$5256$0 [23:20];
-  assign \codes[6]  = \port$5256$0 [27:24];
-  assign \codes[7]  = \port$5256$0 [31:28];
-  assign \codes[8]  = \port$5256$0 [35:32];
-  assign \codes[9]  = \port$5256$0 [39:36];
-  assign \codes[10]  = \port$5256$0 [43:40];
-  assign \codes[11]  = \port$5256$0 [47:44];
-  assign \codes[12]  = \port$5256$0 [51:48];
-  assign \codes[13]  = \port$5256$0 [55:52];
-  assign \codes[14]  = \port$5256$0 [59:56];
-  assign \codes[15]  = \port$5256$0 [63:60];
-  assign \codes[16]  = \port$5256$0 [67:64];
-  assign \codes[17]  = \port$5256$0 [71:68];
-  assign \codes[18]  = \port$5256$0 [75:72];
-  assign \codes[19]  = \port$5256$0 [79:76];
-  assign \codes[20]  = \port$5256$0 [83:80];
-  assign \codes[21]  = \port$5256$0 [87:84];
-  assign \codes[22]  = \port$5256$0 [91:88];
-  assign \codes[23]  = \port$5256$0 [95:92];
-  assign \codes[24]  = \port$5256$0 [99:96];
-  assign \codes[25]  = \port$5256$0 [103:100];
-  assign \codes[26]  = \port$5256$0 [107:104];
-  assign \codes[27]  = \port$5256$0 [111:108];
-  assign \codes[28]  = \port$5256$0 [115:112];
-  assign \codes[29]  = \port$5256$0 [119:116];
-  assign \codes[30]  = \port$5256$0 [123:120];
-  assign \codes[31]  = \port$5256$0 [127:124];
+  assign \codes[0]  = \port$5187$0 [3:0];
+  assign \codes[1]  = \port$5187$0 [7:4];
+  assign \codes[2]  = \port$5187$0 [11:8];
+  assign \codes[3]  = \port$5187$0 [15:12];
+  assign \codes[4]  = \port$5187$0 [19:16];
+  assign \codes[5]  = \port$5187$0 [23:20];
+  assign \codes[6]  = \port$5187$0 [27:24];
+  assign \codes[7]  = \port$5187$0 [31:28];
+  assign \codes[8]  = \port$5187$0 [35:32];
+  assign \codes[9]  = \port$5187$0 [39:36];
+  assign \codes[10]  = \port$5187$0 [43:40];
+  assign \codes[11]  = \port$5187$0 [47:44];
+  assign \codes[12]  = \port$5187$0 [51:48];
+  assign \codes[13]  = \port$5187$0 [55:52];
+  assign \codes[14]  = \port$5187$0 [59:56];
+  assign \codes[15]  = \port$5187$0 [63:60];
+  assign \codes[16]  = \port$5187$0 [67:64];
+  assign \codes[17]  = \port$5187$0 [71:68];
+  assign \codes[18]  = \port$5187$0 [75:72];
+  assign \codes[19]  = \port$5187$0 [79:76];
+  assign \codes[20]  = \port$5187$0 [83:80];
+  assign \codes[21]  = \port$5187$0 [87:84];
+  assign \codes[22]  = \port$5187$0 [91:88];
+  assign \codes[23]  = \port$5187$0 [95:92];
+  assign \codes[24]  = \port$5187$0 [99:96];
+  assign \codes[25]  = \port$5187$0 [103:100];
+  assign \codes[26]  = \port$5187$0 [107:104];
+  assign \codes[27]  = \port$5187$0 [111:108];
+  assign \codes[28]  = \port$5187$0 [115:112];
+  assign \codes[29]  = \port$5187$0 [119:116];
+  assign \codes[30]  = \port$5187$0 [123:120];
+  assign \codes[31]  = \port$5187$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8485,43 +8408,43 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5256$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5256$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5256$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5256$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5256$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5256$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5256$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5256$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5256$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5256$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5256$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5256$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5256$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5256$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5256$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5256$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5256$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5256$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5256$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5256$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5256$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5256$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5256$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5256$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5256$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5256$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5256$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5256$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5256$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5256$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5256$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5256$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5256$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5187$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5187$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5187$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5187$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5187$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5187$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5187$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5187$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5187$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5187$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5187$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5187$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5187$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5187$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5187$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5187$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5187$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5187$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5187$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5187$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5187$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5187$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5187$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5187$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5187$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5187$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5187$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5187$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5187$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5187$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5187$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5187$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot1.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -8535,7 +8458,7 @@ module \bd_linear_fast_b32_n4.dot1.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$11 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -8583,7 +8506,7 @@ module \bd_linear_fast_b32_n4.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5256$137 );
+module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5187$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8620,8 +8543,8 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5256$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5256$137 ;
-  wire [131:0] \port$5256$137 ;
+  input [131:0] \port$5187$137 ;
+  wire [131:0] \port$5187$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8697,46 +8620,46 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5256$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5256$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5256$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5256$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5256$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5256$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5256$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5256$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5256$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5256$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5256$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5256$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5256$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5256$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5256$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5256$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5256$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5256$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5256$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5256$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5256$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5256$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5256$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5256$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5256$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5256$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5256$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5256$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5256$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5256$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5256$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5256$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5256$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5187$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5187$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5187$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5187$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5187$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5187$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5187$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5187$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5187$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5187$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5187$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5187$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5187$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5187$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5187$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5187$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5187$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5187$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5187$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5187$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5187$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5187$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5187$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5187$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5187$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5187$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5187$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5187$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5187$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5187$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5187$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5187$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$5256$137 [131:128]),
+    .dialect(\port$5187$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5256$137 [131:128];
-  assign \dialect$1  = \port$5256$137 [131:128];
+  assign dialect = \port$5187$137 [131:128];
+  assign \dialect$1  = \port$5187$137 [131:128];
   assign row = entries;
-  assign codes = \port$5256$137 [127:0];
+  assign codes = \port$5187$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8745,38 +8668,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5256$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5256$137 [3:0];
-  assign \codes[1]  = \port$5256$137 [7:4];
-  assign \codes[2]  = \port$5256$137 [11:8];
-  assign \codes[3]  = \port$5256$137 [15:12];
-  assign \codes[4]  = \port$5256$137 [19:16];
-  assign \codes[5]  = \port$5256$137 [23:20];
-  assign \codes[6]  = \port$5256$137 [27:24];
-  assign \codes[7]  = \port$5256$137 [31:28];
-  assign \codes[8]  = \port$5256$137 [35:32];
-  assign \codes[9]  = \port$5256$137 [39:36];
-  assign \codes[10]  = \port$5256$137 [43:40];
-  assign \codes[11]  = \port$5256$137 [47:44];
-  assign \codes[12]  = \port$5256$137 [51:48];
-  assign \codes[13]  = \port$5256$137 [55:52];
-  assign \codes[14]  = \port$5256$137 [59:56];
-  assign \codes[15]  = \port$5256$137 [63:60];
-  assign \codes[16]  = \port$5256$137 [67:64];
-  assign \codes[17]  = \port$5256$137 [71:68];
-  assign \codes[18]  = \port$5256$137 [75:72];
-  assign \codes[19]  = \port$5256$137 [79:76];
-  assign \codes[20]  = \port$5256$137 [83:80];
-  assign \codes[21]  = \port$5256$137 [87:84];
-  assign \codes[22]  = \port$5256$137 [91:88];
-  assign \codes[23]  = \port$5256$137 [95:92];
-  assign \codes[24]  = \port$5256$137 [99:96];
-  assign \codes[25]  = \port$5256$137 [103:100];
-  assign \codes[26]  = \port$5256$137 [107:104];
-  assign \codes[27]  = \port$5256$137 [111:108];
-  assign \codes[28]  = \port$5256$137 [115:112];
-  assign \codes[29]  = \port$5256$137 [119:116];
-  assign \codes[30]  = \port$5256$137 [123:120];
-  assign \codes[31]  = \port$5256$137 [127:124];
+  assign \codes[0]  = \port$5187$137 [3:0];
+  assign \codes[1]  = \port$5187$137 [7:4];
+  assign \codes[2]  = \port$5187$137 [11:8];
+  assign \codes[3]  = \port$5187$137 [15:12];
+  assign \codes[4]  = \port$5187$137 [19:16];
+  assign \codes[5]  = \port$5187$137 [23:20];
+  assign \codes[6]  = \port$5187$137 [27:24];
+  assign \codes[7]  = \port$5187$137 [31:28];
+  assign \codes[8]  = \port$5187$137 [35:32];
+  assign \codes[9]  = \port$5187$137 [39:36];
+  assign \codes[10]  = \port$5187$137 [43:40];
+  assign \codes[11]  = \port$5187$137 [47:44];
+  assign \codes[12]  = \port$5187$137 [51:48];
+  assign \codes[13]  = \port$5187$137 [55:52];
+  assign \codes[14]  = \port$5187$137 [59:56];
+  assign \codes[15]  = \port$5187$137 [63:60];
+  assign \codes[16]  = \port$5187$137 [67:64];
+  assign \codes[17]  = \port$5187$137 [71:68];
+  assign \codes[18]  = \port$5187$137 [75:72];
+  assign \codes[19]  = \port$5187$137 [79:76];
+  assign \codes[20]  = \port$5187$137 [83:80];
+  assign \codes[21]  = \port$5187$137 [87:84];
+  assign \codes[22]  = \port$5187$137 [91:88];
+  assign \codes[23]  = \port$5187$137 [95:92];
+  assign \codes[24]  = \port$5187$137 [99:96];
+  assign \codes[25]  = \port$5187$137 [103:100];
+  assign \codes[26]  = \port$5187$137 [107:104];
+  assign \codes[27]  = \port$5187$137 [111:108];
+  assign \codes[28]  = \port$5187$137 [115:112];
+  assign \codes[29]  = \port$5187$137 [119:116];
+  assign \codes[30]  = \port$5187$137 [123:120];
+  assign \codes[31]  = \port$5187$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8809,43 +8732,43 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5256$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5256$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5256$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5256$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5256$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5256$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5256$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5256$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5256$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5256$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5256$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5256$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5256$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5256$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5256$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5256$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5256$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5256$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5256$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5256$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5256$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5256$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5256$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5256$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5256$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5256$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5256$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5256$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5256$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5256$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5256$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5256$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5256$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5187$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5187$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5187$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5187$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5187$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5187$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5187$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5187$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5187$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5187$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5187$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5187$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5187$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5187$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5187$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5187$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5187$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5187$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5187$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5187$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5187$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5187$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5187$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5187$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5187$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5187$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5187$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5187$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5187$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5187$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5187$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5187$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot1.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$12  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -8859,7 +8782,7 @@ module \bd_linear_fast_b32_n4.dot1.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$12 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -9879,8 +9802,8 @@ module \bd_linear_fast_b32_n4.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$13  = 0;
+module \bd_linear_fast_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$100 ;
@@ -10330,7 +10253,6 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -10354,15 +10276,10 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
   reg s3_valid = 1'h0;
   wire [127:0] wide;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign i__ready = s0_load & \$5 ;
   assign \$6  = - $signed(i__payload);
   assign \$7  = i__payload[81] ? \$6  : { i__payload[81], i__payload };
   assign \$9  = \$8 [127] | \$8 [126];
@@ -10584,10 +10501,6 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$145  = \$144  | s1_norm[104];
   assign \$146  = s1_norm[103] & \$145 ;
   assign \$147  = { \$143 [7:0], s1_norm[126:104] } + \$146 ;
-  assign \$148  = s0_load & i__valid;
-  assign \$149  = s1_load & s0_valid;
-  assign \$150  = s2_load & s1_valid;
-  assign \$151  = s3_load & s2_valid;
   assign \$152  = s1_zero ? 32'd0 : { s1_sign, \$147 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$153 ;
@@ -10620,7 +10533,7 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
   always @(posedge aclk)
     o__payload <= \$167 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$153  = s0_valid;
     if (s0_load) begin
       \$153  = i__valid;
@@ -10630,7 +10543,7 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$154  = s1_valid;
     if (s1_load) begin
       \$154  = s0_valid;
@@ -10640,7 +10553,7 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$155  = s2_valid;
     if (s2_load) begin
       \$155  = s1_valid;
@@ -10650,7 +10563,7 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$156  = s3_valid;
     if (s3_load) begin
       \$156  = s2_valid;
@@ -10660,82 +10573,83 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$157  = abs_sign;
     if (\$148 ) begin
       \$157  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$158  = abs_mag;
     if (\$148 ) begin
       \$158  = \$7 [81:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$159  = lzc_sign;
     if (\$149 ) begin
       \$159  = abs_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$160  = lzc_zero;
     if (\$149 ) begin
       \$160  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$161  = lzc_lz;
     if (\$149 ) begin
       \$161  = { lzc_64_64_zero, \$135  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$162  = lzc_wide;
     if (\$149 ) begin
       \$162  = \$8 [127:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$163  = s1_sign;
     if (\$150 ) begin
       \$163  = lzc_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$164  = s1_zero;
     if (\$150 ) begin
       \$164  = lzc_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$165  = s1_lz;
     if (\$150 ) begin
       \$165  = { 1'h0, lzc_lz };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$166  = s1_norm;
     if (\$150 ) begin
       \$166  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$13 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
     \$167  = o__payload;
     if (\$151 ) begin
       \$167  = \$152 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s3_valid;
   assign mag = \$7 [81:0];
   assign wide = \$8 [127:0];
@@ -10808,6 +10722,11 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
   assign \$8  = { 17'h00000, abs_mag, 46'h000000000000 };
   assign \$136  = { lzc_wide, 1'h0 };
   assign \$137  = { 1'h0, normalise0, 2'h0 };
@@ -10816,6 +10735,10 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$140  = { 15'h0000, normalise3, 16'h0000 };
   assign \$141  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$142  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$148  = i__valid;
+  assign \$149  = s0_valid;
+  assign \$150  = s1_valid;
+  assign \$151  = s2_valid;
   assign \$88  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -10930,50 +10853,35 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, o__ready, i__ready, i__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
+module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [5:0] \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [5:0] \$19 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg \$13 ;
+  reg \$14 ;
+  reg [159:0] \$15 ;
+  reg [159:0] \$16 ;
+  reg [5:0] \$17 ;
+  reg \$18 ;
+  reg [5:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [13:0] \$21 ;
-  reg \$22 ;
-  reg \$23 ;
+  reg \$20 ;
+  reg [287:0] \$21 ;
+  reg [13:0] \$22 ;
+  reg [5:0] \$23 ;
   reg \$24 ;
-  reg \$25 ;
-  reg \$26 ;
-  reg [159:0] \$27 ;
-  reg [159:0] \$28 ;
-  reg [5:0] \$29 ;
+  reg [13:0] \$25 ;
+  reg [47:0] \$26 ;
+  reg [5:0] \$27 ;
+  reg \$28 ;
+  reg [13:0] \$29 ;
   wire \$3 ;
-  reg \$30 ;
-  reg [5:0] \$31 ;
-  reg \$32 ;
-  reg [287:0] \$33 ;
-  reg [13:0] \$34 ;
-  reg [5:0] \$35 ;
-  reg \$36 ;
-  reg [13:0] \$37 ;
-  reg [47:0] \$38 ;
-  reg [5:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [13:0] \$41 ;
-  reg [5:0] \$42 ;
-  reg \$43 ;
-  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
+  wire [5:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -11014,39 +10922,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$16 ;
-  wire [3:0] \codes$16[0] ;
-  wire [3:0] \codes$16[10] ;
-  wire [3:0] \codes$16[11] ;
-  wire [3:0] \codes$16[12] ;
-  wire [3:0] \codes$16[13] ;
-  wire [3:0] \codes$16[14] ;
-  wire [3:0] \codes$16[15] ;
-  wire [3:0] \codes$16[16] ;
-  wire [3:0] \codes$16[17] ;
-  wire [3:0] \codes$16[18] ;
-  wire [3:0] \codes$16[19] ;
-  wire [3:0] \codes$16[1] ;
-  wire [3:0] \codes$16[20] ;
-  wire [3:0] \codes$16[21] ;
-  wire [3:0] \codes$16[22] ;
-  wire [3:0] \codes$16[23] ;
-  wire [3:0] \codes$16[24] ;
-  wire [3:0] \codes$16[25] ;
-  wire [3:0] \codes$16[26] ;
-  wire [3:0] \codes$16[27] ;
-  wire [3:0] \codes$16[28] ;
-  wire [3:0] \codes$16[29] ;
-  wire [3:0] \codes$16[2] ;
-  wire [3:0] \codes$16[30] ;
-  wire [3:0] \codes$16[31] ;
-  wire [3:0] \codes$16[3] ;
-  wire [3:0] \codes$16[4] ;
-  wire [3:0] \codes$16[5] ;
-  wire [3:0] \codes$16[6] ;
-  wire [3:0] \codes$16[7] ;
-  wire [3:0] \codes$16[8] ;
-  wire [3:0] \codes$16[9] ;
+  wire [127:0] \codes$15 ;
+  wire [3:0] \codes$15[0] ;
+  wire [3:0] \codes$15[10] ;
+  wire [3:0] \codes$15[11] ;
+  wire [3:0] \codes$15[12] ;
+  wire [3:0] \codes$15[13] ;
+  wire [3:0] \codes$15[14] ;
+  wire [3:0] \codes$15[15] ;
+  wire [3:0] \codes$15[16] ;
+  wire [3:0] \codes$15[17] ;
+  wire [3:0] \codes$15[18] ;
+  wire [3:0] \codes$15[19] ;
+  wire [3:0] \codes$15[1] ;
+  wire [3:0] \codes$15[20] ;
+  wire [3:0] \codes$15[21] ;
+  wire [3:0] \codes$15[22] ;
+  wire [3:0] \codes$15[23] ;
+  wire [3:0] \codes$15[24] ;
+  wire [3:0] \codes$15[25] ;
+  wire [3:0] \codes$15[26] ;
+  wire [3:0] \codes$15[27] ;
+  wire [3:0] \codes$15[28] ;
+  wire [3:0] \codes$15[29] ;
+  wire [3:0] \codes$15[2] ;
+  wire [3:0] \codes$15[30] ;
+  wire [3:0] \codes$15[31] ;
+  wire [3:0] \codes$15[3] ;
+  wire [3:0] \codes$15[4] ;
+  wire [3:0] \codes$15[5] ;
+  wire [3:0] \codes$15[6] ;
+  wire [3:0] \codes$15[7] ;
+  wire [3:0] \codes$15[8] ;
+  wire [3:0] \codes$15[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -11080,15 +10988,15 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$15 ;
+  wire [3:0] \dialect$14 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$90 ;
-  wire [5:0] \i__payload$90.exp ;
-  wire \i__payload$90.last ;
-  wire [13:0] \i__payload$90.sum ;
-  wire [81:0] \i__payload$96 ;
-  wire [81:0] \i__payload$96.value ;
+  wire [20:0] \i__payload$89 ;
+  wire [5:0] \i__payload$89.exp ;
+  wire \i__payload$89.last ;
+  wire [13:0] \i__payload$89.sum ;
+  wire [81:0] \i__payload$95 ;
+  wire [81:0] \i__payload$95.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -11161,14 +11069,13 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$10 ;
-  wire \i__ready$10 ;
-  wire \i__ready$99 ;
+  wire \i__ready$9 ;
+  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$107 ;
-  wire \i__valid$107 ;
-  wire \i__valid$94 ;
+  input \i__valid$106 ;
+  wire \i__valid$106 ;
+  wire \i__valid$93 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -11202,20 +11109,19 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  wire [31:0] \o__payload$101 ;
-  wire [31:0] \o__payload$101.result ;
+  output [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$102 ;
+  wire \o__ready$101 ;
   wire \o__ready$102 ;
-  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$104 ;
+  output \o__valid$103 ;
+  wire \o__valid$103 ;
   wire \o__valid$104 ;
-  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -11274,10 +11180,6 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
-  reg [5:0] s3_spare_exp = 6'h00;
-  reg s3_spare_last = 1'h0;
-  reg [13:0] s3_spare_sum = 14'h0000;
-  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -11312,39 +11214,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$109 ;
-  wire [4:0] \values$109[0] ;
-  wire [4:0] \values$109[10] ;
-  wire [4:0] \values$109[11] ;
-  wire [4:0] \values$109[12] ;
-  wire [4:0] \values$109[13] ;
-  wire [4:0] \values$109[14] ;
-  wire [4:0] \values$109[15] ;
-  wire [4:0] \values$109[16] ;
-  wire [4:0] \values$109[17] ;
-  wire [4:0] \values$109[18] ;
-  wire [4:0] \values$109[19] ;
-  wire [4:0] \values$109[1] ;
-  wire [4:0] \values$109[20] ;
-  wire [4:0] \values$109[21] ;
-  wire [4:0] \values$109[22] ;
-  wire [4:0] \values$109[23] ;
-  wire [4:0] \values$109[24] ;
-  wire [4:0] \values$109[25] ;
-  wire [4:0] \values$109[26] ;
-  wire [4:0] \values$109[27] ;
-  wire [4:0] \values$109[28] ;
-  wire [4:0] \values$109[29] ;
-  wire [4:0] \values$109[2] ;
-  wire [4:0] \values$109[30] ;
-  wire [4:0] \values$109[31] ;
-  wire [4:0] \values$109[3] ;
-  wire [4:0] \values$109[4] ;
-  wire [4:0] \values$109[5] ;
-  wire [4:0] \values$109[6] ;
-  wire [4:0] \values$109[7] ;
-  wire [4:0] \values$109[8] ;
-  wire [4:0] \values$109[9] ;
+  wire [159:0] \values$108 ;
+  wire [4:0] \values$108[0] ;
+  wire [4:0] \values$108[10] ;
+  wire [4:0] \values$108[11] ;
+  wire [4:0] \values$108[12] ;
+  wire [4:0] \values$108[13] ;
+  wire [4:0] \values$108[14] ;
+  wire [4:0] \values$108[15] ;
+  wire [4:0] \values$108[16] ;
+  wire [4:0] \values$108[17] ;
+  wire [4:0] \values$108[18] ;
+  wire [4:0] \values$108[19] ;
+  wire [4:0] \values$108[1] ;
+  wire [4:0] \values$108[20] ;
+  wire [4:0] \values$108[21] ;
+  wire [4:0] \values$108[22] ;
+  wire [4:0] \values$108[23] ;
+  wire [4:0] \values$108[24] ;
+  wire [4:0] \values$108[25] ;
+  wire [4:0] \values$108[26] ;
+  wire [4:0] \values$108[27] ;
+  wire [4:0] \values$108[28] ;
+  wire [4:0] \values$108[29] ;
+  wire [4:0] \values$108[2] ;
+  wire [4:0] \values$108[30] ;
+  wire [4:0] \values$108[31] ;
+  wire [4:0] \values$108[3] ;
+  wire [4:0] \values$108[4] ;
+  wire [4:0] \values$108[5] ;
+  wire [4:0] \values$108[6] ;
+  wire [4:0] \values$108[7] ;
+  wire [4:0] \values$108[8] ;
+  wire [4:0] \values$108[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -11410,97 +11312,62 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$7  = s2_valid | s3_spare_valid;
-  assign \$8  = ~ s3_load;
-  assign \$9  = s2_valid & \$8 ;
-  assign \$10  = s0_load & \i__valid$107 ;
-  assign \$11  = i__payload[136:132] + i__payload[273:269];
-  assign \$12  = s1_load & s0_valid;
-  assign \$13  = s2_load & s1_valid;
-  assign \$14  = ~ s3_spare_valid;
-  assign \$15  = ~ s3_spare_valid;
-  assign \$16  = ~ s3_spare_valid;
-  assign \$17  = s3_spare_valid | s2_valid;
-  assign \$18  = s3_load & \$17 ;
-  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
-  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
-  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
+  assign \$6  = s0_load & \i__valid$106 ;
+  assign \$7  = i__payload[136:132] + i__payload[273:269];
+  assign \$8  = s1_load & s0_valid;
+  assign \$9  = s2_load & s1_valid;
+  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
-    s0_valid <= \$22 ;
+    s0_valid <= \$11 ;
   always @(posedge aclk)
-    s1_valid <= \$23 ;
+    s1_valid <= \$12 ;
   always @(posedge aclk)
-    s2_valid <= \$24 ;
+    s2_valid <= \$13 ;
   always @(posedge aclk)
-    s3_valid <= \$25 ;
+    s3_valid <= \$14 ;
   always @(posedge aclk)
-    s3_spare_valid <= \$26 ;
+    a <= \$15 ;
   always @(posedge aclk)
-    a <= \$27 ;
+    w <= \$16 ;
   always @(posedge aclk)
-    w <= \$28 ;
+    s0_exp <= \$17 ;
   always @(posedge aclk)
-    s0_exp <= \$29 ;
+    s0_last <= \$18 ;
   always @(posedge aclk)
-    s0_last <= \$30 ;
+    s1_exp <= \$19 ;
   always @(posedge aclk)
-    s1_exp <= \$31 ;
+    s1_last <= \$20 ;
   always @(posedge aclk)
-    s1_last <= \$32 ;
+    s1_products <= \$21 ;
   always @(posedge aclk)
-    s1_products <= \$33 ;
+    s1_negatives <= \$22 ;
   always @(posedge aclk)
-    s1_negatives <= \$34 ;
+    s2_exp <= \$23 ;
   always @(posedge aclk)
-    s2_exp <= \$35 ;
+    s2_last <= \$24 ;
   always @(posedge aclk)
-    s2_last <= \$36 ;
+    s2_negatives <= \$25 ;
   always @(posedge aclk)
-    s2_negatives <= \$37 ;
+    s2_partial <= \$26 ;
   always @(posedge aclk)
-    s2_partial <= \$38 ;
+    s3_exp <= \$27 ;
   always @(posedge aclk)
-    s3_spare_exp <= \$39 ;
+    s3_last <= \$28 ;
   always @(posedge aclk)
-    s3_spare_last <= \$40 ;
-  always @(posedge aclk)
-    s3_spare_sum <= \$41 ;
-  always @(posedge aclk)
-    s3_exp <= \$42 ;
-  always @(posedge aclk)
-    s3_last <= \$43 ;
-  always @(posedge aclk)
-    s3_sum <= \$44 ;
+    s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign \$3  = ~ s3_spare_valid;
-  assign s2_load = \$2  | \$3 ;
-  assign \$4  = ~ s1_valid;
-  assign s1_load = \$4  | s2_load;
-  assign \$5  = ~ s0_valid;
-  assign s0_load = \$5  | s1_load;
-  assign \$6  = ~ rst;
-  assign \i__ready$10  = s0_load & \$6 ;
+  assign s2_load = \$2  | s3_load;
+  assign \$3  = ~ s1_valid;
+  assign s1_load = \$3  | s2_load;
+  assign \$4  = ~ s0_valid;
+  assign s0_load = \$4  | s1_load;
+  assign \$5  = ~ rst;
+  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -11545,23 +11412,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot2.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
+    .i__payload(\i__payload$89 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$96 ),
+    .o__payload(\i__payload$95 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$94 ),
+    .o_valid(\i__valid$93 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot2.dec_a  dec_a (
-    .\port$5257$0 (i__payload[131:0]),
+    .\port$5188$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot2.dec_w  dec_w (
-    .\port$5257$137 (i__payload[268:137]),
-    .values(\values$109 )
+    .\port$5188$137 (i__payload[268:137]),
+    .values(\values$108 )
   );
   \bd_linear_fast_b32_n4.dot2.mul  mul (
     .a(a),
@@ -11571,208 +11454,173 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot2.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$96 ),
+    .i__payload(\i__payload$95 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$94 ),
-    .o__payload(\o__payload$100 ),
-    .o__ready(\o__ready$102 ),
+    .i__valid(\i__valid$93 ),
+    .o__payload(\o__payload$99 ),
     .rst(rst),
-    .s3_valid(\o__valid$104 )
+    .s3_valid(\o__valid$103 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$22  = s0_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$11  = s0_valid;
     if (s0_load) begin
-      \$22  = \i__valid$107 ;
+      \$11  = \i__valid$106 ;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$11  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$23  = s1_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$12  = s1_valid;
     if (s1_load) begin
-      \$23  = s0_valid;
+      \$12  = s0_valid;
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$12  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$24  = s2_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$13  = s2_valid;
     if (s2_load) begin
-      \$24  = s1_valid;
+      \$13  = s1_valid;
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$13  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$25  = s3_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$14  = s3_valid;
     if (s3_load) begin
-      \$25  = \$7 ;
+      \$14  = s2_valid;
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$14  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$26  = s3_spare_valid;
-    if (s3_spare_valid) begin
-      if (s3_load) begin
-        \$26  = 1'h0;
-      end
-    end else if (\$9 ) begin
-      \$26  = 1'h1;
-    end
-    if (rst) begin
-      \$26  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$15  = a;
+    if (\$6 ) begin
+      \$15  = values;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$27  = a;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$16  = w;
+    if (\$6 ) begin
+      \$16  = \values$108 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$17  = s0_exp;
+    if (\$6 ) begin
+      \$17  = \$7 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$18  = s0_last;
+    if (\$6 ) begin
+      \$18  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$19  = s1_exp;
+    if (\$8 ) begin
+      \$19  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$20  = s1_last;
+    if (\$8 ) begin
+      \$20  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$21  = s1_products;
+    if (\$8 ) begin
+      \$21  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$22  = s1_negatives;
+    if (\$8 ) begin
+      \$22  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$23  = s2_exp;
+    if (\$9 ) begin
+      \$23  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$24  = s2_last;
+    if (\$9 ) begin
+      \$24  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$25  = s2_negatives;
+    if (\$9 ) begin
+      \$25  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$26  = s2_partial;
+    if (\$9 ) begin
+      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$27  = s3_exp;
     if (\$10 ) begin
-      \$27  = values;
+      \$27  = s2_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$28  = w;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$28  = s3_last;
     if (\$10 ) begin
-      \$28  = \values$109 ;
+      \$28  = s2_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$29  = s0_exp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    \$29  = s3_sum;
     if (\$10 ) begin
-      \$29  = \$11 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$30  = s0_last;
-    if (\$10 ) begin
-      \$30  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$31  = s1_exp;
-    if (\$12 ) begin
-      \$31  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$32  = s1_last;
-    if (\$12 ) begin
-      \$32  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$33  = s1_products;
-    if (\$12 ) begin
-      \$33  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$34  = s1_negatives;
-    if (\$12 ) begin
-      \$34  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$35  = s2_exp;
-    if (\$13 ) begin
-      \$35  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$36  = s2_last;
-    if (\$13 ) begin
-      \$36  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$37  = s2_negatives;
-    if (\$13 ) begin
-      \$37  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$38  = s2_partial;
-    if (\$13 ) begin
-      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$39  = s3_spare_exp;
-    if (\$14 ) begin
-      \$39  = s2_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$40  = s3_spare_last;
-    if (\$15 ) begin
-      \$40  = s2_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$41  = s3_spare_sum;
-    if (\$16 ) begin
-      \$41  = block_sum[13:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$42  = s3_exp;
-    if (\$18 ) begin
-      \$42  = \$19 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$43  = s3_last;
-    if (\$18 ) begin
-      \$43  = \$20 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$14 ) begin end
-    \$44  = s3_sum;
-    if (\$18 ) begin
-      \$44  = \$21 ;
+      \$29  = block_sum[13:0];
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$15  = i__payload[268:265];
-  assign \codes$16  = i__payload[264:137];
+  assign \dialect$14  = i__payload[268:265];
+  assign \codes$15  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$94 ;
-  assign o__payload = \i__payload$96 ;
-  assign \i__ready$99  = o__ready;
-  assign \o__payload$101  = \o__payload$100 ;
-  assign \o__ready$103  = \o__ready$102 ;
-  assign \o__valid$105  = \o__valid$104 ;
+  assign o__valid = \i__valid$93 ;
+  assign o__payload = \i__payload$95 ;
+  assign \i__ready$98  = o__ready;
+  assign \o__payload$100  = \o__payload$99 ;
+  assign \o__ready$101  = 1'h1;
+  assign \o__ready$102  = 1'h1;
+  assign \o__valid$104  = \o__valid$103 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -11876,38 +11724,38 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$16[0]  = i__payload[140:137];
-  assign \codes$16[1]  = i__payload[144:141];
-  assign \codes$16[2]  = i__payload[148:145];
-  assign \codes$16[3]  = i__payload[152:149];
-  assign \codes$16[4]  = i__payload[156:153];
-  assign \codes$16[5]  = i__payload[160:157];
-  assign \codes$16[6]  = i__payload[164:161];
-  assign \codes$16[7]  = i__payload[168:165];
-  assign \codes$16[8]  = i__payload[172:169];
-  assign \codes$16[9]  = i__payload[176:173];
-  assign \codes$16[10]  = i__payload[180:177];
-  assign \codes$16[11]  = i__payload[184:181];
-  assign \codes$16[12]  = i__payload[188:185];
-  assign \codes$16[13]  = i__payload[192:189];
-  assign \codes$16[14]  = i__payload[196:193];
-  assign \codes$16[15]  = i__payload[200:197];
-  assign \codes$16[16]  = i__payload[204:201];
-  assign \codes$16[17]  = i__payload[208:205];
-  assign \codes$16[18]  = i__payload[212:209];
-  assign \codes$16[19]  = i__payload[216:213];
-  assign \codes$16[20]  = i__payload[220:217];
-  assign \codes$16[21]  = i__payload[224:221];
-  assign \codes$16[22]  = i__payload[228:225];
-  assign \codes$16[23]  = i__payload[232:229];
-  assign \codes$16[24]  = i__payload[236:233];
-  assign \codes$16[25]  = i__payload[240:237];
-  assign \codes$16[26]  = i__payload[244:241];
-  assign \codes$16[27]  = i__payload[248:245];
-  assign \codes$16[28]  = i__payload[252:249];
-  assign \codes$16[29]  = i__payload[256:253];
-  assign \codes$16[30]  = i__payload[260:257];
-  assign \codes$16[31]  = i__payload[264:261];
+  assign \codes$15[0]  = i__payload[140:137];
+  assign \codes$15[1]  = i__payload[144:141];
+  assign \codes$15[2]  = i__payload[148:145];
+  assign \codes$15[3]  = i__payload[152:149];
+  assign \codes$15[4]  = i__payload[156:153];
+  assign \codes$15[5]  = i__payload[160:157];
+  assign \codes$15[6]  = i__payload[164:161];
+  assign \codes$15[7]  = i__payload[168:165];
+  assign \codes$15[8]  = i__payload[172:169];
+  assign \codes$15[9]  = i__payload[176:173];
+  assign \codes$15[10]  = i__payload[180:177];
+  assign \codes$15[11]  = i__payload[184:181];
+  assign \codes$15[12]  = i__payload[188:185];
+  assign \codes$15[13]  = i__payload[192:189];
+  assign \codes$15[14]  = i__payload[196:193];
+  assign \codes$15[15]  = i__payload[200:197];
+  assign \codes$15[16]  = i__payload[204:201];
+  assign \codes$15[17]  = i__payload[208:205];
+  assign \codes$15[18]  = i__payload[212:209];
+  assign \codes$15[19]  = i__payload[216:213];
+  assign \codes$15[20]  = i__payload[220:217];
+  assign \codes$15[21]  = i__payload[224:221];
+  assign \codes$15[22]  = i__payload[228:225];
+  assign \codes$15[23]  = i__payload[232:229];
+  assign \codes$15[24]  = i__payload[236:233];
+  assign \codes$15[25]  = i__payload[240:237];
+  assign \codes$15[26]  = i__payload[244:241];
+  assign \codes$15[27]  = i__payload[248:245];
+  assign \codes$15[28]  = i__payload[252:249];
+  assign \codes$15[29]  = i__payload[256:253];
+  assign \codes$15[30]  = i__payload[260:257];
+  assign \codes$15[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -11972,13 +11820,13 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$90.sum  = \i__payload$90 [13:0];
-  assign \i__payload$90.exp  = \i__payload$90 [19:14];
-  assign \i__payload$90.last  = \i__payload$90 [20];
-  assign \i__payload$96.value  = \i__payload$96 ;
-  assign \o__payload.total  = \i__payload$96 ;
-  assign \o__payload$100.result  = \o__payload$100 ;
-  assign \o__payload$101.result  = \o__payload$100 ;
+  assign \i__payload$89.sum  = \i__payload$89 [13:0];
+  assign \i__payload$89.exp  = \i__payload$89 [19:14];
+  assign \i__payload$89.last  = \i__payload$89 [20];
+  assign \i__payload$95.value  = \i__payload$95 ;
+  assign \o__payload.total  = \i__payload$95 ;
+  assign \o__payload$99.result  = \o__payload$99 ;
+  assign \o__payload$100.result  = \o__payload$99 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12011,38 +11859,38 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$109[0]  = \values$109 [4:0];
-  assign \values$109[1]  = \values$109 [9:5];
-  assign \values$109[2]  = \values$109 [14:10];
-  assign \values$109[3]  = \values$109 [19:15];
-  assign \values$109[4]  = \values$109 [24:20];
-  assign \values$109[5]  = \values$109 [29:25];
-  assign \values$109[6]  = \values$109 [34:30];
-  assign \values$109[7]  = \values$109 [39:35];
-  assign \values$109[8]  = \values$109 [44:40];
-  assign \values$109[9]  = \values$109 [49:45];
-  assign \values$109[10]  = \values$109 [54:50];
-  assign \values$109[11]  = \values$109 [59:55];
-  assign \values$109[12]  = \values$109 [64:60];
-  assign \values$109[13]  = \values$109 [69:65];
-  assign \values$109[14]  = \values$109 [74:70];
-  assign \values$109[15]  = \values$109 [79:75];
-  assign \values$109[16]  = \values$109 [84:80];
-  assign \values$109[17]  = \values$109 [89:85];
-  assign \values$109[18]  = \values$109 [94:90];
-  assign \values$109[19]  = \values$109 [99:95];
-  assign \values$109[20]  = \values$109 [104:100];
-  assign \values$109[21]  = \values$109 [109:105];
-  assign \values$109[22]  = \values$109 [114:110];
-  assign \values$109[23]  = \values$109 [119:115];
-  assign \values$109[24]  = \values$109 [124:120];
-  assign \values$109[25]  = \values$109 [129:125];
-  assign \values$109[26]  = \values$109 [134:130];
-  assign \values$109[27]  = \values$109 [139:135];
-  assign \values$109[28]  = \values$109 [144:140];
-  assign \values$109[29]  = \values$109 [149:145];
-  assign \values$109[30]  = \values$109 [154:150];
-  assign \values$109[31]  = \values$109 [159:155];
+  assign \values$108[0]  = \values$108 [4:0];
+  assign \values$108[1]  = \values$108 [9:5];
+  assign \values$108[2]  = \values$108 [14:10];
+  assign \values$108[3]  = \values$108 [19:15];
+  assign \values$108[4]  = \values$108 [24:20];
+  assign \values$108[5]  = \values$108 [29:25];
+  assign \values$108[6]  = \values$108 [34:30];
+  assign \values$108[7]  = \values$108 [39:35];
+  assign \values$108[8]  = \values$108 [44:40];
+  assign \values$108[9]  = \values$108 [49:45];
+  assign \values$108[10]  = \values$108 [54:50];
+  assign \values$108[11]  = \values$108 [59:55];
+  assign \values$108[12]  = \values$108 [64:60];
+  assign \values$108[13]  = \values$108 [69:65];
+  assign \values$108[14]  = \values$108 [74:70];
+  assign \values$108[15]  = \values$108 [79:75];
+  assign \values$108[16]  = \values$108 [84:80];
+  assign \values$108[17]  = \values$108 [89:85];
+  assign \values$108[18]  = \values$108 [94:90];
+  assign \values$108[19]  = \values$108 [99:95];
+  assign \values$108[20]  = \values$108 [104:100];
+  assign \values$108[21]  = \values$108 [109:105];
+  assign \values$108[22]  = \values$108 [114:110];
+  assign \values$108[23]  = \values$108 [119:115];
+  assign \values$108[24]  = \values$108 [124:120];
+  assign \values$108[25]  = \values$108 [129:125];
+  assign \values$108[26]  = \values$108 [134:130];
+  assign \values$108[27]  = \values$108 [139:135];
+  assign \values$108[28]  = \values$108 [144:140];
+  assign \values$108[29]  = \values$108 [149:145];
+  assign \values$108[30]  = \values$108 [154:150];
+  assign \values$108[31]  = \values$108 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -12075,14 +11923,14 @@ module \bd_linear_fast_b32_n4.dot2 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$90 [20] = s3_last;
-  assign \i__payload$90 [19:14] = s3_exp;
-  assign \i__payload$90 [13:0] = s3_sum;
+  assign \i__payload$89 [20] = s3_last;
+  assign \i__payload$89 [19:14] = s3_exp;
+  assign \i__payload$89 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -12174,7 +12022,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -12184,7 +12032,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -12193,7 +12041,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -12202,7 +12050,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -12212,7 +12060,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -12221,7 +12069,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -12259,7 +12107,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5257$0 );
+module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5188$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -12296,8 +12144,8 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5257$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5257$0 ;
-  wire [131:0] \port$5257$0 ;
+  input [131:0] \port$5188$0 ;
+  wire [131:0] \port$5188$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12373,46 +12221,46 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5257$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5257$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5257$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5257$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5257$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5257$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5257$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5257$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5257$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5257$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5257$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5257$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5257$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5257$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5257$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5257$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5257$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5257$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5257$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5257$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5257$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5257$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5257$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5257$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5257$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5257$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5257$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5257$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5257$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5257$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5257$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5257$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5257$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5188$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5188$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5188$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5188$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5188$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5188$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5188$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5188$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5188$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5188$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5188$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5188$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5188$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5188$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5188$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5188$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5188$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5188$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5188$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5188$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5188$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5188$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5188$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5188$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5188$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5188$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5188$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5188$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5188$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5188$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5188$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5188$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot2.dec_a.formatbook  formatbook (
-    .dialect(\port$5257$0 [131:128]),
+    .dialect(\port$5188$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5257$0 [131:128];
-  assign \dialect$1  = \port$5257$0 [131:128];
+  assign dialect = \port$5188$0 [131:128];
+  assign \dialect$1  = \port$5188$0 [131:128];
   assign row = entries;
-  assign codes = \port$5257$0 [127:0];
+  assign codes = \port$5188$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12421,38 +12269,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5257$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5257$0 [3:0];
-  assign \codes[1]  = \port$5257$0 [7:4];
-  assign \codes[2]  = \port$5257$0 [11:8];
-  assign \codes[3]  = \port$5257$0 [15:12];
-  assign \codes[4]  = \port$5257$0 [19:16];
-  assign \codes[5]  = \port$5257$0 [23:20];
-  assign \codes[6]  = \port$5257$0 [27:24];
-  assign \codes[7]  = \port$5257$0 [31:28];
-  assign \codes[8]  = \port$5257$0 [35:32];
-  assign \codes[9]  = \port$5257$0 [39:36];
-  assign \codes[10]  = \port$5257$0 [43:40];
-  assign \codes[11]  = \port$5257$0 [47:44];
-  assign \codes[12]  = \port$5257$0 [51:48];
-  assign \codes[13]  = \port$5257$0 [55:52];
-  assign \codes[14]  = \port$5257$0 [59:56];
-  assign \codes[15]  = \port$5257$0 [63:60];
-  assign \codes[16]  = \port$5257$0 [67:64];
-  assign \codes[17]  = \port$5257$0 [71:68];
-  assign \codes[18]  = \port$5257$0 [75:72];
-  assign \codes[19]  = \port$5257$0 [79:76];
-  assign \codes[20]  = \port$5257$0 [83:80];
-  assign \codes[21]  = \port$5257$0 [87:84];
-  assign \codes[22]  = \port$5257$0 [91:88];
-  assign \codes[23]  = \port$5257$0 [95:92];
-  assign \codes[24]  = \port$5257$0 [99:96];
-  assign \codes[25]  = \port$5257$0 [103:100];
-  assign \codes[26]  = \port$5257$0 [107:104];
-  assign \codes[27]  = \port$5257$0 [111:108];
-  assign \codes[28]  = \port$5257$0 [115:112];
-  assign \codes[29]  = \port$5257$0 [119:116];
-  assign \codes[30]  = \port$5257$0 [123:120];
-  assign \codes[31]  = \port$5257$0 [127:124];
+  assign \codes[0]  = \port$5188$0 [3:0];
+  assign \codes[1]  = \port$5188$0 [7:4];
+  assign \codes[2]  = \port$5188$0 [11:8];
+  assign \codes[3]  = \port$5188$0 [15:12];
+  assign \codes[4]  = \port$5188$0 [19:16];
+  assign \codes[5]  = \port$5188$0 [23:20];
+  assign \codes[6]  = \port$5188$0 [27:24];
+  assign \codes[7]  = \port$5188$0 [31:28];
+  assign \codes[8]  = \port$5188$0 [35:32];
+  assign \codes[9]  = \port$5188$0 [39:36];
+  assign \codes[10]  = \port$5188$0 [43:40];
+  assign \codes[11]  = \port$5188$0 [47:44];
+  assign \codes[12]  = \port$5188$0 [51:48];
+  assign \codes[13]  = \port$5188$0 [55:52];
+  assign \codes[14]  = \port$5188$0 [59:56];
+  assign \codes[15]  = \port$5188$0 [63:60];
+  assign \codes[16]  = \port$5188$0 [67:64];
+  assign \codes[17]  = \port$5188$0 [71:68];
+  assign \codes[18]  = \port$5188$0 [75:72];
+  assign \codes[19]  = \port$5188$0 [79:76];
+  assign \codes[20]  = \port$5188$0 [83:80];
+  assign \codes[21]  = \port$5188$0 [87:84];
+  assign \codes[22]  = \port$5188$0 [91:88];
+  assign \codes[23]  = \port$5188$0 [95:92];
+  assign \codes[24]  = \port$5188$0 [99:96];
+  assign \codes[25]  = \port$5188$0 [103:100];
+  assign \codes[26]  = \port$5188$0 [107:104];
+  assign \codes[27]  = \port$5188$0 [111:108];
+  assign \codes[28]  = \port$5188$0 [115:112];
+  assign \codes[29]  = \port$5188$0 [119:116];
+  assign \codes[30]  = \port$5188$0 [123:120];
+  assign \codes[31]  = \port$5188$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12485,43 +12333,43 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5257$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5257$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5257$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5257$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5257$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5257$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5257$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5257$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5257$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5257$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5257$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5257$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5257$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5257$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5257$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5257$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5257$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5257$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5257$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5257$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5257$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5257$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5257$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5257$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5257$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5257$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5257$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5257$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5257$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5257$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5257$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5257$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5257$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5188$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5188$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5188$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5188$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5188$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5188$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5188$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5188$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5188$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5188$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5188$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5188$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5188$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5188$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5188$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5188$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5188$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5188$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5188$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5188$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5188$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5188$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5188$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5188$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5188$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5188$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5188$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5188$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5188$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5188$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5188$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5188$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot2.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -12535,7 +12383,7 @@ module \bd_linear_fast_b32_n4.dot2.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$16 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -12583,7 +12431,7 @@ module \bd_linear_fast_b32_n4.dot2.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5257$137 );
+module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5188$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -12620,8 +12468,8 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5257$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5257$137 ;
-  wire [131:0] \port$5257$137 ;
+  input [131:0] \port$5188$137 ;
+  wire [131:0] \port$5188$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12697,46 +12545,46 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5257$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5257$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5257$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5257$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5257$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5257$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5257$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5257$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5257$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5257$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5257$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5257$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5257$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5257$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5257$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5257$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5257$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5257$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5257$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5257$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5257$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5257$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5257$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5257$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5257$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5257$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5257$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5257$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5257$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5257$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5257$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5257$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5257$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5188$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5188$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5188$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5188$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5188$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5188$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5188$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5188$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5188$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5188$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5188$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5188$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5188$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5188$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5188$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5188$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5188$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5188$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5188$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5188$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5188$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5188$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5188$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5188$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5188$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5188$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5188$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5188$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5188$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5188$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5188$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5188$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot2.dec_w.formatbook  formatbook (
-    .dialect(\port$5257$137 [131:128]),
+    .dialect(\port$5188$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5257$137 [131:128];
-  assign \dialect$1  = \port$5257$137 [131:128];
+  assign dialect = \port$5188$137 [131:128];
+  assign \dialect$1  = \port$5188$137 [131:128];
   assign row = entries;
-  assign codes = \port$5257$137 [127:0];
+  assign codes = \port$5188$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12745,38 +12593,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5257$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5257$137 [3:0];
-  assign \codes[1]  = \port$5257$137 [7:4];
-  assign \codes[2]  = \port$5257$137 [11:8];
-  assign \codes[3]  = \port$5257$137 [15:12];
-  assign \codes[4]  = \port$5257$137 [19:16];
-  assign \codes[5]  = \port$5257$137 [23:20];
-  assign \codes[6]  = \port$5257$137 [27:24];
-  assign \codes[7]  = \port$5257$137 [31:28];
-  assign \codes[8]  = \port$5257$137 [35:32];
-  assign \codes[9]  = \port$5257$137 [39:36];
-  assign \codes[10]  = \port$5257$137 [43:40];
-  assign \codes[11]  = \port$5257$137 [47:44];
-  assign \codes[12]  = \port$5257$137 [51:48];
-  assign \codes[13]  = \port$5257$137 [55:52];
-  assign \codes[14]  = \port$5257$137 [59:56];
-  assign \codes[15]  = \port$5257$137 [63:60];
-  assign \codes[16]  = \port$5257$137 [67:64];
-  assign \codes[17]  = \port$5257$137 [71:68];
-  assign \codes[18]  = \port$5257$137 [75:72];
-  assign \codes[19]  = \port$5257$137 [79:76];
-  assign \codes[20]  = \port$5257$137 [83:80];
-  assign \codes[21]  = \port$5257$137 [87:84];
-  assign \codes[22]  = \port$5257$137 [91:88];
-  assign \codes[23]  = \port$5257$137 [95:92];
-  assign \codes[24]  = \port$5257$137 [99:96];
-  assign \codes[25]  = \port$5257$137 [103:100];
-  assign \codes[26]  = \port$5257$137 [107:104];
-  assign \codes[27]  = \port$5257$137 [111:108];
-  assign \codes[28]  = \port$5257$137 [115:112];
-  assign \codes[29]  = \port$5257$137 [119:116];
-  assign \codes[30]  = \port$5257$137 [123:120];
-  assign \codes[31]  = \port$5257$137 [127:124];
+  assign \codes[0]  = \port$5188$137 [3:0];
+  assign \codes[1]  = \port$5188$137 [7:4];
+  assign \codes[2]  = \port$5188$137 [11:8];
+  assign \codes[3]  = \port$5188$137 [15:12];
+  assign \codes[4]  = \port$5188$137 [19:16];
+  assign \codes[5]  = \port$5188$137 [23:20];
+  assign \codes[6]  = \port$5188$137 [27:24];
+  assign \codes[7]  = \port$5188$137 [31:28];
+  assign \codes[8]  = \port$5188$137 [35:32];
+  assign \codes[9]  = \port$5188$137 [39:36];
+  assign \codes[10]  = \port$5188$137 [43:40];
+  assign \codes[11]  = \port$5188$137 [47:44];
+  assign \codes[12]  = \port$5188$137 [51:48];
+  assign \codes[13]  = \port$5188$137 [55:52];
+  assign \codes[14]  = \port$5188$137 [59:56];
+  assign \codes[15]  = \port$5188$137 [63:60];
+  assign \codes[16]  = \port$5188$137 [67:64];
+  assign \codes[17]  = \port$5188$137 [71:68];
+  assign \codes[18]  = \port$5188$137 [75:72];
+  assign \codes[19]  = \port$5188$137 [79:76];
+  assign \codes[20]  = \port$5188$137 [83:80];
+  assign \codes[21]  = \port$5188$137 [87:84];
+  assign \codes[22]  = \port$5188$137 [91:88];
+  assign \codes[23]  = \port$5188$137 [95:92];
+  assign \codes[24]  = \port$5188$137 [99:96];
+  assign \codes[25]  = \port$5188$137 [103:100];
+  assign \codes[26]  = \port$5188$137 [107:104];
+  assign \codes[27]  = \port$5188$137 [111:108];
+  assign \codes[28]  = \port$5188$137 [115:112];
+  assign \codes[29]  = \port$5188$137 [119:116];
+  assign \codes[30]  = \port$5188$137 [123:120];
+  assign \codes[31]  = \port$5188$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12809,43 +12657,43 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5257$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5257$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5257$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5257$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5257$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5257$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5257$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5257$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5257$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5257$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5257$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5257$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5257$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5257$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5257$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5257$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5257$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5257$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5257$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5257$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5257$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5257$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5257$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5257$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5257$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5257$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5257$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5257$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5257$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5257$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5257$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5257$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5257$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5188$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5188$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5188$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5188$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5188$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5188$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5188$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5188$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5188$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5188$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5188$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5188$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5188$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5188$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5188$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5188$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5188$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5188$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5188$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5188$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5188$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5188$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5188$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5188$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5188$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5188$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5188$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5188$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5188$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5188$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5188$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5188$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot2.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$17  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -12859,7 +12707,7 @@ module \bd_linear_fast_b32_n4.dot2.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$17 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -13879,8 +13727,8 @@ module \bd_linear_fast_b32_n4.dot2.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$18  = 0;
+module \bd_linear_fast_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$100 ;
@@ -14330,7 +14178,6 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -14354,15 +14201,10 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
   reg s3_valid = 1'h0;
   wire [127:0] wide;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign i__ready = s0_load & \$5 ;
   assign \$6  = - $signed(i__payload);
   assign \$7  = i__payload[81] ? \$6  : { i__payload[81], i__payload };
   assign \$9  = \$8 [127] | \$8 [126];
@@ -14584,10 +14426,6 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$145  = \$144  | s1_norm[104];
   assign \$146  = s1_norm[103] & \$145 ;
   assign \$147  = { \$143 [7:0], s1_norm[126:104] } + \$146 ;
-  assign \$148  = s0_load & i__valid;
-  assign \$149  = s1_load & s0_valid;
-  assign \$150  = s2_load & s1_valid;
-  assign \$151  = s3_load & s2_valid;
   assign \$152  = s1_zero ? 32'd0 : { s1_sign, \$147 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$153 ;
@@ -14620,7 +14458,7 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
   always @(posedge aclk)
     o__payload <= \$167 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$153  = s0_valid;
     if (s0_load) begin
       \$153  = i__valid;
@@ -14630,7 +14468,7 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$154  = s1_valid;
     if (s1_load) begin
       \$154  = s0_valid;
@@ -14640,7 +14478,7 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$155  = s2_valid;
     if (s2_load) begin
       \$155  = s1_valid;
@@ -14650,7 +14488,7 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$156  = s3_valid;
     if (s3_load) begin
       \$156  = s2_valid;
@@ -14660,82 +14498,83 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$157  = abs_sign;
     if (\$148 ) begin
       \$157  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$158  = abs_mag;
     if (\$148 ) begin
       \$158  = \$7 [81:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$159  = lzc_sign;
     if (\$149 ) begin
       \$159  = abs_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$160  = lzc_zero;
     if (\$149 ) begin
       \$160  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$161  = lzc_lz;
     if (\$149 ) begin
       \$161  = { lzc_64_64_zero, \$135  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$162  = lzc_wide;
     if (\$149 ) begin
       \$162  = \$8 [127:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$163  = s1_sign;
     if (\$150 ) begin
       \$163  = lzc_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$164  = s1_zero;
     if (\$150 ) begin
       \$164  = lzc_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$165  = s1_lz;
     if (\$150 ) begin
       \$165  = { 1'h0, lzc_lz };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$166  = s1_norm;
     if (\$150 ) begin
       \$166  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$18 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
     \$167  = o__payload;
     if (\$151 ) begin
       \$167  = \$152 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s3_valid;
   assign mag = \$7 [81:0];
   assign wide = \$8 [127:0];
@@ -14808,6 +14647,11 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
   assign \$8  = { 17'h00000, abs_mag, 46'h000000000000 };
   assign \$136  = { lzc_wide, 1'h0 };
   assign \$137  = { 1'h0, normalise0, 2'h0 };
@@ -14816,6 +14660,10 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$140  = { 15'h0000, normalise3, 16'h0000 };
   assign \$141  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$142  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$148  = i__valid;
+  assign \$149  = s0_valid;
+  assign \$150  = s1_valid;
+  assign \$151  = s2_valid;
   assign \$88  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -14930,50 +14778,35 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, o__ready, i__ready, i__valid, i__p
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__ready$10 , i__payload, \o__valid$104 , \o__payload$100 , aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
+module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
-  wire [5:0] \$11 ;
-  wire \$12 ;
-  wire \$13 ;
-  wire \$14 ;
-  wire \$15 ;
-  wire \$16 ;
-  wire \$17 ;
-  wire \$18 ;
-  wire [5:0] \$19 ;
+  reg \$11 ;
+  reg \$12 ;
+  reg \$13 ;
+  reg \$14 ;
+  reg [159:0] \$15 ;
+  reg [159:0] \$16 ;
+  reg [5:0] \$17 ;
+  reg \$18 ;
+  reg [5:0] \$19 ;
   wire \$2 ;
-  wire \$20 ;
-  wire [13:0] \$21 ;
-  reg \$22 ;
-  reg \$23 ;
+  reg \$20 ;
+  reg [287:0] \$21 ;
+  reg [13:0] \$22 ;
+  reg [5:0] \$23 ;
   reg \$24 ;
-  reg \$25 ;
-  reg \$26 ;
-  reg [159:0] \$27 ;
-  reg [159:0] \$28 ;
-  reg [5:0] \$29 ;
+  reg [13:0] \$25 ;
+  reg [47:0] \$26 ;
+  reg [5:0] \$27 ;
+  reg \$28 ;
+  reg [13:0] \$29 ;
   wire \$3 ;
-  reg \$30 ;
-  reg [5:0] \$31 ;
-  reg \$32 ;
-  reg [287:0] \$33 ;
-  reg [13:0] \$34 ;
-  reg [5:0] \$35 ;
-  reg \$36 ;
-  reg [13:0] \$37 ;
-  reg [47:0] \$38 ;
-  reg [5:0] \$39 ;
   wire \$4 ;
-  reg \$40 ;
-  reg [13:0] \$41 ;
-  reg [5:0] \$42 ;
-  reg \$43 ;
-  reg [13:0] \$44 ;
   wire \$5 ;
   wire \$6 ;
-  wire \$7 ;
+  wire [5:0] \$7 ;
   wire \$8 ;
   wire \$9 ;
   reg [159:0] a = 160'h0000000000000000000000000000000000000000;
@@ -15014,39 +14847,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$16 ;
-  wire [3:0] \codes$16[0] ;
-  wire [3:0] \codes$16[10] ;
-  wire [3:0] \codes$16[11] ;
-  wire [3:0] \codes$16[12] ;
-  wire [3:0] \codes$16[13] ;
-  wire [3:0] \codes$16[14] ;
-  wire [3:0] \codes$16[15] ;
-  wire [3:0] \codes$16[16] ;
-  wire [3:0] \codes$16[17] ;
-  wire [3:0] \codes$16[18] ;
-  wire [3:0] \codes$16[19] ;
-  wire [3:0] \codes$16[1] ;
-  wire [3:0] \codes$16[20] ;
-  wire [3:0] \codes$16[21] ;
-  wire [3:0] \codes$16[22] ;
-  wire [3:0] \codes$16[23] ;
-  wire [3:0] \codes$16[24] ;
-  wire [3:0] \codes$16[25] ;
-  wire [3:0] \codes$16[26] ;
-  wire [3:0] \codes$16[27] ;
-  wire [3:0] \codes$16[28] ;
-  wire [3:0] \codes$16[29] ;
-  wire [3:0] \codes$16[2] ;
-  wire [3:0] \codes$16[30] ;
-  wire [3:0] \codes$16[31] ;
-  wire [3:0] \codes$16[3] ;
-  wire [3:0] \codes$16[4] ;
-  wire [3:0] \codes$16[5] ;
-  wire [3:0] \codes$16[6] ;
-  wire [3:0] \codes$16[7] ;
-  wire [3:0] \codes$16[8] ;
-  wire [3:0] \codes$16[9] ;
+  wire [127:0] \codes$15 ;
+  wire [3:0] \codes$15[0] ;
+  wire [3:0] \codes$15[10] ;
+  wire [3:0] \codes$15[11] ;
+  wire [3:0] \codes$15[12] ;
+  wire [3:0] \codes$15[13] ;
+  wire [3:0] \codes$15[14] ;
+  wire [3:0] \codes$15[15] ;
+  wire [3:0] \codes$15[16] ;
+  wire [3:0] \codes$15[17] ;
+  wire [3:0] \codes$15[18] ;
+  wire [3:0] \codes$15[19] ;
+  wire [3:0] \codes$15[1] ;
+  wire [3:0] \codes$15[20] ;
+  wire [3:0] \codes$15[21] ;
+  wire [3:0] \codes$15[22] ;
+  wire [3:0] \codes$15[23] ;
+  wire [3:0] \codes$15[24] ;
+  wire [3:0] \codes$15[25] ;
+  wire [3:0] \codes$15[26] ;
+  wire [3:0] \codes$15[27] ;
+  wire [3:0] \codes$15[28] ;
+  wire [3:0] \codes$15[29] ;
+  wire [3:0] \codes$15[2] ;
+  wire [3:0] \codes$15[30] ;
+  wire [3:0] \codes$15[31] ;
+  wire [3:0] \codes$15[3] ;
+  wire [3:0] \codes$15[4] ;
+  wire [3:0] \codes$15[5] ;
+  wire [3:0] \codes$15[6] ;
+  wire [3:0] \codes$15[7] ;
+  wire [3:0] \codes$15[8] ;
+  wire [3:0] \codes$15[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -15080,15 +14913,15 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$15 ;
+  wire [3:0] \dialect$14 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$90 ;
-  wire [5:0] \i__payload$90.exp ;
-  wire \i__payload$90.last ;
-  wire [13:0] \i__payload$90.sum ;
-  wire [81:0] \i__payload$96 ;
-  wire [81:0] \i__payload$96.value ;
+  wire [20:0] \i__payload$89 ;
+  wire [5:0] \i__payload$89.exp ;
+  wire \i__payload$89.last ;
+  wire [13:0] \i__payload$89.sum ;
+  wire [81:0] \i__payload$95 ;
+  wire [81:0] \i__payload$95.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -15161,14 +14994,13 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  output \i__ready$10 ;
-  wire \i__ready$10 ;
-  wire \i__ready$99 ;
+  wire \i__ready$9 ;
+  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$107 ;
-  wire \i__valid$107 ;
-  wire \i__valid$94 ;
+  input \i__valid$106 ;
+  wire \i__valid$106 ;
+  wire \i__valid$93 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -15202,20 +15034,19 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  wire [31:0] \o__payload$101 ;
-  wire [31:0] \o__payload$101.result ;
+  output [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99 ;
+  wire [31:0] \o__payload$99.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  input \o__ready$102 ;
+  wire \o__ready$101 ;
   wire \o__ready$102 ;
-  wire \o__ready$103 ;
   wire o__valid;
-  output \o__valid$104 ;
+  output \o__valid$103 ;
+  wire \o__valid$103 ;
   wire \o__valid$104 ;
-  wire \o__valid$105 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -15274,10 +15105,6 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   reg [5:0] s3_exp = 6'h00;
   reg s3_last = 1'h0;
   wire s3_load;
-  reg [5:0] s3_spare_exp = 6'h00;
-  reg s3_spare_last = 1'h0;
-  reg [13:0] s3_spare_sum = 14'h0000;
-  reg s3_spare_valid = 1'h0;
   reg [13:0] s3_sum = 14'h0000;
   reg s3_valid = 1'h0;
   wire [9:0] sum0_l1_0;
@@ -15312,39 +15139,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$109 ;
-  wire [4:0] \values$109[0] ;
-  wire [4:0] \values$109[10] ;
-  wire [4:0] \values$109[11] ;
-  wire [4:0] \values$109[12] ;
-  wire [4:0] \values$109[13] ;
-  wire [4:0] \values$109[14] ;
-  wire [4:0] \values$109[15] ;
-  wire [4:0] \values$109[16] ;
-  wire [4:0] \values$109[17] ;
-  wire [4:0] \values$109[18] ;
-  wire [4:0] \values$109[19] ;
-  wire [4:0] \values$109[1] ;
-  wire [4:0] \values$109[20] ;
-  wire [4:0] \values$109[21] ;
-  wire [4:0] \values$109[22] ;
-  wire [4:0] \values$109[23] ;
-  wire [4:0] \values$109[24] ;
-  wire [4:0] \values$109[25] ;
-  wire [4:0] \values$109[26] ;
-  wire [4:0] \values$109[27] ;
-  wire [4:0] \values$109[28] ;
-  wire [4:0] \values$109[29] ;
-  wire [4:0] \values$109[2] ;
-  wire [4:0] \values$109[30] ;
-  wire [4:0] \values$109[31] ;
-  wire [4:0] \values$109[3] ;
-  wire [4:0] \values$109[4] ;
-  wire [4:0] \values$109[5] ;
-  wire [4:0] \values$109[6] ;
-  wire [4:0] \values$109[7] ;
-  wire [4:0] \values$109[8] ;
-  wire [4:0] \values$109[9] ;
+  wire [159:0] \values$108 ;
+  wire [4:0] \values$108[0] ;
+  wire [4:0] \values$108[10] ;
+  wire [4:0] \values$108[11] ;
+  wire [4:0] \values$108[12] ;
+  wire [4:0] \values$108[13] ;
+  wire [4:0] \values$108[14] ;
+  wire [4:0] \values$108[15] ;
+  wire [4:0] \values$108[16] ;
+  wire [4:0] \values$108[17] ;
+  wire [4:0] \values$108[18] ;
+  wire [4:0] \values$108[19] ;
+  wire [4:0] \values$108[1] ;
+  wire [4:0] \values$108[20] ;
+  wire [4:0] \values$108[21] ;
+  wire [4:0] \values$108[22] ;
+  wire [4:0] \values$108[23] ;
+  wire [4:0] \values$108[24] ;
+  wire [4:0] \values$108[25] ;
+  wire [4:0] \values$108[26] ;
+  wire [4:0] \values$108[27] ;
+  wire [4:0] \values$108[28] ;
+  wire [4:0] \values$108[29] ;
+  wire [4:0] \values$108[2] ;
+  wire [4:0] \values$108[30] ;
+  wire [4:0] \values$108[31] ;
+  wire [4:0] \values$108[3] ;
+  wire [4:0] \values$108[4] ;
+  wire [4:0] \values$108[5] ;
+  wire [4:0] \values$108[6] ;
+  wire [4:0] \values$108[7] ;
+  wire [4:0] \values$108[8] ;
+  wire [4:0] \values$108[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -15410,97 +15237,62 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   wire [4:0] \w[7] ;
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
-  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
-  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
-  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
-  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
-  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
-  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
-  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
-  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
-  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
-  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
-  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
-  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
-  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
-  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
-  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
-  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$7  = s2_valid | s3_spare_valid;
-  assign \$8  = ~ s3_load;
-  assign \$9  = s2_valid & \$8 ;
-  assign \$10  = s0_load & \i__valid$107 ;
-  assign \$11  = i__payload[136:132] + i__payload[273:269];
-  assign \$12  = s1_load & s0_valid;
-  assign \$13  = s2_load & s1_valid;
-  assign \$14  = ~ s3_spare_valid;
-  assign \$15  = ~ s3_spare_valid;
-  assign \$16  = ~ s3_spare_valid;
-  assign \$17  = s3_spare_valid | s2_valid;
-  assign \$18  = s3_load & \$17 ;
-  assign \$19  = s3_spare_valid ? s3_spare_exp : s2_exp;
-  assign \$20  = s3_spare_valid ? s3_spare_last : s2_last;
-  assign \$21  = s3_spare_valid ? s3_spare_sum : block_sum[13:0];
+  assign \$6  = s0_load & \i__valid$106 ;
+  assign \$7  = i__payload[136:132] + i__payload[273:269];
+  assign \$8  = s1_load & s0_valid;
+  assign \$9  = s2_load & s1_valid;
+  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
-    s0_valid <= \$22 ;
+    s0_valid <= \$11 ;
   always @(posedge aclk)
-    s1_valid <= \$23 ;
+    s1_valid <= \$12 ;
   always @(posedge aclk)
-    s2_valid <= \$24 ;
+    s2_valid <= \$13 ;
   always @(posedge aclk)
-    s3_valid <= \$25 ;
+    s3_valid <= \$14 ;
   always @(posedge aclk)
-    s3_spare_valid <= \$26 ;
+    a <= \$15 ;
   always @(posedge aclk)
-    a <= \$27 ;
+    w <= \$16 ;
   always @(posedge aclk)
-    w <= \$28 ;
+    s0_exp <= \$17 ;
   always @(posedge aclk)
-    s0_exp <= \$29 ;
+    s0_last <= \$18 ;
   always @(posedge aclk)
-    s0_last <= \$30 ;
+    s1_exp <= \$19 ;
   always @(posedge aclk)
-    s1_exp <= \$31 ;
+    s1_last <= \$20 ;
   always @(posedge aclk)
-    s1_last <= \$32 ;
+    s1_products <= \$21 ;
   always @(posedge aclk)
-    s1_products <= \$33 ;
+    s1_negatives <= \$22 ;
   always @(posedge aclk)
-    s1_negatives <= \$34 ;
+    s2_exp <= \$23 ;
   always @(posedge aclk)
-    s2_exp <= \$35 ;
+    s2_last <= \$24 ;
   always @(posedge aclk)
-    s2_last <= \$36 ;
+    s2_negatives <= \$25 ;
   always @(posedge aclk)
-    s2_negatives <= \$37 ;
+    s2_partial <= \$26 ;
   always @(posedge aclk)
-    s2_partial <= \$38 ;
+    s3_exp <= \$27 ;
   always @(posedge aclk)
-    s3_spare_exp <= \$39 ;
+    s3_last <= \$28 ;
   always @(posedge aclk)
-    s3_spare_last <= \$40 ;
-  always @(posedge aclk)
-    s3_spare_sum <= \$41 ;
-  always @(posedge aclk)
-    s3_exp <= \$42 ;
-  always @(posedge aclk)
-    s3_last <= \$43 ;
-  always @(posedge aclk)
-    s3_sum <= \$44 ;
+    s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
   assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign \$3  = ~ s3_spare_valid;
-  assign s2_load = \$2  | \$3 ;
-  assign \$4  = ~ s1_valid;
-  assign s1_load = \$4  | s2_load;
-  assign \$5  = ~ s0_valid;
-  assign s0_load = \$5  | s1_load;
-  assign \$6  = ~ rst;
-  assign \i__ready$10  = s0_load & \$6 ;
+  assign s2_load = \$2  | s3_load;
+  assign \$3  = ~ s1_valid;
+  assign s1_load = \$3  | s2_load;
+  assign \$4  = ~ s0_valid;
+  assign s0_load = \$4  | s1_load;
+  assign \$5  = ~ rst;
+  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -15545,23 +15337,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign sum1_l1_3 = $signed(s1_products[134:126]) + $signed(s1_products[143:135]);
   assign sum1_l2_0 = $signed(sum1_l1_0) + $signed(sum1_l1_1);
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
+  assign sum1_l3_0 = $signed(sum1_l2_0) + $signed(sum1_l2_1);
+  assign sum2_l1_0 = $signed(s1_products[152:144]) + $signed(s1_products[161:153]);
+  assign sum2_l1_1 = $signed(s1_products[170:162]) + $signed(s1_products[179:171]);
+  assign sum2_l1_2 = $signed(s1_products[188:180]) + $signed(s1_products[197:189]);
+  assign sum2_l1_3 = $signed(s1_products[206:198]) + $signed(s1_products[215:207]);
+  assign sum2_l2_0 = $signed(sum2_l1_0) + $signed(sum2_l1_1);
+  assign sum2_l2_1 = $signed(sum2_l1_2) + $signed(sum2_l1_3);
+  assign sum2_l3_0 = $signed(sum2_l2_0) + $signed(sum2_l2_1);
+  assign sum3_l1_0 = $signed(s1_products[224:216]) + $signed(s1_products[233:225]);
+  assign sum3_l1_1 = $signed(s1_products[242:234]) + $signed(s1_products[251:243]);
+  assign sum3_l1_2 = $signed(s1_products[260:252]) + $signed(s1_products[269:261]);
+  assign sum3_l1_3 = $signed(s1_products[278:270]) + $signed(s1_products[287:279]);
+  assign sum3_l2_0 = $signed(sum3_l1_0) + $signed(sum3_l1_1);
+  assign sum3_l2_1 = $signed(sum3_l1_2) + $signed(sum3_l1_3);
+  assign sum3_l3_0 = $signed(sum3_l2_0) + $signed(sum3_l2_1);
+  assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot3.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
+    .i__payload(\i__payload$89 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$96 ),
+    .o__payload(\i__payload$95 ),
     .o__ready(o__ready),
-    .o_valid(\i__valid$94 ),
+    .o_valid(\i__valid$93 ),
     .rst(rst),
     .t_load(i__ready)
   );
   \bd_linear_fast_b32_n4.dot3.dec_a  dec_a (
-    .\port$5258$0 (i__payload[131:0]),
+    .\port$5189$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot3.dec_w  dec_w (
-    .\port$5258$137 (i__payload[268:137]),
-    .values(\values$109 )
+    .\port$5189$137 (i__payload[268:137]),
+    .values(\values$108 )
   );
   \bd_linear_fast_b32_n4.dot3.mul  mul (
     .a(a),
@@ -15571,208 +15379,173 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   );
   \bd_linear_fast_b32_n4.dot3.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$96 ),
+    .i__payload(\i__payload$95 ),
     .i__ready(o__ready),
-    .i__valid(\i__valid$94 ),
-    .o__payload(\o__payload$100 ),
-    .o__ready(\o__ready$102 ),
+    .i__valid(\i__valid$93 ),
+    .o__payload(\o__payload$99 ),
     .rst(rst),
-    .s3_valid(\o__valid$104 )
+    .s3_valid(\o__valid$103 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$22  = s0_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$11  = s0_valid;
     if (s0_load) begin
-      \$22  = \i__valid$107 ;
+      \$11  = \i__valid$106 ;
     end
     if (rst) begin
-      \$22  = 1'h0;
+      \$11  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$23  = s1_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$12  = s1_valid;
     if (s1_load) begin
-      \$23  = s0_valid;
+      \$12  = s0_valid;
     end
     if (rst) begin
-      \$23  = 1'h0;
+      \$12  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$24  = s2_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$13  = s2_valid;
     if (s2_load) begin
-      \$24  = s1_valid;
+      \$13  = s1_valid;
     end
     if (rst) begin
-      \$24  = 1'h0;
+      \$13  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$25  = s3_valid;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$14  = s3_valid;
     if (s3_load) begin
-      \$25  = \$7 ;
+      \$14  = s2_valid;
     end
     if (rst) begin
-      \$25  = 1'h0;
+      \$14  = 1'h0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$26  = s3_spare_valid;
-    if (s3_spare_valid) begin
-      if (s3_load) begin
-        \$26  = 1'h0;
-      end
-    end else if (\$9 ) begin
-      \$26  = 1'h1;
-    end
-    if (rst) begin
-      \$26  = 1'h0;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$15  = a;
+    if (\$6 ) begin
+      \$15  = values;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$27  = a;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$16  = w;
+    if (\$6 ) begin
+      \$16  = \values$108 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$17  = s0_exp;
+    if (\$6 ) begin
+      \$17  = \$7 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$18  = s0_last;
+    if (\$6 ) begin
+      \$18  = i__payload[274];
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$19  = s1_exp;
+    if (\$8 ) begin
+      \$19  = s0_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$20  = s1_last;
+    if (\$8 ) begin
+      \$20  = s0_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$21  = s1_products;
+    if (\$8 ) begin
+      \$21  = products;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$22  = s1_negatives;
+    if (\$8 ) begin
+      \$22  = { 8'h00, negatives_l5_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$23  = s2_exp;
+    if (\$9 ) begin
+      \$23  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$24  = s2_last;
+    if (\$9 ) begin
+      \$24  = s1_last;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$25  = s2_negatives;
+    if (\$9 ) begin
+      \$25  = s1_negatives;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$26  = s2_partial;
+    if (\$9 ) begin
+      \$26  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$27  = s3_exp;
     if (\$10 ) begin
-      \$27  = values;
+      \$27  = s2_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$28  = w;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$28  = s3_last;
     if (\$10 ) begin
-      \$28  = \values$109 ;
+      \$28  = s2_last;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$29  = s0_exp;
+    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    \$29  = s3_sum;
     if (\$10 ) begin
-      \$29  = \$11 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$30  = s0_last;
-    if (\$10 ) begin
-      \$30  = i__payload[274];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$31  = s1_exp;
-    if (\$12 ) begin
-      \$31  = s0_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$32  = s1_last;
-    if (\$12 ) begin
-      \$32  = s0_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$33  = s1_products;
-    if (\$12 ) begin
-      \$33  = products;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$34  = s1_negatives;
-    if (\$12 ) begin
-      \$34  = { 8'h00, negatives_l5_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$35  = s2_exp;
-    if (\$13 ) begin
-      \$35  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$36  = s2_last;
-    if (\$13 ) begin
-      \$36  = s1_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$37  = s2_negatives;
-    if (\$13 ) begin
-      \$37  = s1_negatives;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$38  = s2_partial;
-    if (\$13 ) begin
-      \$38  = { sum3_l3_0, sum2_l3_0, sum1_l3_0, sum0_l3_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$39  = s3_spare_exp;
-    if (\$14 ) begin
-      \$39  = s2_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$40  = s3_spare_last;
-    if (\$15 ) begin
-      \$40  = s2_last;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$41  = s3_spare_sum;
-    if (\$16 ) begin
-      \$41  = block_sum[13:0];
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$42  = s3_exp;
-    if (\$18 ) begin
-      \$42  = \$19 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$43  = s3_last;
-    if (\$18 ) begin
-      \$43  = \$20 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$19 ) begin end
-    \$44  = s3_sum;
-    if (\$18 ) begin
-      \$44  = \$21 ;
+      \$29  = block_sum[13:0];
     end
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$15  = i__payload[268:265];
-  assign \codes$16  = i__payload[264:137];
+  assign \dialect$14  = i__payload[268:265];
+  assign \codes$15  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$94 ;
-  assign o__payload = \i__payload$96 ;
-  assign \i__ready$99  = o__ready;
-  assign \o__payload$101  = \o__payload$100 ;
-  assign \o__ready$103  = \o__ready$102 ;
-  assign \o__valid$105  = \o__valid$104 ;
+  assign o__valid = \i__valid$93 ;
+  assign o__payload = \i__payload$95 ;
+  assign \i__ready$98  = o__ready;
+  assign \o__payload$100  = \o__payload$99 ;
+  assign \o__ready$101  = 1'h1;
+  assign \o__ready$102  = 1'h1;
+  assign \o__valid$104  = \o__valid$103 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -15876,38 +15649,38 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$16[0]  = i__payload[140:137];
-  assign \codes$16[1]  = i__payload[144:141];
-  assign \codes$16[2]  = i__payload[148:145];
-  assign \codes$16[3]  = i__payload[152:149];
-  assign \codes$16[4]  = i__payload[156:153];
-  assign \codes$16[5]  = i__payload[160:157];
-  assign \codes$16[6]  = i__payload[164:161];
-  assign \codes$16[7]  = i__payload[168:165];
-  assign \codes$16[8]  = i__payload[172:169];
-  assign \codes$16[9]  = i__payload[176:173];
-  assign \codes$16[10]  = i__payload[180:177];
-  assign \codes$16[11]  = i__payload[184:181];
-  assign \codes$16[12]  = i__payload[188:185];
-  assign \codes$16[13]  = i__payload[192:189];
-  assign \codes$16[14]  = i__payload[196:193];
-  assign \codes$16[15]  = i__payload[200:197];
-  assign \codes$16[16]  = i__payload[204:201];
-  assign \codes$16[17]  = i__payload[208:205];
-  assign \codes$16[18]  = i__payload[212:209];
-  assign \codes$16[19]  = i__payload[216:213];
-  assign \codes$16[20]  = i__payload[220:217];
-  assign \codes$16[21]  = i__payload[224:221];
-  assign \codes$16[22]  = i__payload[228:225];
-  assign \codes$16[23]  = i__payload[232:229];
-  assign \codes$16[24]  = i__payload[236:233];
-  assign \codes$16[25]  = i__payload[240:237];
-  assign \codes$16[26]  = i__payload[244:241];
-  assign \codes$16[27]  = i__payload[248:245];
-  assign \codes$16[28]  = i__payload[252:249];
-  assign \codes$16[29]  = i__payload[256:253];
-  assign \codes$16[30]  = i__payload[260:257];
-  assign \codes$16[31]  = i__payload[264:261];
+  assign \codes$15[0]  = i__payload[140:137];
+  assign \codes$15[1]  = i__payload[144:141];
+  assign \codes$15[2]  = i__payload[148:145];
+  assign \codes$15[3]  = i__payload[152:149];
+  assign \codes$15[4]  = i__payload[156:153];
+  assign \codes$15[5]  = i__payload[160:157];
+  assign \codes$15[6]  = i__payload[164:161];
+  assign \codes$15[7]  = i__payload[168:165];
+  assign \codes$15[8]  = i__payload[172:169];
+  assign \codes$15[9]  = i__payload[176:173];
+  assign \codes$15[10]  = i__payload[180:177];
+  assign \codes$15[11]  = i__payload[184:181];
+  assign \codes$15[12]  = i__payload[188:185];
+  assign \codes$15[13]  = i__payload[192:189];
+  assign \codes$15[14]  = i__payload[196:193];
+  assign \codes$15[15]  = i__payload[200:197];
+  assign \codes$15[16]  = i__payload[204:201];
+  assign \codes$15[17]  = i__payload[208:205];
+  assign \codes$15[18]  = i__payload[212:209];
+  assign \codes$15[19]  = i__payload[216:213];
+  assign \codes$15[20]  = i__payload[220:217];
+  assign \codes$15[21]  = i__payload[224:221];
+  assign \codes$15[22]  = i__payload[228:225];
+  assign \codes$15[23]  = i__payload[232:229];
+  assign \codes$15[24]  = i__payload[236:233];
+  assign \codes$15[25]  = i__payload[240:237];
+  assign \codes$15[26]  = i__payload[244:241];
+  assign \codes$15[27]  = i__payload[248:245];
+  assign \codes$15[28]  = i__payload[252:249];
+  assign \codes$15[29]  = i__payload[256:253];
+  assign \codes$15[30]  = i__payload[260:257];
+  assign \codes$15[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -15972,13 +15745,13 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$90.sum  = \i__payload$90 [13:0];
-  assign \i__payload$90.exp  = \i__payload$90 [19:14];
-  assign \i__payload$90.last  = \i__payload$90 [20];
-  assign \i__payload$96.value  = \i__payload$96 ;
-  assign \o__payload.total  = \i__payload$96 ;
-  assign \o__payload$100.result  = \o__payload$100 ;
-  assign \o__payload$101.result  = \o__payload$100 ;
+  assign \i__payload$89.sum  = \i__payload$89 [13:0];
+  assign \i__payload$89.exp  = \i__payload$89 [19:14];
+  assign \i__payload$89.last  = \i__payload$89 [20];
+  assign \i__payload$95.value  = \i__payload$95 ;
+  assign \o__payload.total  = \i__payload$95 ;
+  assign \o__payload$99.result  = \o__payload$99 ;
+  assign \o__payload$100.result  = \o__payload$99 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16011,38 +15784,38 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$109[0]  = \values$109 [4:0];
-  assign \values$109[1]  = \values$109 [9:5];
-  assign \values$109[2]  = \values$109 [14:10];
-  assign \values$109[3]  = \values$109 [19:15];
-  assign \values$109[4]  = \values$109 [24:20];
-  assign \values$109[5]  = \values$109 [29:25];
-  assign \values$109[6]  = \values$109 [34:30];
-  assign \values$109[7]  = \values$109 [39:35];
-  assign \values$109[8]  = \values$109 [44:40];
-  assign \values$109[9]  = \values$109 [49:45];
-  assign \values$109[10]  = \values$109 [54:50];
-  assign \values$109[11]  = \values$109 [59:55];
-  assign \values$109[12]  = \values$109 [64:60];
-  assign \values$109[13]  = \values$109 [69:65];
-  assign \values$109[14]  = \values$109 [74:70];
-  assign \values$109[15]  = \values$109 [79:75];
-  assign \values$109[16]  = \values$109 [84:80];
-  assign \values$109[17]  = \values$109 [89:85];
-  assign \values$109[18]  = \values$109 [94:90];
-  assign \values$109[19]  = \values$109 [99:95];
-  assign \values$109[20]  = \values$109 [104:100];
-  assign \values$109[21]  = \values$109 [109:105];
-  assign \values$109[22]  = \values$109 [114:110];
-  assign \values$109[23]  = \values$109 [119:115];
-  assign \values$109[24]  = \values$109 [124:120];
-  assign \values$109[25]  = \values$109 [129:125];
-  assign \values$109[26]  = \values$109 [134:130];
-  assign \values$109[27]  = \values$109 [139:135];
-  assign \values$109[28]  = \values$109 [144:140];
-  assign \values$109[29]  = \values$109 [149:145];
-  assign \values$109[30]  = \values$109 [154:150];
-  assign \values$109[31]  = \values$109 [159:155];
+  assign \values$108[0]  = \values$108 [4:0];
+  assign \values$108[1]  = \values$108 [9:5];
+  assign \values$108[2]  = \values$108 [14:10];
+  assign \values$108[3]  = \values$108 [19:15];
+  assign \values$108[4]  = \values$108 [24:20];
+  assign \values$108[5]  = \values$108 [29:25];
+  assign \values$108[6]  = \values$108 [34:30];
+  assign \values$108[7]  = \values$108 [39:35];
+  assign \values$108[8]  = \values$108 [44:40];
+  assign \values$108[9]  = \values$108 [49:45];
+  assign \values$108[10]  = \values$108 [54:50];
+  assign \values$108[11]  = \values$108 [59:55];
+  assign \values$108[12]  = \values$108 [64:60];
+  assign \values$108[13]  = \values$108 [69:65];
+  assign \values$108[14]  = \values$108 [74:70];
+  assign \values$108[15]  = \values$108 [79:75];
+  assign \values$108[16]  = \values$108 [84:80];
+  assign \values$108[17]  = \values$108 [89:85];
+  assign \values$108[18]  = \values$108 [94:90];
+  assign \values$108[19]  = \values$108 [99:95];
+  assign \values$108[20]  = \values$108 [104:100];
+  assign \values$108[21]  = \values$108 [109:105];
+  assign \values$108[22]  = \values$108 [114:110];
+  assign \values$108[23]  = \values$108 [119:115];
+  assign \values$108[24]  = \values$108 [124:120];
+  assign \values$108[25]  = \values$108 [129:125];
+  assign \values$108[26]  = \values$108 [134:130];
+  assign \values$108[27]  = \values$108 [139:135];
+  assign \values$108[28]  = \values$108 [144:140];
+  assign \values$108[29]  = \values$108 [149:145];
+  assign \values$108[30]  = \values$108 [154:150];
+  assign \values$108[31]  = \values$108 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -16075,14 +15848,14 @@ module \bd_linear_fast_b32_n4.dot3 (rst, \i__valid$107 , \o__ready$102 , \i__rea
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$90 [20] = s3_last;
-  assign \i__payload$90 [19:14] = s3_exp;
-  assign \i__payload$90 [13:0] = s3_sum;
+  assign \i__payload$89 [20] = s3_last;
+  assign \i__payload$89 [19:14] = s3_exp;
+  assign \i__payload$89 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
   wire [144:0] \$11 ;
@@ -16174,7 +15947,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
   always @(posedge aclk)
     running <= \$24 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$19  = t_valid;
     if (t_load) begin
       \$19  = i__valid;
@@ -16184,7 +15957,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$20  = t_term;
     if (t_load) begin
       if (i__valid) begin
@@ -16193,7 +15966,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$21  = t_last;
     if (t_load) begin
       if (i__valid) begin
@@ -16202,7 +15975,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$22  = o_valid;
     if (o_load) begin
       \$22  = \$18 ;
@@ -16212,7 +15985,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$23  = o__payload;
     if (t_fire) begin
       if (t_last) begin
@@ -16221,7 +15994,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
     \$24  = running;
     if (t_fire) begin
       (* full_case = 32'd1 *)
@@ -16259,7 +16032,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5258$0 );
+module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5189$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16296,8 +16069,8 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5258$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5258$0 ;
-  wire [131:0] \port$5258$0 ;
+  input [131:0] \port$5189$0 ;
+  wire [131:0] \port$5189$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16373,46 +16146,46 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5258$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5258$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5258$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5258$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5258$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5258$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5258$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5258$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5258$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5258$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5258$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5258$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5258$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5258$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5258$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5258$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5258$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5258$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5258$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5258$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5258$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5258$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5258$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5258$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5258$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5258$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5258$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5258$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5258$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5258$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5258$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5258$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5258$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5189$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5189$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5189$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5189$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5189$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5189$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5189$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5189$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5189$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5189$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5189$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5189$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5189$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5189$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5189$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5189$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5189$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5189$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5189$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5189$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5189$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5189$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5189$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5189$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5189$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5189$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5189$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5189$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5189$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5189$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5189$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5189$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot3.dec_a.formatbook  formatbook (
-    .dialect(\port$5258$0 [131:128]),
+    .dialect(\port$5189$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5258$0 [131:128];
-  assign \dialect$1  = \port$5258$0 [131:128];
+  assign dialect = \port$5189$0 [131:128];
+  assign \dialect$1  = \port$5189$0 [131:128];
   assign row = entries;
-  assign codes = \port$5258$0 [127:0];
+  assign codes = \port$5189$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16421,38 +16194,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5258$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5258$0 [3:0];
-  assign \codes[1]  = \port$5258$0 [7:4];
-  assign \codes[2]  = \port$5258$0 [11:8];
-  assign \codes[3]  = \port$5258$0 [15:12];
-  assign \codes[4]  = \port$5258$0 [19:16];
-  assign \codes[5]  = \port$5258$0 [23:20];
-  assign \codes[6]  = \port$5258$0 [27:24];
-  assign \codes[7]  = \port$5258$0 [31:28];
-  assign \codes[8]  = \port$5258$0 [35:32];
-  assign \codes[9]  = \port$5258$0 [39:36];
-  assign \codes[10]  = \port$5258$0 [43:40];
-  assign \codes[11]  = \port$5258$0 [47:44];
-  assign \codes[12]  = \port$5258$0 [51:48];
-  assign \codes[13]  = \port$5258$0 [55:52];
-  assign \codes[14]  = \port$5258$0 [59:56];
-  assign \codes[15]  = \port$5258$0 [63:60];
-  assign \codes[16]  = \port$5258$0 [67:64];
-  assign \codes[17]  = \port$5258$0 [71:68];
-  assign \codes[18]  = \port$5258$0 [75:72];
-  assign \codes[19]  = \port$5258$0 [79:76];
-  assign \codes[20]  = \port$5258$0 [83:80];
-  assign \codes[21]  = \port$5258$0 [87:84];
-  assign \codes[22]  = \port$5258$0 [91:88];
-  assign \codes[23]  = \port$5258$0 [95:92];
-  assign \codes[24]  = \port$5258$0 [99:96];
-  assign \codes[25]  = \port$5258$0 [103:100];
-  assign \codes[26]  = \port$5258$0 [107:104];
-  assign \codes[27]  = \port$5258$0 [111:108];
-  assign \codes[28]  = \port$5258$0 [115:112];
-  assign \codes[29]  = \port$5258$0 [119:116];
-  assign \codes[30]  = \port$5258$0 [123:120];
-  assign \codes[31]  = \port$5258$0 [127:124];
+  assign \codes[0]  = \port$5189$0 [3:0];
+  assign \codes[1]  = \port$5189$0 [7:4];
+  assign \codes[2]  = \port$5189$0 [11:8];
+  assign \codes[3]  = \port$5189$0 [15:12];
+  assign \codes[4]  = \port$5189$0 [19:16];
+  assign \codes[5]  = \port$5189$0 [23:20];
+  assign \codes[6]  = \port$5189$0 [27:24];
+  assign \codes[7]  = \port$5189$0 [31:28];
+  assign \codes[8]  = \port$5189$0 [35:32];
+  assign \codes[9]  = \port$5189$0 [39:36];
+  assign \codes[10]  = \port$5189$0 [43:40];
+  assign \codes[11]  = \port$5189$0 [47:44];
+  assign \codes[12]  = \port$5189$0 [51:48];
+  assign \codes[13]  = \port$5189$0 [55:52];
+  assign \codes[14]  = \port$5189$0 [59:56];
+  assign \codes[15]  = \port$5189$0 [63:60];
+  assign \codes[16]  = \port$5189$0 [67:64];
+  assign \codes[17]  = \port$5189$0 [71:68];
+  assign \codes[18]  = \port$5189$0 [75:72];
+  assign \codes[19]  = \port$5189$0 [79:76];
+  assign \codes[20]  = \port$5189$0 [83:80];
+  assign \codes[21]  = \port$5189$0 [87:84];
+  assign \codes[22]  = \port$5189$0 [91:88];
+  assign \codes[23]  = \port$5189$0 [95:92];
+  assign \codes[24]  = \port$5189$0 [99:96];
+  assign \codes[25]  = \port$5189$0 [103:100];
+  assign \codes[26]  = \port$5189$0 [107:104];
+  assign \codes[27]  = \port$5189$0 [111:108];
+  assign \codes[28]  = \port$5189$0 [115:112];
+  assign \codes[29]  = \port$5189$0 [119:116];
+  assign \codes[30]  = \port$5189$0 [123:120];
+  assign \codes[31]  = \port$5189$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16485,43 +16258,43 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5258$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5258$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5258$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5258$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5258$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5258$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5258$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5258$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5258$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5258$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5258$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5258$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5258$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5258$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5258$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5258$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5258$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5258$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5258$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5258$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5258$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5258$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5258$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5258$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5258$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5258$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5258$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5258$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5258$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5258$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5258$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5258$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5258$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5189$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5189$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5189$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5189$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5189$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5189$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5189$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5189$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5189$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5189$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5189$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5189$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5189$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5189$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5189$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5189$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5189$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5189$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5189$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5189$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5189$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5189$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5189$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5189$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5189$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5189$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5189$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5189$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5189$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5189$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5189$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5189$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot3.dec_a.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -16535,7 +16308,7 @@ module \bd_linear_fast_b32_n4.dot3.dec_a.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$21 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -16583,7 +16356,7 @@ module \bd_linear_fast_b32_n4.dot3.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5258$137 );
+module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5189$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16620,8 +16393,8 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5258$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5258$137 ;
-  wire [131:0] \port$5258$137 ;
+  input [131:0] \port$5189$137 ;
+  wire [131:0] \port$5189$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16697,46 +16470,46 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5258$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5258$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5258$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5258$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5258$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5258$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5258$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5258$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5258$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5258$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5258$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5258$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5258$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5258$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5258$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5258$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5258$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5258$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5258$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5258$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5258$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5258$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5258$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5258$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5258$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5258$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5258$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5258$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5258$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5258$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5258$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5258$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5258$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5189$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5189$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5189$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5189$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5189$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5189$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5189$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5189$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5189$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5189$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5189$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5189$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5189$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5189$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5189$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5189$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5189$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5189$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5189$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5189$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5189$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5189$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5189$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5189$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5189$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5189$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5189$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5189$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5189$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5189$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5189$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5189$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot3.dec_w.formatbook  formatbook (
-    .dialect(\port$5258$137 [131:128]),
+    .dialect(\port$5189$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5258$137 [131:128];
-  assign \dialect$1  = \port$5258$137 [131:128];
+  assign dialect = \port$5189$137 [131:128];
+  assign \dialect$1  = \port$5189$137 [131:128];
   assign row = entries;
-  assign codes = \port$5258$137 [127:0];
+  assign codes = \port$5189$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16745,38 +16518,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5258$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5258$137 [3:0];
-  assign \codes[1]  = \port$5258$137 [7:4];
-  assign \codes[2]  = \port$5258$137 [11:8];
-  assign \codes[3]  = \port$5258$137 [15:12];
-  assign \codes[4]  = \port$5258$137 [19:16];
-  assign \codes[5]  = \port$5258$137 [23:20];
-  assign \codes[6]  = \port$5258$137 [27:24];
-  assign \codes[7]  = \port$5258$137 [31:28];
-  assign \codes[8]  = \port$5258$137 [35:32];
-  assign \codes[9]  = \port$5258$137 [39:36];
-  assign \codes[10]  = \port$5258$137 [43:40];
-  assign \codes[11]  = \port$5258$137 [47:44];
-  assign \codes[12]  = \port$5258$137 [51:48];
-  assign \codes[13]  = \port$5258$137 [55:52];
-  assign \codes[14]  = \port$5258$137 [59:56];
-  assign \codes[15]  = \port$5258$137 [63:60];
-  assign \codes[16]  = \port$5258$137 [67:64];
-  assign \codes[17]  = \port$5258$137 [71:68];
-  assign \codes[18]  = \port$5258$137 [75:72];
-  assign \codes[19]  = \port$5258$137 [79:76];
-  assign \codes[20]  = \port$5258$137 [83:80];
-  assign \codes[21]  = \port$5258$137 [87:84];
-  assign \codes[22]  = \port$5258$137 [91:88];
-  assign \codes[23]  = \port$5258$137 [95:92];
-  assign \codes[24]  = \port$5258$137 [99:96];
-  assign \codes[25]  = \port$5258$137 [103:100];
-  assign \codes[26]  = \port$5258$137 [107:104];
-  assign \codes[27]  = \port$5258$137 [111:108];
-  assign \codes[28]  = \port$5258$137 [115:112];
-  assign \codes[29]  = \port$5258$137 [119:116];
-  assign \codes[30]  = \port$5258$137 [123:120];
-  assign \codes[31]  = \port$5258$137 [127:124];
+  assign \codes[0]  = \port$5189$137 [3:0];
+  assign \codes[1]  = \port$5189$137 [7:4];
+  assign \codes[2]  = \port$5189$137 [11:8];
+  assign \codes[3]  = \port$5189$137 [15:12];
+  assign \codes[4]  = \port$5189$137 [19:16];
+  assign \codes[5]  = \port$5189$137 [23:20];
+  assign \codes[6]  = \port$5189$137 [27:24];
+  assign \codes[7]  = \port$5189$137 [31:28];
+  assign \codes[8]  = \port$5189$137 [35:32];
+  assign \codes[9]  = \port$5189$137 [39:36];
+  assign \codes[10]  = \port$5189$137 [43:40];
+  assign \codes[11]  = \port$5189$137 [47:44];
+  assign \codes[12]  = \port$5189$137 [51:48];
+  assign \codes[13]  = \port$5189$137 [55:52];
+  assign \codes[14]  = \port$5189$137 [59:56];
+  assign \codes[15]  = \port$5189$137 [63:60];
+  assign \codes[16]  = \port$5189$137 [67:64];
+  assign \codes[17]  = \port$5189$137 [71:68];
+  assign \codes[18]  = \port$5189$137 [75:72];
+  assign \codes[19]  = \port$5189$137 [79:76];
+  assign \codes[20]  = \port$5189$137 [83:80];
+  assign \codes[21]  = \port$5189$137 [87:84];
+  assign \codes[22]  = \port$5189$137 [91:88];
+  assign \codes[23]  = \port$5189$137 [95:92];
+  assign \codes[24]  = \port$5189$137 [99:96];
+  assign \codes[25]  = \port$5189$137 [103:100];
+  assign \codes[26]  = \port$5189$137 [107:104];
+  assign \codes[27]  = \port$5189$137 [111:108];
+  assign \codes[28]  = \port$5189$137 [115:112];
+  assign \codes[29]  = \port$5189$137 [119:116];
+  assign \codes[30]  = \port$5189$137 [123:120];
+  assign \codes[31]  = \port$5189$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16809,43 +16582,43 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5258$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5258$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5258$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5258$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5258$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5258$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5258$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5258$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5258$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5258$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5258$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5258$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5258$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5258$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5258$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5258$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5258$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5258$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5258$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5258$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5258$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5258$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5258$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5258$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5258$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5258$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5258$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5258$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5258$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5258$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5258$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5258$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5258$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5189$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5189$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5189$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5189$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5189$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5189$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5189$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5189$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5189$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5189$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5189$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5189$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5189$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5189$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5189$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5189$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5189$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5189$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5189$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5189$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5189$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5189$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5189$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5189$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5189$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5189$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5189$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5189$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5189$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5189$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5189$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5189$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.dot3.dec_w.formatbook (row, dialect);
-  reg \$auto$verilog_backend.cc:2355:dump_module$22  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
   input [3:0] dialect;
   wire [3:0] dialect;
   output [31:0] row;
@@ -16859,7 +16632,7 @@ module \bd_linear_fast_b32_n4.dot3.dec_w.formatbook (row, dialect);
   wire [3:0] \row[6] ;
   wire [3:0] \row[7] ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$22 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -17879,8 +17652,8 @@ module \bd_linear_fast_b32_n4.dot3.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$23  = 0;
+module \bd_linear_fast_b32_n4.dot3.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
   wire [1:0] \$100 ;
@@ -18330,7 +18103,6 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
   output [31:0] o__payload;
   reg [31:0] o__payload = 32'd0;
   wire [31:0] \o__payload.result ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -18354,15 +18126,10 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
   reg s3_valid = 1'h0;
   wire [127:0] wide;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | o__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign i__ready = s0_load & \$5 ;
   assign \$6  = - $signed(i__payload);
   assign \$7  = i__payload[81] ? \$6  : { i__payload[81], i__payload };
   assign \$9  = \$8 [127] | \$8 [126];
@@ -18584,10 +18351,6 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$145  = \$144  | s1_norm[104];
   assign \$146  = s1_norm[103] & \$145 ;
   assign \$147  = { \$143 [7:0], s1_norm[126:104] } + \$146 ;
-  assign \$148  = s0_load & i__valid;
-  assign \$149  = s1_load & s0_valid;
-  assign \$150  = s2_load & s1_valid;
-  assign \$151  = s3_load & s2_valid;
   assign \$152  = s1_zero ? 32'd0 : { s1_sign, \$147 [30:0] };
   always @(posedge aclk)
     s0_valid <= \$153 ;
@@ -18620,7 +18383,7 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
   always @(posedge aclk)
     o__payload <= \$167 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$153  = s0_valid;
     if (s0_load) begin
       \$153  = i__valid;
@@ -18630,7 +18393,7 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$154  = s1_valid;
     if (s1_load) begin
       \$154  = s0_valid;
@@ -18640,7 +18403,7 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$155  = s2_valid;
     if (s2_load) begin
       \$155  = s1_valid;
@@ -18650,7 +18413,7 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$156  = s3_valid;
     if (s3_load) begin
       \$156  = s2_valid;
@@ -18660,82 +18423,83 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$157  = abs_sign;
     if (\$148 ) begin
       \$157  = i__payload[81];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$158  = abs_mag;
     if (\$148 ) begin
       \$158  = \$7 [81:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$159  = lzc_sign;
     if (\$149 ) begin
       \$159  = abs_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$160  = lzc_zero;
     if (\$149 ) begin
       \$160  = lzc_0_128_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$161  = lzc_lz;
     if (\$149 ) begin
       \$161  = { lzc_64_64_zero, \$135  };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$162  = lzc_wide;
     if (\$149 ) begin
       \$162  = \$8 [127:0];
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$163  = s1_sign;
     if (\$150 ) begin
       \$163  = lzc_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$164  = s1_zero;
     if (\$150 ) begin
       \$164  = lzc_zero;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$165  = s1_lz;
     if (\$150 ) begin
       \$165  = { 1'h0, lzc_lz };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$166  = s1_norm;
     if (\$150 ) begin
       \$166  = normalise6;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$23 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
     \$167  = o__payload;
     if (\$151 ) begin
       \$167  = \$152 ;
     end
   end
+  assign o__ready = 1'h1;
   assign o__valid = s3_valid;
   assign mag = \$7 [81:0];
   assign wide = \$8 [127:0];
@@ -18808,6 +18572,11 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
   assign s2_result = o__payload;
   assign \i__payload.value  = i__payload;
   assign \o__payload.result  = o__payload;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
   assign \$8  = { 17'h00000, abs_mag, 46'h000000000000 };
   assign \$136  = { lzc_wide, 1'h0 };
   assign \$137  = { 1'h0, normalise0, 2'h0 };
@@ -18816,6 +18585,10 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, o__ready, i__ready, i__valid, i__p
   assign \$140  = { 15'h0000, normalise3, 16'h0000 };
   assign \$141  = { 31'h00000000, normalise4, 32'h00000000 };
   assign \$142  = { 63'h0000000000000000, normalise5, 64'h0000000000000000 };
+  assign \$148  = i__valid;
+  assign \$149  = s0_valid;
+  assign \$150  = s1_valid;
+  assign \$151  = s2_valid;
   assign \$88  = 1'h0;
   assign lzc_44_2_zero = 1'h1;
   assign lzc_44_2_count = 1'h1;
@@ -18931,7 +18704,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.group (last, rst, take, overflow, mismatch, blocks, addr, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
   wire [9:0] \$1 ;
   wire \$2 ;
   wire \$3 ;
@@ -18963,7 +18736,7 @@ module \bd_linear_fast_b32_n4.group (last, rst, take, overflow, mismatch, blocks
   assign mismatch = overflow | \$2 ;
   assign \$3  = index < 9'h100;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$24 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
     \$5  = index;
     if (take) begin
       if (last) begin
@@ -18982,7 +18755,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_valid, o__payload, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$25  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
   reg [31:0] \$100 ;
@@ -19789,7 +19562,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     .q(\q$87 )
   );
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$47  = s0_valid;
     if (s0_load) begin
       \$47  = i__valid;
@@ -19799,7 +19572,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$48  = s1_valid;
     if (s1_load) begin
       \$48  = s0_valid;
@@ -19809,7 +19582,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$49  = s2_valid;
     if (s2_load) begin
       \$49  = s1_valid;
@@ -19819,7 +19592,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$50  = s3_valid;
     if (s3_load) begin
       \$50  = s2_valid;
@@ -19829,7 +19602,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$51  = s4_valid;
     if (s4_load) begin
       \$51  = s3_valid;
@@ -19839,7 +19612,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$52  = s5_valid;
     if (s5_load) begin
       \$52  = s4_valid;
@@ -19849,7 +19622,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$53  = s6_valid;
     if (s6_load) begin
       \$53  = s5_valid;
@@ -19859,7 +19632,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$54  = s7_valid;
     if (s7_load) begin
       \$54  = s6_valid;
@@ -19869,7 +19642,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$55  = s8_valid;
     if (s8_load) begin
       \$55  = s7_valid;
@@ -19879,7 +19652,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$56  = s9_valid;
     if (s9_load) begin
       \$56  = s8_valid;
@@ -19889,7 +19662,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$57  = s10_valid;
     if (s10_load) begin
       \$57  = s9_valid;
@@ -19899,7 +19672,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$58  = s11_valid;
     if (s11_load) begin
       \$58  = s10_valid;
@@ -19909,371 +19682,371 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$59  = exp8_data;
     if (\$28 ) begin
       \$59  = data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$60  = exp8_invalid;
     if (\$28 ) begin
       \$60  = invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$61  = exp8_partial;
     if (\$28 ) begin
       \$61  = partial;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$62  = exp_data;
     if (\$29 ) begin
       \$62  = exp8_data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$63  = exp_invalid;
     if (\$29 ) begin
       \$63  = exp8_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$64  = exp_partial;
     if (\$29 ) begin
       \$64  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$65  = \data$39 ;
     if (\$30 ) begin
       \$65  = exp_data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$66  = s0_invalid;
     if (\$30 ) begin
       \$66  = exp_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$67  = exp;
     if (\$30 ) begin
       \$67  = exp_l2_0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$68  = shift_data;
     if (\$31 ) begin
       \$68  = \data$39 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$69  = shift_invalid;
     if (\$31 ) begin
       \$69  = s0_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$70  = shift_exp;
     if (\$31 ) begin
       \$70  = exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$71  = q;
     if (\$31 ) begin
       \$71  = \q$87 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$72  = qmax8_data;
     if (\$32 ) begin
       \$72  = shift_data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$73  = qmax8_invalid;
     if (\$32 ) begin
       \$73  = shift_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$74  = qmax8_exp;
     if (\$32 ) begin
       \$74  = shift_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$75  = qmax8_q;
     if (\$32 ) begin
       \$75  = q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$76  = qmax8_partial;
     if (\$32 ) begin
       \$76  = \partial$92 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$77  = qmax_data;
     if (\$33 ) begin
       \$77  = qmax8_data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$78  = qmax_invalid;
     if (\$33 ) begin
       \$78  = qmax8_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$79  = qmax_exp;
     if (\$33 ) begin
       \$79  = qmax8_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$80  = qmax_q;
     if (\$33 ) begin
       \$80  = qmax8_q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$81  = qmax_partial;
     if (\$33 ) begin
       \$81  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$82  = pair_rule_data;
     if (\$34 ) begin
       \$82  = qmax_data;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$83  = pair_rule_invalid;
     if (\$34 ) begin
       \$83  = qmax_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$84  = pair_rule_exp;
     if (\$34 ) begin
       \$84  = qmax_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$85  = pair_rule_q;
     if (\$34 ) begin
       \$85  = qmax_q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$86  = pair_rule_qmax;
     if (\$34 ) begin
       \$86  = qmax_l2_0;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$87  = \q$54 ;
     if (\$35 ) begin
       \$87  = pair_rule_q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$88  = s1_sign;
     if (\$35 ) begin
       \$88  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$89  = s1_exp;
     if (\$35 ) begin
       \$89  = pair_rule_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$90  = s1_invalid;
     if (\$35 ) begin
       \$90  = pair_rule_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$91  = pair;
     if (\$35 ) begin
       \$91  = \$39 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$92  = count_q;
     if (\$40 ) begin
       \$92  = \q$54 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$93  = count_sign;
     if (\$40 ) begin
       \$93  = s1_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$94  = count_exp;
     if (\$40 ) begin
       \$94  = s1_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$95  = count_invalid;
     if (\$40 ) begin
       \$95  = s1_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$96  = in_a;
     if (\$40 ) begin
       \$96  = \in_a$109 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$97  = in_b;
     if (\$40 ) begin
       \$97  = \in_b$110 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$98  = \pair$62 ;
     if (\$40 ) begin
       \$98  = pair;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$99  = select_q;
     if (\$41 ) begin
       \$99  = count_q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$100  = select_sign;
     if (\$41 ) begin
       \$100  = count_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$101  = select_exp;
     if (\$41 ) begin
       \$101  = count_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$102  = select_invalid;
     if (\$41 ) begin
       \$102  = count_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$103  = select_count_a;
     if (\$41 ) begin
       \$103  = count_a;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$104  = select_count_b;
     if (\$41 ) begin
       \$104  = count_b;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$105  = select_pair;
     if (\$41 ) begin
       \$105  = \pair$62 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$106  = \q$64 ;
     if (\$42 ) begin
       \$106  = select_q;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$107  = s2_sign;
     if (\$42 ) begin
       \$107  = select_sign;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$108  = s2_exp;
     if (\$42 ) begin
       \$108  = select_exp;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$109  = s2_invalid;
     if (\$42 ) begin
       \$109  = select_invalid;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$110  = dialect;
     if (\$42 ) begin
       \$110  = \$45 ;
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$25 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
     \$111  = o__payload;
     if (\$46 ) begin
       \$111  = out;
@@ -21232,7 +21005,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.quantizer.index (dialect, idx, q);
-  reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -22144,7 +21917,7 @@ module \bd_linear_fast_b32_n4.quantizer.index (dialect, idx, q);
   assign idx31_l2_1 = idx31_l1_2 + \$224 ;
   assign idx31_l3_0 = idx31_l2_0 + idx31_l2_1;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
     (* full_case = 32'd1 *)
     casez (dialect)
       4'h0:
@@ -22518,7 +22291,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.quantizer.ranges (pair, in_a, in_b, q);
-  reg \$auto$verilog_backend.cc:2355:dump_module$27  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$100 ;
@@ -22950,7 +22723,7 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (pair, in_a, in_b, q);
   assign \$191  = q[159:155] < hi_b;
   assign \$192  = \$190  & \$191 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -22972,7 +22745,7 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (pair, in_a, in_b, q);
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -22994,7 +22767,7 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (pair, in_a, in_b, q);
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -23016,7 +22789,7 @@ module \bd_linear_fast_b32_n4.quantizer.ranges (pair, in_a, in_b, q);
     endcase
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$27 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
     (* full_case = 32'd1 *)
     casez (pair)
       3'h0:
@@ -24321,7 +24094,7 @@ endmodule
 
 (* generator = "Amaranth" *)
 module \bd_linear_fast_b32_n4.vector (last, rst, take, clear, w_en, loaded, overflow, written, invalid, count, w_addr, closed, any_invalid, aclk);
-  reg \$auto$verilog_backend.cc:2355:dump_module$28  = 0;
+  reg \$auto$verilog_backend.cc:2355:dump_module$29  = 0;
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;
@@ -24397,7 +24170,7 @@ module \bd_linear_fast_b32_n4.vector (last, rst, take, clear, w_en, loaded, over
   always @(posedge aclk)
     in_flight <= \$18 ;
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$14  = count;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -24414,7 +24187,7 @@ module \bd_linear_fast_b32_n4.vector (last, rst, take, clear, w_en, loaded, over
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$15  = write_index;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -24431,7 +24204,7 @@ module \bd_linear_fast_b32_n4.vector (last, rst, take, clear, w_en, loaded, over
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$16  = closed;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -24448,7 +24221,7 @@ module \bd_linear_fast_b32_n4.vector (last, rst, take, clear, w_en, loaded, over
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$17  = any_invalid;
     (* full_case = 32'd1 *)
     if (clear) begin
@@ -24465,7 +24238,7 @@ module \bd_linear_fast_b32_n4.vector (last, rst, take, clear, w_en, loaded, over
     end
   end
   always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$28 ) begin end
+    if (\$auto$verilog_backend.cc:2355:dump_module$29 ) begin end
     \$18  = in_flight;
     (* full_case = 32'd1 *)
     if (clear) begin
