@@ -450,7 +450,9 @@ class BDDot(ParametrisedComponent):
             m.submodules.norm = norm = FP32Normaliser(self.acc_bits, cuts=self.norm_cuts)
         else:
             m.submodules.accumulator = acc = FloatAccumulator(block_sum_bits(B), FORMATS[self.accumulate])
-        st = Stages(m, self.front_stages, self.i.valid, self.i.ready, acc.i.ready,
+        # stall_free: the unit's output is never held, so no stage waits (no ready chain).
+        held = (lambda ready: C(1)) if self.params.stall_free else (lambda ready: ready)
+        st = Stages(m, self.front_stages, self.i.valid, self.i.ready, held(acc.i.ready),
                     skid=self.params.skid)
 
         # Decode both blocks; optional cut; multiply; register.
@@ -500,17 +502,25 @@ class BDDot(ParametrisedComponent):
             # acc.o and norm.i have different field names, so they are joined by hand.
             m.d.comb += [
                 norm.i.valid.eq(acc.o.valid), norm.i.payload.value.eq(acc.o.payload.total),
-                acc.o.ready.eq(norm.i.ready),
+                acc.o.ready.eq(held(norm.i.ready)),
             ]
-            wiring.connect(m, wiring.flipped(self.o), norm.o)
+            if self.params.stall_free:
+                m.d.comb += [norm.o.ready.eq(1), self.o.valid.eq(norm.o.valid),
+                             self.o.payload.eq(norm.o.payload)]
+            else:
+                wiring.connect(m, wiring.flipped(self.o), norm.o)
         elif self.accumulate == "fp32":
             m.d.comb += [
                 self.o.valid.eq(acc.o.valid), self.o.payload.result.eq(acc.o.payload.total),
-                acc.o.ready.eq(self.o.ready),
+                acc.o.ready.eq(held(self.o.ready)),
             ]
         else:                                 # "fp16": the FP16 total widened to FP32, registered
             m.submodules.widen = widen = FloatWiden()
-            out = Stages(m, 1, acc.o.valid, acc.o.ready, self.o.ready, prefix="w")
+            if self.params.stall_free:
+                out = Stages(m, 1, acc.o.valid, Signal(name="widen_ready"), C(1), prefix="w")
+                m.d.comb += acc.o.ready.eq(1)
+            else:
+                out = Stages(m, 1, acc.o.valid, acc.o.ready, self.o.ready, prefix="w")
             m.d.comb += widen.half.eq(acc.o.payload.total)
             result = out.register("widened", result=widen.single)["result"]
             m.d.comb += [self.o.valid.eq(out.valid), self.o.payload.result.eq(result)]

@@ -229,13 +229,18 @@ class DotParams(Params):
     SPEC 6.1 ``accumulate`` mode, and how the 4x4 ``products`` are built (:data:`PRODUCTS`, or
     :data:`SHARED_PRODUCTS`: they come in through the ``mul_*`` ports, built outside). The
     rounded modes ("fp32", "fp16") have no normaliser, so their cut points are
-    :data:`FLOAT_CUT_POINTS`, and no wide accumulator, so ``max_blocks`` does not limit them."""
+    :data:`FLOAT_CUT_POINTS`, and no wide accumulator, so ``max_blocks`` does not limit them.
+    ``stall_free``: the unit's output is never held (``bd_linear``'s dot units, whose results
+    have reserved room): ``o.ready`` is ignored and every internal ready is tied high, so the
+    stages' enables are their input's valid bit and no valid/ready chain is built (the parts'
+    readies are otherwise gated by the reset, which keeps a chain through every stage)."""
 
     B: int = 32
     max_blocks: int = DEFAULT_MAX_BLOCKS
     pipeline: int = 0
     accumulate: str = DEFAULT_ACCUMULATE
     products: str = "lut"
+    stall_free: bool = False
 
     #: ``"ready"`` adds no stage: the last front stage (the block sum) becomes a skid buffer, so
     #: the front's enables follow a register instead of the ready chain through the accumulator
@@ -258,6 +263,8 @@ class DotParams(Params):
         _check_accumulate(self.accumulate)
         _check_products(self.products)
         _check_pipeline(self.pipeline, self.cut_points_of(self.accumulate))
+        if not isinstance(self.stall_free, bool):
+            raise ValueError(f"stall_free must be True or False, not {self.stall_free!r}")
         if self.accumulate == "exact" and self.acc_bits - 1 - FRAC_BITS + 127 > 254:
             raise ValueError(f"max_blocks={self.max_blocks} is too large: sums could overflow FP32")
 
@@ -359,7 +366,7 @@ class LinearParams(Params):
         cut_points = [c for c in DotParams.cut_points_of(self.accumulate) if c in self.DOT_CUT_POINTS]
         products = SHARED_PRODUCTS if self.products == "dsp_packed" else self.products
         return DotParams(self.B, self.max_blocks, min(self.pipeline, len(cut_points)),
-                         self.accumulate, products)
+                         self.accumulate, products, stall_free=True)
 
     @property
     def latency(self) -> int:

@@ -432,17 +432,17 @@ module bd_linear_b16_n2(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   \bd_linear_b16_n2.dot0  dot0 (
     .aclk(aclk),
     .i__payload(\i__payload$55 ),
-    .\i__valid$69 (\i__valid$53 ),
-    .\o__payload$62 (results__0__payload),
-    .\o__valid$66 (results__0__valid),
+    .\i__valid$66 (\i__valid$53 ),
+    .\o__payload$63 (results__0__payload),
+    .\o__valid$61 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_b16_n2.dot1  dot1 (
     .aclk(aclk),
     .i__payload(\i__payload$66 ),
-    .\i__valid$69 (\i__valid$53 ),
-    .\o__payload$62 (results__1__payload),
-    .\o__valid$66 (results__1__valid),
+    .\i__valid$66 (\i__valid$53 ),
+    .\o__payload$63 (results__1__payload),
+    .\o__valid$61 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_b16_n2.group  group (
@@ -1765,7 +1765,7 @@ module \bd_linear_b16_n2.collector.queue (rst, r_en, w_en, r_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o__payload$62 , aclk);
+module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$66 , \o__valid$61 , \o__payload$63 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg \$10 ;
@@ -1804,23 +1804,23 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [13:0] block_sum;
   wire [15:0] carries;
   wire [63:0] codes;
-  wire [63:0] \codes$11 ;
-  wire [3:0] \codes$11[0] ;
-  wire [3:0] \codes$11[10] ;
-  wire [3:0] \codes$11[11] ;
-  wire [3:0] \codes$11[12] ;
-  wire [3:0] \codes$11[13] ;
-  wire [3:0] \codes$11[14] ;
-  wire [3:0] \codes$11[15] ;
-  wire [3:0] \codes$11[1] ;
-  wire [3:0] \codes$11[2] ;
-  wire [3:0] \codes$11[3] ;
-  wire [3:0] \codes$11[4] ;
-  wire [3:0] \codes$11[5] ;
-  wire [3:0] \codes$11[6] ;
-  wire [3:0] \codes$11[7] ;
-  wire [3:0] \codes$11[8] ;
-  wire [3:0] \codes$11[9] ;
+  wire [63:0] \codes$10 ;
+  wire [3:0] \codes$10[0] ;
+  wire [3:0] \codes$10[10] ;
+  wire [3:0] \codes$10[11] ;
+  wire [3:0] \codes$10[12] ;
+  wire [3:0] \codes$10[13] ;
+  wire [3:0] \codes$10[14] ;
+  wire [3:0] \codes$10[15] ;
+  wire [3:0] \codes$10[1] ;
+  wire [3:0] \codes$10[2] ;
+  wire [3:0] \codes$10[3] ;
+  wire [3:0] \codes$10[4] ;
+  wire [3:0] \codes$10[5] ;
+  wire [3:0] \codes$10[6] ;
+  wire [3:0] \codes$10[7] ;
+  wire [3:0] \codes$10[8] ;
+  wire [3:0] \codes$10[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -1838,15 +1838,15 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$10 ;
+  wire [3:0] \dialect$9 ;
   input [146:0] i__payload;
   wire [146:0] i__payload;
-  wire [19:0] \i__payload$52 ;
-  wire [5:0] \i__payload$52.exp ;
-  wire \i__payload$52.last ;
-  wire [12:0] \i__payload$52.sum ;
-  wire [80:0] \i__payload$58 ;
-  wire [80:0] \i__payload$58.value ;
+  wire [19:0] \i__payload$51 ;
+  wire [5:0] \i__payload$51.exp ;
+  wire \i__payload$51.last ;
+  wire [12:0] \i__payload$51.sum ;
+  wire [80:0] \i__payload$57 ;
+  wire [80:0] \i__payload$57.value ;
   wire [63:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -1887,13 +1887,11 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$5 ;
-  wire \i__ready$61 ;
   (* init = 1'h0 *)
   wire i__valid;
-  wire \i__valid$56 ;
-  input \i__valid$69 ;
-  wire \i__valid$69 ;
+  wire \i__valid$55 ;
+  input \i__valid$66 ;
+  wire \i__valid$66 ;
   wire [12:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -1911,19 +1909,18 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [3:0] negatives_l3_1;
   wire [4:0] negatives_l4_0;
   wire [80:0] o__payload;
-  output [31:0] \o__payload$62 ;
-  wire [31:0] \o__payload$62 ;
-  wire [31:0] \o__payload$62.result ;
+  output [31:0] \o__payload$63 ;
   wire [31:0] \o__payload$63 ;
   wire [31:0] \o__payload$63.result ;
+  wire [31:0] \o__payload$64 ;
+  wire [31:0] \o__payload$64.result ;
   wire [80:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$64 ;
-  wire \o__ready$65 ;
+  wire \o__ready$60 ;
   wire o__valid;
-  output \o__valid$66 ;
-  wire \o__valid$66 ;
-  wire \o__valid$67 ;
+  output \o__valid$61 ;
+  wire \o__valid$61 ;
+  wire \o__valid$62 ;
   wire [143:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -1970,23 +1967,23 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [11:0] sum0_l3_1;
   wire [12:0] sum0_l4_0;
   wire [79:0] values;
-  wire [79:0] \values$15 ;
-  wire [4:0] \values$15[0] ;
-  wire [4:0] \values$15[10] ;
-  wire [4:0] \values$15[11] ;
-  wire [4:0] \values$15[12] ;
-  wire [4:0] \values$15[13] ;
-  wire [4:0] \values$15[14] ;
-  wire [4:0] \values$15[15] ;
-  wire [4:0] \values$15[1] ;
-  wire [4:0] \values$15[2] ;
-  wire [4:0] \values$15[3] ;
-  wire [4:0] \values$15[4] ;
-  wire [4:0] \values$15[5] ;
-  wire [4:0] \values$15[6] ;
-  wire [4:0] \values$15[7] ;
-  wire [4:0] \values$15[8] ;
-  wire [4:0] \values$15[9] ;
+  wire [79:0] \values$14 ;
+  wire [4:0] \values$14[0] ;
+  wire [4:0] \values$14[10] ;
+  wire [4:0] \values$14[11] ;
+  wire [4:0] \values$14[12] ;
+  wire [4:0] \values$14[13] ;
+  wire [4:0] \values$14[14] ;
+  wire [4:0] \values$14[15] ;
+  wire [4:0] \values$14[1] ;
+  wire [4:0] \values$14[2] ;
+  wire [4:0] \values$14[3] ;
+  wire [4:0] \values$14[4] ;
+  wire [4:0] \values$14[5] ;
+  wire [4:0] \values$14[6] ;
+  wire [4:0] \values$14[7] ;
+  wire [4:0] \values$14[8] ;
+  wire [4:0] \values$14[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -2021,11 +2018,8 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | i__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign \i__ready$5  = s0_load & \$3 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -2057,9 +2051,7 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign sum0_l3_1 = $signed(sum0_l2_2) + $signed(sum0_l2_3);
   assign sum0_l4_0 = $signed(sum0_l3_0) + $signed(sum0_l3_1);
   assign block_sum = $signed(sum0_l4_0) + $signed(s1_negatives);
-  assign \$4  = s0_load & \i__valid$69 ;
   assign \$5  = i__payload[72:68] + i__payload[145:141];
-  assign \$6  = s1_load & s0_valid;
   always @(posedge aclk)
     s0_valid <= \$7 ;
   always @(posedge aclk)
@@ -2080,13 +2072,11 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
     s3_sum <= \$15 ;
   \bd_linear_b16_n2.dot0.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$52 ),
+    .i__payload(\i__payload$51 ),
     .i__valid(s1_valid),
-    .o__payload(\i__payload$58 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$56 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$57 ),
+    .o_valid(\i__valid$55 ),
+    .rst(rst)
   );
   \bd_linear_b16_n2.dot0.dec_a  dec_a (
     .\port$2149$0 (i__payload[67:0]),
@@ -2104,18 +2094,17 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   );
   \bd_linear_b16_n2.dot0.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$58 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$56 ),
-    .o__payload(\o__payload$62 ),
+    .i__payload(\i__payload$57 ),
+    .i__valid(\i__valid$55 ),
+    .o__payload(\o__payload$63 ),
     .rst(rst),
-    .s1_valid(\o__valid$66 )
+    .s1_valid(\o__valid$61 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
-      \$7  = \i__valid$69 ;
+      \$7  = \i__valid$66 ;
     end
     if (rst) begin
       \$7  = 1'h0;
@@ -2182,19 +2171,18 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   end
   assign dialect = i__payload[67:64];
   assign codes = i__payload[63:0];
-  assign \dialect$10  = i__payload[140:137];
-  assign \codes$11  = i__payload[136:73];
+  assign \dialect$9  = i__payload[140:137];
+  assign \codes$10  = i__payload[136:73];
   assign values = a;
-  assign \values$15  = w;
+  assign \values$14  = w;
   assign negatives = { 8'h00, negatives_l4_0 };
   assign i__valid = s1_valid;
-  assign o__valid = \i__valid$56 ;
-  assign o__payload = \i__payload$58 ;
-  assign \i__ready$61  = o__ready;
-  assign \o__payload$63  = \o__payload$62 ;
-  assign \o__ready$64  = 1'h1;
-  assign \o__ready$65  = 1'h1;
-  assign \o__valid$67  = \o__valid$66 ;
+  assign o__valid = \i__valid$55 ;
+  assign o__payload = \i__payload$57 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$60  = 1'h1;
+  assign \o__valid$62  = \o__valid$61 ;
+  assign \o__payload$64  = \o__payload$63 ;
   assign \i__payload.a_codes  = i__payload[63:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -2250,22 +2238,22 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign \codes[13]  = i__payload[55:52];
   assign \codes[14]  = i__payload[59:56];
   assign \codes[15]  = i__payload[63:60];
-  assign \codes$11[0]  = i__payload[76:73];
-  assign \codes$11[1]  = i__payload[80:77];
-  assign \codes$11[2]  = i__payload[84:81];
-  assign \codes$11[3]  = i__payload[88:85];
-  assign \codes$11[4]  = i__payload[92:89];
-  assign \codes$11[5]  = i__payload[96:93];
-  assign \codes$11[6]  = i__payload[100:97];
-  assign \codes$11[7]  = i__payload[104:101];
-  assign \codes$11[8]  = i__payload[108:105];
-  assign \codes$11[9]  = i__payload[112:109];
-  assign \codes$11[10]  = i__payload[116:113];
-  assign \codes$11[11]  = i__payload[120:117];
-  assign \codes$11[12]  = i__payload[124:121];
-  assign \codes$11[13]  = i__payload[128:125];
-  assign \codes$11[14]  = i__payload[132:129];
-  assign \codes$11[15]  = i__payload[136:133];
+  assign \codes$10[0]  = i__payload[76:73];
+  assign \codes$10[1]  = i__payload[80:77];
+  assign \codes$10[2]  = i__payload[84:81];
+  assign \codes$10[3]  = i__payload[88:85];
+  assign \codes$10[4]  = i__payload[92:89];
+  assign \codes$10[5]  = i__payload[96:93];
+  assign \codes$10[6]  = i__payload[100:97];
+  assign \codes$10[7]  = i__payload[104:101];
+  assign \codes$10[8]  = i__payload[108:105];
+  assign \codes$10[9]  = i__payload[112:109];
+  assign \codes$10[10]  = i__payload[116:113];
+  assign \codes$10[11]  = i__payload[120:117];
+  assign \codes$10[12]  = i__payload[124:121];
+  assign \codes$10[13]  = i__payload[128:125];
+  assign \codes$10[14]  = i__payload[132:129];
+  assign \codes$10[15]  = i__payload[136:133];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -2314,29 +2302,29 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign \w[13]  = w[69:65];
   assign \w[14]  = w[74:70];
   assign \w[15]  = w[79:75];
-  assign \values$15[0]  = w[4:0];
-  assign \values$15[1]  = w[9:5];
-  assign \values$15[2]  = w[14:10];
-  assign \values$15[3]  = w[19:15];
-  assign \values$15[4]  = w[24:20];
-  assign \values$15[5]  = w[29:25];
-  assign \values$15[6]  = w[34:30];
-  assign \values$15[7]  = w[39:35];
-  assign \values$15[8]  = w[44:40];
-  assign \values$15[9]  = w[49:45];
-  assign \values$15[10]  = w[54:50];
-  assign \values$15[11]  = w[59:55];
-  assign \values$15[12]  = w[64:60];
-  assign \values$15[13]  = w[69:65];
-  assign \values$15[14]  = w[74:70];
-  assign \values$15[15]  = w[79:75];
-  assign \i__payload$52.sum  = \i__payload$52 [12:0];
-  assign \i__payload$52.exp  = \i__payload$52 [18:13];
-  assign \i__payload$52.last  = \i__payload$52 [19];
-  assign \i__payload$58.value  = \i__payload$58 ;
-  assign \o__payload.total  = \i__payload$58 ;
-  assign \o__payload$62.result  = \o__payload$62 ;
-  assign \o__payload$63.result  = \o__payload$62 ;
+  assign \values$14[0]  = w[4:0];
+  assign \values$14[1]  = w[9:5];
+  assign \values$14[2]  = w[14:10];
+  assign \values$14[3]  = w[19:15];
+  assign \values$14[4]  = w[24:20];
+  assign \values$14[5]  = w[29:25];
+  assign \values$14[6]  = w[34:30];
+  assign \values$14[7]  = w[39:35];
+  assign \values$14[8]  = w[44:40];
+  assign \values$14[9]  = w[49:45];
+  assign \values$14[10]  = w[54:50];
+  assign \values$14[11]  = w[59:55];
+  assign \values$14[12]  = w[64:60];
+  assign \values$14[13]  = w[69:65];
+  assign \values$14[14]  = w[74:70];
+  assign \values$14[15]  = w[79:75];
+  assign \i__payload$51.sum  = \i__payload$51 [12:0];
+  assign \i__payload$51.exp  = \i__payload$51 [18:13];
+  assign \i__payload$51.last  = \i__payload$51 [19];
+  assign \i__payload$57.value  = \i__payload$57 ;
+  assign \o__payload.total  = \i__payload$57 ;
+  assign \o__payload$63.result  = \o__payload$63 ;
+  assign \o__payload$64.result  = \o__payload$63 ;
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -2353,13 +2341,18 @@ module \bd_linear_b16_n2.dot0 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign \products[13]  = products[125:117];
   assign \products[14]  = products[134:126];
   assign \products[15]  = products[143:135];
-  assign \i__payload$52 [19] = s3_last;
-  assign \i__payload$52 [18:13] = s3_exp;
-  assign \i__payload$52 [12:0] = s3_sum;
+  assign \i__payload$51 [19] = s3_last;
+  assign \i__payload$51 [18:13] = s3_exp;
+  assign \i__payload$51 [12:0] = s3_sum;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
+  assign \$4  = \i__valid$66 ;
+  assign \$6  = s0_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_b16_n2.dot0.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [81:0] \$1 ;
   wire [81:0] \$10 ;
@@ -2398,7 +2391,6 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   output [80:0] o__payload;
   reg [80:0] o__payload = 81'h000000000000000000000;
   wire [80:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -2418,7 +2410,6 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   wire [80:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [80:0] t_term = 81'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -2431,12 +2422,8 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$10  = i__payload[17] ? { 1'h0, \$9 [80:0] } : { \$8 [80], \$8 [80:0] };
   assign \$12  = i__payload[18] ? { 1'h0, \$11 [80:0] } : { \$10 [80], \$10 [80:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -2520,6 +2507,7 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   assign shift3 = \$8 [80:0];
   assign shift4 = \$10 [80:0];
   assign shift5 = \$12 [80:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -2534,6 +2522,10 @@ module \bd_linear_b16_n2.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$7  = { \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80:0], 8'h00 };
   assign \$9  = { \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80:0], 16'h0000 };
   assign \$11  = { \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -3453,7 +3445,7 @@ module \bd_linear_b16_n2.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot0.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+module \bd_linear_b16_n2.dot0.norm (rst, i__valid, i__payload, s1_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3616,7 +3608,6 @@ module \bd_linear_b16_n2.dot0.norm (rst, i__ready, i__valid, i__payload, s1_vali
   input [80:0] i__payload;
   wire [80:0] i__payload;
   wire [80:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -4398,7 +4389,7 @@ module \bd_linear_b16_n2.dot0.norm (rst, i__ready, i__valid, i__payload, s1_vali
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o__payload$62 , aclk);
+module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$66 , \o__valid$61 , \o__payload$63 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   reg \$10 ;
@@ -4437,23 +4428,23 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [13:0] block_sum;
   wire [15:0] carries;
   wire [63:0] codes;
-  wire [63:0] \codes$11 ;
-  wire [3:0] \codes$11[0] ;
-  wire [3:0] \codes$11[10] ;
-  wire [3:0] \codes$11[11] ;
-  wire [3:0] \codes$11[12] ;
-  wire [3:0] \codes$11[13] ;
-  wire [3:0] \codes$11[14] ;
-  wire [3:0] \codes$11[15] ;
-  wire [3:0] \codes$11[1] ;
-  wire [3:0] \codes$11[2] ;
-  wire [3:0] \codes$11[3] ;
-  wire [3:0] \codes$11[4] ;
-  wire [3:0] \codes$11[5] ;
-  wire [3:0] \codes$11[6] ;
-  wire [3:0] \codes$11[7] ;
-  wire [3:0] \codes$11[8] ;
-  wire [3:0] \codes$11[9] ;
+  wire [63:0] \codes$10 ;
+  wire [3:0] \codes$10[0] ;
+  wire [3:0] \codes$10[10] ;
+  wire [3:0] \codes$10[11] ;
+  wire [3:0] \codes$10[12] ;
+  wire [3:0] \codes$10[13] ;
+  wire [3:0] \codes$10[14] ;
+  wire [3:0] \codes$10[15] ;
+  wire [3:0] \codes$10[1] ;
+  wire [3:0] \codes$10[2] ;
+  wire [3:0] \codes$10[3] ;
+  wire [3:0] \codes$10[4] ;
+  wire [3:0] \codes$10[5] ;
+  wire [3:0] \codes$10[6] ;
+  wire [3:0] \codes$10[7] ;
+  wire [3:0] \codes$10[8] ;
+  wire [3:0] \codes$10[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -4471,15 +4462,15 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$10 ;
+  wire [3:0] \dialect$9 ;
   input [146:0] i__payload;
   wire [146:0] i__payload;
-  wire [19:0] \i__payload$52 ;
-  wire [5:0] \i__payload$52.exp ;
-  wire \i__payload$52.last ;
-  wire [12:0] \i__payload$52.sum ;
-  wire [80:0] \i__payload$58 ;
-  wire [80:0] \i__payload$58.value ;
+  wire [19:0] \i__payload$51 ;
+  wire [5:0] \i__payload$51.exp ;
+  wire \i__payload$51.last ;
+  wire [12:0] \i__payload$51.sum ;
+  wire [80:0] \i__payload$57 ;
+  wire [80:0] \i__payload$57.value ;
   wire [63:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -4520,13 +4511,11 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$5 ;
-  wire \i__ready$61 ;
   (* init = 1'h0 *)
   wire i__valid;
-  wire \i__valid$56 ;
-  input \i__valid$69 ;
-  wire \i__valid$69 ;
+  wire \i__valid$55 ;
+  input \i__valid$66 ;
+  wire \i__valid$66 ;
   wire [12:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -4544,19 +4533,18 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [3:0] negatives_l3_1;
   wire [4:0] negatives_l4_0;
   wire [80:0] o__payload;
-  output [31:0] \o__payload$62 ;
-  wire [31:0] \o__payload$62 ;
-  wire [31:0] \o__payload$62.result ;
+  output [31:0] \o__payload$63 ;
   wire [31:0] \o__payload$63 ;
   wire [31:0] \o__payload$63.result ;
+  wire [31:0] \o__payload$64 ;
+  wire [31:0] \o__payload$64.result ;
   wire [80:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$64 ;
-  wire \o__ready$65 ;
+  wire \o__ready$60 ;
   wire o__valid;
-  output \o__valid$66 ;
-  wire \o__valid$66 ;
-  wire \o__valid$67 ;
+  output \o__valid$61 ;
+  wire \o__valid$61 ;
+  wire \o__valid$62 ;
   wire [143:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -4603,23 +4591,23 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [11:0] sum0_l3_1;
   wire [12:0] sum0_l4_0;
   wire [79:0] values;
-  wire [79:0] \values$15 ;
-  wire [4:0] \values$15[0] ;
-  wire [4:0] \values$15[10] ;
-  wire [4:0] \values$15[11] ;
-  wire [4:0] \values$15[12] ;
-  wire [4:0] \values$15[13] ;
-  wire [4:0] \values$15[14] ;
-  wire [4:0] \values$15[15] ;
-  wire [4:0] \values$15[1] ;
-  wire [4:0] \values$15[2] ;
-  wire [4:0] \values$15[3] ;
-  wire [4:0] \values$15[4] ;
-  wire [4:0] \values$15[5] ;
-  wire [4:0] \values$15[6] ;
-  wire [4:0] \values$15[7] ;
-  wire [4:0] \values$15[8] ;
-  wire [4:0] \values$15[9] ;
+  wire [79:0] \values$14 ;
+  wire [4:0] \values$14[0] ;
+  wire [4:0] \values$14[10] ;
+  wire [4:0] \values$14[11] ;
+  wire [4:0] \values$14[12] ;
+  wire [4:0] \values$14[13] ;
+  wire [4:0] \values$14[14] ;
+  wire [4:0] \values$14[15] ;
+  wire [4:0] \values$14[1] ;
+  wire [4:0] \values$14[2] ;
+  wire [4:0] \values$14[3] ;
+  wire [4:0] \values$14[4] ;
+  wire [4:0] \values$14[5] ;
+  wire [4:0] \values$14[6] ;
+  wire [4:0] \values$14[7] ;
+  wire [4:0] \values$14[8] ;
+  wire [4:0] \values$14[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -4654,11 +4642,8 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   wire [4:0] \w[8] ;
   wire [4:0] \w[9] ;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | i__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign \i__ready$5  = s0_load & \$3 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -4690,9 +4675,7 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign sum0_l3_1 = $signed(sum0_l2_2) + $signed(sum0_l2_3);
   assign sum0_l4_0 = $signed(sum0_l3_0) + $signed(sum0_l3_1);
   assign block_sum = $signed(sum0_l4_0) + $signed(s1_negatives);
-  assign \$4  = s0_load & \i__valid$69 ;
   assign \$5  = i__payload[72:68] + i__payload[145:141];
-  assign \$6  = s1_load & s0_valid;
   always @(posedge aclk)
     s0_valid <= \$7 ;
   always @(posedge aclk)
@@ -4713,13 +4696,11 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
     s3_sum <= \$15 ;
   \bd_linear_b16_n2.dot1.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$52 ),
+    .i__payload(\i__payload$51 ),
     .i__valid(s1_valid),
-    .o__payload(\i__payload$58 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$56 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$57 ),
+    .o_valid(\i__valid$55 ),
+    .rst(rst)
   );
   \bd_linear_b16_n2.dot1.dec_a  dec_a (
     .\port$2150$0 (i__payload[67:0]),
@@ -4737,18 +4718,17 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   );
   \bd_linear_b16_n2.dot1.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$58 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$56 ),
-    .o__payload(\o__payload$62 ),
+    .i__payload(\i__payload$57 ),
+    .i__valid(\i__valid$55 ),
+    .o__payload(\o__payload$63 ),
     .rst(rst),
-    .s1_valid(\o__valid$66 )
+    .s1_valid(\o__valid$61 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
-      \$7  = \i__valid$69 ;
+      \$7  = \i__valid$66 ;
     end
     if (rst) begin
       \$7  = 1'h0;
@@ -4815,19 +4795,18 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   end
   assign dialect = i__payload[67:64];
   assign codes = i__payload[63:0];
-  assign \dialect$10  = i__payload[140:137];
-  assign \codes$11  = i__payload[136:73];
+  assign \dialect$9  = i__payload[140:137];
+  assign \codes$10  = i__payload[136:73];
   assign values = a;
-  assign \values$15  = w;
+  assign \values$14  = w;
   assign negatives = { 8'h00, negatives_l4_0 };
   assign i__valid = s1_valid;
-  assign o__valid = \i__valid$56 ;
-  assign o__payload = \i__payload$58 ;
-  assign \i__ready$61  = o__ready;
-  assign \o__payload$63  = \o__payload$62 ;
-  assign \o__ready$64  = 1'h1;
-  assign \o__ready$65  = 1'h1;
-  assign \o__valid$67  = \o__valid$66 ;
+  assign o__valid = \i__valid$55 ;
+  assign o__payload = \i__payload$57 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$60  = 1'h1;
+  assign \o__valid$62  = \o__valid$61 ;
+  assign \o__payload$64  = \o__payload$63 ;
   assign \i__payload.a_codes  = i__payload[63:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -4883,22 +4862,22 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign \codes[13]  = i__payload[55:52];
   assign \codes[14]  = i__payload[59:56];
   assign \codes[15]  = i__payload[63:60];
-  assign \codes$11[0]  = i__payload[76:73];
-  assign \codes$11[1]  = i__payload[80:77];
-  assign \codes$11[2]  = i__payload[84:81];
-  assign \codes$11[3]  = i__payload[88:85];
-  assign \codes$11[4]  = i__payload[92:89];
-  assign \codes$11[5]  = i__payload[96:93];
-  assign \codes$11[6]  = i__payload[100:97];
-  assign \codes$11[7]  = i__payload[104:101];
-  assign \codes$11[8]  = i__payload[108:105];
-  assign \codes$11[9]  = i__payload[112:109];
-  assign \codes$11[10]  = i__payload[116:113];
-  assign \codes$11[11]  = i__payload[120:117];
-  assign \codes$11[12]  = i__payload[124:121];
-  assign \codes$11[13]  = i__payload[128:125];
-  assign \codes$11[14]  = i__payload[132:129];
-  assign \codes$11[15]  = i__payload[136:133];
+  assign \codes$10[0]  = i__payload[76:73];
+  assign \codes$10[1]  = i__payload[80:77];
+  assign \codes$10[2]  = i__payload[84:81];
+  assign \codes$10[3]  = i__payload[88:85];
+  assign \codes$10[4]  = i__payload[92:89];
+  assign \codes$10[5]  = i__payload[96:93];
+  assign \codes$10[6]  = i__payload[100:97];
+  assign \codes$10[7]  = i__payload[104:101];
+  assign \codes$10[8]  = i__payload[108:105];
+  assign \codes$10[9]  = i__payload[112:109];
+  assign \codes$10[10]  = i__payload[116:113];
+  assign \codes$10[11]  = i__payload[120:117];
+  assign \codes$10[12]  = i__payload[124:121];
+  assign \codes$10[13]  = i__payload[128:125];
+  assign \codes$10[14]  = i__payload[132:129];
+  assign \codes$10[15]  = i__payload[136:133];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -4947,29 +4926,29 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign \w[13]  = w[69:65];
   assign \w[14]  = w[74:70];
   assign \w[15]  = w[79:75];
-  assign \values$15[0]  = w[4:0];
-  assign \values$15[1]  = w[9:5];
-  assign \values$15[2]  = w[14:10];
-  assign \values$15[3]  = w[19:15];
-  assign \values$15[4]  = w[24:20];
-  assign \values$15[5]  = w[29:25];
-  assign \values$15[6]  = w[34:30];
-  assign \values$15[7]  = w[39:35];
-  assign \values$15[8]  = w[44:40];
-  assign \values$15[9]  = w[49:45];
-  assign \values$15[10]  = w[54:50];
-  assign \values$15[11]  = w[59:55];
-  assign \values$15[12]  = w[64:60];
-  assign \values$15[13]  = w[69:65];
-  assign \values$15[14]  = w[74:70];
-  assign \values$15[15]  = w[79:75];
-  assign \i__payload$52.sum  = \i__payload$52 [12:0];
-  assign \i__payload$52.exp  = \i__payload$52 [18:13];
-  assign \i__payload$52.last  = \i__payload$52 [19];
-  assign \i__payload$58.value  = \i__payload$58 ;
-  assign \o__payload.total  = \i__payload$58 ;
-  assign \o__payload$62.result  = \o__payload$62 ;
-  assign \o__payload$63.result  = \o__payload$62 ;
+  assign \values$14[0]  = w[4:0];
+  assign \values$14[1]  = w[9:5];
+  assign \values$14[2]  = w[14:10];
+  assign \values$14[3]  = w[19:15];
+  assign \values$14[4]  = w[24:20];
+  assign \values$14[5]  = w[29:25];
+  assign \values$14[6]  = w[34:30];
+  assign \values$14[7]  = w[39:35];
+  assign \values$14[8]  = w[44:40];
+  assign \values$14[9]  = w[49:45];
+  assign \values$14[10]  = w[54:50];
+  assign \values$14[11]  = w[59:55];
+  assign \values$14[12]  = w[64:60];
+  assign \values$14[13]  = w[69:65];
+  assign \values$14[14]  = w[74:70];
+  assign \values$14[15]  = w[79:75];
+  assign \i__payload$51.sum  = \i__payload$51 [12:0];
+  assign \i__payload$51.exp  = \i__payload$51 [18:13];
+  assign \i__payload$51.last  = \i__payload$51 [19];
+  assign \i__payload$57.value  = \i__payload$57 ;
+  assign \o__payload.total  = \i__payload$57 ;
+  assign \o__payload$63.result  = \o__payload$63 ;
+  assign \o__payload$64.result  = \o__payload$63 ;
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -4986,13 +4965,18 @@ module \bd_linear_b16_n2.dot1 (rst, i__payload, \i__valid$69 , \o__valid$66 , \o
   assign \products[13]  = products[125:117];
   assign \products[14]  = products[134:126];
   assign \products[15]  = products[143:135];
-  assign \i__payload$52 [19] = s3_last;
-  assign \i__payload$52 [18:13] = s3_exp;
-  assign \i__payload$52 [12:0] = s3_sum;
+  assign \i__payload$51 [19] = s3_last;
+  assign \i__payload$51 [18:13] = s3_exp;
+  assign \i__payload$51 [12:0] = s3_sum;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
+  assign \$4  = \i__valid$66 ;
+  assign \$6  = s0_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_b16_n2.dot1.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [81:0] \$1 ;
   wire [81:0] \$10 ;
@@ -5031,7 +5015,6 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   output [80:0] o__payload;
   reg [80:0] o__payload = 81'h000000000000000000000;
   wire [80:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -5051,7 +5034,6 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   wire [80:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [80:0] t_term = 81'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -5064,12 +5046,8 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$10  = i__payload[17] ? { 1'h0, \$9 [80:0] } : { \$8 [80], \$8 [80:0] };
   assign \$12  = i__payload[18] ? { 1'h0, \$11 [80:0] } : { \$10 [80], \$10 [80:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -5153,6 +5131,7 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   assign shift3 = \$8 [80:0];
   assign shift4 = \$10 [80:0];
   assign shift5 = \$12 [80:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -5167,6 +5146,10 @@ module \bd_linear_b16_n2.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$7  = { \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80], \$6 [80:0], 8'h00 };
   assign \$9  = { \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80], \$8 [80:0], 16'h0000 };
   assign \$11  = { \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80], \$10 [80:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -6086,7 +6069,7 @@ module \bd_linear_b16_n2.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b16_n2.dot1.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+module \bd_linear_b16_n2.dot1.norm (rst, i__valid, i__payload, s1_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6249,7 +6232,6 @@ module \bd_linear_b16_n2.dot1.norm (rst, i__ready, i__valid, i__payload, s1_vali
   input [80:0] i__payload;
   wire [80:0] i__payload;
   wire [80:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;

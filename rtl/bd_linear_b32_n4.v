@@ -952,33 +952,33 @@ module bd_linear_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_tlast
   \bd_linear_b32_n4.dot0  dot0 (
     .aclk(aclk),
     .i__payload(\i__payload$55 ),
-    .\i__valid$101 (\i__valid$53 ),
-    .\o__payload$94 (results__0__payload),
-    .\o__valid$98 (results__0__valid),
+    .\i__valid$98 (\i__valid$53 ),
+    .\o__payload$95 (results__0__payload),
+    .\o__valid$93 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.dot1  dot1 (
     .aclk(aclk),
     .i__payload(\i__payload$66 ),
-    .\i__valid$101 (\i__valid$53 ),
-    .\o__payload$94 (results__1__payload),
-    .\o__valid$98 (results__1__valid),
+    .\i__valid$98 (\i__valid$53 ),
+    .\o__payload$95 (results__1__payload),
+    .\o__valid$93 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.dot2  dot2 (
     .aclk(aclk),
     .i__payload(\i__payload$74 ),
-    .\i__valid$101 (\i__valid$53 ),
-    .\o__payload$94 (results__2__payload),
-    .\o__valid$98 (results__2__valid),
+    .\i__valid$98 (\i__valid$53 ),
+    .\o__payload$95 (results__2__payload),
+    .\o__valid$93 (results__2__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.dot3  dot3 (
     .aclk(aclk),
     .i__payload(\i__payload$82 ),
-    .\i__valid$101 (\i__valid$53 ),
-    .\o__payload$94 (results__3__payload),
-    .\o__valid$98 (results__3__valid),
+    .\i__valid$98 (\i__valid$53 ),
+    .\o__payload$95 (results__3__payload),
+    .\o__valid$93 (results__3__valid),
     .rst(rst)
   );
   \bd_linear_b32_n4.group  group (
@@ -2979,7 +2979,7 @@ module \bd_linear_b32_n4.collector.queue (rst, r_en, w_en, r_rdy, r_data, w_port
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$98 , \o__valid$93 , \o__payload$95 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   reg \$10 ;
@@ -3034,39 +3034,39 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$11 ;
-  wire [3:0] \codes$11[0] ;
-  wire [3:0] \codes$11[10] ;
-  wire [3:0] \codes$11[11] ;
-  wire [3:0] \codes$11[12] ;
-  wire [3:0] \codes$11[13] ;
-  wire [3:0] \codes$11[14] ;
-  wire [3:0] \codes$11[15] ;
-  wire [3:0] \codes$11[16] ;
-  wire [3:0] \codes$11[17] ;
-  wire [3:0] \codes$11[18] ;
-  wire [3:0] \codes$11[19] ;
-  wire [3:0] \codes$11[1] ;
-  wire [3:0] \codes$11[20] ;
-  wire [3:0] \codes$11[21] ;
-  wire [3:0] \codes$11[22] ;
-  wire [3:0] \codes$11[23] ;
-  wire [3:0] \codes$11[24] ;
-  wire [3:0] \codes$11[25] ;
-  wire [3:0] \codes$11[26] ;
-  wire [3:0] \codes$11[27] ;
-  wire [3:0] \codes$11[28] ;
-  wire [3:0] \codes$11[29] ;
-  wire [3:0] \codes$11[2] ;
-  wire [3:0] \codes$11[30] ;
-  wire [3:0] \codes$11[31] ;
-  wire [3:0] \codes$11[3] ;
-  wire [3:0] \codes$11[4] ;
-  wire [3:0] \codes$11[5] ;
-  wire [3:0] \codes$11[6] ;
-  wire [3:0] \codes$11[7] ;
-  wire [3:0] \codes$11[8] ;
-  wire [3:0] \codes$11[9] ;
+  wire [127:0] \codes$10 ;
+  wire [3:0] \codes$10[0] ;
+  wire [3:0] \codes$10[10] ;
+  wire [3:0] \codes$10[11] ;
+  wire [3:0] \codes$10[12] ;
+  wire [3:0] \codes$10[13] ;
+  wire [3:0] \codes$10[14] ;
+  wire [3:0] \codes$10[15] ;
+  wire [3:0] \codes$10[16] ;
+  wire [3:0] \codes$10[17] ;
+  wire [3:0] \codes$10[18] ;
+  wire [3:0] \codes$10[19] ;
+  wire [3:0] \codes$10[1] ;
+  wire [3:0] \codes$10[20] ;
+  wire [3:0] \codes$10[21] ;
+  wire [3:0] \codes$10[22] ;
+  wire [3:0] \codes$10[23] ;
+  wire [3:0] \codes$10[24] ;
+  wire [3:0] \codes$10[25] ;
+  wire [3:0] \codes$10[26] ;
+  wire [3:0] \codes$10[27] ;
+  wire [3:0] \codes$10[28] ;
+  wire [3:0] \codes$10[29] ;
+  wire [3:0] \codes$10[2] ;
+  wire [3:0] \codes$10[30] ;
+  wire [3:0] \codes$10[31] ;
+  wire [3:0] \codes$10[3] ;
+  wire [3:0] \codes$10[4] ;
+  wire [3:0] \codes$10[5] ;
+  wire [3:0] \codes$10[6] ;
+  wire [3:0] \codes$10[7] ;
+  wire [3:0] \codes$10[8] ;
+  wire [3:0] \codes$10[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -3100,15 +3100,15 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$10 ;
+  wire [3:0] \dialect$9 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$84 ;
-  wire [5:0] \i__payload$84.exp ;
-  wire \i__payload$84.last ;
-  wire [13:0] \i__payload$84.sum ;
-  wire [81:0] \i__payload$90 ;
-  wire [81:0] \i__payload$90.value ;
+  wire [20:0] \i__payload$83 ;
+  wire [5:0] \i__payload$83.exp ;
+  wire \i__payload$83.last ;
+  wire [13:0] \i__payload$83.sum ;
+  wire [81:0] \i__payload$89 ;
+  wire [81:0] \i__payload$89.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -3181,13 +3181,11 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$5 ;
-  wire \i__ready$93 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$101 ;
-  wire \i__valid$101 ;
-  wire \i__valid$88 ;
+  wire \i__valid$87 ;
+  input \i__valid$98 ;
+  wire \i__valid$98 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -3221,19 +3219,18 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94.result ;
+  output [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95.result ;
+  wire [31:0] \o__payload$96 ;
+  wire [31:0] \o__payload$96.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$96 ;
-  wire \o__ready$97 ;
+  wire \o__ready$92 ;
   wire o__valid;
-  output \o__valid$98 ;
-  wire \o__valid$98 ;
-  wire \o__valid$99 ;
+  output \o__valid$93 ;
+  wire \o__valid$93 ;
+  wire \o__valid$94 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -3312,39 +3309,39 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [12:0] sum0_l4_1;
   wire [13:0] sum0_l5_0;
   wire [159:0] values;
-  wire [159:0] \values$15 ;
-  wire [4:0] \values$15[0] ;
-  wire [4:0] \values$15[10] ;
-  wire [4:0] \values$15[11] ;
-  wire [4:0] \values$15[12] ;
-  wire [4:0] \values$15[13] ;
-  wire [4:0] \values$15[14] ;
-  wire [4:0] \values$15[15] ;
-  wire [4:0] \values$15[16] ;
-  wire [4:0] \values$15[17] ;
-  wire [4:0] \values$15[18] ;
-  wire [4:0] \values$15[19] ;
-  wire [4:0] \values$15[1] ;
-  wire [4:0] \values$15[20] ;
-  wire [4:0] \values$15[21] ;
-  wire [4:0] \values$15[22] ;
-  wire [4:0] \values$15[23] ;
-  wire [4:0] \values$15[24] ;
-  wire [4:0] \values$15[25] ;
-  wire [4:0] \values$15[26] ;
-  wire [4:0] \values$15[27] ;
-  wire [4:0] \values$15[28] ;
-  wire [4:0] \values$15[29] ;
-  wire [4:0] \values$15[2] ;
-  wire [4:0] \values$15[30] ;
-  wire [4:0] \values$15[31] ;
-  wire [4:0] \values$15[3] ;
-  wire [4:0] \values$15[4] ;
-  wire [4:0] \values$15[5] ;
-  wire [4:0] \values$15[6] ;
-  wire [4:0] \values$15[7] ;
-  wire [4:0] \values$15[8] ;
-  wire [4:0] \values$15[9] ;
+  wire [159:0] \values$14 ;
+  wire [4:0] \values$14[0] ;
+  wire [4:0] \values$14[10] ;
+  wire [4:0] \values$14[11] ;
+  wire [4:0] \values$14[12] ;
+  wire [4:0] \values$14[13] ;
+  wire [4:0] \values$14[14] ;
+  wire [4:0] \values$14[15] ;
+  wire [4:0] \values$14[16] ;
+  wire [4:0] \values$14[17] ;
+  wire [4:0] \values$14[18] ;
+  wire [4:0] \values$14[19] ;
+  wire [4:0] \values$14[1] ;
+  wire [4:0] \values$14[20] ;
+  wire [4:0] \values$14[21] ;
+  wire [4:0] \values$14[22] ;
+  wire [4:0] \values$14[23] ;
+  wire [4:0] \values$14[24] ;
+  wire [4:0] \values$14[25] ;
+  wire [4:0] \values$14[26] ;
+  wire [4:0] \values$14[27] ;
+  wire [4:0] \values$14[28] ;
+  wire [4:0] \values$14[29] ;
+  wire [4:0] \values$14[2] ;
+  wire [4:0] \values$14[30] ;
+  wire [4:0] \values$14[31] ;
+  wire [4:0] \values$14[3] ;
+  wire [4:0] \values$14[4] ;
+  wire [4:0] \values$14[5] ;
+  wire [4:0] \values$14[6] ;
+  wire [4:0] \values$14[7] ;
+  wire [4:0] \values$14[8] ;
+  wire [4:0] \values$14[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -3419,11 +3416,8 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   always @(posedge aclk)
     s3_sum <= \$15 ;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | i__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign \i__ready$5  = s0_load & \$3 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -3487,9 +3481,7 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign sum0_l4_1 = $signed(sum0_l3_2) + $signed(sum0_l3_3);
   assign sum0_l5_0 = $signed(sum0_l4_0) + $signed(sum0_l4_1);
   assign block_sum = $signed(sum0_l5_0) + $signed(s1_negatives);
-  assign \$4  = s0_load & \i__valid$101 ;
   assign \$5  = i__payload[136:132] + i__payload[273:269];
-  assign \$6  = s1_load & s0_valid;
   always @(posedge aclk)
     s0_valid <= \$7 ;
   always @(posedge aclk)
@@ -3502,13 +3494,11 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     s1_products <= \$11 ;
   \bd_linear_b32_n4.dot0.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$84 ),
+    .i__payload(\i__payload$83 ),
     .i__valid(s1_valid),
-    .o__payload(\i__payload$90 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$88 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$89 ),
+    .o_valid(\i__valid$87 ),
+    .rst(rst)
   );
   \bd_linear_b32_n4.dot0.dec_a  dec_a (
     .\port$4977$0 (i__payload[131:0]),
@@ -3526,12 +3516,11 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   );
   \bd_linear_b32_n4.dot0.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$88 ),
-    .o__payload(\o__payload$94 ),
+    .i__payload(\i__payload$89 ),
+    .i__valid(\i__valid$87 ),
+    .o__payload(\o__payload$95 ),
     .rst(rst),
-    .s1_valid(\o__valid$98 )
+    .s1_valid(\o__valid$93 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
@@ -3558,7 +3547,7 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
-      \$7  = \i__valid$101 ;
+      \$7  = \i__valid$98 ;
     end
     if (rst) begin
       \$7  = 1'h0;
@@ -3604,19 +3593,18 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$10  = i__payload[268:265];
-  assign \codes$11  = i__payload[264:137];
+  assign \dialect$9  = i__payload[268:265];
+  assign \codes$10  = i__payload[264:137];
   assign values = a;
-  assign \values$15  = w;
+  assign \values$14  = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s1_valid;
-  assign o__valid = \i__valid$88 ;
-  assign o__payload = \i__payload$90 ;
-  assign \i__ready$93  = o__ready;
-  assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$96  = 1'h1;
-  assign \o__ready$97  = 1'h1;
-  assign \o__valid$99  = \o__valid$98 ;
+  assign o__valid = \i__valid$87 ;
+  assign o__payload = \i__payload$89 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$92  = 1'h1;
+  assign \o__valid$94  = \o__valid$93 ;
+  assign \o__payload$96  = \o__payload$95 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -3720,38 +3708,38 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$11[0]  = i__payload[140:137];
-  assign \codes$11[1]  = i__payload[144:141];
-  assign \codes$11[2]  = i__payload[148:145];
-  assign \codes$11[3]  = i__payload[152:149];
-  assign \codes$11[4]  = i__payload[156:153];
-  assign \codes$11[5]  = i__payload[160:157];
-  assign \codes$11[6]  = i__payload[164:161];
-  assign \codes$11[7]  = i__payload[168:165];
-  assign \codes$11[8]  = i__payload[172:169];
-  assign \codes$11[9]  = i__payload[176:173];
-  assign \codes$11[10]  = i__payload[180:177];
-  assign \codes$11[11]  = i__payload[184:181];
-  assign \codes$11[12]  = i__payload[188:185];
-  assign \codes$11[13]  = i__payload[192:189];
-  assign \codes$11[14]  = i__payload[196:193];
-  assign \codes$11[15]  = i__payload[200:197];
-  assign \codes$11[16]  = i__payload[204:201];
-  assign \codes$11[17]  = i__payload[208:205];
-  assign \codes$11[18]  = i__payload[212:209];
-  assign \codes$11[19]  = i__payload[216:213];
-  assign \codes$11[20]  = i__payload[220:217];
-  assign \codes$11[21]  = i__payload[224:221];
-  assign \codes$11[22]  = i__payload[228:225];
-  assign \codes$11[23]  = i__payload[232:229];
-  assign \codes$11[24]  = i__payload[236:233];
-  assign \codes$11[25]  = i__payload[240:237];
-  assign \codes$11[26]  = i__payload[244:241];
-  assign \codes$11[27]  = i__payload[248:245];
-  assign \codes$11[28]  = i__payload[252:249];
-  assign \codes$11[29]  = i__payload[256:253];
-  assign \codes$11[30]  = i__payload[260:257];
-  assign \codes$11[31]  = i__payload[264:261];
+  assign \codes$10[0]  = i__payload[140:137];
+  assign \codes$10[1]  = i__payload[144:141];
+  assign \codes$10[2]  = i__payload[148:145];
+  assign \codes$10[3]  = i__payload[152:149];
+  assign \codes$10[4]  = i__payload[156:153];
+  assign \codes$10[5]  = i__payload[160:157];
+  assign \codes$10[6]  = i__payload[164:161];
+  assign \codes$10[7]  = i__payload[168:165];
+  assign \codes$10[8]  = i__payload[172:169];
+  assign \codes$10[9]  = i__payload[176:173];
+  assign \codes$10[10]  = i__payload[180:177];
+  assign \codes$10[11]  = i__payload[184:181];
+  assign \codes$10[12]  = i__payload[188:185];
+  assign \codes$10[13]  = i__payload[192:189];
+  assign \codes$10[14]  = i__payload[196:193];
+  assign \codes$10[15]  = i__payload[200:197];
+  assign \codes$10[16]  = i__payload[204:201];
+  assign \codes$10[17]  = i__payload[208:205];
+  assign \codes$10[18]  = i__payload[212:209];
+  assign \codes$10[19]  = i__payload[216:213];
+  assign \codes$10[20]  = i__payload[220:217];
+  assign \codes$10[21]  = i__payload[224:221];
+  assign \codes$10[22]  = i__payload[228:225];
+  assign \codes$10[23]  = i__payload[232:229];
+  assign \codes$10[24]  = i__payload[236:233];
+  assign \codes$10[25]  = i__payload[240:237];
+  assign \codes$10[26]  = i__payload[244:241];
+  assign \codes$10[27]  = i__payload[248:245];
+  assign \codes$10[28]  = i__payload[252:249];
+  assign \codes$10[29]  = i__payload[256:253];
+  assign \codes$10[30]  = i__payload[260:257];
+  assign \codes$10[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -3848,45 +3836,45 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \values$15[0]  = w[4:0];
-  assign \values$15[1]  = w[9:5];
-  assign \values$15[2]  = w[14:10];
-  assign \values$15[3]  = w[19:15];
-  assign \values$15[4]  = w[24:20];
-  assign \values$15[5]  = w[29:25];
-  assign \values$15[6]  = w[34:30];
-  assign \values$15[7]  = w[39:35];
-  assign \values$15[8]  = w[44:40];
-  assign \values$15[9]  = w[49:45];
-  assign \values$15[10]  = w[54:50];
-  assign \values$15[11]  = w[59:55];
-  assign \values$15[12]  = w[64:60];
-  assign \values$15[13]  = w[69:65];
-  assign \values$15[14]  = w[74:70];
-  assign \values$15[15]  = w[79:75];
-  assign \values$15[16]  = w[84:80];
-  assign \values$15[17]  = w[89:85];
-  assign \values$15[18]  = w[94:90];
-  assign \values$15[19]  = w[99:95];
-  assign \values$15[20]  = w[104:100];
-  assign \values$15[21]  = w[109:105];
-  assign \values$15[22]  = w[114:110];
-  assign \values$15[23]  = w[119:115];
-  assign \values$15[24]  = w[124:120];
-  assign \values$15[25]  = w[129:125];
-  assign \values$15[26]  = w[134:130];
-  assign \values$15[27]  = w[139:135];
-  assign \values$15[28]  = w[144:140];
-  assign \values$15[29]  = w[149:145];
-  assign \values$15[30]  = w[154:150];
-  assign \values$15[31]  = w[159:155];
-  assign \i__payload$84.sum  = \i__payload$84 [13:0];
-  assign \i__payload$84.exp  = \i__payload$84 [19:14];
-  assign \i__payload$84.last  = \i__payload$84 [20];
-  assign \i__payload$90.value  = \i__payload$90 ;
-  assign \o__payload.total  = \i__payload$90 ;
-  assign \o__payload$94.result  = \o__payload$94 ;
-  assign \o__payload$95.result  = \o__payload$94 ;
+  assign \values$14[0]  = w[4:0];
+  assign \values$14[1]  = w[9:5];
+  assign \values$14[2]  = w[14:10];
+  assign \values$14[3]  = w[19:15];
+  assign \values$14[4]  = w[24:20];
+  assign \values$14[5]  = w[29:25];
+  assign \values$14[6]  = w[34:30];
+  assign \values$14[7]  = w[39:35];
+  assign \values$14[8]  = w[44:40];
+  assign \values$14[9]  = w[49:45];
+  assign \values$14[10]  = w[54:50];
+  assign \values$14[11]  = w[59:55];
+  assign \values$14[12]  = w[64:60];
+  assign \values$14[13]  = w[69:65];
+  assign \values$14[14]  = w[74:70];
+  assign \values$14[15]  = w[79:75];
+  assign \values$14[16]  = w[84:80];
+  assign \values$14[17]  = w[89:85];
+  assign \values$14[18]  = w[94:90];
+  assign \values$14[19]  = w[99:95];
+  assign \values$14[20]  = w[104:100];
+  assign \values$14[21]  = w[109:105];
+  assign \values$14[22]  = w[114:110];
+  assign \values$14[23]  = w[119:115];
+  assign \values$14[24]  = w[124:120];
+  assign \values$14[25]  = w[129:125];
+  assign \values$14[26]  = w[134:130];
+  assign \values$14[27]  = w[139:135];
+  assign \values$14[28]  = w[144:140];
+  assign \values$14[29]  = w[149:145];
+  assign \values$14[30]  = w[154:150];
+  assign \values$14[31]  = w[159:155];
+  assign \i__payload$83.sum  = \i__payload$83 [13:0];
+  assign \i__payload$83.exp  = \i__payload$83 [19:14];
+  assign \i__payload$83.last  = \i__payload$83 [20];
+  assign \i__payload$89.value  = \i__payload$89 ;
+  assign \o__payload.total  = \i__payload$89 ;
+  assign \o__payload$95.result  = \o__payload$95 ;
+  assign \o__payload$96.result  = \o__payload$95 ;
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -3919,13 +3907,18 @@ module \bd_linear_b32_n4.dot0 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$84 [20] = s3_last;
-  assign \i__payload$84 [19:14] = s3_exp;
-  assign \i__payload$84 [13:0] = s3_sum;
+  assign \i__payload$83 [20] = s3_last;
+  assign \i__payload$83 [19:14] = s3_exp;
+  assign \i__payload$83 [13:0] = s3_sum;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
+  assign \$4  = \i__valid$98 ;
+  assign \$6  = s0_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot0.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -3964,7 +3957,6 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -3984,7 +3976,6 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -3997,12 +3988,8 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -4086,6 +4073,7 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -4100,6 +4088,10 @@ module \bd_linear_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5723,7 +5715,7 @@ module \bd_linear_b32_n4.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot0.norm (rst, i__valid, i__payload, s1_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -5886,7 +5878,6 @@ module \bd_linear_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s1_vali
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -6668,7 +6659,7 @@ module \bd_linear_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s1_vali
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$98 , \o__valid$93 , \o__payload$95 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   reg \$10 ;
@@ -6723,39 +6714,39 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$11 ;
-  wire [3:0] \codes$11[0] ;
-  wire [3:0] \codes$11[10] ;
-  wire [3:0] \codes$11[11] ;
-  wire [3:0] \codes$11[12] ;
-  wire [3:0] \codes$11[13] ;
-  wire [3:0] \codes$11[14] ;
-  wire [3:0] \codes$11[15] ;
-  wire [3:0] \codes$11[16] ;
-  wire [3:0] \codes$11[17] ;
-  wire [3:0] \codes$11[18] ;
-  wire [3:0] \codes$11[19] ;
-  wire [3:0] \codes$11[1] ;
-  wire [3:0] \codes$11[20] ;
-  wire [3:0] \codes$11[21] ;
-  wire [3:0] \codes$11[22] ;
-  wire [3:0] \codes$11[23] ;
-  wire [3:0] \codes$11[24] ;
-  wire [3:0] \codes$11[25] ;
-  wire [3:0] \codes$11[26] ;
-  wire [3:0] \codes$11[27] ;
-  wire [3:0] \codes$11[28] ;
-  wire [3:0] \codes$11[29] ;
-  wire [3:0] \codes$11[2] ;
-  wire [3:0] \codes$11[30] ;
-  wire [3:0] \codes$11[31] ;
-  wire [3:0] \codes$11[3] ;
-  wire [3:0] \codes$11[4] ;
-  wire [3:0] \codes$11[5] ;
-  wire [3:0] \codes$11[6] ;
-  wire [3:0] \codes$11[7] ;
-  wire [3:0] \codes$11[8] ;
-  wire [3:0] \codes$11[9] ;
+  wire [127:0] \codes$10 ;
+  wire [3:0] \codes$10[0] ;
+  wire [3:0] \codes$10[10] ;
+  wire [3:0] \codes$10[11] ;
+  wire [3:0] \codes$10[12] ;
+  wire [3:0] \codes$10[13] ;
+  wire [3:0] \codes$10[14] ;
+  wire [3:0] \codes$10[15] ;
+  wire [3:0] \codes$10[16] ;
+  wire [3:0] \codes$10[17] ;
+  wire [3:0] \codes$10[18] ;
+  wire [3:0] \codes$10[19] ;
+  wire [3:0] \codes$10[1] ;
+  wire [3:0] \codes$10[20] ;
+  wire [3:0] \codes$10[21] ;
+  wire [3:0] \codes$10[22] ;
+  wire [3:0] \codes$10[23] ;
+  wire [3:0] \codes$10[24] ;
+  wire [3:0] \codes$10[25] ;
+  wire [3:0] \codes$10[26] ;
+  wire [3:0] \codes$10[27] ;
+  wire [3:0] \codes$10[28] ;
+  wire [3:0] \codes$10[29] ;
+  wire [3:0] \codes$10[2] ;
+  wire [3:0] \codes$10[30] ;
+  wire [3:0] \codes$10[31] ;
+  wire [3:0] \codes$10[3] ;
+  wire [3:0] \codes$10[4] ;
+  wire [3:0] \codes$10[5] ;
+  wire [3:0] \codes$10[6] ;
+  wire [3:0] \codes$10[7] ;
+  wire [3:0] \codes$10[8] ;
+  wire [3:0] \codes$10[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -6789,15 +6780,15 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$10 ;
+  wire [3:0] \dialect$9 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$84 ;
-  wire [5:0] \i__payload$84.exp ;
-  wire \i__payload$84.last ;
-  wire [13:0] \i__payload$84.sum ;
-  wire [81:0] \i__payload$90 ;
-  wire [81:0] \i__payload$90.value ;
+  wire [20:0] \i__payload$83 ;
+  wire [5:0] \i__payload$83.exp ;
+  wire \i__payload$83.last ;
+  wire [13:0] \i__payload$83.sum ;
+  wire [81:0] \i__payload$89 ;
+  wire [81:0] \i__payload$89.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -6870,13 +6861,11 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$5 ;
-  wire \i__ready$93 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$101 ;
-  wire \i__valid$101 ;
-  wire \i__valid$88 ;
+  wire \i__valid$87 ;
+  input \i__valid$98 ;
+  wire \i__valid$98 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -6910,19 +6899,18 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94.result ;
+  output [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95.result ;
+  wire [31:0] \o__payload$96 ;
+  wire [31:0] \o__payload$96.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$96 ;
-  wire \o__ready$97 ;
+  wire \o__ready$92 ;
   wire o__valid;
-  output \o__valid$98 ;
-  wire \o__valid$98 ;
-  wire \o__valid$99 ;
+  output \o__valid$93 ;
+  wire \o__valid$93 ;
+  wire \o__valid$94 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -7001,39 +6989,39 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [12:0] sum0_l4_1;
   wire [13:0] sum0_l5_0;
   wire [159:0] values;
-  wire [159:0] \values$15 ;
-  wire [4:0] \values$15[0] ;
-  wire [4:0] \values$15[10] ;
-  wire [4:0] \values$15[11] ;
-  wire [4:0] \values$15[12] ;
-  wire [4:0] \values$15[13] ;
-  wire [4:0] \values$15[14] ;
-  wire [4:0] \values$15[15] ;
-  wire [4:0] \values$15[16] ;
-  wire [4:0] \values$15[17] ;
-  wire [4:0] \values$15[18] ;
-  wire [4:0] \values$15[19] ;
-  wire [4:0] \values$15[1] ;
-  wire [4:0] \values$15[20] ;
-  wire [4:0] \values$15[21] ;
-  wire [4:0] \values$15[22] ;
-  wire [4:0] \values$15[23] ;
-  wire [4:0] \values$15[24] ;
-  wire [4:0] \values$15[25] ;
-  wire [4:0] \values$15[26] ;
-  wire [4:0] \values$15[27] ;
-  wire [4:0] \values$15[28] ;
-  wire [4:0] \values$15[29] ;
-  wire [4:0] \values$15[2] ;
-  wire [4:0] \values$15[30] ;
-  wire [4:0] \values$15[31] ;
-  wire [4:0] \values$15[3] ;
-  wire [4:0] \values$15[4] ;
-  wire [4:0] \values$15[5] ;
-  wire [4:0] \values$15[6] ;
-  wire [4:0] \values$15[7] ;
-  wire [4:0] \values$15[8] ;
-  wire [4:0] \values$15[9] ;
+  wire [159:0] \values$14 ;
+  wire [4:0] \values$14[0] ;
+  wire [4:0] \values$14[10] ;
+  wire [4:0] \values$14[11] ;
+  wire [4:0] \values$14[12] ;
+  wire [4:0] \values$14[13] ;
+  wire [4:0] \values$14[14] ;
+  wire [4:0] \values$14[15] ;
+  wire [4:0] \values$14[16] ;
+  wire [4:0] \values$14[17] ;
+  wire [4:0] \values$14[18] ;
+  wire [4:0] \values$14[19] ;
+  wire [4:0] \values$14[1] ;
+  wire [4:0] \values$14[20] ;
+  wire [4:0] \values$14[21] ;
+  wire [4:0] \values$14[22] ;
+  wire [4:0] \values$14[23] ;
+  wire [4:0] \values$14[24] ;
+  wire [4:0] \values$14[25] ;
+  wire [4:0] \values$14[26] ;
+  wire [4:0] \values$14[27] ;
+  wire [4:0] \values$14[28] ;
+  wire [4:0] \values$14[29] ;
+  wire [4:0] \values$14[2] ;
+  wire [4:0] \values$14[30] ;
+  wire [4:0] \values$14[31] ;
+  wire [4:0] \values$14[3] ;
+  wire [4:0] \values$14[4] ;
+  wire [4:0] \values$14[5] ;
+  wire [4:0] \values$14[6] ;
+  wire [4:0] \values$14[7] ;
+  wire [4:0] \values$14[8] ;
+  wire [4:0] \values$14[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -7108,11 +7096,8 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   always @(posedge aclk)
     s3_sum <= \$15 ;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | i__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign \i__ready$5  = s0_load & \$3 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -7176,9 +7161,7 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign sum0_l4_1 = $signed(sum0_l3_2) + $signed(sum0_l3_3);
   assign sum0_l5_0 = $signed(sum0_l4_0) + $signed(sum0_l4_1);
   assign block_sum = $signed(sum0_l5_0) + $signed(s1_negatives);
-  assign \$4  = s0_load & \i__valid$101 ;
   assign \$5  = i__payload[136:132] + i__payload[273:269];
-  assign \$6  = s1_load & s0_valid;
   always @(posedge aclk)
     s0_valid <= \$7 ;
   always @(posedge aclk)
@@ -7191,13 +7174,11 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     s1_products <= \$11 ;
   \bd_linear_b32_n4.dot1.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$84 ),
+    .i__payload(\i__payload$83 ),
     .i__valid(s1_valid),
-    .o__payload(\i__payload$90 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$88 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$89 ),
+    .o_valid(\i__valid$87 ),
+    .rst(rst)
   );
   \bd_linear_b32_n4.dot1.dec_a  dec_a (
     .\port$4978$0 (i__payload[131:0]),
@@ -7215,12 +7196,11 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   );
   \bd_linear_b32_n4.dot1.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$88 ),
-    .o__payload(\o__payload$94 ),
+    .i__payload(\i__payload$89 ),
+    .i__valid(\i__valid$87 ),
+    .o__payload(\o__payload$95 ),
     .rst(rst),
-    .s1_valid(\o__valid$98 )
+    .s1_valid(\o__valid$93 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
@@ -7247,7 +7227,7 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
-      \$7  = \i__valid$101 ;
+      \$7  = \i__valid$98 ;
     end
     if (rst) begin
       \$7  = 1'h0;
@@ -7293,19 +7273,18 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$10  = i__payload[268:265];
-  assign \codes$11  = i__payload[264:137];
+  assign \dialect$9  = i__payload[268:265];
+  assign \codes$10  = i__payload[264:137];
   assign values = a;
-  assign \values$15  = w;
+  assign \values$14  = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s1_valid;
-  assign o__valid = \i__valid$88 ;
-  assign o__payload = \i__payload$90 ;
-  assign \i__ready$93  = o__ready;
-  assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$96  = 1'h1;
-  assign \o__ready$97  = 1'h1;
-  assign \o__valid$99  = \o__valid$98 ;
+  assign o__valid = \i__valid$87 ;
+  assign o__payload = \i__payload$89 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$92  = 1'h1;
+  assign \o__valid$94  = \o__valid$93 ;
+  assign \o__payload$96  = \o__payload$95 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -7409,38 +7388,38 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$11[0]  = i__payload[140:137];
-  assign \codes$11[1]  = i__payload[144:141];
-  assign \codes$11[2]  = i__payload[148:145];
-  assign \codes$11[3]  = i__payload[152:149];
-  assign \codes$11[4]  = i__payload[156:153];
-  assign \codes$11[5]  = i__payload[160:157];
-  assign \codes$11[6]  = i__payload[164:161];
-  assign \codes$11[7]  = i__payload[168:165];
-  assign \codes$11[8]  = i__payload[172:169];
-  assign \codes$11[9]  = i__payload[176:173];
-  assign \codes$11[10]  = i__payload[180:177];
-  assign \codes$11[11]  = i__payload[184:181];
-  assign \codes$11[12]  = i__payload[188:185];
-  assign \codes$11[13]  = i__payload[192:189];
-  assign \codes$11[14]  = i__payload[196:193];
-  assign \codes$11[15]  = i__payload[200:197];
-  assign \codes$11[16]  = i__payload[204:201];
-  assign \codes$11[17]  = i__payload[208:205];
-  assign \codes$11[18]  = i__payload[212:209];
-  assign \codes$11[19]  = i__payload[216:213];
-  assign \codes$11[20]  = i__payload[220:217];
-  assign \codes$11[21]  = i__payload[224:221];
-  assign \codes$11[22]  = i__payload[228:225];
-  assign \codes$11[23]  = i__payload[232:229];
-  assign \codes$11[24]  = i__payload[236:233];
-  assign \codes$11[25]  = i__payload[240:237];
-  assign \codes$11[26]  = i__payload[244:241];
-  assign \codes$11[27]  = i__payload[248:245];
-  assign \codes$11[28]  = i__payload[252:249];
-  assign \codes$11[29]  = i__payload[256:253];
-  assign \codes$11[30]  = i__payload[260:257];
-  assign \codes$11[31]  = i__payload[264:261];
+  assign \codes$10[0]  = i__payload[140:137];
+  assign \codes$10[1]  = i__payload[144:141];
+  assign \codes$10[2]  = i__payload[148:145];
+  assign \codes$10[3]  = i__payload[152:149];
+  assign \codes$10[4]  = i__payload[156:153];
+  assign \codes$10[5]  = i__payload[160:157];
+  assign \codes$10[6]  = i__payload[164:161];
+  assign \codes$10[7]  = i__payload[168:165];
+  assign \codes$10[8]  = i__payload[172:169];
+  assign \codes$10[9]  = i__payload[176:173];
+  assign \codes$10[10]  = i__payload[180:177];
+  assign \codes$10[11]  = i__payload[184:181];
+  assign \codes$10[12]  = i__payload[188:185];
+  assign \codes$10[13]  = i__payload[192:189];
+  assign \codes$10[14]  = i__payload[196:193];
+  assign \codes$10[15]  = i__payload[200:197];
+  assign \codes$10[16]  = i__payload[204:201];
+  assign \codes$10[17]  = i__payload[208:205];
+  assign \codes$10[18]  = i__payload[212:209];
+  assign \codes$10[19]  = i__payload[216:213];
+  assign \codes$10[20]  = i__payload[220:217];
+  assign \codes$10[21]  = i__payload[224:221];
+  assign \codes$10[22]  = i__payload[228:225];
+  assign \codes$10[23]  = i__payload[232:229];
+  assign \codes$10[24]  = i__payload[236:233];
+  assign \codes$10[25]  = i__payload[240:237];
+  assign \codes$10[26]  = i__payload[244:241];
+  assign \codes$10[27]  = i__payload[248:245];
+  assign \codes$10[28]  = i__payload[252:249];
+  assign \codes$10[29]  = i__payload[256:253];
+  assign \codes$10[30]  = i__payload[260:257];
+  assign \codes$10[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -7537,45 +7516,45 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \values$15[0]  = w[4:0];
-  assign \values$15[1]  = w[9:5];
-  assign \values$15[2]  = w[14:10];
-  assign \values$15[3]  = w[19:15];
-  assign \values$15[4]  = w[24:20];
-  assign \values$15[5]  = w[29:25];
-  assign \values$15[6]  = w[34:30];
-  assign \values$15[7]  = w[39:35];
-  assign \values$15[8]  = w[44:40];
-  assign \values$15[9]  = w[49:45];
-  assign \values$15[10]  = w[54:50];
-  assign \values$15[11]  = w[59:55];
-  assign \values$15[12]  = w[64:60];
-  assign \values$15[13]  = w[69:65];
-  assign \values$15[14]  = w[74:70];
-  assign \values$15[15]  = w[79:75];
-  assign \values$15[16]  = w[84:80];
-  assign \values$15[17]  = w[89:85];
-  assign \values$15[18]  = w[94:90];
-  assign \values$15[19]  = w[99:95];
-  assign \values$15[20]  = w[104:100];
-  assign \values$15[21]  = w[109:105];
-  assign \values$15[22]  = w[114:110];
-  assign \values$15[23]  = w[119:115];
-  assign \values$15[24]  = w[124:120];
-  assign \values$15[25]  = w[129:125];
-  assign \values$15[26]  = w[134:130];
-  assign \values$15[27]  = w[139:135];
-  assign \values$15[28]  = w[144:140];
-  assign \values$15[29]  = w[149:145];
-  assign \values$15[30]  = w[154:150];
-  assign \values$15[31]  = w[159:155];
-  assign \i__payload$84.sum  = \i__payload$84 [13:0];
-  assign \i__payload$84.exp  = \i__payload$84 [19:14];
-  assign \i__payload$84.last  = \i__payload$84 [20];
-  assign \i__payload$90.value  = \i__payload$90 ;
-  assign \o__payload.total  = \i__payload$90 ;
-  assign \o__payload$94.result  = \o__payload$94 ;
-  assign \o__payload$95.result  = \o__payload$94 ;
+  assign \values$14[0]  = w[4:0];
+  assign \values$14[1]  = w[9:5];
+  assign \values$14[2]  = w[14:10];
+  assign \values$14[3]  = w[19:15];
+  assign \values$14[4]  = w[24:20];
+  assign \values$14[5]  = w[29:25];
+  assign \values$14[6]  = w[34:30];
+  assign \values$14[7]  = w[39:35];
+  assign \values$14[8]  = w[44:40];
+  assign \values$14[9]  = w[49:45];
+  assign \values$14[10]  = w[54:50];
+  assign \values$14[11]  = w[59:55];
+  assign \values$14[12]  = w[64:60];
+  assign \values$14[13]  = w[69:65];
+  assign \values$14[14]  = w[74:70];
+  assign \values$14[15]  = w[79:75];
+  assign \values$14[16]  = w[84:80];
+  assign \values$14[17]  = w[89:85];
+  assign \values$14[18]  = w[94:90];
+  assign \values$14[19]  = w[99:95];
+  assign \values$14[20]  = w[104:100];
+  assign \values$14[21]  = w[109:105];
+  assign \values$14[22]  = w[114:110];
+  assign \values$14[23]  = w[119:115];
+  assign \values$14[24]  = w[124:120];
+  assign \values$14[25]  = w[129:125];
+  assign \values$14[26]  = w[134:130];
+  assign \values$14[27]  = w[139:135];
+  assign \values$14[28]  = w[144:140];
+  assign \values$14[29]  = w[149:145];
+  assign \values$14[30]  = w[154:150];
+  assign \values$14[31]  = w[159:155];
+  assign \i__payload$83.sum  = \i__payload$83 [13:0];
+  assign \i__payload$83.exp  = \i__payload$83 [19:14];
+  assign \i__payload$83.last  = \i__payload$83 [20];
+  assign \i__payload$89.value  = \i__payload$89 ;
+  assign \o__payload.total  = \i__payload$89 ;
+  assign \o__payload$95.result  = \o__payload$95 ;
+  assign \o__payload$96.result  = \o__payload$95 ;
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -7608,13 +7587,18 @@ module \bd_linear_b32_n4.dot1 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$84 [20] = s3_last;
-  assign \i__payload$84 [19:14] = s3_exp;
-  assign \i__payload$84 [13:0] = s3_sum;
+  assign \i__payload$83 [20] = s3_last;
+  assign \i__payload$83 [19:14] = s3_exp;
+  assign \i__payload$83 [13:0] = s3_sum;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
+  assign \$4  = \i__valid$98 ;
+  assign \$6  = s0_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot1.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -7653,7 +7637,6 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -7673,7 +7656,6 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -7686,12 +7668,8 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -7775,6 +7753,7 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -7789,6 +7768,10 @@ module \bd_linear_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9412,7 +9395,7 @@ module \bd_linear_b32_n4.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot1.norm (rst, i__valid, i__payload, s1_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9575,7 +9558,6 @@ module \bd_linear_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s1_vali
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -10357,7 +10339,7 @@ module \bd_linear_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s1_vali
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$98 , \o__valid$93 , \o__payload$95 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   reg \$10 ;
@@ -10412,39 +10394,39 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$11 ;
-  wire [3:0] \codes$11[0] ;
-  wire [3:0] \codes$11[10] ;
-  wire [3:0] \codes$11[11] ;
-  wire [3:0] \codes$11[12] ;
-  wire [3:0] \codes$11[13] ;
-  wire [3:0] \codes$11[14] ;
-  wire [3:0] \codes$11[15] ;
-  wire [3:0] \codes$11[16] ;
-  wire [3:0] \codes$11[17] ;
-  wire [3:0] \codes$11[18] ;
-  wire [3:0] \codes$11[19] ;
-  wire [3:0] \codes$11[1] ;
-  wire [3:0] \codes$11[20] ;
-  wire [3:0] \codes$11[21] ;
-  wire [3:0] \codes$11[22] ;
-  wire [3:0] \codes$11[23] ;
-  wire [3:0] \codes$11[24] ;
-  wire [3:0] \codes$11[25] ;
-  wire [3:0] \codes$11[26] ;
-  wire [3:0] \codes$11[27] ;
-  wire [3:0] \codes$11[28] ;
-  wire [3:0] \codes$11[29] ;
-  wire [3:0] \codes$11[2] ;
-  wire [3:0] \codes$11[30] ;
-  wire [3:0] \codes$11[31] ;
-  wire [3:0] \codes$11[3] ;
-  wire [3:0] \codes$11[4] ;
-  wire [3:0] \codes$11[5] ;
-  wire [3:0] \codes$11[6] ;
-  wire [3:0] \codes$11[7] ;
-  wire [3:0] \codes$11[8] ;
-  wire [3:0] \codes$11[9] ;
+  wire [127:0] \codes$10 ;
+  wire [3:0] \codes$10[0] ;
+  wire [3:0] \codes$10[10] ;
+  wire [3:0] \codes$10[11] ;
+  wire [3:0] \codes$10[12] ;
+  wire [3:0] \codes$10[13] ;
+  wire [3:0] \codes$10[14] ;
+  wire [3:0] \codes$10[15] ;
+  wire [3:0] \codes$10[16] ;
+  wire [3:0] \codes$10[17] ;
+  wire [3:0] \codes$10[18] ;
+  wire [3:0] \codes$10[19] ;
+  wire [3:0] \codes$10[1] ;
+  wire [3:0] \codes$10[20] ;
+  wire [3:0] \codes$10[21] ;
+  wire [3:0] \codes$10[22] ;
+  wire [3:0] \codes$10[23] ;
+  wire [3:0] \codes$10[24] ;
+  wire [3:0] \codes$10[25] ;
+  wire [3:0] \codes$10[26] ;
+  wire [3:0] \codes$10[27] ;
+  wire [3:0] \codes$10[28] ;
+  wire [3:0] \codes$10[29] ;
+  wire [3:0] \codes$10[2] ;
+  wire [3:0] \codes$10[30] ;
+  wire [3:0] \codes$10[31] ;
+  wire [3:0] \codes$10[3] ;
+  wire [3:0] \codes$10[4] ;
+  wire [3:0] \codes$10[5] ;
+  wire [3:0] \codes$10[6] ;
+  wire [3:0] \codes$10[7] ;
+  wire [3:0] \codes$10[8] ;
+  wire [3:0] \codes$10[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -10478,15 +10460,15 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$10 ;
+  wire [3:0] \dialect$9 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$84 ;
-  wire [5:0] \i__payload$84.exp ;
-  wire \i__payload$84.last ;
-  wire [13:0] \i__payload$84.sum ;
-  wire [81:0] \i__payload$90 ;
-  wire [81:0] \i__payload$90.value ;
+  wire [20:0] \i__payload$83 ;
+  wire [5:0] \i__payload$83.exp ;
+  wire \i__payload$83.last ;
+  wire [13:0] \i__payload$83.sum ;
+  wire [81:0] \i__payload$89 ;
+  wire [81:0] \i__payload$89.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -10559,13 +10541,11 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$5 ;
-  wire \i__ready$93 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$101 ;
-  wire \i__valid$101 ;
-  wire \i__valid$88 ;
+  wire \i__valid$87 ;
+  input \i__valid$98 ;
+  wire \i__valid$98 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -10599,19 +10579,18 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94.result ;
+  output [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95.result ;
+  wire [31:0] \o__payload$96 ;
+  wire [31:0] \o__payload$96.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$96 ;
-  wire \o__ready$97 ;
+  wire \o__ready$92 ;
   wire o__valid;
-  output \o__valid$98 ;
-  wire \o__valid$98 ;
-  wire \o__valid$99 ;
+  output \o__valid$93 ;
+  wire \o__valid$93 ;
+  wire \o__valid$94 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -10690,39 +10669,39 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [12:0] sum0_l4_1;
   wire [13:0] sum0_l5_0;
   wire [159:0] values;
-  wire [159:0] \values$15 ;
-  wire [4:0] \values$15[0] ;
-  wire [4:0] \values$15[10] ;
-  wire [4:0] \values$15[11] ;
-  wire [4:0] \values$15[12] ;
-  wire [4:0] \values$15[13] ;
-  wire [4:0] \values$15[14] ;
-  wire [4:0] \values$15[15] ;
-  wire [4:0] \values$15[16] ;
-  wire [4:0] \values$15[17] ;
-  wire [4:0] \values$15[18] ;
-  wire [4:0] \values$15[19] ;
-  wire [4:0] \values$15[1] ;
-  wire [4:0] \values$15[20] ;
-  wire [4:0] \values$15[21] ;
-  wire [4:0] \values$15[22] ;
-  wire [4:0] \values$15[23] ;
-  wire [4:0] \values$15[24] ;
-  wire [4:0] \values$15[25] ;
-  wire [4:0] \values$15[26] ;
-  wire [4:0] \values$15[27] ;
-  wire [4:0] \values$15[28] ;
-  wire [4:0] \values$15[29] ;
-  wire [4:0] \values$15[2] ;
-  wire [4:0] \values$15[30] ;
-  wire [4:0] \values$15[31] ;
-  wire [4:0] \values$15[3] ;
-  wire [4:0] \values$15[4] ;
-  wire [4:0] \values$15[5] ;
-  wire [4:0] \values$15[6] ;
-  wire [4:0] \values$15[7] ;
-  wire [4:0] \values$15[8] ;
-  wire [4:0] \values$15[9] ;
+  wire [159:0] \values$14 ;
+  wire [4:0] \values$14[0] ;
+  wire [4:0] \values$14[10] ;
+  wire [4:0] \values$14[11] ;
+  wire [4:0] \values$14[12] ;
+  wire [4:0] \values$14[13] ;
+  wire [4:0] \values$14[14] ;
+  wire [4:0] \values$14[15] ;
+  wire [4:0] \values$14[16] ;
+  wire [4:0] \values$14[17] ;
+  wire [4:0] \values$14[18] ;
+  wire [4:0] \values$14[19] ;
+  wire [4:0] \values$14[1] ;
+  wire [4:0] \values$14[20] ;
+  wire [4:0] \values$14[21] ;
+  wire [4:0] \values$14[22] ;
+  wire [4:0] \values$14[23] ;
+  wire [4:0] \values$14[24] ;
+  wire [4:0] \values$14[25] ;
+  wire [4:0] \values$14[26] ;
+  wire [4:0] \values$14[27] ;
+  wire [4:0] \values$14[28] ;
+  wire [4:0] \values$14[29] ;
+  wire [4:0] \values$14[2] ;
+  wire [4:0] \values$14[30] ;
+  wire [4:0] \values$14[31] ;
+  wire [4:0] \values$14[3] ;
+  wire [4:0] \values$14[4] ;
+  wire [4:0] \values$14[5] ;
+  wire [4:0] \values$14[6] ;
+  wire [4:0] \values$14[7] ;
+  wire [4:0] \values$14[8] ;
+  wire [4:0] \values$14[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -10797,11 +10776,8 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   always @(posedge aclk)
     s3_sum <= \$15 ;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | i__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign \i__ready$5  = s0_load & \$3 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -10865,9 +10841,7 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign sum0_l4_1 = $signed(sum0_l3_2) + $signed(sum0_l3_3);
   assign sum0_l5_0 = $signed(sum0_l4_0) + $signed(sum0_l4_1);
   assign block_sum = $signed(sum0_l5_0) + $signed(s1_negatives);
-  assign \$4  = s0_load & \i__valid$101 ;
   assign \$5  = i__payload[136:132] + i__payload[273:269];
-  assign \$6  = s1_load & s0_valid;
   always @(posedge aclk)
     s0_valid <= \$7 ;
   always @(posedge aclk)
@@ -10880,13 +10854,11 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     s1_products <= \$11 ;
   \bd_linear_b32_n4.dot2.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$84 ),
+    .i__payload(\i__payload$83 ),
     .i__valid(s1_valid),
-    .o__payload(\i__payload$90 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$88 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$89 ),
+    .o_valid(\i__valid$87 ),
+    .rst(rst)
   );
   \bd_linear_b32_n4.dot2.dec_a  dec_a (
     .\port$4979$0 (i__payload[131:0]),
@@ -10904,12 +10876,11 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   );
   \bd_linear_b32_n4.dot2.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$88 ),
-    .o__payload(\o__payload$94 ),
+    .i__payload(\i__payload$89 ),
+    .i__valid(\i__valid$87 ),
+    .o__payload(\o__payload$95 ),
     .rst(rst),
-    .s1_valid(\o__valid$98 )
+    .s1_valid(\o__valid$93 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
@@ -10936,7 +10907,7 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
-      \$7  = \i__valid$101 ;
+      \$7  = \i__valid$98 ;
     end
     if (rst) begin
       \$7  = 1'h0;
@@ -10982,19 +10953,18 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$10  = i__payload[268:265];
-  assign \codes$11  = i__payload[264:137];
+  assign \dialect$9  = i__payload[268:265];
+  assign \codes$10  = i__payload[264:137];
   assign values = a;
-  assign \values$15  = w;
+  assign \values$14  = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s1_valid;
-  assign o__valid = \i__valid$88 ;
-  assign o__payload = \i__payload$90 ;
-  assign \i__ready$93  = o__ready;
-  assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$96  = 1'h1;
-  assign \o__ready$97  = 1'h1;
-  assign \o__valid$99  = \o__valid$98 ;
+  assign o__valid = \i__valid$87 ;
+  assign o__payload = \i__payload$89 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$92  = 1'h1;
+  assign \o__valid$94  = \o__valid$93 ;
+  assign \o__payload$96  = \o__payload$95 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -11098,38 +11068,38 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$11[0]  = i__payload[140:137];
-  assign \codes$11[1]  = i__payload[144:141];
-  assign \codes$11[2]  = i__payload[148:145];
-  assign \codes$11[3]  = i__payload[152:149];
-  assign \codes$11[4]  = i__payload[156:153];
-  assign \codes$11[5]  = i__payload[160:157];
-  assign \codes$11[6]  = i__payload[164:161];
-  assign \codes$11[7]  = i__payload[168:165];
-  assign \codes$11[8]  = i__payload[172:169];
-  assign \codes$11[9]  = i__payload[176:173];
-  assign \codes$11[10]  = i__payload[180:177];
-  assign \codes$11[11]  = i__payload[184:181];
-  assign \codes$11[12]  = i__payload[188:185];
-  assign \codes$11[13]  = i__payload[192:189];
-  assign \codes$11[14]  = i__payload[196:193];
-  assign \codes$11[15]  = i__payload[200:197];
-  assign \codes$11[16]  = i__payload[204:201];
-  assign \codes$11[17]  = i__payload[208:205];
-  assign \codes$11[18]  = i__payload[212:209];
-  assign \codes$11[19]  = i__payload[216:213];
-  assign \codes$11[20]  = i__payload[220:217];
-  assign \codes$11[21]  = i__payload[224:221];
-  assign \codes$11[22]  = i__payload[228:225];
-  assign \codes$11[23]  = i__payload[232:229];
-  assign \codes$11[24]  = i__payload[236:233];
-  assign \codes$11[25]  = i__payload[240:237];
-  assign \codes$11[26]  = i__payload[244:241];
-  assign \codes$11[27]  = i__payload[248:245];
-  assign \codes$11[28]  = i__payload[252:249];
-  assign \codes$11[29]  = i__payload[256:253];
-  assign \codes$11[30]  = i__payload[260:257];
-  assign \codes$11[31]  = i__payload[264:261];
+  assign \codes$10[0]  = i__payload[140:137];
+  assign \codes$10[1]  = i__payload[144:141];
+  assign \codes$10[2]  = i__payload[148:145];
+  assign \codes$10[3]  = i__payload[152:149];
+  assign \codes$10[4]  = i__payload[156:153];
+  assign \codes$10[5]  = i__payload[160:157];
+  assign \codes$10[6]  = i__payload[164:161];
+  assign \codes$10[7]  = i__payload[168:165];
+  assign \codes$10[8]  = i__payload[172:169];
+  assign \codes$10[9]  = i__payload[176:173];
+  assign \codes$10[10]  = i__payload[180:177];
+  assign \codes$10[11]  = i__payload[184:181];
+  assign \codes$10[12]  = i__payload[188:185];
+  assign \codes$10[13]  = i__payload[192:189];
+  assign \codes$10[14]  = i__payload[196:193];
+  assign \codes$10[15]  = i__payload[200:197];
+  assign \codes$10[16]  = i__payload[204:201];
+  assign \codes$10[17]  = i__payload[208:205];
+  assign \codes$10[18]  = i__payload[212:209];
+  assign \codes$10[19]  = i__payload[216:213];
+  assign \codes$10[20]  = i__payload[220:217];
+  assign \codes$10[21]  = i__payload[224:221];
+  assign \codes$10[22]  = i__payload[228:225];
+  assign \codes$10[23]  = i__payload[232:229];
+  assign \codes$10[24]  = i__payload[236:233];
+  assign \codes$10[25]  = i__payload[240:237];
+  assign \codes$10[26]  = i__payload[244:241];
+  assign \codes$10[27]  = i__payload[248:245];
+  assign \codes$10[28]  = i__payload[252:249];
+  assign \codes$10[29]  = i__payload[256:253];
+  assign \codes$10[30]  = i__payload[260:257];
+  assign \codes$10[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -11226,45 +11196,45 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \values$15[0]  = w[4:0];
-  assign \values$15[1]  = w[9:5];
-  assign \values$15[2]  = w[14:10];
-  assign \values$15[3]  = w[19:15];
-  assign \values$15[4]  = w[24:20];
-  assign \values$15[5]  = w[29:25];
-  assign \values$15[6]  = w[34:30];
-  assign \values$15[7]  = w[39:35];
-  assign \values$15[8]  = w[44:40];
-  assign \values$15[9]  = w[49:45];
-  assign \values$15[10]  = w[54:50];
-  assign \values$15[11]  = w[59:55];
-  assign \values$15[12]  = w[64:60];
-  assign \values$15[13]  = w[69:65];
-  assign \values$15[14]  = w[74:70];
-  assign \values$15[15]  = w[79:75];
-  assign \values$15[16]  = w[84:80];
-  assign \values$15[17]  = w[89:85];
-  assign \values$15[18]  = w[94:90];
-  assign \values$15[19]  = w[99:95];
-  assign \values$15[20]  = w[104:100];
-  assign \values$15[21]  = w[109:105];
-  assign \values$15[22]  = w[114:110];
-  assign \values$15[23]  = w[119:115];
-  assign \values$15[24]  = w[124:120];
-  assign \values$15[25]  = w[129:125];
-  assign \values$15[26]  = w[134:130];
-  assign \values$15[27]  = w[139:135];
-  assign \values$15[28]  = w[144:140];
-  assign \values$15[29]  = w[149:145];
-  assign \values$15[30]  = w[154:150];
-  assign \values$15[31]  = w[159:155];
-  assign \i__payload$84.sum  = \i__payload$84 [13:0];
-  assign \i__payload$84.exp  = \i__payload$84 [19:14];
-  assign \i__payload$84.last  = \i__payload$84 [20];
-  assign \i__payload$90.value  = \i__payload$90 ;
-  assign \o__payload.total  = \i__payload$90 ;
-  assign \o__payload$94.result  = \o__payload$94 ;
-  assign \o__payload$95.result  = \o__payload$94 ;
+  assign \values$14[0]  = w[4:0];
+  assign \values$14[1]  = w[9:5];
+  assign \values$14[2]  = w[14:10];
+  assign \values$14[3]  = w[19:15];
+  assign \values$14[4]  = w[24:20];
+  assign \values$14[5]  = w[29:25];
+  assign \values$14[6]  = w[34:30];
+  assign \values$14[7]  = w[39:35];
+  assign \values$14[8]  = w[44:40];
+  assign \values$14[9]  = w[49:45];
+  assign \values$14[10]  = w[54:50];
+  assign \values$14[11]  = w[59:55];
+  assign \values$14[12]  = w[64:60];
+  assign \values$14[13]  = w[69:65];
+  assign \values$14[14]  = w[74:70];
+  assign \values$14[15]  = w[79:75];
+  assign \values$14[16]  = w[84:80];
+  assign \values$14[17]  = w[89:85];
+  assign \values$14[18]  = w[94:90];
+  assign \values$14[19]  = w[99:95];
+  assign \values$14[20]  = w[104:100];
+  assign \values$14[21]  = w[109:105];
+  assign \values$14[22]  = w[114:110];
+  assign \values$14[23]  = w[119:115];
+  assign \values$14[24]  = w[124:120];
+  assign \values$14[25]  = w[129:125];
+  assign \values$14[26]  = w[134:130];
+  assign \values$14[27]  = w[139:135];
+  assign \values$14[28]  = w[144:140];
+  assign \values$14[29]  = w[149:145];
+  assign \values$14[30]  = w[154:150];
+  assign \values$14[31]  = w[159:155];
+  assign \i__payload$83.sum  = \i__payload$83 [13:0];
+  assign \i__payload$83.exp  = \i__payload$83 [19:14];
+  assign \i__payload$83.last  = \i__payload$83 [20];
+  assign \i__payload$89.value  = \i__payload$89 ;
+  assign \o__payload.total  = \i__payload$89 ;
+  assign \o__payload$95.result  = \o__payload$95 ;
+  assign \o__payload$96.result  = \o__payload$95 ;
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -11297,13 +11267,18 @@ module \bd_linear_b32_n4.dot2 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$84 [20] = s3_last;
-  assign \i__payload$84 [19:14] = s3_exp;
-  assign \i__payload$84 [13:0] = s3_sum;
+  assign \i__payload$83 [20] = s3_last;
+  assign \i__payload$83 [19:14] = s3_exp;
+  assign \i__payload$83 [13:0] = s3_sum;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
+  assign \$4  = \i__valid$98 ;
+  assign \$6  = s0_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot2.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -11342,7 +11317,6 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -11362,7 +11336,6 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -11375,12 +11348,8 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -11464,6 +11433,7 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -11478,6 +11448,10 @@ module \bd_linear_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13101,7 +13075,7 @@ module \bd_linear_b32_n4.dot2.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot2.norm (rst, i__valid, i__payload, s1_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13264,7 +13238,6 @@ module \bd_linear_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s1_vali
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -14046,7 +14019,7 @@ module \bd_linear_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s1_vali
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \o__payload$94 , aclk);
+module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$98 , \o__valid$93 , \o__payload$95 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   reg \$10 ;
@@ -14101,39 +14074,39 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$11 ;
-  wire [3:0] \codes$11[0] ;
-  wire [3:0] \codes$11[10] ;
-  wire [3:0] \codes$11[11] ;
-  wire [3:0] \codes$11[12] ;
-  wire [3:0] \codes$11[13] ;
-  wire [3:0] \codes$11[14] ;
-  wire [3:0] \codes$11[15] ;
-  wire [3:0] \codes$11[16] ;
-  wire [3:0] \codes$11[17] ;
-  wire [3:0] \codes$11[18] ;
-  wire [3:0] \codes$11[19] ;
-  wire [3:0] \codes$11[1] ;
-  wire [3:0] \codes$11[20] ;
-  wire [3:0] \codes$11[21] ;
-  wire [3:0] \codes$11[22] ;
-  wire [3:0] \codes$11[23] ;
-  wire [3:0] \codes$11[24] ;
-  wire [3:0] \codes$11[25] ;
-  wire [3:0] \codes$11[26] ;
-  wire [3:0] \codes$11[27] ;
-  wire [3:0] \codes$11[28] ;
-  wire [3:0] \codes$11[29] ;
-  wire [3:0] \codes$11[2] ;
-  wire [3:0] \codes$11[30] ;
-  wire [3:0] \codes$11[31] ;
-  wire [3:0] \codes$11[3] ;
-  wire [3:0] \codes$11[4] ;
-  wire [3:0] \codes$11[5] ;
-  wire [3:0] \codes$11[6] ;
-  wire [3:0] \codes$11[7] ;
-  wire [3:0] \codes$11[8] ;
-  wire [3:0] \codes$11[9] ;
+  wire [127:0] \codes$10 ;
+  wire [3:0] \codes$10[0] ;
+  wire [3:0] \codes$10[10] ;
+  wire [3:0] \codes$10[11] ;
+  wire [3:0] \codes$10[12] ;
+  wire [3:0] \codes$10[13] ;
+  wire [3:0] \codes$10[14] ;
+  wire [3:0] \codes$10[15] ;
+  wire [3:0] \codes$10[16] ;
+  wire [3:0] \codes$10[17] ;
+  wire [3:0] \codes$10[18] ;
+  wire [3:0] \codes$10[19] ;
+  wire [3:0] \codes$10[1] ;
+  wire [3:0] \codes$10[20] ;
+  wire [3:0] \codes$10[21] ;
+  wire [3:0] \codes$10[22] ;
+  wire [3:0] \codes$10[23] ;
+  wire [3:0] \codes$10[24] ;
+  wire [3:0] \codes$10[25] ;
+  wire [3:0] \codes$10[26] ;
+  wire [3:0] \codes$10[27] ;
+  wire [3:0] \codes$10[28] ;
+  wire [3:0] \codes$10[29] ;
+  wire [3:0] \codes$10[2] ;
+  wire [3:0] \codes$10[30] ;
+  wire [3:0] \codes$10[31] ;
+  wire [3:0] \codes$10[3] ;
+  wire [3:0] \codes$10[4] ;
+  wire [3:0] \codes$10[5] ;
+  wire [3:0] \codes$10[6] ;
+  wire [3:0] \codes$10[7] ;
+  wire [3:0] \codes$10[8] ;
+  wire [3:0] \codes$10[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -14167,15 +14140,15 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$10 ;
+  wire [3:0] \dialect$9 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$84 ;
-  wire [5:0] \i__payload$84.exp ;
-  wire \i__payload$84.last ;
-  wire [13:0] \i__payload$84.sum ;
-  wire [81:0] \i__payload$90 ;
-  wire [81:0] \i__payload$90.value ;
+  wire [20:0] \i__payload$83 ;
+  wire [5:0] \i__payload$83.exp ;
+  wire \i__payload$83.last ;
+  wire [13:0] \i__payload$83.sum ;
+  wire [81:0] \i__payload$89 ;
+  wire [81:0] \i__payload$89.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -14248,13 +14221,11 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$5 ;
-  wire \i__ready$93 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$101 ;
-  wire \i__valid$101 ;
-  wire \i__valid$88 ;
+  wire \i__valid$87 ;
+  input \i__valid$98 ;
+  wire \i__valid$98 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -14288,19 +14259,18 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
-  output [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94 ;
-  wire [31:0] \o__payload$94.result ;
+  output [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95 ;
   wire [31:0] \o__payload$95.result ;
+  wire [31:0] \o__payload$96 ;
+  wire [31:0] \o__payload$96.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$96 ;
-  wire \o__ready$97 ;
+  wire \o__ready$92 ;
   wire o__valid;
-  output \o__valid$98 ;
-  wire \o__valid$98 ;
-  wire \o__valid$99 ;
+  output \o__valid$93 ;
+  wire \o__valid$93 ;
+  wire \o__valid$94 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -14379,39 +14349,39 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   wire [12:0] sum0_l4_1;
   wire [13:0] sum0_l5_0;
   wire [159:0] values;
-  wire [159:0] \values$15 ;
-  wire [4:0] \values$15[0] ;
-  wire [4:0] \values$15[10] ;
-  wire [4:0] \values$15[11] ;
-  wire [4:0] \values$15[12] ;
-  wire [4:0] \values$15[13] ;
-  wire [4:0] \values$15[14] ;
-  wire [4:0] \values$15[15] ;
-  wire [4:0] \values$15[16] ;
-  wire [4:0] \values$15[17] ;
-  wire [4:0] \values$15[18] ;
-  wire [4:0] \values$15[19] ;
-  wire [4:0] \values$15[1] ;
-  wire [4:0] \values$15[20] ;
-  wire [4:0] \values$15[21] ;
-  wire [4:0] \values$15[22] ;
-  wire [4:0] \values$15[23] ;
-  wire [4:0] \values$15[24] ;
-  wire [4:0] \values$15[25] ;
-  wire [4:0] \values$15[26] ;
-  wire [4:0] \values$15[27] ;
-  wire [4:0] \values$15[28] ;
-  wire [4:0] \values$15[29] ;
-  wire [4:0] \values$15[2] ;
-  wire [4:0] \values$15[30] ;
-  wire [4:0] \values$15[31] ;
-  wire [4:0] \values$15[3] ;
-  wire [4:0] \values$15[4] ;
-  wire [4:0] \values$15[5] ;
-  wire [4:0] \values$15[6] ;
-  wire [4:0] \values$15[7] ;
-  wire [4:0] \values$15[8] ;
-  wire [4:0] \values$15[9] ;
+  wire [159:0] \values$14 ;
+  wire [4:0] \values$14[0] ;
+  wire [4:0] \values$14[10] ;
+  wire [4:0] \values$14[11] ;
+  wire [4:0] \values$14[12] ;
+  wire [4:0] \values$14[13] ;
+  wire [4:0] \values$14[14] ;
+  wire [4:0] \values$14[15] ;
+  wire [4:0] \values$14[16] ;
+  wire [4:0] \values$14[17] ;
+  wire [4:0] \values$14[18] ;
+  wire [4:0] \values$14[19] ;
+  wire [4:0] \values$14[1] ;
+  wire [4:0] \values$14[20] ;
+  wire [4:0] \values$14[21] ;
+  wire [4:0] \values$14[22] ;
+  wire [4:0] \values$14[23] ;
+  wire [4:0] \values$14[24] ;
+  wire [4:0] \values$14[25] ;
+  wire [4:0] \values$14[26] ;
+  wire [4:0] \values$14[27] ;
+  wire [4:0] \values$14[28] ;
+  wire [4:0] \values$14[29] ;
+  wire [4:0] \values$14[2] ;
+  wire [4:0] \values$14[30] ;
+  wire [4:0] \values$14[31] ;
+  wire [4:0] \values$14[3] ;
+  wire [4:0] \values$14[4] ;
+  wire [4:0] \values$14[5] ;
+  wire [4:0] \values$14[6] ;
+  wire [4:0] \values$14[7] ;
+  wire [4:0] \values$14[8] ;
+  wire [4:0] \values$14[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -14486,11 +14456,8 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   always @(posedge aclk)
     s3_sum <= \$15 ;
   assign \$1  = ~ s1_valid;
-  assign s1_load = \$1  | i__ready;
   assign \$2  = ~ s0_valid;
-  assign s0_load = \$2  | s1_load;
   assign \$3  = ~ rst;
-  assign \i__ready$5  = s0_load & \$3 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -14554,9 +14521,7 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign sum0_l4_1 = $signed(sum0_l3_2) + $signed(sum0_l3_3);
   assign sum0_l5_0 = $signed(sum0_l4_0) + $signed(sum0_l4_1);
   assign block_sum = $signed(sum0_l5_0) + $signed(s1_negatives);
-  assign \$4  = s0_load & \i__valid$101 ;
   assign \$5  = i__payload[136:132] + i__payload[273:269];
-  assign \$6  = s1_load & s0_valid;
   always @(posedge aclk)
     s0_valid <= \$7 ;
   always @(posedge aclk)
@@ -14569,13 +14534,11 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     s1_products <= \$11 ;
   \bd_linear_b32_n4.dot3.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$84 ),
+    .i__payload(\i__payload$83 ),
     .i__valid(s1_valid),
-    .o__payload(\i__payload$90 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$88 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$89 ),
+    .o_valid(\i__valid$87 ),
+    .rst(rst)
   );
   \bd_linear_b32_n4.dot3.dec_a  dec_a (
     .\port$4980$0 (i__payload[131:0]),
@@ -14593,12 +14556,11 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   );
   \bd_linear_b32_n4.dot3.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$90 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$88 ),
-    .o__payload(\o__payload$94 ),
+    .i__payload(\i__payload$89 ),
+    .i__valid(\i__valid$87 ),
+    .o__payload(\o__payload$95 ),
     .rst(rst),
-    .s1_valid(\o__valid$98 )
+    .s1_valid(\o__valid$93 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
@@ -14625,7 +14587,7 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$7  = s0_valid;
     if (s0_load) begin
-      \$7  = \i__valid$101 ;
+      \$7  = \i__valid$98 ;
     end
     if (rst) begin
       \$7  = 1'h0;
@@ -14671,19 +14633,18 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$10  = i__payload[268:265];
-  assign \codes$11  = i__payload[264:137];
+  assign \dialect$9  = i__payload[268:265];
+  assign \codes$10  = i__payload[264:137];
   assign values = a;
-  assign \values$15  = w;
+  assign \values$14  = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s1_valid;
-  assign o__valid = \i__valid$88 ;
-  assign o__payload = \i__payload$90 ;
-  assign \i__ready$93  = o__ready;
-  assign \o__payload$95  = \o__payload$94 ;
-  assign \o__ready$96  = 1'h1;
-  assign \o__ready$97  = 1'h1;
-  assign \o__valid$99  = \o__valid$98 ;
+  assign o__valid = \i__valid$87 ;
+  assign o__payload = \i__payload$89 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$92  = 1'h1;
+  assign \o__valid$94  = \o__valid$93 ;
+  assign \o__payload$96  = \o__payload$95 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -14787,38 +14748,38 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$11[0]  = i__payload[140:137];
-  assign \codes$11[1]  = i__payload[144:141];
-  assign \codes$11[2]  = i__payload[148:145];
-  assign \codes$11[3]  = i__payload[152:149];
-  assign \codes$11[4]  = i__payload[156:153];
-  assign \codes$11[5]  = i__payload[160:157];
-  assign \codes$11[6]  = i__payload[164:161];
-  assign \codes$11[7]  = i__payload[168:165];
-  assign \codes$11[8]  = i__payload[172:169];
-  assign \codes$11[9]  = i__payload[176:173];
-  assign \codes$11[10]  = i__payload[180:177];
-  assign \codes$11[11]  = i__payload[184:181];
-  assign \codes$11[12]  = i__payload[188:185];
-  assign \codes$11[13]  = i__payload[192:189];
-  assign \codes$11[14]  = i__payload[196:193];
-  assign \codes$11[15]  = i__payload[200:197];
-  assign \codes$11[16]  = i__payload[204:201];
-  assign \codes$11[17]  = i__payload[208:205];
-  assign \codes$11[18]  = i__payload[212:209];
-  assign \codes$11[19]  = i__payload[216:213];
-  assign \codes$11[20]  = i__payload[220:217];
-  assign \codes$11[21]  = i__payload[224:221];
-  assign \codes$11[22]  = i__payload[228:225];
-  assign \codes$11[23]  = i__payload[232:229];
-  assign \codes$11[24]  = i__payload[236:233];
-  assign \codes$11[25]  = i__payload[240:237];
-  assign \codes$11[26]  = i__payload[244:241];
-  assign \codes$11[27]  = i__payload[248:245];
-  assign \codes$11[28]  = i__payload[252:249];
-  assign \codes$11[29]  = i__payload[256:253];
-  assign \codes$11[30]  = i__payload[260:257];
-  assign \codes$11[31]  = i__payload[264:261];
+  assign \codes$10[0]  = i__payload[140:137];
+  assign \codes$10[1]  = i__payload[144:141];
+  assign \codes$10[2]  = i__payload[148:145];
+  assign \codes$10[3]  = i__payload[152:149];
+  assign \codes$10[4]  = i__payload[156:153];
+  assign \codes$10[5]  = i__payload[160:157];
+  assign \codes$10[6]  = i__payload[164:161];
+  assign \codes$10[7]  = i__payload[168:165];
+  assign \codes$10[8]  = i__payload[172:169];
+  assign \codes$10[9]  = i__payload[176:173];
+  assign \codes$10[10]  = i__payload[180:177];
+  assign \codes$10[11]  = i__payload[184:181];
+  assign \codes$10[12]  = i__payload[188:185];
+  assign \codes$10[13]  = i__payload[192:189];
+  assign \codes$10[14]  = i__payload[196:193];
+  assign \codes$10[15]  = i__payload[200:197];
+  assign \codes$10[16]  = i__payload[204:201];
+  assign \codes$10[17]  = i__payload[208:205];
+  assign \codes$10[18]  = i__payload[212:209];
+  assign \codes$10[19]  = i__payload[216:213];
+  assign \codes$10[20]  = i__payload[220:217];
+  assign \codes$10[21]  = i__payload[224:221];
+  assign \codes$10[22]  = i__payload[228:225];
+  assign \codes$10[23]  = i__payload[232:229];
+  assign \codes$10[24]  = i__payload[236:233];
+  assign \codes$10[25]  = i__payload[240:237];
+  assign \codes$10[26]  = i__payload[244:241];
+  assign \codes$10[27]  = i__payload[248:245];
+  assign \codes$10[28]  = i__payload[252:249];
+  assign \codes$10[29]  = i__payload[256:253];
+  assign \codes$10[30]  = i__payload[260:257];
+  assign \codes$10[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -14915,45 +14876,45 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \values$15[0]  = w[4:0];
-  assign \values$15[1]  = w[9:5];
-  assign \values$15[2]  = w[14:10];
-  assign \values$15[3]  = w[19:15];
-  assign \values$15[4]  = w[24:20];
-  assign \values$15[5]  = w[29:25];
-  assign \values$15[6]  = w[34:30];
-  assign \values$15[7]  = w[39:35];
-  assign \values$15[8]  = w[44:40];
-  assign \values$15[9]  = w[49:45];
-  assign \values$15[10]  = w[54:50];
-  assign \values$15[11]  = w[59:55];
-  assign \values$15[12]  = w[64:60];
-  assign \values$15[13]  = w[69:65];
-  assign \values$15[14]  = w[74:70];
-  assign \values$15[15]  = w[79:75];
-  assign \values$15[16]  = w[84:80];
-  assign \values$15[17]  = w[89:85];
-  assign \values$15[18]  = w[94:90];
-  assign \values$15[19]  = w[99:95];
-  assign \values$15[20]  = w[104:100];
-  assign \values$15[21]  = w[109:105];
-  assign \values$15[22]  = w[114:110];
-  assign \values$15[23]  = w[119:115];
-  assign \values$15[24]  = w[124:120];
-  assign \values$15[25]  = w[129:125];
-  assign \values$15[26]  = w[134:130];
-  assign \values$15[27]  = w[139:135];
-  assign \values$15[28]  = w[144:140];
-  assign \values$15[29]  = w[149:145];
-  assign \values$15[30]  = w[154:150];
-  assign \values$15[31]  = w[159:155];
-  assign \i__payload$84.sum  = \i__payload$84 [13:0];
-  assign \i__payload$84.exp  = \i__payload$84 [19:14];
-  assign \i__payload$84.last  = \i__payload$84 [20];
-  assign \i__payload$90.value  = \i__payload$90 ;
-  assign \o__payload.total  = \i__payload$90 ;
-  assign \o__payload$94.result  = \o__payload$94 ;
-  assign \o__payload$95.result  = \o__payload$94 ;
+  assign \values$14[0]  = w[4:0];
+  assign \values$14[1]  = w[9:5];
+  assign \values$14[2]  = w[14:10];
+  assign \values$14[3]  = w[19:15];
+  assign \values$14[4]  = w[24:20];
+  assign \values$14[5]  = w[29:25];
+  assign \values$14[6]  = w[34:30];
+  assign \values$14[7]  = w[39:35];
+  assign \values$14[8]  = w[44:40];
+  assign \values$14[9]  = w[49:45];
+  assign \values$14[10]  = w[54:50];
+  assign \values$14[11]  = w[59:55];
+  assign \values$14[12]  = w[64:60];
+  assign \values$14[13]  = w[69:65];
+  assign \values$14[14]  = w[74:70];
+  assign \values$14[15]  = w[79:75];
+  assign \values$14[16]  = w[84:80];
+  assign \values$14[17]  = w[89:85];
+  assign \values$14[18]  = w[94:90];
+  assign \values$14[19]  = w[99:95];
+  assign \values$14[20]  = w[104:100];
+  assign \values$14[21]  = w[109:105];
+  assign \values$14[22]  = w[114:110];
+  assign \values$14[23]  = w[119:115];
+  assign \values$14[24]  = w[124:120];
+  assign \values$14[25]  = w[129:125];
+  assign \values$14[26]  = w[134:130];
+  assign \values$14[27]  = w[139:135];
+  assign \values$14[28]  = w[144:140];
+  assign \values$14[29]  = w[149:145];
+  assign \values$14[30]  = w[154:150];
+  assign \values$14[31]  = w[159:155];
+  assign \i__payload$83.sum  = \i__payload$83 [13:0];
+  assign \i__payload$83.exp  = \i__payload$83 [19:14];
+  assign \i__payload$83.last  = \i__payload$83 [20];
+  assign \i__payload$89.value  = \i__payload$89 ;
+  assign \o__payload.total  = \i__payload$89 ;
+  assign \o__payload$95.result  = \o__payload$95 ;
+  assign \o__payload$96.result  = \o__payload$95 ;
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -14986,13 +14947,18 @@ module \bd_linear_b32_n4.dot3 (rst, i__payload, \i__valid$101 , \o__valid$98 , \
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$84 [20] = s3_last;
-  assign \i__payload$84 [19:14] = s3_exp;
-  assign \i__payload$84 [13:0] = s3_sum;
+  assign \i__payload$83 [20] = s3_last;
+  assign \i__payload$83 [19:14] = s3_exp;
+  assign \i__payload$83 [13:0] = s3_sum;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$3 ;
+  assign \$4  = \i__valid$98 ;
+  assign \$6  = s0_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot3.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -15031,7 +14997,6 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -15051,7 +15016,6 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -15064,12 +15028,8 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -15153,6 +15113,7 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -15167,6 +15128,10 @@ module \bd_linear_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i_
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16790,7 +16755,7 @@ module \bd_linear_b32_n4.dot3.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_b32_n4.dot3.norm (rst, i__ready, i__valid, i__payload, s1_valid, o__payload, aclk);
+module \bd_linear_b32_n4.dot3.norm (rst, i__valid, i__payload, s1_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -16953,7 +16918,6 @@ module \bd_linear_b32_n4.dot3.norm (rst, i__ready, i__valid, i__payload, s1_vali
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;

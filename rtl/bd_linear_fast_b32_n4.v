@@ -952,33 +952,33 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
   \bd_linear_fast_b32_n4.dot0  dot0 (
     .aclk(aclk),
     .i__payload(\i__payload$55 ),
-    .\i__valid$106 (\i__valid$53 ),
-    .\o__payload$99 (results__0__payload),
-    .\o__valid$103 (results__0__valid),
+    .\i__valid$103 (\i__valid$53 ),
+    .\o__payload$100 (results__0__payload),
+    .\o__valid$98 (results__0__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot1  dot1 (
     .aclk(aclk),
     .i__payload(\i__payload$66 ),
-    .\i__valid$106 (\i__valid$53 ),
-    .\o__payload$99 (results__1__payload),
-    .\o__valid$103 (results__1__valid),
+    .\i__valid$103 (\i__valid$53 ),
+    .\o__payload$100 (results__1__payload),
+    .\o__valid$98 (results__1__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot2  dot2 (
     .aclk(aclk),
     .i__payload(\i__payload$74 ),
-    .\i__valid$106 (\i__valid$53 ),
-    .\o__payload$99 (results__2__payload),
-    .\o__valid$103 (results__2__valid),
+    .\i__valid$103 (\i__valid$53 ),
+    .\o__payload$100 (results__2__payload),
+    .\o__valid$98 (results__2__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot3  dot3 (
     .aclk(aclk),
     .i__payload(\i__payload$82 ),
-    .\i__valid$106 (\i__valid$53 ),
-    .\o__payload$99 (results__3__payload),
-    .\o__valid$103 (results__3__valid),
+    .\i__valid$103 (\i__valid$53 ),
+    .\o__payload$100 (results__3__payload),
+    .\o__valid$98 (results__3__valid),
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.group  group (
@@ -3003,7 +3003,7 @@ module \bd_linear_fast_b32_n4.collector.queue (rst, r_en, w_en, r_rdy, r_data, w
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$103 , \o__valid$98 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$5  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -3072,39 +3072,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$14 ;
+  wire [3:0] \codes$14[0] ;
+  wire [3:0] \codes$14[10] ;
+  wire [3:0] \codes$14[11] ;
+  wire [3:0] \codes$14[12] ;
+  wire [3:0] \codes$14[13] ;
+  wire [3:0] \codes$14[14] ;
+  wire [3:0] \codes$14[15] ;
+  wire [3:0] \codes$14[16] ;
+  wire [3:0] \codes$14[17] ;
+  wire [3:0] \codes$14[18] ;
+  wire [3:0] \codes$14[19] ;
+  wire [3:0] \codes$14[1] ;
+  wire [3:0] \codes$14[20] ;
+  wire [3:0] \codes$14[21] ;
+  wire [3:0] \codes$14[22] ;
+  wire [3:0] \codes$14[23] ;
+  wire [3:0] \codes$14[24] ;
+  wire [3:0] \codes$14[25] ;
+  wire [3:0] \codes$14[26] ;
+  wire [3:0] \codes$14[27] ;
+  wire [3:0] \codes$14[28] ;
+  wire [3:0] \codes$14[29] ;
+  wire [3:0] \codes$14[2] ;
+  wire [3:0] \codes$14[30] ;
+  wire [3:0] \codes$14[31] ;
+  wire [3:0] \codes$14[3] ;
+  wire [3:0] \codes$14[4] ;
+  wire [3:0] \codes$14[5] ;
+  wire [3:0] \codes$14[6] ;
+  wire [3:0] \codes$14[7] ;
+  wire [3:0] \codes$14[8] ;
+  wire [3:0] \codes$14[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -3138,15 +3138,15 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$13 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$88 ;
+  wire [5:0] \i__payload$88.exp ;
+  wire \i__payload$88.last ;
+  wire [13:0] \i__payload$88.sum ;
+  wire [81:0] \i__payload$94 ;
+  wire [81:0] \i__payload$94.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -3219,13 +3219,11 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$103 ;
+  wire \i__valid$103 ;
+  wire \i__valid$92 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -3259,19 +3257,18 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$101 ;
-  wire \o__ready$102 ;
+  wire \o__ready$97 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
-  wire \o__valid$104 ;
+  output \o__valid$98 ;
+  wire \o__valid$98 ;
+  wire \o__valid$99 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -3364,39 +3361,39 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$105 ;
+  wire [4:0] \values$105[0] ;
+  wire [4:0] \values$105[10] ;
+  wire [4:0] \values$105[11] ;
+  wire [4:0] \values$105[12] ;
+  wire [4:0] \values$105[13] ;
+  wire [4:0] \values$105[14] ;
+  wire [4:0] \values$105[15] ;
+  wire [4:0] \values$105[16] ;
+  wire [4:0] \values$105[17] ;
+  wire [4:0] \values$105[18] ;
+  wire [4:0] \values$105[19] ;
+  wire [4:0] \values$105[1] ;
+  wire [4:0] \values$105[20] ;
+  wire [4:0] \values$105[21] ;
+  wire [4:0] \values$105[22] ;
+  wire [4:0] \values$105[23] ;
+  wire [4:0] \values$105[24] ;
+  wire [4:0] \values$105[25] ;
+  wire [4:0] \values$105[26] ;
+  wire [4:0] \values$105[27] ;
+  wire [4:0] \values$105[28] ;
+  wire [4:0] \values$105[29] ;
+  wire [4:0] \values$105[2] ;
+  wire [4:0] \values$105[30] ;
+  wire [4:0] \values$105[31] ;
+  wire [4:0] \values$105[3] ;
+  wire [4:0] \values$105[4] ;
+  wire [4:0] \values$105[5] ;
+  wire [4:0] \values$105[6] ;
+  wire [4:0] \values$105[7] ;
+  wire [4:0] \values$105[8] ;
+  wire [4:0] \values$105[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -3465,11 +3462,7 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
   assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
     s0_valid <= \$11 ;
   always @(posedge aclk)
@@ -3509,15 +3502,10 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   always @(posedge aclk)
     s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -3580,13 +3568,11 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot0.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$88 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$94 ),
+    .o_valid(\i__valid$92 ),
+    .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot0.dec_a  dec_a (
     .\port$5186$0 (i__payload[131:0]),
@@ -3594,7 +3580,7 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot0.dec_w  dec_w (
     .\port$5186$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot0.mul  mul (
     .a(a),
@@ -3604,18 +3590,17 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot0.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
+    .i__payload(\i__payload$94 ),
+    .i__valid(\i__valid$92 ),
+    .o__payload(\o__payload$100 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$98 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$11  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$11  = \i__valid$103 ;
     end
     if (rst) begin
       \$11  = 1'h0;
@@ -3662,7 +3647,7 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
     if (\$auto$verilog_backend.cc:2355:dump_module$5 ) begin end
     \$16  = w;
     if (\$6 ) begin
-      \$16  = \values$108 ;
+      \$16  = \values$105 ;
     end
   end
   always @* begin
@@ -3758,19 +3743,18 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$13  = i__payload[268:265];
+  assign \codes$14  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$101  = 1'h1;
-  assign \o__ready$102  = 1'h1;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$92 ;
+  assign o__payload = \i__payload$94 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$97  = 1'h1;
+  assign \o__valid$99  = \o__valid$98 ;
+  assign \o__payload$101  = \o__payload$100 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -3874,38 +3858,38 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$14[0]  = i__payload[140:137];
+  assign \codes$14[1]  = i__payload[144:141];
+  assign \codes$14[2]  = i__payload[148:145];
+  assign \codes$14[3]  = i__payload[152:149];
+  assign \codes$14[4]  = i__payload[156:153];
+  assign \codes$14[5]  = i__payload[160:157];
+  assign \codes$14[6]  = i__payload[164:161];
+  assign \codes$14[7]  = i__payload[168:165];
+  assign \codes$14[8]  = i__payload[172:169];
+  assign \codes$14[9]  = i__payload[176:173];
+  assign \codes$14[10]  = i__payload[180:177];
+  assign \codes$14[11]  = i__payload[184:181];
+  assign \codes$14[12]  = i__payload[188:185];
+  assign \codes$14[13]  = i__payload[192:189];
+  assign \codes$14[14]  = i__payload[196:193];
+  assign \codes$14[15]  = i__payload[200:197];
+  assign \codes$14[16]  = i__payload[204:201];
+  assign \codes$14[17]  = i__payload[208:205];
+  assign \codes$14[18]  = i__payload[212:209];
+  assign \codes$14[19]  = i__payload[216:213];
+  assign \codes$14[20]  = i__payload[220:217];
+  assign \codes$14[21]  = i__payload[224:221];
+  assign \codes$14[22]  = i__payload[228:225];
+  assign \codes$14[23]  = i__payload[232:229];
+  assign \codes$14[24]  = i__payload[236:233];
+  assign \codes$14[25]  = i__payload[240:237];
+  assign \codes$14[26]  = i__payload[244:241];
+  assign \codes$14[27]  = i__payload[248:245];
+  assign \codes$14[28]  = i__payload[252:249];
+  assign \codes$14[29]  = i__payload[256:253];
+  assign \codes$14[30]  = i__payload[260:257];
+  assign \codes$14[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -3970,13 +3954,13 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$88.sum  = \i__payload$88 [13:0];
+  assign \i__payload$88.exp  = \i__payload$88 [19:14];
+  assign \i__payload$88.last  = \i__payload$88 [20];
+  assign \i__payload$94.value  = \i__payload$94 ;
+  assign \o__payload.total  = \i__payload$94 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4009,38 +3993,38 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$105[0]  = \values$105 [4:0];
+  assign \values$105[1]  = \values$105 [9:5];
+  assign \values$105[2]  = \values$105 [14:10];
+  assign \values$105[3]  = \values$105 [19:15];
+  assign \values$105[4]  = \values$105 [24:20];
+  assign \values$105[5]  = \values$105 [29:25];
+  assign \values$105[6]  = \values$105 [34:30];
+  assign \values$105[7]  = \values$105 [39:35];
+  assign \values$105[8]  = \values$105 [44:40];
+  assign \values$105[9]  = \values$105 [49:45];
+  assign \values$105[10]  = \values$105 [54:50];
+  assign \values$105[11]  = \values$105 [59:55];
+  assign \values$105[12]  = \values$105 [64:60];
+  assign \values$105[13]  = \values$105 [69:65];
+  assign \values$105[14]  = \values$105 [74:70];
+  assign \values$105[15]  = \values$105 [79:75];
+  assign \values$105[16]  = \values$105 [84:80];
+  assign \values$105[17]  = \values$105 [89:85];
+  assign \values$105[18]  = \values$105 [94:90];
+  assign \values$105[19]  = \values$105 [99:95];
+  assign \values$105[20]  = \values$105 [104:100];
+  assign \values$105[21]  = \values$105 [109:105];
+  assign \values$105[22]  = \values$105 [114:110];
+  assign \values$105[23]  = \values$105 [119:115];
+  assign \values$105[24]  = \values$105 [124:120];
+  assign \values$105[25]  = \values$105 [129:125];
+  assign \values$105[26]  = \values$105 [134:130];
+  assign \values$105[27]  = \values$105 [139:135];
+  assign \values$105[28]  = \values$105 [144:140];
+  assign \values$105[29]  = \values$105 [149:145];
+  assign \values$105[30]  = \values$105 [154:150];
+  assign \values$105[31]  = \values$105 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -4073,13 +4057,22 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$88 [20] = s3_last;
+  assign \i__payload$88 [19:14] = s3_exp;
+  assign \i__payload$88 [13:0] = s3_sum;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
+  assign \$6  = \i__valid$103 ;
+  assign \$8  = s0_valid;
+  assign \$9  = s1_valid;
+  assign \$10  = s2_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot0.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$6  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -4118,7 +4111,6 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -4138,7 +4130,6 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -4151,12 +4142,8 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -4240,6 +4227,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -4254,6 +4242,10 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, t_load, o__ready, i__payloa
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -5877,7 +5869,7 @@ module \bd_linear_fast_b32_n4.dot0.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot0.norm (rst, i__valid, i__payload, s3_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$9  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6054,7 +6046,6 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s3
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -6928,7 +6919,7 @@ module \bd_linear_fast_b32_n4.dot0.norm (rst, i__ready, i__valid, i__payload, s3
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$103 , \o__valid$98 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$10  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -6997,39 +6988,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$14 ;
+  wire [3:0] \codes$14[0] ;
+  wire [3:0] \codes$14[10] ;
+  wire [3:0] \codes$14[11] ;
+  wire [3:0] \codes$14[12] ;
+  wire [3:0] \codes$14[13] ;
+  wire [3:0] \codes$14[14] ;
+  wire [3:0] \codes$14[15] ;
+  wire [3:0] \codes$14[16] ;
+  wire [3:0] \codes$14[17] ;
+  wire [3:0] \codes$14[18] ;
+  wire [3:0] \codes$14[19] ;
+  wire [3:0] \codes$14[1] ;
+  wire [3:0] \codes$14[20] ;
+  wire [3:0] \codes$14[21] ;
+  wire [3:0] \codes$14[22] ;
+  wire [3:0] \codes$14[23] ;
+  wire [3:0] \codes$14[24] ;
+  wire [3:0] \codes$14[25] ;
+  wire [3:0] \codes$14[26] ;
+  wire [3:0] \codes$14[27] ;
+  wire [3:0] \codes$14[28] ;
+  wire [3:0] \codes$14[29] ;
+  wire [3:0] \codes$14[2] ;
+  wire [3:0] \codes$14[30] ;
+  wire [3:0] \codes$14[31] ;
+  wire [3:0] \codes$14[3] ;
+  wire [3:0] \codes$14[4] ;
+  wire [3:0] \codes$14[5] ;
+  wire [3:0] \codes$14[6] ;
+  wire [3:0] \codes$14[7] ;
+  wire [3:0] \codes$14[8] ;
+  wire [3:0] \codes$14[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -7063,15 +7054,15 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$13 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$88 ;
+  wire [5:0] \i__payload$88.exp ;
+  wire \i__payload$88.last ;
+  wire [13:0] \i__payload$88.sum ;
+  wire [81:0] \i__payload$94 ;
+  wire [81:0] \i__payload$94.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -7144,13 +7135,11 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$103 ;
+  wire \i__valid$103 ;
+  wire \i__valid$92 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -7184,19 +7173,18 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$101 ;
-  wire \o__ready$102 ;
+  wire \o__ready$97 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
-  wire \o__valid$104 ;
+  output \o__valid$98 ;
+  wire \o__valid$98 ;
+  wire \o__valid$99 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -7289,39 +7277,39 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$105 ;
+  wire [4:0] \values$105[0] ;
+  wire [4:0] \values$105[10] ;
+  wire [4:0] \values$105[11] ;
+  wire [4:0] \values$105[12] ;
+  wire [4:0] \values$105[13] ;
+  wire [4:0] \values$105[14] ;
+  wire [4:0] \values$105[15] ;
+  wire [4:0] \values$105[16] ;
+  wire [4:0] \values$105[17] ;
+  wire [4:0] \values$105[18] ;
+  wire [4:0] \values$105[19] ;
+  wire [4:0] \values$105[1] ;
+  wire [4:0] \values$105[20] ;
+  wire [4:0] \values$105[21] ;
+  wire [4:0] \values$105[22] ;
+  wire [4:0] \values$105[23] ;
+  wire [4:0] \values$105[24] ;
+  wire [4:0] \values$105[25] ;
+  wire [4:0] \values$105[26] ;
+  wire [4:0] \values$105[27] ;
+  wire [4:0] \values$105[28] ;
+  wire [4:0] \values$105[29] ;
+  wire [4:0] \values$105[2] ;
+  wire [4:0] \values$105[30] ;
+  wire [4:0] \values$105[31] ;
+  wire [4:0] \values$105[3] ;
+  wire [4:0] \values$105[4] ;
+  wire [4:0] \values$105[5] ;
+  wire [4:0] \values$105[6] ;
+  wire [4:0] \values$105[7] ;
+  wire [4:0] \values$105[8] ;
+  wire [4:0] \values$105[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -7390,11 +7378,7 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
   assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
     s0_valid <= \$11 ;
   always @(posedge aclk)
@@ -7434,15 +7418,10 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   always @(posedge aclk)
     s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -7505,13 +7484,11 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot1.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$88 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$94 ),
+    .o_valid(\i__valid$92 ),
+    .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot1.dec_a  dec_a (
     .\port$5187$0 (i__payload[131:0]),
@@ -7519,7 +7496,7 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot1.dec_w  dec_w (
     .\port$5187$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot1.mul  mul (
     .a(a),
@@ -7529,18 +7506,17 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot1.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
+    .i__payload(\i__payload$94 ),
+    .i__valid(\i__valid$92 ),
+    .o__payload(\o__payload$100 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$98 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$11  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$11  = \i__valid$103 ;
     end
     if (rst) begin
       \$11  = 1'h0;
@@ -7587,7 +7563,7 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
     if (\$auto$verilog_backend.cc:2355:dump_module$10 ) begin end
     \$16  = w;
     if (\$6 ) begin
-      \$16  = \values$108 ;
+      \$16  = \values$105 ;
     end
   end
   always @* begin
@@ -7683,19 +7659,18 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$13  = i__payload[268:265];
+  assign \codes$14  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$101  = 1'h1;
-  assign \o__ready$102  = 1'h1;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$92 ;
+  assign o__payload = \i__payload$94 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$97  = 1'h1;
+  assign \o__valid$99  = \o__valid$98 ;
+  assign \o__payload$101  = \o__payload$100 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -7799,38 +7774,38 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$14[0]  = i__payload[140:137];
+  assign \codes$14[1]  = i__payload[144:141];
+  assign \codes$14[2]  = i__payload[148:145];
+  assign \codes$14[3]  = i__payload[152:149];
+  assign \codes$14[4]  = i__payload[156:153];
+  assign \codes$14[5]  = i__payload[160:157];
+  assign \codes$14[6]  = i__payload[164:161];
+  assign \codes$14[7]  = i__payload[168:165];
+  assign \codes$14[8]  = i__payload[172:169];
+  assign \codes$14[9]  = i__payload[176:173];
+  assign \codes$14[10]  = i__payload[180:177];
+  assign \codes$14[11]  = i__payload[184:181];
+  assign \codes$14[12]  = i__payload[188:185];
+  assign \codes$14[13]  = i__payload[192:189];
+  assign \codes$14[14]  = i__payload[196:193];
+  assign \codes$14[15]  = i__payload[200:197];
+  assign \codes$14[16]  = i__payload[204:201];
+  assign \codes$14[17]  = i__payload[208:205];
+  assign \codes$14[18]  = i__payload[212:209];
+  assign \codes$14[19]  = i__payload[216:213];
+  assign \codes$14[20]  = i__payload[220:217];
+  assign \codes$14[21]  = i__payload[224:221];
+  assign \codes$14[22]  = i__payload[228:225];
+  assign \codes$14[23]  = i__payload[232:229];
+  assign \codes$14[24]  = i__payload[236:233];
+  assign \codes$14[25]  = i__payload[240:237];
+  assign \codes$14[26]  = i__payload[244:241];
+  assign \codes$14[27]  = i__payload[248:245];
+  assign \codes$14[28]  = i__payload[252:249];
+  assign \codes$14[29]  = i__payload[256:253];
+  assign \codes$14[30]  = i__payload[260:257];
+  assign \codes$14[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -7895,13 +7870,13 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$88.sum  = \i__payload$88 [13:0];
+  assign \i__payload$88.exp  = \i__payload$88 [19:14];
+  assign \i__payload$88.last  = \i__payload$88 [20];
+  assign \i__payload$94.value  = \i__payload$94 ;
+  assign \o__payload.total  = \i__payload$94 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -7934,38 +7909,38 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$105[0]  = \values$105 [4:0];
+  assign \values$105[1]  = \values$105 [9:5];
+  assign \values$105[2]  = \values$105 [14:10];
+  assign \values$105[3]  = \values$105 [19:15];
+  assign \values$105[4]  = \values$105 [24:20];
+  assign \values$105[5]  = \values$105 [29:25];
+  assign \values$105[6]  = \values$105 [34:30];
+  assign \values$105[7]  = \values$105 [39:35];
+  assign \values$105[8]  = \values$105 [44:40];
+  assign \values$105[9]  = \values$105 [49:45];
+  assign \values$105[10]  = \values$105 [54:50];
+  assign \values$105[11]  = \values$105 [59:55];
+  assign \values$105[12]  = \values$105 [64:60];
+  assign \values$105[13]  = \values$105 [69:65];
+  assign \values$105[14]  = \values$105 [74:70];
+  assign \values$105[15]  = \values$105 [79:75];
+  assign \values$105[16]  = \values$105 [84:80];
+  assign \values$105[17]  = \values$105 [89:85];
+  assign \values$105[18]  = \values$105 [94:90];
+  assign \values$105[19]  = \values$105 [99:95];
+  assign \values$105[20]  = \values$105 [104:100];
+  assign \values$105[21]  = \values$105 [109:105];
+  assign \values$105[22]  = \values$105 [114:110];
+  assign \values$105[23]  = \values$105 [119:115];
+  assign \values$105[24]  = \values$105 [124:120];
+  assign \values$105[25]  = \values$105 [129:125];
+  assign \values$105[26]  = \values$105 [134:130];
+  assign \values$105[27]  = \values$105 [139:135];
+  assign \values$105[28]  = \values$105 [144:140];
+  assign \values$105[29]  = \values$105 [149:145];
+  assign \values$105[30]  = \values$105 [154:150];
+  assign \values$105[31]  = \values$105 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -7998,13 +7973,22 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$88 [20] = s3_last;
+  assign \i__payload$88 [19:14] = s3_exp;
+  assign \i__payload$88 [13:0] = s3_sum;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
+  assign \$6  = \i__valid$103 ;
+  assign \$8  = s0_valid;
+  assign \$9  = s1_valid;
+  assign \$10  = s2_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot1.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$11  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -8043,7 +8027,6 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -8063,7 +8046,6 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -8076,12 +8058,8 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -8165,6 +8143,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -8179,6 +8158,10 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, t_load, o__ready, i__payloa
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -9802,7 +9785,7 @@ module \bd_linear_fast_b32_n4.dot1.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot1.norm (rst, i__valid, i__payload, s3_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$14  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -9979,7 +9962,6 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s3
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -10853,7 +10835,7 @@ module \bd_linear_fast_b32_n4.dot1.norm (rst, i__ready, i__valid, i__payload, s3
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$103 , \o__valid$98 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$15  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -10922,39 +10904,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$14 ;
+  wire [3:0] \codes$14[0] ;
+  wire [3:0] \codes$14[10] ;
+  wire [3:0] \codes$14[11] ;
+  wire [3:0] \codes$14[12] ;
+  wire [3:0] \codes$14[13] ;
+  wire [3:0] \codes$14[14] ;
+  wire [3:0] \codes$14[15] ;
+  wire [3:0] \codes$14[16] ;
+  wire [3:0] \codes$14[17] ;
+  wire [3:0] \codes$14[18] ;
+  wire [3:0] \codes$14[19] ;
+  wire [3:0] \codes$14[1] ;
+  wire [3:0] \codes$14[20] ;
+  wire [3:0] \codes$14[21] ;
+  wire [3:0] \codes$14[22] ;
+  wire [3:0] \codes$14[23] ;
+  wire [3:0] \codes$14[24] ;
+  wire [3:0] \codes$14[25] ;
+  wire [3:0] \codes$14[26] ;
+  wire [3:0] \codes$14[27] ;
+  wire [3:0] \codes$14[28] ;
+  wire [3:0] \codes$14[29] ;
+  wire [3:0] \codes$14[2] ;
+  wire [3:0] \codes$14[30] ;
+  wire [3:0] \codes$14[31] ;
+  wire [3:0] \codes$14[3] ;
+  wire [3:0] \codes$14[4] ;
+  wire [3:0] \codes$14[5] ;
+  wire [3:0] \codes$14[6] ;
+  wire [3:0] \codes$14[7] ;
+  wire [3:0] \codes$14[8] ;
+  wire [3:0] \codes$14[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -10988,15 +10970,15 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$13 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$88 ;
+  wire [5:0] \i__payload$88.exp ;
+  wire \i__payload$88.last ;
+  wire [13:0] \i__payload$88.sum ;
+  wire [81:0] \i__payload$94 ;
+  wire [81:0] \i__payload$94.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -11069,13 +11051,11 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$103 ;
+  wire \i__valid$103 ;
+  wire \i__valid$92 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -11109,19 +11089,18 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$101 ;
-  wire \o__ready$102 ;
+  wire \o__ready$97 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
-  wire \o__valid$104 ;
+  output \o__valid$98 ;
+  wire \o__valid$98 ;
+  wire \o__valid$99 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -11214,39 +11193,39 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$105 ;
+  wire [4:0] \values$105[0] ;
+  wire [4:0] \values$105[10] ;
+  wire [4:0] \values$105[11] ;
+  wire [4:0] \values$105[12] ;
+  wire [4:0] \values$105[13] ;
+  wire [4:0] \values$105[14] ;
+  wire [4:0] \values$105[15] ;
+  wire [4:0] \values$105[16] ;
+  wire [4:0] \values$105[17] ;
+  wire [4:0] \values$105[18] ;
+  wire [4:0] \values$105[19] ;
+  wire [4:0] \values$105[1] ;
+  wire [4:0] \values$105[20] ;
+  wire [4:0] \values$105[21] ;
+  wire [4:0] \values$105[22] ;
+  wire [4:0] \values$105[23] ;
+  wire [4:0] \values$105[24] ;
+  wire [4:0] \values$105[25] ;
+  wire [4:0] \values$105[26] ;
+  wire [4:0] \values$105[27] ;
+  wire [4:0] \values$105[28] ;
+  wire [4:0] \values$105[29] ;
+  wire [4:0] \values$105[2] ;
+  wire [4:0] \values$105[30] ;
+  wire [4:0] \values$105[31] ;
+  wire [4:0] \values$105[3] ;
+  wire [4:0] \values$105[4] ;
+  wire [4:0] \values$105[5] ;
+  wire [4:0] \values$105[6] ;
+  wire [4:0] \values$105[7] ;
+  wire [4:0] \values$105[8] ;
+  wire [4:0] \values$105[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -11315,11 +11294,7 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
   assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
     s0_valid <= \$11 ;
   always @(posedge aclk)
@@ -11359,15 +11334,10 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   always @(posedge aclk)
     s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -11430,13 +11400,11 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot2.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$88 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$94 ),
+    .o_valid(\i__valid$92 ),
+    .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot2.dec_a  dec_a (
     .\port$5188$0 (i__payload[131:0]),
@@ -11444,7 +11412,7 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot2.dec_w  dec_w (
     .\port$5188$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot2.mul  mul (
     .a(a),
@@ -11454,18 +11422,17 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot2.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
+    .i__payload(\i__payload$94 ),
+    .i__valid(\i__valid$92 ),
+    .o__payload(\o__payload$100 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$98 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$11  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$11  = \i__valid$103 ;
     end
     if (rst) begin
       \$11  = 1'h0;
@@ -11512,7 +11479,7 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
     if (\$auto$verilog_backend.cc:2355:dump_module$15 ) begin end
     \$16  = w;
     if (\$6 ) begin
-      \$16  = \values$108 ;
+      \$16  = \values$105 ;
     end
   end
   always @* begin
@@ -11608,19 +11575,18 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$13  = i__payload[268:265];
+  assign \codes$14  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$101  = 1'h1;
-  assign \o__ready$102  = 1'h1;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$92 ;
+  assign o__payload = \i__payload$94 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$97  = 1'h1;
+  assign \o__valid$99  = \o__valid$98 ;
+  assign \o__payload$101  = \o__payload$100 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -11724,38 +11690,38 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$14[0]  = i__payload[140:137];
+  assign \codes$14[1]  = i__payload[144:141];
+  assign \codes$14[2]  = i__payload[148:145];
+  assign \codes$14[3]  = i__payload[152:149];
+  assign \codes$14[4]  = i__payload[156:153];
+  assign \codes$14[5]  = i__payload[160:157];
+  assign \codes$14[6]  = i__payload[164:161];
+  assign \codes$14[7]  = i__payload[168:165];
+  assign \codes$14[8]  = i__payload[172:169];
+  assign \codes$14[9]  = i__payload[176:173];
+  assign \codes$14[10]  = i__payload[180:177];
+  assign \codes$14[11]  = i__payload[184:181];
+  assign \codes$14[12]  = i__payload[188:185];
+  assign \codes$14[13]  = i__payload[192:189];
+  assign \codes$14[14]  = i__payload[196:193];
+  assign \codes$14[15]  = i__payload[200:197];
+  assign \codes$14[16]  = i__payload[204:201];
+  assign \codes$14[17]  = i__payload[208:205];
+  assign \codes$14[18]  = i__payload[212:209];
+  assign \codes$14[19]  = i__payload[216:213];
+  assign \codes$14[20]  = i__payload[220:217];
+  assign \codes$14[21]  = i__payload[224:221];
+  assign \codes$14[22]  = i__payload[228:225];
+  assign \codes$14[23]  = i__payload[232:229];
+  assign \codes$14[24]  = i__payload[236:233];
+  assign \codes$14[25]  = i__payload[240:237];
+  assign \codes$14[26]  = i__payload[244:241];
+  assign \codes$14[27]  = i__payload[248:245];
+  assign \codes$14[28]  = i__payload[252:249];
+  assign \codes$14[29]  = i__payload[256:253];
+  assign \codes$14[30]  = i__payload[260:257];
+  assign \codes$14[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -11820,13 +11786,13 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$88.sum  = \i__payload$88 [13:0];
+  assign \i__payload$88.exp  = \i__payload$88 [19:14];
+  assign \i__payload$88.last  = \i__payload$88 [20];
+  assign \i__payload$94.value  = \i__payload$94 ;
+  assign \o__payload.total  = \i__payload$94 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -11859,38 +11825,38 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$105[0]  = \values$105 [4:0];
+  assign \values$105[1]  = \values$105 [9:5];
+  assign \values$105[2]  = \values$105 [14:10];
+  assign \values$105[3]  = \values$105 [19:15];
+  assign \values$105[4]  = \values$105 [24:20];
+  assign \values$105[5]  = \values$105 [29:25];
+  assign \values$105[6]  = \values$105 [34:30];
+  assign \values$105[7]  = \values$105 [39:35];
+  assign \values$105[8]  = \values$105 [44:40];
+  assign \values$105[9]  = \values$105 [49:45];
+  assign \values$105[10]  = \values$105 [54:50];
+  assign \values$105[11]  = \values$105 [59:55];
+  assign \values$105[12]  = \values$105 [64:60];
+  assign \values$105[13]  = \values$105 [69:65];
+  assign \values$105[14]  = \values$105 [74:70];
+  assign \values$105[15]  = \values$105 [79:75];
+  assign \values$105[16]  = \values$105 [84:80];
+  assign \values$105[17]  = \values$105 [89:85];
+  assign \values$105[18]  = \values$105 [94:90];
+  assign \values$105[19]  = \values$105 [99:95];
+  assign \values$105[20]  = \values$105 [104:100];
+  assign \values$105[21]  = \values$105 [109:105];
+  assign \values$105[22]  = \values$105 [114:110];
+  assign \values$105[23]  = \values$105 [119:115];
+  assign \values$105[24]  = \values$105 [124:120];
+  assign \values$105[25]  = \values$105 [129:125];
+  assign \values$105[26]  = \values$105 [134:130];
+  assign \values$105[27]  = \values$105 [139:135];
+  assign \values$105[28]  = \values$105 [144:140];
+  assign \values$105[29]  = \values$105 [149:145];
+  assign \values$105[30]  = \values$105 [154:150];
+  assign \values$105[31]  = \values$105 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -11923,13 +11889,22 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$88 [20] = s3_last;
+  assign \i__payload$88 [19:14] = s3_exp;
+  assign \i__payload$88 [13:0] = s3_sum;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
+  assign \$6  = \i__valid$103 ;
+  assign \$8  = s0_valid;
+  assign \$9  = s1_valid;
+  assign \$10  = s2_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot2.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$16  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -11968,7 +11943,6 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -11988,7 +11962,6 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -12001,12 +11974,8 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -12090,6 +12059,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -12104,6 +12074,10 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, t_load, o__ready, i__payloa
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -13727,7 +13701,7 @@ module \bd_linear_fast_b32_n4.dot2.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot2.norm (rst, i__valid, i__payload, s3_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$19  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -13904,7 +13878,6 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s3
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;
@@ -14778,7 +14751,7 @@ module \bd_linear_fast_b32_n4.dot2.norm (rst, i__ready, i__valid, i__payload, s3
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$103 , \o__payload$99 , aclk);
+module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$103 , \o__valid$98 , \o__payload$100 , aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$20  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -14847,39 +14820,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [14:0] block_sum;
   wire [31:0] carries;
   wire [127:0] codes;
-  wire [127:0] \codes$15 ;
-  wire [3:0] \codes$15[0] ;
-  wire [3:0] \codes$15[10] ;
-  wire [3:0] \codes$15[11] ;
-  wire [3:0] \codes$15[12] ;
-  wire [3:0] \codes$15[13] ;
-  wire [3:0] \codes$15[14] ;
-  wire [3:0] \codes$15[15] ;
-  wire [3:0] \codes$15[16] ;
-  wire [3:0] \codes$15[17] ;
-  wire [3:0] \codes$15[18] ;
-  wire [3:0] \codes$15[19] ;
-  wire [3:0] \codes$15[1] ;
-  wire [3:0] \codes$15[20] ;
-  wire [3:0] \codes$15[21] ;
-  wire [3:0] \codes$15[22] ;
-  wire [3:0] \codes$15[23] ;
-  wire [3:0] \codes$15[24] ;
-  wire [3:0] \codes$15[25] ;
-  wire [3:0] \codes$15[26] ;
-  wire [3:0] \codes$15[27] ;
-  wire [3:0] \codes$15[28] ;
-  wire [3:0] \codes$15[29] ;
-  wire [3:0] \codes$15[2] ;
-  wire [3:0] \codes$15[30] ;
-  wire [3:0] \codes$15[31] ;
-  wire [3:0] \codes$15[3] ;
-  wire [3:0] \codes$15[4] ;
-  wire [3:0] \codes$15[5] ;
-  wire [3:0] \codes$15[6] ;
-  wire [3:0] \codes$15[7] ;
-  wire [3:0] \codes$15[8] ;
-  wire [3:0] \codes$15[9] ;
+  wire [127:0] \codes$14 ;
+  wire [3:0] \codes$14[0] ;
+  wire [3:0] \codes$14[10] ;
+  wire [3:0] \codes$14[11] ;
+  wire [3:0] \codes$14[12] ;
+  wire [3:0] \codes$14[13] ;
+  wire [3:0] \codes$14[14] ;
+  wire [3:0] \codes$14[15] ;
+  wire [3:0] \codes$14[16] ;
+  wire [3:0] \codes$14[17] ;
+  wire [3:0] \codes$14[18] ;
+  wire [3:0] \codes$14[19] ;
+  wire [3:0] \codes$14[1] ;
+  wire [3:0] \codes$14[20] ;
+  wire [3:0] \codes$14[21] ;
+  wire [3:0] \codes$14[22] ;
+  wire [3:0] \codes$14[23] ;
+  wire [3:0] \codes$14[24] ;
+  wire [3:0] \codes$14[25] ;
+  wire [3:0] \codes$14[26] ;
+  wire [3:0] \codes$14[27] ;
+  wire [3:0] \codes$14[28] ;
+  wire [3:0] \codes$14[29] ;
+  wire [3:0] \codes$14[2] ;
+  wire [3:0] \codes$14[30] ;
+  wire [3:0] \codes$14[31] ;
+  wire [3:0] \codes$14[3] ;
+  wire [3:0] \codes$14[4] ;
+  wire [3:0] \codes$14[5] ;
+  wire [3:0] \codes$14[6] ;
+  wire [3:0] \codes$14[7] ;
+  wire [3:0] \codes$14[8] ;
+  wire [3:0] \codes$14[9] ;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
   wire [3:0] \codes[11] ;
@@ -14913,15 +14886,15 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \codes[8] ;
   wire [3:0] \codes[9] ;
   wire [3:0] dialect;
-  wire [3:0] \dialect$14 ;
+  wire [3:0] \dialect$13 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [20:0] \i__payload$89 ;
-  wire [5:0] \i__payload$89.exp ;
-  wire \i__payload$89.last ;
-  wire [13:0] \i__payload$89.sum ;
-  wire [81:0] \i__payload$95 ;
-  wire [81:0] \i__payload$95.value ;
+  wire [20:0] \i__payload$88 ;
+  wire [5:0] \i__payload$88.exp ;
+  wire \i__payload$88.last ;
+  wire [13:0] \i__payload$88.sum ;
+  wire [81:0] \i__payload$94 ;
+  wire [81:0] \i__payload$94.value ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -14994,13 +14967,11 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [3:0] \i__payload.w_dialect ;
   wire [4:0] \i__payload.w_exp ;
   wire i__ready;
-  wire \i__ready$9 ;
-  wire \i__ready$98 ;
   (* init = 1'h0 *)
   wire i__valid;
-  input \i__valid$106 ;
-  wire \i__valid$106 ;
-  wire \i__valid$93 ;
+  input \i__valid$103 ;
+  wire \i__valid$103 ;
+  wire \i__valid$92 ;
   wire [13:0] negatives;
   wire [1:0] negatives_l1_0;
   wire [1:0] negatives_l1_1;
@@ -15034,19 +15005,18 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [4:0] negatives_l4_1;
   wire [5:0] negatives_l5_0;
   wire [81:0] o__payload;
+  output [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100 ;
   wire [31:0] \o__payload$100.result ;
-  output [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99 ;
-  wire [31:0] \o__payload$99.result ;
+  wire [31:0] \o__payload$101 ;
+  wire [31:0] \o__payload$101.result ;
   wire [81:0] \o__payload.total ;
   wire o__ready;
-  wire \o__ready$101 ;
-  wire \o__ready$102 ;
+  wire \o__ready$97 ;
   wire o__valid;
-  output \o__valid$103 ;
-  wire \o__valid$103 ;
-  wire \o__valid$104 ;
+  output \o__valid$98 ;
+  wire \o__valid$98 ;
+  wire \o__valid$99 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -15139,39 +15109,39 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$108 ;
-  wire [4:0] \values$108[0] ;
-  wire [4:0] \values$108[10] ;
-  wire [4:0] \values$108[11] ;
-  wire [4:0] \values$108[12] ;
-  wire [4:0] \values$108[13] ;
-  wire [4:0] \values$108[14] ;
-  wire [4:0] \values$108[15] ;
-  wire [4:0] \values$108[16] ;
-  wire [4:0] \values$108[17] ;
-  wire [4:0] \values$108[18] ;
-  wire [4:0] \values$108[19] ;
-  wire [4:0] \values$108[1] ;
-  wire [4:0] \values$108[20] ;
-  wire [4:0] \values$108[21] ;
-  wire [4:0] \values$108[22] ;
-  wire [4:0] \values$108[23] ;
-  wire [4:0] \values$108[24] ;
-  wire [4:0] \values$108[25] ;
-  wire [4:0] \values$108[26] ;
-  wire [4:0] \values$108[27] ;
-  wire [4:0] \values$108[28] ;
-  wire [4:0] \values$108[29] ;
-  wire [4:0] \values$108[2] ;
-  wire [4:0] \values$108[30] ;
-  wire [4:0] \values$108[31] ;
-  wire [4:0] \values$108[3] ;
-  wire [4:0] \values$108[4] ;
-  wire [4:0] \values$108[5] ;
-  wire [4:0] \values$108[6] ;
-  wire [4:0] \values$108[7] ;
-  wire [4:0] \values$108[8] ;
-  wire [4:0] \values$108[9] ;
+  wire [159:0] \values$105 ;
+  wire [4:0] \values$105[0] ;
+  wire [4:0] \values$105[10] ;
+  wire [4:0] \values$105[11] ;
+  wire [4:0] \values$105[12] ;
+  wire [4:0] \values$105[13] ;
+  wire [4:0] \values$105[14] ;
+  wire [4:0] \values$105[15] ;
+  wire [4:0] \values$105[16] ;
+  wire [4:0] \values$105[17] ;
+  wire [4:0] \values$105[18] ;
+  wire [4:0] \values$105[19] ;
+  wire [4:0] \values$105[1] ;
+  wire [4:0] \values$105[20] ;
+  wire [4:0] \values$105[21] ;
+  wire [4:0] \values$105[22] ;
+  wire [4:0] \values$105[23] ;
+  wire [4:0] \values$105[24] ;
+  wire [4:0] \values$105[25] ;
+  wire [4:0] \values$105[26] ;
+  wire [4:0] \values$105[27] ;
+  wire [4:0] \values$105[28] ;
+  wire [4:0] \values$105[29] ;
+  wire [4:0] \values$105[2] ;
+  wire [4:0] \values$105[30] ;
+  wire [4:0] \values$105[31] ;
+  wire [4:0] \values$105[3] ;
+  wire [4:0] \values$105[4] ;
+  wire [4:0] \values$105[5] ;
+  wire [4:0] \values$105[6] ;
+  wire [4:0] \values$105[7] ;
+  wire [4:0] \values$105[8] ;
+  wire [4:0] \values$105[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -15240,11 +15210,7 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_1 = $signed(s2_partial[35:24]) + $signed(s2_partial[47:36]);
   assign total_l2_0 = $signed(total_l1_0) + $signed(total_l1_1);
   assign block_sum = $signed(total_l2_0) + $signed(s2_negatives);
-  assign \$6  = s0_load & \i__valid$106 ;
   assign \$7  = i__payload[136:132] + i__payload[273:269];
-  assign \$8  = s1_load & s0_valid;
-  assign \$9  = s2_load & s1_valid;
-  assign \$10  = s3_load & s2_valid;
   always @(posedge aclk)
     s0_valid <= \$11 ;
   always @(posedge aclk)
@@ -15284,15 +15250,10 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   always @(posedge aclk)
     s3_sum <= \$29 ;
   assign \$1  = ~ s3_valid;
-  assign s3_load = \$1  | i__ready;
   assign \$2  = ~ s2_valid;
-  assign s2_load = \$2  | s3_load;
   assign \$3  = ~ s1_valid;
-  assign s1_load = \$3  | s2_load;
   assign \$4  = ~ s0_valid;
-  assign s0_load = \$4  | s1_load;
   assign \$5  = ~ rst;
-  assign \i__ready$9  = s0_load & \$5 ;
   assign negatives_l1_0 = carries[0] + carries[1];
   assign negatives_l1_1 = carries[2] + carries[3];
   assign negatives_l1_2 = carries[4] + carries[5];
@@ -15355,13 +15316,11 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign total_l1_0 = $signed(s2_partial[11:0]) + $signed(s2_partial[23:12]);
   \bd_linear_fast_b32_n4.dot3.accumulator  accumulator (
     .aclk(aclk),
-    .i__payload(\i__payload$89 ),
+    .i__payload(\i__payload$88 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$95 ),
-    .o__ready(o__ready),
-    .o_valid(\i__valid$93 ),
-    .rst(rst),
-    .t_load(i__ready)
+    .o__payload(\i__payload$94 ),
+    .o_valid(\i__valid$92 ),
+    .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot3.dec_a  dec_a (
     .\port$5189$0 (i__payload[131:0]),
@@ -15369,7 +15328,7 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot3.dec_w  dec_w (
     .\port$5189$137 (i__payload[268:137]),
-    .values(\values$108 )
+    .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot3.mul  mul (
     .a(a),
@@ -15379,18 +15338,17 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   );
   \bd_linear_fast_b32_n4.dot3.norm  norm (
     .aclk(aclk),
-    .i__payload(\i__payload$95 ),
-    .i__ready(o__ready),
-    .i__valid(\i__valid$93 ),
-    .o__payload(\o__payload$99 ),
+    .i__payload(\i__payload$94 ),
+    .i__valid(\i__valid$92 ),
+    .o__payload(\o__payload$100 ),
     .rst(rst),
-    .s3_valid(\o__valid$103 )
+    .s3_valid(\o__valid$98 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$11  = s0_valid;
     if (s0_load) begin
-      \$11  = \i__valid$106 ;
+      \$11  = \i__valid$103 ;
     end
     if (rst) begin
       \$11  = 1'h0;
@@ -15437,7 +15395,7 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
     if (\$auto$verilog_backend.cc:2355:dump_module$20 ) begin end
     \$16  = w;
     if (\$6 ) begin
-      \$16  = \values$108 ;
+      \$16  = \values$105 ;
     end
   end
   always @* begin
@@ -15533,19 +15491,18 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   end
   assign dialect = i__payload[131:128];
   assign codes = i__payload[127:0];
-  assign \dialect$14  = i__payload[268:265];
-  assign \codes$15  = i__payload[264:137];
+  assign \dialect$13  = i__payload[268:265];
+  assign \codes$14  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
   assign negatives = { 8'h00, negatives_l5_0 };
   assign i__valid = s3_valid;
-  assign o__valid = \i__valid$93 ;
-  assign o__payload = \i__payload$95 ;
-  assign \i__ready$98  = o__ready;
-  assign \o__payload$100  = \o__payload$99 ;
-  assign \o__ready$101  = 1'h1;
-  assign \o__ready$102  = 1'h1;
-  assign \o__valid$104  = \o__valid$103 ;
+  assign o__valid = \i__valid$92 ;
+  assign o__payload = \i__payload$94 ;
+  assign o__ready = 1'h1;
+  assign \o__ready$97  = 1'h1;
+  assign \o__valid$99  = \o__valid$98 ;
+  assign \o__payload$101  = \o__payload$100 ;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -15649,38 +15606,38 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \codes[29]  = i__payload[119:116];
   assign \codes[30]  = i__payload[123:120];
   assign \codes[31]  = i__payload[127:124];
-  assign \codes$15[0]  = i__payload[140:137];
-  assign \codes$15[1]  = i__payload[144:141];
-  assign \codes$15[2]  = i__payload[148:145];
-  assign \codes$15[3]  = i__payload[152:149];
-  assign \codes$15[4]  = i__payload[156:153];
-  assign \codes$15[5]  = i__payload[160:157];
-  assign \codes$15[6]  = i__payload[164:161];
-  assign \codes$15[7]  = i__payload[168:165];
-  assign \codes$15[8]  = i__payload[172:169];
-  assign \codes$15[9]  = i__payload[176:173];
-  assign \codes$15[10]  = i__payload[180:177];
-  assign \codes$15[11]  = i__payload[184:181];
-  assign \codes$15[12]  = i__payload[188:185];
-  assign \codes$15[13]  = i__payload[192:189];
-  assign \codes$15[14]  = i__payload[196:193];
-  assign \codes$15[15]  = i__payload[200:197];
-  assign \codes$15[16]  = i__payload[204:201];
-  assign \codes$15[17]  = i__payload[208:205];
-  assign \codes$15[18]  = i__payload[212:209];
-  assign \codes$15[19]  = i__payload[216:213];
-  assign \codes$15[20]  = i__payload[220:217];
-  assign \codes$15[21]  = i__payload[224:221];
-  assign \codes$15[22]  = i__payload[228:225];
-  assign \codes$15[23]  = i__payload[232:229];
-  assign \codes$15[24]  = i__payload[236:233];
-  assign \codes$15[25]  = i__payload[240:237];
-  assign \codes$15[26]  = i__payload[244:241];
-  assign \codes$15[27]  = i__payload[248:245];
-  assign \codes$15[28]  = i__payload[252:249];
-  assign \codes$15[29]  = i__payload[256:253];
-  assign \codes$15[30]  = i__payload[260:257];
-  assign \codes$15[31]  = i__payload[264:261];
+  assign \codes$14[0]  = i__payload[140:137];
+  assign \codes$14[1]  = i__payload[144:141];
+  assign \codes$14[2]  = i__payload[148:145];
+  assign \codes$14[3]  = i__payload[152:149];
+  assign \codes$14[4]  = i__payload[156:153];
+  assign \codes$14[5]  = i__payload[160:157];
+  assign \codes$14[6]  = i__payload[164:161];
+  assign \codes$14[7]  = i__payload[168:165];
+  assign \codes$14[8]  = i__payload[172:169];
+  assign \codes$14[9]  = i__payload[176:173];
+  assign \codes$14[10]  = i__payload[180:177];
+  assign \codes$14[11]  = i__payload[184:181];
+  assign \codes$14[12]  = i__payload[188:185];
+  assign \codes$14[13]  = i__payload[192:189];
+  assign \codes$14[14]  = i__payload[196:193];
+  assign \codes$14[15]  = i__payload[200:197];
+  assign \codes$14[16]  = i__payload[204:201];
+  assign \codes$14[17]  = i__payload[208:205];
+  assign \codes$14[18]  = i__payload[212:209];
+  assign \codes$14[19]  = i__payload[216:213];
+  assign \codes$14[20]  = i__payload[220:217];
+  assign \codes$14[21]  = i__payload[224:221];
+  assign \codes$14[22]  = i__payload[228:225];
+  assign \codes$14[23]  = i__payload[232:229];
+  assign \codes$14[24]  = i__payload[236:233];
+  assign \codes$14[25]  = i__payload[240:237];
+  assign \codes$14[26]  = i__payload[244:241];
+  assign \codes$14[27]  = i__payload[248:245];
+  assign \codes$14[28]  = i__payload[252:249];
+  assign \codes$14[29]  = i__payload[256:253];
+  assign \codes$14[30]  = i__payload[260:257];
+  assign \codes$14[31]  = i__payload[264:261];
   assign \a[0]  = a[4:0];
   assign \a[1]  = a[9:5];
   assign \a[2]  = a[14:10];
@@ -15745,13 +15702,13 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$89.sum  = \i__payload$89 [13:0];
-  assign \i__payload$89.exp  = \i__payload$89 [19:14];
-  assign \i__payload$89.last  = \i__payload$89 [20];
-  assign \i__payload$95.value  = \i__payload$95 ;
-  assign \o__payload.total  = \i__payload$95 ;
-  assign \o__payload$99.result  = \o__payload$99 ;
-  assign \o__payload$100.result  = \o__payload$99 ;
+  assign \i__payload$88.sum  = \i__payload$88 [13:0];
+  assign \i__payload$88.exp  = \i__payload$88 [19:14];
+  assign \i__payload$88.last  = \i__payload$88 [20];
+  assign \i__payload$94.value  = \i__payload$94 ;
+  assign \o__payload.total  = \i__payload$94 ;
+  assign \o__payload$100.result  = \o__payload$100 ;
+  assign \o__payload$101.result  = \o__payload$100 ;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -15784,38 +15741,38 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$108[0]  = \values$108 [4:0];
-  assign \values$108[1]  = \values$108 [9:5];
-  assign \values$108[2]  = \values$108 [14:10];
-  assign \values$108[3]  = \values$108 [19:15];
-  assign \values$108[4]  = \values$108 [24:20];
-  assign \values$108[5]  = \values$108 [29:25];
-  assign \values$108[6]  = \values$108 [34:30];
-  assign \values$108[7]  = \values$108 [39:35];
-  assign \values$108[8]  = \values$108 [44:40];
-  assign \values$108[9]  = \values$108 [49:45];
-  assign \values$108[10]  = \values$108 [54:50];
-  assign \values$108[11]  = \values$108 [59:55];
-  assign \values$108[12]  = \values$108 [64:60];
-  assign \values$108[13]  = \values$108 [69:65];
-  assign \values$108[14]  = \values$108 [74:70];
-  assign \values$108[15]  = \values$108 [79:75];
-  assign \values$108[16]  = \values$108 [84:80];
-  assign \values$108[17]  = \values$108 [89:85];
-  assign \values$108[18]  = \values$108 [94:90];
-  assign \values$108[19]  = \values$108 [99:95];
-  assign \values$108[20]  = \values$108 [104:100];
-  assign \values$108[21]  = \values$108 [109:105];
-  assign \values$108[22]  = \values$108 [114:110];
-  assign \values$108[23]  = \values$108 [119:115];
-  assign \values$108[24]  = \values$108 [124:120];
-  assign \values$108[25]  = \values$108 [129:125];
-  assign \values$108[26]  = \values$108 [134:130];
-  assign \values$108[27]  = \values$108 [139:135];
-  assign \values$108[28]  = \values$108 [144:140];
-  assign \values$108[29]  = \values$108 [149:145];
-  assign \values$108[30]  = \values$108 [154:150];
-  assign \values$108[31]  = \values$108 [159:155];
+  assign \values$105[0]  = \values$105 [4:0];
+  assign \values$105[1]  = \values$105 [9:5];
+  assign \values$105[2]  = \values$105 [14:10];
+  assign \values$105[3]  = \values$105 [19:15];
+  assign \values$105[4]  = \values$105 [24:20];
+  assign \values$105[5]  = \values$105 [29:25];
+  assign \values$105[6]  = \values$105 [34:30];
+  assign \values$105[7]  = \values$105 [39:35];
+  assign \values$105[8]  = \values$105 [44:40];
+  assign \values$105[9]  = \values$105 [49:45];
+  assign \values$105[10]  = \values$105 [54:50];
+  assign \values$105[11]  = \values$105 [59:55];
+  assign \values$105[12]  = \values$105 [64:60];
+  assign \values$105[13]  = \values$105 [69:65];
+  assign \values$105[14]  = \values$105 [74:70];
+  assign \values$105[15]  = \values$105 [79:75];
+  assign \values$105[16]  = \values$105 [84:80];
+  assign \values$105[17]  = \values$105 [89:85];
+  assign \values$105[18]  = \values$105 [94:90];
+  assign \values$105[19]  = \values$105 [99:95];
+  assign \values$105[20]  = \values$105 [104:100];
+  assign \values$105[21]  = \values$105 [109:105];
+  assign \values$105[22]  = \values$105 [114:110];
+  assign \values$105[23]  = \values$105 [119:115];
+  assign \values$105[24]  = \values$105 [124:120];
+  assign \values$105[25]  = \values$105 [129:125];
+  assign \values$105[26]  = \values$105 [134:130];
+  assign \values$105[27]  = \values$105 [139:135];
+  assign \values$105[28]  = \values$105 [144:140];
+  assign \values$105[29]  = \values$105 [149:145];
+  assign \values$105[30]  = \values$105 [154:150];
+  assign \values$105[31]  = \values$105 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -15848,13 +15805,22 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$106 , \o__valid$1
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$89 [20] = s3_last;
-  assign \i__payload$89 [19:14] = s3_exp;
-  assign \i__payload$89 [13:0] = s3_sum;
+  assign \i__payload$88 [20] = s3_last;
+  assign \i__payload$88 [19:14] = s3_exp;
+  assign \i__payload$88 [13:0] = s3_sum;
+  assign s3_load = 1'h1;
+  assign s2_load = 1'h1;
+  assign s1_load = 1'h1;
+  assign s0_load = 1'h1;
+  assign i__ready = \$5 ;
+  assign \$6  = \i__valid$103 ;
+  assign \$8  = s0_valid;
+  assign \$9  = s1_valid;
+  assign \$10  = s2_valid;
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payload, i__valid, o_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot3.accumulator (rst, i__payload, i__valid, o_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$21  = 0;
   wire [82:0] \$1 ;
   wire [82:0] \$10 ;
@@ -15893,7 +15859,6 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
   output [81:0] o__payload;
   reg [81:0] o__payload = 82'h000000000000000000000;
   wire [81:0] \o__payload.total ;
-  input o__ready;
   wire o__ready;
   (* init = 1'h0 *)
   wire o__valid;
@@ -15913,7 +15878,6 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
   wire [81:0] shift5;
   wire t_fire;
   reg t_last = 1'h0;
-  output t_load;
   wire t_load;
   reg [81:0] t_term = 82'h000000000000000000000;
   reg t_valid = 1'h0;
@@ -15926,12 +15890,8 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
   assign \$10  = i__payload[18] ? { 1'h0, \$9 [81:0] } : { \$8 [81], \$8 [81:0] };
   assign \$12  = i__payload[19] ? { 1'h0, \$11 [81:0] } : { \$10 [81], \$10 [81:0] };
   assign \$13  = ~ o_valid;
-  assign o_load = \$13  | o__ready;
   assign \$14  = ~ t_last;
-  assign \$15  = \$14  | o_load;
-  assign t_fire = t_valid & \$15 ;
   assign \$16  = ~ t_valid;
-  assign t_load = \$16  | t_fire;
   assign \$17  = $signed(running) + $signed(t_term);
   assign \$18  = t_fire & t_last;
   always @(posedge aclk)
@@ -16015,6 +15975,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
   assign shift3 = \$8 [81:0];
   assign shift4 = \$10 [81:0];
   assign shift5 = \$12 [81:0];
+  assign o__ready = 1'h1;
   assign i__ready = t_load;
   assign o__valid = o_valid;
   assign o_total = o__payload;
@@ -16029,6 +15990,10 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, t_load, o__ready, i__payloa
   assign \$7  = { \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81], \$6 [81:0], 8'h00 };
   assign \$9  = { \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81], \$8 [81:0], 16'h0000 };
   assign \$11  = { \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81], \$10 [81:0], 32'h00000000 };
+  assign o_load = 1'h1;
+  assign \$15  = 1'h1;
+  assign t_fire = t_valid;
+  assign t_load = 1'h1;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -17652,7 +17617,7 @@ module \bd_linear_fast_b32_n4.dot3.mul (w, products, carries, a);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.norm (rst, i__ready, i__valid, i__payload, s3_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.dot3.norm (rst, i__valid, i__payload, s3_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$24  = 0;
   wire \$1 ;
   wire \$10 ;
@@ -17829,7 +17794,6 @@ module \bd_linear_fast_b32_n4.dot3.norm (rst, i__ready, i__valid, i__payload, s3
   input [81:0] i__payload;
   wire [81:0] i__payload;
   wire [81:0] \i__payload.value ;
-  output i__ready;
   wire i__ready;
   input i__valid;
   wire i__valid;

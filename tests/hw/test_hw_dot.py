@@ -303,6 +303,12 @@ def test_dot_bad_pipeline(pipeline):
         BDDot(32, pipeline=pipeline)
 
 
+@pytest.mark.parametrize("stall_free", [1, 0, "yes", None])
+def test_dot_bad_stall_free(stall_free):
+    with pytest.raises(ValueError, match="stall_free"):
+        BDDot(32, stall_free=stall_free)
+
+
 @pytest.mark.parametrize("B", [0, 8, 33, 128, "16", True])
 def test_dot_bad_block_size(B):
     """B is checked once, by the unit; its stages take the lane count they are given."""
