@@ -62,8 +62,9 @@ Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high)
 ``exp``/``decode``, then the quantizer's ``exp8``, ``count``, ``qmax8`` and ``pair_rule``), so
 ``p = 0`` is the small low-latency build and ``p = 8`` the fast one (every cut point of both parts
 taken: the quantizer of ``bd_quantizer_fast``, dot units at ``pipeline = 4``). The dot units'
-fifth cut, ``ready``, is not taken: the engine never holds them (their output ``ready`` is tied
-high), so their ready chains fold away and there is nothing for a skid buffer to cut.
+fifth cut, ``ready``, is not taken: the engine never holds them, so they are built
+``stall_free`` (:class:`~bd_hw.params.DotParams`: no valid/ready chain, every stage's enable its
+input's valid bit) and there is nothing for a skid buffer to cut.
 
 No combinational path runs from an input to an output: the ``tready`` outputs depend on registers
 (``s_axis_w_tready`` on the vector's state and the collector's credit, a register; not on
@@ -195,7 +196,7 @@ class BDLinear(ParametrisedComponent):
         # --- weight side: s_axis_w -> read stage -> N dot units ----------------------------------
         # Nothing after the weight input ever stalls: the weight take waits for the collector's
         # credit (fewer than `capacity` row groups owed, a register), which reserves every
-        # result's slot, so the dot units' output ready is tied high and the read stage loads at
+        # result's slot, so the dot units are stall-free (no ready chain) and the read stage loads at
         # every clock. The read stage registers the beat's weight blocks and its activation block.
         # The buffer is read one beat ahead (the block the next weight beat needs: the next in the
         # group, or block 0 after a group's tlast and while no vector is loaded), so the block

@@ -333,9 +333,8 @@ class LinearParams(Params):
     products: str = "lut"
 
     #: The dot units' cut points that the engine takes: all but ``"ready"``. The engine never holds
-    #: its dot units (their output ``ready`` is tied high: every result has a reserved slot in the
-    #: collector, see :attr:`capacity`), so their ready chain folds away and a skid buffer there
-    #: would be dead logic.
+    #: its dot units (every result has a reserved slot in the collector, see :attr:`capacity`;
+    #: they are built ``stall_free``), so a skid buffer there would be dead logic.
     DOT_CUT_POINTS: ClassVar[tuple[str, ...]] = tuple(c for c in DotParams.CUT_POINTS if c != "ready")
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more. The engine takes every cut point of both parts (ENGINE_DEPTH steps, the longer
