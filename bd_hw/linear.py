@@ -33,7 +33,7 @@ taken while a vector loads, nor the activation stream while a matrix streams (on
 upper 7 bits of a packed header word are ignored.
 
 Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high), for the
-``pipeline`` setting ``p`` (0 to 8, default 0; see :class:`BDLinear`):
+``pipeline`` setting ``p`` (0 to 10, default 0; see :class:`BDLinear`):
 
 - **Latency 8 + min(p, 4)** (:attr:`BDLinear.latency`, 12 at ``p`` >= 4): the ``tlast`` beat of a
   row group accepted at edge ``t`` gives its result beat, transferred at edge ``t + latency``: one
@@ -46,9 +46,9 @@ Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high)
   between the weight input and the collector ever waits. With ``m_axis_y_tready`` low the engine
   takes row groups until it owes ``capacity`` of them, then holds ``s_axis_w_tready`` low until a
   result leaves; the slot frees at the clock after.
-- **Vector turnaround 5 + p** (:attr:`BDLinear.vector_latency`, 13 at ``p = 8``): the final
-  activation beat accepted at edge ``t`` is in the buffer after :attr:`BDQuantizer.latency` (4 + p)
-  edges; the first weight
+- **Vector turnaround 5 + p, 4 + p from p = 9** (:attr:`BDLinear.vector_latency`, 14 at
+  ``p = 10``): the final activation beat accepted at edge ``t`` is in the buffer after
+  :attr:`BDQuantizer.latency` (4 + p; the quantizer's ``ready`` cut adds no stage) edges; the first weight
   beat can be accepted at edge ``t + vector_latency``. The first activation beat of the next vector
   can be accepted at the edge after the final weight beat of a matrix.
 - Sustained, at every setting: one weight beat (``N`` blocks) per clock while ``m_axis_y_tready``
@@ -59,10 +59,12 @@ Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high)
 
 ``pipeline = p`` takes the first ``p`` cut points of the quantizer and of every dot unit
 (:attr:`BDLinear.CUT_POINTS` pairs them: ``select``/``abs``, ``shift``/``lzc``, ``qmax``/``tree``,
-``exp``/``decode``, then the quantizer's ``exp8``, ``count``, ``qmax8`` and ``pair_rule``), so
-``p = 0`` is the small low-latency build and ``p = 8`` the fast one (every cut point of both parts
-taken: the quantizer of ``bd_quantizer_fast``, dot units at ``pipeline = 4``). The dot units'
-fifth cut, ``ready``, is not taken: the engine never holds them, so they are built
+``exp``/``decode``, then the quantizer's ``exp8``, ``count``, ``qmax8``, ``pair_rule``, ``ready``
+and ``exp16``), so ``p = 0`` is the small low-latency build and ``p = 10`` the fast one (every cut
+point of both parts taken: the quantizer of ``bd_quantizer_fast``, whose ``ready`` skid buffer
+never fills here, as the engine takes a quantized block at every clock, and so folds away; dot
+units at ``pipeline = 4``). The dot units' fifth cut, ``ready``, is not taken: the engine never
+holds them, so they are built
 ``stall_free`` (:class:`~bd_hw.params.DotParams`: no valid/ready chain, every stage's enable its
 input's valid bit) and there is nothing for a skid buffer to cut.
 
@@ -108,10 +110,10 @@ class BDLinear(ParametrisedComponent):
 
     ``pipeline = p`` is passed on as one integer: the quantizer and every dot unit take the first
     ``p`` of their own cut points (:data:`BDQuantizer.CUT_POINTS`, :data:`BDDot.CUT_POINTS`), a part
-    with fewer cut points than ``p`` all of its own (``LinearParams.ENGINE_DEPTH`` = 8 steps take
+    with fewer cut points than ``p`` all of its own (``LinearParams.ENGINE_DEPTH`` = 10 steps take
     every cut point of both). :data:`CUT_POINTS` lists the pairs so taken, step by step;
     :attr:`latency` is ``8 + min(p, 4)``, :attr:`capacity` ``latency + 1`` and
-    :attr:`vector_latency` ``5 + p``, from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
+    :attr:`vector_latency` ``5 + p`` (``4 + p`` from 9), from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
     ``max_blocks``, ``pipeline``, ``accumulate`` or ``products``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while

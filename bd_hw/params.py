@@ -171,9 +171,6 @@ class QuantizerParams(Params):
     FRAME: ClassVar[tuple[str, ...]] = ("exp16", "exp8", "exp", "s0", "shift", "qmax8", "qmax",
                                         "pair_rule", "s1", "count", "select", "s2", "s3")
     SKID_STAGE: ClassVar[str] = "s1"
-    #: The cut points ``bd_linear`` takes in its quantizer: its output ready is constant 1 there,
-    #: so the skid buffer's spare bank would never fill.
-    ENGINE_CUT_POINTS: ClassVar[tuple[str, ...]] = CUT_POINTS[:8]
     BASE_LATENCY: ClassVar[int] = 4          # register stages without optional cuts
 
     def __post_init__(self):
@@ -338,10 +335,12 @@ class LinearParams(Params):
     DOT_CUT_POINTS: ClassVar[tuple[str, ...]] = tuple(c for c in DotParams.CUT_POINTS if c != "ready")
     #: Step ``p`` of ``pipeline``: (quantizer cut point, dot-unit cut point), None where a part has
     #: no more. The engine takes every cut point of both parts (ENGINE_DEPTH steps, the longer
-    #: part's count): the quantizer's :data:`~QuantizerParams.ENGINE_CUT_POINTS` (its last four
-    #: of them cut its exponent and q maximum trees) and the dot units' :data:`DOT_CUT_POINTS`.
-    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.ENGINE_CUT_POINTS), len(DOT_CUT_POINTS))
-    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.ENGINE_CUT_POINTS, DOT_CUT_POINTS))
+    #: part's count): all the quantizer's (``exp8`` to ``pair_rule`` and ``exp16`` cut its exponent
+    #: and q maximum trees; its ``ready`` skid buffer, which ``exp16`` follows, never fills there,
+    #: as the engine's quantizer output is always ready, and folds away) and the dot units'
+    #: :data:`DOT_CUT_POINTS`.
+    ENGINE_DEPTH: ClassVar[int] = max(len(QuantizerParams.CUT_POINTS), len(DOT_CUT_POINTS))
+    CUT_POINTS: ClassVar[tuple] = tuple(zip_longest(QuantizerParams.CUT_POINTS, DOT_CUT_POINTS))
     READ_STAGES: ClassVar[int] = 1           # the beat and its activation block (read ahead), registered
     COLLECTOR_LATENCY: ClassVar[int] = 1     # the collector's output register
 
@@ -357,7 +356,7 @@ class LinearParams(Params):
     @property
     def quantizer(self) -> QuantizerParams:
         """The quantizer's parameters: this block size and pipeline setting."""
-        return QuantizerParams(self.B, pipeline=min(self.pipeline, len(QuantizerParams.ENGINE_CUT_POINTS)))
+        return QuantizerParams(self.B, pipeline=min(self.pipeline, len(QuantizerParams.CUT_POINTS)))
 
     @property
     def dot(self) -> DotParams:
@@ -377,7 +376,8 @@ class LinearParams(Params):
     @property
     def vector_latency(self) -> int:
         """Edges from accepting a vector's final activation beat to the first weight beat it can
-        take (``5 + pipeline``, 13 at the deepest setting): the quantizer's latency, then one edge to write the buffer."""
+        take (``5 + pipeline``, ``4 + pipeline`` from 9, 14 at the deepest setting): the quantizer's
+        latency, then one edge to write the buffer."""
         return self.quantizer.latency + 1
 
     @property

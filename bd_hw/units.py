@@ -21,7 +21,7 @@ name                 block sizes     builder and parameters                    l
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
 ``bd_linear_n8``     32              ``BDLinear(B, N=8)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
-``bd_linear_fast_n4`` 32             ``BDLinear(B, N=4, pipeline=8)``          12
+``bd_linear_fast_n4`` 32             ``BDLinear(B, N=4, pipeline=10)``         12
 ``bd_linear_n16``    32 (on request) ``BDLinear(B, N=16)``                     8
 ==================== =============== ========================================= ===============
 
@@ -33,7 +33,7 @@ default simulation run leave it out.
 The matrix-vector engine ``bd_linear`` (SPEC 11) is named by its lane count too: the registry keys
 ``<base>_n<N>`` (``bd_linear_n4``, ``bd_linear_fast_n4``) emit ``rtl/<base>_b<B>_n<N>.v`` with top
 module ``<base>_b<B>_n<N>`` (:class:`LinearUnit`); its latency counts from a row group's final
-weight beat to its result beat (its vector turnaround, 5 and 13, is ``BDLinear.vector_latency``).
+weight beat to its result beat (its vector turnaround, 5 and 14, is ``BDLinear.vector_latency``).
 
 The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
 the highest clock rate; ``reports/synth/timing.md``; ``bd_dot_fast``'s fifth cut and

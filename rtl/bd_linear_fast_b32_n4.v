@@ -998,7 +998,7 @@ module bd_linear_fast_b32_n4(aresetn, s_axis_x_tdata, s_axis_x_tvalid, s_axis_x_
     .i__valid(i__valid),
     .o__payload(o__payload),
     .rst(rst),
-    .s11_valid(written)
+    .s12_valid(written)
   );
   \bd_linear_fast_b32_n4.unpacker  unpacker (
     .blocks(\blocks$92 ),
@@ -3575,11 +3575,11 @@ module \bd_linear_fast_b32_n4.dot0 (rst, i__payload, \i__valid$103 , \o__valid$9
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot0.dec_a  dec_a (
-    .\port$5186$0 (i__payload[131:0]),
+    .\port$5243$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot0.dec_w  dec_w (
-    .\port$5186$137 (i__payload[268:137]),
+    .\port$5243$137 (i__payload[268:137]),
     .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot0.mul  mul (
@@ -4249,7 +4249,7 @@ module \bd_linear_fast_b32_n4.dot0.accumulator (rst, i__payload, i__valid, o_val
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5186$0 );
+module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5243$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4286,8 +4286,8 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5186$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5186$0 ;
-  wire [131:0] \port$5186$0 ;
+  input [131:0] \port$5243$0 ;
+  wire [131:0] \port$5243$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4363,46 +4363,46 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5186$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5186$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5186$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5186$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5186$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5186$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5186$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5186$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5186$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5186$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5186$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5186$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5186$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5186$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5186$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5186$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5186$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5186$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5186$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5186$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5186$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5186$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5186$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5186$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5186$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5186$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5186$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5186$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5186$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5186$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5186$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5186$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5186$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5243$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5243$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5243$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5243$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5243$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5243$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5243$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5243$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5243$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5243$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5243$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5243$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5243$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5243$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5243$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5243$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5243$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5243$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5243$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5243$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5243$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5243$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5243$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5243$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5243$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5243$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5243$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5243$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5243$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5243$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5243$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5243$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot0.dec_a.formatbook  formatbook (
-    .dialect(\port$5186$0 [131:128]),
+    .dialect(\port$5243$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5186$0 [131:128];
-  assign \dialect$1  = \port$5186$0 [131:128];
+  assign dialect = \port$5243$0 [131:128];
+  assign \dialect$1  = \port$5243$0 [131:128];
   assign row = entries;
-  assign codes = \port$5186$0 [127:0];
+  assign codes = \port$5243$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4411,38 +4411,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5186$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5186$0 [3:0];
-  assign \codes[1]  = \port$5186$0 [7:4];
-  assign \codes[2]  = \port$5186$0 [11:8];
-  assign \codes[3]  = \port$5186$0 [15:12];
-  assign \codes[4]  = \port$5186$0 [19:16];
-  assign \codes[5]  = \port$5186$0 [23:20];
-  assign \codes[6]  = \port$5186$0 [27:24];
-  assign \codes[7]  = \port$5186$0 [31:28];
-  assign \codes[8]  = \port$5186$0 [35:32];
-  assign \codes[9]  = \port$5186$0 [39:36];
-  assign \codes[10]  = \port$5186$0 [43:40];
-  assign \codes[11]  = \port$5186$0 [47:44];
-  assign \codes[12]  = \port$5186$0 [51:48];
-  assign \codes[13]  = \port$5186$0 [55:52];
-  assign \codes[14]  = \port$5186$0 [59:56];
-  assign \codes[15]  = \port$5186$0 [63:60];
-  assign \codes[16]  = \port$5186$0 [67:64];
-  assign \codes[17]  = \port$5186$0 [71:68];
-  assign \codes[18]  = \port$5186$0 [75:72];
-  assign \codes[19]  = \port$5186$0 [79:76];
-  assign \codes[20]  = \port$5186$0 [83:80];
-  assign \codes[21]  = \port$5186$0 [87:84];
-  assign \codes[22]  = \port$5186$0 [91:88];
-  assign \codes[23]  = \port$5186$0 [95:92];
-  assign \codes[24]  = \port$5186$0 [99:96];
-  assign \codes[25]  = \port$5186$0 [103:100];
-  assign \codes[26]  = \port$5186$0 [107:104];
-  assign \codes[27]  = \port$5186$0 [111:108];
-  assign \codes[28]  = \port$5186$0 [115:112];
-  assign \codes[29]  = \port$5186$0 [119:116];
-  assign \codes[30]  = \port$5186$0 [123:120];
-  assign \codes[31]  = \port$5186$0 [127:124];
+  assign \codes[0]  = \port$5243$0 [3:0];
+  assign \codes[1]  = \port$5243$0 [7:4];
+  assign \codes[2]  = \port$5243$0 [11:8];
+  assign \codes[3]  = \port$5243$0 [15:12];
+  assign \codes[4]  = \port$5243$0 [19:16];
+  assign \codes[5]  = \port$5243$0 [23:20];
+  assign \codes[6]  = \port$5243$0 [27:24];
+  assign \codes[7]  = \port$5243$0 [31:28];
+  assign \codes[8]  = \port$5243$0 [35:32];
+  assign \codes[9]  = \port$5243$0 [39:36];
+  assign \codes[10]  = \port$5243$0 [43:40];
+  assign \codes[11]  = \port$5243$0 [47:44];
+  assign \codes[12]  = \port$5243$0 [51:48];
+  assign \codes[13]  = \port$5243$0 [55:52];
+  assign \codes[14]  = \port$5243$0 [59:56];
+  assign \codes[15]  = \port$5243$0 [63:60];
+  assign \codes[16]  = \port$5243$0 [67:64];
+  assign \codes[17]  = \port$5243$0 [71:68];
+  assign \codes[18]  = \port$5243$0 [75:72];
+  assign \codes[19]  = \port$5243$0 [79:76];
+  assign \codes[20]  = \port$5243$0 [83:80];
+  assign \codes[21]  = \port$5243$0 [87:84];
+  assign \codes[22]  = \port$5243$0 [91:88];
+  assign \codes[23]  = \port$5243$0 [95:92];
+  assign \codes[24]  = \port$5243$0 [99:96];
+  assign \codes[25]  = \port$5243$0 [103:100];
+  assign \codes[26]  = \port$5243$0 [107:104];
+  assign \codes[27]  = \port$5243$0 [111:108];
+  assign \codes[28]  = \port$5243$0 [115:112];
+  assign \codes[29]  = \port$5243$0 [119:116];
+  assign \codes[30]  = \port$5243$0 [123:120];
+  assign \codes[31]  = \port$5243$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4475,38 +4475,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_a (values, \port$5186$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5186$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5186$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5186$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5186$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5186$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5186$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5186$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5186$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5186$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5186$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5186$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5186$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5186$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5186$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5186$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5186$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5186$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5186$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5186$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5186$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5186$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5186$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5186$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5186$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5186$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5186$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5186$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5186$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5186$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5186$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5186$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5186$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5243$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5243$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5243$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5243$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5243$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5243$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5243$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5243$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5243$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5243$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5243$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5243$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5243$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5243$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5243$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5243$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5243$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5243$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5243$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5243$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5243$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5243$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5243$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5243$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5243$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5243$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5243$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5243$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5243$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5243$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5243$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5243$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -4573,7 +4573,7 @@ module \bd_linear_fast_b32_n4.dot0.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5186$137 );
+module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5243$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -4610,8 +4610,8 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5186$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5186$137 ;
-  wire [131:0] \port$5186$137 ;
+  input [131:0] \port$5243$137 ;
+  wire [131:0] \port$5243$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -4687,46 +4687,46 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5186$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5186$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5186$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5186$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5186$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5186$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5186$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5186$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5186$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5186$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5186$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5186$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5186$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5186$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5186$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5186$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5186$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5186$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5186$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5186$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5186$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5186$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5186$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5186$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5186$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5186$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5186$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5186$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5186$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5186$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5186$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5186$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5186$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5243$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5243$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5243$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5243$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5243$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5243$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5243$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5243$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5243$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5243$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5243$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5243$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5243$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5243$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5243$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5243$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5243$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5243$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5243$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5243$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5243$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5243$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5243$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5243$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5243$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5243$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5243$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5243$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5243$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5243$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5243$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5243$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot0.dec_w.formatbook  formatbook (
-    .dialect(\port$5186$137 [131:128]),
+    .dialect(\port$5243$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5186$137 [131:128];
-  assign \dialect$1  = \port$5186$137 [131:128];
+  assign dialect = \port$5243$137 [131:128];
+  assign \dialect$1  = \port$5243$137 [131:128];
   assign row = entries;
-  assign codes = \port$5186$137 [127:0];
+  assign codes = \port$5243$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -4735,38 +4735,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5186$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5186$137 [3:0];
-  assign \codes[1]  = \port$5186$137 [7:4];
-  assign \codes[2]  = \port$5186$137 [11:8];
-  assign \codes[3]  = \port$5186$137 [15:12];
-  assign \codes[4]  = \port$5186$137 [19:16];
-  assign \codes[5]  = \port$5186$137 [23:20];
-  assign \codes[6]  = \port$5186$137 [27:24];
-  assign \codes[7]  = \port$5186$137 [31:28];
-  assign \codes[8]  = \port$5186$137 [35:32];
-  assign \codes[9]  = \port$5186$137 [39:36];
-  assign \codes[10]  = \port$5186$137 [43:40];
-  assign \codes[11]  = \port$5186$137 [47:44];
-  assign \codes[12]  = \port$5186$137 [51:48];
-  assign \codes[13]  = \port$5186$137 [55:52];
-  assign \codes[14]  = \port$5186$137 [59:56];
-  assign \codes[15]  = \port$5186$137 [63:60];
-  assign \codes[16]  = \port$5186$137 [67:64];
-  assign \codes[17]  = \port$5186$137 [71:68];
-  assign \codes[18]  = \port$5186$137 [75:72];
-  assign \codes[19]  = \port$5186$137 [79:76];
-  assign \codes[20]  = \port$5186$137 [83:80];
-  assign \codes[21]  = \port$5186$137 [87:84];
-  assign \codes[22]  = \port$5186$137 [91:88];
-  assign \codes[23]  = \port$5186$137 [95:92];
-  assign \codes[24]  = \port$5186$137 [99:96];
-  assign \codes[25]  = \port$5186$137 [103:100];
-  assign \codes[26]  = \port$5186$137 [107:104];
-  assign \codes[27]  = \port$5186$137 [111:108];
-  assign \codes[28]  = \port$5186$137 [115:112];
-  assign \codes[29]  = \port$5186$137 [119:116];
-  assign \codes[30]  = \port$5186$137 [123:120];
-  assign \codes[31]  = \port$5186$137 [127:124];
+  assign \codes[0]  = \port$5243$137 [3:0];
+  assign \codes[1]  = \port$5243$137 [7:4];
+  assign \codes[2]  = \port$5243$137 [11:8];
+  assign \codes[3]  = \port$5243$137 [15:12];
+  assign \codes[4]  = \port$5243$137 [19:16];
+  assign \codes[5]  = \port$5243$137 [23:20];
+  assign \codes[6]  = \port$5243$137 [27:24];
+  assign \codes[7]  = \port$5243$137 [31:28];
+  assign \codes[8]  = \port$5243$137 [35:32];
+  assign \codes[9]  = \port$5243$137 [39:36];
+  assign \codes[10]  = \port$5243$137 [43:40];
+  assign \codes[11]  = \port$5243$137 [47:44];
+  assign \codes[12]  = \port$5243$137 [51:48];
+  assign \codes[13]  = \port$5243$137 [55:52];
+  assign \codes[14]  = \port$5243$137 [59:56];
+  assign \codes[15]  = \port$5243$137 [63:60];
+  assign \codes[16]  = \port$5243$137 [67:64];
+  assign \codes[17]  = \port$5243$137 [71:68];
+  assign \codes[18]  = \port$5243$137 [75:72];
+  assign \codes[19]  = \port$5243$137 [79:76];
+  assign \codes[20]  = \port$5243$137 [83:80];
+  assign \codes[21]  = \port$5243$137 [87:84];
+  assign \codes[22]  = \port$5243$137 [91:88];
+  assign \codes[23]  = \port$5243$137 [95:92];
+  assign \codes[24]  = \port$5243$137 [99:96];
+  assign \codes[25]  = \port$5243$137 [103:100];
+  assign \codes[26]  = \port$5243$137 [107:104];
+  assign \codes[27]  = \port$5243$137 [111:108];
+  assign \codes[28]  = \port$5243$137 [115:112];
+  assign \codes[29]  = \port$5243$137 [119:116];
+  assign \codes[30]  = \port$5243$137 [123:120];
+  assign \codes[31]  = \port$5243$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -4799,38 +4799,38 @@ module \bd_linear_fast_b32_n4.dot0.dec_w (values, \port$5186$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5186$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5186$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5186$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5186$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5186$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5186$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5186$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5186$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5186$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5186$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5186$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5186$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5186$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5186$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5186$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5186$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5186$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5186$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5186$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5186$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5186$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5186$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5186$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5186$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5186$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5186$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5186$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5186$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5186$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5186$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5186$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5186$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5243$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5243$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5243$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5243$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5243$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5243$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5243$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5243$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5243$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5243$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5243$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5243$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5243$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5243$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5243$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5243$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5243$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5243$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5243$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5243$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5243$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5243$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5243$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5243$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5243$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5243$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5243$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5243$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5243$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5243$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5243$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5243$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -7491,11 +7491,11 @@ module \bd_linear_fast_b32_n4.dot1 (rst, i__payload, \i__valid$103 , \o__valid$9
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot1.dec_a  dec_a (
-    .\port$5187$0 (i__payload[131:0]),
+    .\port$5244$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot1.dec_w  dec_w (
-    .\port$5187$137 (i__payload[268:137]),
+    .\port$5244$137 (i__payload[268:137]),
     .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot1.mul  mul (
@@ -8165,7 +8165,7 @@ module \bd_linear_fast_b32_n4.dot1.accumulator (rst, i__payload, i__valid, o_val
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5187$0 );
+module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5244$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8202,8 +8202,8 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5187$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5187$0 ;
-  wire [131:0] \port$5187$0 ;
+  input [131:0] \port$5244$0 ;
+  wire [131:0] \port$5244$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8279,46 +8279,46 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5187$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5187$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5187$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5187$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5187$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5187$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5187$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5187$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5187$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5187$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5187$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5187$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5187$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5187$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5187$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5187$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5187$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5187$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5187$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5187$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5187$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5187$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5187$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5187$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5187$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5187$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5187$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5187$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5187$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5187$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5187$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5187$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5187$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5244$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5244$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5244$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5244$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5244$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5244$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5244$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5244$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5244$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5244$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5244$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5244$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5244$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5244$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5244$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5244$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5244$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5244$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5244$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5244$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5244$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5244$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5244$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5244$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5244$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5244$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5244$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5244$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5244$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5244$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5244$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5244$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot1.dec_a.formatbook  formatbook (
-    .dialect(\port$5187$0 [131:128]),
+    .dialect(\port$5244$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5187$0 [131:128];
-  assign \dialect$1  = \port$5187$0 [131:128];
+  assign dialect = \port$5244$0 [131:128];
+  assign \dialect$1  = \port$5244$0 [131:128];
   assign row = entries;
-  assign codes = \port$5187$0 [127:0];
+  assign codes = \port$5244$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8327,38 +8327,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5187$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5187$0 [3:0];
-  assign \codes[1]  = \port$5187$0 [7:4];
-  assign \codes[2]  = \port$5187$0 [11:8];
-  assign \codes[3]  = \port$5187$0 [15:12];
-  assign \codes[4]  = \port$5187$0 [19:16];
-  assign \codes[5]  = \port$5187$0 [23:20];
-  assign \codes[6]  = \port$5187$0 [27:24];
-  assign \codes[7]  = \port$5187$0 [31:28];
-  assign \codes[8]  = \port$5187$0 [35:32];
-  assign \codes[9]  = \port$5187$0 [39:36];
-  assign \codes[10]  = \port$5187$0 [43:40];
-  assign \codes[11]  = \port$5187$0 [47:44];
-  assign \codes[12]  = \port$5187$0 [51:48];
-  assign \codes[13]  = \port$5187$0 [55:52];
-  assign \codes[14]  = \port$5187$0 [59:56];
-  assign \codes[15]  = \port$5187$0 [63:60];
-  assign \codes[16]  = \port$5187$0 [67:64];
-  assign \codes[17]  = \port$5187$0 [71:68];
-  assign \codes[18]  = \port$5187$0 [75:72];
-  assign \codes[19]  = \port$5187$0 [79:76];
-  assign \codes[20]  = \port$5187$0 [83:80];
-  assign \codes[21]  = \port$5187$0 [87:84];
-  assign \codes[22]  = \port$5187$0 [91:88];
-  assign \codes[23]  = \port$5187$0 [95:92];
-  assign \codes[24]  = \port$5187$0 [99:96];
-  assign \codes[25]  = \port$5187$0 [103:100];
-  assign \codes[26]  = \port$5187$0 [107:104];
-  assign \codes[27]  = \port$5187$0 [111:108];
-  assign \codes[28]  = \port$5187$0 [115:112];
-  assign \codes[29]  = \port$5187$0 [119:116];
-  assign \codes[30]  = \port$5187$0 [123:120];
-  assign \codes[31]  = \port$5187$0 [127:124];
+  assign \codes[0]  = \port$5244$0 [3:0];
+  assign \codes[1]  = \port$5244$0 [7:4];
+  assign \codes[2]  = \port$5244$0 [11:8];
+  assign \codes[3]  = \port$5244$0 [15:12];
+  assign \codes[4]  = \port$5244$0 [19:16];
+  assign \codes[5]  = \port$5244$0 [23:20];
+  assign \codes[6]  = \port$5244$0 [27:24];
+  assign \codes[7]  = \port$5244$0 [31:28];
+  assign \codes[8]  = \port$5244$0 [35:32];
+  assign \codes[9]  = \port$5244$0 [39:36];
+  assign \codes[10]  = \port$5244$0 [43:40];
+  assign \codes[11]  = \port$5244$0 [47:44];
+  assign \codes[12]  = \port$5244$0 [51:48];
+  assign \codes[13]  = \port$5244$0 [55:52];
+  assign \codes[14]  = \port$5244$0 [59:56];
+  assign \codes[15]  = \port$5244$0 [63:60];
+  assign \codes[16]  = \port$5244$0 [67:64];
+  assign \codes[17]  = \port$5244$0 [71:68];
+  assign \codes[18]  = \port$5244$0 [75:72];
+  assign \codes[19]  = \port$5244$0 [79:76];
+  assign \codes[20]  = \port$5244$0 [83:80];
+  assign \codes[21]  = \port$5244$0 [87:84];
+  assign \codes[22]  = \port$5244$0 [91:88];
+  assign \codes[23]  = \port$5244$0 [95:92];
+  assign \codes[24]  = \port$5244$0 [99:96];
+  assign \codes[25]  = \port$5244$0 [103:100];
+  assign \codes[26]  = \port$5244$0 [107:104];
+  assign \codes[27]  = \port$5244$0 [111:108];
+  assign \codes[28]  = \port$5244$0 [115:112];
+  assign \codes[29]  = \port$5244$0 [119:116];
+  assign \codes[30]  = \port$5244$0 [123:120];
+  assign \codes[31]  = \port$5244$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8391,38 +8391,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_a (values, \port$5187$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5187$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5187$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5187$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5187$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5187$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5187$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5187$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5187$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5187$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5187$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5187$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5187$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5187$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5187$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5187$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5187$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5187$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5187$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5187$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5187$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5187$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5187$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5187$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5187$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5187$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5187$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5187$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5187$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5187$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5187$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5187$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5187$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5244$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5244$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5244$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5244$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5244$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5244$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5244$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5244$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5244$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5244$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5244$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5244$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5244$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5244$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5244$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5244$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5244$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5244$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5244$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5244$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5244$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5244$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5244$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5244$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5244$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5244$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5244$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5244$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5244$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5244$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5244$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5244$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -8489,7 +8489,7 @@ module \bd_linear_fast_b32_n4.dot1.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5187$137 );
+module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5244$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -8526,8 +8526,8 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5187$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5187$137 ;
-  wire [131:0] \port$5187$137 ;
+  input [131:0] \port$5244$137 ;
+  wire [131:0] \port$5244$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -8603,46 +8603,46 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5187$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5187$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5187$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5187$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5187$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5187$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5187$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5187$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5187$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5187$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5187$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5187$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5187$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5187$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5187$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5187$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5187$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5187$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5187$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5187$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5187$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5187$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5187$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5187$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5187$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5187$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5187$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5187$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5187$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5187$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5187$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5187$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5187$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5244$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5244$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5244$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5244$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5244$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5244$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5244$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5244$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5244$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5244$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5244$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5244$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5244$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5244$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5244$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5244$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5244$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5244$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5244$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5244$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5244$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5244$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5244$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5244$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5244$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5244$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5244$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5244$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5244$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5244$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5244$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5244$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot1.dec_w.formatbook  formatbook (
-    .dialect(\port$5187$137 [131:128]),
+    .dialect(\port$5244$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5187$137 [131:128];
-  assign \dialect$1  = \port$5187$137 [131:128];
+  assign dialect = \port$5244$137 [131:128];
+  assign \dialect$1  = \port$5244$137 [131:128];
   assign row = entries;
-  assign codes = \port$5187$137 [127:0];
+  assign codes = \port$5244$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -8651,38 +8651,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5187$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5187$137 [3:0];
-  assign \codes[1]  = \port$5187$137 [7:4];
-  assign \codes[2]  = \port$5187$137 [11:8];
-  assign \codes[3]  = \port$5187$137 [15:12];
-  assign \codes[4]  = \port$5187$137 [19:16];
-  assign \codes[5]  = \port$5187$137 [23:20];
-  assign \codes[6]  = \port$5187$137 [27:24];
-  assign \codes[7]  = \port$5187$137 [31:28];
-  assign \codes[8]  = \port$5187$137 [35:32];
-  assign \codes[9]  = \port$5187$137 [39:36];
-  assign \codes[10]  = \port$5187$137 [43:40];
-  assign \codes[11]  = \port$5187$137 [47:44];
-  assign \codes[12]  = \port$5187$137 [51:48];
-  assign \codes[13]  = \port$5187$137 [55:52];
-  assign \codes[14]  = \port$5187$137 [59:56];
-  assign \codes[15]  = \port$5187$137 [63:60];
-  assign \codes[16]  = \port$5187$137 [67:64];
-  assign \codes[17]  = \port$5187$137 [71:68];
-  assign \codes[18]  = \port$5187$137 [75:72];
-  assign \codes[19]  = \port$5187$137 [79:76];
-  assign \codes[20]  = \port$5187$137 [83:80];
-  assign \codes[21]  = \port$5187$137 [87:84];
-  assign \codes[22]  = \port$5187$137 [91:88];
-  assign \codes[23]  = \port$5187$137 [95:92];
-  assign \codes[24]  = \port$5187$137 [99:96];
-  assign \codes[25]  = \port$5187$137 [103:100];
-  assign \codes[26]  = \port$5187$137 [107:104];
-  assign \codes[27]  = \port$5187$137 [111:108];
-  assign \codes[28]  = \port$5187$137 [115:112];
-  assign \codes[29]  = \port$5187$137 [119:116];
-  assign \codes[30]  = \port$5187$137 [123:120];
-  assign \codes[31]  = \port$5187$137 [127:124];
+  assign \codes[0]  = \port$5244$137 [3:0];
+  assign \codes[1]  = \port$5244$137 [7:4];
+  assign \codes[2]  = \port$5244$137 [11:8];
+  assign \codes[3]  = \port$5244$137 [15:12];
+  assign \codes[4]  = \port$5244$137 [19:16];
+  assign \codes[5]  = \port$5244$137 [23:20];
+  assign \codes[6]  = \port$5244$137 [27:24];
+  assign \codes[7]  = \port$5244$137 [31:28];
+  assign \codes[8]  = \port$5244$137 [35:32];
+  assign \codes[9]  = \port$5244$137 [39:36];
+  assign \codes[10]  = \port$5244$137 [43:40];
+  assign \codes[11]  = \port$5244$137 [47:44];
+  assign \codes[12]  = \port$5244$137 [51:48];
+  assign \codes[13]  = \port$5244$137 [55:52];
+  assign \codes[14]  = \port$5244$137 [59:56];
+  assign \codes[15]  = \port$5244$137 [63:60];
+  assign \codes[16]  = \port$5244$137 [67:64];
+  assign \codes[17]  = \port$5244$137 [71:68];
+  assign \codes[18]  = \port$5244$137 [75:72];
+  assign \codes[19]  = \port$5244$137 [79:76];
+  assign \codes[20]  = \port$5244$137 [83:80];
+  assign \codes[21]  = \port$5244$137 [87:84];
+  assign \codes[22]  = \port$5244$137 [91:88];
+  assign \codes[23]  = \port$5244$137 [95:92];
+  assign \codes[24]  = \port$5244$137 [99:96];
+  assign \codes[25]  = \port$5244$137 [103:100];
+  assign \codes[26]  = \port$5244$137 [107:104];
+  assign \codes[27]  = \port$5244$137 [111:108];
+  assign \codes[28]  = \port$5244$137 [115:112];
+  assign \codes[29]  = \port$5244$137 [119:116];
+  assign \codes[30]  = \port$5244$137 [123:120];
+  assign \codes[31]  = \port$5244$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -8715,38 +8715,38 @@ module \bd_linear_fast_b32_n4.dot1.dec_w (values, \port$5187$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5187$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5187$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5187$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5187$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5187$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5187$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5187$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5187$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5187$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5187$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5187$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5187$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5187$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5187$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5187$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5187$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5187$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5187$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5187$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5187$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5187$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5187$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5187$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5187$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5187$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5187$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5187$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5187$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5187$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5187$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5187$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5187$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5244$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5244$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5244$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5244$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5244$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5244$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5244$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5244$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5244$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5244$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5244$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5244$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5244$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5244$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5244$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5244$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5244$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5244$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5244$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5244$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5244$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5244$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5244$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5244$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5244$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5244$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5244$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5244$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5244$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5244$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5244$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5244$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -11407,11 +11407,11 @@ module \bd_linear_fast_b32_n4.dot2 (rst, i__payload, \i__valid$103 , \o__valid$9
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot2.dec_a  dec_a (
-    .\port$5188$0 (i__payload[131:0]),
+    .\port$5245$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot2.dec_w  dec_w (
-    .\port$5188$137 (i__payload[268:137]),
+    .\port$5245$137 (i__payload[268:137]),
     .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot2.mul  mul (
@@ -12081,7 +12081,7 @@ module \bd_linear_fast_b32_n4.dot2.accumulator (rst, i__payload, i__valid, o_val
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5188$0 );
+module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5245$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -12118,8 +12118,8 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5188$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5188$0 ;
-  wire [131:0] \port$5188$0 ;
+  input [131:0] \port$5245$0 ;
+  wire [131:0] \port$5245$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12195,46 +12195,46 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5188$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5188$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5188$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5188$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5188$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5188$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5188$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5188$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5188$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5188$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5188$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5188$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5188$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5188$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5188$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5188$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5188$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5188$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5188$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5188$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5188$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5188$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5188$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5188$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5188$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5188$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5188$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5188$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5188$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5188$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5188$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5188$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5188$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5245$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5245$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5245$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5245$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5245$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5245$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5245$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5245$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5245$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5245$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5245$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5245$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5245$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5245$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5245$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5245$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5245$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5245$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5245$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5245$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5245$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5245$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5245$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5245$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5245$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5245$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5245$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5245$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5245$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5245$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5245$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5245$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot2.dec_a.formatbook  formatbook (
-    .dialect(\port$5188$0 [131:128]),
+    .dialect(\port$5245$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5188$0 [131:128];
-  assign \dialect$1  = \port$5188$0 [131:128];
+  assign dialect = \port$5245$0 [131:128];
+  assign \dialect$1  = \port$5245$0 [131:128];
   assign row = entries;
-  assign codes = \port$5188$0 [127:0];
+  assign codes = \port$5245$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12243,38 +12243,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5188$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5188$0 [3:0];
-  assign \codes[1]  = \port$5188$0 [7:4];
-  assign \codes[2]  = \port$5188$0 [11:8];
-  assign \codes[3]  = \port$5188$0 [15:12];
-  assign \codes[4]  = \port$5188$0 [19:16];
-  assign \codes[5]  = \port$5188$0 [23:20];
-  assign \codes[6]  = \port$5188$0 [27:24];
-  assign \codes[7]  = \port$5188$0 [31:28];
-  assign \codes[8]  = \port$5188$0 [35:32];
-  assign \codes[9]  = \port$5188$0 [39:36];
-  assign \codes[10]  = \port$5188$0 [43:40];
-  assign \codes[11]  = \port$5188$0 [47:44];
-  assign \codes[12]  = \port$5188$0 [51:48];
-  assign \codes[13]  = \port$5188$0 [55:52];
-  assign \codes[14]  = \port$5188$0 [59:56];
-  assign \codes[15]  = \port$5188$0 [63:60];
-  assign \codes[16]  = \port$5188$0 [67:64];
-  assign \codes[17]  = \port$5188$0 [71:68];
-  assign \codes[18]  = \port$5188$0 [75:72];
-  assign \codes[19]  = \port$5188$0 [79:76];
-  assign \codes[20]  = \port$5188$0 [83:80];
-  assign \codes[21]  = \port$5188$0 [87:84];
-  assign \codes[22]  = \port$5188$0 [91:88];
-  assign \codes[23]  = \port$5188$0 [95:92];
-  assign \codes[24]  = \port$5188$0 [99:96];
-  assign \codes[25]  = \port$5188$0 [103:100];
-  assign \codes[26]  = \port$5188$0 [107:104];
-  assign \codes[27]  = \port$5188$0 [111:108];
-  assign \codes[28]  = \port$5188$0 [115:112];
-  assign \codes[29]  = \port$5188$0 [119:116];
-  assign \codes[30]  = \port$5188$0 [123:120];
-  assign \codes[31]  = \port$5188$0 [127:124];
+  assign \codes[0]  = \port$5245$0 [3:0];
+  assign \codes[1]  = \port$5245$0 [7:4];
+  assign \codes[2]  = \port$5245$0 [11:8];
+  assign \codes[3]  = \port$5245$0 [15:12];
+  assign \codes[4]  = \port$5245$0 [19:16];
+  assign \codes[5]  = \port$5245$0 [23:20];
+  assign \codes[6]  = \port$5245$0 [27:24];
+  assign \codes[7]  = \port$5245$0 [31:28];
+  assign \codes[8]  = \port$5245$0 [35:32];
+  assign \codes[9]  = \port$5245$0 [39:36];
+  assign \codes[10]  = \port$5245$0 [43:40];
+  assign \codes[11]  = \port$5245$0 [47:44];
+  assign \codes[12]  = \port$5245$0 [51:48];
+  assign \codes[13]  = \port$5245$0 [55:52];
+  assign \codes[14]  = \port$5245$0 [59:56];
+  assign \codes[15]  = \port$5245$0 [63:60];
+  assign \codes[16]  = \port$5245$0 [67:64];
+  assign \codes[17]  = \port$5245$0 [71:68];
+  assign \codes[18]  = \port$5245$0 [75:72];
+  assign \codes[19]  = \port$5245$0 [79:76];
+  assign \codes[20]  = \port$5245$0 [83:80];
+  assign \codes[21]  = \port$5245$0 [87:84];
+  assign \codes[22]  = \port$5245$0 [91:88];
+  assign \codes[23]  = \port$5245$0 [95:92];
+  assign \codes[24]  = \port$5245$0 [99:96];
+  assign \codes[25]  = \port$5245$0 [103:100];
+  assign \codes[26]  = \port$5245$0 [107:104];
+  assign \codes[27]  = \port$5245$0 [111:108];
+  assign \codes[28]  = \port$5245$0 [115:112];
+  assign \codes[29]  = \port$5245$0 [119:116];
+  assign \codes[30]  = \port$5245$0 [123:120];
+  assign \codes[31]  = \port$5245$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12307,38 +12307,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_a (values, \port$5188$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5188$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5188$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5188$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5188$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5188$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5188$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5188$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5188$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5188$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5188$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5188$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5188$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5188$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5188$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5188$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5188$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5188$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5188$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5188$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5188$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5188$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5188$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5188$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5188$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5188$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5188$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5188$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5188$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5188$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5188$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5188$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5188$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5245$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5245$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5245$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5245$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5245$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5245$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5245$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5245$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5245$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5245$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5245$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5245$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5245$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5245$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5245$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5245$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5245$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5245$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5245$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5245$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5245$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5245$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5245$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5245$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5245$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5245$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5245$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5245$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5245$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5245$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5245$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5245$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -12405,7 +12405,7 @@ module \bd_linear_fast_b32_n4.dot2.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5188$137 );
+module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5245$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -12442,8 +12442,8 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5188$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5188$137 ;
-  wire [131:0] \port$5188$137 ;
+  input [131:0] \port$5245$137 ;
+  wire [131:0] \port$5245$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -12519,46 +12519,46 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5188$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5188$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5188$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5188$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5188$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5188$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5188$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5188$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5188$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5188$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5188$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5188$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5188$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5188$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5188$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5188$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5188$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5188$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5188$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5188$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5188$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5188$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5188$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5188$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5188$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5188$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5188$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5188$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5188$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5188$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5188$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5188$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5188$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5245$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5245$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5245$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5245$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5245$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5245$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5245$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5245$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5245$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5245$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5245$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5245$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5245$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5245$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5245$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5245$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5245$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5245$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5245$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5245$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5245$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5245$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5245$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5245$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5245$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5245$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5245$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5245$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5245$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5245$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5245$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5245$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot2.dec_w.formatbook  formatbook (
-    .dialect(\port$5188$137 [131:128]),
+    .dialect(\port$5245$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5188$137 [131:128];
-  assign \dialect$1  = \port$5188$137 [131:128];
+  assign dialect = \port$5245$137 [131:128];
+  assign \dialect$1  = \port$5245$137 [131:128];
   assign row = entries;
-  assign codes = \port$5188$137 [127:0];
+  assign codes = \port$5245$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -12567,38 +12567,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5188$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5188$137 [3:0];
-  assign \codes[1]  = \port$5188$137 [7:4];
-  assign \codes[2]  = \port$5188$137 [11:8];
-  assign \codes[3]  = \port$5188$137 [15:12];
-  assign \codes[4]  = \port$5188$137 [19:16];
-  assign \codes[5]  = \port$5188$137 [23:20];
-  assign \codes[6]  = \port$5188$137 [27:24];
-  assign \codes[7]  = \port$5188$137 [31:28];
-  assign \codes[8]  = \port$5188$137 [35:32];
-  assign \codes[9]  = \port$5188$137 [39:36];
-  assign \codes[10]  = \port$5188$137 [43:40];
-  assign \codes[11]  = \port$5188$137 [47:44];
-  assign \codes[12]  = \port$5188$137 [51:48];
-  assign \codes[13]  = \port$5188$137 [55:52];
-  assign \codes[14]  = \port$5188$137 [59:56];
-  assign \codes[15]  = \port$5188$137 [63:60];
-  assign \codes[16]  = \port$5188$137 [67:64];
-  assign \codes[17]  = \port$5188$137 [71:68];
-  assign \codes[18]  = \port$5188$137 [75:72];
-  assign \codes[19]  = \port$5188$137 [79:76];
-  assign \codes[20]  = \port$5188$137 [83:80];
-  assign \codes[21]  = \port$5188$137 [87:84];
-  assign \codes[22]  = \port$5188$137 [91:88];
-  assign \codes[23]  = \port$5188$137 [95:92];
-  assign \codes[24]  = \port$5188$137 [99:96];
-  assign \codes[25]  = \port$5188$137 [103:100];
-  assign \codes[26]  = \port$5188$137 [107:104];
-  assign \codes[27]  = \port$5188$137 [111:108];
-  assign \codes[28]  = \port$5188$137 [115:112];
-  assign \codes[29]  = \port$5188$137 [119:116];
-  assign \codes[30]  = \port$5188$137 [123:120];
-  assign \codes[31]  = \port$5188$137 [127:124];
+  assign \codes[0]  = \port$5245$137 [3:0];
+  assign \codes[1]  = \port$5245$137 [7:4];
+  assign \codes[2]  = \port$5245$137 [11:8];
+  assign \codes[3]  = \port$5245$137 [15:12];
+  assign \codes[4]  = \port$5245$137 [19:16];
+  assign \codes[5]  = \port$5245$137 [23:20];
+  assign \codes[6]  = \port$5245$137 [27:24];
+  assign \codes[7]  = \port$5245$137 [31:28];
+  assign \codes[8]  = \port$5245$137 [35:32];
+  assign \codes[9]  = \port$5245$137 [39:36];
+  assign \codes[10]  = \port$5245$137 [43:40];
+  assign \codes[11]  = \port$5245$137 [47:44];
+  assign \codes[12]  = \port$5245$137 [51:48];
+  assign \codes[13]  = \port$5245$137 [55:52];
+  assign \codes[14]  = \port$5245$137 [59:56];
+  assign \codes[15]  = \port$5245$137 [63:60];
+  assign \codes[16]  = \port$5245$137 [67:64];
+  assign \codes[17]  = \port$5245$137 [71:68];
+  assign \codes[18]  = \port$5245$137 [75:72];
+  assign \codes[19]  = \port$5245$137 [79:76];
+  assign \codes[20]  = \port$5245$137 [83:80];
+  assign \codes[21]  = \port$5245$137 [87:84];
+  assign \codes[22]  = \port$5245$137 [91:88];
+  assign \codes[23]  = \port$5245$137 [95:92];
+  assign \codes[24]  = \port$5245$137 [99:96];
+  assign \codes[25]  = \port$5245$137 [103:100];
+  assign \codes[26]  = \port$5245$137 [107:104];
+  assign \codes[27]  = \port$5245$137 [111:108];
+  assign \codes[28]  = \port$5245$137 [115:112];
+  assign \codes[29]  = \port$5245$137 [119:116];
+  assign \codes[30]  = \port$5245$137 [123:120];
+  assign \codes[31]  = \port$5245$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -12631,38 +12631,38 @@ module \bd_linear_fast_b32_n4.dot2.dec_w (values, \port$5188$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5188$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5188$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5188$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5188$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5188$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5188$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5188$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5188$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5188$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5188$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5188$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5188$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5188$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5188$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5188$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5188$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5188$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5188$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5188$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5188$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5188$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5188$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5188$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5188$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5188$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5188$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5188$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5188$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5188$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5188$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5188$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5188$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5245$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5245$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5245$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5245$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5245$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5245$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5245$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5245$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5245$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5245$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5245$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5245$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5245$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5245$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5245$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5245$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5245$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5245$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5245$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5245$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5245$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5245$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5245$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5245$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5245$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5245$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5245$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5245$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5245$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5245$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5245$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5245$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -15323,11 +15323,11 @@ module \bd_linear_fast_b32_n4.dot3 (rst, i__payload, \i__valid$103 , \o__valid$9
     .rst(rst)
   );
   \bd_linear_fast_b32_n4.dot3.dec_a  dec_a (
-    .\port$5189$0 (i__payload[131:0]),
+    .\port$5246$0 (i__payload[131:0]),
     .values(values)
   );
   \bd_linear_fast_b32_n4.dot3.dec_w  dec_w (
-    .\port$5189$137 (i__payload[268:137]),
+    .\port$5246$137 (i__payload[268:137]),
     .values(\values$105 )
   );
   \bd_linear_fast_b32_n4.dot3.mul  mul (
@@ -15997,7 +15997,7 @@ module \bd_linear_fast_b32_n4.dot3.accumulator (rst, i__payload, i__valid, o_val
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5189$0 );
+module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5246$0 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16034,8 +16034,8 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5189$0 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5189$0 ;
-  wire [131:0] \port$5189$0 ;
+  input [131:0] \port$5246$0 ;
+  wire [131:0] \port$5246$0 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16111,46 +16111,46 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5189$0 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5189$0 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5189$0 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5189$0 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5189$0 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5189$0 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5189$0 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5189$0 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5189$0 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5189$0 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5189$0 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5189$0 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5189$0 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5189$0 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5189$0 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5189$0 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5189$0 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5189$0 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5189$0 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5189$0 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5189$0 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5189$0 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5189$0 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5189$0 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5189$0 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5189$0 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5189$0 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5189$0 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5189$0 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5189$0 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5189$0 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5189$0 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5189$0 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5246$0 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5246$0 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5246$0 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5246$0 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5246$0 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5246$0 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5246$0 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5246$0 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5246$0 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5246$0 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5246$0 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5246$0 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5246$0 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5246$0 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5246$0 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5246$0 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5246$0 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5246$0 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5246$0 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5246$0 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5246$0 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5246$0 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5246$0 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5246$0 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5246$0 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5246$0 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5246$0 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5246$0 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5246$0 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5246$0 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5246$0 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5246$0 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot3.dec_a.formatbook  formatbook (
-    .dialect(\port$5189$0 [131:128]),
+    .dialect(\port$5246$0 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5189$0 [131:128];
-  assign \dialect$1  = \port$5189$0 [131:128];
+  assign dialect = \port$5246$0 [131:128];
+  assign \dialect$1  = \port$5246$0 [131:128];
   assign row = entries;
-  assign codes = \port$5189$0 [127:0];
+  assign codes = \port$5246$0 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16159,38 +16159,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5189$0 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5189$0 [3:0];
-  assign \codes[1]  = \port$5189$0 [7:4];
-  assign \codes[2]  = \port$5189$0 [11:8];
-  assign \codes[3]  = \port$5189$0 [15:12];
-  assign \codes[4]  = \port$5189$0 [19:16];
-  assign \codes[5]  = \port$5189$0 [23:20];
-  assign \codes[6]  = \port$5189$0 [27:24];
-  assign \codes[7]  = \port$5189$0 [31:28];
-  assign \codes[8]  = \port$5189$0 [35:32];
-  assign \codes[9]  = \port$5189$0 [39:36];
-  assign \codes[10]  = \port$5189$0 [43:40];
-  assign \codes[11]  = \port$5189$0 [47:44];
-  assign \codes[12]  = \port$5189$0 [51:48];
-  assign \codes[13]  = \port$5189$0 [55:52];
-  assign \codes[14]  = \port$5189$0 [59:56];
-  assign \codes[15]  = \port$5189$0 [63:60];
-  assign \codes[16]  = \port$5189$0 [67:64];
-  assign \codes[17]  = \port$5189$0 [71:68];
-  assign \codes[18]  = \port$5189$0 [75:72];
-  assign \codes[19]  = \port$5189$0 [79:76];
-  assign \codes[20]  = \port$5189$0 [83:80];
-  assign \codes[21]  = \port$5189$0 [87:84];
-  assign \codes[22]  = \port$5189$0 [91:88];
-  assign \codes[23]  = \port$5189$0 [95:92];
-  assign \codes[24]  = \port$5189$0 [99:96];
-  assign \codes[25]  = \port$5189$0 [103:100];
-  assign \codes[26]  = \port$5189$0 [107:104];
-  assign \codes[27]  = \port$5189$0 [111:108];
-  assign \codes[28]  = \port$5189$0 [115:112];
-  assign \codes[29]  = \port$5189$0 [119:116];
-  assign \codes[30]  = \port$5189$0 [123:120];
-  assign \codes[31]  = \port$5189$0 [127:124];
+  assign \codes[0]  = \port$5246$0 [3:0];
+  assign \codes[1]  = \port$5246$0 [7:4];
+  assign \codes[2]  = \port$5246$0 [11:8];
+  assign \codes[3]  = \port$5246$0 [15:12];
+  assign \codes[4]  = \port$5246$0 [19:16];
+  assign \codes[5]  = \port$5246$0 [23:20];
+  assign \codes[6]  = \port$5246$0 [27:24];
+  assign \codes[7]  = \port$5246$0 [31:28];
+  assign \codes[8]  = \port$5246$0 [35:32];
+  assign \codes[9]  = \port$5246$0 [39:36];
+  assign \codes[10]  = \port$5246$0 [43:40];
+  assign \codes[11]  = \port$5246$0 [47:44];
+  assign \codes[12]  = \port$5246$0 [51:48];
+  assign \codes[13]  = \port$5246$0 [55:52];
+  assign \codes[14]  = \port$5246$0 [59:56];
+  assign \codes[15]  = \port$5246$0 [63:60];
+  assign \codes[16]  = \port$5246$0 [67:64];
+  assign \codes[17]  = \port$5246$0 [71:68];
+  assign \codes[18]  = \port$5246$0 [75:72];
+  assign \codes[19]  = \port$5246$0 [79:76];
+  assign \codes[20]  = \port$5246$0 [83:80];
+  assign \codes[21]  = \port$5246$0 [87:84];
+  assign \codes[22]  = \port$5246$0 [91:88];
+  assign \codes[23]  = \port$5246$0 [95:92];
+  assign \codes[24]  = \port$5246$0 [99:96];
+  assign \codes[25]  = \port$5246$0 [103:100];
+  assign \codes[26]  = \port$5246$0 [107:104];
+  assign \codes[27]  = \port$5246$0 [111:108];
+  assign \codes[28]  = \port$5246$0 [115:112];
+  assign \codes[29]  = \port$5246$0 [119:116];
+  assign \codes[30]  = \port$5246$0 [123:120];
+  assign \codes[31]  = \port$5246$0 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16223,38 +16223,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_a (values, \port$5189$0 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5189$0 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5189$0 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5189$0 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5189$0 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5189$0 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5189$0 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5189$0 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5189$0 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5189$0 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5189$0 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5189$0 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5189$0 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5189$0 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5189$0 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5189$0 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5189$0 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5189$0 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5189$0 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5189$0 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5189$0 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5189$0 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5189$0 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5189$0 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5189$0 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5189$0 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5189$0 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5189$0 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5189$0 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5189$0 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5189$0 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5189$0 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5189$0 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5246$0 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5246$0 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5246$0 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5246$0 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5246$0 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5246$0 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5246$0 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5246$0 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5246$0 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5246$0 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5246$0 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5246$0 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5246$0 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5246$0 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5246$0 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5246$0 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5246$0 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5246$0 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5246$0 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5246$0 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5246$0 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5246$0 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5246$0 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5246$0 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5246$0 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5246$0 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5246$0 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5246$0 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5246$0 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5246$0 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5246$0 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5246$0 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -16321,7 +16321,7 @@ module \bd_linear_fast_b32_n4.dot3.dec_a.formatbook (row, dialect);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5189$137 );
+module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5246$137 );
   wire [127:0] codes;
   wire [3:0] \codes[0] ;
   wire [3:0] \codes[10] ;
@@ -16358,8 +16358,8 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5189$137 );
   wire [3:0] dialect;
   wire [3:0] \dialect$1 ;
   wire [31:0] entries;
-  input [131:0] \port$5189$137 ;
-  wire [131:0] \port$5189$137 ;
+  input [131:0] \port$5246$137 ;
+  wire [131:0] \port$5246$137 ;
   wire [31:0] row;
   wire [3:0] \row[0] ;
   wire [3:0] \row[1] ;
@@ -16435,46 +16435,46 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5189$137 );
   wire [4:0] \values[7] ;
   wire [4:0] \values[8] ;
   wire [4:0] \values[9] ;
-  assign selected0 = entries >> { \port$5189$137 [2:0], 2'h0 };
-  assign selected9 = entries >> { \port$5189$137 [38:36], 2'h0 };
-  assign selected10 = entries >> { \port$5189$137 [42:40], 2'h0 };
-  assign selected11 = entries >> { \port$5189$137 [46:44], 2'h0 };
-  assign selected12 = entries >> { \port$5189$137 [50:48], 2'h0 };
-  assign selected13 = entries >> { \port$5189$137 [54:52], 2'h0 };
-  assign selected14 = entries >> { \port$5189$137 [58:56], 2'h0 };
-  assign selected15 = entries >> { \port$5189$137 [62:60], 2'h0 };
-  assign selected16 = entries >> { \port$5189$137 [66:64], 2'h0 };
-  assign selected17 = entries >> { \port$5189$137 [70:68], 2'h0 };
-  assign selected18 = entries >> { \port$5189$137 [74:72], 2'h0 };
-  assign selected1 = entries >> { \port$5189$137 [6:4], 2'h0 };
-  assign selected19 = entries >> { \port$5189$137 [78:76], 2'h0 };
-  assign selected20 = entries >> { \port$5189$137 [82:80], 2'h0 };
-  assign selected21 = entries >> { \port$5189$137 [86:84], 2'h0 };
-  assign selected22 = entries >> { \port$5189$137 [90:88], 2'h0 };
-  assign selected23 = entries >> { \port$5189$137 [94:92], 2'h0 };
-  assign selected24 = entries >> { \port$5189$137 [98:96], 2'h0 };
-  assign selected25 = entries >> { \port$5189$137 [102:100], 2'h0 };
-  assign selected26 = entries >> { \port$5189$137 [106:104], 2'h0 };
-  assign selected27 = entries >> { \port$5189$137 [110:108], 2'h0 };
-  assign selected28 = entries >> { \port$5189$137 [114:112], 2'h0 };
-  assign selected2 = entries >> { \port$5189$137 [10:8], 2'h0 };
-  assign selected29 = entries >> { \port$5189$137 [118:116], 2'h0 };
-  assign selected30 = entries >> { \port$5189$137 [122:120], 2'h0 };
-  assign selected31 = entries >> { \port$5189$137 [126:124], 2'h0 };
-  assign selected3 = entries >> { \port$5189$137 [14:12], 2'h0 };
-  assign selected4 = entries >> { \port$5189$137 [18:16], 2'h0 };
-  assign selected5 = entries >> { \port$5189$137 [22:20], 2'h0 };
-  assign selected6 = entries >> { \port$5189$137 [26:24], 2'h0 };
-  assign selected7 = entries >> { \port$5189$137 [30:28], 2'h0 };
-  assign selected8 = entries >> { \port$5189$137 [34:32], 2'h0 };
+  assign selected0 = entries >> { \port$5246$137 [2:0], 2'h0 };
+  assign selected9 = entries >> { \port$5246$137 [38:36], 2'h0 };
+  assign selected10 = entries >> { \port$5246$137 [42:40], 2'h0 };
+  assign selected11 = entries >> { \port$5246$137 [46:44], 2'h0 };
+  assign selected12 = entries >> { \port$5246$137 [50:48], 2'h0 };
+  assign selected13 = entries >> { \port$5246$137 [54:52], 2'h0 };
+  assign selected14 = entries >> { \port$5246$137 [58:56], 2'h0 };
+  assign selected15 = entries >> { \port$5246$137 [62:60], 2'h0 };
+  assign selected16 = entries >> { \port$5246$137 [66:64], 2'h0 };
+  assign selected17 = entries >> { \port$5246$137 [70:68], 2'h0 };
+  assign selected18 = entries >> { \port$5246$137 [74:72], 2'h0 };
+  assign selected1 = entries >> { \port$5246$137 [6:4], 2'h0 };
+  assign selected19 = entries >> { \port$5246$137 [78:76], 2'h0 };
+  assign selected20 = entries >> { \port$5246$137 [82:80], 2'h0 };
+  assign selected21 = entries >> { \port$5246$137 [86:84], 2'h0 };
+  assign selected22 = entries >> { \port$5246$137 [90:88], 2'h0 };
+  assign selected23 = entries >> { \port$5246$137 [94:92], 2'h0 };
+  assign selected24 = entries >> { \port$5246$137 [98:96], 2'h0 };
+  assign selected25 = entries >> { \port$5246$137 [102:100], 2'h0 };
+  assign selected26 = entries >> { \port$5246$137 [106:104], 2'h0 };
+  assign selected27 = entries >> { \port$5246$137 [110:108], 2'h0 };
+  assign selected28 = entries >> { \port$5246$137 [114:112], 2'h0 };
+  assign selected2 = entries >> { \port$5246$137 [10:8], 2'h0 };
+  assign selected29 = entries >> { \port$5246$137 [118:116], 2'h0 };
+  assign selected30 = entries >> { \port$5246$137 [122:120], 2'h0 };
+  assign selected31 = entries >> { \port$5246$137 [126:124], 2'h0 };
+  assign selected3 = entries >> { \port$5246$137 [14:12], 2'h0 };
+  assign selected4 = entries >> { \port$5246$137 [18:16], 2'h0 };
+  assign selected5 = entries >> { \port$5246$137 [22:20], 2'h0 };
+  assign selected6 = entries >> { \port$5246$137 [26:24], 2'h0 };
+  assign selected7 = entries >> { \port$5246$137 [30:28], 2'h0 };
+  assign selected8 = entries >> { \port$5246$137 [34:32], 2'h0 };
   \bd_linear_fast_b32_n4.dot3.dec_w.formatbook  formatbook (
-    .dialect(\port$5189$137 [131:128]),
+    .dialect(\port$5246$137 [131:128]),
     .row(entries)
   );
-  assign dialect = \port$5189$137 [131:128];
-  assign \dialect$1  = \port$5189$137 [131:128];
+  assign dialect = \port$5246$137 [131:128];
+  assign \dialect$1  = \port$5246$137 [131:128];
   assign row = entries;
-  assign codes = \port$5189$137 [127:0];
+  assign codes = \port$5246$137 [127:0];
   assign \row[0]  = entries[3:0];
   assign \row[1]  = entries[7:4];
   assign \row[2]  = entries[11:8];
@@ -16483,38 +16483,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5189$137 );
   assign \row[5]  = entries[23:20];
   assign \row[6]  = entries[27:24];
   assign \row[7]  = entries[31:28];
-  assign \codes[0]  = \port$5189$137 [3:0];
-  assign \codes[1]  = \port$5189$137 [7:4];
-  assign \codes[2]  = \port$5189$137 [11:8];
-  assign \codes[3]  = \port$5189$137 [15:12];
-  assign \codes[4]  = \port$5189$137 [19:16];
-  assign \codes[5]  = \port$5189$137 [23:20];
-  assign \codes[6]  = \port$5189$137 [27:24];
-  assign \codes[7]  = \port$5189$137 [31:28];
-  assign \codes[8]  = \port$5189$137 [35:32];
-  assign \codes[9]  = \port$5189$137 [39:36];
-  assign \codes[10]  = \port$5189$137 [43:40];
-  assign \codes[11]  = \port$5189$137 [47:44];
-  assign \codes[12]  = \port$5189$137 [51:48];
-  assign \codes[13]  = \port$5189$137 [55:52];
-  assign \codes[14]  = \port$5189$137 [59:56];
-  assign \codes[15]  = \port$5189$137 [63:60];
-  assign \codes[16]  = \port$5189$137 [67:64];
-  assign \codes[17]  = \port$5189$137 [71:68];
-  assign \codes[18]  = \port$5189$137 [75:72];
-  assign \codes[19]  = \port$5189$137 [79:76];
-  assign \codes[20]  = \port$5189$137 [83:80];
-  assign \codes[21]  = \port$5189$137 [87:84];
-  assign \codes[22]  = \port$5189$137 [91:88];
-  assign \codes[23]  = \port$5189$137 [95:92];
-  assign \codes[24]  = \port$5189$137 [99:96];
-  assign \codes[25]  = \port$5189$137 [103:100];
-  assign \codes[26]  = \port$5189$137 [107:104];
-  assign \codes[27]  = \port$5189$137 [111:108];
-  assign \codes[28]  = \port$5189$137 [115:112];
-  assign \codes[29]  = \port$5189$137 [119:116];
-  assign \codes[30]  = \port$5189$137 [123:120];
-  assign \codes[31]  = \port$5189$137 [127:124];
+  assign \codes[0]  = \port$5246$137 [3:0];
+  assign \codes[1]  = \port$5246$137 [7:4];
+  assign \codes[2]  = \port$5246$137 [11:8];
+  assign \codes[3]  = \port$5246$137 [15:12];
+  assign \codes[4]  = \port$5246$137 [19:16];
+  assign \codes[5]  = \port$5246$137 [23:20];
+  assign \codes[6]  = \port$5246$137 [27:24];
+  assign \codes[7]  = \port$5246$137 [31:28];
+  assign \codes[8]  = \port$5246$137 [35:32];
+  assign \codes[9]  = \port$5246$137 [39:36];
+  assign \codes[10]  = \port$5246$137 [43:40];
+  assign \codes[11]  = \port$5246$137 [47:44];
+  assign \codes[12]  = \port$5246$137 [51:48];
+  assign \codes[13]  = \port$5246$137 [55:52];
+  assign \codes[14]  = \port$5246$137 [59:56];
+  assign \codes[15]  = \port$5246$137 [63:60];
+  assign \codes[16]  = \port$5246$137 [67:64];
+  assign \codes[17]  = \port$5246$137 [71:68];
+  assign \codes[18]  = \port$5246$137 [75:72];
+  assign \codes[19]  = \port$5246$137 [79:76];
+  assign \codes[20]  = \port$5246$137 [83:80];
+  assign \codes[21]  = \port$5246$137 [87:84];
+  assign \codes[22]  = \port$5246$137 [91:88];
+  assign \codes[23]  = \port$5246$137 [95:92];
+  assign \codes[24]  = \port$5246$137 [99:96];
+  assign \codes[25]  = \port$5246$137 [103:100];
+  assign \codes[26]  = \port$5246$137 [107:104];
+  assign \codes[27]  = \port$5246$137 [111:108];
+  assign \codes[28]  = \port$5246$137 [115:112];
+  assign \codes[29]  = \port$5246$137 [119:116];
+  assign \codes[30]  = \port$5246$137 [123:120];
+  assign \codes[31]  = \port$5246$137 [127:124];
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -16547,38 +16547,38 @@ module \bd_linear_fast_b32_n4.dot3.dec_w (values, \port$5189$137 );
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign values[159:155] = { \port$5189$137 [127], selected31[3:0] };
-  assign values[154:150] = { \port$5189$137 [123], selected30[3:0] };
-  assign values[149:145] = { \port$5189$137 [119], selected29[3:0] };
-  assign values[144:140] = { \port$5189$137 [115], selected28[3:0] };
-  assign values[139:135] = { \port$5189$137 [111], selected27[3:0] };
-  assign values[134:130] = { \port$5189$137 [107], selected26[3:0] };
-  assign values[129:125] = { \port$5189$137 [103], selected25[3:0] };
-  assign values[124:120] = { \port$5189$137 [99], selected24[3:0] };
-  assign values[119:115] = { \port$5189$137 [95], selected23[3:0] };
-  assign values[114:110] = { \port$5189$137 [91], selected22[3:0] };
-  assign values[109:105] = { \port$5189$137 [87], selected21[3:0] };
-  assign values[104:100] = { \port$5189$137 [83], selected20[3:0] };
-  assign values[99:95] = { \port$5189$137 [79], selected19[3:0] };
-  assign values[94:90] = { \port$5189$137 [75], selected18[3:0] };
-  assign values[89:85] = { \port$5189$137 [71], selected17[3:0] };
-  assign values[84:80] = { \port$5189$137 [67], selected16[3:0] };
-  assign values[79:75] = { \port$5189$137 [63], selected15[3:0] };
-  assign values[74:70] = { \port$5189$137 [59], selected14[3:0] };
-  assign values[69:65] = { \port$5189$137 [55], selected13[3:0] };
-  assign values[64:60] = { \port$5189$137 [51], selected12[3:0] };
-  assign values[59:55] = { \port$5189$137 [47], selected11[3:0] };
-  assign values[54:50] = { \port$5189$137 [43], selected10[3:0] };
-  assign values[49:45] = { \port$5189$137 [39], selected9[3:0] };
-  assign values[44:40] = { \port$5189$137 [35], selected8[3:0] };
-  assign values[39:35] = { \port$5189$137 [31], selected7[3:0] };
-  assign values[34:30] = { \port$5189$137 [27], selected6[3:0] };
-  assign values[29:25] = { \port$5189$137 [23], selected5[3:0] };
-  assign values[24:20] = { \port$5189$137 [19], selected4[3:0] };
-  assign values[19:15] = { \port$5189$137 [15], selected3[3:0] };
-  assign values[14:10] = { \port$5189$137 [11], selected2[3:0] };
-  assign values[9:5] = { \port$5189$137 [7], selected1[3:0] };
-  assign values[4:0] = { \port$5189$137 [3], selected0[3:0] };
+  assign values[159:155] = { \port$5246$137 [127], selected31[3:0] };
+  assign values[154:150] = { \port$5246$137 [123], selected30[3:0] };
+  assign values[149:145] = { \port$5246$137 [119], selected29[3:0] };
+  assign values[144:140] = { \port$5246$137 [115], selected28[3:0] };
+  assign values[139:135] = { \port$5246$137 [111], selected27[3:0] };
+  assign values[134:130] = { \port$5246$137 [107], selected26[3:0] };
+  assign values[129:125] = { \port$5246$137 [103], selected25[3:0] };
+  assign values[124:120] = { \port$5246$137 [99], selected24[3:0] };
+  assign values[119:115] = { \port$5246$137 [95], selected23[3:0] };
+  assign values[114:110] = { \port$5246$137 [91], selected22[3:0] };
+  assign values[109:105] = { \port$5246$137 [87], selected21[3:0] };
+  assign values[104:100] = { \port$5246$137 [83], selected20[3:0] };
+  assign values[99:95] = { \port$5246$137 [79], selected19[3:0] };
+  assign values[94:90] = { \port$5246$137 [75], selected18[3:0] };
+  assign values[89:85] = { \port$5246$137 [71], selected17[3:0] };
+  assign values[84:80] = { \port$5246$137 [67], selected16[3:0] };
+  assign values[79:75] = { \port$5246$137 [63], selected15[3:0] };
+  assign values[74:70] = { \port$5246$137 [59], selected14[3:0] };
+  assign values[69:65] = { \port$5246$137 [55], selected13[3:0] };
+  assign values[64:60] = { \port$5246$137 [51], selected12[3:0] };
+  assign values[59:55] = { \port$5246$137 [47], selected11[3:0] };
+  assign values[54:50] = { \port$5246$137 [43], selected10[3:0] };
+  assign values[49:45] = { \port$5246$137 [39], selected9[3:0] };
+  assign values[44:40] = { \port$5246$137 [35], selected8[3:0] };
+  assign values[39:35] = { \port$5246$137 [31], selected7[3:0] };
+  assign values[34:30] = { \port$5246$137 [27], selected6[3:0] };
+  assign values[29:25] = { \port$5246$137 [23], selected5[3:0] };
+  assign values[24:20] = { \port$5246$137 [19], selected4[3:0] };
+  assign values[19:15] = { \port$5246$137 [15], selected3[3:0] };
+  assign values[14:10] = { \port$5246$137 [11], selected2[3:0] };
+  assign values[9:5] = { \port$5246$137 [7], selected1[3:0] };
+  assign values[4:0] = { \port$5246$137 [3], selected0[3:0] };
 endmodule
 
 (* generator = "Amaranth" *)
@@ -18718,27 +18718,66 @@ module \bd_linear_fast_b32_n4.group (last, rst, take, overflow, mismatch, blocks
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_valid, o__payload, aclk);
+module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s12_valid, o__payload, aclk);
   reg \$auto$verilog_backend.cc:2355:dump_module$26  = 0;
   wire \$1 ;
   wire \$10 ;
-  reg [31:0] \$100 ;
+  reg \$100 ;
   reg [4:0] \$101 ;
-  reg \$102 ;
-  reg [5:0] \$103 ;
-  reg [5:0] \$104 ;
-  reg [2:0] \$105 ;
-  reg [159:0] \$106 ;
-  reg [31:0] \$107 ;
+  reg [511:0] \$102 ;
+  reg \$103 ;
+  reg [4:0] \$104 ;
+  reg [159:0] \$105 ;
+  reg [511:0] \$106 ;
+  reg \$107 ;
   reg [4:0] \$108 ;
-  reg \$109 ;
+  reg [159:0] \$109 ;
   wire \$11 ;
-  reg [3:0] \$110 ;
-  reg [137:0] \$111 ;
+  reg [39:0] \$110 ;
+  reg [511:0] \$111 ;
+  reg \$112 ;
+  reg [4:0] \$113 ;
+  reg [159:0] \$114 ;
+  reg [19:0] \$115 ;
+  reg [511:0] \$116 ;
+  reg \$117 ;
+  reg [4:0] \$118 ;
+  reg [159:0] \$119 ;
   wire \$12 ;
+  reg [4:0] \$120 ;
+  reg [159:0] \$121 ;
+  reg [31:0] \$122 ;
+  reg [4:0] \$123 ;
+  reg \$124 ;
+  reg [2:0] \$125 ;
+  reg [159:0] \$126 ;
+  reg [31:0] \$127 ;
+  reg [4:0] \$128 ;
+  reg \$129 ;
   wire \$13 ;
+  reg [2:0] \$130 ;
+  reg [159:0] \$131 ;
+  reg [31:0] \$132 ;
+  reg [4:0] \$133 ;
+  reg \$134 ;
+  reg [31:0] \$135 ;
+  reg [31:0] \$136 ;
+  reg [2:0] \$137 ;
+  reg [159:0] \$138 ;
+  reg [31:0] \$139 ;
   wire \$14 ;
+  reg [4:0] \$140 ;
+  reg \$141 ;
+  reg [5:0] \$142 ;
+  reg [5:0] \$143 ;
+  reg [2:0] \$144 ;
+  reg [159:0] \$145 ;
+  reg [31:0] \$146 ;
+  reg [4:0] \$147 ;
+  reg \$148 ;
+  reg [3:0] \$149 ;
   wire \$15 ;
+  reg [137:0] \$150 ;
   wire \$16 ;
   wire \$17 ;
   wire \$18 ;
@@ -18761,76 +18800,76 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire \$33 ;
   wire \$34 ;
   wire \$35 ;
-  wire [5:0] \$36 ;
-  wire [5:0] \$37 ;
-  wire [2:0] \$38 ;
-  wire [2:0] \$39 ;
+  wire \$36 ;
+  wire \$37 ;
+  wire \$38 ;
+  wire \$39 ;
   wire \$4 ;
   wire \$40 ;
   wire \$41 ;
   wire \$42 ;
   wire \$43 ;
   wire \$44 ;
-  wire [3:0] \$45 ;
+  wire \$45 ;
   wire \$46 ;
-  reg \$47 ;
-  reg \$48 ;
-  reg \$49 ;
+  wire \$47 ;
+  wire \$48 ;
+  wire \$49 ;
   wire \$5 ;
-  reg \$50 ;
-  reg \$51 ;
-  reg \$52 ;
-  reg \$53 ;
-  reg \$54 ;
-  reg \$55 ;
-  reg \$56 ;
-  reg \$57 ;
-  reg \$58 ;
-  reg [511:0] \$59 ;
+  wire \$50 ;
+  wire \$51 ;
+  wire \$52 ;
+  wire \$53 ;
+  wire [5:0] \$54 ;
+  wire [5:0] \$55 ;
+  wire [2:0] \$56 ;
+  wire [2:0] \$57 ;
+  wire \$58 ;
+  wire \$59 ;
   wire \$6 ;
-  reg \$60 ;
-  reg [39:0] \$61 ;
-  reg [511:0] \$62 ;
-  reg \$63 ;
-  reg [19:0] \$64 ;
-  reg [511:0] \$65 ;
-  reg \$66 ;
-  reg [4:0] \$67 ;
-  reg [511:0] \$68 ;
-  reg \$69 ;
+  wire [159:0] \$60 ;
+  wire [31:0] \$61 ;
+  wire [4:0] \$62 ;
+  wire \$63 ;
+  wire [5:0] \$64 ;
+  wire [5:0] \$65 ;
+  wire [2:0] \$66 ;
+  wire [2:0] \$67 ;
+  wire [2:0] \$68 ;
+  wire \$69 ;
   wire \$7 ;
-  reg [4:0] \$70 ;
-  reg [159:0] \$71 ;
-  reg [511:0] \$72 ;
-  reg \$73 ;
-  reg [4:0] \$74 ;
-  reg [159:0] \$75 ;
-  reg [39:0] \$76 ;
-  reg [511:0] \$77 ;
+  wire \$70 ;
+  wire \$71 ;
+  wire \$72 ;
+  wire \$73 ;
+  wire [3:0] \$74 ;
+  wire \$75 ;
+  reg \$76 ;
+  reg \$77 ;
   reg \$78 ;
-  reg [4:0] \$79 ;
+  reg \$79 ;
   wire \$8 ;
-  reg [159:0] \$80 ;
-  reg [19:0] \$81 ;
-  reg [511:0] \$82 ;
+  reg \$80 ;
+  reg \$81 ;
+  reg \$82 ;
   reg \$83 ;
-  reg [4:0] \$84 ;
-  reg [159:0] \$85 ;
-  reg [4:0] \$86 ;
-  reg [159:0] \$87 ;
-  reg [31:0] \$88 ;
-  reg [4:0] \$89 ;
+  reg \$84 ;
+  reg \$85 ;
+  reg \$86 ;
+  reg \$87 ;
+  reg \$88 ;
+  reg \$89 ;
   wire \$9 ;
-  reg \$90 ;
-  reg [2:0] \$91 ;
-  reg [159:0] \$92 ;
-  reg [31:0] \$93 ;
-  reg [4:0] \$94 ;
-  reg \$95 ;
-  reg [31:0] \$96 ;
-  reg [31:0] \$97 ;
-  reg [2:0] \$98 ;
-  reg [159:0] \$99 ;
+  reg [511:0] \$90 ;
+  reg \$91 ;
+  reg [79:0] \$92 ;
+  reg [511:0] \$93 ;
+  reg \$94 ;
+  reg [39:0] \$95 ;
+  reg [511:0] \$96 ;
+  reg \$97 ;
+  reg [19:0] \$98 ;
+  reg [511:0] \$99 ;
   input aclk;
   wire aclk;
   wire [5:0] count_a;
@@ -18847,39 +18886,39 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   reg [31:0] count_sign = 32'd0;
   input [511:0] data;
   wire [511:0] data;
-  reg [511:0] \data$39  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
-  wire [15:0] \data$39[0] ;
-  wire [15:0] \data$39[10] ;
-  wire [15:0] \data$39[11] ;
-  wire [15:0] \data$39[12] ;
-  wire [15:0] \data$39[13] ;
-  wire [15:0] \data$39[14] ;
-  wire [15:0] \data$39[15] ;
-  wire [15:0] \data$39[16] ;
-  wire [15:0] \data$39[17] ;
-  wire [15:0] \data$39[18] ;
-  wire [15:0] \data$39[19] ;
-  wire [15:0] \data$39[1] ;
-  wire [15:0] \data$39[20] ;
-  wire [15:0] \data$39[21] ;
-  wire [15:0] \data$39[22] ;
-  wire [15:0] \data$39[23] ;
-  wire [15:0] \data$39[24] ;
-  wire [15:0] \data$39[25] ;
-  wire [15:0] \data$39[26] ;
-  wire [15:0] \data$39[27] ;
-  wire [15:0] \data$39[28] ;
-  wire [15:0] \data$39[29] ;
-  wire [15:0] \data$39[2] ;
-  wire [15:0] \data$39[30] ;
-  wire [15:0] \data$39[31] ;
-  wire [15:0] \data$39[3] ;
-  wire [15:0] \data$39[4] ;
-  wire [15:0] \data$39[5] ;
-  wire [15:0] \data$39[6] ;
-  wire [15:0] \data$39[7] ;
-  wire [15:0] \data$39[8] ;
-  wire [15:0] \data$39[9] ;
+  reg [511:0] \data$51  = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  wire [15:0] \data$51[0] ;
+  wire [15:0] \data$51[10] ;
+  wire [15:0] \data$51[11] ;
+  wire [15:0] \data$51[12] ;
+  wire [15:0] \data$51[13] ;
+  wire [15:0] \data$51[14] ;
+  wire [15:0] \data$51[15] ;
+  wire [15:0] \data$51[16] ;
+  wire [15:0] \data$51[17] ;
+  wire [15:0] \data$51[18] ;
+  wire [15:0] \data$51[19] ;
+  wire [15:0] \data$51[1] ;
+  wire [15:0] \data$51[20] ;
+  wire [15:0] \data$51[21] ;
+  wire [15:0] \data$51[22] ;
+  wire [15:0] \data$51[23] ;
+  wire [15:0] \data$51[24] ;
+  wire [15:0] \data$51[25] ;
+  wire [15:0] \data$51[26] ;
+  wire [15:0] \data$51[27] ;
+  wire [15:0] \data$51[28] ;
+  wire [15:0] \data$51[29] ;
+  wire [15:0] \data$51[2] ;
+  wire [15:0] \data$51[30] ;
+  wire [15:0] \data$51[31] ;
+  wire [15:0] \data$51[3] ;
+  wire [15:0] \data$51[4] ;
+  wire [15:0] \data$51[5] ;
+  wire [15:0] \data$51[6] ;
+  wire [15:0] \data$51[7] ;
+  wire [15:0] \data$51[8] ;
+  wire [15:0] \data$51[9] ;
   wire [15:0] \data[0] ;
   wire [15:0] \data[10] ;
   wire [15:0] \data[11] ;
@@ -18914,9 +18953,20 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire [15:0] \data[9] ;
   reg [3:0] dialect = 4'h0;
   reg [4:0] exp = 5'h00;
+  reg [511:0] exp16_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
+  reg exp16_invalid = 1'h0;
+  reg [79:0] exp16_partial = 80'h00000000000000000000;
   reg [511:0] exp8_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg exp8_invalid = 1'h0;
   reg [39:0] exp8_partial = 40'h0000000000;
+  wire [4:0] exp8_run0_l1_0;
+  wire [4:0] exp8_run1_l1_0;
+  wire [4:0] exp8_run2_l1_0;
+  wire [4:0] exp8_run3_l1_0;
+  wire [4:0] exp8_run4_l1_0;
+  wire [4:0] exp8_run5_l1_0;
+  wire [4:0] exp8_run6_l1_0;
+  wire [4:0] exp8_run7_l1_0;
   reg [511:0] exp_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg exp_invalid = 1'h0;
   wire [4:0] exp_l1_0;
@@ -18999,9 +19049,9 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire [2:0] \idx[8] ;
   wire [2:0] \idx[9] ;
   reg [31:0] in_a = 32'd0;
-  wire [31:0] \in_a$109 ;
+  wire [31:0] \in_a$128 ;
   reg [31:0] in_b = 32'd0;
-  wire [31:0] \in_b$110 ;
+  wire [31:0] \in_b$129 ;
   wire invalid;
   output [137:0] o__payload;
   reg [137:0] o__payload = 138'h00000000000000000000000000000000000;
@@ -19082,23 +19132,29 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire [4:0] \out.exp ;
   wire \out.invalid ;
   reg [2:0] pair = 3'h0;
-  reg [2:0] \pair$62  = 3'h0;
+  reg [2:0] \pair$74  = 3'h0;
   reg [511:0] pair_rule_data = 512'h00000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000;
   reg [4:0] pair_rule_exp = 5'h00;
   reg pair_rule_invalid = 1'h0;
   reg [159:0] pair_rule_q = 160'h0000000000000000000000000000000000000000;
   reg [4:0] pair_rule_qmax = 5'h00;
-  wire [39:0] partial;
-  wire [39:0] \partial$92 ;
-  wire [4:0] \partial$92[0] ;
-  wire [4:0] \partial$92[1] ;
-  wire [4:0] \partial$92[2] ;
-  wire [4:0] \partial$92[3] ;
-  wire [4:0] \partial$92[4] ;
-  wire [4:0] \partial$92[5] ;
-  wire [4:0] \partial$92[6] ;
-  wire [4:0] \partial$92[7] ;
+  wire [79:0] partial;
+  wire [39:0] \partial$106 ;
+  wire [4:0] \partial$106[0] ;
+  wire [4:0] \partial$106[1] ;
+  wire [4:0] \partial$106[2] ;
+  wire [4:0] \partial$106[3] ;
+  wire [4:0] \partial$106[4] ;
+  wire [4:0] \partial$106[5] ;
+  wire [4:0] \partial$106[6] ;
+  wire [4:0] \partial$106[7] ;
   wire [4:0] \partial[0] ;
+  wire [4:0] \partial[10] ;
+  wire [4:0] \partial[11] ;
+  wire [4:0] \partial[12] ;
+  wire [4:0] \partial[13] ;
+  wire [4:0] \partial[14] ;
+  wire [4:0] \partial[15] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
@@ -19106,106 +19162,108 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire [4:0] \partial[5] ;
   wire [4:0] \partial[6] ;
   wire [4:0] \partial[7] ;
+  wire [4:0] \partial[8] ;
+  wire [4:0] \partial[9] ;
   reg [159:0] q = 160'h0000000000000000000000000000000000000000;
-  reg [159:0] \q$54  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$54[0] ;
-  wire [4:0] \q$54[10] ;
-  wire [4:0] \q$54[11] ;
-  wire [4:0] \q$54[12] ;
-  wire [4:0] \q$54[13] ;
-  wire [4:0] \q$54[14] ;
-  wire [4:0] \q$54[15] ;
-  wire [4:0] \q$54[16] ;
-  wire [4:0] \q$54[17] ;
-  wire [4:0] \q$54[18] ;
-  wire [4:0] \q$54[19] ;
-  wire [4:0] \q$54[1] ;
-  wire [4:0] \q$54[20] ;
-  wire [4:0] \q$54[21] ;
-  wire [4:0] \q$54[22] ;
-  wire [4:0] \q$54[23] ;
-  wire [4:0] \q$54[24] ;
-  wire [4:0] \q$54[25] ;
-  wire [4:0] \q$54[26] ;
-  wire [4:0] \q$54[27] ;
-  wire [4:0] \q$54[28] ;
-  wire [4:0] \q$54[29] ;
-  wire [4:0] \q$54[2] ;
-  wire [4:0] \q$54[30] ;
-  wire [4:0] \q$54[31] ;
-  wire [4:0] \q$54[3] ;
-  wire [4:0] \q$54[4] ;
-  wire [4:0] \q$54[5] ;
-  wire [4:0] \q$54[6] ;
-  wire [4:0] \q$54[7] ;
-  wire [4:0] \q$54[8] ;
-  wire [4:0] \q$54[9] ;
-  reg [159:0] \q$64  = 160'h0000000000000000000000000000000000000000;
-  wire [4:0] \q$64[0] ;
-  wire [4:0] \q$64[10] ;
-  wire [4:0] \q$64[11] ;
-  wire [4:0] \q$64[12] ;
-  wire [4:0] \q$64[13] ;
-  wire [4:0] \q$64[14] ;
-  wire [4:0] \q$64[15] ;
-  wire [4:0] \q$64[16] ;
-  wire [4:0] \q$64[17] ;
-  wire [4:0] \q$64[18] ;
-  wire [4:0] \q$64[19] ;
-  wire [4:0] \q$64[1] ;
-  wire [4:0] \q$64[20] ;
-  wire [4:0] \q$64[21] ;
-  wire [4:0] \q$64[22] ;
-  wire [4:0] \q$64[23] ;
-  wire [4:0] \q$64[24] ;
-  wire [4:0] \q$64[25] ;
-  wire [4:0] \q$64[26] ;
-  wire [4:0] \q$64[27] ;
-  wire [4:0] \q$64[28] ;
-  wire [4:0] \q$64[29] ;
-  wire [4:0] \q$64[2] ;
-  wire [4:0] \q$64[30] ;
-  wire [4:0] \q$64[31] ;
-  wire [4:0] \q$64[3] ;
-  wire [4:0] \q$64[4] ;
-  wire [4:0] \q$64[5] ;
-  wire [4:0] \q$64[6] ;
-  wire [4:0] \q$64[7] ;
-  wire [4:0] \q$64[8] ;
-  wire [4:0] \q$64[9] ;
-  wire [159:0] \q$87 ;
-  wire [4:0] \q$87[0] ;
-  wire [4:0] \q$87[10] ;
-  wire [4:0] \q$87[11] ;
-  wire [4:0] \q$87[12] ;
-  wire [4:0] \q$87[13] ;
-  wire [4:0] \q$87[14] ;
-  wire [4:0] \q$87[15] ;
-  wire [4:0] \q$87[16] ;
-  wire [4:0] \q$87[17] ;
-  wire [4:0] \q$87[18] ;
-  wire [4:0] \q$87[19] ;
-  wire [4:0] \q$87[1] ;
-  wire [4:0] \q$87[20] ;
-  wire [4:0] \q$87[21] ;
-  wire [4:0] \q$87[22] ;
-  wire [4:0] \q$87[23] ;
-  wire [4:0] \q$87[24] ;
-  wire [4:0] \q$87[25] ;
-  wire [4:0] \q$87[26] ;
-  wire [4:0] \q$87[27] ;
-  wire [4:0] \q$87[28] ;
-  wire [4:0] \q$87[29] ;
-  wire [4:0] \q$87[2] ;
-  wire [4:0] \q$87[30] ;
-  wire [4:0] \q$87[31] ;
-  wire [4:0] \q$87[3] ;
-  wire [4:0] \q$87[4] ;
-  wire [4:0] \q$87[5] ;
-  wire [4:0] \q$87[6] ;
-  wire [4:0] \q$87[7] ;
-  wire [4:0] \q$87[8] ;
-  wire [4:0] \q$87[9] ;
+  wire [159:0] \q$101 ;
+  wire [4:0] \q$101[0] ;
+  wire [4:0] \q$101[10] ;
+  wire [4:0] \q$101[11] ;
+  wire [4:0] \q$101[12] ;
+  wire [4:0] \q$101[13] ;
+  wire [4:0] \q$101[14] ;
+  wire [4:0] \q$101[15] ;
+  wire [4:0] \q$101[16] ;
+  wire [4:0] \q$101[17] ;
+  wire [4:0] \q$101[18] ;
+  wire [4:0] \q$101[19] ;
+  wire [4:0] \q$101[1] ;
+  wire [4:0] \q$101[20] ;
+  wire [4:0] \q$101[21] ;
+  wire [4:0] \q$101[22] ;
+  wire [4:0] \q$101[23] ;
+  wire [4:0] \q$101[24] ;
+  wire [4:0] \q$101[25] ;
+  wire [4:0] \q$101[26] ;
+  wire [4:0] \q$101[27] ;
+  wire [4:0] \q$101[28] ;
+  wire [4:0] \q$101[29] ;
+  wire [4:0] \q$101[2] ;
+  wire [4:0] \q$101[30] ;
+  wire [4:0] \q$101[31] ;
+  wire [4:0] \q$101[3] ;
+  wire [4:0] \q$101[4] ;
+  wire [4:0] \q$101[5] ;
+  wire [4:0] \q$101[6] ;
+  wire [4:0] \q$101[7] ;
+  wire [4:0] \q$101[8] ;
+  wire [4:0] \q$101[9] ;
+  reg [159:0] \q$66  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$66[0] ;
+  wire [4:0] \q$66[10] ;
+  wire [4:0] \q$66[11] ;
+  wire [4:0] \q$66[12] ;
+  wire [4:0] \q$66[13] ;
+  wire [4:0] \q$66[14] ;
+  wire [4:0] \q$66[15] ;
+  wire [4:0] \q$66[16] ;
+  wire [4:0] \q$66[17] ;
+  wire [4:0] \q$66[18] ;
+  wire [4:0] \q$66[19] ;
+  wire [4:0] \q$66[1] ;
+  wire [4:0] \q$66[20] ;
+  wire [4:0] \q$66[21] ;
+  wire [4:0] \q$66[22] ;
+  wire [4:0] \q$66[23] ;
+  wire [4:0] \q$66[24] ;
+  wire [4:0] \q$66[25] ;
+  wire [4:0] \q$66[26] ;
+  wire [4:0] \q$66[27] ;
+  wire [4:0] \q$66[28] ;
+  wire [4:0] \q$66[29] ;
+  wire [4:0] \q$66[2] ;
+  wire [4:0] \q$66[30] ;
+  wire [4:0] \q$66[31] ;
+  wire [4:0] \q$66[3] ;
+  wire [4:0] \q$66[4] ;
+  wire [4:0] \q$66[5] ;
+  wire [4:0] \q$66[6] ;
+  wire [4:0] \q$66[7] ;
+  wire [4:0] \q$66[8] ;
+  wire [4:0] \q$66[9] ;
+  reg [159:0] \q$76  = 160'h0000000000000000000000000000000000000000;
+  wire [4:0] \q$76[0] ;
+  wire [4:0] \q$76[10] ;
+  wire [4:0] \q$76[11] ;
+  wire [4:0] \q$76[12] ;
+  wire [4:0] \q$76[13] ;
+  wire [4:0] \q$76[14] ;
+  wire [4:0] \q$76[15] ;
+  wire [4:0] \q$76[16] ;
+  wire [4:0] \q$76[17] ;
+  wire [4:0] \q$76[18] ;
+  wire [4:0] \q$76[19] ;
+  wire [4:0] \q$76[1] ;
+  wire [4:0] \q$76[20] ;
+  wire [4:0] \q$76[21] ;
+  wire [4:0] \q$76[22] ;
+  wire [4:0] \q$76[23] ;
+  wire [4:0] \q$76[24] ;
+  wire [4:0] \q$76[25] ;
+  wire [4:0] \q$76[26] ;
+  wire [4:0] \q$76[27] ;
+  wire [4:0] \q$76[28] ;
+  wire [4:0] \q$76[29] ;
+  wire [4:0] \q$76[2] ;
+  wire [4:0] \q$76[30] ;
+  wire [4:0] \q$76[31] ;
+  wire [4:0] \q$76[3] ;
+  wire [4:0] \q$76[4] ;
+  wire [4:0] \q$76[5] ;
+  wire [4:0] \q$76[6] ;
+  wire [4:0] \q$76[7] ;
+  wire [4:0] \q$76[8] ;
+  wire [4:0] \q$76[9] ;
   wire [4:0] \q[0] ;
   wire [4:0] \q[10] ;
   wire [4:0] \q[11] ;
@@ -19267,8 +19325,10 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire s10_load;
   reg s10_valid = 1'h0;
   wire s11_load;
-  output s11_valid;
   reg s11_valid = 1'h0;
+  wire s12_load;
+  output s12_valid;
+  reg s12_valid = 1'h0;
   reg [4:0] s1_exp = 5'h00;
   reg s1_invalid = 1'h0;
   wire s1_load;
@@ -19277,6 +19337,11 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   (* init = 3'h0 *)
   wire [2:0] s1_select;
   reg [31:0] s1_sign = 32'd0;
+  reg [4:0] s1_spare_exp = 5'h00;
+  reg s1_spare_invalid = 1'h0;
+  reg [159:0] s1_spare_q = 160'h0000000000000000000000000000000000000000;
+  reg [2:0] s1_spare_select = 3'h0;
+  reg [31:0] s1_spare_sign = 32'd0;
   reg s1_valid = 1'h0;
   (* init = 4'h0 *)
   wire [3:0] s2_dialect;
@@ -19300,6 +19365,7 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   wire s7_load;
   reg s7_valid = 1'h0;
   wire s8_load;
+  reg s8_spare_valid = 1'h0;
   reg s8_valid = 1'h0;
   wire s9_load;
   reg s9_valid = 1'h0;
@@ -19315,190 +19381,261 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   reg shift_invalid = 1'h0;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] shift_q;
-  assign \$1  = ~ s11_valid;
-  assign \$2  = ~ s10_valid;
-  assign \$3  = ~ s9_valid;
-  assign \$4  = ~ s8_valid;
-  assign \$5  = ~ s7_valid;
-  assign \$6  = ~ s6_valid;
-  assign \$7  = ~ s5_valid;
-  assign \$8  = ~ s4_valid;
-  assign \$9  = ~ s3_valid;
-  assign \$10  = ~ s2_valid;
-  assign \$11  = ~ s1_valid;
-  assign \$12  = ~ s0_valid;
-  assign \$13  = ~ rst;
-  assign \$14  = exp8_partial[4:0] >= exp8_partial[9:5];
-  assign exp_run0_l1_0 = \$14  ? exp8_partial[4:0] : exp8_partial[9:5];
-  assign \$15  = exp8_partial[14:10] >= exp8_partial[19:15];
-  assign exp_run1_l1_0 = \$15  ? exp8_partial[14:10] : exp8_partial[19:15];
-  assign \$16  = exp8_partial[24:20] >= exp8_partial[29:25];
-  assign exp_run2_l1_0 = \$16  ? exp8_partial[24:20] : exp8_partial[29:25];
-  assign \$17  = exp8_partial[34:30] >= exp8_partial[39:35];
-  assign exp_run3_l1_0 = \$17  ? exp8_partial[34:30] : exp8_partial[39:35];
-  assign \$18  = exp_partial[4:0] >= exp_partial[9:5];
-  assign exp_l1_0 = \$18  ? exp_partial[4:0] : exp_partial[9:5];
-  assign \$19  = exp_partial[14:10] >= exp_partial[19:15];
-  assign exp_l1_1 = \$19  ? exp_partial[14:10] : exp_partial[19:15];
-  assign \$20  = exp_l1_0 >= exp_l1_1;
-  assign exp_l2_0 = \$20  ? exp_l1_0 : exp_l1_1;
-  assign \$21  = qmax8_partial[4:0] >= qmax8_partial[9:5];
-  assign qmax_run0_l1_0 = \$21  ? qmax8_partial[4:0] : qmax8_partial[9:5];
-  assign \$22  = qmax8_partial[14:10] >= qmax8_partial[19:15];
-  assign qmax_run1_l1_0 = \$22  ? qmax8_partial[14:10] : qmax8_partial[19:15];
-  assign \$23  = qmax8_partial[24:20] >= qmax8_partial[29:25];
-  assign qmax_run2_l1_0 = \$23  ? qmax8_partial[24:20] : qmax8_partial[29:25];
-  assign \$24  = qmax8_partial[34:30] >= qmax8_partial[39:35];
-  assign qmax_run3_l1_0 = \$24  ? qmax8_partial[34:30] : qmax8_partial[39:35];
-  assign \$25  = qmax_partial[4:0] >= qmax_partial[9:5];
-  assign qmax_l1_0 = \$25  ? qmax_partial[4:0] : qmax_partial[9:5];
-  assign \$26  = qmax_partial[14:10] >= qmax_partial[19:15];
-  assign qmax_l1_1 = \$26  ? qmax_partial[14:10] : qmax_partial[19:15];
-  assign \$27  = qmax_l1_0 >= qmax_l1_1;
-  assign qmax_l2_0 = \$27  ? qmax_l1_0 : qmax_l1_1;
-  assign \$36  = pair_rule_qmax + 1'h1;
-  assign \$37  = pair_rule_qmax + 1'h1;
-  assign \$38  = ~ \$37 [3:1];
-  assign \$39  = \$36 [5] ? 3'h0 : \$38 ;
-  assign \$43  = | select_exp;
-  assign \$44  = select_count_b > select_count_a;
-  assign \$45  = \$43  ? { select_pair, \$44  } : 4'h0;
+  assign \$1  = ~ s12_valid;
+  assign \$2  = ~ s11_valid;
+  assign \$3  = ~ s10_valid;
+  assign \$4  = ~ s9_valid;
+  assign \$5  = ~ s8_valid;
+  assign \$6  = ~ s7_valid;
+  assign \$7  = ~ s8_spare_valid;
+  assign s7_load = \$6  | \$7 ;
+  assign \$8  = ~ s6_valid;
+  assign s6_load = \$8  | s7_load;
+  assign \$9  = ~ s5_valid;
+  assign s5_load = \$9  | s6_load;
+  assign \$10  = ~ s4_valid;
+  assign s4_load = \$10  | s5_load;
+  assign \$11  = ~ s3_valid;
+  assign s3_load = \$11  | s4_load;
+  assign \$12  = ~ s2_valid;
+  assign s2_load = \$12  | s3_load;
+  assign \$13  = ~ s1_valid;
+  assign s1_load = \$13  | s2_load;
+  assign \$14  = ~ s0_valid;
+  assign s0_load = \$14  | s1_load;
+  assign \$15  = ~ rst;
+  assign i__ready = s0_load & \$15 ;
+  assign \$16  = exp16_partial[4:0] >= exp16_partial[9:5];
+  assign exp8_run0_l1_0 = \$16  ? exp16_partial[4:0] : exp16_partial[9:5];
+  assign \$17  = exp16_partial[14:10] >= exp16_partial[19:15];
+  assign exp8_run1_l1_0 = \$17  ? exp16_partial[14:10] : exp16_partial[19:15];
+  assign \$18  = exp16_partial[24:20] >= exp16_partial[29:25];
+  assign exp8_run2_l1_0 = \$18  ? exp16_partial[24:20] : exp16_partial[29:25];
+  assign \$19  = exp16_partial[34:30] >= exp16_partial[39:35];
+  assign exp8_run3_l1_0 = \$19  ? exp16_partial[34:30] : exp16_partial[39:35];
+  assign \$20  = exp16_partial[44:40] >= exp16_partial[49:45];
+  assign exp8_run4_l1_0 = \$20  ? exp16_partial[44:40] : exp16_partial[49:45];
+  assign \$21  = exp16_partial[54:50] >= exp16_partial[59:55];
+  assign exp8_run5_l1_0 = \$21  ? exp16_partial[54:50] : exp16_partial[59:55];
+  assign \$22  = exp16_partial[64:60] >= exp16_partial[69:65];
+  assign exp8_run6_l1_0 = \$22  ? exp16_partial[64:60] : exp16_partial[69:65];
+  assign \$23  = exp16_partial[74:70] >= exp16_partial[79:75];
+  assign exp8_run7_l1_0 = \$23  ? exp16_partial[74:70] : exp16_partial[79:75];
+  assign \$24  = exp8_partial[4:0] >= exp8_partial[9:5];
+  assign exp_run0_l1_0 = \$24  ? exp8_partial[4:0] : exp8_partial[9:5];
+  assign \$25  = exp8_partial[14:10] >= exp8_partial[19:15];
+  assign exp_run1_l1_0 = \$25  ? exp8_partial[14:10] : exp8_partial[19:15];
+  assign \$26  = exp8_partial[24:20] >= exp8_partial[29:25];
+  assign exp_run2_l1_0 = \$26  ? exp8_partial[24:20] : exp8_partial[29:25];
+  assign \$27  = exp8_partial[34:30] >= exp8_partial[39:35];
+  assign exp_run3_l1_0 = \$27  ? exp8_partial[34:30] : exp8_partial[39:35];
+  assign \$28  = exp_partial[4:0] >= exp_partial[9:5];
+  assign exp_l1_0 = \$28  ? exp_partial[4:0] : exp_partial[9:5];
+  assign \$29  = exp_partial[14:10] >= exp_partial[19:15];
+  assign exp_l1_1 = \$29  ? exp_partial[14:10] : exp_partial[19:15];
+  assign \$30  = exp_l1_0 >= exp_l1_1;
+  assign exp_l2_0 = \$30  ? exp_l1_0 : exp_l1_1;
+  assign \$31  = qmax8_partial[4:0] >= qmax8_partial[9:5];
+  assign qmax_run0_l1_0 = \$31  ? qmax8_partial[4:0] : qmax8_partial[9:5];
+  assign \$32  = qmax8_partial[14:10] >= qmax8_partial[19:15];
+  assign qmax_run1_l1_0 = \$32  ? qmax8_partial[14:10] : qmax8_partial[19:15];
+  assign \$33  = qmax8_partial[24:20] >= qmax8_partial[29:25];
+  assign qmax_run2_l1_0 = \$33  ? qmax8_partial[24:20] : qmax8_partial[29:25];
+  assign \$34  = qmax8_partial[34:30] >= qmax8_partial[39:35];
+  assign qmax_run3_l1_0 = \$34  ? qmax8_partial[34:30] : qmax8_partial[39:35];
+  assign \$35  = qmax_partial[4:0] >= qmax_partial[9:5];
+  assign qmax_l1_0 = \$35  ? qmax_partial[4:0] : qmax_partial[9:5];
+  assign \$36  = qmax_partial[14:10] >= qmax_partial[19:15];
+  assign qmax_l1_1 = \$36  ? qmax_partial[14:10] : qmax_partial[19:15];
+  assign \$37  = qmax_l1_0 >= qmax_l1_1;
+  assign qmax_l2_0 = \$37  ? qmax_l1_0 : qmax_l1_1;
+  assign \$38  = s7_valid | s8_spare_valid;
+  assign \$41  = s0_load & i__valid;
+  assign \$42  = s1_load & s0_valid;
+  assign \$43  = s2_load & s1_valid;
+  assign \$44  = s3_load & s2_valid;
+  assign \$45  = s4_load & s3_valid;
+  assign \$46  = s5_load & s4_valid;
+  assign \$47  = s6_load & s5_valid;
+  assign \$48  = s7_load & s6_valid;
+  assign \$49  = ~ s8_spare_valid;
+  assign \$50  = ~ s8_spare_valid;
+  assign \$51  = ~ s8_spare_valid;
+  assign \$52  = ~ s8_spare_valid;
+  assign \$53  = ~ s8_spare_valid;
+  assign \$54  = pair_rule_qmax + 1'h1;
+  assign \$55  = pair_rule_qmax + 1'h1;
+  assign \$56  = ~ \$55 [3:1];
+  assign \$57  = \$54 [5] ? 3'h0 : \$56 ;
+  assign \$58  = s8_spare_valid | s7_valid;
+  assign \$60  = s8_spare_valid ? s1_spare_q : pair_rule_q;
+  assign \$61  = s8_spare_valid ? s1_spare_sign : { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
+  assign \$62  = s8_spare_valid ? s1_spare_exp : pair_rule_exp;
+  assign \$63  = s8_spare_valid ? s1_spare_invalid : pair_rule_invalid;
+  assign \$64  = pair_rule_qmax + 1'h1;
+  assign \$65  = pair_rule_qmax + 1'h1;
+  assign \$66  = ~ \$65 [3:1];
+  assign \$67  = \$64 [5] ? 3'h0 : \$66 ;
+  assign \$68  = s8_spare_valid ? s1_spare_select : \$67 ;
+  assign \$72  = | select_exp;
+  assign \$73  = select_count_b > select_count_a;
+  assign \$74  = \$72  ? { select_pair, \$73  } : 4'h0;
   always @(posedge aclk)
-    s0_valid <= \$47 ;
+    s0_valid <= \$76 ;
   always @(posedge aclk)
-    s1_valid <= \$48 ;
+    s1_valid <= \$77 ;
   always @(posedge aclk)
-    s2_valid <= \$49 ;
+    s2_valid <= \$78 ;
   always @(posedge aclk)
-    s3_valid <= \$50 ;
+    s3_valid <= \$79 ;
   always @(posedge aclk)
-    s4_valid <= \$51 ;
+    s4_valid <= \$80 ;
   always @(posedge aclk)
-    s5_valid <= \$52 ;
+    s5_valid <= \$81 ;
   always @(posedge aclk)
-    s6_valid <= \$53 ;
+    s6_valid <= \$82 ;
   always @(posedge aclk)
-    s7_valid <= \$54 ;
+    s7_valid <= \$83 ;
   always @(posedge aclk)
-    s8_valid <= \$55 ;
+    s8_valid <= \$84 ;
   always @(posedge aclk)
-    s9_valid <= \$56 ;
+    s9_valid <= \$85 ;
   always @(posedge aclk)
-    s10_valid <= \$57 ;
+    s10_valid <= \$86 ;
   always @(posedge aclk)
-    s11_valid <= \$58 ;
+    s11_valid <= \$87 ;
   always @(posedge aclk)
-    exp8_data <= \$59 ;
+    s12_valid <= \$88 ;
   always @(posedge aclk)
-    exp8_invalid <= \$60 ;
+    s8_spare_valid <= \$89 ;
   always @(posedge aclk)
-    exp8_partial <= \$61 ;
+    exp16_data <= \$90 ;
   always @(posedge aclk)
-    exp_data <= \$62 ;
+    exp16_invalid <= \$91 ;
   always @(posedge aclk)
-    exp_invalid <= \$63 ;
+    exp16_partial <= \$92 ;
   always @(posedge aclk)
-    exp_partial <= \$64 ;
+    exp8_data <= \$93 ;
   always @(posedge aclk)
-    \data$39  <= \$65 ;
+    exp8_invalid <= \$94 ;
   always @(posedge aclk)
-    s0_invalid <= \$66 ;
+    exp8_partial <= \$95 ;
   always @(posedge aclk)
-    exp <= \$67 ;
+    exp_data <= \$96 ;
   always @(posedge aclk)
-    shift_data <= \$68 ;
+    exp_invalid <= \$97 ;
   always @(posedge aclk)
-    shift_invalid <= \$69 ;
+    exp_partial <= \$98 ;
   always @(posedge aclk)
-    shift_exp <= \$70 ;
+    \data$51  <= \$99 ;
   always @(posedge aclk)
-    q <= \$71 ;
+    s0_invalid <= \$100 ;
   always @(posedge aclk)
-    qmax8_data <= \$72 ;
+    exp <= \$101 ;
   always @(posedge aclk)
-    qmax8_invalid <= \$73 ;
+    shift_data <= \$102 ;
   always @(posedge aclk)
-    qmax8_exp <= \$74 ;
+    shift_invalid <= \$103 ;
   always @(posedge aclk)
-    qmax8_q <= \$75 ;
+    shift_exp <= \$104 ;
   always @(posedge aclk)
-    qmax8_partial <= \$76 ;
+    q <= \$105 ;
   always @(posedge aclk)
-    qmax_data <= \$77 ;
+    qmax8_data <= \$106 ;
   always @(posedge aclk)
-    qmax_invalid <= \$78 ;
+    qmax8_invalid <= \$107 ;
   always @(posedge aclk)
-    qmax_exp <= \$79 ;
+    qmax8_exp <= \$108 ;
   always @(posedge aclk)
-    qmax_q <= \$80 ;
+    qmax8_q <= \$109 ;
   always @(posedge aclk)
-    qmax_partial <= \$81 ;
+    qmax8_partial <= \$110 ;
   always @(posedge aclk)
-    pair_rule_data <= \$82 ;
+    qmax_data <= \$111 ;
   always @(posedge aclk)
-    pair_rule_invalid <= \$83 ;
+    qmax_invalid <= \$112 ;
   always @(posedge aclk)
-    pair_rule_exp <= \$84 ;
+    qmax_exp <= \$113 ;
   always @(posedge aclk)
-    pair_rule_q <= \$85 ;
+    qmax_q <= \$114 ;
   always @(posedge aclk)
-    pair_rule_qmax <= \$86 ;
+    qmax_partial <= \$115 ;
   always @(posedge aclk)
-    \q$54  <= \$87 ;
+    pair_rule_data <= \$116 ;
   always @(posedge aclk)
-    s1_sign <= \$88 ;
+    pair_rule_invalid <= \$117 ;
   always @(posedge aclk)
-    s1_exp <= \$89 ;
+    pair_rule_exp <= \$118 ;
   always @(posedge aclk)
-    s1_invalid <= \$90 ;
+    pair_rule_q <= \$119 ;
   always @(posedge aclk)
-    pair <= \$91 ;
+    pair_rule_qmax <= \$120 ;
   always @(posedge aclk)
-    count_q <= \$92 ;
+    s1_spare_q <= \$121 ;
   always @(posedge aclk)
-    count_sign <= \$93 ;
+    s1_spare_sign <= \$122 ;
   always @(posedge aclk)
-    count_exp <= \$94 ;
+    s1_spare_exp <= \$123 ;
   always @(posedge aclk)
-    count_invalid <= \$95 ;
+    s1_spare_invalid <= \$124 ;
   always @(posedge aclk)
-    in_a <= \$96 ;
+    s1_spare_select <= \$125 ;
   always @(posedge aclk)
-    in_b <= \$97 ;
+    \q$66  <= \$126 ;
   always @(posedge aclk)
-    \pair$62  <= \$98 ;
+    s1_sign <= \$127 ;
   always @(posedge aclk)
-    select_q <= \$99 ;
+    s1_exp <= \$128 ;
   always @(posedge aclk)
-    select_sign <= \$100 ;
+    s1_invalid <= \$129 ;
   always @(posedge aclk)
-    select_exp <= \$101 ;
+    pair <= \$130 ;
   always @(posedge aclk)
-    select_invalid <= \$102 ;
+    count_q <= \$131 ;
   always @(posedge aclk)
-    select_count_a <= \$103 ;
+    count_sign <= \$132 ;
   always @(posedge aclk)
-    select_count_b <= \$104 ;
+    count_exp <= \$133 ;
   always @(posedge aclk)
-    select_pair <= \$105 ;
+    count_invalid <= \$134 ;
   always @(posedge aclk)
-    \q$64  <= \$106 ;
+    in_a <= \$135 ;
   always @(posedge aclk)
-    s2_sign <= \$107 ;
+    in_b <= \$136 ;
   always @(posedge aclk)
-    s2_exp <= \$108 ;
+    \pair$74  <= \$137 ;
   always @(posedge aclk)
-    s2_invalid <= \$109 ;
+    select_q <= \$138 ;
   always @(posedge aclk)
-    dialect <= \$110 ;
+    select_sign <= \$139 ;
   always @(posedge aclk)
-    o__payload <= \$111 ;
+    select_exp <= \$140 ;
+  always @(posedge aclk)
+    select_invalid <= \$141 ;
+  always @(posedge aclk)
+    select_count_a <= \$142 ;
+  always @(posedge aclk)
+    select_count_b <= \$143 ;
+  always @(posedge aclk)
+    select_pair <= \$144 ;
+  always @(posedge aclk)
+    \q$76  <= \$145 ;
+  always @(posedge aclk)
+    s2_sign <= \$146 ;
+  always @(posedge aclk)
+    s2_exp <= \$147 ;
+  always @(posedge aclk)
+    s2_invalid <= \$148 ;
+  always @(posedge aclk)
+    dialect <= \$149 ;
+  always @(posedge aclk)
+    o__payload <= \$150 ;
   \bd_linear_fast_b32_n4.quantizer.counts  counts (
     .count_a_l5_0(count_a),
     .count_b_l5_0(count_b),
     .in_a(in_a),
     .in_b(in_b),
-    .pair(\pair$62 )
+    .pair(\pair$74 )
   );
   \bd_linear_fast_b32_n4.quantizer.exp_max  exp_max (
     .data(data),
@@ -19508,526 +19645,606 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   \bd_linear_fast_b32_n4.quantizer.index  index (
     .dialect(dialect),
     .idx(idx),
-    .q(\q$64 )
+    .q(\q$76 )
   );
-  \bd_linear_fast_b32_n4.quantizer.pair$122  \pair$122  (
-    .partial(\partial$92 ),
+  \bd_linear_fast_b32_n4.quantizer.pair$141  \pair$141  (
+    .partial(\partial$106 ),
     .q(q)
   );
   \bd_linear_fast_b32_n4.quantizer.ranges  ranges (
-    .in_a(\in_a$109 ),
-    .in_b(\in_b$110 ),
+    .in_a(\in_a$128 ),
+    .in_b(\in_b$129 ),
     .pair(pair),
-    .q(\q$54 )
+    .q(\q$66 )
   );
   \bd_linear_fast_b32_n4.quantizer.shifter  shifter (
-    .data(\data$39 ),
+    .data(\data$51 ),
     .exp(exp),
-    .q(\q$87 )
+    .q(\q$101 )
   );
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$47  = s0_valid;
+    \$76  = s0_valid;
     if (s0_load) begin
-      \$47  = i__valid;
+      \$76  = i__valid;
     end
     if (rst) begin
-      \$47  = 1'h0;
+      \$76  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$48  = s1_valid;
+    \$77  = s1_valid;
     if (s1_load) begin
-      \$48  = s0_valid;
+      \$77  = s0_valid;
     end
     if (rst) begin
-      \$48  = 1'h0;
+      \$77  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$49  = s2_valid;
+    \$78  = s2_valid;
     if (s2_load) begin
-      \$49  = s1_valid;
+      \$78  = s1_valid;
     end
     if (rst) begin
-      \$49  = 1'h0;
+      \$78  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$50  = s3_valid;
+    \$79  = s3_valid;
     if (s3_load) begin
-      \$50  = s2_valid;
+      \$79  = s2_valid;
     end
     if (rst) begin
-      \$50  = 1'h0;
+      \$79  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$51  = s4_valid;
+    \$80  = s4_valid;
     if (s4_load) begin
-      \$51  = s3_valid;
+      \$80  = s3_valid;
     end
     if (rst) begin
-      \$51  = 1'h0;
+      \$80  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$52  = s5_valid;
+    \$81  = s5_valid;
     if (s5_load) begin
-      \$52  = s4_valid;
+      \$81  = s4_valid;
     end
     if (rst) begin
-      \$52  = 1'h0;
+      \$81  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$53  = s6_valid;
+    \$82  = s6_valid;
     if (s6_load) begin
-      \$53  = s5_valid;
+      \$82  = s5_valid;
     end
     if (rst) begin
-      \$53  = 1'h0;
+      \$82  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$54  = s7_valid;
+    \$83  = s7_valid;
     if (s7_load) begin
-      \$54  = s6_valid;
+      \$83  = s6_valid;
     end
     if (rst) begin
-      \$54  = 1'h0;
+      \$83  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$55  = s8_valid;
+    \$84  = s8_valid;
     if (s8_load) begin
-      \$55  = s7_valid;
+      \$84  = \$38 ;
     end
     if (rst) begin
-      \$55  = 1'h0;
+      \$84  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$56  = s9_valid;
+    \$85  = s9_valid;
     if (s9_load) begin
-      \$56  = s8_valid;
+      \$85  = s8_valid;
     end
     if (rst) begin
-      \$56  = 1'h0;
+      \$85  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$57  = s10_valid;
+    \$86  = s10_valid;
     if (s10_load) begin
-      \$57  = s9_valid;
+      \$86  = s9_valid;
     end
     if (rst) begin
-      \$57  = 1'h0;
+      \$86  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$58  = s11_valid;
+    \$87  = s11_valid;
     if (s11_load) begin
-      \$58  = s10_valid;
+      \$87  = s10_valid;
     end
     if (rst) begin
-      \$58  = 1'h0;
+      \$87  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$59  = exp8_data;
-    if (\$28 ) begin
-      \$59  = data;
+    \$88  = s12_valid;
+    if (s12_load) begin
+      \$88  = s11_valid;
+    end
+    if (rst) begin
+      \$88  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$60  = exp8_invalid;
-    if (\$28 ) begin
-      \$60  = invalid;
+    \$89  = s8_spare_valid;
+    if (s8_spare_valid) begin
+      if (s8_load) begin
+        \$89  = 1'h0;
+      end
+    end else if (\$40 ) begin
+      \$89  = 1'h1;
+    end
+    if (rst) begin
+      \$89  = 1'h0;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$61  = exp8_partial;
-    if (\$28 ) begin
-      \$61  = partial;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$62  = exp_data;
-    if (\$29 ) begin
-      \$62  = exp8_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$63  = exp_invalid;
-    if (\$29 ) begin
-      \$63  = exp8_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$64  = exp_partial;
-    if (\$29 ) begin
-      \$64  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$65  = \data$39 ;
-    if (\$30 ) begin
-      \$65  = exp_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$66  = s0_invalid;
-    if (\$30 ) begin
-      \$66  = exp_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$67  = exp;
-    if (\$30 ) begin
-      \$67  = exp_l2_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$68  = shift_data;
-    if (\$31 ) begin
-      \$68  = \data$39 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$69  = shift_invalid;
-    if (\$31 ) begin
-      \$69  = s0_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$70  = shift_exp;
-    if (\$31 ) begin
-      \$70  = exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$71  = q;
-    if (\$31 ) begin
-      \$71  = \q$87 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$72  = qmax8_data;
-    if (\$32 ) begin
-      \$72  = shift_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$73  = qmax8_invalid;
-    if (\$32 ) begin
-      \$73  = shift_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$74  = qmax8_exp;
-    if (\$32 ) begin
-      \$74  = shift_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$75  = qmax8_q;
-    if (\$32 ) begin
-      \$75  = q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$76  = qmax8_partial;
-    if (\$32 ) begin
-      \$76  = \partial$92 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$77  = qmax_data;
-    if (\$33 ) begin
-      \$77  = qmax8_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$78  = qmax_invalid;
-    if (\$33 ) begin
-      \$78  = qmax8_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$79  = qmax_exp;
-    if (\$33 ) begin
-      \$79  = qmax8_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$80  = qmax_q;
-    if (\$33 ) begin
-      \$80  = qmax8_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$81  = qmax_partial;
-    if (\$33 ) begin
-      \$81  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$82  = pair_rule_data;
-    if (\$34 ) begin
-      \$82  = qmax_data;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$83  = pair_rule_invalid;
-    if (\$34 ) begin
-      \$83  = qmax_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$84  = pair_rule_exp;
-    if (\$34 ) begin
-      \$84  = qmax_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$85  = pair_rule_q;
-    if (\$34 ) begin
-      \$85  = qmax_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$86  = pair_rule_qmax;
-    if (\$34 ) begin
-      \$86  = qmax_l2_0;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$87  = \q$54 ;
-    if (\$35 ) begin
-      \$87  = pair_rule_q;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$88  = s1_sign;
-    if (\$35 ) begin
-      \$88  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$89  = s1_exp;
-    if (\$35 ) begin
-      \$89  = pair_rule_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$90  = s1_invalid;
-    if (\$35 ) begin
-      \$90  = pair_rule_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$91  = pair;
-    if (\$35 ) begin
-      \$91  = \$39 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$92  = count_q;
-    if (\$40 ) begin
-      \$92  = \q$54 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$93  = count_sign;
-    if (\$40 ) begin
-      \$93  = s1_sign;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$94  = count_exp;
-    if (\$40 ) begin
-      \$94  = s1_exp;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$95  = count_invalid;
-    if (\$40 ) begin
-      \$95  = s1_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$96  = in_a;
-    if (\$40 ) begin
-      \$96  = \in_a$109 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$97  = in_b;
-    if (\$40 ) begin
-      \$97  = \in_b$110 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$98  = \pair$62 ;
-    if (\$40 ) begin
-      \$98  = pair;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$99  = select_q;
+    \$90  = exp16_data;
     if (\$41 ) begin
-      \$99  = count_q;
+      \$90  = data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$100  = select_sign;
+    \$91  = exp16_invalid;
     if (\$41 ) begin
-      \$100  = count_sign;
+      \$91  = invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$101  = select_exp;
+    \$92  = exp16_partial;
     if (\$41 ) begin
-      \$101  = count_exp;
+      \$92  = partial;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$102  = select_invalid;
-    if (\$41 ) begin
-      \$102  = count_invalid;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$103  = select_count_a;
-    if (\$41 ) begin
-      \$103  = count_a;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$104  = select_count_b;
-    if (\$41 ) begin
-      \$104  = count_b;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$105  = select_pair;
-    if (\$41 ) begin
-      \$105  = \pair$62 ;
-    end
-  end
-  always @* begin
-    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$106  = \q$64 ;
+    \$93  = exp8_data;
     if (\$42 ) begin
-      \$106  = select_q;
+      \$93  = exp16_data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$107  = s2_sign;
+    \$94  = exp8_invalid;
     if (\$42 ) begin
-      \$107  = select_sign;
+      \$94  = exp16_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$108  = s2_exp;
+    \$95  = exp8_partial;
     if (\$42 ) begin
-      \$108  = select_exp;
+      \$95  = { exp8_run7_l1_0, exp8_run6_l1_0, exp8_run5_l1_0, exp8_run4_l1_0, exp8_run3_l1_0, exp8_run2_l1_0, exp8_run1_l1_0, exp8_run0_l1_0 };
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$109  = s2_invalid;
-    if (\$42 ) begin
-      \$109  = select_invalid;
+    \$96  = exp_data;
+    if (\$43 ) begin
+      \$96  = exp8_data;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$110  = dialect;
-    if (\$42 ) begin
-      \$110  = \$45 ;
+    \$97  = exp_invalid;
+    if (\$43 ) begin
+      \$97  = exp8_invalid;
     end
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
-    \$111  = o__payload;
+    \$98  = exp_partial;
+    if (\$43 ) begin
+      \$98  = { exp_run3_l1_0, exp_run2_l1_0, exp_run1_l1_0, exp_run0_l1_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$99  = \data$51 ;
+    if (\$44 ) begin
+      \$99  = exp_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$100  = s0_invalid;
+    if (\$44 ) begin
+      \$100  = exp_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$101  = exp;
+    if (\$44 ) begin
+      \$101  = exp_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$102  = shift_data;
+    if (\$45 ) begin
+      \$102  = \data$51 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$103  = shift_invalid;
+    if (\$45 ) begin
+      \$103  = s0_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$104  = shift_exp;
+    if (\$45 ) begin
+      \$104  = exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$105  = q;
+    if (\$45 ) begin
+      \$105  = \q$101 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$106  = qmax8_data;
     if (\$46 ) begin
-      \$111  = out;
+      \$106  = shift_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$107  = qmax8_invalid;
+    if (\$46 ) begin
+      \$107  = shift_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$108  = qmax8_exp;
+    if (\$46 ) begin
+      \$108  = shift_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$109  = qmax8_q;
+    if (\$46 ) begin
+      \$109  = q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$110  = qmax8_partial;
+    if (\$46 ) begin
+      \$110  = \partial$106 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$111  = qmax_data;
+    if (\$47 ) begin
+      \$111  = qmax8_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$112  = qmax_invalid;
+    if (\$47 ) begin
+      \$112  = qmax8_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$113  = qmax_exp;
+    if (\$47 ) begin
+      \$113  = qmax8_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$114  = qmax_q;
+    if (\$47 ) begin
+      \$114  = qmax8_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$115  = qmax_partial;
+    if (\$47 ) begin
+      \$115  = { qmax_run3_l1_0, qmax_run2_l1_0, qmax_run1_l1_0, qmax_run0_l1_0 };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$116  = pair_rule_data;
+    if (\$48 ) begin
+      \$116  = qmax_data;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$117  = pair_rule_invalid;
+    if (\$48 ) begin
+      \$117  = qmax_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$118  = pair_rule_exp;
+    if (\$48 ) begin
+      \$118  = qmax_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$119  = pair_rule_q;
+    if (\$48 ) begin
+      \$119  = qmax_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$120  = pair_rule_qmax;
+    if (\$48 ) begin
+      \$120  = qmax_l2_0;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$121  = s1_spare_q;
+    if (\$49 ) begin
+      \$121  = pair_rule_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$122  = s1_spare_sign;
+    if (\$50 ) begin
+      \$122  = { pair_rule_data[511], pair_rule_data[495], pair_rule_data[479], pair_rule_data[463], pair_rule_data[447], pair_rule_data[431], pair_rule_data[415], pair_rule_data[399], pair_rule_data[383], pair_rule_data[367], pair_rule_data[351], pair_rule_data[335], pair_rule_data[319], pair_rule_data[303], pair_rule_data[287], pair_rule_data[271], pair_rule_data[255], pair_rule_data[239], pair_rule_data[223], pair_rule_data[207], pair_rule_data[191], pair_rule_data[175], pair_rule_data[159], pair_rule_data[143], pair_rule_data[127], pair_rule_data[111], pair_rule_data[95], pair_rule_data[79], pair_rule_data[63], pair_rule_data[47], pair_rule_data[31], pair_rule_data[15] };
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$123  = s1_spare_exp;
+    if (\$51 ) begin
+      \$123  = pair_rule_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$124  = s1_spare_invalid;
+    if (\$52 ) begin
+      \$124  = pair_rule_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$125  = s1_spare_select;
+    if (\$53 ) begin
+      \$125  = \$57 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$126  = \q$66 ;
+    if (\$59 ) begin
+      \$126  = \$60 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$127  = s1_sign;
+    if (\$59 ) begin
+      \$127  = \$61 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$128  = s1_exp;
+    if (\$59 ) begin
+      \$128  = \$62 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$129  = s1_invalid;
+    if (\$59 ) begin
+      \$129  = \$63 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$130  = pair;
+    if (\$59 ) begin
+      \$130  = \$68 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$131  = count_q;
+    if (\$69 ) begin
+      \$131  = \q$66 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$132  = count_sign;
+    if (\$69 ) begin
+      \$132  = s1_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$133  = count_exp;
+    if (\$69 ) begin
+      \$133  = s1_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$134  = count_invalid;
+    if (\$69 ) begin
+      \$134  = s1_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$135  = in_a;
+    if (\$69 ) begin
+      \$135  = \in_a$128 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$136  = in_b;
+    if (\$69 ) begin
+      \$136  = \in_b$129 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$137  = \pair$74 ;
+    if (\$69 ) begin
+      \$137  = pair;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$138  = select_q;
+    if (\$70 ) begin
+      \$138  = count_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$139  = select_sign;
+    if (\$70 ) begin
+      \$139  = count_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$140  = select_exp;
+    if (\$70 ) begin
+      \$140  = count_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$141  = select_invalid;
+    if (\$70 ) begin
+      \$141  = count_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$142  = select_count_a;
+    if (\$70 ) begin
+      \$142  = count_a;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$143  = select_count_b;
+    if (\$70 ) begin
+      \$143  = count_b;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$144  = select_pair;
+    if (\$70 ) begin
+      \$144  = \pair$74 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$145  = \q$76 ;
+    if (\$71 ) begin
+      \$145  = select_q;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$146  = s2_sign;
+    if (\$71 ) begin
+      \$146  = select_sign;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$147  = s2_exp;
+    if (\$71 ) begin
+      \$147  = select_exp;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$148  = s2_invalid;
+    if (\$71 ) begin
+      \$148  = select_invalid;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$149  = dialect;
+    if (\$71 ) begin
+      \$149  = \$74 ;
+    end
+  end
+  always @* begin
+    if (\$auto$verilog_backend.cc:2355:dump_module$26 ) begin end
+    \$150  = o__payload;
+    if (\$75 ) begin
+      \$150  = out;
     end
   end
   assign o__ready = 1'h1;
-  assign o__valid = s11_valid;
+  assign o__valid = s12_valid;
   assign i__payload = data;
-  assign s0_data = \data$39 ;
+  assign s0_data = \data$51 ;
   assign s0_exp = exp;
   assign shift_q = q;
-  assign s1_q = \q$54 ;
+  assign s1_q = \q$66 ;
   assign s1_select = pair;
   assign count_in_a = in_a;
   assign count_in_b = in_b;
-  assign count_pair = \pair$62 ;
-  assign s2_q = \q$64 ;
+  assign count_pair = \pair$74 ;
+  assign s2_q = \q$76 ;
   assign s2_dialect = dialect;
   assign s3_out = o__payload;
   assign \data[0]  = data[15:0];
@@ -20095,38 +20312,38 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   assign \i__payload.data[29]  = data[479:464];
   assign \i__payload.data[30]  = data[495:480];
   assign \i__payload.data[31]  = data[511:496];
-  assign \data$39[0]  = \data$39 [15:0];
-  assign \data$39[1]  = \data$39 [31:16];
-  assign \data$39[2]  = \data$39 [47:32];
-  assign \data$39[3]  = \data$39 [63:48];
-  assign \data$39[4]  = \data$39 [79:64];
-  assign \data$39[5]  = \data$39 [95:80];
-  assign \data$39[6]  = \data$39 [111:96];
-  assign \data$39[7]  = \data$39 [127:112];
-  assign \data$39[8]  = \data$39 [143:128];
-  assign \data$39[9]  = \data$39 [159:144];
-  assign \data$39[10]  = \data$39 [175:160];
-  assign \data$39[11]  = \data$39 [191:176];
-  assign \data$39[12]  = \data$39 [207:192];
-  assign \data$39[13]  = \data$39 [223:208];
-  assign \data$39[14]  = \data$39 [239:224];
-  assign \data$39[15]  = \data$39 [255:240];
-  assign \data$39[16]  = \data$39 [271:256];
-  assign \data$39[17]  = \data$39 [287:272];
-  assign \data$39[18]  = \data$39 [303:288];
-  assign \data$39[19]  = \data$39 [319:304];
-  assign \data$39[20]  = \data$39 [335:320];
-  assign \data$39[21]  = \data$39 [351:336];
-  assign \data$39[22]  = \data$39 [367:352];
-  assign \data$39[23]  = \data$39 [383:368];
-  assign \data$39[24]  = \data$39 [399:384];
-  assign \data$39[25]  = \data$39 [415:400];
-  assign \data$39[26]  = \data$39 [431:416];
-  assign \data$39[27]  = \data$39 [447:432];
-  assign \data$39[28]  = \data$39 [463:448];
-  assign \data$39[29]  = \data$39 [479:464];
-  assign \data$39[30]  = \data$39 [495:480];
-  assign \data$39[31]  = \data$39 [511:496];
+  assign \data$51[0]  = \data$51 [15:0];
+  assign \data$51[1]  = \data$51 [31:16];
+  assign \data$51[2]  = \data$51 [47:32];
+  assign \data$51[3]  = \data$51 [63:48];
+  assign \data$51[4]  = \data$51 [79:64];
+  assign \data$51[5]  = \data$51 [95:80];
+  assign \data$51[6]  = \data$51 [111:96];
+  assign \data$51[7]  = \data$51 [127:112];
+  assign \data$51[8]  = \data$51 [143:128];
+  assign \data$51[9]  = \data$51 [159:144];
+  assign \data$51[10]  = \data$51 [175:160];
+  assign \data$51[11]  = \data$51 [191:176];
+  assign \data$51[12]  = \data$51 [207:192];
+  assign \data$51[13]  = \data$51 [223:208];
+  assign \data$51[14]  = \data$51 [239:224];
+  assign \data$51[15]  = \data$51 [255:240];
+  assign \data$51[16]  = \data$51 [271:256];
+  assign \data$51[17]  = \data$51 [287:272];
+  assign \data$51[18]  = \data$51 [303:288];
+  assign \data$51[19]  = \data$51 [319:304];
+  assign \data$51[20]  = \data$51 [335:320];
+  assign \data$51[21]  = \data$51 [351:336];
+  assign \data$51[22]  = \data$51 [367:352];
+  assign \data$51[23]  = \data$51 [383:368];
+  assign \data$51[24]  = \data$51 [399:384];
+  assign \data$51[25]  = \data$51 [415:400];
+  assign \data$51[26]  = \data$51 [431:416];
+  assign \data$51[27]  = \data$51 [447:432];
+  assign \data$51[28]  = \data$51 [463:448];
+  assign \data$51[29]  = \data$51 [479:464];
+  assign \data$51[30]  = \data$51 [495:480];
+  assign \data$51[31]  = \data$51 [511:496];
   assign \q[0]  = q[4:0];
   assign \q[1]  = q[9:5];
   assign \q[2]  = q[14:10];
@@ -20159,70 +20376,70 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   assign \q[29]  = q[149:145];
   assign \q[30]  = q[154:150];
   assign \q[31]  = q[159:155];
-  assign \q$54[0]  = \q$54 [4:0];
-  assign \q$54[1]  = \q$54 [9:5];
-  assign \q$54[2]  = \q$54 [14:10];
-  assign \q$54[3]  = \q$54 [19:15];
-  assign \q$54[4]  = \q$54 [24:20];
-  assign \q$54[5]  = \q$54 [29:25];
-  assign \q$54[6]  = \q$54 [34:30];
-  assign \q$54[7]  = \q$54 [39:35];
-  assign \q$54[8]  = \q$54 [44:40];
-  assign \q$54[9]  = \q$54 [49:45];
-  assign \q$54[10]  = \q$54 [54:50];
-  assign \q$54[11]  = \q$54 [59:55];
-  assign \q$54[12]  = \q$54 [64:60];
-  assign \q$54[13]  = \q$54 [69:65];
-  assign \q$54[14]  = \q$54 [74:70];
-  assign \q$54[15]  = \q$54 [79:75];
-  assign \q$54[16]  = \q$54 [84:80];
-  assign \q$54[17]  = \q$54 [89:85];
-  assign \q$54[18]  = \q$54 [94:90];
-  assign \q$54[19]  = \q$54 [99:95];
-  assign \q$54[20]  = \q$54 [104:100];
-  assign \q$54[21]  = \q$54 [109:105];
-  assign \q$54[22]  = \q$54 [114:110];
-  assign \q$54[23]  = \q$54 [119:115];
-  assign \q$54[24]  = \q$54 [124:120];
-  assign \q$54[25]  = \q$54 [129:125];
-  assign \q$54[26]  = \q$54 [134:130];
-  assign \q$54[27]  = \q$54 [139:135];
-  assign \q$54[28]  = \q$54 [144:140];
-  assign \q$54[29]  = \q$54 [149:145];
-  assign \q$54[30]  = \q$54 [154:150];
-  assign \q$54[31]  = \q$54 [159:155];
-  assign \q$64[0]  = \q$64 [4:0];
-  assign \q$64[1]  = \q$64 [9:5];
-  assign \q$64[2]  = \q$64 [14:10];
-  assign \q$64[3]  = \q$64 [19:15];
-  assign \q$64[4]  = \q$64 [24:20];
-  assign \q$64[5]  = \q$64 [29:25];
-  assign \q$64[6]  = \q$64 [34:30];
-  assign \q$64[7]  = \q$64 [39:35];
-  assign \q$64[8]  = \q$64 [44:40];
-  assign \q$64[9]  = \q$64 [49:45];
-  assign \q$64[10]  = \q$64 [54:50];
-  assign \q$64[11]  = \q$64 [59:55];
-  assign \q$64[12]  = \q$64 [64:60];
-  assign \q$64[13]  = \q$64 [69:65];
-  assign \q$64[14]  = \q$64 [74:70];
-  assign \q$64[15]  = \q$64 [79:75];
-  assign \q$64[16]  = \q$64 [84:80];
-  assign \q$64[17]  = \q$64 [89:85];
-  assign \q$64[18]  = \q$64 [94:90];
-  assign \q$64[19]  = \q$64 [99:95];
-  assign \q$64[20]  = \q$64 [104:100];
-  assign \q$64[21]  = \q$64 [109:105];
-  assign \q$64[22]  = \q$64 [114:110];
-  assign \q$64[23]  = \q$64 [119:115];
-  assign \q$64[24]  = \q$64 [124:120];
-  assign \q$64[25]  = \q$64 [129:125];
-  assign \q$64[26]  = \q$64 [134:130];
-  assign \q$64[27]  = \q$64 [139:135];
-  assign \q$64[28]  = \q$64 [144:140];
-  assign \q$64[29]  = \q$64 [149:145];
-  assign \q$64[30]  = \q$64 [154:150];
-  assign \q$64[31]  = \q$64 [159:155];
+  assign \q$66[0]  = \q$66 [4:0];
+  assign \q$66[1]  = \q$66 [9:5];
+  assign \q$66[2]  = \q$66 [14:10];
+  assign \q$66[3]  = \q$66 [19:15];
+  assign \q$66[4]  = \q$66 [24:20];
+  assign \q$66[5]  = \q$66 [29:25];
+  assign \q$66[6]  = \q$66 [34:30];
+  assign \q$66[7]  = \q$66 [39:35];
+  assign \q$66[8]  = \q$66 [44:40];
+  assign \q$66[9]  = \q$66 [49:45];
+  assign \q$66[10]  = \q$66 [54:50];
+  assign \q$66[11]  = \q$66 [59:55];
+  assign \q$66[12]  = \q$66 [64:60];
+  assign \q$66[13]  = \q$66 [69:65];
+  assign \q$66[14]  = \q$66 [74:70];
+  assign \q$66[15]  = \q$66 [79:75];
+  assign \q$66[16]  = \q$66 [84:80];
+  assign \q$66[17]  = \q$66 [89:85];
+  assign \q$66[18]  = \q$66 [94:90];
+  assign \q$66[19]  = \q$66 [99:95];
+  assign \q$66[20]  = \q$66 [104:100];
+  assign \q$66[21]  = \q$66 [109:105];
+  assign \q$66[22]  = \q$66 [114:110];
+  assign \q$66[23]  = \q$66 [119:115];
+  assign \q$66[24]  = \q$66 [124:120];
+  assign \q$66[25]  = \q$66 [129:125];
+  assign \q$66[26]  = \q$66 [134:130];
+  assign \q$66[27]  = \q$66 [139:135];
+  assign \q$66[28]  = \q$66 [144:140];
+  assign \q$66[29]  = \q$66 [149:145];
+  assign \q$66[30]  = \q$66 [154:150];
+  assign \q$66[31]  = \q$66 [159:155];
+  assign \q$76[0]  = \q$76 [4:0];
+  assign \q$76[1]  = \q$76 [9:5];
+  assign \q$76[2]  = \q$76 [14:10];
+  assign \q$76[3]  = \q$76 [19:15];
+  assign \q$76[4]  = \q$76 [24:20];
+  assign \q$76[5]  = \q$76 [29:25];
+  assign \q$76[6]  = \q$76 [34:30];
+  assign \q$76[7]  = \q$76 [39:35];
+  assign \q$76[8]  = \q$76 [44:40];
+  assign \q$76[9]  = \q$76 [49:45];
+  assign \q$76[10]  = \q$76 [54:50];
+  assign \q$76[11]  = \q$76 [59:55];
+  assign \q$76[12]  = \q$76 [64:60];
+  assign \q$76[13]  = \q$76 [69:65];
+  assign \q$76[14]  = \q$76 [74:70];
+  assign \q$76[15]  = \q$76 [79:75];
+  assign \q$76[16]  = \q$76 [84:80];
+  assign \q$76[17]  = \q$76 [89:85];
+  assign \q$76[18]  = \q$76 [94:90];
+  assign \q$76[19]  = \q$76 [99:95];
+  assign \q$76[20]  = \q$76 [104:100];
+  assign \q$76[21]  = \q$76 [109:105];
+  assign \q$76[22]  = \q$76 [114:110];
+  assign \q$76[23]  = \q$76 [119:115];
+  assign \q$76[24]  = \q$76 [124:120];
+  assign \q$76[25]  = \q$76 [129:125];
+  assign \q$76[26]  = \q$76 [134:130];
+  assign \q$76[27]  = \q$76 [139:135];
+  assign \q$76[28]  = \q$76 [144:140];
+  assign \q$76[29]  = \q$76 [149:145];
+  assign \q$76[30]  = \q$76 [154:150];
+  assign \q$76[31]  = \q$76 [159:155];
   assign \out.codes  = out[127:0];
   assign \out.codes[0]  = out[3:0];
   assign \out.codes[1]  = out[7:4];
@@ -20335,46 +20552,54 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   assign \partial[5]  = partial[29:25];
   assign \partial[6]  = partial[34:30];
   assign \partial[7]  = partial[39:35];
-  assign \q$87[0]  = \q$87 [4:0];
-  assign \q$87[1]  = \q$87 [9:5];
-  assign \q$87[2]  = \q$87 [14:10];
-  assign \q$87[3]  = \q$87 [19:15];
-  assign \q$87[4]  = \q$87 [24:20];
-  assign \q$87[5]  = \q$87 [29:25];
-  assign \q$87[6]  = \q$87 [34:30];
-  assign \q$87[7]  = \q$87 [39:35];
-  assign \q$87[8]  = \q$87 [44:40];
-  assign \q$87[9]  = \q$87 [49:45];
-  assign \q$87[10]  = \q$87 [54:50];
-  assign \q$87[11]  = \q$87 [59:55];
-  assign \q$87[12]  = \q$87 [64:60];
-  assign \q$87[13]  = \q$87 [69:65];
-  assign \q$87[14]  = \q$87 [74:70];
-  assign \q$87[15]  = \q$87 [79:75];
-  assign \q$87[16]  = \q$87 [84:80];
-  assign \q$87[17]  = \q$87 [89:85];
-  assign \q$87[18]  = \q$87 [94:90];
-  assign \q$87[19]  = \q$87 [99:95];
-  assign \q$87[20]  = \q$87 [104:100];
-  assign \q$87[21]  = \q$87 [109:105];
-  assign \q$87[22]  = \q$87 [114:110];
-  assign \q$87[23]  = \q$87 [119:115];
-  assign \q$87[24]  = \q$87 [124:120];
-  assign \q$87[25]  = \q$87 [129:125];
-  assign \q$87[26]  = \q$87 [134:130];
-  assign \q$87[27]  = \q$87 [139:135];
-  assign \q$87[28]  = \q$87 [144:140];
-  assign \q$87[29]  = \q$87 [149:145];
-  assign \q$87[30]  = \q$87 [154:150];
-  assign \q$87[31]  = \q$87 [159:155];
-  assign \partial$92[0]  = \partial$92 [4:0];
-  assign \partial$92[1]  = \partial$92 [9:5];
-  assign \partial$92[2]  = \partial$92 [14:10];
-  assign \partial$92[3]  = \partial$92 [19:15];
-  assign \partial$92[4]  = \partial$92 [24:20];
-  assign \partial$92[5]  = \partial$92 [29:25];
-  assign \partial$92[6]  = \partial$92 [34:30];
-  assign \partial$92[7]  = \partial$92 [39:35];
+  assign \partial[8]  = partial[44:40];
+  assign \partial[9]  = partial[49:45];
+  assign \partial[10]  = partial[54:50];
+  assign \partial[11]  = partial[59:55];
+  assign \partial[12]  = partial[64:60];
+  assign \partial[13]  = partial[69:65];
+  assign \partial[14]  = partial[74:70];
+  assign \partial[15]  = partial[79:75];
+  assign \q$101[0]  = \q$101 [4:0];
+  assign \q$101[1]  = \q$101 [9:5];
+  assign \q$101[2]  = \q$101 [14:10];
+  assign \q$101[3]  = \q$101 [19:15];
+  assign \q$101[4]  = \q$101 [24:20];
+  assign \q$101[5]  = \q$101 [29:25];
+  assign \q$101[6]  = \q$101 [34:30];
+  assign \q$101[7]  = \q$101 [39:35];
+  assign \q$101[8]  = \q$101 [44:40];
+  assign \q$101[9]  = \q$101 [49:45];
+  assign \q$101[10]  = \q$101 [54:50];
+  assign \q$101[11]  = \q$101 [59:55];
+  assign \q$101[12]  = \q$101 [64:60];
+  assign \q$101[13]  = \q$101 [69:65];
+  assign \q$101[14]  = \q$101 [74:70];
+  assign \q$101[15]  = \q$101 [79:75];
+  assign \q$101[16]  = \q$101 [84:80];
+  assign \q$101[17]  = \q$101 [89:85];
+  assign \q$101[18]  = \q$101 [94:90];
+  assign \q$101[19]  = \q$101 [99:95];
+  assign \q$101[20]  = \q$101 [104:100];
+  assign \q$101[21]  = \q$101 [109:105];
+  assign \q$101[22]  = \q$101 [114:110];
+  assign \q$101[23]  = \q$101 [119:115];
+  assign \q$101[24]  = \q$101 [124:120];
+  assign \q$101[25]  = \q$101 [129:125];
+  assign \q$101[26]  = \q$101 [134:130];
+  assign \q$101[27]  = \q$101 [139:135];
+  assign \q$101[28]  = \q$101 [144:140];
+  assign \q$101[29]  = \q$101 [149:145];
+  assign \q$101[30]  = \q$101 [154:150];
+  assign \q$101[31]  = \q$101 [159:155];
+  assign \partial$106[0]  = \partial$106 [4:0];
+  assign \partial$106[1]  = \partial$106 [9:5];
+  assign \partial$106[2]  = \partial$106 [14:10];
+  assign \partial$106[3]  = \partial$106 [19:15];
+  assign \partial$106[4]  = \partial$106 [24:20];
+  assign \partial$106[5]  = \partial$106 [29:25];
+  assign \partial$106[6]  = \partial$106 [34:30];
+  assign \partial$106[7]  = \partial$106 [39:35];
   assign out[137] = s2_invalid;
   assign out[136:132] = s2_exp;
   assign out[131:128] = dialect;
@@ -20410,31 +20635,18 @@ module \bd_linear_fast_b32_n4.quantizer (data, rst, i__valid, i__ready, s11_vali
   assign out[11:8] = { s2_sign[2], idx[8:6] };
   assign out[7:4] = { s2_sign[1], idx[5:3] };
   assign out[3:0] = { s2_sign[0], idx[2:0] };
+  assign s12_load = 1'h1;
   assign s11_load = 1'h1;
   assign s10_load = 1'h1;
   assign s9_load = 1'h1;
   assign s8_load = 1'h1;
-  assign s7_load = 1'h1;
-  assign s6_load = 1'h1;
-  assign s5_load = 1'h1;
-  assign s4_load = 1'h1;
-  assign s3_load = 1'h1;
-  assign s2_load = 1'h1;
-  assign s1_load = 1'h1;
-  assign s0_load = 1'h1;
-  assign i__ready = \$13 ;
-  assign \$28  = i__valid;
-  assign \$29  = s0_valid;
-  assign \$30  = s1_valid;
-  assign \$31  = s2_valid;
-  assign \$32  = s3_valid;
-  assign \$33  = s4_valid;
-  assign \$34  = s5_valid;
-  assign \$35  = s6_valid;
-  assign \$40  = s7_valid;
-  assign \$41  = s8_valid;
-  assign \$42  = s9_valid;
-  assign \$46  = s10_valid;
+  assign \$39  = 1'h0;
+  assign \$40  = 1'h0;
+  assign \$59  = \$58 ;
+  assign \$69  = s8_valid;
+  assign \$70  = s9_valid;
+  assign \$71  = s10_valid;
+  assign \$75  = s11_valid;
 endmodule
 
 (* generator = "Amaranth" *)
@@ -20716,40 +20928,46 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   output invalid;
   wire invalid;
   wire [4:0] max0_l1_0;
-  wire [4:0] max0_l1_1;
-  wire [4:0] max0_l2_0;
+  wire [4:0] max10_l1_0;
+  wire [4:0] max11_l1_0;
+  wire [4:0] max12_l1_0;
+  wire [4:0] max13_l1_0;
+  wire [4:0] max14_l1_0;
+  wire [4:0] max15_l1_0;
   wire [4:0] max1_l1_0;
-  wire [4:0] max1_l1_1;
-  wire [4:0] max1_l2_0;
   wire [4:0] max2_l1_0;
-  wire [4:0] max2_l1_1;
-  wire [4:0] max2_l2_0;
   wire [4:0] max3_l1_0;
-  wire [4:0] max3_l1_1;
-  wire [4:0] max3_l2_0;
   wire [4:0] max4_l1_0;
-  wire [4:0] max4_l1_1;
-  wire [4:0] max4_l2_0;
   wire [4:0] max5_l1_0;
-  wire [4:0] max5_l1_1;
-  wire [4:0] max5_l2_0;
   wire [4:0] max6_l1_0;
-  wire [4:0] max6_l1_1;
-  wire [4:0] max6_l2_0;
   wire [4:0] max7_l1_0;
-  wire [4:0] max7_l1_1;
-  wire [4:0] max7_l2_0;
+  wire [4:0] max8_l1_0;
+  wire [4:0] max9_l1_0;
   wire [4:0] max_l1_0;
   wire [4:0] max_l1_1;
   wire [4:0] max_l1_2;
   wire [4:0] max_l1_3;
+  wire [4:0] max_l1_4;
+  wire [4:0] max_l1_5;
+  wire [4:0] max_l1_6;
+  wire [4:0] max_l1_7;
   wire [4:0] max_l2_0;
   wire [4:0] max_l2_1;
+  wire [4:0] max_l2_2;
+  wire [4:0] max_l2_3;
   wire [4:0] max_l3_0;
+  wire [4:0] max_l3_1;
+  wire [4:0] max_l4_0;
   wire [31:0] nonfinite;
-  output [39:0] partial;
-  wire [39:0] partial;
+  output [79:0] partial;
+  wire [79:0] partial;
   wire [4:0] \partial[0] ;
+  wire [4:0] \partial[10] ;
+  wire [4:0] \partial[11] ;
+  wire [4:0] \partial[12] ;
+  wire [4:0] \partial[13] ;
+  wire [4:0] \partial[14] ;
+  wire [4:0] \partial[15] ;
   wire [4:0] \partial[1] ;
   wire [4:0] \partial[2] ;
   wire [4:0] \partial[3] ;
@@ -20757,6 +20975,8 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   wire [4:0] \partial[5] ;
   wire [4:0] \partial[6] ;
   wire [4:0] \partial[7] ;
+  wire [4:0] \partial[8] ;
+  wire [4:0] \partial[9] ;
   assign \$19  = data[302:298] == 5'h1f;
   assign ex18 = nonfinite[18] ? 5'h00 : data[302:298];
   assign \$20  = data[318:314] == 5'h1f;
@@ -20788,65 +21008,65 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   assign \$33  = ex0 >= ex1;
   assign max0_l1_0 = \$33  ? ex0 : ex1;
   assign \$34  = ex2 >= ex3;
-  assign max0_l1_1 = \$34  ? ex2 : ex3;
-  assign \$35  = max0_l1_0 >= max0_l1_1;
-  assign max0_l2_0 = \$35  ? max0_l1_0 : max0_l1_1;
-  assign \$36  = ex4 >= ex5;
-  assign max1_l1_0 = \$36  ? ex4 : ex5;
-  assign \$37  = ex6 >= ex7;
-  assign max1_l1_1 = \$37  ? ex6 : ex7;
-  assign \$38  = max1_l1_0 >= max1_l1_1;
-  assign max1_l2_0 = \$38  ? max1_l1_0 : max1_l1_1;
-  assign \$39  = ex8 >= ex9;
-  assign max2_l1_0 = \$39  ? ex8 : ex9;
-  assign \$40  = ex10 >= ex11;
-  assign max2_l1_1 = \$40  ? ex10 : ex11;
-  assign \$41  = max2_l1_0 >= max2_l1_1;
-  assign max2_l2_0 = \$41  ? max2_l1_0 : max2_l1_1;
-  assign \$42  = ex12 >= ex13;
-  assign max3_l1_0 = \$42  ? ex12 : ex13;
-  assign \$43  = ex14 >= ex15;
-  assign max3_l1_1 = \$43  ? ex14 : ex15;
-  assign \$44  = max3_l1_0 >= max3_l1_1;
-  assign max3_l2_0 = \$44  ? max3_l1_0 : max3_l1_1;
-  assign \$45  = ex16 >= ex17;
-  assign max4_l1_0 = \$45  ? ex16 : ex17;
-  assign \$46  = ex18 >= ex19;
-  assign max4_l1_1 = \$46  ? ex18 : ex19;
-  assign \$47  = max4_l1_0 >= max4_l1_1;
-  assign max4_l2_0 = \$47  ? max4_l1_0 : max4_l1_1;
-  assign \$48  = ex20 >= ex21;
-  assign max5_l1_0 = \$48  ? ex20 : ex21;
-  assign \$49  = ex22 >= ex23;
-  assign max5_l1_1 = \$49  ? ex22 : ex23;
-  assign \$50  = max5_l1_0 >= max5_l1_1;
-  assign max5_l2_0 = \$50  ? max5_l1_0 : max5_l1_1;
-  assign \$51  = ex24 >= ex25;
-  assign max6_l1_0 = \$51  ? ex24 : ex25;
-  assign \$52  = ex26 >= ex27;
-  assign max6_l1_1 = \$52  ? ex26 : ex27;
-  assign \$53  = max6_l1_0 >= max6_l1_1;
-  assign max6_l2_0 = \$53  ? max6_l1_0 : max6_l1_1;
-  assign \$54  = ex28 >= ex29;
-  assign max7_l1_0 = \$54  ? ex28 : ex29;
-  assign \$55  = ex30 >= ex31;
-  assign max7_l1_1 = \$55  ? ex30 : ex31;
-  assign \$56  = max7_l1_0 >= max7_l1_1;
-  assign max7_l2_0 = \$56  ? max7_l1_0 : max7_l1_1;
-  assign \$57  = partial[4:0] >= partial[9:5];
-  assign max_l1_0 = \$57  ? partial[4:0] : partial[9:5];
-  assign \$58  = partial[14:10] >= partial[19:15];
-  assign max_l1_1 = \$58  ? partial[14:10] : partial[19:15];
-  assign \$59  = partial[24:20] >= partial[29:25];
-  assign max_l1_2 = \$59  ? partial[24:20] : partial[29:25];
-  assign \$60  = partial[34:30] >= partial[39:35];
-  assign max_l1_3 = \$60  ? partial[34:30] : partial[39:35];
-  assign \$61  = max_l1_0 >= max_l1_1;
-  assign max_l2_0 = \$61  ? max_l1_0 : max_l1_1;
-  assign \$62  = max_l1_2 >= max_l1_3;
-  assign max_l2_1 = \$62  ? max_l1_2 : max_l1_3;
-  assign \$63  = max_l2_0 >= max_l2_1;
-  assign max_l3_0 = \$63  ? max_l2_0 : max_l2_1;
+  assign max1_l1_0 = \$34  ? ex2 : ex3;
+  assign \$35  = ex4 >= ex5;
+  assign max2_l1_0 = \$35  ? ex4 : ex5;
+  assign \$36  = ex6 >= ex7;
+  assign max3_l1_0 = \$36  ? ex6 : ex7;
+  assign \$37  = ex8 >= ex9;
+  assign max4_l1_0 = \$37  ? ex8 : ex9;
+  assign \$38  = ex10 >= ex11;
+  assign max5_l1_0 = \$38  ? ex10 : ex11;
+  assign \$39  = ex12 >= ex13;
+  assign max6_l1_0 = \$39  ? ex12 : ex13;
+  assign \$40  = ex14 >= ex15;
+  assign max7_l1_0 = \$40  ? ex14 : ex15;
+  assign \$41  = ex16 >= ex17;
+  assign max8_l1_0 = \$41  ? ex16 : ex17;
+  assign \$42  = ex18 >= ex19;
+  assign max9_l1_0 = \$42  ? ex18 : ex19;
+  assign \$43  = ex20 >= ex21;
+  assign max10_l1_0 = \$43  ? ex20 : ex21;
+  assign \$44  = ex22 >= ex23;
+  assign max11_l1_0 = \$44  ? ex22 : ex23;
+  assign \$45  = ex24 >= ex25;
+  assign max12_l1_0 = \$45  ? ex24 : ex25;
+  assign \$46  = ex26 >= ex27;
+  assign max13_l1_0 = \$46  ? ex26 : ex27;
+  assign \$47  = ex28 >= ex29;
+  assign max14_l1_0 = \$47  ? ex28 : ex29;
+  assign \$48  = ex30 >= ex31;
+  assign max15_l1_0 = \$48  ? ex30 : ex31;
+  assign \$49  = partial[4:0] >= partial[9:5];
+  assign max_l1_0 = \$49  ? partial[4:0] : partial[9:5];
+  assign \$50  = partial[14:10] >= partial[19:15];
+  assign max_l1_1 = \$50  ? partial[14:10] : partial[19:15];
+  assign \$51  = partial[24:20] >= partial[29:25];
+  assign max_l1_2 = \$51  ? partial[24:20] : partial[29:25];
+  assign \$52  = partial[34:30] >= partial[39:35];
+  assign max_l1_3 = \$52  ? partial[34:30] : partial[39:35];
+  assign \$53  = partial[44:40] >= partial[49:45];
+  assign max_l1_4 = \$53  ? partial[44:40] : partial[49:45];
+  assign \$54  = partial[54:50] >= partial[59:55];
+  assign max_l1_5 = \$54  ? partial[54:50] : partial[59:55];
+  assign \$55  = partial[64:60] >= partial[69:65];
+  assign max_l1_6 = \$55  ? partial[64:60] : partial[69:65];
+  assign \$56  = partial[74:70] >= partial[79:75];
+  assign max_l1_7 = \$56  ? partial[74:70] : partial[79:75];
+  assign \$57  = max_l1_0 >= max_l1_1;
+  assign max_l2_0 = \$57  ? max_l1_0 : max_l1_1;
+  assign \$58  = max_l1_2 >= max_l1_3;
+  assign max_l2_1 = \$58  ? max_l1_2 : max_l1_3;
+  assign \$59  = max_l1_4 >= max_l1_5;
+  assign max_l2_2 = \$59  ? max_l1_4 : max_l1_5;
+  assign \$60  = max_l1_6 >= max_l1_7;
+  assign max_l2_3 = \$60  ? max_l1_6 : max_l1_7;
+  assign \$61  = max_l2_0 >= max_l2_1;
+  assign max_l3_0 = \$61  ? max_l2_0 : max_l2_1;
+  assign \$62  = max_l2_2 >= max_l2_3;
+  assign max_l3_1 = \$62  ? max_l2_2 : max_l2_3;
+  assign \$63  = max_l3_0 >= max_l3_1;
+  assign max_l4_0 = \$63  ? max_l3_0 : max_l3_1;
   assign invalid = | nonfinite;
   assign \$1  = data[14:10] == 5'h1f;
   assign ex0 = nonfinite[0] ? 5'h00 : data[14:10];
@@ -20884,7 +21104,7 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   assign ex16 = nonfinite[16] ? 5'h00 : data[270:266];
   assign \$18  = data[286:282] == 5'h1f;
   assign ex17 = nonfinite[17] ? 5'h00 : data[286:282];
-  assign exp = max_l3_0;
+  assign exp = max_l4_0;
   assign \data[0]  = data[15:0];
   assign \data[1]  = data[31:16];
   assign \data[2]  = data[47:32];
@@ -20925,14 +21145,30 @@ module \bd_linear_fast_b32_n4.quantizer.exp_max (invalid, partial, data);
   assign \partial[5]  = partial[29:25];
   assign \partial[6]  = partial[34:30];
   assign \partial[7]  = partial[39:35];
-  assign partial[39:35] = max7_l2_0;
-  assign partial[34:30] = max6_l2_0;
-  assign partial[29:25] = max5_l2_0;
-  assign partial[24:20] = max4_l2_0;
-  assign partial[19:15] = max3_l2_0;
-  assign partial[14:10] = max2_l2_0;
-  assign partial[9:5] = max1_l2_0;
-  assign partial[4:0] = max0_l2_0;
+  assign \partial[8]  = partial[44:40];
+  assign \partial[9]  = partial[49:45];
+  assign \partial[10]  = partial[54:50];
+  assign \partial[11]  = partial[59:55];
+  assign \partial[12]  = partial[64:60];
+  assign \partial[13]  = partial[69:65];
+  assign \partial[14]  = partial[74:70];
+  assign \partial[15]  = partial[79:75];
+  assign partial[79:75] = max15_l1_0;
+  assign partial[74:70] = max14_l1_0;
+  assign partial[69:65] = max13_l1_0;
+  assign partial[64:60] = max12_l1_0;
+  assign partial[59:55] = max11_l1_0;
+  assign partial[54:50] = max10_l1_0;
+  assign partial[49:45] = max9_l1_0;
+  assign partial[44:40] = max8_l1_0;
+  assign partial[39:35] = max7_l1_0;
+  assign partial[34:30] = max6_l1_0;
+  assign partial[29:25] = max5_l1_0;
+  assign partial[24:20] = max4_l1_0;
+  assign partial[19:15] = max3_l1_0;
+  assign partial[14:10] = max2_l1_0;
+  assign partial[9:5] = max1_l1_0;
+  assign partial[4:0] = max0_l1_0;
   assign nonfinite[31] = \$32 ;
   assign nonfinite[30] = \$31 ;
   assign nonfinite[29] = \$30 ;
@@ -22024,7 +22260,7 @@ module \bd_linear_fast_b32_n4.quantizer.index (dialect, idx, q);
 endmodule
 
 (* generator = "Amaranth" *)
-module \bd_linear_fast_b32_n4.quantizer.pair$122 (partial, q);
+module \bd_linear_fast_b32_n4.quantizer.pair$141 (partial, q);
   wire \$1 ;
   wire \$10 ;
   wire \$11 ;

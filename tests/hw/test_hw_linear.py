@@ -41,6 +41,12 @@ ROOT = Path(__file__).resolve().parents[2]
 DEEP = len(BDLinear.CUT_POINTS)         # every cut point of the quantizer and the dot units taken
 
 
+def turnaround(pipeline: int) -> int:
+    """Vector turnaround at ``pipeline``: the quantizer's latency and one edge; its ninth cut
+    point, ``"ready"``, adds no stage."""
+    return 5 + pipeline - (pipeline >= 9)
+
+
 def dot_stages(pipeline: int) -> int:
     """Register stages the dot units' cut points add at ``pipeline``: the first four each one (the
     engine does not take the fifth, ``"ready"``)."""
@@ -476,14 +482,15 @@ def test_linear_rejects_bad_parameters():
     assert params.accumulate == "exact" and params.dot.accumulate == "exact"
     with pytest.raises(dataclasses.FrozenInstanceError):
         params.N = 4
-    assert DEEP == 8 and BDLinear.CUT_POINTS[0] == ("select", "abs")
+    assert DEEP == 10 and BDLinear.CUT_POINTS[0] == ("select", "abs")
+    assert BDLinear.CUT_POINTS[8:] == (("ready", None), ("exp16", None))
     # The engine never holds its dot units, so it does not take their "ready" cut.
     assert BDLinear.CUT_POINTS[3] == ("exp", "decode") and BDLinear.CUT_POINTS[4] == ("exp8", None)
     for p in range(DEEP + 1):
         dut = LinearParams(32, 4, pipeline=p)       # the figures, without building hardware
         assert "ready" not in dut.dot.cuts
         assert (dut.latency, dut.vector_latency, dut.capacity) == \
-            (8 + dot_stages(p), 5 + p, 9 + dot_stages(p))
+            (8 + dot_stages(p), turnaround(p), 9 + dot_stages(p))
 
 
 @pytest.mark.parametrize("pipeline", [0, 2, DEEP])
@@ -492,7 +499,7 @@ def test_linear_unstalled_latency_and_rate(pipeline):
     one activation block per clock, and a vector turnaround of .vector_latency."""
     B, N = 16, 2
     dut = BDLinear(B, N, max_blocks=8, pipeline=pipeline)
-    assert (dut.latency, dut.vector_latency) == (8 + dot_stages(pipeline), 5 + pipeline)
+    assert (dut.latency, dut.vector_latency) == (8 + dot_stages(pipeline), turnaround(pipeline))
     jobs = []
     # (40, 1): one-block groups back to back, the most results in flight at full rate
     for i, (rows, nblocks) in enumerate(((5, 3), (4, 1), (7, 8), (2, 2), (40, 1))):
