@@ -302,7 +302,9 @@ WHERE_THE_TIME_GOES = [
     "into a unit's products and their negative count (6 LUT levels + 4 carry steps, 7.1 of its "
     "10.0 ns in routing: bd_dot_fast's own path, 109.8 MHz alone, with the fan-out of four "
     "units); N = 1 reaches 105.4 MHz (5,087 LUT4, 1,286 CCU2C, 5,091 FF), its path the "
-    "quantizer's q maximum tree into the `pair_rule` stage (4 LUT levels + 8 carry steps). "
+    "quantizer's q maximum tree into the `pair_rule` stage (4 LUT levels + 8 carry steps); N = 2 "
+    "reaches 105.9 MHz (8,013 LUT4, 1,617 CCU2C, 6,342 FF), its path a dot unit's own, from its "
+    "decoded weights into the negative count (5 LUT levels + 5 carry steps). "
     "Copies of the decoded activation register per group of lanes would shorten N = 4's path "
     "and the wider engines'. The N = 8 engine was not placed again (the synthesis report's "
     "N = 8 row, 56.8 MHz, is of f68aa89's design).",
