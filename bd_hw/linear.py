@@ -167,9 +167,7 @@ class BDLinear(ParametrisedComponent):
         m.submodules.buffer = buffer = ActivationBuffer(B, self.max_blocks)
         m.submodules.unpacker = unpacker = PackedBlockUnpacker(B, N)
         m.submodules.group = group = GroupCounter(self.max_blocks)
-        # The flags FIFO holds at most the owed groups: the capacity is enough.
-        m.submodules.collector = collector = LaneCollector(N, depth=self.capacity,
-                                                           capacity=self.capacity)
+        m.submodules.collector = collector = LaneCollector(N, capacity=self.capacity)
         dots = []
         for n in range(N):
             dot = BDDot(self.params.dot)

@@ -212,9 +212,9 @@ class LaneCollector(wiring.Component):
     transferred) and raises ``meta.ready`` only while fewer than ``capacity`` are owed; it is a
     register. The results have room: every ``results`` ready is constant 1, and a result enters
     the output register (if that is free and nothing waits) or a queue of ``capacity - 1``
-    entries, which the owed count never overflows. The flags wait in a FIFO of ``depth`` entries
-    (the groups between the weight input and the collector) and join their results as those
-    arrive.
+    entries, which the owed count never overflows. The flags wait in a FIFO of ``capacity``
+    entries (the groups between the weight input and the collector, never more than are owed) and
+    join their results as those arrive.
 
     ``o.valid`` and ``o.payload`` are registers; ``o.ready`` reaches the output register, the
     queue's read side and the owed count only. Latency 1 (a result arriving at edge t is offered
@@ -223,8 +223,8 @@ class LaneCollector(wiring.Component):
 
     LATENCY = LinearParams.COLLECTOR_LATENCY
 
-    def __init__(self, N: int = 4, depth: int = 8, capacity: int = 9):
-        self.N, self.depth, self.capacity = N, depth, capacity
+    def __init__(self, N: int = 4, capacity: int = 9):
+        self.N, self.capacity = N, capacity
         super().__init__({
             "results": In(stream.Signature(dot_output_layout())).array(self.N),
             "meta": In(stream.Signature(meta_layout())),
@@ -239,7 +239,8 @@ class LaneCollector(wiring.Component):
         m = Module()
         N = self.N
         layout = result_layout(N)
-        m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=meta_layout().size, depth=self.depth)
+        m.submodules.flags = flags = fifo.SyncFIFOBuffered(width=meta_layout().size,
+                                                              depth=self.capacity)
         m.submodules.queue = queue = fifo.SyncFIFO(width=layout.size, depth=self.capacity - 1)
         meta = data.View(meta_layout(), flags.r_data)
 

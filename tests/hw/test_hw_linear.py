@@ -287,7 +287,7 @@ def test_lane_collector_in_order_under_backpressure():
     long stretches and random: every output beat holds the n-th group's results and flags, in
     order, none lost or repeated; the credit fills (capacity groups owed) and holds there."""
     N, count = 4, 300
-    dut = LaneCollector(N, depth=12, capacity=12)
+    dut = LaneCollector(N, capacity=12)
     stretch = lambda cycle, rng: (cycle // 40) % 3 != 1 and rng.random() < 0.7
     out, sent, owed, _ = run_collector(dut, count=count, seed=11, meta_gap=0.2,
                                        delay=lambda rng: rng.randint(2, 9), o_ready=stretch,
@@ -306,7 +306,7 @@ def test_lane_collector_full_rate_needs_one_slot_beyond_the_round_trip(spare):
     drops; one slot fewer and it does. meta.ready and the results' ready do not follow o.ready
     within a cycle."""
     N, delay = 2, 6
-    dut = LaneCollector(N, depth=delay + 2, capacity=delay + 1 + spare)
+    dut = LaneCollector(N, capacity=delay + 1 + spare)
 
     out, _, _, meta_ready = run_collector(dut, count=60, seed=3, meta_gap=0.0, delay=lambda rng: delay,
                                           o_ready=lambda cycle, rng: True, cycles=100)
@@ -325,7 +325,7 @@ def test_lane_collector_full_rate_needs_one_slot_beyond_the_round_trip(spare):
             ctx.set(dut.o.ready, cycle % 3 == 0)
             await ctx.tick()
 
-    dut = LaneCollector(N, depth=4, capacity=4)
+    dut = LaneCollector(N, capacity=4)
     clocked(dut, bench)
 
 
