@@ -162,7 +162,9 @@ def quantizer_stage_registers(find, stage: str, spare: bool = False) -> dict:
 
 
 def _partial_field(stage: str) -> str:
-    return "E" if stage in ("exp16", "exp8", "exp") else "qmax"
+    """The model field a cut inside a maximum tree holds partial maxima of: the shared exponent's
+    cuts (``bd_hw.quantizer.EXP_CUTS``) E, the others (inside the q tree) qmax."""
+    return "E" if stage in dict(hwq.EXP_CUTS) else "qmax"
 
 
 def quantizer_stage_fields(stage: str, keys) -> set:
