@@ -17,13 +17,13 @@ for up to ``max_blocks`` beats per result and exponents ``E <= 30`` (SPEC 3); lo
 exponent fields of 31 (never produced by ``bd_quantizer``) are outside the contract.
 
 **Latency: 6 + pipeline clock cycles** for ``pipeline`` 0 to 4, and 10 at the deepest setting,
-``pipeline = 5`` (``bd_dot_fast``), whose fifth cut adds no stage (:attr:`BDDot.latency`;
+``pipeline`` 5 and 6 (6: ``bd_dot_fast``), whose fifth and sixth cuts add no stage (:attr:`BDDot.latency`;
 ``pipeline`` is 0 by default, see :class:`BDDot` for its cut points): for a beat with ``last = 1`` transferred on ``i`` at rising edge
 ``n``, ``o.valid`` rises after edge ``n + latency - 1`` and, with ``o.ready`` high, the result is
 transferred on ``o`` at edge ``n + latency``.
 One beat per clock at every setting; back-pressure holds every stage; ``o.valid`` is a register.
 Under back-pressure the unit holds :attr:`BDDot.capacity` results: its latency, and one more at
-``pipeline = 5`` (the skid buffer's spare bank).
+``pipeline = 6`` (the skid buffer's spare bank).
 
 Pipeline (each line ends in a register stage; optional cuts in brackets):
 
@@ -393,13 +393,19 @@ class BDDot(ParametrisedComponent):
 
     ``pipeline = n`` inserts registers at the first ``n`` of :data:`CUT_POINTS`, which are ordered
     by where the time goes on an FPGA (the longest path of the unit with the cuts before it taken,
-    measured after place and route; ``reports/synth/timing.md``):
+    measured after place and route; ``reports/synth/timing.md``; for the fifth, in ``bd_linear``'s
+    stall-free dot units):
 
     - ``"abs"``: in the FP32 normaliser, between the 82-bit absolute value and the leading-zero
       normalisation;
     - ``"lzc"``: in the FP32 normaliser, between the leading-zero count and the normalising shift;
     - ``"tree"``: in the middle of the adder tree (after sums of 8 products);
     - ``"decode"``: between the two decoders and the multipliers;
+    - ``"negatives"``: no new stage; the count of negative products (their +1s) is split at the
+      tree's runs of 8 lanes: the product stage registers each run's count (4 bits) instead of
+      their total, and the block-sum stage adds the counts beside the tree. The 32-lane count
+      was the longest path left in the product stage (into ``s1_negatives``, from the decoded
+      lanes), in the engine's dot units, which have no ready chain.
     - ``"ready"``: no new stage; the block-sum stage becomes a skid buffer (a spare bank of its
       21 bits), so the front stages' enables come from a register instead of the ready chain
       through the accumulator and the normaliser (the critical path with the four cuts before
@@ -408,7 +414,7 @@ class BDDot(ParametrisedComponent):
     In the rounded modes ``accumulate="fp32"`` / ``"fp16"`` only ``"tree"`` and ``"decode"`` remain
     (:data:`~bd_hw.params.DotParams.FLOAT_CUT_POINTS`).
 
-    :attr:`latency` is ``6 + pipeline`` (exact, 0 to 4; 10 at ``pipeline = 5``; ``5 + pipeline`` "fp32",
+    :attr:`latency` is ``6 + pipeline`` (exact, 0 to 4; 10 at ``pipeline`` 5 and 6; ``5 + pipeline`` "fp32",
     ``6 + pipeline`` "fp16");
     throughput stays one beat per clock. See the module docstring. Raises ``ValueError`` naming
     ``B``, ``max_blocks``, ``pipeline`` or ``accumulate``.
@@ -471,14 +477,28 @@ class BDDot(ParametrisedComponent):
         v = st.cut("s0", "decode" in self.cuts, a=dec_a.values, w=dec_w.values,
                    exp=(p.a_exp + p.w_exp)[:EXP_SUM_BITS], last=p.last)
         m.d.comb += [mul_a.eq(v.pop("a")), mul_w.eq(v.pop("w"))]
-        # The +1 of every negative product (MultiplierArray's carries), counted once.
-        # (registered at the block sum's width, so that it is added to the sum at one width).
+        # The +1 of every negative product (MultiplierArray's carries), counted once (registered at
+        # the block sum's width, so that it is added to the sum at one width). With the "negatives"
+        # cut, each run of `group` lanes is counted here and the runs' counts are added in the
+        # block-sum stage, beside the tree.
+        group = min(self.TREE_GROUP, B) if "tree" in self.cuts else B
         negatives = Signal(signed(block_sum_bits(B)), name="negatives")
-        m.d.comb += negatives.eq(tree_sum(list(carries), m=m, name="negatives"))
-        v = st.register("s1", **v, products=products, negatives=negatives)
+        if "negatives" in self.cuts:
+            count_bits = group.bit_length()
+            counts = [tree_sum(list(carries[g:g + group]), m=m, name=f"negatives{g // group}")
+                      for g in range(0, B, group)]
+            v = st.register("s1", **v, products=products,
+                            counts=Cat(*(c[:count_bits] for c in counts)))
+            counts = v.pop("counts")
+            m.d.comb += negatives.eq(tree_sum(
+                (counts[n * count_bits:(n + 1) * count_bits] for n in range(len(counts) // count_bits)),
+                m=m, name="negatives_total"))
+            v["negatives"] = negatives
+        else:
+            m.d.comb += negatives.eq(tree_sum(list(carries), m=m, name="negatives"))
+            v = st.register("s1", **v, products=products, negatives=negatives)
 
         # Exact block sum: sums of TREE_GROUP products; optional cut; their sum; register.
-        group = min(self.TREE_GROUP, B) if "tree" in self.cuts else B
         products = v.pop("products")
         partial = [tree_sum((products[k] for k in range(g, g + group)), m=m, name=f"sum{g // group}")
                    for g in range(0, B, group)]

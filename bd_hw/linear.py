@@ -59,11 +59,13 @@ Timing, in clock edges (the convention of SPEC 9, ``m_axis_y_tready`` held high)
 
 ``pipeline = p`` takes the first ``p`` cut points of the quantizer and of every dot unit
 (:attr:`BDLinear.CUT_POINTS` pairs them: ``select``/``abs``, ``shift``/``lzc``, ``qmax``/``tree``,
-``exp``/``decode``, then the quantizer's ``exp8``, ``count``, ``qmax8``, ``pair_rule``, ``ready``
-and ``exp16``), so ``p = 0`` is the small low-latency build and ``p = 10`` the fast one (every cut
-point of both parts taken: the quantizer of ``bd_quantizer_fast``, whose ``ready`` skid buffer
-never fills here, as the engine takes a quantized block at every clock, and so folds away; dot
-units at ``pipeline = 4``). The dot units' fifth cut, ``ready``, is not taken: the engine never
+``exp``/``decode``, ``exp8``/``negatives``, then the quantizer's ``count``, ``qmax8``,
+``pair_rule``, ``ready`` and ``exp16``), so ``p = 0`` is the small low-latency build and ``p = 10``
+the fast one (every cut point of both parts taken: the quantizer of ``bd_quantizer_fast``, whose
+``ready`` skid buffer never fills here, as the engine takes a quantized block at every clock, and
+so folds away; dot units at ``pipeline = 5``, whose ``negatives`` cut adds no stage).
+:meth:`~bd_hw.params.LinearParams.fastest` is that setting with one activation copy per lane (the
+``_fast`` builds). The dot units' last cut, ``ready``, is not taken: the engine never
 holds them, so they are built
 ``stall_free`` (:class:`~bd_hw.params.DotParams`: no valid/ready chain, every stage's enable its
 input's valid bit) and there is nothing for a skid buffer to cut.
@@ -79,9 +81,18 @@ element, so one :class:`~bd_hw.dot.PackedMultiplierArray` forms both lanes' prod
 with one multiply (one MULT18X18D on the ECP5 for two products); the dot units then take their
 products through their ``mul_*`` ports. Results, latency and rate are the same in every case.
 
+``activation_copies`` (a power of two up to ``N``, default 1) keeps that many copies of the
+activation buffer, each with its own read register, lane ``n`` reading copy ``n * copies // N``:
+every quantized block is written into all of them. All lanes read the same activation block, so
+with one copy its register (and the decoded block after it, which synthesis shares between the
+dot units, as their decoders see the same input) feeds all ``N`` units across the device; with more,
+each group of ``N / copies`` units reads its own. Copies are separate memories, which synthesis
+does not merge as it merges identical registers. The results, latency and rate are the same;
+each copy costs one buffer of block RAM (4 DP16KD at ``B = 32`` on the ECP5).
+
 Parts: :class:`~bd_hw.quantizer.BDQuantizer`, :class:`~bd_hw.linear_parts.VectorCounter`,
 :class:`~bd_hw.linear_parts.ActivationBuffer` (:class:`amaranth.lib.memory.Memory` of
-``max_blocks`` blocks), :class:`~bd_hw.linear_parts.PackedBlockUnpacker`,
+``max_blocks`` blocks; ``activation_copies`` of them), :class:`~bd_hw.linear_parts.PackedBlockUnpacker`,
 :class:`~bd_hw.linear_parts.GroupCounter`, ``N`` :class:`~bd_hw.dot.BDDot` and
 :class:`~bd_hw.linear_parts.LaneCollector`.
 """
@@ -114,7 +125,7 @@ class BDLinear(ParametrisedComponent):
     every cut point of both). :data:`CUT_POINTS` lists the pairs so taken, step by step;
     :attr:`latency` is ``8 + min(p, 4)``, :attr:`capacity` ``latency + 1`` and
     :attr:`vector_latency` ``5 + p`` (``4 + p`` from 9), from the parts' parameters. Raises ``ValueError`` naming ``B``, ``N``,
-    ``max_blocks``, ``pipeline``, ``accumulate`` or ``products``.
+    ``max_blocks``, ``pipeline``, ``accumulate``, ``products`` or ``activation_copies``.
 
     The component defines its own ``sync`` clock domain, driven by the ``aclk`` port and reset while
     ``aresetn`` is low, so the emitted Verilog has exactly the SPEC 11 ports; the Amaranth simulator
@@ -164,7 +175,12 @@ class BDLinear(ParametrisedComponent):
 
         m.submodules.quantizer = quantizer = BDQuantizer(self.params.quantizer)
         m.submodules.vector = vector = VectorCounter(self.max_blocks, quantizer.latency)
-        m.submodules.buffer = buffer = ActivationBuffer(B, self.max_blocks)
+        copies = self.params.activation_copies
+        buffers = []
+        for c in range(copies):
+            buffer = ActivationBuffer(B, self.max_blocks)
+            m.submodules["buffer" if copies == 1 else f"buffer{c}"] = buffer
+            buffers.append(buffer)
         m.submodules.unpacker = unpacker = PackedBlockUnpacker(B, N)
         m.submodules.group = group = GroupCounter(self.max_blocks)
         m.submodules.collector = collector = LaneCollector(N, capacity=self.capacity)
@@ -186,12 +202,15 @@ class BDLinear(ParametrisedComponent):
             vector.last.eq(self.s_axis_x_tlast),
             vector.written.eq(quantizer.o.valid),
             vector.invalid.eq(quantizer.o.payload.invalid),
-            buffer.w_addr.eq(vector.w_addr),
-            buffer.w_en.eq(vector.w_en),
-            buffer.w_data.codes.eq(quantizer.o.payload.codes),
-            buffer.w_data.dialect.eq(quantizer.o.payload.dialect),
-            buffer.w_data.exp.eq(quantizer.o.payload.exp),
         ]
+        for buffer in buffers:
+            m.d.comb += [
+                buffer.w_addr.eq(vector.w_addr),
+                buffer.w_en.eq(vector.w_en),
+                buffer.w_data.codes.eq(quantizer.o.payload.codes),
+                buffer.w_data.dialect.eq(quantizer.o.payload.dialect),
+                buffer.w_data.exp.eq(quantizer.o.payload.exp),
+            ]
 
         # --- weight side: s_axis_w -> read stage -> N dot units ----------------------------------
         # Nothing after the weight input ever stalls: the weight take waits for the collector's
@@ -204,9 +223,11 @@ class BDLinear(ParametrisedComponent):
         # through the N dot units' activation decoders; latency unchanged.
         a_valid = Signal()
         a_blocks = Signal(unpacker.blocks.shape(), reset_less=True)
-        a_activation = Signal(block_layout(B), reset_less=True)
+        a_activations = [Signal(block_layout(B), reset_less=True,
+                                name="a_activation" if copies == 1 else f"a_activation{c}")
+                         for c in range(copies)]
         a_last = Signal(reset_less=True)
-        next_addr = Signal.like(buffer.r_addr)
+        next_addr = Signal.like(buffers[0].r_addr)
         w_take = Signal()
         m.d.comb += [
             unpacker.tdata.eq(self.s_axis_w_tdata),
@@ -217,8 +238,10 @@ class BDLinear(ParametrisedComponent):
             group.blocks.eq(vector.count),
             group.overflow.eq(vector.overflow),
             next_addr.eq(Mux(vector.loaded & ~self.s_axis_w_tlast, group.addr + 1, 0)),
-            buffer.r_addr.eq(next_addr),
-            buffer.r_en.eq(w_take | ~vector.loaded),
+        ]
+        for buffer in buffers:
+            m.d.comb += [buffer.r_addr.eq(next_addr), buffer.r_en.eq(w_take | ~vector.loaded)]
+        m.d.comb += [
             # The group's flags go into the collector's FIFO when its tlast beat is taken.
             collector.meta.valid.eq(self.s_axis_w_tvalid & self.s_axis_w_tlast & vector.loaded
                                     & ~ResetSignal()),
@@ -231,10 +254,11 @@ class BDLinear(ParametrisedComponent):
         # A plain pipeline register: its data loads at every clock (no enable to fan out), the
         # valid bit says whether it holds a beat.
         m.d.sync += [a_valid.eq(w_take), a_blocks.eq(unpacker.blocks),
-                     a_activation.eq(buffer.r_data), a_last.eq(self.s_axis_w_tlast)]
+                     *(a.eq(buffer.r_data) for buffer, a in zip(buffers, a_activations)),
+                     a_last.eq(self.s_axis_w_tlast)]
 
-        activation = a_activation
         for n, dot in enumerate(dots):
+            activation = a_activations[n * copies // N]
             # Every dot unit takes the beat: with its output ready high its input ready is high
             # out of reset, and a_valid is low in reset.
             m.d.comb += [

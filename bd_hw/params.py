@@ -242,7 +242,12 @@ class DotParams(Params):
     #: ``"ready"`` adds no stage: the last front stage (the block sum) becomes a skid buffer, so
     #: the front's enables follow a register instead of the ready chain through the accumulator
     #: and the normaliser (bd_hw.pipeline).
-    CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode", "ready")
+    #: ``"negatives"`` adds no stage either: the product stage registers per-run counts of the
+    #: negative products, which the block-sum stage adds. It comes before ``"ready"``: in
+    #: ``bd_linear``'s stall-free dot units, which have no ready chain to cut, the count is the
+    #: longest path after the first four cuts (a standalone unit's is the ready chain; bd_dot_fast
+    #: takes both).
+    CUT_POINTS: ClassVar[tuple[str, ...]] = ("abs", "lzc", "tree", "decode", "negatives", "ready")
     #: SPEC 6.1 "fp32" / "fp16": the float adder is a loop that no register can cut at one beat per
     #: clock, so only the front's cut points remain.
     FLOAT_CUT_POINTS: ClassVar[tuple[str, ...]] = ("tree", "decode")
@@ -305,7 +310,7 @@ class DotParams(Params):
     @property
     def latency(self) -> int:
         """Cycles from accepting a ``last`` beat to presenting its result: ``6 + pipeline`` exact
-        (``10`` at ``pipeline = 5``: the ``"ready"`` cut adds no stage), ``5 + pipeline`` "fp32",
+        (``10`` at ``pipeline`` 5 and 6: the ``"ready"`` and ``"negatives"`` cuts add no stage), ``5 + pipeline`` "fp32",
         ``6 + pipeline`` "fp16"."""
         if self.accumulate == "exact":
             back = self.ACCUMULATOR_LATENCY + self.NORMALISER_LATENCY + len(self.norm_cuts)
@@ -320,7 +325,9 @@ class LinearParams(Params):
     ``pipeline`` (the first ``pipeline`` cut points of the quantizer and of every dot unit, paired
     in :data:`CUT_POINTS`), the dot units' ``accumulate`` mode (SPEC 11) and how the products are
     built (:data:`LINEAR_PRODUCTS`: each dot unit's own, ``"lut"`` or ``"dsp"``, or
-    ``"dsp_packed"``, one DSP block for two lanes' products of an element)."""
+    ``"dsp_packed"``, one DSP block for two lanes' products of an element), and how many copies of
+    the activation buffer the lanes read (``activation_copies``, a power of two up to ``N``: a
+    group of ``N / activation_copies`` lanes per copy)."""
 
     B: int = 32
     N: int = 4
@@ -328,6 +335,7 @@ class LinearParams(Params):
     pipeline: int = 0
     accumulate: str = DEFAULT_ACCUMULATE
     products: str = "lut"
+    activation_copies: int = 1
 
     #: The dot units' cut points that the engine takes: all but ``"ready"``. The engine never holds
     #: its dot units (every result has a reserved slot in the collector, see :attr:`capacity`;
@@ -351,7 +359,18 @@ class LinearParams(Params):
         _check_pipeline(self.pipeline, self.CUT_POINTS)
         _check_accumulate(self.accumulate)
         _check_products(self.products, LINEAR_PRODUCTS)
+        copies = [c for c in LINEAR_LANES if c <= self.N]
+        if not _is_int(self.activation_copies) or self.activation_copies not in copies:
+            raise ValueError(f"activation_copies must be one of {copies} (at most N = {self.N}), "
+                             f"not {self.activation_copies!r}")
         self.dot            # the dot units' own checks (the FP32 range of max_blocks)
+
+    @classmethod
+    def fastest(cls, B: int = 32, N: int = 4, **kwargs) -> "LinearParams":
+        """The engine's fastest build (the ``_fast`` units): every cut point of both parts
+        (:data:`ENGINE_DEPTH`) and one copy of the activation buffer per lane, so that no register
+        feeds the dot units of several lanes (``reports/synth/timing.md``)."""
+        return cls(B, N, pipeline=cls.ENGINE_DEPTH, activation_copies=N, **kwargs)
 
     @property
     def quantizer(self) -> QuantizerParams:

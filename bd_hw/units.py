@@ -13,7 +13,7 @@ name                 block sizes     builder and parameters                    l
 ``bd_quantizer_trunc`` 32            ``BDQuantizer(B, stage1="trunc")``        4
 ``bd_dot``           16, 32, 64      ``BDDot(B)``                              6
 ``bd_quantizer_fast`` 32             ``BDQuantizer(B, pipeline=10)``           13
-``bd_dot_fast``      32              ``BDDot(B, pipeline=5)``                  10
+``bd_dot_fast``      32              ``BDDot(B, pipeline=6)``                  10
 ``bd_dot_fp32``      32              ``BDDot(B, accumulate="fp32")``           5
 ``bd_dot_fp16``      32              ``BDDot(B, accumulate="fp16")``           6
 ``bd_dot_fp32_fast`` 32              ``BDDot(B, accumulate="fp32", pipeline=2)`` 7
@@ -21,7 +21,7 @@ name                 block sizes     builder and parameters                    l
 ``bd_linear_n4``     32              ``BDLinear(B, N=4)``                      8
 ``bd_linear_n8``     32              ``BDLinear(B, N=8)``                      8
 ``bd_linear_n2``     16              ``BDLinear(B, N=2)``                      8
-``bd_linear_fast_n4`` 32             ``BDLinear(B, N=4, pipeline=10)``         12
+``bd_linear_fast_n4`` 32             ``BDLinear(LinearParams.fastest(B, N=4))`` 12
 ``bd_linear_n16``    32 (on request) ``BDLinear(B, N=16)``                     8
 ==================== =============== ========================================= ===============
 
@@ -36,9 +36,11 @@ module ``<base>_b<B>_n<N>`` (:class:`LinearUnit`); its latency counts from a row
 weight beat to its result beat (its vector turnaround, 5 and 14, is ``BDLinear.vector_latency``).
 
 The ``_fast`` units are the deepest setting of the ``pipeline`` parameter (every cut point taken,
-the highest clock rate; ``reports/synth/timing.md``; ``bd_dot_fast``'s fifth cut and
+the highest clock rate; ``reports/synth/timing.md``; ``bd_dot_fast``'s sixth cut and
 ``bd_quantizer_fast``'s ninth, ``"ready"``, are skid buffers that add no stage but hold one result
-more, ``BDDot.capacity`` and ``BDQuantizer.capacity``); the others use the default, 0. The
+more, ``BDDot.capacity`` and ``BDQuantizer.capacity``; ``bd_dot_fast``'s fifth, ``"negatives"``, adds
+no stage either; the engine's fastest build is :meth:`LinearParams.fastest`, which also keeps one
+copy of the activation buffer per lane); the others use the default, 0. The
 ``bd_dot_fp32`` / ``bd_dot_fp16`` units accumulate as SPEC 6.1's ``"fp32"`` / ``"fp16"`` modes.
 
 Benchmark-only hardware (baseline MACs, the MSE selector and quantizer) is registered the same way
@@ -61,7 +63,7 @@ from golden.spec import BLOCK_SIZES, check_block_size
 
 from .params import DecoderParams, DotParams, LinearParams, Params, QuantizerParams
 
-__all__ = ["Unit", "LinearUnit", "UNITS", "get", "build", "emitted", "parse_units", "parse_blocks"]
+__all__ = ["Unit", "LinearUnit", "UNITS", "fast_engine", "get", "build", "emitted", "parse_units", "parse_blocks"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -143,6 +145,13 @@ class LinearUnit(Unit):
         return f"{self.name.removesuffix(self._lanes)}_b{B}{self._lanes}"
 
 
+def fast_engine(N: int) -> dict:
+    """Generator parameters of the engine's fastest build at ``N`` lanes
+    (:meth:`LinearParams.fastest`), as a registry entry gives them."""
+    p = LinearParams.fastest(N=N)
+    return {"N": N, "pipeline": p.pipeline, "activation_copies": p.activation_copies}
+
+
 def _decoder(B):
     from .decoder import BDDecoder
     return BDDecoder(B)
@@ -176,7 +185,8 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
     Unit("bd_quantizer_fast", "quantizer", _quantizer, {"stage1": "round", "pipeline": 10},
          blocks=(32,), parameters=QuantizerParams,
          summary="bd_quantizer with every pipeline cut point taken (latency 13)"),
-    Unit("bd_dot_fast", "dot", _dot, {"pipeline": 5}, blocks=(32,), parameters=DotParams,
+    Unit("bd_dot_fast", "dot", _dot, {"pipeline": len(DotParams.CUT_POINTS)}, blocks=(32,),
+         parameters=DotParams,
          summary="bd_dot with every pipeline cut point taken (latency 10)"),
     Unit("bd_dot_fp32", "dot", _dot, {"accumulate": "fp32"}, blocks=(32,), parameters=DotParams,
          summary="block dot product, block values added in FP32 in order (SPEC 6.1, latency 5)"),
@@ -193,8 +203,7 @@ UNITS: dict[str, Unit] = {u.name: u for u in (
                summary="matrix-vector engine, 8 rows side by side, AXI4-Stream ports (SPEC 11)"),
     LinearUnit("bd_linear_n2", "linear", _linear, {"N": 2}, blocks=(16,), parameters=LinearParams,
                summary="matrix-vector engine, 2 rows side by side, AXI4-Stream ports (SPEC 11)"),
-    LinearUnit("bd_linear_fast_n4", "linear", _linear, {"N": 4, "pipeline": LinearParams.ENGINE_DEPTH},
-               blocks=(32,),
+    LinearUnit("bd_linear_fast_n4", "linear", _linear, fast_engine(4), blocks=(32,),
                parameters=LinearParams,
                summary="bd_linear_n4 with every pipeline cut point taken in its quantizer and dot "
                        "units (latency 12)"),

@@ -804,7 +804,7 @@ class DotShadowHarness(_StreamHarnessBase):
 
     #: register key -> model field (``bd_hw.dot`` names; a new key fails loudly)
     KEY_FIELDS = {"a": "a", "w": "w", "exp": "exp", "last": "last", "products": "lane_values",
-                  "negatives": "negatives",
+                  "negatives": "negatives", "counts": "negative_counts",
                   "partial": "partial", "sum": "sum", "sign": "sign", "mag": "mag",
                   "zero": "zero", "wide": "wide", "lz": "lz", "norm": "norm", "result": "result",
                   "term": "term"}

@@ -350,8 +350,8 @@ def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int
     (:func:`evaluate_fields`), starting from the input fields ``a_codes``, ``a_dialect``, ``a_exp``,
     ``w_codes``, ``w_dialect``, ``w_exp`` and ``last`` of one beat, and, for a group's total,
     from ``total``: decoded lanes ``{sign, h}`` (``a``, ``w``), ``exp = E_a + E_w``, the products
-    ``P_k`` (9 bits signed each), the lanes' signs ``n_k = s_a xor s_w`` and their count
-    (``negatives``), the sums of runs of ``group`` values ``P_k - n_k`` (``partial``, each
+    ``P_k`` (9 bits signed each), the lanes' signs ``n_k = s_a xor s_w``, their count
+    (``negatives``) and its runs of ``group`` lanes (``negative_counts``, ``bit_length(group)`` bits each), the sums of runs of ``group`` values ``P_k - n_k`` (``partial``, each
     ``sum_bits`` wide, enough for any 9-bit lanes), the block sum ``S`` as the sum of those plus
     the count (the same integer as the sum of the ``P_k``; the split is how the unit holds its
     lanes, a negative product as a ones' complement with its +1 counted apart), held in
@@ -397,6 +397,11 @@ def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int
             out.append(v)
         return Cat(*out)
 
+    def negative_counts(m, negative):     # the n_k counted in runs of `group` lanes
+        bits = group.bit_length()
+        return Cat(*[pairwise_sum(m, list(negative[g:g + group]), f"m_count{g}")[:bits]
+                     for g in range(0, B, group)])
+
     def partial(m, lane_values):
         ps = signed_lanes(lane_values)
         return Cat(*[pairwise_sum(m, ps[g:g + group], f"m_sum{g}")[:sum_bits]
@@ -440,6 +445,7 @@ def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int
         "negative": (("a", "w"), negative),
         "lane_values": (("products", "negative"), lane_values),
         "negatives": (("negative",), lambda m, n: pairwise_sum(m, list(n), "m_negatives")),
+        "negative_counts": (("negative",), negative_counts),
         "partial": (("lane_values",), partial),
         "sum": (("partial", "negatives"), block_sum),
         "term": (("sum", "exp"), term),

@@ -31,7 +31,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   reg [5:0] \$31 ;
   reg \$32 ;
   reg [287:0] \$33 ;
-  reg [13:0] \$34 ;
+  reg [15:0] \$34 ;
   reg [5:0] \$35 ;
   reg \$36 ;
   reg [13:0] \$37 ;
@@ -155,12 +155,12 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [3:0] \dialect$20 ;
   input [274:0] i__payload;
   wire [274:0] i__payload;
-  wire [81:0] \i__payload$101 ;
-  wire [81:0] \i__payload$101.value ;
-  wire [20:0] \i__payload$95 ;
-  wire [5:0] \i__payload$95.exp ;
-  wire \i__payload$95.last ;
-  wire [13:0] \i__payload$95.sum ;
+  wire [81:0] \i__payload$102 ;
+  wire [81:0] \i__payload$102.value ;
+  wire [20:0] \i__payload$96 ;
+  wire [5:0] \i__payload$96.exp ;
+  wire \i__payload$96.last ;
+  wire [13:0] \i__payload$96.sum ;
   wire [127:0] \i__payload.a_codes ;
   wire [3:0] \i__payload.a_codes[0] ;
   wire [3:0] \i__payload.a_codes[10] ;
@@ -235,59 +235,59 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   output i__ready;
   wire i__ready;
   wire \i__ready$10 ;
-  wire \i__ready$104 ;
+  wire \i__ready$105 ;
   input i__valid;
   wire i__valid;
+  wire \i__valid$100 ;
   (* init = 1'h0 *)
-  wire \i__valid$94 ;
-  wire \i__valid$99 ;
+  wire \i__valid$95 ;
   wire [13:0] negatives;
-  wire [1:0] negatives_l1_0;
-  wire [1:0] negatives_l1_1;
-  wire [1:0] negatives_l1_10;
-  wire [1:0] negatives_l1_11;
-  wire [1:0] negatives_l1_12;
-  wire [1:0] negatives_l1_13;
-  wire [1:0] negatives_l1_14;
-  wire [1:0] negatives_l1_15;
-  wire [1:0] negatives_l1_2;
-  wire [1:0] negatives_l1_3;
-  wire [1:0] negatives_l1_4;
-  wire [1:0] negatives_l1_5;
-  wire [1:0] negatives_l1_6;
-  wire [1:0] negatives_l1_7;
-  wire [1:0] negatives_l1_8;
-  wire [1:0] negatives_l1_9;
-  wire [2:0] negatives_l2_0;
-  wire [2:0] negatives_l2_1;
-  wire [2:0] negatives_l2_2;
-  wire [2:0] negatives_l2_3;
-  wire [2:0] negatives_l2_4;
-  wire [2:0] negatives_l2_5;
-  wire [2:0] negatives_l2_6;
-  wire [2:0] negatives_l2_7;
-  wire [3:0] negatives_l3_0;
-  wire [3:0] negatives_l3_1;
-  wire [3:0] negatives_l3_2;
-  wire [3:0] negatives_l3_3;
-  wire [4:0] negatives_l4_0;
-  wire [4:0] negatives_l4_1;
-  wire [5:0] negatives_l5_0;
+  wire [1:0] negatives0_l1_0;
+  wire [1:0] negatives0_l1_1;
+  wire [1:0] negatives0_l1_2;
+  wire [1:0] negatives0_l1_3;
+  wire [2:0] negatives0_l2_0;
+  wire [2:0] negatives0_l2_1;
+  wire [3:0] negatives0_l3_0;
+  wire [1:0] negatives1_l1_0;
+  wire [1:0] negatives1_l1_1;
+  wire [1:0] negatives1_l1_2;
+  wire [1:0] negatives1_l1_3;
+  wire [2:0] negatives1_l2_0;
+  wire [2:0] negatives1_l2_1;
+  wire [3:0] negatives1_l3_0;
+  wire [1:0] negatives2_l1_0;
+  wire [1:0] negatives2_l1_1;
+  wire [1:0] negatives2_l1_2;
+  wire [1:0] negatives2_l1_3;
+  wire [2:0] negatives2_l2_0;
+  wire [2:0] negatives2_l2_1;
+  wire [3:0] negatives2_l3_0;
+  wire [1:0] negatives3_l1_0;
+  wire [1:0] negatives3_l1_1;
+  wire [1:0] negatives3_l1_2;
+  wire [1:0] negatives3_l1_3;
+  wire [2:0] negatives3_l2_0;
+  wire [2:0] negatives3_l2_1;
+  wire [3:0] negatives3_l3_0;
+  wire [4:0] negatives_total_l1_0;
+  wire [4:0] negatives_total_l1_1;
+  wire [5:0] negatives_total_l2_0;
   output [31:0] o__payload;
   wire [31:0] o__payload;
-  wire [81:0] \o__payload$102 ;
-  wire [81:0] \o__payload$102.total ;
-  wire [31:0] \o__payload$105 ;
-  wire [31:0] \o__payload$105.result ;
+  wire [81:0] \o__payload$103 ;
+  wire [81:0] \o__payload$103.total ;
+  wire [31:0] \o__payload$106 ;
+  wire [31:0] \o__payload$106.result ;
   wire [31:0] \o__payload.result ;
   input o__ready;
   wire o__ready;
-  wire \o__ready$103 ;
-  wire \o__ready$106 ;
+  wire \o__ready$104 ;
+  wire \o__ready$107 ;
   output o__valid;
   wire o__valid;
-  wire \o__valid$100 ;
-  wire \o__valid$107 ;
+  wire \o__valid$101 ;
+  wire \o__valid$108 ;
   wire [287:0] products;
   wire [8:0] \products[0] ;
   wire [8:0] \products[10] ;
@@ -331,10 +331,10 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   reg s0_valid = 1'h0;
   (* init = 160'h0000000000000000000000000000000000000000 *)
   wire [159:0] s0_w;
+  reg [15:0] s1_counts = 16'h0000;
   reg [5:0] s1_exp = 6'h00;
   reg s1_last = 1'h0;
   wire s1_load;
-  reg [13:0] s1_negatives = 14'h0000;
   reg [287:0] s1_products = 288'h000000000000000000000000000000000000000000000000000000000000000000000000;
   reg s1_valid = 1'h0;
   reg [5:0] s2_exp = 6'h00;
@@ -384,39 +384,39 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   wire [12:0] total_l1_1;
   wire [13:0] total_l2_0;
   wire [159:0] values;
-  wire [159:0] \values$109 ;
-  wire [4:0] \values$109[0] ;
-  wire [4:0] \values$109[10] ;
-  wire [4:0] \values$109[11] ;
-  wire [4:0] \values$109[12] ;
-  wire [4:0] \values$109[13] ;
-  wire [4:0] \values$109[14] ;
-  wire [4:0] \values$109[15] ;
-  wire [4:0] \values$109[16] ;
-  wire [4:0] \values$109[17] ;
-  wire [4:0] \values$109[18] ;
-  wire [4:0] \values$109[19] ;
-  wire [4:0] \values$109[1] ;
-  wire [4:0] \values$109[20] ;
-  wire [4:0] \values$109[21] ;
-  wire [4:0] \values$109[22] ;
-  wire [4:0] \values$109[23] ;
-  wire [4:0] \values$109[24] ;
-  wire [4:0] \values$109[25] ;
-  wire [4:0] \values$109[26] ;
-  wire [4:0] \values$109[27] ;
-  wire [4:0] \values$109[28] ;
-  wire [4:0] \values$109[29] ;
-  wire [4:0] \values$109[2] ;
-  wire [4:0] \values$109[30] ;
-  wire [4:0] \values$109[31] ;
-  wire [4:0] \values$109[3] ;
-  wire [4:0] \values$109[4] ;
-  wire [4:0] \values$109[5] ;
-  wire [4:0] \values$109[6] ;
-  wire [4:0] \values$109[7] ;
-  wire [4:0] \values$109[8] ;
-  wire [4:0] \values$109[9] ;
+  wire [159:0] \values$110 ;
+  wire [4:0] \values$110[0] ;
+  wire [4:0] \values$110[10] ;
+  wire [4:0] \values$110[11] ;
+  wire [4:0] \values$110[12] ;
+  wire [4:0] \values$110[13] ;
+  wire [4:0] \values$110[14] ;
+  wire [4:0] \values$110[15] ;
+  wire [4:0] \values$110[16] ;
+  wire [4:0] \values$110[17] ;
+  wire [4:0] \values$110[18] ;
+  wire [4:0] \values$110[19] ;
+  wire [4:0] \values$110[1] ;
+  wire [4:0] \values$110[20] ;
+  wire [4:0] \values$110[21] ;
+  wire [4:0] \values$110[22] ;
+  wire [4:0] \values$110[23] ;
+  wire [4:0] \values$110[24] ;
+  wire [4:0] \values$110[25] ;
+  wire [4:0] \values$110[26] ;
+  wire [4:0] \values$110[27] ;
+  wire [4:0] \values$110[28] ;
+  wire [4:0] \values$110[29] ;
+  wire [4:0] \values$110[2] ;
+  wire [4:0] \values$110[30] ;
+  wire [4:0] \values$110[31] ;
+  wire [4:0] \values$110[3] ;
+  wire [4:0] \values$110[4] ;
+  wire [4:0] \values$110[5] ;
+  wire [4:0] \values$110[6] ;
+  wire [4:0] \values$110[7] ;
+  wire [4:0] \values$110[8] ;
+  wire [4:0] \values$110[9] ;
   wire [4:0] \values[0] ;
   wire [4:0] \values[10] ;
   wire [4:0] \values[11] ;
@@ -541,7 +541,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   always @(posedge clk)
     s1_products <= \$33 ;
   always @(posedge clk)
-    s1_negatives <= \$34 ;
+    s1_counts <= \$34 ;
   always @(posedge clk)
     s2_exp <= \$35 ;
   always @(posedge clk)
@@ -573,37 +573,37 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign s0_load = \$5  | s1_load;
   assign \$6  = ~ rst;
   assign i__ready = s0_load & \$6 ;
-  assign negatives_l1_0 = carries[0] + carries[1];
-  assign negatives_l1_1 = carries[2] + carries[3];
-  assign negatives_l1_2 = carries[4] + carries[5];
-  assign negatives_l1_3 = carries[6] + carries[7];
-  assign negatives_l1_4 = carries[8] + carries[9];
-  assign negatives_l1_5 = carries[10] + carries[11];
-  assign negatives_l1_6 = carries[12] + carries[13];
-  assign negatives_l1_7 = carries[14] + carries[15];
-  assign negatives_l1_8 = carries[16] + carries[17];
-  assign negatives_l1_9 = carries[18] + carries[19];
-  assign negatives_l1_10 = carries[20] + carries[21];
-  assign negatives_l1_11 = carries[22] + carries[23];
-  assign negatives_l1_12 = carries[24] + carries[25];
-  assign negatives_l1_13 = carries[26] + carries[27];
-  assign negatives_l1_14 = carries[28] + carries[29];
-  assign negatives_l1_15 = carries[30] + carries[31];
-  assign negatives_l2_0 = negatives_l1_0 + negatives_l1_1;
-  assign negatives_l2_1 = negatives_l1_2 + negatives_l1_3;
-  assign negatives_l2_2 = negatives_l1_4 + negatives_l1_5;
-  assign negatives_l2_3 = negatives_l1_6 + negatives_l1_7;
-  assign negatives_l2_4 = negatives_l1_8 + negatives_l1_9;
-  assign negatives_l2_5 = negatives_l1_10 + negatives_l1_11;
-  assign negatives_l2_6 = negatives_l1_12 + negatives_l1_13;
-  assign negatives_l2_7 = negatives_l1_14 + negatives_l1_15;
-  assign negatives_l3_0 = negatives_l2_0 + negatives_l2_1;
-  assign negatives_l3_1 = negatives_l2_2 + negatives_l2_3;
-  assign negatives_l3_2 = negatives_l2_4 + negatives_l2_5;
-  assign negatives_l3_3 = negatives_l2_6 + negatives_l2_7;
-  assign negatives_l4_0 = negatives_l3_0 + negatives_l3_1;
-  assign negatives_l4_1 = negatives_l3_2 + negatives_l3_3;
-  assign negatives_l5_0 = negatives_l4_0 + negatives_l4_1;
+  assign negatives0_l1_0 = carries[0] + carries[1];
+  assign negatives0_l1_1 = carries[2] + carries[3];
+  assign negatives0_l1_2 = carries[4] + carries[5];
+  assign negatives0_l1_3 = carries[6] + carries[7];
+  assign negatives0_l2_0 = negatives0_l1_0 + negatives0_l1_1;
+  assign negatives0_l2_1 = negatives0_l1_2 + negatives0_l1_3;
+  assign negatives0_l3_0 = negatives0_l2_0 + negatives0_l2_1;
+  assign negatives1_l1_0 = carries[8] + carries[9];
+  assign negatives1_l1_1 = carries[10] + carries[11];
+  assign negatives1_l1_2 = carries[12] + carries[13];
+  assign negatives1_l1_3 = carries[14] + carries[15];
+  assign negatives1_l2_0 = negatives1_l1_0 + negatives1_l1_1;
+  assign negatives1_l2_1 = negatives1_l1_2 + negatives1_l1_3;
+  assign negatives1_l3_0 = negatives1_l2_0 + negatives1_l2_1;
+  assign negatives2_l1_0 = carries[16] + carries[17];
+  assign negatives2_l1_1 = carries[18] + carries[19];
+  assign negatives2_l1_2 = carries[20] + carries[21];
+  assign negatives2_l1_3 = carries[22] + carries[23];
+  assign negatives2_l2_0 = negatives2_l1_0 + negatives2_l1_1;
+  assign negatives2_l2_1 = negatives2_l1_2 + negatives2_l1_3;
+  assign negatives2_l3_0 = negatives2_l2_0 + negatives2_l2_1;
+  assign negatives3_l1_0 = carries[24] + carries[25];
+  assign negatives3_l1_1 = carries[26] + carries[27];
+  assign negatives3_l1_2 = carries[28] + carries[29];
+  assign negatives3_l1_3 = carries[30] + carries[31];
+  assign negatives3_l2_0 = negatives3_l1_0 + negatives3_l1_1;
+  assign negatives3_l2_1 = negatives3_l1_2 + negatives3_l1_3;
+  assign negatives3_l3_0 = negatives3_l2_0 + negatives3_l2_1;
+  assign negatives_total_l1_0 = s1_counts[3:0] + s1_counts[7:4];
+  assign negatives_total_l1_1 = s1_counts[11:8] + s1_counts[15:12];
+  assign negatives_total_l2_0 = negatives_total_l1_0 + negatives_total_l1_1;
   assign sum0_l1_0 = $signed(s1_products[8:0]) + $signed(s1_products[17:9]);
   assign sum0_l1_1 = $signed(s1_products[26:18]) + $signed(s1_products[35:27]);
   assign sum0_l1_2 = $signed(s1_products[44:36]) + $signed(s1_products[53:45]);
@@ -619,11 +619,11 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign sum1_l2_1 = $signed(sum1_l1_2) + $signed(sum1_l1_3);
   \bd_dot_fast_b32.accumulator  accumulator (
     .clk(clk),
-    .i__payload(\i__payload$95 ),
+    .i__payload(\i__payload$96 ),
     .i__valid(s3_valid),
-    .o__payload(\i__payload$101 ),
-    .o__ready(\o__ready$103 ),
-    .o_valid(\i__valid$99 ),
+    .o__payload(\i__payload$102 ),
+    .o__ready(\o__ready$104 ),
+    .o_valid(\i__valid$100 ),
     .rst(rst),
     .t_load(\i__ready$10 )
   );
@@ -633,7 +633,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   \bd_dot_fast_b32.dec_w  dec_w (
     .\port$0$139 (i__payload[268:137]),
-    .values(\values$109 )
+    .values(\values$110 )
   );
   \bd_dot_fast_b32.mul  mul (
     .a(a),
@@ -643,9 +643,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   );
   \bd_dot_fast_b32.norm  norm (
     .clk(clk),
-    .i__payload(\i__payload$101 ),
-    .i__ready(\o__ready$103 ),
-    .i__valid(\i__valid$99 ),
+    .i__payload(\i__payload$102 ),
+    .i__ready(\o__ready$104 ),
+    .i__valid(\i__valid$100 ),
     .o__payload(o__payload),
     .o__ready(o__ready),
     .rst(rst),
@@ -716,7 +716,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$28  = w;
     if (\$10 ) begin
-      \$28  = \values$109 ;
+      \$28  = \values$110 ;
     end
   end
   always @* begin
@@ -756,9 +756,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   end
   always @* begin
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
-    \$34  = s1_negatives;
+    \$34  = s1_counts;
     if (\$12 ) begin
-      \$34  = { 8'h00, negatives_l5_0 };
+      \$34  = { negatives3_l3_0, negatives2_l3_0, negatives1_l3_0, negatives0_l3_0 };
     end
   end
   always @* begin
@@ -779,7 +779,7 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
     if (\$auto$verilog_backend.cc:2355:dump_module$1 ) begin end
     \$37  = s2_negatives;
     if (\$13 ) begin
-      \$37  = s1_negatives;
+      \$37  = { 8'h00, negatives_total_l2_0 };
     end
   end
   always @* begin
@@ -837,14 +837,14 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \codes$21  = i__payload[264:137];
   assign s0_a = a;
   assign s0_w = w;
-  assign negatives = { 8'h00, negatives_l5_0 };
-  assign \i__valid$94  = s3_valid;
-  assign \o__valid$100  = \i__valid$99 ;
-  assign \o__payload$102  = \i__payload$101 ;
-  assign \i__ready$104  = \o__ready$103 ;
-  assign \o__payload$105  = o__payload;
-  assign \o__ready$106  = o__ready;
-  assign \o__valid$107  = o__valid;
+  assign negatives = { 8'h00, negatives_total_l2_0 };
+  assign \i__valid$95  = s3_valid;
+  assign \o__valid$101  = \i__valid$100 ;
+  assign \o__payload$103  = \i__payload$102 ;
+  assign \i__ready$105  = \o__ready$104 ;
+  assign \o__payload$106  = o__payload;
+  assign \o__ready$107  = o__ready;
+  assign \o__valid$108  = o__valid;
   assign \i__payload.a_codes  = i__payload[127:0];
   assign \i__payload.a_codes[0]  = i__payload[3:0];
   assign \i__payload.a_codes[1]  = i__payload[7:4];
@@ -1045,12 +1045,12 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \w[29]  = w[149:145];
   assign \w[30]  = w[154:150];
   assign \w[31]  = w[159:155];
-  assign \i__payload$95.sum  = \i__payload$95 [13:0];
-  assign \i__payload$95.exp  = \i__payload$95 [19:14];
-  assign \i__payload$95.last  = \i__payload$95 [20];
-  assign \i__payload$101.value  = \i__payload$101 ;
-  assign \o__payload$102.total  = \i__payload$101 ;
-  assign \o__payload$105.result  = o__payload;
+  assign \i__payload$96.sum  = \i__payload$96 [13:0];
+  assign \i__payload$96.exp  = \i__payload$96 [19:14];
+  assign \i__payload$96.last  = \i__payload$96 [20];
+  assign \i__payload$102.value  = \i__payload$102 ;
+  assign \o__payload$103.total  = \i__payload$102 ;
+  assign \o__payload$106.result  = o__payload;
   assign \values[0]  = values[4:0];
   assign \values[1]  = values[9:5];
   assign \values[2]  = values[14:10];
@@ -1083,38 +1083,38 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \values[29]  = values[149:145];
   assign \values[30]  = values[154:150];
   assign \values[31]  = values[159:155];
-  assign \values$109[0]  = \values$109 [4:0];
-  assign \values$109[1]  = \values$109 [9:5];
-  assign \values$109[2]  = \values$109 [14:10];
-  assign \values$109[3]  = \values$109 [19:15];
-  assign \values$109[4]  = \values$109 [24:20];
-  assign \values$109[5]  = \values$109 [29:25];
-  assign \values$109[6]  = \values$109 [34:30];
-  assign \values$109[7]  = \values$109 [39:35];
-  assign \values$109[8]  = \values$109 [44:40];
-  assign \values$109[9]  = \values$109 [49:45];
-  assign \values$109[10]  = \values$109 [54:50];
-  assign \values$109[11]  = \values$109 [59:55];
-  assign \values$109[12]  = \values$109 [64:60];
-  assign \values$109[13]  = \values$109 [69:65];
-  assign \values$109[14]  = \values$109 [74:70];
-  assign \values$109[15]  = \values$109 [79:75];
-  assign \values$109[16]  = \values$109 [84:80];
-  assign \values$109[17]  = \values$109 [89:85];
-  assign \values$109[18]  = \values$109 [94:90];
-  assign \values$109[19]  = \values$109 [99:95];
-  assign \values$109[20]  = \values$109 [104:100];
-  assign \values$109[21]  = \values$109 [109:105];
-  assign \values$109[22]  = \values$109 [114:110];
-  assign \values$109[23]  = \values$109 [119:115];
-  assign \values$109[24]  = \values$109 [124:120];
-  assign \values$109[25]  = \values$109 [129:125];
-  assign \values$109[26]  = \values$109 [134:130];
-  assign \values$109[27]  = \values$109 [139:135];
-  assign \values$109[28]  = \values$109 [144:140];
-  assign \values$109[29]  = \values$109 [149:145];
-  assign \values$109[30]  = \values$109 [154:150];
-  assign \values$109[31]  = \values$109 [159:155];
+  assign \values$110[0]  = \values$110 [4:0];
+  assign \values$110[1]  = \values$110 [9:5];
+  assign \values$110[2]  = \values$110 [14:10];
+  assign \values$110[3]  = \values$110 [19:15];
+  assign \values$110[4]  = \values$110 [24:20];
+  assign \values$110[5]  = \values$110 [29:25];
+  assign \values$110[6]  = \values$110 [34:30];
+  assign \values$110[7]  = \values$110 [39:35];
+  assign \values$110[8]  = \values$110 [44:40];
+  assign \values$110[9]  = \values$110 [49:45];
+  assign \values$110[10]  = \values$110 [54:50];
+  assign \values$110[11]  = \values$110 [59:55];
+  assign \values$110[12]  = \values$110 [64:60];
+  assign \values$110[13]  = \values$110 [69:65];
+  assign \values$110[14]  = \values$110 [74:70];
+  assign \values$110[15]  = \values$110 [79:75];
+  assign \values$110[16]  = \values$110 [84:80];
+  assign \values$110[17]  = \values$110 [89:85];
+  assign \values$110[18]  = \values$110 [94:90];
+  assign \values$110[19]  = \values$110 [99:95];
+  assign \values$110[20]  = \values$110 [104:100];
+  assign \values$110[21]  = \values$110 [109:105];
+  assign \values$110[22]  = \values$110 [114:110];
+  assign \values$110[23]  = \values$110 [119:115];
+  assign \values$110[24]  = \values$110 [124:120];
+  assign \values$110[25]  = \values$110 [129:125];
+  assign \values$110[26]  = \values$110 [134:130];
+  assign \values$110[27]  = \values$110 [139:135];
+  assign \values$110[28]  = \values$110 [144:140];
+  assign \values$110[29]  = \values$110 [149:145];
+  assign \values$110[30]  = \values$110 [154:150];
+  assign \values$110[31]  = \values$110 [159:155];
   assign \products[0]  = products[8:0];
   assign \products[1]  = products[17:9];
   assign \products[2]  = products[26:18];
@@ -1147,9 +1147,9 @@ module bd_dot_fast_b32(i__valid, o__ready, clk, rst, i__ready, o__payload, o__va
   assign \products[29]  = products[269:261];
   assign \products[30]  = products[278:270];
   assign \products[31]  = products[287:279];
-  assign \i__payload$95 [20] = s3_last;
-  assign \i__payload$95 [19:14] = s3_exp;
-  assign \i__payload$95 [13:0] = s3_sum;
+  assign \i__payload$96 [20] = s3_last;
+  assign \i__payload$96 [19:14] = s3_exp;
+  assign \i__payload$96 [13:0] = s3_sum;
 endmodule
 
 (* generator = "Amaranth" *)

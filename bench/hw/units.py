@@ -21,7 +21,7 @@ name                        kind     builder
                             (``shared*``, ``sigshift_defer``, ``blockprod_defer``)
 ``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
 ``scale_nvfp4``, ``scale_nvfp4_block`` (``bench/hw/scale_paths.py``; ``_block``: no tensor scale)
-``bd_linear_fast_n<N>``     linear   ``BDLinear(B, N, pipeline=deepest)`` for N = 1, 2, 8, 16 (the
+``bd_linear_fast_n<N>``     linear   ``BDLinear(LinearParams.fastest(B, N))`` for N = 1, 2, 8, 16 (the
                             product's registry has N = 4): how the engine's cost grows with N
 ``bd_linear_fast_dsp_n<N>`` linear   the same with ``products="dsp"``, and ``_packed_``
 ``bd_linear_fast_packed_n<N>``       ``products="dsp_packed"``, for N = 4 and 8: LUT / DSP / packed
@@ -33,7 +33,7 @@ products tables of ``reports/synth/report.md``), not comparison hardware; nothin
 from __future__ import annotations
 
 from bd_hw.params import LinearParams
-from bd_hw.units import UNITS, LinearUnit, Unit
+from bd_hw.units import UNITS, LinearUnit, Unit, fast_engine
 
 from .baseline_macs import SINGLE_MAC_BLOCK
 from .lane_products import CONSTRUCTIONS, takes_block_inputs
@@ -44,7 +44,6 @@ __all__ = ["BENCH_UNITS", "ALL_UNITS", "ENGINE_LANES", "ENGINE_PRODUCTS", "engin
 ENGINE_LANES = (1, 2, 4, 8, 16)
 ENGINE_PRODUCTS = ("lut", "dsp", "dsp_packed")
 ENGINE_PRODUCTS_LANES = (4, 8)
-_DEEPEST = len(LinearParams.CUT_POINTS)
 
 
 def engine_unit_name(N: int, products: str = "lut") -> str:
@@ -65,7 +64,7 @@ def _engines():
             name = engine_unit_name(N, products)
             if name in UNITS or (products != "lut" and N not in ENGINE_PRODUCTS_LANES):
                 continue
-            params = {"N": N, "pipeline": _DEEPEST} | ({} if products == "lut" else
+            params = fast_engine(N) | ({} if products == "lut" else
                                                      {"products": products})
             yield LinearUnit(name, "linear", _linear, params, blocks=(32,), parameters=LinearParams,
                              summary=f"matrix-vector engine, {N} rows side by side, every pipeline "

@@ -24,6 +24,7 @@ import pytest
 import torch
 from amaranth.hdl import UnusedElaboratable
 from amaranth.lib import data
+from amaranth.back import verilog
 from amaranth.sim import Simulator
 
 from bd_hw import units
@@ -470,7 +471,11 @@ def test_linear_rejects_bad_parameters():
                              ({"max_blocks": 2 ** 100}, "max_blocks"), ({"pipeline": -1}, "pipeline"),
                              ({"pipeline": DEEP + 1}, "pipeline"), ({"pipeline": True}, "pipeline"),
                              ({"pipeline": 1.0}, "pipeline"), ({"accumulate": "fp8"}, "accumulate"),
-                             ({"products": "shared"}, "products"), ({"products": "dsp2"}, "products")):
+                             ({"products": "shared"}, "products"), ({"products": "dsp2"}, "products"),
+                             ({"activation_copies": 3}, "activation_copies"),
+                             ({"N": 4, "activation_copies": 8}, "activation_copies"),
+                             ({"activation_copies": 0}, "activation_copies"),
+                             ({"activation_copies": True}, "activation_copies")):
             for make in (BDLinear, LinearParams):
                 with pytest.raises(ValueError, match=name):
                     make(**kwargs)
@@ -485,7 +490,12 @@ def test_linear_rejects_bad_parameters():
     assert DEEP == 10 and BDLinear.CUT_POINTS[0] == ("select", "abs")
     assert BDLinear.CUT_POINTS[8:] == (("ready", None), ("exp16", None))
     # The engine never holds its dot units, so it does not take their "ready" cut.
-    assert BDLinear.CUT_POINTS[3] == ("exp", "decode") and BDLinear.CUT_POINTS[4] == ("exp8", None)
+    assert BDLinear.CUT_POINTS[3] == ("exp", "decode") and BDLinear.CUT_POINTS[5] == ("count", None)
+    # The dot units' "negatives" cut adds no stage: the engine's latency stops growing at 4.
+    assert BDLinear.CUT_POINTS[4] == ("exp8", "negatives")
+    fast = LinearParams.fastest(32, 8)
+    assert (fast.pipeline, fast.activation_copies, fast.dot.pipeline) == (DEEP, 8, 5)
+    assert fast.dot.cuts == {"abs", "lzc", "tree", "decode", "negatives"}
     for p in range(DEEP + 1):
         dut = LinearParams(32, 4, pipeline=p)       # the figures, without building hardware
         assert "ready" not in dut.dot.cuts
@@ -573,6 +583,22 @@ def test_wide_engines_bit_exact(N, pipeline):
     assert any(j.invalid for j in jobs) and any(j.altered_groups for j in jobs)
     run, = run_engine(dut, [(jobs, None)], x_pause=0.2, w_pause=0.2, y_pause=0.3, seed=N)
     check_results(jobs, run)
+
+
+@pytest.mark.parametrize("N,copies", [(2, 2), (4, 2)])
+def test_linear_activation_copies(N, copies):
+    """``activation_copies``: every copy of the activation buffer holds the vector (each lane
+    group reads its own) and the results are the golden bits under random pauses; the Verilog has
+    one memory and one read register per copy."""
+    B = 16
+    dut = BDLinear(B, N, max_blocks=8, pipeline=DEEP, activation_copies=copies)
+    jobs = mixed_jobs(B, N, seed=N + copies + 11, count=6, max_blocks=8)
+    run, = run_engine(dut, [(jobs, None)], x_pause=0.3, w_pause=0.3, y_pause=0.4, seed=N + 5)
+    check_results(jobs, run)
+    text = verilog.convert(BDLinear(B, N, max_blocks=8, pipeline=DEEP, activation_copies=copies),
+                           name="engine")
+    assert len(re.findall(r"^\s*reg \[\d+:0\] memory \[", text, re.MULTILINE)) == copies
+    assert {f"a_activation{c}" for c in range(copies)} <= set(re.findall(r"\b(a_activation\d+)\b", text))
 
 
 @pytest.mark.parametrize("accumulate", ["fp32", "fp16"])
