@@ -402,6 +402,11 @@ def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int
         return Cat(*[pairwise_sum(m, list(negative[g:g + group]), f"m_count{g}")[:bits]
                      for g in range(0, B, group)])
 
+    def negatives(m, counts):             # their total
+        bits = group.bit_length()
+        return pairwise_sum(m, [counts[bits * g:bits * (g + 1)] for g in range(B // group)],
+                            "m_negatives")
+
     def partial(m, lane_values):
         ps = signed_lanes(lane_values)
         return Cat(*[pairwise_sum(m, ps[g:g + group], f"m_sum{g}")[:sum_bits]
@@ -444,8 +449,9 @@ def dot_fields(B: int, group: int, sum_bits: int, block_bits: int, acc_bits: int
         "products": (("a", "w"), products),
         "negative": (("a", "w"), negative),
         "lane_values": (("products", "negative"), lane_values),
-        "negatives": (("negative",), lambda m, n: pairwise_sum(m, list(n), "m_negatives")),
         "negative_counts": (("negative",), negative_counts),
+        # from the runs' counts, so that a shadow stage carrying those has nothing else to agree with
+        "negatives": (("negative_counts",), negatives),
         "partial": (("lane_values",), partial),
         "sum": (("partial", "negatives"), block_sum),
         "term": (("sum", "exp"), term),
