@@ -232,7 +232,9 @@ def engine_section(summary: dict) -> list[str]:
     lines = []
     if scaling.get("lanes"):
         lines += ["## Matrix-vector engine: cost against lanes (ECP5)", "",
-                  f"`bd_linear` at B = {ENGINE_B}, every pipeline cut point taken, products in LUTs "
+                  f"`bd_linear` at B = {ENGINE_B}, its fastest build (`LinearParams.fastest`: "
+                  "every pipeline cut point taken, one copy of the activation buffer per lane), "
+                  "products in LUTs "
                   f"(`bench/hw/units.py`: `bd_linear_fast_n<N>`), on the {fam.device} "
                   f"({fam.luts} LUT4s and as many flip-flops, {fam.dsps} MULT18X18D, {fam.brams} "
                   "DP16KD). Rates at Fmax, one weight beat of N blocks per clock: packed weights "

@@ -222,7 +222,8 @@ WHERE_THE_TIME_GOES = [
     "pair rule; with the first three it is the shared exponent's maximum tree (stage 0); with all "
     "four it is the first half of the range counter (bounds, compares, popcount into the "
     "registered counts).",
-    "- **bd_dot `ready`** (pipeline 5): the valid/load chain runs from `o.ready` through the "
+    "- **bd_dot `ready`** (pipeline 5 when it was measured, now the sixth cut; the rows marked "
+    "before e129af7): the valid/load chain runs from `o.ready` through the "
     "normaliser's and the accumulator's stages into the enables of the front stages' ~1,000 "
     "flip-flops; yosys maps it as a chain whatever the source says (a flat OR of the valids "
     "measured no better), so no logic rewrite shortens it. With `ready` the block-sum stage is a "
@@ -233,6 +234,15 @@ WHERE_THE_TIME_GOES = [
     "`bd_dot_fast` ships this setting since DotShadowHarness shadows the skid buffer. On the "
     "iCE40 the path stays the normaliser's 82-bit negation (62.8 MHz, 63.7 at pipeline 4). The "
     "bd_dot rows at pipeline 1 to 4 predate 589de0e.",
+    "- **bd_dot `negatives`** (pipeline 5; 6 with `ready`, `bd_dot_fast`): the product stage "
+    "registers the count of negative products (the +1s of their ones' complements) per run of 8 "
+    "lanes, 4 bits each, instead of the 32-lane total, and the block-sum stage adds the four "
+    "counts beside the tree's second half; no stage added, +10 FF. It comes before `ready` in "
+    "the order because the engine's stall-free dot units, which have no ready chain, hit this "
+    "path first (below). bd_dot_fast with both: 118.3 MHz on the ECP5 against 109.8, its path "
+    "now the tree's second half into the accumulator's input (4 LUT levels + 2 carry steps, 6.1 "
+    "of its 7.9 ns in routing); 63.6 MHz on the iCE40, where the normaliser's negation stays "
+    "the path.",
     "- **bd_quantizer beyond four cuts**: each maximum tree of 32 5-bit values is five levels of "
     "compare-and-select (a carry chain and a 2:1 choice, about 4 ns each on the ECP5), so a stage "
     "of three levels stays near 75 MHz. `exp8` (the exponent tree after maxima of runs of 4, "
@@ -309,7 +319,28 @@ WHERE_THE_TIME_GOES = [
     "and the wider engines'. In the synthesis report's run the 8-lane engine at pipeline 10 "
     "reaches 86.5 MHz (56.8 on f68aa89's design; 26,022 LUT4, 3,603 CCU2C, 13,848 FF), its path "
     "the same, one unit's decoded activation register into another's negative count, with the "
-    "fan-out of eight units.",
+    "fan-out of eight units (the rows marked before e129af7).",
+    "- **bd_linear activation copies and the dot units' `negatives` cut** "
+    "(`LinearParams.fastest`): the register merge is the tool's, not the design's, and `keep` "
+    "on a register does not stop yosys's opt_merge, so the copies are made where nothing can "
+    "merge them: `activation_copies` keeps one activation buffer (a memory) and one read "
+    "register per lane group, every quantized block written into all, lane n reading copy "
+    "n * copies / N. With one copy per lane the 8-lane engine went from 86.5 to 96.5 MHz "
+    "(29,474 LUT4, 15,927 FF, 32 DP16KD; one copy per two lanes gave 82.6 MHz, but abc9 "
+    "asserted on that netlist and its `abc -lut 4` mapping is not comparable: its path, a lane "
+    "pair's shared register, had 3.7 ns of routing to one of its units), its path then inside one dot unit, its decoded weights into the 32-lane count of "
+    "negative products (2.9 ns of logic, 7.5 of routing). The dot units' `negatives` cut "
+    "(above) takes that count out of the product stage: at pipeline 10 with one copy per lane "
+    "N = 8 reaches 100.5 MHz (29,221 LUT4, 3,603 CCU2C, 16,007 FF, 32 DP16KD), its path the "
+    "read-ahead address (the group's next block, an incrementer) into the 32 block RAMs' address "
+    "pins (2 LUT levels + 6 carry steps, 7.8 of its 9.9 ns in routing); N = 4 reaches 109.2 MHz "
+    "(15,381 LUT4, 9,775 FF, 16 DP16KD; 100.0 before), its path the quantizer's range counter "
+    "(membership bits into the selection's counts); N = 1 (one copy, as before) 105.9, its path "
+    "the quantizer's shifter into the pair register; N = 2 101.7 in the synthesis report (mapped "
+    "by the `abc -lut 4` fallback; 105.9 before), its path a dot unit's own 4x4 products (4 LUT "
+    "levels + 2 carry steps), so the second copy bought nothing there. The copies cost one "
+    "buffer of block RAM each (4 DP16KD at B = 32) and a decoder and read register per lane: "
+    "with the cut, +10 % LUT4 at N = 4 and +12 % at N = 8 over the rows before.",
 ]
 
 
