@@ -28,7 +28,7 @@ name                 block sizes     builder and parameters                    l
 A unit marked ``on_request`` (``bd_linear_n16``, 2.2 MB of Verilog and twice the LUTs of the
 N = 8 engine) is registered, built, tested and proved like the others, but emitted only when named
 (``python -m bd_hw verilog --units bd_linear_n16 --out DIR``): ``make verilog``, ``rtl/`` and the
-default simulation run leave it out.
+default simulation run leave it out (``python -m tb.runner --units bd_linear_n16`` simulates it).
 
 The matrix-vector engine ``bd_linear`` (SPEC 11) is named by its lane count too: the registry keys
 ``<base>_n<N>`` (``bd_linear_n4``, ``bd_linear_fast_n4``) emit ``rtl/<base>_b<B>_n<N>.v`` with top

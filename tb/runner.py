@@ -8,7 +8,9 @@ each at those of ``--blocks`` it is emitted for. ``--quick`` is the reduced run 
 without it B = 32 runs at full depth and the other block sizes and the deeper pipeline settings
 (``bd_quantizer_fast``, ``bd_dot_fast``, ``bd_linear_fast_n4``) and the engines wider than four
 lanes (``bd_linear_n8``) at a lighter one (a quarter to a fifth of the stimulus); ``--depth`` sets one
-depth for every unit run (``--depth full --units bd_dot_fast``). ``WAVES=1`` in the environment
+depth for every unit run (``--depth full --units bd_dot_fast``). A unit emitted on request
+(``bd_linear_n16``, not in ``rtl/``) runs only when ``--units`` names it, from its Verilog written
+into ``<build root>/rtl/``; with ``--update`` its row is kept while that Verilog is unchanged. ``WAVES=1`` in the environment
 writes a trace next to each run (``sim_build/<unit>_b<B>_waves/run_<depth>/``): ``dump.fst`` when the
 host has liblz4-dev for Verilator's FST writer, ``dump.vcd`` otherwise.
 
@@ -84,8 +86,11 @@ def parse_args(argv=None):
     parser.add_argument("--quick", action="store_true", help="reduced stimulus (the test-suite run)")
     parser.add_argument("--out", type=Path, default=None,
                         help="report folder (default reports/sim, or reports/sim-quick with --quick)")
-    parser.add_argument("--units", type=parse_units(), default=list(units.UNITS),
-                        help=f"comma-separated units (default all: {','.join(units.UNITS)})")
+    parser.add_argument("--units", type=parse_units(), default=None,
+                        help="comma-separated units (default every emitted one: "
+                             f"{','.join(u.name for u in units.UNITS.values() if not u.on_request)}; "
+                             "a unit emitted on request, such as bd_linear_n16, runs when named, "
+                             "from Verilog written into the build folder)")
     parser.add_argument("--blocks", type=parse_blocks, default=list(BLOCK_SIZES),
                         help="comma-separated block sizes (default 16,32,64; each unit runs at "
                              "those it is emitted for)")
@@ -103,6 +108,9 @@ def parse_args(argv=None):
                         help="keep the previous summary's rows of the units and block sizes not run "
                              "now, when their Verilog is unchanged (rows of changed files are dropped)")
     args = parser.parse_args(argv)
+    args.on_request = args.units is not None       # named units run even if emitted on request
+    if args.units is None:
+        args.units = list(units.UNITS)
     if args.out is None:
         args.out = REPO / ("reports/sim-quick" if args.quick else "reports/sim")
     return args
@@ -140,9 +148,29 @@ def _build_log_excerpt(log: Path, lines: int = 6) -> str:
     return "".join(f"\n    {l}" for l in found[:lines])
 
 
+def verilog_source(unit: str, block: int, args) -> Path:
+    """The unit's file in ``--rtl``; for a unit emitted on request (not in ``rtl/``), its Verilog
+    written into ``<build root>/rtl/`` (rewritten only when it changed, so builds are reused)."""
+    path = rtl_file(unit, block, args.rtl)
+    if path.exists() or not units.get(unit).on_request:
+        return path
+    path = rtl_file(unit, block, Path(args.build_root) / "rtl")
+    text = units.get(unit).verilog(block)
+    if not path.exists() or path.read_text() != text:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return path
+
+
+def selected(args) -> list:
+    """(unit, B) of this run: the emitted units named by ``--units``, and those emitted on request
+    when ``--units`` names them."""
+    return units.emitted(args.units, args.blocks, on_request=args.on_request)
+
+
 def run_unit(unit: str, block: int, args, waves: bool) -> UnitRun:
     run = UnitRun(unit, block, args.depth or depth_for(block, args.quick, unit))
-    source = rtl_file(unit, block, args.rtl)
+    source = verilog_source(unit, block, args)
     tag = f"{unit}_b{block}"
     try:
         b = build(unit, block, waves=waves, source=source, build_root=Path(args.build_root).resolve())
@@ -194,11 +222,11 @@ def _digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def rtl_digests(rtl: Path, runs: list[UnitRun]) -> dict[str, str]:
+def rtl_digests(args, runs: list[UnitRun]) -> dict[str, str]:
     """Which Verilog the figures belong to."""
     out = {}
     for r in runs:
-        path = rtl_file(r.unit, r.block, rtl)
+        path = verilog_source(r.unit, r.block, args)
         if path.exists():
             out[path.name] = _digest(path)
     return out
@@ -211,12 +239,12 @@ def kept_runs(args) -> list[UnitRun]:
     if not previous.exists():
         return []
     old = json.loads(previous.read_text())
-    now = {(u.name, b) for u, b in units.emitted(args.units, args.blocks)}
+    now = {(u.name, b) for u, b in selected(args)}
     kept = []
     for row in old.get("runs", []):
-        if (row["unit"], row["block"]) in now:
+        if (row["unit"], row["block"]) in now or row["unit"] not in units.UNITS:
             continue
-        path = rtl_file(row["unit"], row["block"], Path(args.rtl))
+        path = verilog_source(row["unit"], row["block"], args)
         recorded = old.get("rtl_sha256", {}).get(path.name)
         if path.exists() and recorded == _digest(path):
             kept.append(UnitRun(**{k: v for k, v in row.items() if k != "passed"}))
@@ -269,7 +297,7 @@ def main(argv=None) -> int:
 
     start = time.perf_counter()
     runs = []
-    for u, block in units.emitted(args.units, args.blocks):
+    for u, block in selected(args):
         print(f"== {u.name} B={block} ({args.depth or depth_for(block, args.quick, u.name)})", flush=True)
         run = run_unit(u.name, block, args, waves)
         runs.append(run)
@@ -287,7 +315,7 @@ def main(argv=None) -> int:
         merge_junit(junit_files, args.out / "results.xml")
     summary = {
         "depth": "quick" if args.quick else "full",
-        "rtl_sha256": rtl_digests(Path(args.rtl), runs),
+        "rtl_sha256": rtl_digests(args, runs),
         "seed": args.seed,
         "wall_seconds": round(wall, 1),
         "passed": all(r.passed for r in runs),
