@@ -185,7 +185,6 @@ def test_runner_update_keeps_only_rows_whose_verilog_is_unchanged(tmp_path):
     dropped when the Verilog changed since (their figures would describe other hardware)."""
     import hashlib
     import json
-    from types import SimpleNamespace
 
     from tb import runner
 
@@ -200,7 +199,8 @@ def test_runner_update_keeps_only_rows_whose_verilog_is_unchanged(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
     (out / "summary.json").write_text(json.dumps({"rtl_sha256": digest, "runs": rows}))
-    args = SimpleNamespace(out=out, rtl=rtl, units=["bd_decoder"], blocks=[32])
+    args = runner.parse_args(["--out", str(out), "--rtl", str(rtl), "--units", "bd_decoder",
+                              "--blocks", "32", "--build-root", str(tmp_path / "build")])
     kept = runner.kept_runs(args)
     # bd_decoder is run now, bd_quantizer's file changed, bd_dot's did not.
     assert [(r.unit, r.block, r.vectors) for r in kept] == [("bd_dot", 32, 10)]
