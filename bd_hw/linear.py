@@ -176,6 +176,8 @@ class BDLinear(ParametrisedComponent):
         m.submodules.quantizer = quantizer = BDQuantizer(self.params.quantizer)
         m.submodules.vector = vector = VectorCounter(self.max_blocks, quantizer.latency)
         copies = self.params.activation_copies
+        # With one copy the names (buffer, a_activation) are those of the engine before copies
+        # existed, so its Verilog, and every figure measured on it, stays the same.
         buffers = []
         for c in range(copies):
             buffer = ActivationBuffer(B, self.max_blocks)

@@ -21,6 +21,7 @@ folder; prints a summary table; exits non-zero on any mismatch or failed test.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import os
@@ -148,6 +149,13 @@ def _build_log_excerpt(log: Path, lines: int = 6) -> str:
     return "".join(f"\n    {l}" for l in found[:lines])
 
 
+@functools.cache
+def _generated_verilog(unit: str, block: int) -> str:
+    """A unit's Verilog, elaborated once per process (the run, its digest and ``--update`` all ask
+    for it; the 16-lane engine takes a while to elaborate)."""
+    return units.get(unit).verilog(block)
+
+
 def verilog_source(unit: str, block: int, args) -> Path:
     """The unit's file in ``--rtl``; for a unit emitted on request (not in ``rtl/``), its Verilog
     written into ``<build root>/rtl/`` (rewritten only when it changed, so builds are reused)."""
@@ -155,7 +163,7 @@ def verilog_source(unit: str, block: int, args) -> Path:
     if path.exists() or not units.get(unit).on_request:
         return path
     path = rtl_file(unit, block, Path(args.build_root) / "rtl")
-    text = units.get(unit).verilog(block)
+    text = _generated_verilog(unit, block)
     if not path.exists() or path.read_text() != text:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -64,8 +64,7 @@ def _engines():
             name = engine_unit_name(N, products)
             if name in UNITS or (products != "lut" and N not in ENGINE_PRODUCTS_LANES):
                 continue
-            params = fast_engine(N) | ({} if products == "lut" else
-                                                     {"products": products})
+            params = fast_engine(N) | ({} if products == "lut" else {"products": products})
             yield LinearUnit(name, "linear", _linear, params, blocks=(32,), parameters=LinearParams,
                              summary=f"matrix-vector engine, {N} rows side by side, every pipeline "
                                      f"cut point taken, products={products!r}")
