@@ -7,24 +7,37 @@ Combinational. Ports (Verilog names equal the Python names):
 - ``values``  out, ``5B`` bits: lane k at ``[5k +: 5]`` = ``{sign, h[3:0]}`` with
   ``h = FORMATBOOK[dialect][idx]`` (sign at bit 4 of the lane).
 
-The table comes from :data:`golden.formatbook.FORMATBOOK_ROWS`; nothing here retypes it. The
-dialect selects one formatbook row once (shared by all lanes; index positions whose value is the
-same in every dialect become constants), then each lane picks its entry with a 3-bit 8:1 mux.
+Two constructions of the same function (``decode``, :data:`~bd_hw.params.DECODES`); nothing here
+retypes the formatbook:
+
+- ``"mux"`` (the default): the dialect selects one formatbook row once (shared by all lanes; index
+  positions whose value is the same in every dialect become constants), then each lane picks its
+  entry with a 3-bit 8:1 selection.
+- ``"anf"``: indices 0-4 decode to themselves in every dialect, so only indices 5-7 need the
+  dialect. It selects, once per block, their magnitudes as three XOR coefficients
+  (:func:`golden.formatbook.anf_coefficients`: ``h = c0 ^ c1 idx[1] ^ c2 idx[0]`` there); a lane
+  then needs two ANDs and two XORs a bit and a 2:1 choice against its own index.
+
+``"anf"`` is the smaller alone and in the block MACs of ``bench/hw/lane_products.py``, where the
+decode and the multiply are one combinational cloud; inside ``bd_dot`` it is not, and the
+default stays ``"mux"`` (``reports/synth/report.md``, "The decoder inside bd_dot").
 """
 from __future__ import annotations
 
-from amaranth.hdl import C, Cat, Module, Signal
+from amaranth.hdl import C, Cat, Module, Mux, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import FORMATBOOK_ROWS
-from golden.spec import CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS
+from golden.formatbook import FORMATBOOK_ROWS, IDENTITY_LEVELS, VARYING_COLUMNS, anf_coefficients
+from golden.spec import CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS, NUM_DIALECTS
 
 from .arith import pack_row
 from .layouts import DECODED_BITS
 from .params import DecoderParams, ParametrisedComponent
 
-__all__ = ["FormatbookRow", "BDDecoder"]
+__all__ = ["FormatbookRow", "AnfCoefficients", "BDDecoder", "mux_lane", "anf_lane", "ANF_TERMS"]
+
+ANF_TERMS = len(VARYING_COLUMNS)     # c0, c1, c2
 
 
 class FormatbookRow(wiring.Component):
@@ -49,17 +62,62 @@ class FormatbookRow(wiring.Component):
         return m
 
 
-class BDDecoder(ParametrisedComponent):
-    """``bd_decoder`` for block size ``B`` (16, 32 or 64): see the module docstring for the ports.
-    Takes the arguments of :class:`~bd_hw.params.DecoderParams` (or one).
+class AnfCoefficients(wiring.Component):
+    """The dialect's index 5-7 magnitudes as XOR coefficients:
+    ``coefficients[n] = anf_coefficients(dialect)[n]``.
 
-    Raises ``ValueError`` naming ``B`` for an unsupported block size.
+    Ports: ``dialect`` in 4, ``coefficients`` out, an array of 3 x 4 bits (``c_n`` at ``[4n +: 4]``).
+    """
+
+    def __init__(self):
+        super().__init__({
+            "dialect": In(DIALECT_BITS),
+            "coefficients": Out(data.ArrayLayout(H_BITS, ANF_TERMS)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        with m.Switch(self.dialect):
+            for d in range(NUM_DIALECTS):
+                with m.Case(d):
+                    m.d.comb += self.coefficients.eq(pack_row(anf_coefficients(d), H_BITS))
+        return m
+
+
+def mux_lane(m: Module, code, entries, name: str):
+    """One lane's ``{sign, h}``: entry ``idx`` of the dialect's row ``entries`` (8 x 4 bits), as
+    the row shifted right by 4 idx bits (a named signal) of which the lane keeps the low 4 (a
+    full-width shift, so that no assignment narrows it; synthesis drops the unused upper bits)."""
+    selected = Signal(H_BITS * LEVELS, name=name)
+    m.d.comb += selected.eq(entries >> Cat(C(0, 2), code[:IDX_BITS]))
+    return Cat(selected[:H_BITS], code[IDX_BITS])
+
+
+def anf_lane(m: Module, code, coefficients, name: str):
+    """One lane's ``{sign, h}`` from the block's three coefficients: ``h = idx`` below index 5,
+    else ``c0 ^ c1 idx[1] ^ c2 idx[0]`` (its parts named ``<name>_wide`` and ``<name>_column``)."""
+    idx, sign = code[:IDX_BITS], code[IDX_BITS]
+    c0, c1, c2 = coefficients
+    wide = Signal(name=f"{name}_wide")
+    column = Signal(H_BITS, name=f"{name}_column")
+    m.d.comb += [wide.eq(idx >= IDENTITY_LEVELS),
+                 column.eq(c0 ^ (c1 & idx[1].replicate(H_BITS)) ^ (c2 & idx[0].replicate(H_BITS)))]
+    return Cat(Mux(wide, column, idx), sign)
+
+
+class BDDecoder(ParametrisedComponent):
+    """``bd_decoder`` for block size ``B`` (16, 32 or 64), built as ``decode`` says: see the
+    module docstring. Takes the arguments of :class:`~bd_hw.params.DecoderParams` (or one).
+
+    Raises ``ValueError`` naming ``B`` for an unsupported block size, ``decode`` for an unknown
+    construction.
     """
 
     Params = DecoderParams
 
     def __init__(self, *args, **kwargs):
-        self.B = self.settle(*args, **kwargs).B
+        p = self.settle(*args, **kwargs)
+        self.B, self.decode = p.B, p.decode
         super().__init__({
             "dialect": In(DIALECT_BITS),
             "codes": In(data.ArrayLayout(CODE_BITS, self.B)),
@@ -68,17 +126,17 @@ class BDDecoder(ParametrisedComponent):
 
     def elaborate(self, platform):
         m = Module()
+        if self.decode == "anf":
+            m.submodules.coefficients = anf = AnfCoefficients()
+            m.d.comb += anf.dialect.eq(self.dialect)
+            coefficients = [anf.coefficients[n] for n in range(ANF_TERMS)]
+            for k in range(self.B):
+                m.d.comb += self.values[k].eq(anf_lane(m, self.codes[k], coefficients, f"lane{k}"))
+            return m
         m.submodules.formatbook = row = FormatbookRow()
         m.d.comb += row.dialect.eq(self.dialect)
-        # One 8:1 selection per lane from the shared row: the row shifted right by 4 idx bits, of
-        # which the lane keeps the low 4 (a full-width shift, so that no assignment narrows it;
-        # synthesis drops the unused upper bits).
         entries = Signal(H_BITS * LEVELS, name="entries")
         m.d.comb += entries.eq(row.row)
         for k in range(self.B):
-            code = self.codes[k]
-            idx, sign = code[:IDX_BITS], code[IDX_BITS]
-            selected = Signal(H_BITS * LEVELS, name=f"selected{k}")
-            m.d.comb += [selected.eq(entries >> Cat(C(0, 2), idx)),
-                         self.values[k].eq(Cat(selected[:H_BITS], sign))]
+            m.d.comb += self.values[k].eq(mux_lane(m, self.codes[k], entries, f"selected{k}"))
         return m

@@ -78,8 +78,9 @@ class MultiplierArray(wiring.Component):
     ``products`` out, B lanes of signed 9 bits (two's complement), and ``carries`` out, B bits:
     ``products[k] + carries[k] = P_k = (-1)^(s_a xor s_w) * h_a * h_w``. A negative product is
     given as the complement of its magnitude, ``-h_a h_w - 1``, with its ``+1`` in ``carries``:
-    the unit adds the B carry bits once, by a popcount, instead of negating every lane (the
-    smallest lane construction measured, ``decoder_defer`` in ``bench/hw/lane_products.py``).
+    the unit adds the B carry bits once, by a popcount, instead of negating every lane (with
+    ``bd_dot``'s decoders, ``decoder_lut`` in ``bench/hw/lane_products.py``; ``decoder_defer``
+    with ``products="dsp"``).
 
     ``products`` says how the 4x4 magnitude product is written (:data:`~bd_hw.params.PRODUCTS`):
     ``"lut"``, the sum of four shifted partial products ``h_a * w_i * 2^i`` (no multiply operator,
@@ -462,8 +463,8 @@ class BDDot(ParametrisedComponent):
                     skid=self.params.skid)
 
         # Decode both blocks; optional cut; multiply; register.
-        m.submodules.dec_a = dec_a = BDDecoder(B)
-        m.submodules.dec_w = dec_w = BDDecoder(B)
+        m.submodules.dec_a = dec_a = BDDecoder(B, decode=self.params.decode)
+        m.submodules.dec_w = dec_w = BDDecoder(B, decode=self.params.decode)
         if self.params.products == SHARED_PRODUCTS:     # the multipliers are outside
             mul_a, mul_w = self.mul_a, self.mul_w
             products, carries = self.mul_products, self.mul_carries

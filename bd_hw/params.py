@@ -29,7 +29,7 @@ from golden.spec import PRODUCT_EXP_OFFSET as FRAC_BITS   # SPEC 6: A is in unit
 from .selection import STAGE1_RULES, Selection, check_stage1
 
 __all__ = ["Params", "ParametrisedComponent", "DecoderParams", "QuantizerParams", "DotParams",
-           "LinearParams", "PRODUCTS", "LINEAR_PRODUCTS", "SHARED_PRODUCTS", "block_sum_bits",
+           "LinearParams", "PRODUCTS", "LINEAR_PRODUCTS", "SHARED_PRODUCTS", "DECODES", "block_sum_bits",
            "accumulator_bits", "check_count", "check_max_blocks", "check_lanes"]
 
 # How a dot unit builds its 4x4 magnitude products: from LUTs (the default: the products are tiny
@@ -40,6 +40,17 @@ PRODUCTS = ("lut", "dsp")
 # DSP block per two rows' products (bd_hw.dot.PackedMultiplierArray).
 SHARED_PRODUCTS = "shared"
 LINEAR_PRODUCTS = PRODUCTS + ("dsp_packed",)
+# How the decoder is built (bd_hw.decoder.BDDecoder): "mux", the default, the dialect's formatbook
+# row chosen once and an 8:1 selection per lane; "anf", the dialect's index 5-7 magnitudes as three
+# XOR coefficients once and a 2:1 choice per lane. The same function; which is smaller depends on
+# what surrounds it (reports/synth/report.md, "The decoder inside bd_dot").
+DECODES = ("mux", "anf")
+
+
+def _check_decode(decode) -> str:
+    if decode not in DECODES:
+        raise ValueError(f"decode must be one of {DECODES}, not {decode!r}")
+    return decode
 
 
 def _is_int(value) -> bool:
@@ -139,12 +150,15 @@ class ParametrisedComponent(wiring.Component):
 
 @dataclass(frozen=True)
 class DecoderParams(Params):
-    """``bd_decoder``: block size ``B`` (SPEC 3). Combinational."""
+    """``bd_decoder``: block size ``B`` (SPEC 3) and how it is built, ``decode`` (:data:`DECODES`).
+    Combinational."""
 
     B: int = 32
+    decode: str = "mux"
 
     def __post_init__(self):
         check_block_size(self.B, "B")
+        _check_decode(self.decode)
 
 
 @dataclass(frozen=True)
@@ -230,7 +244,8 @@ class DotParams(Params):
     ``stall_free``: the unit's output is never held (``bd_linear``'s dot units, whose results
     have reserved room): ``o.ready`` is ignored and every internal ready is tied high, so the
     stages' enables are their input's valid bit and no valid/ready chain is built (the parts'
-    readies are otherwise gated by the reset, which keeps a chain through every stage)."""
+    readies are otherwise gated by the reset, which keeps a chain through every stage).
+    ``decode``: how its two decoders are built (:data:`DECODES`)."""
 
     B: int = 32
     max_blocks: int = DEFAULT_MAX_BLOCKS
@@ -238,6 +253,7 @@ class DotParams(Params):
     accumulate: str = DEFAULT_ACCUMULATE
     products: str = "lut"
     stall_free: bool = False
+    decode: str = "mux"
 
     #: ``"ready"`` adds no stage: the last front stage (the block sum) becomes a skid buffer, so
     #: the front's enables follow a register instead of the ready chain through the accumulator
@@ -264,6 +280,7 @@ class DotParams(Params):
         check_max_blocks(self.max_blocks)
         _check_accumulate(self.accumulate)
         _check_products(self.products)
+        _check_decode(self.decode)
         _check_pipeline(self.pipeline, self.cut_points_of(self.accumulate))
         if not isinstance(self.stall_free, bool):
             raise ValueError(f"stall_free must be True or False, not {self.stall_free!r}")

@@ -40,6 +40,32 @@ FORMATBOOK = torch.tensor(FORMATBOOK_ROWS, dtype=torch.int64)
 FORMATBOOK.requires_grad_(False)
 
 
+def _identity_levels() -> int:
+    """SPEC 2: the number of leading indices whose magnitude is the index itself in every dialect."""
+    n = 0
+    while n < LEVELS and all(row[n] == n for row in FORMATBOOK_ROWS):
+        n += 1
+    return n
+
+
+# SPEC 2: indices below 5 decode to themselves in every dialect; the magnitudes at indices 5, 6
+# and 7 depend on the dialect.
+IDENTITY_LEVELS = _identity_levels()
+VARYING_COLUMNS: tuple[int, ...] = tuple(
+    j for j in range(LEVELS) if len({row[j] for row in FORMATBOOK_ROWS}) > 1)
+
+
+def anf_coefficients(dialect: int) -> tuple[int, int, int]:
+    """The dialect's magnitudes at indices 5-7 as three XOR coefficients ``(c0, c1, c2)``:
+    ``FORMATBOOK[dialect][idx] = c0 ^ (c1 if idx[1]) ^ (c2 if idx[0])`` for ``idx`` 5, 6, 7 (the
+    algebraic normal form over the index's two low bits, which are 01, 10, 11 there). The hardware
+    decoder selects these once per block, so a lane needs no 8:1 selection (SPEC 2, SPEC 6)."""
+    if VARYING_COLUMNS != (5, 6, 7) or IDENTITY_LEVELS != 5:
+        raise AssertionError("the ANF decode assumes indices 0-4 are the identity and 5-7 vary")
+    v5, v6, v7 = FORMATBOOK_ROWS[dialect][5:8]
+    return v5 ^ v6 ^ v7, v5 ^ v7, v6 ^ v7
+
+
 def pair_of(dialect: int) -> int:
     """SPEC 2: dialects 2p and 2p + 1 form pair p."""
     return dialect // 2

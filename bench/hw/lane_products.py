@@ -23,7 +23,9 @@ Constructions (:data:`CONSTRUCTIONS`, ``format -> name -> title``):
   ``shift_operand`` (fp6) as ``shift``, but one significand is negated before a signed multiply;
   ``table``        (fp4) the product of the two 3-bit magnitude codes from a 64-entry table.
 ``bd`` (SPEC 6; ``a_dialect``/``w_dialect`` select each operand's formatbook row):
-  ``decoder``      two :class:`bd_hw.decoder.BDDecoder`, 4x4 multiply;
+  ``decoder``      two :class:`bd_hw.decoder.BDDecoder` (``decode="mux"``, theirs by default: the
+                   dialect's formatbook row chosen once per block, an 8:1 selection per lane),
+                   4x4 multiply;
   ``decoder_lut``  ``bd_dot``'s default: the decoders and :class:`bd_hw.dot.MultiplierArray` itself
                    (``products="lut"``: four gated copies of the activation's magnitude added, the
                    sign applied as a ones' complement whose +1 is left in ``carries``);
@@ -36,7 +38,11 @@ Constructions (:data:`CONSTRUCTIONS`, ``format -> name -> title``):
                    ``c1 = v5^v7``, ``c2 = v6^v7``, so that ``v_idx = c0 ^ c1 idx[1] ^ c2 idx[0]``
                    for ``idx`` 5-7 (algebraic normal form over the two low index bits); per lane
                    ``h = idx >= 5 ? that : idx`` (two ANDs and two XORs a bit, then a 2:1 choice,
-                   instead of the decoder's 8:1 selection), then bd_dot's MultiplierArray;
+                   instead of the decoder's 8:1 selection), then bd_dot's MultiplierArray: the
+                   decoders are :class:`bd_hw.decoder.BDDecoder` with ``decode="anf"``, so this is
+                   ``bd_dot(decode="anf")``'s products;
+  ``anf_defer``    the same decoders, a 4x4 multiply, the sign as a ones' complement whose +1 is
+                   left in ``carries`` (``bd_dot(decode="anf", products="dsp")``'s);
   ``sigshift``     the significand/shift form of the minifloats' ``shift``: every magnitude as an
                    odd significand ``2t + 1`` (``t`` 3 bits) times ``2^sh`` (``sh`` 0-3), the
                    dialect-dependent columns' ``(t, sh)`` decoded once per block; per lane the
@@ -54,9 +60,9 @@ decoders' formatbook row) can take it as inputs instead
 :func:`block_input_layouts`, and :func:`block_input_values` gives its value for a dialect pair.
 
 Sign handling suffix ``_defer`` (``magnitude``, ``table``, ``decoder`` and ``shared`` constructions,
-and the only form of ``sigshift`` and ``blockprod``):
+and the only form of ``anf``, ``sigshift`` and ``blockprod``):
 the product is complemented instead of negated and its ``+1`` is left in ``carries``
-(``decoder_defer`` is ``bd_dot``'s ``products="dsp"``; ``decoder_lut`` defers too).
+(``decoder_defer`` is ``bd_dot``'s ``products="dsp"``; the ``_lut`` constructions defer too).
 """
 from __future__ import annotations
 
@@ -64,18 +70,17 @@ from amaranth.hdl import Array, Cat, Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.formatbook import FORMATBOOK_ROWS
+from golden.formatbook import (FORMATBOOK_ROWS, IDENTITY_LEVELS, VARYING_COLUMNS,
+                               anf_coefficients)
 from golden.spec import BLOCK_SIZES, CODE_BITS, DIALECT_BITS, H_BITS, IDX_BITS, LEVELS, MAX_HALF_UNITS
 
-from bd_hw.decoder import BDDecoder
+from bd_hw.decoder import ANF_TERMS, BDDecoder, anf_lane, mux_lane
 from bd_hw.dot import MultiplierArray
 from bd_hw.layouts import reject
 
 __all__ = ["CONSTRUCTIONS", "FORMAT_BITS", "ProductArray", "product_inputs", "product_bits",
            "takes_block_inputs", "block_input_layouts", "block_input_values", "sigshift_entry",
-           "anf_coefficients",
            "max_abs_product",
-           "varying_columns",
            "element_value", "minifloat_magnitude", "minifloat_value_units", "check_construction"]
 
 # Bits per element code of each format.
@@ -96,7 +101,7 @@ CONSTRUCTIONS: dict[str, dict[str, str]] = {
     "fp6": {"magnitude": "decoded 6-bit magnitudes, 6x6 multiply, negate",
             "shift": "4x4 significand product, signed, shifted by the exponent sum",
             "shift_operand": "signed 5x4 significand product, shifted by the exponent sum"},
-    "bd": {"decoder": "two bd_decoders, 4x4 multiply, negate",
+    "bd": {"decoder": "two bd_decoders (formatbook row, 8:1 selection), 4x4 multiply, negate",
            "decoder_lut": "bd_dot's products: two bd_decoders, bd_hw.dot.MultiplierArray (products="
                           "'lut': four shifted partial products, ones' complement + popcount)",
            "decoder_defer": "two bd_decoders, 4x4 multiply, ones' complement + popcount",
@@ -105,8 +110,10 @@ CONSTRUCTIONS: dict[str, dict[str, str]] = {
                            "popcount",
            "shared_operand": "indices 5-7 decoded once per block, signed 5x4 multiply",
            "anf_lut": "index 5-7 magnitudes as per-block XOR coefficients (c0 ^ c1 idx1 ^ c2 idx0), "
-                      "2:1 choice per lane against the index, bd_dot's MultiplierArray (products="
-                      "'lut')",
+                      "2:1 choice per lane against the index (bd_decoder's decode='anf'), "
+                      "bd_dot's MultiplierArray (products='lut')",
+           "anf_defer": "two bd_decoders with decode='anf', 4x4 multiply, ones' complement + "
+                        "popcount",
            "sigshift_defer": "odd significand x 2^shift per element (indices 5-7 decoded once per "
                              "block), 3x3 significand product shifted by the shift sum, ones' "
                              "complement + popcount",
@@ -243,11 +250,6 @@ def _table(m: Module, name: str, key, width: int, fn):
     return out
 
 
-def varying_columns() -> list[int]:
-    """Formatbook indices whose magnitude depends on the dialect (5, 6, 7)."""
-    return [j for j in range(LEVELS) if len({row[j] for row in FORMATBOOK_ROWS}) > 1]
-
-
 def sigshift_entry(h: int) -> int:
     """``sigshift``'s code of one magnitude ``h = (2t + 1) * 2^sh``: ``t | sh << 3`` (0 for h = 0,
     whose product the lane forces to 0 from its index)."""
@@ -258,16 +260,6 @@ def sigshift_entry(h: int) -> int:
     if t >> SIGSHIFT_T_BITS or sh >> SIGSHIFT_SH_BITS:
         raise AssertionError(f"magnitude {h} has no sigshift code")
     return t | sh << SIGSHIFT_T_BITS
-
-
-def anf_coefficients(row) -> tuple[int, int, int]:
-    """``anf_lut``'s per-block coefficients of one formatbook row: ``(c0, c1, c2)`` with
-    ``row[idx] = c0 ^ c1 * idx[1] ^ c2 * idx[0]`` for the dialect-dependent indices 5, 6, 7
-    (``idx[1:0]`` = 01, 10, 11)."""
-    if varying_columns() != [5, 6, 7] or _identity_prefix() != 5:
-        raise AssertionError("anf_lut assumes indices 0-4 are the identity and 5-7 vary (SPEC 2)")
-    v5, v6, v7 = row[5], row[6], row[7]
-    return v5 ^ v6 ^ v7, v5 ^ v7, v6 ^ v7
 
 
 def _column_values(m: Module, dialect, name: str, given=None, encode=lambda h: h, width=H_BITS):
@@ -281,7 +273,7 @@ def _column_values(m: Module, dialect, name: str, given=None, encode=lambda h: h
             entries.append(Const(column[0], width))
             continue
         if given is not None:
-            entries.append(given[varying_columns().index(j)])
+            entries.append(given[VARYING_COLUMNS.index(j)])
             continue
         v = Signal(width, name=f"{name}_v{j}")
         with m.Switch(dialect):
@@ -300,14 +292,14 @@ def takes_block_inputs(construction: str) -> bool:
 def block_input_layouts(construction: str) -> dict:
     """The per-block inputs of a ``bd`` construction built with ``block_values_in`` (port name ->
     layout): ``decoder_lut``, ``shared``, ``blockprod``: the magnitudes at :func:`varying_columns`
-    (``*_values``); ``anf_lut``: their :func:`anf_coefficients` (``*_anf``);
+    (``*_values``); ``anf_lut``: their :func:`~golden.formatbook.anf_coefficients` (``*_anf``);
     ``sigshift``: their :func:`sigshift_entry` codes (``*_sigshift``); ``blockprod`` also the
     products of every pair of them (``wide_products``, a-column major)."""
     base = construction.removesuffix("_defer")
     if base not in BLOCK_INPUT_BASES:
         raise ValueError(f"construction must be one of {BLOCK_INPUT_BASES} (or _defer), "
                          f"not {construction!r}")
-    cols = len(varying_columns())
+    cols = len(VARYING_COLUMNS)
     if base == "sigshift":
         layout = data.ArrayLayout(SIGSHIFT_T_BITS + SIGSHIFT_SH_BITS, cols)
         return {"a_sigshift": layout, "w_sigshift": layout}
@@ -325,7 +317,7 @@ def block_input_values(construction: str, a_dialect: int, w_dialect: int) -> dic
     (from the formatbook: what a per-block decode outside the lanes gives)."""
     layouts = block_input_layouts(construction)
     rows = {"a": FORMATBOOK_ROWS[a_dialect], "w": FORMATBOOK_ROWS[w_dialect]}
-    cols = varying_columns()
+    cols = VARYING_COLUMNS
     out = {}
     for name, layout in layouts.items():
         side = name.split("_")[0]
@@ -334,20 +326,12 @@ def block_input_values(construction: str, a_dialect: int, w_dialect: int) -> dic
         elif name.endswith("_sigshift"):
             entries = [sigshift_entry(rows[side][j]) for j in cols]
         elif name.endswith("_anf"):
-            entries = anf_coefficients(rows[side])
+            entries = anf_coefficients(a_dialect if side == "a" else w_dialect)
         else:
             entries = [rows[side][j] for j in cols]
         width = Shape.cast(layout.elem_shape).width
         out[name] = sum(v << (width * n) for n, v in enumerate(entries))
     return out
-
-
-def _identity_prefix() -> int:
-    """Number of leading indices whose magnitude is the index itself in every dialect (5)."""
-    n = 0
-    while n < LEVELS and all(row[n] == n for row in FORMATBOOK_ROWS):
-        n += 1
-    return n
 
 
 def product_inputs(fmt: str, lanes: int, block_values_in: bool = False,
@@ -406,8 +390,8 @@ class ProductArray(wiring.Component):
     def _per_block(self, m: Module, base: str):
         if self.fmt != "bd":
             return None
-        if base.startswith("decoder") or base == "anf_lut":
-            decode = self._anf_decode if base == "anf_lut" else self._decode
+        if base.startswith(("decoder", "anf")):
+            decode = self._anf_decode if base.startswith("anf") else self._mux_decode
             decoded = {side: decode(m, side) for side in ("a", "w")}
             if base.endswith("_lut"):
                 m.submodules.multipliers = mul = MultiplierArray(self.lanes, products="lut")
@@ -426,7 +410,7 @@ class ProductArray(wiring.Component):
                  for side in ("a", "w")}
         if base == "blockprod":
             # The products of the two sides' dialect-dependent magnitudes, once per block pair.
-            cols = varying_columns()
+            cols = VARYING_COLUMNS
             products = given("wide_products")
             wide = []
             for n, (i, j) in enumerate((i, j) for i in cols for j in cols):
@@ -439,58 +423,47 @@ class ProductArray(wiring.Component):
             block["wide"] = wide
         return block
 
-    def _anf_decode(self, m: Module, side: str) -> list:
-        """``side``'s lanes ``{sign, h}`` (as :meth:`_decode`) from the block's
-        :func:`anf_coefficients`, chosen by the dialect once per block or given."""
+    def _lane_codes(self, side: str) -> list:
         codes = getattr(self, side)
-        if self.block_values_in:
-            c0, c1, c2 = (getattr(self, f"{side}_anf")[n] for n in range(3))
-        else:
-            c0, c1, c2 = (Signal(H_BITS, name=f"{side}_c{n}") for n in range(3))
-            with m.Switch(getattr(self, f"{side}_dialect")):
-                for d, row in enumerate(FORMATBOOK_ROWS):
-                    with m.Case(d):
-                        m.d.comb += [c.eq(v) for c, v in zip((c0, c1, c2), anf_coefficients(row))]
-        low = _identity_prefix()
-        values = []
-        for k in range(self.lanes):
-            code = codes[CODE_BITS * k: CODE_BITS * (k + 1)]
-            idx = code[:IDX_BITS]
-            wide = Signal(name=f"{side}_wide{k}")
-            column = Signal(H_BITS, name=f"{side}_column{k}")
-            value = Signal(H_BITS + 1, name=f"{side}_value{k}")
-            m.d.comb += [wide.eq(idx >= low),
-                         column.eq(c0 ^ (c1 & idx[1].replicate(H_BITS))
-                                   ^ (c2 & idx[0].replicate(H_BITS))),
-                         value.eq(Cat(Mux(wide, column, idx), code[IDX_BITS]))]
-            values.append(value)
-        return values
+        return [codes[CODE_BITS * k: CODE_BITS * (k + 1)] for k in range(self.lanes)]
 
-    def _decode(self, m: Module, side: str) -> list:
-        """``side``'s lanes as ``bd_decoder`` gives them, ``{sign, h}``: from a
-        :class:`~bd_hw.decoder.BDDecoder`, or (``block_values_in``) the decoder's per-lane
-        selection from the given columns (its per-block formatbook row decoded outside)."""
+    def _decoder(self, m: Module, side: str, decode: str):
+        """A :class:`~bd_hw.decoder.BDDecoder` built as ``decode`` says, on ``side``'s codes and
+        dialect: the smallest that holds the lanes (a single MAC uses lane 0 of 16; synthesis
+        removes the lanes nothing reads). Returns its lanes ``{sign, h}``."""
         codes = getattr(self, side)
+        dec = BDDecoder(min(B for B in BLOCK_SIZES if B >= self.lanes), decode=decode)
+        m.submodules[f"{side}_decoder"] = dec
+        m.d.comb += [dec.dialect.eq(getattr(self, f"{side}_dialect")),
+                     dec.codes.as_value()[:len(codes)].eq(codes)]
+        return [dec.values[k] for k in range(self.lanes)]
+
+    def _anf_decode(self, m: Module, side: str) -> list:
+        """``side``'s lanes ``{sign, h}``: a :class:`~bd_hw.decoder.BDDecoder` with
+        ``decode="anf"``, or (``block_values_in``) its per-lane part on the block's given
+        coefficients."""
         if not self.block_values_in:
-            # The smallest decoder that holds the lanes (a single MAC uses lane 0 of 16;
-            # synthesis removes the lanes nothing reads).
-            dec = BDDecoder(min(B for B in BLOCK_SIZES if B >= self.lanes))
-            m.submodules[f"{side}_decoder"] = dec
-            m.d.comb += [dec.dialect.eq(getattr(self, f"{side}_dialect")),
-                         dec.codes.as_value()[:len(codes)].eq(codes)]
-            return [dec.values[k] for k in range(self.lanes)]
+            return self._decoder(m, side, "anf")
+        coefficients = [getattr(self, f"{side}_anf")[n] for n in range(ANF_TERMS)]
+        return [self._lane_value(m, anf_lane(m, code, coefficients, f"{side}_lane{k}"), side, k)
+                for k, code in enumerate(self._lane_codes(side))]
+
+    def _mux_decode(self, m: Module, side: str) -> list:
+        """``side``'s lanes ``{sign, h}``: a :class:`~bd_hw.decoder.BDDecoder` (``decode="mux"``),
+        or (``block_values_in``) its per-lane selection from the given columns (its per-block
+        formatbook row decoded outside)."""
+        if not self.block_values_in:
+            return self._decoder(m, side, "mux")
         entries = Signal(H_BITS * LEVELS, name=f"{side}_entries")
         m.d.comb += entries.eq(Cat(*_column_values(m, None, side, getattr(self, f"{side}_values"))))
-        values = []
-        for k in range(self.lanes):
-            code = codes[CODE_BITS * k: CODE_BITS * (k + 1)]
-            # BDDecoder's lane: the row shifted right by 4 idx bits, the low 4 kept.
-            selected = Signal(H_BITS * LEVELS, name=f"{side}_selected{k}")
-            value = Signal(H_BITS + 1, name=f"{side}_value{k}")
-            m.d.comb += [selected.eq(entries >> Cat(Const(0, 2), code[:IDX_BITS])),
-                         value.eq(Cat(selected[:H_BITS], code[IDX_BITS]))]
-            values.append(value)
-        return values
+        return [self._lane_value(m, mux_lane(m, code, entries, f"{side}_selected{k}"), side, k)
+                for k, code in enumerate(self._lane_codes(side))]
+
+    @staticmethod
+    def _lane_value(m: Module, value, side: str, k: int):
+        named = Signal(H_BITS + 1, name=f"{side}_value{k}")
+        m.d.comb += named.eq(value)
+        return named
 
     # --- integers ---------------------------------------------------------------------------
     def _int4_mul(self, m, k, a, w, block):
@@ -587,11 +560,12 @@ class ProductArray(wiring.Component):
         return block["products"][k], block["carries"][k]
 
     _bd_anf_lut = _bd_decoder_lut
+    _bd_anf = _bd_decoder
 
     def _bd_value(self, m, name, code, entries):
         """``h`` of one lane from its index and the block's per-column values."""
         idx = code[:IDX_BITS]
-        low = _identity_prefix()
+        low = IDENTITY_LEVELS
         rest = Array(entries[low:])
         h = Signal(H_BITS, name=name)
         m.d.comb += h.eq(Mux(idx < low, idx, rest[(idx - low)[:max(1, (LEVELS - low - 1).bit_length())]]))
@@ -625,7 +599,7 @@ class ProductArray(wiring.Component):
 
     def _bd_blockprod(self, m, k, a, w, block):
         ia, iw = a[:IDX_BITS], w[:IDX_BITS]
-        low = _identity_prefix()
+        low = IDENTITY_LEVELS
         wide = {}
         h = {}
         for side, idx in (("a", ia), ("w", iw)):
@@ -640,7 +614,7 @@ class ProductArray(wiring.Component):
         small = Signal(2 * H_BITS, name=f"small{k}")
         m.d.comb += small.eq(Mux(narrow[2], other << 2, other * narrow[:2]))
         # Both wide: the block pair's product of the two columns.
-        cols = len(varying_columns())
+        cols = len(VARYING_COLUMNS)
         table = Array(Array(block["wide"][cols * i: cols * (i + 1)]) for i in range(cols))
         column = (LEVELS - low - 1).bit_length()
         pick = Signal(2 * H_BITS, name=f"pick{k}")

@@ -21,18 +21,21 @@ name                        kind     builder
                             (``shared*``, ``sigshift_defer``, ``blockprod_defer``)
 ``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
 ``scale_nvfp4``, ``scale_nvfp4_block`` (``bench/hw/scale_paths.py``; ``_block``: no tensor scale)
+``bd_decoder_anf``          decoder  ``BDDecoder(B, decode="anf")``: the decoder's other construction
+``bd_dot_anf``,             dot      ``BDDot(B, decode="anf")`` and at every cut point: ``bd_dot`` and
+``bd_dot_fast_anf``                  ``bd_dot_fast`` with it (B = 32)
 ``bd_linear_fast_n<N>``     linear   ``BDLinear(LinearParams.fastest(B, N))`` for N = 1, 2, 8, 16 (the
                             product's registry has N = 4): how the engine's cost grows with N
 ``bd_linear_fast_dsp_n<N>`` linear   the same with ``products="dsp"``, and ``_packed_``
 ``bd_linear_fast_packed_n<N>``       ``products="dsp_packed"``, for N = 4 and 8: LUT / DSP / packed
 =========================== ======== ======================================================
 
-The engine builds are measurements of the product's generator at other parameters (the scaling and
+The ``_anf`` builds and the engine builds are measurements of the product's generator at other parameters (the scaling and
 products tables of ``reports/synth/report.md``), not comparison hardware; nothing emits them.
 """
 from __future__ import annotations
 
-from bd_hw.params import LinearParams
+from bd_hw.params import DotParams, LinearParams
 from bd_hw.units import UNITS, LinearUnit, Unit, fast_engine
 
 from .baseline_macs import SINGLE_MAC_BLOCK
@@ -78,6 +81,16 @@ def _mse_quantizer(B):
 def _mse_shared_quantizer(B):
     from .mse_shared import BDSharedMseQuantizer
     return BDSharedMseQuantizer(B)
+
+
+def _decoder(B, **params):
+    from bd_hw.decoder import BDDecoder
+    return BDDecoder(B, **params)
+
+
+def _dot(B, **params):
+    from bd_hw.dot import BDDot
+    return BDDot(B, **params)
 
 
 def _selector(B, method):
@@ -135,6 +148,12 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
     Unit("scale_nvfp4_block", "scale", _scale_dot, {"fmt": "nvfp4", "tensor_scale": False},
          blocks=(16,), summary="scale_nvfp4 without the tensor-scale multiplier (its per-block "
                                "part alone)"),
+    Unit("bd_decoder_anf", "decoder", _decoder, {"decode": "anf"}, blocks=(32,),
+         summary="bd_decoder with decode='anf' (per-block XOR coefficients, 2:1 choice per lane)"),
+    Unit("bd_dot_anf", "dot", _dot, {"decode": "anf"}, blocks=(32,), parameters=DotParams,
+         summary="bd_dot with decode='anf'"),
+    Unit("bd_dot_fast_anf", "dot", _dot, {"pipeline": len(DotParams.CUT_POINTS), "decode": "anf"},
+         blocks=(32,), parameters=DotParams, summary="bd_dot_fast with decode='anf'"),
     *_engines(),
 )}
 

@@ -516,7 +516,8 @@ def markdown(results: list[dict], summary: dict, meta: dict) -> list[str]:
         lines.append("")
 
     lines += [*engine_section(summary)]
-    lines += [*accumulation_section(results), *mac_section(summary), *scale_section(results)]
+    lines += [*accumulation_section(results), *mac_section(summary), *decoder_section(results),
+              *scale_section(results)]
     lines += [*rounding_section(summary), *selector_section(results, summary),
               *discussion(results, summary)]
     return lines
@@ -634,8 +635,10 @@ def _mac_findings(macs: dict) -> list[str]:
                 f"{setting} is {c}, {bd[c]['gates2']} two-input gates "
                 f"({bd[c]['gates2'] / bd[best]['gates2']:.2f} of the smallest, {best})"
                 for c, setting in refs) + ("." if adopted else
-                                           f"; `bd_dot` could adopt {best}, which computes the "
-                                           f"same products ({CONSTRUCTIONS['bd'][best]})."))
+                                           f"; {best} computes the same products "
+                                           f"({CONSTRUCTIONS['bd'][best]}); `bd_dot` builds its "
+                                           "decoders so with decode='anf', measured below in "
+                                           "\"The decoder inside bd_dot\"."))
     int8 = [f["int8"]["gates2"] for by_b in macs["to_fp4"].values() for f in by_b.values()
             if f.get("int8", {}).get("gates2")]
     ours = f", ours {min(int8):.2f} to {max(int8):.2f}" if int8 else ""
@@ -709,6 +712,77 @@ def _bd_construction_findings(macs: dict) -> list[str]:
         c, v = min(amortised.items(), key=lambda kv: kv[1])
         lines.append("- The per-block part of the decode is small: shared by a block's 32 lanes it "
                      f"leaves the smallest single MAC at {v:.0f} gates ({c}).")
+    return lines
+
+
+# The decoder's two constructions (bd_hw.params.DECODES) alone and in the dot unit:
+# (default unit, its build with decode="anf").
+DECODER_PAIRS = (("bd_decoder", "bd_decoder_anf"), ("bd_dot", "bd_dot_anf"),
+                 ("bd_dot_fast", "bd_dot_fast_anf"))
+
+
+def decoder_section(results: list[dict]) -> list[str]:
+    """The decoder's constructions compared where they are used: alone and inside ``bd_dot``."""
+    by_unit = {(r["unit"], r["B"]): r for r in results}
+    pairs = [(by_unit[(mux, 32)], by_unit[(anf, 32)]) for mux, anf in DECODER_PAIRS
+             if (mux, 32) in by_unit and (anf, 32) in by_unit]
+    if not pairs:
+        return []
+    lines = ["### The decoder inside bd_dot", "",
+             "`bd_decoder` has two constructions of one function (`decode`, "
+             "`bd_hw.params.DECODES`): `mux`, the dialect's formatbook row chosen once and an 8:1 "
+             "selection per lane, and `anf`, the index 5-7 magnitudes as three XOR coefficients "
+             "once and a 2:1 choice per lane (anf_lut's decode above). The block MACs above favour "
+             "`anf`; here both are measured alone and inside the dot unit at B = 32, the default "
+             "`mux` against the `_anf` build of the same unit (anf / mux in brackets).", "",
+             "| unit | decode | gates2 | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | ECP5 Fmax MHz |",
+             "|---|---|---|---|---|---|---|"]
+
+    def cells(r, ref=None):
+        out = [r.get("gates2")]
+        for fam, key in (("ice40", "luts"), ("ice40", "fmax_mhz"), ("ecp5", "luts"),
+                         ("ecp5", "fmax_mhz")):
+            out.append(r.get(fam, {}).get(key))
+        if ref is None:
+            return [_fmt(v) for v in out]
+        base = cells_raw(ref)
+        return [f"{_fmt(v)} ({v / b:.2f})" if v and b else _fmt(v) for v, b in zip(out, base)]
+
+    def cells_raw(r):
+        return [r.get("gates2")] + [r.get(fam, {}).get(key) for fam, key in (
+            ("ice40", "luts"), ("ice40", "fmax_mhz"), ("ecp5", "luts"), ("ecp5", "fmax_mhz"))]
+
+    for mux, anf in pairs:
+        lines.append("| " + " | ".join([mux["unit"], "mux (default)", *cells(mux)]) + " |")
+        lines.append("| " + " | ".join([mux["unit"], "anf", *cells(anf, mux)]) + " |")
+    def ratio(anf, mux, fam, key):
+        x, y = anf.get(fam, {}).get(key) if fam else anf.get(key), (
+            mux.get(fam, {}).get(key) if fam else mux.get(key))
+        return x / y if x and y else None
+
+    def said(pair):
+        mux, anf = pair
+        parts = [(ratio(anf, mux, None, "gates2"), "two-input gates"),
+                 (ratio(anf, mux, "ice40", "luts"), "iCE40 LUT4"),
+                 (ratio(anf, mux, "ecp5", "luts"), "ECP5 LUT4"),
+                 (ratio(anf, mux, "ecp5", "fmax_mhz"), "ECP5 Fmax")]
+        return ", ".join(f"{r:.2f}x the {what}" for r, what in parts if r)
+
+    dots = [(m, a) for m, a in pairs if m["unit"] != "bd_decoder"]
+    smaller = [m["unit"] for m, a in dots if a.get("gates2") and a["gates2"] < m["gates2"]]
+    lines += [""] + [f"- {a['unit']}: {said((m, a))} of {m['unit']}." for m, a in pairs]
+    lines += ["", "Alone, the decoder is all that is mapped. Inside the dot unit yosys and ABC map "
+              "the whole unit (at the default setting the decoders and the multiplier array as one "
+              "cloud; at the deepest the decoders' outputs registered), and the difference in the "
+              "whole unit is no longer the decoder's own. "
+              + ("`bd_dot` keeps `mux`: with `anf` it is not the smaller unit in two-input gates "
+                 "at every setting measured" + (f" (smaller only as {', '.join(smaller)})"
+                                                if smaller else "")
+                 + ", and the placement spread of `bd_dot_fast` against `bd_dot_fast_anf` over "
+                 "nextpnr seeds is in `timing.md`. `decode='anf'` stays a parameter of "
+                 "`bd_decoder` and `bd_dot` for a target that favours it."
+                 if len(smaller) < len(dots) else
+                 "With `anf` the dot unit is the smaller at every setting measured."), ""]
     return lines
 
 

@@ -30,11 +30,13 @@ ALL_FAMILIES = ("ice40", "ecp5")
 #   run places bd_linear_n4, the engine of SPEC 11's figures (the wider engines, N = 8 and 16,
 #   take longer still);
 # - every MAC construction but each format's smallest block MAC (bench.hw.baseline_macs.SMALLEST):
-#   40 more units, whose figures change only with the constructions;
+#   every single MAC and the other block MACs, whose figures change only with the constructions;
 # - the engine builds of the scaling and products tables (bench.hw.units: N = 16 alone takes
-#   about an hour on the ECP5).
+#   about an hour on the ECP5);
+# - the decoder and dot units built with the other decoder construction (bench.hw.units, _anf).
 ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse_shared_quantizer",
-                        "bd_linear_n2", "bd_linear_fast_n4", "bd_linear_n8", "bd_linear_n16"}
+                        "bd_linear_n2", "bd_linear_fast_n4", "bd_linear_n8", "bd_linear_n16",
+                        "bd_decoder_anf", "bd_dot_anf", "bd_dot_fast_anf"}
                        | {u.name for u in ALL_UNITS.values() if u.kind == "mac" and (
                            u.name.startswith("mac1_")
                            or SMALLEST[u.params["fmt"]] != u.params["construction"])}

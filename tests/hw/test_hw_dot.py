@@ -224,6 +224,13 @@ def test_dot_random_pipelined(pipeline):
     _check_random(BDDot(16, max_blocks=4, pipeline=pipeline), 40, 4, 0.95, 0.3, 20 + pipeline)
 
 
+# The other decoder construction (bd_hw.params.DECODES): at the default setting and the deepest,
+# where the decoders' outputs are registered.
+@pytest.mark.parametrize("pipeline", [0, PIPELINES[-1]])
+def test_dot_random_anf_decode(pipeline):
+    _check_random(BDDot(32, pipeline=pipeline, decode="anf"), 80, 4, 0.8, 0.6, 40 + pipeline)
+
+
 def _check_random(dut, count, max_len, valid_prob, ready_prob, seed):
     B = dut.B
     rng = random.Random(seed)
@@ -307,6 +314,12 @@ def test_dot_bad_pipeline(pipeline):
 def test_dot_bad_stall_free(stall_free):
     with pytest.raises(ValueError, match="stall_free"):
         BDDot(32, stall_free=stall_free)
+
+
+@pytest.mark.parametrize("decode", ["lut", "", None, 1])
+def test_dot_bad_decode(decode):
+    with pytest.raises(ValueError, match="decode"):
+        BDDot(32, decode=decode)
 
 
 @pytest.mark.parametrize("B", [0, 8, 33, 128, "16", True])
