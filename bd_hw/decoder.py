@@ -40,6 +40,15 @@ __all__ = ["FormatbookRow", "AnfCoefficients", "BDDecoder", "mux_lane", "anf_lan
 ANF_TERMS = len(VARYING_COLUMNS)     # c0, c1, c2
 
 
+def _per_dialect(m: Module, dialect, target, rows):
+    """``target = rows[dialect]``, each row packed in 4-bit entries: one case per dialect assigning
+    the whole row (entries equal in every dialect fold away in synthesis)."""
+    with m.Switch(dialect):
+        for d, values in enumerate(rows):
+            with m.Case(d):
+                m.d.comb += target.eq(pack_row(values, H_BITS))
+
+
 class FormatbookRow(wiring.Component):
     """The 8 magnitudes (half-units) of one dialect: ``row[j] = FORMATBOOK[dialect][j]``.
 
@@ -54,11 +63,7 @@ class FormatbookRow(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        # One case per dialect assigning the whole row (constant columns fold away in synthesis).
-        with m.Switch(self.dialect):
-            for d, values in enumerate(FORMATBOOK_ROWS):
-                with m.Case(d):
-                    m.d.comb += self.row.eq(pack_row(values, H_BITS))
+        _per_dialect(m, self.dialect, self.row, FORMATBOOK_ROWS)
         return m
 
 
@@ -77,10 +82,8 @@ class AnfCoefficients(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        with m.Switch(self.dialect):
-            for d in range(NUM_DIALECTS):
-                with m.Case(d):
-                    m.d.comb += self.coefficients.eq(pack_row(anf_coefficients(d), H_BITS))
+        _per_dialect(m, self.dialect, self.coefficients,
+                     [anf_coefficients(d) for d in range(NUM_DIALECTS)])
         return m
 
 
