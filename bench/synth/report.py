@@ -752,9 +752,14 @@ def decoder_section(results: list[dict]) -> list[str]:
         return [r.get("gates2")] + [r.get(fam, {}).get(key) for fam, key in (
             ("ice40", "luts"), ("ice40", "fmax_mhz"), ("ecp5", "luts"), ("ecp5", "fmax_mhz"))]
 
+    fallback = []
     for mux, anf in pairs:
-        lines.append("| " + " | ".join([mux["unit"], "mux (default)", *cells(mux)]) + " |")
-        lines.append("| " + " | ".join([mux["unit"], "anf", *cells(anf, mux)]) + " |")
+        for r, decode in ((mux, "mux (default)"), (anf, "anf")):
+            mapped = [fam for fam in ("ice40", "ecp5") if r.get(fam, {}).get("lut_mapper")]
+            if mapped:
+                fallback.append(f"{r['unit']} on the {', '.join(mapped)}")
+            lines.append("| " + " | ".join([mux["unit"], decode + (" (abc)" if mapped else ""),
+                                            *cells(r, None if r is mux else mux)]) + " |")
     def ratio(anf, mux, fam, key):
         x, y = anf.get(fam, {}).get(key) if fam else anf.get(key), (
             mux.get(fam, {}).get(key) if fam else mux.get(key))
@@ -771,6 +776,10 @@ def decoder_section(results: list[dict]) -> list[str]:
     dots = [(m, a) for m, a in pairs if m["unit"] != "bd_decoder"]
     smaller = [m["unit"] for m, a in dots if a.get("gates2") and a["gates2"] < m["gates2"]]
     lines += [""] + [f"- {a['unit']}: {said((m, a))} of {m['unit']}." for m, a in pairs]
+    if fallback:
+        lines += ["", "(abc): LUTs mapped by the `abc -lut 4` fallback, abc9 having failed on "
+                  f"{'; '.join(fallback)}, so part of that row's LUT4 and Fmax difference may be "
+                  "the mapper's rather than the decoder's."]
     lines += ["", "Alone, the decoder is all that is mapped. Inside the dot unit yosys and ABC map "
               "the whole unit (at the default setting the decoders and the multiplier array as one "
               "cloud; at the deepest the decoders' outputs registered), and the difference in the "
