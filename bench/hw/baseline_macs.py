@@ -1,7 +1,10 @@
 """MACs for the area comparison of the report (SPEC 6, SPEC 8; paper Table 5), in two framings.
 
 **Block MAC** (:class:`BlockMac`): one exact integer block sum ``S = sum_k a_k * w_k`` over
-``lanes`` element pairs per clock. The shared block scales are left out of every design alike
+``lanes`` element pairs per clock, the products added by a tree of two-operand adders
+(``summation="tree"``, :func:`adder_tree`, the form FPGA carry chains suit) or by one carry-save
+bit heap (``"heap"``, :func:`bench.hw.bit_heap.heap_sum`: every product bit into Wallace's
+reduction, one carry-propagate adder at the end, the form ASIC dot products take). The shared block scales are left out of every design alike
 (their cost is measured apart, in ``bench/hw/scale_paths.py``), so the comparison is of the part
 that grows with the lane count: element decode, multipliers and adder tree.
 
@@ -31,23 +34,43 @@ from amaranth.lib.wiring import In, Out
 
 from bd_hw.layouts import reject
 
+from .bit_heap import heap_sum, signed_bits
 from .lane_products import (BLOCK_INPUT_BASES, CONSTRUCTIONS, ProductArray, check_construction,
                             element_value, max_abs_product, minifloat_value_units, product_inputs,
                             takes_block_inputs)
 
-__all__ = ["adder_tree", "BlockMac", "SingleMac", "FORMATS", "SMALLEST", "make_mac",
+__all__ = ["adder_tree", "BlockMac", "SingleMac", "FORMATS", "SMALLEST", "SUMMATIONS", "make_mac",
+           "construction_key", "split_construction",
            "reference_block_sum", "minifloat_value_units", "SINGLE_MAC_BLOCK", "sum_bits"]
 
 FORMATS = tuple(CONSTRUCTIONS)
+SUMMATIONS = ("tree", "heap")       # how a block MAC adds its lanes' products (see above)
+HEAP_SUFFIX = "_heap"
+
+
+def construction_key(construction: str, summation: str = "tree") -> str:
+    """A block MAC's name in the report's construction tables: the lane construction, with
+    ``_heap`` after it when a bit heap adds the products."""
+    return construction + (HEAP_SUFFIX if summation == "heap" else "")
+
+
+def split_construction(key: str) -> tuple[str, str]:
+    """``(construction, summation)`` of a :func:`construction_key`."""
+    if key.endswith(HEAP_SUFFIX):
+        return key[:-len(HEAP_SUFFIX)], "heap"
+    return key, "tree"
+
+
 SINGLE_MAC_BLOCK = 32     # the paper's block size: the single MAC's accumulator sums 32 products
-# The smallest block-MAC construction of each format in two-input gates, at every block size
-# (reports/synth/report.md, "MACs: every construction"; the report finds the smallest of each
-# framing from the figures, this copy chooses what a default synthesis run and the scale-path units
-# build, and tests/bench/test_bench_baseline_macs.py checks it against the committed report's rows).
+# The smallest block MAC of each format in two-input gates, at every block size, as its
+# construction_key (reports/synth/report.md, "MACs: every construction"; the report finds the
+# smallest of each framing from the figures, this copy chooses what a default synthesis run and the
+# scale-path units build, and tests/bench/test_bench_baseline_macs.py checks it against the
+# committed report's rows). The bit heap is the smaller summation in every format.
 # The single MAC's smallest can differ: in one lane ABC folds decoder_lut's per-block formatbook
 # row into the lane's selection, which anf_lut's per-block coefficients do not allow.
-SMALLEST = {"bd": "anf_lut", "int4": "baugh_wooley", "fp4": "shift", "fp6": "shift",
-            "int8": "booth"}
+SMALLEST = {"bd": "anf_lut_heap", "int4": "baugh_wooley_heap", "fp4": "shift_heap",
+            "fp6": "shift_heap", "int8": "booth_heap"}
 
 
 def adder_tree(m: Module, terms, name: str = "tree"):
@@ -119,17 +142,32 @@ class _MacFrame(wiring.Component):
 
 
 class BlockMac(_MacFrame):
-    """``lanes``-lane block dot product of ``fmt`` built as ``construction``; latency 2."""
+    """``lanes``-lane block dot product of ``fmt`` built as ``construction``, its products added
+    as ``summation`` says (:data:`SUMMATIONS`); latency 2."""
 
-    def __init__(self, fmt: str, construction: str, lanes: int = 32):
+    def __init__(self, fmt: str, construction: str, lanes: int = 32, summation: str = "tree"):
+        if summation not in SUMMATIONS:
+            reject(self)
+            raise ValueError(f"summation must be one of {SUMMATIONS}, not {summation!r}")
+        self.summation = summation
         super().__init__(fmt, construction, lanes, lanes, {})
 
     def elaborate(self, platform):
         m = Module()
         arr = self._registered_products(m)
-        total = adder_tree(m, [arr.products[k] for k in range(self.lanes)])
-        if arr.defers:
-            total = total + adder_tree(m, list(arr.carries), name="carries")
+        if self.summation == "heap":
+            bits, constant = [], 0
+            for k in range(self.lanes):
+                lane_bits, lane_constant = signed_bits(arr.products[k])
+                bits += lane_bits
+                constant += lane_constant
+            if arr.defers:
+                bits += [(arr.carries[k], 0) for k in range(self.lanes)]
+            total = heap_sum(m, bits, len(self.sum), constant).as_signed()
+        else:
+            total = adder_tree(m, [arr.products[k] for k in range(self.lanes)])
+            if arr.defers:
+                total = total + adder_tree(m, list(arr.carries), name="carries")
         m.d.sync += self.sum.eq(total)
         return m
 

@@ -4,8 +4,8 @@ Each unit takes one activation block and one weight block (element codes and the
 per clock and gives the exact block value as a signed integer ``value`` and an exponent ``exp``,
 the form an exact accumulator takes (``bd_dot``'s :class:`~bd_hw.dot.ExactAccumulator` for
 BlockDialect); the accumulator and the final rounding are left out of every unit alike. The element
-products and adder tree are the block MAC of :mod:`bench.hw.baseline_macs` in its smallest measured
-construction (:data:`ELEMENT_CONSTRUCTION`). Inputs are registered, then the block sum and the scale
+products and their summation are the block MAC of :mod:`bench.hw.baseline_macs` in its smallest
+measured construction (:data:`ELEMENT_CONSTRUCTION`, a lane construction and a summation). Inputs are registered, then the block sum and the scale
 path's results (latency 2); NVFP4's multiply of the block sum by the scale product follows that
 register (the place-and-route harness registers every output, so its path is timed).
 
@@ -33,7 +33,7 @@ from amaranth.lib.wiring import In, Out
 from bd_hw.layouts import reject
 from golden.spec import EXP_BITS
 
-from .baseline_macs import SMALLEST, BlockMac, reference_block_sum, sum_bits
+from .baseline_macs import SMALLEST, BlockMac, reference_block_sum, split_construction, sum_bits
 from .lane_products import product_inputs
 
 __all__ = ["SCALE_FORMATS", "ELEMENT_CONSTRUCTION", "ScaleDot", "reference_scale_dot",
@@ -41,7 +41,8 @@ __all__ = ["SCALE_FORMATS", "ELEMENT_CONSTRUCTION", "ScaleDot", "reference_scale
 
 SCALE_FORMATS = ("bd", "mxfp4", "nvfp4")
 # The element products of every scale-path unit: each element format's smallest block MAC.
-ELEMENT_CONSTRUCTION = {fmt: SMALLEST[fmt] for fmt in ("bd", "fp4")}
+# (lane construction, summation) of the element products
+ELEMENT_CONSTRUCTION = {fmt: split_construction(SMALLEST[fmt]) for fmt in ("bd", "fp4")}
 E8M0_BITS = 8
 E4M3_EXP, E4M3_MAN = 4, 3
 FP32_EXP, FP32_MAN = 8, 23
@@ -86,7 +87,8 @@ class ScaleDot(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.mac = mac = BlockMac(self.element, ELEMENT_CONSTRUCTION[self.element], self.B)
+        construction, summation = ELEMENT_CONSTRUCTION[self.element]
+        m.submodules.mac = mac = BlockMac(self.element, construction, self.B, summation)
         for name in product_inputs(self.element, self.B):
             m.d.comb += getattr(mac, name).eq(getattr(self, name))
         # Scale path: registered in, computed, registered out beside the block sum.

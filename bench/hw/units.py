@@ -15,6 +15,8 @@ name                        kind     builder
 ``bd_mse_shared_quantizer`` quantizer ``BDSharedMseQuantizer(B)``: the frame, shared-term MSE
 ``mac_<fmt>_<construction>`` mac     ``BlockMac(fmt, construction, B)``: block MACs of BlockDialect
                             and the baselines, every construction of ``bench.hw.lane_products``
+``mac_<fmt>_<c>_heap``       mac      the same, the products added by one carry-save bit heap
+                            (``BlockMac(fmt, construction, B, "heap")``)
 ``mac1_<fmt>_<construction>`` mac    ``SingleMac(fmt, construction)``: one lane and its accumulator
                             (the paper's framing), built at B = 32 only
 ``mac1_bd_<c>_lane``        mac      the same with the block's decoded index 5-7 columns as inputs
@@ -103,9 +105,9 @@ def _scale_dot(B, fmt, tensor_scale=True):
     return ScaleDot(fmt, B, tensor_scale)
 
 
-def _mac(B, fmt, construction):
+def _mac(B, fmt, construction, summation="tree"):
     from .baseline_macs import BlockMac
-    return BlockMac(fmt, construction, B)
+    return BlockMac(fmt, construction, B, summation)
 
 
 def _single_mac(B, fmt, construction, block_values_in=False):
@@ -129,6 +131,9 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
          summary="bd_quantizer's frame with the shared-term MSE selection (SPEC 5, method mse)"),
     *(Unit(f"mac_{fmt}_{c}", "mac", _mac, {"fmt": fmt, "construction": c},
            summary=f"{fmt} block MAC: {title}")
+      for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
+    *(Unit(f"mac_{fmt}_{c}_heap", "mac", _mac, {"fmt": fmt, "construction": c, "summation": "heap"},
+           summary=f"{fmt} block MAC, products added by a carry-save bit heap: {title}")
       for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
     *(Unit(f"mac1_{fmt}_{c}", "mac", _single_mac, {"fmt": fmt, "construction": c},
            blocks=(SINGLE_MAC_BLOCK,), summary=f"{fmt} single MAC (one lane, accumulator): {title}")

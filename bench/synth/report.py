@@ -6,6 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from bench.hw.baseline_macs import construction_key, split_construction
 from bench.hw.lane_products import CONSTRUCTIONS
 from bench.hw.units import ENGINE_LANES, ENGINE_PRODUCTS, ENGINE_PRODUCTS_LANES, engine_unit_name
 from bench.hw.mse_shared import MAGNITUDES, STEPS, THRESHOLDS
@@ -81,6 +82,13 @@ def weight_bandwidth(fmax_mhz: float, lanes: int, B: int) -> dict:
             "fp16_bytes_per_s": hz * lanes * B * FP16_BYTES}
 
 
+def construction_title(fmt: str, key: str) -> str:
+    """What a block MAC's construction key means (:func:`~bench.hw.baseline_macs.construction_key`)."""
+    construction, summation = split_construction(key)
+    return CONSTRUCTIONS[fmt][construction] + (", products added by a carry-save bit heap"
+                                               if summation == "heap" else "")
+
+
 def mac_key(name: str):
     """``(framing, format, construction)`` of a MAC unit (``"block"`` or ``"single"``; a single
     BlockDialect MAC fed the block's decoded magnitudes has ``_lane`` after its construction), or
@@ -90,7 +98,8 @@ def mac_key(name: str):
         return None
     p = unit.params
     framing = "single" if name.startswith("mac1_") else "block"
-    return framing, p["fmt"], p["construction"] + (LANE_ONLY if p.get("block_values_in") else "")
+    return framing, p["fmt"], (construction_key(p["construction"], p.get("summation", "tree"))
+                               + (LANE_ONLY if p.get("block_values_in") else ""))
 
 
 def mac_summary(results: list[dict]) -> dict:
@@ -537,7 +546,11 @@ def mac_section(summary: dict) -> list[str]:
              "decode over every dialect pair and code pair); the smallest in two-input gates is the "
              "format's baseline (**bold**). *Block MAC*: B lanes, one adder tree (and a popcount of "
              "the deferred +1 bits where a construction complements instead of negating), inputs "
-             "and sum registered. *Single MAC* (the paper's framing): one lane and an accumulator "
+             "and sum registered; a `_heap` construction adds the same lane products (and +1 bits) "
+             "with one carry-save bit heap instead (`bench/hw/bit_heap.py`: Wallace's full-adder "
+             "reduction of every product bit, one carry-propagate adder at the end, as ASIC dot "
+             "products are built; an FPGA's carry chains favour adder trees, so compare the LUT4 "
+             "columns too). *Single MAC* (the paper's framing): one lane and an accumulator "
              "as wide as the exact sum of a block of 32 products, inputs registered; the "
              "BlockDialect single MAC decodes its own dialects (`_lane` rows take the block's "
              "decoded index 5-7 columns as inputs instead: their magnitudes, or what the "
@@ -636,7 +649,7 @@ def _mac_findings(macs: dict) -> list[str]:
                 f"({bd[c]['gates2'] / bd[best]['gates2']:.2f} of the smallest, {best})"
                 for c, setting in refs) + ("." if adopted else
                                            f"; {best} computes the same products "
-                                           f"({CONSTRUCTIONS['bd'][best]}); `bd_dot` builds its "
+                                           f"({construction_title('bd', best)}); `bd_dot` builds its "
                                            "decoders so with decode='anf', measured below in "
                                            "\"The decoder inside bd_dot\"."))
     int8 = [f["int8"]["gates2"] for by_b in macs["to_fp4"].values() for f in by_b.values()
@@ -651,6 +664,7 @@ def _mac_findings(macs: dict) -> list[str]:
                   "4 significant bits (9, 11, 13, 15), so each lane needs the full 4x4 array: "
                   "16 partial-product bits against FP4's 4.",
                   *_bd_construction_findings(macs),
+                  *_summation_findings(macs),
                   "- The paper's single MAC holds an accumulator of widths we do not know; ours sums "
                   "one block of 32 products exactly (14 bits for FP4 and BlockDialect). A wider "
                   "accumulator, the same in every format, would pull every ratio towards 1, and "
@@ -661,12 +675,41 @@ def _mac_findings(macs: dict) -> list[str]:
     return lines
 
 
+def _summation_findings(macs: dict) -> list[str]:
+    """What the bit heap saves over the adder tree at B = 32, each format's smallest of each."""
+    fmts = macs["constructions"].get("block", {}).get("32", {})
+    saved, best = [], {}
+    for fmt in MAC_FORMATS:
+        by_summation = {}
+        for key, fig in fmts.get(fmt, {}).items():
+            if key.endswith(LANE_ONLY) or not fig.get("gates2"):
+                continue
+            summation = split_construction(key)[1]
+            if summation not in by_summation or fig["gates2"] < by_summation[summation][1]:
+                by_summation[summation] = (key, fig["gates2"])
+        if len(by_summation) == 2:
+            (_, tree), (_, heap) = by_summation["tree"], by_summation["heap"]
+            saved.append(f"{MAC_TEXT[fmt]} {tree} -> {heap} ({100 * (heap - tree) / tree:+.1f} %)")
+            best[fmt] = {s: g for s, (_, g) in by_summation.items()}
+    if not saved:
+        return []
+    text = ("- Adding the products with a carry-save bit heap instead of an adder tree changes every "
+            "format alike (smallest construction of each, two-input gates at B = 32: "
+            + ", ".join(saved) + ")")
+    if "bd" in best and "fp4" in best:
+        text += (f", so BlockDialect / FP4 hardly moves: {best['bd']['tree'] / best['fp4']['tree']:.2f} "
+                 f"with adder trees, {best['bd']['heap'] / best['fp4']['heap']:.2f} with bit heaps")
+    return [text + "."]
+
+
 def _bd_construction_findings(macs: dict) -> list[str]:
     """What the BlockDialect constructions measured at B = 32 say about where its cost lies, worded
-    from their figures (a construction not measured is left out)."""
+    from their figures (a construction not measured is left out), each against the smallest with
+    the same summation (the adder tree)."""
     block = macs["constructions"].get("block", {}).get("32", {}).get("bd", {})
     single = macs["constructions"].get("single", {}).get("32", {}).get("bd", {})
-    best = macs["smallest"].get("block", {}).get("32", {}).get("bd")
+    trees = [c for c in block if split_construction(c)[1] == "tree" and block[c].get("gates2")]
+    best = min(trees, key=lambda c: block[c]["gates2"], default=None)
     if not best:
         return []
     ref = block[best]["gates2"]
@@ -811,7 +854,8 @@ def scale_section(results: list[dict]) -> list[str]:
              "significands) and the block sum by that product, and holds one FP32 x FP32 "
              "significand multiplier for the product of the tensor scales, applied once per result "
              "(`scale_nvfp4_block`: the same without it). "
-             "Elements use each format's smallest block-MAC construction. No accumulator or final "
+             "Elements use each format's smallest block MAC (lane construction and summation). "
+             "No accumulator or final "
              "rounding in any of them. On the ECP5 the narrow products (elements, NVFP4's 4x4 scale "
              "product) are in LUTs as for the MACs above, and NVFP4's wide ones in DSP blocks "
              "(its 13x9 multiply of the block sum by the scale product; the 24x24 FP32 "

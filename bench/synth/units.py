@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bd_hw.units import Unit
-from bench.hw.baseline_macs import SMALLEST
+from bench.hw.baseline_macs import SMALLEST, construction_key
 from bench.hw.units import ALL_UNITS, BENCH_UNITS
 
 __all__ = ["SynthUnit", "UNITS", "UNIT_NAMES", "FAMILIES", "LUT_PRODUCT_KINDS", "ON_REQUEST",
@@ -29,7 +29,8 @@ ALL_FAMILIES = ("ice40", "ecp5")
 # - the engine's other builds (about 10 minutes of ECP5 mapping and placement each): the default
 #   run places bd_linear_n4, the engine of SPEC 11's figures (the wider engines, N = 8 and 16,
 #   take longer still);
-# - every MAC construction but each format's smallest block MAC (bench.hw.baseline_macs.SMALLEST):
+# - every MAC construction but each format's smallest block MAC (bench.hw.baseline_macs.SMALLEST,
+#   its lane construction and summation):
 #   every single MAC and the other block MACs, whose figures change only with the constructions;
 # - the engine builds of the scaling and products tables (bench.hw.units: N = 16 alone takes
 #   about an hour on the ECP5);
@@ -39,7 +40,8 @@ ON_REQUEST = frozenset({"sel_mse", "bd_mse_quantizer", "sel_mse_shared", "bd_mse
                         "bd_decoder_anf", "bd_dot_anf", "bd_dot_fast_anf"}
                        | {u.name for u in ALL_UNITS.values() if u.kind == "mac" and (
                            u.name.startswith("mac1_")
-                           or SMALLEST[u.params["fmt"]] != u.params["construction"])}
+                           or SMALLEST[u.params["fmt"]] != construction_key(
+                               u.params["construction"], u.params.get("summation", "tree")))}
                        | set(BENCH_UNITS).intersection(u.name for u in ALL_UNITS.values()
                                                        if u.kind == "linear"))
 # Started first when units run in parallel: the longest syntheses (and the engines, see FAMILIES).
