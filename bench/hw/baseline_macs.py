@@ -117,7 +117,11 @@ class _MacFrame(wiring.Component):
     """Ports and input registers shared by both frames."""
 
     def __init__(self, fmt: str, construction: str, lanes: int, count: int, extra: dict,
-                 block_values_in: bool = False):
+                 block_values_in: bool = False, summation: str = "tree"):
+        if summation not in SUMMATIONS:
+            reject(self)
+            raise ValueError(f"summation must be one of {SUMMATIONS}, not {summation!r}")
+        self.summation = summation
         check_construction(fmt, construction, self)
         self.lanes = _check_lanes(lanes, self)
         if block_values_in and not (fmt == "bd" and takes_block_inputs(construction)):
@@ -146,11 +150,7 @@ class BlockMac(_MacFrame):
     as ``summation`` says (:data:`SUMMATIONS`); latency 2."""
 
     def __init__(self, fmt: str, construction: str, lanes: int = 32, summation: str = "tree"):
-        if summation not in SUMMATIONS:
-            reject(self)
-            raise ValueError(f"summation must be one of {SUMMATIONS}, not {summation!r}")
-        self.summation = summation
-        super().__init__(fmt, construction, lanes, lanes, {})
+        super().__init__(fmt, construction, lanes, lanes, {}, summation=summation)
 
     def elaborate(self, platform):
         m = Module()
@@ -177,11 +177,15 @@ class SingleMac(_MacFrame):
 
     Ports: ``a``, ``w`` (and dialects), ``clear`` in; ``sum`` out, signed :func:`sum_bits`
     (``fmt``, :data:`SINGLE_MAC_BLOCK`). Each clock ``acc <= (clear ? 0 : acc) + product`` of the
-    inputs registered the clock before; ``sum`` is ``acc``.
+    inputs registered the clock before; ``sum`` is ``acc``. ``summation="heap"`` adds the product's
+    bits, its deferred +1 and the accumulator's bits in one carry-save bit heap (the fused
+    multiply-accumulate form) instead of two-operand adders.
     """
 
-    def __init__(self, fmt: str, construction: str, block_values_in: bool = False):
-        super().__init__(fmt, construction, 1, SINGLE_MAC_BLOCK, {"clear": In(1)}, block_values_in)
+    def __init__(self, fmt: str, construction: str, block_values_in: bool = False,
+                 summation: str = "tree"):
+        super().__init__(fmt, construction, 1, SINGLE_MAC_BLOCK, {"clear": In(1)}, block_values_in,
+                         summation)
 
     def elaborate(self, platform):
         m = Module()
@@ -190,7 +194,14 @@ class SingleMac(_MacFrame):
         m.d.sync += clear.eq(self.clear)
         base = Signal(self.sum_shape, name="base")
         m.d.comb += base.eq(Mux(clear, 0, self.sum))
-        m.d.sync += self.sum.eq(base + arr.products[0] + arr.carries[0])
+        if self.summation == "heap":
+            bits, constant = signed_bits(arr.products[0])
+            base_bits, base_constant = signed_bits(base)
+            bits += base_bits + [(arr.carries[0], 0)]
+            total = heap_sum(m, bits, len(self.sum), constant + base_constant).as_signed()
+        else:
+            total = base + arr.products[0] + arr.carries[0]
+        m.d.sync += self.sum.eq(total)
         return m
 
 

@@ -19,6 +19,7 @@ name                        kind     builder
                             (``BlockMac(fmt, construction, B, "heap")``)
 ``mac1_<fmt>_<construction>`` mac    ``SingleMac(fmt, construction)``: one lane and its accumulator
                             (the paper's framing), built at B = 32 only
+``mac1_<fmt>_<c>_heap``      mac      the same, product and accumulator added by one bit heap
 ``mac1_bd_<c>_lane``        mac      the same with the block's decoded index 5-7 columns as inputs
                             (``shared*``, ``sigshift_defer``, ``blockprod_defer``)
 ``scale_bd``, ``scale_mxfp4``, scale  ``ScaleDot(fmt, B)``: block dot product and its scale path
@@ -110,9 +111,9 @@ def _mac(B, fmt, construction, summation="tree"):
     return BlockMac(fmt, construction, B, summation)
 
 
-def _single_mac(B, fmt, construction, block_values_in=False):
+def _single_mac(B, fmt, construction, block_values_in=False, summation="tree"):
     from .baseline_macs import SingleMac
-    return SingleMac(fmt, construction, block_values_in)
+    return SingleMac(fmt, construction, block_values_in, summation)
 
 
 BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
@@ -137,6 +138,11 @@ BENCH_UNITS: dict[str, Unit] = {u.name: u for u in (
       for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
     *(Unit(f"mac1_{fmt}_{c}", "mac", _single_mac, {"fmt": fmt, "construction": c},
            blocks=(SINGLE_MAC_BLOCK,), summary=f"{fmt} single MAC (one lane, accumulator): {title}")
+      for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
+    *(Unit(f"mac1_{fmt}_{c}_heap", "mac", _single_mac,
+           {"fmt": fmt, "construction": c, "summation": "heap"}, blocks=(SINGLE_MAC_BLOCK,),
+           summary=f"{fmt} single MAC, product and accumulator added by one carry-save bit heap: "
+                   f"{title}")
       for fmt, names in CONSTRUCTIONS.items() for c, title in names.items()),
     *(Unit(f"mac1_bd_{c}_lane", "mac", _single_mac,
            {"fmt": "bd", "construction": c, "block_values_in": True}, blocks=(SINGLE_MAC_BLOCK,),

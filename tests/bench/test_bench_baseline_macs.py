@@ -79,13 +79,14 @@ def test_mac_matches_reference(fmt, construction, summation):
         assert got == reference_block_sum(fmt, a, w, da, dw), (fmt, a, w, da, dw)
 
 
+@pytest.mark.parametrize("summation", SUMMATIONS)
 @pytest.mark.parametrize("fmt,construction", CASES)
-def test_single_mac_accumulates_a_block(fmt, construction):
+def test_single_mac_accumulates_a_block(fmt, construction, summation):
     """Blocks of SINGLE_MAC_BLOCK element pairs, one pair per clock and ``clear`` with each block's
     first pair: one clock after a block's last pair, ``sum`` holds its exact block sum (the first
     block of extreme products, the widest sum; then random blocks)."""
     rng = random.Random(f"single {fmt} {construction}")
-    dut = SingleMac(fmt, construction)
+    dut = SingleMac(fmt, construction, summation=summation)
     bits = FORMAT_BITS[fmt]
     blocks = [(a, w, 15 if fmt == "bd" else 0, 1 if fmt == "bd" else 0)
               for a, w, _, _ in _extreme_vectors(fmt, bits, SINGLE_MAC_BLOCK)[:2]]
@@ -134,6 +135,8 @@ def test_bad_arguments():
         make_mac("int4", 0)
     with pytest.raises(ValueError, match="summation"):
         BlockMac("int4", "booth", 4, "wallace")
+    with pytest.raises(ValueError, match="summation"):
+        SingleMac("int4", "booth", summation="")
     gc.collect()   # the rejected component goes while its warning filter (bd_hw.layouts.reject) holds
 
 
