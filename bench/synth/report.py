@@ -102,6 +102,12 @@ def mac_key(name: str):
                                + (LANE_ONLY if p.get("block_values_in") else ""))
 
 
+def _size_order(construction: str, figures: dict) -> tuple:
+    """Smallest first: two-input gates, ties to the fewer generic cells, then to the name, so that
+    neither the tables nor the choice of the smallest depend on the order of the rows."""
+    return figures["gates2"], figures["cells"] or 0, construction
+
+
 def mac_summary(results: list[dict]) -> dict:
     """Every MAC construction's figures by framing, block size and format, the smallest
     construction of each format (by two-input gates; lane-only variants excluded), BlockDialect's
@@ -118,7 +124,7 @@ def mac_summary(results: list[dict]) -> dict:
     for framing, by_block in macs.items():
         for B, fmts in by_block.items():
             best = {fmt: min((c for c in cs if not c.endswith(LANE_ONLY)),
-                             key=lambda c: cs[c]["gates2"], default=None)
+                             key=lambda c: _size_order(c, cs[c]), default=None)
                     for fmt, cs in fmts.items()}
             smallest.setdefault(framing, {})[B] = best
             fig = {fmt: fmts[fmt][c] for fmt, c in best.items() if c}
@@ -578,7 +584,7 @@ def mac_section(summary: dict) -> list[str]:
             for fmt in MAC_FORMATS:
                 cs = by_block[B].get(fmt, {})
                 best = macs["smallest"][framing][B].get(fmt)
-                for c, f in sorted(cs.items(), key=lambda kv: kv[1]["gates2"]):
+                for c, f in sorted(cs.items(), key=lambda kv: _size_order(*kv)):
                     name = f"**{c}**" if c == best else c
                     rel = _ratio(f["gates2"], cs[best]["gates2"]) if best else None
                     lines.append(f"| {B} | {MAC_TEXT[fmt]} | {name} | " + " | ".join(
@@ -781,40 +787,33 @@ def decoder_section(results: list[dict]) -> list[str]:
              "| unit | decode | gates2 | iCE40 LUT4 | iCE40 Fmax MHz | ECP5 LUT4 | ECP5 Fmax MHz |",
              "|---|---|---|---|---|---|---|"]
 
-    def cells(r, ref=None):
-        out = [r.get("gates2")]
-        for fam, key in (("ice40", "luts"), ("ice40", "fmax_mhz"), ("ecp5", "luts"),
-                         ("ecp5", "fmax_mhz")):
-            out.append(r.get(fam, {}).get(key))
-        if ref is None:
-            return [_fmt(v) for v in out]
-        base = cells_raw(ref)
-        return [f"{_fmt(v)} ({v / b:.2f})" if v and b else _fmt(v) for v, b in zip(out, base)]
+    # (metric as figure() reads it, its name in the ratio sentences; None: table only)
+    columns = (("gates2", "two-input gates"), ("ice40.luts", "iCE40 LUT4"),
+               ("ice40.fmax_mhz", None), ("ecp5.luts", "ECP5 LUT4"),
+               ("ecp5.fmax_mhz", "ECP5 Fmax"))
 
-    def cells_raw(r):
-        return [r.get("gates2")] + [r.get(fam, {}).get(key) for fam, key in (
-            ("ice40", "luts"), ("ice40", "fmax_mhz"), ("ecp5", "luts"), ("ecp5", "fmax_mhz"))]
+    def ratios(anf, mux):
+        """anf / mux of every column (None where either is missing)."""
+        return [(figure(anf, metric) / figure(mux, metric)
+                 if figure(anf, metric) and figure(mux, metric) else None, what)
+                for metric, what in columns]
 
     fallback = []
     for mux, anf in pairs:
         for r, decode in ((mux, "mux (default)"), (anf, "anf")):
-            mapped = [fam for fam in ("ice40", "ecp5") if r.get(fam, {}).get("lut_mapper")]
+            mapped = [fam for fam in ("ice40", "ecp5") if figure(r, f"{fam}.lut_mapper")]
             if mapped:
                 fallback.append(f"{r['unit']} on the {', '.join(mapped)}")
+            cells = [_fmt(figure(r, metric)) for metric, _ in columns]
+            if r is anf:
+                cells = [f"{cell} ({q:.2f})" if q else cell
+                         for cell, (q, _) in zip(cells, ratios(anf, mux))]
             lines.append("| " + " | ".join([mux["unit"], decode + (" (abc)" if mapped else ""),
-                                            *cells(r, None if r is mux else mux)]) + " |")
-    def ratio(anf, mux, fam, key):
-        x, y = anf.get(fam, {}).get(key) if fam else anf.get(key), (
-            mux.get(fam, {}).get(key) if fam else mux.get(key))
-        return x / y if x and y else None
+                                            *cells]) + " |")
 
     def said(pair):
         mux, anf = pair
-        parts = [(ratio(anf, mux, None, "gates2"), "two-input gates"),
-                 (ratio(anf, mux, "ice40", "luts"), "iCE40 LUT4"),
-                 (ratio(anf, mux, "ecp5", "luts"), "ECP5 LUT4"),
-                 (ratio(anf, mux, "ecp5", "fmax_mhz"), "ECP5 Fmax")]
-        return ", ".join(f"{r:.2f}x the {what}" for r, what in parts if r)
+        return ", ".join(f"{q:.2f}x the {what}" for q, what in ratios(anf, mux) if q and what)
 
     dots = [(m, a) for m, a in pairs if m["unit"] != "bd_decoder"]
     smaller = [m["unit"] for m, a in dots if a.get("gates2") and a["gates2"] < m["gates2"]]
