@@ -4,9 +4,10 @@
 ``lanes`` element pairs per clock, the products added by a tree of two-operand adders
 (``summation="tree"``, :func:`adder_tree`, the form FPGA carry chains suit) or by one carry-save
 bit heap (``"heap"``, :func:`bench.hw.bit_heap.heap_sum`: every product bit into Wallace's
-reduction, one carry-propagate adder at the end, the form ASIC dot products take). The shared block scales are left out of every design alike
-(their cost is measured apart, in ``bench/hw/scale_paths.py``), so the comparison is of the part
-that grows with the lane count: element decode, multipliers and adder tree.
+reduction, one carry-propagate adder at the end, the form ASIC dot products take). The shared
+block scales are left out of every design alike (their cost is measured apart, in
+``bench/hw/scale_paths.py``), so the comparison is of the part that grows with the lane count:
+element decode, multipliers and the summation.
 
 **Single MAC** (:class:`SingleMac`, the paper's framing): one lane and its accumulator,
 ``acc <= (clear ? 0 : acc) + a * w`` every clock, the accumulator as wide as the exact sum of one
@@ -34,7 +35,7 @@ from amaranth.lib.wiring import In, Out
 
 from bd_hw.layouts import reject
 
-from .bit_heap import heap_sum, signed_bits
+from .bit_heap import signed_heap_sum
 from .lane_products import (BLOCK_INPUT_BASES, CONSTRUCTIONS, ProductArray, check_construction,
                             element_value, max_abs_product, minifloat_value_units, product_inputs,
                             takes_block_inputs)
@@ -156,14 +157,9 @@ class BlockMac(_MacFrame):
         m = Module()
         arr = self._registered_products(m)
         if self.summation == "heap":
-            bits, constant = [], 0
-            for k in range(self.lanes):
-                lane_bits, lane_constant = signed_bits(arr.products[k])
-                bits += lane_bits
-                constant += lane_constant
-            if arr.defers:
-                bits += [(arr.carries[k], 0) for k in range(self.lanes)]
-            total = heap_sum(m, bits, len(self.sum), constant).as_signed()
+            carries = [(arr.carries[k], 0) for k in range(self.lanes)] if arr.defers else []
+            total = signed_heap_sum(m, [arr.products[k] for k in range(self.lanes)], len(self.sum),
+                                    carries)
         else:
             total = adder_tree(m, [arr.products[k] for k in range(self.lanes)])
             if arr.defers:
@@ -195,10 +191,8 @@ class SingleMac(_MacFrame):
         base = Signal(self.sum_shape, name="base")
         m.d.comb += base.eq(Mux(clear, 0, self.sum))
         if self.summation == "heap":
-            bits, constant = signed_bits(arr.products[0])
-            base_bits, base_constant = signed_bits(base)
-            bits += base_bits + [(arr.carries[0], 0)]
-            total = heap_sum(m, bits, len(self.sum), constant + base_constant).as_signed()
+            total = signed_heap_sum(m, [arr.products[0], base], len(self.sum),
+                                    [(arr.carries[0], 0)])
         else:
             total = base + arr.products[0] + arr.carries[0]
         m.d.sync += self.sum.eq(total)

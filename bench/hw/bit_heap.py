@@ -7,13 +7,14 @@ of ``2^(w+1)``) and, where a column needs it, half adders, until no column holds
 bits; one carry-propagate adder then adds the two rows. Every adder output is a named signal
 (``<name>_s<n>``, ``<name>_c<n>``), so no expression is emitted twice. Compared with a tree of
 two-operand adders, each bit of the heap passes through carry-save adders only, and the single
-carry chain comes last. :func:`signed_bits` turns a two's complement value into heap bits.
+carry chain comes last. :func:`signed_bits` turns a two's complement value into heap bits, and
+:func:`signed_heap_sum` adds two's complement values (and loose bits) with one heap.
 """
 from __future__ import annotations
 
 from amaranth.hdl import Cat, Const, Module, Signal, Value
 
-__all__ = ["heap_sum", "signed_bits"]
+__all__ = ["heap_sum", "signed_bits", "signed_heap_sum"]
 
 
 def signed_bits(value) -> tuple[list, int]:
@@ -76,3 +77,15 @@ def heap_sum(m: Module, bits, width: int, constant: int = 0, name: str = "heap")
     total = Signal(width, name=f"{name}_sum")
     m.d.comb += total.eq(rows[0] + rows[1])
     return total
+
+
+def signed_heap_sum(m: Module, values, width: int, bits=(), name: str = "heap") -> Value:
+    """The sum of the two's complement ``values`` and of the one-bit ``bits`` (``(bit, weight)``
+    pairs) modulo ``2^width``, as a signed ``width``-bit value: every value's :func:`signed_bits`
+    and the bits in one :func:`heap_sum`."""
+    heap, constant = [], 0
+    for value in values:
+        value_bits, value_constant = signed_bits(value)
+        heap += value_bits
+        constant += value_constant
+    return heap_sum(m, heap + list(bits), width, constant, name).as_signed()
