@@ -291,7 +291,8 @@ def takes_block_inputs(construction: str) -> bool:
 
 def block_input_layouts(construction: str) -> dict:
     """The per-block inputs of a ``bd`` construction built with ``block_values_in`` (port name ->
-    layout): ``decoder_lut``, ``shared``, ``blockprod``: the magnitudes at :func:`varying_columns`
+    layout): ``decoder_lut``, ``shared``, ``blockprod``: the magnitudes at
+    :data:`~golden.formatbook.VARYING_COLUMNS`
     (``*_values``); ``anf_lut``: their :func:`~golden.formatbook.anf_coefficients` (``*_anf``);
     ``sigshift``: their :func:`sigshift_entry` codes (``*_sigshift``); ``blockprod`` also the
     products of every pair of them (``wide_products``, a-column major)."""

@@ -5,9 +5,10 @@ per clock and gives the exact block value as a signed integer ``value`` and an e
 the form an exact accumulator takes (``bd_dot``'s :class:`~bd_hw.dot.ExactAccumulator` for
 BlockDialect); the accumulator and the final rounding are left out of every unit alike. The element
 products and their summation are the block MAC of :mod:`bench.hw.baseline_macs` in its smallest
-measured construction (:data:`ELEMENT_CONSTRUCTION`, a lane construction and a summation). Inputs are registered, then the block sum and the scale
-path's results (latency 2); NVFP4's multiply of the block sum by the scale product follows that
-register (the place-and-route harness registers every output, so its path is timed).
+measured construction (:data:`ELEMENT_CONSTRUCTION`, a lane construction and a summation). Inputs
+are registered, then the block sum and the scale path's results (latency 2); NVFP4's multiply of
+the block sum by the scale product follows that register (the place-and-route harness registers
+every output, so its path is timed).
 
 ``bd``     BlockDialect (SPEC 3, 6): 5-bit shared exponents; ``exp = E_a + E_w`` (6 bits),
            block value ``value * 2^(exp - 36)``.
